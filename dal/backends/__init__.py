@@ -1,0 +1,87 @@
+"""The backend registry: URL scheme -> backend class, imported on first use.
+
+Store clients are cached per process under an HMAC of their full connection settings,
+keyed by a secret drawn at import, so a changed setting (a new password, another host)
+gets a new client and no password sits in a cache key or a log line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib
+import os
+import threading
+from typing import Literal, cast
+
+from dal.backends.base import PersistentStore, VolatileStore
+from dal.backends.url import StoreURL, parse_url
+from dal.exceptions import ConfigurationError
+
+Role = Literal["persistent", "volatile"]
+
+#: scheme -> "module:Class" for each role
+BACKENDS: dict[Role, dict[str, str]] = {
+    "persistent": {
+        "sqlite": "dal.backends.sqlite:SqliteStore",
+        "memory": "dal.backends.memory:MemoryStore",
+        "etcd": "dal.backends.etcd:EtcdStore",
+    },
+    "volatile": {
+        "memory": "dal.backends.memory:MemoryCache",
+        "memcached": "dal.backends.memcached:MemcachedCache",
+    },
+}
+
+_SECRET = os.urandom(32)
+_clients: dict[str, PersistentStore | VolatileStore] = {}
+_lock = threading.Lock()
+
+
+def backend_class(role: Role, scheme: str) -> type:
+    """Return the backend class serving ``scheme`` in ``role``; raise ConfigurationError otherwise."""
+    target = BACKENDS[role].get(scheme)
+    if target is None:
+        known = ", ".join(f"{name}://" for name in sorted(BACKENDS[role]))
+        other = "volatile" if role == "persistent" else "persistent"
+        hint = f" ({scheme}:// is a {other} store)" if scheme in BACKENDS[other] else ""
+        raise ConfigurationError(f"unknown {role} store scheme {scheme!r}{hint}; known: {known}")
+    module_name, _, class_name = target.partition(":")
+    return cast(type, getattr(importlib.import_module(module_name), class_name))
+
+
+def settings_digest(role: Role, url: StoreURL) -> str:
+    """Return the keyed hash that identifies a client with exactly these settings."""
+    message = f"{role}\x00{url.settings()}".encode()
+    return hmac.new(_SECRET, message, hashlib.sha256).hexdigest()
+
+
+def open_persistent(url: str | StoreURL) -> PersistentStore:
+    """Return this process's client for a persistent store URL, creating it on first use."""
+    return cast(PersistentStore, _open("persistent", url))
+
+
+def open_volatile(url: str | StoreURL) -> VolatileStore:
+    """Return this process's client for a volatile store URL, creating it on first use."""
+    return cast(VolatileStore, _open("volatile", url))
+
+
+def _open(role: Role, url: str | StoreURL) -> PersistentStore | VolatileStore:
+    parsed = parse_url(url) if isinstance(url, str) else url
+    cls = backend_class(role, parsed.scheme)
+    digest = settings_digest(role, parsed)
+    with _lock:
+        client = _clients.get(digest)
+        if client is None:
+            client = cast(PersistentStore | VolatileStore, cls.from_url(parsed))
+            _clients[digest] = client
+        return client
+
+
+def close_all() -> None:
+    """Close and forget every cached client (tests and forked children use this)."""
+    with _lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.close()

@@ -1,0 +1,209 @@
+"""What a store is: the two protocols backends implement, and the values they exchange.
+
+Backends are dumb on purpose: they move bytes under string keys and offer exactly the
+primitives the object layer needs. Serialization, key layout, TTL policy and cache
+invalidation all live above them (see ``dal/cache.py`` and ``dal/transaction.py``).
+A backend never knows about hybrids.
+
+Absent values are ``None`` here: a stored value is always ``bytes`` (a JSON document),
+so ``None`` cannot be confused with a stored value at this level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol, runtime_checkable
+
+from dal.backends.url import StoreURL
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A durable value and the revision at which it was last modified (always > 0)."""
+
+    value: bytes
+    revision: int
+
+
+# --- transaction checks -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """Holds when ``key`` was last modified at ``revision``; ``revision=0`` means absent."""
+
+    key: str
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Exists:
+    """Holds when ``key`` is present, whatever its revision."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixEmpty:
+    """Holds when no key starts with ``prefix``."""
+
+    prefix: str
+
+
+Check = Revision | Exists | PrefixEmpty
+
+
+# --- transaction operations ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Write ``value`` under ``key``."""
+
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Remove ``key``; removing an absent key is not an error."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeletePrefix:
+    """Remove every key that starts with ``prefix``."""
+
+    prefix: str
+
+
+Op = Put | Delete | DeletePrefix
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """The outcome of :meth:`PersistentStore.commit`.
+
+    When ``ok``, ``revision`` is the revision every written key now carries.
+    When not ``ok``, nothing was written, ``failed`` holds the indexes (into ``checks``)
+    of the checks that did not hold, and ``current`` the present entries of the keys named
+    by failing ``Revision``/``Exists`` checks (a key absent from ``current`` is absent from
+    the store), so a caller can merge without another round trip.
+    """
+
+    ok: bool
+    revision: int = 0
+    failed: tuple[int, ...] = ()
+    current: Mapping[str, Entry] = field(default_factory=dict)
+
+
+@runtime_checkable
+class PersistentStore(Protocol):
+    """A durable, transactional key-value store.
+
+    Keys are ``str`` (UTF-8 when they hit the wire), ordered by code point for scans.
+    Every commit gets a revision strictly greater than any earlier one, and each key
+    written by it carries that revision. A failure or timeout raises ``BackendError``
+    with the driver's error as its ``__cause__``.
+    """
+
+    #: the URL scheme this backend registers under
+    scheme: ClassVar[str]
+    #: other processes may commit to the same data concurrently
+    shared: ClassVar[bool]
+    url: StoreURL
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> PersistentStore:
+        """Open the store a parsed URL names; unknown or badly typed options raise ConfigurationError."""
+        ...
+
+    def get(self, key: str) -> Entry | None:
+        """Return the entry under ``key``, or ``None``."""
+        ...
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        """Return the present entries among ``keys`` in one round trip."""
+        ...
+
+    def scan(self, prefix: str, *, start_after: str | None = None,
+             limit: int | None = None) -> list[tuple[str, Entry]]:
+        """Return up to ``limit`` ``(key, entry)`` pairs under ``prefix``, in key order.
+
+        ``start_after`` resumes a scan after the last key of a previous batch.
+        """
+        ...
+
+    def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
+        """Apply every op atomically if every check holds; otherwise apply nothing."""
+        ...
+
+    def change_token(self) -> object:
+        """Return a cheap marker that changes whenever another connection commits.
+
+        A process-local cache in front of a shared store compares it to know whether what
+        it holds may be stale. Stores that cannot tell cheaply return ``None``.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections; the store must not be used afterwards."""
+        ...
+
+
+@runtime_checkable
+class VolatileStore(Protocol):
+    """A cache: values expire after their TTL and may vanish at any time.
+
+    ``ttl`` is in seconds; ``0`` means no expiry. Values are ``bytes``. A compare-and-set
+    token from :meth:`gets` is opaque to callers. A server failure raises ``BackendError``
+    quickly (within the store's short timeout); the layer above treats it as a miss.
+    """
+
+    scheme: ClassVar[str]
+    #: other processes see the same entries
+    shared: ClassVar[bool]
+    url: StoreURL
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> VolatileStore:
+        """Open the store a parsed URL names; unknown or badly typed options raise ConfigurationError."""
+        ...
+
+    def get(self, key: str) -> bytes | None:
+        """Return the value under ``key``, or ``None``."""
+        ...
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """Return the present values among ``keys``, batched."""
+        ...
+
+    def gets(self, key: str) -> tuple[bytes | None, object]:
+        """Return the value and a token for :meth:`cas` (``(None, None)`` when absent)."""
+        ...
+
+    def set(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store unconditionally; ``False`` when the value could not be stored."""
+        ...
+
+    def add(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store only if ``key`` is absent; ``True`` when stored."""
+        ...
+
+    def cas(self, key: str, value: bytes, token: object, ttl: float) -> bool:
+        """Store only if ``key`` is unchanged since :meth:`gets` returned ``token``."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing an absent key is not an error."""
+        ...
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove every key in ``keys``."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

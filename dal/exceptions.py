@@ -1,0 +1,55 @@
+"""Errors raised by dal. Every error derives from :class:`DalError`."""
+
+from __future__ import annotations
+
+
+class DalError(Exception):
+    """Base of every error dal raises."""
+
+
+class ObjectNotFoundError(DalError, LookupError):
+    """No stored object has that guid."""
+
+
+class InvalidValueError(DalError, TypeError, ValueError):
+    """A value does not fit the declared type of a property, relation or dynamic."""
+
+
+class MissingMandatoryFieldsError(DalError, ValueError):
+    """A save was attempted while mandatory fields are unset."""
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+class UniqueConstraintError(DalError, ValueError):
+    """Another object already holds that value of a unique property."""
+
+
+class ConcurrencyError(DalError):
+    """The same field was changed here and in the store, and the save asked to be told."""
+
+
+class RaceConditionError(DalError):
+    """A save kept conflicting with concurrent writers until its retries ran out."""
+
+
+class LinkedObjectError(DalError):
+    """An object cannot be deleted while other objects point at it."""
+
+
+class InvalidRelationError(DalError):
+    """A relation holds something it cannot (several objects behind a one-to-one)."""
+
+
+class InvalidQueryError(DalError, ValueError):
+    """A query names an unknown field or operator, or has the wrong shape."""
+
+
+class ConfigurationError(DalError, ValueError):
+    """A store URL, scheme or option is wrong."""
+
+
+class BackendError(DalError):
+    """A store failed or timed out; the driver's error is the ``__cause__``."""

@@ -1,0 +1,80 @@
+"""Shared fixtures: real servers started per test session, stores parametrized over every backend.
+
+The suite starts its own etcd and memcached on free loopback ports in temporary
+directories. Without their binaries, server tests skip, unless DAL_REQUIRE_SERVICES=1
+(as CI sets), when a missing server fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dal.testing.servers import RunningServer, ServerUnavailable, start_etcd, start_memcached
+
+REQUIRE_SERVICES = os.environ.get("DAL_REQUIRE_SERVICES") == "1"
+
+PERSISTENT_KINDS = ["memory", "sqlite", "etcd"]
+VOLATILE_KINDS = ["memory", "memcached"]
+#: (persistent, volatile) pairs the object-level tests run on
+STORE_PAIRS = [("sqlite", "memory"), ("etcd", "memcached")]
+
+
+def _server(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    starter = start_etcd if kind == "etcd" else start_memcached
+    try:
+        server = starter(tmp_path_factory.mktemp(kind))
+    except ServerUnavailable as exc:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{kind} is required (DAL_REQUIRE_SERVICES=1) but could not start: {exc}")
+        pytest.skip(f"{kind} not available: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    yield from _server("etcd", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def memcached_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    yield from _server("memcached", tmp_path_factory)
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A fresh namespace per test, so tests never see each other's data."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+def persistent_url_for(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if kind == "memory":
+        return f"memory://{uuid.uuid4().hex[:8]}"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'dal.sqlite3'}"
+    server: RunningServer = request.getfixturevalue("etcd_server")
+    return server.url
+
+
+def volatile_url_for(kind: str, request: pytest.FixtureRequest) -> str:
+    if kind == "memory":
+        return f"memory://{uuid.uuid4().hex[:8]}"
+    server: RunningServer = request.getfixturevalue("memcached_server")
+    return server.url
+
+
+@pytest.fixture(params=PERSISTENT_KINDS)
+def persistent_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return persistent_url_for(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=VOLATILE_KINDS)
+def volatile_url(request: pytest.FixtureRequest) -> str:
+    return volatile_url_for(request.param, request)
