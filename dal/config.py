@@ -1,0 +1,128 @@
+"""``configure()`` and the context every object operation reads: stores, keys, caches, stats."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+
+from dal.backends import open_persistent, open_volatile
+from dal.backends.base import Entry, PersistentStore, VolatileStore
+from dal.backends.url import StoreURL, parse_url
+from dal.cache import LeasedCache, Signer, Stats
+from dal.exceptions import ConfigurationError
+from dal.keys import Keys
+
+DEFAULT_PERSISTENT = "sqlite:///dal.sqlite3"
+DEFAULT_VOLATILE = "memory://"
+#: a cached document lives at most this long even if an invalidation was lost
+SAFETY_TTL = 600.0
+
+
+@dataclass
+class Context:
+    """The configured stores of this process and the machinery built on them."""
+
+    persistent_url: StoreURL
+    volatile_url: StoreURL
+    namespace: str
+    hmac_key: bytes | None = field(repr=False)
+    persistent: PersistentStore = field(init=False, repr=False)
+    volatile: VolatileStore = field(init=False, repr=False)
+    keys: Keys = field(init=False, repr=False)
+    stats: Stats = field(init=False, repr=False)
+    objects: LeasedCache = field(init=False, repr=False)
+    dynamics: LeasedCache = field(init=False, repr=False)
+    #: False when a process-local cache could not notice another process's commits
+    caches_objects: bool = field(init=False)
+    _seen: object = field(init=False, default=None, repr=False)
+    _pid: int = field(init=False, default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        self.keys = Keys(self.namespace)
+        self.stats = Stats()
+        self._open()
+
+    def _open(self) -> None:
+        self.persistent = open_persistent(self.persistent_url)
+        self.volatile = open_volatile(self.volatile_url)
+        signer = Signer(self.hmac_key)
+        self.objects = LeasedCache(self.volatile, signer, self.stats, prefix="object_")
+        self.dynamics = LeasedCache(self.volatile, signer, self.stats, prefix="dynamic_")
+        local_cache_of_shared_store = self.persistent.shared and not self.volatile.shared
+        self._seen = self.persistent.change_token()
+        self.caches_objects = not (local_cache_of_shared_store and self._seen is None)
+        self._guard = local_cache_of_shared_store and self.caches_objects
+        self._pid = os.getpid()
+
+    def load_document(self, hybrid: str, guid: str) -> Entry | None:
+        """Return the stored document of one object, through the object cache when it is exact."""
+        self._check_process()
+        doc_key = self.keys.doc(hybrid, guid)
+        if not self.caches_objects:
+            return self.persistent.get(doc_key)
+        if self._guard:
+            self._drop_local_cache_if_stale()
+
+        def load() -> bytes | None:
+            entry = self.persistent.get(doc_key)
+            return None if entry is None else b"%d " % entry.revision + entry.value
+
+        payload = self.objects.fetch(self.keys.cached_doc(hybrid, guid), load, SAFETY_TTL)
+        if payload is None:
+            return None
+        revision, _, value = payload.partition(b" ")
+        return Entry(value, int(revision))
+
+    def invalidate(self, *cache_keys: str) -> None:
+        """Drop cached entries after a committed write."""
+        self.objects.invalidate(*cache_keys)
+
+    def _drop_local_cache_if_stale(self) -> None:
+        # another process committed to the shared file: anything this process cached may be old
+        token = self.persistent.change_token()
+        if token != self._seen:
+            self._seen = token
+            clear = getattr(self.volatile, "clear", None)
+            if clear is not None:
+                clear()
+            self.stats.add("object_local_flushes")
+
+    def _check_process(self) -> None:
+        if self._pid != os.getpid():  # forked: the parent's connections are not ours to use
+            self._open()
+
+
+_context: Context | None = None
+_lock = threading.Lock()
+
+
+def configure(persistent: str | None = None, volatile: str | None = None, *,
+              namespace: str | None = None, hmac_key: str | bytes | None = None) -> Context:
+    """Pick the stores by URL and make them current for this process.
+
+    Unset arguments fall back to ``DAL_PERSISTENT_URL``, ``DAL_VOLATILE_URL``,
+    ``DAL_NAMESPACE`` and ``DAL_HMAC_KEY``, then to ``sqlite:///dal.sqlite3``, ``memory://``
+    and ``dal``. Everything is validated now: a bad URL, scheme or option raises
+    ConfigurationError.
+    """
+    global _context
+    persistent_url = parse_url(persistent or os.environ.get("DAL_PERSISTENT_URL") or DEFAULT_PERSISTENT)
+    volatile_url = parse_url(volatile or os.environ.get("DAL_VOLATILE_URL") or DEFAULT_VOLATILE)
+    name = namespace or os.environ.get("DAL_NAMESPACE") or "dal"
+    if "/" in name or not name.strip():
+        raise ConfigurationError(f"namespace {name!r} must be a non-empty name without '/'")
+    key = hmac_key if hmac_key is not None else os.environ.get("DAL_HMAC_KEY") or None
+    if isinstance(key, str):
+        key = key.encode()
+    if key is not None and len(key) < 16:
+        raise ConfigurationError("hmac_key must be at least 16 bytes; use e.g. `openssl rand -hex 32`")
+    context = Context(persistent_url, volatile_url, name, key)
+    with _lock:
+        _context = context
+    return context
+
+
+def current() -> Context:
+    """Return the current context, configuring the defaults on first use."""
+    return _context or configure()

@@ -1,0 +1,383 @@
+"""``DataObject``: the base of every hybrid, and what its objects do."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from dal.backends.base import Entry
+from dal.config import Context, current
+from dal.exceptions import (
+    InvalidRelationError,
+    InvalidValueError,
+    MissingMandatoryFieldsError,
+    ObjectNotFoundError,
+    RaceConditionError,
+    UniqueConstraintError,
+)
+from dal.meta import HybridMeta, HybridMetaclass
+from dal.structures import Dynamic, Relation
+from dal.transaction import Document, Plan, changed_fields, decode, merge, plan_write
+
+Self = TypeVar("Self", bound="DataObject")
+
+#: commits tried before a save gives up with RaceConditionError
+MAX_ATTEMPTS = 12
+#: back-off before retry n is uniform in [0, min(BACKOFF_CAP, BACKOFF_BASE * 2**n)] seconds
+BACKOFF_BASE = 0.002
+BACKOFF_CAP = 0.1
+
+
+class DataObject(metaclass=HybridMetaclass):
+    """A hybrid object: persistent properties, lazy relations and cached dynamics.
+
+    ``Cls()`` makes a new object, ``Cls(guid)`` loads one, ``Cls(data={...})`` makes a new
+    object pre-filled. Declare specs in the name-mangled ``__properties``, ``__relations``
+    and ``__dynamics`` lists of a subclass.
+    """
+
+    _meta: ClassVar[HybridMeta]
+    _declared: ClassVar[frozenset[str]]
+    guid: str
+    _data: dict[str, Any]
+    _raw: bytes | None
+    _revision: int
+    _objects: dict[str, DataObject | None]
+    _extra: dict[str, Any]
+
+    def __init__(self, guid: str | None = None, data: Mapping[str, Any] | None = None) -> None:
+        state = self.__dict__
+        if guid is not None:
+            if data is not None:
+                raise InvalidValueError(
+                    f"{type(self).__name__}(guid, data=...): pass a guid to load an object or data "
+                    "for a new one, not both")
+            if not isinstance(guid, str):
+                raise InvalidValueError(f"a guid is a str, not {guid!r}")
+            entry = current().load_document(self._meta.name, guid)
+            if entry is None:
+                raise ObjectNotFoundError(f"no {type(self).__name__} with guid {guid!r} is stored")
+            self._attach(guid, entry)
+            return
+        state["guid"] = str(uuid.uuid4())
+        state["_data"] = self._meta_defaults()
+        state["_raw"] = None
+        state["_revision"] = 0
+        state["_objects"] = {}
+        state["_extra"] = {}
+        if data is not None:
+            for name, value in data.items():
+                if name not in self._declared or name in self._meta.dynamics:
+                    raise InvalidValueError(
+                        f"{type(self).__name__} has no property or relation {name!r}; "
+                        f"known: {', '.join(sorted(self._meta.fields()))}")
+                setattr(self, name, value)
+
+    # --- loading ------------------------------------------------------------------------
+
+    @classmethod
+    def _from_entry(cls: type[Self], guid: str, entry: Entry) -> Self:
+        """Build an object from its stored document without another round trip."""
+        obj = cls.__new__(cls)
+        obj._attach(guid, entry)
+        return obj
+
+    def _attach(self, guid: str, entry: Entry) -> None:
+        meta = self._meta
+        data = decode(entry.value)
+        extra: dict[str, Any] = {}
+        shape = _shape(meta)
+        if data.keys() != shape.fields:
+            # written by another version of the model: fill defaults, keep unknown fields
+            extra = {name: data.pop(name) for name in list(data) if name not in shape.fields}
+            for name in shape.fields - data.keys():
+                prop = meta.properties.get(name)
+                data[name] = prop.make_default() if prop is not None else None
+        for name, validator in shape.converters:
+            data[name] = validator.from_json(data[name])
+        state = self.__dict__
+        state["guid"] = guid
+        state["_data"] = data
+        state["_raw"] = entry.value
+        state["_revision"] = entry.revision
+        state["_objects"] = {}
+        state["_extra"] = extra
+
+    def _meta_defaults(self) -> dict[str, Any]:
+        data = {name: prop.make_default() for name, prop in self._meta.properties.items()}
+        for relation in self._meta.relations.values():
+            data[relation.guid_field] = None
+        return data
+
+    # --- attributes ---------------------------------------------------------------------
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._declared or name.startswith("_"):
+            object.__setattr__(self, name, value)
+        elif name == "guid":
+            raise AttributeError(f"{type(self).__name__}.guid is read-only")
+        else:
+            raise AttributeError(
+                f"{type(self).__name__} has no property, relation or dynamic named {name!r}; "
+                f"declared: {', '.join(sorted(self._declared))}")
+
+    def _related(self, relation: Relation) -> DataObject | None:
+        if relation.name in self._objects:
+            return self._objects[relation.name]
+        guid = self._data[relation.guid_field]
+        if guid is None:
+            return None
+        target = _target(relation)
+        obj = target(guid)
+        self._objects[relation.name] = obj
+        return obj
+
+    def _relate(self, relation: Relation, value: Any) -> None:
+        if value is None:
+            self._data[relation.guid_field] = None
+            self._objects[relation.name] = None
+            return
+        target = _target(relation)
+        if not isinstance(value, target):
+            raise InvalidValueError(
+                f"{relation.qualified} holds a {target.__name__}, not {value!r}")
+        self._data[relation.guid_field] = value.guid
+        self._objects[relation.name] = value
+
+    def _relate_guid(self, relation: Relation, value: Any) -> None:
+        if value is not None and not isinstance(value, str):
+            raise InvalidValueError(f"{relation.qualified}_guid is a guid (str) or None, not {value!r}")
+        self._data[relation.guid_field] = value
+        self._objects.pop(relation.name, None)
+
+    def _dynamic(self, spec: Dynamic) -> Any:
+        if spec.timeout == 0:
+            return spec.compute(self)
+        context = current()
+        key = context.keys.cached_dynamic(self._meta.name, self.guid, spec.name)
+
+        def compute() -> bytes:
+            value = spec.compute(self)
+            return json.dumps([spec.validator.to_json(value)]).encode()
+
+        payload = context.dynamics.fetch(key, compute, spec.timeout)
+        assert payload is not None  # compute() always returns bytes or raises
+        return spec.validator.from_json(json.loads(payload)[0])
+
+    # --- persistence --------------------------------------------------------------------
+
+    def save(self, datastore_wins: bool | None = False) -> None:
+        """Store this object in one atomic transaction, merging concurrent changes to other fields.
+
+        The same field changed here and in the store since this object was loaded: with
+        ``datastore_wins=False`` ours wins, ``True`` theirs, ``None`` raises ConcurrencyError.
+        Still conflicting after the retries: RaceConditionError. On any error this object
+        is left exactly as it was.
+        """
+        self._check_mandatory()
+        context = current()
+        meta = self._meta
+        ours = self._document()
+        original = decode(self._raw) if self._raw is not None else {}
+        stored: Document | None = original if self._raw is not None else None
+        revision = self._revision
+        new = {**self._extra, **ours}
+        if stored is not None and not changed_fields(stored, new) and stored.keys() == new.keys():
+            return  # nothing to write
+        for attempt in range(MAX_ATTEMPTS):
+            plan = plan_write(context.keys, meta, self.guid, stored, revision, new)
+            result = context.persistent.commit(plan.checks, plan.ops)
+            if result.ok:
+                self._saved(context, new, result.revision)
+                return
+            failed = [plan.reasons[index] for index in result.failed]
+            if all(reason.kind != "document" for reason in failed):
+                self._raise_constraint(plan, result.failed)
+            doc_key = context.keys.doc(meta.name, self.guid)
+            entry = result.current.get(doc_key)
+            if entry is None:
+                if self._revision:
+                    raise ObjectNotFoundError(
+                        f"{type(self).__name__} {self.guid} was deleted by another writer while this "
+                        "object was being saved; create a new object to store it again")
+                stored, revision = None, 0
+            else:
+                stored, revision = decode(entry.value), entry.revision
+                new = merge(original, ours, stored, datastore_wins, f"{type(self).__name__} {self.guid}")
+            time.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt)))
+        raise RaceConditionError(
+            f"{type(self).__name__} {self.guid} kept changing concurrently; gave up after "
+            f"{MAX_ATTEMPTS} attempts. Retry the operation, or reduce contention on this object")
+
+    def _saved(self, context: Context, document: Document, revision: int) -> None:
+        shape = _shape(self._meta)
+        raw = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+        data = {name: document.get(name) for name in shape.fields}
+        for name, validator in shape.converters:
+            data[name] = validator.from_json(data[name])
+        changed = changed_fields(self._document(), data)
+        state = self.__dict__
+        state["_data"] = data
+        state["_raw"] = raw
+        state["_revision"] = revision
+        state["_extra"] = {k: v for k, v in document.items() if k not in shape.fields}
+        for name in changed:  # merged in from the store: our cached related object is stale
+            self._objects.pop(name.removesuffix("_guid"), None)
+        context.invalidate(*self._cache_keys(context))
+
+    def delete(self, abandon: Sequence[str] | None = None) -> None:
+        """Remove this object, its unique keys and index entries in one transaction.
+
+        Deleting an object that is already gone is harmless.
+        """
+        context = current()
+        meta = self._meta
+        doc_key = context.keys.doc(meta.name, self.guid)
+        stored: Document | None = decode(self._raw) if self._raw is not None else None
+        revision = self._revision
+        if stored is None:
+            entry = context.persistent.get(doc_key)
+            stored, revision = (None, 0) if entry is None else (decode(entry.value), entry.revision)
+        for attempt in range(MAX_ATTEMPTS):
+            if stored is None:
+                break
+            plan = plan_write(context.keys, meta, self.guid, stored, revision, None)
+            result = context.persistent.commit(plan.checks, plan.ops)
+            if result.ok:
+                break
+            entry = result.current.get(doc_key)
+            stored, revision = (None, 0) if entry is None else (decode(entry.value), entry.revision)
+            time.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt)))
+        else:
+            raise RaceConditionError(
+                f"{type(self).__name__} {self.guid} kept changing while being deleted; retry")
+        state = self.__dict__
+        state["_raw"] = None
+        state["_revision"] = 0
+        context.invalidate(*self._cache_keys(context))
+
+    def refresh(self) -> None:
+        """Reload the persisted data and forget cached related objects."""
+        entry = current().load_document(self._meta.name, self.guid)
+        if entry is None:
+            raise ObjectNotFoundError(f"{type(self).__name__} {self.guid} is no longer stored")
+        self._attach(self.guid, entry)
+
+    def updated_on_datastore(self) -> bool:
+        """Return whether the stored object changed since this instance loaded or saved it."""
+        context = current()
+        entry = context.persistent.get(context.keys.doc(self._meta.name, self.guid))
+        return (entry.revision if entry is not None else 0) != self._revision
+
+    def invalidate_dynamics(self, names: Sequence[str] | None = None) -> None:
+        """Drop the cached values of some (or all) dynamics of this object."""
+        meta = self._meta
+        chosen = list(meta.dynamics) if names is None else list(names)
+        unknown = [name for name in chosen if name not in meta.dynamics]
+        if unknown:
+            raise InvalidValueError(
+                f"{type(self).__name__} has no dynamic {', '.join(unknown)}; "
+                f"known: {', '.join(meta.dynamics) or 'none'}")
+        context = current()
+        context.dynamics.invalidate(
+            *(context.keys.cached_dynamic(meta.name, self.guid, name) for name in chosen))
+
+    def _cache_keys(self, context: Context) -> list[str]:
+        meta, keys = self._meta, context.keys
+        cached = [keys.cached_doc(meta.name, self.guid)]
+        cached += [keys.cached_dynamic(meta.name, self.guid, name) for name in meta.dynamics]
+        return cached
+
+    def _check_mandatory(self) -> None:
+        meta = self._meta
+        missing = [name for name, prop in meta.properties.items()
+                   if prop.mandatory and self._data[name] is None]
+        missing += [name for name, rel in meta.relations.items()
+                    if rel.mandatory and self._data[rel.guid_field] is None]
+        if missing:
+            raise MissingMandatoryFieldsError(
+                f"{type(self).__name__} cannot be saved without {', '.join(missing)}; set "
+                f"{'it' if len(missing) == 1 else 'them'} first", tuple(missing))
+
+    def _raise_constraint(self, plan: Plan, failed: Sequence[int]) -> None:
+        reason = plan.reasons[failed[0]]
+        name = type(self).__name__
+        if reason.kind == "unique":
+            raise UniqueConstraintError(
+                f"{name}.{reason.field} must be unique: another {name} already has {reason.value!r}; "
+                "choose another value")
+        relation = self._meta.relations[reason.field]
+        target = relation.target.__name__ if relation.target is not None else "object"
+        raise ObjectNotFoundError(
+            f"{name}.{reason.field} points at {target} {reason.value!r}, which is not stored; "
+            f"save the {target} first or link an existing one")
+
+    def _document(self) -> Document:
+        """Return the JSON form of every stored field."""
+        data = dict(self._data)
+        for name, validator in _shape(self._meta).converters:
+            data[name] = validator.to_json(data[name])
+        return data
+
+    # --- views --------------------------------------------------------------------------
+
+    def export(self) -> dict[str, Any]:
+        """Return ``{property: value}`` for the plain properties."""
+        return {name: self._data[name] for name in self._meta.properties}
+
+    def serialize(self, depth: int = 0) -> dict[str, Any]:
+        """Return a JSON-ready dict: guid, properties, relations (nested when ``depth > 0``), dynamics."""
+        result: dict[str, Any] = {"guid": self.guid}
+        result.update((name, value) for name, value in self._document().items()
+                      if name in self._meta.properties)
+        for name, relation in self._meta.relations.items():
+            if depth > 0:
+                related = self._related(relation)
+                result[name] = None if related is None else related.serialize(depth - 1)
+            else:
+                result[relation.guid_field] = self._data[relation.guid_field]
+        for name, spec in self._meta.dynamics.items():
+            result[name] = spec.validator.to_json(getattr(self, name))
+        return result
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DataObject):
+            return NotImplemented
+        return self._meta.name == other._meta.name and self.guid == other.guid
+
+    def __hash__(self) -> int:
+        return hash((self._meta.name, self.guid))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.guid}>"
+
+
+class _Shape:
+    """Per-hybrid facts the load path needs, computed once."""
+
+    def __init__(self, meta: HybridMeta) -> None:
+        self.fields = frozenset(meta.fields())
+        self.converters = tuple((name, prop.validator) for name, prop in meta.properties.items()
+                                if not prop.validator.native)
+
+
+_shapes: dict[int, _Shape] = {}
+
+
+def _shape(meta: HybridMeta) -> _Shape:
+    shape = _shapes.get(id(meta))
+    if shape is None:
+        shape = _shapes[id(meta)] = _Shape(meta)
+    return shape
+
+
+def _target(relation: Relation) -> type[DataObject]:
+    if relation.target is None:
+        raise InvalidRelationError(
+            f"{relation.qualified} points at {relation.foreign_type!r}, which has not been declared; "
+            "import the module that declares it")
+    return relation.target

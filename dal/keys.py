@@ -1,0 +1,78 @@
+"""The key layout in both stores, and the typed encoding of values inside keys.
+
+Durable store, under ``<namespace>/``::
+
+    o/<hybrid>/<guid>                       the object's JSON document
+    u/<hybrid>/<field>/<value>              unique key -> owner guid
+    i/<hybrid>/<field>/<value>/<guid>       index entry (empty value)
+
+Volatile store, under ``<namespace>/c/``: ``o/<hybrid>/<guid>`` (cached document) and
+``d/<hybrid>/<guid>/<dynamic>`` (cached dynamic value).
+
+Every component ends with ``/`` before the next, so a prefix scan for ``something`` can
+never match ``something2``. Values carry their type: ``1``, ``'1'``, ``True``, ``None`` and
+``'None'`` encode differently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+from urllib.parse import quote
+
+#: longer encoded values are replaced by a digest so keys stay short
+MAX_VALUE_LENGTH = 200
+
+
+def encode_value(value: Any) -> str:
+    """Return ``value`` as a key component that keeps its type and contains no ``/``."""
+    if value is None:
+        text = "n"
+    elif value is True or value is False:
+        text = "b1" if value else "b0"
+    elif isinstance(value, int):
+        text = f"i{value}"
+    elif isinstance(value, float):
+        text = f"f{value!r}"
+    elif isinstance(value, str):
+        text = "s" + quote(value, safe="")
+    else:
+        text = "j" + quote(json.dumps(value, sort_keys=True, separators=(",", ":")), safe="")
+    if len(text) > MAX_VALUE_LENGTH:
+        text = "h" + hashlib.sha256(text.encode()).hexdigest()
+    return text
+
+
+class Keys:
+    """Build the keys of one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        if not namespace or "/" in namespace:
+            raise ValueError(f"namespace {namespace!r} must be a non-empty name without '/'")
+        self.namespace = namespace
+        self.root = f"{namespace}/"
+        self._objects = f"{namespace}/o/"
+        self._cache = f"{namespace}/c/"
+
+    def doc(self, hybrid: str, guid: str) -> str:
+        return f"{self._objects}{hybrid}/{guid}"
+
+    def docs(self, hybrid: str) -> str:
+        """Return the prefix of every document of one hybrid."""
+        return f"{self._objects}{hybrid}/"
+
+    def unique(self, hybrid: str, field: str, value: Any) -> str:
+        return f"{self.root}u/{hybrid}/{field}/{encode_value(value)}"
+
+    def index(self, hybrid: str, field: str, value: Any, guid: str) -> str:
+        return f"{self.index_prefix(hybrid, field, value)}{guid}"
+
+    def index_prefix(self, hybrid: str, field: str, value: Any) -> str:
+        return f"{self.root}i/{hybrid}/{field}/{encode_value(value)}/"
+
+    def cached_doc(self, hybrid: str, guid: str) -> str:
+        return f"{self._cache}o/{hybrid}/{guid}"
+
+    def cached_dynamic(self, hybrid: str, guid: str, name: str) -> str:
+        return f"{self._cache}d/{hybrid}/{guid}/{name}"

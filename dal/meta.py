@@ -1,0 +1,207 @@
+"""The hybrid metaclass, the ``_meta`` record it builds, and the registry of hybrids.
+
+The metaclass only collects: it reads the name-mangled ``__properties``, ``__relations``
+and ``__dynamics`` lists once, merges inherited specs, binds them (each spec is the
+descriptor for its attribute), freezes the result into ``cls._meta`` and registers the
+class. Nothing is installed on a class when objects are created.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from dal.exceptions import ConfigurationError, InvalidValueError
+from dal.structures import Dynamic, Property, Relation, RelationGuid, Spec
+
+if TYPE_CHECKING:
+    from dal.dataobject import DataObject
+
+#: attribute names a hybrid's specs may not take, because objects already use them
+RESERVED = frozenset({
+    "guid", "save", "delete", "refresh", "export", "serialize", "invalidate_dynamics",
+    "updated_on_datastore",
+})
+
+
+@dataclass(frozen=True)
+class Reverse:
+    """A reverse accessor: ``relation`` of ``source`` points here, readable as ``relation.foreign_key``."""
+
+    source: type[DataObject]
+    relation: Relation
+
+
+@dataclass(frozen=True)
+class HybridMeta:
+    """Everything dal knows about one hybrid: what the ERD, migrations and queries read."""
+
+    name: str
+    cls: type[DataObject]
+    properties: Mapping[str, Property[Any]]
+    relations: Mapping[str, Relation]
+    dynamics: Mapping[str, Dynamic]
+    #: reverse accessors other hybrids' relations install here, filled as they register
+    reverse: dict[str, Reverse] = field(default_factory=dict)
+
+    @property
+    def unique(self) -> tuple[Property[Any], ...]:
+        return tuple(p for p in self.properties.values() if p.unique)
+
+    @property
+    def indexed(self) -> tuple[Property[Any], ...]:
+        return tuple(p for p in self.properties.values() if p.indexed)
+
+    def fields(self) -> tuple[str, ...]:
+        """Return the stored field names: properties, then ``<relation>_guid``."""
+        return tuple(self.properties) + tuple(r.guid_field for r in self.relations.values())
+
+
+class Registry:
+    """Hybrids by stable logical name; resolves string forward references as targets appear."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, type[DataObject]] = {}
+        self._by_class_name: dict[str, type[DataObject]] = {}
+        self._pending: list[Relation] = []
+        self._lock = threading.RLock()
+
+    def register(self, cls: type[DataObject]) -> None:
+        """Add a hybrid; raise ConfigurationError if another class holds its logical name."""
+        meta = cls._meta
+        with self._lock:
+            existing = self._by_name.get(meta.name)
+            if existing is not None and _origin(existing) != _origin(cls):
+                raise ConfigurationError(
+                    f"hybrid name {meta.name!r} is taken by {_origin(existing)}; give "
+                    f"{_origin(cls)} another with `class {cls.__name__}(DataObject, hybrid_name='...')`")
+            self._by_name[meta.name] = cls
+            self._by_class_name[cls.__name__] = cls
+            for relation in meta.relations.values():
+                if relation.target is None:
+                    self._pending.append(relation)
+            self._resolve_pending()
+
+    def get(self, name: str) -> type[DataObject]:
+        """Return the hybrid with this logical (or class) name; raise LookupError otherwise."""
+        with self._lock:
+            cls = self._by_name.get(name) or self._by_class_name.get(name)
+        if cls is None:
+            raise LookupError(f"no hybrid named {name!r}; known: {', '.join(sorted(self._by_name))}")
+        return cls
+
+    def all(self) -> list[type[DataObject]]:
+        """Return every registered hybrid, sorted by logical name."""
+        with self._lock:
+            return [self._by_name[name] for name in sorted(self._by_name)]
+
+    def unresolved(self) -> list[Relation]:
+        """Return relations whose string target has not registered yet."""
+        with self._lock:
+            return list(self._pending)
+
+    def _resolve_pending(self) -> None:
+        still: list[Relation] = []
+        for relation in self._pending:
+            assert relation.owner is not None
+            wanted = relation.foreign_type
+            target: type[DataObject] | None
+            if wanted is None:
+                target = relation.owner
+            elif isinstance(wanted, str):
+                target = self._by_class_name.get(wanted) or self._by_name.get(wanted)
+            else:
+                target = wanted
+            if target is None:
+                still.append(relation)
+                continue
+            _link(relation, target)
+        self._pending = still
+
+
+def _origin(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _link(relation: Relation, target: type[DataObject]) -> None:
+    assert relation.owner is not None
+    if not isinstance(target, HybridMetaclass):
+        raise InvalidValueError(
+            f"{relation.qualified}: foreign_type {target!r} is not a hybrid (a DataObject subclass)")
+    clash = target._meta.reverse.get(relation.foreign_key)
+    related = clash is not None and (issubclass(relation.owner, clash.source)
+                                     or issubclass(clash.source, relation.owner))
+    if clash is not None and clash.relation is not relation and not related:
+        raise ConfigurationError(
+            f"{relation.qualified} and {clash.relation.qualified} both name the reverse accessor "
+            f"{target.__name__}.{relation.foreign_key}; give one another foreign_key")
+    relation.resolve(target)
+    target._meta.reverse[relation.foreign_key] = Reverse(relation.owner, relation)
+
+
+#: the process-wide registry the CLI, ERD and migrations read
+hybrids = Registry()
+
+
+class HybridMetaclass(type):
+    """Collect a hybrid's specs into ``_meta`` and register it."""
+
+    _meta: HybridMeta
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any],
+                hybrid_name: str | None = None, **kwargs: Any) -> HybridMetaclass:
+        cls = super().__new__(mcs, name, bases, namespace, **kwargs)
+        if not any(isinstance(base, HybridMetaclass) for base in bases):
+            return cls  # DataObject itself
+        mangled = f"_{name.lstrip('_')}__"
+        declared = {kind: list(namespace.get(mangled + kind, ()))
+                    for kind in ("properties", "relations", "dynamics")}
+        specs = _merge(cls, bases, declared)
+        meta = HybridMeta(
+            name=hybrid_name or name.lower(), cls=cls,  # type: ignore[arg-type]
+            properties=MappingProxyType({s.name: s for s in specs if isinstance(s, Property)}),
+            relations=MappingProxyType({s.name: s for s in specs if isinstance(s, Relation)}),
+            dynamics=MappingProxyType({s.name: s for s in specs if isinstance(s, Dynamic)}),
+        )
+        cls._meta = meta
+        for spec in specs:
+            spec.bind(cls)  # type: ignore[arg-type]
+            setattr(cls, spec.name, spec)
+            if isinstance(spec, Relation):
+                setattr(cls, spec.guid_field, RelationGuid(spec))
+        cls._declared = frozenset(meta.fields()) | frozenset(meta.relations)  # type: ignore[attr-defined]
+        hybrids.register(cls)  # type: ignore[arg-type]
+        return cls
+
+
+def _merge(cls: type, bases: tuple[type, ...], declared: dict[str, list[Any]]) -> list[Spec]:
+    """Return inherited specs (rebound copies) followed by this class's own, checked."""
+    specs: dict[str, Spec] = {}
+    for base in reversed(bases):
+        parent: HybridMeta | None = getattr(base, "_meta", None)
+        if parent is None:
+            continue
+        for inherited in (*parent.properties.values(), *parent.relations.values(),
+                          *parent.dynamics.values()):
+            specs[inherited.name] = inherited.copy_for(cls)  # type: ignore[arg-type]
+    for kind, expected in (("properties", Property), ("relations", Relation), ("dynamics", Dynamic)):
+        for spec in declared[kind]:
+            if not isinstance(spec, expected):
+                raise InvalidValueError(
+                    f"{cls.__name__}.__{kind} must hold {expected.__name__} objects, not {spec!r}")
+            if spec.name in RESERVED:
+                raise InvalidValueError(
+                    f"{cls.__name__}: {spec.name!r} is reserved by DataObject; choose another name")
+            if spec.name in specs and type(specs[spec.name]) is not type(spec):
+                raise InvalidValueError(
+                    f"{cls.__name__}: {spec.name!r} is declared twice, as {specs[spec.name]!r} and {spec!r}")
+            specs[spec.name] = spec
+    guid_fields = {s.guid_field for s in specs.values() if isinstance(s, Relation)}
+    clash = guid_fields & set(specs)
+    if clash:
+        raise InvalidValueError(
+            f"{cls.__name__}: {', '.join(sorted(clash))} collides with a relation's guid attribute")
+    return list(specs.values())

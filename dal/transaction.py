@@ -1,0 +1,140 @@
+"""One transaction builder for saves and deletes, and the field-level merge on conflict.
+
+A save or a delete is one atomic commit holding the document, its unique keys, its index
+entries and the existence checks of the objects it links to. The keys to remove are
+derived from the stored document the commit is checked against (its revision is part of
+the commit), so index and unique keys can never drift from their documents.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dal.backends.base import Check, Delete, Exists, Op, Put, Revision
+from dal.exceptions import ConcurrencyError
+from dal.keys import Keys
+from dal.meta import HybridMeta
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a check is in a plan, so a failed commit can be explained."""
+
+    kind: str  # "document", "unique" or "target"
+    field: str = ""
+    value: Any = None
+
+
+@dataclass
+class Plan:
+    """The checks and ops of one commit, and the reason for each check."""
+
+    checks: list[Check] = field(default_factory=list)
+    ops: list[Op] = field(default_factory=list)
+    reasons: list[Reason] = field(default_factory=list)
+
+    def check(self, check: Check, reason: Reason) -> None:
+        self.checks.append(check)
+        self.reasons.append(reason)
+
+
+def plan_write(keys: Keys, meta: HybridMeta, guid: str, stored: Document | None, revision: int,
+               new: Document | None) -> Plan:
+    """Plan the commit that turns ``stored`` (at ``revision``) into ``new`` (``None``: delete)."""
+    plan = Plan()
+    doc_key = keys.doc(meta.name, guid)
+    plan.check(Revision(doc_key, revision), Reason("document"))
+    if new is None:
+        plan.ops.append(Delete(doc_key))
+    else:
+        plan.ops.append(Put(doc_key, encode(new)))
+    before = stored or {}
+    after = new or {}
+    for prop in meta.unique:
+        old, value = before.get(prop.name), after.get(prop.name)
+        if same(old, value) and stored is not None:
+            continue
+        if old is not None and stored is not None:
+            plan.ops.append(Delete(keys.unique(meta.name, prop.name, old)))
+        if value is not None:
+            unique_key = keys.unique(meta.name, prop.name, value)
+            plan.check(Revision(unique_key, 0), Reason("unique", prop.name, value))
+            plan.ops.append(Put(unique_key, guid.encode()))
+    for prop in meta.indexed:
+        old, value = before.get(prop.name), after.get(prop.name)
+        if stored is not None and new is not None and same(old, value):
+            continue
+        if stored is not None:
+            plan.ops.append(Delete(keys.index(meta.name, prop.name, old, guid)))
+        if new is not None:
+            plan.ops.append(Put(keys.index(meta.name, prop.name, value, guid), b""))
+    for relation in meta.relations.values():
+        target_guid = after.get(relation.guid_field)
+        if target_guid is None or relation.target is None:
+            continue
+        if stored is not None and same(before.get(relation.guid_field), target_guid):
+            continue
+        target_key = keys.doc(relation.target._meta.name, target_guid)
+        plan.check(Exists(target_key), Reason("target", relation.name, target_guid))
+    return plan
+
+
+def merge(original: Document, ours: Document, theirs: Document, datastore_wins: bool | None,
+          label: str) -> Document:
+    """Merge a concurrent change field by field.
+
+    A field only we changed keeps ours; only they changed takes theirs; both changed (even
+    to the same value) follows ``datastore_wins``: ``False`` ours, ``True`` theirs, ``None``
+    raises ConcurrencyError.
+    """
+    merged = dict(theirs)
+    conflicts = []
+    for name, value in ours.items():
+        mine = not same(value, original.get(name))
+        if not mine:
+            continue
+        if name in theirs and not same(theirs[name], original.get(name)):
+            if datastore_wins is None:
+                conflicts.append(name)
+            elif datastore_wins:
+                continue
+        merged[name] = value
+    if conflicts:
+        raise ConcurrencyError(
+            f"{label}: {', '.join(sorted(conflicts))} changed both here and in the store since this "
+            "object was loaded; refresh() and reapply, or save with datastore_wins=False/True to pick a side")
+    return merged
+
+
+def changed_fields(original: Document, ours: Mapping[str, Any]) -> list[str]:
+    """Return the fields of ``ours`` that differ from ``original``."""
+    return [name for name, value in ours.items() if not same(value, original.get(name))]
+
+
+def same(left: Any, right: Any) -> bool:
+    """Compare stored values by type and value (``1``, ``1.0`` and ``True`` differ)."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, (list, dict)):
+        return encode_canonical(left) == encode_canonical(right)
+    return bool(left == right)
+
+
+def encode(document: Document) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def decode(raw: bytes) -> Document:
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError("a stored document must be a JSON object")
+    return value
