@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dal.backends import open_persistent, open_volatile
-from dal.backends.base import Entry, PersistentStore, VolatileStore
+from dal.backends.base import Check, CommitResult, Entry, Op, PersistentStore, VolatileStore
 from dal.backends.url import StoreURL, parse_url
 from dal.cache import LeasedCache, Signer, Stats
 from dal.exceptions import ConfigurationError
@@ -73,6 +74,12 @@ class Context:
             return None
         revision, _, value = payload.partition(b" ")
         return Entry(value, int(revision))
+
+    def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
+        """Run one transaction on the durable store, counted in ``stats``."""
+        self._check_process()
+        self.stats.add("commits")
+        return self.persistent.commit(checks, ops)
 
     def invalidate(self, *cache_keys: str) -> None:
         """Drop cached entries after a committed write."""

@@ -92,7 +92,8 @@ class DataList(Generic[T]):
 
     def __add__(self, other: DataList[T]) -> DataList[T]:
         if other.hybrid is not self.hybrid:
-            raise TypeError(f"cannot add a DataList of {other.hybrid.__name__} to one of {self.hybrid.__name__}")
+            raise TypeError(
+                f"cannot add a DataList of {other.hybrid.__name__} to one of {self.hybrid.__name__}")
         return DataList(self.hybrid, guids=self.guids + other.guids)
 
     def index(self, obj: T) -> int:

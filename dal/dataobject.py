@@ -190,7 +190,7 @@ class DataObject(metaclass=HybridMetaclass):
             return  # nothing to write
         for attempt in range(MAX_ATTEMPTS):
             plan = plan_write(context.keys, meta, self.guid, stored, revision, new)
-            result = context.persistent.commit(plan.checks, plan.ops)
+            result = context.commit(plan.checks, plan.ops)
             if result.ok:
                 self._saved(context, new, result.revision)
                 return
@@ -246,7 +246,7 @@ class DataObject(metaclass=HybridMetaclass):
             if stored is None:
                 break
             plan = plan_write(context.keys, meta, self.guid, stored, revision, None)
-            result = context.persistent.commit(plan.checks, plan.ops)
+            result = context.commit(plan.checks, plan.ops)
             if result.ok:
                 break
             entry = result.current.get(doc_key)

@@ -186,7 +186,7 @@ def _merge(cls: type, bases: tuple[type, ...], declared: dict[str, list[Any]]) -
             continue
         for inherited in (*parent.properties.values(), *parent.relations.values(),
                           *parent.dynamics.values()):
-            specs[inherited.name] = inherited.copy_for(cls)  # type: ignore[arg-type]
+            specs[inherited.name] = inherited.copy_for(cls)
     for kind, expected in (("properties", Property), ("relations", Relation), ("dynamics", Dynamic)):
         for spec in declared[kind]:
             if not isinstance(spec, expected):

@@ -43,7 +43,8 @@ class Validator:
             return
         try:
             strict = declared in _NATIVE
-            self.adapter = TypeAdapter(declared, config=_STRICT) if strict else TypeAdapter(declared)
+            form = cast(Any, declared)
+            self.adapter = TypeAdapter(form, config=_STRICT) if strict else TypeAdapter(form)
         except Exception as exc:  # pydantic raises several kinds for types it cannot handle
             raise InvalidValueError(
                 f"{owner}: type {declared!r} cannot be validated; use str, int, float, bool, list, dict, "

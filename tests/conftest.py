@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from dal.backends.base import DeletePrefix
+from dal.config import Context, configure
 from dal.testing.servers import RunningServer, ServerUnavailable, start_etcd, start_memcached
 
 REQUIRE_SERVICES = os.environ.get("DAL_REQUIRE_SERVICES") == "1"
@@ -78,3 +80,13 @@ def persistent_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture(params=VOLATILE_KINDS)
 def volatile_url(request: pytest.FixtureRequest) -> str:
     return volatile_url_for(request.param, request)
+
+
+@pytest.fixture(params=STORE_PAIRS, ids=["+".join(pair) for pair in STORE_PAIRS])
+def context(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> Iterator[Context]:
+    """dal configured on one (persistent, volatile) pair, in a fresh namespace, cleaned up after."""
+    persistent_kind, volatile_kind = request.param
+    context = configure(persistent_url_for(persistent_kind, request, tmp_path),
+                        volatile_url_for(volatile_kind, request), namespace=namespace)
+    yield context
+    context.persistent.commit([], [DeletePrefix(context.keys.root)])

@@ -38,16 +38,17 @@ _clients: dict[str, PersistentStore | VolatileStore] = {}
 _lock = threading.Lock()
 
 
-def backend_class(role: Role, scheme: str) -> type:
+def backend_class(role: Role, scheme: str) -> type[PersistentStore] | type[VolatileStore]:
     """Return the backend class serving ``scheme`` in ``role``; raise ConfigurationError otherwise."""
     target = BACKENDS[role].get(scheme)
     if target is None:
         known = ", ".join(f"{name}://" for name in sorted(BACKENDS[role]))
-        other = "volatile" if role == "persistent" else "persistent"
+        other: Role = "volatile" if role == "persistent" else "persistent"
         hint = f" ({scheme}:// is a {other} store)" if scheme in BACKENDS[other] else ""
         raise ConfigurationError(f"unknown {role} store scheme {scheme!r}{hint}; known: {known}")
     module_name, _, class_name = target.partition(":")
-    return cast(type, getattr(importlib.import_module(module_name), class_name))
+    return cast("type[PersistentStore] | type[VolatileStore]",
+                getattr(importlib.import_module(module_name), class_name))
 
 
 def settings_digest(role: Role, url: StoreURL) -> str:
@@ -73,7 +74,7 @@ def _open(role: Role, url: str | StoreURL) -> PersistentStore | VolatileStore:
     with _lock:
         client = _clients.get(digest)
         if client is None:
-            client = cast(PersistentStore | VolatileStore, cls.from_url(parsed))
+            client = cls.from_url(parsed)
             _clients[digest] = client
         return client
 

@@ -141,6 +141,7 @@ def _masked(text: object) -> str:
     masked = f"{scheme}://{netloc}{sep}{tail}"
     head, q, query = masked.partition("?")
     if q:
-        query = "&".join("password=***" if pair.startswith("password=") else pair for pair in query.split("&"))
+        pairs = ("password=***" if pair.startswith("password=") else pair for pair in query.split("&"))
+        query = "&".join(pairs)
         masked = f"{head}?{query}"
     return masked

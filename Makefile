@@ -1,0 +1,44 @@
+# The two set-up commands (see README): `make demo` runs the main job on the embedded
+# default; `make test` runs the whole suite with real etcd and memcached servers.
+# Each creates its own virtualenv and installs what it needs (system packages via apt-get
+# when missing: run as root, or have sudo).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := etcd-server memcached graphviz
+
+.PHONY: demo test lint typecheck services bench clean
+
+demo: $(VENV)/.installed
+	$(BIN)/dal demo
+
+test: $(VENV)/.installed services lint typecheck
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check dal tests bench
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed services
+	$(BIN)/python -m bench
+
+services:
+	@if ! command -v etcd >/dev/null || ! command -v memcached >/dev/null || ! command -v dot >/dev/null; then \
+		echo "installing $(APT_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+$(VENV)/.installed: pyproject.toml setup.py
+	@$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis dal.sqlite3*

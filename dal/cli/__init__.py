@@ -1,0 +1,65 @@
+"""The ``dal`` command line: ``main(argv) -> exit code``.
+
+Every command takes ``--persistent URL --volatile URL --namespace NAME --hybrids MODULES``
+(defaults: the ``DAL_*`` variables, then the embedded default and ``dal.hybrids``). Bad
+input prints ``error: ...`` on stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from dal.cli import demo
+from dal.exceptions import DalError
+
+COMMANDS = {"demo": demo}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dal", description="Work with dal stores and hybrids.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        sub = commands.add_parser(name, help=module.HELP, description=module.__doc__)
+        add_store_options(sub)
+        module.add_arguments(sub)
+    return parser
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("stores")
+    group.add_argument("--persistent", metavar="URL", default=os.environ.get("DAL_PERSISTENT_URL"),
+                       help="durable store URL (default: $DAL_PERSISTENT_URL or sqlite:///dal.sqlite3)")
+    group.add_argument("--volatile", metavar="URL", default=os.environ.get("DAL_VOLATILE_URL"),
+                       help="cache store URL (default: $DAL_VOLATILE_URL or memory://)")
+    group.add_argument("--namespace", metavar="NAME", default=None,
+                       help="key namespace (default: $DAL_NAMESPACE or the command's own)")
+    group.add_argument("--hybrids", metavar="MODULE[,MODULE]",
+                       default=os.environ.get("DAL_HYBRIDS", "dal.hybrids"),
+                       help="modules declaring hybrids (default: $DAL_HYBRIDS or dal.hybrids)")
+
+
+def import_hybrids(modules: str) -> None:
+    """Import the modules that declare hybrids, so they register."""
+    for name in filter(None, (part.strip() for part in modules.split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise DalError(f"cannot import hybrids module {name!r}: {exc}; check --hybrids") from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``dal`` command line and return its exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        import_hybrids(args.hybrids)
+        return int(COMMANDS[args.command].run(args))
+    except DalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

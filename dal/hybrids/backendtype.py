@@ -1,0 +1,22 @@
+"""``BackendType``: a kind of storage backend (ALBA, Ceph, ...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dal.dataobject import DataObject
+from dal.structures import Property
+
+
+class BackendType(DataObject):
+    """A kind of backend."""
+
+    name: str
+    code: str
+    has_plugin: bool
+
+    __properties: list[Property[Any]] = [Property("name", str, doc="Display name."),
+                    Property("code", str, unique=True, indexed=True, doc="Short code."),
+                    Property("has_plugin", bool, default=False, doc="Whether a plugin hybrid details it.")]
+    __relations: list[object] = []
+    __dynamics: list[object] = []
