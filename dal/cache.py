@@ -122,7 +122,12 @@ class LeasedCache:
             return cached
         self.stats.add(f"{self.prefix}misses")
         lease = self._take_lease(key)
-        payload = load()
+        try:
+            payload = load()
+        except BaseException:
+            if lease is not None:  # give the fill up at once rather than block caching for lease_ttl
+                self._call(self.store.delete, key)
+            raise
         if lease is not None and payload is not None:
             sealed = self.signer.seal(key, _VALUE + payload)
             stored = self._call(self.store.cas, key, sealed, lease, ttl)

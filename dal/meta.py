@@ -131,14 +131,15 @@ def _link(relation: Relation, target: type[DataObject]) -> None:
     if not isinstance(target, HybridMetaclass):
         raise InvalidValueError(
             f"{relation.qualified}: foreign_type {target!r} is not a hybrid (a DataObject subclass)")
-    clash = target._meta.reverse.get(relation.foreign_key)
-    related = clash is not None and (issubclass(relation.owner, clash.source)
-                                     or issubclass(clash.source, relation.owner))
-    if clash is not None and clash.relation is not relation and not related:
-        raise ConfigurationError(
-            f"{relation.qualified} and {clash.relation.qualified} both name the reverse accessor "
-            f"{target.__name__}.{relation.foreign_key}; give one another foreign_key")
     relation.resolve(target)
+    clash = target._meta.reverse.get(relation.foreign_key)
+    if clash is not None and clash.relation is not relation:
+        if issubclass(relation.owner, clash.source):
+            return  # inherited: the reverse accessor stays with the most basic declaring class
+        if not issubclass(clash.source, relation.owner):
+            raise ConfigurationError(
+                f"{relation.qualified} and {clash.relation.qualified} both name the reverse accessor "
+                f"{target.__name__}.{relation.foreign_key}; give one another foreign_key")
     target._meta.reverse[relation.foreign_key] = Reverse(relation.owner, relation)
 
 

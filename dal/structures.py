@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 #: types whose JSON form is the Python value itself: no conversion on load or store
 _NATIVE = (str, int, float, bool, list, dict)
-_STRICT = ConfigDict(strict=True)
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False)  # JSON holds no NaN or Infinity
 
 
 class Validator:
@@ -70,11 +70,11 @@ class Validator:
                 f"{self.owner} must be {self.label}, not {value!r} ({type(value).__name__}): {problem}"
             ) from None
         if self.native and isinstance(result, (list, dict)):
-            try:
-                json.dumps(result)
-            except (TypeError, ValueError) as exc:
+            problem = _not_json(result)
+            if problem:
                 raise InvalidValueError(
-                    f"{self.owner} must hold JSON-serializable values only: {exc}") from None
+                    f"{self.owner} must hold JSON values only (str keys; str, int, float, bool, None, "
+                    f"list, dict values), so it reads back exactly as stored: {problem}")
         return result
 
     def to_json(self, value: Any) -> Any:
@@ -104,6 +104,9 @@ class Spec:
     def copy_for(self, owner: type[DataObject]) -> Spec:
         """Return a copy bound to ``owner`` (a subclass inheriting this spec)."""
         clone = copy.copy(self)
+        validator = getattr(self, "validator", None)
+        if validator is not None:  # each owner names itself in its error messages
+            clone.validator = copy.copy(validator)  # type: ignore[attr-defined]
         clone.bind(owner)
         return clone
 
@@ -254,6 +257,25 @@ class Dynamic(Spec):
 
     def __repr__(self) -> str:
         return f"Dynamic({self.name!r}, timeout={self.timeout}, locked={self.locked})"
+
+
+def _not_json(value: object, path: str = "value") -> str:
+    """Return what keeps ``value`` from a JSON round trip that gives it back unchanged, or ''."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return ""
+    if isinstance(value, float):
+        return "" if math.isfinite(value) else f"{path} is {value!r}, which JSON cannot hold"
+    if isinstance(value, list):
+        return next((p for i, item in enumerate(value) if (p := _not_json(item, f"{path}[{i}]"))), "")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has the key {key!r}; JSON object keys are strings"
+            problem = _not_json(item, f"{path}[{key!r}]")
+            if problem:
+                return problem
+        return ""
+    return f"{path} holds a {type(value).__name__} ({value!r})"
 
 
 def _check_name(name: object, what: str) -> None:

@@ -1,0 +1,219 @@
+"""The object cache: hits, signed entries, a dead volatile store, and processes sharing SQLite."""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import persistent_url_for
+from hybrids import Kind, Widget
+from objects_fixtures import PairURLs, pair_urls, store_pair
+
+import dal
+from dal.backends.base import DeletePrefix, Entry
+from dal.cache import Signer
+from dal.config import Context
+from dal.exceptions import ObjectNotFoundError
+from dal.testing.servers import closed_port
+
+__all__ = ["pair_urls", "store_pair"]  # fixtures, used by name
+
+HMAC_KEY = b"0123456789abcdef-test-key"
+
+
+def make_kind(name: str = "a kind") -> Kind:
+    kind = Kind(data={"name": name, "code": uuid.uuid4().hex[:8]})
+    kind.save()
+    return kind
+
+
+def count_gets(context: Context, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every key read from the durable store from now on."""
+    reads: list[str] = []
+    original: Callable[[str], Entry | None] = context.persistent.get
+
+    def counting(key: str) -> Entry | None:
+        reads.append(key)
+        return original(key)
+
+    monkeypatch.setattr(context.persistent, "get", counting)
+    return reads
+
+
+def test_second_load_is_a_cache_hit(store_pair: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    kind = make_kind()
+    stats = store_pair.stats
+    reads = count_gets(store_pair, monkeypatch)
+    assert Kind(kind.guid).name == "a kind"
+    assert (stats["object_misses"], stats["object_hits"]) == (1, 0)
+    assert reads == [store_pair.keys.doc("kind", kind.guid)]
+    assert Kind(kind.guid).code == kind.code
+    assert Kind(kind.guid).code == kind.code
+    snapshot = store_pair.stats.snapshot()
+    assert (snapshot["object_misses"], snapshot["object_hits"]) == (1, 2)
+    assert len(reads) == 1  # the hits never touched the durable store
+
+
+def test_missing_object_is_not_cached_as_present(store_pair: Context) -> None:
+    guid = str(uuid.uuid4())
+    for _ in range(2):
+        with pytest.raises(ObjectNotFoundError):
+            Kind(guid)
+    assert store_pair.stats["object_hits"] == 0
+
+
+def test_save_and_delete_invalidate_the_cached_document(store_pair: Context) -> None:
+    kind = make_kind()
+    Kind(kind.guid)  # fill
+    cache_key = store_pair.keys.cached_doc("kind", kind.guid)
+    assert store_pair.volatile.get(cache_key) is not None
+    kind.name = "renamed"
+    kind.save()
+    assert store_pair.volatile.get(cache_key) is None
+    assert Kind(kind.guid).name == "renamed"
+    kind.delete()
+    assert store_pair.volatile.get(cache_key) is None
+    with pytest.raises(ObjectNotFoundError):
+        Kind(kind.guid)
+
+
+# --- signed entries -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def signed_pair(pair_urls: PairURLs) -> Context:
+    return pair_urls.configure(hmac_key=HMAC_KEY)
+
+
+def _cached(context: Context, kind: Kind) -> tuple[str, bytes]:
+    """Load ``kind`` twice (fill, then hit) and return its cache key and raw cache entry."""
+    Kind(kind.guid)
+    hits = context.stats["object_hits"]
+    Kind(kind.guid)
+    assert context.stats["object_hits"] == hits + 1
+    key = context.keys.cached_doc("kind", kind.guid)
+    raw = context.volatile.get(key)
+    assert raw is not None
+    return key, raw
+
+
+def test_signed_entries_are_used(signed_pair: Context) -> None:
+    kind = make_kind()
+    key, raw = _cached(signed_pair, kind)
+    assert Signer(HMAC_KEY).open(key, raw) is not None
+    assert Signer(None).open(key, raw) is None  # not stored in the clear
+    assert signed_pair.stats["object_rejected"] == 0
+
+
+def test_tampered_entry_is_rejected(signed_pair: Context) -> None:
+    kind = make_kind("a kind")
+    key, raw = _cached(signed_pair, kind)
+    assert b'"name":"a kind"' in raw
+    tampered = raw.replace(b'"name":"a kind"', b'"name":"EVIL!!"')
+    assert len(tampered) == len(raw) and tampered != raw
+    assert signed_pair.volatile.set(key, tampered, 60)
+    assert Kind(kind.guid).name == "a kind"
+    assert signed_pair.stats["object_rejected"] == 1
+    # a single flipped byte anywhere (here in the digest) is rejected as well
+    key, raw = _cached(signed_pair, kind)
+    flipped = raw[:5] + bytes([raw[5] ^ 0x01]) + raw[6:]
+    assert signed_pair.volatile.set(key, flipped, 60)
+    assert Kind(kind.guid).name == "a kind"
+    assert signed_pair.stats["object_rejected"] == 2
+
+
+def test_unsigned_entry_is_rejected(signed_pair: Context) -> None:
+    kind = make_kind("a kind")
+    key, raw = _cached(signed_pair, kind)
+    payload = Signer(HMAC_KEY).open(key, raw)
+    assert payload is not None and b'"name":"a kind"' in payload
+    forged = Signer(None).seal(key, payload.replace(b'"name":"a kind"', b'"name":"forged"'))
+    assert signed_pair.volatile.set(key, forged, 60)
+    assert Kind(kind.guid).name == "a kind"
+    assert signed_pair.stats["object_rejected"] == 1
+    assert signed_pair.volatile.set(key, payload, 60)  # no marker at all
+    assert Kind(kind.guid).name == "a kind"
+    assert signed_pair.stats["object_rejected"] == 2
+
+
+def test_entry_copied_from_another_object_is_rejected(signed_pair: Context) -> None:
+    mine, theirs = make_kind("mine"), make_kind("theirs")
+    my_key, _ = _cached(signed_pair, mine)
+    _, their_raw = _cached(signed_pair, theirs)
+    assert signed_pair.volatile.set(my_key, their_raw, 60)
+    loaded = Kind(mine.guid)
+    assert (loaded.name, loaded.code) == ("mine", mine.code)
+    assert signed_pair.stats["object_rejected"] == 1
+    # the durable value was cached again, properly signed
+    assert Kind(mine.guid).name == "mine"
+    assert signed_pair.stats["object_rejected"] == 1
+
+
+# --- a dead volatile store ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("persistent_kind", ["sqlite", "etcd"])
+def test_dead_volatile_store_never_fails_a_load_or_save(
+        persistent_kind: str, request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> None:
+    persistent = persistent_url_for(persistent_kind, request, tmp_path)
+    context = dal.configure(persistent, f"memcached://127.0.0.1:{closed_port()}?timeout=0.1",
+                            namespace=namespace)
+    try:
+        kind = make_kind("k")
+        w = Widget(data={"name": "w", "kind": kind, "count": 2})
+        w.save()
+        assert Widget(w.guid).count == 2
+        assert w.doubled == 4
+        w.count = 3
+        w.save()
+        assert Widget(w.guid).count == 3
+        assert w.doubled == 6
+        assert Widget(w.guid).kind.name == "k"
+        w.delete()
+        with pytest.raises(ObjectNotFoundError):
+            Widget(w.guid)
+        snapshot = context.stats.snapshot()
+        assert snapshot.get("object_errors", 0) > 0
+        assert snapshot.get("object_hits", 0) == 0
+    finally:
+        context.persistent.commit([], [DeletePrefix(context.keys.root)])
+
+
+# --- two processes sharing one SQLite file ------------------------------------------------------
+
+
+def _rename_in_child(persistent: str, volatile: str, namespace: str, guid: str, name: str) -> None:
+    dal.configure(persistent, volatile, namespace=namespace)
+    kind = Kind(guid)
+    kind.name = name
+    kind.save()
+
+
+def _run_in_child(*args: Any) -> None:
+    process = multiprocessing.get_context("spawn").Process(target=_rename_in_child, args=args)
+    process.start()
+    process.join(timeout=60)
+    if process.is_alive():
+        process.kill()
+        process.join()
+    assert process.exitcode == 0
+
+
+def test_other_process_update_is_seen_at_once(tmp_path: Path, namespace: str) -> None:
+    persistent = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    volatile = f"memory://{uuid.uuid4().hex[:8]}"
+    context = dal.configure(persistent, volatile, namespace=namespace)
+    kind = make_kind("before")
+    assert Kind(kind.guid).name == "before"
+    assert Kind(kind.guid).name == "before"
+    assert context.stats["object_hits"] == 1  # process A has it cached
+    for round_name in ("after", "again"):
+        _run_in_child(persistent, volatile, namespace, kind.guid, round_name)
+        assert Kind(kind.guid).name == round_name
+        assert Kind(kind.guid).name == round_name
+    kind.refresh()
+    assert kind.name == "again"
