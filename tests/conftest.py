@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -82,11 +83,32 @@ def volatile_url(request: pytest.FixtureRequest) -> str:
     return volatile_url_for(request.param, request)
 
 
+@dataclass(frozen=True)
+class PairURLs:
+    """The URLs of one store pair and the fresh namespace of one test."""
+
+    persistent: str
+    volatile: str
+    namespace: str
+
+    def configure(self, hmac_key: bytes | None = None) -> Context:
+        """Make dal use this pair (in this namespace) and return the new Context."""
+        return configure(self.persistent, self.volatile, namespace=self.namespace, hmac_key=hmac_key)
+
+
 @pytest.fixture(params=STORE_PAIRS, ids=["+".join(pair) for pair in STORE_PAIRS])
-def context(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> Iterator[Context]:
-    """dal configured on one (persistent, volatile) pair, in a fresh namespace, cleaned up after."""
+def pair_urls(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> Iterator[PairURLs]:
+    """Yield the URLs of one store pair; afterwards remove the test's namespace from the durable store."""
     persistent_kind, volatile_kind = request.param
-    context = configure(persistent_url_for(persistent_kind, request, tmp_path),
-                        volatile_url_for(volatile_kind, request), namespace=namespace)
-    yield context
+    urls = PairURLs(persistent_url_for(persistent_kind, request, tmp_path),
+                    volatile_url_for(volatile_kind, request), namespace)
+    yield urls
+    # a shared server outlives the test: leave nothing behind in it
+    context = urls.configure()
     context.persistent.commit([], [DeletePrefix(context.keys.root)])
+
+
+@pytest.fixture
+def context(pair_urls: PairURLs) -> Context:
+    """dal configured on one store pair in a fresh namespace."""
+    return pair_urls.configure()

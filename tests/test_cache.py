@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import persistent_url_for
+from conftest import PairURLs, persistent_url_for
 from hybrids import Kind, Widget
-from objects_fixtures import PairURLs, pair_urls, store_pair
 
 import dal
 from dal.backends.base import DeletePrefix, Entry
@@ -19,8 +18,6 @@ from dal.cache import Signer
 from dal.config import Context
 from dal.exceptions import ObjectNotFoundError
 from dal.testing.servers import closed_port
-
-__all__ = ["pair_urls", "store_pair"]  # fixtures, used by name
 
 HMAC_KEY = b"0123456789abcdef-test-key"
 
@@ -44,39 +41,39 @@ def count_gets(context: Context, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return reads
 
 
-def test_second_load_is_a_cache_hit(store_pair: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_load_is_a_cache_hit(context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
     kind = make_kind()
-    stats = store_pair.stats
-    reads = count_gets(store_pair, monkeypatch)
+    stats = context.stats
+    reads = count_gets(context, monkeypatch)
     assert Kind(kind.guid).name == "a kind"
     assert (stats["object_misses"], stats["object_hits"]) == (1, 0)
-    assert reads == [store_pair.keys.doc("kind", kind.guid)]
+    assert reads == [context.keys.doc("kind", kind.guid)]
     assert Kind(kind.guid).code == kind.code
     assert Kind(kind.guid).code == kind.code
-    snapshot = store_pair.stats.snapshot()
+    snapshot = context.stats.snapshot()
     assert (snapshot["object_misses"], snapshot["object_hits"]) == (1, 2)
     assert len(reads) == 1  # the hits never touched the durable store
 
 
-def test_missing_object_is_not_cached_as_present(store_pair: Context) -> None:
+def test_missing_object_is_not_cached_as_present(context: Context) -> None:
     guid = str(uuid.uuid4())
     for _ in range(2):
         with pytest.raises(ObjectNotFoundError):
             Kind(guid)
-    assert store_pair.stats["object_hits"] == 0
+    assert context.stats["object_hits"] == 0
 
 
-def test_save_and_delete_invalidate_the_cached_document(store_pair: Context) -> None:
+def test_save_and_delete_invalidate_the_cached_document(context: Context) -> None:
     kind = make_kind()
     Kind(kind.guid)  # fill
-    cache_key = store_pair.keys.cached_doc("kind", kind.guid)
-    assert store_pair.volatile.get(cache_key) is not None
+    cache_key = context.keys.cached_doc("kind", kind.guid)
+    assert context.volatile.get(cache_key) is not None
     kind.name = "renamed"
     kind.save()
-    assert store_pair.volatile.get(cache_key) is None
+    assert context.volatile.get(cache_key) is None
     assert Kind(kind.guid).name == "renamed"
     kind.delete()
-    assert store_pair.volatile.get(cache_key) is None
+    assert context.volatile.get(cache_key) is None
     with pytest.raises(ObjectNotFoundError):
         Kind(kind.guid)
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from hybrids import LOADER_CALLS, Gadget, Kind, SuperWidget, Widget
-from objects_fixtures import pair_urls, store_pair
 
 from dal import DataObject
 from dal.backends.base import CommitResult
@@ -23,8 +22,6 @@ from dal.exceptions import (
     ObjectNotFoundError,
     UniqueConstraintError,
 )
-
-__all__ = ["pair_urls", "store_pair"]  # fixtures, used by name
 
 
 def make_kind(code: str | None = None) -> Kind:
@@ -64,7 +61,7 @@ FULL_VALUES: dict[str, Any] = {
 # --- round trips and loading ------------------------------------------------------------------
 
 
-def test_round_trip_of_every_property_type(store_pair: Context) -> None:
+def test_round_trip_of_every_property_type(context: Context) -> None:
     kind, alt = make_kind(), make_kind()
     w = make_widget(kind, alt_kind=alt, **FULL_VALUES)
     loaded = Widget(w.guid)
@@ -77,14 +74,14 @@ def test_round_trip_of_every_property_type(store_pair: Context) -> None:
     assert loaded.alt_kind.code == alt.code
 
 
-def test_round_trip_of_unset_and_default_values(store_pair: Context) -> None:
+def test_round_trip_of_unset_and_default_values(context: Context) -> None:
     w = make_widget(ratio=None, tags=None, meta=None, numbers=None)
     loaded = Widget(w.guid)
     assert (loaded.ratio, loaded.tags, loaded.meta, loaded.numbers, loaded.created) == (None,) * 5
     assert (loaded.count, loaded.enabled, loaded.status, loaded.alt_kind_guid) == (0, True, "NEW", None)
 
 
-def test_subclass_round_trip(store_pair: Context) -> None:
+def test_subclass_round_trip(context: Context) -> None:
     s = SuperWidget(data={"name": "super", "kind": make_kind(), "power": 7, "count": 3})
     s.save()
     loaded = SuperWidget(s.guid)
@@ -94,7 +91,7 @@ def test_subclass_round_trip(store_pair: Context) -> None:
         Widget(s.guid)  # stored under its own logical name
 
 
-def test_in_place_mutation_is_saved(store_pair: Context) -> None:
+def test_in_place_mutation_is_saved(context: Context) -> None:
     w = make_widget(tags=["a"])
     w.tags.append("b")
     w.meta["k"] = [1]
@@ -103,7 +100,7 @@ def test_in_place_mutation_is_saved(store_pair: Context) -> None:
     assert loaded.tags == ["a", "b"] and loaded.meta == {"k": [1]}
 
 
-def test_loading_a_missing_guid_raises(store_pair: Context) -> None:
+def test_loading_a_missing_guid_raises(context: Context) -> None:
     with pytest.raises(ObjectNotFoundError):
         Widget(str(uuid.uuid4()))
     kind = make_kind()
@@ -116,7 +113,7 @@ def test_loading_a_missing_guid_raises(store_pair: Context) -> None:
 # --- mandatory fields ---------------------------------------------------------------------------
 
 
-def test_missing_mandatory_fields_lists_all_and_writes_nothing(store_pair: Context) -> None:
+def test_missing_mandatory_fields_lists_all_and_writes_nothing(context: Context) -> None:
     w = Widget()
     w.enabled = None
     w.status = None
@@ -127,37 +124,37 @@ def test_missing_mandatory_fields_lists_all_and_writes_nothing(store_pair: Conte
         assert name in str(error.value)
     for optional in ("ratio", "serial", "note", "alt_kind"):
         assert optional not in error.value.fields
-    assert stored_keys(store_pair) == {}
+    assert stored_keys(context) == {}
     with pytest.raises(ObjectNotFoundError):
         Widget(w.guid)
 
 
-def test_unsetting_a_mandatory_field_of_a_stored_object_is_refused(store_pair: Context) -> None:
+def test_unsetting_a_mandatory_field_of_a_stored_object_is_refused(context: Context) -> None:
     w = make_widget()
-    before = stored_keys(store_pair)
+    before = stored_keys(context)
     w.kind = None
     with pytest.raises(MissingMandatoryFieldsError) as error:
         w.save()
     assert error.value.fields == ("kind",)
-    assert stored_keys(store_pair) == before
+    assert stored_keys(context) == before
 
 
 # --- unique constraints -------------------------------------------------------------------------
 
 
-def test_unique_violation_names_class_and_field(store_pair: Context) -> None:
+def test_unique_violation_names_class_and_field(context: Context) -> None:
     kind = make_kind()
     make_widget(kind, name="taken")
-    before = stored_keys(store_pair)
+    before = stored_keys(context)
     clash = Widget(data={"name": "taken", "kind": kind})
     with pytest.raises(UniqueConstraintError, match=r"Widget\.name"):
         clash.save()
-    assert stored_keys(store_pair) == before
+    assert stored_keys(context) == before
     with pytest.raises(UniqueConstraintError, match=r"Kind\.code"):
         Kind(data={"name": "other", "code": kind.code}).save()
 
 
-def test_unique_value_is_released_on_change_and_delete(store_pair: Context) -> None:
+def test_unique_value_is_released_on_change_and_delete(context: Context) -> None:
     kind = make_kind()
     first = make_widget(kind, name="alpha")
     first.name = "beta"
@@ -172,7 +169,7 @@ def test_unique_value_is_released_on_change_and_delete(store_pair: Context) -> N
     assert Widget(second.guid).name == "alpha"
 
 
-def test_unique_never_collides_on_none(store_pair: Context) -> None:
+def test_unique_never_collides_on_none(context: Context) -> None:
     kind = make_kind()
     one = make_widget(kind, serial=None)
     two = make_widget(kind, serial=None)
@@ -180,11 +177,11 @@ def test_unique_never_collides_on_none(store_pair: Context) -> None:
     g1, g2 = Gadget(), Gadget()
     g1.save()
     g2.save()
-    unique_keys = [key for key in stored_keys(store_pair) if key.startswith(f"{store_pair.keys.root}u/")]
+    unique_keys = [key for key in stored_keys(context) if key.startswith(f"{context.keys.root}u/")]
     assert all("/serial/" not in key and "/token/" not in key for key in unique_keys)
 
 
-def test_unique_values_of_different_types_are_distinct(store_pair: Context) -> None:
+def test_unique_values_of_different_types_are_distinct(context: Context) -> None:
     values: list[Any] = [1, "1", True, None, "None", None, 0, False, ""]
     gadgets = []
     for value in values:
@@ -199,7 +196,7 @@ def test_unique_values_of_different_types_are_distinct(store_pair: Context) -> N
             Gadget(data={"token": value}).save()
 
 
-def test_failed_save_leaves_the_object_exactly_as_before(store_pair: Context) -> None:
+def test_failed_save_leaves_the_object_exactly_as_before(context: Context) -> None:
     kind = make_kind()
     make_widget(kind, name="held")
     w = make_widget(kind, name="mine", tags=["t"])
@@ -241,29 +238,29 @@ def widget_keys(context: Context) -> set[str]:
             if key.startswith((f"{root}o/widget/", f"{root}u/widget/", f"{root}i/widget/"))}
 
 
-def test_index_entries_exist_exactly_for_current_values(store_pair: Context) -> None:
+def test_index_entries_exist_exactly_for_current_values(context: Context) -> None:
     kind = make_kind()
     w = make_widget(kind, name="idx", count=5, serial="S1")
-    assert widget_keys(store_pair) == expected_widget_keys(store_pair, w)
+    assert widget_keys(context) == expected_widget_keys(context, w)
     w.name, w.count, w.serial = "idx2", 6, None
     w.save()
-    assert widget_keys(store_pair) == expected_widget_keys(store_pair, w)
+    assert widget_keys(context) == expected_widget_keys(context, w)
     other = make_widget(kind, name="other", count=6)
-    assert widget_keys(store_pair) == expected_widget_keys(store_pair, w) | expected_widget_keys(
-        store_pair, other)
-    owner = store_pair.persistent.get(store_pair.keys.unique("widget", "name", "idx2"))
+    assert widget_keys(context) == expected_widget_keys(context, w) | expected_widget_keys(
+        context, other)
+    owner = context.persistent.get(context.keys.unique("widget", "name", "idx2"))
     assert owner is not None and owner.value == w.guid.encode()
     w.delete()
-    assert widget_keys(store_pair) == expected_widget_keys(store_pair, other)
+    assert widget_keys(context) == expected_widget_keys(context, other)
     other.delete()
-    assert widget_keys(store_pair) == set()
+    assert widget_keys(context) == set()
     kind.delete()
-    assert stored_keys(store_pair) == {}
+    assert stored_keys(context) == {}
 
 
-def test_a_save_without_changes_writes_nothing(store_pair: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_save_without_changes_writes_nothing(context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
     w = make_widget()
-    commits = count_commits(store_pair, monkeypatch)
+    commits = count_commits(context, monkeypatch)
     w.save()
     Widget(w.guid).save()
     assert commits == []
@@ -272,16 +269,16 @@ def test_a_save_without_changes_writes_nothing(store_pair: Context, monkeypatch:
 # --- relations ---------------------------------------------------------------------------------
 
 
-def test_relation_to_a_missing_object_raises_and_writes_nothing(store_pair: Context) -> None:
+def test_relation_to_a_missing_object_raises_and_writes_nothing(context: Context) -> None:
     kind = make_kind()
-    before = stored_keys(store_pair)
+    before = stored_keys(context)
     w = Widget(data={"name": "dangling", "kind_guid": str(uuid.uuid4())})
     with pytest.raises(ObjectNotFoundError, match="kind"):
         w.save()
     unsaved = Widget(data={"name": "dangling2", "kind": Kind(data={"name": "n", "code": "c"})})
     with pytest.raises(ObjectNotFoundError):
         unsaved.save()
-    assert stored_keys(store_pair) == before
+    assert stored_keys(context) == before
     stored = make_widget(kind)
     stored.alt_kind_guid = str(uuid.uuid4())
     with pytest.raises(ObjectNotFoundError):
@@ -289,7 +286,7 @@ def test_relation_to_a_missing_object_raises_and_writes_nothing(store_pair: Cont
     assert Widget(stored.guid).alt_kind_guid is None
 
 
-def test_relation_guid_needs_no_load_and_relation_is_cached(store_pair: Context) -> None:
+def test_relation_guid_needs_no_load_and_relation_is_cached(context: Context) -> None:
     kind = make_kind()
     w = Widget(make_widget(kind).guid)
     assert w.kind_guid == kind.guid
@@ -301,7 +298,7 @@ def test_relation_guid_needs_no_load_and_relation_is_cached(store_pair: Context)
 # --- delete, refresh, views -------------------------------------------------------------------
 
 
-def test_delete_twice_is_harmless(store_pair: Context) -> None:
+def test_delete_twice_is_harmless(context: Context) -> None:
     w = make_widget()
     other = Widget(w.guid)
     w.delete()
@@ -310,10 +307,10 @@ def test_delete_twice_is_harmless(store_pair: Context) -> None:
     with pytest.raises(ObjectNotFoundError):
         Widget(w.guid)
     Widget().delete()  # never saved
-    assert widget_keys(store_pair) == set()
+    assert widget_keys(context) == set()
 
 
-def test_refresh_reloads(store_pair: Context) -> None:
+def test_refresh_reloads(context: Context) -> None:
     w = make_widget(count=1)
     other = Widget(w.guid)
     assert other.kind.guid == w.kind_guid
@@ -329,7 +326,7 @@ def test_refresh_reloads(store_pair: Context) -> None:
         other.refresh()
 
 
-def test_export_and_serialize_shapes(store_pair: Context) -> None:
+def test_export_and_serialize_shapes(context: Context) -> None:
     kind = make_kind()
     w = make_widget(kind, **FULL_VALUES)
     exported = w.export()
@@ -348,7 +345,7 @@ def test_export_and_serialize_shapes(store_pair: Context) -> None:
     json.dumps(nested)
 
 
-def test_equality_and_hash_by_hybrid_and_guid(store_pair: Context) -> None:
+def test_equality_and_hash_by_hybrid_and_guid(context: Context) -> None:
     w = make_widget()
     same = Widget(w.guid)
     assert w == same and hash(w) == hash(same)
@@ -359,7 +356,7 @@ def test_equality_and_hash_by_hybrid_and_guid(store_pair: Context) -> None:
     assert w != w.guid
 
 
-def test_updated_on_datastore(store_pair: Context) -> None:
+def test_updated_on_datastore(context: Context) -> None:
     w = make_widget()
     assert not w.updated_on_datastore()
     other = Widget(w.guid)
@@ -378,7 +375,7 @@ def test_updated_on_datastore(store_pair: Context) -> None:
 # --- concurrent changes ----------------------------------------------------------------------
 
 
-def test_concurrent_changes_to_different_fields_merge(store_pair: Context) -> None:
+def test_concurrent_changes_to_different_fields_merge(context: Context) -> None:
     w = make_widget(count=1, note="n")
     a, b = Widget(w.guid), Widget(w.guid)
     a.count = 2
@@ -392,7 +389,7 @@ def test_concurrent_changes_to_different_fields_merge(store_pair: Context) -> No
     assert not b.updated_on_datastore()
 
 
-def test_concurrent_unique_changes_merge_with_their_keys(store_pair: Context) -> None:
+def test_concurrent_unique_changes_merge_with_their_keys(context: Context) -> None:
     w = make_widget(name="orig", serial="s0")
     a, b = Widget(w.guid), Widget(w.guid)
     a.name = "renamed"
@@ -400,11 +397,11 @@ def test_concurrent_unique_changes_merge_with_their_keys(store_pair: Context) ->
     b.serial = "s1"
     b.save()
     assert (Widget(w.guid).name, Widget(w.guid).serial) == ("renamed", "s1")
-    assert widget_keys(store_pair) == expected_widget_keys(store_pair, Widget(w.guid))
+    assert widget_keys(context) == expected_widget_keys(context, Widget(w.guid))
 
 
 @pytest.mark.parametrize(("datastore_wins", "expected"), [(False, "ours"), (True, "theirs")])
-def test_same_field_changed_by_both(store_pair: Context, datastore_wins: bool, expected: str) -> None:
+def test_same_field_changed_by_both(context: Context, datastore_wins: bool, expected: str) -> None:
     w = make_widget(note="orig", count=1)
     a, b = Widget(w.guid), Widget(w.guid)
     a.note = "theirs"
@@ -418,7 +415,7 @@ def test_same_field_changed_by_both(store_pair: Context, datastore_wins: bool, e
     assert b.note == expected
 
 
-def test_same_field_changed_to_the_same_value_is_a_conflict(store_pair: Context) -> None:
+def test_same_field_changed_to_the_same_value_is_a_conflict(context: Context) -> None:
     w = make_widget(note="orig")
     a, b = Widget(w.guid), Widget(w.guid)
     a.note = "same"
@@ -428,7 +425,7 @@ def test_same_field_changed_to_the_same_value_is_a_conflict(store_pair: Context)
         b.save(datastore_wins=None)
 
 
-def test_conflict_with_datastore_wins_none_raises_and_leaves_object(store_pair: Context) -> None:
+def test_conflict_with_datastore_wins_none_raises_and_leaves_object(context: Context) -> None:
     w = make_widget(note="orig", count=1)
     a, b = Widget(w.guid), Widget(w.guid)
     a.note = "theirs"
@@ -443,7 +440,7 @@ def test_conflict_with_datastore_wins_none_raises_and_leaves_object(store_pair: 
     assert (final.note, final.count) == ("theirs", 1)
 
 
-def test_saving_an_object_deleted_meanwhile_raises(store_pair: Context) -> None:
+def test_saving_an_object_deleted_meanwhile_raises(context: Context) -> None:
     w = make_widget()
     other = Widget(w.guid)
     other.delete()
@@ -452,13 +449,13 @@ def test_saving_an_object_deleted_meanwhile_raises(store_pair: Context) -> None:
     with pytest.raises(ObjectNotFoundError):
         w.save()
     assert state(w) == before
-    assert widget_keys(store_pair) == set()
+    assert widget_keys(context) == set()
 
 
 # --- dynamics ----------------------------------------------------------------------------------
 
 
-def test_dynamic_is_cached_until_save_invalidates_it(store_pair: Context) -> None:
+def test_dynamic_is_cached_until_save_invalidates_it(context: Context) -> None:
     w = make_widget(count=2)
     calls = ("doubled", w.guid)
     assert LOADER_CALLS[calls] == 0
@@ -478,12 +475,12 @@ def test_dynamic_is_cached_until_save_invalidates_it(store_pair: Context) -> Non
         w.invalidate_dynamics(["nope"])
 
 
-def test_dynamic_with_timeout_zero_is_never_cached(store_pair: Context) -> None:
+def test_dynamic_with_timeout_zero_is_never_cached(context: Context) -> None:
     w = make_widget()
     assert [w.fresh, w.fresh, Widget(w.guid).fresh] == [1, 2, 3]
 
 
-def test_dynamic_with_wrong_return_type_raises(store_pair: Context) -> None:
+def test_dynamic_with_wrong_return_type_raises(context: Context) -> None:
     g = Gadget()
     g.save()
     with pytest.raises(InvalidValueError):
@@ -492,17 +489,17 @@ def test_dynamic_with_wrong_return_type_raises(store_pair: Context) -> None:
         _ = g.broken  # and a failed computation is not cached
 
 
-def test_delete_invalidates_dynamics(store_pair: Context) -> None:
+def test_delete_invalidates_dynamics(context: Context) -> None:
     w = make_widget(count=1)
     assert w.doubled == 2
     w.delete()
-    assert store_pair.volatile.get(store_pair.keys.cached_dynamic("widget", w.guid, "doubled")) is None
+    assert context.volatile.get(context.keys.cached_dynamic("widget", w.guid, "doubled")) is None
 
 
 # --- the document cache and commits ---------------------------------------------------------------
 
 
-def test_save_drops_the_cached_document(store_pair: Context) -> None:
+def test_save_drops_the_cached_document(context: Context) -> None:
     w = make_widget(count=1)
     assert Widget(w.guid).count == 1  # cached now
     writer = Widget(w.guid)
@@ -526,8 +523,8 @@ def count_commits(context: Context, monkeypatch: pytest.MonkeyPatch) -> list[int
     return commits
 
 
-def test_saving_a_new_object_is_one_commit(store_pair: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    commits = count_commits(store_pair, monkeypatch)
+def test_saving_a_new_object_is_one_commit(context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    commits = count_commits(context, monkeypatch)
     kind = Kind(data={"name": "one", "code": "one"})  # one unique+indexed property
     kind.save()
     assert len(commits) == 1

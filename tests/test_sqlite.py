@@ -1,0 +1,299 @@
+"""SQLite-only behaviour: URL forms, options, WAL, multi-process sharing, change tokens, errors."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import pytest
+
+from dal.backends import open_persistent
+from dal.backends.base import Entry, Put, Revision
+from dal.backends.sqlite import SqliteStore, prefix_end
+from dal.backends.url import parse_url
+from dal.exceptions import BackendError, ConfigurationError
+
+
+def open_store(url: str) -> SqliteStore:
+    """Open a private client (not the registry's), as another connection would be."""
+    return SqliteStore.from_url(parse_url(url))
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'dal.sqlite3'}"
+
+
+@pytest.fixture
+def store(url: str) -> SqliteStore:
+    return open_store(url)
+
+
+# --- URLs and options -------------------------------------------------------------------
+
+
+def test_relative_url_is_relative_to_the_working_directory(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_store("sqlite:///data/sub/rel.db")  # the parent directories do not exist yet
+    assert store.commit([], [Put("k", b"v")]).ok
+    assert (tmp_path / "data" / "sub" / "rel.db").is_file()
+    monkeypatch.chdir("/")  # the file was resolved when the store opened
+    other = open_store(f"sqlite:///{tmp_path / 'data' / 'sub' / 'rel.db'}")
+    assert other.get("k") is not None
+    assert store.get("k") == other.get("k")
+
+
+def test_absolute_url(tmp_path: Path) -> None:
+    path = tmp_path / "abs.db"
+    url = f"sqlite:///{path}"
+    assert url.startswith("sqlite:////")
+    store = open_store(url)
+    assert store.path == str(path)
+    assert store.commit([], [Put("k", b"v")]).ok
+    assert path.is_file()
+
+
+@pytest.mark.parametrize("url", ["sqlite://localhost/x.db", "sqlite://", "sqlite:///", "sqlite://u@/x.db"])
+def test_malformed_url_says_how_to_write_one(url: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"sqlite:///relative/path\.db or sqlite:////absolute/path\.db"):
+        SqliteStore.from_url(parse_url(url))
+
+
+def test_in_memory_database_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="memory://"):
+        SqliteStore.from_url(parse_url("sqlite:///:memory:"))
+
+
+@pytest.mark.parametrize(("query", "named"), [
+    ("timeout=soon", "timeout"), ("timeout=-1", "timeout"), ("timeout=nan", "timeout"),
+    ("synchronous=OFF", "synchronous"), ("journal=wal", "known options: timeout, synchronous"),
+])
+def test_bad_options_raise_configuration_error(tmp_path: Path, query: str, named: str) -> None:
+    with pytest.raises(ConfigurationError, match=named):
+        SqliteStore.from_url(parse_url(f"sqlite:///{tmp_path / 'x.db'}?{query}"))
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_options_apply(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'x.db'}?timeout=2.5&synchronous=full")
+    assert store.timeout == 2.5 and store.synchronous == "FULL"
+    assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    default = open_store(f"sqlite:///{tmp_path / 'y.db'}")
+    assert default.timeout == 10.0
+    assert default._conn().execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
+def test_registry_serves_sqlite(url: str) -> None:
+    store = open_persistent(url)
+    assert isinstance(store, SqliteStore)
+    assert store.shared is True and store.scheme == "sqlite"
+
+
+# --- file format ------------------------------------------------------------------------
+
+
+def test_wal_journal_and_schema(store: SqliteStore) -> None:
+    raw = sqlite3.connect(store.path)
+    try:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = dict(raw.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+        assert set(tables) == {"kv", "meta"}
+        assert "WITHOUT ROWID" in tables["kv"]
+        assert raw.execute("SELECT revision FROM meta").fetchall() == [(0,)]
+    finally:
+        raw.close()
+    revision = store.commit([], [Put("k", b"v")]).revision
+    raw = sqlite3.connect(store.path)
+    try:
+        assert raw.execute("SELECT key, value, revision FROM kv").fetchall() == [("k", b"v", revision)]
+        assert raw.execute("SELECT revision FROM meta").fetchall() == [(revision,)]
+    finally:
+        raw.close()
+
+
+# --- prefix ranges ----------------------------------------------------------------------
+
+
+def test_prefix_end() -> None:
+    assert prefix_end("") is None
+    assert prefix_end("a/") == "a0"
+    assert prefix_end("ab") == "ac"
+    assert prefix_end("a\U0010ffff") == "b"
+    assert prefix_end("\U0010ffff\U0010ffff") is None
+    assert prefix_end("a\ud7ff") == "a\ue000"
+
+
+def test_scan_at_code_point_edges(store: SqliteStore) -> None:
+    keys = ["a\U0010ffff", "a\U0010ffffz", "a\ud7ff", "a\ud7ffz", "a\ue000", "b"]
+    assert store.commit([], [Put(key, b"") for key in keys]).ok
+    assert [key for key, _ in store.scan("a\U0010ffff")] == ["a\U0010ffff", "a\U0010ffffz"]
+    assert [key for key, _ in store.scan("a\ud7ff")] == ["a\ud7ff", "a\ud7ffz"]
+    assert [key for key, _ in store.scan("")] == sorted(keys)
+
+
+def test_get_many_beyond_one_chunk(store: SqliteStore) -> None:
+    keys = [f"k{i:04d}" for i in range(1200)]
+    for start in range(0, 1200, 400):
+        assert store.commit([], [Put(key, key.encode()) for key in keys[start:start + 400]]).ok
+    found = store.get_many([*keys, "absent"])
+    assert found.keys() == set(keys)
+    assert all(entry.value == key.encode() for key, entry in found.items())
+
+
+# --- change tokens ----------------------------------------------------------------------
+
+
+def test_change_token_ignores_our_own_commits(store: SqliteStore) -> None:
+    token = store.change_token()
+    assert store.commit([], [Put("k", b"1")]).ok
+    assert store.change_token() == token
+    assert store.change_token() == token
+
+
+def test_change_token_moves_after_another_connection_commits(store: SqliteStore, url: str) -> None:
+    other = open_store(url)
+    token = store.change_token()
+    assert other.commit([], [Put("k", b"1")]).ok
+    moved = store.change_token()
+    assert moved != token
+    assert store.change_token() == moved  # and stays put until the next foreign commit
+
+
+def test_change_token_moves_after_another_thread_commits(store: SqliteStore) -> None:
+    token = store.change_token()
+    writer = threading.Thread(target=lambda: store.commit([], [Put("k", b"1")]))
+    writer.start()
+    writer.join()
+    assert store.change_token() != token
+
+
+# --- several processes ------------------------------------------------------------------
+
+
+def _echo(url: str, pipe: Connection) -> None:
+    """Read ``ping`` whenever told to and copy it to ``pong``; report what was read."""
+    store = open_persistent(url)
+    while pipe.recv() is not None:
+        entry = store.get("ping")
+        result = store.commit([], [Put("pong", b"" if entry is None else entry.value)])
+        pipe.send((None if entry is None else entry.value, result.revision))
+
+
+def _count(url: str, increments: int) -> None:
+    store = open_persistent(url)
+    for _ in range(increments):
+        while True:
+            entry = store.get("counter")
+            count, revision = (0, 0) if entry is None else (int(entry.value), entry.revision)
+            if store.commit([Revision("counter", revision)], [Put("counter", str(count + 1).encode())]).ok:
+                break
+
+
+def test_two_processes_see_each_others_commits_at_once(store: SqliteStore, url: str) -> None:
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    child = context.Process(target=_echo, args=(url, theirs))
+    child.start()
+    try:
+        for round_ in range(20):
+            value = f"round {round_}".encode()
+            assert store.commit([], [Put("ping", value)]).ok
+            token = store.change_token()
+            ours.send(round_)
+            assert ours.poll(60), "the child process did not answer"
+            seen, revision = ours.recv()
+            assert seen == value
+            assert store.get("pong") == Entry(value, revision)
+            assert store.change_token() != token
+        ours.send(None)
+        child.join(30)
+        assert child.exitcode == 0
+    finally:
+        if child.is_alive():
+            child.kill()
+
+
+@pytest.mark.slow
+def test_processes_and_threads_lose_no_update(store: SqliteStore, url: str) -> None:
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=_count, args=(url, 60)) for _ in range(3)]
+    for child in children:
+        child.start()
+    threads = [threading.Thread(target=_count, args=(url, 60)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for child in children:
+        child.join(120)
+        assert child.exitcode == 0
+    entry = store.get("counter")
+    assert entry is not None and int(entry.value) == 5 * 60
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_reopens_its_connection(store: SqliteStore) -> None:
+    assert store.commit([], [Put("before", b"parent")]).ok
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=lambda: store.commit([], [Put("child", str(os.getpid()).encode())]))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    written = store.get("child")
+    assert written is not None and written.value == str(child.pid).encode()
+    assert store.get("before") is not None
+    assert store.commit([], [Put("after", b"")]).revision > written.revision
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+def test_locked_database_beyond_timeout_is_a_backend_error(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'x.db'}?timeout=0.2")
+    assert store.commit([], [Put("k", b"v")]).ok
+    raw = sqlite3.connect(store.path, isolation_level=None)
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(BackendError, match="write lock") as caught:
+            store.commit([], [Put("k", b"w")])
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+        assert store.get("k") == Entry(b"v", 1)  # WAL: readers are not blocked by the writer
+    finally:
+        raw.execute("ROLLBACK")
+        raw.close()
+    assert store.commit([], [Put("k", b"w")]).ok
+
+
+def test_driver_errors_are_wrapped(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(BackendError, match=r"garbage\.db") as caught:
+        open_store(f"sqlite:///{path}")
+    assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
+
+
+def test_unwritable_location_is_a_backend_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(BackendError) as caught:
+        open_store(f"sqlite:///{tmp_path / 'file' / 'sub' / 'x.db'}")
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+def test_closed_store_raises_backend_error(store: SqliteStore) -> None:
+    assert store.commit([], [Put("k", b"v")]).ok
+    store.close()
+    with pytest.raises(BackendError, match="closed"):
+        store.get("k")
+    with pytest.raises(BackendError, match="closed"):
+        store.commit([], [Put("k", b"w")])
+
+
+def test_non_bytes_value_is_refused_before_writing(store: SqliteStore) -> None:
+    with pytest.raises(TypeError):
+        store.commit([], [Put("a", b"ok"), Put("b", "text")])  # type: ignore[arg-type]
+    assert store.get("a") is None
