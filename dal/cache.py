@@ -69,23 +69,34 @@ class Signer:
 
 
 class Stats:
-    """Thread-safe event counters (hits, misses, rejected entries, store errors, ...)."""
+    """Event counters (hits, misses, rejected entries, store errors, ...), exact under threads.
+
+    Each thread counts in its own Counter, so the hot path takes no lock; a snapshot sums them.
+    """
 
     def __init__(self) -> None:
-        self._counts: Counter[str] = Counter()
+        self._local = threading.local()
+        self._all: list[Counter[str]] = []
         self._lock = threading.Lock()
 
     def add(self, event: str, amount: int = 1) -> None:
-        with self._lock:
-            self._counts[event] += amount
+        try:
+            counts: Counter[str] = self._local.counts
+        except AttributeError:
+            counts = self._local.counts = Counter()
+            with self._lock:
+                self._all.append(counts)
+        counts[event] += amount
 
     def snapshot(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
         with self._lock:
-            return dict(self._counts)
+            for counts in self._all:
+                total.update(dict(counts))  # dict() copies in one step while the owner may be counting
+        return dict(total)
 
     def __getitem__(self, event: str) -> int:
-        with self._lock:
-            return self._counts[event]
+        return self.snapshot().get(event, 0)
 
 
 class LeasedCache:

@@ -192,7 +192,7 @@ class DataObject(metaclass=HybridMetaclass):
             plan = plan_write(context.keys, meta, self.guid, stored, revision, new)
             result = context.commit(plan.checks, plan.ops)
             if result.ok:
-                self._saved(context, new, result.revision)
+                self._saved(context, new, result.revision, merged=attempt > 0)
                 return
             failed = [plan.reasons[index] for index in result.failed]
             if all(reason.kind != "document" for reason in failed):
@@ -213,13 +213,14 @@ class DataObject(metaclass=HybridMetaclass):
             f"{type(self).__name__} {self.guid} kept changing concurrently; gave up after "
             f"{MAX_ATTEMPTS} attempts. Retry the operation, or reduce contention on this object")
 
-    def _saved(self, context: Context, document: Document, revision: int) -> None:
+    def _saved(self, context: Context, document: Document, revision: int, *, merged: bool) -> None:
         shape = _shape(self._meta)
         raw = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
         data = {name: document.get(name) for name in shape.fields}
         for name, validator in shape.converters:
             data[name] = validator.from_json(data[name])
-        changed = changed_fields(self._document(), data)
+        changed = changed_fields(self._document(), data) if merged else []
+        created = self._raw is None
         state = self.__dict__
         state["_data"] = data
         state["_raw"] = raw
@@ -227,7 +228,9 @@ class DataObject(metaclass=HybridMetaclass):
         state["_extra"] = {k: v for k, v in document.items() if k not in shape.fields}
         for name in changed:  # merged in from the store: our cached related object is stale
             self._objects.pop(name.removesuffix("_guid"), None)
-        context.invalidate(*self._cache_keys(context))
+        # a brand-new guid has no cached document (a load before the save cached nothing), but a
+        # dynamic may have been read before the first save
+        context.invalidate(*self._cache_keys(context, document=not created))
 
     def delete(self, abandon: Sequence[str] | None = None) -> None:
         """Remove this object, its unique keys and index entries in one transaction.
@@ -286,9 +289,9 @@ class DataObject(metaclass=HybridMetaclass):
         context.dynamics.invalidate(
             *(context.keys.cached_dynamic(meta.name, self.guid, name) for name in chosen))
 
-    def _cache_keys(self, context: Context) -> list[str]:
+    def _cache_keys(self, context: Context, *, document: bool = True) -> list[str]:
         meta, keys = self._meta, context.keys
-        cached = [keys.cached_doc(meta.name, self.guid)]
+        cached = [keys.cached_doc(meta.name, self.guid)] if document else []
         cached += [keys.cached_dynamic(meta.name, self.guid, name) for name in meta.dynamics]
         return cached
 

@@ -1,0 +1,27 @@
+"""The benchmarks, each in its own module, and the registry ``python -m bench`` runs them from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench.benchmarks import cached_load, etcd_load, save_new, sqlite_load
+from bench.env import Environment, Settings
+from bench.report import Result
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A registered benchmark: its name, the servers it needs and the function that runs it."""
+
+    name: str
+    servers: frozenset[str]
+    run: Callable[[Environment, Settings], Result]
+    summary: str
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    module.NAME: Benchmark(module.NAME, frozenset(module.SERVERS), module.run,
+                           (module.__doc__ or "").strip().splitlines()[0])
+    for module in (cached_load, etcd_load, save_new, sqlite_load)
+}

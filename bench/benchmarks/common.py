@@ -1,0 +1,30 @@
+"""Helpers every benchmark module shares: compare two operations, store sample machines."""
+
+from __future__ import annotations
+
+from bench.env import Settings
+from bench.hybrids import BenchMachine, machine_data
+from bench.timing import Measurement, Operation, Side, measure, profile, progress
+
+#: objects a load benchmark cycles through: enough to not read one hot key, few enough to set up fast
+OBJECTS = 200
+
+
+def compare(name: str, dal: Operation, raw: Operation, settings: Settings, full_ops: int) -> Measurement:
+    """Measure ``dal`` against ``raw`` (interleaved rounds); profile the dal side if asked."""
+    ops = settings.ops(full_ops)
+    dal_side, raw_side = Side("dal", dal), Side("raw", raw)
+    measurement = measure(name, dal_side, raw_side, ops=ops, rounds=settings.rounds)
+    if settings.profile:
+        progress(f"--- {name}: cProfile of {ops} dal operations ---\n{profile(dal_side, ops)}")
+    return measurement
+
+
+def store_machines(count: int, prefix: str) -> list[BenchMachine]:
+    """Save ``count`` new machines through dal in the current context and return them."""
+    machines = []
+    for number in range(count):
+        machine = BenchMachine(data=machine_data(number, prefix))
+        machine.save()
+        machines.append(machine)
+    return machines

@@ -1,0 +1,112 @@
+"""The shared timing helper: interleaved rounds of dal and raw operations, medians of each."""
+
+from __future__ import annotations
+
+import cProfile
+import gc
+import io
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: one operation; called with a running index (unique per side for the whole benchmark)
+Operation = Callable[[int], object]
+
+
+#: each round is split into this many alternating slices per side, so a burst of load from a
+#: neighbour lands on both sides instead of on whichever happened to be running
+SLICES = 10
+
+
+@dataclass
+class Side:
+    """One side of a comparison: the operation and how many times it has run so far."""
+
+    label: str
+    operation: Operation
+    done: int = 0
+
+    def run(self, count: int) -> float:
+        """Run ``count`` operations back to back and return the seconds they took."""
+        operation = self.operation
+        start = self.done
+        gc.collect()  # start every batch with the same garbage debt
+        began = time.perf_counter()
+        for index in range(start, start + count):
+            operation(index)
+        elapsed = time.perf_counter() - began
+        self.done += count
+        return elapsed
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The per-round rates of both sides; the reported figures are their medians."""
+
+    ops_per_round: int
+    dal_rates: tuple[float, ...]
+    raw_rates: tuple[float, ...]
+
+    @property
+    def dal_rate(self) -> float:
+        return statistics.median(self.dal_rates)
+
+    @property
+    def raw_rate(self) -> float:
+        return statistics.median(self.raw_rates)
+
+    @property
+    def ratio(self) -> float:
+        return self.dal_rate / self.raw_rate
+
+    @property
+    def round_ratios(self) -> tuple[float, ...]:
+        """Return dal/raw of each round on its own (the spread shows how noisy the run was)."""
+        return tuple(d / r for d, r in zip(self.dal_rates, self.raw_rates, strict=True))
+
+
+def measure(name: str, dal: Side, raw: Side, *, ops: int, rounds: int) -> Measurement:
+    """Warm both sides up, then time ``rounds`` rounds of ``ops`` operations per side.
+
+    Within a round the two sides alternate in ``SLICES`` slices, and the side that goes
+    first alternates too, so neither always runs on a cache (CPU, server, page) the other
+    just warmed, nor always after the other's garbage, nor alone through a noisy second.
+    """
+    per_slice = max(ops // SLICES, 1)
+    warmup = max(ops // 10, 5)
+    dal.run(warmup)
+    raw.run(warmup)
+    dal_rates: list[float] = []
+    raw_rates: list[float] = []
+    for number in range(rounds):
+        seconds = {dal.label: 0.0, raw.label: 0.0}
+        for piece in range(SLICES):
+            order = (dal, raw) if (number * SLICES + piece) % 2 == 0 else (raw, dal)
+            for side in order:
+                seconds[side.label] += side.run(per_slice)
+        dal_rates.append(per_slice * SLICES / seconds[dal.label])
+        raw_rates.append(per_slice * SLICES / seconds[raw.label])
+        progress(f"{name}: round {number + 1}/{rounds}: dal {dal_rates[-1]:,.0f}/s, "
+                 f"raw {raw_rates[-1]:,.0f}/s")
+    return Measurement(per_slice * SLICES, tuple(dal_rates), tuple(raw_rates))
+
+
+def profile(side: Side, ops: int, *, limit: int = 30) -> str:
+    """Run one more batch of ``side`` under cProfile; return the top functions by own time."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    side.run(ops)
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(limit)
+    stats.sort_stats("cumulative").print_stats(limit)
+    return out.getvalue()
+
+
+def progress(message: str) -> None:
+    """Report progress on stderr, so stdout holds only the table."""
+    print(message, file=sys.stderr, flush=True)
