@@ -18,7 +18,7 @@ from pyetcd import etcdrpc
 
 from dal.backends.base import DeletePrefix, Entry, Put, Revision
 from dal.backends.etcd import EtcdStore
-from dal.backends.memcached import MemcachedCache
+from dal.backends.memcached import MemcachedCache, wire_key
 from dal.backends.url import parse_url
 from dal.exceptions import BackendError, ConfigurationError
 from dal.testing.servers import RunningServer, ServerUnavailable, closed_port, start_etcd, start_memcached
@@ -176,6 +176,8 @@ def test_user_and_password_authenticate(private_etcd: RunningServer) -> None:
         try:
             assert store.commit([], [Put("k", b"v")]).ok
             assert store.get("k") is not None
+            store._token = "expired.token"  # as after etcd dropped it: the store logs in again
+            assert store.get("k") is not None
         finally:
             store.close()
 
@@ -301,3 +303,30 @@ def test_memcached_options_parse() -> None:
                 "memcached://u:p@h", "memcached://"):
         with pytest.raises(ConfigurationError):
             memcached(url)
+
+
+@pytest.mark.memcached
+def test_memcached_ttl_over_30_days_is_not_read_as_a_past_timestamp(memcached_server: RunningServer,
+                                                                     namespace: str) -> None:
+    cache = memcached(memcached_server.url)
+    try:
+        assert cache.set(f"{namespace}/long", b"v", 31 * 24 * 3600) is True
+        assert cache.set(f"{namespace}/fraction", b"v", 0.2) is True  # rounded up to 1 s, not 0 (never)
+        assert cache.get(f"{namespace}/long") == b"v"
+        time.sleep(2.1)
+        assert cache.get(f"{namespace}/long") == b"v"
+        assert cache.get(f"{namespace}/fraction") is None
+    finally:
+        cache.delete_many([f"{namespace}/long", f"{namespace}/fraction"])
+        cache.close()
+
+
+def test_memcached_wire_keys_are_safe_and_distinct() -> None:
+    keys = ["plain:key", "with space", "x" * 251, "x" * 250, "ключ", "tab\t", "", "a~b",
+            "with_space", f"with_space~{'0' * 64}"]
+    wired = [wire_key(key) for key in keys]
+    assert len(set(wired)) == len(keys)
+    assert wire_key("plain:key") == "plain:key" and wire_key("x" * 250) == "x" * 250
+    for sent in wired:
+        assert 0 < len(sent.encode()) <= 250
+        assert all(0x21 <= ord(char) <= 0x7E for char in sent)

@@ -79,6 +79,14 @@ def _open(role: Role, url: str | StoreURL) -> PersistentStore | VolatileStore:
         return client
 
 
+def _forget_clients_in_child() -> None:
+    # a forked child must not share its parent's sockets or SQLite handles: it opens its own
+    _clients.clear()
+
+
+os.register_at_fork(after_in_child=_forget_clients_in_child)
+
+
 def close_all() -> None:
     """Close and forget every cached client (tests and forked children use this)."""
     with _lock:

@@ -1,0 +1,347 @@
+"""Process-local stores: a transactional ``MemoryStore`` and an LRU ``MemoryCache``.
+
+Both live in this process only (``shared = False``); the registry hands out one instance
+per URL per process, so ``memory://a`` and ``memory://b`` are distinct stores.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_left, bisect_right, insort
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from dal.backends.base import (
+    Check,
+    CommitResult,
+    Delete,
+    DeletePrefix,
+    Entry,
+    Exists,
+    Op,
+    PrefixEmpty,
+    Put,
+    Revision,
+)
+from dal.backends.url import StoreURL
+from dal.exceptions import ConfigurationError
+
+
+def _check_memory_url(url: StoreURL, known: tuple[str, ...]) -> None:
+    """Reject what a memory URL cannot mean: several hosts, a path, unknown options."""
+    if len(url.hosts) > 1 or url.path not in ("", "/") or url.user is not None:
+        raise ConfigurationError(
+            f"{url} is not a memory store URL; write memory:// or memory://name "
+            "(the name picks one of several independent stores in this process)")
+    url.check_options(known)
+
+
+def _validate_ops(ops: Sequence[Op]) -> None:
+    """Raise TypeError on a malformed op before anything is written, so a commit stays atomic."""
+    for op in ops:
+        if isinstance(op, Put):
+            if not isinstance(op.value, bytes):
+                raise TypeError(f"Put({op.key!r}) value must be bytes, not {type(op.value).__name__}")
+        elif not isinstance(op, (Delete, DeletePrefix)):
+            raise TypeError(f"unknown op {op!r}")
+
+
+class MemoryStore:
+    """A process-local PersistentStore: a dict of entries plus a sorted key list for scans."""
+
+    scheme: ClassVar[str] = "memory"
+    shared: ClassVar[bool] = False
+
+    def __init__(self, url: StoreURL) -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        self._entries: dict[str, Entry] = {}
+        self._keys: list[str] = []  # sorted, always the same set as _entries
+        self._revision = 0
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> MemoryStore:
+        """Open a fresh, empty store; ``memory://name`` takes no options."""
+        _check_memory_url(url, ())
+        return cls(url)
+
+    def get(self, key: str) -> Entry | None:
+        """Return the entry under ``key``, or ``None``."""
+        # One dict lookup is atomic and entries are immutable, so no lock is needed.
+        return self._entries.get(key)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        """Return the present entries among ``keys``, all as of one instant."""
+        with self._lock:
+            entries = self._entries
+            return {key: entries[key] for key in keys if key in entries}
+
+    def scan(self, prefix: str, *, start_after: str | None = None,
+             limit: int | None = None) -> list[tuple[str, Entry]]:
+        """Return up to ``limit`` ``(key, entry)`` pairs under ``prefix``, in key order."""
+        if limit is not None and limit <= 0:
+            return []
+        with self._lock:
+            keys = self._keys
+            index = bisect_left(keys, prefix)
+            if start_after is not None:
+                index = max(index, bisect_right(keys, start_after))
+            found: list[tuple[str, Entry]] = []
+            while index < len(keys) and keys[index].startswith(prefix):
+                found.append((keys[index], self._entries[keys[index]]))
+                if limit is not None and len(found) >= limit:
+                    break
+                index += 1
+            return found
+
+    def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
+        """Apply every op atomically if every check holds; otherwise apply nothing."""
+        _validate_ops(ops)
+        with self._lock:
+            failed, current = self._failed_checks(checks)
+            if failed:
+                return CommitResult(ok=False, failed=failed, current=current)
+            self._revision += 1
+            revision = self._revision
+            for op in ops:
+                if isinstance(op, Put):
+                    if op.key not in self._entries:
+                        insort(self._keys, op.key)
+                    self._entries[op.key] = Entry(op.value, revision)
+                elif isinstance(op, Delete):
+                    if self._entries.pop(op.key, None) is not None:
+                        del self._keys[bisect_left(self._keys, op.key)]
+                else:
+                    self._delete_prefix(op.prefix)
+            return CommitResult(ok=True, revision=revision)
+
+    def change_token(self) -> object:
+        """Return a constant: nothing outside this object can write to it."""
+        return 0
+
+    def close(self) -> None:
+        """Do nothing: there is no connection to release."""
+
+    def _failed_checks(self, checks: Sequence[Check]) -> tuple[tuple[int, ...], dict[str, Entry]]:
+        failed: list[int] = []
+        current: dict[str, Entry] = {}
+        for index, check in enumerate(checks):
+            if isinstance(check, PrefixEmpty):
+                position = bisect_left(self._keys, check.prefix)
+                holds = position == len(self._keys) or not self._keys[position].startswith(check.prefix)
+            elif isinstance(check, (Revision, Exists)):
+                entry = self._entries.get(check.key)
+                if isinstance(check, Exists):
+                    holds = entry is not None
+                else:
+                    holds = (entry.revision if entry is not None else 0) == check.revision
+                if not holds and entry is not None:
+                    current[check.key] = entry
+            else:
+                raise TypeError(f"unknown check {check!r}")
+            if not holds:
+                failed.append(index)
+        return tuple(failed), current
+
+    def _delete_prefix(self, prefix: str) -> None:
+        start = bisect_left(self._keys, prefix)
+        end = start
+        while end < len(self._keys) and self._keys[end].startswith(prefix):
+            del self._entries[self._keys[end]]
+            end += 1
+        del self._keys[start:end]
+
+
+# --- the cache ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntryInfo:
+    """Statistics of one cached entry, as :meth:`MemoryCache.entries` reports them."""
+
+    key: str
+    #: bytes charged against ``max_size``: the UTF-8 key plus the value
+    size: int
+    #: reads that found the entry since it was last written
+    hits: int
+    #: ``time.time()`` of the last read or write
+    last_access: float
+    #: ``time.time()`` at which the entry expires, ``None`` when it never does
+    expires_at: float | None
+
+
+@dataclass(slots=True)
+class _Slot:
+    value: bytes
+    size: int
+    token: int
+    deadline: float  # time.monotonic() deadline, so wall-clock jumps cannot expire entries early
+    expires_at: float | None
+    last_access: float
+    hits: int = 0
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+class MemoryCache:
+    """A process-local VolatileStore: TTLs, compare-and-set, LRU eviction bounded in bytes.
+
+    ``memory://name?max_size=BYTES`` bounds the sum of entry sizes (UTF-8 key length plus
+    value length); ``0``, the default, means unbounded.
+    """
+
+    scheme: ClassVar[str] = "memory"
+    shared: ClassVar[bool] = False
+
+    def __init__(self, url: StoreURL, max_size: int = 0) -> None:
+        self.url = url
+        self.max_size = max_size
+        self._lock = threading.Lock()
+        self._slots: OrderedDict[str, _Slot] = OrderedDict()  # least recently used first
+        self._size = 0
+        self._writes = 0  # cas tokens: a write always gets a token no earlier write had
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> MemoryCache:
+        """Open a fresh, empty cache; the only option is ``max_size`` in bytes."""
+        _check_memory_url(url, ("max_size",))
+        return cls(url, url.option("max_size", _non_negative_int, 0))
+
+    @property
+    def total_size(self) -> int:
+        """Return the summed size of every held entry (expired ones count until dropped)."""
+        return self._size
+
+    def get(self, key: str) -> bytes | None:
+        """Return the value under ``key``, or ``None``."""
+        with self._lock:
+            slot = self._touch(key, time.monotonic())
+            return None if slot is None else slot.value
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """Return the present values among ``keys``."""
+        found: dict[str, bytes] = {}
+        with self._lock:
+            now = time.monotonic()
+            for key in keys:
+                slot = self._touch(key, now)
+                if slot is not None:
+                    found[key] = slot.value
+        return found
+
+    def gets(self, key: str) -> tuple[bytes | None, object]:
+        """Return the value and a token for :meth:`cas` (``(None, None)`` when absent)."""
+        with self._lock:
+            slot = self._touch(key, time.monotonic())
+            return (None, None) if slot is None else (slot.value, slot.token)
+
+    def set(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store unconditionally; ``False`` when the entry alone exceeds ``max_size``."""
+        with self._lock:
+            return self._store(key, value, ttl)
+
+    def add(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store only if ``key`` is absent; ``True`` when stored."""
+        with self._lock:
+            if self._live(key, time.monotonic()) is not None:
+                return False
+            return self._store(key, value, ttl)
+
+    def cas(self, key: str, value: bytes, token: object, ttl: float) -> bool:
+        """Store only if ``key`` still holds the write :meth:`gets` returned ``token`` for."""
+        with self._lock:
+            slot = self._live(key, time.monotonic())
+            if slot is None or token is None or slot.token != token:
+                return False
+            return self._store(key, value, ttl)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing an absent key is not an error."""
+        with self._lock:
+            self._remove(key)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove every key in ``keys``."""
+        with self._lock:
+            for key in keys:
+                self._remove(key)
+
+    def entries(self) -> list[CacheEntryInfo]:
+        """Return statistics of every live entry, least recently used first; expired ones are dropped."""
+        with self._lock:
+            now = time.monotonic()
+            for key in [key for key, slot in self._slots.items() if slot.deadline <= now]:
+                self._remove(key)
+            return [CacheEntryInfo(key, slot.size, slot.hits, slot.last_access, slot.expires_at)
+                    for key, slot in self._slots.items()]
+
+    def prune(self, max_size: int) -> list[str]:
+        """Evict least recently used entries until ``total_size <= max_size``; return their keys in order."""
+        with self._lock:
+            return self._evict(max_size)
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        with self._lock:
+            self._slots.clear()
+            self._size = 0
+
+    def close(self) -> None:
+        """Do nothing: entries stay for whoever still holds this cache."""
+
+    # --- internals; callers hold the lock ---------------------------------------------
+
+    def _live(self, key: str, now: float) -> _Slot | None:
+        slot = self._slots.get(key)
+        if slot is not None and slot.deadline <= now:
+            self._remove(key)
+            return None
+        return slot
+
+    def _touch(self, key: str, now: float) -> _Slot | None:
+        """Return the live slot under ``key`` and count the read as a hit."""
+        slot = self._live(key, now)
+        if slot is not None:
+            slot.hits += 1
+            slot.last_access = time.time()
+            self._slots.move_to_end(key)
+        return slot
+
+    def _store(self, key: str, value: bytes, ttl: float) -> bool:
+        if not isinstance(value, bytes):
+            raise TypeError(f"cache values must be bytes, not {type(value).__name__}")
+        self._remove(key)
+        size = len(key.encode("utf-8", "surrogatepass")) + len(value)
+        if self.max_size and size > self.max_size:
+            return False  # the old value is gone too, so no reader sees it as if the set had worked
+        if ttl < 0:
+            return True  # memcached semantics: a negative TTL stores something already expired
+        self._writes += 1
+        wall = time.time()
+        deadline, expires_at = (time.monotonic() + ttl, wall + ttl) if ttl > 0 else (float("inf"), None)
+        self._slots[key] = _Slot(value, size, self._writes, deadline, expires_at, wall)
+        self._size += size
+        if self.max_size:
+            self._evict(self.max_size)
+        return True
+
+    def _remove(self, key: str) -> None:
+        slot = self._slots.pop(key, None)
+        if slot is not None:
+            self._size -= slot.size
+
+    def _evict(self, max_size: int) -> list[str]:
+        removed: list[str] = []
+        while self._size > max_size and self._slots:
+            key, slot = self._slots.popitem(last=False)
+            self._size -= slot.size
+            removed.append(key)
+        return removed

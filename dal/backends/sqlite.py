@@ -1,0 +1,344 @@
+"""SQLite persistent store: one database file, WAL journal, shared safely by processes and threads.
+
+``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, with options
+``timeout`` (seconds to wait for a lock, default 10) and ``synchronous`` (``NORMAL``,
+the default, or ``FULL``).
+
+Each thread of each process gets its own connection, because a sqlite3 connection must
+neither be shared between threads mid-transaction nor carried across ``fork()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Sequence
+from typing import ClassVar
+
+from dal.backends.base import (
+    Check,
+    CommitResult,
+    Delete,
+    DeletePrefix,
+    Entry,
+    Exists,
+    Op,
+    PrefixEmpty,
+    Put,
+    Revision,
+)
+from dal.backends.url import StoreURL
+from dal.exceptions import BackendError, ConfigurationError
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS kv ("
+    " key TEXT PRIMARY KEY, value BLOB NOT NULL, revision INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO meta (id, revision) VALUES (0, 0)",
+)
+_GET = "SELECT value, revision FROM kv WHERE key = ?"
+_PUT = "INSERT OR REPLACE INTO kv (key, value, revision) VALUES (?, ?, ?)"
+#: SQLite's historical limit on bound variables per statement is 999; stay well below it
+_CHUNK = 500
+_SYNCHRONOUS = ("NORMAL", "FULL")
+_URL_FORMS = "write sqlite:///relative/path.db or sqlite:////absolute/path.db"
+
+
+def prefix_end(prefix: str) -> str | None:
+    """Return the least string above every string starting with ``prefix``; ``None`` when unbounded.
+
+    SQLite compares TEXT as UTF-8 bytes, which orders like code points, so
+    ``prefix <= key < prefix_end(prefix)`` selects exactly the keys under ``prefix``
+    while still using the primary-key index.
+    """
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            following = last + 1
+            if 0xD800 <= following <= 0xDFFF:
+                following = 0xE000  # surrogates cannot occur in UTF-8 text, skip past them
+            return prefix[:-1] + chr(following)
+        prefix = prefix[:-1]  # nothing follows U+10FFFF: bound on the shorter prefix instead
+    return None
+
+
+def _prefix_clause(prefix: str) -> tuple[str, list[str]]:
+    end = prefix_end(prefix)
+    if end is None:
+        return "key >= ?", [prefix]
+    return "key >= ? AND key < ?", [prefix, end]
+
+
+def _timeout(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also rejects nan
+        raise ValueError("must be a number of seconds >= 0")
+    return value
+
+
+def _synchronous(text: str) -> str:
+    value = text.upper()
+    if value not in _SYNCHRONOUS:
+        raise ValueError(f"must be one of {', '.join(_SYNCHRONOUS)}")
+    return value
+
+
+_stores: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held a store's lock at fork() time; in the child it would stay held.
+    for store in list(_stores):
+        store._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class SqliteStore:
+    """A PersistentStore in one SQLite file: a ``kv`` table plus a one-row ``meta`` revision counter."""
+
+    scheme: ClassVar[str] = "sqlite"
+    shared: ClassVar[bool] = True
+
+    def __init__(self, url: StoreURL, path: str, *, timeout: float = 10.0,
+                 synchronous: str = "NORMAL") -> None:
+        self.url = url
+        self.path = path
+        self.timeout = timeout
+        self.synchronous = synchronous
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[tuple[int, sqlite3.Connection]] = []
+        # Connections inherited over fork(): closing them in the child could drop locks the
+        # child itself holds (POSIX locks are per process), so they are kept, never used.
+        self._inherited: list[sqlite3.Connection] = []
+        self._ready_pid = 0
+        self._changes = 0
+        self._closed = False
+        _stores.add(self)
+        self._connect()
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> SqliteStore:
+        """Open (creating if needed) the database file the URL names."""
+        if url.hosts or url.user is not None:
+            raise ConfigurationError(f"{url} names a host, but sqlite stores are local files; {_URL_FORMS}")
+        path = url.path[1:]
+        if not path:
+            raise ConfigurationError(f"{url} names no database file; {_URL_FORMS}")
+        if path == ":memory:":
+            raise ConfigurationError(
+                f"{url}: an in-memory sqlite database would differ per thread; use memory:// instead")
+        url.check_options(("timeout", "synchronous"))
+        # Resolve now, so a later chdir() or a child process started elsewhere opens the same file.
+        return cls(url, os.path.abspath(path), timeout=url.option("timeout", _timeout, 10.0),
+                   synchronous=url.option("synchronous", _synchronous, "NORMAL"))
+
+    def get(self, key: str) -> Entry | None:
+        """Return the entry under ``key``, or ``None``."""
+        local = self._local
+        try:
+            conn: sqlite3.Connection = local.conn if local.pid == os.getpid() else self._connect()
+        except AttributeError:
+            conn = self._connect()
+        try:
+            row = conn.execute(_GET, (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise BackendError(f"sqlite get of {key!r} from {self.path} failed: {exc}") from exc
+        return None if row is None else Entry(row[0], row[1])
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        """Return the present entries among ``keys``, all read from one snapshot."""
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return {}
+        conn = self._conn()
+        found: dict[str, Entry] = {}
+        several = len(unique) > _CHUNK
+        try:
+            if several:
+                conn.execute("BEGIN")  # one read transaction, so every chunk sees the same commit
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start:start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for key, value, revision in conn.execute(
+                        f"SELECT key, value, revision FROM kv WHERE key IN ({marks})", chunk):
+                    found[key] = Entry(value, revision)
+            if several:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            raise BackendError(
+                f"sqlite get_many of {len(unique)} keys from {self.path} failed: {exc}") from exc
+        return found
+
+    def scan(self, prefix: str, *, start_after: str | None = None,
+             limit: int | None = None) -> list[tuple[str, Entry]]:
+        """Return up to ``limit`` ``(key, entry)`` pairs under ``prefix``, in key order."""
+        if limit is not None and limit <= 0:
+            return []
+        where, params = _prefix_clause(prefix)
+        if start_after is not None:
+            where += " AND key > ?"
+            params.append(start_after)
+        sql = f"SELECT key, value, revision FROM kv WHERE {where} ORDER BY key LIMIT ?"
+        try:
+            rows = self._conn().execute(sql, (*params, -1 if limit is None else limit)).fetchall()
+        except sqlite3.Error as exc:
+            raise BackendError(f"sqlite scan of {prefix!r} in {self.path} failed: {exc}") from exc
+        return [(key, Entry(value, revision)) for key, value, revision in rows]
+
+    def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
+        """Apply every op atomically if every check holds; otherwise apply nothing."""
+        for op in ops:
+            if isinstance(op, Put) and not isinstance(op.value, bytes):
+                raise TypeError(f"Put({op.key!r}) value must be bytes, not {type(op.value).__name__}")
+        conn = self._conn()
+        try:
+            # IMMEDIATE takes the write lock up front, so checks and writes see one state.
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise BackendError(
+                f"sqlite commit to {self.path} could not take the write lock within "
+                f"{self.timeout}s: {exc}") from exc
+        try:
+            failed, current = self._failed_checks(conn, checks)
+            if failed:
+                conn.execute("ROLLBACK")
+                return CommitResult(ok=False, failed=failed, current=current)
+            conn.execute("UPDATE meta SET revision = revision + 1 WHERE id = 0")
+            revision: int = conn.execute("SELECT revision FROM meta WHERE id = 0").fetchone()[0]
+            for op in ops:
+                if isinstance(op, Put):
+                    conn.execute(_PUT, (op.key, op.value, revision))
+                elif isinstance(op, Delete):
+                    conn.execute("DELETE FROM kv WHERE key = ?", (op.key,))
+                elif isinstance(op, DeletePrefix):
+                    where, params = _prefix_clause(op.prefix)
+                    conn.execute(f"DELETE FROM kv WHERE {where}", params)
+                else:
+                    raise TypeError(f"unknown op {op!r}")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback(conn)
+            if isinstance(exc, sqlite3.Error):
+                raise BackendError(f"sqlite commit to {self.path} failed: {exc}") from exc
+            raise
+        return CommitResult(ok=True, revision=revision)
+
+    def change_token(self) -> int:
+        """Return a counter that moves whenever another connection committed since this thread last asked."""
+        local = self._local
+        try:
+            version = self._conn().execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise BackendError(f"sqlite could not read the data version of {self.path}: {exc}") from exc
+        with self._lock:
+            # A thread's first answer moves the counter too: its baseline is unknown, and a
+            # needless refresh is cheap where a missed one serves stale data.
+            if local.data_version != version:
+                local.data_version = version
+                self._changes += 1
+            return self._changes
+
+    def close(self) -> None:
+        """Close every connection this process opened; later calls raise BackendError."""
+        pid = os.getpid()
+        with self._lock:
+            self._closed = True
+            self._local = threading.local()
+            mine = [conn for owner, conn in self._connections if owner == pid]
+            self._connections = [(owner, conn) for owner, conn in self._connections if owner != pid]
+        for conn in mine:
+            conn.close()
+
+    # --- internals --------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        local = self._local
+        try:
+            if local.pid == os.getpid():
+                conn: sqlite3.Connection = local.conn
+                return conn
+        except AttributeError:
+            pass
+        return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open this thread's connection in this process, preparing the file on first use."""
+        pid = os.getpid()
+        with self._lock:
+            if self._closed:
+                raise BackendError(f"sqlite store {self.path} is closed")
+            foreign = [conn for owner, conn in self._connections if owner != pid]
+            if foreign:
+                self._inherited.extend(foreign)
+                self._connections = [(owner, conn) for owner, conn in self._connections if owner == pid]
+            prepare = self._ready_pid != pid
+        try:
+            if prepare:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise BackendError(f"cannot open sqlite database {self.path}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            if prepare:
+                self._prepare(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise BackendError(f"cannot prepare sqlite database {self.path}: {exc}") from exc
+        with self._lock:
+            self._connections.append((pid, conn))
+            self._ready_pid = pid
+        local = self._local
+        local.conn, local.pid, local.data_version = conn, pid, None
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"could not switch to WAL journal mode (got {mode!r})")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback(conn)
+            raise
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        # Suppressed: the error that brought us here is the one worth reporting.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    @staticmethod
+    def _failed_checks(conn: sqlite3.Connection,
+                       checks: Sequence[Check]) -> tuple[tuple[int, ...], dict[str, Entry]]:
+        failed: list[int] = []
+        current: dict[str, Entry] = {}
+        for index, check in enumerate(checks):
+            if isinstance(check, PrefixEmpty):
+                where, params = _prefix_clause(check.prefix)
+                holds = conn.execute(f"SELECT 1 FROM kv WHERE {where} LIMIT 1", params).fetchone() is None
+            elif isinstance(check, (Revision, Exists)):
+                row = conn.execute(_GET, (check.key,)).fetchone()
+                if isinstance(check, Exists):
+                    holds = row is not None
+                else:
+                    holds = (0 if row is None else row[1]) == check.revision
+                if not holds and row is not None:
+                    current[check.key] = Entry(row[0], row[1])
+            else:
+                raise TypeError(f"unknown check {check!r}")
+            if not holds:
+                failed.append(index)
+        return tuple(failed), current

@@ -1,0 +1,442 @@
+"""The backend conformance suite: what it means to be a dal store.
+
+Subclass :class:`PersistentStoreContract` or :class:`VolatileStoreContract` in a test
+module (name the subclass ``Test...``) and provide two fixtures:
+
+``store``
+    an opened store of the backend under test;
+``prefix``
+    a unique ``str`` ending in ``'/'``; every key a test touches starts with it, so the
+    suite can run against a server other tests share.
+
+Tests choose behaviour from capability attributes (``store.shared``), never from
+backend names, so a third-party backend runs the same contract unchanged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import pytest
+
+from dal.backends import close_all, open_persistent
+from dal.backends.base import (
+    Check,
+    Delete,
+    DeletePrefix,
+    Entry,
+    Exists,
+    Op,
+    PersistentStore,
+    PrefixEmpty,
+    Put,
+    Revision,
+    VolatileStore,
+)
+
+#: values every store must carry unchanged: empty, non-UTF-8, NUL bytes, JSON
+ODD_VALUES = (b"", b"\xff\xfe\x00\x80binary\x00", bytes(range(256)), b'{"a": [1, 2.5, null]}')
+MEGABYTE = 1024 * 1024
+
+
+def _put(store: PersistentStore, items: dict[str, bytes]) -> int:
+    """Write ``items`` in one commit and return its revision."""
+    result = store.commit([], [Put(key, value) for key, value in items.items()])
+    assert result.ok, result
+    assert result.revision > 0
+    return result.revision
+
+
+class PersistentStoreContract:
+    """Conformance tests for :class:`dal.backends.base.PersistentStore` implementations."""
+
+    # --- identity -----------------------------------------------------------------------
+
+    def test_satisfies_protocol(self, store: PersistentStore) -> None:
+        assert isinstance(store, PersistentStore)
+        assert store.url.scheme == store.scheme
+        assert isinstance(store.shared, bool)
+
+    # --- reads and writes ---------------------------------------------------------------
+
+    def test_absent_get_is_none(self, store: PersistentStore, prefix: str) -> None:
+        assert store.get(f"{prefix}missing") is None
+
+    @pytest.mark.parametrize("value", ODD_VALUES, ids=["empty", "non-utf8", "all-bytes", "json"])
+    def test_round_trip_of_arbitrary_bytes(self, store: PersistentStore, prefix: str, value: bytes) -> None:
+        revision = _put(store, {f"{prefix}k": value})
+        entry = store.get(f"{prefix}k")
+        assert entry == Entry(value, revision)
+        assert type(entry.value) is bytes
+
+    def test_round_trip_of_one_megabyte(self, store: PersistentStore, prefix: str) -> None:
+        value = bytes(i % 251 for i in range(MEGABYTE))
+        revision = _put(store, {f"{prefix}big": value})
+        assert store.get(f"{prefix}big") == Entry(value, revision)
+
+    def test_overwrite_replaces_value_and_revision(self, store: PersistentStore, prefix: str) -> None:
+        first = _put(store, {f"{prefix}k": b"one"})
+        second = _put(store, {f"{prefix}k": b"two"})
+        assert store.get(f"{prefix}k") == Entry(b"two", second)
+        assert second > first
+
+    def test_unicode_keys(self, store: PersistentStore, prefix: str) -> None:
+        keys = [f"{prefix}ключ", f"{prefix}日本/語", f"{prefix}emoji 😀", f"{prefix}é ü\tß"]
+        revision = _put(store, {key: key.encode() for key in keys})
+        for key in keys:
+            assert store.get(key) == Entry(key.encode(), revision)
+        assert [key for key, _ in store.scan(prefix)] == sorted(keys)
+
+    def test_commit_with_100_puts(self, store: PersistentStore, prefix: str) -> None:
+        items = {f"{prefix}{i:03d}": str(i).encode() for i in range(100)}
+        revision = _put(store, items)
+        assert store.get_many(list(items)) == {key: Entry(value, revision) for key, value in items.items()}
+
+    # --- revisions ----------------------------------------------------------------------
+
+    def test_revisions_strictly_increase(self, store: PersistentStore, prefix: str) -> None:
+        revisions = [_put(store, {f"{prefix}k{i % 3}": b"x"}) for i in range(10)]
+        assert all(revision > 0 for revision in revisions)
+        assert all(later > earlier for earlier, later in itertools.pairwise(revisions))
+
+    def test_every_key_of_a_commit_carries_its_revision(self, store: PersistentStore, prefix: str) -> None:
+        _put(store, {f"{prefix}a": b"old", f"{prefix}untouched": b"u"})
+        untouched = store.get(f"{prefix}untouched")
+        revision = _put(store, {f"{prefix}a": b"1", f"{prefix}b": b"2", f"{prefix}c/d": b"3"})
+        for key in ("a", "b", "c/d"):
+            entry = store.get(f"{prefix}{key}")
+            assert entry is not None and entry.revision == revision
+        assert store.get(f"{prefix}untouched") == untouched
+
+    # --- checks -------------------------------------------------------------------------
+
+    def test_revision_zero_holds_on_absent_key(self, store: PersistentStore, prefix: str) -> None:
+        result = store.commit([Revision(f"{prefix}k", 0)], [Put(f"{prefix}k", b"v")])
+        assert result.ok and result.failed == ()
+        assert store.get(f"{prefix}k") == Entry(b"v", result.revision)
+
+    def test_revision_zero_fails_on_present_key(self, store: PersistentStore, prefix: str) -> None:
+        revision = _put(store, {f"{prefix}k": b"v"})
+        result = store.commit([Revision(f"{prefix}k", 0)], [Put(f"{prefix}k", b"other")])
+        assert not result.ok
+        assert result.failed == (0,)
+        assert dict(result.current) == {f"{prefix}k": Entry(b"v", revision)}
+        assert store.get(f"{prefix}k") == Entry(b"v", revision)
+
+    def test_matching_revision_holds(self, store: PersistentStore, prefix: str) -> None:
+        revision = _put(store, {f"{prefix}k": b"v"})
+        result = store.commit([Revision(f"{prefix}k", revision)], [Put(f"{prefix}k", b"w")])
+        assert result.ok
+        assert store.get(f"{prefix}k") == Entry(b"w", result.revision)
+
+    def test_failing_checks_report_indexes_and_current(self, store: PersistentStore, prefix: str) -> None:
+        first = _put(store, {f"{prefix}a": b"A", f"{prefix}b": b"B", f"{prefix}dir/x": b"X"})
+        stale = _put(store, {f"{prefix}b": b"B2"})
+        checks: list[Check] = [
+            Revision(f"{prefix}a", first),  # holds
+            Revision(f"{prefix}b", first),  # fails: b moved on to `stale`
+            Exists(f"{prefix}absent"),  # fails: absent, so absent from `current`
+            PrefixEmpty(f"{prefix}dir/"),  # fails: dir/x is there
+            Revision(f"{prefix}gone", 7),  # fails: absent, so absent from `current`
+            Revision(f"{prefix}nothing", 0),  # holds
+            Exists(f"{prefix}a"),  # holds
+        ]
+        result = store.commit(checks, [Put(f"{prefix}a", b"new")])
+        assert not result.ok
+        assert result.failed == (1, 2, 3, 4)  # every failing check, in ascending order
+        assert dict(result.current) == {f"{prefix}b": Entry(b"B2", stale)}
+        assert store.get(f"{prefix}a") == Entry(b"A", first)
+
+    def test_exists(self, store: PersistentStore, prefix: str) -> None:
+        revision = _put(store, {f"{prefix}here": b"h"})
+        assert store.commit([Exists(f"{prefix}here")], [Put(f"{prefix}out", b"1")]).ok
+        failed = store.commit([Exists(f"{prefix}missing")], [Put(f"{prefix}out", b"2")])
+        assert not failed.ok and failed.failed == (0,) and dict(failed.current) == {}
+        out = store.get(f"{prefix}out")
+        assert out is not None and out.value == b"1"
+        assert store.get(f"{prefix}here") == Entry(b"h", revision)
+
+    def test_prefix_empty_is_an_exact_string_prefix(self, store: PersistentStore, prefix: str) -> None:
+        _put(store, {f"{prefix}a/bc/1": b"", f"{prefix}a/b": b""})
+        # Neither a sibling sharing the spelling ('a/bc/') nor the bare name ('a/b') is under 'a/b/'.
+        assert store.commit([PrefixEmpty(f"{prefix}a/b/")], []).ok
+        # Without the delimiter the prefix is a plain string prefix, so both keys are under it.
+        assert store.commit([PrefixEmpty(f"{prefix}a/b")], []).failed == (0,)
+        assert store.commit([PrefixEmpty(f"{prefix}a/bc/")], []).failed == (0,)
+        _put(store, {f"{prefix}a/b/": b""})  # a key equal to the prefix is under it
+        result = store.commit([PrefixEmpty(f"{prefix}a/b/")], [Put(f"{prefix}marker", b"")])
+        assert not result.ok and result.failed == (0,) and dict(result.current) == {}
+        assert store.get(f"{prefix}marker") is None
+        assert store.commit([PrefixEmpty(f"{prefix}zzz/")], []).ok
+
+    # --- atomicity ----------------------------------------------------------------------
+
+    def test_failing_commit_writes_nothing(self, store: PersistentStore, prefix: str) -> None:
+        kept = _put(store, {f"{prefix}keep/{i:02d}": b"k" for i in range(20)})
+        _put(store, {f"{prefix}drop/{i:02d}": b"d" for i in range(20)})
+        before = store.scan(prefix)
+        ops: list[Op] = [
+            *(Put(f"{prefix}new/{i:02d}", b"n") for i in range(40)),
+            *(Put(f"{prefix}keep/{i:02d}", b"changed") for i in range(20)),
+            *(Delete(f"{prefix}drop/{i:02d}") for i in range(10)),
+            DeletePrefix(f"{prefix}drop/"),
+        ]
+        checks: list[Check] = [Revision(f"{prefix}keep/00", kept), Exists(f"{prefix}nope")]
+        result = store.commit(checks, ops)
+        assert not result.ok and result.failed == (1,)
+        assert store.scan(prefix) == before
+
+    def test_ops_apply_in_order(self, store: PersistentStore, prefix: str) -> None:
+        result = store.commit([], [Put(f"{prefix}a", b"1"), Delete(f"{prefix}a"),
+                                   Put(f"{prefix}b", b"1"), DeletePrefix(f"{prefix}b"),
+                                   Put(f"{prefix}b", b"2")])
+        assert result.ok
+        assert store.get(f"{prefix}a") is None
+        assert store.get(f"{prefix}b") == Entry(b"2", result.revision)
+
+    # --- deletes ------------------------------------------------------------------------
+
+    def test_delete(self, store: PersistentStore, prefix: str) -> None:
+        _put(store, {f"{prefix}a": b"1", f"{prefix}b": b"2"})
+        assert store.commit([], [Delete(f"{prefix}a")]).ok
+        assert store.get(f"{prefix}a") is None
+        assert store.get(f"{prefix}b") is not None
+
+    def test_delete_of_absent_key_is_fine(self, store: PersistentStore, prefix: str) -> None:
+        result = store.commit([], [Delete(f"{prefix}never")])
+        assert result.ok
+        assert store.get(f"{prefix}never") is None
+
+    def test_delete_prefix_removes_exactly_its_prefix(self, store: PersistentStore, prefix: str) -> None:
+        survivors = {f"{prefix}a/b": b"", f"{prefix}a/bc/1": b"", f"{prefix}a/a": b"", f"{prefix}a/c": b""}
+        _put(store, {f"{prefix}a/b/": b"", f"{prefix}a/b/1": b"", f"{prefix}a/b/2/3": b"", **survivors})
+        assert store.commit([], [DeletePrefix(f"{prefix}a/b/")]).ok
+        assert sorted(key for key, _ in store.scan(prefix)) == sorted(survivors)
+
+    # --- multi-key reads ----------------------------------------------------------------
+
+    def test_get_many_returns_only_present_keys(self, store: PersistentStore, prefix: str) -> None:
+        revision = _put(store, {f"{prefix}a": b"1", f"{prefix}c": b"3"})
+        found = store.get_many([f"{prefix}a", f"{prefix}b", f"{prefix}c", f"{prefix}a"])
+        assert found == {f"{prefix}a": Entry(b"1", revision), f"{prefix}c": Entry(b"3", revision)}
+        assert store.get_many([]) == {}
+
+    def test_get_many_of_many_keys(self, store: PersistentStore, prefix: str) -> None:
+        present: dict[str, Entry] = {}
+        for batch in range(2):
+            items = {f"{prefix}{batch}/{i:03d}": bytes([i]) for i in range(100)}
+            revision = _put(store, items)
+            present.update({key: Entry(value, revision) for key, value in items.items()})
+        asked = [*present, *(f"{prefix}absent/{i:03d}" for i in range(400))]
+        assert store.get_many(asked) == present
+
+    def test_scan_in_key_order(self, store: PersistentStore, prefix: str) -> None:
+        # Code-point order: U+FF5A sorts before U+1F600, unlike in UTF-16.
+        names = ["b", "a", "a/", "a/b", "ab", "B", "0", "é", "\uff5a", "😀", "z"]
+        under = f"{prefix}s/"
+        revision = _put(store, {f"{under}{name}": name.encode() for name in names})
+        _put(store, {f"{prefix}s": b"outside", f"{prefix}s0": b"outside", f"{prefix}r/z": b"outside"})
+        scanned = store.scan(under)
+        assert [key for key, _ in scanned] == sorted(f"{under}{name}" for name in names)
+        assert all(entry == Entry(key[len(under):].encode(), revision) for key, entry in scanned)
+        expected = [f"{under}{name}" for name in ("a", "a/", "a/b", "ab")]
+        assert [key for key, _ in store.scan(f"{under}a")] == expected
+        assert store.scan(f"{prefix}nothing") == []
+
+    def test_scan_start_after_and_limit(self, store: PersistentStore, prefix: str) -> None:
+        keys = [f"{prefix}{i}" for i in "abcdef"]
+        _put(store, dict.fromkeys(keys, b""))
+        assert [key for key, _ in store.scan(prefix, limit=2)] == keys[:2]
+        assert [key for key, _ in store.scan(prefix, start_after=keys[1])] == keys[2:]
+        assert [key for key, _ in store.scan(prefix, start_after=keys[1], limit=3)] == keys[2:5]
+        # start_after need not be a stored key
+        assert [key for key, _ in store.scan(prefix, start_after=f"{prefix}c0")] == keys[3:]
+        assert store.scan(prefix, start_after=keys[-1]) == []
+        assert [key for key, _ in store.scan(prefix, limit=100)] == keys
+
+    def test_paging_sees_each_key_once(self, store: PersistentStore, prefix: str) -> None:
+        keys = [f"{prefix}p/{i:04d}" for i in range(250)]
+        for start in range(0, 250, 100):
+            _put(store, dict.fromkeys(keys[start:start + 100], b"v"))
+        seen: list[str] = []
+        sizes: list[int] = []
+        start_after: str | None = None
+        while True:
+            batch = store.scan(f"{prefix}p/", start_after=start_after, limit=100)
+            if not batch:
+                break
+            sizes.append(len(batch))
+            seen.extend(key for key, _ in batch)
+            start_after = batch[-1][0]
+        assert seen == keys
+        assert sizes == [100, 100, 50]
+
+    # --- concurrency and durability -----------------------------------------------------
+
+    def test_concurrent_increments_lose_no_update(self, store: PersistentStore, prefix: str) -> None:
+        key, threads, increments = f"{prefix}counter", 8, 25
+        deadline = time.monotonic() + 120  # a backend whose checks never hold must fail, not hang
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                for _ in range(increments):
+                    while time.monotonic() < deadline:
+                        entry = store.get(key)
+                        count, revision = (0, 0) if entry is None else (int(entry.value), entry.revision)
+                        if store.commit([Revision(key, revision)], [Put(key, str(count + 1).encode())]).ok:
+                            break
+            except BaseException as exc:  # surfaced below: a thread's failure must fail the test
+                errors.append(exc)
+
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert not errors, errors
+        assert time.monotonic() < deadline, "increments did not finish in time"
+        entry = store.get(key)
+        assert entry is not None and int(entry.value) == threads * increments
+
+    def test_data_survives_close_and_reopen(self, store: PersistentStore, prefix: str) -> None:
+        if not store.shared:
+            pytest.skip("a store other processes cannot see need not outlive its client")
+        revision = _put(store, {f"{prefix}durable": b"still here"})
+        close_all()
+        reopened = open_persistent(store.url)
+        assert reopened is not store
+        assert reopened.get(f"{prefix}durable") == Entry(b"still here", revision)
+        assert reopened.commit([], [Put(f"{prefix}after", b"")]).revision > revision
+
+
+class VolatileStoreContract:
+    """Conformance tests for :class:`dal.backends.base.VolatileStore` implementations."""
+
+    def test_satisfies_protocol(self, store: VolatileStore) -> None:
+        assert isinstance(store, VolatileStore)
+        assert store.url.scheme == store.scheme
+        assert isinstance(store.shared, bool)
+
+    def test_get_set(self, store: VolatileStore, prefix: str) -> None:
+        assert store.get(f"{prefix}k") is None
+        assert store.set(f"{prefix}k", b"v1", 0) is True
+        assert store.get(f"{prefix}k") == b"v1"
+        assert store.set(f"{prefix}k", b"v2", 60) is True
+        assert store.get(f"{prefix}k") == b"v2"
+
+    @pytest.mark.parametrize("value", ODD_VALUES, ids=["empty", "non-utf8", "all-bytes", "json"])
+    def test_round_trip_of_arbitrary_bytes(self, store: VolatileStore, prefix: str, value: bytes) -> None:
+        assert store.set(f"{prefix}k", value, 0) is True
+        stored = store.get(f"{prefix}k")
+        assert stored == value and type(stored) is bytes
+        assert store.get_many([f"{prefix}k"]) == {f"{prefix}k": value}
+
+    def test_get_many_returns_only_present_keys(self, store: VolatileStore, prefix: str) -> None:
+        values = {f"{prefix}{i:03d}": str(i).encode() for i in range(0, 150, 2)}
+        for key, value in values.items():
+            assert store.set(key, value, 0)
+        asked = [f"{prefix}{i:03d}" for i in range(150)]
+        assert store.get_many(asked) == values
+        assert store.get_many([]) == {}
+
+    def test_delete(self, store: VolatileStore, prefix: str) -> None:
+        store.set(f"{prefix}a", b"1", 0)
+        store.set(f"{prefix}b", b"2", 0)
+        store.delete(f"{prefix}a")
+        assert store.get(f"{prefix}a") is None
+        assert store.get(f"{prefix}b") == b"2"
+        store.delete(f"{prefix}never")  # absent: not an error
+
+    def test_delete_many(self, store: VolatileStore, prefix: str) -> None:
+        for name in "abcd":
+            store.set(f"{prefix}{name}", name.encode(), 0)
+        store.delete_many([f"{prefix}a", f"{prefix}c", f"{prefix}never"])
+        found = store.get_many([f"{prefix}{name}" for name in "abcd"])
+        assert found == {f"{prefix}b": b"b", f"{prefix}d": b"d"}
+        store.delete_many([])
+
+    def test_add_only_when_absent(self, store: VolatileStore, prefix: str) -> None:
+        assert store.add(f"{prefix}k", b"first", 0) is True
+        assert store.get(f"{prefix}k") == b"first"
+        assert store.add(f"{prefix}k", b"second", 0) is False
+        assert store.get(f"{prefix}k") == b"first"
+        store.delete(f"{prefix}k")
+        assert store.add(f"{prefix}k", b"third", 0) is True
+        assert store.get(f"{prefix}k") == b"third"
+
+    def test_gets_of_absent_key(self, store: VolatileStore, prefix: str) -> None:
+        assert store.gets(f"{prefix}k") == (None, None)
+
+    def test_cas_succeeds_when_unchanged(self, store: VolatileStore, prefix: str) -> None:
+        store.set(f"{prefix}k", b"v1", 0)
+        value, token = store.gets(f"{prefix}k")
+        assert value == b"v1" and token is not None
+        assert store.cas(f"{prefix}k", b"v2", token, 0) is True
+        assert store.get(f"{prefix}k") == b"v2"
+        # The token named the write that cas has just replaced, so it is spent.
+        assert store.cas(f"{prefix}k", b"v3", token, 0) is False
+        assert store.get(f"{prefix}k") == b"v2"
+
+    def test_cas_fails_after_intervening_set(self, store: VolatileStore, prefix: str) -> None:
+        store.set(f"{prefix}k", b"v1", 0)
+        _, token = store.gets(f"{prefix}k")
+        store.set(f"{prefix}k", b"v1", 0)  # the same bytes still count as a change
+        assert store.cas(f"{prefix}k", b"mine", token, 0) is False
+        assert store.get(f"{prefix}k") == b"v1"
+
+    def test_cas_fails_after_intervening_delete(self, store: VolatileStore, prefix: str) -> None:
+        store.set(f"{prefix}k", b"v1", 0)
+        _, token = store.gets(f"{prefix}k")
+        store.delete(f"{prefix}k")
+        assert store.cas(f"{prefix}k", b"mine", token, 0) is False
+        assert store.get(f"{prefix}k") is None
+
+    def test_ttl_expiry(self, store: VolatileStore, prefix: str) -> None:
+        assert store.set(f"{prefix}short", b"s", 1)
+        assert store.add(f"{prefix}added", b"a", 1)
+        assert store.set(f"{prefix}forever", b"f", 0)
+        assert store.set(f"{prefix}long", b"l", 600)
+        assert store.get(f"{prefix}short") == b"s"
+        time.sleep(2.2)
+        assert store.get(f"{prefix}short") is None
+        assert store.get_many([f"{prefix}short", f"{prefix}added", f"{prefix}forever", f"{prefix}long"]) == {
+            f"{prefix}forever": b"f", f"{prefix}long": b"l"}
+        assert store.gets(f"{prefix}added") == (None, None)
+        assert store.add(f"{prefix}added", b"again", 0) is True  # an expired key counts as absent
+
+    def test_long_keys_work_and_do_not_collide(self, store: VolatileStore, prefix: str) -> None:
+        stem = f"{prefix}{'x' * 300}"
+        assert len(stem.encode()) > 250
+        assert store.set(f"{stem}a", b"A", 0) is True
+        assert store.set(f"{stem}b", b"B", 0) is True
+        assert store.get(f"{stem}a") == b"A"
+        assert store.get(f"{stem}b") == b"B"
+        assert store.get_many([f"{stem}a", f"{stem}b", f"{stem}c"]) == {f"{stem}a": b"A", f"{stem}b": b"B"}
+        store.delete(f"{stem}a")
+        assert store.get(f"{stem}a") is None
+        assert store.get(f"{stem}b") == b"B"
+
+    def test_keys_with_spaces_unicode_and_control_characters(self, store: VolatileStore, prefix: str) -> None:
+        keys = [f"{prefix}a key with spaces", f"{prefix}ключ 日本 😀", f"{prefix}tab\tnew\nline"]
+        for key in keys:
+            assert store.set(key, key.encode(), 0) is True
+        for key in keys:
+            assert store.get(key) == key.encode()
+        assert store.get(f"{prefix}a key with") is None
+        assert store.get_many(keys) == {key: key.encode() for key in keys}
+
+    def test_value_over_one_megabyte_never_raises(self, store: VolatileStore, prefix: str) -> None:
+        value = bytes(i % 253 for i in range(MEGABYTE + MEGABYTE // 2))
+        stored = store.set(f"{prefix}big", value, 0)
+        assert type(stored) is bool
+        assert store.get(f"{prefix}big") in (value, None)
+        assert store.get_many([f"{prefix}big"]) in ({f"{prefix}big": value}, {})
+
+    def test_failed_big_set_leaves_no_stale_value(self, store: VolatileStore, prefix: str) -> None:
+        assert store.set(f"{prefix}big", b"small", 0) is True
+        value = bytes(MEGABYTE * 2)
+        store.set(f"{prefix}big", value, 0)
+        assert store.get(f"{prefix}big") in (value, None)

@@ -1,0 +1,227 @@
+"""Start throwaway etcd and memcached servers on loopback ports, for tests.
+
+Each server runs in its own work directory with its output in a log file there, so a
+failed start can say why. Missing binaries raise :class:`ServerUnavailable` naming the
+Debian package that installs them; the test suite turns that into a skip (or a failure
+when services are required).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyetcd
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT = 20.0
+#: how often a start is retried when another process grabbed one of the picked ports
+START_ATTEMPTS = 3
+
+
+class ServerUnavailable(Exception):
+    """A server could not be started: missing binary, or it did not become ready."""
+
+
+@dataclass
+class RunningServer:
+    """A server process this module started, and how to reach it."""
+
+    url: str
+    host: str
+    port: int
+    process: subprocess.Popen[bytes]
+    workdir: Path
+    log_path: Path
+    _paused: bool = field(default=False, repr=False)
+
+    def stop(self) -> None:
+        """Terminate the server (kill it if it lingers); calling it again does nothing."""
+        if self.process.poll() is not None:
+            return
+        if self._paused:
+            # a stopped process only handles SIGTERM once continued
+            self.resume()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open but nothing answers."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+        self._paused = True
+        # the signal is asynchronous: a thread may still answer a request unless we wait
+        deadline = time.monotonic() + 2
+        while not _all_threads_stopped(self.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        os.kill(self.process.pid, signal.SIGCONT)
+        self._paused = False
+
+    def log_tail(self, lines: int = 20) -> str:
+        """Return the last lines the server wrote, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Tell whether every thread of ``pid`` is stopped (Linux /proc; elsewhere, assume so)."""
+    tasks = Path(f"/proc/{pid}/task")
+    try:
+        # the state follows the parenthesised command name in /proc/PID/task/TID/stat
+        states = [(task / "stat").read_text().rpartition(")")[2].split()[0] for task in tasks.iterdir()]
+    except (OSError, IndexError):
+        return not tasks.parent.exists()
+    return all(state in ("T", "t") for state in states)
+
+
+def free_port() -> int:
+    """Return a loopback TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+_reserved: socket.socket | None = None
+_reserved_lock = threading.Lock()
+
+
+def closed_port() -> int:
+    """Return a loopback port on which connections are refused, for fault tests.
+
+    The port stays bound (never listening) for the life of the process, so no other
+    server can take it and turn a "refused" test into a "connected" one.
+    """
+    global _reserved
+    with _reserved_lock:
+        if _reserved is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((LOOPBACK, 0))
+            _reserved = sock
+        return int(_reserved.getsockname()[1])
+
+
+def find_binary(name: str, env_var: str, package: str) -> str:
+    """Return the path of a server binary, from ``env_var`` or ``PATH``."""
+    override = os.environ.get(env_var)
+    if override:
+        if not os.access(override, os.X_OK):
+            raise ServerUnavailable(f"{env_var}={override} is not an executable file")
+        return override
+    found = shutil.which(name)
+    if found is None:
+        raise ServerUnavailable(
+            f"{name} is not installed (install the Debian package {package!r}, "
+            f"or point {env_var} at the binary)")
+    return found
+
+
+def start_etcd(workdir: Path, *, port: int | None = None) -> RunningServer:
+    """Start a single-member etcd with its data in ``workdir``; return once it serves reads.
+
+    ``port`` pins the client port (to restart a server where clients expect it).
+    """
+    binary = find_binary("etcd", "DAL_ETCD_BIN", "etcd-server")
+
+    def command(client_port: int) -> list[str]:
+        peer_port = free_port()
+        name = "dal-test"
+        peer_url = f"http://{LOOPBACK}:{peer_port}"
+        client_url = f"http://{LOOPBACK}:{client_port}"
+        return [
+            binary,
+            "--name", name,
+            "--data-dir", str(workdir / "etcd-data"),
+            "--listen-client-urls", client_url,
+            "--advertise-client-urls", client_url,
+            "--listen-peer-urls", peer_url,
+            "--initial-advertise-peer-urls", peer_url,
+            "--initial-cluster", f"{name}={peer_url}",
+            "--initial-cluster-state", "new",
+            # small and quiet: tests write little, and a big snapshot interval only costs memory
+            "--quota-backend-bytes", str(256 * 1024 * 1024),
+            "--snapshot-count", "5000",
+            "--log-level", "warn",
+        ]
+
+    return _start("etcd", workdir, command, _etcd_ready, port)
+
+
+def start_memcached(workdir: Path, *, port: int | None = None) -> RunningServer:
+    """Start a memcached on loopback; return once it answers ``version``."""
+    binary = find_binary("memcached", "DAL_MEMCACHED_BIN", "memcached")
+    # memcached refuses to run as root unless told which user to run as
+    user = getpass.getuser()
+
+    def command(client_port: int) -> list[str]:
+        return [binary, "-u", user, "-l", LOOPBACK, "-p", str(client_port), "-U", "0", "-m", "64"]
+
+    return _start("memcached", workdir, command, _memcached_ready, port)
+
+
+def _start(kind: str, workdir: Path, command: Callable[[int], list[str]],
+           ready: Callable[[str, int], bool], port: int | None) -> RunningServer:
+    workdir.mkdir(parents=True, exist_ok=True)
+    failure = ""
+    for attempt in range(START_ATTEMPTS):
+        client_port = port if port is not None else free_port()
+        log_path = workdir / f"{kind}-{client_port}.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                command(client_port), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=workdir, start_new_session=True)
+        server = RunningServer(f"{kind}://{LOOPBACK}:{client_port}", LOOPBACK, client_port,
+                               process, workdir, log_path)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and process.poll() is None:
+            if ready(LOOPBACK, client_port):
+                return server
+            time.sleep(0.05)
+        exited = process.poll() is not None
+        server.stop()
+        failure = (f"{kind} {'exited with status ' + str(process.returncode) if exited else 'was not ready'}"
+                   f" within {START_TIMEOUT:.0f} s on port {client_port}; log tail:\n{server.log_tail()}")
+        # an early exit is most likely a port taken since we picked it: try fresh ports
+        if not exited or port is not None or attempt == START_ATTEMPTS - 1:
+            break
+    raise ServerUnavailable(failure)
+
+
+def _etcd_ready(host: str, port: int) -> bool:
+    try:
+        client = pyetcd.client(host=host, port=port, timeout=1)
+    except Exception:
+        return False
+    try:
+        client.get("dal-readiness-probe")
+        return True
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+def _memcached_ready(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(b"version\r\n")
+            return sock.recv(64).startswith(b"VERSION")
+    except OSError:
+        return False
