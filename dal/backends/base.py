@@ -88,7 +88,7 @@ class CommitResult:
 
     When ``ok``, ``revision`` is the revision every written key now carries.
     When not ``ok``, nothing was written, ``failed`` holds the indexes (into ``checks``)
-    of the checks that did not hold, and ``current`` the present entries of the keys named
+    of every check that did not hold, ascending, and ``current`` the present entries of the keys named
     by failing ``Revision``/``Exists`` checks (a key absent from ``current`` is absent from
     the store), so a caller can merge without another round trip.
     """
@@ -104,8 +104,9 @@ class PersistentStore(Protocol):
     """A durable, transactional key-value store.
 
     Keys are ``str`` (UTF-8 when they hit the wire), ordered by code point for scans.
-    Every commit gets a revision strictly greater than any earlier one, and each key
-    written by it carries that revision. A failure or timeout raises ``BackendError``
+    Every commit that writes gets a revision strictly greater than any earlier one, and
+    each key written by it carries that revision (etcd creates no revision for a commit
+    that writes nothing). Ops of one commit apply in order. A failure or timeout raises ``BackendError``
     with the driver's error as its ``__cause__``.
     """
 
@@ -132,7 +133,8 @@ class PersistentStore(Protocol):
              limit: int | None = None) -> list[tuple[str, Entry]]:
         """Return up to ``limit`` ``(key, entry)`` pairs under ``prefix``, in key order.
 
-        ``start_after`` resumes a scan after the last key of a previous batch.
+        ``start_after`` resumes a scan after the last key of a previous batch; ``limit <= 0``
+        returns nothing, ``None`` everything.
         """
         ...
 
@@ -185,7 +187,8 @@ class VolatileStore(Protocol):
         ...
 
     def set(self, key: str, value: bytes, ttl: float) -> bool:
-        """Store unconditionally; ``False`` when the value could not be stored."""
+        """Store unconditionally; ``False`` when the value could not be stored (too large), in
+        which case the key's old value is removed too, so readers never see it."""
         ...
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
@@ -193,7 +196,7 @@ class VolatileStore(Protocol):
         ...
 
     def cas(self, key: str, value: bytes, token: object, ttl: float) -> bool:
-        """Store only if ``key`` is unchanged since :meth:`gets` returned ``token``."""
+        """Store only if ``key`` is unchanged since :meth:`gets` returned ``token`` (``None``: False)."""
         ...
 
     def delete(self, key: str) -> None:

@@ -263,7 +263,7 @@ class PersistentStoreContract:
         seen: list[str] = []
         sizes: list[int] = []
         start_after: str | None = None
-        while True:
+        for _ in range(10):  # bounded: a scan that does not advance must fail, not loop
             batch = store.scan(f"{prefix}p/", start_after=start_after, limit=100)
             if not batch:
                 break
@@ -305,6 +305,8 @@ class PersistentStoreContract:
         if not store.shared:
             pytest.skip("a store other processes cannot see need not outlive its client")
         revision = _put(store, {f"{prefix}durable": b"still here"})
+        # Through the registry, as an application restart would: this drops every cached client,
+        # so fixtures must reopen their stores rather than keep this one.
         close_all()
         reopened = open_persistent(store.url)
         assert reopened is not store
