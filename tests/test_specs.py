@@ -447,7 +447,7 @@ def test_list_and_dict_round_trip(memory_pair: dal.config.Context, tags: list[An
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(created=datetimes, numbers=st.lists(st.integers(), max_size=6),
-       ratio=st.floats(allow_nan=False), note=st.text())
+       ratio=st.floats(allow_nan=False, allow_infinity=False), note=st.text())
 def test_typed_values_round_trip(memory_pair: dal.config.Context, created: dt.datetime,
                                  numbers: list[int], ratio: float, note: str) -> None:
     w = _saved_widget(created=created, numbers=numbers, ratio=ratio, note=note)

@@ -11,7 +11,7 @@ so ``None`` cannot be confused with a stored value at this level.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -97,6 +97,32 @@ class CommitResult:
     revision: int = 0
     failed: tuple[int, ...] = ()
     current: Mapping[str, Entry] = field(default_factory=dict)
+
+
+def evaluate_checks(checks: Sequence[Check], lookup: Callable[[str], Entry | None],
+                    prefix_is_empty: Callable[[str], bool]) -> tuple[tuple[int, ...], dict[str, Entry]]:
+    """Return the indexes of the checks that fail and the present entries of their keys.
+
+    For stores that evaluate checks themselves inside their own transaction.
+    """
+    failed: list[int] = []
+    current: dict[str, Entry] = {}
+    for index, check in enumerate(checks):
+        if isinstance(check, PrefixEmpty):
+            holds = prefix_is_empty(check.prefix)
+        elif isinstance(check, (Revision, Exists)):
+            entry = lookup(check.key)
+            if isinstance(check, Exists):
+                holds = entry is not None
+            else:
+                holds = (entry.revision if entry is not None else 0) == check.revision
+            if not holds and entry is not None:
+                current[check.key] = entry
+        else:
+            raise TypeError(f"unknown check {check!r}")
+        if not holds:
+            failed.append(index)
+    return tuple(failed), current
 
 
 @runtime_checkable

@@ -20,11 +20,9 @@ from dal.backends.base import (
     Delete,
     DeletePrefix,
     Entry,
-    Exists,
     Op,
-    PrefixEmpty,
     Put,
-    Revision,
+    evaluate_checks,
 )
 from dal.backends.url import StoreURL
 from dal.exceptions import ConfigurationError
@@ -126,25 +124,11 @@ class MemoryStore:
         """Do nothing: there is no connection to release."""
 
     def _failed_checks(self, checks: Sequence[Check]) -> tuple[tuple[int, ...], dict[str, Entry]]:
-        failed: list[int] = []
-        current: dict[str, Entry] = {}
-        for index, check in enumerate(checks):
-            if isinstance(check, PrefixEmpty):
-                position = bisect_left(self._keys, check.prefix)
-                holds = position == len(self._keys) or not self._keys[position].startswith(check.prefix)
-            elif isinstance(check, (Revision, Exists)):
-                entry = self._entries.get(check.key)
-                if isinstance(check, Exists):
-                    holds = entry is not None
-                else:
-                    holds = (entry.revision if entry is not None else 0) == check.revision
-                if not holds and entry is not None:
-                    current[check.key] = entry
-            else:
-                raise TypeError(f"unknown check {check!r}")
-            if not holds:
-                failed.append(index)
-        return tuple(failed), current
+        def prefix_is_empty(prefix: str) -> bool:
+            position = bisect_left(self._keys, prefix)
+            return position == len(self._keys) or not self._keys[position].startswith(prefix)
+
+        return evaluate_checks(checks, self._entries.get, prefix_is_empty)
 
     def _delete_prefix(self, prefix: str) -> None:
         start = bisect_left(self._keys, prefix)

@@ -24,11 +24,9 @@ from dal.backends.base import (
     Delete,
     DeletePrefix,
     Entry,
-    Exists,
     Op,
-    PrefixEmpty,
     Put,
-    Revision,
+    evaluate_checks,
 )
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
@@ -323,22 +321,12 @@ class SqliteStore:
     @staticmethod
     def _failed_checks(conn: sqlite3.Connection,
                        checks: Sequence[Check]) -> tuple[tuple[int, ...], dict[str, Entry]]:
-        failed: list[int] = []
-        current: dict[str, Entry] = {}
-        for index, check in enumerate(checks):
-            if isinstance(check, PrefixEmpty):
-                where, params = _prefix_clause(check.prefix)
-                holds = conn.execute(f"SELECT 1 FROM kv WHERE {where} LIMIT 1", params).fetchone() is None
-            elif isinstance(check, (Revision, Exists)):
-                row = conn.execute(_GET, (check.key,)).fetchone()
-                if isinstance(check, Exists):
-                    holds = row is not None
-                else:
-                    holds = (0 if row is None else row[1]) == check.revision
-                if not holds and row is not None:
-                    current[check.key] = Entry(row[0], row[1])
-            else:
-                raise TypeError(f"unknown check {check!r}")
-            if not holds:
-                failed.append(index)
-        return tuple(failed), current
+        def lookup(key: str) -> Entry | None:
+            row = conn.execute(_GET, (key,)).fetchone()
+            return None if row is None else Entry(row[0], row[1])
+
+        def prefix_is_empty(prefix: str) -> bool:
+            where, params = _prefix_clause(prefix)
+            return conn.execute(f"SELECT 1 FROM kv WHERE {where} LIMIT 1", params).fetchone() is None
+
+        return evaluate_checks(checks, lookup, prefix_is_empty)
