@@ -51,7 +51,19 @@ class PrefixEmpty:
     prefix: str
 
 
-Check = Revision | Exists | PrefixEmpty
+@dataclass(frozen=True, slots=True)
+class PrefixUnchanged:
+    """Holds when no key under ``prefix`` was written after ``revision`` (vacuously when empty).
+
+    A caller that scanned a prefix passes the highest revision it saw there, so the commit
+    fails if a key was added or rewritten under it since the scan.
+    """
+
+    prefix: str
+    revision: int
+
+
+Check = Revision | Exists | PrefixEmpty | PrefixUnchanged
 
 
 # --- transaction operations ---------------------------------------------------------
@@ -100,16 +112,19 @@ class CommitResult:
 
 
 def evaluate_checks(checks: Sequence[Check], lookup: Callable[[str], Entry | None],
-                    prefix_is_empty: Callable[[str], bool]) -> tuple[tuple[int, ...], dict[str, Entry]]:
+                    newest: Callable[[str], int]) -> tuple[tuple[int, ...], dict[str, Entry]]:
     """Return the indexes of the checks that fail and the present entries of their keys.
 
-    For stores that evaluate checks themselves inside their own transaction.
+    For stores that evaluate checks themselves inside their own transaction. ``newest``
+    returns the highest revision of any key under a prefix, 0 when there is none.
     """
     failed: list[int] = []
     current: dict[str, Entry] = {}
     for index, check in enumerate(checks):
         if isinstance(check, PrefixEmpty):
-            holds = prefix_is_empty(check.prefix)
+            holds = newest(check.prefix) == 0
+        elif isinstance(check, PrefixUnchanged):
+            holds = newest(check.prefix) <= check.revision
         elif isinstance(check, (Revision, Exists)):
             entry = lookup(check.key)
             if isinstance(check, Exists):

@@ -27,6 +27,7 @@ from dal.backends.base import (
     Entry,
     Exists,
     Op,
+    PrefixUnchanged,
     Put,
     Revision,
 )
@@ -41,7 +42,7 @@ TXN_OPS = 128
 ENDPOINT_RETRY_AFTER = 2.0
 _OPTIONS = ("timeout", "ca_cert", "cert_key", "cert_cert")
 _MOD, _VERSION = etcdrpc.Compare.MOD, etcdrpc.Compare.VERSION
-_EQUAL, _GREATER = etcdrpc.Compare.EQUAL, etcdrpc.Compare.GREATER
+_EQUAL, _GREATER, _LESS = etcdrpc.Compare.EQUAL, etcdrpc.Compare.GREATER, etcdrpc.Compare.LESS
 _CHANNEL_OPTIONS = [
     # gRPC backs off up to 2 minutes before reconnecting; a recovered server should be used soon
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -143,7 +144,7 @@ class EtcdStore:
         compares: list[Any] = []
         # on failure, the txn reads back what each check looked at, so a conflict costs one round trip
         key_reads: dict[str, int] = {}
-        prefix_reads: dict[str, int] = {}
+        prefix_reads: dict[tuple[str, int], int] = {}
         failure: list[Any] = []
         for check in checks:
             if isinstance(check, Revision | Exists):
@@ -160,13 +161,19 @@ class EtcdStore:
             else:
                 start, end = prefix_range(check.prefix)
                 # a range compare holds when every key in the range satisfies it, so it holds
-                # vacuously on an empty range and fails as soon as one key (version >= 1) exists
-                compares.append(etcdrpc.Compare(key=start, range_end=end, target=_VERSION, result=_EQUAL,
-                                                version=0))
-                if check.prefix not in prefix_reads:
-                    prefix_reads[check.prefix] = len(failure)
+                # vacuously on an empty range: version == 0 fails as soon as one key exists, and
+                # mod_revision < r + 1 as soon as one was written after r
+                after = check.revision if isinstance(check, PrefixUnchanged) else 0
+                if isinstance(check, PrefixUnchanged):
+                    compares.append(etcdrpc.Compare(key=start, range_end=end, target=_MOD, result=_LESS,
+                                                    mod_revision=after + 1))
+                else:
+                    compares.append(etcdrpc.Compare(key=start, range_end=end, target=_VERSION,
+                                                    result=_EQUAL, version=0))
+                if (check.prefix, after) not in prefix_reads:
+                    prefix_reads[(check.prefix, after)] = len(failure)
                     failure.append(etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(
-                        key=start, range_end=end, limit=1, keys_only=True)))
+                        key=start, range_end=end, limit=1, keys_only=True, min_mod_revision=after + 1)))
         success = write_requests(ops)
         request = etcdrpc.TxnRequest(compare=compares, success=success, failure=failure)
         response = self._call("Txn", request, txn_size=(len(checks), len(success)))
@@ -176,7 +183,7 @@ class EtcdStore:
 
     @staticmethod
     def _conflict(checks: Sequence[Check], response: Any, key_reads: dict[str, int],
-                  prefix_reads: dict[str, int]) -> CommitResult:
+                  prefix_reads: dict[tuple[str, int], int]) -> CommitResult:
         failed: list[int] = []
         current: dict[str, Entry] = {}
         for index, check in enumerate(checks):
@@ -189,8 +196,10 @@ class EtcdStore:
                     failed.append(index)
                     if entry is not None:
                         current[check.key] = entry
-            elif response.responses[prefix_reads[check.prefix]].response_range.kvs:
-                failed.append(index)
+            else:
+                after = check.revision if isinstance(check, PrefixUnchanged) else 0
+                if response.responses[prefix_reads[(check.prefix, after)]].response_range.kvs:
+                    failed.append(index)
         return CommitResult(ok=False, failed=tuple(failed), current=current)
 
     def change_token(self) -> object:

@@ -124,11 +124,14 @@ class MemoryStore:
         """Do nothing: there is no connection to release."""
 
     def _failed_checks(self, checks: Sequence[Check]) -> tuple[tuple[int, ...], dict[str, Entry]]:
-        def prefix_is_empty(prefix: str) -> bool:
-            position = bisect_left(self._keys, prefix)
-            return position == len(self._keys) or not self._keys[position].startswith(prefix)
+        def newest(prefix: str) -> int:
+            position, revision = bisect_left(self._keys, prefix), 0
+            while position < len(self._keys) and self._keys[position].startswith(prefix):
+                revision = max(revision, self._entries[self._keys[position]].revision)
+                position += 1
+            return revision
 
-        return evaluate_checks(checks, self._entries.get, prefix_is_empty)
+        return evaluate_checks(checks, self._entries.get, newest)
 
     def _delete_prefix(self, prefix: str) -> None:
         start = bisect_left(self._keys, prefix)

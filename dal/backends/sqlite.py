@@ -325,8 +325,9 @@ class SqliteStore:
             row = conn.execute(_GET, (key,)).fetchone()
             return None if row is None else Entry(row[0], row[1])
 
-        def prefix_is_empty(prefix: str) -> bool:
+        def newest(prefix: str) -> int:
             where, params = _prefix_clause(prefix)
-            return conn.execute(f"SELECT 1 FROM kv WHERE {where} LIMIT 1", params).fetchone() is None
+            row = conn.execute(f"SELECT max(revision) FROM kv WHERE {where}", params).fetchone()
+            return int(row[0] or 0)
 
-        return evaluate_checks(checks, lookup, prefix_is_empty)
+        return evaluate_checks(checks, lookup, newest)

@@ -31,6 +31,7 @@ from dal.backends.base import (
     Op,
     PersistentStore,
     PrefixEmpty,
+    PrefixUnchanged,
     Put,
     Revision,
     VolatileStore,
@@ -170,6 +171,25 @@ class PersistentStoreContract:
         assert not result.ok and result.failed == (0,) and dict(result.current) == {}
         assert store.get(f"{prefix}marker") is None
         assert store.commit([PrefixEmpty(f"{prefix}zzz/")], []).ok
+
+    def test_prefix_unchanged_fails_once_a_key_is_written_under_it_after_the_revision(
+            self, store: PersistentStore, prefix: str) -> None:
+        assert store.commit([PrefixUnchanged(f"{prefix}links/", 0)], []).ok  # empty: holds
+        first = _put(store, {f"{prefix}links/a": b"", f"{prefix}linksx/z": b""})
+        assert store.commit([PrefixUnchanged(f"{prefix}links/", first)], []).ok
+        assert store.commit([PrefixUnchanged(f"{prefix}links/", first - 1)], []).failed == (0,)
+        _put(store, {f"{prefix}linksx/y": b""})  # a sibling sharing the spelling is not under it
+        assert store.commit([PrefixUnchanged(f"{prefix}links/", first)], []).ok
+        _put(store, {f"{prefix}links/b": b""})  # added after `first`
+        result = store.commit([Exists(f"{prefix}links/a"), PrefixUnchanged(f"{prefix}links/", first)],
+                              [Put(f"{prefix}marker", b"")])
+        assert not result.ok and result.failed == (1,) and dict(result.current) == {}
+        assert store.get(f"{prefix}marker") is None
+        rewritten = _put(store, {f"{prefix}links/a": b"again"})  # rewriting counts as a change too
+        assert store.commit([PrefixUnchanged(f"{prefix}links/", rewritten - 1)], []).failed == (0,)
+        deleted = store.commit([], [Delete(f"{prefix}links/a"), Delete(f"{prefix}links/b")])
+        assert deleted.ok
+        assert store.commit([PrefixUnchanged(f"{prefix}links/", 0)], []).ok  # empty again
 
     # --- atomicity ----------------------------------------------------------------------
 
