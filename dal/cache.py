@@ -113,8 +113,20 @@ class LeasedCache:
     def get(self, key: str) -> bytes | None:
         """Return the cached payload under ``key``, or ``None`` on a miss, a lease or a bad entry."""
         raw = self._call(self.store.get, key)
-        if raw is None:
-            return None
+        return None if raw is None else self._payload(key, raw)
+
+    def get_many(self, keys: list[str]) -> dict[str, bytes]:
+        """Return the cached payloads among ``keys`` in one batch; count hits and misses."""
+        found: dict[str, bytes] = {}
+        for key, raw in (self._call(self.store.get_many, keys) or {}).items():
+            payload = self._payload(key, raw)
+            if payload is not None:
+                found[key] = payload
+        self.stats.add(f"{self.prefix}hits", len(found))
+        self.stats.add(f"{self.prefix}misses", len(keys) - len(found))
+        return found
+
+    def _payload(self, key: str, raw: bytes) -> bytes | None:
         payload = self.signer.open(key, raw)
         if payload is None:
             self.stats.add(f"{self.prefix}rejected")

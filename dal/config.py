@@ -81,6 +81,27 @@ class Context:
         self.stats.add("commits")
         return self.persistent.commit(checks, ops)
 
+    def load_documents(self, hybrid: str, guids: list[str]) -> dict[str, Entry]:
+        """Return the stored documents of many objects in two batched round trips at most.
+
+        Cached documents come from one multi-get; the rest from one durable multi-get. Misses
+        are not cached here: a batch cannot take a lease per key without a round trip per key.
+        """
+        self._check_process()
+        found: dict[str, Entry] = {}
+        if self.caches_objects:
+            if self._guard:
+                self._drop_local_cache_if_stale()
+            cache_keys = {self.keys.cached_doc(hybrid, guid): guid for guid in guids}
+            for cache_key, payload in self.objects.get_many(list(cache_keys)).items():
+                revision, _, value = payload.partition(b" ")
+                found[cache_keys[cache_key]] = Entry(value, int(revision))
+        missing = {self.keys.doc(hybrid, guid): guid for guid in guids if guid not in found}
+        if missing:
+            for doc_key, entry in self.persistent.get_many(list(missing)).items():
+                found[missing[doc_key]] = entry
+        return found
+
     def invalidate(self, *cache_keys: str) -> None:
         """Drop cached entries after a committed write."""
         self.objects.invalidate(*cache_keys)

@@ -14,10 +14,14 @@ from typing import Any, Generic, TypeVar, overload
 
 from dal.config import current
 from dal.dataobject import DataObject
-from dal.exceptions import InvalidQueryError, ObjectNotFoundError
+from dal.exceptions import InvalidQueryError
+from dal.relations import linked
+from dal.structures import Relation
 
 T = TypeVar("T", bound=DataObject)
 SCAN_BATCH = 500
+#: objects loaded per batched round trip while iterating
+LOAD_BATCH = 500
 
 
 class Operator(str, Enum):
@@ -49,12 +53,24 @@ class DataList(Generic[T]):
         self.hybrid = hybrid
         self.query = query
         self._guids: list[str] | None = list(guids) if guids is not None else None
+        self._source: Callable[[], list[str]] = lambda: [obj.guid for obj in self._scan()]
+        #: objects every loaded member already points at (the owner of a reverse list)
+        self._seed: dict[str, DataObject] = {}
+
+    @classmethod
+    def pointing_at(cls, relation: Relation, target: DataObject) -> DataList[Any]:
+        """Return the objects whose ``relation`` points at ``target``: one link scan, lazily."""
+        assert relation.owner is not None
+        result: DataList[Any] = DataList(relation.owner)
+        result._source = lambda: [guid for guid, _ in linked(current(), relation, target.guid)]
+        result._seed = {relation.name: target}
+        return result
 
     @property
     def guids(self) -> list[str]:
         """Return the guids of the matching objects (runs the query on first use)."""
         if self._guids is None:
-            self._guids = [obj.guid for obj in self._scan()]
+            self._guids = self._source()
         return self._guids
 
     def _scan(self) -> Iterator[T]:
@@ -75,11 +91,14 @@ class DataList(Generic[T]):
         return len(self.guids)
 
     def __iter__(self) -> Iterator[T]:
-        for guid in list(self.guids):
-            try:
-                yield self.hybrid(guid)
-            except ObjectNotFoundError:
-                continue  # deleted since the query ran
+        guids = list(self.guids)
+        for start in range(0, len(guids), LOAD_BATCH):
+            batch = guids[start:start + LOAD_BATCH]
+            loaded = self.hybrid._load_many(batch)
+            for obj in loaded.values():
+                obj._objects.update(self._seed)
+            # an object deleted since the query ran is skipped
+            yield from (loaded[guid] for guid in batch if guid in loaded)
 
     @overload
     def __getitem__(self, index: int) -> T: ...
@@ -107,6 +126,10 @@ class DataList(Generic[T]):
 
     def reverse(self) -> None:
         self.guids.reverse()
+
+    def serialize(self, depth: int = 0) -> list[dict[str, Any]]:
+        """Return every object serialized; relations of the whole list load in batches."""
+        return [obj.serialize(depth) for obj in self]
 
     def sort(self, key: Callable[[T], Any] | None = None, reverse: bool = False) -> None:
         """Sort in place; by default by guid in natural order."""

@@ -20,6 +20,7 @@ from dal.exceptions import (
     UniqueConstraintError,
 )
 from dal.meta import HybridMeta, HybridMetaclass
+from dal.relations import check_abandon, plan_unlink
 from dal.structures import Dynamic, Relation
 from dal.transaction import Document, Plan, changed_fields, decode, merge, plan_write
 
@@ -71,7 +72,7 @@ class DataObject(metaclass=HybridMetaclass):
         state["_extra"] = {}
         if data is not None:
             for name, value in data.items():
-                if name not in self._declared or name in self._meta.dynamics:
+                if name not in _shape(self._meta).assignable:
                     raise InvalidValueError(
                         f"{type(self).__name__} has no property or relation {name!r}; "
                         f"known: {', '.join(sorted(self._meta.fields()))}")
@@ -85,6 +86,20 @@ class DataObject(metaclass=HybridMetaclass):
         obj = cls.__new__(cls)
         obj._attach(guid, entry)
         return obj
+
+    @classmethod
+    def _load_many(cls: type[Self], guids: list[str]) -> dict[str, Self]:
+        """Load many objects in batched round trips; absent guids are left out.
+
+        Objects loaded together know each other, so the first access to a relation of one
+        loads that relation's targets for all of them at once (no N+1).
+        """
+        entries = current().load_documents(cls._meta.name, guids)
+        loaded = {guid: cls._from_entry(guid, entry) for guid, entry in entries.items()}
+        siblings = list(loaded.values())
+        for obj in siblings:
+            obj.__dict__["_siblings"] = siblings
+        return loaded
 
     def _attach(self, guid: str, entry: Entry) -> None:
         meta = self._meta
@@ -132,6 +147,16 @@ class DataObject(metaclass=HybridMetaclass):
         if guid is None:
             return None
         target = _target(relation)
+        siblings: list[DataObject] | None = self.__dict__.get("_siblings")
+        if siblings:
+            wanted = [s._data[relation.guid_field] for s in siblings if relation.name not in s._objects]
+            loaded = target._load_many(sorted({guid for guid in wanted if guid is not None}))
+            for sibling in siblings:
+                sibling_guid = sibling._data[relation.guid_field]
+                if relation.name not in sibling._objects and sibling_guid in loaded:
+                    sibling._objects[relation.name] = loaded[sibling_guid]
+            if relation.name in self._objects:
+                return self._objects[relation.name]
         obj = target(guid)
         self._objects[relation.name] = obj
         return obj
@@ -142,7 +167,7 @@ class DataObject(metaclass=HybridMetaclass):
             self._objects[relation.name] = None
             return
         target = _target(relation)
-        if not isinstance(value, target):
+        if type(value) is not target:  # a subclass is another hybrid, stored under another name
             raise InvalidValueError(
                 f"{relation.qualified} holds a {target.__name__}, not {value!r}")
         self._data[relation.guid_field] = value.guid
@@ -233,27 +258,34 @@ class DataObject(metaclass=HybridMetaclass):
         context.invalidate(*self._cache_keys(context, document=not created))
 
     def delete(self, abandon: Sequence[str] | None = None) -> None:
-        """Remove this object, its unique keys and index entries in one transaction.
+        """Remove this object in one transaction: document, unique keys, index entries, links.
 
-        Deleting an object that is already gone is harmless.
+        Refused with LinkedObjectError while other objects point at it, unless ``abandon``
+        names their reverse relations (or is ``['_all']``): then their links are cleared in
+        the same transaction. Deleting an object that is already gone is harmless.
         """
         context = current()
         meta = self._meta
+        covered = check_abandon(meta, abandon or ())
         doc_key = context.keys.doc(meta.name, self.guid)
         stored: Document | None = decode(self._raw) if self._raw is not None else None
         revision = self._revision
         if stored is None:
             entry = context.persistent.get(doc_key)
             stored, revision = (None, 0) if entry is None else (decode(entry.value), entry.revision)
+        unlinked: list[str] = []
         for attempt in range(MAX_ATTEMPTS):
             if stored is None:
                 break
             plan = plan_write(context.keys, meta, self.guid, stored, revision, None)
-            result = context.commit(plan.checks, plan.ops)
+            unlink = plan_unlink(context, meta, self.guid, covered)
+            result = context.commit(plan.checks + unlink.checks, plan.ops + unlink.ops)
             if result.ok:
+                unlinked = unlink.cache_keys
                 break
-            entry = result.current.get(doc_key)
-            stored, revision = (None, 0) if entry is None else (decode(entry.value), entry.revision)
+            if 0 in result.failed:  # the document itself changed or vanished
+                entry = result.current.get(doc_key)
+                stored, revision = (None, 0) if entry is None else (decode(entry.value), entry.revision)
             time.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt)))
         else:
             raise RaceConditionError(
@@ -261,14 +293,29 @@ class DataObject(metaclass=HybridMetaclass):
         state = self.__dict__
         state["_raw"] = None
         state["_revision"] = 0
-        context.invalidate(*self._cache_keys(context))
+        context.invalidate(*self._cache_keys(context), *unlinked)
 
     def refresh(self) -> None:
-        """Reload the persisted data and forget cached related objects."""
+        """Reload the persisted data; related objects that were loaded are reloaded, or dropped
+        when the relation changed or they are gone. Nothing that was never loaded gets loaded."""
+        self._refresh(set())
+
+    def _refresh(self, seen: set[int]) -> None:
+        seen.add(id(self))
         entry = current().load_document(self._meta.name, self.guid)
         if entry is None:
             raise ObjectNotFoundError(f"{type(self).__name__} {self.guid} is no longer stored")
+        loaded = self._objects
         self._attach(self.guid, entry)
+        for name, obj in loaded.items():
+            if obj is None or obj.guid != self._data[self._meta.relations[name].guid_field]:
+                continue
+            if id(obj) not in seen:
+                try:
+                    obj._refresh(seen)
+                except ObjectNotFoundError:
+                    continue
+            self._objects[name] = obj
 
     def updated_on_datastore(self) -> bool:
         """Return whether the stored object changed since this instance loaded or saved it."""
@@ -364,6 +411,7 @@ class _Shape:
 
     def __init__(self, meta: HybridMeta) -> None:
         self.fields = frozenset(meta.fields())
+        self.assignable = self.fields | frozenset(meta.relations)
         self.converters = tuple((name, prop.validator) for name, prop in meta.properties.items()
                                 if not prop.validator.native)
 

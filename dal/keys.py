@@ -5,6 +5,8 @@ Durable store, under ``<namespace>/``::
     o/<hybrid>/<guid>                       the object's JSON document
     u/<hybrid>/<field>/<value>              unique key -> owner guid
     i/<hybrid>/<field>/<value>/<guid>       index entry (empty value)
+    l/<target>/<tguid>/<source>/<relation>/<sguid>
+                                            relation link: source.relation points at target
 
 Volatile store, under ``<namespace>/c/``: ``o/<hybrid>/<guid>`` (cached document) and
 ``d/<hybrid>/<guid>/<dynamic>`` (cached dynamic value).
@@ -70,6 +72,17 @@ class Keys:
 
     def index_prefix(self, hybrid: str, field: str, value: Any) -> str:
         return f"{self.root}i/{hybrid}/{field}/{encode_value(value)}/"
+
+    def link(self, target: str, target_guid: str, source: str, relation: str, source_guid: str) -> str:
+        return f"{self.links(target, target_guid, source, relation)}{source_guid}"
+
+    def links(self, target: str, target_guid: str, source: str | None = None,
+              relation: str | None = None) -> str:
+        """Return the prefix of the links pointing at one object (of one source relation, if given)."""
+        prefix = f"{self.root}l/{target}/{target_guid}/"
+        if source is not None:
+            prefix += f"{source}/{relation}/"
+        return prefix
 
     def cached_doc(self, hybrid: str, guid: str) -> str:
         return f"{self._cache}o/{hybrid}/{guid}"

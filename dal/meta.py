@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dal.exceptions import ConfigurationError, InvalidValueError
+from dal.relations import reverse_accessors
 from dal.structures import Dynamic, Property, Relation, RelationGuid, Spec
 
 if TYPE_CHECKING:
@@ -140,7 +141,17 @@ def _link(relation: Relation, target: type[DataObject]) -> None:
             raise ConfigurationError(
                 f"{relation.qualified} and {clash.relation.qualified} both name the reverse accessor "
                 f"{target.__name__}.{relation.foreign_key}; give one another foreign_key")
+    accessors = reverse_accessors(relation)
+    taken = sorted(set(accessors) & (set(target._meta.fields()) | set(target._meta.relations)
+                                     | set(target._meta.dynamics) | RESERVED))
+    if taken:
+        raise ConfigurationError(
+            f"{relation.qualified} names the reverse accessor {relation.foreign_key!r}, but "
+            f"{target.__name__} already has {', '.join(taken)}; give the relation another foreign_key")
     target._meta.reverse[relation.foreign_key] = Reverse(relation.owner, relation)
+    for name, accessor in accessors.items():
+        setattr(target, name, accessor)
+    target._declared = target._declared | frozenset(accessors)
 
 
 #: the process-wide registry the CLI, ERD and migrations read
@@ -173,7 +184,8 @@ class HybridMetaclass(type):
             setattr(cls, spec.name, spec)
             if isinstance(spec, Relation):
                 setattr(cls, spec.guid_field, RelationGuid(spec))
-        cls._declared = frozenset(meta.fields()) | frozenset(meta.relations)  # type: ignore[attr-defined]
+        cls._declared = (frozenset(meta.fields()) | frozenset(meta.relations)  # type: ignore[attr-defined]
+                         | frozenset(meta.dynamics))
         hybrids.register(cls)  # type: ignore[arg-type]
         return cls
 

@@ -74,13 +74,18 @@ def plan_write(keys: Keys, meta: HybridMeta, guid: str, stored: Document | None,
         if new is not None:
             plan.ops.append(Put(keys.index(meta.name, prop.name, value, guid), b""))
     for relation in meta.relations.values():
-        target_guid = after.get(relation.guid_field)
-        if target_guid is None or relation.target is None:
+        old, target_guid = before.get(relation.guid_field), after.get(relation.guid_field)
+        if relation.target is None or (stored is not None and new is not None and same(old, target_guid)):
             continue
-        if stored is not None and same(before.get(relation.guid_field), target_guid):
-            continue
-        target_key = keys.doc(relation.target._meta.name, target_guid)
-        plan.check(Exists(target_key), Reason("target", relation.name, target_guid))
+        target = relation.target._meta.name
+        if old is not None:
+            plan.ops.append(Delete(keys.link(target, old, meta.name, relation.name, guid)))
+        if target_guid is not None:
+            # checked inside the commit: a concurrent delete of the target cannot slip in between
+            if target_guid != guid:  # an object may point at itself
+                plan.check(Exists(keys.doc(target, target_guid)),
+                           Reason("target", relation.name, target_guid))
+            plan.ops.append(Put(keys.link(target, target_guid, meta.name, relation.name, guid), b""))
     return plan
 
 
