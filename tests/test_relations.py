@@ -1,0 +1,397 @@
+"""Relations: lazy forward links, reverse accessors, many-to-many, link storage and integrity."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import re
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import persistent_url_for, volatile_url_for
+from relation_hybrids import Book, Folder, Membership, Owner, Passport, Pet, Player, Shelf, Team
+
+from dal import DataList, configure
+from dal.backends.base import DeletePrefix
+from dal.config import Context
+from dal.exceptions import (
+    InvalidRelationError,
+    InvalidValueError,
+    LinkedObjectError,
+    MissingMandatoryFieldsError,
+    ObjectNotFoundError,
+)
+
+EVERY_PERSISTENT = [("memory", "memory"), ("sqlite", "memory"), ("etcd", "memcached")]
+
+
+@pytest.fixture(params=EVERY_PERSISTENT, ids=["+".join(pair) for pair in EVERY_PERSISTENT])
+def every_store(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> Iterator[Context]:
+    """dal on each persistent backend (with a fitting cache), for the integrity tests."""
+    persistent, volatile = request.param
+    context = configure(persistent_url_for(persistent, request, tmp_path),
+                        volatile_url_for(volatile, request), namespace=namespace)
+    yield context
+    context.persistent.commit([], [DeletePrefix(context.keys.root)])
+
+
+def round_trips(context: Context, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Count every call that reaches either store from now on, by store and method."""
+    calls: Counter[str] = Counter()
+    for role, store, methods in (("persistent", context.persistent, ("get", "get_many", "scan", "commit")),
+                                 ("volatile", context.volatile,
+                                  ("get", "get_many", "gets", "set", "add", "cas", "delete", "delete_many"))):
+        for method in methods:
+            real = getattr(store, method)
+
+            def counted(*args: Any, _real: Callable[..., Any] = real, _name: str = f"{role}.{method}",
+                        **kwargs: Any) -> Any:
+                calls[_name] += 1
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(store, method, counted)
+    return calls
+
+
+def shelf_with_books(count: int, label: str = "s") -> tuple[Shelf, list[Book]]:
+    shelf = Shelf(data={"label": label})
+    shelf.save()
+    books = []
+    for number in range(count):
+        book = Book(data={"title": f"b{number}", "shelf": shelf})
+        book.save()
+        books.append(book)
+    return shelf, books
+
+
+# --- forward relations --------------------------------------------------------------------
+
+
+def test_forward_relation_loads_lazily_once(context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    shelf, (book,) = shelf_with_books(1)
+    loaded = Book(book.guid)
+    calls = round_trips(context, monkeypatch)
+    assert loaded.shelf_guid == shelf.guid
+    assert sum(calls.values()) == 0, "reading the guid must not load anything"
+    assert loaded.shelf == shelf and loaded.shelf.label == "s"
+    first = sum(calls.values())
+    assert first > 0
+    assert loaded.shelf is loaded.shelf
+    assert sum(calls.values()) == first, "the related object is cached on the instance"
+
+
+def test_assigning_the_wrong_hybrid_is_refused(context: Context) -> None:
+    book = Book(data={"title": "t"})
+    with pytest.raises(InvalidValueError, match=re.escape("Book.shelf holds a Shelf")):
+        book.shelf = Owner(data={"name": "x"})  # type: ignore[assignment]
+    with pytest.raises(InvalidValueError):
+        book.shelf_guid = 42
+
+
+def test_mandatory_relation_is_checked_at_save(context: Context) -> None:
+    with pytest.raises(MissingMandatoryFieldsError, match="shelf"):
+        Book(data={"title": "t"}).save()
+
+
+def test_string_forward_reference_and_self_relation(context: Context) -> None:
+    owner = Owner(data={"name": "ann"})
+    owner.save()
+    pet = Pet(data={"name": "rex", "owner": owner})
+    pet.save()
+    assert Pet(pet.guid).owner == owner
+    assert owner.pets_guids == [pet.guid]
+    root = Folder(data={"name": "root"})
+    root.save()
+    child = Folder(data={"name": "child", "parent": root})
+    child.save()
+    assert Folder(child.guid).parent == root
+    assert [f.name for f in root.subfolders] == ["child"]
+    root.parent = root  # an object may point at itself
+    root.save()
+    assert Folder(root.guid).parent_guid == root.guid
+
+
+# --- reverse accessors --------------------------------------------------------------------
+
+
+def test_reverse_list_is_evaluated_anew_on_each_access(context: Context) -> None:
+    shelf, books = shelf_with_books(3)
+    listed = shelf.books
+    assert isinstance(listed, DataList)
+    assert sorted(book.guid for book in listed) == sorted(book.guid for book in books)
+    assert sorted(shelf.books_guids) == sorted(book.guid for book in books)
+    extra = Book(data={"title": "extra", "shelf": shelf})
+    extra.save()
+    assert extra.guid in shelf.books_guids and len(shelf.books) == 4
+    other = Shelf(data={"label": "other"})
+    other.save()
+    extra.shelf = other
+    extra.save()
+    assert extra.guid not in shelf.books_guids and other.books_guids == [extra.guid]
+
+
+def test_reverse_accessors_are_read_only(context: Context) -> None:
+    shelf, _ = shelf_with_books(1)
+    with pytest.raises(AttributeError, match="read-only"):
+        shelf.books = []
+    with pytest.raises(AttributeError, match="read-only"):
+        shelf.books_guids = []
+
+
+def test_one_to_one_reverse_gives_one_object_or_none(context: Context) -> None:
+    owner = Owner(data={"name": "bo"})
+    owner.save()
+    assert owner.passport is None and owner.passport_guid is None
+    first = Passport(data={"number": "P1", "holder": owner})
+    first.save()
+    assert owner.passport == first and owner.passport_guid == first.guid
+    Passport(data={"number": "P2", "holder": owner}).save()
+    with pytest.raises(InvalidRelationError, match="one-to-one"):
+        _ = owner.passport
+
+
+def test_many_to_many_through_a_junction_with_its_own_property(context: Context) -> None:
+    red, blue = Team(data={"name": "red"}), Team(data={"name": "blue"})
+    ann, bob = Player(data={"name": "ann"}), Player(data={"name": "bob"})
+    for obj in (red, blue, ann, bob):
+        obj.save()
+    for team, player, captain in ((red, ann, True), (red, bob, False), (blue, ann, False)):
+        Membership(data={"team": team, "player": player, "captain": captain}).save()
+    assert sorted(m.player.name for m in red.memberships) == ["ann", "bob"]
+    assert [m.player.name for m in red.memberships if m.captain] == ["ann"]
+    assert sorted(m.team.name for m in ann.memberships) == ["blue", "red"]
+    assert [m.team.name for m in bob.memberships] == ["red"]
+
+
+# --- storage ------------------------------------------------------------------------------
+
+
+def link_keys(context: Context) -> set[str]:
+    prefix = f"{context.keys.root}l/"
+    return {key[len(prefix):] for key, _ in context.persistent.scan(prefix)}
+
+
+def test_one_link_key_per_relation_moved_in_the_same_commit(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = Shelf(data={"label": "1"}), Shelf(data={"label": "2"})
+    first.save()
+    second.save()
+    book = Book(data={"title": "t", "shelf": first})
+    calls = round_trips(context, monkeypatch)
+    book.save()
+    assert calls["persistent.commit"] == 1
+    assert link_keys(context) == {f"shelf/{first.guid}/book/shelf/{book.guid}"}
+    book.shelf = second
+    book.save()
+    assert calls["persistent.commit"] == 2
+    assert link_keys(context) == {f"shelf/{second.guid}/book/shelf/{book.guid}"}
+    book.delete()
+    assert link_keys(context) == set()
+
+
+# --- integrity ----------------------------------------------------------------------------
+
+
+def test_linking_a_missing_or_deleted_target_writes_nothing(every_store: Context) -> None:
+    ghost = Shelf(data={"label": "never saved"})
+    with pytest.raises(ObjectNotFoundError, match="save the Shelf first"):
+        Book(data={"title": "t", "shelf": ghost}).save()
+    gone = Shelf(data={"label": "gone"})
+    gone.save()
+    gone.delete()
+    with pytest.raises(ObjectNotFoundError):
+        Book(data={"title": "t", "shelf": gone}).save()
+    assert every_store.persistent.scan(every_store.keys.root) == []
+
+
+def test_delete_is_refused_while_linked_and_abandon_unlinks_in_one_commit(
+        every_store: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    owner = Owner(data={"name": "lender"})
+    owner.save()
+    _, books = shelf_with_books(3)
+    for book in books:
+        book.borrower = owner
+        book.save()
+    pet = Pet(data={"name": "rex", "owner": owner})
+    pet.save()
+    with pytest.raises(LinkedObjectError, match=re.escape("3 Book.borrower, 1 Pet.owner")):
+        owner.delete()
+    with pytest.raises(LinkedObjectError, match=re.escape("Pet.owner")):
+        owner.delete(abandon=["borrowed"])
+    assert Owner(owner.guid).name == "lender"
+    calls = round_trips(every_store, monkeypatch)
+    owner.delete(abandon=["borrowed", "pets"])
+    assert calls["persistent.commit"] == 1
+    with pytest.raises(ObjectNotFoundError):
+        Owner(owner.guid)
+    assert all(Book(book.guid).borrower_guid is None for book in books)
+    assert Pet(pet.guid).owner_guid is None
+    assert all(f"/{owner.guid}/" not in key for key in link_keys(every_store))
+
+
+def test_a_mandatory_relation_cannot_be_abandoned(every_store: Context) -> None:
+    shelf, books = shelf_with_books(2)
+    for abandon in (["books"], ["_all"]):
+        with pytest.raises(LinkedObjectError, match=re.escape("Book.shelf (mandatory")):
+            shelf.delete(abandon=abandon)
+    assert Shelf(shelf.guid).label == "s" and len(shelf.books) == 2
+    with pytest.raises(InvalidValueError, match="no reverse relation"):
+        shelf.delete(abandon=["nonsense"])
+    for book in books:
+        book.delete()
+    shelf.delete()
+    shelf.delete()  # twice is harmless
+
+
+def test_child_saved_between_the_delete_scan_and_commit_blocks_the_delete(
+        every_store: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child commits after the parent's delete scanned for links: the delete must notice."""
+    owner = Owner(data={"name": "o"})
+    owner.save()
+    real_scan = every_store.persistent.scan
+    children: list[Pet] = []
+
+    def scan(prefix: str, **kwargs: Any) -> Any:
+        found = real_scan(prefix, **kwargs)
+        if prefix.startswith(every_store.keys.links("owner", owner.guid)) and not children:
+            pet = Pet(data={"name": "late", "owner": owner})
+            pet.save()  # commits while the delete holds a scan that does not include it
+            children.append(pet)
+        return found
+
+    monkeypatch.setattr(every_store.persistent, "scan", scan)
+    with pytest.raises(LinkedObjectError, match=re.escape("1 Pet.owner")):
+        owner.delete()
+    monkeypatch.undo()
+    assert Pet(children[0].guid).owner == Owner(owner.guid)
+
+
+def test_delete_committed_between_the_child_plan_and_commit_refuses_the_child(
+        every_store: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    owner = Owner(data={"name": "o"})
+    owner.save()
+    pet = Pet(data={"name": "rex", "owner": owner})
+    real_commit = every_store.persistent.commit
+
+    def commit(checks: Any, ops: Any) -> Any:
+        monkeypatch.setattr(every_store.persistent, "commit", real_commit)
+        Owner(owner.guid).delete()  # the parent goes after the child's save planned its link
+        return real_commit(checks, ops)
+
+    monkeypatch.setattr(every_store.persistent, "commit", commit)
+    with pytest.raises(ObjectNotFoundError, match="not stored"):
+        pet.save()
+    assert link_keys(every_store) == set()
+    with pytest.raises(ObjectNotFoundError):
+        Pet(pet.guid)
+
+
+# --- no N+1 -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [3, 40])
+def test_reverse_list_costs_constant_round_trips(
+        context: Context, monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    shelf, books = shelf_with_books(count)
+    owner = Owner(data={"name": "reader"})
+    owner.save()
+    for book in books[::2]:
+        book.borrower = owner
+        book.save()
+    reloaded = Shelf(shelf.guid)
+    calls = round_trips(context, monkeypatch)
+    titles = [book.title for book in reloaded.books]
+    assert sorted(titles) == sorted(f"b{n}" for n in range(count))
+    iterate = sum(calls.values())
+    serialized = reloaded.books.serialize(depth=1)
+    assert all(row["shelf"]["guid"] == shelf.guid for row in serialized)
+    assert sum(1 for row in serialized if row["borrower"] is not None) == len(books[::2])
+    total = sum(calls.values())
+    # a link scan, a cache multi-get and a durable multi-get for the books; the borrowers once more
+    assert iterate <= 3, calls
+    assert total - iterate <= 6, calls
+
+
+# --- refresh ------------------------------------------------------------------------------
+
+
+def test_refresh_reloads_loaded_relations_and_loads_nothing_new(context: Context) -> None:
+    shelf, (book,) = shelf_with_books(1)
+    owner = Owner(data={"name": "x"})
+    owner.save()
+    book.borrower = owner
+    book.save()
+    mine = Book(book.guid)
+    assert mine.shelf.label == "s"  # loaded; borrower never loaded
+    changed = Shelf(shelf.guid)
+    changed.label = "renamed"
+    changed.save()
+    other = Book(book.guid)
+    other.title = "new title"
+    other.save()
+    mine.refresh()
+    assert mine.title == "new title"
+    assert "shelf" in mine._objects and mine._objects["shelf"].label == "renamed"  # type: ignore[union-attr]
+    assert "borrower" not in mine._objects
+    moved = Shelf(data={"label": "moved"})
+    moved.save()
+    other.shelf = moved
+    other.save()
+    mine.refresh()
+    assert "shelf" not in mine._objects and mine.shelf == moved
+
+
+# --- stress -------------------------------------------------------------------------------
+
+
+def _churn(persistent: str, volatile: str, namespace: str, owners: list[str], rounds: int, seed: int) -> int:
+    """Randomly link pets to owners and delete owners; return how many operations ran."""
+    configure(persistent, volatile, namespace=namespace)
+    rng = random.Random(seed)
+    done = 0
+    for _ in range(rounds):
+        guid = rng.choice(owners)
+        try:
+            if rng.random() < 0.7:
+                Pet(data={"name": "p", "owner": Owner(guid)}).save()
+            else:
+                Owner(guid).delete(abandon=["pets"] if rng.random() < 0.5 else None)
+            done += 1
+        except (ObjectNotFoundError, LinkedObjectError):
+            done += 1
+    return done
+
+
+@pytest.mark.slow
+@pytest.mark.etcd
+@pytest.mark.memcached
+def test_processes_linking_and_deleting_leave_no_dangling_link(
+        etcd_server: Any, memcached_server: Any) -> None:
+    namespace = f"t{uuid.uuid4().hex[:12]}"
+    context = configure(etcd_server.url, memcached_server.url, namespace=namespace)
+    owners = [Owner(data={"name": f"o{i}"}) for i in range(4)]
+    for owner in owners:
+        owner.save()
+    workers, rounds = 6, 30
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        done = pool.starmap(_churn, [(etcd_server.url, memcached_server.url, namespace,
+                                      [o.guid for o in owners], rounds, seed) for seed in range(workers)])
+    assert sum(done) == workers * rounds
+    prefix = context.keys.root
+    stored = {key for key, _ in context.persistent.scan(prefix)}
+    links = [key for key in stored if key.startswith(f"{prefix}l/")]
+    pets = [key for key in stored if key.startswith(context.keys.docs("pet"))]
+    assert pets, "no pet was ever saved; the test proved nothing"
+    for link in links:
+        _, target, target_guid, source, _, source_guid = link[len(prefix):].split("/")
+        assert context.keys.doc(target, target_guid) in stored, f"dangling link {link}"
+        assert context.keys.doc(source, source_guid) in stored, f"orphan link {link}"
+    for key in pets:
+        owner_guid = Pet(key.rsplit("/", 1)[1]).owner_guid
+        if owner_guid is not None:
+            assert context.keys.doc("owner", owner_guid) in stored, f"{key} points at a deleted owner"
+    context.persistent.commit([], [DeletePrefix(prefix)])
