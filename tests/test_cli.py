@@ -27,7 +27,10 @@ def test_demo_on_the_embedded_default(tmp_path: Path) -> None:
     assert "1 cache miss, 1 cache hit" in out
     assert "status=RUNNING, tags=['gold']" in out
     assert "UniqueConstraintError: Backend.name" in out and "MissingMandatoryFieldsError" in out
-    assert "1 computed, 2 from cache" in out
+    assert "available = True read 3 times: 2 computed (it reads its plugin's own dynamic), " \
+           "2 from cache" in out
+    assert "served by node1 (master), node2 through a junction; one-to-one plugin found" in out
+    assert "LinkedObjectError: BackendType" in out
     assert "10 backends deleted, 10 left" in out
     assert (tmp_path / "dal.sqlite3").exists()
     again = run_dal("demo", cwd=tmp_path)

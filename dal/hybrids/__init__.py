@@ -3,7 +3,10 @@
 Importing this package registers its hybrids; ``dal`` commands discover it by default.
 """
 
+from dal.hybrids.albabackend import AlbaBackend
 from dal.hybrids.backend import Backend
+from dal.hybrids.backendstoragerouter import BackendStorageRouter
 from dal.hybrids.backendtype import BackendType
+from dal.hybrids.storagerouter import StorageRouter
 
-__all__ = ["Backend", "BackendType"]
+__all__ = ["AlbaBackend", "Backend", "BackendStorageRouter", "BackendType", "StorageRouter"]

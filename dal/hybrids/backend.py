@@ -19,6 +19,7 @@ class Backend(DataObject):
     backend_type_guid: str | None
     linked_guid: str | None
     available: bool
+    storagerouters_guids: list[str]
 
     __properties: list[Property[Any]] = [Property("name", str, unique=True, doc="Name of the Backend."),
                     Property("status", ["NEW", "INSTALLING", "RUNNING", "STOPPED", "FAILURE", "UNKNOWN"],
