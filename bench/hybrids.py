@@ -1,8 +1,14 @@
-"""The hybrid the benchmarks load and save: a realistic, mid-sized record.
+"""The hybrids the benchmarks load and save: realistic records.
 
-Seven properties of the everyday kinds (str, int, list, dict, an enum), one of them unique
-and one indexed, so a save writes the usual three keys: document, unique key, index entry.
-A stored document is about 600 bytes of JSON.
+``BenchMachine`` has seven properties of the everyday kinds (str, int, list, dict, an enum),
+one of them unique and one indexed, so a save writes the usual three keys: document, unique
+key, index entry. A stored document is about 600 bytes of JSON.
+
+``BenchPool`` and ``BenchVolume`` are a parent and its children: a volume lives in exactly
+one pool (a mandatory relation, reverse list ``pool.volumes``). A volume has a few plain
+properties and neither a unique nor an indexed one, so saving a new volume writes exactly
+two keys, its document and its link under the pool, guarded by "document absent" and "pool
+exists". A stored volume document is about 230 bytes of JSON.
 """
 
 from __future__ import annotations
@@ -28,6 +34,44 @@ class BenchMachine(DataObject):
     ]
     __relations: list[Relation] = []
     __dynamics: list[Dynamic] = []
+
+
+class BenchPool(DataObject):
+    """A storage pool: the parent of many volumes."""
+
+    __properties: list[Property[Any]] = [
+        Property("name", str, unique=True, doc="Pool name, unique in the inventory."),
+        Property("backend", ["ceph", "alba", "nfs"], default="ceph"),
+        Property("capacity_gb", int, default=0),
+    ]
+    __relations: list[Relation] = []
+    __dynamics: list[Dynamic] = []
+
+
+VOLUME_STATUSES = ["CREATING", "AVAILABLE", "IN_USE", "DELETING"]
+
+
+class BenchVolume(DataObject):
+    """A volume, always in one pool."""
+
+    __properties: list[Property[Any]] = [
+        Property("name", str, doc="Volume name (unique only by convention)."),
+        Property("size_gb", int, default=10),
+        Property("status", VOLUME_STATUSES, default="CREATING"),
+        Property("options", dict, default={}, mandatory=False),
+    ]
+    __relations: list[Relation] = [Relation("pool", BenchPool, "volumes")]
+    __dynamics: list[Dynamic] = []
+
+
+def volume_data(number: int, prefix: str = "vol") -> dict[str, Any]:
+    """Return the property values of volume ``number`` (its pool is set by the caller)."""
+    return {
+        "name": f"{prefix}-{number:06d}",
+        "size_gb": 10 << (number % 6),
+        "status": VOLUME_STATUSES[number % 3],
+        "options": {"thin": number % 2 == 0, "replicas": 3, "qos": {"iops": 1000 * (1 + number % 5)}},
+    }
 
 
 def machine_data(number: int, prefix: str = "node") -> dict[str, Any]:

@@ -18,7 +18,6 @@ import hmac
 import logging
 import os
 import threading
-from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -69,33 +68,34 @@ class Signer:
 
 
 class Stats:
-    """Event counters (hits, misses, rejected entries, store errors, ...), exact under threads.
+    """Event counters (hits, misses, rejected entries, seconds spent, ...), exact under threads.
 
-    Each thread counts in its own Counter, so the hot path takes no lock; a snapshot sums them.
+    Each thread counts in its own dict, so the hot path takes no lock; a snapshot sums them.
     """
 
     def __init__(self) -> None:
         self._local = threading.local()
-        self._all: list[Counter[str]] = []
+        self._all: list[dict[str, float]] = []
         self._lock = threading.Lock()
 
-    def add(self, event: str, amount: int = 1) -> None:
+    def add(self, event: str, amount: float = 1) -> None:
         try:
-            counts: Counter[str] = self._local.counts
+            counts: dict[str, float] = self._local.counts
         except AttributeError:
-            counts = self._local.counts = Counter()
+            counts = self._local.counts = {}
             with self._lock:
                 self._all.append(counts)
-        counts[event] += amount
+        counts[event] = counts.get(event, 0) + amount
 
-    def snapshot(self) -> dict[str, int]:
-        total: Counter[str] = Counter()
+    def snapshot(self) -> dict[str, float]:
+        total: dict[str, float] = {}
         with self._lock:
             for counts in self._all:
-                total.update(dict(counts))  # dict() copies in one step while the owner may be counting
-        return dict(total)
+                for event, amount in dict(counts).items():  # dict() copies in one step
+                    total[event] = total.get(event, 0) + amount
+        return total
 
-    def __getitem__(self, event: str) -> int:
+    def __getitem__(self, event: str) -> float:
         return self.snapshot().get(event, 0)
 
 
@@ -144,6 +144,10 @@ class LeasedCache:
             self.stats.add(f"{self.prefix}hits")
             return cached
         self.stats.add(f"{self.prefix}misses")
+        return self.fill(key, load, ttl)
+
+    def fill(self, key: str, load: Callable[[], bytes | None], ttl: float) -> bytes | None:
+        """Return ``load()``, caching it under ``key`` unless ``key`` was invalidated meanwhile."""
         lease = self._take_lease(key)
         try:
             payload = load()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dal.dataobject import DataObject
 from dal.hybrids.backendtype import BackendType
 from dal.structures import Dynamic, Property, Relation
+
+if TYPE_CHECKING:
+    from dal.datalist import DataList
+    from dal.hybrids.albabackend import AlbaBackend
+    from dal.hybrids.backendstoragerouter import BackendStorageRouter
 
 
 class Backend(DataObject):
@@ -19,7 +24,11 @@ class Backend(DataObject):
     backend_type_guid: str | None
     linked_guid: str | None
     available: bool
+    # reverse accessors, installed by the relations that point here
+    storagerouters: DataList[BackendStorageRouter]
     storagerouters_guids: list[str]
+    alba_backend: AlbaBackend | None
+    alba_backend_guid: str | None
 
     __properties: list[Property[Any]] = [Property("name", str, unique=True, doc="Name of the Backend."),
                     Property("status", ["NEW", "INSTALLING", "RUNNING", "STOPPED", "FAILURE", "UNKNOWN"],

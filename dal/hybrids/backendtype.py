@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dal.dataobject import DataObject
 from dal.structures import Property
+
+if TYPE_CHECKING:
+    from dal.datalist import DataList
+    from dal.hybrids.backend import Backend
 
 
 class BackendType(DataObject):
@@ -14,6 +18,8 @@ class BackendType(DataObject):
     name: str
     code: str
     has_plugin: bool
+    backends: DataList[Backend]
+    backends_guids: list[str]
 
     __properties: list[Property[Any]] = [Property("name", str, doc="Display name."),
                     Property("code", str, unique=True, indexed=True, doc="Short code."),
