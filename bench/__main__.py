@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with environment(servers) as env:
             for benchmark in chosen:
                 progress(f"running {benchmark.name}")
-                results.append(benchmark.run(env, settings))
+                results.extend(benchmark.results(env, settings))
     except ServerUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -25,9 +25,15 @@ class Settings:
     rounds: int = 5
     profile: bool = False
 
-    def ops(self, full: int) -> int:
-        """Return the operations per round of a benchmark sized ``full`` for a full run."""
-        return max(full // 25, 20) if self.quick else full
+    def ops(self, full: int, quick: int | None = None) -> int:
+        """Return the operations per round of a benchmark sized ``full`` for a full run.
+
+        A quick run does ``quick`` operations when given (for benchmarks whose operations
+        are long), else a 25th of ``full`` and at least 20.
+        """
+        if not self.quick:
+            return full
+        return quick if quick is not None else max(full // 25, 20)
 
 
 @dataclass(frozen=True)

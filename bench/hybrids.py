@@ -13,9 +13,12 @@ exists". A stored volume document is about 230 bytes of JSON.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dal import DataObject, Dynamic, Property, Relation
+
+if TYPE_CHECKING:
+    from dal.datalist import DataList
 
 STATUSES = ["PROVISIONING", "RUNNING", "STOPPED", "DECOMMISSIONED"]
 
@@ -39,6 +42,13 @@ class BenchMachine(DataObject):
 class BenchPool(DataObject):
     """A storage pool: the parent of many volumes."""
 
+    name: str
+    backend: str
+    capacity_gb: int
+    # reverse accessors, installed by BenchVolume.pool
+    volumes: DataList[BenchVolume]
+    volumes_guids: list[str]
+
     __properties: list[Property[Any]] = [
         Property("name", str, unique=True, doc="Pool name, unique in the inventory."),
         Property("backend", ["ceph", "alba", "nfs"], default="ceph"),
@@ -53,6 +63,13 @@ VOLUME_STATUSES = ["CREATING", "AVAILABLE", "IN_USE", "DELETING"]
 
 class BenchVolume(DataObject):
     """A volume, always in one pool."""
+
+    name: str
+    size_gb: int
+    status: str
+    options: dict[str, Any]
+    pool: BenchPool
+    pool_guid: str
 
     __properties: list[Property[Any]] = [
         Property("name", str, doc="Volume name (unique only by convention)."),

@@ -23,21 +23,35 @@ SLICES = 10
 
 @dataclass
 class Side:
-    """One side of a comparison: the operation and how many times it has run so far."""
+    """One side of a comparison: the operation and how many times it has run so far.
+
+    ``prepare``, when given, runs before each operation with the same index and is not
+    timed (e.g. to empty a cache); then each operation is timed on its own, which is only
+    accurate for operations far longer than a microsecond.
+    """
 
     label: str
     operation: Operation
     done: int = 0
+    prepare: Operation | None = None
 
     def run(self, count: int) -> float:
-        """Run ``count`` operations back to back and return the seconds they took."""
-        operation = self.operation
+        """Run ``count`` operations (back to back without ``prepare``); return the seconds they took."""
+        operation, prepare = self.operation, self.prepare
         start = self.done
         gc.collect()  # start every batch with the same garbage debt
-        began = time.perf_counter()
-        for index in range(start, start + count):
-            operation(index)
-        elapsed = time.perf_counter() - began
+        if prepare is None:
+            began = time.perf_counter()
+            for index in range(start, start + count):
+                operation(index)
+            elapsed = time.perf_counter() - began
+        else:
+            elapsed = 0.0
+            for index in range(start, start + count):
+                prepare(index)
+                began = time.perf_counter()
+                operation(index)
+                elapsed += time.perf_counter() - began
         self.done += count
         return elapsed
 
@@ -97,9 +111,21 @@ def measure(name: str, dal: Side, raw: Side, *, ops: int, rounds: int) -> Measur
 def profile(side: Side, ops: int, *, limit: int = 30) -> str:
     """Run one more batch of ``side`` under cProfile; return the top functions by own time."""
     profiler = cProfile.Profile()
+    prepare = side.prepare
+    if prepare is not None:  # keep the untimed preparation out of the profile too
+        def quiet(index: int) -> object:
+            profiler.disable()
+            try:
+                return prepare(index)
+            finally:
+                profiler.enable()
+        side.prepare = quiet
     profiler.enable()
-    side.run(ops)
-    profiler.disable()
+    try:
+        side.run(ops)
+    finally:
+        profiler.disable()
+        side.prepare = prepare
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
     stats.sort_stats("tottime").print_stats(limit)

@@ -37,7 +37,7 @@ class Context:
     #: False when a process-local cache could not notice another process's commits
     caches_objects: bool = field(init=False)
     _seen: object = field(init=False, default=None, repr=False)
-    _pid: int = field(init=False, default=0, repr=False)
+    _generation: int = field(init=False, default=0, repr=False)
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.namespace)
@@ -54,16 +54,14 @@ class Context:
         self._seen = self.persistent.change_token()
         self.caches_objects = not (local_cache_of_shared_store and self._seen is None)
         self._guard = local_cache_of_shared_store and self.caches_objects
-        self._pid = os.getpid()
+        self._generation = _forks
 
     def load_document(self, hybrid: str, guid: str) -> Entry | None:
         """Return the stored document of one object, through the object cache when it is exact."""
-        self._check_process()
         doc_key = self.keys.doc(hybrid, guid)
         if not self.caches_objects:
             return self.persistent.get(doc_key)
-        if self._guard:
-            self._drop_local_cache_if_stale()
+        self.check_local_cache()
 
         def load() -> bytes | None:
             entry = self.persistent.get(doc_key)
@@ -77,7 +75,6 @@ class Context:
 
     def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
         """Run one transaction on the durable store, counted in ``stats``."""
-        self._check_process()
         self.stats.add("commits")
         return self.persistent.commit(checks, ops)
 
@@ -87,11 +84,9 @@ class Context:
         Cached documents come from one multi-get; the rest from one durable multi-get. Misses
         are not cached here: a batch cannot take a lease per key without a round trip per key.
         """
-        self._check_process()
         found: dict[str, Entry] = {}
         if self.caches_objects:
-            if self._guard:
-                self._drop_local_cache_if_stale()
+            self.check_local_cache()
             cache_keys = {self.keys.cached_doc(hybrid, guid): guid for guid in guids}
             for cache_key, payload in self.objects.get_many(list(cache_keys)).items():
                 revision, _, value = payload.partition(b" ")
@@ -106,8 +101,10 @@ class Context:
         """Drop cached entries after a committed write."""
         self.objects.invalidate(*cache_keys)
 
-    def _drop_local_cache_if_stale(self) -> None:
-        # another process committed to the shared file: anything this process cached may be old
+    def check_local_cache(self) -> None:
+        """Drop a process-local cache when another process committed to the shared store."""
+        if not self._guard:
+            return
         token = self.persistent.change_token()
         if token != self._seen:
             self._seen = token
@@ -116,13 +113,27 @@ class Context:
                 clear()
             self.stats.add("object_local_flushes")
 
-    def _check_process(self) -> None:
-        if self._pid != os.getpid():  # forked: the parent's connections are not ours to use
-            self._open()
+    def reopen_if_forked(self) -> None:
+        """After a fork, open this process's own connections (the parent's are not ours to use)."""
+        if self._generation != _forks:
+            with _lock:
+                if self._generation != _forks:
+                    self._open()
 
 
 _context: Context | None = None
-_lock = threading.Lock()
+_lock = threading.RLock()
+#: bumped in every forked child, so a context notices without a system call per use
+_forks = 0
+
+
+def _after_fork_in_child() -> None:
+    global _forks, _lock
+    _forks += 1
+    _lock = threading.RLock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def configure(persistent: str | None = None, volatile: str | None = None, *,
@@ -153,4 +164,6 @@ def configure(persistent: str | None = None, volatile: str | None = None, *,
 
 def current() -> Context:
     """Return the current context, configuring the defaults on first use."""
-    return _context or configure()
+    context = _context or configure()
+    context.reopen_if_forked()
+    return context

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import random
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
+from dal import dynamics
 from dal.backends.base import Entry
 from dal.config import Context, current
 from dal.exceptions import (
@@ -22,7 +22,7 @@ from dal.exceptions import (
 from dal.meta import HybridMeta, HybridMetaclass
 from dal.relations import check_abandon, plan_unlink
 from dal.structures import Dynamic, Relation
-from dal.transaction import Document, Plan, changed_fields, decode, merge, plan_write
+from dal.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write
 
 Self = TypeVar("Self", bound="DataObject")
 
@@ -72,7 +72,7 @@ class DataObject(metaclass=HybridMetaclass):
         state["_extra"] = {}
         if data is not None:
             for name, value in data.items():
-                if name not in _shape(self._meta).assignable:
+                if name not in self._meta.assignable:
                     raise InvalidValueError(
                         f"{type(self).__name__} has no property or relation {name!r}; "
                         f"known: {', '.join(sorted(self._meta.fields()))}")
@@ -105,14 +105,13 @@ class DataObject(metaclass=HybridMetaclass):
         meta = self._meta
         data = decode(entry.value)
         extra: dict[str, Any] = {}
-        shape = _shape(meta)
-        if data.keys() != shape.fields:
+        if data.keys() != meta.field_set:
             # written by another version of the model: fill defaults, keep unknown fields
-            extra = {name: data.pop(name) for name in list(data) if name not in shape.fields}
-            for name in shape.fields - data.keys():
+            extra = {name: data.pop(name) for name in list(data) if name not in meta.field_set}
+            for name in meta.field_set - data.keys():
                 prop = meta.properties.get(name)
                 data[name] = prop.make_default() if prop is not None else None
-        for name, validator in shape.converters:
+        for name, validator in meta.converters:
             data[name] = validator.from_json(data[name])
         state = self.__dict__
         state["guid"] = guid
@@ -180,18 +179,7 @@ class DataObject(metaclass=HybridMetaclass):
         self._objects.pop(relation.name, None)
 
     def _dynamic(self, spec: Dynamic) -> Any:
-        if spec.timeout == 0:
-            return spec.compute(self)
-        context = current()
-        key = context.keys.cached_dynamic(self._meta.name, self.guid, spec.name)
-
-        def compute() -> bytes:
-            value = spec.compute(self)
-            return json.dumps([spec.validator.to_json(value)]).encode()
-
-        payload = context.dynamics.fetch(key, compute, spec.timeout)
-        assert payload is not None  # compute() always returns bytes or raises
-        return spec.validator.from_json(json.loads(payload)[0])
+        return dynamics.read(current(), self, spec)
 
     # --- persistence --------------------------------------------------------------------
 
@@ -224,6 +212,10 @@ class DataObject(metaclass=HybridMetaclass):
                 self._raise_constraint(plan, result.failed)
             doc_key = context.keys.doc(meta.name, self.guid)
             entry = result.current.get(doc_key)
+            if entry is not None and entry.value == encode(new) and 0 in result.failed:
+                # a commit resent after a lost answer had applied already: it is ours
+                self._saved(context, new, entry.revision, merged=attempt > 0)
+                return
             if entry is None:
                 if self._revision:
                     raise ObjectNotFoundError(
@@ -239,10 +231,10 @@ class DataObject(metaclass=HybridMetaclass):
             f"{MAX_ATTEMPTS} attempts. Retry the operation, or reduce contention on this object")
 
     def _saved(self, context: Context, document: Document, revision: int, *, merged: bool) -> None:
-        shape = _shape(self._meta)
-        raw = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-        data = {name: document.get(name) for name in shape.fields}
-        for name, validator in shape.converters:
+        meta = self._meta
+        raw = encode(document)
+        data = {name: document.get(name) for name in meta.fields()}
+        for name, validator in meta.converters:
             data[name] = validator.from_json(data[name])
         changed = changed_fields(self._document(), data) if merged else []
         created = self._raw is None
@@ -250,7 +242,7 @@ class DataObject(metaclass=HybridMetaclass):
         state["_data"] = data
         state["_raw"] = raw
         state["_revision"] = revision
-        state["_extra"] = {k: v for k, v in document.items() if k not in shape.fields}
+        state["_extra"] = {k: v for k, v in document.items() if k not in meta.field_set}
         for name in changed:  # merged in from the store: our cached related object is stale
             self._objects.pop(name.removesuffix("_guid"), None)
         # a brand-new guid has no cached document (a load before the save cached nothing), but a
@@ -369,7 +361,7 @@ class DataObject(metaclass=HybridMetaclass):
     def _document(self) -> Document:
         """Return the JSON form of every stored field."""
         data = dict(self._data)
-        for name, validator in _shape(self._meta).converters:
+        for name, validator in self._meta.converters:
             data[name] = validator.to_json(data[name])
         return data
 
@@ -404,26 +396,6 @@ class DataObject(metaclass=HybridMetaclass):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.guid}>"
-
-
-class _Shape:
-    """Per-hybrid facts the load path needs, computed once."""
-
-    def __init__(self, meta: HybridMeta) -> None:
-        self.fields = frozenset(meta.fields())
-        self.assignable = self.fields | frozenset(meta.relations)
-        self.converters = tuple((name, prop.validator) for name, prop in meta.properties.items()
-                                if not prop.validator.native)
-
-
-_shapes: dict[int, _Shape] = {}
-
-
-def _shape(meta: HybridMeta) -> _Shape:
-    shape = _shapes.get(id(meta))
-    if shape is None:
-        shape = _shapes[id(meta)] = _Shape(meta)
-    return shape
 
 
 def _target(relation: Relation) -> type[DataObject]:

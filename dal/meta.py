@@ -11,12 +11,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dal.exceptions import ConfigurationError, InvalidValueError
 from dal.relations import reverse_accessors
-from dal.structures import Dynamic, Property, Relation, RelationGuid, Spec
+from dal.structures import Dynamic, Property, Relation, RelationGuid, Spec, Validator
 
 if TYPE_CHECKING:
     from dal.dataobject import DataObject
@@ -59,6 +60,21 @@ class HybridMeta:
     def fields(self) -> tuple[str, ...]:
         """Return the stored field names: properties, then ``<relation>_guid``."""
         return tuple(self.properties) + tuple(r.guid_field for r in self.relations.values())
+
+    @cached_property
+    def field_set(self) -> frozenset[str]:
+        return frozenset(self.fields())
+
+    @cached_property
+    def assignable(self) -> frozenset[str]:
+        """Names ``Cls(data=...)`` accepts: stored fields and relations."""
+        return self.field_set | frozenset(self.relations)
+
+    @cached_property
+    def converters(self) -> tuple[tuple[str, Validator], ...]:
+        """Properties whose stored JSON differs from their Python value (datetime, models, ...)."""
+        return tuple((name, prop.validator) for name, prop in self.properties.items()
+                     if not prop.validator.native)
 
 
 class Registry:

@@ -217,12 +217,15 @@ class Dynamic(Spec):
     """A computed field: ``_<name>()`` loads it, the volatile store caches it for ``timeout`` seconds."""
 
     def __init__(self, name: str, return_type: Any, timeout: float, locked: bool = False,
-                 doc: str | None = None) -> None:
+                 doc: str | None = None, *, lock_timeout: float = 10.0) -> None:
         _check_name(name, "Dynamic")
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
-            raise InvalidValueError(
-                f"Dynamic {name!r}: timeout must be a number of seconds >= 0 (0 = never cached), "
-                f"not {timeout!r}")
+        for label, seconds, least in (("timeout", timeout, 0), ("lock_timeout", lock_timeout, 1e-9)):
+            if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < least:
+                raise InvalidValueError(
+                    f"Dynamic {name!r}: {label} must be a number of seconds "
+                    f"{'>= 0 (0 = never cached)' if least == 0 else '> 0'}, not {seconds!r}")
+        #: how long a lock holder may compute, and a waiter wait, before others compute themselves
+        self.lock_timeout = lock_timeout
         self.name = name
         self.return_type = return_type
         self.timeout = timeout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -214,3 +215,25 @@ def test_other_process_update_is_seen_at_once(tmp_path: Path, namespace: str) ->
         assert Kind(kind.guid).name == round_name
     kind.refresh()
     assert kind.name == "again"
+
+
+def test_a_forked_child_never_reads_through_its_parents_connections(context: Context) -> None:
+    kind = Kind(data={"name": "k", "code": "fork"})
+    kind.save()
+    parent = Widget(data={"name": "parent-side", "count": 1, "kind": kind})
+    child = Widget(data={"name": "child-side", "count": 50, "kind": kind})
+    parent.save()
+    child.save()
+    assert parent.doubled == 2  # the parent now holds open connections to both stores
+    pid = os.fork()
+    if pid == 0:
+        loaded = Widget(child.guid)
+        wrong = sum(loaded.doubled != 100 or Widget(child.guid).name != "child-side" for _ in range(200))
+        # a socket shared with the parent shows up as cache errors (crossed answers are refused)
+        stats = dal.config.current().stats.snapshot()
+        errors = stats.get("object_errors", 0) + stats.get("dynamic_errors", 0)
+        os._exit(0 if wrong == 0 and errors == 0 else 1)
+    loaded = Widget(parent.guid)
+    wrong = sum(loaded.doubled != 2 or Widget(parent.guid).name != "parent-side" for _ in range(200))
+    _, status = os.waitpid(pid, 0)
+    assert wrong == 0 and os.waitstatus_to_exitcode(status) == 0

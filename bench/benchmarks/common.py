@@ -10,10 +10,14 @@ from bench.timing import Measurement, Operation, Side, measure, profile, progres
 OBJECTS = 200
 
 
-def compare(name: str, dal: Operation, raw: Operation, settings: Settings, full_ops: int) -> Measurement:
-    """Measure ``dal`` against ``raw`` (interleaved rounds); profile the dal side if asked."""
-    ops = settings.ops(full_ops)
-    dal_side, raw_side = Side("dal", dal), Side("raw", raw)
+def compare(name: str, dal: Operation, raw: Operation, settings: Settings, full_ops: int, *,
+            quick_ops: int | None = None, prepare: Operation | None = None) -> Measurement:
+    """Measure ``dal`` against ``raw`` (interleaved rounds); profile the dal side if asked.
+
+    ``prepare`` runs, untimed, before every operation of either side (see ``Side``).
+    """
+    ops = settings.ops(full_ops, quick_ops)
+    dal_side, raw_side = Side("dal", dal, prepare=prepare), Side("raw", raw, prepare=prepare)
     measurement = measure(name, dal_side, raw_side, ops=ops, rounds=settings.rounds)
     if settings.profile:
         progress(f"--- {name}: cProfile of {ops} dal operations ---\n{profile(dal_side, ops)}")

@@ -230,11 +230,13 @@ class _GetConnection:
                 return None
             line_end = buffer.find(b"\r\n")
             if line_end >= 0:
-                if not buffer.startswith(b"VALUE "):
+                header = buffer[:line_end].split(b" ")
+                # VALUE <key> <flags> <bytes>\r\n<data>\r\nEND\r\n; a key other than ours means
+                # the stream is out of step (e.g. shared across a fork): never return its value
+                if len(header) != 4 or header[0] != b"VALUE" or header[1] != key:
                     raise _ProtocolError(buffer[:line_end].decode("ascii", "replace"))
-                # VALUE <key> <flags> <bytes>\r\n<data>\r\nEND\r\n
                 start = line_end + 2
-                end = start + int(buffer[:line_end].split(b" ")[3])
+                end = start + int(header[3])
                 if len(buffer) >= end + 7:
                     if buffer[end:end + 7] != b"\r\nEND\r\n":
                         raise _ProtocolError("a get answer did not end with END")

@@ -1,0 +1,127 @@
+"""Reading dynamic properties: TTL caching, single-flight locking, and per-dynamic statistics.
+
+A dynamic's value is cached in the volatile store for its ``timeout``, shared by every
+process on that store, and filled under the same lease as cached documents, so an
+invalidation racing a computation never lets the older value be cached after it.
+
+With ``locked=True``, a miss takes a lock in the volatile store first (``add`` of a
+random owner token, expiring after ``lock_timeout`` so a crashed owner cannot block
+anyone for longer). The owner computes and stores the value, then releases the lock
+only if it still holds it (compare-and-set to an expired item: a conditional delete).
+Everyone else polls for the value, and computes for itself when the lock vanished
+without a value (the owner failed) or after waiting ``lock_timeout``. When the volatile
+store is unreachable there is no lock to take: every caller computes, without waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from dal.exceptions import BackendError
+
+if TYPE_CHECKING:
+    from dal.config import Context
+    from dal.dataobject import DataObject
+    from dal.structures import Dynamic
+
+#: first and longest pause between two looks at a value another caller is computing
+POLL_FIRST = 0.002
+POLL_LONGEST = 0.02
+
+
+def read(context: Context, obj: DataObject, spec: Dynamic) -> Any:
+    """Return the value of dynamic ``spec`` of ``obj``: cached, or computed once."""
+    label = f"dynamic.{obj._meta.name}.{spec.name}."
+    stats = context.stats
+    if spec.timeout == 0:
+        return spec.validator.from_json(_decode(_compute(context, obj, spec, label)))
+    cache = context.dynamics
+    context.check_local_cache()  # another process's save invalidates our dynamics too
+    key = context.keys.cached_dynamic(obj._meta.name, obj.guid, spec.name)
+    payload = cache.get(key)
+    if payload is not None:
+        stats.add("dynamic_hits")
+        stats.add(label + "hits")
+        return spec.validator.from_json(_decode(payload))
+    stats.add("dynamic_misses")
+    stats.add(label + "misses")
+
+    def compute() -> bytes:
+        return _compute(context, obj, spec, label)
+
+    if spec.locked:
+        payload = _single_flight(context, key, compute, spec, label)
+    else:
+        payload = cache.fill(key, compute, spec.timeout)
+    assert payload is not None  # compute() returns bytes or raises
+    return spec.validator.from_json(_decode(payload))
+
+
+def _compute(context: Context, obj: DataObject, spec: Dynamic, label: str) -> bytes:
+    started = time.perf_counter()
+    try:
+        value = spec.compute(obj)
+    finally:
+        context.stats.add(label + "computations")
+        context.stats.add(label + "compute_seconds", time.perf_counter() - started)
+    return json.dumps([spec.validator.to_json(value)]).encode()
+
+
+def _decode(payload: bytes) -> Any:
+    return json.loads(payload)[0]
+
+
+def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, label: str) -> bytes | None:
+    cache, stats = context.dynamics, context.stats
+    store, signer = cache.store, cache.signer
+    lock_key = f"{key}/lock"
+    deadline = time.monotonic() + spec.lock_timeout
+    waited = False
+    while True:
+        token = signer.seal(lock_key, os.urandom(12))
+        try:
+            owner = store.add(lock_key, token, spec.lock_timeout)
+        except BackendError:
+            stats.add(label + "lock_errors")
+            return cache.fill(key, compute, spec.timeout)  # no lock server: compute, do not wait
+        if owner:
+            try:
+                result: bytes | None = cache.fill(key, compute, spec.timeout)
+                return result
+            finally:
+                _release(context, lock_key, token)
+        if not waited:
+            waited = True
+            stats.add(label + "lock_waits")
+        pause = POLL_FIRST
+        while True:
+            time.sleep(pause)
+            pause = min(pause * 2, POLL_LONGEST)
+            try:
+                found = store.get_many([key, lock_key])
+            except BackendError:
+                stats.add(label + "lock_errors")
+                return cache.fill(key, compute, spec.timeout)
+            if key in found:
+                payload = cache.get(key)  # verified like any cache read; None while a lease sits there
+                if payload is not None:
+                    return payload
+            if lock_key not in found:
+                break  # the owner is done or gone without a value: try to become the owner
+            if time.monotonic() > deadline:
+                stats.add(label + "lock_timeouts")
+                return cache.fill(key, compute, spec.timeout)
+
+
+def _release(context: Context, lock_key: str, token: bytes) -> None:
+    """Delete the lock only if this caller still holds it (it may have expired and moved on)."""
+    store = context.dynamics.store
+    try:
+        held, version = store.gets(lock_key)
+        if held == token:
+            store.cas(lock_key, b"", version, -1)  # an already-expired item: a conditional delete
+    except BackendError:
+        pass  # it expires after lock_timeout
