@@ -32,6 +32,8 @@ _LEASE = b"L"
 _SIGNED = b"S"
 _PLAIN = b"U"
 _DIGEST_SIZE = 32
+#: seconds between two attempts to deliver invalidations the volatile store did not take
+RESEND_INTERVAL = 1.0
 
 
 class Signer:
@@ -109,15 +111,23 @@ class LeasedCache:
         self.stats = stats
         self.prefix = prefix
         self.lease_ttl = lease_ttl
+        #: invalidations the store did not take yet; read around, and resent until delivered
+        self._pending: set[str] = set()
+        self._pending_lock = threading.Lock()
+        self._resending = False
 
     def get(self, key: str) -> bytes | None:
         """Return the cached payload under ``key``, or ``None`` on a miss, a lease or a bad entry."""
+        if self._pending and key in self._pending:
+            return None
         raw = self._call(self.store.get, key)
         return None if raw is None else self._payload(key, raw)
 
     def get_many(self, keys: list[str]) -> dict[str, bytes]:
         """Return the cached payloads among ``keys`` in one batch; count hits and misses."""
         found: dict[str, bytes] = {}
+        if self._pending:
+            keys = [key for key in keys if key not in self._pending]
         for key, raw in (self._call(self.store.get_many, keys) or {}).items():
             payload = self._payload(key, raw)
             if payload is not None:
@@ -148,7 +158,7 @@ class LeasedCache:
 
     def fill(self, key: str, load: Callable[[], bytes | None], ttl: float) -> bytes | None:
         """Return ``load()``, caching it under ``key`` unless ``key`` was invalidated meanwhile."""
-        lease = self._take_lease(key)
+        lease = None if self._pending and key in self._pending else self._take_lease(key)
         try:
             payload = load()
         except BaseException:
@@ -168,9 +178,43 @@ class LeasedCache:
         try:
             self.store.delete_many(list(keys))
         except BackendError as exc:
-            # the entry may survive on the server; its safety TTL bounds how long
+            # the old entries may still be on the server, where other processes read them: keep
+            # resending until it takes them, and read around them here meanwhile
             self.stats.add(f"{self.prefix}invalidation_errors")
-            log.warning("could not invalidate %d cache entries: %s", len(keys), exc)
+            log.warning("could not invalidate %d cache entries, will resend: %s", len(keys), exc)
+            with self._pending_lock:
+                self._pending.update(keys)
+            self._schedule_resend()
+
+    @property
+    def pending(self) -> frozenset[str]:
+        """Keys whose invalidation has not reached the store yet."""
+        with self._pending_lock:
+            return frozenset(self._pending)
+
+    def _schedule_resend(self) -> None:
+        with self._pending_lock:
+            if self._resending or not self._pending:
+                return
+            self._resending = True
+        timer = threading.Timer(RESEND_INTERVAL, self._resend)
+        timer.daemon = True
+        timer.start()
+
+    def _resend(self) -> None:
+        with self._pending_lock:
+            keys = list(self._pending)
+        try:
+            self.store.delete_many(keys)
+        except BackendError:
+            self.stats.add(f"{self.prefix}invalidation_errors")
+        else:
+            with self._pending_lock:
+                self._pending.difference_update(keys)
+        finally:
+            with self._pending_lock:
+                self._resending = False
+        self._schedule_resend()
 
     def _take_lease(self, key: str) -> object | None:
         """Return a cas token when this caller holds the fill lease for ``key``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ import dal
 from dal.backends.base import DeletePrefix, Entry
 from dal.cache import Signer
 from dal.config import Context
-from dal.exceptions import ObjectNotFoundError
+from dal.exceptions import BackendError, ObjectNotFoundError
 from dal.testing.servers import closed_port
 
 HMAC_KEY = b"0123456789abcdef-test-key"
@@ -237,3 +238,29 @@ def test_a_forked_child_never_reads_through_its_parents_connections(context: Con
     wrong = sum(loaded.doubled != 2 or Widget(parent.guid).name != "parent-side" for _ in range(200))
     _, status = os.waitpid(pid, 0)
     assert wrong == 0 and os.waitstatus_to_exitcode(status) == 0
+
+
+def test_an_invalidation_the_cache_refused_is_resent_and_read_around(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    kind = Kind(data={"name": "v1", "code": "resend"})
+    kind.save()
+    assert Kind(kind.guid).name == "v1"  # cached now
+    cache_key = context.keys.cached_doc("kind", kind.guid)
+    real_delete_many = context.volatile.delete_many
+
+    def refuse(keys: Any) -> None:
+        raise BackendError("simulated: the cache server is marked dead in this process")
+
+    monkeypatch.setattr(context.volatile, "delete_many", refuse)
+    kind.name = "v2"
+    kind.save()
+    assert cache_key in context.objects.pending
+    assert context.volatile.get(cache_key) is not None, "the old entry is still on the server"
+    assert Kind(kind.guid).name == "v2", "this process reads around a pending invalidation"
+    monkeypatch.setattr(context.volatile, "delete_many", real_delete_many)
+    deadline = time.monotonic() + 10
+    while context.objects.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not context.objects.pending, "the invalidation was never resent"
+    assert context.volatile.get(cache_key) is None, "other processes no longer see the old entry"
+    assert Kind(kind.guid).name == "v2"

@@ -44,3 +44,38 @@ def test_get_after_fork_uses_the_childs_own_connection(memcached_server: Any, na
     assert os.read(read, 1) == b"1"
     os.waitpid(pid, 0)
     assert cache.get(f"{namespace}/k") == b"parent"
+
+
+def test_a_dead_server_keeps_its_keys_instead_of_moving_them(tmp_path: Any) -> None:
+    """Its keys must fail (a miss), not move to the live server, where an invalidation sent
+    meanwhile would leave the returning server with stale entries."""
+    from dal.backends.memcached import MemcachedCache
+    from dal.backends.url import parse_url
+    from dal.exceptions import BackendError
+    from dal.testing.servers import start_memcached
+
+    first, second = start_memcached(tmp_path / "a"), start_memcached(tmp_path / "b")
+    try:
+        url = f"memcached://127.0.0.1:{first.port},127.0.0.1:{second.port}?dead_timeout=30&timeout=0.2"
+        cache = MemcachedCache.from_url(parse_url(url))
+        keys = [f"k{i}" for i in range(40)]
+        for key in keys:
+            assert cache.set(key, key.encode(), 0)
+        first.stop()
+        failed, served = [], []
+        for key in keys:
+            try:
+                value = cache.get(key)
+            except BackendError:
+                failed.append(key)
+                continue
+            served.append(key)
+            assert value == key.encode()
+        assert failed and served, "both servers should own some of 40 keys"
+        for key in failed:  # still failing: not quietly re-routed to the live server
+            with pytest.raises(BackendError):
+                cache.delete(key)
+        cache.close()
+    finally:
+        first.stop()
+        second.stop()

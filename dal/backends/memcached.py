@@ -281,13 +281,30 @@ class _HashClient(HashClient):  # type: ignore[misc]  # pymemcache ships no type
                 super()._mark_failed_server(server)
 
     def remove_server(self, server: Any, port: Any = None) -> None:
+        # Mark the server dead but keep the ring as it is: moving its keys to another server
+        # would send invalidations where no reader looks once it is back (stale reads). Its
+        # keys fail fast instead, which the layer above counts as misses.
+        server = server if port is None else (server, port)
         with self._book_lock:
-            if (server if port is None else (server, port)) not in self._dead_clients:
-                super().remove_server(server, port)
+            if server not in self._dead_clients:
+                self._failed_clients.pop(server, None)
+                self._dead_clients[server] = time.time()
 
     def _retry_dead(self) -> None:
         with self._book_lock:
-            super()._retry_dead()
+            now = time.time()
+            last_check = float(getattr(self, "_last_dead_check_time", 0.0))
+            if now - last_check > self.dead_timeout:
+                for server, since in list(self._dead_clients.items()):
+                    if now - since > self.dead_timeout:
+                        del self._dead_clients[server]
+                self._last_dead_check_time = now
+
+    def _get_client(self, key: Any) -> Any:
+        client = super()._get_client(key)
+        if client is not None and client.server in self._dead_clients:
+            raise MemcacheError(f"memcached {client.server} is marked dead for up to {self.dead_timeout} s")
+        return client
 
     def delete_many(self, keys: Any, *args: Any, **kwargs: Any) -> bool:
         # pymemcache sends one delete per key and waits for each; batch them per server instead
