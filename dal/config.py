@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Sequence
@@ -40,13 +41,13 @@ class Context:
     _generation: int = field(init=False, default=0, repr=False)
 
     def __post_init__(self) -> None:
-        self.keys = Keys(self.namespace)
         self.stats = Stats()
         self._open()
 
     def _open(self) -> None:
         self.persistent = open_persistent(self.persistent_url)
         self.volatile = open_volatile(self.volatile_url)
+        self.keys = Keys(self.namespace, store_digest(self.persistent))
         signer = Signer(self.hmac_key)
         self.objects = LeasedCache(self.volatile, signer, self.stats, prefix="object_")
         self.dynamics = LeasedCache(self.volatile, signer, self.stats, prefix="dynamic_")
@@ -119,6 +120,14 @@ class Context:
             with _lock:
                 if self._generation != _forks:
                     self._open()
+
+
+def store_digest(store: PersistentStore) -> str:
+    """Return a short digest naming a durable store's data (a file, a cluster, a memory store)."""
+    url = store.url
+    path = getattr(store, "path", None)
+    where = f"file:{path}" if path else ",".join(sorted(f"{host}:{port}" for host, port in url.hosts))
+    return hashlib.sha256(f"{url.scheme}:{where}{url.path}".encode()).hexdigest()[:10]
 
 
 _context: Context | None = None

@@ -212,10 +212,6 @@ class DataObject(metaclass=HybridMetaclass):
                 self._raise_constraint(plan, result.failed)
             doc_key = context.keys.doc(meta.name, self.guid)
             entry = result.current.get(doc_key)
-            if entry is not None and entry.value == encode(new) and 0 in result.failed:
-                # a commit resent after a lost answer had applied already: it is ours
-                self._saved(context, new, entry.revision, merged=attempt > 0)
-                return
             if entry is None:
                 if self._revision:
                     raise ObjectNotFoundError(

@@ -8,8 +8,10 @@ Durable store, under ``<namespace>/``::
     l/<target>/<tguid>/<source>/<relation>/<sguid>
                                             relation link: source.relation points at target
 
-Volatile store, under ``<namespace>/c/``: ``o/<hybrid>/<guid>`` (cached document) and
-``d/<hybrid>/<guid>/<dynamic>`` (cached dynamic value).
+Volatile store, under ``<namespace>/c/<store>/`` (``<store>`` a digest naming the durable
+store, so two stores sharing one cache and namespace never see each other's entries):
+``o/<hybrid>/<guid>`` (cached document) and ``d/<hybrid>/<guid>/<dynamic>`` (cached
+dynamic value).
 
 Every component ends with ``/`` before the next, so a prefix scan for ``something`` can
 never match ``something2``. Values carry their type: ``1``, ``'1'``, ``True``, ``None`` and
@@ -49,13 +51,11 @@ def encode_value(value: Any) -> str:
 class Keys:
     """Build the keys of one namespace."""
 
-    def __init__(self, namespace: str) -> None:
-        if not namespace or "/" in namespace:
-            raise ValueError(f"namespace {namespace!r} must be a non-empty name without '/'")
+    def __init__(self, namespace: str, store: str = "") -> None:
         self.namespace = namespace
         self.root = f"{namespace}/"
         self._objects = f"{namespace}/o/"
-        self._cache = f"{namespace}/c/"
+        self._cache = f"{namespace}/c/{store}/" if store else f"{namespace}/c/"
 
     def doc(self, hybrid: str, guid: str) -> str:
         return f"{self._objects}{hybrid}/{guid}"

@@ -264,3 +264,18 @@ def test_an_invalidation_the_cache_refused_is_resent_and_read_around(
     assert not context.objects.pending, "the invalidation was never resent"
     assert context.volatile.get(cache_key) is None, "other processes no longer see the old entry"
     assert Kind(kind.guid).name == "v2"
+
+
+def test_two_stores_sharing_a_cache_and_namespace_never_see_each_others_entries(
+        tmp_path: Path, namespace: str) -> None:
+    cache = f"memory://{uuid.uuid4().hex[:8]}"
+    first = dal.configure(f"sqlite:///{tmp_path}/a.sqlite3", cache, namespace=namespace)
+    kind = Kind(data={"name": "in a", "code": "same-guid"})
+    kind.save()
+    assert Kind(kind.guid).name == "in a"  # cached
+    document = first.persistent.get(first.keys.doc("kind", kind.guid))
+    assert document is not None
+    second = dal.configure(f"sqlite:///{tmp_path}/b.sqlite3", cache, namespace=namespace)
+    copied = document.value.replace(b"in a", b"in b")  # the same object restored into another file
+    second.persistent.commit([], [Put(second.keys.doc("kind", kind.guid), copied)])
+    assert Kind(kind.guid).name == "in b"
