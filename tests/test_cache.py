@@ -15,7 +15,7 @@ from conftest import PairURLs, persistent_url_for
 from hybrids import Kind, Widget
 
 import dal
-from dal.backends.base import DeletePrefix, Entry
+from dal.backends.base import DeletePrefix, Entry, Put
 from dal.cache import Signer
 from dal.config import Context
 from dal.exceptions import BackendError, ObjectNotFoundError
