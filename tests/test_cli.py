@@ -47,6 +47,22 @@ def test_demo_on_servers(tmp_path: Path, etcd_server: Any, memcached_server: Any
     assert "2 backends deleted, 2 left" in result.stdout
 
 
+def test_demo_never_clears_a_namespace_it_did_not_write(tmp_path: Path) -> None:
+    setup = run_dal("demo", "--count", "2", "--namespace", "mine", cwd=tmp_path)
+    assert setup.returncode == 0, setup.stderr
+    import dal
+    from dal.hybrids import BackendType
+
+    dal.configure(f"sqlite:///{tmp_path}/dal.sqlite3", "memory://", namespace="precious")
+    kept = BackendType(data={"name": "kept", "code": "kept"})
+    kept.save()
+    refused = run_dal("demo", cwd=tmp_path, env={"DAL_NAMESPACE": "precious"})
+    assert refused.returncode == 2 and "holds data the demo did not write" in refused.stderr
+    assert BackendType(kept.guid).name == "kept"
+    again = run_dal("demo", "--count", "2", "--namespace", "mine", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+
+
 def test_password_is_not_printed(tmp_path: Path) -> None:
     result = run_dal("demo", "--persistent", "etcd://bob:hunter22@127.0.0.1:1?bogus=1", cwd=tmp_path)
     assert result.returncode == 2

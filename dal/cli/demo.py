@@ -1,23 +1,28 @@
 """Build the sample model, exercise it, and print a short report.
 
 Runs on the embedded default (SQLite file + process memory) unless stores are named. It
-works in its own namespace (``demo``), cleared first, so it can be run again and again.
+works in its own namespace (``demo`` unless ``--namespace`` or ``DAL_NAMESPACE`` names another),
+cleared first so it can be run again and again; it refuses to clear a namespace holding data
+it did not write.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import dal
-from dal.backends.base import DeletePrefix
+from dal.backends.base import DeletePrefix, Put
 from dal.exceptions import LinkedObjectError, MissingMandatoryFieldsError, UniqueConstraintError
 from dal.hybrids import AlbaBackend, Backend, BackendStorageRouter, BackendType, StorageRouter
 
 HELP = "run the demo on the sample model and print a report"
+#: the key that marks a namespace as the demo's own, which it may clear
+MARKER = "demo-namespace"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,8 +47,9 @@ class Report:
 def run(args: argparse.Namespace, emit: Callable[[str], None] = print) -> int:
     if args.count < 1:
         raise dal.exceptions.DalError("--count must be at least 1")
-    context = dal.configure(args.persistent, args.volatile, namespace=args.namespace or "demo")
-    context.persistent.commit([], [DeletePrefix(context.keys.root)])
+    namespace = args.namespace or os.environ.get("DAL_NAMESPACE") or "demo"
+    context = dal.configure(args.persistent, args.volatile, namespace=namespace)
+    _reset(context)
     emit(f"dal demo: persistent {context.persistent_url}, volatile {context.volatile_url}, "
          f"namespace {context.namespace!r}")
     report = Report(emit)
@@ -128,6 +134,17 @@ def run(args: argparse.Namespace, emit: Callable[[str], None] = print) -> int:
     stats = context.stats.snapshot()
     emit("  cache     " + ", ".join(f"{name}={value}" for name, value in sorted(stats.items())))
     return 0
+
+
+def _reset(context: dal.config.Context) -> None:
+    """Empty the demo's namespace, unless it holds data some other program wrote."""
+    marker = f"{context.keys.root}{MARKER}"
+    present = context.persistent.scan(context.keys.root, limit=1)
+    if present and context.persistent.get(marker) is None:
+        raise dal.exceptions.DalError(
+            f"namespace {context.namespace!r} in {context.persistent_url} holds data the demo did not "
+            "write; run the demo in another namespace with --namespace NAME")
+    context.persistent.commit([], [DeletePrefix(context.keys.root), Put(marker, b"")])
 
 
 def _error_of(action: Callable[[], Any]) -> str:
