@@ -12,6 +12,7 @@ from dal import dynamics
 from dal.backends.base import Entry
 from dal.config import Context, current
 from dal.exceptions import (
+    BackendError,
     InvalidRelationError,
     InvalidValueError,
     MissingMandatoryFieldsError,
@@ -103,7 +104,12 @@ class DataObject(metaclass=HybridMetaclass):
 
     def _attach(self, guid: str, entry: Entry) -> None:
         meta = self._meta
-        data = decode(entry.value)
+        try:
+            data = decode(entry.value)
+        except ValueError as exc:
+            raise BackendError(
+                f"the stored document of {type(self).__name__} {guid} is not a JSON object ({exc}); "
+                "it was not written by dal, or the store is damaged: run `dal check`") from exc
         extra: dict[str, Any] = {}
         if data.keys() != meta.field_set:
             # written by another version of the model: fill defaults, keep unknown fields
@@ -112,7 +118,12 @@ class DataObject(metaclass=HybridMetaclass):
                 prop = meta.properties.get(name)
                 data[name] = prop.make_default() if prop is not None else None
         for name, validator in meta.converters:
-            data[name] = validator.from_json(data[name])
+            try:
+                data[name] = validator.from_json(data[name])
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                raise InvalidValueError(
+                    f"the stored value of {type(self).__name__}.{name} of {guid} no longer fits its "
+                    f"declared type: {data[name]!r}; migrate the stored data or widen the type") from exc
         state = self.__dict__
         state["guid"] = guid
         state["_data"] = data
@@ -202,7 +213,12 @@ class DataObject(metaclass=HybridMetaclass):
         if stored is not None and not changed_fields(stored, new) and stored.keys() == new.keys():
             return  # nothing to write
         for attempt in range(MAX_ATTEMPTS):
-            plan = plan_write(context.keys, meta, self.guid, stored, revision, new)
+            try:
+                plan = plan_write(context.keys, meta, self.guid, stored, revision, new)
+            except (TypeError, ValueError) as exc:
+                raise InvalidValueError(
+                    f"{type(self).__name__} {self.guid} holds a value JSON cannot store ({exc}); a list or "
+                    "dict changed in place bypasses validation: assign JSON values only") from exc
             result = context.commit(plan.checks, plan.ops)
             if result.ok:
                 self._saved(context, new, result.revision, merged=attempt > 0)
@@ -336,6 +352,12 @@ class DataObject(metaclass=HybridMetaclass):
                    if prop.mandatory and self._data[name] is None]
         missing += [name for name, rel in meta.relations.items()
                     if rel.mandatory and self._data[rel.guid_field] is None]
+        unresolved = [rel.qualified for rel in meta.relations.values()
+                      if rel.target is None and self._data[rel.guid_field] is not None]
+        if unresolved:
+            raise InvalidRelationError(
+                f"{', '.join(unresolved)} points at a hybrid that has not been declared, so the link "
+                "cannot be checked; import the module that declares it before saving")
         if missing:
             raise MissingMandatoryFieldsError(
                 f"{type(self).__name__} cannot be saved without {', '.join(missing)}; set "

@@ -38,7 +38,7 @@ def encode_value(value: Any) -> str:
     elif isinstance(value, int):
         text = f"i{value}"
     elif isinstance(value, float):
-        text = f"f{value!r}"
+        text = f"f{value + 0.0!r}"  # -0.0 == 0.0, so both must give one key
     elif isinstance(value, str):
         text = "s" + quote(value, safe="")
     else:

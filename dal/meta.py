@@ -227,7 +227,8 @@ def _merge(cls: type, bases: tuple[type, ...], declared: dict[str, list[Any]]) -
             if spec.name in specs and type(specs[spec.name]) is not type(spec):
                 raise InvalidValueError(
                     f"{cls.__name__}: {spec.name!r} is declared twice, as {specs[spec.name]!r} and {spec!r}")
-            specs[spec.name] = spec
+            # a spec object listed by two classes (a shared module constant) gets one copy each
+            specs[spec.name] = spec.copy_for(cls) if spec.owner is not None else spec
     guid_fields = {s.guid_field for s in specs.values() if isinstance(s, Relation)}
     clash = guid_fields & set(specs)
     if clash:

@@ -47,8 +47,11 @@ def import_hybrids(modules: str) -> None:
     for name in filter(None, (part.strip() for part in modules.split(","))):
         try:
             importlib.import_module(name)
-        except ImportError as exc:
-            raise DalError(f"cannot import hybrids module {name!r}: {exc}; check --hybrids") from exc
+        except DalError:
+            raise
+        except Exception as exc:  # anything a user's module raises on import
+            raise DalError(f"cannot import hybrids module {name!r}: {type(exc).__name__}: {exc}; "
+                           "check --hybrids / DAL_HYBRIDS") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
