@@ -143,9 +143,10 @@ def test_save_racing_save_merges_or_follows_policy(
 
 
 def _increment_worker(persistent: str, volatile: str, namespace: str, guids: list[str],
-                      rounds: int, seed: int) -> int:
+                      rounds: int, seed: int, start: Any) -> int:
     """Increment random counters ``rounds`` times, retrying on conflicts; return the retries."""
     configure(persistent, volatile, namespace=namespace)
+    start.wait()  # every worker starts together, so they really contend
     rng = random.Random(seed)
     retries = 0
     for _ in range(rounds):
@@ -174,10 +175,11 @@ def test_processes_incrementing_counters_lose_nothing(
     guids = [tally.guid for tally in tallies]
     workers, rounds = 6, 40
     spawn = multiprocessing.get_context("spawn")
-    with spawn.Pool(workers) as pool:
+    with spawn.Manager() as manager, spawn.Pool(workers) as pool:
+        start = manager.Barrier(workers)
         retries = pool.starmap(_increment_worker, [
-            (etcd_server.url, memcached_server.url, namespace, guids, rounds, seed)
-            for seed in range(workers)])
+            (etcd_server.url, memcached_server.url, namespace, guids, rounds, seed, start)
+            for seed in range(workers)], chunksize=1)
     total = sum(Tally(guid).count for guid in guids)
     assert total == workers * rounds, f"lost {workers * rounds - total} increments"
     assert sum(retries) > 0, "the workers never collided; the test proved nothing"

@@ -348,9 +348,11 @@ def test_refresh_reloads_loaded_relations_and_loads_nothing_new(context: Context
 # --- stress -------------------------------------------------------------------------------
 
 
-def _churn(persistent: str, volatile: str, namespace: str, owners: list[str], rounds: int, seed: int) -> int:
+def _churn(persistent: str, volatile: str, namespace: str, owners: list[str], rounds: int, seed: int,
+           start: Any) -> int:
     """Randomly link pets to owners and delete owners; return how many operations ran."""
     configure(persistent, volatile, namespace=namespace)
+    start.wait()  # every worker starts together, so they really contend
     rng = random.Random(seed)
     done = 0
     for _ in range(rounds):
@@ -377,9 +379,12 @@ def test_processes_linking_and_deleting_leave_no_dangling_link(
     for owner in owners:
         owner.save()
     workers, rounds = 6, 30
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Manager() as manager, spawn.Pool(workers) as pool:
+        start = manager.Barrier(workers)
         done = pool.starmap(_churn, [(etcd_server.url, memcached_server.url, namespace,
-                                      [o.guid for o in owners], rounds, seed) for seed in range(workers)])
+                                      [o.guid for o in owners], rounds, seed, start)
+                                     for seed in range(workers)], chunksize=1)
     assert sum(done) == workers * rounds
     prefix = context.keys.root
     stored = {key for key, _ in context.persistent.scan(prefix)}
