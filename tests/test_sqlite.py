@@ -164,11 +164,23 @@ def test_change_token_moves_after_another_connection_commits(store: SqliteStore,
     assert store.change_token() == moved  # and stays put until the next foreign commit
 
 
-def test_change_token_moves_after_another_thread_commits(store: SqliteStore) -> None:
+def test_change_token_ignores_commits_of_our_other_threads(store: SqliteStore) -> None:
+    """This process invalidates its own writes precisely, whichever thread made them."""
     token = store.change_token()
-    writer = threading.Thread(target=lambda: store.commit([], [Put("k", b"1")]))
-    writer.start()
-    writer.join()
+    writers = [threading.Thread(target=lambda: store.commit([], [Put("k", b"1")])) for _ in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert store.change_token() == token
+
+
+def test_change_token_counts_foreign_commits_between_our_own(store: SqliteStore, url: str) -> None:
+    other = open_store(url)
+    token = store.change_token()
+    assert store.commit([], [Put("a", b"1")]).ok
+    assert other.commit([], [Put("b", b"1")]).ok  # one foreign commit hidden between two of ours
+    assert store.commit([], [Put("c", b"1")]).ok
     assert store.change_token() != token
 
 

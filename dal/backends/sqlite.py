@@ -37,6 +37,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO meta (id, revision) VALUES (0, 0)",
 )
+_REVISION = "SELECT revision FROM meta WHERE id = 0"
 _GET = "SELECT value, revision FROM kv WHERE key = ?"
 _PUT = "INSERT OR REPLACE INTO kv (key, value, revision) VALUES (?, ?, ?)"
 #: SQLite's historical limit on bound variables per statement is 999; stay well below it
@@ -116,6 +117,9 @@ class SqliteStore:
         self._inherited: list[sqlite3.Connection] = []
         self._ready_pid = 0
         self._changes = 0
+        #: the revision at the last change_token() call, and this store's commits since
+        self._checked: int | None = None
+        self._own: set[int] = set()
         self._closed = False
         _stores.add(self)
         self._connect()
@@ -221,6 +225,8 @@ class SqliteStore:
                 else:
                     raise TypeError(f"unknown op {op!r}")
             conn.execute("COMMIT")
+            with self._lock:
+                self._own.add(revision)
         except BaseException as exc:
             self._rollback(conn)
             if isinstance(exc, sqlite3.Error):
@@ -229,18 +235,25 @@ class SqliteStore:
         return CommitResult(ok=True, revision=revision)
 
     def change_token(self) -> int:
-        """Return a counter that moves whenever another connection committed since this thread last asked."""
-        local = self._local
+        """Return a counter that moves whenever another process committed since the last call.
+
+        Every commit raises the file's revision by exactly one, so the commits since the last
+        look that this store did not make itself are the others'. Exact for every thread at
+        once, unlike SQLite's per-connection data_version.
+        """
         try:
-            version = self._conn().execute("PRAGMA data_version").fetchone()[0]
+            current: int = self._conn().execute(_REVISION).fetchone()[0]
         except sqlite3.Error as exc:
-            raise BackendError(f"sqlite could not read the data version of {self.path}: {exc}") from exc
+            raise BackendError(f"sqlite could not read the revision of {self.path}: {exc}") from exc
         with self._lock:
-            # A thread's first answer moves the counter too: its baseline is unknown, and a
-            # needless refresh is cheap where a missed one serves stale data.
-            if local.data_version != version:
-                local.data_version = version
-                self._changes += 1
+            if self._checked is None:
+                self._changes += 1  # nothing is known of what happened before the first look
+            elif current != self._checked:
+                ours = sum(1 for revision in self._own if self._checked < revision <= current)
+                if current - self._checked > ours:
+                    self._changes += 1
+                self._own = {revision for revision in self._own if revision > current}
+            self._checked = current
             return self._changes
 
     def close(self) -> None:
@@ -295,7 +308,7 @@ class SqliteStore:
             self._connections.append((pid, conn))
             self._ready_pid = pid
         local = self._local
-        local.conn, local.pid, local.data_version = conn, pid, None
+        local.conn, local.pid = conn, pid
         return conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
