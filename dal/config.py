@@ -14,6 +14,7 @@ from dal.backends.url import StoreURL, parse_url
 from dal.cache import LeasedCache, Signer, Stats
 from dal.exceptions import ConfigurationError
 from dal.keys import Keys
+from dal.stats import Publisher
 
 DEFAULT_PERSISTENT = "sqlite:///dal.sqlite3"
 DEFAULT_VOLATILE = "memory://"
@@ -39,10 +40,13 @@ class Context:
     caches_objects: bool = field(init=False)
     _seen: object = field(init=False, default=None, repr=False)
     _generation: int = field(init=False, default=0, repr=False)
+    publisher: Publisher | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.stats = Stats()
         self._open()
+        # with a shared cache, publish counters so `dal stats` sees every process
+        self.publisher = Publisher(self) if self.volatile.shared else None
 
     def _open(self) -> None:
         self.persistent = open_persistent(self.persistent_url)
@@ -167,6 +171,8 @@ def configure(persistent: str | None = None, volatile: str | None = None, *,
         raise ConfigurationError("hmac_key must be at least 16 bytes; use e.g. `openssl rand -hex 32`")
     context = Context(persistent_url, volatile_url, name, key)
     with _lock:
+        if _context is not None and _context.publisher is not None:
+            _context.publisher.stop()
         _context = context
     return context
 

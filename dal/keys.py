@@ -87,5 +87,9 @@ class Keys:
     def cached_doc(self, hybrid: str, guid: str) -> str:
         return f"{self._cache}o/{hybrid}/{guid}"
 
+    def published_stats(self) -> str:
+        """Return the prefix under which processes publish their counters."""
+        return f"{self._cache}s/"
+
     def cached_dynamic(self, hybrid: str, guid: str, name: str) -> str:
         return f"{self._cache}d/{hybrid}/{guid}/{name}"

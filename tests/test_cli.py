@@ -93,3 +93,40 @@ def test_dal_entry_point_is_the_same_program(tmp_path: Path) -> None:
     result = subprocess.run([str(script), "demo", "--count", "2", "--persistent", "memory://"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0 and "2 backend types and 2 backends" in result.stdout
+
+
+def test_stats_after_the_demo_on_the_embedded_default(tmp_path: Path) -> None:
+    result = run_dal("stats", "--demo", "--count", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "processes reporting: 1" in out
+    row = next(line for line in out.splitlines() if line.strip().startswith("backend.available"))
+    hits, misses, computed, waits = (int(n) for n in row.split()[1:5])
+    assert (hits, misses, computed, waits) == (2, 1, 1, 0)
+    assert "memory cache of this process:" in out
+
+
+@pytest.mark.etcd
+@pytest.mark.memcached
+def test_stats_sum_what_every_process_published(
+        tmp_path: Path, etcd_server: Any, memcached_server: Any) -> None:
+    namespace = f"stats{os.getpid()}"
+    script = (
+        "import dal, sys\n"
+        "from dal.hybrids import Backend, BackendType\n"
+        f"dal.configure({etcd_server.url!r}, {memcached_server.url!r}, namespace={namespace!r})\n"
+        "t = BackendType(data={'name': 'T', 'code': 'c' + sys.argv[1]}); t.save()\n"
+        "b = Backend(data={'name': 'b' + sys.argv[1], 'backend_type': t, 'status': 'RUNNING'}); b.save()\n"
+        "assert [Backend(b.guid).available for _ in range(3)] == [True] * 3\n"
+    )
+    for worker in ("1", "2"):
+        done = subprocess.run([sys.executable, "-c", script, worker], capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+    result = run_dal("stats", "--persistent", etcd_server.url, "--volatile", memcached_server.url,
+                     "--namespace", namespace, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "processes reporting: 3" in result.stdout  # the two workers and `dal stats` itself
+    row = next(line for line in result.stdout.splitlines() if line.strip().startswith("backend.available"))
+    hits, misses, computed = (int(n) for n in row.split()[1:4])
+    assert (hits, misses, computed) == (4, 2, 2)

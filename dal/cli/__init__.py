@@ -13,10 +13,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from dal.cli import demo
+from dal.cli import demo, stats
 from dal.exceptions import DalError
 
-COMMANDS = {"demo": demo}
+COMMANDS = {"demo": demo, "stats": stats}
 
 
 def build_parser() -> argparse.ArgumentParser:

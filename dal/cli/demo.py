@@ -45,6 +45,12 @@ class Report:
 
 
 def run(args: argparse.Namespace, emit: Callable[[str], None] = print) -> int:
+    run_demo(args, emit)
+    return 0
+
+
+def run_demo(args: argparse.Namespace, emit: Callable[[str], None]) -> dal.config.Context:
+    """Run the demo, reporting through ``emit``; return the context it ran in."""
     if args.count < 1:
         raise dal.exceptions.DalError("--count must be at least 1")
     namespace = args.namespace or os.environ.get("DAL_NAMESPACE") or "demo"
@@ -132,8 +138,10 @@ def run(args: argparse.Namespace, emit: Callable[[str], None] = print) -> int:
         notes.append(f"{len(gone)} backends deleted, {len(dal.DataList(Backend))} left")
 
     stats = context.stats.snapshot()
-    emit("  cache     " + ", ".join(f"{name}={value}" for name, value in sorted(stats.items())))
-    return 0
+    overall = {name: value for name, value in stats.items() if "." not in name}
+    emit("  cache     " + ", ".join(f"{name}={value:g}" for name, value in sorted(overall.items()))
+         + "  (per dynamic: dal stats)")
+    return context
 
 
 def _reset(context: dal.config.Context) -> None:

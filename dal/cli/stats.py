@@ -1,0 +1,46 @@
+"""Print cache and dynamic statistics: hits, misses, computations, lock waits, compute time.
+
+Every process on a shared volatile store (memcached) publishes its counters there, so this
+shows their sum. A process-local store (``memory://``, the default) holds only the numbers
+of the process that asks: ``--demo`` runs the demo first, in this process, to show them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import dal
+from dal.cli import demo
+from dal.stats import Published, collect, publish, report
+
+HELP = "print cache and dynamic statistics"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--demo", action="store_true",
+                        help="run the demo quietly first, in this process, and show its statistics")
+    parser.add_argument("--count", type=int, default=20, help="backends the --demo run creates")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.demo:
+        context = demo.run_demo(args, emit=lambda line: None)
+    else:
+        namespace = args.namespace or os.environ.get("DAL_NAMESPACE") or "dal"
+        context = dal.configure(args.persistent, args.volatile, namespace=namespace)
+    entries: list[Any] | None = None
+    if context.volatile.shared:
+        publish(context)  # this process's own numbers count too
+        published = collect(context)
+    else:
+        own = context.stats.snapshot()
+        published = Published(processes=[{"counters": own}], totals=own)
+        entries = context.volatile.entries() if hasattr(context.volatile, "entries") else None
+    for line in report(context, published, entries):
+        print(line)
+    if not context.volatile.shared and not args.demo:
+        print("  (the volatile store is process-local: these are this process's numbers only; "
+              "try `dal stats --demo`, or a memcached:// store shared by your processes)")
+    return 0

@@ -1,0 +1,149 @@
+"""Statistics across processes: each process publishes its counters to the volatile store.
+
+Counters (``Context.stats``) are kept per process without locks. A process whose volatile
+store is shared (memcached) publishes a snapshot every few seconds while it changes, and
+at exit, under ``<cache prefix>s/<host>:<pid>``, listed in an index entry; ``dal stats``
+sums what every process published. A process-local store (``memory://``) can only show the
+numbers of the process that asks.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dal.exceptions import BackendError
+
+if TYPE_CHECKING:
+    from dal.config import Context
+
+PUBLISH_INTERVAL = 5.0
+#: a published snapshot outlives its process by a day, then vanishes from the report
+PUBLISH_TTL = 24 * 3600
+INDEX_TRIES = 20
+
+
+@dataclass
+class Published:
+    """What ``dal stats`` found: per-process snapshots and their sum."""
+
+    processes: list[dict[str, Any]] = field(default_factory=list)
+    totals: dict[str, float] = field(default_factory=dict)
+
+
+def publish(context: Context) -> bool:
+    """Write this process's counters to the volatile store; ``False`` when it cannot."""
+    prefix = context.keys.published_stats()
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    snapshot = {"process": me, "published": time.time(), "counters": context.stats.snapshot()}
+    try:
+        if not context.volatile.set(prefix + me, json.dumps(snapshot).encode(), PUBLISH_TTL):
+            return False
+        return _enlist(context, prefix + "index", me)
+    except BackendError:
+        return False
+
+
+def _enlist(context: Context, index_key: str, member: str) -> bool:
+    store = context.volatile
+    for _ in range(INDEX_TRIES):
+        raw, version = store.gets(index_key)
+        members = set(json.loads(raw)) if raw else set()
+        if member in members:
+            return True
+        members.add(member)
+        value = json.dumps(sorted(members)).encode()
+        if (store.cas(index_key, value, version, PUBLISH_TTL) if raw
+                else store.add(index_key, value, PUBLISH_TTL)):
+            return True
+    return False
+
+
+def collect(context: Context) -> Published:
+    """Return every published snapshot, and their sum."""
+    prefix = context.keys.published_stats()
+    raw = context.volatile.get(prefix + "index")
+    members = json.loads(raw) if raw else []
+    found = context.volatile.get_many([prefix + member for member in members])
+    result = Published()
+    for member in members:
+        entry = found.get(prefix + member)
+        if entry is None:
+            continue  # that process's snapshot expired
+        snapshot = json.loads(entry)
+        result.processes.append(snapshot)
+        for name, amount in snapshot["counters"].items():
+            result.totals[name] = result.totals.get(name, 0) + amount
+    return result
+
+
+class Publisher:
+    """Publish one context's counters while they change, and once more at exit."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self._last: dict[str, float] | None = None
+        self._timer: threading.Timer | None = None
+        atexit.register(self.flush)
+        self._schedule()
+
+    def flush(self) -> None:
+        snapshot = self.context.stats.snapshot()
+        if snapshot and snapshot != self._last and publish(self.context):
+            self._last = snapshot
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        atexit.unregister(self.flush)
+
+    def _schedule(self) -> None:
+        self._timer = threading.Timer(PUBLISH_INTERVAL, self._tick)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _tick(self) -> None:
+        self.flush()
+        self._schedule()
+
+
+def report(context: Context, published: Published, local_entries: list[Any] | None) -> list[str]:
+    """Return the lines ``dal stats`` prints."""
+    totals = published.totals
+    lines = [f"statistics of namespace {context.namespace!r}: persistent {context.persistent_url}, "
+             f"volatile {context.volatile_url}",
+             f"  processes reporting: {len(published.processes)}"]
+    objects = {name[len("object_"):]: value for name, value in totals.items() if name.startswith("object_")}
+    lines += _section("objects", objects)
+    lines.append(f"  transactions: {int(totals.get('commits', 0))}")
+    dynamics: dict[str, dict[str, float]] = {}
+    for name, amount in totals.items():
+        if name.startswith("dynamic.") and name.count(".") >= 3:
+            owner, event = name[len("dynamic."):].rsplit(".", 1)
+            dynamics.setdefault(owner, {})[event] = amount
+    if dynamics:
+        lines.append(f"  {'dynamic':<32}{'hits':>8}{'misses':>8}{'computed':>10}{'lock waits':>12}"
+                     f"{'compute ms':>12}")
+        for owner in sorted(dynamics):
+            row = dynamics[owner]
+            lines.append(f"  {owner:<32}{int(row.get('hits', 0)):>8}{int(row.get('misses', 0)):>8}"
+                         f"{int(row.get('computations', 0)):>10}{int(row.get('lock_waits', 0)):>12}"
+                         f"{row.get('compute_seconds', 0) * 1000:>12.1f}")
+    if local_entries is not None:
+        size = sum(entry.size for entry in local_entries)
+        lines.append(f"  memory cache of this process: {len(local_entries)} entries, {size} bytes")
+        for entry in sorted(local_entries, key=lambda e: -e.hits)[:10]:
+            lines.append(f"    {entry.hits:>6} hits {entry.size:>8} B  {entry.key}")
+    return lines
+
+
+def _section(title: str, counters: dict[str, float]) -> list[str]:
+    if not counters:
+        return [f"  {title}: none yet"]
+    return [f"  {title}: " + ", ".join(f"{name} {int(value)}" for name, value in sorted(counters.items()))]
