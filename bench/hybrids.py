@@ -9,10 +9,17 @@ one pool (a mandatory relation, reverse list ``pool.volumes``). A volume has a f
 properties and neither a unique nor an indexed one, so saving a new volume writes exactly
 two keys, its document and its link under the pool, guarded by "document absent" and "pool
 exists". A stored volume document is about 230 bytes of JSON.
+
+``BenchServer`` has dynamics: ``health``, a small dict (six fields, about 140 bytes of JSON)
+cached for an hour, and ``inventory``, a ``locked=True`` dynamic whose loader sleeps
+``INVENTORY_SECONDS`` (100 ms) and records each of its calls in ``INVENTORY_CALLS``.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dal import DataObject, Dynamic, Property, Relation
@@ -79,6 +86,69 @@ class BenchVolume(DataObject):
     ]
     __relations: list[Relation] = [Relation("pool", BenchPool, "volumes")]
     __dynamics: list[Dynamic] = []
+
+
+#: how long the ``BenchServer.inventory`` loader takes (it sleeps, like a slow remote call)
+INVENTORY_SECONDS = 0.1
+
+
+@dataclass
+class LoaderCalls:
+    """Calls of a loader per object guid, and how long each took; exact under threads."""
+
+    calls: dict[str, list[float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, guid: str, seconds: float) -> None:
+        with self.lock:
+            self.calls.setdefault(guid, []).append(seconds)
+
+    def of(self, guid: str) -> list[float]:
+        """Return the durations of every call for ``guid`` so far."""
+        with self.lock:
+            return list(self.calls.get(guid, ()))
+
+
+#: every call of ``BenchServer._inventory``
+INVENTORY_CALLS = LoaderCalls()
+
+
+class BenchServer(DataObject):
+    """A monitored server whose health and inventory are computed, then cached."""
+
+    name: str
+    rack: int
+    health: dict[str, Any]
+    inventory: dict[str, Any]
+
+    __properties: list[Property[Any]] = [
+        Property("name", str, doc="Host name."),
+        Property("rack", int, default=0),
+    ]
+    __relations: list[Relation] = []
+    __dynamics: list[Dynamic] = [
+        Dynamic("health", dict, 3600, doc="A health summary: cheap to compute, read very often."),
+        Dynamic("inventory", dict, 3600, locked=True, lock_timeout=10.0,
+                doc="A hardware inventory: slow to compute, so computed once (single flight)."),
+    ]
+
+    def _health(self) -> dict[str, Any]:
+        number = self.rack
+        return {
+            "status": ("ok", "degraded")[number % 7 == 0],
+            "cpu_pct": round(12.5 + number % 80 * 0.75, 2),
+            "load": [round(0.4 + number % 9 * 0.1, 2), 0.52, 0.61],
+            "memory_free_mb": 48213 - number % 1000,
+            "disks_ok": 3,
+            "checked_at": f"2024-05-{1 + number % 28:02d}T12:{number % 60:02d}:07Z",
+        }
+
+    def _inventory(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        time.sleep(INVENTORY_SECONDS)
+        value = {"cpus": 2, "cores": 32, "memory_gb": 256, "disks": ["nvme0n1", "nvme1n1", "nvme2n1"]}
+        INVENTORY_CALLS.record(self.guid, time.perf_counter() - started)
+        return value
 
 
 def volume_data(number: int, prefix: str = "vol") -> dict[str, Any]:

@@ -25,6 +25,8 @@ class Result:
     target: float
     #: facts the benchmark checked or wants the reader to know (cache hits, commits per save, ...)
     notes: dict[str, Any] = field(default_factory=dict)
+    #: a line printed under the table, after a blank line, for what the row's columns cannot hold
+    footnote: str = ""
 
     @property
     def met(self) -> bool:
@@ -49,12 +51,15 @@ class Result:
             "raw_rates": list(m.raw_rates),
             "round_ratios": list(m.round_ratios),
             "notes": self.notes,
+            "footnote": self.footnote,
         }
 
 
 def table(results: Sequence[Result]) -> str:
-    """Return the Markdown table of ``results``."""
-    return "\n".join([HEADER, SEPARATOR, *(result.row() for result in results)])
+    """Return the Markdown table of ``results``, then their footnotes (if any) after a blank line."""
+    lines = [HEADER, SEPARATOR, *(result.row() for result in results)]
+    footnotes = [f"- {result.footnote}" for result in results if result.footnote]
+    return "\n".join([*lines, "", *footnotes] if footnotes else lines)
 
 
 def write_json(path: Path, results: Sequence[Result], settings: Settings) -> None:

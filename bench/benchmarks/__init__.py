@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench.benchmarks import cached_load, etcd_load, reverse_list, save_child, save_new, sqlite_load
+from bench.benchmarks import (
+    cached_dynamic,
+    cached_load,
+    etcd_load,
+    locked_stampede,
+    reverse_list,
+    save_child,
+    save_new,
+    sqlite_load,
+)
 from bench.env import Environment, Settings
 from bench.report import Result
 
@@ -31,5 +40,6 @@ class Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {
     module.NAME: Benchmark(module.NAME, frozenset(module.SERVERS), module.run,
                            (module.__doc__ or "").strip().splitlines()[0])
-    for module in (cached_load, etcd_load, reverse_list, save_child, save_new, sqlite_load)
+    for module in (cached_load, cached_dynamic, etcd_load, locked_stampede, reverse_list, save_child,
+                   save_new, sqlite_load)
 }

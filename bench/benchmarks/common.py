@@ -16,12 +16,22 @@ def compare(name: str, dal: Operation, raw: Operation, settings: Settings, full_
 
     ``prepare`` runs, untimed, before every operation of either side (see ``Side``).
     """
+    measurement, _, _ = compare_sides(name, dal, raw, settings, full_ops, quick_ops=quick_ops,
+                                      prepare=prepare)
+    return measurement
+
+
+def compare_sides(name: str, dal: Operation, raw: Operation, settings: Settings, full_ops: int, *,
+                  quick_ops: int | None = None,
+                  prepare: Operation | None = None) -> tuple[Measurement, Side, Side]:
+    """``compare``, also returning the two sides: ``Side.done`` counts every operation run
+    (warm-up, rounds and the profiled batch), to check against the statistics dal kept."""
     ops = settings.ops(full_ops, quick_ops)
     dal_side, raw_side = Side("dal", dal, prepare=prepare), Side("raw", raw, prepare=prepare)
     measurement = measure(name, dal_side, raw_side, ops=ops, rounds=settings.rounds)
     if settings.profile:
         progress(f"--- {name}: cProfile of {ops} dal operations ---\n{profile(dal_side, ops)}")
-    return measurement
+    return measurement, dal_side, raw_side
 
 
 def store_machines(count: int, prefix: str) -> list[BenchMachine]:
