@@ -70,13 +70,12 @@ class Context:
 
         def load() -> bytes | None:
             entry = self.persistent.get(doc_key)
-            return None if entry is None else b"%d " % entry.revision + entry.value
+            return None if entry is None else _to_payload(entry)
 
         payload = self.objects.fetch(self.keys.cached_doc(hybrid, guid), load, SAFETY_TTL)
         if payload is None:
             return None
-        revision, _, value = payload.partition(b" ")
-        return Entry(value, int(revision))
+        return _from_payload(payload)
 
     def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
         """Run one transaction on the durable store, counted in ``stats``."""
@@ -94,8 +93,7 @@ class Context:
             self.check_local_cache()
             cache_keys = {self.keys.cached_doc(hybrid, guid): guid for guid in guids}
             for cache_key, payload in self.objects.get_many(list(cache_keys)).items():
-                revision, _, value = payload.partition(b" ")
-                found[cache_keys[cache_key]] = Entry(value, int(revision))
+                found[cache_keys[cache_key]] = _from_payload(payload)
         missing = {self.keys.doc(hybrid, guid): guid for guid in guids if guid not in found}
         if missing:
             for doc_key, entry in self.persistent.get_many(list(missing)).items():
@@ -124,6 +122,16 @@ class Context:
             with _lock:
                 if self._generation != _forks:
                     self._open()
+
+
+def _to_payload(entry: Entry) -> bytes:
+    """Return a cached document's payload: ``<revision> <document>``."""
+    return b"%d " % entry.revision + entry.value
+
+
+def _from_payload(payload: bytes) -> Entry:
+    revision, _, value = payload.partition(b" ")
+    return Entry(value, int(revision))
 
 
 def store_digest(store: PersistentStore) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar, overload
 from dal.config import current
 from dal.dataobject import DataObject
 from dal.exceptions import InvalidQueryError
-from dal.relations import linked
+from dal.relations import linked, scan_batches
 from dal.structures import Relation
 
 T = TypeVar("T", bound=DataObject)
@@ -76,16 +76,11 @@ class DataList(Generic[T]):
     def _scan(self) -> Iterator[T]:
         context = current()
         prefix = context.keys.docs(self.hybrid._meta.name)
-        start: str | None = None
-        while True:
-            batch = context.persistent.scan(prefix, start_after=start, limit=SCAN_BATCH)
+        for batch in scan_batches(context, prefix, SCAN_BATCH):
             for key, entry in batch:
                 obj = self.hybrid._from_entry(key[len(prefix):], entry)
                 if self.query is None or _matches(obj, self.query):
                     yield obj
-            if len(batch) < SCAN_BATCH:
-                return
-            start = batch[-1][0]
 
     def __len__(self) -> int:
         return len(self.guids)

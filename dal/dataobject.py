@@ -237,7 +237,7 @@ class DataObject(metaclass=HybridMetaclass):
             else:
                 stored, revision = decode(entry.value), entry.revision
                 new = merge(original, ours, stored, datastore_wins, f"{type(self).__name__} {self.guid}")
-            time.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt)))
+            _back_off(attempt)
         raise RaceConditionError(
             f"{type(self).__name__} {self.guid} kept changing concurrently; gave up after "
             f"{MAX_ATTEMPTS} attempts. Retry the operation, or reduce contention on this object")
@@ -290,7 +290,7 @@ class DataObject(metaclass=HybridMetaclass):
             if 0 in result.failed:  # the document itself changed or vanished
                 entry = result.current.get(doc_key)
                 stored, revision = (None, 0) if entry is None else (decode(entry.value), entry.revision)
-            time.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt)))
+            _back_off(attempt)
         else:
             raise RaceConditionError(
                 f"{type(self).__name__} {self.guid} kept changing while being deleted; retry")
@@ -414,6 +414,11 @@ class DataObject(metaclass=HybridMetaclass):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.guid}>"
+
+
+def _back_off(attempt: int) -> None:
+    """Sleep a jittered, exponentially growing pause before retry ``attempt + 1``."""
+    time.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt)))
 
 
 def _target(relation: Relation) -> type[DataObject]:

@@ -49,11 +49,11 @@ class HybridMeta:
     #: reverse accessors other hybrids' relations install here, filled as they register
     reverse: dict[str, Reverse] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def unique(self) -> tuple[Property[Any], ...]:
         return tuple(p for p in self.properties.values() if p.unique)
 
-    @property
+    @cached_property
     def indexed(self) -> tuple[Property[Any], ...]:
         return tuple(p for p in self.properties.values() if p.indexed)
 

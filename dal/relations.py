@@ -9,7 +9,7 @@ transaction, that nobody linked to the object since it looked.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,13 +36,19 @@ def linked(context: Context, relation: Relation, target_guid: str) -> list[tuple
 
 def scan_all(context: Context, prefix: str) -> list[tuple[str, Entry]]:
     """Return every key under ``prefix``, scanning in batches."""
-    found: list[tuple[str, Entry]] = []
+    return [item for batch in scan_batches(context, prefix) for item in batch]
+
+
+def scan_batches(context: Context, prefix: str,
+                 size: int = SCAN_BATCH) -> Iterator[list[tuple[str, Entry]]]:
+    """Yield the keys under ``prefix`` in key order, one batch of at most ``size`` at a time."""
     start: str | None = None
     while True:
-        batch = context.persistent.scan(prefix, start_after=start, limit=SCAN_BATCH)
-        found += batch
-        if len(batch) < SCAN_BATCH:
-            return found
+        batch = context.persistent.scan(prefix, start_after=start, limit=size)
+        if batch:
+            yield batch
+        if len(batch) < size:
+            return
         start = batch[-1][0]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -295,7 +295,3 @@ def _accepts_keyword(func: Callable[..., Any], keyword: str) -> bool:
         return False
     return any(p.name == keyword or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
-
-def spec_names(specs: Sequence[Spec]) -> list[str]:
-    """Return the names of ``specs`` in declaration order."""
-    return [spec.name for spec in specs]

@@ -13,13 +13,14 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import dal
 from dal.backends.base import DeletePrefix, Put
 from dal.exceptions import LinkedObjectError, MissingMandatoryFieldsError, UniqueConstraintError
 from dal.hybrids import AlbaBackend, Backend, BackendStorageRouter, BackendType, StorageRouter
 
+T = TypeVar("T")
 HELP = "run the demo on the sample model and print a report"
 #: the key that marks a namespace as the demo's own, which it may clear
 MARKER = "demo-namespace"
@@ -91,13 +92,9 @@ def run_demo(args: argparse.Namespace, emit: Callable[[str], None]) -> dal.confi
                      f"linked_guid {'matches' if first.linked_guid == plugin.guid else 'differs'}")
 
     with report.step("load") as notes:
-        before = context.stats.snapshot()
-        Backend(first.guid)
-        again = Backend(first.guid)
-        after = context.stats.snapshot()
-        hits = after.get("object_hits", 0) - before.get("object_hits", 0)
-        misses = after.get("object_misses", 0) - before.get("object_misses", 0)
-        notes.append(f"{again.name!r} twice: {misses} cache miss, {hits} cache hit; "
+        again, counted = _counting(context, lambda: [Backend(first.guid), Backend(first.guid)][-1])
+        notes.append(f"{again.name!r} twice: {counted('object_misses')} cache miss, "
+                     f"{counted('object_hits')} cache hit; "
                      f"type {again.backend_type.name if again.backend_type else None}")
 
     with report.step("merge") as notes:
@@ -118,13 +115,9 @@ def run_demo(args: argparse.Namespace, emit: Callable[[str], None]) -> dal.confi
 
     with report.step("dynamic") as notes:
         running = Backend(first.guid)
-        before = context.stats.snapshot()
-        values = [running.available for _ in range(3)]
-        after = context.stats.snapshot()
-        computed = after.get("dynamic_misses", 0) - before.get("dynamic_misses", 0)
-        cached = after.get("dynamic_hits", 0) - before.get("dynamic_hits", 0)
-        notes.append(f"{running.name}.available = {values[0]} read 3 times: {computed} computed "
-                     f"(it reads its plugin's own dynamic), {cached} from cache")
+        values, counted = _counting(context, lambda: [running.available for _ in range(3)])
+        notes.append(f"{running.name}.available = {values[0]} read 3 times: {counted('dynamic_misses')} "
+                     f"computed (it reads its plugin's own dynamic), {counted('dynamic_hits')} from cache")
 
     with report.step("query") as notes:
         rows = dal.DataList(Backend, {"type": dal.DataList.where_operator.AND,
@@ -153,6 +146,14 @@ def _reset(context: dal.config.Context) -> None:
             f"namespace {context.namespace!r} in {context.persistent_url} holds data the demo did not "
             "write; run the demo in another namespace with --namespace NAME")
     context.persistent.commit([], [DeletePrefix(context.keys.root), Put(marker, b"")])
+
+
+def _counting(context: dal.config.Context, action: Callable[[], T]) -> tuple[T, Callable[[str], int]]:
+    """Run ``action``; return its result and how much each counter moved meanwhile."""
+    before = context.stats.snapshot()
+    result = action()
+    after = context.stats.snapshot()
+    return result, lambda event: int(after.get(event, 0) - before.get(event, 0))
 
 
 def _error_of(action: Callable[[], Any]) -> str:
