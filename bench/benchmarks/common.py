@@ -5,6 +5,7 @@ from __future__ import annotations
 from bench.env import Settings
 from bench.hybrids import BenchMachine, machine_data
 from bench.timing import Measurement, Operation, Side, measure, profile, progress
+from dal.cache import Stats
 
 #: objects a load benchmark cycles through: enough to not read one hot key, few enough to set up fast
 OBJECTS = 200
@@ -32,6 +33,21 @@ def compare_sides(name: str, dal: Operation, raw: Operation, settings: Settings,
     if settings.profile:
         progress(f"--- {name}: cProfile of {ops} dal operations ---\n{profile(dal_side, ops)}")
     return measurement, dal_side, raw_side
+
+
+def compare_saves(name: str, dal: Operation, raw: Operation, settings: Settings, full_ops: int,
+                  stats: Stats) -> tuple[Measurement, int]:
+    """``compare`` for saves of new objects; raise unless each dal save made exactly one commit.
+
+    A new object's save commits at least once (nothing else stores it), so as many commits
+    as saves over the whole run means exactly one each, checked without timing the check.
+    """
+    before = stats["commits"]
+    measurement, dal_side, _ = compare_sides(name, dal, raw, settings, full_ops)
+    commits, saves = int(stats["commits"] - before), dal_side.done
+    if commits != saves:
+        raise AssertionError(f"{name}: {saves} saves made {commits} commits; each save must be exactly one")
+    return measurement, saves
 
 
 def store_machines(count: int, prefix: str) -> list[BenchMachine]:
