@@ -12,17 +12,26 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
-from dal.cli import demo, stats
 from dal.exceptions import DalError
 
-COMMANDS = {"demo": demo, "stats": stats}
+#: command name -> module with HELP, add_arguments(parser) and run(args) -> int; one per line
+COMMAND_MODULES = {
+    "demo": "dal.cli.demo",
+    "stats": "dal.cli.stats",
+}
+
+
+def command(name: str) -> ModuleType:
+    return importlib.import_module(COMMAND_MODULES[name])
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dal", description="Work with dal stores and hybrids.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in COMMANDS.items():
+    for name in COMMAND_MODULES:
+        module = command(name)
         sub = commands.add_parser(name, help=module.HELP, description=module.__doc__)
         add_store_options(sub)
         module.add_arguments(sub)
@@ -59,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         import_hybrids(args.hybrids)
-        return int(COMMANDS[args.command].run(args))
+        return int(command(args.command).run(args))
     except DalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
