@@ -13,6 +13,10 @@ exists". A stored volume document is about 230 bytes of JSON.
 ``BenchServer`` has dynamics: ``health``, a small dict (six fields, about 140 bytes of JSON)
 cached for an hour, and ``inventory``, a ``locked=True`` dynamic whose loader sleeps
 ``INVENTORY_SECONDS`` (100 ms) and records each of its calls in ``INVENTORY_CALLS``.
+
+``BenchRecord`` is what the query benchmarks select: ``group`` is indexed (``record_data``
+puts record ``n`` in group ``n % groups``), ``size`` is not (spread evenly over 0..9,999),
+``name`` is unique. A stored record is about 130 bytes of JSON.
 """
 
 from __future__ import annotations
@@ -177,4 +181,45 @@ def machine_data(number: int, prefix: str = "node") -> dict[str, Any]:
             "maintenance_window": "sun 02:00-04:00",
         },
         "status": STATUSES[number % 2],
+    }
+
+
+#: groups of the full-size query benchmarks (100,000 records: 100 per group)
+GROUPS = 1000
+
+
+class BenchRecord(DataObject):
+    """A record the query benchmarks select: by its indexed ``group``, or by its plain ``size``."""
+
+    name: str
+    group: str
+    size: int
+    status: str
+    labels: dict[str, Any]
+
+    __properties: list[Property[Any]] = [
+        Property("name", str, unique=True, doc="Record name, unique."),
+        Property("group", str, indexed=True, doc="One of GROUPS groups: an index lookup's value."),
+        Property("size", int, default=0, doc="Not indexed: a query on it scans."),
+        Property("status", STATUSES, default="PROVISIONING"),
+        Property("labels", dict, default={}, mandatory=False),
+    ]
+    __relations: list[Relation] = []
+    __dynamics: list[Dynamic] = []
+
+
+def group_name(number: int) -> str:
+    """Return the name of group ``number``."""
+    return f"g{number:05d}"
+
+
+def record_data(number: int, groups: int = GROUPS) -> dict[str, Any]:
+    """Return the property values of record ``number``: it is in group ``number % groups``."""
+    return {
+        "name": f"rec-{number:07d}",
+        "group": group_name(number % groups),
+        "size": number * 7919 % 10000,  # spread over 0..9999 independently of the group
+        "status": STATUSES[number % 3],
+        "labels": {"tier": ("gold", "silver", "bronze")[number % 3], "zone": f"z{number % 8}",
+                   "owner": ("storage", "compute", "network")[number % 3]},
     }

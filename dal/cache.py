@@ -123,7 +123,7 @@ class LeasedCache:
         raw = self._call(self.store.get, key)
         return None if raw is None else self._payload(key, raw)
 
-    def get_many(self, keys: list[str]) -> dict[str, bytes]:
+    def get_many(self, keys: list[str], *, count: bool = True) -> dict[str, bytes]:
         """Return the cached payloads among ``keys`` in one batch; count hits and misses."""
         found: dict[str, bytes] = {}
         if self._pending:
@@ -132,9 +132,16 @@ class LeasedCache:
             payload = self._payload(key, raw)
             if payload is not None:
                 found[key] = payload
-        self.stats.add(f"{self.prefix}hits", len(found))
-        self.stats.add(f"{self.prefix}misses", len(keys) - len(found))
+        if count:
+            self.stats.add(f"{self.prefix}hits", len(found))
+            self.stats.add(f"{self.prefix}misses", len(keys) - len(found))
         return found
+
+    def put(self, key: str, payload: bytes, ttl: float) -> bool:
+        """Store ``payload`` unconditionally, for entries whose validity readers check themselves."""
+        if self._pending and key in self._pending:
+            return False
+        return bool(self._call(self.store.set, key, self.signer.seal(key, _VALUE + payload), ttl))
 
     def _payload(self, key: str, raw: bytes) -> bytes | None:
         payload = self.signer.open(key, raw)

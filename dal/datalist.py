@@ -1,43 +1,81 @@
 """``DataList``: a lazy, list-like query over the objects of one hybrid.
 
-This first engine scans the hybrid's documents in batches and filters them in Python; it
-is exact (it reads the durable store, never a cached list). The index-backed planner,
-cached results and query validation are tracked in the queries issue.
+The query is validated when the list is made (:mod:`dal.query`), runs on first use through
+the planner (:mod:`dal.planner`), and its result, a list of guids, is cached in the volatile
+store and invalidated exactly (:mod:`dal.results`). Objects load in batches as the list is
+iterated; an object deleted since the query ran is skipped.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Iterator, Sequence
-from enum import Enum
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
+from dal.backends.base import Entry
 from dal.config import current
 from dal.dataobject import DataObject
-from dal.exceptions import InvalidQueryError
-from dal.relations import linked, scan_batches
+from dal.exceptions import InvalidQueryError, ObjectNotFoundError
+from dal.planner import BATCH, Planner, Step, describe_node
+from dal.query import Group, Operator, WhereOperator, compile_query, resolve_field
+from dal.results import cached_guids
 from dal.structures import Relation
 
 T = TypeVar("T", bound=DataObject)
-SCAN_BATCH = 500
 #: objects loaded per batched round trip while iterating
-LOAD_BATCH = 500
+LOAD_BATCH = BATCH
+SortKey = Callable[[Any], Any] | str | Sequence[str] | None
 
 
-class Operator(str, Enum):
-    EQUALS = "EQUALS"
-    NOT_EQUALS = "NOT_EQUALS"
-    LT = "LT"
-    GT = "GT"
-    LE = "LE"
-    GE = "GE"
-    IN = "IN"
-    CONTAINS = "CONTAINS"
+@dataclass(frozen=True)
+class QueryPlan:
+    """What ``DataList.explain()`` returns: how the query was (or would be) answered."""
+
+    hybrid: str
+    query: str
+    cache: str
+    steps: tuple[Step, ...]
+    count: int | None
+
+    def __str__(self) -> str:
+        lines = [f"DataList of {self.hybrid} where {self.query}"]
+        lines.append(f"  result cache: {_CACHE_STATES.get(self.cache, self.cache)}")
+        lines += [f"  {step}" for step in self.steps]
+        if self.count is not None:
+            lines.append(f"  {self.count} objects")
+        return "\n".join(lines)
 
 
-class WhereOperator(str, Enum):
-    AND = "AND"
-    OR = "OR"
+_CACHE_STATES = {
+    "hit": "hit (guids read from the volatile store; no durable read)",
+    "miss": "miss (computed, then cached until a write changes a field it reads)",
+    "off": "off (the query reads a dynamic, or the volatile store cannot be trusted to be exact)",
+    "not run": "not run yet",
+}
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list: its objects and where it sits in the whole."""
+
+    items: DataList[T]
+    number: int
+    size: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.size))
+
+    @property
+    def has_next(self) -> bool:
+        return self.number < self.pages
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
 
 
 class DataList(Generic[T]):
@@ -46,54 +84,84 @@ class DataList(Generic[T]):
     operator = Operator
     where_operator = WhereOperator
 
-    def __init__(self, hybrid: type[T], query: dict[str, Any] | None = None, *,
-                 guids: Sequence[str] | None = None) -> None:
-        if not (isinstance(hybrid, type) and issubclass(hybrid, DataObject)):
+    def __init__(self, hybrid: type[T], query: Mapping[str, Any] | None = None, *,
+                 guids: Iterable[str] | None = None) -> None:
+        if not (isinstance(hybrid, type) and issubclass(hybrid, DataObject)) or hybrid is DataObject:
             raise InvalidQueryError(f"DataList needs a hybrid class, not {hybrid!r}")
         self.hybrid = hybrid
-        self.query = query
+        self._root: Group = compile_query(hybrid._meta, query)
         self._guids: list[str] | None = list(guids) if guids is not None else None
-        self._source: Callable[[], list[str]] = lambda: [obj.guid for obj in self._scan()]
+        self._cache = "given" if guids is not None else "not run"
+        self._steps: tuple[Step, ...] = ()
+        #: documents the query already read, used once by the first iteration
+        self._entries: dict[str, Entry] = {}
         #: objects every loaded member already points at (the owner of a reverse list)
         self._seed: dict[str, DataObject] = {}
 
     @classmethod
     def pointing_at(cls, relation: Relation, target: DataObject) -> DataList[Any]:
-        """Return the objects whose ``relation`` points at ``target``: one link scan, lazily."""
+        """Return the objects whose ``relation`` points at ``target`` (their link keys, cached)."""
         assert relation.owner is not None
-        result: DataList[Any] = DataList(relation.owner)
-        result._source = lambda: [guid for guid, _ in linked(current(), relation, target.guid)]
+        result: DataList[Any] = DataList(
+            relation.owner, {"type": WhereOperator.AND,
+                             "items": [(relation.guid_field, Operator.EQUALS, target.guid)]})
         result._seed = {relation.name: target}
         return result
+
+    # --- running --------------------------------------------------------------------------
 
     @property
     def guids(self) -> list[str]:
         """Return the guids of the matching objects (runs the query on first use)."""
+        return list(self._run())
+
+    def _run(self) -> list[str]:
         if self._guids is None:
-            self._guids = self._source()
+            context = current()
+            planner = Planner(context, self.hybrid._meta, self._root)
+            guids, state = cached_guids(context, self.hybrid._meta, self._root, planner.guids)
+            self._guids, self._cache = guids, state
+            self._steps = tuple(planner.run.steps) if state != "hit" else tuple(planner.describe())
+            self._entries = planner.run.entries
         return self._guids
 
-    def _scan(self) -> Iterator[T]:
-        context = current()
-        prefix = context.keys.docs(self.hybrid._meta.name)
-        for batch in scan_batches(context, prefix, SCAN_BATCH):
-            for key, entry in batch:
-                obj = self.hybrid._from_entry(key[len(prefix):], entry)
-                if self.query is None or _matches(obj, self.query):
-                    yield obj
+    def explain(self) -> QueryPlan:
+        """Run the query if it has not run, and return how it was answered."""
+        self._run()
+        steps = self._steps
+        if self._cache == "given":
+            steps = (Step(f"{len(self._guids or [])} guids", "given (a slice, a sum or a sorted copy)"),)
+        return QueryPlan(self.hybrid.__name__, describe_node(self._root), self._cache, steps, len(self))
 
     def __len__(self) -> int:
-        return len(self.guids)
+        return len(self._run())
+
+    def __bool__(self) -> bool:
+        return bool(self._run())
+
+    def __contains__(self, obj: object) -> bool:
+        return isinstance(obj, self.hybrid) and obj.guid in self._run()
 
     def __iter__(self) -> Iterator[T]:
-        guids = list(self.guids)
+        guids = list(self._run())
+        entries, self._entries = self._entries, {}
         for start in range(0, len(guids), LOAD_BATCH):
             batch = guids[start:start + LOAD_BATCH]
-            loaded = self.hybrid._load_many(batch)
-            for obj in loaded.values():
-                obj._objects.update(self._seed)
+            loaded = self._load(batch, entries)
             # an object deleted since the query ran is skipped
             yield from (loaded[guid] for guid in batch if guid in loaded)
+
+    def _load(self, guids: list[str], entries: Mapping[str, Entry]) -> dict[str, T]:
+        known = {guid: self.hybrid._from_entry(guid, entries[guid]) for guid in guids if guid in entries}
+        missing = [guid for guid in guids if guid not in known]
+        loaded: dict[str, T] = {**known, **(self.hybrid._load_many(missing) if missing else {})}
+        siblings = list(loaded.values())
+        for obj in siblings:
+            obj.__dict__["_siblings"] = siblings
+            obj._objects.update(self._seed)
+        return loaded
+
+    # --- list behaviour -------------------------------------------------------------------
 
     @overload
     def __getitem__(self, index: int) -> T: ...
@@ -101,77 +169,120 @@ class DataList(Generic[T]):
     def __getitem__(self, index: slice) -> DataList[T]: ...
     def __getitem__(self, index: int | slice) -> T | DataList[T]:
         if isinstance(index, slice):
-            return DataList(self.hybrid, self.query, guids=self.guids[index])
-        return self.hybrid(self.guids[index])
+            return self._copy(self._run()[index])
+        return self._object(self._run()[index])
+
+    def _object(self, guid: str) -> T:
+        obj = self._load([guid], self._entries).get(guid)
+        if obj is None:
+            raise ObjectNotFoundError(f"{self.hybrid.__name__} {guid} in this list was deleted since the "
+                                      "query ran; iterate to skip deleted objects")
+        return obj
+
+    def _copy(self, guids: Iterable[str]) -> DataList[T]:
+        result = DataList(self.hybrid, guids=guids)
+        result._seed = self._seed
+        return result
 
     def __add__(self, other: DataList[T]) -> DataList[T]:
-        if other.hybrid is not self.hybrid:
-            raise TypeError(
-                f"cannot add a DataList of {other.hybrid.__name__} to one of {self.hybrid.__name__}")
-        return DataList(self.hybrid, guids=self.guids + other.guids)
+        if not isinstance(other, DataList) or other.hybrid is not self.hybrid:
+            raise TypeError(f"can only add a DataList of {self.hybrid.__name__} to this one, not {other!r}")
+        return self._copy(self._run() + other._run())
 
     def index(self, obj: T) -> int:
-        return self.guids.index(obj.guid)
+        """Return the position of ``obj``; ValueError when it is not in the list."""
+        try:
+            return self._run().index(obj.guid)
+        except ValueError:
+            raise ValueError(f"{obj!r} is not in this DataList") from None
 
     def remove(self, obj: T) -> None:
-        self.guids.remove(obj.guid)
+        """Take ``obj`` out of this list (the object itself is untouched); ValueError when absent."""
+        self._run()
+        assert self._guids is not None
+        try:
+            self._guids.remove(obj.guid)
+        except ValueError:
+            raise ValueError(f"{obj!r} is not in this DataList") from None
 
     def pop(self, index: int = -1) -> T:
-        return self.hybrid(self.guids.pop(index))
+        """Take the object at ``index`` out of this list and return it."""
+        self._run()
+        assert self._guids is not None
+        return self._object(self._guids.pop(index))
 
     def reverse(self) -> None:
-        self.guids.reverse()
+        self._run()
+        assert self._guids is not None
+        self._guids.reverse()
+
+    def sort(self, key: SortKey = None, reverse: bool = False) -> None:
+        """Sort in place, strings in natural order (``disk2`` before ``disk10``).
+
+        ``key`` is a function of an object, a field name (dotted paths allowed) or a list of
+        them for a multi-key sort. By default: by ``name`` when the hybrid has one, else by
+        guid. Unset values sort first.
+        """
+        objects = list(self)
+        keyer = self._sort_key(key)
+        objects.sort(key=lambda obj: _natural(keyer(obj)), reverse=reverse)
+        self._guids = [obj.guid for obj in objects]
+
+    def _sort_key(self, key: SortKey) -> Callable[[T], Any]:
+        if callable(key):
+            return key
+        if key is None:
+            key = ["name", "guid"] if "name" in self.hybrid._meta.properties else ["guid"]
+        names = [key] if isinstance(key, str) else list(key)
+        for name in names:
+            resolve_field(self.hybrid._meta, name, "sort key")
+        return lambda obj: tuple(_attribute(obj, name) for name in names)
+
+    # --- paging ---------------------------------------------------------------------------
+
+    def page(self, number: int, size: int) -> Page[T]:
+        """Return page ``number`` (from 1) of ``size`` objects, with the total count."""
+        if not isinstance(number, int) or not isinstance(size, int) or number < 1 or size < 1:
+            raise InvalidQueryError(f"page({number!r}, {size!r}): the number counts from 1, the size is >= 1")
+        guids = self._run()
+        start = (number - 1) * size
+        return Page(self._copy(guids[start:start + size]), number, size, len(guids))
+
+    def pages(self, size: int) -> Iterator[Page[T]]:
+        """Yield every page of ``size`` objects in turn."""
+        first = self.page(1, size)
+        yield first
+        for number in range(2, first.pages + 1):
+            yield self.page(number, size)
+
+    # --- output ---------------------------------------------------------------------------
 
     def serialize(self, depth: int = 0) -> list[dict[str, Any]]:
         """Return every object serialized; relations of the whole list load in batches."""
         return [obj.serialize(depth) for obj in self]
 
-    def sort(self, key: Callable[[T], Any] | None = None, reverse: bool = False) -> None:
-        """Sort in place; by default by guid in natural order."""
-        objects = list(self)
-        chosen: Callable[[T], Any] = key if key is not None else (lambda obj: _natural(obj.guid))
-        objects.sort(key=chosen, reverse=reverse)
-        self._guids = [obj.guid for obj in objects]
-
     def __repr__(self) -> str:
-        return f"<DataList of {self.hybrid.__name__}: {len(self)} objects>"
+        state = f"{len(self._guids)} objects" if self._guids is not None else "not run yet"
+        return f"<DataList of {self.hybrid.__name__}: {state}>"
 
 
-def _natural(text: str) -> list[Any]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
-
-
-def _matches(obj: DataObject, query: dict[str, Any]) -> bool:
-    items = query.get("items", [])
-    combine = all if WhereOperator(query.get("type", "AND")) is WhereOperator.AND else any
-    return combine(_matches(obj, item) if isinstance(item, dict) else _test(obj, item) for item in items)
-
-
-def _test(obj: DataObject, item: Sequence[Any]) -> bool:
-    field, operator, value = item[0], Operator(item[1]), item[2]
-    sensitive = item[3] if len(item) > 3 else True
-    actual = _resolve(obj, field)
-    if not sensitive:
-        actual = actual.lower() if isinstance(actual, str) else actual
-        value = value.lower() if isinstance(value, str) else value
-    if operator is Operator.EQUALS:
-        return bool(actual == value)
-    if operator is Operator.NOT_EQUALS:
-        return bool(actual != value)
-    if operator is Operator.IN:
-        return actual in value
-    if operator is Operator.CONTAINS:
-        return actual is not None and value in actual
-    if actual is None:
-        return False
-    comparisons = {Operator.LT: actual < value, Operator.GT: actual > value,
-                   Operator.LE: actual <= value, Operator.GE: actual >= value}
-    return bool(comparisons[operator])
-
-
-def _resolve(obj: DataObject | None, field: str) -> Any:
-    for part in field.split("."):
-        if obj is None:
+def _attribute(obj: DataObject, path: str) -> Any:
+    value: Any = obj
+    for part in path.split("."):
+        if value is None:
             return None
-        obj = getattr(obj, part)
-    return obj
+        value = getattr(value, part)
+    return value
+
+
+def _natural(value: Any) -> Any:
+    """Return a sort key: strings split into text and numbers, None first, tuples element-wise."""
+    if isinstance(value, tuple):
+        return tuple(_natural(item) for item in value)
+    if value is None:
+        return (0,)
+    if isinstance(value, str):
+        return (1, tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
+                         for part in re.split(r"(\d+)", value) if part))
+    return (1, value)
+

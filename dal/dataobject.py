@@ -22,6 +22,8 @@ from dal.exceptions import (
 )
 from dal.meta import HybridMeta, HybridMetaclass
 from dal.relations import check_abandon, plan_unlink
+from dal.results import changed_versions
+from dal.schema import ensure_recorded
 from dal.structures import Dynamic, Relation
 from dal.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write
 
@@ -204,6 +206,7 @@ class DataObject(metaclass=HybridMetaclass):
         """
         self._check_mandatory()
         context = current()
+        ensure_recorded(context, self._meta)
         meta = self._meta
         ours = self._document()
         original = decode(self._raw) if self._raw is not None else {}
@@ -221,7 +224,7 @@ class DataObject(metaclass=HybridMetaclass):
                     "dict changed in place bypasses validation: assign JSON values only") from exc
             result = context.commit(plan.checks, plan.ops)
             if result.ok:
-                self._saved(context, new, result.revision, merged=attempt > 0)
+                self._saved(context, stored, new, result.revision, merged=attempt > 0)
                 return
             failed = [plan.reasons[index] for index in result.failed]
             if all(reason.kind != "document" for reason in failed):
@@ -242,7 +245,8 @@ class DataObject(metaclass=HybridMetaclass):
             f"{type(self).__name__} {self.guid} kept changing concurrently; gave up after "
             f"{MAX_ATTEMPTS} attempts. Retry the operation, or reduce contention on this object")
 
-    def _saved(self, context: Context, document: Document, revision: int, *, merged: bool) -> None:
+    def _saved(self, context: Context, stored: Document | None, document: Document, revision: int, *,
+               merged: bool) -> None:
         meta = self._meta
         raw = encode(document)
         data = {name: document.get(name) for name in meta.fields()}
@@ -258,8 +262,9 @@ class DataObject(metaclass=HybridMetaclass):
         for name in changed:  # merged in from the store: our cached related object is stale
             self._objects.pop(name.removesuffix("_guid"), None)
         # a brand-new guid has no cached document (a load before the save cached nothing), but a
-        # dynamic may have been read before the first save
-        context.invalidate(*self._cache_keys(context, document=not created))
+        # dynamic may have been read before the first save, and cached query results may change
+        context.invalidate(*self._cache_keys(context, document=not created),
+                           *changed_versions(context.keys, meta, self.guid, stored, document))
 
     def delete(self, abandon: Sequence[str] | None = None) -> None:
         """Remove this object in one transaction: document, unique keys, index entries, links.
@@ -285,7 +290,7 @@ class DataObject(metaclass=HybridMetaclass):
             unlink = plan_unlink(context, meta, self.guid, covered)
             result = context.commit(plan.checks + unlink.checks, plan.ops + unlink.ops)
             if result.ok:
-                unlinked = unlink.cache_keys
+                unlinked = unlink.cache_keys + changed_versions(context.keys, meta, self.guid, stored, None)
                 break
             if 0 in result.failed:  # the document itself changed or vanished
                 entry = result.current.get(doc_key)

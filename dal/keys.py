@@ -10,8 +10,11 @@ Durable store, under ``<namespace>/``::
 
 Volatile store, under ``<namespace>/c/<store>/`` (``<store>`` a digest naming the durable
 store, so two stores sharing one cache and namespace never see each other's entries):
-``o/<hybrid>/<guid>`` (cached document) and ``d/<hybrid>/<guid>/<dynamic>`` (cached
-dynamic value).
+``o/<hybrid>/<guid>`` (cached document), ``d/<hybrid>/<guid>/<dynamic>`` (cached dynamic
+value), ``q/<hybrid>/<query digest>`` (a cached query result) and the version tokens it
+depends on, ``v/<hybrid>/<field>/*`` (any change of the field) and
+``v/<hybrid>/<field>/=<value digest>`` (a change to or from one value). Versions are
+exact keys, never prefixes, so a change of ``something`` cannot touch ``something2``.
 
 Every component ends with ``/`` before the next, so a prefix scan for ``something`` can
 never match ``something2``. Values carry their type: ``1``, ``'1'``, ``True``, ``None`` and
@@ -93,3 +96,45 @@ class Keys:
 
     def cached_dynamic(self, hybrid: str, guid: str, name: str) -> str:
         return f"{self._cache}d/{hybrid}/{guid}/{name}"
+
+    def cached_result(self, hybrid: str, digest: str) -> str:
+        """Return the key of one query's cached result (its guids and the versions it was built at)."""
+        return f"{self._cache}q/{hybrid}/{digest}"
+
+    def field_version(self, hybrid: str, field: str) -> str:
+        """Return the key whose token changes whenever ``field`` changes on any object of ``hybrid``."""
+        return f"{self._cache}v/{hybrid}/{field}/*"
+
+    def value_version(self, hybrid: str, field: str, value: Any) -> str:
+        """Return the key whose token changes when an object's ``field`` becomes or stops being ``value``."""
+        digest = hashlib.blake2b(encode_value(value).encode(), digest_size=12).hexdigest()
+        return f"{self._cache}v/{hybrid}/{field}/={digest}"
+
+    def index_fields(self, hybrid: str) -> str:
+        """Return the prefix of every index entry of one hybrid (``i/<hybrid>/``)."""
+        return f"{self.root}i/{hybrid}/"
+
+    def unique_fields(self, hybrid: str) -> str:
+        """Return the prefix of every unique key of one hybrid (``u/<hybrid>/``)."""
+        return f"{self.root}u/{hybrid}/"
+
+    def schema(self, hybrid: str) -> str:
+        """Return the key of one hybrid's schema record (``m/schema/<hybrid>``)."""
+        return f"{self.root}m/schema/{hybrid}"
+
+    def schemas(self) -> str:
+        return f"{self.root}m/schema/"
+
+    def migration_step(self, number: int) -> str:
+        """Return the key recording that migration step ``number`` completed (zero-padded: scans sort)."""
+        return f"{self.root}m/steps/{number:010d}"
+
+    def migration_steps(self) -> str:
+        return f"{self.root}m/steps/"
+
+    def migration_cursor(self, number: int, hybrid: str) -> str:
+        """Return the key holding the last document a running step rewrote in one hybrid."""
+        return f"{self.migration_cursors(number)}{hybrid}"
+
+    def migration_cursors(self, number: int) -> str:
+        return f"{self.root}m/cursor/{number:010d}/"

@@ -71,6 +71,13 @@ class HybridMeta:
         return self.field_set | frozenset(self.relations)
 
     @cached_property
+    def stored_defaults(self) -> Mapping[str, Any]:
+        """What each stored field reads as (in JSON form) from a document that lacks it."""
+        defaults = {name: prop.validator.to_json(prop.default) for name, prop in self.properties.items()}
+        defaults.update((relation.guid_field, None) for relation in self.relations.values())
+        return MappingProxyType(defaults)
+
+    @cached_property
     def converters(self) -> tuple[tuple[str, Validator], ...]:
         """Properties whose stored JSON differs from their Python value (datetime, models, ...)."""
         return tuple((name, prop.validator) for name, prop in self.properties.items()

@@ -76,9 +76,7 @@ class ReverseGuids(ReverseList):
     def __get__(self, obj: DataObject | None, objtype: type | None = None) -> Any:
         if obj is None:
             return self
-        from dal.config import current
-
-        return [guid for guid, _ in linked(current(), self.relation, obj.guid)]
+        return _pointing(self.relation, obj)
 
 
 class ReverseOne(ReverseList):
@@ -104,14 +102,19 @@ class ReverseOneGuid(ReverseList):
 
 
 def _only(relation: Relation, obj: DataObject) -> str | None:
-    from dal.config import current
-
-    guids = [guid for guid, _ in linked(current(), relation, obj.guid)]
+    guids = _pointing(relation, obj)
     if len(guids) > 1:
         raise InvalidRelationError(
             f"{relation.qualified} is one-to-one, but {len(guids)} objects point at {type(obj).__name__} "
             f"{obj.guid}: {', '.join(guids)}; unlink all but one")
     return guids[0] if guids else None
+
+
+def _pointing(relation: Relation, obj: DataObject) -> list[str]:
+    """Return the guids whose ``relation`` points at ``obj``: a cached query over the link keys."""
+    from dal.datalist import DataList
+
+    return DataList.pointing_at(relation, obj).guids
 
 
 def reverse_accessors(relation: Relation) -> dict[str, ReverseList]:
@@ -154,6 +157,7 @@ def plan_unlink(context: Context, meta: HybridMeta, guid: str, abandon: frozense
     to the object appeared since the scan (PrefixUnchanged), so a referrer saved meanwhile
     fails the delete instead of being left dangling.
     """
+    from dal.results import changed_versions
     from dal.transaction import decode, encode
 
     keys = context.keys
@@ -199,6 +203,8 @@ def plan_unlink(context: Context, meta: HybridMeta, guid: str, abandon: frozense
             if entry is None:
                 continue
             document = decode(entry.value)
+            plan.cache_keys += changed_versions(keys, source_meta, source_guid, document,
+                                                {**document, relation.guid_field: None})
             document[relation.guid_field] = None
             plan.checks.append(Revision(doc_key, entry.revision))
             plan.ops.append(Put(doc_key, encode(document)))

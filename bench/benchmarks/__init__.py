@@ -10,6 +10,9 @@ from bench.benchmarks import (
     cached_load,
     etcd_load,
     locked_stampede,
+    query_indexed,
+    query_path,
+    query_scan,
     reverse_list,
     save_child,
     save_new,
@@ -40,6 +43,6 @@ class Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {
     module.NAME: Benchmark(module.NAME, frozenset(module.SERVERS), module.run,
                            (module.__doc__ or "").strip().splitlines()[0])
-    for module in (cached_load, cached_dynamic, etcd_load, locked_stampede, reverse_list, save_child,
-                   save_new, sqlite_load)
+    for module in (cached_load, cached_dynamic, etcd_load, locked_stampede, query_indexed, query_path,
+                   query_scan, reverse_list, save_child, save_new, sqlite_load)
 }

@@ -179,6 +179,14 @@ class PersistentStore(Protocol):
         """
         ...
 
+    def scan_keys(self, prefixes: Sequence[str]) -> dict[str, list[str]]:
+        """Return, for each prefix, every key under it in key order (no values).
+
+        All prefixes are read as of one instant, in one round trip where the store can (an
+        index lookup of ``IN [a, b, c]`` is three prefixes, one request).
+        """
+        ...
+
     def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
         """Apply every op atomically if every check holds; otherwise apply nothing."""
         ...

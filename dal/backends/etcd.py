@@ -38,6 +38,8 @@ DEFAULT_PORT = 2379
 DEFAULT_TIMEOUT = 5.0
 #: etcd's default --max-txn-ops; get_many stays under it so it works against stock servers
 TXN_OPS = 128
+#: keys per range request of scan_keys, so one response stays a few megabytes at most
+KEYS_PAGE = 20_000
 #: seconds a failed endpoint is passed over while others remain (pyetcd's default is 300)
 ENDPOINT_RETRY_AFTER = 2.0
 _OPTIONS = ("timeout", "ca_cert", "cert_key", "cert_cert")
@@ -137,6 +139,35 @@ class EtcdStore:
         request = etcdrpc.RangeRequest(key=start, range_end=end, limit=limit or 0)
         response = self._call("Range", request)
         return [(kv.key.decode(), Entry(kv.value, kv.mod_revision)) for kv in response.kvs]
+
+    def scan_keys(self, prefixes: Sequence[str]) -> dict[str, list[str]]:
+        """Return the keys under each prefix: one read txn per 128 prefixes, all at one revision."""
+        wanted = list(dict.fromkeys(prefixes))
+        found: dict[str, list[str]] = {}
+        revision = 0
+        for start in range(0, len(wanted), TXN_OPS):
+            chunk = wanted[start:start + TXN_OPS]
+            reads = [etcdrpc.RequestOp(request_range=self._keys_request(prefix, None, revision))
+                     for prefix in chunk]
+            response = self._call("Txn", etcdrpc.TxnRequest(success=reads))
+            revision = revision or response.header.revision
+            for prefix, op in zip(chunk, response.responses, strict=True):
+                keys = [kv.key.decode() for kv in op.response_range.kvs]
+                more = op.response_range.more
+                while more:  # a huge range continues page by page at the same revision
+                    page = self._call("Range", self._keys_request(prefix, keys[-1], revision))
+                    keys += [kv.key.decode() for kv in page.kvs]
+                    more = page.more
+                found[prefix] = keys
+        return found
+
+    @staticmethod
+    def _keys_request(prefix: str, start_after: str | None, revision: int) -> Any:
+        start, end = prefix_range(prefix)
+        if start_after is not None:
+            start = (start_after + "\0").encode()
+        return etcdrpc.RangeRequest(key=start, range_end=end, keys_only=True, limit=KEYS_PAGE,
+                                    revision=revision)
 
     # --- writes ---------------------------------------------------------------------
 

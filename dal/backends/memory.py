@@ -95,6 +95,19 @@ class MemoryStore:
                 index += 1
             return found
 
+    def scan_keys(self, prefixes: Sequence[str]) -> dict[str, list[str]]:
+        """Return, for each prefix, every key under it in key order, all as of one instant."""
+        with self._lock:
+            keys = self._keys
+            found: dict[str, list[str]] = {}
+            for prefix in prefixes:
+                index = bisect_left(keys, prefix)
+                end = index
+                while end < len(keys) and keys[end].startswith(prefix):
+                    end += 1
+                found[prefix] = keys[index:end]
+            return found
+
     def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
         """Apply every op atomically if every check holds; otherwise apply nothing."""
         _validate_ops(ops)

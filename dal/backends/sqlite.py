@@ -194,6 +194,26 @@ class SqliteStore:
             raise BackendError(f"sqlite scan of {prefix!r} in {self.path} failed: {exc}") from exc
         return [(key, Entry(value, revision)) for key, value, revision in rows]
 
+    def scan_keys(self, prefixes: Sequence[str]) -> dict[str, list[str]]:
+        """Return, for each prefix, every key under it in key order, all read from one snapshot."""
+        wanted = list(dict.fromkeys(prefixes))
+        conn = self._conn()
+        found: dict[str, list[str]] = {}
+        several = len(wanted) > 1
+        try:
+            if several:
+                conn.execute("BEGIN")  # one read transaction, so every prefix sees the same commit
+            for prefix in wanted:
+                where, params = _prefix_clause(prefix)
+                found[prefix] = [key for (key,) in
+                                 conn.execute(f"SELECT key FROM kv WHERE {where} ORDER BY key", params)]
+            if several:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            raise BackendError(f"sqlite scan of {len(wanted)} prefixes in {self.path} failed: {exc}") from exc
+        return found
+
     def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
         """Apply every op atomically if every check holds; otherwise apply nothing."""
         for op in ops:

@@ -19,7 +19,13 @@ from dal.exceptions import DalError
 #: command name -> module with HELP, add_arguments(parser) and run(args) -> int; one per line
 COMMAND_MODULES = {
     "demo": "dal.cli.demo",
+    "migrate": "dal.cli.migrate",
+    "erd": "dal.cli.erd",
     "stats": "dal.cli.stats",
+    "dump": "dal.cli.dump",
+    "load": "dal.cli.load",
+    "copy": "dal.cli.copy",
+    "check": "dal.cli.check",
 }
 
 

@@ -7,6 +7,8 @@ from dal.hybrids.albabackend import AlbaBackend
 from dal.hybrids.backend import Backend
 from dal.hybrids.backendstoragerouter import BackendStorageRouter
 from dal.hybrids.backendtype import BackendType
+from dal.hybrids.disk import Disk
+from dal.hybrids.pool import Pool
 from dal.hybrids.storagerouter import StorageRouter
 
-__all__ = ["AlbaBackend", "Backend", "BackendStorageRouter", "BackendType", "StorageRouter"]
+__all__ = ["AlbaBackend", "Backend", "BackendStorageRouter", "BackendType", "Disk", "Pool", "StorageRouter"]

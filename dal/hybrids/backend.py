@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from dal.datalist import DataList
     from dal.hybrids.albabackend import AlbaBackend
     from dal.hybrids.backendstoragerouter import BackendStorageRouter
+    from dal.hybrids.pool import Pool
 
 
 class Backend(DataObject):
@@ -29,6 +30,8 @@ class Backend(DataObject):
     storagerouters_guids: list[str]
     alba_backend: AlbaBackend | None
     alba_backend_guid: str | None
+    pools: DataList[Pool]
+    pools_guids: list[str]
 
     __properties: list[Property[Any]] = [Property("name", str, unique=True, doc="Name of the Backend."),
                     Property("status", ["NEW", "INSTALLING", "RUNNING", "STOPPED", "FAILURE", "UNKNOWN"],

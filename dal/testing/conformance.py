@@ -276,6 +276,23 @@ class PersistentStoreContract:
         assert store.scan(prefix, start_after=keys[-1]) == []
         assert [key for key, _ in store.scan(prefix, limit=100)] == keys
 
+    def test_scan_keys_of_several_prefixes(self, store: PersistentStore, prefix: str) -> None:
+        _put(store, {f"{prefix}a/1": b"", f"{prefix}a/2": b"x", f"{prefix}a2/1": b"", f"{prefix}b/1": b""})
+        found = store.scan_keys([f"{prefix}a/", f"{prefix}b/", f"{prefix}c/", f"{prefix}a/"])
+        assert found == {f"{prefix}a/": [f"{prefix}a/1", f"{prefix}a/2"], f"{prefix}b/": [f"{prefix}b/1"],
+                         f"{prefix}c/": []}
+        assert store.scan_keys([]) == {}
+
+    def test_scan_keys_of_many_prefixes_and_many_keys(self, store: PersistentStore, prefix: str) -> None:
+        # more prefixes than one etcd transaction takes
+        for start in range(0, 300, 100):
+            _put(store, {f"{prefix}p{n:03d}/k": b"" for n in range(start, start + 100)})
+        for start in range(0, 2500, 100):
+            _put(store, {f"{prefix}big/{n:05d}": b"" for n in range(start, start + 100)})
+        found = store.scan_keys([f"{prefix}p{n:03d}/" for n in range(300)] + [f"{prefix}big/"])
+        assert all(found[f"{prefix}p{n:03d}/"] == [f"{prefix}p{n:03d}/k"] for n in range(300))
+        assert found[f"{prefix}big/"] == [f"{prefix}big/{n:05d}" for n in range(2500)]
+
     def test_paging_sees_each_key_once(self, store: PersistentStore, prefix: str) -> None:
         keys = [f"{prefix}p/{i:04d}" for i in range(250)]
         for start in range(0, 250, 100):

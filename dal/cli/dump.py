@@ -1,0 +1,61 @@
+"""Write the objects of a namespace as JSON, to stdout or to a file (``-o``).
+
+The dump holds every object's stored document (relations as ``<relation>_guid``), ordered
+by hybrid name, then guid, so two dumps of the same data are identical. Documents are read
+in batches and written as they come; on a store others write to meanwhile, each document
+is as it was when its batch was read. ``dal load`` reads it back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import dal
+from dal import transfer
+from dal.cli.load import add_only_option, selected
+from dal.exceptions import DalError
+
+HELP = "write the objects of a namespace as JSON (stdout, or -o FILE)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="write to FILE instead of stdout; it appears only once complete")
+    add_only_option(parser, "dump only these hybrids")
+
+
+def run(args: argparse.Namespace) -> int:
+    context = dal.configure(args.persistent, args.volatile, namespace=args.namespace)
+    only = selected(args)
+    if args.output is None:
+        counts = transfer.dump(context, sys.stdout, only)
+        sys.stdout.flush()
+        where = "stdout"
+    else:
+        counts = _dump_to_file(context, Path(args.output), only)
+        where = args.output
+    total = sum(counts.values())
+    print(f"dumped {total} objects of {len(counts)} hybrids from namespace {context.namespace!r} of "
+          f"{context.persistent_url} to {where}", file=sys.stderr)
+    return 0
+
+
+def _dump_to_file(context: dal.config.Context, path: Path,
+                  only: list[dal.meta.HybridMeta] | None) -> dict[str, int]:
+    """Write beside the target and rename when done, so a failed dump never leaves a partial file."""
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise DalError(f"cannot write {path}: {exc.strerror or exc}; choose a writable directory") from exc
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            counts = transfer.dump(context, stream, only)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return counts

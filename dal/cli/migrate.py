@@ -1,0 +1,33 @@
+"""Bring the stored data up to the declared model.
+
+Runs the numbered migration steps the --hybrids modules declare (each exactly once), fills
+defaults of new properties into stored documents, builds the index and unique keys of
+properties that became indexed or unique, and removes keys the model no longer declares.
+Safe beside running processes that already run the new model; an interrupted run resumes
+when started again. Exit status: 0 done (or up to date), 1 some unique constraint could not
+be built because stored objects share a value (they are listed), 2 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import dal
+from dal.cli.progress import Progress
+from dal.migrate import migrate
+
+HELP = "bring stored data up to the declared model (defaults, index and unique keys, migration steps)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print what would change, per hybrid, and write nothing")
+
+
+def run(args: argparse.Namespace) -> int:
+    namespace = args.namespace or os.environ.get("DAL_NAMESPACE") or "dal"
+    context = dal.configure(args.persistent, args.volatile, namespace=namespace)
+    report = migrate(context, dry_run=args.dry_run, emit=lambda line: print(line, flush=True),
+                     progress=lambda total, label: Progress(total, label))
+    return 0 if report.ok else 1

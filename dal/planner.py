@@ -1,0 +1,342 @@
+"""Run a compiled query: candidates from index keys where they apply, a batched scan otherwise.
+
+``EQUALS``/``IN`` on ``guid`` needs no read at all; on ``<relation>_guid`` it reads the
+link keys, on a unique property the unique keys, on an indexed property its index entries
+(each only once ``dal migrate`` has built them, see :mod:`dal.schema`). ``AND`` intersects
+the candidates of its indexable items, ``OR`` unions them when every item is indexable.
+A dotted path whose last field is indexable walks the link keys back, one batched read per
+hop. Candidates are always re-verified against their documents, loaded in batches; only
+when nothing applies are the documents scanned, in batches. Dotted paths and dynamics are
+resolved for a whole batch at once: one batched load per hop, never one per row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from dal.backends.base import Entry
+from dal.exceptions import BackendError
+from dal.query import Condition, Group, Node, Operator, WhereOperator, satisfies
+from dal.relations import scan_batches
+from dal.schema import ready_indexes
+
+if TYPE_CHECKING:
+    from dal.config import Context
+    from dal.dataobject import DataObject
+    from dal.meta import HybridMeta
+    from dal.structures import Relation
+
+#: documents per scanned or loaded batch
+BATCH = 500
+#: a dotted path walked back through more objects than this is verified forward instead
+BACKWARD_LIMIT = 2000
+
+
+@dataclass(frozen=True)
+class Step:
+    """One line of a plan: what a part of the query did, and how many guids it gave."""
+
+    what: str
+    how: str
+    count: int | None = None
+
+    def __str__(self) -> str:
+        counted = "" if self.count is None else f" -> {self.count}"
+        return f"{self.how}: {self.what}{counted}"
+
+
+@dataclass
+class Execution:
+    """The steps of one run, and the documents it verified (kept so iteration need not reload)."""
+
+    steps: list[Step] = field(default_factory=list)
+    scanned: int = 0
+    verified: int = 0
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+
+class _TooWide(Exception):
+    """A dotted path fans out too far to walk back; verify it forward instead."""
+
+
+def access(meta: HybridMeta, condition: Condition, ready: frozenset[str]) -> str | None:
+    """Return how an index can answer ``condition`` on ``meta`` (no dotted path), or ``None``."""
+    if condition.operator not in (Operator.EQUALS, Operator.IN):
+        return None
+    values = condition.value if condition.operator is Operator.IN else (condition.value,)
+    if not condition.sensitive and any(isinstance(value, str) for value in values):
+        return None
+    kind, name = condition.field.kind, condition.field.name
+    if kind == "guid":
+        return "guid"
+    if kind == "relation":
+        return None if None in values else "link"
+    if kind != "property" or name not in ready:
+        return None
+    prop = meta.properties[name]
+    if prop.unique and None not in values:
+        return "unique"
+    return "index" if prop.indexed else None
+
+
+class Planner:
+    """Find the guids of ``meta`` objects matching ``root``."""
+
+    def __init__(self, context: Context, meta: HybridMeta, root: Group) -> None:
+        self.context = context
+        self.meta = meta
+        self.root = root
+        self.run = Execution()
+        self._ready: dict[str, frozenset[str]] = {}
+
+    def ready(self, meta: HybridMeta) -> frozenset[str]:
+        if meta.name not in self._ready:
+            self._ready[meta.name] = ready_indexes(self.context, meta) if meta.indexed or meta.unique \
+                else frozenset()
+        return self._ready[meta.name]
+
+    # --- planning -------------------------------------------------------------------------
+
+    def indexable(self, node: Node, meta: HybridMeta | None = None) -> bool:
+        meta = meta or self.meta
+        if isinstance(node, Group):
+            if node.kind is WhereOperator.AND:
+                return any(self.indexable(item, meta) for item in node.items)
+            return all(self.indexable(item, meta) for item in node.items)
+        if node.field.hops:
+            return self.indexable(_leaf(node), _leaf_meta(node))
+        return access(meta, node, self.ready(meta)) is not None
+
+    def describe(self) -> list[Step]:
+        """Return the plan without running it."""
+        if not self.indexable(self.root):
+            return [Step(describe_node(self.root), f"scan {self.meta.cls.__name__} in batches of {BATCH}")]
+        return [*self._describe(self.root, self.meta), Step("every candidate", "verify against its document")]
+
+    def _describe(self, node: Node, meta: HybridMeta) -> Iterator[Step]:
+        if isinstance(node, Group):
+            for item in node.items:
+                if self.indexable(item, meta):
+                    yield from self._describe(item, meta)
+                else:
+                    yield Step(describe_node(item), "verify only (no index applies)")
+            return
+        if node.field.hops:
+            leaf_meta = _leaf_meta(node)
+            yield from self._describe(_leaf(node), leaf_meta)
+            path = ".".join(relation.name for relation in node.field.hops)
+            yield Step(node.describe(), f"walk back {path} through link keys")
+            return
+        how = access(meta, node, self.ready(meta))
+        yield Step(node.describe(), _ACCESS[how or ""].format(cls=meta.cls.__name__, field=node.field.name))
+
+    # --- running --------------------------------------------------------------------------
+
+    def guids(self) -> list[str]:
+        """Run the query and return the matching guids in guid order."""
+        candidates: set[str] | None = None
+        if self.indexable(self.root):
+            try:
+                candidates = self._lookup(self.root, self.meta)
+            except _TooWide as exc:
+                self.run.steps.append(Step(str(exc), "too wide to walk back; scanning instead"))
+        if candidates is None:
+            return self._scan()
+        return self._verify(sorted(candidates))
+
+    def _lookup(self, node: Node, meta: HybridMeta) -> set[str] | None:
+        if isinstance(node, Group):
+            found: set[str] | None = None
+            for item in node.items:
+                if not self.indexable(item, meta):
+                    if node.kind is WhereOperator.OR:
+                        return None
+                    continue
+                guids = self._lookup(item, meta)
+                if guids is None:
+                    return None
+                if node.kind is WhereOperator.AND:
+                    found = guids if found is None else found & guids
+                    if not found:
+                        return found
+                else:
+                    found = guids if found is None else found | guids
+            return found if found is not None else set()
+        if node.field.hops:
+            return self._walk_back(node)
+        return self._access(meta, node)
+
+    def _access(self, meta: HybridMeta, condition: Condition) -> set[str]:
+        how = access(meta, condition, self.ready(meta))
+        values = condition.value if condition.operator is Operator.IN else (condition.value,)
+        keys = self.context.keys
+        name = condition.field.name
+        if how == "guid":
+            found = {value for value in values if isinstance(value, str)}
+        elif how == "unique":
+            stored = self.context.persistent.get_many([keys.unique(meta.name, name, v) for v in values])
+            found = {entry.value.decode() for entry in stored.values()}
+        elif how == "link":
+            relation = next(r for r in meta.relations.values() if r.guid_field == name)
+            assert relation.target is not None
+            target = relation.target._meta.name
+            found = self._link_sources(target, meta.name, relation.name, values)
+        else:
+            prefixes = [keys.index_prefix(meta.name, name, value) for value in values]
+            scanned = self.context.persistent.scan_keys(prefixes)
+            found = {key[len(prefix):] for prefix in prefixes for key in scanned[prefix]}
+        self.run.steps.append(Step(condition.describe(), f"{how} lookup on {meta.cls.__name__}", len(found)))
+        return found
+
+    def _link_sources(self, target: str, source: str, relation: str, target_guids: Iterable[str]) -> set[str]:
+        prefixes = [self.context.keys.links(target, guid, source, relation) for guid in target_guids]
+        scanned = self.context.persistent.scan_keys(prefixes)
+        return {key[len(prefix):] for prefix in prefixes for key in scanned[prefix]}
+
+    def _walk_back(self, condition: Condition) -> set[str] | None:
+        guids = self._lookup(_leaf(condition), _leaf_meta(condition))
+        if guids is None:
+            return None
+        for relation in reversed(condition.field.hops):
+            if len(guids) > BACKWARD_LIMIT:
+                raise _TooWide(f"{condition.describe()} reaches {len(guids)} {_owner(relation)} objects")
+            assert relation.target is not None and relation.owner is not None
+            guids = self._link_sources(relation.target._meta.name, relation.owner._meta.name, relation.name,
+                                       sorted(guids))
+        self.run.steps.append(Step(condition.describe(), "walked back through link keys", len(guids)))
+        return guids
+
+    def _scan(self) -> list[str]:
+        matched: list[str] = []
+        prefix = self.context.keys.docs(self.meta.name)
+        for batch in scan_batches(self.context, prefix, BATCH):
+            self.run.scanned += len(batch)
+            matched += self._matching({key[len(prefix):]: entry for key, entry in batch})
+        scanned = f"scanned {self.run.scanned} documents"
+        self.run.steps.append(Step(describe_node(self.root), scanned, len(matched)))
+        return matched
+
+    def _verify(self, candidates: list[str]) -> list[str]:
+        matched: list[str] = []
+        for start in range(0, len(candidates), BATCH):
+            batch = candidates[start:start + BATCH]
+            entries = self.context.load_documents(self.meta.name, batch)
+            self.run.verified += len(batch)
+            matched += self._matching({guid: entries[guid] for guid in batch if guid in entries})
+        self.run.steps.append(Step(f"{len(candidates)} candidates", "verified against their documents",
+                                   len(matched)))
+        return matched
+
+    def _matching(self, entries: dict[str, Entry]) -> list[str]:
+        batch = Batch(self.context, self.meta, entries)
+        matched = [guid for guid in entries if batch.matches(self.root, guid)]
+        if len(self.run.entries) < BATCH:
+            self.run.entries.update((guid, entries[guid]) for guid in matched[:BATCH])
+        return matched
+
+
+_ACCESS = {
+    "guid": "guids given",
+    "link": "link keys of {cls}.{field}",
+    "unique": "unique keys of {cls}.{field}",
+    "index": "index entries of {cls}.{field}",
+    "": "verify only (no index applies)",
+}
+
+
+class Batch:
+    """Documents of one batch, with dotted paths and dynamics resolved for all of them at once."""
+
+    def __init__(self, context: Context, meta: HybridMeta, entries: dict[str, Entry]) -> None:
+        self.context = context
+        self.meta = meta
+        self.entries = entries
+        self.data: dict[str, dict[str, Any]] = {}
+        for guid, entry in entries.items():
+            try:
+                self.data[guid] = json.loads(entry.value)
+            except ValueError as exc:
+                raise BackendError(f"the stored document of {meta.cls.__name__} {guid} is not JSON ({exc}); "
+                                   "run `dal check`") from exc
+        #: per walked path: root guid -> (guid, document) of the object at its end, or None
+        self._paths: dict[tuple[Relation, ...], dict[str, tuple[str, dict[str, Any], Entry] | None]] = {}
+        self._objects: dict[tuple[str, str], DataObject] = {}
+        self._dynamics: dict[tuple[str, str, str], Any] = {}
+
+    def matches(self, node: Node, guid: str) -> bool:
+        if isinstance(node, Group):
+            results = (self.matches(item, guid) for item in node.items)
+            return all(results) if node.kind is WhereOperator.AND else any(results)
+        found = self._end(node.field.hops, guid)
+        if found is None:
+            return False  # a dotted path through an unset relation matches nothing
+        end_guid, document, entry = found
+        field = node.field
+        if field.kind == "guid":
+            value: Any = end_guid
+        elif field.kind == "dynamic":
+            value = self._dynamic(field.meta, end_guid, entry, field.name)
+        else:
+            value = document.get(field.name, field.meta.stored_defaults.get(field.name))
+        return satisfies(node, value)
+
+    def _end(self, hops: tuple[Relation, ...], guid: str) -> tuple[str, dict[str, Any], Entry] | None:
+        if not hops:
+            return guid, self.data[guid], self.entries[guid]
+        if hops not in self._paths:
+            self._resolve(hops)
+        return self._paths[hops].get(guid)
+
+    def _resolve(self, hops: tuple[Relation, ...]) -> None:
+        """Load the objects at the end of ``hops`` for every document of the batch: one load per hop."""
+        relation = hops[-1]
+        assert relation.target is not None
+        starts = {guid: self._end(hops[:-1], guid) for guid in self.entries}
+        wanted = {start[1].get(relation.guid_field) for start in starts.values() if start is not None}
+        loaded = self.context.load_documents(relation.target._meta.name,
+                                             sorted(guid for guid in wanted if isinstance(guid, str)))
+        documents = {guid: (json.loads(entry.value), entry) for guid, entry in loaded.items()}
+        ends: dict[str, tuple[str, dict[str, Any], Entry] | None] = {}
+        for guid, start in starts.items():
+            target = start[1].get(relation.guid_field) if start is not None else None
+            found = documents.get(target) if target is not None else None
+            ends[guid] = None if found is None or target is None else (target, found[0], found[1])
+        self._paths[hops] = ends
+
+    def _dynamic(self, meta: HybridMeta, guid: str, entry: Entry, name: str) -> Any:
+        key = (meta.name, guid, name)
+        if key not in self._dynamics:
+            obj = self._objects.get((meta.name, guid))
+            if obj is None:
+                obj = self._objects[(meta.name, guid)] = meta.cls._from_entry(guid, entry)
+            value = getattr(obj, name)
+            self._dynamics[key] = meta.dynamics[name].validator.to_json(value)
+        return self._dynamics[key]
+
+
+def _leaf(condition: Condition) -> Condition:
+    field = condition.field
+    return replace(condition, field=replace(field, hops=(), text=field.text.rsplit(".", 1)[-1]))
+
+
+def _leaf_meta(condition: Condition) -> HybridMeta:
+    target = condition.field.hops[-1].target
+    assert target is not None
+    return target._meta
+
+
+def _owner(relation: Relation) -> str:
+    return relation.target.__name__ if relation.target is not None else "?"
+
+
+def describe_node(node: Node) -> str:
+    if isinstance(node, Condition):
+        return node.describe()
+    if not node.items:
+        return "every object" if node.kind is WhereOperator.AND else "nothing"
+    parts = (describe_node(item) if isinstance(item, Condition) else f"({describe_node(item)})"
+             for item in node.items)
+    return f" {node.kind.value} ".join(parts)

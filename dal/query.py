@@ -1,0 +1,330 @@
+"""Queries: validated against their hybrid into an immutable tree, then tested against documents.
+
+A caller writes ``{'type': AND|OR, 'items': [(field, operator, value[, case_sensitive]) |
+subquery, ...]}``. :func:`compile_query` checks every field, operator and value against
+the hybrid before anything runs and builds a frozen tree; the caller's dict is only read.
+Values are converted to their stored JSON form once, so a condition is tested directly
+against stored documents (with defaults filled in for fields they lack) without building
+objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Literal
+
+from dal.exceptions import InvalidQueryError, InvalidValueError
+from dal.structures import Dynamic, Property, Relation, Validator
+
+if TYPE_CHECKING:
+    from dal.meta import HybridMeta
+
+
+class Operator(str, Enum):
+    EQUALS = "EQUALS"
+    NOT_EQUALS = "NOT_EQUALS"
+    LT = "LT"
+    GT = "GT"
+    LE = "LE"
+    GE = "GE"
+    IN = "IN"
+    CONTAINS = "CONTAINS"
+
+
+class WhereOperator(str, Enum):
+    AND = "AND"
+    OR = "OR"
+
+
+ORDERING = frozenset({Operator.LT, Operator.GT, Operator.LE, Operator.GE})
+FieldKind = Literal["guid", "property", "relation", "dynamic"]
+_SHAPE = ("a query is {'type': 'AND' or 'OR', 'items': [(field, operator, value[, case_sensitive]) or "
+          "a nested query, ...]}")
+
+
+@dataclass(frozen=True)
+class Field:
+    """A resolved field: the relations walked from the queried hybrid, then a field of the last one."""
+
+    text: str
+    hops: tuple[Relation, ...]
+    meta: HybridMeta
+    name: str
+    kind: FieldKind
+    #: converts query values to their stored JSON form (None for guids)
+    validator: Validator | None
+    #: the value a document that lacks the field reads as
+    default: Any
+
+    @property
+    def stored(self) -> bool:
+        """Whether the value is in the document (a dynamic is computed instead)."""
+        return self.kind != "dynamic"
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: Field
+    operator: Operator
+    #: the JSON form of the value; a tuple for IN
+    value: Any
+    sensitive: bool
+
+    def describe(self) -> str:
+        flag = "" if self.sensitive else " (case-insensitive)"
+        value = list(self.value) if isinstance(self.value, tuple) else self.value
+        return f"{self.field.text} {self.operator.value} {value!r}{flag}"
+
+
+@dataclass(frozen=True)
+class Group:
+    kind: WhereOperator
+    items: tuple[Node, ...]
+
+
+Node = Condition | Group
+
+
+def compile_query(meta: HybridMeta, query: Mapping[str, Any] | None) -> Group:
+    """Validate ``query`` against a hybrid and return its tree; ``None`` matches every object."""
+    if query is None:
+        return Group(WhereOperator.AND, ())
+    return _group(meta, query, "query")
+
+
+def _group(meta: HybridMeta, query: Any, where: str) -> Group:
+    if not isinstance(query, Mapping):
+        raise InvalidQueryError(f"{where} is {query!r}; {_SHAPE}")
+    unknown = sorted(set(query) - {"type", "items"})
+    if unknown or "items" not in query:
+        raise InvalidQueryError(f"{where} has keys {sorted(query)}; {_SHAPE}")
+    try:
+        kind = WhereOperator(query.get("type", WhereOperator.AND))
+    except ValueError:
+        raise InvalidQueryError(f"{where} has type {query.get('type')!r}; use DataList.where_operator.AND "
+                                "or .OR") from None
+    items = query["items"]
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
+        raise InvalidQueryError(f"{where}['items'] must be a list, not {items!r}; {_SHAPE}")
+    nodes: list[Node] = []
+    for index, item in enumerate(items):
+        label = f"{where}['items'][{index}]"
+        node = _group(meta, item, label) if isinstance(item, Mapping) else _condition(meta, item, label)
+        nodes.append(node)
+    return Group(kind, tuple(nodes))
+
+
+def _condition(meta: HybridMeta, item: Any, where: str) -> Condition:
+    if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) not in (3, 4):
+        raise InvalidQueryError(f"{where} is {item!r}; a condition is (field, operator, value) or "
+                                "(field, operator, value, case_sensitive)")
+    text, operator_text, value = item[0], item[1], item[2]
+    sensitive = item[3] if len(item) == 4 else True
+    if not isinstance(sensitive, bool):
+        raise InvalidQueryError(f"{where}: case_sensitive must be True or False, not {sensitive!r}")
+    try:
+        operator = Operator(operator_text)
+    except ValueError:
+        raise InvalidQueryError(
+            f"{where}: unknown operator {operator_text!r}; use one of "
+            f"{', '.join(op.value for op in Operator)} (DataList.operator.EQUALS, ...)") from None
+    field = resolve_field(meta, text, where)
+    if field.kind == "relation" and field.name != text.rsplit(".", 1)[-1]:
+        value = _guid_of(value, field, where)
+    return Condition(field, operator, _value(field, operator, value, where), sensitive)
+
+
+def resolve_field(meta: HybridMeta, text: Any, where: str = "field") -> Field:
+    """Resolve ``guid``, a property, ``<relation>_guid``, a dynamic or a dotted path of them."""
+    if not isinstance(text, str) or not text:
+        raise InvalidQueryError(f"{where}: a field is a non-empty string like 'name' or "
+                                f"'backend_type.code', not {text!r}")
+    parts = text.split(".")
+    hops: list[Relation] = []
+    current = meta
+    for part in parts[:-1]:
+        relation = current.relations.get(part)
+        if relation is None or relation.target is None:
+            raise InvalidQueryError(
+                f"{where}: {current.cls.__name__}.{part} in {text!r} is not a relation; a dotted path walks "
+                f"relations of {current.cls.__name__}: {_names(current.relations)}")
+        hops.append(relation)
+        current = relation.target._meta
+    name = parts[-1]
+    owner = current.cls.__name__
+    prop: Property[Any] | None = current.properties.get(name)
+    if name == "guid":
+        return Field(text, tuple(hops), current, "guid", "guid", None, None)
+    if prop is not None:
+        return Field(text, tuple(hops), current, name, "property", prop.validator,
+                     prop.validator.to_json(prop.default))
+    relation = current.relations.get(name) or next(
+        (r for r in current.relations.values() if r.guid_field == name), None)
+    if relation is not None:  # `backend_type` (an object or None) or `backend_type_guid`
+        return Field(text, tuple(hops), current, relation.guid_field, "relation", None, None)
+    dynamic: Dynamic | None = current.dynamics.get(name)
+    if dynamic is not None:
+        return Field(text, tuple(hops), current, name, "dynamic", dynamic.validator, None)
+    reverse = f"; {name} is a reverse relation, query {current.reverse[name].source.__name__} instead" \
+        if name in current.reverse else ""
+    raise InvalidQueryError(
+        f"{where}: {owner} has no field {name!r}{reverse}. Fields: guid, properties "
+        f"({_names(current.properties)}), relations ({_names(current.relations)}, or <relation>_guid), "
+        f"dynamics ({_names(current.dynamics)}), and dotted paths through relations")
+
+
+def _names(specs: Mapping[str, Any]) -> str:
+    return ", ".join(sorted(specs)) or "none"
+
+
+def _guid_of(value: Any, field: Field, where: str) -> Any:
+    """Let ``('backend_type', EQUALS, obj)`` mean ``('backend_type_guid', EQUALS, obj.guid)``."""
+    from dal.dataobject import DataObject
+
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_guid_of(item, field, where) for item in value]
+    if isinstance(value, DataObject):
+        return value.guid
+    return value
+
+
+def _value(field: Field, operator: Operator, value: Any, where: str) -> Any:
+    label = f"{where}: {field.meta.cls.__name__}.{field.name}"
+    if operator is Operator.IN:
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (Sequence, set, frozenset)):
+            raise InvalidQueryError(f"{label} IN needs a list of values, not {value!r}")
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else list(value)
+        return tuple(_one(field, item, label) for item in items)
+    if operator is Operator.CONTAINS:
+        return _contained(field, value, label)
+    if operator in ORDERING:
+        if value is None:
+            raise InvalidQueryError(f"{label} {operator.value} None compares with nothing; "
+                                    "use EQUALS None for unset values")
+        if _numeric(field) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value  # `size LT 2.5` on an int field is meaningful
+    return _one(field, value, label)
+
+
+def _one(field: Field, value: Any, label: str) -> Any:
+    """Return ``value`` checked against the field's type, in its stored JSON form."""
+    if value is None:
+        return None
+    if field.validator is None:  # a guid or a relation's guid
+        if not isinstance(value, str):
+            raise InvalidQueryError(f"{label} holds guids (strings), not {value!r}")
+        return value
+    try:
+        return field.validator.to_json(field.validator(value))
+    except InvalidValueError as exc:
+        raise InvalidQueryError(f"{label}: the value does not fit the field: {exc}") from None
+
+
+def _contained(field: Field, value: Any, label: str) -> Any:
+    declared = _declared_type(field)
+    if declared is str or field.kind in ("guid", "relation") or _string_enum(field):
+        if not isinstance(value, str):
+            raise InvalidQueryError(f"{label} is a string; CONTAINS on it takes a substring, not {value!r}")
+        return value
+    if declared is list or (isinstance(declared, type) and declared in (tuple, set)):
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise InvalidQueryError(f"{label} CONTAINS takes a JSON value, not {value!r}") from None
+        return value
+    raise InvalidQueryError(f"{label} is not a string or a list; CONTAINS works on those only")
+
+
+def _declared_type(field: Field) -> Any:
+    if field.kind == "property":
+        return field.meta.properties[field.name].property_type
+    if field.kind == "dynamic":
+        return field.meta.dynamics[field.name].return_type
+    return str
+
+
+def _string_enum(field: Field) -> bool:
+    enum = field.validator.enum if field.validator is not None else None
+    return enum is not None and all(isinstance(item, str) for item in enum)
+
+
+def _numeric(field: Field) -> bool:
+    return _declared_type(field) in (int, float)
+
+
+# --- testing values -------------------------------------------------------------------------
+
+
+def satisfies(condition: Condition, actual: Any) -> bool:
+    """Return whether a stored (JSON) value satisfies ``condition``."""
+    operator, value = condition.operator, condition.value
+    if not condition.sensitive:
+        actual, value = _fold(actual), _fold(value)
+    if operator is Operator.EQUALS:
+        return _equal(actual, value)
+    if operator is Operator.NOT_EQUALS:
+        return not _equal(actual, value)
+    if operator is Operator.IN:
+        return any(_equal(actual, item) for item in value)
+    if actual is None:
+        return False
+    if operator is Operator.CONTAINS:
+        if isinstance(actual, str):
+            return isinstance(value, str) and value in actual
+        return isinstance(actual, list) and any(_equal(item, value) for item in actual)
+    try:
+        if operator is Operator.LT:
+            return bool(actual < value)
+        if operator is Operator.GT:
+            return bool(actual > value)
+        if operator is Operator.LE:
+            return bool(actual <= value)
+        return bool(actual >= value)
+    except TypeError:  # a stored value of another type (data of an older model) matches nothing
+        return False
+
+
+def _equal(left: Any, right: Any) -> bool:
+    # True == 1 in Python, but a stored True is not the query's 1
+    if isinstance(left, bool) or isinstance(right, bool):
+        return type(left) is type(right) and left == right
+    return bool(left == right)
+
+
+def _fold(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.casefold()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_fold(item) for item in value)
+    return value
+
+
+# --- describing --------------------------------------------------------------------------------
+
+
+def fields_of(node: Node) -> list[Field]:
+    """Return every field a query reads, in order."""
+    if isinstance(node, Condition):
+        return [node.field]
+    return [field for item in node.items for field in fields_of(item)]
+
+
+def uses_dynamics(node: Node) -> bool:
+    return any(field.kind == "dynamic" for field in fields_of(node))
+
+
+def digest(meta: HybridMeta, node: Node) -> str:
+    """Return a stable digest of a compiled query, naming its cached result."""
+    text = json.dumps([meta.name, _canonical(node)], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _canonical(node: Node) -> Any:
+    if isinstance(node, Condition):
+        value = list(node.value) if isinstance(node.value, tuple) else node.value
+        return [node.field.text, node.operator.value, value, node.sensitive]
+    return [node.kind.value, [_canonical(item) for item in node.items]]

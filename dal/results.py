@@ -1,0 +1,115 @@
+"""Cached query results, invalidated exactly through version tokens.
+
+A cached result stores its guids together with the tokens of the versions it depends on:
+``v/<hybrid>/<field>/=<value>`` for an ``EQUALS``/``IN`` condition (a change to or from
+that value), ``v/<hybrid>/<field>/*`` for any other condition (any change of the field),
+the relation fields a dotted path walks, and ``v/<hybrid>/guid/*`` for a query with no
+condition. A writer, after its commit, deletes the versions of what it changed (one batched
+delete, with the object cache entries). A reader fetches the result and its versions in one
+multi-get and uses the result only if every token is still the one it was built with.
+
+Why that is exact: a reader takes its tokens *before* computing, creating missing ones
+with fresh random values. A commit the computation missed happened after the tokens were
+read, so its writer's delete comes after them too and removes them; a token is random, so
+it never comes back. A create only touches the versions of the values it holds, so a
+cached ``status EQUALS 'RUNNING'`` survives creating a ``'NEW'`` object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from dal.query import Condition, Group, Node, Operator, WhereOperator, digest, uses_dynamics
+from dal.transaction import same
+
+if TYPE_CHECKING:
+    from dal.config import Context
+    from dal.keys import Keys
+    from dal.meta import HybridMeta
+
+#: a cached result is dropped after this long even if no write touched it
+RESULT_TTL = 600.0
+#: tokens outlive results; a lost token only costs a recomputation
+TOKEN_TTL = 3600.0
+
+
+def cached_guids(context: Context, meta: HybridMeta, root: Group,
+                 compute: Callable[[], list[str]]) -> tuple[list[str], str]:
+    """Return the guids matching ``root`` and how they were found: ``hit``, ``miss`` or ``off``."""
+    if not context.caches_objects or uses_dynamics(root):
+        return compute(), "off"  # dynamics are computed values: their results are never cached
+    context.check_local_cache()
+    cache = context.objects
+    versions = sorted(set(dependencies(context.keys, meta, root)))
+    result_key = context.keys.cached_result(meta.name, digest(meta, root))
+    found = cache.get_many([result_key, *versions], count=False)
+    tokens = [found.get(key) for key in versions]
+    raw = found.get(result_key)
+    if raw is not None and None not in tokens:
+        entry = json.loads(raw)
+        if entry["t"] == [token.decode() for token in tokens if token is not None]:
+            context.stats.add("query_hits")
+            return list(entry["g"]), "hit"
+    context.stats.add("query_misses")
+    for index, key in enumerate(versions):
+        if tokens[index] is None:
+            token = os.urandom(9).hex().encode()
+            if not cache.put(key, token, TOKEN_TTL):
+                return compute(), "off"  # without its token a result could not be checked later
+            tokens[index] = token
+    guids = compute()
+    entry_text = json.dumps({"t": [token.decode() for token in tokens if token is not None], "g": guids},
+                            separators=(",", ":"))
+    cache.put(result_key, entry_text.encode(), RESULT_TTL)
+    return guids, "miss"
+
+
+def dependencies(keys: Keys, meta: HybridMeta, node: Node) -> Iterable[str]:
+    """Yield the version keys whose change may change the result of ``node`` over ``meta``."""
+    if isinstance(node, Group):
+        if not node.items and node.kind is WhereOperator.AND:
+            yield keys.field_version(meta.name, "guid")  # everything: any create or delete
+        for item in node.items:
+            yield from dependencies(keys, meta, item)
+        return
+    owner = meta
+    for relation in node.field.hops:
+        yield keys.field_version(owner.name, relation.guid_field)
+        assert relation.target is not None
+        owner = relation.target._meta
+    yield from _condition_versions(keys, owner.name, node)
+
+
+def _condition_versions(keys: Keys, hybrid: str, condition: Condition) -> Iterable[str]:
+    name = condition.field.name
+    exact = condition.operator in (Operator.EQUALS, Operator.IN)
+    values = condition.value if condition.operator is Operator.IN else (condition.value,)
+    if exact and (condition.sensitive or not any(isinstance(value, str) for value in values)):
+        for value in values:
+            yield keys.value_version(hybrid, name, value)
+    else:
+        yield keys.field_version(hybrid, name)
+
+
+def changed_versions(keys: Keys, meta: HybridMeta, guid: str, before: dict[str, Any] | None,
+                     after: dict[str, Any] | None) -> list[str]:
+    """Return the version keys a write from ``before`` to ``after`` (``None``: absent) must delete."""
+    changed: list[str] = []
+    if (before is None) != (after is None):
+        changed += [keys.field_version(meta.name, "guid"), keys.value_version(meta.name, "guid", guid)]
+    for name, default in meta.stored_defaults.items():
+        old = before.get(name, default) if before is not None else _ABSENT
+        new = after.get(name, default) if after is not None else _ABSENT
+        if old is not _ABSENT and new is not _ABSENT and same(old, new):
+            continue
+        changed.append(keys.field_version(meta.name, name))
+        for value in (old, new):
+            if value is not _ABSENT:
+                changed.append(keys.value_version(meta.name, name, value))
+    return changed
+
+
+_ABSENT = object()

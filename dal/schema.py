@@ -1,0 +1,274 @@
+"""Schema records: the model the stored data was brought up to, and which index keys are complete.
+
+Each hybrid has one record in the durable store, at ``m/schema/<hybrid>`` (JSON)::
+
+    {"format": 1, "hybrid": "disk", "fingerprint": "<sha256>", "model": {...},
+     "ready": {"indexed": ["code", ...], "unique": ["name", ...]}}
+
+``model`` describes the declared properties and relations the documents were last brought
+up to (by ``dal migrate``, or by the first save into an empty hybrid), ``fingerprint`` is a
+stable hash of it, and ``ready`` lists the indexed and unique properties whose keys exist
+for every document. The query planner only uses keys listed as ready (``ready_indexes``);
+a property that became indexed is queried by scanning until ``dal migrate`` builds its keys.
+
+Only two writers touch a record: ``ensure_recorded`` (called by every save, cheap) creates
+it for a hybrid that has no documents yet (all keys are trivially complete) and removes
+from ``ready`` what the running model does not maintain; ``dal migrate`` marks fields ready
+after building their keys. Nothing here ever marks a newly declared index ready on its own.
+
+A process re-reads a record at most every ``READY_TTL`` seconds, so a change made by another
+process (``dal migrate`` marking a field ready, an older model dropping one) is seen within
+that window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dal.backends.base import PrefixEmpty, Put, Revision
+from dal.exceptions import RaceConditionError
+
+if TYPE_CHECKING:
+    from dal.config import Context
+    from dal.meta import HybridMeta
+
+#: seconds a process trusts the record it read; bounds how stale ``ready_indexes`` can be
+READY_TTL = 2.0
+FORMAT = 1
+_ATTEMPTS = 12
+
+
+@dataclass(frozen=True)
+class SchemaRecord:
+    """A decoded schema record and the revision it was read at (0: not stored)."""
+
+    hybrid: str
+    model: dict[str, Any]
+    fingerprint: str
+    indexed: frozenset[str]
+    unique: frozenset[str]
+    revision: int = 0
+
+    def ready_for(self, meta: HybridMeta) -> frozenset[str]:
+        """Return the properties of ``meta`` whose every declared kind of key is listed as ready."""
+        return frozenset(
+            prop.name for prop in meta.properties.values()
+            if (prop.indexed or prop.unique)
+            and (not prop.indexed or prop.name in self.indexed)
+            and (not prop.unique or prop.name in self.unique))
+
+    def unmaintained(self, meta: HybridMeta) -> tuple[frozenset[str], frozenset[str]]:
+        """Return the (indexed, unique) fields listed ready that ``meta`` does not keep up to date."""
+        return (self.indexed - {p.name for p in meta.indexed}, self.unique - {p.name for p in meta.unique})
+
+    def replace(self, *, model: dict[str, Any] | None = None, indexed: Iterable[str] | None = None,
+                unique: Iterable[str] | None = None) -> SchemaRecord:
+        model = self.model if model is None else model
+        return SchemaRecord(self.hybrid, model, model_fingerprint(model),
+                            self.indexed if indexed is None else frozenset(indexed),
+                            self.unique if unique is None else frozenset(unique), self.revision)
+
+    def encode(self) -> bytes:
+        return json.dumps({
+            "format": FORMAT, "hybrid": self.hybrid, "fingerprint": self.fingerprint, "model": self.model,
+            "ready": {"indexed": sorted(self.indexed), "unique": sorted(self.unique)},
+        }, sort_keys=True, separators=(",", ":")).encode()
+
+
+def describe(meta: HybridMeta) -> dict[str, Any]:
+    """Return the stored-data view of a hybrid's model: what its fingerprint covers."""
+    properties = {
+        name: {"type": _type_label(prop.property_type), "default": prop.validator.to_json(prop.default),
+               "mandatory": prop.mandatory, "indexed": prop.indexed, "unique": prop.unique}
+        for name, prop in sorted(meta.properties.items())}
+    relations = {
+        name: {"target": relation.target._meta.name if relation.target is not None
+               else str(relation.foreign_type),
+               "mandatory": relation.mandatory, "onetoone": relation.onetoone}
+        for name, relation in sorted(meta.relations.items())}
+    return {"properties": properties, "relations": relations}
+
+
+def model_fingerprint(model: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(model, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def stored_fields(model: dict[str, Any]) -> frozenset[str]:
+    """Return the document fields a described model stores (properties and ``<relation>_guid``)."""
+    return frozenset(model.get("properties", {})) | {f"{name}_guid" for name in model.get("relations", {})}
+
+
+def complete_record(meta: HybridMeta) -> SchemaRecord:
+    """Return the record of a hybrid whose documents all match ``meta`` and whose keys are all built."""
+    model = describe(meta)
+    return SchemaRecord(meta.name, model, model_fingerprint(model), frozenset(p.name for p in meta.indexed),
+                        frozenset(p.name for p in meta.unique))
+
+
+def decode_record(hybrid: str, raw: bytes, revision: int) -> SchemaRecord:
+    """Decode a stored record; an unreadable one counts as a record with nothing ready."""
+    try:
+        data = json.loads(raw)
+        ready = data["ready"]
+        model = data["model"]
+        if not isinstance(model, dict):
+            raise TypeError("model is not an object")
+        return SchemaRecord(hybrid, model, str(data.get("fingerprint", "")),
+                            frozenset(map(str, ready["indexed"])), frozenset(map(str, ready["unique"])),
+                            revision)
+    except (ValueError, TypeError, KeyError):
+        # written by something else: trust nothing in it; `dal migrate` rewrites it
+        return SchemaRecord(hybrid, {}, "", frozenset(), frozenset(), revision)
+
+
+def read_record(context: Context, hybrid: str) -> SchemaRecord | None:
+    """Return the stored schema record of ``hybrid``, or ``None``."""
+    entry = context.persistent.get(context.keys.schema(hybrid))
+    return None if entry is None else decode_record(hybrid, entry.value, entry.revision)
+
+
+# --- the per-process view the planner and saves read --------------------------------------
+
+
+@dataclass
+class _State:
+    """What one process knows about one hybrid's record in one context."""
+
+    record: SchemaRecord | None
+    read_at: float
+    ensured_at: float = float("-inf")
+    #: the record was absent and documents existed: only `dal migrate` can record this hybrid now
+    creation_refused: bool = False
+
+
+_lock = threading.Lock()
+#: id(context) -> id(meta) -> state; ids, because neither is hashable (a Context is a mutable
+#: dataclass); an entry is dropped when its context is collected, and metas live in the registry
+_states: dict[int, dict[int, _State]] = {}
+
+
+def _states_of(context: Context) -> dict[int, _State]:
+    key = id(context)
+    states = _states.get(key)
+    if states is None:
+        states = _states[key] = {}
+        weakref.finalize(context, _states.pop, key, None)
+    return states
+
+
+def forget(context: Context) -> None:
+    """Drop what this process cached about records (``dal migrate`` calls it after writing them)."""
+    with _lock:
+        _states.pop(id(context), None)
+
+
+def _fresh_state(context: Context, meta: HybridMeta) -> _State:
+    """Return the cached state of ``meta``'s record, re-reading it when older than READY_TTL."""
+    now = time.monotonic()
+    with _lock:
+        state = _states_of(context).get(id(meta))
+    if state is not None and now - state.read_at < READY_TTL:
+        return state
+    record = read_record(context, meta.name)
+    with _lock:
+        previous = _states_of(context).get(id(meta))
+        state = _State(record, now)
+        if previous is not None and record is None:
+            state.creation_refused = previous.creation_refused
+        _states_of(context)[id(meta)] = state
+    return state
+
+
+def ready_indexes(context: Context, meta: HybridMeta) -> frozenset[str]:
+    """Names of the indexed/unique properties of `meta` whose index/unique keys are complete in the store.
+
+    A property both indexed and unique is listed only when both kinds of key are complete. At
+    most one durable read per (context, hybrid) every READY_TTL seconds; never writes.
+    """
+    state = _fresh_state(context, meta)
+    return frozenset() if state.record is None else state.record.ready_for(meta)
+
+
+def ensure_recorded(context: Context, meta: HybridMeta) -> None:
+    """Called by DataObject.save before its commit; cheap after the first call per (context, hybrid).
+
+    Creates the record of a hybrid that has no documents yet (every key is then complete),
+    and removes from ``ready`` the fields this process's model does not index or keep unique,
+    since its saves will not maintain their keys. Re-checks at most every READY_TTL seconds.
+    """
+    state = _fresh_state(context, meta)
+    if state.ensured_at >= state.read_at:
+        return
+    record = state.record
+    for _ in range(_ATTEMPTS):
+        if record is None:
+            if state.creation_refused or not (meta.indexed or meta.unique):
+                break  # nothing could be ready: a record would buy nothing and cost a commit
+            record, refused = _create(context, meta)
+            if refused:
+                state.creation_refused = True
+                break
+            continue
+        stale_indexed, stale_unique = record.unmaintained(meta)
+        if not (stale_indexed or stale_unique):
+            break
+        record, written = _write(context, record.replace(indexed=record.indexed - stale_indexed,
+                                                         unique=record.unique - stale_unique))
+        if written:
+            break
+    else:
+        raise RaceConditionError(
+            f"the schema record of {meta.cls.__name__} kept changing while this save checked it; retry")
+    with _lock:
+        state.record = record
+        state.ensured_at = state.read_at
+
+
+def _create(context: Context, meta: HybridMeta) -> tuple[SchemaRecord | None, bool]:
+    """Record ``meta`` as complete if the hybrid has no documents; return (record now stored, refused)."""
+    key = context.keys.schema(meta.name)
+    record = complete_record(meta)
+    result = context.commit([Revision(key, 0), PrefixEmpty(context.keys.docs(meta.name))],
+                            [Put(key, record.encode())])
+    if result.ok:
+        return SchemaRecord(record.hybrid, record.model, record.fingerprint, record.indexed, record.unique,
+                            result.revision), False
+    entry = result.current.get(key)
+    if entry is not None:  # another process recorded it first: check that one instead
+        return decode_record(meta.name, entry.value, entry.revision), False
+    return None, True  # documents exist without a record: their keys are unknown until `dal migrate`
+
+
+def _write(context: Context, record: SchemaRecord) -> tuple[SchemaRecord | None, bool]:
+    """Store ``record`` if the stored one is still at ``record.revision``; return (stored record, written)."""
+    key = context.keys.schema(record.hybrid)
+    result = context.commit([Revision(key, record.revision)], [Put(key, record.encode())])
+    if result.ok:
+        return SchemaRecord(record.hybrid, record.model, record.fingerprint, record.indexed, record.unique,
+                            result.revision), True
+    entry = result.current.get(key)
+    return (None if entry is None else decode_record(record.hybrid, entry.value, entry.revision)), False
+
+
+def write_record(context: Context, record: SchemaRecord) -> tuple[SchemaRecord | None, bool]:
+    """Store ``record`` conditionally on its revision (0: absent); return (stored record, written)."""
+    outcome = _write(context, record)
+    forget(context)
+    return outcome
+
+
+def _type_label(declared: Any) -> Any:
+    if isinstance(declared, (list, tuple)):
+        return {"enum": [item if isinstance(item, (str, int, float, bool)) or item is None else repr(item)
+                         for item in declared]}
+    if isinstance(declared, type) and not getattr(declared, "__args__", None):
+        module = declared.__module__
+        return declared.__qualname__ if module == "builtins" else f"{module}.{declared.__qualname__}"
+    return str(declared)

@@ -1,0 +1,323 @@
+"""The ERD generator (``dal.erd``) and ``dal erd``.
+
+Golden files under ``tests/golden/`` hold the expected Mermaid and DOT of the sample model
+(``sample.*``) and of the small model declared below (``small.*``), compared byte for byte.
+After an intended change, regenerate them and review the diff:
+
+    DAL_UPDATE_GOLDEN=1 pytest tests/test_erd.py
+
+and redraw the README's picture with ``dal erd -o docs/erd.svg``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import os
+import random
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REQUIRE_SERVICES
+from test_cli import run_dal
+
+import dal.hybrids
+from dal import DataObject, Dynamic, Property, Relation, erd
+from dal.exceptions import ConfigurationError, DalError
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("DAL_UPDATE_GOLDEN") == "1"
+SVG = "{http://www.w3.org/2000/svg}"
+SAMPLE = [getattr(dal.hybrids, name) for name in dal.hybrids.__all__]
+
+
+# --- a small model with every shape the diagram draws ----------------------------------------
+
+
+class ErdSite(DataObject):
+    """A site; sites nest (a self relation)."""
+
+    __properties: list[Property[Any]] = [Property("name", str, unique=True, indexed=True),
+                                         Property("tier", [1, 2, 3], default=2),
+                                         Property("opened", dt.date, mandatory=False)]
+    __relations = [Relation("parent", None, "children", mandatory=False)]
+
+
+class ErdAddress(DataObject, hybrid_name="erd_address"):
+    """At most one per site (one-to-one); stored under a name of its own."""
+
+    __properties: list[Property[Any]] = [Property("lines", list[str], default=[]),
+                                         Property("code", int | str, mandatory=False)]
+    __relations = [Relation("site", ErdSite, "address", onetoone=True)]
+
+
+class ErdRack(DataObject):
+    """Names its site by string; one dynamic never cached, one locked."""
+
+    __properties: list[Property[Any]] = [Property("label", str), Property("units", int, default=42)]
+    __relations = [Relation("site", "ErdSite", "racks")]
+    __dynamics = [Dynamic("free_units", int, 0), Dynamic("power", float, 30, locked=True)]
+
+    def _free_units(self) -> int:
+        return 0
+
+    def _power(self) -> float:
+        return 0.0
+
+
+class ErdDevice(DataObject):
+    """Optional unique serial; a device may name its backup device."""
+
+    __properties: list[Property[Any]] = [Property("serial", str, unique=True, mandatory=False),
+                                         Property("meta", dict, default={}, mandatory=False)]
+    __relations = [Relation("backup", None, "backed_up", mandatory=False)]
+
+
+class ErdServer(ErdDevice):
+    """Inherits the backup relation, whose reverse accessor stays with ErdDevice."""
+
+    __properties: list[Property[Any]] = [Property("cores", int, default=1)]
+
+
+class ErdPlacement(DataObject):
+    """The many-to-many junction of racks and devices, with a property of its own."""
+
+    __properties: list[Property[Any]] = [Property("slot", int)]
+    __relations = [Relation("rack", ErdRack, "placements"), Relation("device", ErdDevice, "placements")]
+
+
+SMALL: list[type[DataObject]] = [ErdSite, ErdAddress, ErdRack, ErdDevice, ErdServer, ErdPlacement]
+
+
+def check_golden(name: str, actual: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        path.write_bytes(actual.encode())
+    assert path.exists(), f"{path} is missing; create it with DAL_UPDATE_GOLDEN=1 pytest tests/test_erd.py"
+    expected = path.read_bytes().decode()
+    diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True), name, "actual"))
+    assert actual == expected, f"differs from {path} (DAL_UPDATE_GOLDEN=1 to accept):\n{diff}"
+
+
+@pytest.fixture
+def graphviz() -> str:
+    found = shutil.which("dot")
+    if found is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("graphviz's dot is required (DAL_REQUIRE_SERVICES=1); apt-get install graphviz")
+        pytest.skip("graphviz's dot is not installed (apt-get install graphviz)")
+    return found
+
+
+# --- the library ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("model", "name"), [(SAMPLE, "sample"), (SMALL, "small")])
+def test_mermaid_and_dot_match_the_golden_files(model: list[type[DataObject]], name: str) -> None:
+    check_golden(f"{name}.mmd", erd.render_mermaid(model))
+    check_golden(f"{name}.dot", erd.render_dot(model))
+
+
+def test_output_does_not_depend_on_the_order_given() -> None:
+    shuffled = SMALL[::-1]
+    random.Random(4).shuffle(shuffled)
+    assert erd.render_mermaid(shuffled) == erd.render_mermaid(SMALL)
+    assert erd.render(shuffled, "dot") == erd.render_dot(SMALL)
+
+
+def test_cardinalities_in_mermaid() -> None:
+    text = erd.render_mermaid(SAMPLE)
+    assert '    BackendType ||--o{ Backend : "backend_type / backends"' in text  # mandatory many-to-one
+    assert '    Pool |o--o{ Disk : "pool / disks"' in text  # optional many-to-one
+    assert '    Backend ||--o| AlbaBackend : "backend / alba_backend"' in text  # one-to-one
+    assert '    Disk |o--o{ Disk : "parent / clones"' in text  # self relation
+    assert '    Backend }o..o{ StorageRouter : "many-to-many via BackendStorageRouter"' in text
+    small = erd.render_mermaid(SMALL)
+    # an inherited relation: its reverse accessor stays with the class that declared it
+    assert '    ErdDevice |o--o{ ErdServer : "backup"' in small
+    assert '    ErdDevice }o..o{ ErdRack : "many-to-many via ErdPlacement"' in small
+
+
+def test_fields_carry_their_marks() -> None:
+    text = erd.render_mermaid(SAMPLE)
+    assert "        str serial UK \"optional\"" in text
+    assert "        str code UK \"mandatory; indexed\"" in text
+    assert "        bool is_master \"mandatory; default False\"" in text  # the junction's own property
+    assert ("        enum status \"mandatory; one of 'NEW', 'INSTALLING', 'RUNNING', 'STOPPED', 'FAILURE', "
+            "'UNKNOWN'; default 'NEW'\"") in text
+    assert "        Disk parent FK \"optional\"" in text
+    assert "        dict usage \"dynamic; ttl 10s; locked\"" in text
+    assert "        int disk_count \"dynamic; never cached\"" in text
+    small = erd.render_mermaid(SMALL)
+    assert '        int-or-str code "type int | str; optional"' in small
+    assert "    %% ErdAddress: stored as 'erd_address'" in small
+
+
+def test_junctions_are_mandatory_many_to_one_pairs() -> None:
+    from dal.hybrids import AlbaBackend, BackendStorageRouter, Disk
+
+    assert erd.is_junction(BackendStorageRouter) and erd.is_junction(ErdPlacement)
+    # Disk has three many-to-one relations, but only one is mandatory and one is a self relation
+    assert not erd.is_junction(Disk) and not erd.is_junction(AlbaBackend)
+    entities = {entity.id: entity for entity in erd.diagram(SAMPLE).entities}
+    assert [e for e, entity in entities.items() if entity.junction] == ["BackendStorageRouter"]
+
+
+def test_only_draws_targets_of_selected_hybrids_as_bare_entities() -> None:
+    from dal.hybrids import Disk
+
+    model = erd.diagram(erd.select(SAMPLE, ["Disk", "pool"]))  # class or logical names
+    entities = {entity.id: entity for entity in model.entities}
+    assert set(entities) == {"Disk", "Pool", "StorageRouter", "Backend"}
+    assert entities["StorageRouter"].external and not entities["StorageRouter"].attributes
+    assert not entities["Disk"].external
+    assert {(link.source, link.target) for link in model.links} == {
+        ("Disk", "StorageRouter"), ("Disk", "Pool"), ("Disk", "Disk"), ("Pool", "Backend")}
+    assert entities["Disk"].attributes[0].name == "guid" and erd.diagram([Disk]).links
+    with pytest.raises(DalError, match=r"no hybrid named Nope.*known: AlbaBackend, Backend,"):
+        erd.select(SAMPLE, ["Disk", "Nope"])
+
+
+def test_hybrids_in_takes_a_modules_own_hybrids_only() -> None:
+    assert set(erd.hybrids_in(["dal.hybrids"])) == set(SAMPLE)
+    # this module imports dal.hybrids, but does not re-export it: those are not its hybrids
+    assert erd.hybrids_in([ErdSite.__module__]) == sorted(SMALL, key=lambda cls: cls._meta.name)
+    with pytest.raises(DalError, match=r"cannot import hybrids module 'no\.such'"):
+        erd.hybrids_in(["no.such"])
+
+
+def test_an_undeclared_target_is_a_clear_error() -> None:
+    class ErdDangling(DataObject):
+        __module__ = "erd_scratch"  # not this module's model: hybrids_in(this module) stays SMALL
+        __relations = [Relation("ghost", "ErdNotYet", "danglings", mandatory=False)]
+
+    with pytest.raises(ConfigurationError, match=r"ErdDangling\.ghost points at hybrid 'ErdNotYet'.*--hybr"):
+        erd.render_mermaid([ErdDangling])
+
+    class ErdNotYet(DataObject):
+        """Declared late: the relation resolves, and the diagram draws."""
+
+        __module__ = "erd_scratch"
+
+    assert '    ErdNotYet |o--o{ ErdDangling : "ghost / danglings"' in erd.render_mermaid([ErdDangling])
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(DalError, match="no hybrids to draw"):
+        erd.render_mermaid([])
+    with pytest.raises(DalError, match="unknown ERD format 'pdf'"):
+        erd.render(SMALL, "pdf")  # type: ignore[arg-type]
+    with pytest.raises(DalError, match=r"cannot tell the format of 'x\.txt'"):
+        erd.format_for("x.txt")
+    assert [erd.format_for(f"a/b.{s}") for s in ("mmd", "DOT", "gv", "svg", "png")] == [
+        "mermaid", "dot", "dot", "svg", "png"]
+
+
+def test_svg_parses_names_every_hybrid_and_is_deterministic(graphviz: str) -> None:
+    svg = erd.render_picture(SAMPLE, "svg")
+    root = ET.fromstring(svg)
+    assert root.tag == f"{SVG}svg"
+    texts = {text.text for text in root.iter(f"{SVG}text")}
+    assert {cls.__name__ for cls in SAMPLE} <= texts
+    assert b"Generated by graphviz" not in svg
+    assert erd.render(SAMPLE, "svg") == svg
+
+
+def test_png_is_a_png(graphviz: str) -> None:
+    assert erd.render_picture(SMALL, "png").startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_golden_dot_files_are_valid_graphviz(graphviz: str, tmp_path: Path) -> None:
+    import subprocess
+
+    for name in ("sample.dot", "small.dot"):
+        done = subprocess.run([graphviz, "-Tsvg", str(GOLDEN / name)], capture_output=True, timeout=60,
+                              check=False)
+        assert done.returncode == 0 and not done.stderr, done.stderr
+        ET.fromstring(done.stdout)
+
+
+def test_missing_graphviz_is_a_typed_error() -> None:
+    with pytest.raises(erd.GraphvizNotFoundError, match="apt-get install graphviz"):
+        erd.render_picture(SMALL, "svg", program="no-such-dot-program")
+
+
+def test_the_committed_picture_shows_the_sample_model() -> None:
+    picture = Path(__file__).parent.parent / "docs" / "erd.svg"
+    texts = {text.text for text in ET.parse(picture).getroot().iter(f"{SVG}text")}
+    missing = {cls.__name__ for cls in SAMPLE} - texts
+    assert not missing, f"docs/erd.svg lacks {missing}; redraw it with `dal erd -o docs/erd.svg`"
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def test_cli_writes_mermaid_to_stdout_by_default(tmp_path: Path) -> None:
+    result = run_dal("erd", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (GOLDEN / "sample.mmd").read_text(encoding="utf-8")
+
+
+def test_cli_draws_only_the_hybrids_modules_own_hybrids(tmp_path: Path) -> None:
+    # `dal` itself imports the sample model; --hybrids must still draw just the named module's
+    result = run_dal("erd", "--hybrids", ErdSite.__module__, "--format", "dot", cwd=tmp_path,
+                     env={"PYTHONPATH": str(Path(__file__).parent)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (GOLDEN / "small.dot").read_text(encoding="utf-8")
+
+
+def test_cli_infers_the_format_from_the_file_name(tmp_path: Path, graphviz: str) -> None:
+    result = run_dal("erd", "-o", "model.dot", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "wrote model.dot (dot, 7 hybrids)\n"
+    assert (tmp_path / "model.dot").read_bytes() == (GOLDEN / "sample.dot").read_bytes()
+    picture = run_dal("erd", "-o", "model.png", cwd=tmp_path)
+    assert picture.returncode == 0, picture.stderr
+    assert (tmp_path / "model.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_pictures_default_to_erd_dot_format(tmp_path: Path, graphviz: str) -> None:
+    result = run_dal("erd", "--format", "svg", "--only", "Disk,Pool", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "wrote erd.svg (svg, 2 hybrids)\n"
+    texts = {t.text for t in ET.parse(tmp_path / "erd.svg").getroot().iter(f"{SVG}text")}
+    assert {"Disk", "Pool", "StorageRouter", "Backend"} <= texts and "BackendType" not in texts
+    to_stdout = run_dal("erd", "--format", "svg", "-o", "-", cwd=tmp_path)
+    assert to_stdout.returncode == 0 and ET.fromstring(to_stdout.stdout).tag == f"{SVG}svg"
+
+
+def test_cli_without_graphviz_says_how_to_install_it(tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    result = run_dal("erd", "--format", "svg", cwd=tmp_path, env={"PATH": str(empty)})
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "apt-get install graphviz" in result.stderr
+    assert not (tmp_path / "erd.svg").exists()
+    text = run_dal("erd", "--format", "dot", cwd=tmp_path, env={"PATH": str(empty)})
+    assert text.returncode == 0 and text.stdout.startswith("digraph erd {")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-o", "diagram.txt"], "cannot tell the format of 'diagram.txt'"),
+    (["--only", "Disk,Nope"], "no hybrid named Nope"),
+    (["--hybrids", "json"], "declare no hybrids"),
+    (["--hybrids", "no.such.module"], "no.such.module"),
+    (["-o", "missing/dir/x.mmd"], "cannot write 'missing/dir/x.mmd'"),
+])
+def test_cli_bad_input_exits_2(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_dal("erd", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+
+
+def test_cli_help(tmp_path: Path) -> None:
+    top = run_dal("--help", cwd=tmp_path)
+    assert top.returncode == 0 and "erd" in top.stdout
+    result = run_dal("erd", "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for option in ("--format {mermaid,dot,svg,png}", "-o FILE", "--only NAME[,NAME]", "--dot PROGRAM",
+                   "--hybrids"):
+        assert option in result.stdout

@@ -1,0 +1,191 @@
+"""dal check: each kind of damage, injected as raw keys, is found; repair fixes what is safe; exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_transfer import CLI, Sample, populate, run_dal, sqlite_with_sample
+from transfer_hybrids import XConsole, XRack, XServer
+
+import dal
+from dal.backends.base import Delete, Put
+from dal.config import Context
+from dal.integrity import Kind, Problem, apply_fixes, check
+from dal.keys import Keys
+
+
+def put(context: Context, *pairs: tuple[str, bytes]) -> None:
+    assert context.persistent.commit([], [Put(key, value) for key, value in pairs]).ok
+
+
+def delete(context: Context, *keys: str) -> None:
+    assert context.persistent.commit([], [Delete(key) for key in keys]).ok
+
+
+def raw_document(context: Context, hybrid: str, guid: str) -> dict[str, object]:
+    entry = context.persistent.get(context.keys.doc(hybrid, guid))
+    assert entry is not None
+    document: dict[str, object] = json.loads(entry.value)
+    return document
+
+
+def kinds(problems: list[Problem]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for problem in problems:
+        found[problem.kind.value] = found.get(problem.kind.value, 0) + 1
+    return found
+
+
+def test_data_saved_through_dal_is_clean(context: Context) -> None:
+    populate()
+    report = check(context)
+    assert report.clean and report.problems == []
+    assert report.documents["xrack"] == 3 and report.documents["xserver"] == 5
+    assert report.keys > 20
+
+
+def damage_keys(context: Context, sample: Sample) -> dict[Kind, str]:
+    """Break every derived key in a way repair can fix; return the key each kind should name."""
+    keys: Keys = context.keys
+    rack0, rack1, rack2 = sample.racks
+    server0, server1 = sample.servers[0], sample.servers[1]
+    missing_index = keys.index("xrack", "row", rack0.row, rack0.guid)
+    stale_index = keys.index("xrack", "row", 42, rack1.guid)
+    missing_link = keys.link("xrack", rack0.guid, "xserver", "rack", server0.guid)
+    stale_link = keys.link("xrack", rack2.guid, "xserver", "rack", server1.guid)
+    missing_unique = keys.unique("xserver", "hostname", server1.hostname)
+    stale_unique = keys.unique("xrack", "name", "ghost")
+    wrong_owner = keys.unique("xrack", "name", rack2.name)
+    delete(context, missing_index, missing_link, missing_unique)
+    put(context, (stale_index, b""), (stale_link, b""), (stale_unique, rack0.guid.encode()),
+        (wrong_owner, rack1.guid.encode()))
+    return {Kind.MISSING_INDEX: missing_index, Kind.STALE_INDEX: stale_index, Kind.MISSING_LINK: missing_link,
+            Kind.STALE_LINK: stale_link, Kind.MISSING_UNIQUE: missing_unique, Kind.STALE_UNIQUE: stale_unique}
+
+
+def test_check_finds_damaged_keys_and_repair_fixes_them(context: Context) -> None:
+    sample = populate()
+    broken = damage_keys(context, sample)
+    report = check(context)
+    assert kinds(report.problems) == {"missing_link": 1, "stale_link": 1, "missing_index": 1,
+                                      "stale_index": 1, "missing_unique": 1, "stale_unique": 2}
+    for kind, key in broken.items():
+        assert key in {problem.key for problem in report.of(kind)}, kind
+    wrong = next(p for p in report.of(Kind.STALE_UNIQUE) if p.key.endswith(f"/s{sample.racks[2].name}"))
+    assert "names " + sample.racks[1].guid in wrong.message and sample.racks[2].guid in wrong.message
+    assert not report.clean and len(report.remaining) == 7
+    # users feel it: a missing link hides the server from its rack (and that answer gets cached), a
+    # stale unique key blocks a value nobody holds
+    assert sample.servers[0].guid not in XRack(sample.racks[0].guid).servers_guids
+    with pytest.raises(dal.exceptions.UniqueConstraintError):
+        XRack(data={"name": "ghost"}).save()
+
+    repaired = check(context, repair=True)
+    assert len(repaired.fixed) == 7 and repaired.remaining == [] and repaired.conflicted == []
+    assert check(context).clean
+    assert sample.servers[0].guid in XRack(sample.racks[0].guid).servers_guids  # cached answer dropped
+    assert sample.servers[1].guid not in XRack(sample.racks[2].guid).servers_guids
+    restored = context.persistent.get(broken[Kind.MISSING_UNIQUE])
+    assert restored is not None and restored.value == sample.servers[1].guid.encode()
+    XRack(data={"name": "ghost"}).save()  # the stale unique key no longer blocks the value
+    with pytest.raises(dal.exceptions.UniqueConstraintError):
+        XServer(data={"hostname": sample.servers[1].hostname, "rack": sample.racks[0]}).save()
+
+
+def test_check_reports_what_needs_a_person_and_repair_leaves_it(context: Context) -> None:
+    sample = populate()
+    keys = context.keys
+    rack0 = sample.racks[0]
+    dangling = dict(raw_document(context, "xserver", sample.servers[2].guid), rack_guid="gone")
+    duplicate = dict(raw_document(context, "xrack", sample.racks[1].guid), name=rack0.name)
+    invalid = dict(raw_document(context, "xserver", sample.servers[3].guid), load="heavy")
+    extra = dict(raw_document(context, "xserver", sample.servers[4].guid), colour="red")
+    put(context,
+        (keys.doc("xserver", sample.servers[2].guid), json.dumps(dangling).encode()),
+        (keys.doc("xrack", "twin"), json.dumps(duplicate).encode()),
+        (keys.doc("xserver", sample.servers[3].guid), json.dumps(invalid).encode()),
+        (keys.doc("xserver", sample.servers[4].guid), json.dumps(extra).encode()),
+        (keys.doc("xrack", "garbled"), b"not json"),
+        (keys.doc("nosuch", "g"), b"{}"),
+        (f"{keys.root}i/xrack/colour/sred/g", b""),
+        (keys.link("xrack", rack0.guid, "xserver", "nosuch", "g"), b""))
+    XConsole(data={"port": 8, "server": sample.servers[0]}).save()  # a second console on a one-to-one
+    report = check(context)
+    found = kinds(report.problems)
+    assert found.pop("dangling_relation") == 1
+    assert found.pop("duplicate_unique") == 1
+    assert found.pop("invalid_document") == 2  # a value the model refuses, and a document that is not JSON
+    assert found.pop("unknown_field") == 1
+    assert found.pop("orphan_key") == 3
+    assert found.pop("onetoone_violation") == 1
+    # the twin rack was written without its keys, and server 2's old link no longer matches its document
+    assert found == {"missing_index": 2, "stale_link": 1}
+    dangling_problem = report.of(Kind.DANGLING_RELATION)[0]
+    assert dangling_problem.guid == sample.servers[2].guid and "XRack gone" in dangling_problem.message
+    invalid_messages = " ".join(problem.message for problem in report.of(Kind.INVALID_DOCUMENT))
+    assert "XServer.load must be float, not 'heavy'" in invalid_messages
+    assert "not a JSON object" in invalid_messages
+    assert "colour" in report.of(Kind.UNKNOWN_FIELD)[0].message
+
+    repaired = check(context, repair=True)
+    assert len(repaired.fixed) == 3
+    after = check(context)
+    assert kinds(after.problems) == {"invalid_document": 2, "unknown_field": 1, "orphan_key": 3,
+                                     "dangling_relation": 1, "onetoone_violation": 1, "duplicate_unique": 1}
+    assert all(problem.fix is None for problem in after.problems)
+    # the unique key of the duplicated value still names its first owner: repair never picks a winner
+    owner = context.persistent.get(keys.unique("xrack", "name", rack0.name))
+    assert owner is not None and owner.value == rack0.guid.encode()
+
+
+def test_a_fix_never_overwrites_a_change_made_after_the_check(context: Context) -> None:
+    sample = populate()
+    rack = sample.racks[0]
+    delete(context, context.keys.index("xrack", "row", rack.row, rack.guid))
+    report = check(context)
+    assert kinds(report.problems) == {"missing_index": 1}
+    rack.row = 5  # a live writer: its save writes the new entry (and deletes the absent old one)
+    rack.save()
+    apply_fixes(context, report)
+    assert report.fixed == [] and len(report.conflicted) == 1
+    assert context.persistent.get(context.keys.index("xrack", "row", 0, rack.guid)) is None
+    assert check(context).clean
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def test_cli_check_exit_codes(tmp_path: Path) -> None:
+    url, sample = sqlite_with_sample(tmp_path)
+    clean = run_dal("check", "--persistent", url, *CLI, cwd=tmp_path)
+    assert clean.returncode == 0, clean.stderr
+    assert "13 documents" in clean.stdout and "clean: no problems found" in clean.stdout
+    context = dal.configure(url, "memory://", namespace="dal")
+    damage_keys(context, sample)
+    found = run_dal("check", "--persistent", url, *CLI, cwd=tmp_path)
+    assert found.returncode == 1, found.stderr
+    table = {line.split()[0]: line.split()[1] for line in found.stdout.splitlines()
+             if line.startswith("  ") and len(line.split()) == 3 and line.split()[2] == "repairable"}
+    assert table == {"missing_link": "1", "stale_link": "1", "missing_index": "1", "stale_index": "1",
+                     "missing_unique": "1", "stale_unique": "2"}
+    assert "run `dal check --repair`" in found.stdout
+    repaired = run_dal("check", "--repair", "--persistent", url, *CLI, cwd=tmp_path)
+    assert repaired.returncode == 0, repaired.stdout
+    assert "repaired 7 of 7 problems; 0 remain" in repaired.stdout
+    assert run_dal("check", "--persistent", url, *CLI, cwd=tmp_path).returncode == 0
+    put(context, (context.keys.doc("xserver", sample.servers[0].guid),
+                  json.dumps(dict(raw_document(context, "xserver", sample.servers[0].guid),
+                                  spare_rack_guid="gone")).encode()))
+    left = run_dal("check", "--repair", "--persistent", url, *CLI, cwd=tmp_path)
+    assert left.returncode == 1 and "dangling_relation" in left.stdout and "needs a person" in left.stdout
+
+
+def test_cli_check_help_and_bad_input(tmp_path: Path) -> None:
+    shown = run_dal("check", "--help", cwd=tmp_path)
+    assert shown.returncode == 0 and "--repair" in shown.stdout and "--hybrids" in shown.stdout
+    bad = run_dal("check", "--limit", "-1", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ")
+    unknown = run_dal("check", "--persistent", "nosuch://x", cwd=tmp_path)
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: ")
