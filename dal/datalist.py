@@ -93,8 +93,9 @@ class DataList(Generic[T]):
         self._guids: list[str] | None = list(guids) if guids is not None else None
         self._cache = "given" if guids is not None else "not run"
         self._steps: tuple[Step, ...] = ()
-        #: documents the query already read, used once by the first iteration
+        #: documents the query already read (and decoded), used once by the first iteration
         self._entries: dict[str, Entry] = {}
+        self._documents: dict[str, dict[str, Any]] = {}
         #: objects every loaded member already points at (the owner of a reverse list)
         self._seed: dict[str, DataObject] = {}
 
@@ -122,7 +123,7 @@ class DataList(Generic[T]):
             guids, state = cached_guids(context, self.hybrid._meta, self._root, planner.guids)
             self._guids, self._cache = guids, state
             self._steps = tuple(planner.run.steps) if state != "hit" else tuple(planner.describe())
-            self._entries = planner.run.entries
+            self._entries, self._documents = planner.run.entries, planner.run.documents
         return self._guids
 
     def explain(self) -> QueryPlan:
@@ -144,15 +145,18 @@ class DataList(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         guids = list(self._run())
-        entries, self._entries = self._entries, {}
+        entries, documents, self._entries, self._documents = self._entries, self._documents, {}, {}
         for start in range(0, len(guids), LOAD_BATCH):
             batch = guids[start:start + LOAD_BATCH]
-            loaded = self._load(batch, entries)
+            loaded = self._load(batch, entries, documents)
             # an object deleted since the query ran is skipped
             yield from (loaded[guid] for guid in batch if guid in loaded)
 
-    def _load(self, guids: list[str], entries: Mapping[str, Entry]) -> dict[str, T]:
-        known = {guid: self.hybrid._from_entry(guid, entries[guid]) for guid in guids if guid in entries}
+    def _load(self, guids: list[str], entries: Mapping[str, Entry],
+              documents: Mapping[str, dict[str, Any]] | None = None) -> dict[str, T]:
+        documents = documents or {}
+        known = {guid: self.hybrid._from_entry(guid, entries[guid], documents.get(guid))
+                 for guid in guids if guid in entries}
         missing = [guid for guid in guids if guid not in known]
         loaded: dict[str, T] = {**known, **(self.hybrid._load_many(missing) if missing else {})}
         siblings = list(loaded.values())

@@ -84,10 +84,13 @@ class DataObject(metaclass=HybridMetaclass):
     # --- loading ------------------------------------------------------------------------
 
     @classmethod
-    def _from_entry(cls: type[Self], guid: str, entry: Entry) -> Self:
-        """Build an object from its stored document without another round trip."""
+    def _from_entry(cls: type[Self], guid: str, entry: Entry, document: Document | None = None) -> Self:
+        """Build an object from its stored document without another round trip.
+
+        ``document`` is ``entry``'s value already decoded (a query did), which the object takes over.
+        """
         obj = cls.__new__(cls)
-        obj._attach(guid, entry)
+        obj._attach(guid, entry, document)
         return obj
 
     @classmethod
@@ -104,10 +107,10 @@ class DataObject(metaclass=HybridMetaclass):
             obj.__dict__["_siblings"] = siblings
         return loaded
 
-    def _attach(self, guid: str, entry: Entry) -> None:
+    def _attach(self, guid: str, entry: Entry, document: Document | None = None) -> None:
         meta = self._meta
         try:
-            data = decode(entry.value)
+            data = decode(entry.value) if document is None else document
         except ValueError as exc:
             raise BackendError(
                 f"the stored document of {type(self).__name__} {guid} is not a JSON object ({exc}); "

@@ -56,6 +56,8 @@ class Execution:
     scanned: int = 0
     verified: int = 0
     entries: dict[str, Entry] = field(default_factory=dict)
+    #: their decoded documents, handed over to the objects built from them
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _TooWide(Exception):
@@ -233,8 +235,9 @@ class Planner:
     def _matching(self, entries: dict[str, Entry]) -> list[str]:
         batch = Batch(self.context, self.meta, entries)
         matched = [guid for guid in entries if batch.matches(self.root, guid)]
-        if len(self.run.entries) < BATCH:
-            self.run.entries.update((guid, entries[guid]) for guid in matched[:BATCH])
+        for guid in matched[:max(0, BATCH - len(self.run.entries))]:
+            self.run.entries[guid] = entries[guid]
+            self.run.documents[guid] = batch.data[guid]
         return matched
 
 

@@ -293,8 +293,9 @@ def parse_dump(raw: Any, source: str = "the dump") -> Dump:
         problems.append(f'"counts" says {counts!r}, but the file holds {dump.counts()!r}: it was truncated '
                         'or edited; dump again, or remove "counts" if the edit was deliberate')
     if problems:
-        raise InvalidValueError(_listing(f"{source} is not a valid dal dump", problems,
-                                         'write it with `dal dump`; its format is in the README ("Dump, load, copy and check")'))
+        raise InvalidValueError(_listing(
+            f"{source} is not a valid dal dump", problems,
+            'write it with `dal dump`; its format is in the README ("Dump, load, copy and check")'))
     return dump
 
 

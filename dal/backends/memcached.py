@@ -16,8 +16,8 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
 
 from pymemcache.client.hash import HashClient
 from pymemcache.client.rendezvous import RendezvousHash
@@ -30,6 +30,7 @@ DEFAULT_PORT = 11211
 #: memcached's default item size limit (-I 1m); an item also holds its key and a header
 ITEM_LIMIT = 1024 * 1024
 ITEM_OVERHEAD = 512
+R = TypeVar("R")
 #: memcached reads an expiry above 30 days as a unix timestamp
 RELATIVE_TTL_LIMIT = 30 * 24 * 3600
 _OPTIONS = ("timeout", "connect_timeout", "dead_timeout")
@@ -115,6 +116,10 @@ class MemcachedCache:
         return value
 
     def _direct_get(self, sent: str) -> bytes | None:
+        return self._direct(lambda connection: connection.get(sent.encode()))
+
+    def _direct(self, read: Callable[[_GetConnection], R]) -> R:
+        """Run ``read`` on this thread's get-only connection to the single server."""
         if self._dead_until and time.monotonic() < self._dead_until:
             raise BackendError(f"memcached get on {self._where} skipped: the server failed less than "
                                f"{self._dead_timeout} s ago")
@@ -123,7 +128,7 @@ class MemcachedCache:
             if connection is None:
                 assert self._single is not None
                 connection = self._local.connection = _GetConnection(self._single, *self._timeouts)
-            return connection.get(sent.encode())
+            return read(connection)
         except (OSError, _ProtocolError) as exc:
             self._local.connection = None
             if connection is not None:
@@ -135,6 +140,10 @@ class MemcachedCache:
         wired = {wire_key(key): key for key in keys}
         if not wired:
             return {}
+        if self._single is not None:
+            sent_keys = [sent.encode() for sent in wired]
+            answered = self._direct(lambda connection: connection.get_many(sent_keys))
+            return {wired[sent.decode()]: value for sent, value in answered.items()}
         try:
             found: dict[str, bytes] = self._client.get_many(list(wired))
         except _ERRORS as exc:
@@ -222,30 +231,39 @@ class _GetConnection:
         self._buffer = b""
 
     def get(self, key: bytes) -> bytes | None:
-        self._socket.sendall(b"get " + key + b"\r\n")
+        return self.get_many([key]).get(key)
+
+    def get_many(self, keys: list[bytes]) -> dict[bytes, bytes]:
+        """Send one ``get`` naming every key; read ``VALUE <key> <flags> <bytes>`` blocks until ``END``."""
+        self._socket.sendall(b"get " + b" ".join(keys) + b"\r\n")
+        wanted = set(keys)
+        found: dict[bytes, bytes] = {}
         buffer = self._buffer
+        position = 0
         while True:
-            if buffer.startswith(b"END\r\n"):
-                self._buffer = buffer[5:]
-                return None
-            line_end = buffer.find(b"\r\n")
+            if buffer.startswith(b"END\r\n", position):
+                self._buffer = buffer[position + 5:]
+                return found
+            line_end = buffer.find(b"\r\n", position)
             if line_end >= 0:
-                header = buffer[:line_end].split(b" ")
-                # VALUE <key> <flags> <bytes>\r\n<data>\r\nEND\r\n; a key other than ours means
-                # the stream is out of step (e.g. shared across a fork): never return its value
-                if len(header) != 4 or header[0] != b"VALUE" or header[1] != key:
-                    raise _ProtocolError(buffer[:line_end].decode("ascii", "replace"))
+                header = buffer[position:line_end].split(b" ")
+                # a key we did not ask for means the stream is out of step (e.g. shared across a
+                # fork): never return its value
+                if len(header) != 4 or header[0] != b"VALUE" or header[1] not in wanted:
+                    raise _ProtocolError(buffer[position:line_end].decode("ascii", "replace"))
                 start = line_end + 2
                 end = start + int(header[3])
-                if len(buffer) >= end + 7:
-                    if buffer[end:end + 7] != b"\r\nEND\r\n":
-                        raise _ProtocolError("a get answer did not end with END")
-                    self._buffer = buffer[end + 7:]
-                    return buffer[start:end]
-            chunk = self._socket.recv(65536)
+                if len(buffer) >= end + 2:
+                    if buffer[end:end + 2] != b"\r\n":
+                        raise _ProtocolError("a value was not followed by CRLF")
+                    found[header[1]] = buffer[start:end]
+                    position = end + 2
+                    continue
+            chunk = self._socket.recv(262144)
             if not chunk:
                 raise _ProtocolError("the server closed the connection")
-            buffer += chunk
+            buffer = buffer[position:] + chunk
+            position = 0
 
     def close(self) -> None:
         self._socket.close()

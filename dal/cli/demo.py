@@ -3,50 +3,44 @@
 Runs on the embedded default (SQLite file + process memory) unless stores are named. It
 works in its own namespace (``demo`` unless ``--namespace`` or ``DAL_NAMESPACE`` names another),
 cleared first so it can be run again and again; it refuses to clear a namespace holding data
-it did not write.
+it did not write. It saves, relates and loads objects, reads dynamics, queries, migrates
+nodes an older release of the model stored, checks the namespace, and draws the model's
+diagram into ``erd.svg`` (with ``--erd FILE`` elsewhere).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import Callable
+from pathlib import Path
 
 import dal
+from dal import schema
 from dal.backends.base import DeletePrefix, Put
-from dal.exceptions import LinkedObjectError, MissingMandatoryFieldsError, UniqueConstraintError
-from dal.hybrids import AlbaBackend, Backend, BackendStorageRouter, BackendType, StorageRouter
+from dal.cli.demo_report import Report, Sample, Since, error_of, names
+from dal.cli.demo_tools import diagram, integrity, migration, queries, store_release_one_nodes
+from dal.hybrids import AlbaBackend, Backend, BackendStorageRouter, BackendType, Disk, Pool
+from dal.meta import hybrids
+from dal.relations import scan_batches
+from dal.results import changed_versions
+from dal.transaction import decode
 
-T = TypeVar("T")
 HELP = "run the demo on the sample model and print a report"
 #: the key that marks a namespace as the demo's own, which it may clear
 MARKER = "demo-namespace"
+DISKS_PER_NODE = 4
+TIB = 1 << 40
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=20, help="backends to create (default 20)")
+    parser.add_argument("--erd", metavar="FILE", default="erd.svg",
+                        help="where to draw the sample model's diagram with Graphviz (default erd.svg)")
 
 
-class Report:
-    """Collect one line per step, with its duration."""
-
-    def __init__(self, emit: Callable[[str], None]) -> None:
-        self.emit = emit
-
-    @contextmanager
-    def step(self, label: str) -> Iterator[list[str]]:
-        notes: list[str] = []
-        started = time.perf_counter()
-        yield notes
-        elapsed = (time.perf_counter() - started) * 1000
-        self.emit(f"  {label:<9} {'; '.join(notes)}  [{elapsed:.1f} ms]")
-
-
-def run(args: argparse.Namespace, emit: Callable[[str], None] = print) -> int:
-    run_demo(args, emit)
+def run(args: argparse.Namespace) -> int:
+    run_demo(args, print)
     return 0
 
 
@@ -60,26 +54,54 @@ def run_demo(args: argparse.Namespace, emit: Callable[[str], None]) -> dal.confi
     emit(f"dal demo: persistent {context.persistent_url}, volatile {context.volatile_url}, "
          f"namespace {context.namespace!r}")
     report = Report(emit)
+    sample = _create(report, context, args.count)
+    with report.step("nodes") as notes:
+        sample.routers = store_release_one_nodes(context, notes)
+    _relate(report, sample)
+    _disks(report, sample)
+    _load_merge_refuse(report, context, sample)
+    queries(report, context, sample)
+    with report.step("delete") as notes:
+        # the first backend stays: its pools, nodes and plugin point at it
+        gone = sample.backends[max(1, len(sample.backends) // 2):]
+        for backend in gone:
+            backend.delete()
+        notes.append(f"{len(gone)} backends deleted, {len(dal.DataList(Backend))} left")
+    migration(report, context)
+    integrity(report, context, sample)
+    # `dal stats --demo` runs this too; it parses no --erd and wants no file written
+    erd_file = getattr(args, "erd", None)
+    if erd_file:
+        diagram(report, Path(erd_file))
+    overall = {name: value for name, value in context.stats.snapshot().items() if "." not in name}
+    emit("  cache     " + ", ".join(f"{name}={value:g}" for name, value in sorted(overall.items()))
+         + "  (per dynamic: dal stats)")
+    return context
 
+
+def _create(report: Report, context: dal.config.Context, count: int) -> Sample:
     with report.step("create") as notes:
+        moved = Since(context)
         alba = BackendType(data={"name": "ALBA", "code": "alba", "has_plugin": True})
         ceph = BackendType(data={"name": "Ceph", "code": "ceph"})
         alba.save()
         ceph.save()
         backends = []
-        for number in range(1, args.count + 1):
+        for number in range(1, count + 1):
             backend = Backend(data={"name": f"backend{number}", "backend_type": alba if number % 2 else ceph})
             backend.save()
             backends.append(backend)
-        notes.append(f"2 backend types and {len(backends)} backends in "
-                     f"{context.stats['commits']} transactions "
-                     "(one per save: document, unique and index keys together)")
+        saves = 2 + len(backends)
+        records = len(context.persistent.scan(context.keys.schemas()))
+        notes.append(f"2 backend types and {len(backends)} backends in {moved('commits')} transactions: "
+                     f"{saves} saves (each one: document, unique and index keys together) and {records} "
+                     "schema records (a hybrid's first save records its model)")
+    return Sample(alba, ceph, backends)
 
-    first = backends[0]
+
+def _relate(report: Report, sample: Sample) -> None:
+    first, routers = sample.first, sample.routers
     with report.step("relate") as notes:
-        routers = [StorageRouter(data={"name": f"node{n}", "ip": f"10.0.0.{n}"}) for n in (1, 2, 3)]
-        for router in routers:
-            router.save()
         for router in routers[:2]:
             BackendStorageRouter(data={"backend": first, "storagerouter": router,
                                        "is_master": router is routers[0]}).save()
@@ -91,10 +113,41 @@ def run_demo(args: argparse.Namespace, emit: Callable[[str], None]) -> dal.confi
                      f"one-to-one plugin {'found' if first.alba_backend == plugin else 'missing'}, "
                      f"linked_guid {'matches' if first.linked_guid == plugin.guid else 'differs'}")
 
+
+def _disks(report: Report, sample: Sample) -> None:
+    with report.step("disks") as notes:
+        sample.pools = [Pool(data={"name": f"pool{n}", "backend": sample.first, "size": 10 * TIB,
+                                   "state": "AVAILABLE"}) for n in (1, 2)]
+        for pool in sample.pools:
+            pool.save()
+        for router in sample.routers:
+            for _ in range(DISKS_PER_NODE):
+                number = len(sample.disks) + 1
+                disk = Disk(data={"name": f"disk{number}", "size": (1 + number % 3) * TIB,
+                                  "serial": f"SN{number:05d}", "state": "ONLINE", "storagerouter": router,
+                                  "pool": sample.pools[(number - 1) % len(sample.pools)]})
+                disk.save()
+                sample.disks.append(disk)
+        source = sample.disks[0]
+        # a clone has no serial of its own: an optional unique property may stay unset on many objects
+        clone = Disk(data={"name": f"{source.name}-clone", "size": source.size, "parent": source,
+                           "storagerouter": source.storagerouter})
+        clone.save()
+        node = sample.routers[0]
+        capacity = node.capacity
+        notes.append(f"{len(sample.pools)} pools of {sample.first.name}, {len(sample.disks)} disks on "
+                     f"{len(sample.routers)} nodes; {source.name}.clones = [{names(source.clones)}] "
+                     f"(self relation parent); {node.name}.capacity: {capacity['disks']} disks, "
+                     f"{capacity['online']} online")
+
+
+def _load_merge_refuse(report: Report, context: dal.config.Context, sample: Sample) -> None:
+    first, alba = sample.first, sample.alba
     with report.step("load") as notes:
-        again, counted = _counting(context, lambda: [Backend(first.guid), Backend(first.guid)][-1])
-        notes.append(f"{again.name!r} twice: {counted('object_misses')} cache miss, "
-                     f"{counted('object_hits')} cache hit; "
+        moved = Since(context)
+        again = [Backend(first.guid), Backend(first.guid)][-1]
+        notes.append(f"{again.name!r} twice: {moved('object_misses')} cache miss, "
+                     f"{moved('object_hits')} cache hit; "
                      f"type {again.backend_type.name if again.backend_type else None}")
 
     with report.step("merge") as notes:
@@ -109,32 +162,16 @@ def run_demo(args: argparse.Namespace, emit: Callable[[str], None]) -> dal.confi
 
     with report.step("refuse") as notes:
         duplicate = Backend(data={"name": first.name, "backend_type": alba})
-        notes.append(_error_of(duplicate.save))
-        notes.append(_error_of(Backend().save))
-        notes.append(_error_of(alba.delete))
+        notes.append(error_of(duplicate.save))
+        notes.append(error_of(Backend().save))
+        notes.append(error_of(alba.delete))
 
     with report.step("dynamic") as notes:
         running = Backend(first.guid)
-        values, counted = _counting(context, lambda: [running.available for _ in range(3)])
-        notes.append(f"{running.name}.available = {values[0]} read 3 times: {counted('dynamic_misses')} "
-                     f"computed (it reads its plugin's own dynamic), {counted('dynamic_hits')} from cache")
-
-    with report.step("query") as notes:
-        rows = dal.DataList(Backend, {"type": dal.DataList.where_operator.AND,
-                                      "items": [("status", dal.DataList.operator.EQUALS, "RUNNING")]})
-        notes.append(f"{len(rows)} of {len(dal.DataList(Backend))} backends are RUNNING")
-
-    with report.step("delete") as notes:
-        gone = backends[len(backends) // 2:]
-        for backend in gone:
-            backend.delete()
-        notes.append(f"{len(gone)} backends deleted, {len(dal.DataList(Backend))} left")
-
-    stats = context.stats.snapshot()
-    overall = {name: value for name, value in stats.items() if "." not in name}
-    emit("  cache     " + ", ".join(f"{name}={value:g}" for name, value in sorted(overall.items()))
-         + "  (per dynamic: dal stats)")
-    return context
+        moved = Since(context)
+        values = [running.available for _ in range(3)]
+        notes.append(f"{running.name}.available = {values[0]} read 3 times: {moved('dynamic_misses')} "
+                     f"computed (it reads its plugin's own dynamic), {moved('dynamic_hits')} from cache")
 
 
 def _reset(context: dal.config.Context) -> None:
@@ -145,20 +182,28 @@ def _reset(context: dal.config.Context) -> None:
         raise dal.exceptions.DalError(
             f"namespace {context.namespace!r} in {context.persistent_url} holds data the demo did not "
             "write; run the demo in another namespace with --namespace NAME")
+    cached = _cache_keys_of_documents(context)
     context.persistent.commit([], [DeletePrefix(context.keys.root), Put(marker, b"")])
+    # a shared cache (memcached) outlives the previous run: drop what it held about the objects
+    # just removed, as their deletes would have, so no cached result of that run is served now
+    context.invalidate(*cached)
+    schema.forget(context)
 
 
-def _counting(context: dal.config.Context, action: Callable[[], T]) -> tuple[T, Callable[[str], int]]:
-    """Run ``action``; return its result and how much each counter moved meanwhile."""
-    before = context.stats.snapshot()
-    result = action()
-    after = context.stats.snapshot()
-    return result, lambda event: int(after.get(event, 0) - before.get(event, 0))
-
-
-def _error_of(action: Callable[[], Any]) -> str:
-    try:
-        action()
-    except (UniqueConstraintError, MissingMandatoryFieldsError, LinkedObjectError) as exc:
-        return f"{type(exc).__name__}: {str(exc).split(';')[0]}"
-    raise AssertionError("the demo expected this save to be refused")
+def _cache_keys_of_documents(context: dal.config.Context) -> list[str]:
+    """Return the cache keys a delete of every stored object of the namespace would invalidate."""
+    keys = context.keys
+    prefix = f"{keys.root}o/"
+    cached: list[str] = []
+    for batch in scan_batches(context, prefix):
+        for key, entry in batch:
+            hybrid, _, guid = key[len(prefix):].partition("/")
+            cached.append(keys.cached_doc(hybrid, guid))
+            try:
+                meta = hybrids.get(hybrid)._meta
+                document = decode(entry.value)
+            except (LookupError, ValueError):
+                continue  # not the sample model's, or unreadable: only its cached copy can be known
+            cached += [keys.cached_dynamic(hybrid, guid, name) for name in meta.dynamics]
+            cached += changed_versions(keys, meta, guid, document, None)
+    return cached

@@ -381,6 +381,15 @@ class VolatileStoreContract:
         assert store.get_many(asked) == values
         assert store.get_many([]) == {}
 
+    def test_get_many_of_thousands_of_keys_and_large_values(self, store: VolatileStore, prefix: str) -> None:
+        # one request for a whole batch of objects: long (hashed) keys, empty and 100 KB values
+        sizes = {0: 0, 1: 100_000}
+        values = {f"{prefix}{'k' * (i % 300)}/{i}": b"x" * sizes.get(i % 500, i % 200) for i in range(3000)}
+        for key, value in values.items():
+            assert store.set(key, value, 0)
+        asked = [*values, *(f"{prefix}missing/{i}" for i in range(100))]
+        assert store.get_many(asked) == values
+
     def test_delete(self, store: VolatileStore, prefix: str) -> None:
         store.set(f"{prefix}a", b"1", 0)
         store.set(f"{prefix}b", b"2", 0)
