@@ -16,7 +16,7 @@ written. :func:`validate_document` is also what ``dal load`` validates a dump wi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeGuard
@@ -211,11 +211,22 @@ class Report:
 # --- the check ---------------------------------------------------------------------------
 
 
-def check(context: Context, *, repair: bool = False) -> Report:
-    """Check the namespace of ``context``; with ``repair``, fix what is safe to (see :func:`apply_fixes`)."""
-    report = _Checker(context).run()
+#: the parts of a check, in order; ``progress`` is told each as it finishes
+PHASES = ("documents", "unique keys", "index entries", "links")
+
+
+def check(context: Context, *, repair: bool = False,
+          progress: Callable[[str], None] | None = None) -> Report:
+    """Check the namespace of ``context``; with ``repair``, fix what is safe to (see :func:`apply_fixes`).
+
+    ``progress``, if given, is called with each of :data:`PHASES` as it is done, then with
+    ``"repair"`` after the fixes.
+    """
+    report = _Checker(context, progress or (lambda phase: None)).run()
     if repair:
         apply_fixes(context, report)
+        if progress is not None:
+            progress("repair")
     return report
 
 
@@ -264,8 +275,9 @@ class _Checker:
     ticked off as the keys are read; what is left over is missing.
     """
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, progress: Callable[[str], None]) -> None:
         self.context = context
+        self.progress = progress
         self.keys = context.keys
         self.metas = {cls._meta.name: cls._meta for cls in hybrids.all()}
         self.report = Report(context.namespace)
@@ -297,18 +309,22 @@ class _Checker:
         for key, rest, entry in self.scan("o"):
             self.document(key, rest, entry)
         self.one_to_one()
+        self.progress(PHASES[0])
         for key, rest, entry in self.scan("u"):
             self.report.keys += 1
             self.unique_key(key, rest, entry)
         self.missing_unique()
+        self.progress(PHASES[1])
         for key, rest, entry in self.scan("i"):
             self.report.keys += 1
             self.index_key(key, rest, entry)
         self.missing_index()
+        self.progress(PHASES[2])
         for key, rest, entry in self.scan("l"):
             self.report.keys += 1
             self.link_key(key, rest, entry)
         self.missing_links()
+        self.progress(PHASES[3])
         return self.report
 
     def versions(self, hybrid: str, field: str, value: Any) -> tuple[str, ...]:

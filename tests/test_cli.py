@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
+from conftest import REQUIRE_SERVICES
 
 
 def run_dal(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -18,33 +22,100 @@ def run_dal(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
                           capture_output=True, text=True, timeout=120, check=False)
 
 
+def assert_demo_report(out: str, backends: int) -> None:
+    """Assert the lines every demo run prints, whatever the stores (``backends``: its --count)."""
+    made = re.search(r"2 backend types and (\d+) backends in (\d+) transactions: (\d+) saves \(.*\) "
+                     r"and (\d+) schema records", out)
+    assert made, out
+    count, transactions, saves, records = (int(n) for n in made.groups())
+    assert (count, saves) == (backends, backends + 2)
+    assert transactions == saves + records and records >= 1  # the first save of a hybrid records it
+    assert "3 nodes stored as release 1 of the model did" in out
+    assert "node1.node_type='EXTRA', machine_id=None" in out  # read through the new model's defaults
+    assert "served by node1 (master), node2 through a junction; one-to-one plugin found" in out
+    assert "12 disks on 3 nodes; disk1.clones = [disk1-clone] (self relation parent)" in out
+    assert "node1.capacity: 5 disks, 4 online" in out
+    assert "1 cache miss, 1 cache hit" in out
+    assert "status=RUNNING, tags=['gold']" in out
+    assert "UniqueConstraintError: Backend.name" in out and "MissingMandatoryFieldsError" in out
+    assert "LinkedObjectError: BackendType" in out
+    assert "available = True read 3 times: 2 computed (it reads its plugin's own dynamic), " \
+           "2 from cache" in out
+    # queries: an index, a case-insensitive scan, a dotted path explained, natural order, a page
+    assert f"1 of {backends} backends are RUNNING" in out
+    assert "Disk where name IN ['disk2', 'disk10']: disk2, disk10 (index lookup on Disk)" in out
+    assert "Disk where name CONTAINS 'CLONE' (case-insensitive): disk1-clone (scanned 13 documents)" in out
+    assert "DataList of Backend where backend_type.code EQUALS 'alba'" in out
+    assert "result cache: miss" in out and "unique lookup on BackendType: code EQUALS 'alba' -> 1" in out
+    assert f"walked back through link keys: backend_type.code EQUALS 'alba' -> {(backends + 1) // 2}" in out
+    assert "the same query again -> result cache: hit" in out and "query hits +1" in out
+    assert "naturally: disk1 disk1-clone disk2 disk3 disk4 disk5 disk6 disk7 disk8 disk9 disk10 disk11 " \
+           "disk12" in out
+    assert "page 2 of 3 (5 a page): disk5 disk6 disk7 disk8 disk9" in out
+    assert re.search(r"pool1\.disks 6, pool2\.disks 6 \(2 computed, then 2 from cache\); disk\d+ moved to "
+                     r"pool2 -> 5 and 7: its save invalidated both cached lists \(2 recomputed\)", out), out
+    deleted = backends - max(1, backends // 2)
+    assert f"{deleted} backends deleted, {backends - deleted} left" in out
+    # the migration brings release 1's nodes up to the declared model, then has nothing left to do
+    assert "dry run: storagerouter: 3 objects; would fill defaults for machine_id (3), node_type (3); " \
+           "would build index keys of machine_id" in out
+    assert "run: 3 objects brought up to date" in out
+    assert "run again: up to date: nothing to do (0 transactions)" in out
+    assert "a query on machine_id: before, scanned 3 documents; after, index entries of " \
+           "StorageRouter.machine_id" in out
+    assert re.search(r"check +clean: \d+ documents of 7 hybrids", out), out
+    assert "index entry deleted by hand: a query by name finds 0; check --repair found missing_index 1, " \
+           "fixed 1; the query finds 1; checked again: clean" in out
+
+
+def assert_erd(out: str, cwd: Path) -> None:
+    if shutil.which("dot") is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("graphviz's dot is required (DAL_REQUIRE_SERVICES=1); apt-get install graphviz")
+        assert "erd.svg not written: Graphviz's dot is not installed" in out
+        return
+    assert "wrote erd.svg: the 7 hybrids of the sample model" in out
+    root = ElementTree.parse(cwd / "erd.svg").getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert "Disk" in ElementTree.tostring(root, encoding="unicode")
+
+
 def test_demo_on_the_embedded_default(tmp_path: Path) -> None:
     result = run_dal("demo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "persistent sqlite:///dal.sqlite3, volatile memory://" in out
-    assert "2 backend types and 20 backends in 22 transactions" in out
-    assert "1 cache miss, 1 cache hit" in out
-    assert "status=RUNNING, tags=['gold']" in out
-    assert "UniqueConstraintError: Backend.name" in out and "MissingMandatoryFieldsError" in out
-    assert "available = True read 3 times: 2 computed (it reads its plugin's own dynamic), " \
-           "2 from cache" in out
-    assert "served by node1 (master), node2 through a junction; one-to-one plugin found" in out
-    assert "LinkedObjectError: BackendType" in out
+    assert_demo_report(out, 20)
     assert "10 backends deleted, 10 left" in out
+    assert_erd(out, tmp_path)
     assert (tmp_path / "dal.sqlite3").exists()
-    again = run_dal("demo", cwd=tmp_path)
-    assert again.returncode == 0 and "10 backends deleted, 10 left" in again.stdout
+    again = run_dal("demo", cwd=tmp_path)  # the demo clears its own namespace and starts over
+    assert again.returncode == 0, again.stderr
+    assert_demo_report(again.stdout, 20)
+    assert_erd(again.stdout, tmp_path)
+
+
+def test_demo_without_graphviz_still_finishes(tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    result = run_dal("demo", "--count", "2", cwd=tmp_path, env={"PATH": str(empty)})
+    assert result.returncode == 0, result.stderr
+    assert "erd.svg not written: Graphviz's dot is not installed (apt-get install graphviz)" in result.stdout
+    assert "cache     commits=" in result.stdout  # the report went on to its end
+    assert not (tmp_path / "erd.svg").exists()
 
 
 @pytest.mark.etcd
 @pytest.mark.memcached
 def test_demo_on_servers(tmp_path: Path, etcd_server: Any, memcached_server: Any) -> None:
-    result = run_dal("demo", "--count", "4", "--persistent", etcd_server.url,
-                     "--volatile", memcached_server.url, "--namespace", "clidemo", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert f"persistent {etcd_server.url}" in result.stdout
-    assert "2 backends deleted, 2 left" in result.stdout
+    for _ in range(2):  # the second run clears the first one's data, and the shared cache keeps nothing stale
+        result = run_dal("demo", "--count", "4", "--persistent", etcd_server.url,
+                         "--volatile", memcached_server.url, "--namespace", "clidemo", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert f"persistent {etcd_server.url}, volatile {memcached_server.url}" in result.stdout
+        assert_demo_report(result.stdout, 4)
+        assert "2 backends deleted, 2 left" in result.stdout
+        assert_erd(result.stdout, tmp_path)
 
 
 def test_demo_never_clears_a_namespace_it_did_not_write(tmp_path: Path) -> None:

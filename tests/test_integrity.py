@@ -12,7 +12,7 @@ from transfer_hybrids import XConsole, XRack, XServer
 import dal
 from dal.backends.base import Delete, Put
 from dal.config import Context
-from dal.integrity import Kind, Problem, apply_fixes, check
+from dal.integrity import PHASES, Kind, Problem, apply_fixes, check
 from dal.keys import Keys
 
 
@@ -40,7 +40,9 @@ def kinds(problems: list[Problem]) -> dict[str, int]:
 
 def test_data_saved_through_dal_is_clean(context: Context) -> None:
     populate()
-    report = check(context)
+    phases: list[str] = []
+    report = check(context, repair=True, progress=phases.append)
+    assert phases == [*PHASES, "repair"]
     assert report.clean and report.problems == []
     assert report.documents["xrack"] == 3 and report.documents["xserver"] == 5
     assert report.keys > 20

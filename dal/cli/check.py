@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 
 import dal
-from dal.integrity import REPAIRABLE, Problem, Report, check
+from dal.cli.progress import Progress
+from dal.integrity import PHASES, REPAIRABLE, Problem, Report, check
 
 HELP = "verify stored data against the model and its keys (exit 1 on problems); --repair fixes keys"
 
@@ -35,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 0:
         raise dal.exceptions.DalError(f"--limit must be 0 (all) or more, not {args.limit}")
     context = dal.configure(args.persistent, args.volatile, namespace=args.namespace)
-    report = check(context, repair=args.repair)
+    with Progress(len(PHASES) + (1 if args.repair else 0), "check") as bar:
+        report = check(context, repair=args.repair, progress=lambda phase: bar.advance())
     for line in render(report, f"namespace {context.namespace!r} of {context.persistent_url}", args.limit):
         print(line)
     return 1 if report.remaining else 0

@@ -36,7 +36,8 @@ TIB = 1 << 40
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=20, help="backends to create (default 20)")
     parser.add_argument("--erd", metavar="FILE", default="erd.svg",
-                        help="where to draw the sample model's diagram with Graphviz (default erd.svg)")
+                        help="file to draw the sample model's diagram in, with Graphviz (default erd.svg; "
+                             "'' draws none)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -102,9 +102,8 @@ def queries(report: Report, context: Context, sample: Sample) -> None:
     with report.step("reverse") as notes:
         pool, other = sample.pools
         moved = Since(context)
-        counts = [len(pool.disks), len(other.disks)]
-        reread = [len(pool.disks), len(other.disks)]
-        assert reread == counts
+        for _ in range(2):  # the second read of each list comes from the result cache
+            counts = [len(pool.disks), len(other.disks)]
         computed, cached = moved("query_misses"), moved("query_hits")
         disk = next(iter(pool.disks))
         disk.pool = other
@@ -187,12 +186,11 @@ def diagram(report: Report, path: Path) -> None:
     with report.step("erd") as notes:
         drawn = erd.hybrids_in(["dal.hybrids"])
         try:
-            picture = erd.render(drawn, "svg")
+            picture = erd.render_picture(drawn, "svg")
         except erd.GraphvizNotFoundError:
             notes.append(f"{path} not written: Graphviz's dot is not installed (apt-get install graphviz); "
                          "`dal erd` prints the diagram as Mermaid text without it")
             return
-        assert isinstance(picture, bytes)
         path.write_bytes(picture)
         notes.append(f"wrote {path}: the {len(drawn)} hybrids of the sample model, drawn by Graphviz "
                      f"({len(picture)} bytes of SVG)")
