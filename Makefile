@@ -9,9 +9,9 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := etcd-server memcached graphviz
 
-.PHONY: demo test lint typecheck services bench clean
+.PHONY: demo test lint typecheck services graphviz bench clean
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed graphviz
 	$(BIN)/dal demo
 
 test: $(VENV)/.installed services lint typecheck
@@ -31,6 +31,15 @@ services:
 		echo "installing $(APT_PACKAGES)"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+# the demo draws erd.svg with Graphviz's `dot` (it still finishes without, with a note)
+graphviz:
+	@if ! command -v dot >/dev/null; then \
+		echo "installing graphviz"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends graphviz || \
+		echo "could not install graphviz: the demo will skip erd.svg"; \
 	fi
 
 $(VENV)/.installed: pyproject.toml setup.py
