@@ -321,3 +321,26 @@ def test_cli_help(tmp_path: Path) -> None:
     for option in ("--format {mermaid,dot,svg,png}", "-o FILE", "--only NAME[,NAME]", "--dot PROGRAM",
                    "--hybrids"):
         assert option in result.stdout
+
+
+def test_cli_discovers_every_hybrid_module_of_a_package(tmp_path: Path) -> None:
+    # one module per hybrid, and an __init__ that imports none of them: all are found
+    package = tmp_path / "shop"
+    (package / "models").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "models" / "__init__.py").write_text('"""Nothing imported here."""\n')
+    (package / "models" / "customer.py").write_text(
+        "from dal import DataObject, Property\n\n"
+        "class Customer(DataObject, hybrid_name='shop_customer'):\n"
+        "    __properties = [Property('name', str)]\n")
+    (package / "models" / "order.py").write_text(
+        "from dal import DataObject, Property, Relation\n"
+        "from shop.models.customer import Customer\n\n"
+        "class Order(DataObject, hybrid_name='shop_order'):\n"
+        "    __properties = [Property('total', float, default=0.0)]\n"
+        "    __relations = [Relation('customer', Customer, 'orders')]\n")
+    result = run_dal("erd", "--hybrids", "shop.models", cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "Customer {" in result.stdout and "Order {" in result.stdout
+    assert 'Customer ||--o{ Order : "customer / orders"' in result.stdout
+    assert "Backend {" not in result.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import pkgutil
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -58,15 +59,23 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
 
 
 def import_hybrids(modules: str) -> None:
-    """Import the modules that declare hybrids, so they register."""
+    """Import the modules that declare hybrids, so they register; a package with all its submodules."""
     for name in filter(None, (part.strip() for part in modules.split(","))):
-        try:
-            importlib.import_module(name)
-        except DalError:
-            raise
-        except Exception as exc:  # anything a user's module raises on import
-            raise DalError(f"cannot import hybrids module {name!r}: {type(exc).__name__}: {exc}; "
-                           "check --hybrids / DAL_HYBRIDS") from exc
+        module = _import(name)
+        # one module per hybrid is the convention: a package's hybrids need not be imported by its
+        # __init__ to be found
+        for found in pkgutil.walk_packages(getattr(module, "__path__", []), prefix=f"{name}."):
+            _import(found.name)
+
+
+def _import(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except DalError:
+        raise
+    except Exception as exc:  # anything a user's module raises on import
+        raise DalError(f"cannot import hybrids module {name!r}: {type(exc).__name__}: {exc}; "
+                       "check --hybrids / DAL_HYBRIDS") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
