@@ -17,11 +17,12 @@ import pytest
 from transfer_hybrids import XBuddy, XConsole, XNode, XPeer, XRack, XServer
 
 import dal
-from dal import transfer
 from dal.backends.base import Check, CommitResult, DeletePrefix, Op, Put
 from dal.config import Context
+from dal.dump import dump, parse_dump, read_dump, select_hybrids
 from dal.exceptions import DalError, InvalidValueError, ObjectNotFoundError, UniqueConstraintError
 from dal.integrity import check
+from dal.load import copy, load
 from dal.testing.servers import RunningServer
 
 TESTS = Path(__file__).parent
@@ -81,7 +82,7 @@ def populate(servers: int = 5) -> Sample:
 
 def dump_text(context: Context, only: Sequence[Any] | None = None) -> str:
     out = io.StringIO()
-    transfer.dump(context, out, only)
+    dump(context, out, only)
     return out.getvalue()
 
 
@@ -118,21 +119,21 @@ def test_dump_is_ordered_versioned_json_of_the_stored_documents(context: Context
     assert first["rack_guid"] == sample.racks[0].guid and first["spare_rack_guid"] == sample.racks[2].guid
     second = next(r for r in parsed["hybrids"]["xserver"] if r["guid"] == sample.servers[1].guid)["data"]
     assert second["installed"] == "2024-01-02T12:30:00" and second["tags"] == ["t1"]
-    only = json.loads(dump_text(context, transfer.select_hybrids(["XRack"])))
+    only = json.loads(dump_text(context, select_hybrids(["XRack"])))
     assert list(only["hybrids"]) == ["xrack"] and len(only["hybrids"]["xrack"]) == 3
     # documents of a hybrid this model does not declare are dumped as stored; a load names them
     assert context.persistent.commit([], [Put(context.keys.doc("zzgone", "g"), b'{"a": 1}')]).ok
     everything = json.loads(dump_text(context))
     assert everything["hybrids"]["zzgone"] == [{"guid": "g", "data": {"a": 1}}]
     with pytest.raises(InvalidValueError, match=r"hybrid 'zzgone' \(1 objects\) is not declared"):
-        transfer.load(in_namespace(context, context.namespace + "c"), transfer.parse_dump(everything))
+        load(in_namespace(context, context.namespace + "c"), parse_dump(everything))
 
 
 def test_select_hybrids_by_class_or_logical_name() -> None:
-    chosen = transfer.select_hybrids(["XServer", "xrack", "XRack"])
+    chosen = select_hybrids(["XServer", "xrack", "XRack"])
     assert chosen is not None and [meta.name for meta in chosen] == ["xrack", "xserver"]
     with pytest.raises(InvalidValueError, match=r"Nope.*known:"):
-        transfer.select_hybrids(["Nope"])
+        select_hybrids(["Nope"])
 
 
 def test_round_trip_rebuilds_every_key(context: Context) -> None:
@@ -141,7 +142,7 @@ def test_round_trip_rebuilds_every_key(context: Context) -> None:
     target = in_namespace(context, context.namespace + "b")
     try:
         assert dal.DataList(XRack).guids == []  # an answer the load must not leave cached
-        result = transfer.load(target, transfer.read_dump(io.StringIO(text)))
+        result = load(target, read_dump(io.StringIO(text)))
         assert sorted(dal.DataList(XRack).guids) == sorted(rack.guid for rack in sample.racks)
         assert result.total == sum(json.loads(text)["counts"].values()) and result.replaced == 0
         again = json.loads(dump_text(target))
@@ -170,7 +171,7 @@ def test_load_orders_targets_first_and_never_splits_a_cycle(context: Context) ->
     buddies = [{"guid": f"b{n}", "data": {"name": None, "peer_guid": f"p{(n + 1) % 3}"}} for n in range(3)]
     document = {"format": "dal-dump", "version": 1, "namespace": "x",
                 "hybrids": {"xnode": chain, "xpeer": peers, "xbuddy": buddies}}
-    result = transfer.load(context, transfer.parse_dump(document), batch_size=2)
+    result = load(context, parse_dump(document), batch_size=2)
     assert result.total == 36
     assert result.batches == 15 + 1  # the chain two by two; the six-object cycle in one commit
     assert check(context).clean
@@ -220,7 +221,7 @@ def test_load_validates_everything_before_writing(context: Context, document: di
         fine = [{"guid": "ok", "data": {"name": "fine", "row": 0}}]
         full["hybrids"] = {**document["hybrids"], "xrack": fine}
     with pytest.raises(error) as caught:
-        transfer.load(context, transfer.parse_dump(full))
+        load(context, parse_dump(full))
     for word in words:
         assert word in str(caught.value)
     assert is_empty(context)
@@ -230,14 +231,14 @@ def test_load_refuses_stored_guids_unless_replacing(context: Context) -> None:
     sample = populate(servers=3)
     text = dump_text(context)
     with pytest.raises(DalError, match=r"already stored(.|\n)*--replace"):
-        transfer.load(context, transfer.read_dump(io.StringIO(text)))
+        load(context, read_dump(io.StringIO(text)))
     edited = json.loads(text)
     rack = next(r for r in edited["hybrids"]["xrack"] if r["guid"] == sample.racks[0].guid)
     rack["data"].update(name="renamed", row=7)
     server = next(r for r in edited["hybrids"]["xserver"] if r["guid"] == sample.servers[0].guid)
     server["data"]["rack_guid"] = sample.racks[1].guid
     assert sample.servers[0].guid not in XRack(sample.racks[1].guid).servers_guids  # now cached
-    result = transfer.load(context, transfer.parse_dump(edited), replace=True)
+    result = load(context, parse_dump(edited), replace=True)
     assert result.replaced == result.total
     assert XRack(sample.racks[0].guid).name == "renamed"  # not a stale cached document
     assert XServer(sample.servers[0].guid).rack_guid == sample.racks[1].guid
@@ -252,7 +253,7 @@ def test_load_refuses_a_unique_value_another_stored_object_holds(context: Contex
     document = {"format": "dal-dump", "version": 1, "namespace": "x",
                 "hybrids": {"xrack": [{"guid": "mine", "data": {"name": "taken", "row": 0}}]}}
     with pytest.raises(UniqueConstraintError, match=r"XRack\.name.*'taken'"):
-        transfer.load(context, transfer.parse_dump(document))
+        load(context, parse_dump(document))
     assert context.persistent.get(context.keys.doc("xrack", "mine")) is None
 
 
@@ -272,7 +273,7 @@ def test_a_failed_batch_writes_nothing_and_earlier_batches_stay_whole(
     monkeypatch.setattr(context, "commit", commit)
     done: list[int] = []
     with pytest.raises(UniqueConstraintError) as caught:
-        transfer.load(context, transfer.parse_dump(document), batch_size=4, progress=done.append)
+        load(context, parse_dump(document), batch_size=4, progress=done.append)
     message = str(caught.value)
     assert "XRack.name" in message and "rack-09" in message and "intruder" in message
     assert "Batch 3 of 3 was not written; batches 1-2 (8 objects) were written" in message
@@ -293,7 +294,7 @@ def test_load_stays_within_etcd_transaction_limits(context: Context) -> None:
                          "spare_rack_guid": f"r{(n + 1) % 60:03d}"}} for n in range(120)]
     document = {"format": "dal-dump", "version": 1, "namespace": "x",
                 "hybrids": {"xrack": racks, "xserver": servers}}
-    result = transfer.load(context, transfer.parse_dump(document), batch_size=1000)
+    result = load(context, parse_dump(document), batch_size=1000)
     assert result.total == 180 and result.batches > 1  # cut by the 128 operations per commit etcd allows
     assert check(context).clean
 
@@ -316,16 +317,16 @@ def test_copy_from_sqlite_to_etcd_verifies_counts(tmp_path: Path, etcd_server: R
             sizes.append(total)
             return written.append
 
-        result = transfer.copy(source, destination, progress=progress)
+        result = copy(source, destination, progress=progress)
         assert result.mismatches == {}
         assert result.source["xserver"] == result.destination["xserver"] == 7
         assert result.source["xrack"] == 3 and sizes == [result.load.total] == [sum(written)]
         assert json.loads(dump_text(destination))["hybrids"] == json.loads(source_text)["hybrids"]
         assert check(destination).clean
         with pytest.raises(DalError, match=r"is not empty.*--replace"):
-            transfer.copy(source, destination)
+            copy(source, destination)
         XRack(data={"name": "only-in-destination"}).save()
-        again = transfer.copy(source, destination, replace=True)
+        again = copy(source, destination, replace=True)
         assert again.mismatches == {"xrack": (3, 4)} and again.load.replaced == again.load.total
     finally:
         clear(destination)
@@ -333,7 +334,7 @@ def test_copy_from_sqlite_to_etcd_verifies_counts(tmp_path: Path, etcd_server: R
 
 def test_copy_refuses_to_copy_a_namespace_onto_itself(context: Context) -> None:
     with pytest.raises(InvalidValueError, match="both namespace"):
-        transfer.copy(context, context)
+        copy(context, context)
 
 
 # --- command line ---------------------------------------------------------------------------

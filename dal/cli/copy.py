@@ -19,9 +19,9 @@ import contextlib
 import os
 
 import dal
-from dal import transfer
 from dal.cli.load import add_batch_options, add_only_option, selected
 from dal.cli.progress import Progress
+from dal.load import copy
 
 HELP = "copy a namespace from one store to another (SRC_URL DST_URL) and verify the counts"
 
@@ -47,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"copying namespace {source.namespace!r} of {source.persistent_url} to namespace "
           f"{destination.namespace!r} of {destination.persistent_url}")
     with contextlib.ExitStack() as stack:
-        result = transfer.copy(source, destination, only=only, replace=args.replace,
-                               batch_size=args.batch_size, max_ops=args.max_txn_ops,
-                               progress=lambda total: stack.enter_context(Progress(total, "copy")).advance)
+        result = copy(source, destination, only=only, replace=args.replace,
+                      batch_size=args.batch_size, max_ops=args.max_txn_ops,
+                      progress=lambda total: stack.enter_context(Progress(total, "copy")).advance)
     print(f"wrote {result.load.total} objects in {result.load.batches} "
           f"commit{'' if result.load.batches == 1 else 's'}")
     width = max([len("hybrid"), *(len(name) for name in result.source)])

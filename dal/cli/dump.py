@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 
 import dal
-from dal import transfer
 from dal.cli.load import add_only_option, selected
+from dal.dump import dump
 from dal.exceptions import DalError
 
 HELP = "write the objects of a namespace as JSON (stdout, or -o FILE)"
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     context = dal.configure(args.persistent, args.volatile, namespace=args.namespace)
     only = selected(args)
     if args.output is None:
-        counts = transfer.dump(context, sys.stdout, only)
+        counts = dump(context, sys.stdout, only)
         sys.stdout.flush()
         where = "stdout"
     else:
@@ -53,7 +53,7 @@ def _dump_to_file(context: dal.config.Context, path: Path,
         raise DalError(f"cannot write {path}: {exc.strerror or exc}; choose a writable directory") from exc
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            counts = transfer.dump(context, stream, only)
+            counts = dump(context, stream, only)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 import dal
-from dal import transfer
 from dal.cli.progress import Progress
+from dal.dump import read_dump, select_hybrids
 from dal.exceptions import DalError
+from dal.load import BATCH_SIZE, MAX_TXN_OPS, load
 from dal.meta import HybridMeta
 
 HELP = "load a dump (FILE, or - for stdin) into a namespace"
@@ -38,36 +39,36 @@ def add_only_option(parser: argparse.ArgumentParser, text: str) -> None:
 
 def add_batch_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("batches")
-    group.add_argument("--batch-size", type=int, default=transfer.BATCH_SIZE, metavar="N",
-                       help=f"objects per commit (default {transfer.BATCH_SIZE})")
-    group.add_argument("--max-txn-ops", type=int, default=transfer.MAX_TXN_OPS, metavar="N",
-                       help=f"operations per commit (default {transfer.MAX_TXN_OPS}, etcd's own default "
+    group.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
+                       help=f"objects per commit (default {BATCH_SIZE})")
+    group.add_argument("--max-txn-ops", type=int, default=MAX_TXN_OPS, metavar="N",
+                       help=f"operations per commit (default {MAX_TXN_OPS}, etcd's own default "
                             "--max-txn-ops; raise it with your etcd's)")
 
 
 def selected(args: argparse.Namespace) -> list[HybridMeta] | None:
     """Return the hybrids ``--only`` names, or ``None`` for all."""
-    return None if args.only is None else transfer.select_hybrids(args.only.split(","))
+    return None if args.only is None else select_hybrids(args.only.split(","))
 
 
 def run(args: argparse.Namespace) -> int:
     context = dal.configure(args.persistent, args.volatile, namespace=args.namespace)
     only = selected(args)
     if args.file == "-":
-        data = transfer.read_dump(sys.stdin, "stdin")
+        data = read_dump(sys.stdin, "stdin")
     else:
         path = Path(args.file)
         try:
             with path.open(encoding="utf-8") as stream:
-                data = transfer.read_dump(stream, str(path))
+                data = read_dump(stream, str(path))
         except OSError as exc:
             raise DalError(f"cannot read {path}: {exc.strerror or exc}; give the path of a file written by "
                            "`dal dump`, or - for stdin") from exc
     data = data.select(only)
     with Progress(data.total, "load") as bar:
-        result = transfer.load(context, data, replace=args.replace, batch_size=args.batch_size,
-                               max_ops=args.max_txn_ops, progress=bar.advance,
-                               source="stdin" if args.file == "-" else args.file)
+        result = load(context, data, replace=args.replace, batch_size=args.batch_size,
+                      max_ops=args.max_txn_ops, progress=bar.advance,
+                      source="stdin" if args.file == "-" else args.file)
     counts = ", ".join(f"{name} {count}" for name, count in result.counts.items()) or "nothing"
     replaced = f", {result.replaced} of them replacing stored objects" if result.replaced else ""
     commits = f"{result.batches} commit{'' if result.batches == 1 else 's'}"

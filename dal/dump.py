@@ -1,0 +1,259 @@
+"""The dump format: reading the documents of a namespace, writing them as a dump, parsing one back.
+
+A dump is one JSON document holding every object's stored document (relations as
+``<relation>_guid``), by logical hybrid name, then guid::
+
+    {"format": "dal-dump", "version": 1, "namespace": "dal",
+     "hybrids": {"backend": [{"guid": "...", "data": {...}}, ...], ...},
+     "counts": {"backend": 2, ...}}
+
+It is written while the documents are scanned, one batch at a time, so a dump never holds
+the namespace in memory. It is not a snapshot: on a store that others write to meanwhile,
+each document is as it was when its batch was read.
+
+:func:`dal.load.load` validates a dump against the declared model and writes it into a store.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from dal.backends.base import Entry
+from dal.config import Context
+from dal.exceptions import BackendError, InvalidValueError
+from dal.integrity import valid_guid
+from dal.meta import HybridMeta, hybrids
+from dal.relations import scan_batches
+from dal.transaction import Document, decode
+
+FORMAT = "dal-dump"
+VERSION = 1
+#: documents or keys read per round trip
+READ_BATCH = 500
+#: problems listed in one error message
+MAX_LISTED = 20
+
+
+@dataclass
+class Dump:
+    """A dump in memory: ``(guid, data)`` pairs by logical hybrid name, as read, not yet validated."""
+
+    namespace: str
+    hybrids: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        return {name: len(records) for name, records in sorted(self.hybrids.items())}
+
+    @property
+    def total(self) -> int:
+        return sum(len(records) for records in self.hybrids.values())
+
+    def select(self, metas: Sequence[HybridMeta] | None) -> Dump:
+        """Return the part of this dump holding the given hybrids (all for ``None``)."""
+        if metas is None:
+            return self
+        return Dump(self.namespace, {meta.name: self.hybrids.get(meta.name, []) for meta in metas})
+
+
+def select_hybrids(names: Iterable[str] | None) -> list[HybridMeta] | None:
+    """Return the hybrids named by class or logical name, sorted by logical name (``None``: all)."""
+    if names is None:
+        return None
+    chosen: dict[str, HybridMeta] = {}
+    for name in (part.strip() for part in names):
+        if not name:
+            continue
+        try:
+            meta = hybrids.get(name)._meta
+        except LookupError as exc:
+            raise InvalidValueError(
+                f"cannot select hybrid {name!r}: {exc.args[0]}; name hybrids by class (Backend) or logical "
+                "name (backend), or declare them with --hybrids") from None
+        chosen[meta.name] = meta
+    if not chosen:
+        raise InvalidValueError("no hybrid selected; name at least one, e.g. --only Backend,BackendType")
+    return [chosen[name] for name in sorted(chosen)]
+
+
+# --- reading a namespace ---------------------------------------------------------------
+
+
+Group = tuple[str, Iterator[tuple[str, Document]]]
+
+
+def read_documents(context: Context, only: Sequence[HybridMeta] | None = None) -> Iterator[Group]:
+    """Yield ``(hybrid, documents)`` by hybrid name, each group ``(guid, document)`` in guid order.
+
+    Documents are read in batches. Without ``only``, every document of the namespace is
+    read, undeclared hybrids included (a load then says what to do about them). Consume
+    each group before asking for the next.
+    """
+    if only is not None:
+        for meta in only:
+            prefix = context.keys.docs(meta.name)
+            yield meta.name, _guids(prefix, _scan(context, prefix))
+        return
+    prefix = f"{context.keys.root}o/"
+    # keys sort by hybrid name first: '/' sorts before every character a name may hold
+    groups = itertools.groupby(_scan(context, prefix), key=lambda item: _hybrid_of(prefix, item[0]))
+    for hybrid, group in groups:
+        yield hybrid, _guids(f"{prefix}{hybrid}/", group)
+
+
+def _hybrid_of(prefix: str, key: str) -> str:
+    return key[len(prefix):].partition("/")[0]
+
+
+def _guids(prefix: str, group: Iterable[tuple[str, Entry]]) -> Iterator[tuple[str, Document]]:
+    for key, entry in group:
+        yield key[len(prefix):], _document(key, entry)
+
+
+def read_store(context: Context, only: Sequence[HybridMeta] | None = None) -> Dump:
+    """Read the documents of a namespace into a :class:`Dump` (what :func:`dal.load.copy` loads)."""
+    groups = read_documents(context, only)
+    return Dump(context.namespace, {name: list(documents) for name, documents in groups})
+
+
+def count_documents(context: Context, names: Iterable[str]) -> dict[str, int]:
+    """Return the number of stored documents of each named hybrid."""
+    return {name: sum(len(batch) for batch in scan_batches(context, context.keys.docs(name), READ_BATCH))
+            for name in names}
+
+
+def _scan(context: Context, prefix: str) -> Iterator[tuple[str, Entry]]:
+    for batch in scan_batches(context, prefix, READ_BATCH):
+        yield from batch
+
+
+def _document(key: str, entry: Entry) -> Document:
+    try:
+        return decode(entry.value)
+    except ValueError as exc:
+        raise BackendError(f"the stored document {key} is not a JSON object ({exc}); it was not written by "
+                           "dal or the store is damaged: run `dal check`") from exc
+
+
+# --- writing and reading dumps -----------------------------------------------------------
+
+
+def dump(context: Context, out: IO[str], only: Sequence[HybridMeta] | None = None) -> dict[str, int]:
+    """Write the namespace of ``context`` to ``out`` as a dump; return the objects per hybrid."""
+    return write_dump(out, context.namespace, read_documents(context, only))
+
+
+def write_dump(out: IO[str], namespace: str,
+               groups: Iterable[tuple[str, Iterable[tuple[str, Document]]]]) -> dict[str, int]:
+    """Write groups of documents as a dump, one object per line; return the objects per hybrid."""
+    counts: dict[str, int] = {}
+    out.write(f'{{"format": "{FORMAT}", "version": {VERSION}, "namespace": {json.dumps(namespace)}, '
+              '"hybrids": {')
+    for number, (hybrid, documents) in enumerate(groups):
+        out.write(f'{"," if number else ""}\n{json.dumps(hybrid)}: [')
+        count = 0
+        for guid, document in documents:
+            data = _json(hybrid, guid, document)
+            out.write(f'{"," if count else ""}\n{{"guid": {json.dumps(guid)}, "data": {data}}}')
+            count += 1
+        out.write("\n]")
+        counts[hybrid] = count
+    out.write(f'}},\n"counts": {json.dumps(counts, sort_keys=True)}}}\n')
+    return counts
+
+
+def _json(hybrid: str, guid: str, document: Document) -> str:
+    try:
+        return json.dumps(document, sort_keys=True, allow_nan=False)
+    except ValueError as exc:
+        raise BackendError(f"the stored document of {hybrid} {guid} holds a value JSON cannot hold ({exc}); "
+                           "run `dal check`") from exc
+
+
+def read_dump(stream: IO[str], source: str = "the dump") -> Dump:
+    """Parse a dump and check its shape (not yet the model: :func:`dal.load.load` does that)."""
+    try:
+        raw = json.load(stream)
+    except json.JSONDecodeError as exc:
+        raise InvalidValueError(f"{source} is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+                                "give a file written by `dal dump`") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidValueError(f"{source} is not UTF-8 text ({exc}); give a file written by `dal dump`"
+                                ) from None
+    return parse_dump(raw, source)
+
+
+def parse_dump(raw: Any, source: str = "the dump") -> Dump:
+    """Check the shape of a parsed dump and return it; raise InvalidValueError listing what is wrong."""
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise InvalidValueError(f'{source} is not a dal dump (it lacks "format": "{FORMAT}"); give a file '
+                                "written by `dal dump`")
+    version = raw.get("version")
+    if version != VERSION:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > VERSION
+        raise InvalidValueError(
+            f"{source} is a version {version!r} dump, but this dal reads version {VERSION}; "
+            + ("upgrade dal, or dump again with this one" if newer else "dump it again with `dal dump`"))
+    problems: list[str] = []
+    unknown = sorted(set(raw) - {"format", "version", "namespace", "hybrids", "counts"})
+    if unknown:
+        problems.append(f"unknown top-level key(s) {', '.join(map(repr, unknown))}")
+    namespace = raw.get("namespace")
+    if not isinstance(namespace, str):
+        problems.append(f'"namespace" must be a string, not {namespace!r}')
+    groups = raw.get("hybrids")
+    dump = Dump(namespace if isinstance(namespace, str) else "")
+    if not isinstance(groups, dict):
+        problems.append('"hybrids" must be an object: {"hybrid name": [{"guid": ..., "data": {...}}, ...]}')
+        groups = {}
+    for name, records in groups.items():
+        if not isinstance(records, list):
+            problems.append(f"hybrids.{name} must be a list of objects, not {type(records).__name__}")
+            continue
+        dump.hybrids[name] = _records(name, records, problems)
+    counts = raw.get("counts")
+    if counts is not None and counts != dump.counts():
+        problems.append(f'"counts" says {counts!r}, but the file holds {dump.counts()!r}: it was truncated '
+                        'or edited; dump again, or remove "counts" if the edit was deliberate')
+    if problems:
+        raise InvalidValueError(listing(
+            f"{source} is not a valid dal dump", problems,
+            'write it with `dal dump`; its format is in the README ("Dump, load, copy and check")'))
+    return dump
+
+
+def _records(name: str, records: list[Any], problems: list[str]) -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = []
+    seen: set[str] = set()
+    for position, record in enumerate(records):
+        where = f"hybrids.{name}[{position}]"
+        if not isinstance(record, dict) or set(record) != {"guid", "data"}:
+            problems.append(f'{where} must be {{"guid": "...", "data": {{...}}}}, not {_short(record)}')
+            continue
+        guid, data = record["guid"], record["data"]
+        if not valid_guid(guid):
+            problems.append(f"{where}: guid {guid!r} must be a non-empty string without '/'")
+        elif guid in seen:
+            problems.append(f"{where}: guid {guid} appears twice in {name}")
+        elif not isinstance(data, dict):
+            problems.append(f"{where} ({guid}): data must be an object, not {_short(data)}")
+        else:
+            seen.add(guid)
+            found.append((guid, data))
+    return found
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def listing(headline: str, problems: list[str], advice: str) -> str:
+    """Format an error listing ``problems`` (at most MAX_LISTED of them), saying nothing was written."""
+    shown = "\n".join(f"  {problem}" for problem in problems[:MAX_LISTED])
+    more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+    return f"{headline} ({len(problems)} problem{'s' if len(problems) > 1 else ''}; nothing was written):\n" \
+           f"{shown}{more}\n{advice}"

@@ -1,0 +1,330 @@
+"""Loading a dump into a store, and copying one namespace into another.
+
+A load reads the whole dump and validates all of it before it writes anything: the format,
+every document against the declared model (the same validators an assignment runs), unique
+values within the dump and against the store, existing guids, and relation targets that
+are neither in the dump nor stored. Then it writes in batches, each batch ONE commit holding
+its objects' documents with every unique key, index entry and link, planned by
+:func:`dal.transaction.plan_write` exactly as a save plans them. A failed batch writes
+nothing; the batches before it stay written (each complete), and the same load run again
+with ``replace`` finishes the job.
+
+How the objects are cut into those batches, targets first, is :mod:`dal.load_batches`.
+
+:func:`copy` is :func:`dal.dump.read_store` (the dump's scan) fed to :func:`load`: documents are
+re-validated and keys rebuilt on the destination, never copied raw, so a copy cannot carry
+the source's stale index entries or links along, and a destination with another key
+encoding or layout version would still be written correctly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dal.backends.base import Entry, Exists
+from dal.config import Context, store_digest
+from dal.dump import READ_BATCH, Dump, count_documents, listing, read_store
+from dal.exceptions import (
+    BackendError,
+    DalError,
+    InvalidValueError,
+    ObjectNotFoundError,
+    RaceConditionError,
+    UniqueConstraintError,
+)
+from dal.integrity import validate_document
+from dal.keys import Keys
+from dal.load_batches import Item, dependency_batches
+from dal.meta import HybridMeta, hybrids
+from dal.results import changed_versions
+from dal.schema import ensure_recorded
+from dal.transaction import Document, Reason, decode, plan_write
+
+#: objects per commit
+BATCH_SIZE = 100
+#: operations, and separately checks, per commit: etcd refuses more by default (its --max-txn-ops)
+MAX_TXN_OPS = 128
+#: commits tried for one --replace batch while other writers keep changing its objects
+MAX_ATTEMPTS = 5
+
+Advance = Callable[[int], None]
+
+
+@dataclass
+class LoadResult:
+    """What a load wrote: objects per hybrid, commits, and how many replaced stored ones."""
+
+    counts: dict[str, int]
+    batches: int
+    replaced: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass
+class CopyResult:
+    """What a copy wrote, and the objects per hybrid it then counted on each side."""
+
+    load: LoadResult
+    source: dict[str, int]
+    destination: dict[str, int]
+
+    @property
+    def mismatches(self) -> dict[str, tuple[int, int]]:
+        """Return ``{hybrid: (source count, destination count)}`` where they differ."""
+        names = sorted(set(self.source) | set(self.destination))
+        return {name: (self.source.get(name, 0), self.destination.get(name, 0)) for name in names
+                if self.source.get(name, 0) != self.destination.get(name, 0)}
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def load(context: Context, dump: Dump, *, replace: bool = False, batch_size: int = BATCH_SIZE,
+         max_ops: int = MAX_TXN_OPS, progress: Advance | None = None, source: str = "the dump") -> LoadResult:
+    """Validate all of ``dump``, then write it into the namespace of ``context`` in atomic batches.
+
+    An object whose guid is already stored is refused (DalError, before anything is written)
+    unless ``replace``: then it is overwritten, guarded by the revision it was read at, and
+    its old unique keys, index entries and links are removed in the same commit. Objects not
+    in the dump are never touched. ``progress`` is called with the objects of each written
+    batch.
+    """
+    if batch_size < 1 or max_ops < 1:
+        raise InvalidValueError(f"batch size and operations per commit must be at least 1, not {batch_size} "
+                                f"and {max_ops}")
+    items = _validate(context.keys, dump, source)
+    unique = _unique_within(context.keys, items, source)
+    _preflight(context, items, unique, replace, source)
+    batches = dependency_batches(context.keys, items, replace, batch_size, max_ops)
+    for meta in {item.meta.name: item.meta for item in items}.values():
+        # as a save does: into an empty hybrid, every key written is every key there is
+        ensure_recorded(context, meta)
+    written, replaced = 0, 0
+    counts = {name: 0 for name in sorted({item.meta.name for item in items})}
+    for number, batch in enumerate(batches, 1):
+        try:
+            replaced += _write(context, batch, replace)
+        except DalError as exc:
+            done = (f"batches 1-{number - 1} ({written} objects) were written and are kept; load again with "
+                    "--replace (replace=True) to finish") if number > 1 else "nothing was written"
+            raise type(exc)(f"{exc}. Batch {number} of {len(batches)} was not written; {done}") from exc
+        written += len(batch)
+        for item in batch:
+            counts[item.meta.name] += 1
+        if progress is not None:
+            progress(len(batch))
+    return LoadResult(counts, len(batches), replaced)
+
+
+def _validate(keys: Keys, dump: Dump, source: str) -> list[Item]:
+    """Check every document against the declared model; return them ordered by hybrid and guid."""
+    problems: list[str] = []
+    items: list[Item] = []
+    for name in sorted(dump.hybrids):
+        records = dump.hybrids[name]
+        try:
+            cls = hybrids.get(name)
+        except LookupError:
+            problems.append(f"hybrid {name!r} ({len(records)} objects) is not declared; pass the module "
+                            "declaring it with --hybrids, or leave it out with --only")
+            continue
+        meta = cls._meta
+        if meta.name != name:
+            problems.append(f"hybrid {name!r} must be named by its logical name {meta.name!r}")
+            continue
+        for guid, data in sorted(records, key=lambda record: record[0]):
+            validation = validate_document(meta, data)
+            problems += [f"{name} {guid}: {problem.message}" for problem in validation.problems]
+            problems += [f"{name} {guid}: field {unknown!r} is not declared by {cls.__name__} (known: "
+                         f"{', '.join(meta.fields())})" for unknown in validation.unknown]
+            items.append(Item(meta, guid, validation.document, keys.doc(name, guid)))
+    if problems:
+        raise InvalidValueError(listing(f"{source} does not fit the declared model", problems,
+                                         "fix those values in the file, or load it with the model that wrote "
+                                         "it (--hybrids)"))
+    return items
+
+
+def _unique_within(keys: Keys, items: list[Item], source: str) -> dict[str, tuple[Item, str, Any]]:
+    """Refuse two objects of the dump holding one unique value; return ``{key: (holder, field, value)}``."""
+    holders: dict[str, tuple[Item, str, Any]] = {}
+    problems: list[str] = []
+    for item in items:
+        for prop in item.meta.unique:
+            value = item.document.get(prop.name)
+            if value is None:
+                continue
+            unique_key = keys.unique(item.meta.name, prop.name, value)
+            other = holders.get(unique_key)
+            if other is not None:
+                problems.append(f"{item.meta.cls.__name__}.{prop.name} must be unique, but {other[0].guid} "
+                                f"and {item.guid} both hold {value!r}")
+            else:
+                holders[unique_key] = (item, prop.name, value)
+    if problems:
+        raise UniqueConstraintError(listing(f"{source} holds duplicate unique values", problems,
+                                             "give each object its own value"))
+    return holders
+
+
+def _present(context: Context, keys: list[str]) -> dict[str, Entry]:
+    found: dict[str, Entry] = {}
+    for start in range(0, len(keys), READ_BATCH):
+        found.update(context.persistent.get_many(keys[start:start + READ_BATCH]))
+    return found
+
+
+def _preflight(context: Context, items: list[Item], unique: dict[str, tuple[Item, str, Any]], replace: bool,
+               source: str) -> None:
+    """Refuse, before writing, what the store would refuse: taken guids, taken values, missing targets.
+
+    The commits check all of it again, so a writer racing the load is still caught.
+    """
+    keys = context.keys
+    where = f"namespace {context.namespace!r} of {context.persistent_url}"
+    if not replace:
+        stored = _present(context, [item.doc_key for item in items])
+        if stored:
+            taken = [item.label for item in items if item.doc_key in stored]
+            raise DalError(listing(f"{len(stored)} objects of {source} are already stored in {where}", taken,
+                                    "load into an empty namespace (--namespace), or pass --replace to "
+                                    "overwrite them (objects not in the dump are never touched)"))
+    in_dump = {(item.meta.name, item.guid) for item in items}
+    taken_values: list[str] = []
+    for unique_key, entry in _present(context, list(unique)).items():
+        item, name, value = unique[unique_key]
+        owner = entry.value.decode(errors="replace")
+        if owner == item.guid:
+            continue
+        moving = ""
+        if (item.meta.name, owner) in in_dump:
+            moving = (" (that object is in the dump too, giving the value up: a load cannot move a unique "
+                      "value from one object to another; save that change through dal)")
+        taken_values.append(f"{item.meta.cls.__name__}.{name}: {item.guid} has {value!r}, which stored "
+                            f"{item.meta.cls.__name__} {owner} holds{moving}")
+    if taken_values:
+        raise UniqueConstraintError(listing(f"values of {source} are taken in {where}", taken_values,
+                                             "change those values in the file, or in the store"))
+    outside: dict[str, list[str]] = {}
+    for item in items:
+        for relation in item.meta.relations.values():
+            target = item.document[relation.guid_field]
+            if target is None or relation.target is None:
+                continue
+            target_name = relation.target._meta.name
+            if (target_name, target) not in in_dump:
+                outside.setdefault(keys.doc(target_name, target), []).append(
+                    f"{item.label}.{relation.name} points at {relation.target.__name__} {target}")
+    if outside:
+        stored = _present(context, list(outside))
+        missing = [line for doc_key, lines in outside.items() if doc_key not in stored for line in lines]
+        if missing:
+            raise ObjectNotFoundError(listing(f"relations of {source} point at objects neither in it nor "
+                                               f"stored in {where}", missing,
+                                               "add those objects to the dump, or clear the relations"))
+
+
+def _write(context: Context, batch: list[Item], replace: bool) -> int:
+    """Write one batch in one commit; return how many stored objects it replaced."""
+    keys = context.keys
+    written_here = {item.doc_key for item in batch}
+    for attempt in range(MAX_ATTEMPTS):
+        stored = _present(context, [item.doc_key for item in batch]) if replace else {}
+        checks, ops, reasons = [], [], []
+        for item in batch:
+            entry = stored.get(item.doc_key)
+            before: Document | None = None
+            if entry is not None:
+                try:
+                    before = decode(entry.value)
+                except ValueError as exc:
+                    raise BackendError(f"{item.label} cannot be replaced: its stored document is not a "
+                                       f"JSON object ({exc}), so its old keys are unknown; run `dal check`"
+                                       ) from exc
+            revision = entry.revision if entry is not None else 0
+            plan = plan_write(keys, item.meta, item.guid, before, revision, item.document)
+            for check, reason in zip(plan.checks, plan.reasons, strict=True):
+                if isinstance(check, Exists) and check.key in written_here:
+                    continue  # this commit writes the target: it appears together with the link
+                checks.append(check)
+                reasons.append((item, reason))
+            ops += plan.ops
+        result = context.commit(checks, ops)
+        if result.ok:
+            invalid: list[str] = []
+            for item in batch:
+                before = decode(stored[item.doc_key].value) if item.doc_key in stored else None
+                if before is not None:
+                    invalid += _cache_keys(keys, item)
+                invalid += changed_versions(keys, item.meta, item.guid, before, item.document)
+            context.invalidate(*invalid)  # cached documents, dynamics and query results
+            return sum(1 for item in batch if item.doc_key in stored)
+        failed = [reasons[index] for index in result.failed]
+        if not (replace and all(reason.kind == "document" for _, reason in failed)):
+            raise _refused(context, *failed[0])
+        time.sleep(0.01 * 2 ** attempt)  # another writer changed an object we replace: read it again
+    raise RaceConditionError(f"objects of this batch kept changing while being replaced ({MAX_ATTEMPTS} "
+                             "attempts); load again when other writers are quieter")
+
+
+def _cache_keys(keys: Keys, item: Item) -> list[str]:
+    meta = item.meta
+    return [keys.cached_doc(meta.name, item.guid),
+            *(keys.cached_dynamic(meta.name, item.guid, name) for name in meta.dynamics)]
+
+
+def _refused(context: Context, item: Item, reason: Reason) -> DalError:
+    """Explain why the store refused a batch, naming the object that made it fail."""
+    name = item.meta.cls.__name__
+    if reason.kind == "document":
+        return DalError(f"{item.label} was stored by another writer while loading; load with --replace to "
+                        "overwrite it")
+    if reason.kind == "unique":
+        holder = context.persistent.get(context.keys.unique(item.meta.name, reason.field, reason.value))
+        owner = holder.value.decode(errors="replace") if holder is not None else "another object"
+        return UniqueConstraintError(f"{name}.{reason.field} must be unique: {item.guid} has "
+                                     f"{reason.value!r}, which {name} {owner} took while loading; change one "
+                                     "of them")
+    relation = item.meta.relations[reason.field]
+    target = relation.target.__name__ if relation.target is not None else "object"
+    return ObjectNotFoundError(f"{item.label}.{reason.field} points at {target} {reason.value}, which was "
+                               "deleted while loading; add it to the dump or clear the relation")
+
+
+# --- copying ------------------------------------------------------------------------------
+
+
+def copy(source: Context, destination: Context, *, only: Sequence[HybridMeta] | None = None,
+         replace: bool = False, batch_size: int = BATCH_SIZE, max_ops: int = MAX_TXN_OPS,
+         progress: Callable[[int], Advance] | None = None) -> CopyResult:
+    """Copy the objects of one namespace into another (another store, usually), then count both sides.
+
+    This is :func:`read_store` fed to :func:`load`: documents re-validated, keys rebuilt.
+    A destination namespace holding anything is refused unless ``replace`` (which
+    overwrites objects with the same guid and leaves others, which then show up as a count
+    mismatch). ``progress``, given the number of objects to write, returns the callback to
+    advance as batches are written.
+    """
+    if store_digest(source.persistent) == store_digest(destination.persistent) \
+            and source.namespace == destination.namespace:
+        raise InvalidValueError(f"the source and destination are both namespace {source.namespace!r} of "
+                                f"{source.persistent_url}; copy into another namespace or store")
+    if not replace and destination.persistent.scan(destination.keys.root, limit=1):
+        raise DalError(f"namespace {destination.namespace!r} of {destination.persistent_url} is not empty; "
+                       "copy into an empty namespace, or pass --replace to overwrite objects with the same "
+                       "guid (objects only the destination holds are kept, and then fail the count check)")
+    data = read_store(source, only)
+    advance = progress(data.total) if progress is not None else None
+    loaded = load(destination, data, replace=replace, batch_size=batch_size, max_ops=max_ops,
+                  progress=advance, source=f"namespace {source.namespace!r} of {source.persistent_url}")
+    names = set(data.hybrids)
+    names |= {meta.name for meta in only} if only is not None else {cls._meta.name for cls in hybrids.all()}
+    counted = count_documents(destination, sorted(names))
+    expected = {name: len(data.hybrids.get(name, [])) for name in counted}
+    return CopyResult(loaded, expected, counted)

@@ -1,0 +1,53 @@
+"""What a ``dal migrate`` run reports (:class:`Report`, :class:`Violation`) and how it shows progress."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Meter(Protocol):
+    def advance(self, amount: int = 1) -> None: ...
+
+
+#: ``progress(total, label)`` returns a context manager yielding a Meter (``dal.cli.progress.Progress``)
+ProgressFactory = Callable[[int, str], AbstractContextManager[Meter]]
+
+
+@dataclass(frozen=True)
+class Violation:
+    """Objects sharing a value of a property that became unique: its keys stay unbuilt."""
+
+    hybrid: str
+    cls_name: str
+    field: str
+    value: Any
+    guids: tuple[str, ...]
+
+    def describe(self) -> str:
+        shown = ", ".join(self.guids[:10]) + (f" and {len(self.guids) - 10} more" if len(self.guids) > 10
+                                               else "")
+        return f"{self.cls_name}.{self.field} = {self.value!r} is held by {len(self.guids)} objects: {shown}"
+
+
+@dataclass
+class Report:
+    """What a run did (or, dry, would do)."""
+
+    dry_run: bool
+    lines: list[str] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    #: hybrid -> objects rewritten or given keys (dry: that would be)
+    objects: Counter[str] = field(default_factory=Counter)
+    violations: list[Violation] = field(default_factory=list)
+    #: durable commits made
+    commits: int = 0
+    up_to_date: bool = True
+
+    @property
+    def ok(self) -> bool:
+        """Whether everything declared is (or would be) complete: no unique violations remain."""
+        return not self.violations

@@ -1,0 +1,129 @@
+"""The state of one ``dal migrate`` run, its store access, and helpers reading stored documents.
+
+:class:`MigrationRun` is the base that the steps (:mod:`dal.migrate_steps`) and the per-hybrid
+pass (:mod:`dal.migrate_keys`) share; :class:`dal.migrate.Migrator` combines them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from dal.backends.base import Check, CommitResult, Entry, Exists, Op, Revision
+from dal.migrate_report import ProgressFactory, Report
+from dal.migrations import Migration, MigrationError, OldLink, Operation
+from dal.results import changed_versions
+from dal.transaction import Document, decode, encode_canonical
+
+if TYPE_CHECKING:
+    from dal.config import Context
+    from dal.meta import HybridMeta
+
+SCAN_BATCH = 500
+#: commits tried on one object before giving up (each retry re-reads it)
+ATTEMPTS = 50
+#: test hook: exit the process (status 75) after this many object commits, as a kill would
+EXIT_AFTER_ENV = "DAL_MIGRATE_EXIT_AFTER"
+
+
+class MigrationRun:
+    """What one run of ``dal migrate`` holds, and how it reads and commits."""
+
+    def __init__(self, context: Context, metas: list[HybridMeta], migrations: list[Migration], *,
+                 dry_run: bool, emit: Callable[[str], None] | None, progress: ProgressFactory) -> None:
+        self.context = context
+        self.keys = context.keys
+        self.metas = sorted(metas, key=lambda meta: meta.name)
+        self.migrations = migrations
+        self.dry_run = dry_run
+        self.progress = progress
+        self.report = Report(dry_run)
+        self._emit = emit
+        exit_after = os.environ.get(EXIT_AFTER_ENV)
+        self._exit_after = int(exit_after) if exit_after else None
+
+    def say(self, line: str) -> None:
+        self.report.lines.append(line)
+        if self._emit is not None:
+            self._emit(line)
+
+    # --- store access -------------------------------------------------------------------------
+
+    def _commit(self, checks: list[Check], ops: list[Op]) -> bool:
+        return self._commit_result(checks, ops).ok
+
+    def _commit_result(self, checks: list[Check], ops: list[Op]) -> CommitResult:
+        result = self.context.commit(checks, ops)
+        self._count_commit()
+        return result
+
+    def _count_commit(self) -> None:
+        self.report.commits += 1
+        if self._exit_after is not None and self.report.commits >= self._exit_after:
+            os._exit(75)  # the test hook: die like a killed process, without cleanup
+
+    def _wrote(self, meta: HybridMeta, guid: str, before: Document, after: Document) -> None:
+        """Drop what caches hold about a rewritten object, as a save does."""
+        keys = self.keys
+        self.context.invalidate(keys.cached_doc(meta.name, guid),
+                                *(keys.cached_dynamic(meta.name, guid, name) for name in meta.dynamics),
+                                *changed_versions(keys, meta, guid, before, after))
+
+    def _explain(self, checks: list[Check], failed: tuple[int, ...]) -> str:
+        reasons = []
+        for index in failed:
+            check = checks[index]
+            if isinstance(check, Exists):
+                target, guid = check.key.rsplit("/", 2)[-2:]
+                reasons.append(f"it would link to {target} {guid}, which is not stored")
+            elif isinstance(check, Revision) and check.key.startswith(f"{self.keys.root}u/"):
+                field_name, encoded = check.key.rsplit("/", 2)[-2:]
+                reasons.append(f"another object already holds the unique {field_name} {encoded}")
+        return "; ".join(reasons) or "a check failed"
+
+    def _scan(self, prefix: str, start: str | None = None) -> Iterator[tuple[str, Entry]]:
+        for batch in self._batches(prefix, start):
+            yield from batch
+
+    def _batches(self, prefix: str, start: str | None = None) -> Iterator[list[tuple[str, Entry]]]:
+        while True:
+            batch = self.context.persistent.scan(prefix, start_after=start, limit=SCAN_BATCH)
+            if batch:
+                yield batch
+            if len(batch) < SCAN_BATCH:
+                return
+            start = batch[-1][0]
+
+    def _count(self, prefix: str, start: str | None = None) -> int:
+        return sum(len(batch) for batch in self._batches(prefix, start))
+
+    def _key_fields(self, prefix: str) -> list[str]:
+        """Return the field names having keys under ``prefix``, one short scan per field."""
+        names: list[str] = []
+        start: str | None = None
+        while True:
+            batch = self.context.persistent.scan(prefix, start_after=start, limit=1)
+            if not batch:
+                return names
+            name = batch[0][0][len(prefix):].split("/", 1)[0]
+            names.append(name)
+            start = f"{prefix}{name}0"  # "0" sorts right after "/": skips every key of this field
+
+
+def apply_operations(operations: list[Operation], doc: Document) -> tuple[Document, list[OldLink]]:
+    after = json.loads(encode_canonical(doc))
+    old_links: list[OldLink] = []
+    for operation in operations:
+        old_links += operation.apply(after)
+    return after, old_links
+
+
+def decode_doc(meta: HybridMeta, guid: str, raw: bytes) -> Document:
+    try:
+        return decode(raw)
+    except ValueError as exc:
+        raise MigrationError(
+            f"the stored document of {meta.cls.__name__} {guid} is not a JSON object ({exc}); "
+            "run dal check, repair or delete it, and run dal migrate again") from exc

@@ -1,0 +1,145 @@
+"""Running the numbered migration steps of ``dal migrate``: each exactly once, resumable."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING
+
+from dal import schema
+from dal.backends.base import Check, Delete, DeletePrefix, Entry, Exists, Op, Put, Revision
+from dal.migrate_run import ATTEMPTS, MigrationRun, apply_operations, decode_doc
+from dal.migrations import Migration, MigrationError, Operation, Step
+from dal.transaction import Document, encode, encode_canonical, same
+
+if TYPE_CHECKING:
+    from dal.meta import HybridMeta
+
+
+class StepRunner(MigrationRun):
+    """The steps of a run: each object rewritten in one commit that also moves the step's cursor."""
+
+    def _done_steps(self) -> set[int]:
+        prefix = self.keys.migration_steps()
+        return {int(key[len(prefix):]) for key, _ in self._scan(prefix)}
+
+    def _run_step(self, declared: Migration, step: Step) -> None:
+        changed = 0
+        for meta in step.hybrids():
+            changed += self._run_step_on(step, meta)
+        key = self.keys.migration_step(step.number)
+        record = json.dumps({"number": step.number, "description": declared.description,
+                             "completed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                            sort_keys=True).encode()
+        result = self._commit([Revision(key, 0)],
+                              [Put(key, record), DeletePrefix(self.keys.migration_cursors(step.number))])
+        if not result:
+            raise MigrationError(f"step {step.number} was recorded as done by another dal migrate run "
+                                 "meanwhile; run only one dal migrate at a time")
+        self.report.steps.append(step.number)
+        self.say(f"step {step.number} ({declared.description}): {changed} object{'s' * (changed != 1)} "
+                 "rewritten")
+
+    def _run_step_on(self, step: Step, meta: HybridMeta) -> int:
+        operations = step.operations_for(meta)
+        cursor_key = self.keys.migration_cursor(step.number, meta.name)
+        cursor = self.context.persistent.get(cursor_key)
+        cursor_rev = cursor.revision if cursor is not None else 0
+        start = cursor.value.decode() if cursor is not None else None
+        record = schema.read_record(self.context, meta.name)
+        ready = record.ready_for(meta) if record is not None else frozenset()
+        prefix = self.keys.docs(meta.name)
+        changed = 0
+        with self.progress(self._count(prefix, start), f"step {step.number} {meta.name}") as meter:
+            for doc_key, entry in self._scan(prefix, start):
+                cursor_rev, wrote = self._step_object(step, operations, meta, ready, doc_key, entry,
+                                                      cursor_key, cursor_rev)
+                changed += wrote
+                meter.advance()
+        self.report.objects[meta.name] += changed
+        return changed
+
+    def _step_object(self, step: Step, operations: list[Operation], meta: HybridMeta, ready: frozenset[str],
+                     doc_key: str, entry: Entry, cursor_key: str, cursor_rev: int) -> tuple[int, bool]:
+        guid = doc_key.rsplit("/", 1)[1]
+        current: Entry | None = entry
+        for _ in range(ATTEMPTS):
+            if current is None:
+                return cursor_rev, False  # deleted meanwhile
+            before = decode_doc(meta, guid, current.value)
+            after, old_links = apply_operations(operations, before)
+            if not old_links and encode_canonical(after) == encode_canonical(before):
+                return cursor_rev, False
+            _check_readable(step, meta, guid, before, after)
+            checks: list[Check] = [Revision(doc_key, current.revision), Revision(cursor_key, cursor_rev)]
+            ops: list[Op] = [Put(doc_key, encode(after))]
+            ops += [Delete(self.keys.link(link.target, link.target_guid, meta.name, link.relation, guid))
+                    for link in old_links]
+            extra_checks, extra_ops = self._key_changes(meta, guid, before, after, ready)
+            result = self._commit_result(checks + extra_checks,
+                                         ops + extra_ops + [Put(cursor_key, doc_key.encode())])
+            if result.ok:
+                self._wrote(meta, guid, before, after)
+                return result.revision, True
+            if 1 in result.failed:
+                raise MigrationError(
+                    f"step {step.number}: another dal migrate is running this step; let it finish")
+            if 0 not in result.failed:
+                raise MigrationError(
+                    f"step {step.number} cannot rewrite {meta.cls.__name__} {guid}: "
+                    f"{self._explain(checks + extra_checks, result.failed)}; fix that object and run dal "
+                    "migrate "
+                    "again (steps resume where they stopped)")
+            current = result.current.get(doc_key)
+        raise MigrationError(f"step {step.number}: {meta.cls.__name__} {guid} kept changing; run dal migrate "
+                             "again")
+
+    def _key_changes(self, meta: HybridMeta, guid: str, before: Document, after: Document,
+                     ready: frozenset[str]) -> tuple[list[Check], list[Op]]:
+        """Keep the complete keys and the links right when a step changes a document."""
+        keys = self.keys
+        checks: list[Check] = []
+        ops: list[Op] = []
+        for prop in meta.indexed:
+            old, new = before.get(prop.name), after.get(prop.name)
+            if prop.name in ready and not same(old, new):
+                ops += [Delete(keys.index(meta.name, prop.name, old, guid)),
+                        Put(keys.index(meta.name, prop.name, new, guid), b"")]
+        for prop in meta.unique:
+            old, new = before.get(prop.name), after.get(prop.name)
+            if prop.name not in ready or same(old, new):
+                continue
+            if old is not None:
+                ops.append(Delete(keys.unique(meta.name, prop.name, old)))
+            if new is not None:
+                checks.append(Revision(keys.unique(meta.name, prop.name, new), 0))
+                ops.append(Put(keys.unique(meta.name, prop.name, new), guid.encode()))
+        for relation in meta.relations.values():
+            old, new = before.get(relation.guid_field), after.get(relation.guid_field)
+            if relation.target is None or same(old, new):
+                continue
+            target = relation.target._meta.name
+            if old is not None:
+                ops.append(Delete(keys.link(target, old, meta.name, relation.name, guid)))
+            if new is not None:
+                if new != guid:
+                    checks.append(Exists(keys.doc(target, new)))
+                ops.append(Put(keys.link(target, new, meta.name, relation.name, guid), b""))
+        return checks, ops
+
+
+def _check_readable(step: Step, meta: HybridMeta, guid: str, before: Document, after: Document) -> None:
+    """Refuse to store what the current model could not read back (a transform's mistake)."""
+    for name, value in after.items():
+        if name in before and same(before[name], value):
+            continue
+        prop = meta.properties.get(name)
+        try:
+            if prop is not None:
+                prop.validator(prop.validator.from_json(value))
+            elif name in meta.field_set and value is not None and not isinstance(value, str):
+                raise ValueError("a relation holds a guid (str) or None")
+        except (TypeError, ValueError) as exc:
+            raise MigrationError(
+                f"step {step.number} would store {meta.cls.__name__}.{name} = {value!r} in {guid}, which the "
+                f"declared model cannot read ({exc}); fix the step and run dal migrate again") from exc
