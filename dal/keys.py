@@ -34,21 +34,27 @@ MAX_VALUE_LENGTH = 200
 
 def encode_value(value: Any) -> str:
     """Return ``value`` as a key component that keeps its type and contains no ``/``."""
-    if value is None:
-        text = "n"
-    elif value is True or value is False:
-        text = "b1" if value else "b0"
-    elif isinstance(value, int):
-        text = f"i{value}"
-    elif isinstance(value, float):
-        text = f"f{value + 0.0!r}"  # -0.0 == 0.0, so both must give one key
-    elif isinstance(value, str):
-        text = "s" + quote(value, safe="")
-    else:
-        text = "j" + quote(json.dumps(value, sort_keys=True, separators=(",", ":")), safe="")
+    text = tagged(value)
+    if text[0] in "sj":
+        text = text[0] + quote(text[1:], safe="")
     if len(text) > MAX_VALUE_LENGTH:
         text = "h" + hashlib.sha256(text.encode()).hexdigest()
     return text
+
+
+def tagged(value: Any) -> str:
+    """Return ``value`` as text that keeps its type: ``1``, ``1.0``, ``True`` and ``'1'`` all differ."""
+    if value is None:
+        return "n"
+    if value is True or value is False:
+        return "b1" if value else "b0"
+    if isinstance(value, int):
+        return f"i{value}"
+    if isinstance(value, float):
+        return f"f{value + 0.0!r}"  # -0.0 == 0.0, so both must give one key
+    if isinstance(value, str):
+        return "s" + value
+    return "j" + json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 class Keys:
@@ -107,7 +113,7 @@ class Keys:
 
     def value_version(self, hybrid: str, field: str, value: Any) -> str:
         """Return the key whose token changes when an object's ``field`` becomes or stops being ``value``."""
-        digest = hashlib.blake2b(encode_value(value).encode(), digest_size=12).hexdigest()
+        digest = hashlib.blake2b(tagged(value).encode(), digest_size=12).hexdigest()
         return f"{self._cache}v/{hybrid}/{field}/={digest}"
 
     def index_fields(self, hybrid: str) -> str:

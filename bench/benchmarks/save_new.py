@@ -3,8 +3,8 @@
 Each dal operation builds a ``BenchMachine`` from fresh values (a new unique name) and
 saves it: one etcd transaction (asserted over the run through ``context.stats['commits']``)
 holding the document, the unique key and the index entry, guarded by "document absent" and
-"unique key absent". A new object has no cached document and ``BenchMachine`` no dynamics,
-so dal sends memcached nothing. The raw side serializes the
+"unique key absent", then one pipelined memcached ``delete`` of the query-result versions
+its values touch (so cached queries see it at once). The raw side serializes the
 same values with ``json.dumps`` and sends pyetcd a transaction of the same shape: the same
 two compares (mod revision 0) and the same three puts.
 """

@@ -116,25 +116,25 @@ class MemcachedCache:
         return value
 
     def _direct_get(self, sent: str) -> bytes | None:
-        return self._direct(lambda connection: connection.get(sent.encode()))
+        return self._direct("get", lambda connection: connection.get(sent.encode()))
 
-    def _direct(self, read: Callable[[_GetConnection], R]) -> R:
-        """Run ``read`` on this thread's get-only connection to the single server."""
+    def _direct(self, what: str, read: Callable[[_TextConnection], R]) -> R:
+        """Run ``read`` on this thread's own text connection to the single server."""
         if self._dead_until and time.monotonic() < self._dead_until:
-            raise BackendError(f"memcached get on {self._where} skipped: the server failed less than "
+            raise BackendError(f"memcached {what} on {self._where} skipped: the server failed less than "
                                f"{self._dead_timeout} s ago")
-        connection: _GetConnection | None = getattr(self._local, "connection", None)
+        connection: _TextConnection | None = getattr(self._local, "connection", None)
         try:
             if connection is None:
                 assert self._single is not None
-                connection = self._local.connection = _GetConnection(self._single, *self._timeouts)
+                connection = self._local.connection = _TextConnection(self._single, *self._timeouts)
             return read(connection)
         except (OSError, _ProtocolError) as exc:
             self._local.connection = None
             if connection is not None:
                 connection.close()
             self._dead_until = time.monotonic() + self._dead_timeout
-            raise self._error("get", exc) from exc
+            raise self._error(what, exc) from exc
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         wired = {wire_key(key): key for key in keys}
@@ -142,7 +142,7 @@ class MemcachedCache:
             return {}
         if self._single is not None:
             sent_keys = [sent.encode() for sent in wired]
-            answered = self._direct(lambda connection: connection.get_many(sent_keys))
+            answered = self._direct("get_many", lambda connection: connection.get_many(sent_keys))
             return {wired[sent.decode()]: value for sent, value in answered.items()}
         try:
             found: dict[str, bytes] = self._client.get_many(list(wired))
@@ -177,6 +177,10 @@ class MemcachedCache:
             raise self._error("delete", exc) from exc
 
     def delete_many(self, keys: Sequence[str]) -> None:
+        if self._single is not None and keys:
+            sent_keys = [wire_key(key).encode() for key in keys]
+            self._direct("delete_many", lambda connection: connection.delete_many(sent_keys))
+            return
         try:
             self._client.delete_many([wire_key(key) for key in keys])
         except _ERRORS as exc:
@@ -218,8 +222,9 @@ class _ProtocolError(Exception):
     """The server answered something a ``get`` never answers."""
 
 
-class _GetConnection:
-    """One connection that speaks just memcached's text ``get``: the whole hit path, nothing more.
+class _TextConnection:
+    """One connection that speaks just memcached's text ``get`` and ``delete``, pipelined: the hit
+    path and the invalidation after every write, without pymemcache's per-key overhead.
 
     Any error or timeout leaves the stream in an unknown state, so the caller closes it.
     """
@@ -264,6 +269,25 @@ class _GetConnection:
                 raise _ProtocolError("the server closed the connection")
             buffer = buffer[position:] + chunk
             position = 0
+
+    def delete_many(self, keys: list[bytes]) -> None:
+        """Send every ``delete`` at once, then read one answer per key: one round trip in all."""
+        self._socket.sendall(b"".join(b"delete " + key + b"\r\n" for key in keys))
+        buffer = self._buffer
+        answered = 0
+        while answered < len(keys):
+            line_end = buffer.find(b"\r\n")
+            if line_end < 0:
+                chunk = self._socket.recv(65536)
+                if not chunk:
+                    raise _ProtocolError("the server closed the connection")
+                buffer += chunk
+                continue
+            if buffer[:line_end] not in (b"DELETED", b"NOT_FOUND"):
+                raise _ProtocolError(buffer[:line_end].decode("ascii", "replace"))
+            buffer = buffer[line_end + 2:]
+            answered += 1
+        self._buffer = buffer
 
     def close(self) -> None:
         self._socket.close()
