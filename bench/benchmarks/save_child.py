@@ -7,8 +7,9 @@ link key ``l/BenchPool/<pool>/BenchVolume/pool/<guid>``, guarded by "document ab
 "pool document exists" (checked inside the transaction, so a concurrent delete of the pool
 cannot leave a dangling link), then one pipelined memcached ``delete`` of the query-result
 versions its values touch (the pool's cached reverse list among them). The raw side
-serializes the same values with ``json.dumps`` and sends pyetcd a transaction of the same shape: the same two compares (mod revision 0 of the
-document, version > 0 of the pool's document) and the same two puts.
+serializes the same values with ``json.dumps`` and sends pyetcd a transaction of the same
+shape: the same two compares (mod revision 0 of the document, version > 0 of the pool's
+document) and the same two puts.
 """
 
 from __future__ import annotations
