@@ -92,7 +92,7 @@ class DataList(Generic[T]):
         self._root: Group = compile_query(hybrid._meta, query)
         self._guids: list[str] | None = list(guids) if guids is not None else None
         self._cache = "given" if guids is not None else "not run"
-        self._steps: tuple[Step, ...] = ()
+        self._planner: Planner | None = None
         #: documents the query already read (and decoded), used once by the first iteration
         self._entries: dict[str, Entry] = {}
         self._documents: dict[str, dict[str, Any]] = {}
@@ -122,14 +122,19 @@ class DataList(Generic[T]):
             planner = Planner(context, self.hybrid._meta, self._root)
             guids, state = cached_guids(context, self.hybrid._meta, self._root, planner.guids)
             self._guids, self._cache = guids, state
-            self._steps = tuple(planner.run.steps) if state != "hit" else tuple(planner.describe())
+            self._planner = planner
+            # handed over (the list drops them once iterated); the planner keeps only its steps
             self._entries, self._documents = planner.run.entries, planner.run.documents
+            planner.run.entries, planner.run.documents = {}, {}
         return self._guids
 
     def explain(self) -> QueryPlan:
         """Run the query if it has not run, and return how it was answered."""
         self._run()
-        steps = self._steps
+        planner = self._planner
+        steps: tuple[Step, ...] = ()
+        if planner is not None:  # a cached result ran no plan: show the one it would run
+            steps = tuple(planner.describe() if self._cache == "hit" else planner.run.steps)
         if self._cache == "given":
             steps = (Step(f"{len(self._guids or [])} guids", "given (a slice, a sum or a sorted copy)"),)
         return QueryPlan(self.hybrid.__name__, describe_node(self._root), self._cache, steps, len(self))

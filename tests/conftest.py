@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,3 +114,22 @@ def pair_urls(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) ->
 def context(pair_urls: PairURLs) -> Context:
     """dal configured on one store pair in a fresh namespace."""
     return pair_urls.configure()
+
+
+def round_trips(context: Context, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Count every call that reaches either store from now on, by store and method."""
+    calls: Counter[str] = Counter()
+    for role, store, methods in (("persistent", context.persistent,
+                                  ("get", "get_many", "scan", "scan_keys", "commit")),
+                                 ("volatile", context.volatile,
+                                  ("get", "get_many", "gets", "set", "add", "cas", "delete", "delete_many"))):
+        for method in methods:
+            real = getattr(store, method)
+
+            def counted(*args: Any, _real: Callable[..., Any] = real, _name: str = f"{role}.{method}",
+                        **kwargs: Any) -> Any:
+                calls[_name] += 1
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(store, method, counted)
+    return calls

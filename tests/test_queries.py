@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import copy
-from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from conftest import round_trips
 from query_hybrids import Item, Kind, Site
 
 from dal import DataList
@@ -24,25 +23,6 @@ def where(*items: Any, kind: Any = AND) -> dict[str, Any]:
 
 def names(result: DataList[Any]) -> list[str]:
     return sorted(obj.name for obj in result)
-
-
-def round_trips(context: Context, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Count every call that reaches either store from now on."""
-    calls: Counter[str] = Counter()
-    for role, store, methods in (
-            ("persistent", context.persistent, ("get", "get_many", "scan", "scan_keys", "commit")),
-            ("volatile", context.volatile, ("get", "get_many", "gets", "set", "add", "cas", "delete",
-                                            "delete_many"))):
-        for method in methods:
-            real = getattr(store, method)
-
-            def counted(*args: Any, _real: Callable[..., Any] = real, _name: str = f"{role}.{method}",
-                        **kwargs: Any) -> Any:
-                calls[_name] += 1
-                return _real(*args, **kwargs)
-
-            monkeypatch.setattr(store, method, counted)
-    return calls
 
 
 @pytest.fixture

@@ -6,13 +6,12 @@ import multiprocessing
 import random
 import re
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import persistent_url_for, volatile_url_for
+from conftest import persistent_url_for, round_trips, volatile_url_for
 from relation_hybrids import Book, Folder, Membership, Owner, Passport, Pet, Player, Shelf, Team
 
 from dal import DataList, configure
@@ -37,25 +36,6 @@ def every_store(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) 
                         volatile_url_for(volatile, request), namespace=namespace)
     yield context
     context.persistent.commit([], [DeletePrefix(context.keys.root)])
-
-
-def round_trips(context: Context, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Count every call that reaches either store from now on, by store and method."""
-    calls: Counter[str] = Counter()
-    for role, store, methods in (("persistent", context.persistent,
-                                  ("get", "get_many", "scan", "scan_keys", "commit")),
-                                 ("volatile", context.volatile,
-                                  ("get", "get_many", "gets", "set", "add", "cas", "delete", "delete_many"))):
-        for method in methods:
-            real = getattr(store, method)
-
-            def counted(*args: Any, _real: Callable[..., Any] = real, _name: str = f"{role}.{method}",
-                        **kwargs: Any) -> Any:
-                calls[_name] += 1
-                return _real(*args, **kwargs)
-
-            monkeypatch.setattr(store, method, counted)
-    return calls
 
 
 def shelf_with_books(count: int, label: str = "s") -> tuple[Shelf, list[Book]]:
