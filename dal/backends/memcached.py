@@ -236,7 +236,32 @@ class _TextConnection:
         self._buffer = b""
 
     def get(self, key: bytes) -> bytes | None:
-        return self.get_many([key]).get(key)
+        # the hit path of every cached load: one key, parsed without the multi-key bookkeeping
+        self._socket.sendall(b"get " + key + b"\r\n")
+        buffer = self._buffer
+        while True:
+            if buffer.startswith(b"END\r\n"):
+                self._buffer = buffer[5:]
+                return None
+            line_end = buffer.find(b"\r\n")
+            if line_end >= 0:
+                header = buffer[:line_end].split(b" ")
+                # VALUE <key> <flags> <bytes>\r\n<data>\r\nEND\r\n; a key other than ours means
+                # the stream is out of step (e.g. shared across a fork): never return its value
+                if len(header) != 4 or header[0] != b"VALUE" or header[1] != key:
+                    raise _ProtocolError(buffer[:line_end].decode("ascii", "replace"))
+                start = line_end + 2
+                end = start + int(header[3])
+                if len(buffer) >= end + 7:
+                    if buffer[end:end + 7] != b"\r\nEND\r\n":
+                        raise _ProtocolError("a get answer did not end with END")
+                    self._buffer = buffer[end + 7:]
+                    return buffer[start:end]
+            chunk = self._socket.recv(65536)
+            if not chunk:
+                raise _ProtocolError("the server closed the connection")
+            buffer += chunk
+
 
     def get_many(self, keys: list[bytes]) -> dict[bytes, bytes]:
         """Send one ``get`` naming every key; read ``VALUE <key> <flags> <bytes>`` blocks until ``END``."""
