@@ -159,14 +159,8 @@ class DataList(Generic[T]):
 
     def _load(self, guids: list[str], entries: Mapping[str, Entry],
               documents: Mapping[str, dict[str, Any]] | None = None) -> dict[str, T]:
-        documents = documents or {}
-        known = {guid: self.hybrid._from_entry(guid, entries[guid], documents.get(guid))
-                 for guid in guids if guid in entries}
-        missing = [guid for guid in guids if guid not in known]
-        loaded: dict[str, T] = {**known, **(self.hybrid._load_many(missing) if missing else {})}
-        siblings = list(loaded.values())
-        for obj in siblings:
-            obj.__dict__["_siblings"] = siblings
+        loaded = self.hybrid._load_many(guids, entries, documents)
+        for obj in loaded.values():
             obj._objects.update(self._seed)
         return loaded
 

@@ -94,14 +94,21 @@ class DataObject(metaclass=HybridMetaclass):
         return obj
 
     @classmethod
-    def _load_many(cls: type[Self], guids: list[str]) -> dict[str, Self]:
+    def _load_many(cls: type[Self], guids: list[str], known: Mapping[str, Entry] | None = None,
+                   documents: Mapping[str, Document] | None = None) -> dict[str, Self]:
         """Load many objects in batched round trips; absent guids are left out.
 
-        Objects loaded together know each other, so the first access to a relation of one
-        loads that relation's targets for all of them at once (no N+1).
+        ``known`` entries (and their decoded ``documents``), already read by a query, are
+        used instead of reading them again. Objects loaded together know each other, so the
+        first access to a relation of one loads that relation's targets for all of them at
+        once (no N+1).
         """
-        entries = current().load_documents(cls._meta.name, guids)
-        loaded = {guid: cls._from_entry(guid, entry) for guid, entry in entries.items()}
+        known, documents = known or {}, documents or {}
+        missing = [guid for guid in guids if guid not in known]
+        entries = {guid: known[guid] for guid in guids if guid in known}
+        if missing:
+            entries.update(current().load_documents(cls._meta.name, missing))
+        loaded = {guid: cls._from_entry(guid, entry, documents.get(guid)) for guid, entry in entries.items()}
         siblings = list(loaded.values())
         for obj in siblings:
             obj.__dict__["_siblings"] = siblings

@@ -306,25 +306,16 @@ class _Checker:
                 yield key, key[len(prefix):], entry
 
     def run(self) -> Report:
-        for key, rest, entry in self.scan("o"):
-            self.document(key, rest, entry)
-        self.one_to_one()
-        self.progress(PHASES[0])
-        for key, rest, entry in self.scan("u"):
-            self.report.keys += 1
-            self.unique_key(key, rest, entry)
-        self.missing_unique()
-        self.progress(PHASES[1])
-        for key, rest, entry in self.scan("i"):
-            self.report.keys += 1
-            self.index_key(key, rest, entry)
-        self.missing_index()
-        self.progress(PHASES[2])
-        for key, rest, entry in self.scan("l"):
-            self.report.keys += 1
-            self.link_key(key, rest, entry)
-        self.missing_links()
-        self.progress(PHASES[3])
+        # per pass: the area scanned, what each key is checked for, what is left over after it
+        passes: tuple[tuple[str, Callable[[str, str, Entry], None], Callable[[], None]], ...] = (
+            ("o", self.document, self.one_to_one), ("u", self.unique_key, self.missing_unique),
+            ("i", self.index_key, self.missing_index), ("l", self.link_key, self.missing_links))
+        for (letter, visit, finish), phase in zip(passes, PHASES, strict=True):
+            for key, rest, entry in self.scan(letter):
+                self.report.keys += letter != "o"  # documents are counted per hybrid instead
+                visit(key, rest, entry)
+            finish()
+            self.progress(phase)
         return self.report
 
     def versions(self, hybrid: str, field: str, value: Any) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from dal.backends.base import Check, CommitResult, Entry, Exists, Op, Revision
 from dal.migrate_report import ProgressFactory, Report
 from dal.migrations import Migration, MigrationError, OldLink, Operation
+from dal.relations import scan_batches
 from dal.results import changed_versions
 from dal.transaction import Document, decode, encode_canonical
 
@@ -88,13 +89,7 @@ class MigrationRun:
             yield from batch
 
     def _batches(self, prefix: str, start: str | None = None) -> Iterator[list[tuple[str, Entry]]]:
-        while True:
-            batch = self.context.persistent.scan(prefix, start_after=start, limit=SCAN_BATCH)
-            if batch:
-                yield batch
-            if len(batch) < SCAN_BATCH:
-                return
-            start = batch[-1][0]
+        return scan_batches(self.context, prefix, SCAN_BATCH, start_after=start)
 
     def _count(self, prefix: str, start: str | None = None) -> int:
         return sum(len(batch) for batch in self._batches(prefix, start))

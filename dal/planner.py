@@ -54,7 +54,6 @@ class Execution:
 
     steps: list[Step] = field(default_factory=list)
     scanned: int = 0
-    verified: int = 0
     entries: dict[str, Entry] = field(default_factory=dict)
     #: their decoded documents, handed over to the objects built from them
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -226,7 +225,6 @@ class Planner:
         for start in range(0, len(candidates), BATCH):
             batch = candidates[start:start + BATCH]
             entries = self.context.load_documents(self.meta.name, batch)
-            self.run.verified += len(batch)
             matched += self._matching({guid: entries[guid] for guid in batch if guid in entries})
         self.run.steps.append(Step(f"{len(candidates)} candidates", "verified against their documents",
                                    len(matched)))

@@ -60,11 +60,6 @@ class Field:
     #: the value a document that lacks the field reads as
     default: Any
 
-    @property
-    def stored(self) -> bool:
-        """Whether the value is in the document (a dynamic is computed instead)."""
-        return self.kind != "dynamic"
-
 
 @dataclass(frozen=True)
 class Condition:

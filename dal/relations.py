@@ -26,23 +26,15 @@ SCAN_BATCH = 1000
 ABANDON_ALL = "_all"
 
 
-def linked(context: Context, relation: Relation, target_guid: str) -> list[tuple[str, Entry]]:
-    """Return ``(source guid, link entry)`` for every object whose ``relation`` points at ``target_guid``."""
-    assert relation.target is not None and relation.owner is not None
-    prefix = context.keys.links(relation.target._meta.name, target_guid, relation.owner._meta.name,
-                                relation.name)
-    return [(key[len(prefix):], entry) for key, entry in scan_all(context, prefix)]
-
-
 def scan_all(context: Context, prefix: str) -> list[tuple[str, Entry]]:
     """Return every key under ``prefix``, scanning in batches."""
     return [item for batch in scan_batches(context, prefix) for item in batch]
 
 
-def scan_batches(context: Context, prefix: str,
-                 size: int = SCAN_BATCH) -> Iterator[list[tuple[str, Entry]]]:
-    """Yield the keys under ``prefix`` in key order, one batch of at most ``size`` at a time."""
-    start: str | None = None
+def scan_batches(context: Context, prefix: str, size: int = SCAN_BATCH, *,
+                 start_after: str | None = None) -> Iterator[list[tuple[str, Entry]]]:
+    """Yield the keys under ``prefix`` (after ``start_after``) in key order, ``size`` at a time at most."""
+    start = start_after
     while True:
         batch = context.persistent.scan(prefix, start_after=start, limit=size)
         if batch:
