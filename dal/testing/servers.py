@@ -44,6 +44,11 @@ class RunningServer:
     log_path: Path
     _paused: bool = field(default=False, repr=False)
 
+    @property
+    def paused(self) -> bool:
+        """Tell whether the server is frozen by :meth:`pause` (a dead one is not paused)."""
+        return self._paused and self.process.poll() is None
+
     def stop(self) -> None:
         """Terminate the server (kill it if it lingers); calling it again does nothing."""
         if self.process.poll() is not None:
