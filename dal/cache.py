@@ -9,6 +9,11 @@ invalidation. (The idea of "Scaling Memcache at Facebook", built on classic add/
 Entries are signed with HMAC-SHA256 bound to their key when an ``hmac_key`` is configured:
 a tampered, forged or moved entry is rejected, counted, deleted and treated as a miss.
 Every volatile-store failure counts as a miss: the cache never fails a read.
+
+After a failure, a shared cache is not trusted (:class:`Trust`): while this process could not
+reach it, invalidations may have failed to reach it too, so reads bypass it until a sweep of
+the commit journal (``dal/journal.py``), started after the last failure, has delivered every
+recorded invalidation again.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import hmac
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -33,7 +39,7 @@ _SIGNED = b"S"
 _PLAIN = b"U"
 _DIGEST_SIZE = 32
 #: seconds between two attempts to deliver invalidations the volatile store did not take
-RESEND_INTERVAL = 1.0
+RESEND_INTERVAL = 0.25
 
 
 class Signer:
@@ -101,24 +107,66 @@ class Stats:
         return self.snapshot().get(event, 0)
 
 
+class Trust:
+    """Whether this process may serve what a shared cache holds, after losing contact with it.
+
+    While this process could not reach the cache, other writers may not have reached it either:
+    their invalidations failed, or wait in a paused server's socket. So after any failed call,
+    reads bypass the cache (as misses, without filling) until :meth:`restore` is called by a
+    sweep of the commit journal that started after the last failure and delivered every
+    recorded invalidation again. Disabled for a process-local cache, which nobody else writes.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        #: ``time.monotonic()`` of the last failure while untrusted; ``None`` when trusted
+        self.lost: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def trusted(self) -> bool:
+        return self.lost is None
+
+    def fail(self) -> None:
+        """Note a failed call: stop serving from the cache."""
+        if self.enabled:
+            with self._lock:
+                self.lost = time.monotonic()
+
+    def restore(self, since: float) -> bool:
+        """Trust the cache again unless a call failed after ``since`` (a ``time.monotonic()``)."""
+        with self._lock:
+            if self.lost is not None and self.lost < since:
+                self.lost = None
+                return True
+            return False
+
+
 class LeasedCache:
     """A read-through cache of opaque payloads over a volatile store."""
 
     def __init__(self, store: VolatileStore, signer: Signer, stats: Stats, *,
-                 prefix: str = "", lease_ttl: float = 10.0) -> None:
+                 prefix: str = "", lease_ttl: float = 10.0, trust: Trust | None = None) -> None:
         self.store = store
         self.signer = signer
         self.stats = stats
         self.prefix = prefix
         self.lease_ttl = lease_ttl
-        #: invalidations the store did not take yet; read around, and resent until delivered
-        self._pending: set[str] = set()
+        self.trust = trust if trust is not None else Trust(enabled=False)
+        #: invalidations the store did not take yet, each with the generation it was added at;
+        #: read around, and resent until delivered
+        self._pending: dict[str, int] = {}
+        self._generation = 0
         self._pending_lock = threading.Lock()
         self._resending = False
 
+    def _bypassed(self, key: str) -> bool:
+        """Tell whether reads of ``key`` must not use the cache now."""
+        return self.trust.lost is not None or bool(self._pending and key in self._pending)
+
     def get(self, key: str) -> bytes | None:
         """Return the cached payload under ``key``, or ``None`` on a miss, a lease or a bad entry."""
-        if self._pending and key in self._pending:
+        if self._bypassed(key):
             return None
         raw = self._call(self.store.get, key)
         return None if raw is None else self._payload(key, raw)
@@ -126,9 +174,12 @@ class LeasedCache:
     def get_many(self, keys: list[str], *, count: bool = True) -> dict[str, bytes]:
         """Return the cached payloads among ``keys`` in one batch; count hits and misses."""
         found: dict[str, bytes] = {}
-        if self._pending:
-            keys = [key for key in keys if key not in self._pending]
-        for key, raw in (self._call(self.store.get_many, keys) or {}).items():
+        asked = keys
+        if self.trust.lost is not None:
+            asked = []
+        elif self._pending:
+            asked = [key for key in keys if key not in self._pending]
+        for key, raw in ((self._call(self.store.get_many, asked) or {}) if asked else {}).items():
             payload = self._payload(key, raw)
             if payload is not None:
                 found[key] = payload
@@ -139,7 +190,7 @@ class LeasedCache:
 
     def put(self, key: str, payload: bytes, ttl: float) -> bool:
         """Store ``payload`` unconditionally, for entries whose validity readers check themselves."""
-        if self._pending and key in self._pending:
+        if self._bypassed(key):
             return False
         return bool(self._call(self.store.set, key, self.signer.seal(key, _VALUE + payload), ttl))
 
@@ -165,7 +216,7 @@ class LeasedCache:
 
     def fill(self, key: str, load: Callable[[], bytes | None], ttl: float) -> bytes | None:
         """Return ``load()``, caching it under ``key`` unless ``key`` was invalidated meanwhile."""
-        lease = None if self._pending and key in self._pending else self._take_lease(key)
+        lease = None if self._bypassed(key) else self._take_lease(key)
         try:
             payload = load()
         except BaseException:
@@ -178,20 +229,45 @@ class LeasedCache:
             self.stats.add(f"{self.prefix}fills" if stored else f"{self.prefix}fill_conflicts")
         return payload
 
-    def invalidate(self, *keys: str) -> None:
-        """Drop ``keys``; any fill that took its lease earlier will not store."""
+    def invalidate(self, *keys: str) -> list[str]:
+        """Drop ``keys``; any fill that took its lease earlier will not store.
+
+        Return the keys whose deletion the store did not confirm. Those are read around here
+        and resent until delivered; the old entries may meanwhile still be served to other
+        processes, which is what the commit journal's sweep covers.
+        """
         if not keys:
-            return
-        try:
-            self.store.delete_many(list(keys))
-        except BackendError as exc:
-            # the old entries may still be on the server, where other processes read them: keep
-            # resending until it takes them, and read around them here meanwhile
-            self.stats.add(f"{self.prefix}invalidation_errors")
-            log.warning("could not invalidate %d cache entries, will resend: %s", len(keys), exc)
+            return []
+        undelivered = self.deliver(list(keys))
+        if undelivered:
             with self._pending_lock:
-                self._pending.update(keys)
+                for key in undelivered:
+                    self._generation += 1
+                    self._pending[key] = self._generation
             self._schedule_resend()
+        return undelivered
+
+    def deliver(self, keys: list[str]) -> list[str]:
+        """Delete ``keys`` once; return those not confirmed (and stop trusting the cache if any)."""
+        try:
+            undelivered = self.store.delete_many(keys)
+        except BackendError:  # a store may still fail as a whole
+            undelivered = list(keys)
+        if undelivered:
+            self.stats.add(f"{self.prefix}invalidation_errors")
+            log.warning("could not invalidate %d cache entries, will resend", len(undelivered))
+            self.trust.fail()
+        return undelivered
+
+    def probe(self, key: str) -> bool:
+        """Tell whether the store answers now (a delete of ``key``, sent even to a server marked dead)."""
+        try:
+            failed = self.store.delete_many([key])
+        except BackendError:
+            failed = [key]
+        if failed:
+            self.trust.fail()
+        return not failed
 
     @property
     def pending(self) -> frozenset[str]:
@@ -210,17 +286,14 @@ class LeasedCache:
 
     def _resend(self) -> None:
         with self._pending_lock:
-            keys = list(self._pending)
-        try:
-            self.store.delete_many(keys)
-        except BackendError:
-            self.stats.add(f"{self.prefix}invalidation_errors")
-        else:
-            with self._pending_lock:
-                self._pending.difference_update(keys)
-        finally:
-            with self._pending_lock:
-                self._resending = False
+            sent = dict(self._pending)
+        failed = set(self.deliver(list(sent)))
+        with self._pending_lock:
+            for key, generation in sent.items():
+                # a key invalidated again (and failed again) while this resend ran stays pending
+                if key not in failed and self._pending.get(key) == generation:
+                    del self._pending[key]
+            self._resending = False
         self._schedule_resend()
 
     def _take_lease(self, key: str) -> object | None:
@@ -237,4 +310,5 @@ class LeasedCache:
         except BackendError as exc:
             self.stats.add(f"{self.prefix}errors")
             log.debug("volatile store failed, treated as a miss: %s", exc)
+            self.trust.fail()
             return None

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from dal.backends import open_persistent, open_volatile
 from dal.backends.base import Check, CommitResult, Entry, Op, PersistentStore, VolatileStore
 from dal.backends.url import StoreURL, parse_url
-from dal.cache import LeasedCache, Signer, Stats
-from dal.exceptions import ConfigurationError
+from dal.cache import LeasedCache, Signer, Stats, Trust
+from dal.exceptions import BackendError, ConfigurationError
+from dal.journal import Journal, Sweeper
 from dal.keys import Keys
+from dal.seen import Seen, Verdict
 from dal.stats import Publisher
 
 DEFAULT_PERSISTENT = "sqlite:///dal.sqlite3"
@@ -36,9 +38,14 @@ class Context:
     stats: Stats = field(init=False, repr=False)
     objects: LeasedCache = field(init=False, repr=False)
     dynamics: LeasedCache = field(init=False, repr=False)
+    #: the highest revision this process has seen of each object (monotonic reads)
+    seen: Seen = field(init=False, repr=False)
+    #: commit tokens and durable invalidations; None when both stores are local to this process
+    journal: Journal | None = field(init=False, default=None, repr=False)
+    sweeper: Sweeper | None = field(init=False, default=None, repr=False)
     #: False when a process-local cache could not notice another process's commits
     caches_objects: bool = field(init=False)
-    _seen: object = field(init=False, default=None, repr=False)
+    _change_token: object = field(init=False, default=None, repr=False)
     _generation: int = field(init=False, default=0, repr=False)
     publisher: Publisher | None = field(init=False, default=None, repr=False)
 
@@ -49,20 +56,43 @@ class Context:
         self.publisher = Publisher(self) if self.volatile.shared else None
 
     def _open(self) -> None:
-        self.persistent = open_persistent(self.persistent_url)
+        persistent = self.persistent = open_persistent(self.persistent_url)
         self.volatile = open_volatile(self.volatile_url)
-        self.keys = Keys(self.namespace, store_digest(self.persistent))
+        # cache keys name the store by its identity, learnt on first use (etcd needs a round trip)
+        self.keys = Keys(self.namespace, lambda: store_digest(persistent))
         signer = Signer(self.hmac_key)
-        self.objects = LeasedCache(self.volatile, signer, self.stats, prefix="object_")
-        self.dynamics = LeasedCache(self.volatile, signer, self.stats, prefix="dynamic_")
+        # other processes write a shared cache: after losing contact with it, do not trust it
+        trust = Trust(enabled=self.volatile.shared)
+        self.objects = LeasedCache(self.volatile, signer, self.stats, prefix="object_", trust=trust)
+        self.dynamics = LeasedCache(self.volatile, signer, self.stats, prefix="dynamic_", trust=trust)
+        self.seen = Seen()
         local_cache_of_shared_store = self.persistent.shared and not self.volatile.shared
-        self._seen = self.persistent.change_token()
-        self.caches_objects = not (local_cache_of_shared_store and self._seen is None)
+        self._change_token = self.persistent.change_token()
+        self.caches_objects = not (local_cache_of_shared_store and self._change_token is None)
         self._guard = local_cache_of_shared_store and self.caches_objects
         self._generation = _forks
+        if self.sweeper is not None:
+            self.sweeper.stop()  # a no-op in a forked child: that one was the parent's
+        self.journal = self.sweeper = None
+        # a shared cache needs invalidations that outlive their writer, and a store whose
+        # answers can be lost needs commits it can recognise afterwards
+        if self.volatile.shared or self.persistent.ambiguous_commits:
+            self.journal = Journal(self.persistent, self.keys, self.objects, self.stats)
+            self.sweeper = Sweeper(self.journal)
+
+    def close(self) -> None:
+        """Stop this context's background work (the journal sweeps, the statistics publisher)."""
+        if self.sweeper is not None:
+            self.sweeper.stop()
+        if self.publisher is not None:
+            self.publisher.stop()
 
     def load_document(self, hybrid: str, guid: str) -> Entry | None:
-        """Return the stored document of one object, through the object cache when it is exact."""
+        """Return the stored document of one object, through the object cache when it is exact.
+
+        A cached document older than a revision of the object this process has seen is never
+        returned (monotonic reads): it is dropped and the durable store read instead.
+        """
         doc_key = self.keys.doc(hybrid, guid)
         if not self.caches_objects:
             return self.persistent.get(doc_key)
@@ -72,15 +102,43 @@ class Context:
             entry = self.persistent.get(doc_key)
             return None if entry is None else _to_payload(entry)
 
-        payload = self.objects.fetch(self.keys.cached_doc(hybrid, guid), load, SAFETY_TTL)
+        cache_key = self.keys.cached_doc(hybrid, guid)
+        payload = self.objects.fetch(cache_key, load, SAFETY_TTL)
         if payload is None:
             return None
-        return _from_payload(payload)
+        entry = _from_payload(payload)
+        verdict = self.seen.verdict(hybrid, guid, entry.revision)
+        if verdict is not Verdict.FRESH:
+            self._distrusted(verdict, [cache_key])
+            payload = self.objects.fill(cache_key, load, SAFETY_TTL)
+            return None if payload is None else _from_payload(payload)
+        return entry
 
-    def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
-        """Run one transaction on the durable store, counted in ``stats``."""
+    def _distrusted(self, verdict: Verdict, cache_keys: list[str]) -> None:
+        """Count cached documents this process may not serve; drop those known to be stale."""
+        self.stats.add(f"object_{verdict.value}", len(cache_keys))
+        if verdict is Verdict.STALE:  # older than a revision seen here: evidently stale everywhere
+            self.objects.invalidate(*cache_keys)
+
+    def commit(self, checks: Sequence[Check], ops: Sequence[Op],
+               invalidate: Sequence[str] = ()) -> CommitResult:
+        """Run one transaction on the durable store, then invalidate the cache keys it outdates.
+
+        Through the journal when there is one (see ``dal/journal.py``): a commit whose answer
+        was lost is recognised, and ``invalidate`` is delivered even if this process dies.
+        Counted in ``stats``.
+        """
         self.stats.add("commits")
-        return self.persistent.commit(checks, ops)
+        if self.journal is not None:
+            return self.journal.commit(checks, ops, invalidate)
+        try:
+            result = self.persistent.commit(checks, ops)
+        except BackendError:
+            self.invalidate(*invalidate)  # whatever the store did, nothing it touched may stay cached
+            raise
+        if result.ok:
+            self.invalidate(*invalidate)
+        return result
 
     def load_documents(self, hybrid: str, guids: list[str]) -> dict[str, Entry]:
         """Return the stored documents of many objects in two batched round trips at most.
@@ -92,8 +150,16 @@ class Context:
         if self.caches_objects:
             self.check_local_cache()
             cache_keys = {self.keys.cached_doc(hybrid, guid): guid for guid in guids}
+            refused: dict[Verdict, list[str]] = {}
             for cache_key, payload in self.objects.get_many(list(cache_keys)).items():
-                found[cache_keys[cache_key]] = _from_payload(payload)
+                entry = _from_payload(payload)
+                verdict = self.seen.verdict(hybrid, cache_keys[cache_key], entry.revision)
+                if verdict is Verdict.FRESH:
+                    found[cache_keys[cache_key]] = entry
+                else:
+                    refused.setdefault(verdict, []).append(cache_key)
+            for verdict, refused_keys in refused.items():
+                self._distrusted(verdict, refused_keys)
         missing = {self.keys.doc(hybrid, guid): guid for guid in guids if guid not in found}
         if missing:
             for doc_key, entry in self.persistent.get_many(list(missing)).items():
@@ -109,8 +175,8 @@ class Context:
         if not self._guard:
             return
         token = self.persistent.change_token()
-        if token != self._seen:
-            self._seen = token
+        if token != self._change_token:
+            self._change_token = token
             clear = getattr(self.volatile, "clear", None)
             if clear is not None:
                 clear()
@@ -135,11 +201,12 @@ def _from_payload(payload: bytes) -> Entry:
 
 
 def store_digest(store: PersistentStore) -> str:
-    """Return a short digest naming a durable store's data (a file, a cluster, a memory store)."""
-    url = store.url
-    path = getattr(store, "path", None)
-    where = f"file:{path}" if path else ",".join(sorted(f"{host}:{port}" for host, port in url.hosts))
-    return hashlib.sha256(f"{url.scheme}:{where}{url.path}".encode()).hexdigest()[:10]
+    """Return a short digest naming a durable store's data (a file, a cluster, a memory store).
+
+    It comes from the store's identity, not from how its URL spells it, so processes that reach
+    one store by different names (a symlink, ``localhost``, another member) share cache keys.
+    """
+    return hashlib.sha256(f"{store.scheme}:{store.identity()}".encode()).hexdigest()[:10]
 
 
 _context: Context | None = None
@@ -179,8 +246,8 @@ def configure(persistent: str | None = None, volatile: str | None = None, *,
         raise ConfigurationError("hmac_key must be at least 16 bytes; use e.g. `openssl rand -hex 32`")
     context = Context(persistent_url, volatile_url, name, key)
     with _lock:
-        if _context is not None and _context.publisher is not None:
-            _context.publisher.stop()
+        if _context is not None:
+            _context.close()
         _context = context
     return context
 

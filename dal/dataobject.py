@@ -13,6 +13,7 @@ from dal.backends.base import Entry
 from dal.config import Context, current
 from dal.exceptions import (
     BackendError,
+    CommitOutcomeUnknownError,
     InvalidRelationError,
     InvalidValueError,
     MissingMandatoryFieldsError,
@@ -20,6 +21,7 @@ from dal.exceptions import (
     RaceConditionError,
     UniqueConstraintError,
 )
+from dal.journal import Outcome, Uncertain
 from dal.meta import HybridMeta, HybridMetaclass
 from dal.relations import check_abandon, plan_unlink
 from dal.results import changed_versions
@@ -143,6 +145,7 @@ class DataObject(metaclass=HybridMetaclass):
         state["_revision"] = entry.revision
         state["_objects"] = {}
         state["_extra"] = extra
+        current().seen.note(meta.name, guid, entry.revision)  # never return an older one later
 
     def _meta_defaults(self) -> dict[str, Any]:
         data = {name: prop.make_default() for name, prop in self._meta.properties.items()}
@@ -216,54 +219,95 @@ class DataObject(metaclass=HybridMetaclass):
         """
         self._check_mandatory()
         context = current()
+        if "_uncertain" in self.__dict__:
+            self._settle(context)
         ensure_recorded(context, self._meta)
         meta = self._meta
         ours = self._document()
         original = decode(self._raw) if self._raw is not None else {}
         stored: Document | None = original if self._raw is not None else None
         revision = self._revision
+        # the merge compares with what this object was loaded as: fields its stored document
+        # lacks (written before they were declared) read as their defaults, so they are not ours
+        base = meta.with_defaults(original)
         new = {**self._extra, **ours}
         if stored is not None and not changed_fields(stored, new) and stored.keys() == new.keys():
             return  # nothing to write
+        label = f"{type(self).__name__} {self.guid}"
         for attempt in range(MAX_ATTEMPTS):
             try:
                 plan = plan_write(context.keys, meta, self.guid, stored, revision, new)
             except (TypeError, ValueError) as exc:
                 raise InvalidValueError(
-                    f"{type(self).__name__} {self.guid} holds a value JSON cannot store ({exc}); a list or "
+                    f"{label} holds a value JSON cannot store ({exc}); a list or "
                     "dict changed in place bypasses validation: assign JSON values only") from exc
-            result = context.commit(plan.checks, plan.ops)
+            # a brand-new guid has no cached document (a load before the save cached nothing), but
+            # a dynamic may have been read before the first save, and cached query results may change
+            invalidate = [*self._cache_keys(context, document=stored is not None),
+                          *changed_versions(context.keys, meta, self.guid, stored, new)]
+            try:
+                result = context.commit(plan.checks, plan.ops, invalidate)
+            except CommitOutcomeUnknownError as exc:
+                self.__dict__["_uncertain"] = (exc.commit, new, invalidate)  # learnt by the next save()
+                raise
             if result.ok:
-                self._saved(context, stored, new, result.revision, merged=attempt > 0)
+                self._saved(context, new, result.revision, merged=attempt > 0)
                 return
             failed = [plan.reasons[index] for index in result.failed]
             if all(reason.kind != "document" for reason in failed):
                 self._raise_constraint(plan, result.failed)
+            # the stored document moved on: whatever the cache holds of this object is old
+            context.invalidate(*self._cache_keys(context))
             doc_key = context.keys.doc(meta.name, self.guid)
             entry = result.current.get(doc_key)
             if entry is None:
                 if self._revision:
                     raise ObjectNotFoundError(
-                        f"{type(self).__name__} {self.guid} was deleted by another writer while this "
+                        f"{label} was deleted by another writer while this "
                         "object was being saved; create a new object to store it again")
                 stored, revision = None, 0
             else:
                 stored, revision = decode(entry.value), entry.revision
-                new = merge(original, ours, stored, datastore_wins, f"{type(self).__name__} {self.guid}")
+                new = merge(base, ours, meta.with_defaults(stored), datastore_wins, label)
             _back_off(attempt)
         raise RaceConditionError(
-            f"{type(self).__name__} {self.guid} kept changing concurrently; gave up after "
+            f"{label} kept changing concurrently; gave up after "
             f"{MAX_ATTEMPTS} attempts. Retry the operation, or reduce contention on this object")
 
-    def _saved(self, context: Context, stored: Document | None, document: Document, revision: int, *,
-               merged: bool) -> None:
+    def _settle(self, context: Context) -> None:
+        """Learn whether this object's last save, whose outcome was unknown, was applied.
+
+        Applied: the stored document is that save's, so it becomes this object's base (its
+        current values, maybe changed since, are kept and saved as changes on top). Not
+        applied: nothing to do. Still unknown: raise again, rather than risk applying it twice.
+        """
+        uncertain, document, invalidate = self.__dict__["_uncertain"]
+        journal = context.journal
+        if journal is None or not isinstance(uncertain, Uncertain):
+            del self.__dict__["_uncertain"]
+            return
+        outcome, revision = journal.resolve(uncertain)
+        if outcome is Outcome.UNKNOWN:
+            raise CommitOutcomeUnknownError(
+                f"the outcome of the last save of {type(self).__name__} {self.guid} is still unknown: the "
+                "store has not answered; try again later, or reload the object to look", uncertain)
+        del self.__dict__["_uncertain"]
+        if outcome is Outcome.APPLIED:
+            journal.settled(uncertain, invalidate)
+            state = self.__dict__
+            state["_raw"] = encode(document)
+            state["_revision"] = revision  # 0 when unknown: the next commit then merges
+            state["_extra"] = {k: v for k, v in document.items() if k not in self._meta.field_set}
+            if revision:
+                context.seen.note(self._meta.name, self.guid, revision)
+
+    def _saved(self, context: Context, document: Document, revision: int, *, merged: bool) -> None:
         meta = self._meta
         raw = encode(document)
         data = {name: document.get(name) for name in meta.fields()}
         for name, validator in meta.converters:
             data[name] = validator.from_json(data[name])
         changed = changed_fields(self._document(), data) if merged else []
-        created = self._raw is None
         state = self.__dict__
         state["_data"] = data
         state["_raw"] = raw
@@ -271,10 +315,8 @@ class DataObject(metaclass=HybridMetaclass):
         state["_extra"] = {k: v for k, v in document.items() if k not in meta.field_set}
         for name in changed:  # merged in from the store: our cached related object is stale
             self._objects.pop(name.removesuffix("_guid"), None)
-        # a brand-new guid has no cached document (a load before the save cached nothing), but a
-        # dynamic may have been read before the first save, and cached query results may change
-        context.invalidate(*self._cache_keys(context, document=not created),
-                           *changed_versions(context.keys, meta, self.guid, stored, document))
+        if revision:
+            context.seen.note(meta.name, self.guid, revision)
 
     def delete(self, abandon: Sequence[str] | None = None) -> None:
         """Remove this object in one transaction: document, unique keys, index entries, links.
@@ -284,6 +326,8 @@ class DataObject(metaclass=HybridMetaclass):
         the same transaction. Deleting an object that is already gone is harmless.
         """
         context = current()
+        if "_uncertain" in self.__dict__:
+            self._settle(context)
         meta = self._meta
         covered = check_abandon(meta, abandon or ())
         doc_key = context.keys.doc(meta.name, self.guid)
@@ -292,17 +336,23 @@ class DataObject(metaclass=HybridMetaclass):
         if stored is None:
             entry = context.persistent.get(doc_key)
             stored, revision = (None, 0) if entry is None else (decode(entry.value), entry.revision)
-        unlinked: list[str] = []
         for attempt in range(MAX_ATTEMPTS):
             if stored is None:
+                # already gone (by another writer, or by our own commit whose answer was lost and
+                # that was then resent): drop whatever a cache may still hold of it
+                context.invalidate(*self._cache_keys(context))
                 break
             plan = plan_write(context.keys, meta, self.guid, stored, revision, None)
             unlink = plan_unlink(context, meta, self.guid, covered)
-            result = context.commit(plan.checks + unlink.checks, plan.ops + unlink.ops)
+            invalidate = [*self._cache_keys(context), *unlink.cache_keys,
+                          *changed_versions(context.keys, meta, self.guid, stored, None)]
+            result = context.commit(plan.checks + unlink.checks, plan.ops + unlink.ops, invalidate)
             if result.ok:
-                unlinked = unlink.cache_keys + changed_versions(context.keys, meta, self.guid, stored, None)
+                if result.revision:  # a cached copy older than the delete is stale here
+                    context.seen.note(meta.name, self.guid, result.revision)
                 break
             if 0 in result.failed:  # the document itself changed or vanished
+                context.invalidate(*self._cache_keys(context))
                 entry = result.current.get(doc_key)
                 stored, revision = (None, 0) if entry is None else (decode(entry.value), entry.revision)
             _back_off(attempt)
@@ -312,7 +362,6 @@ class DataObject(metaclass=HybridMetaclass):
         state = self.__dict__
         state["_raw"] = None
         state["_revision"] = 0
-        context.invalidate(*self._cache_keys(context), *unlinked)
 
     def refresh(self) -> None:
         """Reload the persisted data; related objects that were loaded are reloaded, or dropped

@@ -53,3 +53,17 @@ class ConfigurationError(DalError, ValueError):
 
 class BackendError(DalError):
     """A store failed or timed out; the driver's error is the ``__cause__``."""
+
+
+class CommitOutcomeUnknownError(BackendError):
+    """A commit was sent but the store's answer was lost: it may or may not have been applied.
+
+    dal tried to learn the outcome until its deadline and could not. Calling ``save()`` again on
+    the same object first finds out whether the earlier commit was applied (and does not apply it
+    twice); otherwise reload the object and look before retrying.
+    """
+
+    def __init__(self, message: str, commit: object = None) -> None:
+        super().__init__(message)
+        #: what dal needs to learn the outcome later (a ``dal.journal.Uncertain``)
+        self.commit = commit

@@ -242,10 +242,8 @@ def apply_fixes(context: Context, report: Report) -> None:
     fixable.sort(key=_puts_last)
     for problem in fixable:
         assert problem.fix is not None
-        result = context.commit(problem.fix.checks, problem.fix.ops)
+        result = context.commit(problem.fix.checks, problem.fix.ops, problem.fix.invalidate)
         (report.fixed if result.ok else report.conflicted).append(problem)
-        if result.ok and problem.fix.invalidate:
-            context.invalidate(*problem.fix.invalidate)
 
 
 def _puts_last(problem: Problem) -> bool:

@@ -7,6 +7,8 @@ Durable store, under ``<namespace>/``::
     i/<hybrid>/<field>/<value>/<guid>       index entry (empty value)
     l/<target>/<tguid>/<source>/<relation>/<sguid>
                                             relation link: source.relation points at target
+    x/<milliseconds>/<token>                a commit's journal record: the cache keys it
+                                            invalidates (see dal/journal.py)
 
 Volatile store, under ``<namespace>/c/<store>/`` (``<store>`` a digest naming the durable
 store, so two stores sharing one cache and namespace never see each other's entries):
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -58,13 +61,30 @@ def tagged(value: Any) -> str:
 
 
 class Keys:
-    """Build the keys of one namespace."""
+    """Build the keys of one namespace.
 
-    def __init__(self, namespace: str, store: str = "") -> None:
+    ``store`` names the durable store in cache keys: a digest, or a function returning it, called
+    once on the first cache key (naming an etcd cluster takes a round trip, which ``configure()``
+    must not need).
+    """
+
+    def __init__(self, namespace: str, store: str | Callable[[], str] = "") -> None:
         self.namespace = namespace
         self.root = f"{namespace}/"
         self._objects = f"{namespace}/o/"
-        self._cache = f"{namespace}/c/{store}/" if store else f"{namespace}/c/"
+        self._store = store
+        self._cache = "" if callable(store) else self._cache_root()
+        self._journal = f"{namespace}/x/"
+
+    def _cache_root(self) -> str:
+        store = self._store() if callable(self._store) else self._store
+        self._cache = f"{self.namespace}/c/{store}/" if store else f"{self.namespace}/c/"
+        return self._cache
+
+    @property
+    def cache_root(self) -> str:
+        """Return the prefix of every volatile-store key of this namespace and durable store."""
+        return self._cache or self._cache_root()
 
     def doc(self, hybrid: str, guid: str) -> str:
         return f"{self._objects}{hybrid}/{guid}"
@@ -94,27 +114,43 @@ class Keys:
         return prefix
 
     def cached_doc(self, hybrid: str, guid: str) -> str:
-        return f"{self._cache}o/{hybrid}/{guid}"
+        return f"{self._cache or self._cache_root()}o/{hybrid}/{guid}"
 
     def published_stats(self) -> str:
         """Return the prefix under which processes publish their counters."""
-        return f"{self._cache}s/"
+        return f"{self._cache or self._cache_root()}s/"
 
     def cached_dynamic(self, hybrid: str, guid: str, name: str) -> str:
-        return f"{self._cache}d/{hybrid}/{guid}/{name}"
+        return f"{self._cache or self._cache_root()}d/{hybrid}/{guid}/{name}"
 
     def cached_result(self, hybrid: str, digest: str) -> str:
         """Return the key of one query's cached result (its guids and the versions it was built at)."""
-        return f"{self._cache}q/{hybrid}/{digest}"
+        return f"{self._cache or self._cache_root()}q/{hybrid}/{digest}"
 
     def field_version(self, hybrid: str, field: str) -> str:
         """Return the key whose token changes whenever ``field`` changes on any object of ``hybrid``."""
-        return f"{self._cache}v/{hybrid}/{field}/*"
+        return f"{self._cache or self._cache_root()}v/{hybrid}/{field}/*"
 
     def value_version(self, hybrid: str, field: str, value: Any) -> str:
         """Return the key whose token changes when an object's ``field`` becomes or stops being ``value``."""
         digest = hashlib.blake2b(tagged(value).encode(), digest_size=12).hexdigest()
-        return f"{self._cache}v/{hybrid}/{field}/={digest}"
+        return f"{self._cache or self._cache_root()}v/{hybrid}/{field}/={digest}"
+
+    def journal(self) -> str:
+        """Return the prefix of every journal record (``x/``)."""
+        return self._journal
+
+    def journal_record(self, stamp: float, token: str) -> str:
+        """Return the key of one commit's journal record: ``x/<milliseconds, 13 digits>/<token>``.
+
+        The time leads, so a scan meets the oldest records first.
+        """
+        return f"{self._journal}{int(stamp * 1000):013d}/{token}"
+
+    @staticmethod
+    def journal_stamp(key: str) -> float:
+        """Return the time (seconds) a journal record key was written at."""
+        return int(key.rsplit("/", 2)[-2]) / 1000
 
     def index_fields(self, hybrid: str) -> str:
         """Return the prefix of every index entry of one hybrid (``i/<hybrid>/``)."""

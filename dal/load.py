@@ -236,7 +236,7 @@ def _write(context: Context, batch: list[Item], replace: bool) -> int:
     written_here = {item.doc_key for item in batch}
     for attempt in range(MAX_ATTEMPTS):
         stored = _present(context, [item.doc_key for item in batch]) if replace else {}
-        checks, ops, reasons = [], [], []
+        checks, ops, reasons, invalid = [], [], [], []
         for item in batch:
             entry = stored.get(item.doc_key)
             before: Document | None = None
@@ -255,15 +255,12 @@ def _write(context: Context, batch: list[Item], replace: bool) -> int:
                 checks.append(check)
                 reasons.append((item, reason))
             ops += plan.ops
-        result = context.commit(checks, ops)
+            # cached documents, dynamics and query results
+            if before is not None:
+                invalid += _cache_keys(keys, item)
+            invalid += changed_versions(keys, item.meta, item.guid, before, item.document)
+        result = context.commit(checks, ops, invalid)
         if result.ok:
-            invalid: list[str] = []
-            for item in batch:
-                before = decode(stored[item.doc_key].value) if item.doc_key in stored else None
-                if before is not None:
-                    invalid += _cache_keys(keys, item)
-                invalid += changed_versions(keys, item.meta, item.guid, before, item.document)
-            context.invalidate(*invalid)  # cached documents, dynamics and query results
             return sum(1 for item in batch if item.doc_key in stored)
         failed = [reasons[index] for index in result.failed]
         if not (replace and all(reason.kind == "document" for _, reason in failed)):
@@ -315,7 +312,9 @@ def copy(source: Context, destination: Context, *, only: Sequence[HybridMeta] | 
             and source.namespace == destination.namespace:
         raise InvalidValueError(f"the source and destination are both namespace {source.namespace!r} of "
                                 f"{source.persistent_url}; copy into another namespace or store")
-    if not replace and destination.persistent.scan(destination.keys.root, limit=1):
+    # the journal (x/) sorts last: a namespace whose first key is in it holds no data
+    first = destination.persistent.scan(destination.keys.root, limit=1)
+    if not replace and first and not first[0][0].startswith(destination.keys.journal()):
         raise DalError(f"namespace {destination.namespace!r} of {destination.persistent_url} is not empty; "
                        "copy into an empty namespace, or pass --replace to overwrite objects with the same "
                        "guid (objects only the destination holds are kept, and then fail the count check)")

@@ -22,8 +22,12 @@ from dal.keys import Keys
 from dal.meta import HybridMeta
 from dal.transaction import Document, plan_write
 
-#: bytes written per commit, under etcd's default request limit of 1.5 MiB
+#: bytes written per commit, under etcd's default request limit of 1.5 MiB (the rest is room for
+#: the commit's journal record, a few dozen bytes per cache key it invalidates)
 MAX_BATCH_BYTES = 1 << 20
+#: what the commit journal (dal/journal.py) adds to every commit: its record, and the check that
+#: the record is new
+JOURNAL_COST = 1
 
 
 @dataclass(frozen=True)
@@ -61,14 +65,15 @@ def dependency_batches(keys: Keys, items: list[Item], replace: bool, batch_size:
     """
     batches: list[list[Item]] = []
     current: list[Item] = []
-    ops = checks = size = 0
+    ops = checks = JOURNAL_COST
+    size = 0
     for component in _components(items):
         costs = [_costs(keys, item, replace) for item in component]
         c_ops, c_checks, c_size = (sum(cost[i] for cost in costs) for i in range(3))
         if current and (len(current) + len(component) > batch_size or ops + c_ops > max_ops
                         or checks + c_checks > max_ops or size + c_size > MAX_BATCH_BYTES):
             batches.append(current)
-            current, ops, checks, size = [], 0, 0, 0
+            current, ops, checks, size = [], JOURNAL_COST, JOURNAL_COST, 0
         current += component
         ops, checks, size = ops + c_ops, checks + c_checks, size + c_size
     if current:

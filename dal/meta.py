@@ -8,6 +8,7 @@ class. Nothing is installed on a class when objects are created.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,12 @@ class HybridMeta:
         defaults = {name: prop.validator.to_json(prop.default) for name, prop in self.properties.items()}
         defaults.update((relation.guid_field, None) for relation in self.relations.values())
         return MappingProxyType(defaults)
+
+    def with_defaults(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        """Return ``document`` (JSON form) with every declared field it lacks at its default."""
+        missing = {name: copy.deepcopy(default) for name, default in self.stored_defaults.items()
+                   if name not in document}  # copies: a default list must never be shared
+        return {**document, **missing} if missing else dict(document)
 
     @cached_property
     def converters(self) -> tuple[tuple[str, Validator], ...]:

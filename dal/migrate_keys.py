@@ -257,10 +257,10 @@ class HybridMigrator(MigrationRun):
                     late_values[name, encoded] = doc[name]
             if not ops:
                 return 0
-            result = self._commit_result(checks, ops)
+            rewritten = doc.keys() != stored.keys()
+            result = self._commit_result(
+                checks, ops, self._invalidation(meta, guid, stored, doc) if rewritten else ())
             if result.ok:
-                if doc.keys() != stored.keys():
-                    self._wrote(meta, guid, stored, doc)
                 return 1
             current = result.current.get(doc_key) if 0 in result.failed else current
         raise MigrationError(f"{meta.cls.__name__} {guid} kept changing while being migrated; "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from dal.backends.base import Check, CommitResult, Entry, Exists, Op, Revision
@@ -55,8 +55,9 @@ class MigrationRun:
     def _commit(self, checks: list[Check], ops: list[Op]) -> bool:
         return self._commit_result(checks, ops).ok
 
-    def _commit_result(self, checks: list[Check], ops: list[Op]) -> CommitResult:
-        result = self.context.commit(checks, ops)
+    def _commit_result(self, checks: list[Check], ops: list[Op],
+                       invalidate: Sequence[str] = ()) -> CommitResult:
+        result = self.context.commit(checks, ops, invalidate)
         self._count_commit()
         return result
 
@@ -65,12 +66,12 @@ class MigrationRun:
         if self._exit_after is not None and self.report.commits >= self._exit_after:
             os._exit(75)  # the test hook: die like a killed process, without cleanup
 
-    def _wrote(self, meta: HybridMeta, guid: str, before: Document, after: Document) -> None:
-        """Drop what caches hold about a rewritten object, as a save does."""
+    def _invalidation(self, meta: HybridMeta, guid: str, before: Document, after: Document) -> list[str]:
+        """Return what caches hold about an object rewritten from ``before`` to ``after``, as a save does."""
         keys = self.keys
-        self.context.invalidate(keys.cached_doc(meta.name, guid),
-                                *(keys.cached_dynamic(meta.name, guid, name) for name in meta.dynamics),
-                                *changed_versions(keys, meta, guid, before, after))
+        return [keys.cached_doc(meta.name, guid),
+                *(keys.cached_dynamic(meta.name, guid, name) for name in meta.dynamics),
+                *changed_versions(keys, meta, guid, before, after)]
 
     def _explain(self, checks: list[Check], failed: tuple[int, ...]) -> str:
         reasons = []

@@ -77,9 +77,9 @@ class StepRunner(MigrationRun):
                     for link in old_links]
             extra_checks, extra_ops = self._key_changes(meta, guid, before, after, ready)
             result = self._commit_result(checks + extra_checks,
-                                         ops + extra_ops + [Put(cursor_key, doc_key.encode())])
+                                         ops + extra_ops + [Put(cursor_key, doc_key.encode())],
+                                         self._invalidation(meta, guid, before, after))
             if result.ok:
-                self._wrote(meta, guid, before, after)
                 return result.revision, True
             if 1 in result.failed:
                 raise MigrationError(

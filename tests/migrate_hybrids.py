@@ -91,8 +91,11 @@ def steps(model: Model) -> list[Migration]:
 
 
 def dump(context: Context) -> dict[str, bytes]:
-    """Return every durable key of the context's namespace and its value."""
-    return {key: entry.value for key, entry in context.persistent.scan(context.keys.root)}
+    """Return every durable key of the context's namespace and its value, but the commit journal's
+    records (``x/``), which come and go with commits."""
+    journal = context.keys.journal()
+    return {key: entry.value for key, entry in context.persistent.scan(context.keys.root)
+            if not key.startswith(journal)}
 
 
 def documents(context: Context, meta: HybridMeta) -> dict[str, dict[str, Any]]:

@@ -176,7 +176,8 @@ def test_dead_volatile_store_never_fails_a_load_or_save(
         with pytest.raises(ObjectNotFoundError):
             Widget(w.guid)
         snapshot = context.stats.snapshot()
-        assert snapshot.get("object_errors", 0) > 0
+        # the first failure is counted; after it the cache is not trusted, so reads skip it
+        assert snapshot.get("object_errors", 0) + snapshot.get("object_invalidation_errors", 0) > 0
         assert snapshot.get("object_hits", 0) == 0
     finally:
         context.persistent.commit([], [DeletePrefix(context.keys.root)])

@@ -38,10 +38,11 @@ def make_widget(kind: Kind | None = None, **values: Any) -> Widget:
 
 
 def stored_keys(context: Context) -> dict[str, bytes]:
-    """Return every key of the namespace but the schema records (``m/``), which outlive objects."""
-    meta = f"{context.keys.root}m/"
+    """Return every key of the namespace but the schema records (``m/``), which outlive objects, and
+    the commit journal's records (``x/``), which come and go with commits (``tests/test_journal.py``)."""
+    skipped = (f"{context.keys.root}m/", context.keys.journal())
     return {key: entry.value for key, entry in context.persistent.scan(context.keys.root)
-            if not key.startswith(meta)}
+            if not key.startswith(skipped)}
 
 
 def state(obj: DataObject) -> dict[str, Any]:

@@ -21,11 +21,17 @@ from dal.backends.base import Entry
 from dal.cache import LeasedCache
 from dal.config import Context
 from dal.exceptions import ConcurrencyError, ObjectNotFoundError
+from dal.seen import Seen
 
 
 def _pause_durable_read(monkeypatch: pytest.MonkeyPatch, context: Context, key: str,
                         competing: Callable[[], None]) -> None:
-    """Run ``competing`` right after the next durable read of ``key``, before it returns."""
+    """Run ``competing`` right after the next durable read of ``key``, before it returns.
+
+    ``competing`` runs as another process would: its writes are not noted in this process's
+    record of revisions seen (which would make the paused read return the newer revision;
+    ``tests/test_monotonic.py`` covers that).
+    """
     real_get = context.persistent.get
     fired = []
 
@@ -33,7 +39,11 @@ def _pause_durable_read(monkeypatch: pytest.MonkeyPatch, context: Context, key: 
         entry = real_get(wanted)
         if wanted == key and not fired:
             fired.append(True)
-            competing()
+            mine, context.seen = context.seen, Seen()
+            try:
+                competing()
+            finally:
+                context.seen = mine
         return entry
 
     monkeypatch.setattr(context.persistent, "get", get)

@@ -102,9 +102,11 @@ def test_wal_journal_and_schema(store: SqliteStore) -> None:
     try:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = dict(raw.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
-        assert set(tables) == {"kv", "meta"}
+        assert set(tables) == {"kv", "meta", "identity"}
         assert "WITHOUT ROWID" in tables["kv"]
         assert raw.execute("SELECT revision FROM meta").fetchall() == [(0,)]
+        ((name,),) = raw.execute("SELECT name FROM identity").fetchall()
+        assert store.identity() == name and len(name) == 32
     finally:
         raw.close()
     revision = store.commit([], [Put("k", b"v")]).revision

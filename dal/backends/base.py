@@ -155,7 +155,12 @@ class PersistentStore(Protocol):
     scheme: ClassVar[str]
     #: other processes may commit to the same data concurrently
     shared: ClassVar[bool]
+    #: a commit that raises BackendError may still have been applied (a store across a network,
+    #: whose answer can be lost after it applied the commit); the layer above then finds out
+    ambiguous_commits: ClassVar[bool]
     url: StoreURL
+    #: seconds one request may take before it raises BackendError
+    timeout: float
 
     @classmethod
     def from_url(cls, url: StoreURL) -> PersistentStore:
@@ -189,6 +194,15 @@ class PersistentStore(Protocol):
 
     def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
         """Apply every op atomically if every check holds; otherwise apply nothing."""
+        ...
+
+    def identity(self) -> str:
+        """Return a name of the stored data itself, the same however the store is reached.
+
+        Two URLs naming one store (a file through a symlink, ``localhost`` and ``127.0.0.1``,
+        different members of one etcd cluster) give one identity; two stores never share one.
+        Cache keys are scoped by it. May take a round trip the first time.
+        """
         ...
 
     def change_token(self) -> object:
@@ -252,8 +266,13 @@ class VolatileStore(Protocol):
         """Remove ``key``; removing an absent key is not an error."""
         ...
 
-    def delete_many(self, keys: Sequence[str]) -> None:
-        """Remove every key in ``keys``."""
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        """Remove every key in ``keys``; return those whose removal was not confirmed.
+
+        Never raises for a server failure: each server's share is sent on its own, even to a
+        server recently marked dead (an invalidation must not wait for a timer), and the keys of
+        a server that failed are returned so the caller can resend them.
+        """
         ...
 
     def close(self) -> None:

@@ -60,12 +60,15 @@ class EtcdStore:
 
     scheme: ClassVar[str] = "etcd"
     shared: ClassVar[bool] = True
+    # a connection can drop after etcd applied a txn and before its answer arrived
+    ambiguous_commits: ClassVar[bool] = True
 
     def __init__(self, url: StoreURL, hosts: Sequence[tuple[str, int]], *, timeout: float,
                  user: str | None = None, password: str | None = None,
                  credentials: Any = None) -> None:
         self.url = url
-        self._timeout = timeout
+        self.timeout = timeout
+        self._identity: str | None = None
         self._user = user
         self._password = password
         self._token: str | None = None
@@ -233,6 +236,13 @@ class EtcdStore:
                     failed.append(index)
         return CommitResult(ok=False, failed=tuple(failed), current=current)
 
+    def identity(self) -> str:
+        """Return the cluster's id, which every member reports, whichever endpoint is asked."""
+        if self._identity is None:
+            request = etcdrpc.RangeRequest(key=b"\0", keys_only=True, count_only=True)
+            self._identity = f"etcd-cluster-{self._call('Range', request).header.cluster_id:016x}"
+        return self._identity
+
     def change_token(self) -> object:
         # knowing whether anyone else committed would take a round trip: not cheap
         return None
@@ -244,7 +254,7 @@ class EtcdStore:
 
     def _call(self, method: str, request: Any, *, txn_size: tuple[int, int] | None = None) -> Any:
         """Send one KV request, failing over between endpoints, all within the store's timeout."""
-        deadline = time.monotonic() + self._timeout
+        deadline = time.monotonic() + self.timeout
         for attempt in range(2):
             metadata = self._auth_metadata(deadline)
             try:
@@ -254,7 +264,7 @@ class EtcdStore:
                 if attempt == 0 and metadata and _is_expired_token(exc):
                     self._token = None
                     continue
-                raise self._error(exc, txn_size) from exc
+                raise self._error(exc, txn_size, deadline) from exc
         raise AssertionError("unreachable")
 
     def _auth_metadata(self, deadline: float) -> tuple[tuple[str, str], ...] | None:
@@ -266,7 +276,7 @@ class EtcdStore:
                 try:
                     self._token = self._send("Authenticate", request, deadline, None, kv=False).token
                 except grpc.RpcError as exc:
-                    raise self._error(exc, None) from exc
+                    raise self._error(exc, None, deadline) from exc
             return (("token", self._token),)
 
     def _send(self, method: str, request: Any, deadline: float,
@@ -278,7 +288,9 @@ class EtcdStore:
         server-side timeouts with it). Resending is still safe for what we send: reads are
         idempotent, and a commit's writes are guarded by revision checks, so a txn that did
         apply fails its checks when resent instead of applying twice (unguarded puts and
-        deletes just repeat the same final state).
+        deletes just repeat the same final state). Such a failure is not a conflict: dal's
+        commits carry a token key (``dal/journal.py``) whose presence in the failed resend's
+        read-back shows that the first send applied.
         """
         error: grpc.RpcError | None = None
         for _ in range(len(self._endpoints)):
@@ -298,8 +310,7 @@ class EtcdStore:
                     raise
                 error = exc
         if error is None:
-            raise BackendError(f"etcd at {self._where} did not answer within {self._timeout:g} s "
-                               f"(the timeout option of {self.url})")
+            raise self._timed_out()
         raise error
 
     def _pick_endpoint(self) -> Any:
@@ -310,14 +321,24 @@ class EtcdStore:
             # every endpoint failed recently; trying the one that failed longest ago beats not trying
             return min(self._endpoints, key=lambda ep: ep.last_failed)
 
-    def _error(self, exc: Any, txn_size: tuple[int, int] | None) -> BackendError:
+    def _timed_out(self) -> BackendError:
+        return BackendError(
+            f"etcd at {self._where} did not answer within {self.timeout:g} s (the timeout option of "
+            f"{self.url}); check that a majority of its members are running and reach each other (a "
+            "cluster that lost its quorum answers nothing), or raise the timeout")
+
+    def _error(self, exc: Any, txn_size: tuple[int, int] | None, deadline: float) -> BackendError:
         code = exc.code()
         details = exc.details() or ""
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return BackendError(f"etcd at {self._where} did not answer within {self._timeout:g} s "
-                                f"(the timeout option of {self.url})")
+        # etcd reports its own side of an expired deadline as UNKNOWN or UNAVAILABLE (for example
+        # without quorum); what the caller needs to know is that the time ran out
+        out_of_time = time.monotonic() >= deadline - min(0.1, self.timeout / 10)
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED or (
+                out_of_time and code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE)):
+            return self._timed_out()
         if code == grpc.StatusCode.UNAVAILABLE:
-            return BackendError(f"could not reach etcd at {self._where}: {details}")
+            return BackendError(f"could not reach etcd at {self._where} ({details}); check that its members "
+                                "are running and that this host can connect to them")
         if "too many operations in txn request" in details:
             checks, writes = txn_size or (0, 0)
             return BackendError(

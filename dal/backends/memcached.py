@@ -118,9 +118,13 @@ class MemcachedCache:
     def _direct_get(self, sent: str) -> bytes | None:
         return self._direct("get", lambda connection: connection.get(sent.encode()))
 
-    def _direct(self, what: str, read: Callable[[_TextConnection], R]) -> R:
-        """Run ``read`` on this thread's own text connection to the single server."""
-        if self._dead_until and time.monotonic() < self._dead_until:
+    def _direct(self, what: str, read: Callable[[_TextConnection], R], *, even_if_dead: bool = False) -> R:
+        """Run ``read`` on this thread's own text connection to the single server.
+
+        A server that failed less than ``dead_timeout`` ago is skipped (a fast miss), unless
+        ``even_if_dead``: invalidations are always sent, since the server may be back already.
+        """
+        if not even_if_dead and self._dead_until and time.monotonic() < self._dead_until:
             raise BackendError(f"memcached {what} on {self._where} skipped: the server failed less than "
                                f"{self._dead_timeout} s ago")
         connection: _TextConnection | None = getattr(self._local, "connection", None)
@@ -176,15 +180,24 @@ class MemcachedCache:
         except _ERRORS as exc:
             raise self._error("delete", exc) from exc
 
-    def delete_many(self, keys: Sequence[str]) -> None:
-        if self._single is not None and keys:
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        """Delete ``keys``, each server's share on its own; return the keys of servers that failed.
+
+        Sent even to a server marked dead: a restarted server must get the invalidation at once,
+        and a paused one queues it in its socket and applies it when it resumes.
+        """
+        if not keys:
+            return []
+        if self._single is not None:
             sent_keys = [wire_key(key).encode() for key in keys]
-            self._direct("delete_many", lambda connection: connection.delete_many(sent_keys))
-            return
-        try:
-            self._client.delete_many([wire_key(key) for key in keys])
-        except _ERRORS as exc:
-            raise self._error("delete_many", exc) from exc
+            try:
+                self._direct("delete_many", lambda connection: connection.delete_many(sent_keys),
+                             even_if_dead=True)
+            except BackendError:
+                return list(keys)
+            self._dead_until = 0.0  # it answered: reads may use it again
+            return []
+        return self._client.deliver_deletes({wire_key(key): key for key in keys})
 
     def close(self) -> None:
         connection = getattr(self._local, "connection", None)
@@ -373,14 +386,26 @@ class _HashClient(HashClient):  # type: ignore[misc]  # pymemcache ships no type
             raise MemcacheError(f"memcached {client.server} is marked dead for up to {self.dead_timeout} s")
         return client
 
-    def delete_many(self, keys: Any, *args: Any, **kwargs: Any) -> bool:
-        # pymemcache sends one delete per key and waits for each; batch them per server instead
-        batches: defaultdict[Any, list[Any]] = defaultdict(list)
-        for key in keys:
-            client = self._get_client(key)
-            if client is not None:
-                batches[client.server].append(key)
-        for server, batch in batches.items():
-            client = self.clients[self._make_client_key(server)]
-            self._safely_run_func(client, client.delete_many, False, batch, *args, **kwargs)
-        return True
+    def deliver_deletes(self, wired: dict[str, str]) -> list[str]:
+        """Delete the wire keys of ``wired``, one batch per server, dead or not; return the
+        original keys (``wired``'s values) of the servers that failed.
+
+        pymemcache's own delete_many sends one delete per key and raises for a dead server
+        before sending anything, so one dead server would block the others' invalidations.
+        """
+        batches: defaultdict[str, list[str]] = defaultdict(list)
+        for sent in wired:
+            batches[self.hasher.get_node(sent)].append(sent)
+        undelivered: list[str] = []
+        for node, batch in batches.items():
+            client = self.clients[node]
+            try:
+                client.delete_many(batch, noreply=False)
+            except _ERRORS:
+                self._mark_failed_server(client.server)
+                undelivered += [wired[sent] for sent in batch]
+            else:
+                with self._book_lock:  # it answered: reads may use it again
+                    self._dead_clients.pop(client.server, None)
+                    self._failed_clients.pop(client.server, None)
+        return undelivered

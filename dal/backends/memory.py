@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -52,9 +53,12 @@ class MemoryStore:
 
     scheme: ClassVar[str] = "memory"
     shared: ClassVar[bool] = False
+    ambiguous_commits: ClassVar[bool] = False
+    timeout: float = 1.0
 
     def __init__(self, url: StoreURL) -> None:
         self.url = url
+        self._identity = uuid.uuid4().hex  # the data lives in this object only
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
         self._keys: list[str] = []  # sorted, always the same set as _entries
@@ -128,6 +132,10 @@ class MemoryStore:
                 else:
                     self._delete_prefix(op.prefix)
             return CommitResult(ok=True, revision=revision)
+
+    def identity(self) -> str:
+        """Return a random name made when this store was: its data exists nowhere else."""
+        return self._identity
 
     def change_token(self) -> object:
         """Return a constant: nothing outside this object can write to it."""
@@ -268,11 +276,12 @@ class MemoryCache:
         with self._lock:
             self._remove(key)
 
-    def delete_many(self, keys: Sequence[str]) -> None:
-        """Remove every key in ``keys``."""
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        """Remove every key in ``keys``; nothing can fail, so nothing is returned."""
         with self._lock:
             for key in keys:
                 self._remove(key)
+        return []
 
     def entries(self) -> list[CacheEntryInfo]:
         """Return statistics of every live entry, least recently used first; expired ones are dropped."""

@@ -14,6 +14,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import uuid
 import weakref
 from collections.abc import Sequence
 from typing import ClassVar
@@ -36,7 +37,11 @@ _SCHEMA = (
     " key TEXT PRIMARY KEY, value BLOB NOT NULL, revision INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO meta (id, revision) VALUES (0, 0)",
+    # a name made once per file, so a file reached through two paths (a symlink) is one store
+    "CREATE TABLE IF NOT EXISTS identity (id INTEGER PRIMARY KEY CHECK (id = 0), name TEXT NOT NULL)",
 )
+_NAME_FILE = "INSERT OR IGNORE INTO identity (id, name) VALUES (0, ?)"
+_IDENTITY = "SELECT name FROM identity WHERE id = 0"
 _REVISION = "SELECT revision FROM meta WHERE id = 0"
 _GET = "SELECT value, revision FROM kv WHERE key = ?"
 _PUT = "INSERT OR REPLACE INTO kv (key, value, revision) VALUES (?, ?, ?)"
@@ -102,6 +107,7 @@ class SqliteStore:
 
     scheme: ClassVar[str] = "sqlite"
     shared: ClassVar[bool] = True
+    ambiguous_commits: ClassVar[bool] = False  # a local file: a failed commit is rolled back
 
     def __init__(self, url: StoreURL, path: str, *, timeout: float = 10.0,
                  synchronous: str = "NORMAL") -> None:
@@ -121,6 +127,7 @@ class SqliteStore:
         self._checked: int | None = None
         self._own: set[int] = set()
         self._closed = False
+        self._identity: str | None = None
         _stores.add(self)
         self._connect()
 
@@ -254,6 +261,16 @@ class SqliteStore:
             raise
         return CommitResult(ok=True, revision=revision)
 
+    def identity(self) -> str:
+        """Return the name written into the file when it was created (the same through any path)."""
+        if self._identity is None:
+            try:
+                row = self._conn().execute(_IDENTITY).fetchone()
+            except sqlite3.Error as exc:
+                raise BackendError(f"sqlite could not read the identity of {self.path}: {exc}") from exc
+            self._identity = str(row[0])
+        return self._identity
+
     def change_token(self) -> int:
         """Return a counter that moves whenever another process committed since the last call.
 
@@ -339,6 +356,7 @@ class SqliteStore:
         try:
             for statement in _SCHEMA:
                 conn.execute(statement)
+            conn.execute(_NAME_FILE, (uuid.uuid4().hex,))
             conn.execute("COMMIT")
         except BaseException:
             self._rollback(conn)

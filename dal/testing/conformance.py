@@ -58,6 +58,16 @@ class PersistentStoreContract:
     def test_satisfies_protocol(self, store: PersistentStore) -> None:
         assert isinstance(store, PersistentStore)
         assert store.url.scheme == store.scheme
+        assert isinstance(store.ambiguous_commits, bool)
+        assert store.timeout > 0
+
+    def test_identity_names_the_data_not_the_client(self, store: PersistentStore) -> None:
+        name = store.identity()
+        assert isinstance(name, str) and name
+        assert store.identity() == name
+        if store.shared:  # a new client of the same data (after a restart, say) names it alike
+            close_all()
+            assert open_persistent(store.url).identity() == name
         assert isinstance(store.shared, bool)
 
     # --- reads and writes ---------------------------------------------------------------
@@ -401,10 +411,11 @@ class VolatileStoreContract:
     def test_delete_many(self, store: VolatileStore, prefix: str) -> None:
         for name in "abcd":
             store.set(f"{prefix}{name}", name.encode(), 0)
-        store.delete_many([f"{prefix}a", f"{prefix}c", f"{prefix}never"])
+        # every deletion confirmed: nothing to resend
+        assert store.delete_many([f"{prefix}a", f"{prefix}c", f"{prefix}never"]) == []
         found = store.get_many([f"{prefix}{name}" for name in "abcd"])
         assert found == {f"{prefix}b": b"b", f"{prefix}d": b"d"}
-        store.delete_many([])
+        assert store.delete_many([]) == []
 
     def test_add_only_when_absent(self, store: VolatileStore, prefix: str) -> None:
         assert store.add(f"{prefix}k", b"first", 0) is True
