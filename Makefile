@@ -9,13 +9,17 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := etcd-server memcached graphviz
 
-.PHONY: demo test lint typecheck services graphviz bench clean
+.PHONY: demo test chaos lint typecheck services graphviz bench clean
 
 demo: $(VENV)/.installed graphviz
 	$(BIN)/dal demo
 
 test: $(VENV)/.installed services lint typecheck
 	$(BIN)/pytest
+
+# the fault suite in its long mode (make test runs it in its quick mode)
+chaos: $(VENV)/.installed services
+	DAL_CHAOS=1 DAL_REQUIRE_SERVICES=1 $(BIN)/pytest tests/faults -m faults
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check dal tests bench

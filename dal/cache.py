@@ -108,23 +108,40 @@ class Stats:
 
 
 class Trust:
-    """Whether this process may serve what a shared cache holds, after losing contact with it.
+    """Whether this process may serve what a shared cache holds.
 
-    While this process could not reach the cache, other writers may not have reached it either:
-    their invalidations failed, or wait in a paused server's socket. So after any failed call,
-    reads bypass the cache (as misses, without filling) until :meth:`restore` is called by a
-    sweep of the commit journal that started after the last failure and delivered every
-    recorded invalidation again. Disabled for a process-local cache, which nobody else writes.
+    Not before it has caught up with the commit journal once: a writer that died after its
+    commit may have left invalidations there that never reached the cache. And not after losing
+    contact with the cache: while this process could not reach it, other writers may not have
+    reached it either (their invalidations failed, or wait in a paused server's socket). Until
+    then reads bypass the cache (as misses, without filling); :meth:`restore` is called by a
+    sweep of the journal that started after the last failure, reached the cache and delivered
+    every recorded invalidation again. The first read does that sweep itself (``catch_up``)
+    rather than wait for the background one. Disabled for a process-local cache, which nobody
+    else writes.
     """
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        #: ``time.monotonic()`` of the last failure while untrusted; ``None`` when trusted
-        self.lost: float | None = None
+        #: ``time.monotonic()`` of the last failure while untrusted; ``None`` when trusted; minus
+        #: infinity before the first catch-up
+        self.lost: float | None = float("-inf") if enabled else None
+        #: the sweep that catches up, run by the first read that finds the cache untrusted
+        self.catch_up: Callable[[], None] | None = None
+        self._first = True
         self._lock = threading.Lock()
 
     @property
     def trusted(self) -> bool:
+        return self.lost is None
+
+    def first_read(self) -> bool:
+        """Catch up with the journal now if nothing did yet; return whether the cache is trusted."""
+        if self._first and self.catch_up is not None:
+            with self._lock:
+                first, self._first = self._first, False
+            if first:
+                self.catch_up()
         return self.lost is None
 
     def fail(self) -> None:
@@ -159,14 +176,17 @@ class LeasedCache:
         self._generation = 0
         self._pending_lock = threading.Lock()
         self._resending = False
+        self._closed = False
 
     def _bypassed(self, key: str) -> bool:
         """Tell whether reads of ``key`` must not use the cache now."""
-        return self.trust.lost is not None or bool(self._pending and key in self._pending)
+        if self.trust.lost is not None and not self.trust.first_read():
+            return True
+        return bool(self._pending and key in self._pending)
 
     def get(self, key: str) -> bytes | None:
         """Return the cached payload under ``key``, or ``None`` on a miss, a lease or a bad entry."""
-        if self._bypassed(key):
+        if (self.trust.lost is not None or self._pending) and self._bypassed(key):
             return None
         raw = self._call(self.store.get, key)
         return None if raw is None else self._payload(key, raw)
@@ -175,7 +195,7 @@ class LeasedCache:
         """Return the cached payloads among ``keys`` in one batch; count hits and misses."""
         found: dict[str, bytes] = {}
         asked = keys
-        if self.trust.lost is not None:
+        if self.trust.lost is not None and not self.trust.first_read():
             asked = []
         elif self._pending:
             asked = [key for key in keys if key not in self._pending]
@@ -275,9 +295,14 @@ class LeasedCache:
         with self._pending_lock:
             return frozenset(self._pending)
 
+    def close(self) -> None:
+        """Stop resending: this cache's context was replaced (what is pending is in the journal)."""
+        with self._pending_lock:
+            self._closed = True
+
     def _schedule_resend(self) -> None:
         with self._pending_lock:
-            if self._resending or not self._pending:
+            if self._resending or not self._pending or self._closed:
                 return
             self._resending = True
         timer = threading.Timer(RESEND_INTERVAL, self._resend)

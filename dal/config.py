@@ -78,10 +78,13 @@ class Context:
         # answers can be lost needs commits it can recognise afterwards
         if self.volatile.shared or self.persistent.ambiguous_commits:
             self.journal = Journal(self.persistent, self.keys, self.objects, self.stats)
+            trust.catch_up = self.journal.catch_up
             self.sweeper = Sweeper(self.journal)
 
     def close(self) -> None:
-        """Stop this context's background work (the journal sweeps, the statistics publisher)."""
+        """Stop this context's background work (journal sweeps, resends, the statistics publisher)."""
+        self.objects.close()
+        self.dynamics.close()
         if self.sweeper is not None:
             self.sweeper.stop()
         if self.publisher is not None:

@@ -26,6 +26,7 @@ from dal.meta import HybridMeta, HybridMetaclass
 from dal.relations import check_abandon, plan_unlink
 from dal.results import changed_versions
 from dal.schema import ensure_recorded
+from dal.seen import Seen
 from dal.structures import Dynamic, Relation
 from dal.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write
 
@@ -64,10 +65,11 @@ class DataObject(metaclass=HybridMetaclass):
                     "for a new one, not both")
             if not isinstance(guid, str):
                 raise InvalidValueError(f"a guid is a str, not {guid!r}")
-            entry = current().load_document(self._meta.name, guid)
+            context = current()
+            entry = context.load_document(self._meta.name, guid)
             if entry is None:
                 raise ObjectNotFoundError(f"no {type(self).__name__} with guid {guid!r} is stored")
-            self._attach(guid, entry)
+            self._attach(guid, entry, seen=context.seen)
             return
         state["guid"] = str(uuid.uuid4())
         state["_data"] = self._meta_defaults()
@@ -86,13 +88,14 @@ class DataObject(metaclass=HybridMetaclass):
     # --- loading ------------------------------------------------------------------------
 
     @classmethod
-    def _from_entry(cls: type[Self], guid: str, entry: Entry, document: Document | None = None) -> Self:
+    def _from_entry(cls: type[Self], guid: str, entry: Entry, document: Document | None = None, *,
+                    seen: Seen | None = None) -> Self:
         """Build an object from its stored document without another round trip.
 
         ``document`` is ``entry``'s value already decoded (a query did), which the object takes over.
         """
         obj = cls.__new__(cls)
-        obj._attach(guid, entry, document)
+        obj._attach(guid, entry, document, seen=seen)
         return obj
 
     @classmethod
@@ -108,15 +111,19 @@ class DataObject(metaclass=HybridMetaclass):
         known, documents = known or {}, documents or {}
         missing = [guid for guid in guids if guid not in known]
         entries = {guid: known[guid] for guid in guids if guid in known}
+        context = current()
         if missing:
-            entries.update(current().load_documents(cls._meta.name, missing))
-        loaded = {guid: cls._from_entry(guid, entry, documents.get(guid)) for guid, entry in entries.items()}
+            entries.update(context.load_documents(cls._meta.name, missing))
+        seen = context.seen
+        loaded = {guid: cls._from_entry(guid, entry, documents.get(guid), seen=seen)
+                  for guid, entry in entries.items()}
         siblings = list(loaded.values())
         for obj in siblings:
             obj.__dict__["_siblings"] = siblings
         return loaded
 
-    def _attach(self, guid: str, entry: Entry, document: Document | None = None) -> None:
+    def _attach(self, guid: str, entry: Entry, document: Document | None = None, *,
+                seen: Seen | None = None) -> None:
         meta = self._meta
         try:
             data = decode(entry.value) if document is None else document
@@ -145,7 +152,8 @@ class DataObject(metaclass=HybridMetaclass):
         state["_revision"] = entry.revision
         state["_objects"] = {}
         state["_extra"] = extra
-        current().seen.note(meta.name, guid, entry.revision)  # never return an older one later
+        # this process must never return an older revision of it from now on
+        (seen or current().seen).note(meta.name, guid, entry.revision)
 
     def _meta_defaults(self) -> dict[str, Any]:
         data = {name: prop.make_default() for name, prop in self._meta.properties.items()}
@@ -227,9 +235,6 @@ class DataObject(metaclass=HybridMetaclass):
         original = decode(self._raw) if self._raw is not None else {}
         stored: Document | None = original if self._raw is not None else None
         revision = self._revision
-        # the merge compares with what this object was loaded as: fields its stored document
-        # lacks (written before they were declared) read as their defaults, so they are not ours
-        base = meta.with_defaults(original)
         new = {**self._extra, **ours}
         if stored is not None and not changed_fields(stored, new) and stored.keys() == new.keys():
             return  # nothing to write
@@ -268,7 +273,10 @@ class DataObject(metaclass=HybridMetaclass):
                 stored, revision = None, 0
             else:
                 stored, revision = decode(entry.value), entry.revision
-                new = merge(base, ours, meta.with_defaults(stored), datastore_wins, label)
+                # compared with what this object was loaded as: fields its stored document lacked
+                # (written before they were declared) read as their defaults, so they are not ours
+                new = merge(meta.with_defaults(original), ours, meta.with_defaults(stored), datastore_wins,
+                            label)
             _back_off(attempt)
         raise RaceConditionError(
             f"{label} kept changing concurrently; gave up after "

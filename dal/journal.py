@@ -124,10 +124,11 @@ class Journal:
                 self._give_back(along)
                 # whatever happened, nothing this commit touched may stay cached
                 self.cache.invalidate(*invalidate)
+                said = str(exc).rstrip(". ") + "."
                 if outcome is Outcome.NOT_APPLIED:
-                    raise BackendError(f"{exc} Nothing was written: retrying is safe.") from exc
+                    raise BackendError(f"{said} Nothing was written: retrying is safe.") from exc
                 raise CommitOutcomeUnknownError(
-                    f"{exc} The commit was sent and may have been applied; dal could not learn which "
+                    f"{said} The commit was sent and may have been applied; dal could not learn which "
                     f"within {self._budget():g} s. Call save() again on the same object: it first finds "
                     "out whether this commit was applied, and never applies it twice (or reload the "
                     "object and look before retrying).", Uncertain(key, record, stamp)) from exc
@@ -238,9 +239,15 @@ class Journal:
         self.flush(FLUSH_AFTER)
         if self.cache.trust.trusted:
             self.sweep()
-            return
-        # catching up: the cache must answer again, then every record in the journal (the
-        # invalidations that may have missed it meanwhile) is delivered once more
+        else:
+            self.catch_up()
+
+    def catch_up(self) -> None:
+        """Trust the cache again if it answers and every record in the journal is delivered once more.
+
+        Those records hold every invalidation that may have missed the cache while this process
+        did not watch it (before it started, or while it could not reach the cache).
+        """
         started = time.monotonic()
         if (self.cache.probe(self.keys.cache_root + "probe") and self.sweep(everything=True)
                 and self.cache.trust.restore(started)):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,10 @@ from hybrids import Kind, Widget
 
 import dal
 from dal.backends.base import DeletePrefix, Entry, Put
-from dal.cache import Signer
+from dal.backends.memcached import MemcachedCache, wire_key
+from dal.backends.memory import MemoryCache
+from dal.backends.url import parse_url
+from dal.cache import LeasedCache, Signer, Stats
 from dal.config import Context
 from dal.exceptions import BackendError, ObjectNotFoundError
 from dal.testing.servers import closed_port
@@ -280,3 +285,109 @@ def test_two_stores_sharing_a_cache_and_namespace_never_see_each_others_entries(
     copied = document.value.replace(b"in a", b"in b")  # the same object restored into another file
     second.persistent.commit([], [Put(second.keys.doc("kind", kind.guid), copied)])
     assert Kind(kind.guid).name == "in b"
+
+
+# --- one store, however it is named ------------------------------------------------------------------
+
+
+@pytest.mark.memcached
+def test_a_file_reached_through_a_symlink_shares_cache_keys_and_invalidations(
+        tmp_path: Path, namespace: str, memcached_server: Any) -> None:
+    real = tmp_path / "data" / "dal.sqlite3"
+    real.parent.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real.parent, target_is_directory=True)
+    linked_url = f"sqlite:///{link / 'dal.sqlite3'}"
+    through_link = dal.configure(linked_url, memcached_server.url, namespace=namespace)
+    try:
+        kind = make_kind("before")
+        assert Kind(kind.guid).name == "before" and Kind(kind.guid).name == "before"  # cached
+        root = through_link.keys.cache_root
+        direct = dal.configure(f"sqlite:///{real}", memcached_server.url, namespace=namespace)
+        assert direct.keys.cache_root == root  # named by the file's identity, not by its path
+        renamed = Kind(kind.guid)
+        renamed.name = "after"
+        renamed.save()
+        # back to the first name, as a process that never saw the save: its cached copy is gone
+        dal.configure(linked_url, memcached_server.url, namespace=namespace)
+        assert Kind(kind.guid).name == "after"
+    finally:
+        dal.config.current().persistent.commit([], [DeletePrefix(f"{namespace}/")])
+
+
+@pytest.mark.etcd
+def test_etcd_is_named_by_its_cluster_whatever_the_host_is_called(etcd_server: Any) -> None:
+    from dal.backends.etcd import EtcdStore
+    from dal.backends.url import parse_url
+    from dal.config import store_digest
+
+    names = [EtcdStore.from_url(parse_url(f"etcd://{host}:{etcd_server.port}")) for host in ("127.0.0.1",
+                                                                                          "localhost")]
+    try:
+        assert names[0].identity() == names[1].identity()
+        assert store_digest(names[0]) == store_digest(names[1])
+    finally:
+        for store in names:
+            store.close()
+
+
+# --- invalidations the cache did not take ------------------------------------------------------------
+
+
+class _ScriptedDeletes(MemoryCache):
+    """A cache whose delete_many fails, blocks or succeeds as a test scripts it."""
+
+    def __init__(self) -> None:
+        super().__init__(parse_url("memory://scripted"))
+        self.script: list[str] = []  # per call: "fail", "block" or "ok" (the default)
+        self.blocked = threading.Semaphore(0)  # released once per call that blocks
+        self.gates: list[threading.Event] = []  # one per blocking call, in order: set it to let it go
+
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        step = self.script.pop(0) if self.script else "ok"
+        if step == "fail":
+            return list(keys)
+        if step == "block":
+            gate = self.gates.pop(0)
+            self.blocked.release()
+            assert gate.wait(10)
+        return super().delete_many(keys)
+
+
+def test_a_resend_never_drops_an_invalidation_that_failed_again_meanwhile() -> None:
+    store = _ScriptedDeletes()
+    cache = LeasedCache(store, Signer(None), Stats())
+    store.script = ["fail", "block", "fail", "block"]
+    first, second = threading.Event(), threading.Event()
+    store.gates = [first, second]
+    assert cache.invalidate("k") == ["k"]  # refused: pending, a resend is scheduled
+    assert store.blocked.acquire(timeout=5)  # the resend is sending "k"...
+    assert cache.invalidate("k") == ["k"]  # ...when a second invalidation of "k" is refused too
+    first.set()  # the resend's delete lands: it delivered the first, not the second
+    assert store.blocked.acquire(timeout=5)  # the next resend is under way: look before it lands
+    assert "k" in cache.pending, "the second, undelivered invalidation was dropped"
+    second.set()
+    deadline = time.monotonic() + 5
+    while cache.pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not cache.pending
+
+
+@pytest.mark.memcached
+def test_one_dead_memcached_server_keeps_only_its_own_share_of_an_invalidation(memcached_server: Any) -> None:
+    dead = f"127.0.0.1:{closed_port()}"
+    cache = MemcachedCache.from_url(parse_url(f"memcached://{memcached_server.host}:{memcached_server.port},"
+                                              f"{dead}?timeout=0.2"))
+    keys = [f"share-{uuid.uuid4().hex[:6]}-{n}" for n in range(40)]
+    live = [key for key in keys if cache._client.hasher.get_node(wire_key(key)).endswith(
+        f":{memcached_server.port}")]
+    assert 0 < len(live) < len(keys)  # rendezvous hashing spreads them over both servers
+    for key in live:
+        assert cache.set(key, b"old", 0)
+    for _ in range(2):  # a failed read marks the dead server dead, as in production
+        with contextlib.suppress(BackendError):
+            cache.get_many(keys)
+    undelivered = cache.delete_many(keys)
+    assert sorted(undelivered) == sorted(set(keys) - set(live))
+    assert cache.get_many(live) == {}, "the live server's share must be invalidated"
+    cache.close()

@@ -13,7 +13,7 @@ import pytest
 from hybrids import LOADER_CALLS, Gadget, Kind, SuperWidget, Widget
 
 from dal import DataObject
-from dal.backends.base import CommitResult
+from dal.backends.base import CommitResult, Put
 from dal.config import Context
 from dal.exceptions import (
     ConcurrencyError,
@@ -541,3 +541,36 @@ def test_saving_a_new_object_is_one_commit(context: Context, monkeypatch: pytest
     assert len(commits) == 2
     w.delete()
     assert len(commits) == 3
+
+
+# --- merging over documents an older model stored -------------------------------------------------
+
+
+def _drop_field_from_stored_document(context: Context, widget: Widget, field: str) -> None:
+    """Rewrite the stored document as a model that did not declare ``field`` yet would have."""
+    doc_key = context.keys.doc("widget", widget.guid)
+    entry = context.persistent.get(doc_key)
+    assert entry is not None
+    document = json.loads(entry.value)
+    del document[field]
+    assert context.commit([], [Put(doc_key, json.dumps(document).encode())],
+                          [context.keys.cached_doc("widget", widget.guid)]).ok
+
+
+@pytest.mark.parametrize("datastore_wins", [False, None])
+def test_a_merge_keeps_another_writers_change_to_a_field_the_stored_document_lacked(
+        context: Context, datastore_wins: bool | None) -> None:
+    kind = Kind(data={"name": "k", "code": uuid.uuid4().hex[:8]})
+    kind.save()
+    widget = Widget(data={"name": f"old-{datastore_wins}", "kind": kind})
+    widget.save()
+    _drop_field_from_stored_document(context, widget, "status")
+    ours, theirs = Widget(widget.guid), Widget(widget.guid)
+    assert ours.status == theirs.status == "NEW"  # loading fills the declared default
+    theirs.status = "RUNNING"
+    theirs.save()
+    ours.name = f"renamed-{datastore_wins}"
+    ours.save(datastore_wins=datastore_wins)  # status is not ours: no conflict, theirs is kept
+    stored = Widget(widget.guid)
+    assert (stored.name, stored.status) == (f"renamed-{datastore_wins}", "RUNNING")
+    assert (ours.name, ours.status) == (f"renamed-{datastore_wins}", "RUNNING")

@@ -17,7 +17,7 @@ import pytest
 from race_hybrids import Tally
 
 from dal import configure
-from dal.backends.base import Entry
+from dal.backends.base import Entry, Put
 from dal.cache import LeasedCache
 from dal.config import Context
 from dal.exceptions import ConcurrencyError, ObjectNotFoundError
@@ -193,3 +193,44 @@ def test_processes_incrementing_counters_lose_nothing(
     total = sum(Tally(guid).count for guid in guids)
     assert total == workers * rounds, f"lost {workers * rounds - total} increments"
     assert sum(retries) > 0, "the workers never collided; the test proved nothing"
+
+
+def _stale_cached_tally(context: Context) -> Tally:
+    """Return a tally whose cached copy is one revision behind the store (an invalidation lost)."""
+    tally = Tally(data={"label": f"stale-{uuid.uuid4().hex[:6]}", "count": 0})
+    tally.save()
+    assert Tally(tally.guid).count == 0 and Tally(tally.guid).count == 0  # cached now
+    doc_key = context.keys.doc("tally", tally.guid)
+    entry = context.persistent.get(doc_key)
+    assert entry is not None
+    newer = entry.value.replace(b'"count":0', b'"count":1')
+    assert context.persistent.commit([], [Put(doc_key, newer)]).ok  # behind dal's back: no invalidation
+    assert Tally(tally.guid).count == 0  # the cache lags
+    return tally
+
+
+def _increment_until_saved(guid: str, attempts: int) -> int:
+    """Run the counter recipe; return the attempts it took, or 0 when it never got through."""
+    for attempt in range(1, attempts + 1):
+        tally = Tally(guid)
+        tally.count += 1
+        try:
+            tally.save(datastore_wins=None)
+            return attempt
+        except ConcurrencyError:
+            continue
+    return 0
+
+
+def test_a_conflict_drops_the_stale_cached_copy_so_reload_and_retry_converges(context: Context) -> None:
+    tally = _stale_cached_tally(context)
+    assert _increment_until_saved(tally.guid, attempts=10) == 2  # one conflict, then the fresh copy
+    assert Tally(tally.guid).count == 2
+
+
+def test_control_without_that_invalidation_the_recipe_livelocks(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prove the test above can fail: a conflict that leaves the stale copy cached never converges."""
+    tally = _stale_cached_tally(context)
+    monkeypatch.setattr(context, "invalidate", lambda *keys: None)
+    assert _increment_until_saved(tally.guid, attempts=10) == 0

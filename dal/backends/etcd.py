@@ -69,6 +69,7 @@ class EtcdStore:
         self.url = url
         self.timeout = timeout
         self._identity: str | None = None
+        self._closed = False
         self._user = user
         self._password = password
         self._token: str | None = None
@@ -248,12 +249,15 @@ class EtcdStore:
         return None
 
     def close(self) -> None:
+        self._closed = True
         self._client.close()
 
     # --- transport ------------------------------------------------------------------
 
     def _call(self, method: str, request: Any, *, txn_size: tuple[int, int] | None = None) -> Any:
         """Send one KV request, failing over between endpoints, all within the store's timeout."""
+        if self._closed:  # gRPC would raise a bare ValueError on its closed channels
+            raise BackendError(f"the etcd store {self.url} is closed; open it again (dal.configure())")
         deadline = time.monotonic() + self.timeout
         for attempt in range(2):
             metadata = self._auth_metadata(deadline)

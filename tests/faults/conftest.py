@@ -1,0 +1,89 @@
+"""The fault suite: dal against real servers on loopback that are killed, paused and cut mid-work.
+
+Every scenario starts its own servers in a temporary directory (a 3-member etcd cluster where it
+needs one, memcached, proxies) and stops each by its PID. Every loop is bounded in count and
+time. Each scenario records its figures with the ``figures`` fixture; they are printed at the
+end of the run, and the scenario fails when one is off.
+
+Two sizes: quick (the default, run by ``make test`` and CI) and long (``make chaos``, which sets
+``DAL_CHAOS=1``): more workers, more operations, more faults.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from dal.testing.cluster import EtcdCluster, start_etcd_cluster
+from dal.testing.servers import RunningServer, ServerUnavailable, start_memcached
+
+LONG = os.environ.get("DAL_CHAOS") == "1"
+REQUIRE_SERVICES = os.environ.get("DAL_REQUIRE_SERVICES") == "1"
+T = TypeVar("T")
+
+#: (scenario, figures) recorded during the run, printed at its end
+_FIGURES: list[tuple[str, dict[str, Any]]] = []
+
+
+def scale(quick: T, long: T) -> T:
+    """Return the quick or the long figure of a scenario parameter."""
+    return long if LONG else quick
+
+
+def _start(kind: str, start: Callable[[], T]) -> T:
+    try:
+        return start()
+    except ServerUnavailable as exc:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{kind} is required (DAL_REQUIRE_SERVICES=1) but could not start: {exc}")
+        pytest.skip(f"{kind} not available: {exc}")
+
+
+@pytest.fixture
+def etcd_cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """A fresh 3-member etcd cluster of this test alone."""
+    cluster = _start("etcd", lambda: start_etcd_cluster(tmp_path / "cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def memcached_alone(tmp_path: Path) -> Iterator[RunningServer]:
+    """A fresh memcached of this test alone (free to kill, pause and restart)."""
+    server = _start("memcached", lambda: start_memcached(tmp_path / "memcached"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fault_namespace() -> str:
+    return f"f{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """Record figures of this scenario (printed at the end of the run): ``figures(lost=0, ...)``."""
+    name = request.node.nodeid.split("::", 1)[-1]
+
+    def record(**values: Any) -> None:
+        _FIGURES.append((name, values))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _FIGURES:
+        return
+    terminalreporter.section(f"fault suite figures ({'long' if LONG else 'quick'} mode)")
+    for name, values in _FIGURES:
+        shown = ", ".join(f"{key}={value}" for key, value in values.items())
+        terminalreporter.write_line(f"{name}: {shown}")

@@ -1,0 +1,132 @@
+"""Worker processes of the etcd fault scenarios (tests/faults/test_etcd_faults.py).
+
+They live in their own module because ``multiprocessing``'s spawn start method makes each
+child import the function it runs. Every loop here is bounded in count and in time.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from fault_hybrids import Counter
+
+from dal import configure
+from dal.exceptions import BackendError, CommitOutcomeUnknownError, ConcurrencyError, RaceConditionError
+
+#: seconds a worker sleeps after a store error before it calls save() again
+ERROR_PAUSE = 0.05
+
+
+def _load(guid: str, deadline: float, tally: dict[str, Any]) -> Counter:
+    """Load the counter, retrying store errors (an election, a dead member) until ``deadline``."""
+    while True:
+        try:
+            return Counter(guid)
+        except BackendError:
+            tally["load_errors"] += 1
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(ERROR_PAUSE)
+
+
+def _increment(guid: str, deadline: float, tally: dict[str, Any]) -> None:
+    """Add one to the counter the way dal documents it; return once save() returned."""
+    counter = _load(guid, deadline, tally)
+    counter.count += 1
+    while True:
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"one increment did not complete before the worker's deadline: {tally}")
+        try:
+            counter.save(datastore_wins=None)
+            return
+        except ConcurrencyError:
+            tally["conflicts"] += 1
+            counter = _load(guid, deadline, tally)
+            counter.count += 1
+        except RaceConditionError:
+            tally["races"] += 1
+            counter = _load(guid, deadline, tally)
+            counter.count += 1
+        except CommitOutcomeUnknownError:
+            # the SAME object: its next save first learns whether this commit was applied
+            tally["unknown_outcomes"] += 1
+            time.sleep(ERROR_PAUSE)
+        except BackendError as exc:
+            tally["backend_errors"] += 1
+            if "retrying is safe" in str(exc):
+                tally["nothing_written"] += 1
+            time.sleep(ERROR_PAUSE)
+
+
+def count_worker(index: int, persistent: str, volatile: str, namespace: str, guid: str, increments: int,
+                 pace: float, budget: float, faults_done: Any, progress: Any, results: Any) -> None:
+    """Increment one counter ``increments`` times; put what happened on ``results``.
+
+    While the parent still injects faults (``faults_done`` not set), increments are paced
+    ``pace`` s apart, so they overlap every fault; the last one waits for the faults to end,
+    so no fault comes after every worker has finished. ``progress[index]`` is the number of
+    increments done so far.
+    """
+    started = time.monotonic()
+    deadline = started + budget
+    tally: dict[str, Any] = {"index": index, "done": 0, "conflicts": 0, "races": 0, "unknown_outcomes": 0,
+                             "backend_errors": 0, "nothing_written": 0, "load_errors": 0,
+                             "answers_lost": 0, "slowest": 0.0, "finished": False, "error": None}
+    context = None
+    try:
+        context = configure(persistent, volatile, namespace=namespace)
+        while tally["done"] < increments and time.monotonic() < deadline:
+            if tally["done"] == increments - 1:
+                faults_done.wait(max(0.0, deadline - time.monotonic()))
+            elif not faults_done.is_set():
+                faults_done.wait(pace)
+            began = time.monotonic()
+            _increment(guid, deadline, tally)
+            tally["slowest"] = max(tally["slowest"], time.monotonic() - began)
+            tally["done"] += 1  # counted once, when save() returned
+            progress[index] = tally["done"]
+        tally["finished"] = tally["done"] == increments
+    except BaseException:
+        tally["error"] = traceback.format_exc()
+    finally:
+        if context is not None:
+            tally["answers_lost"] = int(context.stats["commit_answers_lost"])
+            context.close()
+        tally["seconds"] = round(time.monotonic() - started, 2)
+        results.put(tally)
+
+
+def spelling_peer(persistent: str, volatile: str, namespace: str, conn: Connection, budget: float) -> None:
+    """Serve load and save requests from the parent through ``conn`` until told to stop.
+
+    Messages: ``("load", guid)`` answers the count loaded through the cache;
+    ``("save", guid, value)`` stores ``value`` as the count and answers ``"saved"``;
+    ``("stop",)`` ends. The first answer is ``("ready", cache_root)``.
+    """
+    deadline = time.monotonic() + budget
+    context = None
+    try:
+        context = configure(persistent, volatile, namespace=namespace)
+        conn.send(("ready", context.keys.cache_root))
+        while time.monotonic() < deadline:
+            if not conn.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
+                continue
+            message = conn.recv()
+            if message[0] == "stop":
+                break
+            if message[0] == "load":
+                conn.send(("loaded", Counter(message[1]).count))
+            elif message[0] == "save":
+                counter = Counter(message[1])
+                counter.count = message[2]
+                counter.save()
+                conn.send(("saved", counter.count))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        if context is not None:
+            context.close()
+        conn.close()

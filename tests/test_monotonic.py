@@ -1,0 +1,101 @@
+"""Monotonic reads: a process never returns an older revision of an object than one it has seen.
+
+The cache is made to lag on purpose: a write whose invalidation is held back (as between a
+commit and its invalidation, or while the cache is unreachable), and an older entry written
+back into the cache (a replay). Multi-process histories with real faults are in
+``tests/faults/test_cache_faults.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hybrids import Kind
+
+from dal import DataList
+from dal.cache import LeasedCache
+from dal.config import Context
+from dal.exceptions import ObjectNotFoundError
+from dal.seen import Seen, Verdict
+
+
+def _kind(name: str) -> Kind:
+    kind = Kind(data={"name": name, "code": name})
+    kind.save()
+    assert Kind(kind.guid).name == name and Kind(kind.guid).name == name  # cached now
+    return kind
+
+
+def _save_without_invalidating(monkeypatch: pytest.MonkeyPatch, kind: Kind, name: str) -> None:
+    """Save a new name while the cache keeps the old document (its invalidation held back)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(LeasedCache, "invalidate", lambda self, *keys: [])
+        kind.name = name
+        kind.save()
+
+
+def test_a_cached_document_older_than_one_written_here_is_not_served(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    kind = _kind("v1")
+    _save_without_invalidating(monkeypatch, kind, "v2")
+    assert Kind(kind.guid).name == "v2"
+    assert context.stats["object_stale"] == 1
+    assert Kind(kind.guid).name == "v2"  # and the stale entry was replaced: served from the cache now
+    assert context.stats["object_stale"] == 1
+
+
+def test_batch_loads_refuse_older_cached_documents_too(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    kinds = [_kind(f"k{n}") for n in range(3)]
+    _save_without_invalidating(monkeypatch, kinds[1], "renamed")
+    loaded = {kind.guid: kind.name for kind in DataList(Kind, guids=[kind.guid for kind in kinds])}
+    assert loaded == {kinds[0].guid: "k0", kinds[1].guid: "renamed", kinds[2].guid: "k2"}
+    assert context.stats["object_stale"] == 1
+
+
+def test_a_delete_seen_here_hides_a_cached_ghost(context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    kind = _kind("ghost")
+    with monkeypatch.context() as patch:
+        patch.setattr(LeasedCache, "invalidate", lambda self, *keys: [])
+        Kind(kind.guid).delete()
+    assert list(DataList(Kind, guids=[kind.guid])) == []  # the batch path skips it as deleted
+    with pytest.raises(ObjectNotFoundError):
+        Kind(kind.guid)
+    assert context.stats["object_stale"] >= 1
+
+
+def test_control_a_process_that_forgot_what_it_saw_serves_the_old_entry(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prove the tests above can fail: without the record, the lagging cache is served."""
+    kind = _kind("old")
+    _save_without_invalidating(monkeypatch, kind, "new")
+    context.seen = Seen()  # as another process that never saw the new revision
+    assert Kind(kind.guid).name == "old"
+
+
+def test_a_bounded_record_checks_forgotten_objects_against_the_store(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    kind = _kind("first")
+    _save_without_invalidating(monkeypatch, kind, "second")
+    context.seen = Seen(capacity=4)
+    context.seen.note("kind", kind.guid, 10**9)  # seen (and about to be forgotten)
+    for n in range(4):  # fill the record: the oldest quarter goes, and becomes the floor
+        context.seen.note("other", f"g{n}", 1)
+    assert context.seen.verdict("kind", kind.guid, 1) is Verdict.UNSURE
+    assert Kind(kind.guid).name == "second"  # unsure: read from the store, never the old entry
+    assert context.stats["object_unsure"] >= 1
+
+
+def test_verdicts() -> None:
+    seen = Seen(capacity=8)
+    assert seen.verdict("h", "a", 5) is Verdict.FRESH  # never seen: anything goes
+    seen.note("h", "a", 5)
+    seen.note("h", "a", 3)  # an older revision read later never lowers the record
+    assert seen.verdict("h", "a", 4) is Verdict.STALE
+    assert seen.verdict("h", "a", 5) is Verdict.FRESH
+    assert seen.verdict("h", "a", 6) is Verdict.FRESH
+    for n in range(8):
+        seen.note("h", f"b{n}", 100 + n)
+    assert len(seen) <= 8
+    assert seen.floor >= 5  # "a" was forgotten first
+    assert seen.verdict("h", "a", 4) is Verdict.UNSURE
+    assert seen.verdict("h", "never", seen.floor) is Verdict.FRESH
