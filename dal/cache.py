@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from dal.backends.base import VolatileStore
@@ -108,55 +108,57 @@ class Stats:
 
 
 class Trust:
-    """Whether this process may serve what a shared cache holds.
+    """Which servers of a shared cache this process may serve entries from.
 
-    Not before it has caught up with the commit journal once: a writer that died after its
-    commit may have left invalidations there that never reached the cache. And not after losing
-    contact with the cache: while this process could not reach it, other writers may not have
-    reached it either (their invalidations failed, or wait in a paused server's socket). Until
-    then reads bypass the cache (as misses, without filling); :meth:`restore` is called by a
-    sweep of the journal that started after the last failure, reached the cache and delivered
-    every recorded invalidation again. The first read does that sweep itself (``catch_up``)
-    rather than wait for the background one. Disabled for a process-local cache, which nobody
-    else writes.
+    None before this process has caught up with the commit journal once: a writer that died
+    after its commit may have left invalidations there that never reached the cache. And no
+    server after losing contact with it: while this process could not reach it, other writers
+    may not have reached it either (their invalidations failed, or wait in a paused server's
+    socket). Reads of keys on an untrusted server bypass the cache (as misses, without
+    filling); :meth:`restore` is called for a server by a sweep of the journal that started
+    after its last failure, reached it and delivered every recorded invalidation again. The
+    first read does that sweep itself (``catch_up``) rather than wait for the background one.
+    Disabled (``nodes=None``) for a process-local cache, which nobody else writes.
     """
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        #: ``time.monotonic()`` of the last failure while untrusted; ``None`` when trusted; minus
-        #: infinity before the first catch-up
-        self.lost: float | None = float("-inf") if enabled else None
-        #: the sweep that catches up, run by the first read that finds the cache untrusted
+    def __init__(self, nodes: Sequence[str] | None) -> None:
+        self.enabled = nodes is not None
+        #: server -> ``time.monotonic()`` of its last failure, for every server not trusted now;
+        #: each starts there (at minus infinity) until the first catch-up
+        self.lost: dict[str, float] = dict.fromkeys(nodes, float("-inf")) if nodes is not None else {}
+        #: the sweep that catches up, run by the first read that finds a server untrusted
         self.catch_up: Callable[[], None] | None = None
         self._first = True
         self._lock = threading.Lock()
 
     @property
     def trusted(self) -> bool:
-        return self.lost is None
+        """Tell whether every server is trusted."""
+        return not self.lost
 
-    def first_read(self) -> bool:
-        """Catch up with the journal now if nothing did yet; return whether the cache is trusted."""
+    def fail(self, nodes: Iterable[str]) -> None:
+        """Note failed calls to ``nodes``: stop serving what they hold."""
+        if self.enabled:
+            now = time.monotonic()
+            with self._lock:
+                for node in nodes:
+                    self.lost[node] = now
+
+    def restore(self, nodes: Iterable[str], since: float) -> list[str]:
+        """Trust ``nodes`` again, but not one that failed after ``since``; return those restored."""
+        with self._lock:
+            restored = [node for node in nodes if self.lost.get(node, since) < since]
+            for node in restored:
+                del self.lost[node]
+            return restored
+
+    def first_read(self) -> None:
+        """Catch up with the journal now if nothing did yet."""
         if self._first and self.catch_up is not None:
             with self._lock:
                 first, self._first = self._first, False
             if first:
                 self.catch_up()
-        return self.lost is None
-
-    def fail(self) -> None:
-        """Note a failed call: stop serving from the cache."""
-        if self.enabled:
-            with self._lock:
-                self.lost = time.monotonic()
-
-    def restore(self, since: float) -> bool:
-        """Trust the cache again unless a call failed after ``since`` (a ``time.monotonic()``)."""
-        with self._lock:
-            if self.lost is not None and self.lost < since:
-                self.lost = None
-                return True
-            return False
 
 
 class LeasedCache:
@@ -169,7 +171,8 @@ class LeasedCache:
         self.stats = stats
         self.prefix = prefix
         self.lease_ttl = lease_ttl
-        self.trust = trust if trust is not None else Trust(enabled=False)
+        self.trust = trust if trust is not None else Trust(None)
+        self._probes: dict[tuple[str, str], str] = {}
         #: invalidations the store did not take yet, each with the generation it was added at;
         #: read around, and resent until delivered
         self._pending: dict[str, int] = {}
@@ -180,26 +183,33 @@ class LeasedCache:
 
     def _bypassed(self, key: str) -> bool:
         """Tell whether reads of ``key`` must not use the cache now."""
-        if self.trust.lost is not None and not self.trust.first_read():
-            return True
+        trust = self.trust
+        if trust.lost:
+            trust.first_read()
+            if trust.lost and self.store.node(key) in trust.lost:
+                return True
         return bool(self._pending and key in self._pending)
 
     def get(self, key: str) -> bytes | None:
         """Return the cached payload under ``key``, or ``None`` on a miss, a lease or a bad entry."""
-        if (self.trust.lost is not None or self._pending) and self._bypassed(key):
+        if (self.trust.lost or self._pending) and self._bypassed(key):
             return None
-        raw = self._call(self.store.get, key)
+        raw = self._call(key, self.store.get, key)
         return None if raw is None else self._payload(key, raw)
 
     def get_many(self, keys: list[str], *, count: bool = True) -> dict[str, bytes]:
         """Return the cached payloads among ``keys`` in one batch; count hits and misses."""
         found: dict[str, bytes] = {}
         asked = keys
-        if self.trust.lost is not None and not self.trust.first_read():
-            asked = []
-        elif self._pending:
-            asked = [key for key in keys if key not in self._pending]
-        for key, raw in ((self._call(self.store.get_many, asked) or {}) if asked else {}).items():
+        trust = self.trust
+        if trust.lost:
+            trust.first_read()
+            if trust.lost:
+                node = self.store.node
+                asked = [key for key in asked if node(key) not in trust.lost]
+        if self._pending:
+            asked = [key for key in asked if key not in self._pending]
+        for key, raw in self._get_many(asked).items():
             payload = self._payload(key, raw)
             if payload is not None:
                 found[key] = payload
@@ -208,18 +218,42 @@ class LeasedCache:
             self.stats.add(f"{self.prefix}misses", len(keys) - len(found))
         return found
 
+    def _get_many(self, keys: list[str]) -> dict[str, bytes]:
+        if not keys:
+            return {}
+        try:
+            return self.store.get_many(keys)
+        except BackendError as exc:
+            self.stats.add(f"{self.prefix}errors")
+            log.debug("volatile store failed, treated as a miss: %s", exc)
+        nodes = self.store.nodes()
+        if len(nodes) == 1:
+            self.trust.fail(nodes)
+            return {}
+        # which servers failed? ask each on its own: what the others hold still counts
+        groups: dict[str, list[str]] = {}
+        for key in keys:
+            groups.setdefault(self.store.node(key), []).append(key)
+        found: dict[str, bytes] = {}
+        for node, group in groups.items():
+            try:
+                found.update(self.store.get_many(group))
+            except BackendError:
+                self.trust.fail([node])
+        return found
+
     def put(self, key: str, payload: bytes, ttl: float) -> bool:
         """Store ``payload`` unconditionally, for entries whose validity readers check themselves."""
         if self._bypassed(key):
             return False
-        return bool(self._call(self.store.set, key, self.signer.seal(key, _VALUE + payload), ttl))
+        return bool(self._call(key, self.store.set, key, self.signer.seal(key, _VALUE + payload), ttl))
 
     def _payload(self, key: str, raw: bytes) -> bytes | None:
         payload = self.signer.open(key, raw)
         if payload is None:
             self.stats.add(f"{self.prefix}rejected")
             log.warning("rejected a cache entry that failed verification: %s", key)
-            self._call(self.store.delete, key)
+            self._call(key, self.store.delete, key)
             return None
         if payload[:1] != _VALUE:
             return None  # a lease: somebody is filling it right now
@@ -241,11 +275,11 @@ class LeasedCache:
             payload = load()
         except BaseException:
             if lease is not None:  # give the fill up at once rather than block caching for lease_ttl
-                self._call(self.store.delete, key)
+                self._call(key, self.store.delete, key)
             raise
         if lease is not None and payload is not None:
             sealed = self.signer.seal(key, _VALUE + payload)
-            stored = self._call(self.store.cas, key, sealed, lease, ttl)
+            stored = self._call(key, self.store.cas, key, sealed, lease, ttl)
             self.stats.add(f"{self.prefix}fills" if stored else f"{self.prefix}fill_conflicts")
         return payload
 
@@ -276,18 +310,34 @@ class LeasedCache:
         if undelivered:
             self.stats.add(f"{self.prefix}invalidation_errors")
             log.warning("could not invalidate %d cache entries, will resend", len(undelivered))
-            self.trust.fail()
+            self.trust.fail({self.store.node(key) for key in undelivered})
         return undelivered
 
-    def probe(self, key: str) -> bool:
-        """Tell whether the store answers now (a delete of ``key``, sent even to a server marked dead)."""
-        try:
-            failed = self.store.delete_many([key])
-        except BackendError:
-            failed = [key]
-        if failed:
-            self.trust.fail()
-        return not failed
+    def probe(self, prefix: str, nodes: Iterable[str]) -> set[str]:
+        """Return which of ``nodes`` answer now: a delete of a key under ``prefix`` that each holds,
+        sent even to a server marked dead."""
+        answered: set[str] = set()
+        for node in nodes:
+            key = self._probe_key(prefix, node)
+            try:
+                failed = self.store.delete_many([key])
+            except BackendError:
+                failed = [key]
+            if failed:
+                self.trust.fail([node])
+            else:
+                answered.add(node)
+        return answered
+
+    def _probe_key(self, prefix: str, node: str) -> str:
+        """Return a key under ``prefix`` that the store keeps on ``node`` (found once, then remembered)."""
+        known = self._probes.get((prefix, node))
+        if known is None:
+            # rendezvous hashing spreads keys evenly: a few tries per server find one
+            candidates = (f"{prefix}{n}" for n in range(100_000))
+            known = next(key for key in candidates if self.store.node(key) == node)
+            self._probes[prefix, node] = known
+        return known
 
     @property
     def pending(self) -> frozenset[str]:
@@ -324,16 +374,17 @@ class LeasedCache:
     def _take_lease(self, key: str) -> object | None:
         """Return a cas token when this caller holds the fill lease for ``key``."""
         marker = self.signer.seal(key, _LEASE + os.urandom(8))
-        if not self._call(self.store.add, key, marker, self.lease_ttl):
+        if not self._call(key, self.store.add, key, marker, self.lease_ttl):
             return None
-        raw, token = self._call(self.store.gets, key) or (None, None)
+        raw, token = self._call(key, self.store.gets, key) or (None, None)
         return token if raw == marker else None
 
-    def _call(self, method: Callable[..., R], *args: object) -> R | None:
+    def _call(self, key: str, method: Callable[..., R], *args: object) -> R | None:
+        """Run one call about ``key``; a failure is a miss, and ``key``'s server is no longer trusted."""
         try:
             return method(*args)
         except BackendError as exc:
             self.stats.add(f"{self.prefix}errors")
             log.debug("volatile store failed, treated as a miss: %s", exc)
-            self.trust.fail()
+            self.trust.fail([self.store.node(key)])
             return None

@@ -62,7 +62,7 @@ class Context:
         self.keys = Keys(self.namespace, lambda: store_digest(persistent))
         signer = Signer(self.hmac_key)
         # other processes write a shared cache: after losing contact with it, do not trust it
-        trust = Trust(enabled=self.volatile.shared)
+        trust = Trust(self.volatile.nodes() if self.volatile.shared else None)
         self.objects = LeasedCache(self.volatile, signer, self.stats, prefix="object_", trust=trust)
         self.dynamics = LeasedCache(self.volatile, signer, self.stats, prefix="dynamic_", trust=trust)
         self.seen = Seen()

@@ -243,40 +243,57 @@ class Journal:
             self.catch_up()
 
     def catch_up(self) -> None:
-        """Trust the cache again if it answers and every record in the journal is delivered once more.
+        """Trust again each untrusted server that answers and got every recorded invalidation again.
 
-        Those records hold every invalidation that may have missed the cache while this process
-        did not watch it (before it started, or while it could not reach the cache).
+        The journal's records hold every invalidation that may have missed the cache while this
+        process did not watch it (before it started, or while it could not reach a server).
         """
+        trust = self.cache.trust
         started = time.monotonic()
-        if (self.cache.probe(self.keys.cache_root + "probe") and self.sweep(everything=True)
-                and self.cache.trust.restore(started)):
+        answered = self.cache.probe(self.keys.cache_root + "probe/", list(trust.lost))
+        if not answered:
+            return
+        complete, failed = self.sweep(everything=True)
+        if complete and trust.restore(answered - failed, started):
             self.stats.add("object_trust_restored")
 
-    def sweep(self, *, everything: bool = False) -> bool:
+    def sweep(self, *, everything: bool = False) -> tuple[bool, set[str]]:
         """Deliver the invalidations of records older than GRACE (all, with ``everything``).
 
-        Return whether every record read was delivered: only then may a cache that lost contact
-        be trusted again. Stops at the first failure, since the cache is then unreachable.
+        Each page of records is delivered in one batch (each server's share on its own); a
+        server that fails is not asked again in this sweep, and a record is retired only once
+        every server got its part. Return whether the whole journal was read, and the servers
+        that failed: a server that lost contact may be trusted again only after a complete
+        sweep it did not fail.
         """
         now = time.time()
         cutoff = now - GRACE
+        node = self.cache.store.node
+        failed: set[str] = set()
         retire: list[tuple[str, int, bytes | None]] = []  # key, revision, new value (None: delete)
         cursor: str | None = None
         try:
             while True:
                 page = self._scan(self.keys.journal(), start_after=cursor, limit=SWEEP_PAGE)
+                records: list[tuple[str, int, float, list[str]]] = []
+                young = False
                 for key, entry in page:
                     stamp = Keys.journal_stamp(key)
                     if stamp > cutoff and not everything:
-                        return True
-                    age = now - stamp
-                    if entry.value[:1] != RECORD:
-                        if age > TOMBSTONE_AGE:
-                            retire.append((key, entry.revision, None))
-                        continue
-                    if self.cache.deliver(self._decode(entry.value)):
-                        return False
+                        young = True
+                        break
+                    if entry.value[:1] == RECORD:
+                        records.append((key, entry.revision, stamp, self._decode(entry.value)))
+                    elif now - stamp > TOMBSTONE_AGE:
+                        retire.append((key, entry.revision, None))
+                wanted = list(dict.fromkeys(cache_key for *_, keys in records for cache_key in keys))
+                if failed:
+                    wanted = [cache_key for cache_key in wanted if node(cache_key) not in failed]
+                if wanted:
+                    failed |= {node(cache_key) for cache_key in self.cache.deliver(wanted)}
+                for key, revision, stamp, keys in records:
+                    if failed and any(node(cache_key) in failed for cache_key in keys):
+                        continue  # a server did not get its part: keep the record for the next sweep
                     self.stats.add("journal_delivered")
                     with self._lock:
                         ours = key in self._undelivered
@@ -285,13 +302,13 @@ class Journal:
                         self._queue_done([key])
                     elif stamp <= cutoff:
                         # kept as a marker while its writer may still be learning the outcome
-                        retire.append((key, entry.revision, None if age > TOMBSTONE_AGE else SWEPT))
-                if len(page) < SWEEP_PAGE:
-                    return True
+                        retire.append((key, revision, None if now - stamp > TOMBSTONE_AGE else SWEPT))
+                if young or len(page) < SWEEP_PAGE:
+                    return True, failed
                 cursor = page[-1][0]
         except BackendError as exc:
             log.debug("journal sweep failed: %s", exc)
-            return False
+            return False, failed
         finally:
             self._retire(retire)
 

@@ -193,7 +193,7 @@ def test_the_journal_fence_tells_a_sweep_retired_record_from_a_cancelled_one(
     uncertain = raised.value.commit
     lost.plan = []
     # another process's sweep delivered the record's invalidations and marked it, meanwhile
-    assert journal.sweep(everything=True)
+    assert journal.sweep(everything=True) == (True, set())
     record = journaled.persistent.get(uncertain.key)  # type: ignore[attr-defined]
     assert record is not None
     mine.save()

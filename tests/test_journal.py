@@ -131,10 +131,10 @@ def test_old_markers_are_removed(journaled: Context, monkeypatch: pytest.MonkeyP
     Tally(data={"label": "marker"}).save()
     monkeypatch.undo()
     monkeypatch.setattr(journal_module, "GRACE", 0.0)
-    assert journal.sweep()
+    assert journal.sweep() == (True, set())
     assert records(journaled) and set(records(journaled).values()) == {SWEPT}
     monkeypatch.setattr(journal_module, "TOMBSTONE_AGE", 0.0)
-    assert journal.sweep()
+    assert journal.sweep() == (True, set())
     assert records(journaled) == {}
 
 

@@ -266,6 +266,14 @@ class VolatileStore(Protocol):
         """Remove ``key``; removing an absent key is not an error."""
         ...
 
+    def nodes(self) -> list[str]:
+        """Return the names of the servers entries are spread over (``[""]`` for a single one)."""
+        ...
+
+    def node(self, key: str) -> str:
+        """Return the name of the server that holds ``key`` (one of :meth:`nodes`)."""
+        ...
+
     def delete_many(self, keys: Sequence[str]) -> list[str]:
         """Remove every key in ``keys``; return those whose removal was not confirmed.
 

@@ -2,9 +2,10 @@
 
 ``memcached://host:port[,host:port...]?timeout=0.25&connect_timeout=0.25&dead_timeout=5``
 
-A server that fails is marked dead and skipped for ``dead_timeout`` seconds (its keys hash
-to the other servers meanwhile; with one server, calls fail at once), so a dead cache costs
-a fast ``BackendError`` that the layer above counts as a miss, not a timeout per call.
+A server that fails is marked dead and skipped by reads and fills for ``dead_timeout`` seconds
+(its keys stay where they hash, so they fail at once), so a dead cache costs a fast
+``BackendError`` that the layer above counts as a miss, not a timeout per call. Deletes, the
+invalidations, are never skipped: they are sent to each server on its own, dead or not.
 """
 
 from __future__ import annotations
@@ -180,6 +181,17 @@ class MemcachedCache:
         except _ERRORS as exc:
             raise self._error("delete", exc) from exc
 
+    def nodes(self) -> list[str]:
+        """Return the servers as ``host:port`` (``[""]`` with one server)."""
+        return [""] if self._single is not None else sorted(self._client.clients)
+
+    def node(self, key: str) -> str:
+        """Return the server rendezvous hashing picks for ``key`` (whether it is dead or not)."""
+        if self._single is not None:
+            return ""
+        node: str = self._client.hasher.get_node(wire_key(key))
+        return node
+
     def delete_many(self, keys: Sequence[str]) -> list[str]:
         """Delete ``keys``, each server's share on its own; return the keys of servers that failed.
 
@@ -195,7 +207,7 @@ class MemcachedCache:
                              even_if_dead=True)
             except BackendError:
                 return list(keys)
-            self._dead_until = 0.0  # it answered: reads may use it again
+            self._revive()
             return []
         return self._client.deliver_deletes({wire_key(key): key for key in keys})
 
@@ -226,6 +238,12 @@ class MemcachedCache:
             raise self._error(command, exc) from exc
         self._dead_until = 0.0  # the server answered: the direct get path may use it again
         return stored is True
+
+    def _revive(self) -> None:
+        """Use the single server again at once: it just answered (both skip marks go)."""
+        self._dead_until = 0.0
+        assert self._single is not None
+        self._client.revive(self._single)
 
     def _error(self, what: str, exc: BaseException) -> BackendError:
         return BackendError(f"memcached {what} on {self._where} failed: {type(exc).__name__}: {exc}")
@@ -405,7 +423,12 @@ class _HashClient(HashClient):  # type: ignore[misc]  # pymemcache ships no type
                 self._mark_failed_server(client.server)
                 undelivered += [wired[sent] for sent in batch]
             else:
-                with self._book_lock:  # it answered: reads may use it again
-                    self._dead_clients.pop(client.server, None)
-                    self._failed_clients.pop(client.server, None)
+                self.revive(client.server)
         return undelivered
+
+    def revive(self, server: Any) -> None:
+        """Forget that ``server`` failed: it just answered, so reads may use it again."""
+        if self._dead_clients or self._failed_clients:
+            with self._book_lock:
+                self._dead_clients.pop(server, None)
+                self._failed_clients.pop(server, None)

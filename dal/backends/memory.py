@@ -276,6 +276,14 @@ class MemoryCache:
         with self._lock:
             self._remove(key)
 
+    def nodes(self) -> list[str]:
+        """Return the one (unnamed) place entries live: this object."""
+        return [""]
+
+    def node(self, key: str) -> str:
+        """Return ``""``: every entry lives here."""
+        return ""
+
     def delete_many(self, keys: Sequence[str]) -> list[str]:
         """Remove every key in ``keys``; nothing can fail, so nothing is returned."""
         with self._lock:

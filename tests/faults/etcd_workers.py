@@ -11,10 +11,9 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from fault_hybrids import Counter
-
 from dal import configure
 from dal.exceptions import BackendError, CommitOutcomeUnknownError, ConcurrencyError, RaceConditionError
+from faults.fault_hybrids import Counter
 
 #: seconds a worker sleeps after a store error before it calls save() again
 ERROR_PAUSE = 0.05

@@ -21,8 +21,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from etcd_workers import count_worker, spelling_peer
-from fault_hybrids import Counter
 
 import dal.schema
 from dal import configure
@@ -33,6 +31,8 @@ from dal.seen import Seen
 from dal.testing.cluster import EtcdCluster, Member
 from dal.testing.proxy import DropHandle, LoopbackProxy
 from dal.testing.servers import RunningServer
+from faults.etcd_workers import count_worker, spelling_peer
+from faults.fault_hybrids import Counter
 
 LONG = os.environ.get("DAL_CHAOS") == "1"
 HYBRID = Counter._meta.name
