@@ -181,6 +181,10 @@ class LeasedCache:
         self._resending = False
         self._closed = False
 
+    def usable(self, key: str) -> bool:
+        """Tell whether ``key`` may be read from and filled into the cache now."""
+        return not self._bypassed(key)
+
     def _bypassed(self, key: str) -> bool:
         """Tell whether reads of ``key`` must not use the cache now."""
         trust = self.trust

@@ -10,7 +10,8 @@ anyone for longer). The owner computes and stores the value, then releases the l
 only if it still holds it (compare-and-set to an expired item: a conditional delete).
 Everyone else polls for the value, and computes for itself when the lock vanished
 without a value (the owner failed) or after waiting ``lock_timeout``. When the volatile
-store is unreachable there is no lock to take: every caller computes, without waiting.
+store is unreachable, or not trusted (see ``dal/cache.py``), nothing would be cached, so
+there is no lock to take either: every caller computes, without waiting.
 """
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ def read(context: Context, obj: DataObject, spec: Dynamic) -> Any:
     def compute() -> bytes:
         return _compute(context, obj, spec, label)
 
-    if spec.locked:
+    if spec.locked and cache.usable(key):
         payload = _single_flight(context, key, compute, spec, label)
     else:
+        if spec.locked:  # no usable lock server: compute without waiting, as when it is down
+            stats.add(label + "lock_errors")
         payload = cache.fill(key, compute, spec.timeout)
     assert payload is not None  # compute() returns bytes or raises
     return spec.validator.from_json(_decode(payload))

@@ -7,7 +7,7 @@ directories. Without their binaries, server tests skip, unless DAL_REQUIRE_SERVI
 
 from __future__ import annotations
 
-import os
+import json
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,9 +19,8 @@ import pytest
 
 from dal.backends.base import DeletePrefix
 from dal.config import Context, configure
-from dal.testing.servers import RunningServer, ServerUnavailable, start_etcd, start_memcached
-
-REQUIRE_SERVICES = os.environ.get("DAL_REQUIRE_SERVICES") == "1"
+from dal.testing.fixtures import start_or_skip
+from dal.testing.servers import RunningServer, start_etcd, start_memcached
 
 PERSISTENT_KINDS = ["memory", "sqlite", "etcd"]
 VOLATILE_KINDS = ["memory", "memcached"]
@@ -31,12 +30,7 @@ STORE_PAIRS = [("sqlite", "memory"), ("etcd", "memcached")]
 
 def _server(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     starter = start_etcd if kind == "etcd" else start_memcached
-    try:
-        server = starter(tmp_path_factory.mktemp(kind))
-    except ServerUnavailable as exc:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{kind} is required (DAL_REQUIRE_SERVICES=1) but could not start: {exc}")
-        pytest.skip(f"{kind} not available: {exc}")
+    server = start_or_skip(kind, lambda: starter(tmp_path_factory.mktemp(kind)))
     try:
         yield server
     finally:
@@ -133,3 +127,15 @@ def round_trips(context: Context, monkeypatch: pytest.MonkeyPatch) -> Counter[st
 
             monkeypatch.setattr(store, method, counted)
     return calls
+
+
+def cached_document(context: Context, hybrid: str, guid: str) -> tuple[int, dict[str, Any]] | None:
+    """Return (revision, document) of an object's cached copy on the cache server; None when absent
+    (or a fill's lease sits there)."""
+    key = context.keys.cached_doc(hybrid, guid)
+    raw = context.volatile.get(key)
+    payload = None if raw is None else context.objects.signer.open(key, raw)
+    if payload is None or payload[:1] != b"V":
+        return None
+    revision, _, document = payload[1:].partition(b" ")
+    return int(revision), json.loads(document)

@@ -12,7 +12,8 @@ from typing import Any
 from xml.etree import ElementTree
 
 import pytest
-from conftest import REQUIRE_SERVICES
+
+from dal.testing.fixtures import services_required
 
 
 def run_dal(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -70,7 +71,7 @@ def assert_demo_report(out: str, backends: int) -> None:
 
 def assert_erd(out: str, cwd: Path) -> None:
     if shutil.which("dot") is None:
-        if REQUIRE_SERVICES:
+        if services_required():
             pytest.fail("graphviz's dot is required (DAL_REQUIRE_SERVICES=1); apt-get install graphviz")
         assert "erd.svg not written: Graphviz's dot is not installed" in out
         return

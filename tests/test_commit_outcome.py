@@ -16,7 +16,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import PairURLs, persistent_url_for, volatile_url_for
+from conftest import PairURLs, cached_document, persistent_url_for, volatile_url_for
 from race_hybrids import Tally
 
 import dal.exceptions
@@ -65,12 +65,8 @@ class LostAnswers:
 
 def _cached_count(context: Context, tally: Tally) -> int | None:
     """Return the count in the object's cached document on the server, None when not cached."""
-    key = context.keys.cached_doc("tally", tally.guid)
-    raw = context.volatile.get(key)
-    payload = None if raw is None else context.objects.signer.open(key, raw)
-    if payload is None or payload[:1] != b"V":  # absent, or a fill's lease
-        return None
-    return int(json.loads(payload[1:].partition(b" ")[2])["count"])
+    cached = cached_document(context, "tally", tally.guid)
+    return None if cached is None else int(cached[1]["count"])
 
 
 def _stored_count(context: Context, tally: Tally) -> int:

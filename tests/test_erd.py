@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REQUIRE_SERVICES
 from test_cli import run_dal
 
 import dal.hybrids
 from dal import DataObject, Dynamic, Property, Relation, erd
 from dal.exceptions import ConfigurationError, DalError
+from dal.testing.fixtures import services_required
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("DAL_UPDATE_GOLDEN") == "1"
@@ -106,7 +106,7 @@ def check_golden(name: str, actual: str) -> None:
 def graphviz() -> str:
     found = shutil.which("dot")
     if found is None:
-        if REQUIRE_SERVICES:
+        if services_required():
             pytest.fail("graphviz's dot is required (DAL_REQUIRE_SERVICES=1); apt-get install graphviz")
         pytest.skip("graphviz's dot is not installed (apt-get install graphviz)")
     return found

@@ -10,44 +10,33 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import pytest
 from pyetcd import etcdrpc
 
 from dal.testing.cluster import EtcdCluster, Member, start_etcd_cluster
+from dal.testing.fixtures import start_or_skip
 from dal.testing.proxy import LoopbackProxy
-from dal.testing.servers import RunningServer, ServerUnavailable, start_etcd
+from dal.testing.servers import RunningServer, start_etcd
 
-T = TypeVar("T")
-REQUIRE_SERVICES = os.environ.get("DAL_REQUIRE_SERVICES") == "1"
 #: seconds a client waits for something that should happen at once
 SOON = 5.0
 
 
-def started(what: str, start: Callable[[], T]) -> T:
-    """Start a server, or skip the test without one (fail instead when services are required)."""
-    try:
-        return start()
-    except ServerUnavailable as exc:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{what} is required (DAL_REQUIRE_SERVICES=1) but could not start: {exc}")
-        pytest.skip(f"{what} not available: {exc}")
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
-    with started("etcd cluster", lambda: start_etcd_cluster(tmp_path / "cluster")) as running:
+    with start_or_skip("etcd cluster", lambda: start_etcd_cluster(tmp_path / "cluster")) as running:
         yield running
 
 
 @pytest.fixture
 def single_etcd(tmp_path: Path) -> Iterator[RunningServer]:
-    server = started("etcd", lambda: start_etcd(tmp_path / "etcd"))
+    server = start_or_skip("etcd", lambda: start_etcd(tmp_path / "etcd"))
     try:
         yield server
     finally:
@@ -176,7 +165,7 @@ def test_paused_leader_is_replaced_and_resumes_as_a_follower(cluster: EtcdCluste
 
 @pytest.mark.etcd
 def test_stop_ends_every_process_the_cluster_started(tmp_path: Path) -> None:
-    cluster = started("etcd cluster", lambda: start_etcd_cluster(tmp_path / "cluster"))
+    cluster = start_or_skip("etcd cluster", lambda: start_etcd_cluster(tmp_path / "cluster"))
     try:
         victim, frozen = cluster.members[0], cluster.members[1]
         cluster.kill(victim)

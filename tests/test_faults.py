@@ -21,7 +21,8 @@ from dal.backends.etcd import EtcdStore
 from dal.backends.memcached import MemcachedCache, wire_key
 from dal.backends.url import parse_url
 from dal.exceptions import BackendError, ConfigurationError
-from dal.testing.servers import RunningServer, ServerUnavailable, closed_port, start_etcd, start_memcached
+from dal.testing.fixtures import start_or_skip
+from dal.testing.servers import RunningServer, closed_port, start_etcd, start_memcached
 
 T = TypeVar("T")
 MARGIN = 1.5
@@ -58,10 +59,7 @@ def eventually(call: Callable[[], T], within: float) -> T:
 
 
 def private(start: Callable[[Path], RunningServer], workdir: Path) -> Iterator[RunningServer]:
-    try:
-        server = start(workdir)
-    except ServerUnavailable as exc:
-        pytest.skip(f"cannot start a private server: {exc}")
+    server = start_or_skip("a private server", lambda: start(workdir))
     try:
         yield server
     finally:

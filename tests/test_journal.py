@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from conftest import PairURLs, persistent_url_for, volatile_url_for
+from conftest import PairURLs, cached_document, persistent_url_for, volatile_url_for
 from race_hybrids import Tally
 
 from dal import journal as journal_module
@@ -40,12 +40,8 @@ def records(context: Context) -> dict[str, bytes]:
 
 def cached_revision(context: Context, tally: Tally) -> int | None:
     """Return the revision of the object's cached document on the server, None when not cached."""
-    key = context.keys.cached_doc("tally", tally.guid)
-    raw = context.volatile.get(key)
-    payload = None if raw is None else context.objects.signer.open(key, raw)
-    if payload is None or payload[:1] != b"V":  # absent, or a fill's lease
-        return None
-    return int(payload[1:].partition(b" ")[0])
+    cached = cached_document(context, "tally", tally.guid)
+    return None if cached is None else cached[0]
 
 
 def stored_revision(context: Context, tally: Tally) -> int:

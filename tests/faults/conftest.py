@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 import pytest
 
 from dal.testing.cluster import EtcdCluster, start_etcd_cluster
-from dal.testing.servers import RunningServer, ServerUnavailable, start_memcached
+from dal.testing.fixtures import start_or_skip
+from dal.testing.servers import RunningServer, start_memcached
 
 LONG = os.environ.get("DAL_CHAOS") == "1"
-REQUIRE_SERVICES = os.environ.get("DAL_REQUIRE_SERVICES") == "1"
 T = TypeVar("T")
 
 #: (scenario, figures) recorded during the run, printed at its end
@@ -35,19 +35,10 @@ def scale(quick: T, long: T) -> T:
     return long if LONG else quick
 
 
-def _start(kind: str, start: Callable[[], T]) -> T:
-    try:
-        return start()
-    except ServerUnavailable as exc:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{kind} is required (DAL_REQUIRE_SERVICES=1) but could not start: {exc}")
-        pytest.skip(f"{kind} not available: {exc}")
-
-
 @pytest.fixture
 def etcd_cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
     """A fresh 3-member etcd cluster of this test alone."""
-    cluster = _start("etcd", lambda: start_etcd_cluster(tmp_path / "cluster"))
+    cluster = start_or_skip("etcd cluster", lambda: start_etcd_cluster(tmp_path / "cluster"))
     try:
         yield cluster
     finally:
@@ -57,7 +48,7 @@ def etcd_cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
 @pytest.fixture
 def memcached_alone(tmp_path: Path) -> Iterator[RunningServer]:
     """A fresh memcached of this test alone (free to kill, pause and restart)."""
-    server = _start("memcached", lambda: start_memcached(tmp_path / "memcached"))
+    server = start_or_skip("memcached", lambda: start_memcached(tmp_path / "memcached"))
     try:
         yield server
     finally:
