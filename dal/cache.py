@@ -40,6 +40,8 @@ _PLAIN = b"U"
 _DIGEST_SIZE = 32
 #: seconds between two attempts to deliver invalidations the volatile store did not take
 RESEND_INTERVAL = 0.25
+#: seconds between two warnings about invalidations that did not get through
+WARN_EVERY = 10.0
 
 
 class Signer:
@@ -153,12 +155,15 @@ class Trust:
             return restored
 
     def first_read(self) -> None:
-        """Catch up with the journal now if nothing did yet."""
+        """Catch up with the journal now if nothing did yet (a failure leaves the cache untrusted)."""
         if self._first and self.catch_up is not None:
             with self._lock:
                 first, self._first = self._first, False
             if first:
-                self.catch_up()
+                try:
+                    self.catch_up()
+                except Exception:  # a cache never fails a read: the background sweep tries again
+                    log.exception("catching up with the commit journal failed")
 
 
 class LeasedCache:
@@ -180,6 +185,7 @@ class LeasedCache:
         self._pending_lock = threading.Lock()
         self._resending = False
         self._closed = False
+        self._warned = 0.0
 
     def usable(self, key: str) -> bool:
         """Tell whether ``key`` may be read from and filled into the cache now."""
@@ -290,14 +296,15 @@ class LeasedCache:
     def invalidate(self, *keys: str) -> list[str]:
         """Drop ``keys``; any fill that took its lease earlier will not store.
 
-        Return the keys whose deletion the store did not confirm. Those are read around here
-        and resent until delivered; the old entries may meanwhile still be served to other
-        processes, which is what the commit journal's sweep covers.
+        Return the keys whose deletion the store did not confirm. With a shared cache, their
+        server is no longer trusted (reads go around it) and the commit journal's sweeps deliver
+        them; with a cache of this process's own, they are read around and resent until
+        delivered.
         """
         if not keys:
             return []
         undelivered = self.deliver(list(keys))
-        if undelivered:
+        if undelivered and not self.trust.enabled:
             with self._pending_lock:
                 for key in undelivered:
                     self._generation += 1
@@ -313,8 +320,14 @@ class LeasedCache:
             undelivered = list(keys)
         if undelivered:
             self.stats.add(f"{self.prefix}invalidation_errors")
-            log.warning("could not invalidate %d cache entries, will resend", len(undelivered))
-            self.trust.fail({self.store.node(key) for key in undelivered})
+            servers = {self.store.node(key) for key in undelivered}
+            self.trust.fail(servers)
+            now = time.monotonic()
+            if now - self._warned > WARN_EVERY:  # an outage would otherwise log every save
+                self._warned = now
+                log.warning("could not invalidate %d cache entries on %s; reading around %s until the "
+                            "journal's sweep delivers them", len(undelivered),
+                            ", ".join(sorted(servers)) or "the cache", "them" if len(servers) > 1 else "it")
         return undelivered
 
     def probe(self, prefix: str, nodes: Iterable[str]) -> set[str]:

@@ -13,10 +13,11 @@ from dal.backends.base import Check, CommitResult, Entry, Op, PersistentStore, V
 from dal.backends.url import StoreURL, parse_url
 from dal.cache import LeasedCache, Signer, Stats, Trust
 from dal.exceptions import BackendError, ConfigurationError
-from dal.journal import Journal, Sweeper
+from dal.journal import Journal
 from dal.keys import Keys
-from dal.seen import Seen, Verdict
+from dal.seen import Seen, Verdict, seen_for
 from dal.stats import Publisher
+from dal.sweeps import Sweep, Sweeper
 
 DEFAULT_PERSISTENT = "sqlite:///dal.sqlite3"
 DEFAULT_VOLATILE = "memory://"
@@ -65,7 +66,8 @@ class Context:
         trust = Trust(self.volatile.nodes() if self.volatile.shared else None)
         self.objects = LeasedCache(self.volatile, signer, self.stats, prefix="object_", trust=trust)
         self.dynamics = LeasedCache(self.volatile, signer, self.stats, prefix="dynamic_", trust=trust)
-        self.seen = Seen()
+        # kept across configure(): revisions of one store only grow, whenever they were seen
+        self.seen = seen_for(str(self.persistent_url), self.namespace)
         local_cache_of_shared_store = self.persistent.shared and not self.volatile.shared
         self._change_token = self.persistent.change_token()
         self.caches_objects = not (local_cache_of_shared_store and self._change_token is None)
@@ -77,9 +79,11 @@ class Context:
         # a shared cache needs invalidations that outlive their writer, and a store whose
         # answers can be lost needs commits it can recognise afterwards
         if self.volatile.shared or self.persistent.ambiguous_commits:
-            self.journal = Journal(self.persistent, self.keys, self.objects, self.stats)
-            trust.catch_up = self.journal.catch_up
-            self.sweeper = Sweeper(self.journal)
+            self.journal = Journal(self.persistent, self.keys, self.objects, self.stats,
+                                   delivers=self.volatile.shared)
+            sweep = Sweep(self.journal)
+            trust.catch_up = sweep.catch_up
+            self.sweeper = Sweeper(sweep)
 
     def close(self) -> None:
         """Stop this context's background work (journal sweeps, resends, the statistics publisher)."""

@@ -21,14 +21,14 @@ from dal.exceptions import (
     RaceConditionError,
     UniqueConstraintError,
 )
-from dal.journal import Outcome, Uncertain
+from dal.journal import RESOLVE_WINDOW, Outcome, Uncertain
 from dal.meta import HybridMeta, HybridMetaclass
 from dal.relations import check_abandon, plan_unlink
 from dal.results import changed_versions
 from dal.schema import ensure_recorded
 from dal.seen import Seen
 from dal.structures import Dynamic, Relation
-from dal.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write
+from dal.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write, same
 
 Self = TypeVar("Self", bound="DataObject")
 
@@ -253,10 +253,12 @@ class DataObject(metaclass=HybridMetaclass):
             try:
                 result = context.commit(plan.checks, plan.ops, invalidate)
             except CommitOutcomeUnknownError as exc:
-                self.__dict__["_uncertain"] = (exc.commit, new, invalidate)  # learnt by the next save()
+                # learnt by the next save(), delete() or refresh(), which never apply it twice
+                self.__dict__["_uncertain"] = (exc.commit, new, invalidate, ours)
                 raise
             if result.ok:
-                self._saved(context, new, result.revision, merged=attempt > 0)
+                # a revision not known (0) becomes -1: the next commit fails its check and merges
+                self._saved(context, new, result.revision or -1, merged=attempt > 0)
                 return
             failed = [plan.reasons[index] for index in result.failed]
             if all(reason.kind != "document" for reason in failed):
@@ -285,29 +287,39 @@ class DataObject(metaclass=HybridMetaclass):
     def _settle(self, context: Context) -> None:
         """Learn whether this object's last save, whose outcome was unknown, was applied.
 
-        Applied: the stored document is that save's, so it becomes this object's base (its
-        current values, maybe changed since, are kept and saved as changes on top). Not
-        applied: nothing to do. Still unknown: raise again, rather than risk applying it twice.
+        Applied: the object becomes what that save stored (another writer's fields merged in
+        included), and the values changed here since are kept on top, to be saved next. Not
+        applied: nothing to do. Still unknown: raise again, rather than risk applying it twice;
+        past RESOLVE_WINDOW, say that it will never be known, and let the object be used again.
         """
-        uncertain, document, invalidate = self.__dict__["_uncertain"]
+        uncertain, document, invalidate, ours_then = self.__dict__["_uncertain"]
         journal = context.journal
         if journal is None or not isinstance(uncertain, Uncertain):
             del self.__dict__["_uncertain"]
             return
         outcome, revision = journal.resolve(uncertain)
+        label = f"{type(self).__name__} {self.guid}"
         if outcome is Outcome.UNKNOWN:
+            if time.time() - uncertain.stamp <= RESOLVE_WINDOW:
+                raise CommitOutcomeUnknownError(
+                    f"the outcome of the last save of {label} is still unknown: the store has not "
+                    f"answered {context.persistent_url} in {journal._budget():g} s; try again once it "
+                    "answers (this object keeps the change and never applies it twice)", uncertain)
+            del self.__dict__["_uncertain"]
+            journal.give_up(uncertain)
             raise CommitOutcomeUnknownError(
-                f"the outcome of the last save of {type(self).__name__} {self.guid} is still unknown: the "
-                "store has not answered; try again later, or reload the object to look", uncertain)
+                f"the outcome of the last save of {label} could not be learnt within "
+                f"{RESOLVE_WINDOW:g} s, and no longer can be: it may or may not have been applied. "
+                f"Load the object again ({type(self).__name__}(guid)) and look before saving", uncertain)
         del self.__dict__["_uncertain"]
         if outcome is Outcome.APPLIED:
             journal.settled(uncertain, invalidate)
-            state = self.__dict__
-            state["_raw"] = encode(document)
-            state["_revision"] = revision  # 0 when unknown: the next commit then merges
-            state["_extra"] = {k: v for k, v in document.items() if k not in self._meta.field_set}
-            if revision:
-                context.seen.note(self._meta.name, self.guid, revision)
+            now, values = self._document(), dict(self._data)
+            since = [name for name, value in now.items() if not same(value, ours_then.get(name))]
+            # -1 when the revision is not known: the next commit then fails its check and merges
+            self._saved(context, document, revision or -1, merged=True)
+            for name in since:
+                self._data[name] = values[name]
 
     def _saved(self, context: Context, document: Document, revision: int, *, merged: bool) -> None:
         meta = self._meta
@@ -323,7 +335,7 @@ class DataObject(metaclass=HybridMetaclass):
         state["_extra"] = {k: v for k, v in document.items() if k not in meta.field_set}
         for name in changed:  # merged in from the store: our cached related object is stale
             self._objects.pop(name.removesuffix("_guid"), None)
-        if revision:
+        if revision > 0:
             context.seen.note(meta.name, self.guid, revision)
 
     def delete(self, abandon: Sequence[str] | None = None) -> None:
@@ -356,7 +368,7 @@ class DataObject(metaclass=HybridMetaclass):
                           *changed_versions(context.keys, meta, self.guid, stored, None)]
             result = context.commit(plan.checks + unlink.checks, plan.ops + unlink.ops, invalidate)
             if result.ok:
-                if result.revision:  # a cached copy older than the delete is stale here
+                if result.revision > 0:  # a cached copy older than the delete is stale here
                     context.seen.note(meta.name, self.guid, result.revision)
                 break
             if 0 in result.failed:  # the document itself changed or vanished
@@ -378,7 +390,10 @@ class DataObject(metaclass=HybridMetaclass):
 
     def _refresh(self, seen: set[int]) -> None:
         seen.add(id(self))
-        entry = current().load_document(self._meta.name, self.guid)
+        context = current()
+        if "_uncertain" in self.__dict__:
+            self._settle(context)  # a commit still on its way must not land after this reload
+        entry = context.load_document(self._meta.name, self.guid)
         if entry is None:
             raise ObjectNotFoundError(f"{type(self).__name__} {self.guid} is no longer stored")
         loaded = self._objects

@@ -6,20 +6,26 @@ into the cache (a replay, which a signature cannot tell from the real thing). So
 notes the highest revision it has read, written or deleted of every object, and a cached
 document older than that is stale: it is dropped and the durable store is read instead.
 
-Revisions grow with every commit across the whole store (etcd's mod revisions, SQLite's
-commit counter), so one number can bound many objects. The record is bounded: when it is full,
-the quarter of the objects first noted longest ago is forgotten, and the highest revision among
-them becomes a *floor*. A cached document below the floor whose object is no longer recorded
-may or may not be stale, so it is checked against the durable store before it is used.
+The record is bounded: when it holds :data:`CAPACITY` objects, the quarter first noted longest
+ago is forgotten, each into one of :data:`BUCKETS` slots (by a hash of the object) that keep the
+highest revision forgotten there. A cached document of a forgotten object older than its slot
+may or may not be stale (another object of the slot may hold that revision), so it is checked
+against the durable store before it is used; with many slots, few are.
+
+One record per durable store URL and namespace per process, kept across ``configure()`` calls:
+revisions of one store only grow, so they can be compared whenever they were seen.
 """
 
 from __future__ import annotations
 
 import threading
+from array import array
 from enum import Enum
 
-#: objects whose highest revision a process remembers before it forgets the oldest quarter
+#: objects whose highest revision a process remembers exactly before it forgets the oldest quarter
 CAPACITY = 100_000
+#: slots that keep the highest revision of the objects forgotten into them (2 MiB)
+BUCKETS = 1 << 18
 
 
 class Verdict(Enum):
@@ -27,18 +33,21 @@ class Verdict(Enum):
 
     FRESH = "fresh"  # no older than anything seen: serve it
     STALE = "stale"  # older than a revision this process has seen: drop it
-    UNSURE = "unsure"  # below the floor of forgotten objects: read the durable store
+    UNSURE = "unsure"  # older than what a forgotten object of its slot reached: read the store
 
 
 class Seen:
-    """The highest revision this process has seen of each object, bounded by :data:`CAPACITY`."""
+    """The highest revision this process has seen of each object, bounded by ``capacity``."""
 
-    def __init__(self, capacity: int = CAPACITY) -> None:
+    def __init__(self, capacity: int = CAPACITY, buckets: int = BUCKETS) -> None:
+        if buckets & (buckets - 1):
+            raise ValueError("buckets must be a power of two")
         self.capacity = capacity
         #: (hybrid, guid) -> highest revision seen; insertion order is first-noted order
         self._revisions: dict[tuple[str, str], int] = {}
-        #: the highest revision of any forgotten object
-        self.floor = 0
+        self._mask = buckets - 1
+        #: per slot, the highest revision of an object forgotten into it (0: none yet)
+        self._forgotten: array[int] | None = None  # allocated when something is first forgotten
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -61,15 +70,37 @@ class Seen:
 
     def verdict(self, hybrid: str, guid: str, revision: int) -> Verdict:
         """Judge a cached document of an object at ``revision``."""
-        known = self._revisions.get((hybrid, guid))
+        key = (hybrid, guid)
+        known = self._revisions.get(key)
         if known is not None:
             return Verdict.STALE if revision < known else Verdict.FRESH
-        return Verdict.UNSURE if revision < self.floor else Verdict.FRESH
+        forgotten = self._forgotten
+        if forgotten is not None and revision < forgotten[hash(key) & self._mask]:
+            return Verdict.UNSURE
+        return Verdict.FRESH
 
     def _forget_oldest(self) -> None:
-        """Forget the quarter of objects noted first; the caller holds the lock."""
+        """Forget the quarter of objects noted first into their slots; the caller holds the lock."""
+        if self._forgotten is None:
+            self._forgotten = array("q", bytes(8 * (self._mask + 1)))
+        forgotten = self._forgotten
         oldest = list(self._revisions)[:max(1, self.capacity // 4)]
-        # raise the floor before forgetting, so a verdict meanwhile finds one or the other
-        self.floor = max(self.floor, *(self._revisions[key] for key in oldest))
+        # into the slots before out of the record, so a verdict meanwhile finds one or the other
+        for key in oldest:
+            slot = hash(key) & self._mask
+            forgotten[slot] = max(forgotten[slot], self._revisions[key])
         for key in oldest:
             del self._revisions[key]
+
+
+_records: dict[tuple[str, str], Seen] = {}
+_records_lock = threading.Lock()
+
+
+def seen_for(store: str, namespace: str) -> Seen:
+    """Return this process's record for one namespace of the durable store named ``store`` (its URL)."""
+    with _records_lock:
+        record = _records.get((store, namespace))
+        if record is None:
+            record = _records[store, namespace] = Seen()
+        return record

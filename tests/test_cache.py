@@ -247,7 +247,13 @@ def test_a_forked_child_never_reads_through_its_parents_connections(context: Con
 
 
 def test_an_invalidation_the_cache_refused_is_resent_and_read_around(
-        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache of this process's own keeps what it could not invalidate, and resends it.
+
+    (A shared cache leaves that to the commit journal: ``tests/test_journal.py``.)
+    """
+    context = dal.configure(f"sqlite:///{tmp_path / 'own.sqlite3'}", f"memory://{uuid.uuid4().hex[:8]}",
+                            namespace=namespace)
     kind = Kind(data={"name": "v1", "code": "resend"})
     kind.save()
     assert Kind(kind.guid).name == "v1"  # cached now

@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -20,14 +21,16 @@ from conftest import PairURLs, cached_document, persistent_url_for, volatile_url
 from race_hybrids import Tally
 
 import dal.exceptions
-from dal.backends.base import Check, CommitResult, DeletePrefix, Op
+from dal.backends.base import Check, CommitResult, DeletePrefix, Op, Put, Revision
 from dal.backends.etcd import EtcdStore
 from dal.backends.url import parse_url
 from dal.config import Context
 from dal.exceptions import BackendError, CommitOutcomeUnknownError, ConcurrencyError, ObjectNotFoundError
+from dal.journal import CANCELLED, RECORD, SWEPT, Uncertain
 
-#: store pairs that keep a commit journal: a store whose answers can be lost, or a shared cache
-JOURNALED = [("etcd", "memcached"), ("sqlite", "memcached")]
+#: store pairs whose durable store can lose an answer (etcd), with a shared cache and with one
+#: of the process's own: both keep a commit journal
+JOURNALED = [("etcd", "memcached"), ("etcd", "memory")]
 
 
 @pytest.fixture(params=JOURNALED, ids=["+".join(pair) for pair in JOURNALED])
@@ -67,6 +70,12 @@ def _cached_count(context: Context, tally: Tally) -> int | None:
     """Return the count in the object's cached document on the server, None when not cached."""
     cached = cached_document(context, "tally", tally.guid)
     return None if cached is None else int(cached[1]["count"])
+
+
+def _stored_revision(context: Context, tally: Tally) -> int:
+    entry = context.persistent.get(context.keys.doc("tally", tally.guid))
+    assert entry is not None
+    return entry.revision
 
 
 def _stored_count(context: Context, tally: Tally) -> int:
@@ -127,7 +136,7 @@ def test_an_outcome_unknown_until_the_deadline_is_learnt_by_the_next_save(
         mine.save(datastore_wins=None)
     assert time.monotonic() - started < 5  # the store's timeout (1 s here) bounds the wait
     message = str(raised.value)
-    assert "may have been applied" in message and "save() again" in message
+    assert "may have been applied" in message and "Repeat the operation on the same object" in message
     assert isinstance(raised.value, dal.exceptions.BackendError)
     assert mine.count == 1  # the object is as it was before save()
     assert _cached_count(journaled, tally) is None  # whatever happened, nothing stale stays cached
@@ -187,13 +196,24 @@ def test_the_journal_fence_tells_a_sweep_retired_record_from_a_cancelled_one(
     with pytest.raises(CommitOutcomeUnknownError) as raised:
         mine.save()
     uncertain = raised.value.commit
+    assert isinstance(uncertain, Uncertain)
+    assert journaled.sweeper is not None
+    journaled.sweeper.stop()  # so that the sweep below is the one that marks the record
     lost.plan = []
     # another process's sweep delivered the record's invalidations and marked it, meanwhile
-    assert journal.sweep(everything=True) == (True, set())
-    record = journaled.persistent.get(uncertain.key)  # type: ignore[attr-defined]
-    assert record is not None
-    mine.save()
+    marker = SWEPT + f"{_stored_revision(journaled, tally)} {time.time():.3f}".encode()
+    record = journaled.persistent.get(uncertain.key)
+    assert record is not None and record.value[:1] == RECORD
+    assert journaled.persistent.commit([Revision(uncertain.key, record.revision)],
+                                       [Put(uncertain.key, marker)]).ok
+    mine.save(datastore_wins=None)  # settles as applied (not twice, not a conflict)
     assert _stored_count(journaled, tally) == 1
+    # at the revision it was applied at, so the next save's check is the right one
+    assert mine._revision == _stored_revision(journaled, tally)
+    Tally(tally.guid).delete()
+    mine.count += 1
+    with pytest.raises(ObjectNotFoundError):  # never resurrected by a guessed revision
+        mine.save(datastore_wins=None)
 
 
 def test_save_again_while_the_store_is_still_silent_raises_again(
@@ -205,10 +225,166 @@ def test_save_again_while_the_store_is_still_silent_raises_again(
     mine.count += 1
     for _ in range(2):
         with pytest.raises(CommitOutcomeUnknownError, match=r"still unknown|may have been applied"):
-            mine.save()
+            mine.save(datastore_wins=None)
+    lost.plan = []
+    mine.save(datastore_wins=None)  # a wrong "not applied" would send it again: a conflict here
+    assert _stored_count(journaled, tally) == 1
+
+
+def test_an_applied_merged_save_settles_without_reverting_the_other_writers_field(
+        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    tally = _tally("merged")
+    mine = Tally(tally.guid)
+    theirs = Tally(tally.guid)
+    theirs.note = "theirs"
+    theirs.save()
+    lost = LostAnswers(journaled, monkeypatch)
+    lost.plan = ["ok", "applied"] + ["down"] * 1000  # a conflict, then the merged commit loses its answer
+    mine.count = 1
+    with pytest.raises(CommitOutcomeUnknownError):
+        mine.save()
+    mine.count = 5  # changed again before trying once more
     lost.plan = []
     mine.save()
+    stored = Tally(tally.guid)
+    assert (stored.count, stored.note) == (5, "theirs")
+    assert (mine.count, mine.note) == (5, "theirs")
+
+
+def test_refresh_settles_an_uncertain_save_before_it_reloads(
+        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    tally = _tally("refreshed")
+    mine = Tally(tally.guid)
+    lost = LostAnswers(journaled, monkeypatch)
+    lost.plan = ["applied"] + ["down"] * 1000
+    mine.note = "n1"
+    with pytest.raises(CommitOutcomeUnknownError):
+        mine.save()
+    lost.plan = []
+    other = Tally(tally.guid)
+    other.note = "n2"
+    other.save()
+    mine.refresh()
+    assert mine.note == "n2"
+    other.note = "n3"
+    other.save()
+    mine.count = 7  # only count is ours now
+    mine.save()
+    stored = Tally(tally.guid)
+    assert (stored.count, stored.note) == (7, "n3")
+
+
+def test_a_fenced_commit_cannot_land_later_while_its_marker_stays(
+        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of the original commit still travelling (a TCP buffer, a proxy) arrives after the fence."""
+    tally = _tally("fenced")
+    sent: list[tuple[Sequence[Check], Sequence[Op]]] = []
+    lost = LostAnswers(journaled, monkeypatch)
+    real = lost.real
+
+    def keep(checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
+        if not sent:
+            sent.append((checks, ops))
+            raise BackendError("simulated: the commit is still on its way")
+        return real(checks, ops)
+
+    monkeypatch.setattr(journaled.persistent, "commit", keep)
+    mine = Tally(tally.guid)
+    mine.count = 1
+    with pytest.raises(BackendError, match="Nothing was written"):
+        mine.save()
+    assert journaled.journal is not None
+    journaled.journal.flush()  # whatever this process deletes, the marker is not among it
+    checks, ops = sent[0]
+    key = next(op.key for op in ops if isinstance(op, Put) and op.value[:1] == RECORD)
+    marker = journaled.persistent.get(key)
+    assert marker is not None and marker.value[:1] == CANCELLED
+    assert not real(checks, ops).ok  # the late copy arrives: refused
+    assert _stored_count(journaled, tally) == 0
+
+
+def test_a_writer_whose_clock_is_behind_still_learns_its_commit_was_applied(
+        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dal import journal as journal_module
+    from dal import sweeps as sweeps_module
+
+    tally = _tally("skewed")
+    behind = time.time() - 400  # older than any marker age, by the sweeper's clock
+
+    real_monotonic, real_sleep = time.monotonic, time.sleep
+
+    class Clock:
+        monotonic = staticmethod(real_monotonic)
+        sleep = staticmethod(real_sleep)
+
+        @staticmethod
+        def time() -> float:
+            return behind + (real_monotonic() - started)
+
+    started = time.monotonic()
+    monkeypatch.setattr(journal_module, "time", Clock)  # the writer's clock; sweeps keep the real one
+    lost = LostAnswers(journaled, monkeypatch)
+    lost.plan = ["applied"] + ["down"] * 1000
+    mine = Tally(tally.guid)
+    mine.count = 1
+    with pytest.raises(CommitOutcomeUnknownError) as raised:
+        mine.save(datastore_wins=None)
+    assert journaled.sweeper is not None
+    journaled.sweeper.stop()
+    lost.plan = []
+    journaled.sweeper.sweep.sweep()  # sees an ancient record: marks it, never deletes it outright
+    assert isinstance(raised.value.commit, Uncertain)
+    mine.save(datastore_wins=None)
     assert _stored_count(journaled, tally) == 1
+    del sweeps_module
+
+
+def test_an_outcome_not_learnt_in_time_frees_the_object(
+        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dal import dataobject
+
+    tally = _tally("freed")
+    lost = LostAnswers(journaled, monkeypatch)
+    lost.plan = ["applied"] + ["down"] * 1000
+    mine = Tally(tally.guid)
+    mine.count = 1
+    with pytest.raises(CommitOutcomeUnknownError):
+        mine.save(datastore_wins=None)
+    monkeypatch.setattr(dataobject, "RESOLVE_WINDOW", 0.0)  # as if the store stayed silent for minutes
+    with pytest.raises(CommitOutcomeUnknownError, match="no longer can be"):
+        mine.save(datastore_wins=None)
+    lost.plan = []
+    fresh = Tally(tally.guid)  # the advice: load it again and look
+    assert fresh.count == 1
+    fresh.count = 2
+    fresh.save(datastore_wins=None)
+    assert _stored_count(journaled, tally) == 2
+
+
+@pytest.mark.memcached
+def test_a_local_store_says_nothing_was_written_at_once(
+        tmp_path: Path, namespace: str, memcached_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed SQLite commit was rolled back: no fence, no "may have been applied"."""
+    context = PairURLs(f"sqlite:///{tmp_path / 'local.sqlite3'}?timeout=1", memcached_server.url,
+                       namespace).configure()
+    try:
+        assert context.journal is not None and not context.persistent.ambiguous_commits
+        tally = _tally("local")
+        calls: list[int] = []
+
+        def locked(checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
+            calls.append(len(ops))
+            raise BackendError("simulated: sqlite could not take the write lock")
+
+        monkeypatch.setattr(context.persistent, "commit", locked)
+        mine = Tally(tally.guid)
+        mine.count = 1
+        with pytest.raises(BackendError, match="Nothing was written") as raised:
+            mine.save()
+        assert not isinstance(raised.value, CommitOutcomeUnknownError)
+        assert len(calls) == 1  # no fence
+    finally:
+        context.close()
 
 
 # --- how etcd's own timeouts read -------------------------------------------------------------

@@ -78,7 +78,7 @@ def test_a_bounded_record_checks_forgotten_objects_against_the_store(
     _save_without_invalidating(monkeypatch, kind, "second")
     context.seen = Seen(capacity=4)
     context.seen.note("kind", kind.guid, 10**9)  # seen (and about to be forgotten)
-    for n in range(4):  # fill the record: the oldest quarter goes, and becomes the floor
+    for n in range(4):  # fill the record: the oldest quarter goes, into the slots
         context.seen.note("other", f"g{n}", 1)
     assert context.seen.verdict("kind", kind.guid, 1) is Verdict.UNSURE
     assert Kind(kind.guid).name == "second"  # unsure: read from the store, never the old entry
@@ -95,7 +95,22 @@ def test_verdicts() -> None:
     assert seen.verdict("h", "a", 6) is Verdict.FRESH
     for n in range(8):
         seen.note("h", f"b{n}", 100 + n)
-    assert len(seen) <= 8
-    assert seen.floor >= 5  # "a" was forgotten first
+    assert len(seen) <= 8  # "a" was forgotten first, into its slot
     assert seen.verdict("h", "a", 4) is Verdict.UNSURE
-    assert seen.verdict("h", "never", seen.floor) is Verdict.FRESH
+    assert seen.verdict("h", "a", 5) is Verdict.FRESH  # the revision it was forgotten at
+
+
+def test_forgetting_spreads_over_slots_so_few_objects_become_unsure() -> None:
+    """Past its capacity, the record keeps a maximum per slot, not one floor for all."""
+    seen = Seen(capacity=1000, buckets=1 << 14)
+    for n in range(5000):  # each object read once, at a revision growing with every commit
+        seen.note("h", f"g{n}", n + 1)
+    remembered = [n for n in range(5000) if seen.verdict("h", f"g{n}", n) is Verdict.STALE]
+    assert len(remembered) == len(seen)  # the objects still recorded know exactly
+    forgotten = [n for n in range(5000) if n not in set(remembered)]
+    # read again at the revision it was seen at, a forgotten object needs a durable read only
+    # when another object of its slot was forgotten at a higher revision: few, where one floor
+    # for all would have made nearly every one of them unsure
+    unsure = sum(seen.verdict("h", f"g{n}", n + 1) is Verdict.UNSURE for n in forgotten)
+    assert unsure < len(forgotten) // 4, f"{unsure} of {len(forgotten)} forgotten objects"
+    assert all(seen.verdict("h", f"g{n}", n) is Verdict.UNSURE for n in forgotten)  # never fresh

@@ -43,8 +43,8 @@ from dal import configure
 from dal.backends.base import DeletePrefix
 from dal.config import Context
 from dal.integrity import check
-from dal.journal import GRACE, SWEEP_INTERVAL
 from dal.relations import scan_all
+from dal.sweeps import GRACE, SWEEP_INTERVAL
 from dal.testing.servers import RunningServer
 from faults import kill_workers
 from faults.kill_hybrids import Crate, Depot, KillLedger

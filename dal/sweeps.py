@@ -1,0 +1,223 @@
+"""Sweeps of the commit journal: what every process does in the background (``dal/journal.py``).
+
+Every :data:`SWEEP_INTERVAL` seconds a process:
+
+- deletes its own records whose invalidations it delivered (those a commit did not take along);
+- fences again its commits whose outcome is still unknown, until the store answers;
+- with a shared cache, delivers again every record older than :data:`GRACE` (its writer
+  normally deletes it within milliseconds, so an old one was left by a writer that died or could
+  not reach the cache), and marks it swept with the revision it was applied at. Each page of
+  records goes out in one batch, each server's share on its own; a server that fails is not
+  asked again in that sweep, and a record is marked only once every server got its part;
+- catches up when some cache servers are not trusted (see ``dal/cache.py``): probes them, and
+  if any answers, delivers every record in the journal once more, then trusts again each
+  server that answered and did not fail meanwhile;
+- stamps cancelled markers with its clock and removes markers older than ``MARKER_AGE``.
+
+A process whose cache is its own (``memory://``) delivers nothing: it only marks records so
+old that no shared-cache process can still be about to deliver them, and removes old markers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import random
+import threading
+import time
+
+from dal.backends.base import Delete, Entry, Put, Revision
+from dal.exceptions import BackendError
+from dal.journal import (
+    CANCELLED,
+    FLUSH_AFTER,
+    MARKER_AGE,
+    RECORD,
+    RESOLVE_WINDOW,
+    SWEPT,
+    Journal,
+    Outcome,
+    marker_time,
+)
+from dal.keys import Keys
+
+log = logging.getLogger(__name__)
+
+#: seconds a record may stay before any process delivers it again
+GRACE = 0.5
+#: seconds between two sweeps of the journal by one process (jittered by 20%)
+SWEEP_INTERVAL = 0.5
+#: records read per page by a sweep
+SWEEP_PAGE = 64
+
+
+class Sweep:
+    """One process's background work on the journal."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.cache = journal.cache
+        # reads bypass later monkeypatching of the store (tests count a save's round trips)
+        self._scan = journal.store.scan
+        #: record key -> cache servers this process already delivered it to (a server that
+        #: confirmed a delete applied it: it need not get it again, even after a failure)
+        self._sent: dict[str, set[str]] = {}
+
+    def tick(self) -> None:
+        """Do one round: flush, fence unknown outcomes, catch up or sweep."""
+        try:
+            self.journal.flush(FLUSH_AFTER)
+            self._fence_unknown()
+            if not (self.journal.delivers and self.cache.trust.lost and self._catch_up()):
+                self.sweep()
+        except BackendError as exc:  # the store or the cache is unreachable: try next time
+            log.debug("journal sweep failed: %s", exc)
+
+    def catch_up(self) -> None:
+        """Catch up now (the first cache read of a process does, rather than wait for a tick)."""
+        try:
+            self._catch_up()
+        except BackendError as exc:
+            log.debug("journal catch-up failed: %s", exc)
+
+    def _catch_up(self) -> bool:
+        """Probe untrusted servers; if any answers, deliver everything and trust those that did."""
+        trust = self.cache.trust
+        started = time.monotonic()
+        answered = self.cache.probe(self.journal.keys.cache_root + "probe/", list(trust.lost))
+        if not answered:
+            return False
+        complete, failed = self.sweep(everything=True)
+        if complete and trust.restore(answered - failed, started):
+            self.journal.stats.add("object_trust_restored")
+        return True
+
+    def _fence_unknown(self) -> None:
+        for uncertain in list(self.journal.unknown.values()):
+            if time.time() - uncertain.stamp > RESOLVE_WINDOW:
+                self.journal.give_up(uncertain)
+                continue
+            outcome, _ = self.journal.resolve(uncertain, budget=0)
+            if outcome is Outcome.APPLIED:
+                self.journal.settled(uncertain, self.journal.decode(uncertain.record))
+
+    def sweep(self, *, everything: bool = False) -> tuple[bool, set[str]]:
+        """Go through the journal once; return whether all of it was read, and the servers that failed.
+
+        Records older than GRACE (every record, with ``everything``) are delivered, when this
+        process delivers.
+        """
+        now = time.time()
+        cutoff = now - GRACE
+        failed: set[str] = set()
+        seen: set[str] = set()
+        cursor: str | None = None
+        while True:
+            page = self._scan(self.journal.keys.journal(), start_after=cursor, limit=SWEEP_PAGE)
+            young = False
+            records: list[tuple[str, Entry, float]] = []
+            for key, entry in page:
+                try:
+                    stamp = Keys.journal_stamp(key)
+                except (ValueError, IndexError):
+                    continue  # not a journal record: something else wrote it, not ours to touch
+                if stamp > cutoff and not everything:
+                    young = True
+                    break
+                seen.add(key)
+                if entry.value[:1] == RECORD:
+                    records.append((key, entry, stamp))
+                else:
+                    self._tidy_marker(key, entry, now)
+            if self.journal.delivers:
+                failed |= self._deliver(records, failed, cutoff, now)
+            else:  # so old that no process with a shared cache can still be about to deliver it
+                for key, entry, stamp in records:
+                    if now - stamp > MARKER_AGE:
+                        self._mark(key, entry, now)
+            if young or len(page) < SWEEP_PAGE:
+                for key in [key for key in self._sent if key not in seen]:
+                    del self._sent[key]  # gone from the journal: forget it
+                return True, failed
+            cursor = page[-1][0]
+
+    def _deliver(self, records: list[tuple[str, Entry, float]], failed: set[str], cutoff: float,
+                 now: float) -> set[str]:
+        """Deliver a page of records in one batch; mark those every server got. Return new failures."""
+        node = self.cache.store.node
+        todo: list[tuple[str, Entry, float, list[str]]] = []
+        for key, entry, stamp in records:
+            sent = self._sent.get(key, set())
+            keys = [k for k in self.journal.decode(entry.value) if node(k) not in sent]
+            todo.append((key, entry, stamp, keys))
+        wanted = list(dict.fromkeys(k for *_, keys in todo for k in keys if node(k) not in failed))
+        failing = {node(k) for k in self.cache.deliver(wanted)} if wanted else set()
+        failed = failed | failing
+        for key, entry, stamp, keys in todo:
+            servers = {node(k) for k in keys}
+            self._sent.setdefault(key, set()).update(servers - failed)
+            if servers & failed:
+                continue  # a server did not get its part: keep the record for the next sweep
+            self._sent.pop(key, None)
+            self.journal.stats.add("journal_delivered")
+            if self.journal.claim_undelivered(key):
+                self.journal.queue_done([key])  # delivered at last: delete it as its writer
+            elif stamp <= cutoff:
+                self._mark(key, entry, now)
+        return failing
+
+    def _mark(self, key: str, entry: Entry, now: float) -> None:
+        """Mark a record swept, with the revision it was applied at, unless it changed meanwhile."""
+        marker = SWEPT + f"{entry.revision} {now:.3f}".encode()
+        self._conditionally(key, entry, Put(key, marker))
+
+    def _tidy_marker(self, key: str, entry: Entry, now: float) -> None:
+        """Delete our own marked records, stamp new cancellations, remove markers past their age."""
+        if self.journal.claim_undelivered(key):  # another process delivered it for us: we delete it
+            self.journal.queue_done([key])
+            return
+        stamped = marker_time(entry.value)
+        if stamped is None:
+            if entry.value[:1] == CANCELLED:
+                self._conditionally(key, entry, Put(key, CANCELLED + f"{now:.3f}".encode()))
+        elif now - stamped > MARKER_AGE:
+            self._conditionally(key, entry, Delete(key))
+
+    def _conditionally(self, key: str, entry: Entry, op: Put | Delete) -> None:
+        # one commit per marker: they are few, and one conflict must not hold the others back
+        self.journal.store.commit([Revision(key, entry.revision)], [op])
+
+
+class Sweeper:
+    """A daemon thread running :meth:`Sweep.tick` every SWEEP_INTERVAL, and a flush at exit."""
+
+    def __init__(self, sweep: Sweep, interval: float = SWEEP_INTERVAL) -> None:
+        self.sweep = sweep
+        self.interval = interval
+        self._stop = threading.Event()
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="dal-journal", daemon=True)
+        atexit.register(self.stop)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.sweep.tick()
+            except Exception:  # a bug must not stop the sweeps: they are what bounds staleness
+                log.exception("journal sweep failed")
+            if self._stop.wait(self.interval * random.uniform(0.8, 1.2)):
+                return
+
+    def stop(self) -> None:
+        """Stop sweeping and delete this process's delivered records."""
+        if os.getpid() != self._pid:
+            return  # inherited over fork: the parent's journal is not ours to touch
+        self._stop.set()
+        atexit.unregister(self.stop)
+        try:
+            self.sweep.journal.flush()
+        except Exception:  # at exit, a store may already be gone: the records are swept later
+            log.debug("could not flush the journal", exc_info=True)
+
