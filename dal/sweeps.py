@@ -100,7 +100,9 @@ class Sweep:
                 continue
             outcome, _ = self.journal.resolve(uncertain, budget=0)
             if outcome is Outcome.APPLIED:
-                self.journal.settled(uncertain, self.journal.decode(uncertain.record))
+                # deliver, but leave the record: its object may still settle through it (a sweep
+                # marks it, with its revision, and the mark stays MARKER_AGE)
+                self.cache.invalidate(*self.journal.decode(uncertain.record))
 
     def sweep(self, *, everything: bool = False) -> tuple[bool, set[str]]:
         """Go through the journal once; return whether all of it was read, and the servers that failed.

@@ -274,6 +274,27 @@ def test_refresh_settles_an_uncertain_save_before_it_reloads(
     assert (stored.count, stored.note) == (7, "n3")
 
 
+def test_an_outcome_learnt_in_the_background_is_learnt_alike_by_the_object(
+        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweeps fence unknown commits too; they must leave the object able to settle after them."""
+    tally = _tally("background")
+    assert journaled.sweeper is not None
+    journaled.sweeper.stop()  # the test runs the ticks
+    lost = LostAnswers(journaled, monkeypatch)
+    lost.plan = ["applied"] + ["down"] * 1000
+    mine = Tally(tally.guid)
+    mine.count += 1
+    with pytest.raises(CommitOutcomeUnknownError):
+        mine.save(datastore_wins=None)
+    lost.plan = []
+    assert journaled.journal is not None and journaled.journal.unknown
+    journaled.sweeper.sweep.tick()  # learns it was applied, in the background
+    assert not journaled.journal.unknown
+    journaled.journal.flush()
+    mine.save(datastore_wins=None)  # must find it applied too: neither twice nor a conflict
+    assert _stored_count(journaled, tally) == 1
+
+
 def test_a_fenced_commit_cannot_land_later_while_its_marker_stays(
         journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
     """A copy of the original commit still travelling (a TCP buffer, a proxy) arrives after the fence."""
