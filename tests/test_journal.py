@@ -204,31 +204,14 @@ def _dies_after_commit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Journal, "_delivered", lambda self, key, invalidate: None)
 
 
-def test_a_process_started_later_serves_nothing_a_dead_writer_left_stale(
-        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    sweep_of(journaled)  # and no other process runs
-    tally = Tally(data={"label": "later"})
+def _a_new_process_after_a_dead_writer(journaled: Context, monkeypatch: pytest.MonkeyPatch,
+                                       label: str) -> tuple[Context, Tally]:
+    """Leave a stale cached entry behind a dead writer, with nobody sweeping; then start a new
+    process (a new context that has seen nothing, and sweeps nothing in the background)."""
+    sweep_of(journaled)
+    tally = Tally(data={"label": label})
     tally.save()
     assert Tally(tally.guid).count == 0 and Tally(tally.guid).count == 0  # cached
-    with monkeypatch.context() as patch:
-        _dies_after_commit(patch)
-        tally.count = 1
-        tally.save()
-    later = configure(str(journaled.persistent_url.render(hide_password=False)),
-                      str(journaled.volatile_url.render(hide_password=False)), namespace=journaled.namespace)
-    later.seen = Seen()  # a new process: it has seen nothing
-    assert later.sweeper is not None
-    later.sweeper.stop()  # its first read must not count on a background sweep
-    assert Tally(tally.guid).count == 1  # its first cache read delivered the dead writer's record
-
-
-def test_control_a_process_that_trusts_the_cache_at_once_serves_the_stale_entry(
-        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Prove the test above can fail: without the first catch-up, the stale entry is served."""
-    sweep_of(journaled)
-    tally = Tally(data={"label": "trusting"})
-    tally.save()
-    assert Tally(tally.guid).count == 0 and Tally(tally.guid).count == 0
     with monkeypatch.context() as patch:
         _dies_after_commit(patch)
         tally.count = 1
@@ -238,6 +221,19 @@ def test_control_a_process_that_trusts_the_cache_at_once_serves_the_stale_entry(
     later.seen = Seen()
     assert later.sweeper is not None
     later.sweeper.stop()
+    return later, tally
+
+
+def test_a_process_started_later_serves_nothing_a_dead_writer_left_stale(
+        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, tally = _a_new_process_after_a_dead_writer(journaled, monkeypatch, "later")
+    assert Tally(tally.guid).count == 1  # its first cache read delivered the dead writer's record
+
+
+def test_control_a_process_that_trusts_the_cache_at_once_serves_the_stale_entry(
+        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prove the test above can fail: without the first catch-up, the stale entry is served."""
+    later, tally = _a_new_process_after_a_dead_writer(journaled, monkeypatch, "trusting")
     later.objects.trust.lost.clear()  # trusted without catching up
     assert Tally(tally.guid).count == 0
 
