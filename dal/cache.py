@@ -293,18 +293,18 @@ class LeasedCache:
             self.stats.add(f"{self.prefix}fills" if stored else f"{self.prefix}fill_conflicts")
         return payload
 
-    def invalidate(self, *keys: str) -> list[str]:
+    def invalidate(self, *keys: str, recorded: bool = False) -> list[str]:
         """Drop ``keys``; any fill that took its lease earlier will not store.
 
-        Return the keys whose deletion the store did not confirm. With a shared cache, their
-        server is no longer trusted (reads go around it) and the commit journal's sweeps deliver
-        them; with a cache of this process's own, they are read around and resent until
-        delivered.
+        Return the keys whose deletion the store did not confirm. Their server is no longer
+        trusted (reads go around it, see :class:`Trust`). Keys a commit's journal record holds
+        (``recorded``) are delivered by the journal's sweeps; the others are read around here
+        and resent until delivered.
         """
         if not keys:
             return []
         undelivered = self.deliver(list(keys))
-        if undelivered and not self.trust.enabled:
+        if undelivered and not recorded:
             with self._pending_lock:
                 for key in undelivered:
                     self._generation += 1
@@ -325,9 +325,9 @@ class LeasedCache:
             now = time.monotonic()
             if now - self._warned > WARN_EVERY:  # an outage would otherwise log every save
                 self._warned = now
-                log.warning("could not invalidate %d cache entries on %s; reading around %s until the "
-                            "journal's sweep delivers them", len(undelivered),
-                            ", ".join(sorted(servers)) or "the cache", "them" if len(servers) > 1 else "it")
+                log.warning("could not invalidate %d cache entries on %s; reading around %s until they "
+                            "are delivered", len(undelivered), ", ".join(sorted(servers)) or "the cache",
+                            "them" if len(servers) > 1 else "it")
         return undelivered
 
     def probe(self, prefix: str, nodes: Iterable[str]) -> set[str]:

@@ -39,8 +39,7 @@ class Context:
     stats: Stats = field(init=False, repr=False)
     objects: LeasedCache = field(init=False, repr=False)
     dynamics: LeasedCache = field(init=False, repr=False)
-    #: the highest revision this process has seen of each object (monotonic reads)
-    seen: Seen = field(init=False, repr=False)
+    _seen: Seen | None = field(init=False, default=None, repr=False)
     #: commit tokens and durable invalidations; None when both stores are local to this process
     journal: Journal | None = field(init=False, default=None, repr=False)
     sweeper: Sweeper | None = field(init=False, default=None, repr=False)
@@ -66,8 +65,7 @@ class Context:
         trust = Trust(self.volatile.nodes() if self.volatile.shared else None)
         self.objects = LeasedCache(self.volatile, signer, self.stats, prefix="object_", trust=trust)
         self.dynamics = LeasedCache(self.volatile, signer, self.stats, prefix="dynamic_", trust=trust)
-        # kept across configure(): revisions of one store only grow, whenever they were seen
-        self.seen = seen_for(str(self.persistent_url), self.namespace)
+        self._seen = None  # found on first use: naming the store may take a round trip
         local_cache_of_shared_store = self.persistent.shared and not self.volatile.shared
         self._change_token = self.persistent.change_token()
         self.caches_objects = not (local_cache_of_shared_store and self._change_token is None)
@@ -93,6 +91,22 @@ class Context:
             self.sweeper.stop()
         if self.publisher is not None:
             self.publisher.stop()
+
+    @property
+    def seen(self) -> Seen:
+        """The highest revision this process has seen of each object (monotonic reads).
+
+        One record per store (by identity, however its URL is spelled) and namespace, kept across
+        ``configure()`` calls: revisions of one store only grow, whenever they were seen.
+        """
+        seen = self._seen
+        if seen is None:
+            seen = self._seen = seen_for(self.keys.cache_root)
+        return seen
+
+    @seen.setter
+    def seen(self, record: Seen) -> None:
+        self._seen = record
 
     def load_document(self, hybrid: str, guid: str) -> Entry | None:
         """Return the stored document of one object, through the object cache when it is exact.
@@ -144,7 +158,7 @@ class Context:
             self.invalidate(*invalidate)  # whatever the store did, nothing it touched may stay cached
             raise
         if result.ok:
-            self.invalidate(*invalidate)
+            self.invalidate(*invalidate)  # no journal: a local cache keeps and resends what fails
         return result
 
     def load_documents(self, hybrid: str, guids: list[str]) -> dict[str, Entry]:

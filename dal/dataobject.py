@@ -223,7 +223,8 @@ class DataObject(metaclass=HybridMetaclass):
         The same field changed here and in the store since this object was loaded: with
         ``datastore_wins=False`` ours wins, ``True`` theirs, ``None`` raises ConcurrencyError.
         Still conflicting after the retries: RaceConditionError. On any error this object
-        is left exactly as it was.
+        is left exactly as it was, except that an earlier save whose outcome was unknown, found
+        applied first, is now part of it. CommitOutcomeUnknownError: call save() again.
         """
         self._check_mandatory()
         context = current()
@@ -313,7 +314,7 @@ class DataObject(metaclass=HybridMetaclass):
                 f"Load the object again ({type(self).__name__}(guid)) and look before saving", uncertain)
         del self.__dict__["_uncertain"]
         if outcome is Outcome.APPLIED:
-            journal.settled(uncertain, invalidate)
+            journal.settled(uncertain, invalidate, revision)
             now, values = self._document(), dict(self._data)
             since = [name for name, value in now.items() if not same(value, ours_then.get(name))]
             # -1 when the revision is not known: the next commit then fails its check and merges

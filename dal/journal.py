@@ -35,6 +35,7 @@ Records live at ``<namespace>/x/<milliseconds>/<token>``. Values:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -154,7 +155,7 @@ class Journal:
             if outcome is not Outcome.APPLIED:
                 self._give_back(along)
                 # whatever happened, nothing this commit touched may stay cached
-                self.cache.invalidate(*invalidate)
+                self.cache.invalidate(*invalidate, recorded=True)
                 said = str(exc).rstrip(". ") + "."
                 if outcome is Outcome.NOT_APPLIED:
                     raise BackendError(f"{said} Nothing was written: retrying is safe.") from exc
@@ -186,6 +187,8 @@ class Journal:
         fails on the record or its swept marker (it was). Asked again until ``budget`` seconds
         (the store's timeout by default) pass.
         """
+        if time.time() - uncertain.stamp > RESOLVE_WINDOW:
+            return self._look(uncertain)
         deadline = time.monotonic() + (self._budget() if budget is None else budget)
         pause = 0.01
         while time.time() - uncertain.stamp <= RESOLVE_WINDOW:
@@ -209,6 +212,22 @@ class Journal:
             pause = min(pause * 2, 0.5)
         return Outcome.UNKNOWN, 0
 
+    def _look(self, uncertain: Uncertain) -> tuple[Outcome, int]:
+        """Past RESOLVE_WINDOW a fence could land on a key whose marker is gone: only look at the key.
+
+        Its record or swept marker says applied, its cancelled marker not applied; nothing there
+        (a marker removed after MARKER_AGE) says nothing.
+        """
+        try:
+            entry = self.store.get(uncertain.key)
+        except BackendError:
+            return Outcome.UNKNOWN, 0
+        if entry is None:
+            return Outcome.UNKNOWN, 0
+        if entry.value[:1] == CANCELLED:
+            return Outcome.NOT_APPLIED, 0
+        return Outcome.APPLIED, applied_revision(entry)
+
     def claim_undelivered(self, key: str) -> bool:
         """Tell whether ``key`` is one of this process's undelivered records, forgetting it if so."""
         with self._lock:
@@ -221,9 +240,19 @@ class Journal:
         with self._lock:
             self.unknown.pop(uncertain.key, None)
 
-    def settled(self, uncertain: Uncertain, invalidate: Sequence[str]) -> None:
-        """Deliver the invalidations of an uncertain commit found applied later."""
-        self._delivered(uncertain.key, invalidate)
+    def settled(self, uncertain: Uncertain, invalidate: Sequence[str], revision: int) -> None:
+        """Deliver the invalidations of an uncertain commit found applied later, and mark its record.
+
+        The record is marked swept, not deleted: another copy of the object (a fork, a copy) may
+        still learn the outcome through it, and the mark stays MARKER_AGE once a sweep stamps it.
+        """
+        self.cache.invalidate(*invalidate, recorded=True)
+        if revision > 0:
+            # conditional: a sweep may have marked it already; if the store fails, it stays a
+            # record, which a sweep delivers and marks
+            with contextlib.suppress(BackendError):
+                self.store.commit([Revision(uncertain.key, revision)],
+                                  [Put(uncertain.key, SWEPT + str(revision).encode())])
 
     def _budget(self) -> float:
         return max(float(self.store.timeout), 1.0)
@@ -241,7 +270,7 @@ class Journal:
 
     def _delivered(self, key: str, invalidate: Sequence[str]) -> None:
         """Deliver a committed record's invalidations; queue the record for deletion if they landed."""
-        if self.cache.invalidate(*invalidate):
+        if self.cache.invalidate(*invalidate, recorded=True):
             with self._lock:
                 self.undelivered.add(key)  # stays in the journal: a sweep delivers it
         else:

@@ -12,12 +12,14 @@ highest revision forgotten there. A cached document of a forgotten object older 
 may or may not be stale (another object of the slot may hold that revision), so it is checked
 against the durable store before it is used; with many slots, few are.
 
-One record per durable store URL and namespace per process, kept across ``configure()`` calls:
-revisions of one store only grow, so they can be compared whenever they were seen.
+One record per durable store (by its identity) and namespace per process, kept across
+``configure()`` calls: revisions of one store only grow, so they can be compared whenever they
+were seen.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from array import array
 from enum import Enum
@@ -93,14 +95,25 @@ class Seen:
             del self._revisions[key]
 
 
-_records: dict[tuple[str, str], Seen] = {}
+_records: dict[str, Seen] = {}
 _records_lock = threading.Lock()
 
 
-def seen_for(store: str, namespace: str) -> Seen:
-    """Return this process's record for one namespace of the durable store named ``store`` (its URL)."""
+def seen_for(scope: str) -> Seen:
+    """Return this process's record for ``scope``: one namespace of one store (its cache root)."""
     with _records_lock:
-        record = _records.get((store, namespace))
+        record = _records.get(scope)
         if record is None:
-            record = _records[store, namespace] = Seen()
+            record = _records[scope] = Seen()
         return record
+
+
+def _after_fork_in_child() -> None:
+    # another thread may have held a lock at fork() time; in the child it would stay held. The
+    # child starts with no record: what its parent saw, it did not.
+    global _records_lock
+    _records_lock = threading.Lock()
+    _records.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -12,10 +12,16 @@ Every :data:`SWEEP_INTERVAL` seconds a process:
 - catches up when some cache servers are not trusted (see ``dal/cache.py``): probes them, and
   if any answers, delivers every record in the journal once more, then trusts again each
   server that answered and did not fail meanwhile;
-- stamps cancelled markers with its clock and removes markers older than ``MARKER_AGE``.
+- stamps markers with its clock and removes markers older than ``MARKER_AGE``.
 
-A process whose cache is its own (``memory://``) delivers nothing: it only marks records so
-old that no shared-cache process can still be about to deliver them, and removes old markers.
+A process whose cache is its own (``memory://``) delivers nothing, so it never marks a record
+either (it would take it from the processes with memcached): it only tidies markers. Its own
+delivered records it deletes like any writer; a dead writer's record waits for a process with
+memcached (in a deployment without one, it stays: a few hundred bytes per writer that died
+between a commit and its invalidation).
+
+Records a writer delivered are deleted by the same thread every :data:`FLUSH_EVERY` seconds (or
+along with the writer's next commit), well before GRACE, so sweeps do not redeliver them.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ GRACE = 0.5
 SWEEP_INTERVAL = 0.5
 #: records read per page by a sweep
 SWEEP_PAGE = 64
+#: seconds between two flushes of this process's delivered records (FLUSH_AFTER + this < GRACE)
+FLUSH_EVERY = 0.1
 
 
 class Sweep:
@@ -63,6 +71,15 @@ class Sweep:
         #: record key -> cache servers this process already delivered it to (a server that
         #: confirmed a delete applied it: it need not get it again, even after a failure)
         self._sent: dict[str, set[str]] = {}
+        #: one sweep at a time (the first read's catch-up and the thread's may meet)
+        self._lock = threading.Lock()
+
+    def flush(self) -> None:
+        """Delete this process's delivered records that waited FLUSH_AFTER."""
+        try:
+            self.journal.flush(FLUSH_AFTER)
+        except BackendError as exc:
+            log.debug("journal flush failed: %s", exc)
 
     def tick(self) -> None:
         """Do one round: flush, fence unknown outcomes, catch up or sweep."""
@@ -102,7 +119,7 @@ class Sweep:
             if outcome is Outcome.APPLIED:
                 # deliver, but leave the record: its object may still settle through it (a sweep
                 # marks it, with its revision, and the mark stays MARKER_AGE)
-                self.cache.invalidate(*self.journal.decode(uncertain.record))
+                self.cache.invalidate(*self.journal.decode(uncertain.record), recorded=True)
 
     def sweep(self, *, everything: bool = False) -> tuple[bool, set[str]]:
         """Go through the journal once; return whether all of it was read, and the servers that failed.
@@ -110,6 +127,10 @@ class Sweep:
         Records older than GRACE (every record, with ``everything``) are delivered, when this
         process delivers.
         """
+        with self._lock:
+            return self._sweep(everything)
+
+    def _sweep(self, everything: bool) -> tuple[bool, set[str]]:
         now = time.time()
         cutoff = now - GRACE
         failed: set[str] = set()
@@ -134,10 +155,6 @@ class Sweep:
                     self._tidy_marker(key, entry, now)
             if self.journal.delivers:
                 failed |= self._deliver(records, failed, cutoff, now)
-            else:  # so old that no process with a shared cache can still be about to deliver it
-                for key, entry, stamp in records:
-                    if now - stamp > MARKER_AGE:
-                        self._mark(key, entry, now)
             if young or len(page) < SWEEP_PAGE:
                 for key in [key for key in self._sent if key not in seen]:
                     del self._sent[key]  # gone from the journal: forget it
@@ -180,9 +197,10 @@ class Sweep:
             self.journal.queue_done([key])
             return
         stamped = marker_time(entry.value)
-        if stamped is None:
-            if entry.value[:1] == CANCELLED:
-                self._conditionally(key, entry, Put(key, CANCELLED + f"{now:.3f}".encode()))
+        if stamped is None:  # written by a writer (a fence, a settled save): age it from now on
+            kind, revision = entry.value[:1], entry.value[1:].partition(b" ")[0]
+            suffix = f"{now:.3f}" if kind == CANCELLED else f"{(revision or b'0').decode()} {now:.3f}"
+            self._conditionally(key, entry, Put(key, kind + suffix.encode()))
         elif now - stamped > MARKER_AGE:
             self._conditionally(key, entry, Delete(key))
 
@@ -209,8 +227,13 @@ class Sweeper:
                 self.sweep.tick()
             except Exception:  # a bug must not stop the sweeps: they are what bounds staleness
                 log.exception("journal sweep failed")
-            if self._stop.wait(self.interval * random.uniform(0.8, 1.2)):
-                return
+            # between two sweeps, flush this process's delivered records often, so that no
+            # other process's sweep finds them older than GRACE
+            next_tick = time.monotonic() + self.interval * random.uniform(0.8, 1.2)
+            while (pause := next_tick - time.monotonic()) > 0:
+                if self._stop.wait(min(FLUSH_EVERY, pause)):
+                    return
+                self.sweep.flush()
 
     def stop(self) -> None:
         """Stop sweeping and delete this process's delivered records."""

@@ -397,3 +397,29 @@ def test_one_dead_memcached_server_keeps_only_its_own_share_of_an_invalidation(m
     assert sorted(undelivered) == sorted(set(keys) - set(live))
     assert cache.get_many(live) == {}, "the live server's share must be invalidated"
     cache.close()
+
+
+@pytest.mark.memcached
+def test_a_refused_invalidation_outside_a_commit_is_resent_with_a_shared_cache(
+        tmp_path: Path, namespace: str, memcached_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """invalidate_dynamics() writes no journal record: the process itself must resend it."""
+    context = dal.configure(f"sqlite:///{tmp_path / 'dyn.sqlite3'}", memcached_server.url,
+                            namespace=namespace)
+    try:
+        widget = Widget(data={"name": "w", "kind": make_kind("k"), "count": 2})
+        widget.save()
+        assert widget.doubled == 4  # cached on the server
+        key = context.keys.cached_dynamic("widget", widget.guid, "doubled")
+        assert context.volatile.get(key) is not None
+        real = context.volatile.delete_many
+        monkeypatch.setattr(context.volatile, "delete_many", lambda keys: list(keys))
+        widget.invalidate_dynamics(["doubled"])
+        assert key in context.dynamics.pending
+        monkeypatch.setattr(context.volatile, "delete_many", real)
+        deadline = time.monotonic() + 5
+        while context.dynamics.pending and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not context.dynamics.pending, "the invalidation was never resent"
+        assert context.volatile.get(key) is None
+    finally:
+        context.close()

@@ -164,6 +164,8 @@ def test_a_delete_whose_answer_was_lost_reports_success(
     lost = LostAnswers(journaled, monkeypatch)
     lost.plan = ["applied"]
     Tally(tally.guid).delete()
+    # on the cache server itself, before any load of this process could drop it
+    assert _cached_count(journaled, tally) is None
     with pytest.raises(ObjectNotFoundError):
         Tally(tally.guid)
     assert journaled.persistent.get(journaled.keys.doc("tally", tally.guid)) is None
@@ -293,6 +295,28 @@ def test_an_outcome_learnt_in_the_background_is_learnt_alike_by_the_object(
     journaled.journal.flush()
     mine.save(datastore_wins=None)  # must find it applied too: neither twice nor a conflict
     assert _stored_count(journaled, tally) == 1
+
+
+def test_an_outcome_learnt_by_a_sweep_is_still_known_past_the_window(
+        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dal import dataobject
+    from dal import journal as journal_module
+
+    tally = _tally("late")
+    assert journaled.sweeper is not None
+    journaled.sweeper.stop()
+    lost = LostAnswers(journaled, monkeypatch)
+    lost.plan = ["applied"] + ["down"] * 1000
+    mine = Tally(tally.guid)
+    mine.count += 1
+    with pytest.raises(CommitOutcomeUnknownError):
+        mine.save(datastore_wins=None)
+    lost.plan = []
+    journaled.sweeper.sweep.tick()  # learnt in the background: the record stays, marked later
+    monkeypatch.setattr(dataobject, "RESOLVE_WINDOW", 0.0)  # the next save comes minutes later
+    monkeypatch.setattr(journal_module, "RESOLVE_WINDOW", 0.0)
+    mine.save(datastore_wins=None)  # no fence any more, but the key still tells: applied
+    assert _stored_count(journaled, tally) == 1 and mine.count == 1
 
 
 def test_a_fenced_commit_cannot_land_later_while_its_marker_stays(

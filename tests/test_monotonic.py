@@ -8,10 +8,14 @@ back into the cache (a replay). Multi-process histories with real faults are in
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 from hybrids import Kind
 
-from dal import DataList
+from dal import DataList, configure
 from dal.cache import LeasedCache
 from dal.config import Context
 from dal.exceptions import ObjectNotFoundError
@@ -28,7 +32,7 @@ def _kind(name: str) -> Kind:
 def _save_without_invalidating(monkeypatch: pytest.MonkeyPatch, kind: Kind, name: str) -> None:
     """Save a new name while the cache keeps the old document (its invalidation held back)."""
     with monkeypatch.context() as patch:
-        patch.setattr(LeasedCache, "invalidate", lambda self, *keys: [])
+        patch.setattr(LeasedCache, "invalidate", lambda self, *keys, recorded=False: [])
         kind.name = name
         kind.save()
 
@@ -55,7 +59,7 @@ def test_batch_loads_refuse_older_cached_documents_too(
 def test_a_delete_seen_here_hides_a_cached_ghost(context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
     kind = _kind("ghost")
     with monkeypatch.context() as patch:
-        patch.setattr(LeasedCache, "invalidate", lambda self, *keys: [])
+        patch.setattr(LeasedCache, "invalidate", lambda self, *keys, recorded=False: [])
         Kind(kind.guid).delete()
     assert list(DataList(Kind, guids=[kind.guid])) == []  # the batch path skips it as deleted
     with pytest.raises(ObjectNotFoundError):
@@ -114,3 +118,35 @@ def test_forgetting_spreads_over_slots_so_few_objects_become_unsure() -> None:
     unsure = sum(seen.verdict("h", f"g{n}", n + 1) is Verdict.UNSURE for n in forgotten)
     assert unsure < len(forgotten) // 4, f"{unsure} of {len(forgotten)} forgotten objects"
     assert all(seen.verdict("h", f"g{n}", n) is Verdict.UNSURE for n in forgotten)  # never fresh
+
+
+def test_the_record_outlives_configure(context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    kind = _kind("before")
+    _save_without_invalidating(monkeypatch, kind, "after")
+    again = configure(str(context.persistent_url.render(hide_password=False)),
+                      str(context.volatile_url.render(hide_password=False)), namespace=context.namespace)
+    assert again.seen is context.seen  # one record per store and namespace, for the process
+    assert Kind(kind.guid).name == "after"
+
+
+def test_a_forked_child_never_inherits_a_held_lock(context: Context) -> None:
+    kind = _kind("forked")
+    held = context.seen._lock
+    assert held.acquire(timeout=5)  # as another thread of the parent would, at fork() time
+    try:
+        pid = os.fork()
+        if pid == 0:
+            ok = Kind(kind.guid).name == "forked" and Kind(_kind("in child").guid).name == "in child"
+            os._exit(0 if ok else 1)
+    finally:
+        held.release()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError("the child hung on a lock it inherited")

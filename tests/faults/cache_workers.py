@@ -50,7 +50,7 @@ class Plan:
     spy_deletes: bool = False
 
 
-def _no_invalidation(self: LeasedCache, *keys: str) -> list[str]:
+def _no_invalidation(self: LeasedCache, *keys: str, recorded: bool = False) -> list[str]:
     """Stand-in for LeasedCache.invalidate in the control run: delete nothing, report success."""
     return []
 
