@@ -363,9 +363,14 @@ class LeasedCache:
             return frozenset(self._pending)
 
     def close(self) -> None:
-        """Stop resending: this cache's context was replaced (what is pending is in the journal)."""
+        """Stop resending (this cache's context is being replaced), after one last try."""
         with self._pending_lock:
             self._closed = True
+            pending = list(self._pending)
+        undelivered = self.deliver(pending) if pending else []
+        if undelivered:
+            log.warning("gave up %d cache invalidations when this context closed; the entries expire "
+                        "with their TTL", len(undelivered))
 
     def _schedule_resend(self) -> None:
         with self._pending_lock:
