@@ -17,6 +17,7 @@ import pytest
 from conftest import PairURLs, cached_document, persistent_url_for, volatile_url_for
 from race_hybrids import Tally
 
+from dal import config as config_module
 from dal import sweeps as sweeps_module
 from dal.backends.base import DeletePrefix, Entry
 from dal.backends.url import parse_url
@@ -216,12 +217,23 @@ def _a_new_process_after_a_dead_writer(journaled: Context, monkeypatch: pytest.M
         _dies_after_commit(patch)
         tally.count = 1
         tally.save()
-    later = configure(str(journaled.persistent_url.render(hide_password=False)),
-                      str(journaled.volatile_url.render(hide_password=False)), namespace=journaled.namespace)
+    with monkeypatch.context() as patch:  # no background sweep at all: it could run before the test
+        patch.setattr(config_module, "Sweeper", _Idle)
+        later = configure(str(journaled.persistent_url.render(hide_password=False)),
+                          str(journaled.volatile_url.render(hide_password=False)),
+                          namespace=journaled.namespace)
     later.seen = Seen()
-    assert later.sweeper is not None
-    later.sweeper.stop()
     return later, tally
+
+
+class _Idle:
+    """A Sweeper that never sweeps in the background (its sweep can still be run by hand)."""
+
+    def __init__(self, sweep: Sweep) -> None:
+        self.sweep = sweep
+
+    def stop(self) -> None:
+        """Nothing runs: nothing to stop."""
 
 
 def test_a_process_started_later_serves_nothing_a_dead_writer_left_stale(
