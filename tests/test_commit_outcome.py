@@ -276,12 +276,13 @@ def test_refresh_settles_an_uncertain_save_before_it_reloads(
     assert (stored.count, stored.note) == (7, "n3")
 
 
-def test_an_outcome_learnt_in_the_background_is_learnt_alike_by_the_object(
-        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sweeps fence unknown commits too; they must leave the object able to settle after them."""
-    tally = _tally("background")
+def _applied_unknown_then_swept(journaled: Context, monkeypatch: pytest.MonkeyPatch,
+                                label: str) -> tuple[Tally, Tally]:
+    """Save an increment whose answer and fences are lost (it was applied), then let one background
+    tick learn the outcome once the store answers again. Return the stored tally and the object."""
+    tally = _tally(label)
     assert journaled.sweeper is not None
-    journaled.sweeper.stop()  # the test runs the ticks
+    journaled.sweeper.stop()  # the test runs the tick
     lost = LostAnswers(journaled, monkeypatch)
     lost.plan = ["applied"] + ["down"] * 1000
     mine = Tally(tally.guid)
@@ -290,8 +291,16 @@ def test_an_outcome_learnt_in_the_background_is_learnt_alike_by_the_object(
         mine.save(datastore_wins=None)
     lost.plan = []
     assert journaled.journal is not None and journaled.journal.unknown
-    journaled.sweeper.sweep.tick()  # learns it was applied, in the background
+    journaled.sweeper.sweep.tick()  # learns it was applied: the record stays, a sweep marks it later
     assert not journaled.journal.unknown
+    return tally, mine
+
+
+def test_an_outcome_learnt_in_the_background_is_learnt_alike_by_the_object(
+        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweeps fence unknown commits too; they must leave the object able to settle after them."""
+    tally, mine = _applied_unknown_then_swept(journaled, monkeypatch, "background")
+    assert journaled.journal is not None
     journaled.journal.flush()
     mine.save(datastore_wins=None)  # must find it applied too: neither twice nor a conflict
     assert _stored_count(journaled, tally) == 1
@@ -302,17 +311,7 @@ def test_an_outcome_learnt_by_a_sweep_is_still_known_past_the_window(
     from dal import dataobject
     from dal import journal as journal_module
 
-    tally = _tally("late")
-    assert journaled.sweeper is not None
-    journaled.sweeper.stop()
-    lost = LostAnswers(journaled, monkeypatch)
-    lost.plan = ["applied"] + ["down"] * 1000
-    mine = Tally(tally.guid)
-    mine.count += 1
-    with pytest.raises(CommitOutcomeUnknownError):
-        mine.save(datastore_wins=None)
-    lost.plan = []
-    journaled.sweeper.sweep.tick()  # learnt in the background: the record stays, marked later
+    tally, mine = _applied_unknown_then_swept(journaled, monkeypatch, "late")
     monkeypatch.setattr(dataobject, "RESOLVE_WINDOW", 0.0)  # the next save comes minutes later
     monkeypatch.setattr(journal_module, "RESOLVE_WINDOW", 0.0)
     mine.save(datastore_wins=None)  # no fence any more, but the key still tells: applied
