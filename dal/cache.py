@@ -18,12 +18,15 @@ recorded invalidation again.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
+import itertools
 import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
@@ -40,8 +43,8 @@ _PLAIN = b"U"
 _DIGEST_SIZE = 32
 #: seconds between two attempts to deliver invalidations the volatile store did not take
 RESEND_INTERVAL = 0.25
-#: seconds between two warnings about invalidations that did not get through
-WARN_EVERY = 10.0
+#: guards the record of invalidation outages that the caches of one context share (Trust.outages)
+_outage_lock = threading.Lock()
 
 
 class Signer:
@@ -77,36 +80,102 @@ class Signer:
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
 
+class _ThreadMark:
+    """Held by one thread's slot of a ``threading.local`` only: it dies when that thread ends."""
+
+    __slots__ = ("__weakref__",)
+
+
+def _retire(retiring: collections.deque[tuple[int, dict[str, float]]], token: int,
+            counts: dict[str, float]) -> None:
+    # Runs when a thread ends (or, in a forked child, for every thread that did not survive the
+    # fork), at any moment and maybe while another thread holds the Stats lock: so no lock here,
+    # only a deque append, which is atomic. The next snapshot folds the counts into the total.
+    retiring.append((token, counts))
+
+
 class Stats:
     """Event counters (hits, misses, rejected entries, seconds spent, ...), exact under threads.
 
     Each thread counts in its own dict, so the hot path takes no lock; a snapshot sums them.
+    When a thread ends, its dict is folded into a shared total (by the next snapshot), so a
+    process that runs many short-lived threads keeps one dict per *live* thread, and loses no
+    count. A forked child starts from zero: it counts (and publishes) only its own events.
     """
 
     def __init__(self) -> None:
         self._local = threading.local()
-        self._all: list[dict[str, float]] = []
+        #: token -> the dict of a thread that may still count (tokens are never reused)
+        self._all: dict[int, dict[str, float]] = {}
+        #: dicts of threads that ended, not yet folded into ``_total``
+        self._retiring: collections.deque[tuple[int, dict[str, float]]] = collections.deque()
+        self._total: dict[str, float] = {}
+        self._tokens = itertools.count()
         self._lock = threading.Lock()
+        _all_stats.add(self)
 
     def add(self, event: str, amount: float = 1) -> None:
         try:
             counts: dict[str, float] = self._local.counts
         except AttributeError:
-            counts = self._local.counts = {}
-            with self._lock:
-                self._all.append(counts)
+            counts = self._start_thread()
         counts[event] = counts.get(event, 0) + amount
 
+    def _start_thread(self) -> dict[str, float]:
+        counts: dict[str, float] = {}
+        token = next(self._tokens)  # itertools.count is atomic under the GIL
+        mark = _ThreadMark()
+        # the finalizer holds the dict, the deque and the token, never this Stats object
+        weakref.finalize(mark, _retire, self._retiring, token, counts).atexit = False
+        self._all[token] = counts  # one dict store: atomic, no lock on this path either
+        local = self._local
+        local.mark, local.counts = mark, counts
+        return counts
+
     def snapshot(self) -> dict[str, float]:
-        total: dict[str, float] = {}
         with self._lock:
-            for counts in self._all:
+            total = self._fold_retired()
+            # list() copies in one step; a dict retired after the fold above is still in _all,
+            # so it is counted here once, and folded by the next snapshot
+            for counts in list(self._all.values()):
                 for event, amount in dict(counts).items():  # dict() copies in one step
                     total[event] = total.get(event, 0) + amount
         return total
 
     def __getitem__(self, event: str) -> float:
         return self.snapshot().get(event, 0)
+
+    def _fold_retired(self) -> dict[str, float]:
+        """Move the counts of ended threads into ``_total``; return a copy of it. Hold the lock."""
+        retiring, total = self._retiring, self._total
+        while retiring:
+            token, counts = retiring.popleft()
+            if self._all.pop(token, None) is None:
+                continue  # reset after a fork: those counts were the parent's
+            for event, amount in counts.items():
+                total[event] = total.get(event, 0) + amount
+        return dict(total)
+
+    def _reset_in_child(self) -> None:
+        """Forget every count: a forked child reports only what it does itself."""
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        self._retiring.clear()
+        self._total.clear()
+        for counts in list(self._all.values()):
+            counts.clear()  # the forking thread keeps counting into its (now empty) dict
+        self._all = {token: counts for token, counts in self._all.items()
+                     if counts is getattr(self._local, "counts", None)}
+
+
+_all_stats: weakref.WeakSet[Stats] = weakref.WeakSet()
+
+
+def _reset_stats_in_child() -> None:
+    for stats in list(_all_stats):
+        stats._reset_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_stats_in_child)
 
 
 class Trust:
@@ -130,6 +199,11 @@ class Trust:
         self.lost: dict[str, float] = dict.fromkeys(nodes, float("-inf")) if nodes is not None else {}
         #: the sweep that catches up, run by the first read that finds a server untrusted
         self.catch_up: Callable[[], None] | None = None
+        #: server -> invalidations that failed since it stopped taking them: each outage is
+        #: reported once when it starts and once when it ends, however many saves it spans
+        self.outages: dict[str, int] = {}
+        #: the caches sharing this trust (see LeasedCache.settle_outages)
+        self.caches: list[LeasedCache] = []
         self._first = True
         self._lock = threading.Lock()
 
@@ -152,7 +226,9 @@ class Trust:
             restored = [node for node in nodes if self.lost.get(node, since) < since]
             for node in restored:
                 del self.lost[node]
-            return restored
+        if restored and self.outages and self.caches:
+            self.caches[0].settle_outages()  # every invalidation recorded meanwhile was just delivered
+        return restored
 
     def first_read(self) -> None:
         """Catch up with the journal now if nothing did yet (a failure leaves the cache untrusted)."""
@@ -185,7 +261,7 @@ class LeasedCache:
         self._pending_lock = threading.Lock()
         self._resending = False
         self._closed = False
-        self._warned = 0.0
+        self.trust.caches.append(self)
 
     def usable(self, key: str) -> bool:
         """Tell whether ``key`` may be read from and filled into the cache now."""
@@ -303,7 +379,7 @@ class LeasedCache:
         """
         if not keys:
             return []
-        undelivered = self.deliver(list(keys))
+        undelivered = self.deliver(list(keys), first=True)
         if undelivered and not recorded:
             with self._pending_lock:
                 for key in undelivered:
@@ -312,23 +388,66 @@ class LeasedCache:
             self._schedule_resend()
         return undelivered
 
-    def deliver(self, keys: list[str]) -> list[str]:
-        """Delete ``keys`` once; return those not confirmed (and stop trusting the cache if any)."""
+    def deliver(self, keys: list[str], *, first: bool = False) -> list[str]:
+        """Delete ``keys`` once; return those not confirmed (and stop trusting the cache if any).
+
+        ``first``: these are new invalidations, not ones sent again; their failures are counted
+        in the outage's summary.
+        """
         try:
             undelivered = self.store.delete_many(keys)
         except BackendError:  # a store may still fail as a whole
             undelivered = list(keys)
         if undelivered:
             self.stats.add(f"{self.prefix}invalidation_errors")
-            servers = {self.store.node(key) for key in undelivered}
-            self.trust.fail(servers)
-            now = time.monotonic()
-            if now - self._warned > WARN_EVERY:  # an outage would otherwise log every save
-                self._warned = now
-                log.warning("could not invalidate %d cache entries on %s; reading around %s until they "
-                            "are delivered", len(undelivered), ", ".join(sorted(servers)) or "the cache",
-                            "them" if len(servers) > 1 else "it")
+            failed: dict[str, int] = {}
+            for key in undelivered:
+                node = self.store.node(key)
+                failed[node] = failed.get(node, 0) + 1
+            self.trust.fail(list(failed))
+            # one warning when a server stops taking invalidations, not one per save: a dead
+            # server fails every save until it answers again (settle_outages says when)
+            with _outage_lock:
+                started = {node: count for node, count in failed.items() if node not in self.trust.outages}
+                for node, count in failed.items():
+                    self.trust.outages[node] = self.trust.outages.get(node, 0) + (count if first else 0)
+            for node, count in sorted(started.items()):
+                log.warning("could not invalidate %d cache entries on %s; reading around it until they are "
+                            "delivered (said once: a line follows when it answers again)", count,
+                            self._server_name(node))
+        if self.trust.outages:
+            self.settle_outages(failing=undelivered)
         return undelivered
+
+    def settle_outages(self, failing: Iterable[str] = ()) -> None:
+        """Report each outage that is over: its server is trusted again and nothing waits for it.
+
+        Trusted again means a sweep of the journal reached the server and delivered every
+        recorded invalidation; the caches sharing the trust must also hold no unrecorded one
+        still to be resent to it. ``failing``: keys whose invalidation just failed (not pending yet).
+        """
+        trust = self.trust
+        with _outage_lock:
+            candidates = [node for node in trust.outages if node not in trust.lost]
+        if not candidates:
+            return
+        node_of = self.store.node
+        waiting = {node_of(key) for key in failing} | {node_of(key) for cache in trust.caches
+                                                        for key in cache.pending}
+        ended: list[tuple[str, int]] = []
+        with _outage_lock:
+            for node in candidates:
+                if node not in waiting and node not in trust.lost and node in trust.outages:
+                    ended.append((node, trust.outages.pop(node)))
+        for node, count in ended:
+            log.warning("%s answers again; %d invalidations failed meanwhile, all delivered since",
+                        self._server_name(node), count)
+
+    def _server_name(self, node: str) -> str:
+        """Return ``scheme://host:port`` of a server (``node`` is ``""`` when the store has one)."""
+        url = self.store.url
+        where = node or ",".join(host if port is None else f"{host}:{port}" for host, port in url.hosts)
+        return f"{url.scheme}://{where}"
 
     def probe(self, prefix: str, nodes: Iterable[str]) -> set[str]:
         """Return which of ``nodes`` answer now: a delete of a key under ``prefix`` that each holds,
@@ -391,6 +510,8 @@ class LeasedCache:
                 if key not in failed and self._pending.get(key) == generation:
                     del self._pending[key]
             self._resending = False
+        if self.trust.outages:
+            self.settle_outages()  # the last of them may just have been delivered
         self._schedule_resend()
 
     def _take_lease(self, key: str) -> object | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import threading
 from collections.abc import Sequence
@@ -150,16 +151,30 @@ class Context:
         Counted in ``stats``.
         """
         self.stats.add("commits")
-        if self.journal is not None:
-            return self.journal.commit(checks, ops, invalidate)
         try:
-            result = self.persistent.commit(checks, ops)
-        except BackendError:
-            self.invalidate(*invalidate)  # whatever the store did, nothing it touched may stay cached
-            raise
-        if result.ok:
-            self.invalidate(*invalidate)  # no journal: a local cache keeps and resends what fails
-        return result
+            if self.journal is not None:
+                return self.journal.commit(checks, ops, invalidate)
+            try:
+                result = self.persistent.commit(checks, ops)
+            except BackendError:
+                self.invalidate(*invalidate)  # whatever the store did, nothing it touched may stay cached
+                raise
+            if result.ok:
+                self.invalidate(*invalidate)  # no journal: a local cache keeps and resends what fails
+            return result
+        finally:
+            _count_commit()
+
+    def data_stamp(self) -> tuple[int, object] | None:
+        """Return a marker that is equal at two calls only if nothing was committed in between.
+
+        Any commit counts: through any context of this process (whatever its outcome), or by
+        another process (the store's :meth:`change_token`). ``None`` when the store cannot tell
+        cheaply (etcd): then nothing read earlier may be taken as current. Read it *before*
+        reading data, so a commit that lands during the read changes it.
+        """
+        token = self.persistent.change_token()
+        return None if token is None else (_last_commit, token)
 
     def load_documents(self, hybrid: str, guids: list[str]) -> dict[str, Entry]:
         """Return the stored documents of many objects in two batched round trips at most.
@@ -234,6 +249,16 @@ _context: Context | None = None
 _lock = threading.RLock()
 #: bumped in every forked child, so a context notices without a system call per use
 _forks = 0
+#: the number of the latest commit through any context of this process (see Context.data_stamp)
+_commit_numbers = itertools.count(1)
+_last_commit = 0
+
+
+def _count_commit() -> None:
+    # next() on a count is atomic under the GIL, and each number is handed out once: however two
+    # threads' assignments interleave, a stamp read before a commit never equals one read after it
+    global _last_commit
+    _last_commit = next(_commit_numbers)
 
 
 def _after_fork_in_child() -> None:

@@ -3,25 +3,30 @@
 The query is validated when the list is made (:mod:`dal.query`), runs on first use through
 the planner (:mod:`dal.planner`), and its result, a list of guids, is cached in the volatile
 store and invalidated exactly (:mod:`dal.results`). Objects load in batches as the list is
-iterated; an object deleted since the query ran is skipped.
+iterated; an object deleted since the query ran is skipped. The documents a query read are
+used only by the iteration that ran it (they are as current as a load would be); any later
+iteration, and ``lst[i]``, load the objects again.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, cast, overload
+
+import natsort
 
 from dal.backends.base import Entry
-from dal.config import current
+from dal.config import Context, current
 from dal.dataobject import DataObject
 from dal.exceptions import InvalidQueryError, ObjectNotFoundError
 from dal.planner import BATCH, Planner, Step, describe_node
 from dal.query import Group, Operator, WhereOperator, compile_query, resolve_field
 from dal.results import cached_guids
-from dal.structures import Relation
+from dal.structures import Relation, check_guid
+from dal.values import canonical
 
 T = TypeVar("T", bound=DataObject)
 #: objects loaded per batched round trip while iterating
@@ -90,23 +95,38 @@ class DataList(Generic[T]):
             raise InvalidQueryError(f"DataList needs a hybrid class, not {hybrid!r}")
         self.hybrid = hybrid
         self._root: Group = compile_query(hybrid._meta, query)
+        if guids is not None:
+            guids = [check_guid(guid, f"DataList({hybrid.__name__}, guids=...): {guid!r}") for guid in guids]
         self._guids: list[str] | None = list(guids) if guids is not None else None
         self._cache = "given" if guids is not None else "not run"
         self._planner: Planner | None = None
         #: documents the query already read (and decoded), used once by the first iteration
         self._entries: dict[str, Entry] = {}
         self._documents: dict[str, dict[str, Any]] = {}
+        #: when they were read, if not by that iteration itself: the context and its data stamp
+        self._read_at: tuple[Context, tuple[int, object]] | None = None
         #: objects every loaded member already points at (the owner of a reverse list)
         self._seed: dict[str, DataObject] = {}
+        #: a reverse list's subclass hybrids holding its relation too, and their query (dal.meta.Reverse)
+        self._also: list[tuple[type[DataObject], Group]] = []
+        #: the members of those hybrids: guid -> hybrid (the others are of ``hybrid``)
+        self._members: dict[str, type[DataObject]] = {}
+        self._also_steps: list[Step] = []
 
     @classmethod
     def pointing_at(cls, relation: Relation, target: DataObject) -> DataList[Any]:
-        """Return the objects whose ``relation`` points at ``target`` (their link keys, cached)."""
-        assert relation.owner is not None
-        result: DataList[Any] = DataList(
-            relation.owner, {"type": WhereOperator.AND,
-                             "items": [(relation.guid_field, Operator.EQUALS, target.guid)]})
-        result._seed = {relation.name: target}
+        """Return the objects whose ``relation`` points at ``target`` (their link keys, cached).
+
+        Objects of subclass hybrids holding the relation too (inherited) are members as well.
+        """
+        from dal.meta import family
+
+        parts = [(member.owner, {"type": WhereOperator.AND,
+                                 "items": [(member.guid_field, Operator.EQUALS, target.guid)]})
+                 for member in family(relation) if member.owner is not None]
+        result: DataList[Any] = DataList(parts[0][0], parts[0][1])
+        result._also = [(owner, compile_query(owner._meta, query)) for owner, query in parts[1:]]
+        result._seed = {member.name: target for member in family(relation)}
         return result
 
     # --- running --------------------------------------------------------------------------
@@ -116,16 +136,34 @@ class DataList(Generic[T]):
         """Return the guids of the matching objects (runs the query on first use)."""
         return list(self._run())
 
-    def _run(self) -> list[str]:
+    def _run(self, *, iterating: bool = False) -> list[str]:
+        """Run the query once; keep what it read for the first iteration while it is current.
+
+        An iteration that runs the query uses what it read. After any other first use (``len()``,
+        which ``list()`` calls before iterating), the documents are kept with the store's data
+        stamp, taken before the query read anything: the iteration uses them only if nothing was
+        committed since, and reloads otherwise (always on a store without a cheap stamp).
+        """
         if self._guids is None:
             context = current()
+            stamp = None if iterating else context.data_stamp()
             planner = Planner(context, self.hybrid._meta, self._root)
             guids, state = cached_guids(context, self.hybrid._meta, self._root, planner.guids)
+            for hybrid, root in self._also:  # each its own cached query, invalidated by its own writes
+                member_planner = Planner(context, hybrid._meta, root)
+                more, how = cached_guids(context, hybrid._meta, root, member_planner.guids)
+                self._members.update((guid, hybrid) for guid in more)
+                self._also_steps.append(Step(f"{hybrid.__name__}, a subclass hybrid holding the relation too",
+                                             f"also listed (result cache: {how})", len(more)))
+                guids = [*guids, *more]
             self._guids, self._cache = guids, state
             self._planner = planner
             # handed over (the list drops them once iterated); the planner keeps only its steps
             self._entries, self._documents = planner.run.entries, planner.run.documents
             planner.run.entries, planner.run.documents = {}, {}
+            self._read_at = None if stamp is None else (context, stamp)
+            if stamp is None and not iterating:
+                self._entries, self._documents = {}, {}  # by the next use, they may be out of date
         return self._guids
 
     def explain(self) -> QueryPlan:
@@ -137,6 +175,7 @@ class DataList(Generic[T]):
             steps = tuple(planner.describe() if self._cache == "hit" else planner.run.steps)
         if self._cache == "given":
             steps = (Step(f"{len(self._guids or [])} guids", "given (a slice, a sum or a sorted copy)"),)
+        steps += tuple(self._also_steps)
         return QueryPlan(self.hybrid.__name__, describe_node(self._root), self._cache, steps, len(self))
 
     def __len__(self) -> int:
@@ -149,8 +188,13 @@ class DataList(Generic[T]):
         return isinstance(obj, self.hybrid) and obj.guid in self._run()
 
     def __iter__(self) -> Iterator[T]:
-        guids = list(self._run())
+        guids = list(self._run(iterating=True))
         entries, documents, self._entries, self._documents = self._entries, self._documents, {}, {}
+        read_at, self._read_at = self._read_at, None
+        if read_at is not None and entries:
+            context = current()
+            if context is not read_at[0] or context.data_stamp() != read_at[1]:
+                entries, documents = {}, {}  # something was committed since the query read them
         for start in range(0, len(guids), LOAD_BATCH):
             batch = guids[start:start + LOAD_BATCH]
             loaded = self._load(batch, entries, documents)
@@ -159,9 +203,18 @@ class DataList(Generic[T]):
 
     def _load(self, guids: list[str], entries: Mapping[str, Entry],
               documents: Mapping[str, dict[str, Any]] | None = None) -> dict[str, T]:
-        loaded = self.hybrid._load_many(guids, entries, documents)
+        members = self._members
+        loaded = self.hybrid._load_many([guid for guid in guids if guid not in members], entries, documents)
+        for hybrid in {members[guid] for guid in guids if guid in members}:
+            of_hybrid = [guid for guid in guids if members.get(guid) is hybrid]
+            loaded.update(cast(dict[str, T], hybrid._load_many(of_hybrid)))
         for obj in loaded.values():
-            obj._objects.update(self._seed)
+            for name, owner in self._seed.items():
+                relation = obj._meta.relations.get(name)
+                # a member that moved away since the query ran keeps the relation its document holds
+                if relation is not None and relation.target is type(owner) \
+                        and obj._data[relation.guid_field] == owner.guid:
+                    obj._objects[name] = owner
         return loaded
 
     # --- list behaviour -------------------------------------------------------------------
@@ -176,7 +229,7 @@ class DataList(Generic[T]):
         return self._object(self._run()[index])
 
     def _object(self, guid: str) -> T:
-        obj = self._load([guid], self._entries).get(guid)
+        obj = self._load([guid], {}).get(guid)
         if obj is None:
             raise ObjectNotFoundError(f"{self.hybrid.__name__} {guid} in this list was deleted since the "
                                       "query ran; iterate to skip deleted objects")
@@ -185,12 +238,15 @@ class DataList(Generic[T]):
     def _copy(self, guids: Iterable[str]) -> DataList[T]:
         result = DataList(self.hybrid, guids=guids)
         result._seed = self._seed
+        result._members = dict(self._members)
         return result
 
     def __add__(self, other: DataList[T]) -> DataList[T]:
         if not isinstance(other, DataList) or other.hybrid is not self.hybrid:
             raise TypeError(f"can only add a DataList of {self.hybrid.__name__} to this one, not {other!r}")
-        return self._copy(self._run() + other._run())
+        result = self._copy(self._run() + other._run())
+        result._members.update(other._members)
+        return result
 
     def index(self, obj: T) -> int:
         """Return the position of ``obj``; ValueError when it is not in the list."""
@@ -228,7 +284,7 @@ class DataList(Generic[T]):
         """
         objects = list(self)
         keyer = self._sort_key(key)
-        objects.sort(key=lambda obj: _natural(keyer(obj)), reverse=reverse)
+        objects.sort(key=lambda obj: sortable(keyer(obj)), reverse=reverse)
         self._guids = [obj.guid for obj in objects]
 
     def _sort_key(self, key: SortKey) -> Callable[[T], Any]:
@@ -278,14 +334,33 @@ def _attribute(obj: DataObject, path: str) -> Any:
     return value
 
 
-def _natural(value: Any) -> Any:
-    """Return a sort key: strings split into text and numbers, None first, tuples element-wise."""
+_natural = natsort.natsort_keygen()
+_DATES = (dt.datetime, dt.date, dt.time)
+
+
+def sortable(value: Any) -> Any:
+    """Return a key that orders any values without raising, types ranked apart.
+
+    Unset first, then booleans, numbers (int and float together), text in natural order
+    (``disk2`` before ``disk10``, any digits Unicode knows), dates and times, related objects
+    (by guid), and anything else by its canonical JSON text (or its repr). Tuples (several
+    keys) compare element by element.
+    """
     if isinstance(value, tuple):
-        return tuple(_natural(item) for item in value)
+        return tuple(sortable(item) for item in value)
     if value is None:
         return (0,)
+    if isinstance(value, bool):
+        return (1, value)
+    if isinstance(value, (int, float)):
+        return (2, value)
     if isinstance(value, str):
-        return (1, tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
-                         for part in re.split(r"(\d+)", value) if part))
-    return (1, value)
-
+        return (3, _natural(value))
+    if isinstance(value, _DATES):
+        return (4, type(value).__name__, value.isoformat())
+    if isinstance(value, DataObject):
+        return (5, value.guid)
+    try:
+        return (6, canonical(value))
+    except (TypeError, ValueError):
+        return (7, type(value).__name__, repr(value))

@@ -23,12 +23,13 @@ from dal.exceptions import (
 )
 from dal.journal import RESOLVE_WINDOW, Outcome, Uncertain
 from dal.meta import HybridMeta, HybridMetaclass
-from dal.relations import check_abandon, plan_unlink
+from dal.relations import check_abandon, onetoone_refusal, plan_unlink
 from dal.results import changed_versions
-from dal.schema import ensure_recorded
+from dal.schema import ensure_recorded, onetoone_ready
 from dal.seen import Seen
-from dal.structures import Dynamic, Relation
-from dal.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write, same
+from dal.structures import Dynamic, Relation, check_guid
+from dal.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write
+from dal.values import same
 
 Self = TypeVar("Self", bound="DataObject")
 
@@ -63,8 +64,7 @@ class DataObject(metaclass=HybridMetaclass):
                 raise InvalidValueError(
                     f"{type(self).__name__}(guid, data=...): pass a guid to load an object or data "
                     "for a new one, not both")
-            if not isinstance(guid, str):
-                raise InvalidValueError(f"a guid is a str, not {guid!r}")
+            check_guid(guid, f"{type(self).__name__}(guid)")
             context = current()
             entry = context.load_document(self._meta.name, guid)
             if entry is None:
@@ -207,8 +207,8 @@ class DataObject(metaclass=HybridMetaclass):
         self._objects[relation.name] = value
 
     def _relate_guid(self, relation: Relation, value: Any) -> None:
-        if value is not None and not isinstance(value, str):
-            raise InvalidValueError(f"{relation.qualified}_guid is a guid (str) or None, not {value!r}")
+        if value is not None:
+            check_guid(value, f"{relation.qualified}_guid (or None)")
         self._data[relation.guid_field] = value
         self._objects.pop(relation.name, None)
 
@@ -240,9 +240,10 @@ class DataObject(metaclass=HybridMetaclass):
         if stored is not None and not changed_fields(stored, new) and stored.keys() == new.keys():
             return  # nothing to write
         label = f"{type(self).__name__} {self.guid}"
+        ready = onetoone_ready(context, meta)
         for attempt in range(MAX_ATTEMPTS):
             try:
-                plan = plan_write(context.keys, meta, self.guid, stored, revision, new)
+                plan = plan_write(context.keys, meta, self.guid, stored, revision, new, ready)
             except (TypeError, ValueError) as exc:
                 raise InvalidValueError(
                     f"{label} holds a value JSON cannot store ({exc}); a list or "
@@ -454,6 +455,8 @@ class DataObject(metaclass=HybridMetaclass):
     def _raise_constraint(self, plan: Plan, failed: Sequence[int]) -> None:
         reason = plan.reasons[failed[0]]
         name = type(self).__name__
+        if reason.kind == "onetoone":
+            raise onetoone_refusal(current(), self._meta.relations[reason.field], self.guid, reason.value)
         if reason.kind == "unique":
             raise UniqueConstraintError(
                 f"{name}.{reason.field} must be unique: another {name} already has {reason.value!r}; "

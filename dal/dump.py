@@ -28,6 +28,7 @@ from dal.exceptions import BackendError, InvalidValueError
 from dal.integrity import valid_guid
 from dal.meta import HybridMeta, hybrids
 from dal.relations import scan_batches
+from dal.structures import GUID_RULE
 from dal.transaction import Document, decode
 
 FORMAT = "dal-dump"
@@ -235,7 +236,7 @@ def _records(name: str, records: list[Any], problems: list[str]) -> list[tuple[s
             continue
         guid, data = record["guid"], record["data"]
         if not valid_guid(guid):
-            problems.append(f"{where}: guid {guid!r} must be a non-empty string without '/'")
+            problems.append(f"{where}: guid {guid!r} must be {GUID_RULE}")
         elif guid in seen:
             problems.append(f"{where}: guid {guid} appears twice in {name}")
         elif not isinstance(data, dict):

@@ -27,6 +27,13 @@ class UniqueConstraintError(DalError, ValueError):
     """Another object already holds that value of a unique property."""
 
 
+class OneToOneError(UniqueConstraintError):
+    """Another object already points at that target through a one-to-one relation.
+
+    A ``UniqueConstraintError``: a one-to-one relation is a unique ``<relation>_guid``.
+    """
+
+
 class ConcurrencyError(DalError):
     """The same field was changed here and in the store, and the save asked to be told."""
 

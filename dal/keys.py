@@ -7,6 +7,8 @@ Durable store, under ``<namespace>/``::
     i/<hybrid>/<field>/<value>/<guid>       index entry (empty value)
     l/<target>/<tguid>/<source>/<relation>/<sguid>
                                             relation link: source.relation points at target
+    r/<source>/<relation>/<tguid>           one-to-one key -> the one source guid pointing at
+                                            the target through that relation
     x/<milliseconds>/<token>                a commit's journal record: the cache keys it
                                             invalidates (see dal/journal.py)
 
@@ -26,10 +28,11 @@ never match ``something2``. Values carry their type: ``1``, ``'1'``, ``True``, `
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
+
+from dal.values import canonical
 
 #: longer encoded values are replaced by a digest so keys stay short
 MAX_VALUE_LENGTH = 200
@@ -57,7 +60,7 @@ def tagged(value: Any) -> str:
         return f"f{value + 0.0!r}"  # -0.0 == 0.0, so both must give one key
     if isinstance(value, str):
         return "s" + value
-    return "j" + json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return "j" + canonical(value)  # lists and dicts: typed at any depth, like every comparison
 
 
 class Keys:
@@ -112,6 +115,15 @@ class Keys:
         if source is not None:
             prefix += f"{source}/{relation}/"
         return prefix
+
+    def onetoone(self, source: str, relation: str, target_guid: str) -> str:
+        """Return the key naming the ``source`` object whose one-to-one ``relation`` points at a target."""
+        return f"{self.onetoones(source, relation)}{target_guid}"
+
+    def onetoones(self, source: str, relation: str | None = None) -> str:
+        """Return the prefix of one hybrid's one-to-one keys (``r/<source>/``), or of one relation's."""
+        prefix = f"{self.root}r/{source}/"
+        return prefix if relation is None else f"{prefix}{relation}/"
 
     def cached_doc(self, hybrid: str, guid: str) -> str:
         return f"{self._cache or self._cache_root()}o/{hybrid}/{guid}"

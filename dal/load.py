@@ -2,9 +2,10 @@
 
 A load reads the whole dump and validates all of it before it writes anything: the format,
 every document against the declared model (the same validators an assignment runs), unique
-values within the dump and against the store, existing guids, and relation targets that
-are neither in the dump nor stored. Then it writes in batches, each batch ONE commit holding
-its objects' documents with every unique key, index entry and link, planned by
+values and one-to-one targets within the dump and against the store, existing guids, and
+relation targets that are neither in the dump nor stored. Then it writes in batches, each batch
+ONE commit holding its objects' documents with every unique key, index entry, one-to-one key
+and link, planned by
 :func:`dal.transaction.plan_write` exactly as a save plans them. A failed batch writes
 nothing; the batches before it stay written (each complete), and the same load run again
 with ``replace`` finishes the job.
@@ -32,15 +33,18 @@ from dal.exceptions import (
     DalError,
     InvalidValueError,
     ObjectNotFoundError,
+    OneToOneError,
     RaceConditionError,
     UniqueConstraintError,
 )
 from dal.integrity import validate_document
 from dal.keys import Keys
 from dal.load_batches import Item, dependency_batches
-from dal.meta import HybridMeta, hybrids
+from dal.meta import HybridMeta, family, hybrids
+from dal.relations import onetoone_refusal
 from dal.results import changed_versions
-from dal.schema import ensure_recorded
+from dal.schema import ensure_recorded, onetoone_ready
+from dal.structures import GUID_RULE, is_guid
 from dal.transaction import Document, Reason, decode, plan_write
 
 #: objects per commit
@@ -64,6 +68,39 @@ class LoadResult:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+class LoadInterrupted(KeyboardInterrupt):
+    """A load stopped by Ctrl-C (a KeyboardInterrupt) once it had started writing batches.
+
+    Each batch is one commit, so the store holds the first ``written_batches`` whole, and the
+    batch that was being written either whole or not at all. The same load with ``replace``
+    finishes the job: it overwrites what is there with the same data and writes the rest.
+    """
+
+    def __init__(self, written_batches: int, batches: int, written_objects: int, objects: int) -> None:
+        super().__init__(written_batches, batches, written_objects, objects)
+        self.written_batches = written_batches
+        self.batches = batches
+        self.written_objects = written_objects
+        self.objects = objects
+
+    def __str__(self) -> str:
+        return f"{self.summary}; the same load with --replace (replace=True) finishes it"
+
+    @property
+    def summary(self) -> str:
+        """Say which batches are stored."""
+        done, total = self.written_batches, self.batches
+        if done == 0:
+            kept = f"none of the {total} batches was written completely"
+        else:
+            which, verbs = ("batch 1", "was written and is") if done == 1 else (f"batches 1-{done}",
+                                                                               "were written and are")
+            kept = f"{which} of {total} ({self.written_objects} of {self.objects} objects) {verbs} kept"
+        if done < total:
+            kept += f"; batch {done + 1}, being written when interrupted, is stored whole or not at all"
+        return kept
 
 
 @dataclass
@@ -100,25 +137,30 @@ def load(context: Context, dump: Dump, *, replace: bool = False, batch_size: int
                                 f"and {max_ops}")
     items = _validate(context.keys, dump, source)
     unique = _unique_within(context.keys, items, source)
+    unique.update(_onetoone_within(context.keys, items, source))
     _preflight(context, items, unique, replace, source)
     batches = dependency_batches(context.keys, items, replace, batch_size, max_ops)
     for meta in {item.meta.name: item.meta for item in items}.values():
         # as a save does: into an empty hybrid, every key written is every key there is
         ensure_recorded(context, meta)
-    written, replaced = 0, 0
+    written, replaced, committed = 0, 0, 0
     counts = {name: 0 for name in sorted({item.meta.name for item in items})}
-    for number, batch in enumerate(batches, 1):
-        try:
-            replaced += _write(context, batch, replace)
-        except DalError as exc:
-            done = (f"batches 1-{number - 1} ({written} objects) were written and are kept; load again with "
-                    "--replace (replace=True) to finish") if number > 1 else "nothing was written"
-            raise type(exc)(f"{exc}. Batch {number} of {len(batches)} was not written; {done}") from exc
-        written += len(batch)
-        for item in batch:
-            counts[item.meta.name] += 1
-        if progress is not None:
-            progress(len(batch))
+    try:
+        for number, batch in enumerate(batches, 1):
+            try:
+                replaced += _write(context, batch, replace)
+            except DalError as exc:
+                done = (f"batches 1-{number - 1} ({written} objects) were written and are kept; load again "
+                        "with --replace (replace=True) to finish") if number > 1 else "nothing was written"
+                raise type(exc)(f"{exc}. Batch {number} of {len(batches)} was not written; {done}") from exc
+            committed, written = number, written + len(batch)
+            for item in batch:
+                counts[item.meta.name] += 1
+            if progress is not None:
+                progress(len(batch))
+    except KeyboardInterrupt as exc:
+        # Ctrl-C: say what is stored, so the load can be finished rather than guessed at
+        raise LoadInterrupted(committed, len(batches), written, len(items)) from exc
     return LoadResult(counts, len(batches), replaced)
 
 
@@ -139,6 +181,9 @@ def _validate(keys: Keys, dump: Dump, source: str) -> list[Item]:
             problems.append(f"hybrid {name!r} must be named by its logical name {meta.name!r}")
             continue
         for guid, data in sorted(records, key=lambda record: record[0]):
+            if not is_guid(guid):  # parse_dump checked a file's; a copy reads them from the source's keys
+                problems.append(f"{name} {guid!r}: the guid must be {GUID_RULE}")
+                continue
             validation = validate_document(meta, data)
             problems += [f"{name} {guid}: {problem.message}" for problem in validation.problems]
             problems += [f"{name} {guid}: field {unknown!r} is not declared by {cls.__name__} (known: "
@@ -173,6 +218,36 @@ def _unique_within(keys: Keys, items: list[Item], source: str) -> dict[str, tupl
     return holders
 
 
+def _onetoone_within(keys: Keys, items: list[Item], source: str) -> dict[str, tuple[Item, str, Any]]:
+    """Refuse two objects of the dump pointing at one target of a one-to-one relation.
+
+    Return ``{one-to-one key: (holder, relation, target guid)}`` for every key the dump's objects take,
+    the keys of the subclass hybrids holding the relation too included (none of them may hold it).
+    """
+    holders: dict[tuple[int, str], Item] = {}
+    taken: dict[str, tuple[Item, str, Any]] = {}
+    problems: list[str] = []
+    for item in items:
+        for relation in item.meta.relations.values():
+            target = item.document[relation.guid_field]
+            if not relation.onetoone or target is None or relation.target is None:
+                continue
+            members = family(relation)
+            other = holders.setdefault((id(members[0]), target), item)
+            if other is not item:
+                problems.append(f"{relation.qualified} is one-to-one, but {other.label} and {item.label} "
+                                f"both point at {relation.target.__name__} {target}")
+                continue
+            for member in members:
+                assert member.owner is not None
+                key = keys.onetoone(member.owner._meta.name, member.name, target)
+                taken[key] = (item, relation.name, target)
+    if problems:
+        raise OneToOneError(listing(f"{source} holds several objects on one-to-one targets", problems,
+                                     "point all but one of each elsewhere, or clear their relation"))
+    return taken
+
+
 def _present(context: Context, keys: list[str]) -> dict[str, Entry]:
     found: dict[str, Entry] = {}
     for start in range(0, len(keys), READ_BATCH):
@@ -197,20 +272,34 @@ def _preflight(context: Context, items: list[Item], unique: dict[str, tuple[Item
                                     "overwrite them (objects not in the dump are never touched)"))
     in_dump = {(item.meta.name, item.guid) for item in items}
     taken_values: list[str] = []
+    taken_targets: list[str] = []
     for unique_key, entry in _present(context, list(unique)).items():
         item, name, value = unique[unique_key]
         owner = entry.value.decode(errors="replace")
-        if owner == item.guid:
+        onetoone = unique_key.startswith(f"{keys.root}r/")
+        holder = unique_key[len(keys.root) + 2:].split("/", 1)[0] if onetoone else item.meta.name
+        if owner == item.guid and holder == item.meta.name:
             continue
+        holder_cls = hybrids.get(holder).__name__ if onetoone else item.meta.cls.__name__
         moving = ""
-        if (item.meta.name, owner) in in_dump:
-            moving = (" (that object is in the dump too, giving the value up: a load cannot move a unique "
-                      "value from one object to another; save that change through dal)")
-        taken_values.append(f"{item.meta.cls.__name__}.{name}: {item.guid} has {value!r}, which stored "
-                            f"{item.meta.cls.__name__} {owner} holds{moving}")
+        if (holder, owner) in in_dump:
+            what = ("target", "one-to-one target") if onetoone else ("value", "unique value")
+            moving = (f" (that object is in the dump too, giving the {what[0]} up: a load cannot move a "
+                      f"{what[1]} from one object to another; save that change through dal)")
+        if onetoone:
+            relation = item.meta.relations[name]
+            target = relation.target.__name__ if relation.target is not None else "object"
+            taken_targets.append(f"{relation.qualified} is one-to-one: {item.guid} points at {target} "
+                                 f"{value}, which stored {holder_cls} {owner} points at{moving}")
+        else:
+            taken_values.append(f"{item.meta.cls.__name__}.{name}: {item.guid} has {value!r}, which stored "
+                                f"{item.meta.cls.__name__} {owner} holds{moving}")
     if taken_values:
         raise UniqueConstraintError(listing(f"values of {source} are taken in {where}", taken_values,
                                              "change those values in the file, or in the store"))
+    if taken_targets:
+        raise OneToOneError(listing(f"one-to-one targets of {source} are taken in {where}", taken_targets,
+                                     "point those objects elsewhere in the file, or unlink the stored ones"))
     outside: dict[str, list[str]] = {}
     for item in items:
         for relation in item.meta.relations.values():
@@ -234,6 +323,7 @@ def _write(context: Context, batch: list[Item], replace: bool) -> int:
     """Write one batch in one commit; return how many stored objects it replaced."""
     keys = context.keys
     written_here = {item.doc_key for item in batch}
+    ready = {item.meta.name: onetoone_ready(context, item.meta) for item in batch}
     for attempt in range(MAX_ATTEMPTS):
         stored = _present(context, [item.doc_key for item in batch]) if replace else {}
         checks, ops, reasons, invalid = [], [], [], []
@@ -248,7 +338,8 @@ def _write(context: Context, batch: list[Item], replace: bool) -> int:
                                        f"JSON object ({exc}), so its old keys are unknown; run `dal check`"
                                        ) from exc
             revision = entry.revision if entry is not None else 0
-            plan = plan_write(keys, item.meta, item.guid, before, revision, item.document)
+            plan = plan_write(keys, item.meta, item.guid, before, revision, item.document,
+                              ready[item.meta.name])
             for check, reason in zip(plan.checks, plan.reasons, strict=True):
                 if isinstance(check, Exists) and check.key in written_here:
                     continue  # this commit writes the target: it appears together with the link
@@ -282,6 +373,9 @@ def _refused(context: Context, item: Item, reason: Reason) -> DalError:
     if reason.kind == "document":
         return DalError(f"{item.label} was stored by another writer while loading; load with --replace to "
                         "overwrite it")
+    if reason.kind == "onetoone":
+        refusal = onetoone_refusal(context, item.meta.relations[reason.field], item.guid, reason.value)
+        return OneToOneError(f"{refusal} (taken while loading)")
     if reason.kind == "unique":
         holder = context.persistent.get(context.keys.unique(item.meta.name, reason.field, reason.value))
         owner = holder.value.decode(errors="replace") if holder is not None else "another object"

@@ -9,6 +9,7 @@ class. Nothing is installed on a class when objects are created.
 from __future__ import annotations
 
 import copy
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,13 @@ from dal.structures import Dynamic, Property, Relation, RelationGuid, Spec, Vali
 if TYPE_CHECKING:
     from dal.dataobject import DataObject
 
+#: a hybrid's logical name, a component of every key of its objects: no ``/`` (the key separator),
+#: no whitespace, nothing a shell, a URL or a memcached key would mangle, and short enough to leave
+#: room for the rest of a key
+HYBRID_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+#: the spec lists a hybrid declares (name-mangled in the class body) and the spec each one holds
+SPEC_LISTS = {"properties": Property, "relations": Relation, "dynamics": Dynamic}
+
 #: attribute names a hybrid's specs may not take, because objects already use them
 RESERVED = frozenset({
     "guid", "save", "delete", "refresh", "export", "serialize", "invalidate_dynamics",
@@ -32,10 +40,22 @@ RESERVED = frozenset({
 
 @dataclass(frozen=True)
 class Reverse:
-    """A reverse accessor: ``relation`` of ``source`` points here, readable as ``relation.foreign_key``."""
+    """A reverse accessor: ``relation`` of ``source`` points here, readable as ``relation.foreign_key``.
+
+    A subclass of ``source`` is another hybrid (its objects are stored under its own name) that
+    holds the relation too, inherited: its relation joins ``inherited``, so the accessor, the
+    link counting of a delete, ``abandon`` and a one-to-one constraint cover its objects as well.
+    """
 
     source: type[DataObject]
     relation: Relation
+    #: the same relation held by subclass hybrids of ``source``, in registration order
+    inherited: list[Relation] = field(default_factory=list, hash=False, compare=False)
+
+    @property
+    def relations(self) -> tuple[Relation, ...]:
+        """Return every relation listed by this accessor: the declaring one first, then the inherited."""
+        return (self.relation, *self.inherited)
 
 
 @dataclass(frozen=True)
@@ -114,6 +134,8 @@ class Registry:
             for relation in meta.relations.values():
                 if relation.target is None:
                     self._pending.append(relation)
+                else:  # inherited from a parent whose target was already known: join its accessor
+                    _link(relation, relation.target)
             self._resolve_pending()
 
     def get(self, name: str) -> type[DataObject]:
@@ -164,13 +186,20 @@ def _link(relation: Relation, target: type[DataObject]) -> None:
             f"{relation.qualified}: foreign_type {target!r} is not a hybrid (a DataObject subclass)")
     relation.resolve(target)
     clash = target._meta.reverse.get(relation.foreign_key)
+    inherited: list[Relation] = []
     if clash is not None and clash.relation is not relation:
+        if relation in clash.inherited:
+            return
         if issubclass(relation.owner, clash.source):
-            return  # inherited: the reverse accessor stays with the most basic declaring class
+            # inherited by a subclass hybrid: the reverse accessor stays with the most basic declaring
+            # class and lists this hybrid's objects too
+            clash.inherited.append(relation)
+            return
         if not issubclass(clash.source, relation.owner):
             raise ConfigurationError(
                 f"{relation.qualified} and {clash.relation.qualified} both name the reverse accessor "
                 f"{target.__name__}.{relation.foreign_key}; give one another foreign_key")
+        inherited = [clash.relation, *clash.inherited]  # a parent resolved after its subclass
     accessors = reverse_accessors(relation)
     taken = sorted(set(accessors) & (set(target._meta.fields()) | set(target._meta.relations)
                                      | set(target._meta.dynamics) | RESERVED))
@@ -178,7 +207,7 @@ def _link(relation: Relation, target: type[DataObject]) -> None:
         raise ConfigurationError(
             f"{relation.qualified} names the reverse accessor {relation.foreign_key!r}, but "
             f"{target.__name__} already has {', '.join(taken)}; give the relation another foreign_key")
-    target._meta.reverse[relation.foreign_key] = Reverse(relation.owner, relation)
+    target._meta.reverse[relation.foreign_key] = Reverse(relation.owner, relation, inherited)
     for name, accessor in accessors.items():
         setattr(target, name, accessor)
     target._declared = target._declared | frozenset(accessors)
@@ -186,6 +215,27 @@ def _link(relation: Relation, target: type[DataObject]) -> None:
 
 #: the process-wide registry the CLI, ERD and migrations read
 hybrids = Registry()
+
+
+def reverse_of(relation: Relation) -> Reverse | None:
+    """Return the reverse accessor listing ``relation``'s objects (``None``: its target is undeclared)."""
+    target = relation.target
+    if target is None:
+        return None
+    reverse = target._meta.reverse.get(relation.foreign_key)
+    if reverse is None or not any(member is relation for member in reverse.relations):
+        return None
+    return reverse
+
+
+def family(relation: Relation) -> tuple[Relation, ...]:
+    """Return the relations a constraint spans with ``relation``: the declaring one, then every inherited.
+
+    A one-to-one relation declared by a class and inherited by its subclass hybrids allows one
+    object pointing at a target across all of them, as their shared reverse accessor shows it.
+    """
+    reverse = reverse_of(relation)
+    return (relation,) if reverse is None else reverse.relations
 
 
 class HybridMetaclass(type):
@@ -199,6 +249,8 @@ class HybridMetaclass(type):
         if not any(isinstance(base, HybridMetaclass) for base in bases):
             return cls  # DataObject itself
         mangled = f"_{name.lstrip('_')}__"
+        _check_hybrid_name(name, hybrid_name)
+        _check_unread_specs(cls, namespace, mangled)
         declared = {kind: list(namespace.get(mangled + kind, ()))
                     for kind in ("properties", "relations", "dynamics")}
         specs = _merge(cls, bases, declared)
@@ -218,6 +270,54 @@ class HybridMetaclass(type):
                          | frozenset(meta.dynamics))
         hybrids.register(cls)  # type: ignore[arg-type]
         return cls
+
+
+def _check_hybrid_name(class_name: str, chosen: object) -> None:
+    """Refuse a logical name that cannot be a key component (see HYBRID_NAME)."""
+    name = class_name.lower() if chosen is None else chosen
+    if isinstance(name, str) and HYBRID_NAME.fullmatch(name):
+        return
+    fix = "choose another" if chosen is not None else (
+        f"it is the class name in lowercase; name it with `class {class_name}(DataObject, hybrid_name=...)`")
+    raise ConfigurationError(
+        f"hybrid name {name!r} of {class_name} is not allowed: a hybrid name is part of every key of its "
+        "objects, so it must be 1 to 64 ASCII letters, digits, underscores and dashes, not starting with a "
+        f"digit or a dash (no '/', '.', whitespace); {fix}")
+
+
+def _check_unread_specs(cls: type, namespace: Mapping[str, Any], mangled: str) -> None:
+    """Refuse specs under a name dal does not read (``__propertys``, ``_properties``, a mixin's list).
+
+    They would be silently ignored, leaving a hybrid without the fields its author declared.
+    """
+    read = {mangled + kind for kind in SPEC_LISTS}
+    places = [(cls, namespace)] + [(base, vars(base)) for base in cls.__mro__[1:]
+                                   if not isinstance(base, HybridMetaclass) and base is not object]
+    for owner, attributes in places:
+        for attribute, value in attributes.items():
+            kind = _spec_kind(value)
+            if kind is None or (owner is cls and attribute in read):
+                continue
+            shown = attribute if owner is cls else f"{owner.__name__}.{attribute}"
+            own_mangled = f"_{owner.__name__.lstrip('_')}__"
+            if attribute.startswith(own_mangled):  # written `__something` in that class body
+                shown += f" (`__{attribute.removeprefix(own_mangled)}` in the class body)"
+            right = next(name for name, spec in SPEC_LISTS.items() if issubclass(kind, spec))
+            where = "" if owner is cls else (f", which {cls.__name__} inherits from {owner.__name__}, not a "
+                                             "hybrid (dal reads specs from hybrids only)")
+            raise ConfigurationError(
+                f"{cls.__name__}: {shown} holds {kind.__name__} specs{where}, but dal reads them only from "
+                f"`__{right}` in the body of the hybrid itself, so they would be ignored; declare them as "
+                f"`__{right} = [{kind.__name__}(...), ...]` in {cls.__name__}")
+
+
+def _spec_kind(value: object) -> type[Spec] | None:
+    """Return the spec class ``value`` (a spec, or a list or tuple holding some) is made of, or None."""
+    if isinstance(value, Spec):
+        return type(value)
+    if isinstance(value, (list, tuple)):
+        return next((type(item) for item in value if isinstance(item, Spec)), None)
+    return None
 
 
 def _merge(cls: type, bases: tuple[type, ...], declared: dict[str, list[Any]]) -> list[Spec]:

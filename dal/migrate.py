@@ -11,8 +11,11 @@ In order:
    a read-only survey (missing fields, values breaking a new unique constraint), removal of
    stale entries under the index and unique keys being built, then one compare-and-set
    commit per object that needs it: missing fields get their default, missing index and
-   unique keys are written. Keys of properties no longer indexed or unique, and links of
-   relations the model dropped, are deleted. Finally the record lists what is complete.
+   unique keys, and the one-to-one keys of relations (``r/<hybrid>/<relation>/<target>``), are
+   written; objects sharing a value that became unique, or pointing at one target of a
+   one-to-one relation, are reported and get none of those keys. Keys of properties no longer
+   indexed or unique, of relations no longer one-to-one, and links of relations the model
+   dropped, are deleted. Finally the record lists what is complete.
 
 Every object write is checked against the document's revision and retried after a re-read
 when a live writer got there first, so migrating beside running processes is safe as long
@@ -104,7 +107,10 @@ class Migrator(StepRunner, HybridMigrator):
         total = sum(report.objects.values())
         parts = [f"{len(report.steps)} step{'s' * (len(report.steps) != 1)} run"] if not self.dry_run else []
         parts.append(f"{total} object{'s' * (total != 1)} {verb}")
+        for kind, label in (("unique", "unique violation"), ("onetoone", "one-to-one violation")):
+            count = sum(1 for violation in report.violations if violation.kind == kind)
+            if count:
+                parts.append(f"{count} {label}{'s' * (count != 1)} left unbuilt (see above)")
         if report.violations:
-            parts.append(f"{len(report.violations)} unique violation{'s' * (len(report.violations) != 1)} "
-                         "left unbuilt (see above); fix the data and run dal migrate again")
+            parts[-1] += "; fix the data and run dal migrate again"
         self.say(("dry run: " if self.dry_run else "migrated: ") + ", ".join(parts))

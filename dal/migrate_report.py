@@ -19,17 +19,26 @@ ProgressFactory = Callable[[int, str], AbstractContextManager[Meter]]
 
 @dataclass(frozen=True)
 class Violation:
-    """Objects sharing a value of a property that became unique: its keys stay unbuilt."""
+    """Objects sharing a value of a property that became unique: its keys stay unbuilt.
+
+    Or (``kind="onetoone"``) objects pointing at one target through a one-to-one relation
+    (``field``; ``value`` is the target's guid, ``target`` its class): none of them gets a key.
+    """
 
     hybrid: str
     cls_name: str
     field: str
     value: Any
     guids: tuple[str, ...]
+    kind: str = "unique"
+    target: str = ""
 
     def describe(self) -> str:
         shown = ", ".join(self.guids[:10]) + (f" and {len(self.guids) - 10} more" if len(self.guids) > 10
                                                else "")
+        if self.kind == "onetoone":
+            return (f"{self.cls_name}.{self.field} is one-to-one, but {len(self.guids)} objects point at "
+                    f"{self.target} {self.value}: {shown}")
         return f"{self.cls_name}.{self.field} = {self.value!r} is held by {len(self.guids)} objects: {shown}"
 
 

@@ -83,6 +83,10 @@ class MigrationRun:
             elif isinstance(check, Revision) and check.key.startswith(f"{self.keys.root}u/"):
                 field_name, encoded = check.key.rsplit("/", 2)[-2:]
                 reasons.append(f"another object already holds the unique {field_name} {encoded}")
+            elif isinstance(check, Revision) and check.key.startswith(f"{self.keys.root}r/"):
+                source, relation, target = check.key[len(self.keys.root) + 2:].split("/", 2)
+                reasons.append(f"another {source} already points at {target} through the one-to-one "
+                               f"{relation}")
         return "; ".join(reasons) or "a check failed"
 
     def _scan(self, prefix: str, start: str | None = None) -> Iterator[tuple[str, Entry]]:

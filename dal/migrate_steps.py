@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING
 
 from dal import schema
 from dal.backends.base import Check, Delete, DeletePrefix, Entry, Exists, Op, Put, Revision
+from dal.meta import family
 from dal.migrate_run import ATTEMPTS, MigrationRun, apply_operations, decode_doc
 from dal.migrations import Migration, MigrationError, Operation, Step
-from dal.transaction import Document, encode, encode_canonical, same
+from dal.transaction import Document, encode, encode_canonical
+from dal.values import same
 
 if TYPE_CHECKING:
     from dal.meta import HybridMeta
@@ -47,7 +49,8 @@ class StepRunner(MigrationRun):
         cursor_rev = cursor.revision if cursor is not None else 0
         start = cursor.value.decode() if cursor is not None else None
         record = schema.read_record(self.context, meta.name)
-        ready = record.ready_for(meta) if record is not None else frozenset()
+        # a property and a relation never share a name: one set holds both kinds of complete keys
+        ready = frozenset() if record is None else record.ready_for(meta) | record.onetoone_ready_for(meta)
         prefix = self.keys.docs(meta.name)
         changed = 0
         with self.progress(self._count(prefix, start), f"step {step.number} {meta.name}") as meter:
@@ -119,12 +122,19 @@ class StepRunner(MigrationRun):
             if relation.target is None or same(old, new):
                 continue
             target = relation.target._meta.name
+            keyed = relation.onetoone and relation.name in ready  # its one-to-one keys are complete
             if old is not None:
                 ops.append(Delete(keys.link(target, old, meta.name, relation.name, guid)))
+                if keyed:
+                    ops.append(Delete(keys.onetoone(meta.name, relation.name, old)))
             if new is not None:
-                if new != guid:
+                if new != guid or target != meta.name:  # only the object itself needs no check
                     checks.append(Exists(keys.doc(target, new)))
                 ops.append(Put(keys.link(target, new, meta.name, relation.name, guid), b""))
+                if keyed:
+                    checks += [Revision(keys.onetoone(member.owner._meta.name, member.name, new), 0)
+                               for member in family(relation) if member.owner is not None]
+                    ops.append(Put(keys.onetoone(meta.name, relation.name, new), guid.encode()))
         return checks, ops
 
 

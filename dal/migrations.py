@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dal.exceptions import ConfigurationError, DalError
-from dal.transaction import Document, same
+from dal.transaction import Document
+from dal.values import same
 
 if TYPE_CHECKING:
     from dal.dataobject import DataObject

@@ -22,6 +22,7 @@ from dal.exceptions import BackendError
 from dal.query import Condition, Group, Node, Operator, WhereOperator, satisfies
 from dal.relations import scan_batches
 from dal.schema import ready_indexes
+from dal.values import has_text
 
 if TYPE_CHECKING:
     from dal.config import Context
@@ -68,7 +69,7 @@ def access(meta: HybridMeta, condition: Condition, ready: frozenset[str]) -> str
     if condition.operator not in (Operator.EQUALS, Operator.IN):
         return None
     values = condition.value if condition.operator is Operator.IN else (condition.value,)
-    if not condition.sensitive and any(isinstance(value, str) for value in values):
+    if not condition.sensitive and any(has_text(value) for value in values):
         return None
     kind, name = condition.field.kind, condition.field.name
     if kind == "guid":

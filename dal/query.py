@@ -5,20 +5,23 @@ subquery, ...]}``. :func:`compile_query` checks every field, operator and value 
 the hybrid before anything runs and builds a frozen tree; the caller's dict is only read.
 Values are converted to their stored JSON form once, so a condition is tested directly
 against stored documents (with defaults filled in for fields they lack) without building
-objects.
+objects. Values are compared as everywhere else in dal (``dal/values.py``): typed at any depth.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
 from dal.exceptions import InvalidQueryError, InvalidValueError
-from dal.structures import Dynamic, Property, Relation, Validator
+from dal.structures import GUID_RULE, Dynamic, Property, Relation, Validator, is_guid, non_finite
+from dal.values import fold, same
 
 if TYPE_CHECKING:
     from dal.meta import HybridMeta
@@ -189,6 +192,9 @@ def _guid_of(value: Any, field: Field, where: str) -> Any:
 
 def _value(field: Field, operator: Operator, value: Any, where: str) -> Any:
     label = f"{where}: {field.meta.cls.__name__}.{field.name}"
+    problem = non_finite(value)
+    if problem:  # no stored value is one: JSON cannot hold them, and assignments refuse them
+        raise InvalidQueryError(f"{label}: {problem}; compare with a finite number, or EQUALS None")
     if operator is Operator.IN:
         if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (Sequence, set, frozenset)):
             raise InvalidQueryError(f"{label} IN needs a list of values, not {value!r}")
@@ -202,6 +208,8 @@ def _value(field: Field, operator: Operator, value: Any, where: str) -> Any:
                                     "use EQUALS None for unset values")
         if _numeric(field) and isinstance(value, (int, float)) and not isinstance(value, bool):
             return value  # `size LT 2.5` on an int field is meaningful
+        if field.validator is None and isinstance(value, str):
+            return value  # a range of guids may end anywhere: it reads no key named by the value
     return _one(field, value, label)
 
 
@@ -210,8 +218,8 @@ def _one(field: Field, value: Any, label: str) -> Any:
     if value is None:
         return None
     if field.validator is None:  # a guid or a relation's guid
-        if not isinstance(value, str):
-            raise InvalidQueryError(f"{label} holds guids (strings), not {value!r}")
+        if not is_guid(value):  # a guid becomes part of the keys the query reads
+            raise InvalidQueryError(f"{label} holds guids, not {value!r}: {GUID_RULE}")
         return value
     try:
         return field.validator.to_json(field.validator(value))
@@ -220,7 +228,7 @@ def _one(field: Field, value: Any, label: str) -> Any:
 
 
 def _contained(field: Field, value: Any, label: str) -> Any:
-    declared = _declared_type(field)
+    declared = _unoptional(_declared_type(field))
     if declared is str or field.kind in ("guid", "relation") or _string_enum(field):
         if not isinstance(value, str):
             raise InvalidQueryError(f"{label} is a string; CONTAINS on it takes a substring, not {value!r}")
@@ -231,7 +239,27 @@ def _contained(field: Field, value: Any, label: str) -> Any:
         except (TypeError, ValueError):
             raise InvalidQueryError(f"{label} CONTAINS takes a JSON value, not {value!r}") from None
         return value
+    origin, arguments = typing.get_origin(declared), typing.get_args(declared)
+    if origin in (list, tuple, set, frozenset) and arguments:
+        # list[str], set[int], ...: an element, checked against the element type, in its JSON form
+        element = Validator(f"{label} (an element)", arguments[0])
+        try:
+            return element.to_json(element(value))
+        except InvalidValueError as exc:
+            kind = getattr(arguments[0], "__name__", repr(arguments[0]))
+            raise InvalidQueryError(f"{label} holds {kind} elements; CONTAINS takes one such element: "
+                                    f"{exc}") from None
     raise InvalidQueryError(f"{label} is not a string or a list; CONTAINS works on those only")
+
+
+def _unoptional(declared: Any) -> Any:
+    """Return ``X`` for ``Optional[X]`` (``X | None``), else ``declared``."""
+    arguments = typing.get_args(declared)
+    if typing.get_origin(declared) in (typing.Union, types.UnionType) and type(None) in arguments:
+        rest = [argument for argument in arguments if argument is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return declared
 
 
 def _declared_type(field: Field) -> Any:
@@ -258,19 +286,19 @@ def satisfies(condition: Condition, actual: Any) -> bool:
     """Return whether a stored (JSON) value satisfies ``condition``."""
     operator, value = condition.operator, condition.value
     if not condition.sensitive:
-        actual, value = _fold(actual), _fold(value)
+        actual, value = fold(actual), fold(value)
     if operator is Operator.EQUALS:
-        return _equal(actual, value)
+        return same(actual, value)
     if operator is Operator.NOT_EQUALS:
-        return not _equal(actual, value)
+        return not same(actual, value)
     if operator is Operator.IN:
-        return any(_equal(actual, item) for item in value)
+        return any(same(actual, item) for item in value)
     if actual is None:
         return False
     if operator is Operator.CONTAINS:
         if isinstance(actual, str):
             return isinstance(value, str) and value in actual
-        return isinstance(actual, list) and any(_equal(item, value) for item in actual)
+        return isinstance(actual, list) and any(same(item, value) for item in actual)
     try:
         if operator is Operator.LT:
             return bool(actual < value)
@@ -281,21 +309,6 @@ def satisfies(condition: Condition, actual: Any) -> bool:
         return bool(actual >= value)
     except TypeError:  # a stored value of another type (data of an older model) matches nothing
         return False
-
-
-def _equal(left: Any, right: Any) -> bool:
-    # True == 1 in Python, but a stored True is not the query's 1
-    if isinstance(left, bool) or isinstance(right, bool):
-        return type(left) is type(right) and left == right
-    return bool(left == right)
-
-
-def _fold(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.casefold()
-    if isinstance(value, (list, tuple)):
-        return type(value)(_fold(item) for item in value)
-    return value
 
 
 # --- describing --------------------------------------------------------------------------------

@@ -4,7 +4,14 @@ Every relation value is stored twice in one transaction: as ``<relation>_guid`` 
 source's document and as one link key under the target
 (``l/<target>/<target guid>/<source>/<relation>/<source guid>``). The link keys answer
 "who points at this object" with one prefix scan, and let a delete check, inside its own
-transaction, that nobody linked to the object since it looked.
+transaction, that nobody linked to the object since it looked. A one-to-one relation also
+keeps one key per target (``r/<source>/<relation>/<target guid>``, see
+:func:`dal.transaction.plan_write`), so a second object pointing at a target fails its own
+commit (:func:`onetoone_refusal` says who holds it).
+
+A relation declared by a class is held by its subclass hybrids too (inherited, stored under
+their own names): the reverse accessor lists their objects as well, and a delete counts and
+``abandon`` unlinks them (:class:`dal.meta.Reverse`).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dal.backends.base import Check, Delete, Entry, Op, PrefixUnchanged, Put, Revision
-from dal.exceptions import InvalidRelationError, InvalidValueError, LinkedObjectError
+from dal.exceptions import InvalidRelationError, InvalidValueError, LinkedObjectError, OneToOneError
 from dal.structures import Relation
 
 if TYPE_CHECKING:
@@ -77,11 +84,10 @@ class ReverseOne(ReverseList):
     def __get__(self, obj: DataObject | None, objtype: type | None = None) -> Any:
         if obj is None:
             return self
-        guid = _only(self.relation, obj)
-        if guid is None:
-            return None
-        assert self.relation.owner is not None
-        return self.relation.owner(guid)
+        from dal.datalist import DataList
+
+        pointing = DataList.pointing_at(self.relation, obj)  # loads a subclass hybrid's object as one
+        return pointing[0] if _only(self.relation, obj, pointing.guids) is not None else None
 
 
 class ReverseOneGuid(ReverseList):
@@ -90,11 +96,10 @@ class ReverseOneGuid(ReverseList):
     def __get__(self, obj: DataObject | None, objtype: type | None = None) -> Any:
         if obj is None:
             return self
-        return _only(self.relation, obj)
+        return _only(self.relation, obj, _pointing(self.relation, obj))
 
 
-def _only(relation: Relation, obj: DataObject) -> str | None:
-    guids = _pointing(relation, obj)
+def _only(relation: Relation, obj: DataObject, guids: list[str]) -> str | None:
     if len(guids) > 1:
         raise InvalidRelationError(
             f"{relation.qualified} is one-to-one, but {len(guids)} objects point at {type(obj).__name__} "
@@ -107,6 +112,37 @@ def _pointing(relation: Relation, obj: DataObject) -> list[str]:
     from dal.datalist import DataList
 
     return DataList.pointing_at(relation, obj).guids
+
+
+def onetoone_refusal(context: Context, relation: Relation, source_guid: str,
+                     target_guid: str) -> OneToOneError:
+    """Return the error refusing ``source_guid`` as a second object pointing at a one-to-one target.
+
+    Names the object already pointing there (read from its one-to-one key, or from its link when
+    the keys of older data are not built yet): this costs reads on the refusal only.
+    """
+    from dal.meta import family
+
+    assert relation.target is not None and relation.owner is not None
+    target = relation.target
+    keys = context.keys
+    holder = "another object"
+    for member in family(relation):
+        assert member.owner is not None
+        source = member.owner._meta.name
+        entry = context.persistent.get(keys.onetoone(source, member.name, target_guid))
+        found = entry.value.decode(errors="replace") if entry is not None else None
+        if found is None:
+            links = context.persistent.scan(keys.links(target._meta.name, target_guid, source, member.name),
+                                            limit=1)
+            found = links[0][0].rsplit("/", 1)[1] if links else None
+        if found is not None:
+            holder = f"{member.owner.__name__} {found}"
+            break
+    return OneToOneError(
+        f"{relation.qualified} is one-to-one: {holder} already points at {target.__name__} {target_guid}; "
+        f"unlink it first (set its {relation.name} to None, or delete it), or point "
+        f"{relation.owner.__name__} {source_guid} elsewhere")
 
 
 def reverse_accessors(relation: Relation) -> dict[str, ReverseList]:
@@ -157,23 +193,29 @@ def plan_unlink(context: Context, meta: HybridMeta, guid: str, abandon: frozense
     plan = Unlink(checks=[PrefixUnchanged(keys.links(meta.name, guid),
                                           max((entry.revision for _, entry in links), default=0))])
     groups: dict[tuple[str, str], list[str]] = {}
+    itself: set[tuple[str, str]] = set()
     for key, _ in links:
         source, relation_name, source_guid = key.rsplit("/", 3)[1:]
         if source == meta.name and source_guid == guid:
-            continue  # the object points at itself: its own delete drops that link
+            itself.add((source, relation_name))
+            continue  # the object points at itself: its own delete drops that link (and its key)
         groups.setdefault((source, relation_name), []).append(source_guid)
+    # every relation a reverse accessor lists: the declaring hybrid's, and its subclass hybrids'
+    listed = {(member.owner._meta.name, member.name): (reverse.relation.foreign_key, member)
+              for reverse in meta.reverse.values() for member in reverse.relations
+              if member.owner is not None}
     blocking, mandatory = [], []
     unlink: list[tuple[Relation, list[str]]] = []
     for (source, relation_name), guids in sorted(groups.items()):
-        reverse = next((r for r in meta.reverse.values()
-                        if r.source._meta.name == source and r.relation.name == relation_name), None)
-        label = f"{len(guids)} {reverse.source.__name__ if reverse else source}.{relation_name}"
-        if reverse is None or reverse.relation.foreign_key not in abandon:
+        accessor, relation = listed.get((source, relation_name), (None, None))
+        owner = relation.owner if relation is not None else None
+        label = f"{len(guids)} {owner.__name__ if owner is not None else source}.{relation_name}"
+        if relation is None or accessor not in abandon:
             blocking.append(label)
-        elif reverse.relation.mandatory:
-            mandatory.append(f"{reverse.relation.qualified} (mandatory, {len(guids)} linked)")
+        elif relation.mandatory:
+            mandatory.append(f"{relation.qualified} (mandatory, {len(guids)} linked)")
         else:
-            unlink.append((reverse.relation, guids))
+            unlink.append((relation, guids))
     name = f"{meta.cls.__name__} {guid}"
     if blocking:
         raise LinkedObjectError(
@@ -187,6 +229,8 @@ def plan_unlink(context: Context, meta: HybridMeta, guid: str, abandon: frozense
     for relation, guids in unlink:
         assert relation.owner is not None
         source_meta = relation.owner._meta
+        if relation.onetoone and (source_meta.name, relation.name) not in itself:
+            plan.ops.append(Delete(keys.onetoone(source_meta.name, relation.name, guid)))  # the target goes
         doc_keys = [keys.doc(source_meta.name, source_guid) for source_guid in guids]
         stored = context.persistent.get_many(doc_keys)
         for source_guid, doc_key in zip(guids, doc_keys, strict=True):

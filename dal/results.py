@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from dal.query import Condition, Group, Node, Operator, WhereOperator, digest, uses_dynamics
-from dal.transaction import same
+from dal.values import has_text, same
 
 if TYPE_CHECKING:
     from dal.config import Context
@@ -87,7 +87,8 @@ def _condition_versions(keys: Keys, hybrid: str, condition: Condition) -> Iterab
     name = condition.field.name
     exact = condition.operator in (Operator.EQUALS, Operator.IN)
     values = condition.value if condition.operator is Operator.IN else (condition.value,)
-    if exact and (condition.sensitive or not any(isinstance(value, str) for value in values)):
+    # a case-insensitive match of a value holding text matches other values too: any change counts
+    if exact and (condition.sensitive or not any(has_text(value) for value in values)):
         for value in values:
             yield keys.value_version(hybrid, name, value)
     else:

@@ -3,13 +3,17 @@
 Each hybrid has one record in the durable store, at ``m/schema/<hybrid>`` (JSON)::
 
     {"format": 1, "hybrid": "disk", "fingerprint": "<sha256>", "model": {...},
-     "ready": {"indexed": ["code", ...], "unique": ["name", ...]}}
+     "ready": {"indexed": ["code", ...], "unique": ["name", ...], "onetoone": ["pool", ...]}}
 
 ``model`` describes the declared properties and relations the documents were last brought
 up to (by ``dal migrate``, or by the first save into an empty hybrid), ``fingerprint`` is a
-stable hash of it, and ``ready`` lists the indexed and unique properties whose keys exist
-for every document. The query planner only uses keys listed as ready (``ready_indexes``);
-a property that became indexed is queried by scanning until ``dal migrate`` builds its keys.
+stable hash of it, and ``ready`` lists the indexed and unique properties, and the one-to-one
+relations, whose keys exist for every document. The query planner only uses keys listed as
+ready (``ready_indexes``); a property that became indexed is queried by scanning until
+``dal migrate`` builds its keys. A save trusts the absence of a one-to-one key only when the
+relation is ready (``onetoone_ready``); until then it also checks that no link points at the
+target, since documents stored before the keys existed have none. (A record written before
+one-to-one keys existed lacks ``onetoone``: nothing of it is ready.)
 
 Only two writers touch a record: ``ensure_recorded`` (called by every save, cheap) creates
 it for a hybrid that has no documents yet (all keys are trivially complete) and removes
@@ -23,6 +27,7 @@ that window.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -55,6 +60,8 @@ class SchemaRecord:
     indexed: frozenset[str]
     unique: frozenset[str]
     revision: int = 0
+    #: one-to-one relations whose keys exist for every document
+    onetoone: frozenset[str] = frozenset()
 
     def ready_for(self, meta: HybridMeta) -> frozenset[str]:
         """Return the properties of ``meta`` whose every declared kind of key is listed as ready."""
@@ -64,21 +71,35 @@ class SchemaRecord:
             and (not prop.indexed or prop.name in self.indexed)
             and (not prop.unique or prop.name in self.unique))
 
+    def onetoone_ready_for(self, meta: HybridMeta) -> frozenset[str]:
+        """Return the one-to-one relations of ``meta`` whose keys this record lists as complete."""
+        return frozenset(onetoone_relations(meta)) & self.onetoone
+
     def unmaintained(self, meta: HybridMeta) -> tuple[frozenset[str], frozenset[str]]:
         """Return the (indexed, unique) fields listed ready that ``meta`` does not keep up to date."""
         return (self.indexed - {p.name for p in meta.indexed}, self.unique - {p.name for p in meta.unique})
 
+    def unmaintained_onetoone(self, meta: HybridMeta) -> frozenset[str]:
+        """Return the relations listed ready whose one-to-one keys ``meta`` does not keep up to date."""
+        return self.onetoone - set(onetoone_relations(meta))
+
     def replace(self, *, model: dict[str, Any] | None = None, indexed: Iterable[str] | None = None,
-                unique: Iterable[str] | None = None) -> SchemaRecord:
+                unique: Iterable[str] | None = None, onetoone: Iterable[str] | None = None) -> SchemaRecord:
         model = self.model if model is None else model
         return SchemaRecord(self.hybrid, model, model_fingerprint(model),
                             self.indexed if indexed is None else frozenset(indexed),
-                            self.unique if unique is None else frozenset(unique), self.revision)
+                            self.unique if unique is None else frozenset(unique), self.revision,
+                            self.onetoone if onetoone is None else frozenset(onetoone))
+
+    def at(self, revision: int) -> SchemaRecord:
+        """Return this record as stored at ``revision``."""
+        return dataclasses.replace(self, revision=revision)
 
     def encode(self) -> bytes:
         return json.dumps({
             "format": FORMAT, "hybrid": self.hybrid, "fingerprint": self.fingerprint, "model": self.model,
-            "ready": {"indexed": sorted(self.indexed), "unique": sorted(self.unique)},
+            "ready": {"indexed": sorted(self.indexed), "unique": sorted(self.unique),
+                      "onetoone": sorted(self.onetoone)},
         }, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -105,11 +126,16 @@ def stored_fields(model: dict[str, Any]) -> frozenset[str]:
     return frozenset(model.get("properties", {})) | {f"{name}_guid" for name in model.get("relations", {})}
 
 
+def onetoone_relations(meta: HybridMeta) -> tuple[str, ...]:
+    """Return the names of ``meta``'s one-to-one relations (each keeps one key per target)."""
+    return tuple(name for name, relation in meta.relations.items() if relation.onetoone)
+
+
 def complete_record(meta: HybridMeta) -> SchemaRecord:
     """Return the record of a hybrid whose documents all match ``meta`` and whose keys are all built."""
     model = describe(meta)
     return SchemaRecord(meta.name, model, model_fingerprint(model), frozenset(p.name for p in meta.indexed),
-                        frozenset(p.name for p in meta.unique))
+                        frozenset(p.name for p in meta.unique), 0, frozenset(onetoone_relations(meta)))
 
 
 def decode_record(hybrid: str, raw: bytes, revision: int) -> SchemaRecord:
@@ -120,9 +146,12 @@ def decode_record(hybrid: str, raw: bytes, revision: int) -> SchemaRecord:
         model = data["model"]
         if not isinstance(model, dict):
             raise TypeError("model is not an object")
+        onetoone = ready.get("onetoone", [])  # absent from records written before one-to-one keys
+        if not isinstance(onetoone, list):
+            raise TypeError("ready.onetoone is not a list")
         return SchemaRecord(hybrid, model, str(data.get("fingerprint", "")),
                             frozenset(map(str, ready["indexed"])), frozenset(map(str, ready["unique"])),
-                            revision)
+                            revision, frozenset(map(str, onetoone)))
     except (ValueError, TypeError, KeyError):
         # written by something else: trust nothing in it; `dal migrate` rewrites it
         return SchemaRecord(hybrid, {}, "", frozenset(), frozenset(), revision)
@@ -196,6 +225,29 @@ def ready_indexes(context: Context, meta: HybridMeta) -> frozenset[str]:
     return frozenset() if state.record is None else state.record.ready_for(meta)
 
 
+def onetoone_ready(context: Context, meta: HybridMeta) -> frozenset[str]:
+    """Names of the one-to-one relations of ``meta`` whose keys are complete for every object they span.
+
+    A relation inherited by subclass hybrids is one constraint over all of them
+    (:func:`dal.meta.family`), so it is ready only when every one of their records lists it.
+    At most one durable read per (context, hybrid) every READY_TTL seconds; never writes.
+    """
+    from dal.meta import family
+
+    ready = set()
+    for name in onetoone_relations(meta):
+        members = family(meta.relations[name])
+        if all(member.owner is not None and member.name in _onetoone_listed(context, member.owner._meta)
+               for member in members):
+            ready.add(name)
+    return frozenset(ready)
+
+
+def _onetoone_listed(context: Context, meta: HybridMeta) -> frozenset[str]:
+    state = _fresh_state(context, meta)
+    return frozenset() if state.record is None else state.record.onetoone_ready_for(meta)
+
+
 def ensure_recorded(context: Context, meta: HybridMeta) -> None:
     """Called by DataObject.save before its commit; cheap after the first call per (context, hybrid).
 
@@ -209,7 +261,7 @@ def ensure_recorded(context: Context, meta: HybridMeta) -> None:
     record = state.record
     for _ in range(_ATTEMPTS):
         if record is None:
-            if state.creation_refused or not (meta.indexed or meta.unique):
+            if state.creation_refused or not (meta.indexed or meta.unique or onetoone_relations(meta)):
                 break  # nothing could be ready: a record would buy nothing and cost a commit
             record, refused = _create(context, meta)
             if refused:
@@ -217,10 +269,12 @@ def ensure_recorded(context: Context, meta: HybridMeta) -> None:
                 break
             continue
         stale_indexed, stale_unique = record.unmaintained(meta)
-        if not (stale_indexed or stale_unique):
+        stale_onetoone = record.unmaintained_onetoone(meta)
+        if not (stale_indexed or stale_unique or stale_onetoone):
             break
         record, written = _write(context, record.replace(indexed=record.indexed - stale_indexed,
-                                                         unique=record.unique - stale_unique))
+                                                         unique=record.unique - stale_unique,
+                                                         onetoone=record.onetoone - stale_onetoone))
         if written:
             break
     else:
@@ -238,8 +292,7 @@ def _create(context: Context, meta: HybridMeta) -> tuple[SchemaRecord | None, bo
     result = context.commit([Revision(key, 0), PrefixEmpty(context.keys.docs(meta.name))],
                             [Put(key, record.encode())])
     if result.ok:
-        return SchemaRecord(record.hybrid, record.model, record.fingerprint, record.indexed, record.unique,
-                            result.revision), False
+        return record.at(result.revision), False
     entry = result.current.get(key)
     if entry is not None:  # another process recorded it first: check that one instead
         return decode_record(meta.name, entry.value, entry.revision), False
@@ -251,8 +304,7 @@ def _write(context: Context, record: SchemaRecord) -> tuple[SchemaRecord | None,
     key = context.keys.schema(record.hybrid)
     result = context.commit([Revision(key, record.revision)], [Put(key, record.encode())])
     if result.ok:
-        return SchemaRecord(record.hybrid, record.model, record.fingerprint, record.indexed, record.unique,
-                            result.revision), True
+        return record.at(result.revision), True
     entry = result.current.get(key)
     return (None if entry is None else decode_record(record.hybrid, entry.value, entry.revision)), False
 

@@ -3,8 +3,9 @@
 Counters (``Context.stats``) are kept per process without locks. A process whose volatile
 store is shared (memcached) publishes a snapshot every few seconds while it changes, and
 at exit, under ``<cache prefix>s/<host>:<pid>``, listed in an index entry; ``dal stats``
-sums what every process published. A process-local store (``memory://``) can only show the
-numbers of the process that asks.
+sums what every process published. A forked child starts its counters from zero and
+publishes them under its own pid, on its own timer, so nothing is counted twice. A
+process-local store (``memory://``) can only show the numbers of the process that asks.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -90,15 +92,20 @@ class Publisher:
         self.context = context
         self._last: dict[str, float] | None = None
         self._timer: threading.Timer | None = None
+        self._stopped = False
         atexit.register(self.flush)
+        _publishers.add(self)
         self._schedule()
 
     def flush(self) -> None:
+        # in a forked child, never through the parent's sockets (its answers could reach the parent)
+        self.context.reopen_if_forked()
         snapshot = self.context.stats.snapshot()
         if snapshot and snapshot != self._last and publish(self.context):
             self._last = snapshot
 
     def stop(self) -> None:
+        self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
         atexit.unregister(self.flush)
@@ -109,14 +116,35 @@ class Publisher:
         self._timer.start()
 
     def _tick(self) -> None:
+        if self._stopped:
+            return
         self.flush()
         self._schedule()
 
+    def _restart_in_child(self) -> None:
+        """Start over in a forked child: its counters start from zero, its timer did not survive."""
+        self._last = None
+        if not self._stopped:
+            self._schedule()
 
-def report(context: Context, published: Published, local_entries: list[Any] | None) -> list[str]:
-    """Return the lines ``dal stats`` prints."""
+
+_publishers: weakref.WeakSet[Publisher] = weakref.WeakSet()
+
+
+def _restart_publishers_in_child() -> None:
+    for publisher in list(_publishers):
+        publisher._restart_in_child()
+
+
+os.register_at_fork(after_in_child=_restart_publishers_in_child)
+
+
+def report(context: Context, published: Published, local_entries: list[Any] | None, *,
+           persistent: object = None) -> list[str]:
+    """Return the lines ``dal stats`` prints; ``persistent``: the store URL shown (default: the context's)."""
     totals = published.totals
-    lines = [f"statistics of namespace {context.namespace!r}: persistent {context.persistent_url}, "
+    shown = context.persistent_url if persistent is None else persistent
+    lines = [f"statistics of namespace {context.namespace!r}: persistent {shown}, "
              f"volatile {context.volatile_url}",
              f"  processes reporting: {len(published.processes)}"]
     objects = {name[len("object_"):]: value for name, value in totals.items() if name.startswith("object_")}

@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dal.backends.base import Check, Delete, Exists, Op, Put, Revision
+from dal.backends.base import Check, Delete, Exists, Op, PrefixEmpty, Put, Revision
 from dal.exceptions import ConcurrencyError
 from dal.keys import Keys
-from dal.meta import HybridMeta
+from dal.meta import HybridMeta, family
+from dal.values import canonical, same
 
 Document = dict[str, Any]
 
@@ -25,7 +26,7 @@ Document = dict[str, Any]
 class Reason:
     """Why a check is in a plan, so a failed commit can be explained."""
 
-    kind: str  # "document", "unique" or "target"
+    kind: str  # "document", "unique", "target" or "onetoone"
     field: str = ""
     value: Any = None
 
@@ -44,8 +45,13 @@ class Plan:
 
 
 def plan_write(keys: Keys, meta: HybridMeta, guid: str, stored: Document | None, revision: int,
-               new: Document | None) -> Plan:
-    """Plan the commit that turns ``stored`` (at ``revision``) into ``new`` (``None``: delete)."""
+               new: Document | None, onetoone_ready: frozenset[str] = frozenset()) -> Plan:
+    """Plan the commit that turns ``stored`` (at ``revision``) into ``new`` (``None``: delete).
+
+    ``onetoone_ready`` names the one-to-one relations whose keys are complete for the stored data
+    (:func:`dal.schema.onetoone_ready`); for the others a key's absence proves nothing, so the
+    commit also checks that no link points at the new target.
+    """
     plan = Plan()
     doc_key = keys.doc(meta.name, guid)
     plan.check(Revision(doc_key, revision), Reason("document"))
@@ -80,12 +86,25 @@ def plan_write(keys: Keys, meta: HybridMeta, guid: str, stored: Document | None,
         target = relation.target._meta.name
         if old is not None:
             plan.ops.append(Delete(keys.link(target, old, meta.name, relation.name, guid)))
+            if relation.onetoone:
+                plan.ops.append(Delete(keys.onetoone(meta.name, relation.name, old)))
         if target_guid is not None:
-            # checked inside the commit: a concurrent delete of the target cannot slip in between
-            if target_guid != guid:  # an object may point at itself
+            # checked inside the commit: a concurrent delete of the target cannot slip in between;
+            # only this very object (same hybrid, same guid) is known to exist without a check
+            if target_guid != guid or target != meta.name:
                 plan.check(Exists(keys.doc(target, target_guid)),
                            Reason("target", relation.name, target_guid))
             plan.ops.append(Put(keys.link(target, target_guid, meta.name, relation.name, guid), b""))
+            if relation.onetoone:
+                # one key per target, across the subclass hybrids holding the relation too
+                taken = Reason("onetoone", relation.name, target_guid)
+                for member in family(relation):
+                    assert member.owner is not None
+                    source = member.owner._meta.name
+                    plan.check(Revision(keys.onetoone(source, member.name, target_guid), 0), taken)
+                    if relation.name not in onetoone_ready:  # keys of older data may be missing
+                        plan.check(PrefixEmpty(keys.links(target, target_guid, source, member.name)), taken)
+                plan.ops.append(Put(keys.onetoone(meta.name, relation.name, target_guid), guid.encode()))
     return plan
 
 
@@ -121,21 +140,13 @@ def changed_fields(original: Document, ours: Mapping[str, Any]) -> list[str]:
     return [name for name, value in ours.items() if not same(value, original.get(name))]
 
 
-def same(left: Any, right: Any) -> bool:
-    """Compare stored values by type and value (``1``, ``1.0`` and ``True`` differ)."""
-    if type(left) is not type(right):
-        return False
-    if isinstance(left, (list, dict)):
-        return encode_canonical(left) == encode_canonical(right)
-    return bool(left == right)
-
-
 def encode(document: Document) -> bytes:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def encode_canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    """Return ``value`` as canonical text (see ``dal/values.py``)."""
+    return canonical(value)
 
 
 def decode(raw: bytes) -> Document:

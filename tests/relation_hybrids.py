@@ -66,3 +66,24 @@ class Membership(DataObject):
     __properties: list[Property[Any]] = [Property("captain", bool, default=False)]
     __relations = [Relation("team", Team, "memberships"),
                    Relation("player", Player, "memberships")]
+
+
+class Cabinet(DataObject):
+    """The target of relations a subclass hybrid inherits."""
+
+    __properties: list[Property[Any]] = [Property("name", str)]
+
+
+class Device(DataObject):
+    """Declares relations that its subclass hybrid BladeServer inherits (and stores under its own name)."""
+
+    __properties: list[Property[Any]] = [Property("name", str)]
+    __relations = [Relation("site", Cabinet, "occupants"),
+                   Relation("cabinet", Cabinet, "devices", mandatory=False),
+                   Relation("keeper", Owner, "device", onetoone=True, mandatory=False)]
+
+
+class BladeServer(Device):
+    """Another hybrid (stored as ``bladeserver``) holding Device's relations too."""
+
+    __properties: list[Property[Any]] = [Property("cores", int, default=1)]

@@ -209,3 +209,85 @@ def test_stats_sum_what_every_process_published(
     row = next(line for line in result.stdout.splitlines() if line.strip().startswith("backend.available"))
     hits, misses, computed = (int(n) for n in row.split()[1:4])
     assert (hits, misses, computed) == (4, 2, 2)
+
+
+def test_the_other_commands_read_what_the_demo_wrote(tmp_path: Path) -> None:
+    """After `make demo`, `dal check` and `dal dump` (no options) see the demo's data."""
+    demo = run_dal("demo", "--count", "2", "--erd", "", cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr
+    assert "namespace 'dal'" in demo.stdout
+    checked = run_dal("check", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    documents = re.search(r"checked namespace 'dal' of sqlite:///dal.sqlite3: (\d+) documents",
+                          checked.stdout)
+    assert documents and int(documents.group(1)) > 0, checked.stdout
+    assert "clean: no problems found" in checked.stdout
+    dumped = run_dal("dump", "--only", "BackendType", cwd=tmp_path)
+    assert dumped.returncode == 0, dumped.stderr
+    assert '"code": "alba"' in dumped.stdout and '"code": "ceph"' in dumped.stdout
+
+
+def test_the_dal_script_imports_hybrids_modules_from_the_working_directory(tmp_path: Path) -> None:
+    """`dal erd --hybrids mymodule` finds ./mymodule.py through the console script, as `python -m dal`."""
+    script = Path(sys.executable).with_name("dal")
+    assert script.exists(), f"the dal console script is not installed beside {sys.executable}"
+    (tmp_path / "mymodule.py").write_text(
+        "from dal import DataObject, Property\n\n\n"
+        "class Gadget(DataObject):\n"
+        "    __properties = [Property('label', str)]\n")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DAL_") and k != "PYTHONPATH"}
+    result = subprocess.run([str(script), "erd", "--hybrids", "mymodule"], cwd=tmp_path, env=environment,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "Gadget {" in result.stdout and "str label" in result.stdout
+
+
+# --- a mistyped SQLite path -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["nonexistent/dir/x.db", "x.db"])
+@pytest.mark.parametrize("args", [["check"], ["dump"], ["stats"], ["copy", "SQLITE", "memory://"]])
+def test_read_only_commands_refuse_a_missing_sqlite_file(tmp_path: Path, where: str, args: list[str]) -> None:
+    url = f"sqlite:///{tmp_path / where}"
+    command = [url if arg == "SQLITE" else arg for arg in args]
+    if "SQLITE" not in args:
+        command += ["--persistent", url]
+    result = run_dal(*command, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: ") and "does not exist" in result.stderr, result.stderr
+    assert "clean" not in result.stdout
+    assert not (tmp_path / "nonexistent").exists() and not (tmp_path / "x.db").exists()
+
+
+def test_read_only_commands_refuse_the_missing_default_file(tmp_path: Path) -> None:
+    result = run_dal("check", cwd=tmp_path)
+    assert result.returncode == 2 and "dal.sqlite3 does not exist" in result.stderr, result.stderr
+    assert not (tmp_path / "dal.sqlite3").exists()
+
+
+def test_read_only_commands_read_an_existing_sqlite_file(tmp_path: Path) -> None:
+    made = run_dal("migrate", "--persistent", "sqlite:///made.db", cwd=tmp_path)  # creates the file
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "made.db").is_file()
+    for args in (["check"], ["dump"], ["stats"]):
+        result = run_dal(*args, "--persistent", "sqlite:///made.db", cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+    copied = run_dal("copy", "sqlite:///made.db", "sqlite:///copy.db", cwd=tmp_path)
+    assert copied.returncode == 0, copied.stderr
+    assert (tmp_path / "copy.db").is_file()  # a copy's destination may be created
+
+
+def test_creating_commands_refuse_a_missing_directory(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "x.db"
+    result = run_dal("migrate", "--persistent", f"sqlite:///{missing}", cwd=tmp_path)
+    assert result.returncode == 2 and "does not exist; create it" in result.stderr, result.stderr
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_password_with_a_slash_is_never_printed(tmp_path: Path) -> None:
+    for args in (["check", "--persistent", "etcd://root:s3cr/ET9@127.0.0.1:2379"],
+                 ["dump", "--persistent", "etcd://127.0.0.1:2379?timeout=5;password=s3crET9"],
+                 ["copy", "etcd://root:s3cr?ET9@127.0.0.1:2379", "memory://"]):
+        result = run_dal(*args, cwd=tmp_path)
+        assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
+        assert "s3cr" not in result.stdout + result.stderr and "ET9" not in result.stdout + result.stderr

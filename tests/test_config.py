@@ -93,3 +93,80 @@ def test_clients_are_cached_by_keyed_hash_of_all_settings(tmp_path: Path) -> Non
     second = settings_digest("persistent", parse_url("etcd://alice:two@h:2379"))
     assert first != second, "a changed password must give a new client"
     assert "one" not in first and len(first) == 64
+
+
+# --- passwords never leak, whatever they contain --------------------------------------------
+
+
+@pytest.mark.parametrize("url", [
+    "etcd://root:s3cr/ET9@127.0.0.1:2379",        # '/' written as it is
+    "etcd://root:s3cr?ET9@127.0.0.1:2379",        # '?'
+    "etcd://root:s3cr/ET9@127.0.0.1:99999",
+    "etcd://root:s3cr?ET9=1@127.0.0.1:2379",
+    "etcd://root:s3cr@ET9/x@127.0.0.1:2379",       # '@' and '/'
+    "etcd://root:s3cr#ET9@127.0.0.1:99999",       # '#' is an ordinary character: the port is wrong
+    "etcd://root:s3crET9@127.0.0.1:2379?timeout",  # malformed options
+    "etcd://root:s3crET9@127.0.0.1:2379?timeout=1&timeout=2",
+    "etcd://root:s3crET9@127.0.0.1:2379?bogus=1",
+    "etcd://root:s3crET9@127.0.0.1:2379/path",
+    "etcd://127.0.0.1:2379?timeout=5;password=s3crET9",  # ';' is no separator: a bad timeout
+    "etcd://127.0.0.1:2379?password=s3crET9&password=s3crET9",
+    "e tcd://root:s3crET9@127.0.0.1:2379",
+    "etcd:/root:s3crET9@127.0.0.1:2379",
+    "memcached://root:s3crET9@127.0.0.1:11211",
+    "sqlite://root:s3crET9@/x.db",
+])
+def test_no_error_shows_the_password(url: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        configure(url, "memory://")
+    message = str(caught.value)
+    assert "s3cr" not in message and "ET9" not in message, message
+
+
+@pytest.mark.parametrize("url", ["etcd://root:s3cr/et@127.0.0.1:2379", "etcd://root:s3cr?et@127.0.0.1:2379",
+                                 "etcd://127.0.0.1:2379?ca_cert=/certs/a@b.pem"])
+def test_an_at_sign_after_the_host_part_says_to_percent_encode(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="percent-encode") as caught:
+        parse_url(url)
+    assert "%2F" in str(caught.value) and "%40" in str(caught.value)
+
+
+@pytest.mark.parametrize(("written", "password"), [
+    ("s3cr%2Fet", "s3cr/et"), ("s3cr%3Fet", "s3cr?et"), ("s3cr%23et", "s3cr#et"), ("s3cr#et", "s3cr#et"),
+    ("s3cr%40et", "s3cr@et"), ("s3cr%25et", "s3cr%et"), ("s3:cr", "s3:cr"),
+    ("s%2F%3F%23%40%25%3A", "s/?#@%:"),
+])
+def test_a_percent_encoded_password_is_read_exactly(written: str, password: str) -> None:
+    inline = parse_url(f"etcd://root:{written}@127.0.0.1:2379,h2?timeout=2")
+    assert (inline.user, inline.password) == ("root", password)
+    assert inline.hosts == (("127.0.0.1", 2379), ("h2", None))
+    assert dict(inline.options) == {"timeout": "2"}
+    option = parse_url(f"etcd://127.0.0.1:2379?user=root&password={written.replace('#', '%23')}")
+    assert option.password == password
+    assert parse_url(inline.settings()) == inline  # the full form reads back the same
+    for shown in (str(inline), repr(inline)):
+        assert "s3" not in shown and "***" in shown
+
+
+@pytest.mark.parametrize("url", [
+    "sqlite:///home/u@corp/dal.db", "sqlite:///odd%25name%3F.db", "sqlite:///x.db?timeout=3&synchronous=FULL",
+    "memory://a", "memcached://h1:1,h2:2?timeout=0.5", "etcd://us%3Aer:pw@h:1?ca_cert=/c%40x.pem",
+])
+def test_every_url_reads_back_from_its_full_form(url: str) -> None:
+    parsed = parse_url(url)
+    assert parse_url(parsed.settings()) == parsed
+
+
+def test_an_at_sign_in_a_sqlite_path_is_a_path() -> None:
+    assert parse_url("sqlite:///home/u@corp/dal.db").path == "/home/u@corp/dal.db"
+    assert parse_url("etcd://h:1?ca_cert=/c%40x.pem").options["ca_cert"] == "/c@x.pem"
+
+
+def test_an_option_value_that_could_hold_a_secret_is_masked() -> None:
+    parsed = parse_url("etcd://127.0.0.1:2379?timeout=5;password=s3cret")
+    assert "s3cret" not in str(parsed) and "s3cret" not in repr(parsed)
+    with pytest.raises(ConfigurationError, match=r"option timeout='\*\*\*' in .* is not valid") as caught:
+        configure("etcd://127.0.0.1:2379?timeout=5;password=s3cret", "memory://")
+    assert "s3cret" not in str(caught.value)
+    plain = parse_url("sqlite:///x.db?timeout=soon")
+    assert str(plain) == "sqlite:///x.db?timeout=soon"  # a plain value is shown, as it helps

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -79,3 +82,69 @@ def test_a_dead_server_keeps_its_keys_instead_of_moving_them(tmp_path: Any) -> N
     finally:
         first.stop()
         second.stop()
+
+
+class _MalformedServer:
+    """A server that answers every ``get`` with a header whose length is not a number."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        with connection:
+            buffer = b""
+            while True:
+                try:
+                    chunk = connection.recv(65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                buffer += chunk
+                while b"\r\n" in buffer:
+                    line, buffer = buffer.split(b"\r\n", 1)
+                    key = line.split(b" ")[1] if line.startswith(b"get ") else b"x"
+                    connection.sendall(self.reply.replace(b"KEY", key))
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.mark.parametrize("reply", [b"VALUE KEY 0 abc\r\nabc\r\nEND\r\n", b"VALUE KEY 0 -3\r\nabc\r\nEND\r\n",
+                                   b"VALUE KEY 0 \xff\r\nabc\r\nEND\r\n"])
+def test_a_malformed_reply_is_a_miss_not_a_failed_read(reply: bytes) -> None:
+    from dal.backends.memcached import MemcachedCache
+    from dal.backends.url import parse_url
+    from dal.cache import LeasedCache, Signer, Stats
+    from dal.exceptions import BackendError
+
+    server = _MalformedServer(reply)
+    try:
+        cache = MemcachedCache.from_url(parse_url(f"memcached://127.0.0.1:{server.port}?dead_timeout=0.01"))
+        with pytest.raises(BackendError, match="memcached get on"):
+            cache.get("k")
+        time.sleep(0.02)
+        with pytest.raises(BackendError, match="memcached get_many on"):
+            cache.get_many(["k", "j"])
+        time.sleep(0.02)
+        stats = Stats()
+        leased = LeasedCache(cache, Signer(None), stats)
+        assert leased.get_many(["k", "j"]) == {}  # counted as misses, never raised
+        assert stats["misses"] == 2 and stats["errors"] == 1
+        time.sleep(0.02)
+        assert leased.fetch("k", lambda: b"loaded", 60) == b"loaded"
+        cache.close()
+    finally:
+        server.close()

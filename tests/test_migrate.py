@@ -352,3 +352,20 @@ def test_a_step_may_not_store_what_the_model_cannot_read(context: Context) -> No
     with pytest.raises(MigrationError, match=r"MigDisk\.tier = 'platinum'"):
         run(context, new, migrations=[Migration(1, "bad tier", describe)])
     assert all("tier" not in doc for doc in documents(context, new.disk._meta).values())
+
+
+def test_a_step_cannot_link_to_another_hybrid_by_the_objects_own_guid(context: Context) -> None:
+    """Only a link to the object itself skips the existence check (issue 11 point 8)."""
+    model, sizes = seed(1)
+    guid = next(iter(sizes))
+
+    def own_guid(doc: dict[str, Any]) -> dict[str, Any] | None:
+        return {**doc, "user_guid": guid}  # no MigOwner has the disk's guid
+
+    def describe(step: Step) -> None:
+        step.transform(model.disk, own_guid)
+
+    before = dump(context)
+    with pytest.raises(MigrationError, match=f"it would link to mgowner {guid}, which is not stored"):
+        run(context, model, migrations=[Migration(1, "link to itself", describe)])
+    assert dump(context) == before

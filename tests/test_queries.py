@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import multiprocessing
+import uuid
 from typing import Any
 
 import pytest
-from conftest import round_trips
+from conftest import PairURLs, round_trips
 from query_hybrids import Item, Kind, Site
 
 from dal import DataList
@@ -137,7 +139,8 @@ def test_operators_and_fields(catalog: dict[str, Any], query: dict[str, Any], ex
 
 def test_guid_and_relation_objects_as_values(catalog: dict[str, Any]) -> None:
     items, kinds = catalog["items"], catalog["kinds"]
-    by_guid = DataList(Item, where(("guid", OP.IN, [items["vol1"].guid, items["vol2"].guid, "missing"])))
+    absent = str(uuid.uuid4())
+    by_guid = DataList(Item, where(("guid", OP.IN, [items["vol1"].guid, items["vol2"].guid, absent])))
     assert names(by_guid) == ["vol1", "vol2"]
     assert names(DataList(Item, where(("kind", OP.EQUALS, kinds["ceph"])))) == ["disk2", "vol3"]
     assert names(DataList(Item, where(("kind.guid", OP.EQUALS, kinds["ceph"].guid)))) == ["disk2", "vol3"]
@@ -359,6 +362,51 @@ def test_iteration_skips_objects_deleted_meanwhile(catalog: dict[str, Any]) -> N
         "disk1", "vol2"]
     with pytest.raises(ObjectNotFoundError, match="deleted since the query ran"):
         result[result.guids.index(catalog["items"]["disk2"].guid)]
+
+
+def test_iteration_after_len_uses_the_querys_documents_only_while_nothing_was_committed(
+        catalog: dict[str, Any], context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``list()`` calls len() (which runs the query) and then iterates: on a store with a cheap data
+    stamp, the iteration takes the documents the query read, not a second read of the same ones;
+    on one without (etcd), or after a commit, it reads them again."""
+    calls = round_trips(context, monkeypatch)
+    stamped = context.data_stamp() is not None
+    result = DataList(Item, where(("status", OP.EQUALS, "RUNNING")))
+    assert len(result) == 3
+    calls.clear()
+    assert sorted(obj.name for obj in result) == ["disk1", "disk2", "vol2"]
+    assert calls["persistent.get_many"] == (0 if stamped else 1), calls
+    assert names(DataList(Item, where(("status", OP.EQUALS, "STOPPED")))) == ["disk10", "vol3"]  # list()
+
+    again = DataList(Item, where(("status", OP.EQUALS, "NEW")))
+    assert len(again) == 1
+    catalog["items"]["vol3"].size = 6
+    catalog["items"]["vol3"].save()  # an unrelated commit: what the query read may be out of date
+    calls.clear()
+    assert [obj.name for obj in again] == ["vol1"]
+    assert calls["persistent.get_many"] == 1, calls
+
+
+def _delete_in_child(persistent: str, volatile: str, namespace: str, guid: str) -> None:
+    import dal
+
+    dal.configure(persistent, volatile, namespace=namespace)
+    Item(guid).delete()
+
+
+def test_iteration_after_len_skips_an_object_another_process_deleted(
+        catalog: dict[str, Any], context: Context, pair_urls: PairURLs) -> None:
+    result = DataList(Item, where(("status", OP.EQUALS, "RUNNING")))
+    assert len(result) == 3
+    process = multiprocessing.get_context("spawn").Process(target=_delete_in_child, args=(
+        pair_urls.persistent, pair_urls.volatile, pair_urls.namespace, catalog["items"]["disk2"].guid))
+    process.start()
+    process.join(timeout=60)
+    if process.is_alive():
+        process.kill()
+        process.join()
+    assert process.exitcode == 0
+    assert sorted(obj.name for obj in result) == ["disk1", "vol2"]
 
 
 def test_paging(catalog: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ import pytest
 from conftest import persistent_url_for, volatile_url_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from identity_hybrids import Bag
 from query_hybrids import Item, Kind, Site
 
 from dal import DataList, configure
@@ -158,9 +159,7 @@ def _holds(condition: tuple[Any, ...], item: dict[str, Any], world: dict[str, An
 
 
 def _same(left: Any, right: Any) -> bool:
-    if isinstance(left, bool) or isinstance(right, bool):
-        return type(left) is type(right) and left == right
-    return bool(left == right)
+    return _typed_same(left, right)
 
 
 def _fold(value: Any) -> Any:
@@ -210,7 +209,7 @@ class World:
                 return self.kinds[number].guid
             if kind == "@item" and number < len(self.items):
                 return self.items[number].guid
-            return "no-such-guid"
+            return "00000000-0000-4000-8000-000000000000"  # a well-formed guid nothing has
         return value
 
     def bind(self, query: dict[str, Any]) -> dict[str, Any]:
@@ -296,5 +295,147 @@ def test_every_backend_agrees_with_brute_force(pair: tuple[str, str], request: p
             snapshot = world.snapshot()
             for query in bound:
                 assert set(DataList(Item, query).guids) == brute_force(query, snapshot), (what, query)
+    finally:
+        context.persistent.commit([], [DeletePrefix(context.keys.root)])
+
+
+# --- containers: lists and dicts of mixed values, compared by one typed identity ---------------------
+
+# few values, so that lists and dicts often hold look-alikes: True and 1 and 1.0, "é" and "É"
+SCALARS = st.sampled_from([None, True, False, 0, 1, 0.0, -0.0, 1.0, 2.5, "a", "A", "é", "É", "x/y", ""])
+CONTAINED = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=2), st.dictionaries(st.sampled_from(["k", "K", "z"]), inner, max_size=2)),
+    max_leaves=4)
+LISTS = st.lists(CONTAINED, max_size=3)
+DICTS = st.dictionaries(st.sampled_from(["k", "K", "z"]), CONTAINED, max_size=2)
+
+
+@st.composite
+def container_conditions(draw: st.DrawFn) -> tuple[Any, ...]:
+    field = draw(st.sampled_from(["tags", "meta", "loose"]))
+    case = draw(st.sampled_from([(), (False,), (True,)]))
+    # half the time, a look-alike of a stored value (True for 1, 1.0 for 1, "A" for "a"...),
+    # resolved against the stored rows when the test runs
+    whole = st.one_of(DICTS if field == "meta" else LISTS, st.tuples(st.just("@like"), st.integers(0, 5)))
+    operators = ["EQUALS", "NOT_EQUALS", "IN"] + ([] if field == "meta" else ["CONTAINS"])
+    operator = draw(st.sampled_from(operators))
+    if operator == "IN":
+        return (field, operator, draw(st.lists(whole, max_size=3)), *case)
+    if operator == "CONTAINS":
+        return (field, operator, draw(CONTAINED), *case)
+    return (field, operator, draw(whole), *case)
+
+
+_LIKE: dict[Any, Any] = {True: 1, False: 0.0, "a": "A", "é": "É", "A": "a"}
+
+
+def _look_alike(value: Any) -> Any:
+    """Swap bools, ints and floats, and cases, at every depth: equal in Python, never in dal."""
+    if isinstance(value, list):
+        return [_look_alike(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _look_alike(item) for key, item in value.items()}
+    if isinstance(value, (bool, str)):
+        return _LIKE.get(value, value)
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, float) and value in (0.0, 1.0):
+        return bool(value)
+    return value
+
+
+def _bind_looks(query: dict[str, Any], rows: list[tuple[Any, Any, Any]]) -> dict[str, Any]:
+    def bind(field: str, value: Any) -> Any:
+        if isinstance(value, tuple) and value[:1] == ("@like",):
+            if not rows:
+                return {} if field == "meta" else []
+            row = rows[value[1] % len(rows)]
+            return _look_alike(row[{"tags": 0, "meta": 1, "loose": 2}[field]])
+        return value
+
+    items = []
+    for field, operator, value, *case in query["items"]:
+        bound = [bind(field, option) for option in value] if operator == "IN" else bind(field, value)
+        items.append((field, operator, bound, *case))
+    return {"type": query["type"], "items": items}
+
+
+container_queries = st.builds(lambda items, kind: {"type": kind, "items": items},
+                              st.lists(container_conditions(), min_size=1, max_size=2),
+                              st.sampled_from(["AND", "OR"]))
+
+
+def _typed_same(left: Any, right: Any) -> bool:
+    """The identity dal promises, written out independently: types at any depth, -0.0 == 0.0."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, list):
+        return len(left) == len(right) and all(_typed_same(a, b) for a, b in zip(left, right, strict=True))
+    if isinstance(left, dict):
+        return left.keys() == right.keys() and all(_typed_same(left[key], right[key]) for key in left)
+    return bool(left == right)
+
+
+def _deep_fold(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.casefold()
+    if isinstance(value, list):
+        return [_deep_fold(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _deep_fold(item) for key, item in value.items()}
+    return value
+
+
+def _container_holds(condition: tuple[Any, ...], bag: dict[str, Any]) -> bool:
+    field, operator, value = condition[0], condition[1], condition[2]
+    actual = bag[field]
+    if len(condition) > 3 and not condition[3]:
+        actual, value = _deep_fold(actual), _deep_fold(value)
+    if operator == "EQUALS":
+        return _typed_same(actual, value)
+    if operator == "NOT_EQUALS":
+        return not _typed_same(actual, value)
+    if operator == "IN":
+        return any(_typed_same(actual, option) for option in value)
+    return any(_typed_same(element, value) for element in actual)
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=["+".join(pair) for pair in PAIRS])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(rows=st.lists(st.tuples(LISTS, DICTS, LISTS), max_size=6),
+       generated=st.lists(container_queries, min_size=1, max_size=4),
+       edits=st.lists(st.tuples(st.integers(0, 5), LISTS, DICTS), min_size=1, max_size=3))
+def test_container_values_agree_with_brute_force(pair: tuple[str, str], request: pytest.FixtureRequest,
+                                                 tmp_path: Path, rows: list[tuple[Any, Any, Any]],
+                                                 generated: list[dict[str, Any]],
+                                                 edits: list[tuple[int, Any, Any]]) -> None:
+    persistent = persistent_url_for(pair[0], request, tmp_path)
+    context = configure(persistent, volatile_url_for(pair[1], request), namespace=f"o{uuid.uuid4().hex[:12]}")
+    try:
+        bags = []
+        for number, (tags, meta, loose) in enumerate(rows):
+            bag = Bag(data={"label": f"b{number}", "tags": tags, "meta": meta, "loose": loose})
+            bag.save()
+            bags.append(bag)
+
+        def truth(query: dict[str, Any]) -> set[str]:
+            results = {bag.guid: [_container_holds(condition, {"tags": bag.tags, "meta": bag.meta,
+                                                                "loose": bag.loose})
+                                  for condition in query["items"]] for bag in bags}
+            combine = all if query["type"] == "AND" else any
+            return {guid for guid, held in results.items() if combine(held)}
+
+        generated = [_bind_looks(query, rows) for query in generated]
+        for _ in range(2):  # computed, then (where cacheable) from the result cache
+            for query in generated:
+                assert set(DataList(Bag, query).guids) == truth(query), query
+        for index, tags, meta in edits:
+            if bags:
+                bag = bags[index % len(bags)]
+                bag.tags, bag.meta = tags, meta
+                bag.save()
+            for query in generated:
+                assert set(DataList(Bag, query).guids) == truth(query), (index, tags, meta, query)
     finally:
         context.persistent.commit([], [DeletePrefix(context.keys.root)])

@@ -170,6 +170,53 @@ def test_bad_spec_types_raise() -> None:
                                           "relations": [Relation("k", Kind, "shadows")]})
 
 
+@pytest.mark.parametrize(("attribute", "specs", "right"), [
+    ("__propertys", [Property("x", int)], "__properties"),
+    ("_properties", [Property("x", int)], "__properties"),
+    ("properties", (Property("x", int),), "__properties"),
+    ("__property", Property("x", int), "__properties"),
+    ("x", Property("x", int), "__properties"),  # a spec under its own name, dataclass style
+    ("__relation", [Relation("k", Kind, "misspelt")], "__relations"),
+    ("relations", [Relation("k", Kind, "misspelt")], "__relations"),
+    ("__dynamic", [Dynamic("d", int, 1)], "__dynamics"),
+    ("_dynamics", ["not a spec", Dynamic("d", int, 1)], "__dynamics"),
+])
+def test_specs_under_a_name_dal_does_not_read_are_refused(attribute: str, specs: Any, right: str) -> None:
+    name = _unique_name("Misspelt")
+    key = f"_{name}{attribute}" if attribute.startswith("__") else attribute  # what `class` would make
+    namespace: dict[str, Any] = {"__module__": __name__, "__qualname__": name, key: specs,
+                                 "_d": lambda self: 1}
+    with pytest.raises(ConfigurationError) as caught:
+        type(DataObject)(name, (DataObject,), namespace)
+    message = str(caught.value)
+    assert attribute in message and f"`{right}" in message and name in message
+    with pytest.raises(LookupError):
+        registry.get(name)  # nothing registered
+
+
+def test_class_statement_with_a_misspelt_list_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"__propertys.*__properties"):
+        class Misspelt(DataObject, hybrid_name=_unique_name("misspelt")):
+            __propertys = [Property("name", str)]
+
+
+def test_specs_in_a_mixin_that_is_not_a_hybrid_are_refused() -> None:
+    class Mixin:
+        __properties = [Property("colour", str)]
+
+    with pytest.raises(ConfigurationError, match=r"inherits from Mixin(.|\n)*__properties"):
+        _declare(_unique_name("Mixed"), {"properties": [Property("x", int)]}, bases=(Mixin, DataObject))
+
+
+def test_correct_spec_lists_and_other_attributes_are_accepted() -> None:
+    """Only specs under an unread name are refused; inherited bound specs and plain data are fine."""
+    shared = [Property("x", int, mandatory=False)]
+    parent = _declare(_unique_name("Fine"), {"properties": shared, "CHOICES": ["a", "b"], "helper": len})
+    child = _declare(_unique_name("FineChild"), {"properties": [Property("y", int, mandatory=False)]},
+                     bases=(parent,))
+    assert list(child._meta.properties) == ["x", "y"]
+
+
 # --- value validation -----------------------------------------------------------------------
 
 
@@ -357,9 +404,9 @@ def test_guid_is_read_only_and_a_uuid4() -> None:
 
 
 def test_data_validates_like_assignment() -> None:
-    k = Kind()
-    w = Widget(data={"name": "n", "count": 4, "tags": ["a"], "kind": k, "alt_kind_guid": "g"})
-    assert (w.name, w.count, w.tags, w.kind_guid, w.alt_kind_guid) == ("n", 4, ["a"], k.guid, "g")
+    k, other = Kind(), str(uuid.uuid4())
+    w = Widget(data={"name": "n", "count": 4, "tags": ["a"], "kind": k, "alt_kind_guid": other})
+    assert (w.name, w.count, w.tags, w.kind_guid, w.alt_kind_guid) == ("n", 4, ["a"], k.guid, other)
     assert w.kind is k
     with pytest.raises(InvalidValueError):
         Widget(data={"count": "4"})

@@ -39,7 +39,8 @@ def store(url: str) -> SqliteStore:
 def test_relative_url_is_relative_to_the_working_directory(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    store = open_store("sqlite:///data/sub/rel.db")  # the parent directories do not exist yet
+    (tmp_path / "data" / "sub").mkdir(parents=True)  # dal never creates directories
+    store = open_store("sqlite:///data/sub/rel.db")
     assert store.commit([], [Put("k", b"v")]).ok
     assert (tmp_path / "data" / "sub" / "rel.db").is_file()
     monkeypatch.chdir("/")  # the file was resolved when the store opened
@@ -71,7 +72,7 @@ def test_in_memory_database_is_refused() -> None:
 
 @pytest.mark.parametrize(("query", "named"), [
     ("timeout=soon", "timeout"), ("timeout=-1", "timeout"), ("timeout=nan", "timeout"),
-    ("synchronous=OFF", "synchronous"), ("journal=wal", "known options: timeout, synchronous"),
+    ("synchronous=OFF", "synchronous"), ("journal=wal", "known options: timeout, synchronous, mode"),
 ])
 def test_bad_options_raise_configuration_error(tmp_path: Path, query: str, named: str) -> None:
     with pytest.raises(ConfigurationError, match=named):
@@ -292,10 +293,64 @@ def test_driver_errors_are_wrapped(tmp_path: Path) -> None:
 
 
 def test_unwritable_location_is_a_backend_error(tmp_path: Path) -> None:
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(BackendError, match="cannot open") as caught:
+        open_store(f"sqlite:///{tmp_path / 'adir'}")  # a directory, not a database file
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+
+
+@pytest.mark.parametrize("parent", ["no/such/dir", "file/sub"])
+def test_missing_directory_is_refused_never_created(tmp_path: Path, parent: str) -> None:
     (tmp_path / "file").write_text("")
-    with pytest.raises(BackendError) as caught:
-        open_store(f"sqlite:///{tmp_path / 'file' / 'sub' / 'x.db'}")
-    assert isinstance(caught.value.__cause__, OSError)
+    with pytest.raises(ConfigurationError, match="does not exist; create it") as caught:
+        open_store(f"sqlite:///{tmp_path / parent / 'x.db'}")
+    assert f"mkdir -p {tmp_path / parent}" in str(caught.value)
+    assert not (tmp_path / "no").exists()
+    assert (tmp_path / "file").is_file()
+
+
+def test_mode_rw_opens_only_an_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    with pytest.raises(ConfigurationError, match=r"x\.db does not exist \(opened with mode=rw"):
+        open_store(f"sqlite:///{path}?mode=rw")
+    assert not path.exists()
+    open_store(f"sqlite:///{path}").commit([], [Put("k", b"v")])  # the default mode creates it
+    existing = open_store(f"sqlite:///{path}?mode=rw")
+    assert existing.get("k") is not None and existing.commit([], [Put("k", b"w")]).ok
+
+
+def test_mode_rw_never_creates_the_file_even_when_it_goes_away(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    store = open_store(f"sqlite:///{path}")
+    store.commit([], [Put("k", b"v")])
+    store.close()
+    existing = open_store(f"sqlite:///{path}?mode=rw")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    failures: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            existing.get("k")
+        except BackendError as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=other_thread)  # a new connection, opened with mode=rw
+    thread.start()
+    thread.join()
+    assert failures and not path.exists()
+
+
+def test_mode_option_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"must be rwc .* or rw"):
+        open_store(f"sqlite:///{tmp_path / 'x.db'}?mode=ro")
+
+
+def test_a_path_with_uri_characters(tmp_path: Path) -> None:
+    path = tmp_path / "odd ?#%name.db"
+    store = SqliteStore(parse_url("sqlite:///x"), str(path))
+    assert store.commit([], [Put("k", b"v")]).ok
+    assert path.is_file() and [p.name for p in tmp_path.iterdir() if p.suffix == ".db"] == [path.name]
 
 
 def test_closed_store_raises_backend_error(store: SqliteStore) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,14 @@ def clear(context: Context) -> None:
     context.persistent.commit([], [DeletePrefix(context.keys.root)])
 
 
+def numbered_guid(n: int) -> str:
+    """Return a guid whose text sorts as ``n`` does (a dump written by hand names its objects by guid)."""
+    return str(uuid.UUID(int=n))
+
+
+G1, G2, S1, NOWHERE = numbered_guid(0xA1), numbered_guid(0xA2), numbered_guid(0xB1), numbered_guid(0xC0)
+
+
 def is_empty(context: Context) -> bool:
     """Tell whether the namespace holds nothing but the commit journal's passing records."""
     journal = context.keys.journal()
@@ -124,9 +133,9 @@ def test_dump_is_ordered_versioned_json_of_the_stored_documents(context: Context
     only = json.loads(dump_text(context, select_hybrids(["XRack"])))
     assert list(only["hybrids"]) == ["xrack"] and len(only["hybrids"]["xrack"]) == 3
     # documents of a hybrid this model does not declare are dumped as stored; a load names them
-    assert context.persistent.commit([], [Put(context.keys.doc("zzgone", "g"), b'{"a": 1}')]).ok
+    assert context.persistent.commit([], [Put(context.keys.doc("zzgone", G1), b'{"a": 1}')]).ok
     everything = json.loads(dump_text(context))
-    assert everything["hybrids"]["zzgone"] == [{"guid": "g", "data": {"a": 1}}]
+    assert everything["hybrids"]["zzgone"] == [{"guid": G1, "data": {"a": 1}}]
     with pytest.raises(InvalidValueError, match=r"hybrid 'zzgone' \(1 objects\) is not declared"):
         load(in_namespace(context, context.namespace + "c"), parse_dump(everything))
 
@@ -166,20 +175,29 @@ def test_round_trip_rebuilds_every_key(context: Context) -> None:
 
 def test_load_orders_targets_first_and_never_splits_a_cycle(context: Context) -> None:
     # guids sort children before parents, so file order alone would write a child before its parent
-    chain = [{"guid": f"n{99 - n:02d}", "data": {"name": f"n{n}",
-                                                 "parent_guid": f"n{100 - n:02d}" if n else None}}
+    def node(n: int) -> str:
+        return numbered_guid(n)
+
+    def peer_guid(n: int) -> str:
+        return numbered_guid(0x200 + n)
+
+    def buddy_guid(n: int) -> str:
+        return numbered_guid(0x300 + n)
+
+    chain = [{"guid": node(99 - n), "data": {"name": f"n{n}", "parent_guid": node(100 - n) if n else None}}
              for n in range(30)]
-    peers = [{"guid": f"p{n}", "data": {"name": None, "buddy_guid": f"b{n}"}} for n in range(3)]
-    buddies = [{"guid": f"b{n}", "data": {"name": None, "peer_guid": f"p{(n + 1) % 3}"}} for n in range(3)]
+    peers = [{"guid": peer_guid(n), "data": {"name": None, "buddy_guid": buddy_guid(n)}} for n in range(3)]
+    buddies = [{"guid": buddy_guid(n), "data": {"name": None, "peer_guid": peer_guid((n + 1) % 3)}}
+               for n in range(3)]
     document = {"format": "dal-dump", "version": 1, "namespace": "x",
                 "hybrids": {"xnode": chain, "xpeer": peers, "xbuddy": buddies}}
     result = load(context, parse_dump(document), batch_size=2)
     assert result.total == 36
     assert result.batches == 15 + 1  # the chain two by two; the six-object cycle in one commit
     assert check(context).clean
-    assert XNode("n99").children_guids == ["n98"]
-    peer = XBuddy("b2").peer
-    assert peer is not None and peer.buddy_guid == "b0"
+    assert XNode(node(99)).children_guids == [node(98)]
+    peer = XBuddy(buddy_guid(2)).peer
+    assert peer is not None and peer.buddy_guid == buddy_guid(0)
 
 
 BASE_RACK = {"name": "r", "row": 1}
@@ -189,38 +207,38 @@ BASE_RACK = {"name": "r", "row": 1}
     ({"format": "other"}, InvalidValueError, ['not a dal dump', 'dal dump']),
     ({"format": "dal-dump", "version": 2, "namespace": "x", "hybrids": {}}, InvalidValueError,
      ["version 2", "upgrade dal"]),
-    ({"hybrids": {"xrack": [{"guid": "g1"}]}}, InvalidValueError, ["hybrids.xrack[0]", '"data"']),
+    ({"hybrids": {"xrack": [{"guid": G1}]}}, InvalidValueError, ["hybrids.xrack[0]", '"data"']),
     ({"hybrids": {"xrack": [{"guid": "a/b", "data": BASE_RACK}]}}, InvalidValueError, ["'a/b'"]),
-    ({"hybrids": {"xrack": [{"guid": "g1", "data": BASE_RACK}]}, "counts": {"xrack": 2}}, InvalidValueError,
+    ({"hybrids": {"xrack": [{"guid": G1, "data": BASE_RACK}]}, "counts": {"xrack": 2}}, InvalidValueError,
      ["truncated"]),
-    ({"hybrids": {"nosuch": [{"guid": "g1", "data": {}}]}}, InvalidValueError, ["'nosuch'", "--hybrids"]),
-    ({"hybrids": {"xrack": [{"guid": "g1", "data": {**BASE_RACK, "colour": "red"}}]}}, InvalidValueError,
-     ["xrack g1", "'colour'", "known: name, row"]),
-    ({"hybrids": {"xrack": [{"guid": "g1", "data": {**BASE_RACK, "row": "1"}}]}}, InvalidValueError,
-     ["xrack g1", "XRack.row must be int"]),
-    ({"hybrids": {"xserver": [{"guid": "s1", "data": {"hostname": "h", "rack_guid": "g",
+    ({"hybrids": {"nosuch": [{"guid": G1, "data": {}}]}}, InvalidValueError, ["'nosuch'", "--hybrids"]),
+    ({"hybrids": {"xrack": [{"guid": G1, "data": {**BASE_RACK, "colour": "red"}}]}}, InvalidValueError,
+     [f"xrack {G1}", "'colour'", "known: name, row"]),
+    ({"hybrids": {"xrack": [{"guid": G1, "data": {**BASE_RACK, "row": "1"}}]}}, InvalidValueError,
+     [f"xrack {G1}", "XRack.row must be int"]),
+    ({"hybrids": {"xserver": [{"guid": S1, "data": {"hostname": "h", "rack_guid": G1,
                                                       "status": "BOGUS"}}]}},
-     InvalidValueError, ["xserver s1", "XServer.status must be one of"]),
-    ({"hybrids": {"xserver": [{"guid": "s1", "data": {"hostname": "h", "rack_guid": "g",
+     InvalidValueError, [f"xserver {S1}", "XServer.status must be one of"]),
+    ({"hybrids": {"xserver": [{"guid": S1, "data": {"hostname": "h", "rack_guid": G1,
                                                       "installed": "yesterday"}}]}},
-     InvalidValueError, ["xserver s1", "XServer.installed"]),
-    ({"hybrids": {"xserver": [{"guid": "s1", "data": {"hostname": "h", "rack_guid": "g", "tags": [1]}}]}},
+     InvalidValueError, [f"xserver {S1}", "XServer.installed"]),
+    ({"hybrids": {"xserver": [{"guid": S1, "data": {"hostname": "h", "rack_guid": G1, "tags": [1]}}]}},
      InvalidValueError, ["XServer.tags"]),
-    ({"hybrids": {"xserver": [{"guid": "s1", "data": {"rack_guid": "g"}}]}}, InvalidValueError,
-     ["xserver s1", "XServer.hostname is mandatory but missing"]),
-    ({"hybrids": {"xserver": [{"guid": "s1", "data": {"hostname": "h", "rack_guid": 5}}]}}, InvalidValueError,
+    ({"hybrids": {"xserver": [{"guid": S1, "data": {"rack_guid": G1}}]}}, InvalidValueError,
+     [f"xserver {S1}", "XServer.hostname is mandatory but missing"]),
+    ({"hybrids": {"xserver": [{"guid": S1, "data": {"hostname": "h", "rack_guid": 5}}]}}, InvalidValueError,
      ["XServer.rack_guid must be a guid"]),
-    ({"hybrids": {"xrack": [{"guid": "g1", "data": BASE_RACK}, {"guid": "g2", "data": BASE_RACK}]}},
-     UniqueConstraintError, ["XRack.name must be unique", "g1 and g2"]),
-    ({"hybrids": {"xserver": [{"guid": "s1", "data": {"hostname": "h", "rack_guid": "nowhere"}}]}},
-     ObjectNotFoundError, ["XServer s1.rack points at XRack nowhere", "neither in it nor stored"]),
+    ({"hybrids": {"xrack": [{"guid": G1, "data": BASE_RACK}, {"guid": G2, "data": BASE_RACK}]}},
+     UniqueConstraintError, ["XRack.name must be unique", f"{G1} and {G2}"]),
+    ({"hybrids": {"xserver": [{"guid": S1, "data": {"hostname": "h", "rack_guid": NOWHERE}}]}},
+     ObjectNotFoundError, [f"XServer {S1}.rack points at XRack {NOWHERE}", "neither in it nor stored"]),
 ])
 def test_load_validates_everything_before_writing(context: Context, document: dict[str, Any],
                                                   error: type[Exception], words: list[str]) -> None:
     full = {"format": "dal-dump", "version": 1, "namespace": "x", **document}
     # a valid object beside the bad one: it must not be written either
     if "hybrids" in document and "xrack" not in document["hybrids"]:
-        fine = [{"guid": "ok", "data": {"name": "fine", "row": 0}}]
+        fine = [{"guid": numbered_guid(0xD0), "data": {"name": "fine", "row": 0}}]
         full["hybrids"] = {**document["hybrids"], "xrack": fine}
     with pytest.raises(error) as caught:
         load(context, parse_dump(full))
@@ -253,22 +271,25 @@ def test_load_refuses_stored_guids_unless_replacing(context: Context) -> None:
 def test_load_refuses_a_unique_value_another_stored_object_holds(context: Context) -> None:
     XRack(data={"name": "taken"}).save()
     document = {"format": "dal-dump", "version": 1, "namespace": "x",
-                "hybrids": {"xrack": [{"guid": "mine", "data": {"name": "taken", "row": 0}}]}}
+                "hybrids": {"xrack": [{"guid": S1, "data": {"name": "taken", "row": 0}}]}}
     with pytest.raises(UniqueConstraintError, match=r"XRack\.name.*'taken'"):
         load(context, parse_dump(document))
-    assert context.persistent.get(context.keys.doc("xrack", "mine")) is None
+    assert context.persistent.get(context.keys.doc("xrack", S1)) is None
 
 
 def test_a_failed_batch_writes_nothing_and_earlier_batches_stay_whole(
         context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    racks = [{"guid": f"rack-{n:02d}", "data": {"name": f"r{n}", "row": n}} for n in range(12)]
+    def rack(n: int) -> str:
+        return numbered_guid(0x100 + n)
+
+    racks = [{"guid": rack(n), "data": {"name": f"r{n}", "row": n}} for n in range(12)]
     document = {"format": "dal-dump", "version": 1, "namespace": "x", "hybrids": {"xrack": racks}}
     commits: list[int] = []
     real = context.commit
 
     def commit(checks: Sequence[Check], ops: Sequence[Op], invalidate: Sequence[str] = ()) -> CommitResult:
         commits.append(len(ops))
-        if len(commits) == 3:  # another writer takes a unique value of rack-09 just before batch 3
+        if len(commits) == 3:  # another writer takes a unique value of rack(9) just before batch 3
             assert real([], [Put(context.keys.unique("xrack", "name", "r9"), b"intruder")]).ok
         return real(checks, ops, invalidate)
 
@@ -277,23 +298,26 @@ def test_a_failed_batch_writes_nothing_and_earlier_batches_stay_whole(
     with pytest.raises(UniqueConstraintError) as caught:
         load(context, parse_dump(document), batch_size=4, progress=done.append)
     message = str(caught.value)
-    assert "XRack.name" in message and "rack-09" in message and "intruder" in message
+    assert "XRack.name" in message and rack(9) in message and "intruder" in message
     assert "Batch 3 of 3 was not written; batches 1-2 (8 objects) were written" in message
     assert done == [4, 4]
     keys = [key for key, _ in context.persistent.scan(context.keys.root)]
     for n in range(12):
-        present = [key for key in keys if f"rack-{n:02d}" in key]
-        assert (context.persistent.get(context.keys.doc("xrack", f"rack-{n:02d}")) is not None) == (n < 8)
+        present = [key for key in keys if rack(n) in key]
+        assert (context.persistent.get(context.keys.doc("xrack", rack(n))) is not None) == (n < 8)
         assert len(present) == (3 if n < 8 else 0)  # document and two index entries, or nothing
     unique_owners = {entry.value for key, entry in context.persistent.scan(f"{context.keys.root}u/")}
-    assert unique_owners == {f"rack-{n:02d}".encode() for n in range(8)} | {b"intruder"}
+    assert unique_owners == {rack(n).encode() for n in range(8)} | {b"intruder"}
 
 
 def test_load_stays_within_etcd_transaction_limits(context: Context) -> None:
-    racks = [{"guid": f"r{n:03d}", "data": {"name": f"r{n}", "row": n}} for n in range(60)]
-    servers = [{"guid": f"s{n:03d}",
-                "data": {"hostname": f"h{n}", "serial": f"S{n}", "rack_guid": f"r{n % 60:03d}",
-                         "spare_rack_guid": f"r{(n + 1) % 60:03d}"}} for n in range(120)]
+    def rack(n: int) -> str:
+        return numbered_guid(0x1000 + n)
+
+    racks = [{"guid": rack(n), "data": {"name": f"r{n}", "row": n}} for n in range(60)]
+    servers = [{"guid": numbered_guid(0x2000 + n),
+                "data": {"hostname": f"h{n}", "serial": f"S{n}", "rack_guid": rack(n % 60),
+                         "spare_rack_guid": rack((n + 1) % 60)}} for n in range(120)]
     document = {"format": "dal-dump", "version": 1, "namespace": "x",
                 "hybrids": {"xrack": racks, "xserver": servers}}
     result = load(context, parse_dump(document), batch_size=1000)
@@ -386,12 +410,12 @@ def test_cli_load_from_a_file_and_from_stdin(tmp_path: Path) -> None:
 
 def test_cli_load_names_what_is_wrong(tmp_path: Path) -> None:
     bad = {"format": "dal-dump", "version": 1, "namespace": "x",
-           "hybrids": {"xrack": [{"guid": "g1", "data": {"name": "r", "row": "one"}}]}}
+           "hybrids": {"xrack": [{"guid": G1, "data": {"name": "r", "row": "one"}}]}}
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     result = run_dal("load", "bad.json", *CLI, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ")
-    assert "xrack g1" in result.stderr and "XRack.row" in result.stderr
+    assert f"xrack {G1}" in result.stderr and "XRack.row" in result.stderr
     (tmp_path / "torn.json").write_text(json.dumps(bad)[:40])
     torn = run_dal("load", "torn.json", *CLI, cwd=tmp_path)
     assert torn.returncode == 2 and "is not JSON" in torn.stderr
@@ -444,3 +468,80 @@ def test_cli_bad_input_exits_2(tmp_path: Path, args: list[str]) -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith("error: ") or "\nerror: " in result.stderr
     assert "hunter22" not in result.stdout + result.stderr
+
+
+# --- interrupted loads ------------------------------------------------------------------------
+
+
+def _interrupt_commit(monkeypatch: pytest.MonkeyPatch, at: int) -> None:
+    """Make the ``at``-th commit of racks (a batch) raise KeyboardInterrupt (Ctrl-C) before it is sent."""
+    batches: list[int] = []
+    real = Context.commit
+
+    def commit(self: Context, checks: Sequence[Check], ops: Sequence[Op],
+               invalidate: Sequence[str] = ()) -> CommitResult:
+        documents = self.keys.doc("xrack", "")
+        if any(isinstance(op, Put) and op.key.startswith(documents) for op in ops):
+            batches.append(len(ops))
+            if len(batches) == at:
+                raise KeyboardInterrupt
+        return real(self, checks, ops, invalidate)
+
+    monkeypatch.setattr(Context, "commit", commit)
+
+
+def _rack_guid(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012d}"  # in guid order as in number order
+
+
+def _racks(count: int) -> dict[str, Any]:
+    return {"format": "dal-dump", "version": 1, "namespace": "x",
+            "hybrids": {"xrack": [{"guid": _rack_guid(n), "data": {"name": f"r{n}", "row": n}}
+                                  for n in range(count)]}}
+
+
+def test_an_interrupted_load_says_which_batches_it_wrote(context: Context,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from dal.load import LoadInterrupted
+
+    _interrupt_commit(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        load(context, parse_dump(_racks(12)), batch_size=4)
+    interrupted = caught.value
+    assert isinstance(interrupted, LoadInterrupted)
+    assert (interrupted.written_batches, interrupted.batches) == (2, 3)
+    assert (interrupted.written_objects, interrupted.objects) == (8, 12)
+    assert "batches 1-2 of 3 (8 of 12 objects) were written and are kept" in str(interrupted)
+    assert "--replace" in str(interrupted)
+    monkeypatch.undo()
+    stored = [n for n in range(12) if context.persistent.get(context.keys.doc("xrack", _rack_guid(n)))]
+    assert stored == list(range(8))
+
+
+def test_ctrl_c_during_dal_load_prints_the_command_that_finishes_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import shlex
+
+    from dal.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [*sys.path])  # main() puts the working directory on it
+    (tmp_path / "racks.json").write_text(json.dumps(_racks(12)))
+    url = f"sqlite:///{tmp_path / 'dal.sqlite3'}"
+    for variable in ("DAL_PERSISTENT_URL", "DAL_VOLATILE_URL", "DAL_NAMESPACE", "DAL_HYBRIDS"):
+        monkeypatch.delenv(variable, raising=False)
+    args = ["load", "racks.json", "--persistent", url, "--namespace", "restored", *CLI, "--batch-size", "4"]
+    _interrupt_commit(monkeypatch, 3)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "error: interrupted" in err
+    assert "batches 1-2 of 3 (8 of 12 objects) were written and are kept" in err
+    finish = f"dal load racks.json --replace --persistent {url} --namespace restored " \
+             "--hybrids transfer_hybrids --batch-size 4"
+    assert f"finish the load with: {finish}" in err, err
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [*sys.path])
+    assert main(shlex.split(finish)[1:]) == 0  # the printed command, as printed, finishes the load
+    out = capsys.readouterr().out
+    assert "loaded 12 objects (xrack 12) in 3 commits, 8 of them replacing stored objects" in out

@@ -73,13 +73,22 @@ def _open(role: Role, url: str | StoreURL) -> PersistentStore | VolatileStore:
     digest = settings_digest(role, parsed)
     with _lock:
         client = _clients.get(digest)
-        if client is None:
-            client = cls.from_url(parsed)
-            _clients[digest] = client
+    if client is not None:
         return client
+    # Created without the lock: a client may take its store's whole timeout to connect, and
+    # neither other threads opening other stores nor a fork() meanwhile should wait for it.
+    created = cls.from_url(parsed)
+    with _lock:
+        client = _clients.setdefault(digest, created)
+    if client is not created:
+        created.close()  # another thread created the same client first: use that one
+    return client
 
 
 def _forget_clients_in_child() -> None:
+    global _lock
+    # another thread may have held the lock at the fork: in the child, nobody would release it
+    _lock = threading.Lock()
     # a forked child must not share its parent's sockets or SQLite handles: it opens its own
     _clients.clear()
 

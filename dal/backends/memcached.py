@@ -290,7 +290,8 @@ class _TextConnection:
                 header = buffer[:line_end].split(b" ")
                 # VALUE <key> <flags> <bytes>\r\n<data>\r\nEND\r\n; a key other than ours means
                 # the stream is out of step (e.g. shared across a fork): never return its value
-                if len(header) != 4 or header[0] != b"VALUE" or header[1] != key:
+                # ... and a length that is not a number means it is not memcached answering
+                if len(header) != 4 or header[0] != b"VALUE" or header[1] != key or not header[3].isdigit():
                     raise _ProtocolError(buffer[:line_end].decode("ascii", "replace"))
                 start = line_end + 2
                 end = start + int(header[3])
@@ -321,7 +322,8 @@ class _TextConnection:
                 header = buffer[position:line_end].split(b" ")
                 # a key we did not ask for means the stream is out of step (e.g. shared across a
                 # fork): never return its value
-                if len(header) != 4 or header[0] != b"VALUE" or header[1] not in wanted:
+                if (len(header) != 4 or header[0] != b"VALUE" or header[1] not in wanted
+                        or not header[3].isdigit()):
                     raise _ProtocolError(buffer[position:line_end].decode("ascii", "replace"))
                 start = line_end + 2
                 end = start + int(header[3])

@@ -6,6 +6,7 @@ per URL per process, so ``memory://a`` and ``memory://b`` are distinct stores.
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 import uuid
@@ -203,7 +204,9 @@ class MemoryCache:
     """A process-local VolatileStore: TTLs, compare-and-set, LRU eviction bounded in bytes.
 
     ``memory://name?max_size=BYTES`` bounds the sum of entry sizes (UTF-8 key length plus
-    value length); ``0``, the default, means unbounded.
+    value length); ``0``, the default, means unbounded. Expired entries are dropped by the
+    next call that touches the cache, read or not, so distinct keys that are never read
+    again do not pile up: a heap of deadlines finds them without scanning.
     """
 
     scheme: ClassVar[str] = "memory"
@@ -216,6 +219,9 @@ class MemoryCache:
         self._slots: OrderedDict[str, _Slot] = OrderedDict()  # least recently used first
         self._size = 0
         self._writes = 0  # cas tokens: a write always gets a token no earlier write had
+        #: (deadline, token, key) of every write with a TTL; an entry whose slot was rewritten or
+        #: removed since is stale, skipped when it comes up, and compacted away when they pile up
+        self._deadlines: list[tuple[float, int, str]] = []
 
     @classmethod
     def from_url(cls, url: StoreURL) -> MemoryCache:
@@ -225,20 +231,21 @@ class MemoryCache:
 
     @property
     def total_size(self) -> int:
-        """Return the summed size of every held entry (expired ones count until dropped)."""
+        """Return the summed size of every held entry (expired ones count until the next call drops them)."""
         return self._size
 
     def get(self, key: str) -> bytes | None:
         """Return the value under ``key``, or ``None``."""
         with self._lock:
-            slot = self._touch(key, time.monotonic())
+            now = self._expire()
+            slot = self._touch(key, now)
             return None if slot is None else slot.value
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         """Return the present values among ``keys``."""
         found: dict[str, bytes] = {}
         with self._lock:
-            now = time.monotonic()
+            now = self._expire()
             for key in keys:
                 slot = self._touch(key, now)
                 if slot is not None:
@@ -248,25 +255,26 @@ class MemoryCache:
     def gets(self, key: str) -> tuple[bytes | None, object]:
         """Return the value and a token for :meth:`cas` (``(None, None)`` when absent)."""
         with self._lock:
-            slot = self._touch(key, time.monotonic())
+            slot = self._touch(key, self._expire())
             return (None, None) if slot is None else (slot.value, slot.token)
 
     def set(self, key: str, value: bytes, ttl: float) -> bool:
         """Store unconditionally; ``False`` when the entry alone exceeds ``max_size``."""
         with self._lock:
+            self._expire()
             return self._store(key, value, ttl)
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
         """Store only if ``key`` is absent; ``True`` when stored."""
         with self._lock:
-            if self._live(key, time.monotonic()) is not None:
+            if self._live(key, self._expire()) is not None:
                 return False
             return self._store(key, value, ttl)
 
     def cas(self, key: str, value: bytes, token: object, ttl: float) -> bool:
         """Store only if ``key`` still holds the write :meth:`gets` returned ``token`` for."""
         with self._lock:
-            slot = self._live(key, time.monotonic())
+            slot = self._live(key, self._expire())
             if slot is None or token is None or slot.token != token:
                 return False
             return self._store(key, value, ttl)
@@ -274,6 +282,7 @@ class MemoryCache:
     def delete(self, key: str) -> None:
         """Remove ``key``; removing an absent key is not an error."""
         with self._lock:
+            self._expire()
             self._remove(key)
 
     def nodes(self) -> list[str]:
@@ -287,6 +296,7 @@ class MemoryCache:
     def delete_many(self, keys: Sequence[str]) -> list[str]:
         """Remove every key in ``keys``; nothing can fail, so nothing is returned."""
         with self._lock:
+            self._expire()
             for key in keys:
                 self._remove(key)
         return []
@@ -294,9 +304,7 @@ class MemoryCache:
     def entries(self) -> list[CacheEntryInfo]:
         """Return statistics of every live entry, least recently used first; expired ones are dropped."""
         with self._lock:
-            now = time.monotonic()
-            for key in [key for key, slot in self._slots.items() if slot.deadline <= now]:
-                self._remove(key)
+            self._expire()
             return [CacheEntryInfo(key, slot.size, slot.hits, slot.last_access, slot.expires_at)
                     for key, slot in self._slots.items()]
 
@@ -309,12 +317,29 @@ class MemoryCache:
         """Remove every entry."""
         with self._lock:
             self._slots.clear()
+            self._deadlines.clear()
             self._size = 0
 
     def close(self) -> None:
         """Do nothing: entries stay for whoever still holds this cache."""
 
     # --- internals; callers hold the lock ---------------------------------------------
+
+    def _expire(self) -> float:
+        """Drop every entry whose deadline passed; return the time used (``time.monotonic()``)."""
+        now = time.monotonic()
+        deadlines = self._deadlines
+        if deadlines and deadlines[0][0] <= now:  # the common case costs this one comparison
+            self._drop_expired(now)
+        return now
+
+    def _drop_expired(self, now: float) -> None:
+        deadlines, slots = self._deadlines, self._slots
+        while deadlines and deadlines[0][0] <= now:
+            _, token, key = heapq.heappop(deadlines)
+            slot = slots.get(key)
+            if slot is not None and slot.token == token:
+                self._remove(key)
 
     def _live(self, key: str, now: float) -> _Slot | None:
         slot = self._slots.get(key)
@@ -346,6 +371,15 @@ class MemoryCache:
         deadline, expires_at = (time.monotonic() + ttl, wall + ttl) if ttl > 0 else (float("inf"), None)
         self._slots[key] = _Slot(value, size, self._writes, deadline, expires_at, wall)
         self._size += size
+        if ttl > 0:
+            deadlines = self._deadlines
+            heapq.heappush(deadlines, (deadline, self._writes, key))
+            if len(deadlines) > 2 * len(self._slots) + 64:
+                # mostly stale (rewritten or removed keys): keep one entry per live slot with a TTL,
+                # so this list stays within twice the entries held, at amortised constant cost
+                self._deadlines = [(slot.deadline, slot.token, name) for name, slot in self._slots.items()
+                                   if slot.expires_at is not None]
+                heapq.heapify(self._deadlines)
         if self.max_size:
             self._evict(self.max_size)
         return True

@@ -1,23 +1,30 @@
 """SQLite persistent store: one database file, WAL journal, shared safely by processes and threads.
 
 ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, with options
-``timeout`` (seconds to wait for a lock, default 10) and ``synchronous`` (``NORMAL``,
-the default, or ``FULL``).
+``timeout`` (seconds to wait for a lock, default 10), ``synchronous`` (``NORMAL``,
+the default, or ``FULL``) and ``mode`` (``rwc``, the default: the file is created when
+missing; ``rw``: it must exist already, as the commands that only read data ask). The
+file's directory must exist: a mistyped path is refused rather than created.
 
 Each thread of each process gets its own connection, because a sqlite3 connection must
-neither be shared between threads mid-transaction nor carried across ``fork()``.
+neither be shared between threads mid-transaction nor carried across ``fork()``. A
+thread's connection is closed when the thread ends, so short-lived threads do not pile up
+open files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import shlex
 import sqlite3
 import threading
 import uuid
 import weakref
 from collections.abc import Sequence
 from typing import ClassVar
+from urllib.parse import quote
 
 from dal.backends.base import (
     Check,
@@ -48,6 +55,11 @@ _PUT = "INSERT OR REPLACE INTO kv (key, value, revision) VALUES (?, ?, ?)"
 #: SQLite's historical limit on bound variables per statement is 999; stay well below it
 _CHUNK = 500
 _SYNCHRONOUS = ("NORMAL", "FULL")
+#: ``rwc`` creates a missing database file, ``rw`` refuses it (SQLite's URI open modes)
+_MODES = ("rwc", "rw")
+#: own commits recorded between two change_token() calls; beyond, the record is dropped and
+#: the next call reports a change (a paired memcached never calls it after the first look)
+OWN_LIMIT = 1024
 _URL_FORMS = "write sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
 
@@ -90,7 +102,17 @@ def _synchronous(text: str) -> str:
     return value
 
 
+def _mode(text: str) -> str:
+    value = text.lower()
+    if value not in _MODES:
+        raise ValueError("must be rwc (create the file when missing) or rw (open an existing file only)")
+    return value
+
+
 _stores: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
+#: connections whose thread ended in a process other than the one that opened them (a forked
+#: child): never closed there, see SqliteStore._inherited; kept here when their store is gone
+_orphans: list[sqlite3.Connection] = []
 
 
 def _after_fork_in_child() -> None:
@@ -102,6 +124,32 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+class _ThreadMark:
+    """Held by one thread's ``threading.local`` slot only: it dies when that thread ends, and its
+    finalizer then closes the thread's connection."""
+
+    __slots__ = ("__weakref__",)
+
+
+def _release(store_ref: weakref.ref[SqliteStore], token: int, conn: sqlite3.Connection, pid: int) -> None:
+    """Close the connection of a thread that ended.
+
+    Runs at any moment in whatever thread drops the last reference (the ending thread, or in a
+    forked child, the one thread left), maybe while a store lock is held: so it takes none, and
+    uses only atomic dict and list operations.
+    """
+    store = store_ref()
+    listed = None if store is None else store._connections.pop(token, None)
+    if pid == os.getpid():
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+    elif store is None:
+        _orphans.append(conn)
+    elif listed is not None:  # else _connect() already moved it there
+        # opened by the parent before a fork: closing it here could drop the child's own locks
+        store._inherited.append(conn)
+
+
 class SqliteStore:
     """A PersistentStore in one SQLite file: a ``kv`` table plus a one-row ``meta`` revision counter."""
 
@@ -110,14 +158,17 @@ class SqliteStore:
     ambiguous_commits: ClassVar[bool] = False  # a local file: a failed commit is rolled back
 
     def __init__(self, url: StoreURL, path: str, *, timeout: float = 10.0,
-                 synchronous: str = "NORMAL") -> None:
+                 synchronous: str = "NORMAL", mode: str = "rwc") -> None:
         self.url = url
         self.path = path
         self.timeout = timeout
         self.synchronous = synchronous
+        self.mode = mode
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[tuple[int, sqlite3.Connection]] = []
+        #: token -> (pid, connection) of every open connection of a live thread
+        self._connections: dict[int, tuple[int, sqlite3.Connection]] = {}
+        self._tokens = itertools.count()
         # Connections inherited over fork(): closing them in the child could drop locks the
         # child itself holds (POSIX locks are per process), so they are kept, never used.
         self._inherited: list[sqlite3.Connection] = []
@@ -126,6 +177,7 @@ class SqliteStore:
         #: the revision at the last change_token() call, and this store's commits since
         self._checked: int | None = None
         self._own: set[int] = set()
+        self._forgot = False
         self._closed = False
         self._identity: str | None = None
         _stores.add(self)
@@ -133,7 +185,7 @@ class SqliteStore:
 
     @classmethod
     def from_url(cls, url: StoreURL) -> SqliteStore:
-        """Open (creating if needed) the database file the URL names."""
+        """Open the database file the URL names, creating it (not its directory) unless ``mode=rw``."""
         if url.hosts or url.user is not None:
             raise ConfigurationError(f"{url} names a host, but sqlite stores are local files; {_URL_FORMS}")
         path = url.path[1:]
@@ -142,10 +194,11 @@ class SqliteStore:
         if path == ":memory:":
             raise ConfigurationError(
                 f"{url}: an in-memory sqlite database would differ per thread; use memory:// instead")
-        url.check_options(("timeout", "synchronous"))
+        url.check_options(("timeout", "synchronous", "mode"))
         # Resolve now, so a later chdir() or a child process started elsewhere opens the same file.
         return cls(url, os.path.abspath(path), timeout=url.option("timeout", _timeout, 10.0),
-                   synchronous=url.option("synchronous", _synchronous, "NORMAL"))
+                   synchronous=url.option("synchronous", _synchronous, "NORMAL"),
+                   mode=url.option("mode", _mode, "rwc"))
 
     def get(self, key: str) -> Entry | None:
         """Return the entry under ``key``, or ``None``."""
@@ -253,6 +306,10 @@ class SqliteStore:
                     raise TypeError(f"unknown op {op!r}")
             conn.execute("COMMIT")
             with self._lock:
+                if len(self._own) >= OWN_LIMIT:
+                    # nobody looked for a long while: forget, and report a change at the next look
+                    self._own.clear()
+                    self._forgot = True
                 self._own.add(revision)
         except BaseException as exc:
             self._rollback(conn)
@@ -283,8 +340,12 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise BackendError(f"sqlite could not read the revision of {self.path}: {exc}") from exc
         with self._lock:
-            if self._checked is None:
-                self._changes += 1  # nothing is known of what happened before the first look
+            if self._checked is None or self._forgot:
+                # nothing is known of what happened before the first look, or since the record
+                # of our own commits overflowed
+                self._changes += 1
+                self._forgot = False
+                self._own = {revision for revision in self._own if revision > current}
             elif current != self._checked:
                 ours = sum(1 for revision in self._own if self._checked < revision <= current)
                 if current - self._checked > ours:
@@ -299,8 +360,11 @@ class SqliteStore:
         with self._lock:
             self._closed = True
             self._local = threading.local()
-            mine = [conn for owner, conn in self._connections if owner == pid]
-            self._connections = [(owner, conn) for owner, conn in self._connections if owner != pid]
+            entries = list(self._connections.items())
+            mine = [conn for _, (owner, conn) in entries if owner == pid]
+            for token, (owner, _) in entries:
+                if owner == pid:
+                    self._connections.pop(token, None)
         for conn in mine:
             conn.close()
 
@@ -322,17 +386,18 @@ class SqliteStore:
         with self._lock:
             if self._closed:
                 raise BackendError(f"sqlite store {self.path} is closed")
-            foreign = [conn for owner, conn in self._connections if owner != pid]
-            if foreign:
-                self._inherited.extend(foreign)
-                self._connections = [(owner, conn) for owner, conn in self._connections if owner == pid]
+            for token, (owner, conn) in list(self._connections.items()):
+                if owner != pid:
+                    self._inherited.append(conn)
+                    self._connections.pop(token, None)
             prepare = self._ready_pid != pid
+        if prepare:
+            self._check_location()
         try:
-            if prepare:
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
-                                   check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
+            # a URI, so that mode=rw opens only an existing file, whoever deletes it meanwhile
+            conn = sqlite3.connect(f"file:{quote(self.path)}?mode={self.mode}", uri=True,
+                                   timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
             raise BackendError(f"cannot open sqlite database {self.path}: {exc}") from exc
         try:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -341,12 +406,30 @@ class SqliteStore:
         except sqlite3.Error as exc:
             conn.close()
             raise BackendError(f"cannot prepare sqlite database {self.path}: {exc}") from exc
+        token = next(self._tokens)
+        mark = _ThreadMark()
+        # the finalizer holds the connection and a weak reference to the store, never the mark
+        weakref.finalize(mark, _release, weakref.ref(self), token, conn, pid).atexit = False
         with self._lock:
-            self._connections.append((pid, conn))
+            self._connections[token] = (pid, conn)
             self._ready_pid = pid
         local = self._local
-        local.conn, local.pid = conn, pid
+        # the mark's only reference: when this thread ends, it goes, and closes the connection
+        local.mark, local.conn, local.pid = mark, conn, pid
         return conn
+
+    def _check_location(self) -> None:
+        """Refuse a database whose directory (or, with ``mode=rw``, whose file) does not exist."""
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            raise ConfigurationError(
+                f"the directory {directory} of sqlite database {self.path} does not exist; create it "
+                f"(mkdir -p {shlex.quote(directory)}) or correct the path: dal never creates directories")
+        if self.mode == "rw" and not os.path.exists(self.path):
+            raise ConfigurationError(
+                f"sqlite database {self.path} does not exist (opened with mode=rw, which never "
+                "creates one); correct the path, or create the database first (without mode=rw: "
+                "dal load, dal migrate or dal demo create a missing file)")
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

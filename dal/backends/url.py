@@ -2,10 +2,23 @@
 
 ``scheme://[user[:password]@]host:port[,host:port...][/path][?option=value&...]``
 parses into a frozen :class:`StoreURL` whose repr never shows the password.
+
+How a URL splits (RFC 3986): the host part runs from ``://`` to the first ``/`` or ``?``;
+the credentials are what precedes its last ``@``. So a user name or password containing
+``/``, ``?`` or ``@`` must be percent-encoded (``%2F``, ``%3F``, ``%40``; ``%`` itself as
+``%25``, ``:`` in a user name as ``%3A``); ``#`` has no special meaning. In a URL that names
+a host, ``@`` may appear only there: anywhere after it (a raw ``/`` or ``?`` in a password
+put it there), the URL is refused, since the parser cannot tell which part is secret.
+
+Every error message shows the URL as parsed, password masked, never the text as written:
+there is no second parser to disagree with this one. Option values that are not plain
+(letters, digits, ``_ . , : / + - ~`` and spaces) are masked too, since a value such as
+``5;password=...`` is what a mistyped separator leaves.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -15,6 +28,20 @@ from urllib.parse import parse_qsl, quote, unquote
 from dal.exceptions import ConfigurationError
 
 T = TypeVar("T")
+_PLAIN = re.compile(r"[\w.,:/+~ -]*")
+_HIDDEN = "***"
+_ENCODE = ("percent-encode '/', '?' and '@' in a user name or password (%2F, %3F, %40) "
+           "and '@' anywhere else (%40)")
+
+
+def _shown(text: str) -> str:
+    """Return ``text`` for an error message or a repr, or ``***`` when it could hold a secret."""
+    return text if _PLAIN.fullmatch(text) else _HIDDEN
+
+
+def _path_text(path: str) -> str:
+    """Return a path as written in a URL: ``%`` and ``?`` escaped, so it reads back the same."""
+    return path.replace("%", "%25").replace("?", "%3F")
 
 
 @dataclass(frozen=True)
@@ -35,16 +62,21 @@ class StoreURL:
         return f"StoreURL({self.render(hide_password=True)!r})"
 
     def render(self, *, hide_password: bool = True) -> str:
-        """Return the URL as text; the password is ``***`` unless asked for."""
+        """Return the URL as text; the password (and any option value that is not plain) is
+        ``***`` unless asked for. The full form reads back as this same URL."""
         auth = ""
         if self.user is not None:
             auth = quote(self.user, safe="")
             if self.password is not None:
-                auth += ":" + ("***" if hide_password else quote(self.password, safe=""))
+                auth += ":" + (_HIDDEN if hide_password else quote(self.password, safe=""))
             auth += "@"
         netloc = ",".join(host if port is None else f"{host}:{port}" for host, port in self.hosts)
-        query = "&".join(f"{key}={quote(value, safe='/')}" for key, value in sorted(self.options.items()))
-        return f"{self.scheme}://{auth}{netloc}{self.path}" + (f"?{query}" if query else "")
+        pairs = []
+        for key, value in sorted(self.options.items()):
+            shown = _shown(value) if hide_password else value
+            pairs.append(f"{quote(key, safe='')}={shown if shown == _HIDDEN else quote(value, safe='/')}")
+        query = "&".join(pairs)
+        return f"{self.scheme}://{auth}{netloc}{_path_text(self.path)}" + (f"?{query}" if query else "")
 
     def settings(self) -> str:
         """Return every setting, password included, as one canonical string (for keyed hashing)."""
@@ -58,8 +90,12 @@ class StoreURL:
         try:
             return convert(raw)
         except (TypeError, ValueError) as exc:
+            shown = _shown(raw)
+            # a converter's message may quote the value: only a plain one may be shown
+            reason = str(exc) if shown == raw else "(value not shown: it may hold a secret)" + (
+                "; options are separated by '&', not ';'" if ";" in raw else "")
             raise ConfigurationError(
-                f"option {name}={raw!r} in {self} is not valid: {exc}; "
+                f"option {name}={shown!r} in {self} is not valid: {reason}; "
                 f"give a value of the right type, e.g. {name}={default!r}") from exc
 
     def check_options(self, known: tuple[str, ...]) -> None:
@@ -68,8 +104,8 @@ class StoreURL:
         if unknown:
             allowed = ", ".join(known) if known else "none"
             raise ConfigurationError(
-                f"unknown option(s) {', '.join(unknown)} for {self.scheme}:// in {self}; "
-                f"known options: {allowed}")
+                f"unknown option(s) {', '.join(_shown(name) for name in unknown)} for {self.scheme}:// "
+                f"in {self}; known options: {allowed}")
 
     def require_hosts(self, default_port: int) -> tuple[tuple[str, int], ...]:
         """Return the hosts with ports filled in; raise ConfigurationError when there are none."""
@@ -80,35 +116,45 @@ class StoreURL:
 
 
 def parse_url(text: str) -> StoreURL:
-    """Parse a store URL; raise ConfigurationError saying what is wrong with it."""
+    """Parse a store URL; raise ConfigurationError saying what is wrong with it (never the password)."""
     if not isinstance(text, str) or "://" not in text:
+        # nothing parsed: show the text only when it cannot hold credentials
+        shown = repr(text) if isinstance(text, str) and _PLAIN.fullmatch(text) else "the URL given"
         raise ConfigurationError(
-            f"{_masked(text)!r} is not a store URL; write scheme://..., e.g. sqlite:///dal.sqlite3, "
+            f"{shown} is not a store URL; write scheme://..., e.g. sqlite:///dal.sqlite3, "
             "memory://, etcd://127.0.0.1:2379 or memcached://127.0.0.1:11211")
     scheme, rest = text.split("://", 1)
     scheme = scheme.lower()
     if not scheme.isidentifier():
-        raise ConfigurationError(f"{_masked(text)!r} has an invalid scheme {scheme!r}")
-    rest, _, query = rest.partition("?")
-    netloc, slash, path = rest.partition("/")
-    path = slash + path
+        raise ConfigurationError(f"the scheme {_shown(scheme)!r} of a store URL is not valid; write e.g. "
+                                 "sqlite://, memory://, etcd:// or memcached://")
+    end = min((found for found in (rest.find("/"), rest.find("?")) if found >= 0), default=len(rest))
+    authority, remainder = rest[:end], rest[end:]
+    path, _, query = remainder.partition("?")
+    userinfo, at, netloc = authority.rpartition("@")
+    if authority and "@" in remainder:
+        raise ConfigurationError(
+            f"this {scheme}:// URL (not shown: it may hold a password) has an '@' after its host part; "
+            f"{_ENCODE}, e.g. {scheme}://user:pa%2Fss@host:port")
     user: str | None = None
     password: str | None = None
-    if "@" in netloc:
-        auth, netloc = netloc.rsplit("@", 1)
-        name, colon, secret = auth.partition(":")
+    if at:
+        name, colon, secret = userinfo.partition(":")
         user = unquote(name)
         password = unquote(secret) if colon else None
-    hosts = tuple(_parse_host(part, text) for part in netloc.split(",") if part)
+    # what error messages show: the parts as parsed, password masked, options left out until parsed
+    auth = "" if user is None else quote(user, safe="") + ("" if password is None else f":{_HIDDEN}") + "@"
+    where = f"{scheme}://{auth}{netloc}{path}"
+    hosts = tuple(_parse_host(part, where) for part in netloc.split(",") if part)
     options: dict[str, str] = {}
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError as exc:
         raise ConfigurationError(
-            f"the options of {_masked(text)!r} are malformed; write ?name=value&name=value") from exc
+            f"the options of {where!r} are malformed; write ?name=value&name=value") from exc
     for key, value in pairs:
         if key in options:
-            raise ConfigurationError(f"option {key!r} is given twice in {_masked(text)!r}")
+            raise ConfigurationError(f"option {_shown(key)!r} is given twice in {where!r}")
         options[key] = value
     if "user" in options:
         user = options.pop("user")
@@ -117,31 +163,11 @@ def parse_url(text: str) -> StoreURL:
     return StoreURL(scheme, hosts, unquote(path), user, password, MappingProxyType(options))
 
 
-def _parse_host(part: str, text: str) -> tuple[str, int | None]:
+def _parse_host(part: str, where: str) -> tuple[str, int | None]:
     host, colon, port = part.rpartition(":") if not part.endswith("]") else (part, "", "")
     if not colon:
         return part, None
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigurationError(
-            f"port {port!r} in {_masked(text)!r} is not a number from 1 to 65535; write host:port")
+            f"port {port!r} in {where!r} is not a number from 1 to 65535; write host:port")
     return host, int(port)
-
-
-def _masked(text: object) -> str:
-    """Return ``text`` with any password replaced, for error messages."""
-    if not isinstance(text, str) or "://" not in text:
-        return str(text)
-    scheme, rest = text.split("://", 1)
-    netloc, sep, tail = rest.partition("/")
-    if "@" in netloc:
-        auth, host = netloc.rsplit("@", 1)
-        if ":" in auth:
-            auth = auth.split(":", 1)[0] + ":***"
-        netloc = f"{auth}@{host}"
-    masked = f"{scheme}://{netloc}{sep}{tail}"
-    head, q, query = masked.partition("?")
-    if q:
-        pairs = ("password=***" if pair.startswith("password=") else pair for pair in query.split("&"))
-        query = "&".join(pairs)
-        masked = f"{head}?{query}"
-    return masked

@@ -13,8 +13,11 @@ import os
 import pkgutil
 import sys
 from collections.abc import Sequence
-from types import ModuleType
+from dataclasses import replace
+from types import MappingProxyType, ModuleType
 
+from dal.backends.url import StoreURL, parse_url
+from dal.config import DEFAULT_PERSISTENT
 from dal.exceptions import DalError
 
 #: command name -> module with HELP, add_arguments(parser) and run(args) -> int; one per line
@@ -58,8 +61,36 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
                        help="modules declaring hybrids (default: $DAL_HYBRIDS or dal.hybrids)")
 
 
+def existing_store(url: str | None) -> str:
+    """Return the URL a command that only reads a store opens: a SQLite file must exist already.
+
+    ``url`` (default: ``$DAL_PERSISTENT_URL``, then the embedded default) gets ``mode=rw`` when it
+    names a SQLite file and sets no mode, so a mistyped path fails (exit 2) instead of creating an
+    empty database that then reads as clean.
+    """
+    text = url or os.environ.get("DAL_PERSISTENT_URL") or DEFAULT_PERSISTENT
+    parsed = parse_url(text)
+    if parsed.scheme != "sqlite" or "mode" in parsed.options:
+        return text
+    return replace(parsed, options=MappingProxyType({**parsed.options, "mode": "rw"})).settings()
+
+
+def shown_store(url: StoreURL) -> StoreURL:
+    """Return ``url`` as given to a read-only command: without the ``mode=rw`` it was opened with."""
+    if url.scheme != "sqlite" or url.options.get("mode") != "rw":
+        return url
+    return replace(url, options=MappingProxyType({k: v for k, v in url.options.items() if k != "mode"}))
+
+
 def import_hybrids(modules: str) -> None:
-    """Import the modules that declare hybrids, so they register; a package with all its submodules."""
+    """Import the modules that declare hybrids, so they register; a package with all its submodules.
+
+    The working directory comes first on the import path, as with ``python -m dal``: the
+    installed ``dal`` script starts with its own directory there instead, so ``--hybrids
+    mymodule`` would not find ``./mymodule.py``.
+    """
+    if not {"", os.curdir, os.getcwd()} & set(sys.path):
+        sys.path.insert(0, os.getcwd())
     for name in filter(None, (part.strip() for part in modules.split(","))):
         module = _import(name)
         # one module per hybrid is the convention: a package's hybrids need not be imported by its
@@ -87,8 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # an interrupted load (or copy) says what it had written and how to finish
+        print(f"error: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # the reader went away (`dal ... | head`): stop quietly, as other commands do

@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 
 import dal
+from dal.cli import existing_store, shown_store
 from dal.cli.progress import Progress
-from dal.integrity import PHASES, REPAIRABLE, Problem, Report, check
+from dal.integrity import MIGRATE, PHASES, REPAIRABLE, Problem, Report, check
 
 HELP = "verify stored data against the model and its keys (exit 1 on problems); --repair fixes keys"
 
@@ -35,10 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.limit < 0:
         raise dal.exceptions.DalError(f"--limit must be 0 (all) or more, not {args.limit}")
-    context = dal.configure(args.persistent, args.volatile, namespace=args.namespace)
+    # only an existing database: a mistyped SQLite path must not read as a clean, empty one
+    context = dal.configure(existing_store(args.persistent), args.volatile, namespace=args.namespace)
     with Progress(len(PHASES) + (1 if args.repair else 0), "check") as bar:
         report = check(context, repair=args.repair, progress=lambda phase: bar.advance())
-    for line in render(report, f"namespace {context.namespace!r} of {context.persistent_url}", args.limit):
+    where = f"namespace {context.namespace!r} of {shown_store(context.persistent_url)}"
+    for line in render(report, where, args.limit):
         print(line)
     return 1 if report.remaining else 0
 
@@ -53,7 +56,8 @@ def render(report: Report, where: str, limit: int) -> list[str]:
         return lines
     lines.append(f"{len(report.problems)} problems:")
     for kind, count in report.counts().items():
-        how = "repairable" if kind in REPAIRABLE else "needs a person"
+        how = ("repairable" if kind in REPAIRABLE else "needs `dal migrate`" if kind in MIGRATE
+               else "needs a person")
         lines.append(f"  {kind.value:<20} {count:>6}  {how}")
     for kind in report.counts():
         problems = report.of(kind)
@@ -70,6 +74,9 @@ def render(report: Report, where: str, limit: int) -> list[str]:
                          "checking; run `dal check` again")
     elif any(problem.fix is not None for problem in report.problems):
         lines.append("run `dal check --repair` to fix the repairable ones")
+    unbuilt = [kind.value for kind in report.counts() if kind in MIGRATE]
+    if unbuilt:  # not damage: keys a model change asks for, which only `dal migrate` builds
+        lines.append(f"run `dal migrate` to build the keys the model added ({', '.join(unbuilt)})")
     return lines
 
 

@@ -19,6 +19,7 @@ import contextlib
 import os
 
 import dal
+from dal.cli import existing_store, shown_store
 from dal.cli.load import add_batch_options, add_only_option, selected
 from dal.cli.progress import Progress
 from dal.load import copy
@@ -41,10 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     namespace = args.namespace or os.environ.get("DAL_NAMESPACE") or "dal"
     only = selected(args)
-    source = dal.configure(args.source, "memory://", namespace=namespace)
+    source = dal.configure(existing_store(args.source), "memory://", namespace=namespace)
     # the destination is configured last, so it is the current context while writing
     destination = dal.configure(args.destination, args.volatile, namespace=args.to_namespace or namespace)
-    print(f"copying namespace {source.namespace!r} of {source.persistent_url} to namespace "
+    print(f"copying namespace {source.namespace!r} of {shown_store(source.persistent_url)} to namespace "
           f"{destination.namespace!r} of {destination.persistent_url}")
     with contextlib.ExitStack() as stack:
         result = copy(source, destination, only=only, replace=args.replace,

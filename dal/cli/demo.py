@@ -1,17 +1,17 @@
 """Build the sample model, exercise it, and print a short report.
 
-Runs on the embedded default (SQLite file + process memory) unless stores are named. It
-works in its own namespace (``demo`` unless ``--namespace`` or ``DAL_NAMESPACE`` names another),
-cleared first so it can be run again and again; it refuses to clear a namespace holding data
-it did not write. It saves, relates and loads objects, reads dynamics, queries, migrates
-nodes an older release of the model stored, checks the namespace, and draws the model's
-diagram into ``erd.svg`` (with ``--erd FILE`` elsewhere).
+Runs on the embedded default (SQLite file + process memory) unless stores are named, in the
+namespace every other command reads by default (``dal`` unless ``--namespace`` or
+``DAL_NAMESPACE`` names another), so ``dal check``, ``dal dump`` and the other commands run after it
+see its data. That namespace is cleared first, so the demo can be run again and again; it
+refuses to clear a namespace holding data it did not write. It saves, relates and loads
+objects, reads dynamics, queries, migrates nodes an older release of the model stored, checks
+the namespace, and draws the model's diagram into ``erd.svg`` (with ``--erd FILE`` elsewhere).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,8 +49,9 @@ def run_demo(args: argparse.Namespace, emit: Callable[[str], None]) -> dal.confi
     """Run the demo, reporting through ``emit``; return the context it ran in."""
     if args.count < 1:
         raise dal.exceptions.DalError("--count must be at least 1")
-    namespace = args.namespace or os.environ.get("DAL_NAMESPACE") or "demo"
-    context = dal.configure(args.persistent, args.volatile, namespace=namespace)
+    # the default namespace of every command (configure's), so the commands a user tries next read
+    # what the demo wrote; its marker keeps it from clearing anything it did not write
+    context = dal.configure(args.persistent, args.volatile, namespace=args.namespace)
     _reset(context)
     emit(f"dal demo: persistent {context.persistent_url}, volatile {context.volatile_url}, "
          f"namespace {context.namespace!r}")
@@ -182,7 +183,8 @@ def _reset(context: dal.config.Context) -> None:
     if present and context.persistent.get(marker) is None:
         raise dal.exceptions.DalError(
             f"namespace {context.namespace!r} in {context.persistent_url} holds data the demo did not "
-            "write; run the demo in another namespace with --namespace NAME")
+            "write; run the demo in another namespace with --namespace NAME (and give the other commands "
+            "the same --namespace to read it)")
     cached = _cache_keys_of_documents(context)
     context.persistent.commit([], [DeletePrefix(context.keys.root), Put(marker, b"")])
     # a shared cache (memcached) outlives the previous run: drop what it held about the objects

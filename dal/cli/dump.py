@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import dal
+from dal.cli import existing_store, shown_store
 from dal.cli.load import add_only_option, selected
 from dal.dump import dump
 from dal.exceptions import DalError
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    context = dal.configure(args.persistent, args.volatile, namespace=args.namespace)
+    context = dal.configure(existing_store(args.persistent), args.volatile, namespace=args.namespace)
     only = selected(args)
     if args.output is None:
         counts = dump(context, sys.stdout, only)
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         where = args.output
     total = sum(counts.values())
     print(f"dumped {total} objects of {len(counts)} hybrids from namespace {context.namespace!r} of "
-          f"{context.persistent_url} to {where}", file=sys.stderr)
+          f"{shown_store(context.persistent_url)} to {where}", file=sys.stderr)
     return 0
 
 

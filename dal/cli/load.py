@@ -10,14 +10,17 @@ batches stay written; run the same load with ``--replace`` to finish.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 import dal
+from dal.backends.url import StoreURL
 from dal.cli.progress import Progress
+from dal.config import DEFAULT_PERSISTENT, DEFAULT_VOLATILE
 from dal.dump import read_dump, select_hybrids
 from dal.exceptions import DalError
-from dal.load import BATCH_SIZE, MAX_TXN_OPS, load
+from dal.load import BATCH_SIZE, MAX_TXN_OPS, LoadInterrupted, load
 from dal.meta import HybridMeta
 
 HELP = "load a dump (FILE, or - for stdin) into a namespace"
@@ -65,13 +68,56 @@ def run(args: argparse.Namespace) -> int:
             raise DalError(f"cannot read {path}: {exc.strerror or exc}; give the path of a file written by "
                            "`dal dump`, or - for stdin") from exc
     data = data.select(only)
-    with Progress(data.total, "load") as bar:
-        result = load(context, data, replace=args.replace, batch_size=args.batch_size,
-                      max_ops=args.max_txn_ops, progress=bar.advance,
-                      source="stdin" if args.file == "-" else args.file)
+    try:
+        with Progress(data.total, "load") as bar:
+            result = load(context, data, replace=args.replace, batch_size=args.batch_size,
+                          max_ops=args.max_txn_ops, progress=bar.advance,
+                          source="stdin" if args.file == "-" else args.file)
+    except LoadInterrupted as stopped:
+        print(f"error: interrupted: {stopped.summary}", file=sys.stderr)
+        print(finishing(args, context), file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("error: interrupted before any object was written; nothing to finish", file=sys.stderr)
+        return 130
     counts = ", ".join(f"{name} {count}" for name, count in result.counts.items()) or "nothing"
     replaced = f", {result.replaced} of them replacing stored objects" if result.replaced else ""
     commits = f"{result.batches} commit{'' if result.batches == 1 else 's'}"
     print(f"loaded {result.total} objects ({counts}) in {commits}{replaced} into namespace "
           f"{context.namespace!r} of {context.persistent_url}")
     return 0
+
+
+def finishing(args: argparse.Namespace, context: dal.config.Context) -> str:
+    """Return the advice that finishes an interrupted load: this load again, with ``--replace``.
+
+    Every setting that differs from the built-in default is spelled out (whether it came from
+    an option or a ``DAL_*`` variable), so the command means the same in another shell.
+    """
+    words = ["dal", "load", args.file, "--replace"]
+    hidden = False
+    for option, url, default in (("--persistent", context.persistent_url, DEFAULT_PERSISTENT),
+                                 ("--volatile", context.volatile_url, DEFAULT_VOLATILE)):
+        if url.settings() != default:
+            words += [option, str(url)]
+            hidden = hidden or _has_password(url)
+    if context.namespace != "dal":
+        words += ["--namespace", context.namespace]
+    if args.hybrids != "dal.hybrids":
+        words += ["--hybrids", args.hybrids]
+    if args.only is not None:
+        words += ["--only", args.only]
+    if args.batch_size != BATCH_SIZE:
+        words += ["--batch-size", str(args.batch_size)]
+    if args.max_txn_ops != MAX_TXN_OPS:
+        words += ["--max-txn-ops", str(args.max_txn_ops)]
+    text = f"finish the load with: {shlex.join(words)}"
+    if args.file == "-":
+        text += " (feeding it the same dump on stdin)"
+    if hidden:
+        text += " (with the password in place of ***)"
+    return text
+
+
+def _has_password(url: StoreURL) -> bool:
+    return str(url) != url.settings()

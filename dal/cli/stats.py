@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 import dal
-from dal.cli import demo
+from dal.cli import demo, existing_store, shown_store
 from dal.stats import Published, collect, publish, report
 
 HELP = "print cache and dynamic statistics"
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         context = demo.run_demo(args, emit=lambda line: None)
     else:
         namespace = args.namespace or os.environ.get("DAL_NAMESPACE") or "dal"
-        context = dal.configure(args.persistent, args.volatile, namespace=namespace)
+        context = dal.configure(existing_store(args.persistent), args.volatile, namespace=namespace)
     entries: list[Any] | None = None
     if context.volatile.shared:
         publish(context)  # this process's own numbers count too
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         own = context.stats.snapshot()
         published = Published(processes=[{"counters": own}], totals=own)
         entries = context.volatile.entries() if hasattr(context.volatile, "entries") else None
-    for line in report(context, published, entries):
+    for line in report(context, published, entries, persistent=shown_store(context.persistent_url)):
         print(line)
     if not context.volatile.shared and not args.demo:
         print("  (the volatile store is process-local: these are this process's numbers only; "
