@@ -9,12 +9,12 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := etcd-server memcached graphviz
 
-.PHONY: demo test chaos lint typecheck services graphviz bench clean
+.PHONY: demo test chaos lint typecheck docs services graphviz bench clean
 
 demo: $(VENV)/.installed graphviz
 	$(BIN)/dal demo
 
-test: $(VENV)/.installed services lint typecheck
+test: $(VENV)/.installed services lint typecheck docs
 	$(BIN)/pytest
 
 # the fault suite in its long mode (make test runs it in its quick mode)
@@ -23,6 +23,11 @@ chaos: $(VENV)/.installed services
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check dal tests bench
+	$(BIN)/lint-imports
+
+# the manual (docs/) as a site; --strict turns a broken link or reference into a failure
+docs: $(VENV)/.installed
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
@@ -54,4 +59,4 @@ $(VENV)/.installed: pyproject.toml setup.py
 	@touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis dal.sqlite3*
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site dal.sqlite3*

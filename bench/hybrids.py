@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from dal import DataObject, Dynamic, Property, Relation
 
 if TYPE_CHECKING:
-    from dal.datalist import DataList
+    from dal.query.datalist import DataList
 
 STATUSES = ["PROVISIONING", "RUNNING", "STOPPED", "DECOMMISSIONED"]
 

@@ -7,8 +7,8 @@ clusters) and their dynamics are cached in a volatile store (process memory or m
 
 from dal import exceptions
 from dal.config import configure
-from dal.datalist import DataList
-from dal.dataobject import DataObject
+from dal.objects.dataobject import DataObject
+from dal.query.datalist import DataList
 from dal.structures import Dynamic, Property, Relation
 
 __all__ = ["DataList", "DataObject", "Dynamic", "Property", "Relation", "configure", "exceptions"]

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from dal.backends import open_persistent, open_volatile
 from dal.backends.base import Check, CommitResult, Entry, Op, PersistentStore, VolatileStore
 from dal.backends.url import StoreURL, parse_url
-from dal.cache import LeasedCache, Signer, Stats, Trust
+from dal.cache.journal import Journal
+from dal.cache.leases import LeasedCache, Signer, Stats, Trust
+from dal.cache.seen import Seen, Verdict, seen_for
+from dal.cache.stats import Publisher
+from dal.cache.sweeps import Sweep, Sweeper
 from dal.exceptions import BackendError, ConfigurationError
-from dal.journal import Journal
 from dal.keys import Keys
-from dal.seen import Seen, Verdict, seen_for
-from dal.stats import Publisher
-from dal.sweeps import Sweep, Sweeper
 
 DEFAULT_PERSISTENT = "sqlite:///dal.sqlite3"
 DEFAULT_VOLATILE = "memory://"
@@ -146,7 +146,7 @@ class Context:
                invalidate: Sequence[str] = ()) -> CommitResult:
         """Run one transaction on the durable store, then invalidate the cache keys it outdates.
 
-        Through the journal when there is one (see ``dal/journal.py``): a commit whose answer
+        Through the journal when there is one (see ``dal/cache/journal.py``): a commit whose answer
         was lost is recognised, and ``invalidate`` is delivered even if this process dies.
         Counted in ``stats``.
         """

@@ -72,5 +72,5 @@ class CommitOutcomeUnknownError(BackendError):
 
     def __init__(self, message: str, commit: object = None) -> None:
         super().__init__(message)
-        #: what dal needs to learn the outcome later (a ``dal.journal.Uncertain``)
+        #: what dal needs to learn the outcome later (a ``dal.cache.journal.Uncertain``)
         self.commit = commit

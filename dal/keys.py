@@ -10,7 +10,7 @@ Durable store, under ``<namespace>/``::
     r/<source>/<relation>/<tguid>           one-to-one key -> the one source guid pointing at
                                             the target through that relation
     x/<milliseconds>/<token>                a commit's journal record: the cache keys it
-                                            invalidates (see dal/journal.py)
+                                            invalidates (see dal/cache/journal.py)
 
 Volatile store, under ``<namespace>/c/<store>/`` (``<store>`` a digest naming the durable
 store, so two stores sharing one cache and namespace never see each other's entries):

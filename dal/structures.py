@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from dal.exceptions import InvalidValueError
 
 if TYPE_CHECKING:
-    from dal.dataobject import DataObject
+    from dal.objects.dataobject import DataObject
 
 T = TypeVar("T")
 

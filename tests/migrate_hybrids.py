@@ -20,8 +20,8 @@ from typing import Any
 
 from dal import DataObject, Property, Relation
 from dal.config import Context
-from dal.meta import HybridMeta
-from dal.migrations import Migration, Step
+from dal.model.meta import HybridMeta
+from dal.tools.migrate.migrations import Migration, Step
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from migrate_hybrids import declare
 
-from dal.migrate import migration
-from dal.migrations import Step
+from dal.tools.migrate.migrations import Step
+from dal.tools.migrate.migrator import migration
 
 MODEL = declare(3, prefix="mgbad")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from migrate_hybrids import bump, declare, rename
 
-from dal.migrate import migration
+from dal.tools.migrate.migrator import migration
 
 MODEL = declare(3, prefix="mgcli")
 MigOwner = MODEL.owner

@@ -21,7 +21,7 @@ from dal.backends.base import DeletePrefix, Entry, Put
 from dal.backends.memcached import MemcachedCache, wire_key
 from dal.backends.memory import MemoryCache
 from dal.backends.url import parse_url
-from dal.cache import LeasedCache, Signer, Stats
+from dal.cache.leases import LeasedCache, Signer, Stats
 from dal.config import Context
 from dal.exceptions import BackendError, ObjectNotFoundError
 from dal.testing.servers import closed_port

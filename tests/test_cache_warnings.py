@@ -13,11 +13,11 @@ import pytest
 from hybrids import Kind
 
 import dal
-import dal.cache
+import dal.cache.leases
 from dal.backends.base import DeletePrefix
 from dal.backends.memory import MemoryCache
 from dal.backends.url import parse_url
-from dal.cache import LeasedCache, Signer, Stats
+from dal.cache.leases import LeasedCache, Signer, Stats
 from dal.config import Context
 from dal.testing.fixtures import start_or_skip
 from dal.testing.servers import RunningServer, closed_port, start_memcached
@@ -27,9 +27,9 @@ RECOVERED = re.compile(r"(\S+) answers again; (\d+) invalidations failed meanwhi
 
 
 def said(caplog: pytest.LogCaptureFixture, pattern: re.Pattern[str]) -> list[re.Match[str]]:
-    """Return the matches of ``pattern`` among the warnings dal.cache logged."""
+    """Return the matches of ``pattern`` among the warnings dal.cache.leases logged."""
     found = (pattern.search(record.getMessage()) for record in caplog.records
-             if record.name == "dal.cache" and record.levelno == logging.WARNING)
+             if record.name == "dal.cache.leases" and record.levelno == logging.WARNING)
     return [match for match in found if match]
 
 
@@ -55,8 +55,8 @@ def test_a_long_outage_of_a_dead_memcached_is_reported_once(
                             namespace=namespace)
     # the outage lasts hours as far as the cache's clock goes: every look at it is a minute later
     clock = iter(range(60, 10**9, 60))
-    monkeypatch.setattr(dal.cache, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock))))
-    caplog.set_level(logging.WARNING, logger="dal.cache")
+    monkeypatch.setattr(dal.cache.leases, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock))))
+    caplog.set_level(logging.WARNING, logger="dal.cache.leases")
     try:
         save_kinds(20, "dead")
         outages = said(caplog, OUTAGE)
@@ -79,7 +79,7 @@ def _wait_for(caplog: pytest.LogCaptureFixture, pattern: re.Pattern[str], count:
 def test_memcached_coming_back_is_reported_once_with_what_failed_meanwhile(
         tmp_path: Path, namespace: str, private_memcached: RunningServer,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="dal.cache")
+    caplog.set_level(logging.WARNING, logger="dal.cache.leases")
     server = private_memcached
     context: Context = dal.configure(f"sqlite:///{tmp_path / 'dal.sqlite3'}", f"{server.url}?timeout=0.1",
                                      namespace=namespace)
@@ -130,13 +130,13 @@ class _Unplugged(MemoryCache):
 def test_an_outage_ends_only_once_the_resent_invalidations_are_delivered(
         caplog: pytest.LogCaptureFixture) -> None:
     """Invalidations outside a commit are resent by the process itself: the outage lasts until they land."""
-    caplog.set_level(logging.WARNING, logger="dal.cache")
+    caplog.set_level(logging.WARNING, logger="dal.cache.leases")
     store = _Unplugged()
     cache = LeasedCache(store, Signer(None), Stats())
     store.down = True
     assert cache.invalidate("a", "b") == ["a", "b"]
     assert cache.invalidate("c") == ["c"]
-    time.sleep(3 * dal.cache.RESEND_INTERVAL)  # resends fail meanwhile: still the same outage
+    time.sleep(3 * dal.cache.leases.RESEND_INTERVAL)  # resends fail meanwhile: still the same outage
     outages = said(caplog, OUTAGE)
     assert [(match.group(1), match.group(2)) for match in outages] == [("2", "memory://unplugged")]
     assert not said(caplog, RECOVERED) and cache.pending == {"a", "b", "c"}

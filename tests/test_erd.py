@@ -1,4 +1,4 @@
-"""The ERD generator (``dal.erd``) and ``dal erd``.
+"""The ERD generator (``dal.tools.erd``) and ``dal erd``.
 
 Golden files under ``tests/golden/`` hold the expected Mermaid and DOT of the sample model
 (``sample.*``) and of the small model declared below (``small.*``), compared byte for byte.

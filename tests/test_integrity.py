@@ -15,9 +15,9 @@ from dal import DataObject, Property, schema
 from dal.backends.base import Delete, Put
 from dal.cli.check import render
 from dal.config import Context
-from dal.integrity import PHASES, Kind, Problem, apply_fixes, check
 from dal.keys import Keys
-from dal.migrate import migrate
+from dal.tools.check.integrity import PHASES, Kind, Problem, apply_fixes, check
+from dal.tools.migrate.migrator import migrate
 
 #: a guid no stored object has
 GONE = "0badc0de-0000-4000-8000-000000000000"

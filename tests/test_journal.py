@@ -18,16 +18,16 @@ from conftest import PairURLs, cached_document, persistent_url_for, volatile_url
 from race_hybrids import Tally
 
 from dal import config as config_module
-from dal import sweeps as sweeps_module
 from dal.backends.base import DeletePrefix, Entry
 from dal.backends.url import parse_url
+from dal.cache.journal import RECORD, SWEPT, Journal, applied_revision
+from dal.cache.leases import sweeps as sweeps_module
+from dal.cache.seen import Seen
+from dal.cache.sweeps import Sweep
 from dal.config import Context, configure
-from dal.integrity import check
-from dal.journal import RECORD, SWEPT, Journal, applied_revision
-from dal.load import copy
-from dal.seen import Seen
-from dal.sweeps import Sweep
 from dal.testing.servers import closed_port
+from dal.tools.check.integrity import check
+from dal.tools.transfer.load import copy
 
 JOURNALED = [("etcd", "memcached"), ("sqlite", "memcached")]
 

@@ -127,7 +127,7 @@ class _MalformedServer:
 def test_a_malformed_reply_is_a_miss_not_a_failed_read(reply: bytes) -> None:
     from dal.backends.memcached import MemcachedCache
     from dal.backends.url import parse_url
-    from dal.cache import LeasedCache, Signer, Stats
+    from dal.cache.leases import LeasedCache, Signer, Stats
     from dal.exceptions import BackendError
 
     server = _MalformedServer(reply)

@@ -18,8 +18,8 @@ from dal import DataList, schema
 from dal.backends.base import DeletePrefix
 from dal.config import Context, configure
 from dal.exceptions import ConfigurationError
-from dal.migrate import EXIT_AFTER_ENV, Migration, MigrationError, Report, migrate, migration
-from dal.migrations import Step
+from dal.tools.migrate.migrations import Step
+from dal.tools.migrate.migrator import EXIT_AFTER_ENV, Migration, MigrationError, Report, migrate, migration
 
 TESTS = Path(__file__).parent
 
@@ -207,7 +207,7 @@ def test_a_transform_that_fails_names_the_object(context: Context) -> None:
 
 
 def test_step_numbers_are_unique(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dal import migrations
+    from dal.tools.migrate import migrations
 
     monkeypatch.setattr(migrations, "_declared", {})
     migration(7, "first")(lambda step: None)

@@ -16,10 +16,10 @@ import pytest
 from hybrids import Kind
 
 from dal import DataList, configure
-from dal.cache import LeasedCache
+from dal.cache.leases import LeasedCache
+from dal.cache.seen import Seen, Verdict
 from dal.config import Context
 from dal.exceptions import ObjectNotFoundError
-from dal.seen import Seen, Verdict
 
 
 def _kind(name: str) -> Kind:

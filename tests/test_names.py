@@ -22,12 +22,12 @@ import dal
 from dal import DataList, DataObject, Property, Relation
 from dal.backends.base import Put
 from dal.config import Context
-from dal.dump import read_dump
 from dal.exceptions import ConfigurationError, InvalidQueryError, InvalidValueError, ObjectNotFoundError
-from dal.integrity import valid_guid
-from dal.load import copy, load
-from dal.meta import hybrids as registry
+from dal.model.meta import hybrids as registry
 from dal.structures import check_guid, is_guid
+from dal.tools.check.integrity import valid_guid
+from dal.tools.transfer.dump import read_dump
+from dal.tools.transfer.load import copy, load
 
 
 class NmUser(DataObject, hybrid_name="nmuser"):

@@ -22,7 +22,7 @@ from dal.exceptions import (
     ObjectNotFoundError,
     UniqueConstraintError,
 )
-from dal.schema import ensure_recorded
+from dal.objects.schema import ensure_recorded
 
 
 def make_kind(code: str | None = None) -> Kind:

@@ -20,10 +20,8 @@ from relation_hybrids import BladeServer, Cabinet, Owner, Passport
 from test_transfer import populate
 from transfer_hybrids import XConsole, XServer
 
-from dal import schema
 from dal.backends.base import Delete, Put
 from dal.config import Context
-from dal.dump import read_dump
 from dal.exceptions import (
     DalError,
     InvalidRelationError,
@@ -31,10 +29,12 @@ from dal.exceptions import (
     OneToOneError,
     UniqueConstraintError,
 )
-from dal.integrity import Kind, check
-from dal.load import load
-from dal.migrate import Migration, MigrationError, migrate
-from dal.migrations import Step
+from dal.objects import schema
+from dal.tools.check.integrity import Kind, check
+from dal.tools.migrate.migrations import Step
+from dal.tools.migrate.migrator import Migration, MigrationError, migrate
+from dal.tools.transfer.dump import read_dump
+from dal.tools.transfer.load import load
 
 
 def onetoone_keys(context: Context, hybrid: str = "passport") -> dict[str, str]:

@@ -3,7 +3,7 @@
 Hypothesis builds a small world (sites, kinds, items) and a batch of queries over every
 kind of field and operator, nested AND/OR included. Each query's DataList answer must equal
 a plain Python filter over the exported objects, written here independently of
-``dal.query``. The queries run twice (the second answer may come from the result cache),
+``dal.query.grammar``. The queries run twice (the second answer may come from the result cache),
 then the world changes (an update, a create, a delete, a relink) and every query must still
 agree: cached results never outlive the writes that change them.
 """

@@ -18,10 +18,10 @@ from race_hybrids import Tally
 
 from dal import configure
 from dal.backends.base import Entry, Put
-from dal.cache import LeasedCache
+from dal.cache.leases import LeasedCache
+from dal.cache.seen import Seen
 from dal.config import Context
 from dal.exceptions import ConcurrencyError, ObjectNotFoundError
-from dal.seen import Seen
 
 
 def _pause_durable_read(monkeypatch: pytest.MonkeyPatch, context: Context, key: str,

@@ -37,7 +37,7 @@ from dal.exceptions import (
     ObjectNotFoundError,
     OneToOneError,
 )
-from dal.integrity import check
+from dal.tools.check.integrity import check
 
 EVERY_PERSISTENT = [("memory", "memory"), ("sqlite", "memory"), ("etcd", "memcached")]
 

@@ -23,15 +23,15 @@ from typing import Any
 import pytest
 
 import dal.backends
-import dal.stats
+import dal.cache.stats
 from dal.backends import open_persistent, open_volatile
 from dal.backends.base import Put
 from dal.backends.memory import MemoryCache, MemoryStore
 from dal.backends.sqlite import SqliteStore
 from dal.backends.url import StoreURL, parse_url
-from dal.cache import Stats
+from dal.cache.leases import Stats
+from dal.cache.stats import collect
 from dal.config import configure, current
-from dal.stats import collect
 
 #: the most own commits a SQLite store records between two looks (dal.backends.sqlite.OWN_LIMIT)
 OWN_BOUND = 1024
@@ -439,7 +439,7 @@ def test_forked_children_publish_only_their_own_counters(tmp_path: Path, memcach
 @pytest.mark.memcached
 def test_a_forked_child_publishes_by_itself_while_it_runs(
         tmp_path: Path, memcached_server: Any, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dal.stats, "PUBLISH_INTERVAL", 0.1)
+    monkeypatch.setattr(dal.cache.stats, "PUBLISH_INTERVAL", 0.1)
     context = configure(f"sqlite:///{tmp_path / 'timer.sqlite3'}", memcached_server.url, namespace=namespace)
     context.commit([], [Put(f"{namespace}/parent", b"v")])
     assert context.publisher is not None

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from migrate_hybrids import declare
 
-from dal import schema
 from dal.backends.base import Delete, DeletePrefix, Entry, Put
 from dal.config import Context
-from dal.schema import SchemaRecord, read_record, ready_indexes
+from dal.objects import schema
+from dal.objects.schema import SchemaRecord, read_record, ready_indexes
 
 
 class Clock:

@@ -20,11 +20,11 @@ from transfer_hybrids import XBuddy, XConsole, XNode, XPeer, XRack, XServer
 import dal
 from dal.backends.base import Check, CommitResult, DeletePrefix, Op, Put
 from dal.config import Context
-from dal.dump import dump, parse_dump, read_dump, select_hybrids
 from dal.exceptions import DalError, InvalidValueError, ObjectNotFoundError, UniqueConstraintError
-from dal.integrity import check
-from dal.load import copy, load
 from dal.testing.servers import RunningServer
+from dal.tools.check.integrity import check
+from dal.tools.transfer.dump import dump, parse_dump, read_dump, select_hybrids
+from dal.tools.transfer.load import copy, load
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
@@ -502,7 +502,7 @@ def _racks(count: int) -> dict[str, Any]:
 
 def test_an_interrupted_load_says_which_batches_it_wrote(context: Context,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from dal.load import LoadInterrupted
+    from dal.tools.transfer.load import LoadInterrupted
 
     _interrupt_commit(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt) as caught:

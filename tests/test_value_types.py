@@ -24,10 +24,10 @@ from pydantic import BaseModel, Secret, SecretBytes, SecretStr, field_serializer
 
 from dal import DataList, DataObject, Dynamic, Property
 from dal.config import Context
-from dal.dump import read_dump
 from dal.exceptions import InvalidQueryError, InvalidValueError
-from dal.load import load
 from dal.structures import Validator
+from dal.tools.transfer.dump import read_dump
+from dal.tools.transfer.load import load
 
 NAN, INF = float("nan"), float("inf")
 

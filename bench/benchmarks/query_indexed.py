@@ -27,7 +27,7 @@ do, see ``Context.load_documents``), asserted (no object cache hit). Passes cycl
 token and checks (``explain()``) that it is answered by an index lookup, not a scan.
 
 The objects are written with raw commits, each holding many objects' writes as
-``dal.transaction.plan_write`` plans them (document, unique key, index entry, and the
+``dal.objects.transaction.plan_write`` plans them (document, unique key, index entry, and the
 "absent" checks), after one real ``save()`` that records the hybrid's schema (so its
 indexes count as ready). Rates are queries (passes of 100 objects) per second; the target
 is the issue's "within 3x of loading those 100 objects by guid", a ratio >= 1/3.
@@ -49,10 +49,10 @@ from dal import configure
 from dal.backends.base import Check, Op
 from dal.backends.etcd import TXN_OPS
 from dal.config import Context
-from dal.datalist import DataList
-from dal.query import compile_query, digest
-from dal.schema import ready_indexes
-from dal.transaction import plan_write
+from dal.objects.schema import ready_indexes
+from dal.objects.transaction import plan_write
+from dal.query.datalist import DataList
+from dal.query.grammar import compile_query, digest
 
 NAME = "query_indexed"
 SERVERS = (ETCD, MEMCACHED)

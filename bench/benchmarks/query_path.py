@@ -35,8 +35,8 @@ from bench.report import Result
 from bench.timing import progress
 from dal import configure
 from dal.config import Context
-from dal.datalist import DataList
-from dal.query import compile_query, digest
+from dal.query.datalist import DataList
+from dal.query.grammar import compile_query, digest
 
 NAME = "query_path"
 SERVERS = (ETCD, MEMCACHED)

@@ -22,7 +22,7 @@ from bench.hybrids import BenchMachine, machine_data
 from bench.report import Result
 from dal import configure
 from dal.keys import encode_value
-from dal.schema import ensure_recorded
+from dal.objects.schema import ensure_recorded
 
 NAME = "save_new"
 SERVERS = (ETCD, MEMCACHED)

@@ -2,7 +2,7 @@
 
 Backends are dumb on purpose: they move bytes under string keys and offer exactly the
 primitives the object layer needs. Serialization, key layout, TTL policy and cache
-invalidation all live above them (see ``dal/cache.py`` and ``dal/transaction.py``).
+invalidation all live above them (see ``dal/cache/leases.py`` and ``dal/objects/transaction.py``).
 A backend never knows about hybrids.
 
 Absent values are ``None`` here: a stored value is always ``bytes`` (a JSON document),

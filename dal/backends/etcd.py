@@ -293,7 +293,7 @@ class EtcdStore:
         idempotent, and a commit's writes are guarded by revision checks, so a txn that did
         apply fails its checks when resent instead of applying twice (unguarded puts and
         deletes just repeat the same final state). Such a failure is not a conflict: dal's
-        commits carry a token key (``dal/journal.py``) whose presence in the failed resend's
+        commits carry a token key (``dal/cache/journal.py``) whose presence in the failed resend's
         read-back shows that the first send applied.
         """
         error: grpc.RpcError | None = None

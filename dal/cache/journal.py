@@ -19,7 +19,7 @@ failed commit is rolled back.
 *A writer killed after its commit and before its invalidation.* The record holds the cache keys
 the commit invalidates, and is durable with the commit. The writer delivers them after the
 commit and then deletes its record (along with its next commit, or flushed when idle). Every
-process with a shared cache sweeps the journal (``dal/sweeps.py``): a record older than
+process with a shared cache sweeps the journal (``dal/cache/sweeps.py``): a record older than
 ``GRACE`` is delivered again and marked swept, so a dead writer's invalidations arrive within
 about a second while any process of that namespace runs.
 
@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from dal.backends.base import Check, CommitResult, Delete, Entry, Op, PersistentStore, Put, Revision
-from dal.cache import LeasedCache, Stats
+from dal.cache.leases import LeasedCache, Stats
 from dal.exceptions import BackendError, CommitOutcomeUnknownError
 from dal.keys import Keys
 

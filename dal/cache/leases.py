@@ -12,7 +12,7 @@ Every volatile-store failure counts as a miss: the cache never fails a read.
 
 After a failure, a shared cache is not trusted (:class:`Trust`): while this process could not
 reach it, invalidations may have failed to reach it too, so reads bypass it until a sweep of
-the commit journal (``dal/journal.py``), started after the last failure, has delivered every
+the commit journal (``dal/cache/journal.py``), started after the last failure, has delivered every
 recorded invalidation again.
 """
 
@@ -33,7 +33,7 @@ from typing import TypeVar
 from dal.backends.base import VolatileStore
 from dal.exceptions import BackendError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dal.cache")  # the logger the README names; kept when the module moved
 R = TypeVar("R")
 
 _VALUE = b"V"

@@ -1,4 +1,4 @@
-"""Sweeps of the commit journal: what every process does in the background (``dal/journal.py``).
+"""Sweeps of the commit journal: what every process does in the background (``dal/cache/journal.py``).
 
 Every :data:`SWEEP_INTERVAL` seconds a process:
 
@@ -9,7 +9,7 @@ Every :data:`SWEEP_INTERVAL` seconds a process:
   not reach the cache), and marks it swept with the revision it was applied at. Each page of
   records goes out in one batch, each server's share on its own; a server that fails is not
   asked again in that sweep, and a record is marked only once every server got its part;
-- catches up when some cache servers are not trusted (see ``dal/cache.py``): probes them, and
+- catches up when some cache servers are not trusted (see ``dal/cache/leases.py``): probes them, and
   if any answers, delivers every record in the journal once more, then trusts again each
   server that answered and did not fail meanwhile;
 - stamps markers with its clock and removes markers older than ``MARKER_AGE``.
@@ -34,8 +34,7 @@ import threading
 import time
 
 from dal.backends.base import Delete, Entry, Put, Revision
-from dal.exceptions import BackendError
-from dal.journal import (
+from dal.cache.journal import (
     CANCELLED,
     FLUSH_AFTER,
     MARKER_AGE,
@@ -46,6 +45,7 @@ from dal.journal import (
     Outcome,
     marker_time,
 )
+from dal.exceptions import BackendError
 from dal.keys import Keys
 
 log = logging.getLogger(__name__)

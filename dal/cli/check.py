@@ -20,7 +20,7 @@ import argparse
 import dal
 from dal.cli import existing_store, shown_store
 from dal.cli.progress import Progress
-from dal.integrity import MIGRATE, PHASES, REPAIRABLE, Problem, Report, check
+from dal.tools.check.integrity import MIGRATE, PHASES, REPAIRABLE, Problem, Report, check
 
 HELP = "verify stored data against the model and its keys (exit 1 on problems); --repair fixes keys"
 

@@ -22,7 +22,7 @@ import dal
 from dal.cli import existing_store, shown_store
 from dal.cli.load import add_batch_options, add_only_option, selected
 from dal.cli.progress import Progress
-from dal.load import copy
+from dal.tools.transfer.load import copy
 
 HELP = "copy a namespace from one store to another (SRC_URL DST_URL) and verify the counts"
 

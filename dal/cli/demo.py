@@ -16,15 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dal
-from dal import schema
 from dal.backends.base import DeletePrefix, Put
 from dal.cli.demo_report import Report, Sample, Since, error_of, names
 from dal.cli.demo_tools import diagram, integrity, migration, queries, store_release_one_nodes
 from dal.hybrids import AlbaBackend, Backend, BackendStorageRouter, BackendType, Disk, Pool
-from dal.meta import hybrids
-from dal.relations import scan_batches
-from dal.results import changed_versions
-from dal.transaction import decode
+from dal.model.meta import hybrids
+from dal.objects import schema
+from dal.objects.relations import scan_batches
+from dal.objects.transaction import decode
+from dal.query.results import changed_versions
 
 HELP = "run the demo on the sample model and print a report"
 #: the key that marks a namespace as the demo's own, which it may clear

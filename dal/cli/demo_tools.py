@@ -13,17 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import dal.hybrids
-from dal import erd, schema
 from dal.backends.base import Delete, Put
 from dal.cli.demo_report import Notes, Report, Sample, Since, names
 from dal.config import Context
-from dal.datalist import DataList
 from dal.hybrids import Backend, Disk, StorageRouter
-from dal.integrity import Report as CheckReport
-from dal.integrity import check
-from dal.migrate import migrate
-from dal.query import Operator, WhereOperator
-from dal.transaction import encode
+from dal.objects import schema
+from dal.objects.transaction import encode
+from dal.query.datalist import DataList
+from dal.query.grammar import Operator, WhereOperator
+from dal.tools import erd
+from dal.tools.check.integrity import Report as CheckReport
+from dal.tools.check.integrity import check
+from dal.tools.migrate.migrator import migrate
 
 #: StorageRouter properties release 2 of the sample model added; release 1 stored nodes without them
 ADDED_IN_RELEASE_2 = ("machine_id", "node_type")

@@ -17,8 +17,9 @@ from pathlib import Path
 import dal
 from dal.cli import existing_store, shown_store
 from dal.cli.load import add_only_option, selected
-from dal.dump import dump
 from dal.exceptions import DalError
+from dal.model.meta import HybridMeta
+from dal.tools.transfer.dump import dump
 
 HELP = "write the objects of a namespace as JSON (stdout, or -o FILE)"
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _dump_to_file(context: dal.config.Context, path: Path,
-                  only: list[dal.meta.HybridMeta] | None) -> dict[str, int]:
+                  only: list[HybridMeta] | None) -> dict[str, int]:
     """Write beside the target and rename when done, so a failed dump never leaves a partial file."""
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

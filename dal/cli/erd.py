@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from dal import erd
 from dal.exceptions import DalError
+from dal.tools import erd
 
 HELP = "draw the entity-relationship diagram of the hybrids (mermaid, dot, svg, png)"
 

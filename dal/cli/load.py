@@ -18,10 +18,10 @@ import dal
 from dal.backends.url import StoreURL
 from dal.cli.progress import Progress
 from dal.config import DEFAULT_PERSISTENT, DEFAULT_VOLATILE
-from dal.dump import read_dump, select_hybrids
 from dal.exceptions import DalError
-from dal.load import BATCH_SIZE, MAX_TXN_OPS, LoadInterrupted, load
-from dal.meta import HybridMeta
+from dal.model.meta import HybridMeta
+from dal.tools.transfer.dump import read_dump, select_hybrids
+from dal.tools.transfer.load import BATCH_SIZE, MAX_TXN_OPS, LoadInterrupted, load
 
 HELP = "load a dump (FILE, or - for stdin) into a namespace"
 

@@ -15,7 +15,7 @@ import os
 
 import dal
 from dal.cli.progress import Progress
-from dal.migrate import migrate
+from dal.tools.migrate.migrator import migrate
 
 HELP = "bring stored data up to the declared model (defaults, index and unique keys, migration steps)"
 

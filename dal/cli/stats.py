@@ -12,8 +12,8 @@ import os
 from typing import Any
 
 import dal
+from dal.cache.stats import Published, collect, publish, report
 from dal.cli import demo, existing_store, shown_store
-from dal.stats import Published, collect, publish, report
 
 HELP = "print cache and dynamic statistics"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dal.dataobject import DataObject
 from dal.hybrids.backend import Backend
+from dal.objects.dataobject import DataObject
 from dal.structures import Dynamic, Property, Relation
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dal.dataobject import DataObject
 from dal.hybrids.backendtype import BackendType
+from dal.objects.dataobject import DataObject
 from dal.structures import Dynamic, Property, Relation
 
 if TYPE_CHECKING:
-    from dal.datalist import DataList
     from dal.hybrids.albabackend import AlbaBackend
     from dal.hybrids.backendstoragerouter import BackendStorageRouter
     from dal.hybrids.pool import Pool
+    from dal.query.datalist import DataList
 
 
 class Backend(DataObject):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dal.dataobject import DataObject
 from dal.hybrids.backend import Backend
 from dal.hybrids.storagerouter import StorageRouter
+from dal.objects.dataobject import DataObject
 from dal.structures import Property, Relation
 
 

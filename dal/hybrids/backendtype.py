@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dal.dataobject import DataObject
+from dal.objects.dataobject import DataObject
 from dal.structures import Property
 
 if TYPE_CHECKING:
-    from dal.datalist import DataList
     from dal.hybrids.backend import Backend
+    from dal.query.datalist import DataList
 
 
 class BackendType(DataObject):

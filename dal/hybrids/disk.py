@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dal.dataobject import DataObject
 from dal.hybrids.storagerouter import StorageRouter
+from dal.objects.dataobject import DataObject
 from dal.structures import Dynamic, Property, Relation
 
 if TYPE_CHECKING:
-    from dal.datalist import DataList
     from dal.hybrids.pool import Pool
+    from dal.query.datalist import DataList
 
 STATES = ["NEW", "ONLINE", "OFFLINE", "FAILURE", "DECOMMISSIONED"]
 

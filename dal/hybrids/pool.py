@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dal.dataobject import DataObject
 from dal.hybrids.backend import Backend
+from dal.objects.dataobject import DataObject
 from dal.structures import Dynamic, Property, Relation
 
 if TYPE_CHECKING:
-    from dal.datalist import DataList
     from dal.hybrids.disk import Disk
+    from dal.query.datalist import DataList
 
 STATES = ["CREATING", "AVAILABLE", "DEGRADED", "OFFLINE", "DELETING"]
 

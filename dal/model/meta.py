@@ -18,11 +18,11 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dal.exceptions import ConfigurationError, InvalidValueError
-from dal.relations import reverse_accessors
+from dal.objects.relations import reverse_accessors
 from dal.structures import Dynamic, Property, Relation, RelationGuid, Spec, Validator
 
 if TYPE_CHECKING:
-    from dal.dataobject import DataObject
+    from dal.objects.dataobject import DataObject
 
 #: a hybrid's logical name, a component of every key of its objects: no ``/`` (the key separator),
 #: no whitespace, nothing a shell, a URL or a memcached key would mangle, and short enough to leave

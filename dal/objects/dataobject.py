@@ -8,8 +8,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from dal import dynamics
 from dal.backends.base import Entry
+from dal.cache.journal import RESOLVE_WINDOW, Outcome, Uncertain
+from dal.cache.seen import Seen
 from dal.config import Context, current
 from dal.exceptions import (
     BackendError,
@@ -21,14 +22,13 @@ from dal.exceptions import (
     RaceConditionError,
     UniqueConstraintError,
 )
-from dal.journal import RESOLVE_WINDOW, Outcome, Uncertain
-from dal.meta import HybridMeta, HybridMetaclass
-from dal.relations import check_abandon, onetoone_refusal, plan_unlink
-from dal.results import changed_versions
-from dal.schema import ensure_recorded, onetoone_ready
-from dal.seen import Seen
+from dal.model.meta import HybridMeta, HybridMetaclass
+from dal.objects import dynamics
+from dal.objects.relations import check_abandon, onetoone_refusal, plan_unlink
+from dal.objects.schema import ensure_recorded, onetoone_ready
+from dal.objects.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write
+from dal.query.results import changed_versions
 from dal.structures import Dynamic, Relation, check_guid
-from dal.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write
 from dal.values import same
 
 Self = TypeVar("Self", bound="DataObject")

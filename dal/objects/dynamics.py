@@ -10,7 +10,7 @@ anyone for longer). The owner computes and stores the value, then releases the l
 only if it still holds it (compare-and-set to an expired item: a conditional delete).
 Everyone else polls for the value, and computes for itself when the lock vanished
 without a value (the owner failed) or after waiting ``lock_timeout``. When the volatile
-store is unreachable, or not trusted (see ``dal/cache.py``), nothing would be cached, so
+store is unreachable, or not trusted (see ``dal/cache/leases.py``), nothing would be cached, so
 there is no lock to take either: every caller computes, without waiting.
 """
 
@@ -25,7 +25,7 @@ from dal.exceptions import BackendError
 
 if TYPE_CHECKING:
     from dal.config import Context
-    from dal.dataobject import DataObject
+    from dal.objects.dataobject import DataObject
     from dal.structures import Dynamic
 
 #: first and longest pause between two looks at a value another caller is computing

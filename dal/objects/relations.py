@@ -6,12 +6,12 @@ source's document and as one link key under the target
 "who points at this object" with one prefix scan, and let a delete check, inside its own
 transaction, that nobody linked to the object since it looked. A one-to-one relation also
 keeps one key per target (``r/<source>/<relation>/<target guid>``, see
-:func:`dal.transaction.plan_write`), so a second object pointing at a target fails its own
+:func:`dal.objects.transaction.plan_write`), so a second object pointing at a target fails its own
 commit (:func:`onetoone_refusal` says who holds it).
 
 A relation declared by a class is held by its subclass hybrids too (inherited, stored under
 their own names): the reverse accessor lists their objects as well, and a delete counts and
-``abandon`` unlinks them (:class:`dal.meta.Reverse`).
+``abandon`` unlinks them (:class:`dal.model.meta.Reverse`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from dal.structures import Relation
 
 if TYPE_CHECKING:
     from dal.config import Context
-    from dal.dataobject import DataObject
-    from dal.meta import HybridMeta
+    from dal.model.meta import HybridMeta
+    from dal.objects.dataobject import DataObject
 
 SCAN_BATCH = 1000
 ABANDON_ALL = "_all"
@@ -60,7 +60,7 @@ class ReverseList:
     def __get__(self, obj: DataObject | None, objtype: type | None = None) -> Any:
         if obj is None:
             return self
-        from dal.datalist import DataList
+        from dal.query.datalist import DataList
 
         return DataList.pointing_at(self.relation, obj)
 
@@ -84,7 +84,7 @@ class ReverseOne(ReverseList):
     def __get__(self, obj: DataObject | None, objtype: type | None = None) -> Any:
         if obj is None:
             return self
-        from dal.datalist import DataList
+        from dal.query.datalist import DataList
 
         pointing = DataList.pointing_at(self.relation, obj)  # loads a subclass hybrid's object as one
         return pointing[0] if _only(self.relation, obj, pointing.guids) is not None else None
@@ -109,7 +109,7 @@ def _only(relation: Relation, obj: DataObject, guids: list[str]) -> str | None:
 
 def _pointing(relation: Relation, obj: DataObject) -> list[str]:
     """Return the guids whose ``relation`` points at ``obj``: a cached query over the link keys."""
-    from dal.datalist import DataList
+    from dal.query.datalist import DataList
 
     return DataList.pointing_at(relation, obj).guids
 
@@ -121,7 +121,7 @@ def onetoone_refusal(context: Context, relation: Relation, source_guid: str,
     Names the object already pointing there (read from its one-to-one key, or from its link when
     the keys of older data are not built yet): this costs reads on the refusal only.
     """
-    from dal.meta import family
+    from dal.model.meta import family
 
     assert relation.target is not None and relation.owner is not None
     target = relation.target
@@ -185,8 +185,8 @@ def plan_unlink(context: Context, meta: HybridMeta, guid: str, abandon: frozense
     to the object appeared since the scan (PrefixUnchanged), so a referrer saved meanwhile
     fails the delete instead of being left dangling.
     """
-    from dal.results import changed_versions
-    from dal.transaction import decode, encode
+    from dal.objects.transaction import decode, encode
+    from dal.query.results import changed_versions
 
     keys = context.keys
     links = scan_all(context, keys.links(meta.name, guid))

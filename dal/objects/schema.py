@@ -42,7 +42,7 @@ from dal.exceptions import RaceConditionError
 
 if TYPE_CHECKING:
     from dal.config import Context
-    from dal.meta import HybridMeta
+    from dal.model.meta import HybridMeta
 
 #: seconds a process trusts the record it read; bounds how stale ``ready_indexes`` can be
 READY_TTL = 2.0
@@ -229,10 +229,10 @@ def onetoone_ready(context: Context, meta: HybridMeta) -> frozenset[str]:
     """Names of the one-to-one relations of ``meta`` whose keys are complete for every object they span.
 
     A relation inherited by subclass hybrids is one constraint over all of them
-    (:func:`dal.meta.family`), so it is ready only when every one of their records lists it.
+    (:func:`dal.model.meta.family`), so it is ready only when every one of their records lists it.
     At most one durable read per (context, hybrid) every READY_TTL seconds; never writes.
     """
-    from dal.meta import family
+    from dal.model.meta import family
 
     ready = set()
     for name in onetoone_relations(meta):

@@ -16,7 +16,7 @@ from typing import Any
 from dal.backends.base import Check, Delete, Exists, Op, PrefixEmpty, Put, Revision
 from dal.exceptions import ConcurrencyError
 from dal.keys import Keys
-from dal.meta import HybridMeta, family
+from dal.model.meta import HybridMeta, family
 from dal.values import canonical, same
 
 Document = dict[str, Any]
@@ -49,7 +49,7 @@ def plan_write(keys: Keys, meta: HybridMeta, guid: str, stored: Document | None,
     """Plan the commit that turns ``stored`` (at ``revision``) into ``new`` (``None``: delete).
 
     ``onetoone_ready`` names the one-to-one relations whose keys are complete for the stored data
-    (:func:`dal.schema.onetoone_ready`); for the others a key's absence proves nothing, so the
+    (:func:`dal.objects.schema.onetoone_ready`); for the others a key's absence proves nothing, so the
     commit also checks that no link points at the new target.
     """
     plan = Plan()

@@ -1,8 +1,8 @@
 """``DataList``: a lazy, list-like query over the objects of one hybrid.
 
-The query is validated when the list is made (:mod:`dal.query`), runs on first use through
-the planner (:mod:`dal.planner`), and its result, a list of guids, is cached in the volatile
-store and invalidated exactly (:mod:`dal.results`). Objects load in batches as the list is
+The query is validated when the list is made (:mod:`dal.query.grammar`), runs on first use through
+the planner (:mod:`dal.query.planner`), and its result, a list of guids, is cached in the volatile
+store and invalidated exactly (:mod:`dal.query.results`). Objects load in batches as the list is
 iterated; an object deleted since the query ran is skipped. The documents a query read are
 used only by the iteration that ran it (they are as current as a load would be); any later
 iteration, and ``lst[i]``, load the objects again.
@@ -20,11 +20,11 @@ import natsort
 
 from dal.backends.base import Entry
 from dal.config import Context, current
-from dal.dataobject import DataObject
 from dal.exceptions import InvalidQueryError, ObjectNotFoundError
-from dal.planner import BATCH, Planner, Step, describe_node
-from dal.query import Group, Operator, WhereOperator, compile_query, resolve_field
-from dal.results import cached_guids
+from dal.objects.dataobject import DataObject
+from dal.query.grammar import Group, Operator, WhereOperator, compile_query, resolve_field
+from dal.query.planner import BATCH, Planner, Step, describe_node
+from dal.query.results import cached_guids
 from dal.structures import Relation, check_guid
 from dal.values import canonical
 
@@ -107,7 +107,8 @@ class DataList(Generic[T]):
         self._read_at: tuple[Context, tuple[int, object]] | None = None
         #: objects every loaded member already points at (the owner of a reverse list)
         self._seed: dict[str, DataObject] = {}
-        #: a reverse list's subclass hybrids holding its relation too, and their query (dal.meta.Reverse)
+        #: a reverse list's subclass hybrids holding its relation too, and their query
+        #: (dal.model.meta.Reverse)
         self._also: list[tuple[type[DataObject], Group]] = []
         #: the members of those hybrids: guid -> hybrid (the others are of ``hybrid``)
         self._members: dict[str, type[DataObject]] = {}
@@ -119,7 +120,7 @@ class DataList(Generic[T]):
 
         Objects of subclass hybrids holding the relation too (inherited) are members as well.
         """
-        from dal.meta import family
+        from dal.model.meta import family
 
         parts = [(member.owner, {"type": WhereOperator.AND,
                                  "items": [(member.guid_field, Operator.EQUALS, target.guid)]})

@@ -24,7 +24,7 @@ from dal.structures import GUID_RULE, Dynamic, Property, Relation, Validator, is
 from dal.values import fold, same
 
 if TYPE_CHECKING:
-    from dal.meta import HybridMeta
+    from dal.model.meta import HybridMeta
 
 
 class Operator(str, Enum):
@@ -181,7 +181,7 @@ def _names(specs: Mapping[str, Any]) -> str:
 
 def _guid_of(value: Any, field: Field, where: str) -> Any:
     """Let ``('backend_type', EQUALS, obj)`` mean ``('backend_type_guid', EQUALS, obj.guid)``."""
-    from dal.dataobject import DataObject
+    from dal.objects.dataobject import DataObject
 
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_guid_of(item, field, where) for item in value]

@@ -2,7 +2,7 @@
 
 ``EQUALS``/``IN`` on ``guid`` needs no read at all; on ``<relation>_guid`` it reads the
 link keys, on a unique property the unique keys, on an indexed property its index entries
-(each only once ``dal migrate`` has built them, see :mod:`dal.schema`). ``AND`` intersects
+(each only once ``dal migrate`` has built them, see :mod:`dal.objects.schema`). ``AND`` intersects
 the candidates of its indexable items, ``OR`` unions them when every item is indexable.
 A dotted path whose last field is indexable walks the link keys back, one batched read per
 hop. Candidates are always re-verified against their documents, loaded in batches; only
@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from dal.backends.base import Entry
 from dal.exceptions import BackendError
-from dal.query import Condition, Group, Node, Operator, WhereOperator, satisfies
-from dal.relations import scan_batches
-from dal.schema import ready_indexes
+from dal.objects.relations import scan_batches
+from dal.objects.schema import ready_indexes
+from dal.query.grammar import Condition, Group, Node, Operator, WhereOperator, satisfies
 from dal.values import has_text
 
 if TYPE_CHECKING:
     from dal.config import Context
-    from dal.dataobject import DataObject
-    from dal.meta import HybridMeta
+    from dal.model.meta import HybridMeta
+    from dal.objects.dataobject import DataObject
     from dal.structures import Relation
 
 #: documents per scanned or loaded batch

@@ -22,13 +22,13 @@ import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from dal.query import Condition, Group, Node, Operator, WhereOperator, digest, uses_dynamics
+from dal.query.grammar import Condition, Group, Node, Operator, WhereOperator, digest, uses_dynamics
 from dal.values import has_text, same
 
 if TYPE_CHECKING:
     from dal.config import Context
     from dal.keys import Keys
-    from dal.meta import HybridMeta
+    from dal.model.meta import HybridMeta
 
 #: a cached result is dropped after this long even if no write touched it
 RESULT_TTL = 600.0

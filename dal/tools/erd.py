@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from dal.exceptions import ConfigurationError, DalError
-from dal.meta import hybrids as registry
+from dal.model.meta import hybrids as registry
 
 if TYPE_CHECKING:
-    from dal.dataobject import DataObject
+    from dal.objects.dataobject import DataObject
 
 Format = Literal["mermaid", "dot", "svg", "png"]
 FORMATS: tuple[Format, ...] = ("mermaid", "dot", "svg", "png")

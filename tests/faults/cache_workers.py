@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dal import configure
-from dal.cache import LeasedCache
+from dal.cache.leases import LeasedCache
 from dal.config import Context
 from dal.exceptions import BackendError, CommitOutcomeUnknownError, ConcurrencyError
 from faults.fault_hybrids import Counter

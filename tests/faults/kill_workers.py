@@ -181,7 +181,7 @@ def targeted_writer(persistent: str, volatile: str, namespace: str, kind: str, d
 
     ``kind`` is ``save`` (an increment), ``delete`` or ``abandon`` (a delete abandoning its
     crates). The kill comes after ``context.persistent.commit`` returned ok and before
-    ``dal.journal.Journal.commit`` delivers the invalidations, so the old cached entries stay
+    ``dal.cache.journal.Journal.commit`` delivers the invalidations, so the old cached entries stay
     behind. ``state`` (see the slot names above) tells the parent what happened.
     """
     context = configure(persistent, volatile, namespace=namespace)

@@ -1,7 +1,7 @@
 """etcd faults: members killed under a counter run, answers lost on the wire, no quorum, two spellings.
 
 Each scenario runs against its own 3-member etcd cluster (``etcd_cluster``) and checks the
-promises of ``dal/journal.py`` and ``dal/cache.py``: an increment is applied exactly once
+promises of ``dal/cache/journal.py`` and ``dal/cache/leases.py``: an increment is applied exactly once
 whatever happens to its answer, a conflict is never reported for a writer's own commit, and
 no cache entry older than the durable store survives a save.
 
@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
-import dal.schema
+import dal.objects.schema
 from dal import configure
 from dal.backends.base import Check, CommitResult, Op
+from dal.cache.seen import Seen
 from dal.config import Context
 from dal.exceptions import BackendError, CommitOutcomeUnknownError, ConcurrencyError, ObjectNotFoundError
-from dal.seen import Seen
 from dal.testing.cluster import EtcdCluster, Member
 from dal.testing.proxy import DropHandle, LoopbackProxy
 from dal.testing.servers import RunningServer
@@ -509,7 +509,7 @@ def test_no_quorum_fails_in_bounded_time_and_says_why(
     contexts.append(context)
     guid = new_counter().guid
     # the save must go straight to its commit, not first re-read the hybrid's schema record
-    monkeypatch.setattr(dal.schema, "READY_TTL", 3600.0)
+    monkeypatch.setattr(dal.objects.schema, "READY_TTL", 3600.0)
     counter = Counter(guid)
     before = durable_count(context, guid)
     assert before is not None

@@ -5,7 +5,7 @@ cached-document key: a forged entry, a real entry with one byte flipped, another
 entry. Every load must return the durable value and count the entry in ``object_rejected``.
 
 A *replay* (a real, older signed entry written back) passes the signature: what stops it is
-the per-process record of the highest revision seen (``dal/seen.py``), so a process that has
+the per-process record of the highest revision seen (``dal/cache/seen.py``), so a process that has
 seen the newer revision drops it (``object_stale``), and a process that has not may serve it.
 """
 
@@ -25,9 +25,9 @@ from pymemcache.client.base import Client
 from dal import DataList, configure
 from dal.backends.base import DeletePrefix
 from dal.backends.memcached import wire_key
-from dal.cache import Signer
+from dal.cache.journal import RECORD
+from dal.cache.leases import Signer
 from dal.config import Context
-from dal.journal import RECORD
 from dal.testing.servers import RunningServer
 from faults import kill_workers
 from faults.fault_hybrids import Counter
@@ -194,7 +194,7 @@ def _scenario(context: Context, etcd_server: RunningServer, memcached_alone: Run
 
     # The per-process scope, shown honestly: a process that never saw N+1 cannot tell the replayed,
     # authentically signed entry of revision N from a current one, so it may serve it. That is the
-    # documented limit of monotonic reads per process (dal/seen.py): recorded, not asserted either way.
+    # documented limit of monotonic reads per process (dal/cache/seen.py): recorded, not asserted either way.
     # A new process first catches up with the commit journal (re-delivering every recorded
     # invalidation), so while the record of x's save is still there (its writer retires it within
     # about a second) the catch-up would delete the replayed entry: wait until it is retired, so

@@ -41,11 +41,11 @@ import pytest
 
 from dal import configure
 from dal.backends.base import DeletePrefix
+from dal.cache.sweeps import GRACE, SWEEP_INTERVAL
 from dal.config import Context
-from dal.integrity import check
-from dal.relations import scan_all
-from dal.sweeps import GRACE, SWEEP_INTERVAL
+from dal.objects.relations import scan_all
 from dal.testing.servers import RunningServer
+from dal.tools.check.integrity import check
 from faults import kill_workers
 from faults.kill_hybrids import Crate, Depot, KillLedger
 

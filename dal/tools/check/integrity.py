@@ -8,7 +8,7 @@ restored backup of part of a store, a hand edit, a model changed under old data,
 conditional commit guarded by the revisions it was derived from, so a writer that changed
 the same data meanwhile makes the fix fail instead of being overwritten.
 
-What a document should own is computed exactly as :func:`dal.transaction.plan_write`
+What a document should own is computed exactly as :func:`dal.objects.transaction.plan_write`
 computes it from a stored document, so a repaired namespace is what dal itself would have
 written. :func:`validate_document` is also what ``dal load`` validates a dump with.
 """
@@ -26,11 +26,11 @@ from pydantic import ValidationError
 from dal.backends.base import Check, Delete, Entry, Exists, Op, Put, Revision
 from dal.config import Context
 from dal.exceptions import InvalidValueError
-from dal.meta import HybridMeta, family, hybrids
-from dal.relations import scan_batches
-from dal.schema import read_record
+from dal.model.meta import HybridMeta, family, hybrids
+from dal.objects.relations import scan_batches
+from dal.objects.schema import read_record
+from dal.objects.transaction import Document, decode
 from dal.structures import GUID_RULE, Relation, Validator, is_guid
-from dal.transaction import Document, decode
 
 # --- one document against the model --------------------------------------------------
 

@@ -13,18 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dal import schema
 from dal.backends.base import Check, Delete, DeletePrefix, Entry, Op, Put, Revision
 from dal.keys import encode_value
-from dal.meta import family
-from dal.migrate_report import Violation
-from dal.migrate_run import ATTEMPTS, MigrationRun, apply_operations, decode_doc
-from dal.migrations import MigrationError, Operation, RenameRelation
-from dal.schema import SchemaRecord, complete_record, stored_fields
-from dal.transaction import Document, encode, encode_canonical
+from dal.model.meta import family
+from dal.objects import schema
+from dal.objects.schema import SchemaRecord, complete_record, stored_fields
+from dal.objects.transaction import Document, encode, encode_canonical
+from dal.tools.migrate.migrations import MigrationError, Operation, RenameRelation
+from dal.tools.migrate.report import Violation
+from dal.tools.migrate.run import ATTEMPTS, MigrationRun, apply_operations, decode_doc
 
 if TYPE_CHECKING:
-    from dal.meta import HybridMeta
+    from dal.model.meta import HybridMeta
 
 #: links deleted per commit when a relation was dropped (etcd limits operations per transaction)
 DELETE_BATCH = 50

@@ -2,7 +2,7 @@
 
 Declare steps in a hybrids module (the ones ``--hybrids`` imports)::
 
-    from dal.migrate import migration
+    from dal.tools.migrate.migrator import migration
 
     @migration(1, "rename Disk.size to size_bytes")
     def _(step):
@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dal.exceptions import ConfigurationError, DalError
-from dal.transaction import Document
+from dal.objects.transaction import Document
 from dal.values import same
 
 if TYPE_CHECKING:
-    from dal.dataobject import DataObject
-    from dal.meta import HybridMeta
+    from dal.model.meta import HybridMeta
+    from dal.objects.dataobject import DataObject
 
 #: what a transform receives (a copy of the stored document) and returns (``None``: unchanged)
 Transformer = Callable[[Document], "Document | None"]
@@ -245,7 +245,7 @@ def declared_migrations() -> list[Migration]:
 
 
 def _meta_of(hybrid: type[DataObject] | str, step: Step) -> HybridMeta:
-    from dal.meta import hybrids
+    from dal.model.meta import hybrids
 
     if isinstance(hybrid, str):
         try:

@@ -2,12 +2,12 @@
 
 In order:
 
-1. Numbered migration steps (``dal.migrations``) not yet recorded as done run, lowest first.
+1. Numbered migration steps (``dal.tools.migrate.migrations``) not yet recorded as done run, lowest first.
    Each rewrites documents one at a time; every commit also moves the step's cursor
    (``m/cursor/<number>/<hybrid>``), checked against its revision, so a step interrupted
    and resumed skips what it already did (exactly once per object) and two concurrent
    ``dal migrate`` runs cannot both apply it. The step is recorded at ``m/steps/<number>``.
-2. Per hybrid, unless its schema record (``dal.schema``) says it is up to date:
+2. Per hybrid, unless its schema record (``dal.objects.schema``) says it is up to date:
    a read-only survey (missing fields, values breaking a new unique constraint), removal of
    stale entries under the index and unique keys being built, then one compare-and-set
    commit per object that needs it: missing fields get their default, missing index and
@@ -29,17 +29,17 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
-from dal import schema
 from dal.exceptions import ConfigurationError
-from dal.migrate_keys import HybridMigrator
-from dal.migrate_report import Meter, ProgressFactory, Report, Violation
-from dal.migrate_run import EXIT_AFTER_ENV as EXIT_AFTER_ENV
-from dal.migrate_steps import StepRunner
-from dal.migrations import Migration, MigrationError, Step, declared_migrations, migration
+from dal.objects import schema
+from dal.tools.migrate.keys import HybridMigrator
+from dal.tools.migrate.migrations import Migration, MigrationError, Step, declared_migrations, migration
+from dal.tools.migrate.report import Meter, ProgressFactory, Report, Violation
+from dal.tools.migrate.run import EXIT_AFTER_ENV as EXIT_AFTER_ENV
+from dal.tools.migrate.steps import StepRunner
 
 if TYPE_CHECKING:
     from dal.config import Context
-    from dal.dataobject import DataObject
+    from dal.objects.dataobject import DataObject
 
 __all__ = ["Migration", "MigrationError", "Report", "Step", "Violation", "migrate", "migration"]
 
@@ -62,7 +62,7 @@ def migrate(context: Context, hybrids: Iterable[type[DataObject]] | None = None,
     is written and the report says what would be. ``emit`` receives the report's lines as they
     are made. Raise MigrationError when a step cannot complete.
     """
-    from dal.meta import hybrids as registry
+    from dal.model.meta import hybrids as registry
 
     metas = [cls._meta for cls in (registry.all() if hybrids is None else hybrids)]
     steps = declared_migrations() if migrations is None else sorted(migrations, key=lambda m: m.number)

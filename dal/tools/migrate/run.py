@@ -1,7 +1,7 @@
 """The state of one ``dal migrate`` run, its store access, and helpers reading stored documents.
 
-:class:`MigrationRun` is the base that the steps (:mod:`dal.migrate_steps`) and the per-hybrid
-pass (:mod:`dal.migrate_keys`) share; :class:`dal.migrate.Migrator` combines them.
+:class:`MigrationRun` is the base that the steps (:mod:`dal.tools.migrate.steps`) and the per-hybrid
+pass (:mod:`dal.tools.migrate.keys`) share; :class:`dal.tools.migrate.migrator.Migrator` combines them.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from dal.backends.base import Check, CommitResult, Entry, Exists, Op, Revision
-from dal.migrate_report import ProgressFactory, Report
-from dal.migrations import Migration, MigrationError, OldLink, Operation
-from dal.relations import scan_batches
-from dal.results import changed_versions
-from dal.transaction import Document, decode, encode_canonical
+from dal.objects.relations import scan_batches
+from dal.objects.transaction import Document, decode, encode_canonical
+from dal.query.results import changed_versions
+from dal.tools.migrate.migrations import Migration, MigrationError, OldLink, Operation
+from dal.tools.migrate.report import ProgressFactory, Report
 
 if TYPE_CHECKING:
     from dal.config import Context
-    from dal.meta import HybridMeta
+    from dal.model.meta import HybridMeta
 
 SCAN_BATCH = 500
 #: commits tried on one object before giving up (each retry re-reads it)

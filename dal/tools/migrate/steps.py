@@ -6,16 +6,16 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-from dal import schema
 from dal.backends.base import Check, Delete, DeletePrefix, Entry, Exists, Op, Put, Revision
-from dal.meta import family
-from dal.migrate_run import ATTEMPTS, MigrationRun, apply_operations, decode_doc
-from dal.migrations import Migration, MigrationError, Operation, Step
-from dal.transaction import Document, encode, encode_canonical
+from dal.model.meta import family
+from dal.objects import schema
+from dal.objects.transaction import Document, encode, encode_canonical
+from dal.tools.migrate.migrations import Migration, MigrationError, Operation, Step
+from dal.tools.migrate.run import ATTEMPTS, MigrationRun, apply_operations, decode_doc
 from dal.values import same
 
 if TYPE_CHECKING:
-    from dal.meta import HybridMeta
+    from dal.model.meta import HybridMeta
 
 
 class StepRunner(MigrationRun):

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 
 from dal.backends.base import Delete, Put
 from dal.keys import Keys
-from dal.meta import HybridMeta
-from dal.transaction import Document, plan_write
+from dal.model.meta import HybridMeta
+from dal.objects.transaction import Document, plan_write
 
 #: bytes written per commit, under etcd's default request limit of 1.5 MiB (the rest is room for
 #: the commit's journal record, a few dozen bytes per cache key it invalidates)
 MAX_BATCH_BYTES = 1 << 20
-#: what the commit journal (dal/journal.py) adds to every commit: its record, and the check that
+#: what the commit journal (dal/cache/journal.py) adds to every commit: its record, and the check that
 #: the record is new
 JOURNAL_COST = 1
 

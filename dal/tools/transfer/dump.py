@@ -11,7 +11,7 @@ It is written while the documents are scanned, one batch at a time, so a dump ne
 the namespace in memory. It is not a snapshot: on a store that others write to meanwhile,
 each document is as it was when its batch was read.
 
-:func:`dal.load.load` validates a dump against the declared model and writes it into a store.
+:func:`dal.tools.transfer.load.load` validates a dump against the declared model and writes it into a store.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import IO, Any
 from dal.backends.base import Entry
 from dal.config import Context
 from dal.exceptions import BackendError, InvalidValueError
-from dal.integrity import valid_guid
-from dal.meta import HybridMeta, hybrids
-from dal.relations import scan_batches
+from dal.model.meta import HybridMeta, hybrids
+from dal.objects.relations import scan_batches
+from dal.objects.transaction import Document, decode
 from dal.structures import GUID_RULE
-from dal.transaction import Document, decode
+from dal.tools.check.integrity import valid_guid
 
 FORMAT = "dal-dump"
 VERSION = 1
@@ -115,7 +115,7 @@ def _guids(prefix: str, group: Iterable[tuple[str, Entry]]) -> Iterator[tuple[st
 
 
 def read_store(context: Context, only: Sequence[HybridMeta] | None = None) -> Dump:
-    """Read the documents of a namespace into a :class:`Dump` (what :func:`dal.load.copy` loads)."""
+    """Read the documents of a namespace into a :class:`Dump` (what a copy loads)."""
     groups = read_documents(context, only)
     return Dump(context.namespace, {name: list(documents) for name, documents in groups})
 
@@ -175,7 +175,7 @@ def _json(hybrid: str, guid: str, document: Document) -> str:
 
 
 def read_dump(stream: IO[str], source: str = "the dump") -> Dump:
-    """Parse a dump and check its shape (not yet the model: :func:`dal.load.load` does that)."""
+    """Parse a dump and check its shape (not yet the model: :func:`~dal.tools.transfer.load.load` does)."""
     try:
         raw = json.load(stream)
     except json.JSONDecodeError as exc:

@@ -6,16 +6,16 @@ values and one-to-one targets within the dump and against the store, existing gu
 relation targets that are neither in the dump nor stored. Then it writes in batches, each batch
 ONE commit holding its objects' documents with every unique key, index entry, one-to-one key
 and link, planned by
-:func:`dal.transaction.plan_write` exactly as a save plans them. A failed batch writes
+:func:`dal.objects.transaction.plan_write` exactly as a save plans them. A failed batch writes
 nothing; the batches before it stay written (each complete), and the same load run again
 with ``replace`` finishes the job.
 
-How the objects are cut into those batches, targets first, is :mod:`dal.load_batches`.
+How the objects are cut into those batches, targets first, is :mod:`dal.tools.transfer.batches`.
 
-:func:`copy` is :func:`dal.dump.read_store` (the dump's scan) fed to :func:`load`: documents are
-re-validated and keys rebuilt on the destination, never copied raw, so a copy cannot carry
-the source's stale index entries or links along, and a destination with another key
-encoding or layout version would still be written correctly.
+:func:`copy` is :func:`dal.tools.transfer.dump.read_store` (the dump's scan) fed to
+:func:`load`: documents are re-validated and keys rebuilt on the destination, never copied
+raw, so a copy cannot carry the source's stale index entries or links along, and a
+destination with another key encoding or layout version would still be written correctly.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from typing import Any
 
 from dal.backends.base import Entry, Exists
 from dal.config import Context, store_digest
-from dal.dump import READ_BATCH, Dump, count_documents, listing, read_store
 from dal.exceptions import (
     BackendError,
     DalError,
@@ -37,15 +36,16 @@ from dal.exceptions import (
     RaceConditionError,
     UniqueConstraintError,
 )
-from dal.integrity import validate_document
 from dal.keys import Keys
-from dal.load_batches import Item, dependency_batches
-from dal.meta import HybridMeta, family, hybrids
-from dal.relations import onetoone_refusal
-from dal.results import changed_versions
-from dal.schema import ensure_recorded, onetoone_ready
+from dal.model.meta import HybridMeta, family, hybrids
+from dal.objects.relations import onetoone_refusal
+from dal.objects.schema import ensure_recorded, onetoone_ready
+from dal.objects.transaction import Document, Reason, decode, plan_write
+from dal.query.results import changed_versions
 from dal.structures import GUID_RULE, is_guid
-from dal.transaction import Document, Reason, decode, plan_write
+from dal.tools.check.integrity import validate_document
+from dal.tools.transfer.batches import Item, dependency_batches
+from dal.tools.transfer.dump import READ_BATCH, Dump, count_documents, listing, read_store
 
 #: objects per commit
 BATCH_SIZE = 100

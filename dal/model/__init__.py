@@ -1,0 +1,5 @@
+"""The model: the hybrid metaclass, its ``_meta`` record and registry, and document validation.
+
+Above the specs (:mod:`dal.structures`) and the values (:mod:`dal.values`); below everything
+that reads or writes objects.
+"""

@@ -1,0 +1,1 @@
+"""``dal check``: documents against the model, derived keys against their documents, repair."""

@@ -1,0 +1,1 @@
+"""Transfer of stored data: ``dal dump``, ``dal load`` and ``dal copy``."""
