@@ -27,7 +27,7 @@ lint: $(VENV)/.installed
 
 # the manual (docs/) as a site; --strict turns a broken link or reference into a failure
 docs: $(VENV)/.installed
-	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy

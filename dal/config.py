@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from dal.backends import open_persistent, open_volatile
 from dal.backends.base import Check, CommitResult, Entry, Op, PersistentStore, VolatileStore
 from dal.backends.url import StoreURL, parse_url
+from dal.cache.counters import Stats
 from dal.cache.journal import Journal
-from dal.cache.leases import LeasedCache, Signer, Stats, Trust
+from dal.cache.leases import LeasedCache
 from dal.cache.seen import Seen, Verdict, seen_for
+from dal.cache.signing import Signer
 from dal.cache.stats import Publisher
 from dal.cache.sweeps import Sweep, Sweeper
+from dal.cache.trust import Trust
 from dal.exceptions import BackendError, ConfigurationError
 from dal.keys import Keys
 
@@ -26,9 +29,13 @@ DEFAULT_VOLATILE = "memory://"
 SAFETY_TTL = 600.0
 
 
-@dataclass
+@dataclass(eq=False)
 class Context:
-    """The configured stores of this process and the machinery built on them."""
+    """The configured stores of this process and the machinery built on them.
+
+    Compared and hashed by identity (each is a live set of connections), so the layers above
+    can keep per-context state in a ``weakref.WeakKeyDictionary`` (:mod:`dal.objects.schema`).
+    """
 
     persistent_url: StoreURL
     volatile_url: StoreURL

@@ -14,6 +14,7 @@ from hybrids import Kind
 
 import dal
 import dal.cache.leases
+import dal.cache.trust
 from dal.backends.base import DeletePrefix
 from dal.backends.memory import MemoryCache
 from dal.backends.url import parse_url
@@ -27,9 +28,9 @@ RECOVERED = re.compile(r"(\S+) answers again; (\d+) invalidations failed meanwhi
 
 
 def said(caplog: pytest.LogCaptureFixture, pattern: re.Pattern[str]) -> list[re.Match[str]]:
-    """Return the matches of ``pattern`` among the warnings dal.cache.leases logged."""
+    """Return the matches of ``pattern`` among the warnings dal.cache logged."""
     found = (pattern.search(record.getMessage()) for record in caplog.records
-             if record.name == "dal.cache.leases" and record.levelno == logging.WARNING)
+             if record.name == "dal.cache" and record.levelno == logging.WARNING)
     return [match for match in found if match]
 
 
@@ -55,8 +56,8 @@ def test_a_long_outage_of_a_dead_memcached_is_reported_once(
                             namespace=namespace)
     # the outage lasts hours as far as the cache's clock goes: every look at it is a minute later
     clock = iter(range(60, 10**9, 60))
-    monkeypatch.setattr(dal.cache.leases, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock))))
-    caplog.set_level(logging.WARNING, logger="dal.cache.leases")
+    monkeypatch.setattr(dal.cache.trust, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock))))
+    caplog.set_level(logging.WARNING, logger="dal.cache")
     try:
         save_kinds(20, "dead")
         outages = said(caplog, OUTAGE)
@@ -79,7 +80,7 @@ def _wait_for(caplog: pytest.LogCaptureFixture, pattern: re.Pattern[str], count:
 def test_memcached_coming_back_is_reported_once_with_what_failed_meanwhile(
         tmp_path: Path, namespace: str, private_memcached: RunningServer,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="dal.cache.leases")
+    caplog.set_level(logging.WARNING, logger="dal.cache")
     server = private_memcached
     context: Context = dal.configure(f"sqlite:///{tmp_path / 'dal.sqlite3'}", f"{server.url}?timeout=0.1",
                                      namespace=namespace)
@@ -130,7 +131,7 @@ class _Unplugged(MemoryCache):
 def test_an_outage_ends_only_once_the_resent_invalidations_are_delivered(
         caplog: pytest.LogCaptureFixture) -> None:
     """Invalidations outside a commit are resent by the process itself: the outage lasts until they land."""
-    caplog.set_level(logging.WARNING, logger="dal.cache.leases")
+    caplog.set_level(logging.WARNING, logger="dal.cache")
     store = _Unplugged()
     cache = LeasedCache(store, Signer(None), Stats())
     store.down = True

@@ -308,8 +308,8 @@ def test_an_outcome_learnt_in_the_background_is_learnt_alike_by_the_object(
 
 def test_an_outcome_learnt_by_a_sweep_is_still_known_past_the_window(
         journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dal.cache.leases import journal as journal_module
-    from dal.objects import dataobject
+    from dal.cache import journal as journal_module
+    from dal.objects import writes as dataobject  # where saves settle an unknown outcome
 
     tally, mine = _applied_unknown_then_swept(journaled, monkeypatch, "late")
     monkeypatch.setattr(dataobject, "RESOLVE_WINDOW", 0.0)  # the next save comes minutes later
@@ -349,8 +349,8 @@ def test_a_fenced_commit_cannot_land_later_while_its_marker_stays(
 
 def test_a_writer_whose_clock_is_behind_still_learns_its_commit_was_applied(
         journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dal.cache.leases import journal as journal_module
-    from dal.cache.leases import sweeps as sweeps_module
+    from dal.cache import journal as journal_module
+    from dal.cache import sweeps as sweeps_module
 
     tally = _tally("skewed")
     behind = time.time() - 400  # older than any marker age, by the sweeper's clock
@@ -385,7 +385,7 @@ def test_a_writer_whose_clock_is_behind_still_learns_its_commit_was_applied(
 
 def test_an_outcome_not_learnt_in_time_frees_the_object(
         journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dal.objects import dataobject
+    from dal.objects import writes as dataobject  # where saves settle an unknown outcome
 
     tally = _tally("freed")
     lost = LostAnswers(journaled, monkeypatch)

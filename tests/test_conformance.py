@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from dal.backends import etcd, open_persistent, open_volatile
+from dal.backends import open_persistent, open_volatile
 from dal.backends.base import DeletePrefix, PersistentStore, Put, VolatileStore
+from dal.backends.etcd import store as etcd
 from dal.testing.conformance import PersistentStoreContract, VolatileStoreContract
 from dal.testing.servers import RunningServer
 

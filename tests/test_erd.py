@@ -6,7 +6,7 @@ After an intended change, regenerate them and review the diff:
 
     DAL_UPDATE_GOLDEN=1 pytest tests/test_erd.py
 
-and redraw the README's picture with ``dal erd -o docs/erd.svg``.
+and redraw the manual's picture with ``dal erd -o docs/erd.svg``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import pytest
 from test_cli import run_dal
 
 import dal.hybrids
-from dal import DataObject, Dynamic, Property, Relation, erd
+from dal import DataObject, Dynamic, Property, Relation
 from dal.exceptions import ConfigurationError, DalError
 from dal.testing.fixtures import services_required
+from dal.tools import erd
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("DAL_UPDATE_GOLDEN") == "1"

@@ -11,11 +11,12 @@ from test_transfer import CLI, Sample, populate, run_dal, sqlite_with_sample
 from transfer_hybrids import XRack, XServer
 
 import dal
-from dal import DataObject, Property, schema
+from dal import DataObject, Property
 from dal.backends.base import Delete, Put
 from dal.cli.check import render
 from dal.config import Context
 from dal.keys import Keys
+from dal.objects import schema
 from dal.tools.check.integrity import PHASES, Kind, Problem, apply_fixes, check
 from dal.tools.migrate.migrator import migrate
 

@@ -20,8 +20,8 @@ from race_hybrids import Tally
 from dal import config as config_module
 from dal.backends.base import DeletePrefix, Entry
 from dal.backends.url import parse_url
+from dal.cache import sweeps as sweeps_module
 from dal.cache.journal import RECORD, SWEPT, Journal, applied_revision
-from dal.cache.leases import sweeps as sweeps_module
 from dal.cache.seen import Seen
 from dal.cache.sweeps import Sweep
 from dal.config import Context, configure

@@ -14,10 +14,11 @@ import pytest
 from conftest import persistent_url_for
 from migrate_hybrids import Model, count_generation, declare, documents, dump, key_state, steps
 
-from dal import DataList, schema
+from dal import DataList
 from dal.backends.base import DeletePrefix
 from dal.config import Context, configure
 from dal.exceptions import ConfigurationError
+from dal.objects import schema
 from dal.tools.migrate.migrations import Step
 from dal.tools.migrate.migrator import EXIT_AFTER_ENV, Migration, MigrationError, Report, migrate, migration
 

@@ -24,8 +24,8 @@ from dal.backends.base import Put
 from dal.config import Context
 from dal.exceptions import ConfigurationError, InvalidQueryError, InvalidValueError, ObjectNotFoundError
 from dal.model.meta import hybrids as registry
+from dal.model.validation import valid_guid
 from dal.structures import check_guid, is_guid
-from dal.tools.check.integrity import valid_guid
 from dal.tools.transfer.dump import read_dump
 from dal.tools.transfer.load import copy, load
 

@@ -425,7 +425,7 @@ def test_paging(catalog: dict[str, Any]) -> None:
 
 def test_a_write_landing_while_a_result_is_computed_is_never_hidden(
         catalog: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    from dal.query.grammar import planner
+    from dal.query import planner
 
     running = where(("status", OP.EQUALS, "RUNNING"))
     real = planner.Planner.guids

@@ -25,9 +25,9 @@ from pydantic import BaseModel, Secret, SecretBytes, SecretStr, field_serializer
 from dal import DataList, DataObject, Dynamic, Property
 from dal.config import Context
 from dal.exceptions import InvalidQueryError, InvalidValueError
-from dal.structures import Validator
 from dal.tools.transfer.dump import read_dump
 from dal.tools.transfer.load import load
+from dal.validators import Validator
 
 NAN, INF = float("nan"), float("inf")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bench.env import Settings
 from bench.hybrids import BenchMachine, machine_data
 from bench.timing import Measurement, Operation, Side, measure, profile, progress
-from dal.cache.leases import Stats
+from dal.cache.counters import Stats
 
 #: objects a load benchmark cycles through: enough to not read one hot key, few enough to set up fast
 OBJECTS = 200

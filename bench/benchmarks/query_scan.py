@@ -5,7 +5,7 @@ memcached. 10,000 ``BenchRecord`` objects are stored (as in ``query_indexed``: r
 planned by ``plan_write`` after one real ``save()``); ``size`` is not indexed and spread
 evenly over 0..9,999. The dal side is ``DataList(BenchRecord, {'type': 'AND', 'items':
 [('size', 'GE', 9000)]}).guids`` (1,000 of the 10,000): the planner scans the documents in
-batches of 500 (``dal.objects.relations.scan_batches``), decodes each and tests the condition
+batches of 500 (``dal.backends.paging.scan_batches``), decodes each and tests the condition
 (``dal.query.planner.Batch``). Before every pass of either side, untimed, the query's cached
 result entry is dropped (``context.objects.invalidate`` of ``keys.cached_result``), so every
 dal pass computes (asserted: as many ``query_misses`` as passes, no hit; ``explain()``

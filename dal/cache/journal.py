@@ -45,7 +45,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from dal.backends.base import Check, CommitResult, Delete, Entry, Op, PersistentStore, Put, Revision
-from dal.cache.leases import LeasedCache, Stats
+from dal.cache.counters import Stats
+from dal.cache.leases import LeasedCache
 from dal.exceptions import BackendError, CommitOutcomeUnknownError
 from dal.keys import Keys
 

@@ -7,10 +7,11 @@ taken before it, so a fill that read an older revision can never land after the
 invalidation. (The idea of "Scaling Memcache at Facebook", built on classic add/gets/cas.)
 
 Entries are signed with HMAC-SHA256 bound to their key when an ``hmac_key`` is configured:
-a tampered, forged or moved entry is rejected, counted, deleted and treated as a miss.
+a tampered, forged or moved entry is rejected, counted, deleted and treated as a miss
+(:mod:`dal.cache.signing`). Events are counted in :class:`dal.cache.counters.Stats`.
 Every volatile-store failure counts as a miss: the cache never fails a read.
 
-After a failure, a shared cache is not trusted (:class:`Trust`): while this process could not
+After a failure, a shared cache is not trusted (:class:`dal.cache.trust.Trust`): while this process could not
 reach it, invalidations may have failed to reach it too, so reads bypass it until a sweep of
 the commit journal (``dal/cache/journal.py``), started after the last failure, has delivered every
 recorded invalidation again.
@@ -18,228 +19,25 @@ recorded invalidation again.
 
 from __future__ import annotations
 
-import collections
-import hashlib
-import hmac
-import itertools
 import logging
 import os
 import threading
-import time
-import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from dal.backends.base import VolatileStore
+from dal.cache.counters import Stats
+from dal.cache.signing import Signer
+from dal.cache.trust import Trust, outage_lock
 from dal.exceptions import BackendError
 
-log = logging.getLogger("dal.cache")  # the logger the README names; kept when the module moved
+log = logging.getLogger("dal.cache")  # the logger the manual names; kept when the module moved
 R = TypeVar("R")
 
 _VALUE = b"V"
 _LEASE = b"L"
-_SIGNED = b"S"
-_PLAIN = b"U"
-_DIGEST_SIZE = 32
 #: seconds between two attempts to deliver invalidations the volatile store did not take
 RESEND_INTERVAL = 0.25
-#: guards the record of invalidation outages that the caches of one context share (Trust.outages)
-_outage_lock = threading.Lock()
-
-
-class Signer:
-    """Seal and open cache entries; with a key, entries are HMAC-signed and bound to their cache key."""
-
-    def __init__(self, key: bytes | None) -> None:
-        self._key = key
-
-    @property
-    def signing(self) -> bool:
-        return self._key is not None
-
-    def seal(self, cache_key: str, payload: bytes) -> bytes:
-        if self._key is None:
-            return _PLAIN + payload
-        return _SIGNED + self._digest(cache_key, payload) + payload
-
-    def open(self, cache_key: str, raw: bytes) -> bytes | None:
-        """Return the payload, or ``None`` when the entry is not one this signer accepts."""
-        if self._key is None:
-            return raw[1:] if raw[:1] == _PLAIN else None
-        if raw[:1] != _SIGNED or len(raw) < 1 + _DIGEST_SIZE:
-            return None
-        digest, payload = raw[1:1 + _DIGEST_SIZE], raw[1 + _DIGEST_SIZE:]
-        if not hmac.compare_digest(digest, self._digest(cache_key, payload)):
-            return None
-        return payload
-
-    def _digest(self, cache_key: str, payload: bytes) -> bytes:
-        assert self._key is not None
-        # the key is part of the message, so an entry copied under another key fails
-        message = cache_key.encode() + b"\x00" + payload
-        return hmac.new(self._key, message, hashlib.sha256).digest()
-
-
-class _ThreadMark:
-    """Held by one thread's slot of a ``threading.local`` only: it dies when that thread ends."""
-
-    __slots__ = ("__weakref__",)
-
-
-def _retire(retiring: collections.deque[tuple[int, dict[str, float]]], token: int,
-            counts: dict[str, float]) -> None:
-    # Runs when a thread ends (or, in a forked child, for every thread that did not survive the
-    # fork), at any moment and maybe while another thread holds the Stats lock: so no lock here,
-    # only a deque append, which is atomic. The next snapshot folds the counts into the total.
-    retiring.append((token, counts))
-
-
-class Stats:
-    """Event counters (hits, misses, rejected entries, seconds spent, ...), exact under threads.
-
-    Each thread counts in its own dict, so the hot path takes no lock; a snapshot sums them.
-    When a thread ends, its dict is folded into a shared total (by the next snapshot), so a
-    process that runs many short-lived threads keeps one dict per *live* thread, and loses no
-    count. A forked child starts from zero: it counts (and publishes) only its own events.
-    """
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-        #: token -> the dict of a thread that may still count (tokens are never reused)
-        self._all: dict[int, dict[str, float]] = {}
-        #: dicts of threads that ended, not yet folded into ``_total``
-        self._retiring: collections.deque[tuple[int, dict[str, float]]] = collections.deque()
-        self._total: dict[str, float] = {}
-        self._tokens = itertools.count()
-        self._lock = threading.Lock()
-        _all_stats.add(self)
-
-    def add(self, event: str, amount: float = 1) -> None:
-        try:
-            counts: dict[str, float] = self._local.counts
-        except AttributeError:
-            counts = self._start_thread()
-        counts[event] = counts.get(event, 0) + amount
-
-    def _start_thread(self) -> dict[str, float]:
-        counts: dict[str, float] = {}
-        token = next(self._tokens)  # itertools.count is atomic under the GIL
-        mark = _ThreadMark()
-        # the finalizer holds the dict, the deque and the token, never this Stats object
-        weakref.finalize(mark, _retire, self._retiring, token, counts).atexit = False
-        self._all[token] = counts  # one dict store: atomic, no lock on this path either
-        local = self._local
-        local.mark, local.counts = mark, counts
-        return counts
-
-    def snapshot(self) -> dict[str, float]:
-        with self._lock:
-            total = self._fold_retired()
-            # list() copies in one step; a dict retired after the fold above is still in _all,
-            # so it is counted here once, and folded by the next snapshot
-            for counts in list(self._all.values()):
-                for event, amount in dict(counts).items():  # dict() copies in one step
-                    total[event] = total.get(event, 0) + amount
-        return total
-
-    def __getitem__(self, event: str) -> float:
-        return self.snapshot().get(event, 0)
-
-    def _fold_retired(self) -> dict[str, float]:
-        """Move the counts of ended threads into ``_total``; return a copy of it. Hold the lock."""
-        retiring, total = self._retiring, self._total
-        while retiring:
-            token, counts = retiring.popleft()
-            if self._all.pop(token, None) is None:
-                continue  # reset after a fork: those counts were the parent's
-            for event, amount in counts.items():
-                total[event] = total.get(event, 0) + amount
-        return dict(total)
-
-    def _reset_in_child(self) -> None:
-        """Forget every count: a forked child reports only what it does itself."""
-        self._lock = threading.Lock()  # another thread may have held it at the fork
-        self._retiring.clear()
-        self._total.clear()
-        for counts in list(self._all.values()):
-            counts.clear()  # the forking thread keeps counting into its (now empty) dict
-        self._all = {token: counts for token, counts in self._all.items()
-                     if counts is getattr(self._local, "counts", None)}
-
-
-_all_stats: weakref.WeakSet[Stats] = weakref.WeakSet()
-
-
-def _reset_stats_in_child() -> None:
-    for stats in list(_all_stats):
-        stats._reset_in_child()
-
-
-os.register_at_fork(after_in_child=_reset_stats_in_child)
-
-
-class Trust:
-    """Which servers of a shared cache this process may serve entries from.
-
-    None before this process has caught up with the commit journal once: a writer that died
-    after its commit may have left invalidations there that never reached the cache. And no
-    server after losing contact with it: while this process could not reach it, other writers
-    may not have reached it either (their invalidations failed, or wait in a paused server's
-    socket). Reads of keys on an untrusted server bypass the cache (as misses, without
-    filling); :meth:`restore` is called for a server by a sweep of the journal that started
-    after its last failure, reached it and delivered every recorded invalidation again. The
-    first read does that sweep itself (``catch_up``) rather than wait for the background one.
-    Disabled (``nodes=None``) for a process-local cache, which nobody else writes.
-    """
-
-    def __init__(self, nodes: Sequence[str] | None) -> None:
-        self.enabled = nodes is not None
-        #: server -> ``time.monotonic()`` of its last failure, for every server not trusted now;
-        #: each starts there (at minus infinity) until the first catch-up
-        self.lost: dict[str, float] = dict.fromkeys(nodes, float("-inf")) if nodes is not None else {}
-        #: the sweep that catches up, run by the first read that finds a server untrusted
-        self.catch_up: Callable[[], None] | None = None
-        #: server -> invalidations that failed since it stopped taking them: each outage is
-        #: reported once when it starts and once when it ends, however many saves it spans
-        self.outages: dict[str, int] = {}
-        #: the caches sharing this trust (see LeasedCache.settle_outages)
-        self.caches: list[LeasedCache] = []
-        self._first = True
-        self._lock = threading.Lock()
-
-    @property
-    def trusted(self) -> bool:
-        """Tell whether every server is trusted."""
-        return not self.lost
-
-    def fail(self, nodes: Iterable[str]) -> None:
-        """Note failed calls to ``nodes``: stop serving what they hold."""
-        if self.enabled:
-            now = time.monotonic()
-            with self._lock:
-                for node in nodes:
-                    self.lost[node] = now
-
-    def restore(self, nodes: Iterable[str], since: float) -> list[str]:
-        """Trust ``nodes`` again, but not one that failed after ``since``; return those restored."""
-        with self._lock:
-            restored = [node for node in nodes if self.lost.get(node, since) < since]
-            for node in restored:
-                del self.lost[node]
-        if restored and self.outages and self.caches:
-            self.caches[0].settle_outages()  # every invalidation recorded meanwhile was just delivered
-        return restored
-
-    def first_read(self) -> None:
-        """Catch up with the journal now if nothing did yet (a failure leaves the cache untrusted)."""
-        if self._first and self.catch_up is not None:
-            with self._lock:
-                first, self._first = self._first, False
-            if first:
-                try:
-                    self.catch_up()
-                except Exception:  # a cache never fails a read: the background sweep tries again
-                    log.exception("catching up with the commit journal failed")
 
 
 class LeasedCache:
@@ -407,7 +205,7 @@ class LeasedCache:
             self.trust.fail(list(failed))
             # one warning when a server stops taking invalidations, not one per save: a dead
             # server fails every save until it answers again (settle_outages says when)
-            with _outage_lock:
+            with outage_lock:
                 started = {node: count for node, count in failed.items() if node not in self.trust.outages}
                 for node, count in failed.items():
                     self.trust.outages[node] = self.trust.outages.get(node, 0) + (count if first else 0)
@@ -427,7 +225,7 @@ class LeasedCache:
         still to be resent to it. ``failing``: keys whose invalidation just failed (not pending yet).
         """
         trust = self.trust
-        with _outage_lock:
+        with outage_lock:
             candidates = [node for node in trust.outages if node not in trust.lost]
         if not candidates:
             return
@@ -435,7 +233,7 @@ class LeasedCache:
         waiting = {node_of(key) for key in failing} | {node_of(key) for cache in trust.caches
                                                         for key in cache.pending}
         ended: list[tuple[str, int]] = []
-        with _outage_lock:
+        with outage_lock:
             for node in candidates:
                 if node not in waiting and node not in trust.lost and node in trust.outages:
                     ended.append((node, trust.outages.pop(node)))

@@ -18,12 +18,32 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from dal.backends.base import VolatileStore
+from dal.backends.url import StoreURL
+from dal.cache.counters import Stats
 from dal.exceptions import BackendError
+from dal.keys import Keys
 
-if TYPE_CHECKING:
-    from dal.config import Context
+
+class Context(Protocol):
+    """What publishing and reporting need of a configured context (a ``dal.config.Context``)."""
+
+    @property
+    def keys(self) -> Keys: ...
+    @property
+    def volatile(self) -> VolatileStore: ...
+    @property
+    def stats(self) -> Stats: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def persistent_url(self) -> StoreURL: ...
+    @property
+    def volatile_url(self) -> StoreURL: ...
+
+    def reopen_if_forked(self) -> None: ...
 
 PUBLISH_INTERVAL = 5.0
 #: a published snapshot outlives its process by a day, then vanishes from the report

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import dal
 from dal.backends.base import DeletePrefix, Put
+from dal.backends.paging import scan_batches
+from dal.cache.versions import changed_versions
 from dal.cli.demo_report import Report, Sample, Since, error_of, names
 from dal.cli.demo_tools import diagram, integrity, migration, queries, store_release_one_nodes
 from dal.hybrids import AlbaBackend, Backend, BackendStorageRouter, BackendType, Disk, Pool
 from dal.model.meta import hybrids
 from dal.objects import schema
-from dal.objects.relations import scan_batches
 from dal.objects.transaction import decode
-from dal.query.results import changed_versions
 
 HELP = "run the demo on the sample model and print a report"
 #: the key that marks a namespace as the demo's own, which it may clear
@@ -198,7 +198,7 @@ def _cache_keys_of_documents(context: dal.config.Context) -> list[str]:
     keys = context.keys
     prefix = f"{keys.root}o/"
     cached: list[str] = []
-    for batch in scan_batches(context, prefix):
+    for batch in scan_batches(context.persistent, prefix):
         for key, entry in batch:
             hybrid, _, guid = key[len(prefix):].partition("/")
             cached.append(keys.cached_doc(hybrid, guid))

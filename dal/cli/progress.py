@@ -1,18 +1,41 @@
 """A progress bar for long commands, drawn on stderr so stdout stays clean for data.
 
-On a terminal the bar redraws in place at most ten times a second; elsewhere (a log, a
-pipe, a test) it prints one line per tenth of the work, so long runs still show progress
-without flooding the output.
+On a terminal, rich (:mod:`rich.progress`) draws the bar in place with the count, the rate and
+the time left. Elsewhere (a log, a pipe, a test) it prints one plain line per tenth of the
+work, so long runs still show progress without flooding the output or filling a log with
+terminal control codes.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from types import TracebackType
 from typing import TextIO
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichProgress
+from rich.text import Text
+
+#: width of the plain bar printed when stderr is not a terminal
 WIDTH = 30
+
+
+class _Rate(ProgressColumn):
+    """Items per second (rich's own speed column counts bytes)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("?/s" if speed is None else f"{speed:,.0f}/s", style="progress.data.speed")
 
 
 class Progress:
@@ -26,19 +49,19 @@ class Progress:
         self.enabled = enabled and self.total > 0
         self.done = 0
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._drawn_at = 0.0
         self._last_tenth = -1
+        self._bar: RichProgress | None = None
+        self._task: TaskID | None = None
 
     def advance(self, amount: int = 1) -> None:
         self.done += amount
         if not self.enabled:
             return
         if self._tty:
-            now = time.monotonic()
-            if now - self._drawn_at >= 0.1 or self.done >= self.total:
-                self._drawn_at = now
-                self.stream.write("\r" + self._line())
-                self.stream.flush()
+            if self._bar is None:  # used without ``with``: start drawing at the first step
+                self._start()
+            assert self._bar is not None and self._task is not None
+            self._bar.update(self._task, completed=self.done)
             return
         tenth = min(10, self.done * 10 // self.total)
         if tenth != self._last_tenth:
@@ -52,11 +75,20 @@ class Progress:
         bar = "#" * filled + "-" * (WIDTH - filled)
         return f"{self.label} [{bar}] {self.done}/{self.total} ({fraction:.0%})"
 
+    def _start(self) -> None:
+        console = Console(file=self.stream, force_terminal=True)
+        self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TaskProgressColumn(), _Rate(), TimeRemainingColumn(), console=console)
+        self._task = self._bar.add_task(self.label, total=self.total, completed=self.done)
+        self._bar.start()
+
     def __enter__(self) -> Progress:
+        if self.enabled and self._tty:
+            self._start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        if self.enabled and self._tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

@@ -1,4 +1,5 @@
-"""The model: the hybrid metaclass, its ``_meta`` record and registry, and document validation.
+"""The model: the hybrid metaclass, its ``_meta`` record and registry, reverse accessors, and document
+validation.
 
 Above the specs (:mod:`dal.structures`) and the values (:mod:`dal.values`); below everything
 that reads or writes objects.

@@ -4,6 +4,9 @@ The metaclass only collects: it reads the name-mangled ``__properties``, ``__rel
 and ``__dynamics`` lists once, merges inherited specs, binds them (each spec is the
 descriptor for its attribute), freezes the result into ``cls._meta`` and registers the
 class. Nothing is installed on a class when objects are created.
+
+The model names :class:`~dal.objects.dataobject.DataObject` (the class a ``_meta`` describes)
+in annotations only: one of the two annotation-only upward references docs/architecture.md lists.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dal.exceptions import ConfigurationError, InvalidValueError
-from dal.objects.relations import reverse_accessors
-from dal.structures import Dynamic, Property, Relation, RelationGuid, Spec, Validator
+from dal.model.reverse import reverse_accessors
+from dal.structures import Dynamic, Property, Relation, RelationGuid, Spec
+from dal.validators import Validator
 
 if TYPE_CHECKING:
     from dal.objects.dataobject import DataObject
@@ -58,9 +62,13 @@ class Reverse:
         return (self.relation, *self.inherited)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class HybridMeta:
-    """Everything dal knows about one hybrid: what the ERD, migrations and queries read."""
+    """Everything dal knows about one hybrid: what the ERD, migrations and queries read.
+
+    Compared and hashed by identity: one record per hybrid class, which per-process state may
+    key weakly (:mod:`dal.objects.schema`).
+    """
 
     name: str
     cls: type[DataObject]

@@ -19,21 +19,33 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from dal.config import Context
 from dal.exceptions import BackendError
+from dal.structures import Dynamic
 
-if TYPE_CHECKING:
-    from dal.config import Context
-    from dal.objects.dataobject import DataObject
-    from dal.structures import Dynamic
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class Owner(Protocol):
+    """What reading a dynamic needs of its object (a ``DataObject``): its hybrid's name and its guid."""
+
+    @property
+    def guid(self) -> str: ...
+
+    @property
+    def _meta(self) -> _Named: ...
 
 #: first and longest pause between two looks at a value another caller is computing
 POLL_FIRST = 0.002
 POLL_LONGEST = 0.02
 
 
-def read(context: Context, obj: DataObject, spec: Dynamic) -> Any:
+def read(context: Context, obj: Owner, spec: Dynamic) -> Any:
     """Return the value of dynamic ``spec`` of ``obj``: cached, or computed once."""
     label = f"dynamic.{obj._meta.name}.{spec.name}."
     stats = context.stats
@@ -63,7 +75,7 @@ def read(context: Context, obj: DataObject, spec: Dynamic) -> Any:
     return spec.validator.from_json(_decode(payload))
 
 
-def _compute(context: Context, obj: DataObject, spec: Dynamic, label: str) -> bytes:
+def _compute(context: Context, obj: Owner, spec: Dynamic, label: str) -> bytes:
     started = time.perf_counter()
     try:
         value = spec.compute(obj)

@@ -1,4 +1,4 @@
-"""Relations seen from their target: reverse accessors, link scans, and unlinking on delete.
+"""Relations seen from their target: link scans, one-to-one refusals, and unlinking on delete.
 
 Every relation value is stored twice in one transaction: as ``<relation>_guid`` in the
 source's document and as one link key under the target
@@ -11,107 +11,28 @@ commit (:func:`onetoone_refusal` says who holds it).
 
 A relation declared by a class is held by its subclass hybrids too (inherited, stored under
 their own names): the reverse accessor lists their objects as well, and a delete counts and
-``abandon`` unlinks them (:class:`dal.model.meta.Reverse`).
+``abandon`` unlinks them (:class:`dal.model.meta.Reverse`). The reverse accessors themselves
+are part of the model (:mod:`dal.model.reverse`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from dal.backends.base import Check, Delete, Entry, Op, PrefixUnchanged, Put, Revision
-from dal.exceptions import InvalidRelationError, InvalidValueError, LinkedObjectError, OneToOneError
+from dal.backends.base import Check, Delete, Op, PrefixUnchanged, Put, Revision
+from dal.backends.paging import scan_all
+from dal.cache.versions import changed_versions
+from dal.exceptions import InvalidValueError, LinkedObjectError, OneToOneError
+from dal.model.meta import HybridMeta, family
+from dal.objects.transaction import decode, encode
 from dal.structures import Relation
 
 if TYPE_CHECKING:
     from dal.config import Context
-    from dal.model.meta import HybridMeta
-    from dal.objects.dataobject import DataObject
 
-SCAN_BATCH = 1000
 ABANDON_ALL = "_all"
-
-
-def scan_all(context: Context, prefix: str) -> list[tuple[str, Entry]]:
-    """Return every key under ``prefix``, scanning in batches."""
-    return [item for batch in scan_batches(context, prefix) for item in batch]
-
-
-def scan_batches(context: Context, prefix: str, size: int = SCAN_BATCH, *,
-                 start_after: str | None = None) -> Iterator[list[tuple[str, Entry]]]:
-    """Yield the keys under ``prefix`` (after ``start_after``) in key order, ``size`` at a time at most."""
-    start = start_after
-    while True:
-        batch = context.persistent.scan(prefix, start_after=start, limit=size)
-        if batch:
-            yield batch
-        if len(batch) < size:
-            return
-        start = batch[-1][0]
-
-
-class ReverseList:
-    """``target.<foreign_key>``: the objects pointing here, a ``DataList`` evaluated anew on each access."""
-
-    def __init__(self, relation: Relation) -> None:
-        self.relation = relation
-
-    def __get__(self, obj: DataObject | None, objtype: type | None = None) -> Any:
-        if obj is None:
-            return self
-        from dal.query.datalist import DataList
-
-        return DataList.pointing_at(self.relation, obj)
-
-    def __set__(self, obj: DataObject, value: Any) -> None:
-        raise AttributeError(f"{type(obj).__name__}.{self.relation.foreign_key} is a reverse relation and "
-                             f"read-only; set {self.relation.qualified} on the other side instead")
-
-
-class ReverseGuids(ReverseList):
-    """``target.<foreign_key>_guids``: the guids of the objects pointing here."""
-
-    def __get__(self, obj: DataObject | None, objtype: type | None = None) -> Any:
-        if obj is None:
-            return self
-        return _pointing(self.relation, obj)
-
-
-class ReverseOne(ReverseList):
-    """``target.<foreign_key>`` of a one-to-one relation: the one object pointing here, or ``None``."""
-
-    def __get__(self, obj: DataObject | None, objtype: type | None = None) -> Any:
-        if obj is None:
-            return self
-        from dal.query.datalist import DataList
-
-        pointing = DataList.pointing_at(self.relation, obj)  # loads a subclass hybrid's object as one
-        return pointing[0] if _only(self.relation, obj, pointing.guids) is not None else None
-
-
-class ReverseOneGuid(ReverseList):
-    """``target.<foreign_key>_guid`` of a one-to-one relation."""
-
-    def __get__(self, obj: DataObject | None, objtype: type | None = None) -> Any:
-        if obj is None:
-            return self
-        return _only(self.relation, obj, _pointing(self.relation, obj))
-
-
-def _only(relation: Relation, obj: DataObject, guids: list[str]) -> str | None:
-    if len(guids) > 1:
-        raise InvalidRelationError(
-            f"{relation.qualified} is one-to-one, but {len(guids)} objects point at {type(obj).__name__} "
-            f"{obj.guid}: {', '.join(guids)}; unlink all but one")
-    return guids[0] if guids else None
-
-
-def _pointing(relation: Relation, obj: DataObject) -> list[str]:
-    """Return the guids whose ``relation`` points at ``obj``: a cached query over the link keys."""
-    from dal.query.datalist import DataList
-
-    return DataList.pointing_at(relation, obj).guids
 
 
 def onetoone_refusal(context: Context, relation: Relation, source_guid: str,
@@ -121,8 +42,6 @@ def onetoone_refusal(context: Context, relation: Relation, source_guid: str,
     Names the object already pointing there (read from its one-to-one key, or from its link when
     the keys of older data are not built yet): this costs reads on the refusal only.
     """
-    from dal.model.meta import family
-
     assert relation.target is not None and relation.owner is not None
     target = relation.target
     keys = context.keys
@@ -143,14 +62,6 @@ def onetoone_refusal(context: Context, relation: Relation, source_guid: str,
         f"{relation.qualified} is one-to-one: {holder} already points at {target.__name__} {target_guid}; "
         f"unlink it first (set its {relation.name} to None, or delete it), or point "
         f"{relation.owner.__name__} {source_guid} elsewhere")
-
-
-def reverse_accessors(relation: Relation) -> dict[str, ReverseList]:
-    """Return the attributes a relation installs on its target, by name."""
-    name = relation.foreign_key
-    if relation.onetoone:
-        return {name: ReverseOne(relation), f"{name}_guid": ReverseOneGuid(relation)}
-    return {name: ReverseList(relation), f"{name}_guids": ReverseGuids(relation)}
 
 
 @dataclass
@@ -185,11 +96,8 @@ def plan_unlink(context: Context, meta: HybridMeta, guid: str, abandon: frozense
     to the object appeared since the scan (PrefixUnchanged), so a referrer saved meanwhile
     fails the delete instead of being left dangling.
     """
-    from dal.objects.transaction import decode, encode
-    from dal.query.results import changed_versions
-
     keys = context.keys
-    links = scan_all(context, keys.links(meta.name, guid))
+    links = scan_all(context.persistent, keys.links(meta.name, guid))
     plan = Unlink(checks=[PrefixUnchanged(keys.links(meta.name, guid),
                                           max((entry.revision for _, entry in links), default=0))])
     groups: dict[tuple[str, str], list[str]] = {}
@@ -200,6 +108,16 @@ def plan_unlink(context: Context, meta: HybridMeta, guid: str, abandon: frozense
             itself.add((source, relation_name))
             continue  # the object points at itself: its own delete drops that link (and its key)
         groups.setdefault((source, relation_name), []).append(source_guid)
+    for relation, guids in _abandoned(meta, guid, groups, abandon):
+        _unlink(context, plan, meta, guid, relation, guids, points_at_itself=(
+            relation.owner is not None and (relation.owner._meta.name, relation.name) in itself))
+    return plan
+
+
+def _abandoned(meta: HybridMeta, guid: str, groups: dict[tuple[str, str], list[str]],
+               abandon: frozenset[str]) -> list[tuple[Relation, list[str]]]:
+    """Return the relations to unlink, with the guids pointing through each; raise LinkedObjectError
+    when a group of links is not abandoned, or belongs to a mandatory relation."""
     # every relation a reverse accessor lists: the declaring hybrid's, and its subclass hybrids'
     listed = {(member.owner._meta.name, member.name): (reverse.relation.foreign_key, member)
               for reverse in meta.reverse.values() for member in reverse.relations
@@ -226,26 +144,30 @@ def plan_unlink(context: Context, meta: HybridMeta, guid: str, abandon: frozense
         raise LinkedObjectError(
             f"{name} cannot be deleted: {', '.join(mandatory)} cannot be abandoned, since that would leave "
             "objects without a mandatory relation; delete or relink them first")
-    for relation, guids in unlink:
-        assert relation.owner is not None
-        source_meta = relation.owner._meta
-        if relation.onetoone and (source_meta.name, relation.name) not in itself:
-            plan.ops.append(Delete(keys.onetoone(source_meta.name, relation.name, guid)))  # the target goes
-        doc_keys = [keys.doc(source_meta.name, source_guid) for source_guid in guids]
-        stored = context.persistent.get_many(doc_keys)
-        for source_guid, doc_key in zip(guids, doc_keys, strict=True):
-            plan.ops.append(Delete(keys.link(meta.name, guid, source_meta.name, relation.name, source_guid)))
-            entry = stored.get(doc_key)
-            if entry is None:
-                continue
-            document = decode(entry.value)
-            plan.cache_keys += changed_versions(keys, source_meta, source_guid, document,
-                                                {**document, relation.guid_field: None})
-            document[relation.guid_field] = None
-            plan.checks.append(Revision(doc_key, entry.revision))
-            plan.ops.append(Put(doc_key, encode(document)))
-            plan.cache_keys.append(keys.cached_doc(source_meta.name, source_guid))
-            plan.cache_keys += [keys.cached_dynamic(source_meta.name, source_guid, dynamic)
-                                for dynamic in source_meta.dynamics]
-    return plan
+    return unlink
 
+
+def _unlink(context: Context, plan: Unlink, meta: HybridMeta, guid: str, relation: Relation,
+            guids: list[str], *, points_at_itself: bool) -> None:
+    """Add to ``plan`` clearing ``relation`` in each of ``guids``' documents, and their links to ``guid``."""
+    keys = context.keys
+    assert relation.owner is not None
+    source_meta = relation.owner._meta
+    if relation.onetoone and not points_at_itself:
+        plan.ops.append(Delete(keys.onetoone(source_meta.name, relation.name, guid)))  # the target goes
+    doc_keys = [keys.doc(source_meta.name, source_guid) for source_guid in guids]
+    stored = context.persistent.get_many(doc_keys)
+    for source_guid, doc_key in zip(guids, doc_keys, strict=True):
+        plan.ops.append(Delete(keys.link(meta.name, guid, source_meta.name, relation.name, source_guid)))
+        entry = stored.get(doc_key)
+        if entry is None:
+            continue
+        document = decode(entry.value)
+        plan.cache_keys += changed_versions(keys, source_meta, source_guid, document,
+                                            {**document, relation.guid_field: None})
+        document[relation.guid_field] = None
+        plan.checks.append(Revision(doc_key, entry.revision))
+        plan.ops.append(Put(doc_key, encode(document)))
+        plan.cache_keys.append(keys.cached_doc(source_meta.name, source_guid))
+        plan.cache_keys += [keys.cached_dynamic(source_meta.name, source_guid, dynamic)
+                            for dynamic in source_meta.dynamics]

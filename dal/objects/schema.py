@@ -35,14 +35,12 @@ import time
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dal.backends.base import PrefixEmpty, Put, Revision
+from dal.config import Context
 from dal.exceptions import RaceConditionError
-
-if TYPE_CHECKING:
-    from dal.config import Context
-    from dal.model.meta import HybridMeta
+from dal.model.meta import HybridMeta, family
 
 #: seconds a process trusts the record it read; bounds how stale ``ready_indexes`` can be
 READY_TTL = 2.0
@@ -178,40 +176,39 @@ class _State:
 
 
 _lock = threading.Lock()
-#: id(context) -> id(meta) -> state; ids, because neither is hashable (a Context is a mutable
-#: dataclass); an entry is dropped when its context is collected, and metas live in the registry
-_states: dict[int, dict[int, _State]] = {}
+#: context -> hybrid -> state, held weakly: an entry goes with its context (or its hybrid's
+#: ``_meta``), and can never be mistaken for that of a later object that took its place
+_states: weakref.WeakKeyDictionary[Context, weakref.WeakKeyDictionary[HybridMeta, _State]] = (
+    weakref.WeakKeyDictionary())
 
 
-def _states_of(context: Context) -> dict[int, _State]:
-    key = id(context)
-    states = _states.get(key)
+def _states_of(context: Context) -> weakref.WeakKeyDictionary[HybridMeta, _State]:
+    states = _states.get(context)
     if states is None:
-        states = _states[key] = {}
-        weakref.finalize(context, _states.pop, key, None)
+        states = _states[context] = weakref.WeakKeyDictionary()
     return states
 
 
 def forget(context: Context) -> None:
     """Drop what this process cached about records (``dal migrate`` calls it after writing them)."""
     with _lock:
-        _states.pop(id(context), None)
+        _states.pop(context, None)
 
 
 def _fresh_state(context: Context, meta: HybridMeta) -> _State:
     """Return the cached state of ``meta``'s record, re-reading it when older than READY_TTL."""
     now = time.monotonic()
     with _lock:
-        state = _states_of(context).get(id(meta))
+        state = _states_of(context).get(meta)
     if state is not None and now - state.read_at < READY_TTL:
         return state
     record = read_record(context, meta.name)
     with _lock:
-        previous = _states_of(context).get(id(meta))
+        previous = _states_of(context).get(meta)
         state = _State(record, now)
         if previous is not None and record is None:
             state.creation_refused = previous.creation_refused
-        _states_of(context)[id(meta)] = state
+        _states_of(context)[meta] = state
     return state
 
 
@@ -232,8 +229,6 @@ def onetoone_ready(context: Context, meta: HybridMeta) -> frozenset[str]:
     (:func:`dal.model.meta.family`), so it is ready only when every one of their records lists it.
     At most one durable read per (context, hybrid) every READY_TTL seconds; never writes.
     """
-    from dal.model.meta import family
-
     ready = set()
     for name in onetoone_relations(meta):
         members = family(meta.relations[name])

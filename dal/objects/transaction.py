@@ -17,6 +17,7 @@ from dal.backends.base import Check, Delete, Exists, Op, PrefixEmpty, Put, Revis
 from dal.exceptions import ConcurrencyError
 from dal.keys import Keys
 from dal.model.meta import HybridMeta, family
+from dal.structures import Relation
 from dal.values import canonical, same
 
 Document = dict[str, Any]
@@ -59,8 +60,17 @@ def plan_write(keys: Keys, meta: HybridMeta, guid: str, stored: Document | None,
         plan.ops.append(Delete(doc_key))
     else:
         plan.ops.append(Put(doc_key, encode(new)))
-    before = stored or {}
-    after = new or {}
+    _plan_unique(plan, keys, meta, guid, stored, new)
+    _plan_indexes(plan, keys, meta, guid, stored, new)
+    for relation in meta.relations.values():
+        _plan_relation(plan, keys, meta, guid, relation, stored, new, onetoone_ready)
+    return plan
+
+
+def _plan_unique(plan: Plan, keys: Keys, meta: HybridMeta, guid: str, stored: Document | None,
+                 new: Document | None) -> None:
+    """Move the unique keys of changed unique properties; a new value's key must not exist yet."""
+    before, after = stored or {}, new or {}
     for prop in meta.unique:
         old, value = before.get(prop.name), after.get(prop.name)
         if same(old, value) and stored is not None:
@@ -71,6 +81,12 @@ def plan_write(keys: Keys, meta: HybridMeta, guid: str, stored: Document | None,
             unique_key = keys.unique(meta.name, prop.name, value)
             plan.check(Revision(unique_key, 0), Reason("unique", prop.name, value))
             plan.ops.append(Put(unique_key, guid.encode()))
+
+
+def _plan_indexes(plan: Plan, keys: Keys, meta: HybridMeta, guid: str, stored: Document | None,
+                  new: Document | None) -> None:
+    """Move the index entries of changed indexed properties."""
+    before, after = stored or {}, new or {}
     for prop in meta.indexed:
         old, value = before.get(prop.name), after.get(prop.name)
         if stored is not None and new is not None and same(old, value):
@@ -79,33 +95,37 @@ def plan_write(keys: Keys, meta: HybridMeta, guid: str, stored: Document | None,
             plan.ops.append(Delete(keys.index(meta.name, prop.name, old, guid)))
         if new is not None:
             plan.ops.append(Put(keys.index(meta.name, prop.name, value, guid), b""))
-    for relation in meta.relations.values():
-        old, target_guid = before.get(relation.guid_field), after.get(relation.guid_field)
-        if relation.target is None or (stored is not None and new is not None and same(old, target_guid)):
-            continue
-        target = relation.target._meta.name
-        if old is not None:
-            plan.ops.append(Delete(keys.link(target, old, meta.name, relation.name, guid)))
-            if relation.onetoone:
-                plan.ops.append(Delete(keys.onetoone(meta.name, relation.name, old)))
-        if target_guid is not None:
-            # checked inside the commit: a concurrent delete of the target cannot slip in between;
-            # only this very object (same hybrid, same guid) is known to exist without a check
-            if target_guid != guid or target != meta.name:
-                plan.check(Exists(keys.doc(target, target_guid)),
-                           Reason("target", relation.name, target_guid))
-            plan.ops.append(Put(keys.link(target, target_guid, meta.name, relation.name, guid), b""))
-            if relation.onetoone:
-                # one key per target, across the subclass hybrids holding the relation too
-                taken = Reason("onetoone", relation.name, target_guid)
-                for member in family(relation):
-                    assert member.owner is not None
-                    source = member.owner._meta.name
-                    plan.check(Revision(keys.onetoone(source, member.name, target_guid), 0), taken)
-                    if relation.name not in onetoone_ready:  # keys of older data may be missing
-                        plan.check(PrefixEmpty(keys.links(target, target_guid, source, member.name)), taken)
-                plan.ops.append(Put(keys.onetoone(meta.name, relation.name, target_guid), guid.encode()))
-    return plan
+
+
+def _plan_relation(plan: Plan, keys: Keys, meta: HybridMeta, guid: str, relation: Relation,
+                   stored: Document | None, new: Document | None, onetoone_ready: frozenset[str]) -> None:
+    """Move the link (and one-to-one key) of a changed relation; its new target must exist."""
+    old = (stored or {}).get(relation.guid_field)
+    target_guid = (new or {}).get(relation.guid_field)
+    if relation.target is None or (stored is not None and new is not None and same(old, target_guid)):
+        return
+    target = relation.target._meta.name
+    if old is not None:
+        plan.ops.append(Delete(keys.link(target, old, meta.name, relation.name, guid)))
+        if relation.onetoone:
+            plan.ops.append(Delete(keys.onetoone(meta.name, relation.name, old)))
+    if target_guid is None:
+        return
+    # checked inside the commit: a concurrent delete of the target cannot slip in between;
+    # only this very object (same hybrid, same guid) is known to exist without a check
+    if target_guid != guid or target != meta.name:
+        plan.check(Exists(keys.doc(target, target_guid)), Reason("target", relation.name, target_guid))
+    plan.ops.append(Put(keys.link(target, target_guid, meta.name, relation.name, guid), b""))
+    if relation.onetoone:
+        # one key per target, across the subclass hybrids holding the relation too
+        taken = Reason("onetoone", relation.name, target_guid)
+        for member in family(relation):
+            assert member.owner is not None
+            source = member.owner._meta.name
+            plan.check(Revision(keys.onetoone(source, member.name, target_guid), 0), taken)
+            if relation.name not in onetoone_ready:  # keys of older data may be missing
+                plan.check(PrefixEmpty(keys.links(target, target_guid, source, member.name)), taken)
+        plan.ops.append(Put(keys.onetoone(meta.name, relation.name, target_guid), guid.encode()))
 
 
 def merge(original: Document, ours: Document, theirs: Document, datastore_wins: bool | None,

@@ -21,6 +21,8 @@ import natsort
 from dal.backends.base import Entry
 from dal.config import Context, current
 from dal.exceptions import InvalidQueryError, ObjectNotFoundError
+from dal.model.meta import family
+from dal.model.reverse import provide_lists
 from dal.objects.dataobject import DataObject
 from dal.query.grammar import Group, Operator, WhereOperator, compile_query, resolve_field
 from dal.query.planner import BATCH, Planner, Step, describe_node
@@ -120,8 +122,6 @@ class DataList(Generic[T]):
 
         Objects of subclass hybrids holding the relation too (inherited) are members as well.
         """
-        from dal.model.meta import family
-
         parts = [(member.owner, {"type": WhereOperator.AND,
                                  "items": [(member.guid_field, Operator.EQUALS, target.guid)]})
                  for member in family(relation) if member.owner is not None]
@@ -334,6 +334,9 @@ def _attribute(obj: DataObject, path: str) -> Any:
         value = getattr(value, part)
     return value
 
+
+# reverse accessors (dal.model.reverse) list the objects pointing at a target as a DataList
+provide_lists(DataList.pointing_at)
 
 _natural = natsort.natsort_keygen()
 _DATES = (dt.datetime, dt.date, dt.time)

@@ -20,7 +20,9 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
 from dal.exceptions import InvalidQueryError, InvalidValueError
-from dal.structures import GUID_RULE, Dynamic, Property, Relation, Validator, is_guid, non_finite
+from dal.objects.dataobject import DataObject
+from dal.structures import GUID_RULE, Dynamic, Property, Relation, is_guid
+from dal.validators import Validator, non_finite
 from dal.values import fold, same
 
 if TYPE_CHECKING:
@@ -181,8 +183,6 @@ def _names(specs: Mapping[str, Any]) -> str:
 
 def _guid_of(value: Any, field: Field, where: str) -> Any:
     """Let ``('backend_type', EQUALS, obj)`` mean ``('backend_type_guid', EQUALS, obj.guid)``."""
-    from dal.objects.dataobject import DataObject
-
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_guid_of(item, field, where) for item in value]
     if isinstance(value, DataObject):

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from dal.backends.base import Entry
+from dal.backends.paging import scan_batches
 from dal.exceptions import BackendError
-from dal.objects.relations import scan_batches
 from dal.objects.schema import ready_indexes
 from dal.query.grammar import Condition, Group, Node, Operator, WhereOperator, satisfies
 from dal.values import has_text
@@ -214,7 +214,7 @@ class Planner:
     def _scan(self) -> list[str]:
         matched: list[str] = []
         prefix = self.context.keys.docs(self.meta.name)
-        for batch in scan_batches(self.context, prefix, BATCH):
+        for batch in scan_batches(self.context.persistent, prefix, BATCH):
             self.run.scanned += len(batch)
             matched += self._matching({key[len(prefix):]: entry for key, entry in batch})
         scanned = f"scanned {self.run.scanned} documents"

@@ -12,7 +12,8 @@ Why that is exact: a reader takes its tokens *before* computing, creating missin
 with fresh random values. A commit the computation missed happened after the tokens were
 read, so its writer's delete comes after them too and removes them; a token is random, so
 it never comes back. A create only touches the versions of the values it holds, so a
-cached ``status EQUALS 'RUNNING'`` survives creating a ``'NEW'`` object.
+cached ``status EQUALS 'RUNNING'`` survives creating a ``'NEW'`` object. The writers' side,
+which versions a write changes, is :func:`dal.cache.versions.changed_versions`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dal.query.grammar import Condition, Group, Node, Operator, WhereOperator, digest, uses_dynamics
-from dal.values import has_text, same
+from dal.values import has_text
 
 if TYPE_CHECKING:
     from dal.config import Context
@@ -93,24 +94,3 @@ def _condition_versions(keys: Keys, hybrid: str, condition: Condition) -> Iterab
             yield keys.value_version(hybrid, name, value)
     else:
         yield keys.field_version(hybrid, name)
-
-
-def changed_versions(keys: Keys, meta: HybridMeta, guid: str, before: dict[str, Any] | None,
-                     after: dict[str, Any] | None) -> list[str]:
-    """Return the version keys a write from ``before`` to ``after`` (``None``: absent) must delete."""
-    changed: list[str] = []
-    if (before is None) != (after is None):
-        changed += [keys.field_version(meta.name, "guid"), keys.value_version(meta.name, "guid", guid)]
-    for name, default in meta.stored_defaults.items():
-        old = before.get(name, default) if before is not None else _ABSENT
-        new = after.get(name, default) if after is not None else _ABSENT
-        if old is not _ABSENT and new is not _ABSENT and same(old, new):
-            continue
-        changed.append(keys.field_version(meta.name, name))
-        for value in (old, new):
-            if value is not _ABSENT:
-                changed.append(keys.value_version(meta.name, name, value))
-    return changed
-
-
-_ABSENT = object()

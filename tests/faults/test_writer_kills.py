@@ -41,9 +41,9 @@ import pytest
 
 from dal import configure
 from dal.backends.base import DeletePrefix
+from dal.backends.paging import scan_all
 from dal.cache.sweeps import GRACE, SWEEP_INTERVAL
 from dal.config import Context
-from dal.objects.relations import scan_all
 from dal.testing.servers import RunningServer
 from dal.tools.check.integrity import check
 from faults import kill_workers
@@ -169,7 +169,8 @@ def cached_objects(pair: Pair, context: Context) -> list[tuple[str, str]]:
     found = {tuple(key[len(prefix):].split("/", 1)) for key in memcached_keys(pair.memcached.port)
              if key.startswith(prefix)}
     stored_prefix = context.keys.root + "o/"
-    found |= {tuple(key[len(stored_prefix):].split("/", 1)) for key, _ in scan_all(context, stored_prefix)}
+    found |= {tuple(key[len(stored_prefix):].split("/", 1))
+              for key, _ in scan_all(context.persistent, stored_prefix)}
     return sorted((hybrid, guid) for hybrid, guid in found)
 
 

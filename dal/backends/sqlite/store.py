@@ -1,30 +1,15 @@
 """SQLite persistent store: one database file, WAL journal, shared safely by processes and threads.
 
-``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, with options
-``timeout`` (seconds to wait for a lock, default 10), ``synchronous`` (``NORMAL``,
-the default, or ``FULL``) and ``mode`` (``rwc``, the default: the file is created when
-missing; ``rw``: it must exist already, as the commands that only read data ask). The
-file's directory must exist: a mistyped path is refused rather than created.
-
-Each thread of each process gets its own connection, because a sqlite3 connection must
-neither be shared between threads mid-transaction nor carried across ``fork()``. A
-thread's connection is closed when the thread ends, so short-lived threads do not pile up
-open files.
+See :mod:`dal.backends.sqlite` for the URL and its options; the connections are
+:class:`~dal.backends.sqlite.connections.SqliteConnections`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import os
-import shlex
 import sqlite3
-import threading
-import uuid
-import weakref
 from collections.abc import Sequence
 from typing import ClassVar
-from urllib.parse import quote
 
 from dal.backends.base import (
     Check,
@@ -36,18 +21,10 @@ from dal.backends.base import (
     Put,
     evaluate_checks,
 )
+from dal.backends.sqlite.connections import SqliteConnections
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS kv ("
-    " key TEXT PRIMARY KEY, value BLOB NOT NULL, revision INTEGER NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER NOT NULL)",
-    "INSERT OR IGNORE INTO meta (id, revision) VALUES (0, 0)",
-    # a name made once per file, so a file reached through two paths (a symlink) is one store
-    "CREATE TABLE IF NOT EXISTS identity (id INTEGER PRIMARY KEY CHECK (id = 0), name TEXT NOT NULL)",
-)
-_NAME_FILE = "INSERT OR IGNORE INTO identity (id, name) VALUES (0, ?)"
 _IDENTITY = "SELECT name FROM identity WHERE id = 0"
 _REVISION = "SELECT revision FROM meta WHERE id = 0"
 _GET = "SELECT value, revision FROM kv WHERE key = ?"
@@ -109,48 +86,7 @@ def _mode(text: str) -> str:
     return value
 
 
-_stores: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
-#: connections whose thread ended in a process other than the one that opened them (a forked
-#: child): never closed there, see SqliteStore._inherited; kept here when their store is gone
-_orphans: list[sqlite3.Connection] = []
-
-
-def _after_fork_in_child() -> None:
-    # Another thread may have held a store's lock at fork() time; in the child it would stay held.
-    for store in list(_stores):
-        store._lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class _ThreadMark:
-    """Held by one thread's ``threading.local`` slot only: it dies when that thread ends, and its
-    finalizer then closes the thread's connection."""
-
-    __slots__ = ("__weakref__",)
-
-
-def _release(store_ref: weakref.ref[SqliteStore], token: int, conn: sqlite3.Connection, pid: int) -> None:
-    """Close the connection of a thread that ended.
-
-    Runs at any moment in whatever thread drops the last reference (the ending thread, or in a
-    forked child, the one thread left), maybe while a store lock is held: so it takes none, and
-    uses only atomic dict and list operations.
-    """
-    store = store_ref()
-    listed = None if store is None else store._connections.pop(token, None)
-    if pid == os.getpid():
-        with contextlib.suppress(sqlite3.Error):
-            conn.close()
-    elif store is None:
-        _orphans.append(conn)
-    elif listed is not None:  # else _connect() already moved it there
-        # opened by the parent before a fork: closing it here could drop the child's own locks
-        store._inherited.append(conn)
-
-
-class SqliteStore:
+class SqliteStore(SqliteConnections):
     """A PersistentStore in one SQLite file: a ``kv`` table plus a one-row ``meta`` revision counter."""
 
     scheme: ClassVar[str] = "sqlite"
@@ -159,29 +95,13 @@ class SqliteStore:
 
     def __init__(self, url: StoreURL, path: str, *, timeout: float = 10.0,
                  synchronous: str = "NORMAL", mode: str = "rwc") -> None:
-        self.url = url
-        self.path = path
-        self.timeout = timeout
-        self.synchronous = synchronous
-        self.mode = mode
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        #: token -> (pid, connection) of every open connection of a live thread
-        self._connections: dict[int, tuple[int, sqlite3.Connection]] = {}
-        self._tokens = itertools.count()
-        # Connections inherited over fork(): closing them in the child could drop locks the
-        # child itself holds (POSIX locks are per process), so they are kept, never used.
-        self._inherited: list[sqlite3.Connection] = []
-        self._ready_pid = 0
         self._changes = 0
         #: the revision at the last change_token() call, and this store's commits since
         self._checked: int | None = None
         self._own: set[int] = set()
         self._forgot = False
-        self._closed = False
         self._identity: str | None = None
-        _stores.add(self)
-        self._connect()
+        super().__init__(url, path, timeout=timeout, synchronous=synchronous, mode=mode)
 
     @classmethod
     def from_url(cls, url: StoreURL) -> SqliteStore:
@@ -353,105 +273,6 @@ class SqliteStore:
                 self._own = {revision for revision in self._own if revision > current}
             self._checked = current
             return self._changes
-
-    def close(self) -> None:
-        """Close every connection this process opened; later calls raise BackendError."""
-        pid = os.getpid()
-        with self._lock:
-            self._closed = True
-            self._local = threading.local()
-            entries = list(self._connections.items())
-            mine = [conn for _, (owner, conn) in entries if owner == pid]
-            for token, (owner, _) in entries:
-                if owner == pid:
-                    self._connections.pop(token, None)
-        for conn in mine:
-            conn.close()
-
-    # --- internals --------------------------------------------------------------------
-
-    def _conn(self) -> sqlite3.Connection:
-        local = self._local
-        try:
-            if local.pid == os.getpid():
-                conn: sqlite3.Connection = local.conn
-                return conn
-        except AttributeError:
-            pass
-        return self._connect()
-
-    def _connect(self) -> sqlite3.Connection:
-        """Open this thread's connection in this process, preparing the file on first use."""
-        pid = os.getpid()
-        with self._lock:
-            if self._closed:
-                raise BackendError(f"sqlite store {self.path} is closed")
-            for token, (owner, conn) in list(self._connections.items()):
-                if owner != pid:
-                    self._inherited.append(conn)
-                    self._connections.pop(token, None)
-            prepare = self._ready_pid != pid
-        if prepare:
-            self._check_location()
-        try:
-            # a URI, so that mode=rw opens only an existing file, whoever deletes it meanwhile
-            conn = sqlite3.connect(f"file:{quote(self.path)}?mode={self.mode}", uri=True,
-                                   timeout=self.timeout, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise BackendError(f"cannot open sqlite database {self.path}: {exc}") from exc
-        try:
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            if prepare:
-                self._prepare(conn)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise BackendError(f"cannot prepare sqlite database {self.path}: {exc}") from exc
-        token = next(self._tokens)
-        mark = _ThreadMark()
-        # the finalizer holds the connection and a weak reference to the store, never the mark
-        weakref.finalize(mark, _release, weakref.ref(self), token, conn, pid).atexit = False
-        with self._lock:
-            self._connections[token] = (pid, conn)
-            self._ready_pid = pid
-        local = self._local
-        # the mark's only reference: when this thread ends, it goes, and closes the connection
-        local.mark, local.conn, local.pid = mark, conn, pid
-        return conn
-
-    def _check_location(self) -> None:
-        """Refuse a database whose directory (or, with ``mode=rw``, whose file) does not exist."""
-        directory = os.path.dirname(self.path)
-        if not os.path.isdir(directory):
-            raise ConfigurationError(
-                f"the directory {directory} of sqlite database {self.path} does not exist; create it "
-                f"(mkdir -p {shlex.quote(directory)}) or correct the path: dal never creates directories")
-        if self.mode == "rw" and not os.path.exists(self.path):
-            raise ConfigurationError(
-                f"sqlite database {self.path} does not exist (opened with mode=rw, which never "
-                "creates one); correct the path, or create the database first (without mode=rw: "
-                "dal load, dal migrate or dal demo create a missing file)")
-
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise sqlite3.OperationalError(f"could not switch to WAL journal mode (got {mode!r})")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute(_NAME_FILE, (uuid.uuid4().hex,))
-            conn.execute("COMMIT")
-        except BaseException:
-            self._rollback(conn)
-            raise
-
-    @staticmethod
-    def _rollback(conn: sqlite3.Connection) -> None:
-        # Suppressed: the error that brought us here is the one worth reporting.
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-
     @staticmethod
     def _failed_checks(conn: sqlite3.Connection,
                        checks: Sequence[Check]) -> tuple[tuple[int, ...], dict[str, Entry]]:

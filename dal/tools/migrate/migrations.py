@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dal.exceptions import ConfigurationError, DalError
+from dal.model.meta import hybrids
 from dal.objects.transaction import Document
 from dal.values import same
 
@@ -245,8 +246,6 @@ def declared_migrations() -> list[Migration]:
 
 
 def _meta_of(hybrid: type[DataObject] | str, step: Step) -> HybridMeta:
-    from dal.model.meta import hybrids
-
     if isinstance(hybrid, str):
         try:
             return hybrids.get(hybrid)._meta

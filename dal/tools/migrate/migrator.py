@@ -30,6 +30,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 from dal.exceptions import ConfigurationError
+from dal.model.meta import hybrids as registry
 from dal.objects import schema
 from dal.tools.migrate.keys import HybridMigrator
 from dal.tools.migrate.migrations import Migration, MigrationError, Step, declared_migrations, migration
@@ -62,8 +63,6 @@ def migrate(context: Context, hybrids: Iterable[type[DataObject]] | None = None,
     is written and the report says what would be. ``emit`` receives the report's lines as they
     are made. Raise MigrationError when a step cannot complete.
     """
-    from dal.model.meta import hybrids as registry
-
     metas = [cls._meta for cls in (registry.all() if hybrids is None else hybrids)]
     steps = declared_migrations() if migrations is None else sorted(migrations, key=lambda m: m.number)
     numbers = [m.number for m in steps]

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from dal.backends.base import Check, CommitResult, Entry, Exists, Op, Revision
-from dal.objects.relations import scan_batches
+from dal.backends.paging import scan_batches
+from dal.cache.versions import changed_versions
 from dal.objects.transaction import Document, decode, encode_canonical
-from dal.query.results import changed_versions
 from dal.tools.migrate.migrations import Migration, MigrationError, OldLink, Operation
 from dal.tools.migrate.report import ProgressFactory, Report
 
@@ -94,7 +94,7 @@ class MigrationRun:
             yield from batch
 
     def _batches(self, prefix: str, start: str | None = None) -> Iterator[list[tuple[str, Entry]]]:
-        return scan_batches(self.context, prefix, SCAN_BATCH, start_after=start)
+        return scan_batches(self.context.persistent, prefix, SCAN_BATCH, start_after=start)
 
     def _count(self, prefix: str, start: str | None = None) -> int:
         return sum(len(batch) for batch in self._batches(prefix, start))

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from dal.backends.base import Entry
+from dal.backends.paging import scan_batches
 from dal.config import Context
 from dal.exceptions import BackendError, InvalidValueError
 from dal.model.meta import HybridMeta, hybrids
-from dal.objects.relations import scan_batches
+from dal.model.validation import valid_guid
 from dal.objects.transaction import Document, decode
 from dal.structures import GUID_RULE
-from dal.tools.check.integrity import valid_guid
 
 FORMAT = "dal-dump"
 VERSION = 1
@@ -122,12 +122,13 @@ def read_store(context: Context, only: Sequence[HybridMeta] | None = None) -> Du
 
 def count_documents(context: Context, names: Iterable[str]) -> dict[str, int]:
     """Return the number of stored documents of each named hybrid."""
-    return {name: sum(len(batch) for batch in scan_batches(context, context.keys.docs(name), READ_BATCH))
+    return {name: sum(len(batch) for batch in scan_batches(context.persistent, context.keys.docs(name),
+                                                           READ_BATCH))
             for name in names}
 
 
 def _scan(context: Context, prefix: str) -> Iterator[tuple[str, Entry]]:
-    for batch in scan_batches(context, prefix, READ_BATCH):
+    for batch in scan_batches(context.persistent, prefix, READ_BATCH):
         yield from batch
 
 
@@ -222,7 +223,7 @@ def parse_dump(raw: Any, source: str = "the dump") -> Dump:
     if problems:
         raise InvalidValueError(listing(
             f"{source} is not a valid dal dump", problems,
-            'write it with `dal dump`; its format is in the README ("Dump, load, copy and check")'))
+            'write it with `dal dump`; its format is in the manual (docs/transfer.md)'))
     return dump
 
 

@@ -10,7 +10,8 @@ and link, planned by
 nothing; the batches before it stay written (each complete), and the same load run again
 with ``replace`` finishes the job.
 
-How the objects are cut into those batches, targets first, is :mod:`dal.tools.transfer.batches`.
+What is checked before writing is :mod:`dal.tools.transfer.preflight`; how the objects are
+cut into batches, targets first, is :mod:`dal.tools.transfer.batches`.
 
 :func:`copy` is :func:`dal.tools.transfer.dump.read_store` (the dump's scan) fed to
 :func:`load`: documents are re-validated and keys rebuilt on the destination, never copied
@@ -23,9 +24,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from dal.backends.base import Entry, Exists
+from dal.backends.base import Exists
+from dal.cache.versions import changed_versions
 from dal.config import Context, store_digest
 from dal.exceptions import (
     BackendError,
@@ -37,15 +38,13 @@ from dal.exceptions import (
     UniqueConstraintError,
 )
 from dal.keys import Keys
-from dal.model.meta import HybridMeta, family, hybrids
+from dal.model.meta import HybridMeta, hybrids
 from dal.objects.relations import onetoone_refusal
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, Reason, decode, plan_write
-from dal.query.results import changed_versions
-from dal.structures import GUID_RULE, is_guid
-from dal.tools.check.integrity import validate_document
 from dal.tools.transfer.batches import Item, dependency_batches
-from dal.tools.transfer.dump import READ_BATCH, Dump, count_documents, listing, read_store
+from dal.tools.transfer.dump import Dump, count_documents, read_store
+from dal.tools.transfer.preflight import onetoone_within, preflight, present, unique_within, validate_items
 
 #: objects per commit
 BATCH_SIZE = 100
@@ -135,10 +134,10 @@ def load(context: Context, dump: Dump, *, replace: bool = False, batch_size: int
     if batch_size < 1 or max_ops < 1:
         raise InvalidValueError(f"batch size and operations per commit must be at least 1, not {batch_size} "
                                 f"and {max_ops}")
-    items = _validate(context.keys, dump, source)
-    unique = _unique_within(context.keys, items, source)
-    unique.update(_onetoone_within(context.keys, items, source))
-    _preflight(context, items, unique, replace, source)
+    items = validate_items(context.keys, dump, source)
+    unique = unique_within(context.keys, items, source)
+    unique.update(onetoone_within(context.keys, items, source))
+    preflight(context, items, unique, replace, source)
     batches = dependency_batches(context.keys, items, replace, batch_size, max_ops)
     for meta in {item.meta.name: item.meta for item in items}.values():
         # as a save does: into an empty hybrid, every key written is every key there is
@@ -164,168 +163,13 @@ def load(context: Context, dump: Dump, *, replace: bool = False, batch_size: int
     return LoadResult(counts, len(batches), replaced)
 
 
-def _validate(keys: Keys, dump: Dump, source: str) -> list[Item]:
-    """Check every document against the declared model; return them ordered by hybrid and guid."""
-    problems: list[str] = []
-    items: list[Item] = []
-    for name in sorted(dump.hybrids):
-        records = dump.hybrids[name]
-        try:
-            cls = hybrids.get(name)
-        except LookupError:
-            problems.append(f"hybrid {name!r} ({len(records)} objects) is not declared; pass the module "
-                            "declaring it with --hybrids, or leave it out with --only")
-            continue
-        meta = cls._meta
-        if meta.name != name:
-            problems.append(f"hybrid {name!r} must be named by its logical name {meta.name!r}")
-            continue
-        for guid, data in sorted(records, key=lambda record: record[0]):
-            if not is_guid(guid):  # parse_dump checked a file's; a copy reads them from the source's keys
-                problems.append(f"{name} {guid!r}: the guid must be {GUID_RULE}")
-                continue
-            validation = validate_document(meta, data)
-            problems += [f"{name} {guid}: {problem.message}" for problem in validation.problems]
-            problems += [f"{name} {guid}: field {unknown!r} is not declared by {cls.__name__} (known: "
-                         f"{', '.join(meta.fields())})" for unknown in validation.unknown]
-            items.append(Item(meta, guid, validation.document, keys.doc(name, guid)))
-    if problems:
-        raise InvalidValueError(listing(f"{source} does not fit the declared model", problems,
-                                         "fix those values in the file, or load it with the model that wrote "
-                                         "it (--hybrids)"))
-    return items
-
-
-def _unique_within(keys: Keys, items: list[Item], source: str) -> dict[str, tuple[Item, str, Any]]:
-    """Refuse two objects of the dump holding one unique value; return ``{key: (holder, field, value)}``."""
-    holders: dict[str, tuple[Item, str, Any]] = {}
-    problems: list[str] = []
-    for item in items:
-        for prop in item.meta.unique:
-            value = item.document.get(prop.name)
-            if value is None:
-                continue
-            unique_key = keys.unique(item.meta.name, prop.name, value)
-            other = holders.get(unique_key)
-            if other is not None:
-                problems.append(f"{item.meta.cls.__name__}.{prop.name} must be unique, but {other[0].guid} "
-                                f"and {item.guid} both hold {value!r}")
-            else:
-                holders[unique_key] = (item, prop.name, value)
-    if problems:
-        raise UniqueConstraintError(listing(f"{source} holds duplicate unique values", problems,
-                                             "give each object its own value"))
-    return holders
-
-
-def _onetoone_within(keys: Keys, items: list[Item], source: str) -> dict[str, tuple[Item, str, Any]]:
-    """Refuse two objects of the dump pointing at one target of a one-to-one relation.
-
-    Return ``{one-to-one key: (holder, relation, target guid)}`` for every key the dump's objects take,
-    the keys of the subclass hybrids holding the relation too included (none of them may hold it).
-    """
-    holders: dict[tuple[int, str], Item] = {}
-    taken: dict[str, tuple[Item, str, Any]] = {}
-    problems: list[str] = []
-    for item in items:
-        for relation in item.meta.relations.values():
-            target = item.document[relation.guid_field]
-            if not relation.onetoone or target is None or relation.target is None:
-                continue
-            members = family(relation)
-            other = holders.setdefault((id(members[0]), target), item)
-            if other is not item:
-                problems.append(f"{relation.qualified} is one-to-one, but {other.label} and {item.label} "
-                                f"both point at {relation.target.__name__} {target}")
-                continue
-            for member in members:
-                assert member.owner is not None
-                key = keys.onetoone(member.owner._meta.name, member.name, target)
-                taken[key] = (item, relation.name, target)
-    if problems:
-        raise OneToOneError(listing(f"{source} holds several objects on one-to-one targets", problems,
-                                     "point all but one of each elsewhere, or clear their relation"))
-    return taken
-
-
-def _present(context: Context, keys: list[str]) -> dict[str, Entry]:
-    found: dict[str, Entry] = {}
-    for start in range(0, len(keys), READ_BATCH):
-        found.update(context.persistent.get_many(keys[start:start + READ_BATCH]))
-    return found
-
-
-def _preflight(context: Context, items: list[Item], unique: dict[str, tuple[Item, str, Any]], replace: bool,
-               source: str) -> None:
-    """Refuse, before writing, what the store would refuse: taken guids, taken values, missing targets.
-
-    The commits check all of it again, so a writer racing the load is still caught.
-    """
-    keys = context.keys
-    where = f"namespace {context.namespace!r} of {context.persistent_url}"
-    if not replace:
-        stored = _present(context, [item.doc_key for item in items])
-        if stored:
-            taken = [item.label for item in items if item.doc_key in stored]
-            raise DalError(listing(f"{len(stored)} objects of {source} are already stored in {where}", taken,
-                                    "load into an empty namespace (--namespace), or pass --replace to "
-                                    "overwrite them (objects not in the dump are never touched)"))
-    in_dump = {(item.meta.name, item.guid) for item in items}
-    taken_values: list[str] = []
-    taken_targets: list[str] = []
-    for unique_key, entry in _present(context, list(unique)).items():
-        item, name, value = unique[unique_key]
-        owner = entry.value.decode(errors="replace")
-        onetoone = unique_key.startswith(f"{keys.root}r/")
-        holder = unique_key[len(keys.root) + 2:].split("/", 1)[0] if onetoone else item.meta.name
-        if owner == item.guid and holder == item.meta.name:
-            continue
-        holder_cls = hybrids.get(holder).__name__ if onetoone else item.meta.cls.__name__
-        moving = ""
-        if (holder, owner) in in_dump:
-            what = ("target", "one-to-one target") if onetoone else ("value", "unique value")
-            moving = (f" (that object is in the dump too, giving the {what[0]} up: a load cannot move a "
-                      f"{what[1]} from one object to another; save that change through dal)")
-        if onetoone:
-            relation = item.meta.relations[name]
-            target = relation.target.__name__ if relation.target is not None else "object"
-            taken_targets.append(f"{relation.qualified} is one-to-one: {item.guid} points at {target} "
-                                 f"{value}, which stored {holder_cls} {owner} points at{moving}")
-        else:
-            taken_values.append(f"{item.meta.cls.__name__}.{name}: {item.guid} has {value!r}, which stored "
-                                f"{item.meta.cls.__name__} {owner} holds{moving}")
-    if taken_values:
-        raise UniqueConstraintError(listing(f"values of {source} are taken in {where}", taken_values,
-                                             "change those values in the file, or in the store"))
-    if taken_targets:
-        raise OneToOneError(listing(f"one-to-one targets of {source} are taken in {where}", taken_targets,
-                                     "point those objects elsewhere in the file, or unlink the stored ones"))
-    outside: dict[str, list[str]] = {}
-    for item in items:
-        for relation in item.meta.relations.values():
-            target = item.document[relation.guid_field]
-            if target is None or relation.target is None:
-                continue
-            target_name = relation.target._meta.name
-            if (target_name, target) not in in_dump:
-                outside.setdefault(keys.doc(target_name, target), []).append(
-                    f"{item.label}.{relation.name} points at {relation.target.__name__} {target}")
-    if outside:
-        stored = _present(context, list(outside))
-        missing = [line for doc_key, lines in outside.items() if doc_key not in stored for line in lines]
-        if missing:
-            raise ObjectNotFoundError(listing(f"relations of {source} point at objects neither in it nor "
-                                               f"stored in {where}", missing,
-                                               "add those objects to the dump, or clear the relations"))
-
-
 def _write(context: Context, batch: list[Item], replace: bool) -> int:
     """Write one batch in one commit; return how many stored objects it replaced."""
     keys = context.keys
     written_here = {item.doc_key for item in batch}
     ready = {item.meta.name: onetoone_ready(context, item.meta) for item in batch}
     for attempt in range(MAX_ATTEMPTS):
-        stored = _present(context, [item.doc_key for item in batch]) if replace else {}
+        stored = present(context, [item.doc_key for item in batch]) if replace else {}
         checks, ops, reasons, invalid = [], [], [], []
         for item in batch:
             entry = stored.get(item.doc_key)

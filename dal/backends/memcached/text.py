@@ -1,0 +1,125 @@
+"""The single-server hit path: memcached's text ``get`` and ``delete``, pipelined, on a socket of our own.
+
+Why hand-written, when pymemcache speaks the whole protocol: speed, measured with ``bench/``
+(README, Benchmarks; docs/benchmarks.md). With every get going through pymemcache's
+``HashClient`` and its connection pool, ``cached_load`` (a ``Hybrid(guid)`` served from the
+memcached object cache) ran at 0.56-0.60x of the raw pymemcache ``get`` + ``json.loads`` it is
+measured against, under its 0.8x target; through this connection it measured 0.89x in the
+latest run. Only the commands on that path live here (``get``, multi-key ``get``, ``delete``);
+every other command, and every command with several servers, goes through pymemcache
+(:mod:`dal.backends.memcached.client`).
+"""
+
+from __future__ import annotations
+
+import socket
+
+#: deletes sent in one pipelined burst before their answers are read (a huge burst would not be
+#: answered within the timeout)
+DELETE_BURST = 512
+
+
+class ProtocolError(Exception):
+    """The server answered something a ``get`` never answers."""
+
+
+class TextConnection:
+    """One connection that speaks just memcached's text ``get`` and ``delete``, pipelined: the hit
+    path and the invalidation after every write, without pymemcache's per-key overhead.
+
+    Any error or timeout leaves the stream in an unknown state, so the caller closes it.
+    """
+
+    def __init__(self, server: tuple[str, int], timeout: float, connect_timeout: float) -> None:
+        self._socket = socket.create_connection(server, timeout=connect_timeout)
+        self._socket.settimeout(timeout)
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buffer = b""
+
+    def get(self, key: bytes) -> bytes | None:
+        # the hit path of every cached load: one key, parsed without the multi-key bookkeeping
+        self._socket.sendall(b"get " + key + b"\r\n")
+        buffer = self._buffer
+        while True:
+            if buffer.startswith(b"END\r\n"):
+                self._buffer = buffer[5:]
+                return None
+            line_end = buffer.find(b"\r\n")
+            if line_end >= 0:
+                header = buffer[:line_end].split(b" ")
+                # VALUE <key> <flags> <bytes>\r\n<data>\r\nEND\r\n; a key other than ours means
+                # the stream is out of step (e.g. shared across a fork): never return its value
+                # ... and a length that is not a number means it is not memcached answering
+                if len(header) != 4 or header[0] != b"VALUE" or header[1] != key or not header[3].isdigit():
+                    raise ProtocolError(buffer[:line_end].decode("ascii", "replace"))
+                start = line_end + 2
+                end = start + int(header[3])
+                if len(buffer) >= end + 7:
+                    if buffer[end:end + 7] != b"\r\nEND\r\n":
+                        raise ProtocolError("a get answer did not end with END")
+                    self._buffer = buffer[end + 7:]
+                    return buffer[start:end]
+            chunk = self._socket.recv(65536)
+            if not chunk:
+                raise ProtocolError("the server closed the connection")
+            buffer += chunk
+
+
+    def get_many(self, keys: list[bytes]) -> dict[bytes, bytes]:
+        """Send one ``get`` naming every key; read ``VALUE <key> <flags> <bytes>`` blocks until ``END``."""
+        self._socket.sendall(b"get " + b" ".join(keys) + b"\r\n")
+        wanted = set(keys)
+        found: dict[bytes, bytes] = {}
+        buffer = self._buffer
+        position = 0
+        while True:
+            if buffer.startswith(b"END\r\n", position):
+                self._buffer = buffer[position + 5:]
+                return found
+            line_end = buffer.find(b"\r\n", position)
+            if line_end >= 0:
+                header = buffer[position:line_end].split(b" ")
+                # a key we did not ask for means the stream is out of step (e.g. shared across a
+                # fork): never return its value
+                if (len(header) != 4 or header[0] != b"VALUE" or header[1] not in wanted
+                        or not header[3].isdigit()):
+                    raise ProtocolError(buffer[position:line_end].decode("ascii", "replace"))
+                start = line_end + 2
+                end = start + int(header[3])
+                if len(buffer) >= end + 2:
+                    if buffer[end:end + 2] != b"\r\n":
+                        raise ProtocolError("a value was not followed by CRLF")
+                    found[header[1]] = buffer[start:end]
+                    position = end + 2
+                    continue
+            chunk = self._socket.recv(262144)
+            if not chunk:
+                raise ProtocolError("the server closed the connection")
+            buffer = buffer[position:] + chunk
+            position = 0
+
+    def delete_many(self, keys: list[bytes]) -> None:
+        """Send the deletes in bursts of DELETE_BURST, reading one answer per key after each burst."""
+        for start in range(0, len(keys), DELETE_BURST):
+            self._delete_burst(keys[start:start + DELETE_BURST])
+
+    def _delete_burst(self, keys: list[bytes]) -> None:
+        self._socket.sendall(b"".join(b"delete " + key + b"\r\n" for key in keys))
+        buffer = self._buffer
+        answered = 0
+        while answered < len(keys):
+            line_end = buffer.find(b"\r\n")
+            if line_end < 0:
+                chunk = self._socket.recv(65536)
+                if not chunk:
+                    raise ProtocolError("the server closed the connection")
+                buffer += chunk
+                continue
+            if buffer[:line_end] not in (b"DELETED", b"NOT_FOUND"):
+                raise ProtocolError(buffer[:line_end].decode("ascii", "replace"))
+            buffer = buffer[line_end + 2:]
+            answered += 1
+        self._buffer = buffer
+
+    def close(self) -> None:
+        self._socket.close()

@@ -1,0 +1,86 @@
+"""Which servers of a shared cache this process may serve entries from (see :class:`Trust`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
+log = logging.getLogger("dal.cache")  # the logger the manual names, shared with dal.cache.leases
+#: guards the record of invalidation outages that the caches of one context share (Trust.outages)
+outage_lock = threading.Lock()
+
+
+class Settles(Protocol):
+    """A cache sharing a :class:`Trust` (``LeasedCache``): told when its servers are trusted again."""
+
+    @property
+    def pending(self) -> frozenset[str]: ...
+
+    def settle_outages(self) -> None: ...
+
+
+class Trust:
+    """Which servers of a shared cache this process may serve entries from.
+
+    None before this process has caught up with the commit journal once: a writer that died
+    after its commit may have left invalidations there that never reached the cache. And no
+    server after losing contact with it: while this process could not reach it, other writers
+    may not have reached it either (their invalidations failed, or wait in a paused server's
+    socket). Reads of keys on an untrusted server bypass the cache (as misses, without
+    filling); :meth:`restore` is called for a server by a sweep of the journal that started
+    after its last failure, reached it and delivered every recorded invalidation again. The
+    first read does that sweep itself (``catch_up``) rather than wait for the background one.
+    Disabled (``nodes=None``) for a process-local cache, which nobody else writes.
+    """
+
+    def __init__(self, nodes: Sequence[str] | None) -> None:
+        self.enabled = nodes is not None
+        #: server -> ``time.monotonic()`` of its last failure, for every server not trusted now;
+        #: each starts there (at minus infinity) until the first catch-up
+        self.lost: dict[str, float] = dict.fromkeys(nodes, float("-inf")) if nodes is not None else {}
+        #: the sweep that catches up, run by the first read that finds a server untrusted
+        self.catch_up: Callable[[], None] | None = None
+        #: server -> invalidations that failed since it stopped taking them: each outage is
+        #: reported once when it starts and once when it ends, however many saves it spans
+        self.outages: dict[str, int] = {}
+        #: the caches sharing this trust (see LeasedCache.settle_outages)
+        self.caches: list[Settles] = []
+        self._first = True
+        self._lock = threading.Lock()
+
+    @property
+    def trusted(self) -> bool:
+        """Tell whether every server is trusted."""
+        return not self.lost
+
+    def fail(self, nodes: Iterable[str]) -> None:
+        """Note failed calls to ``nodes``: stop serving what they hold."""
+        if self.enabled:
+            now = time.monotonic()
+            with self._lock:
+                for node in nodes:
+                    self.lost[node] = now
+
+    def restore(self, nodes: Iterable[str], since: float) -> list[str]:
+        """Trust ``nodes`` again, but not one that failed after ``since``; return those restored."""
+        with self._lock:
+            restored = [node for node in nodes if self.lost.get(node, since) < since]
+            for node in restored:
+                del self.lost[node]
+        if restored and self.outages and self.caches:
+            self.caches[0].settle_outages()  # every invalidation recorded meanwhile was just delivered
+        return restored
+
+    def first_read(self) -> None:
+        """Catch up with the journal now if nothing did yet (a failure leaves the cache untrusted)."""
+        if self._first and self.catch_up is not None:
+            with self._lock:
+                first, self._first = self._first, False
+            if first:
+                try:
+                    self.catch_up()
+                except Exception:  # a cache never fails a read: the background sweep tries again
+                    log.exception("catching up with the commit journal failed")

@@ -1,0 +1,111 @@
+"""Validation of a stored document against its hybrid: what a save would have accepted.
+
+:func:`validate_document` is what ``dal check`` reports invalid documents with and what
+``dal load`` validates a dump with; it sits in the model layer so both tools use it without
+importing each other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from pydantic import ValidationError
+
+from dal.exceptions import InvalidValueError
+from dal.model.meta import HybridMeta
+from dal.structures import GUID_RULE, is_guid
+from dal.validators import Validator
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One field of one document that does not fit the model."""
+
+    field: str
+    message: str
+
+
+@dataclass
+class Validation:
+    """A document checked against its hybrid: its normalized form and what is wrong with it."""
+
+    #: every declared field, in declaration order, defaults filled in, values in stored JSON form
+    #: (a ``dal.objects.transaction.Document``)
+    document: dict[str, Any]
+    problems: list[FieldProblem]
+    #: stored fields the model does not declare
+    unknown: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.unknown
+
+
+def valid_guid(value: object) -> TypeGuard[str]:
+    """Return whether ``value`` is a guid (:func:`dal.structures.is_guid`: a UUID in canonical form)."""
+    return is_guid(value)
+
+
+def stored_value(validator: Validator, value: Any) -> Any:
+    """Return a stored JSON value validated as strictly as an assignment, in stored form.
+
+    Non-native types (``datetime``, ``list[int]``, models) are validated in pydantic's strict
+    JSON mode, which takes an ISO string for a datetime but never ``"1"`` for an int.
+    Raise InvalidValueError naming ``Class.field``.
+    """
+    if value is None:
+        return None
+    if validator.native or validator.adapter is None:
+        return validator(value)
+    try:
+        python = validator.adapter.validate_json(json.dumps(value), strict=True)
+    except ValidationError as exc:
+        problem = str(exc.errors()[0].get("msg", "invalid value"))
+    except (TypeError, ValueError) as exc:  # json.dumps of a value JSON cannot hold
+        problem = str(exc)
+    else:  # and what an assignment refuses besides: NaN and infinities, values that do not read back
+        return validator.to_json(validator(python))
+    raise InvalidValueError(f"{validator.owner} must be {validator.label}, not {value!r}: {problem}")
+
+
+def validate_document(meta: HybridMeta, data: Mapping[str, Any]) -> Validation:
+    """Check a stored (or dumped) document against its hybrid, as a save would have.
+
+    A missing property takes its default and a missing relation is unset, as when an
+    object stored by an older model is loaded; mandatory fields must then be set.
+    """
+    name = meta.cls.__name__
+    document: dict[str, Any] = {}
+    problems: list[FieldProblem] = []
+    for prop_name, prop in meta.properties.items():
+        if prop_name in data:
+            try:
+                value = stored_value(prop.validator, data[prop_name])
+            except InvalidValueError as exc:
+                problems.append(FieldProblem(prop_name, str(exc)))
+                continue
+        else:
+            value = prop.validator.to_json(prop.make_default())
+        if value is None and prop.mandatory:
+            state = "null" if prop_name in data else "missing"
+            problems.append(FieldProblem(prop_name, f"{name}.{prop_name} is mandatory but {state}"))
+        document[prop_name] = value
+    for relation in meta.relations.values():
+        guid_field = relation.guid_field
+        target = data.get(guid_field)
+        problem = ""
+        if target is not None and not valid_guid(target):
+            problem = f"{name}.{guid_field} must be a guid or null, not {target!r}: {GUID_RULE}"
+        elif target is None and relation.mandatory:
+            problem = f"{name}.{guid_field} is mandatory but {'null' if guid_field in data else 'missing'}"
+        elif target is not None and relation.target is None:
+            problem = (f"{relation.qualified} points at {relation.foreign_type!r}, which is not declared; "
+                       "import the module declaring it")
+        if problem:
+            problems.append(FieldProblem(guid_field, problem))
+        document[guid_field] = target
+    unknown = sorted(set(data) - meta.field_set)
+    return Validation(document, problems, unknown)

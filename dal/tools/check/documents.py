@@ -1,0 +1,91 @@
+"""The pass over documents: each checked against the model, and the keys it should own noted."""
+
+from __future__ import annotations
+
+from dal.backends.base import Entry
+from dal.model.meta import HybridMeta, family
+from dal.model.validation import valid_guid, validate_document
+from dal.objects.transaction import Document, decode
+from dal.tools.check.problems import Kind
+from dal.tools.check.state import CheckState, Indexed, Link
+
+
+class DocumentPass(CheckState):
+    """Read every document: report those that do not fit the model, note the keys the others own."""
+
+    def document(self, key: str, rest: str, entry: Entry) -> None:
+        hybrid, _, guid = rest.partition("/")
+        counts = self.report.documents
+        counts[hybrid] = counts.get(hybrid, 0) + 1
+        meta = self.metas.get(hybrid)
+        if meta is None or not guid:
+            self.add(Kind.ORPHAN_KEY, key, f"document of undeclared hybrid {hybrid!r}: pass the module "
+                     "declaring it with --hybrids, or delete the data", hybrid, guid)
+            return
+        self.docs[hybrid, guid] = entry.revision
+        label = f"{meta.cls.__name__} {guid}"
+        try:
+            document = decode(entry.value)
+        except ValueError as exc:  # includes bad UTF-8 and JSON
+            self.unreadable.add((hybrid, guid))
+            self.add(Kind.INVALID_DOCUMENT, key, f"{label}: the stored document is not a JSON object "
+                     f"({exc}); its keys are left alone; restore it from a dump or delete the object",
+                     hybrid, guid)
+            return
+        validation = validate_document(meta, document)
+        if validation.problems:
+            wrong = "; ".join(problem.message for problem in validation.problems)
+            self.add(Kind.INVALID_DOCUMENT, key, f"{label}: {wrong}; correct the values (load and save the "
+                     "object) or migrate the data", hybrid, guid)
+        if validation.unknown:
+            self.add(Kind.UNKNOWN_FIELD, key, f"{label} stores {', '.join(validation.unknown)}, which "
+                     f"{meta.cls.__name__} does not declare (written by another version of the model?)",
+                     hybrid, guid)
+        self.expect(meta, guid, document, validation.document)
+
+    def expect(self, meta: HybridMeta, guid: str, document: Document, read: Document) -> None:
+        """Record the keys ``document`` owns, exactly as plan_write derives them.
+
+        ``read`` is the document as reads see it (defaults filled in). Keys the schema record does
+        not list as built are expected as `dal migrate` builds them: from the values reads return.
+        """
+        keys = self.keys
+        indexed_built, unique_built = self.keys_built(meta)
+        for prop in meta.unique:
+            built = prop.name in unique_built
+            value = document.get(prop.name) if built else read.get(prop.name)
+            if value is not None:
+                unique_key = keys.unique(meta.name, prop.name, value)
+                self.unique_holders.setdefault(unique_key, []).append(guid)
+                self.unique_values[unique_key] = (meta, prop.name, value)
+                if not built:
+                    self.unbuilt_unique.add(unique_key)
+        for prop in meta.indexed:
+            built = prop.name in indexed_built
+            value = document.get(prop.name) if built else read.get(prop.name)
+            entry = Indexed(meta, guid, prop.name, value, read.get(prop.name), prop.name not in document,
+                             built)
+            self.index_entries[keys.index(meta.name, prop.name, value, guid)] = entry
+        for relation in meta.relations.values():
+            target = document.get(relation.guid_field)
+            if relation.target is None or not valid_guid(target):
+                continue
+            link = keys.link(relation.target._meta.name, target, meta.name, relation.name, guid)
+            self.links[link] = Link(meta, guid, relation, target)
+            if relation.onetoone:
+                self.onetoone.setdefault((family(relation)[0], target), []).append((meta, guid))
+                self.onetoone_keys.setdefault(keys.onetoone(meta.name, relation.name, target), []).append(
+                    self.links[link])
+
+    def one_to_one(self) -> None:
+        for (relation, target), sources in self.onetoone.items():
+            if len(sources) > 1:
+                assert relation.owner is not None and relation.target is not None
+                several = len({meta.name for meta, _ in sources}) > 1  # subclass hybrids among them
+                named = [f"{meta.cls.__name__} {guid}" if several else guid for meta, guid in sources]
+                self.violated.update(self.keys.onetoone(member.owner._meta.name, member.name, target)
+                                     for member in family(relation) if member.owner is not None)
+                self.add(Kind.ONETOONE_VIOLATION, self.keys.doc(relation.target._meta.name, target),
+                         f"{relation.qualified} is one-to-one, but {len(sources)} objects point at "
+                         f"{relation.target.__name__} {target}: {', '.join(named)}; unlink all but one",
+                         relation.target._meta.name, target)

@@ -1,0 +1,200 @@
+"""What a load checks before it writes anything: the dump against the model, then against the store.
+
+Every document is validated as a save would (:func:`~dal.model.validation.validate_document`),
+unique values and one-to-one targets must be free within the dump and in the store, and every
+relation must point at an object in the dump or stored. :mod:`dal.tools.transfer.load` then writes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dal.backends.base import Entry
+from dal.config import Context
+from dal.exceptions import (
+    DalError,
+    InvalidValueError,
+    ObjectNotFoundError,
+    OneToOneError,
+    UniqueConstraintError,
+)
+from dal.keys import Keys
+from dal.model.meta import family, hybrids
+from dal.model.validation import validate_document
+from dal.structures import GUID_RULE, is_guid
+from dal.tools.transfer.batches import Item
+from dal.tools.transfer.dump import READ_BATCH, Dump, listing
+
+
+def validate_items(keys: Keys, dump: Dump, source: str) -> list[Item]:
+    """Check every document against the declared model; return them ordered by hybrid and guid."""
+    problems: list[str] = []
+    items: list[Item] = []
+    for name in sorted(dump.hybrids):
+        records = dump.hybrids[name]
+        try:
+            cls = hybrids.get(name)
+        except LookupError:
+            problems.append(f"hybrid {name!r} ({len(records)} objects) is not declared; pass the module "
+                            "declaring it with --hybrids, or leave it out with --only")
+            continue
+        meta = cls._meta
+        if meta.name != name:
+            problems.append(f"hybrid {name!r} must be named by its logical name {meta.name!r}")
+            continue
+        for guid, data in sorted(records, key=lambda record: record[0]):
+            if not is_guid(guid):  # parse_dump checked a file's; a copy reads them from the source's keys
+                problems.append(f"{name} {guid!r}: the guid must be {GUID_RULE}")
+                continue
+            validation = validate_document(meta, data)
+            problems += [f"{name} {guid}: {problem.message}" for problem in validation.problems]
+            problems += [f"{name} {guid}: field {unknown!r} is not declared by {cls.__name__} (known: "
+                         f"{', '.join(meta.fields())})" for unknown in validation.unknown]
+            items.append(Item(meta, guid, validation.document, keys.doc(name, guid)))
+    if problems:
+        raise InvalidValueError(listing(f"{source} does not fit the declared model", problems,
+                                         "fix those values in the file, or load it with the model that wrote "
+                                         "it (--hybrids)"))
+    return items
+
+
+def unique_within(keys: Keys, items: list[Item], source: str) -> dict[str, tuple[Item, str, Any]]:
+    """Refuse two objects of the dump holding one unique value; return ``{key: (holder, field, value)}``."""
+    holders: dict[str, tuple[Item, str, Any]] = {}
+    problems: list[str] = []
+    for item in items:
+        for prop in item.meta.unique:
+            value = item.document.get(prop.name)
+            if value is None:
+                continue
+            unique_key = keys.unique(item.meta.name, prop.name, value)
+            other = holders.get(unique_key)
+            if other is not None:
+                problems.append(f"{item.meta.cls.__name__}.{prop.name} must be unique, but {other[0].guid} "
+                                f"and {item.guid} both hold {value!r}")
+            else:
+                holders[unique_key] = (item, prop.name, value)
+    if problems:
+        raise UniqueConstraintError(listing(f"{source} holds duplicate unique values", problems,
+                                             "give each object its own value"))
+    return holders
+
+
+def onetoone_within(keys: Keys, items: list[Item], source: str) -> dict[str, tuple[Item, str, Any]]:
+    """Refuse two objects of the dump pointing at one target of a one-to-one relation.
+
+    Return ``{one-to-one key: (holder, relation, target guid)}`` for every key the dump's objects take,
+    the keys of the subclass hybrids holding the relation too included (none of them may hold it).
+    """
+    holders: dict[tuple[int, str], Item] = {}
+    taken: dict[str, tuple[Item, str, Any]] = {}
+    problems: list[str] = []
+    for item in items:
+        for relation in item.meta.relations.values():
+            target = item.document[relation.guid_field]
+            if not relation.onetoone or target is None or relation.target is None:
+                continue
+            members = family(relation)
+            other = holders.setdefault((id(members[0]), target), item)
+            if other is not item:
+                problems.append(f"{relation.qualified} is one-to-one, but {other.label} and {item.label} "
+                                f"both point at {relation.target.__name__} {target}")
+                continue
+            for member in members:
+                assert member.owner is not None
+                key = keys.onetoone(member.owner._meta.name, member.name, target)
+                taken[key] = (item, relation.name, target)
+    if problems:
+        raise OneToOneError(listing(f"{source} holds several objects on one-to-one targets", problems,
+                                     "point all but one of each elsewhere, or clear their relation"))
+    return taken
+
+
+def present(context: Context, keys: list[str]) -> dict[str, Entry]:
+    """Return the entries of those of ``keys`` that are stored, read a batch at a time."""
+    found: dict[str, Entry] = {}
+    for start in range(0, len(keys), READ_BATCH):
+        found.update(context.persistent.get_many(keys[start:start + READ_BATCH]))
+    return found
+
+
+def preflight(context: Context, items: list[Item], unique: dict[str, tuple[Item, str, Any]], replace: bool,
+              source: str) -> None:
+    """Refuse, before writing, what the store would refuse: taken guids, taken values, missing targets.
+
+    The commits check all of it again, so a writer racing the load is still caught.
+    """
+    where = f"namespace {context.namespace!r} of {context.persistent_url}"
+    if not replace:
+        _refuse_stored(context, items, source, where)
+    in_dump = {(item.meta.name, item.guid) for item in items}
+    _refuse_taken(context, unique, in_dump, source, where)
+    _refuse_missing_targets(context, items, in_dump, source, where)
+
+
+def _refuse_stored(context: Context, items: list[Item], source: str, where: str) -> None:
+    """Refuse objects of the dump whose guids are stored already (a load without ``replace``)."""
+    stored = present(context, [item.doc_key for item in items])
+    if stored:
+        taken = [item.label for item in items if item.doc_key in stored]
+        raise DalError(listing(f"{len(stored)} objects of {source} are already stored in {where}", taken,
+                                "load into an empty namespace (--namespace), or pass --replace to "
+                                "overwrite them (objects not in the dump are never touched)"))
+
+
+def _refuse_taken(context: Context, unique: dict[str, tuple[Item, str, Any]], in_dump: set[tuple[str, str]],
+                  source: str, where: str) -> None:
+    """Refuse unique values and one-to-one targets of the dump that stored objects hold."""
+    keys = context.keys
+    taken_values: list[str] = []
+    taken_targets: list[str] = []
+    for unique_key, entry in present(context, list(unique)).items():
+        item, name, value = unique[unique_key]
+        owner = entry.value.decode(errors="replace")
+        onetoone = unique_key.startswith(f"{keys.root}r/")
+        holder = unique_key[len(keys.root) + 2:].split("/", 1)[0] if onetoone else item.meta.name
+        if owner == item.guid and holder == item.meta.name:
+            continue
+        holder_cls = hybrids.get(holder).__name__ if onetoone else item.meta.cls.__name__
+        moving = ""
+        if (holder, owner) in in_dump:
+            what = ("target", "one-to-one target") if onetoone else ("value", "unique value")
+            moving = (f" (that object is in the dump too, giving the {what[0]} up: a load cannot move a "
+                      f"{what[1]} from one object to another; save that change through dal)")
+        if onetoone:
+            relation = item.meta.relations[name]
+            target = relation.target.__name__ if relation.target is not None else "object"
+            taken_targets.append(f"{relation.qualified} is one-to-one: {item.guid} points at {target} "
+                                 f"{value}, which stored {holder_cls} {owner} points at{moving}")
+        else:
+            taken_values.append(f"{item.meta.cls.__name__}.{name}: {item.guid} has {value!r}, which stored "
+                                f"{item.meta.cls.__name__} {owner} holds{moving}")
+    if taken_values:
+        raise UniqueConstraintError(listing(f"values of {source} are taken in {where}", taken_values,
+                                             "change those values in the file, or in the store"))
+    if taken_targets:
+        raise OneToOneError(listing(f"one-to-one targets of {source} are taken in {where}", taken_targets,
+                                     "point those objects elsewhere in the file, or unlink the stored ones"))
+
+
+def _refuse_missing_targets(context: Context, items: list[Item], in_dump: set[tuple[str, str]], source: str,
+                            where: str) -> None:
+    """Refuse relations pointing at objects neither in the dump nor stored."""
+    keys = context.keys
+    outside: dict[str, list[str]] = {}
+    for item in items:
+        for relation in item.meta.relations.values():
+            target = item.document[relation.guid_field]
+            if target is None or relation.target is None:
+                continue
+            target_name = relation.target._meta.name
+            if (target_name, target) not in in_dump:
+                outside.setdefault(keys.doc(target_name, target), []).append(
+                    f"{item.label}.{relation.name} points at {relation.target.__name__} {target}")
+    if outside:
+        stored = present(context, list(outside))
+        missing = [line for doc_key, lines in outside.items() if doc_key not in stored for line in lines]
+        if missing:
+            raise ObjectNotFoundError(listing(f"relations of {source} point at objects neither in it nor "
+                                               f"stored in {where}", missing,
+                                               "add those objects to the dump, or clear the relations"))

@@ -1,0 +1,303 @@
+"""What a declared type admits, and the proof that every admitted value is stored exactly.
+
+:class:`Validator` is compiled once per property (or dynamic) and checks every assignment:
+the value must fit the declared type (pydantic, strict), JSON must hold it (no NaN or
+infinities at any depth), and what is stored must read back as the value itself. It knows
+nothing of hybrids: the specs (:mod:`dal.structures`) hold one each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterator
+from typing import Any, cast
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from dal.exceptions import InvalidValueError
+
+#: types whose JSON form is the Python value itself: no conversion on load or store
+_NATIVE = (str, int, float, bool, list, dict)
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False)  # JSON holds no NaN or Infinity
+#: what pydantic's SecretStr, SecretBytes and Secret[...] store instead of their value
+_MASK = "**********"
+_SECRET_ADVICE = (
+    f"pydantic's secret types (SecretStr, SecretBytes, Secret[...]) are stored as their mask {_MASK!r}, "
+    "never as their value, so the stored object would lose it; store a str (or bytes) and wrap it "
+    "yourself where it must not be shown (SecretStr(obj.password))")
+_FINITE_ADVICE = "store None, or a finite number, instead"
+
+
+class Validator:
+    """Validate values of one declared type; compiled once, used at every assignment.
+
+    Every value it lets through is stored exactly: JSON holds it (no NaN or infinities, at
+    any depth, whatever the type), and what is stored reads back as the value itself. A type
+    whose probe values do not read back (pydantic's ``SecretStr`` stores its mask) is refused
+    when the class is created; any other value that would not read back is refused when
+    assigned.
+    """
+
+    def __init__(self, owner: str, declared: object) -> None:
+        self.owner = owner
+        self.enum: tuple[object, ...] | None = None
+        self.native = False
+        if isinstance(declared, (list, tuple)):
+            if not declared:
+                raise InvalidValueError(f"{owner}: an enum needs at least one allowed value")
+            for item in declared:
+                problem = _not_json(item, "it")
+                if problem:  # stored, it would read back as something no allowed value equals
+                    advice = _FINITE_ADVICE if _non_finite(item) else "allowed values are JSON values"
+                    raise InvalidValueError(
+                        f"{owner}: the allowed value {item!r} cannot be stored: {problem}; {advice}")
+            self.enum = tuple(declared)
+            self.adapter: TypeAdapter[Any] | None = None
+            self.native = all(isinstance(item, (str, int, float, bool)) for item in declared)
+            self.label = "one of " + ", ".join(repr(item) for item in declared)
+            return
+        try:
+            strict = declared in _NATIVE
+            form = cast(Any, declared)
+            self.adapter = TypeAdapter(form, config=_STRICT) if strict else TypeAdapter(form)
+        except Exception as exc:  # pydantic raises several kinds for types it cannot handle
+            raise InvalidValueError(
+                f"{owner}: type {declared!r} cannot be validated; use str, int, float, bool, list, dict, "
+                "a list of allowed values, or a JSON-serializable type pydantic understands") from exc
+        self.native = declared in _NATIVE
+        self.label = getattr(declared, "__name__", repr(declared))
+        if not self.native:
+            self._probe()
+
+    def __call__(self, value: object) -> Any:
+        """Return ``value`` validated (``None`` always passes); raise InvalidValueError."""
+        if value is None:
+            return None
+        if self.enum is not None:
+            # 1 == True in Python; an enum of strings must not admit a bool or an int by accident
+            if any(type(value) is type(item) and value == item for item in self.enum):
+                return value
+            raise InvalidValueError(f"{self.owner} must be {self.label}, not {value!r}")
+        assert self.adapter is not None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidValueError(f"{self.owner} cannot hold {value!r}, which JSON cannot hold; "
+                                    f"{_FINITE_ADVICE}")
+        try:
+            result = self.adapter.validate_python(value, strict=True)
+        except ValidationError as exc:
+            problem = exc.errors()[0].get("msg", "invalid value")
+            raise InvalidValueError(
+                f"{self.owner} must be {self.label}, not {value!r} ({type(value).__name__}): {problem}"
+            ) from None
+        if self.native:
+            if isinstance(result, (list, dict)):
+                problem = _not_json(result)
+                if problem:
+                    advice = _FINITE_ADVICE if _non_finite(result) else (
+                        "it must hold JSON values only (str keys; str, int, float, bool, None, list, dict "
+                        "values), so it reads back exactly as stored")
+                    raise InvalidValueError(f"{self.owner} cannot hold {value!r}: {problem}; {advice}")
+            return result
+        problem = non_finite(result)
+        if problem:
+            raise InvalidValueError(f"{self.owner} cannot hold {value!r}: {problem}; {_FINITE_ADVICE}")
+        stored, problem = self._round_trip(result)
+        if problem:
+            raise InvalidValueError(f"{self.owner} cannot hold {value!r}: {problem}; {self._advice(stored)}")
+        return result
+
+    def to_json(self, value: Any) -> Any:
+        """Return the JSON-ready form of a validated value."""
+        if value is None or self.native or self.adapter is None:
+            return value
+        return self.adapter.dump_python(value, mode="json")
+
+    def from_json(self, value: Any) -> Any:
+        """Return the Python value for a stored JSON value."""
+        if value is None or self.native or self.adapter is None:
+            return value
+        return self.adapter.validate_python(value)
+
+    def _round_trip(self, value: Any) -> tuple[Any, str]:
+        """Return ``value``'s stored form and why it would not read back as ``value`` ('' if it does)."""
+        try:
+            stored = self.to_json(value)
+        except Exception as exc:  # pydantic's serialization errors, UnicodeDecodeError for bytes, ...
+            return None, f"it cannot be stored as JSON ({exc})"
+        problem = _not_json(stored, "the stored value")
+        if problem:
+            return stored, problem
+        try:
+            back = self.from_json(stored)
+        except ValueError:  # pydantic's ValidationError is one
+            return stored, (f"it would be stored as {shorten(stored)}, which does not read back as "
+                            f"{self.label}")
+        if not _identical(back, value):
+            return stored, (f"it would be stored as {shorten(stored)}, which reads back as {shorten(back)} "
+                            f"({type(back).__name__})")
+        return stored, ""
+
+    def _advice(self, stored: Any) -> str:
+        if _non_finite(stored):
+            return _FINITE_ADVICE
+        if _MASK in json.dumps(stored, default=str):
+            return _SECRET_ADVICE
+        return ("the object would not read back as it was saved; assign a value its declared type stores "
+                "exactly, or declare a type whose JSON form tells its values apart")
+
+    def _probe(self) -> None:
+        """Refuse the declared type if a value built from its JSON schema does not read back as itself.
+
+        Probes cannot cover every value (the check at assignment does), but they catch a type
+        whose serializer loses what it holds, such as a secret stored as its mask, before any
+        object exists.
+        """
+        assert self.adapter is not None
+        try:
+            schema = self.adapter.json_schema()
+        except Exception:  # pydantic cannot describe every type it validates; nothing to probe then
+            return
+        for probe in _probes(schema, schema.get("$defs", {}), 0):
+            try:
+                value = self.from_json(probe)
+            except Exception:  # the probe misses a constraint of the type (or a validator of it): no verdict
+                continue
+            stored, problem = self._round_trip(value)
+            if problem:
+                raise InvalidValueError(
+                    f"{self.owner}: type {self.label} does not store its values exactly: a {self.label} made "
+                    f"from {shorten(probe)} is {shorten(value)}; {problem}; {self._advice(stored)}")
+
+
+
+
+def _not_json(value: object, path: str = "value") -> str:
+    """Return what keeps ``value`` from a JSON round trip that gives it back unchanged, or ''."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return ""
+    if isinstance(value, float):
+        return "" if math.isfinite(value) else f"{path} is {value!r}, which JSON cannot hold"
+    if isinstance(value, list):
+        return next((p for i, item in enumerate(value) if (p := _not_json(item, f"{path}[{i}]"))), "")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has the key {key!r}; JSON object keys are strings"
+            problem = _not_json(item, f"{path}[{key!r}]")
+            if problem:
+                return problem
+        return ""
+    return f"{path} holds a {type(value).__name__} ({value!r})"
+
+
+def non_finite(value: object, path: str = "value") -> str:
+    """Return where a NaN or an infinity sits in ``value`` (lists, tuples, sets, dict values), or ''."""
+    if isinstance(value, float):
+        return "" if math.isfinite(value) else f"{path} is {value!r}, which JSON cannot hold"
+    if isinstance(value, (list, tuple)):
+        return next((p for i, item in enumerate(value) if (p := non_finite(item, f"{path}[{i}]"))), "")
+    if isinstance(value, (set, frozenset)):
+        return next((p for item in value if (p := non_finite(item, f"an item of {path}"))), "")
+    if isinstance(value, dict):
+        return next((p for key, item in value.items() if (p := non_finite(item, f"{path}[{key!r}]"))), "")
+    if isinstance(value, BaseModel) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
+        # pydantic writes a NaN nested in an untyped (Any) field as null: look before it does
+        fields = vars(value) if hasattr(value, "__dict__") else {}
+        return next((p for name, item in fields.items() if (p := non_finite(item, f"{path}.{name}"))), "")
+    return ""
+
+
+def _non_finite(value: object) -> bool:
+    return bool(non_finite(value))
+
+
+def _identical(left: Any, right: Any) -> bool:
+    """Tell whether a value read back is the value stored: same types at any depth, equal values."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, (list, tuple)):
+        return len(left) == len(right) and all(map(_identical, left, right))
+    if isinstance(left, dict):
+        return left.keys() == right.keys() and all(_identical(item, right[key]) for key, item in left.items())
+    try:
+        return bool(left == right)
+    except Exception:  # an __eq__ that raises cannot vouch for the round trip
+        return False
+
+
+def shorten(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+#: JSON strings for formats pydantic validates from a string (any other format gets "probe")
+_FORMATS = {"date-time": "2001-02-03T04:05:06.789000Z", "date": "2001-02-03", "time": "04:05:06.789000",
+            "duration": "P1DT2H3M4.5S", "uuid": "12345678-1234-4234-8234-123456789abc",
+            "ipv4": "192.0.2.1", "ipv6": "2001:db8::1", "email": "probe@example.com",
+            "uri": "https://example.com/probe", "ipvanyaddress": "192.0.2.1"}
+
+
+def _probes(schema: Any, defs: dict[str, Any], depth: int) -> Iterator[Any]:
+    """Yield JSON values a JSON schema describes, one or a few per branch (best effort, never all)."""
+    if depth > 8 or not isinstance(schema, dict):
+        return
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        yield from _probes(defs.get(ref.removeprefix("#/$defs/")), defs, depth + 1)
+        return
+    if "const" in schema:
+        yield schema["const"]
+        return
+    if isinstance(schema.get("enum"), list):
+        yield from schema["enum"][:3]
+        return
+    for key in ("anyOf", "oneOf", "allOf"):
+        for choice in schema.get(key, ()):
+            yield from _probes(choice, defs, depth + 1)
+    kind = schema.get("type")
+    for one in kind if isinstance(kind, list) else [kind]:
+        yield from _typed_probes(one, schema, defs, depth)
+
+
+def _typed_probes(kind: Any, schema: dict[str, Any], defs: dict[str, Any], depth: int) -> Iterator[Any]:
+    first = _first_probe
+    if kind == "string":
+        yield _FORMATS.get(schema.get("format", ""), "probe")
+    elif kind == "integer":
+        yield 7
+    elif kind == "number":
+        yield 2.5
+    elif kind == "boolean":
+        yield True
+    elif kind == "null":
+        yield None
+    elif kind == "array":
+        prefix = schema.get("prefixItems")
+        if isinstance(prefix, list):
+            items = [first(item, defs, depth) for item in prefix]
+            if all(item is not _NO_PROBE for item in items):
+                yield items
+        else:
+            item = first(schema.get("items", {}), defs, depth)
+            yield [] if item is _NO_PROBE else [item]
+    elif kind == "object":
+        properties = schema.get("properties", {})
+        made = {name: first(each, defs, depth) for name, each in properties.items()}
+        if any(made[name] is _NO_PROBE for name in schema.get("required", ()) if name in made):
+            return
+        made = {name: value for name, value in made.items() if value is not _NO_PROBE}
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict) and not properties:
+            value = first(extra, defs, depth)
+            if value is not _NO_PROBE:
+                made["1"] = value  # "1": a key that str, int and float keyed dicts all accept
+        yield made
+
+
+_NO_PROBE = object()
+
+
+def _first_probe(schema: Any, defs: dict[str, Any], depth: int) -> Any:
+    return next(_probes(schema, defs, depth + 1), _NO_PROBE)
