@@ -74,3 +74,15 @@ class CommitOutcomeUnknownError(BackendError):
         super().__init__(message)
         #: what dal needs to learn the outcome later (a ``dal.cache.journal.Uncertain``)
         self.commit = commit
+
+
+class MirrorError(DalError):
+    """A mirrored object's refresh from its remote failed; the remote's error is the ``__cause__``.
+
+    Raised only by ``obj.refresh_info()``: a lazy refresh (the first read of a stale object)
+    never raises it, it serves the stored data and records the failure in ``obj.error``.
+    """
+
+
+class ReadOnlyFieldError(DalError, AttributeError):
+    """A field only dal writes was assigned (``info``, ``cached_at`` and ``error`` of a mirrored object)."""

@@ -1,4 +1,5 @@
-"""The declarative specs a hybrid lists: :class:`Property`, :class:`Relation`, :class:`Dynamic`.
+"""The declarative specs a hybrid lists: :class:`Property`, :class:`Relation`, :class:`Dynamic`, and
+the :class:`Mirror` a mirrored hybrid declares.
 
 Each spec binds itself to its owner class once, at class creation (``bind``), and then acts
 as the descriptor for its attribute. Validation is compiled once per property
@@ -17,7 +18,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeGuard, TypeVar, cast, overload
 
-from dal.exceptions import InvalidValueError
+from dal.exceptions import ConfigurationError, InvalidValueError, ReadOnlyFieldError
 from dal.validators import Validator, shorten
 
 if TYPE_CHECKING:
@@ -35,6 +36,9 @@ class Spec:
     name: str
     doc: str | None
     owner: type[DataObject] | None = None
+    #: set by the metaclass on the fields of a mirrored hybrid: a read of the attribute first lets a
+    #: stale object refresh (``DataObject._before_read``, once per instance)
+    refreshes: bool = False
 
     def bind(self, owner: type[DataObject]) -> None:
         """Attach this spec to the hybrid that declared (or inherited) it."""
@@ -87,6 +91,8 @@ class Property(Spec, Generic[T]):
     def __get__(self, obj: DataObject | None, objtype: type | None = None) -> Property[T] | T:
         if obj is None:
             return self
+        if self.refreshes:
+            obj._before_read()
         return cast(T, obj._data[self.name])
 
     def __set__(self, obj: DataObject, value: Any) -> None:
@@ -126,6 +132,8 @@ class Relation(Spec):
     def __get__(self, obj: DataObject | None, objtype: type | None = None) -> Any:
         if obj is None:
             return self
+        if self.refreshes:
+            obj._before_read()
         return obj._related(self)
 
     def __set__(self, obj: DataObject, value: Any) -> None:
@@ -146,6 +154,8 @@ class RelationGuid:
     def __get__(self, obj: DataObject | None, objtype: type | None = None) -> Any:
         if obj is None:
             return self
+        if self.relation.refreshes:
+            obj._before_read()
         return obj._data[self.relation.guid_field]
 
     def __set__(self, obj: DataObject, value: Any) -> None:
@@ -199,6 +209,71 @@ class Dynamic(Spec):
 
     def __repr__(self) -> str:
         return f"Dynamic({self.name!r}, timeout={self.timeout}, locked={self.locked})"
+class Mirror:
+    """How a mirrored hybrid follows a slow remote API: ``__mirror = Mirror(timeout=600, refresh_every=300)``.
+
+    An object is stale when its ``ignore_cache`` is set, when it was never refreshed, or when
+    ``timeout`` seconds passed since its ``cached_at``; the first read of a stale object refreshes
+    it (see docs/mirror.md). ``refresh_every`` is the period of the bulk refresher (``dal refresh``),
+    which must come round before objects time out, so it must be smaller than ``timeout``.
+    ``lock_timeout`` bounds how long one refresh may hold the others of its object waiting (single
+    flight across processes): past it, a waiting process calls the remote itself.
+    """
+
+    def __init__(self, timeout: float, *, refresh_every: float | None = None,
+                 lock_timeout: float = 30.0) -> None:
+        for label, seconds in (("timeout", timeout), ("lock_timeout", lock_timeout),
+                               ("refresh_every", refresh_every)):
+            if label == "refresh_every" and seconds is None:
+                continue
+            if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 < seconds < 1e12:
+                raise ConfigurationError(
+                    f"Mirror: {label} must be a positive number of seconds, not {seconds!r}")
+        if refresh_every is not None and refresh_every >= timeout:
+            raise ConfigurationError(
+                f"Mirror(timeout={timeout!r}, refresh_every={refresh_every!r}): refresh_every must be "
+                "smaller than timeout, or objects time out (and refresh lazily, one remote call each) "
+                "before the bulk refresher comes round; lower refresh_every or raise timeout")
+        self.timeout = float(timeout)
+        self.refresh_every = None if refresh_every is None else float(refresh_every)
+        self.lock_timeout = float(lock_timeout)
+
+    def stale(self, cached_at: float | None, ignore_cache: bool | None, now: float) -> bool:
+        """Tell whether an object refreshed at ``cached_at`` (``None``: never) is stale at ``now``."""
+        return bool(ignore_cache) or cached_at is None or now - cached_at >= self.timeout
+
+    @staticmethod
+    def fields() -> list[Property[Any]]:
+        """Return new specs of the fields every mirrored object stores besides its properties."""
+        return [MirrorField("info", dict, mandatory=False,
+                            doc="The last answer of the remote (a JSON object); written by refreshes only."),
+                MirrorField("cached_at", float, mandatory=False,
+                            doc="When the remote was last asked (seconds since the epoch); refreshes only."),
+                MirrorField("error", str, mandatory=False,
+                            doc="The last refresh error as text, or None; written by refreshes only."),
+                Property("ignore_cache", bool, default=False,
+                         doc="While True, the object is always stale: every new instance refreshes.")]
+
+    def __repr__(self) -> str:
+        return f"Mirror(timeout={self.timeout:g}, refresh_every={self.refresh_every})"
+
+
+#: the fields a mirrored hybrid stores besides its own, and the names its objects answer to
+MIRROR_FIELDS = ("info", "cached_at", "error", "ignore_cache")
+MIRROR_NAMES = frozenset({*MIRROR_FIELDS, "stale", "refresh_info"})
+#: mirror fields whose read never refreshes (``info`` does: it is the remote's data)
+MIRROR_STATE = frozenset({"cached_at", "error", "ignore_cache"})
+
+
+class MirrorField(Property[T]):
+    """A field of a mirrored object that only refreshes write: reading works, assigning raises."""
+
+    def __set__(self, obj: DataObject, value: Any) -> None:
+        raise ReadOnlyFieldError(
+            f"{self.qualified} is written only by refreshes from the remote; call refresh_info() to "
+            "refresh it now, or set ignore_cache to make every new instance refresh")
+
+
 def is_guid(value: object) -> TypeGuard[str]:
     """Tell whether ``value`` is a guid: a UUID in canonical text form, ``'0e5c1f6a-...-4a1b...'``.
 

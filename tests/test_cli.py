@@ -75,7 +75,7 @@ def assert_erd(out: str, cwd: Path) -> None:
             pytest.fail("graphviz's dot is required (DAL_REQUIRE_SERVICES=1); apt-get install graphviz")
         assert "erd.svg not written: Graphviz's dot is not installed" in out
         return
-    assert "wrote erd.svg: the 7 hybrids of the sample model" in out
+    assert "wrote erd.svg: the 9 hybrids of the sample model" in out  # 7, and Cluster and VirtualMachine
     root = ElementTree.parse(cwd / "erd.svg").getroot()
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     assert "Disk" in ElementTree.tostring(root, encoding="unicode")
@@ -156,7 +156,8 @@ def test_help_on_every_command(tmp_path: Path) -> None:
 
     top = run_dal("--help", cwd=tmp_path)
     assert top.returncode == 0
-    assert set(COMMAND_MODULES) == {"demo", "stats", "erd", "migrate", "dump", "load", "copy", "check"}
+    assert set(COMMAND_MODULES) == {"demo", "stats", "erd", "migrate", "dump", "load", "copy", "check",
+                                    "refresh"}
     for name in COMMAND_MODULES:
         assert name in top.stdout
         shown = run_dal(name, "--help", cwd=tmp_path)
@@ -183,6 +184,13 @@ def test_stats_after_the_demo_on_the_embedded_default(tmp_path: Path) -> None:
     hits, misses, computed, waits = (int(n) for n in row.split()[1:5])
     assert (hits, misses, computed, waits) == (2, 1, 1, 0)
     assert "memory cache of this process:" in out
+    # the demo's mirror section: its remote calls and the two failures it shows are counted
+    heading = next(line for line in out.splitlines() if line.strip().startswith("mirrored"))
+    assert heading.split()[1:] == ["calls", "bulk", "runs", "changed", "unchanged", "failed", "waits",
+                                   "remote", "ms"]
+    mirrored = next(line for line in out.splitlines() if line.strip().startswith("virtualmachine"))
+    calls, bulk_runs, changed, unchanged, failed = (int(n) for n in mirrored.split()[1:6])
+    assert (calls, bulk_runs, changed, unchanged, failed) == (5, 0, 7, 0, 2)
 
 
 @pytest.mark.etcd

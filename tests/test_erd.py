@@ -24,7 +24,7 @@ import pytest
 from test_cli import run_dal
 
 import dal.hybrids
-from dal import DataObject, Dynamic, Property, Relation
+from dal import DataObject, Dynamic, Mirror, Property, Relation
 from dal.exceptions import ConfigurationError, DalError
 from dal.testing.fixtures import services_required
 from dal.tools import erd
@@ -273,7 +273,7 @@ def test_cli_draws_only_the_hybrids_modules_own_hybrids(tmp_path: Path) -> None:
 def test_cli_infers_the_format_from_the_file_name(tmp_path: Path, graphviz: str) -> None:
     result = run_dal("erd", "-o", "model.dot", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "wrote model.dot (dot, 7 hybrids)\n"
+    assert result.stdout == "wrote model.dot (dot, 9 hybrids)\n"
     assert (tmp_path / "model.dot").read_bytes() == (GOLDEN / "sample.dot").read_bytes()
     picture = run_dal("erd", "-o", "model.png", cwd=tmp_path)
     assert picture.returncode == 0, picture.stderr
@@ -345,3 +345,65 @@ def test_cli_discovers_every_hybrid_module_of_a_package(tmp_path: Path) -> None:
     assert "Customer {" in result.stdout and "Order {" in result.stdout
     assert 'Customer ||--o{ Order : "customer / orders"' in result.stdout
     assert "Backend {" not in result.stdout
+
+
+# --- mirrored hybrids -----------------------------------------------------------------------------
+
+
+class ErdMirroredVm(DataObject):
+    """Mirrored from a remote API: the diagram says so, with its timeout."""
+
+    __module__ = "erd_mirrored"  # not one of this module's own hybrids, which golden files draw
+
+    __properties: list[Property[Any]] = [Property("hostname", str, unique=True)]
+    __relations = [Relation("site", ErdSite, "mirrored_vms", mandatory=False)]
+    __mirror = Mirror(600, refresh_every=300)
+
+    def _refresh(self) -> dict[str, Any]:
+        raise AssertionError("drawing a diagram never calls the remote")
+
+
+class ErdMirroredDisk(DataObject):
+    """Mirrored without a bulk period: only the timeout is shown."""
+
+    __module__ = "erd_mirrored"
+
+    __properties: list[Property[Any]] = [Property("size", int, mandatory=False)]
+    __mirror = Mirror(90.5)
+
+    def _refresh(self) -> dict[str, Any]:
+        raise AssertionError("drawing a diagram never calls the remote")
+
+
+MIRRORED: list[type[DataObject]] = [ErdSite, ErdMirroredVm, ErdMirroredDisk]
+
+
+def test_mermaid_marks_mirrored_hybrids_with_their_timeout() -> None:
+    text = erd.render_mermaid(MIRRORED)
+    lines = text.splitlines()
+    assert "    %% ErdMirroredVm: mirrored from a remote API, timeout 600s, refresh every 300s" in lines
+    assert "    %% ErdMirroredDisk: mirrored from a remote API, timeout 90.5s" in lines
+    # the mark sits just above the entity it describes, and only mirrored hybrids carry one
+    assert lines[lines.index("    ErdMirroredVm {") - 1].endswith("refresh every 300s")
+    assert sum("mirrored from a remote API" in line for line in lines) == 2
+    assert "mirrored" not in erd.render_mermaid(SMALL)
+    assert erd.render_mermaid(MIRRORED[::-1]) == text
+
+
+def test_dot_marks_mirrored_hybrids_in_their_header() -> None:
+    text = erd.render_dot(MIRRORED)
+    vm = next(line for line in text.splitlines() if line.startswith('    "ErdMirroredVm" [label='))
+    assert '<B>ErdMirroredVm</B><BR/><I>mirrored: timeout 600s, refresh every 300s</I>' in vm
+    assert 'BGCOLOR="#d9ead3"' in vm
+    site = next(line for line in text.splitlines() if line.startswith('    "ErdSite" [label='))
+    assert "mirrored" not in site and 'BGCOLOR="#cfe2f3"' in site
+    assert "<I>mirrored: timeout 90.5s</I>" in text
+    assert erd.render_dot(MIRRORED[::-1]) == text
+
+
+def test_svg_shows_the_mirror_mark(graphviz: str) -> None:
+    svg = erd.render_picture(MIRRORED, "svg")
+    texts = [text.text for text in ET.fromstring(svg).iter(f"{SVG}text")]
+    assert "mirrored: timeout 600s, refresh every 300s" in texts
+    assert "mirrored: timeout 90.5s" in texts
+    assert erd.render_picture(MIRRORED, "svg") == svg

@@ -11,11 +11,14 @@ so ``None`` cannot be confused with a stored value at this level.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
 from dal.backends.url import StoreURL
+from dal.exceptions import ConfigurationError
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,85 @@ class CommitResult:
     current: Mapping[str, Entry] = field(default_factory=dict)
 
 
+# --- leadership ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Leadership:
+    """The outcome of :meth:`PersistentStore.acquire_leadership`: whether ``owner`` now leads ``role``.
+
+    ``holder`` is the owner token of whoever leads when known (``owner`` itself once acquired);
+    ``handle`` is the store's own name for the lease (an etcd lease id; 0 where there is none).
+    """
+
+    role: str
+    owner: str
+    ttl: float
+    acquired: bool
+    holder: str | None = None
+    handle: int = 0
+
+
+def lease_ttl(role: str, owner: str, ttl: float) -> float:
+    """Return ``ttl`` once the request is checked: a named role, an owner, a positive finite TTL."""
+    if not role or not owner:
+        raise ConfigurationError(f"leadership needs a role and an owner, not {role!r} and {owner!r}")
+    if not 0 < ttl < float("inf"):
+        raise ConfigurationError(f"a leadership lease lasts a positive number of seconds, not {ttl!r}")
+    return float(ttl)
+
+
+class ProcessLocalLeadership:
+    """Leadership for a store whose data lives in this process alone (every owner is here too).
+
+    A mixin: the leases sit in a dict beside the data, their expiry on this process's
+    monotonic clock, so a change of the wall clock neither ends nor extends one.
+    """
+
+    #: role -> (owner, monotonic expiry); made on first use
+    _leases: dict[str, tuple[str, float]] | None = None
+
+    def acquire_leadership(self, role: str, owner: str, ttl: float) -> Leadership:
+        ttl = lease_ttl(role, owner, ttl)
+        now = time.monotonic()
+        with _LOCAL_LEASES_LOCK:
+            leases = self._local_leases()
+            holder, expires = leases.get(role, (owner, now))
+            if holder != owner and expires > now:
+                return Leadership(role, owner, ttl, acquired=False, holder=holder)
+            leases[role] = (owner, now + ttl)
+        return Leadership(role, owner, ttl, acquired=True, holder=owner)
+
+    def renew_leadership(self, lease: Leadership) -> bool:
+        now = time.monotonic()
+        with _LOCAL_LEASES_LOCK:
+            leases = self._local_leases()
+            holder, expires = leases.get(lease.role, ("", now))
+            if not lease.acquired or holder != lease.owner or expires <= now:
+                return False
+            leases[lease.role] = (lease.owner, now + lease.ttl)
+            return True
+
+    def release_leadership(self, lease: Leadership) -> None:
+        if not lease.acquired:
+            return
+        with _LOCAL_LEASES_LOCK:
+            leases = self._local_leases()
+            if leases.get(lease.role, ("", 0.0))[0] == lease.owner:
+                del leases[lease.role]
+
+    def _local_leases(self) -> dict[str, tuple[str, float]]:
+        """Return role -> (owner, monotonic expiry), made on first use (the caller holds the lock)."""
+        leases = self._leases
+        if leases is None:
+            leases = {}
+            self._leases = leases
+        return leases
+
+
+_LOCAL_LEASES_LOCK = threading.Lock()
+
+
 def evaluate_checks(checks: Sequence[Check], lookup: Callable[[str], Entry | None],
                     newest: Callable[[str], int]) -> tuple[tuple[int, ...], dict[str, Entry]]:
     """Return the indexes of the checks that fail and the present entries of their keys.
@@ -194,6 +276,32 @@ class PersistentStore(Protocol):
 
     def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
         """Apply every op atomically if every check holds; otherwise apply nothing."""
+        ...
+
+    def acquire_leadership(self, role: str, owner: str, ttl: float) -> Leadership:
+        """Make ``owner`` the one leader of ``role`` for ``ttl`` seconds, unless another leads.
+
+        At most one owner leads a role at a time, across every client of the stored data.
+        Taken only when nobody leads, when the last leader's lease expired (it did not renew
+        within ``ttl`` seconds: it died, or lost the store), or when ``owner`` leads already
+        (then it is renewed). The result says whether it was taken, and who leads otherwise.
+        """
+        ...
+
+    def renew_leadership(self, lease: Leadership) -> bool:
+        """Extend an acquired lease by its ``ttl`` from now; ``False`` when it no longer holds.
+
+        A lease that expired before this call no longer holds, even if nobody took it since:
+        its owner must acquire again (so it knows it may have been replaced meanwhile).
+        """
+        ...
+
+    def release_leadership(self, lease: Leadership) -> None:
+        """Give the lease up at once, so a standby can lead without waiting for it to expire.
+
+        Releasing a lease that no longer holds (expired, taken by another) or was never acquired
+        does nothing.
+        """
         ...
 
     def identity(self) -> str:

@@ -23,6 +23,7 @@ from dal.backends.base import (
     DeletePrefix,
     Entry,
     Op,
+    ProcessLocalLeadership,
     Put,
     evaluate_checks,
 )
@@ -49,7 +50,7 @@ def _validate_ops(ops: Sequence[Op]) -> None:
             raise TypeError(f"unknown op {op!r}")
 
 
-class MemoryStore:
+class MemoryStore(ProcessLocalLeadership):
     """A process-local PersistentStore: a dict of entries plus a sorted key list for scans."""
 
     scheme: ClassVar[str] = "memory"

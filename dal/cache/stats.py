@@ -183,11 +183,35 @@ def report(context: Context, published: Published, local_entries: list[Any] | No
             lines.append(f"  {owner:<32}{int(row.get('hits', 0)):>8}{int(row.get('misses', 0)):>8}"
                          f"{int(row.get('computations', 0)):>10}{int(row.get('lock_waits', 0)):>12}"
                          f"{row.get('compute_seconds', 0) * 1000:>12.1f}")
+    lines += _mirror_rows(totals)
     if local_entries is not None:
         size = sum(entry.size for entry in local_entries)
         lines.append(f"  memory cache of this process: {len(local_entries)} entries, {size} bytes")
         for entry in sorted(local_entries, key=lambda e: -e.hits)[:10]:
             lines.append(f"    {entry.hits:>6} hits {entry.size:>8} B  {entry.key}")
+    return lines
+
+
+#: the columns of the mirror rows: (counter event, heading)
+MIRROR_COLUMNS = (("remote_calls", "calls"), ("bulk_runs", "bulk runs"), ("refreshed", "changed"),
+                  ("unchanged", "unchanged"), ("failures", "failed"), ("waits", "waits"))
+
+
+def _mirror_rows(totals: dict[str, float]) -> list[str]:
+    """Return the rows of the mirrored hybrids (``mirror.<hybrid>.<event>`` counters), if any."""
+    mirrors: dict[str, dict[str, float]] = {}
+    for name, amount in totals.items():
+        if name.startswith("mirror.") and name.count(".") == 2:
+            _, hybrid, event = name.split(".")
+            mirrors.setdefault(hybrid, {})[event] = amount
+    if not mirrors:
+        return []
+    lines = [f"  {'mirrored':<32}" + "".join(f"{heading:>10}" for _, heading in MIRROR_COLUMNS)
+             + f"{'remote ms':>11}"]
+    for hybrid in sorted(mirrors):
+        row = mirrors[hybrid]
+        counts = "".join(f"{int(row.get(event, 0)):>10}" for event, _ in MIRROR_COLUMNS)
+        lines.append(f"  {hybrid:<32}{counts}{row.get('remote_seconds', 0) * 1000:>11.1f}")
     return lines
 
 

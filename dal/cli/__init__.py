@@ -30,6 +30,7 @@ COMMAND_MODULES = {
     "load": "dal.cli.load",
     "copy": "dal.cli.copy",
     "check": "dal.cli.check",
+    "refresh": "dal.cli.refresh",
 }
 
 

@@ -6,7 +6,9 @@ namespace every other command reads by default (``dal`` unless ``--namespace`` o
 see its data. That namespace is cleared first, so the demo can be run again and again; it
 refuses to clear a namespace holding data it did not write. It saves, relates and loads
 objects, reads dynamics, queries, migrates nodes an older release of the model stored, checks
-the namespace, and draws the model's diagram into ``erd.svg`` (with ``--erd FILE`` elsewhere).
+the namespace, mirrors virtual machines from a remote API it serves itself on loopback (counting
+the remote calls: none to build or list them, one for a lazy refresh, one bulk call for a list),
+runs ``dal refresh --once``, and draws the model's diagram into ``erd.svg`` (with ``--erd FILE`` elsewhere).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import dal
 from dal.backends.base import DeletePrefix, Put
 from dal.backends.paging import scan_batches
 from dal.cache.versions import changed_versions
+from dal.cli.demo_mirror import mirror
 from dal.cli.demo_report import Report, Sample, Since, error_of, names
 from dal.cli.demo_tools import diagram, integrity, migration, queries, store_release_one_nodes
 from dal.hybrids import AlbaBackend, Backend, BackendStorageRouter, BackendType, Disk, Pool
@@ -71,6 +74,7 @@ def run_demo(args: argparse.Namespace, emit: Callable[[str], None]) -> dal.confi
         notes.append(f"{len(gone)} backends deleted, {len(dal.DataList(Backend))} left")
     migration(report, context)
     integrity(report, context, sample)
+    mirror(report, context, args)
     # `dal stats --demo` runs this too; it parses no --erd and wants no file written
     erd_file = getattr(args, "erd", None)
     if erd_file:

@@ -1,7 +1,8 @@
 """The hybrid metaclass, the ``_meta`` record it builds, and the registry of hybrids.
 
 The metaclass only collects: it reads the name-mangled ``__properties``, ``__relations``
-and ``__dynamics`` lists once, merges inherited specs, binds them (each spec is the
+and ``__dynamics`` lists (and a mirrored hybrid's ``__mirror``, which adds the fields every
+mirrored object stores) once, merges inherited specs, binds them (each spec is the
 descriptor for its attribute), freezes the result into ``cls._meta`` and registers the
 class. Nothing is installed on a class when objects are created.
 
@@ -21,8 +22,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dal.exceptions import ConfigurationError, InvalidValueError
+from dal.model.mirroring import mirror_of
 from dal.model.reverse import reverse_accessors
-from dal.structures import Dynamic, Property, Relation, RelationGuid, Spec
+from dal.structures import MIRROR_STATE, Dynamic, Mirror, Property, Relation, RelationGuid, Spec
 from dal.validators import Validator
 
 if TYPE_CHECKING:
@@ -77,6 +79,8 @@ class HybridMeta:
     dynamics: Mapping[str, Dynamic]
     #: reverse accessors other hybrids' relations install here, filled as they register
     reverse: dict[str, Reverse] = field(default_factory=dict)
+    #: how a mirrored hybrid follows its remote (``__mirror``, declared or inherited); None if not mirrored
+    mirror: Mirror | None = None
 
     @cached_property
     def unique(self) -> tuple[Property[Any], ...]:
@@ -262,15 +266,20 @@ class HybridMetaclass(type):
         declared = {kind: list(namespace.get(mangled + kind, ()))
                     for kind in ("properties", "relations", "dynamics")}
         specs = _merge(cls, bases, declared)
+        mirror = mirror_of(cls, bases, namespace.get(mangled + "mirror"), declared, specs)
         meta = HybridMeta(
             name=hybrid_name or name.lower(), cls=cls,  # type: ignore[arg-type]
             properties=MappingProxyType({s.name: s for s in specs if isinstance(s, Property)}),
             relations=MappingProxyType({s.name: s for s in specs if isinstance(s, Relation)}),
             dynamics=MappingProxyType({s.name: s for s in specs if isinstance(s, Dynamic)}),
+            mirror=mirror,
         )
         cls._meta = meta
         for spec in specs:
             spec.bind(cls)  # type: ignore[arg-type]
+            # set on every spec, never left as copied: a spec shared with a mirrored hybrid keeps its flag
+            spec.refreshes = (mirror is not None and not isinstance(spec, Dynamic)
+                              and spec.name not in MIRROR_STATE)
             setattr(cls, spec.name, spec)
             if isinstance(spec, Relation):
                 setattr(cls, spec.guid_field, RelationGuid(spec))

@@ -1,7 +1,9 @@
 """``DataObject``: the base of every hybrid, and what its objects do.
 
 Loading, attribute access, refresh and views are here; saving and deleting are
-:class:`dal.objects.writes.Writes`, which ``DataObject`` inherits.
+:class:`dal.objects.writes.Writes`, which ``DataObject`` inherits. A mirrored hybrid's objects
+refresh from their remote through :mod:`dal.objects.mirrored` (``_before_read``, ``stale``,
+``refresh_info``).
 """
 
 from __future__ import annotations
@@ -13,9 +15,15 @@ from typing import Any, ClassVar, TypeVar
 from dal.backends.base import Entry
 from dal.cache.seen import Seen
 from dal.config import current
-from dal.exceptions import BackendError, InvalidRelationError, InvalidValueError, ObjectNotFoundError
+from dal.exceptions import (
+    BackendError,
+    InvalidRelationError,
+    InvalidValueError,
+    MirrorError,
+    ObjectNotFoundError,
+)
 from dal.model.meta import HybridMeta, HybridMetaclass
-from dal.objects import dynamics
+from dal.objects import dynamics, mirrored
 from dal.objects.transaction import Document, decode
 from dal.objects.writes import Writes
 from dal.structures import Dynamic, Relation, check_guid
@@ -195,6 +203,39 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         self._data[relation.guid_field] = value
         self._objects.pop(relation.name, None)
 
+    # --- mirrored hybrids ----------------------------------------------------------------
+
+    def _before_read(self) -> None:
+        """Called by the descriptors of a mirrored hybrid's fields: refresh a stale object first.
+
+        Once per instance (``_mirror_checked``, set by the mirror); an object not stored yet has
+        nothing to refresh into, so it is left alone until it is saved.
+        """
+        state = self.__dict__
+        if "_mirror_checked" not in state and state.get("_raw") is not None:
+            mirrored.before_read(self)
+
+    @property
+    def stale(self) -> bool:
+        """Whether this mirrored object is due a refresh: ``ignore_cache`` set, never refreshed, or
+        refreshed ``timeout`` seconds ago or more. Reading it never refreshes."""
+        mirror = self._meta.mirror
+        if mirror is None:
+            raise AttributeError(f"{type(self).__name__} is not mirrored (it declares no __mirror), "
+                                 "so never stale")
+        data = self._data
+        return mirror.stale(data["cached_at"], data["ignore_cache"], mirrored.clock.now())
+
+    def refresh_info(self) -> None:
+        """Refresh this mirrored object from its remote now, stale or not, and store the answer.
+
+        Raises MirrorError (the remote's error as its ``__cause__``) when the remote fails or its
+        answer cannot be stored; the failure is recorded in ``error`` as well.
+        """
+        if self._meta.mirror is None:
+            raise MirrorError(f"{type(self).__name__} is not mirrored: it declares no __mirror")
+        mirrored.refresh_now(self)
+
     def _dynamic(self, spec: Dynamic) -> Any:
         return dynamics.read(current(), self, spec)
 
@@ -203,9 +244,10 @@ class DataObject(Writes, metaclass=HybridMetaclass):
     def refresh(self) -> None:
         """Reload the persisted data; related objects that were loaded are reloaded, or dropped
         when the relation changed or they are gone. Nothing that was never loaded gets loaded."""
-        self._refresh(set())
+        self._reload(set())
 
-    def _refresh(self, seen: set[int]) -> None:
+    def _reload(self, seen: set[int]) -> None:
+        # not `_refresh`: that is a mirrored hybrid's loader
         seen.add(id(self))
         context = current()
         if "_uncertain" in self.__dict__:
@@ -220,7 +262,7 @@ class DataObject(Writes, metaclass=HybridMetaclass):
                 continue
             if id(obj) not in seen:
                 try:
-                    obj._refresh(seen)
+                    obj._reload(seen)
                 except ObjectNotFoundError:
                     continue
             self._objects[name] = obj
@@ -248,10 +290,12 @@ class DataObject(Writes, metaclass=HybridMetaclass):
 
     def export(self) -> dict[str, Any]:
         """Return ``{property: value}`` for the plain properties."""
+        self._before_read_if_mirrored()
         return {name: self._data[name] for name in self._meta.properties}
 
     def serialize(self, depth: int = 0) -> dict[str, Any]:
         """Return a JSON-ready dict: guid, properties, relations (nested when ``depth > 0``), dynamics."""
+        self._before_read_if_mirrored()
         result: dict[str, Any] = {"guid": self.guid}
         result.update((name, value) for name, value in self._document().items()
                       if name in self._meta.properties)
@@ -264,6 +308,10 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         for name, spec in self._meta.dynamics.items():
             result[name] = spec.validator.to_json(getattr(self, name))
         return result
+
+    def _before_read_if_mirrored(self) -> None:
+        if self._meta.mirror is not None:
+            self._before_read()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DataObject):

@@ -22,7 +22,8 @@ from dal.backends.base import (
     Put,
     Revision,
 )
-from dal.backends.etcd.transport import EtcdTransport, tls_credentials
+from dal.backends.etcd.leadership import EtcdLeadership
+from dal.backends.etcd.transport import tls_credentials
 from dal.backends.url import StoreURL
 from dal.exceptions import ConfigurationError
 
@@ -38,7 +39,7 @@ _MOD, _VERSION = etcdrpc.Compare.MOD, etcdrpc.Compare.VERSION
 _EQUAL, _GREATER, _LESS = etcdrpc.Compare.EQUAL, etcdrpc.Compare.GREATER, etcdrpc.Compare.LESS
 
 
-class EtcdStore(EtcdTransport):
+class EtcdStore(EtcdLeadership):
     """A :class:`~dal.backends.base.PersistentStore` on an etcd v3 cluster."""
 
     scheme: ClassVar[str] = "etcd"

@@ -69,7 +69,8 @@ class EtcdTransport:
             for host, port in hosts]
         # no user/password here: pyetcd would authenticate eagerly against one random endpoint
         self._client = MultiEndpointEtcd3Client(endpoints=self._endpoints, timeout=timeout, failover=True)
-        self._stubs = {ep.netloc: (etcdrpc.KVStub(ep.channel), etcdrpc.AuthStub(ep.channel))
+        self._stubs = {ep.netloc: {"kv": etcdrpc.KVStub(ep.channel), "auth": etcdrpc.AuthStub(ep.channel),
+                                   "lease": etcdrpc.LeaseStub(ep.channel)}
                        for ep in self._endpoints}
         self._where = ", ".join(ep.netloc for ep in self._endpoints)
 
@@ -77,15 +78,16 @@ class EtcdTransport:
         self._closed = True
         self._client.close()
 
-    def _call(self, method: str, request: Any, *, txn_size: tuple[int, int] | None = None) -> Any:
-        """Send one KV request, failing over between endpoints, all within the store's timeout."""
+    def _call(self, method: str, request: Any, *, txn_size: tuple[int, int] | None = None,
+              service: str = "kv") -> Any:
+        """Send one KV (or lease) request, failing over between endpoints, all within the store's timeout."""
         if self._closed:  # gRPC would raise a bare ValueError on its closed channels
             raise BackendError(f"the etcd store {self.url} is closed; open it again (dal.configure())")
         deadline = time.monotonic() + self.timeout
         for attempt in range(2):
             metadata = self._auth_metadata(deadline)
             try:
-                return self._send(method, request, deadline, metadata, kv=True)
+                return self._send(method, request, deadline, metadata, service=service)
             except grpc.RpcError as exc:
                 # tokens expire (etcd's simple tokens after 5 minutes idle): log in again, once
                 if attempt == 0 and metadata and is_expired_token(exc):
@@ -101,13 +103,13 @@ class EtcdTransport:
             if self._token is None:
                 request = etcdrpc.AuthenticateRequest(name=self._user, password=self._password)
                 try:
-                    self._token = self._send("Authenticate", request, deadline, None, kv=False).token
+                    self._token = self._send("Authenticate", request, deadline, None, service="auth").token
                 except grpc.RpcError as exc:
                     raise self._error(exc, None, deadline) from exc
             return (("token", self._token),)
 
     def _send(self, method: str, request: Any, deadline: float,
-              metadata: tuple[tuple[str, str], ...] | None, *, kv: bool) -> Any:
+              metadata: tuple[tuple[str, str], ...] | None, *, service: str) -> Any:
         """Try the endpoints in turn while they are unreachable; raise the last gRPC error.
 
         Only UNAVAILABLE is retried elsewhere. It mostly means the request never reached a
@@ -125,9 +127,10 @@ class EtcdTransport:
             if remaining <= 0:
                 break
             endpoint = self._pick_endpoint()
-            kv_stub, auth_stub = self._stubs[endpoint.netloc]
-            call = getattr(kv_stub if kv else auth_stub, method)
+            call = getattr(self._stubs[endpoint.netloc][service], method)
             try:
+                if method == "LeaseKeepAlive":  # a stream both ways: one request, its one answer
+                    return next(call(iter([request]), timeout=remaining, metadata=metadata), None)
                 return call(request, timeout=remaining, metadata=metadata)
             except grpc.RpcError as exc:
                 code = exc.code()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Sequence
-from typing import ClassVar
+import time
+from collections.abc import Callable, Sequence
+from typing import ClassVar, TypeVar
 
 from dal.backends.base import (
     Check,
@@ -17,18 +18,25 @@ from dal.backends.base import (
     Delete,
     DeletePrefix,
     Entry,
+    Leadership,
     Op,
     Put,
     evaluate_checks,
+    lease_ttl,
 )
 from dal.backends.sqlite.connections import SqliteConnections
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
 
+T = TypeVar("T")
+
 _IDENTITY = "SELECT name FROM identity WHERE id = 0"
 _REVISION = "SELECT revision FROM meta WHERE id = 0"
 _GET = "SELECT value, revision FROM kv WHERE key = ?"
 _PUT = "INSERT OR REPLACE INTO kv (key, value, revision) VALUES (?, ?, ?)"
+#: made by the first acquire_leadership, so a file nobody leads keeps the three tables it always had
+_LEADERSHIP = ("CREATE TABLE IF NOT EXISTS leadership ("
+               " role TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)")
 #: SQLite's historical limit on bound variables per statement is 999; stay well below it
 _CHUNK = 500
 _SYNCHRONOUS = ("NORMAL", "FULL")
@@ -273,6 +281,64 @@ class SqliteStore(SqliteConnections):
                 self._own = {revision for revision in self._own if revision > current}
             self._checked = current
             return self._changes
+    # --- leadership: an expiring record per role, in a table of its own -------------------
+    # Expiry is on the wall clock (time.time()): the processes sharing one SQLite file share one
+    # machine, hence one clock, and a record must outlive the process that wrote it.
+
+    def acquire_leadership(self, role: str, owner: str, ttl: float) -> Leadership:
+        """Take ``role`` in one write transaction, only when its record is absent, expired or ``owner``'s."""
+        ttl = lease_ttl(role, owner, ttl)
+
+        def take(conn: sqlite3.Connection) -> Leadership:
+            now = time.time()
+            row = conn.execute("SELECT owner, expires FROM leadership WHERE role = ?", (role,)).fetchone()
+            if row is not None and row[0] != owner and row[1] > now:
+                return Leadership(role, owner, ttl, acquired=False, holder=row[0])
+            conn.execute("INSERT OR REPLACE INTO leadership (role, owner, expires) VALUES (?, ?, ?)",
+                         (role, owner, now + ttl))
+            return Leadership(role, owner, ttl, acquired=True, holder=owner)
+
+        return self._leadership(f"acquire leadership of {role!r}", take)
+
+    def renew_leadership(self, lease: Leadership) -> bool:
+        """Push the record's expiry ``ttl`` seconds ahead, if it is still this owner's and unexpired."""
+        if not lease.acquired:
+            return False
+
+        def renew(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            cursor = conn.execute(
+                "UPDATE leadership SET expires = ? WHERE role = ? AND owner = ? AND expires > ?",
+                (now + lease.ttl, lease.role, lease.owner, now))
+            return cursor.rowcount == 1
+
+        return self._leadership(f"renew leadership of {lease.role!r}", renew)
+
+    def release_leadership(self, lease: Leadership) -> None:
+        """Delete the record if it is this owner's."""
+        if not lease.acquired:
+            return
+        self._leadership(f"release leadership of {lease.role!r}", lambda conn: conn.execute(
+            "DELETE FROM leadership WHERE role = ? AND owner = ?", (lease.role, lease.owner)))
+
+    def _leadership(self, what: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # the write lock first: read and write see one state
+        except sqlite3.Error as exc:
+            raise BackendError(f"sqlite could not {what} in {self.path}: could not take the write lock "
+                               f"within {self.timeout}s: {exc}") from exc
+        try:
+            conn.execute(_LEADERSHIP)
+            result = work(conn)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback(conn)
+            if isinstance(exc, sqlite3.Error):
+                raise BackendError(f"sqlite could not {what} in {self.path}: {exc}") from exc
+            raise
+        return result
+
     @staticmethod
     def _failed_checks(conn: sqlite3.Connection,
                        checks: Sequence[Check]) -> tuple[tuple[int, ...], dict[str, Entry]]:

@@ -22,6 +22,7 @@ from dal.backends.base import (
     Put,
     Revision,
 )
+from dal.testing.conformance.leadership import LeadershipContract
 from dal.testing.conformance.values import MEGABYTE, ODD_VALUES
 
 
@@ -33,8 +34,8 @@ def _put(store: PersistentStore, items: dict[str, bytes]) -> int:
     return result.revision
 
 
-class PersistentStoreContract:
-    """Conformance tests for :class:`dal.backends.base.PersistentStore` implementations."""
+class PersistentStoreContract(LeadershipContract):
+    """Conformance tests for :class:`dal.backends.base.PersistentStore` implementations, leases included."""
 
     # --- identity -----------------------------------------------------------------------
 

@@ -68,6 +68,8 @@ class Entity:
     attributes: tuple[Attribute, ...] = ()
     junction: bool = False
     external: bool = False
+    #: a mirrored hybrid's schedule in words (``"timeout 600s, refresh every 300s"``); None: not mirrored
+    mirror: str | None = None
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,18 @@ def _entity(cls: type[DataObject], ids: dict[type[DataObject], str], *, external
     for dynamic in meta.dynamics.values():
         rows.append(Attribute("dynamic", dynamic.name, _type_label(dynamic.return_type),
                               timeout=dynamic.timeout, locked=dynamic.locked))
-    return Entity(ids[cls], meta.name, tuple(rows), junction=is_junction(cls))
+    return Entity(ids[cls], meta.name, tuple(rows), junction=is_junction(cls), mirror=mirror_note(cls))
+
+
+def mirror_note(cls: type[DataObject]) -> str | None:
+    """Return how a mirrored hybrid follows its remote, in words; ``None`` when it is not mirrored."""
+    mirror = cls._meta.mirror
+    if mirror is None:
+        return None
+    note = f"timeout {_number(mirror.timeout)}s"
+    if mirror.refresh_every is not None:
+        note += f", refresh every {_number(mirror.refresh_every)}s"
+    return note
 
 
 def _links(cls: type[DataObject], ids: dict[type[DataObject], str]) -> list[Link]:

@@ -52,6 +52,8 @@ def render_mermaid(hybrids: Iterable[type[DataObject]] | None = None) -> str:
             continue
         if entity.junction:
             lines.append(f"    %% {entity.id}: a many-to-many junction")
+        if entity.mirror is not None:
+            lines.append(f"    %% {entity.id}: mirrored from a remote API, {entity.mirror}")
         if entity.hybrid != entity.id.lower():
             lines.append(f"    %% {entity.id}: stored as {entity.hybrid!r}")
         lines.append(f"    {entity.id} {{")
@@ -80,7 +82,7 @@ def _mermaid_word(label: str) -> str:
 
 # --- Graphviz DOT --------------------------------------------------------------------------
 
-_HEADER = {"plain": "#cfe2f3", "junction": "#fce5cd", "external": "#eeeeee"}
+_HEADER = {"plain": "#cfe2f3", "junction": "#fce5cd", "external": "#eeeeee", "mirrored": "#d9ead3"}
 #: (mandatory, one-to-one) -> arrow at the target, arrow at the source (crow's foot notation)
 _DOT_ENDS = {(True, False): ("teetee", "crowodot"), (False, False): ("teeodot", "crowodot"),
              (True, True): ("teetee", "teeodot"), (False, True): ("teeodot", "teeodot")}
@@ -113,12 +115,15 @@ def render_dot(hybrids: Iterable[type[DataObject]] | None = None) -> str:
 
 
 def _dot_table(entity: Entity) -> str:
-    kind = "external" if entity.external else "junction" if entity.junction else "plain"
+    kind = ("external" if entity.external else "junction" if entity.junction
+            else "mirrored" if entity.mirror is not None else "plain")
     title = f"<B>{_html(entity.id)}</B>"
     if entity.junction:
         title += "<BR/><I>many-to-many junction</I>"
     if entity.external:
         title += "<BR/><I>not selected</I>"
+    if entity.mirror is not None:
+        title += f"<BR/><I>mirrored: {_html(entity.mirror)}</I>"
     if entity.hybrid != entity.id.lower():
         title += f'<BR/><FONT POINT-SIZE="8">stored as {_html(repr(entity.hybrid))}</FONT>'
     cells = ['<TABLE BORDER="1" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3">',

@@ -1,0 +1,91 @@
+"""Leadership on etcd: a key held by an etcd lease, as etcd's own election recipe does it.
+
+Acquiring grants a lease (``LeaseGrant``) and creates the role's key attached to it in a
+transaction that holds only while the key is absent (create revision 0). The leader keeps the
+lease alive (``LeaseKeepAlive``); when it dies, nobody renews, etcd expires the lease after its
+TTL and deletes the key with it, and a standby's next attempt creates the key anew. Releasing
+revokes the lease, which deletes the key at once. Expiry is decided by etcd's clock alone, so
+clients on machines whose clocks disagree still agree on who leads.
+
+The keys live under ``"\\0leadership/"``, outside every namespace (namespaces are names, never
+starting with a NUL), so no scan, dump or check of a namespace ever sees them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import grpc
+from pyetcd import etcdrpc
+
+from dal.backends.base import Leadership, lease_ttl
+from dal.backends.etcd.transport import EtcdTransport, etcd_error
+from dal.exceptions import BackendError
+
+#: the prefix of every role's key
+PREFIX = "\0leadership/"
+_CREATE, _EQUAL = etcdrpc.Compare.CREATE, etcdrpc.Compare.EQUAL
+
+
+def role_key(role: str) -> bytes:
+    """Return the etcd key a role's leader holds."""
+    return f"{PREFIX}{role}".encode()
+
+
+class EtcdLeadership(EtcdTransport):
+    """The leadership methods of :class:`~dal.backends.etcd.store.EtcdStore`."""
+
+    def acquire_leadership(self, role: str, owner: str, ttl: float) -> Leadership:
+        """Create the role's key on a fresh lease, unless another owner's key is there."""
+        ttl = lease_ttl(role, owner, ttl)
+        key = role_key(role)
+        found = self._call("Range", etcdrpc.RangeRequest(key=key)).kvs
+        if found:  # a standby's usual answer, in one round trip
+            holder = found[0].value.decode(errors="replace")
+            if holder != owner:
+                return Leadership(role, owner, ttl, acquired=False, holder=holder)
+            ours = Leadership(role, owner, ttl, acquired=True, holder=owner, handle=found[0].lease)
+            if self.renew_leadership(ours):
+                return ours
+        # etcd counts leases in whole seconds (and may raise a short one to its minimum)
+        granted = self._call("LeaseGrant", etcdrpc.LeaseGrantRequest(TTL=max(1, math.ceil(ttl))),
+                             service="lease")
+        put = etcdrpc.PutRequest(key=key, value=owner.encode(), lease=granted.ID)
+        request = etcdrpc.TxnRequest(
+            compare=[etcdrpc.Compare(key=key, target=_CREATE, result=_EQUAL, create_revision=0)],
+            success=[etcdrpc.RequestOp(request_put=put)],
+            failure=[etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=key))])
+        response = self._call("Txn", request)
+        lease = Leadership(role, owner, float(granted.TTL), acquired=True, holder=owner, handle=granted.ID)
+        if response.succeeded:
+            return lease
+        self._revoke(granted.ID)  # not needed: it would expire, but an unused lease is clutter
+        kvs = response.responses[0].response_range.kvs
+        holder = kvs[0].value.decode(errors="replace") if kvs else None
+        return Leadership(role, owner, ttl, acquired=False, holder=holder)
+
+    def renew_leadership(self, lease: Leadership) -> bool:
+        """Keep the lease alive; ``False`` when it expired or the key is no longer on it."""
+        if not lease.acquired or not lease.handle:
+            return False
+        answer: Any = self._call("LeaseKeepAlive", etcdrpc.LeaseKeepAliveRequest(ID=lease.handle),
+                                 service="lease")
+        if answer is None or answer.TTL <= 0:  # etcd answers TTL 0 for a lease it no longer has
+            return False
+        kvs = self._call("Range", etcdrpc.RangeRequest(key=role_key(lease.role))).kvs
+        return bool(kvs) and kvs[0].lease == lease.handle
+
+    def release_leadership(self, lease: Leadership) -> None:
+        """Revoke the lease, which deletes the role's key with it."""
+        if lease.acquired and lease.handle:
+            self._revoke(lease.handle)
+
+    def _revoke(self, lease_id: int) -> None:
+        try:
+            self._call("LeaseRevoke", etcdrpc.LeaseRevokeRequest(ID=lease_id), service="lease")
+        except BackendError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, grpc.RpcError) and etcd_error(cause)[0] == grpc.StatusCode.NOT_FOUND:
+                return  # expired already: released all the same
+            raise

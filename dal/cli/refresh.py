@@ -1,0 +1,324 @@
+"""Refresh the stale objects of every mirrored hybrid from their remotes, in bulk.
+
+Each stale object is refreshed in batches (one ``_refresh_many`` call per batch when the hybrid
+defines it, else ``_refresh`` per object), with a progress bar on stderr and a summary on
+stdout. A failing object or remote is listed (guid and error) and never stops the others.
+
+``--once`` refreshes every mirrored hybrid once, then exits: 0 when every refresh succeeded,
+1 when some failed, 3 when another refresher leads (or took the lead meanwhile), 130 when
+stopped by SIGTERM or SIGINT before it was done. Without it, the
+command runs until SIGTERM or SIGINT, refreshing each hybrid every ``refresh_every`` seconds of
+its ``Mirror`` (a hybrid without ``refresh_every`` is left to ``--once`` runs and the lazy
+refresh), and exits 0 once stopped.
+
+Only one refresher works at a time per namespace, across processes and machines: the
+leader holds a lease on ``refresher/<namespace>`` in the durable store, with the smallest
+``timeout`` of the hybrids as its TTL, renewed by a thread every third of it. Others wait as
+standbys and retry; when the leader dies, its lease expires and a standby takes over within
+``timeout`` seconds (plus its retry interval). On SIGTERM or SIGINT the leader finishes the batch
+in hand, releases the lease at once, and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import dal
+from dal.backends.base import Leadership, PersistentStore
+from dal.cli.progress import Progress
+from dal.exceptions import BackendError, DalError
+from dal.mirror import RefreshReport, mirrored_hybrids, refresh_stale, stale_count
+from dal.tools.erd import hybrids_in
+
+if TYPE_CHECKING:
+    from dal.objects.dataobject import DataObject
+
+HELP = "refresh the stale objects of mirrored hybrids from their remotes (--once, or in a loop)"
+
+#: exit status of ``--once`` when another refresher leads: nothing was refreshed, nothing failed
+EXIT_STANDBY = 3
+#: the longest a standby waits between two attempts to take the lead
+MAX_RETRY = 5.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--once", action="store_true",
+                        help="refresh every mirrored hybrid once and exit (1 when some refresh failed, "
+                             f"{EXIT_STANDBY} when another refresher leads)")
+    parser.add_argument("--batch-size", type=int, default=100, metavar="N",
+                        help="objects per remote call of _refresh_many (default 100)")
+    parser.add_argument("--limit", type=int, default=10, metavar="N",
+                        help="failures listed per hybrid and pass (default 10; 0 lists all)")
+
+
+@dataclass
+class Outcome:
+    """What one pass over some hybrids did: their reports, and the hybrids that could not finish."""
+
+    reports: dict[str, RefreshReport] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors) or any(report.failed for report in self.reports.values())
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise DalError(f"--batch-size must be 1 or more, not {args.batch_size}")
+    if args.limit < 0:
+        raise DalError(f"--limit must be 0 (all) or more, not {args.limit}")
+    context = dal.configure(args.persistent, args.volatile, namespace=args.namespace)
+    # the --hybrids modules' own: the registry also holds hybrids the command line imports itself
+    # (the demo's sample model), which are not this application's to refresh
+    own = set(hybrids_in(args.hybrids.split(",")))
+    hybrids = [cls for cls in mirrored_hybrids() if cls in own]
+    if not hybrids:
+        raise DalError(f"no mirrored hybrid in {args.hybrids!r}: declare one with __mirror = Mirror(timeout) "
+                       "and name its module with --hybrids (or DAL_HYBRIDS)")
+    ttl = min(_mirror(cls).timeout for cls in hybrids)
+    leader = Leader(context.persistent, f"refresher/{context.namespace}", ttl)
+    stop = threading.Event()
+    with _stopped_by_signals(stop):
+        if args.once:
+            return _once(hybrids, leader, stop, args)
+        return _loop(hybrids, leader, stop, args)
+
+
+def _once(hybrids: Sequence[type[DataObject]], leader: Leader, stop: threading.Event,
+          args: argparse.Namespace) -> int:
+    lease = leader.acquire()
+    if not lease.acquired:
+        print(f"another refresher leads {leader.role} ({lease.holder}); nothing refreshed", file=sys.stderr)
+        return EXIT_STANDBY
+    try:
+        outcome = refresh_pass(hybrids, args.batch_size, leader, stop)
+    finally:
+        leader.release()
+    _print(outcome, args.limit)
+    if outcome.interrupted:
+        # not every hybrid was refreshed: stopped by a signal, or the lease was lost (another leads)
+        return 130 if stop.is_set() else EXIT_STANDBY
+    reports = outcome.reports.values()
+    print(f"refreshed {len(outcome.reports)} of {len(hybrids)} mirrored hybrids: "
+          f"{sum(report.total for report in reports)} stale objects, "
+          f"{sum(report.refreshed for report in reports)} changed, "
+          f"{sum(report.unchanged for report in reports)} unchanged, "
+          f"{sum(len(report.failed) for report in reports)} failed", flush=True)
+    return 1 if outcome.failed else 0
+
+
+def _loop(hybrids: Sequence[type[DataObject]], leader: Leader, stop: threading.Event,
+          args: argparse.Namespace) -> int:
+    """Long because it is the whole life of a refresher: lead or stand by, refresh what is due, wait."""
+    periodic = {cls: float(every) for cls in hybrids if (every := _mirror(cls).refresh_every)}
+    for cls in hybrids:
+        if cls not in periodic:
+            _say(f"{cls.__name__} declares no refresh_every: left to `dal refresh --once` and lazy refreshes")
+    if not periodic:
+        raise DalError("no mirrored hybrid declares refresh_every, so there is nothing to repeat; declare "
+                       "Mirror(timeout, refresh_every=SECONDS) or run `dal refresh --once` (from cron, say)")
+    due: dict[type[DataObject], float] = {}
+    standing_by = False
+    try:
+        while not stop.is_set():
+            if not leader.held:
+                if leader.lease is not None:
+                    _say(f"lost the lead of {leader.role}: its lease could not be renewed")
+                try:
+                    lease = leader.acquire()
+                except BackendError as exc:  # the store is away: keep trying, as a standby would
+                    _say(f"could not reach the durable store to lead {leader.role}: {exc}")
+                    stop.wait(leader.retry)
+                    continue
+                if not lease.acquired:
+                    if not standing_by:
+                        _say(f"standby: {leader.role} is led by {lease.holder}; retrying every "
+                             f"{leader.retry:g}s")
+                        standing_by = True
+                    stop.wait(leader.retry)
+                    continue
+                standing_by = False
+                _say(f"leading {leader.role} as {leader.owner} (lease of {lease.ttl:g}s)")
+                due = dict.fromkeys(periodic, time.monotonic())  # a new leader refreshes at once
+            now = time.monotonic()
+            ready = [cls for cls in periodic if due[cls] <= now]
+            if ready:
+                for cls in ready:
+                    due[cls] = now + periodic[cls]
+                outcome = refresh_pass(ready, args.batch_size, leader, stop)
+                _print(outcome, args.limit, stamp=True)
+            # wake for the next due hybrid, a stop, or a look at the lease
+            stop.wait(max(0.0, min(min(due.values()) - time.monotonic(), leader.renew_every)))
+    finally:
+        leader.release()
+    _say("stopped")
+    return 0
+
+
+def refresh_pass(hybrids: Sequence[type[DataObject]], batch_size: int, leader: Leader,
+                 stop: threading.Event) -> Outcome:
+    """Refresh the stale objects of ``hybrids`` while leading and not stopped; never raises for one hybrid."""
+    outcome = Outcome()
+    for cls in hybrids:
+        if stop.is_set() or not leader.held:
+            outcome.interrupted = True
+            break
+        name = cls.__name__
+        try:
+            with Progress(stale_count(cls), f"refresh {name}") as bar:
+                report = refresh_stale(cls, batch_size=batch_size, progress=_progress(bar, leader, stop))
+        except _Interrupted:
+            outcome.interrupted = True
+            break
+        except Exception as exc:  # a store failure, or a bug in the hybrid: the next hybrid still runs
+            outcome.errors[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        outcome.reports[name] = report
+    return outcome
+
+
+class _Interrupted(Exception):
+    """Raised between batches when the refresher was stopped or lost the lead."""
+
+
+def _progress(bar: Progress, leader: Leader, stop: threading.Event) -> Callable[[int], None]:
+    def advance(done: int) -> None:
+        bar.advance(done - bar.done)  # refresh_stale counts the objects done so far
+        if stop.is_set() or not leader.held:
+            raise _Interrupted
+    return advance
+
+
+def _print(outcome: Outcome, limit: int, *, stamp: bool = False) -> None:
+    prefix = time.strftime("%Y-%m-%dT%H:%M:%SZ ", time.gmtime()) if stamp else ""
+    for name, report in outcome.reports.items():
+        print(f"{prefix}{name}: {report.total} stale: {report.refreshed} changed, {report.unchanged} "
+              f"unchanged, {len(report.failed)} failed", flush=True)
+        failures = sorted(report.failed.items())
+        shown = failures if limit == 0 else failures[:limit]
+        for guid, error in shown:
+            print(f"  failed {guid}: {error}", flush=True)
+        if len(shown) < len(failures):
+            print(f"  ... and {len(failures) - len(shown)} more (--limit 0 lists all)", flush=True)
+    for name, error in outcome.errors.items():
+        print(f"{prefix}{name}: not refreshed: {error}", flush=True)
+    if outcome.interrupted:
+        print(f"{prefix}interrupted: stopped, or no longer the leader; the rest waits for the next pass",
+              flush=True)
+
+
+def _say(line: str) -> None:
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {line}", flush=True)
+
+
+def _mirror(cls: type[DataObject]) -> Any:
+    return cls._meta.mirror
+
+
+class Leader:
+    """This process's bid to lead ``role``: acquire, renew in a thread, release.
+
+    :attr:`held` turns false as soon as a renewal says the lease is gone, or when no renewal
+    succeeded for a whole TTL (the store was unreachable): by then a standby may lead.
+    """
+
+    def __init__(self, store: PersistentStore, role: str, ttl: float, *, owner: str | None = None) -> None:
+        self.store = store
+        self.role = role
+        self.ttl = float(ttl)
+        #: a name for logs that says where the leader runs, unique per process
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.renew_every = self.ttl / 3
+        self.retry = max(0.05, min(self.ttl / 4, MAX_RETRY))
+        self.lease: Leadership | None = None
+        self._valid_until = 0.0
+        self._lost = threading.Event()
+        self._quit = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def held(self) -> bool:
+        return (self.lease is not None and not self._lost.is_set()
+                and time.monotonic() < self._valid_until)
+
+    def acquire(self) -> Leadership:
+        self._stop_renewing()
+        self.lease = None  # a lease that lapsed is forgotten, even if asking for a new one fails
+        started = time.monotonic()
+        lease = self.store.acquire_leadership(self.role, self.owner, self.ttl)
+        if not lease.acquired:
+            return lease
+        self.lease = lease
+        self._valid_until = started + lease.ttl
+        self._lost.clear()
+        self._quit.clear()
+        self._thread = threading.Thread(target=self._renew, args=(lease,), name="dal-refresh-lease",
+                                        daemon=True)
+        self._thread.start()
+        return lease
+
+    def release(self) -> None:
+        self._stop_renewing()
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            try:
+                self.store.release_leadership(lease)
+            except BackendError as exc:  # it expires anyway; a standby only waits longer
+                print(f"could not release {self.role}: {exc}", file=sys.stderr)
+
+    def _stop_renewing(self) -> None:
+        self._quit.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.store.timeout + 1)
+            self._thread = None
+
+    def _renew(self, lease: Leadership) -> None:
+        wait = self.renew_every
+        while not self._quit.wait(wait):
+            started = time.monotonic()
+            try:
+                if not self.store.renew_leadership(lease):
+                    self._lost.set()
+                    return
+            except DalError:
+                if time.monotonic() >= self._valid_until:
+                    self._lost.set()
+                    return
+                wait = self.renew_every / 4  # the store hiccupped: try again soon, before the lease ends
+                continue
+            self._valid_until = started + lease.ttl
+            wait = self.renew_every
+
+
+@contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGTERM or SIGINT (a second SIGINT interrupts at once), then restore the handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may handle signals: whoever runs us there handles them
+        return
+
+    def on_signal(number: int, frame: FrameType | None) -> None:
+        if number == signal.SIGINT and stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {number: signal.signal(number, on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -1,0 +1,105 @@
+"""Refreshing every stale object of a mirrored hybrid: what ``dal refresh`` runs.
+
+:func:`refresh_stale` finds the stale objects of one hybrid (reading the stored documents: no
+remote call), then refreshes them in batches, each through one ``_refresh_many`` call when the
+hybrid defines it (else ``_refresh`` per object), with the same single flight and storage as a
+lazy refresh (:func:`dal.mirror.refresh.refresh`). A failing object or remote never stops it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dal.config import current
+from dal.exceptions import ConfigurationError, MirrorError
+from dal.mirror.refresh import ELSEWHERE, FAILED, FRESH, REFRESHED, UNCHANGED, has_bulk, is_frozen, refresh
+from dal.model.meta import hybrids
+from dal.objects.dataobject import DataObject
+from dal.objects.mirrored import clock
+from dal.query.datalist import DataList
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    """What :func:`refresh_stale` did.
+
+    ``total``: stale objects found; ``refreshed``: written with a changed answer; ``unchanged``:
+    the same answer (only ``cached_at`` advanced), or refreshed by another process meanwhile;
+    ``failed``: guid -> error text. Objects deleted meanwhile count in ``total`` only.
+    """
+
+    total: int
+    refreshed: int
+    unchanged: int
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether no refresh failed."""
+        return not self.failed
+
+
+def mirrored_hybrids() -> list[type[DataObject]]:
+    """Return every registered hybrid that declares ``__mirror``, sorted by logical name."""
+    return [cls for cls in hybrids.all() if cls._meta.mirror is not None]
+
+
+def stale_guids(hybrid: type[DataObject]) -> list[str]:
+    """Return the guids of the stale objects of ``hybrid``, in the order they are stored (no remote call)."""
+    mirror = _mirror_of(hybrid)._meta.mirror
+    assert mirror is not None
+    now = clock.now()
+    # reading _data, not attributes: a read of a stale object's fields would refresh it
+    return [obj.guid for obj in DataList(hybrid)
+            if mirror.stale(obj._data["cached_at"], obj._data["ignore_cache"], now)]
+
+
+def stale_count(hybrid: type[DataObject]) -> int:
+    """Return how many objects of ``hybrid`` are stale now."""
+    return len(stale_guids(hybrid))
+
+
+def refresh_stale(hybrid: type[DataObject], *, batch_size: int = 100,
+                  progress: Callable[[int], None] | None = None) -> RefreshReport:
+    """Refresh every stale object of ``hybrid`` in the configured context, ``batch_size`` at a time.
+
+    ``progress(n)`` is called after each batch with the number of objects done so far. Never
+    raises for a remote failure (see the report's ``failed``); MirrorError inside
+    :func:`dal.mirror.frozen`.
+    """
+    _mirror_of(hybrid)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigurationError(f"refresh_stale: batch_size must be a positive int, not {batch_size!r}")
+    if is_frozen():
+        raise MirrorError("refresh_stale() inside dal.mirror.frozen(): refreshes are frozen here")
+    guids = stale_guids(hybrid)
+    refreshed = unchanged = 0
+    failed: dict[str, str] = {}
+    bulk = has_bulk(hybrid)
+    done = 0
+    for start in range(0, len(guids), batch_size):
+        batch = guids[start:start + batch_size]
+        objects = list(hybrid._load_many(batch).values())
+        for obj in objects:
+            obj.__dict__["_mirror_checked"] = True  # the loaders' own reads must not refresh again
+        results = refresh(objects, bulk=bulk) if objects else {}
+        for guid, result in results.items():
+            if result.outcome == REFRESHED:
+                refreshed += 1
+            elif result.outcome in (UNCHANGED, FRESH, ELSEWHERE):
+                unchanged += 1
+            elif result.outcome == FAILED:
+                failed[guid] = result.error or "failed"
+        done += len(batch)
+        if progress is not None:
+            progress(done)
+    current().stats.add(f"mirror.{hybrid._meta.name}.bulk_runs")
+    return RefreshReport(len(guids), refreshed, unchanged, failed)
+
+
+def _mirror_of(hybrid: type[DataObject]) -> type[DataObject]:
+    if not (isinstance(hybrid, type) and issubclass(hybrid, DataObject)) or hybrid._meta.mirror is None:
+        raise ConfigurationError(
+            f"{hybrid!r} is not a mirrored hybrid (a DataObject subclass declaring __mirror)")
+    return hybrid

@@ -1,0 +1,159 @@
+"""Storing what a refresh learnt: the remote's answer with its parsed properties, or the failure.
+
+Each is one transaction on the object's stored document, checked against its revision and
+retried over a concurrent write (a refresh writes only its own fields, so it never needs to
+merge: it re-reads and writes them again). The remote wins for the fields a refresh writes;
+every other field, relations included, is written back as stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dal.backends.base import Entry
+from dal.cache.versions import changed_versions
+from dal.config import Context
+from dal.exceptions import MirrorError, RaceConditionError
+from dal.objects.dataobject import DataObject
+from dal.objects.schema import ensure_recorded, onetoone_ready
+from dal.objects.transaction import Document, decode, encode, plan_write
+from dal.objects.writes import MAX_ATTEMPTS, _back_off
+from dal.structures import MIRROR_FIELDS
+from dal.values import canonical, same
+
+#: the fields of a mirrored object only refreshes write
+WRITTEN_BY_REFRESH = frozenset({"info", "cached_at", "error"})
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a refresh left in the store: the new entry (``None``: the object is gone) and what it wrote."""
+
+    entry: Entry | None
+    #: the answer differed from the stored ``info`` (its digest did)
+    changed: bool = False
+    #: the fields this refresh wrote: ``info``, ``cached_at``, ``error`` and the parsed properties
+    fields: frozenset[str] = WRITTEN_BY_REFRESH
+
+
+def digest(info: Any) -> str:
+    """Return the digest of the canonical JSON of a remote answer (key order and spacing do not count)."""
+    return hashlib.sha256(canonical(info).encode()).hexdigest()
+
+
+def parsed(cls: type[DataObject], info: dict[str, Any]) -> dict[str, Any]:
+    """Return ``cls.parse_persistent_info(info)`` validated like assignments, in stored (JSON) form.
+
+    Raises MirrorError for a name that is not one of the hybrid's own properties (a relation, a
+    mirror field, a typo), InvalidValueError for a value its property refuses.
+    """
+    parse = getattr(cls, "parse_persistent_info", None)
+    if parse is None:
+        return {}
+    found = parse(info)
+    if not isinstance(found, Mapping):
+        raise MirrorError(f"{cls.__name__}.parse_persistent_info returned {type(found).__name__}, not a dict "
+                          "{property: value}")
+    properties = cls._meta.properties
+    result: dict[str, Any] = {}
+    for name, value in found.items():
+        prop = properties.get(name)
+        if prop is None or name in MIRROR_FIELDS:
+            known = ", ".join(sorted(set(properties) - set(MIRROR_FIELDS)))
+            raise MirrorError(f"{cls.__name__}.parse_persistent_info returned {name!r}, which is not a "
+                              f"property it may set; its properties: {known}")
+        result[name] = prop.validator.to_json(prop.validator(value))
+    return result
+
+
+def parsed_names(cls: type[DataObject], info: Any) -> frozenset[str]:
+    """Return the properties a refresh that stored ``info`` wrote (for an instance adopting its result)."""
+    if not isinstance(info, dict):
+        return WRITTEN_BY_REFRESH
+    try:
+        return WRITTEN_BY_REFRESH | frozenset(parsed(cls, info))
+    except Exception:  # it parsed when it was stored; a parser changed since is no reason to fail
+        return WRITTEN_BY_REFRESH | frozenset(cls._meta.properties)
+
+
+def store_answer(context: Context, obj: DataObject, info: Any, fetched_at: float,
+                 entry: Entry | None) -> Stored:
+    """Store the remote's answer about ``obj``, read from the store at ``entry``.
+
+    Unchanged (same digest): only ``cached_at`` advances (and an earlier ``error`` is cleared).
+    Changed: ``info``, the parsed properties, ``cached_at`` and ``error=None`` in one transaction.
+    """
+    cls = type(obj)
+    if not isinstance(info, dict):
+        raise MirrorError(f"{cls.__name__}._refresh returned {type(info).__name__}, "
+                          "not a JSON object (a dict)")
+    try:
+        new_digest = digest(info)
+    except (TypeError, ValueError) as exc:
+        raise MirrorError(f"{cls.__name__}._refresh returned a dict JSON cannot hold: {exc}") from exc
+
+    def updates(stored: Document) -> dict[str, Any]:
+        known = stored.get("info")
+        if isinstance(known, dict) and digest(known) == new_digest:
+            return {"cached_at": fetched_at, "error": None}
+        return {**parsed(cls, info), "info": info, "cached_at": fetched_at, "error": None}
+
+    return _write(context, obj, entry, updates)
+
+
+def store_failure(context: Context, obj: DataObject, error: str, entry: Entry | None) -> Stored:
+    """Record a failed refresh: ``error`` only; ``info``, the properties and ``cached_at`` stay."""
+    return _write(context, obj, entry, lambda stored: {"error": error})
+
+
+def _write(context: Context, obj: DataObject, entry: Entry | None,
+           updates: Any) -> Stored:
+    meta = obj._meta
+    doc_key = context.keys.doc(meta.name, obj.guid)
+    ensure_recorded(context, meta)
+    for attempt in range(MAX_ATTEMPTS):
+        if entry is None:
+            return Stored(None)  # deleted meanwhile: a refresh never brings an object back
+        stored = decode(entry.value)
+        changes: dict[str, Any] = updates(stored)
+        new = {**meta.with_defaults(stored), **changes}
+        if stored.keys() == new.keys() and all(same(stored[name], new[name]) for name in changes):
+            return Stored(entry, False, frozenset(changes))  # nothing to write (the same error again)
+        plan = plan_write(context.keys, meta, obj.guid, stored, entry.revision, new,
+                          onetoone_ready(context, meta))
+        invalidate = [*obj._cache_keys(context), *changed_versions(context.keys, meta, obj.guid, stored, new)]
+        result = context.commit(plan.checks, plan.ops, invalidate)
+        if result.ok:
+            if result.revision > 0:
+                context.seen.note(meta.name, obj.guid, result.revision)
+            # a revision not known (0) becomes -1: a save from this instance then fails its check and merges
+            return Stored(Entry(encode(new), result.revision or -1), "info" in changes, frozenset(changes))
+        if all(plan.reasons[index].kind != "document" for index in result.failed):
+            obj._raise_constraint(plan, result.failed)  # a parsed unique property another object holds
+        context.invalidate(*obj._cache_keys(context))
+        entry = result.current.get(doc_key)
+        _back_off(attempt)
+    raise RaceConditionError(f"{type(obj).__name__} {obj.guid} kept changing while its refresh was stored; "
+                             f"gave up after {MAX_ATTEMPTS} attempts")
+
+
+def adopt(obj: DataObject, entry: Entry, written: frozenset[str]) -> None:
+    """Make ``obj`` the stored document ``entry``, keeping the changes made to it and not saved yet.
+
+    Unsaved changes to fields the refresh wrote are dropped (the remote wins there); related
+    objects already loaded stay when the relation still points at them (a refresh never changes one).
+    """
+    meta = obj._meta
+    before = meta.with_defaults(decode(obj._raw)) if obj._raw is not None else {}
+    ours = obj._document()
+    local = {name: obj._data[name] for name, value in ours.items()
+             if name not in written and name in before and not same(value, before[name])}
+    loaded = dict(obj._objects)
+    obj._attach(obj.guid, entry)
+    obj._data.update(local)
+    for name, related in loaded.items():
+        if related is None or related.guid == obj._data[meta.relations[name].guid_field]:
+            obj._objects[name] = related

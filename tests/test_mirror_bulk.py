@@ -1,0 +1,170 @@
+"""Mirrored hybrids in bulk and at once: ``refresh_stale``, and single flight across threads and processes.
+
+The remote is a real loopback HTTP server whose calls are counted (:mod:`dal.testing.remote`).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from mirror_hybrids import REMOTE_ENV, TIMEOUT, Clock, MirroredVM, SingleVM, answer, instance_path
+
+import dal.mirror
+from dal import DataList, configure
+from dal.backends.base import DeletePrefix
+from dal.config import Context
+from dal.exceptions import ConfigurationError
+from dal.mirror import flight
+from dal.testing.remote import Remote
+
+
+@pytest.fixture
+def remote(monkeypatch: pytest.MonkeyPatch) -> Iterator[Remote]:
+    with Remote() as running:
+        monkeypatch.setenv(REMOTE_ENV, running.url)
+        yield running
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(dal.mirror.clock, "now", fake.now)
+    return fake
+
+
+def stored_vms(remote: Remote, count: int, prefix: str = "bulk") -> list[str]:
+    guids = []
+    for number in range(count):
+        hostname = f"{prefix}-{number}-{uuid.uuid4().hex[:6]}"
+        remote.answers[instance_path(hostname)] = answer(hostname, status="running", memory=number)
+        obj = MirroredVM(data={"hostname": hostname})
+        obj.save()
+        guids.append(obj.guid)
+    return guids
+
+
+def test_refresh_stale_refreshes_in_bulk_batches_and_reports_failures(context: Context, remote: Remote,
+                                                                      clock: Clock) -> None:
+    guids = stored_vms(remote, 25)
+    with dal.mirror.frozen():
+        missing = MirroredVM(guids[7]).hostname
+    del remote.answers[instance_path(missing)]  # the remote has forgotten one of them
+    assert MirroredVM in dal.mirror.mirrored_hybrids() and SingleVM in dal.mirror.mirrored_hybrids()
+    assert dal.mirror.stale_count(MirroredVM) == 25
+    done: list[int] = []
+    report = dal.mirror.refresh_stale(MirroredVM, batch_size=10, progress=done.append)
+    assert done == [10, 20, 25]
+    assert remote.calls() == {"/bulk": 3}
+    assert (report.total, report.refreshed, report.unchanged) == (25, 24, 0)
+    assert list(report.failed) == [guids[7]] and "no info" in report.failed[guids[7]] and not report.ok
+    assert dal.mirror.stale_count(MirroredVM) == 1, "the failed one stays stale: the next run retries it"
+    assert "no info" in (MirroredVM(guids[7]).error or "")
+    assert remote.calls() == {"/bulk": 3}
+    clock.time += TIMEOUT
+    again = dal.mirror.refresh_stale(MirroredVM, batch_size=100)
+    assert (again.total, again.refreshed, again.unchanged, len(again.failed)) == (25, 0, 24, 1)
+    assert remote.calls() == {"/bulk": 4}
+    with pytest.raises(ConfigurationError, match="not a mirrored hybrid"):
+        dal.mirror.refresh_stale(Context)  # type: ignore[arg-type]
+
+
+def test_refresh_stale_without_a_bulk_loader_calls_each_object(context: Context, remote: Remote,
+                                                               clock: Clock) -> None:
+    for number in range(4):
+        remote.answers[instance_path(f"one-{number}")] = answer(f"one-{number}")
+        SingleVM(data={"hostname": f"one-{number}"}).save()
+    report = dal.mirror.refresh_stale(SingleVM)
+    assert (report.total, report.refreshed, report.failed) == (4, 4, {})
+    assert remote.count() == 4 and remote.count("/bulk") == 0
+    assert dal.mirror.stale_count(SingleVM) == 0
+
+
+def test_threads_reading_one_stale_object_make_one_remote_call(context: Context, remote: Remote,
+                                                               clock: Clock) -> None:
+    guid = stored_vms(remote, 1)[0]
+    remote.delay = 0.3
+    start = threading.Barrier(6)
+    found: list[Any] = []
+
+    def read() -> None:
+        obj = MirroredVM(guid)
+        start.wait(5)
+        found.append(obj.ram)
+
+    threads = [threading.Thread(target=read) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert found == [0] * 6, "every thread read the refreshed data"
+    assert remote.count() == 1
+    assert context.stats["mirror.mirroredvm.waits"] == 5
+
+
+def _read_once(persistent: str, volatile: str, namespace: str, guid: str, remote_url: str,
+               start: Any) -> tuple[Any, float | None]:
+    """In a spawned process: read one stale object's parsed property when every process is ready."""
+    os.environ[REMOTE_ENV] = remote_url
+    configure(persistent, volatile, namespace=namespace)
+    obj = MirroredVM(guid)
+    start.wait(60)
+    return obj.status, obj.cached_at
+
+
+@pytest.mark.slow
+@pytest.mark.memcached
+@pytest.mark.parametrize("durable", ["sqlite", pytest.param("etcd", marks=pytest.mark.etcd)])
+def test_8_processes_reading_one_stale_object_make_one_remote_call(
+        durable: str, request: pytest.FixtureRequest, tmp_path: Any, remote: Remote,
+        memcached_server: Any) -> None:
+    persistent = (f"sqlite:///{tmp_path / 'dal.sqlite3'}" if durable == "sqlite"
+                  else request.getfixturevalue("etcd_server").url)
+    namespace = f"t{uuid.uuid4().hex[:12]}"
+    context = configure(persistent, memcached_server.url, namespace=namespace)
+    try:
+        guid = stored_vms(remote, 1)[0]
+        remote.delay = 0.5  # slow, as such remotes are: the others arrive while it answers
+        spawn = multiprocessing.get_context("spawn")
+        with spawn.Manager() as manager, spawn.Pool(8) as pool:
+            start = manager.Barrier(8)
+            arguments = (persistent, memcached_server.url, namespace, guid, remote.url, start)
+            results = pool.starmap(_read_once, [arguments] * 8, chunksize=1)
+        assert remote.count() == 1, f"{remote.count()} remote calls for one stale object in 8 processes"
+        assert {status for status, _ in results} == {"running"}
+        assert len({cached_at for _, cached_at in results}) == 1, "all read the one refresh's result"
+        assert not MirroredVM(guid).stale
+    finally:
+        context.persistent.commit([], [DeletePrefix(context.keys.root)])
+
+
+def test_a_list_read_while_another_thread_refreshes_one_of_its_objects_waits_for_it(
+        context: Context, remote: Remote, clock: Clock) -> None:
+    guids = stored_vms(remote, 3)
+    remote.delay = 0.3
+    first = threading.Thread(target=lambda: MirroredVM(guids[0]).status)
+    first.start()
+    deadline = time.monotonic() + 5
+    while remote.count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the single refresh of guids[0] is under way
+    listed = list(DataList(MirroredVM))
+    assert {obj.guid: obj.ram for obj in listed} == {guids[0]: 0, guids[1]: 1, guids[2]: 2}
+    first.join(10)
+    assert remote.calls() == {instance_path(MirroredVM(guids[0]).hostname): 1, "/bulk": 1}
+
+
+def test_a_lock_holder_that_died_blocks_nobody_past_its_lock(context: Context, remote: Remote,
+                                                            clock: Clock) -> None:
+    guid = stored_vms(remote, 1)[0]
+    # a process took the refresh lock for 0.5 s and died without refreshing or releasing it
+    assert flight.acquire(context, flight.lock_key(context, "mirroredvm", guid), 0.5) is not None
+    started = time.monotonic()
+    assert MirroredVM(guid).ram == 0
+    assert 0.3 < time.monotonic() - started < 10, "waited for the lock, then refreshed itself"
+    assert remote.count() == 1 and context.stats["mirror.mirroredvm.waits"] == 1
