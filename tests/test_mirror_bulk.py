@@ -86,10 +86,8 @@ def test_refresh_stale_without_a_bulk_loader_calls_each_object(context: Context,
     assert dal.mirror.stale_count(SingleVM) == 0
 
 
-def test_threads_reading_one_stale_object_make_one_remote_call(context: Context, remote: Remote,
-                                                               clock: Clock) -> None:
-    guid = stored_vms(remote, 1)[0]
-    remote.delay = 0.3
+def _six_threads_read(guid: str) -> list[Any]:
+    """Load the object in 6 threads, then read its parsed ``ram`` in all of them at once."""
     start = threading.Barrier(6)
     found: list[Any] = []
 
@@ -103,9 +101,30 @@ def test_threads_reading_one_stale_object_make_one_remote_call(context: Context,
         thread.start()
     for thread in threads:
         thread.join(30)
+    return found
+
+
+def test_threads_reading_one_stale_object_make_one_remote_call(context: Context, remote: Remote,
+                                                               clock: Clock) -> None:
+    guid = stored_vms(remote, 1)[0]
+    remote.delay = 0.3
+    found = _six_threads_read(guid)
     assert found == [0] * 6, "every thread read the refreshed data"
     assert remote.count() == 1
     assert context.stats["mirror.mirroredvm.waits"] == 5
+
+
+def test_control_without_the_lock_every_thread_calls_the_remote(context: Context, remote: Remote,
+                                                                 clock: Clock,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test above, with every caller handed a lock that holds nothing (what ``acquire`` gives
+    when the cache cannot be used): the threads all call the remote, so that test sees the lock."""
+    monkeypatch.setattr(flight, "acquire", lambda context, key, ttl: flight.Lock(key, None))
+    guid = stored_vms(remote, 1)[0]
+    remote.delay = 0.3
+    found = _six_threads_read(guid)
+    assert found == [0] * 6
+    assert remote.count() == 6
 
 
 def _read_once(persistent: str, volatile: str, namespace: str, guid: str, remote_url: str,
