@@ -438,6 +438,16 @@ def test_cli_copy_verifies_counts(tmp_path: Path) -> None:
     assert "MISMATCH" in mismatch.stdout and "xrack (source 3, destination 4)" in mismatch.stdout
 
 
+
+def test_cli_copy_names_its_source_as_given_never_with_the_read_only_mode(tmp_path: Path) -> None:
+    """The CLI opens the source read-only (``mode=rw``, so a mistyped path is not created); a message
+    naming it shows the URL as the user wrote it."""
+    url, _ = sqlite_with_sample(tmp_path)
+    onto_itself = run_dal("copy", url, url, *CLI, cwd=tmp_path)
+    assert onto_itself.returncode == 2, onto_itself.stdout + onto_itself.stderr
+    assert f"both namespace 'dal' of {url};" in onto_itself.stderr, onto_itself.stderr
+    assert "mode=rw" not in onto_itself.stdout + onto_itself.stderr
+
 @pytest.mark.etcd
 def test_cli_copy_from_the_embedded_default_to_etcd(tmp_path: Path, etcd_server: RunningServer,
                                                     namespace: str) -> None:

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         result = copy(source, destination, only=only, replace=args.replace,
                       batch_size=args.batch_size, max_ops=args.max_txn_ops,
+                      source_name=shown_store(source.persistent_url),
                       progress=lambda total: stack.enter_context(Progress(total, "copy")).advance)
     print(f"wrote {result.load.total} objects in {result.load.batches} "
           f"commit{'' if result.load.batches == 1 else 's'}")

@@ -237,19 +237,21 @@ def _refused(context: Context, item: Item, reason: Reason) -> DalError:
 
 def copy(source: Context, destination: Context, *, only: Sequence[HybridMeta] | None = None,
          replace: bool = False, batch_size: int = BATCH_SIZE, max_ops: int = MAX_TXN_OPS,
-         progress: Callable[[int], Advance] | None = None) -> CopyResult:
+         progress: Callable[[int], Advance] | None = None, source_name: object = None) -> CopyResult:
     """Copy the objects of one namespace into another (another store, usually), then count both sides.
 
     This is :func:`read_store` fed to :func:`load`: documents re-validated, keys rebuilt.
     A destination namespace holding anything is refused unless ``replace`` (which
     overwrites objects with the same guid and leaves others, which then show up as a count
     mismatch). ``progress``, given the number of objects to write, returns the callback to
-    advance as batches are written.
+    advance as batches are written. ``source_name``: how messages name the source's store
+    (default: its URL as configured; the CLI opens it with ``mode=rw`` and names it without).
     """
+    shown = source.persistent_url if source_name is None else source_name
     if store_digest(source.persistent) == store_digest(destination.persistent) \
             and source.namespace == destination.namespace:
         raise InvalidValueError(f"the source and destination are both namespace {source.namespace!r} of "
-                                f"{source.persistent_url}; copy into another namespace or store")
+                                f"{shown}; copy into another namespace or store")
     # the journal (x/) sorts last: a namespace whose first key is in it holds no data
     first = destination.persistent.scan(destination.keys.root, limit=1)
     if not replace and first and not first[0][0].startswith(destination.keys.journal()):
@@ -259,7 +261,7 @@ def copy(source: Context, destination: Context, *, only: Sequence[HybridMeta] | 
     data = read_store(source, only)
     advance = progress(data.total) if progress is not None else None
     loaded = load(destination, data, replace=replace, batch_size=batch_size, max_ops=max_ops,
-                  progress=advance, source=f"namespace {source.namespace!r} of {source.persistent_url}")
+                  progress=advance, source=f"namespace {source.namespace!r} of {shown}")
     names = set(data.hybrids)
     names |= {meta.name for meta in only} if only is not None else {cls._meta.name for cls in hybrids.all()}
     counted = count_documents(destination, sorted(names))
