@@ -9,6 +9,7 @@ publishes again) its parent's statistics.
 from __future__ import annotations
 
 import os
+import random
 import select
 import signal
 import subprocess
@@ -275,6 +276,20 @@ def test_sqlite_paired_with_memcached_stays_flat_over_many_commits(tmp_path: Pat
             recorded.append(len(store._own))
     assert max(recorded) <= OWN_BOUND, recorded
 
+
+
+@pytest.mark.memcached
+def test_dal_never_draws_from_the_applications_random_sequence(tmp_path: Path, memcached_server: Any,
+                                                                 namespace: str) -> None:
+    """A seeded application gets the same numbers whether or not dal's sweeps ran meanwhile: their
+    jitter comes from a generator of dal's own, not the global one a background thread would advance."""
+    random.seed(20261126)
+    expected = [random.random() for _ in range(3)]
+    random.seed(20261126)
+    context = configure(f"sqlite:///{tmp_path / 'seeded.sqlite3'}", memcached_server.url, namespace=namespace)
+    assert context.commit([], [Put(f"{namespace}/k", b"v")], [f"{namespace}/c"]).ok
+    time.sleep(1.5)  # three sweep intervals: each tick drew its jitter
+    assert [random.random() for _ in range(3)] == expected
 
 # --- 15: fork ------------------------------------------------------------------------------
 

@@ -48,6 +48,12 @@ from dal.cache.journal import (
 from dal.exceptions import BackendError
 from dal.keys import Keys
 
+#: jitter drawn from a generator of dal's own: a library must not advance the application's
+#: global random sequence, which a seeded program relies on; reseeded in a forked child, so
+#: that processes forked from one parent do not jitter in step
+_jitter = random.Random()
+os.register_at_fork(after_in_child=_jitter.seed)
+
 log = logging.getLogger(__name__)
 
 #: seconds a record may stay before any process delivers it again
@@ -229,7 +235,7 @@ class Sweeper:
                 log.exception("journal sweep failed")
             # between two sweeps, flush this process's delivered records often, so that no
             # other process's sweep finds them older than GRACE
-            next_tick = time.monotonic() + self.interval * random.uniform(0.8, 1.2)
+            next_tick = time.monotonic() + self.interval * _jitter.uniform(0.8, 1.2)
             while (pause := next_tick - time.monotonic()) > 0:
                 if self._stop.wait(min(FLUSH_EVERY, pause)):
                     return

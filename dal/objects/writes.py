@@ -9,6 +9,7 @@ journal), invalidating the object's cache entries and the version tokens of what
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -33,6 +34,12 @@ from dal.objects.relations import check_abandon, onetoone_refusal, plan_unlink
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write
 from dal.values import same
+
+#: jitter drawn from a generator of dal's own: a library must not advance the application's
+#: global random sequence, which a seeded program relies on; reseeded in a forked child, so
+#: that processes forked from one parent do not jitter in step
+_jitter = random.Random()
+os.register_at_fork(after_in_child=_jitter.seed)
 
 #: commits tried before a save gives up with RaceConditionError
 MAX_ATTEMPTS = 12
@@ -287,6 +294,6 @@ class Writes:
 
 def _back_off(attempt: int) -> None:
     """Sleep a jittered, exponentially growing pause before retry ``attempt + 1``."""
-    time.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt)))
+    time.sleep(_jitter.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt)))
 
 
