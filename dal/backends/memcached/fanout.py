@@ -1,0 +1,125 @@
+"""Asking several memcached servers at once, and counting what quorum reads decide.
+
+:class:`FanOut` runs one call per server in parallel (the first in the calling thread, the others
+on a small pool of threads), collects each server's answer or its ``BackendError``, and can stop
+waiting at a deadline: a server that has not answered by then is one that did not reply.
+:class:`Counts` holds the replicated cache's counters. Both serve
+:mod:`dal.backends.memcached.replicated`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Generic, TypeVar
+
+from dal.exceptions import BackendError
+
+R = TypeVar("R")
+#: pool threads per server: concurrent callers share the pool, and a call to a paused server
+#: holds its thread until the socket times out
+THREADS_PER_SERVER = 4
+
+
+class Answers(Generic[R]):
+    """What the servers asked returned: ``results`` of those that answered, ``errors`` of those
+    that failed; a server in neither did not answer before the deadline."""
+
+    __slots__ = ("errors", "results")
+
+    def __init__(self) -> None:
+        self.results: dict[str, R] = {}
+        self.errors: dict[str, BackendError] = {}
+
+
+class FanOut:
+    """Runs one call per server in parallel; a pool made on first use, and again after a fork.
+
+    A pool made before ``fork()`` has no threads in the child (only the forking thread survives),
+    yet believes it has: the child makes its own.
+    """
+
+    def __init__(self, servers: int) -> None:
+        self._workers = max(2, THREADS_PER_SERVER * servers)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def run(self, calls: Mapping[str, Callable[[], R]], within: float | None = None) -> Answers[R]:
+        """Run every call (keyed by server); wait at most ``within`` seconds for the pooled ones
+        (``None``: until each ends by itself, which its socket timeout bounds).
+
+        A ``BackendError`` is that server's failure; any other exception is a bug and is raised.
+        """
+        answers: Answers[R] = Answers()
+        items = list(calls.items())
+        if not items:
+            return answers
+        started = time.monotonic()
+        pool = self._executor() if len(items) > 1 else None
+        futures: dict[Future[R], str] = {}
+        if pool is not None:
+            futures = {pool.submit(call): server for server, call in items[1:]}
+        server, call = items[0]
+        try:
+            answers.results[server] = call()
+        except BackendError as exc:
+            answers.errors[server] = exc
+        if futures:
+            left = None if within is None else max(0.0, within - (time.monotonic() - started))
+            done, _ = wait(futures, timeout=left)
+            for future in done:
+                try:
+                    answers.results[futures[future]] = future.result()
+                except BackendError as exc:
+                    answers.errors[futures[future]] = exc
+        return answers
+
+    def _executor(self) -> ThreadPoolExecutor:
+        pid = os.getpid()
+        pool = self._pool
+        if pool is not None and self._pid == pid:
+            return pool
+        with self._lock:
+            if self._pool is None or self._pid != pid:
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="dal-memcached-replica")
+                self._pid = pid
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the pool's threads once they finish what they run (nothing waits for them)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Counts:
+    """Counters of one replicated cache: quorum hits, misses, disagreements, short reads, repairs,
+    and replies rejected by the signature check (counted as no reply).
+
+    A plain dict under a lock: the backends sit below :mod:`dal.cache.counters`, so the statistics
+    of ``dal stats`` read these through :meth:`snapshot` (wiring them is left to the cache layer).
+    """
+
+    NAMES = ("quorum_hits", "quorum_misses", "quorum_disagreements", "quorum_short_reads", "quorum_repairs",
+             "quorum_rejected")
+
+    def __init__(self) -> None:
+        self._counts = dict.fromkeys(self.NAMES, 0)
+        self._lock = threading.Lock()
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counts[name] = self._counts.get(name, 0) + amount
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def __getitem__(self, name: str) -> int:
+        with self._lock:
+            return self._counts.get(name, 0)
