@@ -56,6 +56,23 @@ def expiry(ttl: float) -> int:
     return seconds if seconds <= RELATIVE_TTL_LIMIT else int(time.time()) + seconds
 
 
+def url_settings(url: StoreURL,
+                 options: tuple[str, ...]) -> tuple[tuple[tuple[str, int], ...], dict[str, float]]:
+    """Return the servers and the timeouts (``timeout``, ``connect_timeout``, ``dead_timeout``,
+    positive seconds) a ``memcached://`` URL names, refusing options outside ``options``."""
+    url.check_options(options)
+    if url.user is not None or url.path not in ("", "/"):
+        raise ConfigurationError(f"{url}: memcached:// URLs take no user, password or path; "
+                                 "write memcached://host:port[,host:port...]")
+    servers = url.require_hosts(DEFAULT_PORT)
+    seconds = {name: url.option(name, float, default)
+               for name, default in (("timeout", 0.25), ("connect_timeout", 0.25), ("dead_timeout", 5.0))}
+    for name, value in seconds.items():
+        if not value > 0:
+            raise ConfigurationError(f"option {name} in {url} must be a positive number of seconds")
+    return servers, seconds
+
+
 class MemcachedCache:
     """A :class:`~dal.backends.base.VolatileStore` on one or more memcached servers."""
 
@@ -86,16 +103,7 @@ class MemcachedCache:
     @classmethod
     def from_url(cls, url: StoreURL) -> MemcachedCache:
         """Open the memcached servers a URL names (connections are made on first use)."""
-        url.check_options(_OPTIONS)
-        if url.user is not None or url.path not in ("", "/"):
-            raise ConfigurationError(f"{url}: memcached:// URLs take no user, password or path; "
-                                     "write memcached://host:port[,host:port...]")
-        servers = url.require_hosts(DEFAULT_PORT)
-        seconds = {name: url.option(name, float, default)
-                   for name, default in (("timeout", 0.25), ("connect_timeout", 0.25), ("dead_timeout", 5.0))}
-        for name, value in seconds.items():
-            if not value > 0:
-                raise ConfigurationError(f"option {name} in {url} must be a positive number of seconds")
+        servers, seconds = url_settings(url, _OPTIONS)
         return cls(url, servers, **seconds)
 
     def __repr__(self) -> str:

@@ -54,7 +54,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
-from dal.backends.memcached.cache import DEFAULT_PORT, MemcachedCache, wire_key
+from dal.backends.memcached.cache import MemcachedCache, url_settings, wire_key
 from dal.backends.memcached.fanout import Answers, Counts, FanOut
 from dal.backends.memcached.multiget import MultiGet
 from dal.backends.url import StoreURL
@@ -113,16 +113,7 @@ class ReplicatedCache:
     @classmethod
     def from_url(cls, url: StoreURL) -> ReplicatedCache:
         """Open ``memcached://h1:p1,h2:p2,...?replicas=N`` (connections are made on first use)."""
-        url.check_options(_OPTIONS)
-        if url.user is not None or url.path not in ("", "/"):
-            raise ConfigurationError(f"{url}: memcached:// URLs take no user, password or path; "
-                                     "write memcached://host:port[,host:port...]")
-        servers = url.require_hosts(DEFAULT_PORT)
-        seconds = {name: url.option(name, float, default)
-                   for name, default in (("timeout", 0.25), ("connect_timeout", 0.25), ("dead_timeout", 5.0))}
-        for name, value in seconds.items():
-            if not value > 0:
-                raise ConfigurationError(f"option {name} in {url} must be a positive number of seconds")
+        servers, seconds = url_settings(url, _OPTIONS)
         return cls(url, servers, replicas=url.option("replicas", int, 1), timeout=seconds["timeout"],
                    connect_timeout=seconds["connect_timeout"], dead_timeout=seconds["dead_timeout"])
 
