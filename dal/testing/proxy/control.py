@@ -77,11 +77,12 @@ class LoopbackProxy(ProxyLoop):
 
         The next bytes any client sends are forwarded; from then on, what the server sends
         back on that connection is thrown away. With ``"close"``, the client's connection is
-        reset as soon as the first answer bytes arrive; the proxy keeps the server's side
-        open and drains it, so the server finishes the request as if only the network had
-        failed. With ``"hold"``, the client's connection stays open but silent for ``hold``
-        seconds from the request, then is reset the same way (a client with a shorter
-        timeout times out first). Other connections, and new ones, are not affected.
+        reset 50 ms after the first answer bytes arrive (meanwhile the rest of a request sent in
+        several pieces still reaches the server; nothing of the answer reaches the client); the
+        proxy keeps the server's side open and drains it, so the server finishes the request as
+        if only the network had failed. With ``"hold"``, the client's connection stays open but
+        silent for ``hold`` seconds from the request, then is reset the same way (a client with
+        a shorter timeout times out first). Other connections, and new ones, are not affected.
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")

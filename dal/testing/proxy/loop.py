@@ -24,6 +24,9 @@ from dal.testing.proxy.connection import (
     reset,
 )
 
+#: how long after the first answer bytes a ``close`` fault resets the client (answer discarded)
+CLOSE_GRACE = 0.05
+
 
 class ProxyLoop:
     """The state of a proxy and the loop that runs on its thread."""
@@ -234,8 +237,11 @@ class ProxyLoop:
             self.bytes_to_client += len(data)
             return
         conn.fault._discard(len(data))
-        if conn.fault.mode == "close":
-            self._drop_client(conn)
+        if conn.fault.mode == "close" and conn.hold_until is None:
+            # not at once: a request written in several pieces (gRPC's HEADERS, then DATA) may
+            # still be on its way when the server's first bytes (a WINDOW_UPDATE, a PING ack)
+            # come back; it must all reach the server, or the request would be lost, not its answer
+            conn.hold_until = time.monotonic() + CLOSE_GRACE
 
     def _flush(self, conn: Connection) -> None:
         if self._blackholed:
