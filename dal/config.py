@@ -73,6 +73,13 @@ class Context:
         trust = Trust(self.volatile.nodes() if self.volatile.shared else None)
         self.objects = LeasedCache(self.volatile, signer, self.stats, prefix="object_", trust=trust)
         self.dynamics = LeasedCache(self.volatile, signer, self.stats, prefix="dynamic_", trust=trust)
+        if self.objects.placement.replicated:
+            # a replica whose entry fails the signature counts as no reply (published statistics
+            # are the one unsigned entry under the cache root)
+            def verify(key: str, raw: bytes) -> bool:
+                return key.startswith(self.keys.published_stats()) or signer.open(key, raw) is not None
+
+            self.volatile.verify = verify  # type: ignore[attr-defined]
         self._seen = None  # found on first use: naming the store may take a round trip
         local_cache_of_shared_store = self.persistent.shared and not self.volatile.shared
         self._change_token = self.persistent.change_token()

@@ -25,7 +25,7 @@ from dal.cache.journal import RECORD, SWEPT, Journal, applied_revision
 from dal.cache.seen import Seen
 from dal.cache.sweeps import Sweep
 from dal.config import Context, configure
-from dal.testing.servers import closed_port
+from dal.testing.servers import closed_port, start_memcached
 from dal.tools.check.integrity import check
 from dal.tools.transfer.load import copy
 
@@ -311,3 +311,37 @@ def test_a_process_with_a_cache_of_its_own_leaves_the_records_to_shared_cache_pr
     finally:
         shared.close()
         shared.persistent.commit([], [DeletePrefix(shared.keys.root)])
+
+
+@pytest.mark.memcached
+def test_with_replicas_a_catch_up_trusts_a_live_replica_again_while_another_server_is_dead(
+        tmp_path: Path, namespace: str, memcached_server: Any) -> None:
+    """Trust per server with replicas: a record left undelivered by a dead server keeps only that
+    server untrusted; a live one that failed once meanwhile is trusted again by the next catch-up,
+    and keys are served again (two of three replicas agree)."""
+    other = start_memcached(tmp_path / "second")
+    try:
+        live = [f"{memcached_server.host}:{memcached_server.port}", f"{other.host}:{other.port}"]
+        dead = f"127.0.0.1:{closed_port()}"
+        url = f"memcached://{live[0]},{live[1]},{dead}?replicas=3&timeout=0.2"
+        context = configure(f"sqlite:///{tmp_path / 'three.sqlite3'}", url, namespace=namespace)
+        try:
+            sweep = sweep_of(context)
+            trust = context.objects.trust
+            tally = Tally(data={"label": uuid.uuid4().hex[:8]})
+            tally.save()
+            assert Tally(tally.guid).count == 0 and Tally(tally.guid).count == 0
+            tally.count = 1
+            tally.save()  # its invalidation fails on the dead server: the record stays
+            assert records(context) and set(trust.lost) == {dead}
+            trust.fail([live[0]])  # a blip: now two of three replicas untrusted, keys read around
+            assert not context.objects.usable(context.keys.cached_doc("tally", tally.guid))
+            sweep.catch_up()
+            assert set(trust.lost) == {dead}, "the live server that answered is trusted again"
+            assert Tally(tally.guid).count == 1
+            hits = context.stats["object_hits"]
+            assert Tally(tally.guid).count == 1 and context.stats["object_hits"] == hits + 1
+        finally:
+            context.close()
+    finally:
+        other.stop()

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from dal.backends import backend_class
+from dal.backends.memcached import MemcachedCache
 from dal.backends.memcached.fanout import FanOut
 from dal.backends.memcached.replicated import ReplicatedCache, ReplicaToken
 from dal.backends.url import parse_url
 from dal.cache.counters import Stats
 from dal.cache.leases import LeasedCache
 from dal.cache.signing import Signer
+from dal.cache.trust import Trust
 from dal.exceptions import BackendError, ConfigurationError
 from dal.quorum import Kind, vote
 from dal.testing.conformance import VolatileStoreContract
@@ -400,3 +403,73 @@ def test_one_of_eight_processes_takes_a_lock_with_one_server_dead(
     assert sorted(outcomes.decode()) == ["L"] * 7 + ["W"]
     winner = open_cache(servers).gets(lock)[0]
     assert winner is not None and winner.isdigit()
+
+
+# --- selected by URL, and the cache layer over it (trust per server, read around per replica set) ---
+
+
+def test_the_memcached_url_selects_one_copy_or_replicas() -> None:
+    cls = backend_class("volatile", "memcached")
+    hosts = "memcached://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3"
+    for url in (hosts, f"{hosts}?replicas=1"):
+        single = cls.from_url(parse_url(url))
+        assert type(single) is MemcachedCache
+        single.close()
+    replicated = cls.from_url(parse_url(f"{hosts}?replicas=3&timeout=0.5"))
+    assert isinstance(replicated, ReplicatedCache) and replicated.replicas == 3 and replicated.needed == 2
+    replicated.close()
+    for bad in ("replicas=4", "replicas=0", "replicas=two"):
+        with pytest.raises(ConfigurationError, match="replicas"):
+            cls.from_url(parse_url(f"{hosts}?{bad}"))
+    with pytest.raises(ConfigurationError, match="replicas"):
+        cls.from_url(parse_url("memcached://127.0.0.1:1?replicas=2"))
+
+
+def test_a_key_is_read_around_only_when_a_quorum_of_its_replicas_is_untrusted(
+        servers: list[RunningServer], namespace: str) -> None:
+    cache = open_cache(servers)
+    stats = Stats()
+    trust = Trust(cache.nodes())
+    leased = LeasedCache(cache, Signer(b"k" * 32), stats, trust=trust)
+    trust.lost.clear()  # caught up (no journal here)
+    key = f"{namespace}/k"
+    _, two, three = cache.replicas_of(key)
+    assert leased.fetch(key, lambda: b"v", 60) == b"v" and leased.get(key) == b"v"
+    assert cache.counts is stats and stats["quorum_hits"] >= 1, "the quorum counters are the cache layer's"
+    trust.fail([three])
+    assert leased.usable(key) and leased.get(key) == b"v", "one untrusted replica of three is outvoted"
+    trust.fail([two])
+    assert not leased.usable(key) and leased.get(key) is None, "two could agree on a stale entry"
+
+
+def test_failures_are_told_per_server(servers: list[RunningServer], namespace: str) -> None:
+    cache = open_cache(servers)
+    trust = Trust(cache.nodes())
+    leased = LeasedCache(cache, Signer(b"k" * 32), Stats(), trust=trust)
+    trust.lost.clear()
+    keys = [f"{namespace}/d{n}" for n in range(5)]
+    for key in keys:
+        leased.fetch(key, key.encode, 60)
+    dead = f"{servers[1].host}:{servers[1].port}"
+    kill(servers[1])
+    assert leased.get_many(keys) == {key: key.encode() for key in keys}
+    assert set(trust.lost) == {dead}, "only the dead server is untrusted"
+    trust.lost.clear()
+    assert leased.invalidate(*keys) == keys, "every key has a replica on the dead server"
+    assert set(trust.lost) == {dead}
+    assert leased.probe(f"{namespace}/probe/", cache.nodes()) == set(cache.nodes()) - {dead}
+
+
+def test_a_fill_under_way_is_not_repaired(servers: list[RunningServer], namespace: str) -> None:
+    """A lease marker on some replicas only (its owner adding or writing one replica after the
+    other): the read is a miss, but nothing is deleted, so the owner's cas completes."""
+    cache = open_cache(servers)
+    leased = LeasedCache(cache, Signer(b"k" * 32), Stats())
+    key = f"{namespace}/filling"
+    lease = leased._take_lease(key)
+    assert lease is not None
+    one, two, _ = cache.replicas_of(key)
+    assert cache.server(one).cas(key, leased.signer.seal(key, b"Vhalf"), cache.server(one).gets(key)[1], 60)
+    assert leased.get(key) is None  # a value and a lease marker: a disagreement, a miss
+    assert cache.counts["quorum_disagreements"] == 1 and cache.counts["quorum_repairs"] == 0
+    assert cache.server(two).get(key) is not None, "the lease marker was left in place"

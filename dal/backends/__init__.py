@@ -29,7 +29,7 @@ BACKENDS: dict[Role, dict[str, str]] = {
     },
     "volatile": {
         "memory": "dal.backends.memory:MemoryCache",
-        "memcached": "dal.backends.memcached:MemcachedCache",
+        "memcached": "dal.backends.memcached:Memcached",
     },
 }
 

@@ -14,7 +14,9 @@ Every volatile-store failure counts as a miss: the cache never fails a read.
 After a failure, a shared cache is not trusted (:class:`dal.cache.trust.Trust`): while this process could not
 reach it, invalidations may have failed to reach it too, so reads bypass it until a sweep of
 the commit journal (``dal/cache/journal.py``), started after the last failure, has delivered every
-recorded invalidation again.
+recorded invalidation again. Over a replicated store (``memcached://...?replicas=N``) trust stays
+per server, told by the store which server failed; a key is read around only when enough of its
+replicas are untrusted to agree on a stale entry (:class:`dal.cache.trust.Placement`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import TypeVar
 from dal.backends.base import VolatileStore
 from dal.cache.counters import Stats
 from dal.cache.signing import Signer
-from dal.cache.trust import Trust, outage_lock
+from dal.cache.trust import Placement, Trust, outage_lock
 from dal.exceptions import BackendError
 
 log = logging.getLogger("dal.cache")  # the logger the manual names; kept when the module moved
@@ -60,6 +62,18 @@ class LeasedCache:
         self._resending = False
         self._closed = False
         self.trust.caches.append(self)
+        self.placement = Placement(store)
+        if self.placement.replicated:
+            # a replica that does not answer is untrusted on its own (see Placement); the context
+            # sets the store's signature check (``verify``), knowing which keys are signed
+            store.on_failure = self.trust.fail  # type: ignore[attr-defined]
+            store.filling = self.is_lease  # type: ignore[attr-defined]  # never repaired mid-fill
+            store.counts = stats  # type: ignore[attr-defined]  # quorum counters, published with ours
+
+    def is_lease(self, key: str, raw: bytes) -> bool:
+        """Tell whether ``raw`` is an authentic lease marker of ``key`` (a fill under way)."""
+        payload = self.signer.open(key, raw)
+        return payload is not None and payload[:1] == _LEASE
 
     def usable(self, key: str) -> bool:
         """Tell whether ``key`` may be read from and filled into the cache now."""
@@ -70,7 +84,7 @@ class LeasedCache:
         trust = self.trust
         if trust.lost:
             trust.first_read()
-            if trust.lost and self.store.node(key) in trust.lost:
+            if trust.lost and self.placement.unsafe(key, trust.lost):
                 return True
         return bool(self._pending and key in self._pending)
 
@@ -89,8 +103,8 @@ class LeasedCache:
         if trust.lost:
             trust.first_read()
             if trust.lost:
-                node = self.store.node
-                asked = [key for key in asked if node(key) not in trust.lost]
+                unsafe = self.placement.unsafe
+                asked = [key for key in asked if not unsafe(key, trust.lost)]
         if self._pending:
             asked = [key for key in asked if key not in self._pending]
         for key, raw in self._get_many(asked).items():
@@ -110,6 +124,8 @@ class LeasedCache:
         except BackendError as exc:
             self.stats.add(f"{self.prefix}errors")
             log.debug("volatile store failed, treated as a miss: %s", exc)
+        if self.placement.replicated:
+            return {}  # the store told the trust which replicas failed
         nodes = self.store.nodes()
         if len(nodes) == 1:
             self.trust.fail(nodes)
@@ -192,16 +208,16 @@ class LeasedCache:
         ``first``: these are new invalidations, not ones sent again; their failures are counted
         in the outage's summary.
         """
-        try:
-            undelivered = self.store.delete_many(keys)
-        except BackendError:  # a store may still fail as a whole
-            undelivered = list(keys)
+        by_node = self.deliver_each(keys, first=first)
+        return list(dict.fromkeys(key for share in by_node.values() for key in share))
+
+    def deliver_each(self, keys: list[str], *, first: bool = False) -> dict[str, list[str]]:
+        """As :meth:`deliver`, but return per server the keys it did not confirm."""
+        by_node = self._delete(keys)
+        undelivered = list(dict.fromkeys(key for share in by_node.values() for key in share))
         if undelivered:
             self.stats.add(f"{self.prefix}invalidation_errors")
-            failed: dict[str, int] = {}
-            for key in undelivered:
-                node = self.store.node(key)
-                failed[node] = failed.get(node, 0) + 1
+            failed = {node: len(share) for node, share in by_node.items()}
             self.trust.fail(list(failed))
             # one warning when a server stops taking invalidations, not one per save: a dead
             # server fails every save until it answers again (settle_outages says when)
@@ -215,7 +231,7 @@ class LeasedCache:
                             self._server_name(node))
         if self.trust.outages:
             self.settle_outages(failing=undelivered)
-        return undelivered
+        return by_node
 
     def settle_outages(self, failing: Iterable[str] = ()) -> None:
         """Report each outage that is over: its server is trusted again and nothing waits for it.
@@ -229,9 +245,9 @@ class LeasedCache:
             candidates = [node for node in trust.outages if node not in trust.lost]
         if not candidates:
             return
-        node_of = self.store.node
-        waiting = {node_of(key) for key in failing} | {node_of(key) for cache in trust.caches
-                                                        for key in cache.pending}
+        holders = self.placement.holders
+        waiting = {node for key in failing for node in holders(key)} | {
+            node for cache in trust.caches for key in cache.pending for node in holders(key)}
         ended: list[tuple[str, int]] = []
         with outage_lock:
             for node in candidates:
@@ -253,11 +269,7 @@ class LeasedCache:
         answered: set[str] = set()
         for node in nodes:
             key = self._probe_key(prefix, node)
-            try:
-                failed = self.store.delete_many([key])
-            except BackendError:
-                failed = [key]
-            if failed:
+            if node in self._delete([key]):
                 self.trust.fail([node])
             else:
                 answered.add(node)
@@ -272,6 +284,21 @@ class LeasedCache:
             known = next(key for key in candidates if self.store.node(key) == node)
             self._probes[prefix, node] = known
         return known
+
+    def _delete(self, keys: list[str]) -> dict[str, list[str]]:
+        """Delete ``keys`` once; return, per server, the keys it did not confirm."""
+        delete_each = getattr(self.store, "delete_each", None)
+        try:
+            if delete_each is not None:
+                return dict(delete_each(keys))
+            undelivered = self.store.delete_many(keys)
+        except BackendError:  # a store may still fail as a whole
+            undelivered = list(keys)
+        by_node: dict[str, list[str]] = {}
+        for key in undelivered:
+            for node in self.placement.holders(key):
+                by_node.setdefault(node, []).append(key)
+        return by_node
 
     @property
     def pending(self) -> frozenset[str]:
@@ -327,5 +354,6 @@ class LeasedCache:
         except BackendError as exc:
             self.stats.add(f"{self.prefix}errors")
             log.debug("volatile store failed, treated as a miss: %s", exc)
-            self.trust.fail([self.store.node(key)])
+            if not self.placement.replicated:  # a replicated store names its failed replicas itself
+                self.trust.fail([self.store.node(key)])
             return None

@@ -169,6 +169,9 @@ def report(context: Context, published: Published, local_entries: list[Any] | No
              f"  processes reporting: {len(published.processes)}"]
     objects = {name[len("object_"):]: value for name, value in totals.items() if name.startswith("object_")}
     lines += _section("objects", objects)
+    quorum = [(label, int(totals.get(f"quorum_{event}", 0))) for event, label in QUORUM_COLUMNS]
+    if any(amount for _, amount in quorum):
+        lines.append("  replicated cache reads: " + ", ".join(f"{n} {label}" for label, n in quorum))
     lines.append(f"  transactions: {int(totals.get('commits', 0))}")
     dynamics: dict[str, dict[str, float]] = {}
     for name, amount in totals.items():
@@ -190,6 +193,11 @@ def report(context: Context, published: Published, local_entries: list[Any] | No
         for entry in sorted(local_entries, key=lambda e: -e.hits)[:10]:
             lines.append(f"    {entry.hits:>6} hits {entry.size:>8} B  {entry.key}")
     return lines
+
+
+#: the quorum counters of a replicated cache (``memcached://...?replicas=N``): (event, label)
+QUORUM_COLUMNS = (("hits", "quorum hits"), ("misses", "misses"), ("disagreements", "disagreements"),
+                  ("short_reads", "short reads"), ("repairs", "repairs"), ("rejected", "rejected replies"))
 
 
 #: the columns of the mirror rows: (counter event, heading)

@@ -170,17 +170,21 @@ class Sweep:
     def _deliver(self, records: list[tuple[str, Entry, float]], failed: set[str], cutoff: float,
                  now: float) -> set[str]:
         """Deliver a page of records in one batch; mark those every server got. Return new failures."""
-        node = self.cache.store.node
+        # a key's holders: its server, or each of its replicas; a key is sent while any of them
+        # has not failed in this sweep (a replica that is skipped is one that failed, so a server
+        # left out of ``failed`` got every key it holds)
+        holders = self.cache.placement.holders
         todo: list[tuple[str, Entry, float, list[str]]] = []
         for key, entry, stamp in records:
             sent = self._sent.get(key, set())
-            keys = [k for k in self.journal.decode(entry.value) if node(k) not in sent]
+            keys = [k for k in self.journal.decode(entry.value) if not sent.issuperset(holders(k))]
             todo.append((key, entry, stamp, keys))
-        wanted = list(dict.fromkeys(k for *_, keys in todo for k in keys if node(k) not in failed))
-        failing = {node(k) for k in self.cache.deliver(wanted)} if wanted else set()
+        wanted = list(dict.fromkeys(k for *_, keys in todo for k in keys
+                                    if not failed.issuperset(holders(k))))
+        failing = set(self.cache.deliver_each(wanted)) if wanted else set()
         failed = failed | failing
         for key, entry, stamp, keys in todo:
-            servers = {node(k) for k in keys}
+            servers = {n for k in keys for n in holders(k)}
             self._sent.setdefault(key, set()).update(servers - failed)
             if servers & failed:
                 continue  # a server did not get its part: keep the record for the next sweep

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+from dal.backends.base import VolatileStore
+
 log = logging.getLogger("dal.cache")  # the logger the manual names, shared with dal.cache.leases
 #: guards the record of invalidation outages that the caches of one context share (Trust.outages)
 outage_lock = threading.Lock()
@@ -20,6 +22,35 @@ class Settles(Protocol):
     def pending(self) -> frozenset[str]: ...
 
     def settle_outages(self) -> None: ...
+
+
+class Placement:
+    """Where a volatile store keeps each key, as far as trust is concerned.
+
+    A single-copy store keeps a key on one server (``node``). A replicated one (a store with
+    ``replicas_of``, ``needed`` and ``delete_each``, e.g. ``memcached://...?replicas=3``) keeps it
+    on several and serves it only when ``needed`` of them agree and none answering differs, so a
+    stale entry can be served only if at least ``needed`` of its replicas missed an invalidation:
+    a key is read around only when that many of its replicas are untrusted (:meth:`unsafe`).
+    Trust itself stays per server: a server is what misses invalidations.
+    """
+
+    def __init__(self, store: VolatileStore) -> None:
+        self.node: Callable[[str], str] = store.node
+        replicas_of: Callable[[str], tuple[str, ...]] | None = getattr(store, "replicas_of", None)
+        self.replicated = replicas_of is not None
+        self._replicas_of = replicas_of
+        self.needed: int = getattr(store, "needed", 1) if self.replicated else 1
+
+    def holders(self, key: str) -> tuple[str, ...]:
+        """Return the servers that hold ``key``."""
+        return self._replicas_of(key) if self._replicas_of is not None else (self.node(key),)
+
+    def unsafe(self, key: str, lost: dict[str, float]) -> bool:
+        """Tell whether ``key`` may be served stale given the untrusted servers ``lost``."""
+        if self._replicas_of is None:
+            return self.node(key) in lost
+        return sum(1 for node in self._replicas_of(key) if node in lost) >= self.needed
 
 
 class Trust:

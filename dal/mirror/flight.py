@@ -87,7 +87,7 @@ def wait(context: Context, key: str, deadline: float) -> bool:
         time.sleep(pause)
         pause = min(pause * 2, POLL_LONGEST)
         try:
-            held = cache.store.get(key)
+            held = cache.store.gets(key)[0]  # a majority's view: a quorum read could repair the lock away
         except BackendError:
             return False
         if held is None:

@@ -116,15 +116,20 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
             time.sleep(pause)
             pause = min(pause * 2, POLL_LONGEST)
             try:
-                found = store.get_many([key, lock_key])
+                # as the lock is taken: a majority's view (``gets``), never a read that repairs, which
+                # on a replicated store would delete a lock or lease seen on some replicas only
+                # while its owner's writes are under way. The lock first: its owner stores the
+                # value before releasing it, so no lock then no value means no value was stored
+                locked = store.gets(lock_key)[0]
+                cached = store.gets(key)[0]
             except BackendError:
                 stats.add(label + "lock_errors")
                 return cache.fill(key, compute, spec.timeout)
-            if key in found:
+            if cached is not None:
                 payload = cache.get(key)  # verified like any cache read; None while a lease sits there
                 if payload is not None:
                     return payload
-            if lock_key not in found:
+            if locked is None:
                 break  # the owner is done or gone without a value: try to become the owner
             if time.monotonic() > deadline:
                 stats.add(label + "lock_timeouts")

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from dal.exceptions import BackendError
 
@@ -97,12 +97,21 @@ class FanOut:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+class Counter(Protocol):
+    """Where the replicated cache counts: :class:`Counts`, or the cache layer's statistics."""
+
+    def add(self, name: str, amount: int = 1, /) -> None: ...
+
+    def __getitem__(self, name: str, /) -> float: ...
+
+
 class Counts:
     """Counters of one replicated cache: quorum hits, misses, disagreements, short reads, repairs,
     and replies rejected by the signature check (counted as no reply).
 
-    A plain dict under a lock: the backends sit below :mod:`dal.cache.counters`, so the statistics
-    of ``dal stats`` read these through :meth:`snapshot` (wiring them is left to the cache layer).
+    A plain dict under a lock, for a store used on its own. The backends sit below
+    :mod:`dal.cache.counters`; under a context, the cache layer puts its own ``Stats`` in their
+    place (``ReplicatedCache.counts``), which ``dal stats`` publishes.
     """
 
     NAMES = ("quorum_hits", "quorum_misses", "quorum_disagreements", "quorum_short_reads", "quorum_repairs",

@@ -1,6 +1,6 @@
 """A replicated memcached: each entry on ``replicas`` servers, read back only on a quorum.
 
-Not yet selectable by URL (issue 14 in progress: docs/caching.md, "Quorum reads").
+Opened by ``memcached://h1,h2,h3?replicas=N`` with N above 1 (docs/caching.md, "Quorum reads").
 
 After Ganeti's confd client (issue 14), which asks several replicas the same question and needs
 :func:`dal.quorum.needed_replies` of them; unlike confd, a quorum here is one of *agreeing*
@@ -28,6 +28,11 @@ replies (:func:`dal.quorum.vote`), and a reply from a server that was not asked 
   does; at worst it voids a fill in progress (that fill's ``cas`` fails, the next read fills
   again). A replica that did not answer is not repaired now (the delete would fail or wait for
   its timeout): the vote that next hears it disagree repairs it.
+  Nor is a key one of whose replicas holds a lease marker (``filling``, the cache layer's
+  test): a fill is under way, adding its lease or writing its value one replica after the other;
+  deleting a copy meanwhile would void it (its ``cas`` falls short), so a locked dynamic's owner
+  would store nothing and a waiter compute again. That fill's ``cas`` makes the replicas agree,
+  or its lease expires.
 - **Leases and locks** (``add``, ``gets``, ``cas``) hold on a majority: ``add`` is true when at
   least ``needed_replies(replicas)`` replicas took it; one that took fewer is rolled back, on
   each replica that took it, by a ``cas`` of exactly the value it added into an already-expired
@@ -41,10 +46,16 @@ replies (:func:`dal.quorum.vote`), and a reply from a server that was not asked 
 
 - **Signatures.** Given ``verify`` (the cache layer's signature check), a replica's entry that
   fails it counts as no reply, as a reply from a server not asked does, and is deleted.
+- **Failures.** Given ``on_failure`` (the cache layer's :meth:`dal.cache.trust.Trust.fail`), each
+  server that did not answer a read, a lease, a lock or a fill is reported by name, so trust is
+  lost for that server alone; :meth:`delete_each` says which server missed which invalidation.
+  The hooks (``verify``, ``on_failure``, ``filling``, ``counts``) are set by the context that
+  opened the store; the client is shared per process and URL, so the last context configured
+  on a URL sets them (its signer and trust are the ones in use).
 
-Counters (:class:`~dal.backends.memcached.fanout.Counts`, ``self.counts``), for reads only:
-quorum hits and misses, disagreements, short reads, repairs (replica copies deleted) and
-rejected replies (bad signature).
+Counters (``self.counts``: a :class:`~dal.backends.memcached.fanout.Counts` of its own, or the
+context's ``Stats`` once a context uses the store), for reads only: quorum hits and misses,
+disagreements, short reads, repairs (replica copies deleted) and rejected replies (bad signature).
 """
 
 from __future__ import annotations
@@ -55,7 +66,7 @@ from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 from dal.backends.memcached.cache import MemcachedCache, url_settings, wire_key
-from dal.backends.memcached.fanout import Answers, Counts, FanOut
+from dal.backends.memcached.fanout import Answers, Counter, Counts, FanOut
 from dal.backends.memcached.multiget import MultiGet
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
@@ -89,6 +100,12 @@ class ReplicatedCache:
         #: whether a replica's entry is authentic (its signature holds); one that is not counts as
         #: no reply, and is deleted (the cache layer passes its signer's check; None: all are)
         self.verify = verify
+        #: told the servers (``host:port``) that did not answer a call (the cache layer passes its
+        #: trust's ``fail``; None: nobody is told)
+        self.on_failure: Callable[[list[str]], None] | None = None
+        #: whether a replica's entry is a fill in progress (the cache layer's lease marker): a key
+        #: with one among its replies is not repaired, so the fill's ``cas`` can complete
+        self.filling: Callable[[str, bytes], bool] | None = None
         self._names = tuple(f"{host}:{port}" for host, port in servers)
         if len(set(self._names)) != len(self._names):
             raise ConfigurationError(f"{url} names one memcached server twice")
@@ -108,7 +125,8 @@ class ReplicatedCache:
                                 connect_timeout=connect_timeout, dead_timeout=dead_timeout)
         self._memo: dict[str, tuple[str, ...]] = {}
         self._fan_out = FanOut(len(servers))
-        self.counts = Counts()
+        #: the counters (the cache layer puts its own ``Stats`` here, so ``dal stats`` shows them)
+        self.counts: Counter = Counts()
 
     @classmethod
     def from_url(cls, url: StoreURL) -> ReplicatedCache:
@@ -146,6 +164,8 @@ class ReplicatedCache:
             for name in servers:
                 shares.setdefault(name, []).append(sent)
         answered = self._reader.get_many(shares)
+        if len(answered) < len(shares):
+            self._failed([name for name in shares if name not in answered])
         found: dict[str, bytes] = {}
         voted: list[tuple[str, tuple[str, ...], dict[str, bytes | None]]] = []
         for key, (sent, servers) in plan.items():
@@ -174,12 +194,18 @@ class ReplicatedCache:
             outcome = self.decide(servers, replies)
             if outcome.kind is Kind.HIT and outcome.value is not None:
                 found[key] = outcome.value
-            elif outcome.kind in (Kind.SHORT, Kind.DISAGREE):
+            elif outcome.kind in (Kind.SHORT, Kind.DISAGREE) and not self._filling(key, replies):
                 for name in outcome.repair:
                     if replies.get(name) is not None:
                         repairs.setdefault(name, []).append(key)
         if repairs:
             self._repair(repairs)
+
+    def _filling(self, key: str, replies: dict[str, bytes | None]) -> bool:
+        """Tell whether a replica holds a lease marker of ``key`` (a fill under way)."""
+        filling = self.filling
+        return filling is not None and any(
+            value is not None and filling(key, value) for value in replies.values())
 
     def _forged(self, key: str, replies: dict[str, bytes | None]) -> list[str]:
         """Return the servers whose entry for ``key`` fails :attr:`verify` (counted as rejected)."""
@@ -214,6 +240,7 @@ class ReplicatedCache:
         servers = self.replicas_of(key)
         calls = {name: functools.partial(self._caches[name].gets, key) for name in servers}
         answered = self._fan_out.run(calls, within=self._timeout).results
+        self._failed([name for name in servers if name not in answered])
         held: dict[bytes, list[str]] = {}
         for name in servers:
             value = answered[name][0] if name in answered else None
@@ -272,6 +299,7 @@ class ReplicatedCache:
         calls = {name: functools.partial(self._caches[name].cas, key, value, tokens[name], ttl)
                  for name in tokens if name in self._caches}
         answers = self._fan_out.run(calls)
+        self._failed([name for name in calls if name not in answers.results])
         if sum(1 for done in answers.results.values() if done) >= self.needed:
             return True
         self._enough_answered(key, "cas", len(answers.results))
@@ -286,6 +314,12 @@ class ReplicatedCache:
     def delete_many(self, keys: Sequence[str]) -> list[str]:
         """Delete ``keys`` on every replica, each server's share on its own (dead or not); return
         the keys some replica did not confirm."""
+        undelivered = {key for failed in self.delete_each(keys).values() for key in failed}
+        return [key for key in dict.fromkeys(keys) if key in undelivered]
+
+    def delete_each(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        """Delete ``keys`` on every replica, each server's share on its own (dead or not); return,
+        for each server that did not confirm its whole share, the keys it did not confirm."""
         shares: dict[str, list[str]] = {}
         for key in dict.fromkeys(keys):
             for name in self.replicas_of(key):
@@ -293,13 +327,14 @@ class ReplicatedCache:
         calls = {name: functools.partial(self._caches[name].delete_many, share)
                  for name, share in shares.items()}
         answers = self._fan_out.run(calls)
-        undelivered: set[str] = set()
+        undelivered: dict[str, list[str]] = {}
         for name, share in shares.items():
             failed = answers.results.get(name, share)
-            undelivered.update(failed)
-            if not failed:
+            if failed:
+                undelivered[name] = list(failed)
+            else:
                 self._reader.revive(name)  # it answers: reads may ask it again at once
-        return [key for key in dict.fromkeys(keys) if key in undelivered]
+        return undelivered
 
     def nodes(self) -> list[str]:
         """Return the servers as ``host:port``."""
@@ -317,8 +352,16 @@ class ReplicatedCache:
 
     def _each(self, key: str, call: Callable[[MemcachedCache], R]) -> Answers[R]:
         """Run ``call`` on the single-server cache of every replica of ``key``, in parallel."""
-        return self._fan_out.run({name: functools.partial(call, self._caches[name])
-                                  for name in self.replicas_of(key)})
+        servers = self.replicas_of(key)
+        answers = self._fan_out.run({name: functools.partial(call, self._caches[name]) for name in servers})
+        if len(answers.results) < len(servers):
+            self._failed([name for name in servers if name not in answers.results])
+        return answers
+
+    def _failed(self, names: list[str]) -> None:
+        """Tell :attr:`on_failure` which servers did not answer."""
+        if names and self.on_failure is not None:
+            self.on_failure(names)
 
     def _enough_answered(self, key: str, what: str, answered: int) -> None:
         """Raise ``BackendError`` when fewer than ``needed`` replicas of ``key`` answered ``what``."""

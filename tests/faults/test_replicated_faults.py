@@ -1,0 +1,261 @@
+"""The replicated memcached (issue 14) under the whole stack: ``configure(..., "memcached://a,b,c?replicas=3")``.
+
+Three memcached servers of each test's own, etcd as the durable store, DataObjects on top:
+a tampered replica is outvoted and repaired; a server killed -9 during a read-heavy run fails no
+read and keeps the object-cache hit ratio; a server paused while writers change objects makes
+no read stale; a locked dynamic is computed once by 8 processes with one server dead.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dynamic_hybrids import CALLS, Gauge
+
+from dal import configure
+from dal.backends.base import DeletePrefix
+from dal.backends.memcached import ReplicatedCache
+from dal.cache.stats import collect, report
+from dal.config import Context
+from dal.testing.fixtures import start_or_skip
+from dal.testing.servers import RunningServer, start_memcached
+from faults.fault_hybrids import Counter
+from faults.test_cache_faults import histories, judge, plans, run_crew, setup, stored_count
+from faults.test_cache_faults import parent as parent
+
+pytestmark = [pytest.mark.faults, pytest.mark.etcd, pytest.mark.memcached]
+
+#: a failed server is skipped this long (dal's default is 5 s)
+DEAD_TIMEOUT = 1.0
+#: a read-heavy phase: at most this many rounds over the objects, or this many seconds
+ROUNDS, PHASE_SECONDS = 200, 5.0
+HMAC_KEY = b"replicated-fault-suite"
+
+
+@pytest.fixture
+def trio(tmp_path: Path) -> Iterator[list[RunningServer]]:
+    """Three memcached servers of this test alone (free to kill and pause)."""
+    started = [start_or_skip("memcached", functools.partial(start_memcached, tmp_path / f"m{n}"))
+               for n in range(3)]
+    try:
+        yield started
+    finally:
+        for server in started:
+            if server.paused:
+                server.resume()
+            server.stop()
+
+
+def replicated_url(servers: list[RunningServer], replicas: int = 3) -> str:
+    hosts = ",".join(f"{server.host}:{server.port}" for server in servers)
+    return f"memcached://{hosts}?replicas={replicas}&dead_timeout={DEAD_TIMEOUT:g}"
+
+
+def name_of(server: RunningServer) -> str:
+    return f"{server.host}:{server.port}"
+
+
+def kill(server: RunningServer) -> None:
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(timeout=5)
+
+
+@pytest.fixture
+def stack(etcd_server: RunningServer, trio: list[RunningServer], fault_namespace: str) -> Iterator[Context]:
+    context = configure(etcd_server.url, replicated_url(trio), namespace=fault_namespace, hmac_key=HMAC_KEY)
+    try:
+        yield context
+    finally:
+        try:
+            context.persistent.commit([], [DeletePrefix(context.keys.root)])
+        finally:
+            context.close()
+
+
+def test_the_url_selects_the_replicated_cache(stack: Context) -> None:
+    assert isinstance(stack.volatile, ReplicatedCache) and stack.volatile.replicas == 3
+
+
+def test_a_tampered_replica_is_outvoted_and_repaired(stack: Context, trio: list[RunningServer]) -> None:
+    counter = Counter(data={"label": f"c-{uuid.uuid4().hex[:8]}", "count": 7})
+    counter.save()
+    assert Counter(counter.guid).count == 7  # fills every replica
+    store = stack.volatile
+    assert isinstance(store, ReplicatedCache)
+    key = stack.keys.cached_doc(Counter._meta.name, counter.guid)
+    one, two, three = store.replicas_of(key)
+    good = store.server(one).get(key)
+    assert good is not None and store.server(three).get(key) == good
+    # a forged copy (a valid-looking entry, wrong signature) on one replica: counts as no reply
+    assert store.server(two).set(key, good[:-1] + bytes([good[-1] ^ 1]), 60)
+    before = stack.stats.snapshot()
+    assert Counter(counter.guid).count == 7
+    after = stack.stats.snapshot()
+
+    def grew(name: str) -> float:
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert grew("quorum_rejected") == 1 and grew("quorum_hits") == 1 and grew("object_hits") == 1
+    assert store.server(two).get(key) is None, "the forged copy was deleted"
+    assert grew("object_rejected") == 0, "the cache layer never saw the forged bytes"
+    # a replica that missed an invalidation (an older, validly signed entry where the others
+    # hold nothing): a disagreement, served from the durable store, the copy deleted, the fill
+    # rewrites every replica
+    stale = store.server(one).get(key)
+    counter.count = 8
+    counter.save()
+    assert stale is not None and store.server(one).set(key, stale, 60)
+    before = stack.stats.snapshot()
+    assert Counter(counter.guid).count == 8
+    after = stack.stats.snapshot()
+    assert grew("quorum_disagreements") == 1 and grew("quorum_repairs") == 1 and grew("object_fills") == 1
+    held = {name: store.server(name).get(key) for name in (one, two, three)}
+    assert None not in held.values() and len(set(held.values())) == 1, "every replica refilled alike"
+    assert Counter(counter.guid).count == 8
+    # the counters are published with the others, and `dal stats` shows them
+    assert stack.publisher is not None
+    stack.publisher.flush()
+    line = next(line for line in report(stack, collect(stack), None) if "replicated cache reads" in line)
+    assert "1 disagreements" in line and "1 rejected replies" in line and "0 short reads" in line, line
+
+
+def _read_all(guids: list[str], context: Context, rounds: int, seconds: float,
+              halfway: Callable[[], object] | None = None) -> tuple[float, int, int]:
+    """Load every object ``rounds`` times (at most ``seconds``), calling ``halfway`` after half the
+    rounds; return the hit ratio, the loads and the failed loads."""
+    before = context.stats.snapshot()
+    loads = failures = 0
+    deadline = time.monotonic() + seconds
+    for number in range(rounds):
+        if time.monotonic() > deadline:
+            break
+        if number == rounds // 2 and halfway is not None:
+            halfway()
+        for guid in guids:
+            try:
+                Counter(guid)
+                loads += 1
+            except Exception:
+                failures += 1
+    after = context.stats.snapshot()
+    hits = after.get("object_hits", 0) - before.get("object_hits", 0)
+    misses = after.get("object_misses", 0) - before.get("object_misses", 0)
+    return hits / max(1.0, hits + misses), loads, failures
+
+
+def test_one_server_killed_during_reads(stack: Context, trio: list[RunningServer],
+                                        figures: Callable[..., None]) -> None:
+    guids = []
+    for number in range(40):
+        counter = Counter(data={"label": f"k-{number}-{uuid.uuid4().hex[:6]}", "count": number})
+        counter.save()
+        guids.append(counter.guid)
+    _read_all(guids, stack, 2, PHASE_SECONDS)  # warm: every object on every replica
+    ratio_before, _, failed_before = _read_all(guids, stack, ROUNDS, PHASE_SECONDS)
+    killed: list[float] = []
+    began = time.monotonic()
+    ratio_during, loads, failed_during = _read_all(
+        guids, stack, ROUNDS, PHASE_SECONDS, halfway=lambda: (kill(trio[1]), killed.append(time.monotonic())))
+    ended = time.monotonic()
+    quorum_hits = stack.stats["quorum_hits"]
+    ratio_after, loads_after, failed_after = _read_all(guids, stack, ROUNDS, PHASE_SECONDS)
+    failures = [failed_before, failed_during, failed_after]
+    ratios = [ratio_before, ratio_during, ratio_after]
+    figures(hit_ratio_before=round(ratio_before, 3), during=round(ratio_during, 3),
+            after=round(ratio_after, 3), killed_at=round(killed[0] - began, 3) if killed else None,
+            phase=round(ended - began, 3), loads=loads + loads_after, failed=sum(failures),
+            quorum_hits=stack.stats["quorum_hits"], short_reads=stack.stats["quorum_short_reads"])
+    assert killed and began < killed[0] < ended, "the server was killed during the read phase"
+    assert stack.stats["quorum_hits"] > quorum_hits, "the hits after the kill were quorum reads"
+    assert sum(failures) == 0, "no read failed"
+    assert ratio_during >= 0.9 * ratio_before and ratio_after >= 0.9 * ratio_before, ratios
+
+
+# --- a paused server, a timed reader/writer history --------------------------------------------
+
+
+PAUSE = 3.0
+SETTLE = 2.0
+
+
+@pytest.mark.parametrize("sabotage", [False, True], ids=["real", "control"])
+def test_one_server_paused_while_writers_change_objects(
+        etcd_server: RunningServer, trio: list[RunningServer], fault_namespace: str,
+        parent: list[Context], tmp_path: Path, figures: Callable[..., None], sabotage: bool) -> None:
+    """No read older than a save that returned before it began; the control run (writers send no
+    invalidations, nobody sweeps) shows the check does catch stale reads on this setup."""
+    volatile = replicated_url(trio)
+    context, guids = setup(parent, etcd_server.url, volatile, fault_namespace, 2)
+    if sabotage and context.sweeper is not None:
+        context.sweeper.stop()
+    paused = trio[2]
+    bound = 1.0 + PAUSE + SETTLE
+
+    def script() -> None:
+        time.sleep(1.0)
+        paused.pause()
+        try:
+            time.sleep(PAUSE)
+        finally:
+            paused.resume()
+        time.sleep(SETTLE)
+
+    members = plans(tmp_path, "paused", etcd_server.url, volatile, fault_namespace, guids,
+                    # one writer in the control run: two would conflict forever on stale cached copies
+                    writers=1 if sabotage else 2, readers=3, bound=bound,
+                    writer={"sabotage": sabotage}, reader={"sabotage": sabotage})
+    crew = run_crew("paused", members, script, bound)
+    found = histories(crew, guids)
+    stale = reads = hits = 0
+    for guid, history in found.items():
+        verdict = judge(history, stored_count(context, guid))
+        stale += len(verdict.stale)
+        reads += len(history.reads)
+        hits += sum(1 for hit in history.hit.values() if hit)
+        assert sabotage or (verdict.lost == 0 and verdict.duplicates == 0), verdict
+    writes = sum(len(history.writes) for history in found.values())
+    figures(reads=reads, cache_hits=hits, writes=writes, stale=stale,
+            disagreements=crew.stat("reader", "quorum_disagreements"),
+            repairs=crew.stat("reader", "quorum_repairs") + crew.stat("writer", "quorum_repairs"))
+    assert writes > 0 and reads > 0 and hits > 0, "the run exercised the cache"
+    if sabotage:
+        assert stale > 0, "the control run's stale reads were caught"
+    else:
+        assert stale == 0, f"{stale} stale reads"
+
+
+# --- a locked dynamic, 8 processes, one server dead --------------------------------------------
+
+
+def _read_reading(persistent: str, volatile: str, namespace: str, guid: str,
+                  start: Any) -> tuple[str, int, dict[str, float]]:
+    context = configure(persistent, volatile, namespace=namespace, hmac_key=HMAC_KEY)
+    start.wait()
+    value = Gauge(guid).reading
+    return value, CALLS["reading", guid], context.stats.snapshot()
+
+
+def test_a_locked_dynamic_is_computed_once_by_8_processes_with_one_server_dead(
+        stack: Context, etcd_server: RunningServer, trio: list[RunningServer], fault_namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    volatile = replicated_url(trio)
+    obj = Gauge(data={"name": f"g{uuid.uuid4().hex[:6]}", "level": 1})
+    obj.save()
+    kill(trio[0])
+    monkeypatch.setenv("DAL_TEST_READING_SECONDS", "0.5")
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Manager() as manager, spawn.Pool(8) as pool:
+        start = manager.Barrier(8)
+        results = pool.starmap(_read_reading, [(etcd_server.url, volatile, fault_namespace, obj.guid,
+                                                start)] * 8, chunksize=1)
+    computations = sum(calls for _, calls, _ in results)
+    assert computations == 1, f"{computations} computations for one cold locked dynamic: {results}"
+    assert len({value for value, _, _ in results}) == 1, "every process got the one computed value"
