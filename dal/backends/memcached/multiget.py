@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
-from dal.backends.memcached.text import ProtocolError
+from dal.backends.memcached.text import ProtocolError, parse_values
 
 #: the least time a read waits for an answer already on its way once the deadline has passed
 LAST_LOOK = 0.001
@@ -118,24 +118,11 @@ def _read_values(connection: socket.socket, wanted: set[bytes], deadline: float,
     position = 0
     received = False
     while True:
-        if buffer.startswith(b"END\r\n", position):
-            if len(buffer) != position + 5:
+        position, ended = parse_values(buffer, position, wanted, found)
+        if ended:
+            if len(buffer) != position:
                 raise ProtocolError("more followed the END of a get")
             return found
-        line_end = buffer.find(b"\r\n", position)
-        if line_end >= 0:
-            header = buffer[position:line_end].split(b" ")
-            if (len(header) != 4 or header[0] != b"VALUE" or header[1] not in wanted
-                    or not header[3].isdigit()):
-                raise ProtocolError(buffer[position:line_end].decode("ascii", "replace"))
-            start = line_end + 2
-            end = start + int(header[3])
-            if len(buffer) >= end + 2:
-                if buffer[end:end + 2] != b"\r\n":
-                    raise ProtocolError("a value was not followed by CRLF")
-                found[header[1]] = buffer[start:end]
-                position = end + 2
-                continue
         connection.settimeout(timeout if received else max(LAST_LOOK, deadline - time.monotonic()))
         chunk = connection.recv(262144)
         received = True

@@ -23,6 +23,34 @@ class ProtocolError(Exception):
     """The server answered something a ``get`` never answers."""
 
 
+def parse_values(buffer: bytes, position: int, wanted: set[bytes],
+                 found: dict[bytes, bytes]) -> tuple[int, bool]:
+    """Parse the ``VALUE <key> <flags> <bytes>`` blocks of a ``get`` answer from ``position`` into
+    ``found``; return the position reached and whether it is past the closing ``END``.
+
+    A key not asked for, or anything else a ``get`` never answers, raises ProtocolError: the
+    stream is out of step (e.g. a connection shared across a fork), so never return its value.
+    """
+    while True:
+        if buffer.startswith(b"END\r\n", position):
+            return position + 5, True
+        line_end = buffer.find(b"\r\n", position)
+        if line_end < 0:
+            return position, False
+        header = buffer[position:line_end].split(b" ")
+        if (len(header) != 4 or header[0] != b"VALUE" or header[1] not in wanted
+                or not header[3].isdigit()):
+            raise ProtocolError(buffer[position:line_end].decode("ascii", "replace"))
+        start = line_end + 2
+        end = start + int(header[3])
+        if len(buffer) < end + 2:
+            return position, False
+        if buffer[end:end + 2] != b"\r\n":
+            raise ProtocolError("a value was not followed by CRLF")
+        found[header[1]] = buffer[start:end]
+        position = end + 2
+
+
 class TextConnection:
     """One connection that speaks just memcached's text ``get`` and ``delete``, pipelined: the hit
     path and the invalidation after every write, without pymemcache's per-key overhead.
@@ -73,25 +101,10 @@ class TextConnection:
         buffer = self._buffer
         position = 0
         while True:
-            if buffer.startswith(b"END\r\n", position):
-                self._buffer = buffer[position + 5:]
+            position, ended = parse_values(buffer, position, wanted, found)
+            if ended:
+                self._buffer = buffer[position:]
                 return found
-            line_end = buffer.find(b"\r\n", position)
-            if line_end >= 0:
-                header = buffer[position:line_end].split(b" ")
-                # a key we did not ask for means the stream is out of step (e.g. shared across a
-                # fork): never return its value
-                if (len(header) != 4 or header[0] != b"VALUE" or header[1] not in wanted
-                        or not header[3].isdigit()):
-                    raise ProtocolError(buffer[position:line_end].decode("ascii", "replace"))
-                start = line_end + 2
-                end = start + int(header[3])
-                if len(buffer) >= end + 2:
-                    if buffer[end:end + 2] != b"\r\n":
-                        raise ProtocolError("a value was not followed by CRLF")
-                    found[header[1]] = buffer[start:end]
-                    position = end + 2
-                    continue
             chunk = self._socket.recv(262144)
             if not chunk:
                 raise ProtocolError("the server closed the connection")
