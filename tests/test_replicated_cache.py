@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +22,8 @@ from dal.cache.trust import Trust
 from dal.exceptions import BackendError, ConfigurationError
 from dal.quorum import Kind, vote
 from dal.testing.conformance import VolatileStoreContract
-from dal.testing.fixtures import start_or_skip
-from dal.testing.servers import RunningServer, start_memcached
+from dal.testing.fixtures import memcached_servers
+from dal.testing.servers import RunningServer
 
 pytestmark = pytest.mark.memcached
 
@@ -32,29 +31,15 @@ pytestmark = pytest.mark.memcached
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[list[RunningServer]]:
     """Three memcached servers of this test's own: tests kill and pause them."""
-    started = [start_or_skip("memcached", functools.partial(start_memcached, tmp_path / f"m{n}"))
-               for n in range(3)]
-    try:
+    with memcached_servers(tmp_path) as started:
         yield started
-    finally:
-        for server in started:  # throwaway servers: kill -9 is faster than a clean stop
-            if server.paused:
-                server.resume()
-            if server.process.poll() is None:
-                kill(server)
 
 
 @pytest.fixture(scope="module")
 def shared_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RunningServer]]:
     """Three memcached servers the conformance suite shares (nobody kills them)."""
-    workdir = tmp_path_factory.mktemp("replicated")
-    started = [start_or_skip("memcached", functools.partial(start_memcached, workdir / f"m{n}"))
-               for n in range(3)]
-    try:
+    with memcached_servers(tmp_path_factory.mktemp("replicated")) as started:
         yield started
-    finally:
-        for server in started:
-            server.stop()
 
 
 class TestReplicatedCacheConformance(VolatileStoreContract):
@@ -78,11 +63,6 @@ def open_cache(servers: list[RunningServer], replicas: int = 3) -> ReplicatedCac
 
 def name_of(server: RunningServer) -> str:
     return f"{server.host}:{server.port}"
-
-
-def kill(server: RunningServer) -> None:
-    server.process.send_signal(signal.SIGKILL)
-    server.process.wait(timeout=5)
 
 
 def test_replicas_must_fit_the_servers(servers: list[RunningServer]) -> None:
@@ -180,7 +160,7 @@ def test_one_server_killed_reads_hit_and_locks_acquire(servers: list[RunningServ
     keys = [f"{namespace}/k{n}" for n in range(10)]
     for key in keys:
         assert cache.set(key, b"v" + key.encode(), 60)
-    kill(servers[1])
+    servers[1].kill()
     for _ in range(3):
         assert cache.get_many(keys) == {key: b"v" + key.encode() for key in keys}
         assert cache.get(keys[0]) == b"v" + keys[0].encode()
@@ -207,7 +187,7 @@ def test_a_leased_cache_keeps_hitting_with_one_server_dead(
     keys = [f"{namespace}/d{n}" for n in range(10)]
     for key in keys:
         assert leased.fetch(key, key.encode, 60) == key.encode()
-    kill(servers[2])
+    servers[2].kill()
     assert leased.get_many(keys) == {key: key.encode() for key in keys}
     fresh = f"{namespace}/fresh"
     assert leased.fetch(fresh, lambda: b"filled", 60) == b"filled"  # the lease is taken on two
@@ -218,8 +198,8 @@ def test_two_servers_dead_reads_are_short_misses(servers: list[RunningServer], n
     cache = open_cache(servers)
     key = f"{namespace}/k"
     assert cache.set(key, b"value", 60)
-    kill(servers[0])
-    kill(servers[2])
+    servers[0].kill()
+    servers[2].kill()
     assert cache.get(key) is None
     assert cache.get_many([key]) == {}
     assert cache.counts["quorum_short_reads"] == 2
@@ -369,7 +349,7 @@ def test_one_of_eight_processes_takes_a_lock_with_one_server_dead(
         servers: list[RunningServer], namespace: str) -> None:
     """Single flight across processes: with a server dead, racing adds may all fall short (each
     rolled back); retrying, exactly one process ever holds the lock."""
-    kill(servers[0])
+    servers[0].kill()
     lock = f"{namespace}/lock"
     read, write = os.pipe()
     children = []
@@ -451,7 +431,7 @@ def test_failures_are_told_per_server(servers: list[RunningServer], namespace: s
     for key in keys:
         leased.fetch(key, key.encode, 60)
     dead = f"{servers[1].host}:{servers[1].port}"
-    kill(servers[1])
+    servers[1].kill()
     assert leased.get_many(keys) == {key: key.encode() for key in keys}
     assert set(trust.lost) == {dead}, "only the dead server is untrusted"
     trust.lost.clear()

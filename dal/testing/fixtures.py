@@ -6,13 +6,16 @@ missing server must never pass as a skip there.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from dal.testing.servers import ServerUnavailable
+from dal.testing.servers import RunningServer, ServerUnavailable, start_memcached
 
 T = TypeVar("T")
 
@@ -30,3 +33,18 @@ def start_or_skip(what: str, start: Callable[[], T]) -> T:
         if services_required():
             pytest.fail(f"{what} is required (DAL_REQUIRE_SERVICES=1) but could not start: {exc}")
         pytest.skip(f"{what} not available: {exc}")
+
+
+@contextlib.contextmanager
+def memcached_servers(workdir: Path, count: int = 3) -> Iterator[list[RunningServer]]:
+    """Start ``count`` memcached servers of a test's own (free to kill and pause) under ``workdir``;
+    resume and stop them after."""
+    started = [start_or_skip("memcached", functools.partial(start_memcached, workdir / f"m{n}"))
+               for n in range(count)]
+    try:
+        yield started
+    finally:
+        for server in started:
+            if server.paused:
+                server.resume()
+            server.stop()

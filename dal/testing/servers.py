@@ -63,6 +63,11 @@ class RunningServer:
             self.process.kill()
             self.process.wait(timeout=5)
 
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL), as a crash would, and wait for it to be gone."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=5)
+
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): connections stay open but nothing answers."""
         os.kill(self.process.pid, signal.SIGSTOP)

@@ -8,9 +8,7 @@ no read stale; a locked dynamic is computed once by 8 processes with one server 
 
 from __future__ import annotations
 
-import functools
 import multiprocessing
-import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,8 +23,8 @@ from dal.backends.base import DeletePrefix
 from dal.backends.memcached import ReplicatedCache
 from dal.cache.stats import collect, report
 from dal.config import Context
-from dal.testing.fixtures import start_or_skip
-from dal.testing.servers import RunningServer, start_memcached
+from dal.testing.fixtures import memcached_servers
+from dal.testing.servers import RunningServer
 from faults.fault_hybrids import Counter
 from faults.test_cache_faults import histories, judge, plans, run_crew, setup, stored_count
 from faults.test_cache_faults import parent as parent
@@ -43,15 +41,8 @@ HMAC_KEY = b"replicated-fault-suite"
 @pytest.fixture
 def trio(tmp_path: Path) -> Iterator[list[RunningServer]]:
     """Three memcached servers of this test alone (free to kill and pause)."""
-    started = [start_or_skip("memcached", functools.partial(start_memcached, tmp_path / f"m{n}"))
-               for n in range(3)]
-    try:
+    with memcached_servers(tmp_path) as started:
         yield started
-    finally:
-        for server in started:
-            if server.paused:
-                server.resume()
-            server.stop()
 
 
 def replicated_url(servers: list[RunningServer], replicas: int = 3) -> str:
@@ -61,11 +52,6 @@ def replicated_url(servers: list[RunningServer], replicas: int = 3) -> str:
 
 def name_of(server: RunningServer) -> str:
     return f"{server.host}:{server.port}"
-
-
-def kill(server: RunningServer) -> None:
-    server.process.send_signal(signal.SIGKILL)
-    server.process.wait(timeout=5)
 
 
 @pytest.fixture
@@ -163,7 +149,8 @@ def test_one_server_killed_during_reads(stack: Context, trio: list[RunningServer
     killed: list[float] = []
     began = time.monotonic()
     ratio_during, loads, failed_during = _read_all(
-        guids, stack, ROUNDS, PHASE_SECONDS, halfway=lambda: (kill(trio[1]), killed.append(time.monotonic())))
+        guids, stack, ROUNDS, PHASE_SECONDS,
+        halfway=lambda: (trio[1].kill(), killed.append(time.monotonic())))
     ended = time.monotonic()
     quorum_hits = stack.stats["quorum_hits"]
     ratio_after, loads_after, failed_after = _read_all(guids, stack, ROUNDS, PHASE_SECONDS)
@@ -249,7 +236,7 @@ def test_a_locked_dynamic_is_computed_once_by_8_processes_with_one_server_dead(
     volatile = replicated_url(trio)
     obj = Gauge(data={"name": f"g{uuid.uuid4().hex[:6]}", "level": 1})
     obj.save()
-    kill(trio[0])
+    trio[0].kill()
     monkeypatch.setenv("DAL_TEST_READING_SECONDS", "0.5")
     spawn = multiprocessing.get_context("spawn")
     with spawn.Manager() as manager, spawn.Pool(8) as pool:
