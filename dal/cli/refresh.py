@@ -39,7 +39,8 @@ import dal
 from dal.backends.base import Leadership, PersistentStore
 from dal.cli.progress import Progress
 from dal.exceptions import BackendError, DalError
-from dal.mirror import RefreshReport, mirrored_hybrids, refresh_stale, stale_count
+from dal.mirror import RefreshReport, mirrored_hybrids, refresh_stale
+from dal.mirror.bulk import stale_guids
 from dal.tools.erd import hybrids_in
 
 if TYPE_CHECKING:
@@ -179,8 +180,10 @@ def refresh_pass(hybrids: Sequence[type[DataObject]], batch_size: int, leader: L
             break
         name = cls.__name__
         try:
-            with Progress(stale_count(cls), f"refresh {name}") as bar:
-                report = refresh_stale(cls, batch_size=batch_size, progress=_progress(bar, leader, stop))
+            guids = stale_guids(cls)
+            with Progress(len(guids), f"refresh {name}") as bar:
+                report = refresh_stale(cls, batch_size=batch_size, progress=_progress(bar, leader, stop),
+                                       guids=guids)
         except _Interrupted:
             outcome.interrupted = True
             break

@@ -16,7 +16,6 @@ from dal.exceptions import ConfigurationError, MirrorError
 from dal.mirror.refresh import ELSEWHERE, FAILED, FRESH, REFRESHED, UNCHANGED, has_bulk, is_frozen, refresh
 from dal.model.meta import hybrids
 from dal.objects.dataobject import DataObject
-from dal.objects.mirrored import clock
 from dal.query.datalist import DataList
 
 
@@ -47,12 +46,9 @@ def mirrored_hybrids() -> list[type[DataObject]]:
 
 def stale_guids(hybrid: type[DataObject]) -> list[str]:
     """Return the guids of the stale objects of ``hybrid``, in the order they are stored (no remote call)."""
-    mirror = _mirror_of(hybrid)._meta.mirror
-    assert mirror is not None
-    now = clock.now()
-    # reading _data, not attributes: a read of a stale object's fields would refresh it
-    return [obj.guid for obj in DataList(hybrid)
-            if mirror.stale(obj._data["cached_at"], obj._data["ignore_cache"], now)]
+    _mirror_of(hybrid)
+    # ``stale`` reads the stored fields, never a refreshing attribute
+    return [obj.guid for obj in DataList(hybrid) if obj.stale]
 
 
 def stale_count(hybrid: type[DataObject]) -> int:
@@ -61,10 +57,13 @@ def stale_count(hybrid: type[DataObject]) -> int:
 
 
 def refresh_stale(hybrid: type[DataObject], *, batch_size: int = 100,
-                  progress: Callable[[int], None] | None = None) -> RefreshReport:
+                  progress: Callable[[int], None] | None = None,
+                  guids: list[str] | None = None) -> RefreshReport:
     """Refresh every stale object of ``hybrid`` in the configured context, ``batch_size`` at a time.
 
-    ``progress(n)`` is called after each batch with the number of objects done so far. Never
+    ``progress(n)`` is called after each batch with the number of objects done so far.
+    ``guids``: the stale guids when the caller has just listed them (:func:`stale_guids`),
+    so that they are not listed twice. Never
     raises for a remote failure (see the report's ``failed``); MirrorError inside
     :func:`dal.mirror.frozen`.
     """
@@ -73,7 +72,7 @@ def refresh_stale(hybrid: type[DataObject], *, batch_size: int = 100,
         raise ConfigurationError(f"refresh_stale: batch_size must be a positive int, not {batch_size!r}")
     if is_frozen():
         raise MirrorError("refresh_stale() inside dal.mirror.frozen(): refreshes are frozen here")
-    guids = stale_guids(hybrid)
+    guids = stale_guids(hybrid) if guids is None else guids
     refreshed = unchanged = 0
     failed: dict[str, str] = {}
     bulk = has_bulk(hybrid)

@@ -156,7 +156,7 @@ def refresh(objects: list[DataObject], *, force: bool = False, bulk: bool | None
             if entry is None:
                 results[obj.guid] = Result(GONE)
                 continue
-            adopt(obj, entry, parsed_names(cls, obj._meta.with_defaults(_decoded(entry)).get("info")))
+            adopt(obj, entry, parsed_names(cls, decode(entry.value).get("info")))
             results[obj.guid] = Result(ELSEWHERE)
         if late:
             results.update(_refresh_owned(context, late, force, bulk))
@@ -262,6 +262,3 @@ def describe(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     return text if len(text) <= ERROR_LENGTH else text[:ERROR_LENGTH - 3] + "..."
 
-
-def _decoded(entry: Entry) -> dict[str, Any]:
-    return decode(entry.value)
