@@ -77,7 +77,7 @@ class Context:
             # a replica whose entry fails the signature counts as no reply (published statistics
             # are the one unsigned entry under the cache root)
             def verify(key: str, raw: bytes) -> bool:
-                return key.startswith(self.keys.published_stats()) or signer.open(key, raw) is not None
+                return signer.open(key, raw) is not None or key.startswith(self.keys.published_stats())
 
             self.volatile.verify = verify  # type: ignore[attr-defined]
         self._seen = None  # found on first use: naming the store may take a round trip

@@ -31,6 +31,8 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from pymemcache.client.murmur3 import murmur3_32  # the hash the memcached client already picks servers by
+
 from dal.exceptions import ConfigurationError
 
 __all__ = ["Kind", "Outcome", "needed_replies", "replicas_for", "vote"]
@@ -126,44 +128,3 @@ def replicas_for(key: str, servers: Sequence[str], count: int) -> list[str]:
     ranked = sorted(servers, key=lambda server: (murmur3_32(f"{server}-{key}"), server), reverse=True)
     return ranked[:count]
 
-
-_C1 = 0xCC9E2D51
-_C2 = 0x1B873593
-_MASK = 0xFFFFFFFF
-
-
-def _mix(k1: int) -> int:
-    k1 = (k1 * _C1) & _MASK
-    k1 = ((k1 << 15) | (k1 >> 17)) & _MASK
-    return (k1 * _C2) & _MASK
-
-
-def murmur3_32(data: str, seed: int = 0) -> int:
-    """MurmurHash3 x86 32-bit of ``data``, exactly as ``pymemcache.client.murmur3.murmur3_32``.
-
-    Like pymemcache it reads one character as one byte (``ord``), so it equals it on any text;
-    dal's wire keys and server names are ASCII. (MurmurHash3 is by Austin Appleby, public domain.)
-    """
-    length = len(data)
-    h1 = seed & _MASK
-    rounded = length & ~3
-    for i in range(0, rounded, 4):
-        # pymemcache leaves the top byte unmasked; the mask after _mix's multiply makes it equal
-        k1 = (ord(data[i]) & 0xFF) | (ord(data[i + 1]) & 0xFF) << 8 \
-            | (ord(data[i + 2]) & 0xFF) << 16 | ord(data[i + 3]) << 24
-        h1 ^= _mix(k1)
-        h1 = ((h1 << 13) | (h1 >> 19)) & _MASK
-        h1 = (h1 * 5 + 0xE6546B64) & _MASK
-    tail = length & 3
-    if tail:
-        k1 = 0
-        for j in range(tail - 1, -1, -1):
-            k1 = (k1 << 8) | (ord(data[rounded + j]) & 0xFF)
-        h1 ^= _mix(k1)
-    h1 ^= length
-    h1 ^= h1 >> 16
-    h1 = (h1 * 0x85EBCA6B) & _MASK
-    h1 ^= h1 >> 13
-    h1 = (h1 * 0xC2B2AE35) & _MASK
-    h1 ^= h1 >> 16
-    return h1
