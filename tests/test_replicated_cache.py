@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -56,9 +61,10 @@ class TestReplicatedCacheConformance(VolatileStoreContract):
         return f"{namespace}/"
 
 
-def open_cache(servers: list[RunningServer], replicas: int = 3) -> ReplicatedCache:
+def open_cache(servers: list[RunningServer], replicas: int = 3, timeout: float = 0.25) -> ReplicatedCache:
     hosts = ",".join(f"{server.host}:{server.port}" for server in servers)
-    return ReplicatedCache.from_url(parse_url(f"memcached://{hosts}?replicas={replicas}&dead_timeout=0.5"))
+    return ReplicatedCache.from_url(parse_url(
+        f"memcached://{hosts}?replicas={replicas}&dead_timeout=0.5&timeout={timeout:g}"))
 
 
 def name_of(server: RunningServer) -> str:
@@ -453,3 +459,83 @@ def test_a_fill_under_way_is_not_repaired(servers: list[RunningServer], namespac
     assert leased.get(key) is None  # a value and a lease marker: a disagreement, a miss
     assert cache.counts["quorum_disagreements"] == 1 and cache.counts["quorum_repairs"] == 0
     assert cache.server(two).get(key) is not None, "the lease marker was left in place"
+
+
+def test_a_forked_child_reads_on_connections_of_its_own(servers: list[RunningServer], namespace: str) -> None:
+    cache = open_cache(servers)
+    key = f"{namespace}/k"
+    assert cache.set(key, b"v", 60)
+    assert cache.get(key) == b"v"  # this thread's connections exist now
+    reader = cache._reader
+    parent_connections = dict(reader._local.connections)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: the parent's streams are not ours to read
+        value = cache.get(key)
+        fresh = all(reader._local.connections[name] is not connection
+                    for name, connection in parent_connections.items())
+        os.write(write, b"1" if value == b"v" and fresh else b"0")
+        os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"1"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert cache.get(key) == b"v" and dict(reader._local.connections) == parent_connections
+    cache.close()
+
+
+def test_a_read_too_large_for_a_paused_servers_buffers_ends_within_its_timeout(
+        servers: list[RunningServer], namespace: str) -> None:
+    """A paused server stops reading: a request larger than the socket buffers cannot be sent whole;
+    the read does not wait past its deadline for it, and the other replicas' answers still count.
+    (A timeout of 1 s: a live server takes a while to look up 50,000 keys on a busy machine.)"""
+    cache = open_cache(servers, timeout=1.0)
+    keys = [f"{namespace}/{'k' * 200}{number}" for number in range(50_000)]  # about 11 MB of request
+    assert cache.set(keys[0], b"v", 60)
+    for key in keys:  # hashed now (the replicas of a key are remembered), so the read alone is timed
+        cache.replicas_of(key)
+    servers[2].pause()
+    try:
+        started = time.monotonic()
+        found = cache.get_many(keys)
+        took = time.monotonic() - started
+    finally:
+        servers[2].resume()
+    assert found == {keys[0]: b"v"}, "two replicas of three agreed; the paused one did not reply"
+    # the paused server is given up 1 s after it last took some of the request; building the
+    # request and reading the live servers' answers take the rest
+    assert took < 5.0, f"the read took {took:.2f} s"
+    assert cache.counts["quorum_hits"] == 1 and cache.counts["quorum_misses"] == len(keys) - 1
+    cache.close()
+
+
+def test_the_last_statistics_flush_at_exit_reaches_the_replicas(servers: list[RunningServer],
+                                                               namespace: str, tmp_path: Path) -> None:
+    """At interpreter exit no new thread can start; the statistics' last flush (an atexit hook)
+    still writes to every replica, one after another, instead of failing with a traceback."""
+    hosts = ",".join(name_of(server) for server in servers)
+    script = (f"import dal\n"
+              f"context = dal.configure('sqlite:///{tmp_path / 'dal.sqlite3'}', "
+              f"'memcached://{hosts}?replicas=3', namespace='{namespace}')\n"
+              f"context.stats.add('object_hits', 3)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    cache = open_cache(servers)
+    published = [server for server in servers
+                 if any(namespace in key for key in _keys_on(server))]
+    cache.close()
+    assert len(published) == 3, "the flush wrote its statistics to every replica"
+
+
+def _keys_on(server: RunningServer) -> list[str]:
+    """The keys one memcached server holds (``lru_crawler metadump all``)."""
+    with socket.create_connection((server.host, server.port), timeout=5) as connection:
+        connection.sendall(b"lru_crawler metadump all\r\n")
+        answer = b""
+        deadline = time.monotonic() + 5
+        while not answer.endswith(b"END\r\n") and time.monotonic() < deadline:
+            answer += connection.recv(65536)
+    return [unquote(line.split(b" ", 1)[0].removeprefix(b"key=").decode())
+            for line in answer.splitlines() if line.startswith(b"key=")]

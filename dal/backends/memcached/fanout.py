@@ -61,13 +61,21 @@ class FanOut:
         started = time.monotonic()
         pool = self._executor() if len(items) > 1 else None
         futures: dict[Future[R], str] = {}
+        inline = items[:1]
         if pool is not None:
-            futures = {pool.submit(call): server for server, call in items[1:]}
-        server, call = items[0]
-        try:
-            answers.results[server] = call()
-        except BackendError as exc:
-            answers.errors[server] = exc
+            for index, (server, call) in enumerate(items[1:], start=1):
+                try:
+                    futures[pool.submit(call)] = server
+                except RuntimeError:
+                    # the interpreter is exiting (no new threads; an atexit hook such as the
+                    # statistics' last flush is writing): the rest one after another, in this thread
+                    inline += items[index:]
+                    break
+        for server, call in inline:
+            try:
+                answers.results[server] = call()
+            except BackendError as exc:
+                answers.errors[server] = exc
         if futures:
             left = None if within is None else max(0.0, within - (time.monotonic() - started))
             done, _ = wait(futures, timeout=left)

@@ -1,13 +1,22 @@
 """Quorum reads' hit path: one pipelined multi-key ``get`` to each replica, all in flight at once.
 
-The calling thread sends every server its ``get k1 k2 ...`` first, then reads the answers in turn:
-the servers work in parallel, so a read costs about the slowest replica's time, not the sum, and
-no thread is handed anything (a pool hand-off per read cost more than the read itself). Each
-answer must start within one deadline, the read timeout from the start, and then keep coming
-(each further receive within the read timeout, so a large batch is not cut off): a server that
-has not started to answer by then did not reply, and (as
+The calling thread sends every server its ``get k1 k2 ...`` first, then waits on all of them at
+once with one ``poll``: the servers work in parallel, so a read costs about the slowest replica's
+time, not the sum, and no thread is handed anything (a pool hand-off per read cost more than the
+read itself). Each server must start to answer within the read timeout from the start, and then
+keep going: take more of the request (a request larger than the socket's buffers is sent as the
+server reads it, beside the others) or send more of its answer within the read timeout of the
+last time it did, so a large batch is not cut off, while a server that stops (paused, cut off)
+holds up no other. A server that did not answer in time did not reply, and (as
 :class:`~dal.backends.memcached.cache.MemcachedCache` does) is skipped for ``dead_timeout``
 seconds, during which reads count it as not replying at once.
+
+Why non-blocking sockets and ``poll``, not a timeout per socket: a socket with a timeout costs a
+``poll`` before every ``send`` and ``recv`` and an ``ioctl`` per ``settimeout``; with three
+replicas that was 15 system calls per read (and a ``getpid`` per server, now a counter bumped at
+fork). Here a read is one ``send`` and one ``recv`` per server and one or two ``poll`` calls in
+all: ``cached_load_replicated`` went from 0.68x-0.69x to 0.76x-0.77x of a one-server load
+(``python -m bench --only cached_load_replicated``; docs/benchmarks.md).
 
 Connections are this thread's own (and this process's: a forked child opens its own), and a
 connection that failed or timed out is closed, since its stream is then out of step.
@@ -16,6 +25,7 @@ connection that failed or timed out is closed, since its stream is then out of s
 from __future__ import annotations
 
 import os
+import select
 import socket
 import threading
 import time
@@ -25,6 +35,60 @@ from dal.backends.memcached.text import ProtocolError, parse_values
 
 #: the least time a read waits for an answer already on its way once the deadline has passed
 LAST_LOOK = 0.001
+_READABLE = select.POLLIN | select.POLLERR | select.POLLHUP | select.POLLNVAL
+_WRITABLE = select.POLLOUT | select.POLLERR | select.POLLHUP | select.POLLNVAL
+
+#: bumped in a forked child: connections made before the fork are the parent's (checked instead
+#: of ``os.getpid()``, a system call per read)
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+class _Pending:
+    """One server's share of a read: its connection, the request left to send, the keys asked and
+    what arrived of the answer so far."""
+
+    __slots__ = ("buffer", "connection", "found", "limit", "name", "outgoing", "position", "wanted")
+
+    def __init__(self, name: str, connection: socket.socket, keys: Sequence[bytes], limit: float) -> None:
+        self.name = name
+        self.connection = connection
+        self.outgoing = b"get " + b" ".join(keys) + b"\r\n"
+        self.wanted = set(keys)
+        self.found: dict[bytes, bytes] = {}
+        self.buffer = b""
+        self.position = 0
+        #: the monotonic time by which the server must take more of the request or send more of
+        #: its answer
+        self.limit = limit
+
+    def send(self, now: float, timeout: float) -> None:
+        """Send what the socket takes now of the request (usually all of it, in one ``send``)."""
+        try:
+            sent = self.connection.send(self.outgoing)
+        except BlockingIOError:  # the buffers are full: the server is not reading (yet)
+            return
+        self.outgoing = self.outgoing[sent:]
+        self.limit = now + timeout
+
+    def receive(self, now: float, timeout: float) -> bool:
+        """Read what arrived; return whether the answer is complete (``END`` read)."""
+        chunk = self.connection.recv(262144)
+        if not chunk:
+            raise ProtocolError("the server closed the connection")
+        self.buffer = self.buffer[self.position:] + chunk
+        self.position, ended = parse_values(self.buffer, 0, self.wanted, self.found)
+        if ended and len(self.buffer) != self.position:
+            raise ProtocolError("more followed the END of a get")
+        self.limit = now + timeout
+        return ended
 
 
 class MultiGet:
@@ -44,40 +108,69 @@ class MultiGet:
         """Ask each server for its share of wire keys; return, for each server that answered in
         time, the values it holds (a key it lacks is absent from its dict)."""
         started = time.monotonic()
-        deadline = started + self._timeout
-        sent: list[tuple[str, socket.socket, set[bytes]]] = []
+        pending: dict[int, _Pending] = {}
+        poller = select.poll()
         for name, keys in shares.items():
             if not keys or self._dead_until.get(name, 0.0) > started:
                 continue
             connection = self._connection(name)
             if connection is None:
                 continue
+            entry = _Pending(name, connection, keys, started + self._timeout)
             try:
-                connection.sendall(b"get " + b" ".join(keys) + b"\r\n")
+                entry.send(started, self._timeout)
             except OSError:
                 self._failed(name)
                 continue
-            sent.append((name, connection, set(keys)))
+            pending[connection.fileno()] = entry
+            poller.register(connection, _WRITABLE if entry.outgoing else _READABLE)
+        return self._answers(poller, pending)
+
+    def _answers(self, poller: select.poll, pending: dict[int, _Pending]) -> dict[str, dict[bytes, bytes]]:
+        """Send the rest of each request and read each answer as the sockets allow, each server
+        within its limit; return the answers read whole."""
         answered: dict[str, dict[bytes, bytes]] = {}
-        for name, connection, wanted in sent:
-            try:
-                answered[name] = _read_values(connection, wanted, deadline, self._timeout)
-            except (OSError, ProtocolError):
-                self._failed(name)
+        while pending:
+            wait = min(entry.limit for entry in pending.values()) - time.monotonic()
+            ready = poller.poll(max(LAST_LOOK, wait) * 1000)
+            now = time.monotonic()
+            for fd, _ in ready:
+                entry = pending[fd]
+                try:
+                    if entry.outgoing:
+                        entry.send(now, self._timeout)
+                        if not entry.outgoing:
+                            poller.modify(fd, _READABLE)
+                        continue
+                    ended = entry.receive(now, self._timeout)
+                except (OSError, ProtocolError):
+                    ended = False
+                    entry.limit = 0.0  # failed: dropped below
+                if ended:
+                    answered[entry.name] = entry.found
+                    poller.unregister(fd)
+                    del pending[fd]
+            for fd, entry in list(pending.items()):
+                if entry.limit <= now:  # failed, or took no more of the request or sent no more
+                    # of its answer in time (poll just looked at it: that was its last look)
+                    poller.unregister(fd)
+                    del pending[fd]
+                    self._failed(entry.name)
         return answered
 
     def _connection(self, name: str) -> socket.socket | None:
         """Return this thread's connection to ``name``, made on first use; ``None`` when it fails."""
         connections: dict[str, socket.socket] | None = getattr(self._local, "connections", None)
-        if connections is None or getattr(self._local, "pid", 0) != os.getpid():
+        if connections is None or getattr(self._local, "forks", -1) != _forks:
             connections = self._local.connections = {}  # a forked child never reads its parent's stream
-            self._local.pid = os.getpid()
+            self._local.forks = _forks
         found = connections.get(name)
         if found is not None:
             return found
         try:
             made = socket.create_connection(self._servers[name], timeout=self._connect_timeout)
             made.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            made.setblocking(False)
         except OSError:
             self._dead_until[name] = time.monotonic() + self._dead_timeout
             return None
@@ -104,29 +197,3 @@ class MultiGet:
             connection.close()
         connections.clear()
 
-
-def _read_values(connection: socket.socket, wanted: set[bytes], deadline: float,
-                 timeout: float) -> dict[bytes, bytes]:
-    """Read ``VALUE <key> <flags> <bytes>`` blocks up to ``END``: the first bytes by ``deadline``,
-    each later receive within ``timeout``.
-
-    A key not asked for, or anything else a ``get`` never answers, raises ProtocolError (the
-    stream is out of step: e.g. a connection shared across a fork); so does a closed connection.
-    """
-    found: dict[bytes, bytes] = {}
-    buffer = b""
-    position = 0
-    received = False
-    while True:
-        position, ended = parse_values(buffer, position, wanted, found)
-        if ended:
-            if len(buffer) != position:
-                raise ProtocolError("more followed the END of a get")
-            return found
-        connection.settimeout(timeout if received else max(LAST_LOOK, deadline - time.monotonic()))
-        chunk = connection.recv(262144)
-        received = True
-        if not chunk:
-            raise ProtocolError("the server closed the connection")
-        buffer = buffer[position:] + chunk
-        position = 0
