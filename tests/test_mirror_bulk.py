@@ -22,6 +22,7 @@ from dal.backends.base import DeletePrefix
 from dal.config import Context
 from dal.exceptions import ConfigurationError
 from dal.mirror import flight
+from dal.testing.fixtures import memcached_servers
 from dal.testing.remote import Remote
 
 
@@ -137,6 +138,26 @@ def _read_once(persistent: str, volatile: str, namespace: str, guid: str, remote
     return obj.status, obj.cached_at
 
 
+def _eight_processes_read_one_stale_object(persistent: str, volatile: str, remote: Remote) -> None:
+    """Eight spawned processes read one stale object at once: exactly one remote call, one result."""
+    namespace = f"t{uuid.uuid4().hex[:12]}"
+    context = configure(persistent, volatile, namespace=namespace)
+    try:
+        guid = stored_vms(remote, 1)[0]
+        remote.delay = 0.5  # slow, as such remotes are: the others arrive while it answers
+        spawn = multiprocessing.get_context("spawn")
+        with spawn.Manager() as manager, spawn.Pool(8) as pool:
+            start = manager.Barrier(8)
+            arguments = (persistent, volatile, namespace, guid, remote.url, start)
+            results = pool.starmap(_read_once, [arguments] * 8, chunksize=1)
+        assert remote.count() == 1, f"{remote.count()} remote calls for one stale object in 8 processes"
+        assert {status for status, _ in results} == {"running"}
+        assert len({cached_at for _, cached_at in results}) == 1, "all read the one refresh's result"
+        assert not MirroredVM(guid).stale
+    finally:
+        context.persistent.commit([], [DeletePrefix(context.keys.root)])
+
+
 @pytest.mark.slow
 @pytest.mark.memcached
 @pytest.mark.parametrize("durable", ["sqlite", pytest.param("etcd", marks=pytest.mark.etcd)])
@@ -145,22 +166,20 @@ def test_8_processes_reading_one_stale_object_make_one_remote_call(
         memcached_server: Any) -> None:
     persistent = (f"sqlite:///{tmp_path / 'dal.sqlite3'}" if durable == "sqlite"
                   else request.getfixturevalue("etcd_server").url)
-    namespace = f"t{uuid.uuid4().hex[:12]}"
-    context = configure(persistent, memcached_server.url, namespace=namespace)
-    try:
-        guid = stored_vms(remote, 1)[0]
-        remote.delay = 0.5  # slow, as such remotes are: the others arrive while it answers
-        spawn = multiprocessing.get_context("spawn")
-        with spawn.Manager() as manager, spawn.Pool(8) as pool:
-            start = manager.Barrier(8)
-            arguments = (persistent, memcached_server.url, namespace, guid, remote.url, start)
-            results = pool.starmap(_read_once, [arguments] * 8, chunksize=1)
-        assert remote.count() == 1, f"{remote.count()} remote calls for one stale object in 8 processes"
-        assert {status for status, _ in results} == {"running"}
-        assert len({cached_at for _, cached_at in results}) == 1, "all read the one refresh's result"
-        assert not MirroredVM(guid).stale
-    finally:
-        context.persistent.commit([], [DeletePrefix(context.keys.root)])
+    _eight_processes_read_one_stale_object(persistent, memcached_server.url, remote)
+
+
+@pytest.mark.slow
+@pytest.mark.memcached
+def test_8_processes_make_one_remote_call_with_one_of_three_replicas_dead(tmp_path: Any,
+                                                                          remote: Remote) -> None:
+    """The refresh lock is a majority of the replicas (issue 14): one dead server of three still
+    lets exactly one process refresh."""
+    with memcached_servers(tmp_path) as trio:
+        hosts = ",".join(f"{server.host}:{server.port}" for server in trio)
+        trio[1].kill()
+        _eight_processes_read_one_stale_object(f"sqlite:///{tmp_path / 'dal.sqlite3'}",
+                                               f"memcached://{hosts}?replicas=3", remote)
 
 
 def test_a_list_read_while_another_thread_refreshes_one_of_its_objects_waits_for_it(

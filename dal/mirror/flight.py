@@ -74,12 +74,14 @@ def release(context: Context, lock: Lock) -> None:
         pass  # the lock expires after its ttl
 
 
-def wait(context: Context, key: str, deadline: float) -> bool:
-    """Wait for the holder of the lock ``key`` to finish; True when it did (its result is stored).
+def wait(context: Context, key: str, ttl: float, deadline: float) -> Lock | None:
+    """Wait for the holder of the lock ``key`` to finish; ``None`` when it did (its result is stored).
 
-    False when the lock vanished without a done marker (its holder died, or it expired), when
-    the volatile store failed, or at ``deadline`` (``time.monotonic()``): then the caller
-    refreshes for itself.
+    Otherwise return the lock the caller refreshes under: taken (``token`` set) when the lock
+    vanished without a done marker (its holder died, or it expired, or no caller got a majority
+    of a replicated store's copies: rivals' ``add`` calls each took some replicas and gave them
+    back), so one caller of those waiting refreshes and the others wait again; or none (``token``
+    ``None``) when the volatile store failed or at ``deadline`` (``time.monotonic()``).
     """
     cache = context.dynamics
     pause = POLL_FIRST
@@ -89,9 +91,12 @@ def wait(context: Context, key: str, deadline: float) -> bool:
         try:
             held = cache.store.gets(key)[0]  # a majority's view: a quorum read could repair the lock away
         except BackendError:
-            return False
+            return Lock(key, None)
         if held is None:
-            return False
-        if cache.signer.open(key, held) == _DONE:
-            return True
-    return False
+            taken = acquire(context, key, ttl)
+            if taken is not None:
+                return taken
+            pause = POLL_FIRST  # another caller took it just now: wait for that one
+        elif cache.signer.open(key, held) == _DONE:
+            return None
+    return Lock(key, None)

@@ -145,21 +145,37 @@ def refresh(objects: list[DataObject], *, force: bool = False, bulk: bool | None
             flight.release(context, lock)
     if held:
         context.stats.add(f"mirror.{name}.waits", len(held))
-        deadline = time.monotonic() + mirror.lock_timeout
-        late: list[DataObject] = []
-        for obj in held:
-            finished = flight.wait(context, flight.lock_key(context, name, obj.guid), deadline)
-            if force or not finished:
-                late.append(obj)  # its holder died or took too long (or a refresh is demanded): ask ourselves
-                continue
-            entry = context.load_document(name, obj.guid)
-            if entry is None:
-                results[obj.guid] = Result(GONE)
-                continue
-            adopt(obj, entry, parsed_names(cls, decode(entry.value).get("info")))
-            results[obj.guid] = Result(ELSEWHERE)
+        results.update(_after_waiting(context, held, mirror.lock_timeout, force, bulk))
+    return results
+
+
+def _after_waiting(context: Context, held: list[DataObject], lock_timeout: float, force: bool,
+                   bulk: bool | None) -> dict[str, Result]:
+    """Wait for the refreshes other callers hold; adopt what they stored, refresh the rest here."""
+    cls = type(held[0])
+    name = cls._meta.name
+    results: dict[str, Result] = {}
+    deadline = time.monotonic() + lock_timeout
+    late: list[tuple[DataObject, flight.Lock | None]] = []
+    for obj in held:
+        lock = flight.wait(context, flight.lock_key(context, name, obj.guid), lock_timeout, deadline)
+        if force or lock is not None:
+            # its holder died or took too long, or a refresh is demanded: ask ourselves
+            late.append((obj, lock))
+            continue
+        entry = context.load_document(name, obj.guid)
+        if entry is None:
+            results[obj.guid] = Result(GONE)
+            continue
+        adopt(obj, entry, parsed_names(cls, decode(entry.value).get("info")))
+        results[obj.guid] = Result(ELSEWHERE)
+    try:
         if late:
-            results.update(_refresh_owned(context, late, force, bulk))
+            results.update(_refresh_owned(context, [obj for obj, _ in late], force, bulk))
+    finally:
+        for _, lock in late:
+            if lock is not None:
+                flight.release(context, lock)
     return results
 
 
