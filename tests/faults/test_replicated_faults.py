@@ -8,6 +8,7 @@ no read stale; a locked dynamic is computed once by 8 processes with one server 
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import time
 import uuid
@@ -19,11 +20,15 @@ import pytest
 from dynamic_hybrids import CALLS, Gauge
 
 from dal import configure
+from dal.backends import open_volatile
 from dal.backends.base import DeletePrefix
-from dal.backends.memcached import ReplicatedCache
+from dal.backends.memcached import ReplicatedCache, replicated
+from dal.cache import sweeps
 from dal.cache.stats import collect, report
 from dal.config import Context
+from dal.quorum import Kind, Outcome, vote
 from dal.testing.fixtures import memcached_servers
+from dal.testing.proxy import LoopbackProxy
 from dal.testing.servers import RunningServer
 from faults.fault_hybrids import Counter
 from faults.test_cache_faults import histories, judge, plans, run_crew, setup, stored_count
@@ -246,3 +251,107 @@ def test_a_locked_dynamic_is_computed_once_by_8_processes_with_one_server_dead(
     computations = sum(calls for _, calls, _ in results)
     assert computations == 1, f"{computations} computations for one cold locked dynamic: {results}"
     assert len({value for value, _, _ in results}) == 1, "every process got the one computed value"
+
+
+# --- one client cut off from two of the three servers ------------------------------------------
+
+
+def _counting_vote(asked: Any, replies: Any, needed: int) -> Outcome:
+    """The control's vote: confd's weakness, counting agreeing replies and ignoring a miss."""
+    held = [value for value in replies.values() if value is not None]
+    for value in held:
+        if held.count(value) >= needed:
+            return Outcome(Kind.HIT, value, len(replies), 0, ())
+    return vote(asked, replies, needed)
+
+
+def _outside(persistent: str, volatile: str, namespace: str, guids: list[str], sabotage: bool,
+             requests: Any, answers: Any) -> None:
+    """A process that reaches every server. Told ``read``, it reads each counter; ``bump``, it
+    then adds one to each; ``stop`` ends it. Its sweeps wait 60 s before delivering another
+    process's journal, so within the test only the vote stands between it and a stale copy (and
+    in the control, the vote counts agreeing replies and ignores a miss, as confd's did)."""
+    sweeps.GRACE = 60.0
+    if sabotage:
+        replicated.vote = _counting_vote
+    context = configure(persistent, volatile, namespace=namespace, hmac_key=HMAC_KEY)
+    while (command := requests.get(timeout=60)) != "stop":
+        counts = {guid: Counter(guid).count for guid in guids}
+        if command == "bump":
+            for guid in guids:
+                counter = Counter(guid)
+                counter.count += 1
+                counter.save()
+        answers.put((counts, context.stats.snapshot()))
+
+
+def _cached_copy(context: Context, server: RunningServer, guid: str) -> int | None:
+    """The count in one server's cached copy of a counter, read from it directly (``None``: no
+    signed copy there)."""
+    key = context.keys.cached_doc(Counter._meta.name, guid)
+    raw = open_volatile(server.url).get(key)
+    payload = None if raw is None else context.objects.signer.open(key, raw)
+    if payload is None or payload[:1] != b"V":
+        return None
+    return int(json.loads(payload[1:].partition(b" ")[2])["count"])
+
+
+@pytest.mark.parametrize("sabotage", [False, True], ids=["real", "control"])
+def test_a_client_cut_off_from_two_of_three_servers_makes_no_read_stale(
+        etcd_server: RunningServer, trio: list[RunningServer], fault_namespace: str,
+        parent: list[Context], figures: Callable[..., None], sabotage: bool) -> None:
+    """The partition the issue names: this process reaches one server; its invalidations miss the
+    other two, which keep copies older than its saves (two agreeing stale copies, as many as a
+    quorum). A process that reaches all three does not serve them: the one replica that got the
+    invalidation answers a miss, so the vote is a disagreement and the read goes to the durable
+    store. The control (a vote that ignores the miss) reads the stale copies."""
+    spawn = multiprocessing.get_context("spawn")
+    direct = replicated_url(trio) + "&timeout=0.3"
+    with LoopbackProxy((trio[1].host, trio[1].port)) as second, \
+            LoopbackProxy((trio[2].host, trio[2].port)) as third:
+        hosts = ",".join((name_of(trio[0]), second.netloc, third.netloc))
+        cut_off = f"memcached://{hosts}?replicas=3&dead_timeout={DEAD_TIMEOUT:g}&timeout=0.3"
+        context = configure(etcd_server.url, cut_off, namespace=fault_namespace, hmac_key=HMAC_KEY)
+        parent.append(context)
+        guids = []
+        for number in range(4):
+            counter = Counter(data={"label": f"cut-{number}"})
+            counter.save()
+            guids.append(counter.guid)
+        requests, answers = spawn.Queue(), spawn.Queue()
+        outside = spawn.Process(target=_outside, daemon=True, args=(
+            etcd_server.url, direct, fault_namespace, guids, sabotage, requests, answers))
+        outside.start()
+        try:
+            requests.put("read")  # fills every replica
+            warm, before = answers.get(timeout=60)
+            assert warm == {guid: 0 for guid in guids}
+            second.blackhole(True)
+            third.blackhole(True)
+            for guid in guids:  # saves succeed; their invalidations reach the first server only
+                counter = Counter(guid)
+                counter.count += 1
+                counter.save()
+            copies = {guid: [_cached_copy(context, server, guid) for server in trio] for guid in guids}
+            assert all(held == [None, 0, 0] for held in copies.values()), (
+                f"two replicas agree on a copy older than the save, the third holds none: {copies}")
+            requests.put("bump")
+            seen, after = answers.get(timeout=60)
+            inside = {guid: Counter(guid).count for guid in guids}
+            second.blackhole(False)
+            third.blackhole(False)
+            requests.put("stop")
+            outside.join(30)
+        finally:
+            if outside.is_alive():
+                outside.kill()
+    stale = sum(1 for count in seen.values() if count != 1)
+    disagreements = after.get("quorum_disagreements", 0) - before.get("quorum_disagreements", 0)
+    figures(stale_outside=stale, disagreements_outside=disagreements,
+            repairs_outside=after.get("quorum_repairs", 0) - before.get("quorum_repairs", 0))
+    if sabotage:
+        assert stale == len(guids), f"the control's count-only vote served the stale copies: {seen}"
+        return
+    assert stale == 0, f"the process outside the partition read copies older than a save: {seen}"
+    assert disagreements == len(guids), "each read was a disagreement the vote caught"
+    assert inside == {guid: 2 for guid in guids}, "the cut-off process read the outside's saves"
