@@ -1,5 +1,5 @@
 # The two set-up commands (see README): `make demo` runs the main job on the embedded
-# default; `make test` runs the whole suite with real etcd and memcached servers.
+# default; `make test` runs the whole suite with real etcd, memcached and Redis servers.
 # Each creates its own virtualenv and installs what it needs (system packages via apt-get
 # when missing: run as root, or have sudo).
 
@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := etcd-server memcached graphviz
+APT_PACKAGES := etcd-server memcached redis-server graphviz
 
 .PHONY: demo test chaos lint typecheck docs services graphviz bench clean
 
@@ -36,7 +36,8 @@ bench: $(VENV)/.installed services
 	$(BIN)/python -m bench
 
 services:
-	@if ! command -v etcd >/dev/null || ! command -v memcached >/dev/null || ! command -v dot >/dev/null; then \
+	@if ! command -v etcd >/dev/null || ! command -v memcached >/dev/null || \
+		! command -v redis-server >/dev/null || ! command -v dot >/dev/null; then \
 		echo "installing $(APT_PACKAGES)"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \

@@ -254,9 +254,16 @@ def store_digest(store: PersistentStore) -> str:
     """Return a short digest naming a durable store's data (a file, a cluster, a memory store).
 
     It comes from the store's identity, not from how its URL spells it, so processes that reach
-    one store by different names (a symlink, ``localhost``, another member) share cache keys.
+    one store by different names (a symlink, ``localhost``, another member) share cache keys;
+    ``rediss://`` is ``redis://`` over TLS, the same data (processes reaching one Redis with and
+    without TLS must see each other's invalidations).
     """
-    return hashlib.sha256(f"{store.scheme}:{store.identity()}".encode()).hexdigest()[:10]
+    family = SAME_DATA.get(store.scheme, store.scheme)
+    return hashlib.sha256(f"{family}:{store.identity()}".encode()).hexdigest()[:10]
+
+
+#: schemes that reach the same stored data as another scheme does
+SAME_DATA = {"rediss": "redis"}
 
 
 _context: Context | None = None

@@ -1,6 +1,6 @@
 """Shared fixtures: real servers started per test session, stores parametrized over every backend.
 
-The suite starts its own etcd and memcached on free loopback ports in temporary
+The suite starts its own etcd, memcached and redis-server on free loopback ports in temporary
 directories. Without their binaries, server tests skip, unless DAL_REQUIRE_SERVICES=1
 (as CI sets), when a missing server fails them.
 """
@@ -20,16 +20,20 @@ import pytest
 from dal.backends.base import DeletePrefix
 from dal.config import Context, configure
 from dal.testing.fixtures import start_or_skip
-from dal.testing.servers import RunningServer, start_etcd, start_memcached
+from dal.testing.servers import RunningServer, start_etcd, start_memcached, start_redis
 
-PERSISTENT_KINDS = ["memory", "sqlite", "etcd"]
-VOLATILE_KINDS = ["memory", "memcached"]
+PERSISTENT_KINDS = ["memory", "sqlite", "etcd", "redis", "fakeredis"]
+VOLATILE_KINDS = ["memory", "memcached", "redis", "fakeredis"]
 #: (persistent, volatile) pairs the object-level tests run on
-STORE_PAIRS = [("sqlite", "memory"), ("etcd", "memcached")]
+STORE_PAIRS = [("sqlite", "memory"), ("etcd", "memcached"), ("redis", "redis")]
+#: the kinds served in process, by a name of their own per test (no server to start)
+_IN_PROCESS = {"memory": "memory", "fakeredis": "fakeredis"}
+_STARTERS: dict[str, Callable[[Path], RunningServer]] = {
+    "etcd": start_etcd, "memcached": start_memcached, "redis": start_redis}
 
 
 def _server(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    starter = start_etcd if kind == "etcd" else start_memcached
+    starter = _STARTERS[kind]
     server = start_or_skip(kind, lambda: starter(tmp_path_factory.mktemp(kind)))
     try:
         yield server
@@ -47,6 +51,11 @@ def memcached_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runni
     yield from _server("memcached", tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    yield from _server("redis", tmp_path_factory)
+
+
 @pytest.fixture
 def namespace() -> str:
     """A fresh namespace per test, so tests never see each other's data."""
@@ -54,18 +63,18 @@ def namespace() -> str:
 
 
 def persistent_url_for(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if kind == "memory":
-        return f"memory://{uuid.uuid4().hex[:8]}"
+    if kind in _IN_PROCESS:
+        return f"{_IN_PROCESS[kind]}://{uuid.uuid4().hex[:8]}"
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'dal.sqlite3'}"
-    server: RunningServer = request.getfixturevalue("etcd_server")
+    server: RunningServer = request.getfixturevalue(f"{kind}_server")
     return server.url
 
 
 def volatile_url_for(kind: str, request: pytest.FixtureRequest) -> str:
-    if kind == "memory":
-        return f"memory://{uuid.uuid4().hex[:8]}"
-    server: RunningServer = request.getfixturevalue("memcached_server")
+    if kind in _IN_PROCESS:
+        return f"{_IN_PROCESS[kind]}://{uuid.uuid4().hex[:8]}"
+    server: RunningServer = request.getfixturevalue(f"{kind}_server")
     return server.url
 
 

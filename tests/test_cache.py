@@ -337,6 +337,25 @@ def test_etcd_is_named_by_its_cluster_whatever_the_host_is_called(etcd_server: A
             store.close()
 
 
+def test_redis_with_and_without_tls_is_one_store_for_the_cache_keys() -> None:
+    """``rediss://`` reaches the same data as ``redis://``: one digest, so one set of cache keys
+    (else a process on TLS would miss the invalidations of one without); other kinds stay apart."""
+    from dal.backends.redis import RedisStore, SecureRedisStore
+    from dal.config import store_digest
+
+    class Named:
+        def __init__(self, scheme: str) -> None:
+            self.scheme = scheme
+
+        def identity(self) -> str:
+            return "redis-0f3a-db0"
+
+    assert RedisStore.scheme == "redis" and SecureRedisStore.scheme == "rediss"
+    plain, tls = store_digest(Named(RedisStore.scheme)), store_digest(Named(SecureRedisStore.scheme))  # type: ignore[arg-type]
+    assert plain == tls
+    assert store_digest(Named("etcd")) != plain  # type: ignore[arg-type]
+
+
 # --- invalidations the cache did not take ------------------------------------------------------------
 
 

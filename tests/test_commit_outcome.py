@@ -28,9 +28,9 @@ from dal.cache.journal import CANCELLED, RECORD, SWEPT, Uncertain
 from dal.config import Context
 from dal.exceptions import BackendError, CommitOutcomeUnknownError, ConcurrencyError, ObjectNotFoundError
 
-#: store pairs whose durable store can lose an answer (etcd), with a shared cache and with one
+#: store pairs whose durable store can lose an answer (etcd, Redis), with a shared cache and with one
 #: of the process's own: both keep a commit journal
-JOURNALED = [("etcd", "memcached"), ("etcd", "memory")]
+JOURNALED = [("etcd", "memcached"), ("etcd", "memory"), ("redis", "redis")]
 
 
 @pytest.fixture(params=JOURNALED, ids=["+".join(pair) for pair in JOURNALED])

@@ -20,7 +20,7 @@ from dal.config import Context
 from dal.exceptions import InvalidValueError
 from dal.testing.servers import closed_port
 
-VOLATILE_PAIRS = [("sqlite", "memory"), ("etcd", "memcached")]
+VOLATILE_PAIRS = [("sqlite", "memory"), ("etcd", "memcached"), ("redis", "redis")]
 
 
 @pytest.fixture(params=VOLATILE_PAIRS, ids=["+".join(p) for p in VOLATILE_PAIRS])

@@ -29,7 +29,7 @@ from dal.testing.servers import closed_port, start_memcached
 from dal.tools.check.integrity import check
 from dal.tools.transfer.load import copy
 
-JOURNALED = [("etcd", "memcached"), ("sqlite", "memcached")]
+JOURNALED = [("etcd", "memcached"), ("sqlite", "memcached"), ("redis", "redis")]
 
 
 @pytest.fixture(params=JOURNALED, ids=["+".join(pair) for pair in JOURNALED])

@@ -173,12 +173,15 @@ def _increment_worker(persistent: str, volatile: str, namespace: str, guids: lis
 
 
 @pytest.mark.slow
-@pytest.mark.etcd
-@pytest.mark.memcached
+@pytest.mark.parametrize("servers", [
+    pytest.param(("etcd_server", "memcached_server"), id="etcd+memcached",
+                 marks=[pytest.mark.etcd, pytest.mark.memcached]),
+    pytest.param(("redis_server", "redis_server"), id="redis+redis", marks=pytest.mark.redis)])
 def test_processes_incrementing_counters_lose_nothing(
-        request: pytest.FixtureRequest, etcd_server: Any, memcached_server: Any) -> None:
+        request: pytest.FixtureRequest, servers: tuple[str, str]) -> None:
+    persistent, volatile = (request.getfixturevalue(name).url for name in servers)
     namespace = f"t{uuid.uuid4().hex[:12]}"
-    configure(etcd_server.url, memcached_server.url, namespace=namespace)
+    configure(persistent, volatile, namespace=namespace)
     tallies = [Tally(data={"label": f"n{i}"}) for i in range(3)]
     for tally in tallies:
         tally.save()
@@ -188,7 +191,7 @@ def test_processes_incrementing_counters_lose_nothing(
     with spawn.Manager() as manager, spawn.Pool(workers) as pool:
         start = manager.Barrier(workers)
         retries = pool.starmap(_increment_worker, [
-            (etcd_server.url, memcached_server.url, namespace, guids, rounds, seed, start)
+            (persistent, volatile, namespace, guids, rounds, seed, start)
             for seed in range(workers)], chunksize=1)
     total = sum(Tally(guid).count for guid in guids)
     assert total == workers * rounds, f"lost {workers * rounds - total} increments"

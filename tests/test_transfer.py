@@ -555,3 +555,78 @@ def test_ctrl_c_during_dal_load_prints_the_command_that_finishes_it(
     assert main(shlex.split(finish)[1:]) == 0  # the printed command, as printed, finishes the load
     out = capsys.readouterr().out
     assert "loaded 12 objects (xrack 12) in 3 commits, 8 of them replacing stored objects" in out
+
+
+# --- copies to Redis and back -------------------------------------------------------------------
+
+
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis), "fakeredis"])
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """A Redis store for both roles: the session's redis-server (database 3) or a fake of this test's own."""
+    if request.param == "redis":
+        server: RunningServer = request.getfixturevalue("redis_server")
+        return f"{server.url}/3"
+    return f"fakeredis://{uuid.uuid4().hex[:8]}"
+
+
+def stored_documents(context: Context) -> dict[str, bytes]:
+    """Return every stored object document of the namespace, by key, as the store holds it."""
+    return {key: entry.value for key, entry in context.persistent.scan(context.keys.root + "o/")}
+
+
+def test_copy_from_sqlite_to_redis_and_back_keeps_every_document(tmp_path: Path, redis_url: str,
+                                                                 namespace: str) -> None:
+    source = dal.configure(f"sqlite:///{tmp_path / 'src.sqlite3'}", "memory://", namespace=namespace)
+    sample = populate(servers=7)
+    source_text = dump_text(source)
+    documents = stored_documents(source)
+    assert len(documents) == sum(json.loads(source_text)["counts"].values()) == 16
+    destination = dal.configure(redis_url, redis_url, namespace=namespace)
+    try:
+        there = copy(source, destination)
+        assert there.mismatches == {}
+        assert there.source == there.destination and there.destination["xserver"] == 7
+        assert json.loads(dump_text(destination))["hybrids"] == json.loads(source_text)["hybrids"]
+        assert stored_documents(destination) == documents  # byte for byte
+        assert check(destination).clean  # unique keys, index entries and links rebuilt on Redis
+        rack = XRack(sample.racks[0].guid)  # read from Redis: the destination is the configured context
+        assert sorted(rack.servers_guids) == sorted(
+            server.guid for server in sample.servers if server.rack_guid == rack.guid)
+        assert XServer(sample.servers[0].guid).console_guid == sample.console.guid
+        with pytest.raises(DalError, match=r"is not empty.*--replace"):
+            copy(source, destination)
+        back = dal.configure(f"sqlite:///{tmp_path / 'back.sqlite3'}", "memory://", namespace=namespace)
+        returned = copy(destination, back)
+        assert returned.mismatches == {} and returned.destination == there.source
+        assert dump_text(back) == source_text
+        assert stored_documents(back) == documents
+        assert check(back).clean
+    finally:
+        clear(destination)
+
+
+@pytest.mark.redis
+def test_cli_copy_sqlite_to_redis_checks_clean_and_copies_back(tmp_path: Path, redis_server: RunningServer,
+                                                              namespace: str) -> None:
+    sqlite_with_sample(tmp_path, namespace)
+    url = f"{redis_server.url}/4"
+    try:
+        there = run_dal("copy", "sqlite:///dal.sqlite3", url, "--namespace", namespace, *CLI, cwd=tmp_path)
+        assert there.returncode == 0, there.stderr
+        assert f"to namespace '{namespace}' of {url}" in there.stdout
+        assert "wrote 13 objects" in there.stdout and "verified" in there.stdout
+        checked = run_dal("check", "--persistent", url, "--namespace", namespace, *CLI, cwd=tmp_path)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        back = run_dal("copy", url, "sqlite:///back.sqlite3", "--namespace", namespace, *CLI, cwd=tmp_path)
+        assert back.returncode == 0, back.stderr
+        assert "wrote 13 objects" in back.stdout and "verified" in back.stdout
+        dumps = [run_dal("dump", "--persistent", where, "--namespace", namespace, *CLI, cwd=tmp_path)
+                 for where in ("sqlite:///dal.sqlite3", url, "sqlite:///back.sqlite3")]
+        assert all(dumped.returncode == 0 for dumped in dumps), [dumped.stderr for dumped in dumps]
+        assert dumps[0].stdout == dumps[1].stdout == dumps[2].stdout
+        assert sum(json.loads(dumps[0].stdout)["counts"].values()) == 13
+        checked_back = run_dal("check", "--persistent", "sqlite:///back.sqlite3", "--namespace", namespace,
+                               *CLI, cwd=tmp_path)
+        assert checked_back.returncode == 0, checked_back.stdout + checked_back.stderr
+    finally:
+        clear(dal.configure(url, "memory://", namespace=namespace))

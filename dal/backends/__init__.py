@@ -26,12 +26,20 @@ BACKENDS: dict[Role, dict[str, str]] = {
         "sqlite": "dal.backends.sqlite:SqliteStore",
         "memory": "dal.backends.memory:MemoryStore",
         "etcd": "dal.backends.etcd:EtcdStore",
+        "redis": "dal.backends.redis:RedisStore",
+        "rediss": "dal.backends.redis:SecureRedisStore",
+        "fakeredis": "dal.backends.redis.fake:FakeRedisStore",
     },
     "volatile": {
         "memory": "dal.backends.memory:MemoryCache",
         "memcached": "dal.backends.memcached:Memcached",
+        "redis": "dal.backends.redis:RedisCache",
+        "rediss": "dal.backends.redis:SecureRedisCache",
+        "fakeredis": "dal.backends.redis.fake:FakeRedisCache",
     },
 }
+#: scheme -> the pip extra that installs its client library, for schemes whose library is optional
+EXTRAS: dict[str, str] = {"redis": "redis", "rediss": "redis", "fakeredis": "fakeredis"}
 
 _SECRET = os.urandom(32)
 _clients: dict[str, PersistentStore | VolatileStore] = {}
@@ -47,8 +55,16 @@ def backend_class(role: Role, scheme: str) -> type[PersistentStore] | type[Volat
         hint = f" ({scheme}:// is a {other} store)" if scheme in BACKENDS[other] else ""
         raise ConfigurationError(f"unknown {role} store scheme {scheme!r}{hint}; known: {known}")
     module_name, _, class_name = target.partition(":")
-    return cast("type[PersistentStore] | type[VolatileStore]",
-                getattr(importlib.import_module(module_name), class_name))
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # an optional client library that is not installed: say which extra brings it
+        if scheme not in EXTRAS or (exc.name or "dal").partition(".")[0] == "dal":
+            raise
+        raise ConfigurationError(
+            f"{scheme}:// needs the Python package {exc.name!r}, which is not installed: "
+            f"pip install 'dal[{EXTRAS[scheme]}]'") from exc
+    return cast("type[PersistentStore] | type[VolatileStore]", getattr(module, class_name))
 
 
 def settings_digest(role: Role, url: StoreURL) -> str:

@@ -1,4 +1,4 @@
-"""Start throwaway etcd and memcached servers on loopback ports, for tests.
+"""Start throwaway etcd, memcached and Redis servers on loopback ports, for tests.
 
 Each server runs in its own work directory with its output in a log file there, so a
 failed start can say why. Missing binaries raise :class:`ServerUnavailable` naming the
@@ -186,6 +186,27 @@ def start_memcached(workdir: Path, *, port: int | None = None) -> RunningServer:
     return _start("memcached", workdir, command, _memcached_ready, port)
 
 
+def start_redis(workdir: Path, *, port: int | None = None, appendfsync: str | None = None) -> RunningServer:
+    """Start a redis-server on loopback with its files in ``workdir``; return once it answers ``PING``.
+
+    No persistence by default (no snapshots, no AOF): tests need none, and writing costs time.
+    ``appendfsync`` (``always``, ``everysec`` or ``no``) turns the append-only file on with that
+    fsync policy, so a server killed and restarted on the same ``workdir`` and ``port`` reloads it.
+    """
+    binary = find_binary("redis-server", "DAL_REDIS_BIN", "redis-server")
+    if appendfsync not in (None, "always", "everysec", "no"):
+        raise ValueError(f"appendfsync is always, everysec or no, not {appendfsync!r}")
+    durability = ["--appendonly", "no"] if appendfsync is None else [
+        "--appendonly", "yes", "--appendfsync", appendfsync, "--appenddirname", "appendonly"]
+
+    def command(client_port: int) -> list[str]:
+        return [binary, "--port", str(client_port), "--bind", LOOPBACK, "--dir", str(workdir),
+                "--save", "", *durability, "--daemonize", "no", "--protected-mode", "no",
+                "--loglevel", "warning", "--logfile", ""]
+
+    return _start("redis", workdir, command, _redis_ready, port)
+
+
 def _start(kind: str, workdir: Path, command: Callable[[int], list[str]],
            ready: Callable[[str, int], bool], port: int | None) -> RunningServer:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -233,5 +254,15 @@ def _memcached_ready(host: str, port: int) -> bool:
         with socket.create_connection((host, port), timeout=1) as sock:
             sock.sendall(b"version\r\n")
             return sock.recv(64).startswith(b"VERSION")
+    except OSError:
+        return False
+
+
+def _redis_ready(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            # a server still loading its append-only file answers -LOADING: not ready yet
+            return sock.recv(64).startswith(b"+PONG")
     except OSError:
         return False

@@ -1,0 +1,249 @@
+"""Redis as a volatile store: values stamped for compare-and-set, TTLs in milliseconds.
+
+Each value is stored as an 8-byte random stamp followed by the value. ``gets`` returns the stamp as
+the compare-and-set token and ``cas`` stores only while the stored value still begins with it (one
+Lua script), so a value rewritten in between, even with the same bytes, gets a new stamp and fails
+the cas (no ABA). Keys are prefixed ``dal:c:`` so the cache can share a database with other data,
+the durable store's included.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import ClassVar
+
+import redis
+
+from dal.backends.redis.connection import CACHE, ERRORS, Opened, Raw, RedisClient, open_redis
+from dal.backends.redis.scripts import CAS
+from dal.backends.url import StoreURL
+from dal.exceptions import BackendError
+
+#: seconds a request may take: short, a slow cache is a miss (twice memcached's, since one Redis server
+#: may also run the durable store's commit scripts, each of which holds it for its duration)
+DEFAULT_TIMEOUT = 0.5
+STAMP = 8
+#: keys per DEL in delete_many (one pipeline carries them all)
+DELETE_BATCH = 1000
+#: the PX of a negative TTL: the write leaves the key absent
+EXPIRED = -1
+
+
+def milliseconds(ttl: float) -> int | None:
+    """Return the PX of a TTL in seconds, at least 1; ``None`` for 0 (no expiry) and -1 for a negative
+    TTL, which stores something expired at once (memcached's meaning): nothing is left to read."""
+    if ttl == 0:
+        return None
+    return max(1, math.ceil(ttl * 1000)) if ttl > 0 else EXPIRED
+
+
+class RedisCache(RedisClient):
+    """A :class:`~dal.backends.base.VolatileStore` on one Redis server."""
+
+    scheme: ClassVar[str] = "redis"
+    shared: ClassVar[bool] = True
+
+    def __init__(self, url: StoreURL, opened: Opened) -> None:
+        super().__init__(url, opened)
+        self._cas = opened.client.register_script(CAS)
+        self._counted_get = opened.client.register_script(COUNTED_GET)
+        #: count every hit exactly (``?hits=1``): an INCR in the same script as the read
+        self.count_hits = False
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> RedisCache:
+        """Open the Redis server a URL names (no connection is made until the first request).
+
+        ``?hits=1`` counts every hit exactly, in the script that reads (one round trip still).
+        """
+        hits = url.option("hits", flag, False)
+        plain = replace(url, options=MappingProxyType({k: v for k, v in url.options.items() if k != "hits"}))
+        cache = cls(url, open_redis(plain, DEFAULT_TIMEOUT))
+        cache.count_hits = hits
+        return cache
+
+    # --- reads ----------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        if self.count_hits:
+            return self.get_many([key]).get(key)
+        raw: Raw = self._call("get", lambda: self._client.get(CACHE + key))
+        return None if raw is None else raw[STAMP:]
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """Return the present values among ``keys`` in one MGET."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        sent = [CACHE + key for key in wanted]
+        if self.count_hits:
+            raws: list[Raw] = self._call("get_many", lambda: self._counted_get(
+                keys=sent + [name + HIT_SUFFIX for name in sent], args=[HIT_TTL]))
+            raws = [raw or None for raw in raws]  # Lua returns false for an absent key
+        else:
+            raws = self._call("get_many", lambda: self._client.mget(sent))
+        return {key: raw[STAMP:] for key, raw in zip(wanted, raws, strict=True) if raw is not None}
+
+    def gets(self, key: str) -> tuple[bytes | None, object]:
+        raw: Raw = self._call("gets", lambda: self._client.get(CACHE + key))
+        return (None, None) if raw is None else (raw[STAMP:], raw[:STAMP])
+
+    # --- writes ---------------------------------------------------------------------
+
+    def set(self, key: str, value: bytes, ttl: float) -> bool:
+        expiry = milliseconds(ttl)
+        if expiry == EXPIRED:  # stored and expired at once: what it replaced is gone
+            self.delete(key)
+            return True
+        try:
+            self._client.set(CACHE + key, _stamped(value), px=expiry)
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("OOM"):
+                raise self._failure("set", exc) from exc
+            # over maxmemory (with noeviction): not stored, so the old value must not stay for readers
+            self.delete(key)
+            return False
+        except ERRORS as exc:
+            raise self._failure("set", exc) from exc
+        return True
+
+    def add(self, key: str, value: bytes, ttl: float) -> bool:
+        expiry = milliseconds(ttl)
+        if expiry == EXPIRED:  # added only where absent, and expired at once: nothing changes
+            return not self._call("add", lambda: self._client.exists(CACHE + key))
+        return bool(self._call("add", lambda: self._client.set(
+            CACHE + key, _stamped(value), px=expiry, nx=True)))
+
+    def cas(self, key: str, value: bytes, token: object, ttl: float) -> bool:
+        if not isinstance(token, bytes):  # gets found nothing: there is no write to compare against
+            return False
+        expiry = milliseconds(ttl) or 0
+        return bool(self._call("cas", lambda: self._cas(
+            keys=[CACHE + key], args=[token, _stamped(value), expiry])))
+
+    def delete(self, key: str) -> None:
+        self._call("delete", lambda: self._client.delete(CACHE + key))
+
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        """Delete ``keys`` in one pipeline; on a failure return them all (which were deleted is unknown)."""
+        if not keys:
+            return []
+        sent = [CACHE + key for key in dict.fromkeys(keys)]
+        pipeline = self._client.pipeline(transaction=False)
+        for start in range(0, len(sent), DELETE_BATCH):
+            pipeline.delete(*sent[start:start + DELETE_BATCH])
+        try:
+            pipeline.execute()
+        except ERRORS:
+            return list(keys)
+        return []
+
+    def nodes(self) -> list[str]:
+        """Return ``[""]``: one server holds every entry."""
+        return [""]
+
+    def node(self, key: str) -> str:
+        return ""
+
+    # --- administration (``dal cache``) --------------------------------------------------
+
+    def list_entries(self, prefix: str) -> list[ListedEntry]:
+        """Return every entry under ``prefix``: SCAN, then per batch one pipeline of MEMORY USAGE,
+        OBJECT IDLETIME and PTTL (none of which counts as an access) and the hit counters."""
+        found: list[ListedEntry] = []
+        pattern = _glob_escape(CACHE + prefix) + "*"
+        try:
+            batch: list[bytes] = []
+            for name in self._client.scan_iter(match=pattern, count=1000):
+                if not name.endswith(HIT_SUFFIX.encode()):
+                    batch.append(name)
+                if len(batch) >= 500:
+                    found += self._describe(batch)
+                    batch = []
+            found += self._describe(batch)
+        except ERRORS as exc:
+            raise self._failure("scan", exc) from exc
+        return found
+
+    def _describe(self, names: list[bytes]) -> list[ListedEntry]:
+        if not names:
+            return []
+        pipeline = self._client.pipeline(transaction=False)
+        for name in names:
+            pipeline.memory_usage(name, samples=0)
+            pipeline.object("idletime", name)
+            pipeline.pttl(name)
+            pipeline.get(name + HIT_SUFFIX.encode())
+        answers = pipeline.execute(raise_on_error=False)
+        now = time.time()
+        listed: list[ListedEntry] = []
+        for index, name in enumerate(names):
+            size, idle, pttl, hits = answers[4 * index:4 * index + 4]
+            if not isinstance(pttl, int) or pttl == -2:
+                continue  # gone meanwhile
+            listed.append(ListedEntry(
+                name.decode("utf-8", "surrogateescape")[len(CACHE):],
+                size if isinstance(size, int) else 0,
+                int(hits) if hits is not None and not isinstance(hits, Exception)
+                else (0 if self.count_hits else None),
+                now - idle if isinstance(idle, int) else None,
+                None if pttl < 0 else now + pttl / 1000))
+        return listed
+
+    def _failure(self, what: str, exc: BaseException) -> BackendError:
+        return BackendError(f"redis {what} on {self._where} failed: {type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True, slots=True)
+class ListedEntry:
+    """One cache entry as the server reports it."""
+
+    key: str
+    #: bytes Redis uses for it (MEMORY USAGE: key, value and their overhead)
+    size: int
+    #: exact hits when counted (``?hits=1``), else ``None``
+    hits: int | None
+    #: unix time of the last access (from OBJECT IDLETIME, to the second); ``None`` under an LFU policy
+    last_access: float | None
+    expires_at: float | None
+
+
+#: a cache key's hit counter is the key with this suffix, kept HIT_TTL seconds after its first hit
+HIT_SUFFIX = "/#hits"
+HIT_TTL = 24 * 3600
+#: MGET that also counts a hit of each present key (KEYS: the n keys, then their n counters)
+COUNTED_GET = """
+local n = #KEYS / 2
+local values = redis.call('MGET', unpack(KEYS, 1, n))
+for i = 1, n do
+  if values[i] then
+    if redis.call('INCR', KEYS[n + i]) == 1 then redis.call('EXPIRE', KEYS[n + i], ARGV[1]) end
+  end
+end
+return values
+"""
+
+
+def flag(text: str) -> bool:
+    """Read an on/off option (`1`, `true`, `yes` or `0`, `false`, `no`)."""
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise ValueError("must be 1 or 0")
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+def _stamped(value: bytes) -> bytes:
+    """Return ``value`` behind a fresh random stamp, the token of this one write."""
+    if not isinstance(value, bytes):
+        raise TypeError(f"cache values must be bytes, not {type(value).__name__}")
+    return os.urandom(STAMP) + value

@@ -1,0 +1,143 @@
+"""Opening a Redis client from a store URL, the Redis keys dal owns, and how failures are reported.
+
+``redis://[user:password@]host:port[/db][?timeout=S]`` and ``rediss://...`` (TLS, with the options
+``ca_cert``, ``cert_key`` and ``cert_cert``). One server: Redis replicates a primary to its
+replicas, it does not spread one keyspace over several endpoints the way etcd members serve one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from dal.backends.url import StoreURL
+from dal.exceptions import BackendError, ConfigurationError
+
+T = TypeVar("T")
+DEFAULT_PORT = 6379
+TLS_OPTIONS = ("ca_cert", "cert_key", "cert_cert")
+OPTIONS = ("timeout", *TLS_OPTIONS)
+#: what redis-py raises for a server that fails, times out or refuses a command (it wraps socket errors,
+#: but an SSL handshake or a DNS lookup may still surface as OSError)
+ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+#: what a read answers: bytes, or None for an absent key, since the client never decodes (decode_responses
+#: is off); typed Any because redis-py's own annotations say ``bytes | str`` and the types-redis stubs bytes
+Raw = Any
+
+# --- the Redis keys of the durable store --------------------------------------------------
+# Every one starts with the hash tag "{dal}", so a Lua script that touches several of them stays
+# valid on a cluster-mode server (they all hash to one slot), and with a fixed prefix the store can
+# share a database with other data. The data keys are DATA + the dal key; nothing else starts so.
+
+#: the whole prefix of the durable store's keys
+STORE_PREFIX = "{dal}:"
+#: the counter every commit increments: the revision of what it writes
+COUNTER = STORE_PREFIX + "revision"
+#: a sorted set of every dal key (all with score 0), read in key order with ZRANGEBYLEX
+INDEX = STORE_PREFIX + "keys"
+#: a dal key's value lives at DATA + key, as b"<revision>:" + value
+DATA = STORE_PREFIX + "d:"
+#: a random name written once (SET NX): the identity of the data in this database
+IDENTITY = STORE_PREFIX + "identity"
+#: a role's leader holds LEADERSHIP + role (the owner token, with Redis's own expiry)
+LEADERSHIP = STORE_PREFIX + "lead:"
+#: the cache's keys: no hash tag, cache entries are independent of each other
+CACHE = "dal:c:"
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A client and what the store built on it reports: where it points (no password), its timeout."""
+
+    # generic in the types-redis stubs, not in redis-py's own annotations: right under either
+    client: redis.Redis  # type: ignore[type-arg, unused-ignore]
+    where: str
+    timeout: float
+    db: int
+
+
+def database(url: StoreURL) -> int:
+    """Return the database number the URL's path names (``/3``), 0 without a path."""
+    path = url.path.strip("/")
+    if not path:
+        return 0
+    if not re.fullmatch(r"[0-9]{1,5}", path):
+        raise ConfigurationError(
+            f"{url}: the path of a {url.scheme}:// URL is a database number; write {url.scheme}://host:port/0")
+    return int(path)
+
+
+def url_timeout(url: StoreURL, default: float) -> float:
+    """Return the ``timeout`` option: positive, finite seconds."""
+    timeout = url.option("timeout", float, default)
+    if not 0 < timeout < math.inf:
+        raise ConfigurationError(f"option timeout in {url} must be a positive number of seconds")
+    return timeout
+
+
+def open_redis(url: StoreURL, default_timeout: float) -> Opened:
+    """Open a client of the one Redis server a ``redis://`` or ``rediss://`` URL names (it connects on
+    first use), with ``timeout`` seconds for connecting and for each answer."""
+    url.check_options(OPTIONS)
+    hosts = url.require_hosts(DEFAULT_PORT)
+    if len(hosts) > 1:
+        raise ConfigurationError(f"{url} names several servers; a {url.scheme}:// store is one server "
+                                 f"(a primary): write {url.scheme}://host:port[/db]")
+    tls = url.scheme == "rediss"
+    given = [name for name in TLS_OPTIONS if name in url.options]
+    if given and not tls:
+        raise ConfigurationError(f"option(s) {', '.join(given)} in {url} are for TLS; write rediss://")
+    user = url.user or None  # redis://:password@host gives an empty user: Redis's requirepass
+    if user is not None and url.password is None:
+        raise ConfigurationError(f"{url} gives a user without a password; give both, or a password alone")
+    timeout = url_timeout(url, default_timeout)
+    db = database(url)
+    host, port = hosts[0]
+    tls_settings: dict[str, Any] = {}
+    if tls:
+        tls_settings = {"ssl": True, "ssl_ca_certs": url.options.get("ca_cert"),
+                        "ssl_keyfile": url.options.get("cert_key"),
+                        "ssl_certfile": url.options.get("cert_cert")}
+    client = redis.Redis(
+        host=host, port=port, db=db, username=user, password=url.password,
+        socket_timeout=timeout, socket_connect_timeout=timeout,
+        # one attempt per call: a retried commit that had applied would come back as a conflict, and a
+        # cache that retries a dead server only adds latency to what counts as a miss anyway
+        retry=Retry(NoBackoff(), 0), **tls_settings)
+    return Opened(client, f"{host}:{port}/{db}", timeout, db)
+
+
+class RedisClient:
+    """What the Redis stores share: the client, and calls that turn a failure into BackendError."""
+
+    url: StoreURL
+    timeout: float
+
+    def __init__(self, url: StoreURL, opened: Opened) -> None:
+        self.url = url
+        self.timeout = opened.timeout
+        self._client = opened.client
+        self._where = opened.where
+        self._db = opened.db
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.url)!r})"
+
+    def _call(self, what: str, work: Callable[[], T]) -> T:
+        """Return ``work()``; a failure of the server (or of the connection) raises BackendError."""
+        try:
+            return work()
+        except ERRORS as exc:
+            raise BackendError(
+                f"redis {what} on {self._where} failed: {type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the client's connections (a later call would open new ones)."""
+        self._client.close()

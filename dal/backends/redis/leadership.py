@@ -1,0 +1,57 @@
+"""Leadership on Redis: a key per role holding its owner, with an expiry Redis keeps.
+
+Acquiring sets the role's key to the owner with ``PX`` only while nobody else holds it; renewing
+extends the expiry only while the key still holds the owner; releasing deletes it only then. Each is
+one Lua script, so the compare and the write are one step on the server. Expiry is decided by the
+server's clock alone, so clients whose clocks disagree still agree on who leads, and a leader that
+dies stops renewing and loses the key when Redis expires it.
+
+The keys live under ``{dal}:lead:``, outside the data keys (``{dal}:d:``), so no scan, dump or
+check of a namespace ever sees them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from dal.backends.base import Leadership, lease_ttl
+from dal.backends.redis.connection import LEADERSHIP, Opened, RedisClient
+from dal.backends.redis.scripts import ACQUIRE, RELEASE, RENEW
+from dal.backends.url import StoreURL
+
+
+def milliseconds(ttl: float) -> int:
+    """Return a lease's TTL in whole milliseconds, rounded up (Redis's PX unit; never 0)."""
+    return max(1, math.ceil(ttl * 1000))
+
+
+class RedisLeadership(RedisClient):
+    """The leadership methods of :class:`~dal.backends.redis.store.RedisStore`."""
+
+    def __init__(self, url: StoreURL, opened: Opened) -> None:
+        super().__init__(url, opened)
+        self._acquire = opened.client.register_script(ACQUIRE)
+        self._renew = opened.client.register_script(RENEW)
+        self._release = opened.client.register_script(RELEASE)
+
+    def acquire_leadership(self, role: str, owner: str, ttl: float) -> Leadership:
+        """Take ``role`` when nobody holds it or ``owner`` does already (then renewed)."""
+        ttl = lease_ttl(role, owner, ttl)
+        taken, holder = self._call(f"acquire leadership of {role!r}", lambda: self._acquire(
+            keys=[LEADERSHIP + role], args=[owner, milliseconds(ttl)]))
+        return Leadership(role, owner, ttl, acquired=bool(taken),
+                          holder=bytes(holder).decode(errors="replace"))
+
+    def renew_leadership(self, lease: Leadership) -> bool:
+        """Extend the lease by its TTL from now; ``False`` once the key expired or another holds it."""
+        if not lease.acquired:
+            return False
+        renewed = self._call(f"renew leadership of {lease.role!r}", lambda: self._renew(
+            keys=[LEADERSHIP + lease.role], args=[lease.owner, milliseconds(lease.ttl)]))
+        return bool(renewed)
+
+    def release_leadership(self, lease: Leadership) -> None:
+        """Delete the role's key if it still holds this owner."""
+        if lease.acquired:
+            self._call(f"release leadership of {lease.role!r}", lambda: self._release(
+                keys=[LEADERSHIP + lease.role], args=[lease.owner]))

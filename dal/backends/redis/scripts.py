@@ -1,0 +1,160 @@
+"""The Lua scripts the Redis stores run: each evaluates atomically on the server.
+
+Sent with EVALSHA (redis-py's ``Script`` hashes the source once); a server that answers NOSCRIPT
+(restarted, or ``SCRIPT FLUSH``) gets the source with ``SCRIPT LOAD`` and the call is sent again, so
+a script is loaded once per server and never re-sent in full per call.
+
+Written for Redis's Lua 5.1 (``unpack``), and for Lua 5.4 where fakeredis runs them (``table.unpack``).
+Revisions are Lua numbers: exact up to 2^53, more commits than any store will see.
+"""
+
+from __future__ import annotations
+
+#: the helpers every data script shares: a stored value's revision and the bounds of a prefix
+_COMMON = r"""
+local unpack = unpack or table.unpack
+local function revision_of(raw)
+  if not raw then return 0 end
+  return tonumber(string.match(raw, '^(%d+):'))
+end
+local function bounds(prefix)
+  -- no UTF-8 text holds the byte 0xFF, so prefix .. 0xFF is above every key under prefix
+  if prefix == '' then return '-', '+' end
+  return '[' .. prefix, '(' .. prefix .. '\255'
+end
+local function data_keys(data, keys)
+  local names = {}
+  for i, key in ipairs(keys) do names[i] = data .. key end
+  return names
+end
+"""
+
+#: commit: KEYS = counter, index; ARGV = data prefix, page, number of checks, then three per check
+#: (kind R/E/P/U, key or prefix, revision), then three per op (kind P/D/X, key or prefix, value).
+#: Returns {1, revision} once applied, or {0, failed check indexes, {key, raw, ...}} having written nothing.
+COMMIT = _COMMON + r"""
+local counter, index = KEYS[1], KEYS[2]
+local data, page, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+
+-- the highest revision under prefix, or the first one found above `above` (enough to fail the check)
+local function newest(prefix, above)
+  local low, high = bounds(prefix)
+  local best = 0
+  while true do
+    local keys = redis.call('ZRANGEBYLEX', index, low, high, 'LIMIT', 0, page)
+    if #keys == 0 then return best end
+    for _, raw in ipairs(redis.call('MGET', unpack(data_keys(data, keys)))) do
+      local revision = revision_of(raw)
+      if revision > best then best = revision end
+    end
+    if best > above or #keys < page then return best end
+    low = '(' .. keys[#keys]
+  end
+end
+
+local failed, current = {}, {}
+for i = 0, count - 1 do
+  local at = 4 + 3 * i
+  local kind, name, revision = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+  local holds
+  if kind == 'R' or kind == 'E' then
+    local raw = redis.call('GET', data .. name)
+    if kind == 'E' then holds = raw ~= false else holds = revision_of(raw) == revision end
+    if not holds and raw then
+      current[#current + 1] = name
+      current[#current + 1] = raw
+    end
+  elseif kind == 'P' then
+    local low, high = bounds(name)
+    holds = #redis.call('ZRANGEBYLEX', index, low, high, 'LIMIT', 0, 1) == 0
+  else
+    holds = newest(name, revision) <= revision
+  end
+  if not holds then failed[#failed + 1] = i end
+end
+if #failed > 0 then return {0, failed, current} end
+
+-- every check holds: nothing below can fail on keys only this store writes
+local revision = redis.call('INCR', counter)
+local stamp = string.format('%d', revision) .. ':'
+for at = 4 + 3 * count, #ARGV, 3 do
+  local kind, name = ARGV[at], ARGV[at + 1]
+  if kind == 'P' then
+    redis.call('SET', data .. name, stamp .. ARGV[at + 2])
+    redis.call('ZADD', index, '0', name)
+  elseif kind == 'D' then
+    redis.call('DEL', data .. name)
+    redis.call('ZREM', index, name)
+  else
+    local low, high = bounds(name)
+    while true do  -- a page at a time: each batch deleted is gone from the next ZRANGEBYLEX
+      local keys = redis.call('ZRANGEBYLEX', index, low, high, 'LIMIT', 0, page)
+      if #keys == 0 then break end
+      redis.call('DEL', unpack(data_keys(data, keys)))
+      redis.call('ZREM', index, unpack(keys))
+    end
+  end
+end
+return {1, revision}
+"""
+
+#: scan: KEYS = index; ARGV = data prefix, page, low bound, high bound, limit (0: no limit).
+#: Returns {key, raw, key, raw, ...} in key order, read page by page inside one script: one instant.
+SCAN = _COMMON + r"""
+local index = KEYS[1]
+local data, page, low, high, limit = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
+local found, count = {}, 0
+while limit == 0 or count < limit do
+  local size = page
+  if limit > 0 and limit - count < size then size = limit - count end
+  local keys = redis.call('ZRANGEBYLEX', index, low, high, 'LIMIT', 0, size)
+  if #keys == 0 then break end
+  local values = redis.call('MGET', unpack(data_keys(data, keys)))
+  for i, key in ipairs(keys) do
+    found[#found + 1] = key
+    found[#found + 1] = values[i]
+  end
+  count = count + #keys
+  if #keys < size then break end
+  low = '(' .. keys[#keys]
+end
+return found
+"""
+
+#: acquire: KEYS = the role's key; ARGV = owner, milliseconds. Taken when nobody holds it (Redis expired
+#: an unrenewed one) or its owner asks again (then renewed). Returns {1 or 0, holder}.
+ACQUIRE = r"""
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return {0, holder} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1, ARGV[1]}
+"""
+
+#: renew: KEYS = the role's key; ARGV = owner, milliseconds. 1 when still the owner's, and extended.
+RENEW = r"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+#: release: KEYS = the role's key; ARGV = owner. Deletes it only while it is the owner's.
+RELEASE = r"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+#: cas: KEYS = the cache key; ARGV = the stamp gets returned, the new stamped value, milliseconds
+#: (0: no expiry; -1: expired at once, so a conditional delete). Stores only while the stored value
+#: still begins with that stamp. Returns 1 or 0.
+CAS = r"""
+local raw = redis.call('GET', KEYS[1])
+if not raw or string.sub(raw, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] == '-1' then
+  redis.call('DEL', KEYS[1])
+elseif ARGV[3] == '0' then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+"""

@@ -1,0 +1,182 @@
+"""Redis as a persistent store: a Lua script per commit, one counter for revisions, a sorted set for scans.
+
+Layout (see :mod:`~dal.backends.redis.connection`): a dal key's value sits at ``{dal}:d:<key>`` as
+``b"<revision>:" + value``, so one ``GET`` (or one ``MGET`` for many) reads value and revision
+together; ``{dal}:revision`` counts commits; ``{dal}:keys`` is a sorted set of every key with score 0,
+which ``ZRANGEBYLEX`` reads in byte order, that is code-point order for UTF-8 keys.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from dal.backends.base import (
+    Check,
+    CommitResult,
+    Delete,
+    DeletePrefix,
+    Entry,
+    Exists,
+    Op,
+    PrefixEmpty,
+    PrefixUnchanged,
+    Put,
+    Revision,
+)
+from dal.backends.redis.changes import ChangeTokens
+from dal.backends.redis.connection import COUNTER, DATA, IDENTITY, INDEX, Opened, Raw, open_redis
+from dal.backends.redis.leadership import RedisLeadership
+from dal.backends.redis.scripts import COMMIT, SCAN
+from dal.backends.url import StoreURL
+
+DEFAULT_TIMEOUT = 5.0
+#: keys a script reads (or deletes) per ZRANGEBYLEX: bounds each step's reply, and the arguments of
+#: one MGET or DEL (Lua's ``unpack`` takes a few thousand at most)
+PAGE = 1000
+_CHECK_KINDS: dict[type, bytes] = {Revision: b"R", Exists: b"E", PrefixEmpty: b"P", PrefixUnchanged: b"U"}
+
+
+def entry(raw: bytes) -> Entry:
+    """Return the entry a stored value holds (``b"<revision>:" + value``)."""
+    revision, _, value = raw.partition(b":")
+    return Entry(value, int(revision))
+
+
+def lex_range(prefix: str, start_after: str | None = None) -> tuple[bytes, bytes]:
+    """Return ZRANGEBYLEX's bounds of the keys under ``prefix`` (after ``start_after``)."""
+    encoded = prefix.encode()
+    # no UTF-8 text holds the byte 0xFF, so prefix + 0xFF is above every key under prefix
+    low, high = (b"[" + encoded, b"(" + encoded + b"\xff") if encoded else (b"-", b"+")
+    if start_after is not None and start_after.encode() >= encoded:
+        low = b"(" + start_after.encode()
+    return low, high
+
+
+def commit_args(checks: Sequence[Check], ops: Sequence[Op]) -> list[Any]:
+    """Return the commit script's arguments after the data prefix and the page size."""
+    args: list[Any] = [len(checks)]
+    for check in checks:
+        kind = _CHECK_KINDS.get(type(check))
+        if kind is None:
+            raise TypeError(f"unknown check {check!r}")
+        if isinstance(check, Revision | Exists):
+            args += [kind, check.key, check.revision if isinstance(check, Revision) else 0]
+        else:
+            args += [kind, check.prefix, check.revision if isinstance(check, PrefixUnchanged) else 0]
+    for op in ops:  # all checked before anything is sent, so a bad op never leaves half a commit
+        if isinstance(op, Put):
+            if not isinstance(op.value, bytes):
+                raise TypeError(f"Put({op.key!r}) value must be bytes, not {type(op.value).__name__}")
+            args += [b"P", op.key, op.value]
+        elif isinstance(op, Delete):
+            args += [b"D", op.key, b""]
+        elif isinstance(op, DeletePrefix):
+            args += [b"X", op.prefix, b""]
+        else:
+            raise TypeError(f"unknown op {op!r}")
+    return args
+
+
+class RedisStore(RedisLeadership):
+    """A :class:`~dal.backends.base.PersistentStore` on one Redis server (or primary)."""
+
+    scheme: ClassVar[str] = "redis"
+    shared: ClassVar[bool] = True
+    # a connection can drop after Redis ran the commit script and before its answer arrived
+    ambiguous_commits: ClassVar[bool] = True
+
+    def __init__(self, url: StoreURL, opened: Opened) -> None:
+        super().__init__(url, opened)
+        self._commit = opened.client.register_script(COMMIT)
+        self._scan = opened.client.register_script(SCAN)
+        self._identity: str | None = None
+        self._tokens = ChangeTokens()
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> RedisStore:
+        """Open the Redis server a URL names (no connection is made until the first request)."""
+        return cls(url, open_redis(url, DEFAULT_TIMEOUT))
+
+    # --- reads ----------------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        raw: Raw = self._call(f"get of {key!r}", lambda: self._client.get(DATA + key))
+        return None if raw is None else entry(raw)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        """Return the present entries among ``keys``: one MGET, which Redis answers as of one instant."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        raws: list[Raw] = self._call(f"get_many of {len(wanted)} keys",
+                          lambda: self._client.mget([DATA + key for key in wanted]))
+        return {key: entry(raw) for key, raw in zip(wanted, raws, strict=True) if raw is not None}
+
+    def scan(self, prefix: str, *, start_after: str | None = None,
+             limit: int | None = None) -> list[tuple[str, Entry]]:
+        """Return up to ``limit`` entries under ``prefix`` in key order, read by one script (one instant),
+        ``PAGE`` keys per step inside it."""
+        if limit is not None and limit <= 0:
+            return []
+        low, high = lex_range(prefix, start_after)
+        found: list[bytes] = self._call(f"scan of {prefix!r}", lambda: self._scan(
+            keys=[INDEX], args=[DATA, PAGE, low, high, limit or 0]))
+        pairs = zip(found[::2], found[1::2], strict=True)
+        # a key without a value (None) cannot be seen, since a commit writes both in one script: skipped
+        return [(key.decode(), entry(raw)) for key, raw in pairs if raw is not None]
+
+    def scan_keys(self, prefixes: Sequence[str]) -> dict[str, list[str]]:
+        """Return the keys under each prefix: one ZRANGEBYLEX each, in one MULTI (one instant)."""
+        wanted = list(dict.fromkeys(prefixes))
+        if not wanted:
+            return {}
+
+        def read() -> list[list[bytes]]:
+            pipeline = self._client.pipeline(transaction=True)
+            for prefix in wanted:
+                pipeline.zrangebylex(INDEX, *lex_range(prefix))
+            return pipeline.execute()
+
+        answers = self._call(f"scan of {len(wanted)} prefixes", read)
+        return {prefix: [key.decode() for key in keys] for prefix, keys in zip(wanted, answers, strict=True)}
+
+    # --- writes ---------------------------------------------------------------------
+
+    def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
+        """Check every condition and apply every op in one Lua script, or fail having written nothing."""
+        args = [DATA, PAGE, *commit_args(checks, ops)]
+        answer = self._call(f"commit of {len(ops)} ops",
+                            lambda: self._commit(keys=[COUNTER, INDEX], args=args))
+        if answer[0] == 1:
+            revision = int(answer[1])
+            self._tokens.committed(revision)
+            return CommitResult(ok=True, revision=revision)
+        failed, current = answer[1], answer[2]
+        return CommitResult(ok=False, failed=tuple(int(index) for index in failed),
+                            current={bytes(key).decode(): entry(raw)
+                                     for key, raw in zip(current[::2], current[1::2], strict=True)})
+
+    # --- the store itself -----------------------------------------------------------
+
+    def identity(self) -> str:
+        """Return the random name the first client wrote into this database, and its number."""
+        if self._identity is None:
+            mine = uuid.uuid4().hex
+
+            def name() -> bytes:
+                pipeline = self._client.pipeline(transaction=True)
+                pipeline.set(IDENTITY, mine, nx=True)  # the first client's name stays
+                pipeline.get(IDENTITY)
+                return bytes(pipeline.execute()[1])
+
+            # the database number too: two databases of one server are two stores
+            self._identity = f"redis-{self._call('identity', name).decode()}-db{self._db}"
+        return self._identity
+
+    def change_token(self) -> int:
+        """Return a number that moves whenever another client committed since the last call
+        (the commit counter, one GET; see :mod:`~dal.backends.redis.changes`)."""
+        current = self._call("read of the commit counter", lambda: self._client.get(COUNTER))
+        return self._tokens.token(int(current or 0))
