@@ -24,6 +24,17 @@ from dal.validators import Validator, shorten
 if TYPE_CHECKING:
     from dal.objects.dataobject import DataObject
 
+
+def _the_spec(spec: Any, owner: type | None) -> Any:
+    return spec
+
+
+#: what reading a field on its hybrid class gives (``Backend.status``): the spec itself until
+#: :mod:`dal.model.expressions` installs the query builder's field expressions (the spec lives
+#: here, below the model layer that knows hybrids); a descriptor's class access, so reading a
+#: field on an object and every other class attribute cost nothing more
+class_access: Callable[[Any, type | None], Any] = _the_spec
+
 T = TypeVar("T")
 
 #: a guid: a UUID in its canonical text form (lowercase hex, hyphenated), as dal makes them
@@ -90,7 +101,7 @@ class Property(Spec, Generic[T]):
     def __get__(self, obj: DataObject, objtype: type | None = None) -> T: ...
     def __get__(self, obj: DataObject | None, objtype: type | None = None) -> Property[T] | T:
         if obj is None:
-            return self
+            return cast("Property[T]", class_access(self, objtype))
         if self.refreshes:
             obj._before_read()
         return cast(T, obj._data[self.name])
@@ -131,7 +142,7 @@ class Relation(Spec):
 
     def __get__(self, obj: DataObject | None, objtype: type | None = None) -> Any:
         if obj is None:
-            return self
+            return class_access(self, objtype)
         if self.refreshes:
             obj._before_read()
         return obj._related(self)
@@ -153,7 +164,7 @@ class RelationGuid:
 
     def __get__(self, obj: DataObject | None, objtype: type | None = None) -> Any:
         if obj is None:
-            return self
+            return class_access(self, objtype)
         if self.relation.refreshes:
             obj._before_read()
         return obj._data[self.relation.guid_field]
@@ -201,7 +212,7 @@ class Dynamic(Spec):
 
     def __get__(self, obj: DataObject | None, objtype: type | None = None) -> Any:
         if obj is None:
-            return self
+            return class_access(self, objtype)
         return obj._dynamic(self)
 
     def __set__(self, obj: DataObject, value: Any) -> None:

@@ -71,7 +71,9 @@ def test_specs_are_collected_into_meta() -> None:
     assert list(meta.dynamics) == ["doubled", "fresh", "spec_name"]
     assert [p.name for p in meta.unique] == ["name", "serial"]
     assert [p.name for p in meta.indexed] == ["name", "count"]
-    assert Widget.name is meta.properties["name"]  # the spec is the descriptor
+    assert vars(Widget)["name"] is meta.properties["name"]  # the spec is the descriptor
+    # read on the class, it is the query builder's field expression, which reads as the spec
+    assert repr(Widget.name) == f"<field 'name': {meta.properties['name']!r}>"
     assert Widget.name.owner is Widget
 
 

@@ -21,7 +21,11 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from typing_extensions import dataclass_transform
+
 from dal.exceptions import ConfigurationError, InvalidValueError
+from dal.model.declared import add_annotated, internal_field
+from dal.model.expressions import FieldExpression
 from dal.model.mirroring import mirror_of
 from dal.model.reverse import reverse_accessors
 from dal.structures import MIRROR_STATE, Dynamic, Mirror, Property, Relation, RelationGuid, Spec
@@ -251,20 +255,31 @@ def family(relation: Relation) -> tuple[Relation, ...]:
 
 
 class HybridMetaclass(type):
-    """Collect a hybrid's specs into ``_meta`` and register it."""
+    """Collect a hybrid's specs into ``_meta`` and register it.
+
+    Read on the class, a field is a :class:`~dal.model.expressions.FieldExpression`
+    (``Backend.status == 'RUNNING'``). ``abstract=True`` makes a base that is not a hybrid.
+    """
 
     _meta: HybridMeta
 
+    if not TYPE_CHECKING:  # hidden from type checkers, which would take any class attribute as valid
+        def __getattr__(cls, name: str) -> Any:
+            if name == "guid" and "_meta" in vars(cls):  # objects hold theirs; the class gives the field
+                return FieldExpression(None, "guid", None)
+            raise AttributeError(f"type object {cls.__name__!r} has no attribute {name!r}")
+
     def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any],
-                hybrid_name: str | None = None, **kwargs: Any) -> HybridMetaclass:
+                hybrid_name: str | None = None, abstract: bool = False, **kwargs: Any) -> HybridMetaclass:
         cls = super().__new__(mcs, name, bases, namespace, **kwargs)
-        if not any(isinstance(base, HybridMetaclass) for base in bases):
-            return cls  # DataObject itself
+        if abstract or not any(isinstance(base, HybridMetaclass) for base in bases):
+            return cls  # DataObject itself, TypedObject
         mangled = f"_{name.lstrip('_')}__"
         _check_hybrid_name(name, hybrid_name)
         _check_unread_specs(cls, namespace, mangled)
         declared = {kind: list(namespace.get(mangled + kind, ()))
                     for kind in ("properties", "relations", "dynamics")}
+        add_annotated(name, namespace, declared)
         specs = _merge(cls, bases, declared)
         mirror = mirror_of(cls, bases, namespace.get(mangled + "mirror"), declared, specs)
         meta = HybridMeta(
@@ -287,6 +302,11 @@ class HybridMetaclass(type):
                          | frozenset(meta.dynamics))
         hybrids.register(cls)  # type: ignore[arg-type]
         return cls
+
+
+@dataclass_transform(kw_only_default=True, field_specifiers=(internal_field,))
+class TypedMetaclass(HybridMetaclass):
+    """``TypedObject``'s: for type checkers its hybrids are dataclasses (annotated fields: keywords)."""
 
 
 def _check_hybrid_name(class_name: str, chosen: object) -> None:

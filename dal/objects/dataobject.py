@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from dal.backends.base import Entry
 from dal.cache.seen import Seen
@@ -22,11 +22,18 @@ from dal.exceptions import (
     MirrorError,
     ObjectNotFoundError,
 )
-from dal.model.meta import HybridMeta, HybridMetaclass
-from dal.objects import dynamics, mirrored
+from dal.model.declared import internal_field
+from dal.model.expressions import Where, where
+from dal.model.meta import HybridMeta, HybridMetaclass, TypedMetaclass
+from dal.objects import dynamics, lookups, mirrored, models
 from dal.objects.transaction import Document, decode
 from dal.objects.writes import Writes
 from dal.structures import Dynamic, Relation, check_guid
+
+if TYPE_CHECKING:
+    from dataclasses import InitVar
+
+    from pydantic import BaseModel
 
 Self = TypeVar("Self", bound="DataObject")
 
@@ -48,13 +55,13 @@ class DataObject(Writes, metaclass=HybridMetaclass):
     _objects: dict[str, DataObject | None]
     _extra: dict[str, Any]
 
-    def __init__(self, guid: str | None = None, data: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, guid: str | None = None, data: Mapping[str, Any] | None = None, **fields: Any) -> None:
         state = self.__dict__
         if guid is not None:
-            if data is not None:
+            if data is not None or fields:
                 raise InvalidValueError(
-                    f"{type(self).__name__}(guid, data=...): pass a guid to load an object or data "
-                    "for a new one, not both")
+                    f"{type(self).__name__}(guid, ...): pass a guid to load an object, or data (or "
+                    "keywords) for a new one, not both")
             check_guid(guid, f"{type(self).__name__}(guid)")
             context = current()
             entry = context.load_document(self._meta.name, guid)
@@ -68,13 +75,58 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         state["_revision"] = 0
         state["_objects"] = {}
         state["_extra"] = {}
-        if data is not None:
-            for name, value in data.items():
-                if name not in self._meta.assignable:
-                    raise InvalidValueError(
-                        f"{type(self).__name__} has no property or relation {name!r}; "
-                        f"known: {', '.join(sorted(self._meta.fields()))}")
-                setattr(self, name, value)
+        if data is not None or fields:
+            self._fill(fields if data is None else {**data, **fields})
+
+    def _fill(self, values: Mapping[str, Any]) -> None:
+        """Assign the fields of a new object (``data=`` or keywords), each validated as an assignment.
+
+        Every name is checked before any is assigned, and a refused value leaves nothing assigned:
+        the constructor raises, so no half-built object escapes.
+        """
+        meta = self._meta
+        unknown = sorted(name for name in values if name not in meta.assignable)
+        if unknown:
+            raise InvalidValueError(
+                f"{type(self).__name__} has no property or relation {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(sorted(meta.assignable))}")
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    # --- lookups ------------------------------------------------------------------------
+
+    @classmethod
+    def get(cls: type[Self], guid: str) -> Self:
+        """Load the object with this guid (``Cls(guid)``, typed); ObjectNotFoundError when absent."""
+        return cls(guid)
+
+    @classmethod
+    def get_by(cls: type[Self], **unique: Any) -> Self:
+        """Load the object whose unique property holds a value: ``Cls.get_by(name='x')``; one key read."""
+        for _ in range(2):  # once more if it was renamed between the key read and the load
+            obj = cls(lookups.unique_guid(cls, cls._meta, unique))
+            if lookups.still_holds(obj, cls._meta, unique):
+                return obj
+        raise ObjectNotFoundError(f"no {cls.__name__} with {unique} is stored (it keeps changing)")
+
+    @classmethod
+    def where(cls: type[Self], *conditions: Where | bool) -> lookups.Query[Self]:
+        """Return the ``DataList`` of the objects matching every condition: ``Cls.where(Cls.x == 1, ...)``."""
+        return lookups.query(cls, where(*conditions))  # type: ignore[no-any-return]
+
+    @classmethod
+    def model(cls) -> type[BaseModel]:
+        """Return the pydantic model of this hybrid: guid, properties, ``<relation>_guid`` (built once)."""
+        return models.model_of(cls, cls._meta)
+
+    def to_model(self) -> BaseModel:
+        """Return this object as an instance of ``Cls.model()``."""
+        return models.to_model(self)
+
+    @classmethod
+    def from_model(cls: type[Self], model: BaseModel) -> Self:
+        """Return the object a model describes: the stored one, values assigned, or a new one."""
+        return models.from_model(cls, cls._meta, model)  # type: ignore[no-any-return]
 
     # --- loading ------------------------------------------------------------------------
 
@@ -323,6 +375,18 @@ class DataObject(Writes, metaclass=HybridMetaclass):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.guid}>"
+
+
+class TypedObject(DataObject, metaclass=TypedMetaclass, abstract=True):
+    """A ``DataObject`` that type checkers see as a dataclass (``typing.dataclass_transform``).
+
+    Its hybrids' annotated fields (``name: str = Property()``) are the keywords of their constructor
+    for mypy and pyright: ``Cls(nmae='x')`` is a type error. At run time it is ``DataObject`` exactly.
+    """
+
+    if TYPE_CHECKING:  # the type checker's constructor: Cls(guid), Cls(data=...), Cls(field=...)
+        guid: str = internal_field(default=None, kw_only=False)
+        data: InitVar[Mapping[str, Any] | None] = internal_field(default=None)
 
 
 def _target(relation: Relation) -> type[DataObject]:

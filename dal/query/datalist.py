@@ -21,9 +21,11 @@ import natsort
 from dal.backends.base import Entry
 from dal.config import Context, current
 from dal.exceptions import InvalidQueryError, ObjectNotFoundError
+from dal.model.expressions import Where
 from dal.model.meta import family
 from dal.model.reverse import provide_lists
 from dal.objects.dataobject import DataObject
+from dal.objects.lookups import provide_queries
 from dal.query.grammar import Group, Operator, WhereOperator, compile_query, resolve_field
 from dal.query.planner import BATCH, Planner, Step, describe_node
 from dal.query.results import cached_guids
@@ -91,11 +93,12 @@ class DataList(Generic[T]):
     operator = Operator
     where_operator = WhereOperator
 
-    def __init__(self, hybrid: type[T], query: Mapping[str, Any] | None = None, *,
+    def __init__(self, hybrid: type[T], query: Mapping[str, Any] | Where | None = None, *,
                  guids: Iterable[str] | None = None) -> None:
         if not (isinstance(hybrid, type) and issubclass(hybrid, DataObject)) or hybrid is DataObject:
             raise InvalidQueryError(f"DataList needs a hybrid class, not {hybrid!r}")
         self.hybrid = hybrid
+        query = query.grammar() if isinstance(query, Where) else query  # built with Cls.field == value
         self._root: Group = compile_query(hybrid._meta, query)
         if guids is not None:
             guids = [check_guid(guid, f"DataList({hybrid.__name__}, guids=...): {guid!r}") for guid in guids]
@@ -181,6 +184,22 @@ class DataList(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._run())
+
+    def count(self) -> int:
+        """Return how many objects match (``len()``): guids only, no object is built."""
+        return len(self._run())
+
+    def exists(self) -> bool:
+        """Return whether any object matches: guids only, no object is built."""
+        return bool(self._run())
+
+    def first(self) -> T | None:
+        """Return the first object, or ``None`` if none matches (skipping one deleted since the query ran)."""
+        for guid in self._run():
+            obj = self._load([guid], {}).get(guid)
+            if obj is not None:
+                return obj
+        return None
 
     def __bool__(self) -> bool:
         return bool(self._run())
@@ -337,6 +356,7 @@ def _attribute(obj: DataObject, path: str) -> Any:
 
 # reverse accessors (dal.model.reverse) list the objects pointing at a target as a DataList
 provide_lists(DataList.pointing_at)
+provide_queries(DataList)  # Cls.where(...) (dal.objects.lookups)
 
 _natural = natsort.natsort_keygen()
 _DATES = (dt.datetime, dt.date, dt.time)

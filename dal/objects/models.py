@@ -1,0 +1,85 @@
+"""Pydantic models of hybrids: ``Cls.model()``, ``obj.to_model()``, ``Cls.from_model(m)``.
+
+A hybrid's model holds its ``guid``, its properties (typed as declared: an enum of allowed values
+is a ``Literal``) and the guid of each relation (``<relation>_guid``); never dynamics or reverse
+relations. A mandatory field is not nullable, and required unless it has a default; any other
+field may be ``None``. One model class per hybrid, built on first use and kept.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Literal, Optional
+
+from pydantic import BaseModel, Field, create_model
+
+from dal.structures import Property, check_guid
+
+if TYPE_CHECKING:
+    from dal.model.meta import HybridMeta
+
+_models: weakref.WeakKeyDictionary[type, type[BaseModel]] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def model_of(hybrid: type, meta: HybridMeta) -> type[BaseModel]:
+    """Return the pydantic model class of a hybrid (built once per class)."""
+    with _lock:
+        model = _models.get(hybrid)
+        if model is None:
+            model = _models[hybrid] = _build(meta)
+        return model
+
+
+def _build(meta: HybridMeta) -> type[BaseModel]:
+    fields: dict[str, Any] = {"guid": (str, Field(description=f"The guid of the {meta.cls.__name__}."))}
+    for name, prop in meta.properties.items():
+        fields[name] = _field(_python_type(prop), prop.mandatory, prop.default, prop.doc)
+    for relation in meta.relations.values():
+        target = relation.target.__name__ if relation.target is not None else str(relation.foreign_type)
+        fields[relation.guid_field] = _field(str, relation.mandatory, None,
+                                             relation.doc or f"The guid of the linked {target}.")
+    model: type[BaseModel] = create_model(
+        meta.cls.__name__, __doc__=meta.cls.__doc__, __module__=meta.cls.__module__, **fields)
+    return model
+
+
+def _field(kind: Any, mandatory: bool, default: Any, doc: str | None) -> tuple[Any, Any]:
+    if mandatory:
+        return kind, (Field(description=doc) if default is None else Field(default=default, description=doc))
+    return Optional[kind], Field(default=default, description=doc)  # noqa: UP045 -- built at runtime
+
+
+def _python_type(prop: Property[Any]) -> Any:
+    declared = prop.property_type
+    if isinstance(declared, (list, tuple)):  # an enum of allowed values
+        return Literal[tuple(declared)]
+    return declared
+
+
+def to_model(obj: Any) -> BaseModel:
+    """Return a hybrid object as an instance of its model (its current values, saved or not)."""
+    meta: HybridMeta = obj._meta
+    values = {"guid": obj.guid, **{name: obj._data[name] for name in meta.fields()}}
+    return model_of(type(obj), meta).model_validate(values)
+
+
+def from_model(hybrid: type, meta: HybridMeta, model: BaseModel) -> Any:
+    """Return the object a model describes: the stored one with the model's values assigned, or a new one.
+
+    Each value is validated as an assignment; ``save()`` then stores it (merging, for a stored object,
+    with what others changed meanwhile). A model without a guid makes a new object.
+    """
+    values = dict(model.model_dump())
+    guid = values.pop("guid", None)
+    if guid is not None:
+        check_guid(guid, f"{meta.cls.__name__}.from_model(...): the model's guid")
+        stored = meta.cls._load_many([guid]).get(guid)
+        if stored is not None:
+            stored._fill(values)
+            return stored
+    obj = hybrid(data=values)
+    if guid is not None:
+        obj.__dict__["guid"] = guid
+    return obj

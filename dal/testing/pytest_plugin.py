@@ -1,0 +1,54 @@
+"""A pytest plugin for the tests of applications built on dal: the ``dal_context`` fixture.
+
+Registered through the ``pytest11`` entry point (``dal = "dal.testing.pytest_plugin"``), or loaded with
+``pytest -p dal.testing.pytest_plugin``. ``dal_context`` configures dal on a fresh namespace for one
+test and yields the :class:`~dal.config.Context`; afterwards it removes everything the test wrote
+under that namespace and makes the context that was current before current again.
+
+The stores: ``--dal-persistent URL`` and ``--dal-volatile URL`` when given; otherwise in-process
+ones, ``fakeredis://`` for both roles when the ``fakeredis`` package is installed and dal knows the
+scheme, else ``memory://`` (a store of its own per test).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from dal import config
+from dal.backends import BACKENDS
+from dal.backends.base import DeletePrefix
+from dal.config import Context, configure
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("dal", "dal: the stores of the dal_context fixture")
+    group.addoption("--dal-persistent", metavar="URL", default=None,
+                    help="durable store of dal_context (default: fakeredis:// if installed, else memory://)")
+    group.addoption("--dal-volatile", metavar="URL", default=None,
+                    help="volatile store of dal_context (default: fakeredis:// if installed, else memory://)")
+
+
+def in_process_url() -> str:
+    """Return the URL of a fresh in-process store that serves both roles."""
+    fake = "fakeredis" in BACKENDS["persistent"] and "fakeredis" in BACKENDS["volatile"]
+    if fake and importlib.util.find_spec("fakeredis") is not None:
+        return "fakeredis://"
+    return f"memory://{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def dal_context(request: pytest.FixtureRequest) -> Iterator[Context]:
+    """dal configured on a fresh namespace; what the test wrote there is removed afterwards."""
+    persistent = request.config.getoption("dal_persistent") or in_process_url()
+    volatile = request.config.getoption("dal_volatile") or in_process_url()
+    previous = config._context
+    context = configure(persistent, volatile, namespace=f"test-{uuid.uuid4().hex[:12]}")
+    try:
+        yield context
+    finally:
+        context.persistent.commit([], [DeletePrefix(context.keys.root)])
+        config._context = previous

@@ -1,0 +1,66 @@
+"""The ``dal_context`` fixture of the pytest plugin, run in pytester's inner sessions."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from dal.backends import BACKENDS
+from dal.testing import pytest_plugin
+
+pytest_plugins = ["pytester"]
+
+USER_TEST = '''
+import pytest
+from dal import DataObject, Property, configure
+from dal.config import current
+from dal.backends.base import DeletePrefix
+
+class Note(DataObject, hybrid_name="pluginnote"):
+    text: str = Property(unique=True)
+
+SEEN = []
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_each_test_has_a_fresh_namespace(dal_context, run):
+    assert current() is dal_context
+    assert Note.where().count() == 0        # nothing of the other run is visible
+    Note(text="hello").save()
+    assert Note.get_by(text="hello").text == "hello"
+    SEEN.append((dal_context.persistent_url.scheme, dal_context.volatile_url.scheme, dal_context.keys.root))
+
+def test_what_a_test_wrote_is_removed():
+    assert len({root for _, _, root in SEEN}) == 2
+    print("SCHEMES", sorted({(p, v) for p, v, _ in SEEN}))
+'''
+
+
+def test_dal_context_defaults_to_in_process_stores(pytester: pytest.Pytester) -> None:
+    """Loaded through the pytest11 entry point, as in a user's project after `pip install dal`."""
+    pytester.makepyfile(USER_TEST)
+    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    expected = "fakeredis" if pytest_plugin.in_process_url() == "fakeredis://" else "memory"
+    result.stdout.fnmatch_lines([f"*SCHEMES [[]('{expected}', '{expected}')[]]"])
+
+
+def test_dal_context_takes_the_stores_from_the_options(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(USER_TEST)
+    database = pytester.path / "app.sqlite3"
+    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider",
+                                f"--dal-persistent=sqlite:///{database}", "--dal-volatile=memory://")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*SCHEMES [[]('sqlite', 'memory')[]]"])
+    # every test's namespace was removed: the shared file holds nothing of them
+    with sqlite3.connect(database) as connection:
+        keys = [row[0] for row in connection.execute("select key from kv")]
+    assert not [key for key in keys if "test-" in key], keys
+
+
+def test_the_default_follows_the_registered_schemes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(BACKENDS["persistent"], "fakeredis", "x:y")
+    monkeypatch.setitem(BACKENDS["volatile"], "fakeredis", "x:y")
+    assert pytest_plugin.in_process_url() == "fakeredis://"  # the fakeredis package is installed here
+    monkeypatch.delitem(BACKENDS["volatile"], "fakeredis")
+    assert pytest_plugin.in_process_url().startswith("memory://")

@@ -1,0 +1,140 @@
+"""The query builder builds exactly the grammar a hand-written query is: same dict, same compiled tree,
+same cache digest, same plan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from query_hybrids import Item, Kind
+
+from dal import DataList
+from dal.config import Context
+from dal.model.expressions import Condition, FieldExpression, Where, where
+from dal.query.grammar import compile_query, digest
+
+OP, W = DataList.operator, DataList.where_operator
+
+FORMS: list[tuple[Any, dict[str, Any]]] = [
+    (Item.status == "RUNNING", {"type": "AND", "items": [("status", "EQUALS", "RUNNING")]}),
+    (Item.status != "NEW", {"type": "AND", "items": [("status", "NOT_EQUALS", "NEW")]}),
+    (Item.size < 3, {"type": "AND", "items": [("size", OP.LT, 3)]}),
+    (Item.size > 3, {"type": "AND", "items": [("size", OP.GT, 3)]}),
+    (Item.size <= 3, {"type": "AND", "items": [("size", OP.LE, 3)]}),
+    (Item.size >= 3, {"type": "AND", "items": [("size", OP.GE, 3)]}),
+    (Item.status.in_(["NEW", "RUNNING"]), {"type": W.AND, "items": [("status", OP.IN, ["NEW", "RUNNING"])]}),
+    (Item.name.contains("prod", case=False), {"type": "AND", "items": [("name", "CONTAINS", "prod", False)]}),
+    (Item.name.eq("Prod", case=False), {"type": "AND", "items": [("name", "EQUALS", "Prod", False)]}),
+    (Item.tags.contains("gold"), {"type": "AND", "items": [("tags", "CONTAINS", "gold")]}),
+    (Item.note.is_(None), {"type": "AND", "items": [("note", "EQUALS", None)]}),
+    (Item.note.is_not(None), {"type": "AND", "items": [("note", "NOT_EQUALS", None)]}),
+    (Item.kind.code == "k1", {"type": "AND", "items": [("kind.code", "EQUALS", "k1")]}),
+    (Item.kind.site.name == "s", {"type": "AND", "items": [("kind.site.name", "EQUALS", "s")]}),
+    (Item.kind_guid.is_(None), {"type": "AND", "items": [("kind_guid", "EQUALS", None)]}),
+    ((Item.status == "NEW") | (Item.size > 2),
+     {"type": "OR", "items": [("status", "EQUALS", "NEW"), ("size", "GT", 2)]}),
+    ((Item.status == "NEW") & (Item.size > 2) & (Item.flag == True),  # noqa: E712 -- builds a condition
+     {"type": "AND", "items": [("status", "EQUALS", "NEW"), ("size", "GT", 2), ("flag", "EQUALS", True)]}),
+    ((Item.status == "NEW") & ((Item.size > 2) | Item.name.contains("x")),
+     {"type": "AND", "items": [("status", "EQUALS", "NEW"),
+                               {"type": "OR", "items": [("size", "GT", 2), ("name", "CONTAINS", "x")]}]}),
+]
+
+
+@pytest.mark.parametrize(("built", "written"), FORMS, ids=[repr(form[1]["items"][0])[:40] for form in FORMS])
+def test_the_builder_builds_the_hand_written_grammar(built: Where, written: dict[str, Any]) -> None:
+    assert built.grammar() == written
+    assert compile_query(Item._meta, built.grammar()) == compile_query(Item._meta, written)
+    assert digest(Item._meta, compile_query(Item._meta, built.grammar())) == \
+        digest(Item._meta, compile_query(Item._meta, written))  # the same cached result
+
+
+def test_where_joins_its_conditions_with_and() -> None:
+    assert where() is None
+    assert where(Item.status == "NEW", Item.size > 1) == {
+        "type": "AND", "items": [("status", "EQUALS", "NEW"), ("size", "GT", 1)]}
+    assert where((Item.status == "NEW") | (Item.size > 1)) == {
+        "type": "OR", "items": [("status", "EQUALS", "NEW"), ("size", "GT", 1)]}
+
+
+def test_repr_shows_the_grammar() -> None:
+    assert repr(Item.status == "NEW") == "<where ('status', 'EQUALS', 'NEW')>"
+    assert repr((Item.status == "NEW") | (Item.size > 1)) == \
+        "<where {'type': 'OR', 'items': [('status', 'EQUALS', 'NEW'), ('size', 'GT', 1)]}>"
+
+
+def test_the_class_reads_fields_as_expressions_and_objects_as_values(context: Context) -> None:
+    assert isinstance(Item.status, FieldExpression) and isinstance(Item.guid, FieldExpression)
+    assert Item.status.indexed and Item.status.owner is Item  # it reads as the spec it stands for
+    assert Item.kind.foreign_key == "items" and Item.kind.code.indexed  # a relation's spec, then its target's
+    kind = Kind(code="k1")
+    kind.save()
+    item = Item(name="a", kind=kind)
+    item.save()
+    assert item.status == "NEW" and item.kind == kind  # objects read values, as before
+    with pytest.raises(TypeError, match="not a truth value"):
+        bool(Item.status == "NEW")
+    with pytest.raises(TypeError, match="can only join query conditions"):
+        (Item.status == "NEW") & True  # type: ignore[operator]
+
+
+def test_the_plan_and_the_results_are_the_same(context: Context) -> None:
+    kind = Kind(code="k1")
+    kind.save()
+    for number in range(4):
+        Item(name=f"Prod-{number}", size=number, kind=kind, status="RUNNING" if number % 2 else "NEW").save()
+    built = Item.where(Item.status == "RUNNING", Item.name.contains("prod", case=False),
+                       Item.kind.code == "k1")
+    written = DataList(Item, {"type": "AND", "items": [("status", "EQUALS", "RUNNING"),
+                                                       ("name", "CONTAINS", "prod", False),
+                                                       ("kind.code", "EQUALS", "k1")]})
+    assert sorted(built.guids) == sorted(written.guids) and len(built) == 2
+    assert str(built.explain()).splitlines()[0] == str(written.explain()).splitlines()[0]
+    assert DataList(Item, Item.status == "NEW").count() == 2  # a DataList takes a builder too
+
+
+NAMES = st.sampled_from(["status", "name", "size", "note"])
+VALUES = st.one_of(st.none(), st.integers(-5, 5), st.text(max_size=4))
+OPERATORS = st.sampled_from(["EQUALS", "NOT_EQUALS", "LT", "GT", "LE", "GE", "IN", "CONTAINS"])
+
+
+def _leaf(field: str, operator: str, value: Any, case: bool) -> tuple[Condition, tuple[Any, ...]]:
+    expression: FieldExpression = getattr(Item, field)
+    value = [value] if operator == "IN" else value
+    methods = {"EQUALS": expression.eq, "NOT_EQUALS": expression.ne, "IN": expression.in_,
+               "CONTAINS": expression.contains}
+    if operator in methods:
+        built = methods[operator](value, case=case)
+        return built, (field, operator, value) if case else (field, operator, value, False)
+    compare = {"LT": expression.__lt__, "GT": expression.__gt__,
+               "LE": expression.__le__, "GE": expression.__ge__}
+    return compare[operator](value), (field, operator, value)
+
+
+@st.composite
+def trees(draw: st.DrawFn, depth: int = 2) -> tuple[Where, Any]:
+    if depth == 0 or draw(st.booleans()):
+        return _leaf(draw(NAMES), draw(OPERATORS), draw(VALUES), draw(st.booleans()))
+    kind = draw(st.sampled_from(["AND", "OR"]))
+    parts = draw(st.lists(trees(depth - 1), min_size=2, max_size=3))
+    built = parts[0][0]
+    items: list[Any] = []
+    for part, grammar in parts:
+        if isinstance(part, Condition):
+            items.append(grammar)
+        elif getattr(part, "kind", None) == kind:  # a group of the same kind is flattened into this one
+            items.extend(grammar["items"])
+        else:
+            items.append(grammar)
+    for part, _ in parts[1:]:
+        built = (built & part) if kind == "AND" else (built | part)
+    return built, {"type": kind, "items": items}
+
+
+@given(trees())
+def test_any_tree_builds_its_grammar(tree: tuple[Where, Any]) -> None:
+    built, expected = tree
+    wanted = expected if isinstance(expected, dict) else {"type": "AND", "items": [expected]}
+    assert built.grammar() == wanted

@@ -1,0 +1,88 @@
+"""``dal.save_many``: several objects in as few atomic commits as the store allows, with save()'s rules."""
+
+from __future__ import annotations
+
+import pytest
+from typed_example import TBackend, TBackendType
+
+import dal
+from dal import DataList
+from dal.config import Context
+from dal.exceptions import ObjectNotFoundError, UniqueConstraintError
+from dal.objects import bulk
+
+
+def _count_commits(context: Context, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    commits: list[int] = []
+    real = context.commit
+
+    def counted(checks, ops, invalidate=()):  # type: ignore[no-untyped-def]
+        if not all(context.keys.schemas() in getattr(op, "key", "") for op in ops):  # not a schema record
+            commits.append(len(ops))
+        return real(checks, ops, invalidate)
+
+    monkeypatch.setattr(context, "commit", counted)
+    return commits
+
+
+def test_new_objects_and_their_links_in_one_commit(context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    commits = _count_commits(context, monkeypatch)
+    kind = TBackendType(name="ALBA", code="alba")
+    backends = [TBackend(name=f"b{number}", backend_type=kind, tags=["x"]) for number in range(5)]
+    dal.save_many([*backends, kind])  # the target listed last: it is committed first, in the same commit
+    assert len(commits) == 1
+    assert sorted(kind.backends_guids) == sorted(b.guid for b in backends)  # links
+    assert TBackend.get_by(name="b3") == backends[3]  # unique keys
+    assert TBackend.where(TBackend.status == "NEW").count() == 5  # index entries
+    assert not any(b.updated_on_datastore() for b in backends)
+    dal.save_many(backends)  # nothing changed: nothing written
+    assert len(commits) == 1
+    backends[0].status, backends[1].tags = "RUNNING", ["y"]
+    dal.save_many(backends)
+    assert len(commits) == 2 and TBackend.where(TBackend.status == "RUNNING").guids == [backends[0].guid]
+
+
+def test_commits_stay_within_the_store_limit(context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bulk, "MAX_OPS", 10)
+    commits = _count_commits(context, monkeypatch)
+    # 3 ops each: document, unique key, index entry
+    kinds = [TBackendType(name=f"k{n}", code=f"c{n}") for n in range(9)]
+    dal.save_many(kinds)
+    assert commits == [9, 9, 9]
+    assert DataList(TBackendType).count() == 9
+
+
+def test_a_refused_commit_names_the_object_and_writes_nothing_of_it(context: Context) -> None:
+    TBackendType(name="ALBA", code="alba").save()
+    fine = TBackendType(name="A", code="a")
+    taken = TBackendType(name="B", code="alba")
+    refused = f"TBackendType {taken.guid} refused.*code must be unique"
+    with pytest.raises(UniqueConstraintError, match=refused):
+        dal.save_many([fine, taken])
+    assert DataList(TBackendType).count() == 1  # `fine` was in the refused commit: not written
+    assert fine.updated_on_datastore() is False and fine._raw is None
+    ghost = TBackendType(name="ghost", code="ghost")  # never saved, and not in the batch
+    linked = TBackend(name="b", backend_type=ghost)
+    with pytest.raises(ObjectNotFoundError, match=f"TBackend {linked.guid} refused.*not stored"):
+        dal.save_many([linked])
+
+
+def test_two_new_objects_claiming_one_unique_value(context: Context) -> None:
+    first, second = TBackendType(name="1", code="same"), TBackendType(name="2", code="same")
+    with pytest.raises(UniqueConstraintError, match=f"TBackendType {second.guid}"):
+        dal.save_many([first, second])  # two commits: the second is refused as a save would be
+    assert TBackendType.get_by(code="same") == first
+
+
+def test_a_concurrent_change_is_merged_as_save_merges(context: Context) -> None:
+    kind = TBackendType(name="ALBA", code="alba")
+    kind.save()
+    other = TBackendType.get(kind.guid)
+    other.name = "changed elsewhere"
+    other.save()
+    kind.code = "alba2"
+    fresh = TBackendType(name="new", code="new")
+    dal.save_many([kind, fresh])
+    stored = TBackendType.get(kind.guid)
+    assert (stored.name, stored.code) == ("changed elsewhere", "alba2")
+    assert TBackendType.get_by(code="new") == fresh
