@@ -22,12 +22,12 @@ replicas are untrusted to agree on a stale entry (:class:`dal.cache.trust.Placem
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from dal.backends.base import VolatileStore
+from dal.cache import owners
 from dal.cache.counters import Stats
 from dal.cache.signing import Signer
 from dal.cache.trust import Placement, Trust, outage_lock
@@ -341,7 +341,7 @@ class LeasedCache:
 
     def _take_lease(self, key: str) -> object | None:
         """Return a cas token when this caller holds the fill lease for ``key``."""
-        marker = self.signer.seal(key, _LEASE + os.urandom(8))
+        marker = self.signer.seal(key, owners.token(_LEASE))
         if not self._call(key, self.store.add, key, marker, self.lease_ttl):
             return None
         raw, token = self._call(key, self.store.gets, key) or (None, None)

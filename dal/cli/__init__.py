@@ -31,6 +31,7 @@ COMMAND_MODULES = {
     "copy": "dal.cli.copy",
     "check": "dal.cli.check",
     "refresh": "dal.cli.refresh",
+    "cache": "dal.cli.cache",
 }
 
 

@@ -12,10 +12,10 @@ the flight is single among the threads of one process only.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
+from dal.cache import owners
 from dal.config import Context
 from dal.exceptions import BackendError
 
@@ -46,7 +46,7 @@ def acquire(context: Context, key: str, ttl: float) -> Lock | None:
     if not cache.usable(key):
         return Lock(key, None)
     store, signer = cache.store, cache.signer
-    token = signer.seal(key, b"L" + os.urandom(12))
+    token = signer.seal(key, owners.token(b"L"))
     try:
         if store.add(key, token, ttl):
             return Lock(key, token)

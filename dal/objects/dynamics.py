@@ -17,10 +17,10 @@ there is no lock to take either: every caller computes, without waiting.
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any, Protocol
 
+from dal.cache import owners
 from dal.config import Context
 from dal.exceptions import BackendError
 from dal.structures import Dynamic
@@ -96,7 +96,7 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
     deadline = time.monotonic() + spec.lock_timeout
     waited = False
     while True:
-        token = signer.seal(lock_key, os.urandom(12))
+        token = signer.seal(lock_key, owners.token())
         try:
             owner = store.add(lock_key, token, spec.lock_timeout)
         except BackendError:

@@ -46,6 +46,7 @@ class Memcached:
         (which refuses a count that is not a whole number from 1 to the servers named)."""
         replicas = url.option("replicas", int, 1)
         if replicas == 1:
-            servers, seconds = url_settings(url, ("timeout", "connect_timeout", "dead_timeout", "replicas"))
+            servers, seconds = url_settings(url, ("timeout", "connect_timeout", "dead_timeout", "replicas",
+                                                       "hits"))
             return MemcachedCache(url, servers, **seconds)
         return ReplicatedCache.from_url(url)

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, TypeVar
 from pymemcache.exceptions import MemcacheServerError
 
 from dal.backends.memcached.client import ERRORS, HashClient, Rendezvous
+from dal.backends.memcached.dumps import HIT_SUFFIX, HIT_TTL, ListedEntry, metadump
 from dal.backends.memcached.text import ProtocolError, TextConnection
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
@@ -26,7 +27,7 @@ R = TypeVar("R")
 NODE_MEMO = 100_000
 #: memcached reads an expiry above 30 days as a unix timestamp
 RELATIVE_TTL_LIMIT = 30 * 24 * 3600
-_OPTIONS = ("timeout", "connect_timeout", "dead_timeout")
+_OPTIONS = ("timeout", "connect_timeout", "dead_timeout", "hits")
 #: keys sent as they are: 1 to 250 printable ASCII characters, without space and without "~",
 #: which only hashed keys contain, so a sent key never stands for two different keys
 _PLAIN_KEY = re.compile(r"[!-}]{1,250}")
@@ -56,6 +57,15 @@ def expiry(ttl: float) -> int:
     return seconds if seconds <= RELATIVE_TTL_LIMIT else int(time.time()) + seconds
 
 
+def hit_flag(text: str) -> bool:
+    """Read the ``hits`` option: ``1``/``true``/``yes`` or ``0``/``false``/``no``."""
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise ValueError("must be 1 or 0")
+
+
 def url_settings(url: StoreURL,
                  options: tuple[str, ...]) -> tuple[tuple[tuple[str, int], ...], dict[str, float]]:
     """Return the servers and the timeouts (``timeout``, ``connect_timeout``, ``dead_timeout``,
@@ -83,6 +93,9 @@ class MemcachedCache:
                  connect_timeout: float, dead_timeout: float) -> None:
         self.url = url
         self._where = ", ".join(f"{host}:{port}" for host, port in servers)
+        self._servers = tuple(servers)
+        #: count every hit exactly on the server (``?hits=1``; see :mod:`~dal.backends.memcached.dumps`)
+        self.count_hits = url.option("hits", hit_flag, False)
         # the hit path: with one server, a get goes over a per-thread connection of our own,
         # skipping HashClient's routing, its pool's lock and pymemcache's per-call work (together
         # about 40% of a cached load, measured with bench/); every other command uses pymemcache
@@ -118,9 +131,13 @@ class MemcachedCache:
             value: bytes | None = self._client.get(wire_key(key))
         except ERRORS as exc:
             raise self._error("get", exc) from exc
+        if value is not None and self.count_hits:
+            self._count([wire_key(key)])
         return value
 
     def _direct_get(self, sent: str) -> bytes | None:
+        if self.count_hits:
+            return self._direct("get", lambda connection: connection.get_counted(sent.encode()))
         return self._direct("get", lambda connection: connection.get(sent.encode()))
 
     def _direct(self, what: str, read: Callable[[TextConnection], R], *, even_if_dead: bool = False) -> R:
@@ -152,11 +169,15 @@ class MemcachedCache:
         if self._single is not None:
             sent_keys = [sent.encode() for sent in wired]
             answered = self._direct("get_many", lambda connection: connection.get_many(sent_keys))
+            if self.count_hits and answered:
+                self._direct("get_many", lambda connection: connection.count_hits(list(answered)))
             return {wired[sent.decode()]: value for sent, value in answered.items()}
         try:
             found: dict[str, bytes] = self._client.get_many(list(wired))
         except ERRORS as exc:
             raise self._error("get_many", exc) from exc
+        if self.count_hits:
+            self._count(list(found))
         return {wired[sent]: value for sent, value in found.items()}
 
     def gets(self, key: str) -> tuple[bytes | None, object]:
@@ -226,6 +247,57 @@ class MemcachedCache:
             connection.close()
             self._local.connection = None
         self._client.close()
+
+    # --- administration (``dal cache``) --------------------------------------------------
+
+    def list_entries(self, prefix: str) -> list[ListedEntry]:
+        """Return every live item under ``prefix`` as the servers report them (a crawl of each).
+
+        Hit counters are not listed: their counts are each entry's ``hits`` (``None`` when no
+        process counts hits). A key too long for memcached is listed in its hashed form.
+        """
+        dumped: list[ListedEntry] = []
+        try:
+            for server in self._servers:
+                dumped += metadump(server, self._timeouts[0], prefix)
+        except OSError as exc:
+            raise self._error("lru_crawler metadump", exc) from exc
+        counted = {entry.key.removesuffix(HIT_SUFFIX) for entry in dumped if entry.key.endswith(HIT_SUFFIX)}
+        counts = self.hit_counts(sorted(counted)) if counted else {}
+        unknown = None if not (counted or self.count_hits) else 0
+        return [ListedEntry(entry.key, entry.size, counts.get(entry.key, unknown), entry.last_access,
+                            entry.expires_at, entry.fetched)
+                for entry in dumped if not entry.key.endswith(HIT_SUFFIX)]
+
+    def hit_counts(self, keys: Sequence[str]) -> dict[str, int]:
+        """Return the counted hits of those of ``keys`` that have a counter (one batched read)."""
+        counters = {f"{key}{HIT_SUFFIX}": key for key in keys}
+        found = self.get_many_uncounted(list(counters))
+        return {counters[counter]: int(value) for counter, value in found.items() if value.strip().isdigit()}
+
+    def get_many_uncounted(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """As :meth:`get_many`, counting no hit (for administration)."""
+        wired = {wire_key(key): key for key in keys}
+        try:
+            if self._single is not None:
+                sent_keys = [sent.encode() for sent in wired]
+                answered = self._direct("get_many", lambda connection: connection.get_many(sent_keys))
+                found = {sent.decode(): value for sent, value in answered.items()}
+            else:
+                found = self._client.get_many(list(wired)) if wired else {}
+        except ERRORS as exc:
+            raise self._error("get_many", exc) from exc
+        return {wired[sent]: value for sent, value in found.items()}
+
+    def _count(self, sent_keys: list[str]) -> None:
+        """Count one hit of each wire key through pymemcache (several servers), answers not awaited."""
+        for sent in sent_keys:
+            counter = sent + HIT_SUFFIX
+            try:
+                self._client.add(counter, b"0", expire=HIT_TTL, noreply=True)
+                self._client.incr(counter, 1, noreply=True)
+            except ERRORS:
+                pass  # a count lost with its server; the hit itself was served
 
     def _store(self, command: str, key: str, value: bytes, ttl: float, token: object = None) -> bool:
         sent = wire_key(key)

@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 from dal.backends.memcached.cache import MemcachedCache, url_settings, wire_key
+from dal.backends.memcached.dumps import ListedEntry
 from dal.backends.memcached.fanout import Answers, Counter, Counts, FanOut
 from dal.backends.memcached.multiget import MultiGet
 from dal.backends.url import StoreURL
@@ -335,6 +336,24 @@ class ReplicatedCache:
             else:
                 self._reader.revive(name)  # it answers: reads may ask it again at once
         return undelivered
+
+    def list_entries(self, prefix: str) -> list[ListedEntry]:
+        """Return every live entry under ``prefix`` once, as its replicas report it (``dal cache ls``).
+
+        Each server is crawled (``lru_crawler metadump``, as for one copy); a key is listed once,
+        with its largest size, its latest access and expiry, and read when any replica was read.
+        A server that does not answer raises ``BackendError``: a listing of some replicas only
+        would miss entries silently. Hits are not counted on a replicated cache (``None``).
+        """
+        merged: dict[str, ListedEntry] = {}
+        for name in self._names:
+            for entry in self._caches[name].list_entries(prefix):
+                seen = merged.get(entry.key)
+                merged[entry.key] = entry if seen is None else ListedEntry(
+                    entry.key, max(seen.size, entry.size), None, max(seen.last_access, entry.last_access),
+                    None if seen.expires_at is None or entry.expires_at is None
+                    else max(seen.expires_at, entry.expires_at), seen.fetched or entry.fetched)
+        return list(merged.values())
 
     def nodes(self) -> list[str]:
         """Return the servers as ``host:port``."""

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import socket
 
+from dal.backends.memcached.dumps import count_hit
+
 #: deletes sent in one pipelined burst before their answers are read (a huge burst would not be
 #: answered within the timeout)
 DELETE_BURST = 512
@@ -133,6 +135,18 @@ class TextConnection:
             buffer = buffer[line_end + 2:]
             answered += 1
         self._buffer = buffer
+
+    def get_counted(self, key: bytes) -> bytes | None:
+        """As :meth:`get`, and count a hit of ``key`` (commands without answers, see ``dumps``)."""
+        value = self.get(key)
+        if value is not None:
+            self._socket.sendall(count_hit(key))
+        return value
+
+    def count_hits(self, keys: list[bytes]) -> None:
+        """Count one hit of each of ``keys`` in one write, waiting for no answer."""
+        if keys:
+            self._socket.sendall(b"".join(count_hit(key) for key in keys))
 
     def close(self) -> None:
         self._socket.close()

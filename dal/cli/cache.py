@@ -1,0 +1,142 @@
+"""Administer the cache of a namespace: list, delete, prune, queue and prefetch dynamics, clean.
+
+``dal cache ls [--kind K] [--hybrid NAME] [--sort hits|last_access|size] [--limit N]`` lists the
+entries as the volatile store itself reports them; ``rm`` deletes (an invalidation, safe beside
+live processes) and prints how many; ``prune --max-size BYTES`` removes least recently accessed
+entries until the namespace fits; ``queue HYBRID.DYNAMIC [--where FIELD=VALUE ...]`` queues
+dynamics in the durable store (``--list``, ``--clear``), ``prefetch [--workers N]`` computes them;
+``clean [--stall-time S]`` removes stalled locks and leases. On the process-local ``memory://``
+only this process's own entries exist: use a shared store (memcached, Redis).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+import dal
+from dal.cli.progress import Progress
+from dal.config import Context
+from dal.exceptions import DalError
+from dal.tools import cache
+
+HELP = "list, delete, prune, queue and prefetch, clean cache entries"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ls = _action(actions, "ls", "list entries: kind, hybrid, guid, dynamic, size, hits, access, expiry")
+    ls.add_argument("--kind", choices=cache.KINDS)
+    ls.add_argument("--hybrid", metavar="NAME")
+    ls.add_argument("--sort", choices=cache.SORTS)
+    ls.add_argument("--limit", type=int, metavar="N")
+    rm = _action(actions, "rm", "delete entries (an invalidation) and print how many")
+    rm.add_argument("--hybrid", metavar="NAME")
+    rm.add_argument("--guid", metavar="G")
+    rm.add_argument("--dynamic", metavar="D")
+    rm.add_argument("--all", action="store_true", help="every object, dynamic, query and version entry")
+    prune = _action(actions, "prune", "remove least recently accessed entries until the namespace fits")
+    prune.add_argument("--max-size", type=int, required=True, metavar="BYTES")
+    queue = _action(actions, "queue", "queue dynamics to compute (HYBRID.DYNAMIC), or --list / --clear")
+    queue.add_argument("target", nargs="?", metavar="HYBRID.DYNAMIC")
+    queue.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
+                       help="only objects whose FIELD equals VALUE (JSON, else text); repeatable")
+    queue.add_argument("--list", action="store_true", help="print the queue in insertion order")
+    queue.add_argument("--clear", action="store_true", help="empty the queue")
+    prefetch = _action(actions, "prefetch", "compute the queued dynamics")
+    prefetch.add_argument("--workers", type=int, default=4, metavar="N", help="at once (default 4)")
+    clean = _action(actions, "clean", "remove locks and leases taken more than --stall-time seconds ago")
+    clean.add_argument("--stall-time", type=float, default=60.0, metavar="S", help="seconds (default 60)")
+
+
+def _action(actions: Any, name: str, text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = actions.add_parser(name, help=text, description=text)
+    group = parser.add_argument_group("stores")  # also after the action, without overriding earlier ones
+    for option in ("--persistent", "--volatile", "--namespace", "--hybrids"):
+        group.add_argument(option, default=argparse.SUPPRESS, metavar="URL" if option != "--hybrids" else "M")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    namespace = args.namespace or os.environ.get("DAL_NAMESPACE") or "dal"
+    context = dal.configure(args.persistent, args.volatile, namespace=namespace)
+    action: int = globals()[f"_{args.action}"](context, args)
+    return action
+
+
+def _ls(context: Context, args: argparse.Namespace) -> int:
+    found = cache.entries(context, kind=args.kind, hybrid=args.hybrid, sort=args.sort, limit=args.limit)
+    print(f"{'kind':8} {'hybrid':16} {'guid':36} {'dynamic':16} {'size':>8} {'hits':>6} "
+          f"{'last access':19} {'expires':19}")
+    for entry in found:
+        print(f"{entry.kind:8} {entry.hybrid or '-':16} {entry.guid or '-':36} {entry.dynamic or '-':16} "
+              f"{entry.size:>8} {'-' if entry.hits is None else entry.hits:>6} {_when(entry.last_access):19} "
+              f"{_when(entry.expires_at):19}")
+    print(f"{len(found)} entries, {sum(entry.size for entry in found)} bytes")
+    return 0
+
+
+def _when(stamp: float | None) -> str:
+    return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
+def _rm(context: Context, args: argparse.Namespace) -> int:
+    count = cache.delete(context, hybrid=args.hybrid, guid=args.guid, dynamic=args.dynamic,
+                         everything=args.all)
+    print(f"deleted {count} entries")
+    return 0
+
+
+def _prune(context: Context, args: argparse.Namespace) -> int:
+    pruned = cache.prune(context, args.max_size)
+    print(f"pruned {pruned.entries} entries, {pruned.bytes} bytes; {pruned.remaining} bytes cached")
+    return 0
+
+
+def _queue(context: Context, args: argparse.Namespace) -> int:
+    if args.list:
+        items = cache.queued(context)
+        for item in items:
+            print(f"{item.hybrid}.{item.dynamic} {item.guid}")
+        print(f"{len(items)} queued")
+        return 0
+    if args.clear:
+        print(f"cleared {cache.clear(context)} queued dynamics")
+        return 0
+    if not args.target or "." not in args.target:
+        raise DalError("name what to queue as HYBRID.DYNAMIC (or give --list or --clear)")
+    hybrid, dynamic = args.target.split(".", 1)
+    where = dict(_condition(text) for text in args.where)
+    print(f"queued {cache.queue(context, hybrid, dynamic, where)} dynamics")
+    return 0
+
+
+def _condition(text: str) -> tuple[str, Any]:
+    field, sep, value = text.partition("=")
+    if not sep or not field:
+        raise DalError(f"--where takes FIELD=VALUE, not {text!r}")
+    try:
+        return field, json.loads(value)
+    except ValueError:
+        return field, value
+
+
+def _prefetch(context: Context, args: argparse.Namespace) -> int:
+    with Progress(len(cache.queued(context)), "prefetch") as bar:
+        outcome = cache.prefetch(context, args.workers, progress=lambda item: bar.advance())
+    for item, error in outcome.failed:
+        print(f"failed: {item.hybrid}.{item.dynamic} {item.guid}: {error} (still queued)")
+    print(f"prefetched {len(outcome.done)} dynamics, {len(outcome.failed)} failed, "
+          f"{len(outcome.gone)} of deleted objects dropped")
+    return 1 if outcome.failed else 0
+
+
+def _clean(context: Context, args: argparse.Namespace) -> int:
+    removed = cache.clean(context, args.stall_time)
+    for key in removed:
+        print(f"removed {key}")
+    print(f"cleaned {len(removed)} stalled locks and leases")
+    return 0

@@ -1,0 +1,174 @@
+"""The durable queue of dynamics to compute, and ``prefetch``, which computes them.
+
+The queue lives in the durable store, one key per queued dynamic,
+``<namespace>/m/cachequeue/<hybrid>/<guid>/<dynamic>``, written only where absent (a check in the
+same commit), so a dynamic is queued once however many processes queue it. Its order is the
+insertion order: the revision of the commit that queued it, then its place in that commit.
+
+:func:`prefetch` reads each queued dynamic as any caller does (``getattr(obj, name)``): a locked
+dynamic takes its single-flight lock, so concurrent prefetchers, or a prefetcher and a user,
+compute it once; a value cached already is not computed again. A dynamic is removed from the
+queue once read; a loader that raises is reported and stays queued.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from dal.backends.base import Delete, DeletePrefix, Put, Revision
+from dal.config import Context
+from dal.exceptions import DalError, ObjectNotFoundError
+from dal.model.meta import hybrids
+from dal.query.datalist import DataList
+
+#: queued dynamics written in one commit
+BATCH = 500
+#: seconds after which a prefetcher's claim on a queued dynamic is taken to be abandoned
+CLAIM_TTL = 600.0
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Queued:
+    """One queued dynamic: ``hybrid``'s object ``guid``, dynamic ``dynamic``."""
+
+    hybrid: str
+    guid: str
+    dynamic: str
+
+
+@dataclass
+class Prefetched:
+    """What :func:`prefetch` did: dynamics computed (or found cached), gone, and failed with their error."""
+
+    done: list[Queued] = field(default_factory=list)
+    gone: list[Queued] = field(default_factory=list)
+    failed: list[tuple[Queued, str]] = field(default_factory=list)
+
+
+def _prefix(context: Context) -> str:
+    return f"{context.keys.root}m/cachequeue/"
+
+
+def _key(context: Context, item: Queued) -> str:
+    return f"{_prefix(context)}{item.hybrid}/{item.guid}/{item.dynamic}"
+
+
+def queue(context: Context, hybrid: str, dynamic: str, where: Mapping[str, Any] | None = None) -> int:
+    """Queue ``dynamic`` of every object of ``hybrid`` (those whose fields equal ``where``'s values).
+
+    Return how many were added: one already queued is not queued again.
+    """
+    cls = hybrids.get(hybrid)
+    meta = cls._meta
+    if dynamic not in meta.dynamics:
+        known = ", ".join(meta.dynamics) or "none"
+        raise DalError(f"{meta.name} has no dynamic {dynamic!r}; it has: {known}")
+    query = {"type": DataList.where_operator.AND,
+             "items": [(name, DataList.operator.EQUALS, value) for name, value in (where or {}).items()]}
+    guids = list(DataList(cls, query).guids) if where else list(DataList(cls).guids)
+    return add(context, [Queued(meta.name, guid, dynamic) for guid in guids])
+
+
+def add(context: Context, items: list[Queued]) -> int:
+    """Queue ``items`` in their order, skipping those queued already; return how many were added."""
+    added = 0
+    for start in range(0, len(items), BATCH):
+        batch = list(dict.fromkeys(items[start:start + BATCH]))
+        while batch:
+            keys = [_key(context, item) for item in batch]
+            ops = [Put(key, json.dumps({"n": index}).encode()) for index, key in enumerate(keys)]
+            result = context.persistent.commit([Revision(key, 0) for key in keys], ops)
+            if result.ok:
+                added += len(batch)
+                break
+            failed = set(result.failed)  # queued already (by us earlier, or by another process)
+            batch = [item for index, item in enumerate(batch) if index not in failed]
+    return added
+
+
+def queued(context: Context) -> list[Queued]:
+    """Return the queued dynamics in insertion order."""
+    prefix = _prefix(context)
+    found: list[tuple[int, int, Queued]] = []
+    for key, entry in context.persistent.scan(prefix):
+        hybrid, guid, dynamic = key[len(prefix):].split("/", 2)
+        found.append((entry.revision, json.loads(entry.value).get("n", 0), Queued(hybrid, guid, dynamic)))
+    return [item for _, _, item in sorted(found)]
+
+
+def remove(context: Context, items: list[Queued]) -> None:
+    """Take ``items`` off the queue."""
+    for start in range(0, len(items), BATCH):
+        context.persistent.commit([], [Delete(_key(context, item)) for item in items[start:start + BATCH]])
+
+
+def _claim_key(context: Context, item: Queued) -> str:
+    return f"{context.keys.root}m/cacheclaims/{item.hybrid}/{item.guid}/{item.dynamic}"
+
+
+def _claim(context: Context, item: Queued) -> bool:
+    """Take ``item`` for this prefetcher: absent, or claimed more than CLAIM_TTL seconds ago (one commit)."""
+    key = _claim_key(context, item)
+    held = context.persistent.get(key)
+    if held is not None and time.time() - float(json.loads(held.value)) < CLAIM_TTL:
+        return False
+    check = Revision(key, held.revision if held is not None else 0)
+    return context.persistent.commit([check], [Put(key, json.dumps(time.time()).encode())]).ok
+
+
+def _release(context: Context, item: Queued, *, done: bool) -> None:
+    ops: list[Delete] = [Delete(_claim_key(context, item))]
+    if done:
+        ops.append(Delete(_key(context, item)))
+    context.persistent.commit([], ops)
+
+
+def clear(context: Context) -> int:
+    """Empty the queue; return how many dynamics it held."""
+    count = len(queued(context))
+    context.persistent.commit([], [DeletePrefix(_prefix(context))])
+    return count
+
+
+def prefetch(context: Context, workers: int = 4,
+             progress: Callable[[Queued], None] | None = None) -> Prefetched:
+    """Compute every queued dynamic with at most ``workers`` at once; each is dequeued once read.
+
+    Each is claimed first in the durable store (one conditional commit), so concurrent prefetchers
+    share the queue instead of computing an entry twice; a claim older than CLAIM_TTL is taken over.
+
+    ``progress`` is called after each dynamic, whatever its outcome.
+    """
+    if workers < 1:
+        raise DalError(f"workers must be 1 or more, not {workers}")
+    outcome = Prefetched()
+
+    def one(item: Queued) -> None:
+        if not _claim(context, item):  # another prefetcher has it
+            if progress is not None:
+                progress(item)
+            return
+        try:
+            obj = hybrids.get(item.hybrid)(item.guid)
+            getattr(obj, item.dynamic)
+        except ObjectNotFoundError:
+            outcome.gone.append(item)
+            _release(context, item, done=True)
+        except Exception as exc:  # a loader's failure: reported, and the dynamic stays queued
+            outcome.failed.append((item, f"{type(exc).__name__}: {exc}"))
+            _release(context, item, done=False)
+        else:
+            outcome.done.append(item)
+            _release(context, item, done=True)
+        if progress is not None:
+            progress(item)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(one, item) for item in queued(context)]:
+            future.result()
+    return outcome

@@ -1,0 +1,181 @@
+"""Removing cache entries: delete (an invalidation), prune to a size in LRU order, clean stalled locks.
+
+Deleting is safe at any moment because it is exactly what an invalidation does (``dal/cache/leases.py``):
+a fill in progress holds a lease marker under the key, and deleting the key voids the lease, so
+the fill's ``cas`` fails and the value it read is not cached. Version tokens are deleted with a
+hybrid's entries, which invalidates every cached query result that depends on that hybrid
+(its own, and other hybrids' dotted paths through it); a reader then recreates fresh random
+tokens, never an old one. Nothing here writes a value: a stale value cannot come from it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from dal.cache import owners
+from dal.config import Context, current
+from dal.exceptions import BackendError, DalError
+from dal.model.meta import hybrids
+from dal.tools.cache.listing import Entry, age, entries
+
+#: the kinds ``delete`` and ``prune`` remove (locks go only through ``clean``; statistics stay)
+REMOVABLE = ("object", "dynamic", "query", "version")
+#: the suffix of a cache key's hit counter on memcached and Redis (see their ``list_entries``)
+HIT_SUFFIX = "/#hits"
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What :func:`prune` removed, and the namespace's cached bytes afterwards."""
+
+    entries: int
+    bytes: int
+    remaining: int
+
+
+def _select(found: list[Entry], guid: str | None, dynamic: str | None) -> list[Entry]:
+    chosen: list[Entry] = []
+    for entry in found:
+        if entry.kind not in REMOVABLE:
+            continue
+        if dynamic is not None and (entry.kind != "dynamic" or entry.dynamic != dynamic):
+            continue
+        if guid is not None and entry.guid != guid:
+            continue
+        chosen.append(entry)
+    return chosen
+
+
+def delete(context: Context, *, hybrid: str | None = None, guid: str | None = None,
+           dynamic: str | None = None, everything: bool = False) -> int:
+    """Delete cache entries; return how many were deleted.
+
+    ``everything``: every object, dynamic, query and version entry of the namespace. Otherwise
+    ``hybrid`` is required: all its entries and version tokens, or with ``guid`` that object's
+    document and dynamics, or with ``dynamic`` that dynamic's values (of ``guid`` only, if given).
+    Locks are left to :func:`clean`. A deletion the store did not confirm raises ``DalError``.
+    """
+    if everything == (hybrid is not None) or (hybrid is None and (guid or dynamic)):
+        raise DalError("say what to delete: a hybrid (with a guid and/or a dynamic), or everything")
+    chosen = _select(entries(context, hybrid=hybrid), guid, dynamic)
+    if hybrid is not None and guid is None and dynamic is None:
+        pass  # the hybrid's version tokens were listed with it: every result depending on it goes
+    elif hybrid is not None:
+        chosen = [entry for entry in chosen if entry.kind != "version"]
+    return _remove(context, chosen)
+
+
+def _remove(context: Context, chosen: list[Entry]) -> int:
+    if not chosen:
+        return 0
+    keys = [entry.key for entry in chosen]
+    if context.volatile.shared:
+        keys += [key + HIT_SUFFIX for key in keys]  # a deleted entry's count starts again
+    undelivered = set(context.objects.invalidate(*keys))
+    if undelivered:
+        raise DalError(f"the cache did not confirm {len(undelivered)} deletions; they are resent while this "
+                       "process runs, and the entries expire with their TTL")
+    return len(chosen)
+
+
+def prune(context: Context, max_size: int) -> Pruned:
+    """Delete least recently accessed entries until the namespace's cached bytes are at most ``max_size``.
+
+    Locks and statistics are never removed (nor counted as removable); entries whose last access
+    the store does not know go first. Returns the entries and bytes removed.
+    """
+    if max_size < 0:
+        raise DalError(f"max_size must be 0 or more bytes, not {max_size}")
+    found = entries(context, sort="last_access")
+    total = sum(entry.size for entry in found)
+    chosen: list[Entry] = []
+    for entry in found:
+        if total <= max_size:
+            break
+        if entry.kind in REMOVABLE:
+            chosen.append(entry)
+            total -= entry.size
+    removed = _remove(context, chosen)
+    return Pruned(removed, sum(entry.size for entry in chosen), total)
+
+
+def _lock_ttl(entry: Entry) -> float:
+    """Return the TTL the lock under ``entry`` was taken with (its spec's ``lock_timeout``; 10 s unknown)."""
+    try:
+        meta = hybrids.get(entry.hybrid or "")._meta
+    except LookupError:
+        return 10.0
+    if entry.dynamic is not None:
+        spec = meta.dynamics.get(entry.dynamic)
+        return spec.lock_timeout if spec is not None else 10.0
+    return meta.mirror.lock_timeout if meta.mirror is not None else 10.0
+
+
+def clean(context: Context, stall_time: float = 60.0) -> list[str]:
+    """Remove locks and fill leases taken more than ``stall_time`` seconds ago whose owner is gone;
+    return their keys.
+
+    A lock or lease names the process that took it (:mod:`dal.cache.owners`): one of a process of
+    this host that still runs is kept, however old. One of another host (whose processes cannot
+    be looked at from here), or of an older dal that named no owner, is taken to be gone once
+    older than ``stall_time``: give the longest a computation may run. Each removal is
+    conditional (compare-and-set to an expired item), so a lock or lease taken again since the
+    listing stays. Removing a lease voids its fill (never caches a stale value); removing a lock
+    lets the next caller compute.
+    """
+    if stall_time < 0:
+        raise DalError(f"stall_time must be 0 or more seconds, not {stall_time}")
+    now = time.time()
+    lease_ttl = context.objects.lease_ttl
+    removed: list[str] = []
+    for entry in entries(context, kind=("lock", "object", "dynamic", "query")):
+        ttl = _lock_ttl(entry) if entry.kind == "lock" else lease_ttl
+        stalled = age(entry, ttl, now)
+        if stalled is None or stalled <= stall_time:
+            continue
+        if _remove_if_stalled(context, entry):
+            removed.append(entry.key)
+    return removed
+
+
+def _remove_if_stalled(context: Context, entry: Entry) -> bool:
+    store = context.volatile
+    try:
+        raw, token = store.gets(entry.key)
+        if raw is None:
+            return False
+        if entry.kind != "lock" and not context.objects.is_lease(entry.key, raw):
+            return False  # a value written since its lease: not stalled
+        payload = context.objects.signer.open(entry.key, raw)
+        if payload is not None and owners.gone(payload) is False:
+            return False  # its owner runs on this host: still computing
+        return bool(store.cas(entry.key, b"", token, -1))  # an already-expired item: a conditional delete
+    except BackendError:
+        return False
+
+
+def is_being_cached(obj: object, dynamic: str) -> bool:
+    """Tell whether a computation of ``obj``'s ``dynamic`` holds its lock, or a fill its lease, now."""
+    context = current()
+    key = context.keys.cached_dynamic(obj._meta.name, obj.guid, dynamic)  # type: ignore[attr-defined]
+    store = context.volatile
+    try:
+        if store.gets(f"{key}/lock")[0] is not None:
+            return True
+        raw = store.gets(key)[0]
+    except BackendError:
+        return False
+    return raw is not None and context.dynamics.is_lease(key, raw)
+
+
+def is_cached(obj: object, dynamic: str) -> bool:
+    """Tell whether ``obj``'s ``dynamic`` has a cached value now (a lease is not one)."""
+    context = current()
+    key = context.keys.cached_dynamic(obj._meta.name, obj.guid, dynamic)  # type: ignore[attr-defined]
+    try:
+        raw = context.volatile.gets(key)[0]
+    except BackendError:
+        return False
+    return raw is not None and not context.dynamics.is_lease(key, raw) and \
+        context.dynamics.signer.open(key, raw) is not None

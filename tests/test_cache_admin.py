@@ -1,0 +1,267 @@
+"""Cache administration (issue 18) on memory://, a real memcached and a real Redis.
+
+Listing reads the store itself; deleting is an invalidation; prune goes in LRU order and never
+removes a lock; the durable queue is prefetched under the dynamics' single flight; clean removes
+a lock a killed process left, and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dal import DataObject, Dynamic, Property
+from dal.backends.base import Put
+from dal.backends.memcached import ReplicatedCache
+from dal.cache import owners
+from dal.config import Context, configure
+from dal.testing.fixtures import memcached_servers
+from dal.tools import cache
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+class Parcel(DataObject):
+    """A cached thing with a locked dynamic whose loader leaves a trace in a file."""
+
+    __properties: list[Property[Any]] = [Property("name", str), Property("grams", int, default=0)]
+    __dynamics = [Dynamic("weight", int, 600, locked=True, lock_timeout=30)]
+
+    def _weight(self) -> int:
+        calls = os.environ.get("DAL_TEST_CALLS")
+        if calls:
+            with open(calls, "a") as trace:  # one short append per call: lines never interleave
+                trace.write(f"{os.getpid()} {self.guid}\n")
+        time.sleep(float(os.environ.get("DAL_TEST_HOLD", "0")))
+        if self.guid in os.environ.get("DAL_TEST_FAIL", ""):
+            raise RuntimeError("scale offline")
+        return len(self.name)
+
+
+class Shelf(DataObject):
+    """A second hybrid, whose entries a delete of Parcel's must leave alone."""
+
+    __properties: list[Property[Any]] = [Property("name", str)]
+    __dynamics: list[Dynamic] = []
+
+
+@pytest.fixture(params=["memory", "memcached", "redis"])
+def urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """(persistent, volatile, namespace): a SQLite file every process can open, and each cache."""
+    if request.param == "memory":
+        volatile = f"memory://{uuid.uuid4().hex[:8]}"
+    else:
+        volatile = request.getfixturevalue(f"{request.param}_server").url + "?hits=1"
+    yield f"sqlite:///{tmp_path / 'admin.sqlite3'}", volatile, f"t{uuid.uuid4().hex[:12]}"
+
+
+def _configure(urls: tuple[str, str, str]) -> Context:
+    return configure(urls[0], urls[1], namespace=urls[2])
+
+
+def _parcels(count: int, prefix: str = "p") -> list[Parcel]:
+    made = []
+    for index in range(count):
+        parcel = Parcel(data={"name": f"{prefix}{index}"})
+        parcel.save()
+        made.append(parcel)
+    return made
+
+
+def _load_times(urls: tuple[str, str, str], guid: str, times: int) -> None:
+    _configure(urls)
+    for _ in range(times):
+        Parcel(guid)
+
+
+def _hits(context: Context, key: str, expected: int) -> int | None:
+    """Return the hits listed for ``key``, waiting briefly for increments still on the wire."""
+    deadline = time.monotonic() + 3
+    while True:
+        hits = {entry.key: entry.hits for entry in cache.entries(context)}.get(key)
+        if hits == expected or time.monotonic() > deadline:
+            return hits
+        time.sleep(0.05)
+
+
+def test_list_shows_kinds_sizes_and_hits_added_up_exactly_across_8_processes(
+        urls: tuple[str, str, str]) -> None:
+    context = _configure(urls)
+    first, second, third = _parcels(3)
+    for parcel in (first, second, third):
+        Parcel(parcel.guid)  # a miss: filled
+    for _ in range(4):
+        Parcel(first.guid)  # hits
+    assert Parcel(second.guid).weight == 2
+    assert [parcel.guid for parcel in Parcel.where(Parcel.name == "p2")] == [third.guid]
+    found = cache.entries(context)
+    by_kind = {kind: [entry for entry in found if entry.kind == kind] for kind in cache.KINDS}
+    assert {entry.guid for entry in by_kind["object"]} == {first.guid, second.guid, third.guid}
+    assert [(entry.guid, entry.dynamic) for entry in by_kind["dynamic"]] == [(second.guid, "weight")]
+    assert len(by_kind["query"]) == 1 and by_kind["query"][0].hybrid == "parcel"
+    assert by_kind["version"] and not by_kind["lock"]
+    key = context.keys.cached_doc("parcel", first.guid)
+    assert _hits(context, key, 4) == 4
+    assert cache.entries(context, sort="hits", limit=1)[0].key == key
+    assert [entry.kind for entry in cache.entries(context, kind="dynamic", hybrid="parcel")] == ["dynamic"]
+    if urls[1].startswith("memory"):  # one process's own cache: 8 threads share it
+        threads = [threading.Thread(target=lambda: [Parcel(first.guid) for _ in range(25)]) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    else:
+        with SPAWN.Pool(8) as pool:
+            pool.starmap(_load_times, [(urls, first.guid, 25)] * 8, chunksize=1)
+    assert _hits(context, key, 4 + 8 * 25) == 4 + 8 * 25
+    for entry in found:
+        raw = context.volatile.get(entry.key) if entry.kind != "stats" else b""
+        assert raw is not None and entry.size >= len(raw), entry
+        if urls[1].startswith("memory"):
+            assert entry.size == len(entry.key) + len(raw)  # memory://: the key and the value, exactly
+
+
+def test_rm_hybrid_removes_exactly_its_entries_and_the_next_load_reads_current_data(
+        urls: tuple[str, str, str]) -> None:
+    context = _configure(urls)
+    parcel = _parcels(1)[0]
+    shelf = Shelf(data={"name": "top"})
+    shelf.save()
+    Parcel(parcel.guid), Shelf(shelf.guid)
+    assert Parcel(parcel.guid).weight == 2
+    list(Parcel.where(Parcel.name == "p0")), list(Shelf.where(Shelf.name == "top"))
+    before = cache.entries(context)
+    # change the stored document behind the cache's back (an invalidation that never came)
+    doc_key = context.keys.doc("parcel", parcel.guid)
+    document = json.loads(context.persistent.get(doc_key).value)  # type: ignore[union-attr]
+    document["name"] = "renamed"
+    assert context.persistent.commit([], [Put(doc_key, json.dumps(document).encode())]).ok
+    assert Parcel(parcel.guid).name == "p0"  # control: the cached copy is stale
+    parcels = [entry for entry in before
+               if entry.hybrid == "parcel" and entry.kind in cache.removal.REMOVABLE]
+    assert cache.delete(context, hybrid="parcel") == len(parcels)
+    after = cache.entries(context)
+    gone = {entry.key for entry in parcels}
+    assert {entry.key for entry in after} == {entry.key for entry in before} - gone
+    assert any(entry.hybrid == "shelf" and entry.kind == "object" for entry in after)
+    assert Parcel(parcel.guid).name == "renamed"  # refilled with current data
+    assert cache.entries(context, kind="object", hybrid="parcel")[0].guid == parcel.guid
+    with pytest.raises(Exception, match="say what to delete"):
+        cache.delete(context, guid=parcel.guid)
+
+
+def test_prune_brings_the_cached_bytes_under_the_limit_in_lru_order_and_keeps_locks(
+        urls: tuple[str, str, str]) -> None:
+    context = _configure(urls)
+    old, new = _parcels(3, "old"), _parcels(3, "new")
+    for parcel in old:
+        Parcel(parcel.guid)
+    time.sleep(1.1)  # memcached and Redis keep last access to the second
+    for parcel in new:
+        Parcel(parcel.guid)
+    found = cache.entries(context)
+    total = sum(entry.size for entry in found)
+    olds = {context.keys.cached_doc("parcel", parcel.guid) for parcel in old}
+    limit = total - sum(entry.size for entry in found if entry.key in olds)
+    pruned = cache.prune(context, limit)
+    kept = cache.entries(context)
+    assert sum(entry.size for entry in kept) <= limit == pruned.remaining
+    assert {entry.key for entry in found} - {entry.key for entry in kept} == olds
+    assert (pruned.entries, pruned.bytes) == (3, total - limit)
+    lock = context.keys.cached_dynamic("parcel", new[0].guid, "weight") + "/lock"
+    assert context.volatile.add(lock, b"Uheld", 30)
+    cache.prune(context, 0)
+    assert [entry.key for entry in cache.entries(context) if entry.kind != "stats"] == [lock]
+
+
+def test_a_queue_of_50_dynamics_is_prefetched_with_4_workers_each_loader_once(
+        urls: tuple[str, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    context = _configure(urls)
+    parcels = _parcels(50)
+    failing = parcels[7].guid
+    monkeypatch.setenv("DAL_TEST_CALLS", str(tmp_path / "calls"))
+    monkeypatch.setenv("DAL_TEST_FAIL", failing)
+    wanted = [cache.Queued("parcel", parcel.guid, "weight") for parcel in reversed(parcels)]
+    assert cache.add(context, wanted) == 50
+    assert cache.queue(context, "parcel", "weight") == 0  # no duplicates
+    assert cache.queued(context) == wanted  # insertion order
+    outcome = cache.prefetch(context, workers=4)
+    assert len(outcome.done) == 49 and [item.guid for item, _ in outcome.failed] == [failing]
+    assert "scale offline" in outcome.failed[0][1]
+    assert cache.queued(context) == [cache.Queued("parcel", failing, "weight")]  # the failure stays queued
+    calls = (tmp_path / "calls").read_text().split()[1::2]
+    assert sorted(calls) == sorted(parcel.guid for parcel in parcels)  # each loader ran once
+    if not urls[1].startswith("memory"):  # (a process-local cache is flushed by any commit to the file)
+        assert all(cache.is_cached(parcel, "weight") for parcel in parcels if parcel.guid != failing)
+    assert cache.clear(context) == 1 and cache.queued(context) == []
+
+
+def _hold_lock(urls: tuple[str, str, str], guid: str) -> None:
+    _configure(urls)
+    assert Parcel(guid).weight  # the loader sleeps (DAL_TEST_HOLD) while this process holds the lock
+
+
+def test_clean_removes_the_lock_of_a_killed_process_and_nothing_else(
+        urls: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    context = _configure(urls)
+    held, fresh, other = _parcels(3)
+    assert Parcel(other.guid).weight == 2  # a cached value, which must stay
+    lock = context.keys.cached_dynamic("parcel", held.guid, "weight") + "/lock"
+    if urls[1].startswith("memory"):  # a process-local cache: no other process can hold its locks
+        assert context.volatile.add(lock, context.dynamics.signer.seal(lock, b"gone"), 30)
+    else:
+        monkeypatch.setenv("DAL_TEST_HOLD", "60")
+        holder = SPAWN.Process(target=_hold_lock, args=(urls, held.guid))
+        holder.start()
+        deadline = time.monotonic() + 20
+        while not cache.is_being_cached(held, "weight"):
+            assert time.monotonic() < deadline, "the spawned process never took the lock"
+            time.sleep(0.05)
+        os.kill(holder.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        holder.join()
+    assert cache.is_being_cached(held, "weight")
+    # a lock as old, whose owner (this process) still runs: kept, however old
+    alive = context.keys.cached_dynamic("parcel", other.guid, "weight") + "/lock"
+    assert context.volatile.add(alive, context.dynamics.signer.seal(alive, owners.token()), 30)
+    time.sleep(3.5)
+    young = context.keys.cached_dynamic("parcel", fresh.guid, "weight") + "/lock"
+    assert context.volatile.add(young, context.dynamics.signer.seal(young, b"live"), 30)
+    before = {entry.key for entry in cache.entries(context)}
+    # the killed process left its lock, and the lease of the fill it had started (not on memory://)
+    left = {lock} if urls[1].startswith("memory") else {lock, lock.removesuffix("/lock")}
+    assert set(cache.clean(context, stall_time=2)) == left
+    assert {entry.key for entry in cache.entries(context)} == before - left
+    assert not cache.is_being_cached(held, "weight") and cache.is_being_cached(fresh, "weight")
+    assert cache.is_being_cached(other, "weight"), "the lock of a live owner stays"
+
+
+@pytest.mark.memcached
+def test_a_replicated_memcached_lists_each_entry_once_and_rm_empties_every_replica(tmp_path: Path) -> None:
+    with memcached_servers(tmp_path) as trio:
+        hosts = ",".join(f"{server.host}:{server.port}" for server in trio)
+        context = configure(f"sqlite:///{tmp_path / 'admin.sqlite3'}", f"memcached://{hosts}?replicas=3",
+                            namespace=f"t{uuid.uuid4().hex[:12]}")
+        parcels = _parcels(3)
+        for parcel in parcels:
+            Parcel(parcel.guid)  # filled on the three replicas
+        listed = cache.entries(context, kind="object")
+        assert sorted(entry.guid for entry in listed) == sorted(parcel.guid for parcel in parcels)
+        store = context.volatile
+        assert isinstance(store, ReplicatedCache)
+        key = context.keys.cached_doc("parcel", parcels[0].guid)
+        assert all(store.server(name).get(key) is not None for name in store.nodes())
+        assert cache.delete(context, hybrid="parcel") >= 3
+        assert all(store.server(name).get(key) is None for name in store.nodes()), "gone from every replica"
+        assert not cache.entries(context, kind="object")
+        Parcel(parcels[0].guid)  # a miss, filled again
+        assert [entry.guid for entry in cache.entries(context, kind="object")] == [parcels[0].guid]
