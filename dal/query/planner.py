@@ -21,6 +21,7 @@ from dal.backends.base import Entry
 from dal.backends.paging import scan_batches
 from dal.exceptions import BackendError
 from dal.objects.schema import ready_indexes
+from dal.query.filters import Filter, compile_filter
 from dal.query.grammar import Condition, Group, Node, Operator, WhereOperator, satisfies
 from dal.values import has_text
 
@@ -93,6 +94,8 @@ class Planner:
         self.root = root
         self.run = Execution()
         self._ready: dict[str, frozenset[str]] = {}
+        #: the query as one closure, compiled at the first batch it tests
+        self._filter: Filter | None = None
 
     def ready(self, meta: HybridMeta) -> frozenset[str]:
         if meta.name not in self._ready:
@@ -233,7 +236,10 @@ class Planner:
 
     def _matching(self, entries: dict[str, Entry]) -> list[str]:
         batch = Batch(self.context, self.meta, entries)
-        matched = [guid for guid in entries if batch.matches(self.root, guid)]
+        test = self._filter
+        if test is None:
+            test = self._filter = compile_filter(self.root)
+        matched = [guid for guid in entries if test(batch, guid)]
         for guid in matched[:max(0, BATCH - len(self.run.entries))]:
             self.run.entries[guid] = entries[guid]
             self.run.documents[guid] = batch.data[guid]
