@@ -48,7 +48,7 @@ class Parcel(DataObject):
         return len(self.name)
 
 
-class Shelf(DataObject):
+class Shelf(DataObject, hybrid_name="adminshelf"):
     """A second hybrid, whose entries a delete of Parcel's must leave alone."""
 
     __properties: list[Property[Any]] = [Property("name", str)]
@@ -153,7 +153,7 @@ def test_rm_hybrid_removes_exactly_its_entries_and_the_next_load_reads_current_d
     after = cache.entries(context)
     gone = {entry.key for entry in parcels}
     assert {entry.key for entry in after} == {entry.key for entry in before} - gone
-    assert any(entry.hybrid == "shelf" and entry.kind == "object" for entry in after)
+    assert any(entry.hybrid == "adminshelf" and entry.kind == "object" for entry in after)
     assert Parcel(parcel.guid).name == "renamed"  # refilled with current data
     assert cache.entries(context, kind="object", hybrid="parcel")[0].guid == parcel.guid
     with pytest.raises(Exception, match="say what to delete"):

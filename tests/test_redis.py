@@ -11,13 +11,16 @@ from typing import Any
 
 import pytest
 import redis
+from conftest import round_trips
 
+from dal import DataObject, Property, configure
 from dal.backends import backend_class, close_all, open_persistent, open_volatile
 from dal.backends.base import (
     Check,
     Delete,
     DeletePrefix,
     Entry,
+    Evict,
     Exists,
     PrefixEmpty,
     PrefixUnchanged,
@@ -28,6 +31,7 @@ from dal.backends.redis import RedisCache, RedisStore
 from dal.backends.redis import store as redis_store
 from dal.backends.redis.connection import COUNTER, DATA, INDEX
 from dal.backends.url import parse_url
+from dal.cache.journal import Journal
 from dal.exceptions import BackendError, ConfigurationError
 from dal.testing.fixtures import start_or_skip
 from dal.testing.servers import RunningServer, start_redis
@@ -302,3 +306,76 @@ def test_fakeredis_counts_hits_when_asked() -> None:
     listed = {entry.key: entry.hits for entry in counted.list_entries("k/")}  # type: ignore[attr-defined]
     assert listed == {"k/a": 3}
     assert {entry.key: entry.hits for entry in plain.list_entries("k/")} == {"k/a": None}  # type: ignore[attr-defined]
+
+
+class _Gadget(DataObject, hybrid_name="redisgadget"):
+    __properties = [Property("name", str, unique=True), Property("size", int, default=0, indexed=True)]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["same", "other-spelling"])
+def test_a_save_on_one_redis_evicts_its_cache_entries_in_the_commit(
+        redis_server: RunningServer, namespace: str, host: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis for both roles, one database: a save's cache entries are deleted by the commit script
+    itself (one round trip for the save, none for the invalidation). The cache reached by another
+    spelling of the host is not known to be the same database: its entries go as for any cache."""
+    persistent = f"redis://127.0.0.1:{redis_server.port}/0"
+    volatile = f"redis://{host}:{redis_server.port}/0"
+    context = configure(persistent, volatile, namespace=namespace)
+    try:
+        gadget = _Gadget(data={"name": "g", "size": 1})
+        gadget.save()
+        assert _Gadget(gadget.guid).size == 1 and _Gadget(gadget.guid).size == 1  # filled, then a hit
+        key = context.keys.cached_doc("redisgadget", gadget.guid)
+        assert context.volatile.get(key) is not None
+        calls = round_trips(context, monkeypatch)
+        counted_commit = context.persistent.commit
+        sent: list[Any] = []
+
+        def commit(checks: Any, ops: Any) -> Any:
+            sent.extend(ops)
+            return counted_commit(checks, ops)
+
+        monkeypatch.setattr(context.persistent, "commit", commit)
+        gadget.size = 2
+        gadget.save()
+        assert context.volatile.get(key) is None, "the cached copy is gone once save() returns"
+        evicted = [op.key for op in sent if isinstance(op, Evict)]
+        assert calls["persistent.commit"] == 1, calls
+        if host == "127.0.0.1":
+            assert key in evicted, sent
+            assert calls["volatile.delete_many"] == 0 and calls["volatile.delete"] == 0, calls
+        else:
+            assert evicted == [] and calls["volatile.delete_many"] == 1, calls
+        assert _Gadget(gadget.guid).size == 2
+    finally:
+        context.persistent.commit([], [DeletePrefix(context.keys.root)])
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["evicting", "control"])
+def test_a_writer_dying_after_an_evicting_commit_leaves_nothing_stale(
+        redis_server: RunningServer, namespace: str, host: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer dies right after its commit (its own delivery never runs): with the cache in the
+    store's database, the commit evicted the cached copy already. The control (the cache reached
+    by another spelling, so the commit does not evict) shows the stale copy a sweep must remove."""
+    context = configure(f"redis://127.0.0.1:{redis_server.port}/0", f"redis://{host}:{redis_server.port}/0",
+                        namespace=namespace)
+    try:
+        if context.sweeper is not None:
+            context.sweeper.stop()  # nobody delivers the record: only the commit itself can
+        gadget = _Gadget(data={"name": "dies", "size": 1})
+        gadget.save()
+        assert _Gadget(gadget.guid).size == 1 and _Gadget(gadget.guid).size == 1
+        key = context.keys.cached_doc("redisgadget", gadget.guid)
+        assert context.volatile.get(key) is not None
+        monkeypatch.setattr(Journal, "_delivered", lambda self, key, invalidate: None)
+        gadget.size = 2
+        gadget.save()
+        if host == "127.0.0.1":
+            assert context.volatile.get(key) is None
+            assert _Gadget(gadget.guid).size == 2
+        else:
+            assert context.volatile.get(key) is not None, "the control's copy stays until a sweep"
+    finally:
+        context.persistent.commit([], [DeletePrefix(context.keys.root)])

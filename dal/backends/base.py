@@ -94,7 +94,15 @@ class DeletePrefix:
     prefix: str
 
 
-Op = Put | Delete | DeletePrefix
+@dataclass(frozen=True, slots=True)
+class Evict:
+    """Remove ``key`` from the cache a store keeps in its own database (see :class:`EvictingStore`);
+    sent only to a store whose ``evicts_from`` accepted that cache."""
+
+    key: str
+
+
+Op = Put | Delete | DeletePrefix | Evict
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +331,19 @@ class PersistentStore(Protocol):
 
     def close(self) -> None:
         """Release connections; the store must not be used afterwards."""
+        ...
+
+
+@runtime_checkable
+class EvictingStore(Protocol):
+    """A durable store that can also delete cache entries inside a commit (an optional capability).
+
+    Redis serving both roles from one database: a commit's cache entries go with it (``Evict``
+    ops), at the instant of the commit and without a round trip of their own.
+    """
+
+    def evicts_from(self, cache: object) -> bool:
+        """Tell whether ``Evict`` ops of a commit can delete the entries of ``cache`` (a volatile store)."""
         ...
 
 

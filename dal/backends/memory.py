@@ -131,7 +131,7 @@ class MemoryStore(ProcessLocalLeadership):
                 elif isinstance(op, Delete):
                     if self._entries.pop(op.key, None) is not None:
                         del self._keys[bisect_left(self._keys, op.key)]
-                else:
+                elif isinstance(op, DeletePrefix):  # _validate_ops let nothing else through
                     self._delete_prefix(op.prefix)
             return CommitResult(ok=True, revision=revision)
 

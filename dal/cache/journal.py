@@ -44,7 +44,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from dal.backends.base import Check, CommitResult, Delete, Entry, Op, PersistentStore, Put, Revision
+from dal.backends.base import (
+    Check,
+    CommitResult,
+    Delete,
+    Entry,
+    Evict,
+    EvictingStore,
+    Op,
+    PersistentStore,
+    Put,
+    Revision,
+)
 from dal.cache.counters import Stats
 from dal.cache.leases import LeasedCache
 from dal.exceptions import BackendError, CommitOutcomeUnknownError
@@ -124,6 +135,11 @@ class Journal:
         #: with a cache of its own would otherwise mark records swept that others never got)
         self.delivers = delivers
         self._lock = threading.Lock()
+        # A store that keeps the cache in its own database (Redis for both roles) deletes a commit's
+        # cache entries in the commit itself: invalidated at the instant of the commit, without a
+        # round trip of their own (which was a third of a save on Redis). Duck-typed: an optional
+        # capability of a store (:class:`~dal.backends.base.EvictingStore`).
+        self._evicts = isinstance(store, EvictingStore) and store.evicts_from(cache.store)
         #: records whose invalidations were delivered, with when: to delete
         self._done: list[tuple[str, float]] = []
         #: this process's records whose invalidations have not been delivered yet
@@ -146,6 +162,9 @@ class Journal:
         along = self._take_done(len(checks) + len(ops))
         sent_checks = [*checks, Revision(key, 0)]
         sent_ops = [*ops, Put(key, record), *(Delete(done) for done in along)]
+        evicted = self._evicts and bool(invalidate)
+        if evicted:
+            sent_ops += [Evict(cache_key) for cache_key in invalidate]
         try:
             result = self.store.commit(sent_checks, sent_ops)
         except BackendError as exc:
@@ -177,6 +196,10 @@ class Journal:
                 # our record is there: an earlier send of this very commit was applied
                 self.stats.add("commit_answers_lost")
                 result = CommitResult(ok=True, revision=applied_revision(result.current[key]))
+                evicted = False  # that send evicted them when it applied; a fill may have followed
+            elif evicted:
+                self.queue_done([key])  # its invalidations went with it
+                return result
         self._delivered(key, invalidate)
         return result
 

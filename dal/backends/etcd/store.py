@@ -15,6 +15,7 @@ from dal.backends.base import (
     Check,
     CommitResult,
     Delete,
+    DeletePrefix,
     Entry,
     Exists,
     Op,
@@ -244,12 +245,14 @@ def write_requests(ops: Sequence[Op]) -> list[Any]:
         elif isinstance(op, Delete):
             puts.pop(op.key, None)
             deletes.add(op.key)
-        else:
+        elif isinstance(op, DeletePrefix):
             puts = {key: value for key, value in puts.items() if not key.startswith(op.prefix)}
             deletes = {key for key in deletes if not key.startswith(op.prefix)}
             if not any(op.prefix.startswith(other) for other in prefixes):
                 prefixes = [other for other in prefixes if not other.startswith(op.prefix)]
                 prefixes.append(op.prefix)
+        else:  # an Evict: etcd keeps no cache it could evict from (no evicts_from)
+            raise TypeError(f"unknown op {op!r}")
     requests = [etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key.encode(), value=value))
                 for key, value in puts.items()]
     requests += [etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=key.encode()))

@@ -55,6 +55,10 @@ class RedisCache(RedisClient):
         #: count every hit exactly (``?hits=1``): an INCR in the same script as the read
         self.count_hits = False
 
+    def reached_as(self) -> tuple[str, int]:
+        """Return where this cache's client points and its database (see ``RedisStore.evicts_from``)."""
+        return self._where, self._db
+
     @classmethod
     def from_url(cls, url: StoreURL) -> RedisCache:
         """Open the Redis server a URL names (no connection is made until the first request).

@@ -30,7 +30,8 @@ end
 """
 
 #: commit: KEYS = counter, index; ARGV = data prefix, page, number of checks, then three per check
-#: (kind R/E/P/U, key or prefix, revision), then three per op (kind P/D/X, key or prefix, value).
+#: (kind R/E/P/U, key or prefix, revision), then three per op (kind P/D/X, key or prefix, value; or E,
+#: a whole Redis key of the cache to delete).
 #: Returns {1, revision} once applied, or {0, failed check indexes, {key, raw, ...}} having written nothing.
 COMMIT = _COMMON + r"""
 local counter, index = KEYS[1], KEYS[2]
@@ -85,6 +86,8 @@ for at = 4 + 3 * count, #ARGV, 3 do
   elseif kind == 'D' then
     redis.call('DEL', data .. name)
     redis.call('ZREM', index, name)
+  elseif kind == 'E' then  -- a cache entry in the same database: evicted with the commit
+    redis.call('DEL', name)
   else
     local low, high = bounds(name)
     while true do  -- a page at a time: each batch deleted is gone from the next ZRANGEBYLEX

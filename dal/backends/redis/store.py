@@ -18,6 +18,7 @@ from dal.backends.base import (
     Delete,
     DeletePrefix,
     Entry,
+    Evict,
     Exists,
     Op,
     PrefixEmpty,
@@ -25,8 +26,9 @@ from dal.backends.base import (
     Put,
     Revision,
 )
+from dal.backends.redis.cache import RedisCache
 from dal.backends.redis.changes import ChangeTokens
-from dal.backends.redis.connection import COUNTER, DATA, IDENTITY, INDEX, Opened, Raw, open_redis
+from dal.backends.redis.connection import CACHE, COUNTER, DATA, IDENTITY, INDEX, Opened, Raw, open_redis
 from dal.backends.redis.leadership import RedisLeadership
 from dal.backends.redis.scripts import COMMIT, SCAN
 from dal.backends.url import StoreURL
@@ -74,6 +76,8 @@ def commit_args(checks: Sequence[Check], ops: Sequence[Op]) -> list[Any]:
             args += [b"D", op.key, b""]
         elif isinstance(op, DeletePrefix):
             args += [b"X", op.prefix, b""]
+        elif isinstance(op, Evict):
+            args += [b"E", CACHE + op.key, b""]
         else:
             raise TypeError(f"unknown op {op!r}")
     return args
@@ -145,8 +149,20 @@ class RedisStore(RedisLeadership):
     # --- writes ---------------------------------------------------------------------
 
     def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
-        """Check every condition and apply every op in one Lua script, or fail having written nothing."""
-        args = [DATA, PAGE, *commit_args(checks, ops)]
+        """Check every condition and apply every op in one Lua script, or fail having written nothing.
+
+        ``Evict`` ops delete entries of the Redis cache of this database (see :meth:`evicts_from`)
+        in the same script: invalidated at the instant of the commit, with no round trip of their
+        own; nothing is deleted when a check fails.
+        """
+        return self._run_commit([DATA, PAGE, *commit_args(checks, ops)], ops)
+
+    def evicts_from(self, cache: object) -> bool:
+        """Tell whether ``Evict`` ops can delete ``cache``'s entries: a Redis cache of the same server
+        and database, reached the same way (another spelling of the host is not known to be it)."""
+        return isinstance(cache, RedisCache) and cache.reached_as() == (self._where, self._db)
+
+    def _run_commit(self, args: list[Any], ops: Sequence[Op]) -> CommitResult:
         answer = self._call(f"commit of {len(ops)} ops",
                             lambda: self._commit(keys=[COUNTER, INDEX], args=args))
         if answer[0] == 1:
