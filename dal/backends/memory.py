@@ -23,10 +23,10 @@ from dal.backends.base import (
     DeletePrefix,
     Entry,
     Op,
-    ProcessLocalLeadership,
     Put,
     evaluate_checks,
 )
+from dal.backends.local_leases import ProcessLocalLeadership
 from dal.backends.url import StoreURL
 from dal.exceptions import ConfigurationError
 

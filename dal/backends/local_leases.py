@@ -1,0 +1,65 @@
+"""Leadership for a store whose data lives in this process alone (``memory://``).
+
+A mixin of the store: the leases sit in a dict beside the data. Kept apart from
+:mod:`dal.backends.base`, which says what leadership is, since only in-process stores need it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from dal.backends.base import Leadership, lease_ttl
+
+
+class ProcessLocalLeadership:
+    """Leadership for a store whose data lives in this process alone (every owner is here too).
+
+    A mixin: the leases sit in a dict beside the data, their expiry on this process's
+    monotonic clock, so a change of the wall clock neither ends nor extends one.
+    """
+
+    #: role -> (owner, monotonic expiry); made on first use
+    _leases: dict[str, tuple[str, float]] | None = None
+
+    def acquire_leadership(self, role: str, owner: str, ttl: float) -> Leadership:
+        ttl = lease_ttl(role, owner, ttl)
+        now = time.monotonic()
+        with _LOCAL_LEASES_LOCK:
+            leases = self._local_leases()
+            holder, expires = leases.get(role, (owner, now))
+            if holder != owner and expires > now:
+                return Leadership(role, owner, ttl, acquired=False, holder=holder)
+            leases[role] = (owner, now + ttl)
+        return Leadership(role, owner, ttl, acquired=True, holder=owner)
+
+    def renew_leadership(self, lease: Leadership) -> bool:
+        now = time.monotonic()
+        with _LOCAL_LEASES_LOCK:
+            leases = self._local_leases()
+            holder, expires = leases.get(lease.role, ("", now))
+            if not lease.acquired or holder != lease.owner or expires <= now:
+                return False
+            leases[lease.role] = (lease.owner, now + lease.ttl)
+            return True
+
+    def release_leadership(self, lease: Leadership) -> None:
+        if not lease.acquired:
+            return
+        with _LOCAL_LEASES_LOCK:
+            leases = self._local_leases()
+            if leases.get(lease.role, ("", 0.0))[0] == lease.owner:
+                del leases[lease.role]
+
+    def _local_leases(self) -> dict[str, tuple[str, float]]:
+        """Return role -> (owner, monotonic expiry), made on first use (the caller holds the lock)."""
+        leases = self._leases
+        if leases is None:
+            leases = {}
+            self._leases = leases
+        return leases
+
+
+
+
+_LOCAL_LEASES_LOCK = threading.Lock()
