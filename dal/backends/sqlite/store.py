@@ -24,14 +24,13 @@ from dal.backends.base import (
     evaluate_checks,
     lease_ttl,
 )
-from dal.backends.sqlite.connections import SqliteConnections
+from dal.backends.sqlite.tokens import OWN_LIMIT, SqliteTokens
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
 
 T = TypeVar("T")
 
 _IDENTITY = "SELECT name FROM identity WHERE id = 0"
-_REVISION = "SELECT revision FROM meta WHERE id = 0"
 _GET = "SELECT value, revision FROM kv WHERE key = ?"
 _PUT = "INSERT OR REPLACE INTO kv (key, value, revision) VALUES (?, ?, ?)"
 #: made by the first acquire_leadership, so a file nobody leads keeps the three tables it always had
@@ -42,9 +41,6 @@ _CHUNK = 500
 _SYNCHRONOUS = ("NORMAL", "FULL")
 #: ``rwc`` creates a missing database file, ``rw`` refuses it (SQLite's URI open modes)
 _MODES = ("rwc", "rw")
-#: own commits recorded between two change_token() calls; beyond, the record is dropped and
-#: the next call reports a change (a paired memcached never calls it after the first look)
-OWN_LIMIT = 1024
 _URL_FORMS = "write sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
 
@@ -94,7 +90,7 @@ def _mode(text: str) -> str:
     return value
 
 
-class SqliteStore(SqliteConnections):
+class SqliteStore(SqliteTokens):
     """A PersistentStore in one SQLite file: a ``kv`` table plus a one-row ``meta`` revision counter."""
 
     scheme: ClassVar[str] = "sqlite"
@@ -103,11 +99,6 @@ class SqliteStore(SqliteConnections):
 
     def __init__(self, url: StoreURL, path: str, *, timeout: float = 10.0,
                  synchronous: str = "NORMAL", mode: str = "rwc") -> None:
-        self._changes = 0
-        #: the revision at the last change_token() call, and this store's commits since
-        self._checked: int | None = None
-        self._own: set[int] = set()
-        self._forgot = False
         self._identity: str | None = None
         super().__init__(url, path, timeout=timeout, synchronous=synchronous, mode=mode)
 
@@ -256,31 +247,6 @@ class SqliteStore(SqliteConnections):
             self._identity = str(row[0])
         return self._identity
 
-    def change_token(self) -> int:
-        """Return a counter that moves whenever another process committed since the last call.
-
-        Every commit raises the file's revision by exactly one, so the commits since the last
-        look that this store did not make itself are the others'. Exact for every thread at
-        once, unlike SQLite's per-connection data_version.
-        """
-        try:
-            current: int = self._conn().execute(_REVISION).fetchone()[0]
-        except sqlite3.Error as exc:
-            raise BackendError(f"sqlite could not read the revision of {self.path}: {exc}") from exc
-        with self._lock:
-            if self._checked is None or self._forgot:
-                # nothing is known of what happened before the first look, or since the record
-                # of our own commits overflowed
-                self._changes += 1
-                self._forgot = False
-                self._own = {revision for revision in self._own if revision > current}
-            elif current != self._checked:
-                ours = sum(1 for revision in self._own if self._checked < revision <= current)
-                if current - self._checked > ours:
-                    self._changes += 1
-                self._own = {revision for revision in self._own if revision > current}
-            self._checked = current
-            return self._changes
     # --- leadership: an expiring record per role, in a table of its own -------------------
     # Expiry is on the wall clock (time.time()): the processes sharing one SQLite file share one
     # machine, hence one clock, and a record must outlive the process that wrote it.
