@@ -81,3 +81,52 @@ def test_unknown_benchmark_is_a_usage_error() -> None:
                                capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 2
     assert "unknown benchmark nope" in completed.stderr
+
+
+def test_redis_side_by_side_quick() -> None:
+    """``python -m bench.redis_side_by_side --quick`` starts its own redis-server and prints every
+    side of every operation: a rate and a ratio, or (redis-om without its modules) why it fails."""
+    try:
+        find_binary("redis-server", "DAL_REDIS_BIN", "redis-server")
+    except ServerUnavailable as exc:
+        if os.environ.get("DAL_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"redis-server is required (DAL_REQUIRE_SERVICES=1): {exc}")
+        pytest.skip(f"redis-server not available: {exc}")
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.redis_side_by_side", "--quick", "--rounds", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert completed.returncode == 0, f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
+    rows = [line.split(" | ") for line in completed.stdout.splitlines() if line.startswith("| ")][1:]
+    operations = {row[0].lstrip("| ") for row in rows}
+    assert operations == {"load", "save new", "update", "query equality", "query range"}
+    for row in rows:
+        rate = row[2]
+        if rate.startswith("fails: "):
+            assert row[1].startswith("redis-om"), f"only redis-om may fail on a plain redis-server: {row}"
+        else:
+            assert float(rate.replace(",", "")) > 0 and row[3].endswith("x"), row
+    dal_rows = [row for row in rows if row[1].startswith("dal")]
+    assert len(dal_rows) == 8 and all(not row[2].startswith("fails") for row in dal_rows)
+    assert "Failures, verbatim:" in completed.stdout
+
+
+SCALE_ROW = re.compile(r"^\| (?P<store>sqlite|etcd) \| (?P<size>[\d,]+) \| [\d,.]+ \| [\d,.]+ \| [\d,]+ "
+                       r"(?:\| [\d,]+ \([\d,]+-[\d,]+\) \| \d+\.\d\dx ){3}\| [\d,]+ \| [\d,]+ \|$")
+
+
+def test_scale_quick() -> None:
+    """``python -m bench.scale --quick`` grows a SQLite store through two small sizes with dal's load
+    path and prints, per size, build times, three operation costs with ratios, and memory."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.scale", "--quick", "--sizes", "1000,2000", "--etcd-sizes", "",
+         "--rounds", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert completed.returncode == 0, f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
+    lines = completed.stdout.splitlines()
+    rows = [SCALE_ROW.match(line) for line in lines if line.startswith(("| sqlite", "| etcd"))]
+    assert all(rows), completed.stdout
+    assert [(row["store"], row["size"]) for row in rows if row] == [("sqlite", "1,000"), ("sqlite", "2,000")]
+    assert lines.count("| store | objects | build: this step (s) | build: total (s) | commits | query (us) "
+                       "| x first | cold load (us) | x first | warm load (us) | x first | RSS (MiB) "
+                       "| peak RSS (MiB) |") == 1
+    assert any(line.startswith("- sqlite: 2,000 vs 1,000 objects") for line in lines), completed.stdout
