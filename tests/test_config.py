@@ -35,7 +35,7 @@ def test_sqlite_paths(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("persistent", "volatile", "fragment"), [
-    ("nosuch://x", None, "known: etcd://, memory://, sqlite://"),
+    ("nosuch://x", None, "known: etcd://, fakeredis://, memory://, redis://, rediss://, sqlite://"),
     ("memcached://127.0.0.1:11211", None, "memcached:// is a volatile store"),
     (None, "sqlite:///x.db", "sqlite:// is a persistent store"),
     ("not a url", None, "is not a store URL"),

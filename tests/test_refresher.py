@@ -68,9 +68,13 @@ def environment(pair_urls: PairURLs, remote: Remote, log: Path | None = None) ->
 
 
 def refresh_once(pair_urls: PairURLs, remote: Remote, *args: str) -> subprocess.CompletedProcess[str]:
+    env = environment(pair_urls, remote)
+    # The runs of one test follow each other: what one refreshed must not go stale before the
+    # next looks, however slowly a loaded machine starts a process (each run is a new one).
+    # The tests that wait for objects to go stale run `dal refresh` without --once, not this.
+    env["DAL_TEST_MIRROR_TIMEOUT"] = "120"
     return subprocess.run([sys.executable, "-m", "dal", "refresh", "--once", *args], cwd=TESTS,
-                          env=environment(pair_urls, remote), capture_output=True, text=True, timeout=120,
-                          check=False)
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
 # --- once ----------------------------------------------------------------------------------------
