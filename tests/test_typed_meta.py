@@ -115,3 +115,30 @@ def test_mypy_sees_the_fields_and_the_keyword_constructor() -> None:
             assert marker[2] in said, (number, said)
     assert expected == 8
     assert not reported, f"mypy reported more than expected: {reported}\n{run.stdout}"
+
+
+def test_pyright_sees_the_same_types() -> None:
+    """pyright (installed with the test tools) on the same file: every reveal and every error as mypy."""
+    source = Path(typed_example.__file__).read_text().splitlines()
+    command = [sys.executable, "-m", "pyright", "tests/typed_example.py"]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert "Type of" in run.stdout, f"pyright did not run:\n{run.stdout}\n{run.stderr}"
+    reported: dict[int, list[str]] = {}
+    for line in run.stdout.splitlines():
+        found = re.match(r"\s*\S*typed_example\.py:(\d+):\d+ - (information|error): (.*)", line)
+        if found:
+            reported.setdefault(int(found[1]), []).append(f"{found[2]}: {found[3]}")
+    expected = 0
+    for number, text in enumerate(source, 1):
+        marker = re.search(r"# (expect|error): (.*)$", text)
+        if marker is None:
+            continue
+        expected += 1
+        said = " ".join(reported.pop(number, []))
+        if marker[1] == "expect":
+            wanted = re.sub(r"\b(tests\.typed_example|builtins)\.", "", marker[2])
+            assert said.startswith("information: ") and said.endswith(f'is "{wanted}"'), (number, said)
+        else:  # pyright words its errors differently from mypy: an error on that line is what counts
+            assert said.startswith("error: "), (number, said)
+    assert expected == 8
+    assert not reported, f"pyright reported more than expected: {reported}\n{run.stdout}"
