@@ -3,7 +3,8 @@
 dal runs on ``sqlite:///<tmp>/bench.sqlite3`` with the default ``memory://`` volatile
 store: objects are cached in process memory, and each load first checks whether another
 process committed (the WAL-index header of the ``-shm`` file, then SQLite's revision only
-when it moved: ``dal/backends/sqlite/watch.py``; ``Context.caches_objects`` is True, asserted). Every object is cached before timing. The raw side is a plain
+when it moved: ``dal/backends/sqlite/watch.py``; ``Context.caches_objects`` is True,
+asserted). Every object is cached before timing. The raw side is a plain
 ``sqlite3`` connection to the same file running ``SELECT value FROM kv WHERE key = ?``
 on the same documents, plus ``json.loads``.
 """
