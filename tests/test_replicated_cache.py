@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -65,6 +65,23 @@ def open_cache(servers: list[RunningServer], replicas: int = 3, timeout: float =
     hosts = ",".join(f"{server.host}:{server.port}" for server in servers)
     return ReplicatedCache.from_url(parse_url(
         f"memcached://{hosts}?replicas={replicas}&dead_timeout=0.5&timeout={timeout:g}"))
+
+
+def in_forked_child(check: Callable[[], bool]) -> bool:
+    """Run ``check`` in a forked child; return what it returned (False if it raised)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, b"1" if check() else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        return os.read(read, 1) == b"1"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
 
 
 def name_of(server: RunningServer) -> str:
@@ -268,18 +285,8 @@ def test_the_fan_out_makes_its_own_threads_in_a_forked_child() -> None:
     fan_out = FanOut(3)
     calls = {name: functools.partial(str, name) for name in ("a", "b", "c")}
     assert fan_out.run(calls).results == {"a": "a", "b": "b", "c": "c"}  # the parent's pool exists now
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: the parent's pool threads did not survive the fork
-        ok = fan_out.run(calls, within=2).results == {"a": "a", "b": "b", "c": "c"}
-        os.write(write, b"1" if ok else b"0")
-        os._exit(0)
-    os.close(write)
-    try:
-        assert os.read(read, 1) == b"1"
-    finally:
-        os.close(read)
-        os.waitpid(pid, 0)
+    # in the child, the parent's pool threads did not survive the fork
+    assert in_forked_child(lambda: fan_out.run(calls, within=2).results == {"a": "a", "b": "b", "c": "c"})
     fan_out.close()
 
 
@@ -468,20 +475,13 @@ def test_a_forked_child_reads_on_connections_of_its_own(servers: list[RunningSer
     assert cache.get(key) == b"v"  # this thread's connections exist now
     reader = cache._reader
     parent_connections = dict(reader._local.connections)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: the parent's streams are not ours to read
+
+    def child_reads_on_its_own() -> bool:  # the parent's streams are not the child's to read
         value = cache.get(key)
-        fresh = all(reader._local.connections[name] is not connection
-                    for name, connection in parent_connections.items())
-        os.write(write, b"1" if value == b"v" and fresh else b"0")
-        os._exit(0)
-    os.close(write)
-    try:
-        assert os.read(read, 1) == b"1"
-    finally:
-        os.close(read)
-        os.waitpid(pid, 0)
+        return value == b"v" and all(reader._local.connections[name] is not connection
+                                     for name, connection in parent_connections.items())
+
+    assert in_forked_child(child_reads_on_its_own)
     assert cache.get(key) == b"v" and dict(reader._local.connections) == parent_connections
     cache.close()
 

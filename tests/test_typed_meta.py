@@ -91,6 +91,12 @@ def test_mistakes_in_annotated_declarations_are_refused() -> None:
                                       "__annotations__": {"name": str}, "__module__": __name__})
 
 
+def markers(source: list[str]) -> list[tuple[int, str, str]]:
+    """Return (line number, ``expect`` or ``error``, what follows) of each marked line of the example."""
+    found = ((number, re.search(r"# (expect|error): (.*)$", text)) for number, text in enumerate(source, 1))
+    return [(number, marker[1], marker[2]) for number, marker in found if marker is not None]
+
+
 def test_mypy_sees_the_fields_and_the_keyword_constructor() -> None:
     """mypy --strict on tests/typed_example.py: each reveal_type as `# expect:` says, each `# error:` said."""
     source = Path(typed_example.__file__).read_text().splitlines()
@@ -102,17 +108,14 @@ def test_mypy_sees_the_fields_and_the_keyword_constructor() -> None:
         if found:
             reported.setdefault(int(found[1]), []).append(found[2])
     expected = 0
-    for number, text in enumerate(source, 1):
-        marker = re.search(r"# (expect|error): (.*)$", text)
-        if marker is None:
-            continue
+    for number, kind, text in markers(source):
         expected += 1
         said = " ".join(reported.pop(number, []))
-        if marker[1] == "expect":
-            wanted = marker[2].replace("tests.typed_example.", "typed_example.").replace("builtins.", "")
+        if kind == "expect":
+            wanted = text.replace("tests.typed_example.", "typed_example.").replace("builtins.", "")
             assert f'Revealed type is "{wanted}"' in said, (number, said)
         else:
-            assert marker[2] in said, (number, said)
+            assert text in said, (number, said)
     assert expected == 8
     assert not reported, f"mypy reported more than expected: {reported}\n{run.stdout}"
 
@@ -129,14 +132,11 @@ def test_pyright_sees_the_same_types() -> None:
         if found:
             reported.setdefault(int(found[1]), []).append(f"{found[2]}: {found[3]}")
     expected = 0
-    for number, text in enumerate(source, 1):
-        marker = re.search(r"# (expect|error): (.*)$", text)
-        if marker is None:
-            continue
+    for number, kind, text in markers(source):
         expected += 1
         said = " ".join(reported.pop(number, []))
-        if marker[1] == "expect":
-            wanted = re.sub(r"\b(tests\.typed_example|builtins)\.", "", marker[2])
+        if kind == "expect":
+            wanted = re.sub(r"\b(tests\.typed_example|builtins)\.", "", text)
             assert said.startswith("information: ") and said.endswith(f'is "{wanted}"'), (number, said)
         else:  # pyright words its errors differently from mypy: an error on that line is what counts
             assert said.startswith("error: "), (number, said)

@@ -6,10 +6,14 @@ child import the function it runs. Every loop here is bounded in count and in ti
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
+
+import pytest
 
 from dal import configure
 from dal.exceptions import BackendError, CommitOutcomeUnknownError, ConcurrencyError, RaceConditionError
@@ -129,3 +133,21 @@ def spelling_peer(persistent: str, volatile: str, namespace: str, conn: Connecti
         if context is not None:
             context.close()
         conn.close()
+
+
+def wait_for_first_increments(processes: list[Any], progress: Any, results: Any, faults_done: Any,
+                              limit: float = 120.0) -> None:
+    """Return once every counter worker has done an increment (spawned interpreters start slowly);
+    fail the test, with the reports of the workers that ended, when one does not within ``limit``."""
+    deadline = time.monotonic() + limit
+    while min(progress) < 1 and time.monotonic() < deadline:
+        if not all(process.is_alive() for process in processes):
+            break  # a worker failed early: its report says why
+        time.sleep(0.05)
+    if min(progress) < 1:
+        faults_done.set()
+        early = []
+        for _ in range(sum(not process.is_alive() for process in processes)):
+            with contextlib.suppress(queue.Empty):
+                early.append(results.get(timeout=5))
+        pytest.fail(f"the workers did not all start within {limit:g} s ({list(progress)}): {early}")

@@ -358,13 +358,7 @@ def test_restart_and_pause_under_counter_run(etcd_server: RunningServer, memcach
             seconds=round(seconds, 1))
     story = explain(verdict, history, faults, origin)
     assert verdict.counted > 0 and len(history.reads) > 0, "nothing was written or read"
-    assert not verdict.stale, f"{len(verdict.stale)} stale reads\n{story}"
-    assert not verdict.backwards, f"{len(verdict.backwards)} backward steps\n{story}"
-    assert verdict.lost == 0 and verdict.extra == 0 and verdict.duplicates == 0, (
-        f"counted {verdict.counted} increments (unfinished {history.unfinished}), stored {verdict.stored}, "
-        f"duplicate values {verdict.duplicates}")
-    assert sorted(write.value for write in history.writes) == list(range(1, verdict.stored + 1)), (
-        "the stored values are not exactly 1..count")
+    assert_clean(verdict, history, story)
     # the cache was really used, and the faults really hit the writers
     assert crew.stat("reader", "object_hits") > 0, "the readers missed every time"
     assert all(hits_calm), (f"no cache hit between two faults: hits per calm window {hits_calm}, "
@@ -547,3 +541,14 @@ def test_one_of_three_memcached_killed(etcd_server: RunningServer, fault_namespa
         f"the kill until the restart, {restarted - killed - settle:.1f} s); the readers failed "
         f"{crew.stat('reader', 'object_errors')} cache calls and restored their trust in the cache "
         f"{crew.stat('reader', 'object_trust_restored')} times in the whole run")
+
+
+def assert_clean(verdict: Any, history: Any, story: str) -> None:
+    """Assert a counter history read nothing stale or backwards and lost or doubled no increment."""
+    assert not verdict.stale, f"{len(verdict.stale)} stale reads\n{story}"
+    assert not verdict.backwards, f"{len(verdict.backwards)} backward steps\n{story}"
+    assert verdict.lost == 0 and verdict.extra == 0 and verdict.duplicates == 0, (
+        f"counted {verdict.counted} increments (unfinished {history.unfinished}), stored {verdict.stored}, "
+        f"duplicate values {verdict.duplicates}")
+    assert sorted(write.value for write in history.writes) == list(range(1, verdict.stored + 1)), (
+        "the stored values are not exactly 1..count")

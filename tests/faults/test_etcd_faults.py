@@ -31,7 +31,7 @@ from dal.exceptions import BackendError, CommitOutcomeUnknownError, ConcurrencyE
 from dal.testing.cluster import EtcdCluster, Member
 from dal.testing.proxy import DropHandle, LoopbackProxy
 from dal.testing.servers import RunningServer
-from faults.etcd_workers import count_worker, spelling_peer
+from faults.etcd_workers import count_worker, spelling_peer, wait_for_first_increments
 from faults.fault_hybrids import Counter
 
 LONG = os.environ.get("DAL_CHAOS") == "1"
@@ -258,19 +258,7 @@ def test_counter_survives_member_kills(etcd_cluster: EtcdCluster, memcached_alon
     try:
         for process in processes:
             process.start()
-        # faults begin once every worker has done an increment (spawned interpreters start slowly)
-        warm_deadline = time.monotonic() + 120
-        while min(progress) < 1 and time.monotonic() < warm_deadline:
-            if not all(process.is_alive() for process in processes):
-                break  # a worker failed early: its report says why
-            time.sleep(0.05)
-        if min(progress) < 1:
-            faults_done.set()
-            early = []
-            for _ in range(sum(not process.is_alive() for process in processes)):
-                with contextlib.suppress(queue.Empty):
-                    early.append(results.get(timeout=5))
-            pytest.fail(f"the workers did not all start within 120 s ({list(progress)}): {early}")
+        wait_for_first_increments(processes, progress, results, faults_done)
         fault_deadline = time.monotonic() + (WORKER_BUDGET - 60 if LONG else 60)
         last: Member | None = None
         while kills < MAX_KILLS and time.monotonic() < fault_deadline:
