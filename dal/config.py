@@ -129,13 +129,12 @@ class Context:
         A cached document older than a revision of the object this process has seen is never
         returned (monotonic reads): it is dropped and the durable store read instead.
         """
-        doc_key = self.keys.doc(hybrid, guid)
         if not self.caches_objects:
-            return self.persistent.get(doc_key)
+            return self.persistent.get(self.keys.doc(hybrid, guid))
         self.check_local_cache()
 
-        def load() -> bytes | None:
-            entry = self.persistent.get(doc_key)
+        def load() -> bytes | None:  # the document's key is built only on a miss
+            entry = self.persistent.get(self.keys.doc(hybrid, guid))
             return None if entry is None else _to_payload(entry)
 
         cache_key = self.keys.cached_doc(hybrid, guid)

@@ -23,6 +23,7 @@ import pytest
 from dal import DataObject, Dynamic, Property
 from dal.backends.base import Put
 from dal.backends.memcached import ReplicatedCache
+from dal.backends.memory_lru import ENTRY_OVERHEAD
 from dal.cache import owners
 from dal.config import Context, configure
 from dal.testing.fixtures import memcached_servers
@@ -128,7 +129,8 @@ def test_list_shows_kinds_sizes_and_hits_added_up_exactly_across_8_processes(
         raw = context.volatile.get(entry.key) if entry.kind != "stats" else b""
         assert raw is not None and entry.size >= len(raw), entry
         if urls[1].startswith("memory"):
-            assert entry.size == len(entry.key) + len(raw)  # memory://: the key and the value, exactly
+            # memory://: the key, the value and the fixed per-entry overhead, exactly
+            assert entry.size == len(entry.key) + len(raw) + ENTRY_OVERHEAD
 
 
 def test_rm_hybrid_removes_exactly_its_entries_and_the_next_load_reads_current_data(

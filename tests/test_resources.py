@@ -28,6 +28,7 @@ import dal.cache.stats
 from dal.backends import open_persistent, open_volatile
 from dal.backends.base import Put
 from dal.backends.memory import MemoryCache, MemoryStore
+from dal.backends.memory_lru import ENTRY_OVERHEAD
 from dal.backends.sqlite import SqliteStore
 from dal.backends.url import StoreURL, parse_url
 from dal.cache.leases import Stats
@@ -222,7 +223,7 @@ def test_memory_cache_drops_expired_entries_nobody_reads() -> None:
     time.sleep(0.3)
     assert cache.set("later", b"x", 60)  # any later use drops what expired
     assert len(cache._slots) == 1
-    assert cache.total_size == len("later") + 1
+    assert cache.total_size == len("later") + 1 + ENTRY_OVERHEAD
 
 
 def test_memory_cache_stays_flat_over_a_long_run() -> None:
@@ -240,7 +241,7 @@ def test_memory_cache_stays_flat_over_a_long_run() -> None:
     assert max(held) <= 2 * 500 + 1, held
     assert max(bookkeeping) <= 2 * max(held) + 65, bookkeeping
     cache.get("hot")
-    assert len(cache._slots) == 1 and cache.total_size == len("hot") + 1
+    assert len(cache._slots) == 1 and cache.total_size == len("hot") + 1 + ENTRY_OVERHEAD
 
 
 def test_sqlite_and_memory_pair_stays_flat_over_many_saves(tmp_path: Path) -> None:

@@ -54,6 +54,19 @@ class Stats:
             counts = self._start_thread()
         counts[event] = counts.get(event, 0) + amount
 
+    def local(self) -> dict[str, float]:
+        """Return the calling thread's own counts, for a hot path that counts several events.
+
+        Only the calling thread may write to it, and only as :meth:`add` does
+        (``counts[event] = counts.get(event, 0) + amount``): no other thread writes to this
+        dict, so the read-modify-write cannot interleave with another, and counts stay exact.
+        """
+        try:
+            counts: dict[str, float] = self._local.counts
+        except AttributeError:
+            counts = self._start_thread()
+        return counts
+
     def _start_thread(self) -> dict[str, float]:
         counts: dict[str, float] = {}
         token = next(self._tokens)  # itertools.count is atomic under the GIL

@@ -92,8 +92,20 @@ class LeasedCache:
         """Return the cached payload under ``key``, or ``None`` on a miss, a lease or a bad entry."""
         if (self.trust.lost or self._pending) and self._bypassed(key):
             return None
-        raw = self._call(key, self.store.get, key)
-        return None if raw is None else self._payload(key, raw)
+        # the hit path of every cached read, so ``_call`` and ``_payload`` are written out here (two
+        # calls and a bound-method argument less, measured ~5% of a cached dynamic read)
+        try:
+            raw = self.store.get(key)
+        except BackendError as exc:
+            self._failed(key, exc)
+            return None
+        if raw is None:
+            return None
+        payload = self.signer.open(key, raw)
+        if payload is None:
+            self._reject(key)
+            return None
+        return payload[1:] if payload[:1] == _VALUE else None  # else a lease: a fill under way
 
     def get_many(self, keys: list[str], *, count: bool = True) -> dict[str, bytes]:
         """Return the cached payloads among ``keys`` in one batch; count hits and misses."""
@@ -151,13 +163,17 @@ class LeasedCache:
     def _payload(self, key: str, raw: bytes) -> bytes | None:
         payload = self.signer.open(key, raw)
         if payload is None:
-            self.stats.add(f"{self.prefix}rejected")
-            log.warning("rejected a cache entry that failed verification: %s", key)
-            self._call(key, self.store.delete, key)
+            self._reject(key)
             return None
         if payload[:1] != _VALUE:
             return None  # a lease: somebody is filling it right now
         return payload[1:]
+
+    def _reject(self, key: str) -> None:
+        """Count, log and delete an entry that failed verification: it reads as a miss."""
+        self.stats.add(f"{self.prefix}rejected")
+        log.warning("rejected a cache entry that failed verification: %s", key)
+        self._call(key, self.store.delete, key)
 
     def fetch(self, key: str, load: Callable[[], bytes | None], ttl: float) -> bytes | None:
         """Return the cached payload, or ``load()`` it and cache it unless invalidated meanwhile."""
@@ -352,8 +368,12 @@ class LeasedCache:
         try:
             return method(*args)
         except BackendError as exc:
-            self.stats.add(f"{self.prefix}errors")
-            log.debug("volatile store failed, treated as a miss: %s", exc)
-            if not self.placement.replicated:  # a replicated store names its failed replicas itself
-                self.trust.fail([self.store.node(key)])
+            self._failed(key, exc)
             return None
+
+    def _failed(self, key: str, exc: BackendError) -> None:
+        """Count a failed call about ``key``; ``key``'s server is no longer trusted."""
+        self.stats.add(f"{self.prefix}errors")
+        log.debug("volatile store failed, treated as a miss: %s", exc)
+        if not self.placement.replicated:  # a replicated store names its failed replicas itself
+            self.trust.fail([self.store.node(key)])

@@ -1,0 +1,53 @@
+"""Decoding the JSON of cached reads with json's own C scanner, called directly.
+
+On a cached read, decoding is most of the time dal spends, and ``json.loads`` adds a good
+part again to the scan itself: it detects the encoding of bytes in Python, matches leading
+and trailing whitespace, and (for a dynamic's ``[<value>]``) builds a list to take the value
+out of. Scanning the UTF-8 text in place measured 1.6x to 2.5x faster on dal's documents
+(about 560 bytes) and dynamics (about 140). Whatever the fast path does not take exactly (not
+UTF-8, whitespace around the value, anything else after it, any error) is decoded again by
+``json.loads``, so what is accepted, the values, and every error are ``json.loads``'s own.
+"""
+
+from __future__ import annotations
+
+import json
+import json.scanner
+from collections.abc import Callable
+from typing import Any, cast
+
+#: the scanner ``json.loads`` ends in, with its defaults (typeshed wants a scanner where any decoder does)
+_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(cast(Any, json.JSONDecoder()))
+
+
+def loads(raw: bytes) -> Any:
+    """Return ``json.loads(raw)``."""
+    try:
+        text = raw.decode()
+        value, end = _scan(text, 0)
+        if end == len(text):
+            return value
+    except (ValueError, StopIteration):  # not UTF-8, or not JSON there: json.loads says which
+        pass
+    return json.loads(raw)
+
+
+def loads_only_item(raw: bytes) -> Any:
+    """Return ``json.loads(raw)[0]`` for a one-item array ``[<value>]``, as a dynamic is cached."""
+    try:
+        text = raw.decode()
+        if text[:1] == "[":
+            value, end = _scan(text, 1)
+            if end == len(text) - 1 and text[end] == "]":
+                return value
+    except (ValueError, StopIteration):
+        pass
+    return json.loads(raw)[0]
+
+
+def document(raw: bytes) -> dict[str, Any]:
+    """Return a stored document decoded, as ``dal.objects.transaction.decode`` does."""
+    value = loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError("a stored document must be a JSON object")
+    return value
