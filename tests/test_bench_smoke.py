@@ -20,7 +20,7 @@ from dal.testing.servers import ServerUnavailable, find_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = "| benchmark | dal ops/s | raw ops/s | ratio | target | met? |"
-ROW = re.compile(r"^\| (?P<name>[a-z_]+) \| (?P<dal>[\d,]+) \| (?P<raw>[\d,]+) \| (?P<ratio>\d+\.\d\d)x "
+ROW = re.compile(r"^\| (?P<name>[a-z0-9_]+) \| (?P<dal>[\d,]+) \| (?P<raw>[\d,]+) \| (?P<ratio>\d+\.\d\d)x "
                  r"\| >= (?P<target>\d+\.\d\d)x \| (?P<met>yes|no) \|$")
 
 
@@ -61,7 +61,8 @@ def test_sqlite_load_quick(tmp_path: Path) -> None:
     assert len(result["dal_rates"]) == len(result["raw_rates"]) == document["settings"]["rounds"]
 
 
-def test_server_benchmarks_quick(tmp_path: Path) -> None:
+def need_servers() -> None:
+    """Skip (or fail, under DAL_REQUIRE_SERVICES=1) unless etcd and memcached can be started."""
     try:
         find_binary("etcd", "DAL_ETCD_BIN", "etcd-server")
         find_binary("memcached", "DAL_MEMCACHED_BIN", "memcached")
@@ -69,11 +70,27 @@ def test_server_benchmarks_quick(tmp_path: Path) -> None:
         if os.environ.get("DAL_REQUIRE_SERVICES") == "1":
             pytest.fail(f"etcd and memcached are required (DAL_REQUIRE_SERVICES=1): {exc}")
         pytest.skip(f"etcd or memcached not available: {exc}")
+
+
+def test_server_benchmarks_quick(tmp_path: Path) -> None:
+    need_servers()
     names = ["cached_load", "etcd_load", "save_new"]
     rows, _ = run_bench("--only", ",".join(names), tmp_path=tmp_path)
     assert list(rows) == names
     for row in rows.values():
         check_row(row)
+
+
+def test_delete_and_query_scan_20k_quick(tmp_path: Path) -> None:
+    need_servers()
+    rows, document = run_bench("--only", "delete,query_scan_20k", tmp_path=tmp_path)
+    assert list(rows) == ["delete_sqlite", "delete_etcd", "query_scan_20k_sqlite"]
+    for row in rows.values():
+        check_row(row)
+    notes = {result["name"]: result["notes"] for result in document["results"]}
+    assert notes["delete_etcd"]["store_calls_per_delete"] == {
+        "persistent.scan": 1, "persistent.commit": 1, "volatile.delete_many": 1}
+    assert notes["query_scan_20k_sqlite"]["query_misses"] > 0
 
 
 def test_unknown_benchmark_is_a_usage_error() -> None:

@@ -10,11 +10,13 @@ from bench.benchmarks import (
     cached_dynamic_embedded,
     cached_load,
     cached_load_replicated,
+    delete,
     etcd_load,
     locked_stampede,
     query_indexed,
     query_path,
     query_scan,
+    query_scan_20k,
     reverse_list,
     save_child,
     save_new,
@@ -45,7 +47,7 @@ class Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {
     module.NAME: Benchmark(module.NAME, frozenset(module.SERVERS), module.run,
                            (module.__doc__ or "").strip().splitlines()[0])
-    for module in (cached_load, cached_load_replicated, cached_dynamic, cached_dynamic_embedded, etcd_load,
-                   locked_stampede, query_indexed, query_path, query_scan, reverse_list, save_child, save_new,
-                   sqlite_load)
+    for module in (cached_load, cached_load_replicated, cached_dynamic, cached_dynamic_embedded, delete,
+                   etcd_load, locked_stampede, query_indexed, query_path, query_scan, query_scan_20k,
+                   reverse_list, save_child, save_new, sqlite_load)
 }

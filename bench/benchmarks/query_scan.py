@@ -1,12 +1,14 @@
 """query_scan: a query no index answers over 10,000 objects, vs a raw prefix scan + ``json.loads``.
 
+``run_stores`` is shared with ``query_scan_20k`` (20,000 objects, SQLite only, target 0.8).
+
 Run on SQLite (``sqlite:///<tmp>/query_scan.sqlite3`` + ``memory://``) and on etcd +
 memcached. 10,000 ``BenchRecord`` objects are stored (as in ``query_indexed``: raw commits
 planned by ``plan_write`` after one real ``save()``); ``size`` is not indexed and spread
 evenly over 0..9,999. The dal side is ``DataList(BenchRecord, {'type': 'AND', 'items':
 [('size', 'GE', 9000)]}).guids`` (1,000 of the 10,000): the planner scans the documents in
 batches of 500 (``dal.backends.paging.scan_batches``), decodes each and tests the condition
-(``dal.query.planner.Batch``). Before every pass of either side, untimed, the query's cached
+(``dal.query.planner.Planner._matching``). Before every pass of either side, untimed, the query's cached
 result entry is dropped (``context.objects.invalidate`` of ``keys.cached_result``), so every
 dal pass computes (asserted: as many ``query_misses`` as passes, no hit; ``explain()``
 shows the scan of every document).
@@ -107,25 +109,31 @@ def etcd_scan(host: str, port: int, prefix: str) -> tuple[RawScan, Callable[[], 
 
 
 def run(env: Environment, settings: Settings) -> list[Result]:
-    etcd, memcached = env.need_etcd(), env.need_memcached()
-    path = env.workdir / "query_scan.sqlite3"
-    count = QUICK_OBJECTS if settings.quick else OBJECTS
+    return run_stores(env, settings, NAME, ("sqlite", "etcd"), QUICK_OBJECTS if settings.quick else OBJECTS,
+                      TARGET)
+
+
+def run_stores(env: Environment, settings: Settings, name: str, stores: tuple[str, ...], count: int,
+               target: float) -> list[Result]:
+    """Measure the scan of ``count`` records on each of ``stores``: one row ``<name>_<store>`` each."""
+    path = env.workdir / f"{name}.sqlite3"
     results: list[Result] = []
-    for store in ("sqlite", "etcd"):
+    for store in stores:
         if store == "sqlite":
             context = configure(f"sqlite:///{path}", "memory://", namespace=env.namespace())
         else:
+            etcd, memcached = env.need_etcd(), env.need_memcached()
             context = configure(etcd.url, memcached.url, namespace=env.namespace())
         records = store_records(context, count, max(count // 100, 1), PER_COMMIT[store])
-        progress(f"{NAME}_{store}: stored {count:,} records in {records.seconds:.1f} s")
+        progress(f"{name}_{store}: stored {count:,} records in {records.seconds:.1f} s")
         prefix = context.keys.docs(BenchRecord._meta.name)
         scan, close = sqlite_scan(str(path), prefix) if store == "sqlite" else \
-            etcd_scan(etcd.host, etcd.port, prefix)
+            etcd_scan(env.need_etcd().host, env.need_etcd().port, prefix)
         try:
-            measurement, events = measure_store(f"{NAME}_{store}", context, count, scan, settings)
+            measurement, events = measure_store(f"{name}_{store}", context, count, scan, settings)
         finally:
             close()
-        results.append(Result(f"{NAME}_{store}", measurement, TARGET,
+        results.append(Result(f"{name}_{store}", measurement, target,
                               {"objects": count, "matched": events.pop("matched"), "batch": BATCH,
                                "populate_seconds": round(records.seconds, 1),
                                "unit": "documents scanned per second", **events}))

@@ -35,15 +35,14 @@ class Documents(Protocol):
 
 #: a compiled filter: does the document of ``guid`` in a batch match
 Filter = Callable[[Documents, str], bool]
+#: a compiled filter of a query that reads only a document's own fields: does (guid, document) match
+DocumentFilter = Callable[[str, dict[str, Any]], bool]
 
 
 def compile_filter(node: Node) -> Filter:
     """Return the filter of a compiled query (the same answers as walking ``node`` per document)."""
     if isinstance(node, Group):
-        parts = tuple(compile_filter(item) for item in node.items)
-        if node.kind is WhereOperator.AND:
-            return lambda batch, guid: all(part(batch, guid) for part in parts)
-        return lambda batch, guid: any(part(batch, guid) for part in parts)
+        return _group(node.kind, tuple(compile_filter(item) for item in node.items))
     field = node.field
     if field.hops or field.kind == "dynamic":
         return lambda batch, guid: batch.matches(node, guid)  # resolved per batch by the batch itself
@@ -52,6 +51,39 @@ def compile_filter(node: Node) -> Filter:
         return lambda batch, guid: test(guid)
     name, default = field.name, field.meta.stored_defaults.get(field.name)
     return lambda batch, guid: test(batch.data[guid].get(name, default))
+
+
+def compile_document_filter(node: Node) -> DocumentFilter | None:
+    """Return the filter of a query that needs nothing but each document (no dotted path, no
+    dynamic), called with a guid and its decoded document; ``None`` when it needs a batch."""
+    if isinstance(node, Group):
+        parts = tuple(compile_document_filter(item) for item in node.items)
+        if any(part is None for part in parts):
+            return None
+        return _group(node.kind, tuple(part for part in parts if part is not None))
+    field = node.field
+    if field.hops or field.kind == "dynamic":
+        return None
+    test = predicate(node)
+    if field.kind == "guid":
+        return lambda guid, document: test(guid)
+    name, default = field.name, field.meta.stored_defaults.get(field.name)
+    return lambda guid, document: test(document.get(name, default))
+
+
+def _group(kind: WhereOperator, parts: tuple[Callable[[Any, Any], bool], ...]) -> Callable[[Any, Any], bool]:
+    """Combine the filters of a group's items; one or two items without a generator per call."""
+    every = kind is WhereOperator.AND
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        first, second = parts
+        if every:
+            return lambda a, b: first(a, b) and second(a, b)
+        return lambda a, b: first(a, b) or second(a, b)
+    if every:
+        return lambda a, b: all(part(a, b) for part in parts)
+    return lambda a, b: any(part(a, b) for part in parts)
 
 
 def predicate(condition: Condition) -> Test:

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from dal.backends.base import Entry
 from dal.backends.paging import scan_batches
 from dal.exceptions import BackendError
+from dal.objects.decoding import loads
 from dal.objects.schema import ready_indexes
-from dal.query.filters import Filter, compile_filter
+from dal.query.filters import DocumentFilter, Filter, compile_document_filter, compile_filter
 from dal.query.grammar import Condition, Group, Node, Operator, WhereOperator, satisfies
 from dal.values import has_text
 
@@ -95,7 +96,7 @@ class Planner:
         self.run = Execution()
         self._ready: dict[str, frozenset[str]] = {}
         #: the query as one closure, compiled at the first batch it tests
-        self._filter: Filter | None = None
+        self._filter: DocumentFilter | _Batched | None = None
 
     def ready(self, meta: HybridMeta) -> frozenset[str]:
         if meta.name not in self._ready:
@@ -217,9 +218,10 @@ class Planner:
     def _scan(self) -> list[str]:
         matched: list[str] = []
         prefix = self.context.keys.docs(self.meta.name)
+        skip = len(prefix)
         for batch in scan_batches(self.context.persistent, prefix, BATCH):
             self.run.scanned += len(batch)
-            matched += self._matching({key[len(prefix):]: entry for key, entry in batch})
+            matched += self._matching([(key[skip:], entry) for key, entry in batch])
         scanned = f"scanned {self.run.scanned} documents"
         self.run.steps.append(Step(describe_node(self.root), scanned, len(matched)))
         return matched
@@ -229,21 +231,60 @@ class Planner:
         for start in range(0, len(candidates), BATCH):
             batch = candidates[start:start + BATCH]
             entries = self.context.load_documents(self.meta.name, batch)
-            matched += self._matching({guid: entries[guid] for guid in batch if guid in entries})
+            matched += self._matching([(guid, entries[guid]) for guid in batch if guid in entries])
         self.run.steps.append(Step(f"{len(candidates)} candidates", "verified against their documents",
                                    len(matched)))
         return matched
 
-    def _matching(self, entries: dict[str, Entry]) -> list[str]:
-        batch = Batch(self.context, self.meta, entries)
+    def _matching(self, pairs: list[tuple[str, Entry]]) -> list[str]:
+        """Return the guids of ``pairs`` whose documents match; keep the first BATCH matched for iteration."""
+        if self._filter is None:
+            self._filter = compile_document_filter(self.root) or _Batched(compile_filter(self.root))
         test = self._filter
-        if test is None:
-            test = self._filter = compile_filter(self.root)
-        matched = [guid for guid in entries if test(batch, guid)]
+        if isinstance(test, _Batched):
+            return self._matching_batch(test, pairs)
+        run, name = self.run, self.meta.cls.__name__
+        keep = BATCH - len(run.entries)
+        matched: list[str] = []
+        for guid, entry in pairs:
+            document = decode_document(entry.value, name, guid)
+            if test(guid, document):
+                matched.append(guid)
+                if keep > 0:  # handed over to the objects iteration builds; beyond one batch, not kept
+                    keep -= 1
+                    run.entries[guid] = entry
+                    run.documents[guid] = document
+        return matched
+
+    def _matching_batch(self, test: _Batched, pairs: list[tuple[str, Entry]]) -> list[str]:
+        """``_matching`` for a query that reads dotted paths or dynamics, resolved per batch."""
+        batch = Batch(self.context, self.meta, dict(pairs))
+        matched = [guid for guid, _ in pairs if test.filter(batch, guid)]
         for guid in matched[:max(0, BATCH - len(self.run.entries))]:
-            self.run.entries[guid] = entries[guid]
+            self.run.entries[guid] = batch.entries[guid]
             self.run.documents[guid] = batch.data[guid]
         return matched
+
+
+@dataclass(frozen=True, slots=True)
+class _Batched:
+    """A compiled filter that needs the whole batch (dotted paths, dynamics)."""
+
+    filter: Filter
+
+
+def decode_document(value: bytes, hybrid: str, guid: str) -> dict[str, Any]:
+    """Return a stored document decoded, exactly as ``json.loads(value)`` would; BackendError if not JSON.
+
+    Through :func:`dal.objects.decoding.loads` (json's C scanner called directly, no encoding
+    detection nor whitespace regex; anything else is ``json.loads``'s own).
+    """
+    try:
+        document: dict[str, Any] = loads(value)
+    except ValueError as exc:
+        raise BackendError(f"the stored document of {hybrid} {guid} is not JSON ({exc}); "
+                           "run `dal check`") from exc
+    return document
 
 
 _ACCESS = {
@@ -262,13 +303,8 @@ class Batch:
         self.context = context
         self.meta = meta
         self.entries = entries
-        self.data: dict[str, dict[str, Any]] = {}
-        for guid, entry in entries.items():
-            try:
-                self.data[guid] = json.loads(entry.value)
-            except ValueError as exc:
-                raise BackendError(f"the stored document of {meta.cls.__name__} {guid} is not JSON ({exc}); "
-                                   "run `dal check`") from exc
+        name = meta.cls.__name__
+        self.data = {guid: decode_document(entry.value, name, guid) for guid, entry in entries.items()}
         #: per walked path: root guid -> (guid, document) of the object at its end, or None
         self._paths: dict[tuple[Relation, ...], dict[str, tuple[str, dict[str, Any], Entry] | None]] = {}
         self._objects: dict[tuple[str, str], DataObject] = {}

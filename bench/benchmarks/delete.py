@@ -1,0 +1,216 @@
+"""delete: delete an object nothing points at, vs the raw prefix scan + transaction it needs.
+
+Run on SQLite (``sqlite:///<tmp>/delete.sqlite3`` + ``memory://``, the embedded default) and
+on etcd + memcached. Before every operation of either side, untimed, a new ``BenchMachine``
+is saved with ``save()`` (a unique name, an indexed status), so each side deletes an object it
+holds as after a load (its stored document and revision known): no read of the document.
+
+The dal side is ``machine.delete()`` (``dal/objects/writes.py``): a paged scan of the links
+pointing at the object (``plan_unlink``: one ``scan`` of ``l/BenchMachine/<guid>/``, empty),
+then one commit checking the document's revision and that no link appeared since the scan
+(``PrefixUnchanged``), deleting the document, its unique key and its index entry; then the
+cache invalidation of the object's cached document and of the query-result versions its values
+touch. Asserted, outside the timing, with every store call counted as ``tests/conftest.py``
+``round_trips`` does: exactly ``EXPECTED[store]`` per delete; and over the run, one commit per
+save and per dal delete (``context.stats['commits']``).
+
+The raw side is the same two store operations with the driver: on SQLite (``sqlite3``, a
+connection of its own with ``PRAGMA synchronous = NORMAL`` as dal's) the ``SELECT key, value,
+revision ... ORDER BY key LIMIT 1000`` of the link prefix, then ``BEGIN IMMEDIATE``, the two
+checks (the document's ``revision``, the link prefix's ``max(revision)``), the revision counter's
+``UPDATE`` and ``SELECT``, three ``DELETE``s and ``COMMIT``, the statements ``SqliteStore.commit``
+runs; on etcd (pyetcd) ``get_range_response`` of the link prefix (limit 1,000), then one
+transaction: the same two compares (document mod revision, link range mod revision < newest + 1)
+and the same three deletes. Nothing else: no cache invalidation, no journal record (dal's etcd
+commit also puts its journal record, ``dal/cache/journal.py``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pyetcd
+
+from bench.env import ETCD, MEMCACHED, Environment, Settings
+from bench.hybrids import BenchMachine, machine_data
+from bench.report import Result
+from bench.timing import Measurement, Side, measure, profile, progress
+from dal import configure
+from dal.backends.etcd import prefix_range
+from dal.backends.paging import SCAN_BATCH
+from dal.backends.sqlite import prefix_end
+from dal.config import Context
+from dal.objects.schema import ensure_recorded
+
+NAME = "delete"
+SERVERS = (ETCD, MEMCACHED)
+TARGET = 0.8
+FULL_OPS = 200
+QUICK_OPS = 20
+#: deletes counted call by call before timing
+COUNTED = 3
+#: the store calls of one dal delete: the link scan and the commit; then the invalidation
+#: (memory://: one delete_many in process; memcached: the journal's delivery, one delete_many)
+EXPECTED: dict[str, Counter[str]] = {
+    "sqlite": Counter({"persistent.scan": 1, "persistent.commit": 1, "volatile.delete_many": 1}),
+    "etcd": Counter({"persistent.scan": 1, "persistent.commit": 1, "volatile.delete_many": 1}),
+}
+RAW_CALLS = {"sqlite": "1 SELECT of the link prefix, 1 write transaction",
+             "etcd": "1 range of the link prefix, 1 transaction"}
+PERSISTENT_CALLS = ("get", "get_many", "scan", "scan_keys", "commit")
+VOLATILE_CALLS = ("get", "get_many", "gets", "set", "add", "cas", "delete", "delete_many")
+
+#: one raw delete of the machine handed over
+RawDelete = Callable[[BenchMachine], None]
+
+
+def run(env: Environment, settings: Settings) -> list[Result]:
+    etcd, memcached = env.need_etcd(), env.need_memcached()
+    path = env.workdir / "delete.sqlite3"
+    results: list[Result] = []
+    for store in ("sqlite", "etcd"):
+        if store == "sqlite":
+            context = configure(f"sqlite:///{path}", "memory://", namespace=env.namespace())
+        else:
+            context = configure(etcd.url, memcached.url, namespace=env.namespace())
+        ensure_recorded(context, BenchMachine._meta)  # the first save records the schema: not measured
+        raw, close = sqlite_delete(str(path), context) if store == "sqlite" else \
+            etcd_delete(etcd.host, etcd.port, context)
+        try:
+            results.append(measure_store(f"{NAME}_{store}", store, context, raw, settings))
+        finally:
+            close()
+    return results
+
+
+def sqlite_delete(path: str, context: Context) -> tuple[RawDelete, Callable[[], None]]:
+    """Return the raw delete with ``sqlite3`` on ``path`` (SqliteStore's statements), and what closes it."""
+    raw = sqlite3.connect(path, isolation_level=None, timeout=30)
+    raw.execute("PRAGMA synchronous = NORMAL")
+    keys, hybrid = context.keys, BenchMachine._meta.name
+    scan = "SELECT key, value, revision FROM kv WHERE key >= ? AND key < ? ORDER BY key LIMIT ?"
+    newest = "SELECT max(revision) FROM kv WHERE key >= ? AND key < ?"
+
+    def delete(machine: BenchMachine) -> None:
+        guid = machine.guid
+        links = keys.links(hybrid, guid)
+        end = prefix_end(links)
+        rows = raw.execute(scan, (links, end, SCAN_BATCH)).fetchall()
+        seen = max((row[2] for row in rows), default=0)
+        doc_key = keys.doc(hybrid, guid)
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            row = raw.execute("SELECT value, revision FROM kv WHERE key = ?", (doc_key,)).fetchone()
+            if row is None or row[1] != machine._revision or \
+                    (raw.execute(newest, (links, end)).fetchone()[0] or 0) > seen:
+                raise AssertionError(f"{NAME}: a raw delete's checks failed for {guid}")
+            raw.execute("UPDATE meta SET revision = revision + 1 WHERE id = 0")
+            raw.execute("SELECT revision FROM meta WHERE id = 0").fetchone()
+            for key in (doc_key, keys.unique(hybrid, "name", machine._data["name"]),
+                        keys.index(hybrid, "status", machine._data["status"], guid)):
+                raw.execute("DELETE FROM kv WHERE key = ?", (key,))
+            raw.execute("COMMIT")
+        except BaseException:
+            raw.execute("ROLLBACK")
+            raise
+
+    return delete, raw.close
+
+
+def etcd_delete(host: str, port: int, context: Context) -> tuple[RawDelete, Callable[[], None]]:
+    """Return the raw delete with pyetcd (one range, one transaction), and what closes it."""
+    raw = pyetcd.client(host=host, port=port, timeout=5)
+    txn = raw.transactions
+    keys, hybrid = context.keys, BenchMachine._meta.name
+
+    def delete(machine: BenchMachine) -> None:
+        guid = machine.guid
+        start, end = prefix_range(keys.links(hybrid, guid))
+        kvs = raw.get_range_response(start, end, limit=SCAN_BATCH).kvs
+        seen = max((kv.mod_revision for kv in kvs), default=0)
+        doc_key = keys.doc(hybrid, guid)
+        succeeded, _ = raw.transaction(
+            compare=[txn.mod(doc_key) == machine._revision, txn.mod(start, range_end=end) < seen + 1],
+            success=[txn.delete(doc_key), txn.delete(keys.unique(hybrid, "name", machine._data["name"])),
+                     txn.delete(keys.index(hybrid, "status", machine._data["status"], guid))],
+            failure=[])
+        if not succeeded:
+            raise AssertionError(f"{NAME}: a raw delete's compares failed for {guid}")
+
+    return delete, raw.close
+
+
+def measure_store(name: str, store: str, context: Context, raw: RawDelete, settings: Settings) -> Result:
+    """Compare dal's delete with ``raw`` on one store; check its store calls and commits."""
+    pending: dict[str, BenchMachine] = {}
+
+    def creator(side: str) -> Callable[[int], object]:
+        def create(index: int) -> object:  # untimed: the object to delete, as after a load
+            machine = pending[side] = BenchMachine(data=machine_data(index, f"{name}-{side}"))
+            machine.save()
+            return machine
+        return create
+
+    def dal_delete(index: int) -> object:
+        pending.pop("dal").delete()
+        return None
+
+    def raw_delete(index: int) -> object:
+        raw(pending.pop("raw"))
+        return None
+
+    calls: Counter[str] = Counter()
+    create = creator("check")
+    for index in range(COUNTED):
+        create(index)
+        with counting(context, calls):
+            pending.pop("check").delete()
+    if calls != Counter({call: count * COUNTED for call, count in EXPECTED[store].items()}):
+        raise AssertionError(f"{name}: {COUNTED} deletes made the store calls {dict(calls)}, expected "
+                             f"{dict(EXPECTED[store])} each")
+    before = context.stats["commits"]
+    dal_side = Side("dal", dal_delete, prepare=creator("dal"))
+    raw_side = Side("raw", raw_delete, prepare=creator("raw"))
+    ops = settings.ops(FULL_OPS, QUICK_OPS)
+    measurement: Measurement = measure(name, dal_side, raw_side, ops=ops, rounds=settings.rounds)
+    if settings.profile:
+        progress(f"--- {name}: cProfile of {ops} dal operations ---\n{profile(dal_side, ops)}")
+    commits, saves = int(context.stats["commits"] - before), dal_side.done + raw_side.done
+    if commits != saves + dal_side.done:
+        raise AssertionError(f"{name}: {saves} saves and {dal_side.done} deletes made {commits} commits; "
+                             "each must be exactly one")
+    calls_text = ", ".join(f"{call} {count}" for call, count in sorted(EXPECTED[store].items()))
+    return Result(name, measurement, TARGET, {"deletes": dal_side.done, "commits": commits,
+                                             "store_calls_per_delete": dict(EXPECTED[store])},
+                  footnote=f"{name}: store calls of each dal delete (counted): {calls_text}; "
+                           f"raw: {RAW_CALLS[store]}")
+
+
+@contextmanager
+def counting(context: Context, calls: Counter[str]) -> Iterator[None]:
+    """Count every call reaching either store meanwhile, by store and method (``round_trips``'s way)."""
+    patched: list[tuple[Any, str, Any]] = []
+    for role, store, methods in (("persistent", context.persistent, PERSISTENT_CALLS),
+                                 ("volatile", context.volatile, VOLATILE_CALLS)):
+        for method in methods:
+            real = getattr(store, method)
+
+            def counted(*args: Any, _real: Callable[..., Any] = real, _name: str = f"{role}.{method}",
+                        **kwargs: Any) -> Any:
+                calls[_name] += 1
+                return _real(*args, **kwargs)
+
+            patched.append((store, method, vars(store).get(method)))
+            setattr(store, method, counted)
+    try:
+        yield
+    finally:
+        for store, method, own in reversed(patched):
+            if own is None:
+                delattr(store, method)  # the class's method again
+            else:
+                setattr(store, method, own)
