@@ -151,3 +151,28 @@ def wait_for_first_increments(processes: list[Any], progress: Any, results: Any,
             with contextlib.suppress(queue.Empty):
                 early.append(results.get(timeout=5))
         pytest.fail(f"the workers did not all start within {limit:g} s ({list(progress)}): {early}")
+
+
+def collect_tallies(processes: list[Any], results: Any, count: int, budget: float) -> list[dict[str, Any]]:
+    """Return the reports of ``count`` counter workers, waiting at most ``budget`` seconds (fewer when
+    the workers all ended), then join them."""
+    tallies: list[dict[str, Any]] = []
+    deadline = time.monotonic() + budget
+    while len(tallies) < count and time.monotonic() < deadline:
+        try:
+            tallies.append(results.get(timeout=1.0))
+        except queue.Empty:  # check the workers are still alive
+            if not any(process.is_alive() for process in processes) and results.empty():
+                break
+    for process in processes:
+        process.join(timeout=max(1.0, deadline - time.monotonic()))
+    return tallies
+
+
+def stop_workers(processes: list[Any], faults_done: Any) -> None:
+    """Tell the workers the faults are over and kill any still running (a test that failed midway)."""
+    faults_done.set()
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)

@@ -337,12 +337,7 @@ def test_restart_and_pause_under_counter_run(etcd_server: RunningServer, memcach
     history = histories(crew, guids)[guid]
     verdict = judge(history, stored_count(context, guid))
     origin = crew.started
-    # the calm windows: before the first fault, and after each fault until the next one (or the end)
-    calm = [(origin, faults[0][1])] + [(end, following[1]) for (_, _, end), following in
-                                       zip(faults, [*faults[1:], ("end", crew.ended, crew.ended)],
-                                           strict=True)]
-    hits_calm = [sum(1 for read in history.reads if history.hit[read] and start <= read.began
-                     and read.ended <= end) for start, end in calm]
+    calm, hits_calm = calm_hits(history, faults, crew)
     seconds = crew.ended - crew.started
     figures(writes=verdict.counted, reads=len(history.reads), reads_per_s=round(len(history.reads) / seconds),
             hits=crew.stat("reader", "object_hits"), hits_calm=hits_calm, stale=len(verdict.stale),
@@ -552,3 +547,15 @@ def assert_clean(verdict: Any, history: Any, story: str) -> None:
         f"duplicate values {verdict.duplicates}")
     assert sorted(write.value for write in history.writes) == list(range(1, verdict.stored + 1)), (
         "the stored values are not exactly 1..count")
+
+
+def calm_hits(history: Any, faults: list[tuple[str, float, float]],
+              crew: Any) -> tuple[list[tuple[float, float]], list[int]]:
+    """Return the calm windows (before the first fault, and after each fault until the next one or
+    the end) and the cache hits read whole within each."""
+    calm = [(crew.started, faults[0][1])] + [
+        (end, following[1]) for (_, _, end), following in
+        zip(faults, [*faults[1:], ("end", crew.ended, crew.ended)], strict=True)]
+    hits = [sum(1 for read in history.reads
+                if history.hit[read] and start <= read.began and read.ended <= end) for start, end in calm]
+    return calm, hits

@@ -14,7 +14,6 @@ import contextlib
 import json
 import multiprocessing
 import os
-import queue
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +30,13 @@ from dal.exceptions import BackendError, CommitOutcomeUnknownError, ConcurrencyE
 from dal.testing.cluster import EtcdCluster, Member
 from dal.testing.proxy import DropHandle, LoopbackProxy
 from dal.testing.servers import RunningServer
-from faults.etcd_workers import count_worker, spelling_peer, wait_for_first_increments
+from faults.etcd_workers import (
+    collect_tallies,
+    count_worker,
+    spelling_peer,
+    stop_workers,
+    wait_for_first_increments,
+)
 from faults.fault_hybrids import Counter
 
 LONG = os.environ.get("DAL_CHAOS") == "1"
@@ -271,21 +276,9 @@ def test_counter_survives_member_kills(etcd_cluster: EtcdCluster, memcached_alon
             last = victim
             time.sleep(GAP)
         faults_done.set()
-        collect_deadline = time.monotonic() + WORKER_BUDGET
-        while len(tallies) < WORKERS and time.monotonic() < collect_deadline:
-            try:
-                tallies.append(results.get(timeout=1.0))
-            except queue.Empty:  # check the workers are still alive
-                if not any(process.is_alive() for process in processes) and results.empty():
-                    break
-        for process in processes:
-            process.join(timeout=max(1.0, collect_deadline - time.monotonic()))
+        tallies = collect_tallies(processes, results, WORKERS, WORKER_BUDGET)
     finally:
-        faults_done.set()
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=5)
+        stop_workers(processes, faults_done)
     seconds = round(time.monotonic() - started, 1)
     errors = [tally["error"] for tally in tallies if tally["error"]]
     counted = sum(tally["done"] for tally in tallies)

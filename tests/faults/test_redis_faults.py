@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import queue
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,11 +39,12 @@ from dal.backends.base import DeletePrefix
 from dal.config import Context
 from dal.testing.fixtures import start_or_skip
 from dal.testing.servers import RunningServer, start_redis
-from faults.etcd_workers import wait_for_first_increments
+from faults.etcd_workers import collect_tallies, stop_workers, wait_for_first_increments
 from faults.redis_workers import flagged_count_worker
 from faults.test_cache_faults import (
     _interval,
     assert_clean,
+    calm_hits,
     explain,
     histories,
     judge,
@@ -182,21 +182,9 @@ def test_counter_survives_kill_9_of_redis_with_appendfsync_always(
                     assert time.monotonic() - killed < DOWN + RESTART_BOUND
                     time.sleep(GAP)
                 faults_done.set()
-                collect_deadline = time.monotonic() + WORKER_BUDGET
-                while len(tallies) < WORKERS and time.monotonic() < collect_deadline:
-                    try:
-                        tallies.append(results.get(timeout=1.0))
-                    except queue.Empty:
-                        if not any(process.is_alive() for process in processes) and results.empty():
-                            break
-                for process in processes:
-                    process.join(timeout=max(1.0, collect_deadline - time.monotonic()))
+                tallies = collect_tallies(processes, results, WORKERS, WORKER_BUDGET)
             finally:
-                faults_done.set()
-                for process in processes:
-                    if process.is_alive():
-                        process.kill()
-                        process.join(timeout=5)
+                stop_workers(processes, faults_done)
             seconds = round(time.monotonic() - started, 1)
             errors = [tally["error"] for tally in tallies if tally["error"]]
             acknowledged = sum(tally["done"] for tally in tallies)
@@ -303,11 +291,7 @@ def test_redis_cache_killed_restarted_with_its_data_and_paused_never_serves_stal
         history = histories(crew, guids)[guid]
         verdict = judge(history, stored_count(context, guid))
     origin = crew.started
-    calm = [(origin, faults[0][1])] + [(end, following[1]) for (_, _, end), following in
-                                       zip(faults, [*faults[1:], ("end", crew.ended, crew.ended)],
-                                           strict=True)]
-    hits_calm = [sum(1 for read in history.reads if history.hit[read] and start <= read.began
-                     and read.ended <= end) for start, end in calm]
+    calm, hits_calm = calm_hits(history, faults, crew)
     seconds = crew.ended - crew.started
     figures(writes=verdict.counted, reads=len(history.reads), reads_per_s=round(len(history.reads) / seconds),
             hits=crew.stat("reader", "object_hits"), hits_calm=hits_calm, stale=len(verdict.stale),
