@@ -7,6 +7,7 @@ a lock a killed process left, and nothing else.
 
 from __future__ import annotations
 
+import importlib
 import json
 import multiprocessing
 import os
@@ -206,6 +207,27 @@ def test_a_queue_of_50_dynamics_is_prefetched_with_4_workers_each_loader_once(
     if not urls[1].startswith("memory"):  # (a process-local cache is flushed by any commit to the file)
         assert all(cache.is_cached(parcel, "weight") for parcel in parcels if parcel.guid != failing)
     assert cache.clear(context) == 1 and cache.queued(context) == []
+
+
+def test_a_prefetcher_with_an_older_listing_computes_nothing_another_finished(
+        urls: tuple[str, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interleaving CI once hit with two prefetch processes: one lists the queue, the other
+    claims, computes and releases everything first, and the values are not cached (a process not
+    yet caught up with the journal computes without filling). The late one claims nothing: its
+    claim checks that the item is still queued."""
+    context = _configure(urls)
+    parcels = _parcels(5)
+    monkeypatch.setenv("DAL_TEST_CALLS", str(tmp_path / "calls"))
+    assert cache.queue(context, "parcel", "weight") == 5
+    listed = cache.queued(context)  # the late prefetcher's listing
+    assert len(cache.prefetch(context, workers=2).done) == 5
+    assert cache.delete(context, hybrid="parcel", dynamic="weight") >= 5  # nothing of it cached
+    # the module, not the function dal.tools.cache.queue that the package exports under its name
+    monkeypatch.setattr(importlib.import_module("dal.tools.cache.queue"), "queued", lambda _context: listed)
+    late = cache.prefetch(context, workers=2)
+    assert late.done == [] and late.failed == []
+    calls = (tmp_path / "calls").read_text().split()[1::2]
+    assert sorted(calls) == sorted(parcel.guid for parcel in parcels), "each loader ran once"
 
 
 def _hold_lock(urls: tuple[str, str, str], guid: str) -> None:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from dal.backends.base import Delete, DeletePrefix, Put, Revision
+from dal.backends.base import Check, Delete, DeletePrefix, Exists, Put, Revision
 from dal.config import Context
 from dal.exceptions import DalError, ObjectNotFoundError
 from dal.model.meta import hybrids
@@ -112,13 +112,21 @@ def _claim_key(context: Context, item: Queued) -> str:
 
 
 def _claim(context: Context, item: Queued) -> bool:
-    """Take ``item`` for this prefetcher: absent, or claimed more than CLAIM_TTL seconds ago (one commit)."""
+    """Take ``item`` for this prefetcher: still queued, and unclaimed or claimed more than CLAIM_TTL
+    seconds ago (one commit).
+
+    Still queued is part of the claim: another prefetcher may have listed the queue, claimed, computed
+    and released the item (its claim and its queue entry) since this one listed it; a claim of an
+    absent claim key alone would then compute it again (a dynamic is not always cached by the first
+    computation: a process not yet caught up with the journal computes without filling).
+    """
     key = _claim_key(context, item)
     held = context.persistent.get(key)
     if held is not None and time.time() - float(json.loads(held.value)) < CLAIM_TTL:
         return False
-    check = Revision(key, held.revision if held is not None else 0)
-    return context.persistent.commit([check], [Put(key, json.dumps(time.time()).encode())]).ok
+    checks: list[Check] = [Revision(key, held.revision if held is not None else 0),
+                           Exists(_key(context, item))]
+    return context.persistent.commit(checks, [Put(key, json.dumps(time.time()).encode())]).ok
 
 
 def _release(context: Context, item: Queued, *, done: bool) -> None:
