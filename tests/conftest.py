@@ -20,6 +20,7 @@ import pytest
 from dal.backends.base import DeletePrefix
 from dal.config import Context, configure
 from dal.testing.fixtures import start_or_skip
+from dal.testing.remote import Remote
 from dal.testing.servers import RunningServer, start_etcd, start_memcached, start_redis
 
 PERSISTENT_KINDS = ["memory", "sqlite", "etcd", "redis", "fakeredis"]
@@ -148,3 +149,29 @@ def cached_document(context: Context, hybrid: str, guid: str) -> tuple[int, dict
         return None
     revision, _, document = payload[1:].partition(b" ")
     return int(revision), json.loads(document)
+
+
+# --- mirrored hybrids (tests/test_mirror.py, tests/test_mirror_bulk.py) --------------------------
+
+
+@pytest.fixture
+def remote(monkeypatch: pytest.MonkeyPatch) -> Iterator[Remote]:
+    """A loopback remote API the mirrored hybrids of tests/mirror_hybrids.py ask (its URL in their
+    environment variable); a test module may define a remote of its own."""
+    from mirror_hybrids import REMOTE_ENV  # imported here: only mirror tests define those hybrids
+
+    with Remote() as running:
+        monkeypatch.setenv(REMOTE_ENV, running.url)
+        yield running
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The mirror's clock, frozen and moved by the test (a ``mirror_hybrids.Clock``)."""
+    from mirror_hybrids import Clock
+
+    import dal.mirror
+
+    fake = Clock()
+    monkeypatch.setattr(dal.mirror.clock, "now", fake.now)
+    return fake

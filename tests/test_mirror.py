@@ -6,12 +6,10 @@ Every test runs on the embedded default (SQLite + process memory) and on etcd + 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from mirror_hybrids import (
-    REMOTE_ENV,
     TIMEOUT,
     BadParseVM,
     Clock,
@@ -34,20 +32,6 @@ from dal.exceptions import (
     ReadOnlyFieldError,
 )
 from dal.testing.remote import Remote, RemoteError
-
-
-@pytest.fixture
-def remote(monkeypatch: pytest.MonkeyPatch) -> Iterator[Remote]:
-    with Remote() as running:
-        monkeypatch.setenv(REMOTE_ENV, running.url)
-        yield running
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(dal.mirror.clock, "now", fake.now)
-    return fake
 
 
 def vm(remote: Remote, status: str = "running", **fields: Any) -> MirroredVM:

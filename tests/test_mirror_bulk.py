@@ -10,7 +10,6 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,20 +23,6 @@ from dal.exceptions import ConfigurationError
 from dal.mirror import flight
 from dal.testing.fixtures import memcached_servers
 from dal.testing.remote import Remote
-
-
-@pytest.fixture
-def remote(monkeypatch: pytest.MonkeyPatch) -> Iterator[Remote]:
-    with Remote() as running:
-        monkeypatch.setenv(REMOTE_ENV, running.url)
-        yield running
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(dal.mirror.clock, "now", fake.now)
-    return fake
 
 
 def stored_vms(remote: Remote, count: int, prefix: str = "bulk") -> list[str]:
