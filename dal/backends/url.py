@@ -115,6 +115,15 @@ class StoreURL:
         return tuple((host, default_port if port is None else port) for host, port in self.hosts)
 
 
+def on_off(text: str) -> bool:
+    """Read an on/off option (`1`, `true`, `yes` or `0`, `false`, `no`), for `StoreURL.option`."""
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise ValueError("must be 1 or 0")
+
+
 def parse_url(text: str) -> StoreURL:
     """Parse a store URL; raise ConfigurationError saying what is wrong with it (never the password)."""
     if not isinstance(text, str) or "://" not in text:

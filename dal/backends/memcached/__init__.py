@@ -22,6 +22,7 @@ from typing import ClassVar
 from dal.backends.memcached.cache import (
     DEFAULT_PORT,
     ITEM_LIMIT,
+    OPTIONS,
     MemcachedCache,
     expiry,
     url_settings,
@@ -46,7 +47,6 @@ class Memcached:
         (which refuses a count that is not a whole number from 1 to the servers named)."""
         replicas = url.option("replicas", int, 1)
         if replicas == 1:
-            servers, seconds = url_settings(url, ("timeout", "connect_timeout", "dead_timeout", "replicas",
-                                                       "hits"))
+            servers, seconds = url_settings(url, (*OPTIONS, "replicas"))
             return MemcachedCache(url, servers, **seconds)
         return ReplicatedCache.from_url(url)

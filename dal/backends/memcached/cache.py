@@ -15,7 +15,7 @@ from pymemcache.exceptions import MemcacheServerError
 from dal.backends.memcached.client import ERRORS, HashClient, Rendezvous
 from dal.backends.memcached.dumps import HIT_SUFFIX, HIT_TTL, ListedEntry, metadump
 from dal.backends.memcached.text import ProtocolError, TextConnection
-from dal.backends.url import StoreURL
+from dal.backends.url import StoreURL, on_off
 from dal.exceptions import BackendError, ConfigurationError
 
 DEFAULT_PORT = 11211
@@ -27,7 +27,8 @@ R = TypeVar("R")
 NODE_MEMO = 100_000
 #: memcached reads an expiry above 30 days as a unix timestamp
 RELATIVE_TTL_LIMIT = 30 * 24 * 3600
-_OPTIONS = ("timeout", "connect_timeout", "dead_timeout", "hits")
+#: the options of a memcached:// URL with one copy of each entry
+OPTIONS = ("timeout", "connect_timeout", "dead_timeout", "hits")
 #: keys sent as they are: 1 to 250 printable ASCII characters, without space and without "~",
 #: which only hashed keys contain, so a sent key never stands for two different keys
 _PLAIN_KEY = re.compile(r"[!-}]{1,250}")
@@ -55,15 +56,6 @@ def expiry(ttl: float) -> int:
         return -1
     seconds = math.ceil(ttl)
     return seconds if seconds <= RELATIVE_TTL_LIMIT else int(time.time()) + seconds
-
-
-def hit_flag(text: str) -> bool:
-    """Read the ``hits`` option: ``1``/``true``/``yes`` or ``0``/``false``/``no``."""
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise ValueError("must be 1 or 0")
 
 
 def url_settings(url: StoreURL,
@@ -95,7 +87,7 @@ class MemcachedCache:
         self._where = ", ".join(f"{host}:{port}" for host, port in servers)
         self._servers = tuple(servers)
         #: count every hit exactly on the server (``?hits=1``; see :mod:`~dal.backends.memcached.dumps`)
-        self.count_hits = url.option("hits", hit_flag, False)
+        self.count_hits = url.option("hits", on_off, False)
         # the hit path: with one server, a get goes over a per-thread connection of our own,
         # skipping HashClient's routing, its pool's lock and pymemcache's per-call work (together
         # about 40% of a cached load, measured with bench/); every other command uses pymemcache
@@ -116,7 +108,7 @@ class MemcachedCache:
     @classmethod
     def from_url(cls, url: StoreURL) -> MemcachedCache:
         """Open the memcached servers a URL names (connections are made on first use)."""
-        servers, seconds = url_settings(url, _OPTIONS)
+        servers, seconds = url_settings(url, OPTIONS)
         return cls(url, servers, **seconds)
 
     def __repr__(self) -> str:

@@ -21,7 +21,7 @@ import redis
 
 from dal.backends.redis.connection import CACHE, ERRORS, Opened, Raw, RedisClient, open_redis
 from dal.backends.redis.scripts import CAS
-from dal.backends.url import StoreURL
+from dal.backends.url import StoreURL, on_off
 from dal.exceptions import BackendError
 
 #: seconds a request may take: short, a slow cache is a miss (twice memcached's, since one Redis server
@@ -65,7 +65,7 @@ class RedisCache(RedisClient):
 
         ``?hits=1`` counts every hit exactly, in the script that reads (one round trip still).
         """
-        hits = url.option("hits", flag, False)
+        hits = url.option("hits", on_off, False)
         plain = replace(url, options=MappingProxyType({k: v for k, v in url.options.items() if k != "hits"}))
         cache = cls(url, open_redis(plain, DEFAULT_TIMEOUT))
         cache.count_hits = hits
@@ -231,15 +231,6 @@ for i = 1, n do
 end
 return values
 """
-
-
-def flag(text: str) -> bool:
-    """Read an on/off option (`1`, `true`, `yes` or `0`, `false`, `no`)."""
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise ValueError("must be 1 or 0")
 
 
 def _glob_escape(text: str) -> str:

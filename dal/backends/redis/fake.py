@@ -18,11 +18,11 @@ from typing import ClassVar
 import fakeredis
 
 from dal.backends.redis.cache import DEFAULT_TIMEOUT as CACHE_TIMEOUT
-from dal.backends.redis.cache import RedisCache, flag
+from dal.backends.redis.cache import RedisCache
 from dal.backends.redis.connection import Opened, database, url_timeout
 from dal.backends.redis.store import DEFAULT_TIMEOUT as STORE_TIMEOUT
 from dal.backends.redis.store import RedisStore
-from dal.backends.url import StoreURL
+from dal.backends.url import StoreURL, on_off
 from dal.exceptions import ConfigurationError
 
 _servers: dict[str, fakeredis.FakeServer] = {}
@@ -69,5 +69,5 @@ class FakeRedisCache(RedisCache):
     def from_url(cls, url: StoreURL) -> FakeRedisCache:
         """Open the fake server a URL names; ``?hits=1`` counts hits as on ``redis://``."""
         cache = cls(url, open_fake(url, CACHE_TIMEOUT, ("timeout", "hits")))
-        cache.count_hits = url.option("hits", flag, False)
+        cache.count_hits = url.option("hits", on_off, False)
         return cache
