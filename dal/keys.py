@@ -28,6 +28,7 @@ never match ``something2``. Values carry their type: ``1``, ``'1'``, ``True``, `
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -36,12 +37,20 @@ from dal.values import canonical
 
 #: longer encoded values are replaced by a digest so keys stay short
 MAX_VALUE_LENGTH = 200
+#: value version keys remembered per namespace, and the longest string value remembered
+VERSION_MEMO = 4096
+VERSION_MEMO_TEXT = 256
+#: the types whose values name their version key by (type, value) alone: equal values of one of
+#: these exact types have one tagged text (0.0 and -0.0 included), and differ from other types'
+_MEMO_TYPES = frozenset({str, int, float, bool, type(None)})
+#: what ``quote(text, safe="")`` leaves as it is: the text is its own quoting when made only of these
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
 def encode_value(value: Any) -> str:
     """Return ``value`` as a key component that keeps its type and contains no ``/``."""
     text = tagged(value)
-    if text[0] in "sj":
+    if text[0] in "sj" and not _UNQUOTED.fullmatch(text, 1):
         text = text[0] + quote(text[1:], safe="")
     if len(text) > MAX_VALUE_LENGTH:
         text = "h" + hashlib.sha256(text.encode()).hexdigest()
@@ -78,6 +87,8 @@ class Keys:
         self._store = store
         self._cache = "" if callable(store) else self._cache_root()
         self._journal = f"{namespace}/x/"
+        #: (hybrid, field, type, value) -> value version key, for values of the ``_MEMO_TYPES``
+        self._versions: dict[tuple[str, str, type, Any], str] = {}
 
     def _cache_root(self) -> str:
         store = self._store() if callable(self._store) else self._store
@@ -145,6 +156,26 @@ class Keys:
 
     def value_version(self, hybrid: str, field: str, value: Any) -> str:
         """Return the key whose token changes when an object's ``field`` becomes or stops being ``value``."""
+        kind = type(value)
+        if kind not in _MEMO_TYPES or (kind is str and len(value) > VERSION_MEMO_TEXT):
+            return self._value_version(hybrid, field, value)
+        # every save and delete names the versions of its values, which repeat (an enum's few
+        # values, a default): remembered, a repeat neither hashes nor formats again. The type is
+        # part of the memo's key, since 1, 1.0 and True are equal in Python but not here
+        memo_key = (hybrid, field, kind, value)
+        found = self._versions.get(memo_key)
+        if found is None:
+            found = self._value_version(hybrid, field, value)
+            if len(self._versions) >= VERSION_MEMO:
+                self._versions.clear()  # no eviction order to keep: refilling costs what missing does
+            self._versions[memo_key] = found
+        return found
+
+    def object_version(self, hybrid: str, guid: str) -> str:
+        """Return ``value_version(hybrid, "guid", guid)`` without remembering it: a guid never repeats."""
+        return self._value_version(hybrid, "guid", guid)
+
+    def _value_version(self, hybrid: str, field: str, value: Any) -> str:
         digest = hashlib.blake2b(tagged(value).encode(), digest_size=12).hexdigest()
         return f"{self._cache or self._cache_root()}v/{hybrid}/{field}/={digest}"
 

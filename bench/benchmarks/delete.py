@@ -1,28 +1,28 @@
-"""delete: delete an object nothing points at, vs the raw prefix scan + transaction it needs.
+"""delete: delete an object nothing points at, vs the raw transaction it needs.
 
 Run on SQLite (``sqlite:///<tmp>/delete.sqlite3`` + ``memory://``, the embedded default) and
 on etcd + memcached. Before every operation of either side, untimed, a new ``BenchMachine``
 is saved with ``save()`` (a unique name, an indexed status), so each side deletes an object it
 holds as after a load (its stored document and revision known): no read of the document.
 
-The dal side is ``machine.delete()`` (``dal/objects/writes.py``): a paged scan of the links
-pointing at the object (``plan_unlink``: one ``scan`` of ``l/BenchMachine/<guid>/``, empty),
-then one commit checking the document's revision and that no link appeared since the scan
-(``PrefixUnchanged``), deleting the document, its unique key and its index entry; then the
-cache invalidation of the object's cached document and of the query-result versions its values
-touch. Asserted, outside the timing, with every store call counted as ``tests/conftest.py``
-``round_trips`` does: exactly ``EXPECTED[store]`` per delete; and over the run, one commit per
-save and per dal delete (``context.stats['commits']``).
+The dal side is ``machine.delete()`` (``dal/objects/writes.py``). No relation targets
+``BenchMachine``, so no link is expected and none is scanned for (``assume_unlinked``): one
+commit checking the document's revision and that no link points at the object
+(``PrefixEmpty`` of ``l/BenchMachine/<guid>/``; were there one, the commit would fail and the
+delete would scan the links, then refuse or unlink), deleting the document, its unique key and
+its index entry; then the cache invalidation of the object's cached document and of the
+query-result versions its values touch. Asserted, outside the timing, with every store call
+counted as ``tests/conftest.py`` ``round_trips`` does: exactly ``EXPECTED[store]`` per delete;
+and over the run, one commit per save and per dal delete (``context.stats['commits']``).
 
-The raw side is the same two store operations with the driver: on SQLite (``sqlite3``, a
-connection of its own with ``PRAGMA synchronous = NORMAL`` as dal's) the ``SELECT key, value,
-revision ... ORDER BY key LIMIT 1000`` of the link prefix, then ``BEGIN IMMEDIATE``, the two
-checks (the document's ``revision``, the link prefix's ``max(revision)``), the revision counter's
-``UPDATE`` and ``SELECT``, three ``DELETE``s and ``COMMIT``, the statements ``SqliteStore.commit``
-runs; on etcd (pyetcd) ``get_range_response`` of the link prefix (limit 1,000), then one
-transaction: the same two compares (document mod revision, link range mod revision < newest + 1)
-and the same three deletes. Nothing else: no cache invalidation, no journal record (dal's etcd
-commit also puts its journal record, ``dal/cache/journal.py``).
+The raw side is the same transaction with the driver: on SQLite (``sqlite3``, a connection of
+its own with ``PRAGMA synchronous = NORMAL`` as dal's) ``BEGIN IMMEDIATE``, the two checks (the
+document's ``revision``, the link prefix's ``max(revision)``, which must be none), the revision
+counter's ``UPDATE`` and ``SELECT``, three ``DELETE``s and ``COMMIT``, the statements
+``SqliteStore.commit`` runs; on etcd (pyetcd) one transaction: the same two compares (document
+mod revision, link range version 0) and the same three deletes. Nothing else: no cache
+invalidation, no journal record (dal's etcd commit also puts its journal record,
+``dal/cache/journal.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from bench.report import Result
 from bench.timing import Measurement, Side, measure, profile, progress
 from dal import configure
 from dal.backends.etcd import prefix_range
-from dal.backends.paging import SCAN_BATCH
 from dal.backends.sqlite import prefix_end
 from dal.config import Context
 from dal.objects.schema import ensure_recorded
@@ -53,14 +52,14 @@ FULL_OPS = 200
 QUICK_OPS = 20
 #: deletes counted call by call before timing
 COUNTED = 3
-#: the store calls of one dal delete: the link scan and the commit; then the invalidation
+#: the store calls of one dal delete: the commit (no link scan: nothing is expected to point at a
+#: BenchMachine); then the invalidation
 #: (memory://: one delete_many in process; memcached: the journal's delivery, one delete_many)
 EXPECTED: dict[str, Counter[str]] = {
-    "sqlite": Counter({"persistent.scan": 1, "persistent.commit": 1, "volatile.delete_many": 1}),
-    "etcd": Counter({"persistent.scan": 1, "persistent.commit": 1, "volatile.delete_many": 1}),
+    "sqlite": Counter({"persistent.commit": 1, "volatile.delete_many": 1}),
+    "etcd": Counter({"persistent.commit": 1, "volatile.delete_many": 1}),
 }
-RAW_CALLS = {"sqlite": "1 SELECT of the link prefix, 1 write transaction",
-             "etcd": "1 range of the link prefix, 1 transaction"}
+RAW_CALLS = {"sqlite": "1 write transaction", "etcd": "1 transaction"}
 PERSISTENT_CALLS = ("get", "get_many", "scan", "scan_keys", "commit")
 VOLATILE_CALLS = ("get", "get_many", "gets", "set", "add", "cas", "delete", "delete_many")
 
@@ -92,21 +91,17 @@ def sqlite_delete(path: str, context: Context) -> tuple[RawDelete, Callable[[], 
     raw = sqlite3.connect(path, isolation_level=None, timeout=30)
     raw.execute("PRAGMA synchronous = NORMAL")
     keys, hybrid = context.keys, BenchMachine._meta.name
-    scan = "SELECT key, value, revision FROM kv WHERE key >= ? AND key < ? ORDER BY key LIMIT ?"
     newest = "SELECT max(revision) FROM kv WHERE key >= ? AND key < ?"
 
     def delete(machine: BenchMachine) -> None:
         guid = machine.guid
         links = keys.links(hybrid, guid)
-        end = prefix_end(links)
-        rows = raw.execute(scan, (links, end, SCAN_BATCH)).fetchall()
-        seen = max((row[2] for row in rows), default=0)
         doc_key = keys.doc(hybrid, guid)
         raw.execute("BEGIN IMMEDIATE")
         try:
             row = raw.execute("SELECT value, revision FROM kv WHERE key = ?", (doc_key,)).fetchone()
             if row is None or row[1] != machine._revision or \
-                    (raw.execute(newest, (links, end)).fetchone()[0] or 0) > seen:
+                    (raw.execute(newest, (links, prefix_end(links))).fetchone()[0] or 0) != 0:
                 raise AssertionError(f"{NAME}: a raw delete's checks failed for {guid}")
             raw.execute("UPDATE meta SET revision = revision + 1 WHERE id = 0")
             raw.execute("SELECT revision FROM meta WHERE id = 0").fetchone()
@@ -122,7 +117,7 @@ def sqlite_delete(path: str, context: Context) -> tuple[RawDelete, Callable[[], 
 
 
 def etcd_delete(host: str, port: int, context: Context) -> tuple[RawDelete, Callable[[], None]]:
-    """Return the raw delete with pyetcd (one range, one transaction), and what closes it."""
+    """Return the raw delete with pyetcd (one transaction), and what closes it."""
     raw = pyetcd.client(host=host, port=port, timeout=5)
     txn = raw.transactions
     keys, hybrid = context.keys, BenchMachine._meta.name
@@ -130,11 +125,9 @@ def etcd_delete(host: str, port: int, context: Context) -> tuple[RawDelete, Call
     def delete(machine: BenchMachine) -> None:
         guid = machine.guid
         start, end = prefix_range(keys.links(hybrid, guid))
-        kvs = raw.get_range_response(start, end, limit=SCAN_BATCH).kvs
-        seen = max((kv.mod_revision for kv in kvs), default=0)
         doc_key = keys.doc(hybrid, guid)
         succeeded, _ = raw.transaction(
-            compare=[txn.mod(doc_key) == machine._revision, txn.mod(start, range_end=end) < seen + 1],
+            compare=[txn.mod(doc_key) == machine._revision, txn.version(start, range_end=end) == 0],
             success=[txn.delete(doc_key), txn.delete(keys.unique(hybrid, "name", machine._data["name"])),
                      txn.delete(keys.index(hybrid, "status", machine._data["status"], guid))],
             failure=[])

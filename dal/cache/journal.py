@@ -283,7 +283,10 @@ class Journal:
 
     def _encode(self, invalidate: Sequence[str]) -> bytes:
         root = self.keys.cache_root
-        return RECORD + "\n".join(key.removeprefix(root) for key in invalidate).encode()
+        # each key without the root it starts with: no key holds a newline (the record could not be
+        # split back into keys otherwise), so the root that follows one starts the next key
+        text = "\n".join(invalidate).replace("\n" + root, "\n")
+        return RECORD + text.removeprefix(root).encode()
 
     def decode(self, value: bytes) -> list[str]:
         """Return the cache keys a record lists."""

@@ -31,19 +31,26 @@ class Stored(Protocol):
 def changed_versions(keys: Keys, meta: Stored, guid: str, before: Mapping[str, Any] | None,
                      after: Mapping[str, Any] | None) -> list[str]:
     """Return the version keys a write from ``before`` to ``after`` (``None``: absent) must delete."""
-    changed: list[str] = []
-    if (before is None) != (after is None):
-        changed += [keys.field_version(meta.name, "guid"), keys.value_version(meta.name, "guid", guid)]
-    for name, default in meta.stored_defaults.items():
-        old = before.get(name, default) if before is not None else _ABSENT
-        new = after.get(name, default) if after is not None else _ABSENT
-        if old is not _ABSENT and new is not _ABSENT and same(old, new):
+    hybrid, defaults = meta.name, meta.stored_defaults
+    field_version, value_version = keys.field_version, keys.value_version
+    if before is None or after is None:
+        # a create or a delete (every save of a new object, every delete): every field changes,
+        # from or to absent, so nothing needs comparing
+        if before is None and after is None:
+            return [field_version(hybrid, name) for name in defaults]
+        document = after if before is None else before
+        assert document is not None
+        changed = [field_version(hybrid, "guid"), keys.object_version(hybrid, guid)]
+        get = document.get
+        for name, default in defaults.items():
+            changed.append(field_version(hybrid, name))
+            changed.append(value_version(hybrid, name, get(name, default)))
+        return changed
+    changed = []
+    for name, default in defaults.items():
+        old, new = before.get(name, default), after.get(name, default)
+        if same(old, new):
             continue
-        changed.append(keys.field_version(meta.name, name))
-        for value in (old, new):
-            if value is not _ABSENT:
-                changed.append(keys.value_version(meta.name, name, value))
+        changed += (field_version(hybrid, name), value_version(hybrid, name, old),
+                    value_version(hybrid, name, new))
     return changed
-
-
-_ABSENT = object()

@@ -4,7 +4,9 @@ Every relation value is stored twice in one transaction: as ``<relation>_guid`` 
 source's document and as one link key under the target
 (``l/<target>/<target guid>/<source>/<relation>/<source guid>``). The link keys answer
 "who points at this object" with one prefix scan, and let a delete check, inside its own
-transaction, that nobody linked to the object since it looked. A one-to-one relation also
+transaction, that nobody linked to the object since it looked (or, for a hybrid no declared
+relation targets, that nothing links to it at all: then it does not scan first, see
+:func:`assume_unlinked`). A one-to-one relation also
 keeps one key per target (``r/<source>/<relation>/<target guid>``, see
 :func:`dal.objects.transaction.plan_write`), so a second object pointing at a target fails its own
 commit (:func:`onetoone_refusal` says who holds it).
@@ -21,8 +23,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dal.backends.base import Check, Delete, Op, PrefixUnchanged, Put, Revision
-from dal.backends.paging import scan_all
+from dal.backends.base import Check, Delete, Op, PrefixEmpty, PrefixUnchanged, Put, Revision
+from dal.backends.paging import SCAN_BATCH, scan_batches
 from dal.cache.versions import changed_versions
 from dal.exceptions import InvalidValueError, LinkedObjectError, OneToOneError
 from dal.model.meta import HybridMeta, family
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from dal.config import Context
 
 ABANDON_ALL = "_all"
+#: the reverse relations an empty ``abandon`` covers
+_NOTHING: frozenset[str] = frozenset()
 
 
 def onetoone_refusal(context: Context, relation: Relation, source_guid: str,
@@ -77,6 +81,8 @@ def check_abandon(meta: HybridMeta, abandon: Collection[str]) -> frozenset[str]:
     """Return the reverse accessor names ``abandon`` covers; raise on names this hybrid lacks."""
     if isinstance(abandon, str):
         raise InvalidValueError(f"abandon takes a list of reverse relation names, e.g. [{abandon!r}]")
+    if not abandon:
+        return _NOTHING
     names = set(abandon)
     if ABANDON_ALL in names:
         return frozenset(meta.reverse)
@@ -88,6 +94,16 @@ def check_abandon(meta: HybridMeta, abandon: Collection[str]) -> frozenset[str]:
     return frozenset(names)
 
 
+def assume_unlinked(context: Context, meta: HybridMeta, guid: str) -> Unlink:
+    """Plan deleting an object nothing is expected to point at, without scanning its links.
+
+    For a hybrid no declared relation targets: the commit checks that no link to the object
+    exists (which the scan of :func:`plan_unlink` would otherwise confirm first, a round trip),
+    and fails on that check if one does; the delete then scans, refuses or unlinks.
+    """
+    return Unlink(checks=[PrefixEmpty(context.keys.links(meta.name, guid))])
+
+
 def plan_unlink(context: Context, meta: HybridMeta, guid: str, abandon: frozenset[str]) -> Unlink:
     """Plan unlinking everything that points at an object about to be deleted.
 
@@ -96,10 +112,14 @@ def plan_unlink(context: Context, meta: HybridMeta, guid: str, abandon: frozense
     to the object appeared since the scan (PrefixUnchanged), so a referrer saved meanwhile
     fails the delete instead of being left dangling.
     """
-    keys = context.keys
-    links = scan_all(context.persistent, keys.links(meta.name, guid))
-    plan = Unlink(checks=[PrefixUnchanged(keys.links(meta.name, guid),
-                                          max((entry.revision for _, entry in links), default=0))])
+    prefix = context.keys.links(meta.name, guid)
+    links = context.persistent.scan(prefix, limit=SCAN_BATCH)
+    if len(links) >= SCAN_BATCH:  # more than one batch: page through the rest
+        links += [item for batch in scan_batches(context.persistent, prefix, start_after=links[-1][0])
+                  for item in batch]
+    plan = Unlink(checks=[PrefixUnchanged(prefix, max((entry.revision for _, entry in links), default=0))])
+    if not links:  # nothing points at it (most deletes): nothing to refuse or unlink
+        return plan
     groups: dict[tuple[str, str], list[str]] = {}
     itself: set[tuple[str, str]] = set()
     for key, _ in links:

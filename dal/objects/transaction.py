@@ -9,7 +9,7 @@ the commit), so index and unique keys can never drift from their documents.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,10 @@ class Reason:
     value: Any = None
 
 
+#: the reason of every plan's first check
+_DOCUMENT = Reason("document")
+
+
 @dataclass
 class Plan:
     """The checks and ops of one commit, and the reason for each check."""
@@ -39,6 +43,8 @@ class Plan:
     checks: list[Check] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)
     reasons: list[Reason] = field(default_factory=list)
+    #: the encoded document a save writes (``None`` for a delete), which the saved object keeps
+    raw: bytes | None = None
 
     def check(self, check: Check, reason: Reason) -> None:
         self.checks.append(check)
@@ -53,15 +59,14 @@ def plan_write(keys: Keys, meta: HybridMeta, guid: str, stored: Document | None,
     (:func:`dal.objects.schema.onetoone_ready`); for the others a key's absence proves nothing, so the
     commit also checks that no link points at the new target.
     """
-    plan = Plan()
     doc_key = keys.doc(meta.name, guid)
-    plan.check(Revision(doc_key, revision), Reason("document"))
-    if new is None:
-        plan.ops.append(Delete(doc_key))
-    else:
-        plan.ops.append(Put(doc_key, encode(new)))
-    _plan_unique(plan, keys, meta, guid, stored, new)
-    _plan_indexes(plan, keys, meta, guid, stored, new)
+    raw = None if new is None else encode(new)
+    plan = Plan([Revision(doc_key, revision)], [Delete(doc_key) if raw is None else Put(doc_key, raw)],
+                [_DOCUMENT], raw)
+    if meta.unique:
+        _plan_unique(plan, keys, meta, guid, stored, new)
+    if meta.indexed:
+        _plan_indexes(plan, keys, meta, guid, stored, new)
     for relation in meta.relations.values():
         _plan_relation(plan, keys, meta, guid, relation, stored, new, onetoone_ready)
     return plan
@@ -160,8 +165,12 @@ def changed_fields(original: Document, ours: Mapping[str, Any]) -> list[str]:
     return [name for name, value in ours.items() if not same(value, original.get(name))]
 
 
+#: ``json.dumps(document, separators=(",", ":"), ensure_ascii=False)``, built once rather than per call
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(document: Document) -> bytes:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(document).encode()
 
 
 def encode_canonical(value: Any) -> str:
@@ -170,7 +179,29 @@ def encode_canonical(value: Any) -> str:
 
 
 def decode(raw: bytes) -> Document:
-    value = json.loads(raw)
+    value = _decode_plain(raw)
+    if value is None:
+        value = json.loads(raw)
     if not isinstance(value, dict):
         raise ValueError("a stored document must be a JSON object")
     return value
+
+
+#: the scanner ``json.loads`` ends in: reentrant, as json's own shared decoder is
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _decode_plain(raw: bytes) -> Any:
+    """Decode a document as :func:`encode` writes it (UTF-8, ``{`` first, nothing around); else ``None``.
+
+    What ``json.loads`` does then, without its checks for other encodings and for whitespace;
+    anything else (whitespace, another encoding, an error) is left to ``json.loads``.
+    """
+    if raw[:1] != b"{" or raw[1:2] == b"\0":  # a NUL second: what json.loads would read as UTF-16
+        return None
+    try:
+        text = raw.decode("utf-8", "surrogatepass")  # json.loads's decoding of UTF-8
+        value, end = _SCAN(text, 0)
+    except (StopIteration, ValueError):  # a JSONDecodeError or UnicodeDecodeError: json.loads says
+        return None
+    return value if end == len(text) else None

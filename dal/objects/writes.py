@@ -30,7 +30,7 @@ from dal.exceptions import (
     UniqueConstraintError,
 )
 from dal.model.meta import HybridMeta
-from dal.objects.relations import check_abandon, onetoone_refusal, plan_unlink
+from dal.objects.relations import assume_unlinked, check_abandon, onetoone_refusal, plan_unlink
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write
 from dal.values import same
@@ -115,7 +115,7 @@ class Writes:
                 raise
             if result.ok:
                 # a revision not known (0) becomes -1: the next commit fails its check and merges
-                self._saved(context, new, result.revision or -1, merged=attempt > 0)
+                self._saved(context, new, result.revision or -1, merged=attempt > 0, raw=plan.raw)
                 return
             failed = [plan.reasons[index] for index in result.failed]
             if all(reason.kind != "document" for reason in failed):
@@ -183,10 +183,14 @@ class Writes:
             for name in since:
                 self._data[name] = values[name]
 
-    def _saved(self, context: Context, document: Document, revision: int, *, merged: bool) -> None:
+    def _saved(self, context: Context, document: Document, revision: int, *, merged: bool,
+               raw: bytes | None = None) -> None:
+        """Become what was stored: ``document``, as ``raw`` (the bytes the commit wrote, when known)."""
         meta = self._meta
-        raw = encode(document)
-        data = {name: document.get(name) for name in meta.fields()}
+        if raw is None:
+            raw = encode(document)
+        # the stored fields in declaration order (stored_defaults' keys: meta.fields(), built once)
+        data = {name: document.get(name) for name in meta.stored_defaults}
         for name, validator in meta.converters:
             data[name] = validator.from_json(data[name])
         changed = changed_fields(self._document(), data) if merged else []
@@ -218,6 +222,9 @@ class Writes:
         if stored is None:
             entry = context.persistent.get(doc_key)
             stored, revision = (None, 0) if entry is None else (decode(entry.value), entry.revision)
+        # links to a hybrid no declared relation targets can only come from another version of the
+        # model: the commit checks that there are none, and they are scanned only if there are
+        scanned = bool(meta.reverse)
         for attempt in range(MAX_ATTEMPTS):
             if stored is None:
                 # already gone (by another writer, or by our own commit whose answer was lost and
@@ -225,7 +232,8 @@ class Writes:
                 context.invalidate(*self._cache_keys(context))
                 break
             plan = plan_write(context.keys, meta, self.guid, stored, revision, None)
-            unlink = plan_unlink(context, meta, self.guid, covered)
+            unlink = (plan_unlink(context, meta, self.guid, covered) if scanned
+                      else assume_unlinked(context, meta, self.guid))
             invalidate = [*self._cache_keys(context), *unlink.cache_keys,
                           *changed_versions(context.keys, meta, self.guid, stored, None)]
             result = context.commit(plan.checks + unlink.checks, plan.ops + unlink.ops, invalidate)
@@ -233,10 +241,14 @@ class Writes:
                 if result.revision > 0:  # a cached copy older than the delete is stale here
                     context.seen.note(meta.name, self.guid, result.revision)
                 break
+            linked = not scanned and len(plan.checks) in result.failed
+            scanned = scanned or linked  # links after all: scan them next, to refuse or unlink them
             if 0 in result.failed:  # the document itself changed or vanished
                 context.invalidate(*self._cache_keys(context))
                 entry = result.current.get(doc_key)
                 stored, revision = (None, 0) if entry is None else (decode(entry.value), entry.revision)
+            elif linked:
+                continue  # not a race: no pause
             _back_off(attempt)
         else:
             raise RaceConditionError(

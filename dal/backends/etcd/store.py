@@ -139,23 +139,24 @@ class EtcdStore(EtcdLeadership):
     # --- writes ---------------------------------------------------------------------
 
     def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
-        compares: list[Any] = []
+        # built in place: a message handed to a constructor or a repeated field is copied, which
+        # cost more than the rest of the commit's Python (each put's value copied twice)
+        request = etcdrpc.TxnRequest()
+        compares, failure = request.compare, request.failure
         # on failure, the txn reads back what each check looked at, so a conflict costs one round trip
         key_reads: dict[str, int] = {}
         prefix_reads: dict[tuple[str, int], int] = {}
-        failure: list[Any] = []
         for check in checks:
             if isinstance(check, Revision | Exists):
                 key = check.key.encode()
                 if isinstance(check, Revision):
                     # an absent key compares as mod revision 0, which is what Revision(k, 0) means
-                    compares.append(etcdrpc.Compare(key=key, target=_MOD, result=_EQUAL,
-                                                    mod_revision=check.revision))
+                    compares.add(key=key, target=_MOD, result=_EQUAL, mod_revision=check.revision)
                 else:
-                    compares.append(etcdrpc.Compare(key=key, target=_VERSION, result=_GREATER, version=0))
+                    compares.add(key=key, target=_VERSION, result=_GREATER, version=0)
                 if check.key not in key_reads:
                     key_reads[check.key] = len(failure)
-                    failure.append(etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=key)))
+                    failure.add().request_range.key = key
             else:
                 start, end = prefix_range(check.prefix)
                 # a range compare holds when every key in the range satisfies it, so it holds
@@ -163,18 +164,16 @@ class EtcdStore(EtcdLeadership):
                 # mod_revision < r + 1 as soon as one was written after r
                 after = check.revision if isinstance(check, PrefixUnchanged) else 0
                 if isinstance(check, PrefixUnchanged):
-                    compares.append(etcdrpc.Compare(key=start, range_end=end, target=_MOD, result=_LESS,
-                                                    mod_revision=after + 1))
+                    compares.add(key=start, range_end=end, target=_MOD, result=_LESS, mod_revision=after + 1)
                 else:
-                    compares.append(etcdrpc.Compare(key=start, range_end=end, target=_VERSION,
-                                                    result=_EQUAL, version=0))
+                    compares.add(key=start, range_end=end, target=_VERSION, result=_EQUAL, version=0)
                 if (check.prefix, after) not in prefix_reads:
                     prefix_reads[(check.prefix, after)] = len(failure)
-                    failure.append(etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(
-                        key=start, range_end=end, limit=1, keys_only=True, min_mod_revision=after + 1)))
-        success = write_requests(ops)
-        request = etcdrpc.TxnRequest(compare=compares, success=success, failure=failure)
-        response = self._call("Txn", request, txn_size=(len(checks), len(success)))
+                    read = failure.add().request_range
+                    read.key, read.range_end, read.limit = start, end, 1
+                    read.keys_only, read.min_mod_revision = True, after + 1
+        add_write_requests(request.success, ops)
+        response = self._call("Txn", request, txn_size=(len(checks), len(request.success)))
         if response.succeeded:
             return CommitResult(ok=True, revision=response.header.revision)
         return self._conflict(checks, response, key_reads, prefix_reads)
@@ -229,7 +228,14 @@ def prefix_range(prefix: str) -> tuple[bytes, bytes]:
 
 
 def write_requests(ops: Sequence[Op]) -> list[Any]:
-    """Turn ordered ops into etcd txn requests with the same final effect.
+    """Turn ordered ops into etcd txn requests with the same final effect (see add_write_requests)."""
+    request = etcdrpc.TxnRequest()
+    add_write_requests(request.success, ops)
+    return list(request.success)
+
+
+def add_write_requests(requests: Any, ops: Sequence[Op]) -> None:
+    """Append to ``requests`` (a txn's repeated RequestOp field) the requests of ordered ``ops``.
 
     etcd refuses a txn that puts a key twice or puts a key inside a range it also deletes
     ("duplicate key given in txn request"), so ops are folded in order: the last op on a key
@@ -253,22 +259,24 @@ def write_requests(ops: Sequence[Op]) -> list[Any]:
                 prefixes.append(op.prefix)
         else:  # an Evict: etcd keeps no cache it could evict from (no evicts_from)
             raise TypeError(f"unknown op {op!r}")
-    requests = [etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key.encode(), value=value))
-                for key, value in puts.items()]
-    requests += [etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=key.encode()))
-                 for key in sorted(deletes)]
+    for key, value in puts.items():
+        # set in place (a key is never empty, so the put is present): no message is copied
+        put = requests.add().request_put
+        put.key, put.value = key.encode(), value
+    for key in sorted(deletes):
+        requests.add().request_delete_range.key = key.encode()
     for prefix in prefixes:
         start, end = prefix_range(prefix)
         for key in sorted(key for key in puts if key.startswith(prefix)):
             if start < key.encode():
-                requests.append(_delete_range(start, key.encode()))
+                _delete_range(requests, start, key.encode())
             start = (key + "\0").encode()
         if end == b"\0" or start < end:
-            requests.append(_delete_range(start, end))
-    return requests
+            _delete_range(requests, start, end)
 
 
-def _delete_range(start: bytes, end: bytes) -> Any:
-    return etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=start, range_end=end))
+def _delete_range(requests: Any, start: bytes, end: bytes) -> None:
+    delete = requests.add().request_delete_range
+    delete.key, delete.range_end = start, end
 
 
