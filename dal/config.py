@@ -15,7 +15,7 @@ from dal.backends.url import StoreURL, parse_url
 from dal.cache.counters import Stats
 from dal.cache.journal import Journal
 from dal.cache.leases import LeasedCache
-from dal.cache.seen import Seen, Verdict, seen_for
+from dal.cache.seen import FRESH, Seen, Verdict, seen_for
 from dal.cache.signing import Signer
 from dal.cache.stats import Publisher
 from dal.cache.sweeps import Sweep, Sweeper
@@ -143,7 +143,7 @@ class Context:
             return None
         entry = _from_payload(payload)
         verdict = self.seen.verdict(hybrid, guid, entry.revision)
-        if verdict is not Verdict.FRESH:
+        if verdict is not FRESH:
             self._distrusted(verdict, [cache_key])
             payload = self.objects.fill(cache_key, load, SAFETY_TTL)
             return None if payload is None else _from_payload(payload)
@@ -320,6 +320,9 @@ def configure(persistent: str | None = None, volatile: str | None = None, *,
 
 def current() -> Context:
     """Return the current context, configuring the defaults on first use."""
-    context = _context or configure()
-    context.reopen_if_forked()
+    context = _context
+    # every dal read starts here: when neither configuring nor a fork is due, no call at all
+    if context is None or context._generation != _forks:
+        context = context or configure()
+        context.reopen_if_forked()
     return context

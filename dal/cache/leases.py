@@ -51,6 +51,8 @@ class LeasedCache:
         self.signer = signer
         self.stats = stats
         self.prefix = prefix
+        #: the counters of ``fetch``, named once rather than formatted on every read
+        self.hits_label, self.misses_label = f"{prefix}hits", f"{prefix}misses"
         self.lease_ttl = lease_ttl
         self.trust = trust if trust is not None else Trust(None)
         self._probes: dict[tuple[str, str], str] = {}
@@ -63,6 +65,9 @@ class LeasedCache:
         self._closed = False
         self.trust.caches.append(self)
         self.placement = Placement(store)
+        #: how every value entry starts when nothing is signed (``None`` when entries are signed):
+        #: ``get`` takes such an entry by this one comparison, without calling the signer
+        self._plain_value = None if signer.signing else signer.seal("", _VALUE)
         if self.placement.replicated:
             # a replica that does not answer is untrusted on its own (see Placement); the context
             # sets the store's signature check (``verify``), knowing which keys are signed
@@ -101,6 +106,8 @@ class LeasedCache:
             return None
         if raw is None:
             return None
+        if raw[:2] == self._plain_value:  # what ``open`` then the check of _VALUE accept, unsigned
+            return raw[2:]
         payload = self.signer.open(key, raw)
         if payload is None:
             self._reject(key)
@@ -179,9 +186,9 @@ class LeasedCache:
         """Return the cached payload, or ``load()`` it and cache it unless invalidated meanwhile."""
         cached = self.get(key)
         if cached is not None:
-            self.stats.add(f"{self.prefix}hits")
+            self.stats.add(self.hits_label)
             return cached
-        self.stats.add(f"{self.prefix}misses")
+        self.stats.add(self.misses_label)
         return self.fill(key, load, ttl)
 
     def fill(self, key: str, load: Callable[[], bytes | None], ttl: float) -> bytes | None:

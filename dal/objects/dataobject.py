@@ -28,7 +28,7 @@ from dal.model.meta import HybridMeta, HybridMetaclass, TypedMetaclass
 from dal.objects import decoding, dynamics, lookups, mirrored, models
 from dal.objects.transaction import Document
 from dal.objects.writes import Writes
-from dal.structures import Dynamic, Relation, check_guid
+from dal.structures import Relation, check_guid, is_guid
 
 if TYPE_CHECKING:
     from dataclasses import InitVar
@@ -62,7 +62,8 @@ class DataObject(Writes, metaclass=HybridMetaclass):
                 raise InvalidValueError(
                     f"{type(self).__name__}(guid, ...): pass a guid to load an object, or data (or "
                     "keywords) for a new one, not both")
-            check_guid(guid, f"{type(self).__name__}(guid)")
+            if not is_guid(guid):  # check_guid, its message built only when it raises
+                check_guid(guid, f"{type(self).__name__}(guid)")
             context = current()
             entry = context.load_document(self._meta.name, guid)
             if entry is None:
@@ -196,7 +197,8 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         state["_objects"] = {}
         state["_extra"] = extra
         # this process must never return an older revision of it from now on
-        (seen or current().seen).note(meta.name, guid, entry.revision)
+        # ``is None``, not ``or``: a Seen's truth is its length, a call on every load
+        (current().seen if seen is None else seen).note(meta.name, guid, entry.revision)
 
     def _meta_defaults(self) -> dict[str, Any]:
         data = {name: prop.make_default() for name, prop in self._meta.properties.items()}
@@ -288,8 +290,8 @@ class DataObject(Writes, metaclass=HybridMetaclass):
             raise MirrorError(f"{type(self).__name__} is not mirrored: it declares no __mirror")
         mirrored.refresh_now(self)
 
-    def _dynamic(self, spec: Dynamic) -> Any:
-        return dynamics.read(current(), self, spec)
+    #: ``Dynamic.__get__`` reads through this: the read itself, no call in between
+    _dynamic = dynamics.read
 
     # --- persistence --------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import time
 from typing import Any, Protocol
 
 from dal.cache import owners
-from dal.config import Context
+from dal.config import Context, current
 from dal.exceptions import BackendError
 from dal.objects.decoding import loads_only_item
 from dal.structures import Dynamic
@@ -46,8 +46,14 @@ POLL_FIRST = 0.002
 POLL_LONGEST = 0.02
 
 
-def read(context: Context, obj: Owner, spec: Dynamic) -> Any:
-    """Return the value of dynamic ``spec`` of ``obj``: cached, or computed once."""
+def read(obj: Owner, spec: Dynamic) -> Any:
+    """Return the value of dynamic ``spec`` of ``obj``: cached, or computed once.
+
+    This is ``DataObject._dynamic`` itself (a method of the object), not a function it calls: a
+    cached read is mostly calls, and that call less (with ``current()`` telling that no fork
+    happened without a call either) took a read from 3.8 us to 3.6 us (issue 16).
+    """
+    context = current()
     if spec.timeout == 0:
         label = f"dynamic.{obj._meta.name}.{spec.name}."
         return spec.validator.from_json(_decode(_compute(context, obj, spec, label)))
