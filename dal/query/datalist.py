@@ -27,6 +27,7 @@ from dal.model.reverse import provide_lists
 from dal.objects.dataobject import DataObject
 from dal.objects.lookups import provide_queries
 from dal.query.grammar import Group, Operator, WhereOperator, compile_query, resolve_field
+from dal.query.owners import give_owners
 from dal.query.planner import BATCH, Planner, Step, describe_node
 from dal.query.results import cached_guids
 from dal.structures import Relation, check_guid
@@ -224,17 +225,16 @@ class DataList(Generic[T]):
     def _load(self, guids: list[str], entries: Mapping[str, Entry],
               documents: Mapping[str, dict[str, Any]] | None = None) -> dict[str, T]:
         members = self._members
-        loaded = self.hybrid._load_many([guid for guid in guids if guid not in members], entries, documents)
-        for hybrid in {members[guid] for guid in guids if guid in members}:
-            of_hybrid = [guid for guid in guids if members.get(guid) is hybrid]
-            loaded.update(cast(dict[str, T], hybrid._load_many(of_hybrid)))
-        for obj in loaded.values():
-            for name, owner in self._seed.items():
-                relation = obj._meta.relations.get(name)
-                # a member that moved away since the query ran keeps the relation its document holds
-                if relation is not None and relation.target is type(owner) \
-                        and obj._data[relation.guid_field] == owner.guid:
-                    obj._objects[name] = owner
+        if not members:  # the common case: every member is of ``hybrid``
+            loaded = self.hybrid._load_many(guids, entries, documents)
+        else:
+            own = [guid for guid in guids if guid not in members]
+            loaded = self.hybrid._load_many(own, entries, documents)
+            for hybrid in {members[guid] for guid in guids if guid in members}:
+                of_hybrid = [guid for guid in guids if members.get(guid) is hybrid]
+                loaded.update(cast(dict[str, T], hybrid._load_many(of_hybrid)))
+        if self._seed:
+            give_owners(loaded.values(), self._seed)
         return loaded
 
     # --- list behaviour -------------------------------------------------------------------
