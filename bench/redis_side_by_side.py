@@ -77,12 +77,25 @@ class Run:
 
     def measure(self, operation: str, contenders: list[Contender]) -> None:
         ops = self.ops(operation)
+        if self.args.profile:
+            self.raw.config_resetstat()
         self.results[operation] = measure_sides(operation, contenders, ops=ops, rounds=self.args.rounds)
         if self.args.profile:
+            self.profiles.append(server_time(operation, self.raw.info("commandstats")))
             for contender in contenders:
                 if contender.label.startswith("dal") and not self.results[operation][0].failure:
                     text = profile(contender.side, ops)
                     self.profiles.append(f"--- {operation}: {contender.label}: cProfile of {ops} ---\n{text}")
+
+
+def server_time(operation: str, stats: dict[str, Any]) -> str:
+    """Return the server's own time per command over one operation's rounds (``INFO commandstats``,
+    every side's commands together): what a dal commit script costs Redis next to a plain SET, apart
+    from the client and the wire."""
+    rows = sorted(stats.items(), key=lambda item: -item[1]["usec"])
+    lines = [f"  {name.removeprefix('cmdstat_')}: {row['calls']} calls, {row['usec_per_call']:.2f} us/call"
+             for name, row in rows if row["calls"] and "config" not in name]
+    return f"--- {operation}: redis-server time per command, every side ---\n" + "\n".join(lines)
 
 
 def side(label: str, what: str, operation: Operation, *, target: str = "",
@@ -287,7 +300,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="few objects and operations: a smoke test")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of every side taking turns (default 5)")
     parser.add_argument("--profile", action="store_true",
-                        help="after each operation, profile one more batch of each dal side (stderr)")
+                        help="after each operation, profile one more batch of each dal side, and print the "
+                             "server's own time per command over the operation's rounds (stderr)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")

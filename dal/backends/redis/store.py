@@ -37,7 +37,6 @@ DEFAULT_TIMEOUT = 5.0
 #: keys a script reads (or deletes) per ZRANGEBYLEX: bounds each step's reply, and the arguments of
 #: one MGET or DEL (Lua's ``unpack`` takes a few thousand at most)
 PAGE = 1000
-_CHECK_KINDS: dict[type, bytes] = {Revision: b"R", Exists: b"E", PrefixEmpty: b"P", PrefixUnchanged: b"U"}
 
 
 def entry(raw: bytes) -> Entry:
@@ -57,30 +56,40 @@ def lex_range(prefix: str, start_after: str | None = None) -> tuple[bytes, bytes
 
 
 def commit_args(checks: Sequence[Check], ops: Sequence[Op]) -> list[Any]:
-    """Return the commit script's arguments after the data prefix and the page size."""
-    args: list[Any] = [len(checks)]
+    """Return the commit script's arguments after the data prefix and the page size (see
+    :data:`~dal.backends.redis.scripts.COMMIT`): the counts, two per check, two per write, one per evict.
+
+    The kinds are tested most frequent first: a save sends a dozen evicts, and this runs on every commit.
+    """
+    args: list[Any] = [len(checks), 0]
     for check in checks:
-        kind = _CHECK_KINDS.get(type(check))
-        if kind is None:
-            raise TypeError(f"unknown check {check!r}")
-        if isinstance(check, Revision | Exists):
-            args += [kind, check.key, check.revision if isinstance(check, Revision) else 0]
+        if isinstance(check, Revision):
+            args += ["R" + check.key, check.revision]
+        elif isinstance(check, Exists):
+            args += ["E" + check.key, 0]
+        elif isinstance(check, PrefixEmpty):
+            args += ["P" + check.prefix, 0]
+        elif isinstance(check, PrefixUnchanged):
+            args += ["U" + check.prefix, check.revision]
         else:
-            args += [kind, check.prefix, check.revision if isinstance(check, PrefixUnchanged) else 0]
+            raise TypeError(f"unknown check {check!r}")
+    evicted: list[str] = []
     for op in ops:  # all checked before anything is sent, so a bad op never leaves half a commit
-        if isinstance(op, Put):
+        if isinstance(op, Evict):
+            # a cache entry, no data key: deleting it before or after the writes is the same
+            evicted.append(CACHE + op.key)
+        elif isinstance(op, Put):
             if not isinstance(op.value, bytes):
                 raise TypeError(f"Put({op.key!r}) value must be bytes, not {type(op.value).__name__}")
-            args += [b"P", op.key, op.value]
+            args += ["P" + op.key, op.value]
         elif isinstance(op, Delete):
-            args += [b"D", op.key, b""]
+            args += ["D" + op.key, b""]
         elif isinstance(op, DeletePrefix):
-            args += [b"X", op.prefix, b""]
-        elif isinstance(op, Evict):
-            args += [b"E", CACHE + op.key, b""]
+            args += ["X" + op.prefix, b""]
         else:
             raise TypeError(f"unknown op {op!r}")
-    return args
+    args[1] = len(ops) - len(evicted)
+    return args + evicted
 
 
 class RedisStore(RedisLeadership):
@@ -125,8 +134,8 @@ class RedisStore(RedisLeadership):
         if limit is not None and limit <= 0:
             return []
         low, high = lex_range(prefix, start_after)
-        found: list[bytes] = self._call(f"scan of {prefix!r}", lambda: self._scan(
-            keys=[INDEX], args=[DATA, PAGE, low, high, limit or 0]))
+        found: list[bytes] = self._call(f"scan of {prefix!r}", lambda: self._script(
+            self._scan, 1, INDEX, DATA, PAGE, low, high, limit or 0))
         pairs = zip(found[::2], found[1::2], strict=True)
         # a key without a value (None) cannot be seen, since a commit writes both in one script: skipped
         return [(key.decode(), entry(raw)) for key, raw in pairs if raw is not None]
@@ -155,7 +164,7 @@ class RedisStore(RedisLeadership):
         in the same script: invalidated at the instant of the commit, with no round trip of their
         own; nothing is deleted when a check fails.
         """
-        return self._run_commit([DATA, PAGE, *commit_args(checks, ops)], ops)
+        return self._run_commit(commit_args(checks, ops), ops)
 
     def evicts_from(self, cache: object) -> bool:
         """Tell whether ``Evict`` ops can delete ``cache``'s entries: a Redis cache of the same server
@@ -164,7 +173,7 @@ class RedisStore(RedisLeadership):
 
     def _run_commit(self, args: list[Any], ops: Sequence[Op]) -> CommitResult:
         answer = self._call(f"commit of {len(ops)} ops",
-                            lambda: self._commit(keys=[COUNTER, INDEX], args=args))
+                            lambda: self._script(self._commit, 2, COUNTER, INDEX, DATA, PAGE, *args))
         if answer[0] == 1:
             revision = int(answer[1])
             self._tokens.committed(revision)
