@@ -92,7 +92,7 @@ class Validator:
                 f"{self.owner} must be {self.label}, not {value!r} ({type(value).__name__}): {problem}"
             ) from None
         if self.native:
-            if isinstance(result, (list, dict)):
+            if isinstance(result, (list, dict)) and not _plain_json(result):
                 problem = _not_json(result)
                 if problem:
                     advice = _FINITE_ADVICE if _non_finite(result) else (
@@ -171,6 +171,37 @@ class Validator:
                     f"from {shorten(probe)} is {shorten(value)}; {problem}; {self._advice(stored)}")
 
 
+
+
+#: the exact types JSON gives back unchanged whatever their value (a float only when finite)
+_PLAIN_LEAVES = frozenset({str, int, bool, type(None)})
+
+
+def _plain_json(value: object) -> bool:
+    """Return True when ``value`` is made of exact JSON types only (finite floats, str keys).
+
+    What :func:`_not_json` accepts with no message to build: checked at every assignment of a
+    list or a dict, it skips the path strings ``_not_json`` formats per item (a fifth of building
+    a seven-field object with a list and a dict). False means "ask ``_not_json``", which also
+    admits subclasses (an ``IntEnum``) and says what is wrong.
+    """
+    kind = type(value)
+    if kind in _PLAIN_LEAVES:
+        return True
+    if kind is float:
+        return math.isfinite(cast(float, value))
+    if kind is list:
+        # a loop, not all() over a generator: no generator frame per list (this runs per assignment)
+        for item in cast(list[Any], value):  # noqa: SIM110
+            if not _plain_json(item):
+                return False
+        return True
+    if kind is dict:
+        for key, item in cast(dict[Any, Any], value).items():
+            if type(key) is not str or not _plain_json(item):
+                return False
+        return True
+    return False
 
 
 def _not_json(value: object, path: str = "value") -> str:
