@@ -33,7 +33,7 @@ from dal.backends.base import (
     Revision,
 )
 from dal.backends.etcd import prefix_range, write_requests
-from dal.backends.etcd.store import EtcdStore
+from dal.backends.etcd.store import EtcdStore, fold_ops
 from dal.config import Context
 from dal.exceptions import LinkedObjectError, ObjectNotFoundError
 
@@ -99,22 +99,7 @@ def test_a_saved_object_holds_the_bytes_its_commit_stored(context: Context) -> N
 
 def constructed_writes(ops: Sequence[Op]) -> list[Any]:
     """The requests as they were built before: each message made, then copied into its parent."""
-    puts: dict[str, bytes] = {}
-    deletes: set[str] = set()
-    prefixes: list[str] = []
-    for op in ops:
-        if isinstance(op, Put):
-            puts[op.key] = op.value
-            deletes.discard(op.key)
-        elif isinstance(op, Delete):
-            puts.pop(op.key, None)
-            deletes.add(op.key)
-        elif isinstance(op, DeletePrefix):
-            puts = {key: value for key, value in puts.items() if not key.startswith(op.prefix)}
-            deletes = {key for key in deletes if not key.startswith(op.prefix)}
-            if not any(op.prefix.startswith(other) for other in prefixes):
-                prefixes = [other for other in prefixes if not other.startswith(op.prefix)]
-                prefixes.append(op.prefix)
+    puts, deletes, prefixes = fold_ops(ops)  # the folding is shared: the building is what changed
     requests = [etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key.encode(), value=value))
                 for key, value in puts.items()]
     requests += [etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=key.encode()))

@@ -238,9 +238,29 @@ def add_write_requests(requests: Any, ops: Sequence[Op]) -> None:
     """Append to ``requests`` (a txn's repeated RequestOp field) the requests of ordered ``ops``.
 
     etcd refuses a txn that puts a key twice or puts a key inside a range it also deletes
-    ("duplicate key given in txn request"), so ops are folded in order: the last op on a key
-    wins, and a prefix delete followed by puts under it becomes range deletes around them.
+    ("duplicate key given in txn request"), so ops are folded in order (:func:`fold_ops`), and a
+    prefix delete followed by puts under it becomes range deletes around them.
     """
+    puts, deletes, prefixes = fold_ops(ops)
+    for key, value in puts.items():
+        # set in place (a key is never empty, so the put is present): no message is copied
+        put = requests.add().request_put
+        put.key, put.value = key.encode(), value
+    for key in sorted(deletes):
+        requests.add().request_delete_range.key = key.encode()
+    for prefix in prefixes:
+        start, end = prefix_range(prefix)
+        for key in sorted(key for key in puts if key.startswith(prefix)):
+            if start < key.encode():
+                _delete_range(requests, start, key.encode())
+            start = (key + "\0").encode()
+        if end == b"\0" or start < end:
+            _delete_range(requests, start, end)
+
+
+def fold_ops(ops: Sequence[Op]) -> tuple[dict[str, bytes], set[str], list[str]]:
+    """Fold ordered ``ops`` into what they leave: the puts (the last op on a key wins), the keys
+    deleted, and the prefixes deleted (outermost only; puts after a prefix delete survive it)."""
     puts: dict[str, bytes] = {}
     deletes: set[str] = set()
     prefixes: list[str] = []
@@ -259,20 +279,7 @@ def add_write_requests(requests: Any, ops: Sequence[Op]) -> None:
                 prefixes.append(op.prefix)
         else:  # an Evict: etcd keeps no cache it could evict from (no evicts_from)
             raise TypeError(f"unknown op {op!r}")
-    for key, value in puts.items():
-        # set in place (a key is never empty, so the put is present): no message is copied
-        put = requests.add().request_put
-        put.key, put.value = key.encode(), value
-    for key in sorted(deletes):
-        requests.add().request_delete_range.key = key.encode()
-    for prefix in prefixes:
-        start, end = prefix_range(prefix)
-        for key in sorted(key for key in puts if key.startswith(prefix)):
-            if start < key.encode():
-                _delete_range(requests, start, key.encode())
-            start = (key + "\0").encode()
-        if end == b"\0" or start < end:
-            _delete_range(requests, start, end)
+    return puts, deletes, prefixes
 
 
 def _delete_range(requests: Any, start: bytes, end: bytes) -> None:
