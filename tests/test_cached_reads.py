@@ -3,23 +3,25 @@ general path does, which these tests pin down by the cases where a shortcut woul
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
-import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from hybrids import Kind
 
 from dal.backends.memcached import MemcachedCache
-from dal.backends.memcached import text as memcached_text
-from dal.backends.memcached.text import TextConnection, kernel_timeouts
+from dal.backends.memcached.text import TextConnection
 from dal.backends.memory import MemoryCache
 from dal.backends.url import parse_url
 from dal.cache.counters import Stats
 from dal.cache.leases import LeasedCache
 from dal.cache.signing import Signer
-from dal.exceptions import BackendError, InvalidValueError
+from dal.exceptions import BackendError, ConfigurationError, InvalidValueError
 from dal.objects import dynamics
 from dal.objects.dataobject import DataObject
 
@@ -103,38 +105,102 @@ def silent_server() -> Iterator[tuple[str, int]]:
         listener.close()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kernel socket timeouts: Linux only")
-def test_the_text_connection_is_blocking_with_kernel_timeouts(silent_server: tuple[str, int]) -> None:
+def test_a_get_from_a_silent_server_fails_in_time(silent_server: tuple[str, int]) -> None:
     connection = TextConnection(silent_server, 0.2, 1.0)
     try:
-        assert connection._socket.gettimeout() is None  # no poll before each send and recv
         started = time.monotonic()
-        with pytest.raises(OSError):
+        with pytest.raises(TimeoutError):  # an OSError: the cache reports it as a BackendError
             connection.get(b"key")
         assert 0.15 < time.monotonic() - started < 2.0
     finally:
         connection.close()
 
 
-def test_without_kernel_timeouts_the_socket_keeps_its_own(
-        silent_server: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(memcached_text.sys, "platform", "darwin")
-    probe = socket.socket()
+@contextmanager
+def periodic_signal(seconds: float, handler: Callable[..., None]) -> Iterator[None]:
+    """SIGALRM every ``seconds`` to ``handler`` (a profiler's or a timer library's signal)."""
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds, seconds)
     try:
-        probe.settimeout(0.5)
-        assert not kernel_timeouts(probe, 0.2)
-        assert probe.gettimeout() == 0.5  # left as it was
+        yield
     finally:
-        probe.close()
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def slow_server() -> Iterator[tuple[tuple[str, int], dict[str, bytes]]]:
+    """A memcached stand-in answering every get after 0.3 s with the value it holds when asked."""
+    state = {"value": b"v1"}
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve(client: socket.socket) -> None:
+        with contextlib.suppress(OSError), client:
+            buffer = b""
+            while data := client.recv(4096):
+                buffer += data
+                while b"\r\n" in buffer:
+                    line, buffer = buffer.split(b"\r\n", 1)
+                    key, value = line.split()[1], state["value"]
+                    time.sleep(0.3)
+                    client.sendall(b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (key, len(value), value))
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield listener.getsockname()[:2], state
+    finally:
+        listener.close()
+
+
+def test_a_periodic_signal_does_not_stretch_the_timeout(silent_server: tuple[str, int]) -> None:
+    # a signal whose handler returns makes the interrupted call start again: with the kernel's
+    # SO_RCVTIMEO it restarted its full timeout each time, so a signal every 50 ms kept a get
+    # against a silent server waiting for ever; the deadline is the connection's own
     connection = TextConnection(silent_server, 0.2, 1.0)
     try:
-        assert connection._socket.gettimeout() == 0.2
-        started = time.monotonic()
-        with pytest.raises(OSError):
-            connection.get(b"key")
-        assert time.monotonic() - started < 2.0
+        with periodic_signal(0.05, lambda *_: None):
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                connection.get(b"key")
+            assert time.monotonic() - started < 1.0
     finally:
         connection.close()
+
+
+class SoftTimeLimit(Exception):
+    """What a task runner raises from a signal handler (Celery's soft time limit)."""
+
+
+def test_a_get_interrupted_by_a_signal_handler_leaves_no_answer_for_the_next(
+        slow_server: tuple[tuple[str, int], dict[str, bytes]]) -> None:
+    (host, port), state = slow_server
+    cache = MemcachedCache.from_url(parse_url(f"memcached://{host}:{port}?timeout=2"))
+    try:
+        assert cache.get("k") == b"v1"  # opens this thread's connection
+
+        def interrupt(*_: object) -> None:
+            raise SoftTimeLimit()
+
+        with periodic_signal(0.1, interrupt), pytest.raises(SoftTimeLimit):
+            cache.get("k")  # its answer (v1) arrives after the handler raised
+        state["value"] = b"v2"
+        time.sleep(0.4)
+        # the interrupted get's answer must not be read as this one's: the stream was dropped
+        assert cache.get("k") == b"v2"
+        assert not cache._dead_until  # an interruption is no failure of the server
+    finally:
+        cache.close()
+
+
+@pytest.mark.parametrize("timeout", ["inf", "1e300", "3601", "0", "-1", "nan"])
+def test_a_timeout_option_out_of_bounds_is_refused(timeout: str) -> None:
+    with pytest.raises(ConfigurationError, match="at most 3600"):
+        MemcachedCache.from_url(parse_url(f"memcached://127.0.0.1:11211?timeout={timeout}"))
 
 
 def test_a_silent_memcached_fails_a_get_in_time_then_is_skipped(silent_server: tuple[str, int]) -> None:

@@ -3,6 +3,7 @@ script reads them back exactly (kinds folded into keys, evicts gathered after th
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +27,7 @@ from dal.backends.base import (
 )
 from dal.backends.redis import RedisStore
 from dal.backends.redis import store as redis_store
-from dal.backends.redis.connection import CACHE, Packer, open_redis
+from dal.backends.redis.connection import CACHE, Packer, open_redis, packs_commands
 from dal.backends.url import parse_url
 from dal.testing.servers import RunningServer
 
@@ -173,3 +174,12 @@ def test_a_redis_client_packs_with_the_packer(redis_server: RunningServer) -> No
             client.connection_pool.release(connection)
     finally:
         client.close()
+
+
+def test_a_hiredis_without_pack_command_or_unused_by_redis_py_is_not_used_to_pack() -> None:
+    old = types.SimpleNamespace(__version__="2.0.0")  # no pack_command: packing would raise AttributeError
+    current = types.SimpleNamespace(pack_command=lambda args: b"")
+    assert not packs_commands(old, True)
+    assert not packs_commands(current, False)  # redis-py does not use it (too old for redis-py)
+    assert not packs_commands(None, True)
+    assert packs_commands(current, True)

@@ -29,6 +29,9 @@ NODE_MEMO = 100_000
 RELATIVE_TTL_LIMIT = 30 * 24 * 3600
 #: the options of a memcached:// URL with one copy of each entry
 OPTIONS = ("timeout", "connect_timeout", "dead_timeout", "hits")
+#: the longest timeout an option may set, in seconds: every wait is bounded (poll takes its
+#: milliseconds as a C int)
+MAX_SECONDS = 3600.0
 #: keys sent as they are: 1 to 250 printable ASCII characters, without space and without "~",
 #: which only hashed keys contain, so a sent key never stands for two different keys
 _PLAIN_KEY = re.compile(r"[!-}]{1,250}")
@@ -70,8 +73,9 @@ def url_settings(url: StoreURL,
     seconds = {name: url.option(name, float, default)
                for name, default in (("timeout", 0.25), ("connect_timeout", 0.25), ("dead_timeout", 5.0))}
     for name, value in seconds.items():
-        if not value > 0:
-            raise ConfigurationError(f"option {name} in {url} must be a positive number of seconds")
+        if not 0 < value <= MAX_SECONDS:
+            raise ConfigurationError(f"option {name} in {url} must be a positive number of seconds, "
+                                     f"at most {MAX_SECONDS:g}")
     return servers, seconds
 
 
@@ -133,6 +137,9 @@ class MemcachedCache:
                     connection.close()
                     self._dead_until = time.monotonic() + self._dead_timeout
                     raise self._error("get", exc) from exc
+                except BaseException:
+                    self._drop(connection)  # interrupted: see _drop
+                    raise
             return self._direct_get(wire_key(key))  # opens this thread's connection
         try:
             value: bytes | None = self._client.get(wire_key(key))
@@ -168,6 +175,17 @@ class MemcachedCache:
                 connection.close()
             self._dead_until = time.monotonic() + self._dead_timeout
             raise self._error(what, exc) from exc
+        except BaseException:
+            if connection is not None:
+                self._drop(connection)  # interrupted: see _drop
+            raise
+
+    def _drop(self, connection: TextConnection) -> None:
+        """Close this thread's connection after a command was interrupted by an exception that is no
+        failure of the server (a signal handler's: a soft time limit, KeyboardInterrupt): its answer
+        may still arrive, and the next command would read it as its own (a stale value)."""
+        self._local.connection = None
+        connection.close()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         wired = {wire_key(key): key for key in keys}

@@ -11,21 +11,31 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, TypeVar
 
 import redis
+import redis.utils
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
 
+
+def packs_commands(module: ModuleType | None, used_by_redis_py: bool) -> bool:
+    """Whether dal packs commands with hiredis: only a hiredis redis-py itself uses (3.2 on, for
+    redis-py 8) and that has ``pack_command`` (2.2 on); with an older one every call would raise
+    AttributeError, an error no caller expects."""
+    return module is not None and used_by_redis_py and hasattr(module, "pack_command")
+
+
 try:
     import hiredis
 except ImportError:  # redis-py packs in Python then, and so does dal
     HIREDIS = False
 else:
-    HIREDIS = True
+    HIREDIS = packs_commands(hiredis, bool(redis.utils.HIREDIS_AVAILABLE))
 
 T = TypeVar("T")
 DEFAULT_PORT = 6379
