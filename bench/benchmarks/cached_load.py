@@ -4,7 +4,8 @@ dal runs on etcd (persistent) + memcached (volatile) and every object is in the 
 cache before timing starts, so each load is one memcached ``get`` plus dal's unwrapping and
 object building. The raw side is pymemcache's plain ``Client.get`` of the same JSON
 documents (stored under keys of their own) plus ``json.loads``, on a socket without a timeout
-(dal keeps its 0.25 s one, enforced by the kernel: ``dal/backends/memcached/text.py``). The
+(dal keeps its 0.25 s one, a deadline of its own on a non-blocking socket:
+``dal/backends/memcached/text.py``). The
 benchmark checks that every timed dal load was a cache hit.
 """
 

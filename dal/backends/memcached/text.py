@@ -83,6 +83,7 @@ class TextConnection:
             self._socket.close()
             raise
         self._timeout = timeout
+        self._timeout_ms = math.ceil(timeout * 1000)
         self._buffer = b""
 
     def _send(self, data: bytes) -> None:
@@ -102,10 +103,17 @@ class TextConnection:
 
     def _recv(self, size: int) -> bytes:
         """Read what the server sent, at most ``size`` bytes, waiting at most the timeout for it."""
-        deadline = time.monotonic() + self._timeout
+        # the common case: one poll given the whole timeout (poll keeps its own deadline across
+        # signals, PEP 475), then the recv; no clock read of ours
+        if not self._readable.poll(self._timeout_ms):
+            raise TimeoutError(f"memcached did not answer within {self._timeout:g} s")
+        try:
+            return self._socket.recv(size)
+        except BlockingIOError:  # a spurious wake-up (rare): wait again, for at most the timeout
+            deadline = time.monotonic() + self._timeout
         while True:
             self._wait(self._readable, deadline)
-            with contextlib.suppress(BlockingIOError):  # a spurious wake-up: wait again
+            with contextlib.suppress(BlockingIOError):
                 return self._socket.recv(size)
 
     def _wait(self, poller: select.poll, deadline: float) -> None:
