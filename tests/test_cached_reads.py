@@ -15,6 +15,7 @@ import pytest
 from hybrids import Kind
 
 from dal.backends.memcached import MemcachedCache
+from dal.backends.memcached.multiget import MultiGet
 from dal.backends.memcached.text import TextConnection
 from dal.backends.memory import MemoryCache
 from dal.backends.url import parse_url
@@ -195,6 +196,26 @@ def test_a_get_interrupted_by_a_signal_handler_leaves_no_answer_for_the_next(
         assert not cache._dead_until  # an interruption is no failure of the server
     finally:
         cache.close()
+
+
+def test_a_quorum_read_interrupted_by_a_signal_handler_leaves_no_answer_for_the_next(
+        slow_server: tuple[tuple[str, int], dict[str, bytes]]) -> None:
+    address, state = slow_server
+    reads = MultiGet({"m1": address}, timeout=2.0, connect_timeout=1.0, dead_timeout=30.0)
+    try:
+        assert reads.get_many({"m1": [b"k"]}) == {"m1": {b"k": b"v1"}}
+
+        def interrupt(*_: object) -> None:
+            raise SoftTimeLimit()
+
+        with periodic_signal(0.1, interrupt), pytest.raises(SoftTimeLimit):
+            reads.get_many({"m1": [b"k"]})
+        state["value"] = b"v2"
+        time.sleep(0.4)
+        assert reads.get_many({"m1": [b"k"]}) == {"m1": {b"k": b"v2"}}
+        assert not reads._dead_until.get("m1")  # an interruption is no failure of the server
+    finally:
+        reads.close()
 
 
 @pytest.mark.parametrize("timeout", ["inf", "1e300", "3601", "0", "-1", "nan"])

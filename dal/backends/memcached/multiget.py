@@ -110,21 +110,31 @@ class MultiGet:
         started = time.monotonic()
         pending: dict[int, _Pending] = {}
         poller = select.poll()
-        for name, keys in shares.items():
-            if not keys or self._dead_until.get(name, 0.0) > started:
-                continue
-            connection = self._connection(name)
-            if connection is None:
-                continue
-            entry = _Pending(name, connection, keys, started + self._timeout)
-            try:
-                entry.send(started, self._timeout)
-            except OSError:
-                self._failed(name)
-                continue
-            pending[connection.fileno()] = entry
-            poller.register(connection, _WRITABLE if entry.outgoing else _READABLE)
-        return self._answers(poller, pending)
+        asked: list[str] = []
+        try:
+            for name, keys in shares.items():
+                if not keys or self._dead_until.get(name, 0.0) > started:
+                    continue
+                connection = self._connection(name)
+                if connection is None:
+                    continue
+                asked.append(name)
+                entry = _Pending(name, connection, keys, started + self._timeout)
+                try:
+                    entry.send(started, self._timeout)
+                except OSError:
+                    self._failed(name)
+                    continue
+                pending[connection.fileno()] = entry
+                poller.register(connection, _WRITABLE if entry.outgoing else _READABLE)
+            return self._answers(poller, pending)
+        except BaseException:
+            # interrupted (a signal handler raised: a soft time limit, KeyboardInterrupt): answers
+            # still on their way would be read by the next get as its own, so every stream asked
+            # is dropped; no server failed, so none is skipped
+            for name in asked:
+                self._drop(name)
+            raise
 
     def _answers(self, poller: select.poll, pending: dict[int, _Pending]) -> dict[str, dict[bytes, bytes]]:
         """Send the rest of each request and read each answer as the sockets allow, each server
@@ -180,6 +190,10 @@ class MultiGet:
     def _failed(self, name: str) -> None:
         """Close the connection to ``name`` (its stream is out of step) and skip the server a while."""
         self._dead_until[name] = time.monotonic() + self._dead_timeout
+        self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        """Close this thread's connection to ``name``: the next read opens a new one."""
         connections: dict[str, socket.socket] = getattr(self._local, "connections", {})
         connection = connections.pop(name, None)
         if connection is not None:
