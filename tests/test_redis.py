@@ -252,8 +252,6 @@ def own_server(tmp_path: Path) -> Iterator[RunningServer]:
     try:
         yield server
     finally:
-        if server.paused:
-            server.resume()
         server.stop()
 
 

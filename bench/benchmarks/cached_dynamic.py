@@ -16,7 +16,7 @@ import json
 
 from pymemcache.client.base import Client
 
-from bench.benchmarks.common import OBJECTS, compare_sides
+from bench.benchmarks.common import OBJECTS, cached_health, compare_sides
 from bench.env import ETCD, MEMCACHED, Environment, Settings
 from bench.hybrids import BenchServer
 from bench.report import Result
@@ -31,13 +31,7 @@ FULL_OPS = 5000
 def run(env: Environment, settings: Settings) -> Result:
     etcd, memcached = env.need_etcd(), env.need_memcached()
     context = configure(etcd.url, memcached.url, namespace=env.namespace())
-    guids = []
-    for number in range(OBJECTS):
-        server = BenchServer(data={"name": f"srv-{number:06d}.dc1.example.net", "rack": number})
-        server.save()
-        guids.append(server.guid)
-    servers = [BenchServer(guid) for guid in guids]  # loaded once: the timed reads load nothing
-    values = [server.health for server in servers]  # the first read of each computes and caches it
+    guids, servers, values = cached_health(OBJECTS)
     label = f"dynamic.{BenchServer._meta.name}.health."
     filled = context.stats.snapshot()
     if filled.get(label + "computations", 0) != OBJECTS:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from bench.benchmarks.common import OBJECTS, compare_sides
+from bench.benchmarks.common import OBJECTS, cached_health, compare_sides
 from bench.env import Environment, Settings
 from bench.hybrids import BenchServer
 from bench.report import Result
@@ -31,13 +31,7 @@ def run(env: Environment, settings: Settings) -> Result:
                         namespace=env.namespace())
     if not context.caches_objects:
         raise AssertionError(f"{NAME}: dal does not cache on SQLite + memory://")
-    guids = []
-    for number in range(OBJECTS):
-        server = BenchServer(data={"name": f"srv-{number:06d}.dc1.example.net", "rack": number})
-        server.save()
-        guids.append(server.guid)
-    servers = [BenchServer(guid) for guid in guids]  # loaded once: the timed reads load nothing
-    values = [server.health for server in servers]  # the first read of each computes and caches it
+    guids, servers, values = cached_health(OBJECTS)
     label = f"dynamic.{BenchServer._meta.name}.health."
     raw = {guid: json.dumps(value).encode() for guid, value in zip(guids, values, strict=True)}
     count = len(servers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.env import Settings
-from bench.hybrids import BenchMachine, machine_data
+from bench.hybrids import BenchMachine, BenchServer, machine_data
 from bench.timing import Measurement, Operation, Side, measure, profile, progress
 from dal.cache.counters import Stats
 
@@ -58,3 +58,15 @@ def store_machines(count: int, prefix: str) -> list[BenchMachine]:
         machine.save()
         machines.append(machine)
     return machines
+
+
+def cached_health(count: int) -> tuple[list[str], list[BenchServer], list[object]]:
+    """Save ``count`` new servers, load each once and read its ``health`` once (computed and cached);
+    return their guids, the loaded servers (the timed reads load nothing) and the values."""
+    guids = []
+    for number in range(count):
+        server = BenchServer(data={"name": f"srv-{number:06d}.dc1.example.net", "rack": number})
+        server.save()
+        guids.append(server.guid)
+    servers = [BenchServer(guid) for guid in guids]
+    return guids, servers, [server.health for server in servers]

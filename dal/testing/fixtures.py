@@ -45,6 +45,4 @@ def memcached_servers(workdir: Path, count: int = 3) -> Iterator[list[RunningSer
         yield started
     finally:
         for server in started:
-            if server.paused:
-                server.resume()
             server.stop()

@@ -249,20 +249,20 @@ def _etcd_ready(host: str, port: int) -> bool:
         client.close()
 
 
-def _memcached_ready(host: str, port: int) -> bool:
+def _answers(host: str, port: int, command: bytes, expected: bytes) -> bool:
+    """Whether the server at ``host:port`` answers ``command`` with a reply starting ``expected``."""
     try:
         with socket.create_connection((host, port), timeout=1) as sock:
-            sock.sendall(b"version\r\n")
-            return sock.recv(64).startswith(b"VERSION")
+            sock.sendall(command)
+            return sock.recv(64).startswith(expected)
     except OSError:
         return False
+
+
+def _memcached_ready(host: str, port: int) -> bool:
+    return _answers(host, port, b"version\r\n", b"VERSION")
 
 
 def _redis_ready(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            # a server still loading its append-only file answers -LOADING: not ready yet
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
+    # a server still loading its append-only file answers -LOADING: not ready yet
+    return _answers(host, port, b"PING\r\n", b"+PONG")

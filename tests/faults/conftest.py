@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from dal.backends.base import DeletePrefix
+from dal.config import Context
 from dal.testing.cluster import EtcdCluster, start_etcd_cluster
 from dal.testing.fixtures import start_or_skip
 from dal.testing.servers import RunningServer, start_memcached
@@ -53,6 +55,20 @@ def memcached_alone(tmp_path: Path) -> Iterator[RunningServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def parent() -> Iterator[list[Context]]:
+    """The parent's own dal contexts (set up counters, read the truth); after the test their namespace
+    is removed from the store (each test asks for its server itself, which outlives this) and they
+    are closed."""
+    contexts: list[Context] = []
+    yield contexts
+    for context in contexts:
+        try:
+            context.persistent.commit([], [DeletePrefix(context.keys.root)])
+        finally:
+            context.close()
 
 
 @pytest.fixture

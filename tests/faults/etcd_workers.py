@@ -169,6 +169,16 @@ def collect_tallies(processes: list[Any], results: Any, count: int, budget: floa
     return tallies
 
 
+#: what each counter worker counts besides its increments
+COUNTS = ("conflicts", "races", "unknown_outcomes", "backend_errors", "nothing_written", "load_errors",
+          "answers_lost")
+
+
+def sum_tallies(tallies: list[dict[str, Any]]) -> dict[str, int]:
+    """Return each of the workers' ``COUNTS`` summed over their reports."""
+    return {name: sum(tally[name] for tally in tallies) for name in COUNTS}
+
+
 def stop_workers(processes: list[Any], faults_done: Any) -> None:
     """Tell the workers the faults are over and kill any still running (a test that failed midway)."""
     faults_done.set()

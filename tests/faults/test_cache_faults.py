@@ -18,7 +18,7 @@ import queue
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,6 @@ import pytest
 from pymemcache.client.rendezvous import RendezvousHash
 
 from dal import configure
-from dal.backends.base import DeletePrefix
 from dal.backends.memcached import wire_key
 from dal.config import Context
 from dal.testing.servers import RunningServer, start_memcached
@@ -228,18 +227,6 @@ def explain(verdict: Verdict, history: History, faults: list[tuple[str, float, f
 
 
 # --- the stores -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def parent(etcd_server: RunningServer) -> Iterator[list[Context]]:
-    """The parent's own dal contexts (set up counters, read the truth); cleaned and closed after."""
-    contexts: list[Context] = []
-    yield contexts
-    for context in contexts:
-        try:
-            context.persistent.commit([], [DeletePrefix(context.keys.root)])
-        finally:
-            context.close()
 
 
 def setup(contexts: list[Context], persistent: str, volatile: str, namespace: str,

@@ -35,6 +35,7 @@ from faults.etcd_workers import (
     count_worker,
     spelling_peer,
     stop_workers,
+    sum_tallies,
     wait_for_first_increments,
 )
 from faults.fault_hybrids import Counter
@@ -284,9 +285,7 @@ def test_counter_survives_member_kills(etcd_cluster: EtcdCluster, memcached_alon
     counted = sum(tally["done"] for tally in tallies)
     final = durable_count(context, guid)
     assert final is not None
-    total = {name: sum(tally[name] for tally in tallies)
-             for name in ("conflicts", "races", "unknown_outcomes", "backend_errors", "nothing_written",
-                          "load_errors", "answers_lost")}
+    total = sum_tallies(tallies)
     figures(workers=WORKERS, increments=counted, final=final, lost=max(0, counted - final),
             extra=max(0, final - counted), kills=kills, leader_kills=leader_kills,
             conflicts=total["conflicts"], unknown_outcomes=total["unknown_outcomes"],

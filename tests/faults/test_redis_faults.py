@@ -35,11 +35,10 @@ import pytest
 import redis
 
 from dal import configure
-from dal.backends.base import DeletePrefix
 from dal.config import Context
 from dal.testing.fixtures import start_or_skip
 from dal.testing.servers import RunningServer, start_redis
-from faults.etcd_workers import collect_tallies, stop_workers, wait_for_first_increments
+from faults.etcd_workers import collect_tallies, stop_workers, sum_tallies, wait_for_first_increments
 from faults.redis_workers import flagged_count_worker
 from faults.test_cache_faults import (
     _interval,
@@ -108,8 +107,6 @@ def redis_with_aof(workdir: Path) -> Iterator[list[RunningServer]]:
         yield servers
     finally:
         for server in servers:
-            if server.paused:
-                server.resume()
             server.stop()
 
 
@@ -190,9 +187,7 @@ def test_counter_survives_kill_9_of_redis_with_appendfsync_always(
             acknowledged = sum(tally["done"] for tally in tallies)
             final = durable_count(context, guid)
             assert final is not None, "the counter is gone: the restarted server did not reload its AOF"
-            total = {name: sum(tally[name] for tally in tallies)
-                     for name in ("conflicts", "races", "unknown_outcomes", "backend_errors",
-                                  "nothing_written", "load_errors", "answers_lost")}
+            total = sum_tallies(tallies)
             reloaded = redis_info(servers[-1], "persistence")
             figures(workers=WORKERS, acknowledged=acknowledged, final=final,
                     lost=max(0, acknowledged - final), extra=max(0, final - acknowledged), kills=len(outages),
@@ -235,19 +230,6 @@ RECOVERY = 2.5
 CACHE_DOWN = 0.5
 #: a SIGSTOP of the cache server, far longer than dal's Redis cache timeout (0.5 s)
 PAUSE = 2.0
-
-
-@pytest.fixture
-def parent(redis_server: RunningServer) -> Iterator[list[Context]]:
-    """The parent's own dal contexts (set up counters, read the truth); their namespace is removed
-    from the session's redis-server and they are closed after."""
-    contexts: list[Context] = []
-    yield contexts
-    for context in contexts:
-        try:
-            context.persistent.commit([], [DeletePrefix(context.keys.root)])
-        finally:
-            context.close()
 
 
 def test_redis_cache_killed_restarted_with_its_data_and_paused_never_serves_stale(
