@@ -46,7 +46,7 @@ def loads_only_item(raw: bytes) -> Any:
 
 
 def document(raw: bytes) -> dict[str, Any]:
-    """Return a stored document decoded, as ``dal.objects.transaction.decode`` does."""
+    """Return a stored document decoded; ValueError when it is not a JSON object (``transaction.decode``)."""
     value = loads(raw)
     if not isinstance(value, dict):
         raise ValueError("a stored document must be a JSON object")
