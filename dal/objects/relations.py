@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dal.backends.base import Check, Delete, Op, PrefixEmpty, PrefixUnchanged, Put, Revision
-from dal.backends.paging import SCAN_BATCH, scan_batches
+from dal.backends.paging import scan_all
 from dal.cache.versions import changed_versions
 from dal.exceptions import InvalidValueError, LinkedObjectError, OneToOneError
 from dal.model.meta import HybridMeta, family
@@ -113,10 +113,7 @@ def plan_unlink(context: Context, meta: HybridMeta, guid: str, abandon: frozense
     fails the delete instead of being left dangling.
     """
     prefix = context.keys.links(meta.name, guid)
-    links = context.persistent.scan(prefix, limit=SCAN_BATCH)
-    if len(links) >= SCAN_BATCH:  # more than one batch: page through the rest
-        links += [item for batch in scan_batches(context.persistent, prefix, start_after=links[-1][0])
-                  for item in batch]
+    links = scan_all(context.persistent, prefix)
     plan = Unlink(checks=[PrefixUnchanged(prefix, max((entry.revision for _, entry in links), default=0))])
     if not links:  # nothing points at it (most deletes): nothing to refuse or unlink
         return plan
