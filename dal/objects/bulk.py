@@ -96,18 +96,20 @@ def _pack(context: Context, items: list[_Item]) -> list[list[_Item]]:
     current_chunk: list[_Item] = []
     ops = checks = 0
     keys: set[str] = set()
+    created: set[str] = set()  # the documents of the objects the chunk creates
     for item in items:
+        touched = item.keys()
         # an Exists check of a target created in this commit is no clash
-        created = {context.keys.doc(other.obj._meta.name, other.obj.guid)
-                   for other in current_chunk if other.created}
-        mine = item.keys() - created
+        mine = touched - created
         if current_chunk and (ops + len(item.plan.ops) > MAX_OPS or checks + len(item.plan.checks) > MAX_OPS
                               or mine & keys):
             chunks.append(current_chunk)
-            current_chunk, ops, checks, keys = [], 0, 0, set()
+            current_chunk, ops, checks, keys, created = [], 0, 0, set(), set()
         current_chunk.append(item)
         ops, checks = ops + len(item.plan.ops), checks + len(item.plan.checks)
-        keys |= item.keys()
+        keys |= touched
+        if item.created:
+            created.add(context.keys.doc(item.obj._meta.name, item.obj.guid))
     if current_chunk:
         chunks.append(current_chunk)
     return chunks
@@ -135,7 +137,7 @@ def _commit(context: Context, chunk: list[_Item], datastore_wins: bool | None) -
         raise
     if result.ok:
         for item in chunk:
-            item.obj._saved(context, item.new, result.revision or -1, merged=False)
+            item.obj._saved(context, item.new, result.revision or -1, merged=False, raw=item.plan.raw)
         return
     failed = [owners[index] for index in result.failed]
     refused = [(item, index) for item, index in failed if item.plan.reasons[index].kind != "document"]
