@@ -58,12 +58,9 @@ def delete(context: Context, *, hybrid: str | None = None, guid: str | None = No
     """
     if everything == (hybrid is not None) or (hybrid is None and (guid or dynamic)):
         raise DalError("say what to delete: a hybrid (with a guid and/or a dynamic), or everything")
-    chosen = _select(entries(context, hybrid=hybrid), guid, dynamic)
-    if hybrid is not None and guid is None and dynamic is None:
-        pass  # the hybrid's version tokens were listed with it: every result depending on it goes
-    elif hybrid is not None:
-        chosen = [entry for entry in chosen if entry.kind != "version"]
-    return _remove(context, chosen)
+    # a hybrid alone takes its version tokens along (every result depending on it goes); a guid or
+    # a dynamic selects no version token (a token has neither)
+    return _remove(context, _select(entries(context, hybrid=hybrid), guid, dynamic))
 
 
 def _remove(context: Context, chosen: list[Entry]) -> int:
