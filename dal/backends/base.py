@@ -294,6 +294,12 @@ class EvictingStore(Protocol):
         ...
 
 
+#: a cache key's hit counter (a shared cache counting hits, ``?hits=1``) is the key with this
+#: suffix, kept :data:`HIT_TTL` seconds after its first hit; ``dal cache rm`` deletes both
+HIT_SUFFIX = "/#hits"
+HIT_TTL = 24 * 3600
+
+
 @runtime_checkable
 class VolatileStore(Protocol):
     """A cache: values expire after their TTL and may vanish at any time.

@@ -12,8 +12,9 @@ from typing import Any, ClassVar, TypeVar
 
 from pymemcache.exceptions import MemcacheServerError
 
+from dal.backends.base import HIT_SUFFIX, HIT_TTL
 from dal.backends.memcached.client import ERRORS, HashClient, Rendezvous
-from dal.backends.memcached.dumps import HIT_SUFFIX, HIT_TTL, ListedEntry, metadump
+from dal.backends.memcached.dumps import ListedEntry, metadump
 from dal.backends.memcached.text import ProtocolError, TextConnection
 from dal.backends.url import StoreURL, on_off
 from dal.exceptions import BackendError, ConfigurationError

@@ -20,9 +20,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-#: a cache key's hit counter is the key with this suffix (kept :data:`HIT_TTL` seconds after its first hit)
-HIT_SUFFIX = "/#hits"
-HIT_TTL = 24 * 3600
+from dal.backends.base import HIT_SUFFIX, HIT_TTL
+
 #: tries of a metadump while the server's crawler is busy with another request
 BUSY_TRIES = 50
 

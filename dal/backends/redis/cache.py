@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import redis
 
+from dal.backends.base import HIT_SUFFIX, HIT_TTL
 from dal.backends.redis.connection import CACHE, ERRORS, Opened, Raw, RedisClient, open_redis
 from dal.backends.redis.scripts import CAS
 from dal.backends.url import StoreURL, on_off
@@ -217,9 +218,6 @@ class ListedEntry:
     expires_at: float | None
 
 
-#: a cache key's hit counter is the key with this suffix, kept HIT_TTL seconds after its first hit
-HIT_SUFFIX = "/#hits"
-HIT_TTL = 24 * 3600
 #: MGET that also counts a hit of each present key (KEYS: the n keys, then their n counters)
 COUNTED_GET = """
 local n = #KEYS / 2

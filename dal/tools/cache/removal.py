@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from dal.backends.base import HIT_SUFFIX
 from dal.cache import owners
 from dal.config import Context, current
 from dal.exceptions import BackendError, DalError
@@ -21,8 +22,6 @@ from dal.tools.cache.listing import Entry, age, entries
 
 #: the kinds ``delete`` and ``prune`` remove (locks go only through ``clean``; statistics stay)
 REMOVABLE = ("object", "dynamic", "query", "version")
-#: the suffix of a cache key's hit counter on memcached and Redis (see their ``list_entries``)
-HIT_SUFFIX = "/#hits"
 
 
 @dataclass(frozen=True, slots=True)
