@@ -288,12 +288,15 @@ class MemcachedCache:
                 dumped += metadump(server, self._timeouts[0], prefix)
         except OSError as exc:
             raise self._error("lru_crawler metadump", exc) from exc
-        counted = {entry.key.removesuffix(HIT_SUFFIX) for entry in dumped if entry.key.endswith(HIT_SUFFIX)}
-        counts = self.hit_counts(sorted(counted)) if counted else {}
-        unknown = None if not (counted or self.count_hits) else 0
+        listed = [entry for entry in dumped if not entry.key.endswith(HIT_SUFFIX)]
+        counting = self.count_hits or len(listed) < len(dumped)
+        # the counters are read by key, for every listed entry: a crawl is no snapshot, and can miss
+        # an item that moves between LRUs while it runs (a counter just incremented, seen missed)
+        counts = self.hit_counts([entry.key for entry in listed]) if counting and listed else {}
+        unknown = 0 if counting else None
         return [ListedEntry(entry.key, entry.size, counts.get(entry.key, unknown), entry.last_access,
                             entry.expires_at, entry.fetched)
-                for entry in dumped if not entry.key.endswith(HIT_SUFFIX)]
+                for entry in listed]
 
     def hit_counts(self, keys: Sequence[str]) -> dict[str, int]:
         """Return the counted hits of those of ``keys`` that have a counter (one batched read)."""
