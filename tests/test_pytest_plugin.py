@@ -64,3 +64,28 @@ def test_the_default_follows_the_registered_schemes(monkeypatch: pytest.MonkeyPa
     assert pytest_plugin.in_process_url() == "fakeredis://"  # the fakeredis package is installed here
     monkeypatch.delitem(BACKENDS["volatile"], "fakeredis")
     assert pytest_plugin.in_process_url().startswith("memory://")
+
+
+AFTER_TEST = '''
+from dal import configure
+from dal.config import current
+
+BEFORE = configure("memory://before", "memory://before", namespace="before")
+OWN = []
+
+def test_with_the_fixture(dal_context):
+    OWN.append(dal_context)
+
+def test_after_it():
+    # neither the context configure() closed for the fixture nor the fixture's own, closed after
+    # its test, is handed out again: the next current() is a fresh one
+    context = current()
+    assert context is not BEFORE and context is not OWN[0]
+'''
+
+
+def test_after_a_test_no_closed_context_is_current(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(AFTER_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--dal-persistent=memory://after",
+                                           "--dal-volatile=memory://after")
+    result.assert_outcomes(passed=2)

@@ -3,7 +3,8 @@
 Registered through the ``pytest11`` entry point (``dal = "dal.testing.pytest_plugin"``), or loaded with
 ``pytest -p dal.testing.pytest_plugin``. ``dal_context`` configures dal on a fresh namespace for one
 test and yields the :class:`~dal.config.Context`; afterwards it removes everything the test wrote
-under that namespace and makes the context that was current before current again.
+under that namespace and closes it; the next ``current()`` configures afresh (``configure()`` closed
+the context current before, which is never handed back).
 
 The stores: ``--dal-persistent URL`` and ``--dal-volatile URL`` when given; otherwise in-process
 ones, ``fakeredis://`` for both roles when the ``fakeredis`` package is installed and dal knows the
@@ -45,10 +46,15 @@ def dal_context(request: pytest.FixtureRequest) -> Iterator[Context]:
     """dal configured on a fresh namespace; what the test wrote there is removed afterwards."""
     persistent = request.config.getoption("dal_persistent") or in_process_url()
     volatile = request.config.getoption("dal_volatile") or in_process_url()
-    previous = config._context
+    # configure() closes the context current before (its sweeps stop): it is never handed back, and
+    # the next current() after this test configures afresh
     context = configure(persistent, volatile, namespace=f"test-{uuid.uuid4().hex[:12]}")
     try:
         yield context
     finally:
-        context.persistent.commit([], [DeletePrefix(context.keys.root)])
-        config._context = previous
+        try:
+            context.persistent.commit([], [DeletePrefix(context.keys.root)])
+        finally:
+            context.close()
+            if config._context is context:
+                config._context = None
