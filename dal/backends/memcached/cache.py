@@ -190,21 +190,28 @@ class MemcachedCache:
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         wired = {wire_key(key): key for key in keys}
-        if not wired:
+        found = self._fetch(list(wired))
+        if self.count_hits and found:
+            if self._single is not None:
+                self._direct("get_many", lambda connection: connection.count_hits(
+                    [sent.encode() for sent in found]))
+            else:
+                self._count(list(found))
+        return {wired[sent]: value for sent, value in found.items()}
+
+    def _fetch(self, sent_keys: list[str]) -> dict[str, bytes]:
+        """Return the values of those wire keys that are cached, by wire key, counting no hit."""
+        if not sent_keys:
             return {}
         if self._single is not None:
-            sent_keys = [sent.encode() for sent in wired]
-            answered = self._direct("get_many", lambda connection: connection.get_many(sent_keys))
-            if self.count_hits and answered:
-                self._direct("get_many", lambda connection: connection.count_hits(list(answered)))
-            return {wired[sent.decode()]: value for sent, value in answered.items()}
+            encoded = [sent.encode() for sent in sent_keys]
+            answered = self._direct("get_many", lambda connection: connection.get_many(encoded))
+            return {sent.decode(): value for sent, value in answered.items()}
         try:
-            found: dict[str, bytes] = self._client.get_many(list(wired))
+            found: dict[str, bytes] = self._client.get_many(sent_keys)
         except ERRORS as exc:
             raise self._error("get_many", exc) from exc
-        if self.count_hits:
-            self._count(list(found))
-        return {wired[sent]: value for sent, value in found.items()}
+        return found
 
     def gets(self, key: str) -> tuple[bytes | None, object]:
         try:
@@ -307,16 +314,7 @@ class MemcachedCache:
     def get_many_uncounted(self, keys: Sequence[str]) -> dict[str, bytes]:
         """As :meth:`get_many`, counting no hit (for administration)."""
         wired = {wire_key(key): key for key in keys}
-        try:
-            if self._single is not None:
-                sent_keys = [sent.encode() for sent in wired]
-                answered = self._direct("get_many", lambda connection: connection.get_many(sent_keys))
-                found = {sent.decode(): value for sent, value in answered.items()}
-            else:
-                found = self._client.get_many(list(wired)) if wired else {}
-        except ERRORS as exc:
-            raise self._error("get_many", exc) from exc
-        return {wired[sent]: value for sent, value in found.items()}
+        return {wired[sent]: value for sent, value in self._fetch(list(wired)).items()}
 
     def _count(self, sent_keys: list[str]) -> None:
         """Count one hit of each wire key through pymemcache (several servers), answers not awaited."""
