@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from typing import Any
 
@@ -61,8 +60,7 @@ def _action(actions: Any, name: str, text: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    namespace = args.namespace or os.environ.get("DAL_NAMESPACE") or "dal"
-    context = dal.configure(args.persistent, args.volatile, namespace=namespace)
+    context = dal.configure(args.persistent, args.volatile, namespace=args.namespace)  # None: its defaults
     action: int = globals()[f"_{args.action}"](context, args)
     return action
 
