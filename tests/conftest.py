@@ -28,7 +28,7 @@ VOLATILE_KINDS = ["memory", "memcached", "redis", "fakeredis"]
 #: (persistent, volatile) pairs the object-level tests run on
 STORE_PAIRS = [("sqlite", "memory"), ("etcd", "memcached"), ("redis", "redis")]
 #: the kinds served in process, by a name of their own per test (no server to start)
-_IN_PROCESS = {"memory": "memory", "fakeredis": "fakeredis"}
+_IN_PROCESS = ("memory", "fakeredis")
 _STARTERS: dict[str, Callable[[Path], RunningServer]] = {
     "etcd": start_etcd, "memcached": start_memcached, "redis": start_redis}
 
@@ -65,7 +65,7 @@ def namespace() -> str:
 
 def persistent_url_for(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if kind in _IN_PROCESS:
-        return f"{_IN_PROCESS[kind]}://{uuid.uuid4().hex[:8]}"
+        return f"{kind}://{uuid.uuid4().hex[:8]}"
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'dal.sqlite3'}"
     server: RunningServer = request.getfixturevalue(f"{kind}_server")
@@ -74,7 +74,7 @@ def persistent_url_for(kind: str, request: pytest.FixtureRequest, tmp_path: Path
 
 def volatile_url_for(kind: str, request: pytest.FixtureRequest) -> str:
     if kind in _IN_PROCESS:
-        return f"{_IN_PROCESS[kind]}://{uuid.uuid4().hex[:8]}"
+        return f"{kind}://{uuid.uuid4().hex[:8]}"
     server: RunningServer = request.getfixturevalue(f"{kind}_server")
     return server.url
 
