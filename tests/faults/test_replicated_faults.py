@@ -32,7 +32,6 @@ from dal.testing.proxy import LoopbackProxy
 from dal.testing.servers import RunningServer
 from faults.fault_hybrids import Counter
 from faults.test_cache_faults import histories, judge, plans, run_crew, setup, stored_count
-from faults.test_cache_faults import parent as parent
 
 pytestmark = [pytest.mark.faults, pytest.mark.etcd, pytest.mark.memcached]
 
