@@ -7,6 +7,7 @@ processes is in ``tests/faults/test_writer_kills.py``.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -157,6 +158,34 @@ def test_swept_records_become_markers_with_their_revision_then_go(
                for value in markers.values())
     monkeypatch.setattr(sweeps_module, "MARKER_AGE", 0.0)
     assert sweep.sweep() == (True, set())
+    assert records(journaled) == {}
+
+
+def test_a_marker_is_never_stamped_later_than_its_sweep(
+        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep at a clock reading that rounds up still ages its marker from no later than now.
+
+    Stamps rounded to the nearest millisecond lay up to half of one in the future, and a sweep
+    in the same instant found a marker of age 0 too young to remove (a flaky CI run showed it).
+    """
+    sweep = sweep_of(journaled)
+    with monkeypatch.context() as patch:
+        patch.setattr(Journal, "_delivered", lambda self, key, invalidate: None)  # the writer dies
+        Tally(data={"label": "rounded"}).save()
+    instant = math.floor(time.time()) + 1.0006  # .0006 rounds up to .001 at three decimals
+
+    class Frozen:
+        @staticmethod
+        def time() -> float:
+            return instant
+
+    monkeypatch.setattr(sweeps_module, "time", Frozen)
+    monkeypatch.setattr(sweeps_module, "GRACE", 0.0)
+    assert sweep.sweep() == (True, set())
+    markers = records(journaled)
+    assert markers and {value[:1] for value in markers.values()} == {SWEPT}
+    monkeypatch.setattr(sweeps_module, "MARKER_AGE", 0.0)
+    assert sweep.sweep() == (True, set())  # the same instant: age 0.0006 s, past MARKER_AGE 0
     assert records(journaled) == {}
 
 
