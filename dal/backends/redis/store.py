@@ -27,10 +27,10 @@ from dal.backends.base import (
     Revision,
 )
 from dal.backends.redis.cache import RedisCache
-from dal.backends.redis.changes import ChangeTokens
 from dal.backends.redis.connection import CACHE, COUNTER, DATA, IDENTITY, INDEX, Opened, Raw, open_redis
 from dal.backends.redis.leadership import RedisLeadership
 from dal.backends.redis.scripts import COMMIT, SCAN
+from dal.backends.tokens import ChangeTokens
 from dal.backends.url import StoreURL
 
 DEFAULT_TIMEOUT = 5.0
@@ -202,6 +202,6 @@ class RedisStore(RedisLeadership):
 
     def change_token(self) -> int:
         """Return a number that moves whenever another client committed since the last call
-        (the commit counter, one GET; see :mod:`~dal.backends.redis.changes`)."""
+        (the commit counter, one GET; see :mod:`~dal.backends.tokens`)."""
         current = self._call("read of the commit counter", lambda: self._client.get(COUNTER))
         return self._tokens.token(int(current or 0))
