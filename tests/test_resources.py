@@ -194,7 +194,7 @@ def test_sqlite_record_of_its_own_commits_stays_bounded(tmp_path: Path) -> None:
     for round_ in range(6):
         for n in range(500):
             assert store.commit([], [Put(f"k{round_}/{n}", b"v")]).ok
-        sizes.append(len(store._own))
+        sizes.append(store._changes.own)
     assert max(sizes) <= OWN_BOUND, sizes
     # still right afterwards: own commits do not move the token, another connection's do
     after_overflow = store.change_token()
@@ -211,7 +211,7 @@ def test_sqlite_record_of_its_own_commits_exact_below_the_bound(tmp_path: Path) 
     for n in range(999):
         assert store.commit([], [Put(f"k{n}", b"v")]).ok
     assert store.change_token() == token  # all ours: nothing to flush
-    assert len(store._own) == 0
+    assert store._changes.own == 0
 
 
 def test_memory_cache_drops_expired_entries_nobody_reads() -> None:
@@ -257,7 +257,7 @@ def test_sqlite_and_memory_pair_stays_flat_over_many_saves(tmp_path: Path) -> No
         context.commit([], [Put(f"long/k{n % 50}", b"v")])
         cache.set(f"long/q{n}", b"result", 0.01)
         if n % 500 == 499:
-            recorded.append(len(store._own))
+            recorded.append(store._changes.own)
             time.sleep(0.02)
     assert max(recorded) <= OWN_BOUND
     assert len(cache._slots) <= 500 + 1
@@ -274,7 +274,7 @@ def test_sqlite_paired_with_memcached_stays_flat_over_many_commits(tmp_path: Pat
     for n in range(1500):
         assert context.commit([], [Put(f"{namespace}/k{n % 50}", b"v")], [f"{namespace}/c{n}"]).ok
         if n % 250 == 249:
-            recorded.append(len(store._own))
+            recorded.append(store._changes.own)
     assert max(recorded) <= OWN_BOUND, recorded
 
 

@@ -1,10 +1,10 @@
-"""The change token of the Redis store: the commit counter, less this client's own commits.
+"""Change tokens counted from a commit counter: the commits since the last look that were not ours.
 
-Chosen over ``None`` (etcd's answer) because reading it is one ``GET`` of one small key, answered
-from memory in well under a millisecond: cheap enough for a process-local cache in front of the
-store to look before each read, and for a query to keep what it read until the iteration. Every
-commit raises the counter by exactly one, so the commits since the last look that this client did
-not make are the others', exactly as the SQLite store counts them.
+A store whose every commit raises one counter by exactly one (SQLite's ``meta.revision``, Redis's
+``{dal}:revision``) can tell whether *another* client committed since the last look: the counter
+moved by more than the commits this client made in between. A process-local cache in front of the
+store asks before each read it serves (:meth:`dal.config.Context.check_local_cache`), so a client's
+own commits must not count as changes, or each save would empty its own cache.
 """
 
 from __future__ import annotations
@@ -53,3 +53,13 @@ class ChangeTokens:
             self._own = {revision for revision in self._own if revision > current}
             self._checked = current
             return self._changes
+
+    @property
+    def changes(self) -> int:
+        """The token the last look returned (0 before the first)."""
+        return self._changes
+
+    @property
+    def own(self) -> int:
+        """How many of this client's commits are recorded, unread by a look (bounded by OWN_LIMIT)."""
+        return len(self._own)

@@ -16,6 +16,6 @@ short-lived threads do not pile up open files.
 """
 
 from dal.backends.sqlite.store import SqliteStore, prefix_end
-from dal.backends.sqlite.tokens import OWN_LIMIT
+from dal.backends.tokens import OWN_LIMIT
 
 __all__ = ["OWN_LIMIT", "SqliteStore", "prefix_end"]

@@ -24,7 +24,7 @@ from dal.backends.base import (
     evaluate_checks,
     lease_ttl,
 )
-from dal.backends.sqlite.tokens import OWN_LIMIT, SqliteTokens
+from dal.backends.sqlite.tokens import SqliteTokens
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
 
@@ -224,12 +224,7 @@ class SqliteStore(SqliteTokens):
                 else:
                     raise TypeError(f"unknown op {op!r}")
             conn.execute("COMMIT")
-            with self._lock:
-                if len(self._own) >= OWN_LIMIT:
-                    # nobody looked for a long while: forget, and report a change at the next look
-                    self._own.clear()
-                    self._forgot = True
-                self._own.add(revision)
+            self._changes.committed(revision)
         except BaseException as exc:
             self._rollback(conn)
             if isinstance(exc, sqlite3.Error):

@@ -17,29 +17,22 @@ import weakref
 from dal.backends.sqlite import watch
 from dal.backends.sqlite.connections import SqliteConnections
 from dal.backends.sqlite.watch import HEADER, WINDOW, ShmWatch
+from dal.backends.tokens import ChangeTokens
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError
 
 _REVISION = "SELECT revision FROM meta WHERE id = 0"
-#: own commits recorded between two change_token() calls; beyond, the record is dropped and
-#: the next call reports a change (a paired memcached never calls it after the first look)
-OWN_LIMIT = 1024
 
 
 class SqliteTokens(SqliteConnections):
     """The connections of a SQLite store, and its change tokens (see the module docstring).
 
-    The store's ``commit`` adds each revision it committed to ``_own`` (under ``_lock``), or
-    sets ``_forgot`` when ``OWN_LIMIT`` of them piled up unread.
+    The store's ``commit`` records each revision it committed in ``_changes``.
     """
 
     def __init__(self, url: StoreURL, path: str, *, timeout: float = 10.0,
                  synchronous: str = "NORMAL", mode: str = "rwc") -> None:
-        self._changes = 0
-        #: the revision at the last change_token() call, and this store's commits since
-        self._checked: int | None = None
-        self._own: set[int] = set()
-        self._forgot = False
+        self._changes = ChangeTokens()
         #: the watch of the -shm file, and those it replaced (their descriptors may still be read)
         self._shm: ShmWatch | None = None
         self._retired: list[ShmWatch] = []
@@ -58,7 +51,7 @@ class SqliteTokens(SqliteConnections):
         try:
             pid, view, header, until = local.shm
             if pid == watch.PID and view[:HEADER] == header and time.monotonic() < until:
-                return self._changes
+                return self._changes.changes
         except (AttributeError, ValueError):  # not watched (yet), or the map was closed
             pass
         return self._look(local)
@@ -72,20 +65,7 @@ class SqliteTokens(SqliteConnections):
         except sqlite3.Error as exc:
             raise BackendError(f"sqlite could not read the revision of {self.path}: {exc}") from exc
         local.reader = conn  # its WAL is open now, and stays so until it closes
-        with self._lock:
-            if self._checked is None or self._forgot:
-                # nothing is known of what happened before the first look, or since the record
-                # of our own commits overflowed
-                self._changes += 1
-                self._forgot = False
-                self._own = {revision for revision in self._own if revision > current}
-            elif current != self._checked:
-                ours = sum(1 for revision in self._own if self._checked < revision <= current)
-                if current - self._checked > ours:
-                    self._changes += 1
-                self._own = {revision for revision in self._own if revision > current}
-            self._checked = current
-            changes = self._changes
+        changes = self._changes.token(current)
         if shm is not None and before is not None:
             local.shm = (watch.PID, shm.view, before, time.monotonic() + WINDOW)
         return changes
