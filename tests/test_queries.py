@@ -387,6 +387,35 @@ def test_iteration_after_len_uses_the_querys_documents_only_while_nothing_was_co
     assert calls["persistent.get_many"] == 1, calls
 
 
+def test_first_builds_its_object_from_the_document_the_query_read(
+        catalog: dict[str, Any], context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``first()`` reads no document the query read already (it read it again before), and after an
+    earlier use it takes them on the same terms as an iteration: only while nothing was committed."""
+    calls = round_trips(context, monkeypatch)
+    alone = DataList(Item, where(("status", OP.EQUALS, "STOPPED")))
+    assert len(alone.guids) == 2
+    query_only = dict(calls)
+    calls.clear()
+    found = DataList(Item, where(("status", OP.EQUALS, "RUNNING"))).first()
+    assert found is not None and found.status == "RUNNING"
+    assert dict(calls) == query_only  # the same query's reads, nothing more
+
+    again = DataList(Item, where(("status", OP.EQUALS, "NEW")))
+    assert len(again) == 1
+    catalog["items"]["vol1"].size = 7
+    catalog["items"]["vol1"].save()  # what the query read is out of date now
+    first = again.first()
+    assert first is not None and first.size == 7
+
+
+def test_first_skips_an_object_deleted_after_the_query_read_it(catalog: dict[str, Any]) -> None:
+    result = DataList(Item, where(("status", OP.EQUALS, "STOPPED")))
+    guids = result.guids
+    Item(guids[0]).delete()
+    first = result.first()
+    assert first is not None and first.guid == guids[1]
+
+
 def _delete_in_child(persistent: str, volatile: str, namespace: str, guid: str) -> None:
     import dal
 

@@ -195,9 +195,15 @@ class DataList(Generic[T]):
         return bool(self._run())
 
     def first(self) -> T | None:
-        """Return the first object, or ``None`` if none matches (skipping one deleted since the query ran)."""
-        for guid in self._run():
-            obj = self._load([guid], {}).get(guid)
+        """Return the first object, or ``None`` if none matches (skipping one deleted since the query ran).
+
+        Built from the document the query read, when it read one that is still current, as an
+        iteration is: no second read of it.
+        """
+        guids = self._run(iterating=True)
+        entries, documents = self._kept()
+        for guid in guids:
+            obj = self._load([guid], entries, documents).get(guid)
             if obj is not None:
                 return obj
         return None
@@ -210,17 +216,23 @@ class DataList(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         guids = list(self._run(iterating=True))
-        entries, documents, self._entries, self._documents = self._entries, self._documents, {}, {}
-        read_at, self._read_at = self._read_at, None
-        if read_at is not None and entries:
-            context = current()
-            if context is not read_at[0] or context.data_stamp() != read_at[1]:
-                entries, documents = {}, {}  # something was committed since the query read them
+        entries, documents = self._kept()
         for start in range(0, len(guids), LOAD_BATCH):
             batch = guids[start:start + LOAD_BATCH]
             loaded = self._load(batch, entries, documents)
             # an object deleted since the query ran is skipped
             yield from (loaded[guid] for guid in batch if guid in loaded)
+
+    def _kept(self) -> tuple[Mapping[str, Entry], Mapping[str, dict[str, Any]]]:
+        """Hand over what the query read (the list keeps it for one use), or nothing if it may be
+        out of date: kept by an earlier use with a data stamp, and something was committed since."""
+        entries, documents, self._entries, self._documents = self._entries, self._documents, {}, {}
+        read_at, self._read_at = self._read_at, None
+        if read_at is not None and entries:
+            context = current()
+            if context is not read_at[0] or context.data_stamp() != read_at[1]:
+                return {}, {}
+        return entries, documents
 
     def _load(self, guids: list[str], entries: Mapping[str, Entry],
               documents: Mapping[str, dict[str, Any]] | None = None) -> dict[str, T]:
