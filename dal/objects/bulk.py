@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dal.backends.base import Check, Exists, Op, Put
-from dal.cache.versions import changed_versions
 from dal.config import Context, current
-from dal.exceptions import CommitOutcomeUnknownError, DalError, InvalidValueError
-from dal.objects.schema import ensure_recorded, onetoone_ready
-from dal.objects.transaction import Document, Plan, changed_fields, decode, plan_write
+from dal.exceptions import CommitOutcomeUnknownError, DalError
+from dal.objects.schema import onetoone_ready
+from dal.objects.transaction import Document, Plan
 from dal.objects.writes import Writes, _Save
 
 #: operations (and, separately, checks) per commit: etcd refuses more by default; one is the journal's
@@ -68,26 +67,14 @@ def save_many(objects: Iterable[Writes], datastore_wins: bool | None = False) ->
 
 
 def _plan(context: Context, obj: Any, datastore_wins: bool | None) -> _Item | None:
+    """Plan ``obj``'s save as ``save()`` plans it; None when nothing changed."""
     obj._check_mandatory()
-    if "_uncertain" in obj.__dict__:
-        obj._settle(context)
-    meta = obj._meta
-    ensure_recorded(context, meta)
-    ours = obj._document()
-    original = decode(obj._raw) if obj._raw is not None else {}
-    stored: Document | None = original if obj._raw is not None else None
-    new = {**obj._extra, **ours}
-    if stored is not None and not changed_fields(stored, new) and stored.keys() == new.keys():
-        return None  # nothing to write
-    try:
-        plan = plan_write(context.keys, meta, obj.guid, stored, obj._revision, new,
-                          onetoone_ready(context, meta))
-    except (TypeError, ValueError) as exc:
-        raise InvalidValueError(f"{type(obj).__name__} {obj.guid} holds a value JSON cannot store ({exc}); "
-                                "assign JSON values only") from exc
-    invalidate = [*obj._cache_keys(context, document=stored is not None),
-                  *changed_versions(context.keys, meta, obj.guid, stored, new)]
-    return _Item(obj, plan, new, _Save(ours, original, datastore_wins), stored is None, invalidate)
+    prepared = obj._prepare(context, datastore_wins)
+    if prepared is None:
+        return None
+    save, stored, new = prepared
+    plan, invalidate = obj._plan(context, stored, obj._revision, new, onetoone_ready(context, obj._meta))
+    return _Item(obj, plan, new, save, stored is None, invalidate)
 
 
 def _pack(context: Context, items: list[_Item]) -> list[list[_Item]]:

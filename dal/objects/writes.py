@@ -79,6 +79,15 @@ class Writes:
         """
         self._check_mandatory()
         context = current()
+        prepared = self._prepare(context, datastore_wins)
+        if prepared is not None:
+            self._commit_save(context, *prepared)
+
+    def _prepare(self, context: Context, datastore_wins: bool | None
+                 ) -> tuple[_Save, Document | None, Document] | None:
+        """Return what a save merges against, the stored document (None for a new object) and the
+        document to write; None when nothing changed. Settles an earlier save whose outcome was unknown
+        first. ``save()`` and ``save_many()`` both start here."""
         if "_uncertain" in self.__dict__:
             self._settle(context)
         ensure_recorded(context, self._meta)
@@ -87,26 +96,31 @@ class Writes:
         stored: Document | None = original if self._raw is not None else None
         new = {**self._extra, **ours}
         if stored is not None and not changed_fields(stored, new) and stored.keys() == new.keys():
-            return  # nothing to write
-        self._commit_save(context, _Save(ours, original, datastore_wins), stored, new)
+            return None  # nothing to write
+        return _Save(ours, original, datastore_wins), stored, new
+
+    def _plan(self, context: Context, stored: Document | None, revision: int, new: Document,
+              ready: frozenset[str]) -> tuple[Plan, list[str]]:
+        """Return the transaction writing ``new`` over ``stored`` and the cache keys it invalidates."""
+        try:
+            plan = plan_write(context.keys, self._meta, self.guid, stored, revision, new, ready)
+        except (TypeError, ValueError) as exc:
+            raise InvalidValueError(
+                f"{type(self).__name__} {self.guid} holds a value JSON cannot store ({exc}); a list or "
+                "dict changed in place bypasses validation: assign JSON values only") from exc
+        # a brand-new guid has no cached document (a load before the save cached nothing), but
+        # a dynamic may have been read before the first save, and cached query results may change
+        invalidate = [*self._cache_keys(context, document=stored is not None),
+                      *changed_versions(context.keys, self._meta, self.guid, stored, new)]
+        return plan, invalidate
 
     def _commit_save(self, context: Context, save: _Save, stored: Document | None, new: Document) -> None:
         """Commit ``new`` over ``stored``; after a concurrent change, merge it in and try again."""
-        meta = self._meta
         revision = self._revision
         label = f"{type(self).__name__} {self.guid}"
-        ready = onetoone_ready(context, meta)
+        ready = onetoone_ready(context, self._meta)
         for attempt in range(MAX_ATTEMPTS):
-            try:
-                plan = plan_write(context.keys, meta, self.guid, stored, revision, new, ready)
-            except (TypeError, ValueError) as exc:
-                raise InvalidValueError(
-                    f"{label} holds a value JSON cannot store ({exc}); a list or "
-                    "dict changed in place bypasses validation: assign JSON values only") from exc
-            # a brand-new guid has no cached document (a load before the save cached nothing), but
-            # a dynamic may have been read before the first save, and cached query results may change
-            invalidate = [*self._cache_keys(context, document=stored is not None),
-                          *changed_versions(context.keys, meta, self.guid, stored, new)]
+            plan, invalidate = self._plan(context, stored, revision, new, ready)
             try:
                 result = context.commit(plan.checks, plan.ops, invalidate)
             except CommitOutcomeUnknownError as exc:
