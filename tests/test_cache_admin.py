@@ -7,11 +7,12 @@ a lock a killed process left, and nothing else.
 
 from __future__ import annotations
 
-import importlib
+import argparse
 import json
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -26,6 +27,7 @@ from dal.backends.base import Put
 from dal.backends.memcached import ReplicatedCache
 from dal.backends.memory_lru import ENTRY_OVERHEAD
 from dal.cache import owners
+from dal.cli.cache import _prefetch
 from dal.config import Context, configure
 from dal.testing.fixtures import memcached_servers
 from dal.tools import cache
@@ -222,12 +224,33 @@ def test_a_prefetcher_with_an_older_listing_computes_nothing_another_finished(
     listed = cache.queued(context)  # the late prefetcher's listing
     assert len(cache.prefetch(context, workers=2).done) == 5
     assert cache.delete(context, hybrid="parcel", dynamic="weight") >= 5  # nothing of it cached
-    # the module, not the function dal.tools.cache.queue that the package exports under its name
-    monkeypatch.setattr(importlib.import_module("dal.tools.cache.queue"), "queued", lambda _context: listed)
-    late = cache.prefetch(context, workers=2)
+    late = cache.prefetch(context, workers=2, items=listed)
     assert late.done == [] and late.failed == []
     calls = (tmp_path / "calls").read_text().split()[1::2]
     assert sorted(calls) == sorted(parcel.guid for parcel in parcels), "each loader ran once"
+
+
+def test_the_prefetch_command_lists_the_queue_once(
+        urls: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``dal cache prefetch`` counts what it will compute from the listing it computes: one listing
+    (it listed the queue once for the progress bar and again to work)."""
+    context = _configure(urls)
+    _parcels(3)
+    assert cache.queue(context, "parcel", "weight") == 3
+    real, listings = cache.queued, []
+
+    def counted(context: Context) -> list[cache.Queued]:
+        listings.append(context)
+        return real(context)
+
+    # the package's name (what the command calls) and the module's (prefetch's default listing)
+    monkeypatch.setattr(cache, "queued", counted)
+    monkeypatch.setattr(sys.modules["dal.tools.cache.queue"], "queued", counted)
+    assert _prefetch(context, argparse.Namespace(workers=2)) == 0
+    assert len(listings) == 1
+    assert "prefetched 3 dynamics, 0 failed" in capsys.readouterr().out
+    assert cache.queued(context) == []
 
 
 def _hold_lock(urls: tuple[str, str, str], guid: str) -> None:

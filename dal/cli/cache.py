@@ -123,8 +123,9 @@ def _condition(text: str) -> tuple[str, Any]:
 
 
 def _prefetch(context: Context, args: argparse.Namespace) -> int:
-    with Progress(len(cache.queued(context)), "prefetch") as bar:
-        outcome = cache.prefetch(context, args.workers, progress=lambda item: bar.advance())
+    items = cache.queued(context)
+    with Progress(len(items), "prefetch") as bar:
+        outcome = cache.prefetch(context, args.workers, progress=lambda item: bar.advance(), items=items)
     for item, error in outcome.failed:
         print(f"failed: {item.hybrid}.{item.dynamic} {item.guid}: {error} (still queued)")
     print(f"prefetched {len(outcome.done)} dynamics, {len(outcome.failed)} failed, "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,13 +144,16 @@ def clear(context: Context) -> int:
 
 
 def prefetch(context: Context, workers: int = 4,
-             progress: Callable[[Queued], None] | None = None) -> Prefetched:
+             progress: Callable[[Queued], None] | None = None,
+             items: Sequence[Queued] | None = None) -> Prefetched:
     """Compute every queued dynamic with at most ``workers`` at once; each is dequeued once read.
 
     Each is claimed first in the durable store (one conditional commit), so concurrent prefetchers
     share the queue instead of computing an entry twice; a claim older than CLAIM_TTL is taken over.
 
-    ``progress`` is called after each dynamic, whatever its outcome.
+    ``progress`` is called after each dynamic, whatever its outcome. ``items`` are the queued
+    dynamics as :func:`queued` listed them (to count them first without a second listing); by
+    default the queue is listed now. One no longer queued by the time it is claimed is skipped.
     """
     if workers < 1:
         raise DalError(f"workers must be 1 or more, not {workers}")
@@ -177,6 +180,6 @@ def prefetch(context: Context, workers: int = 4,
             progress(item)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in [pool.submit(one, item) for item in queued(context)]:
+        for future in [pool.submit(one, item) for item in (queued(context) if items is None else items)]:
             future.result()
     return outcome
