@@ -1,12 +1,21 @@
-"""Helpers every benchmark module shares: compare two operations, store sample machines."""
+"""Helpers every benchmark module shares: compare two operations, store sample machines, count calls."""
 
 from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from bench.env import Settings
 from bench.hybrids import BenchMachine, BenchServer, machine_data
 from bench.timing import Measurement, Operation, Side, measure, profile, progress
 from dal.cache.counters import Stats
+from dal.config import Context
 
+#: the store methods counted_calls counts, by role (``tests/conftest.py`` ``round_trips`` counts the same)
+COUNTED_METHODS = {"persistent": ("get", "get_many", "scan", "scan_keys", "commit"),
+           "volatile": ("get", "get_many", "gets", "set", "add", "cas", "delete", "delete_many")}
 #: objects a load benchmark cycles through: enough to not read one hot key, few enough to set up fast
 OBJECTS = 200
 
@@ -70,3 +79,30 @@ def cached_health(count: int) -> tuple[list[str], list[BenchServer], list[object
         guids.append(server.guid)
     servers = [BenchServer(guid) for guid in guids]
     return guids, servers, [server.health for server in servers]
+
+
+@contextmanager
+def counted_calls(context: Context) -> Iterator[Counter[str]]:
+    """Count the calls reaching either store inside the block, by ``role.method`` (wrappers set on
+    the instances, and the instances' own attributes put back after)."""
+    calls: Counter[str] = Counter()
+    patched: list[tuple[Any, str, Any]] = []
+    for role, store in (("persistent", context.persistent), ("volatile", context.volatile)):
+        for method in COUNTED_METHODS[role]:
+            real: Callable[..., Any] = getattr(store, method)
+
+            def counted(*args: Any, _real: Callable[..., Any] = real, _name: str = f"{role}.{method}",
+                        **kwargs: Any) -> Any:
+                calls[_name] += 1
+                return _real(*args, **kwargs)
+
+            patched.append((store, method, vars(store).get(method)))
+            setattr(store, method, counted)
+    try:
+        yield calls
+    finally:
+        for store, method, own in reversed(patched):
+            if own is None:
+                delattr(store, method)  # the class's method again
+            else:
+                setattr(store, method, own)

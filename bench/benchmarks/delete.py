@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
 
 import pyetcd
 
+from bench.benchmarks.common import counted_calls
 from bench.env import ETCD, MEMCACHED, Environment, Settings
 from bench.hybrids import BenchMachine, machine_data
 from bench.report import Result
@@ -60,8 +59,6 @@ EXPECTED: dict[str, Counter[str]] = {
     "etcd": Counter({"persistent.commit": 1, "volatile.delete_many": 1}),
 }
 RAW_CALLS = {"sqlite": "1 write transaction", "etcd": "1 transaction"}
-PERSISTENT_CALLS = ("get", "get_many", "scan", "scan_keys", "commit")
-VOLATILE_CALLS = ("get", "get_many", "gets", "set", "add", "cas", "delete", "delete_many")
 
 #: one raw delete of the machine handed over
 RawDelete = Callable[[BenchMachine], None]
@@ -160,8 +157,9 @@ def measure_store(name: str, store: str, context: Context, raw: RawDelete, setti
     create = creator("check")
     for index in range(COUNTED):
         create(index)
-        with counting(context, calls):
+        with counted_calls(context) as counted:
             pending.pop("check").delete()
+        calls += counted
     if calls != Counter({call: count * COUNTED for call, count in EXPECTED[store].items()}):
         raise AssertionError(f"{name}: {COUNTED} deletes made the store calls {dict(calls)}, expected "
                              f"{dict(EXPECTED[store])} each")
@@ -181,29 +179,3 @@ def measure_store(name: str, store: str, context: Context, raw: RawDelete, setti
                                              "store_calls_per_delete": dict(EXPECTED[store])},
                   footnote=f"{name}: store calls of each dal delete (counted): {calls_text}; "
                            f"raw: {RAW_CALLS[store]}")
-
-
-@contextmanager
-def counting(context: Context, calls: Counter[str]) -> Iterator[None]:
-    """Count every call reaching either store meanwhile, by store and method (``round_trips``'s way)."""
-    patched: list[tuple[Any, str, Any]] = []
-    for role, store, methods in (("persistent", context.persistent, PERSISTENT_CALLS),
-                                 ("volatile", context.volatile, VOLATILE_CALLS)):
-        for method in methods:
-            real = getattr(store, method)
-
-            def counted(*args: Any, _real: Callable[..., Any] = real, _name: str = f"{role}.{method}",
-                        **kwargs: Any) -> Any:
-                calls[_name] += 1
-                return _real(*args, **kwargs)
-
-            patched.append((store, method, vars(store).get(method)))
-            setattr(store, method, counted)
-    try:
-        yield
-    finally:
-        for store, method, own in reversed(patched):
-            if own is None:
-                delattr(store, method)  # the class's method again
-            else:
-                setattr(store, method, own)

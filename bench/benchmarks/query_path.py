@@ -21,20 +21,16 @@ dal pass, counted once outside the timing, are in the footnote and the JSON note
 from __future__ import annotations
 
 import json
-from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import pyetcd
 
+from bench.benchmarks.common import counted_calls
 from bench.benchmarks.query_indexed import measured
 from bench.env import ETCD, MEMCACHED, Environment, Settings
 from bench.hybrids import BenchPool, BenchVolume, volume_data
 from bench.report import Result
 from bench.timing import progress
 from dal import configure
-from dal.config import Context
 from dal.query.datalist import DataList
 from dal.query.grammar import compile_query, digest
 
@@ -45,10 +41,6 @@ POOLS = 10
 PER_POOL = 100
 FULL_OPS = 200
 QUICK_OPS = 20
-#: the store methods counted as calls (each at least one round trip)
-COUNTED = {"persistent": ("get", "get_many", "scan", "scan_keys", "commit"),
-           "volatile": ("get", "get_many", "gets", "set", "add", "cas", "delete", "delete_many")}
-
 
 def pool_name(number: int) -> str:
     return f"pool-{number:04d}"
@@ -122,26 +114,3 @@ def check_plan(result: DataList[BenchVolume]) -> None:
             or len(walked) != 1 or walked[0].count != PER_POOL or any("scan" in how for how in hows)):
         raise AssertionError(f"{NAME}: expected a result cache miss answered by a unique lookup and a walk "
                              f"back through link keys, got:\n{plan}")
-
-
-@contextmanager
-def counted_calls(context: Context) -> Iterator[Counter[str]]:
-    """Count the calls reaching either store inside the block (wrappers set on the instances)."""
-    calls: Counter[str] = Counter()
-    patched: list[tuple[Any, str]] = []
-    for role, store in (("persistent", context.persistent), ("volatile", context.volatile)):
-        for method in COUNTED[role]:
-            real: Callable[..., Any] = getattr(store, method)
-
-            def counted(*args: Any, _real: Callable[..., Any] = real, _name: str = f"{role}.{method}",
-                        **kwargs: Any) -> Any:
-                calls[_name] += 1
-                return _real(*args, **kwargs)
-
-            setattr(store, method, counted)
-            patched.append((store, method))
-    try:
-        yield calls
-    finally:
-        for store, method in patched:  # the instance attribute shadowed the class's method
-            delattr(store, method)
