@@ -15,7 +15,7 @@ from typing import Any
 
 from redis_om import Field, HashModel, JsonModel
 
-from bench.timing import SLICES, Side, progress
+from bench.timing import Side, progress, timed_rounds
 from dal import DataObject, Dynamic, Property, Relation
 
 TEAMS = ("storage", "compute", "network", "platform")
@@ -119,7 +119,6 @@ def measure_sides(name: str, contenders: list[Contender], *, ops: int, rounds: i
     """Warm every side up (a side that raises is recorded as failing, not timed), then time ``rounds``
     rounds of ``ops`` operations per side, the sides taking turns in ``SLICES`` slices per round with
     the order rotated at every slice, so a burst of load from a neighbour falls on all of them."""
-    per_slice = max(ops // SLICES, 1)
     outcomes = {c.label: Outcome(c.label, c.what, target=c.target) for c in contenders}
     running: list[Contender] = []
     for contender in contenders:
@@ -130,16 +129,9 @@ def measure_sides(name: str, contenders: list[Contender], *, ops: int, rounds: i
             progress(f"{name}: {contender.label} fails: {failure_of(exc)}")
         else:
             running.append(contender)
-    for number in range(rounds):
-        seconds = dict.fromkeys((c.label for c in running), 0.0)
-        for piece in range(SLICES):
-            turn = (number * SLICES + piece) % len(running)
-            for contender in running[turn:] + running[:turn]:
-                seconds[contender.label] += contender.side.run(per_slice)
-        for label, spent in seconds.items():
-            outcomes[label].rates.append(per_slice * SLICES / spent)
-        progress(f"{name}: round {number + 1}/{rounds}: " + ", ".join(
-            f"{label} {outcomes[label].rates[-1]:,.0f}/s" for label in seconds))
+    rates = timed_rounds(name, [contender.side for contender in running], ops=ops, rounds=rounds)
+    for contender, rate in zip(running, rates, strict=True):
+        outcomes[contender.label].rates.extend(rate)
     return [outcomes[c.label] for c in contenders]
 
 

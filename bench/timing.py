@@ -9,7 +9,7 @@ import pstats
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 #: one operation; called with a running index (unique per side for the whole benchmark)
@@ -89,23 +89,32 @@ def measure(name: str, dal: Side, raw: Side, *, ops: int, rounds: int) -> Measur
     first alternates too, so neither always runs on a cache (CPU, server, page) the other
     just warmed, nor always after the other's garbage, nor alone through a noisy second.
     """
-    per_slice = max(ops // SLICES, 1)
     warmup = max(ops // 10, 5)
     dal.run(warmup)
     raw.run(warmup)
-    dal_rates: list[float] = []
-    raw_rates: list[float] = []
-    for number in range(rounds):
-        seconds = {dal.label: 0.0, raw.label: 0.0}
+    dal_rates, raw_rates = timed_rounds(name, [dal, raw], ops=ops, rounds=rounds)
+    return Measurement(max(ops // SLICES, 1) * SLICES, tuple(dal_rates), tuple(raw_rates))
+
+
+def timed_rounds(name: str, sides: Sequence[Side], *, ops: int, rounds: int) -> list[list[float]]:
+    """Time ``rounds`` rounds of ``ops`` operations of every side; return each side's rate per round.
+
+    The sides take turns in ``SLICES`` slices per round, the order rotated at every slice (for two
+    sides: the one that goes first alternates), so a burst of load from a neighbour falls on all.
+    """
+    per_slice = max(ops // SLICES, 1)
+    rates: list[list[float]] = [[] for _ in sides]
+    for number in range(rounds if sides else 0):
+        seconds = [0.0] * len(sides)
         for piece in range(SLICES):
-            order = (dal, raw) if (number * SLICES + piece) % 2 == 0 else (raw, dal)
-            for side in order:
-                seconds[side.label] += side.run(per_slice)
-        dal_rates.append(per_slice * SLICES / seconds[dal.label])
-        raw_rates.append(per_slice * SLICES / seconds[raw.label])
-        progress(f"{name}: round {number + 1}/{rounds}: dal {dal_rates[-1]:,.0f}/s, "
-                 f"raw {raw_rates[-1]:,.0f}/s")
-    return Measurement(per_slice * SLICES, tuple(dal_rates), tuple(raw_rates))
+            turn = (number * SLICES + piece) % len(sides)
+            for index in [*range(turn, len(sides)), *range(turn)]:
+                seconds[index] += sides[index].run(per_slice)
+        for index, spent in enumerate(seconds):
+            rates[index].append(per_slice * SLICES / spent)
+        progress(f"{name}: round {number + 1}/{rounds}: " + ", ".join(
+            f"{side.label} {rate[-1]:,.0f}/s" for side, rate in zip(sides, rates, strict=True)))
+    return rates
 
 
 def profile(side: Side, ops: int, *, limit: int = 30) -> str:
