@@ -1,0 +1,147 @@
+"""A memcached call through pymemcache interrupted by ``KeyboardInterrupt`` or ``SystemExit`` leaves
+no answer for the next call to read.
+
+pymemcache closes a client's socket on any ``Exception``, not on those two; but dal opens its
+clients pooled (``use_pooling=True``), and the pool's ``get_and_release`` hands a client back only
+when its block ends without an exception (and destroys it on an ``Exception``): a client left by a
+``BaseException`` is never handed out again (its socket is closed with the cache). These tests hold that, for ``gets`` on one server
+(the lease and lock commands go through pymemcache everywhere) and for a ``get`` with two servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from pymemcache.pool import ObjectPool
+
+from dal.backends.memcached import MemcachedCache
+from dal.backends.url import parse_url
+
+#: how long the stand-in server takes to answer, and when the signal handler raises
+ANSWER_AFTER, INTERRUPT_AT = 0.5, 0.1
+
+
+@pytest.fixture
+def slow_server() -> Iterator[tuple[tuple[str, int], dict[str, bytes]]]:
+    """A memcached stand-in answering ``get`` and ``gets`` after ANSWER_AFTER with the value it holds
+    when asked (and a cas token)."""
+    state = {"value": b"v1"}
+    listener = socket.create_server(("127.0.0.1", 0))
+    clients: list[socket.socket] = []
+
+    def serve(client: socket.socket) -> None:
+        with contextlib.suppress(OSError), client:
+            buffer = b""
+            while data := client.recv(4096):
+                buffer += data
+                while b"\r\n" in buffer:
+                    line, buffer = buffer.split(b"\r\n", 1)
+                    command, keys = line.split()[0], line.split()[1:]
+                    value = state["value"]
+                    time.sleep(ANSWER_AFTER)
+                    cas = b" 7" if command == b"gets" else b""
+                    client.sendall(b"".join(b"VALUE %s 0 %d%s\r\n%s\r\n" % (key, len(value), cas, value)
+                                            for key in keys) + b"END\r\n")
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                clients.append(listener.accept()[0])
+                threading.Thread(target=serve, args=(clients[-1],), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield listener.getsockname()[:2], state
+    finally:
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes accept(): see tests/test_cached_reads.py
+        listener.close()
+        acceptor.join(5)
+        for client in clients:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def raising_once(exception: type[BaseException]) -> Iterator[None]:
+    """Raise ``exception`` from a SIGALRM handler INTERRUPT_AT seconds from now, once."""
+    def handler(*_: object) -> None:
+        raise exception()
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, INTERRUPT_AT)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def interrupted_then_read(cache: MemcachedCache, state: dict[str, bytes], exception: type[BaseException],
+                          call: Callable[[], bytes | None]) -> bytes | None:
+    """Interrupt ``call`` while its answer (v1) is on its way, change the value, call again."""
+    assert call() == b"v1"  # opens (and pools) the connection
+    with raising_once(exception), pytest.raises(exception):
+        call()
+    state["value"] = b"v2"
+    time.sleep(ANSWER_AFTER + 0.1)  # the interrupted call's answer (v1) is on its socket now
+    return call()
+
+
+@pytest.mark.parametrize("exception", [KeyboardInterrupt, SystemExit])
+def test_an_interrupted_gets_leaves_no_answer_for_the_next(
+        slow_server: tuple[tuple[str, int], dict[str, bytes]], exception: type[BaseException]) -> None:
+    (host, port), state = slow_server
+    cache = MemcachedCache.from_url(parse_url(f"memcached://{host}:{port}?timeout=2"))
+    try:
+        assert interrupted_then_read(cache, state, exception, lambda: cache.gets("k")[0]) == b"v2"
+    finally:
+        cache.close()
+
+
+@pytest.mark.parametrize("exception", [KeyboardInterrupt, SystemExit])
+def test_an_interrupted_get_across_two_servers_leaves_no_answer_for_the_next(
+        slow_server: tuple[tuple[str, int], dict[str, bytes]], exception: type[BaseException]) -> None:
+    (host, port), state = slow_server
+    # two servers, one copy of each entry: every get goes through pymemcache's HashClient; the
+    # second server is never asked (its port is closed), the key lives on the slow one
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        other = closed.getsockname()[1]
+    cache = MemcachedCache.from_url(parse_url(f"memcached://{host}:{port},{host}:{other}?timeout=2"))
+    key = next(f"k{n}" for n in range(1000) if cache.node(f"k{n}") == f"{host}:{port}")
+    try:
+        assert interrupted_then_read(cache, state, exception, lambda: cache.get(key)) == b"v2"
+    finally:
+        cache.close()
+
+
+def test_control_a_pool_that_hands_an_interrupted_client_back_reads_the_old_answer(
+        slow_server: tuple[tuple[str, int], dict[str, bytes]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the tests above would see if pymemcache's pool handed a client interrupted by a
+    ``BaseException`` back: the next call reads the interrupted call's answer (v1, not v2)."""
+
+    @contextlib.contextmanager
+    def get_and_release(self: ObjectPool[Any], destroy_on_fail: bool = False) -> Iterator[Any]:
+        client = self.get()
+        try:
+            yield client
+        except BaseException:
+            self.release(client)
+            raise
+        self.release(client)
+
+    monkeypatch.setattr(ObjectPool, "get_and_release", get_and_release)
+    (host, port), state = slow_server
+    cache = MemcachedCache.from_url(parse_url(f"memcached://{host}:{port}?timeout=2"))
+    try:
+        assert interrupted_then_read(cache, state, KeyboardInterrupt, lambda: cache.gets("k")[0]) == b"v1"
+    finally:
+        cache.close()
