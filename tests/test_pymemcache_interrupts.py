@@ -4,8 +4,9 @@ no answer for the next call to read.
 pymemcache closes a client's socket on any ``Exception``, not on those two; but dal opens its
 clients pooled (``use_pooling=True``), and the pool's ``get_and_release`` hands a client back only
 when its block ends without an exception (and destroys it on an ``Exception``): a client left by a
-``BaseException`` is never handed out again (its socket is closed with the cache). These tests hold that, for ``gets`` on one server
-(the lease and lock commands go through pymemcache everywhere) and for a ``get`` with two servers.
+``BaseException`` is never handed out again (its socket is closed with the cache). These tests hold
+that, for ``gets`` on one server (the lease and lock commands go through pymemcache everywhere) and
+for a ``get`` with two servers.
 """
 
 from __future__ import annotations

@@ -52,16 +52,16 @@ def _client(store: RedisStore) -> Any:
 
 
 def _sent(store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
-    """Record the arguments of every command the store's client sends."""
-    client = _client(store)
+    """Record the arguments of every command the store sends on its hot path (its own connections)."""
+    calls: Any = store._calls
     sent: list[tuple[Any, ...]] = []
-    real = client.execute_command
+    real = calls.call
 
-    def record(*args: Any, **options: Any) -> Any:
+    def record(*args: Any) -> Any:
         sent.append(args)
-        return real(*args, **options)
+        return real(*args)
 
-    monkeypatch.setattr(client, "execute_command", record)
+    monkeypatch.setattr(calls, "call", record)
     return sent
 
 

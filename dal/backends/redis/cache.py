@@ -23,7 +23,6 @@ from dal.backends.base import HIT_SUFFIX, HIT_TTL
 from dal.backends.redis.connection import CACHE, ERRORS, Opened, Raw, RedisClient, open_redis
 from dal.backends.redis.scripts import CAS
 from dal.backends.url import StoreURL, on_off
-from dal.exceptions import BackendError
 
 #: seconds a request may take: short, a slow cache is a miss (twice memcached's, since one Redis server
 #: may also run the durable store's commit scripts, each of which holds it for its duration)
@@ -77,7 +76,7 @@ class RedisCache(RedisClient):
     def get(self, key: str) -> bytes | None:
         if self.count_hits:
             return self.get_many([key]).get(key)
-        raw: Raw = self._call("get", lambda: self._client.get(CACHE + key))
+        raw: Raw = self._command("get", "GET", CACHE + key)
         return None if raw is None else raw[STAMP:]
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
@@ -87,15 +86,15 @@ class RedisCache(RedisClient):
             return {}
         sent = [CACHE + key for key in wanted]
         if self.count_hits:
-            raws: list[Raw] = self._call("get_many", lambda: self._counted_get(
-                keys=sent + [name + HIT_SUFFIX for name in sent], args=[HIT_TTL]))
+            raws: list[Raw] = self._call("get_many", lambda: self._script(
+                self._counted_get, len(sent) * 2, *sent, *[name + HIT_SUFFIX for name in sent], HIT_TTL))
             raws = [raw or None for raw in raws]  # Lua returns false for an absent key
         else:
-            raws = self._call("get_many", lambda: self._client.mget(sent))
+            raws = self._command("get_many", "MGET", *sent)
         return {key: raw[STAMP:] for key, raw in zip(wanted, raws, strict=True) if raw is not None}
 
     def gets(self, key: str) -> tuple[bytes | None, object]:
-        raw: Raw = self._call("gets", lambda: self._client.get(CACHE + key))
+        raw: Raw = self._command("gets", "GET", CACHE + key)
         return (None, None) if raw is None else (raw[STAMP:], raw[:STAMP])
 
     # --- writes ---------------------------------------------------------------------
@@ -105,10 +104,14 @@ class RedisCache(RedisClient):
         if expiry == EXPIRED:  # stored and expired at once: what it replaced is gone
             self.delete(key)
             return True
+        command = ("SET", CACHE + key, _stamped(value)) if expiry is None else (
+            "SET", CACHE + key, _stamped(value), "PX", expiry)
         try:
-            self._client.set(CACHE + key, _stamped(value), px=expiry)
+            self._calls.call(*command)
         except redis.ResponseError as exc:
-            if not str(exc).startswith("OOM"):
+            # redis-py turns the "OOM ..." reply into OutOfMemoryError and drops the "OOM" from its text
+            # (matched by name: the redis type stubs mypy reads do not declare OutOfMemoryError)
+            if not (type(exc).__name__ == "OutOfMemoryError" or str(exc).startswith("OOM")):
                 raise self._failure("set", exc) from exc
             # over maxmemory (with noeviction): not stored, so the old value must not stay for readers
             self.delete(key)
@@ -120,19 +123,20 @@ class RedisCache(RedisClient):
     def add(self, key: str, value: bytes, ttl: float) -> bool:
         expiry = milliseconds(ttl)
         if expiry == EXPIRED:  # added only where absent, and expired at once: nothing changes
-            return not self._call("add", lambda: self._client.exists(CACHE + key))
-        return bool(self._call("add", lambda: self._client.set(
-            CACHE + key, _stamped(value), px=expiry, nx=True)))
+            return not self._command("add", "EXISTS", CACHE + key)
+        command = ("SET", CACHE + key, _stamped(value), "NX") if expiry is None else (
+            "SET", CACHE + key, _stamped(value), "PX", expiry, "NX")
+        return self._command("add", *command) is not None  # b"OK", or None where the key exists
 
     def cas(self, key: str, value: bytes, token: object, ttl: float) -> bool:
         if not isinstance(token, bytes):  # gets found nothing: there is no write to compare against
             return False
         expiry = milliseconds(ttl) or 0
-        return bool(self._call("cas", lambda: self._cas(
-            keys=[CACHE + key], args=[token, _stamped(value), expiry])))
+        return bool(self._call("cas", lambda: self._script(self._cas, 1, CACHE + key, token, _stamped(value),
+                                                           expiry)))
 
     def delete(self, key: str) -> None:
-        self._call("delete", lambda: self._client.delete(CACHE + key))
+        self._command("delete", "DEL", CACHE + key)
 
     def delete_many(self, keys: Sequence[str]) -> list[str]:
         """Delete ``keys`` in one pipeline; on a failure return them all (which were deleted is unknown)."""
@@ -199,9 +203,6 @@ class RedisCache(RedisClient):
                 now - idle if isinstance(idle, int) else None,
                 None if pttl < 0 else now + pttl / 1000))
         return listed
-
-    def _failure(self, what: str, exc: BaseException) -> BackendError:
-        return BackendError(f"redis {what} on {self._where} failed: {type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True, slots=True)

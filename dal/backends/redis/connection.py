@@ -19,6 +19,7 @@ import redis.utils
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from dal.backends.redis.calls import Calls
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
 
@@ -158,7 +159,8 @@ def open_redis(url: StoreURL, default_timeout: float) -> Opened:
 
 
 class RedisClient:
-    """What the Redis stores share: the client, and calls that turn a failure into BackendError."""
+    """What the Redis stores share: the client, dal's own path for the hot calls
+    (:mod:`~dal.backends.redis.calls`), and calls that turn a failure into BackendError."""
 
     url: StoreURL
     timeout: float
@@ -169,6 +171,8 @@ class RedisClient:
         self._client = opened.client
         self._where = opened.where
         self._db = opened.db
+        # connections of the client's own class and settings (timeouts, TLS, AUTH, the packer)
+        self._calls = Calls(opened.client.connection_pool)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.url)!r})"
@@ -178,22 +182,35 @@ class RedisClient:
         try:
             return work()
         except ERRORS as exc:
-            raise BackendError(
-                f"redis {what} on {self._where} failed: {type(exc).__name__}: {exc}") from exc
+            raise self._failure(what, exc) from exc
+
+    def _command(self, what: str, *args: Any) -> Raw:
+        """Return the server's raw answer to one command (no response callback: ``SET`` answers
+        ``b"OK"`` or ``None``); a failure raises BackendError, as :meth:`_call` does."""
+        try:
+            return self._calls.call(*args)
+        except ERRORS as exc:
+            raise self._failure(what, exc) from exc
+
+    def _failure(self, what: str, exc: BaseException) -> BackendError:
+        return BackendError(f"redis {what} on {self._where} failed: {type(exc).__name__}: {exc}")
 
     def _script(self, script: Any, keys: int, *args: Any) -> Any:
         """Run a registered script by EVALSHA (``keys`` of ``args`` are its KEYS); a server that answers
         NOSCRIPT (restarted, or ``SCRIPT FLUSH``) gets it with ``SCRIPT LOAD`` and the call again.
 
         What redis-py's ``Script.__call__`` does, less its per-call copies of the arguments and its
-        check for a pipeline: a few microseconds of a commit's client time.
+        check for a pipeline: a few microseconds of a commit's client time. One attempt each: an
+        EVALSHA that failed otherwise is never sent again (it may have run).
         """
+        calls = self._calls
         try:
-            return self._client.execute_command("EVALSHA", script.sha, keys, *args)
+            return calls.call("EVALSHA", script.sha, keys, *args)
         except redis.exceptions.NoScriptError:
-            self._client.execute_command("SCRIPT LOAD", script.script)
-            return self._client.execute_command("EVALSHA", script.sha, keys, *args)
+            calls.call("SCRIPT LOAD", script.script)
+            return calls.call("EVALSHA", script.sha, keys, *args)
 
     def close(self) -> None:
-        """Close the client's connections (a later call would open new ones)."""
+        """Close the client's connections and dal's own (a later call would open new ones)."""
         self._client.close()
+        self._calls.close()

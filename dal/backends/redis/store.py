@@ -115,7 +115,7 @@ class RedisStore(RedisLeadership):
     # --- reads ----------------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
-        raw: Raw = self._call(f"get of {key!r}", lambda: self._client.get(DATA + key))
+        raw: Raw = self._command(f"get of {key!r}", "GET", DATA + key)
         return None if raw is None else entry(raw)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
@@ -123,8 +123,8 @@ class RedisStore(RedisLeadership):
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
-        raws: list[Raw] = self._call(f"get_many of {len(wanted)} keys",
-                          lambda: self._client.mget([DATA + key for key in wanted]))
+        raws: list[Raw] = self._command(f"get_many of {len(wanted)} keys", "MGET",
+                                        *[DATA + key for key in wanted])
         return {key: entry(raw) for key, raw in zip(wanted, raws, strict=True) if raw is not None}
 
     def scan(self, prefix: str, *, start_after: str | None = None,
@@ -203,5 +203,5 @@ class RedisStore(RedisLeadership):
     def change_token(self) -> int:
         """Return a number that moves whenever another client committed since the last call
         (the commit counter, one GET; see :mod:`~dal.backends.tokens`)."""
-        current = self._call("read of the commit counter", lambda: self._client.get(COUNTER))
+        current = self._command("read of the commit counter", "GET", COUNTER)
         return self._tokens.token(int(current or 0))

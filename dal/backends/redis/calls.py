@@ -1,0 +1,126 @@
+"""dal's own call path for its hot Redis commands: redis-py's connections, dal's list of them.
+
+redis-py's client spends about 30 us of a 100 us loopback call around the connection: the pool's
+checkout and release under a lock, the retry wrapper, the observability hooks, the deprecated-args
+wrapper, the response callbacks. :class:`Calls` keeps redis-py's ``Connection`` (connect, AUTH, TLS,
+timeouts, the RESP parser, dal's packer) and replaces that layer by a list, keeping what the pool
+guarantees:
+
+- a connection serves one call at a time: ``list.pop`` and ``append`` are atomic, so two threads
+  never hold the same one;
+- a call that does not read its whole answer (any exception, ``KeyboardInterrupt`` or one raised by
+  a signal handler included) disconnects its connection instead of putting it back: a later call
+  would read the stale answer as its own;
+- before use, an idle connection the server closed, or that holds unread bytes, is reconnected, as
+  redis-py's ``ConnectionPool.get_connection`` does (one ``poll``: about 1.5 us). redis-py keeps a
+  connection holding bytes when maintenance notifications are on (its default under RESP3, in case
+  they are a notice): dal sends nothing that makes a server push, so bytes there are a stale answer;
+- a forked child never uses (nor shuts down) its parent's sockets: it drops the list and opens its own;
+- one attempt per call, as the client is configured (``Retry(NoBackoff(), 0)``): a commit is never
+  sent twice.
+
+Answers come back as the server sent them (no response callbacks): bytes, ``None``, ints and lists.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+#: what makes redis-py's pool reconnect an idle connection instead of failing the call
+STALE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class Connection(Protocol):
+    """The part of ``redis.Connection`` a call uses."""
+
+    @property
+    def is_connected(self) -> bool: ...
+    def connect(self) -> None: ...
+    def disconnect(self, *args: Any, **kwargs: Any) -> None: ...
+    def can_read(self, timeout: float = 0) -> bool: ...
+    def pack_command(self, *args: Any) -> Any: ...
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None: ...
+    def read_response(self, disable_decoding: bool = False) -> Any: ...
+    def should_reconnect(self) -> bool: ...
+
+
+class Calls:
+    """One command per call on connections made like ``pool``'s own (its class and settings)."""
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self._pool = pool
+        self._free: list[Connection] = []
+        self._pid = os.getpid()
+
+    def call(self, *args: Any) -> Any:
+        """Send one command, return the server's answer; a ``ResponseError`` (an error reply, read
+        whole) leaves the connection in use, any other exception disconnects it."""
+        if self._pid != os.getpid():
+            self._forked()
+        free = self._free
+        try:
+            connection = free.pop()
+        except IndexError:
+            connection = self._new()
+        try:
+            self._ready(connection)
+            connection.send_packed_command(connection.pack_command(*args), check_health=False)
+            answer = connection.read_response()
+        except redis.ResponseError:
+            self._put_back(free, connection)
+            raise
+        except BaseException:
+            # between the send and the end of the answer, or in the middle of connecting: whatever
+            # is left on this socket belongs to no later call
+            connection.disconnect()
+            raise
+        self._put_back(free, connection)
+        return answer
+
+    def close(self) -> None:
+        """Disconnect the idle connections (a later call opens new ones; one in use at the time is
+        disconnected when its call ends)."""
+        free, self._free = self._free, []
+        if self._pid != os.getpid():
+            return  # the parent's sockets: not this process's to close
+        for connection in free:
+            connection.disconnect()
+
+    def _new(self) -> Connection:
+        pool: Any = self._pool  # the pool's attributes are not in every version of the stubs
+        connection: Connection = pool.connection_class(**pool.connection_kwargs)
+        return connection
+
+    def _ready(self, connection: Connection) -> None:
+        """Connect, or reconnect a connection the server closed or that holds unread bytes: what
+        ``ConnectionPool.get_connection`` does (its ``can_read`` is one ``poll`` of the socket)."""
+        if not connection.is_connected:
+            connection.connect()
+        try:
+            stale = connection.can_read()
+        except STALE:
+            stale = True
+        if stale:
+            connection.disconnect()
+            connection.connect()
+            if connection.can_read():
+                raise RedisConnectionError("Connection not ready")
+
+    def _put_back(self, free: list[Connection], connection: Connection) -> None:
+        # a server's maintenance notice (RESP3, redis-py's default) can ask for a new session, which
+        # redis-py's pool honours on release: so does this list
+        if free is self._free and not connection.should_reconnect():
+            free.append(connection)
+        else:  # asked to, or closed (or forked) while the call ran
+            connection.disconnect()
+
+    def _forked(self) -> None:
+        # the inherited connections are dropped, never disconnected here: redis-py's own disconnect
+        # skips the shutdown of a socket another pid opened, so the parent's sessions are untouched
+        self._free = []
+        self._pid = os.getpid()
