@@ -9,19 +9,45 @@ own commits must not count as changes, or each save would empty its own cache.
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 
 #: own commits recorded between two looks; beyond, the record is dropped and the next look reports a
 #: change (a paired shared cache never looks after the first time, so the record must stay bounded)
 OWN_LIMIT = 1024
 
 
-class ChangeTokens:
-    """Turns the counter read at each look into a number that moves only for others' commits."""
+_all: weakref.WeakSet[ChangeTokens] = weakref.WeakSet()
 
-    def __init__(self) -> None:
+
+def _after_fork_in_child() -> None:
+    # another thread may have held a lock at fork() time; in the child it would stay held, and the
+    # child's first commit would hang after its COMMIT (written, never answered)
+    for tokens in list(_all):
+        tokens._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class ChangeTokens:
+    """Turns the counter read at each look into a number that moves only for others' commits.
+
+    ``resets``: the counter can go back, because the data was emptied (Redis ``FLUSHDB``); a look
+    reading less than the last one then reports a change. Without it (SQLite, whose revision only
+    grows within a file), such a look is one that read the counter before another thread's look
+    and reached the lock after it: nothing changed for it. (With ``resets``, that look reports a
+    change too: a needless flush of a local cache, never a stale read.)
+    """
+
+    def __init__(self, *, resets: bool) -> None:
+        self._resets = resets
         self._lock = threading.Lock()
-        self._changes = 0
+        _all.add(self)
+        #: the token the last look returned (0 before the first); read without the lock by a
+        #: store that knows nothing was committed since that look
+        self.changes = 0
         #: the counter at the last look (None before the first), and this client's commits since
         self._checked: int | None = None
         self._own: set[int] = set()
@@ -39,25 +65,23 @@ class ChangeTokens:
         """Return the token for the counter read just now."""
         with self._lock:
             checked = self._checked
-            if checked is None or self._forgot or current < checked:
+            if checked is not None and current < checked and not self._resets:
+                return self.changes  # a look at the counter older than the last: nothing new in it
+            emptied = self._resets and checked is not None and current < checked
+            if checked is None or self._forgot or emptied:
                 # nothing is known of what happened before the first look or since the record
-                # overflowed; and a counter that went back means the database was emptied
-                self._changes += 1
+                # overflowed, or the data went away
+                self.changes += 1
                 self._forgot = False
-                if checked is not None and current < checked:
+                if emptied:
                     self._own.clear()  # revisions of the data that is gone
             elif current != checked:
                 ours = sum(1 for revision in self._own if checked < revision <= current)
                 if current - checked > ours:
-                    self._changes += 1
+                    self.changes += 1
             self._own = {revision for revision in self._own if revision > current}
             self._checked = current
-            return self._changes
-
-    @property
-    def changes(self) -> int:
-        """The token the last look returned (0 before the first)."""
-        return self._changes
+            return self.changes
 
     @property
     def own(self) -> int:

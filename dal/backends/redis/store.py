@@ -105,7 +105,7 @@ class RedisStore(RedisLeadership):
         self._commit = opened.client.register_script(COMMIT)
         self._scan = opened.client.register_script(SCAN)
         self._identity: str | None = None
-        self._tokens = ChangeTokens()
+        self._tokens = ChangeTokens(resets=True)  # FLUSHDB empties the counter too
 
     @classmethod
     def from_url(cls, url: StoreURL) -> RedisStore:

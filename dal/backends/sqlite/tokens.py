@@ -32,7 +32,7 @@ class SqliteTokens(SqliteConnections):
 
     def __init__(self, url: StoreURL, path: str, *, timeout: float = 10.0,
                  synchronous: str = "NORMAL", mode: str = "rwc") -> None:
-        self._changes = ChangeTokens()
+        self._changes = ChangeTokens(resets=False)
         #: the watch of the -shm file, and those it replaced (their descriptors may still be read)
         self._shm: ShmWatch | None = None
         self._retired: list[ShmWatch] = []
