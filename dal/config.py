@@ -178,16 +178,17 @@ class Context:
         finally:
             _count_commit()
 
-    def data_stamp(self) -> tuple[int, object] | None:
+    def data_stamp(self) -> tuple[int, int, object] | None:
         """Return a marker that is equal at two calls only if nothing was committed in between.
 
         Any commit counts: through any context of this process (whatever its outcome), or by
         another process (the store's :meth:`change_token`). ``None`` when the store cannot tell
         cheaply (etcd): then nothing read earlier may be taken as current. Read it *before*
-        reading data, so a commit that lands during the read changes it.
+        reading data, so a commit that lands during the read changes it. A forked child's stamps
+        never equal its parent's: its stores count their change tokens afresh, from the first look.
         """
         token = self.persistent.change_token()
-        return None if token is None else (_last_commit, token)
+        return None if token is None else (_forks, _last_commit, token)
 
     def load_documents(self, hybrid: str, guids: list[str]) -> dict[str, Entry]:
         """Return the stored documents of many objects in two batched round trips at most.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import multiprocessing
+import os
 import uuid
 from typing import Any
 
@@ -406,6 +407,56 @@ def test_first_builds_its_object_from_the_document_the_query_read(
     catalog["items"]["vol1"].save()  # what the query read is out of date now
     first = again.first()
     assert first is not None and first.size == 7
+
+
+def test_an_iteration_after_first_still_uses_the_documents_the_query_read(
+        catalog: dict[str, Any], context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``if result.first(): for obj in result: ...`` reads the documents once, where a cheap data
+    stamp lets the list keep them (first() leaves them kept)."""
+    calls = round_trips(context, monkeypatch)
+    stamped = context.data_stamp() is not None
+    result = DataList(Item, where(("status", OP.EQUALS, "RUNNING")))
+    assert len(result) == 3
+    calls.clear()
+    assert result.first() is not None
+    assert sorted(obj.name for obj in result) == ["disk1", "disk2", "vol2"]
+    assert calls["persistent.get_many"] + calls["persistent.get"] == (0 if stamped else 2), calls
+
+
+def _save_size_in_child(persistent: str, volatile: str, namespace: str, guid: str, size: int) -> None:
+    import dal
+
+    dal.configure(persistent, volatile, namespace=namespace)
+    item = Item(guid)
+    item.size = size
+    item.save()
+
+
+def test_a_forked_child_never_takes_the_documents_its_parent_read_for_current(
+        catalog: dict[str, Any], context: Context, pair_urls: PairURLs) -> None:
+    """The child counts its change tokens afresh: its stamps must not equal the parent's, or it
+    would take documents the parent read before another process's commit for current."""
+    result = DataList(Item, where(("status", OP.EQUALS, "NEW")))
+    assert len(result) == 1  # kept, with the parent's stamp
+    guid = catalog["items"]["vol1"].guid
+    process = multiprocessing.get_context("spawn").Process(target=_save_size_in_child, args=(
+        pair_urls.persistent, pair_urls.volatile, pair_urls.namespace, guid, 77))
+    process.start()
+    process.join(timeout=60)
+    if process.is_alive():
+        process.kill()
+        process.join()
+    assert process.exitcode == 0
+    for use in ("first", "iterate"):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                found = result.first() if use == "first" else next(iter(result))
+                os._exit(0 if found is not None and found.size == 77 else 3)
+            except BaseException:
+                os._exit(4)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, f"{use} in the child: stale or failed"
 
 
 def test_first_skips_an_object_deleted_after_the_query_read_it(catalog: dict[str, Any]) -> None:

@@ -106,11 +106,12 @@ class DataList(Generic[T]):
         self._guids: list[str] | None = list(guids) if guids is not None else None
         self._cache = "given" if guids is not None else "not run"
         self._planner: Planner | None = None
-        #: documents the query already read (and decoded), used once by the first iteration
+        #: documents the query already read (and decoded), used by the first iteration (and by
+        #: ``first()``) while current
         self._entries: dict[str, Entry] = {}
         self._documents: dict[str, dict[str, Any]] = {}
         #: when they were read, if not by that iteration itself: the context and its data stamp
-        self._read_at: tuple[Context, tuple[int, object]] | None = None
+        self._read_at: tuple[Context, tuple[int, int, object]] | None = None
         #: objects every loaded member already points at (the owner of a reverse list)
         self._seed: dict[str, DataObject] = {}
         #: a reverse list's subclass hybrids holding its relation too, and their query
@@ -142,7 +143,7 @@ class DataList(Generic[T]):
         return list(self._run())
 
     def _run(self, *, iterating: bool = False) -> list[str]:
-        """Run the query once; keep what it read for the first iteration while it is current.
+        """Run the query once; keep what it read for the first iteration and ``first()`` while current.
 
         An iteration that runs the query uses what it read. After any other first use (``len()``,
         which ``list()`` calls before iterating), the documents are kept with the store's data
@@ -200,8 +201,13 @@ class DataList(Generic[T]):
         Built from the document the query read, when it read one that is still current, as an
         iteration is: no second read of it.
         """
-        guids = self._run(iterating=True)
-        entries, documents = self._kept()
+        if self._guids is None and current().data_stamp() is None:
+            # no cheap stamp (etcd): what the query reads now is current for this call only
+            guids = self._run(iterating=True)
+            entries, documents = self._kept()
+        else:  # kept with their stamp, for a later iteration too
+            guids = self._run()
+            entries, documents = self._kept(keep=True)
         for guid in guids:
             obj = self._load([guid], entries, documents).get(guid)
             if obj is not None:
@@ -223,14 +229,17 @@ class DataList(Generic[T]):
             # an object deleted since the query ran is skipped
             yield from (loaded[guid] for guid in batch if guid in loaded)
 
-    def _kept(self) -> tuple[Mapping[str, Entry], Mapping[str, dict[str, Any]]]:
-        """Hand over what the query read (the list keeps it for one use), or nothing if it may be
-        out of date: kept by an earlier use with a data stamp, and something was committed since."""
-        entries, documents, self._entries, self._documents = self._entries, self._documents, {}, {}
-        read_at, self._read_at = self._read_at, None
+    def _kept(self, *, keep: bool = False) -> tuple[Mapping[str, Entry], Mapping[str, dict[str, Any]]]:
+        """Return what the query read, or nothing if it may be out of date: kept by an earlier use
+        with a data stamp, and something was committed since. Handed over (the list drops it)
+        unless ``keep``, which only a use that leaves it stamped may ask."""
+        entries, documents, read_at = self._entries, self._documents, self._read_at
+        if not keep:
+            self._entries, self._documents, self._read_at = {}, {}, None
         if read_at is not None and entries:
             context = current()
             if context is not read_at[0] or context.data_stamp() != read_at[1]:
+                self._entries, self._documents, self._read_at = {}, {}, None  # out of date for good
                 return {}, {}
         return entries, documents
 
