@@ -5,8 +5,8 @@ pymemcache closes a client's socket on any ``Exception``, not on those two; but 
 clients pooled (``use_pooling=True``), and the pool's ``get_and_release`` hands a client back only
 when its block ends without an exception (and destroys it on an ``Exception``): a client left by a
 ``BaseException`` is never handed out again (its socket is closed with the cache). These tests hold
-that, for ``gets`` on one server (the lease and lock commands go through pymemcache everywhere) and
-for a ``get`` with two servers.
+that for every command dal sends through pymemcache on one server (``gets``, ``add``, ``cas``,
+``set``, ``delete``) and for a ``get`` with two servers.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ ANSWER_AFTER, INTERRUPT_AT = 0.5, 0.1
 
 @pytest.fixture
 def slow_server() -> Iterator[tuple[tuple[str, int], dict[str, bytes]]]:
-    """A memcached stand-in answering ``get`` and ``gets`` after ANSWER_AFTER with the value it holds
-    when asked (and a cas token)."""
-    state = {"value": b"v1"}
+    """A memcached stand-in answering after ANSWER_AFTER: ``get`` and ``gets`` with the value it holds
+    when asked (and a cas token), ``set``, ``add`` and ``cas`` with the reply it holds when asked,
+    ``delete`` with ``DELETED``."""
+    state = {"value": b"v1", "reply": b"STORED"}
     listener = socket.create_server(("127.0.0.1", 0))
     clients: list[socket.socket] = []
 
@@ -45,6 +46,18 @@ def slow_server() -> Iterator[tuple[tuple[str, int], dict[str, bytes]]]:
                 while b"\r\n" in buffer:
                     line, buffer = buffer.split(b"\r\n", 1)
                     command, keys = line.split()[0], line.split()[1:]
+                    if command in (b"set", b"add", b"cas"):
+                        while b"\r\n" not in buffer:  # the data block (no CRLF in the tests' values)
+                            buffer += client.recv(4096)
+                        buffer = buffer.split(b"\r\n", 1)[1]
+                        reply = state["reply"]  # as when asked, like a value
+                        time.sleep(ANSWER_AFTER)
+                        client.sendall(reply + b"\r\n")
+                        continue
+                    if command == b"delete":
+                        time.sleep(ANSWER_AFTER)
+                        client.sendall(b"DELETED\r\n")
+                        continue
                     value = state["value"]
                     time.sleep(ANSWER_AFTER)
                     cas = b" 7" if command == b"gets" else b""
@@ -86,24 +99,48 @@ def raising_once(exception: type[BaseException]) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def interrupted_then_read(cache: MemcachedCache, state: dict[str, bytes], exception: type[BaseException],
-                          call: Callable[[], bytes | None]) -> bytes | None:
-    """Interrupt ``call`` while its answer (v1) is on its way, change the value, call again."""
-    assert call() == b"v1"  # opens (and pools) the connection
+def interrupted_then_read(state: dict[str, bytes], exception: type[BaseException],
+                          call: Callable[[], object], then: Callable[[], object],
+                          change: dict[str, bytes]) -> object:
+    """Interrupt ``call`` while its answer is on its way, apply ``change`` to the server, return
+    ``then()``: what it reads must be its own answer, not the interrupted call's."""
+    call()  # opens (and pools) the connection
     with raising_once(exception), pytest.raises(exception):
         call()
-    state["value"] = b"v2"
-    time.sleep(ANSWER_AFTER + 0.1)  # the interrupted call's answer (v1) is on its socket now
-    return call()
+    state.update(change)
+    time.sleep(ANSWER_AFTER + 0.1)  # the interrupted call's answer is on its socket now
+    return then()
+
+
+def _gets(cache: MemcachedCache) -> object:
+    return cache.gets("k")[0]
+
+
+#: a command interrupted, what the server answers next, the call that follows and what it must return
+#: (the interrupted answer would be b"v1", or True for a STORED)
+CASES = {
+    "gets": (_gets, {"value": b"v2"}, _gets, b"v2"),
+    "add": (lambda cache: cache.add("k", b"x", 60), {"reply": b"NOT_STORED"},
+            lambda cache: cache.add("k", b"x", 60), False),
+    "cas": (lambda cache: cache.cas("k", b"x", b"7", 60), {"reply": b"EXISTS"},
+            lambda cache: cache.cas("k", b"x", b"7", 60), False),
+    "set": (lambda cache: cache.set("k", b"x", 60), {"reply": b"NOT_STORED"},
+            lambda cache: cache.set("k", b"x", 60), False),
+    "delete": (lambda cache: cache.delete("k"), {"value": b"v2"}, _gets, b"v2"),
+}
 
 
 @pytest.mark.parametrize("exception", [KeyboardInterrupt, SystemExit])
-def test_an_interrupted_gets_leaves_no_answer_for_the_next(
-        slow_server: tuple[tuple[str, int], dict[str, bytes]], exception: type[BaseException]) -> None:
+@pytest.mark.parametrize("command", sorted(CASES))
+def test_an_interrupted_command_on_one_server_leaves_no_answer_for_the_next(
+        slow_server: tuple[tuple[str, int], dict[str, bytes]], exception: type[BaseException],
+        command: str) -> None:
     (host, port), state = slow_server
     cache = MemcachedCache.from_url(parse_url(f"memcached://{host}:{port}?timeout=2"))
+    call, change, then, expected = CASES[command]
     try:
-        assert interrupted_then_read(cache, state, exception, lambda: cache.gets("k")[0]) == b"v2"
+        assert interrupted_then_read(state, exception, lambda: call(cache), lambda: then(cache),
+                                     change) == expected
     finally:
         cache.close()
 
@@ -119,7 +156,8 @@ def test_an_interrupted_get_across_two_servers_leaves_no_answer_for_the_next(
     cache = MemcachedCache.from_url(parse_url(f"memcached://{host}:{port},{host}:{other}?timeout=2"))
     key = next(f"k{n}" for n in range(1000) if cache.node(f"k{n}") == f"{host}:{port}")
     try:
-        assert interrupted_then_read(cache, state, exception, lambda: cache.get(key)) == b"v2"
+        assert interrupted_then_read(state, exception, lambda: cache.get(key), lambda: cache.get(key),
+                                     {"value": b"v2"}) == b"v2"
     finally:
         cache.close()
 
@@ -143,6 +181,7 @@ def test_control_a_pool_that_hands_an_interrupted_client_back_reads_the_old_answ
     (host, port), state = slow_server
     cache = MemcachedCache.from_url(parse_url(f"memcached://{host}:{port}?timeout=2"))
     try:
-        assert interrupted_then_read(cache, state, KeyboardInterrupt, lambda: cache.gets("k")[0]) == b"v1"
+        assert interrupted_then_read(state, KeyboardInterrupt, lambda: _gets(cache), lambda: _gets(cache),
+                                     {"value": b"v2"}) == b"v1"
     finally:
         cache.close()
