@@ -150,6 +150,16 @@ def test_reserved_names_raise(reserved: str) -> None:
         _declare(_unique_name("Reserved"), {"properties": [Property(reserved, str)]})
 
 
+@pytest.mark.parametrize("name", ["settle", "saved", "document", "plan", "prepare", "load_many"])
+def test_a_dynamic_whose_loader_name_dal_uses_itself_is_refused(name: str) -> None:
+    """A loader ``_settle`` would replace the method a save calls (and without one, dal's own method
+    would be taken for the loader): refused when the class is made, not broken at the first save."""
+    with pytest.raises(InvalidValueError, match=f"loader named _{name}, a name DataObject uses itself"):
+        _declare(_unique_name("Clash"), {"dynamics": [Dynamic(name, int, 5)], f"_{name}": lambda self: 1})
+    with pytest.raises(InvalidValueError, match=f"_{name}"):
+        _declare(_unique_name("Clash"), {"dynamics": [Dynamic(name, int, 5)]})
+
+
 def test_bad_spec_types_raise() -> None:
     with pytest.raises(InvalidValueError):
         Property("x", object())  # not a type pydantic can validate

@@ -357,6 +357,14 @@ def _spec_kind(value: object) -> type[Spec] | None:
     return None
 
 
+def _internal_names(cls: type) -> frozenset[str]:
+    """Return the attribute names dal's own classes give ``cls``: DataObject and what it is made of,
+    not hybrids (the sample model's included), whose loaders a subclass may override."""
+    return frozenset(name for klass in cls.__mro__[1:]
+                     if klass.__module__.startswith("dal.") and "_meta" not in vars(klass)
+                     for name in vars(klass))
+
+
 def _merge(cls: type, bases: tuple[type, ...], declared: dict[str, list[Any]]) -> list[Spec]:
     """Return inherited specs (rebound copies) followed by this class's own, checked."""
     specs: dict[str, Spec] = {}
@@ -375,6 +383,12 @@ def _merge(cls: type, bases: tuple[type, ...], declared: dict[str, list[Any]]) -
             if spec.name in RESERVED:
                 raise InvalidValueError(
                     f"{cls.__name__}: {spec.name!r} is reserved by DataObject; choose another name")
+            if isinstance(spec, Dynamic) and f"_{spec.name}" in _internal_names(cls):
+                # the loader would replace a method dal calls itself (or, left out, dal's method
+                # would be taken for the loader): saves or loads would break far from here
+                raise InvalidValueError(
+                    f"{cls.__name__}: Dynamic {spec.name!r} needs a loader named _{spec.name}, a name "
+                    "DataObject uses itself; choose another name for the dynamic")
             if spec.name in specs and type(specs[spec.name]) is not type(spec):
                 raise InvalidValueError(
                     f"{cls.__name__}: {spec.name!r} is declared twice, as {specs[spec.name]!r} and {spec!r}")
