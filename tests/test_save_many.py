@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from query_hybrids import Item
 from typed_example import TBackend, TBackendType
 
 import dal
 from dal import DataList
 from dal.config import Context
-from dal.exceptions import ObjectNotFoundError, UniqueConstraintError
+from dal.exceptions import InvalidValueError, ObjectNotFoundError, UniqueConstraintError
 from dal.objects import bulk
 
 
@@ -86,3 +87,17 @@ def test_a_concurrent_change_is_merged_as_save_merges(context: Context) -> None:
     stored = TBackendType.get(kind.guid)
     assert (stored.name, stored.code) == ("changed elsewhere", "alba2")
     assert TBackendType.get_by(code="new") == fresh
+
+
+@pytest.mark.parametrize("how", ["save", "save_many"])
+def test_a_value_json_cannot_store_changed_in_place_is_refused_with_advice(
+        context: Context, how: str) -> None:
+    """Validation runs at assignment; a list changed in place bypasses it. Both paths refuse the value
+    with a typed error (the comparison with the stored document raised a bare TypeError), write
+    nothing, and say how to avoid it."""
+    item = Item(data={"name": "tagged", "tags": ["a"]})
+    item.save()
+    item.tags.append({"a set"})  # in place: no validation
+    with pytest.raises(InvalidValueError, match="changed in place bypasses validation: assign JSON values"):
+        item.save() if how == "save" else dal.save_many([item])
+    assert Item(item.guid).tags == ["a"]

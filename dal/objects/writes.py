@@ -95,9 +95,18 @@ class Writes:
         original = decode(self._raw) if self._raw is not None else {}
         stored: Document | None = original if self._raw is not None else None
         new = {**self._extra, **ours}
-        if stored is not None and not changed_fields(stored, new) and stored.keys() == new.keys():
+        try:
+            unchanged = stored is not None and not changed_fields(stored, new) and stored.keys() == new.keys()
+        except (TypeError, ValueError) as exc:  # comparing encodes the values
+            raise self._unstorable(exc) from exc
+        if unchanged:
             return None  # nothing to write
         return _Save(ours, original, datastore_wins), stored, new
+
+    def _unstorable(self, exc: Exception) -> InvalidValueError:
+        return InvalidValueError(
+            f"{type(self).__name__} {self.guid} holds a value JSON cannot store ({exc}); a list or "
+            "dict changed in place bypasses validation: assign JSON values only")
 
     def _plan(self, context: Context, stored: Document | None, revision: int, new: Document,
               ready: frozenset[str]) -> tuple[Plan, list[str]]:
@@ -105,9 +114,7 @@ class Writes:
         try:
             plan = plan_write(context.keys, self._meta, self.guid, stored, revision, new, ready)
         except (TypeError, ValueError) as exc:
-            raise InvalidValueError(
-                f"{type(self).__name__} {self.guid} holds a value JSON cannot store ({exc}); a list or "
-                "dict changed in place bypasses validation: assign JSON values only") from exc
+            raise self._unstorable(exc) from exc
         # a brand-new guid has no cached document (a load before the save cached nothing), but
         # a dynamic may have been read before the first save, and cached query results may change
         invalidate = [*self._cache_keys(context, document=stored is not None),
