@@ -82,7 +82,9 @@ def test_memcached_coming_back_is_reported_once_with_what_failed_meanwhile(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="dal.cache")
     server = private_memcached
-    context: Context = dal.configure(f"sqlite:///{tmp_path / 'dal.sqlite3'}", f"{server.url}?timeout=0.1",
+    # the server is stopped, never paused: it refuses at once, so the timeout only bounds the live
+    # server, and a short one made a loaded host's slow answer a second outage
+    context: Context = dal.configure(f"sqlite:///{tmp_path / 'dal.sqlite3'}", f"{server.url}?timeout=5",
                                      namespace=namespace)
     name = f"memcached://{server.host}:{server.port}"
     try:

@@ -61,7 +61,10 @@ class TestReplicatedCacheConformance(VolatileStoreContract):
         return f"{namespace}/"
 
 
-def open_cache(servers: list[RunningServer], replicas: int = 3, timeout: float = 0.25) -> ReplicatedCache:
+def open_cache(servers: list[RunningServer], replicas: int = 3, timeout: float = 2.0) -> ReplicatedCache:
+    """A replicated cache on ``servers``. The timeout is long: a killed server refuses at once,
+    and a loaded host can hold a live one up for a fraction of a second (0.25 s made its replies
+    late, and a set or a count of repairs came out short); a test that pauses one sets its own."""
     hosts = ",".join(f"{server.host}:{server.port}" for server in servers)
     return ReplicatedCache.from_url(parse_url(
         f"memcached://{hosts}?replicas={replicas}&dead_timeout=0.5&timeout={timeout:g}"))
@@ -130,7 +133,7 @@ def test_the_vote_ignores_a_server_that_was_not_asked() -> None:
 
 
 def test_a_read_hits_with_three_or_two_agreeing(servers: list[RunningServer], namespace: str) -> None:
-    cache = open_cache(servers)
+    cache = open_cache(servers, timeout=0.5)  # waited out once per call while a server is paused
     key = f"{namespace}/k"
     assert cache.set(key, b"value", 60)
     assert cache.get(key) == b"value"
