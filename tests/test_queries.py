@@ -423,6 +423,23 @@ def test_an_iteration_after_first_still_uses_the_documents_the_query_read(
     assert calls["persistent.get_many"] + calls["persistent.get"] == (0 if stamped else 2), calls
 
 
+def test_objects_from_first_and_from_iteration_share_nothing(catalog: dict[str, Any]) -> None:
+    """An object takes its decoded document as its own state: two objects built from one kept
+    document would see each other's unsaved changes (and a save of one drop what the other moved
+    to its undeclared fields)."""
+    result = DataList(Item, where(("status", OP.EQUALS, "RUNNING")))
+    assert len(result) == 3  # kept, stamped, where the store has a cheap stamp
+    one = result.first()
+    assert one is not None
+    size = one.size
+    one.size = size + 1000
+    two = result.first()
+    assert two is not None and two.guid == one.guid and two.size == size
+    iterated = next(obj for obj in result if obj.guid == one.guid)
+    assert iterated.size == size
+    assert one._data is not two._data and iterated._data is not one._data
+
+
 def _save_size_in_child(persistent: str, volatile: str, namespace: str, guid: str, size: int) -> None:
     import dal
 

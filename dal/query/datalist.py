@@ -199,15 +199,17 @@ class DataList(Generic[T]):
         """Return the first object, or ``None`` if none matches (skipping one deleted since the query ran).
 
         Built from the document the query read, when it read one that is still current, as an
-        iteration is: no second read of it.
+        iteration is: no second read of it. Each object it returns is a new one, sharing nothing.
         """
-        if self._guids is None and current().data_stamp() is None:
-            # no cheap stamp (etcd): what the query reads now is current for this call only
+        if self._guids is None:
+            # the query runs now: what it reads is current for this call, which takes it (no stamp read)
             guids = self._run(iterating=True)
             entries, documents = self._kept()
-        else:  # kept with their stamp, for a later iteration too
-            guids = self._run()
-            entries, documents = self._kept(keep=True)
+        else:
+            # read by an earlier use and kept with a stamp: left kept for a later iteration, whose
+            # objects take the decoded documents as their own; this one decodes its entry again
+            guids = self._guids
+            entries, documents = self._kept(keep=True)[0], None
         for guid in guids:
             obj = self._load([guid], entries, documents).get(guid)
             if obj is not None:
