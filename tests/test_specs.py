@@ -150,7 +150,9 @@ def test_reserved_names_raise(reserved: str) -> None:
         _declare(_unique_name("Reserved"), {"properties": [Property(reserved, str)]})
 
 
-@pytest.mark.parametrize("name", ["settle", "saved", "document", "plan", "prepare", "load_many"])
+@pytest.mark.parametrize("name", ["settle", "saved", "document", "plan", "prepare", "load_many",
+                                  "data", "raw", "revision", "objects", "extra", "uncertain", "siblings",
+                                  "mirror_checked", "meta"])
 def test_a_dynamic_whose_loader_name_dal_uses_itself_is_refused(name: str) -> None:
     """A loader ``_settle`` would replace the method a save calls (and without one, dal's own method
     would be taken for the loader): refused when the class is made, not broken at the first save."""

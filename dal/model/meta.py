@@ -27,6 +27,7 @@ from dal.exceptions import ConfigurationError, InvalidValueError
 from dal.model.declared import add_annotated, internal_field
 from dal.model.expressions import FieldExpression
 from dal.model.mirroring import mirror_of
+from dal.model.reserved import RESERVED, check_name
 from dal.model.reverse import reverse_accessors
 from dal.structures import MIRROR_STATE, Dynamic, Mirror, Property, Relation, RelationGuid, Spec
 from dal.validators import Validator
@@ -40,12 +41,6 @@ if TYPE_CHECKING:
 HYBRID_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 #: the spec lists a hybrid declares (name-mangled in the class body) and the spec each one holds
 SPEC_LISTS = {"properties": Property, "relations": Relation, "dynamics": Dynamic}
-
-#: attribute names a hybrid's specs may not take, because objects already use them
-RESERVED = frozenset({
-    "guid", "save", "delete", "refresh", "export", "serialize", "invalidate_dynamics",
-    "updated_on_datastore",
-})
 
 
 @dataclass(frozen=True)
@@ -357,14 +352,6 @@ def _spec_kind(value: object) -> type[Spec] | None:
     return None
 
 
-def _internal_names(cls: type) -> frozenset[str]:
-    """Return the attribute names dal's own classes give ``cls``: DataObject and what it is made of,
-    not hybrids (the sample model's included), whose loaders a subclass may override."""
-    return frozenset(name for klass in cls.__mro__[1:]
-                     if klass.__module__.startswith("dal.") and "_meta" not in vars(klass)
-                     for name in vars(klass))
-
-
 def _merge(cls: type, bases: tuple[type, ...], declared: dict[str, list[Any]]) -> list[Spec]:
     """Return inherited specs (rebound copies) followed by this class's own, checked."""
     specs: dict[str, Spec] = {}
@@ -380,15 +367,7 @@ def _merge(cls: type, bases: tuple[type, ...], declared: dict[str, list[Any]]) -
             if not isinstance(spec, expected):
                 raise InvalidValueError(
                     f"{cls.__name__}.__{kind} must hold {expected.__name__} objects, not {spec!r}")
-            if spec.name in RESERVED:
-                raise InvalidValueError(
-                    f"{cls.__name__}: {spec.name!r} is reserved by DataObject; choose another name")
-            if isinstance(spec, Dynamic) and f"_{spec.name}" in _internal_names(cls):
-                # the loader would replace a method dal calls itself (or, left out, dal's method
-                # would be taken for the loader): saves or loads would break far from here
-                raise InvalidValueError(
-                    f"{cls.__name__}: Dynamic {spec.name!r} needs a loader named _{spec.name}, a name "
-                    "DataObject uses itself; choose another name for the dynamic")
+            check_name(cls, spec)
             if spec.name in specs and type(specs[spec.name]) is not type(spec):
                 raise InvalidValueError(
                     f"{cls.__name__}: {spec.name!r} is declared twice, as {specs[spec.name]!r} and {spec!r}")

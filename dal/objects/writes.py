@@ -67,6 +67,11 @@ class Writes:
     _revision: int
     _objects: dict[str, Any]
     _extra: dict[str, Any]
+    # set on some objects only (never on a class), named here so that no Dynamic takes their names
+    # for its loader (dal.model.reserved refuses a loader named like anything DataObject holds)
+    _siblings: list[Any]
+    _uncertain: tuple[Any, ...]
+    _mirror_checked: bool
 
     def save(self, datastore_wins: bool | None = False) -> None:
         """Store this object in one atomic transaction, merging concurrent changes to other fields.

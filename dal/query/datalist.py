@@ -4,8 +4,9 @@ The query is validated when the list is made (:mod:`dal.query.grammar`), runs on
 the planner (:mod:`dal.query.planner`), and its result, a list of guids, is cached in the volatile
 store and invalidated exactly (:mod:`dal.query.results`). Objects load in batches as the list is
 iterated; an object deleted since the query ran is skipped. The documents a query read are
-used only by the iteration that ran it (they are as current as a load would be); any later
-iteration, and ``lst[i]``, load the objects again.
+used by the iteration (or ``first()``) that ran it, as current as a load would be; after another
+first use they are kept with the store's data stamp and used only while nothing was committed
+since (never on a store without a cheap stamp); ``lst[i]`` loads its object again.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dal.model.meta import family
 from dal.model.reverse import provide_lists
 from dal.objects.dataobject import DataObject
 from dal.objects.lookups import provide_queries
+from dal.query.explained import QueryPlan
 from dal.query.grammar import Group, Operator, WhereOperator, compile_query, resolve_field
 from dal.query.owners import give_owners
 from dal.query.planner import BATCH, Planner, Step, describe_node
@@ -37,33 +39,6 @@ T = TypeVar("T", bound=DataObject)
 #: objects loaded per batched round trip while iterating
 LOAD_BATCH = BATCH
 SortKey = Callable[[Any], Any] | str | Sequence[str] | None
-
-
-@dataclass(frozen=True)
-class QueryPlan:
-    """What ``DataList.explain()`` returns: how the query was (or would be) answered."""
-
-    hybrid: str
-    query: str
-    cache: str
-    steps: tuple[Step, ...]
-    count: int | None
-
-    def __str__(self) -> str:
-        lines = [f"DataList of {self.hybrid} where {self.query}"]
-        lines.append(f"  result cache: {_CACHE_STATES.get(self.cache, self.cache)}")
-        lines += [f"  {step}" for step in self.steps]
-        if self.count is not None:
-            lines.append(f"  {self.count} objects")
-        return "\n".join(lines)
-
-
-_CACHE_STATES = {
-    "hit": "hit (guids read from the volatile store; no durable read)",
-    "miss": "miss (computed, then cached until a write changes a field it reads)",
-    "off": "off (the query reads a dynamic, or the volatile store cannot be trusted to be exact)",
-    "not run": "not run yet",
-}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,34 @@
+"""The names a hybrid's specs may not take: those its objects and dal's own classes already use."""
+
+from __future__ import annotations
+
+from dal.exceptions import InvalidValueError
+from dal.structures import Dynamic, Spec
+
+#: attribute names a hybrid's specs may not take, because objects already use them
+RESERVED = frozenset({
+    "guid", "save", "delete", "refresh", "export", "serialize", "invalidate_dynamics",
+    "updated_on_datastore",
+})
+
+
+def check_name(cls: type, spec: Spec) -> None:
+    """Raise InvalidValueError when ``spec`` of hybrid ``cls`` takes a name dal uses itself."""
+    if spec.name in RESERVED:
+        raise InvalidValueError(
+            f"{cls.__name__}: {spec.name!r} is reserved by DataObject; choose another name")
+    if isinstance(spec, Dynamic) and f"_{spec.name}" in _internal_names(cls):
+        # the loader would replace a method dal calls itself (or, left out, dal's method would be
+        # taken for the loader): saves or loads would break far from here
+        raise InvalidValueError(
+            f"{cls.__name__}: Dynamic {spec.name!r} needs a loader named _{spec.name}, a name "
+            "DataObject uses itself; choose another name for the dynamic")
+
+
+def _internal_names(cls: type) -> frozenset[str]:
+    """Return the attribute names dal's own classes give ``cls`` and its objects (annotated): DataObject
+    and what it is made of, not hybrids (the sample model's included), whose loaders a subclass may
+    override."""
+    return frozenset(name for klass in cls.__mro__[1:]
+                     if klass.__module__.startswith("dal.") and "_meta" not in vars(klass)
+                     for name in (*vars(klass), *vars(klass).get("__annotations__", {})))
