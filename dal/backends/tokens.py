@@ -9,6 +9,7 @@ own commits must not count as changes, or each save would empty its own cache.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import weakref
@@ -34,24 +35,29 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class ChangeTokens:
     """Turns the counter read at each look into a number that moves only for others' commits.
 
-    ``resets``: the counter can go back, because the data was emptied (Redis ``FLUSHDB``); a look
-    reading less than the last one then reports a change. Without it (SQLite, whose revision only
-    grows within a file), such a look is one that read the counter before another thread's look
-    and reached the lock after it: nothing changed for it. (With ``resets``, that look reports a
-    change too: a needless flush of a local cache, never a stale read.)
+    A look takes a :meth:`ticket` before it reads the counter. Looks of several threads can reach
+    :meth:`token` in another order than they read: one whose ticket is older than a look applied
+    already brings nothing new (that look read later) and changes nothing; otherwise a counter
+    lower than the last one means the data was emptied (Redis ``FLUSHDB``, a replaced file).
     """
 
-    def __init__(self, *, resets: bool) -> None:
-        self._resets = resets
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         _all.add(self)
         #: the token the last look returned (0 before the first); read without the lock by a
         #: store that knows nothing was committed since that look
         self.changes = 0
+        self._tickets = itertools.count(1)
+        #: the ticket of the last look applied
+        self._applied = 0
         #: the counter at the last look (None before the first), and this client's commits since
         self._checked: int | None = None
         self._own: set[int] = set()
         self._forgot = False
+
+    def ticket(self) -> int:
+        """Return the number of a look about to read the counter (``next`` on a count is atomic)."""
+        return next(self._tickets)
 
     def committed(self, revision: int) -> None:
         """Record a commit this client made (and saw the answer of)."""
@@ -61,19 +67,19 @@ class ChangeTokens:
                 self._forgot = True
             self._own.add(revision)
 
-    def token(self, current: int) -> int:
-        """Return the token for the counter read just now."""
+    def token(self, current: int, ticket: int) -> int:
+        """Return the token for the counter read just now by the look holding ``ticket``."""
         with self._lock:
+            if ticket < self._applied:
+                return self.changes  # a look applied already began later: it saw all this one could
+            self._applied = ticket
             checked = self._checked
-            if checked is not None and current < checked and not self._resets:
-                return self.changes  # a look at the counter older than the last: nothing new in it
-            emptied = self._resets and checked is not None and current < checked
-            if checked is None or self._forgot or emptied:
+            if checked is None or self._forgot or current < checked:
                 # nothing is known of what happened before the first look or since the record
-                # overflowed, or the data went away
+                # overflowed; and a counter that went back means the data went away
                 self.changes += 1
                 self._forgot = False
-                if emptied:
+                if checked is not None and current < checked:
                     self._own.clear()  # revisions of the data that is gone
             elif current != checked:
                 ours = sum(1 for revision in self._own if checked < revision <= current)

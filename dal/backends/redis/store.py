@@ -105,7 +105,7 @@ class RedisStore(RedisLeadership):
         self._commit = opened.client.register_script(COMMIT)
         self._scan = opened.client.register_script(SCAN)
         self._identity: str | None = None
-        self._tokens = ChangeTokens(resets=True)  # FLUSHDB empties the counter too
+        self._tokens = ChangeTokens()
 
     @classmethod
     def from_url(cls, url: StoreURL) -> RedisStore:
@@ -203,5 +203,6 @@ class RedisStore(RedisLeadership):
     def change_token(self) -> int:
         """Return a number that moves whenever another client committed since the last call
         (the commit counter, one GET; see :mod:`~dal.backends.tokens`)."""
+        ticket = self._tokens.ticket()
         current = self._command("read of the commit counter", "GET", COUNTER)
-        return self._tokens.token(int(current or 0))
+        return self._tokens.token(int(current or 0), ticket)

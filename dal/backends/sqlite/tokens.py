@@ -32,7 +32,7 @@ class SqliteTokens(SqliteConnections):
 
     def __init__(self, url: StoreURL, path: str, *, timeout: float = 10.0,
                  synchronous: str = "NORMAL", mode: str = "rwc") -> None:
-        self._changes = ChangeTokens(resets=False)
+        self._changes = ChangeTokens()
         #: the watch of the -shm file, and those it replaced (their descriptors may still be read)
         self._shm: ShmWatch | None = None
         self._retired: list[ShmWatch] = []
@@ -60,12 +60,13 @@ class SqliteTokens(SqliteConnections):
         conn = self._conn()
         shm = self._shm_for(local, conn)
         before = None if shm is None else shm.header()  # read before the revision, never after
+        ticket = self._changes.ticket()
         try:
             current: int = conn.execute(_REVISION).fetchone()[0]
         except sqlite3.Error as exc:
             raise BackendError(f"sqlite could not read the revision of {self.path}: {exc}") from exc
         local.reader = conn  # its WAL is open now, and stays so until it closes
-        changes = self._changes.token(current)
+        changes = self._changes.token(current, ticket)
         if shm is not None and before is not None:
             local.shm = (watch.PID, shm.view, before, time.monotonic() + WINDOW)
         return changes
