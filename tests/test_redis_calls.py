@@ -99,6 +99,44 @@ def test_an_exception_between_the_send_and_the_read_drops_the_connection(
     assert entry is not None and entry.value == b"fresh"
 
 
+@pytest.mark.parametrize("operation", ["scan_keys", "identity", "acquire_leadership"])
+def test_a_pipeline_or_a_script_interrupted_before_its_answers_drops_the_connection(
+        store: RedisStore, namespace: str, monkeypatch: pytest.MonkeyPatch, operation: str) -> None:
+    """The several-command calls (scan_keys, identity: MULTI..EXEC) and leadership's scripts go
+    through dal's connections too: interrupted before their answers are read, the connection is
+    dropped, and the next call reads its own answers."""
+    assert store.commit([], [Put(f"{namespace}/a/1", b"x"), Put(f"{namespace}/b/1", b"y")]).ok
+    taken = _calls(store)._free[-1]
+    real = taken.read_response
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(taken, "read_response", real)  # once
+        raise KeyboardInterrupt()
+
+    monkeypatch.setattr(taken, "read_response", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        if operation == "scan_keys":
+            store.scan_keys([f"{namespace}/a/"])
+        elif operation == "identity":
+            store.identity()
+        else:
+            store.acquire_leadership(f"{namespace}-role", "first", 30)
+    assert not taken.is_connected and taken not in _calls(store)._free
+    assert store.scan_keys([f"{namespace}/b/"]) == {f"{namespace}/b/": [f"{namespace}/b/1"]}
+    assert store.identity().startswith("redis-")
+    lease = store.acquire_leadership(f"{namespace}-other", "second", 30)
+    assert lease.acquired and lease.holder == "second"
+    store.release_leadership(lease)
+
+
+def test_a_failed_command_in_a_pipeline_raises_and_leaves_no_answer_for_the_next(store: RedisStore) -> None:
+    calls = _calls(store)
+    with pytest.raises(redis.ResponseError):
+        calls.pipeline([("SET", "{dal}:t", "1"), ("INCR", "{dal}:t", "not a number"), ("GET", "{dal}:t")],
+                       transaction=False)
+    assert calls.call("PING") in (b"PONG", "PONG", True)  # the next call reads its own answer
+
+
 def test_a_read_interrupted_by_a_signal_handler_leaves_no_answer_for_the_next(
         store: RedisStore, namespace: str) -> None:
     key = f"{namespace}/k"
@@ -224,7 +262,16 @@ class FakeServer:
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.commands: list[list[bytes]] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
+
+    def close(self) -> None:
+        # close() alone leaves the thread blocked in accept(), listening on a number the next test's
+        # socket may get (see tests/test_cached_reads.py): shutdown() wakes it
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.acceptor.join(5)
 
     @property
     def url(self) -> str:
@@ -258,7 +305,7 @@ def fake_server() -> Iterator[FakeServer]:
     try:
         yield server
     finally:
-        server.listener.close()
+        server.close()
 
 
 def test_a_commit_whose_connection_drops_is_sent_once_and_fails(fake_server: FakeServer) -> None:

@@ -143,11 +143,9 @@ class RedisCache(RedisClient):
         if not keys:
             return []
         sent = [CACHE + key for key in dict.fromkeys(keys)]
-        pipeline = self._client.pipeline(transaction=False)
-        for start in range(0, len(sent), DELETE_BATCH):
-            pipeline.delete(*sent[start:start + DELETE_BATCH])
         try:
-            pipeline.execute()
+            self._calls.pipeline([("DEL", *sent[start:start + DELETE_BATCH])
+                                  for start in range(0, len(sent), DELETE_BATCH)], transaction=False)
         except ERRORS:
             return list(keys)
         return []

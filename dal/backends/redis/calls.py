@@ -25,6 +25,7 @@ Answers come back as the server sent them (no response callbacks): bytes, ``None
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import redis
@@ -44,6 +45,7 @@ class Connection(Protocol):
     def disconnect(self, *args: Any, **kwargs: Any) -> None: ...
     def can_read(self, timeout: float = 0) -> bool: ...
     def pack_command(self, *args: Any) -> Any: ...
+    def pack_commands(self, commands: Any) -> Any: ...
     def send_packed_command(self, command: Any, check_health: bool = True) -> None: ...
     def read_response(self, disable_decoding: bool = False) -> Any: ...
     def should_reconnect(self) -> bool: ...
@@ -60,13 +62,7 @@ class Calls:
     def call(self, *args: Any) -> Any:
         """Send one command, return the server's answer; a ``ResponseError`` (an error reply, read
         whole) leaves the connection in use, any other exception disconnects it."""
-        if self._pid != os.getpid():
-            self._forked()
-        free = self._free
-        try:
-            connection = free.pop()
-        except IndexError:
-            connection = self._new()
+        free, connection = self._take()
         try:
             self._ready(connection)
             connection.send_packed_command(connection.pack_command(*args), check_health=False)
@@ -82,14 +78,50 @@ class Calls:
         self._put_back(free, connection)
         return answer
 
+    def pipeline(self, commands: Sequence[tuple[Any, ...]], *, transaction: bool) -> list[Any]:
+        """Send ``commands`` in one write (between ``MULTI`` and ``EXEC`` with ``transaction``: they
+        run as one) and return their answers. An error reply raises it: inside a transaction once
+        EXEC's answer is read (the connection is used again); outside, the connection is dropped
+        with the answers after it unread, as on any other exception (see :meth:`call`)."""
+        sent = [("MULTI",), *commands, ("EXEC",)] if transaction else list(commands)
+        free, connection = self._take()
+        try:
+            self._ready(connection)
+            connection.send_packed_command(connection.pack_commands(sent), check_health=False)
+            answers = [connection.read_response() for _ in sent]
+        except BaseException:
+            # an error reply too: the answers after it are still unread
+            connection.disconnect()
+            raise
+        self._put_back(free, connection)
+        results: list[Any] = answers[-1] if transaction else answers
+        for result in results:  # EXEC returns a failed command's error in its place
+            if isinstance(result, redis.ResponseError):
+                raise result
+        return results
+
     def close(self) -> None:
         """Disconnect the idle connections (a later call opens new ones; one in use at the time is
         disconnected when its call ends)."""
         free, self._free = self._free, []
         if self._pid != os.getpid():
             return  # the parent's sockets: not this process's to close
-        for connection in free:
+        while True:  # popped one by one: a call that took one from this list meanwhile keeps it alone
+            try:
+                connection = free.pop()
+            except IndexError:
+                return
             connection.disconnect()
+
+    def _take(self) -> tuple[list[Connection], Connection]:
+        """Return the list a connection goes back to and the connection: one of it, or a new one."""
+        if self._pid != os.getpid():
+            self._forked()
+        free = self._free
+        try:
+            return free, free.pop()
+        except IndexError:
+            return free, self._new()
 
     def _new(self) -> Connection:
         pool: Any = self._pool  # the pool's attributes are not in every version of the stubs

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
@@ -152,10 +152,24 @@ def open_redis(url: StoreURL, default_timeout: float) -> Opened:
         socket_timeout=timeout, socket_connect_timeout=timeout,
         # one attempt per call: a retried commit that had applied would come back as a conflict, and a
         # cache that retries a dead server only adds latency to what counts as a miss anyway
-        retry=Retry(NoBackoff(), 0), **tls_settings)
+        retry=Retry(NoBackoff(), 0), **tls_settings, **_without_maintenance_notices())
     if HIREDIS:  # read by every connection the pool opens (none is open yet)
         client.connection_pool.connection_kwargs["command_packer"] = Packer()
     return Opened(client, f"{host}:{port}/{db}", timeout, db)
+
+
+def _without_maintenance_notices() -> dict[str, Any]:
+    """The option that turns redis-py's maintenance notifications off, where it has them (8 on).
+
+    With them on (its default, "auto"), its pool keeps a connection holding unread bytes, in case
+    they are a notice; dal never asks for pushes, so such bytes are an interrupted call's answer,
+    and the pool must reconnect rather than let the next call read it (what redis-py did before).
+    """
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:  # an older redis-py: no notifications, the pool reconnects such connections
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
 class RedisClient:
@@ -189,6 +203,14 @@ class RedisClient:
         ``b"OK"`` or ``None``); a failure raises BackendError, as :meth:`_call` does."""
         try:
             return self._calls.call(*args)
+        except ERRORS as exc:
+            raise self._failure(what, exc) from exc
+
+    def _pipeline(self, what: str, commands: Sequence[tuple[Any, ...]], *, transaction: bool) -> list[Raw]:
+        """Return the raw answers to ``commands`` sent together (see :meth:`Calls.pipeline`); a failure
+        raises BackendError, as :meth:`_call` does."""
+        try:
+            return self._calls.pipeline(commands, transaction=transaction)
         except ERRORS as exc:
             raise self._failure(what, exc) from exc
 

@@ -146,13 +146,9 @@ class RedisStore(RedisLeadership):
         if not wanted:
             return {}
 
-        def read() -> list[list[bytes]]:
-            pipeline = self._client.pipeline(transaction=True)
-            for prefix in wanted:
-                pipeline.zrangebylex(INDEX, *lex_range(prefix))
-            return pipeline.execute()
-
-        answers = self._call(f"scan of {len(wanted)} prefixes", read)
+        answers = self._pipeline(f"scan of {len(wanted)} prefixes",
+                                 [("ZRANGEBYLEX", INDEX, *lex_range(prefix)) for prefix in wanted],
+                                 transaction=True)
         return {prefix: [key.decode() for key in keys] for prefix, keys in zip(wanted, answers, strict=True)}
 
     # --- writes ---------------------------------------------------------------------
@@ -190,14 +186,11 @@ class RedisStore(RedisLeadership):
         if self._identity is None:
             mine = uuid.uuid4().hex
 
-            def name() -> bytes:
-                pipeline = self._client.pipeline(transaction=True)
-                pipeline.set(IDENTITY, mine, nx=True)  # the first client's name stays
-                pipeline.get(IDENTITY)
-                return bytes(pipeline.execute()[1])
-
-            # the database number too: two databases of one server are two stores
-            self._identity = f"redis-{self._call('identity', name).decode()}-db{self._db}"
+            # the first client's name stays (SET NX); the database number too: two databases of
+            # one server are two stores
+            named = self._pipeline("identity", [("SET", IDENTITY, mine, "NX"), ("GET", IDENTITY)],
+                                   transaction=True)
+            self._identity = f"redis-{bytes(named[1]).decode()}-db{self._db}"
         return self._identity
 
     def change_token(self) -> int:
