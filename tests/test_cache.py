@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import threading
 import time
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import PairURLs, persistent_url_for
+from harness import run_spawned
 from hybrids import Kind, Widget
 
 import dal
@@ -198,16 +198,6 @@ def _rename_in_child(persistent: str, volatile: str, namespace: str, guid: str, 
     kind.save()
 
 
-def _run_in_child(*args: Any) -> None:
-    process = multiprocessing.get_context("spawn").Process(target=_rename_in_child, args=args)
-    process.start()
-    process.join(timeout=60)
-    if process.is_alive():
-        process.kill()
-        process.join()
-    assert process.exitcode == 0
-
-
 def test_other_process_update_is_seen_at_once(tmp_path: Path, namespace: str) -> None:
     persistent = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
     volatile = f"memory://{uuid.uuid4().hex[:8]}"
@@ -217,7 +207,7 @@ def test_other_process_update_is_seen_at_once(tmp_path: Path, namespace: str) ->
     assert Kind(kind.guid).name == "before"
     assert context.stats["object_hits"] == 1  # process A has it cached
     for round_name in ("after", "again"):
-        _run_in_child(persistent, volatile, namespace, kind.guid, round_name)
+        run_spawned(_rename_in_child, persistent, volatile, namespace, kind.guid, round_name)
         assert Kind(kind.guid).name == round_name
         assert Kind(kind.guid).name == round_name
     kind.refresh()

@@ -6,12 +6,11 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 
 import pytest
+from harness import lines_of, periodic_signal, stand_in_server
 from hybrids import Kind
 
 from dal.backends.memcached import MemcachedCache
@@ -117,59 +116,20 @@ def test_a_get_from_a_silent_server_fails_in_time(silent_server: tuple[str, int]
         connection.close()
 
 
-@contextmanager
-def periodic_signal(seconds: float, handler: Callable[..., None]) -> Iterator[None]:
-    """SIGALRM every ``seconds`` to ``handler`` (a profiler's or a timer library's signal)."""
-    previous = signal.signal(signal.SIGALRM, handler)
-    signal.setitimer(signal.ITIMER_REAL, seconds, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 @pytest.fixture
 def slow_server() -> Iterator[tuple[tuple[str, int], dict[str, bytes]]]:
     """A memcached stand-in answering every get after 0.3 s with the value it holds when asked."""
     state = {"value": b"v1"}
-    listener = socket.create_server(("127.0.0.1", 0))
-    clients: list[socket.socket] = []
 
     def serve(client: socket.socket) -> None:
         with contextlib.suppress(OSError), client:
-            buffer = b""
-            while data := client.recv(4096):
-                buffer += data
-                while b"\r\n" in buffer:
-                    line, buffer = buffer.split(b"\r\n", 1)
-                    key, value = line.split()[1], state["value"]
-                    time.sleep(0.3)
-                    client.sendall(b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (key, len(value), value))
+            for line in lines_of(client):
+                key, value = line.split()[1], state["value"]
+                time.sleep(0.3)
+                client.sendall(b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (key, len(value), value))
 
-    def accept() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                clients.append(listener.accept()[0])
-                threading.Thread(target=serve, args=(clients[-1],), daemon=True).start()
-
-    acceptor = threading.Thread(target=accept, daemon=True)
-    acceptor.start()
-    try:
-        yield listener.getsockname()[:2], state
-    finally:
-        # close() alone leaves the thread blocked in accept() listening past the test, and its fd
-        # number goes to the next test's listener: once, with the process stopped and continued
-        # under load, the next test's first get was answered with this test's value (most likely
-        # the restarted accept() took the reused number). shutdown() wakes accept(); each
-        # client's shutdown() ends its serve()
-        with contextlib.suppress(OSError):
-            listener.shutdown(socket.SHUT_RDWR)
-        listener.close()
-        acceptor.join(5)
-        for client in clients:
-            with contextlib.suppress(OSError):
-                client.shutdown(socket.SHUT_RDWR)
+    with stand_in_server(serve) as address:
+        yield address, state
 
 
 def test_a_periodic_signal_does_not_stretch_the_timeout(silent_server: tuple[str, int]) -> None:

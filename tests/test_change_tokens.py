@@ -9,9 +9,8 @@ needlessly empty the cache.
 from __future__ import annotations
 
 import os
-import signal
-import time
 
+from harness import exit_code_of
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -137,13 +136,4 @@ def test_a_forked_child_never_inherits_a_held_lock() -> None:
             os._exit(0 if look(tokens, 2) == 2 else 1)
     finally:
         tokens._lock.release()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            assert os.waitstatus_to_exitcode(status) == 0
-            return
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError("the child hung on the lock it inherited")
+    assert exit_code_of(pid, "the child hung on the lock it inherited") == 0

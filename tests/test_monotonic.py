@@ -9,11 +9,10 @@ back into the cache (a replay). Multi-process histories with real faults are in
 from __future__ import annotations
 
 import os
-import signal
-import time
 from collections.abc import Callable
 
 import pytest
+from harness import exit_code_of
 from hybrids import Kind
 
 from dal import DataList, configure
@@ -163,13 +162,4 @@ def test_a_forked_child_never_inherits_a_held_lock(context: Context) -> None:
             os._exit(0 if ok else 1)
     finally:
         held.release()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            assert os.waitstatus_to_exitcode(status) == 0
-            return
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError("the child hung on a lock it inherited")
+    assert exit_code_of(pid, "the child hung on a lock it inherited") == 0

@@ -14,12 +14,12 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from harness import lines_of, stand_in_server
 from pymemcache.pool import ObjectPool
 
 from dal.backends.memcached import MemcachedCache
@@ -35,53 +35,30 @@ def slow_server() -> Iterator[tuple[tuple[str, int], dict[str, bytes]]]:
     when asked (and a cas token), ``set``, ``add`` and ``cas`` with the reply it holds when asked,
     ``delete`` with ``DELETED``."""
     state = {"value": b"v1", "reply": b"STORED"}
-    listener = socket.create_server(("127.0.0.1", 0))
-    clients: list[socket.socket] = []
 
     def serve(client: socket.socket) -> None:
         with contextlib.suppress(OSError), client:
-            buffer = b""
-            while data := client.recv(4096):
-                buffer += data
-                while b"\r\n" in buffer:
-                    line, buffer = buffer.split(b"\r\n", 1)
-                    command, keys = line.split()[0], line.split()[1:]
-                    if command in (b"set", b"add", b"cas"):
-                        while b"\r\n" not in buffer:  # the data block (no CRLF in the tests' values)
-                            buffer += client.recv(4096)
-                        buffer = buffer.split(b"\r\n", 1)[1]
-                        reply = state["reply"]  # as when asked, like a value
-                        time.sleep(ANSWER_AFTER)
-                        client.sendall(reply + b"\r\n")
-                        continue
-                    if command == b"delete":
-                        time.sleep(ANSWER_AFTER)
-                        client.sendall(b"DELETED\r\n")
-                        continue
-                    value = state["value"]
+            received = lines_of(client)
+            for line in received:
+                command, keys = line.split()[0], line.split()[1:]
+                if command in (b"set", b"add", b"cas"):
+                    next(received)  # the data block (no CRLF in the tests' values)
+                    reply = state["reply"]  # as when asked, like a value
                     time.sleep(ANSWER_AFTER)
-                    cas = b" 7" if command == b"gets" else b""
-                    client.sendall(b"".join(b"VALUE %s 0 %d%s\r\n%s\r\n" % (key, len(value), cas, value)
-                                            for key in keys) + b"END\r\n")
+                    client.sendall(reply + b"\r\n")
+                    continue
+                if command == b"delete":
+                    time.sleep(ANSWER_AFTER)
+                    client.sendall(b"DELETED\r\n")
+                    continue
+                value = state["value"]
+                time.sleep(ANSWER_AFTER)
+                cas = b" 7" if command == b"gets" else b""
+                client.sendall(b"".join(b"VALUE %s 0 %d%s\r\n%s\r\n" % (key, len(value), cas, value)
+                                        for key in keys) + b"END\r\n")
 
-    def accept() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                clients.append(listener.accept()[0])
-                threading.Thread(target=serve, args=(clients[-1],), daemon=True).start()
-
-    acceptor = threading.Thread(target=accept, daemon=True)
-    acceptor.start()
-    try:
-        yield listener.getsockname()[:2], state
-    finally:
-        with contextlib.suppress(OSError):
-            listener.shutdown(socket.SHUT_RDWR)  # wakes accept(): see tests/test_cached_reads.py
-        listener.close()
-        acceptor.join(5)
-        for client in clients:
-            with contextlib.suppress(OSError):
-                client.shutdown(socket.SHUT_RDWR)
+    with stand_in_server(serve) as address:
+        yield address, state
 
 
 @contextlib.contextmanager

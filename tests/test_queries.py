@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
-import multiprocessing
 import os
 import uuid
 from typing import Any
 
 import pytest
 from conftest import PairURLs, round_trips
+from harness import run_spawned
 from query_hybrids import Item, Kind, Site
 
 from dal import DataList
@@ -456,14 +456,7 @@ def test_a_forked_child_never_takes_the_documents_its_parent_read_for_current(
     result = DataList(Item, where(("status", OP.EQUALS, "NEW")))
     assert len(result) == 1  # kept, with the parent's stamp
     guid = catalog["items"]["vol1"].guid
-    process = multiprocessing.get_context("spawn").Process(target=_save_size_in_child, args=(
-        pair_urls.persistent, pair_urls.volatile, pair_urls.namespace, guid, 77))
-    process.start()
-    process.join(timeout=60)
-    if process.is_alive():
-        process.kill()
-        process.join()
-    assert process.exitcode == 0
+    run_spawned(_save_size_in_child, pair_urls.persistent, pair_urls.volatile, pair_urls.namespace, guid, 77)
     for use in ("first", "iterate"):
         pid = os.fork()
         if pid == 0:
@@ -495,14 +488,8 @@ def test_iteration_after_len_skips_an_object_another_process_deleted(
         catalog: dict[str, Any], context: Context, pair_urls: PairURLs) -> None:
     result = DataList(Item, where(("status", OP.EQUALS, "RUNNING")))
     assert len(result) == 3
-    process = multiprocessing.get_context("spawn").Process(target=_delete_in_child, args=(
-        pair_urls.persistent, pair_urls.volatile, pair_urls.namespace, catalog["items"]["disk2"].guid))
-    process.start()
-    process.join(timeout=60)
-    if process.is_alive():
-        process.kill()
-        process.join()
-    assert process.exitcode == 0
+    run_spawned(_delete_in_child, pair_urls.persistent, pair_urls.volatile, pair_urls.namespace,
+                catalog["items"]["disk2"].guid)
     assert sorted(obj.name for obj in result) == ["disk1", "vol2"]
 
 

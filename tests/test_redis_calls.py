@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import hiredis
 import pytest
 import redis
+from harness import periodic_signal
 
 from dal.backends.base import Put
 from dal.backends.redis import RedisCache, RedisStore
@@ -56,20 +55,24 @@ def _calls(store: RedisStore | RedisCache) -> Any:
     return calls
 
 
+def _interrupt_next_read(store: RedisStore, monkeypatch: pytest.MonkeyPatch,
+                         interruption: type[BaseException]) -> Any:
+    """Make the next read on the connection the next call takes raise ``interruption``, once (as a
+    signal handler's exception landing between the send and the read); return that connection."""
+    taken = _calls(store)._free[-1]
+    real = taken.read_response
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(taken, "read_response", real)  # once
+        raise interruption()
+
+    monkeypatch.setattr(taken, "read_response", interrupted)
+    return taken
+
+
 def _client_id(store: RedisStore) -> int:
     """The server's id of the connection the next call takes (the one the last call put back)."""
     return int(store._command("client id", "CLIENT", "ID"))
-
-
-@contextmanager
-def periodic_signal(seconds: float, handler: Callable[..., None]) -> Iterator[None]:
-    previous = signal.signal(signal.SIGALRM, handler)
-    signal.setitimer(signal.ITIMER_REAL, seconds, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # --- 1. an answer never stays unread on a connection that is used again ----------------------------
@@ -84,14 +87,7 @@ def test_an_exception_between_the_send_and_the_read_drops_the_connection(
     next call, sent at once, from reading it as its own."""
     key = f"{namespace}/k"
     assert store.commit([], [Put(key, b"fresh")]).ok
-    taken = _calls(store)._free[-1]
-    real = taken.read_response
-
-    def interrupted(*args: Any, **kwargs: Any) -> Any:
-        monkeypatch.setattr(taken, "read_response", real)  # once
-        raise interruption()
-
-    monkeypatch.setattr(taken, "read_response", interrupted)
+    taken = _interrupt_next_read(store, monkeypatch, interruption)
     with pytest.raises(interruption):
         store._command("slow", "EVAL", SLOW, 0, 300, b"0:stale")
     assert not taken.is_connected and taken not in _calls(store)._free
@@ -106,14 +102,7 @@ def test_a_pipeline_or_a_script_interrupted_before_its_answers_drops_the_connect
     through dal's connections too: interrupted before their answers are read, the connection is
     dropped, and the next call reads its own answers."""
     assert store.commit([], [Put(f"{namespace}/a/1", b"x"), Put(f"{namespace}/b/1", b"y")]).ok
-    taken = _calls(store)._free[-1]
-    real = taken.read_response
-
-    def interrupted(*args: Any, **kwargs: Any) -> Any:
-        monkeypatch.setattr(taken, "read_response", real)  # once
-        raise KeyboardInterrupt()
-
-    monkeypatch.setattr(taken, "read_response", interrupted)
+    taken = _interrupt_next_read(store, monkeypatch, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         if operation == "scan_keys":
             store.scan_keys([f"{namespace}/a/"])
