@@ -8,6 +8,7 @@ import sqlite3
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -366,3 +367,52 @@ def test_non_bytes_value_is_refused_before_writing(store: SqliteStore) -> None:
     with pytest.raises(TypeError):
         store.commit([], [Put("a", b"ok"), Put("b", "text")])  # type: ignore[arg-type]
     assert store.get("a") is None
+
+
+class _Interrupting:
+    """A thread's connection whose ``nth`` statement starting with ``prefix`` raises KeyboardInterrupt
+    (as a signal handler's exception would, between two statements of a read transaction)."""
+
+    def __init__(self, conn: Any, prefix: str, nth: int) -> None:
+        self.conn, self.prefix, self.left = conn, prefix, nth
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql.startswith(self.prefix):
+            self.left -= 1
+            if self.left == 0:
+                raise KeyboardInterrupt()
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+@pytest.mark.parametrize("read", ["get_many", "scan_keys"])
+def test_a_read_transaction_interrupted_midway_is_rolled_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read: str) -> None:
+    """Left open, the thread's every later read (and its change token) came from the old snapshot,
+    and its next commit waited out the lock timeout."""
+    path = tmp_path / "interrupted.sqlite3"
+    store, other = SqliteStore.from_url(parse_url(f"sqlite:///{path}")), \
+        SqliteStore.from_url(parse_url(f"sqlite:///{path}"))
+    keys = [f"a/{n:04d}" for n in range(1200)]  # three chunks of a get_many
+    assert store.commit([], [Put(key, b"1") for key in keys[:100]] + [Put("b/k", b"1")]).ok
+    token = store.change_token()
+    conn = store._conn()
+    if read == "get_many":
+        monkeypatch.setattr(store, "_conn", lambda: _Interrupting(conn, "SELECT key, value", 2))
+        with pytest.raises(KeyboardInterrupt):
+            store.get_many(keys)
+    else:
+        monkeypatch.setattr(store, "_conn", lambda: _Interrupting(conn, "SELECT key FROM", 2))
+        with pytest.raises(KeyboardInterrupt):
+            store.scan_keys(["a/", "b/"])
+    monkeypatch.undo()
+    assert not conn.in_transaction
+    assert other.commit([], [Put("b/k", b"2")]).ok
+    entry = store.get("b/k")
+    assert entry is not None and entry.value == b"2"
+    assert store.change_token() != token
+    assert store.commit([], [Put("b/k", b"3")]).ok
+    store.close()
+    other.close()

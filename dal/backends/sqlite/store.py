@@ -151,10 +151,14 @@ class SqliteStore(SqliteTokens):
                     found[key] = Entry(value, revision)
             if several:
                 conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
+            # any exception (a signal handler's, Ctrl-C): a read transaction left open would serve
+            # this thread's every later read, and its change token, from the old snapshot
             self._rollback(conn)
-            raise BackendError(
-                f"sqlite get_many of {len(unique)} keys from {self.path} failed: {exc}") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise BackendError(
+                    f"sqlite get_many of {len(unique)} keys from {self.path} failed: {exc}") from exc
+            raise
         return found
 
     def scan(self, prefix: str, *, start_after: str | None = None,
@@ -188,9 +192,12 @@ class SqliteStore(SqliteTokens):
                                  conn.execute(f"SELECT key FROM kv WHERE {where} ORDER BY key", params)]
             if several:
                 conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback(conn)
-            raise BackendError(f"sqlite scan of {len(wanted)} prefixes in {self.path} failed: {exc}") from exc
+        except BaseException as exc:
+            self._rollback(conn)  # as in get_many: no read transaction left open
+            if isinstance(exc, sqlite3.Error):
+                raise BackendError(
+                    f"sqlite scan of {len(wanted)} prefixes in {self.path} failed: {exc}") from exc
+            raise
         return found
 
     def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
