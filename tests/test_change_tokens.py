@@ -51,10 +51,10 @@ HISTORY = st.lists(st.one_of(st.sampled_from(["ours", "theirs", "start"]), st.in
 @example(["start", "theirs", "start", 1, 0])  # the earlier look, applied last, is given the newer token
 @example(["start", "start", "theirs", "start", 2, 0, 0])
 def test_looks_applied_out_of_order_never_hide_a_foreign_commit(history: list[str | int]) -> None:
-    """Threads start looks (a ticket, then the counter) in one order and reach the lock in another
-    (an integer: the pending look applied next). A look that began after another client's commit
-    returns a token no look returned before that commit; with only our own commits, the token never
-    moves."""
+    """Threads start looks (a ticket, then the counter, at once) in one order and reach the lock in
+    another (an integer: the pending look applied next). A look that began after another client's
+    commit returns a token no look returned before that commit; with only our own commits, the
+    token never moves. (A look that reads after a look with a later ticket: the test below.)"""
     tokens = ChangeTokens()
     counter = 0
     base = look(tokens, counter)
@@ -91,6 +91,18 @@ def test_a_look_that_began_before_one_applied_changes_nothing() -> None:
     assert look(tokens, 11) == first
     tokens.committed(12)
     assert look(tokens, 13) != first  # 13 is another client's
+
+
+def test_a_look_that_read_after_a_later_ticket_reports_a_needless_change_never_a_missed_one() -> None:
+    """Thread A takes its ticket, thread B takes one and reads 10, our commit makes 11, A reads 11
+    and applies, then B applies its 10: lower than the last counter, so a change (as for emptied
+    data). The safe direction: a local cache flushed for nothing, no stale read."""
+    tokens = ChangeTokens()
+    first = look(tokens, 10)
+    a, b = tokens.ticket(), tokens.ticket()
+    tokens.committed(11)
+    assert tokens.token(11, a) == first
+    assert tokens.token(10, b) != first
 
 
 def test_a_commit_answered_after_a_look_that_saw_it_is_not_counted_twice() -> None:

@@ -152,7 +152,7 @@ def test_reserved_names_raise(reserved: str) -> None:
 
 @pytest.mark.parametrize("name", ["settle", "saved", "document", "plan", "prepare", "load_many",
                                   "data", "raw", "revision", "objects", "extra", "uncertain", "siblings",
-                                  "mirror_checked", "meta"])
+                                  "mirror_checked", "meta", "dynamic_names"])
 def test_a_dynamic_whose_loader_name_dal_uses_itself_is_refused(name: str) -> None:
     """A loader ``_settle`` would replace the method a save calls (and without one, dal's own method
     would be taken for the loader): refused when the class is made, not broken at the first save."""

@@ -37,8 +37,10 @@ class ChangeTokens:
 
     A look takes a :meth:`ticket` before it reads the counter. Looks of several threads can reach
     :meth:`token` in another order than they read: one whose ticket is older than a look applied
-    already brings nothing new (that look read later) and changes nothing; otherwise a counter
-    lower than the last one means the data was emptied (Redis ``FLUSHDB``, a replaced file).
+    already brings nothing new (that look read later) and changes nothing. Otherwise a counter
+    lower than the last one is taken for data that went away (Redis ``FLUSHDB``, a replaced file)
+    and reported as a change; so is a look that took its ticket first but read the counter after
+    another's: a needless flush of a local cache, never a stale read.
     """
 
     def __init__(self) -> None:

@@ -72,6 +72,7 @@ class Writes:
     _siblings: list[Any]
     _uncertain: tuple[Any, ...]
     _mirror_checked: bool
+    _dynamic_names: dict[Any, Any]
 
     def save(self, datastore_wins: bool | None = False) -> None:
         """Store this object in one atomic transaction, merging concurrent changes to other fields.

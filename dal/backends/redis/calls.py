@@ -80,9 +80,11 @@ class Calls:
 
     def pipeline(self, commands: Sequence[tuple[Any, ...]], *, transaction: bool) -> list[Any]:
         """Send ``commands`` in one write (between ``MULTI`` and ``EXEC`` with ``transaction``: they
-        run as one) and return their answers. An error reply raises it: inside a transaction once
-        EXEC's answer is read (the connection is used again); outside, the connection is dropped
-        with the answers after it unread, as on any other exception (see :meth:`call`)."""
+        run as one) and return their answers. An error reply raises it. A command's error while
+        the transaction runs comes inside EXEC's answer, read whole: the connection is used again.
+        Any error read before the end (outside a transaction, or a command refused when queued)
+        drops the connection with the answers after it unread, as on any other exception (see
+        :meth:`call`)."""
         sent = [("MULTI",), *commands, ("EXEC",)] if transaction else list(commands)
         free, connection = self._take()
         try:
@@ -94,7 +96,9 @@ class Calls:
             connection.disconnect()
             raise
         self._put_back(free, connection)
-        results: list[Any] = answers[-1] if transaction else answers
+        results: list[Any] | None = answers[-1] if transaction else answers
+        if results is None:  # EXEC aborted: only a WATCH does that, and dal sends none
+            raise redis.exceptions.ExecAbortError("EXEC aborted the transaction")
         for result in results:  # EXEC returns a failed command's error in its place
             if isinstance(result, redis.ResponseError):
                 raise result
@@ -148,6 +152,8 @@ class Calls:
         # redis-py's pool honours on release: so does this list
         if free is self._free and not connection.should_reconnect():
             free.append(connection)
+            if free is not self._free:  # close() swapped the list meanwhile, and may have drained it
+                connection.disconnect()
         else:  # asked to, or closed (or forked) while the call ran
             connection.disconnect()
 
