@@ -55,7 +55,7 @@ def _calls(store: RedisStore | RedisCache) -> Any:
     return calls
 
 
-def _interrupt_next_read(store: RedisStore, monkeypatch: pytest.MonkeyPatch,
+def _interrupt_next_read(store: RedisStore | RedisCache, monkeypatch: pytest.MonkeyPatch,
                          interruption: type[BaseException]) -> Any:
     """Make the next read on the connection the next call takes raise ``interruption``, once (as a
     signal handler's exception landing between the send and the read); return that connection."""
@@ -116,6 +116,47 @@ def test_a_pipeline_or_a_script_interrupted_before_its_answers_drops_the_connect
     lease = store.acquire_leadership(f"{namespace}-other", "second", 30)
     assert lease.acquired and lease.holder == "second"
     store.release_leadership(lease)
+
+
+@pytest.mark.parametrize("interrupted_read", [1, 2])
+def test_the_cache_listing_interrupted_before_its_answers_drops_the_connection(
+        redis_server: RunningServer, namespace: str, monkeypatch: pytest.MonkeyPatch,
+        interrupted_read: int) -> None:
+    """The listing (``dal cache ls``): its SCAN (the first read) or its pipeline of MEMORY USAGE,
+    OBJECT IDLETIME, PTTL and GET (the second) interrupted, the next listing reads its own answers."""
+    cache = RedisCache.from_url(parse_url(redis_server.url))
+    try:
+        assert cache.set(f"{namespace}/listed", b"value", 60)
+        taken = _calls(cache)._free[-1]
+        real, reads = taken.read_response, []
+
+        def interrupted(*args: Any, **kwargs: Any) -> Any:
+            reads.append(1)
+            if len(reads) == interrupted_read:
+                monkeypatch.setattr(taken, "read_response", real)
+                raise KeyboardInterrupt()
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(taken, "read_response", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            cache.list_entries(f"{namespace}/")
+        assert not taken.is_connected and taken not in _calls(cache)._free
+        listed = cache.list_entries(f"{namespace}/")
+        assert [entry.key for entry in listed] == [f"{namespace}/listed"]
+        assert listed[0].size > 0 and listed[0].expires_at is not None
+    finally:
+        cache.close()
+
+
+def test_errors_inline_keep_the_connection_and_stand_in_their_commands_place(store: RedisStore) -> None:
+    calls = _calls(store)
+    assert store.get("{dal}:none") is None  # a connection in the list
+    taken = calls._free[-1]
+    answers = calls.pipeline(
+        [("SET", "{dal}:inline", "1"), ("INCR", "{dal}:inline", "x"), ("GET", "{dal}:inline")],
+        transaction=False, errors_inline=True)
+    assert answers[0] in (b"OK", "OK") and isinstance(answers[1], redis.ResponseError) and answers[2] == b"1"
+    assert calls._free[-1] is taken and taken.is_connected  # every answer read: used again
 
 
 def test_a_failed_command_in_a_pipeline_raises_and_leaves_no_answer_for_the_next(store: RedisStore) -> None:

@@ -166,12 +166,17 @@ class RedisCache(RedisClient):
         pattern = _glob_escape(CACHE + prefix) + "*"
         try:
             batch: list[bytes] = []
-            for name in self._client.scan_iter(match=pattern, count=1000):
-                if not name.endswith(HIT_SUFFIX.encode()):
-                    batch.append(name)
-                if len(batch) >= 500:
-                    found += self._describe(batch)
-                    batch = []
+            cursor: Raw = b"0"
+            while True:
+                cursor, names = self._calls.call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+                for name in names:
+                    if not name.endswith(HIT_SUFFIX.encode()):
+                        batch.append(name)
+                    if len(batch) >= 500:
+                        found += self._describe(batch)
+                        batch = []
+                if int(cursor) == 0:
+                    break
             found += self._describe(batch)
         except ERRORS as exc:
             raise self._failure("scan", exc) from exc
@@ -180,13 +185,11 @@ class RedisCache(RedisClient):
     def _describe(self, names: list[bytes]) -> list[ListedEntry]:
         if not names:
             return []
-        pipeline = self._client.pipeline(transaction=False)
-        for name in names:
-            pipeline.memory_usage(name, samples=0)
-            pipeline.object("idletime", name)
-            pipeline.pttl(name)
-            pipeline.get(name + HIT_SUFFIX.encode())
-        answers = pipeline.execute(raise_on_error=False)
+        answers = self._calls.pipeline(
+            [command for name in names for command in (
+                ("MEMORY", "USAGE", name, "SAMPLES", 0), ("OBJECT", "IDLETIME", name), ("PTTL", name),
+                ("GET", name + HIT_SUFFIX.encode()))],
+            transaction=False, errors_inline=True)
         now = time.time()
         listed: list[ListedEntry] = []
         for index, name in enumerate(names):

@@ -78,31 +78,41 @@ class Calls:
         self._put_back(free, connection)
         return answer
 
-    def pipeline(self, commands: Sequence[tuple[Any, ...]], *, transaction: bool) -> list[Any]:
+    def pipeline(self, commands: Sequence[tuple[Any, ...]], *, transaction: bool,
+                 errors_inline: bool = False) -> list[Any]:
         """Send ``commands`` in one write (between ``MULTI`` and ``EXEC`` with ``transaction``: they
-        run as one) and return their answers. An error reply raises it. A command's error while
-        the transaction runs comes inside EXEC's answer, read whole: the connection is used again.
-        Any error read before the end (outside a transaction, or a command refused when queued)
-        drops the connection with the answers after it unread, as on any other exception (see
-        :meth:`call`)."""
+        run as one) and return their answers.
+
+        An error reply is read whole, like any answer, so the connection is used again; then the
+        first error raises, or with ``errors_inline`` (outside a transaction) stands in its
+        command's place. Any other exception drops the connection, as :meth:`call` does.
+        """
         sent = [("MULTI",), *commands, ("EXEC",)] if transaction else list(commands)
         free, connection = self._take()
+        answers: list[Any] = []
         try:
             self._ready(connection)
             connection.send_packed_command(connection.pack_commands(sent), check_health=False)
-            answers = [connection.read_response() for _ in sent]
+            for _ in sent:
+                try:
+                    answers.append(connection.read_response())
+                except redis.ResponseError as exc:  # read whole: the next answer follows
+                    answers.append(exc)
         except BaseException:
-            # an error reply too: the answers after it are still unread
-            connection.disconnect()
+            connection.disconnect()  # an answer may be left unread
             raise
         self._put_back(free, connection)
-        results: list[Any] | None = answers[-1] if transaction else answers
-        if results is None:  # EXEC aborted: only a WATCH does that, and dal sends none
-            raise redis.exceptions.ExecAbortError("EXEC aborted the transaction")
-        for result in results:  # EXEC returns a failed command's error in its place
-            if isinstance(result, redis.ResponseError):
-                raise result
-        return results
+        if transaction:
+            if isinstance(answers[-1], redis.ResponseError):
+                raise answers[-1]  # EXECABORT: a command was refused when queued
+            if answers[-1] is None:  # EXEC aborted: only a WATCH does that, and dal sends none
+                raise redis.exceptions.ExecAbortError("EXEC aborted the transaction")
+            answers = answers[-1]  # a failed command's error comes in its place
+        if not errors_inline:
+            for answer in answers:
+                if isinstance(answer, redis.ResponseError):
+                    raise answer
+        return answers
 
     def close(self) -> None:
         """Disconnect the idle connections (a later call opens new ones; one in use at the time is
