@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import types
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -173,13 +174,12 @@ def test_a_marker_is_never_stamped_later_than_its_sweep(
         patch.setattr(Journal, "_delivered", lambda self, key, invalidate: None)  # the writer dies
         Tally(data={"label": "rounded"}).save()
     instant = math.floor(time.time()) + 1.0006  # .0006 rounds up to .001 at three decimals
-
-    class Frozen:
-        @staticmethod
-        def time() -> float:
-            return instant
-
-    monkeypatch.setattr(sweeps_module, "time", Frozen)
+    # the module's time, its wall clock frozen (monotonic and sleep as they are: the stopped
+    # sweeper's thread may still be leaving its loop)
+    frozen = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time)
+                                      if not name.startswith("_")})
+    frozen.time = lambda: instant
+    monkeypatch.setattr(sweeps_module, "time", frozen)
     monkeypatch.setattr(sweeps_module, "GRACE", 0.0)
     assert sweep.sweep() == (True, set())
     markers = records(journaled)
