@@ -222,15 +222,12 @@ class DataList(Generic[T]):
 
     def _load(self, guids: list[str], entries: Mapping[str, Entry],
               documents: Mapping[str, dict[str, Any]] | None = None) -> dict[str, T]:
-        members = self._members
-        if not members:  # the common case: every member is of ``hybrid``
-            loaded = self.hybrid._load_many(guids, entries, documents)
-        else:
-            own = [guid for guid in guids if guid not in members]
-            loaded = self.hybrid._load_many(own, entries, documents)
-            for hybrid in {members[guid] for guid in guids if guid in members}:
-                of_hybrid = [guid for guid in guids if members.get(guid) is hybrid]
-                loaded.update(cast(dict[str, T], hybrid._load_many(of_hybrid)))
+        members = self._members  # a subclass hybrid's members; none in the common case
+        own = [guid for guid in guids if guid not in members] if members else guids
+        loaded = self.hybrid._load_many(own, entries, documents)
+        for hybrid in {members[guid] for guid in guids if guid in members} if members else ():
+            of_hybrid = [guid for guid in guids if members.get(guid) is hybrid]
+            loaded.update(cast(dict[str, T], hybrid._load_many(of_hybrid)))
         if self._seed:
             give_owners(loaded.values(), self._seed)
         return loaded
