@@ -42,6 +42,11 @@ def milliseconds(ttl: float) -> int | None:
     return max(1, math.ceil(ttl * 1000)) if ttl > 0 else EXPIRED
 
 
+def _px(expiry: int | None) -> tuple[str | int, ...]:
+    """Return SET's expiry arguments for :func:`milliseconds`' answer (none for no expiry)."""
+    return () if expiry is None else ("PX", expiry)
+
+
 class RedisCache(RedisClient):
     """A :class:`~dal.backends.base.VolatileStore` on one Redis server."""
 
@@ -86,8 +91,8 @@ class RedisCache(RedisClient):
             return {}
         sent = [CACHE + key for key in wanted]
         if self.count_hits:
-            raws: list[Raw] = self._call("get_many", lambda: self._script(
-                self._counted_get, len(sent) * 2, *sent, *[name + HIT_SUFFIX for name in sent], HIT_TTL))
+            raws: list[Raw] = self._script("get_many", self._counted_get, len(sent) * 2, *sent,
+                                           *[name + HIT_SUFFIX for name in sent], HIT_TTL)
             raws = [raw or None for raw in raws]  # Lua returns false for an absent key
         else:
             raws = self._command("get_many", "MGET", *sent)
@@ -104,10 +109,8 @@ class RedisCache(RedisClient):
         if expiry == EXPIRED:  # stored and expired at once: what it replaced is gone
             self.delete(key)
             return True
-        command = ("SET", CACHE + key, _stamped(value)) if expiry is None else (
-            "SET", CACHE + key, _stamped(value), "PX", expiry)
         try:
-            self._calls.call(*command)
+            self._calls.call("SET", CACHE + key, _stamped(value), *_px(expiry))
         except redis.ResponseError as exc:
             # redis-py turns the "OOM ..." reply into OutOfMemoryError and drops the "OOM" from its text
             # (matched by name: the redis type stubs mypy reads do not declare OutOfMemoryError)
@@ -124,16 +127,14 @@ class RedisCache(RedisClient):
         expiry = milliseconds(ttl)
         if expiry == EXPIRED:  # added only where absent, and expired at once: nothing changes
             return not self._command("add", "EXISTS", CACHE + key)
-        command = ("SET", CACHE + key, _stamped(value), "NX") if expiry is None else (
-            "SET", CACHE + key, _stamped(value), "PX", expiry, "NX")
-        return self._command("add", *command) is not None  # b"OK", or None where the key exists
+        # b"OK", or None where the key exists
+        return self._command("add", "SET", CACHE + key, _stamped(value), *_px(expiry), "NX") is not None
 
     def cas(self, key: str, value: bytes, token: object, ttl: float) -> bool:
         if not isinstance(token, bytes):  # gets found nothing: there is no write to compare against
             return False
         expiry = milliseconds(ttl) or 0
-        return bool(self._call("cas", lambda: self._script(self._cas, 1, CACHE + key, token, _stamped(value),
-                                                           expiry)))
+        return bool(self._script("cas", self._cas, 1, CACHE + key, token, _stamped(value), expiry))
 
     def delete(self, key: str) -> None:
         self._command("delete", "DEL", CACHE + key)

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 import redis.utils
 from redis.backoff import NoBackoff
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
 from dal.backends.redis.calls import Calls
@@ -38,7 +39,6 @@ except ImportError:  # redis-py packs in Python then, and so does dal
 else:
     HIREDIS = packs_commands(hiredis, bool(redis.utils.HIREDIS_AVAILABLE))
 
-T = TypeVar("T")
 DEFAULT_PORT = 6379
 TLS_OPTIONS = ("ca_cert", "cert_key", "cert_cert")
 OPTIONS = ("timeout", *TLS_OPTIONS)
@@ -142,34 +142,24 @@ def open_redis(url: StoreURL, default_timeout: float) -> Opened:
     timeout = url_timeout(url, default_timeout)
     db = database(url)
     host, port = hosts[0]
-    tls_settings: dict[str, Any] = {}
+    # a dict: the TLS names only for rediss://, and the redis type stubs mypy reads lack the first
+    settings: dict[str, Any] = {
+        # maintenance notifications off: with them on (redis-py's default, "auto") its pool keeps a
+        # connection holding unread bytes, in case they are a notice; dal asks for no pushes, so such
+        # bytes are an interrupted call's answer, and the pool must reconnect, not let a call read it
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False)}
     if tls:
-        tls_settings = {"ssl": True, "ssl_ca_certs": url.options.get("ca_cert"),
-                        "ssl_keyfile": url.options.get("cert_key"),
-                        "ssl_certfile": url.options.get("cert_cert")}
+        settings.update(ssl=True, ssl_ca_certs=url.options.get("ca_cert"),
+                        ssl_keyfile=url.options.get("cert_key"), ssl_certfile=url.options.get("cert_cert"))
     client = redis.Redis(
         host=host, port=port, db=db, username=user, password=url.password,
         socket_timeout=timeout, socket_connect_timeout=timeout,
         # one attempt per call: a retried commit that had applied would come back as a conflict, and a
         # cache that retries a dead server only adds latency to what counts as a miss anyway
-        retry=Retry(NoBackoff(), 0), **tls_settings, **_without_maintenance_notices())
+        retry=Retry(NoBackoff(), 0), **settings)
     if HIREDIS:  # read by every connection the pool opens (none is open yet)
         client.connection_pool.connection_kwargs["command_packer"] = Packer()
     return Opened(client, f"{host}:{port}/{db}", timeout, db)
-
-
-def _without_maintenance_notices() -> dict[str, Any]:
-    """The option that turns redis-py's maintenance notifications off, where it has them (8 on).
-
-    With them on (its default, "auto"), its pool keeps a connection holding unread bytes, in case
-    they are a notice; dal never asks for pushes, so such bytes are an interrupted call's answer,
-    and the pool must reconnect rather than let the next call read it (what redis-py did before).
-    """
-    try:
-        from redis.maint_notifications import MaintNotificationsConfig
-    except ImportError:  # an older redis-py: no notifications, the pool reconnects such connections
-        return {}
-    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
 class RedisClient:
@@ -191,13 +181,6 @@ class RedisClient:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.url)!r})"
 
-    def _call(self, what: str, work: Callable[[], T]) -> T:
-        """Return ``work()``; a failure of the server (or of the connection) raises BackendError."""
-        try:
-            return work()
-        except ERRORS as exc:
-            raise self._failure(what, exc) from exc
-
     def _command(self, what: str, *args: Any) -> Raw:
         """Return the server's raw answer to one command (no response callback: ``SET`` answers
         ``b"OK"`` or ``None``); a failure raises BackendError, as :meth:`_call` does."""
@@ -217,9 +200,10 @@ class RedisClient:
     def _failure(self, what: str, exc: BaseException) -> BackendError:
         return BackendError(f"redis {what} on {self._where} failed: {type(exc).__name__}: {exc}")
 
-    def _script(self, script: Any, keys: int, *args: Any) -> Any:
+    def _script(self, what: str, script: Any, keys: int, *args: Any) -> Any:
         """Run a registered script by EVALSHA (``keys`` of ``args`` are its KEYS); a server that answers
-        NOSCRIPT (restarted, or ``SCRIPT FLUSH``) gets it with ``SCRIPT LOAD`` and the call again.
+        NOSCRIPT (restarted, or ``SCRIPT FLUSH``) gets it with ``SCRIPT LOAD`` and the call again. A
+        failure raises BackendError, as :meth:`_command` does.
 
         What redis-py's ``Script.__call__`` does, less its per-call copies of the arguments and its
         check for a pipeline: a few microseconds of a commit's client time. One attempt each: an
@@ -227,10 +211,13 @@ class RedisClient:
         """
         calls = self._calls
         try:
-            return calls.call("EVALSHA", script.sha, keys, *args)
-        except redis.exceptions.NoScriptError:
-            calls.call("SCRIPT LOAD", script.script)
-            return calls.call("EVALSHA", script.sha, keys, *args)
+            try:
+                return calls.call("EVALSHA", script.sha, keys, *args)
+            except redis.exceptions.NoScriptError:
+                calls.call("SCRIPT LOAD", script.script)
+                return calls.call("EVALSHA", script.sha, keys, *args)
+        except ERRORS as exc:
+            raise self._failure(what, exc) from exc
 
     def close(self) -> None:
         """Close the client's connections and dal's own (a later call would open new ones)."""

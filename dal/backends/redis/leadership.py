@@ -37,8 +37,8 @@ class RedisLeadership(RedisClient):
     def acquire_leadership(self, role: str, owner: str, ttl: float) -> Leadership:
         """Take ``role`` when nobody holds it or ``owner`` does already (then renewed)."""
         ttl = lease_ttl(role, owner, ttl)
-        taken, holder = self._call(f"acquire leadership of {role!r}", lambda: self._script(
-            self._acquire, 1, LEADERSHIP + role, owner, milliseconds(ttl)))
+        taken, holder = self._script(f"acquire leadership of {role!r}", self._acquire, 1, LEADERSHIP + role,
+                                     owner, milliseconds(ttl))
         return Leadership(role, owner, ttl, acquired=bool(taken),
                           holder=bytes(holder).decode(errors="replace"))
 
@@ -46,12 +46,12 @@ class RedisLeadership(RedisClient):
         """Extend the lease by its TTL from now; ``False`` once the key expired or another holds it."""
         if not lease.acquired:
             return False
-        renewed = self._call(f"renew leadership of {lease.role!r}", lambda: self._script(
-            self._renew, 1, LEADERSHIP + lease.role, lease.owner, milliseconds(lease.ttl)))
+        renewed = self._script(f"renew leadership of {lease.role!r}", self._renew, 1, LEADERSHIP + lease.role,
+                               lease.owner, milliseconds(lease.ttl))
         return bool(renewed)
 
     def release_leadership(self, lease: Leadership) -> None:
         """Delete the role's key if it still holds this owner."""
         if lease.acquired:
-            self._call(f"release leadership of {lease.role!r}", lambda: self._script(
-                self._release, 1, LEADERSHIP + lease.role, lease.owner))
+            self._script(f"release leadership of {lease.role!r}", self._release, 1, LEADERSHIP + lease.role,
+                         lease.owner)

@@ -1,6 +1,6 @@
 """The Lua scripts the Redis stores run: each evaluates atomically on the server.
 
-Sent with EVALSHA (redis-py's ``Script`` hashes the source once; the durable store calls it through
+Sent with EVALSHA (redis-py's ``Script`` hashes the source once; the Redis stores call it through
 ``RedisClient._script``); a server that answers NOSCRIPT (restarted, or ``SCRIPT FLUSH``) gets the
 source with ``SCRIPT LOAD`` and the call is sent again, so a script is loaded once per server and
 never re-sent in full per call.

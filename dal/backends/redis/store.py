@@ -134,8 +134,8 @@ class RedisStore(RedisLeadership):
         if limit is not None and limit <= 0:
             return []
         low, high = lex_range(prefix, start_after)
-        found: list[bytes] = self._call(f"scan of {prefix!r}", lambda: self._script(
-            self._scan, 1, INDEX, DATA, PAGE, low, high, limit or 0))
+        found: list[bytes] = self._script(f"scan of {prefix!r}", self._scan, 1, INDEX, DATA, PAGE, low, high,
+                                          limit or 0)
         pairs = zip(found[::2], found[1::2], strict=True)
         # a key without a value (None) cannot be seen, since a commit writes both in one script: skipped
         return [(key.decode(), entry(raw)) for key, raw in pairs if raw is not None]
@@ -168,8 +168,7 @@ class RedisStore(RedisLeadership):
         return isinstance(cache, RedisCache) and cache.reached_as() == (self._where, self._db)
 
     def _run_commit(self, args: list[Any], ops: Sequence[Op]) -> CommitResult:
-        answer = self._call(f"commit of {len(ops)} ops",
-                            lambda: self._script(self._commit, 2, COUNTER, INDEX, DATA, PAGE, *args))
+        answer = self._script(f"commit of {len(ops)} ops", self._commit, 2, COUNTER, INDEX, DATA, PAGE, *args)
         if answer[0] == 1:
             revision = int(answer[1])
             self._tokens.committed(revision)
