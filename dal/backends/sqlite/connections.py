@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import uuid
 import weakref
+from typing import NoReturn
 from urllib.parse import quote
 
 from dal.backends.url import StoreURL
@@ -186,6 +187,16 @@ class SqliteConnections:
         except BaseException:
             self._rollback(conn)
             raise
+
+    def _abandon(self, conn: sqlite3.Connection, exc: BaseException, failed: str) -> NoReturn:
+        """Roll back ``conn``'s transaction after ``exc`` and raise it again, a SQLite error as
+        ``BackendError("<failed>: <error>")``. Whatever the exception (a signal handler's, Ctrl-C
+        included): a transaction left open would serve the thread's every later read from the old
+        snapshot, or keep the write lock."""
+        self._rollback(conn)
+        if isinstance(exc, sqlite3.Error):
+            raise BackendError(f"{failed}: {exc}") from exc
+        raise exc
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:

@@ -152,13 +152,7 @@ class SqliteStore(SqliteTokens):
             if several:
                 conn.execute("COMMIT")
         except BaseException as exc:
-            # any exception (a signal handler's, Ctrl-C): a read transaction left open would serve
-            # this thread's every later read, and its change token, from the old snapshot
-            self._rollback(conn)
-            if isinstance(exc, sqlite3.Error):
-                raise BackendError(
-                    f"sqlite get_many of {len(unique)} keys from {self.path} failed: {exc}") from exc
-            raise
+            self._abandon(conn, exc, f"sqlite get_many of {len(unique)} keys from {self.path} failed")
         return found
 
     def scan(self, prefix: str, *, start_after: str | None = None,
@@ -193,11 +187,7 @@ class SqliteStore(SqliteTokens):
             if several:
                 conn.execute("COMMIT")
         except BaseException as exc:
-            self._rollback(conn)  # as in get_many: no read transaction left open
-            if isinstance(exc, sqlite3.Error):
-                raise BackendError(
-                    f"sqlite scan of {len(wanted)} prefixes in {self.path} failed: {exc}") from exc
-            raise
+            self._abandon(conn, exc, f"sqlite scan of {len(wanted)} prefixes in {self.path} failed")
         return found
 
     def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
@@ -233,10 +223,7 @@ class SqliteStore(SqliteTokens):
             conn.execute("COMMIT")
             self._changes.committed(revision)
         except BaseException as exc:
-            self._rollback(conn)
-            if isinstance(exc, sqlite3.Error):
-                raise BackendError(f"sqlite commit to {self.path} failed: {exc}") from exc
-            raise
+            self._abandon(conn, exc, f"sqlite commit to {self.path} failed")
         return CommitResult(ok=True, revision=revision)
 
     def identity(self) -> str:
@@ -301,10 +288,7 @@ class SqliteStore(SqliteTokens):
             result = work(conn)
             conn.execute("COMMIT")
         except BaseException as exc:
-            self._rollback(conn)
-            if isinstance(exc, sqlite3.Error):
-                raise BackendError(f"sqlite could not {what} in {self.path}: {exc}") from exc
-            raise
+            self._abandon(conn, exc, f"sqlite could not {what} in {self.path}")
         return result
 
     @staticmethod
