@@ -123,21 +123,17 @@ class MemcachedCache:
 
     def get(self, key: str) -> bytes | None:
         if self._single is not None:
-            if self.count_hits:
-                return self._direct_get(wire_key(key))
             # the hit path of every cached load: ``_direct`` written out (keep the two in step), so a
-            # hit makes no closure and two calls less; a new connection and a skipped server go there
-            if self._dead_until and time.monotonic() < self._dead_until:
-                return self._direct_get(wire_key(key))  # raises: the server is skipped
+            # hit makes no closure and two calls less; counted hits, a new connection and a skipped
+            # server (which raises) go there
+            if self.count_hits or (self._dead_until and time.monotonic() < self._dead_until):
+                return self._direct_get(wire_key(key))
             connection: TextConnection | None = getattr(self._local, "connection", None)
             if connection is not None:
                 try:
                     return connection.get(wire_key(key).encode())
                 except (OSError, ProtocolError) as exc:
-                    self._local.connection = None
-                    connection.close()
-                    self._dead_until = time.monotonic() + self._dead_timeout
-                    raise self._error("get", exc) from exc
+                    raise self._failed("get", connection, exc) from exc
                 except BaseException:
                     self._drop(connection)  # interrupted: see _drop
                     raise
@@ -171,15 +167,20 @@ class MemcachedCache:
                 connection = self._local.connection = TextConnection(self._single, *self._timeouts)
             return read(connection)
         except (OSError, ProtocolError) as exc:
-            self._local.connection = None
-            if connection is not None:
-                connection.close()
-            self._dead_until = time.monotonic() + self._dead_timeout
-            raise self._error(what, exc) from exc
+            raise self._failed(what, connection, exc) from exc
         except BaseException:
             if connection is not None:
                 self._drop(connection)  # interrupted: see _drop
             raise
+
+    def _failed(self, what: str, connection: TextConnection | None, exc: Exception) -> BackendError:
+        """The server failed: drop this thread's connection, skip the server ``dead_timeout``, and
+        return the error to raise."""
+        self._local.connection = None
+        if connection is not None:
+            connection.close()
+        self._dead_until = time.monotonic() + self._dead_timeout
+        return self._error(what, exc)
 
     def _drop(self, connection: TextConnection) -> None:
         """Close this thread's connection after a command was interrupted by an exception that is no
@@ -299,7 +300,7 @@ class MemcachedCache:
         counting = self.count_hits or len(listed) < len(dumped)
         # the counters are read by key, for every listed entry: a crawl is no snapshot, and can miss
         # an item that moves between LRUs while it runs (a counter just incremented, seen missed)
-        counts = self.hit_counts([entry.key for entry in listed]) if counting and listed else {}
+        counts = self.hit_counts([entry.key for entry in listed]) if counting else {}
         unknown = 0 if counting else None
         return [ListedEntry(entry.key, entry.size, counts.get(entry.key, unknown), entry.last_access,
                             entry.expires_at, entry.fetched)
