@@ -131,8 +131,8 @@ class LeasedCache:
             if payload is not None:
                 found[key] = payload
         if count:
-            self.stats.add(f"{self.prefix}hits", len(found))
-            self.stats.add(f"{self.prefix}misses", len(keys) - len(found))
+            self.stats.add(self.hits_label, len(found))
+            self.stats.add(self.misses_label, len(keys) - len(found))
         return found
 
     def _get_many(self, keys: list[str]) -> dict[str, bytes]:

@@ -36,10 +36,9 @@ def changed_versions(keys: Keys, meta: Stored, guid: str, before: Mapping[str, A
     if before is None or after is None:
         # a create or a delete (every save of a new object, every delete): every field changes,
         # from or to absent, so nothing needs comparing
-        if before is None and after is None:
-            return [field_version(hybrid, name) for name in defaults]
         document = after if before is None else before
-        assert document is not None
+        if document is None:  # neither stored
+            return [field_version(hybrid, name) for name in defaults]
         changed = [field_version(hybrid, "guid"), keys.object_version(hybrid, guid)]
         get = document.get
         for name, default in defaults.items():
