@@ -15,6 +15,7 @@ from dal.backends.url import StoreURL, parse_url
 from dal.cache.counters import Stats
 from dal.cache.journal import Journal
 from dal.cache.leases import LeasedCache
+from dal.cache.ledger import ledger_for
 from dal.cache.seen import FRESH, Seen, Verdict, seen_for
 from dal.cache.signing import Signer
 from dal.cache.stats import Publisher
@@ -85,6 +86,9 @@ class Context:
         self._change_token = self.persistent.change_token()
         self.caches_objects = not (local_cache_of_shared_store and self._change_token is None)
         self._guard = local_cache_of_shared_store and self.caches_objects
+        # every context counts its commits; a local cache also checks that none bypassed it
+        self._ledger = ledger_for(self.volatile, persistent)
+        self._local = not self.volatile.shared
         self._generation = _forks
         if self.sweeper is not None:
             self.sweeper.stop()  # a no-op in a forked child: that one was the parent's
@@ -177,6 +181,7 @@ class Context:
             return result
         finally:
             _count_commit()
+            self._ledger.committed()
 
     def data_stamp(self) -> tuple[int, int, object] | None:
         """Return a marker that is equal at two calls only if nothing was committed in between.
@@ -221,16 +226,23 @@ class Context:
         self.objects.invalidate(*cache_keys)
 
     def check_local_cache(self) -> None:
-        """Drop a process-local cache when another process committed to the shared store."""
+        """Drop a process-local cache when another process committed to the shared store, or a
+        commit through another context of this process bypassed it (:mod:`dal.cache.ledger`)."""
+        if self._local and self._ledger.missed():
+            self._ledger.synced()  # before emptying: a commit landing meanwhile is missed again
+            self._clear_local()
         if not self._guard:
             return
         token = self.persistent.change_token()
         if token != self._change_token:
             self._change_token = token
-            clear = getattr(self.volatile, "clear", None)
-            if clear is not None:
-                clear()
-            self.stats.add("object_local_flushes")
+            self._clear_local()
+
+    def _clear_local(self) -> None:
+        clear = getattr(self.volatile, "clear", None)
+        if clear is not None:
+            clear()
+        self.stats.add("object_local_flushes")
 
     def reopen_if_forked(self) -> None:
         """After a fork, open this process's own connections (the parent's are not ours to use)."""
@@ -291,26 +303,45 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def setting(given: str | None, variable: str, default: str, what: str) -> str:
+    """Return ``given``, else the environment variable ``variable``, else ``default``.
+
+    Only an unset setting falls back. An empty one (a deployment whose value came out empty) is
+    refused with ConfigurationError, never taken for the default: that would quietly open the
+    embedded store, or write into the namespace of whatever else uses the default.
+    """
+    value = given if given is not None else os.environ.get(variable)
+    if value is None:
+        return default
+    if not value.strip():
+        where = f" (from {variable}, which is set to nothing)" if given is None else ""
+        raise ConfigurationError(f"the {what} is empty{where}; give one, or leave it unset for {default!r}")
+    return value
+
+
 def configure(persistent: str | None = None, volatile: str | None = None, *,
               namespace: str | None = None, hmac_key: str | bytes | None = None) -> Context:
     """Pick the stores by URL and make them current for this process.
 
     Unset arguments fall back to ``DAL_PERSISTENT_URL``, ``DAL_VOLATILE_URL``,
     ``DAL_NAMESPACE`` and ``DAL_HMAC_KEY``, then to ``sqlite:///dal.sqlite3``, ``memory://``
-    and ``dal``. Everything is validated now: a bad URL, scheme or option raises
-    ConfigurationError.
+    and ``dal``. Only unset ones do: an empty setting (an argument or a variable set to nothing)
+    is refused (see :func:`setting`). Everything is validated now: a bad URL, scheme or option
+    raises ConfigurationError.
     """
     global _context
-    persistent_url = parse_url(persistent or os.environ.get("DAL_PERSISTENT_URL") or DEFAULT_PERSISTENT)
-    volatile_url = parse_url(volatile or os.environ.get("DAL_VOLATILE_URL") or DEFAULT_VOLATILE)
-    name = namespace or os.environ.get("DAL_NAMESPACE") or "dal"
-    if "/" in name or not name.strip():
-        raise ConfigurationError(f"namespace {name!r} must be a non-empty name without '/'")
-    key = hmac_key if hmac_key is not None else os.environ.get("DAL_HMAC_KEY") or None
+    persistent_url = parse_url(setting(persistent, "DAL_PERSISTENT_URL", DEFAULT_PERSISTENT,
+                                       "persistent URL"))
+    volatile_url = parse_url(setting(volatile, "DAL_VOLATILE_URL", DEFAULT_VOLATILE, "volatile URL"))
+    name = setting(namespace, "DAL_NAMESPACE", "dal", "namespace")
+    if "/" in name:
+        raise ConfigurationError(f"namespace {name!r} must be a name without '/'")
+    key = hmac_key if hmac_key is not None else os.environ.get("DAL_HMAC_KEY")
     if isinstance(key, str):
         key = key.encode()
     if key is not None and len(key) < 16:
-        raise ConfigurationError("hmac_key must be at least 16 bytes; use e.g. `openssl rand -hex 32`")
+        raise ConfigurationError("hmac_key (or DAL_HMAC_KEY) must be at least 16 bytes; use e.g. "
+                                 "`openssl rand -hex 32`, or leave it unset for an unsigned cache")
     context = Context(persistent_url, volatile_url, name, key)
     with _lock:
         if _context is not None:

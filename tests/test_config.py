@@ -69,6 +69,34 @@ def test_environment_fallbacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert current() is context
 
 
+VARIABLES = ["DAL_PERSISTENT_URL", "DAL_VOLATILE_URL", "DAL_NAMESPACE", "DAL_HMAC_KEY"]
+
+
+@pytest.mark.parametrize("variable", VARIABLES)
+def test_a_variable_set_to_nothing_is_refused_not_taken_for_the_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    """A deployment whose setting came out empty must not quietly open the embedded store, write into
+    the default namespace (another application's, perhaps) or run with an unsigned cache."""
+    monkeypatch.chdir(tmp_path)
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "")
+    with pytest.raises(ConfigurationError, match=variable):
+        configure()
+    assert not (tmp_path / "dal.sqlite3").exists()
+
+
+@pytest.mark.parametrize("argument", ["persistent", "volatile", "namespace", "hmac_key"])
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_argument_is_refused_not_taken_for_the_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argument: str, empty: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DAL_NAMESPACE", raising=False)
+    with pytest.raises(ConfigurationError, match=r"empty|at least 16 bytes|not a store URL"):
+        configure(**{argument: empty})
+    assert not (tmp_path / "dal.sqlite3").exists()
+
+
 def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("DAL_PERSISTENT_URL", "DAL_VOLATILE_URL", "DAL_NAMESPACE", "DAL_HMAC_KEY"):
         monkeypatch.delenv(name, raising=False)

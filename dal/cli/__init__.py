@@ -17,7 +17,7 @@ from dataclasses import replace
 from types import MappingProxyType, ModuleType
 
 from dal.backends.url import StoreURL, parse_url
-from dal.config import DEFAULT_PERSISTENT
+from dal.config import DEFAULT_PERSISTENT, setting
 from dal.exceptions import DalError
 
 #: command name -> module with HELP, add_arguments(parser) and run(args) -> int; one per line
@@ -52,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("stores")
-    group.add_argument("--persistent", metavar="URL", default=os.environ.get("DAL_PERSISTENT_URL"),
+    # None when not given: configure() reads $DAL_PERSISTENT_URL itself (and refuses it empty)
+    group.add_argument("--persistent", metavar="URL", default=None,
                        help="durable store URL (default: $DAL_PERSISTENT_URL or sqlite:///dal.sqlite3)")
-    group.add_argument("--volatile", metavar="URL", default=os.environ.get("DAL_VOLATILE_URL"),
+    group.add_argument("--volatile", metavar="URL", default=None,
                        help="cache store URL (default: $DAL_VOLATILE_URL or memory://)")
     group.add_argument("--namespace", metavar="NAME", default=None,
                        help="key namespace (default: $DAL_NAMESPACE or the command's own)")
@@ -70,7 +71,7 @@ def existing_store(url: str | None) -> str:
     names a SQLite file and sets no mode, so a mistyped path fails (exit 2) instead of creating an
     empty database that then reads as clean.
     """
-    text = url or os.environ.get("DAL_PERSISTENT_URL") or DEFAULT_PERSISTENT
+    text = setting(url, "DAL_PERSISTENT_URL", DEFAULT_PERSISTENT, "persistent URL")
     parsed = parse_url(text)
     if parsed.scheme != "sqlite" or "mode" in parsed.options:
         return text

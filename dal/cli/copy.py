@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 
 import dal
 from dal.cli import existing_store, shown_store
@@ -40,11 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    namespace = args.namespace or os.environ.get("DAL_NAMESPACE") or "dal"
     only = selected(args)
-    source = dal.configure(existing_store(args.source), "memory://", namespace=namespace)
+    source = dal.configure(existing_store(args.source), "memory://", namespace=args.namespace)
     # the destination is configured last, so it is the current context while writing
-    destination = dal.configure(args.destination, args.volatile, namespace=args.to_namespace or namespace)
+    destination = dal.configure(args.destination, args.volatile, namespace=(
+        args.to_namespace if args.to_namespace is not None else source.namespace))
     print(f"copying namespace {source.namespace!r} of {shown_store(source.persistent_url)} to namespace "
           f"{destination.namespace!r} of {destination.persistent_url}")
     with contextlib.ExitStack() as stack:

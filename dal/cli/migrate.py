@@ -11,7 +11,6 @@ be built because stored objects share a value (they are listed), 2 error.
 from __future__ import annotations
 
 import argparse
-import os
 
 import dal
 from dal.cli.progress import Progress
@@ -26,8 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    namespace = args.namespace or os.environ.get("DAL_NAMESPACE") or "dal"
-    context = dal.configure(args.persistent, args.volatile, namespace=namespace)
+    context = dal.configure(args.persistent, args.volatile, namespace=args.namespace)
     report = migrate(context, dry_run=args.dry_run, emit=lambda line: print(line, flush=True),
                      progress=lambda total, label: Progress(total, label))
     return 0 if report.ok else 1

@@ -8,7 +8,6 @@ of the process that asks: ``--demo`` runs the demo first, in this process, to sh
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 import dal
@@ -28,8 +27,7 @@ def run(args: argparse.Namespace) -> int:
     if args.demo:
         context = demo.run_demo(args, emit=lambda line: None)
     else:
-        namespace = args.namespace or os.environ.get("DAL_NAMESPACE") or "dal"
-        context = dal.configure(existing_store(args.persistent), args.volatile, namespace=namespace)
+        context = dal.configure(existing_store(args.persistent), args.volatile, namespace=args.namespace)
     entries: list[Any] | None = None
     if context.volatile.shared:
         publish(context)  # this process's own numbers count too

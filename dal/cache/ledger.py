@@ -1,0 +1,68 @@
+"""Which of this process's commits a process-local cache has heard of.
+
+A commit invalidates the cache of the context it went through. Two contexts of one process
+may put two local caches (``memory://one``, ``memory://two``) in front of one durable store
+client; a commit through the second never reaches the first, and that store's change token
+cannot tell (it counts other clients' commits, and both contexts share one client). So every
+commit is counted per durable store client, and per local cache in front of it: when the two
+counts differ, commits went through another context, and the cache is dropped before it serves
+anything (:meth:`dal.config.Context.check_local_cache`).
+
+Both counts move together under one lock, so a read never takes a commit through another
+context for one of its own: at worst it sees its own commit half counted, and drops the cache
+needlessly.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+_lock = threading.Lock()
+
+
+class _StoreCommits:
+    """The commits made through one durable store client by this process."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class Ledger:
+    """One local cache in front of one durable store client: what it heard, what it missed."""
+
+    __slots__ = ("_store", "_synced", "_through")
+
+    def __init__(self, store: _StoreCommits) -> None:
+        self._store = store
+        self._synced = store.count  # the store's commits before this cache was in front of it
+        self._through = 0  # commits since then that invalidated this cache
+
+    def committed(self) -> None:
+        """Count a commit (whatever its outcome) through a context in front of this cache."""
+        with _lock:
+            self._store.count += 1
+            self._through += 1
+
+    def missed(self) -> bool:
+        """Tell whether a commit through another context of the store client bypassed this cache."""
+        return self._store.count - self._synced != self._through
+
+    def synced(self) -> None:
+        """Note that the cache was just emptied: every commit so far is accounted for."""
+        with _lock:
+            self._synced, self._through = self._store.count, 0
+
+
+_stores: weakref.WeakKeyDictionary[object, _StoreCommits] = weakref.WeakKeyDictionary()
+_ledgers: weakref.WeakKeyDictionary[object, weakref.WeakKeyDictionary[object, Ledger]] = (
+    weakref.WeakKeyDictionary())
+
+
+def ledger_for(cache: object, store: object) -> Ledger:
+    """Return the ledger of a local ``cache`` in front of a durable ``store`` client (one per pair)."""
+    with _lock:
+        commits = _stores.setdefault(store, _StoreCommits())
+        return _ledgers.setdefault(cache, weakref.WeakKeyDictionary()).setdefault(store, Ledger(commits))
