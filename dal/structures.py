@@ -6,7 +6,7 @@ as the descriptor for its attribute. Validation is compiled once per property
 (:class:`dal.validators.Validator`).
 
 The specs name :class:`~dal.objects.dataobject.DataObject` in annotations only (the class they
-describe, and whose objects they are descriptors of): one of the two annotation-only upward
+describe, and whose objects they are descriptors of): one of the annotation-only upward
 references docs/architecture.md lists.
 """
 

@@ -23,7 +23,7 @@ from dal import DataList, DataObject, Property, Relation
 from dal.backends.base import Put
 from dal.config import Context
 from dal.exceptions import ConfigurationError, InvalidQueryError, InvalidValueError, ObjectNotFoundError
-from dal.model.meta import hybrids as registry
+from dal.model.registry import hybrids as registry
 from dal.model.validation import valid_guid
 from dal.structures import check_guid, is_guid
 from dal.tools.transfer.dump import read_dump

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import dal
 from dal import DataObject, Dynamic, Property, Relation
 from dal.exceptions import ConfigurationError, DalError, InvalidValueError
-from dal.model.meta import hybrids as registry
+from dal.model.registry import hybrids as registry
 
 # --- strategies ---------------------------------------------------------------------------
 

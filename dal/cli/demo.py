@@ -25,7 +25,7 @@ from dal.cli.demo_mirror import mirror
 from dal.cli.demo_report import Report, Sample, Since, error_of, names
 from dal.cli.demo_tools import diagram, integrity, migration, queries, store_release_one_nodes
 from dal.hybrids import AlbaBackend, Backend, BackendStorageRouter, BackendType, Disk, Pool
-from dal.model.meta import hybrids
+from dal.model.registry import hybrids
 from dal.objects import schema
 from dal.objects.transaction import decode
 

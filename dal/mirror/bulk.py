@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from dal.config import current
 from dal.exceptions import ConfigurationError, MirrorError
 from dal.mirror.refresh import ELSEWHERE, FAILED, FRESH, REFRESHED, UNCHANGED, has_bulk, is_frozen, refresh
-from dal.model.meta import hybrids
+from dal.model.registry import hybrids
 from dal.objects.dataobject import DataObject
 from dal.query.datalist import DataList
 

@@ -1,4 +1,4 @@
-"""The hybrid metaclass, the ``_meta`` record it builds, and the registry of hybrids.
+"""The hybrid metaclass and the ``_meta`` record it builds (the registry is :mod:`dal.model.registry`).
 
 The metaclass only collects: it reads the name-mangled ``__properties``, ``__relations``
 and ``__dynamics`` lists (and a mirrored hybrid's ``__mirror``, which adds the fields every
@@ -7,14 +7,13 @@ descriptor for its attribute), freezes the result into ``cls._meta`` and registe
 class. Nothing is installed on a class when objects are created.
 
 The model names :class:`~dal.objects.dataobject.DataObject` (the class a ``_meta`` describes)
-in annotations only: one of the two annotation-only upward references docs/architecture.md lists.
+in annotations only: one of the annotation-only upward references docs/architecture.md lists.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,8 +26,8 @@ from dal.exceptions import ConfigurationError, InvalidValueError
 from dal.model.declared import add_annotated, internal_field
 from dal.model.expressions import FieldExpression
 from dal.model.mirroring import mirror_of
-from dal.model.reserved import RESERVED, check_name
-from dal.model.reverse import reverse_accessors
+from dal.model.registry import Reverse, hybrids
+from dal.model.reserved import check_name
 from dal.structures import MIRROR_STATE, Dynamic, Mirror, Property, Relation, RelationGuid, Spec
 from dal.validators import Validator
 
@@ -41,26 +40,6 @@ if TYPE_CHECKING:
 HYBRID_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 #: the spec lists a hybrid declares (name-mangled in the class body) and the spec each one holds
 SPEC_LISTS = {"properties": Property, "relations": Relation, "dynamics": Dynamic}
-
-
-@dataclass(frozen=True)
-class Reverse:
-    """A reverse accessor: ``relation`` of ``source`` points here, readable as ``relation.foreign_key``.
-
-    A subclass of ``source`` is another hybrid (its objects are stored under its own name) that
-    holds the relation too, inherited: its relation joins ``inherited``, so the accessor, the
-    link counting of a delete, ``abandon`` and a one-to-one constraint cover its objects as well.
-    """
-
-    source: type[DataObject]
-    relation: Relation
-    #: the same relation held by subclass hybrids of ``source``, in registration order
-    inherited: list[Relation] = field(default_factory=list, hash=False, compare=False)
-
-    @property
-    def relations(self) -> tuple[Relation, ...]:
-        """Return every relation listed by this accessor: the declaring one first, then the inherited."""
-        return (self.relation, *self.inherited)
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,133 +99,6 @@ class HybridMeta:
         """Properties whose stored JSON differs from their Python value (datetime, models, ...)."""
         return tuple((name, prop.validator) for name, prop in self.properties.items()
                      if not prop.validator.native)
-
-
-class Registry:
-    """Hybrids by stable logical name; resolves string forward references as targets appear."""
-
-    def __init__(self) -> None:
-        self._by_name: dict[str, type[DataObject]] = {}
-        self._by_class_name: dict[str, type[DataObject]] = {}
-        self._pending: list[Relation] = []
-        self._lock = threading.RLock()
-
-    def register(self, cls: type[DataObject]) -> None:
-        """Add a hybrid; raise ConfigurationError if another class holds its logical name."""
-        meta = cls._meta
-        with self._lock:
-            existing = self._by_name.get(meta.name)
-            if existing is not None and _origin(existing) != _origin(cls):
-                raise ConfigurationError(
-                    f"hybrid name {meta.name!r} is taken by {_origin(existing)}; give "
-                    f"{_origin(cls)} another with `class {cls.__name__}(DataObject, hybrid_name='...')`")
-            self._by_name[meta.name] = cls
-            self._by_class_name[cls.__name__] = cls
-            for relation in meta.relations.values():
-                if relation.target is None:
-                    self._pending.append(relation)
-                else:  # inherited from a parent whose target was already known: join its accessor
-                    _link(relation, relation.target)
-            self._resolve_pending()
-
-    def get(self, name: str) -> type[DataObject]:
-        """Return the hybrid with this logical (or class) name; raise LookupError otherwise."""
-        with self._lock:
-            cls = self._by_name.get(name) or self._by_class_name.get(name)
-        if cls is None:
-            raise LookupError(f"no hybrid named {name!r}; known: {', '.join(sorted(self._by_name))}")
-        return cls
-
-    def all(self) -> list[type[DataObject]]:
-        """Return every registered hybrid, sorted by logical name."""
-        with self._lock:
-            return [self._by_name[name] for name in sorted(self._by_name)]
-
-    def unresolved(self) -> list[Relation]:
-        """Return relations whose string target has not registered yet."""
-        with self._lock:
-            return list(self._pending)
-
-    def _resolve_pending(self) -> None:
-        still: list[Relation] = []
-        for relation in self._pending:
-            assert relation.owner is not None
-            wanted = relation.foreign_type
-            target: type[DataObject] | None
-            if wanted is None:
-                target = relation.owner
-            elif isinstance(wanted, str):
-                target = self._by_class_name.get(wanted) or self._by_name.get(wanted)
-            else:
-                target = wanted
-            if target is None:
-                still.append(relation)
-                continue
-            _link(relation, target)
-        self._pending = still
-
-
-def _origin(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _link(relation: Relation, target: type[DataObject]) -> None:
-    assert relation.owner is not None
-    if not isinstance(target, HybridMetaclass):
-        raise InvalidValueError(
-            f"{relation.qualified}: foreign_type {target!r} is not a hybrid (a DataObject subclass)")
-    relation.resolve(target)
-    clash = target._meta.reverse.get(relation.foreign_key)
-    inherited: list[Relation] = []
-    if clash is not None and clash.relation is not relation:
-        if relation in clash.inherited:
-            return
-        if issubclass(relation.owner, clash.source):
-            # inherited by a subclass hybrid: the reverse accessor stays with the most basic declaring
-            # class and lists this hybrid's objects too
-            clash.inherited.append(relation)
-            return
-        if not issubclass(clash.source, relation.owner):
-            raise ConfigurationError(
-                f"{relation.qualified} and {clash.relation.qualified} both name the reverse accessor "
-                f"{target.__name__}.{relation.foreign_key}; give one another foreign_key")
-        inherited = [clash.relation, *clash.inherited]  # a parent resolved after its subclass
-    accessors = reverse_accessors(relation)
-    taken = sorted(set(accessors) & (set(target._meta.fields()) | set(target._meta.relations)
-                                     | set(target._meta.dynamics) | RESERVED))
-    if taken:
-        raise ConfigurationError(
-            f"{relation.qualified} names the reverse accessor {relation.foreign_key!r}, but "
-            f"{target.__name__} already has {', '.join(taken)}; give the relation another foreign_key")
-    target._meta.reverse[relation.foreign_key] = Reverse(relation.owner, relation, inherited)
-    for name, accessor in accessors.items():
-        setattr(target, name, accessor)
-    target._declared = target._declared | frozenset(accessors)
-
-
-#: the process-wide registry the CLI, ERD and migrations read
-hybrids = Registry()
-
-
-def reverse_of(relation: Relation) -> Reverse | None:
-    """Return the reverse accessor listing ``relation``'s objects (``None``: its target is undeclared)."""
-    target = relation.target
-    if target is None:
-        return None
-    reverse = target._meta.reverse.get(relation.foreign_key)
-    if reverse is None or not any(member is relation for member in reverse.relations):
-        return None
-    return reverse
-
-
-def family(relation: Relation) -> tuple[Relation, ...]:
-    """Return the relations a constraint spans with ``relation``: the declaring one, then every inherited.
-
-    A one-to-one relation declared by a class and inherited by its subclass hybrids allows one
-    object pointing at a target across all of them, as their shared reverse accessor shows it.
-    """
-    reverse = reverse_of(relation)
-    return (relation,) if reverse is None else reverse.relations
 
 
 class HybridMetaclass(type):

@@ -27,7 +27,8 @@ from dal.backends.base import Check, Delete, Op, PrefixEmpty, PrefixUnchanged, P
 from dal.backends.paging import scan_all
 from dal.cache.versions import changed_versions
 from dal.exceptions import InvalidValueError, LinkedObjectError, OneToOneError
-from dal.model.meta import HybridMeta, family
+from dal.model.meta import HybridMeta
+from dal.model.registry import family
 from dal.objects.transaction import decode, encode
 from dal.structures import Relation
 

@@ -40,7 +40,8 @@ from typing import Any
 from dal.backends.base import PrefixEmpty, Put, Revision
 from dal.config import Context
 from dal.exceptions import RaceConditionError
-from dal.model.meta import HybridMeta, family
+from dal.model.meta import HybridMeta
+from dal.model.registry import family
 
 #: seconds a process trusts the record it read; bounds how stale ``ready_indexes`` can be
 READY_TTL = 2.0

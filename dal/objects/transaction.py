@@ -16,7 +16,8 @@ from typing import Any
 from dal.backends.base import Check, Delete, Exists, Op, PrefixEmpty, Put, Revision
 from dal.exceptions import ConcurrencyError
 from dal.keys import Keys
-from dal.model.meta import HybridMeta, family
+from dal.model.meta import HybridMeta
+from dal.model.registry import family
 from dal.objects import decoding
 from dal.structures import Relation
 from dal.values import canonical, same

@@ -23,7 +23,7 @@ from dal.backends.base import Entry
 from dal.config import Context, current
 from dal.exceptions import InvalidQueryError, ObjectNotFoundError
 from dal.model.expressions import Where
-from dal.model.meta import family
+from dal.model.registry import family
 from dal.model.reverse import provide_lists
 from dal.objects.dataobject import DataObject
 from dal.objects.lookups import provide_queries

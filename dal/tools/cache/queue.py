@@ -23,7 +23,7 @@ from typing import Any
 from dal.backends.base import Check, Delete, DeletePrefix, Exists, Put, Revision
 from dal.config import Context
 from dal.exceptions import DalError, ObjectNotFoundError
-from dal.model.meta import hybrids
+from dal.model.registry import hybrids
 from dal.query.datalist import DataList
 
 #: queued dynamics written in one commit

@@ -17,7 +17,7 @@ from dal.backends.base import HIT_SUFFIX
 from dal.cache import owners
 from dal.config import Context, current
 from dal.exceptions import BackendError, DalError
-from dal.model.meta import hybrids
+from dal.model.registry import hybrids
 from dal.tools.cache.listing import Entry, age, entries
 
 #: the kinds ``delete`` and ``prune`` remove (locks go only through ``clean``; statistics stay)

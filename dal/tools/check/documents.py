@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dal.backends.base import Entry
-from dal.model.meta import HybridMeta, family
+from dal.model.meta import HybridMeta
+from dal.model.registry import family
 from dal.model.validation import valid_guid, validate_document
 from dal.objects.transaction import Document, decode
 from dal.tools.check.problems import Kind

@@ -14,7 +14,8 @@ from typing import Any
 from dal.backends.base import Entry, Revision
 from dal.backends.paging import scan_batches
 from dal.config import Context
-from dal.model.meta import HybridMeta, hybrids
+from dal.model.meta import HybridMeta
+from dal.model.registry import hybrids
 from dal.objects.schema import read_record
 from dal.structures import Relation
 from dal.tools.check.problems import Fix, Kind, Problem, Report

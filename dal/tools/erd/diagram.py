@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from dal.exceptions import ConfigurationError, DalError
-from dal.model.meta import hybrids as registry
+from dal.model.registry import hybrids as registry
 
 if TYPE_CHECKING:
     from dal.objects.dataobject import DataObject

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from dal.backends.base import Check, Entry, Op, Put, Revision
 from dal.keys import encode_value
-from dal.model.meta import family
+from dal.model.registry import family
 from dal.objects import schema
 from dal.objects.schema import SchemaRecord, complete_record
 from dal.objects.transaction import Document, encode

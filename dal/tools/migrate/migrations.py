@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dal.exceptions import ConfigurationError, DalError
-from dal.model.meta import hybrids
+from dal.model.registry import hybrids
 from dal.objects.transaction import Document
 from dal.values import same
 

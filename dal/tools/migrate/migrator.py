@@ -30,7 +30,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 from dal.exceptions import ConfigurationError
-from dal.model.meta import hybrids as registry
+from dal.model.registry import hybrids as registry
 from dal.objects import schema
 from dal.tools.migrate.keys import HybridMigrator
 from dal.tools.migrate.migrations import Migration, MigrationError, Step, declared_migrations, migration

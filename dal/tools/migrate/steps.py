@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from dal.backends.base import Check, Delete, DeletePrefix, Entry, Exists, Op, Put, Revision
-from dal.model.meta import family
+from dal.model.registry import family
 from dal.objects import schema
 from dal.objects.transaction import Document, encode, encode_canonical
 from dal.tools.migrate.migrations import Migration, MigrationError, Operation, Step

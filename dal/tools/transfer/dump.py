@@ -26,7 +26,8 @@ from dal.backends.base import Entry
 from dal.backends.paging import scan_batches
 from dal.config import Context
 from dal.exceptions import BackendError, InvalidValueError
-from dal.model.meta import HybridMeta, hybrids
+from dal.model.meta import HybridMeta
+from dal.model.registry import hybrids
 from dal.model.validation import valid_guid
 from dal.objects.transaction import Document, decode
 from dal.structures import GUID_RULE

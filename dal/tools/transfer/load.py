@@ -38,7 +38,8 @@ from dal.exceptions import (
     UniqueConstraintError,
 )
 from dal.keys import Keys
-from dal.model.meta import HybridMeta, hybrids
+from dal.model.meta import HybridMeta
+from dal.model.registry import hybrids
 from dal.objects.relations import onetoone_refusal
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, Reason, decode, plan_write

@@ -19,7 +19,7 @@ from dal.exceptions import (
     UniqueConstraintError,
 )
 from dal.keys import Keys
-from dal.model.meta import family, hybrids
+from dal.model.registry import family, hybrids
 from dal.model.validation import validate_document
 from dal.structures import GUID_RULE, is_guid
 from dal.tools.transfer.batches import Item

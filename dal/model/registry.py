@@ -1,0 +1,209 @@
+"""The registry of hybrids and the reverse accessors their relations install on each other.
+
+A relation may name its target before that class exists (a string): it waits in the registry
+until a hybrid of that name registers, and is then linked, which installs the reverse accessor on
+the target. Registration is all or nothing: a class refused for a clash leaves the registry and
+every hybrid it touched exactly as they were.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
+
+from dal.exceptions import ConfigurationError, InvalidValueError
+from dal.model.reserved import RESERVED
+from dal.model.reverse import reverse_accessors
+from dal.structures import Relation
+
+if TYPE_CHECKING:
+    from dal.objects.dataobject import DataObject
+
+
+@dataclass(frozen=True)
+class Reverse:
+    """A reverse accessor: ``relation`` of ``source`` points here, readable as ``relation.foreign_key``.
+
+    A subclass of ``source`` is another hybrid (its objects are stored under its own name) that
+    holds the relation too, inherited: its relation joins ``inherited``, so the accessor, the
+    link counting of a delete, ``abandon`` and a one-to-one constraint cover its objects as well.
+    """
+
+    source: type[DataObject]
+    relation: Relation
+    #: the same relation held by subclass hybrids of ``source``, in registration order
+    inherited: list[Relation] = field(default_factory=list, hash=False, compare=False)
+
+    @property
+    def relations(self) -> tuple[Relation, ...]:
+        """Return every relation listed by this accessor: the declaring one first, then the inherited."""
+        return (self.relation, *self.inherited)
+
+
+
+class Registry:
+    """Hybrids by stable logical name; resolves string forward references as targets appear."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, type[DataObject]] = {}
+        self._by_class_name: dict[str, type[DataObject]] = {}
+        self._pending: list[Relation] = []
+        self._lock = threading.RLock()
+
+    def register(self, cls: type[DataObject]) -> None:
+        """Add a hybrid; raise ConfigurationError if another class holds its logical name, or if a
+        relation (its own, or a waiting one that targets it) cannot be linked. A refused class leaves
+        the registry, and every hybrid it touched, exactly as they were: it is not listed, its
+        relations do not wait for targets, and no reverse accessor of it stays behind."""
+        meta = cls._meta
+        with self._lock:
+            existing = self._by_name.get(meta.name)
+            if existing is not None and _origin(existing) != _origin(cls):
+                raise ConfigurationError(
+                    f"hybrid name {meta.name!r} is taken by {_origin(existing)}; give "
+                    f"{_origin(cls)} another with `class {cls.__name__}(DataObject, hybrid_name='...')`")
+            before = (dict(self._by_name), dict(self._by_class_name), list(self._pending))
+            undo: list[Callable[[], object]] = []
+            try:
+                self._by_name[meta.name] = cls
+                self._by_class_name[cls.__name__] = cls
+                for relation in meta.relations.values():
+                    if relation.target is None:
+                        self._pending.append(relation)
+                    else:  # inherited from a parent whose target was already known: join its accessor
+                        _link(relation, relation.target, undo)
+                self._resolve_pending(undo)
+            except BaseException:
+                # without this, a relation left waiting would be linked (and refused) again by every
+                # later class: one refused declaration would refuse every class declared after it
+                for step in reversed(undo):
+                    step()
+                self._by_name, self._by_class_name, self._pending = before
+                raise
+
+    def get(self, name: str) -> type[DataObject]:
+        """Return the hybrid with this logical (or class) name; raise LookupError otherwise."""
+        with self._lock:
+            cls = self._by_name.get(name) or self._by_class_name.get(name)
+        if cls is None:
+            raise LookupError(f"no hybrid named {name!r}; known: {', '.join(sorted(self._by_name))}")
+        return cls
+
+    def all(self) -> list[type[DataObject]]:
+        """Return every registered hybrid, sorted by logical name."""
+        with self._lock:
+            return [self._by_name[name] for name in sorted(self._by_name)]
+
+    def unresolved(self) -> list[Relation]:
+        """Return relations whose string target has not registered yet."""
+        with self._lock:
+            return list(self._pending)
+
+    def _resolve_pending(self, undo: list[Callable[[], object]]) -> None:
+        still: list[Relation] = []
+        for relation in self._pending:
+            assert relation.owner is not None
+            wanted = relation.foreign_type
+            target: type[DataObject] | None
+            if wanted is None:
+                target = relation.owner
+            elif isinstance(wanted, str):
+                target = self._by_class_name.get(wanted) or self._by_name.get(wanted)
+            else:
+                target = wanted
+            if target is None:
+                still.append(relation)
+                continue
+            _link(relation, target, undo)
+        self._pending = still
+
+
+def _origin(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _link(relation: Relation, target: type[DataObject], undo: list[Callable[[], object]]) -> None:
+    """Point ``relation`` at ``target`` and give ``target`` its reverse accessor; append to ``undo``
+    how to take back each change made, so that a refused registration leaves nothing behind."""
+    assert relation.owner is not None
+    if not isinstance(target, type) or "_meta" not in vars(target):  # a registered hybrid has its own
+        raise InvalidValueError(
+            f"{relation.qualified}: foreign_type {target!r} is not a hybrid (a DataObject subclass)")
+    undo.append(partial(setattr, relation, "target", relation.target))
+    relation.resolve(target)
+    reverse = target._meta.reverse
+    clash = reverse.get(relation.foreign_key)
+    inherited: list[Relation] = []
+    if clash is not None and clash.relation is not relation:
+        if relation in clash.inherited:
+            return
+        if issubclass(relation.owner, clash.source):
+            # inherited by a subclass hybrid: the reverse accessor stays with the most basic declaring
+            # class and lists this hybrid's objects too
+            clash.inherited.append(relation)
+            undo.append(partial(clash.inherited.remove, relation))
+            return
+        if not issubclass(clash.source, relation.owner):
+            raise ConfigurationError(
+                f"{relation.qualified} and {clash.relation.qualified} both name the reverse accessor "
+                f"{target.__name__}.{relation.foreign_key}; give one another foreign_key")
+        inherited = [clash.relation, *clash.inherited]  # a parent resolved after its subclass
+    accessors = reverse_accessors(relation)
+    taken = sorted(set(accessors) & (set(target._meta.fields()) | set(target._meta.relations)
+                                     | set(target._meta.dynamics) | RESERVED))
+    if taken:
+        raise ConfigurationError(
+            f"{relation.qualified} names the reverse accessor {relation.foreign_key!r}, but "
+            f"{target.__name__} already has {', '.join(taken)}; give the relation another foreign_key")
+    undo.append(partial(_restore, reverse, relation.foreign_key, reverse.get(relation.foreign_key)))
+    reverse[relation.foreign_key] = Reverse(relation.owner, relation, inherited)
+    for name, accessor in accessors.items():
+        undo.append(partial(_restore_attribute, target, name, vars(target).get(name, _ABSENT)))
+        setattr(target, name, accessor)
+    undo.append(partial(setattr, target, "_declared", target._declared))
+    target._declared = target._declared | frozenset(accessors)
+
+
+_ABSENT = object()
+
+
+def _restore(mapping: dict[str, Reverse], key: str, value: Reverse | None) -> None:
+    if value is None:
+        mapping.pop(key, None)
+    else:
+        mapping[key] = value
+
+
+def _restore_attribute(owner: type, name: str, value: object) -> None:
+    if value is _ABSENT:
+        delattr(owner, name)
+    else:
+        setattr(owner, name, value)
+
+
+#: the process-wide registry the CLI, ERD and migrations read
+hybrids = Registry()
+
+
+def reverse_of(relation: Relation) -> Reverse | None:
+    """Return the reverse accessor listing ``relation``'s objects (``None``: its target is undeclared)."""
+    target = relation.target
+    if target is None:
+        return None
+    reverse = target._meta.reverse.get(relation.foreign_key)
+    if reverse is None or not any(member is relation for member in reverse.relations):
+        return None
+    return reverse
+
+
+def family(relation: Relation) -> tuple[Relation, ...]:
+    """Return the relations a constraint spans with ``relation``: the declaring one, then every inherited.
+
+    A one-to-one relation declared by a class and inherited by its subclass hybrids allows one
+    object pointing at a target across all of them, as their shared reverse accessor shows it.
+    """
+    reverse = reverse_of(relation)
+    return (relation,) if reverse is None else reverse.relations

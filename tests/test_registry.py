@@ -1,0 +1,77 @@
+"""Registration is all or nothing: a class refused for a clash leaves the registry as it was.
+
+Without that, a relation the refused class left waiting would be linked (and refused) again by
+every later class declaration in the process, and the refused class would stay listed for the
+CLI, the ERD and migrations.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dal import DataObject, Property, Relation
+from dal.exceptions import ConfigurationError
+from dal.model.registry import hybrids
+
+
+def _state(cls: type[DataObject]) -> tuple[object, ...]:
+    """What registering another class may change on ``cls``: its reverse accessors and attributes."""
+    return dict(cls._meta.reverse), cls._declared, sorted(vars(cls))  # type: ignore[attr-defined]
+
+
+def test_a_class_refused_for_its_reverse_accessor_leaves_nothing_behind() -> None:
+    class RgOwner(DataObject):
+        __properties = [Property("name", str), Property("label", str)]
+
+    before, pending = _state(RgOwner), hybrids.unresolved()
+    with pytest.raises(ConfigurationError, match="already has label"):
+        class RgBad(DataObject):
+            __relations = [Relation("owner", RgOwner, "label")]
+
+    assert "RgBad" not in [cls.__name__ for cls in hybrids.all()]
+    assert hybrids.unresolved() == pending
+    assert _state(RgOwner) == before
+
+    class RgFine(DataObject):  # the next class declared is not refused for RgBad's relation
+        __properties = [Property("name", str)]
+        __relations = [Relation("owner", RgOwner, "fines")]
+
+    assert hybrids.get("RgFine") is RgFine
+    assert "fines" in RgOwner._meta.reverse and "label" not in RgOwner._meta.reverse
+
+
+def test_a_target_refused_for_a_waiting_relation_leaves_the_relation_waiting() -> None:
+    class RgWaiting(DataObject):
+        __relations = [Relation("site", "RgSite", "name")]  # clashes with RgSite.name, once declared
+
+    relation = RgWaiting._meta.relations["site"]
+    assert relation in hybrids.unresolved()
+    with pytest.raises(ConfigurationError, match="already has name"):
+        class RgSite(DataObject):
+            __properties = [Property("name", str)]
+
+    assert relation in hybrids.unresolved() and relation.target is None
+    assert "RgSite" not in [cls.__name__ for cls in hybrids.all()]
+
+    class RgUnrelated(DataObject):  # unrelated declarations go on
+        __properties = [Property("name", str)]
+
+    assert hybrids.get("RgUnrelated") is RgUnrelated
+
+
+def test_a_class_whose_second_relation_clashes_keeps_none_of_its_first() -> None:
+    """Linking stops at the second relation: the first one's accessor, installed already, is taken back."""
+    class RgRack(DataObject):
+        __properties = [Property("name", str)]
+
+    class RgTaken(DataObject):
+        __relations = [Relation("rack", RgRack, "servers")]
+
+    before = _state(RgRack)
+    with pytest.raises(ConfigurationError, match="both name the reverse accessor"):
+        class RgTwice(DataObject):
+            __relations = [Relation("home", RgRack, "homed"), Relation("rack", RgRack, "servers")]
+
+    assert _state(RgRack) == before
+    assert not hasattr(RgRack, "homed") and not hasattr(RgRack, "homed_guids")
+    assert RgRack._meta.reverse["servers"].source is RgTaken
