@@ -49,12 +49,14 @@ class DocumentPass(CheckState):
 
         ``read`` is the document as reads see it (defaults filled in). Keys the schema record does
         not list as built are expected as `dal migrate` builds them: from the values reads return.
+        Built keys are expected from the stored value, or, for a field the document lacks, from the
+        default reads return: queries ask for that value, so a key for None would hide the object.
         """
         keys = self.keys
         indexed_built, unique_built = self.keys_built(meta)
         for prop in meta.unique:
             built = prop.name in unique_built
-            value = document.get(prop.name) if built else read.get(prop.name)
+            value = document[prop.name] if built and prop.name in document else read.get(prop.name)
             if value is not None:
                 unique_key = keys.unique(meta.name, prop.name, value)
                 self.unique_holders.setdefault(unique_key, []).append(guid)
@@ -63,7 +65,7 @@ class DocumentPass(CheckState):
                     self.unbuilt_unique.add(unique_key)
         for prop in meta.indexed:
             built = prop.name in indexed_built
-            value = document.get(prop.name) if built else read.get(prop.name)
+            value = document[prop.name] if built and prop.name in document else read.get(prop.name)
             entry = Indexed(meta, guid, prop.name, value, read.get(prop.name), prop.name not in document,
                              built)
             self.index_entries[keys.index(meta.name, prop.name, value, guid)] = entry

@@ -212,7 +212,14 @@ class Migration:
     def plan(self) -> Step:
         """Return the operations ``func`` describes."""
         step = Step(self.number, self.description)
-        self.func(step)
+        try:
+            self.func(step)
+        except MigrationError:
+            raise  # a step declared wrongly: it says so itself
+        except Exception as exc:  # the user's function: a typed error naming it, not a traceback
+            raise MigrationError(
+                f"step {self.number} ({self.description}): its function {self.origin} raised "
+                f"{type(exc).__name__}: {exc}; fix the step and run dal migrate again") from exc
         return step
 
     @property

@@ -17,6 +17,7 @@ from dal.cache.versions import changed_versions
 from dal.objects.transaction import Document, decode, encode_canonical
 from dal.tools.migrate.migrations import Migration, MigrationError, OldLink, Operation
 from dal.tools.migrate.report import ProgressFactory, Report
+from dal.values import same
 
 if TYPE_CHECKING:
     from dal.config import Context
@@ -118,6 +119,43 @@ def apply_operations(operations: list[Operation], doc: Document) -> tuple[Docume
     for operation in operations:
         old_links += operation.apply(after)
     return after, old_links
+
+
+def step_document(number: int, operations: list[Operation], meta: HybridMeta, guid: str,
+                  before: Document) -> tuple[Document | None, list[OldLink]]:
+    """Return what step ``number`` stores for ``before`` (None: it changes nothing) and the links it drops.
+
+    The one place a run and a dry run decide this, so a dry run refuses exactly what a run does.
+    """
+    after, old_links = apply_operations(operations, before)
+    if not old_links and encode_canonical(after) == encode_canonical(before):
+        return None, old_links
+    check_readable(number, meta, guid, before, after)
+    # a declared field the step dropped reads as its default: store that, so its keys (moved from
+    # the stored document's values) are those of the value reads return and queries ask for; fields
+    # the document never held are left to the fill pass, which reports them
+    defaults = meta.with_defaults(after)
+    after.update((name, defaults[name]) for name in before if name not in after and name in defaults)
+    if not old_links and encode_canonical(after) == encode_canonical(before):
+        return None, old_links
+    return after, old_links
+
+
+def check_readable(number: int, meta: HybridMeta, guid: str, before: Document, after: Document) -> None:
+    """Refuse to store what the current model could not read back (a transform's mistake)."""
+    for name, value in after.items():
+        if name in before and same(before[name], value):
+            continue
+        prop = meta.properties.get(name)
+        try:
+            if prop is not None:
+                prop.validator(prop.validator.from_json(value))
+            elif name in meta.field_set and value is not None and not isinstance(value, str):
+                raise ValueError("a relation holds a guid (str) or None")
+        except (TypeError, ValueError) as exc:
+            raise MigrationError(
+                f"step {number} would store {meta.cls.__name__}.{name} = {value!r} in {guid}, which the "
+                f"declared model cannot read ({exc}); fix the step and run dal migrate again") from exc
 
 
 def decode_doc(meta: HybridMeta, guid: str, raw: bytes) -> Document:

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 from dal.keys import encode_value
 from dal.objects import schema
 from dal.objects.schema import SchemaRecord, stored_fields
-from dal.objects.transaction import Document, encode_canonical
+from dal.objects.transaction import Document
 from dal.tools.migrate.migrations import Operation, RenameRelation
 from dal.tools.migrate.report import Violation
-from dal.tools.migrate.run import MigrationRun, apply_operations, decode_doc
+from dal.tools.migrate.run import MigrationRun, decode_doc, step_document
 
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
@@ -107,10 +107,10 @@ class Surveyor(MigrationRun):
             guid = doc_key[len(prefix):]
             doc = decode_doc(meta, guid, entry.value)
             for number, operations in pending_ops:  # dry run: see the documents as the steps leave them
-                after, old_links = apply_operations(operations, doc)
-                if old_links or encode_canonical(after) != encode_canonical(doc):
+                after, _ = step_document(number, operations, meta, guid, doc)
+                if after is not None:
                     survey.step_changes[number] += 1
-                doc = after
+                    doc = after
             survey.objects += 1
             for name in meta.field_set - doc.keys():
                 survey.missing[name] += 1

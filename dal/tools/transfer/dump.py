@@ -186,6 +186,13 @@ def read_dump(stream: IO[str], source: str = "the dump") -> Dump:
     except UnicodeDecodeError as exc:
         raise InvalidValueError(f"{source} is not UTF-8 text ({exc}); give a file written by `dal dump`"
                                 ) from None
+    except ValueError as exc:  # valid JSON Python will not parse: an integer past its digit limit
+        # the message's advice (sys.set_int_max_str_digits) is for programmers, not for this command
+        raise InvalidValueError(f"{source} is not JSON dal can read (a number too long: "
+                                f"{str(exc).split(';')[0]}); give a file written by `dal dump`") from None
+    except RecursionError:
+        raise InvalidValueError(f"{source} is not JSON dal can read (nested too deeply); give a file "
+                                "written by `dal dump`") from None
     return parse_dump(raw, source)
 
 
