@@ -14,7 +14,7 @@ A field expression also reads as the spec it stands for (``Backend.name.unique``
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dal import structures
@@ -65,7 +65,10 @@ class FieldExpression:
 
     def in_(self, values: Iterable[object], *, case: bool = True) -> Condition:
         """``IN``: the field equals one of ``values``."""
-        return Condition(self._path, "IN", list(values), case)
+        # a str, bytes, a mapping or no iterable at all goes as it is, for the grammar to refuse as it
+        # refuses a hand-written IN of one ('ab' is not ['a', 'b'])
+        wrong = isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable)
+        return Condition(self._path, "IN", values if wrong else list(values), case)
 
     def contains(self, value: object, *, case: bool = True) -> Condition:
         """``CONTAINS``: a substring of a string field, an element of a list field."""

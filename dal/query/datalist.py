@@ -361,9 +361,9 @@ def sortable(value: Any) -> Any:
     """Return a key that orders any values without raising, types ranked apart.
 
     Unset first, then booleans, numbers (int and float together), text in natural order
-    (``disk2`` before ``disk10``, any digits Unicode knows), dates and times, related objects
-    (by guid), and anything else by its canonical JSON text (or its repr). Tuples (several
-    keys) compare element by element.
+    (``disk2`` before ``disk10``, any digits Unicode knows), dates and times (in time,
+    see :func:`_chronological`), related objects (by guid), and anything else by its canonical
+    JSON text (or its repr). Tuples (several keys) compare element by element.
     """
     if isinstance(value, tuple):
         return tuple(sortable(item) for item in value)
@@ -376,10 +376,23 @@ def sortable(value: Any) -> Any:
     if isinstance(value, str):
         return (3, _natural(value))
     if isinstance(value, _DATES):
-        return (4, type(value).__name__, value.isoformat())
+        return (4, type(value).__name__, *_chronological(value))
     if isinstance(value, DataObject):
         return (5, value.guid)
     try:
         return (6, canonical(value))
     except (TypeError, ValueError):
         return (7, type(value).__name__, repr(value))
+
+
+def _chronological(value: dt.date | dt.time) -> tuple[int, Any]:
+    """Order dates, datetimes and times in time: aware ones by their UTC instant (as a timedelta, which
+    cannot overflow), after every naive one, since naive and aware values have no order between them."""
+    offset = value.utcoffset() if isinstance(value, (dt.datetime, dt.time)) else None
+    if offset is None:
+        return (0, value)
+    if isinstance(value, dt.datetime):
+        return (1, value.replace(tzinfo=None) - dt.datetime.min - offset)
+    assert isinstance(value, dt.time)
+    return (1, dt.timedelta(hours=value.hour, minutes=value.minute, seconds=value.second,
+                            microseconds=value.microsecond) - offset)

@@ -88,6 +88,8 @@ def _group(kind: WhereOperator, parts: tuple[Callable[[Any, Any], bool], ...]) -
 
 def predicate(condition: Condition) -> Test:
     """Return the test of one condition on a stored value, its operator and value bound once."""
+    if condition.moment is not None:  # a datetime or a time: its text parsed per document, only here
+        return _instants(condition.operator, condition.moment, condition.value)
     if condition.sensitive:
         return _test(condition.operator, condition.value)
     inner = _test(condition.operator, fold(condition.value))
@@ -152,6 +154,25 @@ def _ordered(operator: Operator, value: Any) -> Test:
         try:
             return bool(compare(actual, value))
         except TypeError:  # a stored value of another type (data of an older model) matches nothing
+            return False
+
+    return test
+
+
+def _instants(operator: Operator, moment: Callable[[Any], Any], value: Any) -> Test:
+    """Order stored datetimes (or times) by their instants, as :func:`dal.query.grammar.in_order` does."""
+    compare = _COMPARE[operator]
+    try:
+        bound = moment(value)
+    except (TypeError, ValueError):  # cannot happen for a validated value; match as in_order would
+        return lambda actual: False
+
+    def test(actual: Any) -> bool:
+        if actual is None:
+            return False
+        try:
+            return bool(compare(moment(actual), bound))
+        except (TypeError, ValueError):  # naive against aware (no order), or data of an older model
             return False
 
     return test

@@ -10,14 +10,18 @@ objects. Values are compared as everywhere else in dal (``dal/values.py``): type
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import operator as operator_module
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import AwareDatetime, FutureDatetime, NaiveDatetime, PastDatetime
 
 from dal.exceptions import InvalidQueryError, InvalidValueError
 from dal.objects.dataobject import DataObject
@@ -73,6 +77,8 @@ class Condition:
     #: the JSON form of the value; a tuple for IN
     value: Any
     sensitive: bool
+    #: LT/GT/LE/GE on a datetime or a time: parses a stored text into its instant (texts misorder offsets)
+    moment: Callable[[Any], Any] | None = None
 
     def describe(self) -> str:
         flag = "" if self.sensitive else " (case-insensitive)"
@@ -135,7 +141,12 @@ def _condition(meta: HybridMeta, item: Any, where: str) -> Condition:
     field = resolve_field(meta, text, where)
     if field.kind == "relation" and field.name != text.rsplit(".", 1)[-1]:
         value = _guid_of(value, field, where)
-    return Condition(field, operator, _value(field, operator, value, where), sensitive)
+    label = f"{where}: {field.meta.cls.__name__}.{field.name}"
+    _storable(value, label)  # first: the repr of an int past Python's digit limit raises, in any message
+    converted = _value(field, operator, value, label)
+    _storable(converted, label)
+    moment = _moment(field) if operator in ORDERING else None
+    return Condition(field, operator, converted, sensitive, moment)
 
 
 def resolve_field(meta: HybridMeta, text: Any, where: str = "field") -> Field:
@@ -186,12 +197,30 @@ def _guid_of(value: Any, field: Field, where: str) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_guid_of(item, field, where) for item in value]
     if isinstance(value, DataObject):
+        relation = next(r for r in field.meta.relations.values() if r.guid_field == field.name)
+        target = relation.target
+        if target is not None and type(value) is not target:
+            # as assigning it refuses (a subclass is another hybrid): its guid could never be stored here
+            raise InvalidQueryError(f"{where}: {relation.qualified} holds a {target.__name__}, not "
+                                    f"{value!r}; compare it with a {target.__name__} (or its guid)")
         return value.guid
     return value
 
 
-def _value(field: Field, operator: Operator, value: Any, where: str) -> Any:
-    label = f"{where}: {field.meta.cls.__name__}.{field.name}"
+def _storable(value: Any, label: str) -> None:
+    """Refuse a value no document holds (a lone surrogate, an int too long for JSON), not fail running."""
+    try:  # objects not JSON yet (a datetime, a model) are the validators' to judge
+        json.dumps(value, ensure_ascii=False, skipkeys=True, default=_opaque).encode()
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        raise InvalidQueryError(f"{label}: the query holds a value JSON cannot store ({exc}); no stored "
+                                "value is one, so compare with a value the field can hold") from None
+
+
+def _opaque(value: Any) -> Any:
+    return list(value) if isinstance(value, (set, frozenset)) else None
+
+
+def _value(field: Field, operator: Operator, value: Any, label: str) -> Any:
     problem = non_finite(value)
     if problem:  # no stored value is one: JSON cannot hold them, and assignments refuse them
         raise InvalidQueryError(f"{label}: {problem}; compare with a finite number, or EQUALS None")
@@ -279,12 +308,28 @@ def _numeric(field: Field) -> bool:
     return _declared_type(field) in (int, float)
 
 
+def _moment(field: Field) -> Callable[[Any], Any] | None:
+    """Return the parser of a datetime's or a time's stored text (a date's text orders as it does)."""
+    if field.kind not in ("property", "dynamic"):
+        return None
+    declared = _unoptional(_declared_type(field))
+    if typing.get_origin(declared) is typing.Annotated:
+        declared = typing.get_args(declared)[0]
+    if not isinstance(declared, type):
+        return None
+    if issubclass(declared, (dt.datetime, AwareDatetime, NaiveDatetime, PastDatetime, FutureDatetime)):
+        return dt.datetime.fromisoformat
+    return dt.time.fromisoformat if issubclass(declared, dt.time) else None
+
+
 # --- testing values -------------------------------------------------------------------------
 
 
 def satisfies(condition: Condition, actual: Any) -> bool:
     """Return whether a stored (JSON) value satisfies ``condition``."""
     operator, value = condition.operator, condition.value
+    if condition.moment is not None:
+        return in_order(condition, actual)
     if not condition.sensitive:
         actual, value = fold(actual), fold(value)
     if operator is Operator.EQUALS:
@@ -309,6 +354,22 @@ def satisfies(condition: Condition, actual: Any) -> bool:
         return bool(actual >= value)
     except TypeError:  # a stored value of another type (data of an older model) matches nothing
         return False
+
+
+def in_order(condition: Condition, actual: Any) -> bool:
+    """Order a stored datetime (or time) by its instant: texts of other offsets order wrongly."""
+    assert condition.moment is not None
+    if actual is None:
+        return False
+    try:
+        return bool(_ORDER[condition.operator](condition.moment(actual), condition.moment(condition.value)))
+    except (TypeError, ValueError):  # naive against aware (no order), or data of an older model
+        return False
+
+
+_ORDER: dict[Operator, Callable[[Any, Any], Any]] = {
+    Operator.LT: operator_module.lt, Operator.GT: operator_module.gt, Operator.LE: operator_module.le,
+    Operator.GE: operator_module.ge}
 
 
 # --- describing --------------------------------------------------------------------------------

@@ -1,0 +1,166 @@
+"""Query values the grammar must get right: datetimes ordered by instant whatever their offset, values
+JSON cannot store refused when the query is built, a relation compared with an object of its target
+hybrid only, and the builder's ``in_()`` refusing what a hand-written ``IN`` refuses."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from query_hybrids import Item
+
+from dal import DataList, DataObject, Property, Relation
+from dal.config import Context
+from dal.exceptions import InvalidQueryError
+from dal.query.datalist import sortable
+from dal.query.filters import predicate
+from dal.query.grammar import Condition, Group, compile_query, satisfies
+
+UTC = dt.timezone.utc
+PLUS2 = dt.timezone(dt.timedelta(hours=2))
+
+
+class Moment(DataObject, hybrid_name="qvmoment"):
+    """Stores datetimes, times and dates as pydantic writes them: ISO text with the value's own offset."""
+
+    __properties: list[Property[Any]] = [Property("name", str),
+                                         Property("at", dt.datetime, mandatory=False),
+                                         Property("clock", dt.time, mandatory=False),
+                                         Property("day", dt.date, mandatory=False)]
+
+
+class LaterMoment(Moment):
+    """A subclass hybrid: another hybrid, which Pointer.moment cannot hold."""
+
+
+class Pointer(DataObject, hybrid_name="qvpointer"):
+    """Reaches Moment through a relation, so ``moment.at`` is resolved per batch (the tree walk)."""
+
+    __properties: list[Property[Any]] = [Property("name", str)]
+    __relations = [Relation("moment", Moment, "pointers", mandatory=False)]
+
+
+def _names(result: DataList[Any]) -> list[str]:
+    return sorted(obj.name for obj in result)
+
+
+# --- datetimes and times order by instant --------------------------------------------------------
+
+
+def _events() -> dict[str, Moment]:
+    made = {}
+    for name, at, clock in [("e1", dt.datetime(2024, 1, 1, 10, tzinfo=PLUS2), dt.time(10, tzinfo=PLUS2)),
+                            ("e2", dt.datetime(2024, 1, 1, 9, 0, tzinfo=UTC), dt.time(9, 0, tzinfo=UTC)),
+                            ("naive", dt.datetime(2024, 1, 1, 8, 30), dt.time(8, 30))]:
+        made[name] = Moment(data={"name": name, "at": at, "clock": clock})
+        made[name].save()
+    return made
+
+
+def test_ordering_a_datetime_compares_instants_not_texts(context: Context) -> None:
+    """e1 is 08:00 UTC written as 10:00+02:00: before e2 (09:00Z), though its text sorts after."""
+    events = _events()
+    cut = dt.datetime(2024, 1, 1, 8, 30, tzinfo=UTC)
+    assert _names(DataList(Moment, {"items": [("at", "LT", cut)]})) == ["e1"]
+    assert _names(DataList(Moment, {"items": [("at", "GT", cut)]})) == ["e2"]
+    assert _names(DataList(Moment, {"items": [("at", "LE", cut.replace(hour=8, minute=0))]})) == ["e1"]
+    assert _names(DataList(Moment, {"items": [("at", "GE", cut.replace(hour=8, minute=0))]})) == ["e1", "e2"]
+    # naive and aware have no order: a naive bound matches only naive values, and the reverse
+    assert _names(DataList(Moment, {"items": [("at", "LT", dt.datetime(2025, 1, 1))]})) == ["naive"]
+    # times too
+    assert _names(DataList(Moment, {"items": [("clock", "LT", dt.time(8, 30, tzinfo=UTC))]})) == ["e1"]
+    assert _names(DataList(Moment, {"items": [("clock", "GE", dt.time(8, 30))]})) == ["naive"]
+    # through a relation (resolved per batch, by the tree walk rather than the compiled filter)
+    for name, event in events.items():
+        Pointer(data={"name": f"to {name}", "moment": event}).save()
+    assert _names(DataList(Pointer, {"items": [("moment.at", "LT", cut)]})) == ["to e1"]
+    later = DataList(Pointer, {"items": [("moment.clock", "GT", dt.time(8, 30, tzinfo=UTC))]})
+    assert _names(later) == ["to e2"]
+
+
+def test_equality_compares_the_stored_value_as_an_index_does(context: Context) -> None:
+    """EQUALS is the stored value (its offset included), whatever the plan; a range finds the instant."""
+    _events()
+    instant = dt.datetime(2024, 1, 1, 8, 0, tzinfo=UTC)
+    assert _names(DataList(Moment, {"items": [("at", "EQUALS", instant)]})) == []
+    assert _names(DataList(Moment, {"items": [("at", "EQUALS", instant.astimezone(PLUS2))]})) == ["e1"]
+    assert _names(DataList(Moment, {"items": [("at", "GE", instant), ("at", "LE", instant)]})) == ["e1"]
+
+
+def test_sorting_is_chronological_naive_values_first(context: Context) -> None:
+    _events()
+    Moment(data={"name": "unset"}).save()
+    for key, expected in [("at", ["unset", "naive", "e1", "e2"]), ("clock", ["unset", "naive", "e1", "e2"])]:
+        result = DataList(Moment)
+        result.sort(key=key)
+        assert [obj.name for obj in result] == expected, key
+        result.sort(key=key, reverse=True)
+        assert [obj.name for obj in result] == expected[::-1], key
+
+
+def test_sort_keys_never_overflow_and_keep_types_apart() -> None:
+    far = dt.datetime.max.replace(tzinfo=dt.timezone(dt.timedelta(hours=-5)))  # UTC would be year 10000
+    values = [far, dt.datetime.max, dt.datetime.min.replace(tzinfo=UTC), dt.date(2024, 1, 1), dt.time(1, 0)]
+    ordered = sorted(values, key=sortable)
+    assert ordered == [dt.date(2024, 1, 1), dt.datetime.max, dt.datetime.min.replace(tzinfo=UTC), far,
+                       dt.time(1, 0)]
+
+
+@pytest.mark.parametrize("operator", ["LT", "GT", "LE", "GE"])
+@pytest.mark.parametrize("stored", ["2024-01-01T10:00:00+02:00", "2024-01-01T08:00:00Z",
+                                    "2024-01-01T08:00:00", "2024-01-01T07:59:59.999999-00:00", None, 7,
+                                    "not a date", ["x"]])
+def test_the_compiled_filter_orders_datetimes_as_the_tree_walk(operator: str, stored: Any) -> None:
+    root = compile_query(Moment._meta, {"items": [("at", operator, dt.datetime(2024, 1, 1, 8, tzinfo=UTC))]})
+    condition = root.items[0]
+    assert isinstance(condition, Condition) and condition.moment is not None
+    assert predicate(condition)(stored) is satisfies(condition, stored)
+
+
+def test_only_datetimes_and_times_are_parsed() -> None:
+    """Dates' ISO texts order as the dates do; other fields keep the plain comparison (no parse)."""
+    for field, value in [("day", dt.date(2024, 1, 1)), ("name", "x")]:
+        root = compile_query(Moment._meta, {"items": [(field, "LT", value)]})
+        assert isinstance(root.items[0], Condition) and root.items[0].moment is None
+
+
+# --- values JSON cannot store ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("item", [("note2", "EQUALS", "bad\ud800"), ("note", "IN", ["ok", "bad\ud800"]),
+                                  ("name", "CONTAINS", "\udfff"), ("tags", "CONTAINS", "\ud800"),
+                                  ("tags", "CONTAINS", [10**5000]), ("size", "EQUALS", 10**5000),
+                                  ("size", "LT", 10**5000), ("size", "IN", [1, -(10**5000)])])
+def test_a_value_json_cannot_store_is_refused_when_the_query_is_built(item: tuple[Any, ...]) -> None:
+    with pytest.raises(InvalidQueryError):  # not a UnicodeEncodeError or a ValueError when it runs
+        DataList(Item, {"items": [item]})
+
+
+# --- relations compared with an object ---------------------------------------------------------
+
+
+def test_a_relation_compared_with_another_hybrid_is_refused() -> None:
+    moment, pointer = Moment(data={"name": "m"}), Pointer(data={"name": "p"})
+    later = LaterMoment(data={"name": "l"})
+    assert isinstance(compile_query(Pointer._meta, {"items": [("moment", "EQUALS", moment)]}), Group)
+    for operator, value in [("EQUALS", pointer), ("NOT_EQUALS", pointer), ("IN", [moment, pointer]),
+                            ("EQUALS", later)]:  # a subclass hybrid: assigning it is refused too
+        with pytest.raises(InvalidQueryError, match=r"Pointer\.moment holds a Moment, not <"):
+            compile_query(Pointer._meta, {"items": [("moment", operator, value)]})
+
+
+# --- the builder's in_() -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", ["ab", b"ab", {"a": 1}, 5, None])
+def test_the_builder_in_refuses_what_the_grammar_refuses(values: Any) -> None:
+    built = Item.name.in_(values).grammar()
+    assert built["items"][0] == ("name", "IN", values)  # passed on as it is, not split into letters
+    with pytest.raises(InvalidQueryError, match="IN needs a list of values"):
+        compile_query(Item._meta, built)
+
+
+def test_the_builder_in_still_takes_any_iterable() -> None:
+    assert Item.name.in_(name for name in ("a", "b")).grammar()["items"][0] == ("name", "IN", ["a", "b"])
+    assert Item.name.in_(("a",)).grammar()["items"][0] == ("name", "IN", ["a"])
