@@ -97,6 +97,16 @@ def test_an_empty_argument_is_refused_not_taken_for_the_default(
     assert not (tmp_path / "dal.sqlite3").exists()
 
 
+@pytest.mark.parametrize("name", ["a/b", "caf\udce9", "\ud800"])
+def test_a_namespace_no_key_can_hold_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                name: str) -> None:
+    """A lone surrogate is what os.environ makes of DAL_NAMESPACE bytes that are not UTF-8."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError, match="namespace"):
+        configure(namespace=name)
+    assert configure(namespace="café ok").namespace == "café ok"
+
+
 def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("DAL_PERSISTENT_URL", "DAL_VOLATILE_URL", "DAL_NAMESPACE", "DAL_HMAC_KEY"):
         monkeypatch.delenv(name, raising=False)
