@@ -28,6 +28,10 @@ _SECRET_ADVICE = (
     "never as their value, so the stored object would lose it; store a str (or bytes) and wrap it "
     "yourself where it must not be shown (SecretStr(obj.password))")
 _FINITE_ADVICE = "store None, or a finite number, instead"
+#: what to do about a str that UTF-8 cannot encode (the stored document is UTF-8)
+SURROGATE_ADVICE = (
+    "a lone surrogate is not Unicode text (it comes from decoding bytes with errors='surrogateescape' "
+    "or from a broken UTF-16 pair); decode with errors='replace', or store the bytes as base64")
 
 
 class Validator:
@@ -92,13 +96,15 @@ class Validator:
                 f"{self.owner} must be {self.label}, not {value!r} ({type(value).__name__}): {problem}"
             ) from None
         if self.native:
-            if isinstance(result, (list, dict)) and not _plain_json(result):
+            if isinstance(result, str):
+                if not result.isascii() and not _encodable(result):  # isascii: the common case, quick
+                    raise InvalidValueError(f"{self.owner} cannot hold {value!r}: {_not_json(result, 'it')}; "
+                                            f"{SURROGATE_ADVICE}")
+            elif isinstance(result, (list, dict)) and not _plain_json(result):
                 problem = _not_json(result)
                 if problem:
-                    advice = _FINITE_ADVICE if _non_finite(result) else (
-                        "it must hold JSON values only (str keys; str, int, float, bool, None, list, dict "
-                        "values), so it reads back exactly as stored")
-                    raise InvalidValueError(f"{self.owner} cannot hold {value!r}: {problem}; {advice}")
+                    raise InvalidValueError(
+                        f"{self.owner} cannot hold {value!r}: {problem}; {json_advice(result, problem)}")
             return result
         problem = non_finite(result)
         if problem:
@@ -173,8 +179,33 @@ class Validator:
 
 
 
-#: the exact types JSON gives back unchanged whatever their value (a float only when finite)
-_PLAIN_LEAVES = frozenset({str, int, bool, type(None)})
+#: the exact types JSON gives back unchanged whatever their value (a float only when finite, a str
+#: only when UTF-8 can encode it)
+_PLAIN_LEAVES = frozenset({int, bool, type(None)})
+
+
+def json_problem(value: object, path: str = "value") -> str:
+    """Return what keeps ``value`` from being stored and read back unchanged, or '' (see ``_not_json``)."""
+    return "" if _plain_json(value) else _not_json(value, path)
+
+
+def json_advice(value: object, problem: str) -> str:
+    """Return what to do about a list or dict value ``json_problem`` found ``problem`` in."""
+    if _non_finite(value):
+        return _FINITE_ADVICE
+    if "surrogate" in problem:
+        return SURROGATE_ADVICE
+    return ("it must hold JSON values only (str keys; str, int, float, bool, None, list, dict values), "
+            "so it reads back exactly as stored")
+
+
+def _encodable(text: str) -> bool:
+    """Tell whether UTF-8 can encode ``text`` (it cannot encode a lone surrogate)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _plain_json(value: object) -> bool:
@@ -186,6 +217,8 @@ def _plain_json(value: object) -> bool:
     admits subclasses (an ``IntEnum``) and says what is wrong.
     """
     kind = type(value)
+    if kind is str:
+        return cast(str, value).isascii() or _encodable(cast(str, value))
     if kind in _PLAIN_LEAVES:
         return True
     if kind is float:
@@ -198,7 +231,7 @@ def _plain_json(value: object) -> bool:
         return True
     if kind is dict:
         for key, item in cast(dict[Any, Any], value).items():
-            if type(key) is not str or not _plain_json(item):
+            if type(key) is not str or not (key.isascii() or _encodable(key)) or not _plain_json(item):
                 return False
         return True
     return False
@@ -206,7 +239,10 @@ def _plain_json(value: object) -> bool:
 
 def _not_json(value: object, path: str = "value") -> str:
     """Return what keeps ``value`` from a JSON round trip that gives it back unchanged, or ''."""
-    if value is None or isinstance(value, (str, bool, int)):
+    if isinstance(value, str):
+        return "" if value.isascii() or _encodable(value) else (
+            f"{path} is {shorten(value)}, whose lone surrogate UTF-8 cannot encode")
+    if value is None or isinstance(value, (bool, int)):
         return ""
     if isinstance(value, float):
         return "" if math.isfinite(value) else f"{path} is {value!r}, which JSON cannot hold"
@@ -216,6 +252,8 @@ def _not_json(value: object, path: str = "value") -> str:
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"{path} has the key {key!r}; JSON object keys are strings"
+            if not (key.isascii() or _encodable(key)):
+                return f"{path} has the key {shorten(key)}, whose lone surrogate UTF-8 cannot encode"
             problem = _not_json(item, f"{path}[{key!r}]")
             if problem:
                 return problem

@@ -75,6 +75,12 @@ def test_check_reports_and_repairs_the_key_of_a_field_a_document_lacks(context: 
     assert found == ["missing_index", "stale_index"], report.problems
     assert check(context).clean
     assert len(DataList(model.disk, SILVER)) == 2
+    # a save of the object, still lacking the field in its stored document, moves the repaired entry
+    disk = model.disk(guid)
+    disk.tier = "gold"
+    disk.save()
+    assert check(context).clean
+    assert guid not in DataList(model.disk, SILVER).guids
 
 
 def test_a_step_function_that_raises_is_a_migration_error_naming_the_step(context: Context) -> None:

@@ -120,7 +120,7 @@ def _commit(context: Context, chunk: list[_Item], datastore_wins: bool | None) -
         result = context.commit(checks, ops, invalidate)
     except CommitOutcomeUnknownError as exc:
         for item in chunk:  # learnt by each object's next save(), delete() or refresh()
-            item.obj.__dict__["_uncertain"] = (exc.commit, item.new, item.invalidate, item.save.ours)
+            item.obj._remember_uncertain(exc.commit, item.plan.raw, item.invalidate, item.save.ours)
         raise
     if result.ok:
         for item in chunk:

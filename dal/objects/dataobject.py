@@ -76,6 +76,9 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         state["_revision"] = 0
         state["_objects"] = {}
         state["_extra"] = {}
+        if data is not None and not isinstance(data, Mapping):
+            raise InvalidValueError(f"{type(self).__name__}(data=...) takes a mapping of names to values, "
+                                    f"not a {type(data).__name__}; pass data=dict(...) or keywords")
         if data is not None or fields:
             self._fill(fields if data is None else {**data, **fields})
 
@@ -86,8 +89,8 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         the constructor raises, so no half-built object escapes.
         """
         meta = self._meta
-        unknown = sorted(name for name in values if name not in meta.assignable)
-        if unknown:
+        unknown = sorted((name for name in values if name not in meta.assignable), key=repr)
+        if unknown:  # sorted by repr: names that are no str (data={1: ...}) must not break the sort
             raise InvalidValueError(
                 f"{type(self).__name__} has no property or relation {', '.join(map(repr, unknown))}; "
                 f"known: {', '.join(sorted(meta.assignable))}")
@@ -98,8 +101,8 @@ class DataObject(Writes, metaclass=HybridMetaclass):
 
     @classmethod
     def get(cls: type[Self], guid: str) -> Self:
-        """Load the object with this guid (``Cls(guid)``, typed); ObjectNotFoundError when absent."""
-        return cls(guid)
+        """Load the object of this guid (``Cls(guid)``, typed, no None); ObjectNotFoundError when absent."""
+        return cls(guid if guid is not None else check_guid(guid, f"{cls.__name__}.get(guid)"))
 
     @classmethod
     def get_by(cls: type[Self], **unique: Any) -> Self:
@@ -214,9 +217,8 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         elif name == "guid":
             raise AttributeError(f"{type(self).__name__}.guid is read-only")
         else:
-            raise AttributeError(
-                f"{type(self).__name__} has no property, relation or dynamic named {name!r}; "
-                f"declared: {', '.join(sorted(self._declared))}")
+            raise AttributeError(f"{type(self).__name__} has no property, relation or dynamic named "
+                                 f"{name!r}; declared: {', '.join(sorted(self._declared))}")
 
     def _related(self, relation: Relation) -> DataObject | None:
         if relation.name in self._objects:
@@ -246,8 +248,7 @@ class DataObject(Writes, metaclass=HybridMetaclass):
             return
         target = _target(relation)
         if type(value) is not target:  # a subclass is another hybrid, stored under another name
-            raise InvalidValueError(
-                f"{relation.qualified} holds a {target.__name__}, not {value!r}")
+            raise InvalidValueError(f"{relation.qualified} holds a {target.__name__}, not {value!r}")
         self._data[relation.guid_field] = value.guid
         self._objects[relation.name] = value
 
@@ -331,10 +332,10 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         """Drop the cached values of some (or all) dynamics of this object."""
         meta = self._meta
         chosen = list(meta.dynamics) if names is None else list(names)
-        unknown = [name for name in chosen if name not in meta.dynamics]
+        unknown = [name for name in chosen if not isinstance(name, str) or name not in meta.dynamics]
         if unknown:
             raise InvalidValueError(
-                f"{type(self).__name__} has no dynamic {', '.join(unknown)}; "
+                f"{type(self).__name__} has no dynamic {', '.join(map(repr, unknown))}; "
                 f"known: {', '.join(meta.dynamics) or 'none'}")
         context = current()
         context.dynamics.invalidate(

@@ -100,6 +100,11 @@ def _plan_indexes(plan: Plan, keys: Keys, meta: HybridMeta, guid: str, stored: D
             continue
         if stored is not None:
             plan.ops.append(Delete(keys.index(meta.name, prop.name, old, guid)))
+            default = meta.stored_defaults[prop.name]
+            if prop.name not in stored and default is not None:
+                # a field the document lacks reads as its default, and `dal check --repair` files its
+                # entry under that value (older data may hold one under None): drop both
+                plan.ops.append(Delete(keys.index(meta.name, prop.name, default, guid)))
         if new is not None:
             plan.ops.append(Put(keys.index(meta.name, prop.name, value, guid), b""))
 
@@ -167,8 +172,9 @@ def changed_fields(original: Document, ours: Mapping[str, Any]) -> list[str]:
     return [name for name, value in ours.items() if not same(value, original.get(name))]
 
 
-#: ``json.dumps(document, separators=(",", ":"), ensure_ascii=False)``, built once rather than per call
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+#: ``json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``, built once
+#: rather than per call; NaN and infinities raise ValueError: what is written must be JSON
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def encode(document: Document) -> bytes:

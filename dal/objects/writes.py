@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,6 +33,7 @@ from dal.model.meta import HybridMeta
 from dal.objects.relations import assume_unlinked, check_abandon, onetoone_refusal, plan_unlink
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write
+from dal.validators import json_advice, json_problem
 from dal.values import same
 
 #: jitter drawn from a generator of dal's own: a library must not advance the application's
@@ -46,6 +47,8 @@ MAX_ATTEMPTS = 12
 #: back-off before retry n is uniform in [0, min(BACKOFF_CAP, BACKOFF_BASE * 2**n)] seconds
 BACKOFF_BASE = 0.002
 BACKOFF_CAP = 0.1
+#: the values a field may hold that can be changed in place, bypassing validation
+_CONTAINERS = (list, dict)
 
 
 @dataclass(frozen=True)
@@ -102,12 +105,27 @@ class Writes:
         stored: Document | None = original if self._raw is not None else None
         new = {**self._extra, **ours}
         try:
-            unchanged = stored is not None and not changed_fields(stored, new) and stored.keys() == new.keys()
+            changed = new.keys() if stored is None else changed_fields(stored, new)
         except (TypeError, ValueError) as exc:  # comparing encodes the values
+            self._check_changed(new, new.keys())  # names the field and the value, when it can
             raise self._unstorable(exc) from exc
-        if unchanged:
+        if stored is not None and not changed and stored.keys() == new.keys():
             return None  # nothing to write
+        self._check_changed(new, changed)
         return _Save(ours, original, datastore_wins), stored, new
+
+    def _check_changed(self, new: Document, changed: Iterable[str]) -> None:
+        """Refuse a changed list or dict that JSON cannot store as it is: assignment validated it,
+        but it may have been changed in place since (NaN, a non-str key, a tuple, at any depth)."""
+        for name in changed:
+            value = new[name]
+            if type(value) in _CONTAINERS:  # anything else was validated when assigned, or converted
+                problem = json_problem(value, name)
+                if problem:
+                    raise InvalidValueError(
+                        f"{type(self).__name__} {self.guid} holds a value JSON cannot store ({problem}); a "
+                        "list or dict changed in place bypasses validation: assign JSON values only; "
+                        f"{json_advice(value, problem)}")
 
     def _unstorable(self, exc: Exception) -> InvalidValueError:
         return InvalidValueError(
@@ -138,7 +156,7 @@ class Writes:
                 result = context.commit(plan.checks, plan.ops, invalidate)
             except CommitOutcomeUnknownError as exc:
                 # learnt by the next save(), delete() or refresh(), which never apply it twice
-                self.__dict__["_uncertain"] = (exc.commit, new, invalidate, save.ours)
+                self._remember_uncertain(exc.commit, plan.raw, invalidate, save.ours)
                 raise
             if result.ok:
                 # a revision not known (0) becomes -1: the next commit fails its check and merges
@@ -173,6 +191,17 @@ class Writes:
                        save.datastore_wins, label)
         return stored, entry.revision, merged
 
+    def _remember_uncertain(self, commit: object, raw: bytes | None, invalidate: list[str],
+                            ours: Document) -> None:
+        """Keep what a commit whose outcome is unknown wrote, for the next save() to settle.
+
+        Copies, not the documents the save built: their lists and dicts are this object's own,
+        which the application may change in place before the outcome is learnt; settling must
+        compare with what was committed, not with what the object has become.
+        """
+        assert raw is not None  # a save's plan always holds the document it writes
+        self.__dict__["_uncertain"] = (commit, raw, invalidate, decode(encode(ours)))
+
     def _settle(self, context: Context) -> None:
         """Learn whether this object's last save, whose outcome was unknown, was applied.
 
@@ -181,7 +210,7 @@ class Writes:
         applied: nothing to do. Still unknown: raise again, rather than risk applying it twice;
         past RESOLVE_WINDOW, say that it will never be known, and let the object be used again.
         """
-        uncertain, document, invalidate, ours_then = self.__dict__["_uncertain"]
+        uncertain, written, invalidate, ours_then = self.__dict__["_uncertain"]
         journal = context.journal
         if journal is None or not isinstance(uncertain, Uncertain):
             del self.__dict__["_uncertain"]
@@ -206,7 +235,7 @@ class Writes:
             now, values = self._document(), dict(self._data)
             since = [name for name, value in now.items() if not same(value, ours_then.get(name))]
             # -1 when the revision is not known: the next commit then fails its check and merges
-            self._saved(context, document, revision or -1, merged=True)
+            self._saved(context, decode(written), revision or -1, merged=True, raw=written)
             for name in since:
                 self._data[name] = values[name]
 

@@ -49,14 +49,16 @@ class DocumentPass(CheckState):
 
         ``read`` is the document as reads see it (defaults filled in). Keys the schema record does
         not list as built are expected as `dal migrate` builds them: from the values reads return.
-        Built keys are expected from the stored value, or, for a field the document lacks, from the
-        default reads return: queries ask for that value, so a key for None would hide the object.
+        Built index entries are expected from the stored value, or, for a field the document lacks,
+        from the default reads return: queries ask for that value, so an entry for None would hide
+        the object (a save drops both). Built unique keys from the stored value: a unique key is
+        another object's to lose if deleted by mistake, so a save only ever deletes its own.
         """
         keys = self.keys
         indexed_built, unique_built = self.keys_built(meta)
         for prop in meta.unique:
             built = prop.name in unique_built
-            value = document[prop.name] if built and prop.name in document else read.get(prop.name)
+            value = document.get(prop.name) if built else read.get(prop.name)
             if value is not None:
                 unique_key = keys.unique(meta.name, prop.name, value)
                 self.unique_holders.setdefault(unique_key, []).append(guid)
