@@ -19,7 +19,7 @@ are part of the model (:mod:`dal.model.reverse`).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -76,18 +76,36 @@ class Unlink:
     checks: list[Check] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)
     cache_keys: list[str] = field(default_factory=list)
+    #: (hybrid name, guid) of each referrer document the plan rewrites: the delete notes them as
+    #: seen at its revision, so that this process never serves them older afterwards
+    rewritten: list[tuple[str, str]] = field(default_factory=list)
 
 
-def check_abandon(meta: HybridMeta, abandon: Collection[str]) -> frozenset[str]:
-    """Return the reverse accessor names ``abandon`` covers; raise on names this hybrid lacks."""
+@dataclass
+class _Referrer:
+    """One referrer document to rewrite: its hybrid, guid, and every relation field to clear in it."""
+
+    meta: HybridMeta
+    guid: str
+    fields: list[str] = field(default_factory=list)
+
+
+def check_abandon(meta: HybridMeta, abandon: object) -> frozenset[str]:
+    """Return the reverse accessor names ``abandon`` covers; raise on names this hybrid lacks,
+    and on anything but a collection of names (a str or bytes is one value, not a list)."""
     if isinstance(abandon, str):
         raise InvalidValueError(f"abandon takes a list of reverse relation names, e.g. [{abandon!r}]")
-    if not abandon:
+    names = (list(abandon) if isinstance(abandon, Iterable) and not isinstance(abandon, (bytes, bytearray))
+             else None)
+    if names is None or not all(isinstance(name, str) for name in names):
+        raise InvalidValueError(
+            f"abandon takes a list of reverse relation names, not {abandon!r}; known: "
+            f"{', '.join(sorted(meta.reverse)) or 'none'} (or '{ABANDON_ALL}')")
+    if not names:
         return _NOTHING
-    names = set(abandon)
     if ABANDON_ALL in names:
         return frozenset(meta.reverse)
-    unknown = sorted(names - set(meta.reverse))
+    unknown = sorted(set(names) - set(meta.reverse))
     if unknown:
         raise InvalidValueError(
             f"{meta.cls.__name__} has no reverse relation {', '.join(unknown)}; known: "
@@ -126,9 +144,11 @@ def plan_unlink(context: Context, meta: HybridMeta, guid: str, abandon: frozense
             itself.add((source, relation_name))
             continue  # the object points at itself: its own delete drops that link (and its key)
         groups.setdefault((source, relation_name), []).append(source_guid)
+    referrers: dict[str, _Referrer] = {}
     for relation, guids in _abandoned(meta, guid, groups, abandon):
-        _unlink(context, plan, meta, guid, relation, guids, points_at_itself=(
+        _unlink(context, plan, meta, guid, relation, guids, referrers, points_at_itself=(
             relation.owner is not None and (relation.owner._meta.name, relation.name) in itself))
+    _rewrite(context, plan, referrers)
     return plan
 
 
@@ -166,26 +186,42 @@ def _abandoned(meta: HybridMeta, guid: str, groups: dict[tuple[str, str], list[s
 
 
 def _unlink(context: Context, plan: Unlink, meta: HybridMeta, guid: str, relation: Relation,
-            guids: list[str], *, points_at_itself: bool) -> None:
-    """Add to ``plan`` clearing ``relation`` in each of ``guids``' documents, and their links to ``guid``."""
+            guids: list[str], referrers: dict[str, _Referrer], *, points_at_itself: bool) -> None:
+    """Add to ``plan`` deleting the links of ``guids`` to ``guid`` through ``relation``, and note in
+    ``referrers`` (by document key) that their ``relation`` field is to be cleared."""
     keys = context.keys
     assert relation.owner is not None
     source_meta = relation.owner._meta
     if relation.onetoone and not points_at_itself:
         plan.ops.append(Delete(keys.onetoone(source_meta.name, relation.name, guid)))  # the target goes
-    doc_keys = [keys.doc(source_meta.name, source_guid) for source_guid in guids]
-    stored = context.persistent.get_many(doc_keys)
-    for source_guid, doc_key in zip(guids, doc_keys, strict=True):
+    for source_guid in guids:
         plan.ops.append(Delete(keys.link(meta.name, guid, source_meta.name, relation.name, source_guid)))
+        doc_key = keys.doc(source_meta.name, source_guid)
+        referrers.setdefault(doc_key, _Referrer(source_meta, source_guid)).fields.append(relation.guid_field)
+
+
+def _rewrite(context: Context, plan: Unlink, referrers: dict[str, _Referrer]) -> None:
+    """Add to ``plan`` one rewrite of each referrer document, with all its fields to clear cleared.
+
+    One check and one Put per document, whatever the number of relations through which it points
+    at the deleted object: a Put per relation, each clearing its own field in the document as
+    read, would leave the last one written, and the fields the others cleared pointing again.
+    """
+    if not referrers:  # only the object itself pointed at it
+        return
+    keys = context.keys
+    stored = context.persistent.get_many(list(referrers))
+    for doc_key, referrer in referrers.items():
         entry = stored.get(doc_key)
-        if entry is None:
+        if entry is None:  # gone meanwhile: its links go all the same
             continue
         document = decode(entry.value)
-        plan.cache_keys += changed_versions(keys, source_meta, source_guid, document,
-                                            {**document, relation.guid_field: None})
-        document[relation.guid_field] = None
+        cleared = {**document, **dict.fromkeys(referrer.fields)}
+        source_meta, source_guid = referrer.meta, referrer.guid
+        plan.cache_keys += changed_versions(keys, source_meta, source_guid, document, cleared)
         plan.checks.append(Revision(doc_key, entry.revision))
-        plan.ops.append(Put(doc_key, encode(document)))
+        plan.ops.append(Put(doc_key, encode(cleared)))
         plan.cache_keys.append(keys.cached_doc(source_meta.name, source_guid))
         plan.cache_keys += [keys.cached_dynamic(source_meta.name, source_guid, dynamic)
                             for dynamic in source_meta.dynamics]
+        plan.rewritten.append((source_meta.name, source_guid))

@@ -271,7 +271,8 @@ class Writes:
         if "_uncertain" in self.__dict__:
             self._settle(context)
         meta = self._meta
-        covered = check_abandon(meta, abandon or ())
+        # only None means nothing: a falsy value of the wrong kind (0, "", b"") is refused too
+        covered = check_abandon(meta, () if abandon is None else abandon)
         doc_key = context.keys.doc(meta.name, self.guid)
         stored: Document | None = decode(self._raw) if self._raw is not None else None
         revision = self._revision
@@ -296,6 +297,9 @@ class Writes:
             if result.ok:
                 if result.revision > 0:  # a cached copy older than the delete is stale here
                     context.seen.note(meta.name, self.guid, result.revision)
+                    # and so is one of a referrer the delete rewrote (abandon): written here too
+                    for hybrid, guid in unlink.rewritten:
+                        context.seen.note(hybrid, guid, result.revision)
                 break
             linked = not scanned and len(plan.checks) in result.failed
             scanned = scanned or linked  # links after all: scan them next, to refuse or unlink them
