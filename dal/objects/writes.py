@@ -27,12 +27,14 @@ from dal.exceptions import (
     MissingMandatoryFieldsError,
     ObjectNotFoundError,
     RaceConditionError,
+    ReadOnlyFieldError,
     UniqueConstraintError,
 )
 from dal.model.meta import HybridMeta
 from dal.objects.relations import assume_unlinked, check_abandon, onetoone_refusal, plan_unlink
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write
+from dal.structures import MirrorField
 from dal.validators import json_advice, json_problem
 from dal.values import same
 
@@ -112,6 +114,8 @@ class Writes:
         if stored is not None and not changed and stored.keys() == new.keys():
             return None  # nothing to write
         self._check_changed(new, changed)
+        if self._meta.mirror is not None and stored is not None:
+            self._check_mirror_fields(changed)
         return _Save(ours, original, datastore_wins), stored, new
 
     def _check_changed(self, new: Document, changed: Iterable[str]) -> None:
@@ -126,6 +130,16 @@ class Writes:
                         f"{type(self).__name__} {self.guid} holds a value JSON cannot store ({problem}); a "
                         "list or dict changed in place bypasses validation: assign JSON values only; "
                         f"{json_advice(value, problem)}")
+
+    def _check_mirror_fields(self, changed: Iterable[str]) -> None:
+        """Refuse to save a mirrored object's ``info`` changed in place: assigning it raises, but
+        its dict is the object's own, and only refreshes write what the remote answered."""
+        touched = sorted(name for name in changed if isinstance(self._meta.properties.get(name), MirrorField))
+        if touched:
+            raise ReadOnlyFieldError(
+                f"{type(self).__name__} {self.guid}: {', '.join(touched)} changed in place, but only "
+                "refreshes from the remote write it; load the object again (or call refresh_info()) "
+                "and change its own properties instead")
 
     def _unstorable(self, exc: Exception) -> InvalidValueError:
         return InvalidValueError(
