@@ -9,7 +9,9 @@ stdout. A failing object or remote is listed (guid and error) and never stops th
 stopped by SIGTERM or SIGINT before it was done. Without it, the
 command runs until SIGTERM or SIGINT, refreshing each hybrid every ``refresh_every`` seconds of
 its ``Mirror`` (a hybrid without ``refresh_every`` is left to ``--once`` runs and the lazy
-refresh), and exits 0 once stopped.
+refresh), and exits 0 once stopped. A pass in the loop looks ahead: it refreshes the objects that
+would go stale before the next pass is done with them (:func:`look_ahead`), not only those stale
+now, or an object refreshed just after one pass would time out before the one after next.
 
 Only one refresher works at a time per namespace, across processes and machines: the
 leader holds a lease on ``refresher/<namespace>`` in the durable store, with the smallest
@@ -29,7 +31,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -52,6 +54,8 @@ HELP = "refresh the stale objects of mirrored hybrids from their remotes (--once
 EXIT_STANDBY = 3
 #: the longest a standby waits between two attempts to take the lead
 MAX_RETRY = 5.0
+#: the share of ``refresh_every`` a loop's look-ahead adds for the loop waking late
+LATE_SHARE = 0.1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="objects per remote call of _refresh_many (default 100)")
     parser.add_argument("--limit", type=int, default=10, metavar="N",
                         help="failures listed per hybrid and pass (default 10; 0 lists all)")
+    parser.add_argument("--look-ahead", type=float, default=None, metavar="SECONDS",
+                        help="also refresh the objects that will be stale within SECONDS (default: 0 "
+                             "with --once; in a loop, each hybrid's refresh_every plus a margin)")
 
 
 @dataclass
@@ -82,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         raise DalError(f"--batch-size must be 1 or more, not {args.batch_size}")
     if args.limit < 0:
         raise DalError(f"--limit must be 0 (all) or more, not {args.limit}")
+    if args.look_ahead is not None and not 0 <= args.look_ahead < float("inf"):
+        raise DalError(f"--look-ahead must be a finite number of seconds >= 0, not {args.look_ahead}")
     context = dal.configure(args.persistent, args.volatile, namespace=args.namespace)
     # the --hybrids modules' own: the registry also holds hybrids the command line imports itself
     # (the demo's sample model), which are not this application's to refresh
@@ -106,7 +115,8 @@ def _once(hybrids: Sequence[type[DataObject]], leader: Leader, stop: threading.E
         print(f"another refresher leads {leader.role} ({lease.holder}); nothing refreshed", file=sys.stderr)
         return EXIT_STANDBY
     try:
-        outcome = refresh_pass(hybrids, args.batch_size, leader, stop)
+        ahead = args.look_ahead or 0.0  # a run from cron knows nothing of the next: stale now only
+        outcome = refresh_pass(hybrids, args.batch_size, leader, stop, dict.fromkeys(hybrids, ahead))
     finally:
         leader.release()
     _print(outcome, args.limit)
@@ -133,6 +143,7 @@ def _loop(hybrids: Sequence[type[DataObject]], leader: Leader, stop: threading.E
         raise DalError("no mirrored hybrid declares refresh_every, so there is nothing to repeat; declare "
                        "Mirror(timeout, refresh_every=SECONDS) or run `dal refresh --once` (from cron, say)")
     due: dict[type[DataObject], float] = {}
+    last_round = 0.0  # how long the last pass took: the next one takes about as long to come round
     standing_by = False
     try:
         while not stop.is_set():
@@ -160,7 +171,10 @@ def _loop(hybrids: Sequence[type[DataObject]], leader: Leader, stop: threading.E
             if ready:
                 for cls in ready:
                     due[cls] = now + periodic[cls]
-                outcome = refresh_pass(ready, args.batch_size, leader, stop)
+                ahead = {cls: look_ahead(periodic[cls], last_round) if args.look_ahead is None
+                         else args.look_ahead for cls in ready}
+                outcome = refresh_pass(ready, args.batch_size, leader, stop, ahead)
+                last_round = time.monotonic() - now
                 _print(outcome, args.limit, stamp=True)
             # wake for the next due hybrid, a stop, or a look at the lease
             stop.wait(max(0.0, min(min(due.values()) - time.monotonic(), leader.renew_every)))
@@ -170,20 +184,34 @@ def _loop(hybrids: Sequence[type[DataObject]], leader: Leader, stop: threading.E
     return 0
 
 
+def look_ahead(refresh_every: float, last_round: float) -> float:
+    """Return how far ahead a loop's pass looks for objects to refresh, in seconds.
+
+    The next pass starts ``refresh_every`` seconds after this one (later when the loop wakes
+    late) and takes about as long as the last one (``last_round``) to reach an object: an object
+    stale by then would be met stale by readers in between, so this pass refreshes it.
+    """
+    return refresh_every * (1 + LATE_SHARE) + last_round
+
+
 def refresh_pass(hybrids: Sequence[type[DataObject]], batch_size: int, leader: Leader,
-                 stop: threading.Event) -> Outcome:
-    """Refresh the stale objects of ``hybrids`` while leading and not stopped; never raises for one hybrid."""
+                 stop: threading.Event, ahead: Mapping[type[DataObject], float] | None = None) -> Outcome:
+    """Refresh the due objects of ``hybrids`` while leading and not stopped; never raises for one hybrid.
+
+    Due: stale ``ahead[cls]`` seconds from now (0 when not given: stale now).
+    """
     outcome = Outcome()
     for cls in hybrids:
         if stop.is_set() or not leader.held:
             outcome.interrupted = True
             break
         name = cls.__name__
+        seconds = (ahead or {}).get(cls, 0.0)
         try:
-            guids = stale_guids(cls)
+            guids = stale_guids(cls, seconds)
             with Progress(len(guids), f"refresh {name}") as bar:
                 report = refresh_stale(cls, batch_size=batch_size, progress=_progress(bar, leader, stop),
-                                       guids=guids)
+                                       guids=guids, ahead=seconds)
         except _Interrupted:
             outcome.interrupted = True
             break

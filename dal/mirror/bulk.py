@@ -8,6 +8,7 @@ lazy refresh (:func:`dal.mirror.refresh.refresh`). A failing object or remote ne
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from dal.exceptions import ConfigurationError, MirrorError
 from dal.mirror.refresh import ELSEWHERE, FAILED, FRESH, REFRESHED, UNCHANGED, has_bulk, is_frozen, refresh
 from dal.model.registry import hybrids
 from dal.objects.dataobject import DataObject
+from dal.objects.mirrored import clock
 from dal.query.datalist import DataList
 
 
@@ -23,7 +25,8 @@ from dal.query.datalist import DataList
 class RefreshReport:
     """What :func:`refresh_stale` did.
 
-    ``total``: stale objects found; ``refreshed``: written with a changed answer; ``unchanged``:
+    ``total``: due objects found (stale, or stale within the look-ahead); ``refreshed``: written
+    with a changed answer; ``unchanged``:
     the same answer (only ``cached_at`` advanced), or refreshed by another process meanwhile;
     ``failed``: guid -> error text. Objects deleted meanwhile count in ``total`` only.
     """
@@ -44,11 +47,18 @@ def mirrored_hybrids() -> list[type[DataObject]]:
     return [cls for cls in hybrids.all() if cls._meta.mirror is not None]
 
 
-def stale_guids(hybrid: type[DataObject]) -> list[str]:
-    """Return the guids of the stale objects of ``hybrid``, in the order they are stored (no remote call)."""
-    _mirror_of(hybrid)
-    # ``stale`` reads the stored fields, never a refreshing attribute
-    return [obj.guid for obj in DataList(hybrid) if obj.stale]
+def stale_guids(hybrid: type[DataObject], ahead: float = 0.0) -> list[str]:
+    """Return the guids of the objects of ``hybrid`` stale ``ahead`` seconds from now, in stored order.
+
+    No remote call. ``ahead`` > 0 also lists the objects that will go stale within it (the bulk
+    refresher's look-ahead: those would time out before its next pass).
+    """
+    mirror = _mirror_of(hybrid)._meta.mirror
+    assert mirror is not None
+    due_by = clock.now() + _look_ahead(ahead)
+    # the stored fields only: reading a property of a stale object would refresh it
+    return [obj.guid for obj in DataList(hybrid)
+            if mirror.stale(obj._data["cached_at"], obj._data["ignore_cache"], due_by)]
 
 
 def stale_count(hybrid: type[DataObject]) -> int:
@@ -58,12 +68,14 @@ def stale_count(hybrid: type[DataObject]) -> int:
 
 def refresh_stale(hybrid: type[DataObject], *, batch_size: int = 100,
                   progress: Callable[[int], None] | None = None,
-                  guids: list[str] | None = None) -> RefreshReport:
+                  guids: list[str] | None = None, ahead: float = 0.0) -> RefreshReport:
     """Refresh every stale object of ``hybrid`` in the configured context, ``batch_size`` at a time.
 
     ``progress(n)`` is called after each batch with the number of objects done so far.
-    ``guids``: the stale guids when the caller has just listed them (:func:`stale_guids`),
-    so that they are not listed twice. Never
+    ``ahead``: also refresh the objects that will be stale within that many seconds (the bulk
+    refresher's look-ahead to its next pass; 0: only those stale now).
+    ``guids``: the due guids when the caller has just listed them (:func:`stale_guids`, with
+    the same ``ahead``), so that they are not listed twice. Never
     raises for a remote failure (see the report's ``failed``); MirrorError inside
     :func:`dal.mirror.frozen`.
     """
@@ -72,7 +84,8 @@ def refresh_stale(hybrid: type[DataObject], *, batch_size: int = 100,
         raise ConfigurationError(f"refresh_stale: batch_size must be a positive int, not {batch_size!r}")
     if is_frozen():
         raise MirrorError("refresh_stale() inside dal.mirror.frozen(): refreshes are frozen here")
-    guids = stale_guids(hybrid) if guids is None else guids
+    ahead = _look_ahead(ahead)
+    guids = stale_guids(hybrid, ahead) if guids is None else guids
     refreshed = unchanged = 0
     failed: dict[str, str] = {}
     bulk = has_bulk(hybrid)
@@ -82,7 +95,7 @@ def refresh_stale(hybrid: type[DataObject], *, batch_size: int = 100,
         objects = list(hybrid._load_many(batch).values())
         for obj in objects:
             obj.__dict__["_mirror_checked"] = True  # the loaders' own reads must not refresh again
-        results = refresh(objects, bulk=bulk) if objects else {}
+        results = refresh(objects, bulk=bulk, ahead=ahead) if objects else {}
         for guid, result in results.items():
             if result.outcome == REFRESHED:
                 refreshed += 1
@@ -95,6 +108,13 @@ def refresh_stale(hybrid: type[DataObject], *, batch_size: int = 100,
             progress(done)
     current().stats.add(f"mirror.{hybrid._meta.name}.bulk_runs")
     return RefreshReport(len(guids), refreshed, unchanged, failed)
+
+
+def _look_ahead(ahead: float) -> float:
+    if (not isinstance(ahead, (int, float)) or isinstance(ahead, bool) or not math.isfinite(ahead)
+            or ahead < 0):
+        raise ConfigurationError(f"look-ahead must be a finite number of seconds >= 0, not {ahead!r}")
+    return float(ahead)
 
 
 def _mirror_of(hybrid: type[DataObject]) -> type[DataObject]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from dal.backends.base import Entry
 from dal.config import Context, current
-from dal.exceptions import DalError, MirrorError, ObjectNotFoundError
+from dal.exceptions import BackendError, DalError, MirrorError, ObjectNotFoundError, RaceConditionError
 from dal.mirror import flight
 from dal.mirror.store import WRITTEN_BY_REFRESH, adopt, parsed_names, store_answer, store_failure
 from dal.objects.dataobject import DataObject
@@ -119,10 +119,12 @@ def has_bulk(cls: type[DataObject]) -> bool:
     return callable(getattr(cls, "_refresh_many", None))
 
 
-def refresh(objects: list[DataObject], *, force: bool = False, bulk: bool | None = None) -> dict[str, Result]:
+def refresh(objects: list[DataObject], *, force: bool = False, bulk: bool | None = None,
+            ahead: float = 0.0) -> dict[str, Result]:
     """Refresh objects of one mirrored hybrid, once across processes; return what became of each, by guid.
 
-    Without ``force``, an object that is no longer stale in the store is only brought up to date.
+    Without ``force``, an object that is no longer due in the store is only brought up to date:
+    due means stale ``ahead`` seconds from now (the bulk refresher looks ahead to its next pass).
     ``bulk``: ask through ``_refresh_many`` (default: when the hybrid has one and several are due).
     """
     context = current()
@@ -139,18 +141,18 @@ def refresh(objects: list[DataObject], *, force: bool = False, bulk: bool | None
         else:
             owned.append((obj, lock))
     try:
-        results = _refresh_owned(context, [obj for obj, _ in owned], force, bulk)
+        results = _refresh_owned(context, [obj for obj, _ in owned], force, bulk, ahead)
     finally:
         for _, lock in owned:
             flight.release(context, lock)
     if held:
         context.stats.add(f"mirror.{name}.waits", len(held))
-        results.update(_after_waiting(context, held, mirror.lock_timeout, force, bulk))
+        results.update(_after_waiting(context, held, mirror.lock_timeout, force, bulk, ahead))
     return results
 
 
 def _after_waiting(context: Context, held: list[DataObject], lock_timeout: float, force: bool,
-                   bulk: bool | None) -> dict[str, Result]:
+                   bulk: bool | None, ahead: float) -> dict[str, Result]:
     """Wait for the refreshes other callers hold; adopt what they stored, refresh the rest here."""
     cls = type(held[0])
     name = cls._meta.name
@@ -171,7 +173,7 @@ def _after_waiting(context: Context, held: list[DataObject], lock_timeout: float
         results[obj.guid] = Result(ELSEWHERE)
     try:
         if late:
-            results.update(_refresh_owned(context, [obj for obj, _ in late], force, bulk))
+            results.update(_refresh_owned(context, [obj for obj, _ in late], force, bulk, ahead))
     finally:
         for _, lock in late:
             if lock is not None:
@@ -180,7 +182,7 @@ def _after_waiting(context: Context, held: list[DataObject], lock_timeout: float
 
 
 def _refresh_owned(context: Context, objects: list[DataObject], force: bool,
-                   bulk: bool | None) -> dict[str, Result]:
+                   bulk: bool | None, ahead: float = 0.0) -> dict[str, Result]:
     """Refresh objects whose locks this caller holds (or that no lock guards)."""
     if not objects:
         return {}
@@ -192,14 +194,14 @@ def _refresh_owned(context: Context, objects: list[DataObject], force: bool,
     entries = context.persistent.get_many(list(keys))  # exact: another process may just have refreshed
     results: dict[str, Result] = {}
     due: list[tuple[DataObject, Entry]] = []
-    now = clock.now()
+    due_by = clock.now() + ahead
     for key, obj in keys.items():
         entry = entries.get(key)
         if entry is None:
             results[obj.guid] = Result(GONE)
             continue
         document = meta.with_defaults(decode(entry.value))
-        if not force and not mirror.stale(document["cached_at"], document["ignore_cache"], now):
+        if not force and not mirror.stale(document["cached_at"], document["ignore_cache"], due_by):
             adopt(obj, entry, parsed_names(cls, document["info"]))
             results[obj.guid] = Result(FRESH)
             continue
@@ -220,7 +222,10 @@ def _store(context: Context, obj: DataObject, entry: Entry, answer: Any, fetched
     if not isinstance(answer, BaseException):
         try:
             stored = store_answer(context, obj, answer, fetched_at, entry)
-        except Exception as exc:
+        except (BackendError, RaceConditionError):
+            # the store failed, not the answer: the caller counts it once (a read) or raises it
+            raise
+        except Exception as exc:  # the answer cannot be stored: its shape, a refused value, a parser error
             answer = exc
         else:
             if stored.entry is None:

@@ -16,7 +16,7 @@ from typing import Any
 from dal.backends.base import Entry
 from dal.cache.versions import changed_versions
 from dal.config import Context
-from dal.exceptions import MirrorError, RaceConditionError
+from dal.exceptions import InvalidValueError, MirrorError, RaceConditionError
 from dal.objects.dataobject import DataObject
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, decode, encode, plan_write
@@ -48,7 +48,9 @@ def parsed(cls: type[DataObject], info: dict[str, Any]) -> dict[str, Any]:
     """Return ``cls.parse_persistent_info(info)`` validated like assignments, in stored (JSON) form.
 
     Raises MirrorError for a name that is not one of the hybrid's own properties (a relation, a
-    mirror field, a typo), InvalidValueError for a value its property refuses.
+    mirror field, a typo), InvalidValueError for a value its property refuses, None for a
+    mandatory one included: an assignment may leave it unset until a save, but a refresh writes
+    it, and storing it would make the next unrelated save fail with MissingMandatoryFieldsError.
     """
     parse = getattr(cls, "parse_persistent_info", None)
     if parse is None:
@@ -65,6 +67,9 @@ def parsed(cls: type[DataObject], info: dict[str, Any]) -> dict[str, Any]:
             known = ", ".join(sorted(set(properties) - set(MIRROR_FIELDS)))
             raise MirrorError(f"{cls.__name__}.parse_persistent_info returned {name!r}, which is not a "
                               f"property it may set; its properties: {known}")
+        if value is None and prop.mandatory:
+            raise InvalidValueError(f"{cls.__name__}.parse_persistent_info returned None for {name!r}, "
+                                    "a mandatory property")
         result[name] = prop.validator.to_json(prop.validator(value))
     return result
 
@@ -83,8 +88,10 @@ def store_answer(context: Context, obj: DataObject, info: Any, fetched_at: float
                  entry: Entry | None) -> Stored:
     """Store the remote's answer about ``obj``, read from the store at ``entry``.
 
-    Unchanged (same digest): only ``cached_at`` advances (and an earlier ``error`` is cleared).
-    Changed: ``info``, the parsed properties, ``cached_at`` and ``error=None`` in one transaction.
+    Unchanged (same digest): ``cached_at`` advances, an earlier ``error`` is cleared, and the
+    parsed properties whose stored value differs are written again (one changed locally, or one a
+    newer parser returns). Changed: ``info``, the parsed properties, ``cached_at`` and
+    ``error=None`` in one transaction.
     """
     cls = type(obj)
     if not isinstance(info, dict):
@@ -97,9 +104,14 @@ def store_answer(context: Context, obj: DataObject, info: Any, fetched_at: float
 
     def updates(stored: Document) -> dict[str, Any]:
         known = stored.get("info")
+        properties = parsed(cls, info)
         if isinstance(known, dict) and digest(known) == new_digest:
-            return {"cached_at": fetched_at, "error": None}
-        return {**parsed(cls, info), "info": info, "cached_at": fetched_at, "error": None}
+            # the same answer: only the parsed properties that drifted from it are written again
+            as_stored = cls._meta.with_defaults(stored)
+            drifted = {name: value for name, value in properties.items()
+                       if not same(as_stored.get(name), value)}
+            return {**drifted, "cached_at": fetched_at, "error": None}
+        return {**properties, "info": info, "cached_at": fetched_at, "error": None}
 
     return _write(context, obj, entry, updates)
 

@@ -1,0 +1,180 @@
+"""Mirrored hybrids: what a refresh re-syncs, refuses and counts, and how far ``dal refresh`` looks ahead.
+
+Every test runs on the embedded default (SQLite + process memory) and on etcd + memcached; the
+remote is the loopback HTTP server of :mod:`dal.testing.remote`, time the fake mirror clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from mirror_hybrids import TIMEOUT, Clock, MirroredVM, answer, instance_path
+
+import dal.cli.refresh as cli
+import dal.mirror
+from dal import DataList, DataObject, Mirror, Property
+from dal.config import Context
+from dal.exceptions import BackendError, ConfigurationError, DalError
+from dal.testing.remote import Remote
+
+#: MirroredVM's refresh_every
+EVERY = 300.0
+
+
+class MandatoryBox(DataObject):
+    """A mirrored hybrid whose parser may return None for a mandatory property."""
+
+    __properties = [Property("name", str, unique=True), Property("state", str),
+                    Property("owner", str, mandatory=False)]
+    __mirror = Mirror(timeout=TIMEOUT)
+
+    def _refresh(self) -> Any:
+        return {"state": None}
+
+    @classmethod
+    def parse_persistent_info(cls, info: dict[str, Any]) -> dict[str, Any]:
+        return {"state": info["state"]}
+
+
+def stored_vm(remote: Remote) -> MirroredVM:
+    hostname = f"fix-{uuid.uuid4().hex[:8]}"
+    remote.answers[instance_path(hostname)] = answer(hostname, status="running", memory=512)
+    obj = MirroredVM(data={"hostname": hostname})
+    obj.save()
+    return obj
+
+
+def running(guid: str) -> bool:
+    return guid in {obj.guid for obj in DataList(MirroredVM, {"items": [("status", "EQUALS", "running")]})}
+
+
+def test_an_unchanged_answer_writes_back_a_parsed_property_changed_locally(context: Context, remote: Remote,
+                                                                           clock: Clock) -> None:
+    obj = stored_vm(remote)
+    local = MirroredVM(obj.guid)
+    assert local.status == "running"  # the first read refreshed it
+    local.status = "stopped"
+    local.save()
+    assert not running(obj.guid)
+    clock.time += TIMEOUT
+    again = MirroredVM(obj.guid)
+    again.refresh_info()  # the remote still answers the same: the answer's digest did not move
+    assert again.status == "running" and MirroredVM(obj.guid).status == "running"
+    assert running(obj.guid), "queries and indexes see the parsed value again"
+    assert context.stats["mirror.mirroredvm.unchanged"] == 1
+
+
+def test_an_unchanged_answer_fills_a_property_a_newer_parser_returns(context: Context, remote: Remote,
+                                                                    clock: Clock,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    full = MirroredVM.__dict__["parse_persistent_info"]
+    monkeypatch.setattr(MirroredVM, "parse_persistent_info",
+                        classmethod(lambda cls, info: {"status": info["status"]}))  # the app's version 1
+    obj = stored_vm(remote)
+    assert MirroredVM(obj.guid).ram is None
+    monkeypatch.setattr(MirroredVM, "parse_persistent_info", full)  # version 2 parses ram as well
+    clock.time += TIMEOUT
+    report = dal.mirror.refresh_stale(MirroredVM)
+    assert (report.total, report.refreshed, report.unchanged) == (1, 0, 1)
+    with dal.mirror.frozen():
+        assert MirroredVM(obj.guid).ram == 512
+
+
+def test_a_refresh_refuses_none_for_a_mandatory_property(context: Context, clock: Clock) -> None:
+    box = MandatoryBox(data={"name": f"box-{uuid.uuid4().hex[:8]}", "state": "up"})
+    box.save()
+    read = MandatoryBox(box.guid)
+    assert read.state == "up", "nothing of the answer is stored"
+    assert read.error is not None and read.error.startswith("InvalidValueError") and "mandatory" in read.error
+    assert read.stale and context.stats["mirror_failures"] == 1
+    read.owner = "alice"
+    read.save()  # an unrelated save still works: state was never emptied
+    with dal.mirror.frozen():
+        assert MandatoryBox(box.guid).owner == "alice"
+
+
+def test_a_store_failure_during_a_lazy_refresh_is_counted_once(context: Context, remote: Remote, clock: Clock,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    obj = stored_vm(remote)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise BackendError("disk gone")
+
+    monkeypatch.setattr(context, "commit", broken)
+    assert MirroredVM(obj.guid).status is None  # a read serves what it holds
+    assert context.stats["mirror.mirroredvm.failures"] == 1
+    assert context.stats["mirror_failures"] == 0, "a store failure is no remote nor answer failure"
+    with pytest.raises(BackendError, match="disk gone"):
+        MirroredVM(obj.guid).refresh_info()
+    with pytest.raises(BackendError, match="disk gone"):  # the bulk refresher reports it for the hybrid
+        dal.mirror.refresh_stale(MirroredVM)
+    assert context.stats["mirror_failures"] == 0
+
+
+def passes(context: Context, ahead: float, start: float, clock: Clock, count: int) -> list[int]:
+    """Run ``count`` passes of the refresher ``EVERY`` fake seconds apart from ``start``; return how many
+    objects were stale just before each following pass."""
+    leader = cli.Leader(context.persistent, f"refresher/{context.namespace}", TIMEOUT)
+    assert leader.acquire().acquired
+    seen = []
+    try:
+        for number in range(count):
+            clock.time = start + number * EVERY
+            outcome = cli.refresh_pass([MirroredVM], 100, leader, threading.Event(), {MirroredVM: ahead})
+            assert not outcome.failed and not outcome.interrupted
+            clock.time += EVERY - 1
+            seen.append(dal.mirror.stale_count(MirroredVM))
+    finally:
+        leader.release()
+    return seen
+
+
+def test_the_loop_refreshes_what_would_go_stale_before_its_next_pass(context: Context, remote: Remote,
+                                                                     clock: Clock) -> None:
+    start = clock.time
+    for number in range(3):  # readers refreshed these lazily between two passes, 10 s apart
+        clock.time = start + 10 * number
+        stored_vm(remote).refresh_info()
+    ahead = cli.look_ahead(EVERY, 0.0)
+    assert EVERY < ahead < TIMEOUT
+    # without looking ahead, each is 10-30 s short of stale at one pass and stale long before the next
+    assert passes(context, ahead, start + 50, clock, 4) == [0, 0, 0, 0]
+    assert cli.look_ahead(EVERY, 12.5) == ahead + 12.5, "a slow pass looks further ahead"
+
+
+def test_look_ahead_is_checked(context: Context, clock: Clock) -> None:
+    for wrong in (-1.0, float("nan"), float("inf"), True):
+        with pytest.raises(ConfigurationError, match="look-ahead"):
+            dal.mirror.refresh_stale(MirroredVM, ahead=wrong)
+
+
+@pytest.mark.parametrize(("once", "given", "expected"),
+                         [(True, None, 0.0), (True, 42.0, 42.0),
+                          (False, None, cli.look_ahead(EVERY, 0.0)), (False, 7.0, 7.0)])
+def test_the_loop_looks_ahead_and_once_does_not_unless_told(context: Context, monkeypatch: pytest.MonkeyPatch,
+                                                            once: bool, given: float | None,
+                                                            expected: float) -> None:
+    stop = threading.Event()
+    asked: list[dict[Any, float]] = []
+
+    def recording(hybrids: Any, batch_size: int, leader: Any, stopped: Any, ahead: Any = None) -> cli.Outcome:
+        asked.append(dict(ahead))
+        stop.set()
+        return cli.Outcome()
+
+    monkeypatch.setattr(cli, "refresh_pass", recording)
+    leader = cli.Leader(context.persistent, f"refresher/{context.namespace}", TIMEOUT)
+    args = argparse.Namespace(batch_size=100, limit=10, look_ahead=given)
+    (cli._once if once else cli._loop)([MirroredVM], leader, stop, args)
+    assert asked == [{MirroredVM: expected}]
+
+
+@pytest.mark.parametrize("wrong", [-1.0, float("nan"), float("inf")])
+def test_a_wrong_look_ahead_is_bad_input(wrong: float) -> None:
+    args = argparse.Namespace(batch_size=100, limit=10, look_ahead=wrong)
+    with pytest.raises(DalError, match="--look-ahead must be a finite number"):
+        cli.run(args)
