@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
 import dal
+from dal.cli import existing_store
 from dal.cli.progress import Progress
 from dal.config import Context
 from dal.exceptions import DalError
@@ -60,7 +62,9 @@ def _action(actions: Any, name: str, text: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    context = dal.configure(args.persistent, args.volatile, namespace=args.namespace)  # None: its defaults
+    # every action opens an existing store only: a mistyped SQLite path would otherwise create an
+    # empty database, whose cache root names no entry, and report success (``deleted 0 entries``)
+    context = dal.configure(existing_store(args.persistent), args.volatile, namespace=args.namespace)
     action: int = globals()[f"_{args.action}"](context, args)
     return action
 
@@ -82,16 +86,26 @@ def _when(stamp: float | None) -> str:
 
 
 def _rm(context: Context, args: argparse.Namespace) -> int:
-    count = cache.delete(context, hybrid=args.hybrid, guid=args.guid, dynamic=args.dynamic,
-                         everything=args.all)
-    print(f"deleted {count} entries")
-    return 0
+    deleted = cache.delete_report(context, hybrid=args.hybrid, guid=args.guid, dynamic=args.dynamic,
+                                  everything=args.all)
+    print(f"deleted {deleted.entries} entries")
+    return _left_hashed(deleted.hashed)
 
 
 def _prune(context: Context, args: argparse.Namespace) -> int:
     pruned = cache.prune(context, args.max_size)
     print(f"pruned {pruned.entries} entries, {pruned.bytes} bytes; {pruned.remaining} bytes cached")
-    return 0
+    return _left_hashed(pruned.hashed)
+
+
+def _left_hashed(count: int) -> int:
+    """Say that entries under hashed keys were left, and exit 1: the removal asked for is not complete."""
+    if not count:
+        return 0
+    print(f"warning: {count} entries are stored under hashed keys (over memcached's 250 bytes) and were "
+          "left: which entries they are cannot be read back; they expire with their TTL (see "
+          "docs/caching.md, Cache administration)", file=sys.stderr)
+    return 1
 
 
 def _queue(context: Context, args: argparse.Namespace) -> int:

@@ -26,13 +26,13 @@ from dal.backends.memcached.cache import (
     MemcachedCache,
     expiry,
     url_settings,
-    wire_key,
 )
+from dal.backends.memcached.keys import logical_key, wire_key
 from dal.backends.memcached.replicated import ReplicatedCache
 from dal.backends.url import StoreURL
 
 __all__ = ["DEFAULT_PORT", "ITEM_LIMIT", "Memcached", "MemcachedCache", "ReplicatedCache", "expiry",
-           "wire_key"]
+           "logical_key", "wire_key"]
 
 
 class Memcached:

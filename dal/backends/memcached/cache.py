@@ -1,13 +1,12 @@
-"""memcached as a volatile store: :class:`MemcachedCache`, and how keys and TTLs are sent."""
+"""memcached as a volatile store: :class:`MemcachedCache`, and how TTLs are sent (keys: :mod:`.keys`)."""
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 from pymemcache.exceptions import MemcacheServerError
@@ -15,6 +14,7 @@ from pymemcache.exceptions import MemcacheServerError
 from dal.backends.base import HIT_SUFFIX, HIT_TTL
 from dal.backends.memcached.client import ERRORS, HashClient, Rendezvous
 from dal.backends.memcached.dumps import ListedEntry, metadump
+from dal.backends.memcached.keys import logical_key, may_be_under, wire_key
 from dal.backends.memcached.text import ProtocolError, TextConnection
 from dal.backends.url import StoreURL, on_off
 from dal.exceptions import BackendError, ConfigurationError
@@ -33,23 +33,18 @@ OPTIONS = ("timeout", "connect_timeout", "dead_timeout", "hits")
 #: the longest timeout an option may set, in seconds: every wait is bounded (poll takes its
 #: milliseconds as a C int)
 MAX_SECONDS = 3600.0
-#: keys sent as they are: 1 to 250 printable ASCII characters, without space and without "~",
-#: which only hashed keys contain, so a sent key never stands for two different keys
-_PLAIN_KEY = re.compile(r"[!-}]{1,250}")
-_UNSAFE = re.compile(r"[^!-}]")
-_READABLE = 64
 #: memcached's answer to a value over its item size limit (-I), ``SERVER_ERROR object too large for
 #: cache`` (memcached's proto_text.c), which pymemcache raises as MemcacheServerError carrying the
 #: text after ``SERVER_ERROR``; compared whole, as the server's typed answer, never searched
 SERVER_TOO_LARGE = b"object too large for cache"
 
 
-def wire_key(key: str) -> str:
-    """Return the memcached key for ``key``: itself when memcached accepts it, else a hashed form."""
-    if _PLAIN_KEY.fullmatch(key):
-        return key
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{_UNSAFE.sub('_', key[:_READABLE])}~{digest}"
+def _read_back(entry: ListedEntry) -> ListedEntry:
+    """Return a dumped item under its key (under its wire key, ``hashed``, when that is hashed)."""
+    key = logical_key(entry.key)
+    if key is None:
+        return replace(entry, hashed=True)
+    return replace(entry, key=key)
 
 
 def expiry(ttl: float) -> int:
@@ -288,22 +283,25 @@ class MemcachedCache:
         """Return every live item under ``prefix`` as the servers report them (a crawl of each).
 
         Hit counters are not listed: their counts are each entry's ``hits`` (``None`` when no
-        process counts hits). A key too long for memcached is listed in its hashed form.
+        process counts hits). Keys are read back from their wire form; a key too long for
+        memcached even encoded is listed under its hashed wire key (``hashed``) when its visible
+        start agrees with ``prefix``.
         """
         dumped: list[ListedEntry] = []
         try:
             for server in self._servers:
-                dumped += metadump(server, self._timeouts[0], prefix)
+                dumped += metadump(server, self._timeouts[0], lambda sent: may_be_under(sent, prefix))
         except OSError as exc:
             raise self._error("lru_crawler metadump", exc) from exc
+        dumped = [_read_back(entry) for entry in dumped]
         listed = [entry for entry in dumped if not entry.key.endswith(HIT_SUFFIX)]
         counting = self.count_hits or len(listed) < len(dumped)
         # the counters are read by key, for every listed entry: a crawl is no snapshot, and can miss
         # an item that moves between LRUs while it runs (a counter just incremented, seen missed)
-        counts = self.hit_counts([entry.key for entry in listed]) if counting else {}
+        counts = self.hit_counts([entry.key for entry in listed if not entry.hashed]) if counting else {}
         unknown = 0 if counting else None
-        return [ListedEntry(entry.key, entry.size, counts.get(entry.key, unknown), entry.last_access,
-                            entry.expires_at, entry.fetched)
+        return [ListedEntry(entry.key, entry.size, None if entry.hashed else counts.get(entry.key, unknown),
+                            entry.last_access, entry.expires_at, entry.fetched, entry.hashed)
                 for entry in listed]
 
     def hit_counts(self, keys: Sequence[str]) -> dict[str, int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -41,6 +42,9 @@ class ListedEntry:
     expires_at: float | None
     #: whether it was ever read
     fetched: bool
+    #: listed under its hashed wire key (over memcached's 250 bytes): ``key`` is that wire key, and
+    #: which entry it is cannot be read back
+    hashed: bool = False
 
 
 def count_hit(sent: bytes) -> bytes:
@@ -50,15 +54,15 @@ def count_hit(sent: bytes) -> bytes:
             b"incr " + counter + b" 1 noreply\r\n")
 
 
-def metadump(server: tuple[str, int], timeout: float, prefix: str) -> list[ListedEntry]:
-    """Return the live items of one server whose key starts with ``prefix`` (a full crawl of it)."""
+def metadump(server: tuple[str, int], timeout: float, wanted: Callable[[str], bool]) -> list[ListedEntry]:
+    """Return the live items of one server whose wire key is ``wanted`` (a full crawl of it)."""
     with socket.create_connection(server, timeout=timeout) as connection:
         connection.settimeout(max(timeout, 5.0))  # a crawl of a big server takes a while
         for _ in range(BUSY_TRIES):
             lines = _dump(connection)
             if lines is not None:
                 return [entry for entry in map(_parse, lines) if entry is not None
-                        and entry.key.startswith(prefix)]
+                        and wanted(entry.key)]
             time.sleep(0.05)
     raise OSError(f"memcached {server[0]}:{server[1]}: the LRU crawler stayed busy")
 
@@ -82,6 +86,7 @@ def _dump(connection: socket.socket) -> list[bytes] | None:
 
 
 def _parse(line: bytes) -> ListedEntry | None:
+    """Return the item a metadump line describes, under its wire key (the dump url-encodes it)."""
     fields = dict(part.split(b"=", 1) for part in line.strip().split(b" ") if b"=" in part)
     key = unquote(fields[b"key"].decode("ascii"))
     expires = int(fields.get(b"exp", b"-1"))

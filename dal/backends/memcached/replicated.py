@@ -65,9 +65,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
-from dal.backends.memcached.cache import MemcachedCache, url_settings, wire_key
+from dal.backends.memcached.cache import MemcachedCache, url_settings
 from dal.backends.memcached.dumps import ListedEntry
 from dal.backends.memcached.fanout import Answers, Counter, Counts, FanOut
+from dal.backends.memcached.keys import wire_key
 from dal.backends.memcached.multiget import MultiGet
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
@@ -352,7 +353,7 @@ class ReplicatedCache:
                 merged[entry.key] = entry if seen is None else ListedEntry(
                     entry.key, max(seen.size, entry.size), None, max(seen.last_access, entry.last_access),
                     None if seen.expires_at is None or entry.expires_at is None
-                    else max(seen.expires_at, entry.expires_at), seen.fetched or entry.fetched)
+                    else max(seen.expires_at, entry.expires_at), seen.fetched or entry.fetched, entry.hashed)
         return list(merged.values())
 
     def nodes(self) -> list[str]:

@@ -18,8 +18,17 @@ See docs/caching.md, "Cache administration".
 
 from dal.tools.cache.listing import KINDS, SORTS, Entry, classify, entries
 from dal.tools.cache.queue import Prefetched, Queued, add, clear, prefetch, queue, queued, remove
-from dal.tools.cache.removal import Pruned, clean, delete, is_being_cached, is_cached, prune
+from dal.tools.cache.removal import (
+    Deleted,
+    Pruned,
+    clean,
+    delete,
+    delete_report,
+    is_being_cached,
+    is_cached,
+    prune,
+)
 
-__all__ = ["KINDS", "SORTS", "Entry", "Prefetched", "Pruned", "Queued", "add", "classify", "clean", "clear",
-           "delete", "entries", "is_being_cached", "is_cached", "prefetch", "prune", "queue", "queued",
-           "remove"]
+__all__ = ["KINDS", "SORTS", "Deleted", "Entry", "Prefetched", "Pruned", "Queued", "add", "classify", "clean",
+           "clear", "delete", "delete_report", "entries", "is_being_cached", "is_cached", "prefetch", "prune",
+           "queue", "queued", "remove"]

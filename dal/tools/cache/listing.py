@@ -20,6 +20,7 @@ from typing import Protocol
 from dal.backends.base import VolatileStore
 from dal.config import Context
 from dal.exceptions import DalError
+from dal.model.registry import hybrids
 
 KINDS = ("object", "dynamic", "query", "lock", "version", "stats", "other")
 SORTS = ("hits", "last_access", "size")
@@ -45,6 +46,9 @@ class Entry:
     last_access: float | None
     #: unix time it expires, ``None`` when it never does
     expires_at: float | None
+    #: stored under a hashed key (memcached, a key over 250 bytes even percent-encoded): ``key`` is
+    #: that wire key and ``kind`` is ``other``, since which entry it is cannot be read back
+    hashed: bool = False
 
 
 class _Listed(Protocol):
@@ -94,11 +98,21 @@ def classify(root: str, key: str) -> tuple[str, str | None, str | None, str | No
     return "other", None, None, None
 
 
+def hybrid_name(name: str) -> str:
+    """Return the logical name of the hybrid called ``name`` (its logical or its class name), as its
+    keys hold it; an unknown name raises ``DalError`` listing the known ones."""
+    try:
+        return hybrids.get(name)._meta.name
+    except LookupError as exc:
+        raise DalError(str(exc.args[0]) if exc.args else f"no hybrid named {name!r}") from None
+
+
 def entries(context: Context, *, kind: str | Sequence[str] | None = None, hybrid: str | None = None,
             sort: str | None = None, limit: int | None = None) -> list[Entry]:
     """Return the cache entries of ``context``'s namespace (and durable store).
 
-    ``kind`` (one of :data:`KINDS`, or several) and ``hybrid`` filter; ``sort`` orders by
+    ``kind`` (one of :data:`KINDS`, or several) and ``hybrid`` (a registered hybrid's logical or
+    class name; an unknown one raises ``DalError``) filter; ``sort`` orders by
     ``hits`` or ``size`` (largest first) or ``last_access`` (least recent first, the order
     :func:`~dal.tools.cache.removal.prune` removes in); otherwise by key. ``limit`` keeps the
     first ``limit``.
@@ -111,14 +125,17 @@ def entries(context: Context, *, kind: str | Sequence[str] | None = None, hybrid
         raise DalError(f"cannot sort cache entries by {sort!r}; by one of {', '.join(SORTS)}")
     if limit is not None and limit < 0:
         raise DalError(f"limit must be 0 or more, not {limit}")
+    logical = None if hybrid is None else hybrid_name(hybrid)
     root = context.keys.cache_root
     found: list[Entry] = []
     for listed in store_entries(context.volatile, root):
-        what = classify(root, listed.key)
-        if (kinds and what[0] not in kinds) or (hybrid is not None and what[1] != hybrid):
+        hashed = bool(getattr(listed, "hashed", False))
+        what: tuple[str, str | None, str | None, str | None] = (
+            ("other", None, None, None) if hashed else classify(root, listed.key))
+        if (kinds and what[0] not in kinds) or (logical is not None and what[1] != logical):
             continue
         found.append(Entry(listed.key, *what, listed.size, listed.hits, listed.last_access,
-                           listed.expires_at))
+                           listed.expires_at, hashed))
     found.sort(key=lambda entry: entry.key)
     if sort == "last_access":
         found.sort(key=lambda entry: entry.last_access if entry.last_access is not None else 0.0)

@@ -63,7 +63,10 @@ def queue(context: Context, hybrid: str, dynamic: str, where: Mapping[str, Any] 
 
     Return how many were added: one already queued is not queued again.
     """
-    cls = hybrids.get(hybrid)
+    try:
+        cls = hybrids.get(hybrid)
+    except LookupError as exc:
+        raise DalError(str(exc.args[0]) if exc.args else f"no hybrid named {hybrid!r}") from None
     meta = cls._meta
     if dynamic not in meta.dynamics:
         known = ", ".join(meta.dynamics) or "none"

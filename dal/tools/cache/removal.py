@@ -10,6 +10,7 @@ tokens, never an old one. Nothing here writes a value: a stale value cannot come
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from dal.cache import owners
 from dal.config import Context, current
 from dal.exceptions import BackendError, DalError
 from dal.model.registry import hybrids
-from dal.tools.cache.listing import Entry, age, entries
+from dal.tools.cache.listing import Entry, age, entries, hybrid_name
 
 #: the kinds ``delete`` and ``prune`` remove (locks go only through ``clean``; statistics stay)
 REMOVABLE = ("object", "dynamic", "query", "version")
@@ -31,12 +32,27 @@ class Pruned:
     entries: int
     bytes: int
     remaining: int
+    #: entries under hashed keys (see :class:`~dal.tools.cache.listing.Entry`), left: which entry
+    #: each is cannot be read back, so they are never removed
+    hashed: int = 0
 
 
-def _select(found: list[Entry], guid: str | None, dynamic: str | None) -> list[Entry]:
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """What :func:`delete_report` deleted, and how many entries under hashed keys it had to leave."""
+
+    entries: int
+    #: entries under hashed keys that may be among those asked for (every one with ``everything``),
+    #: left: which entry each is, a lock or a value, cannot be read back; they expire with their TTL
+    hashed: int = 0
+
+
+def _select(found: list[Entry], hybrid: str | None, guid: str | None, dynamic: str | None) -> list[Entry]:
     chosen: list[Entry] = []
     for entry in found:
-        if entry.kind not in REMOVABLE:
+        if entry.kind not in REMOVABLE or entry.hashed:
+            continue
+        if hybrid is not None and entry.hybrid != hybrid:
             continue
         if dynamic is not None and (entry.kind != "dynamic" or entry.dynamic != dynamic):
             continue
@@ -51,18 +67,29 @@ def delete(context: Context, *, hybrid: str | None = None, guid: str | None = No
     """Delete cache entries; return how many were deleted.
 
     ``everything``: every object, dynamic, query and version entry of the namespace. Otherwise
-    ``hybrid`` is required: all its entries and version tokens, or with ``guid`` that object's
-    document and dynamics, or with ``dynamic`` that dynamic's values (of ``guid`` only, if given).
-    Locks are left to :func:`clean`. A deletion the store did not confirm raises ``DalError``.
+    ``hybrid`` (a registered hybrid's logical or class name; an unknown one raises ``DalError``)
+    is required: all its entries and version tokens, or with ``guid`` that object's document and
+    dynamics, or with ``dynamic`` that dynamic's values (of ``guid`` only, if given). Locks are
+    left to :func:`clean`, and so are entries under hashed keys (:func:`delete_report` counts
+    them). A deletion the store did not confirm raises ``DalError``.
     """
+    return delete_report(context, hybrid=hybrid, guid=guid, dynamic=dynamic, everything=everything).entries
+
+
+def delete_report(context: Context, *, hybrid: str | None = None, guid: str | None = None,
+                  dynamic: str | None = None, everything: bool = False) -> Deleted:
+    """As :func:`delete`, also counting the entries under hashed keys it left (``dal cache rm``)."""
     if everything == (hybrid is not None) or (hybrid is None and (guid or dynamic)):
         raise DalError("say what to delete: a hybrid (with a guid and/or a dynamic), or everything")
+    name = None if hybrid is None else hybrid_name(hybrid)
+    found = entries(context)
     # a hybrid alone takes its version tokens along (every result depending on it goes); a guid or
     # a dynamic selects no version token (a token has neither)
-    return _remove(context, _select(entries(context, hybrid=hybrid), guid, dynamic))
+    deleted = _invalidate(context, _select(found, name, guid, dynamic))
+    return Deleted(deleted, sum(entry.hashed for entry in found))
 
 
-def _remove(context: Context, chosen: list[Entry]) -> int:
+def _invalidate(context: Context, chosen: list[Entry]) -> int:
     if not chosen:
         return 0
     keys = [entry.key for entry in chosen]
@@ -78,10 +105,11 @@ def _remove(context: Context, chosen: list[Entry]) -> int:
 def prune(context: Context, max_size: int) -> Pruned:
     """Delete least recently accessed entries until the namespace's cached bytes are at most ``max_size``.
 
-    Locks and statistics are never removed (nor counted as removable); entries whose last access
-    the store does not know go first. Returns the entries and bytes removed.
+    Locks, statistics and entries under hashed keys are never removed (nor counted as
+    removable); entries whose last access the store does not know go first. Returns the entries
+    and bytes removed, and the hashed entries left.
     """
-    if max_size < 0:
+    if not (max_size >= 0 and math.isfinite(max_size)):  # NaN compares false both ways
         raise DalError(f"max_size must be 0 or more bytes, not {max_size}")
     found = entries(context, sort="last_access")
     total = sum(entry.size for entry in found)
@@ -89,11 +117,11 @@ def prune(context: Context, max_size: int) -> Pruned:
     for entry in found:
         if total <= max_size:
             break
-        if entry.kind in REMOVABLE:
+        if entry.kind in REMOVABLE and not entry.hashed:
             chosen.append(entry)
             total -= entry.size
-    removed = _remove(context, chosen)
-    return Pruned(removed, sum(entry.size for entry in chosen), total)
+    removed = _invalidate(context, chosen)
+    return Pruned(removed, sum(entry.size for entry in chosen), total, sum(entry.hashed for entry in found))
 
 
 def _lock_ttl(entry: Entry) -> float:
@@ -120,7 +148,7 @@ def clean(context: Context, stall_time: float = 60.0) -> list[str]:
     listing stays. Removing a lease voids its fill (never caches a stale value); removing a lock
     lets the next caller compute.
     """
-    if stall_time < 0:
+    if not (stall_time >= 0 and math.isfinite(stall_time)):  # NaN compares false both ways
         raise DalError(f"stall_time must be 0 or more seconds, not {stall_time}")
     now = time.time()
     lease_ttl = context.objects.lease_ttl
