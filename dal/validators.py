@@ -11,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from collections.abc import Iterator
 from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from dal.exceptions import InvalidValueError
+from dal.values import identical, safe_repr, same, sets_sorted
 
 #: types whose JSON form is the Python value itself: no conversion on load or store
 _NATIVE = (str, int, float, bool, list, dict)
@@ -32,6 +34,9 @@ _FINITE_ADVICE = "store None, or a finite number, instead"
 SURROGATE_ADVICE = (
     "a lone surrogate is not Unicode text (it comes from decoding bytes with errors='surrogateescape' "
     "or from a broken UTF-16 pair); decode with errors='replace', or store the bytes as base64")
+#: an int of at most this many bits has fewer digits (4214) than Python turns into text by default
+_CHEAP_BITS = 14000
+_BIG_INT_ADVICE = "store it as a str (str(value)), or as a float if an approximation will do"
 
 
 class Validator:
@@ -48,6 +53,7 @@ class Validator:
         self.owner = owner
         self.enum: tuple[object, ...] | None = None
         self.native = False
+        self.sets = False  # whether the type holds a set or a frozenset, at any depth (see to_json)
         if isinstance(declared, (list, tuple)):
             if not declared:
                 raise InvalidValueError(f"{owner}: an enum needs at least one allowed value")
@@ -73,6 +79,7 @@ class Validator:
         self.native = declared in _NATIVE
         self.label = getattr(declared, "__name__", repr(declared))
         if not self.native:
+            self.sets = _holds_sets(self.adapter.core_schema)
             self._probe()
 
     def __call__(self, value: object) -> Any:
@@ -80,10 +87,12 @@ class Validator:
         if value is None:
             return None
         if self.enum is not None:
-            # 1 == True in Python; an enum of strings must not admit a bool or an int by accident
-            if any(type(value) is type(item) and value == item for item in self.enum):
+            # 1 == True in Python; an enum of strings must not admit a bool or an int by accident, nor
+            # one of lists [True, 2.0] for [1, 2]; same() compares typed items, of JSON values only
+            if (type(value) not in (list, dict) or _plain_json(value)) and any(
+                    same(value, item) for item in self.enum):
                 return value
-            raise InvalidValueError(f"{self.owner} must be {self.label}, not {value!r}")
+            raise InvalidValueError(f"{self.owner} must be {self.label}, not {safe_repr(value)}")
         assert self.adapter is not None
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidValueError(f"{self.owner} cannot hold {value!r}, which JSON cannot hold; "
@@ -93,7 +102,8 @@ class Validator:
         except ValidationError as exc:
             problem = exc.errors()[0].get("msg", "invalid value")
             raise InvalidValueError(
-                f"{self.owner} must be {self.label}, not {value!r} ({type(value).__name__}): {problem}"
+                f"{self.owner} must be {self.label}, not {safe_repr(value)} ({type(value).__name__}): "
+                f"{problem}"
             ) from None
         if self.native:
             if isinstance(result, str):
@@ -104,21 +114,28 @@ class Validator:
                 problem = _not_json(result)
                 if problem:
                     raise InvalidValueError(
-                        f"{self.owner} cannot hold {value!r}: {problem}; {json_advice(result, problem)}")
+                        f"{self.owner} cannot hold {safe_repr(value)}: {problem}; "
+                        f"{json_advice(result, problem)}")
+            elif type(result) is int and result.bit_length() > _CHEAP_BITS and _too_long(result):
+                raise InvalidValueError(
+                    f"{self.owner} cannot hold it: {_not_json(result, 'it')}; {_BIG_INT_ADVICE}")
             return result
         problem = non_finite(result)
         if problem:
-            raise InvalidValueError(f"{self.owner} cannot hold {value!r}: {problem}; {_FINITE_ADVICE}")
+            raise InvalidValueError(
+                f"{self.owner} cannot hold {safe_repr(value)}: {problem}; {_FINITE_ADVICE}")
         stored, problem = self._round_trip(result)
         if problem:
-            raise InvalidValueError(f"{self.owner} cannot hold {value!r}: {problem}; {self._advice(stored)}")
+            raise InvalidValueError(
+                f"{self.owner} cannot hold {safe_repr(value)}: {problem}; {self._advice(stored, problem)}")
         return result
 
     def to_json(self, value: Any) -> Any:
-        """Return the JSON-ready form of a validated value."""
+        """Return the JSON-ready form of a validated value: one form per value (sets sorted)."""
         if value is None or self.native or self.adapter is None:
             return value
-        return self.adapter.dump_python(value, mode="json")
+        stored = self.adapter.dump_python(value, mode="json")
+        return sets_sorted(value, stored) if self.sets else stored
 
     def from_json(self, value: Any) -> Any:
         """Return the Python value for a stored JSON value."""
@@ -140,14 +157,16 @@ class Validator:
         except ValueError:  # pydantic's ValidationError is one
             return stored, (f"it would be stored as {shorten(stored)}, which does not read back as "
                             f"{self.label}")
-        if not _identical(back, value):
+        if not identical(back, value):
             return stored, (f"it would be stored as {shorten(stored)}, which reads back as {shorten(back)} "
                             f"({type(back).__name__})")
         return stored, ""
 
-    def _advice(self, stored: Any) -> str:
+    def _advice(self, stored: Any, problem: str = "") -> str:
         if _non_finite(stored):
             return _FINITE_ADVICE
+        if "digits" in problem:  # before json.dumps, which cannot write that int
+            return _BIG_INT_ADVICE
         if _MASK in json.dumps(stored, default=str):
             return _SECRET_ADVICE
         return ("the object would not read back as it was saved; assign a value its declared type stores "
@@ -177,10 +196,15 @@ class Validator:
                     f"from {shorten(probe)} is {shorten(value)}; {problem}; {self._advice(stored)}")
 
 
+def _holds_sets(schema: Any) -> bool:
+    """Tell whether a pydantic core schema validates sets or frozensets anywhere (models included)."""
+    if isinstance(schema, dict):
+        return schema.get("type") in ("set", "frozenset") or any(map(_holds_sets, schema.values()))
+    return isinstance(schema, (list, tuple)) and any(map(_holds_sets, schema))
 
 
-#: the exact types JSON gives back unchanged whatever their value (a float only when finite, a str
-#: only when UTF-8 can encode it)
+#: the exact types JSON gives back unchanged (an int only with the digits Python writes as text, a
+#: float only when finite, a str only when UTF-8 can encode it)
 _PLAIN_LEAVES = frozenset({int, bool, type(None)})
 
 
@@ -193,6 +217,8 @@ def json_advice(value: object, problem: str) -> str:
     """Return what to do about a list or dict value ``json_problem`` found ``problem`` in."""
     if _non_finite(value):
         return _FINITE_ADVICE
+    if "digits" in problem:
+        return _BIG_INT_ADVICE
     if "surrogate" in problem:
         return SURROGATE_ADVICE
     return ("it must hold JSON values only (str keys; str, int, float, bool, None, list, dict values), "
@@ -219,8 +245,8 @@ def _plain_json(value: object) -> bool:
     kind = type(value)
     if kind is str:
         return cast(str, value).isascii() or _encodable(cast(str, value))
-    if kind in _PLAIN_LEAVES:
-        return True
+    if kind in _PLAIN_LEAVES:  # an int too long to be cheap to write: ask _not_json
+        return kind is not int or cast(int, value).bit_length() <= _CHEAP_BITS
     if kind is float:
         return math.isfinite(cast(float, value))
     if kind is list:
@@ -243,7 +269,9 @@ def _not_json(value: object, path: str = "value") -> str:
         return "" if value.isascii() or _encodable(value) else (
             f"{path} is {shorten(value)}, whose lone surrogate UTF-8 cannot encode")
     if value is None or isinstance(value, (bool, int)):
-        return ""
+        return "" if value is None or not _too_long(value) else (
+            f"{path} is an int of about {int(value.bit_length() * 0.30103)} digits, more than Python writes "
+            f"as text (sys.get_int_max_str_digits() is {sys.get_int_max_str_digits()})")
     if isinstance(value, float):
         return "" if math.isfinite(value) else f"{path} is {value!r}, which JSON cannot hold"
     if isinstance(value, list):
@@ -282,22 +310,16 @@ def _non_finite(value: object) -> bool:
     return bool(non_finite(value))
 
 
-def _identical(left: Any, right: Any) -> bool:
-    """Tell whether a value read back is the value stored: same types at any depth, equal values."""
-    if type(left) is not type(right):
-        return False
-    if isinstance(left, (list, tuple)):
-        return len(left) == len(right) and all(map(_identical, left, right))
-    if isinstance(left, dict):
-        return left.keys() == right.keys() and all(_identical(item, right[key]) for key, item in left.items())
-    try:
-        return bool(left == right)
-    except Exception:  # an __eq__ that raises cannot vouch for the round trip
-        return False
+def _too_long(value: int) -> bool:
+    """Tell whether ``value`` has more digits than Python writes as text (JSON, keys, repr)."""
+    try:  # the bit length first: most ints are too short to need their text built
+        return value.bit_length() > _CHEAP_BITS and not int.__repr__(value)
+    except ValueError:
+        return True
 
 
 def shorten(value: Any) -> str:
-    text = repr(value)
+    text = safe_repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
 
 

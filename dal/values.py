@@ -10,13 +10,15 @@ outlives a write that changed it. The rule, at any depth of a list or a dict:
   into ``1.0``, so within one field this only separates what the model lets differ);
 - ``-0.0`` is ``0.0`` (they compare equal, and one key must name both);
 - dicts compare by their items, whatever their order; lists by their items, in order;
-- case-insensitive comparisons fold every string (dict keys excepted) with ``str.casefold``.
+- case-insensitive comparisons fold every string (dict keys excepted) with ``str.casefold``;
+- a set is stored as a list sorted by ``canonical`` (``sets_sorted``), so one set has one form.
 
 NaN and infinities never get here: JSON cannot hold them, and validation refuses them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import json.encoder
 from collections.abc import Callable
@@ -71,6 +73,32 @@ def same(left: Any, right: Any) -> bool:
     return bool(left == right)
 
 
+def identical(left: Any, right: Any) -> bool:
+    """Tell whether a Python value read back is the one stored: same types at any depth (a tuple is no
+    list, an int key no str key), equal values; for any values, where ``same`` takes JSON values."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, (list, tuple)):
+        return len(left) == len(right) and all(map(identical, left, right))
+    if isinstance(left, dict):
+        return left.keys() == right.keys() and all(identical(item, right[key]) for key, item in left.items())
+    try:
+        return bool(left == right)
+    except Exception:  # an __eq__ that raises cannot vouch for the round trip
+        return False
+
+
+def safe_repr(value: Any) -> str:
+    """Return ``repr(value)``, or what it is when it is or holds an int too long to write as text
+    (more digits than ``sys.get_int_max_str_digits()``), whose repr raises ValueError."""
+    try:
+        return repr(value)
+    except ValueError:
+        kind = type(value).__name__
+        return f"an {kind} too long to write as text" if isinstance(value, int) else (
+            f"a {kind} holding an int too long to write as text")
+
+
 def fold(value: Any) -> Any:
     """Return ``value`` with every string in it casefolded (dict keys kept), for case-insensitive tests."""
     if isinstance(value, str):
@@ -103,3 +131,41 @@ def _normalized(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _normalized(item) for key, item in value.items()}
     return value
+
+
+def sets_sorted(value: Any, stored: Any) -> Any:
+    """Return ``stored``, the JSON form of ``value``, with each set of ``value`` a list in canonical order.
+
+    A set is written in its iteration order, which differs between processes (hash seeds) and
+    between sets built in different orders: one set would have many stored forms, and ``same``
+    (which compares lists in order) would find changes nobody made and two unique sets differ.
+    Sorted by :func:`canonical`, at any depth. ``stored`` is walked along ``value`` (lists,
+    tuples, dicts, pydantic models, dataclasses); a part whose JSON form has another shape (a
+    custom serializer) is kept as it is.
+    """
+    if isinstance(value, (set, frozenset, list, tuple)):
+        if type(stored) is not list or len(stored) != len(value):
+            return stored
+        items = [sets_sorted(item, form) for item, form in zip(value, stored, strict=True)]
+        return sorted(items, key=canonical) if isinstance(value, (set, frozenset)) else items
+    if isinstance(value, dict):
+        if type(stored) is not dict or len(stored) != len(value):
+            return stored
+        # the keys may have changed (an int key is written as a str), but not their order
+        pairs = zip(value.values(), stored.items(), strict=True)
+        return {key: sets_sorted(item, form) for item, (key, form) in pairs}
+    if type(stored) is dict:
+        fields = _fields(value)
+        return {key: sets_sorted(fields[key], form) if key in fields else form
+                for key, form in stored.items()}
+    return stored
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    """Return the fields of a pydantic model or a dataclass by name (extra fields included); else {}."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    if getattr(value, "__pydantic_fields__", None) is None or isinstance(value, type):
+        return {}
+    # a model keeps its fields in its __dict__, its extra fields apart
+    return {**vars(value), **(getattr(value, "__pydantic_extra__", None) or {})}

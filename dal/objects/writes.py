@@ -35,7 +35,7 @@ from dal.objects.relations import assume_unlinked, check_abandon, onetoone_refus
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write
 from dal.structures import MirrorField
-from dal.validators import json_advice, json_problem
+from dal.validators import Validator, json_advice, json_problem
 from dal.values import same
 
 #: jitter drawn from a generator of dal's own: a library must not advance the application's
@@ -102,14 +102,16 @@ class Writes:
         if "_uncertain" in self.__dict__:
             self._settle(context)
         ensure_recorded(context, self._meta)
-        ours = self._document()
         original = decode(self._raw) if self._raw is not None else {}
         stored: Document | None = original if self._raw is not None else None
-        new = {**self._extra, **ours}
-        try:
+        new = ours = {}
+        try:  # writing a typed value (changed in place: its type may refuse it) and comparing encode values
+            ours = self._document()
+            new = {**self._extra, **ours}
             changed = new.keys() if stored is None else changed_fields(stored, new)
-        except (TypeError, ValueError) as exc:  # comparing encodes the values
-            self._check_changed(new, new.keys())  # names the field and the value, when it can
+        except (TypeError, ValueError) as exc:
+            self._check_typed(self._meta.converters)  # these name the field and the value, when they can
+            self._check_changed(new, new.keys())
             raise self._unstorable(exc) from exc
         if stored is not None and not changed and stored.keys() == new.keys():
             return None  # nothing to write
@@ -120,7 +122,10 @@ class Writes:
 
     def _check_changed(self, new: Document, changed: Iterable[str]) -> None:
         """Refuse a changed list or dict that JSON cannot store as it is: assignment validated it,
-        but it may have been changed in place since (NaN, a non-str key, a tuple, at any depth)."""
+        but it may have been changed in place since (NaN, a non-str key, a tuple, at any depth); and a
+        changed typed value (list[float], a model) its type no longer admits, before anything is written."""
+        if self._meta.converters:  # only the changed typed fields pay
+            self._check_typed([(name, check) for name, check in self._meta.converters if name in changed])
         for name in changed:
             value = new[name]
             if type(value) in _CONTAINERS:  # anything else was validated when assigned, or converted
@@ -130,6 +135,16 @@ class Writes:
                         f"{type(self).__name__} {self.guid} holds a value JSON cannot store ({problem}); a "
                         "list or dict changed in place bypasses validation: assign JSON values only; "
                         f"{json_advice(value, problem)}")
+
+    def _check_typed(self, converters: Iterable[tuple[str, Validator]]) -> None:
+        """Validate typed values again, as assigning them does (their round trip included)."""
+        for name, validator in converters:
+            try:
+                validator(self._data[name])
+            except InvalidValueError as exc:
+                raise InvalidValueError(
+                    f"{type(self).__name__} {self.guid}: {exc}; changed in place, it was not validated: "
+                    "assign a value of its declared type instead") from None
 
     def _check_mirror_fields(self, changed: Iterable[str]) -> None:
         """Refuse to save a mirrored object's ``info`` changed in place: assigning it raises, but
@@ -330,7 +345,6 @@ class Writes:
         state = self.__dict__
         state["_raw"] = None
         state["_revision"] = 0
-
 
     def _cache_keys(self, context: Context, *, document: bool = True) -> list[str]:
         meta, keys = self._meta, context.keys
