@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,19 +23,16 @@ from dal.config import Context, current
 from dal.exceptions import (
     CommitOutcomeUnknownError,
     InvalidRelationError,
-    InvalidValueError,
     MissingMandatoryFieldsError,
     ObjectNotFoundError,
     RaceConditionError,
-    ReadOnlyFieldError,
     UniqueConstraintError,
 )
 from dal.model.meta import HybridMeta
+from dal.objects.refusals import check_changed, check_mirror_fields, check_typed, keep_unread, unstorable
 from dal.objects.relations import assume_unlinked, check_abandon, onetoone_refusal, plan_unlink
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write
-from dal.structures import MirrorField
-from dal.validators import Validator, json_advice, json_problem
 from dal.values import same
 
 #: jitter drawn from a generator of dal's own: a library must not advance the application's
@@ -49,8 +46,6 @@ MAX_ATTEMPTS = 12
 #: back-off before retry n is uniform in [0, min(BACKOFF_CAP, BACKOFF_BASE * 2**n)] seconds
 BACKOFF_BASE = 0.002
 BACKOFF_CAP = 0.1
-#: the values a field may hold that can be changed in place, bypassing validation
-_CONTAINERS = (list, dict)
 
 
 @dataclass(frozen=True)
@@ -104,62 +99,31 @@ class Writes:
         ensure_recorded(context, self._meta)
         original = decode(self._raw) if self._raw is not None else {}
         stored: Document | None = original if self._raw is not None else None
+        meta, label = self._meta, self._label()
         new = ours = {}
         try:  # writing a typed value (changed in place: its type may refuse it) and comparing encode values
             ours = self._document()
             new = {**self._extra, **ours}
             changed = new.keys() if stored is None else changed_fields(stored, new)
+            # a typed value read with less than it holds (a newer model's nested field) is not a change
+            if stored is not None and changed and meta.converters and keep_unread(meta, stored, ours,
+                                                                                   changed):
+                new = {**self._extra, **ours}
+                changed = changed_fields(stored, new)
         except (TypeError, ValueError) as exc:
-            self._check_typed(self._meta.converters)  # these name the field and the value, when they can
-            self._check_changed(new, new.keys())
-            raise self._unstorable(exc) from exc
+            # these name the field and the value, when they can
+            check_typed(label, self._data, meta.converters)
+            check_changed(label, meta, self._data, new, new.keys())
+            raise unstorable(label, exc) from exc
         if stored is not None and not changed and stored.keys() == new.keys():
             return None  # nothing to write
-        self._check_changed(new, changed)
-        if self._meta.mirror is not None and stored is not None:
-            self._check_mirror_fields(changed)
+        check_changed(label, meta, self._data, new, changed)
+        if meta.mirror is not None and stored is not None:
+            check_mirror_fields(label, meta, changed)
         return _Save(ours, original, datastore_wins), stored, new
 
-    def _check_changed(self, new: Document, changed: Iterable[str]) -> None:
-        """Refuse a changed list or dict that JSON cannot store as it is: assignment validated it,
-        but it may have been changed in place since (NaN, a non-str key, a tuple, at any depth); and a
-        changed typed value (list[float], a model) its type no longer admits, before anything is written."""
-        if self._meta.converters:  # only the changed typed fields pay
-            self._check_typed([(name, check) for name, check in self._meta.converters if name in changed])
-        for name in changed:
-            value = new[name]
-            if type(value) in _CONTAINERS:  # anything else was validated when assigned, or converted
-                problem = json_problem(value, name)
-                if problem:
-                    raise InvalidValueError(
-                        f"{type(self).__name__} {self.guid} holds a value JSON cannot store ({problem}); a "
-                        "list or dict changed in place bypasses validation: assign JSON values only; "
-                        f"{json_advice(value, problem)}")
-
-    def _check_typed(self, converters: Iterable[tuple[str, Validator]]) -> None:
-        """Validate typed values again, as assigning them does (their round trip included)."""
-        for name, validator in converters:
-            try:
-                validator(self._data[name])
-            except InvalidValueError as exc:
-                raise InvalidValueError(
-                    f"{type(self).__name__} {self.guid}: {exc}; changed in place, it was not validated: "
-                    "assign a value of its declared type instead") from None
-
-    def _check_mirror_fields(self, changed: Iterable[str]) -> None:
-        """Refuse to save a mirrored object's ``info`` changed in place: assigning it raises, but
-        its dict is the object's own, and only refreshes write what the remote answered."""
-        touched = sorted(name for name in changed if isinstance(self._meta.properties.get(name), MirrorField))
-        if touched:
-            raise ReadOnlyFieldError(
-                f"{type(self).__name__} {self.guid}: {', '.join(touched)} changed in place, but only "
-                "refreshes from the remote write it; load the object again (or call refresh_info()) "
-                "and change its own properties instead")
-
-    def _unstorable(self, exc: Exception) -> InvalidValueError:
-        return InvalidValueError(
-            f"{type(self).__name__} {self.guid} holds a value JSON cannot store ({exc}); a list or "
-            "dict changed in place bypasses validation: assign JSON values only")
+    def _label(self) -> str:
+        return f"{type(self).__name__} {self.guid}"
 
     def _plan(self, context: Context, stored: Document | None, revision: int, new: Document,
               ready: frozenset[str]) -> tuple[Plan, list[str]]:
@@ -167,7 +131,7 @@ class Writes:
         try:
             plan = plan_write(context.keys, self._meta, self.guid, stored, revision, new, ready)
         except (TypeError, ValueError) as exc:
-            raise self._unstorable(exc) from exc
+            raise unstorable(self._label(), exc) from exc
         # a brand-new guid has no cached document (a load before the save cached nothing), but
         # a dynamic may have been read before the first save, and cached query results may change
         invalidate = [*self._cache_keys(context, document=stored is not None),

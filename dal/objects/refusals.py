@@ -1,0 +1,87 @@
+"""What a save checks before it plans anything: the values changed since the object was loaded.
+
+Assigning validates a value, but a list, a dict or a typed value (``list[float]``, a model) is the
+object's own and can be changed in place afterwards, bypassing that. So a save refuses, naming
+the field and writing nothing, a changed value JSON cannot store as it is, a typed value its type
+no longer admits, and a mirrored object's ``info`` changed in place. And it does not take for a
+change what only looks like one: a typed value whose declared type reads less than is stored (a
+field of a nested model that a newer version of the model declares) keeps its stored form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from dal.exceptions import InvalidValueError, ReadOnlyFieldError
+from dal.objects.transaction import Document
+from dal.structures import MirrorField
+from dal.validators import Validator, json_advice, json_problem
+from dal.values import same
+
+if TYPE_CHECKING:
+    from dal.model.meta import HybridMeta
+
+#: the values a field may hold that can be changed in place, bypassing validation
+_CONTAINERS = (list, dict)
+
+
+def check_changed(label: str, meta: HybridMeta, data: Mapping[str, Any], new: Document,
+                  changed: Collection[str]) -> None:
+    """Refuse a changed list or dict that JSON cannot store as it is (NaN, a non-str key, a tuple, at
+    any depth), and a changed typed value its type no longer admits."""
+    if meta.converters:  # only the changed typed fields pay
+        check_typed(label, data, [(name, check) for name, check in meta.converters if name in changed])
+    for name in changed:
+        value = new[name]
+        if type(value) in _CONTAINERS:  # anything else was validated when assigned, or converted
+            problem = json_problem(value, name)
+            if problem:
+                raise InvalidValueError(
+                    f"{label} holds a value JSON cannot store ({problem}); a list or dict changed in place "
+                    f"bypasses validation: assign JSON values only; {json_advice(value, problem)}")
+
+
+def check_typed(label: str, data: Mapping[str, Any], converters: Iterable[tuple[str, Validator]]) -> None:
+    """Validate typed values again, as assigning them does (their round trip included)."""
+    for name, validator in converters:
+        try:
+            validator(data[name])
+        except InvalidValueError as exc:
+            raise InvalidValueError(
+                f"{label}: {exc}; changed in place, it was not validated: assign a value of its declared "
+                "type instead") from None
+
+
+def check_mirror_fields(label: str, meta: HybridMeta, changed: Iterable[str]) -> None:
+    """Refuse a mirrored object's ``info`` changed in place: only refreshes write the remote's answer."""
+    touched = sorted(name for name in changed if isinstance(meta.properties.get(name), MirrorField))
+    if touched:
+        raise ReadOnlyFieldError(
+            f"{label}: {', '.join(touched)} changed in place, but only refreshes from the remote write "
+            "it; load the object again (or call refresh_info()) and change its own properties instead")
+
+
+def unstorable(label: str, exc: Exception) -> InvalidValueError:
+    return InvalidValueError(
+        f"{label} holds a value JSON cannot store ({exc}); a list or dict changed in place bypasses "
+        "validation: assign JSON values only")
+
+
+def keep_unread(meta: HybridMeta, stored: Document, ours: Document, changed: Collection[str]) -> bool:
+    """Put back into ``ours`` the stored form of each typed field that only looks changed: read with
+    the declared type and written again, the stored value is what ``ours`` holds, so the object did
+    not change it, and what its type does not read (a nested field of a newer model) is kept.
+    Return whether any was put back. Only typed fields ``changed`` names are looked at."""
+    kept = False
+    for name, validator in meta.converters:
+        if name not in changed or name not in stored:
+            continue
+        try:
+            as_read = validator.to_json(validator.from_json(stored[name]))
+        except (TypeError, ValueError):  # the stored value no longer reads: the save rewrites it
+            continue
+        if same(as_read, ours[name]):
+            ours[name] = stored[name]
+            kept = True
+    return kept
