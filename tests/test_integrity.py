@@ -112,12 +112,13 @@ def test_check_reports_what_needs_a_person_and_repair_leaves_it(context: Context
     duplicate = dict(raw_document(context, "xrack", sample.racks[1].guid), name=rack0.name)
     invalid = dict(raw_document(context, "xserver", sample.servers[3].guid), load="heavy")
     extra = dict(raw_document(context, "xserver", sample.servers[4].guid), colour="red")
+    twin_rack, garbled = str(uuid.uuid4()), str(uuid.uuid4())  # documents under guids, as dal stores them
     put(context,
         (keys.doc("xserver", sample.servers[2].guid), json.dumps(dangling).encode()),
-        (keys.doc("xrack", "twin"), json.dumps(duplicate).encode()),
+        (keys.doc("xrack", twin_rack), json.dumps(duplicate).encode()),
         (keys.doc("xserver", sample.servers[3].guid), json.dumps(invalid).encode()),
         (keys.doc("xserver", sample.servers[4].guid), json.dumps(extra).encode()),
-        (keys.doc("xrack", "garbled"), b"not json"),
+        (keys.doc("xrack", garbled), b"not json"),
         (keys.doc("nosuch", "g"), b"{}"),
         (f"{keys.root}i/xrack/colour/sred/g", b""),
         (keys.link("xrack", rack0.guid, "xserver", "nosuch", "g"), b""))

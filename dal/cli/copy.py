@@ -9,19 +9,24 @@ its unique keys, index entries and links are rebuilt by the destination's own co
 atomic batches; nothing is copied as raw keys. The source is only read. ``--namespace``
 names the source namespace, ``--to-namespace`` the destination's (default: the same);
 ``--volatile`` is the destination's cache (replaced objects are invalidated there);
-``--persistent`` is not used. Exit 1 when the counts differ after the copy.
+``--persistent`` is not used. Exit 1 when the counts differ after the copy; interrupted
+(Ctrl-C), exit 130 printing the ``dal copy ... --replace`` that finishes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
+import sys
 
 import dal
+from dal.backends.url import StoreURL
 from dal.cli import existing_store, shown_store
 from dal.cli.load import add_batch_options, add_only_option, selected
 from dal.cli.progress import Progress
-from dal.tools.transfer.load import copy
+from dal.config import DEFAULT_VOLATILE, Context
+from dal.tools.transfer.load import BATCH_SIZE, MAX_TXN_OPS, LoadInterrupted, copy
 
 HELP = "copy a namespace from one store to another (SRC_URL DST_URL) and verify the counts"
 
@@ -46,11 +51,19 @@ def run(args: argparse.Namespace) -> int:
         args.to_namespace if args.to_namespace is not None else source.namespace))
     print(f"copying namespace {source.namespace!r} of {shown_store(source.persistent_url)} to namespace "
           f"{destination.namespace!r} of {destination.persistent_url}")
-    with contextlib.ExitStack() as stack:
-        result = copy(source, destination, only=only, replace=args.replace,
-                      batch_size=args.batch_size, max_ops=args.max_txn_ops,
-                      source_name=shown_store(source.persistent_url),
-                      progress=lambda total: stack.enter_context(Progress(total, "copy")).advance)
+    try:
+        with contextlib.ExitStack() as stack:
+            result = copy(source, destination, only=only, replace=args.replace,
+                          batch_size=args.batch_size, max_ops=args.max_txn_ops,
+                          source_name=shown_store(source.persistent_url),
+                          progress=lambda total: stack.enter_context(Progress(total, "copy")).advance)
+    except LoadInterrupted as stopped:  # its own advice names `dal load`
+        print(f"error: interrupted: {stopped.summary}", file=sys.stderr)
+        print(finishing(args, source, destination), file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("error: interrupted before any object was written; nothing to finish", file=sys.stderr)
+        return 130
     print(f"wrote {result.load.total} objects in {result.load.batches} "
           f"commit{'' if result.load.batches == 1 else 's'}")
     width = max([len("hybrid"), *(len(name) for name in result.source)])
@@ -69,3 +82,32 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print("verified: the destination holds as many objects of each hybrid as the source")
     return 0
+
+
+def finishing(args: argparse.Namespace, source: Context, destination: Context) -> str:
+    """Return the advice that finishes an interrupted copy: this copy again, with ``--replace``.
+
+    Every setting that differs from the built-in default is spelled out, so the command means
+    the same in another shell (as ``dal load`` does).
+    """
+    urls: list[StoreURL] = [shown_store(source.persistent_url), destination.persistent_url]
+    words = ["dal", "copy", str(urls[0]), str(urls[1]), "--replace"]
+    if source.namespace != "dal":
+        words += ["--namespace", source.namespace]
+    if destination.namespace != source.namespace:
+        words += ["--to-namespace", destination.namespace]
+    if destination.volatile_url.settings() != DEFAULT_VOLATILE:
+        words += ["--volatile", str(destination.volatile_url)]
+        urls.append(destination.volatile_url)
+    if args.hybrids != "dal.hybrids":
+        words += ["--hybrids", args.hybrids]
+    if args.only is not None:
+        words += ["--only", args.only]
+    if args.batch_size != BATCH_SIZE:
+        words += ["--batch-size", str(args.batch_size)]
+    if args.max_txn_ops != MAX_TXN_OPS:
+        words += ["--max-txn-ops", str(args.max_txn_ops)]
+    text = f"finish the copy with: {shlex.join(words)}"
+    if any(str(url) != url.settings() for url in urls):
+        text += " (with the password in place of ***)"
+    return text

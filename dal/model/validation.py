@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from pydantic import ValidationError
@@ -38,10 +38,17 @@ class Validation:
     problems: list[FieldProblem]
     #: stored fields the model does not declare
     unknown: list[str]
+    #: fields holding data their declared type drops (a key of a nested model it does not declare):
+    #: writing ``document`` would lose it
+    dropped: list[FieldProblem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.problems and not self.unknown
+        return not self.problems and not self.unknown and not self.dropped
+
+
+#: lost paths one problem names
+MAX_PATHS = 5
 
 
 def valid_guid(value: object) -> TypeGuard[str]:
@@ -80,6 +87,7 @@ def validate_document(meta: HybridMeta, data: Mapping[str, Any]) -> Validation:
     name = meta.cls.__name__
     document: dict[str, Any] = {}
     problems: list[FieldProblem] = []
+    dropped: list[FieldProblem] = []
     for prop_name, prop in meta.properties.items():
         if prop_name in data:
             try:
@@ -87,6 +95,11 @@ def validate_document(meta: HybridMeta, data: Mapping[str, Any]) -> Validation:
             except InvalidValueError as exc:
                 problems.append(FieldProblem(prop_name, str(exc)))
                 continue
+            if not prop.validator.native and prop.validator.adapter is not None:  # the others keep all
+                lost = dropped_paths(data[prop_name], value)
+                if lost:
+                    dropped.append(FieldProblem(prop_name, _dropped_message(name, prop_name,
+                                                                            prop.validator.label, lost)))
         else:
             value = prop.validator.to_json(prop.make_default())
         if value is None and prop.mandatory:
@@ -108,4 +121,40 @@ def validate_document(meta: HybridMeta, data: Mapping[str, Any]) -> Validation:
             problems.append(FieldProblem(guid_field, problem))
         document[guid_field] = target
     unknown = sorted(set(data) - meta.field_set)
-    return Validation(document, problems, unknown)
+    return Validation(document, problems, unknown, dropped)
+
+
+def _dropped_message(name: str, field_name: str, label: str, lost: list[str]) -> str:
+    more = f" and {len(lost) - MAX_PATHS} more" if len(lost) > MAX_PATHS else ""
+    return (f"{name}.{field_name} holds {', '.join(lost[:MAX_PATHS])}{more}, which {label} does not declare "
+            "(written by another version of the model?); this model would drop it when loading or copying "
+            "the object (or saving it with a new value there): dump, load or copy it with the model that "
+            "wrote it")
+
+
+def dropped_paths(stored: Any, normal: Any, path: str = "") -> list[str]:
+    """Return the paths (``b``, ``items[2].b``) of what ``stored`` holds and its normal form lost.
+
+    Lost is a dict key missing at any depth, or list elements missing (a nested model that does
+    not declare a key ignores it). A value normalized in place (1 stored for a float reads as
+    1.0, a set's order) loses nothing: the stored JSON is compared by shape, not by value.
+    """
+    if isinstance(stored, dict):
+        if not isinstance(normal, dict):
+            return [path or "a JSON object"] if stored else []
+        lost: list[str] = []
+        for key, value in stored.items():
+            if not key.isidentifier():
+                inner = f"{path}[{json.dumps(key, ensure_ascii=False)}]"
+            else:
+                inner = f"{path}.{key}" if path else key
+            lost += dropped_paths(value, normal[key], inner) if key in normal else [inner]
+        return lost
+    if isinstance(stored, list):
+        if not isinstance(normal, list):
+            return [path or "a JSON array"] if stored else []
+        lost = []
+        for index, (value, kept) in enumerate(zip(stored, normal, strict=False)):
+            lost += dropped_paths(value, kept, f"{path}[{index}]")
+        return lost + [f"{path}[{index}]" for index in range(len(normal), len(stored))]
+    return []

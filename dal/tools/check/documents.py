@@ -7,6 +7,7 @@ from dal.model.meta import HybridMeta
 from dal.model.registry import family
 from dal.model.validation import valid_guid, validate_document
 from dal.objects.transaction import Document, decode
+from dal.structures import GUID_RULE
 from dal.tools.check.problems import Kind
 from dal.tools.check.state import CheckState, Indexed, Link
 
@@ -22,6 +23,13 @@ class DocumentPass(CheckState):
         if meta is None or not guid:
             self.add(Kind.ORPHAN_KEY, key, f"document of undeclared hybrid {hybrid!r}: pass the module "
                      "declaring it with --hybrids, or delete the data", hybrid, guid)
+            return
+        if not valid_guid(guid):
+            # no object has this key: reads, dumps and loads refuse it, so no keys are expected (nor
+            # built by --repair) for it
+            self.add(Kind.INVALID_DOCUMENT, key, f"a {meta.cls.__name__} document is stored under "
+                     f"{guid!r}, which is not a guid ({GUID_RULE}): dal cannot read, dump or load it; store "
+                     "it again as a new object, or delete the key", hybrid, guid)
             return
         self.docs[hybrid, guid] = entry.revision
         label = f"{meta.cls.__name__} {guid}"
@@ -42,6 +50,8 @@ class DocumentPass(CheckState):
             self.add(Kind.UNKNOWN_FIELD, key, f"{label} stores {', '.join(validation.unknown)}, which "
                      f"{meta.cls.__name__} does not declare (written by another version of the model?)",
                      hybrid, guid)
+        for dropped in validation.dropped:  # what a load, copy or save with this model would lose
+            self.add(Kind.UNKNOWN_FIELD, key, f"{label}: {dropped.message}", hybrid, guid)
         self.expect(meta, guid, document, validation.document)
 
     def expect(self, meta: HybridMeta, guid: str, document: Document, read: Document) -> None:

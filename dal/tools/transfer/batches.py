@@ -54,11 +54,22 @@ def _costs(keys: Keys, item: Item, replace: bool) -> tuple[int, int, int]:
     size = sum(len(op.key) + len(op.value) if isinstance(op, Put) else len(op.key)
                for op in plan.ops if isinstance(op, (Put, Delete)))
     ops = len(plan.ops)
-    if replace:  # the stored object's old keys (and one-to-one keys) may have to go in the same commit
-        meta = item.meta
-        ops += len(meta.unique) + len(meta.indexed) + len(meta.relations)
-        ops += sum(1 for relation in meta.relations.values() if relation.onetoone)
+    if replace:
+        ops += _replace_deletes(item.meta)
     return ops, len(plan.checks), size
+
+
+def _replace_deletes(meta: HybridMeta) -> int:
+    """Return the most deletions of a stored object's old keys plan_write adds when replacing it.
+
+    Read off ``_plan_unique``, ``_plan_indexes`` and ``_plan_relation`` in dal/objects/transaction.py:
+    a unique value's old key; an index's old entry and, for a document lacking the field, the entry
+    under its default too; a relation's old link and one-to-one key.
+    """
+    ops = len(meta.unique)
+    ops += sum(1 if meta.stored_defaults[prop.name] is None else 2 for prop in meta.indexed)
+    ops += sum(2 if relation.onetoone else 1 for relation in meta.relations.values())
+    return ops
 
 
 def dependency_batches(keys: Keys, items: list[Item], replace: bool, batch_size: int,

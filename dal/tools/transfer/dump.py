@@ -16,7 +16,6 @@ each document is as it was when its batch was read.
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -94,20 +93,37 @@ def read_documents(context: Context, only: Sequence[HybridMeta] | None = None) -
     read, undeclared hybrids included (a load then says what to do about them). Consume
     each group before asking for the next.
     """
-    if only is not None:
-        for meta in only:
-            prefix = context.keys.docs(meta.name)
-            yield meta.name, _guids(prefix, _scan(context, prefix))
-        return
+    names = [meta.name for meta in only] if only is not None else stored_hybrids(context)
+    for name in names:
+        prefix = context.keys.docs(name)
+        yield name, _guids(prefix, _scan(context, prefix))
+
+
+def stored_hybrids(context: Context) -> list[str]:
+    """Return the names of the hybrids the namespace holds documents of, in name order.
+
+    Not in key order: a name's keys sort before a shorter name it starts with when the next
+    character sorts before '/' ('ab-c/...' before 'ab/...'). One read per hybrid: each skips
+    past the documents of the hybrid before.
+    """
     prefix = f"{context.keys.root}o/"
-    # keys sort by hybrid name first: '/' sorts before every character a name may hold
-    groups = itertools.groupby(_scan(context, prefix), key=lambda item: _hybrid_of(prefix, item[0]))
-    for hybrid, group in groups:
-        yield hybrid, _guids(f"{prefix}{hybrid}/", group)
+    names: list[str] = []
+    start: str | None = None
+    while True:
+        found = context.persistent.scan(prefix, start_after=start, limit=1)
+        if not found:
+            return sorted(names)
+        key = found[0][0]
+        name, slash, _ = key[len(prefix):].partition("/")
+        if not slash or (names and name == names[-1]):  # not a document's key, or a guid past _LAST
+            start = key
+            continue
+        names.append(name)
+        start = f"{prefix}{name}/{_LAST}"
 
 
-def _hybrid_of(prefix: str, key: str) -> str:
-    return key[len(prefix):].partition("/")[0]
+#: the last character: a hybrid's document keys sort before '<hybrid>/' followed by it (guids are ASCII)
+_LAST = "\U0010ffff"
 
 
 def _guids(prefix: str, group: Iterable[tuple[str, Entry]]) -> Iterator[tuple[str, Document]]:

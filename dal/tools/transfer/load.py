@@ -78,15 +78,18 @@ class LoadInterrupted(KeyboardInterrupt):
     finishes the job: it overwrites what is there with the same data and writes the rest.
     """
 
-    def __init__(self, written_batches: int, batches: int, written_objects: int, objects: int) -> None:
+    def __init__(self, written_batches: int, batches: int, written_objects: int, objects: int,
+                 command: str = "load") -> None:
         super().__init__(written_batches, batches, written_objects, objects)
         self.written_batches = written_batches
         self.batches = batches
         self.written_objects = written_objects
         self.objects = objects
+        #: what was interrupted, and is run again to finish: "load" or "copy"
+        self.command = command
 
     def __str__(self) -> str:
-        return f"{self.summary}; the same load with --replace (replace=True) finishes it"
+        return f"{self.summary}; the same {self.command} with --replace (replace=True) finishes it"
 
     @property
     def summary(self) -> str:
@@ -123,14 +126,15 @@ class CopyResult:
 
 
 def load(context: Context, dump: Dump, *, replace: bool = False, batch_size: int = BATCH_SIZE,
-         max_ops: int = MAX_TXN_OPS, progress: Advance | None = None, source: str = "the dump") -> LoadResult:
+         max_ops: int = MAX_TXN_OPS, progress: Advance | None = None, source: str = "the dump",
+         command: str = "load") -> LoadResult:
     """Validate all of ``dump``, then write it into the namespace of ``context`` in atomic batches.
 
     An object whose guid is already stored is refused (DalError, before anything is written)
     unless ``replace``: then it is overwritten, guarded by the revision it was read at, and
     its old unique keys, index entries and links are removed in the same commit. Objects not
     in the dump are never touched. ``progress`` is called with the objects of each written
-    batch.
+    batch. ``command`` is what messages say to run again to finish: "load", or "copy".
     """
     if batch_size < 1 or max_ops < 1:
         raise InvalidValueError(f"batch size and operations per commit must be at least 1, not {batch_size} "
@@ -150,8 +154,9 @@ def load(context: Context, dump: Dump, *, replace: bool = False, batch_size: int
             try:
                 replaced += _write(context, batch, replace)
             except DalError as exc:
-                done = (f"batches 1-{number - 1} ({written} objects) were written and are kept; load again "
-                        "with --replace (replace=True) to finish") if number > 1 else "nothing was written"
+                done = "nothing was written" if number == 1 else (
+                    f"batches 1-{number - 1} ({written} objects) were written and are kept; {command} again "
+                    "with --replace (replace=True) to finish")
                 raise type(exc)(f"{exc}. Batch {number} of {len(batches)} was not written; {done}") from exc
             committed, written = number, written + len(batch)
             for item in batch:
@@ -160,7 +165,7 @@ def load(context: Context, dump: Dump, *, replace: bool = False, batch_size: int
                 progress(len(batch))
     except KeyboardInterrupt as exc:
         # Ctrl-C: say what is stored, so the load can be finished rather than guessed at
-        raise LoadInterrupted(committed, len(batches), written, len(items)) from exc
+        raise LoadInterrupted(committed, len(batches), written, len(items), command) from exc
     return LoadResult(counts, len(batches), replaced)
 
 
@@ -262,7 +267,7 @@ def copy(source: Context, destination: Context, *, only: Sequence[HybridMeta] | 
     data = read_store(source, only)
     advance = progress(data.total) if progress is not None else None
     loaded = load(destination, data, replace=replace, batch_size=batch_size, max_ops=max_ops,
-                  progress=advance, source=f"namespace {source.namespace!r} of {shown}")
+                  progress=advance, source=f"namespace {source.namespace!r} of {shown}", command="copy")
     names = set(data.hybrids)
     names |= {meta.name for meta in only} if only is not None else {cls._meta.name for cls in hybrids.all()}
     counted = count_documents(destination, sorted(names))

@@ -50,6 +50,8 @@ def validate_items(keys: Keys, dump: Dump, source: str) -> list[Item]:
             problems += [f"{name} {guid}: {problem.message}" for problem in validation.problems]
             problems += [f"{name} {guid}: field {unknown!r} is not declared by {cls.__name__} (known: "
                          f"{', '.join(meta.fields())})" for unknown in validation.unknown]
+            # written as validated, nested data the model does not declare would be lost
+            problems += [f"{name} {guid}: {dropped.message}" for dropped in validation.dropped]
             items.append(Item(meta, guid, validation.document, keys.doc(name, guid)))
     if problems:
         raise InvalidValueError(listing(f"{source} does not fit the declared model", problems,
