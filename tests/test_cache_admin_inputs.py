@@ -216,6 +216,9 @@ def test_clean_and_prune_refuse_a_stall_time_or_size_that_is_not_a_finite_number
         with pytest.raises(DalError, match="max_size must be"):
             cache.prune(context, bad)  # type: ignore[arg-type]
     assert context.volatile.get(lock) is not None and _held(context, gauge, "reading")
+    huge = 10 ** 400  # an int too large for a float is still a number of bytes or seconds
+    assert cache.prune(context, huge).entries == 0
+    assert cache.clean(context, stall_time=huge) == []
     store = f"sqlite:///{tmp_path / 'a.sqlite3'}"
     assert main(["cache", "clean", "--stall-time", "nan", "--persistent", store, "--volatile", "memory://",
                  "--namespace", "inputs", "--hybrids", __name__]) == 2

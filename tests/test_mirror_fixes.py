@@ -16,9 +16,10 @@ from mirror_hybrids import TIMEOUT, Clock, MirroredVM, answer, instance_path
 
 import dal.cli.refresh as cli
 import dal.mirror
+import dal.mirror.refresh as refresh_module
 from dal import DataList, DataObject, Mirror, Property
 from dal.config import Context
-from dal.exceptions import BackendError, ConfigurationError, DalError
+from dal.exceptions import BackendError, ConfigurationError, DalError, RaceConditionError
 from dal.testing.remote import Remote
 
 #: MirroredVM's refresh_every
@@ -113,6 +114,26 @@ def test_a_store_failure_during_a_lazy_refresh_is_counted_once(context: Context,
     with pytest.raises(BackendError, match="disk gone"):  # the bulk refresher reports it for the hybrid
         dal.mirror.refresh_stale(MirroredVM)
     assert context.stats["mirror_failures"] == 0
+
+
+def test_an_object_that_keeps_changing_fails_alone_in_a_bulk_refresh(context: Context, remote: Remote,
+                                                                     clock: Clock,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """RaceConditionError is about one object (its document kept changing), not the store: the other
+    objects of the pass are stored, and that one is reported failed."""
+    objects = [stored_vm(remote) for _ in range(3)]
+    real, hot = refresh_module.store_answer, objects[0].guid
+
+    def racing(context: Context, obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if obj.guid == hot:
+            raise RaceConditionError(f"MirroredVM {obj.guid} kept changing while its refresh was stored")
+        return real(context, obj, *args, **kwargs)
+
+    monkeypatch.setattr(refresh_module, "store_answer", racing)
+    report = dal.mirror.refresh_stale(MirroredVM)
+    assert report.refreshed + report.unchanged == 2 and list(report.failed) == [hot]
+    assert "RaceConditionError" in report.failed[hot]
+    assert dal.mirror.stale_count(MirroredVM) == 1
 
 
 def passes(context: Context, ahead: float, start: float, clock: Clock, count: int) -> list[int]:

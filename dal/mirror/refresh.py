@@ -20,7 +20,7 @@ from typing import Any
 
 from dal.backends.base import Entry
 from dal.config import Context, current
-from dal.exceptions import BackendError, DalError, MirrorError, ObjectNotFoundError, RaceConditionError
+from dal.exceptions import BackendError, DalError, MirrorError, ObjectNotFoundError
 from dal.mirror import flight
 from dal.mirror.store import WRITTEN_BY_REFRESH, adopt, parsed_names, store_answer, store_failure
 from dal.objects.dataobject import DataObject
@@ -222,7 +222,7 @@ def _store(context: Context, obj: DataObject, entry: Entry, answer: Any, fetched
     if not isinstance(answer, BaseException):
         try:
             stored = store_answer(context, obj, answer, fetched_at, entry)
-        except (BackendError, RaceConditionError):
+        except BackendError:
             # the store failed, not the answer: the caller counts it once (a read) or raises it
             raise
         except Exception as exc:  # the answer cannot be stored: its shape, a refused value, a parser error

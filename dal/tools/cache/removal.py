@@ -109,7 +109,8 @@ def prune(context: Context, max_size: int) -> Pruned:
     removable); entries whose last access the store does not know go first. Returns the entries
     and bytes removed, and the hashed entries left.
     """
-    if not (max_size >= 0 and math.isfinite(max_size)):  # NaN compares false both ways
+    # NaN compares false both ways; an int too large for a float is still a size
+    if not (max_size >= 0 and (isinstance(max_size, int) or math.isfinite(max_size))):
         raise DalError(f"max_size must be 0 or more bytes, not {max_size}")
     found = entries(context, sort="last_access")
     total = sum(entry.size for entry in found)
@@ -148,7 +149,7 @@ def clean(context: Context, stall_time: float = 60.0) -> list[str]:
     listing stays. Removing a lease voids its fill (never caches a stale value); removing a lock
     lets the next caller compute.
     """
-    if not (stall_time >= 0 and math.isfinite(stall_time)):  # NaN compares false both ways
+    if not (stall_time >= 0 and (isinstance(stall_time, int) or math.isfinite(stall_time))):
         raise DalError(f"stall_time must be 0 or more seconds, not {stall_time}")
     now = time.time()
     lease_ttl = context.objects.lease_ttl
