@@ -167,5 +167,10 @@ def _fields(value: Any) -> dict[str, Any]:
         return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
     if getattr(value, "__pydantic_fields__", None) is None or isinstance(value, type):
         return {}
-    # a model keeps its fields in its __dict__, its extra fields apart
-    return {**vars(value), **(getattr(value, "__pydantic_extra__", None) or {})}
+    # a model keeps its fields in its __dict__, its extra fields apart; it may write them by alias
+    found = {**vars(value), **(getattr(value, "__pydantic_extra__", None) or {})}
+    for name, info in getattr(type(value), "model_fields", {}).items():
+        for alias in (info.serialization_alias, info.alias):
+            if alias and name in found:
+                found.setdefault(alias, found[name])
+    return found

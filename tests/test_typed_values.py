@@ -26,9 +26,10 @@ import pydantic
 import pytest
 
 from dal import DataObject, Property, TypedObject, configure
+from dal.backends.base import Delete, Put, Revision
 from dal.config import Context
 from dal.exceptions import InvalidQueryError, InvalidValueError, UniqueConstraintError
-from dal.objects.transaction import decode
+from dal.objects.transaction import decode, encode
 from dal.validators import Validator
 
 NAMES = [f"user{i}" for i in range(200)]  # enough for two insertion orders to iterate differently
@@ -37,6 +38,13 @@ NAMES = [f"user{i}" for i in range(200)]  # enough for two insertion orders to i
 class Cfg(pydantic.BaseModel):
     size: int = 1
     tags: frozenset[str] = frozenset()
+
+
+class AliasedCfg(pydantic.BaseModel):
+    """A model that writes its fields by alias, as camelCase APIs do."""
+
+    model_config = pydantic.ConfigDict(serialize_by_alias=True, populate_by_name=True)
+    tags: frozenset[str] = pydantic.Field(default=frozenset(), alias="Tags")
 
 
 class Team(TypedObject, hybrid_name="typedteam"):
@@ -103,8 +111,9 @@ def test_a_set_is_stored_in_one_order_whatever_the_hash_seed(tmp_path: Path) -> 
      lambda order: frozenset(frozenset(n for n in order if n.endswith(d)) for d in "0123456789")),
     (Cfg, lambda order: Cfg(tags=frozenset(order))),
     (list[Cfg], lambda order: [Cfg(tags=frozenset(order))]),
+    (AliasedCfg, lambda order: AliasedCfg(tags=frozenset(order))),
 ], ids=["set", "optional-frozenset", "list-of-sets", "dict-of-frozensets", "set-of-sets", "model",
-        "list-of-models"])
+        "list-of-models", "model-by-alias"])
 def test_one_set_built_in_two_orders_has_one_stored_form(declared: Any,
                                                         build: Callable[[list[str]], Any]) -> None:
     validator = Validator("T.s", declared)
@@ -218,3 +227,24 @@ def test_an_enum_of_lists_admits_and_finds_its_values(local: Context) -> None:
     shape = Shape(data={"dims": [1, 2], "opts": {"a": 1}})
     shape.save()
     assert (Shape.where(Shape.dims == [1, 2]).count(), Shape(shape.guid).opts) == (1, {"a": 1})
+
+
+def test_a_set_stored_unsorted_by_an_earlier_version_is_rewritten_sorted_by_the_next_save(
+        local: Context) -> None:
+    """Its unique key moves with it: a new object holding the same set is refused."""
+    old = Team(name="old", roles=frozenset({"a", "b"}))
+    old.save()
+    keys, key = local.keys, local.keys.doc("typedteam", old.guid)
+    revision, document = _stored(local, "typedteam", old.guid)
+    sorted_key = keys.unique("typedteam", "roles", ["a", "b"])
+    legacy_key = keys.unique("typedteam", "roles", ["b", "a"])
+    assert local.persistent.commit([Revision(key, revision)], [  # as an earlier version wrote it
+        Put(key, encode({**document, "roles": ["b", "a"]})), Delete(sorted_key),
+        Put(legacy_key, old.guid.encode())]).ok
+    renamed = Team(old.guid)
+    renamed.name = "renamed"
+    renamed.save()
+    assert _stored(local, "typedteam", old.guid)[1]["roles"] == ["a", "b"]
+    assert local.persistent.get(legacy_key) is None and local.persistent.get(sorted_key) is not None
+    with pytest.raises(UniqueConstraintError):
+        Team(name="dup", roles=frozenset({"b", "a"})).save()

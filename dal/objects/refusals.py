@@ -10,10 +10,15 @@ field of a nested model that a newer version of the model declares) keeps its st
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Collection, Iterable, Mapping
+from decimal import Decimal
+from enum import Enum
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from dal.exceptions import InvalidValueError, ReadOnlyFieldError
+from dal.model.validation import dropped_paths
 from dal.objects.transaction import Document
 from dal.structures import MirrorField
 from dal.validators import Validator, json_advice, json_problem
@@ -24,14 +29,17 @@ if TYPE_CHECKING:
 
 #: the values a field may hold that can be changed in place, bypassing validation
 _CONTAINERS = (list, dict)
+#: typed values nothing changes in place: validated when assigned, they still hold
+_IMMUTABLE = (str, bytes, bool, int, float, type(None), dt.date, dt.time, dt.timedelta, Enum, Decimal, UUID)
 
 
 def check_changed(label: str, meta: HybridMeta, data: Mapping[str, Any], new: Document,
                   changed: Collection[str]) -> None:
     """Refuse a changed list or dict that JSON cannot store as it is (NaN, a non-str key, a tuple, at
     any depth), and a changed typed value its type no longer admits."""
-    if meta.converters:  # only the changed typed fields pay
-        check_typed(label, data, [(name, check) for name, check in meta.converters if name in changed])
+    if meta.converters:  # only changed typed fields that can change in place pay
+        check_typed(label, data, [(name, check) for name, check in meta.converters
+                                  if name in changed and not isinstance(data[name], _IMMUTABLE)])
     for name in changed:
         value = new[name]
         if type(value) in _CONTAINERS:  # anything else was validated when assigned, or converted
@@ -69,10 +77,11 @@ def unstorable(label: str, exc: Exception) -> InvalidValueError:
 
 
 def keep_unread(meta: HybridMeta, stored: Document, ours: Document, changed: Collection[str]) -> bool:
-    """Put back into ``ours`` the stored form of each typed field that only looks changed: read with
-    the declared type and written again, the stored value is what ``ours`` holds, so the object did
-    not change it, and what its type does not read (a nested field of a newer model) is kept.
-    Return whether any was put back. Only typed fields ``changed`` names are looked at."""
+    """Put back into ``ours`` what the declared type did not read of a typed field the object did
+    not change (read with that type and written again, the stored value is what ``ours`` holds):
+    a nested field of a newer model is kept, in the value as this version writes it (canonical: a
+    set stored unsorted by an earlier version is still rewritten sorted). Return whether any was
+    put back. Only typed fields ``changed`` names are looked at."""
     kept = False
     for name, validator in meta.converters:
         if name not in changed or name not in stored:
@@ -81,7 +90,19 @@ def keep_unread(meta: HybridMeta, stored: Document, ours: Document, changed: Col
             as_read = validator.to_json(validator.from_json(stored[name]))
         except (TypeError, ValueError):  # the stored value no longer reads: the save rewrites it
             continue
-        if same(as_read, ours[name]):
-            ours[name] = stored[name]
+        if same(as_read, ours[name]) and dropped_paths(stored[name], as_read):
+            ours[name] = _with_unread(stored[name], ours[name])
             kept = True
     return kept
+
+
+def _with_unread(stored: Any, ours: Any) -> Any:
+    """Return ``ours`` with the dict keys ``stored`` holds and ``ours`` lacks put back, at any depth."""
+    if isinstance(stored, dict) and isinstance(ours, dict):
+        merged = {key: _with_unread(stored[key], value) if key in stored else value
+                  for key, value in ours.items()}
+        merged.update((key, value) for key, value in stored.items() if key not in ours)
+        return merged
+    if isinstance(stored, list) and isinstance(ours, list) and len(stored) == len(ours):
+        return [_with_unread(old, new) for old, new in zip(stored, ours, strict=True)]
+    return ours
