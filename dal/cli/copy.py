@@ -23,10 +23,10 @@ import sys
 import dal
 from dal.backends.url import StoreURL
 from dal.cli import existing_store, shown_store
-from dal.cli.load import add_batch_options, add_only_option, selected
+from dal.cli.load import add_batch_options, add_only_option, selected, selection_words
 from dal.cli.progress import Progress
 from dal.config import DEFAULT_VOLATILE, Context
-from dal.tools.transfer.load import BATCH_SIZE, MAX_TXN_OPS, LoadInterrupted, copy
+from dal.tools.transfer.load import LoadInterrupted, copy
 
 HELP = "copy a namespace from one store to another (SRC_URL DST_URL) and verify the counts"
 
@@ -99,14 +99,7 @@ def finishing(args: argparse.Namespace, source: Context, destination: Context) -
     if destination.volatile_url.settings() != DEFAULT_VOLATILE:
         words += ["--volatile", str(destination.volatile_url)]
         urls.append(destination.volatile_url)
-    if args.hybrids != "dal.hybrids":
-        words += ["--hybrids", args.hybrids]
-    if args.only is not None:
-        words += ["--only", args.only]
-    if args.batch_size != BATCH_SIZE:
-        words += ["--batch-size", str(args.batch_size)]
-    if args.max_txn_ops != MAX_TXN_OPS:
-        words += ["--max-txn-ops", str(args.max_txn_ops)]
+    words += selection_words(args)
     text = f"finish the copy with: {shlex.join(words)}"
     if any(str(url) != url.settings() for url in urls):
         text += " (with the password in place of ***)"

@@ -40,6 +40,21 @@ def add_only_option(parser: argparse.ArgumentParser, text: str) -> None:
                         help=f"{text} (class or logical names, e.g. Backend,backendtype)")
 
 
+def selection_words(args: argparse.Namespace) -> list[str]:
+    """Return the options of a load or copy that say what it writes and how, as typed (defaults left out):
+    the command that finishes an interrupted one repeats them."""
+    words: list[str] = []
+    if args.hybrids != "dal.hybrids":
+        words += ["--hybrids", args.hybrids]
+    if args.only is not None:
+        words += ["--only", args.only]
+    if args.batch_size != BATCH_SIZE:
+        words += ["--batch-size", str(args.batch_size)]
+    if args.max_txn_ops != MAX_TXN_OPS:
+        words += ["--max-txn-ops", str(args.max_txn_ops)]
+    return words
+
+
 def add_batch_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("batches")
     group.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
@@ -103,14 +118,7 @@ def finishing(args: argparse.Namespace, context: dal.config.Context) -> str:
             hidden = hidden or _has_password(url)
     if context.namespace != "dal":
         words += ["--namespace", context.namespace]
-    if args.hybrids != "dal.hybrids":
-        words += ["--hybrids", args.hybrids]
-    if args.only is not None:
-        words += ["--only", args.only]
-    if args.batch_size != BATCH_SIZE:
-        words += ["--batch-size", str(args.batch_size)]
-    if args.max_txn_ops != MAX_TXN_OPS:
-        words += ["--max-txn-ops", str(args.max_txn_ops)]
+    words += selection_words(args)
     text = f"finish the load with: {shlex.join(words)}"
     if args.file == "-":
         text += " (feeding it the same dump on stdin)"
