@@ -162,14 +162,19 @@ def sets_sorted(value: Any, stored: Any) -> Any:
 
 
 def _fields(value: Any) -> dict[str, Any]:
-    """Return the fields of a pydantic model or a dataclass by name (extra fields included); else {}."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
-    if getattr(value, "__pydantic_fields__", None) is None or isinstance(value, type):
+    """Return the fields of a pydantic model or a dataclass by name (extra fields included), and by
+    the alias pydantic writes them under; else {}."""
+    if isinstance(value, type):
         return {}
-    # a model keeps its fields in its __dict__, its extra fields apart; it may write them by alias
-    found = {**vars(value), **(getattr(value, "__pydantic_extra__", None) or {})}
-    for name, info in getattr(type(value), "model_fields", {}).items():
+    if dataclasses.is_dataclass(value):
+        found = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    elif getattr(value, "__pydantic_fields__", None) is not None:
+        # a model keeps its fields in its __dict__, its extra fields apart
+        found = {**vars(value), **(getattr(value, "__pydantic_extra__", None) or {})}
+    else:
+        return {}
+    # pydantic models and dataclasses may write a field under its alias
+    for name, info in (getattr(type(value), "__pydantic_fields__", None) or {}).items():
         for alias in (info.serialization_alias, info.alias):
             if alias and name in found:
                 found.setdefault(alias, found[name])

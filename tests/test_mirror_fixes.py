@@ -130,6 +130,14 @@ def test_an_object_that_keeps_changing_fails_alone_in_a_bulk_refresh(context: Co
         return real(context, obj, *args, **kwargs)
 
     monkeypatch.setattr(refresh_module, "store_answer", racing)
+    real_failure = refresh_module.store_failure
+
+    def still_racing(context: Context, obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if obj.guid == hot:  # recording its failure meets the same contention
+            raise RaceConditionError(f"MirroredVM {obj.guid} kept changing while its failure was stored")
+        return real_failure(context, obj, *args, **kwargs)
+
+    monkeypatch.setattr(refresh_module, "store_failure", still_racing)
     report = dal.mirror.refresh_stale(MirroredVM)
     assert report.refreshed + report.unchanged == 2 and list(report.failed) == [hot]
     assert "RaceConditionError" in report.failed[hot]

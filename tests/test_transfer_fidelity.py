@@ -274,3 +274,36 @@ def test_ctrl_c_during_dal_copy_prints_the_copy_that_finishes_it(
     monkeypatch.setattr(sys, "path", [*sys.path])
     assert main(shlex.split(finish)[1:]) == 0  # the printed command, as printed, finishes the copy
     assert "verified: the destination holds as many objects" in capsys.readouterr().out
+
+
+def test_ctrl_c_while_dal_copy_verifies_prints_the_copy_that_finishes_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Interrupted after its last batch, the copy has written everything: it must not say nothing was."""
+    import dal.tools.transfer.load as load_module
+    from dal.cli import main
+
+    source_url, target_url = (f"sqlite:///{tmp_path / name}" for name in ("source.sqlite3", "target.sqlite3"))
+    source = dal.configure(source_url, "memory://", namespace="src")
+    racks = {"format": "dal-dump", "version": 1, "namespace": "src",
+             "hybrids": {"xrack": [{"guid": str(uuid.UUID(int=n + 1, version=4)),
+                                    "data": {"name": f"r{n}", "row": n}} for n in range(3)]}}
+    load(source, read_dump(io.StringIO(json.dumps(racks))))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [*sys.path])  # main() puts the working directory on it
+    for variable in ("DAL_PERSISTENT_URL", "DAL_VOLATILE_URL", "DAL_NAMESPACE", "DAL_HYBRIDS"):
+        monkeypatch.delenv(variable, raising=False)
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(load_module, "count_documents", interrupted)
+    assert main(["copy", source_url, target_url, "--namespace", "src", *CLI]) == 130
+    err = capsys.readouterr().err
+    assert "nothing to finish" not in err
+    finish = f"dal copy {source_url} {target_url} --replace --namespace src --hybrids transfer_hybrids"
+    assert f"finish the copy with: {finish}" in err, err
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [*sys.path])
+    assert main(shlex.split(finish)[1:]) == 0
+    assert "verified: the destination holds as many objects" in capsys.readouterr().out

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
+import pydantic.dataclasses
 import pytest
 
 from dal import DataObject, Property, TypedObject, configure
@@ -45,6 +46,13 @@ class AliasedCfg(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(serialize_by_alias=True, populate_by_name=True)
     tags: frozenset[str] = pydantic.Field(default=frozenset(), alias="Tags")
+
+
+@pydantic.dataclasses.dataclass(config=pydantic.ConfigDict(serialize_by_alias=True, populate_by_name=True))
+class AliasedData:
+    """A pydantic dataclass that writes its field by alias."""
+
+    tags: frozenset[str] = pydantic.Field(default=frozenset(), alias="t")
 
 
 class Team(TypedObject, hybrid_name="typedteam"):
@@ -112,8 +120,9 @@ def test_a_set_is_stored_in_one_order_whatever_the_hash_seed(tmp_path: Path) -> 
     (Cfg, lambda order: Cfg(tags=frozenset(order))),
     (list[Cfg], lambda order: [Cfg(tags=frozenset(order))]),
     (AliasedCfg, lambda order: AliasedCfg(tags=frozenset(order))),
+    (AliasedData, lambda order: AliasedData(tags=frozenset(order))),
 ], ids=["set", "optional-frozenset", "list-of-sets", "dict-of-frozensets", "set-of-sets", "model",
-        "list-of-models", "model-by-alias"])
+        "list-of-models", "model-by-alias", "dataclass-by-alias"])
 def test_one_set_built_in_two_orders_has_one_stored_form(declared: Any,
                                                         build: Callable[[list[str]], Any]) -> None:
     validator = Validator("T.s", declared)

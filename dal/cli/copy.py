@@ -61,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: interrupted: {stopped.summary}", file=sys.stderr)
         print(finishing(args, source, destination), file=sys.stderr)
         return 130
-    except KeyboardInterrupt:
-        print("error: interrupted before any object was written; nothing to finish", file=sys.stderr)
+    except KeyboardInterrupt:  # outside the batches: before the first (schema records may be written) or
+        # while verifying after the last; either way the same copy with --replace finishes it
+        print("error: interrupted outside the copy's batches", file=sys.stderr)
+        print(finishing(args, source, destination), file=sys.stderr)
         return 130
     print(f"wrote {result.load.total} objects in {result.load.batches} "
           f"commit{'' if result.load.batches == 1 else 's'}")

@@ -20,7 +20,7 @@ from typing import Any
 
 from dal.backends.base import Entry
 from dal.config import Context, current
-from dal.exceptions import BackendError, DalError, MirrorError, ObjectNotFoundError
+from dal.exceptions import BackendError, DalError, MirrorError, ObjectNotFoundError, RaceConditionError
 from dal.mirror import flight
 from dal.mirror.store import WRITTEN_BY_REFRESH, adopt, parsed_names, store_answer, store_failure
 from dal.objects.dataobject import DataObject
@@ -238,7 +238,10 @@ def _store(context: Context, obj: DataObject, entry: Entry, answer: Any, fetched
     context.stats.add(label + "failures")
     context.stats.add("mirror_failures")
     log.info("refreshing %s %s failed: %s", type(obj).__name__, obj.guid, text)
-    failure = store_failure(context, obj, text, entry)
+    try:
+        failure = store_failure(context, obj, text, entry)
+    except RaceConditionError:  # the document still keeps changing: its failure goes unrecorded
+        return Result(FAILED, text, answer)
     if failure.entry is None:
         return Result(GONE)
     adopt(obj, failure.entry, WRITTEN_BY_REFRESH)

@@ -18,6 +18,7 @@ from dal.exceptions import InvalidValueError
 from dal.model.meta import HybridMeta
 from dal.structures import GUID_RULE, is_guid
 from dal.validators import Validator
+from dal.values import canonical
 
 
 @dataclass(frozen=True)
@@ -156,5 +157,14 @@ def dropped_paths(stored: Any, normal: Any, path: str = "") -> list[str]:
         lost = []
         for index, (value, kept) in enumerate(zip(stored, normal, strict=False)):
             lost += dropped_paths(value, kept, f"{path}[{index}]")
-        return lost + [f"{path}[{index}]" for index in range(len(normal), len(stored))]
+        lost += [f"{path}[{index}]" for index in range(len(normal), len(stored))]
+        return [] if lost and _matched(stored, normal) else lost
     return []
+
+
+def _matched(stored: list[Any], normal: list[Any]) -> bool:
+    """Tell whether the items of ``stored`` and ``normal``, each in canonical order, lose nothing: a
+    set an earlier version stored in another order (its items of other lengths) loses nothing."""
+    ordered, items = sorted(normal, key=canonical), sorted(stored, key=canonical)
+    return len(items) <= len(ordered) and not any(
+        dropped_paths(value, kept) for value, kept in zip(items, ordered, strict=False))

@@ -77,11 +77,12 @@ def unstorable(label: str, exc: Exception) -> InvalidValueError:
 
 
 def keep_unread(meta: HybridMeta, stored: Document, ours: Document, changed: Collection[str]) -> bool:
-    """Put back into ``ours`` what the declared type did not read of a typed field the object did
-    not change (read with that type and written again, the stored value is what ``ours`` holds):
-    a nested field of a newer model is kept, in the value as this version writes it (canonical: a
-    set stored unsorted by an earlier version is still rewritten sorted). Return whether any was
-    put back. Only typed fields ``changed`` names are looked at."""
+    """Put back into ``ours`` the stored value of each typed field the object did not change (read
+    with the declared type and written again, it is what ``ours`` holds) and that the declared type
+    does not read whole (a nested field of a newer model): kept exactly as that model wrote it.
+    A value read whole is left as this version writes it (a set an earlier version stored unsorted
+    is rewritten sorted). Return whether any was put back. Only typed fields ``changed`` names are
+    looked at."""
     kept = False
     for name, validator in meta.converters:
         if name not in changed or name not in stored:
@@ -91,18 +92,6 @@ def keep_unread(meta: HybridMeta, stored: Document, ours: Document, changed: Col
         except (TypeError, ValueError):  # the stored value no longer reads: the save rewrites it
             continue
         if same(as_read, ours[name]) and dropped_paths(stored[name], as_read):
-            ours[name] = _with_unread(stored[name], ours[name])
+            ours[name] = stored[name]
             kept = True
     return kept
-
-
-def _with_unread(stored: Any, ours: Any) -> Any:
-    """Return ``ours`` with the dict keys ``stored`` holds and ``ours`` lacks put back, at any depth."""
-    if isinstance(stored, dict) and isinstance(ours, dict):
-        merged = {key: _with_unread(stored[key], value) if key in stored else value
-                  for key, value in ours.items()}
-        merged.update((key, value) for key, value in stored.items() if key not in ours)
-        return merged
-    if isinstance(stored, list) and isinstance(ours, list) and len(stored) == len(ours):
-        return [_with_unread(old, new) for old, new in zip(stored, ours, strict=True)]
-    return ours
