@@ -360,7 +360,10 @@ def test_a_silent_server_fails_a_call_in_its_timeout_with_redis_pys_message(fake
         with pytest.raises(redis.TimeoutError) as direct:
             client.get("dal:c:k")
         where = fake_server.url.removeprefix("redis://") + "/0"
-        assert str(failed.value) == f"redis get on {where} failed: TimeoutError: {direct.value}"
+        assert str(failed.value) == (
+            f"redis get on {where} failed: the server did not answer within 0.2 s (the timeout option of "
+            f"{fake_server.url}?timeout=0.2; {direct.value}); check that redis-server is running and not "
+            "blocked, or raise timeout")
     finally:
         cache.close()
         client.close()

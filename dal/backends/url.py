@@ -115,6 +115,22 @@ class StoreURL:
         return tuple((host, default_port if port is None else port) for host, port in self.hosts)
 
 
+#: the longest timeout a store takes, in seconds (about 31 years): a socket timeout overflows a little
+#: above it (1e10 s is out of range of a C time_t's timeval in CPython), and gRPC's deadlines fail at once
+MAX_TIMEOUT = 1e9
+
+
+def timeout_option(url: StoreURL, default: float, name: str = "timeout") -> float:
+    """Return option ``name`` in seconds: positive, finite and at most :data:`MAX_TIMEOUT`, else
+    ConfigurationError: a bigger one would fail every request at once (an etcd deadline) or raise
+    from the socket (Redis), and NaN compares false with everything."""
+    seconds = url.option(name, float, default)
+    if not 0 < seconds <= MAX_TIMEOUT:
+        raise ConfigurationError(
+            f"option {name} in {url} must be a positive number of seconds, at most {MAX_TIMEOUT:.0f}")
+    return seconds
+
+
 def on_off(text: str) -> bool:
     """Read an on/off option (`1`, `true`, `yes` or `0`, `false`, `no`), for `StoreURL.option`."""
     if text.lower() in ("1", "true", "yes"):

@@ -25,7 +25,7 @@ from dal.backends.base import (
 )
 from dal.backends.etcd.leadership import EtcdLeadership
 from dal.backends.etcd.transport import tls_credentials
-from dal.backends.url import StoreURL
+from dal.backends.url import StoreURL, timeout_option
 from dal.exceptions import ConfigurationError
 
 DEFAULT_PORT = 2379
@@ -55,9 +55,7 @@ class EtcdStore(EtcdLeadership):
         if url.path not in ("", "/"):
             raise ConfigurationError(f"{url} has a path; etcd:// URLs take none, write etcd://host:port")
         hosts = url.require_hosts(DEFAULT_PORT)
-        timeout = url.option("timeout", float, DEFAULT_TIMEOUT)
-        if not timeout > 0:
-            raise ConfigurationError(f"option timeout in {url} must be a positive number of seconds")
+        timeout = timeout_option(url, DEFAULT_TIMEOUT)
         if (url.user is None) != (url.password is None):
             raise ConfigurationError(f"{url} gives a user without a password or the reverse; give both")
         return cls(url, hosts, timeout=timeout, user=url.user, password=url.password,

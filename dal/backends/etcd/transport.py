@@ -41,6 +41,9 @@ _CHANNEL_OPTIONS = [
 TOO_MANY_OPS = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: too many operations in txn request")
 REQUEST_TOO_LARGE = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: request is too large")
 INVALID_AUTH_TOKEN = (grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token")
+#: what gRPC itself answers (before etcd sees it) for a request over the server's gRPC limit,
+#: --max-request-bytes plus 512 KiB; RESOURCE_EXHAUSTED alone is also etcd's "database space exceeded"
+OVER_GRPC_LIMIT = (grpc.StatusCode.RESOURCE_EXHAUSTED, "grpc: received message larger than max")
 
 
 def etcd_error(exc: Any) -> tuple[Any, str]:
@@ -175,11 +178,14 @@ class EtcdTransport:
                 f"({checks} checks, {writes} writes) but the server at {self._where} allows fewer "
                 f"(--max-txn-ops, 128 by default); start etcd with a larger --max-txn-ops "
                 f"or save fewer objects per transaction")
-        if (code, details) == REQUEST_TOO_LARGE:
+        if (code, details) == REQUEST_TOO_LARGE or (
+                code == OVER_GRPC_LIMIT[0] and details.startswith(OVER_GRPC_LIMIT[1])):
+            # "retrying" must not read as a remedy (the journal adds that nothing was written)
             return BackendError(
                 f"this request is larger than the etcd server at {self._where} accepts "
                 f"(--max-request-bytes, 1.5 MiB by default); start etcd with a larger "
-                f"--max-request-bytes or write less per transaction")
+                f"--max-request-bytes or write less per transaction (sent again as it is, it fails "
+                f"the same way)")
         return BackendError(f"etcd at {self._where} failed: {code.name}: {details}")
 
 

@@ -146,14 +146,14 @@ class Calls:
         """Connect, or reconnect a connection the server closed or that holds unread bytes: what
         ``ConnectionPool.get_connection`` does (its ``can_read`` is one ``poll`` of the socket)."""
         if not connection.is_connected:
-            connection.connect()
+            _connect(connection)
         try:
             stale = connection.can_read()
         except STALE:
             stale = True
         if stale:
             connection.disconnect()
-            connection.connect()
+            _connect(connection)
             if connection.can_read():
                 raise RedisConnectionError("Connection not ready")
 
@@ -172,3 +172,19 @@ class Calls:
         # skips the shutdown of a socket another pid opened, so the parent's sessions are untouched
         self._free = []
         self._pid = os.getpid()
+
+
+def _connect(connection: Connection) -> None:
+    """Connect; what fails in setting up the connection is a ``redis.ConnectionError``.
+
+    redis-py turns socket errors into ConnectionError, but lets others pass: ``ssl``'s TypeError for
+    a key without its certificate, an OverflowError for a socket timeout out of range. Every caller
+    handles RedisError (the cache counts it as a miss), and none expects those, which escaped a save
+    after its commit (the cache's invalidation connects too).
+    """
+    try:
+        connection.connect()
+    except (redis.RedisError, OSError):
+        raise
+    except Exception as exc:
+        raise RedisConnectionError(f"could not set up a connection: {type(exc).__name__}: {exc}") from exc

@@ -7,7 +7,6 @@ replicas, it does not spread one keyspace over several endpoints the way etcd me
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
 from dal.backends.redis.calls import Calls
-from dal.backends.url import StoreURL
+from dal.backends.url import StoreURL, timeout_option
 from dal.exceptions import BackendError, ConfigurationError
 
 
@@ -111,17 +110,37 @@ def database(url: StoreURL) -> int:
     if not path:
         return 0
     if not re.fullmatch(r"[0-9]{1,5}", path):
+        # a fakeredis:// URL names a fake server, never a port: its example is its own
+        example = (f"fakeredis://{url.hosts[0][0] if url.hosts else 'name'}/0" if url.scheme == "fakeredis"
+                   else f"{url.scheme}://host:port/0")
         raise ConfigurationError(
-            f"{url}: the path of a {url.scheme}:// URL is a database number; write {url.scheme}://host:port/0")
+            f"{url}: the path of a {url.scheme}:// URL is a database number; write {example}")
     return int(path)
 
 
 def url_timeout(url: StoreURL, default: float) -> float:
-    """Return the ``timeout`` option: positive, finite seconds."""
-    timeout = url.option("timeout", float, default)
-    if not 0 < timeout < math.inf:
-        raise ConfigurationError(f"option timeout in {url} must be a positive number of seconds")
-    return timeout
+    """Return the ``timeout`` option (see :func:`~dal.backends.url.timeout_option`)."""
+    return timeout_option(url, default)
+
+
+def tls_paths(url: StoreURL) -> dict[str, str | None]:
+    """Return the TLS options of a ``rediss://`` URL (an empty one as not given, as etcd's), checked
+    now: redis-py reads them only when it first connects, so a mistake would surface at the first
+    request, and a key without its certificate as a bare TypeError from ``ssl``."""
+    paths = {name: url.options.get(name) or None for name in TLS_OPTIONS}
+    # a certificate file may hold its key too (ssl's load_cert_chain), so cert_cert alone is whole
+    if paths["cert_key"] and not paths["cert_cert"]:
+        raise ConfigurationError(f"{url} gives cert_key without cert_cert; a client certificate needs its "
+                                 "certificate: give cert_cert too (or only cert_cert, a file holding both)")
+    for name, path in paths.items():
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as file:
+                file.read(1)
+        except OSError as exc:
+            raise ConfigurationError(f"option {name} of {url}: cannot read {path!r}: {exc.strerror}") from exc
+    return paths
 
 
 def open_redis(url: StoreURL, default_timeout: float) -> Opened:
@@ -149,8 +168,9 @@ def open_redis(url: StoreURL, default_timeout: float) -> Opened:
         # bytes are an interrupted call's answer, and the pool must reconnect, not let a call read it
         "maint_notifications_config": MaintNotificationsConfig(enabled=False)}
     if tls:
-        settings.update(ssl=True, ssl_ca_certs=url.options.get("ca_cert"),
-                        ssl_keyfile=url.options.get("cert_key"), ssl_certfile=url.options.get("cert_cert"))
+        paths = tls_paths(url)
+        settings.update(ssl=True, ssl_ca_certs=paths["ca_cert"], ssl_keyfile=paths["cert_key"],
+                        ssl_certfile=paths["cert_cert"])
     client = redis.Redis(
         host=host, port=port, db=db, username=user, password=url.password,
         socket_timeout=timeout, socket_connect_timeout=timeout,
@@ -198,6 +218,11 @@ class RedisClient:
             raise self._failure(what, exc) from exc
 
     def _failure(self, what: str, exc: BaseException) -> BackendError:
+        if isinstance(exc, redis.TimeoutError):  # redis-py's text says neither how long nor what to do
+            return BackendError(
+                f"redis {what} on {self._where} failed: the server did not answer within {self.timeout:g} s "
+                f"(the timeout option of {self.url}; {exc}); check that redis-server is running and not "
+                "blocked, or raise timeout")
         return BackendError(f"redis {what} on {self._where} failed: {type(exc).__name__}: {exc}")
 
     def _script(self, what: str, script: Any, keys: int, *args: Any) -> Any:
