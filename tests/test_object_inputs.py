@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dal import DataObject, Dynamic, Property, configure
+from dal import DataObject, Dynamic, Property, configure, save_many
 from dal.config import Context
 from dal.exceptions import InvalidValueError
 from dal.objects.transaction import encode
@@ -129,3 +129,29 @@ def test_invalidate_dynamics_refuses_names_that_are_no_str(local: Context, names
     bag.save()
     with pytest.raises(InvalidValueError, match=r"InputBag has no dynamic (1|None); known: size"):
         bag.invalidate_dynamics(names)
+
+
+@pytest.mark.parametrize("wins", ["False", 0, 1, "yes"])
+def test_datastore_wins_is_false_true_or_none(local: Context, wins: Any) -> None:
+    """Another value would be taken for one of them, and a merge keep the wrong side."""
+    bag = InputBag()
+    with pytest.raises(InvalidValueError, match="datastore_wins is False"):
+        bag.save(datastore_wins=wins)
+    with pytest.raises(InvalidValueError, match="datastore_wins is False"):
+        save_many([bag], datastore_wins=wins)
+    assert bag._raw is None  # nothing was saved
+
+
+@pytest.mark.parametrize("objects", ["x", None, 3, {"a": 1}], ids=["str", "none", "int", "dict"])
+def test_save_many_takes_a_list_of_objects(local: Context, objects: Any) -> None:
+    with pytest.raises(InvalidValueError, match=r"save_many\(\) takes a list of objects"):
+        save_many(objects)
+
+
+def test_save_many_refuses_a_list_holding_something_else_before_saving_any(local: Context) -> None:
+    first = InputBag()
+    with pytest.raises(InvalidValueError, match="item 1 is 'x'; nothing was saved"):
+        save_many([first, "x", InputBag()])
+    assert first._raw is None
+    with pytest.raises(InvalidValueError, match=r"pass \[obj\] to save one"):
+        save_many(first)  # type: ignore[arg-type]

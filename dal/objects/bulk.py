@@ -15,16 +15,18 @@ those objects one by one with ``save()`` (its merge rules and errors), then the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from dal.backends.base import Check, Exists, Op, Put
 from dal.config import Context, current
-from dal.exceptions import CommitOutcomeUnknownError, DalError
+from dal.exceptions import CommitOutcomeUnknownError, DalError, InvalidValueError
+from dal.objects.refusals import check_datastore_wins
 from dal.objects.schema import onetoone_ready
 from dal.objects.transaction import Document, Plan
 from dal.objects.writes import Writes, _Save
+from dal.values import safe_repr
 
 #: operations (and, separately, checks) per commit: etcd refuses more by default; one is the journal's
 MAX_OPS = 127
@@ -49,6 +51,16 @@ def save_many(objects: Iterable[Writes], datastore_wins: bool | None = False) ->
 
     ``datastore_wins`` is ``save()``'s. Returns when all are stored; see the module for failures.
     """
+    check_datastore_wins(datastore_wins, "save_many()")
+    # all checked before anything is planned: a bad item never leaves the others half-saved
+    if isinstance(objects, (str, bytes, Mapping, Writes)) or not isinstance(objects, Iterable):
+        raise InvalidValueError(f"save_many() takes a list of objects, not {safe_repr(objects)}; pass [obj] "
+                                "to save one")
+    objects = list(objects)
+    for index, obj in enumerate(objects):
+        if not isinstance(obj, Writes):
+            raise InvalidValueError(f"save_many() takes a list of objects, but item {index} is "
+                                    f"{safe_repr(obj)}; nothing was saved")
     context = current()
     items: list[_Item] = []
     seen: set[int] = set()

@@ -22,7 +22,7 @@ from dal.model.validation import dropped_paths
 from dal.objects.transaction import Document
 from dal.structures import MirrorField
 from dal.validators import Validator, json_advice, json_problem
-from dal.values import same
+from dal.values import safe_repr, same
 
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
@@ -68,6 +68,15 @@ def check_mirror_fields(label: str, meta: HybridMeta, changed: Iterable[str]) ->
         raise ReadOnlyFieldError(
             f"{label}: {', '.join(touched)} changed in place, but only refreshes from the remote write "
             "it; load the object again (or call refresh_info()) and change its own properties instead")
+
+
+def check_datastore_wins(value: object, where: str) -> None:
+    """Refuse a ``datastore_wins`` other than False, True or None: any other value (``"False"``, 0)
+    would be taken for one of them, and a merge would keep the wrong side."""
+    if value is not None and type(value) is not bool:
+        raise InvalidValueError(
+            f"{where}: datastore_wins is False (ours win), True (theirs win) or None (raise "
+            f"ConcurrencyError), not {safe_repr(value)}")
 
 
 def unstorable(label: str, exc: Exception) -> InvalidValueError:

@@ -29,7 +29,14 @@ from dal.exceptions import (
     UniqueConstraintError,
 )
 from dal.model.meta import HybridMeta
-from dal.objects.refusals import check_changed, check_mirror_fields, check_typed, keep_unread, unstorable
+from dal.objects.refusals import (
+    check_changed,
+    check_datastore_wins,
+    check_mirror_fields,
+    check_typed,
+    keep_unread,
+    unstorable,
+)
 from dal.objects.relations import assume_unlinked, check_abandon, onetoone_refusal, plan_unlink
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write
@@ -83,6 +90,7 @@ class Writes:
         is left exactly as it was, except that an earlier save whose outcome was unknown, found
         applied first, is now part of it. CommitOutcomeUnknownError: call save() again.
         """
+        check_datastore_wins(datastore_wins, f"{type(self).__name__}.save()")
         self._check_mandatory()
         context = current()
         prepared = self._prepare(context, datastore_wins)
