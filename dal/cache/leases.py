@@ -191,13 +191,19 @@ class LeasedCache:
         self.stats.add(self.misses_label)
         return self.fill(key, load, ttl)
 
-    def fill(self, key: str, load: Callable[[], bytes | None], ttl: float) -> bytes | None:
-        """Return ``load()``, caching it under ``key`` unless ``key`` was invalidated meanwhile."""
-        lease = None if self._bypassed(key) else self._take_lease(key)
+    def fill(self, key: str, load: Callable[[], bytes | None], ttl: float, *,
+             lease_ttl: float | None = None) -> bytes | None:
+        """Return ``load()``, caching it under ``key`` unless ``key`` was invalidated meanwhile.
+
+        ``lease_ttl``: how long the fill's lease lasts (the cache's ``lease_ttl`` when not given).
+        A ``load()`` that outlasts its lease is not cached (the ``cas`` finds the lease gone), so
+        a caller whose loads may run longer (a dynamic's loader) gives the longest it allows.
+        """
+        lease = None if self._bypassed(key) else self._take_lease(key, lease_ttl)
         try:
             payload = load()
         except BaseException:
-            if lease is not None:  # give the fill up at once rather than block caching for lease_ttl
+            if lease is not None:  # give the fill up at once rather than block caching for its lease
                 self._call(key, self.store.delete, key)
             raise
         if lease is not None and payload is not None:
@@ -362,10 +368,11 @@ class LeasedCache:
             self.settle_outages()  # the last of them may just have been delivered
         self._schedule_resend()
 
-    def _take_lease(self, key: str) -> object | None:
-        """Return a cas token when this caller holds the fill lease for ``key``."""
+    def _take_lease(self, key: str, ttl: float | None = None) -> object | None:
+        """Return a cas token when this caller holds the fill lease for ``key`` (for ``ttl`` seconds,
+        the cache's ``lease_ttl`` when not given)."""
         marker = self.signer.seal(key, owners.token(_LEASE))
-        if not self._call(key, self.store.add, key, marker, self.lease_ttl):
+        if not self._call(key, self.store.add, key, marker, self.lease_ttl if ttl is None else ttl):
             return None
         raw, token = self._call(key, self.store.gets, key) or (None, None)
         return token if raw == marker else None

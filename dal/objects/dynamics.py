@@ -12,6 +12,11 @@ Everyone else polls for the value, and computes for itself when the lock vanishe
 without a value (the owner failed) or after waiting ``lock_timeout``. When the volatile
 store is unreachable, or not trusted (see ``dal/cache/leases.py``), nothing would be cached, so
 there is no lock to take either: every caller computes, without waiting.
+
+A fill's lease must outlast the computation, or the value is never cached (its ``cas`` finds
+the lease expired) and, locked, each waiter in turn takes the lock and computes again. So a
+dynamic's lease lasts its ``lock_timeout`` (the longest its loader may run, locked or not) and
+a margin, never less than the cache's own lease (:func:`fill_lease`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import time
 from typing import Any, Protocol
 
 from dal.cache import owners
+from dal.cache.leases import LeasedCache
 from dal.config import Context, current
 from dal.exceptions import BackendError
 from dal.objects.decoding import loads_only_item
@@ -44,6 +50,15 @@ class Owner(Protocol):
 #: first and longest pause between two looks at a value another caller is computing
 POLL_FIRST = 0.002
 POLL_LONGEST = 0.02
+#: seconds a dynamic's fill lease outlasts its ``lock_timeout``: the lease is taken after the
+#: lock, and the value stored after the loader returns, each a round trip later
+LEASE_MARGIN = 1.0
+
+
+def fill_lease(cache: LeasedCache, spec: Dynamic) -> float:
+    """Return how long a fill of ``spec`` holds its lease: ``lock_timeout``, the longest its loader
+    may run, and a margin, at least the cache's own lease TTL."""
+    return max(cache.lease_ttl, spec.lock_timeout + LEASE_MARGIN)
 
 
 def read(obj: Owner, spec: Dynamic) -> Any:
@@ -109,7 +124,7 @@ def _miss(context: Context, obj: Owner, spec: Dynamic, key: str, label: str) -> 
     else:
         if spec.locked:  # no usable lock server: compute without waiting, as when it is down
             stats.add(label + "lock_errors")
-        payload = cache.fill(key, compute, spec.timeout)
+        payload = cache.fill(key, compute, spec.timeout, lease_ttl=fill_lease(cache, spec))
     assert payload is not None  # compute() returns bytes or raises
     return spec.validator.from_json(_decode(payload))
 
@@ -132,6 +147,7 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
     cache, stats = context.dynamics, context.stats
     store, signer = cache.store, cache.signer
     lock_key = f"{key}/lock"
+    lease = fill_lease(cache, spec)
     deadline = time.monotonic() + spec.lock_timeout
     waited = False
     while True:
@@ -139,11 +155,11 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
         try:
             owner = store.add(lock_key, token, spec.lock_timeout)
         except BackendError:
-            stats.add(label + "lock_errors")
-            return cache.fill(key, compute, spec.timeout)  # no lock server: compute, do not wait
+            stats.add(label + "lock_errors")  # no lock server: compute, do not wait
+            return cache.fill(key, compute, spec.timeout, lease_ttl=lease)
         if owner:
             try:
-                result: bytes | None = cache.fill(key, compute, spec.timeout)
+                result: bytes | None = cache.fill(key, compute, spec.timeout, lease_ttl=lease)
                 return result
             finally:
                 _release(context, lock_key, token)
@@ -163,7 +179,7 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
                 cached = store.gets(key)[0]
             except BackendError:
                 stats.add(label + "lock_errors")
-                return cache.fill(key, compute, spec.timeout)
+                return cache.fill(key, compute, spec.timeout, lease_ttl=lease)
             if cached is not None:
                 payload = cache.get(key)  # verified like any cache read; None while a lease sits there
                 if payload is not None:
@@ -172,7 +188,7 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
                 break  # the owner is done or gone without a value: try to become the owner
             if time.monotonic() > deadline:
                 stats.add(label + "lock_timeouts")
-                return cache.fill(key, compute, spec.timeout)
+                return cache.fill(key, compute, spec.timeout, lease_ttl=lease)
 
 
 def _release(context: Context, lock_key: str, token: bytes) -> None:

@@ -19,6 +19,7 @@ from dal.cache import owners
 from dal.config import Context, current
 from dal.exceptions import BackendError, DalError
 from dal.model.registry import hybrids
+from dal.objects.dynamics import fill_lease
 from dal.tools.cache.listing import Entry, age, entries, hybrid_name
 
 #: the kinds ``delete`` and ``prune`` remove (locks go only through ``clean``; statistics stay)
@@ -137,6 +138,19 @@ def _lock_ttl(entry: Entry) -> float:
     return meta.mirror.lock_timeout if meta.mirror is not None else 10.0
 
 
+def _lease_ttl(context: Context, entry: Entry) -> float:
+    """Return the TTL the fill lease under ``entry`` was taken with: a dynamic's lasts its
+    ``lock_timeout`` and a margin (:func:`~dal.objects.dynamics.fill_lease`); others, the cache's."""
+    if entry.kind == "dynamic" and entry.dynamic is not None:
+        try:
+            spec = hybrids.get(entry.hybrid or "")._meta.dynamics.get(entry.dynamic)
+        except LookupError:
+            spec = None  # unknown here: its age is then underestimated, so it is kept, not removed early
+        if spec is not None:
+            return fill_lease(context.dynamics, spec)
+    return context.objects.lease_ttl
+
+
 def clean(context: Context, stall_time: float = 60.0) -> list[str]:
     """Remove locks and fill leases taken more than ``stall_time`` seconds ago whose owner is gone;
     return their keys.
@@ -152,10 +166,9 @@ def clean(context: Context, stall_time: float = 60.0) -> list[str]:
     if not (stall_time >= 0 and (isinstance(stall_time, int) or math.isfinite(stall_time))):
         raise DalError(f"stall_time must be 0 or more seconds, not {stall_time}")
     now = time.time()
-    lease_ttl = context.objects.lease_ttl
     removed: list[str] = []
     for entry in entries(context, kind=("lock", "object", "dynamic", "query")):
-        ttl = _lock_ttl(entry) if entry.kind == "lock" else lease_ttl
+        ttl = _lock_ttl(entry) if entry.kind == "lock" else _lease_ttl(context, entry)
         stalled = age(entry, ttl, now)
         if stalled is None or stalled <= stall_time:
             continue

@@ -1,0 +1,163 @@
+"""Locked and slow dynamics: fill leases that outlast the loader, waiters that give up at their
+``lock_timeout``, and memcached TTLs that never expire a lock or value early (or at once)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import volatile_url_for
+
+from dal import DataObject, Dynamic, Property, configure
+from dal.backends import open_volatile
+from dal.backends.memcached.cache import RELATIVE_TTL_LIMIT, expiry
+from dal.config import Context
+
+#: loader calls, by (dynamic, guid)
+CALLS: Counter[tuple[str, str]] = Counter()
+#: how long the slow loaders run: longer than the fill lease the tests set, within lock_timeout
+SLOW = 0.4
+#: the cache's default fill lease, made short so a slow loader outlasts it quickly
+SHORT_LEASE = 0.1
+TWENTY_YEARS = 20 * 365 * 86400
+
+
+class Latch(DataObject):
+    """Dynamics whose loaders take longer than a short fill lease."""
+
+    __properties: list[Property[Any]] = [Property("name", str)]
+    __dynamics = [Dynamic("report", str, 60, locked=True, lock_timeout=2),
+                  Dynamic("digest", str, 60, lock_timeout=2),
+                  Dynamic("quick", int, 60, locked=True, lock_timeout=0.5),
+                  Dynamic("forever", int, TWENTY_YEARS)]
+
+    def _report(self) -> str:
+        CALLS["report", self.guid] += 1
+        time.sleep(SLOW)
+        return uuid.uuid4().hex
+
+    def _digest(self) -> str:
+        CALLS["digest", self.guid] += 1
+        time.sleep(SLOW)
+        return uuid.uuid4().hex
+
+    def _quick(self) -> int:
+        CALLS["quick", self.guid] += 1
+        return 1
+
+    def _forever(self) -> int:
+        CALLS["forever", self.guid] += 1
+        return 5
+
+
+def _configure(kind: str, request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> Context:
+    volatile = volatile_url_for(kind, request)
+    return configure(f"sqlite:///{tmp_path / 'd.sqlite3'}", volatile, namespace=namespace)
+
+
+@pytest.fixture
+def memory(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> Context:
+    return _configure("memory", request, tmp_path, namespace)
+
+
+def latch() -> Latch:
+    obj = Latch(data={"name": f"l{uuid.uuid4().hex[:6]}"})
+    obj.save()
+    return obj
+
+
+def test_a_locked_loader_longer_than_the_fill_lease_is_cached_and_computed_once(
+        memory: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a fill lease shorter than the loader used to be outlived: the value was never stored, and
+    # each waiter in turn took the lock and computed again
+    monkeypatch.setattr(memory.dynamics, "lease_ttl", SHORT_LEASE)
+    obj = latch()
+    start = threading.Barrier(4)
+    results: list[str] = []
+
+    def read() -> None:
+        start.wait()
+        results.append(Latch(obj.guid).report)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4 and len(set(results)) == 1
+    assert Latch(obj.guid).report == results[0], "the value was not cached"
+    assert CALLS["report", obj.guid] == 1
+    assert memory.stats["dynamic_fill_conflicts"] == 0 and memory.stats["dynamic_fills"] == 1
+
+
+def test_an_unlocked_loader_within_its_lock_timeout_is_cached(memory: Context,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory.dynamics, "lease_ttl", SHORT_LEASE)
+    obj = latch()
+    first = obj.digest
+    assert Latch(obj.guid).digest == first and CALLS["digest", obj.guid] == 1
+
+
+@pytest.mark.parametrize("kind", ["memory", pytest.param("memcached", marks=pytest.mark.memcached)])
+def test_a_waiter_computes_for_itself_at_its_lock_timeout_while_the_lock_lives_on(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> None:
+    """A live owner's lock, taken with a TTL longer than this reader's ``lock_timeout`` (0.5 s),
+    does not expire first: only the waiter's own deadline ends its wait."""
+    context = _configure(kind, request, tmp_path, namespace)
+    obj = latch()
+    lock_key = context.keys.cached_dynamic("latch", obj.guid, "quick") + "/lock"
+    assert context.volatile.add(lock_key, b"a live owner's token", 5)
+    started = time.monotonic()
+    assert obj.quick == 1
+    waited = time.monotonic() - started
+    assert 0.5 <= waited < 1.5, f"waited {waited:.2f} s with lock_timeout 0.5 s"
+    assert context.stats["dynamic.latch.quick.lock_timeouts"] == 1
+    assert CALLS["quick", obj.guid] == 1
+    assert context.volatile.get(lock_key) == b"a live owner's token", "the owner's lock is not the waiter's"
+
+
+def test_memcached_expiry_is_never_shorter_than_the_ttl() -> None:
+    assert [expiry(ttl) for ttl in (0, -1, 0.001, 1, 1.5, 60)] == [0, -1, 2, 2, 3, 61]
+    month = expiry(RELATIVE_TTL_LIMIT)
+    assert month >= time.time() + RELATIVE_TTL_LIMIT, "above 30 days memcached reads a unix time"
+    # past 2**31 - 1 memcached would store the item already expired: it never expires instead
+    assert expiry(TWENTY_YEARS) == 0 and expiry(1e12) == 0
+
+
+@pytest.mark.memcached
+def test_memcached_keeps_an_item_at_least_its_ttl(memcached_server: Any, namespace: str) -> None:
+    # memcached's clock ticks once a second: items added at three points of a tick, so that an
+    # early expiry shows whatever the tick's phase
+    store = open_volatile(memcached_server.url)
+    added: dict[str, float] = {}
+    for n in range(3):
+        key = f"{namespace}/lock{n}"
+        assert store.add(key, b"x", 1.0)
+        added[key] = time.monotonic()
+        time.sleep(0.33)
+    lived: dict[str, float] = {}
+    while len(lived) < len(added):
+        for key, at in added.items():
+            if key not in lived and store.get(key) is None:
+                lived[key] = time.monotonic() - at
+        time.sleep(0.005)
+    assert all(0.95 <= seconds <= 2.1 for seconds in lived.values()), f"lifetimes {sorted(lived.values())}"
+
+
+@pytest.mark.memcached
+def test_memcached_keeps_items_whose_ttl_reaches_past_2038(
+        request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> None:
+    context = _configure("memcached", request, tmp_path, namespace)
+    assert context.volatile.set(f"{namespace}/far", b"v", TWENTY_YEARS)
+    assert context.volatile.get(f"{namespace}/far") == b"v", "stored already expired"
+    assert context.volatile.add(f"{namespace}/lock", b"v", TWENTY_YEARS)
+    assert not context.volatile.add(f"{namespace}/lock", b"w", TWENTY_YEARS), "a lock never held"
+    obj = latch()
+    assert [Latch(obj.guid).forever for _ in range(3)] == [5, 5, 5]
+    assert CALLS["forever", obj.guid] == 1
+    context.volatile.delete_many([f"{namespace}/far", f"{namespace}/lock"])  # they would never expire
