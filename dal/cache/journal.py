@@ -18,8 +18,7 @@ failed commit is rolled back.
 
 *A writer killed after its commit and before its invalidation.* The record holds the cache keys
 the commit invalidates, and is durable with the commit. The writer delivers them after the
-commit and then deletes its record (along with its next commit, or flushed when idle; a writer
-whose cache is its own keeps it :data:`HOLD` seconds first, for the others' sweeps). Every
+commit and then deletes its record (along with its next commit, or flushed when idle). Every
 process with a shared cache sweeps the journal (``dal/cache/sweeps.py``): a record older than
 ``GRACE`` is delivered again and marked swept, so a dead writer's invalidations arrive within
 about a second while any process of that namespace runs.
@@ -80,12 +79,6 @@ MARKER_AGE = 300.0
 #: seconds, by the writer's own clock, during which it may still learn an outcome: well inside
 #: MARKER_AGE, so clocks of sweepers may disagree by a minute
 RESOLVE_WINDOW = 240.0
-#: seconds a process whose cache is its own (``memory://``) keeps its own delivered records before
-#: deleting them: its delivery reached its cache only, so the sweeps of processes with a shared
-#: cache must find them first. They take a record once it is GRACE old or one of their sweeps saw
-#: it a sweep earlier: within 2 * 1.2 * SWEEP_INTERVAL (1.2 s), whatever the writer's clock says;
-#: this leaves them a sweep's margin (``tests/test_journal_settle.py`` checks the relation)
-HOLD = 2.0
 
 
 class Outcome(Enum):
@@ -310,36 +303,25 @@ class Journal:
     # --- deleting records ------------------------------------------------------------------
 
     def _delivered(self, key: str, invalidate: Sequence[str]) -> None:
-        """Deliver a committed record's invalidations; queue the record for deletion if they landed.
-
-        A process whose cache is its own delivered them to that cache only: its record is kept
-        :data:`HOLD` seconds more, for the sweeps of shared-cache processes to deliver.
-        """
+        """Deliver a committed record's invalidations; queue the record for deletion if they landed."""
         if self.cache.invalidate(*invalidate, recorded=True):
             with self._lock:
                 self.undelivered.add(key)  # stays in the journal: a sweep delivers it
         else:
-            self.queue_done([key], hold=0.0 if self.delivers else HOLD)
+            self.queue_done([key])
 
-    def queue_done(self, keys: list[str], hold: float = 0.0) -> None:
-        """Have this process delete its own records (delivered, or marked by another's sweep).
-
-        ``hold``: seconds before they may go, even along with a commit or at exit (a record still
-        held at exit stays, for the sweeps of others; see :data:`HOLD`).
-        """
-        due = time.monotonic() + hold
+    def queue_done(self, keys: list[str]) -> None:
+        """Have this process delete its own records (delivered, or marked by another's sweep)."""
+        now = time.monotonic()
         with self._lock:
-            self._done += [(key, due) for key in keys]
+            self._done += [(key, now) for key in keys]
 
     def _take_done(self, size: int) -> list[str]:
         if not self._done or size > PIGGYBACK_ROOM:
             return []
-        now = time.monotonic()
         with self._lock:
-            taken = [key for key, due in self._done if due <= now][:PIGGYBACK]
-            chosen = set(taken)
-            self._done = [(key, due) for key, due in self._done if key not in chosen]
-        return taken
+            taken, self._done = self._done[:PIGGYBACK], self._done[PIGGYBACK:]
+        return [key for key, _ in taken]
 
     def _give_back(self, keys: list[str]) -> None:
         if keys:
@@ -348,10 +330,7 @@ class Journal:
                 self._done = [(key, now) for key in keys] + self._done
 
     def flush(self, older_than: float = 0.0) -> None:
-        """Delete queued records that waited ``older_than`` seconds (all of them by default).
-
-        Records still held (:data:`HOLD`) are not due: they are left to the sweeps of others.
-        """
+        """Delete queued records that waited ``older_than`` seconds (all of them by default)."""
         limit = time.monotonic() - older_than
         while True:
             with self._lock:

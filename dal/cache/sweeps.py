@@ -19,10 +19,9 @@ A record is due when the time in its key is GRACE old, or when a sweep of this p
 
 A process whose cache is its own (``memory://``) delivers nothing, so it never marks a record
 either (it would take it from the processes with memcached): it only tidies markers. Its own
-delivered records it deletes like any writer, but only :data:`~dal.cache.journal.HOLD` seconds
-after their commit, once the sweeps of processes with memcached have taken them; one still held
-when it exits stays. A record nobody marked (that one, or a dead writer's) waits for a process with
-memcached; in a deployment without one, the process deletes it once :data:`ABANDONED` old.
+delivered records it deletes like any writer; a dead writer's record waits for a process with
+memcached (in a deployment without one, it stays: a few hundred bytes per writer that died
+between a commit and its invalidation).
 
 Records a writer delivered are deleted by the same thread every :data:`FLUSH_EVERY` seconds (or
 along with the writer's next commit), well before GRACE, so sweeps do not redeliver them.
@@ -69,11 +68,6 @@ SWEEP_INTERVAL = 0.5
 SWEEP_PAGE = 64
 #: seconds between two flushes of this process's delivered records (FLUSH_AFTER + this < GRACE)
 FLUSH_EVERY = 0.1
-#: seconds, by the time in its key, after which a record nobody marked is deleted by a process whose
-#: cache is its own: left by a writer with a cache of its own that exited within HOLD of a commit,
-#: or by a dead writer, in a deployment without a shared cache (or none running all that time).
-#: Long: a shared-cache process that starts within it still delivers the record
-ABANDONED = 3600.0
 #: seconds after which a record one of this process's sweeps saw before is due, whatever time its
 #: key says: the shortest pause between two sweeps, longer than a live writer takes to delete its
 #: record (FLUSH_AFTER + FLUSH_EVERY), so only a record its writer left is delivered again
@@ -175,15 +169,12 @@ class Sweep:
                 if entry.value[:1] != RECORD:
                     self._tidy_marker(key, entry, now)
                     continue
+                if not self.journal.delivers:
+                    continue  # a cache of our own cannot take it: it waits for a shared-cache process
                 first = self._first_seen.setdefault(key, clock)
                 due = stamp <= cutoff or clock - first >= SEEN_AGAIN
-                if self.journal.delivers:
-                    if due or everything:
-                        records.append((key, entry, due))
-                elif now - stamp > ABANDONED:
-                    # nobody delivered it in all that time: no process with a shared cache runs
-                    # (or none is deployed); a cache of our own cannot take it, so it goes
-                    self._conditionally(key, entry, Delete(key))
+                if due or everything:
+                    records.append((key, entry, due))
             if records:
                 failed |= self._deliver(records, failed, now)
             if len(page) < SWEEP_PAGE:
