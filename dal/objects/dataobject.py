@@ -349,20 +349,9 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         return {name: self._data[name] for name in self._meta.properties}
 
     def serialize(self, depth: int = 0) -> dict[str, Any]:
-        """Return a JSON-ready dict: guid, properties, relations (nested when ``depth > 0``), dynamics."""
-        self._before_read_if_mirrored()
-        result: dict[str, Any] = {"guid": self.guid}
-        result.update((name, value) for name, value in self._document().items()
-                      if name in self._meta.properties)
-        for name, relation in self._meta.relations.items():
-            if depth > 0:
-                related = self._related(relation)
-                result[name] = None if related is None else related.serialize(depth - 1)
-            else:
-                result[relation.guid_field] = self._data[relation.guid_field]
-        for name, spec in self._meta.dynamics.items():
-            result[name] = spec.validator.to_json(getattr(self, name))
-        return result
+        """Return a JSON-ready dict: guid, properties, relations (nested when ``depth > 0``, at most
+        100 deep; a related object deleted meanwhile is None), dynamics."""
+        return models.serialized(self, depth)
 
     def _before_read_if_mirrored(self) -> None:
         if self._meta.mirror is not None:

@@ -1,4 +1,5 @@
-"""Pydantic models of hybrids: ``Cls.model()``, ``obj.to_model()``, ``Cls.from_model(m)``.
+"""Pydantic models of hybrids: ``Cls.model()``, ``obj.to_model()``, ``Cls.from_model(m)``; and the
+JSON-ready view of an object, ``obj.serialize(depth)``.
 
 A hybrid's model holds its ``guid``, its properties (typed as declared: an enum of allowed values
 is a ``Literal``) and the guid of each relation (``<relation>_guid``); never dynamics or reverse
@@ -14,11 +15,15 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import BaseModel, Field, create_model
 
+from dal.exceptions import InvalidValueError, ObjectNotFoundError
 from dal.structures import Property, check_guid
 
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
 
+#: the deepest ``serialize(depth)``: each level is a few frames of recursion, and a self-link
+#: would nest until Python's recursion limit (a RecursionError) at a few hundred
+MAX_DEPTH = 100
 _models: weakref.WeakKeyDictionary[type, type[BaseModel]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
@@ -83,3 +88,33 @@ def from_model(hybrid: type, meta: HybridMeta, model: BaseModel) -> Any:
     if guid is not None:
         obj.__dict__["guid"] = guid
     return obj
+
+
+def check_depth(depth: object) -> None:
+    """Refuse a ``serialize()`` depth that is not an int from 0 to :data:`MAX_DEPTH`."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= MAX_DEPTH:
+        raise InvalidValueError(f"serialize(depth={depth!r}): depth is an int from 0 (guids of related "
+                                f"objects) to {MAX_DEPTH} (related objects nested so deep)")
+
+
+def serialized(obj: Any, depth: int) -> dict[str, Any]:
+    """Return ``obj`` as a JSON-ready dict: guid, properties, relations (nested when ``depth > 0``),
+    dynamics. A related object deleted since ``obj`` was loaded (by another process) is None, as
+    its link is once the delete's ``abandon`` clears it: one gone object does not fail a whole list."""
+    check_depth(depth)
+    obj._before_read_if_mirrored()
+    meta: HybridMeta = obj._meta
+    result: dict[str, Any] = {"guid": obj.guid}
+    result.update((name, value) for name, value in obj._document().items() if name in meta.properties)
+    for name, relation in meta.relations.items():
+        if depth > 0:
+            try:
+                related = obj._related(relation)
+            except ObjectNotFoundError:
+                related = None
+            result[name] = None if related is None else related.serialize(depth - 1)
+        else:
+            result[relation.guid_field] = obj._data[relation.guid_field]
+    for name, spec in meta.dynamics.items():
+        result[name] = spec.validator.to_json(getattr(obj, name))
+    return result

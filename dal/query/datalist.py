@@ -11,29 +11,27 @@ since (never on a store without a cheap stamp); ``lst[i]`` loads its object agai
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast, overload
 
-import natsort
-
 from dal.backends.base import Entry
 from dal.config import Context, current
-from dal.exceptions import InvalidQueryError, ObjectNotFoundError
+from dal.exceptions import ConfigurationError, InvalidQueryError, ObjectNotFoundError
 from dal.model.expressions import Where
 from dal.model.registry import family
 from dal.model.reverse import provide_lists
 from dal.objects.dataobject import DataObject
 from dal.objects.lookups import provide_queries
+from dal.objects.models import check_depth
 from dal.query.explained import QueryPlan
 from dal.query.grammar import Group, Operator, WhereOperator, compile_query, resolve_field
+from dal.query.ordering import sortable
 from dal.query.owners import give_owners
 from dal.query.planner import BATCH, Planner, Step, describe_node
 from dal.query.results import cached_guids
 from dal.structures import Relation, check_guid
-from dal.values import canonical
 
 T = TypeVar("T", bound=DataObject)
 #: objects loaded per batched round trip while iterating
@@ -95,6 +93,9 @@ class DataList(Generic[T]):
         #: the members of those hybrids: guid -> hybrid (the others are of ``hybrid``)
         self._members: dict[str, type[DataObject]] = {}
         self._also_steps: list[Step] = []
+        #: the context the query ran under and the store it names (its cache root): the guids are
+        #: that store's (None for guids given by the caller, which name objects wherever used)
+        self._ran_under: tuple[Context, str] | None = None
 
     @classmethod
     def pointing_at(cls, relation: Relation, target: DataObject) -> DataList[Any]:
@@ -143,9 +144,23 @@ class DataList(Generic[T]):
             self._entries, self._documents = planner.run.entries, planner.run.documents
             planner.run.entries, planner.run.documents = {}, {}
             self._read_at = None if stamp is None else (context, stamp)
+            self._ran_under = (context, context.keys.cache_root)
             if stamp is None and not iterating:
                 self._entries, self._documents = {}, {}  # by the next use, they may be out of date
+        elif self._ran_under is not None:
+            self._check_store(self._ran_under)
         return self._guids
+
+    def _check_store(self, ran_under: tuple[Context, str]) -> None:
+        """Refuse to use guids of another store: under another ``configure()`` they name nothing
+        (``len()`` would count them, iterating skip them all, ``[i]`` call them deleted)."""
+        context = current()
+        if context is ran_under[0] or context.keys.cache_root == ran_under[1]:
+            return  # configured again for the same store and namespace: the same objects
+        raise ConfigurationError(
+            f"this DataList of {self.hybrid.__name__} ran under another configure() (store and namespace "
+            f"{ran_under[1]!r}); its results are that store's. Make a new DataList under the current "
+            "configuration")
 
     def explain(self) -> QueryPlan:
         """Run the query if it has not run, and return how it was answered."""
@@ -183,7 +198,7 @@ class DataList(Generic[T]):
         else:
             # read by an earlier use and kept with a stamp: left kept for a later iteration, whose
             # objects take the decoded documents as their own; this one decodes its entry again
-            guids = self._guids
+            guids = self._run()
             entries, documents = self._kept(keep=True)[0], None
         for guid in guids:
             obj = self._load([guid], entries, documents).get(guid)
@@ -252,6 +267,7 @@ class DataList(Generic[T]):
 
     def _copy(self, guids: Iterable[str]) -> DataList[T]:
         result = DataList(self.hybrid, guids=guids)
+        result._ran_under = self._ran_under  # the same store's guids
         result._seed = self._seed
         result._members = dict(self._members)
         return result
@@ -266,7 +282,7 @@ class DataList(Generic[T]):
     def index(self, obj: T) -> int:
         """Return the position of ``obj``; ValueError when it is not in the list."""
         try:
-            return self._run().index(obj.guid)
+            return self._run().index(_guid(obj))
         except ValueError:
             raise ValueError(f"{obj!r} is not in this DataList") from None
 
@@ -275,7 +291,7 @@ class DataList(Generic[T]):
         self._run()
         assert self._guids is not None
         try:
-            self._guids.remove(obj.guid)
+            self._guids.remove(_guid(obj))
         except ValueError:
             raise ValueError(f"{obj!r} is not in this DataList") from None
 
@@ -297,8 +313,10 @@ class DataList(Generic[T]):
         them for a multi-key sort. By default: by ``name`` when the hybrid has one, else by
         guid. Unset values sort first.
         """
-        objects = list(self)
+        if not isinstance(reverse, bool):
+            raise InvalidQueryError(f"sort(reverse={reverse!r}): reverse is True or False")
         keyer = self._sort_key(key)
+        objects = list(self)
         objects.sort(key=lambda obj: sortable(keyer(obj)), reverse=reverse)
         self._guids = [obj.guid for obj in objects]
 
@@ -307,6 +325,9 @@ class DataList(Generic[T]):
             return key
         if key is None:
             key = ["name", "guid"] if "name" in self.hybrid._meta.properties else ["guid"]
+        if not isinstance(key, (str, Sequence)):
+            raise InvalidQueryError(f"sort(key={key!r}): a key is a function of an object, a field name "
+                                    "or a list of field names")
         names = [key] if isinstance(key, str) else list(key)
         for name in names:
             resolve_field(self.hybrid._meta, name, "sort key")
@@ -333,11 +354,18 @@ class DataList(Generic[T]):
 
     def serialize(self, depth: int = 0) -> list[dict[str, Any]]:
         """Return every object serialized; relations of the whole list load in batches."""
+        check_depth(depth)  # for an empty list as well
         return [obj.serialize(depth) for obj in self]
 
     def __repr__(self) -> str:
         state = f"{len(self._guids)} objects" if self._guids is not None else "not run yet"
         return f"<DataList of {self.hybrid.__name__}: {state}>"
+
+
+def _guid(obj: object) -> str:
+    """The guid ``index()`` and ``remove()`` look for: '' (no guid) for what is not an object, so
+    they raise ValueError, as ``list.index`` does for anything it does not hold."""
+    return obj.guid if isinstance(obj, DataObject) else ""
 
 
 def _attribute(obj: DataObject, path: str) -> Any:
@@ -352,47 +380,3 @@ def _attribute(obj: DataObject, path: str) -> Any:
 # reverse accessors (dal.model.reverse) list the objects pointing at a target as a DataList
 provide_lists(DataList.pointing_at)
 provide_queries(DataList)  # Cls.where(...) (dal.objects.lookups)
-
-_natural = natsort.natsort_keygen()
-_DATES = (dt.datetime, dt.date, dt.time)
-
-
-def sortable(value: Any) -> Any:
-    """Return a key that orders any values without raising, types ranked apart.
-
-    Unset first, then booleans, numbers (int and float together), text in natural order
-    (``disk2`` before ``disk10``, any digits Unicode knows), dates and times (in time,
-    see :func:`_chronological`), related objects (by guid), and anything else by its canonical
-    JSON text (or its repr). Tuples (several keys) compare element by element.
-    """
-    if isinstance(value, tuple):
-        return tuple(sortable(item) for item in value)
-    if value is None:
-        return (0,)
-    if isinstance(value, bool):
-        return (1, value)
-    if isinstance(value, (int, float)):
-        return (2, value)
-    if isinstance(value, str):
-        return (3, _natural(value))
-    if isinstance(value, _DATES):
-        return (4, type(value).__name__, *_chronological(value))
-    if isinstance(value, DataObject):
-        return (5, value.guid)
-    try:
-        return (6, canonical(value))
-    except (TypeError, ValueError):
-        return (7, type(value).__name__, repr(value))
-
-
-def _chronological(value: dt.date | dt.time) -> tuple[int, Any]:
-    """Order dates, datetimes and times in time: aware ones by their UTC instant (as a timedelta, which
-    cannot overflow), after every naive one, since naive and aware values have no order between them."""
-    offset = value.utcoffset() if isinstance(value, (dt.datetime, dt.time)) else None
-    if offset is None:
-        return (0, value)
-    if isinstance(value, dt.datetime):
-        return (1, value.replace(tzinfo=None) - dt.datetime.min - offset)
-    assert isinstance(value, dt.time)
-    return (1, dt.timedelta(hours=value.hour, minutes=value.minute, seconds=value.second,
-                            microseconds=value.microsecond) - offset)

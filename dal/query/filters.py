@@ -14,11 +14,11 @@ Every predicate answers exactly as :func:`dal.query.grammar.satisfies` does, for
 
 from __future__ import annotations
 
-import operator as operator_module
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
 from dal.query.grammar import Condition, Group, Node, Operator, WhereOperator
+from dal.query.ordering import COMPARE, Parse
 from dal.values import fold, same
 
 #: a predicate on one stored (JSON) value
@@ -88,7 +88,7 @@ def _group(kind: WhereOperator, parts: tuple[Callable[[Any, Any], bool], ...]) -
 
 def predicate(condition: Condition) -> Test:
     """Return the test of one condition on a stored value, its operator and value bound once."""
-    if condition.moment is not None:  # a datetime or a time: its text parsed per document, only here
+    if condition.moment is not None:  # a type whose text orders unlike it: parsed per document, only here
         return _instants(condition.operator, condition.moment, condition.value)
     if condition.sensitive:
         return _test(condition.operator, condition.value)
@@ -140,13 +140,8 @@ def _contains(value: Any) -> Test:
     return test
 
 
-_COMPARE: dict[Operator, Callable[[Any, Any], Any]] = {
-    Operator.LT: operator_module.lt, Operator.GT: operator_module.gt,
-    Operator.LE: operator_module.le, Operator.GE: operator_module.ge}
-
-
 def _ordered(operator: Operator, value: Any) -> Test:
-    compare = _COMPARE[operator]
+    compare = COMPARE[operator]
 
     def test(actual: Any) -> bool:
         if actual is None:
@@ -159,9 +154,10 @@ def _ordered(operator: Operator, value: Any) -> Test:
     return test
 
 
-def _instants(operator: Operator, moment: Callable[[Any], Any], value: Any) -> Test:
-    """Order stored datetimes (or times) by their instants, as :func:`dal.query.grammar.in_order` does."""
-    compare = _COMPARE[operator]
+def _instants(operator: Operator, moment: Parse, value: Any) -> Test:
+    """Order stored values by what they are (instants, numbers, lengths), as
+    :func:`dal.query.grammar.in_order` does."""
+    compare = COMPARE[operator]
     try:
         bound = moment(value)
     except (TypeError, ValueError):  # cannot happen for a validated value; match as in_order would

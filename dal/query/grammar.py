@@ -10,21 +10,18 @@ objects. Values are compared as everywhere else in dal (``dal/values.py``): type
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
-import operator as operator_module
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import AwareDatetime, FutureDatetime, NaiveDatetime, PastDatetime
-
 from dal.exceptions import InvalidQueryError, InvalidValueError
 from dal.objects.dataobject import DataObject
+from dal.query.ordering import Parse, orderable, ordered
 from dal.structures import GUID_RULE, Dynamic, Property, Relation, is_guid
 from dal.validators import Validator, non_finite
 from dal.values import fold, same
@@ -77,8 +74,9 @@ class Condition:
     #: the JSON form of the value; a tuple for IN
     value: Any
     sensitive: bool
-    #: LT/GT/LE/GE on a datetime or a time: parses a stored text into its instant (texts misorder offsets)
-    moment: Callable[[Any], Any] | None = None
+    #: LT/GT/LE/GE on a type whose stored text orders unlike its values (a datetime, a time, a
+    #: Decimal, a timedelta): parses a stored value into one that orders (dal.query.ordering)
+    moment: Parse | None = None
 
     def describe(self) -> str:
         flag = "" if self.sensitive else " (case-insensitive)"
@@ -145,7 +143,7 @@ def _condition(meta: HybridMeta, item: Any, where: str) -> Condition:
     _storable(value, label)  # first: the repr of an int past Python's digit limit raises, in any message
     converted = _value(field, operator, value, label)
     _storable(converted, label)
-    moment = _moment(field) if operator in ORDERING else None
+    moment = _orderable(field) if operator in ORDERING else None
     return Condition(field, operator, converted, sensitive, moment)
 
 
@@ -308,18 +306,11 @@ def _numeric(field: Field) -> bool:
     return _declared_type(field) in (int, float)
 
 
-def _moment(field: Field) -> Callable[[Any], Any] | None:
-    """Return the parser of a datetime's or a time's stored text (a date's text orders as it does)."""
+def _orderable(field: Field) -> Parse | None:
+    """Return the parser of a stored value whose text orders unlike its type (dal.query.ordering)."""
     if field.kind not in ("property", "dynamic"):
         return None
-    declared = _unoptional(_declared_type(field))
-    if typing.get_origin(declared) is typing.Annotated:
-        declared = typing.get_args(declared)[0]
-    if not isinstance(declared, type):
-        return None
-    if issubclass(declared, (dt.datetime, AwareDatetime, NaiveDatetime, PastDatetime, FutureDatetime)):
-        return dt.datetime.fromisoformat
-    return dt.time.fromisoformat if issubclass(declared, dt.time) else None
+    return orderable(_unoptional(_declared_type(field)), field.validator)
 
 
 # --- testing values -------------------------------------------------------------------------
@@ -357,19 +348,9 @@ def satisfies(condition: Condition, actual: Any) -> bool:
 
 
 def in_order(condition: Condition, actual: Any) -> bool:
-    """Order a stored datetime (or time) by its instant: texts of other offsets order wrongly."""
+    """Order a stored value by what it is (an instant, a number, a length), not by its JSON text."""
     assert condition.moment is not None
-    if actual is None:
-        return False
-    try:
-        return bool(_ORDER[condition.operator](condition.moment(actual), condition.moment(condition.value)))
-    except (TypeError, ValueError):  # naive against aware (no order), or data of an older model
-        return False
-
-
-_ORDER: dict[Operator, Callable[[Any, Any], Any]] = {
-    Operator.LT: operator_module.lt, Operator.GT: operator_module.gt, Operator.LE: operator_module.le,
-    Operator.GE: operator_module.ge}
+    return ordered(condition.operator.value, condition.moment, actual, condition.value)
 
 
 # --- describing --------------------------------------------------------------------------------

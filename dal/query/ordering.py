@@ -1,0 +1,147 @@
+"""How typed values order: ``LT``/``GT``/``LE``/``GE`` on stored JSON, and ``DataList.sort()``.
+
+A stored value is JSON, and the text of some types orders unlike their values: a datetime's or a
+time's text misorders offsets, a Decimal's text misorders numbers (``'10' < '9'``) and a
+timedelta's ISO 8601 duration misorders lengths (``'PT10S' < 'PT9S'``). :func:`orderable` gives
+the parser that turns such a stored value back into one that orders as its type does, used by the
+ordering operators per document; :func:`sortable` ranks the Python values ``sort()`` reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import operator as operator_module
+import typing
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import natsort
+from pydantic import AwareDatetime, FutureDatetime, NaiveDatetime, PastDatetime
+
+from dal.objects.dataobject import DataObject
+from dal.validators import Validator
+from dal.values import canonical
+
+#: parses a stored (JSON) value into one that orders as its type does; raises TypeError or
+#: ValueError for a value it cannot read (data of an older model), which then matches nothing
+Parse = Callable[[Any], Any]
+
+#: the comparison of each ordering operator, by its name (``LT``, ``GT``, ``LE``, ``GE``)
+COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "LT": operator_module.lt, "GT": operator_module.gt, "LE": operator_module.le, "GE": operator_module.ge}
+
+_DATETIMES = (dt.datetime, AwareDatetime, NaiveDatetime, PastDatetime, FutureDatetime)
+
+
+def orderable(declared: Any, validator: Validator | None) -> Parse | None:
+    """Return the parser of a stored value of type ``declared`` whose JSON text orders unlike its
+    values (datetimes, times, Decimals, timedeltas), or ``None`` when the stored value orders as it
+    is (numbers, strings, dates: their ISO text orders as they do)."""
+    if typing.get_origin(declared) is typing.Annotated:
+        declared = typing.get_args(declared)[0]
+    if not isinstance(declared, type):
+        return None
+    if issubclass(declared, _DATETIMES):
+        return dt.datetime.fromisoformat
+    if issubclass(declared, dt.time):
+        return dt.time.fromisoformat
+    if issubclass(declared, Decimal):
+        return _decimal
+    if issubclass(declared, dt.timedelta) and validator is not None:
+        # pydantic stores a timedelta as an ISO 8601 duration ('PT10S', '-P1DT5S'): its own
+        # validator reads every form it writes, exactly
+        return _through(validator)
+    return None
+
+
+def _decimal(stored: Any) -> Decimal:
+    """Read a stored Decimal (its exact text); NaN, which has no order, is refused on assignment."""
+    if not isinstance(stored, str):
+        raise TypeError(f"a Decimal is stored as text, not {stored!r}")
+    try:
+        value = Decimal(stored)
+    except ArithmeticError:  # decimal.InvalidOperation: not a number's text
+        raise ValueError(f"{stored!r} is not a Decimal's text") from None
+    if value.is_nan():
+        raise ValueError("NaN has no order")
+    return value
+
+
+def _through(validator: Validator) -> Parse:
+    def parse(stored: Any) -> Any:
+        if not isinstance(stored, str):  # pydantic would read a number as seconds: not what it wrote
+            raise TypeError(f"a timedelta is stored as an ISO 8601 duration, not {stored!r}")
+        return validator.from_json(stored)  # a ValidationError is a ValueError
+
+    return parse
+
+
+def ordered(operator: str, parse: Parse, actual: Any, bound: Any) -> bool:
+    """Return whether the stored ``actual`` stands to the stored ``bound`` as ``operator`` asks, both
+    parsed first; an unset value, or one ``parse`` cannot read or order, matches nothing."""
+    if actual is None:
+        return False
+    try:
+        return bool(COMPARE[operator](parse(actual), parse(bound)))
+    except (TypeError, ValueError):  # naive against aware (no order), or data of an older model
+        return False
+
+
+# --- sorting -------------------------------------------------------------------------------
+
+_natural = natsort.natsort_keygen()
+_DATES = (dt.datetime, dt.date, dt.time)
+
+
+def sortable(value: Any) -> Any:
+    """Return a key that orders any values without raising, types ranked apart.
+
+    Unset first, then booleans, numbers (int, float and Decimal together, by value; NaN
+    last), text in
+    natural order (``disk2`` before ``disk10``, any digits Unicode knows), dates and times (in
+    time, see :func:`_chronological`) and timedeltas (by length), related objects (by guid),
+    tuples (element by element, each element ranked so), and anything else by its canonical JSON
+    text (or its repr). ``sort()`` hands a multi-key sort its keys as a tuple: the same order.
+    """
+    if value is None:
+        return (0,)
+    if isinstance(value, bool):
+        return (1, value)
+    if isinstance(value, (int, float, Decimal)):
+        # a NaN orders with nothing (and a Decimal one raises on comparing): after every number
+        return (2, 1) if _nan(value) else (2, 0, value)
+    if isinstance(value, str):
+        return (3, _natural(value))
+    if isinstance(value, _DATES):
+        return (4, type(value).__name__, *_chronological(value))
+    if isinstance(value, dt.timedelta):
+        return (4, "timedelta", 0, value)
+    if isinstance(value, DataObject):
+        return (5, value.guid)
+    if isinstance(value, tuple):  # a tuple-typed value (or a key function's several keys)
+        return (6, tuple(sortable(item) for item in value))
+    try:
+        return (7, canonical(value))
+    except (TypeError, ValueError):
+        return (8, type(value).__name__, repr(value))
+
+
+def _nan(value: float | Decimal) -> bool:
+    if isinstance(value, Decimal):
+        return value.is_nan()
+    return isinstance(value, float) and math.isnan(value)  # an int past a float's range is no NaN
+
+
+def _chronological(value: dt.date | dt.time) -> tuple[int, Any]:
+    """Order dates, datetimes and times in time: aware ones by their UTC instant (as a timedelta, which
+    cannot overflow), after every naive one, since naive and aware values have no order between them."""
+    offset = value.utcoffset() if isinstance(value, (dt.datetime, dt.time)) else None
+    if offset is None:
+        return (0, value)
+    if isinstance(value, dt.datetime):
+        return (1, value.replace(tzinfo=None) - dt.datetime.min - offset)
+    assert isinstance(value, dt.time)
+    return (1, dt.timedelta(hours=value.hour, minutes=value.minute, seconds=value.second,
+                            microseconds=value.microsecond) - offset)
