@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING
 from dal.exceptions import ConfigurationError
 from dal.model.registry import hybrids as registry
 from dal.objects import schema
-from dal.tools.migrate.keys import HybridMigrator
 from dal.tools.migrate.migrations import Migration, MigrationError, Step, declared_migrations, migration
 from dal.tools.migrate.report import Meter, ProgressFactory, Report, Violation
 from dal.tools.migrate.run import EXIT_AFTER_ENV as EXIT_AFTER_ENV
 from dal.tools.migrate.steps import StepRunner
+from dal.tools.migrate.verify import KeyVerifier
 
 if TYPE_CHECKING:
     from dal.config import Context
@@ -72,7 +72,7 @@ def migrate(context: Context, hybrids: Iterable[type[DataObject]] | None = None,
                     progress=progress or _no_progress).run()
 
 
-class Migrator(StepRunner, HybridMigrator):
+class Migrator(StepRunner, KeyVerifier):
     """One run of ``dal migrate``."""
 
     def run(self) -> Report:
@@ -93,6 +93,8 @@ class Migrator(StepRunner, HybridMigrator):
             simulated = [(step.number, step.operations_for(meta)) for _, step in pending] if self.dry_run \
                 else []
             self._migrate_hybrid(meta, [(number, ops) for number, ops in simulated if ops])
+        if not self.dry_run:
+            self._verify_marked()
         schema.forget(self.context)
         self._summary()
         return self.report

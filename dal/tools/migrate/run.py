@@ -43,6 +43,10 @@ class MigrationRun:
         self.progress = progress
         self.report = Report(dry_run)
         self._emit = emit
+        #: hybrid -> (its meta, when keys were marked ready, the fields marked): checked at the end
+        self._to_verify: dict[str, tuple[HybridMeta, float, frozenset[str]]] = {}
+        #: one-to-one violations already reported (see HybridMigrator._first_reports)
+        self._reported: set[tuple[str, str, str, frozenset[str]]] = set()
         exit_after = os.environ.get(EXIT_AFTER_ENV)
         self._exit_after = int(exit_after) if exit_after else None
 

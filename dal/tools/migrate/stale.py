@@ -25,11 +25,16 @@ DELETE_BATCH = 50
 class StaleKeyRemover(MigrationRun):
     """Remove stale index entries, unique and one-to-one keys, and the keys of dropped relations."""
 
-    def _remove_stale_index(self, meta: HybridMeta, name: str) -> None:
-        """Delete index entries of ``name`` that no longer match their object (left by an older model)."""
+    def _remove_stale_index(self, meta: HybridMeta, name: str, only: set[str] | None = None) -> None:
+        """Delete index entries of ``name`` that no longer match their object (left by an older model);
+        with ``only``, just the entries of those objects."""
         prefix = f"{self.keys.index_fields(meta.name)}{name}/"
         for batch in self._batches(prefix):
             parsed = [(key, *key[len(prefix):].split("/", 1)) for key, _ in batch]
+            if only is not None:
+                parsed = [(key, encoded, guid) for key, encoded, guid in parsed if guid in only]
+                if not parsed:
+                    continue
             docs = self.context.persistent.get_many([self.keys.doc(meta.name, guid) for _, _, guid in parsed])
             for key, encoded, guid in parsed:
                 doc_key = self.keys.doc(meta.name, guid)
@@ -43,24 +48,30 @@ class StaleKeyRemover(MigrationRun):
                         break
                     current = self.context.persistent.get(doc_key)
 
-    def _remove_stale_unique(self, meta: HybridMeta, name: str) -> None:
+    def _remove_stale_unique(self, meta: HybridMeta, name: str, only: set[str] | None = None) -> None:
         """Delete unique keys of ``name`` whose owner no longer holds that value."""
         self._remove_stale_keys(meta, f"{self.keys.unique_fields(meta.name)}{name}/",
-                                lambda doc, rest: encode_value(value_of(meta, doc, name)) == rest)
+                                lambda doc, rest: encode_value(value_of(meta, doc, name)) == rest, only)
 
-    def _remove_stale_onetoone(self, meta: HybridMeta, name: str) -> None:
+    def _remove_stale_onetoone(self, meta: HybridMeta, name: str, only: set[str] | None = None) -> None:
         """Delete one-to-one keys of ``name`` whose owner no longer points at their target."""
         guid_field = meta.relations[name].guid_field
         self._remove_stale_keys(meta, self.keys.onetoones(meta.name, name),
-                                lambda doc, rest: doc.get(guid_field) == rest)
+                                lambda doc, rest: doc.get(guid_field) == rest, only)
 
     def _remove_stale_keys(self, meta: HybridMeta, prefix: str,
-                           holds: Callable[[Document, str], bool]) -> None:
+                           holds: Callable[[Document, str], bool], only: set[str] | None = None) -> None:
         """Delete the keys under ``prefix`` (each naming its owner's guid) whose owner no longer
         ``holds`` them, given its document and the key's text after ``prefix``; conditionally on
-        both revisions, re-reading both when a writer got there first."""
+        both revisions, re-reading both when a writer got there first. With ``only``, just the keys
+        those objects own."""
         for batch in self._batches(prefix):
             owners = {key: entry.value.decode(errors="replace") for key, entry in batch}
+            if only is not None:
+                batch = [(key, entry) for key, entry in batch if owners[key] in only]
+                owners = {key: owners[key] for key, _ in batch}
+                if not batch:
+                    continue
             docs = self.context.persistent.get_many([self.keys.doc(meta.name, g) for g in owners.values()])
             for key, entry in batch:
                 current_key: Entry | None = entry

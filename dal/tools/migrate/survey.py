@@ -6,13 +6,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dal.backends.base import Entry
 from dal.keys import encode_value
+from dal.model.registry import family
 from dal.objects import schema
-from dal.objects.schema import SchemaRecord, stored_fields
+from dal.objects.schema import SchemaRecord, complete_record, stored_fields
 from dal.objects.transaction import Document
 from dal.tools.migrate.migrations import Operation, RenameRelation
 from dal.tools.migrate.report import Violation
-from dal.tools.migrate.run import MigrationRun, decode_doc, step_document
+from dal.tools.migrate.run import SCAN_BATCH, MigrationRun, decode_doc, step_document
 
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
@@ -42,15 +44,27 @@ class Survey:
     stale_onetoone: tuple[str, ...] = ()
     #: relation -> targets several objects point at: none of those objects gets a key
     offenders: dict[str, set[str]] = field(default_factory=dict)
+    #: the model changed since the record (or there is none): look for links of dropped relations in
+    #: the documents, since the record may never have listed them
+    find_links: bool = False
+    #: undeclared ``<relation>_guid`` field -> (target guid, object guid) pairs found by the scan
+    undeclared: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    #: (dry runs) objects the run would write whatever is violated; and per object that would only
+    #: get unique or one-to-one keys, the unique fields and (relation, target) pairs it lacks keys of
+    would_write: int = 0
+    keys_only: list[tuple[frozenset[str], frozenset[tuple[str, str]]]] = field(default_factory=list)
+    #: fields a stopped run marked ready without checking what older processes saved meanwhile
+    unverified: tuple[str, ...] = ()
 
     @property
     def needs_scan(self) -> bool:
-        return self.fill or bool(self.build_indexed or self.build_unique or self.build_onetoone)
+        return self.fill or self.find_links or bool(self.build_indexed or self.build_unique
+                                                    or self.build_onetoone)
 
     @property
     def has_work(self) -> bool:
         return bool(self.missing or self.step_changes or self.stale_indexed or self.stale_unique
-                    or self.stale_onetoone or self.dropped_links or self.violations
+                    or self.stale_onetoone or self.dropped_links or self.violations or self.unverified
                     or (self.objects and (self.build_indexed or self.build_unique or self.build_onetoone)))
 
     def buildable_unique(self) -> tuple[str, ...]:
@@ -83,6 +97,7 @@ class Surveyor(MigrationRun):
                     if links:
                         dropped[name] = links
         fill = record is None or not meta.field_set <= stored_fields(record.model)
+        current = complete_record(meta)
         declared_onetoone = schema.onetoone_relations(meta)
         ready_onetoone = record.onetoone if record is not None else frozenset()
         stale_onetoone = [name for name in self._key_fields(self.keys.onetoones(meta.name))
@@ -91,39 +106,77 @@ class Surveyor(MigrationRun):
                         tuple(n for n in declared_unique if n not in ready_unique), tuple(stale_indexed),
                         tuple(stale_unique), dropped, fill,
                         build_onetoone=tuple(n for n in declared_onetoone if n not in ready_onetoone),
-                        stale_onetoone=tuple(stale_onetoone))
+                        stale_onetoone=tuple(stale_onetoone),
+                        find_links=record is None or record.fingerprint != current.fingerprint,
+                        unverified=self._unverified(meta))
         if survey.needs_scan or pending_ops:
             self._scan_documents(survey, pending_ops)
             survey.scanned = True
+            self._find_undeclared_links(survey, renamed)
         return survey
+
+    def _unverified(self, meta: HybridMeta) -> tuple[str, ...]:
+        """Overridden by the verifier: fields a stopped run marked ready but did not check."""
+        return ()
+
+    def _find_undeclared_links(self, survey: Survey, renamed: set[str]) -> None:
+        """Add to ``dropped_links`` the link keys of ``<relation>_guid`` fields the model does not declare.
+
+        A link key is ``l/<target hybrid>/<target guid>/<hybrid>/<relation>/<guid>``: the document
+        gives all but the target hybrid, so each hybrid holding links is tried (one multi-get per batch).
+        """
+        names = sorted(name for name in survey.undeclared
+                       if name not in survey.dropped_links and name not in renamed)
+        if not names:
+            return
+        targets = self._key_fields(f"{self.keys.root}l/")
+        hybrid = survey.meta.name
+        for name in names:
+            pairs = survey.undeclared[name]
+            found: list[str] = []
+            for start in range(0, len(pairs), SCAN_BATCH):
+                candidates = [f"{self.keys.root}l/{target}/{target_guid}/{hybrid}/{name}/{guid}"
+                              for target_guid, guid in pairs[start:start + SCAN_BATCH] for target in targets]
+                found += sorted(self.context.persistent.get_many(candidates))
+            if found:
+                survey.dropped_links[name] = found
 
     def _scan_documents(self, survey: Survey, pending_ops: list[tuple[int, list[Operation]]]) -> None:
         meta = survey.meta
         holders: dict[str, dict[str, list[str]]] = {name: {} for name in survey.build_unique}
-        pointing: dict[str, dict[str, list[str]]] = {name: {} for name in survey.build_onetoone}
+        pointing = self._family_pointing(survey)
         values: dict[tuple[str, str], Any] = {}
         prefix = self.keys.docs(meta.name)
-        for doc_key, entry in self._scan(prefix):
-            guid = doc_key[len(prefix):]
-            doc = decode_doc(meta, guid, entry.value)
-            for number, operations in pending_ops:  # dry run: see the documents as the steps leave them
-                after, _ = step_document(number, operations, meta, guid, doc)
-                if after is not None:
-                    survey.step_changes[number] += 1
-                    doc = after
-            survey.objects += 1
-            for name in meta.field_set - doc.keys():
-                survey.missing[name] += 1
-            for name in survey.build_unique:
-                value = value_of(meta, doc, name)
-                if value is not None:
-                    encoded = encode_value(value)
-                    values.setdefault((name, encoded), value)
-                    holders[name].setdefault(encoded, []).append(guid)
-            for name in survey.build_onetoone:
-                target = doc.get(meta.relations[name].guid_field)
-                if isinstance(target, str):
-                    pointing[name].setdefault(target, []).append(guid)
+        for batch in self._batches(prefix):
+            docs: list[tuple[str, Document]] = []
+            for doc_key, entry in batch:
+                guid = doc_key[len(prefix):]
+                doc = decode_doc(meta, guid, entry.value)
+                for number, operations in pending_ops:  # dry run: see the documents as the steps leave them
+                    after, _ = step_document(number, operations, meta, guid, doc)
+                    if after is not None:
+                        survey.step_changes[number] += 1
+                        doc = after
+                docs.append((guid, doc))
+                survey.objects += 1
+                for name in meta.field_set - doc.keys():
+                    survey.missing[name] += 1
+                for name in survey.build_unique:
+                    value = value_of(meta, doc, name)
+                    if value is not None:
+                        encoded = encode_value(value)
+                        values.setdefault((name, encoded), value)
+                        holders[name].setdefault(encoded, []).append(guid)
+                for name in survey.build_onetoone:
+                    target = doc.get(meta.relations[name].guid_field)
+                    if isinstance(target, str):
+                        pointing[name].setdefault(target, []).append(guid)
+                if survey.find_links:
+                    for name in doc.keys() - meta.field_set:
+                        if name.endswith("_guid") and len(name) > 5 and isinstance(doc[name], str):
+                            survey.undeclared.setdefault(name[:-5], []).append((doc[name], guid))
+            if self.dry_run:
+                self._probe_keys(survey, docs)
         for name, by_value in holders.items():
             for encoded, guids in sorted(by_value.items()):
                 if len(guids) > 1:
@@ -134,7 +187,64 @@ class Surveyor(MigrationRun):
             for target, guids in sorted(by_target.items()):
                 if len(guids) > 1:
                     survey.offenders[name].add(target)
-                    survey.violations.append(onetoone_violation(meta, name, target, guids))
+                    survey.violations.append(onetoone_violation(meta, name, target, sorted(guids)))
+
+    def _family_pointing(self, survey: Survey) -> dict[str, dict[str, list[str]]]:
+        """Return, per one-to-one relation to build, target -> objects of the *other* hybrids holding the
+        relation (its family) that point there: the constraint spans them all, so a dry run must see
+        them as the run does when it writes the keys of each in turn."""
+        pointing: dict[str, dict[str, list[str]]] = {}
+        for name in survey.build_onetoone:
+            by_target: dict[str, list[str]] = {}
+            pointing[name] = by_target
+            relation = survey.meta.relations[name]
+            for member in family(relation):
+                if member is relation or member.owner is None:
+                    continue
+                other = member.owner._meta
+                prefix = self.keys.docs(other.name)
+                for doc_key, entry in self._scan(prefix):
+                    target = decode_doc(other, doc_key[len(prefix):], entry.value).get(member.guid_field)
+                    if isinstance(target, str):
+                        by_target.setdefault(target, []).append(doc_key[len(prefix):])
+        return pointing
+
+    def _probe_keys(self, survey: Survey, docs: list[tuple[str, Document]]) -> None:
+        """Count (dry runs) the objects of one batch a run would write: those lacking a field or a key.
+
+        Keys already stored (written by saves of the new model) are found with one multi-get, as
+        the run finds them; unique and one-to-one keys are settled once violations are known.
+        """
+        meta = survey.meta
+        keys = self.keys
+        wanted: dict[str, tuple[list[str], list[tuple[str, str]], list[tuple[str, str, list[str]]]]] = {}
+        for guid, doc in docs:
+            full = filled(meta, doc)
+            index = [keys.index(meta.name, name, full.get(name), guid) for name in survey.build_indexed]
+            unique = [(name, keys.unique(meta.name, name, full[name])) for name in survey.build_unique
+                      if full.get(name) is not None]
+            onetoone = []
+            for name in survey.build_onetoone:
+                relation = meta.relations[name]
+                target = full.get(relation.guid_field)
+                if isinstance(target, str):
+                    onetoone.append((name, target, [
+                        keys.onetoone(member.owner._meta.name, member.name, target)
+                        for member in family(relation) if member.owner is not None]))
+            wanted[guid] = (index, unique, onetoone)
+        probe = [key for index, unique, onetoone in wanted.values()
+                 for key in (*index, *(key for _, key in unique), *(k for *_, ks in onetoone for k in ks))]
+        present: dict[str, Entry] = self.context.persistent.get_many(probe) if probe else {}
+        for guid, doc in docs:
+            index, unique, onetoone = wanted[guid]
+            if meta.field_set - doc.keys() or any(key not in present for key in index):
+                survey.would_write += 1
+                continue
+            lacking_unique = frozenset(name for name, key in unique if key not in present)
+            lacking_onetoone = frozenset((name, target) for name, target, family_keys in onetoone
+                                         if not any(key in present for key in family_keys))
+            if lacking_unique or lacking_onetoone:
+                survey.keys_only.append((lacking_unique, lacking_onetoone))
 
     def _plan_text(self, survey: Survey) -> str:
         would = "would " if self.dry_run else ""
@@ -157,16 +267,21 @@ class Surveyor(MigrationRun):
         if survey.stale_onetoone:
             parts.append(f"{would}remove one-to-one keys of {', '.join(survey.stale_onetoone)} (no longer "
                          "one-to-one)")
+        if survey.unverified:
+            parts.append(f"{would}check keys of {', '.join(survey.unverified)} against what older processes "
+                         "saved (a run stopped before it did)")
         for relation, links in sorted(survey.dropped_links.items()):
             parts.append(f"{would}remove {len(links)} link{'s' * (len(links) != 1)} of dropped relation "
                          f"{relation}")
         return "; ".join(parts)
 
     def _dry_count(self, survey: Survey) -> int:
-        """Objects a real run would write: all scanned ones when keys are built, else those missing fields."""
-        if survey.build_indexed or survey.buildable_unique() or survey.build_onetoone:
-            return survey.objects
-        return max([*survey.missing.values(), *survey.step_changes.values(), 0])
+        """Objects a real run would write: those lacking a field or a key it builds (not a violated one)."""
+        buildable = set(survey.buildable_unique())
+        keyed = sum(1 for unique, onetoone in survey.keys_only
+                    if unique & buildable or any(target not in survey.offenders.get(name, ())
+                                                 for name, target in onetoone))
+        return max([survey.would_write + keyed, *survey.step_changes.values()])
 
 
 def onetoone_violation(meta: HybridMeta, name: str, target: str, guids: list[str]) -> Violation:
