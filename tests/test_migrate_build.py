@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +194,20 @@ def test_the_dry_run_counts_only_objects_the_run_writes(context: Context) -> Non
     real = migrate(context, [new])
     assert dry.objects["cbox"] == real.objects["cbox"] == 4
     assert dry.lines[-1] == "dry run: 4 objects would change"
+
+
+def test_a_run_building_nothing_but_violations_leaves_no_marker_and_does_not_wait(context: Context) -> None:
+    """A violated one-to-one relation is not built: nothing is marked for a check, so no later run
+    reports a stopped one and waits for it."""
+    host_cls, nic_cls, _ = declare_nics(False)
+    host = host_cls(data={"name": "h"})
+    host.save()
+    nic_cls(data={"name": "a", "host": host}).save()
+    nic_cls(data={"name": "b", "host": host}).save()
+    hybrids = list(declare_nics(True))
+    for _ in range(2):
+        started = time.monotonic()
+        report = migrate(context, hybrids)
+        assert not report.ok and len(report.violations) == 1
+        assert time.monotonic() - started < schema.READY_TTL
+        assert list(context.persistent.scan(f"{context.keys.root}m/verify/")) == []

@@ -53,7 +53,7 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
         distrusted_at = self._distrust_stale(survey)
         buildable = survey.buildable_unique()
         # before anything is built: documents an older process saves from now on are checked after
-        self._mark_building(survey, buildable)
+        marked = self._mark_building(survey, buildable)
         for name in survey.build_indexed:
             self._remove_stale_index(meta, name)
         for name in buildable:
@@ -79,8 +79,11 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
         built_onetoone = tuple(name for name in survey.build_onetoone if name not in violated)
         self._record(survey, built_indexed=survey.build_indexed, built_unique=built_unique,
                      built_onetoone=built_onetoone)
-        if survey.build_indexed or built_unique or built_onetoone or survey.unverified:
-            self._verify_later(meta, frozenset((*survey.build_indexed, *built_unique, *built_onetoone)))
+        built = (*survey.build_indexed, *built_unique, *built_onetoone)
+        if built or survey.unverified:
+            self._verify_later(meta, frozenset(built))
+        elif marked:  # nothing made ready (violations only): no window to check, no marker to leave
+            self._unmark_building(meta)
 
     def _bookkeeping(self, survey: Survey) -> None:
         """Record a hybrid no object of which needs a change (none lacks a field and there is none
@@ -100,7 +103,11 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
             self._verify_later(meta, frozenset((*survey.build_indexed, *survey.build_unique,
                                                 *survey.build_onetoone)))
 
-    def _mark_building(self, survey: Survey, unique: tuple[str, ...], *, empty: bool = False) -> None:
+    def _mark_building(self, survey: Survey, unique: tuple[str, ...], *, empty: bool = False) -> bool:
+        """Overridden by the verifier (:mod:`dal.tools.migrate.verify`); tell whether a marker was written."""
+        return False
+
+    def _unmark_building(self, meta: HybridMeta) -> None:
         """Overridden by the verifier (:mod:`dal.tools.migrate.verify`)."""
 
     def _verify_later(self, meta: HybridMeta, marked: frozenset[str]) -> None:

@@ -54,11 +54,16 @@ class KeyVerifier(HybridMigrator):
         marker = self._read_marker(meta.name)
         return () if marker is None else tuple(sorted({n for names in marker[0].values() for n in names}))
 
-    def _mark_building(self, survey: Survey, unique: tuple[str, ...], *, empty: bool = False) -> None:
-        """Store the marker before building keys (``empty``: the survey found no document)."""
-        fields = {"indexed": survey.build_indexed, "unique": unique, "onetoone": survey.build_onetoone}
+    def _mark_building(self, survey: Survey, unique: tuple[str, ...], *, empty: bool = False) -> bool:
+        """Store the marker before building keys (``empty``: the survey found no document); tell
+        whether one was stored. A one-to-one relation already found violated is not built: not marked."""
+        if not self.context.persistent.shared:
+            return False  # no other process reaches this store: no older one can save meanwhile
+        violated = {violation.field for violation in survey.violations}
+        onetoone = tuple(name for name in survey.build_onetoone if name not in violated)
+        fields = {"indexed": survey.build_indexed, "unique": unique, "onetoone": onetoone}
         if not any(fields.values()):
-            return
+            return False
         key = self._marker_key(survey.meta.name)
         previous = self._read_marker(survey.meta.name)
         merged: dict[str, Any] = {kind: sorted(set(names) | set(previous[0][kind] if previous else ()))
@@ -72,9 +77,17 @@ class KeyVerifier(HybridMigrator):
         if not result.ok:
             raise MigrationError(f"the key check marker of {survey.meta.cls.__name__} changed meanwhile; "
                                  "run only one dal migrate at a time")
+        return True
+
+    def _unmark_building(self, meta: HybridMeta) -> None:
+        marker = self._read_marker(meta.name)
+        if marker is not None:
+            key = self._marker_key(meta.name)
+            self._commit([Revision(key, marker[2])], [Delete(key)])
 
     def _verify_later(self, meta: HybridMeta, marked: frozenset[str]) -> None:
-        self._to_verify[meta.name] = (meta, time.monotonic(), marked)
+        if self.context.persistent.shared:  # else no other process reaches the store: nothing to wait for
+            self._to_verify[meta.name] = (meta, time.monotonic(), marked)
 
     def _verify_marked(self) -> None:
         """Wait until no process trusts a record read before the marks, then check each marked hybrid."""
