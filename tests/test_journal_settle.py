@@ -1,9 +1,8 @@
-"""The journal's records reach every shared cache: settled later, or left by a writer whose clock
-runs ahead (``dal/cache/journal.py``, ``dal/cache/sweeps.py``)."""
+"""A commit whose outcome was learnt later delivers every invalidation of its record, and leaves the
+record to the sweeps until they all reached the shared cache (``dal/cache/journal.py``)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,8 @@ from test_commit_outcome import LostAnswers
 
 import dal
 from dal.backends.base import DeletePrefix
-from dal.cache import journal as journal_module
-from dal.cache.journal import FLUSH_AFTER, RECORD, Journal
-from dal.cache.sweeps import FLUSH_EVERY, SEEN_AGAIN, SWEEP_INTERVAL, Sweep
+from dal.cache.journal import RECORD
+from dal.cache.sweeps import Sweep
 from dal.config import Context
 from dal.exceptions import CommitOutcomeUnknownError
 
@@ -115,36 +113,3 @@ def test_settling_one_object_of_a_save_many_invalidates_them_all(
     down["on"] = False
     a.save()  # settles the commit of both
     assert cached_count(shared, b) is None, "the other object's entry stayed stale"
-
-
-
-
-def test_seeing_a_record_again_outlasts_a_live_writer() -> None:
-    """A sweep takes a record it saw a sweep earlier (whatever time its key says), but only after
-    its live writer had time to delete it: a record redelivered is one its writer left."""
-    assert FLUSH_AFTER + FLUSH_EVERY < SEEN_AGAIN < SWEEP_INTERVAL
-
-
-@pytest.mark.parametrize("ahead", [8.0])
-def test_a_dead_writer_whose_clock_runs_ahead_is_swept_in_time(
-        shared: Context, monkeypatch: pytest.MonkeyPatch, ahead: float) -> None:
-    (tally,) = cached_tallies("skewed")
-    real = time.time
-
-    class Ahead:
-        monotonic = staticmethod(time.monotonic)
-        sleep = staticmethod(time.sleep)
-
-        @staticmethod
-        def time() -> float:
-            return real() + ahead
-
-    monkeypatch.setattr(journal_module, "time", Ahead)  # the writer's clock; sweeps keep the real one
-    monkeypatch.setattr(Journal, "_delivered", lambda self, key, invalidate: None)  # dies after commit
-    tally.count = 1
-    tally.save()
-    killed = time.monotonic()
-    while cached_count(shared, tally) is not None and time.monotonic() - killed < ahead + 2:
-        time.sleep(0.02)
-    stale_for = time.monotonic() - killed
-    assert stale_for < 2.0, f"the stale entry lasted {stale_for:.2f} s"

@@ -14,9 +14,6 @@ Every :data:`SWEEP_INTERVAL` seconds a process:
   server that answered and did not fail meanwhile;
 - stamps markers with its clock and removes markers older than ``MARKER_AGE``.
 
-A record is due when the time in its key is GRACE old, or when a sweep of this process saw it
-:data:`SEEN_AGAIN` earlier: a writer whose clock runs ahead cannot keep its record young.
-
 A process whose cache is its own (``memory://``) delivers nothing, so it never marks a record
 either (it would take it from the processes with memcached): it only tidies markers. Its own
 delivered records it deletes like any writer; a dead writer's record waits for a process with
@@ -68,10 +65,6 @@ SWEEP_INTERVAL = 0.5
 SWEEP_PAGE = 64
 #: seconds between two flushes of this process's delivered records (FLUSH_AFTER + this < GRACE)
 FLUSH_EVERY = 0.1
-#: seconds after which a record one of this process's sweeps saw before is due, whatever time its
-#: key says: the shortest pause between two sweeps, longer than a live writer takes to delete its
-#: record (FLUSH_AFTER + FLUSH_EVERY), so only a record its writer left is delivered again
-SEEN_AGAIN = 0.8 * SWEEP_INTERVAL
 
 
 class Sweep:
@@ -85,8 +78,6 @@ class Sweep:
         #: record key -> cache servers this process already delivered it to (a server that
         #: confirmed a delete applied it: it need not get it again, even after a failure)
         self._sent: dict[str, set[str]] = {}
-        #: record key -> this process's monotonic clock when one of its sweeps first saw it
-        self._first_seen: dict[str, float] = {}
         #: one sweep at a time (the first read's catch-up and the thread's may meet)
         self._lock = threading.Lock()
 
@@ -149,59 +140,51 @@ class Sweep:
     def _sweep(self, everything: bool) -> tuple[bool, set[str]]:
         now = time.time()
         cutoff = now - GRACE
-        clock = time.monotonic()
         failed: set[str] = set()
         seen: set[str] = set()
         cursor: str | None = None
         while True:
-            # the whole journal, young records included: a writer whose clock runs ahead writes
-            # records that look young for as long as it is ahead, so age is also told by when
-            # this process first saw them (the journal holds only the last fraction of a second
-            # of commits, normally)
             page = self._scan(self.journal.keys.journal(), start_after=cursor, limit=SWEEP_PAGE)
-            records: list[tuple[str, Entry, bool]] = []
+            young = False
+            records: list[tuple[str, Entry, float]] = []
             for key, entry in page:
                 try:
                     stamp = Keys.journal_stamp(key)
                 except (ValueError, IndexError):
                     continue  # not a journal record: something else wrote it, not ours to touch
+                if stamp > cutoff and not everything:
+                    young = True
+                    break
                 seen.add(key)
-                if entry.value[:1] != RECORD:
+                if entry.value[:1] == RECORD:
+                    records.append((key, entry, stamp))
+                else:
                     self._tidy_marker(key, entry, now)
-                    continue
-                if not self.journal.delivers:
-                    continue  # a cache of our own cannot take it: it waits for a shared-cache process
-                first = self._first_seen.setdefault(key, clock)
-                due = stamp <= cutoff or clock - first >= SEEN_AGAIN
-                if due or everything:
-                    records.append((key, entry, due))
-            if records:
-                failed |= self._deliver(records, failed, now)
-            if len(page) < SWEEP_PAGE:
-                for sent in [key for key in self._sent if key not in seen]:
-                    del self._sent[sent]  # gone from the journal: forget it
-                for known in [key for key in self._first_seen if key not in seen]:
-                    del self._first_seen[known]
+            if self.journal.delivers:
+                failed |= self._deliver(records, failed, cutoff, now)
+            if young or len(page) < SWEEP_PAGE:
+                for key in [key for key in self._sent if key not in seen]:
+                    del self._sent[key]  # gone from the journal: forget it
                 return True, failed
             cursor = page[-1][0]
 
-    def _deliver(self, records: list[tuple[str, Entry, bool]], failed: set[str],
+    def _deliver(self, records: list[tuple[str, Entry, float]], failed: set[str], cutoff: float,
                  now: float) -> set[str]:
         """Deliver a page of records in one batch; mark those every server got. Return new failures."""
         # a key's holders: its server, or each of its replicas; a key is sent while any of them
         # has not failed in this sweep (a replica that is skipped is one that failed, so a server
         # left out of ``failed`` got every key it holds)
         holders = self.cache.placement.holders
-        todo: list[tuple[str, Entry, bool, list[str]]] = []
-        for key, entry, due in records:
+        todo: list[tuple[str, Entry, float, list[str]]] = []
+        for key, entry, stamp in records:
             sent = self._sent.get(key, set())
             keys = [k for k in self.journal.decode(entry.value) if not sent.issuperset(holders(k))]
-            todo.append((key, entry, due, keys))
+            todo.append((key, entry, stamp, keys))
         wanted = list(dict.fromkeys(k for *_, keys in todo for k in keys
                                     if not failed.issuperset(holders(k))))
         failing = set(self.cache.deliver_each(wanted)) if wanted else set()
         failed = failed | failing
-        for key, entry, due, keys in todo:
+        for key, entry, stamp, keys in todo:
             servers = {n for k in keys for n in holders(k)}
             self._sent.setdefault(key, set()).update(servers - failed)
             if servers & failed:
@@ -210,7 +193,7 @@ class Sweep:
             self.journal.stats.add("journal_delivered")
             if self.journal.claim_undelivered(key):
                 self.journal.queue_done([key])  # delivered at last: delete it as its writer
-            elif due:  # a young one (a catch-up delivers everything) is its live writer's to delete
+            elif stamp <= cutoff:
                 self._mark(key, entry, now)
         return failing
 
