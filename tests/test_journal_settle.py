@@ -11,11 +11,11 @@ import pytest
 from conftest import PairURLs, cached_document, persistent_url_for, volatile_url_for
 from race_hybrids import Tally
 from test_commit_outcome import LostAnswers
+from test_journal import records, sweep_of
 
 import dal
 from dal.backends.base import DeletePrefix
 from dal.cache.journal import RECORD
-from dal.cache.sweeps import Sweep
 from dal.config import Context
 from dal.exceptions import CommitOutcomeUnknownError
 
@@ -33,16 +33,6 @@ def shared(urls: PairURLs) -> Iterator[Context]:
     yield context
     context.close()
     urls.configure().persistent.commit([], [DeletePrefix(context.keys.root)])
-
-
-def records(context: Context) -> dict[str, bytes]:
-    return {key: entry.value for key, entry in context.persistent.scan(context.keys.journal())}
-
-
-def hand_sweep(context: Context) -> Sweep:
-    assert context.sweeper is not None
-    context.sweeper.stop()  # the test sweeps by hand
-    return context.sweeper.sweep
 
 
 def cached_count(context: Context, tally: Tally) -> int | None:
@@ -89,7 +79,7 @@ def unknown_commit(context: Context, monkeypatch: pytest.MonkeyPatch, save: Any)
 
 def test_a_settle_whose_invalidation_failed_leaves_the_record_for_a_sweep(
         shared: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    sweep = hand_sweep(shared)
+    sweep = sweep_of(shared)
     (tally,) = cached_tallies("settled")
     down = refuse_deletes(shared, monkeypatch)
     mine = Tally(tally.guid)
@@ -105,7 +95,7 @@ def test_a_settle_whose_invalidation_failed_leaves_the_record_for_a_sweep(
 
 def test_settling_one_object_of_a_save_many_invalidates_them_all(
         shared: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    hand_sweep(shared)  # no sweep comes between the commit and the settle
+    sweep_of(shared)  # no sweep comes between the commit and the settle
     a, b = cached_tallies("a", "b")
     down = refuse_deletes(shared, monkeypatch)
     a.count, b.count = 1, 1

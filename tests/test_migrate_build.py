@@ -168,12 +168,19 @@ def declare_nics(onetoone: bool) -> tuple[Any, Any, Any]:
     return Host, Nic, FastNic
 
 
-def test_a_dry_run_sees_a_one_to_one_target_shared_across_subclass_hybrids(context: Context) -> None:
+def host_with_two_nics(*, subclass: bool) -> Any:
+    """Store a host and two nics pointing at it (the second a FastNic when ``subclass``), under the
+    model where the relation is not one-to-one yet; return the host."""
     host_cls, nic_cls, fast_cls = declare_nics(False)
     host = host_cls(data={"name": "h"})
     host.save()
     nic_cls(data={"name": "a", "host": host}).save()
-    fast_cls(data={"name": "b", "host": host}).save()
+    (fast_cls if subclass else nic_cls)(data={"name": "b", "host": host}).save()
+    return host
+
+
+def test_a_dry_run_sees_a_one_to_one_target_shared_across_subclass_hybrids(context: Context) -> None:
+    host = host_with_two_nics(subclass=True)
     hybrids = list(declare_nics(True))
     dry = migrate(context, hybrids, dry_run=True)
     real = migrate(context, hybrids)
@@ -199,11 +206,7 @@ def test_the_dry_run_counts_only_objects_the_run_writes(context: Context) -> Non
 def test_a_run_building_nothing_but_violations_leaves_no_marker_and_does_not_wait(context: Context) -> None:
     """A violated one-to-one relation is not built: nothing is marked for a check, so no later run
     reports a stopped one and waits for it."""
-    host_cls, nic_cls, _ = declare_nics(False)
-    host = host_cls(data={"name": "h"})
-    host.save()
-    nic_cls(data={"name": "a", "host": host}).save()
-    nic_cls(data={"name": "b", "host": host}).save()
+    host_with_two_nics(subclass=False)
     hybrids = list(declare_nics(True))
     for _ in range(2):
         started = time.monotonic()

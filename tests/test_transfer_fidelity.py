@@ -236,20 +236,26 @@ def test_a_dump_of_everything_lists_hybrids_in_name_order(tmp_path: Path) -> Non
 # --- 5. an interrupted copy ---------------------------------------------------------------------
 
 
-def test_ctrl_c_during_dal_copy_prints_the_copy_that_finishes_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from dal.cli import main
-
+def _racks_to_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int) -> tuple[str, str]:
+    """Store ``count`` racks in a source file; return its URL and a target's, the CLI's environment clean."""
     source_url, target_url = (f"sqlite:///{tmp_path / name}" for name in ("source.sqlite3", "target.sqlite3"))
     source = dal.configure(source_url, "memory://", namespace="src")
     racks = {"format": "dal-dump", "version": 1, "namespace": "src",
              "hybrids": {"xrack": [{"guid": str(uuid.UUID(int=n + 1, version=4)),
-                                    "data": {"name": f"r{n}", "row": n}} for n in range(12)]}}
+                                    "data": {"name": f"r{n}", "row": n}} for n in range(count)]}}
     load(source, read_dump(io.StringIO(json.dumps(racks))))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [*sys.path])  # main() puts the working directory on it
     for variable in ("DAL_PERSISTENT_URL", "DAL_VOLATILE_URL", "DAL_NAMESPACE", "DAL_HYBRIDS"):
         monkeypatch.delenv(variable, raising=False)
+    return source_url, target_url
+
+
+def test_ctrl_c_during_dal_copy_prints_the_copy_that_finishes_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from dal.cli import main
+
+    source_url, target_url = _racks_to_copy(tmp_path, monkeypatch, 12)
     commits: list[int] = []
     real = Context.commit
 
@@ -282,16 +288,7 @@ def test_ctrl_c_while_dal_copy_verifies_prints_the_copy_that_finishes_it(
     import dal.tools.transfer.load as load_module
     from dal.cli import main
 
-    source_url, target_url = (f"sqlite:///{tmp_path / name}" for name in ("source.sqlite3", "target.sqlite3"))
-    source = dal.configure(source_url, "memory://", namespace="src")
-    racks = {"format": "dal-dump", "version": 1, "namespace": "src",
-             "hybrids": {"xrack": [{"guid": str(uuid.UUID(int=n + 1, version=4)),
-                                    "data": {"name": f"r{n}", "row": n}} for n in range(3)]}}
-    load(source, read_dump(io.StringIO(json.dumps(racks))))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", [*sys.path])  # main() puts the working directory on it
-    for variable in ("DAL_PERSISTENT_URL", "DAL_VOLATILE_URL", "DAL_NAMESPACE", "DAL_HYBRIDS"):
-        monkeypatch.delenv(variable, raising=False)
+    source_url, target_url = _racks_to_copy(tmp_path, monkeypatch, 3)
 
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
