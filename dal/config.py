@@ -23,6 +23,7 @@ from dal.cache.sweeps import Sweep, Sweeper
 from dal.cache.trust import Trust
 from dal.exceptions import BackendError, ConfigurationError
 from dal.keys import Keys
+from dal.values import encodable
 
 DEFAULT_PERSISTENT = "sqlite:///dal.sqlite3"
 DEFAULT_VOLATILE = "memory://"
@@ -319,14 +320,6 @@ def setting(given: str | None, variable: str, default: str, what: str) -> str:
     return value
 
 
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def configure(persistent: str | None = None, volatile: str | None = None, *,
               namespace: str | None = None, hmac_key: str | bytes | None = None) -> Context:
     """Pick the stores by URL and make them current for this process.
@@ -342,7 +335,7 @@ def configure(persistent: str | None = None, volatile: str | None = None, *,
                                        "persistent URL"))
     volatile_url = parse_url(setting(volatile, "DAL_VOLATILE_URL", DEFAULT_VOLATILE, "volatile URL"))
     name = setting(namespace, "DAL_NAMESPACE", "dal", "namespace")
-    if "/" in name or not _utf8(name):
+    if "/" in name or not encodable(name):
         # a lone surrogate is what os.environ makes of a variable's bytes that are not UTF-8; no
         # store can hold it in a key, so every save would fail (and every sweep, in the background)
         raise ConfigurationError(f"namespace {name!r} must be UTF-8 text without '/'")

@@ -18,7 +18,7 @@ from typing import Any, cast
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from dal.exceptions import InvalidValueError
-from dal.values import identical, safe_repr, same, sets_sorted
+from dal.values import encodable, identical, safe_repr, same, sets_sorted
 
 #: types whose JSON form is the Python value itself: no conversion on load or store
 _NATIVE = (str, int, float, bool, list, dict)
@@ -107,7 +107,7 @@ class Validator:
             ) from None
         if self.native:
             if isinstance(result, str):
-                if not result.isascii() and not _encodable(result):  # isascii: the common case, quick
+                if not result.isascii() and not encodable(result):  # isascii: the common case, quick
                     raise InvalidValueError(f"{self.owner} cannot hold {value!r}: {_not_json(result, 'it')}; "
                                             f"{SURROGATE_ADVICE}")
             elif isinstance(result, (list, dict)) and not _plain_json(result):
@@ -225,15 +225,6 @@ def json_advice(value: object, problem: str) -> str:
             "so it reads back exactly as stored")
 
 
-def _encodable(text: str) -> bool:
-    """Tell whether UTF-8 can encode ``text`` (it cannot encode a lone surrogate)."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _plain_json(value: object) -> bool:
     """Return True when ``value`` is made of exact JSON types only (finite floats, str keys).
 
@@ -244,7 +235,7 @@ def _plain_json(value: object) -> bool:
     """
     kind = type(value)
     if kind is str:
-        return cast(str, value).isascii() or _encodable(cast(str, value))
+        return cast(str, value).isascii() or encodable(cast(str, value))
     if kind in _PLAIN_LEAVES:  # an int too long to be cheap to write: ask _not_json
         return kind is not int or cast(int, value).bit_length() <= _CHEAP_BITS
     if kind is float:
@@ -257,7 +248,7 @@ def _plain_json(value: object) -> bool:
         return True
     if kind is dict:
         for key, item in cast(dict[Any, Any], value).items():
-            if type(key) is not str or not (key.isascii() or _encodable(key)) or not _plain_json(item):
+            if type(key) is not str or not (key.isascii() or encodable(key)) or not _plain_json(item):
                 return False
         return True
     return False
@@ -266,7 +257,7 @@ def _plain_json(value: object) -> bool:
 def _not_json(value: object, path: str = "value") -> str:
     """Return what keeps ``value`` from a JSON round trip that gives it back unchanged, or ''."""
     if isinstance(value, str):
-        return "" if value.isascii() or _encodable(value) else (
+        return "" if value.isascii() or encodable(value) else (
             f"{path} is {shorten(value)}, whose lone surrogate UTF-8 cannot encode")
     if value is None or isinstance(value, (bool, int)):
         return "" if value is None or not _too_long(value) else (
@@ -280,7 +271,7 @@ def _not_json(value: object, path: str = "value") -> str:
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"{path} has the key {key!r}; JSON object keys are strings"
-            if not (key.isascii() or _encodable(key)):
+            if not (key.isascii() or encodable(key)):
                 return f"{path} has the key {shorten(key)}, whose lone surrogate UTF-8 cannot encode"
             problem = _not_json(item, f"{path}[{key!r}]")
             if problem:

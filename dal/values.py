@@ -88,6 +88,15 @@ def identical(left: Any, right: Any) -> bool:
         return False
 
 
+def encodable(text: str) -> bool:
+    """Tell whether UTF-8 can encode ``text`` (it cannot encode a lone surrogate)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def safe_repr(value: Any) -> str:
     """Return ``repr(value)``, or what it is when it is or holds an int too long to write as text
     (more digits than ``sys.get_int_max_str_digits()``), whose repr raises ValueError."""

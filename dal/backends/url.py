@@ -120,14 +120,14 @@ class StoreURL:
 MAX_TIMEOUT = 1e9
 
 
-def timeout_option(url: StoreURL, default: float, name: str = "timeout") -> float:
-    """Return option ``name`` in seconds: positive, finite and at most :data:`MAX_TIMEOUT`, else
+def timeout_option(url: StoreURL, default: float) -> float:
+    """Return the ``timeout`` option in seconds: positive, finite and at most :data:`MAX_TIMEOUT`, else
     ConfigurationError: a bigger one would fail every request at once (an etcd deadline) or raise
     from the socket (Redis), and NaN compares false with everything."""
-    seconds = url.option(name, float, default)
+    seconds = url.option("timeout", float, default)
     if not 0 < seconds <= MAX_TIMEOUT:
         raise ConfigurationError(
-            f"option {name} in {url} must be a positive number of seconds, at most {MAX_TIMEOUT:.0f}")
+            f"option timeout in {url} must be a positive number of seconds, at most {MAX_TIMEOUT:.0f}")
     return seconds
 
 

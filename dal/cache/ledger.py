@@ -33,27 +33,28 @@ class _StoreCommits:
 class Ledger:
     """One local cache in front of one durable store client: what it heard, what it missed."""
 
-    __slots__ = ("_store", "_synced", "_through")
+    __slots__ = ("_expected", "_store")
 
     def __init__(self, store: _StoreCommits) -> None:
         self._store = store
-        self._synced = store.count  # the store's commits before this cache was in front of it
-        self._through = 0  # commits since then that invalidated this cache
+        #: the store client's commit count if every commit since this cache was emptied (or put in
+        #: front of the store) went through it
+        self._expected = store.count
 
     def committed(self) -> None:
         """Count a commit (whatever its outcome) through a context in front of this cache."""
         with _lock:
             self._store.count += 1
-            self._through += 1
+            self._expected += 1
 
     def missed(self) -> bool:
         """Tell whether a commit through another context of the store client bypassed this cache."""
-        return self._store.count - self._synced != self._through
+        return self._store.count != self._expected
 
     def synced(self) -> None:
         """Note that the cache was just emptied: every commit so far is accounted for."""
         with _lock:
-            self._synced, self._through = self._store.count, 0
+            self._expected = self._store.count
 
 
 _stores: weakref.WeakKeyDictionary[object, _StoreCommits] = weakref.WeakKeyDictionary()

@@ -23,7 +23,7 @@ import sys
 import dal
 from dal.backends.url import StoreURL
 from dal.cli import existing_store, shown_store
-from dal.cli.load import add_batch_options, add_only_option, selected, selection_words
+from dal.cli.load import add_batch_options, add_only_option, has_password, selected, selection_words
 from dal.cli.progress import Progress
 from dal.config import DEFAULT_VOLATILE, Context
 from dal.tools.transfer.load import LoadInterrupted, copy
@@ -57,13 +57,11 @@ def run(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size, max_ops=args.max_txn_ops,
                           source_name=shown_store(source.persistent_url),
                           progress=lambda total: stack.enter_context(Progress(total, "copy")).advance)
-    except LoadInterrupted as stopped:  # its own advice names `dal load`
-        print(f"error: interrupted: {stopped.summary}", file=sys.stderr)
-        print(finishing(args, source, destination), file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:  # outside the batches: before the first (schema records may be written) or
-        # while verifying after the last; either way the same copy with --replace finishes it
-        print("error: interrupted outside the copy's batches", file=sys.stderr)
+    except KeyboardInterrupt as stopped:
+        # a LoadInterrupted's own advice names `dal load`; outside the batches (before the first, when
+        # schema records may be written, or while verifying after the last) the same copy finishes it
+        print(f"error: interrupted: {stopped.summary}" if isinstance(stopped, LoadInterrupted)
+              else "error: interrupted outside the copy's batches", file=sys.stderr)
         print(finishing(args, source, destination), file=sys.stderr)
         return 130
     print(f"wrote {result.load.total} objects in {result.load.batches} "
@@ -103,6 +101,6 @@ def finishing(args: argparse.Namespace, source: Context, destination: Context) -
         urls.append(destination.volatile_url)
     words += selection_words(args)
     text = f"finish the copy with: {shlex.join(words)}"
-    if any(str(url) != url.settings() for url in urls):
+    if any(has_password(url) for url in urls):
         text += " (with the password in place of ***)"
     return text

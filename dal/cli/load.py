@@ -115,7 +115,7 @@ def finishing(args: argparse.Namespace, context: dal.config.Context) -> str:
                                  ("--volatile", context.volatile_url, DEFAULT_VOLATILE)):
         if url.settings() != default:
             words += [option, str(url)]
-            hidden = hidden or _has_password(url)
+            hidden = hidden or has_password(url)
     if context.namespace != "dal":
         words += ["--namespace", context.namespace]
     words += selection_words(args)
@@ -127,5 +127,5 @@ def finishing(args: argparse.Namespace, context: dal.config.Context) -> str:
     return text
 
 
-def _has_password(url: StoreURL) -> bool:
+def has_password(url: StoreURL) -> bool:
     return str(url) != url.settings()

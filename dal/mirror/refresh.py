@@ -182,7 +182,7 @@ def _after_waiting(context: Context, held: list[DataObject], lock_timeout: float
 
 
 def _refresh_owned(context: Context, objects: list[DataObject], force: bool,
-                   bulk: bool | None, ahead: float = 0.0) -> dict[str, Result]:
+                   bulk: bool | None, ahead: float) -> dict[str, Result]:
     """Refresh objects whose locks this caller holds (or that no lock guards)."""
     if not objects:
         return {}

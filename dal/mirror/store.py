@@ -102,9 +102,13 @@ def store_answer(context: Context, obj: DataObject, info: Any, fetched_at: float
     except (TypeError, ValueError) as exc:
         raise MirrorError(f"{cls.__name__}._refresh returned a dict JSON cannot hold: {exc}") from exc
 
+    properties: dict[str, Any] | None = None
+
     def updates(stored: Document) -> dict[str, Any]:
+        nonlocal properties
         known = stored.get("info")
-        properties = parsed(cls, info)
+        if properties is None:  # the parser runs once; a retried write reuses what it returned
+            properties = parsed(cls, info)
         if isinstance(known, dict) and digest(known) == new_digest:
             # the same answer: only the parsed properties that drifted from it are written again
             as_stored = cls._meta.with_defaults(stored)

@@ -158,7 +158,7 @@ def _link(relation: Relation, target: type[DataObject], undo: list[Callable[[], 
         raise ConfigurationError(
             f"{relation.qualified} names the reverse accessor {relation.foreign_key!r}, but "
             f"{target.__name__} already has {', '.join(taken)}; give the relation another foreign_key")
-    undo.append(partial(_restore, reverse, relation.foreign_key, reverse.get(relation.foreign_key)))
+    undo.append(partial(_restore, reverse, relation.foreign_key, clash))
     reverse[relation.foreign_key] = Reverse(relation.owner, relation, inherited)
     for name, accessor in accessors.items():
         undo.append(partial(_restore_attribute, target, name, vars(target).get(name, _ABSENT)))

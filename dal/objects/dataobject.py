@@ -102,7 +102,9 @@ class DataObject(Writes, metaclass=HybridMetaclass):
     @classmethod
     def get(cls: type[Self], guid: str) -> Self:
         """Load the object of this guid (``Cls(guid)``, typed, no None); ObjectNotFoundError when absent."""
-        return cls(guid if guid is not None else check_guid(guid, f"{cls.__name__}.get(guid)"))
+        if guid is None:  # Cls(None) makes a new object; get() loads one
+            check_guid(guid, f"{cls.__name__}.get(guid)")
+        return cls(guid)
 
     @classmethod
     def get_by(cls: type[Self], **unique: Any) -> Self:

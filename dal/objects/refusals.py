@@ -40,14 +40,17 @@ def check_changed(label: str, meta: HybridMeta, data: Mapping[str, Any], new: Do
     if meta.converters:  # only changed typed fields that can change in place pay
         check_typed(label, data, [(name, check) for name, check in meta.converters
                                   if name in changed and not isinstance(data[name], _IMMUTABLE)])
+    check_containers(label, new, changed)
+
+
+def check_containers(label: str, new: Document, changed: Iterable[str]) -> None:
+    """Refuse a changed list or dict that JSON cannot store as it is (NaN, a non-str key, a tuple)."""
     for name in changed:
         value = new[name]
         if type(value) in _CONTAINERS:  # anything else was validated when assigned, or converted
             problem = json_problem(value, name)
             if problem:
-                raise InvalidValueError(
-                    f"{label} holds a value JSON cannot store ({problem}); a list or dict changed in place "
-                    f"bypasses validation: assign JSON values only; {json_advice(value, problem)}")
+                raise InvalidValueError(f"{unstorable(label, problem)}; {json_advice(value, problem)}")
 
 
 def check_typed(label: str, data: Mapping[str, Any], converters: Iterable[tuple[str, Validator]]) -> None:
@@ -79,9 +82,9 @@ def check_datastore_wins(value: object, where: str) -> None:
             f"ConcurrencyError), not {safe_repr(value)}")
 
 
-def unstorable(label: str, exc: Exception) -> InvalidValueError:
+def unstorable(label: str, problem: object) -> InvalidValueError:
     return InvalidValueError(
-        f"{label} holds a value JSON cannot store ({exc}); a list or dict changed in place bypasses "
+        f"{label} holds a value JSON cannot store ({problem}); a list or dict changed in place bypasses "
         "validation: assign JSON values only")
 
 

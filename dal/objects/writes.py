@@ -31,6 +31,7 @@ from dal.exceptions import (
 from dal.model.meta import HybridMeta
 from dal.objects.refusals import (
     check_changed,
+    check_containers,
     check_datastore_wins,
     check_mirror_fields,
     check_typed,
@@ -121,7 +122,7 @@ class Writes:
         except (TypeError, ValueError) as exc:
             # these name the field and the value, when they can
             check_typed(label, self._data, meta.converters)
-            check_changed(label, meta, self._data, new, new.keys())
+            check_containers(label, new, new.keys())
             raise unstorable(label, exc) from exc
         if stored is not None and not changed and stored.keys() == new.keys():
             return None  # nothing to write

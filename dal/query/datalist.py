@@ -240,7 +240,7 @@ class DataList(Generic[T]):
         members = self._members  # a subclass hybrid's members; none in the common case
         own = [guid for guid in guids if guid not in members] if members else guids
         loaded = self.hybrid._load_many(own, entries, documents)
-        for hybrid in {members[guid] for guid in guids if guid in members} if members else ():
+        for hybrid in {members[guid] for guid in guids if guid in members}:
             of_hybrid = [guid for guid in guids if members.get(guid) is hybrid]
             loaded.update(cast(dict[str, T], hybrid._load_many(of_hybrid)))
         if self._seed:

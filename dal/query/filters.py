@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
 from dal.query.grammar import Condition, Group, Node, Operator, WhereOperator
-from dal.query.ordering import COMPARE, Parse
+from dal.query.ordering import COMPARE, ordering_test
 from dal.values import fold, same
 
 #: a predicate on one stored (JSON) value
@@ -89,7 +89,7 @@ def _group(kind: WhereOperator, parts: tuple[Callable[[Any, Any], bool], ...]) -
 def predicate(condition: Condition) -> Test:
     """Return the test of one condition on a stored value, its operator and value bound once."""
     if condition.moment is not None:  # a type whose text orders unlike it: parsed per document, only here
-        return _instants(condition.operator, condition.moment, condition.value)
+        return ordering_test(condition.operator, condition.moment, condition.value)
     if condition.sensitive:
         return _test(condition.operator, condition.value)
     inner = _test(condition.operator, fold(condition.value))
@@ -149,26 +149,6 @@ def _ordered(operator: Operator, value: Any) -> Test:
         try:
             return bool(compare(actual, value))
         except TypeError:  # a stored value of another type (data of an older model) matches nothing
-            return False
-
-    return test
-
-
-def _instants(operator: Operator, moment: Parse, value: Any) -> Test:
-    """Order stored values by what they are (instants, numbers, lengths), as
-    :func:`dal.query.grammar.in_order` does."""
-    compare = COMPARE[operator]
-    try:
-        bound = moment(value)
-    except (TypeError, ValueError):  # cannot happen for a validated value; match as in_order would
-        return lambda actual: False
-
-    def test(actual: Any) -> bool:
-        if actual is None:
-            return False
-        try:
-            return bool(compare(moment(actual), bound))
-        except (TypeError, ValueError):  # naive against aware (no order), or data of an older model
             return False
 
     return test

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from dal.exceptions import InvalidQueryError, InvalidValueError
 from dal.objects.dataobject import DataObject
-from dal.query.ordering import Parse, orderable, ordered
+from dal.query.ordering import Parse, orderable, ordering_test
 from dal.structures import GUID_RULE, Dynamic, Property, Relation, is_guid
 from dal.validators import Validator, non_finite
 from dal.values import fold, same
@@ -350,7 +350,7 @@ def satisfies(condition: Condition, actual: Any) -> bool:
 def in_order(condition: Condition, actual: Any) -> bool:
     """Order a stored value by what it is (an instant, a number, a length), not by its JSON text."""
     assert condition.moment is not None
-    return ordered(condition.operator.value, condition.moment, actual, condition.value)
+    return ordering_test(condition.operator.value, condition.moment, condition.value)(actual)
 
 
 # --- describing --------------------------------------------------------------------------------

@@ -78,15 +78,25 @@ def _through(validator: Validator) -> Parse:
     return parse
 
 
-def ordered(operator: str, parse: Parse, actual: Any, bound: Any) -> bool:
-    """Return whether the stored ``actual`` stands to the stored ``bound`` as ``operator`` asks, both
-    parsed first; an unset value, or one ``parse`` cannot read or order, matches nothing."""
-    if actual is None:
-        return False
+def ordering_test(operator: str, parse: Parse, bound: Any) -> Callable[[Any], bool]:
+    """Return the test of whether a stored value stands to the stored ``bound`` as ``operator`` asks,
+    both parsed first (the bound once); an unset value, or one ``parse`` cannot read or order,
+    matches nothing."""
+    compare = COMPARE[operator]
     try:
-        return bool(COMPARE[operator](parse(actual), parse(bound)))
-    except (TypeError, ValueError):  # naive against aware (no order), or data of an older model
-        return False
+        parsed = parse(bound)
+    except (TypeError, ValueError):  # cannot happen for a validated value: nothing matches it
+        return lambda actual: False
+
+    def test(actual: Any) -> bool:
+        if actual is None:
+            return False
+        try:
+            return bool(compare(parse(actual), parsed))
+        except (TypeError, ValueError):  # naive against aware (no order), or data of an older model
+            return False
+
+    return test
 
 
 # --- sorting -------------------------------------------------------------------------------

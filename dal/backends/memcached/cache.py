@@ -14,7 +14,7 @@ from pymemcache.exceptions import MemcacheServerError
 from dal.backends.base import HIT_SUFFIX, HIT_TTL
 from dal.backends.memcached.client import ERRORS, HashClient, Rendezvous
 from dal.backends.memcached.dumps import ListedEntry, metadump
-from dal.backends.memcached.keys import logical_key, may_be_under, wire_key
+from dal.backends.memcached.keys import encoded_key, logical_key, may_be_under, wire_key
 from dal.backends.memcached.text import ProtocolError, TextConnection
 from dal.backends.url import StoreURL, on_off
 from dal.exceptions import BackendError, ConfigurationError
@@ -301,9 +301,10 @@ class MemcachedCache:
         start agrees with ``prefix``.
         """
         dumped: list[ListedEntry] = []
+        wanted = encoded_key(prefix)
         try:
             for server in self._servers:
-                dumped += metadump(server, self._timeouts[0], lambda sent: may_be_under(sent, prefix))
+                dumped += metadump(server, self._timeouts[0], lambda sent: may_be_under(sent, wanted))
         except OSError as exc:
             raise self._error("lru_crawler metadump", exc) from exc
         dumped = [_read_back(entry) for entry in dumped]
@@ -313,8 +314,7 @@ class MemcachedCache:
         # an item that moves between LRUs while it runs (a counter just incremented, seen missed)
         counts = self.hit_counts([entry.key for entry in listed if not entry.hashed]) if counting else {}
         unknown = 0 if counting else None
-        return [ListedEntry(entry.key, entry.size, None if entry.hashed else counts.get(entry.key, unknown),
-                            entry.last_access, entry.expires_at, entry.fetched, entry.hashed)
+        return [replace(entry, hits=None if entry.hashed else counts.get(entry.key, unknown))
                 for entry in listed]
 
     def hit_counts(self, keys: Sequence[str]) -> dict[str, int]:

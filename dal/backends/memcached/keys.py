@@ -60,11 +60,10 @@ def logical_key(sent: str) -> str | None:
         return sent  # no key dal encoded: listed as it is
 
 
-def may_be_under(sent: str, prefix: str) -> bool:
-    """Tell whether the wire key ``sent`` may be of a key under ``prefix``: for a readable key, whether
-    it is; for a hashed one, whether its visible start agrees with ``prefix`` (certain when that
-    start holds all of ``prefix``)."""
-    wanted = encoded_key(prefix)
+def may_be_under(sent: str, wanted: str) -> bool:
+    """Tell whether the wire key ``sent`` may be of a key under the prefix whose encoded form
+    (:func:`encoded_key`, computed once per listing) is ``wanted``: for a readable key, whether it is;
+    for a hashed one, whether its visible start agrees with it (certain when it holds all of it)."""
     readable, hashed, _ = sent.partition("~")
     if not hashed:
         return sent.startswith(wanted)

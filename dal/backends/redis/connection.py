@@ -118,11 +118,6 @@ def database(url: StoreURL) -> int:
     return int(path)
 
 
-def url_timeout(url: StoreURL, default: float) -> float:
-    """Return the ``timeout`` option (see :func:`~dal.backends.url.timeout_option`)."""
-    return timeout_option(url, default)
-
-
 def tls_paths(url: StoreURL) -> dict[str, str | None]:
     """Return the TLS options of a ``rediss://`` URL (an empty one as not given, as etcd's), checked
     now: redis-py reads them only when it first connects, so a mistake would surface at the first
@@ -158,7 +153,7 @@ def open_redis(url: StoreURL, default_timeout: float) -> Opened:
     user = url.user or None  # redis://:password@host gives an empty user: Redis's requirepass
     if user is not None and url.password is None:
         raise ConfigurationError(f"{url} gives a user without a password; give both, or a password alone")
-    timeout = url_timeout(url, default_timeout)
+    timeout = timeout_option(url, default_timeout)
     db = database(url)
     host, port = hosts[0]
     # a dict: the TLS names only for rediss://, and the redis type stubs mypy reads lack the first
@@ -203,7 +198,7 @@ class RedisClient:
 
     def _command(self, what: str, *args: Any) -> Raw:
         """Return the server's raw answer to one command (no response callback: ``SET`` answers
-        ``b"OK"`` or ``None``); a failure raises BackendError, as :meth:`_call` does."""
+        ``b"OK"`` or ``None``); a failure raises BackendError, as :meth:`_script` does."""
         try:
             return self._calls.call(*args)
         except ERRORS as exc:
@@ -211,7 +206,7 @@ class RedisClient:
 
     def _pipeline(self, what: str, commands: Sequence[tuple[Any, ...]], *, transaction: bool) -> list[Raw]:
         """Return the raw answers to ``commands`` sent together (see :meth:`Calls.pipeline`); a failure
-        raises BackendError, as :meth:`_call` does."""
+        raises BackendError, as :meth:`_script` does."""
         try:
             return self._calls.pipeline(commands, transaction=transaction)
         except ERRORS as exc:

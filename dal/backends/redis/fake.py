@@ -19,10 +19,10 @@ import fakeredis
 
 from dal.backends.redis.cache import DEFAULT_TIMEOUT as CACHE_TIMEOUT
 from dal.backends.redis.cache import RedisCache
-from dal.backends.redis.connection import Opened, database, url_timeout
+from dal.backends.redis.connection import Opened, database
 from dal.backends.redis.store import DEFAULT_TIMEOUT as STORE_TIMEOUT
 from dal.backends.redis.store import RedisStore
-from dal.backends.url import StoreURL, on_off
+from dal.backends.url import StoreURL, on_off, timeout_option
 from dal.exceptions import ConfigurationError
 
 _servers: dict[str, fakeredis.FakeServer] = {}
@@ -47,7 +47,7 @@ def open_fake(url: StoreURL, default_timeout: float, options: tuple[str, ...] = 
     name = url.hosts[0][0] if url.hosts else ""
     db = database(url)
     client = fakeredis.FakeRedis(server=fake_server(name), db=db)
-    return Opened(client, f"fakeredis {name!r}/{db}", url_timeout(url, default_timeout), db)
+    return Opened(client, f"fakeredis {name!r}/{db}", timeout_option(url, default_timeout), db)
 
 
 class FakeRedisStore(RedisStore):

@@ -21,6 +21,7 @@ from dal.backends.base import VolatileStore
 from dal.config import Context
 from dal.exceptions import DalError
 from dal.model.registry import hybrids
+from dal.objects.dataobject import DataObject
 
 KINDS = ("object", "dynamic", "query", "lock", "version", "stats", "other")
 SORTS = ("hits", "last_access", "size")
@@ -98,13 +99,18 @@ def classify(root: str, key: str) -> tuple[str, str | None, str | None, str | No
     return "other", None, None, None
 
 
-def hybrid_name(name: str) -> str:
-    """Return the logical name of the hybrid called ``name`` (its logical or its class name), as its
-    keys hold it; an unknown name raises ``DalError`` listing the known ones."""
+def registered(name: str) -> type[DataObject]:
+    """Return the hybrid called ``name`` (its logical or its class name); an unknown name raises
+    ``DalError`` listing the known ones."""
     try:
-        return hybrids.get(name)._meta.name
+        return hybrids.get(name)
     except LookupError as exc:
         raise DalError(str(exc.args[0]) if exc.args else f"no hybrid named {name!r}") from None
+
+
+def hybrid_name(name: str) -> str:
+    """Return the logical name of the hybrid called ``name``, as its keys hold it (see :func:`registered`)."""
+    return registered(name)._meta.name
 
 
 def entries(context: Context, *, kind: str | Sequence[str] | None = None, hybrid: str | None = None,

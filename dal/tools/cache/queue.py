@@ -25,6 +25,7 @@ from dal.config import Context
 from dal.exceptions import DalError, ObjectNotFoundError
 from dal.model.registry import hybrids
 from dal.query.datalist import DataList
+from dal.tools.cache.listing import registered
 
 #: queued dynamics written in one commit
 BATCH = 500
@@ -63,10 +64,7 @@ def queue(context: Context, hybrid: str, dynamic: str, where: Mapping[str, Any] 
 
     Return how many were added: one already queued is not queued again.
     """
-    try:
-        cls = hybrids.get(hybrid)
-    except LookupError as exc:
-        raise DalError(str(exc.args[0]) if exc.args else f"no hybrid named {hybrid!r}") from None
+    cls = registered(hybrid)
     meta = cls._meta
     if dynamic not in meta.dynamics:
         known = ", ".join(meta.dynamics) or "none"

@@ -111,7 +111,7 @@ def prune(context: Context, max_size: int) -> Pruned:
     and bytes removed, and the hashed entries left.
     """
     # NaN compares false both ways; an int too large for a float is still a size
-    if not (max_size >= 0 and (isinstance(max_size, int) or math.isfinite(max_size))):
+    if not _non_negative(max_size):
         raise DalError(f"max_size must be 0 or more bytes, not {max_size}")
     found = entries(context, sort="last_access")
     total = sum(entry.size for entry in found)
@@ -163,7 +163,7 @@ def clean(context: Context, stall_time: float = 60.0) -> list[str]:
     listing stays. Removing a lease voids its fill (never caches a stale value); removing a lock
     lets the next caller compute.
     """
-    if not (stall_time >= 0 and (isinstance(stall_time, int) or math.isfinite(stall_time))):
+    if not _non_negative(stall_time):
         raise DalError(f"stall_time must be 0 or more seconds, not {stall_time}")
     now = time.time()
     removed: list[str] = []
@@ -217,3 +217,9 @@ def is_cached(obj: object, dynamic: str) -> bool:
         return False
     return raw is not None and not context.dynamics.is_lease(key, raw) and \
         context.dynamics.signer.open(key, raw) is not None
+
+
+def _non_negative(value: float) -> bool:
+    """Tell whether ``value`` is a number 0 or more: NaN compares false both ways, and an int too
+    large for a float is still one."""
+    return value >= 0 and (isinstance(value, int) or math.isfinite(value))

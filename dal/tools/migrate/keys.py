@@ -99,9 +99,9 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
         self._mark_building(survey, survey.build_unique, empty=True)
         self._record(survey, built_indexed=survey.build_indexed, built_unique=survey.build_unique,
                      built_onetoone=survey.build_onetoone)
-        if survey.build_indexed or survey.build_unique or survey.build_onetoone:
-            self._verify_later(meta, frozenset((*survey.build_indexed, *survey.build_unique,
-                                                *survey.build_onetoone)))
+        built = (*survey.build_indexed, *survey.build_unique, *survey.build_onetoone)
+        if built:
+            self._verify_later(meta, frozenset(built))
 
     def _mark_building(self, survey: Survey, unique: tuple[str, ...], *, empty: bool = False) -> bool:
         """Overridden by the verifier (:mod:`dal.tools.migrate.verify`); tell whether a marker was written."""

@@ -82,8 +82,11 @@ class KeyVerifier(HybridMigrator):
     def _unmark_building(self, meta: HybridMeta) -> None:
         marker = self._read_marker(meta.name)
         if marker is not None:
-            key = self._marker_key(meta.name)
-            self._commit([Revision(key, marker[2])], [Delete(key)])
+            self._delete_marker(meta.name, marker[2])
+
+    def _delete_marker(self, hybrid: str, revision: int) -> None:
+        key = self._marker_key(hybrid)
+        self._commit([Revision(key, revision)], [Delete(key)])
 
     def _verify_later(self, meta: HybridMeta, marked: frozenset[str]) -> None:
         if self.context.persistent.shared:  # else no other process reaches the store: nothing to wait for
@@ -135,8 +138,7 @@ class KeyVerifier(HybridMigrator):
         if gone:
             self.say(f"{meta.name}: {', '.join(gone)} no longer ready: a process running an older model "
                      "saved since; deploy the new model everywhere and run dal migrate again")
-        self._commit([Revision(self._marker_key(meta.name), marker_revision)],
-                     [Delete(self._marker_key(meta.name))])
+        self._delete_marker(meta.name, marker_revision)
 
     def _check_changed(self, meta: HybridMeta, after: int, indexed: tuple[str, ...], unique: tuple[str, ...],
                        onetoone: dict[str, set[str]]) -> tuple[set[str], int, list[Violation]]:
