@@ -427,14 +427,11 @@ def test_reverse_list_costs_constant_round_trips(
 # --- refresh ------------------------------------------------------------------------------
 
 
-def test_refresh_reloads_loaded_relations_and_loads_nothing_new(context: Context) -> None:
+def test_refresh_forgets_loaded_relations_and_loads_nothing_new(context: Context) -> None:
     shelf, (book,) = shelf_with_books(1)
-    owner = Owner(data={"name": "x"})
-    owner.save()
-    book.borrower = owner
-    book.save()
     mine = Book(book.guid)
-    assert mine.shelf.label == "s"  # loaded; borrower never loaded
+    held = mine.shelf
+    assert held.label == "s"
     changed = Shelf(shelf.guid)
     changed.label = "renamed"
     changed.save()
@@ -443,14 +440,25 @@ def test_refresh_reloads_loaded_relations_and_loads_nothing_new(context: Context
     other.save()
     mine.refresh()
     assert mine.title == "new title"
-    assert "shelf" in mine._objects and mine._objects["shelf"].label == "renamed"  # type: ignore[union-attr]
-    assert "borrower" not in mine._objects
+    assert mine._objects == {}  # forgotten, not reloaded: nothing new loaded either
+    assert mine.shelf.label == "renamed" and mine.shelf is not held  # loaded afresh when read
     moved = Shelf(data={"label": "moved"})
     moved.save()
     other.shelf = moved
     other.save()
     mine.refresh()
-    assert "shelf" not in mine._objects and mine.shelf == moved
+    assert mine.shelf == moved
+
+
+def test_refresh_keeps_unsaved_changes_of_a_related_object_the_caller_holds(context: Context) -> None:
+    shelf, (book,) = shelf_with_books(1)
+    mine = Book(book.guid)
+    held = mine.shelf
+    held.label = "edited, not saved yet"
+    mine.refresh()
+    assert held.label == "edited, not saved yet"  # api.md: refresh forgets related objects
+    held.save()
+    assert Shelf(shelf.guid).label == "edited, not saved yet"
 
 
 # --- stress -------------------------------------------------------------------------------

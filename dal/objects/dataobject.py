@@ -299,30 +299,17 @@ class DataObject(Writes, metaclass=HybridMetaclass):
     # --- persistence --------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Reload the persisted data; related objects that were loaded are reloaded, or dropped
-        when the relation changed or they are gone. Nothing that was never loaded gets loaded."""
-        self._reload(set())
+        """Reload the persisted data and forget the related objects loaded through this one.
 
-    def _reload(self, seen: set[int]) -> None:
-        # not `_refresh`: that is a mirrored hybrid's loader
-        seen.add(id(self))
+        They are forgotten, not reloaded: the caller may hold one of them with changes not saved
+        yet, which a reload would throw away. The next read of the relation loads it afresh."""
         context = current()
         if "_uncertain" in self.__dict__:
             self._settle(context)  # a commit still on its way must not land after this reload
         entry = context.load_document(self._meta.name, self.guid)
         if entry is None:
             raise ObjectNotFoundError(f"{type(self).__name__} {self.guid} is no longer stored")
-        loaded = self._objects
-        self._attach(self.guid, entry)
-        for name, obj in loaded.items():
-            if obj is None or obj.guid != self._data[self._meta.relations[name].guid_field]:
-                continue
-            if id(obj) not in seen:
-                try:
-                    obj._reload(seen)
-                except ObjectNotFoundError:
-                    continue
-            self._objects[name] = obj
+        self._attach(self.guid, entry)  # drops self._objects with the old data
 
     def updated_on_datastore(self) -> bool:
         """Return whether the stored object changed since this instance loaded or saved it."""
