@@ -101,3 +101,95 @@ def test_a_value_json_cannot_store_changed_in_place_is_refused_with_advice(
     with pytest.raises(InvalidValueError, match="changed in place bypasses validation: assign JSON values"):
         item.save() if how == "save" else dal.save_many([item])
     assert Item(item.guid).tags == ["a"]
+
+
+@pytest.mark.parametrize("order", ["targets last", "targets first"])
+def test_new_objects_linked_in_a_chain_share_one_commit_in_any_order(
+        context: Context, monkeypatch: pytest.MonkeyPatch, order: str) -> None:
+    """A referrer listed before its new target was refused as pointing at nothing, and nothing saved."""
+    commits = _count_commits(context, monkeypatch)
+    kind = TBackendType(name="ALBA", code="alba")
+    parent = TBackend(name="parent", backend_type=kind)
+    child = TBackend(name="child", backend_type=kind, parent=parent)
+    dal.save_many([child, parent, kind] if order == "targets last" else [kind, parent, child])
+    assert len(commits) == 1
+    assert TBackend.get_by(name="child").parent == parent and parent.backend_type == kind
+    assert TBackend(parent.guid).children_guids == [child.guid]
+
+
+def test_new_objects_linking_to_each_other_are_saved_together(context: Context) -> None:
+    kind = TBackendType(name="ALBA", code="alba")
+    first = TBackend(name="first", backend_type=kind)
+    second = TBackend(name="second", backend_type=kind, parent=first)
+    first.parent = second
+    dal.save_many([first, second, kind])
+    assert TBackend(first.guid).parent == second and TBackend(second.guid).parent == first
+
+
+def test_a_chain_over_several_commits_stores_each_target_first(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bulk, "MAX_OPS", 10)  # a backend plans 5 ops (4 without a parent), its type 3
+    commits = _count_commits(context, monkeypatch)
+    kind = TBackendType(name="ALBA", code="alba")
+    chain = [TBackend(name="b0", backend_type=kind)]
+    for number in range(1, 4):
+        chain.append(TBackend(name=f"b{number}", backend_type=kind, parent=chain[-1]))
+    dal.save_many([*reversed(chain), kind])
+    assert commits == [7, 10, 5]  # b0 and its type, b1 and b2, b3: listed last, stored first
+    assert [TBackend(b.guid).parent_guid for b in chain] == [None, *(b.guid for b in chain[:-1])]
+
+
+def test_a_cycle_no_commit_can_hold_is_refused_before_anything_is_written(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    kind = TBackendType(name="ALBA", code="alba")
+    kind.save()
+    twins = [TBackend(name="twin", backend_type=kind) for _ in range(2)]  # one unique name
+    twins[0].parent, twins[1].parent = twins[1], twins[0]
+    fine = TBackend(name="fine", backend_type=kind)
+    with pytest.raises(UniqueConstraintError, match=f"TBackend {twins[1].guid} refused.*name must be unique"):
+        dal.save_many([fine, *twins])
+    monkeypatch.setattr(bulk, "MAX_OPS", 10)
+    ring = [TBackend(name=f"r{number}", backend_type=kind) for number in range(3)]  # 15 ops
+    for number, backend in enumerate(ring):
+        backend.parent = ring[number - 1]
+    cycle = r"3 new objects link to each other in a cycle.*nothing was saved"
+    with pytest.raises(InvalidValueError, match=cycle):
+        dal.save_many([fine, *ring])
+    assert DataList(TBackend).count() == 0 and fine._raw is None
+
+
+def test_a_target_refused_keeps_its_referrers_of_the_same_commit_out(context: Context) -> None:
+    TBackendType(name="ALBA", code="alba").save()
+    taken = TBackendType(name="other", code="alba")
+    backend = TBackend(name="b", backend_type=taken)
+    with pytest.raises(UniqueConstraintError, match=f"TBackendType {taken.guid} refused"):
+        dal.save_many([backend, taken])
+    assert DataList(TBackend).count() == 0 and backend._raw is None
+
+
+def test_a_concurrently_changed_object_linking_to_a_new_one_is_merged_after_it_is_stored(
+        context: Context) -> None:
+    """The changed object was saved again before the rest of its commit: its new target was not stored yet."""
+    kind = TBackendType(name="ALBA", code="alba")
+    mine = TBackend(name="mine", backend_type=kind)
+    dal.save_many([mine, kind])
+    other = TBackend(mine.guid)
+    other.status = "RUNNING"
+    other.save()
+    mine.parent = parent = TBackend(name="parent", backend_type=kind)
+    dal.save_many([parent, mine])
+    stored = TBackend(mine.guid)
+    assert (stored.status, stored.parent) == ("RUNNING", parent)
+
+
+def test_a_concurrent_change_to_the_same_unique_value_is_merged_as_save_merges(context: Context) -> None:
+    """save() merges a unique value another writer stored for this object; save_many refused it as taken."""
+    kind = TBackendType(name="ALBA", code="a")
+    kind.save()
+    other = TBackendType(kind.guid)
+    other.code = "b"
+    other.save()
+    kind.code, kind.name = "b", "renamed"
+    dal.save_many([kind])
+    stored = TBackendType.get_by(code="b")
+    assert (stored.guid, stored.name) == (kind.guid, "renamed")

@@ -4,13 +4,18 @@ Each object is planned as ``save()`` plans it (:func:`dal.objects.transaction.pl
 unique keys, index entries, links, the checks guarding them); the plans are packed into commits of
 at most :data:`MAX_OPS` operations and as many checks (etcd's default ``--max-txn-ops``), each one
 atomic. A commit never holds two plans touching one key (two new objects claiming one unique value
-go to two commits, so the second is refused as a save would be). A link to an object created in
-the same commit needs no existence check: both land together or neither does.
+go to two commits, so the second is refused as a save would be). The order of ``objects`` does not
+matter to links: a new object goes in the commit of the objects linking to it or an earlier one, and
+new objects linking to each other in a cycle share one commit. A link to an object created in the
+same commit needs no existence check: both land together or neither does.
 
 A commit refused on a constraint (a unique value taken, a missing target, a one-to-one link taken)
 raises the error ``save()`` raises, naming the object; nothing of that commit is written, and the
-commits before it stay written. A commit refused because an object changed concurrently saves
-those objects one by one with ``save()`` (its merge rules and errors), then the others together.
+commits before it stay written. A cycle no commit can hold (over MAX_OPS, or two of its objects
+claiming one unique value) is refused before anything is written. A commit refused because an
+object changed concurrently commits the others together, then saves those objects one by one with
+``save()`` (its merge rules and errors; as in ``save()``, a unique value or link refused to an object
+that changed concurrently is left to that merge, which may find it its own).
 """
 
 from __future__ import annotations
@@ -41,9 +46,18 @@ class _Item:
     created: bool
     invalidate: list[str] = field(default_factory=list)
 
+    @property
+    def doc(self) -> str:
+        """The key of the object's document: the plan's first op writes it."""
+        return self.plan.ops[0].key if isinstance(self.plan.ops[0], Put) else ""
+
     def keys(self) -> set[str]:
+        """The keys the plan writes or claims. Not those it only checks exist: that check holds whatever
+        another plan of the commit writes there (an existing target stays; one created alongside is not
+        checked), so a link never keeps its target out of its commit."""
         return {getattr(op, "key", getattr(op, "prefix", "")) for op in self.plan.ops} | \
-            {getattr(check, "key", getattr(check, "prefix", "")) for check in self.plan.checks}
+            {getattr(check, "key", getattr(check, "prefix", "")) for check in self.plan.checks
+             if not isinstance(check, Exists)}
 
 
 def save_many(objects: Iterable[Writes], datastore_wins: bool | None = False) -> None:
@@ -70,11 +84,7 @@ def save_many(objects: Iterable[Writes], datastore_wins: bool | None = False) ->
             item = _plan(context, obj, datastore_wins)
             if item is not None:
                 items.append(item)
-    # objects created here that others link to go first, so a commit never waits for a later one
-    linked = {item.new.get(relation.guid_field) for item in items
-              for relation in item.obj._meta.relations.values()}
-    items.sort(key=lambda item: not (item.created and item.obj.guid in linked))
-    for chunk in _pack(context, items):
+    for chunk in _pack(_ordered(items)):
         _commit(context, chunk, datastore_wins)
 
 
@@ -89,42 +99,124 @@ def _plan(context: Context, obj: Any, datastore_wins: bool | None) -> _Item | No
     return _Item(obj, plan, new, save, stored is None, invalidate)
 
 
-def _pack(context: Context, items: list[_Item]) -> list[list[_Item]]:
-    """Split the plans into commits within MAX_OPS, no two plans of one commit touching one key."""
+def _targets(item: _Item) -> dict[int, str]:
+    """The existence checks of the plan's link targets: check index -> the target's document key."""
+    return {index: check.key for index, (check, reason) in enumerate(zip(item.plan.checks, item.plan.reasons,
+                                                                          strict=True))
+            if reason.kind == "target" and isinstance(check, Exists)}
+
+
+def _sent(item: _Item, created: set[str]) -> list[int]:
+    """The indexes of the checks of ``item`` a commit sends, when it creates the documents ``created``.
+
+    The existence check of a target created in the same commit is left out: the store evaluates
+    every check against what it held before the commit, where that target is still absent.
+    """
+    targets = _targets(item)
+    return [index for index in range(len(item.plan.checks)) if targets.get(index) not in created]
+
+
+def _ordered(items: list[_Item]) -> list[list[_Item]]:
+    """Group the items into the cycles of new objects linking to each other (one item where there is none),
+    each group after the groups of the new objects it links to, and otherwise in the listed order.
+
+    A group shares one commit, and follows its targets into the same commit or a later one, so no commit
+    checks for a document a later commit creates (Tarjan's strongly connected components, which come
+    out targets first; iterative, as a long chain would pass Python's recursion limit).
+    """
+    created = {item.doc: number for number, item in enumerate(items) if item.created}
+    targets = [[created[key] for key in _targets(item).values() if key in created] for item in items]
+    order: dict[int, int] = {}  # when each item was first reached
+    low: dict[int, int] = {}  # the earliest item, still unplaced, reached from it
+    stack: list[int] = []
+    unplaced: set[int] = set()  # the items on the stack
+    groups: list[list[_Item]] = []
+    for root in range(len(items)):
+        if root in order:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, edge = work.pop()
+            if edge == 0:
+                order[node] = low[node] = len(order)
+                stack.append(node)
+                unplaced.add(node)
+            if edge < len(targets[node]):
+                work.append((node, edge + 1))
+                target = targets[node][edge]
+                if target not in order:
+                    work.append((target, 0))
+                elif target in unplaced:
+                    low[node] = min(low[node], order[target])
+                continue
+            if low[node] == order[node]:
+                group = [stack.pop()]
+                while group[-1] != node:
+                    group.append(stack.pop())
+                unplaced.difference_update(group)
+                groups.append([items[member] for member in sorted(group)])
+            if work:  # back in the item that linked to this one
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return groups
+
+
+def _pack(groups: list[list[_Item]]) -> list[list[_Item]]:
+    """Split the groups into commits within MAX_OPS, no two plans of one commit touching one key."""
     chunks: list[list[_Item]] = []
-    current_chunk: list[_Item] = []
+    chunk: list[_Item] = []
     ops = checks = 0
     keys: set[str] = set()
-    created: set[str] = set()  # the documents of the objects the chunk creates
-    for item in items:
-        touched = item.keys()
-        # an Exists check of a target created in this commit is no clash
-        mine = touched - created
-        if current_chunk and (ops + len(item.plan.ops) > MAX_OPS or checks + len(item.plan.checks) > MAX_OPS
-                              or mine & keys):
-            chunks.append(current_chunk)
-            current_chunk, ops, checks, keys, created = [], 0, 0, set(), set()
-        current_chunk.append(item)
-        ops, checks = ops + len(item.plan.ops), checks + len(item.plan.checks)
-        keys |= touched
-        if item.created:
-            created.add(context.keys.doc(item.obj._meta.name, item.obj.guid))
-    if current_chunk:
-        chunks.append(current_chunk)
+    created: set[str] = set()  # the documents the chunk creates
+    for group in groups:
+        touched = _touched(group)
+        mine = {item.doc for item in group if item.created}
+        group_ops = sum(len(item.plan.ops) for item in group)
+        if chunk and (ops + group_ops > MAX_OPS or touched & keys
+                      or checks + sum(len(_sent(item, created | mine)) for item in group) > MAX_OPS):
+            chunks.append(chunk)
+            chunk, ops, checks, keys, created = [], 0, 0, set(), set()
+        created |= mine
+        group_checks = sum(len(_sent(item, created)) for item in group)
+        if len(group) > 1 and (group_ops > MAX_OPS or group_checks > MAX_OPS):
+            raise InvalidValueError(
+                f"save_many: {len(group)} new objects link to each other in a cycle "
+                f"({', '.join(map(_label, group))}) and need {group_ops} operations and {group_checks} "
+                f"checks in one commit, more than {MAX_OPS}; nothing was saved. Save one of them "
+                "without its link first, then link it")
+        chunk += group
+        ops, checks, keys = ops + group_ops, checks + group_checks, keys | touched
+    if chunk:
+        chunks.append(chunk)
     return chunks
+
+
+def _touched(group: list[_Item]) -> set[str]:
+    """The keys the group's plans touch; two new objects of a cycle claiming one key are refused here,
+    before anything is written, as neither can be stored without the other."""
+    keys: set[str] = set()
+    for item in group:
+        touched = item.keys()
+        clash = touched & keys
+        if clash:
+            for index, check in enumerate(item.plan.checks):
+                if getattr(check, "key", getattr(check, "prefix", "")) in clash:
+                    _raise_naming(item, index)
+            raise InvalidValueError(f"save_many: {_label(item)} touches {sorted(clash)[0]!r} as another new "
+                                    "object of its cycle does; nothing was saved")
+        keys |= touched
+    return keys
 
 
 def _commit(context: Context, chunk: list[_Item], datastore_wins: bool | None) -> None:
     """Commit one chunk; on a constraint refusal raise save()'s error; on a concurrent change, fall back."""
-    put = {op.key for item in chunk if item.created for op in item.plan.ops[:1] if isinstance(op, Put)}
+    created = {item.doc for item in chunk if item.created}
     checks: list[Check] = []
     owners: list[tuple[_Item, int]] = []
     ops: list[Op] = []
     for item in chunk:
-        for index, (check, reason) in enumerate(zip(item.plan.checks, item.plan.reasons, strict=True)):
-            if reason.kind == "target" and isinstance(check, Exists) and check.key in put:
-                continue  # created in this very commit
-            checks.append(check)
+        for index in _sent(item, created):
+            checks.append(item.plan.checks[index])
             owners.append((item, index))
         ops += item.plan.ops
     invalidate = [key for item in chunk for key in item.invalidate]
@@ -139,18 +231,24 @@ def _commit(context: Context, chunk: list[_Item], datastore_wins: bool | None) -
             item.obj._saved(context, item.new, result.revision or -1, merged=False, raw=item.plan.raw)
         return
     failed = [owners[index] for index in result.failed]
-    refused = [(item, index) for item, index in failed if item.plan.reasons[index].kind != "document"]
+    changed = {id(item.obj) for item, index in failed if item.plan.reasons[index].kind == "document"}
+    # as in save(): a refusal counts only when the object did not change concurrently; when it did, its
+    # unique value or link may be its own, stored by the other writer, which save()'s merge finds
+    refused = [(item, index) for item, index in failed if id(item.obj) not in changed]
     if refused:
-        item, index = refused[0]
-        _raise_naming(item, index)
-    changed = {id(item.obj) for item, _ in failed}
-    for item in chunk:
-        if id(item.obj) in changed:
-            item.obj.save(datastore_wins)  # merged as save() merges, with its retries and errors
+        _raise_naming(*refused[0])
+    # the others first: a changed object may link to a new one among them, which must be stored by then
     rest = [item for item in chunk if id(item.obj) not in changed]
     if rest:
         replanned = [_plan(context, item.obj, datastore_wins) for item in rest]
         _commit(context, [item for item in replanned if item is not None], datastore_wins)
+    for item in chunk:
+        if id(item.obj) in changed:
+            item.obj.save(datastore_wins)  # merged as save() merges, with its retries and errors
+
+
+def _label(item: _Item) -> str:
+    return f"{type(item.obj).__name__} {item.obj.guid}"
 
 
 def _raise_naming(item: _Item, index: int) -> None:
@@ -159,6 +257,6 @@ def _raise_naming(item: _Item, index: int) -> None:
     try:
         obj._raise_constraint(item.plan, [index])
     except DalError as exc:
-        exc.args = (f"save_many: {type(obj).__name__} {obj.guid} refused, nothing of its commit written: "
+        exc.args = (f"save_many: {_label(item)} refused, nothing of its commit written: "
                     f"{exc.args[0] if exc.args else exc}", *exc.args[1:])
         raise
