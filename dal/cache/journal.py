@@ -169,9 +169,10 @@ class Journal:
             result = self.store.commit(sent_checks, sent_ops)
         except BackendError as exc:
             uncertain = Uncertain(key, record, stamp)
-            # a store that cannot lose an answer rolled the failed commit back: nothing to learn
-            outcome, revision = (self.resolve(uncertain) if self.store.ambiguous_commits
-                                 else (Outcome.NOT_APPLIED, 0))
+            # a store that cannot lose an answer rolled the failed commit back, and one whose error
+            # says it wrote nothing (``nothing_written``: refused before it ran) did: nothing to learn
+            certain = not self.store.ambiguous_commits or getattr(exc, "nothing_written", False)
+            outcome, revision = (Outcome.NOT_APPLIED, 0) if certain else self.resolve(uncertain)
             if outcome is not Outcome.APPLIED:
                 self._give_back(along)
                 # whatever happened, nothing this commit touched may stay cached

@@ -20,7 +20,7 @@ from typing import ClassVar
 import redis
 
 from dal.backends.base import HIT_SUFFIX, HIT_TTL
-from dal.backends.redis.connection import CACHE, ERRORS, Opened, Raw, RedisClient, open_redis
+from dal.backends.redis.connection import CACHE, ERRORS, MAX_PX, Opened, Raw, RedisClient, open_redis
 from dal.backends.redis.scripts import CAS
 from dal.backends.url import StoreURL, on_off
 
@@ -36,8 +36,11 @@ EXPIRED = -1
 
 def milliseconds(ttl: float) -> int | None:
     """Return the PX of a TTL in seconds, at least 1; ``None`` for 0 (no expiry) and -1 for a negative
-    TTL, which stores something expired at once (memcached's meaning): nothing is left to read."""
-    if ttl == 0:
+    TTL, which stores something expired at once (memcached's meaning): nothing is left to read.
+
+    A TTL past :data:`MAX_PX` (an infinite one too) is ``None`` as well, as memcached's is: Redis
+    refuses a PX whose expiry time overflows, and never expiring outlives it all the same."""
+    if ttl == 0 or ttl * 1000 > MAX_PX:
         return None
     return max(1, math.ceil(ttl * 1000)) if ttl > 0 else EXPIRED
 
@@ -221,10 +224,16 @@ class ListedEntry:
     expires_at: float | None
 
 
-#: MGET that also counts a hit of each present key (KEYS: the n keys, then their n counters)
+#: MGET that also counts a hit of each present key (KEYS: the n keys, then their n counters); an
+#: MGET per 1000 keys, since Lua's ``unpack`` takes a few thousand values at most
 COUNTED_GET = """
+local unpack = unpack or table.unpack
 local n = #KEYS / 2
-local values = redis.call('MGET', unpack(KEYS, 1, n))
+local values = {}
+for first = 1, n, 1000 do
+  local got = redis.call('MGET', unpack(KEYS, first, math.min(first + 999, n)))
+  for i = 1, #got do values[first + i - 1] = got[i] end
+end
 for i = 1, n do
   if values[i] then
     if redis.call('INCR', KEYS[n + i]) == 1 then redis.call('EXPIRE', KEYS[n + i], ARGV[1]) end

@@ -32,6 +32,8 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from dal.exceptions import InvalidValueError
+
 #: what makes redis-py's pool reconnect an idle connection instead of failing the call
 STALE = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -70,10 +72,11 @@ class Calls:
         except redis.ResponseError:
             self._put_back(free, connection)
             raise
-        except BaseException:
+        except BaseException as exc:
             # between the send and the end of the answer, or in the middle of connecting: whatever
             # is left on this socket belongs to no later call
             connection.disconnect()
+            _check_sendable(exc)
             raise
         self._put_back(free, connection)
         return answer
@@ -98,8 +101,9 @@ class Calls:
                     answers.append(connection.read_response())
                 except redis.ResponseError as exc:  # read whole: the next answer follows
                     answers.append(exc)
-        except BaseException:
+        except BaseException as exc:
             connection.disconnect()  # an answer may be left unread
+            _check_sendable(exc)
             raise
         self._put_back(free, connection)
         if transaction:
@@ -172,6 +176,15 @@ class Calls:
         # skips the shutdown of a socket another pid opened, so the parent's sessions are untouched
         self._free = []
         self._pid = os.getpid()
+
+
+def _check_sendable(exc: BaseException) -> None:
+    """Raise InvalidValueError for the UnicodeEncodeError of packing a command, before anything is
+    sent: a key with a lone surrogate, which UTF-8 cannot encode (connecting raises no such error:
+    :func:`_connect` makes it a ConnectionError)."""
+    if isinstance(exc, UnicodeEncodeError):
+        raise InvalidValueError(f"cannot send {exc.object!r} to Redis: UTF-8 cannot encode its lone "
+                                f"surrogate {exc.object[exc.start:exc.end]!r}") from exc
 
 
 def _connect(connection: Connection) -> None:

@@ -67,6 +67,43 @@ IDENTITY = STORE_PREFIX + "identity"
 LEADERSHIP = STORE_PREFIX + "lead:"
 #: the cache's keys: no hash tag, cache entries are independent of each other
 CACHE = "dal:c:"
+#: the longest PX dal sends (about 146 million years): Redis adds it to its clock in milliseconds and
+#: refuses a sum past 2**63 - 1 ("invalid expire time")
+MAX_PX = 2**62
+
+
+class RefusedError(BackendError):
+    """A command or script Redis refused before it wrote anything: retrying it is safe (the commit
+    journal reads ``nothing_written`` and does not fence the commit as one that may have applied)."""
+
+    nothing_written = True
+
+
+#: error replies after which Redis wrote nothing, with what to do. Redis refuses a command so before
+#: running it, and inside a script only at a write that the same condition refuses whatever came
+#: before: no server state changes while a script runs, and Redis 7 refuses a write for maxmemory
+#: only while the script has written nothing yet (once it has, it lets the script finish over the
+#: limit rather than stop it half way). A script's error reply keeps the code since Redis 7; older
+#: servers wrap it in ERR, which stays uncertain. Left out: NOPERM (an ACL may refuse a later write
+#: of the script after an earlier one went through) and plain ERR (a script's runtime error).
+REFUSALS = {
+    "OOM": "the server is at its maxmemory and its maxmemory-policy evicts nothing for this write: "
+           "raise maxmemory or free memory",
+    "READONLY": "the server is a read-only replica: point the URL at the primary",
+    "MISCONF": "the server refuses writes since it failed to save to disk: see its log",
+    "BUSY": "the server is running a long script: wait for it or stop it (SCRIPT KILL)",
+    "LOADING": "the server is loading its data into memory: retry once it has",
+    "MASTERDOWN": "the server is a replica that lost its primary: point the URL at the primary",
+}
+
+
+def refusal(exc: BaseException) -> str | None:
+    """Return what to do about an error reply after which Redis wrote nothing, else ``None``."""
+    if not isinstance(exc, redis.ResponseError):
+        return None
+    # redis-py strips the code from the replies it has an exception class for, and keeps it there
+    code = getattr(exc, "status_code", None) or str(exc).partition(" ")[0]
+    return REFUSALS.get(code)
 
 
 class Packer:
@@ -210,9 +247,15 @@ class RedisClient:
         try:
             return self._calls.pipeline(commands, transaction=transaction)
         except ERRORS as exc:
-            raise self._failure(what, exc) from exc
+            raise self._failure(what, exc, whole=False) from exc
 
-    def _failure(self, what: str, exc: BaseException) -> BackendError:
+    def _failure(self, what: str, exc: BaseException, *, whole: bool = True) -> BackendError:
+        """Return the BackendError of a failed call; for one command or script (``whole``) that Redis
+        refused before it wrote anything, a :class:`RefusedError`."""
+        cause = refusal(exc) if whole else None
+        if cause is not None:
+            return RefusedError(f"redis {what} on {self._where} was refused before it wrote anything: "
+                                f"{type(exc).__name__}: {str(exc).rstrip('. ')}; {cause}")
         if isinstance(exc, redis.TimeoutError):  # redis-py's text says neither how long nor what to do
             return BackendError(
                 f"redis {what} on {self._where} failed: the server did not answer within {self.timeout:g} s "

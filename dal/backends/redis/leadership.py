@@ -15,14 +15,16 @@ from __future__ import annotations
 import math
 
 from dal.backends.base import Leadership, lease_ttl
-from dal.backends.redis.connection import LEADERSHIP, Opened, RedisClient
+from dal.backends.redis.connection import LEADERSHIP, MAX_PX, Opened, RedisClient
 from dal.backends.redis.scripts import ACQUIRE, RELEASE, RENEW
 from dal.backends.url import StoreURL
 
 
 def milliseconds(ttl: float) -> int:
-    """Return a lease's TTL in whole milliseconds, rounded up (Redis's PX unit; never 0)."""
-    return max(1, math.ceil(ttl * 1000))
+    """Return a lease's TTL in whole milliseconds, rounded up (Redis's PX unit; never 0), at most
+    :data:`~dal.backends.redis.connection.MAX_PX`: Redis refuses a longer one, which would outlive
+    every holder anyway."""
+    return min(MAX_PX, max(1, math.ceil(ttl * 1000)))
 
 
 class RedisLeadership(RedisClient):

@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import redis
+
 from dal.backends.base import (
     Check,
     CommitResult,
@@ -27,11 +29,22 @@ from dal.backends.base import (
     Revision,
 )
 from dal.backends.redis.cache import RedisCache
-from dal.backends.redis.connection import CACHE, COUNTER, DATA, IDENTITY, INDEX, Opened, Raw, open_redis
+from dal.backends.redis.connection import (
+    CACHE,
+    COUNTER,
+    DATA,
+    ERRORS,
+    IDENTITY,
+    INDEX,
+    Opened,
+    Raw,
+    open_redis,
+)
 from dal.backends.redis.leadership import RedisLeadership
 from dal.backends.redis.scripts import COMMIT, SCAN
 from dal.backends.tokens import ChangeTokens
 from dal.backends.url import StoreURL
+from dal.exceptions import ConfigurationError, InvalidValueError
 
 DEFAULT_TIMEOUT = 5.0
 #: keys a script reads (or deletes) per ZRANGEBYLEX: bounds each step's reply, and the arguments of
@@ -47,12 +60,21 @@ def entry(raw: bytes) -> Entry:
 
 def lex_range(prefix: str, start_after: str | None = None) -> tuple[bytes, bytes]:
     """Return ZRANGEBYLEX's bounds of the keys under ``prefix`` (after ``start_after``)."""
-    encoded = prefix.encode()
+    encoded = _utf8(prefix)
     # no UTF-8 text holds the byte 0xFF, so prefix + 0xFF is above every key under prefix
     low, high = (b"[" + encoded, b"(" + encoded + b"\xff") if encoded else (b"-", b"+")
-    if start_after is not None and start_after.encode() >= encoded:
-        low = b"(" + start_after.encode()
+    if start_after is not None and _utf8(start_after) >= encoded:
+        low = b"(" + _utf8(start_after)
     return low, high
+
+
+def _utf8(text: str) -> bytes:
+    """Return ``text`` in UTF-8; one with a lone surrogate raises InvalidValueError, as a key sent does."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidValueError(f"cannot send {text!r} to Redis: UTF-8 cannot encode its lone "
+                                f"surrogate {text[exc.start:exc.end]!r}") from exc
 
 
 def commit_args(checks: Sequence[Check], ops: Sequence[Op]) -> list[Any]:
@@ -106,6 +128,8 @@ class RedisStore(RedisLeadership):
         self._scan = opened.client.register_script(SCAN)
         self._identity: str | None = None
         self._tokens = ChangeTokens()
+        #: the server was seen to keep every key (see :meth:`_check_eviction`)
+        self._kept = False
 
     @classmethod
     def from_url(cls, url: StoreURL) -> RedisStore:
@@ -168,6 +192,8 @@ class RedisStore(RedisLeadership):
         return isinstance(cache, RedisCache) and cache.reached_as() == (self._where, self._db)
 
     def _run_commit(self, args: list[Any], ops: Sequence[Op]) -> CommitResult:
+        if not self._kept:
+            self._check_eviction()
         answer = self._script(f"commit of {len(ops)} ops", self._commit, 2, COUNTER, INDEX, DATA, PAGE, *args)
         if answer[0] == 1:
             revision = int(answer[1])
@@ -183,6 +209,8 @@ class RedisStore(RedisLeadership):
     def identity(self) -> str:
         """Return the random name the first client wrote into this database, and its number."""
         if self._identity is None:
+            if not self._kept:
+                self._check_eviction()
             mine = uuid.uuid4().hex
 
             # the first client's name stays (SET NX); the database number too: two databases of
@@ -198,3 +226,28 @@ class RedisStore(RedisLeadership):
         ticket = self._tokens.ticket()
         current = self._command("read of the commit counter", "GET", COUNTER)
         return self._tokens.token(int(current or 0), ticket)
+
+    def _check_eviction(self) -> None:
+        """Refuse a server that may evict keys: with a maxmemory and any policy but ``noeviction``
+        Redis deletes keys to make room, and the durable store's are committed data (their index
+        and the revision counter too), while a ``volatile-*`` policy takes keys with an expiry, a
+        leadership lease among them, before it ends. Read once per store, from ``INFO memory``
+        (``CONFIG`` is often renamed or disabled); a server that refuses INFO too is not checked.
+        """
+        try:
+            raw: Raw = self._calls.call("INFO", "memory")
+        except redis.ResponseError:
+            self._kept = True
+            return
+        except ERRORS as exc:
+            raise self._failure("read of the memory settings (INFO memory)", exc) from exc
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        fields = dict(line.strip().partition(":")[::2] for line in text.splitlines())
+        limit, policy = fields.get("maxmemory", "0"), fields.get("maxmemory_policy", "noeviction")
+        if limit not in ("", "0") and policy != "noeviction":
+            raise ConfigurationError(
+                f"the redis server of {self._where} has maxmemory {limit} and maxmemory-policy {policy}: "
+                "it would evict the durable store's keys (committed data) to make room. Set "
+                "maxmemory-policy noeviction on it (CONFIG SET and redis.conf), or give the durable "
+                "store a server of its own: the policy is the server's, another database of it shares it")
+        self._kept = True
