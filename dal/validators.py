@@ -13,12 +13,13 @@ import json
 import math
 import sys
 from collections.abc import Iterator
+from enum import Enum
 from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from dal.exceptions import InvalidValueError
-from dal.values import encodable, identical, safe_repr, same, sets_sorted
+from dal.values import encodable, identical, safe_repr, same, sets_sorted, subclass_in, zone_problem
 
 #: types whose JSON form is the Python value itself: no conversion on load or store
 _NATIVE = (str, int, float, bool, list, dict)
@@ -37,6 +38,9 @@ SURROGATE_ADVICE = (
 #: an int of at most this many bits has fewer digits (4214) than Python turns into text by default
 _CHEAP_BITS = 14000
 _BIG_INT_ADVICE = "store it as a str (str(value)), or as a float if an approximation will do"
+_ZONE_ADVICE = ("only the offset of the moment is stored, so the zone would read back as a fixed offset "
+                "(wrong after a summer-time change); convert it to UTC (value.astimezone(timezone.utc)) or "
+                "to a fixed offset, and keep the zone's name in another property if it matters")
 
 
 class Validator:
@@ -54,13 +58,17 @@ class Validator:
         self.enum: tuple[object, ...] | None = None
         self.native = False
         self.sets = False  # whether the type holds a set or a frozenset, at any depth (see to_json)
+        self.zoned = False  # whether it holds a datetime or a time, at any depth (see zone_problem)
+        self.members: tuple[type[Enum], ...] = ()  # the allowed values' Enum classes: a member is its value
         if isinstance(declared, (list, tuple)):
             if not declared:
                 raise InvalidValueError(f"{owner}: an enum needs at least one allowed value")
-            for item in declared:
-                problem = _not_json(item, "it")
-                if problem:  # stored, it would read back as something no allowed value equals
-                    advice = _FINITE_ADVICE if _non_finite(item) else "allowed values are JSON values"
+            self.members = tuple(dict.fromkeys(type(item) for item in declared if isinstance(item, Enum)))
+            declared = [item.value if isinstance(item, Enum) else item for item in declared]
+            for item in declared:  # each must read back as itself, the same type (no subclass) included
+                if problem := _not_json(item, "it") or subclass_in(item, "it"):
+                    advice = _FINITE_ADVICE if _non_finite(item) else (
+                        "allowed values are JSON values of exact types (str, int, float, bool, list, dict)")
                     raise InvalidValueError(
                         f"{owner}: the allowed value {item!r} cannot be stored: {problem}; {advice}")
             self.enum = tuple(declared)
@@ -79,7 +87,8 @@ class Validator:
         self.native = declared in _NATIVE
         self.label = getattr(declared, "__name__", repr(declared))
         if not self.native:
-            self.sets = _holds_sets(self.adapter.core_schema)
+            self.sets = _holds(self.adapter.core_schema, ("set", "frozenset"))
+            self.zoned = _holds(self.adapter.core_schema, ("datetime", "time"))
             self._probe()
 
     def __call__(self, value: object) -> Any:
@@ -87,11 +96,12 @@ class Validator:
         if value is None:
             return None
         if self.enum is not None:
+            given = value.value if isinstance(value, self.members) else value  # Status.NEW is 'NEW'
             # 1 == True in Python; an enum of strings must not admit a bool or an int by accident, nor
             # one of lists [True, 2.0] for [1, 2]; same() compares typed items, of JSON values only
-            if (type(value) not in (list, dict) or _plain_json(value)) and any(
-                    same(value, item) for item in self.enum):
-                return value
+            if (type(given) not in (list, dict) or _plain_json(given)) and any(
+                    same(given, item) for item in self.enum):
+                return given
             raise InvalidValueError(f"{self.owner} must be {self.label}, not {safe_repr(value)}")
         assert self.adapter is not None
         if isinstance(value, float) and not math.isfinite(value):
@@ -124,6 +134,8 @@ class Validator:
         if problem:
             raise InvalidValueError(
                 f"{self.owner} cannot hold {safe_repr(value)}: {problem}; {_FINITE_ADVICE}")
+        if self.zoned and (problem := zone_problem(result, "value")):
+            raise InvalidValueError(f"{self.owner} cannot hold {safe_repr(value)}: {problem}; {_ZONE_ADVICE}")
         stored, problem = self._round_trip(result)
         if problem:
             raise InvalidValueError(
@@ -196,11 +208,11 @@ class Validator:
                     f"from {shorten(probe)} is {shorten(value)}; {problem}; {self._advice(stored)}")
 
 
-def _holds_sets(schema: Any) -> bool:
-    """Tell whether a pydantic core schema validates sets or frozensets anywhere (models included)."""
+def _holds(schema: Any, kinds: tuple[str, ...]) -> bool:
+    """Tell whether a pydantic core schema validates one of ``kinds`` anywhere (models included)."""
     if isinstance(schema, dict):
-        return schema.get("type") in ("set", "frozenset") or any(map(_holds_sets, schema.values()))
-    return isinstance(schema, (list, tuple)) and any(map(_holds_sets, schema))
+        return schema.get("type") in kinds or any(_holds(part, kinds) for part in schema.values())
+    return isinstance(schema, (list, tuple)) and any(_holds(part, kinds) for part in schema)
 
 
 #: the exact types JSON gives back unchanged (an int only with the digits Python writes as text, a

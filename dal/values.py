@@ -19,6 +19,7 @@ NaN and infinities never get here: JSON cannot hold them, and validation refuses
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import json.encoder
 from collections.abc import Callable
@@ -75,17 +76,42 @@ def same(left: Any, right: Any) -> bool:
 
 def identical(left: Any, right: Any) -> bool:
     """Tell whether a Python value read back is the one stored: same types at any depth (a tuple is no
-    list, an int key no str key), equal values; for any values, where ``same`` takes JSON values."""
-    if type(left) is not type(right):
+    list, an int key no str key, a model's field holding 1 no field holding True), equal values; for any
+    values, where ``same`` takes JSON values."""
+    kind = type(left)
+    if kind is not type(right):
         return False
+    if kind in _SCALARS:
+        return bool(left == right)
     if isinstance(left, (list, tuple)):
         return len(left) == len(right) and all(map(identical, left, right))
     if isinstance(left, dict):
         return left.keys() == right.keys() and all(identical(item, right[key]) for key, item in left.items())
+    # a model's == compares its fields with ==: one built unvalidated (model_construct) or changed in
+    # place holding 1 for a bool equals the one read back, but is stored as 1, which its type refuses
+    if _structured(kind) and not identical(_state(left), _state(right)):
+        return False
     try:
         return bool(left == right)
     except Exception:  # an __eq__ that raises cannot vouch for the round trip
         return False
+
+
+#: the types ``identical`` and ``zone_problem`` settle at once (the leaves of most values)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _structured(kind: type) -> bool:
+    """Tell whether ``kind`` is a pydantic model or a dataclass (the pydantic test first: a model class
+    answers a missing attribute slowly)."""
+    return hasattr(kind, "__pydantic_fields__") or hasattr(kind, "__dataclass_fields__")
+
+
+def _state(value: Any) -> dict[str, Any]:
+    """Return a pydantic model's or a dataclass's fields (extra fields included) by name."""
+    if hasattr(value, "__dict__"):
+        return {**vars(value), **(getattr(value, "__pydantic_extra__", None) or {})}
+    return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
 
 
 def encodable(text: str) -> bool:
@@ -188,3 +214,43 @@ def _fields(value: Any) -> dict[str, Any]:
             if alias and name in found:
                 found.setdefault(alias, found[name])
     return found
+
+
+def zone_problem(value: object, path: str) -> str:
+    """Return where a datetime or a time with a zone (not a fixed offset) sits in ``value``, or ''.
+
+    A zone's offset depends on the date (``utcoffset(None)`` is None); JSON stores only the offset
+    of the moment, so the zone would read back as that offset (a time's zone: as no zone at all).
+    """
+    if type(value) in _SCALARS:
+        return ""
+    if isinstance(value, (dt.datetime, dt.time)):
+        zone = value.tzinfo  # a fixed offset (UTC included) has one offset for every date: utcoffset(None)
+        fixed = zone is None or zone.utcoffset(None) is not None
+        return "" if fixed else f"{path} has the time zone {zone!r}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return next((p for item in value if (p := zone_problem(item, f"an item of {path}"))), "")
+    if isinstance(value, dict):
+        return next((p for key, item in value.items() if (p := zone_problem(key, f"a key of {path}")
+                                                          or zone_problem(item, f"{path}[{key!r}]"))), "")
+    if not _structured(type(value)):
+        return ""
+    fields = _state(value).items()
+    return next((p for name, item in fields if (p := zone_problem(item, f"{path}.{name}"))), "")
+
+
+def subclass_in(value: object, path: str) -> str:
+    """Return where a subclass of a JSON type (an IntEnum, a str subclass) sits in ``value``, or ''.
+
+    JSON keeps no subclass: it reads back as the plain value, which no allowed value of the
+    subclass is the same as. Called on allowed values only (class creation), after ``_not_json``.
+    """
+    if type(value) is list:
+        return next((p for i, item in enumerate(value) if (p := subclass_in(item, f"{path}[{i}]"))), "")
+    if type(value) is dict:
+        return next((p for key, item in value.items() if (p := subclass_in(key, f"a key of {path}")
+                                                          or subclass_in(item, f"{path}[{key!r}]"))), "")
+    if value is None or type(value) in (str, int, float, bool):
+        return ""
+    plain = next(kind for kind in (bool, int, float, str, list, dict) if isinstance(value, kind))
+    return f"{path} is a {type(value).__name__} ({value!r}), which is stored as a plain {plain.__name__}"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import dataclass_transform
 
 from dal.exceptions import ConfigurationError, InvalidValueError
-from dal.model.declared import add_annotated, internal_field
+from dal.model.declared import KINDS, Declared, add_annotated, internal_field
 from dal.model.expressions import FieldExpression
 from dal.model.mirroring import mirror_of
 from dal.model.registry import Reverse, hybrids
@@ -180,7 +180,8 @@ def _check_unread_specs(cls: type, namespace: Mapping[str, Any], mangled: str) -
     for owner, attributes in places:
         for attribute, value in attributes.items():
             kind = _spec_kind(value)
-            if kind is None or (owner is cls and attribute in read):
+            annotated = isinstance(value, Declared)  # read from the hybrid's own body, only there
+            if kind is None or (owner is cls and (attribute in read or annotated)):
                 continue
             shown = attribute if owner is cls else f"{owner.__name__}.{attribute}"
             own_mangled = f"_{owner.__name__.lstrip('_')}__"
@@ -189,18 +190,23 @@ def _check_unread_specs(cls: type, namespace: Mapping[str, Any], mangled: str) -
             right = next(name for name, spec in SPEC_LISTS.items() if issubclass(kind, spec))
             where = "" if owner is cls else (f", which {cls.__name__} inherits from {owner.__name__}, not a "
                                              "hybrid (dal reads specs from hybrids only)")
+            form = (f"`{attribute}: TYPE = {value!r}`" if annotated
+                    else f"`__{right} = [{kind.__name__}(...), ...]`")
             raise ConfigurationError(
                 f"{cls.__name__}: {shown} holds {kind.__name__} specs{where}, but dal reads them only from "
-                f"`__{right}` in the body of the hybrid itself, so they would be ignored; declare them as "
-                f"`__{right} = [{kind.__name__}(...), ...]` in {cls.__name__}")
+                f"{'annotations' if annotated else f'`__{right}`'} in the body of the hybrid itself, so they "
+                f"would be ignored; declare them as {form} in {cls.__name__}")
 
 
 def _spec_kind(value: object) -> type[Spec] | None:
-    """Return the spec class ``value`` (a spec, or a list or tuple holding some) is made of, or None."""
+    """Return the spec class ``value`` (a spec, a keyword-form spec, or a list or tuple holding some) is
+    made of, or None."""
     if isinstance(value, Spec):
         return type(value)
+    if isinstance(value, Declared):  # `x: str = Property()`, read only in a hybrid's own body
+        return KINDS[value.kind]
     if isinstance(value, (list, tuple)):
-        return next((type(item) for item in value if isinstance(item, Spec)), None)
+        return next((kind for item in value if (kind := _spec_kind(item)) is not None), None)
     return None
 
 

@@ -2,20 +2,22 @@
 JSON-ready view of an object, ``obj.serialize(depth)``.
 
 A hybrid's model holds its ``guid``, its properties (typed as declared: an enum of allowed values
-is a ``Literal``) and the guid of each relation (``<relation>_guid``); never dynamics or reverse
+is a ``Literal``, or, when some are lists or dicts, a field its property's validator checks) and the
+guid of each relation (``<relation>_guid``); never dynamics or reverse
 relations. A mandatory field is not nullable, and required unless it has a default; any other
 field may be ``None``. One model class per hybrid, built on first use and kept.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, PlainValidator, ValidationError, WithJsonSchema, create_model
 
-from dal.exceptions import InvalidValueError, ObjectNotFoundError
+from dal.exceptions import InvalidValueError, MissingMandatoryFieldsError, ObjectNotFoundError
 from dal.structures import Property, check_guid
 
 if TYPE_CHECKING:
@@ -57,17 +59,39 @@ def _field(kind: Any, mandatory: bool, default: Any, doc: str | None) -> tuple[A
 
 
 def _python_type(prop: Property[Any]) -> Any:
-    declared = prop.property_type
-    if isinstance(declared, (list, tuple)):  # an enum of allowed values
-        return Literal[tuple(declared)]
-    return declared
+    allowed = prop.validator.enum  # the allowed values as stored (an Enum member as its value)
+    if allowed is None:
+        return prop.property_type
+    try:
+        hash(allowed)
+    except TypeError:  # a list or a dict cannot be a Literal's: the property's own check, exact as ever
+        check = prop.validator
+        # a copy, as pydantic's list and dict fields make: the model must not share the object's list
+        valid = PlainValidator(lambda value: copy.deepcopy(check(value)))
+        return Annotated[Any, valid, WithJsonSchema({"enum": list(allowed)})]
+    return Literal[allowed]
 
 
 def to_model(obj: Any) -> BaseModel:
     """Return a hybrid object as an instance of its model (its current values, saved or not)."""
     meta: HybridMeta = obj._meta
+    label = f"{type(obj).__name__}.to_model()"
+    data = obj._data
+    missing = [name for name, prop in meta.properties.items() if prop.mandatory and data[name] is None]
+    missing += [name for name, link in meta.relations.items()
+                if link.mandatory and data[link.guid_field] is None]
+    if missing:  # the model requires them, as save() does
+        raise MissingMandatoryFieldsError(
+            f"{label}: the model requires {', '.join(missing)}, which {type(obj).__name__} {obj.guid} does "
+            f"not hold yet; set {'it' if len(missing) == 1 else 'them'} first", tuple(missing))
     values = {"guid": obj.guid, **{name: obj._data[name] for name in meta.fields()}}
-    return model_of(type(obj), meta).model_validate(values)
+    try:
+        return model_of(type(obj), meta).model_validate(values)
+    except ValidationError as exc:  # a list or a model changed in place, which assigning did not check
+        wrong = sorted({str(error["loc"][0]) for error in exc.errors() if error["loc"]})
+        raise InvalidValueError(
+            f"{label}: {', '.join(wrong)} holds a value its type does not admit ({exc.errors()[0]['msg']}); "
+            "changed in place, it was not validated: assign a value of its declared type") from None
 
 
 def from_model(hybrid: type, meta: HybridMeta, model: BaseModel) -> Any:
@@ -76,6 +100,11 @@ def from_model(hybrid: type, meta: HybridMeta, model: BaseModel) -> Any:
     Each value is validated as an assignment; ``save()`` then stores it (merging, for a stored object,
     with what others changed meanwhile). A model without a guid makes a new object.
     """
+    if not isinstance(model, BaseModel):
+        name = meta.cls.__name__
+        raise InvalidValueError(
+            f"{name}.from_model() takes a pydantic model, not a {type(model).__name__}; for a dict `data`, "
+            f"pass {name}.model().model_validate(data), which also checks its values")
     values = dict(model.model_dump())
     guid = values.pop("guid", None)
     if guid is not None:
