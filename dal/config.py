@@ -242,7 +242,10 @@ class Context:
     def _clear_local(self) -> None:
         clear = getattr(self.volatile, "clear", None)
         if clear is not None:
-            clear()
+            # locks hold no data, so none can be stale: dropping one would let a second caller
+            # compute a locked dynamic (or refresh an object) while its holder still does. Values
+            # and fill leases go: a fill whose lease went stores nothing (dal/cache/leases.py)
+            clear(keep=is_flight_lock, endings=FLIGHT_ENDINGS)
         self.stats.add("object_local_flushes")
 
     def reopen_if_forked(self) -> None:
@@ -251,6 +254,24 @@ class Context:
             with _lock:
                 if self._generation != _forks:
                     self._open()
+
+
+#: how the keys :func:`is_flight_lock` accepts end
+FLIGHT_ENDINGS = ("/lock", "/refresh")
+
+
+def is_flight_lock(key: str) -> bool:
+    """Tell whether a cache key is a single-flight lock: a locked dynamic's
+    (``<namespace>/c/<store>/d/<hybrid>/<guid>/<dynamic>/lock``) or an object refresh's
+    (``<namespace>/c/<store>/o/<hybrid>/<guid>/refresh``). Counted in components, not read by
+    its end alone: the value of a dynamic named ``lock`` ends in ``/lock`` too."""
+    if key.endswith("/lock"):
+        parts = key.split("/")
+        return len(parts) == 8 and parts[1] == "c" and parts[3] == "d"
+    if key.endswith("/refresh"):
+        parts = key.split("/")
+        return len(parts) == 7 and parts[1] == "c" and parts[3] == "o"
+    return False
 
 
 def _to_payload(entry: Entry) -> bytes:

@@ -69,7 +69,9 @@ def backend_class(role: Role, scheme: str) -> type[PersistentStore] | type[Volat
 
 def settings_digest(role: Role, url: StoreURL) -> str:
     """Return the keyed hash that identifies a client with exactly these settings."""
-    message = f"{role}\x00{url.settings()}".encode()
+    # surrogatepass: a path read from a file name that is not UTF-8 holds lone surrogates
+    # (os.fsdecode's surrogateescape), and still names one store
+    message = f"{role}\x00{url.settings()}".encode("utf-8", "surrogatepass")
     return hmac.new(_SECRET, message, hashlib.sha256).hexdigest()
 
 

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from dal.backends.base import (
@@ -302,11 +302,19 @@ class MemoryCache(ByteBoundedLru):
         with self._lock:
             return self._evict(max_size)
 
-    def clear(self) -> None:
-        """Remove every entry."""
+    def clear(self, keep: Callable[[str], bool] | None = None, endings: tuple[str, ...] = ("",)) -> None:
+        """Remove every entry, or every entry but those whose key ends with one of ``endings`` and that
+        ``keep`` accepts (the endings, tested in C, spare a call of ``keep`` per key: a flush drops
+        many entries and keeps few)."""
         with self._lock:
+            kept = [] if keep is None else [(key, slot) for key, slot in self._slots.items()
+                                            if key.endswith(endings) and keep(key)]
             self._drop_all()
-            self._deadlines.clear()
+            for key, slot in kept:  # in their order: the least recently used stays first
+                self._admit(key, slot)
+            self._deadlines = [(slot.deadline, slot.token, key) for key, slot in kept
+                               if slot.expires_at is not None]
+            heapq.heapify(self._deadlines)
 
     def close(self) -> None:
         """Do nothing: entries stay for whoever still holds this cache."""

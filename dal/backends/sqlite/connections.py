@@ -14,6 +14,7 @@ import os
 import shlex
 import sqlite3
 import threading
+import time
 import uuid
 import weakref
 from typing import NoReturn
@@ -31,6 +32,9 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS identity (id INTEGER PRIMARY KEY CHECK (id = 0), name TEXT NOT NULL)",
 )
 _NAME_FILE = "INSERT OR IGNORE INTO identity (id, name) VALUES (0, ?)"
+#: first and longest pause (s) between two tries to prepare a file another connection holds
+PREPARE_PAUSE = 0.002
+PREPARE_PAUSE_LONGEST = 0.05
 
 _stores: weakref.WeakSet[SqliteConnections] = weakref.WeakSet()
 #: connections whose thread ended in a process other than the one that opened them (a forked
@@ -45,6 +49,27 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Tell whether SQLite failed because another connection held a lock (SQLITE_BUSY, _LOCKED)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:  # Python 3.10 names no code: "database is locked", "database table is locked"
+        return "is locked" in str(exc)
+    return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED, and their extended codes
+
+
+def described(exc: sqlite3.Error, path: str) -> str:
+    """Return SQLite's error message, with how to fix it when the file could not be written to."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    readonly = code & 0xFF == 8 if code is not None else "readonly database" in str(exc)  # SQLITE_READONLY
+    # SQLITE_CANTOPEN: no new file (nor its -wal or -shm) can be made in a directory not writable
+    cannot_create = "unable to open" in str(exc) and not os.access(os.path.dirname(path), os.W_OK)
+    if not readonly and not cannot_create:
+        return str(exc)
+    return (f"{exc} (this process must be able to write to {path} and to its directory, even only "
+            "to read: dal prepares the file as it opens it, and SQLite's WAL journal creates the "
+            "files -wal and -shm beside it)")
 
 
 class _ThreadMark:
@@ -137,18 +162,22 @@ class SqliteConnections:
         if prepare:
             self._check_location()
         try:
-            # a URI, so that mode=rw opens only an existing file, whoever deletes it meanwhile
-            conn = sqlite3.connect(f"file:{quote(self.path)}?mode={self.mode}", uri=True,
+            # a URI, so that mode=rw opens only an existing file, whoever deletes it meanwhile;
+            # quoted from the path's bytes, so a name that is not UTF-8 (held with surrogates, as
+            # os.fsdecode gives it) names its file byte for byte
+            conn = sqlite3.connect(f"file:{quote(os.fsencode(self.path))}?mode={self.mode}", uri=True,
                                    timeout=self.timeout, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise BackendError(f"cannot open sqlite database {self.path}: {exc}") from exc
+            raise BackendError(
+                f"cannot open sqlite database {self.path}: {described(exc, self.path)}") from exc
         try:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             if prepare:
                 self._prepare(conn)
         except sqlite3.Error as exc:
             conn.close()
-            raise BackendError(f"cannot prepare sqlite database {self.path}: {exc}") from exc
+            raise BackendError(
+                f"cannot prepare sqlite database {self.path}: {described(exc, self.path)}") from exc
         token = next(self._tokens)
         mark = _ThreadMark()
         # the finalizer holds the connection and a weak reference to the store, never the mark
@@ -175,7 +204,30 @@ class SqliteConnections:
                 "dal load, dal migrate or dal demo create a missing file)")
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        """Switch the file to WAL and create the tables, waiting up to the store's timeout.
+
+        SQLite refuses a switch to WAL at once ("database is locked"), without the busy timeout,
+        while another connection holds the write lock of a file still in rollback mode: as when
+        processes open a new file at one moment. So a busy file is tried again, with short
+        pauses, until the timeout has passed.
+        """
+        deadline = time.monotonic() + self.timeout
+        pause = PREPARE_PAUSE
+        while True:
+            try:
+                self._prepare_once(conn)
+                return
+            except sqlite3.OperationalError as exc:
+                left = deadline - time.monotonic()
+                if not _busy(exc) or left <= 0:
+                    raise
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, PREPARE_PAUSE_LONGEST)
+
+    def _prepare_once(self, conn: sqlite3.Connection) -> None:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":  # switched once per file: reading it takes no write lock
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"could not switch to WAL journal mode (got {mode!r})")
         conn.execute("BEGIN IMMEDIATE")
@@ -195,7 +247,7 @@ class SqliteConnections:
         snapshot, or keep the write lock."""
         self._rollback(conn)
         if isinstance(exc, sqlite3.Error):
-            raise BackendError(f"{failed}: {exc}") from exc
+            raise BackendError(f"{failed}: {described(exc, self.path)}") from exc
         raise exc
 
     @staticmethod

@@ -24,6 +24,7 @@ from dal.backends.base import (
     evaluate_checks,
     lease_ttl,
 )
+from dal.backends.sqlite.connections import described
 from dal.backends.sqlite.tokens import SqliteTokens
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
@@ -69,10 +70,15 @@ def _prefix_clause(prefix: str) -> tuple[str, list[str]]:
     return "key >= ? AND key < ?", [prefix, end]
 
 
+#: the longest busy timeout SQLite takes, in seconds: it counts milliseconds in a C int, and
+#: Python's sqlite3 sets a longer one (an infinity too) to 0, which waits for no lock at all
+MAX_TIMEOUT = (2**31 - 1) / 1000
+
+
 def _timeout(text: str) -> float:
     value = float(text)
-    if not value >= 0:  # also rejects nan
-        raise ValueError("must be a number of seconds >= 0")
+    if not 0 <= value <= MAX_TIMEOUT:  # also rejects nan
+        raise ValueError(f"must be a number of seconds from 0 to {MAX_TIMEOUT} (about 24 days)")
     return value
 
 
@@ -113,6 +119,15 @@ class SqliteStore(SqliteTokens):
         if path == ":memory:":
             raise ConfigurationError(
                 f"{url}: an in-memory sqlite database would differ per thread; use memory:// instead")
+        if "\x00" in path:
+            # SQLite would open the file named by the path up to the NUL, and os calls refuse it
+            raise ConfigurationError(f"sqlite database path {path!r} holds a NUL character (%00), which "
+                                     "no file name can")
+        try:
+            os.fsencode(path)
+        except UnicodeEncodeError:  # a surrogate no file name's bytes decode to
+            raise ConfigurationError(f"{url}: the database path is not a file name this system can "
+                                     "encode") from None
         url.check_options(("timeout", "synchronous", "mode"))
         # Resolve now, so a later chdir() or a child process started elsewhere opens the same file.
         return cls(url, os.path.abspath(path), timeout=url.option("timeout", _timeout, 10.0),
@@ -202,7 +217,7 @@ class SqliteStore(SqliteTokens):
         except sqlite3.Error as exc:
             raise BackendError(
                 f"sqlite commit to {self.path} could not take the write lock within "
-                f"{self.timeout}s: {exc}") from exc
+                f"{self.timeout}s: {described(exc, self.path)}") from exc
         try:
             failed, current = self._failed_checks(conn, checks)
             if failed:
@@ -282,7 +297,7 @@ class SqliteStore(SqliteTokens):
             conn.execute("BEGIN IMMEDIATE")  # the write lock first: read and write see one state
         except sqlite3.Error as exc:
             raise BackendError(f"sqlite could not {what} in {self.path}: could not take the write lock "
-                               f"within {self.timeout}s: {exc}") from exc
+                               f"within {self.timeout}s: {described(exc, self.path)}") from exc
         try:
             conn.execute(_LEADERSHIP)
             result = work(conn)

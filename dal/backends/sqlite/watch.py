@@ -77,7 +77,7 @@ class ShmWatch:
         path = database + "-shm"
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in the path, which no file name holds
             return None
         try:
             return cls(fd, path)
