@@ -335,6 +335,8 @@ def setting(given: str | None, variable: str, default: str, what: str) -> str:
     value = given if given is not None else os.environ.get(variable)
     if value is None:
         return default
+    if not isinstance(value, str):
+        raise ConfigurationError(f"the {what} must be text (a str), not {type(value).__name__} {value!r}")
     if not value.strip():
         where = f" (from {variable}, which is set to nothing)" if given is None else ""
         raise ConfigurationError(f"the {what} is empty{where}; give one, or leave it unset for {default!r}")
@@ -360,9 +362,7 @@ def configure(persistent: str | None = None, volatile: str | None = None, *,
         # a lone surrogate is what os.environ makes of a variable's bytes that are not UTF-8; no
         # store can hold it in a key, so every save would fail (and every sweep, in the background)
         raise ConfigurationError(f"namespace {name!r} must be UTF-8 text without '/'")
-    key = hmac_key if hmac_key is not None else os.environ.get("DAL_HMAC_KEY")
-    if isinstance(key, str):
-        key = key.encode()
+    key = _hmac_key(hmac_key)
     if key is not None and len(key) < 16:
         raise ConfigurationError("hmac_key (or DAL_HMAC_KEY) must be at least 16 bytes; use e.g. "
                                  "`openssl rand -hex 32`, or leave it unset for an unsigned cache")
@@ -372,6 +372,22 @@ def configure(persistent: str | None = None, volatile: str | None = None, *,
             _context.close()
         _context = context
     return context
+
+
+def _hmac_key(given: object) -> bytes | None:
+    """Return the signing key as bytes: ``given`` (str or bytes), else ``DAL_HMAC_KEY``'s bytes as the
+    environment holds them (a key of random bytes need not be UTF-8), else None."""
+    if given is None:
+        text = os.environ.get("DAL_HMAC_KEY")  # undone surrogateescape: the variable's own bytes
+        return None if text is None else text.encode("utf-8", "surrogateescape")
+    if isinstance(given, (bytes, bytearray)):
+        return bytes(given)
+    if not isinstance(given, str):
+        raise ConfigurationError(f"hmac_key must be str or bytes, not {type(given).__name__}")
+    if not encodable(given):
+        raise ConfigurationError("hmac_key holds a lone surrogate, which UTF-8 cannot encode; give the key "
+                                 "as bytes, or as text such as `openssl rand -hex 32` prints")
+    return given.encode()
 
 
 def current() -> Context:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,23 @@ def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_short_hmac_key_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="at least 16 bytes"):
         configure("memory://", "memory://", hmac_key="short")
+
+
+@pytest.mark.parametrize("key", [12345678901234567890, [1] * 20, "\ud800" * 20])
+def test_a_signing_key_of_another_type_is_refused_at_configure(key: object) -> None:
+    with pytest.raises(ConfigurationError, match="hmac_key"):
+        configure("memory://", "memory://", hmac_key=key)  # type: ignore[arg-type]
+
+
+def test_a_signing_key_from_the_environment_is_taken_as_its_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key of random bytes need not be UTF-8: os.environ holds them surrogate-escaped."""
+    monkeypatch.setenv("DAL_HMAC_KEY", os.fsdecode(b"\xff" * 20))
+    assert configure("memory://", "memory://").hmac_key == b"\xff" * 20
+
+
+def test_a_namespace_that_is_not_text_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="namespace must be text"):
+        configure("memory://", "memory://", namespace=5)  # type: ignore[arg-type]
 
 
 def test_clients_are_cached_by_keyed_hash_of_all_settings(tmp_path: Path) -> None:
