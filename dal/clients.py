@@ -51,33 +51,35 @@ def settings_key(settings: Mapping[str, Any]) -> str:
     """
     if not isinstance(settings, Mapping):
         raise ConfigurationError(f"client settings must be a mapping, not {type(settings).__name__}")
-    _check_json(settings, "settings")
+    plain = _plain_json(settings, "settings")
     try:
-        text = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+        text = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False)
-    except (TypeError, ValueError) as exc:  # _check_json should have caught it; stay typed anyway
+        data = text.encode("utf-8", "surrogatepass")  # a lone surrogate still has one encoding
+    except (TypeError, ValueError) as exc:  # _plain_json should have caught it; stay typed anyway
         raise ConfigurationError(f"client settings are not JSON: {exc}") from exc
-    return hmac.new(_SECRET, text.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(_SECRET, data, hashlib.sha256).hexdigest()
 
 
-def _check_json(value: Any, where: str) -> None:
+def _plain_json(value: Any, where: str) -> Any:
+    """Return ``value`` as what json.dumps takes (any Mapping a dict, any tuple a list); refuse non-JSON."""
     if value is None or isinstance(value, (str, bool, int)):
-        return
+        return value
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise ConfigurationError(f"client setting {where} is {value!r}, which JSON cannot hold")
-        return
+        return value
     if isinstance(value, Mapping):
+        # a Mapping that is no dict (a MappingProxyType, say) is one json.dumps refuses: copied here
+        plain: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 # json.dumps would turn 1 into "1": two settings would share a key
                 raise ConfigurationError(f"client setting {where} has the key {key!r}; keys must be strings")
-            _check_json(item, f"{where}[{key!r}]")
-        return
+            plain[key] = _plain_json(item, f"{where}[{key!r}]")
+        return plain
     if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _check_json(item, f"{where}[{index}]")
-        return
+        return [_plain_json(item, f"{where}[{index}]") for index, item in enumerate(value)]
     raise ConfigurationError(f"client setting {where} is a {type(value).__name__} ({value!r}), "
                              "not a JSON value (str, int, float, bool, None, list, dict)")
 
@@ -106,16 +108,28 @@ class ClientCache(Generic[C]):
         other owner uses it, is dropped and closed (when it has ``close()``). A factory that
         raises caches nothing: the next call tries again.
         """
+        if owner is not None:
+            try:
+                hash(owner)
+            except TypeError as exc:  # checked first: a client built for it would only linger
+                raise ConfigurationError(f"a client's owner must be hashable (a guid, say), not "
+                                         f"{type(owner).__name__}") from exc
         key = settings_key(settings)
-        client = self._client(key, settings)
-        if owner is None:
-            return client
         stale: C | None = None
-        with self._lock:
-            previous = self._owners.get(owner)
-            self._owners[owner] = key
-            if previous is not None and previous != key and previous not in self._owners.values():
-                stale = self._clients.pop(previous, None)
+        while True:
+            client = self._client(key, settings)
+            with self._lock:
+                # another owner's rotation (or a drop) may have closed it since _client returned it:
+                # hand out only a client still cached, recorded for its owner under the same lock
+                if self._clients.get(key) is not client:
+                    continue
+                if owner is None:
+                    return client
+                previous = self._owners.get(owner)
+                self._owners[owner] = key
+                if previous is not None and previous != key and previous not in self._owners.values():
+                    stale = self._clients.pop(previous, None)
+                break
         if stale is not None:
             _close(stale)
         return client

@@ -1,24 +1,23 @@
 """Refresh the stale objects of every mirrored hybrid from their remotes, in bulk.
 
-Each stale object is refreshed in batches (one ``_refresh_many`` call per batch when the hybrid
-defines it, else ``_refresh`` per object), with a progress bar on stderr and a summary on
-stdout. A failing object or remote is listed (guid and error) and never stops the others.
+Each stale object is refreshed in batches (one ``_refresh_many`` call per batch when the hybrid defines
+it, else ``_refresh`` per object), with a progress bar on stderr and a summary on stdout. A failing
+object or remote is listed (guid and error) and never stops the others.
 
-``--once`` refreshes every mirrored hybrid once, then exits: 0 when every refresh succeeded,
-1 when some failed, 3 when another refresher leads (or took the lead meanwhile), 130 when
-stopped by SIGTERM or SIGINT before it was done. Without it, the
-command runs until SIGTERM or SIGINT, refreshing each hybrid every ``refresh_every`` seconds of
-its ``Mirror`` (a hybrid without ``refresh_every`` is left to ``--once`` runs and the lazy
-refresh), and exits 0 once stopped. A pass in the loop looks ahead: it refreshes the objects that
-would go stale before the next pass is done with them (:func:`look_ahead`), not only those stale
-now, or an object refreshed just after one pass would time out before the one after next.
+``--once`` refreshes every mirrored hybrid once, then exits: 0 when every refresh succeeded, 1 when some
+failed, 3 when another refresher leads (or took the lead meanwhile), 130 when stopped by SIGTERM or
+SIGINT before it was done. Without it, the command runs until SIGTERM or SIGINT, refreshing each hybrid
+every ``refresh_every`` seconds of its ``Mirror`` (a hybrid without ``refresh_every`` is left to
+``--once`` runs and the lazy refresh), and exits 0 once stopped. A pass in the loop looks ahead
+(:func:`look_ahead`).
 
-Only one refresher works at a time per namespace, across processes and machines: the
-leader holds a lease on ``refresher/<namespace>`` in the durable store, with the smallest
-``timeout`` of the hybrids as its TTL, renewed by a thread every third of it. Others wait as
-standbys and retry; when the leader dies, its lease expires and a standby takes over within
-``timeout`` seconds (plus its retry interval). On SIGTERM or SIGINT the leader finishes the batch
-in hand, releases the lease at once, and exits.
+Only one refresher works at a time per namespace, across processes and machines: the leader holds a lease
+on ``refresher/<namespace>`` in the durable store, with the smallest ``timeout`` of the hybrids as its
+TTL, renewed by a thread every third of it. Others wait as standbys and retry; when the leader dies, its
+lease expires and a standby takes over within ``timeout`` seconds (plus its retry interval). On SIGTERM
+or SIGINT the leader finishes the batch in hand, releases the lease at once, and exits. A remote call
+running longer than the lease's TTL is taken for hung (:attr:`Leader.stuck`): the lead is given up (the
+lease released) for a standby, and a signal abandons the batch at once.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -43,6 +42,7 @@ from dal.cli.progress import Progress
 from dal.exceptions import BackendError, DalError
 from dal.mirror import RefreshReport, mirrored_hybrids, refresh_stale
 from dal.mirror.bulk import stale_guids
+from dal.mirror.refresh import watched
 from dal.tools.erd import hybrids_in
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     ttl = min(_mirror(cls).timeout for cls in hybrids)
     leader = Leader(context.persistent, f"refresher/{context.namespace}", ttl)
     stop = threading.Event()
-    with _stopped_by_signals(stop):
+    with _stopped_by_signals(stop, leader):
         if args.once:
             return _once(hybrids, leader, stop, args)
         return _loop(hybrids, leader, stop, args)
@@ -209,10 +209,10 @@ def refresh_pass(hybrids: Sequence[type[DataObject]], batch_size: int, leader: L
         seconds = (ahead or {}).get(cls, 0.0)
         try:
             guids = stale_guids(cls, seconds)
-            with Progress(len(guids), f"refresh {name}") as bar:
+            with Progress(len(guids), f"refresh {name}") as bar, watched(leader.calling):
                 report = refresh_stale(cls, batch_size=batch_size, progress=_progress(bar, leader, stop),
                                        guids=guids, ahead=seconds)
-        except _Interrupted:
+        except (_Interrupted, Abandoned):
             outcome.interrupted = True
             break
         except Exception as exc:  # a store failure, or a bug in the hybrid: the next hybrid still runs
@@ -224,6 +224,10 @@ def refresh_pass(hybrids: Sequence[type[DataObject]], batch_size: int, leader: L
 
 class _Interrupted(Exception):
     """Raised between batches when the refresher was stopped or lost the lead."""
+
+
+class Abandoned(BaseException):
+    """Raised inside a hung remote call on a signal: not an Exception, so no refresh records it."""
 
 
 def _progress(bar: Progress, leader: Leader, stop: threading.Event) -> Callable[[int], None]:
@@ -263,8 +267,9 @@ def _mirror(cls: type[DataObject]) -> Any:
 class Leader:
     """This process's bid to lead ``role``: acquire, renew in a thread, release.
 
-    :attr:`held` turns false as soon as a renewal says the lease is gone, or when no renewal
-    succeeded for a whole TTL (the store was unreachable): by then a standby may lead.
+    :attr:`held` turns false as soon as a renewal says the lease is gone, when no renewal succeeded
+    for a whole TTL (the store was unreachable: by then a standby may lead), or once the lead was
+    given up over a hung remote call (:attr:`stuck`).
     """
 
     def __init__(self, store: PersistentStore, role: str, ttl: float, *, owner: str | None = None) -> None:
@@ -275,7 +280,11 @@ class Leader:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.renew_every = self.ttl / 3
         self.retry = max(0.05, min(self.ttl / 4, MAX_RETRY))
+        self.stuck_after = self.ttl  # a remote call running longer is hung: the lead is given up
+        self.on_stuck: Callable[[], None] | None = None  # called once the lead was given up so
         self.lease: Leadership | None = None
+        self._calling_since: float | None = None
+        self._given_up: Leadership | None = None
         self._valid_until = 0.0
         self._lost = threading.Event()
         self._quit = threading.Event()
@@ -283,8 +292,17 @@ class Leader:
 
     @property
     def held(self) -> bool:
-        return (self.lease is not None and not self._lost.is_set()
-                and time.monotonic() < self._valid_until)
+        return self.lease is not None and not self._lost.is_set() and time.monotonic() < self._valid_until
+
+    @property
+    def stuck(self) -> bool:
+        """Whether the pass's remote call in progress has run for over :attr:`stuck_after` seconds."""
+        since = self._calling_since
+        return since is not None and time.monotonic() - since > self.stuck_after
+
+    def calling(self, started: bool) -> None:
+        """The pass's heartbeat (:func:`dal.mirror.refresh.watched`): a remote call starts or ends."""
+        self._calling_since = time.monotonic() if started else None
 
     def acquire(self) -> Leadership:
         self._stop_renewing()
@@ -305,7 +323,7 @@ class Leader:
     def release(self) -> None:
         self._stop_renewing()
         lease, self.lease = self.lease, None
-        if lease is not None:
+        if lease is not None and lease is not self._given_up:  # given up: released already
             try:
                 self.store.release_leadership(lease)
             except BackendError as exc:  # it expires anyway; a standby only waits longer
@@ -320,6 +338,9 @@ class Leader:
     def _renew(self, lease: Leadership) -> None:
         wait = self.renew_every
         while not self._quit.wait(wait):
+            if self.stuck:
+                self._give_up(lease)
+                return
             started = time.monotonic()
             try:
                 if not self.store.renew_leadership(lease):
@@ -334,10 +355,23 @@ class Leader:
             self._valid_until = started + lease.ttl
             wait = self.renew_every
 
+    def _give_up(self, lease: Leadership) -> None:
+        # the pass hangs in a remote call: stop renewing, and let a standby lead at its next try
+        self._given_up = lease
+        self._lost.set()
+        _say(f"giving up the lead of {self.role}: a remote call has run for over {self.stuck_after:g}s")
+        with suppress(DalError):  # it expires within its TTL anyway
+            self.store.release_leadership(lease)
+        if self.on_stuck is not None:
+            self.on_stuck()
+
 
 @contextmanager
-def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
-    """Set ``stop`` on SIGTERM or SIGINT (a second SIGINT interrupts at once), then restore the handlers."""
+def _stopped_by_signals(stop: threading.Event, leader: Leader) -> Iterator[None]:
+    """Set ``stop`` on SIGTERM or SIGINT (a second SIGINT interrupts at once), then restore the handlers.
+
+    A signal during a hung remote call (:attr:`Leader.stuck`), or before it, abandons its batch.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may handle signals: whoever runs us there handles them
         return
@@ -345,11 +379,21 @@ def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
     def on_signal(number: int, frame: FrameType | None) -> None:
         if number == signal.SIGINT and stop.is_set():
             raise KeyboardInterrupt
-        stop.set()
+        stop.set()  # before looking at stuck: see poke
+        if leader.stuck:
+            raise Abandoned
 
+    def poke() -> None:
+        # the lead was given up over a hung call; a signal came before it was hung: abandon it now
+        if stop.is_set():
+            signal.pthread_kill(main, signal.SIGTERM)
+
+    main = threading.get_ident()  # the main thread's: checked above
     previous = {number: signal.signal(number, on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
+    leader.on_stuck = poke
     try:
         yield
     finally:
+        leader.on_stuck = None
         for number, handler in previous.items():
             signal.signal(number, handler)

@@ -9,7 +9,7 @@ lazy refresh (:func:`dal.mirror.refresh.refresh`). A failing object or remote ne
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dal.config import current
@@ -68,24 +68,25 @@ def stale_count(hybrid: type[DataObject]) -> int:
 
 def refresh_stale(hybrid: type[DataObject], *, batch_size: int = 100,
                   progress: Callable[[int], None] | None = None,
-                  guids: list[str] | None = None, ahead: float = 0.0) -> RefreshReport:
+                  guids: Sequence[str] | None = None, ahead: float = 0.0) -> RefreshReport:
     """Refresh every stale object of ``hybrid`` in the configured context, ``batch_size`` at a time.
 
     ``progress(n)`` is called after each batch with the number of objects done so far.
     ``ahead``: also refresh the objects that will be stale within that many seconds (the bulk
     refresher's look-ahead to its next pass; 0: only those stale now).
     ``guids``: the due guids when the caller has just listed them (:func:`stale_guids`, with
-    the same ``ahead``), so that they are not listed twice. Never
+    the same ``ahead``), so that they are not listed twice: a list of str (ConfigurationError
+    otherwise), a guid given twice counted and refreshed once. Never
     raises for a remote failure (see the report's ``failed``); MirrorError inside
     :func:`dal.mirror.frozen`.
     """
     _mirror_of(hybrid)
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ConfigurationError(f"refresh_stale: batch_size must be a positive int, not {batch_size!r}")
     if is_frozen():
         raise MirrorError("refresh_stale() inside dal.mirror.frozen(): refreshes are frozen here")
     ahead = _look_ahead(ahead)
-    guids = stale_guids(hybrid, ahead) if guids is None else guids
+    guids = stale_guids(hybrid, ahead) if guids is None else _guid_list(guids)
     refreshed = unchanged = 0
     failed: dict[str, str] = {}
     bulk = has_bulk(hybrid)
@@ -95,7 +96,8 @@ def refresh_stale(hybrid: type[DataObject], *, batch_size: int = 100,
         objects = list(hybrid._load_many(batch).values())
         for obj in objects:
             obj.__dict__["_mirror_checked"] = True  # the loaders' own reads must not refresh again
-        results = refresh(objects, bulk=bulk, ahead=ahead) if objects else {}
+        # again: an object whose refresh another caller made meanwhile and failed is tried here too
+        results = refresh(objects, bulk=bulk, ahead=ahead, again=True) if objects else {}
         for guid, result in results.items():
             if result.outcome == REFRESHED:
                 refreshed += 1
@@ -108,6 +110,17 @@ def refresh_stale(hybrid: type[DataObject], *, batch_size: int = 100,
             progress(done)
     current().stats.add(f"mirror.{hybrid._meta.name}.bulk_runs")
     return RefreshReport(len(guids), refreshed, unchanged, failed)
+
+
+def _guid_list(guids: object) -> list[str]:
+    """Return ``guids`` as a list without repeats (an object counts and refreshes once); refuse the rest."""
+    # a str is a sequence too: "abc" would be refreshed as three guids "a", "b", "c"
+    if isinstance(guids, (str, bytes)) or not isinstance(guids, Sequence):
+        raise ConfigurationError(f"refresh_stale: guids must be a list of guids (str), not {guids!r:.80}")
+    for guid in guids:
+        if not isinstance(guid, str):
+            raise ConfigurationError(f"refresh_stale: a guid must be a str, not {guid!r:.80}")
+    return list(dict.fromkeys(guids))
 
 
 def _look_ahead(ahead: float) -> float:

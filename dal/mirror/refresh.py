@@ -14,7 +14,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,9 @@ GONE = "gone"             # deleted meanwhile: nothing written (a refresh never 
 ERROR_LENGTH = 2000
 
 _frozen: contextvars.ContextVar[bool] = contextvars.ContextVar("dal_mirror_frozen", default=False)
+#: told True as each remote call (``_refresh``, ``_refresh_many``) starts, False as it ends
+_watch: contextvars.ContextVar[Callable[[bool], None] | None] = contextvars.ContextVar(
+    "dal_mirror_watch", default=None)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,34 @@ def frozen() -> Iterator[None]:
         yield
     finally:
         _frozen.reset(token)
+
+
+@contextlib.contextmanager
+def watched(watch: Callable[[bool], None]) -> Iterator[None]:
+    """Within the block (in this thread or task), call ``watch(True)`` as each remote call starts
+    and ``watch(False)`` as it ends, however it ends: the bulk refresher's heartbeat, which tells
+    a remote that hangs from a pass that is only long.
+    """
+    token = _watch.set(watch)
+    try:
+        yield
+    finally:
+        _watch.reset(token)
+
+
+@contextlib.contextmanager
+def _calling() -> Iterator[None]:
+    watch = _watch.get()
+    if watch is None:
+        yield
+        return
+    watch(True)
+    token = _watch.set(None)  # a refresh the loader's own reads make is part of this call
+    try:
+        yield
+    finally:
+        _watch.reset(token)
+        watch(False)
 
 
 def is_frozen() -> bool:
@@ -120,12 +151,15 @@ def has_bulk(cls: type[DataObject]) -> bool:
 
 
 def refresh(objects: list[DataObject], *, force: bool = False, bulk: bool | None = None,
-            ahead: float = 0.0) -> dict[str, Result]:
+            ahead: float = 0.0, again: bool = False) -> dict[str, Result]:
     """Refresh objects of one mirrored hybrid, once across processes; return what became of each, by guid.
 
     Without ``force``, an object that is no longer due in the store is only brought up to date:
     due means stale ``ahead`` seconds from now (the bulk refresher looks ahead to its next pass).
     ``bulk``: ask through ``_refresh_many`` (default: when the hybrid has one and several are due).
+    An object whose refresh another caller was making and that is still due once that one is
+    done (its refresh failed) is reported FAILED with the error it stored; with ``again`` (the
+    bulk refresher), it is refreshed here once more first.
     """
     context = current()
     cls = type(objects[0])
@@ -147,20 +181,23 @@ def refresh(objects: list[DataObject], *, force: bool = False, bulk: bool | None
             flight.release(context, lock)
     if held:
         context.stats.add(f"mirror.{name}.waits", len(held))
-        results.update(_after_waiting(context, held, mirror.lock_timeout, force, bulk, ahead))
+        results.update(_after_waiting(context, held, force, bulk, ahead, again))
     return results
 
 
-def _after_waiting(context: Context, held: list[DataObject], lock_timeout: float, force: bool,
-                   bulk: bool | None, ahead: float) -> dict[str, Result]:
+def _after_waiting(context: Context, held: list[DataObject], force: bool, bulk: bool | None,
+                   ahead: float, again: bool) -> dict[str, Result]:
     """Wait for the refreshes other callers hold; adopt what they stored, refresh the rest here."""
     cls = type(held[0])
     name = cls._meta.name
+    mirror = cls._meta.mirror
+    assert mirror is not None
     results: dict[str, Result] = {}
-    deadline = time.monotonic() + lock_timeout
+    deadline = time.monotonic() + mirror.lock_timeout
     late: list[tuple[DataObject, flight.Lock | None]] = []
     for obj in held:
-        lock = flight.wait(context, flight.lock_key(context, name, obj.guid), lock_timeout, deadline)
+        key = flight.lock_key(context, name, obj.guid)
+        lock = flight.wait(context, key, mirror.lock_timeout, deadline)
         if force or lock is not None:
             # its holder died or took too long, or a refresh is demanded: ask ourselves
             late.append((obj, lock))
@@ -169,8 +206,19 @@ def _after_waiting(context: Context, held: list[DataObject], lock_timeout: float
         if entry is None:
             results[obj.guid] = Result(GONE)
             continue
-        adopt(obj, entry, parsed_names(cls, decode(entry.value).get("info")))
-        results[obj.guid] = Result(ELSEWHERE)
+        document = cls._meta.with_defaults(decode(entry.value))
+        due = mirror.stale(document["cached_at"], document["ignore_cache"], clock.now() + ahead)
+        if due and again:
+            # the holder's refresh failed (or stored nothing): the bulk refresher tries once more
+            # itself rather than count it as refreshed; a caller still holding it is left to it
+            lock = flight.acquire(context, key, mirror.lock_timeout)
+            if lock is not None:
+                late.append((obj, lock))
+                continue
+        adopt(obj, entry, parsed_names(cls, document["info"]))
+        error = document["error"]
+        # still due with an error: the holder's refresh failed, and so did this caller's wait
+        results[obj.guid] = Result(FAILED, error) if due and error else Result(ELSEWHERE)
     try:
         if late:
             results.update(_refresh_owned(context, [obj for obj, _ in late], force, bulk, ahead))
@@ -259,7 +307,8 @@ def _ask_remote(context: Context, objects: list[DataObject], bulk: bool) -> dict
         if bulk:
             stats.add(label + "remote_calls")
             try:
-                found = cls._refresh_many(objects)  # type: ignore[attr-defined]
+                with _calling():
+                    found = cls._refresh_many(objects)  # type: ignore[attr-defined]
             except Exception as exc:
                 return {obj.guid: exc for obj in objects}
             if not isinstance(found, Mapping):
@@ -273,7 +322,8 @@ def _ask_remote(context: Context, objects: list[DataObject], bulk: bool) -> dict
         for obj in objects:
             stats.add(label + "remote_calls")
             try:
-                answers[obj.guid] = obj._refresh()  # type: ignore[attr-defined]
+                with _calling():
+                    answers[obj.guid] = obj._refresh()  # type: ignore[attr-defined]
             except Exception as exc:
                 answers[obj.guid] = exc
         return answers
@@ -282,7 +332,22 @@ def _ask_remote(context: Context, objects: list[DataObject], bulk: bool) -> dict
 
 
 def describe(error: BaseException) -> str:
-    """Return the text ``error`` stores for a failure: the exception's type and message."""
-    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    """Return the text ``error`` stores for a failure: the exception's type and message.
+
+    Never raises, and always returns storable text: a loader's message can hold a lone surrogate
+    (bytes decoded with ``surrogateescape``), which no store can encode, and an exception's
+    ``__str__`` can itself raise; either would otherwise escape into the attribute read.
+    """
+    name = type(error).__name__
+    try:
+        message = str(error)
+    except Exception:  # its __str__ is broken: its repr, else its type alone
+        try:
+            message = repr(error)
+        except Exception:
+            message = ""
+    text = f"{name}: {message}" if message else name
+    # a lone surrogate becomes its \udcff escape: the text stays readable and UTF-8 can hold it
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= ERROR_LENGTH else text[:ERROR_LENGTH - 3] + "..."
 
