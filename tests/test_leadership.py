@@ -1,4 +1,4 @@
-"""The refresher's hold on its lease (``dal.cli.refresh.Leader``), on every durable store.
+"""The refresher's hold on its lease (``dal.cli.leader.Leader``), on every durable store.
 
 The store methods themselves are in the conformance suite (``dal/testing/conformance/leadership.py``);
 these tests cover what ``dal refresh`` builds on them: a thread renewing the lease, noticing its
@@ -19,7 +19,7 @@ import pytest
 
 from dal.backends import open_persistent
 from dal.backends.base import PersistentStore
-from dal.cli.refresh import MAX_RETRY, Leader
+from dal.cli.leader import MAX_RETRY, Leader
 
 
 @pytest.fixture
