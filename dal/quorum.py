@@ -117,6 +117,9 @@ def replicas_for(key: str, servers: Sequence[str], count: int) -> list[str]:
     scores win, ties to the greater name. The order of ``servers`` does not matter; removing a
     server moves only the keys it held, each to one new server, the others staying. Pass the
     servers as ``host:port`` and the key as sent on the wire, as ``Rendezvous`` sees them.
+    Servers are compared as text, as they are hashed: two spellings of one server (``localhost``
+    and ``127.0.0.1``) are the caller's to refuse, which needs name resolution (I/O, not done
+    here; :mod:`dal.backends.memcached.addresses`).
     """
     if len(set(servers)) != len(servers):
         raise ConfigurationError(f"the servers {list(servers)} name one server twice")

@@ -89,8 +89,14 @@ def test_contexts_sharing_one_local_cache_do_not_drop_it(tmp_path: Path) -> None
     assert current() is back
 
 
-def test_a_commit_through_a_context_with_a_shared_cache_reaches_a_local_cache(tmp_path: Path) -> None:
-    """The other context's cache is shared (fakeredis here): its commits count against local caches too."""
+def test_a_commit_through_a_context_with_a_shared_cache_reaches_a_local_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other context's cache is shared: its commits count against local caches too. fakeredis
+    stands for a shared cache here (it is process-local, ``shared = False``, so it is told to be
+    shared: a real server's would be, and this test needs none)."""
+    from dal.backends.redis.fake import FakeRedisCache
+
+    monkeypatch.setattr(FakeRedisCache, "shared", True)
     tag = uuid.uuid4().hex[:8]
     store, local = f"sqlite:///{tmp_path}/db.sqlite3", f"memory://local{tag}"
     configure(store, local, namespace="lc")

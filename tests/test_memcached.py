@@ -156,3 +156,19 @@ def test_a_malformed_reply_is_a_miss_not_a_failed_read(reply: bytes) -> None:
         cache.close()
     finally:
         server.close()
+
+
+def test_an_infinite_ttl_never_expires_and_a_nan_one_is_expired_at_once(memcached_server: Any,
+                                                                        namespace: str) -> None:
+    from dal.backends.memcached import expiry
+    from dal.backends.redis.cache import EXPIRED, milliseconds
+
+    assert expiry(float("inf")) == 0  # as a TTL past 2038 is: 0 is memcached's "never"
+    assert expiry(float("-inf")) == expiry(float("nan")) == -1  # stored expired, as a negative TTL
+    assert milliseconds(float("nan")) == EXPIRED  # the Redis backend's meaning of NaN, the same
+    cache = open_volatile(memcached_server.url)
+    key = f"{namespace}infinite"
+    assert cache.set(key, b"kept", float("inf"))
+    assert cache.get(key) == b"kept"
+    assert cache.set(key, b"gone", float("nan"))  # replaces, and expires at once
+    assert cache.get(key) is None

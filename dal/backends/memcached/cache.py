@@ -55,12 +55,13 @@ def expiry(ttl: float) -> int:
     lock or lease that lapsed early would let a second caller in. Above 30 days memcached reads
     an absolute unix time, which it parses as a signed 32-bit number: one past 2**31 - 1
     (2038-01-19) would be stored already expired, without an error, so such a TTL is sent as 0
-    (never expires), which outlives it too.
+    (never expires), which outlives it too; an infinite TTL as well. A NaN TTL is sent as -1,
+    already expired, as a negative one is: Redis's backend stores it so too.
     """
     latest = 2**31 - 1  # the latest unix time memcached takes as an expiry
-    if ttl == 0:
+    if ttl == 0 or ttl == math.inf:
         return 0
-    if ttl < 0:
+    if not ttl > 0:  # negative, or NaN (which compares false with every number)
         return -1
     seconds = math.ceil(ttl) + 1
     if seconds <= RELATIVE_TTL_LIMIT:

@@ -65,6 +65,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
+from dal.backends.memcached.addresses import refuse_aliases
 from dal.backends.memcached.cache import MemcachedCache, url_settings
 from dal.backends.memcached.dumps import ListedEntry
 from dal.backends.memcached.fanout import Answers, Counter, Counts, FanOut
@@ -114,6 +115,8 @@ class ReplicatedCache:
         if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= len(servers):
             raise ConfigurationError(f"option replicas in {url} must be a whole number from 1 to the "
                                      f"{len(servers)} servers it names, not {replicas!r}")
+        if replicas > 1:  # two spellings of one server would be two agreeing votes (.addresses)
+            refuse_aliases(str(url), servers)
         self.replicas = replicas
         self.needed = needed_replies(replicas)
         self._timeout = timeout

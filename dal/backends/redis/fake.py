@@ -4,8 +4,11 @@ The same store classes as ``redis://``, given a fakeredis client instead of a co
 Lua scripts run (fakeredis evaluates them with lupa), so a test exercises exactly the commits and
 scans a real server would. Each name is one fake server per process (``fakeredis://`` is the name
 ``""``): every client opened with that name, in either role, sees the same data, and the data lives
-as long as the process. Nothing is shared between processes: for tests of several processes, start
-a real ``redis-server``.
+as long as the process. Nothing is shared between processes, so both stores say ``shared = False``,
+as ``memory://`` does: the demo runs its refresher in this process, ``dal stats`` says its numbers
+are this process's, and a context checks its fake cache as a process-local one (emptied by
+:meth:`FakeRedisCache.clear` after a commit it did not hear of). For tests of several processes,
+start a real ``redis-server``.
 
 Needs ``pip install 'dal[fakeredis]'`` (fakeredis with its Lua support).
 """
@@ -13,13 +16,14 @@ Needs ``pip install 'dal[fakeredis]'`` (fakeredis with its Lua support).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import ClassVar
 
 import fakeredis
 
 from dal.backends.redis.cache import DEFAULT_TIMEOUT as CACHE_TIMEOUT
 from dal.backends.redis.cache import RedisCache
-from dal.backends.redis.connection import Opened, database
+from dal.backends.redis.connection import CACHE, ERRORS, Opened, database
 from dal.backends.redis.store import DEFAULT_TIMEOUT as STORE_TIMEOUT
 from dal.backends.redis.store import RedisStore
 from dal.backends.url import StoreURL, on_off, timeout_option
@@ -54,6 +58,8 @@ class FakeRedisStore(RedisStore):
     """:class:`~dal.backends.redis.store.RedisStore` on an in-process fake server."""
 
     scheme: ClassVar[str] = "fakeredis"
+    #: no other process reaches the data (a commit from elsewhere is impossible)
+    shared: ClassVar[bool] = False
 
     @classmethod
     def from_url(cls, url: StoreURL) -> FakeRedisStore:
@@ -64,6 +70,8 @@ class FakeRedisCache(RedisCache):
     """:class:`~dal.backends.redis.cache.RedisCache` on an in-process fake server."""
 
     scheme: ClassVar[str] = "fakeredis"
+    #: no other process sees the entries: commits elsewhere never invalidate them
+    shared: ClassVar[bool] = False
 
     @classmethod
     def from_url(cls, url: StoreURL) -> FakeRedisCache:
@@ -71,3 +79,24 @@ class FakeRedisCache(RedisCache):
         cache = cls(url, open_fake(url, CACHE_TIMEOUT, ("timeout", "hits")))
         cache.count_hits = url.option("hits", on_off, False)
         return cache
+
+    def clear(self, keep: Callable[[str], bool] | None = None, endings: tuple[str, ...] = ("",)) -> None:
+        """Remove every entry of this database, or every entry but those whose key ends with one of
+        ``endings`` and that ``keep`` accepts (``memory://``'s ``clear``, same arguments).
+
+        What a context does to a process-local cache that may have missed a commit (another
+        context's in this process, or another process's to a shared durable store): as
+        ``memory://``'s. Only the cache's own keys (``dal:c:``) go; a durable store in the same
+        fake database keeps its data.
+        """
+        try:
+            names = [name for name in self._client.scan_iter(match=CACHE + "*", count=1000)
+                     if not self._kept(name[len(CACHE):].decode(), keep, endings)]
+            if names:
+                self._client.delete(*names)
+        except ERRORS as exc:
+            raise self._failure("clear", exc) from exc
+
+    @staticmethod
+    def _kept(key: str, keep: Callable[[str], bool] | None, endings: tuple[str, ...]) -> bool:
+        return keep is not None and key.endswith(endings) and keep(key)
