@@ -60,6 +60,8 @@ class FakeRedisStore(RedisStore):
     scheme: ClassVar[str] = "fakeredis"
     #: no other process reaches the data (a commit from elsewhere is impossible)
     shared: ClassVar[bool] = False
+    #: its fake server lives as long as the process, so data outlives the client (conformance reads it)
+    outlives_its_client: ClassVar[bool] = True
 
     @classmethod
     def from_url(cls, url: StoreURL) -> FakeRedisStore:
