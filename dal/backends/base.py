@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
 from dal.backends.url import StoreURL
-from dal.exceptions import ConfigurationError
+from dal.exceptions import BackendError, ConfigurationError
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +118,17 @@ class CommitResult:
     revision: int = 0
     failed: tuple[int, ...] = ()
     current: Mapping[str, Entry] = field(default_factory=dict)
+
+
+class RefusedError(BackendError):
+    """The store refused a request before applying any of it: sent again as it is, it fails the
+    same way until what the message names is fixed, and retrying it is safe (nothing was written).
+
+    The commit journal (``dal/cache/journal.py``) does not fence a refused commit as one that may
+    have been applied.
+    """
+
+    nothing_written: ClassVar[bool] = True
 
 
 # --- leadership ------------------------------------------------------------------------

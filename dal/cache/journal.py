@@ -54,6 +54,7 @@ from dal.backends.base import (
     Op,
     PersistentStore,
     Put,
+    RefusedError,
     Revision,
 )
 from dal.cache.counters import Stats
@@ -169,9 +170,9 @@ class Journal:
             result = self.store.commit(sent_checks, sent_ops)
         except BackendError as exc:
             uncertain = Uncertain(key, record, stamp)
-            # a store that cannot lose an answer rolled the failed commit back, and one whose error
-            # says it wrote nothing (``nothing_written``: refused before it ran) did: nothing to learn
-            certain = not self.store.ambiguous_commits or getattr(exc, "nothing_written", False)
+            # a store that cannot lose an answer rolled the failed commit back, and one that refused
+            # the commit before applying any of it (RefusedError) wrote nothing: nothing to learn
+            certain = not self.store.ambiguous_commits or isinstance(exc, RefusedError)
             outcome, revision = (Outcome.NOT_APPLIED, 0) if certain else self.resolve(uncertain)
             if outcome is not Outcome.APPLIED:
                 self._give_back(along)

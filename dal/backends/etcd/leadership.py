@@ -20,7 +20,7 @@ import grpc
 from pyetcd import etcdrpc
 
 from dal.backends.base import Leadership, lease_ttl
-from dal.backends.etcd.transport import EtcdTransport, etcd_error
+from dal.backends.etcd.transport import MAX_LEASE_TTL, EtcdTransport, etcd_error, utf8
 from dal.exceptions import BackendError
 
 #: the prefix of every role's key
@@ -30,7 +30,7 @@ _CREATE, _EQUAL = etcdrpc.Compare.CREATE, etcdrpc.Compare.EQUAL
 
 def role_key(role: str) -> bytes:
     """Return the etcd key a role's leader holds."""
-    return f"{PREFIX}{role}".encode()
+    return utf8(f"{PREFIX}{role}")
 
 
 class EtcdLeadership(EtcdTransport):
@@ -38,8 +38,9 @@ class EtcdLeadership(EtcdTransport):
 
     def acquire_leadership(self, role: str, owner: str, ttl: float) -> Leadership:
         """Create the role's key on a fresh lease, unless another owner's key is there."""
-        ttl = lease_ttl(role, owner, ttl)
-        key = role_key(role)
+        # etcd refuses a lease longer than its maximum: one that long never expires in practice
+        ttl = min(lease_ttl(role, owner, ttl), float(MAX_LEASE_TTL))
+        key, value = role_key(role), utf8(owner)
         found = self._call("Range", etcdrpc.RangeRequest(key=key)).kvs
         if found:  # a standby's usual answer, in one round trip
             holder = found[0].value.decode(errors="replace")
@@ -51,12 +52,14 @@ class EtcdLeadership(EtcdTransport):
         # etcd counts leases in whole seconds (and may raise a short one to its minimum)
         granted = self._call("LeaseGrant", etcdrpc.LeaseGrantRequest(TTL=max(1, math.ceil(ttl))),
                              service="lease")
-        put = etcdrpc.PutRequest(key=key, value=owner.encode(), lease=granted.ID)
+        put = etcdrpc.PutRequest(key=key, value=value, lease=granted.ID)
         request = etcdrpc.TxnRequest(
             compare=[etcdrpc.Compare(key=key, target=_CREATE, result=_EQUAL, create_revision=0)],
             success=[etcdrpc.RequestOp(request_put=put)],
             failure=[etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=key))])
-        response = self._call("Txn", request)
+        # not sent again after no answer: a resend that finds the first one's key would read as
+        # another holder's, and revoking our lease would then delete the key we hold
+        response = self._call("Txn", request, resend=False)
         lease = Leadership(role, owner, float(granted.TTL), acquired=True, holder=owner, handle=granted.ID)
         if response.succeeded:
             return lease

@@ -6,8 +6,8 @@ them. A commit reads back what failed in the same round trip.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
 
 from pyetcd import etcdrpc
 
@@ -21,12 +21,13 @@ from dal.backends.base import (
     Op,
     PrefixUnchanged,
     Put,
+    RefusedError,
     Revision,
 )
 from dal.backends.etcd.leadership import EtcdLeadership
-from dal.backends.etcd.transport import tls_credentials
+from dal.backends.etcd.transport import CompactedError, SpaceExceededError, tls_credentials, utf8
 from dal.backends.url import StoreURL, timeout_option
-from dal.exceptions import ConfigurationError
+from dal.exceptions import BackendError, ConfigurationError
 
 DEFAULT_PORT = 2379
 DEFAULT_TIMEOUT = 5.0
@@ -34,10 +35,13 @@ DEFAULT_TIMEOUT = 5.0
 TXN_OPS = 128
 #: keys per range request of scan_keys, so one response stays a few megabytes at most
 KEYS_PAGE = 20_000
-#: seconds a failed endpoint is passed over while others remain (pyetcd's default is 300)
+#: times a read of several requests pinned to one revision starts over when etcd compacts that
+#: revision between two of them
+SNAPSHOT_ATTEMPTS = 3
 _OPTIONS = ("timeout", "ca_cert", "cert_key", "cert_cert")
 _MOD, _VERSION = etcdrpc.Compare.MOD, etcdrpc.Compare.VERSION
 _EQUAL, _GREATER, _LESS = etcdrpc.Compare.EQUAL, etcdrpc.Compare.GREATER, etcdrpc.Compare.LESS
+T = TypeVar("T")
 
 
 class EtcdStore(EtcdLeadership):
@@ -67,28 +71,45 @@ class EtcdStore(EtcdLeadership):
     # --- reads ----------------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
-        response = self._call("Range", etcdrpc.RangeRequest(key=key.encode()))
+        response = self._call("Range", etcdrpc.RangeRequest(key=utf8(key)))
         if not response.kvs:
             return None
         kv = response.kvs[0]
         return Entry(kv.value, kv.mod_revision)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
-        wanted = list(dict.fromkeys(keys))
+        wanted = [utf8(key) for key in dict.fromkeys(keys)]
+        return self._snapshot(lambda: self._get_many(wanted))
+
+    def _get_many(self, wanted: list[bytes]) -> dict[str, Entry]:
         found: dict[str, Entry] = {}
         revision = 0
         for start in range(0, len(wanted), TXN_OPS):
             chunk = wanted[start:start + TXN_OPS]
             # later chunks read at the first chunk's revision, so the result is one snapshot
-            reads = [etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=k.encode(), revision=revision))
+            reads = [etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=k, revision=revision))
                      for k in chunk]
             response = self._call("Txn", etcdrpc.TxnRequest(success=reads))
             revision = revision or response.header.revision
             for key, op in zip(chunk, response.responses, strict=True):
                 if op.response_range.kvs:
                     kv = op.response_range.kvs[0]
-                    found[key] = Entry(kv.value, kv.mod_revision)
+                    found[key.decode()] = Entry(kv.value, kv.mod_revision)
         return found
+
+    def _snapshot(self, read: Callable[[], T]) -> T:
+        """Run a read whose requests are pinned to its first one's revision; start it over at the
+        current revision when etcd compacts that one away between two of them."""
+        for attempt in range(1, SNAPSHOT_ATTEMPTS + 1):
+            try:
+                return read()
+            except CompactedError as exc:
+                if attempt == SNAPSHOT_ATTEMPTS:
+                    raise BackendError(
+                        f"{exc}, but it was compacted during each of {SNAPSHOT_ATTEMPTS} reads in a row: "
+                        "something compacts this etcd very often (its --auto-compaction-retention, or a "
+                        "client); try again") from exc
+        raise AssertionError("unreachable")
 
     def scan(self, prefix: str, *, start_after: str | None = None,
              limit: int | None = None) -> list[tuple[str, Entry]]:
@@ -96,7 +117,7 @@ class EtcdStore(EtcdLeadership):
             return []
         start, end = prefix_range(prefix)
         if start_after is not None:
-            start = max(start, (start_after + "\0").encode())
+            start = max(start, utf8(start_after) + b"\0")
             if end != b"\0" and start >= end:
                 return []
         # sort_order NONE on purpose: etcd returns ranges in ascending key order anyway, and an
@@ -108,6 +129,9 @@ class EtcdStore(EtcdLeadership):
     def scan_keys(self, prefixes: Sequence[str]) -> dict[str, list[str]]:
         """Return the keys under each prefix: one read txn per 128 prefixes, all at one revision."""
         wanted = list(dict.fromkeys(prefixes))
+        return self._snapshot(lambda: self._scan_keys(wanted))
+
+    def _scan_keys(self, wanted: list[str]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         revision = 0
         for start in range(0, len(wanted), TXN_OPS):
@@ -130,7 +154,7 @@ class EtcdStore(EtcdLeadership):
     def _keys_request(prefix: str, start_after: str | None, revision: int) -> Any:
         start, end = prefix_range(prefix)
         if start_after is not None:
-            start = (start_after + "\0").encode()
+            start = utf8(start_after) + b"\0"
         return etcdrpc.RangeRequest(key=start, range_end=end, keys_only=True, limit=KEYS_PAGE,
                                     revision=revision)
 
@@ -146,7 +170,7 @@ class EtcdStore(EtcdLeadership):
         prefix_reads: dict[tuple[str, int], int] = {}
         for check in checks:
             if isinstance(check, Revision | Exists):
-                key = check.key.encode()
+                key = utf8(check.key)
                 if isinstance(check, Revision):
                     # an absent key compares as mod revision 0, which is what Revision(k, 0) means
                     compares.add(key=key, target=_MOD, result=_EQUAL, mod_revision=check.revision)
@@ -170,11 +194,35 @@ class EtcdStore(EtcdLeadership):
                     read = failure.add().request_range
                     read.key, read.range_end, read.limit = start, end, 1
                     read.keys_only, read.min_mod_revision = True, after + 1
-        add_write_requests(request.success, ops)
-        response = self._call("Txn", request, txn_size=(len(checks), len(request.success)))
+        puts, deletes = add_write_requests(request.success, ops)
+        # keys whose check a first send that applied makes fail (it rewrote or deleted them): with
+        # one, a send that got no answer may go again to another member, it cannot apply twice
+        guarded = [check.key for check in checks if isinstance(check, Revision) and (
+            check.key in puts or (check.revision > 0 and check.key in deletes))]
+        try:
+            response = self._call("Txn", request, txn_size=(len(checks), len(request.success)),
+                                  resend=bool(guarded))
+        except SpaceExceededError as exc:
+            raise self._unless_applied(exc, [key for key in guarded if key in puts]) from exc
         if response.succeeded:
             return CommitResult(ok=True, revision=response.header.revision)
         return self._conflict(checks, response, key_reads, prefix_reads)
+
+    def _unless_applied(self, exc: BackendError, created: list[str]) -> BackendError:
+        """Tell a commit etcd answered "database space exceeded" and did not apply (a RefusedError)
+        from one it applied all the same (the write that went over the quota): it was answered, so
+        it is settled either way, and one applied wrote every key it created, so a created key
+        still absent says it was not (dal's commits create their journal key)."""
+        if created:
+            reads = [etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=utf8(key), count_only=True))
+                     for key in created]
+            try:
+                response = self._call("Txn", etcdrpc.TxnRequest(success=reads))
+            except BackendError:
+                return BackendError(str(exc))
+            if any(op.response_range.count == 0 for op in response.responses):
+                return RefusedError(str(exc))
+        return BackendError(str(exc))
 
     @staticmethod
     def _conflict(checks: Sequence[Check], response: Any, key_reads: dict[str, int],
@@ -215,7 +263,7 @@ def prefix_range(prefix: str) -> tuple[bytes, bytes]:
     ``range_end`` ``b"\\0"`` means "to the end of the keyspace", which is what the empty
     prefix needs (etcd has no empty keys, so ``b"\\0"`` starts it).
     """
-    start = prefix.encode()
+    start = utf8(prefix)
     end = bytearray(start)
     while end and end[-1] == 0xFF:
         end.pop()
@@ -232,8 +280,9 @@ def write_requests(ops: Sequence[Op]) -> list[Any]:
     return list(request.success)
 
 
-def add_write_requests(requests: Any, ops: Sequence[Op]) -> None:
-    """Append to ``requests`` (a txn's repeated RequestOp field) the requests of ordered ``ops``.
+def add_write_requests(requests: Any, ops: Sequence[Op]) -> tuple[dict[str, bytes], set[str]]:
+    """Append to ``requests`` (a txn's repeated RequestOp field) the requests of ordered ``ops``;
+    return the keys they leave put (with their values) and those they delete (:func:`fold_ops`).
 
     etcd refuses a txn that puts a key twice or puts a key inside a range it also deletes
     ("duplicate key given in txn request"), so ops are folded in order (:func:`fold_ops`), and a
@@ -243,17 +292,18 @@ def add_write_requests(requests: Any, ops: Sequence[Op]) -> None:
     for key, value in puts.items():
         # set in place (a key is never empty, so the put is present): no message is copied
         put = requests.add().request_put
-        put.key, put.value = key.encode(), value
+        put.key, put.value = utf8(key), value
     for key in sorted(deletes):
-        requests.add().request_delete_range.key = key.encode()
+        requests.add().request_delete_range.key = utf8(key)
     for prefix in prefixes:
         start, end = prefix_range(prefix)
         for key in sorted(key for key in puts if key.startswith(prefix)):
-            if start < key.encode():
-                _delete_range(requests, start, key.encode())
-            start = (key + "\0").encode()
+            if start < utf8(key):
+                _delete_range(requests, start, utf8(key))
+            start = utf8(key) + b"\0"
         if end == b"\0" or start < end:
             _delete_range(requests, start, end)
+    return puts, deletes
 
 
 def fold_ops(ops: Sequence[Op]) -> tuple[dict[str, bytes], set[str], list[str]]:

@@ -19,11 +19,16 @@ from pyetcd import etcdrpc
 from pyetcd.client import Endpoint, MultiEndpointEtcd3Client
 from pyetcd.exceptions import NoServerAvailableError
 
+from dal.backends.base import RefusedError
 from dal.backends.url import StoreURL
-from dal.exceptions import BackendError, ConfigurationError
+from dal.exceptions import BackendError, ConfigurationError, InvalidValueError
 
 #: seconds a failed endpoint is passed over while others remain (pyetcd's default is 300)
 ENDPOINT_RETRY_AFTER = 2.0
+#: seconds one send to one member waits at least (or what is left of the deadline): a member that
+#: is frozen or cut off accepts a request and never answers, so each send gets a share of the time
+#: left and an unanswered one goes to the next member; a healthy member answers within milliseconds
+ATTEMPT_FLOOR = 0.5
 _CHANNEL_OPTIONS = [
     # gRPC backs off up to 2 minutes before reconnecting; a recovered server should be used soon
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -44,6 +49,37 @@ INVALID_AUTH_TOKEN = (grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth
 #: what gRPC itself answers (before etcd sees it) for a request over the server's gRPC limit,
 #: --max-request-bytes plus 512 KiB; RESOURCE_EXHAUSTED alone is also etcd's "database space exceeded"
 OVER_GRPC_LIMIT = (grpc.StatusCode.RESOURCE_EXHAUSTED, "grpc: received message larger than max")
+NO_SPACE = (grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
+PERMISSION_DENIED = (grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied")
+EMPTY_KEY = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: key is not provided")
+DUPLICATE_KEY = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request")
+TOO_MANY_REQUESTS = (grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: too many requests")
+USER_EMPTY = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: user name is empty")
+AUTH_NOT_ENABLED = (grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
+AUTH_OLD_REVISION = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: revision of auth store is old")
+COMPACTED = (grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
+#: etcd's longest lease, in seconds (MaxLeaseTTL in its lessor); a longer one is refused
+MAX_LEASE_TTL = 9_000_000_000
+
+
+class SpaceExceededError(BackendError):
+    """etcd answered "database space exceeded" to a request sent once. Not a refusal by itself: the
+    write that takes the database over its quota is applied and answered with this error all the
+    same (etcd's quotaApplierV3), so :meth:`~dal.backends.etcd.store.EtcdStore.commit` reads back
+    whether it was."""
+
+
+class CompactedError(BackendError):
+    """A read pinned to a revision etcd has compacted away since (reading again at the current one works)."""
+
+
+def utf8(text: str) -> bytes:
+    """Return ``text`` in UTF-8; one with a lone surrogate raises InvalidValueError (etcd keys are bytes)."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidValueError(f"cannot send {text!r} to etcd: UTF-8 cannot encode its lone "
+                                f"surrogate {text[exc.start:exc.end]!r}") from exc
 
 
 def etcd_error(exc: Any) -> tuple[Any, str]:
@@ -82,22 +118,36 @@ class EtcdTransport:
         self._client.close()
 
     def _call(self, method: str, request: Any, *, txn_size: tuple[int, int] | None = None,
-              service: str = "kv") -> Any:
-        """Send one KV (or lease) request, failing over between endpoints, all within the store's timeout."""
+              service: str = "kv", resend: bool = True) -> Any:
+        """Send one KV (or lease) request, failing over between endpoints, all within the store's timeout.
+
+        ``resend``: whether a send that got no answer may be sent again to another member (see
+        :meth:`_send`); a request that may not gets the whole deadline on its first member.
+        """
         if self._closed:  # gRPC would raise a bare ValueError on its closed channels
             raise BackendError(f"the etcd store {self.url} is closed; open it again (dal.configure())")
         deadline = time.monotonic() + self.timeout
+        tries = _Tries()
         for attempt in range(2):
             metadata = self._auth_metadata(deadline)
             try:
-                return self._send(method, request, deadline, metadata, service=service)
+                return self._send(method, request, deadline, metadata, service=service, resend=resend,
+                                  tries=tries)
             except grpc.RpcError as exc:
-                # tokens expire (etcd's simple tokens after 5 minutes idle): log in again, once
-                if attempt == 0 and metadata and is_expired_token(exc):
+                # tokens expire (etcd's simple tokens after 5 minutes idle), a changed auth store
+                # outdates them, and auth enabled after we went without one asks for a user: log in
+                # again, once (etcd refused the request before applying it)
+                if attempt == 0 and self._login_again(exc, metadata) and (resend or not tries.unanswered):
                     self._token = None
                     continue
-                raise self._error(exc, txn_size, deadline) from exc
+                raise self._error(exc, txn_size, deadline, answered=not tries.unanswered) from exc
         raise AssertionError("unreachable")
+
+    def _login_again(self, exc: Any, metadata: tuple[tuple[str, str], ...] | None) -> bool:
+        if self._user is None:
+            return False
+        error = etcd_error(exc)
+        return error in (INVALID_AUTH_TOKEN, AUTH_OLD_REVISION) if metadata else error == USER_EMPTY
 
     def _auth_metadata(self, deadline: float) -> tuple[tuple[str, str], ...] | None:
         if self._user is None:
@@ -106,42 +156,64 @@ class EtcdTransport:
             if self._token is None:
                 request = etcdrpc.AuthenticateRequest(name=self._user, password=self._password)
                 try:
-                    self._token = self._send("Authenticate", request, deadline, None, service="auth").token
+                    self._token = self._send("Authenticate", request, deadline, None, service="auth",
+                                             resend=True, tries=_Tries()).token
                 except grpc.RpcError as exc:
-                    raise self._error(exc, None, deadline) from exc
-            return (("token", self._token),)
+                    # as etcd's Go client does: without auth enabled, go on without a token (clients
+                    # can get their credentials before `auth enable`); USER_EMPTY says when to log in
+                    if etcd_error(exc) != AUTH_NOT_ENABLED:
+                        raise self._login_error(exc, deadline) from exc
+                    self._token = ""
+            return (("token", self._token),) if self._token else None
 
     def _send(self, method: str, request: Any, deadline: float,
-              metadata: tuple[tuple[str, str], ...] | None, *, service: str) -> Any:
-        """Try the endpoints in turn while they are unreachable; raise the last gRPC error.
+              metadata: tuple[tuple[str, str], ...] | None, *, service: str, resend: bool,
+              tries: _Tries) -> Any:
+        """Try the endpoints in turn while they do not answer; raise the last gRPC error.
 
-        Only UNAVAILABLE is retried elsewhere. It mostly means the request never reached a
-        server, but not always (a connection can drop after sending, and etcd reports some
-        server-side timeouts with it). Resending is still safe for what we send: reads are
-        idempotent, and a commit's writes are guarded by revision checks, so a txn that did
-        apply fails its checks when resent instead of applying twice (unguarded puts and
-        deletes just repeat the same final state). Such a failure is not a conflict: dal's
-        commits carry a token key (``dal/cache/journal.py``) whose presence in the failed resend's
-        read-back shows that the first send applied.
+        UNAVAILABLE mostly means the request never reached a server, but not always (a
+        connection can drop after sending, and etcd reports some server-side timeouts with it),
+        and DEADLINE_EXCEEDED means a member took it and did not answer (frozen, cut off from
+        the others): either may still apply, even much later (a frozen member resumed reads it
+        then). Each send waits a share of the time left, and is sent again to the next member
+        when ``resend`` says that is safe: reads, lease keep-alives and revokes, a lease grant
+        (at worst an extra lease expires unused), and a commit whose checks a first send that
+        did apply makes fail (:meth:`~dal.backends.etcd.store.EtcdStore.commit` says which): dal's
+        commits carry a token key checked absent (``dal/cache/journal.py``), whose presence in the
+        failed resend's read-back shows that the first send applied. UNAVAILABLE is retried
+        whatever ``resend`` says, as it always was (a commit without such checks repeats the same
+        writes).
         """
         error: grpc.RpcError | None = None
-        for _ in range(len(self._endpoints)):
+        sends, silent = len(self._endpoints), None
+        while sends > 0:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            wait = max(remaining / sends, min(remaining, ATTEMPT_FLOOR)) if resend else remaining
+            sends -= 1
             endpoint = self._pick_endpoint()
+            if silent is not None and endpoint.is_failed():
+                endpoint = silent  # the others refused it at once: the one that took it may yet answer
             call = getattr(self._stubs[endpoint.netloc][service], method)
             try:
                 if method == "LeaseKeepAlive":  # a stream both ways: one request, its one answer
-                    return next(call(iter([request]), timeout=remaining, metadata=metadata), None)
-                return call(request, timeout=remaining, metadata=metadata)
+                    return next(call(iter([request]), timeout=wait, metadata=metadata), None)
+                return call(request, timeout=wait, metadata=metadata)
             except grpc.RpcError as exc:
                 code = exc.code()
-                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    endpoint.fail()
-                if code != grpc.StatusCode.UNAVAILABLE:
+                if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+                endpoint.fail()
+                tries.unanswered = True
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED and not resend:
                     raise
                 error = exc
+                # a member took the request and did not answer in its share: one more send, which
+                # goes to it again when the others refuse (a member without quorum answers nothing
+                # until the deadline)
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED and silent is None:
+                    silent, sends = endpoint, sends + 1
         if error is None:
             raise self._timed_out()
         raise error
@@ -160,7 +232,18 @@ class EtcdTransport:
             f"{self.url}); check that a majority of its members are running and reach each other (a "
             "cluster that lost its quorum answers nothing), or raise the timeout")
 
-    def _error(self, exc: Any, txn_size: tuple[int, int] | None, deadline: float) -> BackendError:
+    def _login_error(self, exc: Any, deadline: float) -> BackendError:
+        code, details = etcd_error(exc)
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return self._error(exc, None, deadline, answered=False)
+        # the request itself was never sent
+        return RefusedError(f"etcd at {self._where} refused the login of user {self._user!r} "
+                            f"({code.name}: {details}); check the user and password in {self.url}")
+
+    def _error(self, exc: Any, txn_size: tuple[int, int] | None, deadline: float, *,
+               answered: bool = False) -> BackendError:
+        """Return the BackendError of a failed request; a :class:`RefusedError` when etcd refused
+        it before applying any of it and no earlier send of it went unanswered (``answered``)."""
         code, details = etcd_error(exc)
         # etcd reports its own side of an expired deadline as UNKNOWN or UNAVAILABLE (for example
         # without quorum); what the caller needs to know is that the time ran out
@@ -171,27 +254,62 @@ class EtcdTransport:
         if code == grpc.StatusCode.UNAVAILABLE:
             return BackendError(f"could not reach etcd at {self._where} ({details}); check that its members "
                                 "are running and that this host can connect to them")
-        if (code, details) == TOO_MANY_OPS:
+        if (code, details) == NO_SPACE:
+            message = (f"etcd at {self._where} is out of space: its database reached its quota and its "
+                       "NOSPACE alarm refuses writes; free space (etcdctl compact to an old revision, then "
+                       "etcdctl defrag) and clear the alarm (etcdctl alarm disarm), or restart etcd with a "
+                       "larger --quota-backend-bytes")
+            return SpaceExceededError(message) if answered else BackendError(message)
+        if (code, details) == COMPACTED:
+            return CompactedError(f"etcd at {self._where} compacted the revision this read was pinned "
+                                  "to while it ran (mvcc: required revision has been compacted); "
+                                  "reading again works")
+        refusal = self._refusal(code, details, txn_size)
+        if refusal is None:
+            return BackendError(f"etcd at {self._where} failed: {code.name}: {details}")
+        if answered:
+            return RefusedError(refusal)
+        return BackendError(f"{refusal} (an earlier send of it got no answer and may have been applied)")
+
+    def _refusal(self, code: Any, details: str, txn_size: tuple[int, int] | None) -> str | None:
+        """Say what to do about an error etcd answers before applying anything of the request."""
+        error = (code, details)
+        if error == TOO_MANY_OPS:
             checks, writes = txn_size or (0, 0)
-            return BackendError(
-                f"this commit needs {max(checks, writes)} operations in one etcd transaction "
-                f"({checks} checks, {writes} writes) but the server at {self._where} allows fewer "
-                f"(--max-txn-ops, 128 by default); start etcd with a larger --max-txn-ops "
-                f"or save fewer objects per transaction")
-        if (code, details) == REQUEST_TOO_LARGE or (
-                code == OVER_GRPC_LIMIT[0] and details.startswith(OVER_GRPC_LIMIT[1])):
+            return (f"this commit needs {max(checks, writes)} operations in one etcd transaction "
+                    f"({checks} checks, {writes} writes) but the server at {self._where} allows fewer "
+                    f"(--max-txn-ops, 128 by default); start etcd with a larger --max-txn-ops "
+                    f"or save fewer objects per transaction")
+        over_grpc_limit = code == OVER_GRPC_LIMIT[0] and details.startswith(OVER_GRPC_LIMIT[1])
+        if error == REQUEST_TOO_LARGE or over_grpc_limit:
             # "retrying" must not read as a remedy (the journal adds that nothing was written)
-            return BackendError(
-                f"this request is larger than the etcd server at {self._where} accepts "
-                f"(--max-request-bytes, 1.5 MiB by default); start etcd with a larger "
-                f"--max-request-bytes or write less per transaction (sent again as it is, it fails "
-                f"the same way)")
-        return BackendError(f"etcd at {self._where} failed: {code.name}: {details}")
+            return (f"this request is larger than the etcd server at {self._where} accepts "
+                    f"(--max-request-bytes, 1.5 MiB by default); start etcd with a larger "
+                    f"--max-request-bytes or write less per transaction (sent again as it is, it fails "
+                    f"the same way)")
+        if error == PERMISSION_DENIED:
+            who = f"user {self._user!r}" if self._user else "this client"
+            return (f"etcd at {self._where} denied {who} this request (permission denied); grant its "
+                    "role readwrite on the namespace's key prefix and on dal's leadership prefix "
+                    "'\\0leadership/' (etcdctl role grant-permission ROLE --prefix readwrite PREFIX)")
+        if error == USER_EMPTY:
+            return (f"etcd at {self._where} has authentication enabled and this client gave no user; "
+                    f"put one in the URL (etcd://user:password@host:port)")
+        if error in (EMPTY_KEY, DUPLICATE_KEY):
+            return f"etcd at {self._where} refused the request: {details}"
+        if error == TOO_MANY_REQUESTS:
+            return (f"etcd at {self._where} is overloaded (too many requests: it applies writes more "
+                    "slowly than it commits them); try again later")
+        if error in (INVALID_AUTH_TOKEN, AUTH_OLD_REVISION):
+            return f"etcd at {self._where} refused this client's login token twice ({details}); try again"
+        return None
 
 
-def is_expired_token(exc: Any) -> bool:
-    """Return whether a gRPC error says the login token is no longer valid (log in again)."""
-    return etcd_error(exc) == INVALID_AUTH_TOKEN
+class _Tries:
+    """What the sends of one request learnt: whether one went unanswered (and may still apply)."""
+
+    def __init__(self) -> None:
+        self.unanswered = False
 
 
 def tls_credentials(url: StoreURL) -> Any:

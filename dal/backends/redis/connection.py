@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
+from dal.backends.base import RefusedError
 from dal.backends.redis.calls import Calls
 from dal.backends.url import StoreURL, timeout_option
 from dal.exceptions import BackendError, ConfigurationError
@@ -70,13 +71,6 @@ CACHE = "dal:c:"
 #: the longest PX dal sends (about 146 million years): Redis adds it to its clock in milliseconds and
 #: refuses a sum past 2**63 - 1 ("invalid expire time")
 MAX_PX = 2**62
-
-
-class RefusedError(BackendError):
-    """A command or script Redis refused before it wrote anything: retrying it is safe (the commit
-    journal reads ``nothing_written`` and does not fence the commit as one that may have applied)."""
-
-    nothing_written = True
 
 
 #: error replies after which Redis wrote nothing, with what to do. Redis refuses a command so before

@@ -1,0 +1,266 @@
+"""What etcd refuses before applying anything, logins, compaction mid-read, and odd inputs.
+
+A commit etcd refused outright (permission, space alarm, size, op count, empty key, a bad login)
+is a :class:`~dal.backends.base.RefusedError`: the journal reports at once that nothing was
+written and leaves no marker. Each scenario that changes the server (auth, alarm) gets its own
+etcd, stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from pyetcd import etcdrpc
+
+import dal.backends.etcd.store as etcd_store
+from dal import DataObject, Property, configure
+from dal.backends.base import Put, RefusedError, Revision
+from dal.backends.etcd import EtcdStore
+from dal.backends.url import parse_url
+from dal.exceptions import BackendError, CommitOutcomeUnknownError, InvalidValueError
+from dal.testing.fixtures import start_or_skip
+from dal.testing.servers import RunningServer, start_etcd
+
+pytestmark = pytest.mark.etcd
+
+ROOT = ("root", "rootpw")
+
+
+@pytest.fixture
+def own_etcd(tmp_path: Path) -> Iterator[RunningServer]:
+    """An etcd of this test alone (it enables auth or raises an alarm)."""
+    server = start_or_skip("etcd", lambda: start_etcd(tmp_path / "etcd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _hostport(server: RunningServer) -> str:
+    return f"{server.host}:{server.port}"
+
+
+def enable_auth(server: RunningServer) -> tuple[Any, tuple[tuple[str, str], ...]]:
+    """Turn auth on with a root user and a user ``ro`` who may only read; return the stub and root's token."""
+    auth = etcdrpc.AuthStub(grpc.insecure_channel(_hostport(server)))
+    auth.UserAdd(etcdrpc.AuthUserAddRequest(name=ROOT[0], password=ROOT[1]))
+    auth.UserGrantRole(etcdrpc.AuthUserGrantRoleRequest(user=ROOT[0], role="root"))
+    auth.AuthEnable(etcdrpc.AuthEnableRequest())
+    token = (("token", auth.Authenticate(etcdrpc.AuthenticateRequest(name=ROOT[0], password=ROOT[1])).token),)
+    auth.RoleAdd(etcdrpc.AuthRoleAddRequest(name="reader"), metadata=token)
+    read_all = etcdrpc.Permission(permType=etcdrpc.Permission.READ, key=b"\0", range_end=b"\0")
+    auth.RoleGrantPermission(etcdrpc.AuthRoleGrantPermissionRequest(name="reader", perm=read_all),
+                             metadata=token)
+    auth.UserAdd(etcdrpc.AuthUserAddRequest(name="ro", password="ropw"), metadata=token)
+    auth.UserGrantRole(etcdrpc.AuthUserGrantRoleRequest(user="ro", role="reader"), metadata=token)
+    return auth, token
+
+
+def store_of(url: str) -> EtcdStore:
+    return EtcdStore.from_url(parse_url(url))
+
+
+def markers(store: EtcdStore, namespace: str) -> list[str]:
+    """Return the journal's "cancelled" markers: a fence that ran left one."""
+    return [key for key, entry in store.scan(f"{namespace}/x/") if entry.value[:1] == b"C"]
+
+
+class RefusalThing(DataObject):
+    name: str = Property()
+
+
+def save_refused(namespace: str) -> tuple[BackendError, float]:
+    thing = RefusalThing(name="a")
+    started = time.monotonic()
+    with pytest.raises(BackendError) as failed:
+        thing.save()
+    assert not isinstance(failed.value, CommitOutcomeUnknownError), failed.value
+    return failed.value, time.monotonic() - started
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+def test_a_save_a_read_only_user_may_not_make_is_refused_at_once_and_leaves_no_marker(
+        own_etcd: RunningServer) -> None:
+    enable_auth(own_etcd)
+    root = store_of(f"etcd://{ROOT[0]}:{ROOT[1]}@{_hostport(own_etcd)}")
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    configure(f"etcd://ro:ropw@{_hostport(own_etcd)}", "memory://", namespace=namespace)
+    try:
+        error, took = save_refused(namespace)
+        assert took < 2.0, f"{took:.1f} s: the refused commit was fenced as uncertain"
+        assert isinstance(error.__cause__, RefusedError)
+        message = str(error)
+        assert "permission denied" in message and "readwrite" in message and "leadership" in message
+        assert "Nothing was written" in message
+        assert markers(root, namespace) == []
+        with pytest.raises(RefusedError):
+            store_of(f"etcd://ro:ropw@{_hostport(own_etcd)}").commit([], [Put(f"{namespace}/k", b"v")])
+    finally:
+        root.close()
+
+
+def test_a_wrong_password_is_refused_and_says_to_check_it(own_etcd: RunningServer) -> None:
+    enable_auth(own_etcd)
+    store = store_of(f"etcd://{ROOT[0]}:nope@{_hostport(own_etcd)}")
+    with pytest.raises(RefusedError, match="check the user and password"):
+        store.commit([], [Put("k", b"v")])
+    store.close()
+
+
+def _alarm(server: RunningServer, action: Any) -> None:
+    channel = grpc.insecure_channel(_hostport(server))
+    member = etcdrpc.KVStub(channel).Range(etcdrpc.RangeRequest(key=b"k")).header.member_id
+    request = etcdrpc.AlarmRequest(action=action, memberID=member, alarm=etcdrpc.AlarmType.NOSPACE)
+    etcdrpc.MaintenanceStub(channel).Alarm(request)
+
+
+def test_a_commit_under_the_space_alarm_is_refused_and_says_how_to_free_space(
+        own_etcd: RunningServer) -> None:
+    store = store_of(own_etcd.url)
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    configure(own_etcd.url, "memory://", namespace=namespace)
+    RefusalThing(name="schema first").save()
+    _alarm(own_etcd, etcdrpc.AlarmRequest.ACTIVATE)
+    try:
+        error, took = save_refused(namespace)
+        assert took < 2.0, f"{took:.1f} s: the refused commit was fenced as uncertain"
+        message = str(error)
+        assert "etcdctl alarm disarm" in message and "--quota-backend-bytes" in message
+        assert "Nothing was written" in message
+        assert markers(store, namespace) == []
+        # a commit that creates a key shows it did not apply (the key is absent): refused
+        with pytest.raises(RefusedError):
+            store.commit([Revision(f"{namespace}/new", 0)], [Put(f"{namespace}/new", b"v")])
+        # one that creates none cannot show it: the write that crosses the quota is applied and
+        # answered "database space exceeded" all the same
+        with pytest.raises(BackendError) as plain:
+            store.commit([], [Put(f"{namespace}/other", b"v")])
+        assert not isinstance(plain.value, RefusedError)
+    finally:
+        _alarm(own_etcd, etcdrpc.AlarmRequest.DEACTIVATE)
+        store.close()
+
+
+def test_a_save_over_the_size_limit_leaves_no_marker(etcd_server: RunningServer) -> None:
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    configure(etcd_server.url, "memory://", namespace=namespace)
+    store = store_of(etcd_server.url)
+    RefusalThing(name="schema first").save()
+    thing = RefusalThing(name="x" * 1_800_000)
+    with pytest.raises(BackendError, match="Nothing was written") as failed:
+        thing.save()
+    assert isinstance(failed.value.__cause__, RefusedError)
+    assert markers(store, namespace) == []
+    store.close()
+
+
+@pytest.mark.parametrize("ops", [[Put("", b"v")], [Put(f"many/{i}", b"v") for i in range(129)]],
+                         ids=["empty key", "too many ops"])
+def test_a_commit_etcd_checks_and_refuses_is_a_refused_error(etcd_server: RunningServer,
+                                                             ops: list[Put]) -> None:
+    store = store_of(etcd_server.url)
+    with pytest.raises(RefusedError):
+        store.commit([], ops)
+    store.close()
+
+
+# --- logins -----------------------------------------------------------------------------------
+
+
+def test_a_user_on_an_etcd_without_auth_goes_on_without_a_token_and_logs_in_once_auth_is_on(
+        own_etcd: RunningServer) -> None:
+    store = store_of(f"etcd://{ROOT[0]}:{ROOT[1]}@{_hostport(own_etcd)}")
+    assert store.commit([], [Put("before", b"v")]).ok
+    enable_auth(own_etcd)
+    # the server now wants a user on every request ("user name is empty"): the store logs in
+    assert store.commit([], [Put("after", b"v")]).ok
+    assert store.get("after") is not None
+    store.close()
+
+
+# --- compaction between the requests of one read ------------------------------------------
+
+
+def _compacting(store: EtcdStore, every: bool) -> dict[str, int]:
+    """Make etcd compact away the revision a read is pinned to after its first request (each time)."""
+    original = store._call
+    calls = {"n": 0, "compactions": 0}
+
+    def call(method: str, request: Any, **options: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2 or (every and calls["n"] > 1):
+            revision = original("Txn", etcdrpc.TxnRequest(success=[etcdrpc.RequestOp(
+                request_put=etcdrpc.PutRequest(key=b"compact/bump", value=b"x"))])).header.revision
+            original("Compact", etcdrpc.CompactionRequest(revision=revision))
+            calls["compactions"] += 1
+        return original(method, request, **options)
+
+    store._call = call  # type: ignore[method-assign]
+    return calls
+
+
+def test_a_multi_chunk_read_compacted_mid_way_starts_over(etcd_server: RunningServer,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    store = store_of(etcd_server.url)
+    prefix = f"cmp{uuid.uuid4().hex[:8]}/"
+    keys = [f"{prefix}{i:04d}" for i in range(200)]
+    store.commit([], [Put(key, b"v") for key in keys[:100]])
+    store.commit([], [Put(key, b"v") for key in keys[100:]])
+    calls = _compacting(store, every=False)
+    assert len(store.get_many(keys)) == 200
+    assert calls["compactions"] == 1
+    calls["n"] = 0
+    monkeypatch.setattr(etcd_store, "KEYS_PAGE", 50)
+    assert len(store.scan_keys([prefix])[prefix]) == 200
+    assert calls["compactions"] == 2
+    store.close()
+
+
+def test_a_read_compacted_every_time_gives_up_and_says_why(etcd_server: RunningServer) -> None:
+    store = store_of(etcd_server.url)
+    prefix = f"cmp{uuid.uuid4().hex[:8]}/"
+    keys = [f"{prefix}{i:04d}" for i in range(200)]
+    store.commit([], [Put(key, b"v") for key in keys[:100]])
+    _compacting(store, every=True)
+    with pytest.raises(BackendError, match=r"compacted during each of 3 reads.*try again"):
+        store.get_many(keys)
+    store.close()
+
+
+# --- odd inputs -------------------------------------------------------------------------------
+
+
+def test_a_leadership_ttl_past_etcds_maximum_is_clamped(etcd_server: RunningServer) -> None:
+    store = store_of(etcd_server.url)
+    role = f"role-{uuid.uuid4().hex[:8]}"
+    lease = store.acquire_leadership(role, "me", 1e300)
+    try:
+        assert lease.acquired and lease.ttl == 9_000_000_000  # etcd's MaxLeaseTTL
+    finally:
+        store.release_leadership(lease)
+        store.close()
+
+
+@pytest.mark.parametrize("call", [
+    lambda store: store.get("a\ud800"),
+    lambda store: store.get_many(["ok", "a\ud800"]),
+    lambda store: store.scan("a\ud800"),
+    lambda store: store.scan_keys(["a\ud800"]),
+    lambda store: store.commit([], [Put("a\ud800", b"v")]),
+    lambda store: store.commit([Revision("a\ud800", 0)], []),
+    lambda store: store.acquire_leadership("r\ud800", "me", 5),
+    lambda store: store.acquire_leadership("r", "m\ud800", 5),
+], ids=["get", "get_many", "scan", "scan_keys", "put", "check", "role", "owner"])
+def test_a_key_with_a_lone_surrogate_is_an_invalid_value(etcd_server: RunningServer, call: Any) -> None:
+    store = store_of(etcd_server.url)
+    with pytest.raises(InvalidValueError, match="surrogate"):
+        call(store)
+    store.close()
