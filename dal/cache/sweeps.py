@@ -14,6 +14,14 @@ Every :data:`SWEEP_INTERVAL` seconds a process:
   server that answered and did not fail meanwhile;
 - stamps markers with its clock and removes markers older than ``MARKER_AGE``.
 
+A record is due when the time in its key is GRACE old by this process's clock, or when this
+process has seen it for :data:`SEEN_SHARE` of GRACE on its own monotonic clock: the key holds
+the writer's clock, and a writer whose clock runs ahead would otherwise keep its record young for
+as long as it is ahead. Seeing a record takes reading the young ones too, so every sweep reads
+the whole journal (normally the markers and the last fraction of a second of commits).
+Delivering a record early costs a cache miss, never a stale read: the record exists only once
+its commit applied, and an invalidation after the commit is what its writer sends too.
+
 A process whose cache is its own (``memory://``) delivers nothing, so it never marks a record
 either (it would take it from the processes with memcached): it only tidies markers. Its own
 delivered records it deletes like any writer; a dead writer's record waits for a process with
@@ -65,6 +73,11 @@ SWEEP_INTERVAL = 0.5
 SWEEP_PAGE = 64
 #: seconds between two flushes of this process's delivered records (FLUSH_AFTER + this < GRACE)
 FLUSH_EVERY = 0.1
+#: share of GRACE for which one of this process's sweeps must have seen a record before it is due,
+#: whatever time its key says: GRACE less the sweeps' jitter, so one seen at a sweep is due at the
+#: next. A share of GRACE, not a figure of its own, so that GRACE alone says how long a live
+#: writer has to deliver and delete its record (a test that lengthens it stops both ways)
+SEEN_SHARE = 0.8
 
 
 class Sweep:
@@ -78,6 +91,8 @@ class Sweep:
         #: record key -> cache servers this process already delivered it to (a server that
         #: confirmed a delete applied it: it need not get it again, even after a failure)
         self._sent: dict[str, set[str]] = {}
+        #: record key -> this process's monotonic clock when one of its sweeps first saw it
+        self._first_seen: dict[str, float] = {}
         #: one sweep at a time (the first read's catch-up and the thread's may meet)
         self._lock = threading.Lock()
 
@@ -140,51 +155,58 @@ class Sweep:
     def _sweep(self, everything: bool) -> tuple[bool, set[str]]:
         now = time.time()
         cutoff = now - GRACE
+        clock = time.monotonic()
+        again = SEEN_SHARE * GRACE
         failed: set[str] = set()
         seen: set[str] = set()
         cursor: str | None = None
         while True:
+            # to the end, young records included: one stamped ahead of this clock is aged from
+            # when this process first saw it
             page = self._scan(self.journal.keys.journal(), start_after=cursor, limit=SWEEP_PAGE)
-            young = False
-            records: list[tuple[str, Entry, float]] = []
+            records: list[tuple[str, Entry, bool]] = []
             for key, entry in page:
                 try:
                     stamp = Keys.journal_stamp(key)
                 except (ValueError, IndexError):
                     continue  # not a journal record: something else wrote it, not ours to touch
-                if stamp > cutoff and not everything:
-                    young = True
-                    break
                 seen.add(key)
-                if entry.value[:1] == RECORD:
-                    records.append((key, entry, stamp))
-                else:
+                if entry.value[:1] != RECORD:
                     self._tidy_marker(key, entry, now)
-            if self.journal.delivers:
-                failed |= self._deliver(records, failed, cutoff, now)
-            if young or len(page) < SWEEP_PAGE:
-                for key in [key for key in self._sent if key not in seen]:
-                    del self._sent[key]  # gone from the journal: forget it
+                    continue
+                if not self.journal.delivers:
+                    continue  # a cache of our own cannot take it: it waits for a shared-cache process
+                first = self._first_seen.setdefault(key, clock)
+                due = stamp <= cutoff or clock - first >= again
+                if due or everything:
+                    records.append((key, entry, due))
+            if records:
+                failed |= self._deliver(records, failed, now)
+            if len(page) < SWEEP_PAGE:
+                for sent in [key for key in self._sent if key not in seen]:
+                    del self._sent[sent]  # gone from the journal: forget it
+                for known in [key for key in self._first_seen if key not in seen]:
+                    del self._first_seen[known]
                 return True, failed
             cursor = page[-1][0]
 
-    def _deliver(self, records: list[tuple[str, Entry, float]], failed: set[str], cutoff: float,
+    def _deliver(self, records: list[tuple[str, Entry, bool]], failed: set[str],
                  now: float) -> set[str]:
         """Deliver a page of records in one batch; mark those every server got. Return new failures."""
         # a key's holders: its server, or each of its replicas; a key is sent while any of them
         # has not failed in this sweep (a replica that is skipped is one that failed, so a server
         # left out of ``failed`` got every key it holds)
         holders = self.cache.placement.holders
-        todo: list[tuple[str, Entry, float, list[str]]] = []
-        for key, entry, stamp in records:
+        todo: list[tuple[str, Entry, bool, list[str]]] = []
+        for key, entry, due in records:
             sent = self._sent.get(key, set())
             keys = [k for k in self.journal.decode(entry.value) if not sent.issuperset(holders(k))]
-            todo.append((key, entry, stamp, keys))
+            todo.append((key, entry, due, keys))
         wanted = list(dict.fromkeys(k for *_, keys in todo for k in keys
                                     if not failed.issuperset(holders(k))))
         failing = set(self.cache.deliver_each(wanted)) if wanted else set()
         failed = failed | failing
-        for key, entry, stamp, keys in todo:
+        for key, entry, due, keys in todo:
             servers = {n for k in keys for n in holders(k)}
             self._sent.setdefault(key, set()).update(servers - failed)
             if servers & failed:
@@ -193,7 +215,7 @@ class Sweep:
             self.journal.stats.add("journal_delivered")
             if self.journal.claim_undelivered(key):
                 self.journal.queue_done([key])  # delivered at last: delete it as its writer
-            elif stamp <= cutoff:
+            elif due:  # a young one (a catch-up delivers everything) is its live writer's to delete
                 self._mark(key, entry, now)
         return failing
 
