@@ -254,7 +254,8 @@ def test_the_dal_script_imports_hybrids_modules_from_the_working_directory(tmp_p
 
 
 @pytest.mark.parametrize("where", ["nonexistent/dir/x.db", "x.db"])
-@pytest.mark.parametrize("args", [["check"], ["dump"], ["stats"], ["copy", "SQLITE", "memory://"]])
+@pytest.mark.parametrize("args", [["check"], ["dump"], ["stats"], ["copy", "SQLITE", "memory://"],
+                                  ["refresh", "--once"]])
 def test_read_only_commands_refuse_a_missing_sqlite_file(tmp_path: Path, where: str, args: list[str]) -> None:
     url = f"sqlite:///{tmp_path / where}"
     command = [url if arg == "SQLITE" else arg for arg in args]

@@ -136,7 +136,9 @@ def run_dal(tmp_path: Path, url: str, body: str, *args: str) -> subprocess.Compl
 
 @pytest.mark.parametrize("dry_run", [["--dry-run"], []])
 def test_cli_a_failing_step_exits_2_naming_it(tmp_path: Path, dry_run: list[str]) -> None:
-    result = run_dal(tmp_path, f"sqlite:///{tmp_path}/x.db", "raise KeyError('oops')", *dry_run)
+    url = f"sqlite:///{tmp_path}/x.db"
+    configure(url, "memory://", namespace="dal")  # the store exists: a dry run opens no new one
+    result = run_dal(tmp_path, url, "raise KeyError('oops')", *dry_run)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: step 1 (the step): ")
     assert "raised KeyError: 'oops'" in result.stderr and "Traceback" not in result.stderr

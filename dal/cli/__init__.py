@@ -117,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         import_hybrids(args.hybrids)
-        return int(command(args.command).run(args))
+        code = int(command(args.command).run(args))
+        sys.stdout.flush()  # here, not at exit, so an output error is reported like any other
+        return code
     except DalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -127,5 +129,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # the reader went away (`dal ... | head`): stop quietly, as other commands do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _discard_stdout()
         return 0
+    except OSError as exc:
+        if not _output_error(exc):
+            raise
+        # stdout's file or device is full, or gone: say so once, as any other error
+        _discard_stdout()
+        print(f"error: cannot write output: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+
+def _output_error(exc: OSError) -> bool:
+    """Whether ``exc`` came from writing stdout: the commands turn the errors of the files they
+    open and of the stores they reach into DalError, so one naming no file is the output's."""
+    return exc.filename is None and not isinstance(exc, ConnectionError | TimeoutError)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at the null device, so the flush at exit does not fail again."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):
+        return  # not a file (a test's stand-in): nothing is flushed at exit
+    os.dup2(os.open(os.devnull, os.O_WRONLY), descriptor)

@@ -16,6 +16,7 @@ import dal.hybrids
 from dal.backends.base import Delete, Put
 from dal.cli.demo_report import Notes, Report, Sample, Since, names
 from dal.config import Context
+from dal.exceptions import DalError
 from dal.hybrids import Backend, Disk, StorageRouter
 from dal.objects import schema
 from dal.objects.transaction import encode
@@ -192,6 +193,10 @@ def diagram(report: Report, path: Path) -> None:
             notes.append(f"{path} not written: Graphviz's dot is not installed (apt-get install graphviz); "
                          "`dal erd` prints the diagram as Mermaid text without it")
             return
-        path.write_bytes(picture)
+        try:
+            path.write_bytes(picture)
+        except OSError as exc:  # checked before the demo began; it changed since
+            raise DalError(f"cannot write {str(path)!r}: {exc.strerror or exc}; name another file with "
+                           "--erd (or '' to draw none)") from exc
         notes.append(f"wrote {path}: the {len(drawn)} hybrids of the sample model, drawn by Graphviz "
                      f"({len(picture)} bytes of SVG)")

@@ -9,16 +9,12 @@ is as it was when its batch was read. ``dal load`` reads it back.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 import dal
 from dal.cli import existing_store, shown_store
 from dal.cli.load import add_only_option, selected
-from dal.exceptions import DalError
-from dal.model.meta import HybridMeta
+from dal.cli.output import Terminated, write_file
 from dal.tools.transfer.dump import dump
 
 HELP = "write the objects of a namespace as JSON (stdout, or -o FILE)"
@@ -38,26 +34,13 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         where = "stdout"
     else:
-        counts = _dump_to_file(context, Path(args.output), only)
+        try:
+            counts = write_file(args.output, lambda stream: dump(context, stream, only))
+        except Terminated as exc:
+            print(f"error: terminated; {args.output} not written", file=sys.stderr)
+            return 128 + exc.signum
         where = args.output
     total = sum(counts.values())
     print(f"dumped {total} objects of {len(counts)} hybrids from namespace {context.namespace!r} of "
           f"{shown_store(context.persistent_url)} to {where}", file=sys.stderr)
     return 0
-
-
-def _dump_to_file(context: dal.config.Context, path: Path,
-                  only: list[HybridMeta] | None) -> dict[str, int]:
-    """Write beside the target and rename when done, so a failed dump never leaves a partial file."""
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as exc:
-        raise DalError(f"cannot write {path}: {exc.strerror or exc}; choose a writable directory") from exc
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            counts = dump(context, stream, only)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return counts

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 import dal
+from dal.cli import existing_store
 from dal.cli.progress import Progress
 from dal.tools.migrate.migrator import migrate
 
@@ -25,7 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    context = dal.configure(args.persistent, args.volatile, namespace=args.namespace)
+    # a dry run writes nothing, not even a new database: a mistyped SQLite path must not read as
+    # "up to date"; a run creates a missing one, as docs/cli.md says
+    url = existing_store(args.persistent) if args.dry_run else args.persistent
+    context = dal.configure(url, args.volatile, namespace=args.namespace)
     report = migrate(context, dry_run=args.dry_run, emit=lambda line: print(line, flush=True),
                      progress=lambda total, label: Progress(total, label))
     return 0 if report.ok else 1

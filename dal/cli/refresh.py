@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import dal
+from dal.cli import existing_store
 from dal.cli.leader import Abandoned, Leader, say, stopped_by_signals
 from dal.cli.progress import Progress
 from dal.exceptions import BackendError, DalError
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         raise DalError(f"--limit must be 0 (all) or more, not {args.limit}")
     if args.look_ahead is not None and not 0 <= args.look_ahead < float("inf"):
         raise DalError(f"--look-ahead must be a finite number of seconds >= 0, not {args.look_ahead}")
-    context = dal.configure(args.persistent, args.volatile, namespace=args.namespace)
+    context = dal.configure(existing_store(args.persistent), args.volatile, namespace=args.namespace)
     # the --hybrids modules' own: the registry also holds hybrids the command line imports itself
     # (the demo's sample model), which are not this application's to refresh
     own = set(hybrids_in(args.hybrids.split(",")))

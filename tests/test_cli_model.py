@@ -1,0 +1,147 @@
+"""Whose data and whose model the command line works on.
+
+The sample model is the demo's alone: an application's own hybrids, named like the sample's,
+work with every other command, and a dump is loaded with the model --hybrids names, never the
+sample's. The demo clears only what it wrote. A dry-run migration never creates a database.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from test_cli import run_dal
+
+from dal.backends.base import Delete, Put
+from dal.config import Context, configure
+
+APP = ("from dal import DataObject, Property\n\n\n"
+       "class Disk(DataObject):\n"
+       '    """The application\'s own disk, named like the sample model\'s."""\n\n'
+       "    __properties = [Property('label', str, doc='Label.')]\n")
+
+
+def run_python(script: str, cwd: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DAL_")}
+    environment["PYTHONPATH"] = os.pathsep.join([str(cwd), environment.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=environment, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+# --- the sample model is the demo's --------------------------------------------------------------
+
+
+def test_an_app_hybrid_named_like_the_sample_models_works_with_the_commands(tmp_path: Path) -> None:
+    (tmp_path / "myapp.py").write_text(APP)
+    run_python("import dal, myapp\ndal.configure('sqlite:///app.sqlite3', namespace='app')\n"
+               "myapp.Disk(data={'label': 'mine'}).save()\n", tmp_path)
+    stores = {"DAL_HYBRIDS": "myapp", "DAL_PERSISTENT_URL": "sqlite:///app.sqlite3", "DAL_NAMESPACE": "app"}
+    for command in (["check"], ["migrate", "--dry-run"], ["migrate"], ["erd"], ["dump", "-o", "app.json"],
+                    ["load", "app.json", "--namespace", "copy"], ["check", "--namespace", "copy"]):
+        result = run_dal(*command, cwd=tmp_path, env=stores)
+        assert result.returncode == 0, (command, result.stderr)
+        assert "is taken" not in result.stderr
+    assert '"label": "mine"' in (tmp_path / "app.json").read_text()
+    copied = run_dal("dump", "--namespace", "copy", cwd=tmp_path, env=stores)
+    assert '"label": "mine"' in copied.stdout and "dumped 1 objects of 1 hybrids" in copied.stderr
+
+
+def test_a_dump_loads_with_the_model_hybrids_names_not_the_sample(tmp_path: Path) -> None:
+    made = run_dal("demo", "--count", "2", "--erd", "", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert run_dal("dump", "-o", "sample.json", cwd=tmp_path).returncode == 0
+    loaded = run_dal("load", "sample.json", "--hybrids", "json", "--namespace", "other", cwd=tmp_path)
+    assert loaded.returncode == 2 and loaded.stderr.startswith("error: "), loaded.stderr
+    left = run_dal("dump", "--namespace", "other", "--hybrids", "json", cwd=tmp_path)
+    assert "dumped 0 objects of 0 hybrids" in left.stderr, left.stderr
+
+
+def test_only_the_demo_imports_the_sample_model() -> None:
+    script = ("import sys\nfrom dal.cli import COMMAND_MODULES, build_parser\nbuild_parser()\n"
+              "assert 'dal.hybrids' not in sys.modules, sorted(m for m in sys.modules if 'hybrids' in m)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+
+
+# --- the demo clears only what it wrote --------------------------------------------------------
+
+
+@pytest.fixture
+def demo_context() -> Context:
+    return configure("memory://", "memory://", namespace=f"demo{uuid.uuid4().hex[:8]}")
+
+
+def _put(context: Context, hybrid: str) -> str:
+    key = context.keys.doc(hybrid, str(uuid.uuid4()))
+    assert context.persistent.commit([], [Put(key, b"{}")]).ok
+    return key
+
+
+def _keys(context: Context) -> list[str]:
+    return [key for key, _ in context.persistent.scan(context.keys.root)]
+
+
+def test_the_demo_clears_what_it_wrote(demo_context: Context) -> None:
+    from dal.cli.demo_namespace import MARKER, claim, finish
+
+    finish(demo_context, claim(demo_context))  # an empty namespace is the demo's to take
+    claimed = claim(demo_context)
+    _put(demo_context, "backend")
+    finish(demo_context, claimed)
+    claim(demo_context)
+    assert _keys(demo_context) == [f"{demo_context.keys.root}{MARKER}"]
+
+
+@pytest.mark.parametrize("case", ["written after it finished", "a hybrid not of the sample model",
+                                  "a run that did not finish", "an older release's marker",
+                                  "no marker"])
+def test_the_demo_refuses_data_it_did_not_write(demo_context: Context, case: str) -> None:
+    from dal.cli.demo_namespace import MARKER, ForeignDataError, claim, finish
+
+    claimed = claim(demo_context)
+    foreign = _put(demo_context, "invoice" if case == "a hybrid not of the sample model" else "backend")
+    marker = f"{demo_context.keys.root}{MARKER}"
+    if case == "an older release's marker":  # it recorded no finish: nothing tells its data from others'
+        demo_context.persistent.commit([], [Put(marker, b"")])
+    elif case == "no marker":
+        demo_context.persistent.commit([], [Delete(marker)])
+    elif case != "a run that did not finish":
+        finish(demo_context, claimed)
+    if case == "written after it finished":
+        foreign = _put(demo_context, "backend")
+    before = _keys(demo_context)
+    with pytest.raises(ForeignDataError, match="holds data the demo did not write") as refused:
+        claim(demo_context)
+    assert foreign in str(refused.value) and "--namespace NAME" in str(refused.value)
+    assert _keys(demo_context) == before
+
+
+def test_the_demo_refuses_a_namespace_an_app_wrote_to_after_it(tmp_path: Path) -> None:
+    """The hunt's case: `dal demo`, an application saves in namespace `dal`, `dal demo` again."""
+    assert run_dal("demo", "--count", "2", "--erd", "", cwd=tmp_path).returncode == 0
+    (tmp_path / "invoices.py").write_text(
+        "from dal import DataObject, Property\n\n\nclass Invoice(DataObject):\n"
+        "    __properties = [Property('number', str)]\n")
+    run_python("import dal, invoices\ndal.configure()\ninvoices.Invoice(data={'number': 'INV-1'}).save()\n",
+               tmp_path)
+    again = run_dal("demo", "--count", "2", "--erd", "", cwd=tmp_path)
+    assert again.returncode == 2 and "holds data the demo did not write (dal/o/invoice/" in again.stderr
+    kept = run_dal("dump", "--hybrids", "invoices", "--only", "Invoice", cwd=tmp_path)
+    assert '"number": "INV-1"' in kept.stdout, kept.stderr
+
+
+# --- a dry-run migration opens an existing store only -------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["typo.sqlite3", "no/such/dir/x.db"])
+def test_a_dry_run_migration_refuses_a_missing_sqlite_file(tmp_path: Path, where: str) -> None:
+    result = run_dal("migrate", "--dry-run", "--persistent", f"sqlite:///{where}", cwd=tmp_path)
+    assert result.returncode == 2 and "does not exist" in result.stderr, result.stdout + result.stderr
+    assert "up to date" not in result.stdout
+    assert os.listdir(tmp_path) == []
