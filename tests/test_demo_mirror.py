@@ -200,12 +200,13 @@ def test_the_demo_mirrors_and_runs_the_refresher_as_another_process(tmp_path: Pa
     assert all(record["info"]["status"] == record["status"] and record["error"] is None for record in stored)
 
 
-def test_the_demo_on_a_store_of_its_own_process_refreshes_in_process(tmp_path: Path) -> None:
-    result = run_dal("demo", "--count", "2", "--erd", "", "--persistent", "memory://", cwd=tmp_path)
+@pytest.mark.parametrize("scheme", ["memory", "fakeredis"])
+def test_the_demo_on_a_store_of_its_own_process_refreshes_in_process(tmp_path: Path, scheme: str) -> None:
+    result = run_dal("demo", "--count", "2", "--erd", "", "--persistent", f"{scheme}://", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert_mirror_steps(out)
-    assert "`dal refresh --once` (in this process: memory:// is not shared): exit 0, remote calls: " \
+    assert f"`dal refresh --once` (in this process: {scheme}:// is not shared): exit 0, remote calls: " \
            "0 single, 1 bulk; 0 stale left" in out
     assert "| VirtualMachine: 3 stale: 3 changed, 0 unchanged, 0 failed (dal.mirror.refresh_stale" in out
 

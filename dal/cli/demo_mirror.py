@@ -164,7 +164,7 @@ def _run_refresher(context: Context, args: argparse.Namespace) -> tuple[int, lis
 
     Another process when the durable store is shared (a SQLite file, etcd), as a cron job or a
     service would run it; in this process when it is not (``memory://`` lives in this process
-    only), through the same command function.
+    only, as ``fakeredis://``), through the same command function.
     """
     stores = ["--namespace", context.namespace, "--hybrids", "dal.hybrids"]
     if args.persistent:
@@ -185,4 +185,5 @@ def _run_refresher(context: Context, args: argparse.Namespace) -> tuple[int, lis
     summary = [f"{VirtualMachine.__name__}: {found.total} stale: {found.refreshed} changed, "
                f"{found.unchanged} unchanged, {len(found.failed)} failed (dal.mirror.refresh_stale, what the "
                "command runs)"]
-    return (1 if found.failed else 0), summary, "in this process: memory:// is not shared"
+    where = f"in this process: {context.persistent.scheme}:// is not shared"
+    return (1 if found.failed else 0), summary, where
