@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dal import DataObject, Property, configure
+from dal import DataList, DataObject, Dynamic, Property, configure
 from dal.backends import open_persistent, open_volatile
 from dal.backends.base import Put
 
@@ -61,3 +61,29 @@ def test_clear_removes_cache_entries_only() -> None:
     assert cache.get("lock") is None
     entry = store.get("durable")
     assert entry is not None and entry.value == b"kept"
+
+
+class FrUpper(DataObject):
+    __properties = [Property("name", str)]
+    __dynamics = [Dynamic("upper", str, 600)]
+
+    def _upper(self) -> str:
+        return str(self.name).upper()
+
+
+def test_a_commit_through_another_client_of_the_same_fake_server_reaches_a_local_cache() -> None:
+    """Two URLs that differ in options are two clients of one fake server: the commits of one must
+    empty the local cache in front of the other (counted per fake server, not per client)."""
+    tag = uuid.uuid4().hex[:8]
+    first = configure(f"fakeredis://fr{tag}", "memory://fr-a", namespace="fr")
+    thing = FrUpper(data={"name": "v1"})
+    thing.save()
+    query = DataList(FrUpper, {"items": [("name", "EQUALS", "v1")]})
+    assert len(query) == 1 and FrUpper(thing.guid).upper == "V1"  # both cached now
+    configure(f"fakeredis://fr{tag}?timeout=4", "memory://fr-b", namespace="fr")
+    other = FrUpper(thing.guid)
+    other.name = "v2"
+    other.save()
+    configure(str(first.persistent_url.settings()), str(first.volatile_url.settings()), namespace="fr")
+    assert len(DataList(FrUpper, {"items": [("name", "EQUALS", "v1")]})) == 0
+    assert FrUpper(thing.guid).upper == "V2"

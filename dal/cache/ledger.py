@@ -65,5 +65,7 @@ _ledgers: weakref.WeakKeyDictionary[object, weakref.WeakKeyDictionary[object, Le
 def ledger_for(cache: object, store: object) -> Ledger:
     """Return the ledger of a local ``cache`` in front of a durable ``store`` client (one per pair)."""
     with _lock:
-        commits = _stores.setdefault(store, _StoreCommits())
+        # several clients may reach one store's data in this process (fakeredis:// URLs that differ in
+        # options): such a client names the data it reaches, and its commits are counted with theirs
+        commits = _stores.setdefault(getattr(store, "data_key", store), _StoreCommits())
         return _ledgers.setdefault(cache, weakref.WeakKeyDictionary()).setdefault(store, Ledger(commits))

@@ -62,10 +62,16 @@ class FakeRedisStore(RedisStore):
     shared: ClassVar[bool] = False
     #: its fake server lives as long as the process, so data outlives the client (conformance reads it)
     outlives_its_client: ClassVar[bool] = True
+    #: what stands for the data this client reaches (its fake server), for dal.cache.ledger
+    data_key: object
 
     @classmethod
     def from_url(cls, url: StoreURL) -> FakeRedisStore:
-        return cls(url, open_fake(url, STORE_TIMEOUT))
+        store = cls(url, open_fake(url, STORE_TIMEOUT))
+        # clients of one fake server (URLs that differ in options) reach the same data: a local cache
+        # in front of one must hear of the others' commits (dal.cache.ledger counts them per data)
+        store.data_key = fake_server(url.hosts[0][0] if url.hosts else "")
+        return store
 
 
 class FakeRedisCache(RedisCache):
