@@ -227,7 +227,8 @@ class HangVm(DataObject):
     def _refresh(self):
         if os.environ.get("HANG") and self.hostname == "vm1":
             open(os.environ["HANG"], "w").close()
-            time.sleep(3600)  # a remote that never answers, through a client without a timeout
+            time.sleep(float(os.environ.get("HANG_FOR", 3600)))  # a remote that never answers,
+            # through a client without a timeout (or, with HANG_FOR, one that answers late)
         return {"name": self.hostname}
 '''
 #: HangVm's timeout: the lease's TTL, and how long a call may run before it is taken for hung
@@ -321,6 +322,20 @@ def test_sigterm_before_the_call_is_taken_for_hung_ends_a_once_run_past_it(tmp_p
     assert "interrupted: stopped" in out
     assert took < TTL * 4 / 3 + SLACK
     assert open_persistent(env["DAL_PERSISTENT_URL"]).acquire_leadership("refresher/hang", "next", 5).acquired
+
+
+def test_a_once_run_whose_remote_call_ran_past_the_ttl_fails_instead_of_claiming_a_standby(
+        tmp_path: Path) -> None:
+    env = {**hang_env(tmp_path), "HANG_FOR": str(TTL * 2.5)}  # slow, not endless: it returns
+    once = start(tmp_path, env, "--once", hang=True)
+    try:
+        out, _ = once.communicate(timeout=TTL * 2.5 + SLACK)
+    finally:
+        if once.poll() is None:
+            once.kill()
+            once.wait(30)
+    assert once.returncode == 1, (once.returncode, out)  # not 3: no other refresher leads
+    assert "giving up the lead of refresher/hang: a remote call has run for over 2s" in out
 
 
 def test_the_watch_sees_one_call_while_a_loader_refreshes_another_object_itself(context: Context) -> None:

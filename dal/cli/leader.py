@@ -60,6 +60,11 @@ class Leader:
         return self.lease is not None and not self._lost.is_set() and time.monotonic() < self._valid_until
 
     @property
+    def gave_up(self) -> bool:
+        """Whether this lead was given up over a hung remote call (not lost to the store or another)."""
+        return self.lease is not None and self.lease is self._given_up
+
+    @property
     def stuck(self) -> bool:
         """Whether the pass's remote call in progress has run for over :attr:`stuck_after` seconds."""
         since = self._calling_since

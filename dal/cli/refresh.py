@@ -110,12 +110,21 @@ def _once(hybrids: Sequence[type[DataObject]], leader: Leader, stop: threading.E
     try:
         ahead = args.look_ahead or 0.0  # a run from cron knows nothing of the next: stale now only
         outcome = refresh_pass(hybrids, args.batch_size, leader, stop, dict.fromkeys(hybrids, ahead))
+        gave_up = leader.gave_up
     finally:
         leader.release()
     _print(outcome, args.limit)
     if outcome.interrupted:
-        # not every hybrid was refreshed: stopped by a signal, or the lease was lost (another leads)
-        return 130 if stop.is_set() else EXIT_STANDBY
+        # not every hybrid was refreshed: stopped by a signal, the lead given up over a remote call
+        # running past the TTL (a failure of this run: no other refresher need lead), or the lease
+        # lost (another leads)
+        if stop.is_set():
+            return 130
+        if gave_up:
+            print(f"gave up the lead of {leader.role}: a remote call ran for over {leader.stuck_after:g}s; "
+                  "the rest waits for the next run", file=sys.stderr)
+            return 1
+        return EXIT_STANDBY
     reports = outcome.reports.values()
     print(f"refreshed {len(outcome.reports)} of {len(hybrids)} mirrored hybrids: "
           f"{sum(report.total for report in reports)} stale objects, "
@@ -141,7 +150,7 @@ def _loop(hybrids: Sequence[type[DataObject]], leader: Leader, stop: threading.E
     try:
         while not stop.is_set():
             if not leader.held:
-                if leader.lease is not None:
+                if leader.lease is not None and not leader.gave_up:  # a give-up said so itself
                     say(f"lost the lead of {leader.role}: its lease could not be renewed")
                 try:
                     lease = leader.acquire()
