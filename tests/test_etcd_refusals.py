@@ -264,3 +264,76 @@ def test_a_key_with_a_lone_surrogate_is_an_invalid_value(etcd_server: RunningSer
     with pytest.raises(InvalidValueError, match="surrogate"):
         call(store)
     store.close()
+
+
+# --- stubbed members: what no real server can be made to do on cue -----------------------------
+
+
+class _StubError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def _stubbed(url: str, stubs: dict[str, dict[str, Any]]) -> EtcdStore:
+    store = EtcdStore.from_url(parse_url(url))
+    store._stubs = stubs  # type: ignore[attr-defined]
+    return store
+
+
+def test_a_login_refused_after_a_send_that_got_no_answer_is_not_a_refusal() -> None:
+    """Member A dropped the connection after the commit went out (it may apply it), B refuses A's
+    token (simple tokens are per member), and logging in again fails: the commit is uncertain."""
+    logins: list[str] = []
+
+    class Kv:
+        def __init__(self, first: bool) -> None:
+            self.first = first
+
+        def Txn(self, request: Any, timeout: float, metadata: Any) -> Any:
+            if self.first:
+                raise _StubError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+            raise _StubError(grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token")
+
+    class Auth:
+        def Authenticate(self, request: Any, timeout: float, metadata: Any) -> Any:
+            logins.append("login")
+            if len(logins) == 1:
+                return etcdrpc.AuthenticateResponse(token="t1")
+            raise _StubError(grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: authentication failed, "
+                                                               "invalid user ID or password")
+
+    hosts = ["127.0.0.1:23791", "127.0.0.1:23792"]
+    store = _stubbed(f"etcd://u:p@{','.join(hosts)}?timeout=5",
+                     {host: {"kv": Kv(host == hosts[0]), "auth": Auth()} for host in hosts})
+    store._client._current_endpoint_label = hosts[0]  # type: ignore[attr-defined]
+    with pytest.raises(BackendError) as raised:
+        store.commit([Revision("k", 0)], [Put("k", b"v")])
+    assert not isinstance(raised.value, RefusedError), raised.value
+    assert "may have been applied" in str(raised.value) and len(logins) == 2
+
+
+def test_a_slow_but_healthy_member_keeps_nearly_the_whole_timeout() -> None:
+    """Every member serves the read in 1.2 s, under a 2.5 s timeout over 3 members: the first send
+    waits 2.5 s less 0.5 s for each of the 2 others, and the read succeeds on it (a share of a third
+    each, 0.83 s, failed it on every member)."""
+    sends: list[float] = []
+
+    class Kv:
+        def Range(self, request: Any, timeout: float, metadata: Any) -> Any:
+            sends.append(timeout)
+            if timeout < 1.2:
+                time.sleep(timeout)
+                raise _StubError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            time.sleep(1.2)
+            return etcdrpc.RangeResponse()
+
+    hosts = ["127.0.0.1:23791", "127.0.0.1:23792", "127.0.0.1:23793"]
+    store = _stubbed(f"etcd://{','.join(hosts)}?timeout=2.5", {host: {"kv": Kv()} for host in hosts})
+    assert store.scan("big/") == []
+    assert len(sends) == 1 and 1.3 < sends[0] <= 1.5, sends

@@ -25,9 +25,10 @@ from dal.exceptions import BackendError, ConfigurationError, InvalidValueError
 
 #: seconds a failed endpoint is passed over while others remain (pyetcd's default is 300)
 ENDPOINT_RETRY_AFTER = 2.0
-#: seconds one send to one member waits at least (or what is left of the deadline): a member that
-#: is frozen or cut off accepts a request and never answers, so each send gets a share of the time
-#: left and an unanswered one goes to the next member; a healthy member answers within milliseconds
+#: seconds kept back for each further member a send may still go to: a member that is frozen or cut
+#: off accepts a request and never answers, so a send waits the time left less this reserve per
+#: member still untried, and an unanswered one goes to the next member (a healthy one answers
+#: within milliseconds); a send waits at least this long (or what is left of the deadline)
 ATTEMPT_FLOOR = 0.5
 _CHANNEL_OPTIONS = [
     # gRPC backs off up to 2 minutes before reconnecting; a recovered server should be used soon
@@ -129,7 +130,14 @@ class EtcdTransport:
         deadline = time.monotonic() + self.timeout
         tries = _Tries()
         for attempt in range(2):
-            metadata = self._auth_metadata(deadline)
+            try:
+                metadata = self._auth_metadata(deadline)
+            except RefusedError as exc:
+                if not tries.unanswered:
+                    raise
+                # a login refused now says nothing of the earlier send that got no answer
+                raise BackendError(f"{exc} (an earlier send of this request got no answer and may have "
+                                   "been applied)") from exc
             try:
                 return self._send(method, request, deadline, metadata, service=service, resend=resend,
                                   tries=tries)
@@ -175,7 +183,8 @@ class EtcdTransport:
         connection can drop after sending, and etcd reports some server-side timeouts with it),
         and DEADLINE_EXCEEDED means a member took it and did not answer (frozen, cut off from
         the others): either may still apply, even much later (a frozen member resumed reads it
-        then). Each send waits a share of the time left, and is sent again to the next member
+        then). Each send waits the time left less a reserve (ATTEMPT_FLOOR) per member still to
+        try, and is sent again to the next member
         when ``resend`` says that is safe: reads, lease keep-alives and revokes, a lease grant
         (at worst an extra lease expires unused), and a commit whose checks a first send that
         did apply makes fail (:meth:`~dal.backends.etcd.store.EtcdStore.commit` says which): dal's
@@ -190,7 +199,10 @@ class EtcdTransport:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            wait = max(remaining / sends, min(remaining, ATTEMPT_FLOOR)) if resend else remaining
+            # most of the time left, less a reserve of ATTEMPT_FLOOR per member still to try: a slow
+            # but healthy member keeps nearly the whole timeout, a frozen one leaves the others that
+            wait = max(remaining - ATTEMPT_FLOOR * (sends - 1), min(remaining, ATTEMPT_FLOOR)) if resend \
+                else remaining
             sends -= 1
             endpoint = self._pick_endpoint()
             if silent is not None and endpoint.is_failed():
