@@ -52,10 +52,10 @@ def _admin(server: RunningServer) -> Any:
 
 
 @pytest.mark.redis
-@pytest.mark.parametrize("policy", ["allkeys-lru", "allkeys-random", "volatile-lru", "volatile-ttl"])
+@pytest.mark.parametrize("policy", ["allkeys-lru", "allkeys-random", "allkeys-lfu"])
 def test_a_server_that_may_evict_keys_is_refused_as_the_durable_store(
         own_server: RunningServer, policy: str) -> None:
-    """allkeys-* would evict committed documents, the key index and the counter; volatile-* a lease."""
+    """allkeys-* would evict committed documents, the key index and the counter."""
     admin = _admin(own_server)
     admin.config_set("maxmemory", 64 * 1024 * 1024)
     admin.config_set("maxmemory-policy", policy)
@@ -69,8 +69,10 @@ def test_a_server_that_may_evict_keys_is_refused_as_the_durable_store(
 
 
 @pytest.mark.redis
-@pytest.mark.parametrize(("limit", "policy"), [(64 * 1024 * 1024, "noeviction"), (0, "allkeys-lru")])
-def test_a_server_that_evicts_nothing_is_taken(own_server: RunningServer, limit: int, policy: str) -> None:
+@pytest.mark.parametrize(("limit", "policy"), [(64 * 1024 * 1024, "noeviction"), (0, "allkeys-lru"),
+                                               (64 * 1024 * 1024, "volatile-lru"),
+                                               (64 * 1024 * 1024, "volatile-ttl")])
+def test_a_server_that_evicts_no_data_is_taken(own_server: RunningServer, limit: int, policy: str) -> None:
     admin = _admin(own_server)
     admin.config_set("maxmemory", limit)
     admin.config_set("maxmemory-policy", policy)

@@ -228,26 +228,31 @@ class RedisStore(RedisLeadership):
         return self._tokens.token(int(current or 0), ticket)
 
     def _check_eviction(self) -> None:
-        """Refuse a server that may evict keys: with a maxmemory and any policy but ``noeviction``
-        Redis deletes keys to make room, and the durable store's are committed data (their index
-        and the revision counter too), while a ``volatile-*`` policy takes keys with an expiry, a
-        leadership lease among them, before it ends. Read once per store, from ``INFO memory``
-        (``CONFIG`` is often renamed or disabled); a server that refuses INFO too is not checked.
+        """Refuse a server that may evict the durable store's keys: with a maxmemory and an
+        ``allkeys-*`` policy Redis deletes any key to make room, committed documents, their index and
+        the revision counter among them. A ``volatile-*`` policy takes only keys with an expiry, and
+        the only such keys are leadership leases (the refresher's): one taken early costs what a
+        leader frozen past its lease does, two refreshers for the length of a batch, never data. Read
+        once per store, from ``INFO memory`` (``CONFIG`` is often renamed or disabled); a server that
+        does not let this client run INFO is not checked.
         """
         try:
             raw: Raw = self._calls.call("INFO", "memory")
-        except redis.ResponseError:
-            self._kept = True
+        except redis.ResponseError as exc:
+            if not isinstance(exc, redis.exceptions.NoPermissionError) and "unknown command" not in str(exc):
+                raise self._failure("read of the memory settings (INFO memory)", exc) from exc
+            self._kept = True  # INFO renamed, disabled or not granted: nothing to read
             return
         except ERRORS as exc:
             raise self._failure("read of the memory settings (INFO memory)", exc) from exc
         text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
         fields = dict(line.strip().partition(":")[::2] for line in text.splitlines())
         limit, policy = fields.get("maxmemory", "0"), fields.get("maxmemory_policy", "noeviction")
-        if limit not in ("", "0") and policy != "noeviction":
+        if limit not in ("", "0") and policy.startswith("allkeys-"):
             raise ConfigurationError(
                 f"the redis server of {self._where} has maxmemory {limit} and maxmemory-policy {policy}: "
                 "it would evict the durable store's keys (committed data) to make room. Set "
-                "maxmemory-policy noeviction on it (CONFIG SET and redis.conf), or give the durable "
-                "store a server of its own: the policy is the server's, another database of it shares it")
+                "maxmemory-policy noeviction (or a volatile-* one) on it (CONFIG SET and redis.conf), or "
+                "give the durable store a server of its own: the policy is the server's, another database "
+                "of it shares it")
         self._kept = True
