@@ -108,9 +108,13 @@ def _structured(kind: type) -> bool:
 
 
 def _state(value: Any) -> dict[str, Any]:
-    """Return a pydantic model's or a dataclass's fields (extra fields included) by name."""
-    if hasattr(value, "__dict__"):
-        return {**vars(value), **(getattr(value, "__pydantic_extra__", None) or {})}
+    """Return a pydantic model's or a dataclass's declared fields (a model's extra fields too) by name:
+    not the rest of its ``__dict__`` (a ``cached_property``'s value, an attribute set later), which
+    is never stored and so never read back."""
+    fields = getattr(type(value), "__pydantic_fields__", None)
+    if fields is not None:
+        return {**{name: getattr(value, name) for name in fields},
+                **(getattr(value, "__pydantic_extra__", None) or {})}
     return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
 
 

@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -257,3 +259,29 @@ def test_to_model_of_a_value_changed_in_place_wrongly_names_the_field() -> None:
 def test_from_model_of_a_dict_says_how_to_make_a_model() -> None:
     with pytest.raises(InvalidValueError, match=r"takes a pydantic model, not a dict.*model_validate"):
         Store.from_model({"name": "x"})  # type: ignore[arg-type]
+
+
+class _Summed(pydantic.BaseModel):
+    a: int = 1
+    b: list[int] = []
+
+    @functools.cached_property
+    def total(self) -> int:
+        return self.a + sum(self.b)
+
+
+@dataclasses.dataclass
+class _Seen:
+    a: int = 1
+
+    def __post_init__(self) -> None:
+        self.noted: set[int] = set()  # an attribute of the instance, not a field: never stored
+
+
+def test_what_a_model_or_dataclass_holds_besides_its_fields_does_not_refuse_it() -> None:
+    """Only declared fields are stored and read back: a cached_property's value or an attribute
+    set in __post_init__ is no difference between the value and its round trip."""
+    summed = _Summed(a=2, b=[3])
+    assert summed.total == 5  # cached in the instance's __dict__ now
+    assert Validator("T.x", _Summed)(summed) == summed
+    assert Validator("T.x", _Seen)(_Seen(2)) == _Seen(2)
