@@ -135,6 +135,14 @@ def context(pair_urls: PairURLs) -> Context:
     return pair_urls.configure()
 
 
+@pytest.fixture
+def local(tmp_path: Path, namespace: str) -> Iterator[Context]:
+    """dal on the embedded pair (a SQLite file and memory://) in a fresh namespace, closed after."""
+    context = configure(f"sqlite:///{tmp_path}/local.sqlite3", "memory://", namespace=namespace)
+    yield context
+    context.close()
+
+
 def round_trips(context: Context, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Count every call that reaches either store from now on, by store and method."""
     calls: Counter[str] = Counter()

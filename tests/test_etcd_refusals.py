@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import pytest
 from pyetcd import etcdrpc
+from test_commit_outcome import _RpcError
 
 import dal.backends.etcd.store as etcd_store
 from dal import DataObject, Property, configure
@@ -269,17 +270,6 @@ def test_a_key_with_a_lone_surrogate_is_an_invalid_value(etcd_server: RunningSer
 # --- stubbed members: what no real server can be made to do on cue -----------------------------
 
 
-class _StubError(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        self._code, self._details = code, details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-
 def _stubbed(url: str, stubs: dict[str, dict[str, Any]]) -> EtcdStore:
     store = EtcdStore.from_url(parse_url(url))
     store._stubs = stubs  # type: ignore[attr-defined]
@@ -297,15 +287,15 @@ def test_a_login_refused_after_a_send_that_got_no_answer_is_not_a_refusal() -> N
 
         def Txn(self, request: Any, timeout: float, metadata: Any) -> Any:
             if self.first:
-                raise _StubError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
-            raise _StubError(grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token")
+                raise _RpcError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+            raise _RpcError(grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token")
 
     class Auth:
         def Authenticate(self, request: Any, timeout: float, metadata: Any) -> Any:
             logins.append("login")
             if len(logins) == 1:
                 return etcdrpc.AuthenticateResponse(token="t1")
-            raise _StubError(grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: authentication failed, "
+            raise _RpcError(grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: authentication failed, "
                                                                "invalid user ID or password")
 
     hosts = ["127.0.0.1:23791", "127.0.0.1:23792"]
@@ -329,7 +319,7 @@ def test_a_slow_but_healthy_member_keeps_nearly_the_whole_timeout() -> None:
             sends.append(timeout)
             if timeout < 1.2:
                 time.sleep(timeout)
-                raise _StubError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+                raise _RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
             time.sleep(1.2)
             return etcdrpc.RangeResponse()
 

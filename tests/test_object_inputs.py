@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from dal import DataObject, Dynamic, Property, configure, save_many
+from dal import DataObject, Dynamic, Property, save_many
 from dal.config import Context
 from dal.exceptions import InvalidValueError
 from dal.objects.transaction import encode
@@ -29,13 +28,6 @@ class InputBag(DataObject):
 
     def _size(self) -> int:
         return len(self.tags or [])
-
-
-@pytest.fixture
-def local(tmp_path: Path, namespace: str) -> Iterator[Context]:
-    context = configure(f"sqlite:///{tmp_path}/inputs.sqlite3", "memory://", namespace=namespace)
-    yield context
-    context.close()
 
 
 def _stored(context: Context, bag: InputBag) -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import pydantic
 import pydantic.dataclasses
 import pytest
 
-from dal import DataObject, Property, TypedObject, configure
+from dal import DataObject, Property, TypedObject
 from dal.backends.base import Delete, Put, Revision
 from dal.config import Context
 from dal.exceptions import InvalidQueryError, InvalidValueError, UniqueConstraintError
@@ -76,13 +76,6 @@ class Num(TypedObject, hybrid_name="typednum"):
 class Shape(DataObject):
     __properties = [Property("dims", [[1, 2], [3]], mandatory=False, indexed=True),
                     Property("opts", [{"a": 1}], mandatory=False)]
-
-
-@pytest.fixture
-def local(tmp_path: Path, namespace: str) -> Iterator[Context]:
-    context = configure(f"sqlite:///{tmp_path}/typed.sqlite3", "memory://", namespace=namespace)
-    yield context
-    context.close()
 
 
 def _stored(context: Context, hybrid: str, guid: str) -> tuple[int, dict[str, Any]]:

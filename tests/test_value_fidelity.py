@@ -17,19 +17,17 @@ import dataclasses
 import datetime as dt
 import enum
 import functools
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import pydantic
 import pytest
+from test_typed_values import _stored
 
-from dal import DataObject, Property, TypedObject, configure
+from dal import DataObject, Property, TypedObject
 from dal.config import Context
 from dal.exceptions import ConfigurationError, InvalidValueError, MissingMandatoryFieldsError
 from dal.model.validation import validate_document
-from dal.objects.transaction import decode
 from dal.validators import Validator
 
 
@@ -81,19 +79,6 @@ class Store(TypedObject, hybrid_name="fidstore"):
 
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
-
-
-@pytest.fixture
-def local(tmp_path: Path, namespace: str) -> Iterator[Context]:
-    context = configure(f"sqlite:///{tmp_path}/fidelity.sqlite3", "memory://", namespace=namespace)
-    yield context
-    context.close()
-
-
-def _stored(context: Context, hybrid: str, guid: str) -> tuple[int, dict[str, Any]]:
-    entry = context.persistent.get(context.keys.doc(hybrid, guid))
-    assert entry is not None
-    return entry.revision, decode(entry.value)
 
 
 # enums of Enum members ------------------------------------------------------------------------------
