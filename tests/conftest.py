@@ -66,6 +66,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
 
 
 @pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RunningServer]:
+    """A redis-server of this test's own, free to reconfigure, stop and pause."""
+    server = start_or_skip("redis", lambda: start_redis(tmp_path / "redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def namespace() -> str:
     """A fresh namespace per test, so tests never see each other's data."""
     return f"t{uuid.uuid4().hex[:12]}"

@@ -27,9 +27,8 @@ __all__ = ["shared", "urls"]  # fixtures, imported for this module's tests
 BOUND = 2.0
 
 
-def writer_ahead(monkeypatch: pytest.MonkeyPatch, ahead: float) -> None:
-    """Run this process's writer on a clock ``ahead`` seconds fast, and kill it after each commit
-    (before it invalidates); its sweeps keep the real clock."""
+def clock_ahead(ahead: float) -> Any:
+    """A stand-in for the ``time`` module whose wall clock runs ``ahead`` seconds fast."""
     real = time.time
 
     class Ahead:
@@ -40,7 +39,13 @@ def writer_ahead(monkeypatch: pytest.MonkeyPatch, ahead: float) -> None:
         def time() -> float:
             return real() + ahead
 
-    monkeypatch.setattr(journal_module, "time", Ahead)
+    return Ahead
+
+
+def writer_ahead(monkeypatch: pytest.MonkeyPatch, ahead: float) -> None:
+    """Run this process's writer on a clock ``ahead`` seconds fast, and kill it after each commit
+    (before it invalidates); its sweeps keep the real clock."""
+    monkeypatch.setattr(journal_module, "time", clock_ahead(ahead))
     monkeypatch.setattr(Journal, "_delivered", lambda self, key, invalidate: None)
 
 
@@ -93,20 +98,11 @@ def test_a_longer_grace_holds_back_records_however_long_they_were_seen(
 def _skewed_writer(persistent: str, volatile: str, namespace: str, guid: str, ahead: float) -> None:
     """Another process, its clock ``ahead``: commits one save and is killed -9 before it invalidates."""
     configure(persistent, volatile, namespace=namespace)
-    real = time.time
-
-    class Ahead:
-        monotonic = staticmethod(time.monotonic)
-        sleep = staticmethod(time.sleep)
-
-        @staticmethod
-        def time() -> float:
-            return real() + ahead
 
     def killed(self: Journal, key: str, invalidate: Any) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
-    journal_module.time = Ahead  # type: ignore[assignment]
+    journal_module.time = clock_ahead(ahead)  # type: ignore[assignment]
     Journal._delivered = killed  # type: ignore[method-assign]
     tally = Tally(guid)
     tally.count = 1

@@ -6,7 +6,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,8 +32,7 @@ from dal.backends.redis.connection import COUNTER, DATA, INDEX
 from dal.backends.url import parse_url
 from dal.cache.journal import Journal
 from dal.exceptions import BackendError, ConfigurationError
-from dal.testing.fixtures import start_or_skip
-from dal.testing.servers import RunningServer, start_redis
+from dal.testing.servers import RunningServer
 
 SECRET = "s3cr3t-pw"
 
@@ -245,16 +243,6 @@ def test_cache_entries_carry_their_ttl_in_milliseconds(url: str, namespace: str)
 # --- failures ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[RunningServer]:
-    """A redis-server of this test's own, free to stop and pause."""
-    server = start_or_skip("redis", lambda: start_redis(tmp_path / "redis"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def _fails_fast(call: Any, limit: float) -> BackendError:
     began = time.monotonic()
     with pytest.raises(BackendError) as caught:
@@ -265,11 +253,11 @@ def _fails_fast(call: Any, limit: float) -> BackendError:
 
 
 @pytest.mark.redis
-def test_a_stopped_server_fails_fast(own_server: RunningServer) -> None:
-    store = RedisStore.from_url(parse_url(f"{own_server.url}?timeout=0.5"))
-    cache = RedisCache.from_url(parse_url(f"{own_server.url}?timeout=0.2"))
+def test_a_stopped_server_fails_fast(own_redis: RunningServer) -> None:
+    store = RedisStore.from_url(parse_url(f"{own_redis.url}?timeout=0.5"))
+    cache = RedisCache.from_url(parse_url(f"{own_redis.url}?timeout=0.2"))
     assert store.commit([], [Put("k", b"v")]).ok and cache.set("k", b"v", 0)
-    own_server.stop()
+    own_redis.stop()
     _fails_fast(lambda: store.get("k"), 1.0)
     _fails_fast(lambda: store.commit([], [Put("k", b"w")]), 1.0)
     _fails_fast(lambda: cache.get("k"), 0.5)
@@ -277,18 +265,18 @@ def test_a_stopped_server_fails_fast(own_server: RunningServer) -> None:
 
 
 @pytest.mark.redis
-def test_a_paused_server_times_out_within_the_timeout(own_server: RunningServer) -> None:
-    store = RedisStore.from_url(parse_url(f"{own_server.url}?timeout=0.5"))
-    cache = RedisCache.from_url(parse_url(f"{own_server.url}?timeout=0.2"))
+def test_a_paused_server_times_out_within_the_timeout(own_redis: RunningServer) -> None:
+    store = RedisStore.from_url(parse_url(f"{own_redis.url}?timeout=0.5"))
+    cache = RedisCache.from_url(parse_url(f"{own_redis.url}?timeout=0.2"))
     assert store.get("k") is None and cache.get("k") is None  # connected before the pause
-    own_server.pause()
+    own_redis.pause()
     try:
         error = _fails_fast(lambda: store.get("k"), 1.5)
         assert "Timeout" in str(error)
         _fails_fast(lambda: cache.get_many(["k"]), 1.0)
         assert cache.delete_many(["k"]) == ["k"]
     finally:
-        own_server.resume()
+        own_redis.resume()
     close_all()
     assert store.get("k") is None  # a resumed server answers the same client again
 

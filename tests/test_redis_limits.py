@@ -7,8 +7,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,18 +20,7 @@ from dal.backends.redis import RedisCache, RedisStore
 from dal.backends.redis.connection import COUNTER, INDEX
 from dal.backends.url import parse_url
 from dal.exceptions import BackendError, CommitOutcomeUnknownError, ConfigurationError, InvalidValueError
-from dal.testing.fixtures import start_or_skip
-from dal.testing.servers import RunningServer, closed_port, start_redis
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[RunningServer]:
-    """A redis-server of this test's own, free to reconfigure."""
-    server = start_or_skip("redis", lambda: start_redis(tmp_path / "redis"))
-    try:
-        yield server
-    finally:
-        server.stop()
+from dal.testing.servers import RunningServer, closed_port
 
 
 @pytest.fixture(params=["redis", "fakeredis"])
@@ -54,17 +42,17 @@ def _admin(server: RunningServer) -> Any:
 @pytest.mark.redis
 @pytest.mark.parametrize("policy", ["allkeys-lru", "allkeys-random", "allkeys-lfu"])
 def test_a_server_that_may_evict_keys_is_refused_as_the_durable_store(
-        own_server: RunningServer, policy: str) -> None:
+        own_redis: RunningServer, policy: str) -> None:
     """allkeys-* would evict committed documents, the key index and the counter."""
-    admin = _admin(own_server)
+    admin = _admin(own_redis)
     admin.config_set("maxmemory", 64 * 1024 * 1024)
     admin.config_set("maxmemory-policy", policy)
     for first in ("identity", "commit"):
-        store = RedisStore.from_url(parse_url(own_server.url))
+        store = RedisStore.from_url(parse_url(own_redis.url))
         with pytest.raises(ConfigurationError, match=rf"{policy}.*maxmemory-policy noeviction.*own"):
             store.identity() if first == "identity" else store.commit([], [Put("k", b"v")])
     assert not admin.exists(COUNTER), "refused before the first commit wrote anything"
-    cache = RedisCache.from_url(parse_url(own_server.url))
+    cache = RedisCache.from_url(parse_url(own_redis.url))
     assert cache.set("k", b"v", 0) and cache.get("k") == b"v", "the cache may be evicted: it is a cache"
 
 
@@ -72,11 +60,11 @@ def test_a_server_that_may_evict_keys_is_refused_as_the_durable_store(
 @pytest.mark.parametrize(("limit", "policy"), [(64 * 1024 * 1024, "noeviction"), (0, "allkeys-lru"),
                                                (64 * 1024 * 1024, "volatile-lru"),
                                                (64 * 1024 * 1024, "volatile-ttl")])
-def test_a_server_that_evicts_no_data_is_taken(own_server: RunningServer, limit: int, policy: str) -> None:
-    admin = _admin(own_server)
+def test_a_server_that_evicts_no_data_is_taken(own_redis: RunningServer, limit: int, policy: str) -> None:
+    admin = _admin(own_redis)
     admin.config_set("maxmemory", limit)
     admin.config_set("maxmemory-policy", policy)
-    store = RedisStore.from_url(parse_url(own_server.url))
+    store = RedisStore.from_url(parse_url(own_redis.url))
     assert store.identity() and store.commit([], [Put("k", b"v")]).ok
 
 
@@ -88,13 +76,13 @@ class _Gizmo(DataObject, hybrid_name="redislimitgizmo"):
 
 
 @pytest.mark.redis
-def test_a_save_over_maxmemory_fails_at_once_as_written_nothing(own_server: RunningServer) -> None:
+def test_a_save_over_maxmemory_fails_at_once_as_written_nothing(own_redis: RunningServer) -> None:
     """Redis refuses a script's first write over maxmemory (noeviction), and lets it finish once it has
     written: so an OOM reply means nothing was written, and the save says so at once, not after the
     timeout as a commit that may have been applied."""
-    context = configure(f"{own_server.url}?timeout=3", "memory://", namespace="oom")
+    context = configure(f"{own_redis.url}?timeout=3", "memory://", namespace="oom")
     _Gizmo(data={"name": "first"}).save()
-    admin = _admin(own_server)
+    admin = _admin(own_redis)
     revision = admin.get(COUNTER)
     admin.config_set("maxmemory", 1)  # below what the server uses: every write that grows it is refused
     try:
@@ -114,10 +102,10 @@ def test_a_save_over_maxmemory_fails_at_once_as_written_nothing(own_server: Runn
 
 
 @pytest.mark.redis
-def test_a_read_only_replica_refuses_the_commit_before_it_writes(own_server: RunningServer) -> None:
-    store = RedisStore.from_url(parse_url(own_server.url))
+def test_a_read_only_replica_refuses_the_commit_before_it_writes(own_redis: RunningServer) -> None:
+    store = RedisStore.from_url(parse_url(own_redis.url))
     assert store.commit([], [Put("k", b"v")]).ok
-    admin = _admin(own_server)
+    admin = _admin(own_redis)
     admin.execute_command("REPLICAOF", "127.0.0.1", closed_port())  # a primary it never reaches
     try:
         with pytest.raises(BackendError, match="read-only replica") as caught:
@@ -129,10 +117,10 @@ def test_a_read_only_replica_refuses_the_commit_before_it_writes(own_server: Run
 
 
 @pytest.mark.redis
-def test_a_script_failing_after_its_first_write_stays_uncertain(own_server: RunningServer) -> None:
+def test_a_script_failing_after_its_first_write_stays_uncertain(own_redis: RunningServer) -> None:
     """Redis does not roll a script back: an error after the counter's INCR left writes behind."""
-    store = RedisStore.from_url(parse_url(own_server.url))
-    admin = _admin(own_server)
+    store = RedisStore.from_url(parse_url(own_redis.url))
+    admin = _admin(own_redis)
     admin.set(INDEX, b"not a sorted set")  # the ZADD after the INCR and the SET fails
     with pytest.raises(BackendError, match="WRONGTYPE") as caught:
         store.commit([Revision("k", 0)], [Put("k", b"v")])
@@ -141,12 +129,12 @@ def test_a_script_failing_after_its_first_write_stays_uncertain(own_server: Runn
 
 
 @pytest.mark.redis
-def test_a_busy_server_refuses_the_commit_before_it_runs(own_server: RunningServer) -> None:
-    admin = _admin(own_server)
+def test_a_busy_server_refuses_the_commit_before_it_runs(own_redis: RunningServer) -> None:
+    admin = _admin(own_redis)
     admin.config_set("busy-reply-threshold", 50)
-    store = RedisStore.from_url(parse_url(own_server.url))
+    store = RedisStore.from_url(parse_url(own_redis.url))
     assert store.commit([], [Put("k", b"v")]).ok
-    spinner = redis.Redis(port=own_server.port)
+    spinner = redis.Redis(port=own_redis.port)
     looping = threading.Thread(target=lambda: _swallow(lambda: spinner.execute_command(
         "EVAL", "local i = 0 while true do i = i + 1 end", 0)))
     looping.start()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
 from dal.backends.url import StoreURL
-from dal.exceptions import BackendError, ConfigurationError
+from dal.exceptions import BackendError, ConfigurationError, InvalidValueError
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,3 +379,13 @@ class VolatileStore(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+def utf8(text: str, store: str) -> bytes:
+    """Return a key (or any text a store takes as bytes) in UTF-8; one holding a lone surrogate, which
+    UTF-8 cannot encode, raises InvalidValueError naming it and the ``store`` it was for."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidValueError(f"cannot send {text!r} to {store}: UTF-8 cannot encode its lone "
+                                f"surrogate {text[exc.start:exc.end]!r}") from exc

@@ -20,8 +20,9 @@ from pyetcd.client import Endpoint, MultiEndpointEtcd3Client
 from pyetcd.exceptions import NoServerAvailableError
 
 from dal.backends.base import RefusedError
+from dal.backends.base import utf8 as base_utf8
 from dal.backends.url import StoreURL
-from dal.exceptions import BackendError, ConfigurationError, InvalidValueError
+from dal.exceptions import BackendError, ConfigurationError
 
 #: seconds a failed endpoint is passed over while others remain (pyetcd's default is 300)
 ENDPOINT_RETRY_AFTER = 2.0
@@ -75,12 +76,8 @@ class CompactedError(BackendError):
 
 
 def utf8(text: str) -> bytes:
-    """Return ``text`` in UTF-8; one with a lone surrogate raises InvalidValueError (etcd keys are bytes)."""
-    try:
-        return text.encode()
-    except UnicodeEncodeError as exc:
-        raise InvalidValueError(f"cannot send {text!r} to etcd: UTF-8 cannot encode its lone "
-                                f"surrogate {text[exc.start:exc.end]!r}") from exc
+    """Return ``text`` in UTF-8 for etcd, whose keys are bytes (see :func:`dal.backends.base.utf8`)."""
+    return base_utf8(text, "etcd")
 
 
 def etcd_error(exc: Any) -> tuple[Any, str]:

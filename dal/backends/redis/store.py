@@ -27,6 +27,7 @@ from dal.backends.base import (
     PrefixUnchanged,
     Put,
     Revision,
+    utf8,
 )
 from dal.backends.redis.cache import RedisCache
 from dal.backends.redis.connection import (
@@ -44,7 +45,7 @@ from dal.backends.redis.leadership import RedisLeadership
 from dal.backends.redis.scripts import COMMIT, SCAN
 from dal.backends.tokens import ChangeTokens
 from dal.backends.url import StoreURL
-from dal.exceptions import ConfigurationError, InvalidValueError
+from dal.exceptions import ConfigurationError
 
 DEFAULT_TIMEOUT = 5.0
 #: keys a script reads (or deletes) per ZRANGEBYLEX: bounds each step's reply, and the arguments of
@@ -69,12 +70,7 @@ def lex_range(prefix: str, start_after: str | None = None) -> tuple[bytes, bytes
 
 
 def _utf8(text: str) -> bytes:
-    """Return ``text`` in UTF-8; one with a lone surrogate raises InvalidValueError, as a key sent does."""
-    try:
-        return text.encode()
-    except UnicodeEncodeError as exc:
-        raise InvalidValueError(f"cannot send {text!r} to Redis: UTF-8 cannot encode its lone "
-                                f"surrogate {text[exc.start:exc.end]!r}") from exc
+    return utf8(text, "Redis")
 
 
 def commit_args(checks: Sequence[Check], ops: Sequence[Op]) -> list[Any]:
