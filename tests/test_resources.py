@@ -216,11 +216,12 @@ def test_sqlite_record_of_its_own_commits_exact_below_the_bound(tmp_path: Path) 
 
 def test_memory_cache_drops_expired_entries_nobody_reads() -> None:
     cache = MemoryCache(StoreURL("memory"))
+    # a TTL far longer than the loop takes on a loaded machine: none may expire before the count
     for n in range(5000):
-        assert cache.set(f"query/{n}", b"result", 0.2)
-        assert cache.set(f"version/{n}", b"token", 0.2)
+        assert cache.set(f"query/{n}", b"result", 3)
+        assert cache.set(f"version/{n}", b"token", 3)
     assert len(cache._slots) == 10_000
-    time.sleep(0.3)
+    time.sleep(3.1)
     assert cache.set("later", b"x", 60)  # any later use drops what expired
     assert len(cache._slots) == 1
     assert cache.total_size == len("later") + 1 + ENTRY_OVERHEAD
