@@ -131,15 +131,15 @@ def test_output_does_not_depend_on_the_order_given() -> None:
 
 def test_cardinalities_in_mermaid() -> None:
     text = erd.render_mermaid(SAMPLE)
-    assert '    BackendType ||--o{ Backend : "backend_type / backends"' in text  # mandatory many-to-one
-    assert '    Pool |o--o{ Disk : "pool / disks"' in text  # optional many-to-one
-    assert '    Backend ||--o| AlbaBackend : "backend / alba_backend"' in text  # one-to-one
-    assert '    Disk |o--o{ Disk : "parent / clones"' in text  # self relation
-    assert '    Backend }o..o{ StorageRouter : "many-to-many via BackendStorageRouter"' in text
+    assert '    "BackendType" ||--o{ "Backend" : "backend_type / backends"' in text  # mandatory many-to-one
+    assert '    "Pool" |o--o{ "Disk" : "pool / disks"' in text  # optional many-to-one
+    assert '    "Backend" ||--o| "AlbaBackend" : "backend / alba_backend"' in text  # one-to-one
+    assert '    "Disk" |o--o{ "Disk" : "parent / clones"' in text  # self relation
+    assert '    "Backend" }o..o{ "StorageRouter" : "many-to-many via BackendStorageRouter"' in text
     small = erd.render_mermaid(SMALL)
     # an inherited relation: its reverse accessor stays with the class that declared it
-    assert '    ErdDevice |o--o{ ErdServer : "backup"' in small
-    assert '    ErdDevice }o..o{ ErdRack : "many-to-many via ErdPlacement"' in small
+    assert '    "ErdDevice" |o--o{ "ErdServer" : "backup"' in small
+    assert '    "ErdDevice" }o..o{ "ErdRack" : "many-to-many via ErdPlacement"' in small
 
 
 def test_fields_carry_their_marks() -> None:
@@ -203,7 +203,7 @@ def test_an_undeclared_target_is_a_clear_error() -> None:
 
         __module__ = "erd_scratch"
 
-    assert '    ErdNotYet |o--o{ ErdDangling : "ghost / danglings"' in erd.render_mermaid([ErdDangling])
+    assert '    "ErdNotYet" |o--o{ "ErdDangling" : "ghost / danglings"' in erd.render_mermaid([ErdDangling])
 
 
 def test_bad_arguments() -> None:
@@ -342,9 +342,9 @@ def test_cli_discovers_every_hybrid_module_of_a_package(tmp_path: Path) -> None:
         "    __relations = [Relation('customer', Customer, 'orders')]\n")
     result = run_dal("erd", "--hybrids", "shop.models", cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 0, result.stderr
-    assert "Customer {" in result.stdout and "Order {" in result.stdout
-    assert 'Customer ||--o{ Order : "customer / orders"' in result.stdout
-    assert "Backend {" not in result.stdout
+    assert '"Customer" {' in result.stdout and '"Order" {' in result.stdout
+    assert '"Customer" ||--o{ "Order" : "customer / orders"' in result.stdout
+    assert '"Backend" {' not in result.stdout
 
 
 # --- mirrored hybrids -----------------------------------------------------------------------------
@@ -384,7 +384,7 @@ def test_mermaid_marks_mirrored_hybrids_with_their_timeout() -> None:
     assert "    %% ErdMirroredVm: mirrored from a remote API, timeout 600s, refresh every 300s" in lines
     assert "    %% ErdMirroredDisk: mirrored from a remote API, timeout 90.5s" in lines
     # the mark sits just above the entity it describes, and only mirrored hybrids carry one
-    assert lines[lines.index("    ErdMirroredVm {") - 1].endswith("refresh every 300s")
+    assert lines[lines.index('    "ErdMirroredVm" {') - 1].endswith("refresh every 300s")
     assert sum("mirrored from a remote API" in line for line in lines) == 2
     assert "mirrored" not in erd.render_mermaid(SMALL)
     assert erd.render_mermaid(MIRRORED[::-1]) == text

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -177,12 +178,28 @@ def _joined(cls: type[DataObject]) -> list[type[DataObject]]:
 
 
 def _ids(drawn: Sequence[type[DataObject]]) -> dict[type[DataObject], str]:
-    """Name each entity by its class; classes sharing a name are told apart by their logical names."""
-    count: dict[str, int] = {}
-    for cls in drawn:
-        count[cls.__name__] = count.get(cls.__name__, 0) + 1
-    return {cls: cls.__name__ if count[cls.__name__] == 1
-            else f"{cls.__name__}_{re.sub(r'[^A-Za-z0-9_]', '_', cls._meta.name)}" for cls in drawn}
+    """Name each entity by its class; classes sharing a name are told apart by their logical names.
+
+    Made-up names can still clash (logical names ``a-b`` and ``a_b`` both give ``Disk_a_b``,
+    and so does a class really named ``Disk_a_b``), and Graphviz and Mermaid would draw the
+    two as one box: a clashing id gets a suffix ``_2``, ``_3``... that no other entity wants.
+    A class's own name wins over a made-up one, then logical names decide, so the ids do not
+    depend on the order the hybrids were given in.
+    """
+    count = Counter(cls.__name__ for cls in drawn)
+    wanted = {cls: cls.__name__ if count[cls.__name__] == 1
+              else f"{cls.__name__}_{re.sub(r'[^A-Za-z0-9_]', '_', cls._meta.name)}" for cls in drawn}
+    reserved, taken = set(wanted.values()), set[str]()
+    ids: dict[type[DataObject], str] = {}
+    for cls in sorted(drawn, key=lambda cls: (wanted[cls] != cls.__name__, cls._meta.name,
+                                               cls.__module__, cls.__qualname__)):
+        name, suffix = wanted[cls], 1
+        while name in taken or (suffix > 1 and name in reserved):
+            suffix += 1
+            name = f"{wanted[cls]}_{suffix}"
+        ids[cls] = name
+        taken.add(name)
+    return ids
 
 
 def _entity(cls: type[DataObject], ids: dict[type[DataObject], str], *, external: bool) -> Entity:

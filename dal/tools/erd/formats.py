@@ -56,21 +56,41 @@ def render_mermaid(hybrids: Iterable[type[DataObject]] | None = None) -> str:
             lines.append(f"    %% {entity.id}: mirrored from a remote API, {entity.mirror}")
         if entity.hybrid != entity.id.lower():
             lines.append(f"    %% {entity.id}: stored as {entity.hybrid!r}")
-        lines.append(f"    {entity.id} {{")
+        lines.append(f'    "{entity.id}" {{')
         for row in entity.attributes:
             word = _mermaid_word(row.type)
             notes = row.notes() if word == row.type else [f"type {row.type}", *row.notes()]
             keys = f" {', '.join(row.keys)}" if row.keys else ""
             comment = ' "' + "; ".join(notes).replace('"', "'") + '"' if notes else ""
-            lines.append(f"        {word} {row.name}{keys}{comment}")
+            lines.append(f"        {_mermaid_attribute(word)} {_mermaid_attribute(row.name)}{keys}{comment}")
         lines.append("    }")
     for link in model.links:
         if link.kind == "many-to-many":
-            lines.append(f'    {link.source} }}o..o{{ {link.target} : "{link.label}"')
+            lines.append(f'    "{link.source}" }}o..o{{ "{link.target}" : "{link.label}"')
             continue
         left, right = _MERMAID_ENDS[link.mandatory, link.kind == "one-to-one"]
-        lines.append(f'    {link.target} {left}--{right} {link.source} : "{link.label}"')
+        lines.append(f'    "{link.target}" {left}--{right} "{link.source}" : "{link.label}"')
     return "\n".join(lines) + "\n"
+
+
+#: what Mermaid reads inside an entity block as a key mark, in any case and even as the start of
+#: a word (``pk-or-str``): an attribute's type or name that starts so must be quoted
+_MERMAID_KEY = re.compile(r"(?ia)(?:PK|FK|UK)\b")
+#: an attribute word Mermaid 10 and 11 both read bare (Mermaid 10 knows no backticks and no non-ASCII)
+_MERMAID_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-\[\]()]*")
+
+
+def _mermaid_attribute(word: str) -> str:
+    """Return an attribute's type or name as Mermaid reads it: bare when it can, else in backticks.
+
+    Entity ids are always quoted (Mermaid's entity-name token), because outside a block
+    Mermaid takes ``Class``, ``End``, ``Style``, ``One``, ``To``... for keywords. Inside a
+    block only the key marks clash, and the form that escapes them, backticks, is Mermaid 11
+    only: a bare word keeps every diagram without such names readable by Mermaid 10 too.
+    """
+    if _MERMAID_BARE.fullmatch(word) and not _MERMAID_KEY.match(word):
+        return word
+    return "`" + word.replace("`", "'") + "`"
 
 
 def _mermaid_word(label: str) -> str:
