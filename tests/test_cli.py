@@ -247,7 +247,7 @@ def test_the_dal_script_imports_hybrids_modules_from_the_working_directory(tmp_p
     result = subprocess.run([str(script), "erd", "--hybrids", "mymodule"], cwd=tmp_path, env=environment,
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    assert "Gadget {" in result.stdout and "str label" in result.stdout
+    assert "\"Gadget\" {" in result.stdout and "str label" in result.stdout
 
 
 # --- a mistyped SQLite path -------------------------------------------------------------------
