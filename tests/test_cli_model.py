@@ -100,18 +100,26 @@ def test_the_demo_clears_what_it_wrote(demo_context: Context) -> None:
 
 @pytest.mark.parametrize("case", ["written after it finished", "a hybrid not of the sample model",
                                   "a run that did not finish", "an older release's marker",
-                                  "no marker"])
+                                  "no marker", "a queued dynamic beside a running marker",
+                                  "an unknown marker"])
 def test_the_demo_refuses_data_it_did_not_write(demo_context: Context, case: str) -> None:
     from dal.cli.demo_namespace import MARKER, ForeignDataError, claim, finish
 
     claimed = claim(demo_context)
-    foreign = _put(demo_context, "invoice" if case == "a hybrid not of the sample model" else "backend")
+    queued = case == "a queued dynamic beside a running marker"
+    sample = queued or case in ("written after it finished", "no marker", "an unknown marker")
+    foreign = _put(demo_context, "backend" if sample else "invoice")
     marker = f"{demo_context.keys.root}{MARKER}"
-    if case == "an older release's marker":  # it recorded no finish: nothing tells its data from others'
+    if queued:  # `dal cache queue` keeps its queue in the namespace: not the demo's to clear
+        foreign = f"{demo_context.keys.root}m/cachequeue/0000000001"
+        demo_context.persistent.commit([], [Put(foreign, b"backend.available")])
+    if case == "an older release's marker":  # it recorded no finish
         demo_context.persistent.commit([], [Put(marker, b"")])
+    elif case == "an unknown marker":
+        demo_context.persistent.commit([], [Put(marker, b"paused")])
     elif case == "no marker":
         demo_context.persistent.commit([], [Delete(marker)])
-    elif case != "a run that did not finish":
+    elif case != "a run that did not finish" and not queued:
         finish(demo_context, claimed)
     if case == "written after it finished":
         foreign = _put(demo_context, "backend")
@@ -119,7 +127,50 @@ def test_the_demo_refuses_data_it_did_not_write(demo_context: Context, case: str
     with pytest.raises(ForeignDataError, match="holds data the demo did not write") as refused:
         claim(demo_context)
     assert foreign in str(refused.value) and "--namespace NAME" in str(refused.value)
+    assert "delete the SQLite file" in str(refused.value)
     assert _keys(demo_context) == before
+
+
+@pytest.mark.parametrize("marker_value", [b"running", b""], ids=["killed-run", "older-release"])
+def test_the_demo_clears_a_run_that_did_not_finish(demo_context: Context, marker_value: bytes) -> None:
+    """A demo killed outright, or one of an older release: every key is of the demo's families."""
+    from dal.cli.demo_namespace import MARKER, claim
+
+    claim(demo_context)
+    root, guid = demo_context.keys.root, str(uuid.uuid4())
+    written = [_put(demo_context, "backend"), f"{root}u/backend/name/sbackend1",
+               f"{root}i/disk/name/sdisk1/{guid}", f"{root}r/albabackend/backend/{guid}",
+               f"{root}l/backend/{guid}/albabackend/backend/{guid}", f"{root}m/schema/disk",
+               f"{root}m/verify/storagerouter/run1", f"{root}m/steps/0000000001",
+               f"{root}x/0001700000000/abcd"]
+    marker = f"{root}{MARKER}"
+    demo_context.persistent.commit([], [Put(key, b"x") for key in written[1:]] + [Put(marker, marker_value)])
+    claim(demo_context)
+    assert _keys(demo_context) == [marker]
+
+
+def test_a_demo_stopped_by_sigterm_is_cleared_by_the_next(tmp_path: Path) -> None:
+    """SIGTERM mid-demo: exit 143, the marker says finished, and a plain `dal demo` runs again."""
+    script = ("import os, signal, sys\n"
+              "import dal.cli.demo_run as run\n"
+              "def stop(*args, **kwargs):\n"
+              "    os.kill(os.getpid(), signal.SIGTERM)\n"
+              "run.migration = stop\n"
+              "from dal.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DAL_")}
+    stopped = subprocess.run([sys.executable, "-c", script, "demo", "--count", "2", "--erd", ""],
+                             cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120,
+                             check=False)
+    assert stopped.returncode == 143, stopped.stderr
+    assert "error: terminated" in stopped.stderr and "Traceback" not in stopped.stderr
+    context = configure(f"sqlite:///{tmp_path / 'dal.sqlite3'}")
+    from dal.cli.demo_namespace import FINISHED, MARKER
+
+    marker = context.persistent.get(f"{context.keys.root}{MARKER}")
+    assert marker is not None and marker.value == FINISHED
+    again = run_dal("demo", "--count", "2", "--erd", "", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
 
 
 def test_the_demo_refuses_a_namespace_an_app_wrote_to_after_it(tmp_path: Path) -> None:

@@ -170,6 +170,103 @@ def test_a_failed_write_is_a_typed_error_and_leaves_nothing(
     assert target.read_text() == "before" and leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("target", ["file-as-dir", "too-long"])
+def test_dump_to_a_path_it_cannot_look_at_is_an_error(demo_dir: Path, tmp_path: Path, target: str) -> None:
+    """ENOTDIR, ENAMETOOLONG: a typed error naming why (exit 2), not a traceback."""
+    (tmp_path / "plain").write_text("a file")
+    name = str(tmp_path / "plain" / "x.json") if target == "file-as-dir" else str(tmp_path / ("a" * 300))
+    result = dump_to(demo_dir, name)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    says = "Not a directory" if target == "file-as-dir" else "File name too long"
+    assert result.stderr.startswith(f"error: cannot write {name!r}: {says}; choose a writable directory")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a write as another user")
+def test_write_into_a_directory_it_may_not_enter_is_an_error(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    os.chmod(tmp_path, 0o755)
+    script = ("from dal.cli.output import write_file\nfrom dal.exceptions import DalError\n"
+              f"try:\n    write_file({str(private / 'x.json')!r}, lambda s: s.write('x'))\n"
+              "except DalError as exc:\n    print(exc)\n")
+    done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                           sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          check=False, cwd="/")
+    assert done.returncode == 0, done.stderr
+    assert "Permission denied; choose a writable directory" in done.stdout
+
+
+def test_dump_into_a_pipe_named_by_its_dev_fd_path(demo_dir: Path) -> None:
+    """``-o >(gzip > f)`` and ``-o /dev/stdout`` into a pipe: /dev/fd/N, which resolve() breaks."""
+    read_end, write_end = os.pipe()
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        with os.fdopen(read_end, "rb") as pipe:
+            chunks.append(pipe.read())
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DAL_")}
+    try:
+        result = subprocess.run([sys.executable, "-m", "dal", "dump", "--persistent",
+                                 f"sqlite:///{demo_dir / 'dal.sqlite3'}", "-o", f"/dev/fd/{write_end}"],
+                                cwd=demo_dir, env=environment, capture_output=True, text=True, timeout=120,
+                                check=False, pass_fds=(write_end,))
+    finally:
+        os.close(write_end)
+    reader.join(timeout=10)
+    assert result.returncode == 0, result.stderr
+    assert chunks and json.loads(chunks[0])["format"] == "dal-dump"
+
+
+def test_sigterm_once_the_file_is_renamed_is_delivered_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file is complete: no Terminated ("not written"); the signal reaches the previous handler."""
+    target = tmp_path / "out.json"
+    real = os.replace
+
+    def replace(source: Any, destination: Any) -> None:
+        real(source, destination)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(os, "replace", replace)
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        assert write_file(str(target), lambda stream: stream.write("complete")) == len("complete")
+        assert received == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is not previous  # still the recorder, restored
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert target.read_text() == "complete" and leftovers(tmp_path) == []
+
+
+def test_sigterm_as_the_temporary_file_is_created_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGTERM right after the temporary file exists is held until its name is known."""
+    real = os.open
+
+    def open_then_term(path: Any, flags: int, mode: int = 0o777) -> int:
+        handle = real(path, flags, mode)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return handle
+
+    monkeypatch.setattr(os, "open", open_then_term)
+
+    def outer(signum: int, frame: Any) -> None:
+        raise RuntimeError("the handler write_file should have replaced by now")
+
+    previous = signal.signal(signal.SIGTERM, outer)
+    try:
+        with pytest.raises(Terminated):
+            write_file(str(tmp_path / "out.json"), lambda stream: stream.write("x"))
+        assert signal.getsignal(signal.SIGTERM) is outer
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert os.listdir(tmp_path) == []
+
+
 # --- stdout that cannot be written ------------------------------------------------------------
 
 
@@ -222,6 +319,15 @@ def test_demo_refuses_an_unwritable_diagram_before_it_starts(tmp_path: Path, erd
     assert result.returncode == 2 and result.stderr.startswith("error: --erd "), result.stderr
     assert says in result.stderr and "Traceback" not in result.stderr
     assert result.stdout == "" and not (tmp_path / "dal.sqlite3").exists()  # refused before it began
+
+
+@pytest.mark.parametrize("erd", ["plain/erd.svg", "a" * 300])
+def test_demo_refuses_a_diagram_path_it_cannot_look_at(tmp_path: Path, erd: str) -> None:
+    (tmp_path / "plain").write_text("a file")
+    result = run_dal("demo", "--count", "2", "--erd", erd, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"error: cannot write --erd {erd!r}: ")
+    assert not (tmp_path / "dal.sqlite3").exists()
 
 
 def test_a_diagram_that_cannot_be_written_at_the_end_is_a_typed_error(tmp_path: Path) -> None:

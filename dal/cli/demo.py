@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import dal
+from dal.cli.output import Terminated
 from dal.exceptions import DalError
 
 HELP = "run the demo on the sample model and print a report"
@@ -48,16 +51,35 @@ def run_demo(args: argparse.Namespace, emit: Callable[[str], None]) -> dal.confi
     # the --hybrids modules alone, whose hybrids may be named like the sample's (Disk, Pool, ...)
     from dal.cli import demo_run
 
-    return demo_run.run_demo(args, emit)
+    try:
+        return demo_run.run_demo(args, emit)
+    except Terminated as exc:
+        print("error: terminated; the demo stopped, its data so far marked as its own (the next "
+              "dal demo clears it)", file=sys.stderr)
+        raise SystemExit(128 + exc.signum) from exc
 
 
 def writable(path: Path) -> None:
     """Refuse, before the demo starts, a diagram file it could not write at its end."""
-    if path.is_dir():
-        raise DalError(f"--erd {str(path)!r} is a directory; name a file (or '' to draw none)")
-    folder = path.parent
-    if not folder.is_dir():
-        raise DalError(f"--erd {str(path)!r}: the directory {str(folder)!r} does not exist; create it, "
-                       "or name a file elsewhere (or '' to draw none)")
-    if not os.access(path if path.exists() else folder, os.W_OK):
-        raise DalError(f"--erd {str(path)!r} is not writable; name another file (or '' to draw none)")
+    shown = str(path)
+    try:
+        found = _status(path)
+        if found is not None and stat.S_ISDIR(found.st_mode):
+            raise DalError(f"--erd {shown!r} is a directory; name a file (or '' to draw none)")
+        folder = path.parent
+        if found is None and _status(folder) is None:
+            raise DalError(f"--erd {shown!r}: the directory {str(folder)!r} does not exist; create it, "
+                           "or name a file elsewhere (or '' to draw none)")
+    except OSError as exc:  # not a directory on the way, a name too long, no permission to look
+        raise DalError(f"cannot write --erd {shown!r}: {exc.strerror or exc}; name another file "
+                       "(or '' to draw none)") from exc
+    if not os.access(path if found is not None else folder, os.W_OK):
+        raise DalError(f"--erd {shown!r} is not writable; name another file (or '' to draw none)")
+
+
+def _status(path: Path) -> os.stat_result | None:
+    """Return the status of ``path`` (links followed), None if it does not exist."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None

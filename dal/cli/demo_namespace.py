@@ -2,17 +2,26 @@
 
 ``dal demo`` empties its namespace before it starts, so it can run again and again. A marker
 key under the namespace says what is there: ``running`` while a demo writes, ``finished`` once
-it is done, then written last, so its revision is later than that of every key the demo wrote.
-The next demo clears the namespace only when
+it is done (or stopped by an error, Ctrl-C or SIGTERM), then written last, so its revision is
+later than that of every key the demo wrote. The next demo clears the namespace only when
 
 - it is empty, or
-- the marker says ``finished``, no key under the namespace was written after the marker, and
-  every document there is of the sample model.
+- every key there is of a family the demo writes (:func:`_demo_key`: the document, unique,
+  index, one-to-one and link keys of the sample model's hybrids, their schema records,
+  migration bookkeeping, commit journal records), and
+- the marker says ``finished`` and no key was written after it, or the marker says
+  ``running`` (a demo killed outright, or one running now) or is the empty value an older
+  release wrote, which recorded no finish: then the families alone decide.
 
-Anything else is data the demo did not write, or cannot tell from data it wrote (a demo killed
-before it finished, a marker of an older release that recorded nothing), and the demo refuses,
-naming a key. The clear is one commit, conditional on nothing under the namespace having been
-written since the scan that found it clear to take, so a writer racing it is never wiped.
+Anything else (no marker, a key of another hybrid or family, a key newer than a finished
+marker) is refused, naming a key. The clear is one commit, conditional on nothing under the
+namespace having been written since the scan that found it clear to take, so a writer racing
+it is never wiped.
+
+What the keys cannot tell: an application's hybrid named like one of the sample's (``disk``)
+whose objects were saved into the demo's namespace *while* a demo ran (before its finished
+marker), or at any time beside a ``running`` or older-release marker, is taken for the demo's
+and cleared. Run applications in a namespace of their own.
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ from dal.objects.transaction import decode
 MARKER = "demo-namespace"
 RUNNING = b"running"
 FINISHED = b"finished"
+#: the marker of a release before this one, which recorded neither start nor finish
+OLDER_RELEASE = b""
 
 
 class ForeignDataError(DalError):
@@ -88,25 +99,50 @@ def _survey(context: Context, marker: str) -> _Survey:
     survey = _Survey()
     found = context.persistent.get(marker)
     sample = {getattr(dal.hybrids, name)._meta.name for name in dal.hybrids.__all__}
-    documents = f"{context.keys.root}o/"
-    for batch in scan_batches(context.persistent, context.keys.root):
+    root = context.keys.root
+    documents = f"{root}o/"
+    for batch in scan_batches(context.persistent, root):
         for key, entry in batch:
             survey.newest = max(survey.newest, entry.revision)
             if key == marker:
                 continue
             if found is None:
                 raise _refusal(context, f"{key}, with no demo marker beside it")
-            if found.value != FINISHED:
-                raise _refusal(context, f"{key}, of a demo that did not finish (or of an older release), "
-                                        "which cannot be told from data others wrote")
-            if entry.revision > found.revision:
+            if found.value not in (FINISHED, RUNNING, OLDER_RELEASE):
+                raise _refusal(context, f"{key}, beside a demo marker this release does not know "
+                                        f"({found.value[:40]!r})")
+            if found.value == FINISHED and entry.revision > found.revision:
                 raise _refusal(context, f"{key}, written after the demo finished")
+            if not _demo_key(key[len(root):], sample):
+                raise _refusal(context, f"{key}, which is no key of the sample model's hybrids nor of "
+                                        "dal's own bookkeeping")
             if key.startswith(documents):
                 hybrid, _, guid = key[len(documents):].partition("/")
-                if hybrid not in sample:
-                    raise _refusal(context, f"{key}, of {hybrid}, which is no hybrid of the sample model")
                 survey.cached += _cache_keys(context, hybrid, guid, entry.value)
     return survey
+
+
+def _demo_key(key: str, sample: set[str]) -> bool:
+    """Whether a key (relative to the namespace) is of a family the demo writes.
+
+    A document, unique, index or one-to-one key of a sample hybrid; a link key between two;
+    the schema record or migration verification of one; migration steps and cursors; commit
+    journal records (which name cache keys, no data). Not the cache queue of ``dal cache
+    queue``, nor any other key.
+    """
+    family, _, rest = key.partition("/")
+    parts = rest.split("/")
+    if family in ("o", "u", "i", "r"):
+        return parts[0] in sample
+    if family == "l":  # l/<target>/<target guid>/<source>/<relation>/<source guid>
+        return len(parts) > 3 and parts[0] in sample and parts[2] in sample
+    if family == "m":
+        if parts[0] == "schema":
+            return len(parts) == 2 and parts[1] in sample
+        if parts[0] == "verify":  # m/verify/<hybrid>[/<run id>]
+            return len(parts) in (2, 3) and parts[1] in sample
+        return parts[0] in ("steps", "cursor")
+    return family == "x"
 
 
 def _cache_keys(context: Context, hybrid: str, guid: str, value: bytes) -> list[str]:
@@ -128,4 +164,5 @@ def _refusal(context: Context, why: str) -> ForeignDataError:
         f"namespace {context.namespace!r} in {context.persistent_url} holds data the demo did not write "
         f"({why}); the demo clears its namespace before it runs, so it leaves this one alone: run it "
         "in another namespace with --namespace NAME (and give the other commands the same --namespace "
-        "to read it)")
+        "to read it), or, if nothing there is worth keeping, delete the SQLite file (or the keys "
+        f"under {context.keys.root!r})")

@@ -15,6 +15,7 @@ from dal.cli.demo_mirror import mirror
 from dal.cli.demo_namespace import claim, finish, finish_quietly
 from dal.cli.demo_report import Report, Sample, Since, error_of, names
 from dal.cli.demo_tools import diagram, integrity, migration, queries, store_release_one_nodes
+from dal.cli.output import sigterm_raises
 from dal.hybrids import AlbaBackend, Backend, BackendStorageRouter, BackendType, Disk, Pool
 
 DISKS_PER_NODE = 4
@@ -26,14 +27,21 @@ def run_demo(args: argparse.Namespace, emit: Callable[[str], None]) -> dal.confi
     # the default namespace of every command (configure's), so the commands a user tries next read
     # what the demo wrote; its marker keeps it from clearing anything it did not write
     context = dal.configure(args.persistent, args.volatile, namespace=args.namespace)
-    claimed = claim(context)
-    try:
-        _steps(args, context, emit)
-    except BaseException:
-        # what the run wrote up to here is the demo's too: the next run may clear it
-        finish_quietly(context, claimed)
-        raise
-    finish(context, claimed)
+    # SIGTERM raises Terminated, so a stopped demo still marks its data finished (the next run
+    # clears it); held while the marker is written, then delivered
+    with sigterm_raises() as sigterm:
+        sigterm.hold()
+        claimed = claim(context)
+        try:
+            sigterm.release()
+            _steps(args, context, emit)
+        except BaseException:
+            # what the run wrote up to here is the demo's too: the next run may clear it
+            sigterm.hold()
+            finish_quietly(context, claimed)
+            raise
+        sigterm.hold()
+        finish(context, claimed)
     overall = {name: value for name, value in context.stats.snapshot().items() if "." not in name}
     emit("  cache     " + ", ".join(f"{name}={value:g}" for name, value in sorted(overall.items()))
          + "  (per dynamic: dal stats)")
