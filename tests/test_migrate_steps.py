@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from migrate_hybrids import declare, documents, dump
+from migrate_hybrids import bump, declare, documents, dump
 
 from dal import DataList
 from dal.backends.base import Delete, Put
@@ -154,3 +154,16 @@ def test_cli_a_dry_run_refuses_a_value_the_model_cannot_read(tmp_path: Path) -> 
     assert [result.returncode for result in results] == [2, 2], [result.stderr for result in results]
     assert all("MigDisk.size = 'seven'" in result.stderr for result in results)
     assert json.dumps(sorted(dump(context))) == json.dumps(sorted(before))
+
+
+def test_an_object_several_passes_write_counts_once_as_in_the_dry_run(context: Context) -> None:
+    """Step 2 rewrites each disk, then the defaults pass fills each: five objects changed, not ten."""
+    old = declare(2)
+    for index in range(5):
+        old.disk(data={"name": f"d{index}", "size": index}).save()
+    new = declare(3)
+    steps = [Migration(2, "count generations", bump(new))]
+    dry = migrate(context, [new.owner, new.disk], migrations=steps, dry_run=True)
+    report = migrate(context, [new.owner, new.disk], migrations=steps)
+    assert dict(dry.objects) == dict(report.objects) == {"mgdisk": 5}
+    assert report.lines[-1] == "migrated: 1 step run, 5 objects changed"

@@ -77,6 +77,8 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
         violated = late_fields | {v.field for v in survey.violations}
         built_unique = tuple(name for name in buildable if name not in late_fields)
         built_onetoone = tuple(name for name in survey.build_onetoone if name not in violated)
+        if marked:
+            self._remark_building(meta)
         self._record(survey, built_indexed=survey.build_indexed, built_unique=built_unique,
                      built_onetoone=built_onetoone)
         built = (*survey.build_indexed, *built_unique, *built_onetoone)
@@ -107,6 +109,9 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
         """Overridden by the verifier (:mod:`dal.tools.migrate.verify`); tell whether a marker was written."""
         return False
 
+    def _remark_building(self, meta: HybridMeta) -> None:
+        """Overridden by the verifier (:mod:`dal.tools.migrate.verify`): just before marking keys ready."""
+
     def _unmark_building(self, meta: HybridMeta) -> None:
         """Overridden by the verifier (:mod:`dal.tools.migrate.verify`)."""
 
@@ -135,7 +140,6 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
         #: (relation, target) -> objects found pointing there (holding its key, or being keyed now)
         late_targets: dict[tuple[str, str], set[str]] = {}
         onetoone = {name: survey.offenders.get(name, set()) for name in survey.build_onetoone}
-        written = 0
         with self.progress(survey.objects, f"migrate {meta.name}") as meter:
             for batch in self._batches(prefix):
                 wanted = []
@@ -146,11 +150,9 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
                                                 onetoone)
                 present = self.context.persistent.get_many(wanted) if wanted else {}
                 for doc_key, entry in batch:
-                    written += self._bring_up_object(meta, doc_key, entry, present, survey.build_indexed,
-                                                     buildable_unique, late, late_values, onetoone,
-                                                     late_targets)
+                    self._bring_up_object(meta, doc_key, entry, present, survey.build_indexed,
+                                          buildable_unique, late, late_values, onetoone, late_targets)
                     meter.advance()
-        self.report.objects[meta.name] += written
         return [Violation(meta.name, meta.cls.__name__, name, late_values[name, encoded],
                           tuple(sorted(guids))) for (name, encoded), guids in sorted(late.items())] + \
             [onetoone_violation(meta, name, target, sorted(guids))
@@ -231,6 +233,7 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
             result = self._commit_result(
                 checks, ops, self._invalidation(meta, guid, stored, doc) if rewritten else ())
             if result.ok:
+                self._changed(meta.name, guid)
                 return 1
             current = result.current.get(doc_key) if 0 in result.failed else current
         raise MigrationError(f"{meta.cls.__name__} {guid} kept changing while being migrated; "

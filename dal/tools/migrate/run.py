@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,14 @@ class MigrationRun:
         self._emit = emit
         #: hybrid -> (its meta, when keys were marked ready, the fields marked): checked at the end
         self._to_verify: dict[str, tuple[HybridMeta, float, frozenset[str]]] = {}
+        #: hybrid -> the objects this run wrote: ``report.objects`` counts each once, however many
+        #: passes (steps, defaults and keys, the final check) wrote it
+        self._written: dict[str, set[str]] = {}
+        #: names this run's key check markers (see dal.tools.migrate.verify)
+        self.run_id = uuid.uuid4().hex
+        #: hybrid -> this run's marker (fields, bound, revision); and the markers found by the survey
+        self._own_marks: dict[str, tuple[dict[str, list[str]], int, int]] = {}
+        self._foreign_marks: dict[str, dict[str, tuple[dict[str, list[str]], int, int]]] = {}
         #: one-to-one violations already reported (see HybridMigrator._first_reports)
         self._reported: set[tuple[str, str, str, frozenset[str]]] = set()
         exit_after = os.environ.get(EXIT_AFTER_ENV)
@@ -54,6 +63,12 @@ class MigrationRun:
         self.report.lines.append(line)
         if self._emit is not None:
             self._emit(line)
+
+    def _changed(self, hybrid: str, guid: str) -> None:
+        """Count an object this run wrote (once per hybrid, whatever passes wrote it)."""
+        written = self._written.setdefault(hybrid, set())
+        written.add(guid)
+        self.report.objects[hybrid] = len(written)
 
     # --- store access -------------------------------------------------------------------------
 

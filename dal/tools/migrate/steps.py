@@ -57,9 +57,10 @@ class StepRunner(MigrationRun):
             for doc_key, entry in self._scan(prefix, start):
                 cursor_rev, wrote = self._step_object(step, operations, meta, ready, doc_key, entry,
                                                       cursor_key, cursor_rev)
-                changed += wrote
+                if wrote:
+                    changed += 1
+                    self._changed(meta.name, doc_key.rsplit("/", 1)[1])
                 meter.advance()
-        self.report.objects[meta.name] += changed
         return changed
 
     def _step_object(self, step: Step, operations: list[Operation], meta: HybridMeta, ready: frozenset[str],
@@ -73,7 +74,10 @@ class StepRunner(MigrationRun):
             after, old_links = step_document(step.number, operations, meta, guid, before)
             if after is None:
                 return cursor_rev, False
-            checks: list[Check] = [Revision(doc_key, current.revision), Revision(cursor_key, cursor_rev)]
+            # the cursor (absent: rev 0) alone does not tell a step not begun from one another run
+            # finished meanwhile, which deletes its cursors: the step must not be recorded done either
+            checks: list[Check] = [Revision(doc_key, current.revision), Revision(cursor_key, cursor_rev),
+                                   Revision(self.keys.migration_step(step.number), 0)]
             ops: list[Op] = [Put(doc_key, encode(after))]
             ops += [Delete(self.keys.link(link.target, link.target_guid, meta.name, link.relation, guid))
                     for link in old_links]
@@ -83,6 +87,9 @@ class StepRunner(MigrationRun):
                                          self._invalidation(meta, guid, before, after))
             if result.ok:
                 return result.revision, True
+            if 2 in result.failed:
+                raise MigrationError(f"step {step.number}: another dal migrate ran this step meanwhile "
+                                     "and recorded it done; run only one dal migrate at a time")
             if 1 in result.failed:
                 raise MigrationError(
                     f"step {step.number}: another dal migrate is running this step; let it finish")

@@ -53,7 +53,8 @@ class Survey:
     #: get unique or one-to-one keys, the unique fields and (relation, target) pairs it lacks keys of
     would_write: int = 0
     keys_only: list[tuple[frozenset[str], frozenset[tuple[str, str]]]] = field(default_factory=list)
-    #: fields a stopped run marked ready without checking what older processes saved meanwhile
+    #: fields another run marked for checking against what older processes saved meanwhile (a run
+    #: that stopped before it checked them, or one running now)
     unverified: tuple[str, ...] = ()
 
     @property
@@ -116,7 +117,7 @@ class Surveyor(MigrationRun):
         return survey
 
     def _unverified(self, meta: HybridMeta) -> tuple[str, ...]:
-        """Overridden by the verifier: fields a stopped run marked ready but did not check."""
+        """Overridden by the verifier: fields another run (stopped, or running now) marked to check."""
         return ()
 
     def _find_undeclared_links(self, survey: Survey, renamed: set[str]) -> None:
@@ -269,7 +270,8 @@ class Surveyor(MigrationRun):
                          "one-to-one)")
         if survey.unverified:
             parts.append(f"{would}check keys of {', '.join(survey.unverified)} against what older processes "
-                         "saved (a run stopped before it did)")
+                         "saved (marked by a dal migrate that stopped before checking them, or by one "
+                         "running now)")
         for relation, links in sorted(survey.dropped_links.items()):
             parts.append(f"{would}remove {len(links)} link{'s' * (len(links) != 1)} of dropped relation "
                          f"{relation}")

@@ -3,11 +3,18 @@
 A process running an older model trusts the record it read for up to ``READY_TTL``: saves it
 makes in that window after a run marked a key ready (or while the run was building it) do not
 maintain that key, and nothing drops it from *ready* if the process saves no more. So before
-building keys a run stores a marker, ``m/verify/<hybrid>`` (the fields being built; its revision,
-or ``after``, bounds the documents to check), and once every hybrid is done it waits out the
-window and re-checks the keys of every document changed since: missing keys are written, entries
-left for old values deleted, and the marker removed. A run stopped before that leaves the marker,
-and the next run does the check.
+building keys a run stores a marker of its own, ``m/verify/<hybrid>/<run id>`` (the fields being
+built; its first revision, or ``after``, bounds the documents to check), stores it again just
+before marking them ready, and once every hybrid is done it waits out the window and re-checks
+the keys of every document changed since: missing keys are written, entries left for old values
+deleted, and its marker removed. The run checks from the bound it holds in memory, so another
+run removing its marker takes nothing from its check.
+
+A run stopped before its check leaves its marker, and the next run checks it too. The next run
+cannot tell it from the marker of a run going on now, so it removes a marker of another run
+only if that marker has not changed since its survey: the run storing it has marked nothing
+ready since (or is gone), and the check comes a full window after the survey. A marker that
+changed is that run's to remove.
 """
 
 from __future__ import annotations
@@ -30,63 +37,81 @@ if TYPE_CHECKING:
 
 KINDS = ("indexed", "unique", "onetoone")
 
+#: (kind -> fields, documents above this revision to check, the marker's revision)
+Marker = tuple[dict[str, list[str]], int, int]
+
 
 class KeyVerifier(HybridMigrator):
     """The markers of keys being built, and the check of them once no older process trusts the record."""
 
     def _marker_key(self, hybrid: str) -> str:
-        return f"{self.keys.root}m/verify/{hybrid}"
+        """Return the key of this run's marker; ``m/verify/<hybrid>`` alone is that of an older dal."""
+        return f"{self.keys.root}m/verify/{hybrid}/{self.run_id}"
 
-    def _read_marker(self, hybrid: str) -> tuple[dict[str, list[str]], int, int] | None:
-        """Return (kind -> fields, documents above this revision to check, marker revision), or None."""
-        entry = self.context.persistent.get(self._marker_key(hybrid))
-        if entry is None:
-            return None
-        try:
-            data = json.loads(entry.value)
-            fields = {kind: [str(name) for name in data.get(kind, [])] for kind in KINDS}
-            after = int(data.get("after", entry.revision))
-        except (ValueError, TypeError, AttributeError):  # not ours: check everything it could mean
-            fields, after = {kind: [] for kind in KINDS}, 0
-        return fields, after, entry.revision
+    def _read_markers(self, hybrid: str) -> dict[str, Marker]:
+        """Return the markers of ``hybrid``, of every run (and the single one an older dal stored)."""
+        single = f"{self.keys.root}m/verify/{hybrid}"
+        markers: dict[str, Marker] = {}
+        for key, entry in self._scan(single):
+            if key != single and not key.startswith(f"{single}/"):
+                continue  # another hybrid whose name starts with this one's
+            try:
+                data = json.loads(entry.value)
+                fields = {kind: [str(name) for name in data.get(kind, [])] for kind in KINDS}
+                after = int(data.get("after", entry.revision))
+            except (ValueError, TypeError, AttributeError):  # not ours: check everything it could mean
+                fields, after = {kind: [] for kind in KINDS}, 0
+            markers[key] = (fields, after, entry.revision)
+        return markers
 
     def _unverified(self, meta: HybridMeta) -> tuple[str, ...]:
-        marker = self._read_marker(meta.name)
-        return () if marker is None else tuple(sorted({n for names in marker[0].values() for n in names}))
+        markers = self._read_markers(meta.name)
+        self._foreign_marks[meta.name] = markers  # checked with this run's, removed if still unchanged
+        return tuple(sorted({n for fields, _, _ in markers.values() for names in fields.values()
+                             for n in names}))
 
     def _mark_building(self, survey: Survey, unique: tuple[str, ...], *, empty: bool = False) -> bool:
-        """Store the marker before building keys (``empty``: the survey found no document); tell
-        whether one was stored. A one-to-one relation already found violated is not built: not marked."""
-        if not self.context.persistent.shared:
+        """Store this run's marker before building keys (``empty``: the survey found no document);
+        tell whether one was stored. A one-to-one relation already found violated is not built: not marked."""
+        if self.dry_run or not self.context.persistent.shared:
             return False  # no other process reaches this store: no older one can save meanwhile
         violated = {violation.field for violation in survey.violations}
         onetoone = tuple(name for name in survey.build_onetoone if name not in violated)
-        fields = {"indexed": survey.build_indexed, "unique": unique, "onetoone": onetoone}
+        fields = {"indexed": sorted(survey.build_indexed), "unique": sorted(unique),
+                  "onetoone": sorted(onetoone)}
         if not any(fields.values()):
             return False
-        key = self._marker_key(survey.meta.name)
-        previous = self._read_marker(survey.meta.name)
-        merged: dict[str, Any] = {kind: sorted(set(names) | set(previous[0][kind] if previous else ()))
-                                  for kind, names in fields.items()}
-        if previous is not None:
-            merged["after"] = previous[1]  # the older bound covers both runs' windows
-        elif empty:
-            merged["after"] = 0  # any document present later was saved since the survey
-        result = self._commit_result([Revision(key, previous[2] if previous else 0)],
-                                     [Put(key, json.dumps(merged, sort_keys=True).encode())])
-        if not result.ok:
-            raise MigrationError(f"the key check marker of {survey.meta.cls.__name__} changed meanwhile; "
-                                 "run only one dal migrate at a time")
+        # empty: any document present later was saved since the survey
+        revision = self._put_marker(survey.meta.name, fields, 0 if empty else None)
+        self._own_marks[survey.meta.name] = (fields, 0 if empty else revision, revision)
         return True
 
-    def _unmark_building(self, meta: HybridMeta) -> None:
-        marker = self._read_marker(meta.name)
-        if marker is not None:
-            self._delete_marker(meta.name, marker[2])
+    def _remark_building(self, meta: HybridMeta) -> None:
+        """Store this run's marker again just before marking its keys ready: a run that read it
+        before sees it changed and leaves it (its check may come too early for this run's window);
+        and another run that removed it meanwhile (taking it for a stopped run's) did not remove
+        what a kill of this run from now on must leave."""
+        own = self._own_marks.get(meta.name)
+        if own is not None:
+            fields, after, _ = own
+            self._own_marks[meta.name] = (fields, after, self._put_marker(meta.name, fields, after))
 
-    def _delete_marker(self, hybrid: str, revision: int) -> None:
-        key = self._marker_key(hybrid)
-        self._commit([Revision(key, revision)], [Delete(key)])
+    def _put_marker(self, hybrid: str, fields: dict[str, list[str]], after: int | None) -> int:
+        data: dict[str, Any] = dict(fields)
+        if after is not None:
+            data["after"] = after
+        result = self._commit_result([], [Put(self._marker_key(hybrid),
+                                              json.dumps(data, sort_keys=True).encode())])
+        if not result.ok:
+            raise MigrationError(f"the key check marker of {hybrid} could not be stored; "
+                                 "run dal migrate again")
+        return result.revision
+
+    def _unmark_building(self, meta: HybridMeta) -> None:
+        own = self._own_marks.pop(meta.name, None)
+        if own is not None:
+            key = self._marker_key(meta.name)
+            self._commit([Revision(key, own[2])], [Delete(key)])
 
     def _verify_later(self, meta: HybridMeta, marked: frozenset[str]) -> None:
         if self.context.persistent.shared:  # else no other process reaches the store: nothing to wait for
@@ -104,18 +129,27 @@ class KeyVerifier(HybridMigrator):
         self._to_verify.clear()
 
     def _verify(self, meta: HybridMeta, marked: frozenset[str]) -> None:
-        marker = self._read_marker(meta.name)
-        if marker is None:
+        own = self._own_marks.pop(meta.name, None)
+        foreign = self._foreign_marks.pop(meta.name, {})
+        # this run's bound is held here, not read back: another run may have removed its marker
+        markers = list(foreign.values()) + ([own] if own is not None else [])
+        if not markers:
             return
-        fields, after, marker_revision = marker
+        after = min(bound for _, bound, _ in markers)
+        # a marker naming no field and no bound is unreadable: it may mean any field
+        listed: set[str] | None = set()
+        for fields, bound, _ in markers:
+            if bound <= 0 and not any(fields.values()):
+                listed = None
+            elif listed is not None:
+                listed.update(name for names in fields.values() for name in names)
         record = schema.read_record(self.context, meta.name)
         ready = frozenset() if record is None else record.ready_for(meta) | record.onetoone_ready_for(meta)
         indexed = tuple(p.name for p in meta.indexed if p.name in ready)
         unique = tuple(p.name for p in meta.unique if p.name in ready)
         onetoone: dict[str, set[str]] = {name: set() for name in schema.onetoone_relations(meta)
                                          if name in ready}
-        if after > 0 or any(fields.values()):  # a readable marker: only what it names
-            listed = {name for names in fields.values() for name in names}
+        if listed is not None:  # readable markers: only what they name
             indexed = tuple(n for n in indexed if n in listed)
             unique = tuple(n for n in unique if n in listed)
             onetoone = {n: offenders for n, offenders in onetoone.items() if n in listed}
@@ -129,7 +163,6 @@ class KeyVerifier(HybridMigrator):
                 self._remove_stale_onetoone(meta, name, changed)
         if repaired:
             self.report.up_to_date = False
-            self.report.objects[meta.name] += repaired
             self.say(f"{meta.name}: {repaired} object{'s' * (repaired != 1)} saved meanwhile by a process "
                      "running an older model: keys repaired")
         if violations:
@@ -138,7 +171,12 @@ class KeyVerifier(HybridMigrator):
         if gone:
             self.say(f"{meta.name}: {', '.join(gone)} no longer ready: a process running an older model "
                      "saved since; deploy the new model everywhere and run dal migrate again")
-        self._delete_marker(meta.name, marker_revision)
+        # each marker only as read: one stored again since is that of a run marking keys ready now
+        removed = dict(foreign)
+        if own is not None:
+            removed[self._marker_key(meta.name)] = own
+        for key, (_, _, revision) in sorted(removed.items()):
+            self._commit([Revision(key, revision)], [Delete(key)])
 
     def _check_changed(self, meta: HybridMeta, after: int, indexed: tuple[str, ...], unique: tuple[str, ...],
                        onetoone: dict[str, set[str]]) -> tuple[set[str], int, list[Violation]]:
