@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import dal
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "dal"
 #: at most this many lines per module
@@ -143,3 +145,15 @@ def test_annotation_only_imports_point_down_but_the_listed_ones() -> None:
     assert upward == UPWARD_ANNOTATIONS, (
         "annotation-only imports pointing up the layers changed; use a Protocol in the lower layer, or "
         "list the import in docs/architecture.md and UPWARD_ANNOTATIONS with the reason")
+
+
+def test_the_import_lines_of_the_public_contract_work() -> None:
+    """The contract (api.md, "Imports") names these five lines word for word."""
+    code = ("from dal import DataObject, DataList, Property, Relation, Dynamic, configure\n"
+            "from dal.dataobject import DataObject\n"
+            "from dal.structures import Property, Relation, Dynamic\n"
+            "from dal.datalist import DataList\n"
+            "from dal import exceptions\n")
+    namespace: dict[str, object] = {}
+    exec(code, namespace)  # the contract's own text
+    assert namespace["DataObject"] is dal.DataObject and namespace["DataList"] is dal.DataList
