@@ -149,6 +149,8 @@ def test_clients_are_cached_by_keyed_hash_of_all_settings(tmp_path: Path) -> Non
     second = settings_digest("persistent", parse_url("etcd://alice:two@h:2379"))
     assert first != second, "a changed password must give a new client"
     assert "one" not in first and len(first) == 64
+    alone = [settings_digest("persistent", parse_url(f"redis://:{password}@h:6379")) for password in ("a", "b")]
+    assert alone[0] != alone[1], "a password without a user (Redis's AUTH) must count too"
 
 
 # --- passwords never leak, whatever they contain --------------------------------------------
@@ -226,3 +228,17 @@ def test_an_option_value_that_could_hold_a_secret_is_masked() -> None:
     assert "s3cret" not in str(caught.value)
     plain = parse_url("sqlite:///x.db?timeout=soon")
     assert str(plain) == "sqlite:///x.db?timeout=soon"  # a plain value is shown, as it helps
+
+
+@pytest.mark.parametrize(("persistent", "volatile"), [
+    ("memory://", "memcached://127.0.0.1:11211?password=s3cret"),
+    ("memory://", "memory://?password=s3cret"),
+    ("memory://?password=s3cret", "memory://"),
+    ("sqlite:///x.db?password=s3cret", "memory://"),
+    ("fakeredis://?password=s3cret", "memory://"),
+])
+def test_a_password_a_store_cannot_use_is_refused_not_dropped(persistent: str, volatile: str) -> None:
+    """A password given with no user was parsed into the URL's password and then ignored: a user
+    who thought it set one got an unauthenticated client."""
+    with pytest.raises(ConfigurationError, match="no user, password"):
+        configure(persistent, volatile)

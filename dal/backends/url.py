@@ -65,8 +65,8 @@ class StoreURL:
         """Return the URL as text; the password (and any option value that is not plain) is
         ``***`` unless asked for. The full form reads back as this same URL."""
         auth = ""
-        if self.user is not None:
-            auth = quote(self.user, safe="")
+        if self.user is not None or self.password is not None:  # a password alone (Redis's AUTH) too
+            auth = "" if self.user is None else quote(self.user, safe="")
             if self.password is not None:
                 auth += ":" + (_HIDDEN if hide_password else quote(self.password, safe=""))
             auth += "@"

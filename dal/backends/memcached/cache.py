@@ -76,7 +76,7 @@ def url_settings(url: StoreURL,
     """Return the servers and the timeouts (``timeout``, ``connect_timeout``, ``dead_timeout``,
     positive seconds) a ``memcached://`` URL names, refusing options outside ``options``."""
     url.check_options(options)
-    if url.user is not None or url.path not in ("", "/"):
+    if url.user is not None or url.password is not None or url.path not in ("", "/"):
         raise ConfigurationError(f"{url}: memcached:// URLs take no user, password or path; "
                                  "write memcached://host:port[,host:port...]")
     servers = url.require_hosts(DEFAULT_PORT)

@@ -45,8 +45,10 @@ def fake_server(name: str) -> fakeredis.FakeServer:
 def open_fake(url: StoreURL, default_timeout: float, options: tuple[str, ...] = ("timeout",)) -> Opened:
     """Open a client of the fake server a ``fakeredis://`` URL names (``options``: those it may have)."""
     url.check_options(options)
-    if len(url.hosts) > 1 or url.user is not None or any(port is not None for _, port in url.hosts):
-        raise ConfigurationError(f"{url} is not a fakeredis URL; write fakeredis:// or fakeredis://name[/db] "
+    if len(url.hosts) > 1 or url.user is not None or url.password is not None or \
+            any(port is not None for _, port in url.hosts):
+        raise ConfigurationError(f"{url} is not a fakeredis URL (it takes no user, password or port); write "
+                                 "fakeredis:// or fakeredis://name[/db] "
                                  "(the name picks one of several independent fake servers in this process)")
     name = url.hosts[0][0] if url.hosts else ""
     db = database(url)

@@ -111,7 +111,10 @@ class SqliteStore(SqliteTokens):
     @classmethod
     def from_url(cls, url: StoreURL) -> SqliteStore:
         """Open the database file the URL names, creating it (not its directory) unless ``mode=rw``."""
-        if url.hosts or url.user is not None:
+        if url.user is not None or url.password is not None:
+            raise ConfigurationError(f"{url}: sqlite stores are local files and take no user, password or "
+                                     f"host; {_URL_FORMS}")
+        if url.hosts:
             raise ConfigurationError(f"{url} names a host, but sqlite stores are local files; {_URL_FORMS}")
         path = url.path[1:]
         if not path:
