@@ -1,17 +1,22 @@
 """Statistics across processes: each process publishes its counters to the volatile store.
 
 Counters (``Context.stats``) are kept per process without locks. A process whose volatile
-store is shared (memcached) publishes a snapshot every few seconds while it changes, and
-at exit, under ``<cache prefix>s/<host>:<pid>``, listed in an index entry; ``dal stats``
-sums what every process published. A forked child starts its counters from zero and
-publishes them under its own pid, on its own timer, so nothing is counted twice. A
-process-local store (``memory://``) can only show the numbers of the process that asks.
+store is shared (memcached) publishes a snapshot every few seconds while it changes, at
+least every ``PUBLISH_TTL / 2`` while it lives (so an idle process stays listed), when its
+context is replaced (``configure()`` again) and at exit, also the exit of a multiprocessing
+worker (which skips ``atexit``). Each context publishes under its own key,
+``<cache prefix>s/<host>:<pid>:<n>``, listed in an index entry; ``dal stats`` sums them all.
+A forked child starts its counters from zero and publishes them under its own pid, on its
+own timer, so nothing is counted twice. A process-local store (``memory://``) can only show
+the numbers of the process that asks.
 """
 
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
+import multiprocessing.util
 import os
 import socket
 import threading
@@ -53,33 +58,57 @@ INDEX_TRIES = 20
 
 @dataclass
 class Published:
-    """What ``dal stats`` found: per-process snapshots and their sum."""
+    """What ``dal stats`` found: the snapshots (one per context, so per process unless it configured
+    again) and their sum."""
 
     processes: list[dict[str, Any]] = field(default_factory=list)
     totals: dict[str, float] = field(default_factory=dict)
 
 
-def publish(context: Context) -> bool:
-    """Write this process's counters to the volatile store; ``False`` when it cannot."""
+def publish(context: Context, *, touch: bool = False) -> bool:
+    """Write this context's counters to the volatile store; ``False`` when it cannot.
+
+    ``touch``: also rewrite the index entry, so it outlives ``PUBLISH_TTL`` while this lives.
+    """
     prefix = context.keys.published_stats()
-    me = f"{socket.gethostname()}:{os.getpid()}"
-    snapshot = {"process": me, "published": time.time(), "counters": context.stats.snapshot()}
+    process = f"{socket.gethostname()}:{os.getpid()}"
+    number = _number(context)
+    # one key per context: a process that configures again keeps its old context's snapshot
+    me = f"{process}:{number}"
+    snapshot = {"process": process, "context": number, "published": time.time(),
+                "counters": context.stats.snapshot()}
     try:
         if not context.volatile.set(prefix + me, json.dumps(snapshot).encode(), PUBLISH_TTL):
             return False
-        return _enlist(context, prefix + "index", me)
+        return _enlist(context, prefix, me, touch)
     except BackendError:
         return False
 
 
-def _enlist(context: Context, index_key: str, member: str) -> bool:
-    store = context.volatile
+_numbers: weakref.WeakKeyDictionary[Context, int] = weakref.WeakKeyDictionary()
+_numbers_lock = threading.Lock()
+_counter = itertools.count(1)
+
+
+def _number(context: Context) -> int:
+    """Return the number of ``context`` in this process (a forked child keeps its parent's)."""
+    with _numbers_lock:
+        number = _numbers.get(context)
+        if number is None:
+            number = _numbers[context] = next(_counter)
+        return number
+
+
+def _enlist(context: Context, prefix: str, member: str, touch: bool) -> bool:
+    store, index_key = context.volatile, prefix + "index"
     for _ in range(INDEX_TRIES):
         raw, version = store.gets(index_key)
         members = set(json.loads(raw)) if raw else set()
-        if member in members:
+        if member in members and not touch:
             return True
-        members.add(member)
+        # rewriting anyway: drop the members whose snapshots expired, so the index stays small
+        found = store.get_many([prefix + name for name in members]) if members else {}
+        members = {name for name in members if prefix + name in found} | {member}
         value = json.dumps(sorted(members)).encode()
         if (store.cas(index_key, value, version, PUBLISH_TTL) if raw
                 else store.add(index_key, value, PUBLISH_TTL)):
@@ -106,29 +135,42 @@ def collect(context: Context) -> Published:
 
 
 class Publisher:
-    """Publish one context's counters while they change, and once more at exit."""
+    """Publish one context's counters while they change, when it stops, and at exit."""
 
     def __init__(self, context: Context) -> None:
         self.context = context
         self._last: dict[str, float] | None = None
+        self._published = 0.0  # time.monotonic() of the last publish (the index was touched then)
         self._timer: threading.Timer | None = None
         self._stopped = False
+        self._flush_lock = threading.Lock()
         atexit.register(self.flush)
+        # a multiprocessing worker ends with os._exit, after running its finalizers instead
+        self._finalizer = _at_worker_exit(self)
+        multiprocessing.util.register_after_fork(self, Publisher._restart_in_worker)
         _publishers.add(self)
         self._schedule()
 
     def flush(self) -> None:
-        # in a forked child, never through the parent's sockets (its answers could reach the parent)
-        self.context.reopen_if_forked()
-        snapshot = self.context.stats.snapshot()
-        if snapshot and snapshot != self._last and publish(self.context):
-            self._last = snapshot
+        with self._flush_lock:  # the timer, stop() and exit may flush at once
+            snapshot = self.context.stats.snapshot()
+            stale = time.monotonic() - self._published >= PUBLISH_TTL / 2
+            if not snapshot or (snapshot == self._last and not stale):
+                return
+            # in a forked child, never through the parent's sockets (its answers could reach the parent)
+            self.context.reopen_if_forked()
+            if publish(self.context, touch=stale):
+                self._last, self._published = snapshot, time.monotonic()
 
     def stop(self) -> None:
+        if self._stopped:
+            return
         self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
+        self.flush()  # the counts since the last tick
         atexit.unregister(self.flush)
+        self._finalizer.cancel()
 
     def _schedule(self) -> None:
         self._timer = threading.Timer(PUBLISH_INTERVAL, self._tick)
@@ -144,8 +186,20 @@ class Publisher:
     def _restart_in_child(self) -> None:
         """Start over in a forked child: its counters start from zero, its timer did not survive."""
         self._last = None
+        self._published = 0.0
+        self._flush_lock = threading.Lock()  # another thread may have held it at the fork
         if not self._stopped:
             self._schedule()
+
+    def _restart_in_worker(self) -> None:
+        """In a new multiprocessing worker, which forgot every finalizer: register ours again."""
+        if not self._stopped:
+            self._finalizer = _at_worker_exit(self)
+
+
+def _at_worker_exit(publisher: Publisher) -> multiprocessing.util.Finalize:
+    # priority 0: run before the worker terminates its daemonic children, like atexit would
+    return multiprocessing.util.Finalize(None, publisher.flush, exitpriority=0)
 
 
 _publishers: weakref.WeakSet[Publisher] = weakref.WeakSet()
@@ -166,7 +220,7 @@ def report(context: Context, published: Published, local_entries: list[Any] | No
     shown = context.persistent_url if persistent is None else persistent
     lines = [f"statistics of namespace {context.namespace!r}: persistent {shown}, "
              f"volatile {context.volatile_url}",
-             f"  processes reporting: {len(published.processes)}"]
+             _reporting(published)]
     objects = {name[len("object_"):]: value for name, value in totals.items() if name.startswith("object_")}
     lines += _section("objects", objects)
     quorum = [(label, int(totals.get(f"quorum_{event}", 0))) for event, label in QUORUM_COLUMNS]
@@ -221,6 +275,14 @@ def _mirror_rows(totals: dict[str, float]) -> list[str]:
         counts = "".join(f"{int(row.get(event, 0)):>10}" for event, _ in MIRROR_COLUMNS)
         lines.append(f"  {hybrid:<32}{counts}{row.get('remote_seconds', 0) * 1000:>11.1f}")
     return lines
+
+
+def _reporting(published: Published) -> str:
+    """Count processes (``host:pid``); a process that configured more than once published per context."""
+    snapshots = len(published.processes)
+    processes = len({snapshot.get("process") for snapshot in published.processes})
+    contexts = f" ({snapshots} contexts)" if snapshots > processes else ""
+    return f"  processes reporting: {processes}{contexts}"
 
 
 def _section(title: str, counters: dict[str, float]) -> list[str]:

@@ -1,0 +1,110 @@
+"""Published statistics reach `dal stats`: from short multiprocessing workers, from a context that
+``configure()`` replaced, and from a live process that stays idle longer than the snapshots' TTL."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dal.cache.stats
+from dal.cache.stats import collect, report
+from dal.config import configure, current
+
+pytestmark = pytest.mark.memcached
+
+
+def _count_in_worker(persistent: str, volatile: str, namespace: str, inherited: bool) -> None:
+    """A multiprocessing worker: count, and return at once (well before the 5 s timer)."""
+    context = current() if inherited else configure(persistent, volatile, namespace=namespace)
+    context.stats.add("probe_worker", 7)
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_a_short_multiprocessing_worker_publishes_at_exit(
+        tmp_path: Path, memcached_server: Any, namespace: str, method: str) -> None:
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    persistent = f"sqlite:///{tmp_path / 'mp.sqlite3'}"
+    context = configure(persistent, memcached_server.url, namespace=namespace)
+    if method == "fork" and context.sweeper is not None:
+        # no parent thread inside sqlite while it forks: a child that inherits one of sqlite's
+        # mutexes held hangs in its first connect (a hazard of its own, not of the statistics)
+        context.sweeper.stop()
+        context.sweeper._thread.join(10)
+    # a fork worker inherits this context; the others configure their own (a new interpreter)
+    worker = multiprocessing.get_context(method).Process(
+        target=_count_in_worker, args=(persistent, memcached_server.url, namespace, method == "fork"))
+    worker.start()
+    worker.join(60)
+    assert worker.exitcode == 0
+    published = collect(context)
+    assert published.totals.get("probe_worker") == 7, published.processes
+    assert any(p["process"].endswith(f":{worker.pid}") for p in published.processes), published.processes
+
+
+def test_a_replaced_context_publishes_its_last_counts(tmp_path: Path, memcached_server: Any,
+                                                     namespace: str) -> None:
+    persistent = f"sqlite:///{tmp_path / 'close.sqlite3'}"
+    first = configure(persistent, memcached_server.url, namespace=namespace)
+    first.stats.add("probe", 5)  # within the publish interval: no tick published it
+    configure(persistent, memcached_server.url, namespace=f"{namespace}other")  # closes `first`
+    reader = configure(persistent, memcached_server.url, namespace=namespace)
+    assert collect(reader).totals.get("probe") == 5
+
+
+def test_contexts_of_one_process_publish_side_by_side(tmp_path: Path, memcached_server: Any,
+                                                      namespace: str) -> None:
+    persistent = f"sqlite:///{tmp_path / 'two.sqlite3'}"
+    first = configure(persistent, memcached_server.url, namespace=namespace)
+    first.stats.add("probe_first", 5)
+    assert first.publisher is not None
+    first.publisher.flush()
+    second = configure(persistent, memcached_server.url, namespace=namespace)
+    second.stats.add("probe_second", 1)
+    assert second.publisher is not None
+    second.publisher.flush()
+    published = collect(second)
+    assert (published.totals.get("probe_first"), published.totals.get("probe_second")) == (5, 1)
+    # `dal stats` still counts processes, and says when one published for several contexts
+    assert "  processes reporting: 1 (2 contexts)" in report(second, published, None)
+
+
+def test_an_idle_process_stays_listed_past_the_ttl(tmp_path: Path, memcached_server: Any, namespace: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dal.cache.stats, "PUBLISH_TTL", 2)  # stands for the day
+    monkeypatch.setattr(dal.cache.stats, "PUBLISH_INTERVAL", 0.2)  # stands for the 5 s timer
+    context = configure(f"sqlite:///{tmp_path / 'idle.sqlite3'}", memcached_server.url, namespace=namespace)
+    context.stats.add("probe", 42)
+    assert context.publisher is not None
+    context.publisher.flush()
+    deadline = time.monotonic() + 4.5  # more than twice the TTL, and nothing new is counted
+    while time.monotonic() < deadline:
+        assert collect(context).totals.get("probe") == 42
+        time.sleep(0.05)  # often: without the index touched, it lapses for up to a tick
+
+
+def test_the_index_drops_snapshots_that_expired(tmp_path: Path, memcached_server: Any, namespace: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    persistent = f"sqlite:///{tmp_path / 'prune.sqlite3'}"
+    gone = configure(persistent, memcached_server.url, namespace=namespace)
+    gone.stats.add("probe", 1)
+    assert gone.publisher is not None
+    gone.publisher.flush()
+    kept = configure(persistent, memcached_server.url, namespace=namespace)  # stops `gone`
+    prefix = gone.keys.published_stats()
+    index = gone.volatile.get(prefix + "index")
+    assert index is not None and len(json.loads(index)) == 1
+    for member in json.loads(index):
+        gone.volatile.delete(prefix + member)  # as if it expired
+    kept.stats.add("probe", 2)
+    assert kept.publisher is not None
+    kept.publisher.flush()
+    published = collect(kept)
+    assert [p["counters"]["probe"] for p in published.processes] == [2]
+    raw = kept.volatile.get(prefix + "index")
+    assert raw is not None and len(json.loads(raw)) == 1
