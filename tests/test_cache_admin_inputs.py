@@ -62,8 +62,10 @@ def _listing(context: Context, count: int) -> list[cache.Entry]:
     """Return the namespace's entries once ``count`` are listed (3 s at most): memcached's crawler
     does not always see an item written a moment ago."""
     deadline = time.monotonic() + 3
+    published = context.keys.published_stats()
     while True:
-        found = cache.entries(context)
+        # not the counters a context of this test process published as it was replaced
+        found = [entry for entry in cache.entries(context) if not entry.key.startswith(published)]
         if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
@@ -152,7 +154,8 @@ def test_entries_under_hashed_keys_are_listed_as_such_and_reported_as_left(
     capsys.readouterr()
     assert main(["cache", "rm", "--all", *stores]) == 1  # not the removal asked for: not success
     out, err = capsys.readouterr()
-    assert "deleted 0 entries" in out and re.search(r"[12] entries are stored under hashed keys", err), err
+    assert "deleted 0 entries" in out, out
+    assert re.search(r"[1-9][0-9]* entries are stored under hashed keys", err), err
     assert main(["cache", "prune", "--max-size", "0", *stores]) == 1
 
 

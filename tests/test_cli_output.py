@@ -342,3 +342,23 @@ def test_a_diagram_that_cannot_be_written_at_the_end_is_a_typed_error(tmp_path: 
     (tmp_path / "erd.svg").mkdir()  # made after the check the demo runs first
     with pytest.raises(DalError, match=r"cannot write .*erd\.svg"):
         diagram(Report(lambda line: None), tmp_path / "erd.svg")
+
+
+def test_a_sigterm_during_the_cleanup_of_a_failed_dump_still_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second SIGTERM (a supervisor repeating it) while the temporary file is removed waits."""
+    unlink = Path.unlink
+
+    def signalled(self: Path, missing_ok: bool = False) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", signalled)
+
+    def write(stream: Any) -> None:
+        stream.write("partial")
+        raise DalError("the store went away mid-dump")
+
+    with pytest.raises(Terminated):  # held through the cleanup, then raised: nothing was written
+        write_file(str(tmp_path / "dump.json"), write)
+    assert os.listdir(tmp_path) == []

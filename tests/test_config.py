@@ -149,7 +149,7 @@ def test_clients_are_cached_by_keyed_hash_of_all_settings(tmp_path: Path) -> Non
     second = settings_digest("persistent", parse_url("etcd://alice:two@h:2379"))
     assert first != second, "a changed password must give a new client"
     assert "one" not in first and len(first) == 64
-    alone = [settings_digest("persistent", parse_url(f"redis://:{password}@h:6379")) for password in ("a", "b")]
+    alone = [settings_digest("persistent", parse_url(f"redis://:{word}@h:6379")) for word in ("a", "b")]
     assert alone[0] != alone[1], "a password without a user (Redis's AUTH) must count too"
 
 

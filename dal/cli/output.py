@@ -112,6 +112,7 @@ def write_file(name: str, write: Callable[[TextIO], T]) -> T:
             sigterm.hold()  # renamed, the file is written: a SIGTERM waits until this returns
             os.replace(temporary, path)
         except BaseException as exc:
+            sigterm.hold()  # a SIGTERM now would skip the cleanup: it waits, as in the rename
             with suppress(OSError):  # closed already, unless the write failed before its end
                 stream.close()
             temporary.unlink(missing_ok=True)

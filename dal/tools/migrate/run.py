@@ -46,9 +46,10 @@ class MigrationRun:
         self._emit = emit
         #: hybrid -> (its meta, when keys were marked ready, the fields marked): checked at the end
         self._to_verify: dict[str, tuple[HybridMeta, float, frozenset[str]]] = {}
-        #: hybrid -> the objects this run wrote: ``report.objects`` counts each once, however many
-        #: passes (steps, defaults and keys, the final check) wrote it
-        self._written: dict[str, set[str]] = {}
+        #: hybrid -> the objects this run's steps wrote: ``report.objects`` counts each object once,
+        #: though several steps and then the pass of defaults and keys may write it (that pass writes
+        #: an object once, so only step-written guids are kept: memory grows with what steps rewrite)
+        self._stepped: dict[str, set[str]] = {}
         #: names this run's key check markers (see dal.tools.migrate.verify)
         self.run_id = uuid.uuid4().hex
         #: hybrid -> this run's marker (fields, bound, revision); and the markers found by the survey
@@ -64,11 +65,14 @@ class MigrationRun:
         if self._emit is not None:
             self._emit(line)
 
-    def _changed(self, hybrid: str, guid: str) -> None:
+    def _changed(self, hybrid: str, guid: str, *, by_step: bool = False) -> None:
         """Count an object this run wrote (once per hybrid, whatever passes wrote it)."""
-        written = self._written.setdefault(hybrid, set())
-        written.add(guid)
-        self.report.objects[hybrid] = len(written)
+        stepped = self._stepped.setdefault(hybrid, set()) if by_step else self._stepped.get(hybrid, ())
+        if guid in stepped:
+            return
+        if by_step:
+            self._stepped[hybrid].add(guid)
+        self.report.objects[hybrid] = self.report.objects.get(hybrid, 0) + 1
 
     # --- store access -------------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ class StepRunner(MigrationRun):
                                                       cursor_key, cursor_rev)
                 if wrote:
                     changed += 1
-                    self._changed(meta.name, doc_key.rsplit("/", 1)[1])
+                    self._changed(meta.name, doc_key.rsplit("/", 1)[1], by_step=True)
                 meter.advance()
         return changed
 
