@@ -17,6 +17,16 @@ A fill's lease must outlast the computation, or the value is never cached (its `
 the lease expired) and, locked, each waiter in turn takes the lock and computes again. So a
 dynamic's lease lasts its ``lock_timeout`` (the longest its loader may run, locked or not) and
 a margin, never less than the cache's own lease (:func:`fill_lease`).
+
+A value is cached as ``[<value>,<revision>]``: the revision of the object it was computed from.
+Only an object that is a stored revision fills the cache: a new one, one with unsaved changes,
+one whose last save has an unknown outcome, or one older than a revision this process has seen
+computes its value for itself and caches nothing (its fields are not what everyone else reads).
+A reader whose object is newer than the cached value's revision reads it as a miss: it removes
+that value (only if it is still the one read) and computes again. So a value computed by an
+object loaded before another process's save (which no lease can catch: the save came first)
+is never served to an object loaded after it. An entry of an earlier dal (``[<value>]``) is a
+miss too. The tag is inside the payload, so it is signed with it (:mod:`dal.cache.signing`).
 """
 
 from __future__ import annotations
@@ -27,25 +37,30 @@ from typing import Any, Protocol
 
 from dal.cache import owners
 from dal.cache.leases import LeasedCache
+from dal.cache.seen import FRESH
 from dal.config import Context, current
 from dal.exceptions import BackendError
-from dal.objects.decoding import loads_only_item
+from dal.model.meta import HybridMeta
+from dal.objects.decoding import UNTAGGED, loads_tagged, loads_value
+from dal.objects.refusals import keep_unread
+from dal.objects.transaction import changed_fields, decode
 from dal.structures import Dynamic
 
 
-class _Named(Protocol):
-    @property
-    def name(self) -> str: ...
-
-
 class Owner(Protocol):
-    """What reading a dynamic needs of its object (a ``DataObject``): its hybrid's name and its guid."""
+    """What reading a dynamic needs of its object (a ``DataObject``): its guid, its hybrid, its
+    revision, and its fields as stored (``_document``), to tell whether they are that revision's."""
 
     @property
     def guid(self) -> str: ...
 
     @property
-    def _meta(self) -> _Named: ...
+    def _meta(self) -> HybridMeta: ...
+
+    @property
+    def _revision(self) -> int: ...
+
+    def _document(self) -> dict[str, Any]: ...
 
 #: first and longest pause between two looks at a value another caller is computing
 POLL_FIRST = 0.002
@@ -71,28 +86,41 @@ def read(obj: Owner, spec: Dynamic) -> Any:
     context = current()
     if spec.timeout == 0:
         label = f"dynamic.{obj._meta.name}.{spec.name}."
-        return spec.validator.from_json(_decode(_compute(context, obj, spec, label)))
+        return _value(spec, _compute(context, obj, spec, label, obj._revision))
     context.check_local_cache()  # another process's save invalidates our dynamics too
     names: dict[Dynamic, _Names] | None = obj.__dict__.get("_dynamic_names")  # see _names
     known = None if names is None else names.get(spec)
-    if known is None or known[0] is not context.keys or known[1] != obj.guid:
+    revision = obj._revision
+    if known is None or known[0] is not context.keys or known[1] != obj.guid or known[5] != revision:
         known = _names(context, obj, spec)
-    _, _, key, label, hits = known
+    _, _, key, label, hits, _, tail = known
     payload = context.dynamics.get(key)
     if payload is None:
         return _miss(context, obj, spec, key, label)
+    # the common case, a value computed from this object's revision, is told by the payload's end,
+    # with no revision to parse (parsing it measured 0.23 us more per read than the value alone);
+    # any other payload goes by the revision it holds
+    value = loads_value(payload, tail)
+    if value is UNTAGGED:
+        tagged = loads_tagged(payload)
+        if tagged is None or tagged[1] < revision:
+            # computed from an older revision than this object's, or cached by an earlier dal
+            context.stats.add(label + "outdated")
+            _drop(context.dynamics, key, payload)
+            return _miss(context, obj, spec, key, label)
+        value = tagged[0]
     # this thread's own counts (see Stats.local): two events for one lookup of the thread's dict
     counts = context.stats.local()
     counts["dynamic_hits"] = counts.get("dynamic_hits", 0) + 1
     counts[hits] = counts.get(hits, 0) + 1
-    value = loads_only_item(payload)
     validator = spec.validator
     return value if validator.native else validator.from_json(value)  # native: from_json returns it
 
 
 #: what ``_names`` keeps per dynamic of an object: the context's keys and the guid they were built
-#: for, then the cache key, the statistics label and the label of its hits
-_Names = tuple[object, str, str, str, str]
+#: for, then the cache key, the statistics label and the label of its hits, the object's revision
+#: and how a value computed from that revision ends (``,<revision>]``)
+_Names = tuple[object, str, str, str, str, int, str]
 
 
 def _names(context: Context, obj: Owner, spec: Dynamic) -> _Names:
@@ -102,12 +130,13 @@ def _names(context: Context, obj: Owner, spec: Dynamic) -> _Names:
     label and its ``hits`` are three string builds), so ``read`` finds them in the object; they
     depend only on the context's keys (a new ``configure()`` makes new ones), the hybrid, the
     guid and the name, and are built again when the keys or the guid are not those they were
-    built for.
+    built for, or the object is at another revision (saved or refreshed since).
     """
     names: dict[Dynamic, _Names] = obj.__dict__.setdefault("_dynamic_names", {})
-    keys, guid, hybrid = context.keys, obj.guid, obj._meta.name
+    keys, guid, hybrid, revision = context.keys, obj.guid, obj._meta.name, obj._revision
     label = f"dynamic.{hybrid}.{spec.name}."
-    known = names[spec] = (keys, guid, keys.cached_dynamic(hybrid, guid, spec.name), label, label + "hits")
+    known = names[spec] = (keys, guid, keys.cached_dynamic(hybrid, guid, spec.name), label, label + "hits",
+                           revision, f",{revision}]")
     return known
 
 
@@ -115,35 +144,92 @@ def _miss(context: Context, obj: Owner, spec: Dynamic, key: str, label: str) -> 
     stats, cache = context.stats, context.dynamics
     stats.add("dynamic_misses")
     stats.add(label + "misses")
+    revision = obj._revision
 
     def compute() -> bytes:
-        return _compute(context, obj, spec, label)
+        return _compute(context, obj, spec, label, revision)
 
+    if not _stored_revision(context, obj):
+        # its value is its own: neither cached nor waited for (no lock to take either)
+        stats.add(label + "unshared")
+        return _value(spec, compute())
     if spec.locked and cache.usable(key):
-        payload = _single_flight(context, key, compute, spec, label)
+        payload = _single_flight(context, key, compute, spec, label, revision)
     else:
         if spec.locked:  # no usable lock server: compute without waiting, as when it is down
             stats.add(label + "lock_errors")
         payload = cache.fill(key, compute, spec.timeout, lease_ttl=fill_lease(cache, spec))
     assert payload is not None  # compute() returns bytes or raises
-    return spec.validator.from_json(_decode(payload))
+    return _value(spec, payload)
 
 
-def _compute(context: Context, obj: Owner, spec: Dynamic, label: str) -> bytes:
+def _stored_revision(context: Context, obj: Owner) -> bool:
+    """Tell whether ``obj``'s fields are those of its stored revision, and no older than any revision
+    of it this process has seen: only then is a value computed from them everyone's to read.
+
+    Run on a miss only (the computation it precedes costs more): it compares the object with the
+    document it was loaded as, as ``save()`` does, so a list changed in place counts as a change.
+    """
+    state = obj.__dict__
+    raw, revision = state.get("_raw"), state.get("_revision", 0)
+    if raw is None or revision <= 0 or "_uncertain" in state:
+        return False  # new, deleted, saved without a known revision, or a save's outcome unknown
+    meta = obj._meta
+    if context.seen.verdict(meta.name, obj.guid, revision) is not FRESH:
+        return False  # loaded before a revision this process has read or written since
+    try:
+        stored = meta.with_defaults(decode(raw))  # fields it lacks are read as their defaults
+        ours = obj._document()
+        changed = changed_fields(stored, ours)
+        if changed and meta.converters and keep_unread(meta, stored, ours, changed):
+            changed = changed_fields(stored, ours)  # a newer model's nested field read is no change
+    except (TypeError, ValueError):
+        return False  # a value changed in place that no longer encodes: not what is stored
+    return not changed
+
+
+def _compute(context: Context, obj: Owner, spec: Dynamic, label: str, revision: int) -> bytes:
+    """Return ``[<value>,<revision>]``: the value computed, tagged with the revision it was computed from."""
     started = time.perf_counter()
     try:
         value = spec.compute(obj)
     finally:
         context.stats.add(label + "computations")
         context.stats.add(label + "compute_seconds", time.perf_counter() - started)
-    return json.dumps([spec.validator.to_json(value)]).encode()
+    return b"[%b,%d]" % (json.dumps(spec.validator.to_json(value)).encode(), revision)
 
 
-def _decode(payload: bytes) -> Any:
-    return loads_only_item(payload)  # json.loads(payload)[0], faster (see dal/objects/decoding.py)
+def _value(spec: Dynamic, payload: bytes) -> Any:
+    """Return the value of a payload this process computed or found fresh enough to serve."""
+    tagged = loads_tagged(payload)
+    assert tagged is not None  # written by _compute, or checked by loads_tagged before it was served
+    return spec.validator.from_json(tagged[0])
 
 
-def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, label: str) -> bytes | None:
+def _fresh_for(payload: bytes, revision: int) -> bool:
+    """Tell whether a cached payload may be served to an object at ``revision``."""
+    tagged = loads_tagged(payload)
+    return tagged is not None and tagged[1] >= revision
+
+
+def _drop(cache: LeasedCache, key: str, payload: bytes) -> None:
+    """Remove the value ``payload`` cached under ``key``, only if it is still there: an entry put
+    since (a fresher value, a fill's lease) stays. A failure leaves it to its TTL (readers newer
+    than it keep reading it as a miss)."""
+    store = cache.store
+    try:
+        raw, version = store.gets(key)
+        if raw is None or cache.is_lease(key, raw):
+            return
+        opened = cache.signer.open(key, raw)
+        if opened is not None and opened[1:] == payload:
+            store.cas(key, b"", version, -1)  # an already-expired item: a conditional delete
+    except BackendError:
+        pass
+
+
+def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, label: str,
+                   revision: int) -> bytes | None:
     cache, stats = context.dynamics, context.stats
     store, signer = cache.store, cache.signer
     lock_key = f"{key}/lock"
@@ -183,7 +269,11 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
             if cached is not None:
                 payload = cache.get(key)  # verified like any cache read; None while a lease sits there
                 if payload is not None:
-                    return payload
+                    if _fresh_for(payload, revision):
+                        return payload
+                    # older than this object (or an earlier dal's): not ours to serve. Removed, so
+                    # that once the lock is released this caller can fill in its place
+                    _drop(cache, key, payload)
             if locked is None:
                 break  # the owner is done or gone without a value: try to become the owner
             if time.monotonic() > deadline:

@@ -1,0 +1,171 @@
+"""A cached dynamic is tagged with the revision it was computed from, and only a stored revision fills it.
+
+An object loaded before a save (here, or in another process), one with unsaved changes and a new
+object compute their own value; none of them may leave it in the shared cache for an object
+loaded after the save, or for anyone else. See docs/dynamics.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import persistent_url_for, volatile_url_for
+from dynamic_hybrids import CALLS, Gauge
+
+from dal import DataObject, Dynamic, Property, configure
+from dal.backends.base import DeletePrefix
+from dal.config import Context
+
+#: (durable store, volatile store, signed): each volatile store, memory:// both signed and not
+STORES = [("sqlite", "memory", False), ("sqlite", "memory", True), ("etcd", "memcached", True),
+          ("redis", "redis", False)]
+HMAC_KEY = "revision-tests-hmac-key-0123456789"
+TESTS = Path(__file__).parent
+
+
+class RevisionBasket(DataObject):
+    """A list property, to change in place without assigning it."""
+
+    __properties: list[Property[Any]] = [Property("items", list, default=[], mandatory=False)]
+    __dynamics = [Dynamic("total", int, 60)]
+
+    def _total(self) -> int:
+        CALLS["total", self.guid] += 1
+        return sum(self.items)
+
+
+@pytest.fixture(params=STORES, ids=[f"{p}+{v}{'+signed' if s else ''}" for p, v, s in STORES])
+def stores(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> Any:
+    persistent, volatile, signed = request.param
+    context = configure(persistent_url_for(persistent, request, tmp_path),
+                        volatile_url_for(volatile, request), namespace=namespace,
+                        hmac_key=HMAC_KEY if signed else None)
+    yield context
+    context.persistent.commit([], [DeletePrefix(context.keys.root)])
+
+
+def gauge(level: int) -> Gauge:
+    obj = Gauge(data={"name": f"g{uuid.uuid4().hex[:6]}", "level": level})
+    obj.save()
+    return obj
+
+
+def cached(context: Context, obj: DataObject, name: str) -> tuple[Any, ...] | None:
+    """Return the ``(value, revision)`` cached for ``obj``'s dynamic ``name``, or None."""
+    payload = context.dynamics.get(context.keys.cached_dynamic(obj._meta.name, obj.guid, name))
+    return None if payload is None else tuple(json.loads(payload))
+
+
+def stat(context: Context, obj: DataObject, name: str, event: str) -> float:
+    return context.stats[f"dynamic.{obj._meta.name}.{name}.{event}"]
+
+
+def test_an_out_of_date_object_never_fills_what_a_fresh_load_reads(stores: Context) -> None:
+    old = gauge(1)
+    writer = Gauge(old.guid)
+    writer.level = 2
+    writer.save()
+    assert old.plain == 10, "an object computes from its own fields"
+    assert cached(stores, old, "plain") is None, "a revision older than one seen here fills nothing"
+    fresh = Gauge(old.guid)
+    assert fresh.plain == 20 and cached(stores, old, "plain") == (20, fresh._revision)
+    assert old.plain == 20, "a value of a newer revision is served to an older object"
+    assert CALLS["plain", old.guid] == 2
+
+
+def test_a_save_in_another_process_is_never_hidden_by_a_value_of_the_older_revision(
+        stores: Context) -> None:
+    old = gauge(1)
+    script = ("import sys; from dal import configure; from dynamic_hybrids import Gauge\n"
+              "configure(sys.argv[1], sys.argv[2], namespace=sys.argv[3], hmac_key=sys.argv[4] or None)\n"
+              "obj = Gauge(sys.argv[5]); obj.level = 2; obj.save()\n")
+    url = stores.volatile_url
+    volatile = "memory://other" if url.scheme == "memory" else url.render(hide_password=False)
+    subprocess.run([sys.executable, "-c", script, stores.persistent_url.render(hide_password=False), volatile,
+                    stores.namespace,
+                    HMAC_KEY if stores.dynamics.signer.signing else "", old.guid],
+                   check=True, env={**os.environ, "PYTHONPATH": str(TESTS)}, timeout=60)
+    # this process has not seen revision 2: its old object's value is cached, tagged revision 1
+    assert old.plain == 10 and cached(stores, old, "plain") == (10, old._revision)
+    fresh = Gauge(old.guid)
+    assert fresh._revision > old._revision
+    assert fresh.plain == 20, "a value older than the object reading it is a miss"
+    assert stat(stores, old, "plain", "outdated") == 1
+    assert cached(stores, old, "plain") == (20, fresh._revision), "and is replaced"
+    assert Gauge(old.guid).plain == 20 and CALLS["plain", old.guid] == 2
+
+
+def test_unsaved_changes_compute_a_value_no_one_else_reads(stores: Context) -> None:
+    obj = gauge(3)
+    edited = Gauge(obj.guid)
+    edited.level = 99
+    assert edited.plain == 990
+    assert cached(stores, obj, "plain") is None and stat(stores, obj, "plain", "unshared") == 1
+    assert Gauge(obj.guid).plain == 30 and cached(stores, obj, "plain") == (30, obj._revision)
+
+
+def test_a_list_changed_in_place_is_an_unsaved_change(stores: Context) -> None:
+    basket = RevisionBasket(data={"items": [1, 2]})
+    basket.save()
+    basket.items.append(40)  # never assigned, never saved
+    assert basket.total == 43
+    assert cached(stores, basket, "total") is None
+    assert RevisionBasket(basket.guid).total == 3
+
+
+def test_a_new_object_caches_nothing(stores: Context) -> None:
+    obj = Gauge(data={"name": "new", "level": 4})
+    assert obj.plain == 40 and obj.reading  # the locked one neither caches nor takes its lock
+    assert cached(stores, obj, "plain") is None and cached(stores, obj, "reading") is None
+    assert stores.volatile.get(stores.keys.cached_dynamic("gauge", obj.guid, "reading") + "/lock") is None
+    obj.save()
+    assert obj.plain == 40 and cached(stores, obj, "plain") == (40, obj._revision)
+
+
+@pytest.mark.parametrize("entry", [b"[5]", b"5", b"not json", b"[5,true]", b'[5,"7"]'])
+def test_an_entry_of_an_earlier_dal_or_no_tag_is_a_miss_not_an_error(stores: Context, entry: bytes) -> None:
+    obj = gauge(2)
+    key = stores.keys.cached_dynamic("gauge", obj.guid, "plain")
+    assert stores.dynamics.put(key, entry, 60)
+    assert obj.plain == 20 and stat(stores, obj, "plain", "outdated") == 1
+    assert cached(stores, obj, "plain") == (20, obj._revision), "replaced by a tagged value"
+    assert Gauge(obj.guid).plain == 20 and CALLS["plain", obj.guid] == 1
+
+
+def test_an_older_value_written_back_is_not_served(stores: Context) -> None:
+    """A replay of an authentic entry (signed with the right key) is caught by its revision."""
+    obj = gauge(1)
+    assert obj.plain == 10
+    key = stores.keys.cached_dynamic("gauge", obj.guid, "plain")
+    raw = stores.volatile.get(key)
+    assert raw is not None
+    obj.level = 2
+    obj.save()
+    stores.volatile.set(key, raw, 60)
+    assert Gauge(obj.guid).plain == 20 and obj.plain == 20
+
+
+def test_a_locked_dynamic_replaces_an_older_value(stores: Context) -> None:
+    obj = gauge(1)
+    key = stores.keys.cached_dynamic("gauge", obj.guid, "reading")
+    assert stores.dynamics.put(key, b'["old",%d]' % (obj._revision - 1), 60)
+    value = obj.reading
+    assert value != "old" and cached(stores, obj, "reading") == (value, obj._revision)
+    assert Gauge(obj.guid).reading == value and CALLS["reading", obj.guid] == 1
+
+
+def test_a_newer_value_is_served_to_an_older_object(stores: Context) -> None:
+    old = gauge(1)
+    writer = Gauge(old.guid)
+    writer.level = 5
+    writer.save()
+    assert writer.plain == 50
+    assert old.plain == 50 and CALLS["plain", old.guid] == 1
+    assert stat(stores, old, "plain", "hits") == 1
