@@ -42,8 +42,7 @@ from dal.config import Context, current
 from dal.exceptions import BackendError
 from dal.model.meta import HybridMeta
 from dal.objects.decoding import UNTAGGED, loads_tagged, loads_value
-from dal.objects.refusals import keep_unread
-from dal.objects.transaction import changed_fields, decode
+from dal.objects.transaction import changed_fields, decode, keep_unread
 from dal.structures import Dynamic
 
 

@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from dal.exceptions import InvalidValueError, ReadOnlyFieldError
-from dal.model.validation import dropped_paths
 from dal.objects.transaction import Document
 from dal.structures import MirrorField
 from dal.validators import Validator, json_advice, json_problem
-from dal.values import safe_repr, same
+from dal.values import safe_repr
 
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
@@ -86,24 +85,3 @@ def unstorable(label: str, problem: object) -> InvalidValueError:
     return InvalidValueError(
         f"{label} holds a value JSON cannot store ({problem}); a list or dict changed in place bypasses "
         "validation: assign JSON values only")
-
-
-def keep_unread(meta: HybridMeta, stored: Document, ours: Document, changed: Collection[str]) -> bool:
-    """Put back into ``ours`` the stored value of each typed field the object did not change (read
-    with the declared type and written again, it is what ``ours`` holds) and that the declared type
-    does not read whole (a nested field of a newer model): kept exactly as that model wrote it.
-    A value read whole is left as this version writes it (a set an earlier version stored unsorted
-    is rewritten sorted). Return whether any was put back. Only typed fields ``changed`` names are
-    looked at."""
-    kept = False
-    for name, validator in meta.converters:
-        if name not in changed or name not in stored:
-            continue
-        try:
-            as_read = validator.to_json(validator.from_json(stored[name]))
-        except (TypeError, ValueError):  # the stored value no longer reads: the save rewrites it
-            continue
-        if same(as_read, ours[name]) and dropped_paths(stored[name], as_read):
-            ours[name] = stored[name]
-            kept = True
-    return kept

@@ -9,7 +9,7 @@ the commit), so index and unique keys can never drift from their documents.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from dal.exceptions import ConcurrencyError
 from dal.keys import Keys
 from dal.model.meta import HybridMeta
 from dal.model.registry import family
+from dal.model.validation import dropped_paths
 from dal.objects import decoding
 from dal.structures import Relation
 from dal.values import canonical, same
@@ -189,3 +190,24 @@ def encode_canonical(value: Any) -> str:
 def decode(raw: bytes) -> Document:
     """Return a stored document decoded (``json.loads``'s result and errors, faster: see ``decoding``)."""
     return decoding.document(raw)
+
+
+def keep_unread(meta: HybridMeta, stored: Document, ours: Document, changed: Collection[str]) -> bool:
+    """Put back into ``ours`` the stored value of each typed field the object did not change (read
+    with the declared type and written again, it is what ``ours`` holds) and that the declared type
+    does not read whole (a nested field of a newer model): kept exactly as that model wrote it.
+    A value read whole is left as this version writes it (a set an earlier version stored unsorted
+    is rewritten sorted). Return whether any was put back. Only typed fields ``changed`` names are
+    looked at."""
+    kept = False
+    for name, validator in meta.converters:
+        if name not in changed or name not in stored:
+            continue
+        try:
+            as_read = validator.to_json(validator.from_json(stored[name]))
+        except (TypeError, ValueError):  # the stored value no longer reads: the save rewrites it
+            continue
+        if same(as_read, ours[name]) and dropped_paths(stored[name], as_read):
+            ours[name] = stored[name]
+            kept = True
+    return kept

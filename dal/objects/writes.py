@@ -35,12 +35,20 @@ from dal.objects.refusals import (
     check_datastore_wins,
     check_mirror_fields,
     check_typed,
-    keep_unread,
     unstorable,
 )
 from dal.objects.relations import assume_unlinked, check_abandon, onetoone_refusal, plan_unlink
 from dal.objects.schema import ensure_recorded, onetoone_ready
-from dal.objects.transaction import Document, Plan, changed_fields, decode, encode, merge, plan_write
+from dal.objects.transaction import (
+    Document,
+    Plan,
+    changed_fields,
+    decode,
+    encode,
+    keep_unread,
+    merge,
+    plan_write,
+)
 from dal.values import same
 
 #: jitter drawn from a generator of dal's own: a library must not advance the application's
