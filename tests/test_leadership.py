@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from dal import configure
 from dal.backends import open_persistent
 from dal.backends.base import PersistentStore
 from dal.cli.leader import MAX_RETRY, Leader
@@ -101,6 +102,7 @@ def test_the_loop_needs_a_hybrid_with_refresh_every(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAL_")}
     env.update({"PYTHONPATH": str(tmp_path), "DAL_HYBRIDS": "lazy_hybrids",
                 "DAL_PERSISTENT_URL": f"sqlite:///{tmp_path / 'dal.sqlite3'}"})
+    configure(env["DAL_PERSISTENT_URL"], "memory://").close()  # the store exists: refresh opens no new one
     loop = subprocess.run([sys.executable, "-m", "dal", "refresh"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
     assert loop.returncode == 2

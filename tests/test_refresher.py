@@ -184,6 +184,7 @@ def test_bad_input_exits_2(tmp_path: Path, pair_urls: PairURLs, remote: Remote) 
         "    __properties = [Property('name', str)]\n")
     env = environment(pair_urls, remote)
     env["PYTHONPATH"] = str(tmp_path)
+    pair_urls.configure()  # the store exists (a SQLite file): refresh opens no new one
     plain = subprocess.run([sys.executable, "-m", "dal", "refresh", "--once", "--hybrids", "plain_hybrids"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert plain.returncode == 2
