@@ -8,6 +8,7 @@ directories. Without their binaries, server tests skip, unless DAL_REQUIRE_SERVI
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -208,3 +209,20 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Any:
     fake = Clock()
     monkeypatch.setattr(dal.mirror.clock, "now", fake.now)
     return fake
+
+
+def at_once(count: int, call: Callable[[], Any]) -> list[Any]:
+    """Run ``call`` in ``count`` threads released together by one barrier; return what each returned."""
+    start = threading.Barrier(count)
+    results: list[Any] = []
+
+    def run() -> None:
+        start.wait()
+        results.append(call())
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections import Counter
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import volatile_url_for
+from conftest import at_once, volatile_url_for
 
 from dal import DataObject, Dynamic, Property, configure
 from dal.backends import open_volatile
@@ -77,18 +76,7 @@ def test_a_locked_loader_longer_than_the_fill_lease_is_cached_and_computed_once(
     # each waiter in turn took the lock and computed again
     monkeypatch.setattr(memory.dynamics, "lease_ttl", SHORT_LEASE)
     obj = latch()
-    start = threading.Barrier(4)
-    results: list[str] = []
-
-    def read() -> None:
-        start.wait()
-        results.append(Latch(obj.guid).report)
-
-    threads = [threading.Thread(target=read) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once(4, lambda: Latch(obj.guid).report)
     assert len(results) == 4 and len(set(results)) == 1
     assert Latch(obj.guid).report == results[0], "the value was not cached"
     assert CALLS["report", obj.guid] == 1

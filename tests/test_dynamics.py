@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import persistent_url_for, volatile_url_for
+from conftest import at_once, persistent_url_for, volatile_url_for
 from dynamic_hybrids import CALLS, HOOKS, Gauge
 
 from dal import configure
@@ -102,18 +102,7 @@ def test_an_invalidation_during_a_computation_wins(stores: Context) -> None:
 
 def test_locked_dynamic_computes_once_for_concurrent_threads(stores: Context) -> None:
     obj = gauge()
-    results: list[str] = []
-    start = threading.Barrier(8)
-
-    def read() -> None:
-        start.wait()
-        results.append(Gauge(obj.guid).reading)
-
-    threads = [threading.Thread(target=read) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once(8, lambda: Gauge(obj.guid).reading)
     assert len(results) == 8 and len(set(results)) == 1
     assert CALLS["reading", obj.guid] == 1
     assert counter(stores, obj, "reading", "lock_waits") >= 1

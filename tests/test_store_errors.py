@@ -22,8 +22,7 @@ from dal.backends.etcd import EtcdStore
 from dal.backends.redis import RedisCache, RedisStore
 from dal.backends.url import MAX_TIMEOUT, parse_url
 from dal.exceptions import BackendError, ConfigurationError
-from dal.testing.fixtures import start_or_skip
-from dal.testing.servers import RunningServer, closed_port, start_redis
+from dal.testing.servers import RunningServer, closed_port
 
 
 @pytest.fixture(autouse=True)
@@ -119,22 +118,12 @@ def test_the_longest_timeout_taken_works(etcd_server: RunningServer) -> None:
         store.close()
 
 
-@pytest.fixture
-def paused_redis(tmp_path: Path) -> Iterator[RunningServer]:
-    """A redis-server of this test's own, frozen (SIGSTOP) once the test has opened its clients."""
-    server = start_or_skip("redis", lambda: start_redis(tmp_path / "redis"))
-    try:
-        yield server
-    finally:
-        server.stop()  # resumes it first when paused
-
-
-def test_a_frozen_redis_server_reads_like_a_timeout(paused_redis: RunningServer) -> None:
-    store = RedisStore.from_url(parse_url(f"{paused_redis.url}?timeout=0.3"))
-    cache = RedisCache.from_url(parse_url(f"{paused_redis.url}?timeout=0.2"))
+def test_a_frozen_redis_server_reads_like_a_timeout(own_redis: RunningServer) -> None:
+    store = RedisStore.from_url(parse_url(f"{own_redis.url}?timeout=0.3"))
+    cache = RedisCache.from_url(parse_url(f"{own_redis.url}?timeout=0.2"))
     try:
         assert store.get("k") is None and cache.get("k") is None  # connected while it runs
-        paused_redis.pause()
+        own_redis.pause()
         for call, what, seconds in ((lambda: store.get("k"), "get of 'k'", "0.3"),
                                     (lambda: cache.get("k"), "get", "0.2")):
             started = time.monotonic()
@@ -142,13 +131,13 @@ def test_a_frozen_redis_server_reads_like_a_timeout(paused_redis: RunningServer)
                 call()
             assert time.monotonic() - started < 2
             message = str(failed.value)
-            assert message.startswith(f"redis {what} on 127.0.0.1:{paused_redis.port}/0 failed: the server "
+            assert message.startswith(f"redis {what} on 127.0.0.1:{own_redis.port}/0 failed: the server "
                                       f"did not answer within {seconds} s (the timeout option of redis://")
             assert "check that redis-server is running and not blocked, or raise timeout" in message
-        paused_redis.resume()
+        own_redis.resume()
         assert store.get("k") is None  # a later call reconnects
     finally:
-        paused_redis.resume()
+        own_redis.resume()
         store.close()
         cache.close()
 
