@@ -140,8 +140,7 @@ class Publisher:
     def __init__(self, context: Context) -> None:
         self.context = context
         self._last: dict[str, float] | None = None
-        self._published = 0.0  # time.monotonic() of the last publish
-        self._touched = 0.0  # ... and of the last one that rewrote the index (each lasts PUBLISH_TTL)
+        self._touched = 0.0  # time.monotonic() of the last publish that rewrote the index too
         self._timer: threading.Timer | None = None
         self._stopped = False
         self._flush_lock = threading.Lock()
@@ -156,16 +155,15 @@ class Publisher:
         with self._flush_lock:  # the timer, stop() and exit may flush at once
             snapshot = self.context.stats.snapshot()
             now = time.monotonic()
-            # the snapshot and the index entry each expire PUBLISH_TTL after they were written: both
-            # are written again halfway, however often the counts change, so a live process stays listed
-            stale = now - self._published >= PUBLISH_TTL / 2
+            # the snapshot and the index entry each expire PUBLISH_TTL after they were written: a touch
+            # writes both again halfway, however often the counts change, so a live process stays listed
             touch = now - self._touched >= PUBLISH_TTL / 2
-            if not snapshot or (snapshot == self._last and not stale and not touch):
+            if not snapshot or (snapshot == self._last and not touch):
                 return
             # in a forked child, never through the parent's sockets (its answers could reach the parent)
             self.context.reopen_if_forked()
             if publish(self.context, touch=touch):
-                self._last, self._published = snapshot, now
+                self._last = snapshot
                 if touch:
                     self._touched = now
 
@@ -193,7 +191,7 @@ class Publisher:
     def _restart_in_child(self) -> None:
         """Start over in a forked child: its counters start from zero, its timer did not survive."""
         self._last = None
-        self._published = self._touched = 0.0
+        self._touched = 0.0
         self._flush_lock = threading.Lock()  # another thread may have held it at the fork
         if not self._stopped:
             self._schedule()

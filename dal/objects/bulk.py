@@ -172,12 +172,12 @@ def _pack(groups: list[list[_Item]]) -> list[list[_Item]]:
         touched = _touched(group)
         mine = {item.doc for item in group if item.created}
         group_ops = sum(len(item.plan.ops) for item in group)
-        if chunk and (ops + group_ops > MAX_OPS or touched & keys
-                      or checks + sum(len(_sent(item, created | mine)) for item in group) > MAX_OPS):
+        group_checks = sum(len(_sent(item, created | mine)) for item in group)
+        if chunk and (ops + group_ops > MAX_OPS or touched & keys or checks + group_checks > MAX_OPS):
             chunks.append(chunk)
             chunk, ops, checks, keys, created = [], 0, 0, set(), set()
+            group_checks = sum(len(_sent(item, mine)) for item in group)  # in a commit of its own
         created |= mine
-        group_checks = sum(len(_sent(item, created)) for item in group)
         if len(group) > 1 and (group_ops > MAX_OPS or group_checks > MAX_OPS):
             raise InvalidValueError(
                 f"save_many: {len(group)} new objects link to each other in a cycle "

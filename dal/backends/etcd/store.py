@@ -298,9 +298,10 @@ def add_write_requests(requests: Any, ops: Sequence[Op]) -> tuple[dict[str, byte
     for prefix in prefixes:
         start, end = prefix_range(prefix)
         for key in sorted(key for key in puts if key.startswith(prefix)):
-            if start < utf8(key):
-                _delete_range(requests, start, utf8(key))
-            start = utf8(key) + b"\0"
+            encoded = utf8(key)
+            if start < encoded:
+                _delete_range(requests, start, encoded)
+            start = encoded + b"\0"
         if end == b"\0" or start < end:
             _delete_range(requests, start, end)
     return puts, deletes

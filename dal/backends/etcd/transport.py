@@ -60,6 +60,8 @@ USER_EMPTY = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: user name is empty"
 AUTH_NOT_ENABLED = (grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
 AUTH_OLD_REVISION = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: revision of auth store is old")
 COMPACTED = (grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
+#: what a refusal says when an earlier send of the same request got no answer (it may still apply)
+UNANSWERED = " (an earlier send of this request got no answer and may have been applied)"
 #: etcd's longest lease, in seconds (MaxLeaseTTL in its lessor); a longer one is refused
 MAX_LEASE_TTL = 9_000_000_000
 
@@ -133,8 +135,7 @@ class EtcdTransport:
                 if not tries.unanswered:
                     raise
                 # a login refused now says nothing of the earlier send that got no answer
-                raise BackendError(f"{exc} (an earlier send of this request got no answer and may have "
-                                   "been applied)") from exc
+                raise BackendError(f"{exc}{UNANSWERED}") from exc
             try:
                 return self._send(method, request, deadline, metadata, service=service, resend=resend,
                                   tries=tries)
@@ -250,7 +251,7 @@ class EtcdTransport:
                             f"({code.name}: {details}); check the user and password in {self.url}")
 
     def _error(self, exc: Any, txn_size: tuple[int, int] | None, deadline: float, *,
-               answered: bool = False) -> BackendError:
+               answered: bool) -> BackendError:
         """Return the BackendError of a failed request; a :class:`RefusedError` when etcd refused
         it before applying any of it and no earlier send of it went unanswered (``answered``)."""
         code, details = etcd_error(exc)
@@ -278,7 +279,7 @@ class EtcdTransport:
             return BackendError(f"etcd at {self._where} failed: {code.name}: {details}")
         if answered:
             return RefusedError(refusal)
-        return BackendError(f"{refusal} (an earlier send of it got no answer and may have been applied)")
+        return BackendError(f"{refusal}{UNANSWERED}")
 
     def _refusal(self, code: Any, details: str, txn_size: tuple[int, int] | None) -> str | None:
         """Say what to do about an error etcd answers before applying anything of the request."""

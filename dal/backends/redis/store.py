@@ -64,8 +64,9 @@ def lex_range(prefix: str, start_after: str | None = None) -> tuple[bytes, bytes
     encoded = _utf8(prefix)
     # no UTF-8 text holds the byte 0xFF, so prefix + 0xFF is above every key under prefix
     low, high = (b"[" + encoded, b"(" + encoded + b"\xff") if encoded else (b"-", b"+")
-    if start_after is not None and _utf8(start_after) >= encoded:
-        low = b"(" + _utf8(start_after)
+    after = None if start_after is None else _utf8(start_after)
+    if after is not None and after >= encoded:
+        low = b"(" + after
     return low, high
 
 
@@ -188,8 +189,7 @@ class RedisStore(RedisLeadership):
         return isinstance(cache, RedisCache) and cache.reached_as() == (self._where, self._db)
 
     def _run_commit(self, args: list[Any], ops: Sequence[Op]) -> CommitResult:
-        if not self._kept:
-            self._check_eviction()
+        self._check_eviction()
         answer = self._script(f"commit of {len(ops)} ops", self._commit, 2, COUNTER, INDEX, DATA, PAGE, *args)
         if answer[0] == 1:
             revision = int(answer[1])
@@ -205,8 +205,7 @@ class RedisStore(RedisLeadership):
     def identity(self) -> str:
         """Return the random name the first client wrote into this database, and its number."""
         if self._identity is None:
-            if not self._kept:
-                self._check_eviction()
+            self._check_eviction()
             mine = uuid.uuid4().hex
 
             # the first client's name stays (SET NX); the database number too: two databases of
@@ -232,6 +231,8 @@ class RedisStore(RedisLeadership):
         once per store, from ``INFO memory`` (``CONFIG`` is often renamed or disabled); a server that
         does not let this client run INFO is not checked.
         """
+        if self._kept:
+            return
         try:
             raw: Raw = self._calls.call("INFO", "memory")
         except redis.ResponseError as exc:

@@ -67,11 +67,13 @@ class MigrationRun:
 
     def _changed(self, hybrid: str, guid: str, *, by_step: bool = False) -> None:
         """Count an object this run wrote (once per hybrid, whatever passes wrote it)."""
-        stepped = self._stepped.setdefault(hybrid, set()) if by_step else self._stepped.get(hybrid, ())
-        if guid in stepped:
-            return
         if by_step:
-            self._stepped[hybrid].add(guid)
+            stepped = self._stepped.setdefault(hybrid, set())
+            if guid in stepped:
+                return
+            stepped.add(guid)
+        elif guid in self._stepped.get(hybrid, ()):
+            return
         self.report.objects[hybrid] = self.report.objects.get(hybrid, 0) + 1
 
     # --- store access -------------------------------------------------------------------------
