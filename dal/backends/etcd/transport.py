@@ -251,7 +251,7 @@ class EtcdTransport:
                             f"({code.name}: {details}); check the user and password in {self.url}")
 
     def _error(self, exc: Any, txn_size: tuple[int, int] | None, deadline: float, *,
-               answered: bool) -> BackendError:
+               answered: bool = False) -> BackendError:
         """Return the BackendError of a failed request; a :class:`RefusedError` when etcd refused
         it before applying any of it and no earlier send of it went unanswered (``answered``)."""
         code, details = etcd_error(exc)
