@@ -5,9 +5,10 @@ hybrid only, and the builder's ``in_()`` refusing what a hand-written ``IN`` ref
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import pytest
+from pydantic import Field
 from query_hybrids import Item
 
 from dal import DataList, DataObject, Property, Relation
@@ -164,3 +165,35 @@ def test_the_builder_in_refuses_what_the_grammar_refuses(values: Any) -> None:
 def test_the_builder_in_still_takes_any_iterable() -> None:
     assert Item.name.in_(name for name in ("a", "b")).grammar()["items"][0] == ("name", "IN", ["a", "b"])
     assert Item.name.in_(("a",)).grammar()["items"][0] == ("name", "IN", ["a"])
+
+
+# --- range bounds on number fields ------------------------------------------------------------
+
+
+class Gauge(DataObject, hybrid_name="qvgauge"):
+    """Numbers declared optional, as a union with None, constrained, or both."""
+
+    __properties: list[Property[Any]] = [
+        Property("opt", Optional[int], mandatory=False),  # noqa: UP045 (the spelling under test)
+        Property("union", int | None, mandatory=False),
+        Property("pct", Annotated[int, Field(ge=0, le=100)], default=0),
+        Property("share", Optional[Annotated[float, Field(ge=0, le=1)]], mandatory=False)]  # noqa: UP045
+
+
+@pytest.mark.parametrize(("field", "operator", "bound", "expected"), [
+    ("opt", "LT", 50.5, 1), ("opt", "GT", 50.5, 0), ("union", "LE", 50.5, 1), ("union", "GE", 10**400, 0),
+    ("pct", "LT", 200, 1), ("pct", "GE", -1, 1), ("pct", "GT", 100, 0),
+    ("share", "LT", 2, 1), ("share", "GT", -1, 1), ("share", "GE", 0.75, 0)])
+def test_a_range_on_an_optional_or_constrained_number_takes_any_number(
+        context: Context, field: str, operator: str, bound: Any, expected: int) -> None:
+    Gauge(data={"opt": 50, "union": 50, "pct": 50, "share": 0.5}).save()
+    Gauge(data={"pct": 0}).save()  # unset optional numbers match no range
+    matching = [obj for obj in DataList(Gauge, {"items": [(field, operator, bound)]})
+                if getattr(obj, field) not in (None, 0)]
+    assert len(matching) == expected
+
+
+def test_a_range_bound_on_a_number_field_is_still_a_number() -> None:
+    for bound in ("50", True, None):
+        with pytest.raises(InvalidQueryError):
+            compile_query(Gauge._meta, {"items": [("pct", "LT", bound)]})

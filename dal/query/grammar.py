@@ -303,7 +303,16 @@ def _string_enum(field: Field) -> bool:
 
 
 def _numeric(field: Field) -> bool:
-    return _declared_type(field) in (int, float)
+    """Tell whether ``field`` holds numbers: an int or float, optional or constrained (``Annotated``)
+    too, so a range bound need not itself be a value the field could hold (``pct LT 200``)."""
+    declared = _declared_type(field)
+    while True:
+        bare = _unoptional(declared)
+        if typing.get_origin(bare) is typing.Annotated:
+            bare = typing.get_args(bare)[0]
+        if bare is declared:
+            return declared in (int, float)
+        declared = bare
 
 
 def _orderable(field: Field) -> Parse | None:
