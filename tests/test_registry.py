@@ -75,3 +75,37 @@ def test_a_class_whose_second_relation_clashes_keeps_none_of_its_first() -> None
     assert _state(RgRack) == before
     assert not hasattr(RgRack, "homed") and not hasattr(RgRack, "homed_guids")
     assert RgRack._meta.reverse["servers"].source is RgTaken
+
+
+@pytest.mark.parametrize("onetoone", [False, True])
+def test_a_foreign_key_naming_another_relations_generated_accessor_is_refused(onetoone: bool) -> None:
+    """``children_guids`` (or a one-to-one's ``solo_guid``) belongs to the relation that generated it:
+    a later relation naming it would have served its own objects there instead."""
+    class RgParent(DataObject):
+        __properties = [Property("name", str)]
+
+    class RgChild(DataObject):
+        __relations = [Relation("parent", RgParent, "kids", onetoone=onetoone)]
+
+    generated = "kids_guid" if onetoone else "kids_guids"
+    before = _state(RgParent)
+    with pytest.raises(ConfigurationError, match=f"already has {generated}"):
+        class RgTag(DataObject):
+            __relations = [Relation("parent", RgParent, generated)]
+    assert _state(RgParent) == before
+
+
+def test_a_foreign_key_whose_generated_accessor_is_another_relations_is_refused() -> None:
+    """The other order: ``items`` generates ``items_guids``, which another relation is named."""
+    class RgOwner2(DataObject):
+        __properties = [Property("name", str)]
+
+    class RgA(DataObject):
+        __relations = [Relation("owner", RgOwner2, "items_guids")]
+
+    before = _state(RgOwner2)
+    with pytest.raises(ConfigurationError, match="already has items_guids"):
+        class RgB(DataObject):
+            __relations = [Relation("owner", RgOwner2, "items")]
+    assert _state(RgOwner2) == before
+    assert RgOwner2._meta.reverse["items_guids"].source is RgA

@@ -152,8 +152,12 @@ def _link(relation: Relation, target: type[DataObject], undo: list[Callable[[], 
                 f"{target.__name__}.{relation.foreign_key}; give one another foreign_key")
         inherited = [clash.relation, *clash.inherited]  # a parent resolved after its subclass
     accessors = reverse_accessors(relation)
+    # the names other relations' reverse accessors installed (``<fk>_guids``, ``<fk>_guid``) too: one
+    # of them taken over would serve this relation's objects in its place, without a word
+    installed = {name for key, other in reverse.items() if key != relation.foreign_key
+                 for name in reverse_accessors(other.relation)}
     taken = sorted(set(accessors) & (set(target._meta.fields()) | set(target._meta.relations)
-                                     | set(target._meta.dynamics) | RESERVED))
+                                     | set(target._meta.dynamics) | RESERVED | installed))
     if taken:
         raise ConfigurationError(
             f"{relation.qualified} names the reverse accessor {relation.foreign_key!r}, but "
