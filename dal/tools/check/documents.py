@@ -20,7 +20,12 @@ class DocumentPass(CheckState):
         counts = self.report.documents
         counts[hybrid] = counts.get(hybrid, 0) + 1
         meta = self.metas.get(hybrid)
-        if meta is None or not guid:
+        if not guid:  # o/<hybrid> itself: no object's key, whether the hybrid is declared or not
+            self.add(Kind.INVALID_DOCUMENT, key, f"a document key without a guid (o/{hybrid}, not "
+                     f"o/{hybrid}/<guid>): no object has it, and reads, dumps and loads never see it; delete "
+                     "the key", hybrid, guid)
+            return
+        if meta is None:
             self.add(Kind.ORPHAN_KEY, key, f"document of undeclared hybrid {hybrid!r}: pass the module "
                      "declaring it with --hybrids, or delete the data", hybrid, guid)
             return
@@ -52,7 +57,11 @@ class DocumentPass(CheckState):
                      hybrid, guid)
         for dropped in validation.dropped:  # what a load, copy or save with this model would lose
             self.add(Kind.UNKNOWN_FIELD, key, f"{label}: {dropped.message}", hybrid, guid)
-        self.expect(meta, guid, document, validation.document)
+        # validation leaves None for a stored value that does not fit, but reads return the stored
+        # value (a type read through a converter fails or converts it) and keys are built from it
+        read = {**validation.document, **{problem.field: document[problem.field]
+                                          for problem in validation.problems if problem.field in document}}
+        self.expect(meta, guid, document, read)
 
     def expect(self, meta: HybridMeta, guid: str, document: Document, read: Document) -> None:
         """Record the keys ``document`` owns, exactly as plan_write derives them.

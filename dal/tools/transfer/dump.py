@@ -161,8 +161,24 @@ def _document(key: str, entry: Entry) -> Document:
 
 
 def dump(context: Context, out: IO[str], only: Sequence[HybridMeta] | None = None) -> dict[str, int]:
-    """Write the namespace of ``context`` to ``out`` as a dump; return the objects per hybrid."""
-    return write_dump(out, context.namespace, read_documents(context, only))
+    """Write the namespace of ``context`` to ``out`` as a dump; return the objects per hybrid.
+
+    A document stored under a key that names no guid (written by another client) raises
+    BackendError: a load would refuse the whole dump for it. (A copy reads such keys, and its
+    check before writing lists them all.)
+    """
+    groups = read_documents(context, only)
+    return write_dump(out, context.namespace,
+                      ((name, _by_guid(context.keys.docs(name), documents)) for name, documents in groups))
+
+
+def _by_guid(prefix: str, documents: Iterable[tuple[str, Document]]) -> Iterator[tuple[str, Document]]:
+    for guid, document in documents:
+        if not valid_guid(guid):
+            raise BackendError(f"a document is stored under {prefix}{guid}, whose part after {prefix} is "
+                               "not a guid: it was not written by dal, and `dal load` could not read it "
+                               "back; run `dal check`, then store it again as a new object or delete the key")
+        yield guid, document
 
 
 def write_dump(out: IO[str], namespace: str,
@@ -235,15 +251,17 @@ def parse_dump(raw: Any, source: str = "the dump") -> Dump:
     if not isinstance(groups, dict):
         problems.append('"hybrids" must be an object: {"hybrid name": [{"guid": ..., "data": {...}}, ...]}')
         groups = {}
+    held: dict[str, int] = {}  # records per hybrid, those refused above included: they are not missing
     for name, records in groups.items():
         if not isinstance(records, list):
             problems.append(f"hybrids.{name} must be a list of objects, not {type(records).__name__}")
             continue
         dump.hybrids[name] = _records(name, records, problems)
+        held[name] = len(records)
     counts = raw.get("counts")
-    if counts is not None and counts != dump.counts():
-        problems.append(f'"counts" says {counts!r}, but the file holds {dump.counts()!r}: it was truncated '
-                        'or edited; dump again, or remove "counts" if the edit was deliberate')
+    if counts is not None and counts != held:
+        problems.append(f'"counts" says {counts!r}, but the file holds {dict(sorted(held.items()))!r}: it '
+                        'was truncated or edited; dump again, or remove "counts" if the edit was deliberate')
     if problems:
         raise InvalidValueError(listing(
             f"{source} is not a valid dal dump", problems,
