@@ -19,6 +19,7 @@ from typing import Any, cast
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from dal.exceptions import InvalidValueError
+from dal.type_digest import json_schema, type_digest, values_digest
 from dal.values import encodable, identical, safe_repr, same, sets_sorted, subclass_in, zone_problem
 
 #: types whose JSON form is the Python value itself: no conversion on load or store
@@ -75,6 +76,7 @@ class Validator:
             self.adapter: TypeAdapter[Any] | None = None
             self.native = all(isinstance(item, (str, int, float, bool)) for item in declared)
             self.label = "one of " + ", ".join(repr(item) for item in declared)
+            self.digest = values_digest(declared)  # names them in a cached dynamic's tag
             return
         try:
             strict = declared in _NATIVE
@@ -86,10 +88,14 @@ class Validator:
                 "a list of allowed values, or a JSON-serializable type pydantic understands") from exc
         self.native = declared in _NATIVE
         self.label = getattr(declared, "__name__", repr(declared))
+        schema = None if self.native else json_schema(self.adapter)
+        #: names the declared type in a cached dynamic's tag (dal.type_digest)
+        self.digest = type_digest(declared, schema)
         if not self.native:
             self.sets = _holds(self.adapter.core_schema, ("set", "frozenset"))
             self.zoned = _holds(self.adapter.core_schema, ("datetime", "time"))
-            self._probe()
+            if schema is not None:
+                self._probe(schema)
 
     def __call__(self, value: object) -> Any:
         """Return ``value`` validated (``None`` always passes); raise InvalidValueError."""
@@ -184,18 +190,13 @@ class Validator:
         return ("the object would not read back as it was saved; assign a value its declared type stores "
                 "exactly, or declare a type whose JSON form tells its values apart")
 
-    def _probe(self) -> None:
-        """Refuse the declared type if a value built from its JSON schema does not read back as itself.
+    def _probe(self, schema: dict[str, Any]) -> None:
+        """Refuse the declared type if a value built from its JSON ``schema`` does not read back as itself.
 
         Probes cannot cover every value (the check at assignment does), but they catch a type
         whose serializer loses what it holds, such as a secret stored as its mask, before any
         object exists.
         """
-        assert self.adapter is not None
-        try:
-            schema = self.adapter.json_schema()
-        except Exception:  # pydantic cannot describe every type it validates; nothing to probe then
-            return
         for probe in _probes(schema, schema.get("$defs", {}), 0):
             try:
                 value = self.from_json(probe)

@@ -60,7 +60,7 @@ def gauge(level: int) -> Gauge:
 def cached(context: Context, obj: DataObject, name: str) -> tuple[Any, ...] | None:
     """Return the ``(value, revision)`` cached for ``obj``'s dynamic ``name``, or None."""
     payload = context.dynamics.get(context.keys.cached_dynamic(obj._meta.name, obj.guid, name))
-    return None if payload is None else tuple(json.loads(payload))
+    return None if payload is None else tuple(json.loads(payload))[:2]
 
 
 def stat(context: Context, obj: DataObject, name: str, event: str) -> float:

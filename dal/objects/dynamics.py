@@ -18,20 +18,23 @@ the lease expired) and, locked, each waiter in turn takes the lock and computes 
 dynamic's lease lasts its ``lock_timeout`` (the longest its loader may run, locked or not) and
 a margin, never less than the cache's own lease (:func:`fill_lease`).
 
-A value is cached as ``[<value>,<revision>]``: the revision of the object it was computed from.
+A value is cached as ``[<value>,<revision>,"<digest>"]`` (:mod:`dal.objects.dynamics_tags`): the
+revision of the object it was computed from, and a digest of the type its class declares.
 Only an object that is a stored revision fills the cache: a new one, one with unsaved changes,
 one whose last save has an unknown outcome, or one older than a revision this process has seen
 computes its value for itself and caches nothing (its fields are not what everyone else reads).
 A reader whose object is newer than the cached value's revision reads it as a miss: it removes
 that value (only if it is still the one read) and computes again. So a value computed by an
 object loaded before another process's save (which no lease can catch: the save came first)
-is never served to an object loaded after it. An entry of an earlier dal (``[<value>]``) is a
-miss too. The tag is inside the payload, so it is signed with it (:mod:`dal.cache.signing`).
+is never served to an object loaded after it. A reader whose class declares another type (a
+deploy changed it, and the other version's processes still run) reads it as a miss too, as it does
+a value that does not validate as its type and an entry of an earlier dal (``[<value>,<revision>]``,
+``[<value>]``): it replaces the value, never serves it as the wrong type nor raises. The tag is inside
+the payload, so it is signed with it (:mod:`dal.cache.signing`).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Protocol
 
@@ -41,7 +44,8 @@ from dal.cache.seen import FRESH
 from dal.config import Context, current
 from dal.exceptions import BackendError
 from dal.model.meta import HybridMeta
-from dal.objects.decoding import UNTAGGED, loads_tagged, loads_value
+from dal.objects.decoding import UNTAGGED, loads_value
+from dal.objects.dynamics_tags import dumps, loads_typed, tail
 from dal.objects.transaction import changed_fields, decode, keep_unread
 from dal.structures import Dynamic
 
@@ -96,29 +100,43 @@ def read(obj: Owner, spec: Dynamic) -> Any:
     payload = context.dynamics.get(key)
     if payload is None:
         return _miss(context, obj, spec, key, label)
-    # the common case, a value computed from this object's revision, is told by the payload's end,
-    # with no revision to parse (parsing it measured 0.23 us more per read than the value alone);
-    # any other payload goes by the revision it holds
+    # the common case, a value computed from this object's revision for this class's type, is told by
+    # the payload's end, with no tag to parse (parsing the revision measured 0.23 us more per read than
+    # the value alone); any other payload goes by the revision and type it names
     value = loads_value(payload, tail)
+    validator = spec.validator
     if value is UNTAGGED:
-        tagged = loads_tagged(payload)
-        if tagged is None or tagged[1] < revision:
-            # computed from an older revision than this object's, or cached by an earlier dal
-            context.stats.add(label + "outdated")
-            _drop(context.dynamics, key, payload)
-            return _miss(context, obj, spec, key, label)
+        tagged = loads_typed(payload)
+        if tagged is None or tagged[2] != validator.digest:
+            # cached for another declared type (another version of this class), or by an earlier dal
+            return _unserved(context, obj, spec, key, label, payload, "mistyped" if tagged else "outdated")
+        if tagged[1] < revision:  # computed from an older revision than this object's
+            return _unserved(context, obj, spec, key, label, payload, "outdated")
         value = tagged[0]
+    if not validator.native:  # native: from_json would return the value itself
+        try:
+            value = validator.from_json(value)
+        except ValueError:  # pydantic's ValidationError is one: not a value of this type after all
+            return _unserved(context, obj, spec, key, label, payload, "mistyped")
     # this thread's own counts (see Stats.local): two events for one lookup of the thread's dict
     counts = context.stats.local()
     counts["dynamic_hits"] = counts.get("dynamic_hits", 0) + 1
     counts[hits] = counts.get(hits, 0) + 1
-    validator = spec.validator
-    return value if validator.native else validator.from_json(value)  # native: from_json returns it
+    return value
+
+
+def _unserved(context: Context, obj: Owner, spec: Dynamic, key: str, label: str, payload: bytes,
+              why: str) -> Any:
+    """Read a cached payload not to be served to ``obj`` (``why``) as a miss: remove it, if it is still
+    the one read, and compute again (replacing it, when ``obj`` may fill)."""
+    context.stats.add(label + why)
+    _drop(context.dynamics, key, payload)
+    return _miss(context, obj, spec, key, label)
 
 
 #: what ``_names`` keeps per dynamic of an object: the context's keys and the guid they were built
 #: for, then the cache key, the statistics label and the label of its hits, the object's revision
-#: and how a value computed from that revision ends (``,<revision>]``)
+#: and how a value computed from that revision for the dynamic's type ends (``,<revision>,"<digest>"]``)
 _Names = tuple[object, str, str, str, str, int, str]
 
 
@@ -135,7 +153,7 @@ def _names(context: Context, obj: Owner, spec: Dynamic) -> _Names:
     keys, guid, hybrid, revision = context.keys, obj.guid, obj._meta.name, obj._revision
     label = f"dynamic.{hybrid}.{spec.name}."
     known = names[spec] = (keys, guid, keys.cached_dynamic(hybrid, guid, spec.name), label, label + "hits",
-                           revision, f",{revision}]")
+                           revision, tail(revision, spec.validator.digest))
     return known
 
 
@@ -159,7 +177,14 @@ def _miss(context: Context, obj: Owner, spec: Dynamic, key: str, label: str) -> 
             stats.add(label + "lock_errors")
         payload = cache.fill(key, compute, spec.timeout, lease_ttl=fill_lease(cache, spec))
     assert payload is not None  # compute() returns bytes or raises
-    return _value(spec, payload)
+    try:
+        return _value(spec, payload)
+    except ValueError:
+        # a waiter's value, stored by another process under this type's digest, that does not validate
+        # here (a validator changed that the type's description does not show): not served
+        stats.add(label + "mistyped")
+        _drop(cache, key, payload)
+        return _value(spec, compute())
 
 
 def _stored_revision(context: Context, obj: Owner) -> bool:
@@ -188,27 +213,30 @@ def _stored_revision(context: Context, obj: Owner) -> bool:
 
 
 def _compute(context: Context, obj: Owner, spec: Dynamic, label: str, revision: int) -> bytes:
-    """Return ``[<value>,<revision>]``: the value computed, tagged with the revision it was computed from."""
+    """Return ``[<value>,<revision>,"<digest>"]``: the value computed, tagged with the revision it was
+    computed from and its type's digest."""
     started = time.perf_counter()
     try:
         value = spec.compute(obj)
     finally:
         context.stats.add(label + "computations")
         context.stats.add(label + "compute_seconds", time.perf_counter() - started)
-    return b"[%b,%d]" % (json.dumps(spec.validator.to_json(value)).encode(), revision)
+    validator = spec.validator
+    return dumps(validator.to_json(value), revision, validator.digest)
 
 
 def _value(spec: Dynamic, payload: bytes) -> Any:
-    """Return the value of a payload this process computed or found fresh enough to serve."""
-    tagged = loads_tagged(payload)
-    assert tagged is not None  # written by _compute, or checked by loads_tagged before it was served
+    """Return the value of a payload this process computed or found fresh enough to serve; a
+    ValueError (pydantic's ValidationError is one) when it does not validate as ``spec``'s type."""
+    tagged = loads_typed(payload)
+    assert tagged is not None  # written by _compute, or checked by _fresh_for before it was served
     return spec.validator.from_json(tagged[0])
 
 
-def _fresh_for(payload: bytes, revision: int) -> bool:
-    """Tell whether a cached payload may be served to an object at ``revision``."""
-    tagged = loads_tagged(payload)
-    return tagged is not None and tagged[1] >= revision
+def _fresh_for(payload: bytes, revision: int, spec: Dynamic) -> bool:
+    """Tell whether a cached payload may be served to an object at ``revision`` of ``spec``'s type."""
+    tagged = loads_typed(payload)
+    return tagged is not None and tagged[1] >= revision and tagged[2] == spec.validator.digest
 
 
 def _drop(cache: LeasedCache, key: str, payload: bytes) -> None:
@@ -268,10 +296,10 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
             if cached is not None:
                 payload = cache.get(key)  # verified like any cache read; None while a lease sits there
                 if payload is not None:
-                    if _fresh_for(payload, revision):
+                    if _fresh_for(payload, revision, spec):
                         return payload
-                    # older than this object (or an earlier dal's): not ours to serve. Removed, so
-                    # that once the lock is released this caller can fill in its place
+                    # older than this object, of another type (or an earlier dal's): not ours to
+                    # serve. Removed, so that once the lock is released this caller can fill in its place
                     _drop(cache, key, payload)
             if locked is None:
                 break  # the owner is done or gone without a value: try to become the owner

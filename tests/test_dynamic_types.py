@@ -1,0 +1,222 @@
+"""A cached dynamic is served only to a reader whose class declares the type it was computed for.
+
+During a rolling deploy, processes of two versions of a model share one cache: one declares
+``Dynamic('reading', int, 600)``, the next ``str`` (or a list, a datetime, allowed values). A value
+cached by one is a miss to the other (computed again, and replaced), never served as the wrong type,
+converted, outside the allowed values, or a pydantic error. See docs/dynamics.md.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import persistent_url_for, volatile_url_for
+
+from dal import DataObject, Dynamic, Property, configure
+from dal.backends.base import DeletePrefix
+from dal.config import Context
+from dal.validators import Validator
+
+STORES = [("sqlite", "memory"), ("etcd", "memcached"), ("redis", "redis")]
+UTC = datetime.timezone.utc
+#: loader calls in this process, by hybrid name
+CALLS: Counter[str] = Counter()
+
+
+@pytest.fixture(params=STORES, ids=["+".join(pair) for pair in STORES])
+def stores(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> Any:
+    persistent, volatile = request.param
+    context = configure(persistent_url_for(persistent, request, tmp_path),
+                        volatile_url_for(volatile, request), namespace=namespace)
+    yield context
+    context.persistent.commit([], [DeletePrefix(context.keys.root)])
+
+
+def model(declared: Any, value: Any, *, locked: bool = False) -> type[DataObject]:
+    """A hybrid of its own whose dynamic ``reading`` is declared ``declared`` and computes ``value``."""
+    hybrid = f"typed{uuid.uuid4().hex[:10]}"
+
+    class Model(DataObject, hybrid_name=hybrid):
+        __properties: list[Property[Any]] = [Property("name", str, default="m")]
+        __dynamics = [Dynamic("reading", declared, 60, locked=locked, lock_timeout=5)]
+
+        def _reading(self) -> Any:
+            CALLS[hybrid] += 1
+            return value
+
+    return Model
+
+
+def key_of(context: Context, obj: DataObject) -> str:
+    return context.keys.cached_dynamic(obj._meta.name, obj.guid, "reading")
+
+
+def cached_by(context: Context, declared: Any, value: Any) -> bytes:
+    """Return the payload an object of a model declaring ``declared`` caches: a deploy's other version."""
+    old = model(declared, value)()
+    old.save()
+    assert old.reading == value  # type: ignore[attr-defined]
+    payload = context.dynamics.get(key_of(context, old))
+    assert payload is not None
+    return payload
+
+
+def under_new_model(context: Context, declared: Any, value: Any) -> DataObject:
+    new = model(declared, value)()
+    new.save()  # before the old one: the entry is of a revision at least this object's
+    return new
+
+
+#: (declared before, its value, declared after, its value): each change of type the deploy makes
+CHANGES = [
+    pytest.param(int, 5, str, "five", id="int-to-str"),
+    pytest.param(str, "five", ["UP", "DOWN"], "UP", id="str-to-allowed-values"),
+    pytest.param(str, "five", list[int], [1], id="str-to-list-of-int"),
+    pytest.param(int, 5, datetime.datetime, datetime.datetime(2020, 1, 1, tzinfo=UTC), id="int-to-datetime"),
+    pytest.param(int, 5, float, 2.5, id="int-to-float"),
+    pytest.param(list[int], [1], list[str], ["a"], id="list-of-int-to-list-of-str"),
+    pytest.param(["UP", "DOWN"], "UP", ["OK", "KO"], "OK", id="allowed-values-changed"),
+]
+
+
+@pytest.mark.parametrize(("before", "old_value", "after", "new_value"), CHANGES)
+def test_a_value_cached_for_another_type_is_a_miss_and_is_replaced(
+        stores: Context, before: Any, old_value: Any, after: Any, new_value: Any) -> None:
+    target = under_new_model(stores, after, new_value)
+    payload = cached_by(stores, before, old_value)
+    key = key_of(stores, target)
+    assert stores.dynamics.put(key, payload, 60)
+    reader = type(target)(target.guid)
+    value = reader.reading  # type: ignore[attr-defined]
+    assert value == new_value and type(value) is type(new_value)
+    hybrid = target._meta.name
+    assert stores.stats[f"dynamic.{hybrid}.reading.mistyped"] == 1
+    assert CALLS[hybrid] == 1
+    assert stores.dynamics.get(key) != payload, "the entry of the other type is replaced"
+    again = type(target)(target.guid).reading  # type: ignore[attr-defined]
+    assert again == new_value and CALLS[hybrid] == 1, "and the new value is served from the cache"
+
+
+def test_a_value_cached_for_the_same_type_by_another_class_is_served(stores: Context) -> None:
+    """The tag names the declared type, not the class: an unchanged type stays a hit across a deploy."""
+    target = under_new_model(stores, list[int], [9])
+    payload = cached_by(stores, list[int], [1, 2])
+    assert stores.dynamics.put(key_of(stores, target), payload, 60)
+    assert type(target)(target.guid).reading == [1, 2]  # type: ignore[attr-defined]
+    assert CALLS[target._meta.name] == 0
+
+
+def test_a_cached_value_that_does_not_validate_is_a_miss_not_a_pydantic_error(stores: Context) -> None:
+    """Even under the digest of the reader's own type (a validator changed in code the type's
+    description does not show): ``from_json`` refusing a cached value is a miss."""
+    target = under_new_model(stores, list[int], [1])
+    spec = type(target)._meta.dynamics["reading"]
+    key = key_of(stores, target)
+    entry = b'["five",%d,"%s"]' % (target._revision, spec.validator.digest.encode())
+    assert stores.dynamics.put(key, entry, 60)
+    assert type(target)(target.guid).reading == [1]  # type: ignore[attr-defined]
+    assert stores.stats[f"dynamic.{target._meta.name}.reading.mistyped"] == 1
+
+
+@pytest.mark.parametrize("volatile", ["memory", "memcached"])
+def test_a_locked_waiter_does_not_take_a_value_of_another_type(
+        request: pytest.FixtureRequest, tmp_path: Path, namespace: str, volatile: str) -> None:
+    """The single flight's waiter checks what it finds as a reader does: a value another version
+    stored while this caller waited is not returned; once the lock is gone it computes."""
+    context = configure(f"sqlite:///{tmp_path / 'dal.sqlite3'}", volatile_url_for(volatile, request),
+                        namespace=namespace)
+    target = model(str, "five", locked=True)()
+    target.save()
+    payload = cached_by(context, int, 5)
+    key = key_of(context, target)
+    lock_key = f"{key}/lock"
+    store = context.dynamics.store
+    assert store.add(lock_key, context.dynamics.signer.seal(lock_key, b"another-version"), 5)
+
+    def other_version() -> None:  # stores its value while holding the lock, then releases it
+        time.sleep(0.1)
+        context.dynamics.put(key, payload, 60)
+        time.sleep(0.2)
+        store.delete(lock_key)
+
+    thread = threading.Thread(target=other_version)
+    thread.start()
+    try:
+        value = type(target)(target.guid).reading  # type: ignore[attr-defined]
+    finally:
+        thread.join()
+    assert value == "five" and CALLS[target._meta.name] == 1
+    assert context.stats[f"dynamic.{target._meta.name}.reading.lock_waits"] == 1
+
+
+def test_the_digest_names_the_declared_type() -> None:
+    digests = {name: Validator("v", declared).digest for name, declared in [
+        ("int", int), ("str", str), ("float", float), ("list", list), ("list[int]", list[int]),
+        ("list[str]", list[str]), ("datetime", datetime.datetime), ("up-down", ["UP", "DOWN"]),
+        ("ok-ko", ["OK", "KO"]), ("ints", [1, 2]), ("floats", [1.0, 2.0]), ("bools", [True, False])]}
+    assert len(set(digests.values())) == len(digests), digests
+    assert Validator("a", list[int]).digest == Validator("b", list[int]).digest
+    assert Validator("a", ["UP", "DOWN"]).digest == Validator("b", ["DOWN", "UP"]).digest, "a set of values"
+
+
+#: a deploy's two versions, each a process of its own: the model declares ``reading`` as argv[4]
+CHILD = r'''
+import datetime, json, sys
+from dal import DataObject, Dynamic, Property, configure
+KINDS = {"int": (int, 5), "str": (str, "five"), "list": (list, ["a"]), "ints": (list[int], [1]),
+         "dt": (datetime.datetime, datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)),
+         "enum": (["UP", "DOWN"], "UP")}
+declared, result = KINDS[sys.argv[4]]
+context = configure(sys.argv[1], sys.argv[2], namespace=sys.argv[3])
+class Gauge(DataObject, hybrid_name="typedgauge"):
+    __properties = [Property("name", str)]
+    __dynamics = [Dynamic("reading", declared, 600, locked=sys.argv[6] == "locked")]
+    def _reading(self):
+        return result
+if sys.argv[5] == "create":
+    gauge = Gauge(data={"name": "g"})
+    gauge.save()
+    print(json.dumps(gauge.guid))
+else:
+    value = Gauge(sys.argv[5]).reading
+    computed = context.stats["dynamic.typedgauge.reading.computations"]
+    print(json.dumps([value == result and type(value) is type(result), type(value).__name__, computed]))
+'''
+
+
+@pytest.mark.memcached
+@pytest.mark.parametrize("locked", ["locked", "unlocked"])
+def test_two_versions_of_a_model_sharing_memcached_each_read_their_own_type(
+        memcached_server: Any, tmp_path: Path, namespace: str, locked: str) -> None:
+    durable = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    env = {**os.environ, "PYTHONHASHSEED": "random"}
+
+    def run(kind: str, what: str) -> Any:
+        done = subprocess.run([sys.executable, "-c", CHILD, durable, memcached_server.url, namespace, kind,
+                               what, locked], capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout)
+
+    guid = run("int", "create")
+    # [its own value, of its own type; the type's name; computations in that process]
+    assert run("int", guid) == [True, "int", 1]
+    assert run("int", guid) == [True, "int", 0], "the same type in another process is a hit"
+    assert run("str", guid) == [True, "str", 1]
+    assert run("list", guid) == [True, "list", 1]
+    assert run("dt", guid) == [True, "datetime", 1]
+    assert run("str", guid) == [True, "str", 1]
+    assert run("enum", guid) == [True, "str", 1]
+    assert run("str", guid) == [True, "str", 1]
+    assert run("ints", guid) == [True, "list", 1]
+    assert run("ints", guid) == [True, "list", 0]
