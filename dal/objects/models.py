@@ -72,14 +72,20 @@ def _python_type(prop: Property[Any]) -> Any:
     return Literal[allowed]
 
 
+def missing_mandatory(meta: HybridMeta, data: dict[str, Any]) -> list[str]:
+    """Return the mandatory properties and relations an object's values (``data``) hold None for:
+    ``save()`` refuses them, as ``to_model()`` does."""
+    missing = [name for name, prop in meta.properties.items() if prop.mandatory and data[name] is None]
+    missing += [name for name, link in meta.relations.items()
+                if link.mandatory and data[link.guid_field] is None]
+    return missing
+
+
 def to_model(obj: Any) -> BaseModel:
     """Return a hybrid object as an instance of its model (its current values, saved or not)."""
     meta: HybridMeta = obj._meta
     label = f"{type(obj).__name__}.to_model()"
-    data = obj._data
-    missing = [name for name, prop in meta.properties.items() if prop.mandatory and data[name] is None]
-    missing += [name for name, link in meta.relations.items()
-                if link.mandatory and data[link.guid_field] is None]
+    missing = missing_mandatory(meta, obj._data)
     if missing:  # the model requires them, as save() does
         raise MissingMandatoryFieldsError(
             f"{label}: the model requires {', '.join(missing)}, which {type(obj).__name__} {obj.guid} does "

@@ -29,6 +29,7 @@ from dal.exceptions import (
     UniqueConstraintError,
 )
 from dal.model.meta import HybridMeta
+from dal.objects.models import missing_mandatory
 from dal.objects.refusals import (
     check_changed,
     check_containers,
@@ -335,10 +336,7 @@ class Writes:
 
     def _check_mandatory(self) -> None:
         meta = self._meta
-        missing = [name for name, prop in meta.properties.items()
-                   if prop.mandatory and self._data[name] is None]
-        missing += [name for name, rel in meta.relations.items()
-                    if rel.mandatory and self._data[rel.guid_field] is None]
+        missing = missing_mandatory(meta, self._data)
         unresolved = [rel.qualified for rel in meta.relations.values()
                       if rel.target is None and self._data[rel.guid_field] is not None]
         if unresolved:

@@ -10,11 +10,11 @@ The survey is :mod:`dal.tools.migrate.survey`, the removal of stale keys
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dal.backends.base import Check, Entry, Op, Put, Revision
 from dal.keys import encode_value
-from dal.model.registry import family
 from dal.objects import schema
 from dal.objects.schema import SchemaRecord, complete_record
 from dal.objects.transaction import Document, encode
@@ -134,29 +134,45 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
     def _bring_up(self, survey: Survey, buildable_unique: tuple[str, ...]) -> list[Violation]:
         """Fill missing fields and write missing keys, one compare-and-set commit per object."""
         meta = survey.meta
+        onetoone = {name: survey.offenders.get(name, set()) for name in survey.build_onetoone}
+        with self.progress(survey.objects, f"migrate {meta.name}") as meter:
+            _, late = self._bring_up_documents(meta, survey.build_indexed, buildable_unique, onetoone,
+                                               done=lambda _: meter.advance())
+        return late
+
+    def _bring_up_documents(self, meta: HybridMeta, indexed: tuple[str, ...], unique: tuple[str, ...],
+                            onetoone: dict[str, set[str]], *, done: Callable[[str], object],
+                            after: int | None = None) -> tuple[int, list[Violation]]:
+        """Fill the missing fields and write the missing keys of the documents of ``meta`` (only those
+        above revision ``after``, if given), one compare-and-set commit per object, calling ``done``
+        with the guid of each once handled; return (objects written, violations found).
+
+        The run's pass over a hybrid and the verifier's check of what older processes saved share it.
+        """
         prefix = self.keys.docs(meta.name)
         late: dict[tuple[str, str], set[str]] = {}
         late_values: dict[tuple[str, str], Any] = {}
         #: (relation, target) -> objects found pointing there (holding its key, or being keyed now)
         late_targets: dict[tuple[str, str], set[str]] = {}
-        onetoone = {name: survey.offenders.get(name, set()) for name in survey.build_onetoone}
-        with self.progress(survey.objects, f"migrate {meta.name}") as meter:
-            for batch in self._batches(prefix):
-                wanted = []
-                for doc_key, entry in batch:
-                    guid = doc_key[len(prefix):]
-                    doc = filled(meta, decode_doc(meta, guid, entry.value))
-                    wanted += self._wanted_keys(meta, guid, doc, survey.build_indexed, buildable_unique,
-                                                onetoone)
-                present = self.context.persistent.get_many(wanted) if wanted else {}
-                for doc_key, entry in batch:
-                    self._bring_up_object(meta, doc_key, entry, present, survey.build_indexed,
-                                          buildable_unique, late, late_values, onetoone, late_targets)
-                    meter.advance()
-        return [Violation(meta.name, meta.cls.__name__, name, late_values[name, encoded],
-                          tuple(sorted(guids))) for (name, encoded), guids in sorted(late.items())] + \
-            [onetoone_violation(meta, name, target, sorted(guids))
-             for (name, target), guids in sorted(late_targets.items())]
+        written = 0
+        for batch in self._batches(prefix):
+            fresh = batch if after is None else [(key, entry) for key, entry in batch
+                                                 if entry.revision > after]
+            wanted: list[str] = []
+            for doc_key, entry in fresh:
+                guid = doc_key[len(prefix):]
+                doc = filled(meta, decode_doc(meta, guid, entry.value))
+                wanted += self._wanted_keys(meta, guid, doc, indexed, unique, onetoone)
+            present = self.context.persistent.get_many(wanted) if wanted else {}
+            for doc_key, entry in fresh:
+                written += self._bring_up_object(meta, doc_key, entry, present, indexed, unique, late,
+                                                 late_values, onetoone, late_targets)
+                done(doc_key[len(prefix):])
+        violations = [Violation(meta.name, meta.cls.__name__, name, late_values[name, encoded],
+                                tuple(sorted(guids))) for (name, encoded), guids in sorted(late.items())]
+        violations += [onetoone_violation(meta, name, target, sorted(guids))
+                       for (name, target), guids in sorted(late_targets.items())]
+        return written, violations
 
     def _wanted_keys(self, meta: HybridMeta, guid: str, doc: Document, indexed: tuple[str, ...],
                      unique: tuple[str, ...], onetoone: dict[str, set[str]] | None = None) -> list[str]:
@@ -166,23 +182,6 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
         wanted += [key for _, _, key, family_keys in self._onetoone_keys(meta, doc, onetoone or {})
                    for key in (key, *family_keys)]
         return wanted
-
-    def _onetoone_keys(self, meta: HybridMeta, doc: Document,
-                       onetoone: dict[str, set[str]]) -> list[tuple[str, str, str, list[str]]]:
-        """Return (relation, target, key, the keys of the subclass hybrids holding it too) per key to build.
-
-        Objects pointing at a target several objects point at (``onetoone[relation]``) get none.
-        """
-        found = []
-        for name, offenders in onetoone.items():
-            relation = meta.relations[name]
-            target = doc.get(relation.guid_field)
-            if not isinstance(target, str) or target in offenders:
-                continue
-            others = [self.keys.onetoone(member.owner._meta.name, member.name, target)
-                      for member in family(relation) if member is not relation and member.owner is not None]
-            found.append((name, target, self.keys.onetoone(meta.name, name, target), others))
-        return found
 
     def _bring_up_object(self, meta: HybridMeta, doc_key: str, entry: Entry, present: dict[str, Entry],
                          indexed: tuple[str, ...], unique: tuple[str, ...],

@@ -210,6 +210,23 @@ class Surveyor(MigrationRun):
                         by_target.setdefault(target, []).append(doc_key[len(prefix):])
         return pointing
 
+    def _onetoone_keys(self, meta: HybridMeta, doc: Document,
+                       onetoone: dict[str, set[str]]) -> list[tuple[str, str, str, list[str]]]:
+        """Return (relation, target, key, the keys of the subclass hybrids holding it too) per key to build.
+
+        Objects pointing at a target several objects point at (``onetoone[relation]``) get none.
+        """
+        found = []
+        for name, offenders in onetoone.items():
+            relation = meta.relations[name]
+            target = doc.get(relation.guid_field)
+            if not isinstance(target, str) or target in offenders:
+                continue
+            others = [self.keys.onetoone(member.owner._meta.name, member.name, target)
+                      for member in family(relation) if member is not relation and member.owner is not None]
+            found.append((name, target, self.keys.onetoone(meta.name, name, target), others))
+        return found
+
     def _probe_keys(self, survey: Survey, docs: list[tuple[str, Document]]) -> None:
         """Count (dry runs) the objects of one batch a run would write: those lacking a field or a key.
 
@@ -218,23 +235,18 @@ class Surveyor(MigrationRun):
         """
         meta = survey.meta
         keys = self.keys
-        wanted: dict[str, tuple[list[str], list[tuple[str, str]], list[tuple[str, str, list[str]]]]] = {}
+        # the offenders are known once every batch is surveyed: none is left out here
+        every: dict[str, set[str]] = {name: set() for name in survey.build_onetoone}
+        wanted: dict[str, tuple[list[str], list[tuple[str, str]], list[tuple[str, str, str, list[str]]]]] = {}
         for guid, doc in docs:
             full = filled(meta, doc)
             index = [keys.index(meta.name, name, full.get(name), guid) for name in survey.build_indexed]
             unique = [(name, keys.unique(meta.name, name, full[name])) for name in survey.build_unique
                       if full.get(name) is not None]
-            onetoone = []
-            for name in survey.build_onetoone:
-                relation = meta.relations[name]
-                target = full.get(relation.guid_field)
-                if isinstance(target, str):
-                    onetoone.append((name, target, [
-                        keys.onetoone(member.owner._meta.name, member.name, target)
-                        for member in family(relation) if member.owner is not None]))
-            wanted[guid] = (index, unique, onetoone)
+            wanted[guid] = (index, unique, self._onetoone_keys(meta, full, every))
         probe = [key for index, unique, onetoone in wanted.values()
-                 for key in (*index, *(key for _, key in unique), *(k for *_, ks in onetoone for k in ks))]
+                 for key in (*index, *(key for _, key in unique),
+                             *(k for _, _, own, others in onetoone for k in (own, *others)))]
         present: dict[str, Entry] = self.context.persistent.get_many(probe) if probe else {}
         for guid, doc in docs:
             index, unique, onetoone = wanted[guid]
@@ -242,8 +254,8 @@ class Surveyor(MigrationRun):
                 survey.would_write += 1
                 continue
             lacking_unique = frozenset(name for name, key in unique if key not in present)
-            lacking_onetoone = frozenset((name, target) for name, target, family_keys in onetoone
-                                         if not any(key in present for key in family_keys))
+            lacking_onetoone = frozenset((name, target) for name, target, own, others in onetoone
+                                         if not any(key in present for key in (own, *others)))
             if lacking_unique or lacking_onetoone:
                 survey.keys_only.append((lacking_unique, lacking_onetoone))
 

@@ -25,12 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from dal.backends.base import Delete, Put, Revision
 from dal.objects import schema
-from dal.objects.transaction import Document
 from dal.tools.migrate.keys import HybridMigrator
 from dal.tools.migrate.migrations import MigrationError
 from dal.tools.migrate.report import Violation
-from dal.tools.migrate.run import ATTEMPTS, decode_doc
-from dal.tools.migrate.survey import Survey, filled, onetoone_violation
+from dal.tools.migrate.run import ATTEMPTS
+from dal.tools.migrate.survey import Survey
 
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
@@ -153,7 +152,9 @@ class KeyVerifier(HybridMigrator):
             indexed = tuple(n for n in indexed if n in listed)
             unique = tuple(n for n in unique if n in listed)
             onetoone = {n: offenders for n, offenders in onetoone.items() if n in listed}
-        changed, repaired, violations = self._check_changed(meta, after, indexed, unique, onetoone)
+        changed: set[str] = set()  # the documents saved above the bound: their stale entries go too
+        repaired, violations = self._bring_up_documents(meta, indexed, unique, onetoone, after=after,
+                                                        done=changed.add)
         if changed:
             for name in indexed:
                 self._remove_stale_index(meta, name, changed)
@@ -177,36 +178,6 @@ class KeyVerifier(HybridMigrator):
             removed[self._marker_key(meta.name)] = own
         for key, (_, _, revision) in sorted(removed.items()):
             self._commit([Revision(key, revision)], [Delete(key)])
-
-    def _check_changed(self, meta: HybridMeta, after: int, indexed: tuple[str, ...], unique: tuple[str, ...],
-                       onetoone: dict[str, set[str]]) -> tuple[set[str], int, list[Violation]]:
-        """Write the missing keys of documents changed above revision ``after``; return (their guids,
-        objects written, violations found)."""
-        prefix = self.keys.docs(meta.name)
-        changed: set[str] = set()
-        late: dict[tuple[str, str], set[str]] = {}
-        late_values: dict[tuple[str, str], Any] = {}
-        late_targets: dict[tuple[str, str], set[str]] = {}
-        repaired = 0
-        for batch in self._batches(prefix):
-            fresh = [(key, entry) for key, entry in batch if entry.revision > after]
-            if not fresh:
-                continue
-            wanted: list[str] = []
-            for key, entry in fresh:
-                guid = key[len(prefix):]
-                changed.add(guid)
-                doc: Document = filled(meta, decode_doc(meta, guid, entry.value))
-                wanted += self._wanted_keys(meta, guid, doc, indexed, unique, onetoone)
-            present = self.context.persistent.get_many(wanted) if wanted else {}
-            for key, entry in fresh:
-                repaired += self._bring_up_object(meta, key, entry, present, indexed, unique, late,
-                                                  late_values, onetoone, late_targets)
-        violations = [Violation(meta.name, meta.cls.__name__, name, late_values[name, encoded],
-                                tuple(sorted(guids))) for (name, encoded), guids in sorted(late.items())]
-        violations += [onetoone_violation(meta, name, target, sorted(guids))
-                       for (name, target), guids in sorted(late_targets.items())]
-        return changed, repaired, violations
 
     def _unmark(self, meta: HybridMeta, violations: list[Violation]) -> None:
         """Take the violated fields out of *ready* (queries scan, saves check links) and report them."""
