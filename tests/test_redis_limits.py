@@ -15,7 +15,7 @@ import redis
 
 from dal import DataObject, Property, configure
 from dal.backends import open_persistent, open_volatile
-from dal.backends.base import Put, Revision
+from dal.backends.base import Delete, Evict, Exists, Put, Revision
 from dal.backends.redis import RedisCache, RedisStore
 from dal.backends.redis.connection import COUNTER, INDEX
 from dal.backends.url import parse_url
@@ -168,6 +168,19 @@ def test_counted_hits_of_many_keys_are_read_in_one_call(url: str) -> None:
     listed = {entry.key: entry.hits for entry in counted.list_entries("many/")}
     assert listed == dict.fromkeys(keys[::1000], 1)
     counted.delete_many(keys[::1000])
+
+
+def test_a_commit_of_many_writes_and_evicts_is_sent_in_pages(url: str) -> None:
+    """Lua's unpack takes a few thousand values: the commit script deletes the evicted cache keys a
+    page at a time, and a commit of ten thousand writes and checks applies whole."""
+    store = open_persistent(url)
+    prefix = f"bulk{uuid.uuid4().hex[:8]}/"
+    keys = [f"{prefix}{index:05d}" for index in range(10_000)]
+    evicts = [Evict(f"{prefix}cached/{index}") for index in range(10_000)]
+    assert store.commit([Revision(key, 0) for key in keys], [*(Put(key, b"v") for key in keys), *evicts]).ok
+    assert [key for key, _ in store.scan(prefix)] == keys
+    assert store.commit([Exists(key) for key in keys], [*(Delete(key) for key in keys), *evicts]).ok
+    assert store.scan(prefix) == [] and store.scan_keys([prefix]) == {prefix: []}
 
 
 @pytest.mark.parametrize("ttl", [float("inf"), 1e16, 1e300])

@@ -203,12 +203,16 @@ class PersistentStoreContract(LeadershipContract):
         assert store.scan(prefix) == before
 
     def test_ops_apply_in_order(self, store: PersistentStore, prefix: str) -> None:
+        _put(store, {f"{prefix}c": b"0"})
         result = store.commit([], [Put(f"{prefix}a", b"1"), Delete(f"{prefix}a"),
                                    Put(f"{prefix}b", b"1"), DeletePrefix(f"{prefix}b"),
-                                   Put(f"{prefix}b", b"2")])
+                                   Put(f"{prefix}b", b"2"), Delete(f"{prefix}c"), Put(f"{prefix}c", b"1"),
+                                   Put(f"{prefix}c", b"3"), Put(f"{prefix}d", b"1"), Delete(f"{prefix}d")])
         assert result.ok
         assert store.get(f"{prefix}a") is None
         assert store.get(f"{prefix}b") == Entry(b"2", result.revision)
+        assert store.get(f"{prefix}c") == Entry(b"3", result.revision)
+        assert [key for key, _ in store.scan(prefix)] == [f"{prefix}b", f"{prefix}c"]
 
     # --- deletes ------------------------------------------------------------------------
 
