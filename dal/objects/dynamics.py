@@ -46,7 +46,7 @@ from dal.exceptions import BackendError
 from dal.model.meta import HybridMeta
 from dal.objects.decoding import UNTAGGED, loads_value
 from dal.objects.dynamics_tags import dumps, loads_typed, tail
-from dal.objects.transaction import changed_fields, decode, keep_unread
+from dal.objects.transaction import changes, decode
 from dal.structures import Dynamic
 
 
@@ -203,10 +203,7 @@ def _stored_revision(context: Context, obj: Owner) -> bool:
         return False  # loaded before a revision this process has read or written since
     try:
         stored = meta.with_defaults(decode(raw))  # fields it lacks are read as their defaults
-        ours = obj._document()
-        changed = changed_fields(stored, ours)
-        if changed and meta.converters and keep_unread(meta, stored, ours, changed):
-            changed = changed_fields(stored, ours)  # a newer model's nested field read is no change
+        _, changed = changes(meta, stored, obj._document(), {})
     except (TypeError, ValueError):
         return False  # a value changed in place that no longer encodes: not what is stored
     return not changed

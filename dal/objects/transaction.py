@@ -192,6 +192,20 @@ def decode(raw: bytes) -> Document:
     return decoding.document(raw)
 
 
+def changes(meta: HybridMeta, stored: Document, ours: Document,
+            extra: Mapping[str, Any]) -> tuple[Document, list[str]]:
+    """Return the document a save of ``ours`` writes (``extra``, fields the model does not declare,
+    kept) and the fields of it that differ from ``stored``. A typed value read with less than it holds
+    (a newer model's nested field, see :func:`keep_unread`) is put back in ``ours`` and is no change.
+    TypeError or ValueError when a value changed in place no longer encodes."""
+    new = {**extra, **ours}
+    changed = changed_fields(stored, new)
+    if changed and meta.converters and keep_unread(meta, stored, ours, changed):
+        new = {**extra, **ours}
+        changed = changed_fields(stored, new)
+    return new, changed
+
+
 def keep_unread(meta: HybridMeta, stored: Document, ours: Document, changed: Collection[str]) -> bool:
     """Put back into ``ours`` the stored value of each typed field the object did not change (read
     with the declared type and written again, it is what ``ours`` holds) and that the declared type

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -44,9 +44,9 @@ from dal.objects.transaction import (
     Document,
     Plan,
     changed_fields,
+    changes,
     decode,
     encode,
-    keep_unread,
     merge,
     plan_write,
 )
@@ -122,12 +122,9 @@ class Writes:
         try:  # writing a typed value (changed in place: its type may refuse it) and comparing encode values
             ours = self._document()
             new = {**self._extra, **ours}
-            changed = new.keys() if stored is None else changed_fields(stored, new)
-            # a typed value read with less than it holds (a newer model's nested field) is not a change
-            if stored is not None and changed and meta.converters and keep_unread(meta, stored, ours,
-                                                                                   changed):
-                new = {**self._extra, **ours}
-                changed = changed_fields(stored, new)
+            changed: Collection[str] = new.keys()
+            if stored is not None:
+                new, changed = changes(meta, stored, ours, self._extra)
         except (TypeError, ValueError) as exc:
             # these name the field and the value, when they can
             check_typed(label, self._data, meta.converters)
