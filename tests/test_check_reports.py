@@ -11,6 +11,7 @@ import pytest
 
 from dal import DataObject, Property
 from dal.backends.base import Put
+from dal.cli.check import render
 from dal.config import Context
 from dal.tools.check.integrity import Kind, check
 
@@ -70,3 +71,12 @@ def test_a_document_key_with_more_than_a_guid_is_not_a_document(local: Context) 
     problems = [problem for problem in check(local).problems if problem.key == key]
     assert [problem.kind for problem in problems] == [Kind.INVALID_DOCUMENT]
     assert "not a guid" in problems[0].message and str(uuid.UUID(obj.guid)) in problems[0].message
+
+
+def test_the_report_counts_its_problems_in_words(local: Context) -> None:
+    obj = XFlagged(data={})
+    obj.save()
+    store_raw(local, f"{local.keys.root}o/xflagged", b"{}")
+    assert "1 problem:" in render(check(local), "here", 10)
+    store_raw(local, f"{local.keys.root}o/xflagged/{uuid.uuid4()}", b"[]")
+    assert "2 problems:" in render(check(local), "here", 10)

@@ -54,7 +54,8 @@ def render(report: Report, where: str, limit: int) -> list[str]:
     if report.clean:
         lines.append("clean: no problems found")
         return lines
-    lines.append(f"{len(report.problems)} problems:")
+    count = len(report.problems)
+    lines.append(f"{count} problem{'' if count == 1 else 's'}:")
     for kind, count in report.counts().items():
         how = ("repairable" if kind in REPAIRABLE else "needs `dal migrate`" if kind in MIGRATE
                else "needs a person")
