@@ -10,6 +10,7 @@ from typing import Any
 
 from dal.backends.base import Delete, Entry, Exists, Put, Revision
 from dal.model.meta import HybridMeta
+from dal.model.validation import valid_guid
 from dal.tools.check.problems import Fix, Kind
 from dal.tools.check.state import CheckState, Link, shown
 
@@ -119,8 +120,9 @@ class DerivedKeyPasses(CheckState):
         relation = source.relations.get(parts[3]) if source is not None else None
         if source is None or relation is None or relation.target is None \
                 or relation.target._meta.name != parts[0]:
-            self.add(Kind.ORPHAN_KEY, key, "link of an undeclared hybrid or relation: pass the module "
-                     "declaring it with --hybrids, or delete the key", parts[0])
+            if source is None or not self.source_gone(key, parts, entry):
+                self.add(Kind.ORPHAN_KEY, key, "link of an undeclared hybrid or relation: pass the module "
+                         "declaring it with --hybrids, or delete the key", parts[0])
             return
         target, target_guid, source_guid = parts[0], parts[1], parts[4]
         expected = self.links.pop(key, None)
@@ -136,6 +138,25 @@ class DerivedKeyPasses(CheckState):
         self.add(Kind.STALE_LINK, key, f"link from {name}.{relation.name} to {relation.target.__name__} "
                  f"{target_guid}, but {state}; reverse lists would show a wrong object", target, target_guid,
                  Fix(checks, (Delete(key),)))
+
+    def source_gone(self, key: str, parts: list[str], entry: Entry) -> bool:
+        """Report as stale (and repairable) a link of a declared hybrid, through a relation it does not
+        declare (to that target), whose source object is not stored; tell whether it was one.
+
+        A process of a newer model deleting the object left it (its delete unlinks only declared
+        relations): no document names it, so nothing is lost, and it blocks deleting its target.
+        A source dal could not have stored (not a guid) is left to a person.
+        """
+        hybrid, source_guid = parts[2], parts[4]
+        if not valid_guid(source_guid) or (hybrid, source_guid) in self.docs \
+                or (hybrid, source_guid) in self.unreadable:
+            return False
+        name = self.metas[hybrid].cls.__name__
+        self.add(Kind.STALE_LINK, key, f"link from {name}.{parts[3]} (a relation {name} does not declare to "
+                 f"{parts[0]}) to {parts[0]} {parts[1]}, but {name} {source_guid} is not stored; it blocks "
+                 "deleting its target", parts[0], parts[1],
+                 Fix((Revision(key, entry.revision), self.doc_revision(hybrid, source_guid)), (Delete(key),)))
+        return True
 
     def dangling(self, link: Link) -> bool:
         """Report a relation whose target is not stored; return whether it was."""

@@ -15,7 +15,9 @@ In order:
    written; objects sharing a value that became unique, or pointing at one target of a
    one-to-one relation, are reported and get none of those keys. Keys of properties no longer
    indexed or unique, of relations no longer one-to-one, and links of relations the model
-   dropped, are deleted. Finally the record lists what is complete.
+   dropped (when the model changed since the record, or there is none: every stored link this
+   hybrid holds through a relation it no longer declares, its source stored or not), are
+   deleted. Finally the record lists what is complete.
 
 Every object write is checked against the document's revision and retried after a re-read
 when a live writer got there first, so migrating beside running processes is safe as long
@@ -29,7 +31,8 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
-from dal.exceptions import ConfigurationError
+from dal.exceptions import ConfigurationError, InvalidValueError
+from dal.model.meta import HybridMeta
 from dal.model.registry import hybrids as registry
 from dal.objects import schema
 from dal.tools.migrate.migrations import Migration, MigrationError, Step, declared_migrations, migration
@@ -61,15 +64,32 @@ def migrate(context: Context, hybrids: Iterable[type[DataObject]] | None = None,
 
     ``migrations`` defaults to every step declared with ``@migration``. With ``dry_run`` nothing
     is written and the report says what would be. ``emit`` receives the report's lines as they
-    are made. Raise MigrationError when a step cannot complete.
+    are made. Raise InvalidValueError when ``hybrids`` holds anything but hybrid classes (a name or
+    a module: import it and pass None), MigrationError when a step cannot complete.
     """
-    metas = [cls._meta for cls in (registry.all() if hybrids is None else hybrids)]
+    metas = [cls._meta for cls in registry.all()] if hybrids is None else _metas_of(hybrids)
     steps = declared_migrations() if migrations is None else sorted(migrations, key=lambda m: m.number)
     numbers = [m.number for m in steps]
     if len(set(numbers)) != len(numbers):
         raise ConfigurationError(f"migration step numbers must be unique: {numbers}")
     return Migrator(context, metas, steps, dry_run=dry_run, emit=emit,
                     progress=progress or _no_progress).run()
+
+
+def _metas_of(hybrids: Iterable[type[DataObject]]) -> list[HybridMeta]:
+    """Return the metas of the hybrid classes given; raise InvalidValueError for anything else."""
+    usage = ("pass hybrid classes (DataObject subclasses, e.g. [Disk, Pool]), or None for every "
+             "registered one (import the modules declaring them first)")
+    if isinstance(hybrids, (str, bytes)) or not isinstance(hybrids, Iterable):
+        raise InvalidValueError(f"migrate() got hybrids={hybrids!r}: {usage}")
+    metas = []
+    for cls in hybrids:
+        meta = getattr(cls, "_meta", None) if isinstance(cls, type) else None
+        if not isinstance(meta, HybridMeta):
+            raise InvalidValueError(f"migrate() got {cls!r} ({type(cls).__name__}) among its hybrids: "
+                                    f"{usage}")
+        metas.append(meta)
+    return metas
 
 
 class Migrator(StepRunner, KeyVerifier):

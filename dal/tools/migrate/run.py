@@ -57,6 +57,8 @@ class MigrationRun:
         self._foreign_marks: dict[str, dict[str, tuple[dict[str, list[str]], int, int]]] = {}
         #: one-to-one violations already reported (see HybridMigrator._first_reports)
         self._reported: set[tuple[str, str, str, frozenset[str]]] = set()
+        #: source hybrid -> relation it does not declare -> its stored link keys (read once, when asked)
+        self._undeclared: dict[str, dict[str, list[str]]] | None = None
         exit_after = os.environ.get(EXIT_AFTER_ENV)
         self._exit_after = int(exit_after) if exit_after else None
 

@@ -14,7 +14,7 @@ from dal.objects.schema import SchemaRecord, complete_record, stored_fields
 from dal.objects.transaction import Document
 from dal.tools.migrate.migrations import Operation, RenameRelation
 from dal.tools.migrate.report import Violation
-from dal.tools.migrate.run import SCAN_BATCH, MigrationRun, decode_doc, step_document
+from dal.tools.migrate.run import MigrationRun, decode_doc, step_document
 
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
@@ -44,11 +44,9 @@ class Survey:
     stale_onetoone: tuple[str, ...] = ()
     #: relation -> targets several objects point at: none of those objects gets a key
     offenders: dict[str, set[str]] = field(default_factory=dict)
-    #: the model changed since the record (or there is none): look for links of dropped relations in
-    #: the documents, since the record may never have listed them
+    #: the model changed since the record (or there is none): look for links of dropped relations
+    #: among the stored links, since the record may never have listed them
     find_links: bool = False
-    #: undeclared ``<relation>_guid`` field -> (target guid, object guid) pairs found by the scan
-    undeclared: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     #: (dry runs) objects the run would write whatever is violated; and per object that would only
     #: get unique or one-to-one keys, the unique fields and (relation, target) pairs it lacks keys of
     would_write: int = 0
@@ -59,8 +57,7 @@ class Survey:
 
     @property
     def needs_scan(self) -> bool:
-        return self.fill or self.find_links or bool(self.build_indexed or self.build_unique
-                                                    or self.build_onetoone)
+        return self.fill or bool(self.build_indexed or self.build_unique or self.build_onetoone)
 
     @property
     def has_work(self) -> bool:
@@ -87,16 +84,9 @@ class Surveyor(MigrationRun):
         stale_unique = [name for name in self._key_fields(self.keys.unique_fields(meta.name))
                         if name not in declared_unique]
         renamed = {op.old for _, ops in pending_ops for op in ops if isinstance(op, RenameRelation)}
+        # a relation the record lists and the model does not changed the fingerprint: find_links
+        # below finds its links with every other undeclared one
         dropped: dict[str, list[str]] = {}
-        if record is not None:
-            for name, spec in sorted(record.model.get("relations", {}).items()):
-                target = spec.get("target") if isinstance(spec, dict) else None
-                if name not in meta.relations and name not in renamed and isinstance(target, str):
-                    prefix = f"{self.keys.root}l/{target}/"
-                    links = [key for key, _ in self._scan(prefix)
-                             if key[len(prefix):].split("/")[1:3] == [meta.name, name]]
-                    if links:
-                        dropped[name] = links
         fill = record is None or not meta.field_set <= stored_fields(record.model)
         current = complete_record(meta)
         declared_onetoone = schema.onetoone_relations(meta)
@@ -110,37 +100,48 @@ class Surveyor(MigrationRun):
                         stale_onetoone=tuple(stale_onetoone),
                         find_links=record is None or record.fingerprint != current.fingerprint,
                         unverified=self._unverified(meta))
+        if survey.find_links:
+            self._find_dropped_links(survey, renamed)
         if survey.needs_scan or pending_ops:
             self._scan_documents(survey, pending_ops)
             survey.scanned = True
-            self._find_undeclared_links(survey, renamed)
         return survey
 
     def _unverified(self, meta: HybridMeta) -> tuple[str, ...]:
         """Overridden by the verifier: fields another run (stopped, or running now) marked to check."""
         return ()
 
-    def _find_undeclared_links(self, survey: Survey, renamed: set[str]) -> None:
-        """Add to ``dropped_links`` the link keys of ``<relation>_guid`` fields the model does not declare.
+    def _find_dropped_links(self, survey: Survey, renamed: set[str]) -> None:
+        """Add to ``dropped_links`` the stored links held by this hybrid through a relation the model
+        does not declare (and no pending step renames), whether or not their source is still stored.
 
-        A link key is ``l/<target hybrid>/<target guid>/<hybrid>/<relation>/<guid>``: the document
-        gives all but the target hybrid, so each hybrid holding links is tried (one multi-get per batch).
+        A process of the new model deleting an object unlinks only the relations it declares: the
+        link of a dropped one stays, named by no document, and blocks deleting its target.
         """
-        names = sorted(name for name in survey.undeclared
-                       if name not in survey.dropped_links and name not in renamed)
-        if not names:
-            return
-        targets = self._key_fields(f"{self.keys.root}l/")
-        hybrid = survey.meta.name
-        for name in names:
-            pairs = survey.undeclared[name]
-            found: list[str] = []
-            for start in range(0, len(pairs), SCAN_BATCH):
-                candidates = [f"{self.keys.root}l/{target}/{target_guid}/{hybrid}/{name}/{guid}"
-                              for target_guid, guid in pairs[start:start + SCAN_BATCH] for target in targets]
-                found += sorted(self.context.persistent.get_many(candidates))
-            if found:
-                survey.dropped_links[name] = found
+        for name, links in sorted(self._undeclared_links().get(survey.meta.name, {}).items()):
+            if name not in renamed:
+                survey.dropped_links[name] = sorted({*survey.dropped_links.get(name, ()), *links})
+
+    def _undeclared_links(self) -> dict[str, dict[str, list[str]]]:
+        """Return source hybrid -> relation it does not declare -> its link keys, for this run's hybrids.
+
+        A link key is ``l/<target hybrid>/<target guid>/<source hybrid>/<relation>/<source guid>``:
+        nothing orders links by source, so every link is read, in batches, once per run for all the
+        hybrids that ask (those whose model changed since their record, or that have none); only the
+        undeclared ones are kept. Skipping from target to target instead would cost a round trip per
+        target object, more than one per batch of links unless targets have hundreds of links each.
+        """
+        if self._undeclared is None:
+            metas = {meta.name: meta for meta in self.metas}
+            found: dict[str, dict[str, list[str]]] = {}
+            prefix = f"{self.keys.root}l/"
+            for key, _ in self._scan(prefix):
+                parts = key[len(prefix):].split("/", 4)
+                meta = metas.get(parts[2]) if len(parts) == 5 else None
+                if meta is not None and parts[3] not in meta.relations:
+                    found.setdefault(parts[2], {}).setdefault(parts[3], []).append(key)
+            self._undeclared = found
+        return self._undeclared
 
     def _scan_documents(self, survey: Survey, pending_ops: list[tuple[int, list[Operation]]]) -> None:
         meta = survey.meta
@@ -172,10 +173,6 @@ class Surveyor(MigrationRun):
                     target = doc.get(meta.relations[name].guid_field)
                     if isinstance(target, str):
                         pointing[name].setdefault(target, []).append(guid)
-                if survey.find_links:
-                    for name in doc.keys() - meta.field_set:
-                        if name.endswith("_guid") and len(name) > 5 and isinstance(doc[name], str):
-                            survey.undeclared.setdefault(name[:-5], []).append((doc[name], guid))
             if self.dry_run:
                 self._probe_keys(survey, docs)
         for name, by_value in holders.items():
