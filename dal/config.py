@@ -395,6 +395,8 @@ def current() -> Context:
     context = _context
     # every dal read starts here: when neither configuring nor a fork is due, no call at all
     if context is None or context._generation != _forks:
-        context = context or configure()
+        if context is None:
+            with _lock:  # threads meeting a first use at once share the one context the first makes
+                context = _context or configure()
         context.reopen_if_forked()
     return context

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import at_once
 
-from dal import configure
+from dal import config, configure
 from dal.backends import open_persistent, open_volatile, settings_digest
 from dal.backends.url import parse_url
-from dal.config import current
+from dal.config import Context, current
 from dal.exceptions import ConfigurationError
 
 
@@ -242,3 +245,28 @@ def test_a_password_a_store_cannot_use_is_refused_not_dropped(persistent: str, v
     who thought it set one got an unauthenticated client."""
     with pytest.raises(ConfigurationError, match="no user, password"):
         configure(persistent, volatile)
+
+
+def test_threads_meeting_the_first_use_share_one_context(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    """A pool's threads all reaching dal before anything configured it get the one context the first
+    builds: each building its own would close the others' under them and lose their counts."""
+    monkeypatch.setenv("DAL_PERSISTENT_URL", f"sqlite:///{tmp_path}/first.sqlite3")
+    monkeypatch.setenv("DAL_VOLATILE_URL", "memory://")
+    monkeypatch.setattr(config, "_context", None)
+    built = []
+    slow_configure = config.configure
+
+    def configure_slowly(*args: Any, **kwargs: Any) -> Context:
+        time.sleep(0.05)  # every thread is past the unlocked first look before the first is done
+        built.append(slow_configure(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(config, "configure", configure_slowly)
+    try:
+        seen = at_once(16, current)
+        assert len(built) == 1 and all(context is built[0] for context in seen)
+    finally:
+        for context in built:
+            context.close()
+        config._context = None
