@@ -299,14 +299,12 @@ def store_digest(store: PersistentStore) -> str:
 #: schemes that reach the same stored data as another scheme does
 SAME_DATA = {"rediss": "redis"}
 
-
 _context: Context | None = None
 _lock = threading.RLock()
 #: bumped in every forked child, so a context notices without a system call per use
 _forks = 0
 #: the number of the latest commit through any context of this process (see Context.data_stamp)
-_commit_numbers = itertools.count(1)
-_last_commit = 0
+_commit_numbers, _last_commit = itertools.count(1), 0
 
 
 def _count_commit() -> None:
@@ -396,7 +394,7 @@ def current() -> Context:
     # every dal read starts here: when neither configuring nor a fork is due, no call at all
     if context is None or context._generation != _forks:
         if context is None:
-            with _lock:  # threads meeting a first use at once share the one context the first makes
+            with _lock:  # threads meeting a first use at once share the one the first makes
                 context = _context or configure()
         context.reopen_if_forked()
     return context
