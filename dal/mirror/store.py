@@ -20,7 +20,7 @@ from dal.exceptions import InvalidValueError, MirrorError, RaceConditionError
 from dal.objects.dataobject import DataObject
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, decode, encode, plan_write
-from dal.objects.writes import MAX_ATTEMPTS, _back_off
+from dal.objects.writes import MAX_ATTEMPTS, retry_from
 from dal.structures import MIRROR_FIELDS
 from dal.values import canonical, same
 
@@ -150,8 +150,7 @@ def _write(context: Context, obj: DataObject, entry: Entry | None,
         if all(plan.reasons[index].kind != "document" for index in result.failed):
             obj._raise_constraint(plan, result.failed)  # a parsed unique property another object holds
         context.invalidate(*obj._cache_keys(context))
-        entry = result.current.get(doc_key)
-        _back_off(attempt)
+        entry = retry_from(context, doc_key, result, attempt)
     raise RaceConditionError(f"{type(obj).__name__} {obj.guid} kept changing while its refresh was stored; "
                              f"gave up after {MAX_ATTEMPTS} attempts")
 

@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from dal.backends.base import CommitResult
+from dal.backends.base import CommitResult, Entry
 from dal.cache.journal import RESOLVE_WINDOW, Outcome, Uncertain
 from dal.cache.versions import changed_versions
 from dal.config import Context, current
@@ -175,17 +175,17 @@ class Writes:
                 self._raise_constraint(plan, result.failed)
             # the stored document moved on: whatever the cache holds of this object is old
             context.invalidate(*self._cache_keys(context))
-            stored, revision, new = self._rebase(context, result, save, new, label)
-            _back_off(attempt)
+            entry = retry_from(context, context.keys.doc(self._meta.name, self.guid), result, attempt)
+            stored, revision, new = self._rebase(entry, save, new, label)
         raise RaceConditionError(
             f"{label} kept changing concurrently; gave up after "
             f"{MAX_ATTEMPTS} attempts. Retry the operation, or reduce contention on this object")
 
-    def _rebase(self, context: Context, result: CommitResult, save: _Save, new: Document,
+    def _rebase(self, entry: Entry | None, save: _Save, new: Document,
                 label: str) -> tuple[Document | None, int, Document]:
-        """Return (stored, revision, what to write) after a commit failed on the document's revision."""
+        """Return (stored, revision, what to write) after a commit failed on the document's revision,
+        ``entry`` being the document stored now."""
         meta = self._meta
-        entry = result.current.get(context.keys.doc(meta.name, self.guid))
         if entry is None:
             if self._revision:
                 raise ObjectNotFoundError(
@@ -311,13 +311,12 @@ class Writes:
                 break
             linked = not scanned and len(plan.checks) in result.failed
             scanned = scanned or linked  # links after all: scan them next, to refuse or unlink them
-            if 0 in result.failed:  # the document itself changed or vanished
+            if 0 not in result.failed and (linked or not attempt):
+                continue  # links found (not a race), or a referrer changed: plan again (scanning) at once
+            entry = retry_from(context, doc_key, result, attempt)
+            if entry is None or entry.revision != revision:  # the document itself changed or vanished
                 context.invalidate(*self._cache_keys(context))
-                entry = result.current.get(doc_key)
                 stored, revision = (None, 0) if entry is None else (decode(entry.value), entry.revision)
-            elif linked:
-                continue  # not a race: no pause
-            _back_off(attempt)
         else:
             raise RaceConditionError(
                 f"{type(self).__name__} {self.guid} kept changing while being deleted; retry")
@@ -368,8 +367,15 @@ class Writes:
         return data
 
 
-def _back_off(attempt: int) -> None:
-    """Sleep a jittered, exponentially growing pause before retry ``attempt + 1``."""
-    time.sleep(_jitter.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt)))
+def retry_from(context: Context, doc_key: str, result: CommitResult, attempt: int) -> Entry | None:
+    """Return the stored document a retry of a commit that lost a race starts from: the one the failed
+    commit returned, at once; when a retry lost too (``attempt`` > 0), the one stored after a jittered,
+    exponentially growing pause. A document read before the pause is old once it ends: against a writer
+    saving every few milliseconds, every retry planned on it lost again, and the save failed with
+    RaceConditionError although each merge on its own would commit."""
+    if not attempt:
+        return result.current.get(doc_key)
+    time.sleep(_jitter.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))))
+    return context.persistent.get(doc_key)
 
 
