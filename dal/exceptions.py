@@ -54,6 +54,13 @@ class InvalidQueryError(DalError, ValueError):
     """A query names an unknown field or operator, or has the wrong shape."""
 
 
+class NotAConditionError(InvalidQueryError, TypeError):
+    """``Cls.where()``, ``&`` or ``|`` was given something other than a condition (``Cls.field == value``).
+
+    A ``TypeError`` too, as Python's own operators raise for an operand of the wrong type.
+    """
+
+
 class ConfigurationError(DalError, ValueError):
     """A store URL, scheme or option is wrong."""
 

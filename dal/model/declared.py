@@ -90,6 +90,8 @@ def relation_target(annotation: Any, owner: str) -> type[Any] | str:
             raise ConfigurationError(f"{owner}: a relation's annotation names one hybrid, not {annotation!r}")
         return parts[0]
     target = _unoptional(annotation)
+    if isinstance(target, typing.ForwardRef):  # Optional['Target']: the name of a hybrid declared later
+        return relation_target(target.__forward_arg__, owner)
     if not isinstance(target, type):
         raise ConfigurationError(f"{owner}: a relation's annotation names a hybrid class, not {annotation!r}")
     return target
@@ -118,11 +120,12 @@ def annotated_specs(name: str, namespace: Mapping[str, Any]) -> dict[str, list[s
         spec = declared.get(attribute)
         if spec is None:
             continue
-        found[spec.kind].append(spec.build(attribute, _evaluate(annotation, namespace), name))
+        found[spec.kind].append(spec.build(attribute, _evaluate(annotation, namespace, f"{name}.{attribute}"),
+                                           name))
     return found
 
 
-def _evaluate(annotation: Any, namespace: Mapping[str, Any]) -> Any:
+def _evaluate(annotation: Any, namespace: Mapping[str, Any], where: str) -> Any:
     """Evaluate a string annotation (``from __future__ import annotations``) where the class is; a name not
     defined yet stays a string (a relation to a hybrid declared later)."""
     if not isinstance(annotation, str):
@@ -133,6 +136,12 @@ def _evaluate(annotation: Any, namespace: Mapping[str, Any]) -> Any:
         return eval(annotation, scope)  # the class's own annotation, as typing.get_type_hints evaluates it
     except NameError:
         return annotation
+    except Exception as exc:  # '"Target" | None' is a str | None: type checkers take it, Python does not
+        unquoted = annotation.replace('"', "").replace("'", "")
+        raise ConfigurationError(
+            f"{where}: the annotation {annotation!r} cannot be evaluated where the class is "
+            f"({type(exc).__name__}: {exc}); quote all of it or nothing: `{where.rsplit('.', 1)[-1]}: "
+            f'"{unquoted}"` (a hybrid declared later), or Optional["Target"]') from exc
 
 
 def add_annotated(name: str, namespace: Mapping[str, Any], declared: dict[str, list[Any]]) -> None:

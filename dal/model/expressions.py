@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dal import structures
+from dal.exceptions import InvalidQueryError, NotAConditionError
 
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
@@ -26,60 +27,66 @@ if TYPE_CHECKING:
 class FieldExpression:
     """A field of a hybrid, read on the class: ``path`` as the grammar names it, ``spec`` its declaration."""
 
-    __slots__ = ("_meta", "_path", "_spec")
+    __slots__ = ("_meta", "_path", "_root", "_spec")
 
-    def __init__(self, meta: HybridMeta | None, path: str, spec: Any) -> None:
+    def __init__(self, meta: HybridMeta | None, path: str, spec: Any, root: type | None = None) -> None:
         object.__setattr__(self, "_meta", meta)  # of the hybrid the path ends in (relations: their target)
         object.__setattr__(self, "_path", path)
         object.__setattr__(self, "_spec", spec)
+        # the hybrid the field was read on: a query of another hybrid would read its own field of that
+        # path, so the condition is checked against the queried hybrid (check_roots)
+        object.__setattr__(self, "_root", root)
+
+    def _condition(self, operator: str, value: Any, case: bool = True) -> Condition:
+        return Condition(self._path, operator, value, case, root=self._root)
 
     # --- conditions ---------------------------------------------------------------------------
 
     def __eq__(self, value: object) -> Condition:  # type: ignore[override]
-        return Condition(self._path, "EQUALS", value)
+        return self._condition("EQUALS", value)
 
     def __ne__(self, value: object) -> Condition:  # type: ignore[override]
-        return Condition(self._path, "NOT_EQUALS", value)
+        return self._condition("NOT_EQUALS", value)
 
     def __lt__(self, value: object) -> Condition:
-        return Condition(self._path, "LT", value)
+        return self._condition("LT", value)
 
     def __gt__(self, value: object) -> Condition:
-        return Condition(self._path, "GT", value)
+        return self._condition("GT", value)
 
     def __le__(self, value: object) -> Condition:
-        return Condition(self._path, "LE", value)
+        return self._condition("LE", value)
 
     def __ge__(self, value: object) -> Condition:
-        return Condition(self._path, "GE", value)
+        return self._condition("GE", value)
 
     def __hash__(self) -> int:
         return hash((FieldExpression, self._path, id(self._spec)))
 
     def eq(self, value: object, *, case: bool = True) -> Condition:
         """``EQUALS``; ``case=False`` compares strings case-insensitively."""
-        return Condition(self._path, "EQUALS", value, case)
+        return self._condition("EQUALS", value, case)
 
     def ne(self, value: object, *, case: bool = True) -> Condition:
-        return Condition(self._path, "NOT_EQUALS", value, case)
+        return self._condition("NOT_EQUALS", value, case)
 
     def in_(self, values: Iterable[object], *, case: bool = True) -> Condition:
         """``IN``: the field equals one of ``values``."""
         # a str, bytes, a mapping or no iterable at all goes as it is, for the grammar to refuse as it
         # refuses a hand-written IN of one ('ab' is not ['a', 'b'])
         wrong = isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable)
-        return Condition(self._path, "IN", values if wrong else list(values), case)
+        return self._condition("IN", values if wrong else list(values), case)
 
     def contains(self, value: object, *, case: bool = True) -> Condition:
         """``CONTAINS``: a substring of a string field, an element of a list field."""
-        return Condition(self._path, "CONTAINS", value, case)
+        return self._condition("CONTAINS", value, case)
 
     def is_(self, value: None) -> Condition:
         """``EQUALS None``: the field is unset (``is_not(None)``: it is set)."""
-        return Condition(self._path, "EQUALS", value)
+        return self._condition("EQUALS", value)
 
     def is_not(self, value: None) -> Condition:
-        return Condition(self._path, "NOT_EQUALS", value)
+        return self._condition("NOT_EQUALS", value)
 
     # --- paths and the spec ---------------------------------------------------------------------
 
@@ -88,7 +95,8 @@ class FieldExpression:
             raise AttributeError(name)
         meta = self._meta
         if meta is not None and not name.startswith("_") and _is_field(meta, name):
-            return FieldExpression(_target_meta(meta, name), f"{self._path}.{name}", _spec_of(meta, name))
+            return FieldExpression(_target_meta(meta, name), f"{self._path}.{name}", _spec_of(meta, name),
+                                   self._root)
         if self._spec is None:
             raise AttributeError(f"{self._path!r} has no field {name!r}")
         return getattr(self._spec, name)
@@ -117,7 +125,7 @@ def _target_meta(meta: HybridMeta, name: str) -> HybridMeta | None:
 
 def field_expression(meta: HybridMeta, name: str, spec: Any) -> FieldExpression:
     """Return the expression of field ``name`` of a hybrid (a relation's walks on into its target)."""
-    return FieldExpression(_target_meta(meta, name), name, spec)
+    return FieldExpression(_target_meta(meta, name), name, spec, meta.cls)
 
 
 class Where:
@@ -140,15 +148,27 @@ class Where:
     def __repr__(self) -> str:
         return f"<where {self.grammar()!r}>"
 
+    def conditions(self) -> tuple[Condition, ...]:
+        """Return every condition this is made of."""
+        raise NotImplementedError
+
 
 class Condition(Where):
-    """One condition: ``(field, operator, value)``, with ``False`` fourth when case-insensitive."""
+    """One condition: ``(field, operator, value)``, with ``False`` fourth when case-insensitive.
 
-    def __init__(self, path: str, operator: str, value: Any, case: bool = True) -> None:
+    ``root`` is the hybrid class its field was read on (None: not known, not checked).
+    """
+
+    def __init__(self, path: str, operator: str, value: Any, case: bool = True, *,
+                 root: type | None = None) -> None:
         self.item: tuple[Any, ...] = (path, operator, value) if case else (path, operator, value, False)
+        self.root = root
 
     def grammar(self) -> dict[str, Any]:
         return {"type": "AND", "items": [self.item]}
+
+    def conditions(self) -> tuple[Condition, ...]:
+        return (self,)
 
     def __repr__(self) -> str:
         return f"<where {self.item!r}>"
@@ -165,10 +185,25 @@ class Group(Where):
         items = [item.item if isinstance(item, Condition) else item.grammar() for item in self.items]
         return {"type": self.kind, "items": items}
 
+    def conditions(self) -> tuple[Condition, ...]:
+        return tuple(condition for item in self.items for condition in item.conditions())
+
+
+class Built(dict[str, Any]):
+    """The grammar ``where()`` returns (a plain query dict to everything reading it), with the
+    conditions it was built from, for the query list to check against its hybrid (:func:`for_hybrid`)."""
+
+    def __init__(self, grammar: dict[str, Any], conditions: tuple[Condition, ...]) -> None:
+        super().__init__(grammar)
+        self._conditions = conditions
+
+    def conditions(self) -> tuple[Condition, ...]:
+        return self._conditions
+
 
 def _checked(other: object) -> Where:
     if not isinstance(other, Where):
-        raise TypeError(f"can only join query conditions (Cls.field == value, ...), not {other!r}")
+        raise NotAConditionError(f"can only join query conditions (Cls.field == value, ...), not {other!r}")
     return other
 
 
@@ -185,9 +220,38 @@ def where(*conditions: Where | bool) -> dict[str, Any] | None:
     checked = [_checked(condition) for condition in conditions]
     if not checked:
         return None
-    if len(checked) == 1:
-        return checked[0].grammar()
-    return Group("AND", tuple(part for condition in checked for part in _parts(condition, "AND"))).grammar()
+    joined = checked[0] if len(checked) == 1 else Group(
+        "AND", tuple(part for condition in checked for part in _parts(condition, "AND")))
+    return Built(joined.grammar(), joined.conditions())
+
+
+def for_hybrid(hybrid: type, query: Mapping[str, Any] | Where | None) -> Mapping[str, Any] | None:
+    """Return the grammar of ``query`` for a query list of ``hybrid``: a built query is checked first.
+
+    A field read on another hybrid (``Store.where(Kind.name == 'x')``) would filter ``hybrid``'s own
+    field of that path: refused with InvalidQueryError. A field of a class ``hybrid`` derives from is its
+    field too; a subclass's is not (a query of the parent would select parents on a child's field).
+    """
+    if isinstance(query, (Where, Built)):
+        for condition in query.conditions():
+            _check_root(hybrid, condition)
+    return query.grammar() if isinstance(query, Where) else query
+
+
+def _check_root(hybrid: type, condition: Condition) -> None:
+    root = condition.root
+    if root is None or issubclass(hybrid, root):
+        return
+    path = condition.item[0]
+    meta: HybridMeta = vars(hybrid)["_meta"]
+    through = [f"{hybrid.__name__}.{relation.name}.{path}" for relation in meta.relations.values()
+               if isinstance(relation.target, type) and issubclass(relation.target, root)]
+    fix = (f"to follow a relation, write {' or '.join(through)}" if through
+           else f"query {root.__name__}.where(...) for {root.__name__} objects")
+    raise InvalidQueryError(
+        f"a query of {hybrid.__name__}: the condition {condition.item!r} is on a field of {root.__name__}, "
+        f"not of {hybrid.__name__} or a class it derives from, and would filter {hybrid.__name__}'s own "
+        f"{path!r}; {fix}")
 
 
 def _class_access(spec: Any, owner: type | None) -> Any:

@@ -105,7 +105,9 @@ class HybridMetaclass(type):
     """Collect a hybrid's specs into ``_meta`` and register it.
 
     Read on the class, a field is a :class:`~dal.model.expressions.FieldExpression`
-    (``Backend.status == 'RUNNING'``). ``abstract=True`` makes a base that is not a hybrid.
+    (``Backend.status == 'RUNNING'``). ``abstract=True`` makes a base that is not a hybrid: its specs
+    (and those it inherits) are read and checked as a hybrid's are, kept unbound in ``_abstract_specs``,
+    and each hybrid deriving from it gets its own copies, as it does its hybrid parents' specs.
     """
 
     _meta: HybridMeta
@@ -113,21 +115,25 @@ class HybridMetaclass(type):
     if not TYPE_CHECKING:  # hidden from type checkers, which would take any class attribute as valid
         def __getattr__(cls, name: str) -> Any:
             if name == "guid" and "_meta" in vars(cls):  # objects hold theirs; the class gives the field
-                return FieldExpression(None, "guid", None)
+                return FieldExpression(None, "guid", None, cls)
             raise AttributeError(f"type object {cls.__name__!r} has no attribute {name!r}")
 
     def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any],
                 hybrid_name: str | None = None, abstract: bool = False, **kwargs: Any) -> HybridMetaclass:
         cls = super().__new__(mcs, name, bases, namespace, **kwargs)
-        if abstract or not any(isinstance(base, HybridMetaclass) for base in bases):
-            return cls  # DataObject itself, TypedObject
+        if not any(isinstance(base, HybridMetaclass) for base in bases):
+            return cls  # DataObject itself
         mangled = f"_{name.lstrip('_')}__"
-        _check_hybrid_name(name, hybrid_name)
+        if not abstract:
+            _check_hybrid_name(name, hybrid_name)
         _check_unread_specs(cls, namespace, mangled)
         declared = {kind: list(namespace.get(mangled + kind, ()))
                     for kind in ("properties", "relations", "dynamics")}
         add_annotated(name, namespace, declared)
         specs = _merge(cls, bases, declared)
+        if abstract:  # TypedObject, a user's base: no _meta, not registered, nothing bound
+            cls._abstract_specs = tuple(specs)  # type: ignore[attr-defined]
+            return cls
         mirror = mirror_of(cls, bases, namespace.get(mangled + "mirror"), declared, specs)
         meta = HybridMeta(
             name=hybrid_name or name.lower(), cls=cls,  # type: ignore[arg-type]
@@ -210,15 +216,22 @@ def _spec_kind(value: object) -> type[Spec] | None:
     return None
 
 
+def _inherited(base: type) -> tuple[Spec, ...]:
+    """Return the specs ``base`` passes on: an abstract base's own record (read first: through
+    inheritance it would also show a hybrid parent's ``_meta``), else a hybrid's ``_meta``."""
+    if "_abstract_specs" in vars(base):
+        return vars(base)["_abstract_specs"]  # type: ignore[no-any-return]
+    parent: HybridMeta | None = getattr(base, "_meta", None)
+    if parent is None:
+        return ()
+    return (*parent.properties.values(), *parent.relations.values(), *parent.dynamics.values())
+
+
 def _merge(cls: type, bases: tuple[type, ...], declared: dict[str, list[Any]]) -> list[Spec]:
     """Return inherited specs (rebound copies) followed by this class's own, checked."""
     specs: dict[str, Spec] = {}
     for base in reversed(bases):
-        parent: HybridMeta | None = getattr(base, "_meta", None)
-        if parent is None:
-            continue
-        for inherited in (*parent.properties.values(), *parent.relations.values(),
-                          *parent.dynamics.values()):
+        for inherited in _inherited(base):
             specs[inherited.name] = inherited.copy_for(cls)
     for kind, expected in (("properties", Property), ("relations", Relation), ("dynamics", Dynamic)):
         for spec in declared[kind]:

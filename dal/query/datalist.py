@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar, cast, overload
 from dal.backends.base import Entry
 from dal.config import Context, current
 from dal.exceptions import ConfigurationError, InvalidQueryError, ObjectNotFoundError
-from dal.model.expressions import Where
+from dal.model.expressions import Where, for_hybrid
 from dal.model.registry import family
 from dal.model.reverse import provide_lists
 from dal.objects.dataobject import DataObject
@@ -72,7 +72,7 @@ class DataList(Generic[T]):
         if not (isinstance(hybrid, type) and issubclass(hybrid, DataObject)) or hybrid is DataObject:
             raise InvalidQueryError(f"DataList needs a hybrid class, not {hybrid!r}")
         self.hybrid = hybrid
-        query = query.grammar() if isinstance(query, Where) else query  # built with Cls.field == value
+        query = for_hybrid(hybrid, query)  # built with Cls.field == value: fields of this hybrid only
         self._root: Group = compile_query(hybrid._meta, query)
         if guids is not None:
             guids = [check_guid(guid, f"DataList({hybrid.__name__}, guids=...): {guid!r}") for guid in guids]
