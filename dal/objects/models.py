@@ -6,56 +6,138 @@ is a ``Literal``, or, when some are lists or dicts, a field its property's valid
 guid of each relation (``<relation>_guid``); never dynamics or reverse
 relations. A mandatory field is not nullable, and required unless it has a default; any other
 field may be ``None``. One model class per hybrid, built on first use and kept.
+
+A property named like one of pydantic's own ``model_*`` members (``model_config``, ``model_dump``),
+which pydantic refuses or which would hide the member, is the field ``<name>_`` (``_`` added until
+the name is free) under the alias ``<name>``: validated, dumped and described by its stored name.
+Other names of ``BaseModel`` members (``json``, ``copy``, ``schema``: pydantic 1's methods) stay
+plain fields, shadowing the method, as pydantic allows, without its warning.
 """
 
 from __future__ import annotations
 
 import copy
 import threading
+import warnings
 import weakref
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Optional
 
-from pydantic import BaseModel, Field, PlainValidator, ValidationError, WithJsonSchema, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+)
 
 from dal.exceptions import InvalidValueError, MissingMandatoryFieldsError, ObjectNotFoundError
+from dal.objects.refusals import changeable, check_containers
+from dal.objects.transaction import decode
 from dal.structures import Property, check_guid
+from dal.values import identical
 
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
+    from dal.validators import Validator
 
 #: the deepest ``serialize(depth)``: each level is a few frames of recursion, and a self-link
 #: would nest until Python's recursion limit (a RecursionError) at a few hundred
 MAX_DEPTH = 100
-_models: weakref.WeakKeyDictionary[type, type[BaseModel]] = weakref.WeakKeyDictionary()
+#: BaseModel's own members pydantic refuses as field names, or that a field would hide from pydantic
+#: and its users (``model_fields_set``, ``model_dump``): such a field takes another name, aliased
+_PYDANTIC_OWN = frozenset(name for name in dir(BaseModel) if name.startswith("model_"))
+#: pydantic 1's methods: a field may shadow them, and pydantic warns that it does
+_SHADOWABLE = frozenset(name for name in dir(BaseModel) if not name.startswith("_")) - _PYDANTIC_OWN
+#: no protected names: the ones pydantic needs are renamed, and any other ``model_...`` is a plain
+#: field; dumps write the stored names (an alias only where a field was renamed)
+_CONFIG = ConfigDict(protected_namespaces=(), serialize_by_alias=True)
+
+
+class _Built(NamedTuple):
+    model: type[BaseModel]
+    #: typed properties: a value that can change in place is validated again and copied
+    typed: tuple[tuple[str, Validator], ...]
+    #: ``list`` and ``dict`` properties: their values are checked for what JSON cannot store, and copied
+    plain: tuple[str, ...]
+    #: the typed properties whose value ``to_model`` copies (an enum's check copies its own)
+    copied: frozenset[str]
+
+
+_models: weakref.WeakKeyDictionary[type, _Built] = weakref.WeakKeyDictionary()
+#: the models with a renamed field: ``from_model`` dumps them by alias whatever pydantic's version
+_aliased: weakref.WeakSet[type[BaseModel]] = weakref.WeakSet()
 _lock = threading.Lock()
+#: what a stored form the declared type no longer reads is read as: no value is identical to it
+_UNREAD = object()
 
 
 def model_of(hybrid: type, meta: HybridMeta) -> type[BaseModel]:
     """Return the pydantic model class of a hybrid (built once per class)."""
+    return _built(hybrid, meta).model
+
+
+def _built(hybrid: type, meta: HybridMeta) -> _Built:
     with _lock:
-        model = _models.get(hybrid)
-        if model is None:
-            model = _models[hybrid] = _build(meta)
-        return model
+        built = _models.get(hybrid)
+        if built is None:
+            built = _models[hybrid] = _build(meta)
+        return built
 
 
-def _build(meta: HybridMeta) -> type[BaseModel]:
+def _build(meta: HybridMeta) -> _Built:
     fields: dict[str, Any] = {"guid": (str, Field(description=f"The guid of the {meta.cls.__name__}."))}
+    taken = {*meta.fields(), *dir(BaseModel)}
     for name, prop in meta.properties.items():
-        fields[name] = _field(_python_type(prop), prop.mandatory, prop.default, prop.doc)
+        fields[_free(name, taken)] = _field(_python_type(prop), prop.mandatory, prop.default, prop.doc, name)
     for relation in meta.relations.values():
         target = relation.target.__name__ if relation.target is not None else str(relation.foreign_type)
-        fields[relation.guid_field] = _field(str, relation.mandatory, None,
-                                             relation.doc or f"The guid of the linked {target}.")
-    model: type[BaseModel] = create_model(
-        meta.cls.__name__, __doc__=meta.cls.__doc__, __module__=meta.cls.__module__, **fields)
-    return model
+        doc = relation.doc or f"The guid of the linked {target}."
+        # ``<relation>_guid`` is no pydantic member's name: it keeps its name
+        fields[relation.guid_field] = _field(str, relation.mandatory, None, doc, relation.guid_field)
+    model = _create(meta, fields)
+    if any(name not in meta.field_set for name in fields if name != "guid"):
+        _aliased.add(model)
+    plain = tuple(name for name, prop in meta.properties.items() if prop.validator.native
+                  and prop.validator.enum is None and prop.property_type in (list, dict))
+    copied = frozenset(name for name, check in meta.converters if check.enum is None)
+    return _Built(model, meta.converters, plain, copied)
 
 
-def _field(kind: Any, mandatory: bool, default: Any, doc: str | None) -> tuple[Any, Any]:
+def _create(meta: HybridMeta, fields: dict[str, Any]) -> type[BaseModel]:
+    def create() -> type[BaseModel]:
+        return create_model(meta.cls.__name__, __doc__=meta.cls.__doc__, __module__=meta.cls.__module__,
+                            __config__=_CONFIG, **fields)
+
+    if _SHADOWABLE.isdisjoint(fields):
+        return create()
+    # a field named like one of pydantic 1's methods shadows it, as intended, but pydantic warns (and a
+    # test run that fails on warnings fails); catch_warnings swaps the process's filters: only then
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r'Field name ".*" shadows an attribute in parent "BaseModel"',
+                                UserWarning)
+        return create()
+
+
+def _free(name: str, taken: set[str]) -> str:
+    """Return the model's name for field ``name``: itself, unless it is one of pydantic's own."""
+    if name not in _PYDANTIC_OWN:
+        return name
+    free = f"{name}_"
+    while free in taken:
+        free += "_"
+    taken.add(free)
+    return free
+
+
+def _field(kind: Any, mandatory: bool, default: Any, doc: str | None, stored: str) -> tuple[Any, Any]:
+    extra: dict[str, Any] = {"description": doc}
+    if stored in _PYDANTIC_OWN:
+        extra["alias"] = stored
     if mandatory:
-        return kind, (Field(description=doc) if default is None else Field(default=default, description=doc))
-    return Optional[kind], Field(default=default, description=doc)  # noqa: UP045 -- built at runtime
+        return kind, (Field(**extra) if default is None else Field(default=default, **extra))
+    return Optional[kind], Field(default=default, **extra)  # noqa: UP045 -- built at runtime
 
 
 def _python_type(prop: Property[Any]) -> Any:
@@ -90,14 +172,67 @@ def to_model(obj: Any) -> BaseModel:
         raise MissingMandatoryFieldsError(
             f"{label}: the model requires {', '.join(missing)}, which {type(obj).__name__} {obj.guid} does "
             f"not hold yet; set {'it' if len(missing) == 1 else 'them'} first", tuple(missing))
+    built = _built(type(obj), meta)
     values = {"guid": obj.guid, **{name: obj._data[name] for name in meta.fields()}}
+    values.update(_copies(label, obj, built))
     try:
-        return model_of(type(obj), meta).model_validate(values)
+        return built.model.model_validate(values)
     except ValidationError as exc:  # a list or a model changed in place, which assigning did not check
         wrong = sorted({str(error["loc"][0]) for error in exc.errors() if error["loc"]})
-        raise InvalidValueError(
-            f"{label}: {', '.join(wrong)} holds a value its type does not admit ({exc.errors()[0]['msg']}); "
-            "changed in place, it was not validated: assign a value of its declared type") from None
+        raise _not_admitted(label, ", ".join(wrong), exc.errors()[0]["msg"]) from None
+
+
+def _not_admitted(label: str, names: str, problem: str) -> InvalidValueError:
+    return InvalidValueError(
+        f"{label}: {names} holds a value its type does not admit ({problem}); changed in place, it was "
+        "not validated: assign a value of its declared type")
+
+
+def _copies(label: str, obj: Any, built: _Built) -> dict[str, Any]:
+    """Return a copy of each value of ``obj`` its model would otherwise share (pydantic keeps a nested
+    model as is, and the items of a list or a dict); refuse, as ``save()`` does, naming the field, a
+    value changed in place that ``save()`` would refuse, rather than a model whose JSON alters it.
+
+    A typed value that is still the one its stored form reads as was validated when loaded, and
+    ``save()`` does not check it again either: only the others pay for their type's whole check (a few
+    microseconds). The stored form read afresh is the copy: faster than ``copy.deepcopy``.
+    """
+    data = obj._data
+    copies: dict[str, Any] = {}
+    stored: dict[str, Any] | None = None
+    for name, check in built.typed:
+        value = data[name]
+        if not changeable(value):
+            continue
+        if stored is None:
+            stored = decode(obj._raw) if obj._raw is not None else {}
+        if name in stored:
+            try:
+                loaded = check.from_json(stored[name])
+            except ValueError:  # stored by a version whose type read it otherwise
+                loaded = _UNREAD
+            if identical(value, loaded):
+                if name in built.copied:
+                    copies[name] = loaded
+                continue
+        try:  # save()'s check (refusals.check_typed), in to_model()'s words
+            check(value)
+        except InvalidValueError as exc:
+            raise _not_admitted(label, name, str(exc)) from None
+        if name in built.copied:  # validated: its stored form reads back as the value itself
+            copies[name] = check.from_json(check.to_json(value))
+    check_containers(label, data, built.plain)
+    copies.update((name, _json_copy(data[name])) for name in built.plain)
+    return copies
+
+
+def _json_copy(value: Any) -> Any:
+    """Return a copy of a JSON value (lists and dicts copied at any depth; the rest never changes)."""
+    if isinstance(value, list):
+        return [_json_copy(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _json_copy(item) for key, item in value.items()}
+    return value
 
 
 def from_model(hybrid: type, meta: HybridMeta, model: BaseModel) -> Any:
@@ -111,7 +246,7 @@ def from_model(hybrid: type, meta: HybridMeta, model: BaseModel) -> Any:
         raise InvalidValueError(
             f"{name}.from_model() takes a pydantic model, not a {type(model).__name__}; for a dict `data`, "
             f"pass {name}.model().model_validate(data), which also checks its values")
-    values = dict(model.model_dump())
+    values = dict(model.model_dump(by_alias=True) if type(model) in _aliased else model.model_dump())
     guid = values.pop("guid", None)
     if guid is not None:
         check_guid(guid, f"{meta.cls.__name__}.from_model(...): the model's guid")

@@ -42,6 +42,11 @@ def check_changed(label: str, meta: HybridMeta, data: Mapping[str, Any], new: Do
     check_containers(label, new, changed)
 
 
+def changeable(value: object) -> bool:
+    """Return whether a typed value can be changed in place, bypassing its validation."""
+    return not isinstance(value, _IMMUTABLE)
+
+
 def check_containers(label: str, new: Document, changed: Iterable[str]) -> None:
     """Refuse a changed list or dict that JSON cannot store as it is (NaN, a non-str key, a tuple)."""
     for name in changed:
