@@ -59,6 +59,7 @@ class LeasedCache:
         #: invalidations the store did not take yet, each with the generation it was added at;
         #: read around, and resent until delivered
         self._pending: dict[str, int] = {}
+        self._retries: set[Callable[[], bool]] = set()  # writes whose answer was lost: see retry
         self._generation = 0
         self._pending_lock = threading.Lock()
         self._resending = False
@@ -102,7 +103,7 @@ class LeasedCache:
         try:
             raw = self.store.get(key)
         except BackendError as exc:
-            self._failed(key, exc)
+            self.failed(key, exc)
             return None
         if raw is None:
             return None
@@ -234,8 +235,7 @@ class LeasedCache:
     def deliver(self, keys: list[str], *, first: bool = False) -> list[str]:
         """Delete ``keys`` once; return those not confirmed (and stop trusting the cache if any).
 
-        ``first``: these are new invalidations, not ones sent again; their failures are counted
-        in the outage's summary.
+        ``first``: new invalidations, not ones sent again: their failures count in the outage's summary.
         """
         by_node = self.deliver_each(keys, first=first)
         return list(dict.fromkeys(key for share in by_node.values() for key in share))
@@ -345,9 +345,15 @@ class LeasedCache:
             log.warning("gave up %d cache invalidations when this context closed; the entries expire "
                         "with their TTL", len(undelivered))
 
+    def retry(self, attempt: Callable[[], bool]) -> None:
+        """Call ``attempt`` with each resend until it returns True; it must not raise BackendError."""
+        with self._pending_lock:
+            self._retries.add(attempt)
+        self._schedule_resend()
+
     def _schedule_resend(self) -> None:
         with self._pending_lock:
-            if self._resending or not self._pending or self._closed:
+            if self._resending or not (self._pending or self._retries) or self._closed:
                 return
             self._resending = True
         timer = threading.Timer(RESEND_INTERVAL, self._resend)
@@ -356,9 +362,11 @@ class LeasedCache:
 
     def _resend(self) -> None:
         with self._pending_lock:
-            sent = dict(self._pending)
-        failed = set(self.deliver(list(sent)))
+            sent, retries = dict(self._pending), list(self._retries)
+        failed = set(self.deliver(list(sent))) if sent else set()
+        done = [attempt for attempt in retries if attempt()]
         with self._pending_lock:
+            self._retries.difference_update(done)
             for key, generation in sent.items():
                 # a key invalidated again (and failed again) while this resend ran stays pending
                 if key not in failed and self._pending.get(key) == generation:
@@ -369,8 +377,7 @@ class LeasedCache:
         self._schedule_resend()
 
     def _take_lease(self, key: str, ttl: float | None = None) -> object | None:
-        """Return a cas token when this caller holds the fill lease for ``key`` (for ``ttl`` seconds,
-        the cache's ``lease_ttl`` when not given)."""
+        """Return a cas token when this caller holds the fill lease of ``key`` (``ttl`` or lease_ttl s)."""
         marker = self.signer.seal(key, owners.token(_LEASE))
         if not self._call(key, self.store.add, key, marker, self.lease_ttl if ttl is None else ttl):
             return None
@@ -382,10 +389,10 @@ class LeasedCache:
         try:
             return method(*args)
         except BackendError as exc:
-            self._failed(key, exc)
+            self.failed(key, exc)
             return None
 
-    def _failed(self, key: str, exc: BackendError) -> None:
+    def failed(self, key: str, exc: BackendError) -> None:
         """Count a failed call about ``key``; ``key``'s server is no longer trusted."""
         self.stats.add(f"{self.prefix}errors")
         log.debug("volatile store failed, treated as a miss: %s", exc)

@@ -7,7 +7,8 @@ invalidation racing a computation never lets the older value be cached after it.
 With ``locked=True``, a miss takes a lock in the volatile store first (``add`` of a
 random owner token, expiring after ``lock_timeout`` so a crashed owner cannot block
 anyone for longer). The owner computes and stores the value, then releases the lock
-only if it still holds it (compare-and-set to an expired item: a conditional delete).
+only if it still holds it (compare-and-set to an expired item: a conditional delete). A lock
+whose ``add`` or release got no answer is released so once the store answers (``_release_later``).
 Everyone else polls for the value, and computes for itself when the lock vanished
 without a value (the owner failed) or after waiting ``lock_timeout``. When the volatile
 store is unreachable, or not trusted (see ``dal/cache/leases.py``), nothing would be cached, so
@@ -266,6 +267,7 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
             owner = store.add(lock_key, token, spec.lock_timeout)
         except BackendError:
             stats.add(label + "lock_errors")  # no lock server: compute, do not wait
+            _release_later(cache, lock_key, token)  # yet the add may be applied (see _release_later)
             return cache.fill(key, compute, spec.timeout, lease_ttl=lease)
         if owner:
             try:
@@ -306,11 +308,47 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
 
 
 def _release(context: Context, lock_key: str, token: bytes) -> None:
-    """Delete the lock only if this caller still holds it (it may have expired and moved on)."""
-    store = context.dynamics.store
+    """Delete the lock only if this caller still holds it (it may have expired and moved on); when
+    the store does not answer, once it does (:func:`_release_later`)."""
+    cache = context.dynamics
+    if _released(cache, lock_key, token) is None:
+        _release_later(cache, lock_key, token)
+
+
+def _released(cache: LeasedCache, lock_key: str, token: bytes) -> bool | None:
+    """Delete the lock if it holds ``token``; return whether it held it, ``None`` with no answer (the
+    server is then no longer trusted, as after any failed call: its catch-up also revives it for us)."""
+    store = cache.store
     try:
         held, version = store.gets(lock_key)
-        if held == token:
-            store.cas(lock_key, b"", version, -1)  # an already-expired item: a conditional delete
-    except BackendError:
-        pass  # it expires after lock_timeout
+        if held != token:
+            return False
+        store.cas(lock_key, b"", version, -1)  # an already-expired item: a conditional delete
+    except BackendError as exc:
+        cache.failed(lock_key, exc)
+        return None
+    return True
+
+
+def _release_later(cache: LeasedCache, lock_key: str, token: bytes) -> None:
+    """Release the lock holding ``token`` once the store answers, with the cache's resends.
+
+    The lock's ``add`` or its release got no answer (a timeout, a paused server): the add may still
+    be applied (a paused server applies what waits in its sockets when it resumes), and a lock whose
+    caller moved on would block every reader of that value for ``lock_timeout``. It is released only
+    while it holds ``token`` (another caller's lock stays), and looked at until the store found it
+    without ``token`` at two resends in a row: an add sent on a connection since dropped may land
+    just after the store answers on a new one. A process that exits first leaves it to its TTL; a
+    forked child opens a cache of its own, so it never releases its parent's locks.
+    """
+    misses = [0]
+
+    def attempt() -> bool:
+        released = _released(cache, lock_key, token)
+        if released is None:
+            misses[0] = 0
+            return False
+        misses[0] = 2 if released else misses[0] + 1
+        return misses[0] >= 2
+
+    cache.retry(attempt)
