@@ -21,12 +21,42 @@ DIGEST_LENGTH = 8
 
 
 def type_digest(declared: object, schema: dict[str, Any] | None) -> str:
-    """Return the digest of a declared type: its repr (``list[int]``, ``<class 'app.Reading'>``) without
-    addresses, and the JSON ``schema`` of what it admits (a model's fields), keys sorted."""
-    described = repr(declared)
+    """Return the digest of a declared type: the JSON ``schema`` of what it admits, less the words
+    that describe rather than constrain (:func:`constraints`); a type pydantic cannot describe, or a
+    native one (``str``, ``int``, ``list``: no schema), by its repr without addresses.
+
+    Never the repr of a described type: its ``Annotated`` metadata may print a set, in an order
+    that differs from process to process (``PYTHONHASHSEED``), and every process would read the
+    others' values as another type's.
+    """
     if schema is not None:
-        described += " " + json.dumps(schema, sort_keys=True, default=repr)
-    return _digest(_ADDRESS.sub("", described))
+        return _digest(json.dumps(constraints(schema), sort_keys=True, default=_address_free))
+    return _digest(_address_free(declared))
+
+
+#: schema keywords that describe a type without constraining its values: a docstring (absent under
+#: ``python -OO``), a title, an example, and a default (a model field's ``= datetime.now()`` is
+#: another in every process)
+_DESCRIPTIVE = frozenset({"title", "description", "default", "examples"})
+#: keywords whose value is a mapping of names (fields, definitions) to schemas, not a schema
+_NAMED = frozenset({"properties", "$defs", "definitions", "patternProperties", "dependentSchemas"})
+#: keywords whose value is data (allowed values), kept whole
+_DATA = frozenset({"enum", "const"})
+
+
+def constraints(schema: Any, named: bool = False) -> Any:
+    """Return a JSON schema without its descriptive keywords, at any depth (a field named
+    ``default`` in a model's ``properties`` is kept: there the keys are names)."""
+    if isinstance(schema, dict):
+        return {key: value if key in _DATA and not named else constraints(value, key in _NAMED and not named)
+                for key, value in schema.items() if named or key not in _DESCRIPTIVE}
+    if isinstance(schema, list):
+        return [constraints(item) for item in schema]
+    return schema
+
+
+def _address_free(value: object) -> str:
+    return _ADDRESS.sub("", repr(value))
 
 
 def values_digest(allowed: Sequence[Any]) -> str:

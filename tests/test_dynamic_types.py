@@ -18,10 +18,11 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from conftest import persistent_url_for, volatile_url_for
+from pydantic import Field
 
 from dal import DataObject, Dynamic, Property, configure
 from dal.backends.base import DeletePrefix
@@ -220,3 +221,49 @@ def test_two_versions_of_a_model_sharing_memcached_each_read_their_own_type(
     assert run("str", guid) == [True, "str", 1]
     assert run("ints", guid) == [True, "list", 1]
     assert run("ints", guid) == [True, "list", 0]
+
+
+#: types whose repr or schema once printed something that differs between processes: a set in an
+#: Annotated validator (hash-seed order), a default computed at import, a docstring (gone under -OO)
+DIGESTED = r'''
+import dataclasses, datetime, json, uuid
+from typing import Annotated
+from pydantic import AfterValidator, BaseModel, Field
+from dal.validators import Validator
+
+@dataclasses.dataclass(frozen=True)
+class OneOf:
+    allowed: frozenset
+    def __call__(self, value):
+        if value not in self.allowed:
+            raise ValueError(value)
+        return value
+
+class Report(BaseModel):
+    """A report: its docstring is the schema's description."""
+    generated: datetime.datetime = datetime.datetime.now()
+    ident: str = str(uuid.uuid4())
+    default: int = Field(0, description="a field named like a schema keyword")
+
+types = [Annotated[str, AfterValidator(OneOf(frozenset({"eu", "us", "apac", "latam", "emea"})))], Report,
+         Annotated[int, Field(ge=0, le=100)], list[Report]]
+print(json.dumps([Validator("T.x", declared).digest for declared in types]))
+'''
+
+
+def test_the_digest_of_one_type_is_the_same_in_every_process() -> None:
+    def digests(*flags: str, seed: str) -> list[str]:
+        done = subprocess.run([sys.executable, *flags, "-c", DIGESTED], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert done.returncode == 0, done.stderr[-2000:]
+        found: list[str] = json.loads(done.stdout)
+        return found
+
+    first = digests(seed="1")
+    assert len(set(first)) == len(first), first
+    assert all(digests(*flags, seed=seed) == first for flags, seed in [((), "2"), ((), "3"), (("-OO",), "4")])
+
+
+def test_the_digest_tells_constraints_apart() -> None:
+    percent, half = Annotated[int, Field(le=100)], Annotated[int, Field(le=50)]
+    assert Validator("a", percent).digest != Validator("b", half).digest
