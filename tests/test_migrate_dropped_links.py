@@ -114,6 +114,25 @@ def test_an_up_to_date_store_scans_no_links(context: Context, monkeypatch: pytes
     assert not any(prefix.startswith(f"{context.keys.root}l/") for prefix in scanned), scanned
 
 
+def test_a_model_change_that_drops_no_relation_scans_no_links(context: Context,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading every link is for a hybrid with no record (none listed its relations); once recorded,
+    only the targets of the relations its record lists and the model dropped are read."""
+    parent_cls, child_cls, _, _ = orphaned_link(context)
+    migrate(context, [parent_cls, child_cls])
+    parent_cls, child_cls = declare(False, indexed=True)  # the model changed: an index to build
+    scanned: list[str] = []
+    real_scan = context.persistent.scan
+
+    def scan(prefix: str, *args: Any, **kwargs: Any) -> Any:
+        scanned.append(prefix)
+        return real_scan(prefix, *args, **kwargs)
+
+    monkeypatch.setattr(context.persistent, "scan", scan)
+    assert migrate(context, [parent_cls, child_cls]).ok
+    assert not any(prefix.startswith(f"{context.keys.root}l/") for prefix in scanned), scanned
+
+
 def test_a_pending_rename_keeps_the_links_it_moves(context: Context) -> None:
     """A dry run sees the relation renamed by a pending step: its links are not dropped."""
     parent_cls, child_cls = declare(True)

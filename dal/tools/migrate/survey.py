@@ -10,7 +10,7 @@ from dal.backends.base import Entry
 from dal.keys import encode_value
 from dal.model.registry import family
 from dal.objects import schema
-from dal.objects.schema import SchemaRecord, complete_record, stored_fields
+from dal.objects.schema import SchemaRecord, stored_fields
 from dal.objects.transaction import Document
 from dal.tools.migrate.migrations import Operation, RenameRelation
 from dal.tools.migrate.report import Violation
@@ -44,8 +44,8 @@ class Survey:
     stale_onetoone: tuple[str, ...] = ()
     #: relation -> targets several objects point at: none of those objects gets a key
     offenders: dict[str, set[str]] = field(default_factory=dict)
-    #: the model changed since the record (or there is none): look for links of dropped relations
-    #: among the stored links, since the record may never have listed them
+    #: the hybrid has no record: look for links of dropped relations among every stored link, since
+    #: no record listed them (with a record, the relations it lists and the model drops are looked for)
     find_links: bool = False
     #: (dry runs) objects the run would write whatever is violated; and per object that would only
     #: get unique or one-to-one keys, the unique fields and (relation, target) pairs it lacks keys of
@@ -84,11 +84,8 @@ class Surveyor(MigrationRun):
         stale_unique = [name for name in self._key_fields(self.keys.unique_fields(meta.name))
                         if name not in declared_unique]
         renamed = {op.old for _, ops in pending_ops for op in ops if isinstance(op, RenameRelation)}
-        # a relation the record lists and the model does not changed the fingerprint: find_links
-        # below finds its links with every other undeclared one
-        dropped: dict[str, list[str]] = {}
+        dropped = self._dropped_by_record(meta, record, renamed)
         fill = record is None or not meta.field_set <= stored_fields(record.model)
-        current = complete_record(meta)
         declared_onetoone = schema.onetoone_relations(meta)
         ready_onetoone = record.onetoone if record is not None else frozenset()
         stale_onetoone = [name for name in self._key_fields(self.keys.onetoones(meta.name))
@@ -98,7 +95,7 @@ class Surveyor(MigrationRun):
                         tuple(stale_unique), dropped, fill,
                         build_onetoone=tuple(n for n in declared_onetoone if n not in ready_onetoone),
                         stale_onetoone=tuple(stale_onetoone),
-                        find_links=record is None or record.fingerprint != current.fingerprint,
+                        find_links=record is None,
                         unverified=self._unverified(meta))
         if survey.find_links:
             self._find_dropped_links(survey, renamed)
@@ -110,6 +107,22 @@ class Surveyor(MigrationRun):
     def _unverified(self, meta: HybridMeta) -> tuple[str, ...]:
         """Overridden by the verifier: fields another run (stopped, or running now) marked to check."""
         return ()
+
+    def _dropped_by_record(self, meta: HybridMeta, record: SchemaRecord | None,
+                           renamed: set[str]) -> dict[str, list[str]]:
+        """Return relation -> link keys of the relations the record lists and the model dropped (and no
+        pending step renames): every link of one, its source stored or not, is under its target's
+        ``l/<target>/``, which is all that is read."""
+        dropped: dict[str, list[str]] = {}
+        for name, spec in sorted((record.model.get("relations", {}) if record is not None else {}).items()):
+            target = spec.get("target") if isinstance(spec, dict) else None
+            if name not in meta.relations and name not in renamed and isinstance(target, str):
+                prefix = f"{self.keys.root}l/{target}/"
+                links = [key for key, _ in self._scan(prefix)
+                         if key[len(prefix):].split("/")[1:3] == [meta.name, name]]
+                if links:
+                    dropped[name] = links
+        return dropped
 
     def _find_dropped_links(self, survey: Survey, renamed: set[str]) -> None:
         """Add to ``dropped_links`` the stored links held by this hybrid through a relation the model
@@ -127,7 +140,7 @@ class Surveyor(MigrationRun):
 
         A link key is ``l/<target hybrid>/<target guid>/<source hybrid>/<relation>/<source guid>``:
         nothing orders links by source, so every link is read, in batches, once per run for all the
-        hybrids that ask (those whose model changed since their record, or that have none); only the
+        hybrids that ask (those with no record: a run records each hybrid it migrates); only the
         undeclared ones are kept. Skipping from target to target instead would cost a round trip per
         target object, more than one per batch of links unless targets have hundreds of links each.
         """
