@@ -9,6 +9,7 @@ that two refreshers never called the remote at the same time.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 import signal
@@ -24,15 +25,38 @@ from conftest import PairURLs
 from refresher_hybrids import TIMEOUT, RefresherDisk, RefresherVm
 
 from dal import DataList
+from dal.cli.leader import MAX_RETRY
 from dal.config import Context
 from dal.mirror import frozen
 from dal.testing.remote import Remote
 
 TESTS = Path(__file__).parent
 HMAC_KEY = "refresher-tests-hmac-key-0123456789"
-#: seconds beyond the lease's TTL a takeover may take: the standby's retry interval (a quarter of
-#: the TTL), etcd's expiry check (twice a second, whole seconds), and starting up
-TAKEOVER_SLACK = TIMEOUT / 4 + 2.5
+#: the mirrors' timeout (so the lease's TTL) in the takeover test: under 2 s, so that etcd's lease
+#: (whole seconds, 2 s at least) outlasts it, and `timeout + retry` alone would fail there
+TAKEOVER_TIMEOUT = 1.2
+#: etcd's minimum lease TTL (1.5 election timeouts, rounded up to whole seconds: the test servers
+#: keep etcd's default 1 s), and how often etcd looks for expired leases
+ETCD_MIN_LEASE, ETCD_EXPIRY_CHECK = 2, 0.5
+#: what the standby's own round trips and its line reaching the test may add on a loaded host. The
+#: kill comes 0 to TTL/3 after the last renewal, so the bound holds from the kill too; on etcd a
+#: takeover comes at least 2 - 1.2/3 = 1.6 s after it, past the 1.5 s of `timeout + retry` plus this
+TAKEOVER_MARGIN = 0.35
+
+
+def takeover_lease(persistent_url: str, timeout: float) -> float:
+    """The TTL of the lease the leader is granted (docs/refresher.md, One refresher at a time)."""
+    if persistent_url.startswith("etcd://"):
+        return max(math.ceil(timeout), ETCD_MIN_LEASE)
+    return timeout
+
+
+def takeover_bound(persistent_url: str, timeout: float) -> float:
+    """The documented bound on a takeover after the leader's last renewal: the lease's TTL, etcd's
+    expiry check, and the standby's retry interval."""
+    check = ETCD_EXPIRY_CHECK if persistent_url.startswith("etcd://") else 0.0
+    retry = max(0.05, min(timeout / 4, MAX_RETRY))
+    return takeover_lease(persistent_url, timeout) + check + retry
 
 
 @pytest.fixture
@@ -252,10 +276,13 @@ def test_one_refresher_at_a_time_and_a_standby_takes_over(model: Context, pair_u
     remote.delay = 0.2  # each call takes a while, so overlapping calls could not go unseen
     log = tmp_path / "calls.log"
     env = environment(pair_urls, remote, log)
+    env["DAL_TEST_MIRROR_TIMEOUT"] = str(TAKEOVER_TIMEOUT)
+    lease = takeover_lease(pair_urls.persistent, TAKEOVER_TIMEOUT)
+    bound = takeover_bound(pair_urls.persistent, TAKEOVER_TIMEOUT) + TAKEOVER_MARGIN
     first = Refresher(env)
     second: Refresher | None = None
     try:
-        first.wait_for(r" leading refresher/")
+        first.wait_for(rf" leading refresher/\S+ as \S+ \(lease of {lease:g}s\)$")
         second = Refresher(env)
         second.wait_for(r" standby: refresher/\S+ is led by ")
         first.wait_for(r"RefresherVm: 5 stale: 5 changed")
@@ -265,8 +292,8 @@ def test_one_refresher_at_a_time_and_a_standby_takes_over(model: Context, pair_u
         killed_wall, killed_at = time.time(), time.monotonic()
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(30)
-        took_over = second.wait_for(r" leading refresher/", limit=TIMEOUT + TAKEOVER_SLACK + 10)
-        assert took_over - killed_at <= TIMEOUT + TAKEOVER_SLACK, took_over - killed_at
+        took_over = second.wait_for(r" leading refresher/", limit=bound + 10)
+        assert took_over - killed_at <= bound, (took_over - killed_at, bound)
         # the leader, which looks ahead and so refreshes at nearly every pass, may have died holding
         # an object's lock in the shared volatile store: the new one waits it out (lock_timeout)
         lock_timeout = RefresherVm._meta.mirror.lock_timeout

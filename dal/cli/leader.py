@@ -33,8 +33,8 @@ class Leader:
     """This process's bid to lead ``role``: acquire, renew in a thread, release.
 
     :attr:`held` turns false as soon as a renewal says the lease is gone, when no renewal succeeded
-    for a whole TTL (the store was unreachable: by then a standby may lead), or once the lead was
-    given up over a hung remote call (:attr:`stuck`).
+    for a whole TTL (the store was unreachable, or this process was stopped: by then a standby may
+    lead), or once the lead was given up over a hung remote call (:attr:`stuck`) while it held.
     """
 
     def __init__(self, store: PersistentStore, role: str, ttl: float, *, owner: str | None = None) -> None:
@@ -108,7 +108,13 @@ class Leader:
     def _renew(self, lease: Leadership) -> None:
         wait = self.renew_every
         while not self._quit.wait(wait):
-            if self.stuck:
+            if time.monotonic() >= self._valid_until:
+                # no renewal for a whole TTL: this process was stopped (SIGSTOP, a debugger) or
+                # starved, and a standby may lead by now. Looked at first: time spent stopped also
+                # makes a call in progress look hung, and a lost lead is not the remote's fault
+                self._lost.set()
+                return
+            if self.stuck:  # the lease still holds, and a call has truly run that long
                 self._give_up(lease)
                 return
             started = time.monotonic()

@@ -49,7 +49,10 @@ class EtcdLeadership(EtcdTransport):
             ours = Leadership(role, owner, ttl, acquired=True, holder=owner, handle=found[0].lease)
             if self.renew_leadership(ours):
                 return ours
-        # etcd counts leases in whole seconds (and may raise a short one to its minimum)
+        # etcd counts leases in whole seconds and raises a short one to its minimum (1.5 election
+        # timeouts, rounded up: 2 s by default), then deletes the key at its next look for expired
+        # leases (every 0.5 s): a standby waits that long, and cannot take the key any sooner. Rounded
+        # up, not down: a lease shorter than ``ttl`` would lapse under a caller renewing every ``ttl``
         granted = self._call("LeaseGrant", etcdrpc.LeaseGrantRequest(TTL=max(1, math.ceil(ttl))),
                              service="lease")
         put = etcdrpc.PutRequest(key=key, value=value, lease=granted.ID)
