@@ -192,7 +192,10 @@ class EtcdTransport:
         writes).
         """
         error: grpc.RpcError | None = None
-        sends, silent = len(self._endpoints), None
+        #: the first member that took the request and did not answer, and its error: what the
+        #: failure is reported as, whatever the others said after (refused at once: no member down
+        #: explains a request that one took and never answered)
+        sends, silent, unanswered = len(self._endpoints), None, None
         while sends > 0:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -223,10 +226,10 @@ class EtcdTransport:
                 # goes to it again when the others refuse (a member without quorum answers nothing
                 # until the deadline)
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED and silent is None:
-                    silent, sends = endpoint, sends + 1
+                    silent, sends, unanswered = endpoint, sends + 1, exc
         if error is None:
             raise self._timed_out()
-        raise error
+        raise unanswered if unanswered is not None else error
 
     def _pick_endpoint(self) -> Any:
         try:
