@@ -146,6 +146,21 @@ def context(pair_urls: PairURLs) -> Context:
     return pair_urls.configure()
 
 
+#: one durable store with each kind of volatile store: process memory, memcached, Redis
+CACHE_PAIRS = [("sqlite", "memory"), ("etcd", "memcached"), ("redis", "redis")]
+
+
+@pytest.fixture(params=CACHE_PAIRS, ids=["+".join(pair) for pair in CACHE_PAIRS])
+def stores(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> Iterator[Context]:
+    """dal configured on one durable store with each kind of volatile store, in a fresh namespace
+    (removed from the durable store afterwards)."""
+    persistent, volatile = request.param
+    context = configure(persistent_url_for(persistent, request, tmp_path),
+                        volatile_url_for(volatile, request), namespace=namespace)
+    yield context
+    context.persistent.commit([], [DeletePrefix(context.keys.root)])
+
+
 @pytest.fixture
 def local(tmp_path: Path, namespace: str) -> Iterator[Context]:
     """dal on the embedded pair (a SQLite file and memory://) in a fresh namespace, closed after."""

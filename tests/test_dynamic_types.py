@@ -21,27 +21,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
-from conftest import persistent_url_for, volatile_url_for
+from conftest import volatile_url_for
 from pydantic import Field
 
 from dal import DataObject, Dynamic, Property, configure
-from dal.backends.base import DeletePrefix
 from dal.config import Context
 from dal.validators import Validator
 
-STORES = [("sqlite", "memory"), ("etcd", "memcached"), ("redis", "redis")]
 UTC = datetime.timezone.utc
 #: loader calls in this process, by hybrid name
 CALLS: Counter[str] = Counter()
 
-
-@pytest.fixture(params=STORES, ids=["+".join(pair) for pair in STORES])
-def stores(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> Any:
-    persistent, volatile = request.param
-    context = configure(persistent_url_for(persistent, request, tmp_path),
-                        volatile_url_for(volatile, request), namespace=namespace)
-    yield context
-    context.persistent.commit([], [DeletePrefix(context.keys.root)])
 
 
 def model(declared: Any, value: Any, *, locked: bool = False) -> type[DataObject]:

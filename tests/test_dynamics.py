@@ -11,25 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import at_once, persistent_url_for, volatile_url_for
+from conftest import at_once
 from dynamic_hybrids import CALLS, HOOKS, Gauge
 
 from dal import configure
-from dal.backends.base import DeletePrefix
 from dal.config import Context
 from dal.exceptions import InvalidValueError
 from dal.testing.servers import closed_port
-
-VOLATILE_PAIRS = [("sqlite", "memory"), ("etcd", "memcached"), ("redis", "redis")]
-
-
-@pytest.fixture(params=VOLATILE_PAIRS, ids=["+".join(p) for p in VOLATILE_PAIRS])
-def stores(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> Any:
-    persistent, volatile = request.param
-    context = configure(persistent_url_for(persistent, request, tmp_path),
-                        volatile_url_for(volatile, request), namespace=namespace)
-    yield context
-    context.persistent.commit([], [DeletePrefix(context.keys.root)])
 
 
 def gauge(level: int = 1) -> Gauge:

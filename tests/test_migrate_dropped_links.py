@@ -56,6 +56,19 @@ def orphaned_link(context: Context, *, indexed: bool = False) -> tuple[Any, Any,
     return parent_cls, child_cls, parent.guid, link
 
 
+def scanned_prefixes(context: Context, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the prefix of every scan of the durable store from now on."""
+    scanned: list[str] = []
+    real_scan = context.persistent.scan
+
+    def scan(prefix: str, *args: Any, **kwargs: Any) -> Any:
+        scanned.append(prefix)
+        return real_scan(prefix, *args, **kwargs)
+
+    monkeypatch.setattr(context.persistent, "scan", scan)
+    return scanned
+
+
 def test_a_child_without_keys_has_no_schema_record(context: Context) -> None:
     orphaned_link(context)
     assert schema.read_record(context, "dlchild") is None  # so the record cannot name the relation
@@ -102,14 +115,7 @@ def test_links_of_declared_relations_and_other_hybrids_stay(context: Context) ->
 def test_an_up_to_date_store_scans_no_links(context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
     parent_cls, child_cls, _, _ = orphaned_link(context)
     migrate(context, [parent_cls, child_cls])
-    scanned: list[str] = []
-    real_scan = context.persistent.scan
-
-    def scan(prefix: str, *args: Any, **kwargs: Any) -> Any:
-        scanned.append(prefix)
-        return real_scan(prefix, *args, **kwargs)
-
-    monkeypatch.setattr(context.persistent, "scan", scan)
+    scanned = scanned_prefixes(context, monkeypatch)
     assert migrate(context, [parent_cls, child_cls]).up_to_date
     assert not any(prefix.startswith(f"{context.keys.root}l/") for prefix in scanned), scanned
 
@@ -121,14 +127,7 @@ def test_a_model_change_that_drops_no_relation_scans_no_links(context: Context,
     parent_cls, child_cls, _, _ = orphaned_link(context)
     migrate(context, [parent_cls, child_cls])
     parent_cls, child_cls = declare(False, indexed=True)  # the model changed: an index to build
-    scanned: list[str] = []
-    real_scan = context.persistent.scan
-
-    def scan(prefix: str, *args: Any, **kwargs: Any) -> Any:
-        scanned.append(prefix)
-        return real_scan(prefix, *args, **kwargs)
-
-    monkeypatch.setattr(context.persistent, "scan", scan)
+    scanned = scanned_prefixes(context, monkeypatch)
     assert migrate(context, [parent_cls, child_cls]).ok
     assert not any(prefix.startswith(f"{context.keys.root}l/") for prefix in scanned), scanned
 
