@@ -14,9 +14,9 @@ from query_hybrids import Item
 from dal import DataList, DataObject, Property, Relation
 from dal.config import Context
 from dal.exceptions import InvalidQueryError
-from dal.query.datalist import sortable
 from dal.query.filters import predicate
 from dal.query.grammar import Condition, Group, compile_query, satisfies
+from dal.query.ordering import sortable
 
 UTC = dt.timezone.utc
 PLUS2 = dt.timezone(dt.timedelta(hours=2))

@@ -12,13 +12,13 @@ since (never on a store without a cheap stamp); ``lst[i]`` loads its object agai
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast, overload
 
 from dal.backends.base import Entry
 from dal.config import Context, current
-from dal.exceptions import ConfigurationError, InvalidQueryError, ObjectNotFoundError
+from dal.exceptions import ConfigurationError, InvalidQueryError, InvalidValueError, ObjectNotFoundError
 from dal.model.expressions import Where, for_hybrid
 from dal.model.registry import family
 from dal.model.reverse import provide_lists
@@ -26,17 +26,16 @@ from dal.objects.dataobject import DataObject
 from dal.objects.lookups import provide_queries
 from dal.objects.models import check_depth
 from dal.query.explained import QueryPlan
-from dal.query.grammar import Group, Operator, WhereOperator, compile_query, resolve_field
-from dal.query.ordering import sortable
+from dal.query.grammar import Group, Operator, WhereOperator, compile_query
 from dal.query.owners import give_owners
 from dal.query.planner import BATCH, Planner, Step, describe_node
 from dal.query.results import cached_guids
+from dal.query.sorting import SortKey, sort_key
 from dal.structures import Relation, check_guid
 
 T = TypeVar("T", bound=DataObject)
 #: objects loaded per batched round trip while iterating
 LOAD_BATCH = BATCH
-SortKey = Callable[[Any], Any] | str | Sequence[str] | None
 
 
 @dataclass(frozen=True)
@@ -72,11 +71,12 @@ class DataList(Generic[T]):
         if not (isinstance(hybrid, type) and issubclass(hybrid, DataObject)) or hybrid is DataObject:
             raise InvalidQueryError(f"DataList needs a hybrid class, not {hybrid!r}")
         self.hybrid = hybrid
+        if guids is not None and query is not None:  # the guids would be listed, the query never run
+            raise InvalidQueryError(f"DataList({hybrid.__name__}, query, guids=...): give a query or guids=, "
+                                    "not both")
         query = for_hybrid(hybrid, query)  # built with Cls.field == value: fields of this hybrid only
         self._root: Group = compile_query(hybrid._meta, query)
-        if guids is not None:
-            guids = [check_guid(guid, f"DataList({hybrid.__name__}, guids=...): {guid!r}") for guid in guids]
-        self._guids: list[str] | None = list(guids) if guids is not None else None
+        self._guids: list[str] | None = None if guids is None else _given(hybrid, guids)
         self._cache = "given" if guids is not None else "not run"
         self._planner: Planner | None = None
         #: documents the query already read (and decoded), used by the first iteration (and by
@@ -276,6 +276,9 @@ class DataList(Generic[T]):
         if not isinstance(other, DataList) or other.hybrid is not self.hybrid:
             raise TypeError(f"can only add a DataList of {self.hybrid.__name__} to this one, not {other!r}")
         result = self._copy(self._run() + other._run())
+        # a given list's guids name objects anywhere: the sum is the store's the other side ran under
+        # (both ran: the same store, or one of them raised in _run())
+        result._ran_under = self._ran_under or other._ran_under
         result._members.update(other._members)
         return result
 
@@ -315,23 +318,10 @@ class DataList(Generic[T]):
         """
         if not isinstance(reverse, bool):
             raise InvalidQueryError(f"sort(reverse={reverse!r}): reverse is True or False")
-        keyer = self._sort_key(key)
+        keyer = sort_key(self.hybrid._meta, key)  # checked before any object loads
         objects = list(self)
-        objects.sort(key=lambda obj: sortable(keyer(obj)), reverse=reverse)
+        objects.sort(key=keyer, reverse=reverse)
         self._guids = [obj.guid for obj in objects]
-
-    def _sort_key(self, key: SortKey) -> Callable[[T], Any]:
-        if callable(key):
-            return key
-        if key is None:
-            key = ["name", "guid"] if "name" in self.hybrid._meta.properties else ["guid"]
-        if not isinstance(key, (str, Sequence)):
-            raise InvalidQueryError(f"sort(key={key!r}): a key is a function of an object, a field name "
-                                    "or a list of field names")
-        names = [key] if isinstance(key, str) else list(key)
-        for name in names:
-            resolve_field(self.hybrid._meta, name, "sort key")
-        return lambda obj: tuple(_attribute(obj, name) for name in names)
 
     # --- paging ---------------------------------------------------------------------------
 
@@ -368,13 +358,16 @@ def _guid(obj: object) -> str:
     return obj.guid if isinstance(obj, DataObject) else ""
 
 
-def _attribute(obj: DataObject, path: str) -> Any:
-    value: Any = obj
-    for part in path.split("."):
-        if value is None:
-            return None
-        value = getattr(value, part)
-    return value
+def _given(hybrid: type[DataObject], guids: Iterable[str]) -> list[str]:
+    """Check the guids a caller gave, each where it enters (a string is one guid, not a list of them)."""
+    where = f"DataList({hybrid.__name__}, guids=...)"
+    try:
+        if isinstance(guids, (str, bytes, bytearray)):
+            raise TypeError
+        given = iter(guids)
+    except TypeError:
+        raise InvalidValueError(f"{where}: guids= is a list of guids, not {guids!r}") from None
+    return [check_guid(guid, f"{where}: {guid!r}") for guid in given]
 
 
 # reverse accessors (dal.model.reverse) list the objects pointing at a target as a DataList

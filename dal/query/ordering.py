@@ -129,13 +129,19 @@ def sortable(value: Any) -> Any:
     if isinstance(value, dt.timedelta):
         return (4, "timedelta", 0, value)
     if isinstance(value, DataObject):
-        return (5, value.guid)
+        return related(value.guid)
     if isinstance(value, tuple):  # a tuple-typed value (or a key function's several keys)
         return (6, tuple(sortable(item) for item in value))
     try:
         return (7, canonical(value))
     except (TypeError, ValueError):
         return (8, type(value).__name__, repr(value))
+
+
+def related(guid: str | None) -> Any:
+    """Return the key of a related object known by its guid alone (``sort(key='<relation>')``): ranked
+    as :func:`sortable` ranks the object, which need not be loaded (nor still be stored)."""
+    return sortable(None) if guid is None else (5, guid)
 
 
 def _nan(value: float | Decimal) -> bool:
