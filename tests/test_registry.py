@@ -109,3 +109,15 @@ def test_a_foreign_key_whose_generated_accessor_is_another_relations_is_refused(
             __relations = [Relation("owner", RgOwner2, "items")]
     assert _state(RgOwner2) == before
     assert RgOwner2._meta.reverse["items_guids"].source is RgA
+
+
+def test_a_foreign_key_naming_a_dataobject_method_is_refused() -> None:
+    """``BackendType.where()`` would have become the reverse list of a relation named ``where``."""
+    class RgKind(DataObject):
+        __properties = [Property("name", str)]
+
+    before = _state(RgKind)
+    with pytest.raises(ConfigurationError, match="already has where"):
+        class RgUser(DataObject):
+            __relations = [Relation("kind", RgKind, "where")]
+    assert _state(RgKind) == before and callable(RgKind.where)

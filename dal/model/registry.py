@@ -15,7 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from dal.exceptions import ConfigurationError, InvalidValueError
-from dal.model.reserved import RESERVED
+from dal.model.reserved import RESERVED, public_names
 from dal.model.reverse import reverse_accessors
 from dal.structures import Relation
 
@@ -157,7 +157,8 @@ def _link(relation: Relation, target: type[DataObject], undo: list[Callable[[], 
     installed = {name for key, other in reverse.items() if key != relation.foreign_key
                  for name in reverse_accessors(other.relation)}
     taken = sorted(set(accessors) & (set(target._meta.fields()) | set(target._meta.relations)
-                                     | set(target._meta.dynamics) | RESERVED | installed))
+                                     | set(target._meta.dynamics) | RESERVED | public_names(target)
+                                     | installed))
     if taken:
         raise ConfigurationError(
             f"{relation.qualified} names the reverse accessor {relation.foreign_key!r}, but "

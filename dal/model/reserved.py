@@ -5,7 +5,9 @@ from __future__ import annotations
 from dal.exceptions import InvalidValueError
 from dal.structures import Dynamic, Spec
 
-#: attribute names a hybrid's specs may not take, because objects already use them
+#: attribute names a hybrid's specs may not take, because objects already use them; check_name refuses
+#: every public member of dal's classes a hybrid derives from as well (``model``, ``where``...),
+#: read from the class itself, so a member DataObject gains later is refused too
 RESERVED = frozenset({
     "guid", "save", "delete", "refresh", "export", "serialize", "invalidate_dynamics",
     "updated_on_datastore",
@@ -14,7 +16,7 @@ RESERVED = frozenset({
 
 def check_name(cls: type, spec: Spec) -> None:
     """Raise InvalidValueError when ``spec`` of hybrid ``cls`` takes a name dal uses itself."""
-    if spec.name in RESERVED:
+    if spec.name in RESERVED or spec.name in public_names(cls):  # the spec would replace the member
         raise InvalidValueError(
             f"{cls.__name__}: {spec.name!r} is reserved by DataObject; choose another name")
     if isinstance(spec, Dynamic) and f"_{spec.name}" in _internal_names(cls):
@@ -23,6 +25,13 @@ def check_name(cls: type, spec: Spec) -> None:
         raise InvalidValueError(
             f"{cls.__name__}: Dynamic {spec.name!r} needs a loader named _{spec.name}, a name "
             "DataObject uses itself; choose another name for the dynamic")
+
+
+def public_names(cls: type) -> frozenset[str]:
+    """Return the public attribute names dal's own classes give ``cls`` (DataObject's ``get``,
+    ``model``, ``to_model``, ``stale``...): read from the class, not listed, so they never drift (a
+    list here could not import DataObject to check itself: the model lies below the objects)."""
+    return frozenset(name for name in _internal_names(cls) if not name.startswith("_"))
 
 
 def _internal_names(cls: type) -> frozenset[str]:

@@ -54,8 +54,10 @@ def pointing_at(relation: Relation, obj: Target) -> PointingList:
 class ReverseList:
     """``target.<foreign_key>``: the objects pointing here, a ``DataList`` evaluated anew on each access."""
 
-    def __init__(self, relation: Relation) -> None:
+    def __init__(self, relation: Relation, name: str | None = None) -> None:
         self.relation = relation
+        #: the attribute it is installed as (``<foreign_key>_guids`` for the guids), named by its errors
+        self.name = relation.foreign_key if name is None else name
 
     def __get__(self, obj: Target | None, objtype: type | None = None) -> Any:
         if obj is None:
@@ -63,7 +65,7 @@ class ReverseList:
         return pointing_at(self.relation, obj)
 
     def __set__(self, obj: object, value: Any) -> None:
-        raise AttributeError(f"{type(obj).__name__}.{self.relation.foreign_key} is a reverse relation and "
+        raise AttributeError(f"{type(obj).__name__}.{self.name} is a reverse relation and "
                              f"read-only; set {self.relation.qualified} on the other side instead")
 
 
@@ -107,5 +109,5 @@ def reverse_accessors(relation: Relation) -> dict[str, ReverseList]:
     """Return the attributes a relation installs on its target, by name."""
     name = relation.foreign_key
     if relation.onetoone:
-        return {name: ReverseOne(relation), f"{name}_guid": ReverseOneGuid(relation)}
-    return {name: ReverseList(relation), f"{name}_guids": ReverseGuids(relation)}
+        return {name: ReverseOne(relation), f"{name}_guid": ReverseOneGuid(relation, f"{name}_guid")}
+    return {name: ReverseList(relation), f"{name}_guids": ReverseGuids(relation, f"{name}_guids")}

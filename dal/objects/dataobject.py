@@ -8,8 +8,9 @@ refresh from their remote through :mod:`dal.objects.mirrored` (``_before_read``,
 
 from __future__ import annotations
 
+import copy
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from dal.backends.base import Entry
@@ -222,6 +223,22 @@ class DataObject(Writes, metaclass=HybridMetaclass):
             raise AttributeError(f"{type(self).__name__} has no property, relation or dynamic named "
                                  f"{name!r}; declared: {', '.join(sorted(self._declared))}")
 
+    def __delattr__(self, name: str) -> None:
+        if name in self._declared or name == "guid":  # a spec has no __delete__: Python said only that
+            raise AttributeError(
+                f"cannot delete {type(self).__name__}.{name}: the guid and declared attributes stay on every "
+                "object (assign None to clear an optional field; invalidate_dynamics() forgets a dynamic)")
+        object.__delattr__(self, name)
+
+    def __copy__(self: Self) -> Self:
+        """An object of its own (as deepcopy and pickle give) sharing only the related objects loaded:
+        not ``obj``'s fields, relations, unknown fields, nor its list (whose batch loads fill ``obj``'s)."""
+        clone = type(self).__new__(type(self))
+        clone.__dict__.update({key: value for key, value in self.__dict__.items() if key != "_siblings"},
+                              _data=copy.deepcopy(self._data), _objects=dict(self._objects),  # deep: lists,
+                              _extra=copy.deepcopy(self._extra))  # dicts, models changed in place
+        return clone
+
     def _related(self, relation: Relation) -> DataObject | None:
         if relation.name in self._objects:
             return self._objects[relation.name]
@@ -317,10 +334,12 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         entry = context.persistent.get(context.keys.doc(self._meta.name, self.guid))
         return (entry.revision if entry is not None else 0) != self._revision
 
-    def invalidate_dynamics(self, names: Sequence[str] | None = None) -> None:
-        """Drop the cached values of some (or all) dynamics of this object."""
+    def invalidate_dynamics(self, names: str | Sequence[str] | None = None) -> None:
+        """Drop the cached values of some (or all) dynamics of this object: one name, or a list of them."""
         meta = self._meta
-        chosen = list(meta.dynamics) if names is None else list(names)
+        # a str is one name, not the list of its characters; a non-iterable is one (refused) name too
+        chosen: list[Any] = list(meta.dynamics) if names is None else (
+            [names] if isinstance(names, str) or not isinstance(names, Iterable) else list(names))
         unknown = [name for name in chosen if not isinstance(name, str) or name not in meta.dynamics]
         if unknown:
             raise InvalidValueError(
@@ -333,13 +352,13 @@ class DataObject(Writes, metaclass=HybridMetaclass):
     # --- views --------------------------------------------------------------------------
 
     def export(self) -> dict[str, Any]:
-        """Return ``{property: value}`` for the plain properties."""
+        """Return ``{property: value}`` for the plain properties (lists, dicts and models copied)."""
         self._before_read_if_mirrored()
-        return {name: self._data[name] for name in self._meta.properties}
+        return models.exported(self)
 
     def serialize(self, depth: int = 0) -> dict[str, Any]:
-        """Return a JSON-ready dict: guid, properties, relations (nested when ``depth > 0``, at most
-        100 deep; a related object deleted meanwhile is None), dynamics."""
+        """Return a JSON-ready dict: guid, properties, relations (nested when ``depth > 0``, at most 100
+        deep; one deleted before this instance first read it is None), dynamics; lists and dicts copied."""
         return models.serialized(self, depth)
 
     def _before_read_if_mirrored(self) -> None:
@@ -355,7 +374,8 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         return hash((self._meta.name, self.guid))
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.guid}>"
+        # never raises: made by __new__ alone (pickling, a debugger), an object has no guid yet
+        return f"<{type(self).__name__} {self.__dict__.get('guid', '(no guid)')}>"
 
 
 class TypedObject(DataObject, metaclass=TypedMetaclass, abstract=True):

@@ -267,15 +267,33 @@ def check_depth(depth: object) -> None:
                                 f"objects) to {MAX_DEPTH} (related objects nested so deep)")
 
 
+def exported(obj: Any) -> dict[str, Any]:
+    """Return ``obj.export()``: each property's value, a copy where it can change in place (a list, a
+    dict, a model), so that editing the view never edits the object or what its next ``save()`` stores."""
+    data, meta = obj._data, obj._meta
+    typed = dict(meta.converters)  # values that are no JSON (models, lists of them): copied whole
+    view = {}
+    for name in meta.properties:
+        value = data[name]
+        view[name] = _json_copy(value) if name not in typed else (
+            copy.deepcopy(value) if changeable(value) else value)
+    return view
+
+
 def serialized(obj: Any, depth: int) -> dict[str, Any]:
     """Return ``obj`` as a JSON-ready dict: guid, properties, relations (nested when ``depth > 0``),
-    dynamics. A related object deleted since ``obj`` was loaded (by another process) is None, as
-    its link is once the delete's ``abandon`` clears it: one gone object does not fail a whole list."""
+    dynamics. A related object deleted (by another process) before ``obj`` first read the relation is
+    None, as its link is once the delete's ``abandon`` clears it: one gone object does not fail a whole
+    list. One read already is nested as read, unchecked: checking would cost a round trip per object,
+    where a list's objects now share one batched load (``refresh()`` forgets it)."""
     check_depth(depth)
     obj._before_read_if_mirrored()
     meta: HybridMeta = obj._meta
     result: dict[str, Any] = {"guid": obj.guid}
-    result.update((name, value) for name, value in obj._document().items() if name in meta.properties)
+    # copies (lists and dicts only): the document holds the object's own, which a caller editing the
+    # view would otherwise change, and the next save() store
+    result.update((name, _json_copy(value)) for name, value in obj._document().items()
+                  if name in meta.properties)
     for name, relation in meta.relations.items():
         if depth > 0:
             try:
