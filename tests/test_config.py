@@ -270,3 +270,13 @@ def test_threads_meeting_the_first_use_share_one_context(monkeypatch: pytest.Mon
         for context in built:
             context.close()
         config._context = None
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379?Password=s3cret", "etcd://h:2379?passwd=s3cret&timeout=2",
+                                 "redis://app@127.0.0.1:6379?pass=s3cret", "memcached://h:11211?secret=s3cret"])
+def test_a_misspelled_option_never_shows_its_value(url: str) -> None:
+    """An unknown option may be a misspelled password: refused by name, its value masked."""
+    role = "volatile" if url.startswith("memcached") else "persistent"
+    with pytest.raises(ConfigurationError, match="unknown option") as raised:
+        configure(url, "memory://") if role == "persistent" else configure(None, url)
+    assert "s3cret" not in str(raised.value) and "***" in str(raised.value)

@@ -52,6 +52,8 @@ def test_a_server_that_may_evict_keys_is_refused_as_the_durable_store(
         with pytest.raises(ConfigurationError, match=rf"{policy}.*maxmemory-policy noeviction.*own"):
             store.identity() if first == "identity" else store.commit([], [Put("k", b"v")])
     assert not admin.exists(COUNTER), "refused before the first commit wrote anything"
+    with pytest.raises(ConfigurationError, match=rf"{policy}.*maxmemory-policy noeviction"):
+        configure(own_redis.url, "memory://", namespace=f"evict{uuid.uuid4().hex[:8]}")  # at once
     cache = RedisCache.from_url(parse_url(own_redis.url))
     assert cache.set("k", b"v", 0) and cache.get("k") == b"v", "the cache may be evicted: it is a cache"
 
@@ -217,3 +219,9 @@ def test_a_key_utf8_cannot_encode_is_refused_by_name(url: str) -> None:
             call()
     assert store.commit([], [Put("fine", b"v")]).ok and cache.set("fine", b"v", 0), "connections still serve"
     assert cache.get("fine") == b"v"
+
+
+@pytest.mark.redis
+def test_a_database_the_server_lacks_is_named_with_the_fix(redis_server: RunningServer) -> None:
+    with pytest.raises(BackendError, match=r"no database 99 .*databases.*below it"):
+        configure(f"{redis_server.url}/99", "memory://", namespace=f"db{uuid.uuid4().hex[:8]}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TypeVar
 from urllib.parse import parse_qsl, quote, unquote
@@ -103,9 +103,12 @@ class StoreURL:
         unknown = sorted(set(self.options) - set(known))
         if unknown:
             allowed = ", ".join(known) if known else "none"
+            # an unknown option's value is never shown: a misspelled password (Password=, passwd=) is one
+            masked = replace(self, options=MappingProxyType(
+                {key: _HIDDEN if key in unknown else value for key, value in self.options.items()}))
             raise ConfigurationError(
                 f"unknown option(s) {', '.join(_shown(name) for name in unknown)} for {self.scheme}:// "
-                f"in {self}; known options: {allowed}")
+                f"in {masked}; known options: {allowed}")
 
     def require_hosts(self, default_port: int) -> tuple[tuple[str, int], ...]:
         """Return the hosts with ports filled in; raise ConfigurationError when there are none."""

@@ -255,6 +255,11 @@ class RedisClient:
                 f"redis {what} on {self._where} failed: the server did not answer within {self.timeout:g} s "
                 f"(the timeout option of {self.url}; {exc}); check that redis-server is running and not "
                 "blocked, or raise timeout")
+        if "DB index is out of range" in str(exc):
+            return BackendError(f"redis {what} on {self._where} failed: the server has no database "
+                                f"{self._db} (DB index is out of range: its `databases` setting, 16 by "
+                                f"default, is the count); name a database below it in {self.url}, or raise "
+                                "`databases` in redis.conf")
         return BackendError(f"redis {what} on {self._where} failed: {type(exc).__name__}: {exc}")
 
     def _script(self, what: str, script: Any, keys: int, *args: Any) -> Any:

@@ -218,6 +218,7 @@ class RedisStore(RedisLeadership):
     def change_token(self) -> int:
         """Return a number that moves whenever another client committed since the last call
         (the commit counter, one GET; see :mod:`~dal.backends.tokens`)."""
+        self._check_eviction()  # read once, at configure(): the first thing a context asks
         ticket = self._tokens.ticket()
         current = self._command("read of the commit counter", "GET", COUNTER)
         return self._tokens.token(int(current or 0), ticket)
