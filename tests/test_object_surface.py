@@ -1,12 +1,15 @@
 """The surface of an object: its views, its reserved names, its copies, deletions and repr.
 
 - ``serialize()`` and ``export()`` hand out containers of their own: editing the view leaves the
-  object, and what its next ``save()`` stores, unchanged.
+  object, and what its next ``save()`` stores, unchanged. A value changed in place is copied exactly as
+  it now is (1, 1.0 and True apart), even holding what a copy by pickle cannot take.
 - A spec may not take the name of any public member of ``DataObject`` (``model``, ``get``,
   ``where``...): it would silently replace the method. The names are derived from the class, so a
   member added later is reserved too (the parametrization below reads ``dir(DataObject)``).
 - ``copy.copy(obj)`` is an object of its own, like ``copy.deepcopy``: changing it leaves the original.
-- ``invalidate_dynamics('name')`` takes one name as ``['name']``.
+- ``invalidate_dynamics('name')`` takes one name as ``['name']``; bytes are one (refused) name.
+- ``sort('<relation>')`` reads the linked guid as ``<relation>_guid`` does: a stale mirrored object
+  refreshed first.
 - ``del obj.<declared name>`` and ``del obj.guid`` are refused; ``repr()`` never raises; a reverse
   accessor's error names the accessor written to.
 """
@@ -15,16 +18,23 @@ from __future__ import annotations
 
 import copy
 import pickle
+import re
+import threading
 import uuid
 from typing import Any
 
 import pydantic
 import pytest
 from hybrids import LOADER_CALLS, Kind, Widget
+from mirror_hybrids import MirrorCluster, MirroredVM, answer, instance_path
 
+import dal.mirror
 from dal import DataObject, Dynamic, Property, Relation
 from dal.config import Context
 from dal.exceptions import InvalidValueError
+from dal.query.ordering import related
+from dal.query.sorting import sort_key
+from dal.testing.remote import Remote
 
 #: what a spec may not be named: guid and every public member of DataObject
 PUBLIC = sorted({"guid", *(name for name in dir(DataObject) if not name.startswith("_"))})
@@ -40,7 +50,8 @@ class Viewed(DataObject, hybrid_name="tossviewed"):
                     Property("bag", dict, default={}, mandatory=False),
                     Property("numbers", list[int], default=[], mandatory=False),
                     Property("settings", Settings, mandatory=False),
-                    Property("history", list[Settings], default=[], mandatory=False)]
+                    Property("history", list[Settings], default=[], mandatory=False),
+                    Property("shape", [[1, 2], {"n": [3]}], mandatory=False)]  # stored as given
 
 
 def _kind() -> Kind:
@@ -88,6 +99,22 @@ def test_editing_serialize_or_export_leaves_the_object_and_its_next_save(local: 
     stored = Viewed(obj.guid)
     assert (stored.rows, stored.bag, stored.numbers) == ([[1]], {"deep": [1]}, [1])
     assert stored.settings == Settings() and stored.history == [Settings()]
+
+
+def test_a_view_copies_values_changed_in_place_exactly_and_an_enum_of_lists(local: Context) -> None:
+    obj = Viewed(name="v", rows=[1, [2]], bag={"n": 1}, shape={"n": [3]})
+    obj.save()
+    obj = Viewed(obj.guid)  # as loaded: the values are the stored form read back
+    lock = threading.Lock()  # which pickle cannot copy: the containers are still copied around it
+    obj.rows[0], obj.bag["n"], obj.bag["lock"] = 1.0, True, lock
+    obj.rows[1].append(1)
+    for view in (obj.serialize(), obj.export()):
+        assert view["rows"] == [1.0, [2, 1]] and type(view["rows"][0]) is float
+        assert view["bag"]["n"] is True and view["bag"]["lock"] is lock
+        view["rows"][1].append("x")
+        view["bag"]["new"] = 1
+        view["shape"]["n"].append("x")
+    assert obj.rows == [1.0, [2, 1]] and obj.bag == {"n": True, "lock": lock} and obj.shape == {"n": [3]}
 
 
 def test_serialize_nests_a_related_object_deleted_meanwhile_only_once_read(local: Context) -> None:
@@ -159,9 +186,35 @@ def test_invalidate_dynamics_takes_one_name_as_a_list_of_it(local: Context) -> N
     assert widget.doubled == 0 and LOADER_CALLS["doubled", widget.guid] == calls + 1
     with pytest.raises(InvalidValueError, match="no dynamic 'nothing'"):
         widget.invalidate_dynamics("nothing")
-    for bad in ([1], [b"doubled"], b"doubled"):
+    for bad in ([1], [b"doubled"]):
         with pytest.raises(InvalidValueError, match="has no dynamic"):
             widget.invalidate_dynamics(bad)  # type: ignore[arg-type]
+    for raw in (b"doubled", bytearray(b"doubled")):  # one name, refused: not a list of its ints
+        refused = rf"has no dynamic {re.escape(repr(raw))}; known: doubled"
+        with pytest.raises(InvalidValueError, match=refused):
+            widget.invalidate_dynamics(raw)  # type: ignore[arg-type]
+
+
+# --- sorting -------------------------------------------------------------------------------
+
+
+def test_sorting_by_a_relation_reads_its_guid_as_the_guid_attribute_does(local: Context, remote: Remote,
+                                                                         clock: Any) -> None:
+    old, new = (MirrorCluster(data={"name": uuid.uuid4().hex}) for _ in range(2))
+    old.save()
+    new.save()
+    hostname = f"vm-{uuid.uuid4().hex[:8]}"
+    remote.answers[instance_path(hostname)] = answer(hostname)
+    stored = MirroredVM(data={"hostname": hostname, "cluster": old})
+    stored.save()
+    stale = MirroredVM(stored.guid)  # loaded, never refreshed
+    with dal.mirror.frozen():  # another instance links it elsewhere meanwhile
+        moved = MirroredVM(stored.guid)
+        moved.cluster = new
+        moved.save()
+    # the refresh on the first read brings the stored link in, whichever key reads first
+    assert sort_key(MirroredVM._meta, "cluster")(stale) == (related(new.guid),)
+    assert stale.cluster_guid == new.guid and remote.count() == 1
 
 
 # --- deletion, repr, reverse accessors -----------------------------------------------------

@@ -337,9 +337,9 @@ class DataObject(Writes, metaclass=HybridMetaclass):
     def invalidate_dynamics(self, names: str | Sequence[str] | None = None) -> None:
         """Drop the cached values of some (or all) dynamics of this object: one name, or a list of them."""
         meta = self._meta
-        # a str is one name, not the list of its characters; a non-iterable is one (refused) name too
-        chosen: list[Any] = list(meta.dynamics) if names is None else (
-            [names] if isinstance(names, str) or not isinstance(names, Iterable) else list(names))
+        # a str is one name, not its characters; bytes or a non-iterable one too (refused), not its ints
+        chosen: list[Any] = list(meta.dynamics) if names is None else ([names] if isinstance(
+            names, (str, bytes, bytearray)) or not isinstance(names, Iterable) else list(names))
         unknown = [name for name in chosen if not isinstance(name, str) or name not in meta.dynamics]
         if unknown:
             raise InvalidValueError(

@@ -52,5 +52,6 @@ def _ranked(obj: DataObject, field: Field) -> Any:
             return sortable(None)
     name = field.text.rsplit(".", 1)[-1]
     if field.kind == "relation" and name != field.name:  # the relation's name, not `<relation>_guid`
-        return related(value._data[field.name])
+        # read as `<relation>_guid` reads it (a stale mirrored object refreshed first), never loading it
+        return related(getattr(value, field.name))
     return sortable(getattr(value, name))
