@@ -227,6 +227,8 @@ class EtcdTransport:
                 # until the deadline)
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED and silent is None:
                     silent, sends, unanswered = endpoint, sends + 1, exc
+                elif unanswered is None and _from_etcd(exc):
+                    unanswered = exc  # a member took it and said why it could not apply it (no leader)
         if error is None:
             raise self._timed_out()
         raise unanswered if unanswered is not None else error
@@ -264,6 +266,13 @@ class EtcdTransport:
         if code == grpc.StatusCode.DEADLINE_EXCEEDED or (
                 out_of_time and code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE)):
             return self._timed_out()
+        if code == grpc.StatusCode.UNAVAILABLE and details.startswith("etcdserver: "):
+            answer = details.removeprefix("etcdserver: ")
+            return BackendError(
+                f"etcd at {self._where} did not apply the request within {self.timeout:g} s: a member took "
+                f"it and answered {answer!r}; check that a majority of its members are running and reach "
+                "each other (a cluster that lost its quorum has no leader), or raise the timeout option of "
+                f"{self.url}")
         if code == grpc.StatusCode.UNAVAILABLE:
             return BackendError(f"could not reach etcd at {self._where} ({details}); check that its members "
                                 "are running and that this host can connect to them")
@@ -344,3 +353,9 @@ def tls_credentials(url: StoreURL) -> Any:
             raise ConfigurationError(f"option {name} of {url}: cannot read {path!r}: {exc.strerror}") from exc
     # without ca_cert, the server's certificate is checked against the system's trusted roots
     return grpc.ssl_channel_credentials(contents["ca_cert"], contents["cert_key"], contents["cert_cert"])
+
+
+def _from_etcd(exc: Any) -> bool:
+    """Tell whether an UNAVAILABLE error is etcd's own answer (``etcdserver: leader changed``, ``no
+    leader``, ``request timed out``): a member took the request, which may yet apply."""
+    return bool(exc.code() == grpc.StatusCode.UNAVAILABLE and etcd_error(exc)[1].startswith("etcdserver: "))
