@@ -63,7 +63,11 @@ class Trust:
     socket). Reads of keys on an untrusted server bypass the cache (as misses, without
     filling); :meth:`restore` is called for a server by a sweep of the journal that started
     after its last failure, reached it and delivered every recorded invalidation again. The
-    first read does that sweep itself (``catch_up``) rather than wait for the background one.
+    first read of a process does that sweep itself (``catch_up``) unless the background sweep
+    already caught up, so that a new process does not read around the cache while it waits for
+    one: only that once. Never after an outage: a server that stopped answering is read around
+    (never stale) until a background sweep trusts it again, so a reader whose call just timed out
+    does not wait a second timeout for a probe of that same server.
     Disabled (``nodes=None``) for a process-local cache, which nobody else writes.
     """
 
@@ -101,12 +105,18 @@ class Trust:
             restored = [node for node in nodes if self.lost.get(node, since) < since]
             for node in restored:
                 del self.lost[node]
+            if restored:
+                self._first = False  # caught up once: first_read has nothing left to do
         if restored and self.outages and self.caches:
             self.caches[0].settle_outages()  # every invalidation recorded meanwhile was just delivered
         return restored
 
     def first_read(self) -> None:
-        """Catch up with the journal now if nothing did yet (a failure leaves the cache untrusted)."""
+        """Catch up with the journal now if nothing did yet (a failure leaves the cache untrusted).
+
+        At most once, and never once a catch-up restored a server: then ``lost`` holds only servers
+        that failed since, which the background sweep probes (see the class).
+        """
         if self._first and self.catch_up is not None:
             with self._lock:
                 first, self._first = self._first, False

@@ -166,9 +166,8 @@ class MemcachedCache:
         A server that failed less than ``dead_timeout`` ago is skipped (a fast miss), unless
         ``even_if_dead``: invalidations are always sent, since the server may be back already.
         """
-        if not even_if_dead and self._dead_until and time.monotonic() < self._dead_until:
-            raise BackendError(f"memcached {what} on {self._where} skipped: the server failed less than "
-                               f"{self._dead_timeout} s ago")
+        if not even_if_dead:
+            self._skip_if_dead(what)
         connection: TextConnection | None = getattr(self._local, "connection", None)
         try:
             if connection is None:
@@ -181,6 +180,16 @@ class MemcachedCache:
             if connection is not None:
                 self._drop(connection)  # interrupted: see _drop
             raise
+
+    def _skip_if_dead(self, what: str) -> None:
+        """Raise at once while the single server is skipped (it failed less than ``dead_timeout`` ago).
+
+        Every call but an invalidation: a fill or a lock right after a read that timed out would
+        otherwise wait a timeout of its own (pymemcache, which sends them, never saw the read fail).
+        """
+        if self._dead_until and time.monotonic() < self._dead_until:
+            raise BackendError(f"memcached {what} on {self._where} skipped: the server failed less than "
+                               f"{self._dead_timeout} s ago")
 
     def _failed(self, what: str, connection: TextConnection | None, exc: Exception) -> BackendError:
         """The server failed: drop this thread's connection, skip the server ``dead_timeout``, and
@@ -224,10 +233,11 @@ class MemcachedCache:
         return found
 
     def gets(self, key: str) -> tuple[bytes | None, object]:
+        self._skip_if_dead("gets")
         try:
             value, token = self._client.gets(wire_key(key))
         except ERRORS as exc:
-            raise self._error("gets", exc) from exc
+            raise self._client_failed("gets", exc) from exc
         return (None, None) if value is None else (value, token)
 
     # --- writes ---------------------------------------------------------------------
@@ -245,9 +255,9 @@ class MemcachedCache:
 
     def delete(self, key: str) -> None:
         try:
-            self._client.delete(wire_key(key))
+            self._client.delete(wire_key(key))  # sent even while skipped, as invalidations are
         except ERRORS as exc:
-            raise self._error("delete", exc) from exc
+            raise self._client_failed("delete", exc) from exc
 
     def nodes(self) -> list[str]:
         """Return the servers as ``host:port`` (``[""]`` with one server)."""
@@ -347,6 +357,7 @@ class MemcachedCache:
                 self.delete(key)
             return False
         args: tuple[Any, ...] = (sent, value, token) if command == "cas" else (sent, value)
+        self._skip_if_dead(command)
         try:
             stored = getattr(self._client, command)(*args, expire=expiry(ttl))
         except MemcacheServerError as exc:
@@ -356,9 +367,16 @@ class MemcachedCache:
                 return False
             raise self._error(command, exc) from exc
         except ERRORS as exc:
-            raise self._error(command, exc) from exc
+            raise self._client_failed(command, exc) from exc
         self._dead_until = 0.0  # the server answered: the direct get path may use it again
         return stored is True
+
+    def _client_failed(self, what: str, exc: BaseException) -> BackendError:
+        """A command through pymemcache failed: with one server, reads skip it too (``dead_timeout``)
+        when pymemcache skips it (after a socket error, not after its own skip); return the error."""
+        if self._single is not None and isinstance(exc, OSError):
+            self._dead_until = time.monotonic() + self._dead_timeout
+        return self._error(what, exc)
 
     def _revive(self) -> None:
         """Use the single server again at once: it just answered (both skip marks go)."""

@@ -1,0 +1,167 @@
+"""A cache server that stops answering costs a read one timeout, not two.
+
+The server is paused (SIGSTOP): connections stay open and nothing answers, so every call sent
+waits its whole timeout. A read whose ``get`` timed out must not send the server anything else
+before it reads around it: neither the catch-up probe of the commit journal (a process catches up
+in a reader's thread only the first time, and never after an outage: the background sweep does)
+nor, on memcached, a fill, a lock or a ``gets`` within ``dead_timeout`` of that failure.
+Reads during and after the outage stay fresh: a change saved meanwhile is what the next read sees.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dal import DataObject, Property, configure
+from dal.backends import open_volatile
+from dal.config import Context
+from dal.exceptions import BackendError
+from dal.testing.fixtures import start_or_skip
+from dal.testing.servers import RunningServer, start_memcached, start_redis
+
+pytestmark = pytest.mark.faults
+
+#: the cache's timeout (s): long enough that one timeout stands out from a loaded machine's noise
+TIMEOUT = 1.0
+#: what a call the server is skipped for may take (s): no round trip at all
+SKIPPED = 0.1
+#: seconds the background sweep may take to trust a server again (a sweep every 0.5 s, jittered)
+TRUSTED_WITHIN = 10.0
+
+
+class OutageBox(DataObject):
+    """A plain hybrid, read through the object cache."""
+
+    __properties = [Property("name", str)]
+
+
+@pytest.fixture(params=["memcached", "redis"])
+def cache_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, RunningServer]]:
+    """A cache server of this test's own (free to pause), with the URL dal reaches it by."""
+    kind = request.param
+    starter = start_memcached if kind == "memcached" else start_redis
+    server = start_or_skip(kind, lambda: starter(tmp_path / kind))
+    try:
+        yield f"{kind}://{server.host}:{server.port}?timeout={TIMEOUT:g}", server
+    finally:
+        server.stop()
+
+
+def wait_for(condition: Callable[[], bool], within: float) -> bool:
+    """Poll ``condition`` until it holds or ``within`` seconds passed; return whether it held."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def timed(read: Callable[[], object]) -> tuple[object, float]:
+    started = time.monotonic()
+    value = read()
+    return value, time.monotonic() - started
+
+
+@pytest.fixture
+def box(cache_server: tuple[str, RunningServer], tmp_path: Path, fault_namespace: str,
+        parent: list[Context]) -> tuple[Context, str]:
+    """A stored box read once through a warm cache, in a context that its background sweep (not a
+    read) trusted first: the catch-up a process's first read would make is still to come."""
+    url, _ = cache_server
+    context = configure(f"sqlite:///{tmp_path}/durable.db", url, namespace=fault_namespace)
+    parent.append(context)
+    assert wait_for(lambda: context.objects.trust.trusted, TRUSTED_WITHIN), "no background catch-up"
+    stored = OutageBox(data={"name": "before"})
+    stored.save()
+    assert OutageBox(stored.guid).name == "before"
+    return context, stored.guid
+
+
+def test_a_read_against_a_paused_cache_server_waits_one_timeout(
+        box: tuple[Context, str], cache_server: tuple[str, RunningServer],
+        figures: Callable[..., None]) -> None:
+    _, guid = box
+    _, server = cache_server
+    server.pause()
+    try:
+        loaded, first = timed(lambda: OutageBox(guid).name)
+        _, second = timed(lambda: OutageBox(guid).name)
+    finally:
+        server.resume()
+    figures(first_read_s=round(first, 3), second_read_s=round(second, 3), timeout_s=TIMEOUT)
+    assert loaded == "before"
+    # the get times out; a catch-up probe of the same server in this thread would wait as long again
+    assert first < 1.5 * TIMEOUT, f"the first read during the outage took {first:.2f} s"
+    # read around while untrusted; memcached also skips the server itself for dead_timeout
+    assert second < 1.5 * TIMEOUT, f"the second read during the outage took {second:.2f} s"
+
+
+def test_a_change_saved_during_the_outage_is_read_after_it(
+        box: tuple[Context, str], cache_server: tuple[str, RunningServer]) -> None:
+    context, guid = box
+    _, server = cache_server
+    server.pause()
+    try:
+        assert OutageBox(guid).name == "before"  # the get fails: the server is untrusted
+        changed = OutageBox(guid)
+        changed.name = "after"
+        changed.save()  # its invalidation fails: it waits in the journal (and the paused socket)
+        assert OutageBox(guid).name == "after"  # read around
+    finally:
+        server.resume()
+    assert OutageBox(guid).name == "after"  # the old entry is never served, trusted or not
+    assert wait_for(lambda: context.objects.trust.trusted, TRUSTED_WITHIN), "never trusted again"
+    assert OutageBox(guid).name == "after"
+    assert OutageBox(guid).name == "after"  # now through the cache, filled anew
+
+
+def test_memcached_skips_fills_and_locks_right_after_a_failed_get(tmp_path: Path) -> None:
+    server = start_or_skip("memcached", lambda: start_memcached(tmp_path / "memcached"))
+    try:
+        store = open_volatile(f"{server.url}?timeout={TIMEOUT:g}&dead_timeout=30")
+        assert store.add("k", b"v", 60)
+        _, token = store.gets("k")
+        server.pause()
+        try:
+            with pytest.raises(BackendError, match="did not answer"):
+                store.get("k")
+            calls: dict[str, Callable[[], object]] = {
+                "add": lambda: store.add("k", b"w", 60), "set": lambda: store.set("k", b"w", 60),
+                "cas": lambda: store.cas("k", b"w", token, 60), "gets": lambda: store.gets("k")}
+            for name, call in calls.items():
+                started = time.monotonic()
+                with pytest.raises(BackendError, match="skipped"):
+                    call()
+                took = time.monotonic() - started
+                assert took < SKIPPED, f"{name} right after a failed get waited {took:.2f} s"
+        finally:
+            server.resume()
+        assert store.delete_many(["other"]) == []  # an invalidation is sent anyway, and revives it
+        assert store.set("k", b"w", 60) and store.get("k") == b"w"
+    finally:
+        server.stop()
+
+
+def test_memcached_skips_reads_right_after_a_failed_fill(tmp_path: Path) -> None:
+    server = start_or_skip("memcached", lambda: start_memcached(tmp_path / "memcached"))
+    try:
+        store = open_volatile(f"{server.url}?timeout={TIMEOUT:g}&dead_timeout=30")
+        assert store.set("k", b"v", 60) and store.get("k") == b"v"
+        server.pause()
+        try:
+            with pytest.raises(BackendError, match=r"add on .* failed"):
+                store.add("n", b"v", 60)
+            started = time.monotonic()
+            with pytest.raises(BackendError, match="skipped"):
+                store.get("k")
+            took = time.monotonic() - started
+            assert took < SKIPPED, f"a get right after a failed add waited {took:.2f} s"
+        finally:
+            server.resume()
+    finally:
+        server.stop()
