@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import importlib
+import importlib.util
 import os
 import threading
+from importlib import metadata
 from typing import Literal, cast
 
 from dal.backends.base import PersistentStore, VolatileStore
@@ -40,6 +42,9 @@ BACKENDS: dict[Role, dict[str, str]] = {
 }
 #: scheme -> the pip extra that installs its client library, for schemes whose library is optional
 EXTRAS: dict[str, str] = {"redis": "redis", "rediss": "redis", "fakeredis": "fakeredis"}
+#: distribution -> the oldest version dal works with, for the optional client libraries: their pins in
+#: pyproject.toml's extras (tests/test_user_testing.py checks they agree)
+MINIMUM: dict[str, str] = {"redis": "8.1", "fakeredis": "2.20"}
 
 _SECRET = os.urandom(32)
 _clients: dict[str, PersistentStore | VolatileStore] = {}
@@ -61,10 +66,26 @@ def backend_class(role: Role, scheme: str) -> type[PersistentStore] | type[Volat
         # an optional client library that is not installed: say which extra brings it
         if scheme not in EXTRAS or (exc.name or "dal").partition(".")[0] == "dal":
             raise
-        raise ConfigurationError(
-            f"{scheme}:// needs the Python package {exc.name!r}, which is not installed: "
-            f"pip install 'dal[{EXTRAS[scheme]}]'") from exc
+        raise ConfigurationError(_missing(scheme, exc.name or "")) from exc
     return cast("type[PersistentStore] | type[VolatileStore]", getattr(module, class_name))
+
+
+def _missing(scheme: str, module: str) -> str:
+    """The message of a client library that is not installed, or too old to have ``module``."""
+    package = module.partition(".")[0]
+    if module == package or importlib.util.find_spec(package) is None:
+        return (f"{scheme}:// needs the Python package {module!r}, which is not installed: "
+                f"pip install 'dal[{EXTRAS[scheme]}]'")
+    # a submodule of an installed package: an older release of it (another package's pin, say)
+    dist = (metadata.packages_distributions().get(package) or [package])[0]
+    try:
+        installed = metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        installed = "(version unknown)"
+    lacks = f"{dist} {installed} is installed, which has no module {module!r}"
+    if dist in MINIMUM:
+        return f"{scheme}:// needs {dist}>={MINIMUM[dist]}; {lacks}: pip install '{dist}>={MINIMUM[dist]}'"
+    return f"{scheme}:// needs a newer {dist}; {lacks} (too old for dal): pip install --upgrade {dist}"
 
 
 def settings_digest(role: Role, url: StoreURL) -> str:

@@ -10,16 +10,19 @@ are this process's, and a context checks its fake cache as a process-local one (
 :meth:`FakeRedisCache.clear` after a commit it did not hear of). For tests of several processes,
 start a real ``redis-server``.
 
-Needs ``pip install 'dal[fakeredis]'`` (fakeredis with its Lua support).
+Needs ``pip install 'dal[fakeredis]'`` (fakeredis with its Lua support): without Lua (fakeredis
+installed without its ``[lua]`` extra) both stores refuse to open, with ConfigurationError.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import fakeredis
+import redis
 
 from dal.backends.redis.cache import DEFAULT_TIMEOUT as CACHE_TIMEOUT
 from dal.backends.redis.cache import RedisCache
@@ -42,8 +45,28 @@ def fake_server(name: str) -> fakeredis.FakeServer:
         return server
 
 
+@functools.cache
+def lua_supported() -> bool:
+    """Whether this fakeredis runs Lua scripts, asked of fakeredis itself (once per process).
+
+    Installed without its ``[lua]`` extra (lupa), fakeredis answers every script command "unknown
+    command": each commit would then fail as one whose outcome is unknown, after the store's whole
+    timeout, though nothing ran.
+    """
+    try:
+        # typed Any: FakeRedis's methods are untyped for mypy (no-untyped-call)
+        client: Any = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+        client.script_load("return 1")
+    except redis.ResponseError:
+        return False
+    return True
+
+
 def open_fake(url: StoreURL, default_timeout: float, options: tuple[str, ...] = ("timeout",)) -> Opened:
     """Open a client of the fake server a ``fakeredis://`` URL names (``options``: those it may have)."""
+    if not lua_supported():  # both stores run Lua: the commits, the cache's compare-and-set
+        raise ConfigurationError("fakeredis:// needs fakeredis with Lua support (lupa): "
+                                 "pip install 'dal[fakeredis]'")
     url.check_options(options)
     if len(url.hosts) > 1 or url.user is not None or url.password is not None or \
             any(port is not None for _, port in url.hosts):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from dal.backends import close_all, open_persistent
+from dal.backends import close_all
 from dal.backends.base import (
     Check,
     Delete,
@@ -24,6 +24,12 @@ from dal.backends.base import (
 )
 from dal.testing.conformance.leadership import LeadershipContract
 from dal.testing.conformance.values import MEGABYTE, ODD_VALUES
+
+
+def _reopen(store: PersistentStore) -> PersistentStore:
+    """Open a new client of the data ``store`` reaches, through its own class (the protocol's
+    ``from_url``), not dal's registry: a third-party backend's scheme need not be registered."""
+    return type(store).from_url(store.url)
 
 
 def _put(store: PersistentStore, items: dict[str, bytes]) -> int:
@@ -51,7 +57,11 @@ class PersistentStoreContract(LeadershipContract):
         assert store.identity() == name
         if store.shared:  # a new client of the same data (after a restart, say) names it alike
             close_all()
-            assert open_persistent(store.url).identity() == name
+            reopened = _reopen(store)
+            try:
+                assert reopened.identity() == name
+            finally:
+                reopened.close()
         assert isinstance(store.shared, bool)
 
     # --- reads and writes ---------------------------------------------------------------
@@ -341,10 +351,13 @@ class PersistentStoreContract(LeadershipContract):
         if not getattr(store, "outlives_its_client", store.shared):
             pytest.skip("a store other processes cannot see need not outlive its client")
         revision = _put(store, {f"{prefix}durable": b"still here"})
-        # Through the registry, as an application restart would: this drops every cached client,
-        # so fixtures must reopen their stores rather than keep this one.
+        # As an application restart would: every cached client of the registry is dropped (so
+        # fixtures must reopen their stores rather than keep this one) and a new client opened.
         close_all()
-        reopened = open_persistent(store.url)
-        assert reopened is not store
-        assert reopened.get(f"{prefix}durable") == Entry(b"still here", revision)
-        assert reopened.commit([], [Put(f"{prefix}after", b"")]).revision > revision
+        reopened = _reopen(store)
+        try:
+            assert reopened is not store
+            assert reopened.get(f"{prefix}durable") == Entry(b"still here", revision)
+            assert reopened.commit([], [Put(f"{prefix}after", b"")]).revision > revision
+        finally:
+            reopened.close()
