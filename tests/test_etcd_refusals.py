@@ -332,7 +332,8 @@ def test_a_slow_but_healthy_member_keeps_nearly_the_whole_timeout() -> None:
 #: what the leader of a cluster that lost its quorum does with a request: keep it unanswered until the
 #: deadline, or (having stepped down meanwhile) answer that its leader changed
 TAKEN = {"unanswered": (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"),
-         "leader-changed": (grpc.StatusCode.UNAVAILABLE, "etcdserver: leader changed")}
+         "leader-changed": (grpc.StatusCode.UNAVAILABLE, "etcdserver: leader changed"),
+         "timed-out": (grpc.StatusCode.UNAVAILABLE, "etcdserver: request timed out")}
 
 
 def _members_of_a_cluster_without_quorum(silent: str, taken: str = "unanswered") -> dict[str, dict[str, Any]]:
@@ -372,6 +373,41 @@ def test_a_commit_one_member_took_and_never_answered_is_reported_as_unanswered(
     with pytest.raises(BackendError) as raised:
         store.commit([Revision("k", 0)], [Put("k", b"v")])
     message = str(raised.value)
-    said = "did not answer within 2 s" if taken == "unanswered" else "did not apply the request within 2 s"
+    said = "did not answer within 2 s" if taken == "unanswered" else "did not confirm the request"
     assert said in message and "majority" in message and "could not reach" not in message, message
     assert "UNAVAILABLE" not in message and not isinstance(raised.value, RefusedError)
+
+
+def test_a_commit_not_safe_to_resend_is_not_sent_to_another_member_after_etcd_took_it() -> None:
+    """A member answered that it could not confirm the commit (it proposed it: it may yet apply), so a
+    commit without a check that would fail on its own first application goes nowhere else."""
+    sends: list[str] = []
+
+    class Kv:
+        def __init__(self, host: str) -> None:
+            self.host = host
+
+        def Txn(self, request: Any, timeout: float, metadata: Any) -> Any:
+            sends.append(self.host)
+            if self.host == HOSTS[0]:
+                raise _RpcError(grpc.StatusCode.UNAVAILABLE, "etcdserver: request timed out")
+            return etcdrpc.TxnResponse(succeeded=True)
+
+    store = _stubbed(f"etcd://{','.join(HOSTS)}?timeout=2", {host: {"kv": Kv(host)} for host in HOSTS})
+    store._client._current_endpoint_label = HOSTS[0]  # type: ignore[attr-defined]
+    with pytest.raises(BackendError, match="may yet be applied"):
+        store.commit([], [Put("k", b"v")])  # no check: sent twice, it would apply twice
+    assert sends == [HOSTS[0]]
+
+
+@pytest.mark.parametrize("answer", ["etcdserver: no leader", "etcdserver: rpc not supported for learner"])
+def test_an_answer_refusing_before_applying_is_not_taken_for_a_proposal(answer: str) -> None:
+    class Kv:
+        def Txn(self, request: Any, timeout: float, metadata: Any) -> Any:
+            raise _RpcError(grpc.StatusCode.UNAVAILABLE, answer)
+
+    store = _stubbed(f"etcd://{','.join(HOSTS)}?timeout=2", {host: {"kv": Kv()} for host in HOSTS})
+    with pytest.raises(BackendError) as raised:
+        store.commit([Revision("k", 0)], [Put("k", b"v")])
+    message = str(raised.value)
+    assert "refused the request before applying it" in message and "may yet" not in message, message

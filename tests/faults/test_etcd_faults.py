@@ -522,7 +522,7 @@ def test_no_quorum_fails_in_bounded_time_and_says_why(
     print(f"no-quorum message: {message}")
     assert failed_after < 4 * timeout + 4, f"the save took {failed_after} s to fail"
     # no member answered in time, or the leader, stepping down without a majority, answered that
-    assert "did not answer within" in message or "did not apply the request within" in message, message
+    assert "did not answer within" in message or "did not confirm the request" in message, message
     assert "majority" in message or "quorum" in message, message
     for grpc_text in ("context deadline exceeded", "UNKNOWN:", "UNAVAILABLE:", "StatusCode",
                       "DEADLINE_EXCEEDED"):

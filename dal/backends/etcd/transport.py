@@ -219,16 +219,16 @@ class EtcdTransport:
                     raise
                 endpoint.fail()
                 tries.unanswered = True
-                if code == grpc.StatusCode.DEADLINE_EXCEEDED and not resend:
-                    raise
+                if (code == grpc.StatusCode.DEADLINE_EXCEEDED or _proposed(exc)) and not resend:
+                    raise  # taken by a member, and it may yet apply: not to be sent to another
                 error = exc
                 # a member took the request and did not answer in its share: one more send, which
                 # goes to it again when the others refuse (a member without quorum answers nothing
                 # until the deadline)
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED and silent is None:
                     silent, sends, unanswered = endpoint, sends + 1, exc
-                elif unanswered is None and _from_etcd(exc):
-                    unanswered = exc  # a member took it and said why it could not apply it (no leader)
+                elif unanswered is None and _proposed(exc):
+                    unanswered = exc  # a member took it and said it could not confirm it (no quorum)
         if error is None:
             raise self._timed_out()
         raise unanswered if unanswered is not None else error
@@ -266,13 +266,18 @@ class EtcdTransport:
         if code == grpc.StatusCode.DEADLINE_EXCEEDED or (
                 out_of_time and code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE)):
             return self._timed_out()
-        if code == grpc.StatusCode.UNAVAILABLE and details.startswith("etcdserver: "):
-            answer = details.removeprefix("etcdserver: ")
+        if _proposed(exc):
             return BackendError(
-                f"etcd at {self._where} did not apply the request within {self.timeout:g} s: a member took "
-                f"it and answered {answer!r}; check that a majority of its members are running and reach "
-                "each other (a cluster that lost its quorum has no leader), or raise the timeout option of "
-                f"{self.url}")
+                f"etcd at {self._where} did not confirm the request: a member took it and answered "
+                f"{details.removeprefix('etcdserver: ')!r} (it may yet be applied); check that a majority of "
+                "its members are running and reach each other (a cluster that lost its quorum commits "
+                f"nothing), or raise the timeout option of {self.url}")
+        if code == grpc.StatusCode.UNAVAILABLE and details.startswith("etcdserver: "):
+            return BackendError(
+                f"etcd at {self._where} refused the request before applying it: "
+                f"{details.removeprefix('etcdserver: ')!r}; check that a majority of its voting members "
+                "are running and reach each other, and that this client names voting members, not only "
+                "learners")
         if code == grpc.StatusCode.UNAVAILABLE:
             return BackendError(f"could not reach etcd at {self._where} ({details}); check that its members "
                                 "are running and that this host can connect to them")
@@ -355,7 +360,13 @@ def tls_credentials(url: StoreURL) -> Any:
     return grpc.ssl_channel_credentials(contents["ca_cert"], contents["cert_key"], contents["cert_cert"])
 
 
-def _from_etcd(exc: Any) -> bool:
-    """Tell whether an UNAVAILABLE error is etcd's own answer (``etcdserver: leader changed``, ``no
-    leader``, ``request timed out``): a member took the request, which may yet apply."""
-    return bool(exc.code() == grpc.StatusCode.UNAVAILABLE and etcd_error(exc)[1].startswith("etcdserver: "))
+#: etcd's own UNAVAILABLE answers to a request it proposed and could not confirm (its rpctypes): the
+#: request may yet apply. Its other UNAVAILABLE answers (``no leader``, ``not capable``, ``rpc not
+#: supported for learner``) refuse a request before proposing it.
+PROPOSED = ("etcdserver: request timed out", "etcdserver: leader changed", "etcdserver: server stopped")
+
+
+def _proposed(exc: Any) -> bool:
+    """Tell whether an error is etcd's answer that it took the request and could not confirm it."""
+    code, details = etcd_error(exc)
+    return bool(code == grpc.StatusCode.UNAVAILABLE and details.startswith(PROPOSED))
