@@ -255,7 +255,10 @@ class MemcachedCache:
 
     def delete(self, key: str) -> None:
         try:
-            self._client.delete(wire_key(key))  # sent even while skipped, as invalidations are
+            # pymemcache skips a server it marked dead (a failed call here sets both its mark and
+            # dal's): a caller whose delete fails stops trusting the server, and invalidations go
+            # through delete_many, which is sent to a dead server too
+            self._client.delete(wire_key(key))
         except ERRORS as exc:
             raise self._client_failed("delete", exc) from exc
 
