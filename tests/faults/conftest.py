@@ -23,7 +23,7 @@ from dal.backends.base import DeletePrefix
 from dal.config import Context
 from dal.testing.cluster import EtcdCluster, start_etcd_cluster
 from dal.testing.fixtures import start_or_skip
-from dal.testing.servers import RunningServer, start_memcached
+from dal.testing.servers import RunningServer, start_memcached, start_redis
 
 LONG = os.environ.get("DAL_CHAOS") == "1"
 T = TypeVar("T")
@@ -53,6 +53,18 @@ def memcached_alone(tmp_path: Path) -> Iterator[RunningServer]:
     server = start_or_skip("memcached", lambda: start_memcached(tmp_path / "memcached"))
     try:
         yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["memcached", "redis"])
+def cache_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, RunningServer]]:
+    """A cache server of this test's own (free to pause), memcached and Redis, with its URL."""
+    kind = request.param
+    starter = start_memcached if kind == "memcached" else start_redis
+    server = start_or_skip(kind, lambda: starter(tmp_path / kind))
+    try:
+        yield f"{kind}://{server.host}:{server.port}", server
     finally:
         server.stop()
 

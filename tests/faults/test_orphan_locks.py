@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,7 @@ from dal.cache import owners
 from dal.config import Context
 from dal.exceptions import BackendError
 from dal.objects import dynamics
-from dal.testing.fixtures import start_or_skip
-from dal.testing.servers import RunningServer, start_memcached, start_redis
+from dal.testing.servers import RunningServer
 
 pytestmark = pytest.mark.faults
 
@@ -66,17 +65,6 @@ value = OrphanLockCounter(sys.argv[4]).double
 print(value, time.monotonic() - started)
 """
 
-
-@pytest.fixture(params=["memcached", "redis"])
-def cache_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, RunningServer]]:
-    """A cache server of this test's own (free to pause), with the URL dal reaches it by."""
-    kind = request.param
-    starter = start_memcached if kind == "memcached" else start_redis
-    server = start_or_skip(kind, lambda: starter(tmp_path / kind))
-    try:
-        yield f"{kind}://{server.host}:{server.port}", server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ Reads during and after the outage stay fresh: a change saved meanwhile is what t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from dal.backends import open_volatile
 from dal.config import Context
 from dal.exceptions import BackendError
 from dal.testing.fixtures import start_or_skip
-from dal.testing.servers import RunningServer, start_memcached, start_redis
+from dal.testing.servers import RunningServer, start_memcached
 
 pytestmark = pytest.mark.faults
 
@@ -38,17 +38,6 @@ class OutageBox(DataObject):
 
     __properties = [Property("name", str)]
 
-
-@pytest.fixture(params=["memcached", "redis"])
-def cache_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, RunningServer]]:
-    """A cache server of this test's own (free to pause), with the URL dal reaches it by."""
-    kind = request.param
-    starter = start_memcached if kind == "memcached" else start_redis
-    server = start_or_skip(kind, lambda: starter(tmp_path / kind))
-    try:
-        yield f"{kind}://{server.host}:{server.port}?timeout={TIMEOUT:g}", server
-    finally:
-        server.stop()
 
 
 def wait_for(condition: Callable[[], bool], within: float) -> bool:
@@ -72,7 +61,7 @@ def box(cache_server: tuple[str, RunningServer], tmp_path: Path, fault_namespace
         parent: list[Context]) -> tuple[Context, str]:
     """A stored box read once through a warm cache, in a context that its background sweep (not a
     read) trusted first: the catch-up a process's first read would make is still to come."""
-    url, _ = cache_server
+    url = f"{cache_server[0]}?timeout={TIMEOUT:g}"
     context = configure(f"sqlite:///{tmp_path}/durable.db", url, namespace=fault_namespace)
     parent.append(context)
     assert wait_for(lambda: context.objects.trust.trusted, TRUSTED_WITHIN), "no background catch-up"
