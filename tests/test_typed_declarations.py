@@ -227,3 +227,10 @@ def test_what_is_not_a_condition_is_an_invalid_query_and_a_type_error(make: Any)
     with pytest.raises(InvalidQueryError, match="can only join query conditions") as raised:
         make()
     assert isinstance(raised.value, TypeError) and isinstance(raised.value, DalError)
+
+
+def test_an_abstract_base_given_a_hybrid_name_is_refused() -> None:
+    """It would name nothing: an abstract base stores no object."""
+    with pytest.raises(ConfigurationError, match=r"abstract=True.*hybrid_name='named'"):
+        class NamedBase(DataObject, abstract=True, hybrid_name="named"):
+            pass

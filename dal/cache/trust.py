@@ -63,8 +63,8 @@ class Trust:
     socket). Reads of keys on an untrusted server bypass the cache (as misses, without
     filling); :meth:`restore` is called for a server by a sweep of the journal that started
     after its last failure, reached it and delivered every recorded invalidation again. The
-    first read of a process does that sweep itself (``catch_up``) unless the background sweep
-    already caught up, so that a new process does not read around the cache while it waits for
+    first read of a context does that sweep itself (``catch_up``) unless the background sweep
+    already caught up, so that a new context does not read around the cache while it waits for
     one: only that once. Never after an outage: a server that stopped answering is read around
     (never stale) until a background sweep trusts it again, so a reader whose call just timed out
     does not wait a second timeout for a probe of that same server.

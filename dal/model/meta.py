@@ -124,6 +124,10 @@ class HybridMetaclass(type):
         if not any(isinstance(base, HybridMetaclass) for base in bases):
             return cls  # DataObject itself
         mangled = f"_{name.lstrip('_')}__"
+        if abstract and hybrid_name is not None:  # it would name nothing: no object is stored under it
+            raise ConfigurationError(f"{name} is abstract=True, so it stores nothing and hybrid_name="
+                                     f"{hybrid_name!r} would name nothing: give hybrid_name to the hybrids "
+                                     "deriving from it")
         if not abstract:
             _check_hybrid_name(name, hybrid_name)
         _check_unread_specs(cls, namespace, mangled)
