@@ -193,6 +193,11 @@ def test_explain_reports_a_cache_hit(catalog: dict[str, Any]) -> None:
     assert "result cache: hit" in second
     assert "index entries of Item.status" in second  # the plan it would run
     assert "result cache: off" in plan_of(where(("double", OP.GT, 1)))
+    path = where(("kind.site.region", OP.EQUALS, "eu"))
+    plan_of(path)
+    # a hit shows the plan it would run, which for a dotted path depends on how wide it turns out
+    hit = plan_of(path)
+    assert "walk back kind.site through link keys (or, past 2,000 objects on a hop, scan instead)" in hit
 
 
 def test_candidates_are_reverified_against_the_data(context: Context, catalog: dict[str, Any]) -> None:

@@ -134,7 +134,8 @@ class Planner:
             leaf_meta = _leaf_meta(node)
             yield from self._describe(_leaf(node), leaf_meta)
             path = ".".join(relation.name for relation in node.field.hops)
-            yield Step(node.describe(), f"walk back {path} through link keys")
+            yield Step(node.describe(), f"walk back {path} through link keys (or, past {BACKWARD_LIMIT:,} "
+                       "objects on a hop, scan instead)")
             return
         how = access(meta, node, self.ready(meta))
         yield Step(node.describe(), _ACCESS[how or ""].format(cls=meta.cls.__name__, field=node.field.name))
