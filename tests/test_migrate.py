@@ -219,6 +219,26 @@ def test_step_numbers_are_unique(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [m.number for m in migrations.declared_migrations()] == [7]
 
 
+def test_two_steps_of_one_name_in_one_module_are_not_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docs' style names every step ``_``: a second ``@migration(1)`` is a mistake, not the first
+    step imported again (which it replaced, silently, and the lost step was recorded done)."""
+    from dal.tools.migrate import migrations
+
+    monkeypatch.setattr(migrations, "_declared", {})
+
+    @migration(1, "rename size to size_bytes")
+    def _(step: Step) -> None:
+        pass
+
+    first = _
+    with pytest.raises(ConfigurationError, match="step 1 is declared twice"):
+        @migration(1, "a second step 1, by mistake")
+        def _(step: Step) -> None:
+            pass
+    migration(1, "rename size to size_bytes")(first)  # the same function again (a re-import): fine
+    assert [m.description for m in migrations.declared_migrations()] == ["rename size to size_bytes"]
+
+
 def test_migrating_beside_a_live_writer_leaves_every_object_with_its_keys(context: Context) -> None:
     _, sizes = seed(120)
     new = declare(2)

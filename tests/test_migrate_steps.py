@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -167,3 +168,21 @@ def test_an_object_several_passes_write_counts_once_as_in_the_dry_run(context: C
     report = migrate(context, [new.owner, new.disk], migrations=steps)
     assert dict(dry.objects) == dict(report.objects) == {"mgdisk": 5}
     assert report.lines[-1] == "migrated: 1 step run, 5 objects changed"
+
+
+@pytest.mark.parametrize("value", [datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc), {1, 2}, b"x",
+                                   float("nan")], ids=["datetime", "set", "bytes", "nan"])
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
+def test_a_step_returning_what_json_cannot_hold_is_refused_by_name(context: Context, value: Any,
+                                                                    dry_run: bool) -> None:
+    """A dry run and a run refuse it alike, naming the field, before anything is written."""
+    model = version_2(context, 1)
+    before = dump(context)
+
+    def describe(step: Step) -> None:
+        step.transform(model.disk, lambda doc: {**doc, "extra": value})
+
+    with pytest.raises(MigrationError, match=r"would store MigDisk\.extra = .*which JSON cannot hold"):
+        migrate(context, [model.owner, model.disk], migrations=[Migration(1, "bad", describe)],
+                dry_run=dry_run)
+    assert dump(context) == before

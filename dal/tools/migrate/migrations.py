@@ -226,6 +226,13 @@ class Migration:
     def origin(self) -> str:
         return f"{getattr(self.func, '__module__', '?')}.{getattr(self.func, '__qualname__', '?')}"
 
+    @property
+    def place(self) -> tuple[str, str, int]:
+        """Where the step's function is defined: the same for a module imported again, another for two
+        functions of one name (``def _``) in one module."""
+        code = getattr(self.func, "__code__", None)
+        return self.origin, getattr(code, "co_filename", "?"), getattr(code, "co_firstlineno", 0)
+
 
 _declared: dict[int, Migration] = {}
 
@@ -237,10 +244,11 @@ def migration(number: int, description: str) -> Callable[[Callable[[Step], None]
     def register(func: Callable[[Step], None]) -> Callable[[Step], None]:
         declared = Migration(number, description, func)
         existing = _declared.get(number)
-        if existing is not None and existing.origin != declared.origin:
+        if existing is not None and existing.place != declared.place:
             raise ConfigurationError(
-                f"migration step {number} is declared twice, by {existing.origin} and {declared.origin}; "
-                "give the new one the next free number")
+                f"migration step {number} is declared twice, by {existing.origin} (line "
+                f"{existing.place[2]}) and {declared.origin} (line {declared.place[2]}); give the new one "
+                "the next free number")
         _declared[number] = declared
         return func
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from dal.backends.base import Check, CommitResult, Entry, Exists, Op, Revision
 from dal.backends.paging import scan_batches
 from dal.cache.versions import changed_versions
-from dal.objects.transaction import Document, decode, encode_canonical
+from dal.objects.transaction import Document, decode, encode, encode_canonical
 from dal.tools.migrate.migrations import Migration, MigrationError, OldLink, Operation
 from dal.tools.migrate.report import ProgressFactory, Report
 from dal.values import same
@@ -155,6 +155,7 @@ def step_document(number: int, operations: list[Operation], meta: HybridMeta, gu
     The one place a run and a dry run decide this, so a dry run refuses exactly what a run does.
     """
     after, old_links = apply_operations(operations, before)
+    check_encodable(number, meta, guid, after)
     if not old_links and encode_canonical(after) == encode_canonical(before):
         return None, old_links
     check_readable(number, meta, guid, before, after)
@@ -166,6 +167,27 @@ def step_document(number: int, operations: list[Operation], meta: HybridMeta, gu
     if not old_links and encode_canonical(after) == encode_canonical(before):
         return None, old_links
     return after, old_links
+
+
+def check_encodable(number: int, meta: HybridMeta, guid: str, after: Document) -> None:
+    """Refuse a document JSON cannot hold as a run stores it (a ``datetime`` object, a set, bytes, NaN,
+    a key that is not a str), naming the field: the same in a dry run and a run."""
+    try:
+        encode(after)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return
+    for name, value in after.items():
+        try:
+            if not isinstance(name, str):
+                raise TypeError(f"the key {name!r} is not a str")
+            encode({name: value})
+        except (TypeError, ValueError) as exc:
+            raise MigrationError(
+                f"step {number} would store {meta.cls.__name__}.{name!s} = {value!r} in {guid}, which JSON "
+                f"cannot hold ({exc}); return JSON values (a datetime as its ISO text, a list for a set), "
+                "fix the step and run dal migrate again") from exc
 
 
 def check_readable(number: int, meta: HybridMeta, guid: str, before: Document, after: Document) -> None:
