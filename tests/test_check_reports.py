@@ -51,12 +51,16 @@ def test_missing_index_of_an_invalid_value_shows_the_stored_value(local: Context
     assert f"reads {shown}, but its index entry is missing" in missing[0].message
 
 
+def problems_at(context: Context, key: str) -> list[Any]:
+    """Store ``{}`` at ``key`` beside a stored object; return what check reports of that key."""
+    XFlagged(data={}).save()
+    store_raw(context, key, b"{}")
+    return [problem for problem in check(context).problems if problem.key == key]
+
+
 def test_a_document_key_without_a_guid_is_reported_as_such(local: Context) -> None:
-    obj = XFlagged(data={})
-    obj.save()
     key = f"{local.keys.root}o/xflagged"
-    store_raw(local, key, b"{}")
-    problems = [problem for problem in check(local).problems if problem.key == key]
+    problems = problems_at(local, key)
     assert len(problems) == 1, problems
     assert problems[0].kind is Kind.INVALID_DOCUMENT
     assert "undeclared" not in problems[0].message
@@ -67,8 +71,7 @@ def test_a_document_key_with_more_than_a_guid_is_not_a_document(local: Context) 
     obj = XFlagged(data={})
     obj.save()
     key = f"{local.keys.doc('xflagged', obj.guid)}/extra"
-    store_raw(local, key, b"{}")
-    problems = [problem for problem in check(local).problems if problem.key == key]
+    problems = problems_at(local, key)
     assert [problem.kind for problem in problems] == [Kind.INVALID_DOCUMENT]
     assert "not a guid" in problems[0].message and str(uuid.UUID(obj.guid)) in problems[0].message
 

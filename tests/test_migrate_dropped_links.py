@@ -37,16 +37,22 @@ def declare(with_relation: bool, *, indexed: bool = False, relation: str = "pare
     return Parent, Child
 
 
-def orphaned_link(context: Context, *, indexed: bool = False) -> tuple[Any, Any, str, str]:
-    """Link a child to its parent with the old model, then delete the child with the new one.
-
-    Return the new model's classes, the parent's guid and the link key left behind.
-    """
+def linked(*, indexed: bool = False) -> tuple[Any, Any]:
+    """Store a parent and a child linked to it with the old model (the relation declared); return them."""
     parent_cls, child_cls = declare(True, indexed=indexed)
     parent = parent_cls(data={"name": "p"})
     parent.save()
     child = child_cls(data={"name": "c", "parent": parent})
     child.save()
+    return parent, child
+
+
+def orphaned_link(context: Context, *, indexed: bool = False) -> tuple[Any, Any, str, str]:
+    """Link a child to its parent with the old model, then delete the child with the new one.
+
+    Return the new model's classes, the parent's guid and the link key left behind.
+    """
+    parent, child = linked(indexed=indexed)
     link = context.keys.link("dlparent", parent.guid, "dlchild", "parent", child.guid)
     parent_cls, child_cls = declare(False, indexed=indexed)
     child_cls(child.guid).delete()
@@ -99,11 +105,8 @@ def test_migrate_deletes_it_when_the_record_predates_the_relation_drop(context: 
 
 
 def test_links_of_declared_relations_and_other_hybrids_stay(context: Context) -> None:
-    parent_cls, child_cls = declare(True)
-    parent = parent_cls(data={"name": "p"})
-    parent.save()
-    kept = child_cls(data={"name": "kept", "parent": parent})
-    kept.save()
+    parent, kept = linked()
+    parent_cls, child_cls = type(parent), type(kept)
     # a link another hybrid holds, whose relation the model does not declare either: not this run's
     foreign = context.keys.link("dlparent", parent.guid, "dlother", "parent", kept.guid)
     context.commit([], [Put(foreign, b"")])
@@ -134,10 +137,7 @@ def test_a_model_change_that_drops_no_relation_scans_no_links(context: Context,
 
 def test_a_pending_rename_keeps_the_links_it_moves(context: Context) -> None:
     """A dry run sees the relation renamed by a pending step: its links are not dropped."""
-    parent_cls, child_cls = declare(True)
-    parent = parent_cls(data={"name": "p"})
-    parent.save()
-    child_cls(data={"name": "c", "parent": parent}).save()
+    linked()
 
     parent_cls, child_cls = declare(True, relation="mother")
     step = Migration(1, "rename parent to mother", lambda s: s.rename_relation(child_cls, "parent", "mother"))
@@ -158,10 +158,7 @@ def test_check_repair_deletes_the_link_of_a_deleted_source(context: Context) -> 
 
 def test_check_leaves_the_link_of_a_stored_source_to_a_person(context: Context) -> None:
     """Its document still names the target: only a model change (``dal migrate``) says it is dropped."""
-    parent_cls, child_cls = declare(True)
-    parent = parent_cls(data={"name": "p"})
-    parent.save()
-    child_cls(data={"name": "c", "parent": parent}).save()
+    linked()
     declare(False)
     report = check(context, repair=True)
     assert len(report.of(Kind.ORPHAN_KEY)) == 1 and report.fixed == []

@@ -14,13 +14,11 @@ the type costs a hit nothing. :func:`loads_typed` reads any other payload.
 from __future__ import annotations
 
 import json
-import json.scanner
 import re
-from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
-#: the scanner ``json.loads`` ends in, with its defaults (as in :mod:`dal.objects.decoding`)
-_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(cast(Any, json.JSONDecoder()))
+from dal.objects.decoding import _scan
+
 #: the end of a payload as dal writes it, after the value
 _TAG = re.compile(r',([0-9]+),"([0-9a-f]+)"\]')
 

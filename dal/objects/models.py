@@ -102,8 +102,7 @@ def _build(meta: HybridMeta) -> _Built:
     model = _create(meta, fields)
     if any(name not in meta.field_set for name in fields if name != "guid"):
         _aliased.add(model)
-    plain = tuple(name for name, prop in meta.properties.items() if prop.validator.native
-                  and prop.validator.enum is None and prop.property_type in (list, dict))
+    plain = tuple(name for name, prop in meta.properties.items() if _plain_container(prop))
     copied = frozenset(name for name, check in meta.converters if check.enum is None)
     return _Built(model, meta.converters, plain, copied)
 
@@ -305,9 +304,13 @@ def _shared(hybrid: type, meta: HybridMeta) -> frozenset[str]:
     if names is None:  # two threads may both build it: the same set
         names = _views[hybrid] = frozenset(
             name for name, prop in meta.properties.items()
-            if (prop.validator.enum is not None and not prop.validator.native)
-            or (prop.validator.native and prop.validator.enum is None and prop.property_type in (list, dict)))
+            if (prop.validator.enum is not None and not prop.validator.native) or _plain_container(prop))
     return names
+
+
+def _plain_container(prop: Property[Any]) -> bool:
+    """Tell whether a property holds a plain ``list`` or ``dict`` (no declared item type)."""
+    return prop.validator.native and prop.validator.enum is None and prop.property_type in (list, dict)
 
 
 def serialized(obj: Any, depth: int) -> dict[str, Any]:

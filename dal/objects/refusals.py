@@ -38,7 +38,7 @@ def check_changed(label: str, meta: HybridMeta, data: Mapping[str, Any], new: Do
     any depth), and a changed typed value its type no longer admits."""
     if meta.converters:  # only changed typed fields that can change in place pay
         check_typed(label, data, [(name, check) for name, check in meta.converters
-                                  if name in changed and not isinstance(data[name], _IMMUTABLE)])
+                                  if name in changed and changeable(data[name])])
     check_containers(label, new, changed)
 
 

@@ -36,12 +36,14 @@ def sort_key(meta: HybridMeta, key: SortKey) -> Callable[[Any], Any]:
         raise InvalidQueryError(f"sort(key={key!r}): a key is a function of an object, a field name "
                                 "or a list of field names")
     names = [key] if isinstance(key, str) else list(key)
-    fields = [resolve_field(meta, name, "sort key") for name in names]
+    fields = [(field, field.text.rsplit(".", 1)[-1])
+              for field in (resolve_field(meta, name, "sort key") for name in names)]
     # ranked field by field, as sortable() ranks a tuple's elements
-    return lambda obj: tuple(_ranked(obj, field) for field in fields)
+    return lambda obj: tuple(_ranked(obj, field, name) for field, name in fields)
 
 
-def _ranked(obj: DataObject, field: Field) -> Any:
+def _ranked(obj: DataObject, field: Field, name: str) -> Any:
+    """Return the rank of ``obj``'s ``field`` (``name``: its last part, as the path writes it)."""
     value: Any = obj
     for relation in field.hops:
         try:
@@ -50,7 +52,6 @@ def _ranked(obj: DataObject, field: Field) -> Any:
             return sortable(None)
         if value is None:
             return sortable(None)
-    name = field.text.rsplit(".", 1)[-1]
     if field.kind == "relation" and name != field.name:  # the relation's name, not `<relation>_guid`
         # read as `<relation>_guid` reads it (a stale mirrored object refreshed first), never loading it
         return related(getattr(value, field.name))

@@ -120,7 +120,7 @@ class DerivedKeyPasses(CheckState):
         relation = source.relations.get(parts[3]) if source is not None else None
         if source is None or relation is None or relation.target is None \
                 or relation.target._meta.name != parts[0]:
-            if source is None or not self.source_gone(key, parts, entry):
+            if source is None or not self.source_gone(key, parts, entry, source):
                 self.add(Kind.ORPHAN_KEY, key, "link of an undeclared hybrid or relation: pass the module "
                          "declaring it with --hybrids, or delete the key", parts[0])
             return
@@ -139,7 +139,7 @@ class DerivedKeyPasses(CheckState):
                  f"{target_guid}, but {state}; reverse lists would show a wrong object", target, target_guid,
                  Fix(checks, (Delete(key),)))
 
-    def source_gone(self, key: str, parts: list[str], entry: Entry) -> bool:
+    def source_gone(self, key: str, parts: list[str], entry: Entry, source: HybridMeta) -> bool:
         """Report as stale (and repairable) a link of a declared hybrid, through a relation it does not
         declare (to that target), whose source object is not stored; tell whether it was one.
 
@@ -151,7 +151,7 @@ class DerivedKeyPasses(CheckState):
         if not valid_guid(source_guid) or (hybrid, source_guid) in self.docs \
                 or (hybrid, source_guid) in self.unreadable:
             return False
-        name = self.metas[hybrid].cls.__name__
+        name = source.cls.__name__
         self.add(Kind.STALE_LINK, key, f"link from {name}.{parts[3]} (a relation {name} does not declare to "
                  f"{parts[0]}) to {parts[0]} {parts[1]}, but {name} {source_guid} is not stored; it blocks "
                  "deleting its target", parts[0], parts[1],

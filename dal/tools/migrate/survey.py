@@ -44,9 +44,6 @@ class Survey:
     stale_onetoone: tuple[str, ...] = ()
     #: relation -> targets several objects point at: none of those objects gets a key
     offenders: dict[str, set[str]] = field(default_factory=dict)
-    #: the hybrid has no record: look for links of dropped relations among every stored link, since
-    #: no record listed them (with a record, the relations it lists and the model drops are looked for)
-    find_links: bool = False
     #: (dry runs) objects the run would write whatever is violated; and per object that would only
     #: get unique or one-to-one keys, the unique fields and (relation, target) pairs it lacks keys of
     would_write: int = 0
@@ -95,9 +92,8 @@ class Surveyor(MigrationRun):
                         tuple(stale_unique), dropped, fill,
                         build_onetoone=tuple(n for n in declared_onetoone if n not in ready_onetoone),
                         stale_onetoone=tuple(stale_onetoone),
-                        find_links=record is None,
                         unverified=self._unverified(meta))
-        if survey.find_links:
+        if record is None:  # no record listed its relations: look among every stored link
             self._find_dropped_links(survey, renamed)
         if survey.needs_scan or pending_ops:
             self._scan_documents(survey, pending_ops)
@@ -133,7 +129,7 @@ class Surveyor(MigrationRun):
         """
         for name, links in sorted(self._undeclared_links().get(survey.meta.name, {}).items()):
             if name not in renamed:
-                survey.dropped_links[name] = sorted({*survey.dropped_links.get(name, ()), *links})
+                survey.dropped_links[name] = sorted(links)
 
     def _undeclared_links(self) -> dict[str, dict[str, list[str]]]:
         """Return source hybrid -> relation it does not declare -> its link keys, for this run's hybrids.
