@@ -102,10 +102,12 @@ class Migrator(StepRunner, KeyVerifier):
         pending = [(m, m.plan()) for m in self.migrations if m.number not in done]
         if pending:
             self.report.up_to_date = False
-        for declared, step in pending:
+        held: dict[str, bool] = {}  # (dry runs) keys the simulated rewrites wrote (True) or deleted
+        for index, (declared, step) in enumerate(pending):
             if self.dry_run:
                 self.say(f"step {declared.number} ({declared.description}): would "
                          f"{'; '.join(op.describe() for op in step.operations) or 'do nothing'}")
+                self._simulate_step(step, [earlier for _, earlier in pending[:index]], held)
             else:
                 self._run_step(declared, step)
         for meta in self.metas:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from dal.backends.base import Check, CommitResult, Entry, Exists, Op, Revision
+from dal.backends.base import Check, CommitResult, Entry, Op
 from dal.backends.paging import scan_batches
 from dal.cache.versions import changed_versions
 from dal.objects.transaction import Document, decode, encode, encode_canonical
@@ -100,22 +100,6 @@ class MigrationRun:
         return [keys.cached_doc(meta.name, guid),
                 *(keys.cached_dynamic(meta.name, guid, name) for name in meta.dynamics),
                 *changed_versions(keys, meta, guid, before, after)]
-
-    def _explain(self, checks: list[Check], failed: tuple[int, ...]) -> str:
-        reasons = []
-        for index in failed:
-            check = checks[index]
-            if isinstance(check, Exists):
-                target, guid = check.key.rsplit("/", 2)[-2:]
-                reasons.append(f"it would link to {target} {guid}, which is not stored")
-            elif isinstance(check, Revision) and check.key.startswith(f"{self.keys.root}u/"):
-                field_name, encoded = check.key.rsplit("/", 2)[-2:]
-                reasons.append(f"another object already holds the unique {field_name} {encoded}")
-            elif isinstance(check, Revision) and check.key.startswith(f"{self.keys.root}r/"):
-                source, relation, target = check.key[len(self.keys.root) + 2:].split("/", 2)
-                reasons.append(f"another {source} already points at {target} through the one-to-one "
-                               f"{relation}")
-        return "; ".join(reasons) or "a check failed"
 
     def _scan(self, prefix: str, start: str | None = None) -> Iterator[tuple[str, Entry]]:
         for batch in self._batches(prefix, start):

@@ -94,14 +94,77 @@ class StepRunner(MigrationRun):
                 raise MigrationError(
                     f"step {step.number}: another dal migrate is running this step; let it finish")
             if 0 not in result.failed:
-                raise MigrationError(
-                    f"step {step.number} cannot rewrite {meta.cls.__name__} {guid}: "
-                    f"{self._explain(checks + extra_checks, result.failed)}; fix that object and run dal "
-                    "migrate "
-                    "again (steps resume where they stopped)")
+                raise self._refused(step, meta, guid, after, checks + extra_checks, result.failed)
             current = result.current.get(doc_key)
         raise MigrationError(f"step {step.number}: {meta.cls.__name__} {guid} kept changing; run dal migrate "
                              "again")
+
+    def _refused(self, step: Step, meta: HybridMeta, guid: str, after: Document, checks: list[Check],
+                 failed: tuple[int, ...]) -> MigrationError:
+        return MigrationError(f"step {step.number} cannot rewrite {meta.cls.__name__} {guid}: "
+                              f"{self._explain(checks, failed, after)}; fix that object and run dal migrate "
+                              "again (steps resume where they stopped)")
+
+    def _explain(self, checks: list[Check], failed: tuple[int, ...], after: Document) -> str:
+        """Say why the checks at ``failed`` refuse a rewrite to ``after``."""
+        reasons = []
+        for index in failed:
+            check = checks[index]
+            if isinstance(check, Exists):
+                target, guid = check.key.rsplit("/", 2)[-2:]
+                reasons.append(f"it would link to {target} {guid}, which is not stored")
+            elif isinstance(check, Revision) and check.key.startswith(f"{self.keys.root}u/"):
+                field_name = check.key.rsplit("/", 2)[-2]
+                reasons.append(f"another object already holds the unique {field_name} "
+                               f"{after.get(field_name)!r}")
+            elif isinstance(check, Revision) and check.key.startswith(f"{self.keys.root}r/"):
+                source, relation, target = check.key[len(self.keys.root) + 2:].split("/", 2)
+                reasons.append(f"another {source} already points at {target} through the one-to-one "
+                               f"{relation}")
+        return "; ".join(reasons) or "a check failed"
+
+    def _simulate_step(self, step: Step, earlier: list[Step], held: dict[str, bool]) -> None:
+        """(Dry runs) Evaluate the checks each rewrite by ``step`` would commit with, in the run's order.
+
+        The run rewrites, step by step and hybrid by hybrid, each document in key order; a rewrite
+        fails when a unique value or one-to-one target it takes is held (by a stored key, or by an
+        earlier rewrite of the run) or a target it links to is not stored. ``held`` carries the
+        keys earlier rewrites wrote or deleted (only ``u/`` and ``r/`` keys: the ones checked).
+        """
+        checked = (f"{self.keys.root}u/", f"{self.keys.root}r/")
+        for meta in step.hybrids():
+            if not meta.unique and not meta.relations:
+                continue  # a rewrite of it commits with no check another object's keys could fail
+            operations = step.operations_for(meta)
+            before_ops = [(s.number, ops) for s in earlier if (ops := s.operations_for(meta))]
+            record = schema.read_record(self.context, meta.name)
+            ready = frozenset() if record is None else (record.ready_for(meta)
+                                                        | record.onetoone_ready_for(meta))
+            cursor = self.context.persistent.get(self.keys.migration_cursor(step.number, meta.name))
+            prefix = self.keys.docs(meta.name)
+            for batch in self._batches(prefix, cursor.value.decode() if cursor is not None else None):
+                rewrites = []
+                for doc_key, entry in batch:
+                    guid = doc_key[len(prefix):]
+                    before = decode_doc(meta, guid, entry.value)
+                    for number, ops in before_ops:  # as the earlier steps left it
+                        before = step_document(number, ops, meta, guid, before)[0] or before
+                    after, _ = step_document(step.number, operations, meta, guid, before)
+                    if after is not None:
+                        rewrites.append((guid, after, *self._key_changes(meta, guid, before, after, ready)))
+                unknown = {check.key for _, _, checks, _ in rewrites for check in checks
+                           if isinstance(check, (Exists, Revision))} - held.keys()
+                stored = self.context.persistent.get_many(sorted(unknown)) if unknown else {}
+                held.update((key, key in stored) for key in unknown)
+                for guid, after, checks, writes in rewrites:
+                    # _key_changes checks only Exists (a target stored) and Revision(key, 0) (a key free)
+                    failed = tuple(index for index, check in enumerate(checks)
+                                   if isinstance(check, (Exists, Revision))
+                                   and held[check.key] != isinstance(check, Exists))
+                    if failed:
+                        raise self._refused(step, meta, guid, after, checks, failed)
+                    held.update((op.key, isinstance(op, Put)) for op in writes
+                                if isinstance(op, (Put, Delete)) and op.key.startswith(checked))
 
     def _key_changes(self, meta: HybridMeta, guid: str, before: Document, after: Document,
                      ready: frozenset[str]) -> tuple[list[Check], list[Op]]:
