@@ -8,6 +8,7 @@ from typed_example import TBackend, TBackendType
 
 import dal
 from dal import DataList
+from dal.backends.base import Put
 from dal.config import Context
 from dal.exceptions import InvalidValueError, ObjectNotFoundError, UniqueConstraintError
 from dal.objects import bulk
@@ -51,6 +52,31 @@ def test_commits_stay_within_the_store_limit(context: Context, monkeypatch: pyte
     dal.save_many(kinds)
     assert commits == [9, 9, 9]
     assert DataList(TBackendType).count() == 9
+
+
+def test_commits_stay_within_the_request_size_etcd_takes(context: Context,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """100 objects of 60 KB: each saves alone, and so do they together (etcd refuses a request over
+    1.5 MiB whole: one commit of them all would save none)."""
+    sizes: list[int] = []
+    real = context.commit
+
+    def measured(checks, ops, invalidate=()):  # type: ignore[no-untyped-def]
+        sizes.append(sum(len(op.key) + len(op.value) for op in ops if isinstance(op, Put)))
+        return real(checks, ops, invalidate)
+
+    monkeypatch.setattr(context, "commit", measured)
+    items = [Item(name=f"i{n}", note="x" * 60_000) for n in range(100)]
+    dal.save_many(items)
+    assert DataList(Item).count() == 100
+    assert len(sizes) >= 6 and max(sizes) <= bulk.MAX_BYTES
+    monkeypatch.setattr(bulk, "MAX_BYTES", 130_000)
+    sizes.clear()
+    for item in items:
+        item.note = "y" * 60_000
+    dal.save_many(items)
+    assert len(sizes) == 50 and max(sizes) <= 130_000  # two objects per commit
+    assert {item.note for item in DataList(Item)} == {"y" * 60_000}
 
 
 def test_a_refused_commit_names_the_object_and_writes_nothing_of_it(context: Context) -> None:

@@ -2,7 +2,8 @@
 
 Each object is planned as ``save()`` plans it (:func:`dal.objects.transaction.plan_write`: document,
 unique keys, index entries, links, the checks guarding them); the plans are packed into commits of
-at most :data:`MAX_OPS` operations and as many checks (etcd's default ``--max-txn-ops``), each one
+at most :data:`MAX_OPS` operations and as many checks (etcd's default ``--max-txn-ops``) and
+:data:`MAX_BYTES` of keys and values (under etcd's default ``--max-request-bytes``), each one
 atomic. A commit never holds two plans touching one key (two new objects claiming one unique value
 go to two commits, so the second is refused as a save would be). The order of ``objects`` does not
 matter to links: a new object goes in the commit of the objects linking to it or an earlier one, and
@@ -35,6 +36,9 @@ from dal.values import safe_repr
 
 #: operations (and, separately, checks) per commit: etcd refuses more by default; one is the journal's
 MAX_OPS = 127
+#: bytes of keys and values written per commit: etcd refuses a request over its --max-request-bytes
+#: (1.5 MiB by default) whole; what is left is for the checks, the journal record and the framing
+MAX_BYTES = 1 << 20
 
 
 @dataclass
@@ -50,6 +54,12 @@ class _Item:
     def doc(self) -> str:
         """The key of the object's document: the plan's first op writes it."""
         return self.plan.ops[0].key if isinstance(self.plan.ops[0], Put) else ""
+
+    @property
+    def size(self) -> int:
+        """Bytes of the keys and values the plan writes (keys are ASCII: their length is their size)."""
+        return sum(len(op.key) + len(op.value) if isinstance(op, Put) else len(getattr(op, "key", ""))
+                   for op in self.plan.ops)
 
     def keys(self) -> set[str]:
         """The keys the plan writes or claims. Not those it only checks exist: that check holds whatever
@@ -162,10 +172,11 @@ def _ordered(items: list[_Item]) -> list[list[_Item]]:
 
 
 def _pack(groups: list[list[_Item]]) -> list[list[_Item]]:
-    """Split the groups into commits within MAX_OPS, no two plans of one commit touching one key."""
+    """Split the groups into commits within MAX_OPS and MAX_BYTES, no two plans of one commit touching
+    one key (a group larger than MAX_BYTES goes alone: only the store knows whether it takes it)."""
     chunks: list[list[_Item]] = []
     chunk: list[_Item] = []
-    ops = checks = 0
+    ops = checks = size = 0
     keys: set[str] = set()
     created: set[str] = set()  # the documents the chunk creates
     for group in groups:
@@ -173,9 +184,11 @@ def _pack(groups: list[list[_Item]]) -> list[list[_Item]]:
         mine = {item.doc for item in group if item.created}
         group_ops = sum(len(item.plan.ops) for item in group)
         group_checks = sum(len(_sent(item, created | mine)) for item in group)
-        if chunk and (ops + group_ops > MAX_OPS or touched & keys or checks + group_checks > MAX_OPS):
+        group_size = sum(item.size for item in group)
+        if chunk and (ops + group_ops > MAX_OPS or touched & keys or checks + group_checks > MAX_OPS
+                      or size + group_size > MAX_BYTES):
             chunks.append(chunk)
-            chunk, ops, checks, keys, created = [], 0, 0, set(), set()
+            chunk, ops, checks, size, keys, created = [], 0, 0, 0, set(), set()
             group_checks = sum(len(_sent(item, mine)) for item in group)  # in a commit of its own
         created |= mine
         if len(group) > 1 and (group_ops > MAX_OPS or group_checks > MAX_OPS):
@@ -185,7 +198,7 @@ def _pack(groups: list[list[_Item]]) -> list[list[_Item]]:
                 f"checks in one commit, more than {MAX_OPS}; nothing was saved. Save one of them "
                 "without its link first, then link it")
         chunk += group
-        ops, checks, keys = ops + group_ops, checks + group_checks, keys | touched
+        ops, checks, size, keys = ops + group_ops, checks + group_checks, size + group_size, keys | touched
     if chunk:
         chunks.append(chunk)
     return chunks
