@@ -36,6 +36,23 @@ def stored_vms(remote: Remote, count: int, prefix: str = "bulk") -> list[str]:
     return guids
 
 
+def test_an_answer_too_large_to_store_fails_alone(context: Context, remote: Remote) -> None:
+    """etcd refuses a request over 1.5 MiB: a 2 MB answer is that object's failure, recorded on it,
+    and the rest of its batch and the batches after it are stored (other stores take it)."""
+    guids = stored_vms(remote, 6, prefix="large")
+    with dal.mirror.frozen():
+        big = MirroredVM(guids[1]).hostname
+    remote.answers[instance_path(big)] = {**answer(big), "disks": ["x" * 1000] * 2000}
+    report = dal.mirror.refresh_stale(MirroredVM, batch_size=2)
+    refused = context.persistent_url.scheme == "etcd"
+    expected = (6, 5, [guids[1]]) if refused else (6, 6, [])
+    assert (report.total, report.refreshed, list(report.failed)) == expected
+    if refused:
+        assert "larger than the etcd server" in report.failed[guids[1]]
+        assert "larger than the etcd server" in (MirroredVM(guids[1]).error or "")
+    assert dal.mirror.stale_count(MirroredVM) == int(refused)
+
+
 def test_refresh_stale_refreshes_in_bulk_batches_and_reports_failures(context: Context, remote: Remote,
                                                                       clock: Clock) -> None:
     guids = stored_vms(remote, 25)

@@ -131,6 +131,11 @@ class RefusedError(BackendError):
     nothing_written: ClassVar[bool] = True
 
 
+class TooLargeError(RefusedError):
+    """The store refused a request for its size (etcd's ``--max-request-bytes``): nothing was written,
+    and the same request always fails; what it writes must be split, or made smaller."""
+
+
 # --- leadership ------------------------------------------------------------------------
 
 

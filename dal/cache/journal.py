@@ -180,7 +180,9 @@ class Journal:
                 self.cache.invalidate(*invalidate, recorded=True)
                 said = str(exc).rstrip(". ") + "."
                 if outcome is Outcome.NOT_APPLIED:
-                    raise BackendError(f"{said} Nothing was written: retrying is safe.") from exc
+                    # a refusal keeps its kind: callers tell a request too large from a store failing
+                    kind = type(exc) if isinstance(exc, RefusedError) else BackendError
+                    raise kind(f"{said} Nothing was written: retrying is safe.") from exc
                 with self._lock:
                     self.unknown[key] = uncertain
                 raise CommitOutcomeUnknownError(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dal.backends.base import Entry
+from dal.backends.base import Entry, TooLargeError
 from dal.config import Context, current
 from dal.exceptions import BackendError, DalError, MirrorError, ObjectNotFoundError, RaceConditionError
 from dal.mirror import flight
@@ -270,6 +270,8 @@ def _store(context: Context, obj: DataObject, entry: Entry, answer: Any, fetched
     if not isinstance(answer, BaseException):
         try:
             stored = store_answer(context, obj, answer, fetched_at, entry)
+        except TooLargeError as exc:  # the store refused this answer's size (etcd): it always will
+            answer = exc
         except BackendError:
             # the store failed, not the answer: the caller counts it once (a read) or raises it
             raise

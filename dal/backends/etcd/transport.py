@@ -19,7 +19,7 @@ from pyetcd import etcdrpc
 from pyetcd.client import Endpoint, MultiEndpointEtcd3Client
 from pyetcd.exceptions import NoServerAvailableError
 
-from dal.backends.base import RefusedError
+from dal.backends.base import RefusedError, TooLargeError
 from dal.backends.base import utf8 as base_utf8
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
@@ -295,7 +295,7 @@ class EtcdTransport:
         if refusal is None:
             return BackendError(f"etcd at {self._where} failed: {code.name}: {details}")
         if answered:
-            return RefusedError(refusal)
+            return TooLargeError(refusal) if _too_large(code, details) else RefusedError(refusal)
         return BackendError(f"{refusal}{UNANSWERED}")
 
     def _refusal(self, code: Any, details: str, txn_size: tuple[int, int] | None) -> str | None:
@@ -307,8 +307,7 @@ class EtcdTransport:
                     f"({checks} checks, {writes} writes) but the server at {self._where} allows fewer "
                     f"(--max-txn-ops, 128 by default); start etcd with a larger --max-txn-ops "
                     f"or save fewer objects per transaction")
-        over_grpc_limit = code == OVER_GRPC_LIMIT[0] and details.startswith(OVER_GRPC_LIMIT[1])
-        if error == REQUEST_TOO_LARGE or over_grpc_limit:
+        if _too_large(code, details):
             # "retrying" must not read as a remedy (the journal adds that nothing was written)
             return (f"this request is larger than the etcd server at {self._where} accepts "
                     f"(--max-request-bytes, 1.5 MiB by default); start etcd with a larger "
@@ -370,3 +369,9 @@ def _proposed(exc: Any) -> bool:
     """Tell whether an error is etcd's answer that it took the request and could not confirm it."""
     code, details = etcd_error(exc)
     return bool(code == grpc.StatusCode.UNAVAILABLE and details.startswith(PROPOSED))
+
+
+def _too_large(code: Any, details: str) -> bool:
+    """Whether etcd (or gRPC in front of it) refused the request for its size."""
+    return (code, details) == REQUEST_TOO_LARGE or (
+        code == OVER_GRPC_LIMIT[0] and details.startswith(OVER_GRPC_LIMIT[1]))
