@@ -19,7 +19,7 @@ import dal.mirror
 from dal import DataList, configure
 from dal.backends.base import DeletePrefix
 from dal.config import Context
-from dal.exceptions import ConfigurationError
+from dal.exceptions import ConfigurationError, MirrorError
 from dal.mirror import flight
 from dal.testing.fixtures import memcached_servers
 from dal.testing.remote import Remote
@@ -51,6 +51,19 @@ def test_an_answer_too_large_to_store_fails_alone(context: Context, remote: Remo
         assert "larger than the etcd server" in report.failed[guids[1]]
         assert "larger than the etcd server" in (MirroredVM(guids[1]).error or "")
     assert dal.mirror.stale_count(MirroredVM) == int(refused)
+
+
+def test_an_answer_that_is_no_object_names_the_loader_that_returned_it(context: Context,
+                                                                       remote: Remote) -> None:
+    guids = stored_vms(remote, 3, prefix="shape")
+    with dal.mirror.frozen():
+        odd = MirroredVM(guids[0]).hostname
+    remote.answers[instance_path(odd)] = ["not", "an", "object"]
+    report = dal.mirror.refresh_stale(MirroredVM, batch_size=3)
+    assert list(report.failed) == [guids[0]]
+    assert "MirroredVM._refresh_many returned list, not a JSON object" in report.failed[guids[0]]
+    with pytest.raises(MirrorError, match=r"MirroredVM\._refresh returned list, not a JSON object"):
+        MirroredVM(guids[0]).refresh_info()  # one object: its own loader
 
 
 def test_refresh_stale_refreshes_in_bulk_batches_and_reports_failures(context: Context, remote: Remote,

@@ -257,19 +257,22 @@ def _refresh_owned(context: Context, objects: list[DataObject], force: bool,
     if not due:
         return results
     fetched_at = float(clock.now())  # cached_at is a float, whatever a fake clock returns
-    answers = _ask_remote(context, [obj for obj, _ in due],
-                          bulk if bulk is not None else len(due) > 1 and has_bulk(cls))
+    in_bulk = bulk if bulk is not None else len(due) > 1 and has_bulk(cls)
+    answers = _ask_remote(context, [obj for obj, _ in due], in_bulk)
+    loader = "_refresh_many" if in_bulk else "_refresh"
     for obj, entry in due:
-        results[obj.guid] = _store(context, obj, entry, answers[obj.guid], fetched_at)
+        results[obj.guid] = _store(context, obj, entry, answers[obj.guid], fetched_at, loader)
     return results
 
 
-def _store(context: Context, obj: DataObject, entry: Entry, answer: Any, fetched_at: float) -> Result:
-    """Store one answer (or the failure it is) and bring ``obj`` up to date; return what became of it."""
+def _store(context: Context, obj: DataObject, entry: Entry, answer: Any, fetched_at: float,
+           loader: str) -> Result:
+    """Store one answer (or the failure it is), which ``loader`` returned, and bring ``obj`` up to date;
+    return what became of it."""
     label = f"mirror.{obj._meta.name}."
     if not isinstance(answer, BaseException):
         try:
-            stored = store_answer(context, obj, answer, fetched_at, entry)
+            stored = store_answer(context, obj, answer, fetched_at, entry, loader)
         except TooLargeError as exc:  # the store refused this answer's size (etcd): it always will
             answer = exc
         except BackendError:

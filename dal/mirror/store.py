@@ -85,8 +85,8 @@ def parsed_names(cls: type[DataObject], info: Any) -> frozenset[str]:
 
 
 def store_answer(context: Context, obj: DataObject, info: Any, fetched_at: float,
-                 entry: Entry | None) -> Stored:
-    """Store the remote's answer about ``obj``, read from the store at ``entry``.
+                 entry: Entry | None, loader: str) -> Stored:
+    """Store the remote's answer about ``obj`` (which ``loader`` returned), read from the store at ``entry``.
 
     Unchanged (same digest): ``cached_at`` advances, an earlier ``error`` is cleared, and the
     parsed properties whose stored value differs are written again (one changed locally, or one a
@@ -95,12 +95,12 @@ def store_answer(context: Context, obj: DataObject, info: Any, fetched_at: float
     """
     cls = type(obj)
     if not isinstance(info, dict):
-        raise MirrorError(f"{cls.__name__}._refresh returned {type(info).__name__}, "
+        raise MirrorError(f"{cls.__name__}.{loader} returned {type(info).__name__}, "
                           "not a JSON object (a dict)")
     try:
         new_digest = digest(info)
     except (TypeError, ValueError) as exc:
-        raise MirrorError(f"{cls.__name__}._refresh returned a dict JSON cannot hold: {exc}") from exc
+        raise MirrorError(f"{cls.__name__}.{loader} returned a dict JSON cannot hold: {exc}") from exc
 
     properties: dict[str, Any] | None = None
 
