@@ -11,8 +11,11 @@ and redraw the manual's picture with ``dal erd -o docs/erd.svg``.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import difflib
+import errno
+import io
 import os
 import random
 import shutil
@@ -25,6 +28,7 @@ from test_cli import run_dal
 
 import dal.hybrids
 from dal import DataObject, Dynamic, Mirror, Property, Relation
+from dal.cli import main
 from dal.exceptions import ConfigurationError, DalError
 from dal.testing.fixtures import services_required
 from dal.tools import erd
@@ -312,6 +316,39 @@ def test_cli_bad_input_exits_2(tmp_path: Path, args: list[str], message: str) ->
     result = run_dal("erd", *args, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+
+
+class FillsUp(io.FileIO):
+    """A file on a disk that is full after ``ROOM`` bytes: later writes fail with ENOSPC."""
+
+    ROOM = 4096
+
+    def write(self, data: Any) -> int:
+        room = self.ROOM - self.tell()
+        if len(data) > room:
+            super().write(bytes(data)[:max(room, 0)])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def test_cli_a_failed_write_leaves_the_previous_diagram(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "model.dot"
+    target.write_text("digraph previous {}\n")
+    real_open = builtins.open
+
+    def full_disk(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if "w" in mode and "b" in mode:  # every binary write, by whichever path the command takes
+            return FillsUp(file, "w")
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_disk)
+    monkeypatch.setattr(io, "open", full_disk)  # what Path.open calls
+    code = main(["erd", "--hybrids", "dal.hybrids", "--format", "dot", "-o", str(target)])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(f"error: cannot write {str(target)!r}: No space left on device")
+    assert target.read_text() == "digraph previous {}\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.dot"]  # no temporary file left
 
 
 def test_cli_help(tmp_path: Path) -> None:

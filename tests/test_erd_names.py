@@ -107,3 +107,19 @@ def test_clashing_ids_get_a_suffix_in_every_format() -> None:
     mermaid = erd.render_mermaid(model)
     assert re.findall(r'^    "([^"]+)" \{$', mermaid, flags=re.MULTILINE) == sorted(entities.values())
     assert "        ErdDup_erd_dup_2 twin FK \"mandatory\"" in mermaid
+
+
+def test_mermaid_writes_non_ascii_names_by_their_real_name_in_backticks() -> None:
+    # a type (here the target of a relation) and a name alike: `Größe`, not a mangled Gr__e
+    size = type(DataObject)("Größe", (DataObject,), {
+        "__module__": "erd_unicode", "_Größe__properties": [Property("wert", int)]},
+        hybrid_name="erd_groesse")
+    measure = type(DataObject)("Messung", (DataObject,), {
+        "__module__": "erd_unicode", "_Messung__relations": [Relation("größe", size, "messungen")]},
+        hybrid_name="erd_messung")
+    text = erd.render_mermaid([size, measure])
+    assert_mermaid_escapes_every_name(text)
+    lines = text.splitlines()
+    assert '        `Größe` `größe` FK "mandatory"' in lines  # no "type Größe" note: the type says it
+    assert '    "Größe" {' in lines and '    "Größe" ||--o{ "Messung" : "größe / messungen"' in lines
+    assert "Gr__e" not in text

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -115,3 +118,41 @@ def test_the_index_drops_snapshots_that_expired(tmp_path: Path, memcached_server
     assert [p["counters"]["probe"] for p in published.processes] == [2]
     raw = kept.volatile.get(prefix + "index")
     assert raw is not None and len(json.loads(raw)) == 1
+
+
+def _dal_stats(tmp_path: Path, persistent: str, volatile: str, namespace: str) -> list[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DAL_")}
+    result = subprocess.run([sys.executable, "-m", "dal", "stats", "--persistent", persistent,
+                             "--volatile", volatile, "--namespace", namespace], cwd=tmp_path, env=environment,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stdout.splitlines() if "processes reporting" in line]
+
+
+def test_dal_stats_is_not_left_behind_as_a_reporting_process(tmp_path: Path, memcached_server: Any,
+                                                             namespace: str) -> None:
+    """No application process: each run counts itself alone, and nothing of it stays published."""
+    persistent = f"sqlite:///{tmp_path / 'polled.sqlite3'}"
+    reader = configure(persistent, memcached_server.url, namespace=namespace)  # creates the file
+    first = _dal_stats(tmp_path, persistent, memcached_server.url, namespace)
+    second = _dal_stats(tmp_path, persistent, memcached_server.url, namespace)
+    assert first == second == ["  processes reporting: 1"]
+    assert collect(reader, reader=True).processes[:-1] == []  # none but the reader's own
+
+
+def test_a_withdrawn_publisher_removes_its_snapshot_and_publishes_no_more(
+        tmp_path: Path, memcached_server: Any, namespace: str) -> None:
+    """What a `dal stats --demo` long enough for the timer to publish leaves: nothing."""
+    persistent = f"sqlite:///{tmp_path / 'withdrawn.sqlite3'}"
+    shown = configure(persistent, memcached_server.url, namespace=namespace)
+    shown.stats.add("probe", 3)
+    assert shown.publisher is not None
+    shown.publisher.flush()  # as the timer would
+    assert collect(shown).totals.get("probe") == 3
+    shown.publisher.withdraw()
+    shown.stats.add("probe", 1)
+    shown.publisher.flush()  # as at exit: publishes nothing now
+    assert collect(shown).processes == []
+    # the reader's own counters are added in memory, once
+    published = collect(shown, reader=True)
+    assert (len(published.processes), published.totals.get("probe")) == (1, 4)

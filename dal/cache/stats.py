@@ -4,7 +4,8 @@ Counters (``Context.stats``) are kept per process without locks. A process whose
 store is shared (memcached) publishes a snapshot every few seconds while it changes, at
 least every ``PUBLISH_TTL / 2`` while it lives (so an idle process stays listed), when its
 context is replaced (``configure()`` again) and at exit, also the exit of a multiprocessing
-worker (which skips ``atexit``). Each context publishes under its own key,
+worker (which skips ``atexit``); ``dal stats`` publishes nothing (``Publisher.withdraw``) and
+adds its own counters in memory. Each context publishes under its own key,
 ``<cache prefix>s/<host>:<pid>:<n>``, listed in an index entry; ``dal stats`` sums them all.
 A forked child starts its counters from zero and publishes them under its own pid, on its
 own timer, so nothing is counted twice. A process-local store (``memory://``) can only show
@@ -14,6 +15,7 @@ the numbers of the process that asks.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import json
 import multiprocessing.util
@@ -71,18 +73,29 @@ def publish(context: Context, *, touch: bool = False) -> bool:
     ``touch``: also rewrite the index entry, so it outlives ``PUBLISH_TTL`` while this lives.
     """
     prefix = context.keys.published_stats()
-    process = f"{socket.gethostname()}:{os.getpid()}"
-    number = _number(context)
+    snapshot = _snapshot(context)
     # one key per context: a process that configures again keeps its old context's snapshot
-    me = f"{process}:{number}"
-    snapshot = {"process": process, "context": number, "published": time.time(),
-                "counters": context.stats.snapshot()}
+    me = _member(context)
     try:
         if not context.volatile.set(prefix + me, json.dumps(snapshot).encode(), PUBLISH_TTL):
             return False
         return _enlist(context, prefix, me, touch)
     except BackendError:
         return False
+
+
+def _snapshot(context: Context) -> dict[str, Any]:
+    return {"process": _process(), "context": _number(context), "published": time.time(),
+            "counters": context.stats.snapshot()}
+
+
+def _process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _member(context: Context) -> str:
+    """The name of ``context``'s snapshot in the index, and the end of its key."""
+    return f"{_process()}:{_number(context)}"
 
 
 _numbers: weakref.WeakKeyDictionary[Context, int] = weakref.WeakKeyDictionary()
@@ -116,18 +129,22 @@ def _enlist(context: Context, prefix: str, member: str, touch: bool) -> bool:
     return False
 
 
-def collect(context: Context) -> Published:
-    """Return every published snapshot, and their sum."""
+def collect(context: Context, *, reader: bool = False) -> Published:
+    """Return every published snapshot, and their sum.
+
+    ``reader``: ``context`` is the reader's own (``dal stats``), which never publishes: its live
+    counters are added here, in memory, instead of any snapshot it published before.
+    """
     prefix = context.keys.published_stats()
     raw = context.volatile.get(prefix + "index")
     members = json.loads(raw) if raw else []
+    if reader:
+        members = [member for member in members if member != _member(context)]
     found = context.volatile.get_many([prefix + member for member in members])
+    # a member without its snapshot: that one expired
+    snapshots = [json.loads(found[prefix + member]) for member in members if prefix + member in found]
     result = Published()
-    for member in members:
-        entry = found.get(prefix + member)
-        if entry is None:
-            continue  # that process's snapshot expired
-        snapshot = json.loads(entry)
+    for snapshot in snapshots + ([_snapshot(context)] if reader else []):
         result.processes.append(snapshot)
         for name, amount in snapshot["counters"].items():
             result.totals[name] = result.totals.get(name, 0) + amount
@@ -143,6 +160,7 @@ class Publisher:
         self._touched = 0.0  # time.monotonic() of the last publish that rewrote the index too
         self._timer: threading.Timer | None = None
         self._stopped = False
+        self._withdrawn = False
         self._flush_lock = threading.Lock()
         atexit.register(self.flush)
         # a multiprocessing worker ends with os._exit, after running its finalizers instead
@@ -158,7 +176,7 @@ class Publisher:
             # the snapshot and the index entry each expire PUBLISH_TTL after they were written: a touch
             # writes both again halfway, however often the counts change, so a live process stays listed
             touch = now - self._touched >= PUBLISH_TTL / 2
-            if not snapshot or (snapshot == self._last and not touch):
+            if self._withdrawn or not snapshot or (snapshot == self._last and not touch):
                 return
             # in a forked child, never through the parent's sockets (its answers could reach the parent)
             self.context.reopen_if_forked()
@@ -176,6 +194,19 @@ class Publisher:
         self.flush()  # the counts since the last tick
         atexit.unregister(self.flush)
         self._finalizer.cancel()
+
+    def withdraw(self) -> None:
+        """Stop, publishing nothing more, and remove what this context published: the numbers of
+        a reader (``dal stats``) are shown once, never left behind as a reporting process."""
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+        atexit.unregister(self.flush)
+        self._finalizer.cancel()
+        with self._flush_lock:  # after a flush under way; none publishes after this
+            self._withdrawn = True
+            with contextlib.suppress(BackendError):  # then it expires with its TTL
+                self.context.volatile.delete(self.context.keys.published_stats() + _member(self.context))
 
     def _schedule(self) -> None:
         self._timer = threading.Timer(PUBLISH_INTERVAL, self._tick)

@@ -2,7 +2,8 @@
 
 Every command takes ``--persistent URL --volatile URL --namespace NAME --hybrids MODULES``
 (defaults: the ``DAL_*`` variables, then the embedded default and ``dal.hybrids``). Bad
-input prints ``error: ...`` on stderr and exits 2.
+input prints ``error: ...`` on stderr and exits 2; a reader that went away before the output was
+written (``dal ... | head``) ends the command quietly with exit 141 (128 + SIGPIPE).
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from types import MappingProxyType, ModuleType
+from typing import TYPE_CHECKING
 
 from dal.backends.url import StoreURL, parse_url
 from dal.config import DEFAULT_PERSISTENT, setting
 from dal.exceptions import DalError
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 #: command name -> module with HELP, add_arguments(parser) and run(args) -> int; one per line
 COMMAND_MODULES = {
@@ -39,8 +44,21 @@ def command(name: str) -> ModuleType:
     return importlib.import_module(COMMAND_MODULES[name])
 
 
+#: the exit status of a command whose reader went away before its output was written: what a Unix
+#: tool killed by SIGPIPE reports, so a ``set -o pipefail`` script sees the command did not finish
+EXIT_BROKEN_PIPE = 128 + 13
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose ``--help`` raises when it cannot be written (argparse ignores it)."""
+
+    def print_help(self, file: SupportsWrite[str] | None = None) -> None:
+        (sys.stdout if file is None else file).write(self.format_help())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dal", description="Work with dal stores and hybrids.")
+    # the subcommands' parsers are of the same class (add_subparsers' default parser_class)
+    parser = Parser(prog="dal", description="Work with dal stores and hybrids.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         module = command(name)
@@ -114,10 +132,8 @@ def _import(name: str) -> ModuleType:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``dal`` command line and return its exit code."""
-    args = build_parser().parse_args(argv)
     try:
-        import_hybrids(args.hybrids)
-        code = int(command(args.command).run(args))
+        code = _run(argv)
         sys.stdout.flush()  # here, not at exit, so an output error is reported like any other
         return code
     except DalError as exc:
@@ -128,9 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # the reader went away (`dal ... | head`): stop quietly, as other commands do
+        # the reader went away (`dal ... | head`) before the output was all written: stop quietly,
+        # but not as a success, whatever the command found so far (output written before it left is
+        # in the pipe: that command finished, and keeps its own status)
         _discard_stdout()
-        return 0
+        return EXIT_BROKEN_PIPE
     except OSError as exc:
         if not _output_error(exc):
             raise
@@ -138,6 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _discard_stdout()
         print(f"error: cannot write output: {exc.strerror or exc}", file=sys.stderr)
         return 2
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2): main flushes what --help wrote
+        return exc.code if isinstance(exc.code, int) else 2
+    import_hybrids(args.hybrids)
+    return int(command(args.command).run(args))
 
 
 def _output_error(exc: OSError) -> bool:

@@ -25,6 +25,9 @@ from dal.exceptions import DalError
 from dal.tools import cache
 
 HELP = "list, delete, prune, queue and prefetch, clean cache entries"
+#: the store options each action takes again, with the metavars the top-level ones show
+STORE_OPTIONS = {"--persistent": "URL", "--volatile": "URL", "--namespace": "NAME",
+                 "--hybrids": "MODULE[,MODULE]"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _action(actions: Any, name: str, text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = actions.add_parser(name, help=text, description=text)
     group = parser.add_argument_group("stores")  # also after the action, without overriding earlier ones
-    for option in ("--persistent", "--volatile", "--namespace", "--hybrids"):
-        group.add_argument(option, default=argparse.SUPPRESS, metavar="URL" if option != "--hybrids" else "M")
+    for option, metavar in STORE_OPTIONS.items():
+        group.add_argument(option, default=argparse.SUPPRESS, metavar=metavar)
     return parser
 
 

@@ -4,7 +4,8 @@ Checks that every document parses and fits the model; every relation points at a
 object, with its link key; every link comes from a document that points there; every index
 entry and unique key matches the document it names, and every document has its own; no
 key belongs to an undeclared hybrid or field. Exit 0 when clean, 1 when problems were found
-(with ``--repair``: when some remain), 2 on bad input.
+(with ``--repair``: when some remain), 2 on bad input, 141 when the reader of its output went away
+before it was written.
 
 ``--repair`` recreates missing index entries, links and unique keys (a unique key only when
 exactly one object holds the value), and deletes stale index entries, links and unique

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from dal.cli.output import Terminated, write_bytes
 from dal.exceptions import DalError
 from dal.tools import erd
 
@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write here ('-' for stdout; default: stdout for mermaid and dot, "
                              "erd.svg / erd.png for pictures)")
     parser.add_argument("--only", metavar="NAME[,NAME]", default=None,
-                        help="draw only these hybrids (class or logical names); their relations' "
-                             "targets appear as bare boxes")
+                        help="draw only these hybrids (class or logical names; a class name several "
+                             "hybrids share is refused); their relations' targets appear as bare boxes")
     parser.add_argument("--dot", metavar="PROGRAM", default="dot",
                         help="Graphviz program that draws svg and png (default: dot, found on PATH)")
 
@@ -49,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.buffer.flush()
         return 0
     try:
-        Path(output).write_bytes(data)
-    except OSError as exc:
-        raise DalError(f"cannot write {output!r}: {exc.strerror or exc}; name another file with -o") from exc
+        write_bytes(output, data)  # whole or not at all: a failed write leaves the old diagram as it was
+    except Terminated as exc:
+        print(f"error: terminated; {output} not written", file=sys.stderr)
+        return 128 + exc.signum
     print(f"wrote {output} ({fmt}, {len(hybrids)} hybrids)")
     return 0

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_only_option(parser: argparse.ArgumentParser, text: str) -> None:
     parser.add_argument("--only", metavar="HYBRID[,HYBRID]",
-                        help=f"{text} (class or logical names, e.g. Backend,backendtype)")
+                        help=f"{text} (class or logical names, e.g. Backend,backendtype; a class name "
+                             "several hybrids share is refused: use their logical names)")
 
 
 def selection_words(args: argparse.Namespace) -> list[str]:

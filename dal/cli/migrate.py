@@ -5,7 +5,8 @@ defaults of new properties into stored documents, builds the index and unique ke
 properties that became indexed or unique, and removes keys the model no longer declares.
 Safe beside running processes that already run the new model; an interrupted run resumes
 when started again. Exit status: 0 done (or up to date), 1 some unique constraint could not
-be built because stored objects share a value (they are listed), 2 error.
+be built because stored objects share a value (they are listed), 2 error, 141 the reader of its
+output went away (it stopped there: run it again to finish).
 """
 
 from __future__ import annotations

@@ -24,11 +24,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
-from typing import TextIO, TypeVar
+from typing import IO, Any, BinaryIO, TextIO, TypeVar
 
 from dal.exceptions import DalError
 
 T = TypeVar("T")
+#: the stream a write is given: text or bytes
+S = TypeVar("S", bound=IO[Any])
 #: attempts at a temporary name nobody holds
 ATTEMPTS = 100
 
@@ -90,19 +92,36 @@ def sigterm_raises() -> Iterator[Sigterm]:
 
 
 def write_file(name: str, write: Callable[[TextIO], T]) -> T:
-    """Write the file ``name`` with ``write(stream)`` and return what it returned.
+    """Write the file ``name`` with ``write(stream)`` (a UTF-8 text stream) and return what it returned.
 
     Bad targets (an empty name, a directory, a path that cannot be looked at) and write errors
     raise DalError; SIGTERM during the write raises :class:`Terminated` once the temporary file
     is gone.
     """
+    return _write(name, _text, write)
+
+
+def write_bytes(name: str, data: bytes) -> None:
+    """Write ``data`` to the file ``name``, whole or not at all, as :func:`write_file` writes text."""
+    _write(name, _binary, lambda stream: stream.write(data))
+
+
+def _text(file: int | str) -> TextIO:
+    return open(file, "w", encoding="utf-8")
+
+
+def _binary(file: int | str) -> BinaryIO:
+    return open(file, "wb")
+
+
+def _write(name: str, opener: Callable[[int | str], S], write: Callable[[S], T]) -> T:
     path, existing = _target(name)
     if path is None:
-        return _write_in_place(name, write)
+        return _write_in_place(name, opener, write)
     with sigterm_raises() as sigterm:
         sigterm.hold()  # until the temporary file is known, so a SIGTERM cannot leave it behind
         temporary, handle = _temporary(name, path, existing)
-        stream = os.fdopen(handle, "w", encoding="utf-8")
+        stream = opener(handle)
         try:
             sigterm.release()
             with stream:
@@ -183,9 +202,10 @@ def _take_over(handle: int, existing: os.stat_result) -> None:
     os.fchmod(handle, stat.S_IMODE(existing.st_mode))
 
 
-def _write_in_place(name: str, write: Callable[[TextIO], T]) -> T:
+def _write_in_place(name: str, opener: Callable[[int | str], S], write: Callable[[S], T]) -> T:
     try:
-        with open(name, "w", encoding="utf-8") as stream:
+        stream = opener(name)
+        with stream:  # not `as`: that would be typed IO[Any], not the stream the opener gives
             return write(stream)
     except OSError as exc:
         raise DalError(f"cannot write {name!r}: {exc.strerror or exc}") from exc

@@ -1,8 +1,10 @@
 """Print cache and dynamic statistics: hits, misses, computations, lock waits, compute time.
 
 Every process on a shared volatile store (memcached) publishes its counters there, so this
-shows their sum. A process-local store (``memory://``, the default) holds only the numbers
-of the process that asks: ``--demo`` runs the demo first, in this process, to show them.
+shows their sum, with this process's own counters added in memory: it publishes none, so a
+monitor that runs it often does not count its own past runs. A process-local store
+(``memory://``, the default) holds only the numbers of the process that asks: ``--demo`` runs the
+demo first, in this process, to show them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import argparse
 from typing import Any
 
 import dal
-from dal.cache.stats import Published, collect, publish, report
+from dal.cache.stats import Published, collect, report
 from dal.cli import demo, existing_store, shown_store
 
 HELP = "print cache and dynamic statistics"
@@ -30,8 +32,9 @@ def run(args: argparse.Namespace) -> int:
         context = dal.configure(existing_store(args.persistent), args.volatile, namespace=args.namespace)
     entries: list[Any] | None = None
     if context.volatile.shared:
-        publish(context)  # this process's own numbers count too
-        published = collect(context)
+        if context.publisher is not None:
+            context.publisher.withdraw()  # this run's numbers are shown, not left behind for a day
+        published = collect(context, reader=True)
     else:
         own = context.stats.snapshot()
         published = Published(processes=[{"counters": own}], totals=own)

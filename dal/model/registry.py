@@ -9,7 +9,7 @@ every hybrid it touched exactly as they were.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
@@ -44,12 +44,18 @@ class Reverse:
 
 
 
+class AmbiguousNameError(LookupError):
+    """A class name several hybrids share was used to select one; the message names their logical names."""
+
+
 class Registry:
     """Hybrids by stable logical name; resolves string forward references as targets appear."""
 
     def __init__(self) -> None:
         self._by_name: dict[str, type[DataObject]] = {}
-        self._by_class_name: dict[str, type[DataObject]] = {}
+        #: class name -> every hybrid of that class name, in registration order (a tuple, so the
+        #: shallow copy a refused registration restores from stays untouched)
+        self._by_class_name: dict[str, tuple[type[DataObject], ...]] = {}
         self._pending: list[Relation] = []
         self._lock = threading.RLock()
 
@@ -69,7 +75,10 @@ class Registry:
             undo: list[Callable[[], object]] = []
             try:
                 self._by_name[meta.name] = cls
-                self._by_class_name[cls.__name__] = cls
+                # a class registered again under its logical name (a reloaded module) replaces itself
+                others = tuple(other for other in self._by_class_name.get(cls.__name__, ())
+                               if other._meta.name != meta.name)
+                self._by_class_name[cls.__name__] = (*others, cls)
                 for relation in meta.relations.values():
                     if relation.target is None:
                         self._pending.append(relation)
@@ -85,12 +94,23 @@ class Registry:
                 raise
 
     def get(self, name: str) -> type[DataObject]:
-        """Return the hybrid with this logical (or class) name; raise LookupError otherwise."""
+        """Return the hybrid with this logical name, else the one hybrid of this class name.
+
+        Raise LookupError when no hybrid has the name, or when it is the class name of more
+        than one (naming their logical names): picking one would read or write another hybrid's
+        objects than the caller meant. A logical name is always exact.
+        """
         with self._lock:
-            cls = self._by_name.get(name) or self._by_class_name.get(name)
-        if cls is None:
-            raise LookupError(f"no hybrid named {name!r}; known: {', '.join(sorted(self._by_name))}")
-        return cls
+            cls = self._by_name.get(name)
+            same = self._by_class_name.get(name, ())
+            known = sorted(self._by_name)
+        if cls is not None:
+            return cls
+        if len(same) > 1:
+            raise AmbiguousNameError(ambiguous(name, same))
+        if not same:
+            raise LookupError(f"no hybrid named {name!r}; known: {', '.join(known)}")
+        return same[0]
 
     def all(self) -> list[type[DataObject]]:
         """Return every registered hybrid, sorted by logical name."""
@@ -111,7 +131,9 @@ class Registry:
             if wanted is None:
                 target = relation.owner
             elif isinstance(wanted, str):
-                target = self._by_class_name.get(wanted) or self._by_name.get(wanted)
+                # a class name several hybrids share links the latest registered, as it always did
+                same = self._by_class_name.get(wanted, ())
+                target = same[-1] if same else self._by_name.get(wanted)
             else:
                 target = wanted
             if target is None:
@@ -119,6 +141,13 @@ class Registry:
                 continue
             _link(relation, target, undo)
         self._pending = still
+
+
+def ambiguous(name: str, matches: Iterable[type[DataObject]]) -> str:
+    """Return why the class name ``name``, shared by the hybrids ``matches``, selects none of them."""
+    logical = sorted(cls._meta.name for cls in matches)
+    return (f"{name!r} is the class name of {len(logical)} hybrids ({', '.join(logical)}); "
+            f"name the one you mean by its logical name ({' or '.join(logical)})")
 
 
 def _origin(cls: type) -> str:

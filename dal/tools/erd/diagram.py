@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from dal.exceptions import ConfigurationError, DalError
+from dal.model.registry import ambiguous
 from dal.model.registry import hybrids as registry
 
 if TYPE_CHECKING:
@@ -121,16 +122,32 @@ def hybrids_in(modules: Iterable[str]) -> list[type[DataObject]]:
 
 
 def select(hybrids: Iterable[type[DataObject]], only: Iterable[str]) -> list[type[DataObject]]:
-    """Return the hybrids named in ``only`` (class or logical names); raise DalError naming unknown ones."""
+    """Return the hybrids named in ``only`` (class or logical names).
+
+    A logical name is exact; a class name must be that of one hybrid only. Raise DalError naming
+    the unknown names, or the logical names a shared class name could mean.
+    """
     candidates = list(hybrids)
-    by_name = {cls.__name__: cls for cls in candidates} | {cls._meta.name: cls for cls in candidates}
+    by_class: dict[str, list[type[DataObject]]] = {}
+    for cls in candidates:
+        by_class.setdefault(cls.__name__, []).append(cls)
+    # a logical name wins over a class name, as in the registry
+    by_name = by_class | {cls._meta.name: [cls] for cls in candidates}
     wanted = [name.strip() for name in only if name.strip()]
     unknown = [name for name in wanted if name not in by_name]
     if unknown:
         raise DalError(f"no hybrid named {', '.join(unknown)} among those drawn; known: "
-                       f"{', '.join(sorted(cls.__name__ for cls in candidates)) or 'none'}")
-    chosen = {by_name[name] for name in wanted}
+                       f"{', '.join(sorted(_known(by_class))) or 'none'}")
+    shared = [ambiguous(name, by_name[name]) for name in wanted if len(by_name[name]) > 1]
+    if shared:
+        raise DalError("; ".join(shared))
+    chosen = {by_name[name][0] for name in wanted}
     return [cls for cls in candidates if cls in chosen]
+
+
+def _known(by_class: dict[str, list[type[DataObject]]]) -> list[str]:
+    """Return the name to give for each hybrid: its class name, or its logical name if that is shared."""
+    return [name if len(found) == 1 else cls._meta.name for name, found in by_class.items() for cls in found]
 
 
 # --- the neutral description ---------------------------------------------------------------

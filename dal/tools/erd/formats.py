@@ -94,10 +94,14 @@ def _mermaid_attribute(word: str) -> str:
 
 
 def _mermaid_word(label: str) -> str:
-    """Return ``label`` as a Mermaid attribute type: letters, digits, ``_-[]()`` only."""
+    """Return ``label`` as a Mermaid attribute type: letters (any script), digits, ``_-[]()`` only.
+
+    A name in letters beyond ASCII (``Größe``) is kept: :func:`_mermaid_attribute` puts it in
+    backticks, which Mermaid 11 reads as any text but a backtick.
+    """
     word = re.sub(r"\s*\|\s*", "-or-", label)
     word = re.sub(r",\s*", "-", word)
-    return re.sub(r"[^A-Za-z0-9_\-\[\]()]", "_", word)
+    return re.sub(r"[^\w\-\[\]()]", "_", word)
 
 
 # --- Graphviz DOT --------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from dal.backends.paging import scan_batches
 from dal.config import Context
 from dal.exceptions import BackendError, InvalidValueError
 from dal.model.meta import HybridMeta
-from dal.model.registry import hybrids
+from dal.model.registry import AmbiguousNameError, hybrids
 from dal.model.validation import valid_guid
 from dal.objects.transaction import Document, decode
 from dal.structures import GUID_RULE
@@ -70,6 +70,8 @@ def select_hybrids(names: Iterable[str] | None) -> list[HybridMeta] | None:
             continue
         try:
             meta = hybrids.get(name)._meta
+        except AmbiguousNameError as exc:  # its message says what to do
+            raise InvalidValueError(f"cannot select hybrid {name!r}: {exc.args[0]}") from None
         except LookupError as exc:
             raise InvalidValueError(
                 f"cannot select hybrid {name!r}: {exc.args[0]}; name hybrids by class (Backend) or logical "
