@@ -157,6 +157,27 @@ def test_entry_copied_from_another_object_is_rejected(signed_pair: Context) -> N
     assert signed_pair.stats["object_rejected"] == 1
 
 
+def test_dynamic_copied_from_another_object_is_rejected(signed_pair: Context) -> None:
+    # a dynamic's entry is as authentic as any, so only the key being part of what is signed
+    # tells that it belongs to another object: a's value must not be served as b's
+    kind = make_kind()
+    mine = Widget(data={"name": "mine", "kind": kind, "count": 2})
+    theirs = Widget(data={"name": "theirs", "kind": kind, "count": 7})
+    mine.save()
+    theirs.save()
+    assert (Widget(mine.guid).doubled, Widget(theirs.guid).doubled) == (4, 14)  # both cached
+    my_key, their_key = (signed_pair.keys.cached_dynamic("widget", w.guid, "doubled") for w in (mine, theirs))
+    their_raw = signed_pair.volatile.get(their_key)
+    assert their_raw is not None
+    assert signed_pair.volatile.set(my_key, their_raw, 60)
+    assert signed_pair.stats["dynamic_rejected"] == 0
+    assert Widget(mine.guid).doubled == 4
+    assert signed_pair.stats["dynamic_rejected"] == 1
+    # the recomputed value was cached again, properly signed, and is served from then on
+    assert Widget(mine.guid).doubled == 4
+    assert signed_pair.stats["dynamic_rejected"] == 1
+
+
 # --- a dead volatile store ------------------------------------------------------------------------
 
 

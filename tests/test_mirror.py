@@ -31,6 +31,7 @@ from dal.exceptions import (
     ObjectNotFoundError,
     ReadOnlyFieldError,
 )
+from dal.structures import MIRROR_NAMES
 from dal.testing.remote import Remote, RemoteError
 
 
@@ -163,6 +164,39 @@ def test_the_mirror_is_checked_when_the_class_is_created(context: Context) -> No
             setattr(obj, name, None)
     with pytest.raises(ReadOnlyFieldError):
         MirroredVM(data={"hostname": "h", "cached_at": 1.0})
+
+
+@pytest.mark.parametrize("name", sorted(MIRROR_NAMES))
+def test_a_field_named_like_one_of_the_mirrors_is_refused(name: str) -> None:
+    # each reserved name on its own (a check of only some of them would let the others shadow
+    # the mirror's field or method), declared by the mirrored class and inherited from a parent
+    # that was not mirrored: the two ways a class comes by a field
+
+    def refused() -> Any:
+        if hasattr(DataObject, name):  # stale, refresh_info: every object's, so no hybrid's field
+            return pytest.raises(InvalidValueError, match=f"'{name}' is reserved by DataObject")
+        return pytest.raises(ConfigurationError, match=f"rename {name}$")
+
+    with refused():
+        class Clashing(DataObject, hybrid_name=f"clashing{uuid.uuid4().hex[:10]}"):
+            __properties = [Property(name, str)]
+            __mirror = Mirror(timeout=60)
+
+            def _refresh(self) -> Any:
+                return {}
+
+    if hasattr(DataObject, name):
+        return  # the unmirrored parent below is refused that name already
+
+    class Unmirrored(DataObject, hybrid_name=f"unmirrored{uuid.uuid4().hex[:10]}"):
+        __properties = [Property(name, str)]
+
+    with refused():
+        class MirroredChild(Unmirrored, hybrid_name=f"mirroredchild{uuid.uuid4().hex[:10]}"):
+            __mirror = Mirror(timeout=60)
+
+            def _refresh(self) -> Any:
+                return {}
 
 
 def test_frozen_serves_stored_data_without_a_call(context: Context, remote: Remote, clock: Clock) -> None:

@@ -118,6 +118,26 @@ def test_a_pipeline_or_a_script_interrupted_before_its_answers_drops_the_connect
     store.release_leadership(lease)
 
 
+def test_the_pipelined_deletes_interrupted_before_their_answers_drop_the_connection(
+        redis_server: RunningServer, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache's ``delete_many`` (an invalidation: DELs pipelined outside a transaction) interrupted
+    after its send: the DEL's answer (an integer) must not be read by the next get as its value."""
+    cache = RedisCache.from_url(parse_url(f"{redis_server.url}?timeout=2"))
+    try:
+        assert cache.set(f"{namespace}/a", b"value-of-a", 60) and cache.set(f"{namespace}/b", b"b", 60)
+        # the server takes no command for 0.3 s (its answer to the pause itself comes at once): the
+        # DEL's answer comes late, so it is not yet on the socket when the next call checks for
+        # unread bytes, and only dropping the connection keeps that call from reading it
+        assert _calls(cache).call("CLIENT", "PAUSE", 300) in (b"OK", "OK")
+        taken = _interrupt_next_read(cache, monkeypatch, KeyboardInterrupt)
+        with pytest.raises(KeyboardInterrupt):
+            cache.delete_many([f"{namespace}/b"])
+        assert not taken.is_connected and taken not in _calls(cache)._free
+        assert cache.get(f"{namespace}/a") == b"value-of-a"  # sent at once: answered after the pause
+    finally:
+        cache.close()
+
+
 @pytest.mark.parametrize("interrupted_read", [1, 2])
 def test_the_cache_listing_interrupted_before_its_answers_drops_the_connection(
         redis_server: RunningServer, namespace: str, monkeypatch: pytest.MonkeyPatch,
