@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from dal import DataObject, Property, Relation
-from dal.exceptions import ConfigurationError
+from dal import DataObject, Dynamic, Property, Relation
+from dal.exceptions import ConfigurationError, InvalidValueError
 from dal.model.registry import hybrids
 
 
@@ -121,3 +121,40 @@ def test_a_foreign_key_naming_a_dataobject_method_is_refused() -> None:
         class RgUser(DataObject):
             __relations = [Relation("kind", RgKind, "where")]
     assert _state(RgKind) == before and callable(RgKind.where)
+
+
+def test_two_relations_of_one_class_naming_one_reverse_accessor_are_refused() -> None:
+    """As for two classes: one accessor listing the objects of two relations, one of them one-to-one,
+    would read fresh, valid data as a broken one-to-one."""
+    class RgPort(DataObject):
+        __properties = [Property("name", str)]
+
+    with pytest.raises(ConfigurationError, match=r"RgCable\.b and RgCable\.a both name the reverse accessor "
+                                                 r"RgPort\.cables"):
+        class RgCable(DataObject):
+            __relations = [Relation("a", RgPort, "cables", onetoone=True, mandatory=False),
+                           Relation("b", RgPort, "cables", mandatory=False)]
+
+    class RgCord(DataObject):
+        __relations = [Relation("port", RgPort, "cords", mandatory=False)]
+
+    with pytest.raises(ConfigurationError, match=r"both name the reverse accessor RgPort\.cords"):
+        class RgLongCord(RgCord):  # a subclass's new relation, not its copy of the parent's
+            __relations = [Relation("spare", RgPort, "cords", mandatory=False)]
+
+    class RgShortCord(RgCord):  # the inherited relation still shares its parent's accessor
+        __properties = [Property("length", int, default=1)]
+
+    assert RgPort._meta.reverse["cords"].inherited == [RgShortCord._meta.relations["port"]]
+
+
+@pytest.mark.parametrize("kind", ["properties", "relations", "dynamics"])
+def test_a_name_listed_twice_in_one_class_is_refused(kind: str) -> None:
+    """The second spec silently replaced the first (its unique flag, its reverse accessor)."""
+    specs = {"properties": [Property("a", str), Property("a", int, unique=True)],
+             "relations": [Relation("a", None, "a1", mandatory=False),
+                           Relation("a", None, "a2", mandatory=False)],
+             "dynamics": [Dynamic("a", int, 5), Dynamic("a", str, 5)]}[kind]
+    with pytest.raises(InvalidValueError, match="'a' is declared twice"):
+        type("RgTwiceNamed", (DataObject,), {f"_RgTwiceNamed__{kind}": specs, "__module__": __name__,
+                                             "_a": lambda self: 1})

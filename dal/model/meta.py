@@ -237,15 +237,17 @@ def _merge(cls: type, bases: tuple[type, ...], declared: dict[str, list[Any]]) -
     for base in reversed(bases):
         for inherited in _inherited(base):
             specs[inherited.name] = inherited.copy_for(cls)
+    own: set[str] = set()  # an inherited spec may be declared again (it is replaced), an own one not
     for kind, expected in (("properties", Property), ("relations", Relation), ("dynamics", Dynamic)):
         for spec in declared[kind]:
             if not isinstance(spec, expected):
                 raise InvalidValueError(
                     f"{cls.__name__}.__{kind} must hold {expected.__name__} objects, not {spec!r}")
             check_name(cls, spec)
-            if spec.name in specs and type(specs[spec.name]) is not type(spec):
+            if spec.name in specs and (spec.name in own or type(specs[spec.name]) is not type(spec)):
                 raise InvalidValueError(
                     f"{cls.__name__}: {spec.name!r} is declared twice, as {specs[spec.name]!r} and {spec!r}")
+            own.add(spec.name)
             # a spec object listed by two classes (a shared module constant) gets one copy each
             specs[spec.name] = spec.copy_for(cls) if spec.owner is not None else spec
     guid_fields = {s.guid_field for s in specs.values() if isinstance(s, Relation)}

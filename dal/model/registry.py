@@ -169,13 +169,16 @@ def _link(relation: Relation, target: type[DataObject], undo: list[Callable[[], 
     if clash is not None and clash.relation is not relation:
         if relation in clash.inherited:
             return
-        if issubclass(relation.owner, clash.source):
+        # a subclass hybrid's copy of its parent's relation has the parent's name; another relation
+        # naming the accessor (of the same class, or a new one of a subclass) would share it unseen
+        same = relation.name == clash.relation.name
+        if same and issubclass(relation.owner, clash.source):
             # inherited by a subclass hybrid: the reverse accessor stays with the most basic declaring
             # class and lists this hybrid's objects too
             clash.inherited.append(relation)
             undo.append(partial(clash.inherited.remove, relation))
             return
-        if not issubclass(clash.source, relation.owner):
+        if not (same and issubclass(clash.source, relation.owner)):
             raise ConfigurationError(
                 f"{relation.qualified} and {clash.relation.qualified} both name the reverse accessor "
                 f"{target.__name__}.{relation.foreign_key}; give one another foreign_key")
