@@ -56,6 +56,8 @@ class Seen:
         #: per slot, the highest revision of an object forgotten into it (0: none yet)
         self._forgotten: array[int] | None = None  # allocated when something is first forgotten
         self._lock = threading.Lock()
+        #: the namespace of one store this record is of (its cache root; None: made by hand)
+        self.scope: str | None = None
 
     def __len__(self) -> int:
         return len(self._revisions)
@@ -110,6 +112,7 @@ def seen_for(scope: str) -> Seen:
         record = _records.get(scope)
         if record is None:
             record = _records[scope] = Seen()
+            record.scope = scope
         return record
 
 

@@ -202,9 +202,11 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         state["_revision"] = entry.revision
         state["_objects"] = {}
         state["_extra"] = extra
-        # this process must never return an older revision of it from now on
-        # ``is None``, not ``or``: a Seen's truth is its length, a call on every load
-        (current().seen if seen is None else seen).note(meta.name, guid, entry.revision)
+        # this process must never return an older revision of it from now on (``is None``, not ``or``:
+        # a Seen's truth is its length); its scope names the store and namespace the object came from
+        seen = current().seen if seen is None else seen
+        seen.note(meta.name, guid, entry.revision)
+        state["_loaded_from"] = seen.scope
 
     def _meta_defaults(self) -> dict[str, Any]:
         data = {name: prop.make_default() for name, prop in self._meta.properties.items()}

@@ -22,6 +22,7 @@ from dal.cache.versions import changed_versions
 from dal.config import Context, current
 from dal.exceptions import (
     CommitOutcomeUnknownError,
+    ConfigurationError,
     InvalidRelationError,
     MissingMandatoryFieldsError,
     ObjectNotFoundError,
@@ -87,6 +88,8 @@ class Writes:
     # set on some objects only (never on a class), named here so that no Dynamic takes their names
     # for its loader (dal.model.reserved refuses a loader named like anything DataObject holds)
     _siblings: list[Any]
+    #: the store and namespace (cache root) it was loaded from or saved to; None: not known
+    _loaded_from: str | None
     _uncertain: tuple[Any, ...]
     _mirror_checked: bool
     _dynamic_names: dict[Any, Any]
@@ -112,6 +115,7 @@ class Writes:
         """Return what a save merges against, the stored document (None for a new object) and the
         document to write; None when nothing changed. Settles an earlier save whose outcome was unknown
         first. ``save()`` and ``save_many()`` both start here."""
+        self._check_origin(context)
         if "_uncertain" in self.__dict__:
             self._settle(context)
         ensure_recorded(context, self._meta)
@@ -263,10 +267,22 @@ class Writes:
         state["_raw"] = raw
         state["_revision"] = revision
         state["_extra"] = {k: v for k, v in document.items() if k not in meta.field_set}
+        state["_loaded_from"] = context.seen.scope
         for name in changed:  # merged in from the store: our cached related object is stale
             self._objects.pop(name.removesuffix("_guid"), None)
         if revision > 0:
             context.seen.note(meta.name, self.guid, revision)
+
+    def _check_origin(self, context: Context) -> None:
+        """Refuse to write a stored object under a configure() of another store or namespace: there
+        its document is absent, so a save would call it deleted by another writer, a delete do nothing."""
+        origin = self.__dict__.get("_loaded_from")
+        if origin is None or origin == context.keys.cache_root:
+            return
+        raise ConfigurationError(
+            f"{self._label()} was loaded from another store or namespace ({origin!r}) than the "
+            "current configure()'s; load it again under the current configuration, or configure() its "
+            "store and namespace again to write it there")
 
     def delete(self, abandon: Sequence[str] | None = None) -> None:
         """Remove this object in one transaction: document, unique keys, index entries, links.
@@ -276,6 +292,7 @@ class Writes:
         the same transaction. Deleting an object that is already gone is harmless.
         """
         context = current()
+        self._check_origin(context)
         if "_uncertain" in self.__dict__:
             self._settle(context)
         meta = self._meta

@@ -1,0 +1,52 @@
+"""An object is written only under a configure() of the store and namespace it was loaded from.
+
+Under another one its document is absent: a save used to call it "deleted by another writer", and a
+delete returned as if done while the object stayed stored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from query_hybrids import Item
+
+import dal
+from dal import DataList
+from dal.exceptions import ConfigurationError
+
+
+def test_a_stored_object_is_not_written_under_another_namespace(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/x.db"
+    dal.configure(url, "memory://", namespace="first")
+    kept, other, batch = Item(name="kept"), Item(name="other"), Item(name="batch")
+    dal.save_many([kept, other, batch])
+    dal.configure(url, "memory://", namespace="second")
+    kept.name = "changed"
+    with pytest.raises(ConfigurationError, match="loaded from another store or namespace"):
+        kept.save()
+    with pytest.raises(ConfigurationError, match="loaded from another store or namespace"):
+        other.delete()
+    with pytest.raises(ConfigurationError, match="loaded from another store or namespace"):
+        dal.save_many([batch])
+    new = Item(name="new")  # never stored: it may be saved anywhere
+    new.save()
+    assert [item.name for item in DataList(Item)] == ["new"]
+    dal.configure(url, "memory://", namespace="first")  # its own again, in a new configure()
+    kept.save()
+    assert sorted(item.name for item in DataList(Item)) == ["batch", "changed", "other"]
+    loaded = Item(other.guid)
+    loaded.delete()
+    assert sorted(item.name for item in DataList(Item)) == ["batch", "changed"]
+
+
+def test_an_object_loaded_from_another_store_file_is_not_written_here(tmp_path: Path) -> None:
+    dal.configure(f"sqlite:///{tmp_path}/a.db", "memory://", namespace="same")
+    item = Item(name="a")
+    item.save()
+    loaded = Item(item.guid)
+    dal.configure(f"sqlite:///{tmp_path}/b.db", "memory://", namespace="same")
+    loaded.name = "b"
+    with pytest.raises(ConfigurationError, match="configure\\(\\) its store and namespace again"):
+        loaded.save()
+    assert DataList(Item).count() == 0
