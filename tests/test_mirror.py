@@ -5,6 +5,7 @@ Every test runs on the embedded default (SQLite + process memory) and on etcd + 
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
@@ -291,3 +292,61 @@ def test_an_object_deleted_meanwhile_is_not_brought_back(context: Context, remot
     with pytest.raises(MirrorError, match="not stored yet"):
         MirroredVM(data={"hostname": "other"}).refresh_info()
     assert remote.count() == 0
+
+
+def during_the_remote_call(monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
+    """Make ``change(guid)`` run, in another thread (another caller), while a refresh's remote call runs:
+    after the refresh read the stored document, before it writes what the remote answered."""
+    asked = MirroredVM._refresh
+
+    def refresh(self: MirroredVM) -> Any:
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                change(self.guid)
+            except BaseException as exc:  # handed to the test's thread: a thread's error is lost
+                failed.append(exc)
+
+        other = threading.Thread(target=run)
+        other.start()
+        other.join(30)
+        assert not other.is_alive() and not failed, f"the concurrent change did not happen: {failed}"
+        return asked(self)
+
+    monkeypatch.setattr(MirroredVM, "_refresh", refresh)
+
+
+def test_an_object_deleted_while_the_remote_call_runs_stays_deleted(
+        context: Context, remote: Remote, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the refresh already read the document (revision r) when the delete lands: only its commit's
+    # check of r can tell the document is gone, else the write stores the object again
+    obj = vm(remote)
+    held = MirroredVM(obj.guid)
+    during_the_remote_call(monkeypatch, lambda guid: MirroredVM(guid).delete())
+    status = held.status  # the first read refreshes
+    assert remote.count() == 1, "the remote call ran (and the delete with it)"
+    with pytest.raises(ObjectNotFoundError):
+        MirroredVM(obj.guid)
+    assert status is None, "served as held: the remote's answer is not stored"
+
+
+def test_a_change_saved_while_the_remote_call_runs_survives_the_refresh(
+        context: Context, remote: Remote, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    # another caller saves an unparsed property after the refresh read the document: the refresh's
+    # write must not put back the value it read (its commit checks the revision, then merges)
+    obj = vm(remote, note="before")
+    held = MirroredVM(obj.guid)
+
+    def save_a_note(guid: str) -> None:
+        other = MirroredVM(guid)
+        with dal.mirror.frozen():  # this caller does not refresh: only its note changes
+            other.note = "saved meanwhile"
+            other.save()
+
+    during_the_remote_call(monkeypatch, save_a_note)
+    assert held.status == "running"
+    assert remote.count() == 1
+    again = MirroredVM(obj.guid)
+    with dal.mirror.frozen():
+        assert (again.note, again.status) == ("saved meanwhile", "running")

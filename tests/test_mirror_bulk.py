@@ -91,6 +91,40 @@ def test_refresh_stale_refreshes_in_bulk_batches_and_reports_failures(context: C
         dal.mirror.refresh_stale(Context)  # type: ignore[arg-type]
 
 
+def test_refresh_stale_lists_an_object_whose_retry_fails_like_another_callers_refresh(
+        context: Context, remote: Remote, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    # another caller's refresh holds the object's lock and fails (503) once the run waits for it;
+    # the run then asks the remote again itself (one bulk call), which fails too: the object must be
+    # listed in ``failed`` with that error, not counted as refreshed elsewhere
+    (guid,) = stored_vms(remote, 1, prefix="again")
+    with dal.mirror.frozen():
+        path = instance_path(MirroredVM(guid).hostname)
+    remote.failures[path] = remote.failures["/bulk"] = 503
+    waits = f"mirror.{MirroredVM._meta.name}.waits"
+    asked = MirroredVM._refresh
+    entered = threading.Event()
+
+    def held_until_the_run_waits(self: MirroredVM) -> Any:
+        entered.set()
+        deadline = time.monotonic() + 30
+        while context.stats[waits] < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)  # the run has found the lock held and waits for it
+        return asked(self)  # the 503
+
+    monkeypatch.setattr(MirroredVM, "_refresh", held_until_the_run_waits)
+    holder = threading.Thread(target=lambda: MirroredVM(guid).status, name="holder")
+    holder.start()
+    assert entered.wait(30)
+    report = dal.mirror.refresh_stale(MirroredVM)
+    holder.join(30)
+    assert remote.calls() == {path: 1, "/bulk": 1}, "the holder's call, then the run's own"
+    assert list(report.failed) == [guid] and "/bulk answered 503" in report.failed[guid] and not report.ok
+    assert (report.total, report.refreshed, report.unchanged) == (1, 0, 0)
+    with dal.mirror.frozen():
+        after = MirroredVM(guid)
+        assert after.stale and "/bulk answered 503" in (after.error or "")
+
+
 def test_refresh_stale_without_a_bulk_loader_calls_each_object(context: Context, remote: Remote,
                                                                clock: Clock) -> None:
     for number in range(4):
