@@ -21,9 +21,10 @@ from dal.cache.signing import Signer
 from dal.cache.stats import Publisher
 from dal.cache.sweeps import Sweep, Sweeper
 from dal.cache.trust import Trust
-from dal.exceptions import BackendError, ConfigurationError
+from dal.exceptions import BackendError
 from dal.keys import Keys
-from dal.values import encodable
+from dal.settings import hmac_key_setting, namespace_setting
+from dal.settings import setting as setting  # re-exported: the command line reads it from here
 
 DEFAULT_PERSISTENT = "sqlite:///dal.sqlite3"
 DEFAULT_VOLATILE = "memory://"
@@ -323,24 +324,6 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def setting(given: str | None, variable: str, default: str, what: str) -> str:
-    """Return ``given``, else the environment variable ``variable``, else ``default``.
-
-    Only an unset setting falls back. An empty one (a deployment whose value came out empty) is
-    refused with ConfigurationError, never taken for the default: that would quietly open the
-    embedded store, or write into the namespace of whatever else uses the default.
-    """
-    value = given if given is not None else os.environ.get(variable)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise ConfigurationError(f"the {what} must be text (a str), not {type(value).__name__} {value!r}")
-    if not value.strip():
-        where = f" (from {variable}, which is set to nothing)" if given is None else ""
-        raise ConfigurationError(f"the {what} is empty{where}; give one, or leave it unset for {default!r}")
-    return value
-
-
 def configure(persistent: str | None = None, volatile: str | None = None, *,
               namespace: str | None = None, hmac_key: str | bytes | None = None) -> Context:
     """Pick the stores by URL and make them current for this process.
@@ -355,37 +338,13 @@ def configure(persistent: str | None = None, volatile: str | None = None, *,
     persistent_url = parse_url(setting(persistent, "DAL_PERSISTENT_URL", DEFAULT_PERSISTENT,
                                        "persistent URL"))
     volatile_url = parse_url(setting(volatile, "DAL_VOLATILE_URL", DEFAULT_VOLATILE, "volatile URL"))
-    name = setting(namespace, "DAL_NAMESPACE", "dal", "namespace")
-    if "/" in name or not encodable(name):
-        # a lone surrogate is what os.environ makes of a variable's bytes that are not UTF-8; no
-        # store can hold it in a key, so every save would fail (and every sweep, in the background)
-        raise ConfigurationError(f"namespace {name!r} must be UTF-8 text without '/'")
-    key = _hmac_key(hmac_key)
-    if key is not None and len(key) < 16:
-        raise ConfigurationError("hmac_key (or DAL_HMAC_KEY) must be at least 16 bytes; use e.g. "
-                                 "`openssl rand -hex 32`, or leave it unset for an unsigned cache")
-    context = Context(persistent_url, volatile_url, name, key)
+    name = namespace_setting(namespace)
+    context = Context(persistent_url, volatile_url, name, hmac_key_setting(hmac_key))
     with _lock:
         if _context is not None:
             _context.close()
         _context = context
     return context
-
-
-def _hmac_key(given: object) -> bytes | None:
-    """Return the signing key as bytes: ``given`` (str or bytes), else ``DAL_HMAC_KEY``'s bytes as the
-    environment holds them (a key of random bytes need not be UTF-8), else None."""
-    if given is None:
-        text = os.environ.get("DAL_HMAC_KEY")  # undone surrogateescape: the variable's own bytes
-        return None if text is None else text.encode("utf-8", "surrogateescape")
-    if isinstance(given, (bytes, bytearray)):
-        return bytes(given)
-    if not isinstance(given, str):
-        raise ConfigurationError(f"hmac_key must be str or bytes, not {type(given).__name__}")
-    if not encodable(given):
-        raise ConfigurationError("hmac_key holds a lone surrogate, which UTF-8 cannot encode; give the key "
-                                 "as bytes, or as text such as `openssl rand -hex 32` prints")
-    return given.encode()
 
 
 def current() -> Context:

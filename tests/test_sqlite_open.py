@@ -29,7 +29,9 @@ def rollback_mode_file_held(path: Path) -> sqlite3.Connection:
     """Make ``path`` a database still in rollback-journal mode, its write lock held by another
     connection: what a process opening a new file meets while another one sets it up."""
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    holder.execute("CREATE TABLE other (x)")
+    # dal's own table: a file holding another application's tables is refused before any wait
+    holder.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, revision INTEGER NOT NULL) "
+                   "WITHOUT ROWID")
     holder.execute("BEGIN IMMEDIATE")
     return holder
 

@@ -3,6 +3,14 @@
 Store clients are cached per process under an HMAC of their full connection settings,
 keyed by a secret drawn at import, so a changed setting (a new password, another host)
 gets a new client and no password sits in a cache key or a log line.
+
+A backend whose URL names a local file (SQLite) is cached under what the URL names now: its
+class's ``located(url)`` gives the URL with the path made absolute (so a ``configure()`` after a
+``chdir()`` opens the file in the new directory), and a cached client's ``still_current()`` tells
+whether the file it holds is still the one at that path. One that is not (the file was deleted
+or replaced) is dropped from the cache, never closed here: a context that still uses it keeps
+it, and its connections close when the last one goes (SQLite neither checkpoints into a file
+that moved nor deletes the -wal and -shm beside its path then, which are the new file's).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import importlib
 import importlib.util
 import os
 import threading
+from collections.abc import Callable
 from importlib import metadata
 from typing import Literal, cast
 
@@ -109,11 +118,18 @@ def open_volatile(url: str | StoreURL) -> VolatileStore:
 def _open(role: Role, url: str | StoreURL) -> PersistentStore | VolatileStore:
     parsed = parse_url(url) if isinstance(url, str) else url
     cls = backend_class(role, parsed.scheme)
+    locate: Callable[[StoreURL], StoreURL] | None = getattr(cls, "located", None)
+    if locate is not None:
+        parsed = locate(parsed)  # the file the URL names now, wherever the working directory was
     digest = settings_digest(role, parsed)
     with _lock:
         client = _clients.get(digest)
     if client is not None:
-        return client
+        if _current(client):
+            return client
+        with _lock:  # only this one: another thread may have put a current client there meanwhile
+            if _clients.get(digest) is client:
+                del _clients[digest]
     # Created without the lock: a client may take its store's whole timeout to connect, and
     # neither other threads opening other stores nor a fork() meanwhile should wait for it.
     created = cls.from_url(parsed)
@@ -122,6 +138,13 @@ def _open(role: Role, url: str | StoreURL) -> PersistentStore | VolatileStore:
     if client is not created:
         created.close()  # another thread created the same client first: use that one
     return client
+
+
+def _current(client: PersistentStore | VolatileStore) -> bool:
+    """Tell whether a cached client still reaches what its URL names (see the module docstring);
+    a client of a remote store, which has no ``still_current()``, always does."""
+    still: Callable[[], bool] | None = getattr(client, "still_current", None)
+    return still is None or still()
 
 
 def _forget_clients_in_child() -> None:

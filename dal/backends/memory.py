@@ -33,10 +33,11 @@ __all__ = ["CacheEntryInfo", "MemoryCache", "MemoryStore"]
 
 
 def _check_memory_url(url: StoreURL, known: tuple[str, ...]) -> None:
-    """Reject what a memory URL cannot mean: several hosts, a path, unknown options."""
-    if len(url.hosts) > 1 or url.path not in ("", "/") or url.user is not None or url.password is not None:
+    """Reject what a memory URL cannot mean: several hosts, a port, a path, unknown options."""
+    if len(url.hosts) > 1 or url.path not in ("", "/") or url.user is not None or url.password is not None \
+            or any(port is not None for _, port in url.hosts):  # memory:// has no server: a port is a slip
         raise ConfigurationError(
-            f"{url} is not a memory store URL (it takes no user, password or path); write memory:// or "
+            f"{url} is not a memory store URL (it takes no user, password, port or path); write memory:// or "
             "memory://name (the name picks one of several independent stores in this process)")
     url.check_options(known)
 

@@ -8,7 +8,12 @@ the credentials are what precedes its last ``@``. So a user name or password con
 ``/``, ``?`` or ``@`` must be percent-encoded (``%2F``, ``%3F``, ``%40``; ``%`` itself as
 ``%25``, ``:`` in a user name as ``%3A``); ``#`` has no special meaning. In a URL that names
 a host, ``@`` may appear only there: anywhere after it (a raw ``/`` or ``?`` in a password
-put it there), the URL is refused, since the parser cannot tell which part is secret.
+put it there), the URL is refused, since the parser cannot tell which part is secret. In the
+query (``?user=...&password=...`` and every option) a value is percent-decoded and nothing else:
+``+`` is a plus, never a space; ``&`` (``%26``) and ``%`` (``%25``) must be encoded, and ``@`` (``%40``)
+in a URL that names a host.
+A host is a name, an IPv4 address or an IPv6 address in brackets (``[::1]:2379``); ``hosts`` holds
+the address without them, which is what the clients connect to.
 
 Every error message shows the URL as parsed, password masked, never the text as written:
 there is no second parser to disagree with this one. Option values that are not plain
@@ -18,12 +23,13 @@ there is no second parser to disagree with this one. Option values that are not 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TypeVar
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import quote, unquote
 
 from dal.exceptions import ConfigurationError
 
@@ -70,7 +76,7 @@ class StoreURL:
             if self.password is not None:
                 auth += ":" + (_HIDDEN if hide_password else quote(self.password, safe=""))
             auth += "@"
-        netloc = ",".join(host if port is None else f"{host}:{port}" for host, port in self.hosts)
+        netloc = ",".join(host_text(host) + ("" if port is None else f":{port}") for host, port in self.hosts)
         pairs = []
         for key, value in sorted(self.options.items()):
             shown = _shown(value) if hide_password else value
@@ -173,14 +179,14 @@ def parse_url(text: str) -> StoreURL:
     # what error messages show: the parts as parsed, password masked, options left out until parsed
     auth = "" if user is None else quote(user, safe="") + ("" if password is None else f":{_HIDDEN}") + "@"
     where = f"{scheme}://{auth}{netloc}{path}"
-    hosts = tuple(_parse_host(part, where) for part in netloc.split(",") if part)
+    hosts = tuple(_parse_host(part, where) for part in netloc.split(",")) if netloc else ()
     options: dict[str, str] = {}
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"the options of {where!r} are malformed; write ?name=value&name=value") from exc
-    for key, value in pairs:
+    # percent-decoding only, never parse_qsl's '+' for a space (a form's rule, not a URL's): a password
+    # a+b is a+b in both credential forms, and no option's value needs a space written as '+'
+    pairs = [field.partition("=") for field in query.split("&")] if query else []
+    if any(not key or not equals for key, equals, _ in pairs):
+        raise ConfigurationError(f"the options of {where!r} are malformed; write ?name=value&name=value")
+    for key, value in ((unquote(key), unquote(value)) for key, _, value in pairs):
         if key in options:
             raise ConfigurationError(f"option {_shown(key)!r} is given twice in {where!r}")
         options[key] = value
@@ -192,10 +198,38 @@ def parse_url(text: str) -> StoreURL:
 
 
 def _parse_host(part: str, where: str) -> tuple[str, int | None]:
-    host, colon, port = part.rpartition(":") if not part.endswith("]") else (part, "", "")
-    if not colon:
-        return part, None
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    """Return one ``host[:port]`` of a URL's host part as (host, port), an IPv6 address without its
+    brackets (what the clients connect to); ConfigurationError for anything the clients would only
+    fail on later, or read as another host."""
+    address, closing, after = part[1:].partition("]") if part.startswith("[") else ("", "", "")
+    if part.startswith("["):
+        if not closing or not _is_ipv6(address) or (after and not after.startswith(":")):
+            raise ConfigurationError(f"{part!r} in {where!r} is not a bracketed IPv6 address; write "
+                                     "[address]:port, e.g. [::1]:2379 (the brackets hold the whole address)")
+        host, colon, port = address, after[:1], after[1:]
+    elif "]" in part or part.count(":") > 1:
+        raise ConfigurationError(f"{part!r} in {where!r} is not host:port; an IPv6 address goes in brackets, "
+                                 "e.g. [::1]:2379 for ::1 port 2379")
+    else:
+        host, colon, port = part.partition(":")
+    if colon and (not port.isdigit() or not 0 < int(port) < 65536):
         raise ConfigurationError(
             f"port {port!r} in {where!r} is not a number from 1 to 65535; write host:port")
-    return host, int(port)
+    if not host:
+        before = f" before :{port}" if colon else ""
+        raise ConfigurationError(f"{where!r} names no host{before}; write host:port, "
+                                 f"e.g. 127.0.0.1:{port or 'port'} (a list of hosts has no empty entry)")
+    return host, int(port) if colon else None
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def host_text(host: str) -> str:
+    """Return a host as a URL (and gRPC) writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host

@@ -26,7 +26,7 @@ from dal.backends.base import (
 )
 from dal.backends.etcd.leadership import EtcdLeadership
 from dal.backends.etcd.transport import CompactedError, SpaceExceededError, tls_credentials, utf8
-from dal.backends.url import StoreURL, timeout_option
+from dal.backends.url import StoreURL, host_text, timeout_option
 from dal.exceptions import BackendError, ConfigurationError
 
 DEFAULT_PORT = 2379
@@ -58,7 +58,8 @@ class EtcdStore(EtcdLeadership):
         url.check_options(_OPTIONS)
         if url.path not in ("", "/"):
             raise ConfigurationError(f"{url} has a path; etcd:// URLs take none, write etcd://host:port")
-        hosts = url.require_hosts(DEFAULT_PORT)
+        # gRPC reads its target as host:port, so an IPv6 address keeps its brackets there
+        hosts = tuple((host_text(host), port) for host, port in url.require_hosts(DEFAULT_PORT))
         timeout = timeout_option(url, DEFAULT_TIMEOUT)
         if (url.user is None) != (url.password is None):
             raise ConfigurationError(f"{url} gives a user without a password or the reverse; give both")

@@ -32,6 +32,10 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS identity (id INTEGER PRIMARY KEY CHECK (id = 0), name TEXT NOT NULL)",
 )
 _NAME_FILE = "INSERT OR IGNORE INTO identity (id, name) VALUES (0, ?)"
+#: the columns of each table dal makes, which a file dal prepared before holds (``identity`` came
+#: later, and ``leadership`` comes with the first acquire_leadership: neither need be there)
+_TABLES = {"kv": ["key", "value", "revision"], "meta": ["id", "revision"], "identity": ["id", "name"],
+           "leadership": ["role", "owner", "expires"]}
 #: first and longest pause (s) between two tries to prepare a file another connection holds
 PREPARE_PAUSE = 0.002
 PREPARE_PAUSE_LONGEST = 0.05
@@ -70,6 +74,19 @@ def described(exc: sqlite3.Error, path: str) -> str:
     return (f"{exc} (this process must be able to write to {path} and to its directory, even only "
             "to read: dal prepares the file as it opens it, and SQLite's WAL journal creates the "
             "files -wal and -shm beside it)")
+
+
+def _inode(path: str) -> tuple[int, int] | None:
+    """Return the (st_dev, st_ino) of the file at ``path``; None when there is none."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [str(row[1]) for row in conn.execute("SELECT * FROM pragma_table_info(?)", (table,))]
 
 
 class _ThreadMark:
@@ -118,6 +135,10 @@ class SqliteConnections:
         # child itself holds (POSIX locks are per process), so they are kept, never used.
         self._inherited: list[sqlite3.Connection] = []
         self._ready_pid = 0
+        #: (st_dev, st_ino) of the file the first connection opened; None when it was replaced meanwhile
+        self._file: tuple[int, int] | None = None
+        #: and of its -wal and -shm files, as that connection left them
+        self._sides: tuple[tuple[int, int] | None, ...] = ()
         self._closed = False
         _stores.add(self)
         self._connect()
@@ -135,6 +156,29 @@ class SqliteConnections:
                     self._connections.pop(token, None)
         for conn in mine:
             conn.close()
+
+    def still_current(self) -> bool:
+        """Tell whether the file now at the path is the one this store opened.
+
+        False once it was deleted or replaced (another file moved there, a restored copy): the
+        connections would go on reading and writing the old file, which nobody else sees, so
+        ``configure()`` opens the file there now instead (:mod:`dal.backends`).
+        """
+        if self._file is not None and _inode(self.path) == self._file:
+            return True
+        pid = os.getpid()
+        with self._lock:
+            holding = any(owner == pid for owner, _ in self._connections.values())
+        # While a connection of ours is open, the old file's -wal and -shm are too (their inodes
+        # cannot be reused): found at the path still, a new file opened there would share them
+        # with the old one, and SQLite would read the old WAL into it.
+        if holding and any(side is not None and _inode(self.path + suffix) == side
+                           for suffix, side in zip(("-wal", "-shm"), self._sides, strict=False)):
+            raise ConfigurationError(
+                f"sqlite database {self.path} was deleted or replaced while this process has it open, "
+                "but the -wal and -shm files beside it are still the old database's: a database "
+                "opened there would share them and be corrupted; remove them too, or name another file")
+        return False
 
     # --- internals --------------------------------------------------------------------
 
@@ -159,8 +203,10 @@ class SqliteConnections:
                     self._inherited.append(conn)
                     self._connections.pop(token, None)
             prepare = self._ready_pid != pid
+        before = None
         if prepare:
             self._check_location()
+            before = _inode(self.path)
         try:
             # a URI, so that mode=rw opens only an existing file, whoever deletes it meanwhile;
             # quoted from the path's bytes, so a name that is not UTF-8 (held with surrogates, as
@@ -174,10 +220,18 @@ class SqliteConnections:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             if prepare:
                 self._prepare(conn)
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             conn.close()
+            if not isinstance(exc, sqlite3.Error):
+                raise
             raise BackendError(
                 f"cannot prepare sqlite database {self.path}: {described(exc, self.path)}") from exc
+        if prepare:
+            # the connection holds the file now; the one at the path is that file unless it was
+            # replaced while it opened (then the two looks differ, and configure() opens anew)
+            after = _inode(self.path)
+            self._file = after if before in (None, after) else None
+            self._sides = (_inode(self.path + "-wal"), _inode(self.path + "-shm"))
         token = next(self._tokens)
         mark = _ThreadMark()
         # the finalizer holds the connection and a weak reference to the store, never the mark
@@ -225,6 +279,7 @@ class SqliteConnections:
             pause = min(pause * 2, PREPARE_PAUSE_LONGEST)
 
     def _prepare_once(self, conn: sqlite3.Connection) -> None:
+        self._refuse_foreign(conn)
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() != "wal":  # switched once per file: reading it takes no write lock
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -239,6 +294,21 @@ class SqliteConnections:
         except BaseException:
             self._rollback(conn)
             raise
+
+    def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
+        """Refuse a file holding tables, but not dal's ``kv`` table (another application's data):
+        before anything is changed, so it stays byte for byte as it was, journal mode included."""
+        tables = [name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")]
+        if not tables:
+            return  # a new file (or one emptied): dal prepares it
+        odd = [name for name in tables if name in _TABLES and _columns(conn, name) != _TABLES[name]]
+        if "kv" in tables and not odd:
+            return
+        found = ", ".join(f"{name}({', '.join(_columns(conn, name))})" for name in sorted(tables))
+        raise ConfigurationError(
+            f"{self.path} is not a dal database: it holds tables of its own ({found}), not dal's "
+            f"kv(key, value, revision); name another file (dal never changes another application's)")
 
     def _abandon(self, conn: sqlite3.Connection, exc: BaseException, failed: str) -> NoReturn:
         """Roll back ``conn``'s transaction after ``exc`` and raise it again, a SQLite error as

@@ -10,6 +10,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import ClassVar, TypeVar
 
 from dal.backends.base import (
@@ -96,6 +97,31 @@ def _mode(text: str) -> str:
     return value
 
 
+def _database_path(url: StoreURL) -> str:
+    """Return the database path ``url`` names, as written; raise ConfigurationError when it names none."""
+    if url.user is not None or url.password is not None:
+        raise ConfigurationError(f"{url}: sqlite stores are local files and take no user, password or "
+                                 f"host; {_URL_FORMS}")
+    if url.hosts:
+        raise ConfigurationError(f"{url} names a host, but sqlite stores are local files; {_URL_FORMS}")
+    path = url.path[1:]
+    if not path:
+        raise ConfigurationError(f"{url} names no database file; {_URL_FORMS}")
+    if path == ":memory:":
+        raise ConfigurationError(
+            f"{url}: an in-memory sqlite database would differ per thread; use memory:// instead")
+    if "\x00" in path:
+        # SQLite would open the file named by the path up to the NUL, and os calls refuse it
+        raise ConfigurationError(f"sqlite database path {path!r} holds a NUL character (%00), which "
+                                 "no file name can")
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:  # a surrogate no file name's bytes decode to
+        raise ConfigurationError(f"{url}: the database path is not a file name this system can "
+                                 "encode") from None
+    return path
+
+
 class SqliteStore(SqliteTokens):
     """A PersistentStore in one SQLite file: a ``kv`` table plus a one-row ``meta`` revision counter."""
 
@@ -109,31 +135,20 @@ class SqliteStore(SqliteTokens):
         super().__init__(url, path, timeout=timeout, synchronous=synchronous, mode=mode)
 
     @classmethod
+    def located(cls, url: StoreURL) -> StoreURL:
+        """Return ``url`` naming its file by absolute path, resolved in the working directory now.
+
+        Clients are cached under it (:mod:`dal.backends`), so ``configure()`` after a ``chdir()``
+        opens the file in the new directory, as a relative path says.
+        """
+        return replace(url, path="/" + os.path.abspath(_database_path(url)))
+
+    @classmethod
     def from_url(cls, url: StoreURL) -> SqliteStore:
         """Open the database file the URL names, creating it (not its directory) unless ``mode=rw``."""
-        if url.user is not None or url.password is not None:
-            raise ConfigurationError(f"{url}: sqlite stores are local files and take no user, password or "
-                                     f"host; {_URL_FORMS}")
-        if url.hosts:
-            raise ConfigurationError(f"{url} names a host, but sqlite stores are local files; {_URL_FORMS}")
-        path = url.path[1:]
-        if not path:
-            raise ConfigurationError(f"{url} names no database file; {_URL_FORMS}")
-        if path == ":memory:":
-            raise ConfigurationError(
-                f"{url}: an in-memory sqlite database would differ per thread; use memory:// instead")
-        if "\x00" in path:
-            # SQLite would open the file named by the path up to the NUL, and os calls refuse it
-            raise ConfigurationError(f"sqlite database path {path!r} holds a NUL character (%00), which "
-                                     "no file name can")
-        try:
-            os.fsencode(path)
-        except UnicodeEncodeError:  # a surrogate no file name's bytes decode to
-            raise ConfigurationError(f"{url}: the database path is not a file name this system can "
-                                     "encode") from None
         url.check_options(("timeout", "synchronous", "mode"))
         # Resolve now, so a later chdir() or a child process started elsewhere opens the same file.
-        return cls(url, os.path.abspath(path), timeout=url.option("timeout", _timeout, 10.0),
+        return cls(url, os.path.abspath(_database_path(url)), timeout=url.option("timeout", _timeout, 10.0),
                    synchronous=url.option("synchronous", _synchronous, "NORMAL"),
                    mode=url.option("mode", _mode, "rwc"))
 

@@ -1,0 +1,164 @@
+"""``configure()`` opens the SQLite file its URL names now: not a deleted or replaced one this
+process still holds, not the one a relative path named in another working directory; and it
+refuses another application's database before changing a byte of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dal import configure
+from dal.backends.base import Entry, Put
+from dal.exceptions import ConfigurationError
+
+
+def save(url: str, key: str) -> None:
+    """Configure ``url`` and commit one key through the context's store."""
+    assert configure(url, namespace="reopen").persistent.commit([], [Put(key, b"v")]).ok
+
+
+def remove_database(path: Path) -> None:
+    for name in (path.name, path.name + "-wal", path.name + "-shm"):
+        (path.parent / name).unlink(missing_ok=True)
+
+
+def keys_another_process_sees(path: Path) -> list[str] | None:
+    """The keys a fresh process reads from the file at ``path``; None when there is no file."""
+    script = ("import json, os, sqlite3, sys\n"
+              "p = sys.argv[1]\n"
+              "print(json.dumps(sorted(k for (k,) in sqlite3.connect(p).execute('SELECT key FROM kv')) "
+              "if os.path.exists(p) else None))\n")
+    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                         check=True, timeout=60)
+    result: list[str] | None = json.loads(out.stdout)
+    return result
+
+
+def test_configure_after_the_file_was_deleted_writes_a_file_others_see(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    save(f"sqlite:///{path}", "first")
+    remove_database(path)  # a test's teardown, an operator resetting the store
+    save(f"sqlite:///{path}", "second")
+    # it used to go on writing into the deleted file: the save "succeeded", and was lost
+    assert keys_another_process_sees(path) == ["second"]
+
+
+def test_configure_after_the_file_was_replaced_opens_the_new_file(tmp_path: Path) -> None:
+    path, other = tmp_path / "app.db", tmp_path / "other.db"
+    # a copy another process wrote and closed (its last connection checkpointed the -wal away)
+    script = ("import sys; from dal.backends import open_persistent; from dal.backends.base import Put\n"
+              "assert open_persistent('sqlite:///' + sys.argv[1]).commit([], [Put('restored', b'v')]).ok\n")
+    subprocess.run([sys.executable, "-c", script, str(other)], check=True, timeout=60)
+    save(f"sqlite:///{path}", "old")
+    remove_database(path)
+    os.rename(other, path)  # restored into place
+    context = configure(f"sqlite:///{path}", namespace="reopen")
+    assert context.persistent.get("restored") is not None and context.persistent.get("old") is None
+
+
+def test_mode_rw_after_the_file_was_deleted_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    save(f"sqlite:///{path}", "first")
+    save(f"sqlite:///{path}?mode=rw", "second")
+    remove_database(path)
+    with pytest.raises(ConfigurationError, match=r"does not exist .*mode=rw"):
+        configure(f"sqlite:///{path}?mode=rw", namespace="reopen")
+    assert not path.exists()
+
+
+def test_a_relative_path_names_a_file_in_the_working_directory_of_each_configure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(first)
+    save("sqlite:///dal.sqlite3", "in-a")
+    monkeypatch.chdir(second)
+    save("sqlite:///dal.sqlite3", "in-b")
+    assert keys_another_process_sees(first / "dal.sqlite3") == ["in-a"]
+    assert keys_another_process_sees(second / "dal.sqlite3") == ["in-b"]
+
+
+def test_the_same_file_keeps_its_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    first = configure("sqlite:///app.db", namespace="reopen").persistent
+    # the same file however the URL names it, and after a chdir back: one client, as before
+    assert configure(f"sqlite:///{tmp_path / 'app.db'}", namespace="reopen").persistent is first
+    monkeypatch.chdir("/")
+    monkeypatch.chdir(tmp_path)
+    assert configure("sqlite:///app.db", namespace="reopen").persistent is first
+
+
+def test_a_context_still_holding_the_old_client_keeps_it(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    old = configure(f"sqlite:///{path}", namespace="reopen")
+    assert old.persistent.commit([], [Put("k", b"old")]).ok
+    remove_database(path)
+    new = configure(f"sqlite:///{path}", namespace="reopen")
+    assert new.persistent is not old.persistent
+    # not closed under it: the old context reads what it wrote, into the file it holds
+    assert old.persistent.get("k") == Entry(b"old", 1)
+    assert new.persistent.get("k") is None
+
+
+def test_the_old_files_wal_left_at_the_path_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    old = configure(f"sqlite:///{path}", namespace="reopen")
+    assert old.persistent.commit([], [Put("k", b"v")]).ok
+    path.unlink()  # the database alone: its -wal and -shm, which this process holds, stay
+    # a new file there would share them with the old one, and read the old WAL as its own
+    with pytest.raises(ConfigurationError, match=r"-wal and -shm .* still the old database's"):
+        configure(f"sqlite:///{path}", namespace="reopen")
+    remove_database(path)
+    save(f"sqlite:///{path}", "fresh")
+    assert keys_another_process_sees(path) == ["fresh"]
+
+
+def make_database(path: Path, *statements: str) -> bytes:
+    """Create a database (rollback journal) holding ``statements``' tables; return its bytes."""
+    conn = sqlite3.connect(path)
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+    return path.read_bytes()
+
+
+def test_another_applications_database_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "other_app.db"
+    before = make_database(path, "CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)",
+                           "INSERT INTO kv VALUES ('x', '1')")
+    # it used to add dal's tables, switch the file to WAL, and fail at first use: no such column
+    refused = re.escape(str(path)) + r" is not a dal database.*kv\(k, v\).*name another"
+    with pytest.raises(ConfigurationError, match=refused):
+        configure(f"sqlite:///{path}", namespace="reopen")
+    assert path.read_bytes() == before  # journal mode included: the header says rollback
+    assert sorted(os.listdir(tmp_path)) == ["other_app.db"]
+
+
+def test_a_database_without_a_kv_table_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    before = make_database(path, "CREATE TABLE notes (body TEXT)")
+    with pytest.raises(ConfigurationError, match=r"not a dal database.*notes\(body\)"):
+        configure(f"sqlite:///{path}?mode=rw", namespace="reopen")
+    assert path.read_bytes() == before
+
+
+def test_an_empty_file_and_an_older_dal_file_open(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()  # what a process that died before preparing it leaves
+    save(f"sqlite:///{empty}", "k")
+    older = tmp_path / "older.db"  # as dal wrote it before the identity table
+    make_database(older, "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, "
+                         "revision INTEGER NOT NULL) WITHOUT ROWID",
+                  "CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER NOT NULL)",
+                  "INSERT INTO meta VALUES (0, 0)")
+    save(f"sqlite:///{older}", "k")
+    assert keys_another_process_sees(older) == ["k"]
