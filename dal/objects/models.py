@@ -21,6 +21,7 @@ import pickle
 import threading
 import warnings
 import weakref
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Optional
 
 from pydantic import (
@@ -36,7 +37,7 @@ from pydantic import (
 from dal.exceptions import InvalidValueError, MissingMandatoryFieldsError, ObjectNotFoundError
 from dal.objects.refusals import changeable, check_containers
 from dal.objects.transaction import decode
-from dal.structures import Property, check_guid
+from dal.structures import Dynamic, Property, check_guid
 from dal.values import identical
 
 if TYPE_CHECKING:
@@ -313,12 +314,13 @@ def _plain_container(prop: Property[Any]) -> bool:
     return prop.validator.native and prop.validator.enum is None and prop.property_type in (list, dict)
 
 
-def serialized(obj: Any, depth: int) -> dict[str, Any]:
+def serialized(obj: Any, depth: int, dynamics: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Return ``obj`` as a JSON-ready dict: guid, properties, relations (nested when ``depth > 0``),
-    dynamics. A related object deleted (by another process) before ``obj`` first read the relation is
-    None, as its link is once the delete's ``abandon`` clears it: one gone object does not fail a whole
-    list. One read already is nested as read, unchecked: checking would cost a round trip per object,
-    where a list's objects now share one batched load (``refresh()`` forgets it)."""
+    dynamics (their values given in ``dynamics`` when read already, see :func:`serialized_all`). A related
+    object deleted (by another process) before ``obj`` first read the relation is None, as its link is
+    once the delete's ``abandon`` clears it: one gone object does not fail a whole list. One read already
+    is nested as read, unchecked: checking would cost a round trip per object, where a list's objects now
+    share one batched load (``refresh()`` forgets it)."""
     check_depth(depth)
     obj._before_read_if_mirrored()
     meta: HybridMeta = obj._meta
@@ -338,5 +340,24 @@ def serialized(obj: Any, depth: int) -> dict[str, Any]:
         else:
             result[relation.guid_field] = obj._data[relation.guid_field]
     for name, spec in meta.dynamics.items():
-        result[name] = spec.validator.to_json(getattr(obj, name))
+        result[name] = spec.validator.to_json(getattr(obj, name) if dynamics is None else dynamics[name])
     return result
+
+
+def serialized_all(objs: Sequence[Any], depth: int,
+                   read_many: Callable[[Sequence[Any], Dynamic], list[Any]]) -> list[dict[str, Any]]:
+    """Return ``serialized(obj, depth)`` of each of ``objs``, each dynamic of each hybrid's objects read for
+    them together by ``read_many`` (:func:`dal.objects.dynamics.read_many`: one multi-get of the cached
+    values), after each object's mirrored refresh, which ``serialized`` also does first."""
+    check_depth(depth)
+    values: list[dict[str, Any]] = [{} for _ in objs]
+    groups: dict[Any, list[int]] = {}  # per hybrid class
+    for index, obj in enumerate(objs):
+        obj._before_read_if_mirrored()
+        groups.setdefault(type(obj), []).append(index)
+    for hybrid, indexes in groups.items():
+        group = [objs[index] for index in indexes]
+        for name, spec in hybrid._meta.dynamics.items():
+            for index, value in zip(indexes, read_many(group, spec), strict=True):
+                values[index][name] = value
+    return [serialized(obj, depth, values[index]) for index, obj in enumerate(objs)]

@@ -23,8 +23,9 @@ from dal.model.expressions import Where, for_hybrid
 from dal.model.registry import family
 from dal.model.reverse import provide_lists
 from dal.objects.dataobject import DataObject
+from dal.objects.dynamics import read_many
 from dal.objects.lookups import provide_queries
-from dal.objects.models import check_depth
+from dal.objects.models import check_depth, serialized_all
 from dal.query.explained import QueryPlan
 from dal.query.grammar import Group, Operator, WhereOperator, compile_query
 from dal.query.owners import give_owners
@@ -343,13 +344,29 @@ class DataList(Generic[T]):
     # --- output ---------------------------------------------------------------------------
 
     def serialize(self, depth: int = 0) -> list[dict[str, Any]]:
-        """Return every object serialized; relations of the whole list load in batches."""
+        """Return every object serialized; relations of the whole list load in batches, and each dynamic
+        of each batch is read in one multi-get of its cached values (``serialized_all``); an object
+        whose class has a ``serialize`` of its own is left to it."""
         check_depth(depth)  # for an empty list as well
-        return [obj.serialize(depth) for obj in self]
+        views: list[dict[str, Any]] = []
+        batch: list[T] = []
+        for obj in self:
+            batch.append(obj)
+            if len(batch) == LOAD_BATCH:
+                views += _serialized(batch, depth)
+                batch = []
+        return views + _serialized(batch, depth)
 
     def __repr__(self) -> str:
         state = f"{len(self._guids)} objects" if self._guids is not None else "not run yet"
         return f"<DataList of {self.hybrid.__name__}: {state}>"
+
+
+def _serialized(objs: list[T], depth: int) -> list[dict[str, Any]]:
+    own = [type(obj).serialize is DataObject.serialize for obj in objs]  # else a serialize of its class's
+    batched = [obj for obj, plain in zip(objs, own, strict=True) if plain]
+    views = iter(serialized_all(batched, depth, read_many))
+    return [next(views) if plain else obj.serialize(depth) for obj, plain in zip(objs, own, strict=True)]
 
 
 def _guid(obj: object) -> str:

@@ -7,7 +7,8 @@ the candidates of its indexable items, ``OR`` unions them when every item is ind
 A dotted path whose last field is indexable walks the link keys back, one batched read per
 hop. Candidates are always re-verified against their documents, loaded in batches; only
 when nothing applies are the documents scanned, in batches. Dotted paths and dynamics are
-resolved for a whole batch at once: one batched load per hop, never one per row.
+resolved for a whole batch at once: one batched load per hop, one multi-get of the cached values
+per dynamic a row of the batch reaches (:func:`dal.objects.dynamics.read_many`), never one per row.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dal.backends.base import Entry
 from dal.backends.paging import scan_batches
 from dal.exceptions import BackendError
 from dal.objects.decoding import loads
+from dal.objects.dynamics import read_many
 from dal.objects.schema import ready_indexes
 from dal.query.filters import DocumentFilter, Filter, compile_document_filter, compile_filter
 from dal.query.grammar import Condition, Group, Node, Operator, WhereOperator, satisfies
@@ -95,8 +97,9 @@ class Planner:
         self.root = root
         self.run = Execution()
         self._ready: dict[str, frozenset[str]] = {}
-        #: the query as one closure, compiled at the first batch it tests
-        self._filter: DocumentFilter | _Batched | None = None
+        #: the query as one closure, compiled at the first batch it tests; in a 1-tuple when it needs the
+        #: whole batch (dotted paths, dynamics)
+        self._filter: DocumentFilter | tuple[Filter] | None = None
 
     def ready(self, meta: HybridMeta) -> frozenset[str]:
         if meta.name not in self._ready:
@@ -240,10 +243,10 @@ class Planner:
     def _matching(self, pairs: list[tuple[str, Entry]]) -> list[str]:
         """Return the guids of ``pairs`` whose documents match; keep the first BATCH matched for iteration."""
         if self._filter is None:
-            self._filter = compile_document_filter(self.root) or _Batched(compile_filter(self.root))
+            self._filter = compile_document_filter(self.root) or (compile_filter(self.root),)
         test = self._filter
-        if isinstance(test, _Batched):
-            return self._matching_batch(test, pairs)
+        if isinstance(test, tuple):
+            return self._matching_batch(test[0], pairs)
         run, name = self.run, self.meta.cls.__name__
         keep = BATCH - len(run.entries)
         matched: list[str] = []
@@ -257,29 +260,20 @@ class Planner:
                     run.documents[guid] = document
         return matched
 
-    def _matching_batch(self, test: _Batched, pairs: list[tuple[str, Entry]]) -> list[str]:
+    def _matching_batch(self, test: Filter, pairs: list[tuple[str, Entry]]) -> list[str]:
         """``_matching`` for a query that reads dotted paths or dynamics, resolved per batch."""
         batch = Batch(self.context, self.meta, dict(pairs))
-        matched = [guid for guid, _ in pairs if test.filter(batch, guid)]
+        matched = batch.matching(test, [guid for guid, _ in pairs])
         for guid in matched[:max(0, BATCH - len(self.run.entries))]:
             self.run.entries[guid] = batch.entries[guid]
             self.run.documents[guid] = batch.data[guid]
         return matched
 
 
-@dataclass(frozen=True, slots=True)
-class _Batched:
-    """A compiled filter that needs the whole batch (dotted paths, dynamics)."""
-
-    filter: Filter
-
-
 def decode_document(value: bytes, hybrid: str, guid: str) -> dict[str, Any]:
     """Return a stored document decoded, exactly as ``json.loads(value)`` would; BackendError if not JSON.
-
-    Through :func:`dal.objects.decoding.loads` (json's C scanner called directly, no encoding
-    detection nor whitespace regex; anything else is ``json.loads``'s own).
-    """
+    Through :func:`dal.objects.decoding.loads` (json's C scanner called directly, no encoding detection
+    nor whitespace regex; anything else is ``json.loads``'s own)."""
     try:
         document: dict[str, Any] = loads(value)
     except ValueError as exc:
@@ -288,13 +282,13 @@ def decode_document(value: bytes, hybrid: str, guid: str) -> dict[str, Any]:
     return document
 
 
-_ACCESS = {
-    "guid": "guids given",
-    "link": "link keys of {cls}.{field}",
-    "unique": "unique keys of {cls}.{field}",
-    "index": "index entries of {cls}.{field}",
-    "": "verify only (no index applies)",
-}
+_ACCESS = {"guid": "guids given", "link": "link keys of {cls}.{field}",
+           "unique": "unique keys of {cls}.{field}", "index": "index entries of {cls}.{field}",
+           "": "verify only (no index applies)"}
+
+
+class _Pending(Exception):
+    """A row reached a dynamic its batch has not read yet: it waits for the batch to read it."""
 
 
 class Batch:
@@ -308,13 +302,34 @@ class Batch:
         self.data = {guid: decode_document(entry.value, name, guid) for guid, entry in entries.items()}
         #: per walked path: root guid -> (guid, document) of the object at its end, or None
         self._paths: dict[tuple[Relation, ...], dict[str, tuple[str, dict[str, Any], Entry] | None]] = {}
-        self._objects: dict[tuple[str, str], DataObject] = {}
         self._dynamics: dict[tuple[str, str, str], Any] = {}
+        #: per (hybrid, dynamic) not read yet, the objects (guid -> entry) whose rows reached it
+        self._wanted: dict[tuple[str, str], tuple[HybridMeta, dict[str, Entry]]] = {}
+
+    def matching(self, test: Filter, guids: list[str]) -> list[str]:
+        """Return the ``guids`` whose documents match ``test``, in their order. A row that reaches a
+        dynamic not read yet waits, and runs again once it is read for every row that reached it (one
+        multi-get, :func:`read_many`): a row reads the dynamics its conditions reach, no other, as alone."""
+        matched: set[str] = set()
+        waiting = guids
+        while waiting:  # a row never waits twice for one dynamic: as many rounds as dynamics, at most
+            parked = []
+            for guid in waiting:
+                try:
+                    if test(self, guid):
+                        matched.add(guid)
+                except _Pending:
+                    parked.append(guid)
+            wanted, self._wanted, waiting = self._wanted, {}, parked
+            for (_, name), (meta, ends) in wanted.items():
+                objs: list[DataObject] = [meta.cls._from_entry(guid, entry) for guid, entry in ends.items()]
+                to_json = meta.dynamics[name].validator.to_json
+                for obj, value in zip(objs, read_many(objs, meta.dynamics[name]), strict=True):
+                    self._dynamics[meta.name, obj.guid, name] = to_json(value)
+        return [guid for guid in guids if guid in matched]
 
     def matches(self, node: Node, guid: str) -> bool:
-        if isinstance(node, Group):
-            results = (self.matches(item, guid) for item in node.items)
-            return all(results) if node.kind is WhereOperator.AND else any(results)
+        assert isinstance(node, Condition)  # compile_filter hands a batch its conditions, never a group
         found = self._end(node.field.hops, guid)
         if found is None:
             return False  # a dotted path through an unset relation matches nothing
@@ -353,13 +368,11 @@ class Batch:
 
     def _dynamic(self, meta: HybridMeta, guid: str, entry: Entry, name: str) -> Any:
         key = (meta.name, guid, name)
-        if key not in self._dynamics:
-            obj = self._objects.get((meta.name, guid))
-            if obj is None:
-                obj = self._objects[(meta.name, guid)] = meta.cls._from_entry(guid, entry)
-            value = getattr(obj, name)
-            self._dynamics[key] = meta.dynamics[name].validator.to_json(value)
+        if key not in self._dynamics:  # read with every other row's that reached it (see matching)
+            self._wanted.setdefault((meta.name, name), (meta, {}))[1][guid] = entry
+            raise _Pending
         return self._dynamics[key]
+
 
 
 def _leaf(condition: Condition) -> Condition:

@@ -1,0 +1,145 @@
+"""A batch of objects reads a dynamic's cached values in one multi-get, each served as a read of its own.
+
+A query filtering on a dynamic and ``DataList.serialize()`` read the dynamic of a whole batch of
+objects together (``dal.objects.dynamics.read_many``): one ``get_many`` of the volatile store for the
+batch, never one ``get`` per object, warm or cold; each value is then checked as ``obj.<dynamic>``
+checks it (its revision, its type), and only the misses are computed. See docs/queries.md and
+docs/dynamics.md.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from conftest import round_trips
+
+from dal import DataList, DataObject, Dynamic, Property, Relation
+from dal.config import Context
+from dal.objects.dynamics_tags import dumps
+
+#: loader calls, by dynamic
+CALLS: Counter[str] = Counter()
+OBJECTS = 100
+
+
+class BatchGroup(DataObject):
+    __properties: list[Property[Any]] = [Property("name", str)]
+
+
+class BatchProbe(DataObject):
+    __properties: list[Property[Any]] = [Property("name", str), Property("level", int, default=1),
+                                         Property("status", ["UP", "DOWN"], default="UP")]
+    __relations = [Relation("group", BatchGroup, "probes", mandatory=False)]
+    __dynamics = [Dynamic("score", int, 60), Dynamic("tag", str, 60)]
+
+    def _score(self) -> int:
+        CALLS["score"] += 1
+        return self.level * 10
+
+    def _tag(self) -> str:
+        CALLS["tag"] += 1
+        return f"{self.name}:{self.status}"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_calls() -> None:
+    CALLS.clear()
+
+
+def probes(count: int = OBJECTS, group: BatchGroup | None = None) -> list[BatchProbe]:
+    made = [BatchProbe(data={"name": f"p{n}", "level": n, "status": "DOWN" if n % 4 == 0 else "UP",
+                             "group": group}) for n in range(count)]
+    for probe in made:
+        probe.save()
+    return made
+
+
+def scored() -> DataList[BatchProbe]:
+    return DataList(BatchProbe, {"type": "AND", "items": [("score", "GE", 0)]})
+
+
+def hits(context: Context, name: str) -> float:
+    return context.stats[f"dynamic.{BatchProbe._meta.name}.{name}.hits"]
+
+
+def test_a_query_on_a_dynamic_reads_the_batch_in_one_multi_get(context: Context,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    probes()
+    calls = round_trips(context, monkeypatch)
+    assert len(scored()) == OBJECTS
+    cold = dict(calls)
+    assert CALLS["score"] == OBJECTS and "volatile.get" not in cold, cold
+    # cold: one multi-get, then each miss filled under its lease (add, gets, cas), as a read alone
+    assert cold["volatile.get_many"] == 1 and cold["volatile.cas"] == OBJECTS, cold
+    calls.clear()
+    before = hits(context, "score")
+    assert len(scored()) == OBJECTS
+    warm = dict(calls)
+    assert CALLS["score"] == OBJECTS and hits(context, "score") - before == OBJECTS
+    assert "volatile.get" not in warm and warm["volatile.get_many"] == 1, warm
+    assert sum(warm.values()) <= 3, warm  # the scan of the documents, the multi-get
+
+
+def test_a_row_reads_only_the_dynamics_its_conditions_reach(context: Context) -> None:
+    probes()
+    down = DataList(BatchProbe, {"type": "AND",
+                                 "items": [("status", "EQUALS", "DOWN"), ("tag", "CONTAINS", "p")]})
+    assert len(down) == OBJECTS // 4
+    assert CALLS["tag"] == OBJECTS // 4, "an AND whose first item fails never reads its second"
+    either = DataList(BatchProbe, {"type": "OR", "items": [("score", "LT", 50), ("tag", "CONTAINS", "DOWN")]})
+    reaching = [n for n in range(OBJECTS) if n >= 5]  # score 50 or more: the OR reads its second item
+    assert len(either) == 5 + len([n for n in reaching if n % 4 == 0])
+    # the tags of DOWN rows are cached by the first query: only the others compute
+    assert CALLS["score"] == OBJECTS and CALLS["tag"] == OBJECTS // 4 + len([n for n in reaching if n % 4])
+
+
+@pytest.mark.parametrize("depth", [0, 1])
+def test_serialize_reads_each_dynamic_of_the_list_in_one_multi_get(context: Context,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   depth: int) -> None:
+    group = BatchGroup(data={"name": "g"})
+    group.save()
+    made = probes(group=group)
+    costs = []
+    for _ in ("cold", "warm"):
+        parent = BatchGroup(group.guid)  # a load of its own, uncounted
+        calls = round_trips(context, monkeypatch)
+        views = parent.probes.serialize(depth=depth)
+        costs.append(dict(calls))
+        monkeypatch.undo()
+        assert sorted((view["name"], view["score"], view["tag"]) for view in views) == sorted(
+            (probe.name, probe.level * 10, f"{probe.name}:{probe.status}") for probe in made)
+    cold, warm = costs
+    assert CALLS["score"] == CALLS["tag"] == OBJECTS, "each value computed once, then served"
+    assert "volatile.get" not in cold and "volatile.get" not in warm, costs
+    assert cold["volatile.cas"] == 2 * OBJECTS, cold  # each miss filled as a read alone fills it
+    # warm: the reverse list's guids, the objects (cache), the group at depth 1, one multi-get per dynamic
+    assert sum(warm.values()) <= 6, warm
+
+
+def test_a_batched_read_refuses_a_value_of_an_older_revision_or_another_type(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = probes(10)
+    assert len(scored()) == 10  # every value cached
+    spec = BatchProbe._meta.dynamics["score"]
+    outdated, mistyped = made[3], made[7]
+    keys = context.keys
+    # a replay of the value of an earlier revision, and one cached by a version declaring another type:
+    # either would make its object fail ``score GE 0``
+    assert context.dynamics.put(keys.cached_dynamic(BatchProbe._meta.name, outdated.guid, "score"),
+                                dumps(-1, outdated._revision - 1, spec.validator.digest), 60)
+    assert context.dynamics.put(keys.cached_dynamic(BatchProbe._meta.name, mistyped.guid, "score"),
+                                dumps(-1, mistyped._revision, "0" * len(spec.validator.digest)), 60)
+    label = f"dynamic.{BatchProbe._meta.name}.score."
+    before = {event: context.stats[label + event] for event in ("hits", "outdated", "mistyped", "misses")}
+    calls = round_trips(context, monkeypatch)
+    assert {probe.name for probe in scored()} == {probe.name for probe in made}
+    assert "volatile.get" not in calls and calls["volatile.get_many"] == 1, dict(calls)
+    after = {event: context.stats[label + event] - before[event] for event in before}
+    assert after == {"hits": 8, "outdated": 1, "mistyped": 1, "misses": 2}, after
+    assert CALLS["score"] == 10 + 2, "the two refused values computed again, no other"
+    monkeypatch.undo()
+    assert BatchProbe(outdated.guid).score == 30 and BatchProbe(mistyped.guid).score == 70, "and replaced"
+    assert CALLS["score"] == 12
