@@ -9,7 +9,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from dal.backends import open_persistent, open_volatile
+from dal.backends import located, open_persistent, open_volatile
 from dal.backends.base import Check, CommitResult, Entry, Op, PersistentStore, VolatileStore
 from dal.backends.url import StoreURL, parse_url
 from dal.cache.counters import Stats
@@ -51,6 +51,7 @@ class Context:
     objects: LeasedCache = field(init=False, repr=False)
     dynamics: LeasedCache = field(init=False, repr=False)
     _seen: Seen | None = field(init=False, default=None, repr=False)
+    _located: StoreURL | None = field(init=False, default=None, repr=False)
     #: commit tokens and durable invalidations; None when both stores are local to this process
     journal: Journal | None = field(init=False, default=None, repr=False)
     sweeper: Sweeper | None = field(init=False, default=None, repr=False)
@@ -67,7 +68,9 @@ class Context:
         self.publisher = Publisher(self) if self.volatile.shared else None
 
     def _open(self) -> None:
-        persistent = self.persistent = open_persistent(self.persistent_url)
+        if self._located is None:  # the file a relative SQLite path names now, in configure()
+            self._located = located("persistent", self.persistent_url)  # a forked child reopens it too
+        persistent = self.persistent = open_persistent(self._located)
         self.volatile = open_volatile(self.volatile_url)
         # cache keys name the store by its identity, learnt on first use (etcd needs a round trip)
         self.keys = Keys(self.namespace, lambda: store_digest(persistent))

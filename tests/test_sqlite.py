@@ -108,7 +108,8 @@ def test_wal_journal_and_schema(store: SqliteStore) -> None:
         assert "WITHOUT ROWID" in tables["kv"]
         assert raw.execute("SELECT revision FROM meta").fetchall() == [(0,)]
         ((name,),) = raw.execute("SELECT name FROM identity").fetchall()
-        assert store.identity() == name and len(name) == 32
+        status = os.stat(store.path)  # the name written at creation, and which file holds it
+        assert store.identity() == f"{name}@{status.st_dev}:{status.st_ino}" and len(name) == 32
     finally:
         raw.close()
     revision = store.commit([], [Put("k", b"v")]).revision

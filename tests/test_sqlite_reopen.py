@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from query_hybrids import Item
 
 from dal import configure
 from dal.backends.base import Entry, Put
+from dal.config import current
 from dal.exceptions import ConfigurationError
 
 
@@ -162,3 +164,57 @@ def test_an_empty_file_and_an_older_dal_file_open(tmp_path: Path) -> None:
                   "INSERT INTO meta VALUES (0, 0)")
     save(f"sqlite:///{older}", "k")
     assert keys_another_process_sees(older) == ["k"]
+
+
+def test_a_backup_restored_in_place_is_read_not_the_replaced_files_cached_objects(tmp_path: Path) -> None:
+    """A restored copy carries the file's name (identity) too: it used to get the same cache root, so
+    the process served the replaced file's cached objects while every other process read the backup."""
+    path, backup = tmp_path / "app.db", tmp_path / "backup.db"
+    url = f"sqlite:///{path}"
+    context = configure(url, "memory://", namespace="reopen")
+    item = Item(name="v1")
+    item.save()
+    source = sqlite3.connect(path)
+    target = sqlite3.connect(backup)
+    source.backup(target)
+    source.close()
+    target.close()
+    item.name = "v2"
+    item.save()
+    assert Item(item.guid).name == "v2"  # cached
+    before = context.keys.cache_root
+    remove_database(path)
+    os.replace(backup, path)
+    restored = configure(url, "memory://", namespace="reopen")
+    assert restored.keys.cache_root != before
+    assert Item(item.guid).name == "v1"
+    copy, source, target = tmp_path / "copy.db", sqlite3.connect(path), sqlite3.connect(tmp_path / "copy.db")
+    source.backup(target)  # a copy elsewhere is another store too
+    source.close()
+    target.close()
+    assert configure(f"sqlite:///{copy}", "memory://", namespace="reopen").keys.cache_root not in (
+        before, restored.keys.cache_root)
+
+
+def test_a_child_forked_after_a_chdir_reopens_the_file_configure_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(first)
+    context = configure("sqlite:///rel.db", "memory://", namespace="reopen")
+    assert context.persistent.commit([], [Put("parent", b"v")]).ok
+    monkeypatch.chdir(second)
+    pid = os.fork()
+    if pid == 0:  # the child: reopen (as any use after a fork does) and write
+        code = 1
+        try:
+            child = current()
+            child.reopen_if_forked()
+            code = 0 if child.persistent.commit([], [Put("child", b"v")]).ok else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert keys_another_process_sees(first / "rel.db") == ["child", "parent"]
+    assert not (second / "rel.db").exists()

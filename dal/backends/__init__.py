@@ -115,12 +115,16 @@ def open_volatile(url: str | StoreURL) -> VolatileStore:
     return cast(VolatileStore, _open("volatile", url))
 
 
+def located(role: Role, url: StoreURL) -> StoreURL:
+    """Return ``url`` naming the file it names now (a relative SQLite path made absolute in the working
+    directory of this call), for a store whose class tells; else ``url`` itself."""
+    locate: Callable[[StoreURL], StoreURL] | None = getattr(backend_class(role, url.scheme), "located", None)
+    return url if locate is None else locate(url)
+
+
 def _open(role: Role, url: str | StoreURL) -> PersistentStore | VolatileStore:
-    parsed = parse_url(url) if isinstance(url, str) else url
+    parsed = located(role, parse_url(url) if isinstance(url, str) else url)
     cls = backend_class(role, parsed.scheme)
-    locate: Callable[[StoreURL], StoreURL] | None = getattr(cls, "located", None)
-    if locate is not None:
-        parsed = locate(parsed)  # the file the URL names now, wherever the working directory was
     digest = settings_digest(role, parsed)
     with _lock:
         client = _clients.get(digest)

@@ -260,13 +260,25 @@ class SqliteStore(SqliteTokens):
         return CommitResult(ok=True, revision=revision)
 
     def identity(self) -> str:
-        """Return the name written into the file when it was created (the same through any path)."""
+        """Return the name written into the file when it was created, with the file's device and inode.
+
+        The same through any path (a symlink, a hard link); another for a copy of the file, which
+        carries the name too, and for a copy restored in its place: its cache entries and the
+        revisions a process saw of it are another store's.
+        """
         if self._identity is None:
             try:
                 row = self._conn().execute(_IDENTITY).fetchone()
             except sqlite3.Error as exc:
                 raise BackendError(f"sqlite could not read the identity of {self.path}: {exc}") from exc
-            self._identity = str(row[0])
+            file = self._file
+            if file is None:  # replaced while the first connection opened: named by the file there now
+                try:
+                    status = os.stat(self.path)
+                except OSError as exc:
+                    raise BackendError(f"sqlite could not read the identity of {self.path}: {exc}") from exc
+                file = (status.st_dev, status.st_ino)
+            self._identity = f"{row[0]}@{file[0]}:{file[1]}"
         return self._identity
 
     # --- leadership: an expiring record per role, in a table of its own -------------------
