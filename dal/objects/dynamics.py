@@ -139,9 +139,10 @@ def read_many(objs: Sequence[Owner], spec: Dynamic) -> list[Any]:
     multi-get, each served by :func:`read` as a read of its own serves it (revision, type and signature
     checked, hit counted), and only the misses computed, by ``read`` as well (leases, locks).
 
-    Every hit is served before any miss computes: a computation (the hybrid's code, which may save or
-    invalidate) never runs between the multi-get and the serving of a value it fetched. A payload
-    refused (older than its object, of another type) is computed again as ``read`` would, there.
+    A payload refused (older than its object, of another type) is computed again as ``read`` would,
+    there. Each miss then reads the cache again before it computes, as ``read`` alone does: an earlier
+    computation of the batch (a dynamic reading another object's, of the same batch) or another
+    process may have cached it since the multi-get, and a locked dynamic is computed once.
     """
     if spec.timeout == 0 or len(objs) < 2:
         return [read(obj, spec) for obj in objs]  # nothing cached, or nothing to batch
@@ -154,12 +155,9 @@ def read_many(objs: Sequence[Owner], spec: Dynamic) -> list[Any]:
         payload = found.get(keys[index])
         if payload is not None:
             values[index] = read(obj, spec, payload)
-    computed: set[str] = set()
     for index, obj in enumerate(objs):
         if values[index] is _GET:
-            # one object twice in the batch: the second reads what the first just cached, as it would alone
-            values[index] = read(obj, spec, _GET if keys[index] in computed else None)
-            computed.add(keys[index])
+            values[index] = read(obj, spec)
     return values
 
 
