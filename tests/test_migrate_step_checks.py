@@ -14,8 +14,10 @@ import pytest
 from migrate_hybrids import declare, documents, dump
 from test_migrate_build import declare_nics
 
+from dal.backends.base import Put
 from dal.config import Context
 from dal.objects import schema
+from dal.objects.transaction import encode
 from dal.tools.migrate.migrations import Step
 from dal.tools.migrate.migrator import Migration, MigrationError, migrate
 
@@ -141,3 +143,34 @@ def test_a_one_to_one_target_another_hybrid_of_the_family_holds_stops_both(conte
         migrate(context, [host_cls, nic_cls, fast_cls], migrations=[Migration(1, "move", describe)],
                 dry_run=dry_run)
     assert dump(context) == before
+
+
+def test_a_dry_run_after_a_stopped_step_sees_the_documents_it_already_rewrote(context: Context) -> None:
+    """Documents up to a stopped step's cursor are already as it leaves them: applying it again (a
+    transform that cannot run twice) made the dry run refuse what the run then did."""
+    model = disks(context, [None, None, None])
+    keys, name = context.keys, model.disk._meta.name
+    for guid, doc in documents(context, model.disk._meta).items():  # the serial still in an old field
+        old = encode({**doc, "sn": f"S{guid}"})
+        assert context.persistent.commit([], [Put(keys.doc(name, guid), old)]).ok
+    rewritten: list[str] = []
+
+    def move_serial(doc: dict[str, Any]) -> dict[str, Any]:
+        if len(rewritten) == 1 and stopping:
+            raise RuntimeError("stopped")  # the first run stops after one object
+        rewritten.append(doc["name"])
+        moved = dict(doc)
+        moved["serial"] = moved.pop("sn")  # a KeyError on a document already moved
+        return moved
+
+    steps = [Migration(1, "serial from sn", transform(model, move_serial)[0].func),
+             Migration(2, "tier", transform(model, lambda doc: {**doc, "tier": "gold"})[0].func)]
+    stopping = True
+    with pytest.raises(MigrationError, match="stopped"):
+        run(context, model, steps, dry_run=False)
+    stopping = False
+    assert run(context, model, steps, dry_run=True).ok
+    assert run(context, model, steps, dry_run=False).ok
+    stored = documents(context, model.disk._meta)
+    assert {guid: (doc["serial"], doc["tier"]) for guid, doc in stored.items()} == {
+        guid: (f"S{guid}", "gold") for guid in stored}

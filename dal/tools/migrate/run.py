@@ -101,6 +101,12 @@ class MigrationRun:
                 *(keys.cached_dynamic(meta.name, guid, name) for name in meta.dynamics),
                 *changed_versions(keys, meta, guid, before, after)]
 
+    def _step_cursor(self, number: int, meta: HybridMeta) -> str:
+        """Return the key of the last document of ``meta`` step ``number`` rewrote in a run that stopped
+        ("": none): the documents up to it are already as the step leaves them."""
+        cursor = self.context.persistent.get(self.keys.migration_cursor(number, meta.name))
+        return "" if cursor is None else cursor.value.decode()
+
     def _scan(self, prefix: str, start: str | None = None) -> Iterator[tuple[str, Entry]]:
         for batch in self._batches(prefix, start):
             yield from batch

@@ -136,19 +136,21 @@ class StepRunner(MigrationRun):
             if not meta.unique and not meta.relations:
                 continue  # a rewrite of it commits with no check another object's keys could fail
             operations = step.operations_for(meta)
-            before_ops = [(s.number, ops) for s in earlier if (ops := s.operations_for(meta))]
+            # an earlier step a stopped run left midway has already rewritten the documents up to its cursor
+            before_ops = [(s.number, ops, self._step_cursor(s.number, meta)) for s in earlier
+                          if (ops := s.operations_for(meta))]
             record = schema.read_record(self.context, meta.name)
             ready = frozenset() if record is None else (record.ready_for(meta)
                                                         | record.onetoone_ready_for(meta))
-            cursor = self.context.persistent.get(self.keys.migration_cursor(step.number, meta.name))
             prefix = self.keys.docs(meta.name)
-            for batch in self._batches(prefix, cursor.value.decode() if cursor is not None else None):
+            for batch in self._batches(prefix, self._step_cursor(step.number, meta) or None):
                 rewrites = []
                 for doc_key, entry in batch:
                     guid = doc_key[len(prefix):]
                     before = decode_doc(meta, guid, entry.value)
-                    for number, ops in before_ops:  # as the earlier steps left it
-                        before = step_document(number, ops, meta, guid, before)[0] or before
+                    for number, ops, done in before_ops:  # as the earlier steps left it
+                        if doc_key > done:
+                            before = step_document(number, ops, meta, guid, before)[0] or before
                     after, _ = step_document(step.number, operations, meta, guid, before)
                     if after is not None:
                         rewrites.append((guid, after, *self._key_changes(meta, guid, before, after, ready)))

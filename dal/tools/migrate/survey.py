@@ -158,12 +158,16 @@ class Surveyor(MigrationRun):
         pointing = self._family_pointing(survey)
         values: dict[tuple[str, str], Any] = {}
         prefix = self.keys.docs(meta.name)
+        # a step a stopped run left midway has already rewritten the documents up to its cursor
+        done = {number: self._step_cursor(number, meta) for number, _ in pending_ops}
         for batch in self._batches(prefix):
             docs: list[tuple[str, Document]] = []
             for doc_key, entry in batch:
                 guid = doc_key[len(prefix):]
                 doc = decode_doc(meta, guid, entry.value)
                 for number, operations in pending_ops:  # dry run: see the documents as the steps leave them
+                    if doc_key <= done[number]:
+                        continue
                     after, _ = step_document(number, operations, meta, guid, doc)
                     if after is not None:
                         survey.step_changes[number] += 1
