@@ -12,6 +12,8 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -308,19 +310,28 @@ def test_clean_removes_the_lock_of_a_killed_process_and_nothing_else(
         os.kill(holder.pid, signal.SIGKILL)  # type: ignore[arg-type]
         holder.join()
     assert cache.is_being_cached(held, "weight")
-    # a lock as old, whose owner (this process) still runs: kept, however old
-    alive = context.keys.cached_dynamic("parcel", other.guid, "weight") + "/lock"
-    assert context.volatile.add(alive, context.dynamics.signer.seal(alive, owners.token()), 30)
-    time.sleep(3.5)
-    young = context.keys.cached_dynamic("parcel", fresh.guid, "weight") + "/lock"
-    assert context.volatile.add(young, context.dynamics.signer.seal(young, b"live"), 30)
-    before = {entry.key for entry in cache.entries(context)}
-    # the killed process left its lock, and the lease of the fill it had started (not on memory://)
-    left = {lock} if urls[1].startswith("memory") else {lock, lock.removesuffix("/lock")}
-    assert set(cache.clean(context, stall_time=2)) == left
-    assert {entry.key for entry in cache.entries(context)} == before - left
-    assert not cache.is_being_cached(held, "weight") and cache.is_being_cached(fresh, "weight")
-    assert cache.is_being_cached(other, "weight"), "the lock of a live owner stays"
+    # a lock as old, whose owner still runs on this host: kept, however old. Its owner is another
+    # process (one that sleeps), not this one: clean must ask the system, not compare with its own pid
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        alive = context.keys.cached_dynamic("parcel", other.guid, "weight") + "/lock"
+        named = owners.token().rpartition(b"@")[0] + f"@{socket.gethostname()}:{owner.pid}".encode()
+        assert owners.owner(named) == (socket.gethostname(), owner.pid)  # as owners.token() there
+        assert context.volatile.add(alive, context.dynamics.signer.seal(alive, named), 30)
+        time.sleep(3.5)
+        young = context.keys.cached_dynamic("parcel", fresh.guid, "weight") + "/lock"
+        assert context.volatile.add(young, context.dynamics.signer.seal(young, b"live"), 30)
+        before = {entry.key for entry in cache.entries(context)}
+        # the killed process left its lock, and the lease of the fill it had started (not on memory://)
+        left = {lock} if urls[1].startswith("memory") else {lock, lock.removesuffix("/lock")}
+        assert owner.poll() is None, "the owner must still run when clean looks"
+        assert set(cache.clean(context, stall_time=2)) == left
+        assert {entry.key for entry in cache.entries(context)} == before - left
+        assert not cache.is_being_cached(held, "weight") and cache.is_being_cached(fresh, "weight")
+        assert cache.is_being_cached(other, "weight"), "the lock of a live owner stays"
+    finally:
+        owner.kill()
+        owner.wait()
 
 
 @pytest.mark.memcached

@@ -529,3 +529,27 @@ def test_an_etcd_timeout_reads_like_a_timeout_whatever_grpc_called_it(code: grpc
     finally:
         store.close()
 
+
+
+# --- without a journal: the default pair ------------------------------------------------------
+
+
+def test_a_commit_that_failed_after_writing_leaves_nothing_cached_without_a_journal(
+        local: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite + memory:// (the default) keeps no journal: an error from the store must still evict.
+
+    The store applies the write and then raises (an I/O error on sync, say): whatever it did, the
+    cached document of before may not be served afterwards, or this process reads a value the
+    store no longer holds.
+    """
+    assert local.journal is None
+    tally = _tally("no journal")
+    lost = LostAnswers(local, monkeypatch)
+    lost.plan = ["applied"]  # written, then BackendError
+    mine = Tally(tally.guid)
+    mine.count = 1
+    with pytest.raises(BackendError):
+        mine.save()
+    assert lost.calls == 1 and _stored_count(local, tally) == 1  # the write did land
+    assert _cached_count(local, tally) is None  # evicted although the commit raised
+    assert Tally(tally.guid).count == 1  # the next read gets the stored value, not the cached 0

@@ -59,21 +59,47 @@ VALUES = st.one_of(st.sampled_from(ALIKE), st.recursive(
         st.lists(inner, max_size=3),
         st.dictionaries(st.sampled_from(["k", "K", "/", "ß"]), inner, max_size=3)),
     max_leaves=5))
-DOCS = st.fixed_dictionaries({name: VALUES for name in FIELDS})
+#: dicts of several keys, as stored fields: what a reordered copy can be made of (VALUES seldom draws one)
+DICTS = st.dictionaries(st.sampled_from(["k", "K", "/", "ß"]), VALUES, min_size=2, max_size=4)
+DOCS = st.fixed_dictionaries({name: st.one_of(DICTS, VALUES) for name in FIELDS})
 #: groups of values == takes for one another, which the merge must tell apart
-TWINS = [[True, 1, 1.0], [False, 0, 0.0, -0.0], [[1], [True], [1.0]], [{"k": 1}, {"k": True}, {"k": 1.0}]]
+TWINS: list[list[Any]] = [[True, 1, 1.0], [False, 0, 0.0, -0.0], [[1], [True], [1.0]],
+                          [{"k": 1}, {"k": True}, {"k": 1.0}]]
+
+
+def reordered(value: Any) -> list[Any]:
+    """Copies of ``value`` with the keys of its dicts in other orders: the same value by the rule.
+
+    Its keys reversed (every dict it holds too) and, past two keys, rotated by one: a merge that
+    let a dict's order count would take such a copy for a change.
+    """
+    def reverse(item: Any) -> Any:
+        if isinstance(item, list):
+            return [reverse(inner) for inner in item]
+        if isinstance(item, dict):
+            return {key: reverse(item[key]) for key in reversed(list(item))}
+        return item
+
+    copies = [reverse(value)] if isinstance(value, (list, dict)) else []
+    if isinstance(value, dict) and len(value) > 2:
+        keys = list(value)
+        copies.append({key: value[key] for key in keys[1:] + keys[:1]})
+    return copies
 
 
 def twins_of(value: Any) -> list[Any]:
+    """Values easily taken for ``value``: those == takes for it (of another type: a change) and
+    copies of it in another key order (the same value: no change)."""
     found = (group for group in TWINS if any(identity(value) == identity(twin) for twin in group))
-    return next(found, [value])
+    return reordered(value) + next(found, [value])
 
 
 @st.composite
 def changes(draw: st.DrawFn, original: dict[str, Any]) -> dict[str, Any]:
-    """Changes of some fields: any value, or one == takes for the stored one (often enough to matter)."""
+    """Changes of some fields: any value, or one == takes for the stored one or a reordered copy of
+    it (often enough to matter)."""
     names = draw(st.lists(st.sampled_from(FIELDS), unique=True, max_size=len(FIELDS)))
-    return {name: draw(st.one_of(VALUES, st.sampled_from(twins_of(original[name])))) for name in names}
+    return {name: draw(st.one_of(st.sampled_from(twins_of(original[name])), VALUES)) for name in names}
 
 
 def expected(original: dict[str, Any], theirs: dict[str, Any], ours: dict[str, Any],

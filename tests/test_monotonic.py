@@ -67,6 +67,31 @@ def test_a_cached_document_older_than_one_written_here_is_not_served(
     assert context.stats["object_stale"] == 1
 
 
+def test_a_cached_document_older_than_one_read_here_is_not_served(context: Context) -> None:
+    """A revision this process only read (another process wrote it) bounds what it serves too.
+
+    The other tests have this process write or delete the object, which records the revision
+    whatever a load does; here only the load of v2 can record it.
+    """
+    kind = _kind("v1")
+    key = context.keys.cached_doc(Kind._meta.name, kind.guid)
+    old = context.volatile.get(key)
+    assert old is not None
+    mine = context.seen
+    context.seen = Seen()  # another process, with a record of its own, writes v2 (evicting v1)
+    other = Kind(kind.guid)
+    other.name = "v2"
+    other.save()
+    context.seen = mine
+    assert Kind(kind.guid).name == "v2"  # read here: the only way this process learns of v2
+    assert context.volatile.set(key, old, 60)  # then the older entry comes back (a replay, a lag)
+    context.seen = Seen()
+    assert Kind(kind.guid).name == "v1"  # control: the cache does lag, for a process that never read v2
+    context.seen = mine
+    assert Kind(kind.guid).name == "v2"
+    assert context.stats["object_stale"] >= 1
+
+
 def test_batch_loads_refuse_older_cached_documents_too(
         context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
     kinds = [_kind(f"k{n}") for n in range(3)]
