@@ -362,3 +362,13 @@ def test_every_module_test_and_name_cited_exists(path: Path) -> None:
         dotted = re.match(r"^dal(?:\.\w+)+", code)
         if dotted and dotted[0] != "dal.sqlite3":  # the embedded default's file, not a module
             assert resolves(dotted[0]), f"{name(path)}: `{code}` names {dotted[0]}, which does not exist"
+
+
+def test_every_readme_block_that_declares_hybrids_chooses_its_namespace() -> None:
+    """A reader runs a README example on its own, after `dal demo`: one writing into the default namespace
+    would leave the demo's namespace with data `dal check` and the next `dal demo` refuse."""
+    for block in blocks(README.read_text(encoding="utf-8")):
+        if block.language == "python" and re.search(r"class \w+\((DataObject|TypedObject)\)", block.code):
+            assert re.search(r"configure\([^)]*namespace=", block.code), (
+                f"README.md:{block.line}: this example declares hybrids but does not configure() a namespace "
+                "of its own, so it writes into the demo's")

@@ -324,9 +324,12 @@ def test_delete_is_refused_while_linked_and_abandon_unlinks_in_one_commit(
         book.save()
     pet = Pet(data={"name": "rex", "owner": owner})
     pet.save()
-    with pytest.raises(LinkedObjectError, match=re.escape("3 Book.borrower, 1 Pet.owner")):
+    with pytest.raises(LinkedObjectError, match=re.escape("3 Book.borrower, 1 Pet.owner point at it; delete "
+                                                          "or relink them, or pass abandon=['borrowed', "
+                                                          "'pets'] to unlink those optional relations")):
         owner.delete()
-    with pytest.raises(LinkedObjectError, match=re.escape("Pet.owner")):
+    with pytest.raises(LinkedObjectError, match=re.escape("Pet.owner point at it; delete or relink them, or "
+                                                          "pass abandon=['pets'] to unlink that optional")):
         owner.delete(abandon=["borrowed"])
     assert Owner(owner.guid).name == "lender"
     calls = round_trips(every_store, monkeypatch)
@@ -341,6 +344,11 @@ def test_delete_is_refused_while_linked_and_abandon_unlinks_in_one_commit(
 
 def test_a_mandatory_relation_cannot_be_abandoned(every_store: Context) -> None:
     shelf, books = shelf_with_books(2)
+    # the refusal names no remedy that would fail: abandon= cannot unlink a mandatory relation
+    with pytest.raises(LinkedObjectError) as refused:
+        shelf.delete()
+    assert str(refused.value).endswith("2 Book.shelf point at it; delete or relink them (Book.shelf is "
+                                       "mandatory: abandon= cannot unlink it)"), refused.value
     for abandon in (["books"], ["_all"]):
         with pytest.raises(LinkedObjectError, match=re.escape("Book.shelf (mandatory")):
             shelf.delete(abandon=abandon)

@@ -161,6 +161,9 @@ def _abandoned(meta: HybridMeta, guid: str, groups: dict[tuple[str, str], list[s
               for reverse in meta.reverse.values() for member in reverse.relations
               if member.owner is not None}
     blocking, mandatory = [], []
+    #: the reverse relations of the blocking links that abandon= could unlink, and the mandatory ones
+    optional: set[str] = set()
+    held: list[str] = []
     unlink: list[tuple[Relation, list[str]]] = []
     for (source, relation_name), guids in sorted(groups.items()):
         accessor, relation = listed.get((source, relation_name), (None, None))
@@ -168,16 +171,25 @@ def _abandoned(meta: HybridMeta, guid: str, groups: dict[tuple[str, str], list[s
         label = f"{len(guids)} {owner.__name__ if owner is not None else source}.{relation_name}"
         if relation is None or accessor not in abandon:
             blocking.append(label)
+            if relation is not None and relation.mandatory:
+                held.append(relation.qualified)
+            elif relation is not None and accessor is not None:
+                optional.add(accessor)
         elif relation.mandatory:
             mandatory.append(f"{relation.qualified} (mandatory, {len(guids)} linked)")
         else:
             unlink.append((relation, guids))
     name = f"{meta.cls.__name__} {guid}"
     if blocking:
-        raise LinkedObjectError(
-            f"{name} cannot be deleted: {', '.join(blocking)} point at it; delete or relink them, or pass "
-            "abandon=[...] naming the reverse relations to unlink "
-            f"(known: {', '.join(sorted(meta.reverse))})")
+        # name only a remedy that works: abandon= unlinks optional relations, never mandatory ones
+        remedy = "delete or relink them" + (f", or pass abandon={sorted(optional)!r} to unlink "
+                                            f"{'those' if len(optional) > 1 else 'that'} optional relation"
+                                            f"{'s' * (len(optional) > 1)}" if optional else "")
+        one = len(held) == 1
+        mandatory_note = (f" ({', '.join(held)} {'is' if one else 'are'} mandatory: abandon= cannot unlink "
+                          f"{'it' if one else 'them'})" if held else "")
+        raise LinkedObjectError(f"{name} cannot be deleted: {', '.join(blocking)} point at it; "
+                                f"{remedy}{mandatory_note}")
     if mandatory:
         raise LinkedObjectError(
             f"{name} cannot be deleted: {', '.join(mandatory)} cannot be abandoned, since that would leave "
