@@ -4,7 +4,6 @@ is an error like any other output."""
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_cli_output import _Full
 
 from dal.cli import main
 
@@ -111,16 +111,6 @@ def test_migrate_stopped_by_its_reader_exits_141(tmp_path: Path) -> None:
 
 
 # --- --help that cannot be written ------------------------------------------------------------------
-
-
-class _Full(io.RawIOBase):
-    """A stdout on a full disk."""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 @pytest.mark.parametrize("buffered", [False, True], ids=["written-through", "buffered"])

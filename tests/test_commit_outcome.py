@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -320,46 +321,21 @@ def test_an_outcome_learnt_by_a_sweep_is_still_known_past_the_window(
     assert _stored_count(journaled, tally) == 1 and mine.count == 1
 
 
-def test_a_fenced_commit_cannot_land_later_while_its_marker_stays(
-        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A copy of the original commit still travelling (a TCP buffer, a proxy) arrives after the fence."""
-    tally = _tally("fenced")
-    sent: list[tuple[Sequence[Check], Sequence[Op]]] = []
-    lost = LostAnswers(journaled, monkeypatch)
-    real = lost.real
-
-    def keep(checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
-        if not sent:
-            sent.append((checks, ops))
-            raise BackendError("simulated: the commit is still on its way")
-        return real(checks, ops)
-
-    monkeypatch.setattr(journaled.persistent, "commit", keep)
-    mine = Tally(tally.guid)
-    mine.count = 1
-    with pytest.raises(BackendError, match="Nothing was written"):
-        mine.save()
-    assert journaled.journal is not None
-    journaled.journal.flush()  # whatever this process deletes, the marker is not among it
-    checks, ops = sent[0]
-    key = next(op.key for op in ops if isinstance(op, Put) and op.value[:1] == RECORD)
-    marker = journaled.persistent.get(key)
-    assert marker is not None and marker.value[:1] == CANCELLED
-    assert not real(checks, ops).ok  # the late copy arrives: refused
-    assert _stored_count(journaled, tally) == 0
+@dataclass
+class _Fenced:
+    tally: Any
+    #: the store's own commit, to deliver the late copy with
+    real: Callable[[Sequence[Check], Sequence[Op]], CommitResult]
+    checks: Sequence[Check]
+    ops: Sequence[Op]
+    #: the key of the commit's journal record, the fence's marker once fenced
+    key: str
 
 
-#: how long docs/guarantees.md says a fenced commit cannot land: "while its marker stays (5 minutes)"
-PROMISED_MARKER_AGE = 300.0
-
-
-def test_a_fenced_commit_cannot_land_until_its_marker_ages_out(
-        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fence's marker is what refuses a late copy, and the sweeps remove it MARKER_AGE after they
-    stamp it. The test runs the sweeps itself, on a clock it sets, rather than wait 5 minutes."""
-    from dal.cache import sweeps as sweeps_module  # where the sweeps read their clock
-
-    tally = _tally("fenced-aging")
+def _fenced_save(journaled: Context, monkeypatch: pytest.MonkeyPatch, name: str) -> _Fenced:
+    """Save a Tally whose commit is sent, held back (still travelling: a TCP buffer, a proxy) and
+    answered by an error, so the save fences it; return what a late copy of it would carry."""
+    tally = _tally(name)
     sent: list[tuple[Sequence[Check], Sequence[Op]]] = []
     real = LostAnswers(journaled, monkeypatch).real
 
@@ -374,11 +350,38 @@ def test_a_fenced_commit_cannot_land_until_its_marker_ages_out(
     mine.count = 1
     with pytest.raises(BackendError, match="Nothing was written"):
         mine.save()
+    checks, ops = sent[0]
+    key = next(op.key for op in ops if isinstance(op, Put) and op.value[:1] == RECORD)
+    return _Fenced(tally, real, checks, ops, key)
+
+
+def test_a_fenced_commit_cannot_land_later_while_its_marker_stays(
+        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of the original commit still travelling (a TCP buffer, a proxy) arrives after the fence."""
+    fenced = _fenced_save(journaled, monkeypatch, "fenced")
+    assert journaled.journal is not None
+    journaled.journal.flush()  # whatever this process deletes, the marker is not among it
+    marker = journaled.persistent.get(fenced.key)
+    assert marker is not None and marker.value[:1] == CANCELLED
+    assert not fenced.real(fenced.checks, fenced.ops).ok  # the late copy arrives: refused
+    assert _stored_count(journaled, fenced.tally) == 0
+
+
+#: how long docs/guarantees.md says a fenced commit cannot land: "while its marker stays (5 minutes)"
+PROMISED_MARKER_AGE = 300.0
+
+
+def test_a_fenced_commit_cannot_land_until_its_marker_ages_out(
+        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fence's marker is what refuses a late copy, and the sweeps remove it MARKER_AGE after they
+    stamp it. The test runs the sweeps itself, on a clock it sets, rather than wait 5 minutes."""
+    from dal.cache import sweeps as sweeps_module  # where the sweeps read their clock
+
+    fenced = _fenced_save(journaled, monkeypatch, "fenced-aging")
+    tally, real, checks, ops, key = fenced.tally, fenced.real, fenced.checks, fenced.ops, fenced.key
     assert journaled.sweeper is not None and journaled.journal is not None
     journaled.sweeper.stop()  # from here only the sweeps below run, each at the time the test says
     journaled.journal.flush()
-    checks, ops = sent[0]
-    key = next(op.key for op in ops if isinstance(op, Put) and op.value[:1] == RECORD)
 
     now = [time.time()]  # the sweeps' clock: it stands still between the steps below
 

@@ -31,6 +31,23 @@ def remove_database(path: Path) -> None:
         (path.parent / name).unlink(missing_ok=True)
 
 
+def copy_database(source: Path, target: Path) -> None:
+    """Copy a database file whole, as a backup tool does (SQLite's backup API)."""
+    reading, writing = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        reading.backup(writing)
+    finally:
+        reading.close()
+        writing.close()
+
+
+def two_directories(tmp_path: Path) -> tuple[Path, Path]:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    return first, second
+
+
 def keys_another_process_sees(path: Path) -> list[str] | None:
     """The keys a fresh process reads from the file at ``path``; None when there is no file."""
     script = ("import json, os, sqlite3, sys\n"
@@ -77,9 +94,7 @@ def test_mode_rw_after_the_file_was_deleted_is_refused(tmp_path: Path) -> None:
 
 def test_a_relative_path_names_a_file_in_the_working_directory_of_each_configure(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first, second = tmp_path / "a", tmp_path / "b"
-    first.mkdir()
-    second.mkdir()
+    first, second = two_directories(tmp_path)
     monkeypatch.chdir(first)
     save("sqlite:///dal.sqlite3", "in-a")
     monkeypatch.chdir(second)
@@ -174,11 +189,7 @@ def test_a_backup_restored_in_place_is_read_not_the_replaced_files_cached_object
     context = configure(url, "memory://", namespace="reopen")
     item = Item(name="v1")
     item.save()
-    source = sqlite3.connect(path)
-    target = sqlite3.connect(backup)
-    source.backup(target)
-    source.close()
-    target.close()
+    copy_database(path, backup)
     item.name = "v2"
     item.save()
     assert Item(item.guid).name == "v2"  # cached
@@ -188,19 +199,15 @@ def test_a_backup_restored_in_place_is_read_not_the_replaced_files_cached_object
     restored = configure(url, "memory://", namespace="reopen")
     assert restored.keys.cache_root != before
     assert Item(item.guid).name == "v1"
-    copy, source, target = tmp_path / "copy.db", sqlite3.connect(path), sqlite3.connect(tmp_path / "copy.db")
-    source.backup(target)  # a copy elsewhere is another store too
-    source.close()
-    target.close()
+    copy = tmp_path / "copy.db"
+    copy_database(path, copy)  # a copy elsewhere is another store too
     assert configure(f"sqlite:///{copy}", "memory://", namespace="reopen").keys.cache_root not in (
         before, restored.keys.cache_root)
 
 
 def test_a_child_forked_after_a_chdir_reopens_the_file_configure_named(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first, second = tmp_path / "a", tmp_path / "b"
-    first.mkdir()
-    second.mkdir()
+    first, second = two_directories(tmp_path)
     monkeypatch.chdir(first)
     context = configure("sqlite:///rel.db", "memory://", namespace="reopen")
     assert context.persistent.commit([], [Put("parent", b"v")]).ok
