@@ -178,3 +178,20 @@ def test_a_value_an_earlier_computation_of_the_batch_cached_is_not_computed_agai
     else:
         assert len(DataList(BatchNode, {"type": "AND", "items": [("total", "GE", 0)]})) == 40
     assert set(CALLS.values()) == {1} and len(CALLS) == 40, "a locked dynamic is computed once"
+
+
+def test_a_row_reaching_two_dynamics_builds_its_object_once(context: Context,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    probes(20)
+    built: Counter[str] = Counter()
+    real = BatchProbe._from_entry.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: Any, guid: str, *args: Any, **kwargs: Any) -> Any:
+        built[guid] += 1
+        return real(cls, guid, *args, **kwargs)
+
+    monkeypatch.setattr(BatchProbe, "_from_entry", classmethod(counted))
+    both = DataList(BatchProbe, {"type": "AND", "items": [("score", "GE", 0), ("tag", "CONTAINS", "p")]})
+    assert len(both) == 20
+    assert CALLS["score"] == CALLS["tag"] == 20
+    assert set(built.values()) == {1} and len(built) == 20, "one object per row, for both its dynamics"

@@ -7,31 +7,27 @@ the candidates of its indexable items, ``OR`` unions them when every item is ind
 A dotted path whose last field is indexable walks the link keys back, one batched read per
 hop. Candidates are always re-verified against their documents, loaded in batches; only
 when nothing applies are the documents scanned, in batches. Dotted paths and dynamics are
-resolved for a whole batch at once: one batched load per hop, one multi-get of the cached values
-per dynamic a row of the batch reaches (:func:`dal.objects.dynamics.read_many`), never one per row.
+resolved for a whole batch at once (:mod:`dal.query.batches`): one batched load per hop, one
+multi-get of the cached values per dynamic a row of the batch reaches, never one per row.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from dal.backends.base import Entry
 from dal.backends.paging import scan_batches
-from dal.exceptions import BackendError
-from dal.objects.decoding import loads
-from dal.objects.dynamics import read_many
 from dal.objects.schema import ready_indexes
+from dal.query.batches import Batch, decode_document
 from dal.query.filters import DocumentFilter, Filter, compile_document_filter, compile_filter
-from dal.query.grammar import Condition, Group, Node, Operator, WhereOperator, satisfies
+from dal.query.grammar import Condition, Group, Node, Operator, WhereOperator
 from dal.values import has_text
 
 if TYPE_CHECKING:
     from dal.config import Context
     from dal.model.meta import HybridMeta
-    from dal.objects.dataobject import DataObject
     from dal.structures import Relation
 
 #: documents per scanned or loaded batch
@@ -270,109 +266,9 @@ class Planner:
         return matched
 
 
-def decode_document(value: bytes, hybrid: str, guid: str) -> dict[str, Any]:
-    """Return a stored document decoded, exactly as ``json.loads(value)`` would; BackendError if not JSON.
-    Through :func:`dal.objects.decoding.loads` (json's C scanner called directly, no encoding detection
-    nor whitespace regex; anything else is ``json.loads``'s own)."""
-    try:
-        document: dict[str, Any] = loads(value)
-    except ValueError as exc:
-        raise BackendError(f"the stored document of {hybrid} {guid} is not JSON ({exc}); "
-                           "run `dal check`") from exc
-    return document
-
-
 _ACCESS = {"guid": "guids given", "link": "link keys of {cls}.{field}",
            "unique": "unique keys of {cls}.{field}", "index": "index entries of {cls}.{field}",
            "": "verify only (no index applies)"}
-
-
-class _Pending(Exception):
-    """A row reached a dynamic its batch has not read yet: it waits for the batch to read it."""
-
-
-class Batch:
-    """Documents of one batch, with dotted paths and dynamics resolved for all of them at once."""
-
-    def __init__(self, context: Context, meta: HybridMeta, entries: dict[str, Entry]) -> None:
-        self.context = context
-        self.meta = meta
-        self.entries = entries
-        name = meta.cls.__name__
-        self.data = {guid: decode_document(entry.value, name, guid) for guid, entry in entries.items()}
-        #: per walked path: root guid -> (guid, document) of the object at its end, or None
-        self._paths: dict[tuple[Relation, ...], dict[str, tuple[str, dict[str, Any], Entry] | None]] = {}
-        self._dynamics: dict[tuple[str, str, str], Any] = {}
-        #: per (hybrid, dynamic) not read yet, the objects (guid -> entry) whose rows reached it
-        self._wanted: dict[tuple[str, str], tuple[HybridMeta, dict[str, Entry]]] = {}
-
-    def matching(self, test: Filter, guids: list[str]) -> list[str]:
-        """Return the ``guids`` whose documents match ``test``, in their order. A row that reaches a
-        dynamic not read yet waits, and runs again once it is read for every row that reached it (one
-        multi-get, :func:`read_many`): a row reads the dynamics its conditions reach, no other, as alone."""
-        matched: set[str] = set()
-        waiting = guids
-        while waiting:  # a row never waits twice for one dynamic: as many rounds as dynamics, at most
-            parked = []
-            for guid in waiting:
-                try:
-                    if test(self, guid):
-                        matched.add(guid)
-                except _Pending:
-                    parked.append(guid)
-            wanted, self._wanted, waiting = self._wanted, {}, parked
-            for (_, name), (meta, ends) in wanted.items():
-                objs: list[DataObject] = [meta.cls._from_entry(guid, entry) for guid, entry in ends.items()]
-                to_json = meta.dynamics[name].validator.to_json
-                for obj, value in zip(objs, read_many(objs, meta.dynamics[name]), strict=True):
-                    self._dynamics[meta.name, obj.guid, name] = to_json(value)
-        return [guid for guid in guids if guid in matched]
-
-    def matches(self, node: Node, guid: str) -> bool:
-        assert isinstance(node, Condition)  # compile_filter hands a batch its conditions, never a group
-        found = self._end(node.field.hops, guid)
-        if found is None:
-            return False  # a dotted path through an unset relation matches nothing
-        end_guid, document, entry = found
-        field = node.field
-        if field.kind == "guid":
-            value: Any = end_guid
-        elif field.kind == "dynamic":
-            value = self._dynamic(field.meta, end_guid, entry, field.name)
-        else:
-            value = document.get(field.name, field.meta.stored_defaults.get(field.name))
-        return satisfies(node, value)
-
-    def _end(self, hops: tuple[Relation, ...], guid: str) -> tuple[str, dict[str, Any], Entry] | None:
-        if not hops:
-            return guid, self.data[guid], self.entries[guid]
-        if hops not in self._paths:
-            self._resolve(hops)
-        return self._paths[hops].get(guid)
-
-    def _resolve(self, hops: tuple[Relation, ...]) -> None:
-        """Load the objects at the end of ``hops`` for every document of the batch: one load per hop."""
-        relation = hops[-1]
-        assert relation.target is not None
-        starts = {guid: self._end(hops[:-1], guid) for guid in self.entries}
-        wanted = {start[1].get(relation.guid_field) for start in starts.values() if start is not None}
-        loaded = self.context.load_documents(relation.target._meta.name,
-                                             sorted(guid for guid in wanted if isinstance(guid, str)))
-        documents = {guid: (json.loads(entry.value), entry) for guid, entry in loaded.items()}
-        ends: dict[str, tuple[str, dict[str, Any], Entry] | None] = {}
-        for guid, start in starts.items():
-            target = start[1].get(relation.guid_field) if start is not None else None
-            found = documents.get(target) if target is not None else None
-            ends[guid] = None if found is None or target is None else (target, found[0], found[1])
-        self._paths[hops] = ends
-
-    def _dynamic(self, meta: HybridMeta, guid: str, entry: Entry, name: str) -> Any:
-        key = (meta.name, guid, name)
-        if key not in self._dynamics:  # read with every other row's that reached it (see matching)
-            self._wanted.setdefault((meta.name, name), (meta, {}))[1][guid] = entry
-            raise _Pending
-        return self._dynamics[key]
-
 
 
 def _leaf(condition: Condition) -> Condition:
