@@ -23,8 +23,7 @@ from dal.cache.sweeps import Sweep, Sweeper
 from dal.cache.trust import Trust
 from dal.exceptions import BackendError
 from dal.keys import Keys
-from dal.settings import hmac_key_setting, namespace_setting
-from dal.settings import setting as setting  # re-exported: the command line reads it from here
+from dal.settings import hmac_key_setting, namespace_setting, setting
 
 DEFAULT_PERSISTENT = "sqlite:///dal.sqlite3"
 DEFAULT_VOLATILE = "memory://"
@@ -51,7 +50,7 @@ class Context:
     objects: LeasedCache = field(init=False, repr=False)
     dynamics: LeasedCache = field(init=False, repr=False)
     _seen: Seen | None = field(init=False, default=None, repr=False)
-    _located: StoreURL | None = field(init=False, default=None, repr=False)
+    _located: StoreURL = field(init=False, repr=False)
     #: commit tokens and durable invalidations; None when both stores are local to this process
     journal: Journal | None = field(init=False, default=None, repr=False)
     sweeper: Sweeper | None = field(init=False, default=None, repr=False)
@@ -63,13 +62,13 @@ class Context:
 
     def __post_init__(self) -> None:
         self.stats = Stats()
+        # the file a relative SQLite path names now, in configure(): a forked child reopens it too
+        self._located = located("persistent", self.persistent_url)
         self._open()
         # with a shared cache, publish counters so `dal stats` sees every process
         self.publisher = Publisher(self) if self.volatile.shared else None
 
     def _open(self) -> None:
-        if self._located is None:  # the file a relative SQLite path names now, in configure()
-            self._located = located("persistent", self.persistent_url)  # a forked child reopens it too
         persistent = self.persistent = open_persistent(self._located)
         self.volatile = open_volatile(self.volatile_url)
         # cache keys name the store by its identity, learnt on first use (etcd needs a round trip)

@@ -49,14 +49,14 @@ def namespace_setting(given: str | None) -> str:
 
 def hmac_key_setting(given: object) -> bytes | None:
     """Return the cache's signing key (:func:`hmac_key`); ConfigurationError if shorter than 16 bytes."""
-    key = hmac_key(given)
+    key = _hmac_key(given)
     if key is not None and len(key) < 16:
         raise ConfigurationError("hmac_key (or DAL_HMAC_KEY) must be at least 16 bytes; use e.g. "
                                  "`openssl rand -hex 32`, or leave it unset for an unsigned cache")
     return key
 
 
-def hmac_key(given: object) -> bytes | None:
+def _hmac_key(given: object) -> bytes | None:
     """Return the signing key as bytes: ``given`` (str or bytes), else ``DAL_HMAC_KEY``'s bytes as the
     environment holds them (a key of random bytes need not be UTF-8), else None."""
     if given is None:

@@ -201,8 +201,8 @@ def _parse_host(part: str, where: str) -> tuple[str, int | None]:
     """Return one ``host[:port]`` of a URL's host part as (host, port), an IPv6 address without its
     brackets (what the clients connect to); ConfigurationError for anything the clients would only
     fail on later, or read as another host."""
-    address, closing, after = part[1:].partition("]") if part.startswith("[") else ("", "", "")
     if part.startswith("["):
+        address, closing, after = part[1:].partition("]")
         if not closing or not _is_ipv6(address) or (after and not after.startswith(":")):
             raise ConfigurationError(f"{part!r} in {where!r} is not a bracketed IPv6 address; write "
                                      "[address]:port, e.g. [::1]:2379 (the brackets hold the whole address)")

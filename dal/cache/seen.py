@@ -46,7 +46,7 @@ FRESH, STALE, UNSURE = Verdict.FRESH, Verdict.STALE, Verdict.UNSURE
 class Seen:
     """The highest revision this process has seen of each object, bounded by ``capacity``."""
 
-    def __init__(self, capacity: int = CAPACITY, buckets: int = BUCKETS) -> None:
+    def __init__(self, capacity: int = CAPACITY, buckets: int = BUCKETS, scope: str | None = None) -> None:
         if buckets & (buckets - 1):
             raise ValueError("buckets must be a power of two")
         self.capacity = capacity
@@ -57,7 +57,7 @@ class Seen:
         self._forgotten: array[int] | None = None  # allocated when something is first forgotten
         self._lock = threading.Lock()
         #: the namespace of one store this record is of (its cache root; None: made by hand)
-        self.scope: str | None = None
+        self.scope = scope
 
     def __len__(self) -> int:
         return len(self._revisions)
@@ -111,8 +111,7 @@ def seen_for(scope: str) -> Seen:
     with _records_lock:
         record = _records.get(scope)
         if record is None:
-            record = _records[scope] = Seen()
-            record.scope = scope
+            record = _records[scope] = Seen(scope=scope)
         return record
 
 

@@ -139,7 +139,8 @@ def collect(context: Context, *, reader: bool = False) -> Published:
     raw = context.volatile.get(prefix + "index")
     members = json.loads(raw) if raw else []
     if reader:
-        members = [member for member in members if member != _member(context)]
+        mine = _member(context)
+        members = [member for member in members if member != mine]
     found = context.volatile.get_many([prefix + member for member in members])
     # a member without its snapshot: that one expired
     snapshots = [json.loads(found[prefix + member]) for member in members if prefix + member in found]

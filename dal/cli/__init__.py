@@ -19,8 +19,9 @@ from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING
 
 from dal.backends.url import StoreURL, parse_url
-from dal.config import DEFAULT_PERSISTENT, setting
+from dal.config import DEFAULT_PERSISTENT
 from dal.exceptions import DalError
+from dal.settings import setting
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
