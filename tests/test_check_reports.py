@@ -83,3 +83,33 @@ def test_the_report_counts_its_problems_in_words(local: Context) -> None:
     assert "1 problem:" in render(check(local), "here", 10)
     store_raw(local, f"{local.keys.root}o/xflagged/{uuid.uuid4()}", b"[]")
     assert "2 problems:" in render(check(local), "here", 10)
+
+
+def test_keys_naming_a_document_under_a_non_guid_key_are_left_alone(local: Context) -> None:
+    """Their repairs could never apply (they check that the document is absent, and it is there):
+    --repair said the data changed, and so on forever."""
+    XFlagged(data={}).save()
+    keys = local.keys
+    store_raw(local, keys.doc("xflagged", "bad"), b'{"flag": true}')
+    store_raw(local, keys.index("xflagged", "flag", True, "bad"), b"")
+    report = check(local, repair=True)
+    assert [problem.kind for problem in report.problems] == [Kind.INVALID_DOCUMENT]
+    assert not report.conflicted
+    assert "the data changed" not in "\n".join(render(report, "here", 10))
+
+
+class XCoded(DataObject):
+    __properties = [Property("code", str, unique=True)]
+
+
+def test_a_repairable_kind_without_a_fix_is_not_called_repairable(local: Context) -> None:
+    """A unique key naming an object whose document cannot be read is left alone: it may hold the value."""
+    first, second = XCoded(data={"code": "a"}), XCoded(data={"code": "b"})
+    first.save()
+    second.save()
+    keys = local.keys
+    store_raw(local, keys.doc("xcoded", first.guid), b"{not json")
+    store_raw(local, keys.unique("xcoded", "code", "b"), first.guid.encode())  # names the unreadable one
+    lines = render(check(local, repair=True), "here", 10)
+    assert any(line.split() == ["stale_unique", "1", "needs", "a", "person"] for line in lines), lines
+    assert any("left alone while XCoded" in line for line in lines), lines

@@ -58,8 +58,10 @@ def render(report: Report, where: str, limit: int) -> list[str]:
     count = len(report.problems)
     lines.append(f"{count} problem{'' if count == 1 else 's'}:")
     for kind, count in report.counts().items():
-        how = ("repairable" if kind in REPAIRABLE else "needs `dal migrate`" if kind in MIGRATE
-               else "needs a person")
+        # a repairable kind's problem without a fix (its owner unreadable) needs a person, as it says
+        fixable = sum(problem.fix is not None for problem in report.of(kind)) if kind in REPAIRABLE else 0
+        how = ("repairable" if fixable == count else f"{fixable} repairable" if fixable
+               else "needs `dal migrate`" if kind in MIGRATE else "needs a person")
         lines.append(f"  {kind.value:<20} {count:>6}  {how}")
     for kind in report.counts():
         problems = report.of(kind)

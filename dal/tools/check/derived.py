@@ -49,8 +49,10 @@ class DerivedKeyPasses(CheckState):
                 (Revision(key, entry.revision), self.doc_revision(meta.name, holder),
                  self.doc_revision(meta.name, owner)), (Put(key, holder.encode()),),
                 self.versions(meta.name, prop.name, values[2]))
+            left = "" if fix is not None else (f"; left alone while {name} {owner}'s document cannot be "
+                                               "read (it may hold the value too): restore or delete it first")
             self.add(Kind.STALE_UNIQUE, key, f"unique key {name}.{prop.name} names {owner}, but {name} "
-                     f"{holder} holds that value", meta.name, holder, fix)
+                     f"{holder} holds that value{left}", meta.name, holder, fix)
 
     def duplicate(self, key: str, values: tuple[HybridMeta, str, Any], holders: list[str]) -> None:
         meta, prop_name, value = values

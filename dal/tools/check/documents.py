@@ -31,10 +31,12 @@ class DocumentPass(CheckState):
             return
         if not valid_guid(guid):
             # no object has this key: reads, dumps and loads refuse it, so no keys are expected (nor
-            # built by --repair) for it
+            # built by --repair) for it, and keys naming it are left alone, as an unreadable one's
+            self.unreadable.add((hybrid, guid))
             self.add(Kind.INVALID_DOCUMENT, key, f"a {meta.cls.__name__} document is stored under "
-                     f"{guid!r}, which is not a guid ({GUID_RULE}): dal cannot read, dump or load it; store "
-                     "it again as a new object, or delete the key", hybrid, guid)
+                     f"{guid!r}, which is not a guid ({GUID_RULE}): dal cannot read, dump or load it, and "
+                     "leaves the keys naming it alone; store it again as a new object, or delete the key",
+                     hybrid, guid)
             return
         self.docs[hybrid, guid] = entry.revision
         label = f"{meta.cls.__name__} {guid}"
