@@ -48,7 +48,7 @@ def namespace_setting(given: str | None) -> str:
 
 
 def hmac_key_setting(given: object) -> bytes | None:
-    """Return the cache's signing key (:func:`hmac_key`); ConfigurationError if shorter than 16 bytes."""
+    """Return the cache's signing key (:func:`_hmac_key`); ConfigurationError if shorter than 16 bytes."""
     key = _hmac_key(given)
     if key is not None and len(key) < 16:
         raise ConfigurationError("hmac_key (or DAL_HMAC_KEY) must be at least 16 bytes; use e.g. "

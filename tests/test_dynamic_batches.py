@@ -195,3 +195,37 @@ def test_a_row_reaching_two_dynamics_builds_its_object_once(context: Context,
     assert len(both) == 20
     assert CALLS["score"] == CALLS["tag"] == 20
     assert set(built.values()) == {1} and len(built) == 20, "one object per row, for both its dynamics"
+
+
+class BatchChain(DataObject):
+    __properties: list[Property[Any]] = [Property("name", str)]
+    __relations = [Relation("parent", None, "children", mandatory=False)]
+    __dynamics = [Dynamic("level", int, 60), Dynamic("nick", str, 60)]
+
+    def _level(self) -> int:
+        return 1
+
+    def _nick(self) -> str:
+        return self.name
+
+
+def test_a_document_a_path_reaches_newer_than_its_row_is_read_at_its_own_revision(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The row of the parent was scanned at one revision; the path from its child loads it after a save:
+    the child's condition must test the parent's dynamic of the revision it tests its fields on."""
+    parent = BatchChain(data={"name": "old"})
+    parent.save()
+    BatchChain(data={"name": "child", "parent": parent}).save()
+    real = context.load_documents
+
+    def racing(hybrid: str, guids: list[str]) -> Any:
+        if hybrid == BatchChain._meta.name and parent.guid in guids:  # another writer, between scan and hop
+            other = BatchChain(parent.guid)
+            other.name = "new"
+            other.save()
+        return real(hybrid, guids)
+
+    monkeypatch.setattr(context, "load_documents", racing)
+    found = DataList(BatchChain, {"type": "AND", "items": [
+        ("level", "GE", 0), ("parent.name", "EQUALS", "new"), ("parent.nick", "EQUALS", "new")]})
+    assert [chain.name for chain in found] == ["child"]

@@ -163,6 +163,7 @@ def _abandoned(meta: HybridMeta, guid: str, groups: dict[tuple[str, str], list[s
     blocking, mandatory = [], []
     #: the reverse relations of the blocking links that abandon= could unlink, and the mandatory ones
     optional: set[str] = set()
+    given: set[str] = set()  # the reverse relations abandon= named that do unlink
     held: list[str] = []
     unlink: list[tuple[Relation, list[str]]] = []
     for (source, relation_name), guids in sorted(groups.items()):
@@ -179,10 +180,11 @@ def _abandoned(meta: HybridMeta, guid: str, groups: dict[tuple[str, str], list[s
             mandatory.append(f"{relation.qualified} (mandatory, {len(guids)} linked)")
         else:
             unlink.append((relation, guids))
+            given.add(accessor)  # named again in the remedy: abandon= replaces, not adds to, the list
     name = f"{meta.cls.__name__} {guid}"
     if blocking:
         # name only a remedy that works: abandon= unlinks optional relations, never mandatory ones
-        remedy = "delete or relink them" + (f", or pass abandon={sorted(optional)!r} to unlink "
+        remedy = "delete or relink them" + (f", or pass abandon={sorted(optional | given)!r} to unlink "
                                             f"{'those' if len(optional) > 1 else 'that'} optional relation"
                                             f"{'s' * (len(optional) > 1)}" if optional else "")
         one = len(held) == 1

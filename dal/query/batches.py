@@ -50,11 +50,13 @@ class Batch:
         self.data = {guid: decode_document(entry.value, name, guid) for guid, entry in entries.items()}
         #: per walked path: root guid -> (guid, document) of the object at its end, or None
         self._paths: dict[tuple[Relation, ...], dict[str, tuple[str, dict[str, Any], Entry] | None]] = {}
-        self._dynamics: dict[tuple[str, str, str], Any] = {}
+        #: (hybrid, guid, revision, dynamic) -> its value: a document a path reaches may be newer than its row
+        self._dynamics: dict[tuple[str, str, int, str], Any] = {}
         #: per (hybrid, dynamic) not read yet, the objects (guid -> entry) whose rows reached it
-        self._wanted: dict[tuple[str, str], tuple[HybridMeta, dict[str, Entry]]] = {}
-        #: the object of each document whose dynamics were read: one for all its dynamics
-        self._objects: dict[tuple[str, str], DataObject] = {}
+        self._wanted: dict[tuple[str, str], tuple[HybridMeta, dict[tuple[str, int], Entry]]] = {}
+        #: the object of each document (of one revision: a path may load a newer one than the row's)
+        #: whose dynamics were read: one for all its dynamics
+        self._objects: dict[tuple[str, str, int], DataObject] = {}
 
     def matching(self, test: Filter, guids: list[str]) -> list[str]:
         """Return the ``guids`` whose documents match ``test``, in their order. A row that reaches a
@@ -72,17 +74,18 @@ class Batch:
                     parked.append(guid)
             wanted, self._wanted, waiting = self._wanted, {}, parked
             for (_, name), (meta, ends) in wanted.items():
-                objs = [self._object(meta, guid, entry) for guid, entry in ends.items()]
+                objs = [self._object(meta, guid, entry) for (guid, _), entry in ends.items()]
                 to_json = meta.dynamics[name].validator.to_json
-                for obj, value in zip(objs, read_many(objs, meta.dynamics[name]), strict=True):
-                    self._dynamics[meta.name, obj.guid, name] = to_json(value)
+                for (guid, revision), value in zip(ends, read_many(objs, meta.dynamics[name]), strict=True):
+                    self._dynamics[meta.name, guid, revision, name] = to_json(value)
         return [guid for guid in guids if guid in matched]
 
     def _object(self, meta: HybridMeta, guid: str, entry: Entry) -> DataObject:
         """Return the object of a document, built once for every dynamic of it the batch reads."""
-        obj = self._objects.get((meta.name, guid))
+        key = (meta.name, guid, entry.revision)
+        obj = self._objects.get(key)
         if obj is None:
-            obj = self._objects[meta.name, guid] = meta.cls._from_entry(guid, entry)
+            obj = self._objects[key] = meta.cls._from_entry(guid, entry)
         return obj
 
     def matches(self, node: Node, guid: str) -> bool:
@@ -124,8 +127,8 @@ class Batch:
         self._paths[hops] = ends
 
     def _dynamic(self, meta: HybridMeta, guid: str, entry: Entry, name: str) -> Any:
-        key = (meta.name, guid, name)
+        key = (meta.name, guid, entry.revision, name)
         if key not in self._dynamics:  # read with every other row's that reached it (see matching)
-            self._wanted.setdefault((meta.name, name), (meta, {}))[1][guid] = entry
+            self._wanted.setdefault((meta.name, name), (meta, {}))[1][guid, entry.revision] = entry
             raise _Pending
         return self._dynamics[key]
