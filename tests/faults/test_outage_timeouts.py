@@ -149,6 +149,11 @@ def test_memcached_skips_fills_and_locks_for_dead_timeout_after_a_failed_get(
                         call()
                     took = time.monotonic() - started
                     assert took < SKIPPED, f"{name} {when} a failed get waited {took:.2f} s"
+            # past dead_timeout the server is asked again (still paused: one timeout), not skipped
+            move_the_memcached_clock_on(monkeypatch, DEAD_TIMEOUT + 1.0)
+            with pytest.raises(BackendError) as asked:
+                store.gets("k")
+            assert "skipped" not in str(asked.value), asked.value
         finally:
             server.resume()
         assert store.delete_many(["other"]) == []  # an invalidation is sent anyway, and revives it
