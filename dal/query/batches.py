@@ -52,7 +52,7 @@ class Batch:
         self._paths: dict[tuple[Relation, ...], dict[str, tuple[str, dict[str, Any], Entry] | None]] = {}
         #: (hybrid, guid, revision, dynamic) -> its value: a document a path reaches may be newer than its row
         self._dynamics: dict[tuple[str, str, int, str], Any] = {}
-        #: per (hybrid, dynamic) not read yet, the objects (guid -> entry) whose rows reached it
+        #: per (hybrid, dynamic) not read yet, the documents ((guid, revision) -> entry) rows reached it on
         self._wanted: dict[tuple[str, str], tuple[HybridMeta, dict[tuple[str, int], Entry]]] = {}
         #: the object of each document (of one revision: a path may load a newer one than the row's)
         #: whose dynamics were read: one for all its dynamics
