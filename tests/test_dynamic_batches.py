@@ -229,3 +229,22 @@ def test_a_document_a_path_reaches_newer_than_its_row_is_read_at_its_own_revisio
     found = DataList(BatchChain, {"type": "AND", "items": [
         ("level", "GE", 0), ("parent.name", "EQUALS", "new"), ("parent.nick", "EQUALS", "new")]})
     assert [chain.name for chain in found] == ["child"]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_sort_by_a_dynamic_reads_its_values_in_one_multi_get_per_batch(context: Context,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       reverse: bool) -> None:
+    made = probes(30)
+    listed = DataList(BatchProbe, {"type": "AND", "items": [("level", "GE", 0)]})
+    listed.sort(key=["tag", "score"])  # cold: every value computed once, and cached
+    assert CALLS["tag"] == CALLS["score"] == 30
+    calls = round_trips(context, monkeypatch)
+    listed.sort(key=["status", "score"], reverse=reverse)
+    warm = dict(calls)
+    # one multi-get of the objects' cached documents, one of the cached scores: none per object
+    assert "volatile.get" not in warm and warm["volatile.get_many"] == 2, warm
+    assert CALLS["score"] == 30, "served from the cache, not computed again"
+    # the order a sort by the same values, read one object at a time, gives (stable for equal keys)
+    expected = sorted(made, key=lambda probe: (probe.status != "DOWN", probe.level * 10), reverse=reverse)
+    assert [probe.name for probe in listed] == [probe.name for probe in expected]

@@ -319,10 +319,11 @@ class DataList(Generic[T]):
         """
         if not isinstance(reverse, bool):
             raise InvalidQueryError(f"sort(reverse={reverse!r}): reverse is True or False")
-        keyer = sort_key(self.hybrid._meta, key)  # checked before any object loads
+        ranker = sort_key(self.hybrid._meta, key)  # checked before any object loads
         objects = list(self)
-        objects.sort(key=keyer, reverse=reverse)
-        self._guids = [obj.guid for obj in objects]
+        ranks = ranker.ranks(objects, LOAD_BATCH)
+        order = sorted(range(len(objects)), key=ranks.__getitem__, reverse=reverse)
+        self._guids = [objects[index].guid for index in order]
 
     # --- paging ---------------------------------------------------------------------------
 

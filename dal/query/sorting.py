@@ -14,14 +14,40 @@ from typing import Any
 from dal.exceptions import InvalidQueryError, ObjectNotFoundError
 from dal.model.meta import HybridMeta
 from dal.objects.dataobject import DataObject
+from dal.objects.dynamics import read_many
 from dal.query.grammar import Field, resolve_field
 from dal.query.ordering import related, sortable
 
 SortKey = Callable[[Any], Any] | str | Sequence[str] | None
 
 
-def sort_key(meta: HybridMeta, key: SortKey) -> Callable[[Any], Any]:
-    """Return the function giving an object's ranked key, for ``list.sort(key=...)``.
+class Ranker:
+    """How ``DataList.sort()`` ranks its objects: the ranked key of each, from a function or fields.
+
+    A dynamic of the sorted hybrid itself is read for a batch of objects at a time, in one multi-get
+    of its cached values (:func:`~dal.objects.dynamics.read_many`), never one cache read per object.
+    """
+
+    def __init__(self, key: Callable[[Any], Any], fields: Sequence[tuple[Field, str]] = ()) -> None:
+        self.key = key
+        self._fields = fields
+
+    def ranks(self, objs: Sequence[DataObject], batch: int) -> list[Any]:
+        """Return the ranked key of each of ``objs``, reading their dynamics ``batch`` objects at a time."""
+        if not self._fields:
+            return [self.key(obj) for obj in objs]
+        ranks: list[Any] = []
+        for start in range(0, len(objs), batch):
+            part = objs[start:start + batch]
+            columns = [[sortable(value) for value in read_many(part, field.meta.dynamics[field.name])]
+                       if field.kind == "dynamic" and not field.hops
+                       else [_ranked(obj, field, name) for obj in part] for field, name in self._fields]
+            ranks += zip(*columns, strict=True)
+        return ranks
+
+
+def sort_key(meta: HybridMeta, key: SortKey) -> Ranker:
+    """Return how to rank objects for ``sort(key=...)`` (see :class:`Ranker`).
 
     By default: by ``name`` when the hybrid has one, then by guid. A field name unknown to the
     hybrid, or a key that is neither a function, a field name nor a list of them, raises
@@ -29,7 +55,7 @@ def sort_key(meta: HybridMeta, key: SortKey) -> Callable[[Any], Any]:
     """
     if callable(key):
         function = key
-        return lambda obj: sortable(function(obj))
+        return Ranker(lambda obj: sortable(function(obj)))
     if key is None:
         key = ["name", "guid"] if "name" in meta.properties else ["guid"]
     if not isinstance(key, (str, Sequence)):
@@ -39,7 +65,7 @@ def sort_key(meta: HybridMeta, key: SortKey) -> Callable[[Any], Any]:
     fields = [(field, field.text.rsplit(".", 1)[-1])
               for field in (resolve_field(meta, name, "sort key") for name in names)]
     # ranked field by field, as sortable() ranks a tuple's elements
-    return lambda obj: tuple(_ranked(obj, field, name) for field, name in fields)
+    return Ranker(lambda obj: tuple(_ranked(obj, field, name) for field, name in fields), fields)
 
 
 def _ranked(obj: DataObject, field: Field, name: str) -> Any:
