@@ -25,6 +25,7 @@ from dal.backends.base import (
     PrefixUnchanged,
     Put,
     Revision,
+    StoreReplacedError,
 )
 from dal.backends.redis import RedisCache, RedisStore
 from dal.backends.redis import store as redis_store
@@ -296,6 +297,40 @@ def test_fakeredis_counts_hits_when_asked() -> None:
 
 class _Gadget(DataObject, hybrid_name="redisgadget"):
     __properties = [Property("name", str, unique=True), Property("size", int, default=0, indexed=True)]
+
+
+@pytest.mark.parametrize("kind", ["redis", "fakeredis"])
+def test_a_store_that_lost_its_data_refuses_the_commits_of_clients_that_knew_it(
+        kind: str, namespace: str, request: pytest.FixtureRequest) -> None:
+    """A database wiped under a running process (FLUSHDB, a restart without persistence) gets a new name
+    from the next client that opens it, and that client's cache keys derive from it: a commit of the
+    older client, whose saves would delete only the keys of the old name, is refused having written
+    nothing, and ``configure()`` again opens a client that reads the new name."""
+    url = (f"fakeredis://{namespace}" if kind == "fakeredis"
+           else request.getfixturevalue("own_redis").url)
+    try:
+        context = configure(url, url, namespace=namespace)
+        gadget = _Gadget(data={"name": "g", "size": 1})
+        gadget.save()
+        assert _Gadget(gadget.guid).size == 1
+        _raw(context.persistent).flushdb()
+        later = type(context.persistent).from_url(parse_url(url))  # another process, after the wipe
+        assert later.identity() != context.persistent.identity()
+        gadget.size = 2
+        with pytest.raises(StoreReplacedError, match=r"configure\(\) again.*Nothing was written"):
+            gadget.save()
+        assert later.scan(f"{namespace}/") == [], "nothing written under the old name"
+        assert context.volatile.get(context.keys.cached_doc("redisgadget", gadget.guid)) is None
+        again = configure(url, url, namespace=namespace)
+        assert again.persistent is not context.persistent
+        assert again.persistent.identity() == later.identity()
+        assert again.keys.cached_doc("redisgadget", gadget.guid) != context.keys.cached_doc(
+            "redisgadget", gadget.guid)
+        _Gadget(data={"name": "g", "size": 3}).save()
+        assert _Gadget.get_by(name="g").size == 3
+        later.close()
+    finally:
+        close_all()
 
 
 @pytest.mark.redis

@@ -67,8 +67,8 @@ def _sent(store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any,
 
 def test_a_saves_commit_sends_two_arguments_per_check_and_write_and_one_per_evict(
         store: RedisStore, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The shape of a save (two checks, four writes, fourteen evicts) is one EVALSHA with 30 ARGV, not
-    the 63 of three per item: each argument costs the client (packing) and the server (a Lua string)."""
+    """The shape of a save (two checks, four writes, fourteen evicts) is one EVALSHA with 31 ARGV, not
+    the 64 of three per item: each argument costs the client (packing) and the server (a Lua string)."""
     p = f"{namespace}/"
     assert store.commit([], [Put(f"{p}old-journal", b"R")]).ok
     checks: list[Check] = [Revision(f"{p}doc", 0), Revision(f"{p}journal", 0)]
@@ -80,7 +80,7 @@ def test_a_saves_commit_sends_two_arguments_per_check_and_write_and_one_per_evic
     assert [args[0] for args in sent] == ["EVALSHA"]
     _command, _sha, keys, *rest = sent[0]
     # KEYS, then the header, the checks, the writes and the evicts
-    assert keys == 2 and len(rest) == keys + 30 == keys + 4 + 2 * 2 + 2 * 4 + 14
+    assert keys == 3 and len(rest) == keys + 31 == keys + 5 + 2 * 2 + 2 * 4 + 14
     assert sent[0][-14:] == tuple(CACHE + f"{p}cached/{number}" for number in range(14))
     assert store.get(f"{p}doc") is not None and store.get(f"{p}old-journal") is None
 

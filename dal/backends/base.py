@@ -136,6 +136,10 @@ class TooLargeError(RefusedError):
     and the same request always fails; what it writes must be split, or made smaller."""
 
 
+class StoreReplacedError(RefusedError):
+    """The store lost its data and its name since this client read it: ``configure()`` again."""
+
+
 # --- leadership ------------------------------------------------------------------------
 
 

@@ -30,17 +30,25 @@ local function data_keys(data, keys)
 end
 """
 
-#: commit: KEYS = counter, index; ARGV = data prefix, page, number of checks, number of writes, then two
+#: commit: KEYS = counter, index, identity; ARGV = data prefix, page, the store's name as the client
+#: read it (see ``RedisStore.identity``; empty: not read yet), number of checks, number of writes, then two
 #: per check (its kind R/E/P/U followed by its key or prefix, in one; then a revision), then two per
 #: write (its kind P/D/X followed by its key or prefix; then the value, empty for D and X), then the
 #: whole Redis key of each cache entry to delete (Evict), one argument each.
-#: Returns {1, revision} once applied, or {0, failed check indexes, {key, raw, ...}} having written nothing.
+#: Returns {1, revision} once applied, or {0, failed check indexes, {key, raw, ...}} having written nothing,
+#: or {2, the name stored now} having written nothing when the store's name is not the client's: the
+#: database lost its data (FLUSHDB, a restart without persistence) since the client read it, and the
+#: cache keys the client derives from that name are no longer the other clients'.
 #: As few arguments as that, since each one costs the client (redis-py packs it) and the server (a Lua
-#: string) more than the script's work on it: a save's commit went from 63 to 30.
+#: string) more than the script's work on it: a save's commit went from 63 to 30 (31 with the store's name).
 COMMIT = _COMMON + r"""
 local counter, index = KEYS[1], KEYS[2]
 local data, page = ARGV[1], tonumber(ARGV[2])
-local checks, writes = tonumber(ARGV[3]), tonumber(ARGV[4])
+if ARGV[3] ~= '' then
+  local named = redis.call('GET', KEYS[3])
+  if named ~= ARGV[3] then return {2, named or ''} end
+end
+local checks, writes = tonumber(ARGV[4]), tonumber(ARGV[5])
 
 -- the highest revision under prefix, or the first one found above `above` (enough to fail the check)
 local function newest(prefix, above)
@@ -60,7 +68,7 @@ end
 
 local failed, current = {}, {}
 for i = 0, checks - 1 do
-  local at = 5 + 2 * i
+  local at = 6 + 2 * i
   local kind, name, revision = string.sub(ARGV[at], 1, 1), string.sub(ARGV[at], 2), tonumber(ARGV[at + 1])
   local holds
   if kind == 'R' or kind == 'E' then
@@ -83,7 +91,7 @@ if #failed > 0 then return {0, failed, current} end
 -- every check holds: nothing below can fail on keys only this store writes
 local revision = redis.call('INCR', counter)
 local stamp = string.format('%d', revision) .. ':'
-local first = 5 + 2 * checks
+local first = 6 + 2 * checks
 for at = first, first + 2 * writes - 1, 2 do
   local kind, name = string.sub(ARGV[at], 1, 1), string.sub(ARGV[at], 2)
   if kind == 'P' then

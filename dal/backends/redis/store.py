@@ -27,6 +27,7 @@ from dal.backends.base import (
     PrefixUnchanged,
     Put,
     Revision,
+    StoreReplacedError,
     utf8,
 )
 from dal.backends.redis.cache import RedisCache
@@ -124,6 +125,10 @@ class RedisStore(RedisLeadership):
         self._commit = opened.client.register_script(COMMIT)
         self._scan = opened.client.register_script(SCAN)
         self._identity: str | None = None
+        #: the name the first client wrote into this database (``identity()`` reads it), which every
+        #: commit checks: another one there means the data this client knew was lost
+        self._name: str | None = None
+        self._replaced = False
         self._tokens = ChangeTokens()
         #: the server was seen to keep every key (see :meth:`_check_eviction`)
         self._kept = False
@@ -190,7 +195,18 @@ class RedisStore(RedisLeadership):
 
     def _run_commit(self, args: list[Any], ops: Sequence[Op]) -> CommitResult:
         self._check_eviction()
-        answer = self._script(f"commit of {len(ops)} ops", self._commit, 2, COUNTER, INDEX, DATA, PAGE, *args)
+        # once read (cache keys derive from it), every commit checks the store still bears that name
+        answer = self._script(f"commit of {len(ops)} ops", self._commit, 3, COUNTER, INDEX, IDENTITY,
+                              DATA, PAGE, self._name or "", *args)
+        if answer[0] == 2:
+            self._replaced = True
+            now = bytes(answer[1]).decode(errors="replace") or "none"
+            raise StoreReplacedError(
+                f"the redis database of {self._where} (db {self._db}) no longer bears the name this client "
+                f"read from it ({self._name}; now {now}): its data was lost since (FLUSHDB, or a restart "
+                "without persistence), and what other processes cache under its new name this process "
+                "would not invalidate. Call configure() again (or restart the process) to use the store "
+                "as it is now")
         if answer[0] == 1:
             revision = int(answer[1])
             self._tokens.committed(revision)
@@ -212,8 +228,14 @@ class RedisStore(RedisLeadership):
             # one server are two stores
             named = self._pipeline("identity", [("SET", IDENTITY, mine, "NX"), ("GET", IDENTITY)],
                                    transaction=True)
-            self._identity = f"redis-{bytes(named[1]).decode()}-db{self._db}"
+            self._name = bytes(named[1]).decode()
+            self._identity = f"redis-{self._name}-db{self._db}"
         return self._identity
+
+    def still_current(self) -> bool:
+        """Tell whether this client may serve another ``configure()``: not once a commit found the
+        database bearing another name than it read (see :class:`StoreReplacedError`)."""
+        return not self._replaced
 
     def change_token(self) -> int:
         """Return a number that moves whenever another client committed since the last call
