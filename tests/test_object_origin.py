@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from query_hybrids import Item
+from query_hybrids import Item, Kind
 
 import dal
 from dal import DataList
@@ -50,3 +50,27 @@ def test_an_object_loaded_from_another_store_file_is_not_written_here(tmp_path: 
     with pytest.raises(ConfigurationError, match="configure\\(\\) its store and namespace again"):
         loaded.save()
     assert DataList(Item).count() == 0
+
+
+def test_reverse_lists_and_links_of_an_object_of_another_namespace_are_refused(tmp_path: Path) -> None:
+    """Its reverse accessors would list nothing under the other namespace (where nothing points at it),
+    and an object linked to it would point at nothing stored there: both refused, saying what to do."""
+    url = f"sqlite:///{tmp_path}/x.db"
+    dal.configure(url, "memory://", namespace="first")
+    kind = Kind(code="k")
+    kind.save()
+    Item(name="i", kind=kind).save()
+    assert kind.items_guids and len(kind.items) == 1
+    dal.configure(url, "memory://", namespace="second")
+    for read in (lambda: kind.items_guids, lambda: kind.items):
+        with pytest.raises(ConfigurationError, match="'items' would list nothing.*Load it again"):
+            read()
+    linked = Item(name="j", kind=kind)
+    with pytest.raises(ConfigurationError, match="Item.kind points at .*loaded from another store or "
+                                                 "namespace.*link an object loaded under the current"):
+        linked.save()
+    assert DataList(Item).count() == 0, "nothing written"
+    dal.configure(url, "memory://", namespace="first")
+    assert len(kind.items) == 1
+    linked.save()
+    assert sorted(item.name for item in kind.items) == ["i", "j"]

@@ -22,7 +22,6 @@ from dal.cache.versions import changed_versions
 from dal.config import Context, current
 from dal.exceptions import (
     CommitOutcomeUnknownError,
-    ConfigurationError,
     InvalidRelationError,
     MissingMandatoryFieldsError,
     ObjectNotFoundError,
@@ -31,6 +30,7 @@ from dal.exceptions import (
 )
 from dal.model.meta import HybridMeta
 from dal.objects.models import missing_mandatory
+from dal.objects.origin import check_link, check_write
 from dal.objects.refusals import (
     check_changed,
     check_containers,
@@ -115,7 +115,7 @@ class Writes:
         """Return what a save merges against, the stored document (None for a new object) and the
         document to write; None when nothing changed. Settles an earlier save whose outcome was unknown
         first. ``save()`` and ``save_many()`` both start here."""
-        self._check_origin(context)
+        check_write(self._label(), self, context)
         if "_uncertain" in self.__dict__:
             self._settle(context)
         ensure_recorded(context, self._meta)
@@ -273,17 +273,6 @@ class Writes:
         if revision > 0:
             context.seen.note(meta.name, self.guid, revision)
 
-    def _check_origin(self, context: Context) -> None:
-        """Refuse to write a stored object under a configure() of another store or namespace: there
-        its document is absent, so a save would call it deleted by another writer, a delete do nothing."""
-        origin = self.__dict__.get("_loaded_from")
-        if origin is None or origin == context.keys.cache_root:
-            return
-        raise ConfigurationError(
-            f"{self._label()} was loaded from another store or namespace ({origin!r}) than the "
-            "current configure()'s; load it again under the current configuration, or configure() its "
-            "store and namespace again to write it there")
-
     def delete(self, abandon: Sequence[str] | None = None) -> None:
         """Remove this object in one transaction: document, unique keys, index entries, links.
 
@@ -292,7 +281,7 @@ class Writes:
         the same transaction. Deleting an object that is already gone is harmless.
         """
         context = current()
-        self._check_origin(context)
+        check_write(self._label(), self, context)
         if "_uncertain" in self.__dict__:
             self._settle(context)
         meta = self._meta
@@ -371,6 +360,7 @@ class Writes:
                 f"{name}.{reason.field} must be unique: another {name} already has {reason.value!r}; "
                 "choose another value")
         relation = self._meta.relations[reason.field]
+        check_link(name, relation, self._objects.get(reason.field), current())  # another store's object
         target = relation.target.__name__ if relation.target is not None else "object"
         raise ObjectNotFoundError(
             f"{name}.{reason.field} points at {target} {reason.value!r}, which is not stored; "

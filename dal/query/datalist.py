@@ -26,6 +26,7 @@ from dal.objects.dataobject import DataObject
 from dal.objects.dynamics import read_many
 from dal.objects.lookups import provide_queries
 from dal.objects.models import check_depth, serialized_all
+from dal.objects.origin import check_listing
 from dal.query.explained import QueryPlan
 from dal.query.grammar import Group, Operator, WhereOperator, compile_query
 from dal.query.owners import give_owners
@@ -104,6 +105,7 @@ class DataList(Generic[T]):
 
         Objects of subclass hybrids holding the relation too (inherited) are members as well.
         """
+        check_listing(relation, target, current())
         parts = [(member.owner, {"type": WhereOperator.AND,
                                  "items": [(member.guid_field, Operator.EQUALS, target.guid)]})
                  for member in family(relation) if member.owner is not None]
