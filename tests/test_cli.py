@@ -268,6 +268,22 @@ def test_read_only_commands_refuse_a_missing_sqlite_file(tmp_path: Path, where: 
     assert not (tmp_path / "nonexistent").exists() and not (tmp_path / "x.db").exists()
 
 
+@pytest.mark.parametrize("store", ["memory://", "fakeredis://x"])
+def test_copy_and_load_refuse_a_store_that_lives_in_their_process_only(tmp_path: Path, store: str) -> None:
+    """What they wrote there would be gone when the command exits, after it said "verified"."""
+    made = run_dal("migrate", "--persistent", "sqlite:///made.db", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    dumped = run_dal("dump", "--persistent", "sqlite:///made.db", "-o", "backup.json", cwd=tmp_path)
+    assert dumped.returncode == 0, dumped.stderr
+    for args in (["copy", "sqlite:///made.db", store], ["load", "backup.json", "--persistent", store]):
+        result = run_dal(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert "lives in this process only" in result.stderr, result.stderr
+        assert "verified" not in result.stdout
+    moved = run_dal("load", "backup.json", cwd=tmp_path, env={"DAL_PERSISTENT_URL": store})
+    assert moved.returncode == 2 and "lives in this process only" in moved.stderr, moved.stderr
+
+
 def test_read_only_commands_refuse_the_missing_default_file(tmp_path: Path) -> None:
     result = run_dal("check", cwd=tmp_path)
     assert result.returncode == 2 and "dal.sqlite3 does not exist" in result.stderr, result.stderr

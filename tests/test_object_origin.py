@@ -63,11 +63,11 @@ def test_reverse_lists_and_links_of_an_object_of_another_namespace_are_refused(t
     assert kind.items_guids and len(kind.items) == 1
     dal.configure(url, "memory://", namespace="second")
     for read in (lambda: kind.items_guids, lambda: kind.items):
-        with pytest.raises(ConfigurationError, match="'items' would list nothing.*Load it again"):
+        with pytest.raises(ConfigurationError, match=r"'items' would list nothing.*Load it again"):
             read()
     linked = Item(name="j", kind=kind)
-    with pytest.raises(ConfigurationError, match="Item.kind points at .*loaded from another store or "
-                                                 "namespace.*link an object loaded under the current"):
+    with pytest.raises(ConfigurationError, match=r"Item\.kind points at .*loaded from another store or "
+                                                 r"namespace.*link an object loaded under the current"):
         linked.save()
     assert DataList(Item).count() == 0, "nothing written"
     dal.configure(url, "memory://", namespace="first")

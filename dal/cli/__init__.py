@@ -18,9 +18,10 @@ from dataclasses import replace
 from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING
 
+from dal.backends import backend_class
 from dal.backends.url import StoreURL, parse_url
 from dal.config import DEFAULT_PERSISTENT
-from dal.exceptions import DalError
+from dal.exceptions import ConfigurationError, DalError
 from dal.settings import setting
 
 if TYPE_CHECKING:
@@ -95,6 +96,20 @@ def existing_store(url: str | None) -> str:
     if parsed.scheme != "sqlite" or "mode" in parsed.options:
         return text
     return replace(parsed, options=MappingProxyType({**parsed.options, "mode": "rw"})).settings()
+
+
+def lasting_store(url: str | None, command: str) -> str:
+    """Return the URL of the store a command writes (``url``, default: ``$DAL_PERSISTENT_URL``, then the
+    embedded default), unless it lives in this process only (``memory://``, ``fakeredis://``): what
+    the command wrote there would vanish when it exits, after it said done."""
+    text = setting(url, "DAL_PERSISTENT_URL", DEFAULT_PERSISTENT, "persistent URL")
+    parsed = parse_url(text)
+    if not backend_class("persistent", parsed.scheme).shared:
+        raise ConfigurationError(
+            f"{parsed.scheme}:// lives in this process only: what `dal {command}` wrote there would be "
+            "gone when it exits; name a store that outlives the command (sqlite:///path, etcd://..., "
+            "redis://...)")
+    return text
 
 
 def shown_store(url: StoreURL) -> StoreURL:

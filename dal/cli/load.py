@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dal
 from dal.backends.url import StoreURL
+from dal.cli import lasting_store
 from dal.cli.progress import Progress
 from dal.config import DEFAULT_PERSISTENT, DEFAULT_VOLATILE
 from dal.exceptions import DalError
@@ -71,7 +72,7 @@ def selected(args: argparse.Namespace) -> list[HybridMeta] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    context = dal.configure(args.persistent, args.volatile, namespace=args.namespace)
+    context = dal.configure(lasting_store(args.persistent, "load"), args.volatile, namespace=args.namespace)
     only = selected(args)
     if args.file == "-":
         data = read_dump(sys.stdin, "stdin")
