@@ -2,7 +2,8 @@
 
 A cached query result (:mod:`dal.query.results`) depends on the versions of what it read:
 ``v/<hybrid>/<field>/=<value>`` for an exact match of a value, ``v/<hybrid>/<field>/*`` for
-any change of a field, ``v/<hybrid>/guid/*`` for a create or a delete. A writer deletes the
+any change of a field, ``v/<hybrid>/guid/*`` for a create or a delete (and for a condition a field's
+default satisfies: see :func:`dal.query.results.dependencies`). A writer deletes the
 versions of what its commit changed, in the same invalidation as the object's cached
 document; :func:`changed_versions` names them. It needs no query, only the key layout
 (:class:`dal.keys.Keys`) and each stored field's default, so every writer (a save, a delete,
@@ -44,6 +45,10 @@ def changed_versions(keys: Keys, meta: Stored, guid: str, before: Mapping[str, A
         for name, default in defaults.items():
             changed.append(field_version(hybrid, name))
             changed.append(value_version(hybrid, name, get(name, default)))
+        # fields this model does not declare (a newer model's, in a rolling deploy): a result cached
+        # by that model on their values must not keep an object deleted here
+        for name in document.keys() - defaults.keys():
+            changed += (field_version(hybrid, name), value_version(hybrid, name, document[name]))
         return changed
     changed = []
     for name, default in defaults.items():

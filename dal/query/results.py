@@ -4,7 +4,9 @@ A cached result stores its guids together with the tokens of the versions it dep
 ``v/<hybrid>/<field>/=<value>`` for an ``EQUALS``/``IN`` condition (a change to or from
 that value), ``v/<hybrid>/<field>/*`` for any other condition (any change of the field),
 the relation fields a dotted path walks, and ``v/<hybrid>/guid/*`` for a query with no
-condition. A writer, after its commit, deletes the versions of what it changed (one batched
+condition and for a condition the field's default satisfies (a document written by a model
+that does not declare the field reads as that default, and its writer names no version of it).
+A writer, after its commit, deletes the versions of what it changed (one batched
 delete, with the object cache entries). A reader fetches the result and its versions in one
 multi-get and uses the result only if every token is still the one it was built with.
 
@@ -23,7 +25,16 @@ import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from dal.query.grammar import Condition, Group, Node, Operator, WhereOperator, digest, uses_dynamics
+from dal.query.grammar import (
+    Condition,
+    Group,
+    Node,
+    Operator,
+    WhereOperator,
+    digest,
+    satisfies,
+    uses_dynamics,
+)
 from dal.values import has_text
 
 if TYPE_CHECKING:
@@ -94,3 +105,7 @@ def _condition_versions(keys: Keys, hybrid: str, condition: Condition) -> Iterab
             yield keys.value_version(hybrid, name, value)
     else:
         yield keys.field_version(hybrid, name)
+    if satisfies(condition, condition.field.default):
+        # a document without the field reads as its default: one created by a model that does not
+        # declare it (an older one, in a rolling deploy) names no version of the field, only guid/*
+        yield keys.field_version(hybrid, "guid")

@@ -1,0 +1,86 @@
+"""Cached query results stay exact while processes of an older model still write (a rolling deploy).
+
+A newer model's query on a property only it declares reads a document without that property as its
+default. An older model's create or delete names no version of a property it does not know, so a
+result cached by the newer model on a shared cache must depend on what those writes do change: a
+condition the default satisfies on ``v/<hybrid>/guid/*`` (every create and delete), and a delete
+names the versions of every field its document holds, declared or not (docs/queries.md).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rolling_hybrids import Rolling
+
+from dal import DataList, configure
+
+HERE = Path(__file__).parent
+WRITER = """
+import sys
+from dal import configure
+from rolling_hybrids import Rolling
+configure(sys.argv[1], sys.argv[2], namespace=sys.argv[3])
+if sys.argv[4] == "create":
+    made = Rolling(data={"name": sys.argv[5]})
+    made.save()
+    print(made.guid)
+else:
+    Rolling(sys.argv[5]).delete()
+"""
+
+
+def old_model(store: str, cache: str, namespace: str, action: str, argument: str) -> str:
+    """Run one write of the older model in a process of its own; return what it printed."""
+    env = {**os.environ, "DAL_TEST_OLD_MODEL": "1", "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
+    done = subprocess.run([sys.executable, "-c", WRITER, store, cache, namespace, action, argument],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture(params=["memcached", "redis"])
+def shared_cache(request: pytest.FixtureRequest) -> str:
+    server: Any = request.getfixturevalue(f"{request.param}_server")
+    return str(server.url)
+
+
+@pytest.mark.parametrize("condition", [("added", "EQUALS", "dflt"), ("added", "IN", ["dflt", "x"]),
+                                       ("level", "GE", 0), ("added", "NOT_EQUALS", "x")])
+def test_an_older_models_creates_and_deletes_reach_a_newer_models_cached_results(
+        tmp_path: Path, namespace: str, shared_cache: str, condition: tuple[str, str, Any]) -> None:
+    store = f"sqlite:///{tmp_path / 'rolling.sqlite3'}"
+    first = old_model(store, shared_cache, namespace, "create", "old-0")
+    configure(store, shared_cache, namespace=namespace)
+
+    def ask() -> tuple[list[str], str]:
+        found = DataList(Rolling, {"type": "AND", "items": [condition]})
+        return sorted(found.guids), found._cache
+
+    assert ask() == ([first], "miss") and ask() == ([first], "hit")
+    second = old_model(store, shared_cache, namespace, "create", "old-1")
+    assert ask() == (sorted([first, second]), "miss"), "the older model's create is listed"
+    old_model(store, shared_cache, namespace, "delete", first)
+    assert ask() == ([second], "miss"), "the older model's delete is gone"
+
+
+def test_an_older_models_delete_of_a_newer_models_object_reaches_results_on_its_value(
+        tmp_path: Path, namespace: str, shared_cache: str) -> None:
+    store = f"sqlite:///{tmp_path / 'rolling.sqlite3'}"
+    old_model(store, shared_cache, namespace, "create", "old-0")  # its first write records its model
+    configure(store, shared_cache, namespace=namespace)
+    kept, gone = Rolling(data={"name": "kept", "added": "x"}), Rolling(data={"name": "gone", "added": "x"})
+    kept.save()
+    gone.save()
+    query = {"type": "AND", "items": [("added", "EQUALS", "x")]}
+    for how in ("miss", "hit"):
+        cached = DataList(Rolling, query)
+        assert sorted(cached.guids) == sorted([kept.guid, gone.guid]) and cached._cache == how
+    old_model(store, shared_cache, namespace, "delete", gone.guid)  # it kept the field it does not know
+    found = DataList(Rolling, query)
+    assert found.guids == [kept.guid] and found._cache == "miss"
