@@ -180,15 +180,16 @@ def to_model(obj: Any) -> BaseModel:
     values.update(_copies(label, obj, built))
     try:
         return built.model.model_validate(values)
-    except ValidationError as exc:  # a list or a model changed in place, which assigning did not check
+    except ValidationError as exc:  # changed in place (assigning did not see it), or stored so
         wrong = sorted({str(error["loc"][0]) for error in exc.errors() if error["loc"]})
         raise _not_admitted(label, ", ".join(wrong), exc.errors()[0]["msg"]) from None
 
 
 def _not_admitted(label: str, names: str, problem: str) -> InvalidValueError:
     return InvalidValueError(
-        f"{label}: {names} holds a value its type does not admit ({problem}); changed in place, it was "
-        "not validated: assign a value of its declared type")
+        f"{label}: {names} holds a value its type does not admit ({problem}): changed in place, which "
+        "assigning would have refused, or stored by an earlier version of the model (a load serves a "
+        "plain value as stored; `dal check` lists them): assign a value of its declared type")
 
 
 def _copies(label: str, obj: Any, built: _Built) -> dict[str, Any]:

@@ -51,8 +51,9 @@ class DocumentPass(CheckState):
         validation = validate_document(meta, document)
         if validation.problems:
             wrong = "; ".join(problem.message for problem in validation.problems)
-            self.add(Kind.INVALID_DOCUMENT, key, f"{label}: {wrong}; correct the values (load and save the "
-                     "object) or migrate the data", hybrid, guid)
+            self.add(Kind.INVALID_DOCUMENT, key, f"{label}: {wrong}; assign values of the declared types and "
+                     "save the object, or correct the data in a migration step (the only way for a typed "
+                     "value that fails the load)", hybrid, guid)
         if validation.unknown:
             self.add(Kind.UNKNOWN_FIELD, key, f"{label} stores {', '.join(validation.unknown)}, which "
                      f"{meta.cls.__name__} does not declare (written by another version of the model?)",
