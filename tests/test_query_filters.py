@@ -52,5 +52,25 @@ def test_type_identity_holds_in_compiled_equality_and_membership() -> None:
     check(Operator.IN, ([1],), [1], True)
     check(Operator.IN, (1,), [1], False)
     check(Operator.NOT_EQUALS, "a", "a", False)
-    check(Operator.LT, 2, True, True)  # Python orders bools with numbers: as the walk does
     check(Operator.GE, "b", 3, False)
+
+
+def test_a_boolean_never_orders_against_a_number() -> None:
+    """True is not 1 for LT/GT/LE/GE either (sort() ranks booleans apart): at any depth, no match, as a
+    string against a number; booleans still order among themselves, numbers among numbers."""
+    def check(operator: Operator, value: Any, actual: Any, expected: bool) -> None:
+        built = condition(operator, value, True)
+        assert predicate(built)(actual) is expected is satisfies(built, actual), (operator, value, actual)
+
+    for operator in (Operator.LT, Operator.GT, Operator.LE, Operator.GE):
+        for bound, stored in [(2, True), (True, 1), (2.5, True), (False, 0), (True, 1.0), ([1], [True]),
+                              ([True, 2], [1, 3]), ({"k": 1}, {"k": True}),
+                              ([{"k": 1}, 1], [{"k": True}, 2])]:
+            check(operator, bound, stored, False)
+    check(Operator.GE, True, True, True)
+    check(Operator.GT, False, True, True)
+    check(Operator.LT, False, True, False)
+    check(Operator.LE, 1.0, 1, True)
+    check(Operator.LT, [False, 5], [True, 0], False)
+    check(Operator.GT, [False, 5], [True, 0], True)
+    check(Operator.LE, [1, 2.5], [1.0], True)

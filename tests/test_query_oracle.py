@@ -90,7 +90,7 @@ def conditions(draw: st.DrawFn) -> tuple[Any, ...]:
             return (field, operator, draw(st.sampled_from(["gold", "GOLD", "ssd", "x"])), *case)
         return (field, operator, draw(st.lists(st.sampled_from(["gold", "ssd"]), max_size=2)))
     if field == "flag":
-        return (field, draw(st.sampled_from(["EQUALS", "NOT_EQUALS"])), draw(st.booleans()))
+        return (field, draw(st.sampled_from(["EQUALS", "NOT_EQUALS", "LT", "GE"])), draw(st.booleans()))
     if field in ("serial", "guid"):
         operator = draw(st.sampled_from(["EQUALS", "IN", "NOT_EQUALS"]))
         ref = st.sampled_from([("@item", n) for n in range(4)] + [("@missing", 0)])
@@ -154,8 +154,46 @@ def _holds(condition: tuple[Any, ...], item: dict[str, Any], world: dict[str, An
         return False
     if operator == "CONTAINS":
         return value in actual if isinstance(actual, str) else any(_same(tag, value) for tag in actual)
-    ordered = {"LT": actual < value, "GT": actual > value, "LE": actual <= value, "GE": actual >= value}
-    return ordered[operator]
+    return _in_order(operator, actual, value)
+
+
+def _in_order(operator: str, actual: Any, value: Any) -> bool:
+    """LT/GT/LE/GE as dal promises, written out: numbers by value, text with text, booleans among
+    booleans only (never against a number: True is not 1), lists element by element as Python
+    orders them; any other pair (None, a dict, mixed types) matches nothing."""
+    try:
+        sign = _order(actual, value)
+    except TypeError:
+        return False
+    return {"LT": sign < 0, "GT": sign > 0, "LE": sign <= 0, "GE": sign >= 0}[operator]
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    return "number" if isinstance(value, (int, float)) else type(value).__name__
+
+
+def _order(left: Any, right: Any) -> int:
+    if isinstance(left, list) and isinstance(right, list):
+        for a, b in zip(left, right, strict=False):
+            if not _alike(a, b):  # the first unequal elements decide, or else the lengths
+                return _order(a, b)
+        return (len(left) > len(right)) - (len(left) < len(right))
+    if _kind(left) != _kind(right) or _kind(left) not in ("bool", "number", "str"):
+        raise TypeError(f"{left!r} and {right!r} have no order")
+    return (left > right) - (left < right)
+
+
+def _alike(left: Any, right: Any) -> bool:
+    """Python's == but a boolean never equals a number, at any depth (what decides a list's order)."""
+    if _kind(left) != _kind(right):
+        return False
+    if isinstance(left, list):
+        return len(left) == len(right) and all(_alike(a, b) for a, b in zip(left, right, strict=True))
+    if isinstance(left, dict):
+        return left.keys() == right.keys() and all(_alike(left[key], right[key]) for key in left)
+    return bool(left == right)
 
 
 def _same(left: Any, right: Any) -> bool:
@@ -299,7 +337,8 @@ def test_every_backend_agrees_with_brute_force(pair: tuple[str, str], request: p
         context.persistent.commit([], [DeletePrefix(context.keys.root)])
 
 
-# --- containers: lists and dicts of mixed values, compared by one typed identity ---------------------
+# --- containers: lists and dicts of mixed values, compared by one typed identity, ordered with
+# booleans apart from numbers ([True] and [1] neither equal nor ordered) ----------------------------
 
 # few values, so that lists and dicts often hold look-alikes: True and 1 and 1.0, "é" and "É"
 SCALARS = st.sampled_from([None, True, False, 0, 1, 0.0, -0.0, 1.0, 2.5, "a", "A", "é", "É", "x/y", ""])
@@ -317,7 +356,8 @@ def container_conditions(draw: st.DrawFn) -> tuple[Any, ...]:
     # half the time, a look-alike of a stored value (True for 1, 1.0 for 1, "A" for "a"...),
     # resolved against the stored rows when the test runs
     whole = st.one_of(DICTS if field == "meta" else LISTS, st.tuples(st.just("@like"), st.integers(0, 5)))
-    operators = ["EQUALS", "NOT_EQUALS", "IN"] + ([] if field == "meta" else ["CONTAINS"])
+    ordering = ["LT", "GT", "LE", "GE"]  # dicts never order: those match nothing
+    operators = ["EQUALS", "NOT_EQUALS", "IN", *ordering, *([] if field == "meta" else ["CONTAINS"])]
     operator = draw(st.sampled_from(operators))
     if operator == "IN":
         return (field, operator, draw(st.lists(whole, max_size=3)), *case)
@@ -397,6 +437,8 @@ def _container_holds(condition: tuple[Any, ...], bag: dict[str, Any]) -> bool:
         return not _typed_same(actual, value)
     if operator == "IN":
         return any(_typed_same(actual, option) for option in value)
+    if operator != "CONTAINS":
+        return _in_order(operator, actual, value)
     return any(_typed_same(element, value) for element in actual)
 
 

@@ -1,6 +1,7 @@
-"""Query values the grammar must get right: datetimes ordered by instant whatever their offset, values
-JSON cannot store refused when the query is built, a relation compared with an object of its target
-hybrid only, and the builder's ``in_()`` refusing what a hand-written ``IN`` refuses."""
+"""Query values the grammar must get right: datetimes ordered by instant whatever their offset, booleans
+never ordered against numbers, values JSON cannot store refused when the query is built, a relation
+compared with an object of its target hybrid only, and the builder's ``in_()`` refusing what a
+hand-written ``IN`` refuses."""
 
 from __future__ import annotations
 
@@ -40,6 +41,21 @@ class Pointer(DataObject, hybrid_name="qvpointer"):
 
     __properties: list[Property[Any]] = [Property("name", str)]
     __relations = [Relation("moment", Moment, "pointers", mandatory=False)]
+
+
+class Graded(DataObject, hybrid_name="qvgraded"):
+    """A mixed-type enum, indexed: booleans, numbers and text in one field."""
+
+    __properties: list[Property[Any]] = [Property("name", str),
+                                         Property("grade", [1, True, "a", 2.5, False], mandatory=False,
+                                                  indexed=True)]
+
+
+class Tray(DataObject, hybrid_name="qvtray"):
+    """Reaches Graded through a relation, so ``graded.grade`` is resolved per batch (the tree walk)."""
+
+    __properties: list[Property[Any]] = [Property("name", str)]
+    __relations = [Relation("graded", Graded, "trays", mandatory=False)]
 
 
 def _names(result: DataList[Any]) -> list[str]:
@@ -124,6 +140,34 @@ def test_only_datetimes_and_times_are_parsed() -> None:
     for field, value in [("day", dt.date(2024, 1, 1)), ("name", "x")]:
         root = compile_query(Moment._meta, {"items": [(field, "LT", value)]})
         assert isinstance(root.items[0], Condition) and root.items[0].moment is None
+
+
+# --- booleans never order against numbers ---------------------------------------------------------
+
+
+def test_a_boolean_never_orders_against_a_number(context: Context) -> None:
+    """True is not 1 for LT/GT/LE/GE either, as for EQUALS and as sort() ranks them apart: on a mixed
+    enum a boolean bound finds booleans only, a number bound numbers only, on every plan (a scan, index
+    candidates verified, a dotted path walked per batch, a cached result)."""
+    for name, grade in [("one", 1), ("true", True), ("false", False), ("half", 2.5), ("a", "a"),
+                        ("unset", None)]:
+        graded = Graded(data={"name": name, "grade": grade})
+        graded.save()
+        Tray(data={"name": f"to {name}", "graded": graded}).save()
+    cases = [("GE", True, ["true"]), ("LE", True, ["false", "true"]), ("GT", False, ["true"]),
+             ("LT", 2.5, ["one"]), ("GE", 1, ["half", "one"]), ("LE", 1, ["one"]), ("LT", 1, []),
+             ("GE", "a", ["a"])]
+    for _ in range(2):  # computed, then (where cacheable) from the result cache
+        for operator, bound, expected in cases:
+            condition = ("grade", operator, bound)
+            assert _names(DataList(Graded, {"items": [condition]})) == expected, condition
+            candidates = DataList(Graded, {"items": [("grade", "IN", [1, True, False, 2.5, "a"]), condition]})
+            assert _names(candidates) == expected, condition
+            walked = DataList(Tray, {"items": [("graded.grade", operator, bound)]})
+            assert _names(walked) == [f"to {name}" for name in expected], condition
+    mixed = DataList(Graded, {"items": [("grade", "IN", [1, True]), ("grade", "GE", True)]})
+    assert "index lookup on Graded: grade IN [1, True] -> 2" in str(mixed.explain())  # 1 and True, then
+    assert _names(mixed) == ["true"]  # verified: 1 is no boolean
 
 
 # --- values JSON cannot store ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
 from dal.query.grammar import Condition, Group, Node, Operator, WhereOperator
-from dal.query.ordering import COMPARE, ordering_test
+from dal.query.ordering import COMPARE, CONVERTED, comparable, ordering_test
 from dal.values import fold, same
 
 #: a predicate on one stored (JSON) value
@@ -141,13 +141,15 @@ def _contains(value: Any) -> Test:
 
 
 def _ordered(operator: Operator, value: Any) -> Test:
-    compare = COMPARE[operator]
+    compare, bound = COMPARE[operator], comparable(value)
 
     def test(actual: Any) -> bool:
         if actual is None:
             return False
+        if type(actual) in CONVERTED:  # a boolean never orders against a number (True is not 1)
+            actual = comparable(actual)
         try:
-            return bool(compare(actual, value))
+            return bool(compare(actual, bound))
         except TypeError:  # a stored value of another type (data of an older model) matches nothing
             return False
 

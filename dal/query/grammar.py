@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from dal.exceptions import InvalidQueryError, InvalidValueError
 from dal.objects.dataobject import DataObject
-from dal.query.ordering import Parse, orderable, ordering_test
+from dal.query.ordering import COMPARE, Parse, comparable, orderable, ordering_test
 from dal.structures import GUID_RULE, Dynamic, Property, Relation, is_guid
 from dal.validators import Validator, non_finite
 from dal.values import fold, same
@@ -344,14 +344,8 @@ def satisfies(condition: Condition, actual: Any) -> bool:
         if isinstance(actual, str):
             return isinstance(value, str) and value in actual
         return isinstance(actual, list) and any(same(item, value) for item in actual)
-    try:
-        if operator is Operator.LT:
-            return bool(actual < value)
-        if operator is Operator.GT:
-            return bool(actual > value)
-        if operator is Operator.LE:
-            return bool(actual <= value)
-        return bool(actual >= value)
+    try:  # a boolean never orders against a number (True is not 1): see comparable()
+        return bool(COMPARE[operator](comparable(actual), comparable(value)))
     except TypeError:  # a stored value of another type (data of an older model) matches nothing
         return False
 

@@ -4,7 +4,8 @@ A stored value is JSON, and the text of some types orders unlike their values: a
 time's text misorders offsets, a Decimal's text misorders numbers (``'10' < '9'``) and a
 timedelta's ISO 8601 duration misorders lengths (``'PT10S' < 'PT9S'``). :func:`orderable` gives
 the parser that turns such a stored value back into one that orders as its type does, used by the
-ordering operators per document; :func:`sortable` ranks the Python values ``sort()`` reads.
+ordering operators per document; every other value is compared as :func:`comparable` makes it (a
+boolean never against a number); :func:`sortable` ranks the Python values ``sort()`` reads.
 """
 
 from __future__ import annotations
@@ -33,6 +34,51 @@ COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     "LT": operator_module.lt, "GT": operator_module.gt, "LE": operator_module.le, "GE": operator_module.ge}
 
 _DATETIMES = (dt.datetime, AwareDatetime, NaiveDatetime, PastDatetime, FutureDatetime)
+
+
+class _Truth:
+    """A boolean as the ordering operators see it: ordered among booleans only. Against a number it is
+    neither equal nor ordered (``True`` is not ``1``), so comparing them raises TypeError and matches
+    nothing, as a string against a number does."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return self.value is other.value if isinstance(other, _Truth) else NotImplemented
+
+    def __lt__(self, other: object) -> bool:
+        return self.value < other.value if isinstance(other, _Truth) else NotImplemented
+
+    def __le__(self, other: object) -> bool:
+        return self.value <= other.value if isinstance(other, _Truth) else NotImplemented
+
+    def __gt__(self, other: object) -> bool:
+        return self.value > other.value if isinstance(other, _Truth) else NotImplemented
+
+    def __ge__(self, other: object) -> bool:
+        return self.value >= other.value if isinstance(other, _Truth) else NotImplemented
+
+
+#: the types :func:`comparable` changes (a boolean, or a container that may hold one)
+CONVERTED = frozenset({bool, list, tuple, dict})
+
+
+def comparable(value: Any) -> Any:
+    """Return a stored (JSON) value as ``LT``/``GT``/``LE``/``GE`` compare it: every boolean in it, at any
+    depth of a list or a dict, ordered among booleans only, as :func:`sortable` ranks them apart from
+    numbers; so a boolean and a number (``True`` and ``1``, ``[True]`` and ``[1]``) never order
+    against each other, and match nothing as other mixed types do (a TypeError on comparing)."""
+    kind = type(value)
+    if kind is bool:
+        return _Truth(value)
+    if kind is list or kind is tuple:
+        return kind(comparable(item) for item in value)
+    if kind is dict:
+        return {key: comparable(item) for key, item in value.items()}
+    return value
 
 
 def orderable(declared: Any, validator: Validator | None) -> Parse | None:
