@@ -117,6 +117,10 @@ class EtcdTransport:
         self._closed = True
         self._client.close()
 
+    def still_current(self) -> bool:
+        """Tell whether ``configure()`` may hand this client out again: not once it is closed."""
+        return not self._closed
+
     def _call(self, method: str, request: Any, *, txn_size: tuple[int, int] | None = None,
               service: str = "kv", resend: bool = True) -> Any:
         """Send one KV (or lease) request, failing over between endpoints, all within the store's timeout.

@@ -160,10 +160,12 @@ class SqliteConnections:
     def still_current(self) -> bool:
         """Tell whether the file now at the path is the one this store opened.
 
-        False once it was deleted or replaced (another file moved there, a restored copy): the
+        False once closed, or once it was deleted or replaced (another file moved there, a restored copy): the
         connections would go on reading and writing the old file, which nobody else sees, so
         ``configure()`` opens the file there now instead (:mod:`dal.backends`).
         """
+        if self._closed:
+            return False  # closed by its owner: configure() opens the file anew
         if self._file is not None and _inode(self.path) == self._file:
             return True
         pid = os.getpid()
