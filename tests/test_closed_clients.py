@@ -50,7 +50,8 @@ def test_a_closed_store_says_so_and_names_the_remedy_that_works(kind: str, tmp_p
 
 
 @pytest.mark.parametrize("kind", ["memcached", "redis"])
-def test_a_closed_cache_is_usable_or_replaced(kind: str, namespace: str, request: pytest.FixtureRequest) -> None:
+def test_a_closed_cache_is_usable_or_replaced(kind: str, namespace: str,
+                                              request: pytest.FixtureRequest) -> None:
     url = str(request.getfixturevalue(f"{kind}_server").url)
     cache = open_volatile(url)
     cache.close()
