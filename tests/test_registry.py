@@ -158,3 +158,60 @@ def test_a_name_listed_twice_in_one_class_is_refused(kind: str) -> None:
     with pytest.raises(InvalidValueError, match="'a' is declared twice"):
         type("RgTwiceNamed", (DataObject,), {f"_RgTwiceNamed__{kind}": specs, "__module__": __name__,
                                              "_a": lambda self: 1})
+
+
+def test_a_subclass_redeclaring_its_parent_s_relation_as_another_kind_or_target_is_refused() -> None:
+    """The redeclared relation shared its parent's accessor: a one-to-one one redeclared many-to-one
+    let three objects point at one target (the accessor then raised), the other way round refused a
+    second save while the accessor stayed a list; another target split the accessor unseen."""
+    class RgHolder(DataObject):
+        __properties = [Property("name", str)]
+
+    class RgOther(DataObject):
+        __properties = [Property("name", str)]
+
+    class RgPassport(DataObject):
+        __relations = [Relation("holder", RgHolder, "passport", onetoone=True, mandatory=False)]
+
+    class RgPet(DataObject):
+        __relations = [Relation("owner", RgHolder, "pets", mandatory=False)]
+
+    before, pending = _state(RgHolder), hybrids.unresolved()
+    for parent, redeclared, wrong in (
+            (RgPassport, Relation("holder", RgHolder, "passport", mandatory=False), "as many-to-one"),
+            (RgPet, Relation("owner", RgHolder, "pets", onetoone=True, mandatory=False), "as one-to-one"),
+            (RgPassport, Relation("holder", RgOther, "passport", onetoone=True, mandatory=False),
+             "pointing at RgOther")):
+        with pytest.raises(ConfigurationError, match=rf"RgSub\.{redeclared.name} redeclares "
+                                                     rf"{parent.__name__}\.{redeclared.name} .* {wrong};"
+                                                     r".*or give RgSub\.\w+ another foreign_key"):
+            type("RgSub", (parent,), {"_RgSub__relations": [redeclared], "__module__": __name__})
+        assert _state(RgHolder) == before and hybrids.unresolved() == pending
+
+    class RgMandatoryPet(RgPet):  # only `mandatory` differs: it still shares its parent's accessor
+        __relations = [Relation("owner", RgHolder, "pets", mandatory=True)]
+
+    class RgOwnPassport(RgPassport):  # another foreign_key: a relation of its own, of any kind
+        __relations = [Relation("holder", RgOther, "own_passports", mandatory=False)]
+
+    assert RgHolder._meta.reverse["pets"].inherited == [RgMandatoryPet._meta.relations["owner"]]
+    assert RgOther._meta.reverse["own_passports"].source is RgOwnPassport
+
+
+def test_a_redeclared_relation_is_refused_when_its_parent_s_target_registers_after_it() -> None:
+    """A parent waiting for a string target links after its subclass: checked then."""
+    class RgJamb(DataObject):
+        __properties = [Property("name", str)]
+
+    class RgLaterDoor(DataObject):
+        __relations = [Relation("frame", "RgLaterFrame", "doors", mandatory=False)]
+
+    class RgSlidingDoor(RgLaterDoor):
+        __relations = [Relation("frame", RgJamb, "doors", mandatory=False)]
+
+    assert RgJamb._meta.reverse["doors"].source is RgSlidingDoor
+    with pytest.raises(ConfigurationError, match=r"RgSlidingDoor\.frame redeclares RgLaterDoor\.frame .* "
+                                                 r"pointing at RgJamb; .*point it at RgLaterFrame"):
+        class RgLaterFrame(DataObject):
+            __properties = [Property("name", str)]
+    assert RgLaterDoor._meta.relations["frame"] in hybrids.unresolved()

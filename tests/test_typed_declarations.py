@@ -8,13 +8,18 @@
 - A relation annotated ``Optional["Target"]`` (a ``typing.ForwardRef``) names its target; an
   annotation that cannot be evaluated (``"Target" | None`` under ``from __future__ import
   annotations``) raises ``ConfigurationError`` naming the field, not a bare ``TypeError``.
+- A field named like its type (``date: date = Property()``, ``list: list[str]``) raises
+  ``ConfigurationError`` saying the field's name hides the type in the class body, and how to spell
+  it; dal read the spec as the type (``InvalidValueError``) or advised a quoting that failed too.
 - ``Cls.where()``, ``&`` and ``|`` given something that is not a condition raise an
   ``InvalidQueryError`` that is also a ``TypeError``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import datetime
+from datetime import date
+from typing import Any, Literal, Optional
 
 import pytest
 
@@ -211,6 +216,43 @@ def test_an_annotation_that_cannot_be_evaluated_names_the_field() -> None:
         class TdBroken(TypedObject, hybrid_name="tdbroken"):
             kind: "TdKind" | None = Relation(foreign_key="broken", mandatory=False)  # type: ignore[operator]  # noqa: UP037
     assert isinstance(raised.value.__cause__, TypeError)
+
+
+# --- a field named like its type ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("annotation", ["date", "date | None", "Optional[date]", "'date | None'"])
+def test_a_field_named_like_its_type_is_refused_with_the_spelling_to_use(annotation: str) -> None:
+    """In the class body the name is the field's spec: it was read as the type ("type Property() cannot be
+    validated"), or the error advised quoting the annotation, which then "named nothing defined"."""
+    with pytest.raises(ConfigurationError, match=r"TdEvent\.date: the annotation .* names 'date', which in "
+                                                 r"the class body is the field TdEvent\.date itself .*"
+                                                 r"`datetime\.date`.*`from datetime import date as Date`"):
+        type("TdEvent", (TypedObject,), {"__module__": __name__, "__annotations__": {"date": annotation},
+                                         "date": Property(mandatory=False)})
+    spec = Property(mandatory=False)
+    for evaluated in (spec, Optional[spec]):  # evaluated by Python (no __future__ import)  # noqa: UP045
+        with pytest.raises(ConfigurationError, match=r"TdEvent\.date: the annotation names 'date'"):
+            type("TdEvent", (TypedObject,), {"__module__": __name__, "__annotations__": {"date": evaluated},
+                                             "date": spec})
+    with pytest.raises(ConfigurationError, match=r"TdBag\.list: the annotation 'list\[str\]' names 'list'.*"
+                                                 r"`builtins\.list`"):
+        type("TdBag", (TypedObject,), {"__module__": __name__, "__annotations__": {"list": "list[str]"},
+                                       "list": Property(default=[])})
+
+
+def test_a_field_named_like_its_type_takes_it_spelled_another_way() -> None:
+    class TdDated(TypedObject, hybrid_name="tddated"):
+        date: datetime.date | None = Property(mandatory=False)
+        kind: Literal["date", "day"] = Property(mandatory=False)  # a string value is no name
+
+    properties = TdDated._meta.properties
+    assert properties["date"].property_type is datetime.date
+    assert properties["kind"].property_type == ["date", "day"]
+    with pytest.raises(ConfigurationError, match=r"TdDay\.day: .* the field TdDay\.date itself"):
+        class TdDay(TypedObject, hybrid_name="tdday"):  # another field's name hides the type as well
+            date: datetime.date | None = Property(mandatory=False)
+            day: date | None = Property(mandatory=False)
 
 
 # --- not a condition --------------------------------------------------------------------------------

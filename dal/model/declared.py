@@ -12,6 +12,8 @@ For type checkers the keyword form returns ``Any`` (as ``dataclasses.field`` and
 
 from __future__ import annotations
 
+import ast
+import builtins
 import sys
 import types
 import typing
@@ -128,6 +130,7 @@ def annotated_specs(name: str, namespace: Mapping[str, Any]) -> dict[str, list[s
 def _evaluate(annotation: Any, namespace: Mapping[str, Any], where: str) -> Any:
     """Evaluate a string annotation (``from __future__ import annotations``) where the class is; a name not
     defined yet stays a string (a relation to a hybrid declared later)."""
+    _refuse_hidden(annotation, namespace, where)
     if not isinstance(annotation, str):
         return annotation
     module = sys.modules.get(str(namespace.get("__module__")))
@@ -142,6 +145,49 @@ def _evaluate(annotation: Any, namespace: Mapping[str, Any], where: str) -> Any:
             f"{where}: the annotation {annotation!r} cannot be evaluated where the class is "
             f"({type(exc).__name__}: {exc}); quote all of it or nothing: `{where.rsplit('.', 1)[-1]}: "
             f'"{unquoted}"` (a hybrid declared later), or Optional["Target"]') from exc
+
+
+_SPECS = (Declared, structures.Spec)
+
+
+def _refuse_hidden(annotation: Any, namespace: Mapping[str, Any], where: str) -> None:
+    """Refuse an annotation naming a field of the class body, as ``date: date = Property()`` does: there the
+    name is the field's spec, not the type (which would be read as a spec, or fail to evaluate)."""
+    names = _spec_names(annotation, namespace)
+    if not names:
+        return
+    name = names[0]
+    module = sys.modules.get(str(namespace.get("__module__")))
+    hidden = getattr(module, name, getattr(builtins, name, None))
+    home = getattr(hidden, "__module__", None)
+    spelled = (f"`{home}.{getattr(hidden, '__qualname__', name)}` (after `import {home}`) or an alias "
+               f"(`from {home} import {name} as {name[:1].upper()}{name[1:]}`)" if home
+               else f"an alias (`from ... import {name} as {name[:1].upper()}{name[1:]}`)")
+    text = f" {annotation!r}" if isinstance(annotation, str) else ""
+    raise ConfigurationError(
+        f"{where}: the annotation{text} names {name!r}, which in the class body is the field "
+        f"{where.rsplit('.', 1)[0]}.{name} itself ({namespace[name]!r}), not a type: a field's name hides "
+        f"whatever has that name inside the class body; spell the type another way, {spelled}")
+
+
+def _spec_names(annotation: Any, namespace: Mapping[str, Any]) -> list[str]:
+    """Return the names in ``annotation`` (its text, or what it evaluated to) bound to a spec in the class
+    body; a string inside an evaluated annotation is a value (``Literal['date']``), not a name."""
+    if isinstance(annotation, typing.ForwardRef):
+        annotation = annotation.__forward_arg__
+    if isinstance(annotation, str):
+        try:
+            tree = ast.parse(annotation.strip(), mode="eval")
+        except SyntaxError:
+            return []
+        if isinstance(tree.body, ast.Constant) and isinstance(tree.body.value, str):
+            return _spec_names(tree.body.value, namespace)  # quoted twice: "'date | None'"
+        names = dict.fromkeys(node.id for node in ast.walk(tree) if isinstance(node, ast.Name))
+        return [name for name in names if isinstance(namespace.get(name), _SPECS)]
+    if isinstance(annotation, _SPECS):
+        return [name for name, value in namespace.items() if value is annotation][:1]
+    return [name for argument in typing.get_args(annotation) if not isinstance(argument, str)
+            for name in _spec_names(argument, namespace)]
 
 
 def add_annotated(name: str, namespace: Mapping[str, Any], declared: dict[str, list[Any]]) -> None:

@@ -83,7 +83,7 @@ class Registry:
                     if relation.target is None:
                         self._pending.append(relation)
                     else:  # inherited from a parent whose target was already known: join its accessor
-                        _link(relation, relation.target, undo)
+                        _link(relation, relation.target, undo, self._by_name.values())
                 self._resolve_pending(undo)
             except BaseException:
                 # without this, a relation left waiting would be linked (and refused) again by every
@@ -139,7 +139,7 @@ class Registry:
             if target is None:
                 still.append(relation)
                 continue
-            _link(relation, target, undo)
+            _link(relation, target, undo, self._by_name.values())
         self._pending = still
 
 
@@ -154,7 +154,8 @@ def _origin(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _link(relation: Relation, target: type[DataObject], undo: list[Callable[[], object]]) -> None:
+def _link(relation: Relation, target: type[DataObject], undo: list[Callable[[], object]],
+          registered: Iterable[type[DataObject]]) -> None:
     """Point ``relation`` at ``target`` and give ``target`` its reverse accessor; append to ``undo``
     how to take back each change made, so that a refused registration leaves nothing behind."""
     assert relation.owner is not None
@@ -163,6 +164,7 @@ def _link(relation: Relation, target: type[DataObject], undo: list[Callable[[], 
             f"{relation.qualified}: foreign_type {target!r} is not a hybrid (a DataObject subclass)")
     undo.append(partial(setattr, relation, "target", relation.target))
     relation.resolve(target)
+    _check_redeclared(relation, registered)
     reverse = target._meta.reverse
     clash = reverse.get(relation.foreign_key)
     inherited: list[Relation] = []
@@ -205,6 +207,50 @@ def _link(relation: Relation, target: type[DataObject], undo: list[Callable[[], 
 
 
 _ABSENT = object()
+
+
+def _inherited_relation(relation: Relation) -> Relation | None:
+    """Return the relation of ``relation``'s name that its owner inherits (from the nearest hybrid base
+    holding one), which ``relation`` copies or redeclares; None if it is the owner's own."""
+    assert relation.owner is not None
+    for base in relation.owner.__mro__[1:]:
+        meta = vars(base).get("_meta")
+        if meta is not None and relation.name in meta.relations:
+            return meta.relations[relation.name]  # type: ignore[no-any-return]
+    return None
+
+
+def _check_redeclared(relation: Relation, registered: Iterable[type[DataObject]]) -> None:
+    """Refuse a subclass hybrid's relation that redeclares its parent's (same name and foreign_key, so
+    the parent's reverse accessor lists its objects too) with another kind or target: a one-to-one
+    relation would no longer allow one object across them, a many-to-one one would refuse a second.
+
+    Checked whichever of the two links last (a parent may wait for a string target after its subclass).
+    """
+    assert relation.owner is not None
+    inherited = _inherited_relation(relation)
+    pairs = [] if inherited is None else [(relation, inherited)]
+    pairs += [(child, relation) for cls in registered
+              if cls is not relation.owner and issubclass(cls, relation.owner)
+              and (child := cls._meta.relations.get(relation.name)) is not None
+              and _inherited_relation(child) is relation]
+    kind = {True: "one-to-one", False: "many-to-one"}
+    for child, base in pairs:
+        if child.foreign_key != base.foreign_key or child.target is None or base.target is None:
+            continue  # another foreign_key: a relation of the subclass's own, with its own accessor
+        if child.onetoone != base.onetoone:
+            differs = f"as {kind[child.onetoone]}"
+            keep = f"keep it {kind[base.onetoone]} (onetoone={base.onetoone})"
+        elif child.target is not base.target:
+            differs, keep = f"pointing at {child.target.__name__}", f"point it at {base.target.__name__}"
+        else:
+            continue  # the same relation (a copy, or a redeclaration changing only `mandatory` or `doc`)
+        raise ConfigurationError(
+            f"{child.qualified} redeclares {base.qualified} ({kind[base.onetoone]}, pointing at "
+            f"{base.target.__name__}) {differs}; a subclass hybrid's relation with its parent's name and "
+            f"foreign_key is the parent's relation, whose reverse accessor {base.target.__name__}."
+            f"{base.foreign_key} lists the objects of both, so only its `mandatory` (or `doc`) may "
+            f"differ: {keep}, or give {child.qualified} another foreign_key to make it a relation of its own")
 
 
 def _restore(mapping: dict[str, Reverse], key: str, value: Reverse | None) -> None:
