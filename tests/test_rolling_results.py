@@ -84,3 +84,20 @@ def test_an_older_models_delete_of_a_newer_models_object_reaches_results_on_its_
     old_model(store, shared_cache, namespace, "delete", gone.guid)  # it kept the field it does not know
     found = DataList(Rolling, query)
     assert found.guids == [kept.guid] and found._cache == "miss"
+
+
+def test_once_every_document_holds_the_field_a_create_keeps_results_on_its_default(
+        tmp_path: Path, namespace: str, shared_cache: str) -> None:
+    """The newer model's first save into an empty hybrid records its model (every document holds
+    ``added``): a result on ``added``'s default then depends on its value only, as before rolling
+    deploys were considered, and creating an object with another value keeps it."""
+    configure(f"sqlite:///{tmp_path / 'rolling.sqlite3'}", shared_cache, namespace=namespace)
+    first = Rolling(data={"name": "first"})
+    first.save()
+    query = {"type": "AND", "items": [("added", "EQUALS", "dflt")]}
+    for how in ("miss", "hit"):
+        found = DataList(Rolling, query)
+        assert found.guids == [first.guid] and found._cache == how
+    Rolling(data={"name": "other", "added": "x"}).save()
+    kept = DataList(Rolling, query)
+    assert kept.guids == [first.guid] and kept._cache == "hit"

@@ -223,6 +223,15 @@ def ready_indexes(context: Context, meta: HybridMeta) -> frozenset[str]:
     return frozenset() if state.record is None else state.record.ready_for(meta)
 
 
+def recorded_fields(context: Context, meta: HybridMeta) -> frozenset[str]:
+    """Return the fields every stored document of ``meta`` holds, as far as its record tells: those of
+    the model the record describes (the documents were brought up to it, or written by it into an empty
+    hybrid); none without a record. At most one durable read per (context, hybrid) every READY_TTL
+    seconds; never writes."""
+    state = _fresh_state(context, meta)
+    return frozenset() if state.record is None else stored_fields(state.record.model)
+
+
 def onetoone_ready(context: Context, meta: HybridMeta) -> frozenset[str]:
     """Names of the one-to-one relations of ``meta`` whose keys are complete for every object they span.
 

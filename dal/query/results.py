@@ -4,8 +4,9 @@ A cached result stores its guids together with the tokens of the versions it dep
 ``v/<hybrid>/<field>/=<value>`` for an ``EQUALS``/``IN`` condition (a change to or from
 that value), ``v/<hybrid>/<field>/*`` for any other condition (any change of the field),
 the relation fields a dotted path walks, and ``v/<hybrid>/guid/*`` for a query with no
-condition and for a condition the field's default satisfies (a document written by a model
-that does not declare the field reads as that default, and its writer names no version of it).
+condition and for a condition the field's default satisfies while documents may lack the field
+(the hybrid's schema record does not list it: a document written by a model that does not declare
+the field reads as that default, and its writer names no version of it).
 A writer, after its commit, deletes the versions of what it changed (one batched
 delete, with the object cache entries). A reader fetches the result and its versions in one
 multi-get and uses the result only if every token is still the one it was built with.
@@ -23,8 +24,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING
 
+from dal.objects.schema import recorded_fields
 from dal.query.grammar import (
     Condition,
     Group,
@@ -55,7 +58,7 @@ def cached_guids(context: Context, meta: HybridMeta, root: Group,
         return compute(), "off"  # dynamics are computed values: their results are never cached
     context.check_local_cache()
     cache = context.objects
-    versions = sorted(set(dependencies(context.keys, meta, root)))
+    versions = sorted(set(dependencies(context.keys, meta, root, partial(recorded_fields, context))))
     result_key = context.keys.cached_result(meta.name, digest(meta, root))
     found = cache.get_many([result_key, *versions], count=False)
     tokens = [found.get(key) for key in versions]
@@ -79,13 +82,15 @@ def cached_guids(context: Context, meta: HybridMeta, root: Group,
     return guids, "miss"
 
 
-def dependencies(keys: Keys, meta: HybridMeta, node: Node) -> Iterable[str]:
-    """Yield the version keys whose change may change the result of ``node`` over ``meta``."""
+def dependencies(keys: Keys, meta: HybridMeta, node: Node,
+                 held: Callable[[HybridMeta], frozenset[str]]) -> Iterable[str]:
+    """Yield the version keys whose change may change the result of ``node`` over ``meta``; ``held``
+    tells the fields every stored document of a hybrid holds (:func:`recorded_fields`)."""
     if isinstance(node, Group):
         if not node.items and node.kind is WhereOperator.AND:
             yield keys.field_version(meta.name, "guid")  # everything: any create or delete
         for item in node.items:
-            yield from dependencies(keys, meta, item)
+            yield from dependencies(keys, meta, item, held)
         return
     owner = meta
     for relation in node.field.hops:
@@ -93,6 +98,12 @@ def dependencies(keys: Keys, meta: HybridMeta, node: Node) -> Iterable[str]:
         assert relation.target is not None
         owner = relation.target._meta
     yield from _condition_versions(keys, owner.name, node)
+    if satisfies(node, node.field.default) and node.field.name not in held(owner):
+        # a document without the field reads as its default: one created by a model that does not
+        # declare it (an older one, in a rolling deploy) names no version of the field, only guid/*;
+        # once the hybrid's record lists the field (`dal migrate` brought every document up to it),
+        # no document lacks it
+        yield keys.field_version(owner.name, "guid")
 
 
 def _condition_versions(keys: Keys, hybrid: str, condition: Condition) -> Iterable[str]:
@@ -105,7 +116,3 @@ def _condition_versions(keys: Keys, hybrid: str, condition: Condition) -> Iterab
             yield keys.value_version(hybrid, name, value)
     else:
         yield keys.field_version(hybrid, name)
-    if satisfies(condition, condition.field.default):
-        # a document without the field reads as its default: one created by a model that does not
-        # declare it (an older one, in a rolling deploy) names no version of the field, only guid/*
-        yield keys.field_version(hybrid, "guid")
