@@ -329,6 +329,12 @@ def test_a_store_that_lost_its_data_refuses_the_commits_of_clients_that_knew_it(
         _Gadget(data={"name": "g", "size": 3}).save()
         assert _Gadget.get_by(name="g").size == 3
         later.close()
+        # wiped again: configure() at once (no commit refused first) opens a client of the new name
+        _raw(again.persistent).flushdb()
+        third = configure(url, url, namespace=namespace)
+        assert third.persistent is not again.persistent
+        _Gadget(data={"name": "g", "size": 4}).save()
+        assert _Gadget.get_by(name="g").size == 4
     finally:
         close_all()
 

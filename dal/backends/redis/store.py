@@ -46,7 +46,7 @@ from dal.backends.redis.leadership import RedisLeadership
 from dal.backends.redis.scripts import COMMIT, SCAN
 from dal.backends.tokens import ChangeTokens
 from dal.backends.url import StoreURL
-from dal.exceptions import ConfigurationError
+from dal.exceptions import BackendError, ConfigurationError
 
 DEFAULT_TIMEOUT = 5.0
 #: keys a script reads (or deletes) per ZRANGEBYLEX: bounds each step's reply, and the arguments of
@@ -233,8 +233,17 @@ class RedisStore(RedisLeadership):
         return self._identity
 
     def still_current(self) -> bool:
-        """Tell whether this client may serve another ``configure()``: not once a commit found the
-        database bearing another name than it read (see :class:`StoreReplacedError`)."""
+        """Tell whether this client may serve another ``configure()``: not once the database bears
+        another name than the client read (its data was lost since: see :class:`StoreReplacedError`),
+        as a commit found or as one read now tells (one GET per ``configure()`` of the URL; a server
+        that does not answer is left for the next call to report)."""
+        if self._replaced or self._name is None:
+            return not self._replaced
+        try:
+            named: Raw = self._command("read of the store's name", "GET", IDENTITY)
+        except BackendError:
+            return True
+        self._replaced = named is None or bytes(named).decode(errors="replace") != self._name
         return not self._replaced
 
     def change_token(self) -> int:
