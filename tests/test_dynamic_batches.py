@@ -248,3 +248,38 @@ def test_sort_by_a_dynamic_reads_its_values_in_one_multi_get_per_batch(context: 
     # the order a sort by the same values, read one object at a time, gives (stable for equal keys)
     expected = sorted(made, key=lambda probe: (probe.status != "DOWN", probe.level * 10), reverse=reverse)
     assert [probe.name for probe in listed] == [probe.name for probe in expected]
+
+
+class SortRack(DataObject):
+    __properties: list[Property[Any]] = [Property("name", str)]
+
+
+class SortBox(DataObject):
+    __properties: list[Property[Any]] = [Property("name", str), Property("size", int, default=0)]
+    __relations = [Relation("rack", SortRack, "boxes", mandatory=False)]
+    __dynamics = [Dynamic("rank", int, 60)]
+
+    def _rank(self) -> int:
+        return self.size
+
+
+class SortBigBox(SortBox):
+    """Redeclares the dynamic: another type, never cached."""
+
+    __dynamics = [Dynamic("rank", str, 0)]
+
+    def _rank(self) -> str:  # type: ignore[override]
+        return f"big{self.size}"
+
+
+def test_sort_reads_each_members_dynamic_through_its_own_hybrids_spec(context: Context) -> None:
+    rack = SortRack(data={"name": "r"})
+    rack.save()
+    for number, cls in enumerate([SortBox, SortBigBox, SortBox, SortBigBox]):
+        cls(data={"name": f"b{number}", "size": number + 1, "rack": rack}).save()
+    boxes = rack.boxes
+    boxes.sort(key="rank")  # numbers rank before text, each hybrid's values read with its own spec
+    assert [box.name for box in boxes] == ["b0", "b2", "b1", "b3"]
+    keys = context.keys
+    assert all(context.dynamics.get(keys.cached_dynamic(type(box)._meta.name, box.guid, "rank")) is None
+               for box in boxes if isinstance(box, SortBigBox)), "a timeout=0 dynamic is never cached"

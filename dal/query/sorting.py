@@ -39,8 +39,7 @@ class Ranker:
         ranks: list[Any] = []
         for start in range(0, len(objs), batch):
             part = objs[start:start + batch]
-            columns = [[sortable(value) for value in read_many(part, field.meta.dynamics[field.name])]
-                       if field.kind == "dynamic" and not field.hops
+            columns = [_dynamic_ranks(part, field.name) if field.kind == "dynamic" and not field.hops
                        else [_ranked(obj, field, name) for obj in part] for field, name in self._fields]
             ranks += zip(*columns, strict=True)
         return ranks
@@ -66,6 +65,20 @@ def sort_key(meta: HybridMeta, key: SortKey) -> Ranker:
               for field in (resolve_field(meta, name, "sort key") for name in names)]
     # ranked field by field, as sortable() ranks a tuple's elements
     return Ranker(lambda obj: tuple(_ranked(obj, field, name) for field, name in fields), fields)
+
+
+def _dynamic_ranks(objs: Sequence[DataObject], name: str) -> list[Any]:
+    """Return the rank of dynamic ``name`` of each of ``objs``, read for the objects of each hybrid
+    together, through that hybrid's own spec (a subclass hybrid may redeclare the dynamic)."""
+    groups: dict[type[DataObject], list[int]] = {}
+    for index, obj in enumerate(objs):
+        groups.setdefault(type(obj), []).append(index)
+    ranks: list[Any] = [None] * len(objs)
+    for hybrid, indexes in groups.items():
+        group = [objs[index] for index in indexes]
+        for index, value in zip(indexes, read_many(group, hybrid._meta.dynamics[name]), strict=True):
+            ranks[index] = sortable(value)
+    return ranks
 
 
 def _ranked(obj: DataObject, field: Field, name: str) -> Any:
