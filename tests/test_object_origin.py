@@ -61,9 +61,14 @@ def test_reverse_lists_and_links_of_an_object_of_another_namespace_are_refused(t
     kind.save()
     Item(name="i", kind=kind).save()
     assert kind.items_guids and len(kind.items) == 1
+    made_there = kind.items  # made under the first namespace, not run yet
     dal.configure(url, "memory://", namespace="second")
+    with pytest.raises(ConfigurationError, match=r"what points at it \(Item\) would find nothing"):
+        len(made_there)
+    with pytest.raises(ConfigurationError, match="would find nothing"):
+        DataList(Item, {"type": "AND", "items": [("kind", "EQUALS", kind)]})
     for read in (lambda: kind.items_guids, lambda: kind.items):
-        with pytest.raises(ConfigurationError, match=r"'items' would list nothing.*Load it again"):
+        with pytest.raises(ConfigurationError, match=r"'items' would find nothing.*Load it again"):
             read()
     linked = Item(name="j", kind=kind)
     with pytest.raises(ConfigurationError, match=r"Item\.kind points at .*loaded from another store or "

@@ -47,10 +47,15 @@ def check_link(label: str, relation: Relation, linked: object, context: Context)
 
 def check_listing(relation: Relation, target: object, context: Context) -> None:
     """Refuse to list what points at an object of another store or namespace: nothing here would."""
+    check_compared(f"its {relation.foreign_key!r}", target, context)
+
+
+def check_compared(what: str, target: object, context: Context) -> None:
+    """Refuse a query (``what``) for the objects pointing at ``target``, an object of another store or
+    namespace: nothing here points at it, so the query would find nothing, without a word."""
     origin = loaded_elsewhere(target, context)
     if origin is not None:
         raise ConfigurationError(
             f"{target!r} was loaded from another store or namespace ({origin!r}) than the current "
-            f"configure()'s, where nothing is known to point at it: its {relation.foreign_key!r} would "
-            "list nothing. Load it again under the current configuration, or configure() its store and "
-            "namespace again")
+            f"configure()'s, where nothing is known to point at it: {what} would find nothing. Load it "
+            "again under the current configuration, or configure() its store and namespace again")

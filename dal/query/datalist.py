@@ -26,7 +26,7 @@ from dal.objects.dataobject import DataObject
 from dal.objects.dynamics import read_many
 from dal.objects.lookups import provide_queries
 from dal.objects.models import check_depth, serialized_all
-from dal.objects.origin import check_listing
+from dal.objects.origin import check_compared, check_listing
 from dal.query.explained import QueryPlan
 from dal.query.grammar import Group, Operator, WhereOperator, compile_query
 from dal.query.owners import give_owners
@@ -131,6 +131,8 @@ class DataList(Generic[T]):
         """
         if self._guids is None:
             context = current()
+            for owner in self._seed.values():  # a reverse list made under another configure()
+                check_compared(f"the list of what points at it ({self.hybrid.__name__})", owner, context)
             stamp = None if iterating else context.data_stamp()
             planner = Planner(context, self.hybrid._meta, self._root)
             guids, state = cached_guids(context, self.hybrid._meta, self._root, planner.guids)

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
+from dal.config import current
 from dal.exceptions import InvalidQueryError, InvalidValueError
 from dal.objects.dataobject import DataObject
+from dal.objects.origin import check_compared
 from dal.query.ordering import COMPARE, Parse, comparable, orderable, ordering_test
 from dal.structures import GUID_RULE, Dynamic, Property, Relation, is_guid
 from dal.validators import Validator, non_finite
@@ -201,6 +203,7 @@ def _guid_of(value: Any, field: Field, where: str) -> Any:
             # as assigning it refuses (a subclass is another hybrid): its guid could never be stored here
             raise InvalidQueryError(f"{where}: {relation.qualified} holds a {target.__name__}, not "
                                     f"{value!r}; compare it with a {target.__name__} (or its guid)")
+        check_compared(where, value, current())
         return value.guid
     return value
 
