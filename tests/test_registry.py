@@ -215,3 +215,49 @@ def test_a_redeclared_relation_is_refused_when_its_parent_s_target_registers_aft
         class RgLaterFrame(DataObject):
             __properties = [Property("name", str)]
     assert RgLaterDoor._meta.relations["frame"] in hybrids.unresolved()
+
+
+def test_a_class_name_several_hybrids_share_links_the_hybrid_of_the_nearest_module() -> None:
+    """A string names the hybrid of the relation's own module before another module's of the same
+    class name, whichever registered first: a module writing ``"Widget"`` before its own ``class Widget``
+    while a library's ``Widget`` is registered already; and the library's own relation to ``"Gear"``
+    keeps its sibling module's ``Gear`` although an application's ``Gear`` registered first."""
+
+    class RnGear(DataObject, hybrid_name="rngear_app"):  # an application's, registered first
+        __module__ = "app.models"
+        __properties = [Property("name", str)]
+
+    class RnWidget(DataObject, hybrid_name="rnwidget_lib"):  # a library's
+        __module__ = "lib.parts.widget"
+        __properties = [Property("name", str)]
+        __relations = [Relation("gear", "RnGear", "widgets", mandatory=False)]
+
+    class RnServer(DataObject, hybrid_name="rnserver_app"):  # the application's, naming its own Widget
+        __module__ = "app.models"
+        __properties = [Property("name", str)]
+        __relations = [Relation("widget", "RnWidget", "servers", mandatory=False)]
+
+    library_widget, application_gear = RnWidget, RnGear
+    assert RnServer._meta.relations["widget"].target is library_widget  # the only one so far
+    assert RnWidget._meta.relations["gear"].target is application_gear
+
+    class RnWidget(DataObject, hybrid_name="rnwidget_app"):  # type: ignore[no-redef]
+        __module__ = "app.models"
+        __properties = [Property("name", str)]
+
+    class RnGear(DataObject, hybrid_name="rngear_lib"):  # type: ignore[no-redef]
+        __module__ = "lib.parts.gear"
+        __properties = [Property("name", str)]
+
+    assert RnServer._meta.relations["widget"].target is RnWidget
+    assert "servers" in vars(RnWidget) and "servers" not in vars(library_widget)
+    assert "servers" not in library_widget._declared and "servers_guids" in RnWidget._declared
+    assert library_widget._meta.relations["gear"].target is RnGear
+    assert "widgets" in vars(RnGear) and "widgets" not in vars(application_gear)
+
+    class RnRack(DataObject, hybrid_name="rnrack_lib"):  # both registered: the nearest is linked at once
+        __module__ = "lib.parts.rack"
+        __properties = [Property("name", str)]
+        __relations = [Relation("gear", "RnGear", "racks", mandatory=False)]
+
+    assert RnRack._meta.relations["gear"].target is RnGear

@@ -2,8 +2,10 @@
 
 A relation may name its target before that class exists (a string): it waits in the registry
 until a hybrid of that name registers, and is then linked, which installs the reverse accessor on
-the target. Registration is all or nothing: a class refused for a clash leaves the registry and
-every hybrid it touched exactly as they were.
+the target. A class name several hybrids share names the one of the module nearest the relation's
+own (the longest common dotted prefix: the same module first), and a nearer one declared later
+takes the relation over (see :meth:`Registry.register`). Registration is all or nothing: a class
+refused for a clash leaves the registry and every hybrid it touched exactly as they were.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class Registry:
         #: shallow copy a refused registration restores from stays untouched)
         self._by_class_name: dict[str, tuple[type[DataObject], ...]] = {}
         self._pending: list[Relation] = []
+        #: relations linked by a class name, and how near their target's module is to their own
+        self._by_string: dict[Relation, int] = {}
         self._lock = threading.RLock()
 
     def register(self, cls: type[DataObject]) -> None:
@@ -71,7 +75,8 @@ class Registry:
                 raise ConfigurationError(
                     f"hybrid name {meta.name!r} is taken by {_origin(existing)}; give "
                     f"{_origin(cls)} another with `class {cls.__name__}(DataObject, hybrid_name='...')`")
-            before = (dict(self._by_name), dict(self._by_class_name), list(self._pending))
+            before = (dict(self._by_name), dict(self._by_class_name), list(self._pending),
+                      dict(self._by_string))
             undo: list[Callable[[], object]] = []
             try:
                 self._by_name[meta.name] = cls
@@ -79,6 +84,7 @@ class Registry:
                 others = tuple(other for other in self._by_class_name.get(cls.__name__, ())
                                if other._meta.name != meta.name)
                 self._by_class_name[cls.__name__] = (*others, cls)
+                self._take_over(cls, undo)
                 for relation in meta.relations.values():
                     if relation.target is None:
                         self._pending.append(relation)
@@ -90,7 +96,7 @@ class Registry:
                 # later class: one refused declaration would refuse every class declared after it
                 for step in reversed(undo):
                     step()
-                self._by_name, self._by_class_name, self._pending = before
+                self._by_name, self._by_class_name, self._pending, self._by_string = before
                 raise
 
     def get(self, name: str) -> type[DataObject]:
@@ -131,9 +137,12 @@ class Registry:
             if wanted is None:
                 target = relation.owner
             elif isinstance(wanted, str):
-                # a class name several hybrids share links the latest registered, as it always did
+                # a class name several hybrids share: the one of the nearest module, the latest of those
                 same = self._by_class_name.get(wanted, ())
-                target = same[-1] if same else self._by_name.get(wanted)
+                target = max(reversed(same), key=partial(_nearness, relation.owner)) if same else \
+                    self._by_name.get(wanted)
+                if same and target is not None:
+                    self._by_string[relation] = _nearness(relation.owner, target)
             else:
                 target = wanted
             if target is None:
@@ -141,6 +150,56 @@ class Registry:
                 continue
             _link(relation, target, undo, self._by_name.values())
         self._pending = still
+
+    def _take_over(self, cls: type[DataObject], undo: list[Callable[[], object]]) -> None:
+        """Link to ``cls`` each relation a string linked to a hybrid of its class name in a module further
+        from the relation's own: the relation's module declares it later (``Disk`` written before its
+        ``class Disk``), or a module nearer it does, while another module's ``Disk`` was registered
+        already. Registration runs as modules import, before any object is read or written."""
+        for relation, near in list(self._by_string.items()):
+            if relation.foreign_type != cls.__name__ or relation.target is cls:
+                continue
+            nearer = _nearness(relation.owner, cls)
+            if nearer <= near:
+                continue
+            _unlink(relation, cls, undo)
+            _link(relation, cls, undo, self._by_name.values())
+            self._by_string[relation] = nearer
+
+
+def _nearness(owner: type | None, target: type) -> int:
+    """Return how many leading dotted parts ``owner``'s module and ``target``'s share (one more when
+    they are the same module)."""
+    mine, theirs = (owner.__module__ if owner is not None else "").split("."), target.__module__.split(".")
+    shared = 0
+    while shared < min(len(mine), len(theirs)) and mine[shared] == theirs[shared]:
+        shared += 1
+    return shared + (mine == theirs)
+
+
+def _unlink(relation: Relation, nearer: type[DataObject], undo: list[Callable[[], object]]) -> None:
+    """Take ``relation``'s reverse accessor off its target (for :meth:`Registry._take_over`)."""
+    target = relation.target
+    assert target is not None
+    reverse = target._meta.reverse
+    entry = reverse.get(relation.foreign_key)
+    if entry is None or entry.relation is not relation or entry.inherited:
+        # another relation shares the accessor now (a subclass hybrid's copy of it): moving one would
+        # split them, moving all would rewrite what they were declared with
+        raise ConfigurationError(
+            f"{relation.qualified} names its target {relation.foreign_type!r}, which both {_origin(target)} "
+            f"and {_origin(nearer)} are; it was linked to the first, and other relations share its reverse "
+            f"accessor since: pass the class itself (Relation({relation.name!r}, <the class>, ...)), or give "
+            "the two hybrids different class names")
+    undo.append(partial(_restore, reverse, relation.foreign_key, entry))
+    del reverse[relation.foreign_key]
+    names = reverse_accessors(relation)
+    for name in names:
+        undo.append(partial(_restore_attribute, target, name, vars(target).get(name, _ABSENT)))
+        if name in vars(target):
+            delattr(target, name)
+    undo.append(partial(setattr, target, "_declared", target._declared))
+    target._declared = target._declared - frozenset(names)
 
 
 def ambiguous(name: str, matches: Iterable[type[DataObject]]) -> str:
