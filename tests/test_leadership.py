@@ -2,25 +2,36 @@
 
 The store methods themselves are in the conformance suite (``dal/testing/conformance/leadership.py``);
 these tests cover what ``dal refresh`` builds on them: a thread renewing the lease, noticing its
-loss, and letting go; and the command's choices about hybrids without ``refresh_every``.
+loss (before the next batch), and letting go; a lease granted late or lasting for ages; a loop
+started while its store is away; and the command's choices about hybrids without ``refresh_every``.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
 import time
+import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from dal import configure
+import dal.cli.refresh as cli
+from dal import Mirror, configure
 from dal.backends import open_persistent
-from dal.backends.base import PersistentStore
+from dal.backends.base import Leadership, PersistentStore
 from dal.cli.leader import MAX_RETRY, Leader
+from dal.mirror import RefreshReport
+from dal.testing.fixtures import start_or_skip
+from dal.testing.servers import free_port, start_etcd, start_redis
 
 
 @pytest.fixture
@@ -112,3 +123,184 @@ def test_the_loop_needs_a_hybrid_with_refresh_every(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120, check=False)
     assert once.returncode == 0, once.stderr
     assert "LazyOnly: 0 stale: 0 changed, 0 unchanged, 0 failed" in once.stdout.splitlines()
+
+
+# --- a lease lost between renewals, granted late, or very long; a store away at start ------------
+
+
+def _batches(monkeypatch: pytest.MonkeyPatch, after_first: Callable[[], None]) -> list[int]:
+    """Make ``refresh_pass`` refresh five batches of one object per hybrid, calling ``after_first``
+    once the first is done (no remote, no stored object); return the list the batches are noted in."""
+    done: list[int] = []
+
+    def refresh_stale(cls: Any, *, batch_size: int, progress: Callable[[int], None], guids: list[str],
+                      ahead: float) -> RefreshReport:
+        for count in range(1, len(guids) + 1):
+            done.append(count)
+            if count == 1:
+                after_first()
+            progress(count)
+        return RefreshReport(total=len(guids), refreshed=0, unchanged=len(guids))
+
+    monkeypatch.setattr(cli, "stale_guids", lambda cls, ahead: [f"g{n}" for n in range(5)])
+    monkeypatch.setattr(cli, "refresh_stale", refresh_stale)
+    return done
+
+
+class First:
+    """Stands for a mirrored hybrid: ``refresh_pass`` only names it (its refreshes are faked)."""
+
+
+class Second:
+    """Another."""
+
+
+def test_a_leader_whose_lease_was_lost_stops_before_its_next_batch(
+        store: PersistentStore, role: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a Redis lease key evicted (volatile-* policy) or lost in a restart without AOF, an operator's
+    # release: a standby takes the role at once, long before the leader's next renewal (TTL / 3)
+    leader = Leader(store, role, 30.0)
+    lease = leader.acquire()
+    assert lease.acquired
+    other = _other(store)
+
+    def lose_the_lease() -> None:
+        other.release_leadership(lease)
+        assert other.acquire_leadership(role, "usurper", 30).acquired
+
+    done = _batches(monkeypatch, lose_the_lease)
+    stopped = threading.Event()
+    try:
+        outcome = cli.refresh_pass([First, Second], 1, leader, stopped)  # type: ignore[list-item]
+        assert outcome.interrupted and not outcome.reports
+        assert done == [1], "the leader ran another batch after it lost its lease"
+        assert not leader.held and not leader.leading()
+    finally:
+        leader.release()
+    assert not other.acquire_leadership(role, "third", 30).acquired  # the usurper still leads
+
+
+class SlowGrant:
+    """A store whose leases are granted ``delay`` seconds after they are asked for; renewals counted."""
+
+    def __init__(self, store: PersistentStore, delay: float) -> None:
+        self.store, self.delay, self.renewals = store, delay, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def acquire_leadership(self, role: str, owner: str, ttl: float) -> Leadership:
+        time.sleep(self.delay)
+        return self.store.acquire_leadership(role, owner, ttl)
+
+    def renew_leadership(self, lease: Leadership) -> bool:
+        self.renewals += 1
+        return self.store.renew_leadership(lease)
+
+
+def test_a_lease_granted_late_is_renewed_before_it_runs_out(role: str) -> None:
+    # the lease counts from before the ask: granted 0.7 TTL late, only 0.3 TTL of it is left, less
+    # than the third of the TTL a renewal waits; the first renewal comes within half of what is left
+    store = SlowGrant(open_persistent(f"memory://slow-{uuid.uuid4().hex[:8]}"), 2.1)
+    leader = Leader(cast(PersistentStore, store), role, 3.0)
+    asked = time.monotonic()
+    assert leader.acquire().acquired
+    try:
+        while time.monotonic() < asked + leader.ttl + 0.5:  # past the end of the lease as granted
+            assert leader.held, f"lost {time.monotonic() - asked:.2f}s after the ask, " \
+                                f"after {store.renewals} renewals"
+            time.sleep(0.05)
+        assert store.renewals >= 1
+    finally:
+        leader.release()
+
+
+def test_leases_and_refresh_intervals_too_long_to_wait_for_at_once(role: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Mirror accepts up to 1e12 s, far past threading.TIMEOUT_MAX: waits are cut into days
+    huge = Mirror(timeout=1e11, refresh_every=5e10)
+    hybrid = type("Huge", (), {"_meta": types.SimpleNamespace(mirror=huge)})  # stands for a hybrid
+    leader = Leader(open_persistent(f"memory://huge-{uuid.uuid4().hex[:8]}"), role, huge.timeout)
+    passes: list[object] = []
+
+    def one_pass(hybrids: Any, batch_size: int, leading: Leader, stop: threading.Event,
+                 ahead: Any = None) -> cli.Outcome:
+        passes.append(hybrids)
+        return cli.Outcome()
+
+    monkeypatch.setattr(cli, "refresh_pass", one_pass)
+    stop = threading.Event()
+    timer = threading.Timer(0.5, stop.set)
+    timer.start()
+    args = argparse.Namespace(batch_size=100, limit=10, look_ahead=None)
+    try:
+        assert cli._loop([hybrid], leader, stop, args) == 0  # type: ignore[list-item]
+    finally:
+        timer.cancel()
+    assert passes == [[hybrid]] and leader.lease is None  # one pass, then the wait; released
+    assert leader.acquire().acquired
+    try:
+        time.sleep(0.2)
+        assert leader._thread is not None and leader._thread.is_alive(), "the renewing thread died"
+        assert leader.held
+    finally:
+        leader.release()
+
+
+def _loop_process(tmp_path: Path, url: str) -> subprocess.Popen[str]:
+    (tmp_path / "away_hybrids.py").write_text(
+        "from dal import DataObject, Mirror, Property\n\n"
+        "class AwayThing(DataObject):\n"
+        "    __properties = [Property('name', str)]\n"
+        "    __mirror = Mirror(3, refresh_every=1)\n\n"
+        "    def _refresh(self):\n"
+        "        return {}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAL_")}
+    env.update({"PYTHONPATH": os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]),
+                "DAL_HYBRIDS": "away_hybrids", "DAL_PERSISTENT_URL": url,
+                "DAL_NAMESPACE": f"t{uuid.uuid4().hex[:8]}"})
+    return subprocess.Popen([sys.executable, "-m", "dal", "refresh"], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _lines_until(process: subprocess.Popen[str], pattern: str, limit: float = 30.0) -> list[str]:
+    """Read ``process``'s stdout until a line matches ``pattern`` (fail after ``limit`` seconds)."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    timer = threading.Timer(limit, process.kill)
+    timer.start()
+    try:
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if re.search(pattern, line):
+                return lines
+    finally:
+        timer.cancel()
+    raise AssertionError(f"no line matching {pattern!r}: {lines}; stderr: {process.communicate()[1]}")
+
+
+@pytest.mark.parametrize("kind", ["redis", "etcd"])
+def test_a_loop_started_while_its_store_is_away_waits_and_says_so_once(tmp_path: Path, kind: str) -> None:
+    # Redis is read at configure() (INFO memory): a loop exited 2 at once there, while on etcd it
+    # retried, saying the same line at every retry; both now wait, say it once, and say it ended
+    port = free_port()
+    process = _loop_process(tmp_path, f"{kind}://127.0.0.1:{port}")
+    try:
+        _lines_until(process, "could not reach the durable store")
+        time.sleep(3)  # three retries or more, on either path
+        starter = start_redis if kind == "redis" else start_etcd
+        server = start_or_skip(kind, lambda: starter(tmp_path / kind, port=port))
+        try:
+            lines = _lines_until(process, "leading refresher/")
+            assert not [line for line in lines if "could not reach" in line]  # said once only
+            assert any(line.endswith("reached the durable store") for line in lines)
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=30)
+            assert process.returncode == 0, err
+            assert out.rstrip().endswith("stopped")
+        finally:
+            server.stop()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()

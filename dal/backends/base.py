@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
 from dal.backends.url import StoreURL
-from dal.exceptions import BackendError, ConfigurationError, InvalidValueError
+from dal.exceptions import BackendError, InvalidValueError
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,15 +159,6 @@ class Leadership:
     handle: int = 0
 
 
-def lease_ttl(role: str, owner: str, ttl: float) -> float:
-    """Return ``ttl`` once the request is checked: a named role, an owner, a positive finite TTL."""
-    if not role or not owner:
-        raise ConfigurationError(f"leadership needs a role and an owner, not {role!r} and {owner!r}")
-    if not 0 < ttl < float("inf"):
-        raise ConfigurationError(f"a leadership lease lasts a positive number of seconds, not {ttl!r}")
-    return float(ttl)
-
-
 def evaluate_checks(checks: Sequence[Check], lookup: Callable[[str], Entry | None],
                     newest: Callable[[str], int]) -> tuple[tuple[int, ...], dict[str, Entry]]:
     """Return the indexes of the checks that fail and the present entries of their keys.
@@ -260,6 +251,7 @@ class PersistentStore(Protocol):
         Taken only when nobody leads, when the last leader's lease expired (it did not renew
         within ``ttl`` seconds: it died, or lost the store), or when ``owner`` leads already
         (then it is renewed). The result says whether it was taken, and who leads otherwise.
+        Badly typed arguments raise ConfigurationError (:func:`dal.backends.leadership.lease_ttl`).
         """
         ...
 
@@ -268,6 +260,7 @@ class PersistentStore(Protocol):
 
         A lease that expired before this call no longer holds, even if nobody took it since:
         its owner must acquire again (so it knows it may have been replaced meanwhile).
+        Anything but a :class:`Leadership` raises ConfigurationError, here and in release.
         """
         ...
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import threading
 import time
 
-from dal.backends.base import Leadership, lease_ttl
+from dal.backends.base import Leadership
+from dal.backends.leadership import acquired, lease_ttl
 
 
 class ProcessLocalLeadership:
@@ -34,17 +35,19 @@ class ProcessLocalLeadership:
         return Leadership(role, owner, ttl, acquired=True, holder=owner)
 
     def renew_leadership(self, lease: Leadership) -> bool:
+        if not acquired(lease):
+            return False
         now = time.monotonic()
         with _LOCAL_LEASES_LOCK:
             leases = self._local_leases()
             holder, expires = leases.get(lease.role, ("", now))
-            if not lease.acquired or holder != lease.owner or expires <= now:
+            if holder != lease.owner or expires <= now:
                 return False
             leases[lease.role] = (lease.owner, now + lease.ttl)
             return True
 
     def release_leadership(self, lease: Leadership) -> None:
-        if not lease.acquired:
+        if not acquired(lease):
             return
         with _LOCAL_LEASES_LOCK:
             leases = self._local_leases()

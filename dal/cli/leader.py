@@ -19,6 +19,9 @@ from dal.exceptions import BackendError, DalError
 
 #: the longest a standby waits between two attempts to take the lead
 MAX_RETRY = 5.0
+#: the longest one wait lasts (a day): a longer one is cut into days, since ``Event.wait`` refuses
+#: one past ``threading.TIMEOUT_MAX`` (a few hundred years), and ``Mirror`` accepts timeouts up to 1e12 s
+MAX_WAIT = 86400.0
 
 
 class Abandoned(BaseException):
@@ -29,12 +32,32 @@ def say(line: str) -> None:
     print(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {line}", flush=True)
 
 
+class Complaint:
+    """A failure met at every retry, said once: again only when its text changes, and when it ends."""
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+
+    def say(self, line: str) -> None:
+        if line != self.last:
+            say(line)
+            self.last = line
+
+    def over(self, line: str) -> None:
+        """Say ``line`` when a failure was said (it ended), and forget it."""
+        if self.last is not None:
+            say(line)
+            self.last = None
+
+
 class Leader:
     """This process's bid to lead ``role``: acquire, renew in a thread, release.
 
     :attr:`held` turns false as soon as a renewal says the lease is gone, when no renewal succeeded
     for a whole TTL (the store was unreachable, or this process was stopped: by then a standby may
     lead), or once the lead was given up over a hung remote call (:attr:`stuck`) while it held.
+    A renewal comes every third of the TTL, and within half of what is left of the lease when less
+    is left (a grant that answered late); :meth:`leading` also renews, before each batch.
     """
 
     def __init__(self, store: PersistentStore, role: str, ttl: float, *, owner: str | None = None) -> None:
@@ -58,6 +81,28 @@ class Leader:
     @property
     def held(self) -> bool:
         return self.lease is not None and not self._lost.is_set() and time.monotonic() < self._valid_until
+
+    def leading(self) -> bool:
+        """Whether this process still leads, asked of the store (a renewal): called before each batch.
+
+        A lease can be lost between two renewals of the thread (a Redis key evicted, a store restarted
+        without its data, an operator's release): asked here, a leader whose lease another took
+        stops before its next batch, not at the thread's next renewal up to a third of the TTL later.
+        A store that does not answer leaves the answer to :attr:`held` (the thread retries).
+        """
+        lease = self.lease
+        if lease is None or not self.held:
+            return False
+        started = time.monotonic()
+        try:
+            renewed = self.store.renew_leadership(lease)
+        except DalError:
+            return self.held
+        if not renewed:
+            self._lost.set()
+            return False
+        self._valid_until = max(self._valid_until, started + lease.ttl)
+        return self.held
 
     @property
     def gave_up(self) -> bool:
@@ -105,8 +150,14 @@ class Leader:
             self._thread.join(timeout=self.store.timeout + 1)
             self._thread = None
 
+    def _next_renewal(self, every: float) -> float:
+        """Return how long to wait for the next renewal: ``every``, or half of what is left of the
+        lease when that is sooner (a grant that answered late), never over :data:`MAX_WAIT`; at
+        least 10 ms, so that a store failing at once is not asked in a busy loop as the lease ends."""
+        return max(0.01, min(every, (self._valid_until - time.monotonic()) / 2, MAX_WAIT))
+
     def _renew(self, lease: Leadership) -> None:
-        wait = self.renew_every
+        wait = self._next_renewal(self.renew_every)
         while not self._quit.wait(wait):
             if time.monotonic() >= self._valid_until:
                 # no renewal for a whole TTL: this process was stopped (SIGSTOP, a debugger) or
@@ -126,10 +177,11 @@ class Leader:
                 if time.monotonic() >= self._valid_until:
                     self._lost.set()
                     return
-                wait = self.renew_every / 4  # the store hiccupped: try again soon, before the lease ends
+                # the store hiccupped: try again soon, before the lease ends
+                wait = self._next_renewal(self.renew_every / 4)
                 continue
-            self._valid_until = started + lease.ttl
-            wait = self.renew_every
+            self._valid_until = max(self._valid_until, started + lease.ttl)
+            wait = self._next_renewal(self.renew_every)
 
     def _give_up(self, lease: Leadership) -> None:
         # the pass hangs in a remote call: stop renewing, and let a standby lead at its next try
@@ -143,10 +195,11 @@ class Leader:
 
 
 @contextmanager
-def stopped_by_signals(stop: threading.Event, leader: Leader) -> Iterator[None]:
+def stopped_by_signals(stop: threading.Event, leader: Leader | None) -> Iterator[None]:
     """Set ``stop`` on SIGTERM or SIGINT (a second SIGINT interrupts at once), then restore the handlers.
 
-    A signal during a hung remote call (:attr:`Leader.stuck`), or before it, abandons its batch.
+    A signal during a hung remote call (:attr:`Leader.stuck`), or before it, abandons its batch
+    (``leader`` None: before there is one, waiting for the store).
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may handle signals: whoever runs us there handles them
@@ -156,7 +209,7 @@ def stopped_by_signals(stop: threading.Event, leader: Leader) -> Iterator[None]:
         if number == signal.SIGINT and stop.is_set():
             raise KeyboardInterrupt
         stop.set()  # before looking at stuck: see poke
-        if leader.stuck:
+        if leader is not None and leader.stuck:
             raise Abandoned
 
     def poke() -> None:
@@ -166,10 +219,12 @@ def stopped_by_signals(stop: threading.Event, leader: Leader) -> Iterator[None]:
 
     main = threading.get_ident()  # the main thread's: checked above
     previous = {number: signal.signal(number, on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
-    leader.on_stuck = poke
+    if leader is not None:
+        leader.on_stuck = poke
     try:
         yield
     finally:
-        leader.on_stuck = None
+        if leader is not None:
+            leader.on_stuck = None
         for number, handler in previous.items():
             signal.signal(number, handler)

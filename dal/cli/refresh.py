@@ -13,11 +13,13 @@ every ``refresh_every`` seconds of its ``Mirror`` (a hybrid without ``refresh_ev
 
 Only one refresher works at a time per namespace, across processes and machines: the leader holds a lease
 on ``refresher/<namespace>`` in the durable store, with the smallest ``timeout`` of the hybrids as its
-TTL, renewed by a thread every third of it. Others wait as standbys and retry; when the leader dies, its
+TTL, renewed by a thread every third of it and asked of the store before each batch (a leader whose
+lease was lost meanwhile stops there). Others wait as standbys and retry; when the leader dies, its
 lease expires and a standby takes over within ``timeout`` seconds (plus its retry interval). On SIGTERM
 or SIGINT the leader finishes the batch in hand, releases the lease at once, and exits. A remote call
 running longer than the lease's TTL is taken for hung (:attr:`Leader.stuck`): the lead is given up (the
-lease released) for a standby, and a signal abandons the batch at once.
+lease released) for a standby, and a signal abandons the batch at once. A loop waits for a durable
+store it cannot reach at start, saying so once.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import dal
 from dal.cli import existing_store
-from dal.cli.leader import Abandoned, Leader, say, stopped_by_signals
+from dal.cli.leader import MAX_WAIT, Abandoned, Complaint, Leader, say, stopped_by_signals
 from dal.cli.progress import Progress
 from dal.exceptions import BackendError, DalError
 from dal.mirror import RefreshReport, mirrored_hybrids, refresh_stale
@@ -41,6 +43,7 @@ from dal.mirror.refresh import watched
 from dal.tools.erd import hybrids_in
 
 if TYPE_CHECKING:
+    from dal.config import Context
     from dal.objects.dataobject import DataObject
 
 HELP = "refresh the stale objects of mirrored hybrids from their remotes (--once, or in a loop)"
@@ -49,6 +52,8 @@ HELP = "refresh the stale objects of mirrored hybrids from their remotes (--once
 EXIT_STANDBY = 3
 #: the share of ``refresh_every`` a loop's look-ahead adds for the loop waking late
 LATE_SHARE = 0.1
+#: seconds between two attempts of a loop started while its durable store cannot be reached
+START_RETRY = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +89,16 @@ def run(args: argparse.Namespace) -> int:
         raise DalError(f"--limit must be 0 (all) or more, not {args.limit}")
     if args.look_ahead is not None and not 0 <= args.look_ahead < float("inf"):
         raise DalError(f"--look-ahead must be a finite number of seconds >= 0, not {args.look_ahead}")
-    context = dal.configure(existing_store(args.persistent), args.volatile, namespace=args.namespace)
+    stop = threading.Event()
+    if args.once:
+        context = _configure(args)
+    else:  # a loop waits for its durable store, as a standby waits for the lead
+        with stopped_by_signals(stop, None):
+            reached = _configured_when_reachable(args, stop)
+        if reached is None:
+            say("stopped")
+            return 0
+        context = reached
     # the --hybrids modules' own: the registry also holds hybrids the command line imports itself
     # (the demo's sample model), which are not this application's to refresh
     own = set(hybrids_in(args.hybrids.split(",")))
@@ -94,11 +108,31 @@ def run(args: argparse.Namespace) -> int:
                        "and name its module with --hybrids (or DAL_HYBRIDS)")
     ttl = min(_mirror(cls).timeout for cls in hybrids)
     leader = Leader(context.persistent, f"refresher/{context.namespace}", ttl)
-    stop = threading.Event()
     with stopped_by_signals(stop, leader):
         if args.once:
             return _once(hybrids, leader, stop, args)
         return _loop(hybrids, leader, stop, args)
+
+
+def _configure(args: argparse.Namespace) -> Context:
+    return dal.configure(existing_store(args.persistent), args.volatile, namespace=args.namespace)
+
+
+def _configured_when_reachable(args: argparse.Namespace, stop: threading.Event) -> Context | None:
+    """Configure the stores, retrying every :data:`START_RETRY` seconds while the durable store cannot
+    be reached (Redis is read at ``configure()``); ``None`` when stopped meanwhile. A bad setting
+    (ConfigurationError) still raises at once."""
+    complaint = Complaint()
+    while not stop.is_set():
+        try:
+            context = _configure(args)
+        except BackendError as exc:
+            complaint.say(f"could not reach the durable store: {exc}; retrying every {START_RETRY:g}s")
+            stop.wait(START_RETRY)
+            continue
+        complaint.over("reached the durable store")
+        return context
+    return None
 
 
 def _once(hybrids: Sequence[type[DataObject]], leader: Leader, stop: threading.Event,
@@ -147,6 +181,7 @@ def _loop(hybrids: Sequence[type[DataObject]], leader: Leader, stop: threading.E
     due: dict[type[DataObject], float] = {}
     last_round = 0.0  # how long the last pass took: the next one takes about as long to come round
     standing_by = False
+    unreachable = Complaint()  # said once while the store stays away, not at every retry
     try:
         while not stop.is_set():
             if not leader.held:
@@ -155,9 +190,11 @@ def _loop(hybrids: Sequence[type[DataObject]], leader: Leader, stop: threading.E
                 try:
                     lease = leader.acquire()
                 except BackendError as exc:  # the store is away: keep trying, as a standby would
-                    say(f"could not reach the durable store to lead {leader.role}: {exc}")
+                    unreachable.say(f"could not reach the durable store to lead {leader.role}: {exc}; "
+                                    f"retrying every {leader.retry:g}s")
                     stop.wait(leader.retry)
                     continue
+                unreachable.over("reached the durable store")
                 if not lease.acquired:
                     if not standing_by:
                         say(f"standby: {leader.role} is led by {lease.holder}; retrying every "
@@ -178,8 +215,9 @@ def _loop(hybrids: Sequence[type[DataObject]], leader: Leader, stop: threading.E
                 outcome = refresh_pass(ready, args.batch_size, leader, stop, ahead)
                 last_round = time.monotonic() - now
                 _print(outcome, args.limit, stamp=True)
-            # wake for the next due hybrid, a stop, or a look at the lease
-            stop.wait(max(0.0, min(min(due.values()) - time.monotonic(), leader.renew_every)))
+            # wake for the next due hybrid, a stop, or a look at the lease (a day at most: a longer
+            # wait overflows, and the loop only comes round to wait again)
+            stop.wait(max(0.0, min(min(due.values()) - time.monotonic(), leader.renew_every, MAX_WAIT)))
     finally:
         leader.release()
     say("stopped")
@@ -200,11 +238,12 @@ def refresh_pass(hybrids: Sequence[type[DataObject]], batch_size: int, leader: L
                  stop: threading.Event, ahead: Mapping[type[DataObject], float] | None = None) -> Outcome:
     """Refresh the due objects of ``hybrids`` while leading and not stopped; never raises for one hybrid.
 
-    Due: stale ``ahead[cls]`` seconds from now (0 when not given: stale now).
+    Due: stale ``ahead[cls]`` seconds from now (0 when not given: stale now). Before each hybrid and
+    each batch the store is asked whether this process still leads (:meth:`Leader.leading`).
     """
     outcome = Outcome()
     for cls in hybrids:
-        if stop.is_set() or not leader.held:
+        if stop.is_set() or not leader.leading():
             outcome.interrupted = True
             break
         name = cls.__name__
@@ -231,7 +270,7 @@ class _Interrupted(Exception):
 def _progress(bar: Progress, leader: Leader, stop: threading.Event) -> Callable[[int], None]:
     def advance(done: int) -> None:
         bar.advance(done - bar.done)  # refresh_stale counts the objects done so far
-        if stop.is_set() or not leader.held:
+        if stop.is_set() or not leader.leading():
             raise _Interrupted
     return advance
 

@@ -19,8 +19,9 @@ from typing import Any
 import grpc
 from pyetcd import etcdrpc
 
-from dal.backends.base import Leadership, lease_ttl
+from dal.backends.base import Leadership
 from dal.backends.etcd.transport import MAX_LEASE_TTL, EtcdTransport, etcd_error, utf8
+from dal.backends.leadership import acquired, lease_ttl
 from dal.exceptions import BackendError
 
 #: the prefix of every role's key
@@ -73,7 +74,7 @@ class EtcdLeadership(EtcdTransport):
 
     def renew_leadership(self, lease: Leadership) -> bool:
         """Keep the lease alive; ``False`` when it expired or the key is no longer on it."""
-        if not lease.acquired or not lease.handle:
+        if not acquired(lease) or not lease.handle:
             return False
         answer: Any = self._call("LeaseKeepAlive", etcdrpc.LeaseKeepAliveRequest(ID=lease.handle),
                                  service="lease")
@@ -84,7 +85,7 @@ class EtcdLeadership(EtcdTransport):
 
     def release_leadership(self, lease: Leadership) -> None:
         """Revoke the lease, which deletes the role's key with it."""
-        if lease.acquired and lease.handle:
+        if acquired(lease) and lease.handle:
             self._revoke(lease.handle)
 
     def _revoke(self, lease_id: int) -> None:

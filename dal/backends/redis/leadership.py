@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 
-from dal.backends.base import Leadership, lease_ttl
+from dal.backends.base import Leadership
+from dal.backends.leadership import acquired, lease_ttl
 from dal.backends.redis.connection import LEADERSHIP, MAX_PX, Opened, RedisClient
 from dal.backends.redis.scripts import ACQUIRE, RELEASE, RENEW
 from dal.backends.url import StoreURL
@@ -46,7 +47,7 @@ class RedisLeadership(RedisClient):
 
     def renew_leadership(self, lease: Leadership) -> bool:
         """Extend the lease by its TTL from now; ``False`` once the key expired or another holds it."""
-        if not lease.acquired:
+        if not acquired(lease):
             return False
         renewed = self._script(f"renew leadership of {lease.role!r}", self._renew, 1, LEADERSHIP + lease.role,
                                lease.owner, milliseconds(lease.ttl))
@@ -54,6 +55,6 @@ class RedisLeadership(RedisClient):
 
     def release_leadership(self, lease: Leadership) -> None:
         """Delete the role's key if it still holds this owner."""
-        if lease.acquired:
+        if acquired(lease):
             self._script(f"release leadership of {lease.role!r}", self._release, 1, LEADERSHIP + lease.role,
                          lease.owner)

@@ -23,8 +23,8 @@ from dal.backends.base import (
     Op,
     Put,
     evaluate_checks,
-    lease_ttl,
 )
+from dal.backends.leadership import acquired, lease_ttl
 from dal.backends.sqlite.connections import described
 from dal.backends.sqlite.tokens import SqliteTokens
 from dal.backends.url import StoreURL
@@ -302,7 +302,7 @@ class SqliteStore(SqliteTokens):
 
     def renew_leadership(self, lease: Leadership) -> bool:
         """Push the record's expiry ``ttl`` seconds ahead, if it is still this owner's and unexpired."""
-        if not lease.acquired:
+        if not acquired(lease):
             return False
 
         def renew(conn: sqlite3.Connection) -> bool:
@@ -316,7 +316,7 @@ class SqliteStore(SqliteTokens):
 
     def release_leadership(self, lease: Leadership) -> None:
         """Delete the record if it is this owner's."""
-        if not lease.acquired:
+        if not acquired(lease):
             return
         self._leadership(f"release leadership of {lease.role!r}", lambda conn: conn.execute(
             "DELETE FROM leadership WHERE role = ? AND owner = ?", (lease.role, lease.owner)))

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from dal.backends.base import Leadership, PersistentStore
-from dal.exceptions import ConfigurationError
+from dal.exceptions import ConfigurationError, InvalidValueError
 
 #: seconds a lease may outlive its TTL before a standby gets it: etcd checks expiry twice a
 #: second and may round a lease up to whole seconds
@@ -167,3 +167,41 @@ class LeadershipContract:
             store.acquire_leadership("", "owner", 5)
         with pytest.raises(ConfigurationError):
             store.acquire_leadership(f"{prefix}role", "", 5)
+
+    @pytest.mark.parametrize(("role", "owner", "ttl"), [
+        ("role", "owner", "5"), ("role", "owner", None), ("role", "owner", True),
+        (5, "owner", 5), ("role", 7, 5), ("role", b"owner", 5)],
+        ids=["ttl-str", "ttl-none", "ttl-bool", "role-int", "owner-int", "owner-bytes"])
+    def test_badly_typed_arguments_raise_configuration_error(
+            self, store: PersistentStore, prefix: str, role: object, owner: object, ttl: object) -> None:
+        # the same error on every store, never a driver's TypeError or AttributeError
+        named = f"{prefix}{role}" if isinstance(role, str) else role
+        with pytest.raises(ConfigurationError):
+            store.acquire_leadership(named, owner, ttl)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(("role", "owner"), [("role\udcff", "owner"), ("role", "owner\udcff")],
+                             ids=["role", "owner"])
+    def test_a_lone_surrogate_in_a_role_or_owner_is_an_invalid_value(
+            self, store: PersistentStore, prefix: str, role: str, owner: str) -> None:
+        # as in a key, on every store: SQLite raised UnicodeEncodeError, memory:// took it
+        with pytest.raises(InvalidValueError, match="surrogate"):
+            store.acquire_leadership(f"{prefix}{role}", owner, 5)
+
+    def test_an_owner_asking_again_is_the_same_owner(self, store: PersistentStore, prefix: str) -> None:
+        # an int owner was stored as text by SQLite, then refused as another owner: now refused at once
+        role = f"{prefix}same"
+        with pytest.raises(ConfigurationError):
+            store.acquire_leadership(role, 7, 30)  # type: ignore[arg-type]
+        first = store.acquire_leadership(role, "7", 30)
+        try:
+            assert first.acquired
+            assert store.acquire_leadership(role, "7", 30).acquired
+        finally:
+            store.release_leadership(first)
+
+    @pytest.mark.parametrize("lease", [None, "role", ("role", "owner", 5.0, True)])
+    def test_renew_and_release_need_a_leadership(self, store: PersistentStore, lease: object) -> None:
+        with pytest.raises(ConfigurationError):
+            store.renew_leadership(lease)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError):
+            store.release_leadership(lease)  # type: ignore[arg-type]

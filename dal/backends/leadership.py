@@ -1,0 +1,56 @@
+"""The checks every durable store makes of a leadership request, before it asks anything of its data.
+
+:mod:`dal.backends.base` says what leadership is (:class:`~dal.backends.base.Leadership` and the
+methods of a store); this module checks the arguments the same way for every store, so a badly
+typed one raises :class:`~dal.exceptions.ConfigurationError` on each of them alike, never a
+``TypeError`` of one driver, an ``AttributeError`` of another, or an owner stored as another type
+that then no longer matches itself. A role or owner with a lone surrogate is an
+:class:`~dal.exceptions.InvalidValueError`, as a key with one is on every store.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+from dal.backends.base import Leadership
+from dal.exceptions import ConfigurationError, InvalidValueError
+
+
+def lease_ttl(role: str, owner: str, ttl: float) -> float:
+    """Return ``ttl`` as a float once the request is checked, else raise ConfigurationError.
+
+    ``role`` and ``owner`` are non-empty ``str`` (UTF-8 must encode them: a lone surrogate raises
+    InvalidValueError, as in a key); ``ttl`` is a real number of seconds (an ``int`` or a
+    ``float``, not a ``bool``), positive and finite.
+    """
+    for what, name in (("a role", role), ("an owner", owner)):
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"leadership needs {what} that is a non-empty str, not {name!r}")
+        try:
+            name.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidValueError(f"leadership needs {what} that UTF-8 can encode, not {name!r}: "
+                                    f"remove its lone surrogate {name[exc.start]!r}") from None
+    if isinstance(ttl, bool) or not isinstance(ttl, Real):
+        raise ConfigurationError(f"a leadership lease lasts a number of seconds (an int or a float), "
+                                 f"not {ttl!r} of type {type(ttl).__name__}")
+    try:
+        seconds = float(ttl)
+    except OverflowError:  # an int beyond any float: past every finite number of seconds
+        seconds = math.inf
+    if not 0 < seconds < math.inf:
+        raise ConfigurationError(f"a leadership lease lasts a positive, finite number of seconds, "
+                                 f"not {ttl!r}")
+    return seconds
+
+
+def acquired(lease: Leadership) -> bool:
+    """Return whether ``lease`` was acquired; raise ConfigurationError when it is no :class:`Leadership`.
+
+    What ``renew_leadership`` and ``release_leadership`` ask first: a lease never acquired holds nothing.
+    """
+    if not isinstance(lease, Leadership):
+        raise ConfigurationError(f"renew or release the Leadership that acquire_leadership returned, "
+                                 f"not {lease!r} of type {type(lease).__name__}")
+    return lease.acquired
