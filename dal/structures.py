@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import math
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeGuard, TypeVar, cast, overload
@@ -181,11 +180,13 @@ class Dynamic(Spec):
                  doc: str | None = None, *, lock_timeout: float = 10.0) -> None:
         _check_name(name, "Dynamic")
         for label, seconds, least in (("timeout", timeout, 0), ("lock_timeout", lock_timeout, 1e-9)):
-            if (not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < least
-                    or not math.isfinite(seconds)):  # NaN compares False with everything
+            # NaN compares False with everything; below 1e12 s (31,000 years), as Mirror's, so that
+            # no wait or expiry derived from it overflows a float or a clock
+            if (not isinstance(seconds, (int, float)) or isinstance(seconds, bool)
+                    or not least <= seconds < 1e12):
                 raise InvalidValueError(
-                    f"Dynamic {name!r}: {label} must be a finite number of seconds "
-                    f"{'>= 0 (0 = never cached)' if least == 0 else '> 0'}, not {seconds!r}")
+                    f"Dynamic {name!r}: {label} must be a number of seconds "
+                    f"{'>= 0 (0 = never cached)' if least == 0 else '> 0'} and below 1e12, not {seconds!r}")
         #: how long a lock holder may compute, and a waiter wait, before others compute themselves
         self.lock_timeout = lock_timeout
         self.name = name

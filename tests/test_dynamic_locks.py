@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import Counter
@@ -149,3 +150,40 @@ def test_memcached_keeps_items_whose_ttl_reaches_past_2038(
     assert [Latch(obj.guid).forever for _ in range(3)] == [5, 5, 5]
     assert CALLS["forever", obj.guid] == 1
     context.volatile.delete_many([f"{namespace}/far", f"{namespace}/lock"])  # they would never expire
+
+
+@pytest.mark.parametrize("kind", ["memory", "memcached", "redis"])
+def test_a_reader_that_takes_the_lock_after_the_owner_stored_serves_that_value(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reader B misses just before owner A stores its value; B's lock `add` comes after A released the
+    lock, so B owns it: it must find A's value, not compute a second one (the interleaving injected
+    by holding B between its miss and its lock until A is done)."""
+    context = _configure(kind, request, tmp_path, namespace)
+    obj = latch()
+    key = context.keys.cached_dynamic(Latch._meta.name, obj.guid, "quick")
+    b_missed, a_done = threading.Event(), threading.Event()
+    real_get = context.dynamics.get
+
+    def get(wanted: str) -> Any:
+        found = real_get(wanted)
+        if threading.current_thread().name == "B" and wanted == key and found is None \
+                and not b_missed.is_set():
+            b_missed.set()
+            a_done.wait(5)  # B missed: A computes, stores and releases the lock meanwhile
+        return found
+
+    monkeypatch.setattr(context.dynamics, "get", get)
+    values: dict[str, int] = {}
+
+    def read(name: str) -> None:
+        values[name] = Latch(obj.guid).quick
+
+    b = threading.Thread(target=read, args=("B",), name="B")
+    b.start()
+    assert b_missed.wait(5)
+    read("A")  # misses too, takes the free lock, computes, stores, releases
+    a_done.set()
+    b.join(10)
+    assert CALLS["quick", obj.guid] == 1, "one computation for the one miss"
+    assert values == {"A": 1, "B": 1}

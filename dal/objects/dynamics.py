@@ -306,6 +306,11 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
             return cache.fill(key, compute, spec.timeout, lease_ttl=lease)
         if owner:
             try:
+                # the last owner may have stored a value since this caller missed, and released the lock
+                # it then took: served, not computed a second time
+                found = cache.get(key)
+                if found is not None and _fresh_for(found, revision, spec):
+                    return found
                 result: bytes | None = cache.fill(key, compute, spec.timeout, lease_ttl=lease)
                 return result
             finally:

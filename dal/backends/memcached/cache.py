@@ -50,9 +50,9 @@ def _read_back(entry: ListedEntry) -> ListedEntry:
 def expiry(ttl: float) -> int:
     """Return memcached's exptime for a TTL in seconds (0 = never; negative = already expired).
 
-    Never shorter than ``ttl``, up to 1 s longer: memcached's clock ticks once a second, so an
-    item given exptime N lives between N-1 and N seconds (measured: 0.77 to 0.95 s for 1), and a
-    lock or lease that lapsed early would let a second caller in. Above 30 days memcached reads
+    Never shorter than ``ttl``, less than 2 s longer (``ceil(ttl) + 1``): memcached's clock ticks once
+    a second, so an item given exptime N lives between N-1 and N seconds (measured: 0.77 to 0.95 s
+    for 1), and a lock or lease that lapsed early would let a second caller in. Above 30 days memcached reads
     an absolute unix time, which it parses as a signed 32-bit number: one past 2**31 - 1
     (2038-01-19) would be stored already expired, without an error, so such a TTL is sent as 0
     (never expires), which outlives it too; an infinite TTL as well. A NaN TTL is sent as -1,
