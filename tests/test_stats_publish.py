@@ -17,6 +17,7 @@ import pytest
 import dal.cache.stats
 from dal.cache.stats import collect, report
 from dal.config import configure, current
+from dal.testing.fixtures import memcached_servers
 
 pytestmark = pytest.mark.memcached
 
@@ -48,6 +49,59 @@ def test_a_short_multiprocessing_worker_publishes_at_exit(
     published = collect(context)
     assert published.totals.get("probe_worker") == 7, published.processes
     assert any(p["process"].endswith(f":{worker.pid}") for p in published.processes), published.processes
+
+
+def _configure_worker(persistent: str, volatile: str, namespace: str) -> None:
+    configure(persistent, volatile, namespace=namespace)
+
+
+def _count_in_pool(amount: int) -> int:
+    current().stats.add("probe_pool", amount)
+    return os.getpid()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_workers_of_a_pool_closed_and_joined_publish_their_counts(
+        tmp_path: Path, memcached_server: Any, namespace: str, method: str) -> None:
+    """``close()`` then ``join()``: each worker exits (not by SIGTERM) and publishes what it counted,
+    which the docs advise before leaving ``with Pool() as pool:`` (whose ``terminate()`` loses it)."""
+    persistent = f"sqlite:///{tmp_path / 'pool.sqlite3'}"
+    context = configure(persistent, memcached_server.url, namespace=namespace)
+    if method == "fork" and context.sweeper is not None:
+        context.sweeper.stop()  # no parent thread inside sqlite while it forks (see above)
+        context.sweeper._thread.join(10)
+    start = multiprocessing.get_context(method)
+    # a fork worker inherits this context; a spawned one configures its own
+    initializer = None if method == "fork" else _configure_worker
+    with start.Pool(2, initializer, (persistent, memcached_server.url, namespace)) as pool:
+        workers = set(pool.map(_count_in_pool, [1, 10, 100, 1000], chunksize=1))
+        pool.close()
+        pool.join()
+    published = collect(context)
+    assert published.totals.get("probe_pool") == 1111, published.processes
+    assert {int(p["process"].rsplit(":", 1)[1]) for p in published.processes} >= workers
+
+
+def test_statistics_reads_are_not_counted_as_quorum_reads(tmp_path: Path, namespace: str) -> None:
+    """On a replicated memcached, publishing (the index and its members read) and `dal stats`
+    (``collect``) read through the quorum: never counted as the application's reads."""
+    with memcached_servers(tmp_path, 2) as pair:
+        hosts = ",".join(f"{server.host}:{server.port}" for server in pair)
+        volatile = f"memcached://{hosts}?replicas=2"
+        persistent = f"sqlite:///{tmp_path / 'quorum.sqlite3'}"
+        first = configure(persistent, volatile, namespace=namespace)
+        first.stats.add("probe", 1)
+        second = configure(persistent, volatile, namespace=namespace)  # `first` publishes as it stops
+        second.stats.add("probe", 1)
+        assert second.publisher is not None
+        second.publisher.flush()  # reads the index's members (first's) to enlist
+        for _ in range(3):
+            published = collect(second, reader=True)
+        assert published.totals.get("probe") == 2
+        counters = second.stats.snapshot()
+        quorum = {name: amount for name, amount in counters.items() if name.startswith("quorum_")}
+        assert not any(quorum.values()), quorum
+        assert not any("replicated cache reads" in line for line in report(second, published, None))
 
 
 def test_a_replaced_context_publishes_its_last_counts(tmp_path: Path, memcached_server: Any,

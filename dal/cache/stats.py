@@ -4,9 +4,16 @@ Counters (``Context.stats``) are kept per process without locks. A process whose
 store is shared (memcached) publishes a snapshot every few seconds while it changes, at
 least every ``PUBLISH_TTL / 2`` while it lives (so an idle process stays listed), when its
 context is replaced (``configure()`` again) and at exit, also the exit of a multiprocessing
-worker (which skips ``atexit``); ``dal stats`` publishes nothing (``Publisher.withdraw``) and
-adds its own counters in memory. Each context publishes under its own key,
-``<cache prefix>s/<host>:<pid>:<n>``, listed in an index entry; ``dal stats`` sums them all.
+worker (which skips ``atexit``). What a process counted since its last publish (at most
+``PUBLISH_INTERVAL``) is lost when it ends by a signal (SIGKILL, or the SIGTERM of
+``Pool.terminate()``, which ``with Pool() as pool:`` calls on leaving: ``close()`` and ``join()``
+the pool first to keep those counts) or by ``os._exit`` (a forked child that does). A handler of
+dal's own for SIGTERM in pool workers was tried and left out: a worker interrupted by it inside
+the pool's own locks could hang ``terminate()``. ``dal stats`` and the ``dal cache`` commands but
+``prefetch`` publish nothing (``Publisher.withdraw``); ``dal stats`` adds its own counters in
+memory. Each context publishes under its own key, ``<cache prefix>s/<host>:<pid>:<n>``, listed
+in an index entry; ``dal stats`` sums them all, reading without counting (no quorum read of a
+replicated memcached).
 A forked child starts its counters from zero and publishes them under its own pid, on its
 own timer, so nothing is counted twice. A process-local store (``memory://``) can only show
 the numbers of the process that asks.
@@ -120,13 +127,21 @@ def _enlist(context: Context, prefix: str, member: str, touch: bool) -> bool:
         if member in members and not touch:
             return True
         # rewriting anyway: drop the members whose snapshots expired, so the index stays small
-        found = store.get_many([prefix + name for name in members]) if members else {}
+        found = _uncounted(store, [prefix + name for name in members]) if members else {}
         members = {name for name in members if prefix + name in found} | {member}
         value = json.dumps(sorted(members)).encode()
         if (store.cas(index_key, value, version, PUBLISH_TTL) if raw
                 else store.add(index_key, value, PUBLISH_TTL)):
             return True
     return False
+
+
+def _uncounted(store: VolatileStore, keys: list[str]) -> dict[str, bytes]:
+    """Read statistics' own keys without counting them as the application's reads: neither as quorum
+    reads of a replicated memcached nor as hits (``?hits=1``), where the store can tell them apart."""
+    read = getattr(store, "get_many_uncounted", None)
+    found: dict[str, bytes] = read(keys) if read is not None else store.get_many(keys)
+    return found
 
 
 def collect(context: Context, *, reader: bool = False) -> Published:
@@ -136,12 +151,12 @@ def collect(context: Context, *, reader: bool = False) -> Published:
     counters are added here, in memory, instead of any snapshot it published before.
     """
     prefix = context.keys.published_stats()
-    raw = context.volatile.get(prefix + "index")
+    raw = _uncounted(context.volatile, [prefix + "index"]).get(prefix + "index")
     members = json.loads(raw) if raw else []
     if reader:
         mine = _member(context)
         members = [member for member in members if member != mine]
-    found = context.volatile.get_many([prefix + member for member in members])
+    found = _uncounted(context.volatile, [prefix + member for member in members])
     # a member without its snapshot: that one expired
     snapshots = [json.loads(found[prefix + member]) for member in members if prefix + member in found]
     result = Published()

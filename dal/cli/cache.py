@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     queue.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
                        help="only objects whose FIELD equals VALUE (JSON, else text); repeatable")
     queue.add_argument("--list", action="store_true", help="print the queue in insertion order")
-    queue.add_argument("--clear", action="store_true", help="empty the queue")
+    queue.add_argument("--clear", action="store_true", help="empty the whole queue (given alone)")
     prefetch = _action(actions, "prefetch", "compute the queued dynamics")
     prefetch.add_argument("--workers", type=int, default=4, metavar="N", help="at once (default 4)")
     clean = _action(actions, "clean", "remove locks and leases taken more than --stall-time seconds ago")
@@ -68,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
     # every action opens an existing store only: a mistyped SQLite path would otherwise create an
     # empty database, whose cache root names no entry, and report success (``deleted 0 entries``)
     context = dal.configure(existing_store(args.persistent), args.volatile, namespace=args.namespace)
+    if args.action != "prefetch" and context.publisher is not None:
+        # an administration run is no application process: it publishes no statistics, as `dal stats`
+        # does not (prefetch computes dynamics as an application does, and publishes their counts)
+        context.publisher.withdraw()
     action: int = globals()[f"_{args.action}"](context, args)
     return action
 
@@ -112,6 +116,13 @@ def _left_hashed(count: int) -> int:
 
 
 def _queue(context: Context, args: argparse.Namespace) -> int:
+    given = [option for option, on in (("HYBRID.DYNAMIC", args.target), ("--where", args.where),
+                                       ("--list", args.list), ("--clear", args.clear)) if on]
+    if (args.list or args.clear) and len(given) > 1:
+        # --clear empties the whole queue: with a target it would clear more than it names
+        raise DalError(f"{' and '.join(given)} do not go together: give `queue HYBRID.DYNAMIC "
+                       "[--where FIELD=VALUE ...]` to queue, `queue --list` to print the queue, or "
+                       "`queue --clear` alone to empty all of it")
     if args.list:
         items = cache.queued(context)
         for item in items:

@@ -163,6 +163,13 @@ class ReplicatedCache:
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         """Return the values a quorum of each key's replicas agrees on; repair where they do not."""
+        return self._read(keys, self.counts)
+
+    def get_many_uncounted(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """As :meth:`get_many`, counting nothing (statistics' own reads, administration)."""
+        return self._read(keys, Counts())
+
+    def _read(self, keys: Sequence[str], counts: Counter) -> dict[str, bytes]:
         plan = {key: (wire_key(key).encode(), self.replicas_of(key)) for key in keys}
         shares: dict[str, list[bytes]] = {}
         for sent, servers in plan.values():
@@ -183,20 +190,20 @@ class ReplicatedCache:
             else:
                 voted.append((key, servers, replies))
         if found:
-            self.counts.add("quorum_hits", len(found))
+            counts.add("quorum_hits", len(found))
         if voted:
-            self._settle(voted, found)
+            self._settle(voted, found, counts)
         return found
 
     def _settle(self, voted: list[tuple[str, tuple[str, ...], dict[str, bytes | None]]],
-                found: dict[str, bytes]) -> None:
+                found: dict[str, bytes], counts: Counter) -> None:
         """Vote on the keys whose replies were not unanimous; repair where nothing was agreed."""
         repairs: dict[str, list[str]] = {}
         for key, servers, replies in voted:
-            for name in self._forged(key, replies):
+            for name in self._forged(key, replies, counts):
                 del replies[name]  # no reply; and deleted, whatever the vote
                 repairs.setdefault(name, []).append(key)
-            outcome = self.decide(servers, replies)
+            outcome = self.decide(servers, replies, counts)
             if outcome.kind is Kind.HIT and outcome.value is not None:
                 found[key] = outcome.value
             elif outcome.kind in (Kind.SHORT, Kind.DISAGREE) and not self._filling(key, replies):
@@ -204,7 +211,7 @@ class ReplicatedCache:
                     if replies.get(name) is not None:
                         repairs.setdefault(name, []).append(key)
         if repairs:
-            self._repair(repairs)
+            self._repair(repairs, counts)
 
     def _filling(self, key: str, replies: dict[str, bytes | None]) -> bool:
         """Tell whether a replica holds a lease marker of ``key`` (a fill under way)."""
@@ -212,29 +219,29 @@ class ReplicatedCache:
         return filling is not None and any(
             value is not None and filling(key, value) for value in replies.values())
 
-    def _forged(self, key: str, replies: dict[str, bytes | None]) -> list[str]:
+    def _forged(self, key: str, replies: dict[str, bytes | None], counts: Counter) -> list[str]:
         """Return the servers whose entry for ``key`` fails :attr:`verify` (counted as rejected)."""
         verify = self.verify
         if verify is None:
             return []
         forged = [name for name, value in replies.items() if value is not None and not verify(key, value)]
         if forged:
-            self.counts.add("quorum_rejected", len(forged))
+            counts.add("quorum_rejected", len(forged))
         return forged
 
-    def decide(self, asked: Sequence[str], replies: dict[str, bytes | None]) -> Outcome:
-        """Vote on one key's replies (a server absent from ``replies`` did not answer) and count it."""
+    def decide(self, asked: Sequence[str], replies: dict[str, bytes | None], counts: Counter) -> Outcome:
+        """Vote on one key's replies (a server absent from ``replies`` did not answer); count it."""
         outcome = vote(asked, replies, self.needed)
-        self.counts.add(_COUNTED[outcome.kind])
+        counts.add(_COUNTED[outcome.kind])
         return outcome
 
-    def _repair(self, repairs: dict[str, list[str]]) -> None:
+    def _repair(self, repairs: dict[str, list[str]], counts: Counter) -> None:
         """Delete the listed keys' copies on each server; count the copies confirmed deleted."""
         calls = {name: functools.partial(self._caches[name].delete_many, keys)
                  for name, keys in repairs.items()}
         answers = self._fan_out.run(calls)
         deleted = sum(len(repairs[name]) - len(undelivered) for name, undelivered in answers.results.items())
-        self.counts.add("quorum_repairs", deleted)
+        counts.add("quorum_repairs", deleted)
 
     def gets(self, key: str) -> tuple[bytes | None, object]:
         """Return the entry at least ``needed`` replicas hold, and a token naming each of them.

@@ -187,6 +187,9 @@ class RedisCache(RedisClient):
         return found
 
     def _describe(self, names: list[bytes]) -> list[ListedEntry]:
+        """Describe ``names``. An entry the server does not size (``MEMORY USAGE`` refused: fakeredis,
+        or a Redis with the command renamed away) is charged its key's and value's lengths instead
+        (:meth:`_lengths`), never 0; an entry without ``OBJECT IDLETIME`` has no known last access."""
         if not names:
             return []
         answers = self._calls.pipeline(
@@ -194,20 +197,33 @@ class RedisCache(RedisClient):
                 ("MEMORY", "USAGE", name, "SAMPLES", 0), ("OBJECT", "IDLETIME", name), ("PTTL", name),
                 ("GET", name + HIT_SUFFIX.encode()))],
             transaction=False, errors_inline=True)
+        unsized = [name for index, name in enumerate(names) if not isinstance(answers[4 * index], int)]
+        lengths, untouched = self._lengths(unsized) if unsized else ({}, True)
         now = time.time()
         listed: list[ListedEntry] = []
         for index, name in enumerate(names):
             size, idle, pttl, hits = answers[4 * index:4 * index + 4]
             if not isinstance(pttl, int) or pttl == -2:
                 continue  # gone meanwhile
+            if name in lengths and not untouched:
+                idle = None  # the length was read as an access: from now on, no access time holds
             listed.append(ListedEntry(
                 name.decode("utf-8", "surrogateescape")[len(CACHE):],
-                size if isinstance(size, int) else 0,
+                size if isinstance(size, int) else len(name) + lengths.get(name, 0),
                 int(hits) if hits is not None and not isinstance(hits, Exception)
                 else (0 if self.count_hits else None),
                 now - idle if isinstance(idle, int) else None,
                 None if pttl < 0 else now + pttl / 1000))
         return listed
+
+    def _lengths(self, names: list[bytes]) -> tuple[dict[bytes, int], bool]:
+        """Return the ``STRLEN`` of each of ``names`` (the stamped value's bytes), and whether they
+        were read without counting as an access (``CLIENT NO-TOUCH``, Redis 7.2 and fakeredis)."""
+        answers = self._calls.pipeline([("CLIENT", "NO-TOUCH", "ON"), *[("STRLEN", name) for name in names],
+                                        ("CLIENT", "NO-TOUCH", "OFF")], transaction=False, errors_inline=True)
+        lengths = {name: length for name, length in zip(names, answers[1:-1], strict=True)
+                   if isinstance(length, int)}
+        return lengths, not isinstance(answers[0], Exception)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,11 +231,13 @@ class ListedEntry:
     """One cache entry as the server reports it."""
 
     key: str
-    #: bytes Redis uses for it (MEMORY USAGE: key, value and their overhead)
+    #: bytes Redis uses for it (MEMORY USAGE: key, value and their overhead); where the server does
+    #: not answer MEMORY USAGE, the key's and the (stamped) value's lengths
     size: int
     #: exact hits when counted (``?hits=1``), else ``None``
     hits: int | None
-    #: unix time of the last access (from OBJECT IDLETIME, to the second); ``None`` under an LFU policy
+    #: unix time of the last access (from OBJECT IDLETIME, to the second); ``None`` under an LFU policy,
+    #: where the server does not answer OBJECT IDLETIME, or where the size had to be read by an access
     last_access: float | None
     expires_at: float | None
 

@@ -20,10 +20,15 @@ from dal.config import Context, current
 from dal.exceptions import BackendError, DalError
 from dal.model.registry import hybrids
 from dal.objects.dynamics import fill_lease
-from dal.tools.cache.listing import Entry, age, entries, hybrid_name
+from dal.structures import is_guid
+from dal.tools.cache.listing import Entry, age, entries, registered
 
 #: the kinds ``delete`` and ``prune`` remove (locks go only through ``clean``; statistics stay)
 REMOVABLE = ("object", "dynamic", "query", "version")
+#: the kinds that may hold a lock or a fill lease (``clean``)
+HELD = ("lock", "object", "dynamic", "query")
+#: seconds ``clean`` lists again until an entry it read is listed (memcached, see :func:`_listed_again`)
+RELIST_WAIT = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +87,25 @@ def delete_report(context: Context, *, hybrid: str | None = None, guid: str | No
     """As :func:`delete`, also counting the entries under hashed keys it left (``dal cache rm``)."""
     if everything == (hybrid is not None) or (hybrid is None and (guid or dynamic)):
         raise DalError("say what to delete: a hybrid (with a guid and/or a dynamic), or everything")
-    name = None if hybrid is None else hybrid_name(hybrid)
+    name = None if hybrid is None else _checked(hybrid, guid, dynamic)
     found = entries(context)
     # a hybrid alone takes its version tokens along (every result depending on it goes); a guid or
     # a dynamic selects no version token (a token has neither)
     deleted = _invalidate(context, _select(found, name, guid, dynamic))
     return Deleted(deleted, sum(entry.hashed for entry in found))
+
+
+def _checked(hybrid: str, guid: str | None, dynamic: str | None) -> str:
+    """Return the logical name of ``hybrid``; a guid that is none, or a dynamic the hybrid does not
+    declare, raises ``DalError`` (a typo would otherwise delete nothing, and say so as a success)."""
+    meta = registered(hybrid)._meta
+    if guid is not None and not is_guid(guid):
+        raise DalError(f"{guid!r} is not a guid (a UUID such as 0e5c1f6a-9b1d-4f53-8a1b-2c3d4e5f6a7b)")
+    if dynamic is not None and dynamic not in meta.dynamics:
+        known = ", ".join(meta.dynamics) or "none"
+        raise DalError(f"{meta.name} has no dynamic {dynamic!r}; it has: {known} (without a dynamic, "
+                       f"every entry of {meta.name} is deleted, those of dynamics it no longer declares too)")
+    return meta.name
 
 
 def _invalidate(context: Context, chosen: list[Entry]) -> int:
@@ -158,37 +176,72 @@ def clean(context: Context, stall_time: float = 60.0) -> list[str]:
     A lock or lease names the process that took it (:mod:`dal.cache.owners`): one of a process of
     this host that still runs is kept, however old. One of another host (whose processes cannot
     be looked at from here), or of an older dal that named no owner, is taken to be gone once
-    older than ``stall_time``: give the longest a computation may run. Each removal is
-    conditional (compare-and-set to an expired item), so a lock or lease taken again since the
-    listing stays. Removing a lease voids its fill (never caches a stale value); removing a lock
-    lets the next caller compute.
+    older than ``stall_time``: give the longest a computation may run. Each candidate is read
+    (``gets``), then the namespace is listed again, and the entry is removed only when that
+    second listing still finds it stalled, by a compare-and-set on the token of the read (to an
+    expired item): a lock or lease taken again at any moment since the first listing stays (before
+    the read, the second listing finds it young; after it, the compare-and-set fails). Removing a
+    lease voids its fill (never caches a stale value); removing a lock lets the next caller compute.
     """
     if not _non_negative(stall_time):
         raise DalError(f"stall_time must be 0 or more seconds, not {stall_time}")
+    read: dict[str, object] = {}
+    for entry in _stalled(context, entries(context, kind=HELD), stall_time):
+        token = _read_stalled(context, entry)
+        if token is not None:
+            read[entry.key] = token
+    if not read:
+        return []
+    # their ages again, listed after the reads: the entry read is the one listed now, or the cas fails
+    return [entry.key for entry in _stalled(context, _listed_again(context, set(read)), stall_time)
+            if _conditional_delete(context, entry.key, read[entry.key])]
+
+
+def _stalled(context: Context, found: list[Entry], stall_time: float) -> list[Entry]:
+    """Return the entries of ``found`` taken more than ``stall_time`` seconds ago (as locks or leases)."""
     now = time.time()
-    removed: list[str] = []
-    for entry in entries(context, kind=("lock", "object", "dynamic", "query")):
+    chosen: list[Entry] = []
+    for entry in found:
         ttl = _lock_ttl(entry) if entry.kind == "lock" else _lease_ttl(context, entry)
         stalled = age(entry, ttl, now)
-        if stalled is None or stalled <= stall_time:
-            continue
-        if _remove_if_stalled(context, entry):
-            removed.append(entry.key)
-    return removed
+        if stalled is not None and stalled > stall_time:
+            chosen.append(entry)
+    return chosen
 
 
-def _remove_if_stalled(context: Context, entry: Entry) -> bool:
-    store = context.volatile
+def _listed_again(context: Context, keys: set[str]) -> list[Entry]:
+    """List the entries under ``keys`` again. memcached's crawl leaves out an item a fetch (the read)
+    moves between its LRU lists until it has moved: list again, for :data:`RELIST_WAIT` seconds at
+    most, until each is there (one still missing then is left, as one deleted meanwhile is)."""
+    deadline = time.monotonic() + RELIST_WAIT
+    while True:
+        found = [entry for entry in entries(context, kind=HELD) if entry.key in keys]
+        if len(found) == len(keys) or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.1)
+
+
+def _read_stalled(context: Context, entry: Entry) -> object | None:
+    """Read ``entry``: return its compare-and-set token if it is a lock or lease whose owner may be
+    gone, else ``None``."""
     try:
-        raw, token = store.gets(entry.key)
-        if raw is None:
-            return False
-        if entry.kind != "lock" and not context.objects.is_lease(entry.key, raw):
-            return False  # a value written since its lease: not stalled
-        payload = context.objects.signer.open(entry.key, raw)
-        if payload is not None and owners.gone(payload) is False:
-            return False  # its owner runs on this host: still computing
-        return bool(store.cas(entry.key, b"", token, -1))  # an already-expired item: a conditional delete
+        raw, token = context.volatile.gets(entry.key)
+    except BackendError:
+        return None
+    if raw is None or token is None:
+        return None
+    if entry.kind != "lock" and not context.objects.is_lease(entry.key, raw):
+        return None  # a value written since its lease: not stalled
+    payload = context.objects.signer.open(entry.key, raw)
+    if payload is not None and owners.gone(payload) is False:
+        return None  # its owner runs on this host: still computing
+    return token
+
+
+def _conditional_delete(context: Context, key: str, token: object) -> bool:
+    """Delete ``key`` if unchanged since the read that gave ``token`` (a cas to an already-expired item)."""
+    try:
+        return bool(context.volatile.cas(key, b"", token, -1))
     except BackendError:
         return False
 
