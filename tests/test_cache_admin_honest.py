@@ -90,6 +90,36 @@ def test_clean_leaves_a_lock_taken_again_after_its_listing(context: Context,
     assert store.gets(key)[0] is None
 
 
+def test_clean_does_not_wait_for_a_lock_released_after_its_read(context: Context,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two stalled locks are read; the first one's owner releases it right after the read: clean
+    removes the second and lists the namespace again once, not until RELIST_WAIT runs out."""
+    store, signer, keys = context.volatile, context.dynamics.signer, []
+    for number in range(2):
+        meter = HonestMeter(data={"name": f"r{number}"})
+        meter.save()
+        key = context.keys.cached_dynamic("honestmeter", meter.guid, "reading") + "/lock"
+        assert store.add(key, signer.seal(key, os.urandom(8) + b"@otherhost:4242"), 30)
+        keys.append(key)
+    time.sleep(2.5)  # older than the stall time below (memcached ages in whole seconds)
+    real_entries, real_read, listings = removal.entries, removal._read_stalled, []
+
+    def counted(*args: Any, **kwargs: Any) -> list[cache.Entry]:
+        listings.append(1)
+        return real_entries(*args, **kwargs)
+
+    def read_then_released(context: Context, entry: cache.Entry) -> object | None:
+        token = real_read(context, entry)
+        if entry.key == keys[0]:
+            store.delete(entry.key)  # its owner finished right after the read
+        return token
+
+    monkeypatch.setattr(removal, "entries", counted)
+    monkeypatch.setattr(removal, "_read_stalled", read_then_released)
+    assert cache.clean(context, stall_time=1) == [keys[1]]
+    assert len(listings) <= 3, f"{len(listings)} listings: waited for a lock that is gone"
+
+
 def test_on_fakeredis_entries_are_sized_and_prune_removes_them(tmp_path: Path) -> None:
     """fakeredis answers neither MEMORY USAGE nor OBJECT IDLETIME: each entry is charged its key
     and stamped value, its last access is unknown, and prune(0) leaves no entry it could remove

@@ -261,3 +261,31 @@ def test_a_class_name_several_hybrids_share_links_the_hybrid_of_the_nearest_modu
         __relations = [Relation("gear", "RnGear", "racks", mandatory=False)]
 
     assert RnRack._meta.relations["gear"].target is RnGear
+
+
+def test_hybrids_as_near_as_each_other_link_the_latest_registered_whichever_came_first() -> None:
+    """Two modules as near the relation's own: the latest registered takes it, as a relation resolved
+    after both would, so two relations of one module never link different hybrids by import order."""
+
+    class RtGear(DataObject, hybrid_name="rtgear_a"):
+        __module__ = "app.a"
+        __properties = [Property("name", str)]
+
+    first = RtGear
+
+    class RtRackOne(DataObject, hybrid_name="rtrack_one"):
+        __module__ = "app.models"
+        __properties = [Property("name", str)]
+        __relations = [Relation("gear", "RtGear", "racks_one", mandatory=False)]
+
+    class RtGear(DataObject, hybrid_name="rtgear_b"):  # type: ignore[no-redef]
+        __module__ = "app.b"
+        __properties = [Property("name", str)]
+
+    class RtRackTwo(DataObject, hybrid_name="rtrack_two"):
+        __module__ = "app.models"
+        __properties = [Property("name", str)]
+        __relations = [Relation("gear", "RtGear", "racks_two", mandatory=False)]
+
+    assert RtRackOne._meta.relations["gear"].target is RtGear is not first
+    assert RtRackTwo._meta.relations["gear"].target is RtGear

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 from rolling_hybrids import Rolling
 
+import dal.objects.schema
 from dal import DataList, configure
+from dal.exceptions import BackendError
 
 HERE = Path(__file__).parent
 WRITER = """
@@ -101,3 +103,24 @@ def test_once_every_document_holds_the_field_a_create_keeps_results_on_its_defau
     Rolling(data={"name": "other", "added": "x"}).save()
     kept = DataList(Rolling, query)
     assert kept.guids == [first.guid] and kept._cache == "hit"
+
+
+def test_a_cached_result_on_a_default_is_served_while_the_durable_store_is_down(
+        tmp_path: Path, namespace: str, shared_cache: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether the result depends on creates is read from the hybrid's schema record: a hit must not
+    need the durable store, so a failed read keeps what was read last."""
+    context = configure(f"sqlite:///{tmp_path / 'rolling.sqlite3'}", shared_cache, namespace=namespace)
+    first = Rolling(data={"name": "first"})
+    first.save()
+    query = {"type": "AND", "items": [("added", "EQUALS", "dflt")]}
+    assert DataList(Rolling, query).guids == [first.guid]
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise BackendError("the durable store is down (the test's)")
+
+    monkeypatch.setattr(dal.objects.schema, "READY_TTL", 0.0)  # every hit asks for the record again
+    for method in ("get", "get_many", "scan", "scan_keys"):
+        monkeypatch.setattr(context.persistent, method, down)
+    for _ in range(3):
+        served = DataList(Rolling, query)
+        assert served.guids == [first.guid] and served._cache == "hit"

@@ -153,14 +153,15 @@ class Registry:
 
     def _take_over(self, cls: type[DataObject], undo: list[Callable[[], object]]) -> None:
         """Link to ``cls`` each relation a string linked to a hybrid of its class name in a module further
-        from the relation's own: the relation's module declares it later (``Disk`` written before its
-        ``class Disk``), or a module nearer it does, while another module's ``Disk`` was registered
-        already. Registration runs as modules import, before any object is read or written."""
+        from the relation's own (or as near: the latest of those wins): the relation's module declares
+        it later (``Disk`` written before its ``class Disk``), or a module nearer it does, while another
+        module's ``Disk`` was registered already. Registration runs as modules import, before any
+        object is read or written."""
         for relation, near in list(self._by_string.items()):
             if relation.foreign_type != cls.__name__ or relation.target is cls:
                 continue
             nearer = _nearness(relation.owner, cls)
-            if nearer <= near:
+            if nearer < near:  # as near: the latest registered, as a relation resolved now would take
                 continue
             _unlink(relation, cls, undo)
             _link(relation, cls, undo, self._by_name.values())

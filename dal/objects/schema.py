@@ -39,7 +39,7 @@ from typing import Any
 
 from dal.backends.base import PrefixEmpty, Put, Revision
 from dal.config import Context
-from dal.exceptions import RaceConditionError
+from dal.exceptions import BackendError, RaceConditionError
 from dal.model.meta import HybridMeta
 from dal.model.registry import family
 
@@ -174,6 +174,8 @@ class _State:
     ensured_at: float = float("-inf")
     #: the record was absent and documents existed: only `dal migrate` can record this hybrid now
     creation_refused: bool = False
+    #: the fields the record's model stores (:func:`recorded_fields`), worked out once
+    fields: frozenset[str] | None = None
 
 
 _lock = threading.Lock()
@@ -227,9 +229,24 @@ def recorded_fields(context: Context, meta: HybridMeta) -> frozenset[str]:
     """Return the fields every stored document of ``meta`` holds, as far as its record tells: those of
     the model the record describes (the documents were brought up to it, or written by it into an empty
     hybrid); none without a record. At most one durable read per (context, hybrid) every READY_TTL
-    seconds; never writes."""
-    state = _fresh_state(context, meta)
-    return frozenset() if state.record is None else stored_fields(state.record.model)
+    seconds; never writes.
+
+    Asked on a cached query's hit path, which must not need the durable store: when the read fails,
+    what was read last is kept, for another READY_TTL (none known yet: no field, the cautious answer).
+    """
+    with _lock:
+        state = _states_of(context).get(meta)
+    now = time.monotonic()
+    if state is None or now - state.read_at >= READY_TTL:
+        try:
+            state = _fresh_state(context, meta)
+        except BackendError:
+            if state is None:
+                return frozenset()
+            state.read_at = now
+    if state.fields is None:
+        state.fields = frozenset() if state.record is None else stored_fields(state.record.model)
+    return state.fields
 
 
 def onetoone_ready(context: Context, meta: HybridMeta) -> frozenset[str]:

@@ -193,7 +193,7 @@ def clean(context: Context, stall_time: float = 60.0) -> list[str]:
     if not read:
         return []
     # their ages again, listed after the reads: the entry read is the one listed now, or the cas fails
-    return [entry.key for entry in _stalled(context, _listed_again(context, set(read)), stall_time)
+    return [entry.key for entry in _stalled(context, _listed_again(context, read), stall_time)
             if _conditional_delete(context, entry.key, read[entry.key])]
 
 
@@ -209,15 +209,26 @@ def _stalled(context: Context, found: list[Entry], stall_time: float) -> list[En
     return chosen
 
 
-def _listed_again(context: Context, keys: set[str]) -> list[Entry]:
-    """List the entries under ``keys`` again. memcached's crawl leaves out an item a fetch (the read)
-    moves between its LRU lists until it has moved: list again, for :data:`RELIST_WAIT` seconds at
-    most, until each is there (one still missing then is left, as one deleted meanwhile is)."""
+def _listed_again(context: Context, read: dict[str, object]) -> list[Entry]:
+    """List the entries under the keys of ``read`` (each with the token its read returned) again.
+    memcached's crawl leaves out an item a fetch (the read) moves between its LRU lists until it has
+    moved: list again, for :data:`RELIST_WAIT` seconds at most, while one missing is still there as
+    read (one deleted or rewritten since is not waited for: it is left, as the cas would leave it)."""
     deadline = time.monotonic() + RELIST_WAIT
+    wanted, looked = set(read), set[str]()
     while True:
-        found = [entry for entry in entries(context, kind=HELD) if entry.key in keys]
-        if len(found) == len(keys) or time.monotonic() >= deadline:
+        found = [entry for entry in entries(context, kind=HELD) if entry.key in wanted]
+        if len(found) == len(wanted) or time.monotonic() >= deadline:
             return found
+        # looked at once each: a fetch moves the item again, which would keep it out of the crawl
+        for key in wanted - {entry.key for entry in found} - looked:
+            looked.add(key)
+            try:
+                raw, token = context.volatile.gets(key)
+            except BackendError:
+                continue
+            if raw is None or token != read[key]:
+                wanted.discard(key)
         time.sleep(0.1)
 
 
