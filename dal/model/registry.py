@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import takewhile
 from typing import TYPE_CHECKING
 
 from dal.exceptions import ConfigurationError, InvalidValueError
@@ -172,9 +173,7 @@ def _nearness(owner: type | None, target: type) -> int:
     """Return how many leading dotted parts ``owner``'s module and ``target``'s share (one more when
     they are the same module)."""
     mine, theirs = (owner.__module__ if owner is not None else "").split("."), target.__module__.split(".")
-    shared = 0
-    while shared < min(len(mine), len(theirs)) and mine[shared] == theirs[shared]:
-        shared += 1
+    shared = sum(1 for _ in takewhile(lambda pair: pair[0] == pair[1], zip(mine, theirs, strict=False)))
     return shared + (mine == theirs)
 
 

@@ -28,14 +28,21 @@ class Ranker:
     of its cached values (:func:`~dal.objects.dynamics.read_many`), never one cache read per object.
     """
 
-    def __init__(self, key: Callable[[Any], Any], fields: Sequence[tuple[Field, str]] = ()) -> None:
-        self.key = key
+    def __init__(self, function: Callable[[Any], Any] | None = None,
+                 fields: Sequence[tuple[Field, str]] = ()) -> None:
+        self._function = function
         self._fields = fields
 
+    def key(self, obj: DataObject) -> Any:
+        """Return the ranked key of one object."""
+        return self.ranks([obj], 1)[0]
+
     def ranks(self, objs: Sequence[DataObject], batch: int) -> list[Any]:
-        """Return the ranked key of each of ``objs``, reading their dynamics ``batch`` objects at a time."""
-        if not self._fields:
-            return [self.key(obj) for obj in objs]
+        """Return the ranked key of each of ``objs``, reading their dynamics ``batch`` objects at a time;
+        ranked field by field, as :func:`sortable` ranks a tuple's elements."""
+        if self._function is not None:
+            function = self._function
+            return [sortable(function(obj)) for obj in objs]
         ranks: list[Any] = []
         for start in range(0, len(objs), batch):
             part = objs[start:start + batch]
@@ -53,8 +60,7 @@ def sort_key(meta: HybridMeta, key: SortKey) -> Ranker:
     InvalidQueryError here, before any object is read.
     """
     if callable(key):
-        function = key
-        return Ranker(lambda obj: sortable(function(obj)))
+        return Ranker(key)
     if key is None:
         key = ["name", "guid"] if "name" in meta.properties else ["guid"]
     if not isinstance(key, (str, Sequence)):
@@ -63,8 +69,7 @@ def sort_key(meta: HybridMeta, key: SortKey) -> Ranker:
     names = [key] if isinstance(key, str) else list(key)
     fields = [(field, field.text.rsplit(".", 1)[-1])
               for field in (resolve_field(meta, name, "sort key") for name in names)]
-    # ranked field by field, as sortable() ranks a tuple's elements
-    return Ranker(lambda obj: tuple(_ranked(obj, field, name) for field, name in fields), fields)
+    return Ranker(fields=fields)
 
 
 def _dynamic_ranks(objs: Sequence[DataObject], name: str) -> list[Any]:
