@@ -171,6 +171,11 @@ class Keys:
             self._versions[memo_key] = found
         return found
 
+    def schema_version(self, hybrid: str) -> str:
+        """Return the key whose token changes whenever ``hybrid``'s schema record is written (no
+        field version can take this form: theirs end in ``/*`` or ``/=<digest>``)."""
+        return f"{self._cache or self._cache_root()}v/{hybrid}/#schema"
+
     def object_version(self, hybrid: str, guid: str) -> str:
         """Return ``value_version(hybrid, "guid", guid)`` without remembering it: a guid never repeats."""
         return self._value_version(hybrid, "guid", guid)

@@ -105,6 +105,29 @@ def test_once_every_document_holds_the_field_a_create_keeps_results_on_its_defau
     assert kept.guids == [first.guid] and kept._cache == "hit"
 
 
+@pytest.mark.parametrize("condition", [("added", "EQUALS", "dflt"), ("level", "GE", 0)])
+def test_an_older_models_writes_after_the_newer_model_recorded_its_own_reach_its_results(
+        tmp_path: Path, namespace: str, shared_cache: str, condition: tuple[str, str, Any]) -> None:
+    """The newer model's first save into an empty hybrid records its model, so its results on
+    ``added``'s default no longer depend on every create; the older model's writes read that record
+    and name the versions of the fields it lacks, at the defaults the record gives them."""
+    store = f"sqlite:///{tmp_path / 'rolling.sqlite3'}"
+    configure(store, shared_cache, namespace=namespace)
+    first = Rolling(data={"name": "first"})
+    first.save()  # the first save: the record lists the newer model
+
+    def ask() -> tuple[list[str], str]:
+        found = DataList(Rolling, {"type": "AND", "items": [condition]})
+        return sorted(found.guids), found._cache
+
+    assert ask() == ([first.guid], "miss") and ask() == ([first.guid], "hit")
+    older = old_model(store, shared_cache, namespace, "create", "old-0")
+    assert ask() == (sorted([first.guid, older]), "miss"), "the older model's create is listed"
+    assert ask() == (sorted([first.guid, older]), "hit")
+    old_model(store, shared_cache, namespace, "delete", older)
+    assert ask() == ([first.guid], "miss"), "the older model's delete is gone"
+
+
 def test_a_cached_result_on_a_default_is_served_while_the_durable_store_is_down(
         tmp_path: Path, namespace: str, shared_cache: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Whether the result depends on creates is read from the hybrid's schema record: a hit must not

@@ -13,10 +13,13 @@ an unlink, a migration, a load) computes them from here.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from dal.keys import Keys
 from dal.values import same
+
+_NONE: Mapping[str, Any] = MappingProxyType({})
 
 
 class Stored(Protocol):
@@ -30,8 +33,14 @@ class Stored(Protocol):
 
 
 def changed_versions(keys: Keys, meta: Stored, guid: str, before: Mapping[str, Any] | None,
-                     after: Mapping[str, Any] | None) -> list[str]:
-    """Return the version keys a write from ``before`` to ``after`` (``None``: absent) must delete."""
+                     after: Mapping[str, Any] | None, undeclared: Mapping[str, Any] = _NONE) -> list[str]:
+    """Return the version keys a write from ``before`` to ``after`` (``None``: absent) must delete.
+
+    ``undeclared``: the fields the hybrid's schema record says its documents hold that ``meta`` does
+    not declare (a newer model's, in a rolling deploy), each at the default that model reads when a
+    document lacks it (:func:`dal.objects.schema.undeclared_defaults`). A document created or deleted
+    here without one of them reads as that default there, so a create or delete names its versions.
+    """
     hybrid, defaults = meta.name, meta.stored_defaults
     field_version, value_version = keys.field_version, keys.value_version
     if before is None or after is None:
@@ -49,6 +58,9 @@ def changed_versions(keys: Keys, meta: Stored, guid: str, before: Mapping[str, A
         # by that model on their values must not keep an object deleted here
         for name in document.keys() - defaults.keys():
             changed += (field_version(hybrid, name), value_version(hybrid, name, document[name]))
+        for name, default in undeclared.items():
+            if name not in document:
+                changed += (field_version(hybrid, name), value_version(hybrid, name, default))
         return changed
     changed = []
     for name, default in defaults.items():

@@ -33,8 +33,9 @@ import json
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from dal.backends.base import PrefixEmpty, Put, Revision
@@ -176,6 +177,10 @@ class _State:
     creation_refused: bool = False
     #: the fields the record's model stores (:func:`recorded_fields`), worked out once
     fields: frozenset[str] | None = None
+    #: those of them the running model does not declare, at their defaults (:func:`undeclared_defaults`)
+    undeclared: Mapping[str, Any] | None = None
+    #: the record was read after the hybrid's schema version read as this token (:func:`as_of`)
+    viewed_after: bytes | None = None
 
 
 _lock = threading.Lock()
@@ -198,19 +203,42 @@ def forget(context: Context) -> None:
         _states.pop(context, None)
 
 
-def _fresh_state(context: Context, meta: HybridMeta) -> _State:
-    """Return the cached state of ``meta``'s record, re-reading it when older than READY_TTL."""
+def as_of(context: Context, meta: HybridMeta, token: bytes) -> None:
+    """Make this process's view of ``meta``'s record no older than the moment the hybrid's schema
+    version (:meth:`dal.keys.Keys.schema_version`) was read as ``token``: re-read it unless the view
+    was read after the version last read as ``token`` already.
+
+    A cached query result computed through an index must not come from a view older than its
+    version tokens: a writer that stops maintaining the index (an older model) takes it out of
+    ``ready`` before its own commit, and every record write deletes the schema version after it.
+    So either the view shows the change, or the token differs, or the writer's commit comes after
+    the result's tokens were read and invalidates the result.
+    """
+    with _lock:
+        state = _states_of(context).get(meta)
+    if state is not None and state.viewed_after == token:
+        return
+    state = _fresh_state(context, meta, 0.0)
+    with _lock:
+        state.viewed_after = token
+
+
+def _fresh_state(context: Context, meta: HybridMeta, max_age: float | None = None) -> _State:
+    """Return the cached state of ``meta``'s record, re-reading it when older than ``max_age``
+    (READY_TTL unless given)."""
     now = time.monotonic()
     with _lock:
         state = _states_of(context).get(meta)
-    if state is not None and now - state.read_at < READY_TTL:
+    if state is not None and now - state.read_at < (READY_TTL if max_age is None else max_age):
         return state
     record = read_record(context, meta.name)
     with _lock:
         previous = _states_of(context).get(meta)
         state = _State(record, now)
-        if previous is not None and record is None:
-            state.creation_refused = previous.creation_refused
+        if previous is not None:  # a later read is as recent as the one it replaces
+            state.viewed_after = previous.viewed_after
+            if record is None:
+                state.creation_refused = previous.creation_refused
         _states_of(context)[meta] = state
     return state
 
@@ -247,6 +275,24 @@ def recorded_fields(context: Context, meta: HybridMeta) -> frozenset[str]:
     if state.fields is None:
         state.fields = frozenset() if state.record is None else stored_fields(state.record.model)
     return state.fields
+
+
+def undeclared_defaults(context: Context, meta: HybridMeta) -> Mapping[str, Any]:
+    """Return the fields the record's model stores that ``meta`` does not declare, each at the default
+    that model reads from a document lacking it (JSON form): a newer model's, in a rolling deploy. A
+    create or delete by ``meta`` names their versions (:func:`dal.cache.versions.changed_versions`),
+    since results cached by that model on their defaults would otherwise miss it. Read with the
+    record (at most every READY_TTL seconds), on the write path only.
+    """
+    state = _fresh_state(context, meta)
+    if state.undeclared is None:
+        model = {} if state.record is None else state.record.model
+        declared = meta.stored_defaults
+        found = {name: spec.get("default") for name, spec in model.get("properties", {}).items()}
+        found.update((f"{name}_guid", None) for name in model.get("relations", {}))
+        state.undeclared = MappingProxyType({name: default for name, default in found.items()
+                                             if name not in declared})
+    return state.undeclared
 
 
 def onetoone_ready(context: Context, meta: HybridMeta) -> frozenset[str]:
@@ -312,7 +358,7 @@ def _create(context: Context, meta: HybridMeta) -> tuple[SchemaRecord | None, bo
     key = context.keys.schema(meta.name)
     record = complete_record(meta)
     result = context.commit([Revision(key, 0), PrefixEmpty(context.keys.docs(meta.name))],
-                            [Put(key, record.encode())])
+                            [Put(key, record.encode())], [context.keys.schema_version(meta.name)])
     if result.ok:
         return record.at(result.revision), False
     entry = result.current.get(key)
@@ -324,7 +370,9 @@ def _create(context: Context, meta: HybridMeta) -> tuple[SchemaRecord | None, bo
 def _write(context: Context, record: SchemaRecord) -> tuple[SchemaRecord | None, bool]:
     """Store ``record`` if the stored one is still at ``record.revision``; return (stored record, written)."""
     key = context.keys.schema(record.hybrid)
-    result = context.commit([Revision(key, record.revision)], [Put(key, record.encode())])
+    # every record write deletes the schema version after it: see :func:`as_of`
+    result = context.commit([Revision(key, record.revision)], [Put(key, record.encode())],
+                            [context.keys.schema_version(record.hybrid)])
     if result.ok:
         return record.at(result.revision), True
     entry = result.current.get(key)

@@ -40,7 +40,7 @@ from dal.objects.refusals import (
     unstorable,
 )
 from dal.objects.relations import assume_unlinked, check_abandon, onetoone_refusal, plan_unlink
-from dal.objects.schema import ensure_recorded, onetoone_ready
+from dal.objects.schema import ensure_recorded, onetoone_ready, undeclared_defaults
 from dal.objects.transaction import (
     Document,
     Plan,
@@ -154,7 +154,8 @@ class Writes:
         # a brand-new guid has no cached document (a load before the save cached nothing), but
         # a dynamic may have been read before the first save, and cached query results may change
         invalidate = [*self._cache_keys(context, document=stored is not None),
-                      *changed_versions(context.keys, self._meta, self.guid, stored, new)]
+                      *changed_versions(context.keys, self._meta, self.guid, stored, new,
+                                        undeclared_defaults(context, self._meta) if stored is None else {})]
         return plan, invalidate
 
     def _commit_save(self, context: Context, save: _Save, stored: Document | None, new: Document) -> None:
@@ -306,7 +307,8 @@ class Writes:
             unlink = (plan_unlink(context, meta, self.guid, covered) if scanned
                       else assume_unlinked(context, meta, self.guid))
             invalidate = [*self._cache_keys(context), *unlink.cache_keys,
-                          *changed_versions(context.keys, meta, self.guid, stored, None)]
+                          *changed_versions(context.keys, meta, self.guid, stored, None,
+                                            undeclared_defaults(context, meta))]
             result = context.commit(plan.checks + unlink.checks, plan.ops + unlink.ops, invalidate)
             if result.ok:
                 if result.revision > 0:  # a cached copy older than the delete is stale here

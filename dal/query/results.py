@@ -17,6 +17,10 @@ read, so its writer's delete comes after them too and removes them; a token is r
 it never comes back. A create only touches the versions of the values it holds, so a
 cached ``status EQUALS 'RUNNING'`` survives creating a ``'NEW'`` object. The writers' side,
 which versions a write changes, is :func:`dal.cache.versions.changed_versions`.
+A result computed through an index is planned from a view of the hybrid's schema record read after
+the record's own version token was last seen as it is now (:func:`dal.objects.schema.as_of`): a
+writer that does not maintain the index takes it out of the record before its commit, so either
+the plan sees that or the writer's commit invalidates the result.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING
 
-from dal.objects.schema import recorded_fields
+from dal.objects.schema import as_of, recorded_fields
 from dal.query.grammar import (
     Condition,
     Group,
@@ -60,7 +64,8 @@ def cached_guids(context: Context, meta: HybridMeta, root: Group,
     cache = context.objects
     versions = sorted(set(dependencies(context.keys, meta, root, partial(recorded_fields, context))))
     result_key = context.keys.cached_result(meta.name, digest(meta, root))
-    found = cache.get_many([result_key, *versions], count=False)
+    indexed = {context.keys.schema_version(owner.name): owner for owner in _indexed_hybrids(meta, root)}
+    found = cache.get_many([result_key, *versions, *indexed], count=False)
     tokens = [found.get(key) for key in versions]
     raw = found.get(result_key)
     if raw is not None and None not in tokens:
@@ -75,6 +80,13 @@ def cached_guids(context: Context, meta: HybridMeta, root: Group,
             if not cache.put(key, token, TOKEN_TTL):
                 return compute(), "off"  # without its token a result could not be checked later
             tokens[index] = token
+    for key, owner in indexed.items():  # which indexes are complete, as of no earlier than the tokens
+        token = found.get(key)
+        if token is None:
+            token = os.urandom(9).hex().encode()
+            if not cache.put(key, token, TOKEN_TTL):
+                return compute(), "off"
+        as_of(context, owner, token)
     guids = compute()
     entry_text = json.dumps({"t": [token.decode() for token in tokens if token is not None], "g": guids},
                             separators=(",", ":"))
@@ -104,6 +116,17 @@ def dependencies(keys: Keys, meta: HybridMeta, node: Node,
         # once the hybrid's record lists the field (`dal migrate` brought every document up to it),
         # no document lacks it
         yield keys.field_version(owner.name, "guid")
+
+
+def _indexed_hybrids(meta: HybridMeta, node: Node) -> set[HybridMeta]:
+    """Return the hybrids whose indexes a plan of ``node`` over ``meta`` may read."""
+    if isinstance(node, Group):
+        return set().union(*(_indexed_hybrids(meta, item) for item in node.items)) if node.items else set()
+    owner = meta
+    for relation in node.field.hops:
+        assert relation.target is not None
+        owner = relation.target._meta
+    return {owner} if owner.indexed or owner.unique else set()
 
 
 def _condition_versions(keys: Keys, hybrid: str, condition: Condition) -> Iterable[str]:
