@@ -81,12 +81,12 @@ def cached_guids(context: Context, meta: HybridMeta, root: Group,
                 return compute(), "off"  # without its token a result could not be checked later
             tokens[index] = token
     for key, owner in indexed.items():  # which indexes are complete, as of no earlier than the tokens
-        token = found.get(key)
-        if token is None:
-            token = os.urandom(9).hex().encode()
-            if not cache.put(key, token, TOKEN_TTL):
+        seen = found.get(key)
+        if seen is None:
+            seen = os.urandom(9).hex().encode()
+            if not cache.put(key, seen, TOKEN_TTL):
                 return compute(), "off"
-        as_of(context, owner, token)
+        as_of(context, owner, seen)
     guids = compute()
     entry_text = json.dumps({"t": [token.decode() for token in tokens if token is not None], "g": guids},
                             separators=(",", ":"))
