@@ -81,6 +81,11 @@ def test_malformed_options_are_refused(query: str) -> None:
     ("etcd://h:1,", None, "names no host"),
     ("memory://a:5", None, "takes no user, password, port or path"),
     (None, "memory://a:5", "takes no user, password, port or path"),
+    # names the IDNA codec of Python's sockets refuses (a bare UnicodeError at the first connection)
+    ("etcd://cache..example:2379", None, "not a valid host name"),
+    ("redis://cache..example:6379", None, "not a valid host name"),
+    (None, "redis://cache..example:6379", "not a valid host name"),
+    (None, f"memcached://{'x' * 64}.example:11211", "not a valid host name"),
 ])
 def test_a_host_the_clients_cannot_reach_is_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, persistent: str | None, volatile: str | None,

@@ -117,10 +117,13 @@ class StoreURL:
                 f"in {masked}; known options: {allowed}")
 
     def require_hosts(self, default_port: int) -> tuple[tuple[str, int], ...]:
-        """Return the hosts with ports filled in; raise ConfigurationError when there are none."""
+        """Return the hosts with ports filled in; raise ConfigurationError when there are none or a host
+        name is one the socket layer cannot look up (:func:`check_host_name`)."""
         if not self.hosts:
             raise ConfigurationError(
                 f"{self} names no server; write {self.scheme}://host:{default_port}[,host:port...]")
+        for host, _ in self.hosts:
+            check_host_name(host, str(self))
         return tuple((host, default_port if port is None else port) for host, port in self.hosts)
 
 
@@ -220,6 +223,22 @@ def _parse_host(part: str, where: str) -> tuple[str, int | None]:
         raise ConfigurationError(f"{where!r} names no host{before}; write host:port, "
                                  f"e.g. 127.0.0.1:{port or 'port'} (a list of hosts has no empty entry)")
     return host, int(port) if colon else None
+
+
+def check_host_name(host: str, where: str) -> None:
+    """Raise ConfigurationError when ``host`` (of the URL ``where``) is no address and no name the
+    socket layer can look up: Python's sockets encode a name with the IDNA codec, which refuses an
+    empty label (``cache..example``) or one over 63 characters with a bare UnicodeError at the
+    first connection, long after configure(). memory:// and fakeredis:// take names, not hosts."""
+    if ":" in host:  # an IPv6 address (the parser checked it)
+        return
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        raise ConfigurationError(
+            f"host {host!r} in {where} is not a valid host name: each dot-separated label must be "
+            "1 to 63 characters, none empty (a typo such as 'cache..example'); write e.g. cache.example"
+        ) from exc
 
 
 def _is_ipv6(text: str) -> bool:

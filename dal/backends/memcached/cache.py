@@ -14,7 +14,7 @@ from pymemcache.exceptions import MemcacheServerError
 from dal.backends.base import HIT_SUFFIX, HIT_TTL
 from dal.backends.memcached.client import ERRORS, HashClient, Rendezvous
 from dal.backends.memcached.dumps import ListedEntry, metadump
-from dal.backends.memcached.keys import encoded_key, logical_key, may_be_under, wire_key
+from dal.backends.memcached.keys import counter_key, encoded_key, logical_key, may_be_under, wire_key
 from dal.backends.memcached.text import ProtocolError, TextConnection
 from dal.backends.url import StoreURL, on_off
 from dal.exceptions import BackendError, ConfigurationError
@@ -136,7 +136,7 @@ class MemcachedCache:
             # hit makes no closure and two calls less; counted hits, a new connection and a skipped
             # server (which raises) go there
             if self.count_hits or (self._dead_until and time.monotonic() < self._dead_until):
-                return self._direct_get(wire_key(key))
+                return self._direct_get(key)
             connection: TextConnection | None = getattr(self._local, "connection", None)
             if connection is not None:
                 try:
@@ -146,19 +146,21 @@ class MemcachedCache:
                 except BaseException:
                     self._drop(connection)  # interrupted: see _drop
                     raise
-            return self._direct_get(wire_key(key))  # opens this thread's connection
+            return self._direct_get(key)  # opens this thread's connection
         try:
             value: bytes | None = self._client.get(wire_key(key))
         except ERRORS as exc:
             raise self._error("get", exc) from exc
         if value is not None and self.count_hits:
-            self._count([wire_key(key)])
+            self._count([counter_key(key)])
         return value
 
-    def _direct_get(self, sent: str) -> bytes | None:
+    def _direct_get(self, key: str) -> bytes | None:
+        sent = wire_key(key).encode()
         if self.count_hits:
-            return self._direct("get", lambda connection: connection.get_counted(sent.encode()))
-        return self._direct("get", lambda connection: connection.get(sent.encode()))
+            counter = counter_key(key).encode()
+            return self._direct("get", lambda connection: connection.get_counted(sent, counter))
+        return self._direct("get", lambda connection: connection.get(sent))
 
     def _direct(self, what: str, read: Callable[[TextConnection], R], *, even_if_dead: bool = False) -> R:
         """Run ``read`` on this thread's own text connection to the single server.
@@ -174,7 +176,7 @@ class MemcachedCache:
                 assert self._single is not None
                 connection = self._local.connection = TextConnection(self._single, *self._timeouts)
             return read(connection)
-        except (OSError, ProtocolError) as exc:
+        except (OSError, ProtocolError, UnicodeError) as exc:  # UnicodeError: a host IDNA refuses
             raise self._failed(what, connection, exc) from exc
         except BaseException:
             if connection is not None:
@@ -211,11 +213,12 @@ class MemcachedCache:
         wired = {wire_key(key): key for key in keys}
         found = self._fetch(list(wired))
         if self.count_hits and found:
+            counters = [counter_key(wired[sent]) for sent in found]
             if self._single is not None:
                 self._direct("get_many", lambda connection: connection.count_hits(
-                    [sent.encode() for sent in found]))
+                    [counter.encode() for counter in counters]))
             else:
-                self._count(list(found))
+                self._count(counters)
         return {wired[sent]: value for sent, value in found.items()}
 
     def _fetch(self, sent_keys: list[str]) -> dict[str, bytes]:
@@ -319,7 +322,7 @@ class MemcachedCache:
         try:
             for server in self._servers:
                 dumped += metadump(server, self._timeouts[0], lambda sent: may_be_under(sent, wanted))
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:
             raise self._error("lru_crawler metadump", exc) from exc
         dumped = [_read_back(entry) for entry in dumped]
         listed = [entry for entry in dumped if not entry.key.endswith(HIT_SUFFIX)]
@@ -333,8 +336,8 @@ class MemcachedCache:
 
     def hit_counts(self, keys: Sequence[str]) -> dict[str, int]:
         """Return the counted hits of those of ``keys`` that have a counter (one batched read)."""
-        counters = {f"{key}{HIT_SUFFIX}": key for key in keys}
-        found = self.get_many_uncounted(list(counters))
+        counters = {counter_key(key): key for key in keys}  # the wire keys get_many counts on
+        found = self._fetch(list(counters))
         return {counters[counter]: int(value) for counter, value in found.items() if value.strip().isdigit()}
 
     def get_many_uncounted(self, keys: Sequence[str]) -> dict[str, bytes]:
@@ -342,10 +345,10 @@ class MemcachedCache:
         wired = {wire_key(key): key for key in keys}
         return {wired[sent]: value for sent, value in self._fetch(list(wired)).items()}
 
-    def _count(self, sent_keys: list[str]) -> None:
-        """Count one hit of each wire key through pymemcache (several servers), answers not awaited."""
-        for sent in sent_keys:
-            counter = sent + HIT_SUFFIX
+    def _count(self, counters: list[str]) -> None:
+        """Count one hit on each counter's wire key through pymemcache (several servers), answers not
+        awaited."""
+        for counter in counters:
             try:
                 self._client.add(counter, b"0", expire=HIT_TTL, noreply=True)
                 self._client.incr(counter, 1, noreply=True)
@@ -364,9 +367,11 @@ class MemcachedCache:
         try:
             stored = getattr(self._client, command)(*args, expire=expiry(ttl))
         except MemcacheServerError as exc:
-            if exc.args[:1] == (SERVER_TOO_LARGE,) and command != "add":
-                # a server started with a smaller -I than memcached's default
-                self.delete(key)
+            if exc.args[:1] == (SERVER_TOO_LARGE,):
+                # a server started with a smaller -I than memcached's default: refused, as a value
+                # over ITEM_LIMIT is above (an add leaves what it did not replace)
+                if command != "add":
+                    self.delete(key)
                 return False
             raise self._error(command, exc) from exc
         except ERRORS as exc:

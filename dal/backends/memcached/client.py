@@ -15,8 +15,9 @@ from pymemcache.client.hash import HashClient as PymemcacheHashClient
 from pymemcache.client.rendezvous import RendezvousHash
 from pymemcache.exceptions import MemcacheError
 
-#: what a failed memcached command raises: pymemcache's errors and the socket's
-ERRORS = (MemcacheError, OSError)
+#: what a failed memcached command raises: pymemcache's errors and the socket's (UnicodeError: a host
+#: name the IDNA codec refuses, which the URL parser refuses first; never to escape untyped)
+ERRORS = (MemcacheError, OSError, UnicodeError)
 
 
 class Rendezvous(RendezvousHash):  # type: ignore[misc]  # pymemcache ships no type information

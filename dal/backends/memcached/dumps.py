@@ -8,9 +8,10 @@ on a write and, with its segmented LRU, on the second fetch and then at most onc
 is the order memcached itself evicts in. ``fetch`` says whether the item was ever read, not
 how often.
 
-Exact hit counts are opt-in (``?hits=1``): each hit then sends ``add <key>/#hits 0 noreply``
-and ``incr <key>/#hits 1 noreply``, two commands in one write that the server applies
-atomically in order, with no answer to wait for (see :data:`HIT_SUFFIX`).
+Exact hit counts are opt-in (``?hits=1``): each hit then sends ``add <counter> 0 noreply``
+and ``incr <counter> 1 noreply``, two commands in one write that the server applies atomically
+in order, with no answer to wait for; ``<counter>`` is the wire key of ``<key>/#hits``
+(:func:`~dal.backends.memcached.keys.counter_key`, see :data:`~dal.backends.base.HIT_SUFFIX`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from dal.backends.base import HIT_SUFFIX, HIT_TTL
+from dal.backends.base import HIT_TTL
 
 #: tries of a metadump while the server's crawler is busy with another request
 BUSY_TRIES = 50
@@ -47,9 +48,11 @@ class ListedEntry:
     hashed: bool = False
 
 
-def count_hit(sent: bytes) -> bytes:
-    """Return the commands counting one hit of the wire key ``sent`` (no answers: ``noreply``)."""
-    counter = sent + HIT_SUFFIX.encode()
+def count_hit(counter: bytes) -> bytes:
+    """Return the commands counting one hit on the counter's wire key ``counter`` (no answers:
+    ``noreply``); that is :func:`~dal.backends.memcached.keys.counter_key`, never the entry's wire
+    key and a suffix: a key over 250 bytes would be refused, its data line read as a command and
+    answered ``ERROR``, which the next ``get`` would read as its own."""
     return (b"add " + counter + b" 0 " + str(HIT_TTL).encode() + b" 1 noreply\r\n0\r\n"
             b"incr " + counter + b" 1 noreply\r\n")
 

@@ -3,7 +3,8 @@
 memcached takes keys of 1 to 250 printable ASCII characters without spaces. A key of plain
 characters is sent as it is (its form before this encoding existed: a rolling upgrade keeps one
 keyspace); any other is percent-encoded, injective and readable back (``dal cache``); one still
-too long is hashed.
+too long is hashed. A hit counter's key (:func:`counter_key`) is derived the same way from the
+entry's key and the suffix, so counting, reading and deleting it agree and it never exceeds 250.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import re
 from urllib.parse import unquote_to_bytes
+
+from dal.backends.base import HIT_SUFFIX
 
 #: keys sent as they are: 1 to 250 printable ASCII characters without space, "~" (which only hashed
 #: keys contain) and "%" (the escape); every other key is percent-encoded (UTF-8 first), so a sent key
@@ -37,7 +40,9 @@ def wire_key(key: str) -> str:
 
     A key of plain characters only is sent exactly as before this encoding existed (a rolling
     upgrade keeps one keyspace); a hashed key is its encoded form's first 64 characters, ``~`` and
-    the SHA-256 of the key, so it still shows which namespace it is of.
+    the SHA-256 of the key, so it still shows which namespace it is of. A hit counter's key (one
+    ending in :data:`~dal.backends.base.HIT_SUFFIX`) hashed keeps that suffix (135 characters), so a
+    listing still tells it from an entry.
     """
     if _PLAIN_KEY.fullmatch(key):
         return key
@@ -45,7 +50,14 @@ def wire_key(key: str) -> str:
     if 0 < len(encoded) <= KEY_LIMIT:
         return encoded
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{encoded[:_READABLE]}~{digest}"
+    suffix = HIT_SUFFIX if key.endswith(HIT_SUFFIX) else ""
+    return f"{encoded[:_READABLE]}~{digest}{suffix}"
+
+
+def counter_key(key: str) -> str:
+    """Return the wire key of ``key``'s hit counter: :func:`wire_key` of ``key`` and the suffix, the
+    one form counting, reading (``hit_counts``) and ``dal cache rm`` use; hashed when too long."""
+    return wire_key(key + HIT_SUFFIX)
 
 
 def logical_key(sent: str) -> str | None:

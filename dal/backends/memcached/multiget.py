@@ -181,7 +181,7 @@ class MultiGet:
             made = socket.create_connection(self._servers[name], timeout=self._connect_timeout)
             made.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             made.setblocking(False)
-        except OSError:
+        except (OSError, UnicodeError):  # UnicodeError: a host name the IDNA codec refuses
             self._dead_until[name] = time.monotonic() + self._dead_timeout
             return None
         connections[name] = made

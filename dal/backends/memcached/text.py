@@ -191,17 +191,18 @@ class TextConnection:
             answered += 1
         self._buffer = buffer
 
-    def get_counted(self, key: bytes) -> bytes | None:
-        """As :meth:`get`, and count a hit of ``key`` (commands without answers, see ``dumps``)."""
+    def get_counted(self, key: bytes, counter: bytes) -> bytes | None:
+        """As :meth:`get`, and count a hit on the wire key ``counter`` (commands without answers,
+        see ``dumps``)."""
         value = self.get(key)
         if value is not None:
-            self._send(count_hit(key))
+            self._send(count_hit(counter))
         return value
 
-    def count_hits(self, keys: list[bytes]) -> None:
-        """Count one hit of each of ``keys`` in one write, waiting for no answer."""
-        if keys:
-            self._send(b"".join(count_hit(key) for key in keys))
+    def count_hits(self, counters: list[bytes]) -> None:
+        """Count one hit on each of the wire keys ``counters`` in one write, waiting for no answer."""
+        if counters:
+            self._send(b"".join(count_hit(counter) for counter in counters))
 
     def close(self) -> None:
         self._socket.close()
