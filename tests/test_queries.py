@@ -366,8 +366,23 @@ def test_iteration_skips_objects_deleted_meanwhile(catalog: dict[str, Any]) -> N
     Item(catalog["items"]["disk2"].guid).delete()
     assert [obj.name for obj in result] == ["disk1", "vol2"] or sorted(obj.name for obj in result) == [
         "disk1", "vol2"]
-    with pytest.raises(ObjectNotFoundError, match="deleted since the query ran"):
+    with pytest.raises(ObjectNotFoundError, match="deleted since the list was made"):
         result[result.guids.index(catalog["items"]["disk2"].guid)]
+
+
+def test_a_given_guid_that_names_nothing_is_counted_and_skipped(catalog: dict[str, Any]) -> None:
+    """``guids=`` are taken unchecked (docs/queries.md): one of another hybrid, and one never stored,
+    count, are skipped by iteration and first(), and ``[i]`` says what may be wrong, not that a query
+    ran and something was deleted."""
+    kind, never = catalog["kinds"]["ceph"].guid, str(uuid.uuid4())
+    given = DataList(Item, guids=[kind, never])
+    assert (len(given), given.count(), given.exists()) == (2, 2, True)
+    assert list(given) == [] and given.first() is None
+    for index, guid in enumerate((kind, never)):
+        with pytest.raises(ObjectNotFoundError) as caught:
+            given[index]
+        assert f"no Item {guid} of this list is stored" in str(caught.value)
+        assert "guids= are taken unchecked" in str(caught.value)
 
 
 def test_iteration_after_len_uses_the_querys_documents_only_while_nothing_was_committed(

@@ -10,7 +10,12 @@ import dal
 from dal import DataList
 from dal.backends.base import Put
 from dal.config import Context
-from dal.exceptions import InvalidValueError, ObjectNotFoundError, UniqueConstraintError
+from dal.exceptions import (
+    InvalidValueError,
+    MissingMandatoryFieldsError,
+    ObjectNotFoundError,
+    UniqueConstraintError,
+)
 from dal.objects import bulk
 
 
@@ -219,3 +224,35 @@ def test_a_concurrent_change_to_the_same_unique_value_is_merged_as_save_merges(c
     dal.save_many([kind])
     stored = TBackendType.get_by(code="b")
     assert (stored.guid, stored.name) == (kind.guid, "renamed")
+
+
+def test_a_refusal_before_any_commit_names_the_object_and_its_place(context: Context) -> None:
+    """One of many objects lacking a mandatory field: the error says which, and that nothing of the
+    call was committed."""
+    kinds = [TBackendType(name=f"k{number}", code=f"c{number}") for number in range(5)]
+    kinds[3].name = None
+    with pytest.raises(MissingMandatoryFieldsError) as refused:
+        dal.save_many(kinds)
+    message = str(refused.value)
+    assert f"TBackendType {kinds[3].guid} (item 3) refused, nothing of this call committed" in message
+    assert "without name" in message
+    assert DataList(TBackendType).count() == 0
+
+
+def test_a_refusal_after_a_concurrent_change_names_the_object_and_what_was_stored(context: Context) -> None:
+    """The fallback save() of an object another writer changed refuses its unique value: the message
+    names the object and says the rest of its commit was stored (they were)."""
+    TBackendType(name="taken", code="t").save()
+    mine = TBackendType(name="mine", code="m")
+    mine.save()
+    theirs = TBackendType(mine.guid)
+    theirs.name = "theirs"
+    theirs.save()
+    mine.code = "t"  # the other object's unique code
+    others = [TBackendType(name=f"w{number}", code=f"w{number}") for number in range(3)]
+    with pytest.raises(UniqueConstraintError) as refused:
+        dal.save_many([*others, mine])
+    message = str(refused.value)
+    assert f"save_many: TBackendType {mine.guid} refused after another writer changed it" in message
+    assert "the other objects of its commit were stored" in message
+    assert sorted(kind.name for kind in DataList(TBackendType)) == ["taken", "theirs", "w0", "w1", "w2"]

@@ -88,10 +88,15 @@ def save_many(objects: Iterable[Writes], datastore_wins: bool | None = False) ->
     context = current()
     items: list[_Item] = []
     seen: set[int] = set()
-    for obj in objects:
+    for index, obj in enumerate(objects):
         if id(obj) not in seen:
             seen.add(id(obj))
-            item = _plan(context, obj, datastore_wins)
+            try:
+                item = _plan(context, obj, datastore_wins)
+            except DalError as exc:  # one of many: the message says which, and that no commit was made
+                _name(exc, f"save_many: {type(obj).__name__} {obj.guid} (item {index}) refused, nothing of "
+                           "this call committed")
+                raise
             if item is not None:
                 items.append(item)
     for chunk in _pack(_ordered(items)):
@@ -257,7 +262,12 @@ def _commit(context: Context, chunk: list[_Item], datastore_wins: bool | None) -
         _commit(context, [item for item in replanned if item is not None], datastore_wins)
     for item in chunk:
         if id(item.obj) in changed:
-            item.obj.save(datastore_wins)  # merged as save() merges, with its retries and errors
+            try:
+                item.obj.save(datastore_wins)  # merged as save() merges, with its retries and errors
+            except DalError as exc:
+                _name(exc, f"save_many: {_label(item)} refused after another writer changed it (the other "
+                           "objects of its commit were stored)")
+                raise
 
 
 def _label(item: _Item) -> str:
@@ -270,6 +280,10 @@ def _raise_naming(item: _Item, index: int) -> None:
     try:
         obj._raise_constraint(item.plan, [index])
     except DalError as exc:
-        exc.args = (f"save_many: {_label(item)} refused, nothing of its commit written: "
-                    f"{exc.args[0] if exc.args else exc}", *exc.args[1:])
+        _name(exc, f"save_many: {_label(item)} refused, nothing of its commit written")
         raise
+
+
+def _name(exc: DalError, what: str) -> None:
+    """Put ``what`` (which object of the call, and what was written) before ``exc``'s message."""
+    exc.args = (f"{what}: {exc.args[0] if exc.args else exc}", *exc.args[1:])

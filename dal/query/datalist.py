@@ -266,8 +266,9 @@ class DataList(Generic[T]):
     def _object(self, guid: str) -> T:
         obj = self._load([guid], {}).get(guid)
         if obj is None:
-            raise ObjectNotFoundError(f"{self.hybrid.__name__} {guid} in this list was deleted since the "
-                                      "query ran; iterate to skip deleted objects")
+            raise ObjectNotFoundError(f"no {self.hybrid.__name__} {guid} of this list is stored: deleted "
+                                      "since the list was made, or never one (guids= are taken unchecked); "
+                                      "iterate to skip such guids")
         return obj
 
     def _copy(self, guids: Iterable[str]) -> DataList[T]:
