@@ -3,23 +3,25 @@
 Each is one transaction on the object's stored document, checked against its revision and
 retried over a concurrent write (a refresh writes only its own fields, so it never needs to
 merge: it re-reads and writes them again). The remote wins for the fields a refresh writes;
-every other field, relations included, is written back as stored.
+every other field, relations included, is written back as stored. A refresh that finds a
+``cached_at`` later than the moment it asked the remote writes nothing: another refresh asked
+after it, and its answer is the newer one (see :attr:`Stored.superseded`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dal.backends.base import Entry
 from dal.cache.versions import changed_versions
 from dal.config import Context
-from dal.exceptions import InvalidValueError, MirrorError, RaceConditionError
+from dal.exceptions import InvalidValueError, MirrorError, RaceConditionError, UniqueConstraintError
 from dal.objects.dataobject import DataObject
 from dal.objects.schema import ensure_recorded, onetoone_ready
-from dal.objects.transaction import Document, decode, encode, plan_write
+from dal.objects.transaction import Document, Plan, decode, encode, plan_write
 from dal.objects.writes import MAX_ATTEMPTS, retry_from
 from dal.structures import MIRROR_FIELDS
 from dal.values import canonical, same
@@ -37,6 +39,9 @@ class Stored:
     changed: bool = False
     #: the fields this refresh wrote: ``info``, ``cached_at``, ``error`` and the parsed properties
     fields: frozenset[str] = WRITTEN_BY_REFRESH
+    #: nothing written: a refresh that asked the remote later stored its answer first (the stored
+    #: ``cached_at`` is later than this refresh's ``fetched_at``); ``fields`` are the ones it wrote
+    superseded: bool = False
 
 
 def digest(info: Any) -> str:
@@ -117,16 +122,24 @@ def store_answer(context: Context, obj: DataObject, info: Any, fetched_at: float
             return {**drifted, "cached_at": fetched_at, "error": None}
         return {**properties, "info": info, "cached_at": fetched_at, "error": None}
 
-    return _write(context, obj, entry, updates)
+    return _write(context, obj, entry, updates, fetched_at)
 
 
-def store_failure(context: Context, obj: DataObject, error: str, entry: Entry | None) -> Stored:
-    """Record a failed refresh: ``error`` only; ``info``, the properties and ``cached_at`` stay."""
-    return _write(context, obj, entry, lambda stored: {"error": error})
+def store_failure(context: Context, obj: DataObject, error: str, entry: Entry | None,
+                  fetched_at: float) -> Stored:
+    """Record a failed refresh, which asked the remote at ``fetched_at``: ``error`` only; ``info``, the
+    properties and ``cached_at`` stay. Nothing is written over a later refresh's answer."""
+    return _write(context, obj, entry, lambda stored: {"error": error}, fetched_at)
+
+
+def _superseded(stored: Document, fetched_at: float) -> bool:
+    """Tell whether ``stored`` holds the answer of a refresh that asked the remote after ``fetched_at``."""
+    cached_at = stored.get("cached_at")
+    return isinstance(cached_at, (int, float)) and not isinstance(cached_at, bool) and cached_at > fetched_at
 
 
 def _write(context: Context, obj: DataObject, entry: Entry | None,
-           updates: Any) -> Stored:
+           updates: Any, fetched_at: float) -> Stored:
     meta = obj._meta
     doc_key = context.keys.doc(meta.name, obj.guid)
     ensure_recorded(context, meta)
@@ -134,6 +147,9 @@ def _write(context: Context, obj: DataObject, entry: Entry | None,
         if entry is None:
             return Stored(None)  # deleted meanwhile: a refresh never brings an object back
         stored = decode(entry.value)
+        if _superseded(stored, fetched_at):
+            # a slower answer than one asked for later (or a failure of it) must not replace it
+            return Stored(entry, False, parsed_names(type(obj), stored.get("info")), superseded=True)
         changes: dict[str, Any] = updates(stored)
         new = {**meta.with_defaults(stored), **changes}
         if stored.keys() == new.keys() and all(same(stored[name], new[name]) for name in changes):
@@ -148,11 +164,24 @@ def _write(context: Context, obj: DataObject, entry: Entry | None,
             # a revision not known (0) becomes -1: a save from this instance then fails its check and merges
             return Stored(Entry(encode(new), result.revision or -1), "info" in changes, frozenset(changes))
         if all(plan.reasons[index].kind != "document" for index in result.failed):
-            obj._raise_constraint(plan, result.failed)  # a parsed unique property another object holds
+            _refuse(obj, plan, result.failed)  # a parsed unique property another object holds
         context.invalidate(*obj._cache_keys(context))
         entry = retry_from(context, doc_key, result, attempt)
     raise RaceConditionError(f"{type(obj).__name__} {obj.guid} kept changing while its refresh was stored; "
                              f"gave up after {MAX_ATTEMPTS} attempts")
+
+
+def _refuse(obj: DataObject, plan: Plan, failed: Sequence[int]) -> None:
+    """Raise the error of a refresh whose commit failed a check other than the document's revision."""
+    reason = plan.reasons[failed[0]]
+    if reason.kind != "unique":
+        obj._raise_constraint(plan, failed)
+    name = type(obj).__name__
+    raise UniqueConstraintError(
+        f"{name}.{reason.field} must be unique: the remote gives {reason.value!r}, which another {name} "
+        f"still holds; this clears when that {name} is refreshed with its new value (if the remote swapped "
+        f"their values, neither refresh can: save this one with a value no {name} holds, refresh the "
+        "other, then this one)")
 
 
 def adopt(obj: DataObject, entry: Entry, written: frozenset[str]) -> None:
@@ -160,6 +189,10 @@ def adopt(obj: DataObject, entry: Entry, written: frozenset[str]) -> None:
 
     Unsaved changes to fields the refresh wrote are dropped (the remote wins there); related
     objects already loaded stay when the relation still points at them (a refresh never changes one).
+    A field changed here whose value in ``entry`` is not the one the instance was loaded with
+    (another writer saved it meanwhile) keeps that loaded value as its merge base, and the revision
+    becomes unknown (-1): ``save()`` then fails its check, reads the store, and merges the field by
+    ``datastore_wins`` exactly as for an instance that was never refreshed.
     """
     meta = obj._meta
     before = meta.with_defaults(decode(obj._raw)) if obj._raw is not None else {}
@@ -168,7 +201,14 @@ def adopt(obj: DataObject, entry: Entry, written: frozenset[str]) -> None:
              if name not in written and name in before and not same(value, before[name])}
     loaded = dict(obj._objects)
     obj._attach(obj.guid, entry)
+    document = decode(entry.value)
+    now = meta.with_defaults(document)
+    # changed here and in the store since the load: the base stays the loaded value, so a save sees both
+    base = {name: before[name] for name in local if not same(now.get(name), before[name])}
     obj._data.update(local)
+    if base:
+        obj.__dict__["_raw"] = encode({**document, **base})
+        obj.__dict__["_revision"] = -1
     for name, related in loaded.items():
         if related is None or related.guid == obj._data[meta.relations[name].guid_field]:
             obj._objects[name] = related
