@@ -136,6 +136,12 @@ class Keys:
         prefix = f"{self.root}r/{source}/"
         return prefix if relation is None else f"{prefix}{relation}/"
 
+    def cache_incarnation(self) -> str:
+        """Return the key beside (not under) :attr:`cache_root` that names the start of the cache server
+        its entries were last known current for (``RedisCache.settle_restart``): outside the entries,
+        so clearing, listing or pruning them never touches it."""
+        return f"{self.cache_root[:-1]}#incarnation"
+
     def cached_doc(self, hybrid: str, guid: str) -> str:
         return f"{self._cache or self._cache_root()}o/{hybrid}/{guid}"
 

@@ -124,9 +124,21 @@ class Sweep:
         """Probe untrusted servers; if any answers, deliver everything and trust those that did."""
         trust = self.cache.trust
         started = time.monotonic()
+        # a server that started again with its data may hold entries whose deletes it had confirmed
+        # before (dal/backends/redis/restarts.py): those go before it is trusted. Its connections
+        # may reach any start of it meanwhile (reads go around it: it is not trusted)
+        settle = getattr(self.cache.store, "settle_restart", None)
+        restarts = getattr(self.cache.store, "restarts", None)
+        if restarts is not None:
+            restarts.suspend()
         answered = self.cache.probe(self.journal.keys.cache_root + "probe/", list(trust.lost))
         if not answered:
             return False
+        keys = self.journal.keys
+        if settle is not None and settle(keys.cache_incarnation(), keys.cache_root):
+            self.journal.stats.add("object_restart_clears")
+            log.warning("the cache server restarted since this namespace's entries were last checked: "
+                        "they were removed, since it may have brought back ones already invalidated")
         complete, failed = self.sweep(everything=True)
         if complete and trust.restore(answered - failed, started):
             self.journal.stats.add("object_trust_restored")

@@ -21,8 +21,10 @@ import redis
 
 from dal.backends.base import HIT_SUFFIX, HIT_TTL
 from dal.backends.redis.connection import CACHE, ERRORS, MAX_PX, Opened, Raw, RedisClient, open_redis
+from dal.backends.redis.restarts import Restarts, run_id_of
 from dal.backends.redis.scripts import CAS
 from dal.backends.url import StoreURL, on_off
+from dal.exceptions import BackendError
 
 #: seconds a request may take: short, a slow cache is a miss (twice memcached's, since one Redis server
 #: may also run the durable store's commit scripts, each of which holds it for its duration)
@@ -62,6 +64,8 @@ class RedisCache(RedisClient):
         self._counted_get = opened.client.register_script(COUNTED_GET)
         #: count every hit exactly (``?hits=1``): an INCR in the same script as the read
         self.count_hits = False
+        #: which start of the server this cache trusts (see :mod:`dal.backends.redis.restarts`)
+        self.restarts = Restarts(self._where)
 
     def reached_as(self) -> tuple[str, int]:
         """Return where this cache's client points and its database (see ``RedisStore.evicts_from``)."""
@@ -77,6 +81,8 @@ class RedisCache(RedisClient):
         plain = replace(url, options=MappingProxyType({k: v for k, v in url.options.items() if k != "hits"}))
         cache = cls(url, open_redis(plain, DEFAULT_TIMEOUT))
         cache.count_hits = hits
+        # every connection the pool opens checks which start of the server it reached (none is open yet)
+        cache._client.connection_pool.connection_kwargs["redis_connect_func"] = cache.restarts.connected
         return cache
 
     # --- reads ----------------------------------------------------------------------
@@ -160,6 +166,53 @@ class RedisCache(RedisClient):
 
     def node(self, key: str) -> str:
         return ""
+
+    # --- a restarted server (see :mod:`dal.backends.redis.restarts`) ---------------------------
+
+    def settle_restart(self, marker: str, prefix: str) -> bool:
+        """Make sure no entry under ``prefix`` predates this start of the server, then trust it.
+
+        The server's ``run_id`` is new at every start; ``marker`` holds the one under which the
+        entries under ``prefix`` were last known current. Where they differ, the server started
+        again since (from a snapshot or an AOF that may predate deletes it had confirmed, or as a
+        promoted replica that missed some): every entry under ``prefix`` goes, then ``marker``
+        takes the new ``run_id``. Return whether entries were removed. A restart while this runs
+        raises BackendError: nothing is trusted then. A server that does not let the client run
+        ``INFO`` is not checked.
+        """
+        self.restarts.suspend()  # connections to any start may open while this finds out which
+        try:
+            found = self._calls.pipeline([("INFO", "server"), ("GET", CACHE + marker)], transaction=False,
+                                         errors_inline=True)
+        except ERRORS as exc:
+            raise self._failure("restart check", exc, whole=False) from exc
+        if isinstance(found[0], redis.ResponseError):
+            return False  # INFO renamed, or not granted by the ACL: a restart cannot be told (documented)
+        run_id = run_id_of(found[0])
+        cleared: bool = found[1] != run_id.encode()
+        if cleared:
+            self.clear_under(prefix)
+        confirmed = self._pipeline("restart check", [("SET", CACHE + marker, run_id), ("INFO", "server")],
+                                   transaction=False)
+        if run_id_of(confirmed[1]) != run_id:
+            raise BackendError(f"redis {self._where} restarted while its entries were checked; "
+                               "the next catch-up checks again")
+        self.restarts.trust(run_id)
+        return cleared
+
+    def clear_under(self, prefix: str) -> None:
+        """Delete every entry under ``prefix`` (SCAN, then UNLINK per batch found)."""
+        pattern = _glob_escape(CACHE + prefix) + "*"
+        try:
+            cursor: Raw = b"0"
+            while True:
+                cursor, names = self._calls.call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+                if names:
+                    self._calls.call("UNLINK", *names)
+                if int(cursor) == 0:
+                    return
+        except ERRORS as exc:
+            raise self._failure("scan", exc) from exc
 
     # --- administration (``dal cache``) --------------------------------------------------
 
