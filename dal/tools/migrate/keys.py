@@ -89,21 +89,35 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
 
     def _bookkeeping(self, survey: Survey) -> None:
         """Record a hybrid no object of which needs a change (none lacks a field and there is none
-        to key, or only types, defaults or flags changed, which need no data change)."""
+        to key, or only types, defaults or flags changed, which need no data change): a record
+        written (or, dry, that would be) is work, counted in the summary."""
         meta = survey.meta
         current = complete_record(meta)
         record = survey.record
-        if self.dry_run or (record is not None and record.fingerprint == current.fingerprint
-                            and record.ready_for(meta) == current.ready_for(meta)
-                            and record.onetoone_ready_for(meta) == current.onetoone_ready_for(meta)):
+        if record is not None and (record.fingerprint == current.fingerprint
+                                   and record.ready_for(meta) == current.ready_for(meta)
+                                   and record.onetoone_ready_for(meta) == current.onetoone_ready_for(meta)):
+            return
+        self.report.up_to_date = False
+        self.report.recorded.append(meta.name)
+        built = (*survey.build_indexed, *survey.build_unique, *survey.build_onetoone)
+        if self.dry_run:
             return
         # an older process may still store an object without these keys
         self._mark_building(survey, survey.build_unique, empty=True)
         self._record(survey, built_indexed=survey.build_indexed, built_unique=survey.build_unique,
                      built_onetoone=survey.build_onetoone)
-        built = (*survey.build_indexed, *survey.build_unique, *survey.build_onetoone)
         if built:
             self._verify_later(meta, frozenset(built))
+
+    def _dry_steps_only(self, meta: HybridMeta, pending_ops: list[tuple[int, list[Operation]]]) -> None:
+        """(Dry runs) Say and count what the pending steps change in a hybrid the run migrates no further
+        (not among its hybrids): the run rewrites those objects, and counts them, all the same."""
+        survey = self._step_survey(meta, pending_ops)
+        if survey.step_changes:
+            self.say(f"{meta.name}: {self._plan_text(survey)} (not among the hybrids migrated: its "
+                     "defaults and keys are left as they are)")
+            self.report.objects[meta.name] += survey.would_write
 
     def _mark_building(self, survey: Survey, unique: tuple[str, ...], *, empty: bool = False) -> bool:
         """Overridden by the verifier (:mod:`dal.tools.migrate.verify`); tell whether a marker was written."""

@@ -27,7 +27,7 @@ can simply be started again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
@@ -65,10 +65,11 @@ def migrate(context: Context, hybrids: Iterable[type[DataObject]] | None = None,
     ``migrations`` defaults to every step declared with ``@migration``. With ``dry_run`` nothing
     is written and the report says what would be. ``emit`` receives the report's lines as they
     are made. Raise InvalidValueError when ``hybrids`` holds anything but hybrid classes (a name or
-    a module: import it and pass None), MigrationError when a step cannot complete.
+    a module: import it and pass None) or ``migrations`` anything but Migration objects, MigrationError
+    when a step cannot complete.
     """
     metas = [cls._meta for cls in registry.all()] if hybrids is None else _metas_of(hybrids)
-    steps = declared_migrations() if migrations is None else sorted(migrations, key=lambda m: m.number)
+    steps = declared_migrations() if migrations is None else _migrations_of(migrations)
     numbers = [m.number for m in steps]
     if len(set(numbers)) != len(numbers):
         raise ConfigurationError(f"migration step numbers must be unique: {numbers}")
@@ -90,6 +91,21 @@ def _metas_of(hybrids: Iterable[type[DataObject]]) -> list[HybridMeta]:
                                     f"{usage}")
         metas.append(meta)
     return metas
+
+
+def _migrations_of(migrations: Iterable[Migration]) -> list[Migration]:
+    """Return the steps given, by number; raise InvalidValueError for anything but Migration objects."""
+    usage = ("pass Migration objects (Migration(number, description, func)), or None for every step "
+             "declared with @migration (import the modules declaring them first)")
+    if isinstance(migrations, (str, bytes, Mapping)) or not isinstance(migrations, Iterable):
+        raise InvalidValueError(f"migrate() got migrations={migrations!r}: {usage}")
+    steps = list(migrations)
+    for step in steps:
+        if not isinstance(step, Migration):
+            hint = " (a function @migration declared is run with migrations=None)" if callable(step) else ""
+            raise InvalidValueError(f"migrate() got {step!r} ({type(step).__name__}) among its migrations"
+                                    f"{hint}: {usage}")
+    return sorted(steps, key=lambda m: m.number)
 
 
 class Migrator(StepRunner, KeyVerifier):
@@ -115,11 +131,22 @@ class Migrator(StepRunner, KeyVerifier):
             simulated = [(step.number, step.operations_for(meta)) for _, step in pending] if self.dry_run \
                 else []
             self._migrate_hybrid(meta, [(number, ops) for number, ops in simulated if ops])
-        if not self.dry_run:
+        if self.dry_run:
+            self._simulate_elsewhere([step for _, step in pending])
+        else:
             self._verify_marked()
         schema.forget(self.context)
         self._summary()
         return self.report
+
+    def _simulate_elsewhere(self, pending: list[Step]) -> None:
+        """(Dry runs) Count the objects pending steps change in hybrids left out of ``metas``: the run
+        rewrites them too."""
+        named = {meta.name for meta in self.metas}
+        others = {meta.name: meta for step in pending for meta in step.hybrids() if meta.name not in named}
+        for name in sorted(others):
+            self._dry_steps_only(others[name], [(step.number, ops) for step in pending
+                                                if (ops := step.operations_for(others[name]))])
 
     def _summary(self) -> None:
         report = self.report
@@ -130,6 +157,11 @@ class Migrator(StepRunner, KeyVerifier):
         total = sum(report.objects.values())
         parts = [f"{len(report.steps)} step{'s' * (len(report.steps) != 1)} run"] if not self.dry_run else []
         parts.append(f"{total} object{'s' * (total != 1)} {verb}")
+        if report.recorded:
+            count = len(report.recorded)
+            written = "would be written" if self.dry_run else "written"
+            parts.append(f"{count} schema record{'s' * (count != 1)} {written} (no object of those hybrids "
+                         "needed a change)")
         for kind, label in (("unique", "unique violation"), ("onetoone", "one-to-one violation")):
             count = sum(1 for violation in report.violations if violation.kind == kind)
             if count:

@@ -52,6 +52,8 @@ class Report:
     #: hybrid -> objects rewritten or given keys (dry: that would be)
     objects: Counter[str] = field(default_factory=Counter)
     violations: list[Violation] = field(default_factory=list)
+    #: hybrids whose schema record alone was (dry: would be) written: no object of them needed a change
+    recorded: list[str] = field(default_factory=list)
     #: durable commits made
     commits: int = 0
     up_to_date: bool = True

@@ -51,6 +51,9 @@ class Survey:
     #: fields another run marked for checking against what older processes saved meanwhile (a run
     #: that stopped before it checked them, or one running now)
     unverified: tuple[str, ...] = ()
+    #: fields to build that have keys stored though the hybrid has no document (left by objects deleted
+    #: by a model not maintaining them): removed before the keys are marked ready
+    leftover: tuple[str, ...] = ()
 
     @property
     def needs_scan(self) -> bool:
@@ -60,6 +63,7 @@ class Survey:
     def has_work(self) -> bool:
         return bool(self.missing or self.step_changes or self.stale_indexed or self.stale_unique
                     or self.stale_onetoone or self.dropped_links or self.violations or self.unverified
+                    or self.leftover
                     or (self.objects and (self.build_indexed or self.build_unique or self.build_onetoone)))
 
     def buildable_unique(self) -> tuple[str, ...]:
@@ -98,7 +102,18 @@ class Surveyor(MigrationRun):
         if survey.needs_scan or pending_ops:
             self._scan_documents(survey, pending_ops)
             survey.scanned = True
+            if not survey.objects:
+                survey.leftover = self._leftover_keys(survey)
         return survey
+
+    def _leftover_keys(self, survey: Survey) -> tuple[str, ...]:
+        """Return the fields to build having keys stored though no document is (one short scan each)."""
+        meta = survey.meta
+        prefixes = [(name, f"{self.keys.index_fields(meta.name)}{name}/") for name in survey.build_indexed]
+        prefixes += [(name, f"{self.keys.unique_fields(meta.name)}{name}/") for name in survey.build_unique]
+        prefixes += [(name, self.keys.onetoones(meta.name, name)) for name in survey.build_onetoone]
+        return tuple(dict.fromkeys(name for name, prefix in prefixes
+                                   if self.context.persistent.scan(prefix, limit=1)))
 
     def _unverified(self, meta: HybridMeta) -> tuple[str, ...]:
         """Overridden by the verifier: fields another run (stopped, or running now) marked to check."""
@@ -161,18 +176,12 @@ class Surveyor(MigrationRun):
         # a step a stopped run left midway has already rewritten the documents up to its cursor
         done = {number: self._step_cursor(number, meta) for number, _ in pending_ops}
         for batch in self._batches(prefix):
-            docs: list[tuple[str, Document]] = []
+            docs: list[tuple[str, Document, bool]] = []
             for doc_key, entry in batch:
                 guid = doc_key[len(prefix):]
-                doc = decode_doc(meta, guid, entry.value)
-                for number, operations in pending_ops:  # dry run: see the documents as the steps leave them
-                    if doc_key <= done[number]:
-                        continue
-                    after, _ = step_document(number, operations, meta, guid, doc)
-                    if after is not None:
-                        survey.step_changes[number] += 1
-                        doc = after
-                docs.append((guid, doc))
+                doc, stepped = self._as_stepped(survey, pending_ops, done, doc_key,
+                                                decode_doc(meta, guid, entry.value))
+                docs.append((guid, doc, stepped))
                 survey.objects += 1
                 for name in meta.field_set - doc.keys():
                     survey.missing[name] += 1
@@ -199,6 +208,34 @@ class Surveyor(MigrationRun):
                 if len(guids) > 1:
                     survey.offenders[name].add(target)
                     survey.violations.append(onetoone_violation(meta, name, target, sorted(guids)))
+
+    def _as_stepped(self, survey: Survey, pending_ops: list[tuple[int, list[Operation]]],
+                    done: dict[int, str], doc_key: str, doc: Document) -> tuple[Document, bool]:
+        """(Dry runs) Return a document as the pending steps leave it (counting each step changing it in
+        ``survey.step_changes``), and whether any does. A step a stopped run left midway has already
+        rewritten the documents up to its cursor (``done``)."""
+        guid = doc_key.rsplit("/", 1)[1]
+        stepped = False
+        for number, operations in pending_ops:
+            if doc_key <= done[number]:
+                continue
+            after, _ = step_document(number, operations, survey.meta, guid, doc)
+            if after is not None:
+                survey.step_changes[number] += 1
+                doc, stepped = after, True
+        return doc, stepped
+
+    def _step_survey(self, meta: HybridMeta, pending_ops: list[tuple[int, list[Operation]]]) -> Survey:
+        """(Dry runs) Survey a hybrid the run migrates no further than its steps (not among its hybrids):
+        which objects they change."""
+        survey = Survey(meta, None, (), (), (), (), {}, False, scanned=True)
+        done = {number: self._step_cursor(number, meta) for number, _ in pending_ops}
+        for doc_key, entry in self._scan(self.keys.docs(meta.name)):
+            survey.objects += 1
+            doc = decode_doc(meta, doc_key.rsplit("/", 1)[1], entry.value)
+            _, stepped = self._as_stepped(survey, pending_ops, done, doc_key, doc)
+            survey.would_write += stepped
+        return survey
 
     def _family_pointing(self, survey: Survey) -> dict[str, dict[str, list[str]]]:
         """Return, per one-to-one relation to build, target -> objects of the *other* hybrids holding the
@@ -237,8 +274,9 @@ class Surveyor(MigrationRun):
             found.append((name, target, self.keys.onetoone(meta.name, name, target), others))
         return found
 
-    def _probe_keys(self, survey: Survey, docs: list[tuple[str, Document]]) -> None:
-        """Count (dry runs) the objects of one batch a run would write: those lacking a field or a key.
+    def _probe_keys(self, survey: Survey, docs: list[tuple[str, Document, bool]]) -> None:
+        """Count (dry runs) the objects of one batch a run would write: those a step changes (``docs``
+        says which), lacking a field or a key; each once, as a run counts them.
 
         Keys already stored (written by saves of the new model) are found with one multi-get, as
         the run finds them; unique and one-to-one keys are settled once violations are known.
@@ -248,7 +286,9 @@ class Surveyor(MigrationRun):
         # the offenders are known once every batch is surveyed: none is left out here
         every: dict[str, set[str]] = {name: set() for name in survey.build_onetoone}
         wanted: dict[str, tuple[list[str], list[tuple[str, str]], list[tuple[str, str, str, list[str]]]]] = {}
-        for guid, doc in docs:
+        for guid, doc, stepped in docs:
+            if stepped:
+                continue
             full = filled(meta, doc)
             index = [keys.index(meta.name, name, full.get(name), guid) for name in survey.build_indexed]
             unique = [(name, keys.unique(meta.name, name, full[name])) for name in survey.build_unique
@@ -258,7 +298,10 @@ class Surveyor(MigrationRun):
                  for key in (*index, *(key for _, key in unique),
                              *(k for _, _, own, others in onetoone for k in (own, *others)))]
         present: dict[str, Entry] = self.context.persistent.get_many(probe) if probe else {}
-        for guid, doc in docs:
+        for guid, doc, stepped in docs:
+            if stepped:
+                survey.would_write += 1
+                continue
             index, unique, onetoone = wanted[guid]
             if meta.field_set - doc.keys() or any(key not in present for key in index):
                 survey.would_write += 1
@@ -277,6 +320,8 @@ class Surveyor(MigrationRun):
         if survey.missing:
             parts.append(f"{would}fill defaults for " + ", ".join(
                 f"{name} ({count})" for name, count in sorted(survey.missing.items())))
+        if survey.leftover:
+            parts.append(f"{would}remove the keys of {', '.join(survey.leftover)} left by deleted objects")
         if survey.build_indexed:
             parts.append(f"{would}build index keys of {', '.join(survey.build_indexed)}")
         if survey.build_unique:
@@ -300,12 +345,13 @@ class Surveyor(MigrationRun):
         return "; ".join(parts)
 
     def _dry_count(self, survey: Survey) -> int:
-        """Objects a real run would write: those lacking a field or a key it builds (not a violated one)."""
+        """Objects a real run would write: those a step changes, or lacking a field or a key it builds (not
+        a violated one); each once, however many of these passes write it."""
         buildable = set(survey.buildable_unique())
         keyed = sum(1 for unique, onetoone in survey.keys_only
                     if unique & buildable or any(target not in survey.offenders.get(name, ())
                                                  for name, target in onetoone))
-        return max([survey.would_write + keyed, *survey.step_changes.values()])
+        return survey.would_write + keyed
 
 
 def onetoone_violation(meta: HybridMeta, name: str, target: str, guids: list[str]) -> Violation:
