@@ -7,9 +7,12 @@ importing each other.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, TypeGuard
 
 from pydantic import ValidationError
@@ -17,7 +20,7 @@ from pydantic import ValidationError
 from dal.exceptions import InvalidValueError
 from dal.model.meta import HybridMeta
 from dal.structures import GUID_RULE, is_guid
-from dal.validators import Validator
+from dal.validators import Validator, shorten
 from dal.values import canonical
 
 
@@ -101,6 +104,10 @@ def validate_document(meta: HybridMeta, data: Mapping[str, Any]) -> Validation:
                 if lost:
                     dropped.append(FieldProblem(prop_name, _dropped_message(name, prop_name,
                                                                             prop.validator.label, lost)))
+            changed = altered_values(data[prop_name], value)
+            if changed:
+                problems.append(FieldProblem(prop_name, _altered_message(name, prop_name,
+                                                                         prop.validator.label, changed)))
         else:
             value = prop.validator.to_json(prop.make_default())
         if value is None and prop.mandatory:
@@ -131,6 +138,98 @@ def _dropped_message(name: str, field_name: str, label: str, lost: list[str]) ->
             "(written by another version of the model?); this model would drop it when loading or copying "
             "the object (or saving it with a new value there): dump, load or copy it with the model that "
             "wrote it")
+
+
+def _altered_message(name: str, field_name: str, label: str, changed: list[tuple[str, Any, Any]]) -> str:
+    shown = ", ".join(f"{path + ' ' if path else ''}{shorten(old)} as {shorten(new)}"
+                      for path, old, new in changed[:MAX_PATHS])
+    more = f" and {len(changed) - MAX_PATHS} more" if len(changed) > MAX_PATHS else ""
+    return (f"{name}.{field_name} holds a value {label} cannot hold exactly (written by another version of "
+            f"the model, or another client?): this model reads {shown}{more}, so loading or copying the "
+            "object would store it changed; dump, load or copy it with the model that wrote it")
+
+
+#: the seconds of an ISO time, their fraction apart: the digits a datetime or a time may lose
+_SECONDS = re.compile(r"(\d\d:\d\d:\d\d)[.,](\d+)")
+
+
+def altered_values(stored: Any, normal: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """Return ``(path, stored value, normal value)`` for each value ``stored`` holds that its normal form
+    changed: a number that is not the same number (an int a float cannot hold exactly, 2**53 + 1),
+    a moment that is not the same moment (a datetime or time finer than the microsecond).
+
+    Only where a value was normalized: ``1`` read as ``1.0``, a set in another order, the same
+    moment spelled another way lose nothing. What a normal form drops is :func:`dropped_paths`'
+    to find. Used where documents are validated (check, load), never on the save or load path.
+    """
+    if stored is None or stored is normal or (type(stored) is str and stored == normal):
+        return []
+    if isinstance(stored, dict) and isinstance(normal, dict):
+        return [change for key, value in stored.items() if key in normal
+                for change in altered_values(value, normal[key], _inner(path, key))]
+    if isinstance(stored, list) and isinstance(normal, list):
+        changed = [change for index, (value, kept) in enumerate(zip(stored, normal, strict=False))
+                   for change in altered_values(value, kept, f"{path}[{index}]")]
+        if changed and len(stored) == len(normal):  # a set stored in another order: compare them sorted
+            pairs = zip(sorted(stored, key=_loosely), sorted(normal, key=_loosely), strict=True)
+            if not any(altered_values(value, kept) for value, kept in pairs):
+                return []
+        return changed
+    if _number(stored) and _number(normal):
+        return [] if stored == normal else [(path, stored, normal)]
+    if isinstance(stored, str) and isinstance(normal, str) and not _same_moment(stored, normal):
+        return [(path, stored, normal)]
+    return []
+
+
+def _inner(path: str, key: str) -> str:
+    if not key.isidentifier():
+        return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
+    return f"{path}.{key}" if path else key
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _loosely(value: Any) -> str:
+    """Sort key of a set's item: numbers as floats, so an int and the float read for it sort together."""
+    return canonical(_as_floats(value))
+
+
+def _as_floats(value: Any) -> Any:
+    if _number(value):
+        return float(value)
+    if isinstance(value, list):
+        return [_as_floats(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _as_floats(item) for key, item in value.items()}
+    return value
+
+
+def _same_moment(stored: str, normal: str) -> bool:
+    """Tell whether two texts of which one is the other normalized name the same moment, or are no
+    moments (an ISO datetime or time): then their spelling is the declared type's business."""
+    first, second = _moment(stored), _moment(normal)
+    if first is None or second is None:
+        return True
+    return first == second
+
+
+def _moment(text: str) -> tuple[object, Decimal] | None:
+    """Return an ISO datetime or time as (the moment to the second, the fraction of its second)."""
+    match = _SECONDS.search(text)
+    fraction = Decimal(f"0.{match.group(2)}") if match else Decimal(0)
+    whole = f"{text[:match.start(2) - 1]}{text[match.end(2):]}" if match else text
+    for kind in (dt.datetime, dt.time):
+        try:
+            moment = kind.fromisoformat(whole)
+        except ValueError:
+            continue
+        if isinstance(moment, dt.datetime) and moment.tzinfo is not None:
+            moment = moment.astimezone(dt.timezone.utc)
+        return moment, fraction
+    return None
 
 
 def dropped_paths(stored: Any, normal: Any, path: str = "") -> list[str]:

@@ -73,15 +73,16 @@ def _replace_deletes(meta: HybridMeta) -> int:
 
 
 def dependency_batches(keys: Keys, items: list[Item], replace: bool, batch_size: int,
-                       max_ops: int) -> list[list[Item]]:
+                       max_ops: int, reserve: int = 0) -> list[list[Item]]:
     """Cut the dependency-ordered objects into commits within the limits, never splitting a component.
 
     A component larger than the limits becomes one commit of its own: splitting it would
     leave a link to an object not yet written (etcd then refuses it, saying which limit to raise).
+    ``reserve``: the operations, and checks, the first commit holds besides its objects.
     """
     batches: list[list[Item]] = []
     current: list[Item] = []
-    ops = checks = JOURNAL_COST
+    ops = checks = JOURNAL_COST + reserve
     size = 0
     for component in _components(items):
         costs = [_costs(keys, item, replace) for item in component]

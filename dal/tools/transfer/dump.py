@@ -5,7 +5,11 @@ A dump is one JSON document holding every object's stored document (relations as
 
     {"format": "dal-dump", "version": 1, "namespace": "dal",
      "hybrids": {"backend": [{"guid": "...", "data": {...}}, ...], ...},
-     "counts": {"backend": 2, ...}}
+     "counts": {"backend": 2, ...},
+     "steps": {"done": [{"number": 1, ...}], "midway": []}}
+
+``steps`` are the migration steps the documents went through (:mod:`dal.tools.transfer.steps`);
+a dump written before dumps carried them has none.
 
 It is written while the documents are scanned, one batch at a time, so a dump never holds
 the namespace in memory. It is not a snapshot: on a store that others write to meanwhile,
@@ -17,7 +21,7 @@ each document is as it was when its batch was read.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -30,6 +34,7 @@ from dal.model.registry import AmbiguousNameError, hybrids
 from dal.model.validation import valid_guid
 from dal.objects.transaction import Document, decode
 from dal.structures import GUID_RULE
+from dal.tools.transfer.steps import Steps, parse_steps, read_steps, settled
 
 FORMAT = "dal-dump"
 VERSION = 1
@@ -39,12 +44,21 @@ READ_BATCH = 500
 MAX_LISTED = 20
 
 
+#: of some (hybrid, guid), those the source of a selection holds outside it
+Elsewhere = Callable[[Iterable[tuple[str, str]]], set[tuple[str, str]]]
+
+
 @dataclass
 class Dump:
     """A dump in memory: ``(guid, data)`` pairs by logical hybrid name, as read, not yet validated."""
 
     namespace: str
     hybrids: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)
+    #: the migration steps its documents went through (``None``: not known, a dump from before dumps
+    #: carried them)
+    steps: Steps | None = None
+    #: for a selection of some hybrids (--only): which objects its source holds outside it
+    elsewhere: Elsewhere | None = field(default=None, repr=False, compare=False)
 
     def counts(self) -> dict[str, int]:
         return {name: len(records) for name, records in sorted(self.hybrids.items())}
@@ -57,7 +71,16 @@ class Dump:
         """Return the part of this dump holding the given hybrids (all for ``None``)."""
         if metas is None:
             return self
-        return Dump(self.namespace, {meta.name: self.hybrids.get(meta.name, []) for meta in metas})
+        chosen = {meta.name for meta in metas}
+        guids: dict[str, set[str]] = {}
+
+        def elsewhere(wanted: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+            for name in {name for name, _ in wanted} - chosen - guids.keys():
+                guids[name] = {guid for guid, _ in self.hybrids.get(name, [])}
+            return {(name, guid) for name, guid in wanted if name not in chosen and guid in guids[name]}
+
+        return Dump(self.namespace, {name: self.hybrids.get(name, []) for name in sorted(chosen)},
+                    self.steps.select(chosen) if self.steps is not None else None, elsewhere)
 
 
 def select_hybrids(names: Iterable[str] | None) -> list[HybridMeta] | None:
@@ -134,9 +157,26 @@ def _guids(prefix: str, group: Iterable[tuple[str, Entry]]) -> Iterator[tuple[st
 
 
 def read_store(context: Context, only: Sequence[HybridMeta] | None = None) -> Dump:
-    """Read the documents of a namespace into a :class:`Dump` (what a copy loads)."""
+    """Read the documents of a namespace, and the migration steps they went through, into a :class:`Dump`
+    (what a copy loads); refuse them if ``dal migrate`` ran a step meanwhile."""
+    names = None if only is None else {meta.name for meta in only}
+    steps = read_steps(context, names)
     groups = read_documents(context, only)
-    return Dump(context.namespace, {name: list(documents) for name, documents in groups})
+    found = Dump(context.namespace, {name: list(documents) for name, documents in groups},
+                 settled(context, steps, names))
+    if names is not None:
+        found.elsewhere = lambda wanted: _stored_outside(context, names, wanted)
+    return found
+
+
+def _stored_outside(context: Context, names: set[str],
+                    wanted: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    keys = {context.keys.doc(name, guid): (name, guid) for name, guid in wanted if name not in names}
+    listed = list(keys)
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(listed), READ_BATCH):
+        found.update(keys[key] for key in context.persistent.get_many(listed[start:start + READ_BATCH]))
+    return found
 
 
 def count_documents(context: Context, names: Iterable[str]) -> dict[str, int]:
@@ -169,9 +209,12 @@ def dump(context: Context, out: IO[str], only: Sequence[HybridMeta] | None = Non
     BackendError: a load would refuse the whole dump for it. (A copy reads such keys, and its
     check before writing lists them all.)
     """
+    names = None if only is None else {meta.name for meta in only}
+    steps = read_steps(context, names)
     groups = read_documents(context, only)
     return write_dump(out, context.namespace,
-                      ((name, _by_guid(context.keys.docs(name), documents)) for name, documents in groups))
+                      ((name, _by_guid(context.keys.docs(name), documents)) for name, documents in groups),
+                      lambda: settled(context, steps, names))
 
 
 def _by_guid(prefix: str, documents: Iterable[tuple[str, Document]]) -> Iterator[tuple[str, Document]]:
@@ -183,9 +226,12 @@ def _by_guid(prefix: str, documents: Iterable[tuple[str, Document]]) -> Iterator
         yield guid, document
 
 
-def write_dump(out: IO[str], namespace: str,
-               groups: Iterable[tuple[str, Iterable[tuple[str, Document]]]]) -> dict[str, int]:
-    """Write groups of documents as a dump, one object per line; return the objects per hybrid."""
+def write_dump(out: IO[str], namespace: str, groups: Iterable[tuple[str, Iterable[tuple[str, Document]]]],
+               steps: Callable[[], Steps] | None = None) -> dict[str, int]:
+    """Write groups of documents as a dump, one object per line; return the objects per hybrid.
+
+    ``steps`` returns the migration steps they went through, once they are written.
+    """
     counts: dict[str, int] = {}
     out.write(f'{{"format": "{FORMAT}", "version": {VERSION}, "namespace": {json.dumps(namespace)}, '
               '"hybrids": {')
@@ -198,7 +244,10 @@ def write_dump(out: IO[str], namespace: str,
             count += 1
         out.write("\n]")
         counts[hybrid] = count
-    out.write(f'}},\n"counts": {json.dumps(counts, sort_keys=True)}}}\n')
+    out.write(f'}},\n"counts": {json.dumps(counts, sort_keys=True)}')
+    if steps is not None:
+        out.write(f',\n"steps": {json.dumps(steps().to_json(), sort_keys=True)}')
+    out.write("}\n")
     return counts
 
 
@@ -242,14 +291,15 @@ def parse_dump(raw: Any, source: str = "the dump") -> Dump:
             f"{source} is a version {version!r} dump, but this dal reads version {VERSION}; "
             + ("upgrade dal, or dump again with this one" if newer else "dump it again with `dal dump`"))
     problems: list[str] = []
-    unknown = sorted(set(raw) - {"format", "version", "namespace", "hybrids", "counts"})
+    unknown = sorted(set(raw) - {"format", "version", "namespace", "hybrids", "counts", "steps"})
     if unknown:
         problems.append(f"unknown top-level key(s) {', '.join(map(repr, unknown))}")
     namespace = raw.get("namespace")
     if not isinstance(namespace, str):
         problems.append(f'"namespace" must be a string, not {namespace!r}')
     groups = raw.get("hybrids")
-    dump = Dump(namespace if isinstance(namespace, str) else "")
+    dump = Dump(namespace if isinstance(namespace, str) else "",
+                steps=parse_steps(raw["steps"], problems) if "steps" in raw else None)
     if not isinstance(groups, dict):
         problems.append('"hybrids" must be an object: {"hybrid name": [{"guid": ..., "data": {...}}, ...]}')
         groups = {}

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dal.backends.base import Exists
+from dal.backends.base import Check, Exists, Op
 from dal.cache.versions import changed_versions
 from dal.config import Context, store_digest
 from dal.exceptions import (
@@ -46,6 +46,7 @@ from dal.objects.transaction import Document, Reason, decode, plan_write
 from dal.tools.transfer.batches import Item, dependency_batches
 from dal.tools.transfer.dump import Dump, count_documents, read_store
 from dal.tools.transfer.preflight import onetoone_within, preflight, present, unique_within, validate_items
+from dal.tools.transfer.steps import plan_steps, steps_changed
 
 #: objects per commit
 BATCH_SIZE = 100
@@ -135,6 +136,9 @@ def load(context: Context, dump: Dump, *, replace: bool = False, batch_size: int
     its old unique keys, index entries and links are removed in the same commit. Objects not
     in the dump are never touched. ``progress`` is called with the objects of each written
     batch. ``command`` is what messages say to run again to finish: "load", or "copy".
+
+    The migration steps the dump's documents went through are recorded in the commit of the
+    first batch (:func:`dal.tools.transfer.steps.plan_steps` refuses a namespace recording others).
     """
     if batch_size < 1 or max_ops < 1:
         raise InvalidValueError(f"batch size and operations per commit must be at least 1, not {batch_size} "
@@ -142,17 +146,22 @@ def load(context: Context, dump: Dump, *, replace: bool = False, batch_size: int
     items = validate_items(context.keys, dump, source)
     unique = unique_within(context.keys, items, source)
     unique.update(onetoone_within(context.keys, items, source))
-    preflight(context, items, unique, replace, source)
-    batches = dependency_batches(context.keys, items, replace, batch_size, max_ops)
+    preflight(context, items, unique, replace, source, dump.elsewhere, command)
+    steps = plan_steps(context, dump.steps, set(dump.hybrids), {item.doc_key for item in items}, replace,
+                       source, command)
+    batches = dependency_batches(context.keys, items, replace, batch_size, max_ops,
+                                 max(len(steps[0]), len(steps[1])))
     for meta in {item.meta.name: item.meta for item in items}.values():
         # as a save does: into an empty hybrid, every key written is every key there is
         ensure_recorded(context, meta)
+    if not batches and steps[1] and not context.commit(*steps).ok:
+        raise steps_changed(context, command)
     written, replaced, committed = 0, 0, 0
     counts = {name: 0 for name in sorted({item.meta.name for item in items})}
     try:
         for number, batch in enumerate(batches, 1):
             try:
-                replaced += _write(context, batch, replace)
+                replaced += _write(context, batch, replace, steps if number == 1 else ([], []), command)
             except DalError as exc:
                 done = "nothing was written" if number == 1 else (
                     f"batches 1-{number - 1} ({written} objects) were written and are kept; {command} again "
@@ -169,8 +178,10 @@ def load(context: Context, dump: Dump, *, replace: bool = False, batch_size: int
     return LoadResult(counts, len(batches), replaced)
 
 
-def _write(context: Context, batch: list[Item], replace: bool) -> int:
-    """Write one batch in one commit; return how many stored objects it replaced."""
+def _write(context: Context, batch: list[Item], replace: bool, extra: tuple[list[Check], list[Op]],
+           command: str) -> int:
+    """Write one batch in one commit, with the ``extra`` checks and operations; return how many stored
+    objects it replaced."""
     keys = context.keys
     written_here = {item.doc_key for item in batch}
     ready = {item.meta.name: onetoone_ready(context, item.meta) for item in batch}
@@ -200,9 +211,11 @@ def _write(context: Context, batch: list[Item], replace: bool) -> int:
             if before is not None:
                 invalid += _cache_keys(keys, item)
             invalid += changed_versions(keys, item.meta, item.guid, before, item.document)
-        result = context.commit(checks, ops, invalid)
+        result = context.commit(checks + extra[0], ops + extra[1], invalid)
         if result.ok:
             return sum(1 for item in batch if item.doc_key in stored)
+        if any(index >= len(checks) for index in result.failed):
+            raise steps_changed(context, command)
         failed = [reasons[index] for index in result.failed]
         if not (replace and all(reason.kind == "document" for _, reason in failed)):
             raise _refused(context, *failed[0])

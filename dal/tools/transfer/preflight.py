@@ -23,7 +23,7 @@ from dal.model.registry import family, hybrids
 from dal.model.validation import validate_document
 from dal.structures import GUID_RULE, is_guid
 from dal.tools.transfer.batches import Item
-from dal.tools.transfer.dump import READ_BATCH, Dump, listing
+from dal.tools.transfer.dump import READ_BATCH, Dump, Elsewhere, listing
 
 
 def validate_items(keys: Keys, dump: Dump, source: str) -> list[Item]:
@@ -121,17 +121,18 @@ def present(context: Context, keys: list[str]) -> dict[str, Entry]:
 
 
 def preflight(context: Context, items: list[Item], unique: dict[str, tuple[Item, str, Any]], replace: bool,
-              source: str) -> None:
+              source: str, elsewhere: Elsewhere | None = None, command: str = "load") -> None:
     """Refuse, before writing, what the store would refuse: taken guids, taken values, missing targets.
 
-    The commits check all of it again, so a writer racing the load is still caught.
+    ``elsewhere`` (a selection of the source's hybrids) tells which missing targets the source
+    holds outside it. The commits check all of it again, so a writer racing the load is still caught.
     """
     where = f"namespace {context.namespace!r} of {context.persistent_url}"
     if not replace:
         _refuse_stored(context, items, source, where)
     in_dump = {(item.meta.name, item.guid) for item in items}
     _refuse_taken(context, unique, in_dump, source, where)
-    _refuse_missing_targets(context, items, in_dump, source, where)
+    _refuse_missing_targets(context, items, in_dump, source, where, elsewhere, command)
 
 
 def _refuse_stored(context: Context, items: list[Item], source: str, where: str) -> None:
@@ -180,10 +181,12 @@ def _refuse_taken(context: Context, unique: dict[str, tuple[Item, str, Any]], in
 
 
 def _refuse_missing_targets(context: Context, items: list[Item], in_dump: set[tuple[str, str]], source: str,
-                            where: str) -> None:
-    """Refuse relations pointing at objects neither in the dump nor stored."""
+                            where: str, elsewhere: Elsewhere | None, command: str) -> None:
+    """Refuse relations pointing at objects neither in the dump (nor in its part --only leaves out) nor
+    stored."""
     keys = context.keys
-    outside: dict[str, list[str]] = {}
+    outside: dict[tuple[str, str], list[str]] = {}
+    classes: dict[str, str] = {}
     for item in items:
         for relation in item.meta.relations.values():
             target = item.document[relation.guid_field]
@@ -191,12 +194,24 @@ def _refuse_missing_targets(context: Context, items: list[Item], in_dump: set[tu
                 continue
             target_name = relation.target._meta.name
             if (target_name, target) not in in_dump:
-                outside.setdefault(keys.doc(target_name, target), []).append(
+                classes[target_name] = relation.target.__name__
+                outside.setdefault((target_name, target), []).append(
                     f"{item.label}.{relation.name} points at {relation.target.__name__} {target}")
-    if outside:
-        stored = present(context, list(outside))
-        missing = [line for doc_key, lines in outside.items() if doc_key not in stored for line in lines]
-        if missing:
-            raise ObjectNotFoundError(listing(f"relations of {source} point at objects neither in it nor "
-                                               f"stored in {where}", missing,
-                                               "add those objects to the dump, or clear the relations"))
+    if not outside:
+        return
+    stored = present(context, [keys.doc(*at) for at in outside])
+    missing = {at: lines for at, lines in outside.items() if keys.doc(*at) not in stored}
+    left_out = elsewhere(list(missing)) if elsewhere is not None and missing else set()
+    advice = []
+    if left_out:
+        names = sorted({classes[name] for name, _ in left_out})
+        advice.append(f"add {', '.join(names)} to --only (or {command} {'it' if len(names) == 1 else 'them'} "
+                      "first)")
+    if len(left_out) < len(missing):
+        advice.append("add those objects to the dump, or clear the relations")
+    lines = [f"{line}{', which --only leaves out' if at in left_out else ''}" for at, found in missing.items()
+             for line in found]
+    if lines:
+        what = "the part of it --only selects" if left_out else "it"
+        raise ObjectNotFoundError(listing(f"relations of {source} point at objects neither in {what} nor "
+                                           f"stored in {where}", lines, "; ".join(advice)))
