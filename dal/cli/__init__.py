@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from dal.backends import backend_class
 from dal.backends.url import StoreURL, parse_url
+from dal.cli.output import open_stdout
 from dal.config import DEFAULT_PERSISTENT
 from dal.exceptions import ConfigurationError, DalError
 from dal.settings import setting
@@ -148,6 +149,7 @@ def _import(name: str) -> ModuleType:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``dal`` command line and return its exit code."""
+    open_stdout()  # started with stdout closed (>&-): what it prints is output that cannot be written
     try:
         code = _run(argv)
         sys.stdout.flush()  # here, not at exit, so an output error is reported like any other
@@ -179,8 +181,12 @@ def _run(argv: Sequence[str] | None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2): main flushes what --help wrote
         return exc.code if isinstance(exc.code, int) else 2
-    import_hybrids(args.hybrids)
-    return int(command(args.command).run(args))
+    module = command(args.command)
+    # the demo (dal demo, dal stats --demo) runs the sample model alone: --hybrids may name an
+    # application whose hybrids are named like the sample's (Disk, Pool)
+    if getattr(module, "uses_hybrids", lambda args: True)(args):
+        import_hybrids(args.hybrids)
+    return int(module.run(args))
 
 
 def _output_error(exc: OSError) -> bool:

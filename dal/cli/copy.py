@@ -23,7 +23,14 @@ import sys
 import dal
 from dal.backends.url import StoreURL
 from dal.cli import existing_store, lasting_store, shown_store
-from dal.cli.load import add_batch_options, add_only_option, has_password, selected, selection_words
+from dal.cli.load import (
+    add_batch_options,
+    add_only_option,
+    check_batches,
+    has_password,
+    selected,
+    selection_words,
+)
 from dal.cli.progress import Progress
 from dal.config import DEFAULT_VOLATILE, Context
 from dal.tools.transfer.load import LoadInterrupted, copy
@@ -44,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # refused before the destination is opened: a refused copy creates no destination SQLite file
+    check_batches(args)
     only = selected(args)
     source = dal.configure(existing_store(args.source), "memory://", namespace=args.namespace)
     # the destination is configured last, so it is the current context while writing

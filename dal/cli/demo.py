@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "'' draws none)")
 
 
+def uses_hybrids(args: argparse.Namespace) -> bool:
+    """The demo runs the sample model alone: the --hybrids modules are not imported (see dal.cli._run)."""
+    return False
+
+
 def run(args: argparse.Namespace) -> int:
     run_demo(args, print)
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 import dal.hybrids
 from dal.backends.base import Delete, Put
 from dal.cli.demo_report import Notes, Report, Sample, Since, names
+from dal.cli.output import write_bytes
 from dal.config import Context
 from dal.exceptions import DalError
 from dal.hybrids import Backend, Disk, StorageRouter
@@ -185,18 +186,22 @@ def _verdict(report: CheckReport) -> str:
 
 
 def diagram(report: Report, path: Path) -> None:
+    """Draw the sample model into ``path``, in the format its suffix names (``.png``, ``.mmd``, ``.dot``),
+    else SVG; the file appears whole or not at all, as ``dal erd -o`` writes it."""
+    fmt: erd.Format = erd.SUFFIXES.get(path.suffix.lower(), "svg")
     with report.step("erd") as notes:
         drawn = erd.hybrids_in(["dal.hybrids"])
         try:
-            picture = erd.render_picture(drawn, "svg")
+            picture = erd.render(drawn, fmt)
         except erd.GraphvizNotFoundError:
             notes.append(f"{path} not written: Graphviz's dot is not installed (apt-get install graphviz); "
                          "`dal erd` prints the diagram as Mermaid text without it")
             return
+        data = picture.encode() if isinstance(picture, str) else picture
         try:
-            path.write_bytes(picture)
-        except OSError as exc:  # checked before the demo began; it changed since
-            raise DalError(f"cannot write {str(path)!r}: {exc.strerror or exc}; name another file with "
-                           "--erd (or '' to draw none)") from exc
-        notes.append(f"wrote {path}: the {len(drawn)} hybrids of the sample model, drawn by Graphviz "
-                     f"({len(picture)} bytes of SVG)")
+            write_bytes(str(path), data)
+        except DalError as exc:  # checked before the demo began; it changed since
+            raise DalError(f"{exc}; name another file with --erd (or '' to draw none)") from exc
+        drawer = "drawn by Graphviz " if fmt in ("svg", "png") else ""
+        notes.append(f"wrote {path}: the {len(drawn)} hybrids of the sample model, {drawer}"
+                     f"({len(data)} bytes of {fmt.upper() if fmt != 'mermaid' else 'Mermaid'})")

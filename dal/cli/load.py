@@ -21,7 +21,7 @@ from dal.cli.progress import Progress
 from dal.config import DEFAULT_PERSISTENT, DEFAULT_VOLATILE
 from dal.exceptions import DalError
 from dal.model.meta import HybridMeta
-from dal.tools.transfer.dump import read_dump, select_hybrids
+from dal.tools.transfer.dump import Dump, read_dump, select_hybrids
 from dal.tools.transfer.load import BATCH_SIZE, MAX_TXN_OPS, LoadInterrupted, load
 
 HELP = "load a dump (FILE, or - for stdin) into a namespace"
@@ -71,20 +71,40 @@ def selected(args: argparse.Namespace) -> list[HybridMeta] | None:
     return None if args.only is None else select_hybrids(args.only.split(","))
 
 
-def run(args: argparse.Namespace) -> int:
-    context = dal.configure(lasting_store(args.persistent, "load"), args.volatile, namespace=args.namespace)
-    only = selected(args)
-    if args.file == "-":
-        data = read_dump(sys.stdin, "stdin")
-    else:
-        path = Path(args.file)
+def check_batches(args: argparse.Namespace) -> None:
+    """Refuse batch options no load can run with, before any store is opened (or created)."""
+    if args.batch_size < 1 or args.max_txn_ops < 1:
+        raise DalError(f"--batch-size and --max-txn-ops must be at least 1, not {args.batch_size} and "
+                       f"{args.max_txn_ops}")
+
+
+def read(name: str) -> Dump:
+    """Read and parse the dump ``name`` (``-``: stdin); a file that cannot be read is a DalError."""
+    if name == "-":
+        if sys.stdin is None:  # started with stdin closed (<&-)
+            raise DalError("cannot read stdin: it is closed; feed the dump on stdin, or give its path")
         try:
-            with path.open(encoding="utf-8") as stream:
-                data = read_dump(stream, str(path))
+            return read_dump(sys.stdin, "stdin")
         except OSError as exc:
-            raise DalError(f"cannot read {path}: {exc.strerror or exc}; give the path of a file written by "
-                           "`dal dump`, or - for stdin") from exc
-    data = data.select(only)
+            raise DalError(f"cannot read stdin: {exc.strerror or exc}; feed the dump on stdin, or give "
+                           "its path") from exc
+    path = Path(name)
+    try:
+        with path.open(encoding="utf-8") as stream:
+            return read_dump(stream, str(path))
+    except OSError as exc:
+        raise DalError(f"cannot read {path}: {exc.strerror or exc}; give the path of a file written by "
+                       "`dal dump`, or - for stdin") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    # everything that can refuse the load without a store comes first: a refused load must not
+    # create the destination's SQLite file, which would then read as a clean, empty namespace
+    url = lasting_store(args.persistent, "load")
+    check_batches(args)
+    only = selected(args)
+    data = read(args.file).select(only)
+    context = dal.configure(url, args.volatile, namespace=args.namespace)
     try:
         with Progress(data.total, "load") as bar:
             result = load(context, data, replace=args.replace, batch_size=args.batch_size,

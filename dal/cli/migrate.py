@@ -16,6 +16,8 @@ import argparse
 import dal
 from dal.cli import existing_store
 from dal.cli.progress import Progress
+from dal.exceptions import DalError
+from dal.model.registry import hybrids
 from dal.tools.migrate.migrator import migrate
 
 HELP = "bring stored data up to the declared model (defaults, index and unique keys, migration steps)"
@@ -27,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not hybrids.all():  # nothing to migrate would read as "up to date", as if a model had been checked
+        raise DalError(f"the modules {args.hybrids!r} declare no hybrids; name the ones that do with "
+                       "--hybrids MODULE[,MODULE]")
     # a dry run writes nothing, not even a new database: a mistyped SQLite path must not read as
     # "up to date"; a run creates a missing one, as docs/cli.md says
     url = existing_store(args.persistent) if args.dry_run else args.persistent

@@ -5,8 +5,11 @@ over it once complete, so a failed or interrupted write leaves the target as it 
 partial file behind; a symlink is followed (its target is replaced, the link stays); the new
 file keeps the mode (and, where allowed, the owner) of the one it replaces, and a new file gets
 ``0o666`` less the umask, as a shell redirection would. A target that is no regular file (a
-FIFO, a device, a pipe named ``/dev/fd/N`` or ``/dev/stdout``) is a stream someone reads: it is
-written in place, by the name given, never replaced.
+FIFO, a device) is a stream someone reads: it is written in place, by the name given, never
+replaced. So is a name that leads to an open descriptor (``/dev/stdout``, ``/dev/stderr``,
+``/dev/fd/N``, ``/proc/self/fd/N``, or a symlink to one), whatever it is open on: this
+process's own descriptor is written through a duplicate of it, so ``dal dump -o /dev/stdout >>
+log`` appends to ``log`` as the shell opened it, and never replaces it.
 
 SIGTERM while a file is written raises :class:`Terminated` once the temporary file is gone;
 from the rename on the file is written, and a SIGTERM is held and delivered once the write is
@@ -15,16 +18,20 @@ done, so it never reports as unwritten a file that was.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+import re
 import secrets
 import signal
 import stat
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, BinaryIO, TextIO, TypeVar
+from typing import IO, Any, BinaryIO, TextIO, TypeVar, cast
 
 from dal.exceptions import DalError
 
@@ -33,6 +40,29 @@ T = TypeVar("T")
 S = TypeVar("S", bound=IO[Any])
 #: attempts at a temporary name nobody holds
 ATTEMPTS = 100
+#: a folder of open descriptors, links resolved: Linux's /proc/PID/fd (/dev/fd leads there), a BSD's /dev/fd
+DESCRIPTORS = re.compile(r"/proc/(?P<pid>\d+)(?:/task/\d+)?/fd|/dev/fd")
+#: symlinks followed at most, as the kernel does (ELOOP past it)
+MAX_LINKS = 40
+
+
+class ClosedOutput(io.TextIOBase):
+    """Stands for a stdout the process was started without (``dal ... >&-``): Python leaves
+    ``sys.stdout`` None then, and a print would vanish. Every write fails as a write to a closed
+    descriptor does, so the command reports output that cannot be written."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "stdout is closed (started with >&-); give the command an output")
+
+    @property
+    def buffer(self) -> ClosedOutput:  # where binary output (dal erd's pictures) goes
+        return self
+
+
+def open_stdout() -> None:
+    """Put a :class:`ClosedOutput` in place of a stdout the process was started without."""
+    if sys.stdout is None:
+        sys.stdout = cast(TextIO, ClosedOutput())
 
 
 class Terminated(BaseException):
@@ -115,9 +145,14 @@ def _binary(file: int | str) -> BinaryIO:
 
 
 def _write(name: str, opener: Callable[[int | str], S], write: Callable[[S], T]) -> T:
+    if not name:
+        raise DalError("-o names no file; give a file name (or leave -o out to write to stdout)")
+    descriptor = _descriptor(name)
+    if descriptor is not None:
+        return _write_in_place(name, opener, write, descriptor)
     path, existing = _target(name)
     if path is None:
-        return _write_in_place(name, opener, write)
+        return _write_in_place(name, opener, write, name)
     with sigterm_raises() as sigterm:
         sigterm.hold()  # until the temporary file is known, so a SIGTERM cannot leave it behind
         temporary, handle = _temporary(name, path, existing)
@@ -151,8 +186,6 @@ def _target(name: str) -> tuple[Path | None, os.stat_result | None]:
     that name, since resolving ``/dev/fd/N`` gives a ``pipe:[...]`` that cannot be opened.
     Refuse what cannot be a file.
     """
-    if not name:
-        raise DalError("-o names no file; give a file name (or leave -o out to write to stdout)")
     try:
         existing: os.stat_result | None = os.stat(name)
     except FileNotFoundError:
@@ -202,9 +235,42 @@ def _take_over(handle: int, existing: os.stat_result) -> None:
     os.fchmod(handle, stat.S_IMODE(existing.st_mode))
 
 
-def _write_in_place(name: str, opener: Callable[[int | str], S], write: Callable[[S], T]) -> T:
+def _descriptor(name: str) -> int | None:
+    """Return what to write when ``name`` leads (through symlinks) to an open descriptor, else None.
+
+    ``os.stat`` would follow ``/dev/stdout`` to the file the shell opened and have it replaced,
+    and opening it by name would truncate what ``>>`` appends to: this process's own descriptor
+    is duplicated (its offset and append mode shared, as the shell set them up); another
+    process's is opened anew, to append. The descriptor returned is the caller's to close.
+    """
+    folder, base = os.path.realpath(os.path.dirname(os.path.abspath(name))), os.path.basename(name)
+    for _ in range(MAX_LINKS):
+        found = DESCRIPTORS.fullmatch(folder)
+        if found is not None:
+            if not base.isdigit():
+                return None  # not a descriptor: let the usual checks say what it is
+            own = found["pid"] in (None, str(os.getpid()))
+            flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+            try:
+                return os.dup(int(base)) if own else os.open(os.path.join(folder, base), flags)
+            except OSError as exc:
+                what = f"descriptor {base}" if own else "it"
+                raise DalError(f"cannot write {name!r}: {what} is not open for writing "
+                               f"({exc.strerror or exc}); name a file with -o") from exc
+        try:
+            link = os.readlink(os.path.join(folder, base))
+        except OSError:
+            return None  # no symlink (or nothing there): the usual checks follow
+        target = os.path.join(folder, link)
+        folder, base = os.path.realpath(os.path.dirname(target)), os.path.basename(target)
+    return None
+
+
+def _write_in_place(name: str, opener: Callable[[int | str], S], write: Callable[[S], T],
+                    target: int | str) -> T:
+    """Write ``target`` (a name, or a descriptor this closes) where it stands, never replacing it."""
     try:
-        stream = opener(name)
+        stream = opener(target)
         with stream:  # not `as`: that would be typed IO[Any], not the stream the opener gives
             return write(stream)
     except OSError as exc:

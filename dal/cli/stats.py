@@ -25,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=20, help="backends the --demo run creates")
 
 
+def uses_hybrids(args: argparse.Namespace) -> bool:
+    """``--demo`` runs the sample model alone, as ``dal demo`` does: --hybrids is not imported then."""
+    return not args.demo
+
+
 def run(args: argparse.Namespace) -> int:
     if args.demo:
         context = demo.run_demo(args, emit=lambda line: None)

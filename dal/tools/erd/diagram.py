@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import pkgutil
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 from dal.exceptions import ConfigurationError, DalError
@@ -104,21 +106,32 @@ class Diagram:
 def hybrids_in(modules: Iterable[str]) -> list[type[DataObject]]:
     """Return the registered hybrids declared in these modules or their submodules, or in their ``__all__``.
 
-    The modules are imported. The registry is process-wide, so this is how a caller draws
-    one model and not every hybrid some other import happened to register; a hybrid a module
-    merely imports is not its own unless its ``__all__`` re-exports it.
+    The modules are imported, a package with all its submodules (as ``dal --hybrids`` imports
+    them: its ``__init__`` need not import them). The registry is process-wide, so this is how a
+    caller draws one model and not every hybrid some other import happened to register; a
+    hybrid a module merely imports is not its own unless its ``__all__`` re-exports it (what
+    else ``__all__`` exports, a dict of settings, a function, is no hybrid and is left out).
     """
     names = [name.strip() for name in modules if name.strip()]
-    exported: set[object] = set()
+    exported: set[int] = set()  # by identity: an exported value need not be hashable
     for name in names:
-        try:
-            module = importlib.import_module(name)
-        except ImportError as exc:
-            raise DalError(f"cannot import hybrids module {name!r}: {exc}; check its name") from exc
-        exported.update(getattr(module, item, None) for item in getattr(module, "__all__", ()))
+        module = _import(name)
+        exported.update(id(getattr(module, item, None)) for item in getattr(module, "__all__", ()))
+        for found in pkgutil.walk_packages(getattr(module, "__path__", []), prefix=f"{name}."):
+            _import(found.name)
     return [cls for cls in registry.all()
-            if cls in exported or any(cls.__module__ == n or cls.__module__.startswith(f"{n}.")
-                                      for n in names)]
+            if id(cls) in exported or any(cls.__module__ == n or cls.__module__.startswith(f"{n}.")
+                                          for n in names)]
+
+
+def _import(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except DalError:
+        raise
+    except Exception as exc:  # anything a module raises on import: a typo in its name, a bug in it
+        raise DalError(f"cannot import hybrids module {name!r}: {type(exc).__name__}: {exc}; check its "
+                       "name") from exc
 
 
 def select(hybrids: Iterable[type[DataObject]], only: Iterable[str]) -> list[type[DataObject]]:
@@ -134,6 +147,8 @@ def select(hybrids: Iterable[type[DataObject]], only: Iterable[str]) -> list[typ
     # a logical name wins over a class name, as in the registry
     by_name = by_class | {cls._meta.name: [cls] for cls in candidates}
     wanted = [name.strip() for name in only if name.strip()]
+    if not wanted:
+        raise DalError("no hybrid selected; name at least one (class or logical name), e.g. --only Disk,Pool")
     unknown = [name for name in wanted if name not in by_name]
     if unknown:
         raise DalError(f"no hybrid named {', '.join(unknown)} among those drawn; known: "
@@ -266,7 +281,10 @@ def _links(cls: type[DataObject], ids: dict[type[DataObject], str]) -> list[Link
 
 def _many_to_many(junction: type[DataObject], ids: dict[type[DataObject], str]) -> list[Link]:
     ends = sorted(ids[target] for target in _joined(junction))
-    return [Link("many-to-many", a, b, ids[junction]) for a, b in itertools.combinations(ends, 2)]
+    # two relations to the same hybrid (person and reviewer) join it to itself once, and to each
+    # other end once: a pair is one link however many relations lead to it
+    pairs = sorted(set(itertools.combinations(ends, 2)))
+    return [Link("many-to-many", a, b, ids[junction]) for a, b in pairs]
 
 
 def _type_label(declared: Any) -> str:

@@ -209,8 +209,9 @@ def render_picture(hybrids: Iterable[type[DataObject]] | None = None, fmt: Forma
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise DalError(f"Graphviz ({binary}) failed to draw the diagram: {exc}") from exc
     if done.returncode != 0:
+        said = done.stderr.decode(errors="replace").strip()
         raise DalError(f"Graphviz ({binary}) failed to draw the diagram (exit {done.returncode}): "
-                       f"{done.stderr.decode(errors='replace').strip()}")
+                       f"{said or 'it printed no reason'}; check that --dot names Graphviz's dot")
     return _steady_svg(done.stdout) if fmt == "svg" else done.stdout
 
 
