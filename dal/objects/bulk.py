@@ -31,6 +31,7 @@ from dal.exceptions import CommitOutcomeUnknownError, DalError, InvalidValueErro
 from dal.objects.refusals import check_datastore_wins
 from dal.objects.schema import onetoone_ready
 from dal.objects.transaction import Document, Plan
+from dal.objects.views import SCHEMA, stale
 from dal.objects.writes import Writes, _Save
 from dal.values import safe_repr
 
@@ -66,8 +67,9 @@ class _Item:
         another plan of the commit writes there (an existing target stays; one created alongside is not
         checked), so a link never keeps its target out of its commit."""
         return {getattr(op, "key", getattr(op, "prefix", "")) for op in self.plan.ops} | \
-            {getattr(check, "key", getattr(check, "prefix", "")) for check in self.plan.checks
-             if not isinstance(check, Exists)}
+            {getattr(check, "key", getattr(check, "prefix", "")) for check, reason in
+             zip(self.plan.checks, self.plan.reasons, strict=True)
+             if not isinstance(check, Exists) and reason is not SCHEMA}  # every create checks the record
 
 
 def save_many(objects: Iterable[Writes], datastore_wins: bool | None = False) -> None:
@@ -249,7 +251,11 @@ def _commit(context: Context, chunk: list[_Item], datastore_wins: bool | None) -
             item.obj._saved(context, item.new, result.revision or -1, merged=False, raw=item.plan.raw)
         return
     failed = [owners[index] for index in result.failed]
-    changed = {id(item.obj) for item, index in failed if item.plan.reasons[index].kind == "document"}
+    for item in {id(item.obj): item for item, index in failed if item.plan.reasons[index] is SCHEMA}.values():
+        stale(context, item.obj._meta)  # planned from an old view of its hybrid's record: read it again
+    # saved alone, as save() saves, after a concurrent change or a view of a record that changed since
+    changed = {id(item.obj) for item, index in failed
+               if item.plan.reasons[index].kind in ("document", "schema")}
     # as in save(): a refusal counts only when the object did not change concurrently; when it did, its
     # unique value or link may be its own, stored by the other writer, which save()'s merge finds
     refused = [(item, index) for item, index in failed if id(item.obj) not in changed]

@@ -206,13 +206,7 @@ def forget(context: Context) -> None:
 def as_of(context: Context, meta: HybridMeta, token: bytes) -> None:
     """Make this process's view of ``meta``'s record no older than the moment the hybrid's schema
     version (:meth:`dal.keys.Keys.schema_version`) was read as ``token``: re-read it unless the view
-    was read after the version last read as ``token`` already.
-
-    A cached query result computed through an index must not come from a view older than its
-    version tokens: a writer that stops maintaining the index (an older model) takes it out of
-    ``ready`` before its own commit, and every record write deletes the schema version after it.
-    So either the view shows the change, or the token differs, or the writer's commit comes after
-    the result's tokens were read and invalidates the result.
+    was read after the version last read as ``token`` already. See :mod:`dal.query.results`.
     """
     with _lock:
         state = _states_of(context).get(meta)
@@ -234,6 +228,8 @@ def _fresh_state(context: Context, meta: HybridMeta, max_age: float | None = Non
     record = read_record(context, meta.name)
     with _lock:
         previous = _states_of(context).get(meta)
+        if previous is not None and previous.read_at > now:
+            return previous  # another thread read it after this one began: its view is the newer
         state = _State(record, now)
         if previous is not None:  # a later read is as recent as the one it replaces
             state.viewed_after = previous.viewed_after
@@ -277,14 +273,11 @@ def recorded_fields(context: Context, meta: HybridMeta) -> frozenset[str]:
     return state.fields
 
 
-def undeclared_defaults(context: Context, meta: HybridMeta) -> Mapping[str, Any]:
-    """Return the fields the record's model stores that ``meta`` does not declare, each at the default
-    that model reads from a document lacking it (JSON form): a newer model's, in a rolling deploy. A
-    create or delete by ``meta`` names their versions (:func:`dal.cache.versions.changed_versions`),
-    since results cached by that model on their defaults would otherwise miss it. Read with the
-    record (at most every READY_TTL seconds), on the write path only.
+def undeclared_defaults(state: _State, meta: HybridMeta) -> Mapping[str, Any]:
+    """Return the fields ``state``'s record lists that ``meta`` does not declare, each at the default
+    that record's model reads from a document lacking it (JSON form): a newer model's, in a rolling
+    deploy (see :mod:`dal.objects.views`). Worked out once per state.
     """
-    state = _fresh_state(context, meta)
     if state.undeclared is None:
         model = {} if state.record is None else state.record.model
         declared = meta.stored_defaults
@@ -293,6 +286,11 @@ def undeclared_defaults(context: Context, meta: HybridMeta) -> Mapping[str, Any]
         state.undeclared = MappingProxyType({name: default for name, default in found.items()
                                              if name not in declared})
     return state.undeclared
+
+
+def current_state(context: Context, meta: HybridMeta, *, again: bool = False) -> _State:
+    """Return this process's view of ``meta``'s record (read ``again`` now, whatever its age)."""
+    return _fresh_state(context, meta, 0.0 if again else None)
 
 
 def onetoone_ready(context: Context, meta: HybridMeta) -> frozenset[str]:
@@ -316,16 +314,17 @@ def _onetoone_listed(context: Context, meta: HybridMeta) -> frozenset[str]:
     return frozenset() if state.record is None else state.record.onetoone_ready_for(meta)
 
 
-def ensure_recorded(context: Context, meta: HybridMeta) -> None:
+def ensure_recorded(context: Context, meta: HybridMeta) -> _State:
     """Called by DataObject.save before its commit; cheap after the first call per (context, hybrid).
 
     Creates the record of a hybrid that has no documents yet (every key is then complete),
     and removes from ``ready`` the fields this process's model does not index or keep unique,
     since its saves will not maintain their keys. Re-checks at most every READY_TTL seconds.
+    Returns the view it ensured.
     """
     state = _fresh_state(context, meta)
     if state.ensured_at >= state.read_at:
-        return
+        return state
     record = state.record
     for _ in range(_ATTEMPTS):
         if record is None:
@@ -351,6 +350,7 @@ def ensure_recorded(context: Context, meta: HybridMeta) -> None:
     with _lock:
         state.record = record
         state.ensured_at = state.read_at
+    return state
 
 
 def _create(context: Context, meta: HybridMeta) -> tuple[SchemaRecord | None, bool]:

@@ -40,7 +40,7 @@ from dal.objects.refusals import (
     unstorable,
 )
 from dal.objects.relations import assume_unlinked, check_abandon, onetoone_refusal, plan_unlink
-from dal.objects.schema import ensure_recorded, onetoone_ready, undeclared_defaults
+from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import (
     Document,
     Plan,
@@ -51,6 +51,7 @@ from dal.objects.transaction import (
     merge,
     plan_write,
 )
+from dal.objects.views import SCHEMA, stale, writer_view
 from dal.values import same
 
 #: jitter drawn from a generator of dal's own: a library must not advance the application's
@@ -151,11 +152,14 @@ class Writes:
             plan = plan_write(context.keys, self._meta, self.guid, stored, revision, new, ready)
         except (TypeError, ValueError) as exc:
             raise unstorable(self._label(), exc) from exc
+        view = writer_view(context, self._meta, ensure=True) if stored is None else None
+        if view is not None and view.check is not None:
+            plan.check(view.check, SCHEMA)  # a create names the versions of the fields its view lists
         # a brand-new guid has no cached document (a load before the save cached nothing), but
         # a dynamic may have been read before the first save, and cached query results may change
         invalidate = [*self._cache_keys(context, document=stored is not None),
                       *changed_versions(context.keys, self._meta, self.guid, stored, new,
-                                        undeclared_defaults(context, self._meta) if stored is None else {})]
+                                        {} if view is None else view.undeclared)]
         return plan, invalidate
 
     def _commit_save(self, context: Context, save: _Save, stored: Document | None, new: Document) -> None:
@@ -176,7 +180,9 @@ class Writes:
                 self._saved(context, new, result.revision or -1, merged=attempt > 0, raw=plan.raw)
                 return
             failed = [plan.reasons[index] for index in result.failed]
-            if all(reason.kind != "document" for reason in failed):
+            if SCHEMA in failed:
+                stale(context, self._meta)  # planned from an old view of the record: read it again
+            elif all(reason.kind != "document" for reason in failed):
                 self._raise_constraint(plan, result.failed)
             # the stored document moved on: whatever the cache holds of this object is old
             context.invalidate(*self._cache_keys(context))
@@ -306,10 +312,11 @@ class Writes:
             plan = plan_write(context.keys, meta, self.guid, stored, revision, None)
             unlink = (plan_unlink(context, meta, self.guid, covered) if scanned
                       else assume_unlinked(context, meta, self.guid))
+            view = writer_view(context, meta, ensure=False)
             invalidate = [*self._cache_keys(context), *unlink.cache_keys,
-                          *changed_versions(context.keys, meta, self.guid, stored, None,
-                                            undeclared_defaults(context, meta))]
-            result = context.commit(plan.checks + unlink.checks, plan.ops + unlink.ops, invalidate)
+                          *changed_versions(context.keys, meta, self.guid, stored, None, view.undeclared)]
+            checks = plan.checks + unlink.checks + ([] if view.check is None else [view.check])
+            result = context.commit(checks, plan.ops + unlink.ops, invalidate)
             if result.ok:
                 if result.revision > 0:  # a cached copy older than the delete is stale here
                     context.seen.note(meta.name, self.guid, result.revision)
@@ -317,6 +324,8 @@ class Writes:
                     for hybrid, guid in unlink.rewritten:
                         context.seen.note(hybrid, guid, result.revision)
                 break
+            if view.check is not None and len(checks) - 1 in result.failed:
+                stale(context, meta)  # planned from an old view of the record: read it again
             linked = not scanned and len(plan.checks) in result.failed
             scanned = scanned or linked  # links after all: scan them next, to refuse or unlink them
             if 0 not in result.failed and (linked or not attempt):

@@ -17,10 +17,14 @@ read, so its writer's delete comes after them too and removes them; a token is r
 it never comes back. A create only touches the versions of the values it holds, so a
 cached ``status EQUALS 'RUNNING'`` survives creating a ``'NEW'`` object. The writers' side,
 which versions a write changes, is :func:`dal.cache.versions.changed_versions`.
-A result computed through an index is planned from a view of the hybrid's schema record read after
-the record's own version token was last seen as it is now (:func:`dal.objects.schema.as_of`): a
-writer that does not maintain the index takes it out of the record before its commit, so either
-the plan sees that or the writer's commit invalidates the result.
+A result over a hybrid with indexes also depends on the hybrid's schema version
+(``v/<hybrid>/#schema``), which every write of its schema record deletes, and is planned from a
+view of the record read after that token was last seen as it is now
+(:func:`dal.objects.schema.as_of`). A writer that does not maintain an index takes it out of the
+record before its own commit (and a create or delete checks, in its commit, that the record is
+the one it planned from: :mod:`dal.objects.views`), so either the plan sees that, or the
+result's tokens change when the record write's delete arrives, or the writer's commit comes after
+the tokens were read and invalidates the result.
 """
 
 from __future__ import annotations
@@ -62,10 +66,12 @@ def cached_guids(context: Context, meta: HybridMeta, root: Group,
         return compute(), "off"  # dynamics are computed values: their results are never cached
     context.check_local_cache()
     cache = context.objects
-    versions = sorted(set(dependencies(context.keys, meta, root, partial(recorded_fields, context))))
-    result_key = context.keys.cached_result(meta.name, digest(meta, root))
+    # a result planned through an index depends on the record that said the index is complete too: a
+    # record write deletes its schema version (late, through the journal, if the cache missed it)
     indexed = {context.keys.schema_version(owner.name): owner for owner in _indexed_hybrids(meta, root)}
-    found = cache.get_many([result_key, *versions, *indexed], count=False)
+    versions = sorted({*dependencies(context.keys, meta, root, partial(recorded_fields, context)), *indexed})
+    result_key = context.keys.cached_result(meta.name, digest(meta, root))
+    found = cache.get_many([result_key, *versions], count=False)
     tokens = [found.get(key) for key in versions]
     raw = found.get(result_key)
     if raw is not None and None not in tokens:
@@ -80,13 +86,10 @@ def cached_guids(context: Context, meta: HybridMeta, root: Group,
             if not cache.put(key, token, TOKEN_TTL):
                 return compute(), "off"  # without its token a result could not be checked later
             tokens[index] = token
-    for key, owner in indexed.items():  # which indexes are complete, as of no earlier than the tokens
-        seen = found.get(key)
-        if seen is None:
-            seen = os.urandom(9).hex().encode()
-            if not cache.put(key, seen, TOKEN_TTL):
-                return compute(), "off"
-        as_of(context, owner, seen)
+    for index, key in enumerate(versions):  # which indexes are complete, as of no earlier than the tokens
+        owner = indexed.get(key)
+        if owner is not None:
+            as_of(context, owner, tokens[index] or b"")
     guids = compute()
     entry_text = json.dumps({"t": [token.decode() for token in tokens if token is not None], "g": guids},
                             separators=(",", ":"))

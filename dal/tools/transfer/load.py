@@ -43,6 +43,7 @@ from dal.model.registry import hybrids
 from dal.objects.relations import onetoone_refusal
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, Reason, decode, plan_write
+from dal.objects.views import writer_view
 from dal.tools.transfer.batches import Item, dependency_batches
 from dal.tools.transfer.dump import Dump, count_documents, read_store
 from dal.tools.transfer.preflight import onetoone_within, preflight, present, unique_within, validate_items
@@ -210,7 +211,9 @@ def _write(context: Context, batch: list[Item], replace: bool, extra: tuple[list
             # cached documents, dynamics and query results
             if before is not None:
                 invalid += _cache_keys(keys, item)
-            invalid += changed_versions(keys, item.meta, item.guid, before, item.document)
+            # a create names the versions of the fields a newer model's record lists, as a save does
+            undeclared = writer_view(context, item.meta, ensure=False).undeclared if before is None else {}
+            invalid += changed_versions(keys, item.meta, item.guid, before, item.document, undeclared)
         result = context.commit(checks + extra[0], ops + extra[1], invalid)
         if result.ok:
             return sum(1 for item in batch if item.doc_key in stored)
