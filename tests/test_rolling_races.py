@@ -58,11 +58,10 @@ print(made.guid)
 """
 
 
+#: CREATE_WRITER whose cache deletes of the schema version fail (the journal delivers them later)
 LATE_WRITER = """
-import sys, time, os
+import os
 import dal.cache.leases as leases
-from dal import configure
-from rolling_hybrids import Rolling
 real = leases.LeasedCache._delete
 def _delete(self, keys):
     if os.environ.get("DAL_TEST_FAIL") == "1" and any(k.endswith("#schema") for k in keys):
@@ -74,13 +73,7 @@ def _delete(self, keys):
         return out
     return real(self, keys)
 leases.LeasedCache._delete = _delete
-configure(sys.argv[1], sys.argv[2], namespace=sys.argv[3])
-open(sys.argv[4], "w").close()
-while not os.path.exists(sys.argv[5]):
-    time.sleep(0.005)
-made = Rolling(data={"name": "old"}); made.save()
-print(made.guid)
-"""
+""" + CREATE_WRITER
 
 
 LOAD_WRITER = """

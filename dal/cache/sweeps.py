@@ -26,7 +26,7 @@ A process whose cache is its own (``memory://``) delivers nothing, so it never m
 either (it would take it from the processes with memcached): it only tidies markers. Its own
 delivered records it deletes like any writer; a dead writer's record waits for a process with
 memcached (in a deployment without one, it stays: a few hundred bytes per writer that died
-between a commit and its invalidation).
+between a commit and its invalidation, and per commit whose unknown outcome was learnt later).
 
 Records a writer delivered are deleted by the same thread every :data:`FLUSH_EVERY` seconds (or
 along with the writer's next commit), well before GRACE, so sweeps do not redeliver them.
