@@ -91,6 +91,26 @@ print(guid)
 """
 
 
+#: a load by the older model whose view of the record (none: the hybrid is empty) is read first
+WINDOW_LOADER = """
+import os, sys, time, uuid
+from dal import configure
+from dal.objects import schema
+from dal.tools.transfer.dump import parse_dump
+from dal.tools.transfer.load import load
+from rolling_hybrids import Rolling
+context = configure(sys.argv[1], sys.argv[2], namespace=sys.argv[3])
+schema.ensure_recorded(context, Rolling._meta)
+open(sys.argv[4], "w").close()
+while not os.path.exists(sys.argv[5]):
+    time.sleep(0.005)
+guid = str(uuid.uuid4())
+load(context, parse_dump({"format": "dal-dump", "version": 1, "namespace": "x",
+                          "hybrids": {"rolling": [{"guid": guid, "data": {"name": "loaded"}}]}}))
+print(guid)
+"""
+
+
 @pytest.fixture(params=["memcached", "redis"])
 def shared_cache(request: pytest.FixtureRequest) -> str:
     server: Any = request.getfixturevalue(f"{request.param}_server")
@@ -124,14 +144,16 @@ def cached(query: dict[str, Any], expected: list[str], how: str) -> None:
     assert (sorted(found.guids), found._cache) == (sorted(expected), how)
 
 
+@pytest.mark.parametrize("script", [WINDOW_WRITER, WINDOW_LOADER], ids=["save", "load"])
 def test_an_older_writer_whose_view_predates_the_newer_models_record_checks_it(
-        tmp_path: Path, namespace: str, shared_cache: str) -> None:
+        tmp_path: Path, namespace: str, shared_cache: str, script: str) -> None:
     """The older process read "no record" just before the newer model's first save recorded its
-    model (`added` indexed, ready); its create then neither left `added` out of ready nor named
-    the versions of `added` and `level`. Its commit now checks the record it planned from."""
+    model (`added` indexed, ready); its create (a save, or a `dal load`) then neither left `added`
+    out of ready nor named the versions of `added` and `level`. Its commit now checks the record
+    it planned from."""
     store = f"sqlite:///{tmp_path / 'rolling.sqlite3'}"
     warmed, go = tmp_path / "warmed", tmp_path / "go"
-    writer = older(WINDOW_WRITER, store, shared_cache, namespace, str(warmed), str(go))
+    writer = older(script, store, shared_cache, namespace, str(warmed), str(go))
     wait_for(warmed, writer)
     configure(store, shared_cache, namespace=namespace)
     first = Rolling(data={"name": "first"})
@@ -231,3 +253,4 @@ def test_an_older_models_load_reaches_the_newer_models_results(
     cached(query, [first.guid], "hit")
     loaded = finish(older(LOAD_WRITER, store, shared_cache, namespace))
     cached(query, [first.guid, loaded], "miss")
+

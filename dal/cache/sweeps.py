@@ -95,6 +95,9 @@ class Sweep:
         self._first_seen: dict[str, float] = {}
         #: one sweep at a time (the first read's catch-up and the thread's may meet)
         self._lock = threading.Lock()
+        restarts = getattr(self.cache.store, "restarts", None)  # see dal/backends/redis/restarts.py
+        if restarts is not None:
+            restarts.refused = lambda: self.cache.trust.fail(self.cache.store.nodes())
 
     def flush(self) -> None:
         """Delete this process's delivered records that waited FLUSH_AFTER."""
@@ -135,10 +138,13 @@ class Sweep:
         if not answered:
             return False
         keys = self.journal.keys
-        if settle is not None and settle(keys.cache_incarnation(), keys.cache_root):
+        settled = settle(keys.cache_incarnation(), keys.cache_root) if settle is not None else None
+        if settled == "restarted":
             self.journal.stats.add("object_restart_clears")
             log.warning("the cache server restarted since this namespace's entries were last checked: "
                         "they were removed, since it may have brought back ones already invalidated")
+        elif settled == "unmarked":
+            log.debug("the cache server held no mark of this namespace's entries: removed them once")
         complete, failed = self.sweep(everything=True)
         if complete and trust.restore(answered - failed, started):
             self.journal.stats.add("object_trust_restored")

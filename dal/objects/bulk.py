@@ -27,12 +27,12 @@ from typing import Any
 
 from dal.backends.base import Check, Exists, Op, Put
 from dal.config import Context, current
-from dal.exceptions import CommitOutcomeUnknownError, DalError, InvalidValueError
+from dal.exceptions import CommitOutcomeUnknownError, DalError, InvalidValueError, RaceConditionError
 from dal.objects.refusals import check_datastore_wins
 from dal.objects.schema import onetoone_ready
 from dal.objects.transaction import Document, Plan
 from dal.objects.views import SCHEMA, stale
-from dal.objects.writes import Writes, _Save
+from dal.objects.writes import MAX_ATTEMPTS, Writes, _Save
 from dal.values import safe_repr
 
 #: operations (and, separately, checks) per commit: etcd refuses more by default; one is the journal's
@@ -129,8 +129,20 @@ def _sent(item: _Item, created: set[str]) -> list[int]:
     The existence check of a target created in the same commit is left out: the store evaluates
     every check against what it held before the commit, where that target is still absent.
     """
-    targets = _targets(item)
-    return [index for index in range(len(item.plan.checks)) if targets.get(index) not in created]
+    targets, reasons = _targets(item), item.plan.reasons
+    # the check of the schema record a create planned from goes once per commit (see _views)
+    return [index for index in range(len(item.plan.checks))
+            if targets.get(index) not in created and reasons[index] is not SCHEMA]
+
+
+def _views(chunk: list[_Item]) -> dict[Check, list[_Item]]:
+    """The checks of the schema records the chunk's creates planned from, each once, and their items."""
+    views: dict[Check, list[_Item]] = {}
+    for item in chunk:
+        for check, reason in zip(item.plan.checks, item.plan.reasons, strict=True):
+            if reason is SCHEMA:
+                views.setdefault(check, []).append(item)
+    return views
 
 
 def _ordered(items: list[_Item]) -> list[list[_Item]]:
@@ -190,13 +202,13 @@ def _pack(groups: list[list[_Item]]) -> list[list[_Item]]:
         touched = _touched(group)
         mine = {item.doc for item in group if item.created}
         group_ops = sum(len(item.plan.ops) for item in group)
-        group_checks = sum(len(_sent(item, created | mine)) for item in group)
+        group_checks = sum(len(_sent(item, created | mine)) for item in group) + len(_views(group))
         group_size = sum(item.size for item in group)
         if chunk and (ops + group_ops > MAX_OPS or touched & keys or checks + group_checks > MAX_OPS
                       or size + group_size > MAX_BYTES):
             chunks.append(chunk)
             chunk, ops, checks, size, keys, created = [], 0, 0, 0, set(), set()
-            group_checks = sum(len(_sent(item, mine)) for item in group)  # in a commit of its own
+            group_checks = sum(len(_sent(item, mine)) for item in group) + len(_views(group))  # alone
         created |= mine
         if len(group) > 1 and (group_ops > MAX_OPS or group_checks > MAX_OPS):
             raise InvalidValueError(
@@ -228,7 +240,7 @@ def _touched(group: list[_Item]) -> set[str]:
     return keys
 
 
-def _commit(context: Context, chunk: list[_Item], datastore_wins: bool | None) -> None:
+def _commit(context: Context, chunk: list[_Item], datastore_wins: bool | None, attempt: int = 0) -> None:
     """Commit one chunk; on a constraint refusal raise save()'s error; on a concurrent change, fall back."""
     created = {item.doc for item in chunk if item.created}
     checks: list[Check] = []
@@ -239,6 +251,8 @@ def _commit(context: Context, chunk: list[_Item], datastore_wins: bool | None) -
             checks.append(item.plan.checks[index])
             owners.append((item, index))
         ops += item.plan.ops
+    views = _views(chunk)
+    checks += views
     invalidate = [key for item in chunk for key in item.invalidate]
     try:
         result = context.commit(checks, ops, invalidate)
@@ -250,12 +264,12 @@ def _commit(context: Context, chunk: list[_Item], datastore_wins: bool | None) -
         for item in chunk:
             item.obj._saved(context, item.new, result.revision or -1, merged=False, raw=item.plan.raw)
         return
+    if any(index >= len(owners) for index in result.failed):
+        _replan(context, chunk, datastore_wins, attempt, [checks[index] for index in result.failed
+                                                          if index >= len(owners)], views)
+        return
     failed = [owners[index] for index in result.failed]
-    for item in {id(item.obj): item for item, index in failed if item.plan.reasons[index] is SCHEMA}.values():
-        stale(context, item.obj._meta)  # planned from an old view of its hybrid's record: read it again
-    # saved alone, as save() saves, after a concurrent change or a view of a record that changed since
-    changed = {id(item.obj) for item, index in failed
-               if item.plan.reasons[index].kind in ("document", "schema")}
+    changed = {id(item.obj) for item, index in failed if item.plan.reasons[index].kind == "document"}
     # as in save(): a refusal counts only when the object did not change concurrently; when it did, its
     # unique value or link may be its own, stored by the other writer, which save()'s merge finds
     refused = [(item, index) for item, index in failed if id(item.obj) not in changed]
@@ -274,6 +288,19 @@ def _commit(context: Context, chunk: list[_Item], datastore_wins: bool | None) -
                 _name(exc, f"save_many: {_label(item)} refused after another writer changed it (the other "
                            "objects of its commit were stored)")
                 raise
+
+
+def _replan(context: Context, chunk: list[_Item], datastore_wins: bool | None, attempt: int,
+            changed: list[Check], views: dict[Check, list[_Item]]) -> None:
+    """Plan the chunk again and commit it: a schema record changed since its creates' view of it."""
+    for check in changed:
+        stale(context, views[check][0].obj._meta)  # read it again, and check what a create must
+    if attempt + 1 >= MAX_ATTEMPTS:
+        names = sorted({type(item.obj).__name__ for check in changed for item in views[check]})
+        raise RaceConditionError(f"save_many: the schema records of {', '.join(names)} kept changing while "
+                                 "their objects were saved; nothing of this commit was written: retry")
+    replanned = [_plan(context, item.obj, datastore_wins) for item in chunk]
+    _commit(context, [item for item in replanned if item is not None], datastore_wins, attempt + 1)
 
 
 def _label(item: _Item) -> str:

@@ -169,14 +169,16 @@ class RedisCache(RedisClient):
 
     # --- a restarted server (see :mod:`dal.backends.redis.restarts`) ---------------------------
 
-    def settle_restart(self, marker: str, prefix: str) -> bool:
+    def settle_restart(self, marker: str, prefix: str) -> str | None:
         """Make sure no entry under ``prefix`` predates this start of the server, then trust it.
 
         The server's ``run_id`` is new at every start; ``marker`` holds the one under which the
         entries under ``prefix`` were last known current. Where they differ, the server started
         again since (from a snapshot or an AOF that may predate deletes it had confirmed, or as a
         promoted replica that missed some): every entry under ``prefix`` goes, then ``marker``
-        takes the new ``run_id``. Return whether entries were removed. A restart while this runs
+        takes the new ``run_id``. Return why entries were removed: ``"restarted"`` (another
+        ``run_id`` was marked) or ``"unmarked"`` (none was: the namespace's first check of this
+        server, or the mark was evicted), else ``None``. A restart while this runs
         raises BackendError: nothing is trusted then. A server that does not let the client run
         ``INFO`` is not checked.
         """
@@ -187,10 +189,10 @@ class RedisCache(RedisClient):
         except ERRORS as exc:
             raise self._failure("restart check", exc, whole=False) from exc
         if isinstance(found[0], redis.ResponseError):
-            return False  # INFO renamed, or not granted by the ACL: a restart cannot be told (documented)
+            return None  # INFO renamed, or not granted by the ACL: a restart cannot be told (documented)
         run_id = run_id_of(found[0])
-        cleared: bool = found[1] != run_id.encode()
-        if cleared:
+        cleared = None if found[1] == run_id.encode() else "unmarked" if found[1] is None else "restarted"
+        if cleared is not None:
             self.clear_under(prefix)
         confirmed = self._pipeline("restart check", [("SET", CACHE + marker, run_id), ("INFO", "server")],
                                    transaction=False)

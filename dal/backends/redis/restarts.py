@@ -14,6 +14,7 @@ call to a dead server does. The layer above then reads around the server until a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -34,6 +35,9 @@ class Restarts:
     def __init__(self, where: str) -> None:
         self._where = where
         self._trusted: str | None = None
+        #: told when a connection reached another start: the layer above stops trusting the server
+        #: even when no read notices (a process that only writes, whose statistics go to the cache)
+        self.refused: Callable[[], None] | None = None
 
     def trust(self, run_id: str) -> None:
         self._trusted = run_id
@@ -53,6 +57,8 @@ class Restarts:
         connection.send_command("INFO", "server")
         run_id = run_id_of(connection.read_response())
         if run_id != trusted:
+            if self.refused is not None:
+                self.refused()
             raise redis.ConnectionError(
                 f"redis-server at {self._where} restarted (run_id {run_id}, was {trusted}): the entries it "
                 "holds may predate deletes it had confirmed; the cache reads around it until a catch-up "

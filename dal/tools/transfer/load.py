@@ -43,7 +43,7 @@ from dal.model.registry import hybrids
 from dal.objects.relations import onetoone_refusal
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, Reason, decode, plan_write
-from dal.objects.views import writer_view
+from dal.objects.views import stale, writer_view
 from dal.tools.transfer.batches import Item, dependency_batches
 from dal.tools.transfer.dump import Dump, count_documents, read_store
 from dal.tools.transfer.preflight import onetoone_within, preflight, present, unique_within, validate_items
@@ -189,6 +189,7 @@ def _write(context: Context, batch: list[Item], replace: bool, extra: tuple[list
     for attempt in range(MAX_ATTEMPTS):
         stored = present(context, [item.doc_key for item in batch]) if replace else {}
         checks, ops, reasons, invalid = [], [], [], []
+        views: dict[Check, HybridMeta] = {}  # the schema records the creates planned from, as a save's
         for item in batch:
             entry = stored.get(item.doc_key)
             before: Document | None = None
@@ -212,13 +213,22 @@ def _write(context: Context, batch: list[Item], replace: bool, extra: tuple[list
             if before is not None:
                 invalid += _cache_keys(keys, item)
             # a create names the versions of the fields a newer model's record lists, as a save does
-            undeclared = writer_view(context, item.meta, ensure=False).undeclared if before is None else {}
-            invalid += changed_versions(keys, item.meta, item.guid, before, item.document, undeclared)
-        result = context.commit(checks + extra[0], ops + extra[1], invalid)
+            view = writer_view(context, item.meta, ensure=True) if before is None else None
+            if view is not None and view.check is not None:
+                views[view.check] = item.meta
+            invalid += changed_versions(keys, item.meta, item.guid, before, item.document,
+                                        {} if view is None else view.undeclared)
+        viewed = [*checks, *views]
+        result = context.commit(viewed + extra[0], ops + extra[1], invalid)
         if result.ok:
             return sum(1 for item in batch if item.doc_key in stored)
-        if any(index >= len(checks) for index in result.failed):
+        if any(index >= len(viewed) for index in result.failed):
             raise steps_changed(context, command)
+        if any(index >= len(checks) for index in result.failed):  # a record changed since: plan again
+            for index in result.failed:
+                if len(checks) <= index < len(viewed):
+                    stale(context, views[viewed[index]])
+            continue
         failed = [reasons[index] for index in result.failed]
         if not (replace and all(reason.kind == "document" for _, reason in failed)):
             raise _refused(context, *failed[0])
