@@ -198,18 +198,21 @@ def _pack(groups: list[list[_Item]]) -> list[list[_Item]]:
     ops = checks = size = 0
     keys: set[str] = set()
     created: set[str] = set()  # the documents the chunk creates
+    views: set[Check] = set()  # the schema-record checks the chunk sends, each once (_views)
     for group in groups:
         touched = _touched(group)
         mine = {item.doc for item in group if item.created}
         group_ops = sum(len(item.plan.ops) for item in group)
-        group_checks = sum(len(_sent(item, created | mine)) for item in group) + len(_views(group))
+        viewed = set(_views(group))
+        group_checks = sum(len(_sent(item, created | mine)) for item in group) + len(viewed - views)
         group_size = sum(item.size for item in group)
         if chunk and (ops + group_ops > MAX_OPS or touched & keys or checks + group_checks > MAX_OPS
                       or size + group_size > MAX_BYTES):
             chunks.append(chunk)
-            chunk, ops, checks, size, keys, created = [], 0, 0, 0, set(), set()
-            group_checks = sum(len(_sent(item, mine)) for item in group) + len(_views(group))  # alone
+            chunk, ops, checks, size, keys, created, views = [], 0, 0, 0, set(), set(), set()
+            group_checks = sum(len(_sent(item, mine)) for item in group) + len(viewed)  # alone
         created |= mine
+        views |= viewed
         if len(group) > 1 and (group_ops > MAX_OPS or group_checks > MAX_OPS):
             raise InvalidValueError(
                 f"save_many: {len(group)} new objects link to each other in a cycle "
@@ -300,7 +303,9 @@ def _replan(context: Context, chunk: list[_Item], datastore_wins: bool | None, a
         raise RaceConditionError(f"save_many: the schema records of {', '.join(names)} kept changing while "
                                  "their objects were saved; nothing of this commit was written: retry")
     replanned = [_plan(context, item.obj, datastore_wins) for item in chunk]
-    _commit(context, [item for item in replanned if item is not None], datastore_wins, attempt + 1)
+    # packed again: a fresh view may need more checks (a one-to-one relation no longer ready)
+    for again in _pack(_ordered([item for item in replanned if item is not None])):
+        _commit(context, again, datastore_wins, attempt + 1)
 
 
 def _label(item: _Item) -> str:

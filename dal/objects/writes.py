@@ -166,9 +166,8 @@ class Writes:
         """Commit ``new`` over ``stored``; after a concurrent change, merge it in and try again."""
         revision = self._revision
         label = f"{type(self).__name__} {self.guid}"
-        ready = onetoone_ready(context, self._meta)
-        for attempt in range(MAX_ATTEMPTS):
-            plan, invalidate = self._plan(context, stored, revision, new, ready)
+        for attempt in range(MAX_ATTEMPTS):  # readiness read each time: a schema check may have failed
+            plan, invalidate = self._plan(context, stored, revision, new, onetoone_ready(context, self._meta))
             try:
                 result = context.commit(plan.checks, plan.ops, invalidate)
             except CommitOutcomeUnknownError as exc:

@@ -84,15 +84,19 @@ def dependency_batches(keys: Keys, items: list[Item], replace: bool, batch_size:
     current: list[Item] = []
     ops = checks = JOURNAL_COST + reserve
     size = 0
+    hybrids: set[str] = set()  # each checks, once per commit, the schema record its creates planned from
     for component in _components(items):
         costs = [_costs(keys, item, replace) for item in component]
         c_ops, c_checks, c_size = (sum(cost[i] for cost in costs) for i in range(3))
+        new = {item.meta.name for item in component} - hybrids
         if current and (len(current) + len(component) > batch_size or ops + c_ops > max_ops
-                        or checks + c_checks > max_ops or size + c_size > MAX_BATCH_BYTES):
+                        or checks + c_checks + len(new) > max_ops or size + c_size > MAX_BATCH_BYTES):
             batches.append(current)
-            current, ops, checks, size = [], JOURNAL_COST, JOURNAL_COST, 0
+            current, ops, checks, size, hybrids = [], JOURNAL_COST, JOURNAL_COST, 0, set()
+            new = {item.meta.name for item in component}
         current += component
-        ops, checks, size = ops + c_ops, checks + c_checks, size + c_size
+        hybrids |= new
+        ops, checks, size = ops + c_ops, checks + c_checks + len(new), size + c_size
     if current:
         batches.append(current)
     return batches

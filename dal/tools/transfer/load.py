@@ -185,8 +185,8 @@ def _write(context: Context, batch: list[Item], replace: bool, extra: tuple[list
     objects it replaced."""
     keys = context.keys
     written_here = {item.doc_key for item in batch}
-    ready = {item.meta.name: onetoone_ready(context, item.meta) for item in batch}
-    for attempt in range(MAX_ATTEMPTS):
+    for attempt in range(MAX_ATTEMPTS):  # readiness read each time: a schema check may have failed
+        ready = {item.meta.name: onetoone_ready(context, item.meta) for item in batch}
         stored = present(context, [item.doc_key for item in batch]) if replace else {}
         checks, ops, reasons, invalid = [], [], [], []
         views: dict[Check, HybridMeta] = {}  # the schema records the creates planned from, as a save's
