@@ -108,3 +108,38 @@ def test_a_write_planned_again_after_the_record_changed_checks_one_to_one_links_
                                       "hybrids": {"passport": [mine]}}))
     assert [passport.number for passport in DataList(Passport)
             if passport.holder is not None and passport.holder.guid == holder.guid] == ["older"]
+
+
+def test_the_objects_of_a_commit_refused_by_a_concurrent_change_are_packed_again(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full commit fails on one stored object another writer changed; meanwhile an older model
+    stops keeping the one-to-one keys, so the others, planned again, each check their holder's links
+    too: they no longer fit one commit, and go in several, none over the limits."""
+    owners = [Owner(name=f"o{number}") for number in range(60)]
+    dal.save_many(owners)
+    changed = Passport(number="p0")
+    changed.save()
+    changed.number = "p0, here"
+    created = [Passport(number=f"n{number}", holder=owners[number]) for number in range(41)]
+    monkeypatch.setattr(schema, "READY_TTL", 0.0)  # every view read afresh: the record change is seen
+    seen: list[tuple[int, int]] = []
+    real = context.commit
+
+    def commit(checks: Any, ops: Any, invalidate: Any = ()) -> Any:
+        seen.append((len(checks), len(ops)))
+        if len(seen) == 1:
+            other = Passport(changed.guid)
+            other.number = "p0, elsewhere"
+            other.save()  # the concurrent change: this commit fails on its document
+            result = real(checks, ops, invalidate)
+            record = schema.read_record(context, Passport._meta.name)
+            assert record is not None
+            schema.write_record(context, record.replace(onetoone=[]))  # an older model keeps no such keys
+            return result
+        return real(checks, ops, invalidate)
+
+    monkeypatch.setattr(context, "commit", commit)
+    dal.save_many([changed, *created])
+    assert len(seen) > 2 and all(checks <= bulk.MAX_OPS and ops <= bulk.MAX_OPS for checks, ops in seen), seen
+    assert sorted(passport.number for passport in DataList(Passport)) == sorted(
+        ["p0, here", *(f"n{number}" for number in range(41))])

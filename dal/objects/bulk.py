@@ -190,9 +190,10 @@ def _ordered(items: list[_Item]) -> list[list[_Item]]:
     return groups
 
 
-def _pack(groups: list[list[_Item]]) -> list[list[_Item]]:
+def _pack(groups: list[list[_Item]], after: str = "") -> list[list[_Item]]:
     """Split the groups into commits within MAX_OPS and MAX_BYTES, no two plans of one commit touching
-    one key (a group larger than MAX_BYTES goes alone: only the store knows whether it takes it)."""
+    one key (a group larger than MAX_BYTES goes alone: only the store knows whether it takes it).
+    ``after``: the commits of the call written before, when packing again what ``after`` refused."""
     chunks: list[list[_Item]] = []
     chunk: list[_Item] = []
     ops = checks = size = 0
@@ -214,10 +215,11 @@ def _pack(groups: list[list[_Item]]) -> list[list[_Item]]:
         created |= mine
         views |= viewed
         if len(group) > 1 and (group_ops > MAX_OPS or group_checks > MAX_OPS):
+            saved = f"nothing of {after} was saved (those before it were)" if after else "nothing was saved"
             raise InvalidValueError(
                 f"save_many: {len(group)} new objects link to each other in a cycle "
                 f"({', '.join(map(_label, group))}) and need {group_ops} operations and {group_checks} "
-                f"checks in one commit, more than {MAX_OPS}; nothing was saved. Save one of them "
+                f"checks in one commit, more than {MAX_OPS}; {saved}. Save one of them "
                 "without its link first, then link it")
         chunk += group
         ops, checks, size, keys = ops + group_ops, checks + group_checks, size + group_size, keys | touched
@@ -281,8 +283,7 @@ def _commit(context: Context, chunk: list[_Item], datastore_wins: bool | None, a
     # the others first: a changed object may link to a new one among them, which must be stored by then
     rest = [item for item in chunk if id(item.obj) not in changed]
     if rest:
-        replanned = [_plan(context, item.obj, datastore_wins) for item in rest]
-        _commit(context, [item for item in replanned if item is not None], datastore_wins)
+        _commit_again(context, rest, datastore_wins, 0)
     for item in chunk:
         if id(item.obj) in changed:
             try:
@@ -302,10 +303,15 @@ def _replan(context: Context, chunk: list[_Item], datastore_wins: bool | None, a
         names = sorted({type(item.obj).__name__ for check in changed for item in views[check]})
         raise RaceConditionError(f"save_many: the schema records of {', '.join(names)} kept changing while "
                                  "their objects were saved; nothing of this commit was written: retry")
-    replanned = [_plan(context, item.obj, datastore_wins) for item in chunk]
-    # packed again: a fresh view may need more checks (a one-to-one relation no longer ready)
-    for again in _pack(_ordered([item for item in replanned if item is not None])):
-        _commit(context, again, datastore_wins, attempt + 1)
+    _commit_again(context, chunk, datastore_wins, attempt + 1)
+
+
+def _commit_again(context: Context, items: list[_Item], datastore_wins: bool | None, attempt: int) -> None:
+    """Plan ``items`` again and commit them, packed again: a plan from a fresh view may need more
+    checks (a one-to-one relation no longer ready) than the chunk they came in could hold."""
+    replanned = [_plan(context, item.obj, datastore_wins) for item in items]
+    for again in _pack(_ordered([item for item in replanned if item is not None]), after="this commit"):
+        _commit(context, again, datastore_wins, attempt)
 
 
 def _label(item: _Item) -> str:
