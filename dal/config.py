@@ -22,7 +22,7 @@ from dal.cache.stats import Publisher
 from dal.cache.sweeps import Sweep, Sweeper
 from dal.cache.trust import Trust
 from dal.exceptions import BackendError
-from dal.keys import Keys
+from dal.keys import FLIGHT_ENDINGS, Keys, is_flight_lock
 from dal.settings import hmac_key_setting, namespace_setting, setting
 
 DEFAULT_PERSISTENT = "sqlite:///dal.sqlite3"
@@ -257,24 +257,6 @@ class Context:
             with _lock:
                 if self._generation != _forks:
                     self._open()
-
-
-#: how the keys :func:`is_flight_lock` accepts end
-FLIGHT_ENDINGS = ("/lock", "/refresh")
-
-
-def is_flight_lock(key: str) -> bool:
-    """Tell whether a cache key is a single-flight lock: a locked dynamic's
-    (``<namespace>/c/<store>/d/<hybrid>/<guid>/<dynamic>/lock``) or an object refresh's
-    (``<namespace>/c/<store>/o/<hybrid>/<guid>/refresh``). Counted in components, not read by
-    its end alone: the value of a dynamic named ``lock`` ends in ``/lock`` too."""
-    if key.endswith("/lock"):
-        parts = key.split("/")
-        return len(parts) == 8 and parts[1] == "c" and parts[3] == "d"
-    if key.endswith("/refresh"):
-        parts = key.split("/")
-        return len(parts) == 7 and parts[1] == "c" and parts[3] == "o"
-    return False
 
 
 def _to_payload(entry: Entry) -> bytes:

@@ -234,3 +234,21 @@ class Keys:
 
     def migration_cursors(self, number: int) -> str:
         return f"{self.root}m/cursor/{number:010d}/"
+
+
+#: how the keys :func:`is_flight_lock` accepts end
+FLIGHT_ENDINGS = ("/lock", "/refresh")
+
+
+def is_flight_lock(key: str) -> bool:
+    """Tell whether a cache key is a single-flight lock: a locked dynamic's
+    (``<namespace>/c/<store>/d/<hybrid>/<guid>/<dynamic>/lock``) or an object refresh's
+    (``<namespace>/c/<store>/o/<hybrid>/<guid>/refresh``). Counted in components, not read by
+    its end alone: the value of a dynamic named ``lock`` ends in ``/lock`` too."""
+    if key.endswith("/lock"):
+        parts = key.split("/")
+        return len(parts) == 8 and parts[1] == "c" and parts[3] == "d"
+    if key.endswith("/refresh"):
+        parts = key.split("/")
+        return len(parts) == 7 and parts[1] == "c" and parts[3] == "o"
+    return False

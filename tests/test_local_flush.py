@@ -15,7 +15,8 @@ from dal.backends.base import Put
 from dal.backends.memory import MemoryCache
 from dal.backends.sqlite import SqliteStore
 from dal.backends.url import parse_url
-from dal.config import Context, is_flight_lock
+from dal.config import Context
+from dal.keys import is_flight_lock
 
 #: (start, end) of every call of the slow loader
 RUNS: list[tuple[float, float]] = []

@@ -55,7 +55,7 @@ from dal.cache.journal import (
     marker_time,
 )
 from dal.exceptions import BackendError
-from dal.keys import Keys
+from dal.keys import Keys, is_flight_lock
 
 #: jitter drawn from a generator of dal's own: a library must not advance the application's
 #: global random sequence, which a seeded program relies on; reseeded in a forked child, so
@@ -137,8 +137,9 @@ class Sweep:
         answered = self.cache.probe(self.journal.keys.cache_root + "probe/", list(trust.lost))
         if not answered:
             return False
-        keys = self.journal.keys
-        settled = settle(keys.cache_incarnation(), keys.cache_root) if settle is not None else None
+        keys, settled = self.journal.keys, None
+        if settle is not None:  # locks hold no data, so none is stale; removing one lets another compute
+            settled = settle(keys.cache_incarnation(), keys.cache_root, is_flight_lock)
         if settled == "restarted":
             self.journal.stats.add("object_restart_clears")
             log.warning("the cache server restarted since this namespace's entries were last checked: "

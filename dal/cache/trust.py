@@ -11,6 +11,8 @@ from typing import Protocol
 from dal.backends.base import VolatileStore
 
 log = logging.getLogger("dal.cache")  # the logger the manual names, shared with dal.cache.leases
+#: seconds a read waits for the first catch-up another thread of its context runs
+FIRST_WAIT = 5.0
 #: guards the record of invalidation outages that the caches of one context share (Trust.outages)
 outage_lock = threading.Lock()
 
@@ -84,6 +86,8 @@ class Trust:
         #: the caches sharing this trust (see LeasedCache.settle_outages)
         self.caches: list[Settles] = []
         self._first = True
+        #: set once the first catch-up ended (or a sweep caught up): reads of other threads wait for it
+        self._caught = threading.Event()
         self._lock = threading.Lock()
 
     @property
@@ -107,6 +111,7 @@ class Trust:
                 del self.lost[node]
             if restored:
                 self._first = False  # caught up once: first_read has nothing left to do
+                self._caught.set()
         if restored and self.outages and self.caches:
             self.caches[0].settle_outages()  # every invalidation recorded meanwhile was just delivered
         return restored
@@ -115,13 +120,20 @@ class Trust:
         """Catch up with the journal now if nothing did yet (a failure leaves the cache untrusted).
 
         At most once, and never once a catch-up restored a server: then ``lost`` holds only servers
-        that failed since, which the background sweep probes (see the class).
+        that failed since, which the background sweep probes (see the class). A read of another
+        thread meanwhile waits for that catch-up (at most FIRST_WAIT seconds), rather than read
+        around the cache: a locked dynamic read around it would be computed by every such thread.
         """
-        if self._first and self.catch_up is not None:
-            with self._lock:
-                first, self._first = self._first, False
-            if first:
-                try:
-                    self.catch_up()
-                except Exception:  # a cache never fails a read: the background sweep tries again
-                    log.exception("catching up with the commit journal failed")
+        if self._caught.is_set() or self.catch_up is None:
+            return
+        with self._lock:
+            first, self._first = self._first, False
+        if not first:
+            self._caught.wait(FIRST_WAIT)
+            return
+        try:
+            self.catch_up()
+        except Exception:  # a cache never fails a read: the background sweep tries again
+            log.exception("catching up with the commit journal failed")
+        finally:
+            self._caught.set()

@@ -19,12 +19,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from query_hybrids import Item
 
-from dal import configure
+from dal import DataList, configure
 from dal.exceptions import BackendError
 from dal.testing.fixtures import start_or_skip
 from dal.testing.servers import RunningServer, start_redis
@@ -164,3 +165,24 @@ def test_a_process_that_only_writes_trusts_the_restarted_cache_again(tmp_path: P
     finally:
         for running in servers:
             running.stop()
+
+
+def test_clearing_the_namespace_keeps_the_single_flight_locks(
+        tmp_path: Path, namespace: str, redis_server: Any) -> None:
+    """A catch-up that clears the namespace's entries (here one that finds no mark of the server) keeps
+    the locks: they hold no data, and removing one while its holder computes would let other callers
+    of a locked dynamic compute it too."""
+    context = configure(f"sqlite:///{tmp_path / 'store.sqlite3'}", redis_server.url, namespace=namespace)
+    keys, store = context.keys, context.volatile
+    assert DataList(Item, guids=[]).count() == 0  # the first read: caught up, the server marked
+    lock, entry = keys.cached_dynamic("qitem", "some-guid", "slow") + "/lock", keys.cached_doc("qitem", "g")
+    assert store.set(lock, b"held", 60) and store.set(entry, b"old", 60)
+    store.delete(keys.cache_incarnation())  # as if the server had never been checked (or evicted it)
+    trust = context.objects.trust
+    trust.fail(store.nodes())  # the next sweep catches up, and finds no mark
+    deadline = time.monotonic() + TRUSTED_WITHIN
+    while trust.lost and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not trust.lost
+    assert store.get(entry) is None, "the catch-up did not clear the namespace: the test tests nothing"
+    assert store.get(lock) == b"held"

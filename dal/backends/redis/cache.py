@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import ClassVar
@@ -169,7 +169,7 @@ class RedisCache(RedisClient):
 
     # --- a restarted server (see :mod:`dal.backends.redis.restarts`) ---------------------------
 
-    def settle_restart(self, marker: str, prefix: str) -> str | None:
+    def settle_restart(self, marker: str, prefix: str, keep: Callable[[str], bool]) -> str | None:
         """Make sure no entry under ``prefix`` predates this start of the server, then trust it.
 
         The server's ``run_id`` is new at every start; ``marker`` holds the one under which the
@@ -180,7 +180,8 @@ class RedisCache(RedisClient):
         ``run_id`` was marked) or ``"unmarked"`` (none was: the namespace's first check of this
         server, or the mark was evicted), else ``None``. A restart while this runs
         raises BackendError: nothing is trusted then. A server that does not let the client run
-        ``INFO`` is not checked.
+        ``INFO`` is not checked. Keys ``keep`` accepts stay (single-flight locks, which hold no data:
+        removing one would let a second caller compute what its holder computes).
         """
         self.restarts.suspend()  # connections to any start may open while this finds out which
         try:
@@ -193,7 +194,7 @@ class RedisCache(RedisClient):
         run_id = run_id_of(found[0])
         cleared = None if found[1] == run_id.encode() else "unmarked" if found[1] is None else "restarted"
         if cleared is not None:
-            self.clear_under(prefix)
+            self.clear_under(prefix, keep)
         confirmed = self._pipeline("restart check", [("SET", CACHE + marker, run_id), ("INFO", "server")],
                                    transaction=False)
         if run_id_of(confirmed[1]) != run_id:
@@ -202,13 +203,15 @@ class RedisCache(RedisClient):
         self.restarts.trust(run_id)
         return cleared
 
-    def clear_under(self, prefix: str) -> None:
-        """Delete every entry under ``prefix`` (SCAN, then UNLINK per batch found)."""
+    def clear_under(self, prefix: str, keep: Callable[[str], bool] = lambda key: False) -> None:
+        """Delete every entry under ``prefix`` but those whose key ``keep`` accepts (SCAN, then UNLINK
+        per batch found)."""
         pattern = _glob_escape(CACHE + prefix) + "*"
         try:
             cursor: Raw = b"0"
             while True:
                 cursor, names = self._calls.call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+                names = [name for name in names if not keep(name[len(CACHE):].decode(errors="replace"))]
                 if names:
                     self._calls.call("UNLINK", *names)
                 if int(cursor) == 0:
