@@ -95,6 +95,9 @@ class Sweep:
         self._first_seen: dict[str, float] = {}
         #: one sweep at a time (the first read's catch-up and the thread's may meet)
         self._lock = threading.Lock()
+        #: one catch-up at a time: a second one's clear of a restarted server (see _catch_up) would
+        #: remove what readers filled after the first trusted it
+        self._catching = threading.Lock()
         restarts = getattr(self.cache.store, "restarts", None)  # see dal/backends/redis/restarts.py
         if restarts is not None:
             restarts.refused = lambda: self.cache.trust.fail(self.cache.store.nodes())
@@ -125,6 +128,10 @@ class Sweep:
 
     def _catch_up(self) -> bool:
         """Probe untrusted servers; if any answers, deliver everything and trust those that did."""
+        with self._catching:
+            return bool(not self.cache.trust.lost or self._catch_up_now())
+
+    def _catch_up_now(self) -> bool:
         trust = self.cache.trust
         started = time.monotonic()
         # a server that started again with its data may hold entries whose deletes it had confirmed
