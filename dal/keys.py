@@ -232,8 +232,10 @@ class Keys:
         """Return the key holding the last document a running step rewrote in one hybrid."""
         return f"{self.migration_cursors(number)}{hybrid}"
 
-    def migration_cursors(self, number: int) -> str:
-        return f"{self.root}m/cursor/{number:010d}/"
+    def migration_cursors(self, number: int | None = None) -> str:
+        """Return the prefix of one step's cursors, or with no ``number`` of every step's."""
+        every = f"{self.root}m/cursor/"
+        return every if number is None else f"{every}{number:010d}/"
 
 
 #: how the keys :func:`is_flight_lock` accepts end

@@ -26,7 +26,7 @@ import redis
 
 from dal.backends.redis.cache import DEFAULT_TIMEOUT as CACHE_TIMEOUT
 from dal.backends.redis.cache import RedisCache
-from dal.backends.redis.connection import CACHE, ERRORS, Opened, database
+from dal.backends.redis.connection import Opened, database
 from dal.backends.redis.store import DEFAULT_TIMEOUT as STORE_TIMEOUT
 from dal.backends.redis.store import RedisStore
 from dal.backends.url import StoreURL, on_off, timeout_option
@@ -122,14 +122,4 @@ class FakeRedisCache(RedisCache):
         ``memory://``'s. Only the cache's own keys (``dal:c:``) go; a durable store in the same
         fake database keeps its data.
         """
-        try:
-            names = [name for name in self._client.scan_iter(match=CACHE + "*", count=1000)
-                     if not self._kept(name[len(CACHE):].decode(), keep, endings)]
-            if names:
-                self._client.delete(*names)
-        except ERRORS as exc:
-            raise self._failure("clear", exc) from exc
-
-    @staticmethod
-    def _kept(key: str, keep: Callable[[str], bool] | None, endings: tuple[str, ...]) -> bool:
-        return keep is not None and key.endswith(endings) and keep(key)
+        self.clear_under("", lambda key: keep is not None and key.endswith(endings) and keep(key))

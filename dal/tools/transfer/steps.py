@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dal.backends.base import Check, Delete, Op, PrefixEmpty, PrefixUnchanged, Put, Revision
-from dal.backends.paging import scan_batches
+from dal.backends.paging import scan_all, scan_batches
 from dal.config import Context
 from dal.exceptions import BackendError, DalError
 from dal.structures import GUID_RULE, is_guid
@@ -92,7 +92,7 @@ def stored_steps(context: Context) -> tuple[Steps, dict[str, int]]:
     done: dict[int, dict[str, Any]] = {}
     midway: dict[tuple[int, str], str] = {}
     prefix = keys.migration_steps()
-    for key, entry in context.persistent.scan(prefix):
+    for key, entry in scan_all(context.persistent, prefix):
         revisions[key] = entry.revision
         number = _number(key[len(prefix):], key)
         try:
@@ -100,8 +100,8 @@ def stored_steps(context: Context) -> tuple[Steps, dict[str, int]]:
         except ValueError:
             record = None
         done[number] = {**(record if isinstance(record, dict) else {}), "number": number}
-    prefix = f"{keys.root}m/cursor/"  # keys.migration_cursors(number), of every number
-    for key, entry in context.persistent.scan(prefix):
+    prefix = keys.migration_cursors()
+    for key, entry in scan_all(context.persistent, prefix):
         revisions[key] = entry.revision
         number_text, _, hybrid = key[len(prefix):].partition("/")
         number = _number(number_text, key)
