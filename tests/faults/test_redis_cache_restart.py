@@ -25,7 +25,7 @@ import pytest
 import redis
 from query_hybrids import Item
 
-from dal import DataList, configure
+from dal import configure
 from dal.exceptions import BackendError
 from dal.testing.fixtures import start_or_skip
 from dal.testing.servers import RunningServer, start_redis
@@ -174,11 +174,16 @@ def test_clearing_the_namespace_keeps_the_single_flight_locks(
     of a locked dynamic compute it too."""
     context = configure(f"sqlite:///{tmp_path / 'store.sqlite3'}", redis_server.url, namespace=namespace)
     keys, store = context.keys, context.volatile
-    assert DataList(Item, guids=[]).count() == 0  # the first read: caught up, the server marked
+    trust = context.objects.trust
+    # the first catch-up (the background sweep's) must have ended before the entries below are
+    # written: one still running would clear them, or mark the server after the delete
+    deadline = time.monotonic() + TRUSTED_WITHIN
+    while trust.lost and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not trust.lost and store.get(keys.cache_incarnation()) is not None, "the server was never marked"
     lock, entry = keys.cached_dynamic("qitem", "some-guid", "slow") + "/lock", keys.cached_doc("qitem", "g")
     assert store.set(lock, b"held", 60) and store.set(entry, b"old", 60)
     store.delete(keys.cache_incarnation())  # as if the server had never been checked (or evicted it)
-    trust = context.objects.trust
     trust.fail(store.nodes())  # the next sweep catches up, and finds no mark
     deadline = time.monotonic() + TRUSTED_WITHIN
     while trust.lost and time.monotonic() < deadline:
