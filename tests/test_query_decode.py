@@ -1,4 +1,5 @@
-"""The scan's document decoder answers exactly as ``json.loads`` does, on any bytes."""
+"""The scan's document decoder answers exactly as ``json.loads`` does, on any bytes, and refuses what
+is JSON but not an object (a stored document always is one)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
 
 def loads(value: bytes) -> tuple[str, Any]:
     try:
-        return "ok", json.loads(value)
+        document = json.loads(value)
     except ValueError:
         return "error", None
+    return ("ok", document) if isinstance(document, dict) else ("error", None)
 
 
 def decoded(value: bytes) -> tuple[str, Any]:
@@ -56,5 +58,6 @@ def test_edge_cases(raw: bytes) -> None:
 
 
 def test_not_json_names_the_object() -> None:
-    with pytest.raises(BackendError, match="Thing g is not JSON"):
-        decode_document(b"{oops", "Thing", "g")
+    for raw in (b"{oops", b"[1]", b'"text"'):
+        with pytest.raises(BackendError, match=r"Thing g is not a JSON object .* run `dal check`"):
+            decode_document(raw, "Thing", "g")

@@ -6,12 +6,11 @@ A dotted path costs one batched load per hop, a dynamic one multi-get of its cac
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from dal.backends.base import Entry
 from dal.exceptions import BackendError
-from dal.objects.decoding import loads
+from dal.objects.decoding import document
 from dal.objects.dynamics import read_many
 from dal.query.filters import Filter
 from dal.query.grammar import Condition, Node, satisfies
@@ -24,15 +23,14 @@ if TYPE_CHECKING:
 
 
 def decode_document(value: bytes, hybrid: str, guid: str) -> dict[str, Any]:
-    """Return a stored document decoded, exactly as ``json.loads(value)`` would; BackendError if not JSON.
-    Through :func:`dal.objects.decoding.loads` (json's C scanner called directly, no encoding detection
-    nor whitespace regex; anything else is ``json.loads``'s own)."""
+    """Return a stored document decoded, exactly as ``json.loads(value)`` would; BackendError if it is not
+    a JSON object. Through :func:`dal.objects.decoding.document` (json's C scanner called directly, no
+    encoding detection nor whitespace regex; anything else is ``json.loads``'s own)."""
     try:
-        document: dict[str, Any] = loads(value)
+        return document(value)
     except ValueError as exc:
-        raise BackendError(f"the stored document of {hybrid} {guid} is not JSON ({exc}); "
-                           "run `dal check`") from exc
-    return document
+        raise BackendError(f"the stored document of {hybrid} {guid} is not a JSON object ({exc}); "
+                           "it was not written by dal, or the store is damaged: run `dal check`") from exc
 
 
 class _Pending(Exception):
@@ -118,7 +116,9 @@ class Batch:
         wanted = {start[1].get(relation.guid_field) for start in starts.values() if start is not None}
         loaded = self.context.load_documents(relation.target._meta.name,
                                              sorted(guid for guid in wanted if isinstance(guid, str)))
-        documents = {guid: (json.loads(entry.value), entry) for guid, entry in loaded.items()}
+        name = relation.target.__name__
+        documents = {guid: (decode_document(entry.value, name, guid), entry)
+                     for guid, entry in loaded.items()}
         ends: dict[str, tuple[str, dict[str, Any], Entry] | None] = {}
         for guid, start in starts.items():
             target = start[1].get(relation.guid_field) if start is not None else None

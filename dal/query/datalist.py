@@ -334,7 +334,8 @@ class DataList(Generic[T]):
 
     def page(self, number: int, size: int) -> Page[T]:
         """Return page ``number`` (from 1) of ``size`` objects, with the total count."""
-        if not isinstance(number, int) or not isinstance(size, int) or number < 1 or size < 1:
+        if (not isinstance(number, int) or not isinstance(size, int) or isinstance(number, bool)
+                or isinstance(size, bool) or number < 1 or size < 1):
             raise InvalidQueryError(f"page({number!r}, {size!r}): the number counts from 1, the size is >= 1")
         guids = self._run()
         start = (number - 1) * size

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from dal.config import current
 from dal.exceptions import InvalidQueryError, InvalidValueError
 from dal.objects.dataobject import DataObject
 from dal.objects.origin import check_compared
+from dal.query.declared import bare, element, stringlike
 from dal.query.ordering import COMPARE, Parse, comparable, orderable, ordering_test
 from dal.structures import GUID_RULE, Dynamic, Property, Relation, is_guid
 from dal.validators import Validator, non_finite
@@ -99,15 +99,23 @@ def compile_query(meta: HybridMeta, query: Mapping[str, Any] | None) -> Group:
     """Validate ``query`` against a hybrid and return its tree; ``None`` matches every object."""
     if query is None:
         return Group(WhereOperator.AND, ())
-    return _group(meta, query, "query")
+    return _group(meta, query, "query", 0)
 
 
-def _group(meta: HybridMeta, query: Any, where: str) -> Group:
+#: how deeply groups may nest: every layer of a query (validation, planning, filtering) walks the
+#: tree recursively, and far below Python's recursion limit is still far beyond any real query
+MAX_DEPTH = 50
+
+
+def _group(meta: HybridMeta, query: Any, where: str, depth: int) -> Group:
     if not isinstance(query, Mapping):
         raise InvalidQueryError(f"{where} is {query!r}; {_SHAPE}")
-    unknown = sorted(set(query) - {"type", "items"})
+    if depth >= MAX_DEPTH:
+        raise InvalidQueryError(f"{where}: groups nest {depth + 1} deep, more than {MAX_DEPTH}; "
+                                "flatten the query (an AND or OR takes any number of items)")
+    unknown = sorted(set(query) - {"type", "items"}, key=repr)
     if unknown or "items" not in query:
-        raise InvalidQueryError(f"{where} has keys {sorted(query)}; {_SHAPE}")
+        raise InvalidQueryError(f"{where} has keys {sorted(query, key=repr)}; {_SHAPE}")
     try:
         kind = WhereOperator(query.get("type", WhereOperator.AND))
     except ValueError:
@@ -119,7 +127,8 @@ def _group(meta: HybridMeta, query: Any, where: str) -> Group:
     nodes: list[Node] = []
     for index, item in enumerate(items):
         label = f"{where}['items'][{index}]"
-        node = _group(meta, item, label) if isinstance(item, Mapping) else _condition(meta, item, label)
+        node = (_group(meta, item, label, depth + 1) if isinstance(item, Mapping)
+                else _condition(meta, item, label))
         nodes.append(node)
     return Group(kind, tuple(nodes))
 
@@ -258,12 +267,12 @@ def _one(field: Field, value: Any, label: str) -> Any:
 
 
 def _contained(field: Field, value: Any, label: str) -> Any:
-    declared = _unoptional(_declared_type(field))
-    if declared is str or field.kind in ("guid", "relation") or _string_enum(field):
+    declared = bare(_declared_type(field))
+    if stringlike(declared) or field.kind in ("guid", "relation") or _string_enum(field):
         if not isinstance(value, str):
             raise InvalidQueryError(f"{label} is a string; CONTAINS on it takes a substring, not {value!r}")
         return value
-    if declared is list or (isinstance(declared, type) and declared in (tuple, set)):
+    if declared in (list, tuple, set, frozenset):
         try:
             json.dumps(value)
         except (TypeError, ValueError):
@@ -271,25 +280,11 @@ def _contained(field: Field, value: Any, label: str) -> Any:
         return value
     origin, arguments = typing.get_origin(declared), typing.get_args(declared)
     if origin in (list, tuple, set, frozenset) and arguments:
-        # list[str], set[int], ...: an element, checked against the element type, in its JSON form
-        element = Validator(f"{label} (an element)", arguments[0])
-        try:
-            return element.to_json(element(value))
-        except InvalidValueError as exc:
-            kind = getattr(arguments[0], "__name__", repr(arguments[0]))
-            raise InvalidQueryError(f"{label} holds {kind} elements; CONTAINS takes one such element: "
-                                    f"{exc}") from None
+        # list[str], set[int], tuple[int, ...], tuple[int, str]: an element, checked against an
+        # element type, in its JSON form
+        kinds = [argument for argument in dict.fromkeys(arguments) if argument is not ...]
+        return element(label, kinds, value)
     raise InvalidQueryError(f"{label} is not a string or a list; CONTAINS works on those only")
-
-
-def _unoptional(declared: Any) -> Any:
-    """Return ``X`` for ``Optional[X]`` (``X | None``), else ``declared``."""
-    arguments = typing.get_args(declared)
-    if typing.get_origin(declared) in (typing.Union, types.UnionType) and type(None) in arguments:
-        rest = [argument for argument in arguments if argument is not type(None)]
-        if len(rest) == 1:
-            return rest[0]
-    return declared
 
 
 def _declared_type(field: Field) -> Any:
@@ -308,21 +303,14 @@ def _string_enum(field: Field) -> bool:
 def _numeric(field: Field) -> bool:
     """Tell whether ``field`` holds numbers: an int or float, optional or constrained (``Annotated``)
     too, so a range bound need not itself be a value the field could hold (``pct LT 200``)."""
-    declared = _declared_type(field)
-    while True:
-        bare = _unoptional(declared)
-        if typing.get_origin(bare) is typing.Annotated:
-            bare = typing.get_args(bare)[0]
-        if bare is declared:
-            return declared in (int, float)
-        declared = bare
+    return bare(_declared_type(field)) in (int, float)
 
 
 def _orderable(field: Field) -> Parse | None:
     """Return the parser of a stored value whose text orders unlike its type (dal.query.ordering)."""
     if field.kind not in ("property", "dynamic"):
         return None
-    return orderable(_unoptional(_declared_type(field)), field.validator)
+    return orderable(bare(_declared_type(field)), field.validator)
 
 
 # --- testing values -------------------------------------------------------------------------

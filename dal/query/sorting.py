@@ -63,9 +63,9 @@ def sort_key(meta: HybridMeta, key: SortKey) -> Ranker:
         return Ranker(key)
     if key is None:
         key = ["name", "guid"] if "name" in meta.properties else ["guid"]
-    if not isinstance(key, (str, Sequence)):
+    if not isinstance(key, (str, Sequence)) or isinstance(key, (bytes, bytearray)) or not key:
         raise InvalidQueryError(f"sort(key={key!r}): a key is a function of an object, a field name "
-                                "or a list of field names")
+                                "or a non-empty list of field names")
     names = [key] if isinstance(key, str) else list(key)
     fields = [(field, field.text.rsplit(".", 1)[-1])
               for field in (resolve_field(meta, name, "sort key") for name in names)]

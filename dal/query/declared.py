@@ -1,0 +1,69 @@
+"""What a field's declared type says about the values a query compares with its stored ones.
+
+Fields are declared the ways pydantic spells types: ``Optional[X]``, ``X | None``,
+``Annotated[X, Field(...)]`` (``constr``, ``conlist`` and pydantic's other constrained types are
+``Annotated``), nested in any order. A query treats each as its plain type ``X``.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any
+
+from dal.exceptions import InvalidQueryError, InvalidValueError
+from dal.validators import Validator
+from dal.values import same
+
+
+def bare(declared: Any) -> Any:
+    """Return ``declared`` without its ``Optional`` and ``Annotated`` wrappers, however nested
+    (``Annotated[datetime | None, Field(...)]`` is a ``datetime``)."""
+    while True:
+        plain = unoptional(declared)
+        if typing.get_origin(plain) is typing.Annotated:
+            plain = typing.get_args(plain)[0]
+        if plain is declared:
+            return declared
+        declared = plain
+
+
+def unoptional(declared: Any) -> Any:
+    """Return ``X`` for ``Optional[X]`` (``X | None``), else ``declared``."""
+    arguments = typing.get_args(declared)
+    if typing.get_origin(declared) in (typing.Union, types.UnionType) and type(None) in arguments:
+        rest = [argument for argument in arguments if argument is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return declared
+
+
+def stringlike(declared: Any) -> bool:
+    """Tell whether values of ``declared`` (bare) are stored as strings: ``str`` (or a subclass), a
+    ``Literal`` of strings."""
+    if isinstance(declared, type):
+        return issubclass(declared, str)
+    arguments = typing.get_args(declared)
+    return typing.get_origin(declared) is typing.Literal and all(isinstance(item, str) for item in arguments)
+
+
+def element(label: str, kinds: list[Any], value: Any) -> Any:
+    """Return ``value`` in the JSON form an element of one of ``kinds`` is stored in: of the first
+    kind it fits as it is (a fixed-shape tuple's ``'1'`` is its ``str`` element, not its ``int``
+    one), else of the first it fits; InvalidQueryError when it fits none."""
+    fitted: list[Any] = []
+    errors: list[InvalidValueError] = []
+    for kind in kinds:
+        check = Validator(f"{label} (an element)", kind)
+        try:
+            fitted.append(check.to_json(check(value)))
+        except InvalidValueError as exc:
+            errors.append(exc)
+    for stored in fitted:
+        if same(stored, value) and type(stored) is type(value):
+            return stored
+    if fitted:
+        return fitted[0]
+    names = " or ".join(getattr(kind, "__name__", repr(kind)) for kind in kinds)
+    raise InvalidQueryError(f"{label} holds {names} elements; CONTAINS takes one such element: "
+                            f"{errors[0]}") from None
