@@ -1,4 +1,4 @@
-"""Digests naming a declared type, alike in every process that declares it.
+"""Digests naming a declared type, alike in every process that declares it; and its name in messages.
 
 A cached dynamic is tagged with the digest of the type its class declares
 (:mod:`dal.objects.dynamics_tags`), so a process declaring another type (during a deploy that
@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import types
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 #: an object's address in a repr (``<... object at 0x7f...>``): another in every process
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -77,3 +78,30 @@ def json_schema(adapter: Any) -> dict[str, Any] | None:
 
 def _digest(description: str) -> str:
     return hashlib.sha256(description.encode("utf-8", "backslashreplace")).hexdigest()[:DIGEST_LENGTH]
+
+
+def type_label(declared: object) -> str:
+    """Return how a message names a declared type: a class by its name (``Limits``, ``datetime``); a
+    parametrised or special form as written, with its arguments so named (``list[float]``, ``int | str``,
+    ``date | None``, ``tuple[int, ...]``, ``Literal['a', 'b']``); ``Annotated[str, ...]`` by the type it
+    constrains (``str``: the message's reason names the constraint)."""
+    origin = get_origin(declared)
+    if origin is None:
+        if declared is None or declared is type(None):
+            return "None"
+        if declared is Ellipsis:
+            return "..."
+        if isinstance(declared, list):  # Callable's parameters
+            return f"[{', '.join(map(type_label, declared))}]"
+        name = getattr(declared, "__name__", None)
+        return name if isinstance(name, str) else _address_free(declared)
+    arguments = get_args(declared)
+    if origin is Annotated:
+        return type_label(arguments[0])
+    if origin is Union or origin is types.UnionType:
+        return " | ".join(map(type_label, arguments))
+    if origin is Literal:
+        return f"Literal[{', '.join(map(repr, arguments))}]"
+    if not arguments:  # a bare typing.List
+        return type_label(origin)
+    return f"{type_label(origin)}[{', '.join(map(type_label, arguments))}]"

@@ -19,7 +19,7 @@ from typing import Any, cast
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from dal.exceptions import InvalidValueError
-from dal.type_digest import json_schema, type_digest, values_digest
+from dal.type_digest import json_schema, type_digest, type_label, values_digest
 from dal.values import encodable, identical, safe_repr, same, sets_sorted, subclass_in, zone_problem
 
 #: types whose JSON form is the Python value itself: no conversion on load or store
@@ -87,7 +87,7 @@ class Validator:
                 f"{owner}: type {declared!r} cannot be validated; use str, int, float, bool, list, dict, "
                 "a list of allowed values, or a JSON-serializable type pydantic understands") from exc
         self.native = declared in _NATIVE
-        self.label = getattr(declared, "__name__", repr(declared))
+        self.label = type_label(declared)  # list[float], int | str: not the bare origin (list, Union)
         schema = None if self.native else json_schema(self.adapter)
         #: names the declared type in a cached dynamic's tag (dal.type_digest)
         self.digest = type_digest(declared, schema)

@@ -38,7 +38,7 @@ from dal.exceptions import InvalidValueError, MissingMandatoryFieldsError, Objec
 from dal.objects.refusals import changeable, check_containers
 from dal.objects.transaction import decode
 from dal.structures import Dynamic, Property, check_guid
-from dal.values import identical
+from dal.values import same
 
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
@@ -73,8 +73,6 @@ _aliased: weakref.WeakSet[type[BaseModel]] = weakref.WeakSet()
 _lock = threading.Lock()
 #: per hybrid, the properties ``serialize()`` copies (see ``_shared``)
 _views: weakref.WeakKeyDictionary[type, frozenset[str]] = weakref.WeakKeyDictionary()
-#: what a stored form the declared type no longer reads is read as: no value is identical to it
-_UNREAD = object()
 
 
 def model_of(hybrid: type, meta: HybridMeta) -> type[BaseModel]:
@@ -197,9 +195,11 @@ def _copies(label: str, obj: Any, built: _Built) -> dict[str, Any]:
     model as is, and the items of a list or a dict); refuse, as ``save()`` does, naming the field, a
     value changed in place that ``save()`` would refuse, rather than a model whose JSON alters it.
 
-    A typed value that is still the one its stored form reads as was validated when loaded, and
+    A typed value whose JSON form is still its stored form was validated when loaded (or saved), and
     ``save()`` does not check it again either: only the others pay for their type's whole check (a few
-    microseconds). The stored form read afresh is the copy: faster than ``copy.deepcopy``.
+    microseconds). The stored form read afresh is the copy: faster than ``copy.deepcopy``. Compared as
+    stored values, not with ``==``: a datetime of another offset, a ``Decimal('1.0')`` for ``'1.00'``,
+    equal but stored otherwise, is a change ``save()`` writes, and the model must hold it.
     """
     data = obj._data
     copies: dict[str, Any] = {}
@@ -210,15 +210,14 @@ def _copies(label: str, obj: Any, built: _Built) -> dict[str, Any]:
             continue
         if stored is None:
             stored = decode(obj._raw) if obj._raw is not None else {}
-        if name in stored:
-            try:
-                loaded = check.from_json(stored[name])
-            except ValueError:  # stored by a version whose type read it otherwise
-                loaded = _UNREAD
-            if identical(value, loaded):
-                if name in built.copied:
-                    copies[name] = loaded
+        if name in stored and _still_stored(check, value, stored[name]):
+            if name not in built.copied:
                 continue
+            try:
+                copies[name] = check.from_json(stored[name])
+                continue
+            except ValueError:  # stored by a version whose type read it otherwise: checked below
+                pass
         try:  # save()'s check (refusals.check_typed), in to_model()'s words
             check(value)
         except InvalidValueError as exc:
@@ -228,6 +227,14 @@ def _copies(label: str, obj: Any, built: _Built) -> dict[str, Any]:
     check_containers(label, data, built.plain)
     copies.update((name, _json_copy(data[name])) for name in built.plain)
     return copies
+
+
+def _still_stored(check: Validator, value: Any, stored: Any) -> bool:
+    """Tell whether ``value``'s JSON form is ``stored`` (False when it has none: ``check`` then says why)."""
+    try:
+        return same(check.to_json(value), stored)
+    except Exception:  # changed in place into what its type cannot write (pydantic's errors, TypeError...)
+        return False
 
 
 def _json_copy(value: Any) -> Any:
@@ -264,7 +271,7 @@ def from_model(hybrid: type, meta: HybridMeta, model: BaseModel) -> Any:
         raise InvalidValueError(
             f"{name}.from_model() takes a pydantic model, not a {type(model).__name__}; for a dict `data`, "
             f"pass {name}.model().model_validate(data), which also checks its values")
-    values = dict(model.model_dump(by_alias=True) if type(model) in _aliased else model.model_dump())
+    values = _values_of(model)
     guid = values.pop("guid", None)
     if guid is not None:
         check_guid(guid, f"{meta.cls.__name__}.from_model(...): the model's guid")
@@ -276,6 +283,17 @@ def from_model(hybrid: type, meta: HybridMeta, model: BaseModel) -> Any:
     if guid is not None:
         obj.__dict__["guid"] = guid
     return obj
+
+
+def _values_of(model: BaseModel) -> dict[str, Any]:
+    """Return a model's values by field name (a hybrid's model: by stored name, its alias): its attributes,
+    as validated, not ``model_dump()``, which turns a dataclass into a dict the assignment refuses. Copied
+    where they can change in place: the object must not share them with the model."""
+    by_alias = type(model) in _aliased
+    values = {(field.alias if by_alias and field.alias else name): getattr(model, name)
+              for name, field in type(model).model_fields.items()}
+    values.update(model.model_extra or {})  # a model allowing extra fields: refused by name, as dumped
+    return {name: copy.deepcopy(value) if changeable(value) else value for name, value in values.items()}
 
 
 def check_depth(depth: object) -> None:

@@ -225,3 +225,19 @@ def keep_unread(meta: HybridMeta, stored: Document, ours: Document, changed: Col
             ours[name] = stored[name]
             kept = True
     return kept
+
+
+def saved_values(meta: HybridMeta, document: Document, values: Mapping[str, Any],
+                 ours: Document) -> Document:
+    """Return an object's values once ``document`` is stored: each field's stored form, a typed field's
+    read with its type, except where the object's own value (in ``values``) is what was written, its JSON
+    form (in ``ours``, the document the save built from it) being the stored one. That value is kept, the
+    very object: a reference the application took (``settings = obj.settings``) still changes what the
+    next save stores. Only a value the stored form differs from (merged in from the store) is read afresh.
+    """
+    data = {name: document.get(name) for name in meta.stored_defaults}  # in declaration order
+    for name, validator in meta.converters:
+        written, mine = data[name], ours.get(name)
+        # the save wrote ours itself (is), unless it merged; after a merge, compared as stored values
+        data[name] = values[name] if written is mine or same(written, mine) else validator.from_json(written)
+    return data

@@ -50,6 +50,7 @@ from dal.objects.transaction import (
     encode,
     merge,
     plan_write,
+    saved_values,
 )
 from dal.objects.views import SCHEMA, stale, writer_view
 from dal.values import same
@@ -176,7 +177,8 @@ class Writes:
                 raise
             if result.ok:
                 # a revision not known (0) becomes -1: the next commit fails its check and merges
-                self._saved(context, new, result.revision or -1, merged=attempt > 0, raw=plan.raw)
+                self._saved(context, new, result.revision or -1, merged=attempt > 0, ours=save.ours,
+                            raw=plan.raw)
                 return
             failed = [plan.reasons[index] for index in result.failed]
             if SCHEMA in failed:
@@ -253,21 +255,19 @@ class Writes:
             now, values = self._document(), dict(self._data)
             since = [name for name, value in now.items() if not same(value, ours_then.get(name))]
             # -1 when the revision is not known: the next commit then fails its check and merges
-            self._saved(context, decode(written), revision or -1, merged=True, raw=written)
+            self._saved(context, decode(written), revision or -1, merged=True, ours=now, raw=written)
             for name in since:
                 self._data[name] = values[name]
 
-    def _saved(self, context: Context, document: Document, revision: int, *, merged: bool,
+    def _saved(self, context: Context, document: Document, revision: int, *, merged: bool, ours: Document,
                raw: bytes | None = None) -> None:
-        """Become what was stored: ``document``, as ``raw`` (the bytes the commit wrote, when known)."""
+        """Become what was stored: ``document``, as ``raw`` (the bytes the commit wrote, when known), the
+        save having built ``ours`` (the JSON form of each field) from this object's values."""
         meta = self._meta
         if raw is None:
             raw = encode(document)
-        # the stored fields in declaration order (stored_defaults' keys: meta.fields(), built once)
-        data = {name: document.get(name) for name in meta.stored_defaults}
-        for name, validator in meta.converters:
-            data[name] = validator.from_json(data[name])
-        changed = changed_fields(self._document(), data) if merged else []
+        data = saved_values(meta, document, self._data, ours)  # our own values kept where written
+        changed = changed_fields(ours, document) if merged else []
         state = self.__dict__
         state["_data"] = data
         state["_raw"] = raw

@@ -1,0 +1,170 @@
+"""Typed values stay the object's own across a save, and models carry them exactly.
+
+- A save keeps the object's typed values (a model, a ``list[float]``, a dataclass) where their JSON form
+  is what it wrote: a reference taken before the save (``settings = obj.settings``) still belongs to the
+  object, so what is changed through it is stored by the next save, as with a plain ``list``. Only a
+  value merged in from the store is read afresh.
+- ``from_model()`` takes a model whose hybrid has a dataclass-typed property (``model_dump()`` turned it
+  into a dict, which the strict assignment refused), and shares nothing with the model.
+- ``to_model()`` holds a value equal to the stored one but written otherwise (a datetime of another
+  offset, ``Decimal('1.0')`` for ``'1.00'``): what ``save()`` writes, not the old stored value.
+- A refused assignment names the declared type (``list[float]``, ``int | str``), not its bare origin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Literal, Optional, Union
+
+import pydantic
+import pytest
+
+import dal
+from dal import Property, TypedObject
+from dal.config import Context
+from dal.exceptions import InvalidValueError
+from dal.validators import Validator
+
+
+class Settings(pydantic.BaseModel):
+    size: str = "small"
+    retries: int = 0
+
+
+@dataclasses.dataclass
+class Limits:
+    soft: int
+    hard: int
+
+
+@pydantic.dataclasses.dataclass
+class Soft:
+    soft: int
+
+
+class Job(TypedObject, hybrid_name="tvfjob"):
+    name: str = Property(mandatory=False)
+    settings: Settings = Property(mandatory=False)
+    scores: list[float] = Property(mandatory=False)
+    limits: Limits = Property(mandatory=False)
+    tags: list = Property(mandatory=False)  # type: ignore[type-arg]
+
+
+def _job() -> Job:
+    return Job(settings=Settings(), scores=[1.0], limits=Limits(1, 2), tags=["a"])
+
+
+@pytest.mark.parametrize("save", ["save", "save_many"])
+def test_a_reference_taken_before_a_save_still_changes_what_the_next_save_stores(local: Context,
+                                                                                 save: str) -> None:
+    def saved(obj: Job) -> None:
+        obj.save() if save == "save" else dal.save_many([obj])
+
+    job = _job()
+    settings, scores, limits, tags = job.settings, job.scores, job.limits, job.tags
+    settings.size = "big"
+    scores.append(2.0)
+    saved(job)
+    assert job.settings is settings and job.scores is scores and job.limits is limits and job.tags is tags
+    settings.retries = 3
+    scores.append(3.0)
+    limits.hard = 9
+    tags.append("c")
+    saved(job)
+    stored = Job.get(job.guid)
+    assert stored.settings == Settings(size="big", retries=3) and stored.scores == [1.0, 2.0, 3.0]
+    assert stored.limits == Limits(1, 9) and stored.tags == ["a", "c"]
+    assert not job.updated_on_datastore()
+
+
+def test_a_value_merged_in_from_the_store_is_read_afresh_and_ours_kept(local: Context) -> None:
+    job = _job()
+    job.save()
+    other = Job.get(job.guid)
+    other.settings = Settings(size="theirs")
+    other.save()
+    scores = job.scores
+    scores.append(2.0)
+    job.save()  # merges: their settings, our scores
+    assert job.settings == Settings(size="theirs") and job.scores is scores
+    settings = job.settings
+    settings.retries = 5
+    scores.append(3.0)
+    job.save()
+    stored = Job.get(job.guid)
+    assert stored.settings == Settings(size="theirs", retries=5) and stored.scores == [1.0, 2.0, 3.0]
+
+
+class Store(TypedObject, hybrid_name="tvfstore"):
+    name: str = Property()
+    limits: Limits = Property(mandatory=False)
+    history: list[Limits] = Property(mandatory=False)
+    soft: Soft = Property(mandatory=False)
+
+
+@pytest.mark.parametrize(("field", "value"), [("limits", Limits(1, 2)), ("history", [Limits(1, 2)]),
+                                              ("soft", Soft(1))])
+def test_from_model_takes_a_dataclass_typed_property(local: Context, field: str, value: Any) -> None:
+    store = Store(name="s", **{field: value})
+    store.save()
+    model = Store.model()
+    incoming = model.model_validate_json(store.to_model().model_dump_json())
+    again = Store.from_model(incoming)  # the round trip typed-api.md shows
+    assert again == store and not again.updated_on_datastore()
+    assert getattr(again, field) == value
+    fresh = Store.from_model(model(guid="c0ffee00-0000-4000-8000-000000000001", name="n", **{field: value}))
+    assert getattr(fresh, field) == value and getattr(fresh, field) is not value  # a copy, not the model's
+    fresh.save()
+    assert getattr(Store.get(fresh.guid), field) == value
+
+
+UTC, PLUS5 = dt.timezone.utc, dt.timezone(dt.timedelta(hours=5))
+
+
+class Meeting(TypedObject, hybrid_name="tvfmeeting"):
+    slots: list[dt.datetime] = Property(mandatory=False)
+    prices: list[Decimal] = Property(mandatory=False)
+
+
+def test_to_model_holds_an_equal_value_written_otherwise_not_the_stored_one(local: Context) -> None:
+    meeting = Meeting(slots=[dt.datetime(2020, 1, 1, tzinfo=UTC)], prices=[Decimal("1.00")])
+    meeting.save()
+    meeting = Meeting.get(meeting.guid)
+    meeting.slots = [dt.datetime(2020, 1, 1, 5, tzinfo=PLUS5)]  # the same instant, another offset
+    meeting.prices = [Decimal("1.0")]  # the same number, another exponent
+    model: Any = meeting.to_model()
+    assert [slot.utcoffset() for slot in model.slots] == [dt.timedelta(hours=5)]
+    assert [str(price) for price in model.prices] == ["1.0"]
+    assert model.model_dump_json() == meeting.to_model().model_dump_json()
+    meeting.slots[0] = dt.datetime(2020, 1, 1, tzinfo=UTC)  # changed in place back to the stored form
+    assert [slot.utcoffset() for slot in meeting.to_model().slots] == [dt.timedelta(0)]
+
+
+class Labelled(TypedObject, hybrid_name="tvflabelled"):
+    a: list[float] = Property(mandatory=False)
+    b: tuple[int, str] = Property(mandatory=False)
+    c: Union[int, str] = Property(mandatory=False)  # noqa: UP007 -- the typing form is named alike
+    d: Annotated[str, pydantic.Field(max_length=3)] = Property(mandatory=False)
+    e: dict[str, int] = Property(mandatory=False)
+    f: Optional[dt.date] = Property(mandatory=False)  # noqa: UP045 -- the typing form is named alike
+    g: int | None = Property(mandatory=False)
+
+
+@pytest.mark.parametrize(("field", "value", "named"), [
+    ("a", [True], "list[float]"), ("b", (True, "x"), "tuple[int, str]"), ("c", 1.5, "int | str"),
+    ("d", "abcd", "str"), ("e", {"k": "v"}, "dict[str, int]"),
+    ("f", "x", "date"), ("g", "x", "int")])  # an annotation's None is left out: None is always assignable
+def test_a_refusal_names_the_declared_type(field: str, value: Any, named: str) -> None:
+    with pytest.raises(InvalidValueError, match=rf"^Labelled\.{field} must be {re.escape(named)}, not "):
+        setattr(Labelled(), field, value)
+
+
+@pytest.mark.parametrize(("declared", "named"), [
+    (Optional[dt.date], "date | None"), (list[Annotated[int, pydantic.Field(gt=0)]], "list[int]"),  # noqa: UP045
+    (tuple[int, ...], "tuple[int, ...]"), (Literal["a", 1], "Literal['a', 1]"), (Settings, "Settings"),
+    (list[Settings] | None, "list[Settings] | None"), (Any, "Any")])
+def test_a_validator_names_a_parametrised_type_as_written(declared: Any, named: str) -> None:
+    assert Validator("X.f", declared).label == named
