@@ -57,6 +57,8 @@ class Context:
     #: False when a process-local cache could not notice another process's commits
     caches_objects: bool = field(init=False)
     _change_token: object = field(init=False, default=None, repr=False)
+    #: one emptying of a local cache at a time (check_local_cache); new after a fork (_open)
+    _flushing: threading.Lock = field(init=False, repr=False)
     _generation: int = field(init=False, default=0, repr=False)
     publisher: Publisher | None = field(init=False, default=None, repr=False)
 
@@ -69,6 +71,7 @@ class Context:
         self.publisher = Publisher(self) if self.volatile.shared else None
 
     def _open(self) -> None:
+        self._flushing = threading.Lock()  # a fork may have copied it held
         persistent = self.persistent = open_persistent(self._located)
         self.volatile = open_volatile(self.volatile_url)
         # cache keys name the store by its identity, learnt on first use (etcd needs a round trip)
@@ -232,15 +235,23 @@ class Context:
     def check_local_cache(self) -> None:
         """Drop a process-local cache when another process committed to the shared store, or a
         commit through another context of this process bypassed it (:mod:`dal.cache.ledger`)."""
+        # Another thread that sees the same change waits on _flushing until the cache was emptied, then
+        # finds the change noted: noting it before emptying would let that thread read an entry the
+        # change made stale in between
         if self._local and self._ledger.missed():
-            self._ledger.synced()  # before emptying: a commit landing meanwhile is missed again
-            self._clear_local()
+            with self._flushing:
+                if self._ledger.missed():
+                    mark = self._ledger.mark()  # before emptying: a commit landing meanwhile is missed again
+                    self._clear_local()
+                    self._ledger.synced(mark)
         if not self._guard:
             return
         token = self.persistent.change_token()
         if token != self._change_token:
-            self._change_token = token
-            self._clear_local()
+            with self._flushing:
+                if token != self._change_token:
+                    self._clear_local()
+                    self._change_token = token
 
     def _clear_local(self) -> None:
         clear = getattr(self.volatile, "clear", None)

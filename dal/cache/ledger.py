@@ -51,10 +51,18 @@ class Ledger:
         """Tell whether a commit through another context of the store client bypassed this cache."""
         return self._store.count != self._expected
 
-    def synced(self) -> None:
-        """Note that the cache was just emptied: every commit so far is accounted for."""
+    def mark(self) -> tuple[int, int]:
+        """Return the counts before the cache is emptied, for :meth:`synced` once it is."""
         with _lock:
-            self._expected = self._store.count
+            return self._store.count, self._expected
+
+    def synced(self, mark: tuple[int, int]) -> None:
+        """Note that the cache was emptied after ``mark``: every commit counted by then is accounted for.
+        Later ones are not (a commit through another context while the cache was emptied may have
+        been filled over as it was), except those through this cache, which it heard of."""
+        count, expected = mark
+        with _lock:
+            self._expected = count + (self._expected - expected)
 
 
 _stores: weakref.WeakKeyDictionary[object, _StoreCommits] = weakref.WeakKeyDictionary()
