@@ -128,6 +128,11 @@ def field_expression(meta: HybridMeta, name: str, spec: Any) -> FieldExpression:
     return FieldExpression(_target_meta(meta, name), name, spec, meta.cls)
 
 
+#: how deeply a query's groups may nest: every layer of a query (validation, planning, filtering)
+#: walks its tree recursively, and this stays far below Python's recursion limit in all of them
+MAX_DEPTH = 100
+
+
 class Where:
     """Something a query is made of: a condition, or conditions joined by ``&`` (AND) or ``|`` (OR)."""
 
@@ -180,6 +185,12 @@ class Group(Where):
     def __init__(self, kind: str, items: tuple[Where, ...]) -> None:
         self.kind = kind
         self.items = items
+        #: how many groups nest here, this one included (refused past MAX_DEPTH, as the grammar does)
+        self.depth: int = 1 + max((item.depth for item in items if isinstance(item, Group)), default=0)
+        if self.depth > MAX_DEPTH:
+            raise InvalidQueryError(f"a query whose groups nest {self.depth} deep, more than {MAX_DEPTH}; "
+                                    "flatten it (a & b & c is one group; join a long list of "
+                                    "alternatives with one Cls.field.in_([...]))")
 
     def grammar(self) -> dict[str, Any]:
         items = [item.item if isinstance(item, Condition) else item.grammar() for item in self.items]

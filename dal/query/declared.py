@@ -47,23 +47,23 @@ def stringlike(declared: Any) -> bool:
     return typing.get_origin(declared) is typing.Literal and all(isinstance(item, str) for item in arguments)
 
 
-def element(label: str, kinds: list[Any], value: Any) -> Any:
-    """Return ``value`` in the JSON form an element of one of ``kinds`` is stored in: of the first
-    kind it fits as it is (a fixed-shape tuple's ``'1'`` is its ``str`` element, not its ``int``
-    one), else of the first it fits; InvalidQueryError when it fits none."""
+def element(label: str, kinds: list[Any], value: Any) -> list[Any]:
+    """Return every JSON form ``value`` is stored in as an element of one of ``kinds`` it fits, each
+    once (``3`` in a ``tuple[float, int]`` is ``3.0`` in its first place and ``3`` in its second,
+    which dal's value identity tells apart); InvalidQueryError when it fits none."""
     fitted: list[Any] = []
     errors: list[InvalidValueError] = []
     for kind in kinds:
         check = Validator(f"{label} (an element)", kind)
         try:
-            fitted.append(check.to_json(check(value)))
+            form = check.to_json(check(value))
         except InvalidValueError as exc:
             errors.append(exc)
-    for stored in fitted:
-        if same(stored, value) and type(stored) is type(value):
-            return stored
+            continue
+        if not any(same(form, known) for known in fitted):
+            fitted.append(form)
     if fitted:
-        return fitted[0]
+        return fitted
     names = " or ".join(getattr(kind, "__name__", repr(kind)) for kind in kinds)
     raise InvalidQueryError(f"{label} holds {names} elements; CONTAINS takes one such element: "
                             f"{errors[0]}") from None

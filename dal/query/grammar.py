@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from dal.config import current
 from dal.exceptions import InvalidQueryError, InvalidValueError
+from dal.model.expressions import MAX_DEPTH
 from dal.objects.dataobject import DataObject
 from dal.objects.origin import check_compared
 from dal.query.declared import bare, element, stringlike
@@ -102,11 +103,6 @@ def compile_query(meta: HybridMeta, query: Mapping[str, Any] | None) -> Group:
     return _group(meta, query, "query", 0)
 
 
-#: how deeply groups may nest: every layer of a query (validation, planning, filtering) walks the
-#: tree recursively, and far below Python's recursion limit is still far beyond any real query
-MAX_DEPTH = 50
-
-
 def _group(meta: HybridMeta, query: Any, where: str, depth: int) -> Group:
     if not isinstance(query, Mapping):
         raise InvalidQueryError(f"{where} is {query!r}; {_SHAPE}")
@@ -133,7 +129,7 @@ def _group(meta: HybridMeta, query: Any, where: str, depth: int) -> Group:
     return Group(kind, tuple(nodes))
 
 
-def _condition(meta: HybridMeta, item: Any, where: str) -> Condition:
+def _condition(meta: HybridMeta, item: Any, where: str) -> Node:
     if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) not in (3, 4):
         raise InvalidQueryError(f"{where} is {item!r}; a condition is (field, operator, value) or "
                                 "(field, operator, value, case_sensitive)")
@@ -153,9 +149,20 @@ def _condition(meta: HybridMeta, item: Any, where: str) -> Condition:
     label = f"{where}: {field.meta.cls.__name__}.{field.name}"
     _storable(value, label)  # first: the repr of an int past Python's digit limit raises, in any message
     converted = _value(field, operator, value, label)
+    if isinstance(converted, _Either):  # an element stored in several forms: any of them is contained
+        return Group(WhereOperator.OR, tuple(Condition(field, operator, form, sensitive)
+                                             for form in converted.forms))
     _storable(converted, label)
     moment = _orderable(field) if operator in ORDERING else None
     return Condition(field, operator, converted, sensitive, moment)
+
+
+@dataclass(frozen=True)
+class _Either:
+    """The JSON forms CONTAINS looks for when its element is stored otherwise in different places of a
+    fixed-shape tuple (see :func:`dal.query.declared.element`)."""
+
+    forms: tuple[Any, ...]
 
 
 def resolve_field(meta: HybridMeta, text: Any, where: str = "field") -> Field:
@@ -283,7 +290,8 @@ def _contained(field: Field, value: Any, label: str) -> Any:
         # list[str], set[int], tuple[int, ...], tuple[int, str]: an element, checked against an
         # element type, in its JSON form
         kinds = [argument for argument in dict.fromkeys(arguments) if argument is not ...]
-        return element(label, kinds, value)
+        forms = element(label, kinds, value)
+        return forms[0] if len(forms) == 1 else _Either(tuple(forms))
     raise InvalidQueryError(f"{label} is not a string or a list; CONTAINS works on those only")
 
 
