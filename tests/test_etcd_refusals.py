@@ -8,7 +8,11 @@ etcd, stopped by its PID.
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,12 +25,13 @@ from test_commit_outcome import _RpcError
 
 import dal.backends.etcd.store as etcd_store
 from dal import DataObject, Property, configure
-from dal.backends.base import Put, RefusedError, Revision
+from dal.backends.base import Put, RefusedError, Revision, TooLargeError
 from dal.backends.etcd import EtcdStore
+from dal.backends.etcd.grants import leadership_grant
 from dal.backends.url import parse_url
 from dal.exceptions import BackendError, CommitOutcomeUnknownError, InvalidValueError
 from dal.testing.fixtures import start_or_skip
-from dal.testing.servers import RunningServer, start_etcd
+from dal.testing.servers import RunningServer, closed_port, start_etcd
 
 pytestmark = pytest.mark.etcd
 
@@ -108,6 +113,47 @@ def test_a_save_a_read_only_user_may_not_make_is_refused_at_once_and_leaves_no_m
         root.close()
 
 
+def _run_grant(command: str) -> None:
+    """Run the ``curl`` command the permission message gives (the same request by urllib without curl)."""
+    if shutil.which("curl"):
+        subprocess.run([*shlex.split(command), "--fail", "--silent"], check=True, timeout=10)
+        return
+    _, url, _, header, _, body = shlex.split(command)
+    name, _, value = header.partition(": ")
+    with urllib.request.urlopen(urllib.request.Request(url, body.encode(), {name: value}), timeout=10):
+        pass
+
+
+def test_a_user_granted_what_the_permission_message_names_saves_loads_and_leads(
+        own_etcd: RunningServer) -> None:
+    """The message names every grant dal needs, in a form that works: readwrite on the namespace's
+    prefix (etcdctl --prefix) lets a user save and load (the store's identity needs no grant), and
+    the leadership prefix, which no etcdctl argument can carry, is granted by the curl it gives."""
+    auth, token = enable_auth(own_etcd)
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    auth.RoleAdd(etcdrpc.AuthRoleAddRequest(name="app"), metadata=token)
+    within = etcdrpc.Permission(permType=etcdrpc.Permission.READWRITE, key=f"{namespace}/".encode(),
+                                range_end=f"{namespace}0".encode())  # what etcdctl's --prefix grants
+    auth.RoleGrantPermission(etcdrpc.AuthRoleGrantPermissionRequest(name="app", perm=within), metadata=token)
+    auth.UserAdd(etcdrpc.AuthUserAddRequest(name="app", password="apppw"), metadata=token)
+    auth.UserGrantRole(etcdrpc.AuthUserGrantRoleRequest(user="app", role="app"), metadata=token)
+    url = f"etcd://app:apppw@{_hostport(own_etcd)}"
+    configure(url, "memory://", namespace=namespace)
+    thing = RefusalThing(name="granted")
+    thing.save()
+    assert RefusalThing(thing.guid).name == "granted"
+    store = store_of(url)
+    with pytest.raises(RefusedError) as denied:
+        store.acquire_leadership("granted-role", "me", 5)
+    message = str(denied.value)
+    assert "--prefix readwrite NAMESPACE/" in message and leadership_grant() in message, message
+    _run_grant(leadership_grant("app", _hostport(own_etcd), token[0][1]))
+    lease = store.acquire_leadership("granted-role", "me", 5)
+    assert lease.acquired
+    store.release_leadership(lease)
+    store.close()
+
+
 def test_a_wrong_password_is_refused_and_says_to_check_it(own_etcd: RunningServer) -> None:
     enable_auth(own_etcd)
     store = store_of(f"etcd://{ROOT[0]}:nope@{_hostport(own_etcd)}")
@@ -161,6 +207,30 @@ def test_a_save_over_the_size_limit_leaves_no_marker(etcd_server: RunningServer)
     assert isinstance(failed.value.__cause__, RefusedError)
     assert markers(store, namespace) == []
     store.close()
+
+
+def test_a_size_refusal_after_the_member_in_use_refused_the_connection_stays_a_too_large_error(
+        etcd_server: RunningServer) -> None:
+    """The member in use just went down (its port refuses connections): gRPC fails the send before
+    it goes out, so the live member's refusal is the request's only answer: a TooLargeError, and
+    the journal leaves no marker."""
+    dead = f"127.0.0.1:{closed_port()}"
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    context = configure(f"etcd://{dead},{_hostport(etcd_server)}", "memory://", namespace=namespace)
+    store: Any = context.persistent
+    RefusalThing(name="schema first").save()
+
+    def member_in_use_down() -> None:
+        store._client._current_endpoint_label = dead
+        store._client.endpoints[dead].last_failed = 0
+
+    member_in_use_down()
+    with pytest.raises(TooLargeError, match="Nothing was written"):
+        RefusalThing(name="x" * 1_800_000).save()
+    assert markers(store, namespace) == []
+    member_in_use_down()
+    with pytest.raises(TooLargeError):  # a commit that may not be sent twice goes on as well
+        store.commit([], [Put(f"{namespace}/big", b"x" * 1_800_000)])
 
 
 @pytest.mark.parametrize("ops", [[Put("", b"v")], [Put(f"many/{i}", b"v") for i in range(129)]],

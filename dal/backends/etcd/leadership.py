@@ -20,12 +20,13 @@ import grpc
 from pyetcd import etcdrpc
 
 from dal.backends.base import Leadership
+from dal.backends.etcd.grants import LEADERSHIP_PREFIX
 from dal.backends.etcd.transport import MAX_LEASE_TTL, EtcdTransport, etcd_error, utf8
 from dal.backends.leadership import acquired, lease_ttl
 from dal.exceptions import BackendError
 
 #: the prefix of every role's key
-PREFIX = "\0leadership/"
+PREFIX = LEADERSHIP_PREFIX
 _CREATE, _EQUAL = etcdrpc.Compare.CREATE, etcdrpc.Compare.EQUAL
 
 

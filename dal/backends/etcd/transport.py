@@ -21,6 +21,7 @@ from pyetcd.exceptions import NoServerAvailableError
 
 from dal.backends.base import RefusedError, TooLargeError
 from dal.backends.base import utf8 as base_utf8
+from dal.backends.etcd.grants import permission_denied
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
 
@@ -109,7 +110,8 @@ class EtcdTransport:
         # no user/password here: pyetcd would authenticate eagerly against one random endpoint
         self._client = MultiEndpointEtcd3Client(endpoints=self._endpoints, timeout=timeout, failover=True)
         self._stubs = {ep.netloc: {"kv": etcdrpc.KVStub(ep.channel), "auth": etcdrpc.AuthStub(ep.channel),
-                                   "lease": etcdrpc.LeaseStub(ep.channel)}
+                                   "lease": etcdrpc.LeaseStub(ep.channel),
+                                   "cluster": etcdrpc.ClusterStub(ep.channel)}
                        for ep in self._endpoints}
         self._where = ", ".join(ep.netloc for ep in self._endpoints)
 
@@ -123,7 +125,7 @@ class EtcdTransport:
 
     def _call(self, method: str, request: Any, *, txn_size: tuple[int, int] | None = None,
               service: str = "kv", resend: bool = True) -> Any:
-        """Send one KV (or lease) request, failing over between endpoints, all within the store's timeout.
+        """Send one request (KV, lease, cluster), failing over between endpoints, within the timeout.
 
         ``resend``: whether a send that got no answer may be sent again to another member (see
         :meth:`_send`); a request that may not gets the whole deadline on its first member.
@@ -181,19 +183,19 @@ class EtcdTransport:
               tries: _Tries) -> Any:
         """Try the endpoints in turn while they do not answer; raise the last gRPC error.
 
-        UNAVAILABLE mostly means the request never reached a server, but not always (a
-        connection can drop after sending, and etcd reports some server-side timeouts with it),
-        and DEADLINE_EXCEEDED means a member took it and did not answer (frozen, cut off from
-        the others): either may still apply, even much later (a frozen member resumed reads it
-        then). Each send waits the time left less a reserve (ATTEMPT_FLOOR) per member still to
-        try, and is sent again to the next member
-        when ``resend`` says that is safe: reads, lease keep-alives and revokes, a lease grant
-        (at worst an extra lease expires unused), and a commit whose checks a first send that
-        did apply makes fail (:meth:`~dal.backends.etcd.store.EtcdStore.commit` says which): dal's
+        UNAVAILABLE mostly means the request never reached a server, but only a failure to connect
+        proves it (:data:`NEVER_SENT`: a connection can drop after sending, and etcd reports some
+        server-side timeouts with it), and DEADLINE_EXCEEDED means a member took it and did not
+        answer (frozen, cut off from the others): either may still apply, even much later (a
+        frozen member resumed reads it then). Each send waits the time left less a reserve
+        (ATTEMPT_FLOOR) per member still to try, and is sent again to the next member when
+        ``resend`` says that is safe: reads, lease keep-alives and revokes, a lease grant (at worst
+        an extra lease expires unused), and a commit whose checks a first send that did apply makes
+        fail (:meth:`~dal.backends.etcd.store.EtcdStore.commit` says which): dal's
         commits carry a token key checked absent (``dal/cache/journal.py``), whose presence in the
         failed resend's read-back shows that the first send applied. UNAVAILABLE is retried
         whatever ``resend`` says, as it always was (a commit without such checks repeats the same
-        writes).
+        writes); one that failed to connect was never sent, so leaves a later refusal certain.
         """
         error: grpc.RpcError | None = None
         #: the first member that took the request and did not answer, and its error: what the
@@ -222,7 +224,7 @@ class EtcdTransport:
                 if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise
                 endpoint.fail()
-                tries.unanswered = True
+                tries.unanswered = tries.unanswered or not _never_sent(exc)
                 if (code == grpc.StatusCode.DEADLINE_EXCEEDED or _proposed(exc)) and not resend:
                     raise  # taken by a member, and it may yet apply: not to be sent to another
                 error = exc
@@ -319,9 +321,7 @@ class EtcdTransport:
                     f"the same way)")
         if error == PERMISSION_DENIED:
             who = f"user {self._user!r}" if self._user else "this client"
-            return (f"etcd at {self._where} denied {who} this request (permission denied); grant its "
-                    "role readwrite on the namespace's key prefix and on dal's leadership prefix "
-                    "'\\0leadership/' (etcdctl role grant-permission ROLE --prefix readwrite PREFIX)")
+            return permission_denied(self._where, who)
         if error == USER_EMPTY:
             return (f"etcd at {self._where} has authentication enabled and this client gave no user; "
                     f"put one in the URL (etcd://user:password@host:port)")
@@ -373,6 +373,19 @@ def _proposed(exc: Any) -> bool:
     """Tell whether an error is etcd's answer that it took the request and could not confirm it."""
     code, details = etcd_error(exc)
     return bool(code == grpc.StatusCode.UNAVAILABLE and details.startswith(PROPOSED))
+
+
+#: what gRPC answers for a request it failed before putting it on any connection: no connection to
+#: the member could be made (refused, unreachable, a failed TLS handshake; gRPC fails such a request
+#: at once, "fail fast") or its name did not resolve. Any other UNAVAILABLE (a connection dropped,
+#: reset, closed) may come after the request went out, so only these count as never sent.
+NEVER_SENT = ("failed to connect to all addresses", "errors resolving ", "DNS resolution failed")
+
+
+def _never_sent(exc: Any) -> bool:
+    """Tell whether gRPC failed a request before sending it to any member (see NEVER_SENT)."""
+    code, details = etcd_error(exc)
+    return bool(code == grpc.StatusCode.UNAVAILABLE and details.startswith(NEVER_SENT))
 
 
 def _too_large(code: Any, details: str) -> bool:

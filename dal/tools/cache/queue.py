@@ -21,14 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dal.backends.base import Check, Delete, DeletePrefix, Exists, Put, Revision
+from dal.backends.etcd import TXN_OPS
 from dal.config import Context
 from dal.exceptions import DalError, ObjectNotFoundError
 from dal.model.registry import hybrids
 from dal.query.datalist import DataList
 from dal.tools.cache.listing import registered
 
-#: queued dynamics written in one commit
-BATCH = 500
+#: queued dynamics written (or removed) in one commit: each is one put and one check, and etcd
+#: refuses a transaction of more of either than its --max-txn-ops (128 by default)
+BATCH = TXN_OPS
 #: seconds after which a prefetcher's claim on a queued dynamic is taken to be abandoned
 CLAIM_TTL = 600.0
 
@@ -76,7 +78,11 @@ def queue(context: Context, hybrid: str, dynamic: str, where: Mapping[str, Any] 
 
 
 def add(context: Context, items: list[Queued]) -> int:
-    """Queue ``items`` in their order, skipping those queued already; return how many were added."""
+    """Queue ``items`` in their order, skipping those queued already; return how many were added.
+
+    One commit per :data:`BATCH` items: a failure (raised) leaves those of the commits before it
+    queued; adding the same items again adds only the rest.
+    """
     added = 0
     for start in range(0, len(items), BATCH):
         batch = list(dict.fromkeys(items[start:start + BATCH]))
@@ -103,7 +109,8 @@ def queued(context: Context) -> list[Queued]:
 
 
 def remove(context: Context, items: list[Queued]) -> None:
-    """Take ``items`` off the queue."""
+    """Take ``items`` off the queue, one commit per :data:`BATCH` items: a failure (raised) leaves
+    those of the commits before it removed and the rest queued; removing them again removes the rest."""
     for start in range(0, len(items), BATCH):
         context.persistent.commit([], [Delete(_key(context, item)) for item in items[start:start + BATCH]])
 
