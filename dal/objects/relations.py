@@ -148,7 +148,7 @@ def plan_unlink(context: Context, meta: HybridMeta, guid: str, abandon: frozense
     for relation, guids in _abandoned(meta, guid, groups, abandon):
         _unlink(context, plan, meta, guid, relation, guids, referrers, points_at_itself=(
             relation.owner is not None and (relation.owner._meta.name, relation.name) in itself))
-    _rewrite(context, plan, referrers)
+    _rewrite(context, plan, guid, referrers)
     return plan
 
 
@@ -214,12 +214,20 @@ def _unlink(context: Context, plan: Unlink, meta: HybridMeta, guid: str, relatio
         referrers.setdefault(doc_key, _Referrer(source_meta, source_guid)).fields.append(relation.guid_field)
 
 
-def _rewrite(context: Context, plan: Unlink, referrers: dict[str, _Referrer]) -> None:
-    """Add to ``plan`` one rewrite of each referrer document, with all its fields to clear cleared.
+def _rewrite(context: Context, plan: Unlink, guid: str, referrers: dict[str, _Referrer]) -> None:
+    """Add to ``plan`` one rewrite of each referrer document, with its fields that point at ``guid`` cleared.
 
     One check and one Put per document, whatever the number of relations through which it points
     at the deleted object: a Put per relation, each clearing its own field in the document as
     read, would leave the last one written, and the fields the others cleared pointing again.
+
+    The documents are read after the link scan, so another writer may have moved a referrer
+    meanwhile: a field that points elsewhere (or at nothing) now is left as it is, with its link and
+    one-to-one key (clearing it would undo that writer's committed move and leave its new link
+    stale), and a document with no field left to clear is not written. The scanned links and the
+    target's one-to-one key still go: they name the deleted object, which nothing may point at
+    once it is gone. Moving a referrer back meanwhile writes its link again, which fails the
+    plan's PrefixUnchanged; changing a document after it was read fails its Revision check.
     """
     if not referrers:  # only the object itself pointed at it
         return
@@ -230,7 +238,10 @@ def _rewrite(context: Context, plan: Unlink, referrers: dict[str, _Referrer]) ->
         if entry is None:  # gone meanwhile: its links go all the same
             continue
         document = decode(entry.value)
-        cleared = {**document, **dict.fromkeys(referrer.fields)}
+        pointing = [name for name in referrer.fields if document.get(name) == guid]
+        if not pointing:  # moved away or unlinked since the scan, by a write this one must keep
+            continue
+        cleared = {**document, **dict.fromkeys(pointing)}
         source_meta, source_guid = referrer.meta, referrer.guid
         plan.cache_keys += changed_versions(keys, source_meta, source_guid, document, cleared)
         plan.checks.append(Revision(doc_key, entry.revision))
