@@ -294,21 +294,33 @@ def test_driver_errors_are_wrapped(tmp_path: Path) -> None:
     assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
 
 
-def test_unwritable_location_is_a_backend_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["rwc", "rw"])
+def test_a_url_naming_a_directory_is_refused_naming_a_file_to_use(tmp_path: Path, mode: str) -> None:
+    # SQLite said only "unable to open database file"
     (tmp_path / "adir").mkdir()
-    with pytest.raises(BackendError, match="cannot open") as caught:
-        open_store(f"sqlite:///{tmp_path / 'adir'}")  # a directory, not a database file
-    assert isinstance(caught.value.__cause__, sqlite3.Error)
+    with pytest.raises(ConfigurationError, match="adir is a directory, not a file; name a database "
+                                                 "file") as caught:
+        open_store(f"sqlite:///{tmp_path / 'adir'}?mode={mode}")
+    assert f"sqlite:///{tmp_path / 'adir' / 'dal.sqlite3'}" in str(caught.value)
+    assert os.listdir(tmp_path / "adir") == []
 
 
-@pytest.mark.parametrize("parent", ["no/such/dir", "file/sub"])
-def test_missing_directory_is_refused_never_created(tmp_path: Path, parent: str) -> None:
-    (tmp_path / "file").write_text("")
+def test_missing_directory_is_refused_never_created(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="does not exist; create it") as caught:
-        open_store(f"sqlite:///{tmp_path / parent / 'x.db'}")
-    assert f"mkdir -p {tmp_path / parent}" in str(caught.value)
+        open_store(f"sqlite:///{tmp_path / 'no/such/dir/x.db'}")
+    assert f"mkdir -p {tmp_path / 'no/such/dir'}" in str(caught.value)
     assert not (tmp_path / "no").exists()
-    assert (tmp_path / "file").is_file()
+
+
+@pytest.mark.parametrize("parent", ["file", "file/sub"])
+def test_a_file_where_a_directory_of_the_path_should_be_is_named(tmp_path: Path, parent: str) -> None:
+    # mkdir -p, which the message advised, fails there: the file is what is wrong
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigurationError, match=f"{tmp_path / 'file'} is a file, not a directory; "
+                                                 "correct the path") as caught:
+        open_store(f"sqlite:///{tmp_path / parent / 'x.db'}")
+    assert "mkdir" not in str(caught.value)
+    assert (tmp_path / "file").read_text() == ""
 
 
 def test_mode_rw_opens_only_an_existing_file(tmp_path: Path) -> None:

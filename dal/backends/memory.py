@@ -23,6 +23,7 @@ from dal.backends.base import (
     Op,
     Put,
     evaluate_checks,
+    utf8,
 )
 from dal.backends.local_leases import ProcessLocalLeadership
 from dal.backends.memory_lru import DEFAULT_MAX_SIZE, ByteBoundedLru, CacheEntryInfo, Slot, charge
@@ -42,8 +43,18 @@ def _check_memory_url(url: StoreURL, known: tuple[str, ...]) -> None:
     url.check_options(known)
 
 
-def _validate_ops(ops: Sequence[Op]) -> None:
-    """Raise TypeError on a malformed op before anything is written, so a commit stays atomic."""
+def _encodable(*texts: object) -> None:
+    """Refuse a key (or prefix) with a lone surrogate, as every store does: UTF-8 cannot encode it."""
+    for text in texts:
+        if isinstance(text, str):
+            utf8(text, "memory://")
+
+
+def _validate_ops(checks: Sequence[Check], ops: Sequence[Op]) -> None:
+    """Raise TypeError on a malformed op, InvalidValueError on a key UTF-8 cannot encode, before
+    anything is written, so a commit stays atomic."""
+    for item in (*checks, *ops):
+        _encodable(getattr(item, "key", getattr(item, "prefix", "")))
     for op in ops:
         if isinstance(op, Put):
             if not isinstance(op.value, bytes):
@@ -77,19 +88,25 @@ class MemoryStore(ProcessLocalLeadership):
     def get(self, key: str) -> Entry | None:
         """Return the entry under ``key``, or ``None``."""
         # One dict lookup is atomic and entries are immutable, so no lock is needed.
-        return self._entries.get(key)
+        entry = self._entries.get(key)
+        if entry is None:
+            _encodable(key)  # a key with a lone surrogate is never stored: checked on a miss only
+        return entry
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
         """Return the present entries among ``keys``, all as of one instant."""
         with self._lock:
             entries = self._entries
-            return {key: entries[key] for key in keys if key in entries}
+            found = {key: entries[key] for key in keys if key in entries}
+        _encodable(*(key for key in keys if key not in found))
+        return found
 
     def scan(self, prefix: str, *, start_after: str | None = None,
              limit: int | None = None) -> list[tuple[str, Entry]]:
         """Return up to ``limit`` ``(key, entry)`` pairs under ``prefix``, in key order."""
         if limit is not None and limit <= 0:
             return []
+        _encodable(prefix, start_after)
         with self._lock:
             keys = self._keys
             index = bisect_left(keys, prefix)
@@ -105,6 +122,7 @@ class MemoryStore(ProcessLocalLeadership):
 
     def scan_keys(self, prefixes: Sequence[str]) -> dict[str, list[str]]:
         """Return, for each prefix, every key under it in key order, all as of one instant."""
+        _encodable(*prefixes)
         with self._lock:
             keys = self._keys
             found: dict[str, list[str]] = {}
@@ -118,7 +136,7 @@ class MemoryStore(ProcessLocalLeadership):
 
     def commit(self, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
         """Apply every op atomically if every check holds; otherwise apply nothing."""
-        _validate_ops(ops)
+        _validate_ops(checks, ops)
         with self._lock:
             failed, current = self._failed_checks(checks)
             if failed:

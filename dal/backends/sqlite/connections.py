@@ -20,6 +20,7 @@ import weakref
 from typing import NoReturn
 from urllib.parse import quote
 
+from dal.backends.sqlite.refusals import refused
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
 
@@ -87,6 +88,17 @@ def _inode(path: str) -> tuple[int, int] | None:
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
     return [str(row[1]) for row in conn.execute("SELECT * FROM pragma_table_info(?)", (table,))]
+
+
+def _file_in_the_way(directory: str) -> str | None:
+    """Return the nearest existing ancestor of ``directory`` (itself included) when it is not a
+    directory (a regular file, say), else None."""
+    while directory and not os.path.exists(directory):
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
+    return directory if directory and not os.path.isdir(directory) else None
 
 
 class _ThreadMark:
@@ -247,8 +259,18 @@ class SqliteConnections:
         return conn
 
     def _check_location(self) -> None:
-        """Refuse a database whose directory (or, with ``mode=rw``, whose file) does not exist."""
+        """Refuse a database path naming a directory, or whose directory (or, with ``mode=rw``,
+        whose file) does not exist."""
         directory = os.path.dirname(self.path)
+        if os.path.isdir(self.path):
+            raise ConfigurationError(
+                f"sqlite database {self.path} is a directory, not a file; name a database file, "
+                f"one in it for instance (sqlite:///{os.path.join(self.path, 'dal.sqlite3')})")
+        blocking = _file_in_the_way(directory)
+        if blocking is not None:
+            raise ConfigurationError(
+                f"sqlite database {self.path} cannot be in {directory}: {blocking} is a file, not a "
+                "directory; correct the path (dal never creates directories, nor removes files)")
         if not os.path.isdir(directory):
             raise ConfigurationError(
                 f"the directory {directory} of sqlite database {self.path} does not exist; create it "
@@ -314,10 +336,13 @@ class SqliteConnections:
 
     def _abandon(self, conn: sqlite3.Connection, exc: BaseException, failed: str) -> NoReturn:
         """Roll back ``conn``'s transaction after ``exc`` and raise it again, a SQLite error as
-        ``BackendError("<failed>: <error>")``. Whatever the exception (a signal handler's, Ctrl-C
-        included): a transaction left open would serve the thread's every later read from the old
-        snapshot, or keep the write lock."""
+        ``BackendError("<failed>: <error>")``, a request SQLite cannot take as :func:`refused`
+        types it. Whatever the exception (a signal handler's, Ctrl-C included): a transaction left
+        open would serve the thread's every later read from the old snapshot, or keep the write lock."""
         self._rollback(conn)
+        typed = refused(exc, failed, conn)
+        if typed is not None:
+            raise typed from exc
         if isinstance(exc, sqlite3.Error):
             raise BackendError(f"{failed}: {described(exc, self.path)}") from exc
         raise exc

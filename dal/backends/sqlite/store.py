@@ -26,6 +26,7 @@ from dal.backends.base import (
 )
 from dal.backends.leadership import acquired, lease_ttl
 from dal.backends.sqlite.connections import described
+from dal.backends.sqlite.refusals import length_limit, refused, too_large
 from dal.backends.sqlite.tokens import SqliteTokens
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
@@ -161,8 +162,9 @@ class SqliteStore(SqliteTokens):
             conn = self._connect()
         try:
             row = conn.execute(_GET, (key,)).fetchone()
-        except sqlite3.Error as exc:
-            raise BackendError(f"sqlite get of {key!r} from {self.path} failed: {exc}") from exc
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
+            failed = f"sqlite get of {key!r} from {self.path} failed"
+            raise refused(exc, failed, conn) or BackendError(f"{failed}: {exc}") from exc
         return None if row is None else Entry(row[0], row[1])
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
@@ -198,10 +200,12 @@ class SqliteStore(SqliteTokens):
             where += " AND key > ?"
             params.append(start_after)
         sql = f"SELECT key, value, revision FROM kv WHERE {where} ORDER BY key LIMIT ?"
+        conn = self._conn()
         try:
-            rows = self._conn().execute(sql, (*params, -1 if limit is None else limit)).fetchall()
-        except sqlite3.Error as exc:
-            raise BackendError(f"sqlite scan of {prefix!r} in {self.path} failed: {exc}") from exc
+            rows = conn.execute(sql, (*params, -1 if limit is None else limit)).fetchall()
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
+            failed = f"sqlite scan of {prefix!r} in {self.path} failed"
+            raise refused(exc, failed, conn) or BackendError(f"{failed}: {exc}") from exc
         return [(key, Entry(value, revision)) for key, value, revision in rows]
 
     def scan_keys(self, prefixes: Sequence[str]) -> dict[str, list[str]]:
@@ -243,8 +247,12 @@ class SqliteStore(SqliteTokens):
                 return CommitResult(ok=False, failed=failed, current=current)
             conn.execute("UPDATE meta SET revision = revision + 1 WHERE id = 0")
             revision: int = conn.execute("SELECT revision FROM meta WHERE id = 0").fetchone()[0]
+            limit = length_limit(conn)
             for op in ops:
                 if isinstance(op, Put):
+                    if len(op.value) > limit:  # refused by name (2 GiB or more, sqlite3 would not even bind)
+                        raise too_large(f"sqlite commit to {self.path} failed: the value of {op.key!r} "
+                                        f"holds {len(op.value):,} bytes", limit)
                     conn.execute(_PUT, (op.key, op.value, revision))
                 elif isinstance(op, Delete):
                     conn.execute("DELETE FROM kv WHERE key = ?", (op.key,))

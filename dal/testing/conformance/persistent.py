@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -22,6 +23,7 @@ from dal.backends.base import (
     Put,
     Revision,
 )
+from dal.exceptions import InvalidValueError
 from dal.testing.conformance.leadership import LeadershipContract
 from dal.testing.conformance.values import MEGABYTE, ODD_VALUES
 
@@ -93,6 +95,22 @@ class PersistentStoreContract(LeadershipContract):
         for key in keys:
             assert store.get(key) == Entry(key.encode(), revision)
         assert [key for key, _ in store.scan(prefix)] == sorted(keys)
+
+    def test_a_lone_surrogate_in_a_key_is_an_invalid_value(self, store: PersistentStore, prefix: str) -> None:
+        # UTF-8, which keys are stored in, cannot encode one: every call naming one refuses it alike
+        # (SQLite raised UnicodeEncodeError, memory:// took it), and a commit naming one writes nothing
+        key, fine = f"{prefix}\ud800", f"{prefix}fine"
+        calls: list[Callable[[], object]] = [
+            lambda: store.get(key), lambda: store.get_many([fine, key]), lambda: store.scan(key),
+            lambda: store.scan(prefix, start_after=key), lambda: store.scan_keys([prefix, key]),
+            *(lambda op=op: store.commit([], [Put(fine, b"v"), op])
+              for op in (Put(key, b"v"), Delete(key), DeletePrefix(key))),
+            *(lambda check=check: store.commit([check], [Put(fine, b"v")])
+              for check in (Revision(key, 0), Exists(key), PrefixEmpty(key), PrefixUnchanged(key, 0)))]
+        for call in calls:
+            with pytest.raises(InvalidValueError, match="surrogate"):
+                call()
+        assert store.scan(prefix) == []
 
     def test_commit_with_100_puts(self, store: PersistentStore, prefix: str) -> None:
         items = {f"{prefix}{i:03d}": str(i).encode() for i in range(100)}
