@@ -74,6 +74,9 @@ class Context:
         self._flushing = threading.Lock()  # a fork may have copied it held
         persistent = self.persistent = open_persistent(self._located)
         self.volatile = open_volatile(self.volatile_url)
+        pin = getattr(self.volatile, "pin", None)  # a process-local cache never evicts a lock (memory_lru)
+        if pin is not None:
+            pin(FLIGHT_ENDINGS, is_flight_lock)
         # cache keys name the store by its identity, learnt on first use (etcd needs a round trip)
         self.keys = Keys(self.namespace, lambda: store_digest(persistent))
         signer = Signer(self.hmac_key)

@@ -187,3 +187,72 @@ def test_a_reader_that_takes_the_lock_after_the_owner_stored_serves_that_value(
     b.join(10)
     assert CALLS["quick", obj.guid] == 1, "one computation for the one miss"
     assert values == {"A": 1, "B": 1}
+
+
+def test_a_lock_the_cache_never_holds_ends_the_wait_at_the_lock_timeout(
+        memory: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache that refuses the lock (add answers False) and holds none: the caller used to take
+    every refusal for another owner's lock gone since, and try again without end."""
+    obj = latch()
+    monkeypatch.setattr(memory.volatile, "add", lambda key, value, ttl: False)
+    outcome: list[int] = []
+    reader = threading.Thread(target=lambda: outcome.append(Latch(obj.guid).quick), daemon=True)
+    reader.start()
+    reader.join(10)
+    assert outcome == [1], "the read never ended: it kept trying to take a lock the cache refuses"
+    assert memory.stats["dynamic.latch.quick.lock_timeouts"] == 1
+
+
+#: holds Gate's loader until the test lets it end
+RELEASE = threading.Event()
+#: Gate loaders running now, and the most that ever ran at once
+RUNNING = Counter[str]()
+
+
+class Gate(DataObject):
+    """A locked dynamic whose loader runs until the test releases it, counting how many run at once."""
+
+    __properties: list[Property[Any]] = [Property("name", str)]
+    __dynamics = [Dynamic("held", int, 60, locked=True, lock_timeout=30)]
+
+    def _held(self) -> int:
+        RUNNING["now"] += 1
+        RUNNING["most"] = max(RUNNING["most"], RUNNING["now"])
+        try:
+            RELEASE.wait(10)
+            return 1
+        finally:
+            RUNNING["now"] -= 1
+
+
+@pytest.mark.parametrize("max_size", [500, 200_000])
+def test_a_bounded_memory_cache_keeps_a_lock_while_its_holder_computes(
+        tmp_path: Path, namespace: str, max_size: int) -> None:
+    """500 bytes: smaller than any entry, so the lock was refused (and the read never ended);
+    200 kB: the process's other reads filled the cache and evicted the lock while its holder
+    computed, and a second caller computed the same dynamic at once."""
+    context = configure(f"sqlite:///{tmp_path / 'd.sqlite3'}", f"memory://?max_size={max_size}",
+                        namespace=namespace)
+    RELEASE.clear()
+    RUNNING.clear()
+    gate, others = Gate(data={"name": "g"}), [latch().guid for _ in range(300)]
+    gate.save()
+    lock_key = context.keys.cached_dynamic("gate", gate.guid, "held") + "/lock"
+    readers = [threading.Thread(target=lambda: Gate(gate.guid).held, daemon=True) for _ in range(2)]
+    readers[0].start()
+    deadline = time.monotonic() + 5
+    while not RUNNING["now"] and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert RUNNING["now"] == 1, "the first reader never started computing"
+    for guid in others:  # ordinary reads of this process, each cached: far past 200 kB
+        assert Latch(guid).name
+    assert context.volatile.get(lock_key) is not None, "the lock was evicted while its holder computes"
+    readers[1].start()
+    while context.stats["dynamic.gate.held.lock_waits"] < 1 and RUNNING["most"] < 2 and (
+            time.monotonic() < deadline + 5):
+        time.sleep(0.005)
+    RELEASE.set()
+    for reader in readers:
+        reader.join(10)
+    assert RUNNING["most"] == 1, "a second caller computed while the lock's holder did"
+    assert context.stats["dynamic.gate.held.lock_waits"] == 1

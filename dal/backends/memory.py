@@ -377,7 +377,7 @@ class MemoryCache(ByteBoundedLru):
             raise TypeError(f"cache values must be bytes, not {type(value).__name__}")
         self._remove(key)
         size = charge(key, value)
-        if not self._fits(size):
+        if not self._fits(key, size):
             return False  # the old value is gone too, so no reader sees it as if the set had worked
         if ttl < 0:
             return True  # memcached semantics: a negative TTL stores something already expired

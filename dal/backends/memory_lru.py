@@ -10,6 +10,7 @@ cache holds, not only its payload.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: Bytes one entry costs beyond its key and value bytes, measured with ``tracemalloc`` (CPython
@@ -74,15 +75,29 @@ class ByteBoundedLru:
         self.max_size = max_size
         self._slots: OrderedDict[str, Slot] = OrderedDict()  # least recently used first
         self._size = 0
+        #: keys the bound never evicts nor refuses (see :meth:`pin`): key endings, then a predicate
+        self._pinned: tuple[tuple[str, ...], Callable[[str], bool]] | None = None
+
+    def pin(self, endings: tuple[str, ...], keep: Callable[[str], bool]) -> None:
+        """Never evict nor refuse for its size a key ending with one of ``endings`` that ``keep``
+        accepts: the single-flight locks of the layer above, which knows the key layout. A lock holds
+        no data, and one evicted (by fills of other keys) while its holder computes, or refused by a
+        bound smaller than one entry, lets a second caller compute what the holder computes. Each
+        lives no longer than its TTL, so the few held stay few."""
+        self._pinned = (endings, keep)
+
+    def _kept(self, key: str) -> bool:
+        pinned = self._pinned
+        return pinned is not None and key.endswith(pinned[0]) and pinned[1](key)
 
     @property
     def total_size(self) -> int:
         """Return the summed charge of held entries (expired ones count until the next call drops them)."""
         return self._size
 
-    def _fits(self, size: int) -> bool:
-        """Tell whether an entry charged ``size`` can be held at all."""
-        return not self.max_size or size <= self.max_size
+    def _fits(self, key: str, size: int) -> bool:
+        """Tell whether an entry charged ``size`` can be held at all (a pinned key always can)."""
+        return not self.max_size or size <= self.max_size or self._kept(key)
 
     def _admit(self, key: str, slot: Slot) -> None:
         """Hold ``slot`` under ``key`` (absent: the caller removed it) and evict down to the bound."""
@@ -99,8 +114,13 @@ class ByteBoundedLru:
     def _evict(self, max_size: int) -> list[str]:
         """Drop least recently used entries until the charge is at most ``max_size``; return their keys."""
         removed: list[str] = []
-        while self._size > max_size and self._slots:
+        spared = 0  # pinned keys moved to the recent end: once all that is left, nothing more goes
+        while self._size > max_size and len(self._slots) > spared:
             key, slot = self._slots.popitem(last=False)
+            if self._pinned is not None and self._kept(key):
+                self._slots[key] = slot
+                spared += 1
+                continue
             self._size -= slot.size
             removed.append(key)
         return removed

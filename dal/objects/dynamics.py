@@ -315,6 +315,9 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
                 return result
             finally:
                 _release(context, lock_key, token)
+        if time.monotonic() > deadline:  # the lock keeps coming and going, or cannot be taken at all
+            stats.add(label + "lock_timeouts")
+            return cache.fill(key, compute, spec.timeout, lease_ttl=lease)
         if not waited:
             waited = True
             stats.add(label + "lock_waits")
