@@ -90,3 +90,22 @@ def test_a_thread_never_reads_the_local_cache_while_another_empties_it(tmp_path:
     assert seen == {"empties": (2, 0), "reads": (2, 0)}, "a thread read the cache while another emptied it"
     flushes: Any = context.stats.snapshot().get("object_local_flushes", 0) - before
     assert flushes == 1, f"emptied {flushes} times for one change"
+
+
+def test_two_contexts_noting_one_emptying_leave_the_next_missed_commit_missed() -> None:
+    """Two contexts in front of one cache and one store client share a ledger, each with a lock of its
+    own: both may empty the cache for one change and note it in either order. Neither noting may
+    take a later commit through another context for heard (the cache would keep what it made stale)."""
+    from dal.cache.ledger import Ledger, _StoreCommits
+
+    commits = _StoreCommits()
+    mine, other = Ledger(commits), Ledger(commits)
+    other.committed()  # another context's commit: this cache missed it
+    assert mine.missed()
+    first, second = mine.mark(), mine.mark()  # two threads, of two contexts, noticed it
+    mine.committed()  # one commit through this cache meanwhile: heard
+    mine.synced(first)
+    mine.synced(second)
+    assert not mine.missed(), "the emptying accounts for every commit before it"
+    other.committed()
+    assert mine.missed(), "a later commit through another context went unnoticed"

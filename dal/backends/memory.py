@@ -46,7 +46,7 @@ def _check_memory_url(url: StoreURL, known: tuple[str, ...]) -> None:
 def _encodable(*texts: object) -> None:
     """Refuse a key (or prefix) with a lone surrogate, as every store does: UTF-8 cannot encode it."""
     for text in texts:
-        if isinstance(text, str):
+        if isinstance(text, str) and not text.isascii():  # ASCII always encodes: no copy made
             utf8(text, "memory://")
 
 
@@ -98,7 +98,8 @@ class MemoryStore(ProcessLocalLeadership):
         with self._lock:
             entries = self._entries
             found = {key: entries[key] for key in keys if key in entries}
-        _encodable(*(key for key in keys if key not in found))
+        if len(found) < len(keys):
+            _encodable(*(key for key in keys if key not in found))
         return found
 
     def scan(self, prefix: str, *, start_after: str | None = None,

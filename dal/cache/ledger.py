@@ -33,19 +33,22 @@ class _StoreCommits:
 class Ledger:
     """One local cache in front of one durable store client: what it heard, what it missed."""
 
-    __slots__ = ("_expected", "_store")
+    __slots__ = ("_expected", "_heard", "_store")
 
     def __init__(self, store: _StoreCommits) -> None:
         self._store = store
         #: the store client's commit count if every commit since this cache was emptied (or put in
         #: front of the store) went through it
         self._expected = store.count
+        #: the commits through contexts in front of this cache, ever
+        self._heard = 0
 
     def committed(self) -> None:
         """Count a commit (whatever its outcome) through a context in front of this cache."""
         with _lock:
             self._store.count += 1
             self._expected += 1
+            self._heard += 1
 
     def missed(self) -> bool:
         """Tell whether a commit through another context of the store client bypassed this cache."""
@@ -54,15 +57,17 @@ class Ledger:
     def mark(self) -> tuple[int, int]:
         """Return the counts before the cache is emptied, for :meth:`synced` once it is."""
         with _lock:
-            return self._store.count, self._expected
+            return self._store.count, self._heard
 
     def synced(self, mark: tuple[int, int]) -> None:
         """Note that the cache was emptied after ``mark``: every commit counted by then is accounted for.
         Later ones are not (a commit through another context while the cache was emptied may have
-        been filled over as it was), except those through this cache, which it heard of."""
-        count, expected = mark
+        been filled over as it was), except those through this cache, which it heard of. The same
+        whichever thread (of whichever context in front of this cache) notes it, and in any order:
+        an earlier mark only leaves more commits to be missed, and the cache emptied once more."""
+        count, heard = mark
         with _lock:
-            self._expected = count + (self._expected - expected)
+            self._expected = count + (self._heard - heard)
 
 
 _stores: weakref.WeakKeyDictionary[object, _StoreCommits] = weakref.WeakKeyDictionary()

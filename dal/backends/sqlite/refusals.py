@@ -28,7 +28,13 @@ def too_large(what: str, limit: int) -> TooLargeError:
     return TooLargeError(
         f"{what}: SQLite takes at most {limit:,} bytes in one entry, key and value together (its "
         f"length limit, SQLITE_MAX_LENGTH: {DEFAULT_LENGTH_LIMIT:,} bytes unless SQLite was built "
-        "with another); nothing was written: store a smaller value, or split it over several keys")
+        "with another), so no such entry is ever stored; nothing was written: use a shorter key, "
+        "or split the value over several keys")
+
+
+def shown(key: str) -> str:
+    """Return ``key`` as a message shows it: its repr, cut short past 200 characters."""
+    return repr(key) if len(key) <= 200 else f"{key[:200]!r}... ({len(key):,} characters)"
 
 
 def refused(exc: BaseException, failed: str, conn: sqlite3.Connection) -> Exception | None:
