@@ -186,18 +186,22 @@ def start_memcached(workdir: Path, *, port: int | None = None) -> RunningServer:
     return _start("memcached", workdir, command, _memcached_ready, port)
 
 
-def start_redis(workdir: Path, *, port: int | None = None, appendfsync: str | None = None) -> RunningServer:
+def start_redis(workdir: Path, *, port: int | None = None, appendfsync: str | None = None,
+                cluster: bool = False) -> RunningServer:
     """Start a redis-server on loopback with its files in ``workdir``; return once it answers ``PING``.
 
     No persistence by default (no snapshots, no AOF): tests need none, and writing costs time.
     ``appendfsync`` (``always``, ``everysec`` or ``no``) turns the append-only file on with that
     fsync policy, so a server killed and restarted on the same ``workdir`` and ``port`` reloads it.
+    ``cluster`` starts it in cluster mode (``cluster-enabled yes``), owning no slot yet.
     """
     binary = find_binary("redis-server", "DAL_REDIS_BIN", "redis-server")
     if appendfsync not in (None, "always", "everysec", "no"):
         raise ValueError(f"appendfsync is always, everysec or no, not {appendfsync!r}")
     durability = ["--appendonly", "no"] if appendfsync is None else [
         "--appendonly", "yes", "--appendfsync", appendfsync, "--appenddirname", "appendonly"]
+    if cluster:
+        durability += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
 
     def command(client_port: int) -> list[str]:
         return [binary, "--port", str(client_port), "--bind", LOOPBACK, "--dir", str(workdir),

@@ -12,7 +12,8 @@ last snapshot holds. It is one server (with replicas, asynchronously copied), no
 :mod:`~dal.backends.redis.store` is the durable store (a Lua script per commit),
 :mod:`~dal.backends.redis.leadership` its leases, :mod:`~dal.backends.redis.cache` the cache,
 :mod:`~dal.backends.redis.scripts` the Lua, :mod:`~dal.backends.redis.connection` the URL, the client
-and the Redis keys dal uses. Needs ``pip install 'dal[redis]'``.
+and the Redis keys dal uses, :mod:`~dal.backends.redis.limits` the server dal needs (standalone) and
+the longest argument it takes. Needs ``pip install 'dal[redis]'``.
 """
 
 from __future__ import annotations

@@ -21,10 +21,11 @@ import redis
 
 from dal.backends.base import HIT_SUFFIX, HIT_TTL
 from dal.backends.redis.connection import CACHE, ERRORS, MAX_PX, Opened, Raw, RedisClient, open_redis
+from dal.backends.redis.limits import SCREEN, ServerModeRefused, byte_length, shown
 from dal.backends.redis.restarts import Restarts, run_id_of
 from dal.backends.redis.scripts import CAS
 from dal.backends.url import StoreURL, on_off
-from dal.exceptions import BackendError
+from dal.exceptions import BackendError, ConfigurationError
 
 #: seconds a request may take: short, a slow cache is a miss (twice memcached's, since one Redis server
 #: may also run the durable store's commit scripts, each of which holds it for its duration)
@@ -73,7 +74,10 @@ class RedisCache(RedisClient):
 
     @classmethod
     def from_url(cls, url: StoreURL) -> RedisCache:
-        """Open the Redis server a URL names (no connection is made until the first request).
+        """Open the Redis server a URL names, and refuse it with ConfigurationError when it is not a
+        standalone server (see :mod:`~dal.backends.redis.limits`): one connection, made now. A
+        server that does not answer is checked by the first connection that reaches it, which it
+        then fails, as a dead server's does.
 
         ``?hits=1`` counts every hit exactly, in the script that reads (one round trip still).
         """
@@ -81,8 +85,16 @@ class RedisCache(RedisClient):
         plain = replace(url, options=MappingProxyType({k: v for k, v in url.options.items() if k != "hits"}))
         cache = cls(url, open_redis(plain, DEFAULT_TIMEOUT))
         cache.count_hits = hits
-        # every connection the pool opens checks which start of the server it reached (none is open yet)
+        # every connection the pool opens checks which start of the server it reached (none is open
+        # yet), and, until one has, which kind of server it is
         cache._client.connection_pool.connection_kwargs["redis_connect_func"] = cache.restarts.connected
+        try:
+            cache._calls.call("PING")
+        except ServerModeRefused as exc:
+            cache.close()
+            raise ConfigurationError(str(exc)) from None
+        except ERRORS:
+            pass  # down or slow: a cache failing is a miss, and its first connection checks it
         return cache
 
     # --- reads ----------------------------------------------------------------------
@@ -118,8 +130,12 @@ class RedisCache(RedisClient):
         if expiry == EXPIRED:  # stored and expired at once: what it replaced is gone
             self.delete(key)
             return True
+        stamped = _stamped(value)
+        if not self._fits(key, stamped):  # never stored: the old value must not stay for readers
+            self.delete(key)
+            return False
         try:
-            self._calls.call("SET", CACHE + key, _stamped(value), *_px(expiry))
+            self._calls.call("SET", CACHE + key, stamped, *_px(expiry))
         except redis.ResponseError as exc:
             # redis-py turns the "OOM ..." reply into OutOfMemoryError and drops the "OOM" from its text
             # (matched by name: the redis type stubs mypy reads do not declare OutOfMemoryError)
@@ -136,14 +152,30 @@ class RedisCache(RedisClient):
         expiry = milliseconds(ttl)
         if expiry == EXPIRED:  # added only where absent, and expired at once: nothing changes
             return not self._command("add", "EXISTS", CACHE + key)
+        stamped = _stamped(value)
+        if not self._fits(key, stamped):  # never stored (what is there stays: add replaces nothing)
+            return False
         # b"OK", or None where the key exists
-        return self._command("add", "SET", CACHE + key, _stamped(value), *_px(expiry), "NX") is not None
+        return self._command("add", "SET", CACHE + key, stamped, *_px(expiry), "NX") is not None
 
     def cas(self, key: str, value: bytes, token: object, ttl: float) -> bool:
         if not isinstance(token, bytes):  # gets found nothing: there is no write to compare against
             return False
         expiry = milliseconds(ttl) or 0
-        return bool(self._script("cas", self._cas, 1, CACHE + key, token, _stamped(value), expiry))
+        stamped = _stamped(value)
+        if not self._fits(key, stamped):  # never stored, as a cas over a newer write is not
+            self.delete(key)
+            return False
+        return bool(self._script("cas", self._cas, 1, CACHE + key, token, stamped, expiry))
+
+    def _fits(self, key: str, stamped: bytes) -> bool:
+        """Tell whether the server takes ``key`` and its stamped value (see
+        :mod:`~dal.backends.redis.limits`): a value it refuses is not cached, as one over
+        memcached's item limit is not, rather than fail the connection it is sent on."""
+        if len(stamped) < SCREEN and len(key) < SCREEN:
+            return True
+        return self._too_long([(f"the key {shown(key)}", byte_length(CACHE + key)),
+                               (f"the value of {shown(key)} (with its stamp)", len(stamped))]) is None
 
     def delete(self, key: str) -> None:
         self._command("delete", "DEL", CACHE + key)

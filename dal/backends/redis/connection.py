@@ -21,6 +21,7 @@ from redis.retry import Retry
 
 from dal.backends.base import RefusedError
 from dal.backends.redis.calls import Calls
+from dal.backends.redis.limits import DEFAULT_BULK, LEAST_BULK, bulk_limit_of
 from dal.backends.url import StoreURL, timeout_option
 from dal.exceptions import BackendError, ConfigurationError
 
@@ -50,9 +51,10 @@ ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 Raw = Any
 
 # --- the Redis keys of the durable store --------------------------------------------------
-# Every one starts with the hash tag "{dal}", so a Lua script that touches several of them stays
-# valid on a cluster-mode server (they all hash to one slot), and with a fixed prefix the store can
-# share a database with other data. The data keys are DATA + the dal key; nothing else starts so.
+# Every one starts with "{dal}:", so the store can share a database with other data (a fixed
+# prefix). The data keys are DATA + the dal key; nothing else starts so. The braces are a cluster
+# hash tag, but a cluster-mode server is refused (see :mod:`~dal.backends.redis.limits`): the
+# commit script also deletes cache keys, which hash elsewhere.
 
 #: the whole prefix of the durable store's keys
 STORE_PREFIX = "{dal}:"
@@ -223,6 +225,8 @@ class RedisClient:
         self._db = opened.db
         # connections of the client's own class and settings (timeouts, TLS, AUTH, the packer)
         self._calls = Calls(opened.client.connection_pool)
+        #: the server's proto-max-bulk-len and whether it was read (not assumed), once needed
+        self._bulk: tuple[int, bool] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.url)!r})"
@@ -251,10 +255,13 @@ class RedisClient:
             return RefusedError(f"redis {what} on {self._where} was refused before it wrote anything: "
                                 f"{type(exc).__name__}: {str(exc).rstrip('. ')}; {cause}")
         if isinstance(exc, redis.TimeoutError):  # redis-py's text says neither how long nor what to do
+            # a TLS handshake with a plain server waits for an answer that never comes
+            plain = (", or the server does not serve TLS on this port (write redis://)"
+                     if self.url.scheme == "rediss" and "connecting" in str(exc) else "")
             return BackendError(
                 f"redis {what} on {self._where} failed: the server did not answer within {self.timeout:g} s "
                 f"(the timeout option of {self.url}; {exc}); check that redis-server is running and not "
-                "blocked, or raise timeout")
+                f"blocked, or raise timeout{plain}")
         if "DB index is out of range" in str(exc):
             return BackendError(f"redis {what} on {self._where} failed: the server has no database "
                                 f"{self._db} (DB index is out of range: its `databases` setting, 16 by "
@@ -280,6 +287,43 @@ class RedisClient:
                 return calls.call("EVALSHA", script.sha, keys, *args)
         except ERRORS as exc:
             raise self._failure(what, exc) from exc
+
+    def _too_long(self, lengths: Sequence[tuple[str, int]]) -> str | None:
+        """Return why the server refuses an argument of those ``lengths`` (what it is, its bytes),
+        else ``None``: one longer than its proto-max-bulk-len, which is read (``CONFIG GET``) only
+        for one past :data:`~dal.backends.redis.limits.LEAST_BULK`, once, and again before refusing
+        (it may have been raised since)."""
+        long = [(name, length) for name, length in lengths if length > LEAST_BULK]
+        if not long:
+            return None
+        cached = self._bulk is not None
+        limit, read = self._bulk_limit()
+        if cached and any(length > limit for _, length in long):
+            self._bulk = None
+            limit, read = self._bulk_limit()
+        over = [(name, length) for name, length in long if length > limit]
+        if not over:
+            return None
+        name, length = over[0]
+        setting = "its proto-max-bulk-len" if read else (
+            "proto-max-bulk-len, assumed to be Redis's default: the server did not let this client read it")
+        return (f"{name} is {length:,} bytes, more than the {limit:,} the redis server of {self._where} "
+                f"takes in one argument ({setting}), so it is never stored; nothing was written: split the "
+                "value over several keys, or raise proto-max-bulk-len on the server (CONFIG SET and "
+                "redis.conf)")
+
+    def _bulk_limit(self) -> tuple[int, bool]:
+        """Return the server's proto-max-bulk-len, read once (Redis's default where ``CONFIG`` is
+        renamed, disabled or not granted), and whether it was read."""
+        if self._bulk is None:
+            try:
+                limit = bulk_limit_of(self._calls.call("CONFIG", "GET", "proto-max-bulk-len"))
+            except redis.ResponseError:
+                limit = None
+            except ERRORS as exc:
+                raise self._failure("read of proto-max-bulk-len (CONFIG GET)", exc) from exc
+            self._bulk = (DEFAULT_BULK, False) if limit is None else (limit, True)
+        return self._bulk
 
     def close(self) -> None:
         """Close the client's connections and dal's own (a later call would open new ones)."""

@@ -19,6 +19,8 @@ from typing import Any
 
 import redis
 
+from dal.backends.redis.limits import ServerModeRefused, mode_refusal
+
 
 def run_id_of(info: Any) -> str:
     """Return the ``run_id`` of an ``INFO server`` answer (bytes as the server sent them)."""
@@ -35,6 +37,8 @@ class Restarts:
     def __init__(self, where: str) -> None:
         self._where = where
         self._trusted: str | None = None
+        #: a connection found the server standalone (or could not tell: INFO not granted)
+        self._checked = False
         #: told when a connection reached another start: the layer above stops trusting the server
         #: even when no read notices (a process that only writes, whose statistics go to the cache)
         self.refused: Callable[[], None] | None = None
@@ -49,13 +53,28 @@ class Restarts:
 
     def connected(self, connection: Any) -> None:
         """Set up a new connection (redis-py's ``redis_connect_func``), and refuse it when it reached
-        another start of the server than the trusted one."""
+        another start of the server than the trusted one, or, until one connection found the server
+        standalone, a server of a mode dal refuses (:class:`ServerModeRefused`)."""
         connection.on_connect()
         trusted = self._trusted
-        if trusted is None:
+        if trusted is None and self._checked:
             return
         connection.send_command("INFO", "server")
-        run_id = run_id_of(connection.read_response())
+        try:
+            info = connection.read_response()
+        except redis.ResponseError:
+            if trusted is not None:
+                raise
+            self._checked = True  # INFO renamed, or not granted by the ACL: the mode cannot be told
+            return
+        if not self._checked:
+            refused = mode_refusal(self._where, info)
+            if refused is not None:
+                raise ServerModeRefused(refused)
+            self._checked = True
+        if trusted is None:
+            return
+        run_id = run_id_of(info)
         if run_id != trusted:
             if self.refused is not None:
                 self.refused()

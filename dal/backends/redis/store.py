@@ -28,6 +28,7 @@ from dal.backends.base import (
     Put,
     Revision,
     StoreReplacedError,
+    TooLargeError,
     utf8,
 )
 from dal.backends.redis.cache import RedisCache
@@ -43,6 +44,7 @@ from dal.backends.redis.connection import (
     open_redis,
 )
 from dal.backends.redis.leadership import RedisLeadership
+from dal.backends.redis.limits import SCREEN, byte_length, mode_refusal, shown
 from dal.backends.redis.scripts import COMMIT, SCAN
 from dal.backends.tokens import ChangeTokens
 from dal.backends.url import StoreURL
@@ -112,6 +114,27 @@ def commit_args(checks: Sequence[Check], ops: Sequence[Op]) -> list[Any]:
     return args + evicted
 
 
+def long_args(args: list[Any]) -> list[tuple[str, int]]:
+    """Return what each of the commit's arguments of :data:`~dal.backends.redis.limits.SCREEN`
+    characters or bytes and more is, with its length in bytes: nothing for a usual commit, which
+    this tells by their total length, in a microsecond or so."""
+    if sum(map(len, [arg for arg in args if arg.__class__ is not int])) < SCREEN:
+        return []
+    found: list[tuple[str, int]] = []
+    evicts = 2 + 2 * (args[0] + args[1])  # the counts, a pair per check and per write, then the evicts
+    for index, arg in enumerate(args):
+        if isinstance(arg, int) or len(arg) < SCREEN:
+            continue
+        if index >= evicts:
+            name = f"the cache key of {shown(arg[len(CACHE):])}"
+        elif isinstance(arg, bytes):
+            name = f"the value of {shown(args[index - 1][1:])}"
+        else:
+            name = f"the key {shown(arg[1:])}"
+        found.append((name, byte_length(arg)))
+    return found
+
+
 class RedisStore(RedisLeadership):
     """A :class:`~dal.backends.base.PersistentStore` on one Redis server (or primary)."""
 
@@ -130,7 +153,7 @@ class RedisStore(RedisLeadership):
         self._name: str | None = None
         self._replaced = False
         self._tokens = ChangeTokens()
-        #: the server was seen to keep every key (see :meth:`_check_eviction`)
+        #: the server was seen to be standalone and to keep every key (see :meth:`_check_server`)
         self._kept = False
 
     @classmethod
@@ -194,7 +217,11 @@ class RedisStore(RedisLeadership):
         return isinstance(cache, RedisCache) and cache.reached_as() == (self._where, self._db)
 
     def _run_commit(self, args: list[Any], ops: Sequence[Op]) -> CommitResult:
-        self._check_eviction()
+        self._check_server()
+        long = long_args(args)
+        refused = self._too_long(long) if long else None
+        if refused is not None:
+            raise TooLargeError(f"redis commit of {len(ops)} ops: {refused}")
         # once read (cache keys derive from it), every commit checks the store still bears that name
         answer = self._script(f"commit of {len(ops)} ops", self._commit, 3, COUNTER, INDEX, IDENTITY,
                               DATA, PAGE, self._name or "", *args)
@@ -221,7 +248,7 @@ class RedisStore(RedisLeadership):
     def identity(self) -> str:
         """Return the random name the first client wrote into this database, and its number."""
         if self._identity is None:
-            self._check_eviction()
+            self._check_server()
             mine = uuid.uuid4().hex
 
             # the first client's name stays (SET NX); the database number too: two databases of
@@ -249,33 +276,51 @@ class RedisStore(RedisLeadership):
     def change_token(self) -> int:
         """Return a number that moves whenever another client committed since the last call
         (the commit counter, one GET; see :mod:`~dal.backends.tokens`)."""
-        self._check_eviction()  # read once, at configure(): the first thing a context asks
+        self._check_server()  # read once, at configure(): the first thing a context asks
         ticket = self._tokens.ticket()
         current = self._command("read of the commit counter", "GET", COUNTER)
         return self._tokens.token(int(current or 0), ticket)
 
-    def _check_eviction(self) -> None:
+    def _check_server(self) -> None:
+        """Refuse a server dal cannot use, read once per store from ``INFO server`` and ``INFO
+        memory`` (one round trip): one not standalone (see :mod:`~dal.backends.redis.limits`), and
+        one that may evict the durable store's keys (:meth:`_refuse_eviction`). A section the
+        server does not let this client read (INFO renamed, disabled or not granted) is not checked.
+        """
+        if self._kept:
+            return
+        what = "read of the server's settings (INFO server and memory)"
+        try:
+            answers = self._calls.pipeline([("INFO", "server"), ("INFO", "memory")], transaction=False,
+                                           errors_inline=True)
+        except ERRORS as exc:
+            raise self._failure(what, exc, whole=False) from exc
+        texts: list[str | None] = []
+        for answer in answers:
+            if isinstance(answer, redis.ResponseError):
+                if not isinstance(answer, redis.exceptions.NoPermissionError) and \
+                        "unknown command" not in str(answer):
+                    raise self._failure(what, answer) from answer
+                texts.append(None)  # not granted, renamed or disabled: nothing to read
+            else:
+                texts.append(answer.decode(errors="replace") if isinstance(answer, bytes) else str(answer))
+        server, memory = texts
+        refused = None if server is None else mode_refusal(self._where, server)
+        if refused is not None:
+            raise ConfigurationError(refused)
+        if memory is not None:
+            self._refuse_eviction(memory)
+        self._kept = True
+
+    def _refuse_eviction(self, memory: str) -> None:
         """Refuse a server that may evict the durable store's keys: with a maxmemory and an
         ``allkeys-*`` policy Redis deletes any key to make room, committed documents, their index and
         the revision counter among them. A ``volatile-*`` policy takes only keys with an expiry, and
         the only such keys are leadership leases (the refresher's): one taken early costs what a
         leader frozen past its lease does, two refreshers for the length of a batch, never data. Read
-        once per store, from ``INFO memory`` (``CONFIG`` is often renamed or disabled); a server that
-        does not let this client run INFO is not checked.
+        from ``INFO memory`` (``CONFIG`` is often renamed or disabled).
         """
-        if self._kept:
-            return
-        try:
-            raw: Raw = self._calls.call("INFO", "memory")
-        except redis.ResponseError as exc:
-            if not isinstance(exc, redis.exceptions.NoPermissionError) and "unknown command" not in str(exc):
-                raise self._failure("read of the memory settings (INFO memory)", exc) from exc
-            self._kept = True  # INFO renamed, disabled or not granted: nothing to read
-            return
-        except ERRORS as exc:
-            raise self._failure("read of the memory settings (INFO memory)", exc) from exc
-        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
-        fields = dict(line.strip().partition(":")[::2] for line in text.splitlines())
+        fields = dict(line.strip().partition(":")[::2] for line in memory.splitlines())
         limit, policy = fields.get("maxmemory", "0"), fields.get("maxmemory_policy", "noeviction")
         if limit not in ("", "0") and policy.startswith("allkeys-"):
             raise ConfigurationError(
@@ -284,4 +329,3 @@ class RedisStore(RedisLeadership):
                 "maxmemory-policy noeviction (or a volatile-* one) on it (CONFIG SET and redis.conf), or "
                 "give the durable store a server of its own: the policy is the server's, another database "
                 "of it shares it")
-        self._kept = True

@@ -1,0 +1,95 @@
+"""A key or value longer than the redis-server takes in one argument (its proto-max-bulk-len: 512 MB
+by default, lowered here to its least, 1 MB, so the tests stay cheap): the durable store raises
+TooLargeError, nothing sent, as SQLite and etcd do at their limits (the mirror records it as the
+object's failure); the cache does not cache it, as memcached does not cache a value over its item
+limit, and fails nothing."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import redis
+
+from dal import DataObject, Property, configure
+from dal.backends import open_persistent, open_volatile
+from dal.backends.base import Put, TooLargeError
+from dal.backends.redis.limits import DEFAULT_BULK
+from dal.testing.servers import RunningServer
+
+pytestmark = pytest.mark.redis
+
+MB = 1024 * 1024
+
+
+def _limited(server: RunningServer, limit: str = "1mb") -> Any:
+    admin: Any = redis.Redis(port=server.port)
+    admin.config_set("proto-max-bulk-len", limit)
+    return admin
+
+
+def test_a_value_longer_than_the_server_takes_is_too_large_and_nothing_is_sent(
+        own_redis: RunningServer) -> None:
+    admin = _limited(own_redis)
+    store = open_persistent(own_redis.url)
+    store.commit([], [Put("small", b"v")])
+    sent = admin.info("stats")["total_net_input_bytes"]
+    with pytest.raises(TooLargeError, match=r"the value of 'big' is 2,097,152 bytes, more than the "
+                                            r"1,048,576 .*proto-max-bulk-len.*nothing was written"):
+        store.commit([], [Put("small", b"w"), Put("big", b"x" * (2 * MB))])
+    assert admin.info("stats")["total_net_input_bytes"] - sent < MB, "the value was sent"
+    assert admin.get("{dal}:d:small") == b"1:v" and not admin.exists("{dal}:d:big")
+    with pytest.raises(TooLargeError, match=r"the key 'k+'\.\.\. \(1,100,000 characters\) is"):
+        store.commit([], [Put("k" * 1_100_000, b"v")])
+    assert store.commit([], [Put("small", b"w")]).ok, "the connection and the store are fine"
+
+
+def test_a_limit_raised_since_it_was_read_is_read_again_before_refusing(own_redis: RunningServer) -> None:
+    admin = _limited(own_redis)
+    store = open_persistent(own_redis.url)
+    with pytest.raises(TooLargeError):
+        store.commit([], [Put("big", b"x" * (2 * MB))])
+    admin.config_set("proto-max-bulk-len", "4mb")
+    assert store.commit([], [Put("big", b"x" * (2 * MB))]).ok
+    assert store.get("big") is not None
+
+
+def test_a_save_of_a_value_longer_than_the_server_takes_raises_too_large(own_redis: RunningServer) -> None:
+    _limited(own_redis)
+    configure(own_redis.url, "memory://", namespace=f"big{uuid.uuid4().hex[:8]}")
+
+    class BigDoc(DataObject, hybrid_name=f"bigdoc{uuid.uuid4().hex[:8]}"):
+        __properties = [Property("body", str)]
+
+    doc = BigDoc()
+    doc.body = "x" * (2 * MB)
+    with pytest.raises(TooLargeError, match="proto-max-bulk-len"):
+        doc.save()
+
+
+def test_where_config_is_not_granted_redis_default_is_assumed(own_redis: RunningServer) -> None:
+    admin = _limited(own_redis)
+    admin.acl_setuser("noconfig", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+                      commands=["+@all", "-config"])
+    store = open_persistent(f"redis://noconfig:pw@127.0.0.1:{own_redis.port}")
+    assert store._bulk_limit() == (DEFAULT_BULK, False)  # type: ignore[attr-defined]
+    assert open_persistent(own_redis.url)._bulk_limit() == (MB, True)  # type: ignore[attr-defined]
+
+
+def test_the_cache_does_not_cache_a_value_longer_than_the_server_takes(own_redis: RunningServer) -> None:
+    """Not sent: sent, it resets the connection, a failure of the cache server (which the layer
+    above reads around until a catch-up), for a value that will never fit."""
+    _limited(own_redis)
+    cache = open_volatile(own_redis.url)
+    big = b"x" * (2 * MB)
+    assert cache.set("k", b"old", 60)
+    assert cache.add("k", big, 60) is False and cache.get("k") == b"old", "add replaces nothing"
+    assert cache.set("k", big, 60) is False
+    assert cache.get("k") is None, "the old value does not stay for readers"
+    assert cache.set("k", b"old", 60)
+    _, token = cache.gets("k")
+    assert cache.cas("k", big, token, 60) is False and cache.get("k") is None
+    near = b"x" * (MB - 8)  # with its 8-byte stamp, exactly the limit: taken
+    assert cache.set("n", near, 60) and cache.get("n") == near
+    assert cache.set("n", near + b"x", 60) is False
