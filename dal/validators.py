@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from dal.exceptions import InvalidValueError
 from dal.type_digest import json_schema, type_digest, type_label, values_digest
-from dal.values import encodable, identical, safe_repr, same, sets_sorted, subclass_in, zone_problem
+from dal.values import FROZEN, encodable, identical, safe_repr, same, sets_sorted, subclass_in, zone_problem
 
 #: types whose JSON form is the Python value itself: no conversion on load or store
 _NATIVE = (str, int, float, bool, list, dict)
@@ -60,6 +60,7 @@ class Validator:
         self.native = False
         self.sets = False  # whether the type holds a set or a frozenset, at any depth (see to_json)
         self.zoned = False  # whether it holds a datetime or a time, at any depth (see zone_problem)
+        self.dataclasses = False  # whether it holds a dataclass, at any depth (which model_dump() loses)
         self.members: tuple[type[Enum], ...] = ()  # the allowed values' Enum classes: a member is its value
         if isinstance(declared, (list, tuple)):
             if not declared:
@@ -94,11 +95,12 @@ class Validator:
         if not self.native:
             self.sets = _holds(self.adapter.core_schema, ("set", "frozenset"))
             self.zoned = _holds(self.adapter.core_schema, ("datetime", "time"))
+            self.dataclasses = _holds(self.adapter.core_schema, ("dataclass",))
             if schema is not None:
                 self._probe(schema)
 
     def __call__(self, value: object) -> Any:
-        """Return ``value`` validated (``None`` always passes); raise InvalidValueError."""
+        """Return ``value`` validated (None passes), a copy that shares nothing; raise InvalidValueError."""
         if value is None:
             return None
         if self.enum is not None:
@@ -142,11 +144,11 @@ class Validator:
                 f"{self.owner} cannot hold {safe_repr(value)}: {problem}; {_FINITE_ADVICE}")
         if self.zoned and (problem := zone_problem(result, "value")):
             raise InvalidValueError(f"{self.owner} cannot hold {safe_repr(value)}: {problem}; {_ZONE_ADVICE}")
-        stored, problem = self._round_trip(result)
+        stored, back, problem = self._round_trip(result)
         if problem:
             raise InvalidValueError(
                 f"{self.owner} cannot hold {safe_repr(value)}: {problem}; {self._advice(stored, problem)}")
-        return result
+        return result if isinstance(result, FROZEN) else back  # read back: pydantic keeps a model as given
 
     def to_json(self, value: Any) -> Any:
         """Return the JSON-ready form of a validated value: one form per value (sets sorted)."""
@@ -161,24 +163,24 @@ class Validator:
             return value
         return self.adapter.validate_python(value)
 
-    def _round_trip(self, value: Any) -> tuple[Any, str]:
-        """Return ``value``'s stored form and why it would not read back as ``value`` ('' if it does)."""
+    def _round_trip(self, value: Any) -> tuple[Any, Any, str]:
+        """Return ``value``'s stored form, what that reads back as, and why it is not ``value`` (or '')."""
         try:
             stored = self.to_json(value)
         except Exception as exc:  # pydantic's serialization errors, UnicodeDecodeError for bytes, ...
-            return None, f"it cannot be stored as JSON ({exc})"
+            return None, None, f"it cannot be stored as JSON ({exc})"
         problem = _not_json(stored, "the stored value")
         if problem:
-            return stored, problem
+            return stored, None, problem
         try:
             back = self.from_json(stored)
         except ValueError:  # pydantic's ValidationError is one
-            return stored, (f"it would be stored as {shorten(stored)}, which does not read back as "
-                            f"{self.label}")
+            return stored, None, (f"it would be stored as {shorten(stored)}, which does not read back as "
+                                  f"{self.label}")
         if not identical(back, value):
-            return stored, (f"it would be stored as {shorten(stored)}, which reads back as {shorten(back)} "
-                            f"({type(back).__name__})")
-        return stored, ""
+            return stored, back, (f"it would be stored as {shorten(stored)}, which reads back as "
+                                  f"{shorten(back)} ({type(back).__name__})")
+        return stored, back, ""
 
     def _advice(self, stored: Any, problem: str = "") -> str:
         if _non_finite(stored):
@@ -202,7 +204,7 @@ class Validator:
                 value = self.from_json(probe)
             except Exception:  # the probe misses a constraint of the type (or a validator of it): no verdict
                 continue
-            stored, problem = self._round_trip(value)
+            stored, _, problem = self._round_trip(value)
             if problem:
                 raise InvalidValueError(
                     f"{self.owner}: type {self.label} does not store its values exactly: a {self.label} made "

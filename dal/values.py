@@ -23,7 +23,10 @@ import datetime as dt
 import json
 import json.encoder
 from collections.abc import Callable
+from decimal import Decimal
+from enum import Enum
 from typing import Any
+from uuid import UUID
 
 
 def _canonical_encoder() -> Callable[[Any], str]:
@@ -95,6 +98,11 @@ def identical(left: Any, right: Any) -> bool:
         return bool(left == right)
     except Exception:  # an __eq__ that raises cannot vouch for the round trip
         return False
+
+
+#: typed values nothing changes in place: validated when assigned, they still hold (any other, a model,
+#: a dataclass, a list, can be changed in place, bypassing validation)
+FROZEN = (str, bytes, bool, int, float, type(None), dt.date, dt.time, dt.timedelta, Enum, Decimal, UUID)
 
 
 #: the types ``identical`` and ``zone_problem`` settle at once (the leaves of most values)

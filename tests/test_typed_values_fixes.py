@@ -3,9 +3,13 @@
 - A save keeps the object's typed values (a model, a ``list[float]``, a dataclass) where their JSON form
   is what it wrote: a reference taken before the save (``settings = obj.settings``) still belongs to the
   object, so what is changed through it is stored by the next save, as with a plain ``list``. Only a
-  value merged in from the store is read afresh.
-- ``from_model()`` takes a model whose hybrid has a dataclass-typed property (``model_dump()`` turned it
-  into a dict, which the strict assignment refused), and shares nothing with the model.
+  value merged in from the store is read afresh, and one the save changed that reads back otherwise (an
+  int appended to a ``list[float]``): the object then holds what a load gives.
+- Assigning a typed value copies it, as assigning a list does: two objects never share a model.
+- ``from_model()`` takes the values ``model_dump()`` gives (a nested model of another class, a subclass,
+  a computed field), except where the hybrid declares a dataclass (the dump turns it into a dict, which
+  the strict assignment refuses): there the model's attribute. It shares nothing with the model, and
+  refuses a model it cannot dump with InvalidValueError.
 - ``to_model()`` holds a value equal to the stored one but written otherwise (a datetime of another
   offset, ``Decimal('1.0')`` for ``'1.00'``): what ``save()`` writes, not the old stored value.
 - A refused assignment names the declared type (``list[float]``, ``int | str``), not its bare origin.
@@ -168,3 +172,90 @@ def test_a_refusal_names_the_declared_type(field: str, value: Any, named: str) -
     (list[Settings] | None, "list[Settings] | None"), (Any, "Any")])
 def test_a_validator_names_a_parametrised_type_as_written(declared: Any, named: str) -> None:
     assert Validator("X.f", declared).label == named
+
+
+class OtherSettings(pydantic.BaseModel):  # another class with Settings' fields: dumped, it is a Settings
+    size: str = "big"
+
+
+class SubSettings(Settings):
+    knob: int = 1
+
+
+class Nested(pydantic.BaseModel):
+    name: str = "n"
+    settings: OtherSettings = OtherSettings()
+
+
+class Computed(pydantic.BaseModel):
+    hidden: str = pydantic.Field(default="not assigned", exclude=True)
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def name(self) -> str:
+        return "computed"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Nested(), lambda: Job.model().model_validate({"guid": "c0ffee00-0000-4000-8000-000000000002",
+                                                          "name": "n", "settings": SubSettings(size="big")})],
+    ids=["another-class", "subclass"])
+def test_from_model_takes_the_values_model_dump_gives(local: Context, make: Any) -> None:
+    job = Job.from_model(make())
+    assert job.name == "n" and job.settings == Settings(size="big") and type(job.settings) is Settings
+    job.save()
+    assert Job.get(job.guid).settings == Settings(size="big")
+
+
+def test_from_model_takes_a_computed_field_and_leaves_an_excluded_one(local: Context) -> None:
+    assert Job.from_model(Computed()).name == "computed"
+    built: Any = Job.model().model_construct(name="x")  # no guid: a new object
+    assert Job.from_model(built).name == "x"
+
+
+class Broken(pydantic.BaseModel):
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def name(self) -> str:
+        raise AttributeError("no name yet")
+
+
+def test_from_model_of_a_model_that_cannot_be_dumped_raises_a_typed_error(local: Context) -> None:
+    with pytest.raises(InvalidValueError, match=r"Job\.from_model\(\) cannot read the model's values"):
+        Job.from_model(Broken())
+
+
+def test_a_typed_value_assigned_from_another_object_is_a_copy(local: Context) -> None:
+    first = Store(name="a", limits=Limits(1, 2), history=[Limits(3, 4)])
+    first.save()
+    second = Store(name="b")
+    second.limits, second.history = first.limits, first.history
+    job, other = _job(), Job()
+    other.settings = job.settings
+    assert second.limits is not first.limits and second.history[0] is not first.history[0]
+    assert other.settings is not job.settings
+    dal.save_many([first, second, job, other])
+    first.limits.hard, first.history[0].hard, job.settings.size = 9, 9, "changed through the first"
+    dal.save_many([second, other])
+    assert Store.get(second.guid).limits == Limits(1, 2) and Store.get(second.guid).history == [Limits(3, 4)]
+    assert Job.get(other.guid).settings == Settings()
+
+
+class Floats(TypedObject, hybrid_name="tvffloats"):
+    scores: list[float] = Property(mandatory=False)
+    weights: dict[str, float] = Property(mandatory=False)
+
+
+def test_a_save_leaves_the_object_what_a_load_reads(local: Context) -> None:
+    floats = Floats(scores=[1.5], weights={})
+    floats.save()
+    floats.scores.append(2)  # an int where a float is declared: stored as 2.0
+    floats.weights["k"] = 1
+    floats.save()
+    fresh = Floats.get(floats.guid)
+    assert repr(floats.scores) == repr(fresh.scores) == "[1.5, 2.0]"
+    assert repr(floats.weights) == repr(fresh.weights) == "{'k': 1.0}"
+    scores = floats.scores  # a value that reads back as itself stays the object's own
+    scores.append(3.0)
+    floats.save()
+    assert floats.scores is scores and Floats.get(floats.guid).scores == [1.5, 2.0, 3.0]

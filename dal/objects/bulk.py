@@ -268,7 +268,7 @@ def _commit(context: Context, chunk: list[_Item], datastore_wins: bool | None, a
     if result.ok:
         for item in chunk:
             item.obj._saved(context, item.new, result.revision or -1, merged=False, ours=item.save.ours,
-                            raw=item.plan.raw)
+                            edited=item.save.edited, raw=item.plan.raw)
         return
     if any(index >= len(owners) for index in result.failed):
         _replan(context, chunk, datastore_wins, attempt, [checks[index] for index in result.failed

@@ -10,26 +10,20 @@ field of a nested model that a newer version of the model declares) keeps its st
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Collection, Iterable, Mapping
-from decimal import Decimal
-from enum import Enum
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 from dal.exceptions import InvalidValueError, ReadOnlyFieldError
 from dal.objects.transaction import Document
 from dal.structures import MirrorField
 from dal.validators import Validator, json_advice, json_problem
-from dal.values import safe_repr
+from dal.values import FROZEN, safe_repr
 
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
 
 #: the values a field may hold that can be changed in place, bypassing validation
 _CONTAINERS = (list, dict)
-#: typed values nothing changes in place: validated when assigned, they still hold
-_IMMUTABLE = (str, bytes, bool, int, float, type(None), dt.date, dt.time, dt.timedelta, Enum, Decimal, UUID)
 
 
 def check_changed(label: str, meta: HybridMeta, data: Mapping[str, Any], new: Document,
@@ -44,7 +38,7 @@ def check_changed(label: str, meta: HybridMeta, data: Mapping[str, Any], new: Do
 
 def changeable(value: object) -> bool:
     """Return whether a typed value can be changed in place, bypassing its validation."""
-    return not isinstance(value, _IMMUTABLE)
+    return not isinstance(value, FROZEN)
 
 
 def check_containers(label: str, new: Document, changed: Iterable[str]) -> None:

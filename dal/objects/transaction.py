@@ -21,7 +21,7 @@ from dal.model.registry import family
 from dal.model.validation import dropped_paths
 from dal.objects import decoding
 from dal.structures import Relation
-from dal.values import canonical, same
+from dal.values import FROZEN, canonical, identical, same
 
 Document = dict[str, Any]
 
@@ -227,17 +227,25 @@ def keep_unread(meta: HybridMeta, stored: Document, ours: Document, changed: Col
     return kept
 
 
-def saved_values(meta: HybridMeta, document: Document, values: Mapping[str, Any],
-                 ours: Document) -> Document:
+def saved_values(meta: HybridMeta, document: Document, values: Mapping[str, Any], ours: Document,
+                 edited: Collection[str] | None = None) -> Document:
     """Return an object's values once ``document`` is stored: each field's stored form, a typed field's
     read with its type, except where the object's own value (in ``values``) is what was written, its JSON
     form (in ``ours``, the document the save built from it) being the stored one. That value is kept, the
     very object: a reference the application took (``settings = obj.settings``) still changes what the
-    next save stores. Only a value the stored form differs from (merged in from the store) is read afresh.
+    next save stores. A value the stored form differs from (merged in from the store) is read afresh, and
+    so is one the save changed (in ``edited``; None: any) that reads back otherwise: a ``list[float]``
+    holding the int 2 appended in place, stored as 2.0. The object holds what a load would give.
     """
     data = {name: document.get(name) for name in meta.stored_defaults}  # in declaration order
     for name, validator in meta.converters:
-        written, mine = data[name], ours.get(name)
+        written, mine, value = data[name], ours.get(name), values[name]
         # the save wrote ours itself (is), unless it merged; after a merge, compared as stored values
-        data[name] = values[name] if written is mine or same(written, mine) else validator.from_json(written)
+        if not (written is mine or same(written, mine)):
+            data[name] = validator.from_json(written)
+        elif isinstance(value, FROZEN) or (edited is not None and name not in edited):
+            data[name] = value  # validated when assigned, or loaded: reads back as itself
+        else:  # changed in place, maybe into what reads back otherwise (an int where a float is declared)
+            read = validator.from_json(written)
+            data[name] = value if identical(value, read) else read
     return data

@@ -75,6 +75,7 @@ class _Save:
     ours: Document
     original: Document
     datastore_wins: bool | None
+    edited: Collection[str]  # the fields ours changes (all, for a new object)
 
 
 class Writes:
@@ -141,7 +142,7 @@ class Writes:
         check_changed(label, meta, self._data, new, changed)
         if meta.mirror is not None and stored is not None:
             check_mirror_fields(label, meta, changed)
-        return _Save(ours, original, datastore_wins), stored, new
+        return _Save(ours, original, datastore_wins, changed), stored, new
 
     def _label(self) -> str:
         return f"{type(self).__name__} {self.guid}"
@@ -178,7 +179,7 @@ class Writes:
             if result.ok:
                 # a revision not known (0) becomes -1: the next commit fails its check and merges
                 self._saved(context, new, result.revision or -1, merged=attempt > 0, ours=save.ours,
-                            raw=plan.raw)
+                            edited=save.edited, raw=plan.raw)
                 return
             failed = [plan.reasons[index] for index in result.failed]
             if SCHEMA in failed:
@@ -260,13 +261,14 @@ class Writes:
                 self._data[name] = values[name]
 
     def _saved(self, context: Context, document: Document, revision: int, *, merged: bool, ours: Document,
-               raw: bytes | None = None) -> None:
+               edited: Collection[str] | None = None, raw: bytes | None = None) -> None:
         """Become what was stored: ``document``, as ``raw`` (the bytes the commit wrote, when known), the
-        save having built ``ours`` (the JSON form of each field) from this object's values."""
+        save having built ``ours`` (the JSON form of each field) from this object's values, changing the
+        fields ``edited`` (None: any)."""
         meta = self._meta
         if raw is None:
             raw = encode(document)
-        data = saved_values(meta, document, self._data, ours)  # our own values kept where written
+        data = saved_values(meta, document, self._data, ours, edited)  # our own values kept where written
         changed = changed_fields(ours, document) if merged else []
         state = self.__dict__
         state["_data"] = data
