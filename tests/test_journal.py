@@ -380,3 +380,31 @@ def test_with_replicas_a_catch_up_trusts_a_live_replica_again_while_another_serv
             context.close()
     finally:
         other.stop()
+
+
+def test_a_sweep_whose_delivery_a_server_refused_keeps_the_dead_writers_record(
+        journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that keeps its data refuses a sweep's deletes (a dead server in the tests above holds no
+    entries): the record must stay, so that once the server takes deletes again the stale entry goes."""
+    sweep = sweep_of(journaled)
+    tally = Tally(data={"label": "sweep-refused"})
+    tally.save()
+    assert Tally(tally.guid).count == 0 and Tally(tally.guid).count == 0  # cached
+    with monkeypatch.context() as patch:
+        patch.setattr(Journal, "_delivered", lambda self, key, invalidate: None)  # the writer dies
+        tally.count = 1
+        tally.save()
+    time.sleep(0.7)  # older than GRACE
+    real = journaled.volatile.delete_many
+    monkeypatch.setattr(journaled.volatile, "delete_many", lambda keys: list(keys))  # every delete refused
+    sweep.sweep()
+    assert cached_revision(journaled, tally) is not None, "the premise: the stale entry is still there"
+    monkeypatch.setattr(journaled.volatile, "delete_many", real)  # the server takes deletes again
+    deadline = time.monotonic() + 10
+    while not journaled.objects.trust.trusted and time.monotonic() < deadline:
+        sweep.tick()
+        time.sleep(0.05)
+    assert journaled.objects.trust.trusted
+    assert cached_revision(journaled, tally) in (None, stored_revision(journaled, tally)), \
+        "the stale entry survived: its record was marked swept though its delivery was refused"
+    assert Tally(tally.guid).count == 1

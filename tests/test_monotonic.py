@@ -14,6 +14,7 @@ from collections.abc import Callable
 import pytest
 from harness import exit_code_of
 from hybrids import Kind
+from relation_hybrids import Owner, Pet
 
 from dal import DataList, configure
 from dal.cache.leases import LeasedCache
@@ -188,3 +189,24 @@ def test_a_forked_child_never_inherits_a_held_lock(context: Context) -> None:
     finally:
         held.release()
     assert exit_code_of(pid, "the child hung on a lock it inherited") == 0
+
+
+def test_a_referrer_rewritten_by_an_abandoning_delete_is_never_served_older(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``delete(abandon=...)`` rewrites the referrers it unlinks: a process that did so never reads one
+    back from before, even when the invalidation lags and the older authentic entry is written back."""
+    owner = Owner(data={"name": "o"})
+    owner.save()
+    pet = Pet(data={"name": "p"})
+    pet.owner = owner
+    pet.save()
+    assert Pet(pet.guid).owner_guid == owner.guid and Pet(pet.guid).owner_guid == owner.guid  # cached
+    key = context.keys.cached_doc(Pet._meta.name, pet.guid)
+    old = context.volatile.get(key)
+    assert old is not None
+    with monkeypatch.context() as patch:  # the invalidation held back (a lag)
+        patch.setattr(LeasedCache, "invalidate", lambda self, *keys, recorded=False: [])
+        Owner(owner.guid).delete(abandon=["pets"])
+    if context.volatile.get(key) is None:
+        assert context.volatile.set(key, old, 60)  # a replay of the older authentic entry
+    assert Pet(pet.guid).owner_guid is None, "served the referrer as it was before this process's delete"

@@ -179,3 +179,23 @@ def test_etcd_requests_built_in_place_are_the_constructed_ones(checks: list[Chec
     assert store.sent[0].SerializeToString() == constructed_txn(checks, ops).SerializeToString()
     assert [request.SerializeToString() for request in write_requests(ops)] == \
         [request.SerializeToString() for request in constructed_writes(ops)]
+
+
+def test_a_delete_that_fails_its_revision_check_leaves_nothing_of_its_object_cached(context: Context) -> None:
+    """The cache lags behind another writer's change (its invalidation lost) and another version of
+    the model linked to the object: the delete fails its revision check, then is refused; the stale
+    cached copy must go with the conflict, so the next load reads the other writer's change."""
+    gadget = WpGadget(data={"name": f"d{uuid.uuid4().hex[:6]}"})
+    gadget.save()
+    assert WpGadget(gadget.guid).status == "NEW" and WpGadget(gadget.guid).status == "NEW"  # cached
+    doc_key = context.keys.doc(WpGadget._meta.name, gadget.guid)
+    entry = context.persistent.get(doc_key)
+    assert entry is not None
+    link = context.keys.link(WpGadget._meta.name, gadget.guid, "WpElsewhere", "gadget", str(uuid.uuid4()))
+    changed = entry.value.replace(b'"NEW"', b'"OLD"')
+    assert context.persistent.commit([], [Put(doc_key, changed), Put(link, b"")]).ok
+    stale = WpGadget(gadget.guid)
+    assert stale.status == "NEW", "the premise: the cache lags"
+    with pytest.raises(LinkedObjectError):
+        stale.delete()
+    assert WpGadget(gadget.guid).status == "OLD", "the stale cached copy survived the delete's conflict"
