@@ -14,8 +14,9 @@ import redis
 
 from dal import DataObject, Property, configure
 from dal.backends import open_persistent, open_volatile
-from dal.backends.base import Put, TooLargeError
-from dal.backends.redis.limits import DEFAULT_BULK
+from dal.backends.base import HIT_SUFFIX, Put, RefusedError, TooLargeError
+from dal.backends.redis.connection import CACHE, DATA
+from dal.backends.redis.limits import AROUND, DEFAULT_BULK
 from dal.testing.servers import RunningServer
 
 pytestmark = pytest.mark.redis
@@ -40,7 +41,8 @@ def test_a_value_longer_than_the_server_takes_is_too_large_and_nothing_is_sent(
         store.commit([], [Put("small", b"w"), Put("big", b"x" * (2 * MB))])
     assert admin.info("stats")["total_net_input_bytes"] - sent < MB, "the value was sent"
     assert admin.get("{dal}:d:small") == b"1:v" and not admin.exists("{dal}:d:big")
-    with pytest.raises(TooLargeError, match=r"the key 'k+'\.\.\. \(1,100,000 characters\) is"):
+    with pytest.raises(TooLargeError, match=r"the key 'k+'\.\.\. \(1,100,000 characters\), read as "
+                                            r"\{dal\}:d:<key>, is 1,100,008 bytes"):
         store.commit([], [Put("k" * 1_100_000, b"v")])
     assert store.commit([], [Put("small", b"w")]).ok, "the connection and the store are fine"
 
@@ -93,3 +95,74 @@ def test_the_cache_does_not_cache_a_value_longer_than_the_server_takes(own_redis
     near = b"x" * (MB - 8)  # with its 8-byte stamp, exactly the limit: taken
     assert cache.set("n", near, 60) and cache.get("n") == near
     assert cache.set("n", near + b"x", 60) is False
+
+
+def test_a_key_is_measured_as_its_longest_command_sends_it() -> None:
+    assert len(DATA) <= AROUND and len(CACHE + HIT_SUFFIX) <= AROUND
+
+
+def test_a_key_the_reads_could_not_send_is_too_large_at_the_exact_edge(own_redis: RunningServer) -> None:
+    """A data key is read as {dal}:d:<key>, longer than the commit's P<key>: one that fits only in
+    the commit was written and could never be read back."""
+    admin = _limited(own_redis)
+    store = open_persistent(own_redis.url)
+    edge = "k" * (MB - len(DATA))  # read as exactly the limit: taken
+    assert store.commit([], [Put(edge, b"v")]).ok
+    assert store.get(edge) is not None and list(store.get_many([edge])) == [edge]
+    for key in (edge + "k", "\U0001F600" * ((MB - len(DATA)) // 4 + 1)):  # one byte, one character over
+        with pytest.raises(TooLargeError, match=r"the key .*, read as \{dal\}:d:<key>, is 1,048,5"):
+            store.commit([], [Put(key, b"v")])
+    assert admin.zcard("{dal}:keys") == 1, "nothing was written"
+    assert store.commit([], [Put("small", b"w")]).ok
+
+
+def test_the_cache_does_not_cache_under_a_key_its_reads_could_not_send(own_redis: RunningServer) -> None:
+    """A cache key is sent as dal:c:<key>, and by a read counting hits (?hits=1) with its counter's
+    <key>/#hits too: one longer than the server takes there is not cached, nothing sent, the
+    connection kept (a long non-ASCII key passed the screen and reset it)."""
+    admin = _limited(own_redis)
+    cache = open_volatile(own_redis.url)
+    counting = open_volatile(f"{own_redis.url}?hits=1")
+    edge = "k" * (MB - len(CACHE + HIT_SUFFIX))  # the counter's key is exactly the limit: taken
+    assert cache.set(edge, b"v", 60) and counting.get(edge) == b"v"
+    assert cache.set(edge + "k", b"v", 60) is False
+    emoji = "\U0001F600" * ((MB - len(CACHE + HIT_SUFFIX)) // 4 + 1)
+    assert cache.set(emoji, b"v", 60) is False and cache.add(emoji, b"v", 60) is False
+    _, token = cache.gets("small")
+    assert cache.cas(emoji, b"v", token or b"x" * 8, 60) is False
+    assert admin.dbsize() == 2, "nothing but the entry at the edge and its hit counter was stored"
+    assert cache.set("small", b"v", 60) and counting.get("small") == b"v", "the connections are fine"
+
+
+def test_a_failed_read_of_the_limit_refuses_the_commit_with_nothing_written(
+        own_redis: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The looks a commit takes at the server before sending it (its settings, its
+    proto-max-bulk-len) sent nothing of it: their failure is a RefusedError, which the journal does
+    not fence as a commit that may have been applied."""
+    admin: Any = redis.Redis(port=own_redis.port)
+    store = open_persistent(own_redis.url)
+    assert store.commit([], [Put("small", b"v")]).ok
+    calls: Any = store._calls  # type: ignore[attr-defined]
+    call = calls.call
+
+    def config_fails(*args: Any) -> Any:
+        if args[:2] == ("CONFIG", "GET"):
+            raise redis.ConnectionError("Connection reset by peer")
+        return call(*args)
+
+    monkeypatch.setattr(calls, "call", config_fails)
+    with pytest.raises(RefusedError, match=r"proto-max-bulk-len.*nothing was written: retrying is safe"):
+        store.commit([], [Put("small", b"w"), Put("big", b"x" * (2 * MB))])
+    assert admin.get("{dal}:d:small") == b"1:v" and not admin.exists("{dal}:d:big")
+    assert admin.get("{dal}:revision") == b"1"
+
+    fresh = open_persistent(f"{own_redis.url}?timeout=4")  # another client: not checked yet
+    fresh_calls: Any = fresh._calls  # type: ignore[attr-defined]
+
+    def info_fails(*args: Any, **kwargs: Any) -> Any:
+        raise redis.TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(fresh_calls, "pipeline", info_fails)
+    with pytest.raises(RefusedError, match=r"INFO server and memory.*nothing was written"):
+        fresh.commit([], [Put("small", b"w")])
+    assert admin.get("{dal}:revision") == b"1"

@@ -35,6 +35,9 @@ STAMP = 8
 DELETE_BATCH = 1000
 #: the PX of a negative TTL: the write leaves the key absent
 EXPIRED = -1
+#: seconds the check of the server when the cache is opened waits for each answer (connecting
+#: too): a frozen server costs configure() about this, not the cache's whole timeout
+OPEN_WAIT = 0.1
 
 
 def milliseconds(ttl: float) -> int | None:
@@ -75,9 +78,10 @@ class RedisCache(RedisClient):
     @classmethod
     def from_url(cls, url: StoreURL) -> RedisCache:
         """Open the Redis server a URL names, and refuse it with ConfigurationError when it is not a
-        standalone server (see :mod:`~dal.backends.redis.limits`): one connection, made now. A
-        server that does not answer is checked by the first connection that reaches it, which it
-        then fails, as a dead server's does.
+        standalone server (see :mod:`~dal.backends.redis.limits`): one connection, made now and
+        closed, that waits at most :data:`OPEN_WAIT` seconds for each step. A server that does
+        not answer so soon is checked by the first connection that reaches it, which it then
+        fails, as a dead server's does.
 
         ``?hits=1`` counts every hit exactly, in the script that reads (one round trip still).
         """
@@ -89,7 +93,7 @@ class RedisCache(RedisClient):
         # yet), and, until one has, which kind of server it is
         cache._client.connection_pool.connection_kwargs["redis_connect_func"] = cache.restarts.connected
         try:
-            cache._calls.call("PING")
+            cache._calls.probe(min(cache.timeout, OPEN_WAIT))
         except ServerModeRefused as exc:
             cache.close()
             raise ConfigurationError(str(exc)) from None
@@ -132,7 +136,7 @@ class RedisCache(RedisClient):
             return True
         stamped = _stamped(value)
         if not self._fits(key, stamped):  # never stored: the old value must not stay for readers
-            self.delete(key)
+            self._drop(key)
             return False
         try:
             self._calls.call("SET", CACHE + key, stamped, *_px(expiry))
@@ -164,7 +168,7 @@ class RedisCache(RedisClient):
         expiry = milliseconds(ttl) or 0
         stamped = _stamped(value)
         if not self._fits(key, stamped):  # never stored, as a cas over a newer write is not
-            self.delete(key)
+            self._drop(key)
             return False
         return bool(self._script("cas", self._cas, 1, CACHE + key, token, stamped, expiry))
 
@@ -174,8 +178,16 @@ class RedisCache(RedisClient):
         memcached's item limit is not, rather than fail the connection it is sent on."""
         if len(stamped) < SCREEN and len(key) < SCREEN:
             return True
-        return self._too_long([(f"the key {shown(key)}", byte_length(CACHE + key)),
+        # measured as its longest command sends it: a read counting hits (?hits=1, in this process
+        # or another) sends its counter's key too
+        return self._too_long([(f"the key {shown(key)}", byte_length(CACHE + key + HIT_SUFFIX)),
                                (f"the value of {shown(key)} (with its stamp)", len(stamped))]) is None
+
+    def _drop(self, key: str) -> None:
+        """Delete the old value of ``key``, whose new one is not stored; none is there when the key
+        itself is longer than the server takes (and DEL would carry it)."""
+        if len(key) < SCREEN or self._too_long([("key", byte_length(CACHE + key + HIT_SUFFIX))]) is None:
+            self.delete(key)
 
     def delete(self, key: str) -> None:
         self._command("delete", "DEL", CACHE + key)

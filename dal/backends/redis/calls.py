@@ -118,6 +118,18 @@ class Calls:
                     raise answer
         return answers
 
+    def probe(self, timeout: float) -> None:
+        """Open a connection like the others but waiting at most ``timeout`` seconds to connect and
+        for each answer, set it up (the pool's ``redis_connect_func`` runs: dal's checks of the
+        server), and close it: a look at the server that a frozen one holds up only so long."""
+        pool: Any = self._pool
+        connection: Connection = pool.connection_class(
+            **{**pool.connection_kwargs, "socket_timeout": timeout, "socket_connect_timeout": timeout})
+        try:
+            _connect(connection)
+        finally:
+            connection.disconnect()
+
     def close(self) -> None:
         """Disconnect the idle connections (a later call opens new ones; one in use at the time is
         disconnected when its call ends)."""

@@ -269,6 +269,13 @@ class RedisClient:
                                 "`databases` in redis.conf")
         return BackendError(f"redis {what} on {self._where} failed: {type(exc).__name__}: {exc}")
 
+    def _probe_failure(self, what: str, exc: BaseException) -> RefusedError:
+        """Return the error of a failed look at the server that a request waits for (its settings,
+        its limits): the request itself was not sent, so it wrote nothing, whatever the failure."""
+        failure = self._failure(what, exc, whole=False)
+        return RefusedError(f"{failure}; the request waiting for it was not sent, so nothing was written: "
+                            "retrying is safe")
+
     def _script(self, what: str, script: Any, keys: int, *args: Any) -> Any:
         """Run a registered script by EVALSHA (``keys`` of ``args`` are its KEYS); a server that answers
         NOSCRIPT (restarted, or ``SCRIPT FLUSH``) gets it with ``SCRIPT LOAD`` and the call again. A
@@ -321,7 +328,7 @@ class RedisClient:
             except redis.ResponseError:
                 limit = None
             except ERRORS as exc:
-                raise self._failure("read of proto-max-bulk-len (CONFIG GET)", exc) from exc
+                raise self._probe_failure("read of proto-max-bulk-len (CONFIG GET)", exc) from exc
             self._bulk = (DEFAULT_BULK, False) if limit is None else (limit, True)
         return self._bulk
 

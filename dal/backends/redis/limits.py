@@ -22,9 +22,12 @@ import redis
 LEAST_BULK = 1024 * 1024
 #: Redis's default ``proto-max-bulk-len``, assumed where the server does not let the client read it
 DEFAULT_BULK = 512 * 1024 * 1024
-#: the length (characters or bytes) from which an argument is measured: UTF-8 holds a character in
-#: at most 4 bytes, so anything shorter is at most :data:`LEAST_BULK` bytes
-SCREEN = LEAST_BULK // 4
+#: the most bytes dal adds around a key in any command that carries it: ``{dal}:d:`` before a data
+#: key (8), ``dal:c:`` before a cache key and ``/#hits`` after its hit counter's (12)
+AROUND = 16
+#: the length (characters or bytes) from which a key or value is measured: UTF-8 holds a character
+#: in at most 4 bytes, so anything shorter is, with :data:`AROUND`, at most :data:`LEAST_BULK` bytes
+SCREEN = (LEAST_BULK - AROUND) // 4
 
 #: the ``redis_mode`` values dal refuses, with what to do instead
 MODES = {
@@ -39,6 +42,26 @@ MODES = {
 
 class ServerModeRefused(redis.ConnectionError):
     """A connection reached a server of a mode dal refuses (:data:`MODES`); the message says why."""
+
+
+def connect_checked(where: str, connection: Any) -> None:
+    """Set up a new connection (redis-py's ``on_connect``: AUTH, HELLO, SELECT) for a server at
+    ``where``. A server of a mode dal refuses may refuse a step of it, before any check could read
+    its mode: a cluster-mode server refuses ``SELECT`` of a database other than 0, a Sentinel has no
+    ``SELECT``. Such an error reply is then :class:`ServerModeRefused` when ``INFO server``, read on
+    the same connection, names such a mode; otherwise it stands."""
+    try:
+        connection.on_connect()
+    except redis.ResponseError:
+        try:
+            connection.send_command("INFO", "server")
+            info = connection.read_response()
+        except (redis.RedisError, OSError):
+            info = None  # INFO refused too (or the server went): the first error says more
+        refused = None if info is None else mode_refusal(where, info)
+        if refused is not None:
+            raise ServerModeRefused(refused) from None
+        raise
 
 
 def mode_refusal(where: str, info: Any) -> str | None:

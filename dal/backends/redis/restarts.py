@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from dal.backends.redis.limits import ServerModeRefused, mode_refusal
+from dal.backends.redis.limits import ServerModeRefused, connect_checked, mode_refusal
 
 
 def run_id_of(info: Any) -> str:
@@ -55,7 +55,7 @@ class Restarts:
         """Set up a new connection (redis-py's ``redis_connect_func``), and refuse it when it reached
         another start of the server than the trusted one, or, until one connection found the server
         standalone, a server of a mode dal refuses (:class:`ServerModeRefused`)."""
-        connection.on_connect()
+        connect_checked(self._where, connection)
         trusted = self._trusted
         if trusted is None and self._checked:
             return

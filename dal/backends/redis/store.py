@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, ClassVar
 
 import redis
@@ -44,7 +45,14 @@ from dal.backends.redis.connection import (
     open_redis,
 )
 from dal.backends.redis.leadership import RedisLeadership
-from dal.backends.redis.limits import SCREEN, byte_length, mode_refusal, shown
+from dal.backends.redis.limits import (
+    SCREEN,
+    ServerModeRefused,
+    byte_length,
+    connect_checked,
+    mode_refusal,
+    shown,
+)
 from dal.backends.redis.scripts import COMMIT, SCAN
 from dal.backends.tokens import ChangeTokens
 from dal.backends.url import StoreURL
@@ -117,7 +125,9 @@ def commit_args(checks: Sequence[Check], ops: Sequence[Op]) -> list[Any]:
 def long_args(args: list[Any]) -> list[tuple[str, int]]:
     """Return what each of the commit's arguments of :data:`~dal.backends.redis.limits.SCREEN`
     characters or bytes and more is, with its length in bytes: nothing for a usual commit, which
-    this tells by their total length, in a microsecond or so."""
+    this tells by their total length, in a microsecond or so. A key is measured as its reads send
+    it (DATA + key, longer than the commit's kind letter + key): one that fits only in the commit
+    would be written and never read back."""
     if sum(map(len, [arg for arg in args if arg.__class__ is not int])) < SCREEN:
         return []
     found: list[tuple[str, int]] = []
@@ -130,7 +140,7 @@ def long_args(args: list[Any]) -> list[tuple[str, int]]:
         elif isinstance(arg, bytes):
             name = f"the value of {shown(args[index - 1][1:])}"
         else:
-            name = f"the key {shown(arg[1:])}"
+            name, arg = f"the key {shown(arg[1:])}, read as {DATA}<key>,", DATA + arg[1:]
         found.append((name, byte_length(arg)))
     return found
 
@@ -159,7 +169,11 @@ class RedisStore(RedisLeadership):
     @classmethod
     def from_url(cls, url: StoreURL) -> RedisStore:
         """Open the Redis server a URL names (no connection is made until the first request)."""
-        return cls(url, open_redis(url, DEFAULT_TIMEOUT))
+        store = cls(url, open_redis(url, DEFAULT_TIMEOUT))
+        # a server of a mode dal refuses is told even where it refuses the connection's SELECT
+        store._client.connection_pool.connection_kwargs["redis_connect_func"] = partial(
+            connect_checked, store._where)
+        return store
 
     # --- reads ----------------------------------------------------------------------
 
@@ -293,14 +307,16 @@ class RedisStore(RedisLeadership):
         try:
             answers = self._calls.pipeline([("INFO", "server"), ("INFO", "memory")], transaction=False,
                                            errors_inline=True)
+        except ServerModeRefused as exc:  # found while connecting (see connect_checked)
+            raise ConfigurationError(str(exc)) from None
         except ERRORS as exc:
-            raise self._failure(what, exc, whole=False) from exc
+            raise self._probe_failure(what, exc) from exc
         texts: list[str | None] = []
         for answer in answers:
             if isinstance(answer, redis.ResponseError):
                 if not isinstance(answer, redis.exceptions.NoPermissionError) and \
                         "unknown command" not in str(answer):
-                    raise self._failure(what, answer) from answer
+                    raise self._probe_failure(what, answer) from answer
                 texts.append(None)  # not granted, renamed or disabled: nothing to read
             else:
                 texts.append(answer.decode(errors="replace") if isinstance(answer, bytes) else str(answer))
