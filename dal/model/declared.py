@@ -75,7 +75,7 @@ def property_type(annotation: Any, where: str) -> Any:
     if isinstance(annotation, str):
         raise ConfigurationError(f"{where}: the annotation {annotation!r} names nothing defined where the "
                                  "class is; a property's type must be importable when the class is created")
-    annotation = _unoptional(annotation)
+    annotation = unoptional(annotation)
     if typing.get_origin(annotation) is Literal:
         return list(typing.get_args(annotation))  # an enum of allowed values, as the list form writes it
     return annotation
@@ -91,7 +91,7 @@ def relation_target(annotation: Any, owner: str) -> type[Any] | str:
         if len(parts) != 1 or not parts[0].isidentifier():
             raise ConfigurationError(f"{owner}: a relation's annotation names one hybrid, not {annotation!r}")
         return parts[0]
-    target = _unoptional(annotation)
+    target = unoptional(annotation)
     if isinstance(target, typing.ForwardRef):  # Optional['Target']: the name of a hybrid declared later
         return relation_target(target.__forward_arg__, owner)
     if not isinstance(target, type):
@@ -99,7 +99,8 @@ def relation_target(annotation: Any, owner: str) -> type[Any] | str:
     return target
 
 
-def _unoptional(annotation: Any) -> Any:
+def unoptional(annotation: Any) -> Any:
+    """Return ``X`` for ``Optional[X]`` (``X | None``), else ``annotation``."""
     arguments = typing.get_args(annotation)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in arguments:
         rest = [argument for argument in arguments if argument is not type(None)]

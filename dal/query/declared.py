@@ -7,11 +7,11 @@ Fields are declared the ways pydantic spells types: ``Optional[X]``, ``X | None`
 
 from __future__ import annotations
 
-import types
 import typing
 from typing import Any
 
 from dal.exceptions import InvalidQueryError, InvalidValueError
+from dal.model.declared import unoptional
 from dal.validators import Validator
 from dal.values import same
 
@@ -26,16 +26,6 @@ def bare(declared: Any) -> Any:
         if plain is declared:
             return declared
         declared = plain
-
-
-def unoptional(declared: Any) -> Any:
-    """Return ``X`` for ``Optional[X]`` (``X | None``), else ``declared``."""
-    arguments = typing.get_args(declared)
-    if typing.get_origin(declared) in (typing.Union, types.UnionType) and type(None) in arguments:
-        rest = [argument for argument in arguments if argument is not type(None)]
-        if len(rest) == 1:
-            return rest[0]
-    return declared
 
 
 def stringlike(declared: Any) -> bool:
