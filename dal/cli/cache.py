@@ -4,7 +4,8 @@
 entries as the volatile store itself reports them; ``rm`` deletes (an invalidation, safe beside
 live processes) and prints how many; ``prune --max-size BYTES`` removes least recently accessed
 entries until the namespace fits; ``queue HYBRID.DYNAMIC [--where FIELD=VALUE ...]`` queues
-dynamics in the durable store (``--list``, ``--clear``), ``prefetch [--workers N]`` computes them;
+dynamics in the durable store (``--list``, ``--clear``; each FIELD given once), ``prefetch [--workers N]``
+computes them (skipping, and leaving queued, those the model does not declare);
 ``clean [--stall-time S]`` removes stalled locks and leases. On the process-local ``memory://``
 only this process's own entries exist: use a shared store (memcached, Redis).
 """
@@ -47,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     queue = _action(actions, "queue", "queue dynamics to compute (HYBRID.DYNAMIC), or --list / --clear")
     queue.add_argument("target", nargs="?", metavar="HYBRID.DYNAMIC")
     queue.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
-                       help="only objects whose FIELD equals VALUE (JSON, else text); repeatable")
+                       help="only objects whose FIELD equals VALUE (JSON, else text); repeatable, each "
+                            "FIELD once")
     queue.add_argument("--list", action="store_true", help="print the queue in insertion order")
     queue.add_argument("--clear", action="store_true", help="empty the whole queue (given alone)")
     prefetch = _action(actions, "prefetch", "compute the queued dynamics")
@@ -135,7 +137,14 @@ def _queue(context: Context, args: argparse.Namespace) -> int:
     if not args.target or "." not in args.target:
         raise DalError("name what to queue as HYBRID.DYNAMIC (or give --list or --clear)")
     hybrid, dynamic = args.target.split(".", 1)
-    where = dict(_condition(text) for text in args.where)
+    conditions = [_condition(text) for text in args.where]
+    fields = [name for name, _ in conditions]
+    repeated = sorted({name for name in fields if fields.count(name) > 1})
+    if repeated:  # a dict would keep the last and queue the objects of one value, silently
+        raise DalError(f"--where names {', '.join(repeated)} more than once, but an object holds one value "
+                       "of a field: give each field once (to queue the objects of several values, queue each "
+                       "value in its own run)")
+    where = dict(conditions)
     print(f"queued {cache.queue(context, hybrid, dynamic, where)} dynamics")
     return 0
 
@@ -156,8 +165,12 @@ def _prefetch(context: Context, args: argparse.Namespace) -> int:
         outcome = cache.prefetch(context, args.workers, progress=lambda item: bar.advance(), items=items)
     for item, error in outcome.failed:
         print(f"failed: {item.hybrid}.{item.dynamic} {item.guid}: {error} (still queued)")
+    for item in outcome.undeclared:  # another model's, maybe: left queued, and no failure of this run
+        print(f"skipped: {item.hybrid}.{item.dynamic} {item.guid}: the model does not declare it (still "
+              "queued; pass the module declaring it with --hybrids, or `dal check --repair` removes it)")
     print(f"prefetched {len(outcome.done)} dynamics, {len(outcome.failed)} failed, "
-          f"{len(outcome.gone)} of deleted objects dropped")
+          f"{len(outcome.gone)} of deleted objects dropped"
+          + (f", {len(outcome.undeclared)} undeclared skipped" if outcome.undeclared else ""))
     return 1 if outcome.failed else 0
 
 

@@ -3,15 +3,19 @@
 Checks that every document parses and fits the model; every relation points at a stored
 object, with its link key; every link comes from a document that points there; every index
 entry and unique key matches the document it names, and every document has its own; no
-key belongs to an undeclared hybrid or field. Exit 0 when clean, 1 when problems were found
-(with ``--repair``: when some remain), 2 on bad input, 141 when the reader of its output went away
-before it was written.
+key belongs to an undeclared hybrid or field (nor a schema record or a queued dynamic, under
+``m/schema/`` and ``m/cachequeue/``); every schema record is readable. Exit 0 when clean, 1 when
+problems were found (with ``--repair``: when some remain), 2 on bad input, 141 when the reader of
+its output went away before it was written.
 
 ``--repair`` recreates missing index entries, links and unique keys (a unique key only when
 exactly one object holds the value), and deletes stale index entries, links and unique
 keys, each fix one commit conditional on the revisions it was derived from, so it is safe
-beside live writers. It never changes a document: dangling relations, duplicate unique
-values, invalid documents and keys of undeclared hybrids are reported for a person to fix.
+beside live writers; it removes a schema record or a queued dynamic of an undeclared hybrid
+that has no stored documents, and a queued dynamic its declared hybrid does not declare. It never
+changes a document: dangling relations, duplicate unique values, invalid documents, unreadable
+schema records (``dal migrate`` rewrites them) and other keys of undeclared hybrids are reported for
+a person to fix.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ HELP = "verify stored data against the model and its keys (exit 1 on problems); 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repair", action="store_true",
-                        help="fix missing and stale index entries, links and unique keys, each in its own "
+                        help="fix missing and stale index entries, links and unique keys, and remove "
+                             "metadata of undeclared hybrids that hold no documents, each in its own "
                              "conditional commit")
     parser.add_argument("--limit", type=int, default=10, metavar="N",
                         help="problems listed per kind (default 10; 0 lists all)")

@@ -43,6 +43,7 @@ from dal.config import Context
 from dal.exceptions import BackendError, RaceConditionError
 from dal.model.meta import HybridMeta
 from dal.model.registry import family
+from dal.objects.schema_format import parse_record
 
 #: seconds a process trusts the record it read; bounds how stale ``ready_indexes`` can be
 READY_TTL = 2.0
@@ -139,22 +140,14 @@ def complete_record(meta: HybridMeta) -> SchemaRecord:
 
 
 def decode_record(hybrid: str, raw: bytes, revision: int) -> SchemaRecord:
-    """Decode a stored record; an unreadable one counts as a record with nothing ready."""
+    """Decode a stored record; an unreadable one (:func:`~dal.objects.schema_format.record_fault` says
+    why) counts as a record with nothing ready."""
     try:
-        data = json.loads(raw)
-        ready = data["ready"]
-        model = data["model"]
-        if not isinstance(model, dict):
-            raise TypeError("model is not an object")
-        onetoone = ready.get("onetoone", [])  # absent from records written before one-to-one keys
-        if not isinstance(onetoone, list):
-            raise TypeError("ready.onetoone is not a list")
-        return SchemaRecord(hybrid, model, str(data.get("fingerprint", "")),
-                            frozenset(map(str, ready["indexed"])), frozenset(map(str, ready["unique"])),
-                            revision, frozenset(map(str, onetoone)))
-    except (ValueError, TypeError, KeyError):
+        model, fingerprint, indexed, unique, onetoone = parse_record(raw)
+    except (ValueError, TypeError):
         # written by something else: trust nothing in it; `dal migrate` rewrites it
         return SchemaRecord(hybrid, {}, "", frozenset(), frozenset(), revision)
+    return SchemaRecord(hybrid, model, fingerprint, indexed, unique, revision, onetoone)
 
 
 def read_record(context: Context, hybrid: str) -> SchemaRecord | None:

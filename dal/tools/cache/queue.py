@@ -8,7 +8,10 @@ insertion order: the revision of the commit that queued it, then its place in th
 :func:`prefetch` reads each queued dynamic as any caller does (``getattr(obj, name)``): a locked
 dynamic takes its single-flight lock, so concurrent prefetchers, or a prefetcher and a user,
 compute it once; a value cached already is not computed again. A dynamic is removed from the
-queue once read; a loader that raises is reported and stays queued.
+queue once read; a loader that raises is reported and stays queued. A queued dynamic the model
+does not declare (its hybrid, or the dynamic: another model's, or written by hand) is skipped and
+reported, and stays queued for a process of a model that declares it; ``dal check`` reports it too,
+and ``dal check --repair`` removes it when nothing can be lost.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dal.backends.etcd import TXN_OPS
 from dal.config import Context
 from dal.exceptions import DalError, ObjectNotFoundError
 from dal.model.registry import hybrids
+from dal.objects.dataobject import DataObject
 from dal.query.datalist import DataList
 from dal.tools.cache.listing import registered
 
@@ -46,11 +50,13 @@ class Queued:
 
 @dataclass
 class Prefetched:
-    """What :func:`prefetch` did: dynamics computed (or found cached), gone, and failed with their error."""
+    """What :func:`prefetch` did: dynamics computed (or found cached), gone, failed with their error,
+    and skipped, left queued, as the model does not declare them."""
 
     done: list[Queued] = field(default_factory=list)
     gone: list[Queued] = field(default_factory=list)
     failed: list[tuple[Queued, str]] = field(default_factory=list)
+    undeclared: list[Queued] = field(default_factory=list)
 
 
 def _prefix(context: Context) -> str:
@@ -103,9 +109,19 @@ def queued(context: Context) -> list[Queued]:
     prefix = _prefix(context)
     found: list[tuple[int, int, Queued]] = []
     for key, entry in context.persistent.scan(prefix):
-        hybrid, guid, dynamic = key[len(prefix):].split("/", 2)
-        found.append((entry.revision, json.loads(entry.value).get("n", 0), Queued(hybrid, guid, dynamic)))
+        parts = key[len(prefix):].split("/", 2)
+        if len(parts) == 3 and all(parts):  # another key there is no queued dynamic (`dal check` says so)
+            found.append((entry.revision, _place(entry.value), Queued(*parts)))
     return [item for _, _, item in sorted(found)]
+
+
+def _place(value: bytes) -> int:
+    """Return a queued dynamic's place in the commit that queued it (0 when its value does not say)."""
+    try:
+        place = json.loads(value).get("n", 0)
+    except (ValueError, AttributeError):
+        return 0
+    return place if isinstance(place, int) else 0
 
 
 def remove(context: Context, items: list[Queued]) -> None:
@@ -161,29 +177,20 @@ def prefetch(context: Context, workers: int = 4,
 
     ``progress`` is called after each dynamic, whatever its outcome. ``items`` are the queued
     dynamics as :func:`queued` listed them (to count them first without a second listing); by
-    default the queue is listed now. One no longer queued by the time it is claimed is skipped.
+    default the queue is listed now. One no longer queued by the time it is claimed is skipped, and
+    so is one the model does not declare (left queued, listed in ``undeclared``).
     """
     if workers < 1:
         raise DalError(f"workers must be 1 or more, not {workers}")
     outcome = Prefetched()
+    metas = {cls._meta.name: cls._meta for cls in hybrids.all()}
 
     def one(item: Queued) -> None:
-        if not _claim(context, item):  # another prefetcher has it
-            if progress is not None:
-                progress(item)
-            return
-        try:
-            obj = hybrids.get(item.hybrid)(item.guid)
-            getattr(obj, item.dynamic)
-        except ObjectNotFoundError:
-            outcome.gone.append(item)
-            _release(context, item, done=True)
-        except Exception as exc:  # a loader's failure: reported, and the dynamic stays queued
-            outcome.failed.append((item, f"{type(exc).__name__}: {exc}"))
-            _release(context, item, done=False)
-        else:
-            outcome.done.append(item)
-            _release(context, item, done=True)
+        meta = metas.get(item.hybrid)
+        if meta is None or item.dynamic not in meta.dynamics:
+            outcome.undeclared.append(item)
+        elif _claim(context, item):  # else another prefetcher has it
+            _compute(context, meta.cls, item, outcome)
         if progress is not None:
             progress(item)
 
@@ -191,3 +198,19 @@ def prefetch(context: Context, workers: int = 4,
         for future in [pool.submit(one, item) for item in (queued(context) if items is None else items)]:
             future.result()
     return outcome
+
+
+def _compute(context: Context, cls: type[DataObject], item: Queued, outcome: Prefetched) -> None:
+    """Read one claimed dynamic, note the outcome, and release it (dequeued unless its loader failed)."""
+    try:
+        obj = cls(item.guid)
+        getattr(obj, item.dynamic)
+    except ObjectNotFoundError:
+        outcome.gone.append(item)
+        _release(context, item, done=True)
+    except Exception as exc:  # a loader's failure: reported, and the dynamic stays queued
+        outcome.failed.append((item, f"{type(exc).__name__}: {exc}"))
+        _release(context, item, done=False)
+    else:
+        outcome.done.append(item)
+        _release(context, item, done=True)

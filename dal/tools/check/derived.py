@@ -96,7 +96,8 @@ class DerivedKeyPasses(CheckState):
             return
         state = "stores another value" if (meta.name, guid) in self.docs else "is not stored"
         self.add(Kind.STALE_INDEX, key, f"index entry of {meta.cls.__name__}.{prop.name} for {guid}, which "
-                 f"{state}; queries would find the wrong object", meta.name, guid,
+                 f"{state}; queries re-check every object an entry names, so it only costs them a wasted "
+                 "read", meta.name, guid,
                  Fix((Revision(key, entry.revision), self.doc_revision(meta.name, guid)), (Delete(key),)))
 
     def missing_index(self) -> None:
@@ -138,7 +139,8 @@ class DerivedKeyPasses(CheckState):
                  if (source.name, source_guid) in self.docs else f"{name} {source_guid} is not stored")
         checks = (Revision(key, entry.revision), self.doc_revision(source.name, source_guid))
         self.add(Kind.STALE_LINK, key, f"link from {name}.{relation.name} to {relation.target.__name__} "
-                 f"{target_guid}, but {state}; reverse lists would show a wrong object", target, target_guid,
+                 f"{target_guid}, but {state}; reverse lists re-check each object a link names and leave it "
+                 "out, but it blocks deleting its target", target, target_guid,
                  Fix(checks, (Delete(key),)))
 
     def source_gone(self, key: str, parts: list[str], entry: Entry, source: HybridMeta) -> bool:

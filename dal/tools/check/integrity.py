@@ -13,8 +13,8 @@ computes it from a stored document, so a repaired namespace is what dal itself w
 written. :func:`~dal.model.validation.validate_document` checks each document, as ``dal load`` does.
 
 The check is split by what it holds: :mod:`~dal.tools.check.problems` (what is reported),
-:mod:`~dal.tools.check.state`, :mod:`~dal.tools.check.documents` and
-:mod:`~dal.tools.check.derived` (finding problems), :mod:`~dal.tools.check.repair` (fixing them).
+:mod:`~dal.tools.check.state`, :mod:`~dal.tools.check.documents`, :mod:`~dal.tools.check.derived`
+and :mod:`~dal.tools.check.metadata` (finding problems), :mod:`~dal.tools.check.repair` (fixing them).
 """
 
 from __future__ import annotations
@@ -25,13 +25,15 @@ from dal.backends.base import Entry
 from dal.config import Context
 from dal.tools.check.derived import DerivedKeyPasses
 from dal.tools.check.documents import DocumentPass
+from dal.tools.check.metadata import MetadataPass
 from dal.tools.check.problems import MIGRATE, REPAIRABLE, Fix, Kind, Problem, Report
 from dal.tools.check.repair import apply_fixes
 
 __all__ = ["MIGRATE", "PHASES", "REPAIRABLE", "Fix", "Kind", "Problem", "Report", "apply_fixes", "check"]
 
 #: the parts of a check, in order; ``progress`` is told each as it finishes
-PHASES = ("documents", "unique keys", "index entries", "links", "one-to-one keys")
+PHASES = ("documents", "unique keys", "index entries", "links", "one-to-one keys",
+          "schema records and queued dynamics")
 
 
 def check(context: Context, *, repair: bool = False,
@@ -49,8 +51,9 @@ def check(context: Context, *, repair: bool = False,
     return report
 
 
-class _Checker(DocumentPass, DerivedKeyPasses):
-    """One pass over documents, then unique keys, index entries, links and one-to-one keys.
+class _Checker(DocumentPass, DerivedKeyPasses, MetadataPass):
+    """One pass over documents, then unique keys, index entries, links, one-to-one keys, and the
+    schema records and queued dynamics.
 
     Each pass reads its part of the namespace in key order.
     """
@@ -61,10 +64,12 @@ class _Checker(DocumentPass, DerivedKeyPasses):
             ("o", self.document, self.one_to_one), ("u", self.unique_key, self.missing_unique),
             ("i", self.index_key, self.missing_index), ("l", self.link_key, self.missing_links),
             ("r", self.onetoone_key, self.missing_onetoone))
-        for (letter, visit, finish), phase in zip(passes, PHASES, strict=True):
+        for (letter, visit, finish), phase in zip(passes, PHASES[:-1], strict=True):
             for key, rest, entry in self.scan(letter):
                 self.report.keys += letter != "o"  # documents are counted per hybrid instead
                 visit(key, rest, entry)
             finish()
             self.progress(phase)
+        self.metadata()  # after the documents: what names a hybrid with documents is left to a person
+        self.progress(PHASES[-1])
         return self.report

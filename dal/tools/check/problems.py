@@ -28,11 +28,14 @@ class Kind(str, Enum):
     UNBUILT_ONETOONE = "unbuilt_onetoone"  # one-to-one keys of older data that `dal migrate` has not built
     UNBUILT_INDEX = "unbuilt_index"  # index entries the schema record says are not built yet: `dal migrate`
     UNBUILT_UNIQUE = "unbuilt_unique"  # unique keys the schema record says are not built yet: `dal migrate`
+    INVALID_SCHEMA = "invalid_schema"  # a schema record dal cannot read (nothing counts built): `dal migrate`
 
 
-#: kinds a repair can fix (when the data did not change meanwhile); the others need a person
-REPAIRABLE = frozenset({Kind.MISSING_LINK, Kind.STALE_LINK, Kind.MISSING_INDEX, Kind.STALE_INDEX,
-                        Kind.MISSING_UNIQUE, Kind.STALE_UNIQUE, Kind.MISSING_ONETOONE, Kind.STALE_ONETOONE})
+#: kinds a repair can fix (when the data did not change meanwhile); the others need a person, and so
+#: does a problem of these without a fix (an orphan key only has one when nothing can be lost)
+REPAIRABLE = frozenset({Kind.ORPHAN_KEY, Kind.MISSING_LINK, Kind.STALE_LINK, Kind.MISSING_INDEX,
+                        Kind.STALE_INDEX, Kind.MISSING_UNIQUE, Kind.STALE_UNIQUE, Kind.MISSING_ONETOONE,
+                        Kind.STALE_ONETOONE})
 #: kinds `dal migrate` fixes: keys a model change asks for that were never built for older data (not
 #: damage: the schema record says so, and queries scan meanwhile)
 MIGRATE = frozenset({Kind.UNBUILT_INDEX, Kind.UNBUILT_UNIQUE, Kind.UNBUILT_ONETOONE})
