@@ -12,7 +12,7 @@ its output went away before it was written.
 exactly one object holds the value), and deletes stale index entries, links and unique
 keys, each fix one commit conditional on the revisions it was derived from, so it is safe
 beside live writers; it removes a schema record or a queued dynamic of an undeclared hybrid
-that has no stored documents, and a queued dynamic its declared hybrid does not declare. It never
+that has no stored documents. It never
 changes a document: dangling relations, duplicate unique values, invalid documents, unreadable
 schema records (``dal migrate`` rewrites them) and other keys of undeclared hybrids are reported for
 a person to fix.
@@ -25,7 +25,7 @@ import argparse
 import dal
 from dal.cli import existing_store, shown_store
 from dal.cli.progress import Progress
-from dal.tools.check.integrity import MIGRATE, PHASES, REPAIRABLE, Problem, Report, check
+from dal.tools.check.integrity import MIGRATE, PHASES, REPAIRABLE, Kind, Problem, Report, check
 
 HELP = "verify stored data against the model and its keys (exit 1 on problems); --repair fixes keys"
 
@@ -66,7 +66,8 @@ def render(report: Report, where: str, limit: int) -> list[str]:
         # a repairable kind's problem without a fix (its owner unreadable) needs a person, as it says
         fixable = sum(problem.fix is not None for problem in report.of(kind)) if kind in REPAIRABLE else 0
         how = ("repairable" if fixable == count else f"{fixable} repairable" if fixable
-               else "needs `dal migrate`" if kind in MIGRATE else "needs a person")
+               else "needs `dal migrate`" if kind in MIGRATE or kind is Kind.INVALID_SCHEMA
+               else "needs a person")
         lines.append(f"  {kind.value:<20} {count:>6}  {how}")
     for kind in report.counts():
         problems = report.of(kind)
@@ -86,6 +87,8 @@ def render(report: Report, where: str, limit: int) -> list[str]:
     unbuilt = [kind.value for kind in report.counts() if kind in MIGRATE]
     if unbuilt:  # not damage: keys a model change asks for, which only `dal migrate` builds
         lines.append(f"run `dal migrate` to build the keys the model added ({', '.join(unbuilt)})")
+    if Kind.INVALID_SCHEMA in report.counts():
+        lines.append("run `dal migrate` to rewrite the schema records it cannot read (invalid_schema)")
     return lines
 
 

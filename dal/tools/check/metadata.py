@@ -4,10 +4,11 @@ A schema record dal cannot read counts as one with nothing ready (:mod:`dal.obje
 reported for ``dal migrate`` to rewrite. A schema record or queued dynamic of a hybrid, or a queued
 dynamic the model does not declare, is an orphan key: ``dal cache prefetch`` skips such a dynamic.
 A repair deletes one only when nothing can be lost: a record or queued dynamic of a hybrid with no
-stored document (the commit checks there is still none: the next save into it records it anew), or
-a queued dynamic of a declared hybrid that does not declare it (prefetching it could never succeed).
-What names a hybrid with stored documents may belong to a model not passed with ``--hybrids``: left
-for a person.
+stored document (the commit checks there is still none: the next save into it records it anew; a
+record's removal drops the hybrid's schema version, as every record write does, so no process keeps
+a query result planned from it). A queued dynamic its declared hybrid does not declare may be a newer
+model's (a rolling deploy), and what names a hybrid with stored documents may belong to a model not
+passed with ``--hybrids``: both left for a person.
 """
 
 from __future__ import annotations
@@ -50,9 +51,8 @@ class MetadataPass(CheckState):
         elif not guid or dynamic not in meta.dynamics:
             name = meta.cls.__name__
             self.add(Kind.ORPHAN_KEY, key, f"queued dynamic {dynamic!r} of {name} {guid or '?'}, which "
-                     f"{name} does not declare: `dal cache prefetch` skips it; delete the "
-                     "key (`dal check --repair` does)", hybrid, guid,
-                     Fix((Revision(key, entry.revision),), (Delete(key),)))
+                     f"{name} does not declare: `dal cache prefetch` skips it; a process of a newer model "
+                     "may declare it, else delete the key", hybrid, guid)
 
     def orphan(self, key: str, hybrid: str, entry: Entry, what: str) -> None:
         """Report a key naming an undeclared hybrid; repairable while no document of it is stored."""
@@ -61,6 +61,8 @@ class MetadataPass(CheckState):
                      "it with --hybrids, or delete the key", hybrid)
             return
         checks: tuple[Check, ...] = (Revision(key, entry.revision), PrefixEmpty(self.keys.docs(hybrid)))
+        # a schema record's removal is a record write: its hybrid's schema version goes (schema.as_of)
+        dropped = (self.keys.schema_version(hybrid),) if key.startswith(self.keys.schema("")) else ()
         self.add(Kind.ORPHAN_KEY, key, f"{what}, which has no stored document: pass the module declaring it "
                  "with --hybrids, or delete the key (`dal check --repair` does)", hybrid,
-                 fix=Fix(checks, (Delete(key),)))
+                 fix=Fix(checks, (Delete(key),), dropped))
