@@ -5,11 +5,12 @@ pages, and stored documents that are not JSON objects, raise dal's typed errors.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import pytest
-from pydantic import Field, conlist, constr
+from pydantic import Field, HttpUrl, conlist, constr
 
 from dal import DataList, DataObject, Property, Relation
 from dal.backends.base import Put
@@ -139,3 +140,25 @@ def test_a_stored_document_that_is_not_a_json_object_is_a_backend_error(context:
         DataList(Spelled, {"items": [("code", "EQUALS", "a")]}).count()
     with pytest.raises(BackendError, match=named):
         DataList(Holder, {"items": [("spelled.code", "EQUALS", "a")]}).count()
+
+
+class Linked(DataObject, hybrid_name="qtlinked"):
+    """Types pydantic stores as JSON strings: a URL, a UUID; and a datetime, whose text is no words."""
+
+    __properties: list[Property[Any]] = [Property("url", HttpUrl, mandatory=False),
+                                         Property("ref", uuid.UUID, mandatory=False),
+                                         Property("at", dt.datetime, mandatory=False)]
+
+
+def test_contains_takes_a_substring_of_a_type_stored_as_text(context: Context) -> None:
+    Linked(data={"url": "https://example.org/path", "ref": uuid.UUID(int=5)}).save()
+
+    def found(*item: Any) -> int:
+        return len(DataList(Linked, {"items": [item]}))
+
+    assert found("url", "CONTAINS", "example.org") == 1 and found("url", "CONTAINS", "nowhere") == 0
+    assert found("ref", "CONTAINS", "0005") == 1
+    with pytest.raises(InvalidQueryError, match=r"Linked\.url is stored as text; CONTAINS on it takes a"):
+        compile_query(Linked._meta, {"items": [("url", "CONTAINS", 5)]})
+    with pytest.raises(InvalidQueryError, match="not a string or a list"):  # compare a time with LT/GT
+        compile_query(Linked._meta, {"items": [("at", "CONTAINS", "2024")]})

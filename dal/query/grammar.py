@@ -26,6 +26,7 @@ from dal.objects.origin import check_compared
 from dal.query.declared import bare, element, stringlike
 from dal.query.ordering import COMPARE, Parse, comparable, orderable, ordering_test
 from dal.structures import GUID_RULE, Dynamic, Property, Relation, is_guid
+from dal.type_digest import json_schema
 from dal.validators import Validator, non_finite
 from dal.values import fold, same
 
@@ -292,7 +293,24 @@ def _contained(field: Field, value: Any, label: str) -> Any:
         kinds = [argument for argument in dict.fromkeys(arguments) if argument is not ...]
         forms = element(label, kinds, value)
         return forms[0] if len(forms) == 1 else _Either(tuple(forms))
+    if _stored_as_text(field):  # HttpUrl, EmailStr, a UUID: CONTAINS takes a substring of the stored text
+        if not isinstance(value, str):
+            raise InvalidQueryError(f"{label} is stored as text; CONTAINS on it takes a substring, "
+                                    f"not {value!r}")
+        return value
     raise InvalidQueryError(f"{label} is not a string or a list; CONTAINS works on those only")
+
+
+#: JSON schema formats of text that stands for a time or a duration, not words: no substring of it means much
+_TIMES = frozenset({"date-time", "date", "time", "duration"})
+
+
+def _stored_as_text(field: Field) -> bool:
+    """Tell whether the field's type is stored as a JSON string (its JSON schema says so) that is not a
+    time (an ISO text, whose substrings are no query: compare it with LT/GT)."""
+    adapter = getattr(field.validator, "adapter", None)
+    schema = json_schema(adapter) if adapter is not None else None
+    return schema is not None and schema.get("type") == "string" and schema.get("format", "") not in _TIMES
 
 
 def _declared_type(field: Field) -> Any:
