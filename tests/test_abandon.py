@@ -5,27 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from abandon_hybrids import AbLink, AbSite
 from relation_hybrids import Owner, Pet
 
-from dal import DataObject, Property, Relation
 from dal.cache.leases import LeasedCache
 from dal.config import Context, current
 from dal.exceptions import InvalidValueError, ObjectNotFoundError
 from dal.tools.check.integrity import check
-
-
-class AbSite(DataObject):
-    """The target of two relations of one hybrid."""
-
-    __properties: list[Property[Any]] = [Property("name", str)]
-
-
-class AbLink(DataObject):
-    """Points at a site twice: one referrer document holds both relations to it."""
-
-    __properties: list[Property[Any]] = [Property("name", str)]
-    __relations = [Relation("primary", AbSite, "primaries", mandatory=False),
-                   Relation("secondary", AbSite, "secondaries", mandatory=False)]
 
 
 @pytest.mark.parametrize("abandon", [["primaries", "secondaries"], ["_all"]])

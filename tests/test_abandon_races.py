@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from abandon_hybrids import Show, Stage
+from abandon_hybrids import AbLink, AbSite
 from conftest import PairURLs
 from relation_hybrids import Owner, Passport, Pet
 
@@ -31,7 +31,7 @@ HERE = Path(__file__).parent
 WRITER = """
 import sys
 from dal import configure
-from abandon_hybrids import Show, Stage
+from abandon_hybrids import AbLink, AbSite
 from relation_hybrids import Owner, Passport, Pet
 configure(sys.argv[1], sys.argv[2], namespace=sys.argv[3])
 exec(sys.argv[4])
@@ -120,17 +120,17 @@ def test_a_one_to_one_referrer_moved_during_the_delete_keeps_its_move_and_key(
 
 def test_only_the_relations_still_pointing_at_the_deleted_object_are_cleared(
         context: Context, after_scan: Any) -> None:
-    gone, kept = Stage(data={"name": "gone"}), Stage(data={"name": "kept"})
+    gone, kept = AbSite(data={"name": "gone"}), AbSite(data={"name": "kept"})
     gone.save()
     kept.save()
-    show = Show(data={"name": "s", "main": gone, "backup": gone})
-    show.save()
-    after_scan(context, "stage", gone.guid,
-               f"show = Show({show.guid!r}); show.backup = Stage({kept.guid!r}); show.save()")
+    link = AbLink(data={"name": "s", "primary": gone, "secondary": gone})
+    link.save()
+    after_scan(context, "absite", gone.guid,
+               f"link = AbLink({link.guid!r}); link.secondary = AbSite({kept.guid!r}); link.save()")
     gone.delete(abandon=["_all"])
-    loaded = Show(show.guid)
-    assert (loaded.main_guid, loaded.backup_guid) == (None, kept.guid)
-    assert [backup.guid for backup in Stage(kept.guid).backups] == [show.guid]
+    loaded = AbLink(link.guid)
+    assert (loaded.primary_guid, loaded.secondary_guid) == (None, kept.guid)
+    assert [secondary.guid for secondary in AbSite(kept.guid).secondaries] == [link.guid]
     clean(context)
 
 
