@@ -146,6 +146,11 @@ def safe_repr(value: Any) -> str:
             f"a {kind} holding an int too long to write as text")
 
 
+def clipped_repr(text: str, most: int = 200) -> str:
+    """Return ``repr(text)``, cut short past ``most`` characters (a key a message names may be huge)."""
+    return repr(text) if len(text) <= most else f"{text[:most]!r}... ({len(text):,} characters)"
+
+
 def fold(value: Any) -> Any:
     """Return ``value`` with every string in it casefolded (dict keys kept), for case-insensitive tests."""
     if isinstance(value, str):

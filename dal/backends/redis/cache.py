@@ -21,11 +21,12 @@ import redis
 
 from dal.backends.base import HIT_SUFFIX, HIT_TTL
 from dal.backends.redis.connection import CACHE, ERRORS, MAX_PX, Opened, Raw, RedisClient, open_redis
-from dal.backends.redis.limits import SCREEN, ServerModeRefused, byte_length, shown
+from dal.backends.redis.limits import SCREEN, ServerModeRefused, byte_length
 from dal.backends.redis.restarts import Restarts, run_id_of
 from dal.backends.redis.scripts import CAS
 from dal.backends.url import StoreURL, on_off
 from dal.exceptions import BackendError, ConfigurationError
+from dal.values import clipped_repr
 
 #: seconds a request may take: short, a slow cache is a miss (twice memcached's, since one Redis server
 #: may also run the durable store's commit scripts, each of which holds it for its duration)
@@ -180,8 +181,8 @@ class RedisCache(RedisClient):
             return True
         # measured as its longest command sends it: a read counting hits (?hits=1, in this process
         # or another) sends its counter's key too
-        return self._too_long([(f"the key {shown(key)}", byte_length(CACHE + key + HIT_SUFFIX)),
-                               (f"the value of {shown(key)} (with its stamp)", len(stamped))]) is None
+        return self._too_long([(f"the key {clipped_repr(key)}", byte_length(CACHE + key + HIT_SUFFIX)),
+                               (f"the value of {clipped_repr(key)} (with its stamp)", len(stamped))]) is None
 
     def _drop(self, key: str) -> None:
         """Delete the old value of ``key``, whose new one is not stored; none is there when the key

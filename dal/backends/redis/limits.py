@@ -82,11 +82,6 @@ def byte_length(arg: str | bytes) -> int:
     return len(arg) if isinstance(arg, bytes) else len(arg.encode("utf-8", "surrogatepass"))
 
 
-def shown(key: str) -> str:
-    """Return ``key`` as a message shows it: its repr, cut short past 200 characters."""
-    return repr(key) if len(key) <= 200 else f"{key[:200]!r}... ({len(key):,} characters)"
-
-
 def bulk_limit_of(answer: Any) -> int | None:
     """Return the limit a ``CONFIG GET proto-max-bulk-len`` answer names (a map under RESP3, a
     name and its value under RESP2), else ``None``."""

@@ -51,12 +51,12 @@ from dal.backends.redis.limits import (
     byte_length,
     connect_checked,
     mode_refusal,
-    shown,
 )
 from dal.backends.redis.scripts import COMMIT, SCAN
 from dal.backends.tokens import ChangeTokens
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
+from dal.values import clipped_repr
 
 DEFAULT_TIMEOUT = 5.0
 #: keys a script reads (or deletes) per ZRANGEBYLEX: bounds each step's reply, and the arguments of
@@ -136,11 +136,11 @@ def long_args(args: list[Any]) -> list[tuple[str, int]]:
         if isinstance(arg, int) or len(arg) < SCREEN:
             continue
         if index >= evicts:
-            name = f"the cache key of {shown(arg[len(CACHE):])}"
+            name = f"the cache key of {clipped_repr(arg[len(CACHE):])}"
         elif isinstance(arg, bytes):
-            name = f"the value of {shown(args[index - 1][1:])}"
+            name = f"the value of {clipped_repr(args[index - 1][1:])}"
         else:
-            name, arg = f"the key {shown(arg[1:])}, read as {DATA}<key>,", DATA + arg[1:]
+            name, arg = f"the key {clipped_repr(arg[1:])}, read as {DATA}<key>,", DATA + arg[1:]
         found.append((name, byte_length(arg)))
     return found
 

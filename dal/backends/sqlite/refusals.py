@@ -32,11 +32,6 @@ def too_large(what: str, limit: int) -> TooLargeError:
         "or split the value over several keys")
 
 
-def shown(key: str) -> str:
-    """Return ``key`` as a message shows it: its repr, cut short past 200 characters."""
-    return repr(key) if len(key) <= 200 else f"{key[:200]!r}... ({len(key):,} characters)"
-
-
 def refused(exc: BaseException, failed: str, conn: sqlite3.Connection) -> Exception | None:
     """Return the typed error of a request SQLite cannot take, which fails alike every time, else None.
 

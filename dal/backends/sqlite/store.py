@@ -26,10 +26,11 @@ from dal.backends.base import (
 )
 from dal.backends.leadership import acquired, lease_ttl
 from dal.backends.sqlite.connections import described
-from dal.backends.sqlite.refusals import length_limit, refused, shown, too_large
+from dal.backends.sqlite.refusals import length_limit, refused, too_large
 from dal.backends.sqlite.tokens import SqliteTokens
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
+from dal.values import clipped_repr
 
 T = TypeVar("T")
 
@@ -163,7 +164,7 @@ class SqliteStore(SqliteTokens):
         try:
             row = conn.execute(_GET, (key,)).fetchone()
         except (sqlite3.Error, UnicodeEncodeError) as exc:
-            failed = f"sqlite get of {shown(key)} from {self.path} failed"
+            failed = f"sqlite get of {clipped_repr(key)} from {self.path} failed"
             raise refused(exc, failed, conn) or BackendError(f"{failed}: {exc}") from exc
         return None if row is None else Entry(row[0], row[1])
 
@@ -204,7 +205,7 @@ class SqliteStore(SqliteTokens):
         try:
             rows = conn.execute(sql, (*params, -1 if limit is None else limit)).fetchall()
         except (sqlite3.Error, UnicodeEncodeError) as exc:
-            failed = f"sqlite scan of {shown(prefix)} in {self.path} failed"
+            failed = f"sqlite scan of {clipped_repr(prefix)} in {self.path} failed"
             raise refused(exc, failed, conn) or BackendError(f"{failed}: {exc}") from exc
         return [(key, Entry(value, revision)) for key, value, revision in rows]
 
@@ -251,8 +252,8 @@ class SqliteStore(SqliteTokens):
             for op in ops:
                 if isinstance(op, Put):
                     if len(op.value) > limit:  # refused by name (2 GiB or more, sqlite3 would not even bind)
-                        raise too_large(f"sqlite commit to {self.path} failed: the value of {shown(op.key)} "
-                                        f"holds {len(op.value):,} bytes", limit)
+                        raise too_large(f"sqlite commit to {self.path} failed: the value of "
+                                        f"{clipped_repr(op.key)} holds {len(op.value):,} bytes", limit)
                     conn.execute(_PUT, (op.key, op.value, revision))
                 elif isinstance(op, Delete):
                     conn.execute("DELETE FROM kv WHERE key = ?", (op.key,))
