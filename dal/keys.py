@@ -221,6 +221,10 @@ class Keys:
     def schemas(self) -> str:
         return f"{self.root}m/schema/"
 
+    def cache_queue(self) -> str:
+        """Return the prefix of the queued dynamics (``m/cachequeue/<hybrid>/<guid>/<dynamic>``)."""
+        return f"{self.root}m/cachequeue/"
+
     def migration_step(self, number: int) -> str:
         """Return the key recording that migration step ``number`` completed (zero-padded: scans sort)."""
         return f"{self.root}m/steps/{number:010d}"

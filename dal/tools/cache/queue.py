@@ -60,7 +60,7 @@ class Prefetched:
 
 
 def _prefix(context: Context) -> str:
-    return f"{context.keys.root}m/cachequeue/"
+    return context.keys.cache_queue()
 
 
 def _key(context: Context, item: Queued) -> str:

@@ -18,17 +18,14 @@ from dal.objects.schema_format import record_fault
 from dal.tools.check.problems import Fix, Kind
 from dal.tools.check.state import CheckState
 
-#: the areas of metadata read, and what each key of one names
-SCHEMAS, QUEUE = "m/schema", "m/cachequeue"
-
 
 class MetadataPass(CheckState):
     """Check schema records and queued dynamics against the model (after the documents are counted)."""
 
     def metadata(self) -> None:
-        for key, rest, entry in self.scan(SCHEMAS):
+        for key, rest, entry in self.scan_under(self.keys.schemas()):
             self.schema_record(key, rest, entry)
-        for key, rest, entry in self.scan(QUEUE):
+        for key, rest, entry in self.scan_under(self.keys.cache_queue()):
             self.queued_dynamic(key, rest, entry)
 
     def schema_record(self, key: str, rest: str, entry: Entry) -> None:
@@ -62,7 +59,7 @@ class MetadataPass(CheckState):
             return
         checks: tuple[Check, ...] = (Revision(key, entry.revision), PrefixEmpty(self.keys.docs(hybrid)))
         # a schema record's removal is a record write: its hybrid's schema version goes (schema.as_of)
-        dropped = (self.keys.schema_version(hybrid),) if key.startswith(self.keys.schema("")) else ()
+        dropped = (self.keys.schema_version(hybrid),) if key.startswith(self.keys.schemas()) else ()
         self.add(Kind.ORPHAN_KEY, key, f"{what}, which has no stored document: pass the module declaring it "
                  "with --hybrids, or delete the key (`dal check --repair` does)", hybrid,
                  fix=Fix(checks, (Delete(key),), dropped))

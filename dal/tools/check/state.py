@@ -108,7 +108,10 @@ class CheckState:
         self.report.problems.append(Problem(kind, key, message, hybrid, guid, fix))
 
     def scan(self, letter: str) -> Iterator[tuple[str, str, Entry]]:
-        prefix = self.area(letter)
+        return self.scan_under(self.area(letter))
+
+    def scan_under(self, prefix: str) -> Iterator[tuple[str, str, Entry]]:
+        """Yield (key, the key after ``prefix``, entry) of every key under ``prefix``, in batches."""
         for batch in scan_batches(self.context.persistent, prefix):
             for key, entry in batch:
                 yield key, key[len(prefix):], entry
