@@ -167,7 +167,7 @@ def _prefetch(context: Context, args: argparse.Namespace) -> int:
         print(f"failed: {item.hybrid}.{item.dynamic} {item.guid}: {error} (still queued)")
     for item in outcome.undeclared:  # another model's, maybe: left queued, and no failure of this run
         print(f"skipped: {item.hybrid}.{item.dynamic} {item.guid}: the model does not declare it (still "
-              "queued; pass the module declaring it with --hybrids, or `dal check --repair` removes it)")
+              "queued; pass the module declaring it with --hybrids; `dal check` reports it)")
     print(f"prefetched {len(outcome.done)} dynamics, {len(outcome.failed)} failed, "
           f"{len(outcome.gone)} of deleted objects dropped"
           + (f", {len(outcome.undeclared)} undeclared skipped" if outcome.undeclared else ""))

@@ -11,7 +11,7 @@ compute it once; a value cached already is not computed again. A dynamic is remo
 queue once read; a loader that raises is reported and stays queued. A queued dynamic the model
 does not declare (its hybrid, or the dynamic: another model's, or written by hand) is skipped and
 reported, and stays queued for a process of a model that declares it; ``dal check`` reports it too,
-and ``dal check --repair`` removes it when nothing can be lost.
+and ``dal check --repair`` removes it when its hybrid is undeclared and holds no document.
 """
 
 from __future__ import annotations
