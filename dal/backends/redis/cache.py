@@ -179,15 +179,13 @@ class RedisCache(RedisClient):
         memcached's item limit is not, rather than fail the connection it is sent on."""
         if len(stamped) < SCREEN and len(key) < SCREEN:
             return True
-        # measured as its longest command sends it: a read counting hits (?hits=1, in this process
-        # or another) sends its counter's key too
-        return self._too_long([(f"the key {clipped_repr(key)}", byte_length(CACHE + key + HIT_SUFFIX)),
-                               (f"the value of {clipped_repr(key)} (with its stamp)", len(stamped))]) is None
+        return self._too_long([_sent_key(key), (f"the value of {clipped_repr(key)} (with its stamp)",
+                                                len(stamped))]) is None
 
     def _drop(self, key: str) -> None:
         """Delete the old value of ``key``, whose new one is not stored; none is there when the key
         itself is longer than the server takes (and DEL would carry it)."""
-        if len(key) < SCREEN or self._too_long([("key", byte_length(CACHE + key + HIT_SUFFIX))]) is None:
+        if len(key) < SCREEN or self._too_long([_sent_key(key)]) is None:
             self.delete(key)
 
     def delete(self, key: str) -> None:
@@ -366,6 +364,12 @@ return values
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+def _sent_key(key: str) -> tuple[str, int]:
+    """Return how a size refusal names a cache key, and its bytes as its longest command sends it: a
+    read counting hits (``?hits=1``, in this process or another) sends its counter's key too."""
+    return f"the key {clipped_repr(key)}", byte_length(CACHE + key + HIT_SUFFIX)
 
 
 def _stamped(value: bytes) -> bytes:
