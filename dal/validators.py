@@ -12,7 +12,6 @@ import dataclasses
 import json
 import math
 import sys
-from collections.abc import Iterator
 from enum import Enum
 from typing import Any, cast
 
@@ -20,7 +19,19 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from dal.exceptions import InvalidValueError
 from dal.type_digest import json_schema, type_digest, type_label, values_digest
-from dal.values import FROZEN, encodable, identical, safe_repr, same, sets_sorted, subclass_in, zone_problem
+from dal.type_probes import probes
+from dal.values import (
+    FROZEN,
+    encodable,
+    identical,
+    json_copy,
+    safe_repr,
+    same,
+    sets_sorted,
+    subclass_in,
+    unshared,
+    zone_problem,
+)
 
 #: types whose JSON form is the Python value itself: no conversion on load or store
 _NATIVE = (str, int, float, bool, list, dict)
@@ -50,8 +61,7 @@ class Validator:
     Every value it lets through is stored exactly: JSON holds it (no NaN or infinities, at
     any depth, whatever the type), and what is stored reads back as the value itself. A type
     whose probe values do not read back (pydantic's ``SecretStr`` stores its mask) is refused
-    when the class is created; any other value that would not read back is refused when
-    assigned.
+    when the class is created; any other value that would not read back is refused when assigned.
     """
 
     def __init__(self, owner: str, declared: object) -> None:
@@ -109,7 +119,7 @@ class Validator:
             # one of lists [True, 2.0] for [1, 2]; same() compares typed items, of JSON values only
             if (type(given) not in (list, dict) or _plain_json(given)) and any(
                     same(given, item) for item in self.enum):
-                return given
+                return json_copy(given)  # an enum of lists: the caller's list is not the object's
             raise InvalidValueError(f"{self.owner} must be {self.label}, not {safe_repr(value)}")
         assert self.adapter is not None
         if isinstance(value, float) and not math.isfinite(value):
@@ -134,10 +144,11 @@ class Validator:
                     raise InvalidValueError(
                         f"{self.owner} cannot hold {safe_repr(value)}: {problem}; "
                         f"{json_advice(result, problem)}")
+                return json_copy(result)  # subclasses (an IntEnum, a list's): unshared() sees exact types
             elif type(result) is int and result.bit_length() > _CHEAP_BITS and _too_long(result):
                 raise InvalidValueError(
                     f"{self.owner} cannot hold it: {_not_json(result, 'it')}; {_BIG_INT_ADVICE}")
-            return result
+            return unshared(result)
         problem = non_finite(result)
         if problem:
             raise InvalidValueError(
@@ -199,7 +210,7 @@ class Validator:
         whose serializer loses what it holds, such as a secret stored as its mask, before any
         object exists.
         """
-        for probe in _probes(schema, schema.get("$defs", {}), 0):
+        for probe in probes(schema, schema.get("$defs", {})):
             try:
                 value = self.from_json(probe)
             except Exception:  # the probe misses a constraint of the type (or a validator of it): no verdict
@@ -327,74 +338,3 @@ def _too_long(value: int) -> bool:
 def shorten(value: Any) -> str:
     text = safe_repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
-
-
-#: JSON strings for formats pydantic validates from a string (any other format gets "probe")
-_FORMATS = {"date-time": "2001-02-03T04:05:06.789000Z", "date": "2001-02-03", "time": "04:05:06.789000",
-            "duration": "P1DT2H3M4.5S", "uuid": "12345678-1234-4234-8234-123456789abc",
-            "ipv4": "192.0.2.1", "ipv6": "2001:db8::1", "email": "probe@example.com",
-            "uri": "https://example.com/probe", "ipvanyaddress": "192.0.2.1"}
-
-
-def _probes(schema: Any, defs: dict[str, Any], depth: int) -> Iterator[Any]:
-    """Yield JSON values a JSON schema describes, one or a few per branch (best effort, never all)."""
-    if depth > 8 or not isinstance(schema, dict):
-        return
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/"):
-        yield from _probes(defs.get(ref.removeprefix("#/$defs/")), defs, depth + 1)
-        return
-    if "const" in schema:
-        yield schema["const"]
-        return
-    if isinstance(schema.get("enum"), list):
-        yield from schema["enum"][:3]
-        return
-    for key in ("anyOf", "oneOf", "allOf"):
-        for choice in schema.get(key, ()):
-            yield from _probes(choice, defs, depth + 1)
-    kind = schema.get("type")
-    for one in kind if isinstance(kind, list) else [kind]:
-        yield from _typed_probes(one, schema, defs, depth)
-
-
-def _typed_probes(kind: Any, schema: dict[str, Any], defs: dict[str, Any], depth: int) -> Iterator[Any]:
-    first = _first_probe
-    if kind == "string":
-        yield _FORMATS.get(schema.get("format", ""), "probe")
-    elif kind == "integer":
-        yield 7
-    elif kind == "number":
-        yield 2.5
-    elif kind == "boolean":
-        yield True
-    elif kind == "null":
-        yield None
-    elif kind == "array":
-        prefix = schema.get("prefixItems")
-        if isinstance(prefix, list):
-            items = [first(item, defs, depth) for item in prefix]
-            if all(item is not _NO_PROBE for item in items):
-                yield items
-        else:
-            item = first(schema.get("items", {}), defs, depth)
-            yield [] if item is _NO_PROBE else [item]
-    elif kind == "object":
-        properties = schema.get("properties", {})
-        made = {name: first(each, defs, depth) for name, each in properties.items()}
-        if any(made[name] is _NO_PROBE for name in schema.get("required", ()) if name in made):
-            return
-        made = {name: value for name, value in made.items() if value is not _NO_PROBE}
-        extra = schema.get("additionalProperties")
-        if isinstance(extra, dict) and not properties:
-            value = first(extra, defs, depth)
-            if value is not _NO_PROBE:
-                made["1"] = value  # "1": a key that str, int and float keyed dicts all accept
-        yield made
-
-
-_NO_PROBE = object()
-
-
-def _first_probe(schema: Any, defs: dict[str, Any], depth: int) -> Any:
-    return next(_probes(schema, defs, depth + 1), _NO_PROBE)

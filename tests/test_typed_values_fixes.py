@@ -259,3 +259,24 @@ def test_a_save_leaves_the_object_what_a_load_reads(local: Context) -> None:
     scores.append(3.0)
     floats.save()
     assert floats.scores is scores and Floats.get(floats.guid).scores == [1.5, 2.0, 3.0]
+
+
+class Plain(dal.DataObject, hybrid_name="tvfplain"):
+    __properties = [Property("rows", list, mandatory=False), Property("mapping", dict, mandatory=False),
+                    Property("choice", [[1, 2], [3]], mandatory=False)]
+
+
+def test_an_assigned_list_or_dict_is_a_copy_at_every_depth(local: Context) -> None:
+    inner, pair = [1, 2], [1, 2]
+    plain = Plain(rows=[inner, {"k": inner}], mapping={"a": inner})
+    plain.choice = pair
+    inner.append(99)  # the caller's nested list changes after the assignment ...
+    pair.append(99)
+    assert plain.rows == [[1, 2], {"k": [1, 2]}] and plain.mapping == {"a": [1, 2]} and plain.choice == [1, 2]
+    plain.save()  # ... and neither the object nor what its save stores follows it
+    stored = Plain.get(plain.guid)
+    assert (stored.rows, stored.mapping, stored.choice) == ([[1, 2], {"k": [1, 2]}], {"a": [1, 2]}, [1, 2])
+    other = Plain.get(plain.guid)
+    other.rows = stored.rows  # from one object to another alike
+    stored.rows[0].append(5)
+    assert other.rows == [[1, 2], {"k": [1, 2]}]

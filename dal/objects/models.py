@@ -17,7 +17,6 @@ plain fields, shadowing the method, as pydantic allows, without its warning.
 from __future__ import annotations
 
 import copy
-import pickle
 import threading
 import warnings
 import weakref
@@ -38,7 +37,7 @@ from dal.exceptions import InvalidValueError, MissingMandatoryFieldsError, Objec
 from dal.objects.refusals import changeable, check_containers
 from dal.objects.transaction import decode
 from dal.structures import Dynamic, Property, check_guid
-from dal.values import identical
+from dal.values import identical, json_copy
 
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
@@ -228,7 +227,7 @@ def _copies(label: str, obj: Any, built: _Built) -> dict[str, Any]:
         if name in built.copied:  # validated: its stored form reads back as the value itself
             copies[name] = check.from_json(check.to_json(value))
     check_containers(label, data, built.plain)
-    copies.update((name, _json_copy(data[name])) for name in built.plain)
+    copies.update((name, json_copy(data[name])) for name in built.plain)
     return copies
 
 
@@ -241,29 +240,6 @@ def _still_stored(check: Validator, value: Any, stored: Any) -> bool:
         return identical(check.to_json(value), stored)
     except Exception:  # changed in place into what its type cannot write (pydantic's errors, TypeError...)
         return False
-
-
-def _json_copy(value: Any) -> Any:
-    """Return a copy of a list or a dict at any depth (anything else as is: a JSON leaf never changes).
-
-    Copied by pickle, whose C code copies a 400-node dict some 3x faster than walking it in Python (and
-    than decoding the stored form again); it copies as ``copy.deepcopy`` does: exact types (1, 1.0 and
-    True stay apart), a container held twice held twice by the copy too. A value pickle cannot take (an
-    unpicklable object put in by changing the list in place) is walked instead, that object shared."""
-    if not isinstance(value, (list, dict)):
-        return value
-    try:
-        return pickle.loads(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
-    except Exception:  # whatever an object's __reduce__ raises: the walk below copies the containers
-        return _walked(value)
-
-
-def _walked(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_walked(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _walked(item) for key, item in value.items()}
-    return value
 
 
 def from_model(hybrid: type, meta: HybridMeta, model: BaseModel) -> Any:
@@ -329,7 +305,7 @@ def exported(obj: Any) -> dict[str, Any]:
     view = {}
     for name in meta.properties:
         value = data[name]
-        view[name] = _json_copy(value) if name not in typed else (
+        view[name] = json_copy(value) if name not in typed else (
             copy.deepcopy(value) if changeable(value) else value)
     return view
 
@@ -365,7 +341,7 @@ def serialized(obj: Any, depth: int, dynamics: Mapping[str, Any] | None = None) 
     # the document holds the object's own list or dict where the JSON form is the value itself, which a
     # caller editing the view would otherwise change, and the next save() store: those are copied
     shared = _shared(type(obj), meta)
-    result.update((name, _json_copy(value) if name in shared else value)
+    result.update((name, json_copy(value) if name in shared else value)
                   for name, value in obj._document().items() if name in meta.properties)
     for name, relation in meta.relations.items():
         if depth > 0:
