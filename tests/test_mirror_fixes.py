@@ -7,12 +7,14 @@ remote is the loopback HTTP server of :mod:`dal.testing.remote`, time the fake m
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import threading
 import uuid
 from typing import Any
 
 import pytest
-from mirror_hybrids import TIMEOUT, Clock, MirroredVM, answer, instance_path
+from mirror_hybrids import REMOTE_ENV, TIMEOUT, Clock, MirroredVM, answer, instance_path
 
 import dal.cli.refresh as cli
 import dal.mirror
@@ -20,7 +22,7 @@ import dal.mirror.refresh as refresh_module
 from dal import DataList, DataObject, Mirror, Property
 from dal.config import Context
 from dal.exceptions import BackendError, ConfigurationError, DalError, RaceConditionError
-from dal.testing.remote import Remote
+from dal.testing.remote import Remote, get_json
 
 #: MirroredVM's refresh_every
 EVERY = 300.0
@@ -207,3 +209,170 @@ def test_a_wrong_look_ahead_is_bad_input(wrong: float) -> None:
     args = argparse.Namespace(batch_size=100, limit=10, look_ahead=wrong)
     with pytest.raises(DalError, match="--look-ahead must be a finite number"):
         cli.run(args)
+
+
+# --- a Mirror declared where dal did not read it, loaders that are not classmethods ---------------
+
+
+class RemoteBase(DataObject, abstract=True):
+    """An abstract base declaring the mirror and its loader: the hybrids deriving from it are mirrored."""
+
+    __properties = [Property("hostname", str, unique=True), Property("status", str, mandatory=False)]
+    __mirror = Mirror(timeout=TIMEOUT, refresh_every=300)
+
+    def _refresh(self) -> Any:
+        return get_json(os.environ[REMOTE_ENV] + instance_path(self.hostname))
+
+    @classmethod
+    def parse_persistent_info(cls, info: dict[str, Any]) -> dict[str, Any]:
+        return {"status": info["status"]}
+
+
+class MiddleBase(RemoteBase, abstract=True):
+    """An abstract base between: it passes the mirror on."""
+
+
+class AbstractMirroredVM(MiddleBase):
+    """Mirrored through its abstract bases, as if it declared ``__mirror`` itself."""
+
+
+def test_a_hybrid_deriving_from_an_abstract_base_with_a_mirror_is_mirrored(context: Context, remote: Remote,
+                                                                          clock: Clock) -> None:
+    mirror = AbstractMirroredVM._meta.mirror
+    assert mirror is not None and (mirror.timeout, mirror.refresh_every) == (TIMEOUT, 300)
+    assert AbstractMirroredVM in dal.mirror.mirrored_hybrids()
+    assert set(AbstractMirroredVM._meta.fields()) == {"hostname", "status", "info", "cached_at", "error",
+                                                      "ignore_cache"}
+    hostname = f"abs-{uuid.uuid4().hex[:8]}"
+    remote.answers[instance_path(hostname)] = answer(hostname, status="running")
+    obj = AbstractMirroredVM(data={"hostname": hostname})
+    obj.save()
+    read = AbstractMirroredVM(obj.guid)
+    assert read.status == "running" and read.info["name"] == hostname and remote.count() == 1
+    assert not read.stale and dal.mirror.stale_count(AbstractMirroredVM) == 0
+
+
+@pytest.mark.parametrize("where", ["mirror", "_mirror", "__mirrors", "mixin"])
+def test_a_mirror_under_a_name_dal_does_not_read_is_refused(where: str) -> None:
+    namespace: dict[str, Any] = {"_Misplaced__properties": [Property("hostname", str)],
+                                 "_refresh": lambda self: {}}
+    bases: tuple[type, ...] = (DataObject,)
+    if where == "mixin":
+        bases = (type("Mixin", (), {"_Mixin__mirror": Mirror(timeout=60)}), DataObject)
+        shown, fix = "Mixin.__mirror", "make Mixin a DataObject with abstract=True"
+    else:
+        namespace[where.replace("__", "_Misplaced__")] = Mirror(timeout=60)
+        shown, fix = where, "name it `__mirror` in Misplaced"
+    refused = re.escape(f"`{shown}` holds a Mirror") + ".*" + re.escape(fix)
+    with pytest.raises(ConfigurationError, match=refused):
+        type("Misplaced", bases, namespace, hybrid_name=f"misplaced{uuid.uuid4().hex[:10]}")
+
+
+class _PlainLoaders:
+    """A mixin whose loaders lack ``@classmethod``: a mirrored hybrid inheriting them is refused too."""
+
+    def _refresh_many(self, objects: list[Any]) -> dict[str, Any]:
+        return {}
+
+
+@pytest.mark.parametrize("loader", ["_refresh_many", "parse_persistent_info", "inherited"])
+def test_a_bulk_loader_or_parser_that_is_not_a_classmethod_is_refused(loader: str) -> None:
+    def plain(self: Any, argument: Any) -> dict[str, Any]:
+        return {}
+
+    def body(name: str, loaders: Any) -> dict[str, Any]:
+        return {f"_{name}__properties": [Property("hostname", str)], f"_{name}__mirror": Mirror(timeout=60),
+                "_refresh": lambda self: {}, **loaders}
+
+    bases: tuple[type, ...] = (_PlainLoaders, DataObject) if loader == "inherited" else (DataObject,)
+    loaders = {} if loader == "inherited" else {loader: plain}
+    name = "_refresh_many (from _PlainLoaders)" if loader == "inherited" else loader
+    with pytest.raises(ConfigurationError, match=re.escape(f"Plain.{name} must be a classmethod")):
+        type("Plain", bases, body("Plain", loaders), hybrid_name=f"plain{uuid.uuid4().hex[:10]}")
+    with pytest.raises(ConfigurationError, match="must be a classmethod"):  # an abstract base is checked too
+        type("PlainBase", bases, body("PlainBase", loaders), abstract=True)
+    for wrapped in (classmethod(plain), staticmethod(lambda argument: {})):
+        fine = body("Plain", {"_refresh_many": wrapped, "parse_persistent_info": wrapped})
+        created = type("Plain", (DataObject,), fine, hybrid_name=f"plain{uuid.uuid4().hex[:10]}")
+        assert created._meta.mirror is not None
+
+
+# --- refresh_stale checks its arguments before the first batch -----------------------------------
+
+
+def test_refresh_stale_checks_progress_before_asking_the_remote(context: Context, remote: Remote,
+                                                               clock: Clock) -> None:
+    objects = [stored_vm_unread(remote) for _ in range(3)]
+    with pytest.raises(ConfigurationError, match="progress must be None or a callable"):
+        dal.mirror.refresh_stale(MirroredVM, batch_size=1, progress="x")  # type: ignore[arg-type]
+    assert remote.count() == 0 and dal.mirror.stale_count(MirroredVM) == 3, "nothing was refreshed"
+    done: list[int] = []
+    report = dal.mirror.refresh_stale(MirroredVM, batch_size=2, progress=done.append, guids=objects)
+    assert (report.total, report.refreshed, done) == (3, 3, [2, 3])
+
+
+def test_refresh_stale_refuses_a_guid_that_is_not_one_before_asking_the_remote(context: Context,
+                                                                               remote: Remote,
+                                                                               clock: Clock) -> None:
+    objects = [stored_vm_unread(remote) for _ in range(2)]
+    for wrong in ("nope", f" {objects[0]}", f"{{{objects[0]}}}", 7):
+        with pytest.raises(ConfigurationError, match="must be a guid"):
+            dal.mirror.refresh_stale(MirroredVM, guids=[objects[1], wrong])  # type: ignore[list-item]
+    assert remote.count() == 0 and dal.mirror.stale_count(MirroredVM) == 2, "nothing was refreshed"
+
+
+def stored_vm_unread(remote: Remote) -> str:
+    """Return the guid of a saved MirroredVM never refreshed (so stale), without reading it."""
+    hostname = f"chk-{uuid.uuid4().hex[:8]}"
+    remote.answers[instance_path(hostname)] = answer(hostname, status="running")
+    obj = MirroredVM(data={"hostname": hostname})
+    obj.save()
+    return obj.guid
+
+
+# --- a refresh superseded only by an answer stored since it read the object, whatever the clocks ---
+
+
+def test_a_newer_answer_is_stored_when_another_machines_clock_is_ahead(context: Context, remote: Remote,
+                                                                      clock: Clock) -> None:
+    guid = stored_vm_unread(remote)
+    hostname = MirroredVM(guid).hostname  # read on machine A, whose clock is 30 s ahead: it refreshes
+    ahead = clock.time
+    with dal.mirror.frozen():
+        assert MirroredVM(guid).cached_at == ahead
+    remote.answers[instance_path(hostname)] = answer(hostname, status="stopped")  # a job finished
+    clock.time = ahead - 29  # machine B, 1 s later in real time, its clock 30 s behind A's
+    on_b = MirroredVM(guid)
+    on_b.refresh_info()
+    assert (on_b.status, on_b.info["status"], on_b.error, on_b.cached_at) == ("stopped", "stopped", None,
+                                                                             ahead - 29)
+    with dal.mirror.frozen():
+        assert MirroredVM(guid).status == "stopped", "the newer answer is stored, not thrown away"
+    assert remote.count() == 2 and context.stats["mirror.mirroredvm.refreshed"] == 2
+
+
+def test_a_slow_answer_never_replaces_one_stored_meanwhile_by_a_machine_whose_clock_is_behind(
+        context: Context, remote: Remote, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    guid = stored_vm_unread(remote)
+    with dal.mirror.frozen():
+        hostname = MirroredVM(guid).hostname
+    path = instance_path(hostname)
+    asked = MirroredVM._refresh
+    slow: list[float] = []
+
+    def answering(self: MirroredVM) -> Any:
+        found = asked(self)  # "running", on its way back slowly
+        if not slow:
+            slow.append(clock.time)
+            remote.answers[path] = answer(hostname, status="stopped")  # the remote changes
+            clock.time -= 60  # another machine, whose clock is behind, asks after this one and stores first
+            with dal.mirror.frozen():
+                result = refresh_module._refresh_owned(context, [MirroredVM(guid)], True, None, 0.0)
+            assert result[guid].outcome == refresh_module.REFRESHED
+            clock.time = slow[0]
+        return found
+
+    monkeypatch.setattr(MirroredVM, "_refresh", answering)
+    late = MirroredVM(guid)
+    assert late.status == "stopped", "the older answer, landing last, is neither stored nor served"
+    assert late.cached_at == slow[0] - 60

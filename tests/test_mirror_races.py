@@ -123,11 +123,11 @@ def test_a_slow_answer_never_replaces_one_asked_for_later(context: Context, remo
 def test_a_refresh_that_finds_a_later_answer_stored_reports_it_as_stored_elsewhere(
         context: Context, remote: Remote, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
     guid, hostname = stored_vm(remote)
-    MirroredVM(guid).refresh_info()
+    entry = current().load_document("mirroredvm", guid)  # what this refresh read before asking the remote
+    assert entry is not None
+    MirroredVM(guid).refresh_info()  # meanwhile another refresh asks and stores its answer
     monkeypatch.setattr(clock, "time", clock.time - 5)  # this refresh asked 5 s before the stored one
     late = MirroredVM(guid)
-    entry = current().load_document("mirroredvm", guid)
-    assert entry is not None
     result = refresh_module._store(current(), late, entry, answer(hostname, status="old"), clock.time,
                                    "_refresh")
     assert result.outcome == refresh_module.ELSEWHERE

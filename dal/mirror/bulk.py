@@ -19,6 +19,7 @@ from dal.model.registry import hybrids
 from dal.objects.dataobject import DataObject
 from dal.objects.mirrored import clock
 from dal.query.datalist import DataList
+from dal.structures import GUID_RULE, is_guid
 
 
 @dataclass(frozen=True)
@@ -75,14 +76,17 @@ def refresh_stale(hybrid: type[DataObject], *, batch_size: int = 100,
     ``ahead``: also refresh the objects that will be stale within that many seconds (the bulk
     refresher's look-ahead to its next pass; 0: only those stale now).
     ``guids``: the due guids when the caller has just listed them (:func:`stale_guids`, with
-    the same ``ahead``), so that they are not listed twice: a list of str (ConfigurationError
-    otherwise), a guid given twice counted and refreshed once. Never
-    raises for a remote failure (see the report's ``failed``); MirrorError inside
-    :func:`dal.mirror.frozen`.
+    the same ``ahead``), so that they are not listed twice: a list of guids (ConfigurationError
+    otherwise), a guid given twice counted and refreshed once. Every argument is checked before
+    the first batch. Never raises for a remote failure (see the report's ``failed``); MirrorError
+    inside :func:`dal.mirror.frozen`.
     """
     _mirror_of(hybrid)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ConfigurationError(f"refresh_stale: batch_size must be a positive int, not {batch_size!r}")
+    if progress is not None and not callable(progress):
+        raise ConfigurationError(f"refresh_stale: progress must be None or a callable taking the number of "
+                                 f"objects done, not {progress!r:.80}")
     if is_frozen():
         raise MirrorError("refresh_stale() inside dal.mirror.frozen(): refreshes are frozen here")
     ahead = _look_ahead(ahead)
@@ -118,8 +122,9 @@ def _guid_list(guids: object) -> list[str]:
     if isinstance(guids, (str, bytes)) or not isinstance(guids, Sequence):
         raise ConfigurationError(f"refresh_stale: guids must be a list of guids (str), not {guids!r:.80}")
     for guid in guids:
-        if not isinstance(guid, str):
-            raise ConfigurationError(f"refresh_stale: a guid must be a str, not {guid!r:.80}")
+        if not is_guid(guid):  # a typo would be counted as an object deleted meanwhile
+            raise ConfigurationError(f"refresh_stale: each of guids must be a guid, not {guid!r:.80}: "
+                                     f"{GUID_RULE}")
     return list(dict.fromkeys(guids))
 
 

@@ -34,8 +34,8 @@ REFRESHED = "refreshed"   # the answer changed: info and the parsed properties w
 UNCHANGED = "unchanged"   # the same answer: cached_at advanced
 FAILED = "failed"         # the remote failed, or its answer could not be stored: error written
 FRESH = "fresh"           # no longer stale when its lock was taken: another process refreshed it
-ELSEWHERE = "elsewhere"   # another process held its lock and refreshed it meanwhile, or asked the
-                          # remote after this one did and stored its answer first: nothing written here
+ELSEWHERE = "elsewhere"   # another process held its lock and refreshed it meanwhile, or stored its
+                          # answer after this one read the object: nothing written here
 GONE = "gone"             # deleted meanwhile: nothing written (a refresh never brings an object back)
 #: longest error text stored
 ERROR_LENGTH = 2000
@@ -295,13 +295,13 @@ def _store(context: Context, obj: DataObject, entry: Entry, answer: Any, fetched
     context.stats.add("mirror_failures")
     log.info("refreshing %s %s failed: %s", type(obj).__name__, obj.guid, text)
     try:
-        failure = store_failure(context, obj, text, entry, fetched_at)
+        failure = store_failure(context, obj, text, entry)
     except RaceConditionError:  # the document still keeps changing: its failure goes unrecorded
         return Result(FAILED, text, answer)
     if failure.entry is None:
         return Result(GONE)
     adopt(obj, failure.entry, failure.fields if failure.superseded else WRITTEN_BY_REFRESH)
-    # a refresh that asked later stored its answer: this late failure tells nothing newer
+    # another refresh stored its answer since this one read the object: this failure tells nothing newer
     return Result(ELSEWHERE) if failure.superseded else Result(FAILED, text, answer)
 
 

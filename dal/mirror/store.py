@@ -3,9 +3,10 @@
 Each is one transaction on the object's stored document, checked against its revision and
 retried over a concurrent write (a refresh writes only its own fields, so it never needs to
 merge: it re-reads and writes them again). The remote wins for the fields a refresh writes;
-every other field, relations included, is written back as stored. A refresh that finds a
-``cached_at`` later than the moment it asked the remote writes nothing: another refresh asked
-after it, and its answer is the newer one (see :attr:`Stored.superseded`).
+every other field, relations included, is written back as stored. A refresh that finds that
+another refresh stored an answer since it read the object (before asking the remote) writes
+nothing: the stored answer may have been asked after its own, and no clock tells, since
+``cached_at`` comes from each machine's own clock (see :attr:`Stored.superseded`).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class Stored:
     changed: bool = False
     #: the fields this refresh wrote: ``info``, ``cached_at``, ``error`` and the parsed properties
     fields: frozenset[str] = WRITTEN_BY_REFRESH
-    #: nothing written: a refresh that asked the remote later stored its answer first (the stored
-    #: ``cached_at`` is later than this refresh's ``fetched_at``); ``fields`` are the ones it wrote
+    #: nothing written: another refresh stored its answer (``cached_at`` or ``info`` moved) since this
+    #: one read the object before asking the remote; ``fields`` are the ones that refresh wrote
     superseded: bool = False
 
 
@@ -91,7 +92,8 @@ def parsed_names(cls: type[DataObject], info: Any) -> frozenset[str]:
 
 def store_answer(context: Context, obj: DataObject, info: Any, fetched_at: float,
                  entry: Entry | None, loader: str) -> Stored:
-    """Store the remote's answer about ``obj`` (which ``loader`` returned), read from the store at ``entry``.
+    """Store the remote's answer about ``obj`` (which ``loader`` returned at ``fetched_at``), read from
+    the store at ``entry`` before the remote was asked.
 
     Unchanged (same digest): ``cached_at`` advances, an earlier ``error`` is cleared, and the
     parsed properties whose stored value differs are written again (one changed locally, or one a
@@ -122,33 +124,35 @@ def store_answer(context: Context, obj: DataObject, info: Any, fetched_at: float
             return {**drifted, "cached_at": fetched_at, "error": None}
         return {**properties, "info": info, "cached_at": fetched_at, "error": None}
 
-    return _write(context, obj, entry, updates, fetched_at)
+    return _write(context, obj, entry, updates)
 
 
-def store_failure(context: Context, obj: DataObject, error: str, entry: Entry | None,
-                  fetched_at: float) -> Stored:
-    """Record a failed refresh, which asked the remote at ``fetched_at``: ``error`` only; ``info``, the
-    properties and ``cached_at`` stay. Nothing is written over a later refresh's answer."""
-    return _write(context, obj, entry, lambda stored: {"error": error}, fetched_at)
+def store_failure(context: Context, obj: DataObject, error: str, entry: Entry | None) -> Stored:
+    """Record a failed refresh, which read ``entry`` before asking the remote: ``error`` only; ``info``,
+    the properties and ``cached_at`` stay. Nothing is written over an answer stored since ``entry``."""
+    return _write(context, obj, entry, lambda stored: {"error": error})
 
 
-def _superseded(stored: Document, fetched_at: float) -> bool:
-    """Tell whether ``stored`` holds the answer of a refresh that asked the remote after ``fetched_at``."""
-    cached_at = stored.get("cached_at")
-    return isinstance(cached_at, (int, float)) and not isinstance(cached_at, bool) and cached_at > fetched_at
+def _superseded(stored: Document, read: Document) -> bool:
+    """Tell whether ``stored`` holds an answer another refresh stored since this one ``read`` the object.
+
+    Only refreshes write ``cached_at`` and ``info``; no clock is compared (each machine writes its own
+    time in ``cached_at``), so an answer stored meanwhile wins even when its ``cached_at`` reads earlier.
+    """
+    return any(not same(stored.get(name), read.get(name)) for name in ("cached_at", "info"))
 
 
-def _write(context: Context, obj: DataObject, entry: Entry | None,
-           updates: Any, fetched_at: float) -> Stored:
+def _write(context: Context, obj: DataObject, entry: Entry | None, updates: Any) -> Stored:
     meta = obj._meta
     doc_key = context.keys.doc(meta.name, obj.guid)
     ensure_recorded(context, meta)
+    read = decode(entry.value) if entry is not None else {}  # as read before the remote was asked
     for attempt in range(MAX_ATTEMPTS):
         if entry is None:
             return Stored(None)  # deleted meanwhile: a refresh never brings an object back
         stored = decode(entry.value)
-        if _superseded(stored, fetched_at):
-            # a slower answer than one asked for later (or a failure of it) must not replace it
+        if _superseded(stored, read):
+            # another refresh, which may have asked after this one, stored its answer first: it stays
             return Stored(entry, False, parsed_names(type(obj), stored.get("info")), superseded=True)
         changes: dict[str, Any] = updates(stored)
         new = {**meta.with_defaults(stored), **changes}

@@ -107,7 +107,8 @@ class HybridMetaclass(type):
     Read on the class, a field is a :class:`~dal.model.expressions.FieldExpression`
     (``Backend.status == 'RUNNING'``). ``abstract=True`` makes a base that is not a hybrid: its specs
     (and those it inherits) are read and checked as a hybrid's are, kept unbound in ``_abstract_specs``,
-    and each hybrid deriving from it gets its own copies, as it does its hybrid parents' specs.
+    and each hybrid deriving from it gets its own copies, as it does its hybrid parents' specs; its
+    ``__mirror`` (kept in ``_abstract_mirror``) makes each of them mirrored.
     """
 
     _meta: HybridMeta
@@ -131,14 +132,16 @@ class HybridMetaclass(type):
         if not abstract:
             _check_hybrid_name(name, hybrid_name)
         _check_unread_specs(cls, namespace, mangled)
+        _check_unread_mirror(cls, namespace, mangled)
         declared = {kind: list(namespace.get(mangled + kind, ()))
                     for kind in ("properties", "relations", "dynamics")}
         add_annotated(name, namespace, declared)
         specs = _merge(cls, bases, declared)
+        mirror = mirror_of(cls, bases, namespace.get(mangled + "mirror"), declared, specs, abstract)
         if abstract:  # TypedObject, a user's base: no _meta, not registered, nothing bound
             cls._abstract_specs = tuple(specs)  # type: ignore[attr-defined]
+            cls._abstract_mirror = mirror  # type: ignore[attr-defined]
             return cls
-        mirror = mirror_of(cls, bases, namespace.get(mangled + "mirror"), declared, specs)
         meta = HybridMeta(
             name=hybrid_name or name.lower(), cls=cls,  # type: ignore[arg-type]
             properties=MappingProxyType({s.name: s for s in specs if isinstance(s, Property)}),
@@ -206,6 +209,31 @@ def _check_unread_specs(cls: type, namespace: Mapping[str, Any], mangled: str) -
                 f"{cls.__name__}: {shown} holds {kind.__name__} specs{where}, but dal reads them only from "
                 f"{'annotations' if annotated else f'`__{right}`'} in the body of the hybrid itself, so they "
                 f"would be ignored; declare them as {form} in {cls.__name__}")
+
+
+def _check_unread_mirror(cls: type, namespace: Mapping[str, Any], mangled: str) -> None:
+    """Refuse a ``Mirror`` under a name dal does not read (``mirror``, ``_mirror``, ``__mirrors``, a
+    mixin's ``__mirror``): the hybrid would silently not be mirrored, and its objects never refresh."""
+    places = [(cls, namespace)] + [(base, vars(base)) for base in cls.__mro__[1:]
+                                   if not isinstance(base, HybridMetaclass) and base is not object]
+    for owner, attributes in places:
+        for attribute, value in attributes.items():
+            if not isinstance(value, Mirror) or (owner is cls and attribute == mangled + "mirror"):
+                continue
+            own_mangled = f"_{owner.__name__.lstrip('_')}__"
+            shown = (f"__{attribute.removeprefix(own_mangled)}" if attribute.startswith(own_mangled)
+                     else attribute)
+            where, fix = "", f"name it `__mirror` in {cls.__name__}"
+            if owner is not cls:
+                shown = f"{owner.__name__}.{shown}"
+                where = (f" ({owner.__name__}, which {cls.__name__} inherits, is neither a hybrid nor an "
+                         "abstract=True base)")
+                fix = (f"declare `__mirror = Mirror(...)` in {cls.__name__}, or make {owner.__name__} a "
+                       "DataObject with abstract=True")
+            raise ConfigurationError(
+                f"{cls.__name__}: `{shown}` holds a Mirror{where}, but dal reads one only from `__mirror` in "
+                f"the body of a hybrid or an abstract=True base, so {cls.__name__} would not be mirrored; "
+                f"{fix}")
 
 
 def _spec_kind(value: object) -> type[Spec] | None:
