@@ -135,6 +135,7 @@ def test_a_status_change_with_an_unchanged_mtime_is_stored(context: Context, rem
     remote.answers[path] = answer(obj.hostname, status="stopped", mtime=1.0)
     assert MirroredVM(obj.guid).status == "stopped"
     before = MirroredVM(obj.guid)
+    assert before.info["status"] == "stopped", "the answer itself was stored, not only its parsed status"
     info, cached_at, revision = before.info, before.cached_at, before._revision
     clock.time += TIMEOUT
     remote.answers[path] = dict(reversed(list(remote.answers[path].items())))  # the same, in another order
@@ -198,6 +199,18 @@ def test_a_field_named_like_one_of_the_mirrors_is_refused(name: str) -> None:
 
             def _refresh(self) -> Any:
                 return {}
+
+    class Mirrored(DataObject, hybrid_name=f"mirrored{uuid.uuid4().hex[:10]}"):
+        __properties = [Property("hostname", str)]
+        __mirror = Mirror(timeout=60)
+
+        def _refresh(self) -> Any:
+            return {}
+
+    # the third way: a subclass of a mirrored class declares it (the mirror is inherited)
+    with pytest.raises((ConfigurationError, InvalidValueError), match=name):
+        class ChildOfMirrored(Mirrored, hybrid_name=f"childofmirrored{uuid.uuid4().hex[:10]}"):
+            __properties = [Property(name, str)]
 
 
 def test_frozen_serves_stored_data_without_a_call(context: Context, remote: Remote, clock: Clock) -> None:

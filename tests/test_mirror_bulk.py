@@ -244,6 +244,7 @@ def test_a_list_read_while_another_thread_refreshes_one_of_its_objects_waits_for
     assert {obj.guid: obj.ram for obj in listed} == {guids[0]: 0, guids[1]: 1, guids[2]: 2}
     first.join(10)
     assert remote.calls() == {instance_path(MirroredVM(guids[0]).hostname): 1, "/bulk": 1}
+    assert context.stats["mirror.mirroredvm.waits"] == 1, "the list waited for the refresh under way"
 
 
 def test_a_lock_holder_that_died_blocks_nobody_past_its_lock(context: Context, remote: Remote,
