@@ -50,6 +50,12 @@ SURROGATE_ADVICE = (
 #: an int of at most this many bits has fewer digits (4214) than Python turns into text by default
 _CHEAP_BITS = 14000
 _BIG_INT_ADVICE = "store it as a str (str(value)), or as a float if an approximation will do"
+#: how many lists and dicts a stored value may nest (the value itself is the first): far more than data
+#: needs, and what every reader of its document (a load, a query, dump, check, copy, a dump file's load)
+#: decodes well within Python's default recursion limit (1000), which json's C code counts too
+MAX_DEPTH = 100
+_DEPTH_ADVICE = (f"flatten it (at most {MAX_DEPTH} nested lists and dicts), or store it as a str "
+                 "(json.dumps(value)) and decode it where you read it")
 _ZONE_ADVICE = ("only the offset of the moment is stored, so the zone would read back as a fixed offset "
                 "(wrong after a summer-time change); convert it to UTC (value.astimezone(timezone.utc)) or "
                 "to a fixed offset, and keep the zone's name in another property if it matters")
@@ -120,7 +126,7 @@ class Validator:
             if (type(given) not in (list, dict) or _plain_json(given)) and any(
                     same(given, item) for item in self.enum):
                 return json_copy(given)  # an enum of lists: the caller's list is not the object's
-            raise InvalidValueError(f"{self.owner} must be {self.label}, not {safe_repr(value)}")
+            raise InvalidValueError(f"{self.owner} must be {self.label}, not {_shown(value)}")
         assert self.adapter is not None
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidValueError(f"{self.owner} cannot hold {value!r}, which JSON cannot hold; "
@@ -130,35 +136,48 @@ class Validator:
         except ValidationError as exc:
             problem = exc.errors()[0].get("msg", "invalid value")
             raise InvalidValueError(
-                f"{self.owner} must be {self.label}, not {safe_repr(value)} ({type(value).__name__}): "
+                f"{self.owner} must be {self.label}, not {_shown(value)} ({type(value).__name__}): "
                 f"{problem}"
             ) from None
         if self.native:
-            if isinstance(result, str):
-                if not result.isascii() and not encodable(result):  # isascii: the common case, quick
-                    raise InvalidValueError(f"{self.owner} cannot hold {value!r}: {_not_json(result, 'it')}; "
-                                            f"{SURROGATE_ADVICE}")
-            elif isinstance(result, (list, dict)) and not _plain_json(result):
-                problem = _not_json(result)
-                if problem:
-                    raise InvalidValueError(
-                        f"{self.owner} cannot hold {safe_repr(value)}: {problem}; "
-                        f"{json_advice(result, problem)}")
-                return json_copy(result)  # subclasses (an IntEnum, a list's): unshared() sees exact types
-            elif type(result) is int and result.bit_length() > _CHEAP_BITS and _too_long(result):
+            return self._native(value, result)
+        try:
+            return self._typed(value, result)
+        except RecursionError:  # a value nested hundreds deep, or holding itself: far deeper than allowed
+            raise InvalidValueError(f"{self.owner} cannot hold this {type(value).__name__}: it nests "
+                                    f"{_NESTED} {MAX_DEPTH} deep; {_DEPTH_ADVICE}") from None
+
+    def _native(self, value: object, result: Any) -> Any:
+        """Return a validated ``str``, ``int``, ``float``, ``bool``, ``list`` or ``dict`` as stored."""
+        if isinstance(result, str):
+            if not result.isascii() and not encodable(result):  # isascii: the common case, quick
+                raise InvalidValueError(f"{self.owner} cannot hold {value!r}: {_not_json(result, 'it')}; "
+                                        f"{SURROGATE_ADVICE}")
+        elif isinstance(result, (list, dict)) and not _plain_json(result):
+            problem = _not_json(result)
+            if problem:
+                shown = f"this {type(value).__name__}" if _NESTED in problem else _shown(value)
                 raise InvalidValueError(
-                    f"{self.owner} cannot hold it: {_not_json(result, 'it')}; {_BIG_INT_ADVICE}")
-            return unshared(result)
+                    f"{self.owner} cannot hold {shown}: {problem}; {json_advice(result, problem)}")
+            return json_copy(result)  # subclasses (an IntEnum, a list's): unshared() sees exact types
+        elif type(result) is int and result.bit_length() > _CHEAP_BITS and _too_long(result):
+            raise InvalidValueError(
+                f"{self.owner} cannot hold it: {_not_json(result, 'it')}; {_BIG_INT_ADVICE}")
+        return unshared(result)
+
+    def _typed(self, value: object, result: Any) -> Any:
+        """Return a validated value of a type pydantic converts, as it reads back from its stored form."""
         problem = non_finite(result)
         if problem:
             raise InvalidValueError(
-                f"{self.owner} cannot hold {safe_repr(value)}: {problem}; {_FINITE_ADVICE}")
+                f"{self.owner} cannot hold {_shown(value)}: {problem}; {_FINITE_ADVICE}")
         if self.zoned and (problem := zone_problem(result, "value")):
-            raise InvalidValueError(f"{self.owner} cannot hold {safe_repr(value)}: {problem}; {_ZONE_ADVICE}")
+            raise InvalidValueError(f"{self.owner} cannot hold {_shown(value)}: {problem}; {_ZONE_ADVICE}")
         stored, back, problem = self._round_trip(result)
         if problem:
+            shown = f"this {type(value).__name__}" if _NESTED in problem else _shown(value)
             raise InvalidValueError(
-                f"{self.owner} cannot hold {safe_repr(value)}: {problem}; {self._advice(stored, problem)}")
+                f"{self.owner} cannot hold {shown}: {problem}; {self._advice(stored, problem)}")
         return result if isinstance(result, FROZEN) else back  # read back: pydantic keeps a model as given
 
     def to_json(self, value: Any) -> Any:
@@ -179,6 +198,8 @@ class Validator:
         try:
             stored = self.to_json(value)
         except Exception as exc:  # pydantic's serialization errors, UnicodeDecodeError for bytes, ...
+            if str(exc) == _SERIALIZER_TOO_DEEP:  # pydantic's own limit, some 250 levels: past MAX_DEPTH
+                return None, None, f"the stored value nests {_NESTED} {MAX_DEPTH} deep"
             return None, None, f"it cannot be stored as JSON ({exc})"
         problem = _not_json(stored, "the stored value")
         if problem:
@@ -194,6 +215,8 @@ class Validator:
         return stored, back, ""
 
     def _advice(self, stored: Any, problem: str = "") -> str:
+        if _NESTED in problem:  # first: the walk for a NaN (and json.dumps) may not reach the bottom of it
+            return _DEPTH_ADVICE
         if _non_finite(stored):
             return _FINITE_ADVICE
         if "digits" in problem:  # before json.dumps, which cannot write that int
@@ -222,6 +245,14 @@ class Validator:
                     f"from {shorten(probe)} is {shorten(value)}; {problem}; {self._advice(stored)}")
 
 
+def _shown(value: object) -> str:
+    """Return ``safe_repr(value)``, or what it is when it nests too deeply for ``repr()``."""
+    try:
+        return safe_repr(value)
+    except RecursionError:
+        return f"a {type(value).__name__} nested too deeply to show"
+
+
 def _holds(schema: Any, kinds: tuple[str, ...]) -> bool:
     """Tell whether a pydantic core schema validates one of ``kinds`` anywhere (models included)."""
     if isinstance(schema, dict):
@@ -241,6 +272,8 @@ def json_problem(value: object, path: str = "value") -> str:
 
 def json_advice(value: object, problem: str) -> str:
     """Return what to do about a list or dict value ``json_problem`` found ``problem`` in."""
+    if _NESTED in problem:  # first: the walk for a NaN may not reach the bottom of it
+        return _DEPTH_ADVICE
     if _non_finite(value):
         return _FINITE_ADVICE
     if "digits" in problem:
@@ -251,8 +284,9 @@ def json_advice(value: object, problem: str) -> str:
             "so it reads back exactly as stored")
 
 
-def _plain_json(value: object) -> bool:
-    """Return True when ``value`` is made of exact JSON types only (finite floats, str keys).
+def _plain_json(value: object, depth: int = 1) -> bool:
+    """Return True when ``value`` is made of exact JSON types only (finite floats, str keys), its lists
+    and dicts nested at most :data:`MAX_DEPTH` deep (``depth``: the level ``value`` sits at).
 
     What :func:`_not_json` accepts with no message to build: checked at every assignment of a
     list or a dict, it skips the path strings ``_not_json`` formats per item (a fifth of building
@@ -267,21 +301,36 @@ def _plain_json(value: object) -> bool:
     if kind is float:
         return math.isfinite(cast(float, value))
     if kind is list:
+        if depth > MAX_DEPTH:  # too deep, or a list holding itself: _not_json says so
+            return False
+        depth += 1
         # a loop, not all() over a generator: no generator frame per list (this runs per assignment)
         for item in cast(list[Any], value):  # noqa: SIM110
-            if not _plain_json(item):
+            if not _plain_json(item, depth):
                 return False
         return True
     if kind is dict:
+        if depth > MAX_DEPTH:
+            return False
+        depth += 1
         for key, item in cast(dict[Any, Any], value).items():
-            if type(key) is not str or not (key.isascii() or encodable(key)) or not _plain_json(item):
+            if type(key) is not str or not (key.isascii() or encodable(key)) or not _plain_json(item, depth):
                 return False
         return True
     return False
 
 
-def _not_json(value: object, path: str = "value") -> str:
-    """Return what keeps ``value`` from a JSON round trip that gives it back unchanged, or ''."""
+#: what a problem of a value nested too deeply says (and its advice looks for)
+_NESTED = "lists and dicts more than"
+#: what pydantic's serializer says of a value nested past its own limit
+_SERIALIZER_TOO_DEEP = "Maximum serialization depth exceeded"
+
+
+def _not_json(value: object, path: str = "value", depth: int = 1) -> str:
+    """Return what keeps ``value`` from a JSON round trip that gives it back unchanged, or ''
+    (``depth``: the level ``value`` sits at, lists and dicts nest at most :data:`MAX_DEPTH` deep)."""
+    if depth > MAX_DEPTH and isinstance(value, (list, dict)):  # named by its outermost path: short
+        return f"{path.partition('[')[0]} nests {_NESTED} {MAX_DEPTH} deep"
     if isinstance(value, str):
         return "" if value.isascii() or encodable(value) else (
             f"{path} is {shorten(value)}, whose lone surrogate UTF-8 cannot encode")
@@ -292,14 +341,15 @@ def _not_json(value: object, path: str = "value") -> str:
     if isinstance(value, float):
         return "" if math.isfinite(value) else f"{path} is {value!r}, which JSON cannot hold"
     if isinstance(value, list):
-        return next((p for i, item in enumerate(value) if (p := _not_json(item, f"{path}[{i}]"))), "")
+        return next((p for i, item in enumerate(value) if (p := _not_json(item, f"{path}[{i}]", depth + 1))),
+                    "")
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"{path} has the key {key!r}; JSON object keys are strings"
             if not (key.isascii() or encodable(key)):
                 return f"{path} has the key {shorten(key)}, whose lone surrogate UTF-8 cannot encode"
-            problem = _not_json(item, f"{path}[{key!r}]")
+            problem = _not_json(item, f"{path}[{key!r}]", depth + 1)
             if problem:
                 return problem
         return ""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import json.scanner
+import sys
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -22,7 +23,8 @@ _scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(cast(An
 
 
 def loads(raw: bytes) -> Any:
-    """Return ``json.loads(raw)``."""
+    """Return ``json.loads(raw)``; a ValueError, as for any JSON it cannot read, for JSON nested deeper
+    than Python's recursion limit lets it decode (which ``json.loads`` raises RecursionError for)."""
     try:
         text = raw.decode()
         value, end = _scan(text, 0)
@@ -30,7 +32,19 @@ def loads(raw: bytes) -> Any:
             return value
     except (ValueError, StopIteration):  # not UTF-8, or not JSON there: json.loads says which
         pass
-    return json.loads(raw)
+    except RecursionError:
+        raise too_deep() from None
+    try:
+        return json.loads(raw)
+    except RecursionError:  # what the fast path did not take, nested as deep
+        raise too_deep() from None
+
+
+def too_deep() -> ValueError:
+    """Return the error for JSON nested too deeply to decode here: written by another client, or by a
+    process whose recursion limit was raised (dal refuses to store a value nested that deep)."""
+    return ValueError(f"it nests lists and objects too deeply to decode at Python's recursion limit "
+                      f"({sys.getrecursionlimit()})")
 
 
 #: what :func:`loads_value` returns for a payload that is not the one it was told of
@@ -47,7 +61,7 @@ def loads_value(raw: bytes, tail: str) -> Any:
             value, end = _scan(text, 1)
             if text[end:] == tail:
                 return value
-    except (ValueError, StopIteration):
+    except (ValueError, StopIteration, RecursionError):  # RecursionError: nested too deeply to decode
         pass
     return UNTAGGED
 

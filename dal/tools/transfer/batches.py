@@ -59,6 +59,11 @@ def _costs(keys: Keys, item: Item, replace: bool) -> tuple[int, int, int]:
     return ops, len(plan.checks), size
 
 
+def commit_bytes(keys: Keys, item: Item) -> int:
+    """Return the bytes of keys and values writing ``item`` puts in a commit (what MAX_BATCH_BYTES counts)."""
+    return _costs(keys, item, False)[2]
+
+
 def _replace_deletes(meta: HybridMeta) -> int:
     """Return the most deletions of a stored object's old keys plan_write adds when replacing it.
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dal.backends.base import Check, Exists, Op
+from dal.backends.base import Check, Exists, Op, TooLargeError
 from dal.cache.versions import changed_versions
 from dal.config import Context, store_digest
 from dal.exceptions import (
@@ -44,7 +44,7 @@ from dal.objects.relations import onetoone_refusal
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, Reason, decode, plan_write
 from dal.objects.views import stale, writer_view
-from dal.tools.transfer.batches import Item, dependency_batches
+from dal.tools.transfer.batches import Item, commit_bytes, dependency_batches
 from dal.tools.transfer.dump import Dump, count_documents, read_store
 from dal.tools.transfer.preflight import onetoone_within, preflight, present, unique_within, validate_items
 from dal.tools.transfer.steps import plan_steps, steps_changed
@@ -55,6 +55,8 @@ BATCH_SIZE = 100
 MAX_TXN_OPS = 128
 #: commits tried for one --replace batch while other writers keep changing its objects
 MAX_ATTEMPTS = 5
+#: what the commit journal (dal/cache/journal.py) adds to a refusal; untrue of a batch too large
+_RETRY_SAFE = "Nothing was written: retrying is safe"
 
 Advance = Callable[[int], None]
 
@@ -164,10 +166,8 @@ def load(context: Context, dump: Dump, *, replace: bool = False, batch_size: int
             try:
                 replaced += _write(context, batch, replace, steps if number == 1 else ([], []), command)
             except DalError as exc:
-                done = "nothing was written" if number == 1 else (
-                    f"batches 1-{number - 1} ({written} objects) were written and are kept; {command} again "
-                    "with --replace (replace=True) to finish")
-                raise type(exc)(f"{exc}. Batch {number} of {len(batches)} was not written; {done}") from exc
+                raise type(exc)(_not_written(exc, context.keys, batch, number, len(batches), written,
+                                             command)) from exc
             committed, written = number, written + len(batch)
             for item in batch:
                 counts[item.meta.name] += 1
@@ -177,6 +177,32 @@ def load(context: Context, dump: Dump, *, replace: bool = False, batch_size: int
         # Ctrl-C: say what is stored, so the load can be finished rather than guessed at
         raise LoadInterrupted(committed, len(batches), written, len(items), command) from exc
     return LoadResult(counts, len(batches), replaced)
+
+
+def _not_written(exc: DalError, keys: Keys, batch: list[Item], number: int, total: int, written: int,
+                 command: str) -> str:
+    """Say why batch ``number`` of ``total`` was not written, what stays written, and how to finish.
+
+    A batch the store refuses as too large fails the same way however often it is sent: the message
+    names its largest object, and says to raise the store's limit or make that object smaller first.
+    """
+    said = str(exc).rstrip(". ")
+    finish = f"{command} again" if number == 1 else f"{command} again with --replace (replace=True)"
+    done = "nothing was written" if number == 1 else (
+        f"batches 1-{number - 1} ({written} objects) were written and are kept")
+    if not isinstance(exc, TooLargeError):
+        return f"{said}. Batch {number} of {total} was not written; {done}" + (
+            "" if number == 1 else f"; {finish} to finish")
+    said = said.removesuffix(_RETRY_SAFE).rstrip(". ")  # sent again as it is, it fails the same way
+    sizes = {item.label: commit_bytes(keys, item) for item in batch}
+    largest = max(sizes, key=sizes.__getitem__)
+    what = (f"{largest} alone writes {sizes[largest]:,} bytes of keys and values" if len(batch) == 1 else
+            f"its {len(batch)} objects write {sum(sizes.values()):,} bytes of keys and values, the largest "
+            f"{largest} {sizes[largest]:,}")
+    return (f"{said}. Batch {number} of {total} was not written: {what}, more than the store takes in one "
+            f"request; {done}. Raise that limit or make {largest} "
+            f"smaller{'' if len(batch) == 1 else ' (or write fewer objects per commit, --batch-size)'}, "
+            f"then {finish} to finish")
 
 
 def _write(context: Context, batch: list[Item], replace: bool, extra: tuple[list[Check], list[Op]],
