@@ -206,3 +206,10 @@ def test_a_copy_refused_as_too_large_names_the_object_and_what_to_change(
         assert len(destination.persistent.scan(destination.keys.doc("vbag", ""))) == 3
     finally:
         clear(destination)
+
+
+def test_a_cached_dynamic_nested_too_deeply_to_decode_reads_as_a_miss() -> None:
+    from dal.objects.dynamics_tags import loads_typed
+
+    deep = b"[" * 1500 + b"]" * 1500  # another client's entry: dal caches no value nested past MAX_DEPTH
+    assert loads_typed(deep) is None and loads_typed(b"[" + deep + b',1,"d"]') is None

@@ -66,8 +66,10 @@ def test_a_save_of_a_value_longer_than_the_server_takes_raises_too_large(own_red
 
     doc = BigDoc()
     doc.body = "x" * (2 * MB)
-    with pytest.raises(TooLargeError, match="proto-max-bulk-len"):
+    with pytest.raises(TooLargeError, match="proto-max-bulk-len") as raised:
         doc.save()
+    # sent again it is refused the same way: nothing written, and no 'retrying is safe' to suggest it
+    assert "Nothing was written." in str(raised.value) and "retrying" not in str(raised.value)
 
 
 def test_where_config_is_not_granted_redis_default_is_assumed(own_redis: RunningServer) -> None:

@@ -56,6 +56,7 @@ from dal.backends.base import (
     Put,
     RefusedError,
     Revision,
+    TooLargeError,
 )
 from dal.cache.counters import Stats
 from dal.cache.leases import LeasedCache
@@ -182,7 +183,9 @@ class Journal:
                 if outcome is Outcome.NOT_APPLIED:
                     # a refusal keeps its kind: callers tell a request too large from a store failing
                     kind = type(exc) if isinstance(exc, RefusedError) else BackendError
-                    raise kind(f"{said} Nothing was written: retrying is safe.") from exc
+                    # safe, but a request too large is refused the same way however often it is sent
+                    retry = "" if isinstance(exc, TooLargeError) else ": retrying is safe"
+                    raise kind(f"{said} Nothing was written{retry}.") from exc
                 with self._lock:
                     self.unknown[key] = uncertain
                 raise CommitOutcomeUnknownError(

@@ -46,11 +46,11 @@ def loads_typed(raw: bytes) -> tuple[Any, int, str] | None:
             tag = _TAG.fullmatch(text, end)
             if tag is not None:
                 return value, int(tag[1]), tag[2]
-    except (ValueError, StopIteration):
+    except (ValueError, StopIteration, RecursionError):  # RecursionError: another client's, nested deep
         pass
     try:  # the fast path takes exactly what dal writes; whatever else json.loads reads
         item = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if type(item) is list and len(item) == 3 and type(item[1]) is int and type(item[2]) is str:
         return item[0], item[1], item[2]

@@ -55,8 +55,8 @@ BATCH_SIZE = 100
 MAX_TXN_OPS = 128
 #: commits tried for one --replace batch while other writers keep changing its objects
 MAX_ATTEMPTS = 5
-#: what the commit journal (dal/cache/journal.py) adds to a refusal; untrue of a batch too large
-_RETRY_SAFE = "Nothing was written: retrying is safe"
+#: what the commit journal (dal/cache/journal.py) adds to a refusal: said again below, batch by batch
+_NOTHING_WRITTEN = "Nothing was written"
 
 Advance = Callable[[int], None]
 
@@ -193,7 +193,7 @@ def _not_written(exc: DalError, keys: Keys, batch: list[Item], number: int, tota
     if not isinstance(exc, TooLargeError):
         return f"{said}. Batch {number} of {total} was not written; {done}" + (
             "" if number == 1 else f"; {finish} to finish")
-    said = said.removesuffix(_RETRY_SAFE).rstrip(". ")  # sent again as it is, it fails the same way
+    said = said.removesuffix(_NOTHING_WRITTEN).rstrip(". ")
     sizes = {item.label: commit_bytes(keys, item) for item in batch}
     largest = max(sizes, key=sizes.__getitem__)
     what = (f"{largest} alone writes {sizes[largest]:,} bytes of keys and values" if len(batch) == 1 else
