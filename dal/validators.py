@@ -167,10 +167,10 @@ class Validator:
 
     def _typed(self, value: object, result: Any) -> Any:
         """Return a validated value of a type pydantic converts, as it reads back from its stored form."""
-        problem = non_finite(result)
-        if problem:
+        if problem := non_finite(result):  # a NaN, or lists nested too deep (then this says which)
+            shown = f"this {type(value).__name__}" if _NESTED in problem else _shown(value)
             raise InvalidValueError(
-                f"{self.owner} cannot hold {_shown(value)}: {problem}; {_FINITE_ADVICE}")
+                f"{self.owner} cannot hold {shown}: {problem}; {self._advice(result, problem)}")
         if self.zoned and (problem := zone_problem(result, "value")):
             raise InvalidValueError(f"{self.owner} cannot hold {_shown(value)}: {problem}; {_ZONE_ADVICE}")
         stored, back, problem = self._round_trip(result)
@@ -356,20 +356,26 @@ def _not_json(value: object, path: str = "value", depth: int = 1) -> str:
     return f"{path} holds a {type(value).__name__} ({value!r})"
 
 
-def non_finite(value: object, path: str = "value") -> str:
-    """Return where a NaN or an infinity sits in ``value`` (lists, tuples, sets, dict values), or ''."""
+def non_finite(value: object, path: str = "value", depth: int = 1) -> str:
+    """Return where a NaN or an infinity sits in ``value`` (lists, tuples, sets, dict values), or ''; or
+    that it nests deeper than any stored value (a query's value; +1: an IN list of values at the limit)."""
     if isinstance(value, float):
         return "" if math.isfinite(value) else f"{path} is {value!r}, which JSON cannot hold"
+    if depth > MAX_DEPTH + 1 and isinstance(value, (list, tuple, set, frozenset, dict)):
+        return f"{path.partition('[')[0]} nests {_NESTED} {MAX_DEPTH} deep"
+    inner = depth + 1
     if isinstance(value, (list, tuple)):
-        return next((p for i, item in enumerate(value) if (p := non_finite(item, f"{path}[{i}]"))), "")
+        return next((p for i, item in enumerate(value) if (p := non_finite(item, f"{path}[{i}]", inner))), "")
     if isinstance(value, (set, frozenset)):
-        return next((p for item in value if (p := non_finite(item, f"an item of {path}"))), "")
+        return next((p for item in value if (p := non_finite(item, f"an item of {path}", inner))), "")
     if isinstance(value, dict):
-        return next((p for key, item in value.items() if (p := non_finite(item, f"{path}[{key!r}]"))), "")
+        return next((p for key, item in value.items() if (p := non_finite(item, f"{path}[{key!r}]", inner))),
+                    "")
     if isinstance(value, BaseModel) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
         # pydantic writes a NaN nested in an untyped (Any) field as null: look before it does
         fields = vars(value) if hasattr(value, "__dict__") else {}
-        return next((p for name, item in fields.items() if (p := non_finite(item, f"{path}.{name}"))), "")
+        return next((p for name, item in fields.items() if (p := non_finite(item, f"{path}.{name}", inner))),
+                    "")
     return ""
 
 

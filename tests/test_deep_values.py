@@ -20,7 +20,7 @@ import dal
 from dal import DataList, DataObject, Property
 from dal.backends.base import Put, TooLargeError
 from dal.config import Context
-from dal.exceptions import BackendError, InvalidValueError
+from dal.exceptions import BackendError, InvalidQueryError, InvalidValueError
 from dal.testing.servers import RunningServer
 from dal.tools.check.integrity import check
 from dal.tools.check.problems import Kind
@@ -213,3 +213,14 @@ def test_a_cached_dynamic_nested_too_deeply_to_decode_reads_as_a_miss() -> None:
 
     deep = b"[" * 1500 + b"]" * 1500  # another client's entry: dal caches no value nested past MAX_DEPTH
     assert loads_typed(deep) is None and loads_typed(b"[" + deep + b',1,"d"]') is None
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 2, 700])
+def test_a_query_value_nested_deeper_than_any_stored_one_is_a_typed_error(tmp_path: Path, depth: int) -> None:
+    sqlite(tmp_path, "q.sqlite3")
+    values = save_deepest()
+    # a stored value at the limit is found by EQUALS and by IN (its list one level more)
+    for operator, value in (("EQUALS", values["tags"]), ("IN", [values["tags"]])):
+        assert DataList(Bag, query={"type": "AND", "items": [("tags", operator, value)]}).count() == 1
+    with pytest.raises(InvalidQueryError, match=f"more than {MAX_DEPTH} deep; no stored"):
+        DataList(Bag, query={"type": "AND", "items": [("tags", "EQUALS", nested(depth))]}).count()

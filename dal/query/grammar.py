@@ -239,9 +239,9 @@ def _opaque(value: Any) -> Any:
 
 
 def _value(field: Field, operator: Operator, value: Any, label: str) -> Any:
-    problem = non_finite(value)
-    if problem:  # no stored value is one: JSON cannot hold them, and assignments refuse them
-        raise InvalidQueryError(f"{label}: {problem}; compare with a finite number, or EQUALS None")
+    if problem := non_finite(value):  # no stored value is (or nests) one: JSON and assignments refuse them
+        fix = "no stored value does" if "nests" in problem else "compare with a finite number, or EQUALS None"
+        raise InvalidQueryError(f"{label}: {problem}; {fix}")
     if operator is Operator.IN:
         if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (Sequence, set, frozenset)):
             raise InvalidQueryError(f"{label} IN needs a list of values, not {value!r}")
