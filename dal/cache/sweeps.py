@@ -7,8 +7,9 @@ Every :data:`SWEEP_INTERVAL` seconds a process:
 - with a shared cache, delivers again every record older than :data:`GRACE` (its writer
   normally deletes it within milliseconds, so an old one was left by a writer that died or could
   not reach the cache), and marks it swept with the revision it was applied at. Each page of
-  records goes out in one batch, each server's share on its own; a server that fails is not
-  asked again in that sweep, and a record is marked only once every server got its part;
+  records goes out in one batch, each server's share on its own; a record is marked only once
+  every server got its part, and a replica that confirmed its part is not sent it again (with one
+  replica of three dead, only the dead one is asked again at each sweep, not the live ones);
 - catches up when some cache servers are not trusted (see ``dal/cache/leases.py``): probes them, and
   if any answers, delivers every record in the journal once more, then trusts again each
   server that answered and did not fail meanwhile;
@@ -219,21 +220,25 @@ class Sweep:
     def _deliver(self, records: list[tuple[str, Entry, bool]], failed: set[str],
                  now: float) -> set[str]:
         """Deliver a page of records in one batch; mark those every server got. Return new failures."""
-        # a key's holders: its server, or each of its replicas; a key is sent while any of them
-        # has not failed in this sweep (a replica that is skipped is one that failed, so a server
-        # left out of ``failed`` got every key it holds)
+        # a key's holders: its server, or each of its replicas. A record's key is owed to each
+        # holder that did not confirm it yet for that record (:attr:`_sent`), so with one replica
+        # dead the live ones are not sent its records again every sweep; it is sent while any of
+        # those has not failed in this sweep (a server left out of ``failed`` got every key it holds)
         holders = self.cache.placement.holders
-        todo: list[tuple[str, Entry, bool, list[str]]] = []
+        todo: list[tuple[str, Entry, bool, set[str]]] = []
+        owed: dict[str, set[str]] = {}
         for key, entry, due in records:
             sent = self._sent.get(key, set())
-            keys = [k for k in self.journal.decode(entry.value) if not sent.issuperset(holders(k))]
-            todo.append((key, entry, due, keys))
-        wanted = list(dict.fromkeys(k for *_, keys in todo for k in keys
-                                    if not failed.issuperset(holders(k))))
-        failing = set(self.cache.deliver_each(wanted)) if wanted else set()
+            servers: set[str] = set()
+            for k in self.journal.decode(entry.value):
+                missing = set(holders(k)) - sent
+                servers |= missing
+                owed.setdefault(k, set()).update(missing)
+            todo.append((key, entry, due, servers))
+        wanted = {k: servers for k, servers in owed.items() if servers and not failed.issuperset(servers)}
+        failing = self._send(wanted, failed) if wanted else set()
         failed = failed | failing
-        for key, entry, due, keys in todo:
-            servers = {n for k in keys for n in holders(k)}
+        for key, entry, due, servers in todo:
             self._sent.setdefault(key, set()).update(servers - failed)
             if servers & failed:
                 continue  # a server did not get its part: keep the record for the next sweep
@@ -243,6 +248,37 @@ class Sweep:
                 self.journal.queue_done([key])  # delivered at last: delete it as its writer
             elif due:  # a young one (a catch-up delivers everything) is its live writer's to delete
                 self._mark(key, entry, now)
+        return failing
+
+    def _send(self, owed: dict[str, set[str]], failed: set[str]) -> set[str]:
+        """Delete each key on the servers it is owed to; return the servers that did not confirm.
+
+        A key owed to all its holders goes through the cache's delivery, which stops trusting a
+        server that fails and says so once. One owed to some replicas only (a replicated store's
+        ``delete_on``) goes to those alone, less the servers that failed in this sweep: each failed
+        to take it before, in this process, and is untrusted since (it is trusted again only once a
+        sweep delivered it this record), so a failure again needs no new warning.
+        """
+        holders = self.cache.placement.holders
+        delete_on = getattr(self.cache.store, "delete_on", None)
+        shares: dict[str, list[str]] = {}
+        everywhere: list[str] = []
+        for k, servers in owed.items():
+            if delete_on is None or servers.issuperset(holders(k)):
+                everywhere.append(k)
+            else:
+                for server in servers - failed:
+                    shares.setdefault(server, []).append(k)
+        failing = set(self.cache.deliver_each(everywhere)) if everywhere else set()
+        if shares and delete_on is not None:
+            try:
+                missed = set(delete_on(shares))
+            except BackendError:  # the store failed as a whole
+                missed = set(shares)
+            if missed:
+                self.cache.stats.add(f"{self.cache.prefix}invalidation_errors")
+                self.cache.trust.fail(sorted(missed))
+            failing |= missed
         return failing
 
     def _mark(self, key: str, entry: Entry, now: float) -> None:

@@ -28,6 +28,7 @@ from dal.backends.memcached.cache import (
     url_settings,
 )
 from dal.backends.memcached.keys import logical_key, wire_key
+from dal.backends.memcached.options import replicas_option
 from dal.backends.memcached.replicated import ReplicatedCache
 from dal.backends.url import StoreURL
 
@@ -44,9 +45,8 @@ class Memcached:
     @classmethod
     def from_url(cls, url: StoreURL) -> MemcachedCache | ReplicatedCache:
         """Open :class:`MemcachedCache` for ``replicas=1`` (the default), else :class:`ReplicatedCache`
-        (which refuses a count that is not a whole number from 1 to the servers named)."""
-        replicas = url.option("replicas", int, 1)
-        if replicas == 1:
+        (a count that is not a whole number from 1 to the servers named, in the digits 0-9, is refused)."""
+        if replicas_option(url) == 1:
             servers, seconds = url_settings(url, (*OPTIONS, "replicas"))
             return MemcachedCache(url, servers, **seconds)
         return ReplicatedCache.from_url(url)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -46,6 +46,20 @@ class ListedEntry:
     #: listed under its hashed wire key (over memcached's 250 bytes): ``key`` is that wire key, and
     #: which entry it is cannot be read back
     hashed: bool = False
+
+
+def merge_listings(listings: Iterable[list[ListedEntry]]) -> list[ListedEntry]:
+    """Return the entries of several servers' listings (the replicas of a replicated cache), each key
+    once: with its largest size, its latest access and expiry, and read when any replica was read."""
+    merged: dict[str, ListedEntry] = {}
+    for listing in listings:
+        for entry in listing:
+            seen = merged.get(entry.key)
+            merged[entry.key] = entry if seen is None else ListedEntry(
+                entry.key, max(seen.size, entry.size), None, max(seen.last_access, entry.last_access),
+                None if seen.expires_at is None or entry.expires_at is None
+                else max(seen.expires_at, entry.expires_at), seen.fetched or entry.fetched, entry.hashed)
+    return list(merged.values())
 
 
 def count_hit(counter: bytes) -> bytes:

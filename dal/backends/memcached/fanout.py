@@ -1,8 +1,10 @@
 """Asking several memcached servers at once, and counting what quorum reads decide.
 
 :class:`FanOut` runs one call per server in parallel (the first in the calling thread, the others
-on a small pool of threads), collects each server's answer or its ``BackendError``, and can stop
-waiting at a deadline: a server that has not answered by then is one that did not reply.
+on a small pool of threads of each server's own), collects each server's answer or its
+``BackendError``, and can stop waiting at a deadline: a server that has not answered by then is one
+that did not reply; a call that had not started by then (its server's threads were all busy) is
+cancelled, and says nothing of its server.
 :class:`Counts` holds the replicated cache's counters. Both serve
 :mod:`dal.backends.memcached.replicated`.
 """
@@ -19,32 +21,36 @@ from typing import Generic, Protocol, TypeVar
 from dal.exceptions import BackendError
 
 R = TypeVar("R")
-#: pool threads per server: concurrent callers share the pool, and a call to a paused server
-#: holds its thread until the socket times out
+#: pool threads per server: concurrent callers share each server's threads, and a call to a paused
+#: server holds its thread until the socket times out; a pool per server, so that calls to the
+#: others never queue behind those (they would miss a deadline, and their servers seem to fail)
 THREADS_PER_SERVER = 4
 
 
 class Answers(Generic[R]):
     """What the servers asked returned: ``results`` of those that answered, ``errors`` of those
-    that failed; a server in neither did not answer before the deadline."""
+    that failed; a server in neither did not answer before the deadline, and ``unstarted`` holds
+    those whose call had not even started then (cancelled: no sign that the server failed)."""
 
-    __slots__ = ("errors", "results")
+    __slots__ = ("errors", "results", "unstarted")
 
     def __init__(self) -> None:
         self.results: dict[str, R] = {}
         self.errors: dict[str, BackendError] = {}
+        self.unstarted: set[str] = set()
 
 
 class FanOut:
-    """Runs one call per server in parallel; a pool made on first use, and again after a fork.
+    """Runs one call per server in parallel; each server's pool made on first use, and again after
+    a fork.
 
     A pool made before ``fork()`` has no threads in the child (only the forking thread survives),
     yet believes it has: the child makes its own.
     """
 
-    def __init__(self, servers: int) -> None:
-        self._workers = max(2, THREADS_PER_SERVER * servers)
-        self._pool: ThreadPoolExecutor | None = None
+    def __init__(self, threads: int = THREADS_PER_SERVER) -> None:
+        self._workers = max(1, threads)
+        self._pools: dict[str, ThreadPoolExecutor] = {}
         self._pid = 0
         self._lock = threading.Lock()
 
@@ -59,18 +65,16 @@ class FanOut:
         if not items:
             return answers
         started = time.monotonic()
-        pool = self._executor() if len(items) > 1 else None
         futures: dict[Future[R], str] = {}
         inline = items[:1]
-        if pool is not None:
-            for index, (server, call) in enumerate(items[1:], start=1):
-                try:
-                    futures[pool.submit(call)] = server
-                except RuntimeError:
-                    # the interpreter is exiting (no new threads; an atexit hook such as the
-                    # statistics' last flush is writing): the rest one after another, in this thread
-                    inline += items[index:]
-                    break
+        for index, (server, call) in enumerate(items[1:], start=1):
+            try:
+                futures[self._executor(server).submit(call)] = server
+            except RuntimeError:
+                # the interpreter is exiting (no new threads; an atexit hook such as the
+                # statistics' last flush is writing): the rest one after another, in this thread
+                inline += items[index:]
+                break
         for server, call in inline:
             try:
                 answers.results[server] = call()
@@ -78,7 +82,10 @@ class FanOut:
                 answers.errors[server] = exc
         if futures:
             left = None if within is None else max(0.0, within - (time.monotonic() - started))
-            done, _ = wait(futures, timeout=left)
+            done, late = wait(futures, timeout=left)
+            for future in late:
+                if future.cancel():  # still queued behind its server's earlier calls: never sent
+                    answers.unstarted.add(futures[future])
             for future in done:
                 try:
                     answers.results[futures[future]] = future.result()
@@ -86,23 +93,27 @@ class FanOut:
                     answers.errors[futures[future]] = exc
         return answers
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def _executor(self, server: str) -> ThreadPoolExecutor:
         pid = os.getpid()
-        pool = self._pool
+        pool = self._pools.get(server)
         if pool is not None and self._pid == pid:
             return pool
         with self._lock:
-            if self._pool is None or self._pid != pid:
-                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="dal-memcached-replica")
-                self._pid = pid
-            return self._pool
+            if self._pid != pid:  # a forked child: the parent's pools have no threads here
+                self._pools, self._pid = {}, pid
+            pool = self._pools.get(server)
+            if pool is None:
+                pool = self._pools[server] = ThreadPoolExecutor(
+                    self._workers, thread_name_prefix="dal-memcached-replica")
+            return pool
 
     def close(self) -> None:
-        """Stop the pool's threads once they finish what they run (nothing waits for them)."""
+        """Stop the pools' threads once they finish what they run (nothing waits for them)."""
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None and self._pid == os.getpid():
-            pool.shutdown(wait=False, cancel_futures=True)
+            pools, self._pools = self._pools, {}
+        if self._pid == os.getpid():
+            for pool in pools.values():
+                pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Counter(Protocol):

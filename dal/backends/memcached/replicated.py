@@ -42,7 +42,8 @@ replies (:func:`dal.quorum.vote`), and a reply from a server that was not asked 
   and locks are still taken, so single flight survives it.
 - **Invalidations** (``delete``, ``delete_many``) go to every replica, each server's share on its
   own, dead or not; a key is reported undelivered when any replica did not confirm it, so the
-  caller resends it (``delete`` raises ``BackendError`` then).
+  caller resends it (``delete`` raises ``BackendError`` then); ``delete_on`` sends each server only
+  the keys given for it (the journal's sweep: to the replicas that have not confirmed them).
 
 - **Signatures.** Given ``verify`` (the cache layer's signature check), a replica's entry that
   fails it counts as no reply, as a reply from a server not asked does, and is deleted.
@@ -61,18 +62,19 @@ disagreements, short reads, repairs (replica copies deleted) and rejected replie
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 from dal.backends.memcached.addresses import refuse_aliases
 from dal.backends.memcached.cache import MemcachedCache, url_settings
-from dal.backends.memcached.dumps import ListedEntry
+from dal.backends.memcached.dumps import ListedEntry, merge_listings
 from dal.backends.memcached.fanout import Answers, Counter, Counts, FanOut
 from dal.backends.memcached.keys import wire_key
 from dal.backends.memcached.multiget import MultiGet
+from dal.backends.memcached.options import check_replicas, refuse_duplicates, replicas_option
 from dal.backends.url import StoreURL
-from dal.exceptions import BackendError, ConfigurationError
+from dal.exceptions import BackendError
 from dal.quorum import Kind, Outcome, needed_replies, replicas_for, vote
 
 R = TypeVar("R")
@@ -109,12 +111,9 @@ class ReplicatedCache:
         #: whether a replica's entry is a fill in progress (the cache layer's lease marker): a key
         #: with one among its replies is not repaired, so the fill's ``cas`` can complete
         self.filling: Callable[[str, bytes], bool] | None = None
-        self._names = tuple(f"{host}:{port}" for host, port in servers)
-        if len(set(self._names)) != len(self._names):
-            raise ConfigurationError(f"{url} names one memcached server twice")
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= len(servers):
-            raise ConfigurationError(f"option replicas in {url} must be a whole number from 1 to the "
-                                     f"{len(servers)} servers it names, not {replicas!r}")
+        self._names = tuple(f"{host}:{port}" for host, port in servers)  # as written: placement hashes them
+        refuse_duplicates(str(url), servers)
+        check_replicas(str(url), len(servers), replicas)
         if replicas > 1:  # two spellings of one server would be two agreeing votes (.addresses)
             refuse_aliases(str(url), servers)
         self.replicas = replicas
@@ -129,7 +128,7 @@ class ReplicatedCache:
         self._reader = MultiGet(dict(zip(self._names, servers, strict=True)), timeout=timeout,
                                 connect_timeout=connect_timeout, dead_timeout=dead_timeout)
         self._memo: dict[str, tuple[str, ...]] = {}
-        self._fan_out = FanOut(len(servers))
+        self._fan_out = FanOut()  # a pool per server: calls to a paused one hold no other's
         #: the counters (the cache layer puts its own ``Stats`` here, so ``dal stats`` shows them)
         self.counts: Counter = Counts()
 
@@ -137,7 +136,7 @@ class ReplicatedCache:
     def from_url(cls, url: StoreURL) -> ReplicatedCache:
         """Open ``memcached://h1:p1,h2:p2,...?replicas=N`` (connections are made on first use)."""
         servers, seconds = url_settings(url, _OPTIONS)
-        return cls(url, servers, replicas=url.option("replicas", int, 1), timeout=seconds["timeout"],
+        return cls(url, servers, replicas=replicas_option(url), timeout=seconds["timeout"],
                    connect_timeout=seconds["connect_timeout"], dead_timeout=seconds["dead_timeout"])
 
     def __repr__(self) -> str:
@@ -251,8 +250,9 @@ class ReplicatedCache:
         """
         servers = self.replicas_of(key)
         calls = {name: functools.partial(self._caches[name].gets, key) for name in servers}
-        answered = self._fan_out.run(calls, within=self._timeout).results
-        self._failed([name for name in servers if name not in answered])
+        answers = self._fan_out.run(calls, within=self._timeout)
+        answered = answers.results  # a call still queued at the deadline (unstarted) is no failure
+        self._failed([name for name in servers if name not in answered and name not in answers.unstarted])
         held: dict[bytes, list[str]] = {}
         for name in servers:
             value = answered[name][0] if name in answered else None
@@ -336,12 +336,18 @@ class ReplicatedCache:
         for key in dict.fromkeys(keys):
             for name in self.replicas_of(key):
                 shares.setdefault(name, []).append(key)
+        return self.delete_on(shares)
+
+    def delete_on(self, shares: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+        """Delete on each server (``host:port``) the keys given for it alone (dead or not), as
+        :meth:`delete_each` does; the journal's sweep sends a key only to the replicas that have
+        not confirmed it yet."""
         calls = {name: functools.partial(self._caches[name].delete_many, share)
-                 for name, share in shares.items()}
+                 for name, share in shares.items() if share}
         answers = self._fan_out.run(calls)
         undelivered: dict[str, list[str]] = {}
-        for name, share in shares.items():
-            failed = answers.results.get(name, share)
+        for name in calls:
+            failed = answers.results.get(name, shares[name])
             if failed:
                 undelivered[name] = list(failed)
             else:
@@ -356,15 +362,7 @@ class ReplicatedCache:
         A server that does not answer raises ``BackendError``: a listing of some replicas only
         would miss entries silently. Hits are not counted on a replicated cache (``None``).
         """
-        merged: dict[str, ListedEntry] = {}
-        for name in self._names:
-            for entry in self._caches[name].list_entries(prefix):
-                seen = merged.get(entry.key)
-                merged[entry.key] = entry if seen is None else ListedEntry(
-                    entry.key, max(seen.size, entry.size), None, max(seen.last_access, entry.last_access),
-                    None if seen.expires_at is None or entry.expires_at is None
-                    else max(seen.expires_at, entry.expires_at), seen.fetched or entry.fetched, entry.hashed)
-        return list(merged.values())
+        return merge_listings(self._caches[name].list_entries(prefix) for name in self._names)
 
     def nodes(self) -> list[str]:
         """Return the servers as ``host:port``."""
