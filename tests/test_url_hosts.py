@@ -168,3 +168,23 @@ def test_redis_and_memcached_are_reached_at_a_bracketed_ipv6_address(ipv6_server
     for cache in (open_volatile(redis_url), open_volatile(memcached_url)):  # memcached: pymemcache, and
         assert cache.set("k", b"v", 10)                                     # dal's own client for a get
         assert cache.get("k") == b"v" and cache.get_many(["k"]) == {"k": b"v"}
+
+
+@pytest.mark.parametrize("url", [
+    "memory://?max_size=%E0%A5%A7_0", "memory://?max_size=%201", "memory://?max_size=1_0",
+    "memcached://127.0.0.1:11211?timeout=%E0%A5%A7", "memcached://127.0.0.1:11211?dead_timeout=1%20",
+    "redis://127.0.0.1:6379?timeout=1_0", "etcd://127.0.0.1:2379?timeout=%E0%A5%A8",
+    "sqlite:///x.sqlite3?timeout=%203",
+])
+def test_a_number_option_is_written_plainly_in_ascii(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     url: str) -> None:
+    """float() and int() take '१' (a Devanagari one), ' 3' and '1_0': no one means those as a timeout."""
+    monkeypatch.chdir(tmp_path)
+    opener = open_volatile if url.startswith(("memory", "memcached")) else open_persistent
+    with pytest.raises(ConfigurationError, match=r"plainly in ASCII .*without spaces or '_'"):
+        opener(url)
+
+
+def test_a_port_is_written_in_ascii_digits() -> None:
+    with pytest.raises(ConfigurationError, match=r"port '१२३' .* is not a number from 1 to 65535"):
+        parse_url("memcached://127.0.0.1:१२३")

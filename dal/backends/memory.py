@@ -27,7 +27,7 @@ from dal.backends.base import (
 )
 from dal.backends.local_leases import ProcessLocalLeadership
 from dal.backends.memory_lru import DEFAULT_MAX_SIZE, ByteBoundedLru, CacheEntryInfo, Slot, charge
-from dal.backends.url import StoreURL
+from dal.backends.url import StoreURL, plain_int
 from dal.exceptions import ConfigurationError
 
 __all__ = ["CacheEntryInfo", "MemoryCache", "MemoryStore"]
@@ -190,7 +190,7 @@ class MemoryStore(ProcessLocalLeadership):
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = plain_int(text)
     if value < 0:
         raise ValueError("must be >= 0")
     return value

@@ -132,11 +132,28 @@ class StoreURL:
 MAX_TIMEOUT = 1e9
 
 
+def plain_float(text: str) -> float:
+    """Return ``float(text)`` for a number written plainly: ASCII, no spaces, no ``_`` (``float()`` also
+    takes ``'१'``, ``' 3'`` and ``'1_0'``, which no one means as an option's value)."""
+    return float(_plain(text))
+
+
+def plain_int(text: str) -> int:
+    """Return ``int(text)`` for a number written plainly (see :func:`plain_float`)."""
+    return int(_plain(text))
+
+
+def _plain(text: str) -> str:
+    if not text.isascii() or text.strip() != text or "_" in text:
+        raise ValueError("write the number plainly in ASCII (digits, '.', 'e'), without spaces or '_'")
+    return text
+
+
 def timeout_option(url: StoreURL, default: float) -> float:
     """Return the ``timeout`` option in seconds: positive, finite and at most :data:`MAX_TIMEOUT`, else
     ConfigurationError: a bigger one would fail every request at once (an etcd deadline) or raise
     from the socket (Redis), and NaN compares false with everything."""
-    seconds = url.option("timeout", float, default)
+    seconds = url.option("timeout", plain_float, default)
     if not 0 < seconds <= MAX_TIMEOUT:
         raise ConfigurationError(
             f"option timeout in {url} must be a positive number of seconds, at most {MAX_TIMEOUT:.0f}")
@@ -215,7 +232,7 @@ def _parse_host(part: str, where: str) -> tuple[str, int | None]:
                                  "e.g. [::1]:2379 for ::1 port 2379")
     else:
         host, colon, port = part.partition(":")
-    if colon and (not port.isdigit() or not 0 < int(port) < 65536):
+    if colon and (not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536):
         raise ConfigurationError(
             f"port {port!r} in {where!r} is not a number from 1 to 65535; write host:port")
     if not host:

@@ -16,7 +16,7 @@ from dal.backends.memcached.client import ERRORS, HashClient, Rendezvous
 from dal.backends.memcached.dumps import ListedEntry, metadump
 from dal.backends.memcached.keys import counter_key, encoded_key, logical_key, may_be_under, wire_key
 from dal.backends.memcached.text import ProtocolError, TextConnection
-from dal.backends.url import StoreURL, on_off
+from dal.backends.url import StoreURL, on_off, plain_float
 from dal.exceptions import BackendError, ConfigurationError
 
 DEFAULT_PORT = 11211
@@ -80,7 +80,7 @@ def url_settings(url: StoreURL,
         raise ConfigurationError(f"{url}: memcached:// URLs take no user, password or path; "
                                  "write memcached://host:port[,host:port...]")
     servers = url.require_hosts(DEFAULT_PORT)
-    seconds = {name: url.option(name, float, default)
+    seconds = {name: url.option(name, plain_float, default)
                for name, default in (("timeout", 0.25), ("connect_timeout", 0.25), ("dead_timeout", 5.0))}
     for name, value in seconds.items():
         if not 0 < value <= MAX_SECONDS:

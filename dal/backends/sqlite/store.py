@@ -28,7 +28,7 @@ from dal.backends.leadership import acquired, lease_ttl
 from dal.backends.sqlite.connections import described
 from dal.backends.sqlite.refusals import length_limit, refused, too_large
 from dal.backends.sqlite.tokens import SqliteTokens
-from dal.backends.url import StoreURL
+from dal.backends.url import StoreURL, plain_float
 from dal.exceptions import BackendError, ConfigurationError
 from dal.values import clipped_repr
 
@@ -79,7 +79,7 @@ MAX_TIMEOUT = (2**31 - 1) / 1000
 
 
 def _timeout(text: str) -> float:
-    value = float(text)
+    value = plain_float(text)
     if not 0 <= value <= MAX_TIMEOUT:  # also rejects nan
         raise ValueError(f"must be a number of seconds from 0 to {MAX_TIMEOUT} (about 24 days)")
     return value
