@@ -31,8 +31,10 @@ from dal.backends.memory_lru import ENTRY_OVERHEAD
 from dal.cache import owners
 from dal.cli.cache import _prefetch
 from dal.config import Context, configure
+from dal.objects.dynamics import fill_lease
 from dal.testing.fixtures import memcached_servers
 from dal.tools import cache
+from dal.tools.cache.listing import age
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -59,6 +61,17 @@ class Shelf(DataObject, hybrid_name="adminshelf"):
 
     __properties: list[Property[Any]] = [Property("name", str)]
     __dynamics: list[Dynamic] = []
+
+
+class Stamp(DataObject, hybrid_name="adminstamp"):
+    """A hybrid whose dynamic expires sooner than its lock may be held: its fill lease outlives the
+    value, so a cached value's expiry makes it look older than it is, taken for a lease."""
+
+    __properties: list[Property[Any]] = [Property("name", str)]
+    __dynamics = [Dynamic("brief", int, 4, locked=True, lock_timeout=10)]
+
+    def _brief(self) -> int:
+        return len(self.name)
 
 
 @pytest.fixture(params=["memory", "memcached", "redis"])
@@ -332,6 +345,23 @@ def test_clean_removes_the_lock_of_a_killed_process_and_nothing_else(
     finally:
         owner.kill()
         owner.wait()
+
+
+def test_clean_keeps_a_value_of_a_dynamic_that_expires_before_its_lease_would(
+        urls: tuple[str, str, str]) -> None:
+    context = _configure(urls)
+    stamp = Stamp(data={"name": "dated"})
+    stamp.save()
+    assert Stamp(stamp.guid).brief == 5  # computed and cached, for 4 s
+    key = context.keys.cached_dynamic("adminstamp", stamp.guid, "brief")
+    time.sleep(1.2)  # cached more than stall_time (1 s) ago, and still cached
+    [entry] = [entry for entry in cache.entries(context, kind="dynamic") if entry.key == key]
+    # from its expiry, a value stored with a 4 s TTL under the lease TTL (10 s and a margin) of a
+    # fill looks taken long ago: only reading it tells that it is a value, no stalled lease
+    taken = age(entry, fill_lease(context.dynamics, Stamp._meta.dynamics["brief"]))
+    assert taken is not None and taken > 5, taken
+    assert cache.clean(context, stall_time=1) == []
+    assert cache.is_cached(stamp, "brief"), "clean removed a cached value"
 
 
 @pytest.mark.memcached

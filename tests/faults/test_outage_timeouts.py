@@ -6,24 +6,31 @@ before it reads around it: neither the catch-up probe of the commit journal (a p
 in a reader's thread only the first time, and never after an outage: the background sweep does)
 nor, on memcached, a fill, a lock or a ``gets`` within ``dead_timeout`` of that failure (right after
 it and later alike: the cache's clock is moved on rather than waited for).
-Reads during and after the outage stay fresh: a change saved meanwhile is what the next read sees.
+Reads during and after the outage stay fresh: a change saved meanwhile is what the next read sees,
+even by another process whose invalidation the server never got (a proxy in front of it cut it):
+right after the server answers again, before any sweep of the journal delivered it.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+import dal
 from dal import DataObject, Property, configure
 from dal.backends import open_volatile
 from dal.backends.memcached import cache as memcached_cache
 from dal.config import Context
 from dal.exceptions import BackendError
 from dal.testing.fixtures import start_or_skip
+from dal.testing.proxy import LoopbackProxy
 from dal.testing.servers import RunningServer, start_memcached
 
 pytestmark = pytest.mark.faults
@@ -38,6 +45,24 @@ TRUSTED_WITHIN = 10.0
 #: well inside it, and far past what a skip cut short (to a fixed fraction of a second) would last
 DEAD_TIMEOUT = 30.0
 LATER = 20.0
+#: seconds the writer process of the lost-invalidation test may take (its cache calls time out)
+WRITER_WITHIN = 60.0
+
+#: another process's save, made while the cache does not answer: argv is the durable and the
+#: volatile URL, the namespace and the box's guid
+WRITER = """
+import sys
+from dal import DataObject, Property, configure
+
+class OutageBox(DataObject):
+    __properties = [Property("name", str)]
+
+persistent, volatile, namespace, guid = sys.argv[1:]
+configure(persistent, volatile, namespace=namespace)
+box = OutageBox(guid)
+box.name = "after"
+box.save()
+"""
 
 
 class OutageBox(DataObject):
@@ -69,6 +94,15 @@ def timed(read: Callable[[], object]) -> tuple[object, float]:
     started = time.monotonic()
     value = read()
     return value, time.monotonic() - started
+
+
+@pytest.fixture
+def cache_proxy(cache_server: tuple[str, RunningServer]) -> Iterator[tuple[str, LoopbackProxy]]:
+    """A loopback proxy in front of this test's cache server, with the cache's URL through it."""
+    kind, _ = cache_server[0].split("://", 1)
+    server = cache_server[1]
+    with LoopbackProxy((server.host, server.port)) as proxy:
+        yield f"{kind}://{proxy.netloc}", proxy
 
 
 @pytest.fixture
@@ -120,6 +154,52 @@ def test_a_change_saved_during_the_outage_is_read_after_it(
         server.resume()
     assert OutageBox(guid).name == "after"  # the old entry is never served, trusted or not
     assert wait_for(lambda: context.objects.trust.trusted, TRUSTED_WITHIN), "never trusted again"
+    assert OutageBox(guid).name == "after"
+    assert OutageBox(guid).name == "after"  # now through the cache, filled anew
+
+
+def test_a_change_whose_invalidation_the_server_never_got_is_read_right_after_the_outage(
+        cache_proxy: tuple[str, LoopbackProxy], tmp_path: Path, fault_namespace: str,
+        parent: list[Context], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process saves while the cache server does not answer, and its invalidation is lost
+    on the way (not delayed, as a paused server's socket would). The server answers again with the
+    old entry in it: a read right after, before any sweep delivered the journal, reads around it.
+    The writer is another process: this one's monotonic reads would refuse the older revision anyway."""
+    url, proxy = cache_proxy
+    persistent = f"sqlite:///{tmp_path}/durable.db"
+    context = configure(persistent, f"{url}?timeout={TIMEOUT:g}", namespace=fault_namespace)
+    parent.append(context)
+    assert wait_for(lambda: context.objects.trust.trusted, TRUSTED_WITHIN), "no background catch-up"
+    stored = OutageBox(data={"name": "before"})
+    stored.save()
+    guid, cache_key = stored.guid, context.keys.cached_doc(OutageBox._meta.name, stored.guid)
+    assert OutageBox(guid).name == "before"
+    assert context.volatile.get(cache_key) is not None, "the box was not cached"
+    # nothing of this process delivers the journal until the test says so (see the end)
+    sweeper = context.sweeper
+    assert sweeper is not None, "a shared cache must come with a journal sweeper"
+    sweeper.stop()
+    sweeper._thread.join(WRITER_WITHIN)
+    assert not sweeper._thread.is_alive(), "the journal sweeper did not stop"
+    proxy.blackhole(True)
+    try:
+        assert OutageBox(guid).name == "before"  # the get fails: this process stops trusting the server
+        writer = subprocess.run(
+            [sys.executable, "-c", WRITER, persistent, f"{url}?timeout={TIMEOUT:g}", fault_namespace, guid],
+            env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(dal.__file__))},
+            capture_output=True, text=True, timeout=WRITER_WITHIN)
+        assert writer.returncode == 0, writer.stderr
+    finally:
+        proxy.cut()  # what the writer sent (its invalidation) is lost, not delivered late
+        proxy.blackhole(False)
+    # memcached's own skip of a failed server (dead_timeout) is over: the read may ask the server
+    move_the_memcached_clock_on(monkeypatch, DEAD_TIMEOUT)
+    assert OutageBox(guid).name == "after"  # the server still holds "before": read around it
+    assert context.volatile.get(cache_key) is not None, "the invalidation reached the server after all"
+    assert not context.objects.trust.trusted
+    sweeper.sweep.tick()  # a sweep catches up: it delivers the journal and trusts the server again
+    assert context.objects.trust.trusted, "the catch-up did not trust the server again"
+    assert context.volatile.get(cache_key) is None, "the catch-up did not deliver the invalidation"
     assert OutageBox(guid).name == "after"
     assert OutageBox(guid).name == "after"  # now through the cache, filled anew
 
