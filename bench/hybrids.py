@@ -2,13 +2,13 @@
 
 ``BenchMachine`` has seven properties of the everyday kinds (str, int, list, dict, an enum),
 one of them unique and one indexed, so a save writes the usual three keys: document, unique
-key, index entry. A stored document is about 600 bytes of JSON.
+key, index entry. A stored document is about 560 bytes of JSON.
 
 ``BenchPool`` and ``BenchVolume`` are a parent and its children: a volume lives in exactly
 one pool (a mandatory relation, reverse list ``pool.volumes``). A volume has a few plain
 properties and neither a unique nor an indexed one, so saving a new volume writes exactly
 two keys, its document and its link under the pool, guarded by "document absent" and "pool
-exists". A stored volume document is about 230 bytes of JSON.
+exists". A stored volume document is about 160 bytes of JSON.
 
 ``BenchServer`` has dynamics: ``health``, a small dict (six fields, about 140 bytes of JSON)
 cached for an hour, and ``inventory``, a ``locked=True`` dynamic whose loader sleeps

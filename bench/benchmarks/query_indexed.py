@@ -6,7 +6,8 @@ memcached. 100,000 ``BenchRecord`` objects are stored, 100 in each of 1,000 grou
 ``list(DataList(BenchRecord, {'type': 'AND', 'items': [('group', 'EQUALS', g)]}))``: one
 index-entry scan (``scan_keys``), then the verification load of the 100 candidates
 (``Context.load_documents``: an object cache multi-get, then a durable multi-get), whose
-documents the iteration reuses. The raw side is "loading those 100 objects by guid" as dal
+documents the iteration reuses on SQLite; on etcd, ``list()``'s ``len()`` and its iteration each
+read them (docs/benchmarks.md says why). The raw side is "loading those 100 objects by guid" as dal
 does it in one batch, ``list(DataList(BenchRecord, guids=guids))`` over the same group's
 guids, known in advance (``DataObject._load_many``: the same two multi-gets).
 

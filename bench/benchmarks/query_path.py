@@ -5,8 +5,8 @@ Run on etcd + memcached. 10 ``BenchPool`` objects (``name`` unique) each have 10
 ``save()``. The dal side is ``list(DataList(BenchVolume, {'type': 'AND', 'items':
 [('pool.name', 'EQUALS', name)]}))``: a unique-key read on ``BenchPool``, one link scan to
 walk ``pool`` back, then the verification load of the 100 volumes and of their pool (for
-each, an object cache multi-get, then an etcd multi-get), whose documents the iteration
-reuses. Before every pass of either side, untimed, the query's cached result entry is
+each, an object cache multi-get, then an etcd multi-get); ``list()``'s ``len()`` and its
+iteration each read them on etcd (docs/benchmarks.md says why). Before every pass of either side, untimed, the query's cached result entry is
 dropped (asserted: every dal pass a ``query_miss``); the object cache is cold on both sides
 (asserted: no object cache hit).
 
