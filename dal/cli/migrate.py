@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 import dal
-from dal.cli import existing_store
+from dal.cli import existing_store, lasting_store
 from dal.cli.progress import Progress
 from dal.exceptions import DalError
 from dal.model.registry import hybrids
@@ -33,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
         raise DalError(f"the modules {args.hybrids!r} declare no hybrids; name the ones that do with "
                        "--hybrids MODULE[,MODULE]")
     # a dry run writes nothing, not even a new database: a mistyped SQLite path must not read as
-    # "up to date"; a run creates a missing one, as docs/cli.md says
-    url = existing_store(args.persistent) if args.dry_run else args.persistent
+    # "up to date"; a run creates a missing one, as docs/cli.md says, and refuses a store living in
+    # this process only (memory://), whose schema records would be gone at exit, as load and copy do
+    url = existing_store(args.persistent) if args.dry_run else lasting_store(args.persistent, "migrate")
     context = dal.configure(url, args.volatile, namespace=args.namespace)
     report = migrate(context, dry_run=args.dry_run, emit=lambda line: print(line, flush=True),
                      progress=lambda total, label: Progress(total, label))

@@ -19,7 +19,8 @@ lease expires and a standby takes over within ``timeout`` seconds (plus its retr
 or SIGINT the leader finishes the batch in hand, releases the lease at once, and exits. A remote call
 running longer than the lease's TTL is taken for hung (:attr:`Leader.stuck`): the lead is given up (the
 lease released) for a standby, and a signal abandons the batch at once. A loop waits for a durable
-store it cannot reach at start, saying so once.
+store it cannot reach at start, saying so once; a store it reaches that refuses its setting (a
+ConfigurationError) ends it at once, as it ends ``--once``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import dal
 from dal.cli import existing_store
 from dal.cli.leader import MAX_WAIT, Abandoned, Complaint, Leader, say, stopped_by_signals
 from dal.cli.progress import Progress
-from dal.exceptions import BackendError, DalError
+from dal.exceptions import BackendError, ConfigurationError, DalError
 from dal.mirror import RefreshReport, mirrored_hybrids, refresh_stale
 from dal.mirror.bulk import stale_guids
 from dal.mirror.refresh import watched
@@ -121,11 +122,15 @@ def _configure(args: argparse.Namespace) -> Context:
 def _configured_when_reachable(args: argparse.Namespace, stop: threading.Event) -> Context | None:
     """Configure the stores, retrying every :data:`START_RETRY` seconds while the durable store cannot
     be reached (Redis is read at ``configure()``); ``None`` when stopped meanwhile. A bad setting
-    (ConfigurationError) still raises at once."""
+    raises at once, as with ``--once``: a ConfigurationError, also one the store itself found (a
+    SQLite file that is no database, a Redis database number or password the server refuses), which
+    is a BackendError too but one no retry mends."""
     complaint = Complaint()
     while not stop.is_set():
         try:
             context = _configure(args)
+        except ConfigurationError:
+            raise
         except BackendError as exc:
             complaint.say(f"could not reach the durable store: {exc}; retrying every {START_RETRY:g}s")
             stop.wait(START_RETRY)

@@ -4,7 +4,7 @@ Every process on a shared volatile store (memcached) publishes its counters ther
 shows their sum, with this process's own counters added in memory: it publishes none, so a
 monitor that runs it often does not count its own past runs. A process-local store
 (``memory://``, the default) holds only the numbers of the process that asks: ``--demo`` runs the
-demo first, in this process, to show them.
+demo first, in this process, to show them (``--count N`` sizes that demo, and is refused without it).
 """
 
 from __future__ import annotations
@@ -15,14 +15,18 @@ from typing import Any
 import dal
 from dal.cache.stats import Published, collect, report
 from dal.cli import demo, existing_store, shown_store
+from dal.exceptions import DalError
 
 HELP = "print cache and dynamic statistics"
+#: the backends a ``--demo`` run creates unless ``--count`` says
+DEMO_COUNT = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo", action="store_true",
                         help="run the demo quietly first, in this process, and show its statistics")
-    parser.add_argument("--count", type=int, default=20, help="backends the --demo run creates")
+    parser.add_argument("--count", type=int, default=None, metavar="N",
+                        help=f"backends the --demo run creates (default {DEMO_COUNT}; only with --demo)")
 
 
 def uses_hybrids(args: argparse.Namespace) -> bool:
@@ -31,7 +35,11 @@ def uses_hybrids(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.count is not None and not args.demo:  # it would change nothing: say so, not ignore it
+        raise DalError(f"--count {args.count} sizes the demo that --demo runs first; add --demo, or drop "
+                       "--count to show the statistics of the stores as they are")
     if args.demo:
+        args.count = DEMO_COUNT if args.count is None else args.count
         context = demo.run_demo(args, emit=lambda line: None)
     else:
         context = dal.configure(existing_store(args.persistent), args.volatile, namespace=args.namespace)

@@ -102,6 +102,15 @@ def refusal(exc: BaseException) -> str | None:
     return REFUSALS.get(code)
 
 
+class SettingRefusedError(ConfigurationError, RefusedError):
+    """The server refused what the URL sets (a database number it lacks, credentials it does not
+    take) to a look at its settings or limits: the first one is at ``configure()``. A setting to
+    correct, which no retry mends (a ConfigurationError); refused before anything was written (a
+    RefusedError, so a BackendError, redis-py's error the ``__cause__``). The same refusal of a
+    command is a plain BackendError, as any failure of a call (a password changed meanwhile may be
+    restored)."""
+
+
 class Packer:
     """redis-py's hiredis packer (``HiredisRespSerializer``) less its pass over every argument to turn
     a ``bytearray`` or a ``memoryview`` into bytes, which dal never sends: about 5 us of the 30
@@ -262,6 +271,11 @@ class RedisClient:
                 f"redis {what} on {self._where} failed: the server did not answer within {self.timeout:g} s "
                 f"(the timeout option of {self.url}; {exc}); check that redis-server is running and not "
                 f"blocked, or raise timeout{plain}")
+        if isinstance(exc, redis.AuthenticationError):  # a ConnectionError to redis-py
+            return BackendError(
+                f"redis {what} on {self._where} failed: the server refuses the credentials of {self.url} "
+                f"({type(exc).__name__}: {str(exc).rstrip('. ')}); give its password in the URL "
+                "(redis://:PASSWORD@host for requirepass, redis://USER:PASSWORD@host for an ACL user)")
         if "DB index is out of range" in str(exc):
             return BackendError(f"redis {what} on {self._where} failed: the server has no database "
                                 f"{self._db} (DB index is out of range: its `databases` setting, 16 by "
@@ -271,8 +285,12 @@ class RedisClient:
 
     def _probe_failure(self, what: str, exc: BaseException) -> RefusedError:
         """Return the error of a failed look at the server that a request waits for (its settings,
-        its limits): the request itself was not sent, so it wrote nothing, whatever the failure."""
+        its limits): the request itself was not sent, so it wrote nothing, whatever the failure. The
+        first look is at ``configure()``; a server refusing the URL's credentials or database number
+        to one is a :class:`SettingRefusedError`, a setting to correct, which no retry mends."""
         failure = self._failure(what, exc, whole=False)
+        if isinstance(exc, redis.AuthenticationError) or "DB index is out of range" in str(exc):
+            return SettingRefusedError(str(failure))
         return RefusedError(f"{failure}; the request waiting for it was not sent, so nothing was written: "
                             "retrying is safe")
 

@@ -56,6 +56,18 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+class NotADatabaseError(ConfigurationError, BackendError):
+    """The file a sqlite URL names is no SQLite database (SQLITE_NOTADB), found as this process first
+    opens it (at ``configure()``): another program's file, or one whose header was overwritten. A
+    setting to correct, which no retry mends (a ConfigurationError), found by the driver (a
+    BackendError, its error the ``__cause__``)."""
+
+
+def _not_a_database(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF == 26 if code is not None else "not a database" in str(exc)  # SQLITE_NOTADB
+
+
 def _busy(exc: sqlite3.OperationalError) -> bool:
     """Tell whether SQLite failed because another connection held a lock (SQLITE_BUSY, _LOCKED)."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -238,6 +250,10 @@ class SqliteConnections:
             conn.close()
             if not isinstance(exc, sqlite3.Error):
                 raise
+            if prepare and _not_a_database(exc):
+                raise NotADatabaseError(
+                    f"cannot open sqlite database {self.path}: {exc}: it is some other file; name a "
+                    "SQLite database, or a path where no file is yet (dal creates one there)") from exc
             raise BackendError(
                 f"cannot prepare sqlite database {self.path}: {described(exc, self.path)}") from exc
         if prepare:

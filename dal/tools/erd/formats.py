@@ -10,6 +10,7 @@ import html
 import re
 import shutil
 import subprocess
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -58,11 +59,11 @@ def render_mermaid(hybrids: Iterable[type[DataObject]] | None = None) -> str:
             lines.append(f"    %% {entity.id}: stored as {entity.hybrid!r}")
         lines.append(f'    "{entity.id}" {{')
         for row in entity.attributes:
-            word = _mermaid_word(row.type)
-            notes = row.notes() if word == row.type else [f"type {row.type}", *row.notes()]
+            word, name = _mermaid_attribute(_mermaid_word(row.type)), _mermaid_attribute(row.name)
+            notes = [*([f"type {row.type}"] if word != row.type else []),
+                     *([f"name {row.name}"] if name != row.name else []), *row.notes()]
             keys = f" {', '.join(row.keys)}" if row.keys else ""
-            comment = ' "' + "; ".join(notes).replace('"', "'") + '"' if notes else ""
-            lines.append(f"        {_mermaid_attribute(word)} {_mermaid_attribute(row.name)}{keys}{comment}")
+            lines.append(f"        {word} {name}{keys}{_mermaid_note(notes)}")
         lines.append("    }")
     for link in model.links:
         if link.kind == "many-to-many":
@@ -74,34 +75,55 @@ def render_mermaid(hybrids: Iterable[type[DataObject]] | None = None) -> str:
 
 
 #: what Mermaid reads inside an entity block as a key mark, in any case and even as the start of
-#: a word (``pk-or-str``): an attribute's type or name that starts so must be quoted
+#: a word (``pk-or-str``): its lexer tries ``\b(PK|FK|UK)\b`` before it tries a word
 _MERMAID_KEY = re.compile(r"(?ia)(?:PK|FK|UK)\b")
-#: an attribute word Mermaid 10 and 11 both read bare (Mermaid 10 knows no backticks and no non-ASCII)
-_MERMAID_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-\[\]()]*")
+#: a string literal in a repr(): a default, an enum's values, a type such as ``Literal['a']``
+_MERMAID_STRING = re.compile(r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\"")
 
 
 def _mermaid_attribute(word: str) -> str:
-    """Return an attribute's type or name as Mermaid reads it: bare when it can, else in backticks.
+    """Return an attribute's type or name as a word every Mermaid reads in an entity block.
 
     Entity ids are always quoted (Mermaid's entity-name token), because outside a block
     Mermaid takes ``Class``, ``End``, ``Style``, ``One``, ``To``... for keywords. Inside a
-    block only the key marks clash, and the form that escapes them, backticks, is Mermaid 11
-    only: a bare word keeps every diagram without such names readable by Mermaid 10 too.
+    block a word is ``[A-Za-z_][A-Za-z0-9_-[]()]*`` (Mermaid before 11.5 reads no letter beyond
+    ASCII there, and no released Mermaid has a way to quote one), and only the key marks clash.
+    So accents are dropped and other letters become ``_`` (``Größe`` -> ``Gro_e``), and a key
+    mark gets an ``_`` (``pk`` -> ``pk_``, ``Fk-or-str`` -> ``Fk_-or-str``); the caller then gives
+    the real name in the quoted note, which any Mermaid reads whatever its letters.
     """
-    if _MERMAID_BARE.fullmatch(word) and not _MERMAID_KEY.match(word):
-        return word
-    return "`" + word.replace("`", "'") + "`"
+    plain = "".join(char for char in unicodedata.normalize("NFKD", word) if not unicodedata.combining(char))
+    plain = re.sub(r"[^A-Za-z0-9_\-\[\]()]", "_", plain)
+    if not re.match(r"[A-Za-z_]", plain):
+        plain = f"_{plain}"
+    return f"{plain[:2]}_{plain[2:]}" if _MERMAID_KEY.match(plain) else plain
 
 
 def _mermaid_word(label: str) -> str:
-    """Return ``label`` as a Mermaid attribute type: letters (any script), digits, ``_-[]()`` only.
+    """Return a type as one word: ``str | int`` -> ``str-or-int``, ``dict[str, int]`` -> ``dict[str-int]``."""
+    return re.sub(r",\s*", "-", re.sub(r"\s*\|\s*", "-or-", label))
 
-    A name in letters beyond ASCII (``Größe``) is kept: :func:`_mermaid_attribute` puts it in
-    backticks, which Mermaid 11 reads as any text but a backtick.
+
+def _mermaid_note(notes: list[str]) -> str:
+    """Return the notes as one Mermaid comment (`` "mandatory; default 'x'"``), or "" when there are none.
+
+    A comment ends at the next ``"``, and from a pair of ``~`` on Mermaid reads a generic type,
+    so neither can appear: string literals are written as Python writes them between single
+    quotes, ``"`` as ``\\x22`` and ``~`` as ``\\x7e`` (``default 'say \\x22hi\\x22'``): what the
+    note says is still the exact value.
     """
-    word = re.sub(r"\s*\|\s*", "-or-", label)
-    word = re.sub(r",\s*", "-", word)
-    return re.sub(r"[^\w\-\[\]()]", "_", word)
+    if not notes:
+        return ""
+    text = _MERMAID_STRING.sub(_single_quoted, "; ".join(notes))
+    return ' "' + text.replace('"', r"\x22").replace("~", r"\x7e") + '"'
+
+
+def _single_quoted(match: re.Match[str]) -> str:
+    literal = match.group()
+    if literal.startswith("'"):
+        return literal
+    inner = re.sub(r"(\\.)|'", lambda part: part.group(1) or "\\'", literal[1:-1])
+    return f"'{inner}'"
 
 
 # --- Graphviz DOT --------------------------------------------------------------------------
