@@ -6,9 +6,9 @@ Run on etcd + memcached. 10 ``BenchPool`` objects (``name`` unique) each have 10
 [('pool.name', 'EQUALS', name)]}))``: a unique-key read on ``BenchPool``, one link scan to
 walk ``pool`` back, then the verification load of the 100 volumes and of their pool (for
 each, an object cache multi-get, then an etcd multi-get); ``list()``'s ``len()`` and its
-iteration each read them on etcd (docs/benchmarks.md says why). Before every pass of either side, untimed, the query's cached result entry is
-dropped (asserted: every dal pass a ``query_miss``); the object cache is cold on both sides
-(asserted: no object cache hit).
+iteration each read them on etcd (docs/benchmarks.md says why). Before every pass of either
+side, untimed, the query's cached result entry is dropped (asserted: every dal pass a
+``query_miss``); the object cache is cold on both sides (asserted: no object cache hit).
 
 The "raw equivalent" reads what the walk needs with pyetcd and trusts it, verifying
 nothing: ``get`` of the unique key (the pool's guid), a keys-only prefix ``get`` of its link
