@@ -116,7 +116,7 @@ def test_a_dry_run_writes_nothing_and_says_what_a_run_would_do(context: Context)
     assert "MigDisk.serial = 'dup' is held by 2 objects" in text
 
 
-def test_a_unique_violation_is_reported_and_nothing_is_written_for_it(context: Context) -> None:
+def test_a_unique_violation_is_reported_and_only_the_shared_value_is_keyed(context: Context) -> None:
     old, _ = seed(5, duplicate_serial=True)
     dup = sorted(guid for guid, doc in documents(context, old.disk._meta).items() if doc["serial"] == "dup")
     new = declare(2)
@@ -126,10 +126,14 @@ def test_a_unique_violation_is_reported_and_nothing_is_written_for_it(context: C
     assert (violation.field, violation.value, sorted(violation.guids)) == ("serial", "dup", dup)
     assert any(dup[0] in line and dup[1] in line for line in report.lines)
     root = context.keys.root
-    assert not any(key.startswith(f"{root}u/mgdisk/serial/") for key in dump(context))
+    # no unique key of serial is built, but the shared value's, given to one holder (no new one can take it)
+    shared = context.keys.unique("mgdisk", "serial", "dup")
+    assert {key: value for key, value in dump(context).items()
+            if key.startswith(f"{root}u/mgdisk/serial/")} == {shared: dup[0].encode()}
     assert schema.ready_indexes(context, new.disk._meta) == {"name", "tier"}  # the rest proceeded
     stored, wanted = key_state(context, new.disk._meta)
-    assert stored == {key: value for key, value in wanted.items() if "/serial/" not in key}
+    assert {key: value for key, value in stored.items() if key != shared} == {
+        key: value for key, value in wanted.items() if "/serial/" not in key}
     # fixed by hand, a new run builds the constraint
     fixed = new.disk(dup[1])
     fixed.serial = "fixed"

@@ -1,19 +1,40 @@
-"""One transaction builder for saves and deletes, and the field-level merge on conflict.
+"""One transaction builder for saves and deletes, the field-level merge on conflict, and where a retry starts.
 
 A save or a delete is one atomic commit holding the document, its unique keys, its index
 entries and the existence checks of the objects it links to. The keys to remove are
 derived from the stored document the commit is checked against (its revision is part of
-the commit), so index and unique keys can never drift from their documents.
+the commit), so index and unique keys can never drift from their documents. A unique key is
+removed only if it names the object giving its value up: while a property's unique keys are not
+built (``dal migrate`` found two objects sharing a value, or has not run since the property became
+unique), the key of a value may be another holder's, and that one keeps it. So the keys of the
+values a write gives up of such a property are read first (:func:`read_owners`), and the commit
+checks them as read.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
-from dal.backends.base import Check, Delete, Exists, Op, PrefixEmpty, Put, Revision
+from dal.backends.base import (
+    Check,
+    CommitResult,
+    Delete,
+    Entry,
+    Exists,
+    Op,
+    PersistentStore,
+    PrefixEmpty,
+    Put,
+    Revision,
+)
+from dal.config import Context
 from dal.exceptions import ConcurrencyError
 from dal.keys import Keys
 from dal.model.meta import HybridMeta
@@ -25,12 +46,23 @@ from dal.values import FROZEN, canonical, identical, same
 
 Document = dict[str, Any]
 
+#: back-off before retry n is uniform in [0, min(BACKOFF_CAP, BACKOFF_BASE * 2**n)] seconds
+BACKOFF_BASE = 0.002
+BACKOFF_CAP = 0.1
+#: jitter drawn from a generator of dal's own: a library must not advance the application's
+#: global random sequence, which a seeded program relies on; reseeded in a forked child, so
+#: that processes forked from one parent do not jitter in step
+_jitter = random.Random()
+os.register_at_fork(after_in_child=_jitter.seed)
+
 
 @dataclass(frozen=True)
 class Reason:
     """Why a check is in a plan, so a failed commit can be explained."""
 
-    kind: str  # "document", "unique", "target" or "onetoone"
+    #: "document" (the document's revision, or that of the key of a unique value it gives up: either
+    #: failing means "read again and plan again", never a refusal), "unique", "target" or "onetoone"
+    kind: str
     field: str = ""
     value: Any = None
 
@@ -55,19 +87,23 @@ class Plan:
 
 
 def plan_write(keys: Keys, meta: HybridMeta, guid: str, stored: Document | None, revision: int,
-               new: Document | None, onetoone_ready: frozenset[str] = frozenset()) -> Plan:
+               new: Document | None, onetoone_ready: frozenset[str] = frozenset(),
+               owners: Mapping[str, Entry | None] = MappingProxyType({})) -> Plan:
     """Plan the commit that turns ``stored`` (at ``revision``) into ``new`` (``None``: delete).
 
     ``onetoone_ready`` names the one-to-one relations whose keys are complete for the stored data
     (:func:`dal.objects.schema.onetoone_ready`); for the others a key's absence proves nothing, so the
-    commit also checks that no link points at the new target.
+    commit also checks that no link points at the new target. ``owners`` maps keys of unique values
+    given up to what was read under them (``None``: absent; see :func:`read_owners`): each is deleted
+    only if it names ``guid``, and checked as read. A key of a value given up that it does not hold is
+    deleted unread, as a key of a property whose keys are built names its holder.
     """
     doc_key = keys.doc(meta.name, guid)
     raw = None if new is None else encode(new)
     plan = Plan([Revision(doc_key, revision)], [Delete(doc_key) if raw is None else Put(doc_key, raw)],
                 [_DOCUMENT], raw)
     if meta.unique:
-        _plan_unique(plan, keys, meta, guid, stored, new)
+        _plan_unique(plan, keys, meta, guid, stored, new, owners)
     if meta.indexed:
         _plan_indexes(plan, keys, meta, guid, stored, new)
     for relation in meta.relations.values():
@@ -75,16 +111,45 @@ def plan_write(keys: Keys, meta: HybridMeta, guid: str, stored: Document | None,
     return plan
 
 
+def given_up_unique(keys: Keys, meta: HybridMeta, stored: Document | None, new: Document | None,
+                    complete: frozenset[str] = frozenset()) -> list[str]:
+    """Return the unique keys of the values ``stored`` holds and ``new`` (``None``: a delete) gives up,
+    but those of the properties ``complete`` names (their keys are built: each names its holder): the
+    keys whose owners a write reads before it plans."""
+    if stored is None or not meta.unique:
+        return []
+    after = new or {}
+    return [keys.unique(meta.name, prop.name, stored[prop.name]) for prop in meta.unique
+            if prop.name not in complete and stored.get(prop.name) is not None
+            and not same(stored[prop.name], after.get(prop.name))]
+
+
+def read_owners(store: PersistentStore, keys: list[str]) -> dict[str, Entry | None]:
+    """Return key -> its stored entry (``None``: absent) for the keys of unique values a write gives up
+    (:func:`given_up_unique`), read in one call: the ``owners`` of :func:`plan_write`."""
+    found = store.get_many(keys) if keys else {}
+    return {key: found.get(key) for key in keys}
+
+
 def _plan_unique(plan: Plan, keys: Keys, meta: HybridMeta, guid: str, stored: Document | None,
-                 new: Document | None) -> None:
-    """Move the unique keys of changed unique properties; a new value's key must not exist yet."""
+                 new: Document | None, owners: Mapping[str, Entry | None]) -> None:
+    """Move the unique keys of changed unique properties; a new value's key must not exist yet. The key
+    of a value given up is deleted only if it names this object, when read (see :func:`plan_write`)."""
     before, after = stored or {}, new or {}
     for prop in meta.unique:
         old, value = before.get(prop.name), after.get(prop.name)
         if same(old, value) and stored is not None:
             continue
         if old is not None and stored is not None:
-            plan.ops.append(Delete(keys.unique(meta.name, prop.name, old)))
+            old_key = keys.unique(meta.name, prop.name, old)
+            if old_key not in owners:  # not read: a key of a built property names its holder
+                plan.ops.append(Delete(old_key))
+            else:  # checked as read: a concurrent change of its owner fails the commit, planned again
+                entry = owners[old_key]
+                plan.check(Revision(old_key, 0 if entry is None else entry.revision),
+                           Reason("document", prop.name, old))
+                if entry is not None and entry.value == guid.encode():
+                    plan.ops.append(Delete(old_key))
         if value is not None:
             unique_key = keys.unique(meta.name, prop.name, value)
             plan.check(Revision(unique_key, 0), Reason("unique", prop.name, value))
@@ -166,6 +231,18 @@ def merge(original: Document, ours: Document, theirs: Document, datastore_wins: 
             f"{label}: {', '.join(sorted(conflicts))} changed both here and in the store since this "
             "object was loaded; refresh() and reapply, or save with datastore_wins=False/True to pick a side")
     return merged
+
+
+def retry_from(context: Context, doc_key: str, result: CommitResult, attempt: int) -> Entry | None:
+    """Return the stored document a retry of a commit that lost a race starts from: the one the failed
+    commit returned, at once; when a retry lost too (``attempt`` > 0), the one stored after a jittered,
+    exponentially growing pause. A document read before the pause is old once it ends: against a writer
+    saving every few milliseconds, every retry planned on it lost again, and the save failed with
+    RaceConditionError although each merge on its own would commit."""
+    if not attempt:
+        return result.current.get(doc_key)
+    time.sleep(_jitter.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))))
+    return context.persistent.get(doc_key)
 
 
 def changed_fields(original: Document, ours: Mapping[str, Any]) -> list[str]:

@@ -9,14 +9,12 @@ journal), invalidating the object's cache entries and the version tokens of what
 
 from __future__ import annotations
 
-import os
-import random
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from dal.backends.base import CommitResult, Entry
+from dal.backends.base import Entry
 from dal.cache.journal import RESOLVE_WINDOW, Outcome, Uncertain
 from dal.cache.versions import changed_versions
 from dal.config import Context, current
@@ -40,7 +38,7 @@ from dal.objects.refusals import (
     unstorable,
 )
 from dal.objects.relations import assume_unlinked, check_abandon, onetoone_refusal, plan_unlink
-from dal.objects.schema import ensure_recorded, onetoone_ready
+from dal.objects.schema import current_state, ensure_recorded, onetoone_ready
 from dal.objects.transaction import (
     Document,
     Plan,
@@ -48,24 +46,18 @@ from dal.objects.transaction import (
     changes,
     decode,
     encode,
+    given_up_unique,
     merge,
     plan_write,
+    read_owners,
     saved_values,
 )
+from dal.objects.transaction import retry_from as retry_from  # dal.mirror.store imports it from here
 from dal.objects.views import SCHEMA, stale, writer_view
 from dal.values import same
 
-#: jitter drawn from a generator of dal's own: a library must not advance the application's
-#: global random sequence, which a seeded program relies on; reseeded in a forked child, so
-#: that processes forked from one parent do not jitter in step
-_jitter = random.Random()
-os.register_at_fork(after_in_child=_jitter.seed)
-
 #: commits tried before a save gives up with RaceConditionError
 MAX_ATTEMPTS = 12
-#: back-off before retry n is uniform in [0, min(BACKOFF_CAP, BACKOFF_BASE * 2**n)] seconds
-BACKOFF_BASE = 0.002
-BACKOFF_CAP = 0.1
 
 
 @dataclass(frozen=True)
@@ -151,7 +143,8 @@ class Writes:
               ready: frozenset[str]) -> tuple[Plan, list[str]]:
         """Return the transaction writing ``new`` over ``stored`` and the cache keys it invalidates."""
         try:
-            plan = plan_write(context.keys, self._meta, self.guid, stored, revision, new, ready)
+            plan = plan_write(context.keys, self._meta, self.guid, stored, revision, new, ready,
+                              unique_owners(context, self._meta, stored, new))
         except (TypeError, ValueError) as exc:
             raise unstorable(self._label(), exc) from exc
         view = writer_view(context, self._meta, ensure=True) if stored is None else None
@@ -186,6 +179,8 @@ class Writes:
                 stale(context, self._meta)  # planned from an old view of the record: read it again
             elif all(reason.kind != "document" for reason in failed):
                 self._raise_constraint(plan, result.failed)
+            elif 0 not in result.failed:  # only a unique key it gives up changed owner: plan again
+                continue
             # the stored document moved on: whatever the cache holds of this object is old
             context.invalidate(*self._cache_keys(context))
             entry = retry_from(context, context.keys.doc(self._meta.name, self.guid), result, attempt)
@@ -310,7 +305,8 @@ class Writes:
                 # that was then resent): drop whatever a cache may still hold of it
                 context.invalidate(*self._cache_keys(context))
                 break
-            plan = plan_write(context.keys, meta, self.guid, stored, revision, None)
+            plan = plan_write(context.keys, meta, self.guid, stored, revision, None,
+                              owners=unique_owners(context, meta, stored, None))
             unlink = (plan_unlink(context, meta, self.guid, covered) if scanned
                       else assume_unlinked(context, meta, self.guid))
             view = writer_view(context, meta, ensure=False)
@@ -338,9 +334,7 @@ class Writes:
         else:
             raise RaceConditionError(
                 f"{type(self).__name__} {self.guid} kept changing while being deleted; retry")
-        state = self.__dict__
-        state["_raw"] = None
-        state["_revision"] = 0
+        self.__dict__.update(_raw=None, _revision=0)
 
     def _cache_keys(self, context: Context, *, document: bool = True) -> list[str]:
         meta, keys = self._meta, context.keys
@@ -386,15 +380,13 @@ class Writes:
         return data
 
 
-def retry_from(context: Context, doc_key: str, result: CommitResult, attempt: int) -> Entry | None:
-    """Return the stored document a retry of a commit that lost a race starts from: the one the failed
-    commit returned, at once; when a retry lost too (``attempt`` > 0), the one stored after a jittered,
-    exponentially growing pause. A document read before the pause is old once it ends: against a writer
-    saving every few milliseconds, every retry planned on it lost again, and the save failed with
-    RaceConditionError although each merge on its own would commit."""
-    if not attempt:
-        return result.current.get(doc_key)
-    time.sleep(_jitter.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))))
-    return context.persistent.get(doc_key)
-
-
+def unique_owners(context: Context, meta: HybridMeta, stored: Document | None,
+                  new: Document | None) -> dict[str, Entry | None]:
+    """Return the ``owners`` :func:`~dal.objects.transaction.plan_write` checks: what is stored under the
+    keys of the unique values ``new`` (None: a delete) gives up, of the properties whose keys the hybrid's
+    record (as this process last read it) does not list as built; no store call for the others."""
+    if not given_up_unique(context.keys, meta, stored, new):
+        return {}  # the usual save: no unique value changes
+    record = current_state(context, meta).record
+    built = record.unique if record is not None else frozenset()
+    return read_owners(context.persistent, given_up_unique(context.keys, meta, stored, new, built))

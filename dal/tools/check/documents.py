@@ -55,9 +55,12 @@ class DocumentPass(CheckState):
                      "save the object, or correct the data in a migration step (the only way for a typed "
                      "value that fails the load)", hybrid, guid)
         if validation.unknown:
-            self.add(Kind.UNKNOWN_FIELD, key, f"{label} stores {', '.join(validation.unknown)}, which "
-                     f"{meta.cls.__name__} does not declare (written by another version of the model?)",
-                     hybrid, guid)
+            unknown, name = validation.unknown, meta.cls.__name__
+            them = "it" if len(unknown) == 1 else "them"
+            self.add(Kind.UNKNOWN_FIELD, key, f"{label} stores {', '.join(unknown)}, which {name} does not "
+                     f"declare: written by a newer model (leave {them}), or left by an older one that "
+                     f"declared {them}: once no process runs that model, drop {them} with a migration step "
+                     f"(step.drop_field({name}, {unknown[0]!r}); see docs/migrations.md)", hybrid, guid)
         for dropped in validation.dropped:  # what a load, copy or save with this model would lose
             self.add(Kind.UNKNOWN_FIELD, key, f"{label}: {dropped.message}", hybrid, guid)
         # validation leaves None for a stored value that does not fit, but reads return the stored

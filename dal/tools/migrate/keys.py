@@ -10,7 +10,8 @@ The survey is :mod:`dal.tools.migrate.survey`, the removal of stale keys
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dal.backends.base import Check, Entry, Op, Put, Revision
@@ -27,27 +28,23 @@ from dal.tools.migrate.survey import Survey, Surveyor, filled, onetoone_violatio
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
 
+EMPTY: Mapping[tuple[str, str], str] = MappingProxyType({})
+
 
 class HybridMigrator(Surveyor, StaleKeyRemover):
     """The per-hybrid pass of a run, after the steps."""
 
     def _migrate_hybrid(self, meta: HybridMeta, pending_ops: list[tuple[int, list[Operation]]]) -> None:
         survey = self._survey(meta, pending_ops)
-        label = meta.cls.__name__
         if not survey.has_work:
             self._bookkeeping(survey)
             return
         self.report.up_to_date = False
         self.say(f"{meta.name}: {self._plan_text(survey)}")
         reported = self._first_reports(survey.violations)
-        for violation in reported:
-            if violation.kind == "onetoone":
-                self.say(f"  no one-to-one key written for them: {violation.describe()}; unlink all but one")
-            else:
-                self.say(f"  unique keys of {violation.cls_name}.{violation.field} not built: "
-                         f"{violation.describe()}")
         self.report.violations += reported
         if self.dry_run:
+            self._say_violations(reported)
             self.report.objects[meta.name] += self._dry_count(survey)
             return
         distrusted_at = self._distrust_stale(survey)
@@ -60,16 +57,14 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
             self._remove_stale_unique(meta, name)
         for name in survey.build_onetoone:
             self._remove_stale_onetoone(meta, name)
+        self._say_violations(reported, self._claim_violated(survey))
         late: list[Violation] = []
+        if survey.unlinked:
+            found = self._relink(meta, survey.relink, survey.objects)
+            late += [violation for violation in found if violation not in survey.violations]
         if survey.needs_scan:
-            late = self._bring_up(survey, buildable)
-        for violation in late:
-            if violation.kind == "onetoone":
-                self.say(f"  no one-to-one key written for them: {violation.describe()} (one of them written "
-                         "meanwhile by a live process, or by a subclass hybrid holding the relation too)")
-            else:
-                self.say(f"  unique keys of {label}.{violation.field} not complete: {violation.describe()} "
-                         "(written meanwhile by a live process)")
+            late += self._bring_up(survey, buildable)
+        self._say_violations(late, late=True)
         self.report.violations += late
         self._drop_stale_keys(survey, distrusted_at)
         self._drop_relations(survey)
@@ -80,12 +75,37 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
         if marked:
             self._remark_building(meta)
         self._record(survey, built_indexed=survey.build_indexed, built_unique=built_unique,
-                     built_onetoone=built_onetoone)
+                     built_onetoone=built_onetoone, unlinked=frozenset(
+                         v.field for v in (*survey.violations, *late) if v.kind == "dangling"))
         built = (*survey.build_indexed, *built_unique, *built_onetoone)
         if built or survey.unverified:
             self._verify_later(meta, frozenset(built))
         elif marked:  # nothing made ready (violations only): no window to check, no marker to leave
             self._unmark_building(meta)
+
+    def _say_violations(self, violations: list[Violation], keepers: Mapping[tuple[str, str], str] = EMPTY, *,
+                        late: bool = False) -> None:
+        """Say what each violation leaves unbuilt and how to fix it; ``late``: found while keys were built
+        (a live process wrote one of the objects meanwhile); ``keepers``: the holder of each violated
+        unique value that holds its key (see :meth:`_claim_violated`)."""
+        for violation in violations:
+            what = violation.describe()
+            if violation.kind == "dangling":
+                self.say(f"  no link written for them: {what}; point them at a stored {violation.target} "
+                         "or at None, or delete them")
+            elif violation.kind == "onetoone":
+                self.say(f"  no one-to-one key written for them: {what}" + (
+                    " (one of them written meanwhile by a live process, or by a subclass hybrid holding the "
+                    "relation too)" if late else "; unlink all but one"))
+            elif late:
+                self.say(f"  unique keys of {violation.cls_name}.{violation.field} not complete: {what} "
+                         "(written meanwhile by a live process)")
+            else:
+                keeper = keepers.get((violation.field, encode_value(violation.value)))
+                fix = "change or delete all but one" if keeper is None else (
+                    f"{keeper} holds its unique key, so no other object can take the value: change or delete "
+                    "the others")
+                self.say(f"  unique keys of {violation.cls_name}.{violation.field} not built: {what}; {fix}")
 
     def _bookkeeping(self, survey: Survey) -> None:
         """Record a hybrid no object of which needs a change (none lacks a field and there is none
@@ -99,7 +119,8 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
                                    and record.onetoone_ready_for(meta) == current.onetoone_ready_for(meta)):
             return
         self.report.up_to_date = False
-        self.report.recorded.append(meta.name)
+        if not self.report.objects.get(meta.name):  # objects a step changed: not a record alone
+            self.report.recorded.append(meta.name)
         built = (*survey.build_indexed, *survey.build_unique, *survey.build_onetoone)
         if self.dry_run:
             return
@@ -253,11 +274,17 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
                              "run dal migrate again")
 
     def _record(self, survey: Survey, built_indexed: tuple[str, ...], built_unique: tuple[str, ...],
-                built_onetoone: tuple[str, ...] = ()) -> None:
-        """Record the model the documents now match and which keys are complete."""
+                built_onetoone: tuple[str, ...] = (), unlinked: frozenset[str] = frozenset()) -> None:
+        """Record the model the documents now match and which keys are complete; relations with objects
+        left without their link (``unlinked``: their target is not stored) are left out of its model, so
+        the next run looks for their links again (see :mod:`dal.tools.migrate.links`)."""
         meta = survey.meta
         record = schema.read_record(self.context, meta.name)
         target = complete_record(meta)
+        if unlinked:
+            relations = target.model["relations"]
+            target = target.replace(model={**target.model, "relations": {
+                name: spec for name, spec in relations.items() if name not in unlinked}})
         for _ in range(ATTEMPTS):
             base_indexed = record.indexed if record is not None else frozenset()
             base_unique = record.unique if record is not None else frozenset()

@@ -1,4 +1,4 @@
-"""Numbered migration steps: renames and transforms that ``dal migrate`` runs exactly once each.
+"""Numbered migration steps: renames, transforms and removals that ``dal migrate`` runs exactly once each.
 
 Declare steps in a hybrids module (the ones ``--hybrids`` imports)::
 
@@ -141,6 +141,21 @@ class Transform(Operation):
 
 
 @dataclass
+class DropField(Operation):
+    """Remove the stored field ``name``, which the model no longer declares."""
+
+    meta: HybridMeta
+    name: str
+
+    def apply(self, doc: Document) -> list[OldLink]:
+        doc.pop(self.name, None)
+        return []
+
+    def describe(self) -> str:
+        return f"drop field {self.meta.cls.__name__}.{self.name}"
+
+
+@dataclass
 class Step:
     """What one migration step does; its function fills it through the methods below."""
 
@@ -171,6 +186,19 @@ class Step:
         if not callable(fn):
             raise MigrationError(f"step {self.number}: transform needs a function, not {fn!r}")
         self.operations.append(Transform(meta, fn, getattr(fn, "__name__", repr(fn))))
+
+    def drop_field(self, hybrid: type[DataObject] | str, name: str) -> None:
+        """Remove the stored field ``name`` (a property, or ``<relation>_guid``) the model no longer
+        declares from every stored document of ``hybrid``."""
+        meta = _meta_of(hybrid, self)
+        label = meta.cls.__name__
+        if not isinstance(name, str) or not name:
+            raise MigrationError(f"step {self.number}: drop_field needs the name of a stored field, not "
+                                 f"{name!r}")
+        if name in meta.field_set or name in meta.relations:
+            raise MigrationError(f"step {self.number}: {label} still declares {name!r}; remove it from the "
+                                 "model before dropping its stored field")
+        self.operations.append(DropField(meta, name))
 
     def hybrids(self) -> list[HybridMeta]:
         """Return the hybrids this step touches, in the order it names them first."""

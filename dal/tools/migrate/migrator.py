@@ -17,7 +17,9 @@ In order:
    indexed or unique, of relations no longer one-to-one, and links of relations the model
    dropped (when the model changed since the record, or there is none: every stored link this
    hybrid holds through a relation it no longer declares, its source stored or not), are
-   deleted. Finally the record lists what is complete.
+   deleted. Links of relations the record's model does not list (declared again after being dropped)
+   are written back for every object pointing at a stored target (``dal.tools.migrate.links``); an
+   object pointing at a target not stored is reported. Finally the record lists what is complete.
 
 Every object write is checked against the document's revision and retried after a re-read
 when a live writer got there first, so migrating beside running processes is safe as long
@@ -162,10 +164,12 @@ class Migrator(StepRunner, KeyVerifier):
             written = "would be written" if self.dry_run else "written"
             parts.append(f"{count} schema record{'s' * (count != 1)} {written} (no object of those hybrids "
                          "needed a change)")
-        for kind, label in (("unique", "unique violation"), ("onetoone", "one-to-one violation")):
+        for kind, label, left in (("unique", "unique violation", "unbuilt"),
+                                  ("onetoone", "one-to-one violation", "unbuilt"),
+                                  ("dangling", "dangling relation", "unlinked")):
             count = sum(1 for violation in report.violations if violation.kind == kind)
             if count:
-                parts.append(f"{count} {label}{'s' * (count != 1)} left unbuilt (see above)")
+                parts.append(f"{count} {label}{'s' * (count != 1)} left {left} (see above)")
         if report.violations:
             parts[-1] += "; fix the data and run dal migrate again"
         self.say(("dry run: " if self.dry_run else "migrated: ") + ", ".join(parts))

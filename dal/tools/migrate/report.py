@@ -23,6 +23,8 @@ class Violation:
 
     Or (``kind="onetoone"``) objects pointing at one target through a one-to-one relation
     (``field``; ``value`` is the target's guid, ``target`` its class): none of them gets a key.
+    Or (``kind="dangling"``) objects pointing, through a relation whose links are written back
+    (:mod:`dal.tools.migrate.links`), at a target that is not stored: none of them gets a link.
     """
 
     hybrid: str
@@ -36,6 +38,9 @@ class Violation:
     def describe(self) -> str:
         shown = ", ".join(self.guids[:10]) + (f" and {len(self.guids) - 10} more" if len(self.guids) > 10
                                                else "")
+        if self.kind == "dangling":
+            return (f"{self.cls_name}.{self.field} of {len(self.guids)} object{'s' * (len(self.guids) != 1)} "
+                    f"points at {self.target} {self.value}, which is not stored: {shown}")
         if self.kind == "onetoone":
             return (f"{self.cls_name}.{self.field} is one-to-one, but {len(self.guids)} objects point at "
                     f"{self.target} {self.value}: {shown}")
@@ -60,5 +65,6 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        """Whether everything declared is (or would be) complete: no unique violations remain."""
+        """Whether everything declared is (or would be) complete: no violation (a unique value or a
+        one-to-one target held twice, a relation pointing at nothing) remains."""
         return not self.violations

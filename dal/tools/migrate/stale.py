@@ -1,4 +1,5 @@
-"""Removing keys ``dal migrate`` must not trust: stale entries under keys it builds, undeclared keys."""
+"""Removing keys ``dal migrate`` must not trust: stale entries under keys it builds, undeclared keys; and
+the unique key of a value several objects share, given to one of them."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from dal.backends.base import Check, Delete, DeletePrefix, Entry, Revision
+from dal.backends.base import Check, Delete, DeletePrefix, Entry, Put, Revision
 from dal.keys import encode_value
 from dal.objects import schema
 from dal.objects.transaction import Document
 from dal.tools.migrate.migrations import MigrationError
+from dal.tools.migrate.report import Violation
 from dal.tools.migrate.run import ATTEMPTS, MigrationRun, decode_doc
 from dal.tools.migrate.survey import Survey, value_of
 
@@ -127,3 +129,41 @@ class StaleKeyRemover(MigrationRun):
         for _, doomed in sorted(survey.dropped_links.items()):
             for start in range(0, len(doomed), DELETE_BATCH):
                 self._commit([], [Delete(key) for key in doomed[start:start + DELETE_BATCH]])
+
+    def _claim_violated(self, survey: Survey) -> dict[tuple[str, str], str]:
+        """Give the unique key of each value several objects share to one of them (the one it names
+        already, else the first by guid still holding the value); return (field, encoded value) -> that
+        holder. While the violation stands no other object can take the value, and a save changing
+        another holder leaves the key (a write deletes only a unique key naming itself), so changing or
+        deleting all the others settles it. Keys naming an object that no longer holds their value go
+        first, as for the keys being built."""
+        keepers: dict[tuple[str, str], str] = {}
+        violations = [violation for violation in survey.violations if violation.kind == "unique"]
+        for name in sorted({violation.field for violation in violations}):
+            self._remove_stale_unique(survey.meta, name)
+        for violation in violations:
+            keeper = self._claim(survey.meta, violation)
+            if keeper is not None:
+                keepers[violation.field, encode_value(violation.value)] = keeper
+        return keepers
+
+    def _claim(self, meta: HybridMeta, violation: Violation) -> str | None:
+        """Store the unique key of ``violation``'s value, unless stored, naming the first holder still
+        holding the value, conditionally on its document's revision; return the holder it names."""
+        key = self.keys.unique(meta.name, violation.field, violation.value)
+        encoded = encode_value(violation.value)
+        holders = {self.keys.doc(meta.name, guid): guid for guid in sorted(violation.guids)}
+        for _ in range(ATTEMPTS):
+            entry = self.context.persistent.get(key)
+            if entry is not None:
+                return entry.value.decode(errors="replace")
+            docs = self.context.persistent.get_many(list(holders))
+            holding = [(doc_key, stored) for doc_key, stored in docs.items() if encode_value(value_of(
+                meta, decode_doc(meta, holders[doc_key], stored.value), violation.field)) == encoded]
+            if not holding:
+                return None  # none of them holds the value any more
+            doc_key, doc = min(holding, key=lambda found: holders[found[0]])
+            guid = holders[doc_key]
+            if self._commit([Revision(key, 0), Revision(doc_key, doc.revision)], [Put(key, guid.encode())]):
+                return guid
+        return None  # the key or the holders kept changing: the next run claims it

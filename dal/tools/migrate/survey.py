@@ -12,9 +12,10 @@ from dal.model.registry import family
 from dal.objects import schema
 from dal.objects.schema import SchemaRecord, stored_fields
 from dal.objects.transaction import Document
+from dal.tools.migrate.links import LinkRebuilder, dangling_violations
 from dal.tools.migrate.migrations import Operation, RenameRelation
 from dal.tools.migrate.report import Violation
-from dal.tools.migrate.run import MigrationRun, decode_doc, step_document
+from dal.tools.migrate.run import decode_doc, step_document
 
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
@@ -54,6 +55,10 @@ class Survey:
     #: fields to build that have keys stored though the hybrid has no document (left by objects deleted
     #: by a model not maintaining them): removed before the keys are marked ready
     leftover: tuple[str, ...] = ()
+    #: relations the record's model does not list (see :mod:`dal.tools.migrate.links`), and per relation
+    #: the links missing whose target is stored
+    relink: tuple[str, ...] = ()
+    unlinked: Counter[str] = field(default_factory=Counter)
 
     @property
     def needs_scan(self) -> bool:
@@ -63,7 +68,7 @@ class Survey:
     def has_work(self) -> bool:
         return bool(self.missing or self.step_changes or self.stale_indexed or self.stale_unique
                     or self.stale_onetoone or self.dropped_links or self.violations or self.unverified
-                    or self.leftover
+                    or self.leftover or self.unlinked
                     or (self.objects and (self.build_indexed or self.build_unique or self.build_onetoone)))
 
     def buildable_unique(self) -> tuple[str, ...]:
@@ -71,7 +76,7 @@ class Survey:
         return tuple(name for name in self.build_unique if name not in violated)
 
 
-class Surveyor(MigrationRun):
+class Surveyor(LinkRebuilder):
     """The survey of a hybrid, and how a run says what it plans."""
 
     def _survey(self, meta: HybridMeta, pending_ops: list[tuple[int, list[Operation]]]) -> Survey:
@@ -99,6 +104,8 @@ class Surveyor(MigrationRun):
                         unverified=self._unverified(meta))
         if record is None:  # no record listed its relations: look among every stored link
             self._find_dropped_links(survey, renamed)
+        survey.relink = self._relinked(meta, record, {op.new for _, ops in pending_ops for op in ops
+                                                      if isinstance(op, RenameRelation)})
         if survey.needs_scan or pending_ops:
             self._scan_documents(survey, pending_ops)
             survey.scanned = True
@@ -175,6 +182,7 @@ class Surveyor(MigrationRun):
         prefix = self.keys.docs(meta.name)
         # a step a stopped run left midway has already rewritten the documents up to its cursor
         done = {number: self._step_cursor(number, meta) for number, _ in pending_ops}
+        dangling: dict[tuple[str, str], list[str]] = {}
         for batch in self._batches(prefix):
             docs: list[tuple[str, Document, bool]] = []
             for doc_key, entry in batch:
@@ -195,8 +203,10 @@ class Surveyor(MigrationRun):
                     target = doc.get(meta.relations[name].guid_field)
                     if isinstance(target, str):
                         pointing[name].setdefault(target, []).append(guid)
+            lacking = self._probe_links(meta, survey.relink, [(guid, doc) for guid, doc, _ in docs],
+                                        survey.unlinked, dangling) if survey.relink else set()
             if self.dry_run:
-                self._probe_keys(survey, docs)
+                self._probe_keys(survey, docs, lacking)
         for name, by_value in holders.items():
             for encoded, guids in sorted(by_value.items()):
                 if len(guids) > 1:
@@ -208,6 +218,7 @@ class Surveyor(MigrationRun):
                 if len(guids) > 1:
                     survey.offenders[name].add(target)
                     survey.violations.append(onetoone_violation(meta, name, target, sorted(guids)))
+        survey.violations += dangling_violations(meta, dangling)
 
     def _as_stepped(self, survey: Survey, pending_ops: list[tuple[int, list[Operation]]],
                     done: dict[int, str], doc_key: str, doc: Document) -> tuple[Document, bool]:
@@ -274,9 +285,10 @@ class Surveyor(MigrationRun):
             found.append((name, target, self.keys.onetoone(meta.name, name, target), others))
         return found
 
-    def _probe_keys(self, survey: Survey, docs: list[tuple[str, Document, bool]]) -> None:
+    def _probe_keys(self, survey: Survey, docs: list[tuple[str, Document, bool]], lacking: set[str]) -> None:
         """Count (dry runs) the objects of one batch a run would write: those a step changes (``docs``
-        says which), lacking a field or a key; each once, as a run counts them.
+        says which), lacking a field or a key, or a link it writes (``lacking``); each once, as a run
+        counts them.
 
         Keys already stored (written by saves of the new model) are found with one multi-get, as
         the run finds them; unique and one-to-one keys are settled once violations are known.
@@ -303,7 +315,7 @@ class Surveyor(MigrationRun):
                 survey.would_write += 1
                 continue
             index, unique, onetoone = wanted[guid]
-            if meta.field_set - doc.keys() or any(key not in present for key in index):
+            if meta.field_set - doc.keys() or guid in lacking or any(key not in present for key in index):
                 survey.would_write += 1
                 continue
             lacking_unique = frozenset(name for name, key in unique if key not in present)
@@ -339,6 +351,9 @@ class Surveyor(MigrationRun):
             parts.append(f"{would}check keys of {', '.join(survey.unverified)} against what older processes "
                          "saved (marked by a dal migrate that stopped before checking them, or by one "
                          "running now)")
+        for relation, count in sorted(survey.unlinked.items()):
+            parts.append(f"{would}write {count} missing link{'s' * (count != 1)} of relation {relation} "
+                         "(not listed by the schema record: declared again?)")
         for relation, links in sorted(survey.dropped_links.items()):
             parts.append(f"{would}remove {len(links)} link{'s' * (len(links) != 1)} of dropped relation "
                          f"{relation}")
