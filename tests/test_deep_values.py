@@ -87,6 +87,19 @@ def test_a_list_holding_itself_is_refused_when_assigned(tmp_path: Path) -> None:
         Bag(data={"label": "x"}).loose = endless
 
 
+def test_a_list_put_in_itself_in_place_is_refused_at_save_of_a_stored_object(tmp_path: Path) -> None:
+    sqlite(tmp_path, "s.sqlite3")
+    bag, other = Bag(data={"label": "x", "loose": []}), Bag(data={"label": "y", "loose": []})
+    dal.save_many([bag, other])
+    for obj in (bag, other):
+        obj.loose.append(obj.loose)  # compared with the stored value before it is validated again
+    with pytest.raises(InvalidValueError, match=f"loose nests lists and dicts more than {MAX_DEPTH} deep"):
+        bag.save()
+    with pytest.raises(InvalidValueError, match=f"loose nests lists and dicts more than {MAX_DEPTH} deep"):
+        dal.save_many([other])
+    assert Bag(bag.guid).loose == [] and Bag(other.guid).loose == []
+
+
 # --- every value at the limit goes everywhere ------------------------------------------------------------
 
 

@@ -124,7 +124,7 @@ class Writes:
             changed: Collection[str] = new.keys()
             if stored is not None:
                 new, changed = changes(meta, stored, ours, self._extra)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: a list put in itself
             # these name the field and the value, when they can
             check_typed(label, self._data, meta.converters)
             check_containers(label, new, new.keys())
