@@ -12,6 +12,8 @@ declared again, the run's summary, and removing a field.
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
 import pytest
@@ -24,6 +26,8 @@ from dal.tools.check.integrity import check
 from dal.tools.check.problems import Kind
 from dal.tools.migrate.migrations import Migration, MigrationError
 from dal.tools.migrate.migrator import migrate
+from dal.tools.transfer.dump import dump, read_dump
+from dal.tools.transfer.load import load
 
 
 @pytest.fixture(autouse=True)
@@ -308,3 +312,23 @@ def test_a_removed_property_is_dropped_by_a_step_and_check_is_clean(context: Con
     assert not check(context).problems
     (stored,) = [doc for _, doc in context.persistent.scan(context.keys.docs("fxthing"))]
     assert b"legacy" not in stored.value
+
+
+def test_a_replacing_load_of_a_holder_giving_up_a_value_leaves_the_key_another_holder_took(
+        context: Context) -> None:
+    """`dal load --replace` (and `dal copy --replace`) plan each object as a save does: the key of a
+    value it gives up is deleted only if it names that object."""
+    new, (_, b) = holders(context, 2)
+    c = new(data={"serial": "X"})
+    c.save()
+    text = io.StringIO()
+    dump(context, text)
+    document = json.loads(text.getvalue())
+    for entry in document["hybrids"]["fxpart"]:
+        if entry["guid"] == b:
+            entry["data"]["serial"] = "Y"  # b gives X up
+    document["hybrids"]["fxpart"] = [e for e in document["hybrids"]["fxpart"] if e["guid"] == b]
+    document["counts"]["fxpart"] = 1
+    load(context, read_dump(io.StringIO(json.dumps(document))), replace=True)
+    assert new(b).serial == "Y" and key_owner(context, "Y") == b
+    assert key_owner(context, "X") == c.guid  # it still names the holder it was written for

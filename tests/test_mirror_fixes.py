@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from mirror_hybrids import REMOTE_ENV, TIMEOUT, Clock, MirroredVM, answer, instance_path
 
+import dal
 import dal.cli.refresh as cli
 import dal.mirror
 import dal.mirror.refresh as refresh_module
@@ -376,3 +377,42 @@ def test_a_slow_answer_never_replaces_one_stored_meanwhile_by_a_machine_whose_cl
     late = MirroredVM(guid)
     assert late.status == "stopped", "the older answer, landing last, is neither stored nor served"
     assert late.cached_at == slow[0] - 60
+
+
+#: what the remote answers for each SerialBox, by name
+SERIALS: dict[str, str] = {}
+
+
+def serial_box(unique: bool) -> Any:
+    class SerialBox(DataObject, hybrid_name="fxserialbox"):
+        __properties = [Property("name", str), Property("serial", str, unique=unique, mandatory=False)]
+        __mirror = Mirror(timeout=TIMEOUT)
+
+        def _refresh(self) -> Any:
+            return {"serial": SERIALS[self.name]}
+
+        @classmethod
+        def parse_persistent_info(cls, info: dict[str, Any]) -> dict[str, Any]:
+            return {"serial": info["serial"]}
+    return SerialBox
+
+
+def test_a_refresh_giving_up_a_unique_value_leaves_the_key_another_holder_took(context: Context,
+                                                                             clock: Clock) -> None:
+    """While serial's unique keys are not built (it became unique after two boxes stored X), a refresh
+    that moves one of them off X deletes X's key only if it names that box, as a save does."""
+    old = serial_box(False)
+    SERIALS.update(a="X", b="X", c="X")
+    a, b = old(data={"name": "a"}), old(data={"name": "b"})
+    dal.save_many([a, b])
+    assert old(a.guid).serial == old(b.guid).serial == "X"  # the first reads refreshed them
+    new = serial_box(True)
+    c = new(data={"name": "c", "serial": "X"})
+    c.save()  # nothing keys X yet: c takes it
+    x_key = context.keys.unique("fxserialbox", "serial", "X")
+    assert context.persistent.get(x_key).value == c.guid.encode()  # type: ignore[union-attr]
+    SERIALS["b"] = "Y"
+    clock.time += TIMEOUT
+    new(b.guid).refresh_info()
+    assert new(b.guid).serial == "Y"
+    assert context.persistent.get(x_key).value == c.guid.encode()  # type: ignore[union-attr]

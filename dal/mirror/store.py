@@ -23,7 +23,7 @@ from dal.exceptions import InvalidValueError, MirrorError, RaceConditionError, U
 from dal.objects.dataobject import DataObject
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, Plan, decode, encode, plan_write
-from dal.objects.writes import MAX_ATTEMPTS, retry_from
+from dal.objects.writes import MAX_ATTEMPTS, retry_from, unique_owners
 from dal.structures import MIRROR_FIELDS
 from dal.values import canonical, same
 
@@ -159,7 +159,7 @@ def _write(context: Context, obj: DataObject, entry: Entry | None, updates: Any)
         if stored.keys() == new.keys() and all(same(stored[name], new[name]) for name in changes):
             return Stored(entry, False, frozenset(changes))  # nothing to write (the same error again)
         plan = plan_write(context.keys, meta, obj.guid, stored, entry.revision, new,
-                          onetoone_ready(context, meta))
+                          onetoone_ready(context, meta), unique_owners(context, meta, stored, new))
         invalidate = [*obj._cache_keys(context), *changed_versions(context.keys, meta, obj.guid, stored, new)]
         result = context.commit(plan.checks, plan.ops, invalidate)
         if result.ok:

@@ -44,6 +44,7 @@ from dal.objects.relations import onetoone_refusal
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, Reason, decode, plan_write
 from dal.objects.views import stale, writer_view
+from dal.objects.writes import unique_owners
 from dal.tools.transfer.batches import Item, commit_bytes, dependency_batches
 from dal.tools.transfer.dump import Dump, count_documents, read_store
 from dal.tools.transfer.preflight import onetoone_within, preflight, present, unique_within, validate_items
@@ -228,7 +229,7 @@ def _write(context: Context, batch: list[Item], replace: bool, extra: tuple[list
                                        ) from exc
             revision = entry.revision if entry is not None else 0
             plan = plan_write(keys, item.meta, item.guid, before, revision, item.document,
-                              ready[item.meta.name])
+                              ready[item.meta.name], unique_owners(context, item.meta, before, item.document))
             for check, reason in zip(plan.checks, plan.reasons, strict=True):
                 if isinstance(check, Exists) and check.key in written_here:
                     continue  # this commit writes the target: it appears together with the link
