@@ -8,19 +8,31 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import threading
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
 
 from dal import configure
+from dal.backends.etcd.store import EtcdStore
+from dal.cache.journal import Journal
 from dal.exceptions import BackendError, CommitOutcomeUnknownError, ConcurrencyError, RaceConditionError
+from dal.testing.proxy import DropHandle, LoopbackProxy
 from faults.fault_hybrids import Counter
 
 #: seconds a worker sleeps after a store error before it calls save() again
 ERROR_PAUSE = 0.05
+#: slots of the array the parent shares with a cutting worker (see :class:`AnswerCutter`): the parent's
+#: request to cut the answer to the next commit, the port of the server whose answer the worker's proxy
+#: holds (-1: the request found no answer to hold), and the answers the worker's journal found lost
+REQUEST, HELD, LOST = 0, 1, 2
+#: seconds a cutting worker's proxy holds the answer it cuts before resetting the connection (less
+#: than the store timeout of the scenarios, so the client sees the reset, not a timeout)
+HOLD = 1.0
 
 
 def _load(guid: str, deadline: float, tally: dict[str, Any]) -> Counter:
@@ -100,6 +112,108 @@ def count_worker(index: int, persistent: str, volatile: str, namespace: str, gui
             context.close()
         tally["seconds"] = round(time.monotonic() - started, 2)
         results.put(tally)
+
+
+class AnswerCutter:
+    """In a counter worker: loopback proxies in front of the store's servers, through which the worker
+    reaches its store, and which cut the answer to one commit whenever the parent asks.
+
+    ``shared`` is an integer array indexed by :data:`REQUEST`, :data:`HELD` and :data:`LOST`. Asked
+    (``shared[REQUEST] == 1``), the next commit's answer is held :data:`HOLD` seconds on the proxy in use
+    and then the connection is reset; once the server's answer reached the proxy (the server took the
+    commit: applied it, or refused it on a check another writer's commit broke), ``shared[HELD]`` is the
+    server's port, which the parent then kills. After each of the journal's commits and fences,
+    ``shared[LOST]`` is the count of answers it found lost to an applied commit (``commit_answers_lost``).
+    """
+
+    def __init__(self, shared: Any, persistent: str) -> None:
+        self.shared = shared
+        hosts = persistent.split("://", 1)[1].split("?", 1)[0].split("/", 1)[0].split(",")
+        self.proxies = [LoopbackProxy((host.rsplit(":", 1)[0], int(host.rsplit(":", 1)[1]))).start()
+                        for host in hosts]
+
+    def spell(self, url: str) -> str:
+        """Return ``url`` with each server this cuts answers of replaced by its proxy."""
+        for proxy in self.proxies:
+            url = url.replace(f"{proxy.target[0]}:{proxy.target[1]}", proxy.netloc, 1)
+        return url
+
+    def arm(self, probe: Callable[[], object]) -> None:
+        """If the parent asked, cut the answer to the request about to go out (a commit's); ``probe`` reads
+        something through the endpoint in use, which shows which proxy that is (one proxy: not called)."""
+        if self.shared[REQUEST] != 1:
+            return
+        proxy = self.proxies[0] if len(self.proxies) == 1 else self._in_use(probe)
+        if proxy is None:
+            return  # another request of this process went out meanwhile: the next commit is cut
+        self.shared[REQUEST] = 0
+        try:
+            handle = proxy.drop_next_answer("hold", hold=HOLD)
+        except RuntimeError:
+            self.shared[HELD] = -1
+            return
+        threading.Thread(target=self._report, args=(handle, proxy.target[1]), daemon=True).start()
+
+    def _in_use(self, probe: Callable[[], object]) -> LoopbackProxy | None:
+        before = [proxy.bytes_to_server for proxy in self.proxies]
+        with contextlib.suppress(BackendError):
+            probe()
+        grown = [proxy for proxy, sent in zip(self.proxies, before, strict=True)
+                 if proxy.bytes_to_server > sent]
+        return grown[0] if len(grown) == 1 else None
+
+    def _report(self, handle: DropHandle, port: int) -> None:
+        self.shared[HELD] = port if handle.wait(HOLD + 1.0) else -1
+
+    def watch_journal(self) -> None:
+        """Publish the journal's count of lost answers after each of its commits and fences."""
+        shared = self.shared
+        for name in ("commit", "resolve"):
+            real = getattr(Journal, name)
+
+            def publish(journal: Journal, *args: Any, real: Any = real, **kwargs: Any) -> Any:
+                try:
+                    return real(journal, *args, **kwargs)
+                finally:
+                    shared[LOST] = int(journal.stats["commit_answers_lost"])
+
+            setattr(Journal, name, publish)
+
+    def close(self) -> None:
+        for proxy in self.proxies:
+            proxy.stop()
+
+
+def cut_answer(shared: Any, busy: Callable[[], bool], within: float = 10.0) -> int:
+    """Ask a cutting worker to cut the answer to its next commit (see :class:`AnswerCutter`); return the
+    port of the server whose answer its proxy holds, once that answer came, or 0 when none came within
+    ``within`` s or while ``busy()`` (the worker still commits) held."""
+    shared[HELD] = 0
+    shared[REQUEST] = 1
+    deadline = time.monotonic() + within
+    held = 0
+    while not held and time.monotonic() < deadline and (busy() or shared[REQUEST] == 0):
+        time.sleep(0.002)
+        held = shared[HELD]
+    shared[REQUEST] = 0
+    return max(held, 0)
+
+
+def cutting_etcd_worker(shared: Any, index: int, persistent: str, volatile: str, *args: Any) -> None:
+    """Run :func:`count_worker` on etcd through an :class:`AnswerCutter`'s proxies."""
+    cutter = AnswerCutter(shared, persistent)
+    cutter.watch_journal()
+    real = EtcdStore.commit
+
+    def commit(store: EtcdStore, checks: Any, ops: Any) -> Any:
+        cutter.arm(lambda: store.get("dal-fault-probe"))
+        return real(store, checks, ops)
+
+    EtcdStore.commit = commit  # type: ignore[method-assign]
+    try:
+        count_worker(index, cutter.spell(persistent), volatile, *args)
+    finally:
+        cutter.close()
 
 
 def spelling_peer(persistent: str, volatile: str, namespace: str, conn: Connection, budget: float) -> None:

@@ -2,32 +2,34 @@
 
 They live in their own module because ``multiprocessing``'s spawn start method makes each child
 import the function it runs. The counting itself is the etcd scenario's
-(:func:`faults.etcd_workers.count_worker`); this module only adds a flag the parent reads to kill
-the server while a commit is in flight.
+(:func:`faults.etcd_workers.count_worker`); this module only puts a proxy between one worker and the
+durable store, which cuts the answer to a commit when the parent asks
+(:class:`faults.etcd_workers.AnswerCutter`), so the parent kills the server while that answer is held.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from dal.backends.base import Check, CommitResult, Op
 from dal.backends.redis.store import RedisStore
-from faults.etcd_workers import count_worker
+from faults.etcd_workers import AnswerCutter, count_worker
 
 
-def flagged_count_worker(in_commit: Any, index: int, *args: Any) -> None:
-    """Run :func:`count_worker` with ``in_commit[index]`` set to 1 from just before each commit
-    (a save's, or a fence) is sent until its answer is back; ``args`` are count_worker's after
-    ``index``."""
-    real = RedisStore.commit
+def cutting_redis_worker(shared: Any, index: int, persistent: str, volatile: str, *args: Any) -> None:
+    """Run :func:`count_worker` with its durable store (not its cache: a cache request would take the cut)
+    reached through an :class:`AnswerCutter`'s proxy, which cuts the answer to the commit script's run
+    (``EVALSHA``) when the parent asks; ``args`` are count_worker's after ``volatile``."""
+    cutter = AnswerCutter(shared, persistent)
+    cutter.watch_journal()
+    real = RedisStore._script
 
-    def commit(self: RedisStore, checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
-        in_commit[index] = 1
-        try:
-            return real(self, checks, ops)
-        finally:
-            in_commit[index] = 0
+    def script(store: RedisStore, what: str, run: Any, keys: int, *more: Any) -> Any:
+        if run is store._commit:
+            cutter.arm(lambda: None)
+        return real(store, what, run, keys, *more)
 
-    RedisStore.commit = commit  # type: ignore[method-assign]
-    count_worker(index, *args)
+    RedisStore._script = script  # type: ignore[method-assign]
+    try:
+        count_worker(index, cutter.spell(persistent), volatile, *args)
+    finally:
+        cutter.close()
