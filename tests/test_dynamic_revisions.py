@@ -7,10 +7,13 @@ loaded after the save, or for anyone else. See docs/dynamics.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from dynamic_hybrids import CALLS, Gauge
 from dal import DataObject, Dynamic, Property, configure
 from dal.backends.base import DeletePrefix
 from dal.config import Context
+from dal.objects.dynamics_tags import dumps
 
 #: (durable store, volatile store, signed): each volatile store, memory:// both signed and not
 STORES = [("sqlite", "memory", False), ("sqlite", "memory", True), ("etcd", "memcached", True),
@@ -169,3 +173,76 @@ def test_a_newer_value_is_served_to_an_older_object(stores: Context) -> None:
     assert writer.plain == 50
     assert old.plain == 50 and CALLS["plain", old.guid] == 1
     assert stat(stores, old, "plain", "hits") == 1
+
+
+def planted_older(context: Context, obj: DataObject, name: str) -> bytes:
+    """Return a payload of ``obj``'s dynamic ``name`` tagged exactly as dal tags one (this type's digest)
+    but computed from the revision before ``obj``'s: only its revision tells it is not ``obj``'s."""
+    return dumps("old", obj._revision - 1, type(obj)._meta.dynamics[name].validator.digest)
+
+
+def test_a_locked_waiter_never_takes_a_value_of_an_older_revision(stores: Context) -> None:
+    """A lock holder computing for an older object (another process that has not seen the last save)
+    stores its value while a reader of the newer revision waits on the lock: the waiter must not take
+    it, though its type's digest is the waiter's own."""
+    obj = gauge(1)
+    key = stores.keys.cached_dynamic("gauge", obj.guid, "reading")
+    lock_key = key + "/lock"
+    assert stores.volatile.add(lock_key, b"the older object's owner", 5)
+    values: list[str] = []
+    waiter = threading.Thread(target=lambda: values.append(Gauge(obj.guid).reading), daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while stat(stores, obj, "reading", "lock_waits") < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert stat(stores, obj, "reading", "lock_waits") == 1, "the reader never waited on the lock"
+    assert stores.dynamics.put(key, planted_older(stores, obj, "reading"), 60)  # the owner stores, then
+    stores.volatile.delete(lock_key)  # releases its lock
+    waiter.join(10)
+    assert values and values[0] != "old", "a waiter took a value computed from an older revision"
+    assert cached(stores, obj, "reading") == (values[0], obj._revision), "and it was replaced"
+    assert CALLS["reading", obj.guid] == 1
+
+
+def test_a_lock_owner_never_serves_a_value_of_an_older_revision_stored_before_it_took_the_lock(
+        stores: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader misses, and before its lock's ``add`` an owner computing for an older object stores
+    its value and releases the lock: the reader, now the owner, finds that value when it looks again,
+    and must compute its own."""
+    obj = gauge(1)
+    key = stores.keys.cached_dynamic("gauge", obj.guid, "reading")
+    store = stores.dynamics.store
+    real_add = store.add
+
+    def add(wanted: str, value: bytes, ttl: float) -> bool:
+        if wanted == key + "/lock":  # the older owner's value lands between the miss and the lock
+            assert stores.dynamics.put(key, planted_older(stores, obj, "reading"), 60)
+        return bool(real_add(wanted, value, ttl))
+
+    monkeypatch.setattr(store, "add", add)
+    value = Gauge(obj.guid).reading
+    assert value != "old", "the lock's owner served a value computed from an older revision"
+    monkeypatch.setattr(store, "add", real_add)
+    # the older value stays (the owner's fill could not take its lease over it): the next reader reads
+    # it as a miss, as any reader of the newer revision does, and replaces it
+    again = Gauge(obj.guid).reading
+    assert again != "old" and cached(stores, obj, "reading") == (again, obj._revision)
+
+
+def test_an_object_saved_at_a_revision_not_known_caches_nothing(
+        stores: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit applied whose revision could not be learnt (an answer lost, its journal record swept
+    into a marker naming none) leaves its object at revision -1: a value it computes is not tagged
+    with any stored revision, so it is its own (cached, it would be served to any other object whose
+    revision is not known either, whatever its fields)."""
+    real_commit = stores.commit
+
+    def commit(*args: Any, **kwargs: Any) -> Any:
+        return dataclasses.replace(real_commit(*args, **kwargs), revision=0)
+
+    monkeypatch.setattr(stores, "commit", commit)
+    obj = gauge(2)
+    assert obj._revision == -1
+    assert obj.plain == 20 and obj.reading
+    assert cached(stores, obj, "plain") is None and cached(stores, obj, "reading") is None
+    assert stat(stores, obj, "plain", "unshared") == 1

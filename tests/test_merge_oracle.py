@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dal import DataObject, Property, configure
@@ -128,11 +128,34 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
     context.close()
 
 
+#: a history: the stored fields, then the changes of the writer that saves first and of the one after it
+History = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> History:
+    original = draw(DOCS)
+    return original, draw(changes(original), "theirs"), draw(changes(original), "ours")
+
+
+def twin_change(before: Any, after: Any, theirs: dict[str, Any] | None = None) -> History:
+    """Field ``a`` stored as ``before``, changed by ours to ``after`` (a value == takes for it, nested)."""
+    return {"a": before, "b": None, "c": 1, "d": "x"}, theirs or {}, {"a": after}
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(original=DOCS, data=st.data(), datastore_wins=st.sampled_from([False, True, None]))
-def test_a_merge_agrees_with_the_rule(context: Context, original: dict[str, Any], data: st.DataObject,
+@given(history=histories(), datastore_wins=st.sampled_from([False, True, None]))
+# twins inside containers, which a comparison of containers by == takes for no change (drawn, they
+# come up only now and then): each of these fails at once when that is so
+@example(history=twin_change([1], [True]), datastore_wins=False)
+@example(history=twin_change({"k": 1}, {"k": True}), datastore_wins=False)
+@example(history=twin_change([1.0], [1]), datastore_wins=False)
+@example(history=twin_change({"k": [1]}, {"k": [True]}), datastore_wins=False)
+@example(history=twin_change([{"k": 0}], [{"k": False}]), datastore_wins=False)
+@example(history=twin_change([1], [2], theirs={"a": [True]}), datastore_wins=None)
+def test_a_merge_agrees_with_the_rule(context: Context, history: History,
                                       datastore_wins: bool | None) -> None:
-    theirs, ours = data.draw(changes(original), "theirs"), data.draw(changes(original), "ours")
+    original, theirs, ours = history
     configure_current(context)
     created = Pair(data=original)
     created.save()

@@ -15,13 +15,20 @@ from typing import Any
 
 import pytest
 from race_hybrids import Tally
+from relation_hybrids import Owner, Passport, Pet
 
-from dal import configure
+from dal import DataObject, configure
 from dal.backends.base import Entry, Put
 from dal.cache.leases import LeasedCache
 from dal.cache.seen import Seen
 from dal.config import Context
-from dal.exceptions import ConcurrencyError, ObjectNotFoundError
+from dal.exceptions import (
+    ConcurrencyError,
+    LinkedObjectError,
+    ObjectNotFoundError,
+    OneToOneError,
+    UniqueConstraintError,
+)
 
 
 def _pause_durable_read(monkeypatch: pytest.MonkeyPatch, context: Context, key: str,
@@ -237,3 +244,53 @@ def test_control_without_that_invalidation_the_recipe_livelocks(
     tally = _stale_cached_tally(context)
     monkeypatch.setattr(context, "invalidate", lambda *keys: None)
     assert _increment_until_saved(tally.guid, attempts=10) == 0
+
+
+def _refused_write(refusal: str) -> tuple[DataObject, Callable[[DataObject], None], type[Exception]]:
+    """Return a stored object, a write of (a copy of) it that the store refuses (``refusal``), and the
+    error it raises."""
+    tag = uuid.uuid4().hex[:6]
+    if refusal == "unique":
+        Tally(data={"label": f"taken-{tag}"}).save()
+        tally = Tally(data={"label": f"mine-{tag}"})
+        tally.save()
+        return tally, lambda obj: (setattr(obj, "label", f"taken-{tag}"), obj.save()), UniqueConstraintError
+    if refusal == "onetoone":
+        holder = Owner(data={"name": tag})
+        holder.save()
+        Passport(data={"number": "1", "holder": holder}).save()
+        passport = Passport(data={"number": "2"})
+        passport.save()
+        return passport, lambda obj: (setattr(obj, "holder", holder), obj.save()), OneToOneError
+    owner, pet = Owner(data={"name": tag}), Pet(data={"name": tag})
+    owner.save()
+    if refusal == "referrer":  # a delete refused: a pet points at its owner
+        pet.owner = owner
+    pet.save()
+    if refusal == "referrer":
+        return owner, lambda obj: obj.delete(), LinkedObjectError
+
+    def link_to_a_lost_target(obj: DataObject) -> None:
+        obj.owner = owner  # type: ignore[attr-defined]
+        Owner(owner.guid).delete()  # by another writer, before this save: its commit finds no target
+        obj.save()
+
+    return pet, link_to_a_lost_target, ObjectNotFoundError
+
+
+@pytest.mark.parametrize("refusal", ["unique", "onetoone", "target", "referrer"])
+def test_a_commit_refused_on_a_unique_value_or_a_link_keeps_the_cached_copy(
+        context: Context, refusal: str) -> None:
+    """Such a refusal changed nothing stored: the cached copy, still current, serves the next load
+    (dropping it, as after a conflict, would cost every such refusal a durable read). The save's
+    refusals come from its commit's checks; the delete's (its referrers) from its scan before it."""
+    stored, refused, error = _refused_write(refusal)
+    kind = type(stored)
+    kind(stored.guid)  # cached now
+    with pytest.raises(error):
+        refused(kind(stored.guid))
+    hits, misses = context.stats["object_hits"], context.stats["object_misses"]
+    again = kind(stored.guid)
+    assert (context.stats["object_hits"] - hits, context.stats["object_misses"] - misses) == (1, 0), \
+        "the load after the refusal was not served from the cache"
+    assert again._revision == stored._revision and again._raw == stored._raw

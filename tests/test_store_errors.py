@@ -8,6 +8,7 @@ size limit names the limit whichever layer (etcd's or gRPC's) refused it.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -137,6 +138,11 @@ def test_a_frozen_redis_server_reads_like_a_timeout(own_redis: RunningServer) ->
             assert message.startswith(f"redis {what} on 127.0.0.1:{own_redis.port}/0 failed: the server "
                                       f"did not answer within {seconds} s (the timeout option of redis://")
             assert "check that redis-server is running and not blocked, or raise timeout" in message
+            # redis-py's own words come once, only in the brackets after dal's sentence, never alone
+            said = re.fullmatch(r"[^()]*\(the timeout option of redis://[^;()]*; ([^()]*)\); check that "
+                                r"[^()]*", message)
+            assert said is not None and message.count("Timeout reading from") == 1, message
+            assert said[1].startswith("Timeout reading from"), message
         own_redis.resume()
         assert store.get("k") is None  # a later call reconnects
     finally:
