@@ -223,10 +223,8 @@ def test_a_lock_owner_never_serves_a_value_of_an_older_revision_stored_before_it
     value = Gauge(obj.guid).reading
     assert value != "old", "the lock's owner served a value computed from an older revision"
     monkeypatch.setattr(store, "add", real_add)
-    # the older value stays (the owner's fill could not take its lease over it): the next reader reads
-    # it as a miss, as any reader of the newer revision does, and replaces it
-    again = Gauge(obj.guid).reading
-    assert again != "old" and cached(stores, obj, "reading") == (again, obj._revision)
+    # and replaced it, as a waiter that finds it does (its fill cannot take a lease over a value)
+    assert cached(stores, obj, "reading") == (value, obj._revision)
 
 
 def test_an_object_saved_at_a_revision_not_known_caches_nothing(

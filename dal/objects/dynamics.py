@@ -309,8 +309,10 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
                 # the last owner may have stored a value since this caller missed, and released the lock
                 # it then took: served, not computed a second time
                 found = cache.get(key)
-                if found is not None and _fresh_for(found, revision, spec):
-                    return found
+                if found is not None:
+                    if _fresh_for(found, revision, spec):
+                        return found
+                    _drop(cache, key, found)  # older (or of another type): replaced, as the waiters do
                 result: bytes | None = cache.fill(key, compute, spec.timeout, lease_ttl=lease)
                 return result
             finally:
