@@ -20,6 +20,7 @@ import dal
 import dal.cli.refresh as cli
 import dal.mirror
 import dal.mirror.refresh as refresh_module
+import dal.mirror.store as store_module
 from dal import DataList, DataObject, Mirror, Property
 from dal.config import Context
 from dal.exceptions import BackendError, ConfigurationError, DalError, RaceConditionError
@@ -416,3 +417,36 @@ def test_a_refresh_giving_up_a_unique_value_leaves_the_key_another_holder_took(c
     new(b.guid).refresh_info()
     assert new(b.guid).serial == "Y"
     assert context.persistent.get(x_key).value == c.guid.encode()  # type: ignore[union-attr]
+
+
+def test_a_refresh_whose_given_up_unique_key_changed_owner_meanwhile_plans_again(
+        context: Context, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the owner read and the commit, the holder of X's key moves off X (deleting it): only the
+    owner check fails, and the refresh plans again and stores its answer, as a save does (it took the
+    failure for a deletion of the object before)."""
+    old = serial_box(False)
+    SERIALS.update(a="X", b="X", c="X")
+    a, b = old(data={"name": "a"}), old(data={"name": "b"})
+    dal.save_many([a, b])
+    assert old(a.guid).serial == old(b.guid).serial == "X"
+    new = serial_box(True)
+    c = new(data={"name": "c", "serial": "X"})
+    c.save()
+    real = store_module.unique_owners
+    moved: list[bool] = []
+
+    def racing(*args: Any) -> Any:
+        owners = real(*args)
+        if not moved:
+            moved.append(True)
+            SERIALS["c"] = "Z"
+            holder = new(c.guid)
+            holder.serial = "Z"
+            holder.save()  # c holds X's key: its save deletes it
+        return owners
+
+    monkeypatch.setattr(store_module, "unique_owners", racing)
+    SERIALS["b"] = "Y"
+    clock.time += TIMEOUT
+    new(b.guid).refresh_info()
+    assert moved and new(b.guid).serial == "Y"

@@ -169,6 +169,8 @@ def _write(context: Context, obj: DataObject, entry: Entry | None, updates: Any)
             return Stored(Entry(encode(new), result.revision or -1), "info" in changes, frozenset(changes))
         if all(plan.reasons[index].kind != "document" for index in result.failed):
             _refuse(obj, plan, result.failed)  # a parsed unique property another object holds
+        if 0 not in result.failed:  # only a unique key it gives up changed owner: plan again, as a save
+            continue
         context.invalidate(*obj._cache_keys(context))
         entry = retry_from(context, doc_key, result, attempt)
     raise RaceConditionError(f"{type(obj).__name__} {obj.guid} kept changing while its refresh was stored; "

@@ -229,7 +229,7 @@ def _storable(value: Any, label: str) -> None:
     """Refuse a value no document holds (a lone surrogate, an int too long for JSON), not fail running."""
     try:  # objects not JSON yet (a datetime, a model) are the validators' to judge
         json.dumps(value, ensure_ascii=False, skipkeys=True, default=_opaque).encode()
-    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError; nested
         raise InvalidQueryError(f"{label}: the query holds a value JSON cannot store ({exc}); no stored "
                                 "value is one, so compare with a value the field can hold") from None
 
