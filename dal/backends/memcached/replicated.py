@@ -344,7 +344,9 @@ class ReplicatedCache:
         not confirmed it yet."""
         calls = {name: functools.partial(self._caches[name].delete_many, share)
                  for name, share in shares.items() if share}
-        answers = self._fan_out.run(calls)
+        # a deadline, as for reads: a paused server's calls queue behind its few threads, each for a
+        # whole timeout; those not started by then are left to the journal, not waited for in turn
+        answers = self._fan_out.run(calls, within=self._timeout)
         undelivered: dict[str, list[str]] = {}
         for name in calls:
             failed = answers.results.get(name, shares[name])
