@@ -308,12 +308,8 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
             try:
                 # the last owner may have stored a value since this caller missed, and released the lock
                 # it then took: served, not computed a second time
-                found = cache.get(key)
-                if found is not None:
-                    if _fresh_for(found, revision, spec):
-                        return found
-                    _drop(cache, key, found)  # older (or of another type): replaced, as the waiters do
-                result: bytes | None = cache.fill(key, compute, spec.timeout, lease_ttl=lease)
+                found = _fresh_or_dropped(cache, key, revision, spec)
+                result: bytes | None = found or cache.fill(key, compute, spec.timeout, lease_ttl=lease)
                 return result
             finally:
                 _release(context, lock_key, token)
@@ -337,19 +333,24 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
             except BackendError:
                 stats.add(label + "lock_errors")
                 return cache.fill(key, compute, spec.timeout, lease_ttl=lease)
-            if cached is not None:
-                payload = cache.get(key)  # verified like any cache read; None while a lease sits there
-                if payload is not None:
-                    if _fresh_for(payload, revision, spec):
-                        return payload
-                    # older than this object, of another type (or an earlier dal's): not ours to
-                    # serve. Removed, so that once the lock is released this caller can fill in its place
-                    _drop(cache, key, payload)
+            if cached is not None and (payload := _fresh_or_dropped(cache, key, revision, spec)):
+                return payload
             if locked is None:
                 break  # the owner is done or gone without a value: try to become the owner
             if time.monotonic() > deadline:
                 stats.add(label + "lock_timeouts")
                 return cache.fill(key, compute, spec.timeout, lease_ttl=lease)
+
+
+def _fresh_or_dropped(cache: LeasedCache, key: str, revision: int, spec: Dynamic) -> bytes | None:
+    """Return the value cached under ``key`` (verified like any cache read; None while a lease sits
+    there) if it is ``revision``'s; remove one that is not (older than this object, of another type,
+    an earlier dal's), so that a fill can take its place."""
+    payload = cache.get(key)
+    if payload is not None and not _fresh_for(payload, revision, spec):
+        _drop(cache, key, payload)
+        return None
+    return payload
 
 
 def _release(context: Context, lock_key: str, token: bytes) -> None:
