@@ -17,6 +17,7 @@ from dal.backends import open_persistent, open_volatile
 from dal.backends.base import HIT_SUFFIX, Put, RefusedError, TooLargeError
 from dal.backends.redis.connection import CACHE, DATA
 from dal.backends.redis.limits import AROUND, DEFAULT_BULK
+from dal.exceptions import BackendError, ConfigurationError
 from dal.testing.servers import RunningServer
 
 pytestmark = pytest.mark.redis
@@ -69,7 +70,8 @@ def test_a_save_of_a_value_longer_than_the_server_takes_raises_too_large(own_red
     with pytest.raises(TooLargeError, match="proto-max-bulk-len") as raised:
         doc.save()
     # sent again it is refused the same way: nothing written, and no 'retrying is safe' to suggest it
-    assert "Nothing was written." in str(raised.value) and "retrying" not in str(raised.value)
+    said = str(raised.value).lower()
+    assert said.count("nothing was written") == 1 and "retrying" not in said, said
 
 
 def test_where_config_is_not_granted_redis_default_is_assumed(own_redis: RunningServer) -> None:
@@ -168,3 +170,30 @@ def test_a_failed_read_of_the_limit_refuses_the_commit_with_nothing_written(
     with pytest.raises(RefusedError, match=r"INFO server and memory.*nothing was written"):
         fresh.commit([], [Put("small", b"w")])
     assert admin.get("{dal}:revision") == b"1"
+
+
+def test_a_password_changed_after_configure_is_a_failure_of_the_save_not_a_setting_error(
+        own_redis: RunningServer) -> None:
+    """The first value over 1 MiB makes dal read the server's proto-max-bulk-len; a server that then
+    refuses the URL's password refuses that request, as any call it refuses: a BackendError, never the
+    ConfigurationError (a ValueError) a refusal at configure() is; and it says once that nothing was
+    written."""
+    admin: Any = redis.Redis(port=own_redis.port)
+    admin.config_set("requirepass", "pw1")
+    configure(f"redis://:pw1@127.0.0.1:{own_redis.port}/0", "memory://",
+              namespace=f"pw{uuid.uuid4().hex[:8]}")
+
+    class Blob(DataObject, hybrid_name=f"blob{uuid.uuid4().hex[:8]}"):
+        __properties = [Property("body", str)]
+
+    blob = Blob(data={"body": "a"})
+    blob.save()
+    admin = redis.Redis(port=own_redis.port, password="pw1")
+    admin.config_set("requirepass", "pw2")
+    admin = redis.Redis(port=own_redis.port, password="pw2")
+    admin.client_kill_filter(_type="normal", skipme=True)  # dal's connections come back with pw1
+    blob.body = "b" * (2 * MB)
+    with pytest.raises(BackendError, match="refuses the credentials") as raised:
+        blob.save()
+    assert not isinstance(raised.value, ConfigurationError)
+    assert str(raised.value).lower().count("nothing was written") == 1, str(raised.value)

@@ -185,7 +185,9 @@ class Journal:
                     kind = type(exc) if isinstance(exc, RefusedError) else BackendError
                     # safe, but a request too large is refused the same way however often it is sent
                     retry = "" if isinstance(exc, TooLargeError) else ": retrying is safe"
-                    raise kind(f"{said} Nothing was written{retry}.") from exc
+                    if "nothing was written" not in said.lower():  # a store's refusal may say so itself
+                        said += f" Nothing was written{retry}."
+                    raise kind(said) from exc
                 with self._lock:
                     self.unknown[key] = uncertain
                 raise CommitOutcomeUnknownError(

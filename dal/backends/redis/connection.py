@@ -283,13 +283,14 @@ class RedisClient:
                                 "`databases` in redis.conf")
         return BackendError(f"redis {what} on {self._where} failed: {type(exc).__name__}: {exc}")
 
-    def _probe_failure(self, what: str, exc: BaseException) -> RefusedError:
+    def _probe_failure(self, what: str, exc: BaseException, *, first: bool = False) -> RefusedError:
         """Return the error of a failed look at the server that a request waits for (its settings,
-        its limits): the request itself was not sent, so it wrote nothing, whatever the failure. The
-        first look is at ``configure()``; a server refusing the URL's credentials or database number
-        to one is a :class:`SettingRefusedError`, a setting to correct, which no retry mends."""
+        its limits): the request itself was not sent, so it wrote nothing, whatever the failure.
+        ``first``: the look at its settings ``configure()`` makes, where a server refusing the URL's
+        credentials or database number is a :class:`SettingRefusedError`, a setting to correct, which
+        no retry mends; later (a limit read at a large write) it is a plain refusal of that request."""
         failure = self._failure(what, exc, whole=False)
-        if isinstance(exc, redis.AuthenticationError) or "DB index is out of range" in str(exc):
+        if first and (isinstance(exc, redis.AuthenticationError) or "DB index is out of range" in str(exc)):
             return SettingRefusedError(str(failure))
         return RefusedError(f"{failure}; the request waiting for it was not sent, so nothing was written: "
                             "retrying is safe")

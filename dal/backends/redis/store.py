@@ -310,13 +310,13 @@ class RedisStore(RedisLeadership):
         except ServerModeRefused as exc:  # found while connecting (see connect_checked)
             raise ConfigurationError(str(exc)) from None
         except ERRORS as exc:
-            raise self._probe_failure(what, exc) from exc
+            raise self._probe_failure(what, exc, first=True) from exc
         texts: list[str | None] = []
         for answer in answers:
             if isinstance(answer, redis.ResponseError):
                 if not isinstance(answer, redis.exceptions.NoPermissionError) and \
                         "unknown command" not in str(answer):
-                    raise self._probe_failure(what, answer) from answer
+                    raise self._probe_failure(what, answer, first=True) from answer
                 texts.append(None)  # not granted, renamed or disabled: nothing to read
             else:
                 texts.append(answer.decode(errors="replace") if isinstance(answer, bytes) else str(answer))
