@@ -5,7 +5,9 @@ A hybrid's model holds its ``guid``, its properties (typed as declared: an enum 
 is a ``Literal``, or, when some are lists or dicts, a field its property's validator checks) and the
 guid of each relation (``<relation>_guid``); never dynamics or reverse
 relations. A mandatory field is not nullable, and required unless it has a default; any other
-field may be ``None``. One model class per hybrid, built on first use and kept.
+field may be ``None``. One model class per hybrid, built on first use and kept. Its fields admit
+what assigning admits (or, for a type stored as text, its JSON form), and ``from_model`` assigns only
+what a model was given, or changed since ``to_model()`` made it: see :mod:`dal.objects.model_values`.
 
 A property named like one of pydantic's own ``model_*`` members (``model_config``, ``model_dump``),
 which pydantic refuses or which would hide the member, is the field ``<name>_`` (``_`` added until
@@ -23,17 +25,10 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Optional
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainValidator,
-    ValidationError,
-    WithJsonSchema,
-    create_model,
-)
+from pydantic import BaseModel, Field, PlainValidator, Strict, ValidationError, WithJsonSchema, create_model
 
 from dal.exceptions import InvalidValueError, MissingMandatoryFieldsError, ObjectNotFoundError
+from dal.objects.model_values import HybridModel, changed_on, checked, remember, trusted_validation, values_of
 from dal.objects.refusals import changeable, check_containers
 from dal.objects.transaction import decode
 from dal.structures import Dynamic, Property, check_guid
@@ -46,14 +41,13 @@ if TYPE_CHECKING:
 #: the deepest ``serialize(depth)``: each level is a few frames of recursion, and a self-link
 #: would nest until Python's recursion limit (a RecursionError) at a few hundred
 MAX_DEPTH = 100
+#: a guid field (the object's, a relation's) admits a str only, as assigning does (no bytes)
+_GUID = Annotated[str, Strict()]
 #: BaseModel's own members pydantic refuses as field names, or that a field would hide from pydantic
 #: and its users (``model_fields_set``, ``model_dump``): such a field takes another name, aliased
 _PYDANTIC_OWN = frozenset(name for name in dir(BaseModel) if name.startswith("model_"))
 #: pydantic 1's methods: a field may shadow them, and pydantic warns that it does
 _SHADOWABLE = frozenset(name for name in dir(BaseModel) if not name.startswith("_")) - _PYDANTIC_OWN
-#: no protected names: the ones pydantic needs are renamed, and any other ``model_...`` is a plain
-#: field; dumps write the stored names (an alias only where a field was renamed)
-_CONFIG = ConfigDict(protected_namespaces=(), serialize_by_alias=True)
 
 
 class _Built(NamedTuple):
@@ -90,7 +84,7 @@ def _built(hybrid: type, meta: HybridMeta) -> _Built:
 
 
 def _build(meta: HybridMeta) -> _Built:
-    fields: dict[str, Any] = {"guid": (str, Field(description=f"The guid of the {meta.cls.__name__}."))}
+    fields: dict[str, Any] = {"guid": (_GUID, Field(description=f"The guid of the {meta.cls.__name__}."))}
     taken = {*meta.fields(), *dir(BaseModel)}
     for name, prop in meta.properties.items():
         fields[_free(name, taken)] = _field(_python_type(prop), prop.mandatory, prop.default, prop.doc, name)
@@ -98,7 +92,7 @@ def _build(meta: HybridMeta) -> _Built:
         target = relation.target.__name__ if relation.target is not None else str(relation.foreign_type)
         doc = relation.doc or f"The guid of the linked {target}."
         # ``<relation>_guid`` is no pydantic member's name: it keeps its name
-        fields[relation.guid_field] = _field(str, relation.mandatory, None, doc, relation.guid_field)
+        fields[relation.guid_field] = _field(_GUID, relation.mandatory, None, doc, relation.guid_field)
     model = _create(meta, fields)
     if any(name not in meta.field_set for name in fields if name != "guid"):
         _aliased.add(model)
@@ -111,14 +105,14 @@ def _build(meta: HybridMeta) -> _Built:
 def _create(meta: HybridMeta, fields: dict[str, Any]) -> type[BaseModel]:
     def create() -> type[BaseModel]:
         return create_model(meta.cls.__name__, __doc__=meta.cls.__doc__, __module__=meta.cls.__module__,
-                            __config__=_CONFIG, **fields)
+                            __base__=HybridModel, **fields)
 
     if _SHADOWABLE.isdisjoint(fields):
         return create()
     # a field named like one of pydantic 1's methods shadows it, as intended, but pydantic warns (and a
     # test run that fails on warnings fails); catch_warnings swaps the process's filters: only then
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r'Field name ".*" shadows an attribute in parent "BaseModel"',
+        warnings.filterwarnings("ignore", r'Field name ".*" shadows an attribute in parent "HybridModel"',
                                 UserWarning)
         return create()
 
@@ -144,9 +138,11 @@ def _field(kind: Any, mandatory: bool, default: Any, doc: str | None, stored: st
 
 
 def _python_type(prop: Property[Any]) -> Any:
+    """Return a property's field type: its declared type, or an enum's ``Literal``, checked as assigning
+    checks it (``model_values.checked``), or, for an enum of lists or dicts, by the property's check."""
     allowed = prop.validator.enum  # the allowed values as stored (an Enum member as its value)
     if allowed is None:
-        return prop.property_type
+        return checked(prop.property_type, prop.validator)
     try:
         hash(allowed)
     except TypeError:  # a list or a dict cannot be a Literal's: the property's own check, exact as ever
@@ -154,7 +150,7 @@ def _python_type(prop: Property[Any]) -> Any:
         # a copy, as pydantic's list and dict fields make: the model must not share the object's list
         valid = PlainValidator(lambda value: copy.deepcopy(check(value)))
         return Annotated[Any, valid, WithJsonSchema({"enum": list(allowed)})]
-    return Literal[allowed]
+    return checked(Literal[allowed], prop.validator)
 
 
 def missing_mandatory(meta: HybridMeta, data: dict[str, Any]) -> list[str]:
@@ -179,10 +175,12 @@ def to_model(obj: Any) -> BaseModel:
     values = {"guid": obj.guid, **{name: obj._data[name] for name in meta.fields()}}
     values.update(_copies(label, obj, built))
     try:
-        return built.model.model_validate(values)
+        model = trusted_validation(built.model, values)
     except ValidationError as exc:  # changed in place (assigning did not see it), or stored so
         wrong = sorted({str(error["loc"][0]) for error in exc.errors() if error["loc"]})
         raise _not_admitted(label, ", ".join(wrong), exc.errors()[0]["msg"]) from None
+    remember(obj, meta, model)  # what from_model() merges with
+    return model
 
 
 def _not_admitted(label: str, names: str, problem: str) -> InvalidValueError:
@@ -245,49 +243,29 @@ def _still_stored(check: Validator, value: Any, stored: Any) -> bool:
 def from_model(hybrid: type, meta: HybridMeta, model: BaseModel) -> Any:
     """Return the object a model describes: the stored one with the model's values assigned, or a new one.
 
-    Each value is validated as an assignment; ``save()`` then stores it (merging, for a stored object,
-    with what others changed meanwhile). A model without a guid makes a new object.
+    Only the fields the model was given are assigned, and of a model ``to_model()`` made, only those it
+    changed (``model_values``). Each value is validated as an assignment; ``save()`` then stores it
+    (merging, for a stored object, with what others changed meanwhile). A model without a guid makes a
+    new object, its other fields the hybrid's defaults.
     """
+    name = meta.cls.__name__
     if not isinstance(model, BaseModel):
-        name = meta.cls.__name__
         raise InvalidValueError(
             f"{name}.from_model() takes a pydantic model, not a {type(model).__name__}; for a dict `data`, "
-            f"pass {name}.model().model_validate(data), which also checks its values")
-    values = _values_of(meta.cls.__name__, model, _built(hybrid, meta).kept)
+            f"pass {name}.model().model_validate(data), which checks its values as assigning them does "
+            "(a JSON body's ISO dates and UUID strings admitted)")
+    values = values_of(name, model, _built(hybrid, meta).kept, type(model) in _aliased)
     guid = values.pop("guid", None)
     if guid is not None:
         check_guid(guid, f"{meta.cls.__name__}.from_model(...): the model's guid")
         stored = meta.cls._load_many([guid]).get(guid)
         if stored is not None:
-            stored._fill(values)
+            stored._fill(changed_on(model, guid, values))
             return stored
     obj = hybrid(data=values)
     if guid is not None:
         obj.__dict__["guid"] = guid
     return obj
-
-
-def _values_of(label: str, model: BaseModel, kept: frozenset[str]) -> dict[str, Any]:
-    """Return a model's values by field name (a hybrid's model: by stored name, its alias) as
-    ``model_dump()`` gives them: a nested model of another class or a subclass as its fields, a computed
-    field included, an excluded one left out. Except where the hybrid declares a dataclass (``kept``):
-    the dump turns it into a dict the strict assignment refuses, so the model's attribute is taken, as
-    validated. The assignment copies each value: the object shares nothing with the model."""
-    by_alias = type(model) in _aliased
-    try:
-        values = dict(model.model_dump(by_alias=True) if by_alias else model.model_dump())
-    except Exception as exc:  # pydantic's serialization errors, a computed field's own (AttributeError...)
-        raise InvalidValueError(
-            f"{label}.from_model() cannot read the model's values: model_dump() raised {type(exc).__name__}: "
-            f"{exc}; pass a model built validated ({label}.model().model_validate(data)), not "
-            "model_construct()") from exc
-    if kept:
-        dumped_by_alias = by_alias or bool(type(model).model_config.get("serialize_by_alias"))
-        for name, field in type(model).model_fields.items():
-            key = (field.serialization_alias or field.alias or name) if dumped_by_alias else name
-            if key in kept and key in values:
-                values[key] = getattr(model, name, values[key])
-    return values
 
 
 def check_depth(depth: object) -> None:
