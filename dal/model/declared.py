@@ -28,7 +28,7 @@ T = TypeVar("T")
 #: the options each kind takes in the keyword form, besides the name and the type the annotation gives
 OPTIONS: dict[str, frozenset[str]] = {
     "properties": frozenset({"mandatory", "default", "unique", "indexed", "doc"}),
-    "relations": frozenset({"foreign_type", "foreign_key", "mandatory", "onetoone", "doc"}),
+    "relations": frozenset({"foreign_key", "mandatory", "onetoone", "doc"}),  # the target: annotated
     "dynamics": frozenset({"timeout", "locked", "doc", "lock_timeout"}),
 }
 KINDS: dict[str, type[structures.Spec]] = {
@@ -39,6 +39,14 @@ class Declared:
     """A spec declared by annotation, waiting for its class: ``kind`` and the keyword options given."""
 
     def __init__(self, kind: str, options: Mapping[str, Any]) -> None:
+        if kind == "relations" and "foreign_type" in options:  # a second target, which could contradict
+            target = options["foreign_type"]
+            named = target if isinstance(target, str) else getattr(target, "__name__", repr(target))
+            raise ConfigurationError(
+                f"Relation(foreign_type={named}) in a class body: the annotation names the target, "
+                f"which type checkers read too, so foreign_type would repeat or contradict it; drop "
+                f"foreign_type= and annotate the attribute `name: {named} | None = Relation(foreign_key="
+                "...)` (a string for a hybrid declared later, the class itself for a self-relation)")
         unknown = sorted(set(options) - OPTIONS[kind])
         spec = KINDS[kind].__name__
         if unknown:
@@ -56,14 +64,30 @@ class Declared:
     def build(self, name: str, annotation: Any, owner: str) -> structures.Spec:
         """Return the spec the list form would declare for attribute ``name`` annotated ``annotation``."""
         options = dict(self.options)
+        annotation = self._unclassvar(annotation, f"{owner}.{name}")
         if self.kind == "properties":
             return structures.Property(name, property_type(annotation, f"{owner}.{name}"), **options)
         if self.kind == "dynamics":
             timeout = options.pop("timeout")
             return structures.Dynamic(name, property_type(annotation, f"{owner}.{name}"), timeout, **options)
-        target = options.pop("foreign_type", None) or relation_target(annotation, owner)
+        target = relation_target(annotation, owner)
         return structures.Relation(name, None if target == owner else target, options.pop("foreign_key"),
                                    **options)
+
+    def _unclassvar(self, annotation: Any, where: str) -> Any:
+        """Return ``X`` for a dynamic annotated ``ClassVar[X]``: for type checkers then no constructor
+        keyword and not assignable on objects, as dal has it; refuse ``ClassVar`` on any other field."""
+        if annotation is not typing.ClassVar and typing.get_origin(annotation) is not typing.ClassVar:
+            return annotation
+        spec = KINDS[self.kind].__name__
+        if self.kind != "dynamics":
+            raise ConfigurationError(
+                f"{where}: a {spec} is no ClassVar: each object holds its own value, given to the "
+                f"constructor and assigned; annotate it with its type alone (ClassVar is for a Dynamic)")
+        arguments = typing.get_args(annotation)
+        if len(arguments) != 1:  # a bare ClassVar
+            raise ConfigurationError(f"{where}: annotate a dynamic ClassVar[TYPE], its return type inside")
+        return arguments[0]
 
     def __repr__(self) -> str:
         options = ", ".join(f"{key}={value!r}" for key, value in self.options.items())
@@ -237,8 +261,8 @@ if TYPE_CHECKING:  # the list form returns a spec, the keyword form Any (assigna
         def __new__(cls, name: str, foreign_type: Any, foreign_key: str, mandatory: bool = True,
                     onetoone: bool = False, doc: str | None = None) -> Relation: ...
         @overload
-        def __new__(cls, *, foreign_key: str, foreign_type: Any = None, mandatory: bool = True,
-                    onetoone: bool = False, doc: str | None = None) -> Any: ...
+        def __new__(cls, *, foreign_key: str, mandatory: bool = True, onetoone: bool = False,
+                    doc: str | None = None) -> Any: ...
         def __new__(cls, *args: Any, **kwargs: Any) -> Any: ...
 
     class Dynamic(structures.Dynamic):

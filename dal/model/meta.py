@@ -117,6 +117,8 @@ class HybridMetaclass(type):
         def __getattr__(cls, name: str) -> Any:
             if name == "guid" and "_meta" in vars(cls):  # objects hold theirs; the class gives the field
                 return FieldExpression(None, "guid", None, cls)
+            if name == "_meta" or name in _abstract_names(cls):  # only ever asked when the lookup failed
+                _refuse_not_a_hybrid(cls, name)
             raise AttributeError(f"type object {cls.__name__!r} has no attribute {name!r}")
 
     def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any],
@@ -138,9 +140,13 @@ class HybridMetaclass(type):
         add_annotated(name, namespace, declared)
         specs = _merge(cls, bases, declared)
         mirror = mirror_of(cls, bases, namespace.get(mangled + "mirror"), declared, specs, abstract)
+        if issubclass(mcs, TypedMetaclass):
+            _refuse_data_field(name, specs)
         if abstract:  # TypedObject, a user's base: no _meta, not registered, nothing bound
             cls._abstract_specs = tuple(specs)  # type: ignore[attr-defined]
             cls._abstract_mirror = mirror  # type: ignore[attr-defined]
+            for attribute in [key for key, value in namespace.items() if isinstance(value, Declared)]:
+                delattr(cls, attribute)  # read on the base, a field says it is no hybrid's (__getattr__)
             return cls
         meta = HybridMeta(
             name=hybrid_name or name.lower(), cls=cls,  # type: ignore[arg-type]
@@ -167,6 +173,45 @@ class HybridMetaclass(type):
 @dataclass_transform(kw_only_default=True, field_specifiers=(internal_field,))
 class TypedMetaclass(HybridMetaclass):
     """``TypedObject``'s: for type checkers its hybrids are dataclasses (annotated fields: keywords)."""
+
+
+class NotAHybridError(ConfigurationError, AttributeError):
+    """``DataObject``, ``TypedObject`` or an ``abstract=True`` base used as a hybrid (built, queried, its
+    model or a field read): it has no ``_meta``. An ``AttributeError`` too, so ``getattr(cls, '_meta',
+    None)`` still tells a hybrid from the rest."""
+
+
+def _abstract_names(cls: type) -> frozenset[str]:
+    """Return the field names an abstract base declares or inherits, with each relation's ``<r>_guid``."""
+    specs: tuple[Spec, ...] = vars(cls).get("_abstract_specs", ())
+    return frozenset(name for spec in specs
+                     for name in (spec.name, *([spec.guid_field] if isinstance(spec, Relation) else [])))
+
+
+def _refuse_not_a_hybrid(cls: type, name: str) -> None:
+    """Raise NotAHybridError when ``cls`` is ``DataObject`` or an abstract base (a class being built or
+    anything else is left to the plain AttributeError)."""
+    if "_abstract_specs" in vars(cls):
+        what = "an abstract base (abstract=True)"
+    elif not any(isinstance(base, HybridMetaclass) for base in cls.__bases__):
+        what = "the base of every hybrid"
+    else:
+        return
+    reading = f"{cls.__name__}.{name} was read: " if not name.startswith("_") else ""
+    raise NotAHybridError(
+        f"{reading}{cls.__name__} is {what}, not a hybrid: it has no objects, no stored fields, no queries "
+        f"and no model; use a hybrid deriving from it (`class Store({cls.__name__}, hybrid_name='store')`)")
+
+
+def _refuse_data_field(class_name: str, specs: list[Spec]) -> None:
+    """Refuse a field named ``data`` on a TypedObject: to type checkers ``Cls(data=...)`` is DataObject's
+    mapping of field values, which the field would replace with its own type, wrongly both ways."""
+    if any(spec.name == "data" for spec in specs):
+        raise ConfigurationError(
+            f"{class_name}: a TypedObject's field may not be named 'data': {class_name}(data=...) is the "
+            f"constructor's mapping of field values, so type checkers would refuse {class_name}(data="
+            f"{{'data': ...}}) and pass {class_name}(data=value), which fails at run time; rename the field "
+            "(payload, content), or declare the hybrid on DataObject and give it as data={'data': ...}")
 
 
 def _check_hybrid_name(class_name: str, chosen: object) -> None:

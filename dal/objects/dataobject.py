@@ -66,7 +66,7 @@ class DataObject(Writes, metaclass=HybridMetaclass):
             if not is_guid(guid):  # check_guid, its message built only when it raises
                 check_guid(guid, f"{type(self).__name__}(guid)")
             context = current()
-            entry = context.load_document(self._meta.name, guid)
+            entry = context.load_document(type(self)._meta.name, guid)  # the class's: says if no hybrid
             if entry is None:
                 raise ObjectNotFoundError(f"no {type(self).__name__} with guid {guid!r} is stored")
             self._attach(guid, entry, seen=context.seen)
@@ -209,7 +209,7 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         state["_loaded_from"] = seen.scope
 
     def _meta_defaults(self) -> dict[str, Any]:
-        data = {name: prop.make_default() for name, prop in self._meta.properties.items()}
+        data = {name: prop.make_default() for name, prop in type(self)._meta.properties.items()}
         for relation in self._meta.relations.values():
             data[relation.guid_field] = None
         return data
