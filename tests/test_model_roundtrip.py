@@ -92,6 +92,17 @@ def test_an_unchanged_to_model_round_trip_writes_nothing(local: Context) -> None
     assert _stored(local, store) == before  # not even a new revision
 
 
+def test_a_model_handed_to_from_model_twice_writes_its_second_change(local: Context) -> None:
+    store = _store("prod-twice")
+    model = RtStore.get(store.guid).to_model()
+    before = model.status
+    model.status = "STOPPED"
+    RtStore.from_model(model).save()
+    model.status = before  # changed back, on the same model: it must be written, not taken as unchanged
+    RtStore.from_model(model).save()
+    assert RtStore.get(store.guid).status == before
+
+
 def test_an_unsaved_change_the_model_was_made_with_is_assigned(local: Context) -> None:
     store = _store("prod-3")
     loaded = RtStore.get(store.guid)

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from dal import DataObject, Dynamic, Property, Relation, TypedObject
+from dal import DataList, DataObject, Dynamic, Property, Relation, TypedObject
 from dal.config import Context
 from dal.exceptions import ConfigurationError
 
@@ -214,7 +214,8 @@ GUID = "0e5c1f6a-1b2c-4a1b-8c9d-0123456789ab"
     lambda: FxNamed(name="x"), lambda: FxNamed(GUID), lambda: FxNamed.model(),
     lambda: FxNamed.get_by(name="x"), lambda: FxNamed.where(FxNamed.name == "x"),
     lambda: FxNamed.kind_guid, lambda: FxListNamed.where(FxListNamed.name == "x"),  # type: ignore[attr-defined]
-    lambda: FxListNamed(data={"name": "x"})], ids=lambda use: "")
+    lambda: FxListNamed(data={"name": "x"}), lambda: FxNamed.where(FxTool.name == "x"),
+    lambda: DataList(FxNamed, {"items": [("name", "EQUALS", "x")]})], ids=lambda use: "")
 def test_an_abstract_base_used_as_a_hybrid_says_so(local: Context, use: Any) -> None:
     with pytest.raises(ConfigurationError, match=r"Fx(List)?Named is an abstract base \(abstract=True\), not "
                                                  r"a hybrid.*use a hybrid deriving from it"):

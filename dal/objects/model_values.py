@@ -128,9 +128,11 @@ def remember(obj: Any, meta: HybridMeta, model: BaseModel) -> None:
 def changed_on(model: BaseModel, guid: str, values: dict[str, Any]) -> dict[str, Any]:
     """Return the ``values`` (of the model, by stored name) ``from_model`` assigns to the stored object
     of ``guid``: all of them, or, for a model ``to_model()`` made of it, those the model changed."""
-    origin = model._dal_origin if isinstance(model, HybridModel) else None
-    if origin is None or origin.guid != guid:
+    if not isinstance(model, HybridModel) or model._dal_origin is None or model._dal_origin.guid != guid:
         return values
+    # used up: handed again (after its changes were written, and maybe changed back), the model writes
+    # every field it was given, never comparing with what it was made from before its own writes
+    origin, model._dal_origin = model._dal_origin, None
     try:
         now = model.model_dump(mode="json")
     except Exception:  # what cannot be compared is assigned, as without an origin

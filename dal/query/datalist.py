@@ -76,8 +76,9 @@ class DataList(Generic[T]):
         if guids is not None and query is not None:  # the guids would be listed, the query never run
             raise InvalidQueryError(f"DataList({hybrid.__name__}, query, guids=...): give a query or guids=, "
                                     "not both")
+        meta = hybrid._meta  # an abstract base (no _meta of its own): NotAHybridError, before any query
         query = for_hybrid(hybrid, query)  # built with Cls.field == value: fields of this hybrid only
-        self._root: Group = compile_query(hybrid._meta, query)
+        self._root: Group = compile_query(meta, query)
         self._guids: list[str] | None = None if guids is None else _given(hybrid, guids)
         self._cache = "given" if guids is not None else "not run"
         self._planner: Planner | None = None
