@@ -533,9 +533,10 @@ def test_the_last_statistics_flush_at_exit_reaches_the_replicas(servers: list[Ru
 
 
 def _keys_on(server: RunningServer) -> list[str]:
-    """The keys one memcached server holds (``lru_crawler metadump all``)."""
+    """The keys one memcached server holds (``lru_crawler metadump hash``: the walk that skips no
+    entry, see dal/backends/memcached/dumps.py)."""
     with socket.create_connection((server.host, server.port), timeout=5) as connection:
-        connection.sendall(b"lru_crawler metadump all\r\n")
+        connection.sendall(b"lru_crawler metadump hash\r\n")
         answer = b""
         deadline = time.monotonic() + 5
         while not answer.endswith(b"END\r\n") and time.monotonic() < deadline:

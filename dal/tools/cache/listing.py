@@ -1,13 +1,13 @@
 """Listing a namespace's cache entries as the volatile store itself reports them.
 
 Each store answers from its own records: ``memory://`` from its entries' statistics
-(:meth:`~dal.backends.memory.MemoryCache.entries`), memcached from ``lru_crawler metadump``
-of every server, Redis from ``SCAN`` with ``MEMORY USAGE``, ``OBJECT IDLETIME`` and ``PTTL``.
-The kind of an entry, its hybrid, guid and dynamic come from the key layout
-(:mod:`dal.keys`): ``o/<hybrid>/<guid>`` an object, ``d/<hybrid>/<guid>/<dynamic>`` a dynamic,
-``q/<hybrid>/<digest>`` a query result, ``v/<hybrid>/...`` a version token, ``.../lock`` (a
-locked dynamic's single flight) and ``o/.../refresh`` (a mirrored refresh) a lock, ``s/``
-published statistics.
+(:meth:`~dal.backends.memory.MemoryCache.entries`), memcached from ``lru_crawler metadump hash``
+of every server (:mod:`dal.backends.memcached.dumps` says what it can miss), Redis from ``SCAN``
+with ``MEMORY USAGE``, ``OBJECT IDLETIME`` and ``PTTL``. The kind of an entry, its hybrid, guid
+and dynamic come from the key layout (:mod:`dal.keys`): ``o/<hybrid>/<guid>`` an object,
+``d/<hybrid>/<guid>/<dynamic>`` a dynamic, ``q/<hybrid>/<digest>`` a query result,
+``v/<hybrid>/...`` a version token, ``.../lock`` (a locked dynamic's single flight) and
+``o/.../refresh`` (a mirrored refresh) a lock, ``s/`` published statistics.
 """
 
 from __future__ import annotations
