@@ -54,8 +54,8 @@ def test_counted_hits_of_keys_up_to_and_over_250_bytes_keep_the_connection_and_a
     assert cache.get_many(keys) == dict.fromkeys(keys, b"v")  # a third hit of each
     # counted where they are read: every key, the hashed one too, 3 hits
     assert cache.hit_counts(keys) == dict.fromkeys(keys, 3)
-    # a crawl is no snapshot: an item just fetched may be moving between LRUs and go unlisted for
-    # about a second (docs/caching.md), so the listing is asked again, for at most 5 s
+    # a server before 1.6.9 is walked by its LRUs, where an item just fetched may be moving between
+    # them and go unlisted for about a second (docs/caching.md): the listing is asked again, 5 s at most
     deadline = time.monotonic() + 5
     listed = cache.list_entries(namespace)
     while len(listed) < len(keys) and time.monotonic() < deadline:

@@ -327,8 +327,9 @@ class MemcachedCache:
         dumped = [_read_back(entry) for entry in dumped]
         listed = [entry for entry in dumped if not entry.key.endswith(HIT_SUFFIX)]
         counting = self.count_hits or len(listed) < len(dumped)
-        # the counters are read by key, for every listed entry: a crawl is no snapshot, and can miss
-        # an item that moves between LRUs while it runs (a counter just incremented, seen missed)
+        # the counters are read by key, for every listed entry: a walk is no snapshot (one written
+        # during it may be missed, and a server before 1.6.9 walks its LRUs, which skip an item that
+        # is moving between them: a counter just incremented, seen missed)
         counts = self.hit_counts([entry.key for entry in listed if not entry.hashed]) if counting else {}
         unknown = 0 if counting else None
         return [replace(entry, hits=None if entry.hashed else counts.get(entry.key, unknown))

@@ -211,9 +211,10 @@ def _stalled(context: Context, found: list[Entry], stall_time: float) -> list[En
 
 def _listed_again(context: Context, read: dict[str, object]) -> list[Entry]:
     """List the entries under the keys of ``read`` (each with the token its read returned) again.
-    memcached's crawl leaves out an item a fetch (the read) moves between its LRU lists until it has
-    moved: list again, for :data:`RELIST_WAIT` seconds at most, while one missing is still there as
-    read (one deleted or rewritten since is not waited for: it is left, as the cas would leave it)."""
+    A memcached before 1.6.9, walked by its LRU lists (dal/backends/memcached/dumps.py), leaves out an
+    item a fetch (the read) moves between them until it has moved: list again, for
+    :data:`RELIST_WAIT` seconds at most, while one missing is still there as read (one deleted or
+    rewritten since is not waited for: it is left, as the cas would leave it)."""
     deadline = time.monotonic() + RELIST_WAIT
     wanted, looked = set(read), set[str]()
     while True:
