@@ -22,8 +22,8 @@ from dal.config import Context
 from dal.exceptions import InvalidValueError, MirrorError, RaceConditionError, UniqueConstraintError
 from dal.objects.dataobject import DataObject
 from dal.objects.schema import ensure_recorded, onetoone_ready
-from dal.objects.transaction import Document, Plan, decode, encode, plan_write
-from dal.objects.writes import MAX_ATTEMPTS, retry_from, unique_owners
+from dal.objects.transaction import Document, Plan, decode, encode, plan_write, retry_from
+from dal.objects.writes import MAX_ATTEMPTS, unique_owners
 from dal.structures import MIRROR_FIELDS
 from dal.values import canonical, same
 

@@ -50,9 +50,9 @@ from dal.objects.transaction import (
     merge,
     plan_write,
     read_owners,
+    retry_from,
     saved_values,
 )
-from dal.objects.transaction import retry_from as retry_from  # dal.mirror.store imports it from here
 from dal.objects.views import SCHEMA, stale, writer_view
 from dal.values import same
 
