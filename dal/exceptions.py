@@ -65,6 +65,12 @@ class ConfigurationError(DalError, ValueError):
     """A store URL, scheme or option is wrong."""
 
 
+class NotAHybridError(ConfigurationError, AttributeError):
+    """``DataObject``, ``TypedObject`` or an ``abstract=True`` base used as a hybrid (built, queried, its
+    model or a field read): it has no ``_meta``. An ``AttributeError`` too, so ``getattr(cls, '_meta',
+    None)`` still tells a hybrid from the rest."""
+
+
 class BackendError(DalError):
     """A store failed or timed out; the driver's error is the ``__cause__``."""
 

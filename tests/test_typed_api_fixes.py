@@ -30,7 +30,7 @@ import pytest
 
 from dal import DataList, DataObject, Dynamic, Property, Relation, TypedObject
 from dal.config import Context
-from dal.exceptions import ConfigurationError
+from dal.exceptions import ConfigurationError, NotAHybridError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -230,7 +230,7 @@ def test_the_bases_of_hybrids_used_as_hybrids_say_so(local: Context, base: type[
         base.model()
     # NotAHybridError: an AttributeError too, so code telling hybrids from the rest by
     # ``getattr(cls, '_meta', None)`` still can
-    assert type(refused.value).__name__ == "NotAHybridError" and isinstance(refused.value, AttributeError)
+    assert isinstance(refused.value, NotAHybridError) and isinstance(refused.value, AttributeError)
 
 
 def test_a_hybrid_of_an_abstract_base_is_untouched() -> None:

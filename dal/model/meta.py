@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import dataclass_transform
 
-from dal.exceptions import ConfigurationError, InvalidValueError
+from dal.exceptions import ConfigurationError, InvalidValueError, NotAHybridError
 from dal.model.declared import KINDS, Declared, add_annotated, internal_field
 from dal.model.expressions import FieldExpression
 from dal.model.mirroring import mirror_of
@@ -173,12 +173,6 @@ class HybridMetaclass(type):
 @dataclass_transform(kw_only_default=True, field_specifiers=(internal_field,))
 class TypedMetaclass(HybridMetaclass):
     """``TypedObject``'s: for type checkers its hybrids are dataclasses (annotated fields: keywords)."""
-
-
-class NotAHybridError(ConfigurationError, AttributeError):
-    """``DataObject``, ``TypedObject`` or an ``abstract=True`` base used as a hybrid (built, queried, its
-    model or a field read): it has no ``_meta``. An ``AttributeError`` too, so ``getattr(cls, '_meta',
-    None)`` still tells a hybrid from the rest."""
 
 
 def _abstract_names(cls: type) -> frozenset[str]:
