@@ -20,7 +20,7 @@ import dal
 from dal import DataList, DataObject, Property
 from dal.backends.base import Put, TooLargeError
 from dal.config import Context
-from dal.exceptions import BackendError, InvalidQueryError, InvalidValueError
+from dal.exceptions import BackendError, DalError, InvalidQueryError, InvalidValueError
 from dal.testing.servers import RunningServer
 from dal.tools.check.integrity import check
 from dal.tools.check.problems import Kind
@@ -217,6 +217,39 @@ def test_a_copy_refused_as_too_large_names_the_object_and_what_to_change(
         assert message.endswith(f"Raise that limit or make Bag {guids[3]} smaller, then copy again with "
                                 "--replace (replace=True) to finish")
         assert len(destination.persistent.scan(destination.keys.doc("vbag", ""))) == 3
+    finally:
+        clear(destination)
+
+
+@pytest.mark.etcd
+def test_a_copy_refused_at_its_first_batch_runs_again_as_it_was(
+        tmp_path: Path, etcd_server: RunningServer, namespace: str) -> None:
+    """The first batch's refusal leaves the schema record written before it, and no object: "copy again"
+    (the message's advice) copies, rather than refusing the namespace as not empty."""
+    guid = str(uuid.UUID(int=1))
+    document = {"format": "dal-dump", "version": 1, "namespace": "x",
+                "hybrids": {"vbag": [{"guid": guid, "data": {"label": "x" * (2 << 20)}}]}}
+    source = sqlite(tmp_path, "s.sqlite3", namespace)
+    load(source, parse_dump(document))
+    destination = dal.configure(etcd_server.url, "memory://", namespace=namespace)
+    try:
+        with pytest.raises(TooLargeError) as caught:
+            copy(source, destination)
+        assert "Batch 1 of 1 was not written: " in str(caught.value)
+        message = str(caught.value)
+        assert "no object was written" in message and message.endswith("then copy again to finish")
+        left = [key for key, _ in destination.persistent.scan(destination.keys.root)
+                if not key.startswith(destination.keys.journal())]
+        assert left == [destination.keys.schema("vbag")]  # what the fix must not count as data
+        with pytest.raises(TooLargeError, match="Batch 1 of 1 was not written"):  # not "is not empty"
+            copy(source, destination)
+        small = {"format": "dal-dump", "version": 1, "namespace": "x",
+                 "hybrids": {"vbag": [{"guid": guid, "data": {"label": "small now"}}]}}
+        load(source, parse_dump(small), replace=True)
+        copied = copy(source, destination)
+        assert copied.destination["vbag"] == 1 and not copied.mismatches and Bag(guid).label == "small now"
+        with pytest.raises(DalError, match="is not empty"):  # once it holds an object, it is refused
+            copy(source, destination)
     finally:
         clear(destination)
 

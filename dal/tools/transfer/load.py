@@ -189,7 +189,7 @@ def _not_written(exc: DalError, keys: Keys, batch: list[Item], number: int, tota
     """
     said = str(exc).rstrip(". ")
     finish = f"{command} again" if number == 1 else f"{command} again with --replace (replace=True)"
-    done = "nothing was written" if number == 1 else (
+    done = "no object was written" if number == 1 else (
         f"batches 1-{number - 1} ({written} objects) were written and are kept")
     if not isinstance(exc, TooLargeError):
         return f"{said}. Batch {number} of {total} was not written; {done}" + (
@@ -294,6 +294,23 @@ def _refused(context: Context, item: Item, reason: Reason) -> DalError:
 # --- copying ------------------------------------------------------------------------------
 
 
+def _holds_data(context: Context) -> bool:
+    """Tell whether ``context``'s namespace holds anything but schema records and journal records.
+
+    A schema record is written before the first commit of a save or a load into an empty hybrid, and
+    stays when that commit is refused (a copy whose first batch is too large for the store): the
+    namespace holds no object, and copying into it again must not be refused as not empty.
+    """
+    store, keys = context.persistent, context.keys
+    first = store.scan(keys.root, limit=1)
+    if first and first[0][0].startswith(keys.schemas()):
+        records = store.scan_keys([keys.schemas()])[keys.schemas()]
+        first = store.scan(keys.root, start_after=records[-1], limit=1) if records else first
+    # the journal (x/) sorts last: a namespace whose first key is in it holds no data
+    return bool(first) and not first[0][0].startswith(keys.journal())
+
+
+
 def copy(source: Context, destination: Context, *, only: Sequence[HybridMeta] | None = None,
          replace: bool = False, batch_size: int = BATCH_SIZE, max_ops: int = MAX_TXN_OPS,
          progress: Callable[[int], Advance] | None = None, source_name: object = None) -> CopyResult:
@@ -311,9 +328,7 @@ def copy(source: Context, destination: Context, *, only: Sequence[HybridMeta] | 
             and source.namespace == destination.namespace:
         raise InvalidValueError(f"the source and destination are both namespace {source.namespace!r} of "
                                 f"{shown}; copy into another namespace or store")
-    # the journal (x/) sorts last: a namespace whose first key is in it holds no data
-    first = destination.persistent.scan(destination.keys.root, limit=1)
-    if not replace and first and not first[0][0].startswith(destination.keys.journal()):
+    if not replace and _holds_data(destination):
         raise DalError(f"namespace {destination.namespace!r} of {destination.persistent_url} is not empty; "
                        "copy into an empty namespace, or pass --replace to overwrite objects with the same "
                        "guid (objects only the destination holds are kept, and then fail the count check)")
