@@ -225,3 +225,32 @@ def test_clean_and_prune_refuse_a_stall_time_or_size_that_is_not_a_finite_number
     store = f"sqlite:///{tmp_path / 'a.sqlite3'}"
     assert main(["cache", "clean", "--stall-time", "nan", "--persistent", store, "--volatile", "memory://",
                  "--namespace", "inputs", "--hybrids", __name__]) == 2
+
+
+def test_arguments_of_the_wrong_type_are_typed_errors_and_change_nothing(tmp_path: Path) -> None:
+    """Python callers of ``dal.tools.cache`` get a DalError saying what is expected for an argument of
+    the wrong type (a string for a number, a list of pairs for ``where``), never a TypeError or an
+    AttributeError from inside, and nothing is removed or queued."""
+    context = configure(f"sqlite:///{tmp_path / 'a.sqlite3'}", f"memory://{uuid.uuid4().hex[:8]}",
+                        namespace="inputs")
+    gauge = _filled(context)
+    before = sorted(entry.key for entry in cache.entries(context))
+    calls: list[tuple[str, Callable[[], object]]] = [
+        ("limit must be a whole number", lambda: cache.entries(context, limit=2.5)),  # type: ignore[arg-type]
+        ("limit must be a whole number", lambda: cache.entries(context, limit="3")),  # type: ignore[arg-type]
+        ("kind must be a cache entry kind", lambda: cache.entries(context, kind=5)),  # type: ignore[arg-type]
+        ("unknown cache entry kind 5", lambda: cache.entries(context, kind=[5])),  # type: ignore[list-item]
+        ("max_size must be a number of bytes", lambda: cache.prune(context, "100")),  # type: ignore[arg-type]
+        ("max_size must be a number of bytes", lambda: cache.prune(context, None)),  # type: ignore[arg-type]
+        ("stall_time must be a number of seconds",
+         lambda: cache.clean(context, stall_time="60")),  # type: ignore[arg-type]
+        ("where must map field names to values",
+         lambda: cache.queue(context, "inputgauge", "reading", where=[("name", "kitchen")])),  # type: ignore[arg-type]
+        ("workers must be a whole number", lambda: cache.prefetch(context, workers=1.5)),  # type: ignore[arg-type]
+    ]
+    for said, call in calls:
+        with pytest.raises(DalError, match=said):
+            call()
+    assert sorted(entry.key for entry in cache.entries(context)) == before
+    assert _held(context, gauge, "reading")
+    assert cache.queued(context) == []

@@ -123,14 +123,17 @@ def entries(context: Context, *, kind: str | Sequence[str] | None = None, hybrid
     :func:`~dal.tools.cache.removal.prune` removes in); otherwise by key. ``limit`` keeps the
     first ``limit``.
     """
+    if kind is not None and not isinstance(kind, (str, Sequence)):
+        raise DalError(f"kind must be a cache entry kind or a sequence of them, not {kind!r}; "
+                       f"known: {', '.join(KINDS)}")
     kinds = (kind,) if isinstance(kind, str) else tuple(kind or ())
     for name in kinds:
-        if name not in KINDS:
+        if not isinstance(name, str) or name not in KINDS:
             raise DalError(f"unknown cache entry kind {name!r}; known: {', '.join(KINDS)}")
     if sort is not None and sort not in SORTS:
         raise DalError(f"cannot sort cache entries by {sort!r}; by one of {', '.join(SORTS)}")
-    if limit is not None and limit < 0:
-        raise DalError(f"limit must be 0 or more, not {limit}")
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise DalError(f"limit must be a whole number 0 or more, not {limit!r}")
     logical = None if hybrid is None else hybrid_name(hybrid)
     root = context.keys.cache_root
     found: list[Entry] = []

@@ -72,6 +72,8 @@ def queue(context: Context, hybrid: str, dynamic: str, where: Mapping[str, Any] 
 
     Return how many were added: one already queued is not queued again.
     """
+    if where is not None and not isinstance(where, Mapping):
+        raise DalError(f"where must map field names to values ({{'level': 1}}), not {where!r}")
     cls = registered(hybrid)
     meta = cls._meta
     if dynamic not in meta.dynamics:
@@ -180,8 +182,8 @@ def prefetch(context: Context, workers: int = 4,
     default the queue is listed now. One no longer queued by the time it is claimed is skipped, and
     so is one the model does not declare (left queued, listed in ``undeclared``).
     """
-    if workers < 1:
-        raise DalError(f"workers must be 1 or more, not {workers}")
+    if type(workers) is not int or workers < 1:
+        raise DalError(f"workers must be a whole number 1 or more, not {workers!r}")
     outcome = Prefetched()
     metas = {cls._meta.name: cls._meta for cls in hybrids.all()}
 

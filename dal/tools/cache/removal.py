@@ -130,7 +130,7 @@ def prune(context: Context, max_size: int) -> Pruned:
     """
     # NaN compares false both ways; an int too large for a float is still a size
     if not _non_negative(max_size):
-        raise DalError(f"max_size must be 0 or more bytes, not {max_size}")
+        raise DalError(f"max_size must be a number of bytes, 0 or more, not {max_size!r}")
     found = entries(context, sort="last_access")
     total = sum(entry.size for entry in found)
     chosen: list[Entry] = []
@@ -184,7 +184,7 @@ def clean(context: Context, stall_time: float = 60.0) -> list[str]:
     lease voids its fill (never caches a stale value); removing a lock lets the next caller compute.
     """
     if not _non_negative(stall_time):
-        raise DalError(f"stall_time must be 0 or more seconds, not {stall_time}")
+        raise DalError(f"stall_time must be a number of seconds, 0 or more, not {stall_time!r}")
     read: dict[str, object] = {}
     for entry in _stalled(context, entries(context, kind=HELD), stall_time):
         token = _read_stalled(context, entry)
@@ -285,6 +285,8 @@ def is_cached(obj: object, dynamic: str) -> bool:
 
 
 def _non_negative(value: float) -> bool:
-    """Tell whether ``value`` is a number 0 or more: NaN compares false both ways, and an int too
-    large for a float is still one."""
+    """Tell whether ``value`` is a number 0 or more (an int or a float, not a bool or a string): NaN
+    compares false both ways, and an int too large for a float is still one."""
+    if type(value) not in (int, float):
+        return False
     return value >= 0 and (isinstance(value, int) or math.isfinite(value))
