@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import sqlite3
 import threading
 from multiprocessing.connection import Connection
@@ -365,6 +366,35 @@ def test_a_path_with_uri_characters(tmp_path: Path) -> None:
     store = SqliteStore(parse_url("sqlite:///x"), str(path))
     assert store.commit([], [Put("k", b"v")]).ok
     assert path.is_file() and [p.name for p in tmp_path.iterdir() if p.suffix == ".db"] == [path.name]
+
+
+def test_a_path_starting_with_two_slashes_opens_the_file_it_names(tmp_path: Path) -> None:
+    # sqlite://///tmp/x.db names //tmp/x.db, which is /tmp/x.db: "file://tmp/..." read "tmp" as a host
+    # ("invalid uri authority: tmp")
+    path = tmp_path / "five.db"
+    store = open_store(f"sqlite:///{'/' + str(path)}")
+    assert store.path == "/" + str(path) and store.commit([], [Put("k", b"v")]).ok
+    same = open_store(f"sqlite:///{path}")
+    assert same.get("k") == Entry(b"v", 1) and same.identity() == store.identity()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["five.db", "five.db-shm", "five.db-wal"]
+
+
+def test_a_file_with_two_hard_links_is_refused(tmp_path: Path) -> None:
+    # SQLite names -wal and -shm after the path: processes opening the file through two links
+    # would each have their own, never see each other's commits and lose writes
+    first, second = tmp_path / "a.db", tmp_path / "b.db"
+    store = open_store(f"sqlite:///{first}")
+    assert store.commit([], [Put("k", b"v")]).ok
+    store.close()
+    os.link(first, second)
+    for path in (first, second):
+        with pytest.raises(ConfigurationError, match=re.escape(f"{path} has 2 hard links") + ".*one name"):
+            open_store(f"sqlite:///{path}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db", "b.db"]
+    second.unlink()  # one name again: it opens, its data as it was
+    assert open_store(f"sqlite:///{first}").get("k") == Entry(b"v", 1)
+    (tmp_path / "link.db").symlink_to(first)  # a symlink is no second name: SQLite follows it
+    assert open_store(f"sqlite:///{tmp_path / 'link.db'}").get("k") == Entry(b"v", 1)
 
 
 def test_closed_store_raises_backend_error(store: SqliteStore) -> None:

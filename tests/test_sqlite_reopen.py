@@ -10,15 +10,16 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from query_hybrids import Item
 
 from dal import configure
-from dal.backends.base import Entry, Put
+from dal.backends.base import Entry, Put, StoreReplacedError
 from dal.config import current
-from dal.exceptions import ConfigurationError
+from dal.exceptions import BackendError, ConfigurationError
 
 
 def save(url: str, key: str) -> None:
@@ -123,6 +124,35 @@ def test_a_context_still_holding_the_old_client_keeps_it(tmp_path: Path) -> None
     # not closed under it: the old context reads what it wrote, into the file it holds
     assert old.persistent.get("k") == Entry(b"old", 1)
     assert new.persistent.get("k") is None
+
+
+def test_a_new_thread_of_the_old_client_is_refused_not_given_the_new_file(tmp_path: Path) -> None:
+    """A thread started after the file was replaced used to open the new file under the old client
+    and its identity (cache keys): the client split across two files, others' caches left stale."""
+    path, backup = tmp_path / "app.db", tmp_path / "backup.db"
+    old = configure(f"sqlite:///{path}", namespace="reopen").persistent
+    assert old.commit([], [Put("k", b"old")]).ok
+    copy_database(path, backup)
+    assert old.commit([], [Put("k", b"newer")]).ok
+    remove_database(path)
+    os.replace(backup, path)  # a backup restored in place
+    failures: list[BaseException] = []
+
+    def new_thread() -> None:
+        try:
+            old.commit([], [Put("from-new-thread", b"v")])
+        except BackendError as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=new_thread)
+    thread.start()
+    thread.join()
+    assert len(failures) == 1 and isinstance(failures[0], StoreReplacedError), failures
+    assert "replaced" in str(failures[0]) and "configure() again" in str(failures[0])
+    assert keys_another_process_sees(path) == ["k"]  # nothing written into the restored file
+    assert old.get("k") == Entry(b"newer", 2)  # the thread that had a connection keeps its file
+    new = configure(f"sqlite:///{path}", namespace="reopen").persistent
+    assert new is not old and new.identity() != old.identity() and new.get("k") == Entry(b"old", 1)
 
 
 def test_the_old_files_wal_left_at_the_path_is_refused(tmp_path: Path) -> None:

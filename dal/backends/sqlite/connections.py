@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import shlex
 import sqlite3
 import threading
 import time
@@ -20,6 +19,8 @@ import weakref
 from typing import NoReturn
 from urllib.parse import quote
 
+from dal.backends.base import StoreReplacedError
+from dal.backends.sqlite.location import check_location
 from dal.backends.sqlite.refusals import refused
 from dal.backends.url import StoreURL
 from dal.exceptions import BackendError, ConfigurationError
@@ -100,17 +101,6 @@ def _inode(path: str) -> tuple[int, int] | None:
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
     return [str(row[1]) for row in conn.execute("SELECT * FROM pragma_table_info(?)", (table,))]
-
-
-def _file_in_the_way(directory: str) -> str | None:
-    """Return the nearest existing ancestor of ``directory`` (itself included) when it is not a
-    directory (a regular file, say), else None."""
-    while directory and not os.path.exists(directory):
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            return None
-        directory = parent
-    return directory if directory and not os.path.isdir(directory) else None
 
 
 class _ThreadMark:
@@ -228,17 +218,47 @@ class SqliteConnections:
                 if owner != pid:
                     self._inherited.append(conn)
                     self._connections.pop(token, None)
-            prepare = self._ready_pid != pid
-        before = None
+            prepare, first = self._ready_pid != pid, self._ready_pid == 0
         if prepare:
-            self._check_location()
-            before = _inode(self.path)
+            check_location(self.path, self.mode)
+        before = _inode(self.path)
+        if not first and before != self._file:
+            self._replaced()  # a thread (or forked child) of this client would open another file
+        conn = self._open(prepare)
+        # the connection holds the file at the path, unless it was replaced while it opened (then
+        # the two looks differ: the first connection's client is then not current, configure()
+        # opens anew; a later connection of the client, into a file not the client's, is refused)
+        after = _inode(self.path)
+        if first:
+            self._file = after if before in (None, after) else None
+        elif after != self._file:
+            conn.close()
+            self._replaced()
+        if prepare:
+            self._sides = (_inode(self.path + "-wal"), _inode(self.path + "-shm"))
+        token = next(self._tokens)
+        mark = _ThreadMark()
+        # the finalizer holds the connection and a weak reference to the store, never the mark
+        weakref.finalize(mark, _release, weakref.ref(self), token, conn, pid).atexit = False
+        with self._lock:
+            self._connections[token] = (pid, conn)
+            self._ready_pid = pid
+        local = self._local
+        # the mark's only reference: when this thread ends, it goes, and closes the connection
+        local.mark, local.conn, local.pid = mark, conn, pid
+        return conn
+
+    def _open(self, prepare: bool) -> sqlite3.Connection:
+        """Connect to the file at the path, preparing it when ``prepare``; SQLite's errors typed."""
+        # a URI, so that mode=rw opens only an existing file, whoever deletes it meanwhile; quoted
+        # from the path's bytes, so a name that is not UTF-8 (held with surrogates, as os.fsdecode
+        # gives it) names its file byte for byte; an absolute path after "file://" (no host), so
+        # that one starting with "//" is not read as a host name
+        name = quote(os.fsencode(self.path))
+        uri = f"file://{name}?mode={self.mode}" if name.startswith("/") else f"file:{name}?mode={self.mode}"
         try:
-            # a URI, so that mode=rw opens only an existing file, whoever deletes it meanwhile;
-            # quoted from the path's bytes, so a name that is not UTF-8 (held with surrogates, as
-            # os.fsdecode gives it) names its file byte for byte
-            conn = sqlite3.connect(f"file:{quote(os.fsencode(self.path))}?mode={self.mode}", uri=True,
-                                   timeout=self.timeout, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False)
         except sqlite3.Error as exc:
             raise BackendError(
                 f"cannot open sqlite database {self.path}: {described(exc, self.path)}") from exc
@@ -256,46 +276,14 @@ class SqliteConnections:
                     "SQLite database, or a path where no file is yet (dal creates one there)") from exc
             raise BackendError(
                 f"cannot prepare sqlite database {self.path}: {described(exc, self.path)}") from exc
-        if prepare:
-            # the connection holds the file now; the one at the path is that file unless it was
-            # replaced while it opened (then the two looks differ, and configure() opens anew)
-            after = _inode(self.path)
-            self._file = after if before in (None, after) else None
-            self._sides = (_inode(self.path + "-wal"), _inode(self.path + "-shm"))
-        token = next(self._tokens)
-        mark = _ThreadMark()
-        # the finalizer holds the connection and a weak reference to the store, never the mark
-        weakref.finalize(mark, _release, weakref.ref(self), token, conn, pid).atexit = False
-        with self._lock:
-            self._connections[token] = (pid, conn)
-            self._ready_pid = pid
-        local = self._local
-        # the mark's only reference: when this thread ends, it goes, and closes the connection
-        local.mark, local.conn, local.pid = mark, conn, pid
         return conn
 
-    def _check_location(self) -> None:
-        """Refuse a database path naming a directory, or whose directory (or, with ``mode=rw``,
-        whose file) does not exist."""
-        directory = os.path.dirname(self.path)
-        if os.path.isdir(self.path):
-            raise ConfigurationError(
-                f"sqlite database {self.path} is a directory, not a file; name a database file, "
-                f"one in it for instance (sqlite:///{os.path.join(self.path, 'dal.sqlite3')})")
-        blocking = _file_in_the_way(directory)
-        if blocking is not None:
-            raise ConfigurationError(
-                f"sqlite database {self.path} cannot be in {directory}: {blocking} is a file, not a "
-                "directory; correct the path (dal never creates directories, nor removes files)")
-        if not os.path.isdir(directory):
-            raise ConfigurationError(
-                f"the directory {directory} of sqlite database {self.path} does not exist; create it "
-                f"(mkdir -p {shlex.quote(directory)}) or correct the path: dal never creates directories")
-        if self.mode == "rw" and not os.path.exists(self.path):
-            raise ConfigurationError(
-                f"sqlite database {self.path} does not exist (opened with mode=rw, which never "
-                "creates one); correct the path, or create the database first (without mode=rw: "
-                "dal load, dal migrate or dal demo create a missing file)")
+    def _replaced(self) -> NoReturn:
+        raise StoreReplacedError(
+            f"sqlite database {self.path} was deleted or replaced (a copy restored in its place, say) "
+            "since this client opened it: a new thread's connection would open the file there now, "
+            "splitting the client across two files under the old one's cache keys; call configure() "
+            "again (or restart the process) to use the file there now")
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         """Switch the file to WAL and create the tables, waiting up to the store's timeout.

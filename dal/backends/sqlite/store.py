@@ -271,9 +271,10 @@ class SqliteStore(SqliteTokens):
     def identity(self) -> str:
         """Return the name written into the file when it was created, with the file's device and inode.
 
-        The same through any path (a symlink, a hard link); another for a copy of the file, which
-        carries the name too, and for a copy restored in its place: its cache entries and the
-        revisions a process saw of it are another store's.
+        The same through any path (a symlink; a file with several hard links is refused, see
+        ``location``); another for a copy of the file, which carries the name too, and for a copy
+        restored in its place: its cache entries and the revisions a process saw of it are another
+        store's.
         """
         if self._identity is None:
             try:
