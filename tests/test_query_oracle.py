@@ -23,6 +23,7 @@ from query_hybrids import Item, Kind, Site
 
 from dal import DataList, configure
 from dal.backends.base import DeletePrefix
+from dal.exceptions import InvalidQueryError
 
 PAIRS = [("memory", "memory"), ("sqlite", "memory"), ("etcd", "memcached")]
 NAMES = ["disk1", "disk2", "disk10", "Disk2", "vol", "VOL1", ""]
@@ -361,9 +362,25 @@ def container_conditions(draw: st.DrawFn) -> tuple[Any, ...]:
     operator = draw(st.sampled_from(operators))
     if operator == "IN":
         return (field, operator, draw(st.lists(whole, max_size=3)), *case)
-    if operator == "CONTAINS":
-        return (field, operator, draw(CONTAINED), *case)
+    if operator == "CONTAINS":  # sometimes with its lists as tuples: no stored element is one, so refused
+        return (field, operator, draw(st.one_of(CONTAINED, CONTAINED.map(_tupled))), *case)
     return (field, operator, draw(whole), *case)
+
+
+def _tupled(value: Any) -> Any:
+    """Turn every list in ``value`` into a tuple, at any depth."""
+    if isinstance(value, list):
+        return tuple(_tupled(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _tupled(item) for key, item in value.items()}
+    return value
+
+
+def _holds_tuple(value: Any) -> bool:
+    if isinstance(value, tuple):
+        return True
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(_holds_tuple(item) for item in items)
 
 
 _LIKE: dict[Any, Any] = {True: 1, False: 0.0, "a": "A", "é": "É", "A": "a"}
@@ -469,6 +486,12 @@ def test_container_values_agree_with_brute_force(pair: tuple[str, str], request:
             return {guid for guid, held in results.items() if combine(held)}
 
         generated = [_bind_looks(query, rows) for query in generated]
+        refused = [query for query in generated if any(
+            operator == "CONTAINS" and _holds_tuple(value) for _, operator, value, *_ in query["items"])]
+        for query in refused:  # a tuple is never a stored element, nor cached as the list it dumps as
+            with pytest.raises(InvalidQueryError, match="compare with a list"):
+                DataList(Bag, query)
+        generated = [query for query in generated if query not in refused]
         for _ in range(2):  # computed, then (where cacheable) from the result cache
             for query in generated:
                 assert set(DataList(Bag, query).guids) == truth(query), query

@@ -6,6 +6,8 @@ hand-written ``IN`` refuses."""
 from __future__ import annotations
 
 import datetime as dt
+from collections import OrderedDict
+from enum import IntEnum
 from typing import Annotated, Any, Optional
 
 import pytest
@@ -180,6 +182,43 @@ def test_a_boolean_never_orders_against_a_number(context: Context) -> None:
 def test_a_value_json_cannot_store_is_refused_when_the_query_is_built(item: tuple[Any, ...]) -> None:
     with pytest.raises(InvalidQueryError):  # not a UnicodeEncodeError or a ValueError when it runs
         DataList(Item, {"items": [item]})
+
+
+class Loose(DataObject, hybrid_name="qvloose"):
+    """Untyped containers: any JSON element, stored as JSON (a tuple or a set as a list)."""
+
+    __properties: list[Property[Any]] = [Property("name", str), Property("pair", tuple, mandatory=False),
+                                         Property("bag", frozenset, mandatory=False)]
+
+
+class Level(IntEnum):
+    ONE = 1
+
+
+@pytest.mark.parametrize("value, refused", [
+    (("x", 1), r"holds a tuple .*compare with a list"), ([["x", ("y",)]], r"\[0\]\[1\] holds a tuple"),
+    ({1}, r"holds a set .*compare with a list"), (frozenset({"x"}), r"holds a frozenset"),
+    ({1: "x"}, r"has the key 1; JSON object keys are strings"),
+    ({1: "x", "b": 2}, r"has the key 1"),  # was accepted, then digest() raised a raw TypeError
+    ({"k": [{2: "x"}]}, r"has the key 2")])
+def test_contains_on_an_untyped_container_takes_json_data_only(value: Any, refused: str) -> None:
+    """An element of an untyped list, tuple or set is stored as JSON data: anything else is refused as
+    an assignment refuses it, not compared (never equal) and cached under the digest of its JSON text."""
+    for hybrid, field in [(Item, "tags"), (Loose, "pair"), (Loose, "bag")]:
+        with pytest.raises(InvalidQueryError, match=rf"{hybrid.__name__}\.{field} CONTAINS takes an element "
+                                                   rf"as the field stores it, and the value.*{refused}"):
+            DataList(hybrid, {"items": [(field, "CONTAINS", value)]})
+
+
+def test_contains_on_an_untyped_list_compares_the_stored_json_form(context: Context) -> None:
+    Item(data={"name": "a", "tags": [["x", 1], 1, {"k": "v"}, "gold"]}).save()
+    Item(data={"name": "b", "tags": ["x"]}).save()
+    condition = compile_query(Item._meta, {"items": [("tags", "CONTAINS", Level.ONE)]}).items[0]
+    assert isinstance(condition, Condition) and type(condition.value) is int  # the value the filter compares
+    for _ in range(2):  # computed, then from the result cache: each under the digest of what it compares
+        for value, expected in [(Level.ONE, ["a"]), (1, ["a"]), (["x", 1], ["a"]), ("x", ["b"]),
+                                (OrderedDict(k="v"), ["a"]), (1.0, []), ([1, "x"], [])]:
+            assert _names(DataList(Item, {"items": [("tags", "CONTAINS", value)]})) == expected, value
 
 
 # --- relations compared with an object ---------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -23,10 +22,10 @@ from dal.exceptions import InvalidQueryError, InvalidValueError
 from dal.model.expressions import MAX_DEPTH
 from dal.objects.dataobject import DataObject
 from dal.objects.origin import check_compared
-from dal.query.declared import bare, element, stringlike
+from dal.query.contains import Either, contained
+from dal.query.declared import bare
 from dal.query.ordering import COMPARE, Parse, comparable, orderable, ordering_test
 from dal.structures import GUID_RULE, Dynamic, Property, Relation, is_guid
-from dal.type_digest import json_schema
 from dal.validators import Validator, non_finite
 from dal.values import fold, same
 
@@ -150,20 +149,12 @@ def _condition(meta: HybridMeta, item: Any, where: str) -> Node:
     label = f"{where}: {field.meta.cls.__name__}.{field.name}"
     _storable(value, label)  # first: the repr of an int past Python's digit limit raises, in any message
     converted = _value(field, operator, value, label)
-    if isinstance(converted, _Either):  # an element stored in several forms: any of them is contained
+    if isinstance(converted, Either):  # an element stored in several forms: any of them is contained
         return Group(WhereOperator.OR, tuple(Condition(field, operator, form, sensitive)
                                              for form in converted.forms))
     _storable(converted, label)
     moment = _orderable(field) if operator in ORDERING else None
     return Condition(field, operator, converted, sensitive, moment)
-
-
-@dataclass(frozen=True)
-class _Either:
-    """The JSON forms CONTAINS looks for when its element is stored otherwise in different places of a
-    fixed-shape tuple (see :func:`dal.query.declared.element`)."""
-
-    forms: tuple[Any, ...]
 
 
 def resolve_field(meta: HybridMeta, text: Any, where: str = "field") -> Field:
@@ -248,7 +239,7 @@ def _value(field: Field, operator: Operator, value: Any, label: str) -> Any:
         items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else list(value)
         return tuple(_one(field, item, label) for item in items)
     if operator is Operator.CONTAINS:
-        return _contained(field, value, label)
+        return contained(_declared_type(field), field.kind, field.validator, value, label)
     if operator in ORDERING:
         if value is None:
             raise InvalidQueryError(f"{label} {operator.value} None compares with nothing; "
@@ -274,56 +265,12 @@ def _one(field: Field, value: Any, label: str) -> Any:
         raise InvalidQueryError(f"{label}: the value does not fit the field: {exc}") from None
 
 
-def _contained(field: Field, value: Any, label: str) -> Any:
-    declared = bare(_declared_type(field))
-    if stringlike(declared) or field.kind in ("guid", "relation") or _string_enum(field):
-        if not isinstance(value, str):
-            raise InvalidQueryError(f"{label} is a string; CONTAINS on it takes a substring, not {value!r}")
-        return value
-    if declared in (list, tuple, set, frozenset):
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            raise InvalidQueryError(f"{label} CONTAINS takes a JSON value, not {value!r}") from None
-        return value
-    origin, arguments = typing.get_origin(declared), typing.get_args(declared)
-    if origin in (list, tuple, set, frozenset) and arguments:
-        # list[str], set[int], tuple[int, ...], tuple[int, str]: an element, checked against an
-        # element type, in its JSON form
-        kinds = [argument for argument in dict.fromkeys(arguments) if argument is not ...]
-        forms = element(label, kinds, value)
-        return forms[0] if len(forms) == 1 else _Either(tuple(forms))
-    if _stored_as_text(field):  # HttpUrl, EmailStr, a UUID: CONTAINS takes a substring of the stored text
-        if not isinstance(value, str):
-            raise InvalidQueryError(f"{label} is stored as text; CONTAINS on it takes a substring, "
-                                    f"not {value!r}")
-        return value
-    raise InvalidQueryError(f"{label} is not a string or a list; CONTAINS works on those only")
-
-
-#: JSON schema formats of text that stands for a time or a duration, not words: no substring of it means much
-_TIMES = frozenset({"date-time", "date", "time", "duration"})
-
-
-def _stored_as_text(field: Field) -> bool:
-    """Tell whether the field's type is stored as a JSON string (its JSON schema says so) that is not a
-    time (an ISO text, whose substrings are no query: compare it with LT/GT)."""
-    adapter = getattr(field.validator, "adapter", None)
-    schema = json_schema(adapter) if adapter is not None else None
-    return schema is not None and schema.get("type") == "string" and schema.get("format", "") not in _TIMES
-
-
 def _declared_type(field: Field) -> Any:
     if field.kind == "property":
         return field.meta.properties[field.name].property_type
     if field.kind == "dynamic":
         return field.meta.dynamics[field.name].return_type
     return str
-
-
-def _string_enum(field: Field) -> bool:
-    enum = field.validator.enum if field.validator is not None else None
-    return enum is not None and all(isinstance(item, str) for item in enum)
 
 
 def _numeric(field: Field) -> bool:
