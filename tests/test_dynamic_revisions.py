@@ -15,15 +15,16 @@ import sys
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import persistent_url_for, volatile_url_for
+from conftest import at_once, persistent_url_for, volatile_url_for
 from dynamic_hybrids import CALLS, Gauge
 
 from dal import DataObject, Dynamic, Property, configure
-from dal.backends.base import DeletePrefix
+from dal.backends.base import DeletePrefix, Put
 from dal.config import Context
 from dal.objects.dynamics_tags import dumps
 
@@ -43,6 +44,20 @@ class RevisionBasket(DataObject):
     def _total(self) -> int:
         CALLS["total", self.guid] += 1
         return sum(self.items)
+
+
+class RevisionSpelt(DataObject):
+    """Typed fields whose stored spelling may not be the one this version writes."""
+
+    __properties: list[Property[Any]] = [
+        Property("tags", set[str], default=set()), Property("when", datetime, mandatory=False),
+        Property("samples", list[float], default=[])]
+    __dynamics = [Dynamic("summary", str, 60, locked=True)]
+
+    def _summary(self) -> str:
+        CALLS["summary", self.guid] += 1
+        time.sleep(0.2)  # long enough for every concurrent reader to miss before it is stored
+        return f"{sorted(self.tags)} {self.when} {sum(self.samples)}"
 
 
 @pytest.fixture(params=STORES, ids=[f"{p}+{v}{'+signed' if s else ''}" for p, v, s in STORES])
@@ -244,3 +259,67 @@ def test_an_object_saved_at_a_revision_not_known_caches_nothing(
     assert obj.plain == 20 and obj.reading
     assert cached(stores, obj, "plain") is None and cached(stores, obj, "reading") is None
     assert stat(stores, obj, "plain", "unshared") == 1
+
+
+#: a field, and how a document stored by an earlier version or another client spells its value
+SPELLINGS = {"a set not sorted": ("tags", ["c", "b", "a"]),
+             "a datetime ending +00:00": ("when", "2024-01-01T00:00:00+00:00"),
+             "ints before the list was widened to floats": ("samples", [1, 2, 3])}
+
+
+@pytest.mark.parametrize(("field", "spelt"), list(SPELLINGS.values()), ids=list(SPELLINGS))
+def test_a_stored_document_spelt_otherwise_than_dal_writes_it_still_fills_the_cache(
+        stores: Context, field: str, spelt: Any) -> None:
+    """An object only loaded is its stored revision, however the document spells its values: its value
+    is cached, and computed once by concurrent locked readers. It used to be compared with the stored
+    text, as a save does, so it counted as changed and computed on every read."""
+    obj = RevisionSpelt(data={"tags": {"a", "b", "c"}, "when": datetime(2024, 1, 1, tzinfo=timezone.utc),
+                              "samples": [1.0, 2.0, 3.0]})
+    obj.save()
+    doc_key = stores.keys.doc("revisionspelt", obj.guid)
+    entry = stores.persistent.get(doc_key)
+    assert entry is not None
+    document = json.loads(entry.value)
+    assert json.dumps(document[field]) != json.dumps(spelt), "dal writes it otherwise"
+    raw = json.dumps({**document, field: spelt}).encode()
+    assert stores.persistent.commit([], [Put(doc_key, raw)]).ok
+    stores.volatile.delete(stores.keys.cached_doc("revisionspelt", obj.guid))  # dal's spelling, cached
+    loaded = RevisionSpelt(obj.guid)
+    assert loaded._raw == raw and loaded.summary == "['a', 'b', 'c'] 2024-01-01 00:00:00+00:00 6.0"
+    assert cached(stores, loaded, "summary") == (loaded.summary, loaded._revision)
+    loaded.invalidate_dynamics()
+    assert set(at_once(4, lambda: RevisionSpelt(obj.guid).summary)) == {loaded.summary}
+    assert CALLS["summary", obj.guid] == 2 and stat(stores, obj, "summary", "unshared") == 0
+    loaded.samples.append(4.0)  # a change in place is still a change
+    loaded.invalidate_dynamics()
+    assert loaded.summary.endswith(" 10.0") and cached(stores, obj, "summary") is None
+    assert stat(stores, obj, "summary", "unshared") == 1
+
+
+@pytest.mark.parametrize("volatile", ["memory", pytest.param("memcached", marks=pytest.mark.memcached)])
+def test_an_object_loaded_under_another_store_never_reads_nor_fills_its_cache(
+        request: pytest.FixtureRequest, tmp_path: Path, namespace: str, volatile: str) -> None:
+    """An object loaded from store A and kept, read after configure() switched to B (which holds a copy
+    of it, as ``dal copy`` makes): it computes from its own fields, and leaves nothing in B's cache. It
+    used to cache A's value there, tagged with A's revision (ahead of the copy's), which B's own
+    readers were then served."""
+    cache = volatile_url_for(volatile, request)
+    first = configure(f"sqlite:///{tmp_path / 'a.sqlite3'}", cache, namespace=namespace)
+    kept = gauge(1)
+    for level in (2, 3, 4):  # A's revisions run ahead of the copy's
+        kept.level = level
+        kept.save()
+    entry = first.persistent.get(first.keys.doc("gauge", kept.guid))
+    assert entry is not None
+    second = configure(f"sqlite:///{tmp_path / 'b.sqlite3'}", cache, namespace=namespace)
+    copied = json.dumps({**json.loads(entry.value), "level": 7}).encode()
+    assert second.persistent.commit([], [Put(second.keys.doc("gauge", kept.guid), copied)]).ok
+    assert kept.plain == 40 and kept.reading, "its own fields"
+    assert cached(second, kept, "plain") is None and cached(second, kept, "reading") is None
+    assert second.volatile.get(second.keys.cached_dynamic("gauge", kept.guid, "reading") + "/lock") is None
+    assert stat(second, kept, "plain", "unshared") == 1
+    fresh = Gauge(kept.guid)
+    assert fresh._revision < kept._revision and fresh.plain == 70
+    assert cached(second, kept, "plain") == (70, fresh._revision)
+    assert kept.plain == 40, "nor is it served this store's value"
+    assert CALLS["plain", kept.guid] == 3

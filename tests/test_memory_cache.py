@@ -129,6 +129,16 @@ def test_expired_entries_vanish_from_entries_and_size() -> None:
     assert cache.total_size == size_of("long", b"y")
 
 
+def test_total_size_drops_expired_entries_first() -> None:
+    """Read first, before any other call: it used to count an expired entry until another call dropped it."""
+    cache = make()
+    cache.set("short", b"x", 0.05)
+    cache.set("long", b"y", 0)
+    time.sleep(0.1)
+    assert cache.total_size == size_of("long", b"y")
+    assert [record.key for record in cache.entries()] == ["long"]
+
+
 def test_negative_ttl_stores_nothing() -> None:
     cache = make()
     cache.set("k", b"old", 0)

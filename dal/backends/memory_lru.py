@@ -9,6 +9,8 @@ cache holds, not only its payload.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,7 +69,8 @@ def charge(key: str, value: bytes) -> int:
 class ByteBoundedLru:
     """Slots in least-recently-used order, their summed charge, and eviction down to a bound.
 
-    Not thread-safe: the cache built on it holds its lock around every call.
+    Not thread-safe: the cache built on it holds its lock (``_lock``) around every call, and drops
+    the entries whose TTL ran out (``_expire``, under that lock), which only it knows of.
     """
 
     def __init__(self, max_size: int) -> None:
@@ -75,6 +78,7 @@ class ByteBoundedLru:
         self.max_size = max_size
         self._slots: OrderedDict[str, Slot] = OrderedDict()  # least recently used first
         self._size = 0
+        self._lock = threading.Lock()
         #: keys the bound never evicts nor refuses (see :meth:`pin`): key endings, then a predicate
         self._pinned: tuple[tuple[str, ...], Callable[[str], bool]] | None = None
 
@@ -92,8 +96,15 @@ class ByteBoundedLru:
 
     @property
     def total_size(self) -> int:
-        """Return the summed charge of held entries (expired ones count until the next call drops them)."""
-        return self._size
+        """Return the summed charge of live entries: expired ones are dropped first, as by any call."""
+        with self._lock:
+            self._expire()
+            return self._size
+
+    def _expire(self) -> float:
+        """Drop every entry whose TTL ran out (none here: the cache built on it keeps the deadlines);
+        return the time used (``time.monotonic()``). Called with the lock held."""
+        return time.monotonic()
 
     def _fits(self, key: str, size: int) -> bool:
         """Tell whether an entry charged ``size`` can be held at all (a pinned key always can)."""

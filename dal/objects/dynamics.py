@@ -16,14 +16,16 @@ there is no lock to take either: every caller computes, without waiting.
 
 A fill's lease must outlast the computation, or the value is never cached (its ``cas`` finds
 the lease expired) and, locked, each waiter in turn takes the lock and computes again. So a
-dynamic's lease lasts its ``lock_timeout`` (the longest its loader may run, locked or not) and
-a margin, never less than the cache's own lease (:func:`fill_lease`).
+dynamic's lease lasts its ``lock_timeout`` (which the application sets to its loader's longest
+run, locked or not) and a margin, never less than the cache's own lease (:func:`fill_lease`).
 
 A value is cached as ``[<value>,<revision>,"<digest>"]`` (:mod:`dal.objects.dynamics_tags`): the
 revision of the object it was computed from, and a digest of the type its class declares.
 Only an object that is a stored revision fills the cache: a new one, one with unsaved changes,
 one whose last save has an unknown outcome, or one older than a revision this process has seen
-computes its value for itself and caches nothing (its fields are not what everyone else reads).
+computes its value for itself and caches nothing (its fields are not what everyone else reads;
+:mod:`dal.objects.dynamics_owner`). One loaded under another store or namespace than the current
+``configure()``'s neither reads nor fills this one's cache: it computes its own value too.
 A reader whose object is newer than the cached value's revision reads it as a miss: it removes
 that value (only if it is still the one read) and computes again. So a value computed by an
 object loaded before another process's save (which no lease can catch: the save came first)
@@ -38,34 +40,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from dal.cache import owners
 from dal.cache.leases import LeasedCache
-from dal.cache.seen import FRESH
 from dal.config import Context, current
 from dal.exceptions import BackendError
-from dal.model.meta import HybridMeta
 from dal.objects.decoding import UNTAGGED, loads_value
+from dal.objects.dynamics_owner import Owner, stored_revision
 from dal.objects.dynamics_tags import dumps, loads_typed, tail
-from dal.objects.transaction import changes, decode
+from dal.objects.origin import loaded_elsewhere
 from dal.structures import Dynamic
-
-
-class Owner(Protocol):
-    """What reading a dynamic needs of its object (a ``DataObject``): its guid, its hybrid, its
-    revision, and its fields as stored (``_document``), to tell whether they are that revision's."""
-
-    @property
-    def guid(self) -> str: ...
-
-    @property
-    def _meta(self) -> HybridMeta: ...
-
-    @property
-    def _revision(self) -> int: ...
-
-    def _document(self) -> dict[str, Any]: ...
 
 #: first and longest pause between two looks at a value another caller is computing
 POLL_FIRST = 0.002
@@ -80,8 +65,8 @@ _GET: Any = object()
 
 
 def fill_lease(cache: LeasedCache, spec: Dynamic) -> float:
-    """Return how long a fill of ``spec`` holds its lease: ``lock_timeout``, the longest its loader
-    may run, and a margin, at least the cache's own lease TTL."""
+    """Return how long a fill of ``spec`` holds its lease: ``lock_timeout`` (set to its loader's
+    longest run) and a margin, at least the cache's own lease TTL."""
     return max(cache.lease_ttl, spec.lock_timeout + LEASE_MARGIN)
 
 
@@ -105,6 +90,8 @@ def read(obj: Owner, spec: Dynamic, fetched: Any = _GET) -> Any:
     revision = obj._revision
     if known is None or known[0] is not context.keys or known[1] != obj.guid or known[5] != revision:
         known = _names(context, obj, spec)
+        if known is None:  # loaded under another configure(): this store's cache is not its own
+            return _elsewhere(context, obj, spec)
     _, _, key, label, hits, _, tail = known
     payload = context.dynamics.get(key) if fetched is _GET else fetched
     if payload is None:
@@ -148,11 +135,14 @@ def read_many(objs: Sequence[Owner], spec: Dynamic) -> list[Any]:
         return [read(obj, spec) for obj in objs]  # nothing cached, or nothing to batch
     context = current()
     context.check_local_cache()  # once for the batch: what ``read`` does before its own get
-    keys = [_names(context, obj, spec)[2] for obj in objs]
-    found = context.dynamics.get_many(list(dict.fromkeys(keys)), count=False)
+    # None: an object loaded under another configure(), which reads nothing cached here (``_elsewhere``)
+    keys = [None if known is None else known[2] for known in (_names(context, obj, spec) for obj in objs)]
+    wanted = dict.fromkeys(key for key in keys if key is not None)
+    found = context.dynamics.get_many(list(wanted), count=False)
     values: list[Any] = [_GET] * len(objs)
     for index, obj in enumerate(objs):
-        payload = found.get(keys[index])
+        key = keys[index]
+        payload = None if key is None else found.get(key)
         if payload is not None:
             values[index] = read(obj, spec, payload)
     for index, obj in enumerate(objs):
@@ -176,8 +166,9 @@ def _unserved(context: Context, obj: Owner, spec: Dynamic, key: str, label: str,
 _Names = tuple[object, str, str, str, str, int, str]
 
 
-def _names(context: Context, obj: Owner, spec: Dynamic) -> _Names:
-    """Build, and keep in the object, the cache key and the statistics labels of ``spec`` of ``obj``.
+def _names(context: Context, obj: Owner, spec: Dynamic) -> _Names | None:
+    """Build, and keep in the object, the cache key and the statistics labels of ``spec`` of ``obj``;
+    None, keeping nothing, for an object loaded under another store or namespace (:func:`_elsewhere`).
 
     Building them costs more per cached read than finding them again (measured: the key, the
     label and its ``hits`` are three string builds), so ``read`` finds them in the object; they
@@ -185,12 +176,25 @@ def _names(context: Context, obj: Owner, spec: Dynamic) -> _Names:
     guid and the name, and are built again when the keys or the guid are not those they were
     built for, or the object is at another revision (saved or refreshed since).
     """
+    if loaded_elsewhere(obj, context) is not None:
+        return None
     names: dict[Dynamic, _Names] = obj.__dict__.setdefault("_dynamic_names", {})
     keys, guid, hybrid, revision = context.keys, obj.guid, obj._meta.name, obj._revision
     label = f"dynamic.{hybrid}.{spec.name}."
     known = names[spec] = (keys, guid, keys.cached_dynamic(hybrid, guid, spec.name), label, label + "hits",
                            revision, tail(revision, spec.validator.digest))
     return known
+
+
+def _elsewhere(context: Context, obj: Owner, spec: Dynamic) -> Any:
+    """Compute the value of an object loaded under another store or namespace than ``context``'s,
+    neither reading nor filling this store's cache (counted ``unshared``): its fields are the other
+    store's revision, which this store's readers must never be served, nor it theirs. Its own fields
+    are readable, so its dynamics are too, as its saves, deletes and reverse lists are not."""
+    label = f"dynamic.{obj._meta.name}.{spec.name}."
+    for event in ("dynamic_misses", label + "misses", label + "unshared"):
+        context.stats.add(event)
+    return _value(spec, _compute(context, obj, spec, label, obj._revision))
 
 
 def _miss(context: Context, obj: Owner, spec: Dynamic, key: str, label: str) -> Any:
@@ -202,7 +206,7 @@ def _miss(context: Context, obj: Owner, spec: Dynamic, key: str, label: str) -> 
     def compute() -> bytes:
         return _compute(context, obj, spec, label, revision)
 
-    if not _stored_revision(context, obj):
+    if not stored_revision(context, obj):
         # its value is its own: neither cached nor waited for (no lock to take either)
         stats.add(label + "unshared")
         return _value(spec, compute())
@@ -221,28 +225,6 @@ def _miss(context: Context, obj: Owner, spec: Dynamic, key: str, label: str) -> 
         stats.add(label + "mistyped")
         _drop(cache, key, payload)
         return _value(spec, compute())
-
-
-def _stored_revision(context: Context, obj: Owner) -> bool:
-    """Tell whether ``obj``'s fields are those of its stored revision, and no older than any revision
-    of it this process has seen: only then is a value computed from them everyone's to read.
-
-    Run on a miss only (the computation it precedes costs more): it compares the object with the
-    document it was loaded as, as ``save()`` does, so a list changed in place counts as a change.
-    """
-    state = obj.__dict__
-    raw, revision = state.get("_raw"), state.get("_revision", 0)
-    if raw is None or revision <= 0 or "_uncertain" in state:
-        return False  # new, deleted, saved without a known revision, or a save's outcome unknown
-    meta = obj._meta
-    if context.seen.verdict(meta.name, obj.guid, revision) is not FRESH:
-        return False  # loaded before a revision this process has read or written since
-    try:
-        stored = meta.with_defaults(decode(raw))  # fields it lacks are read as their defaults
-        _, changed = changes(meta, stored, obj._document(), {})
-    except (TypeError, ValueError):
-        return False  # a value changed in place that no longer encodes: not what is stored
-    return not changed
 
 
 def _compute(context: Context, obj: Owner, spec: Dynamic, label: str, revision: int) -> bytes:

@@ -1,0 +1,72 @@
+"""The object a dynamic is read of (:class:`Owner`), and whether a value computed from it is everyone's.
+
+Only an object whose fields are those of its stored revision fills the cache, and only under the
+``configure()`` it was loaded under (:mod:`dal.objects.dynamics` checks that). Its fields are
+compared with its stored document as this version of the model reads it, not as it is spelled: a
+document stored by an earlier version or another client (a set in another order, a datetime ending
+``+00:00``, ints in a list a widened model declares of floats) is the revision everyone loads, and
+an object only loaded from it is unchanged. A save compares the object with the raw document (and
+writes each field again in this version's spelling); here that would call every such object changed,
+so its dynamics would never be cached nor locked.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from dal.cache.seen import FRESH
+from dal.config import Context
+from dal.model.meta import HybridMeta
+from dal.objects.decoding import document as decode
+from dal.values import same
+
+
+class Owner(Protocol):
+    """What reading a dynamic needs of its object (a ``DataObject``): its guid, its hybrid, its
+    revision, and its fields as stored (``_document``), to tell whether they are that revision's."""
+
+    @property
+    def guid(self) -> str: ...
+
+    @property
+    def _meta(self) -> HybridMeta: ...
+
+    @property
+    def _revision(self) -> int: ...
+
+    def _document(self) -> dict[str, Any]: ...
+
+
+def stored_revision(context: Context, obj: Owner) -> bool:
+    """Tell whether ``obj``'s fields are those of its stored revision, and no older than any revision
+    of it this process has seen: only then is a value computed from them everyone's to read (the
+    caller has checked that it was loaded under ``context``'s store and namespace).
+
+    Run on a miss only (the computation it precedes costs more): it compares the object with the
+    document it was loaded as (:func:`as_read`), so an assignment or a list changed in place counts as
+    a change, a stored spelling this version would write otherwise does not.
+    """
+    state = obj.__dict__
+    raw, revision = state.get("_raw"), state.get("_revision", 0)
+    if raw is None or revision <= 0 or "_uncertain" in state:
+        return False  # new, deleted, saved without a known revision, or a save's outcome unknown
+    meta = obj._meta
+    if context.seen.verdict(meta.name, obj.guid, revision) is not FRESH:
+        return False  # loaded before a revision this process has read or written since
+    try:
+        loaded = as_read(meta, decode(raw))
+        ours = obj._document()
+    except (TypeError, ValueError):
+        return False  # a value changed in place that no longer encodes: not what is stored
+    return all(same(value, loaded.get(name)) for name, value in ours.items())
+
+
+def as_read(meta: HybridMeta, stored: dict[str, Any]) -> dict[str, Any]:
+    """Return the stored document ``stored`` as an object loaded from it writes it: each field it
+    lacks at its default, and each typed field read with its declared type and written again (a set
+    sorted, a datetime ending ``Z``, an int of a list of floats as a float). TypeError or ValueError
+    when a value does not read (a load would have refused it)."""
+    document = meta.with_defaults(stored)
+    for name, validator in meta.converters:
+        document[name] = validator.to_json(validator.from_json(document[name]))
+    return document
