@@ -12,6 +12,7 @@ import argparse
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import redis
 
 import dal.cli.refresh as cli
 from dal import Mirror, configure
@@ -304,3 +306,74 @@ def test_a_loop_started_while_its_store_is_away_waits_and_says_so_once(tmp_path:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+# --- a rolling deploy: processes of the release before the lease tokens share the store --------------
+
+#: the release before the tokens: Redis's three scripts, which matched the owner alone
+_OLD_REDIS = {
+    "acquire": "local h = redis.call('GET', KEYS[1]) if h and h ~= ARGV[1] then return 0 end "
+               "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1",
+    "renew": "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+             "redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1",
+    "release": "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"}
+
+
+class _OlderRelease:
+    """A process of the release before the tokens, on the same SQLite file or Redis server."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def call(self, what: str, role: str, owner: str) -> bool:
+        if self.url.startswith("redis"):
+            client = redis.Redis.from_url(self.url)
+            try:
+                return bool(client.eval(_OLD_REDIS[what], 1, f"{{dal}}:lead:{role}", owner, 30_000))
+            finally:
+                client.close()
+        conn = sqlite3.connect(self.url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            now = time.time()
+            if what == "acquire":
+                row = conn.execute("SELECT owner, expires FROM leadership WHERE role = ?", (role,)).fetchone()
+                if row is not None and row[0] != owner and row[1] > now:
+                    return False
+                changed = conn.execute("INSERT OR REPLACE INTO leadership (role, owner, expires) VALUES "
+                                       "(?, ?, ?)", (role, owner, now + 30)).rowcount
+            elif what == "renew":
+                changed = conn.execute("UPDATE leadership SET expires = ? WHERE role = ? AND owner = ? AND "
+                                       "expires > ?", (now + 30, role, owner, now)).rowcount
+            else:
+                changed = conn.execute("DELETE FROM leadership WHERE role = ? AND owner = ?",
+                                       (role, owner)).rowcount
+            return changed == 1
+        finally:
+            conn.execute("COMMIT")
+            conn.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_lease_of_the_older_release_and_one_of_this_release_never_match(
+        request: pytest.FixtureRequest, tmp_path: Path, role: str, kind: str) -> None:
+    # the lease tokens are written beside the owner in the record the older release reads: its
+    # processes take a lease of this release for another owner's (even under the same owner name), and
+    # this release takes theirs for another lease: neither renews, releases nor takes over the other's
+    url = (f"sqlite:///{tmp_path / 'dal.sqlite3'}" if kind == "sqlite"
+           else request.getfixturevalue("redis_server").url)
+    store, older = open_persistent(url), _OlderRelease(url)
+    lease = store.acquire_leadership(role, "host-a:1", 30)
+    assert lease.acquired
+    assert not older.call("renew", role, "host-a:1")
+    assert not older.call("release", role, "host-a:1")
+    assert not older.call("acquire", role, "host-a:1")
+    assert store.renew_leadership(lease)
+    store.release_leadership(lease)
+    assert older.call("acquire", role, "host-a:1")  # released: the older release may lead
+    theirs = store.acquire_leadership(role, "host-a:1", 30)
+    assert not theirs.acquired and theirs.holder == "host-a:1"
+    assert not store.acquire_leadership(role, "host-b:2", 30).acquired
+    store.release_leadership(Leadership(role, "host-a:1", 30, acquired=True))
+    assert older.call("renew", role, "host-a:1")
+    assert older.call("release", role, "host-a:1")

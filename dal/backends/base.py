@@ -148,7 +148,9 @@ class Leadership:
     """The outcome of :meth:`PersistentStore.acquire_leadership`: whether ``owner`` now leads ``role``.
 
     ``holder`` is the owner token of whoever leads when known (``owner`` itself once acquired);
-    ``handle`` is the store's own name for the lease (an etcd lease id; 0 where there is none).
+    ``handle`` names this acquisition of the lease (an etcd lease id, elsewhere a random token; 0
+    for a lease not acquired): renewing and releasing match it, not the owner alone, so a lease
+    that expired, then was acquired again by the same owner, neither renews nor releases the new one.
     """
 
     role: str
@@ -250,7 +252,11 @@ class PersistentStore(Protocol):
         At most one owner leads a role at a time, across every client of the stored data.
         Taken only when nobody leads, when the last leader's lease expired (it did not renew
         within ``ttl`` seconds: it died, or lost the store), or when ``owner`` leads already
-        (then it is renewed). The result says whether it was taken, and who leads otherwise.
+        (then it is renewed for ``ttl`` seconds from now: the same lease, which the earlier
+        Leadership still renews and releases, except on etcd asked for another TTL, which moves
+        the key to a fresh lease). The result says whether it was taken, and who leads otherwise;
+        its ``ttl`` is how long the lease lasts unrenewed (on etcd, ``ttl`` rounded up to whole
+        seconds and at least etcd's minimum).
         Badly typed arguments raise ConfigurationError (:func:`dal.backends.leadership.lease_ttl`).
         """
         ...
@@ -258,8 +264,9 @@ class PersistentStore(Protocol):
     def renew_leadership(self, lease: Leadership) -> bool:
         """Extend an acquired lease by its ``ttl`` from now; ``False`` when it no longer holds.
 
-        A lease that expired before this call no longer holds, even if nobody took it since:
-        its owner must acquire again (so it knows it may have been replaced meanwhile).
+        A lease that expired before this call no longer holds, even if nobody took it since, or
+        if its owner acquired the role again since (that is another lease): its owner must acquire
+        again (so it knows it may have been replaced meanwhile).
         Anything but a :class:`Leadership` raises ConfigurationError, here and in release.
         """
         ...
@@ -267,8 +274,8 @@ class PersistentStore(Protocol):
     def release_leadership(self, lease: Leadership) -> None:
         """Give the lease up at once, so a standby can lead without waiting for it to expire.
 
-        Releasing a lease that no longer holds (expired, taken by another) or was never acquired
-        does nothing.
+        Releasing a lease that no longer holds (expired, taken by another, or expired and then
+        acquired again by its owner, a new lease) or was never acquired does nothing.
         """
         ...
 

@@ -6,11 +6,17 @@ typed one raises :class:`~dal.exceptions.ConfigurationError` on each of them ali
 ``TypeError`` of one driver, an ``AttributeError`` of another, or an owner stored as another type
 that then no longer matches itself. A role or owner with a lone surrogate is an
 :class:`~dal.exceptions.InvalidValueError`, as a key with one is on every store.
+
+It also draws the token each acquisition gets (:attr:`Leadership.handle`, where the store has no
+lease id of its own, as etcd has), and writes it beside the owner for the stores that keep the owner
+as text (SQLite, Redis): renewing and releasing compare the token, not the owner alone, so a lease
+that expired, then was taken again by the same owner, neither renews nor releases the newer one.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 from numbers import Real
 
 from dal.backends.base import Leadership
@@ -54,3 +60,32 @@ def acquired(lease: Leadership) -> bool:
         raise ConfigurationError(f"renew or release the Leadership that acquire_leadership returned, "
                                  f"not {lease!r} of type {type(lease).__name__}")
     return lease.acquired
+
+
+#: the digits of a token as :func:`stamped` writes it (16 lowercase hex digits, after a NUL)
+_TOKEN_DIGITS = 16
+_HEX = frozenset("0123456789abcdef")
+
+
+def new_token() -> int:
+    """Return a fresh token for a lease just taken: random, positive (0 names no lease), below 2**63."""
+    return secrets.randbits(63) or 1
+
+
+def stamped(owner: str, token: int) -> str:
+    """Return the text SQLite and Redis store for ``owner``'s lease ``token``: the owner, a NUL, the token.
+
+    A store written by an older release holds the owner alone, which never equals this: its
+    processes neither renew, release nor re-acquire a lease stamped so (they take it for another
+    owner's), and a lease of theirs is another owner's here (:func:`unstamped` gives it token 0).
+    """
+    return f"{owner}\0{token:0{_TOKEN_DIGITS}x}"
+
+
+def unstamped(stored: str) -> tuple[str, int]:
+    """Return ``(owner, token)`` of what :func:`stamped` wrote; ``(stored, 0)`` for an older release's
+    record, the owner alone (then it matches no lease of this release)."""
+    owner, nul, digits = stored.rpartition("\0")
+    if owner and nul and len(digits) == _TOKEN_DIGITS and _HEX.issuperset(digits):
+        return owner, int(digits, 16)
+    return stored, 0

@@ -140,23 +140,30 @@ end
 return found
 """
 
-#: acquire: KEYS = the role's key; ARGV = owner, milliseconds. Taken when nobody holds it (Redis expired
-#: an unrenewed one) or its owner asks again (then renewed). Returns {1 or 0, holder}.
+#: acquire: KEYS = the role's key; ARGV = the owner and a NUL, a fresh lease (the owner stamped with a new
+#: token: dal.backends.leadership.stamped), milliseconds. Taken when nobody holds it (Redis expired an
+#: unrenewed one), or renewed with its token kept when its owner asks again (the owner, a NUL and 16
+#: digits: an older release's lease holds the owner alone). Returns {1 or 0, the stored lease}.
 ACQUIRE = r"""
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return {0, holder} end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return {1, ARGV[1]}
+local held = redis.call('GET', KEYS[1])
+if held then
+  if #held ~= #ARGV[1] + 16 or string.sub(held, 1, #ARGV[1]) ~= ARGV[1] then return {0, held} end
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {1, held}
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return {1, ARGV[2]}
 """
 
-#: renew: KEYS = the role's key; ARGV = owner, milliseconds. 1 when still the owner's, and extended.
+#: renew: KEYS = the role's key; ARGV = the stamped lease, milliseconds. 1 when still that lease, and
+#: extended.
 RENEW = r"""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-#: release: KEYS = the role's key; ARGV = owner. Deletes it only while it is the owner's.
+#: release: KEYS = the role's key; ARGV = the stamped lease. Deletes it only while it is that lease.
 RELEASE = r"""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0

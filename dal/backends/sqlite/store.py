@@ -24,7 +24,7 @@ from dal.backends.base import (
     Put,
     evaluate_checks,
 )
-from dal.backends.leadership import acquired, lease_ttl
+from dal.backends.leadership import acquired, lease_ttl, new_token, stamped, unstamped
 from dal.backends.sqlite.connections import described
 from dal.backends.sqlite.refusals import length_limit, refused, too_large
 from dal.backends.sqlite.tokens import SqliteTokens
@@ -293,25 +293,31 @@ class SqliteStore(SqliteTokens):
 
     # --- leadership: an expiring record per role, in a table of its own -------------------
     # Expiry is on the wall clock (time.time()): the processes sharing one SQLite file share one
-    # machine, hence one clock, and a record must outlive the process that wrote it.
+    # machine, hence one clock, and a record must outlive the process that wrote it. The owner
+    # column holds the owner and the acquisition's token (leadership.stamped): the table an older
+    # release made serves as it is, and its processes take a record stamped so for another owner's.
 
     def acquire_leadership(self, role: str, owner: str, ttl: float) -> Leadership:
-        """Take ``role`` in one write transaction, only when its record is absent, expired or ``owner``'s."""
+        """Take ``role`` in one write transaction, only when its record is absent, expired or ``owner``'s
+        (then its token is kept: the lease still holds)."""
         ttl = lease_ttl(role, owner, ttl)
 
         def take(conn: sqlite3.Connection) -> Leadership:
             now = time.time()
             row = conn.execute("SELECT owner, expires FROM leadership WHERE role = ?", (role,)).fetchone()
-            if row is not None and row[0] != owner and row[1] > now:
-                return Leadership(role, owner, ttl, acquired=False, holder=row[0])
+            token = new_token()
+            if row is not None and row[1] > now:
+                holder, token = unstamped(row[0])
+                if holder != owner or not token:  # not token: an older release's process holds it
+                    return Leadership(role, owner, ttl, acquired=False, holder=holder)
             conn.execute("INSERT OR REPLACE INTO leadership (role, owner, expires) VALUES (?, ?, ?)",
-                         (role, owner, now + ttl))
-            return Leadership(role, owner, ttl, acquired=True, holder=owner)
+                         (role, stamped(owner, token), now + ttl))
+            return Leadership(role, owner, ttl, acquired=True, holder=owner, handle=token)
 
         return self._leadership(f"acquire leadership of {role!r}", take)
 
     def renew_leadership(self, lease: Leadership) -> bool:
-        """Push the record's expiry ``ttl`` seconds ahead, if it is still this owner's and unexpired."""
+        """Push the record's expiry ``ttl`` seconds ahead, if it is still this lease's and unexpired."""
         if not acquired(lease):
             return False
 
@@ -319,17 +325,18 @@ class SqliteStore(SqliteTokens):
             now = time.time()
             cursor = conn.execute(
                 "UPDATE leadership SET expires = ? WHERE role = ? AND owner = ? AND expires > ?",
-                (now + lease.ttl, lease.role, lease.owner, now))
+                (now + lease.ttl, lease.role, stamped(lease.owner, lease.handle), now))
             return cursor.rowcount == 1
 
         return self._leadership(f"renew leadership of {lease.role!r}", renew)
 
     def release_leadership(self, lease: Leadership) -> None:
-        """Delete the record if it is this owner's."""
+        """Delete the record if it is this lease's (its owner's, with its token)."""
         if not acquired(lease):
             return
+        held = stamped(lease.owner, lease.handle)
         self._leadership(f"release leadership of {lease.role!r}", lambda conn: conn.execute(
-            "DELETE FROM leadership WHERE role = ? AND owner = ?", (lease.role, lease.owner)))
+            "DELETE FROM leadership WHERE role = ? AND owner = ?", (lease.role, held)))
 
     def _leadership(self, what: str, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn()

@@ -141,6 +141,58 @@ class LeadershipContract:
         assert not store.renew_leadership(lease)
         assert store.acquire_leadership(f"{prefix}lapsed", "sleeper", 1).acquired
 
+    def test_a_lease_that_expired_leaves_its_owners_newer_lease_alone(
+            self, store: PersistentStore, prefix: str) -> None:
+        # the owner's lease lapsed (a pause), it acquired the role again, then a late renewal or
+        # release of the lapsed lease came: memory://, SQLite and Redis matched the owner alone,
+        # renewed the new lease, then released it, and a standby led beside the new leader
+        role = f"{prefix}lapsed-then-again"
+        lapsed = store.acquire_leadership(role, "host-a:1", 1)
+        assert lapsed.acquired
+        time.sleep(lapsed.ttl + EXPIRY_SLACK)
+        again = store.acquire_leadership(role, "host-a:1", 30)
+        assert again.acquired
+        other = _other_client(store)
+        try:
+            assert not store.renew_leadership(lapsed)
+            store.release_leadership(lapsed)
+            other.release_leadership(lapsed)
+            assert not other.acquire_leadership(role, "host-b:2", 30).acquired
+            assert store.renew_leadership(again)
+            assert again.handle != lapsed.handle  # another lease, though the same owner's
+        finally:
+            store.release_leadership(again)
+            if other is not store:
+                other.close()
+
+    def test_the_owner_asking_again_keeps_its_lease_for_the_ttl_it_asks(
+            self, store: PersistentStore, prefix: str) -> None:
+        # asked again while it holds (a restart with another timeout), the lease lasts the TTL asked
+        # for: etcd kept the old lease and its TTL, and the lease lapsed under a holder renewing
+        # every third of the TTL it was told
+        role = f"{prefix}asked-again"
+        first = store.acquire_leadership(role, "host-a:1", 1)
+        assert first.acquired
+        same = store.acquire_leadership(role, "host-a:1", 1)
+        assert same.acquired
+        longer = store.acquire_leadership(role, "host-a:1", 30)
+        assert longer.acquired and longer.ttl >= 30
+        other = _other_client(store)
+        try:
+            time.sleep(first.ttl + EXPIRY_SLACK)
+            assert not other.acquire_leadership(role, "host-b:2", 30).acquired
+            assert store.renew_leadership(longer)
+            # asked again for the TTL it has, the lease is kept, and said to last what it lasts
+            assert same.handle == first.handle and same.ttl == first.ttl
+            store.release_leadership(longer)  # the lease asked for last is the one held
+            taken = other.acquire_leadership(role, "host-b:2", 30)
+            assert taken.acquired
+            other.release_leadership(taken)
+        finally:
+            store.release_leadership(longer)
+            if other is not store:
+                other.close()
+
     def test_release_hands_over_at_once(self, store: PersistentStore, prefix: str) -> None:
         role = f"{prefix}released"
         lease = store.acquire_leadership(role, "leaving", 60)
