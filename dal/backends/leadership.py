@@ -22,22 +22,29 @@ from numbers import Real
 from dal.backends.base import Leadership
 from dal.exceptions import ConfigurationError, InvalidValueError
 
+#: the longest role or owner, in UTF-8 bytes: a name, far under every store's limit on a key or a value
+MAX_NAME_BYTES = 4096
+
 
 def lease_ttl(role: str, owner: str, ttl: float) -> float:
     """Return ``ttl`` as a float once the request is checked, else raise ConfigurationError.
 
-    ``role`` and ``owner`` are non-empty ``str`` (UTF-8 must encode them: a lone surrogate raises
-    InvalidValueError, as in a key); ``ttl`` is a real number of seconds (an ``int`` or a
-    ``float``, not a ``bool``), positive and finite.
+    ``role`` and ``owner`` are non-empty ``str`` of at most :data:`MAX_NAME_BYTES` (UTF-8 must encode
+    them: a lone surrogate raises InvalidValueError, as in a key); ``ttl`` is a real number of seconds
+    (an ``int`` or a ``float``, not a ``bool``), positive and finite.
     """
     for what, name in (("a role", role), ("an owner", owner)):
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"leadership needs {what} that is a non-empty str, not {name!r}")
         try:
-            name.encode()
+            size = len(name.encode())
         except UnicodeEncodeError as exc:
             raise InvalidValueError(f"leadership needs {what} that UTF-8 can encode, not {name!r}: "
                                     f"remove its lone surrogate {name[exc.start]!r}") from None
+        if size > MAX_NAME_BYTES:  # each store has a limit of its own, and its message fits data keys
+            raise ConfigurationError(
+                f"leadership needs {what} of at most {MAX_NAME_BYTES:,} bytes (UTF-8), not {size:,} "
+                f"({name[:40]!r}...): a role names a job and an owner a process; use a shorter name")
     if isinstance(ttl, bool) or not isinstance(ttl, Real):
         raise ConfigurationError(f"a leadership lease lasts a number of seconds (an int or a float), "
                                  f"not {ttl!r} of type {type(ttl).__name__}")

@@ -239,6 +239,23 @@ class LeadershipContract:
         with pytest.raises(InvalidValueError, match="surrogate"):
             store.acquire_leadership(f"{prefix}{role}", owner, 5)
 
+    @pytest.mark.parametrize("long", ["role", "owner"])
+    def test_a_role_or_owner_longer_than_a_name_is_refused_saying_so(
+            self, store: PersistentStore, prefix: str, long: str) -> None:
+        # 2 MiB: Redis answered a bare protocol error quoting all of it, etcd a limit of data keys
+        big = "é" * (1 << 20)
+        role, owner = (f"{prefix}{big}", "owner") if long == "role" else (f"{prefix}role", big)
+        refused = r"of at most 4,096 bytes \(UTF-8\), not 2,09"
+        with pytest.raises(ConfigurationError, match=refused) as caught:
+            store.acquire_leadership(role, owner, 5)
+        assert len(str(caught.value)) < 300
+        fits = "é" * 2000  # 4,000 bytes
+        lease = store.acquire_leadership(f"{prefix}{fits}"[:2000], fits, 5)
+        try:
+            assert lease.acquired and store.renew_leadership(lease)
+        finally:
+            store.release_leadership(lease)
+
     def test_an_owner_asking_again_is_the_same_owner(self, store: PersistentStore, prefix: str) -> None:
         # an int owner was stored as text by SQLite, then refused as another owner: now refused at once
         role = f"{prefix}same"
