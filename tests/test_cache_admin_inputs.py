@@ -247,6 +247,18 @@ def test_arguments_of_the_wrong_type_are_typed_errors_and_change_nothing(tmp_pat
         ("where must map field names to values",
          lambda: cache.queue(context, "inputgauge", "reading", where=[("name", "kitchen")])),  # type: ignore[arg-type]
         ("workers must be a whole number", lambda: cache.prefetch(context, workers=1.5)),  # type: ignore[arg-type]
+        ("has no dynamic \\['reading'\\]",
+         lambda: cache.queue(context, "inputgauge", ["reading"])),  # type: ignore[arg-type]
+        ("has no dynamic \\['reading'\\]",
+         lambda: cache.delete(context, hybrid="inputgauge", dynamic=["reading"])),  # type: ignore[arg-type]
+        ("name a hybrid by its logical or class name", lambda: cache.delete(context, hybrid=["inputgauge"])),  # type: ignore[arg-type]
+        ("name a hybrid by its logical or class name", lambda: cache.entries(context, hybrid=["inputgauge"])),  # type: ignore[arg-type]
+        ("queue items are a list of Queued", lambda: cache.add(context, "x")),  # type: ignore[arg-type]
+        ("queue items are a list of Queued",
+         lambda: cache.remove(context, [("inputgauge", gauge.guid, "reading")])),  # type: ignore[list-item]
+        ("has no dynamic \\['reading'\\]", lambda: cache.is_cached(gauge, ["reading"])),  # type: ignore[arg-type]
+        ("has no dynamic 'readng'", lambda: cache.is_cached(gauge, "readng")),
+        ("takes an object of a hybrid", lambda: cache.is_being_cached("gauge", "reading")),
     ]
     for said, call in calls:
         with pytest.raises(DalError, match=said):

@@ -121,6 +121,7 @@ def test_readers_see_every_committed_write(etcd_server: Any, memcached_server: A
     for query, before, after, answer in answers:
         # the write after `after` may have committed before its number was published
         allowed = [expected[n][query] for n in range(before, min(after + 1, len(expected) - 1) + 1)]
+        assert len(set(answer)) == len(answer), (queries[query], answer)  # no object twice
         assert not misplaced(answer, allowed), (queries[query], before, after, answer, allowed)
         checked += 1
     concurrent = sum(1 for _, before, after, _ in answers if 0 < before < WRITES)

@@ -85,6 +85,7 @@ def read(obj: Owner, spec: Dynamic, fetched: Any = _GET) -> Any:
         return _value(spec, _compute(context, obj, spec, label, obj._revision))
     if fetched is _GET:  # else read_many checked it, before its multi-get
         context.check_local_cache()  # another process's save invalidates our dynamics too
+    # _known written out: one call less on every cached read
     names: dict[Dynamic, _Names] | None = obj.__dict__.get("_dynamic_names")  # see _names
     known = None if names is None else names.get(spec)
     revision = obj._revision
@@ -136,7 +137,7 @@ def read_many(objs: Sequence[Owner], spec: Dynamic) -> list[Any]:
     context = current()
     context.check_local_cache()  # once for the batch: what ``read`` does before its own get
     # None: an object loaded under another configure(), which reads nothing cached here (``_elsewhere``)
-    keys = [None if known is None else known[2] for known in (_names(context, obj, spec) for obj in objs)]
+    keys = [None if known is None else known[2] for known in (_known(context, obj, spec) for obj in objs)]
     wanted = dict.fromkeys(key for key in keys if key is not None)
     found = context.dynamics.get_many(list(wanted), count=False)
     values: list[Any] = [_GET] * len(objs)
@@ -164,6 +165,16 @@ def _unserved(context: Context, obj: Owner, spec: Dynamic, key: str, label: str,
 #: for, then the cache key, the statistics label and the label of its hits, the object's revision
 #: and how a value computed from that revision for the dynamic's type ends (``,<revision>,"<digest>"]``)
 _Names = tuple[object, str, str, str, str, int, str]
+
+
+def _known(context: Context, obj: Owner, spec: Dynamic) -> _Names | None:
+    """Return the names :func:`_names` kept in ``obj`` for ``spec``, built again when they are not for
+    ``context``'s keys, ``obj``'s guid or its revision; None for an object loaded elsewhere."""
+    names: dict[Dynamic, _Names] | None = obj.__dict__.get("_dynamic_names")
+    known = None if names is None else names.get(spec)
+    if known is None or known[0] is not context.keys or known[1] != obj.guid or known[5] != obj._revision:
+        return _names(context, obj, spec)
+    return known
 
 
 def _names(context: Context, obj: Owner, spec: Dynamic) -> _Names | None:

@@ -102,6 +102,8 @@ def classify(root: str, key: str) -> tuple[str, str | None, str | None, str | No
 def registered(name: str) -> type[DataObject]:
     """Return the hybrid called ``name`` (its logical or its class name); an unknown name raises
     ``DalError`` listing the known ones."""
+    if not isinstance(name, str):
+        raise DalError(f"name a hybrid by its logical or class name (a str), not {name!r}")
     try:
         return hybrids.get(name)
     except LookupError as exc:

@@ -76,7 +76,7 @@ def queue(context: Context, hybrid: str, dynamic: str, where: Mapping[str, Any] 
         raise DalError(f"where must map field names to values ({{'level': 1}}), not {where!r}")
     cls = registered(hybrid)
     meta = cls._meta
-    if dynamic not in meta.dynamics:
+    if not isinstance(dynamic, str) or dynamic not in meta.dynamics:
         known = ", ".join(meta.dynamics) or "none"
         raise DalError(f"{meta.name} has no dynamic {dynamic!r}; it has: {known}")
     query = {"type": DataList.where_operator.AND,
@@ -91,6 +91,7 @@ def add(context: Context, items: list[Queued]) -> int:
     One commit per :data:`BATCH` items: a failure (raised) leaves those of the commits before it
     queued; adding the same items again adds only the rest.
     """
+    _check_items(items)
     added = 0
     for start in range(0, len(items), BATCH):
         batch = list(dict.fromkeys(items[start:start + BATCH]))
@@ -129,8 +130,16 @@ def _place(value: bytes) -> int:
 def remove(context: Context, items: list[Queued]) -> None:
     """Take ``items`` off the queue, one commit per :data:`BATCH` items: a failure (raised) leaves
     those of the commits before it removed and the rest queued; removing them again removes the rest."""
+    _check_items(items)
     for start in range(0, len(items), BATCH):
         context.persistent.commit([], [Delete(_key(context, item)) for item in items[start:start + BATCH]])
+
+
+def _check_items(items: Sequence[Queued]) -> None:
+    """Refuse, before any commit, ``items`` that are not a list (or tuple) of :class:`Queued`."""
+    if not isinstance(items, (list, tuple)) or not all(isinstance(item, Queued) for item in items):
+        raise DalError(f"queue items are a list of Queued(hybrid, guid, dynamic) (what queued() returns), "
+                       f"not {items!r}")
 
 
 def _claim_key(context: Context, item: Queued) -> str:

@@ -101,7 +101,7 @@ def _checked(hybrid: str, guid: str | None, dynamic: str | None) -> str:
     meta = registered(hybrid)._meta
     if guid is not None and not is_guid(guid):
         raise DalError(f"{guid!r} is not a guid (a UUID such as 0e5c1f6a-9b1d-4f53-8a1b-2c3d4e5f6a7b)")
-    if dynamic is not None and dynamic not in meta.dynamics:
+    if dynamic is not None and (not isinstance(dynamic, str) or dynamic not in meta.dynamics):
         known = ", ".join(meta.dynamics) or "none"
         raise DalError(f"{meta.name} has no dynamic {dynamic!r}; it has: {known} (without a dynamic, "
                        f"every entry of {meta.name} is deleted, those of dynamics it no longer declares too)")
@@ -258,10 +258,23 @@ def _conditional_delete(context: Context, key: str, token: object) -> bool:
         return False
 
 
+def _declaring(obj: object, dynamic: str) -> str:
+    """Return the logical name of ``obj``'s hybrid, once it is a hybrid's object declaring ``dynamic``
+    (else a typo would read as "not cached", and a wrong type as a TypeError from inside)."""
+    meta = getattr(type(obj), "_meta", None)
+    if meta is None or not isinstance(getattr(obj, "guid", None), str):
+        raise DalError(f"takes an object of a hybrid, not {obj!r}")
+    if not isinstance(dynamic, str) or dynamic not in meta.dynamics:
+        known = ", ".join(meta.dynamics) or "none"
+        raise DalError(f"{meta.name} has no dynamic {dynamic!r}; it has: {known}")
+    return str(meta.name)
+
+
 def is_being_cached(obj: object, dynamic: str) -> bool:
-    """Tell whether a computation of ``obj``'s ``dynamic`` holds its lock, or a fill its lease, now."""
+    """Tell whether a computation of ``obj``'s ``dynamic`` holds its lock, or a fill its lease, now (see
+    :func:`is_cached` for what it refuses)."""
     context = current()
-    key = context.keys.cached_dynamic(obj._meta.name, obj.guid, dynamic)  # type: ignore[attr-defined]
+    key = context.keys.cached_dynamic(_declaring(obj, dynamic), obj.guid, dynamic)  # type: ignore[attr-defined]
     store = context.volatile
     try:
         if store.gets(f"{key}/lock")[0] is not None:
@@ -273,9 +286,10 @@ def is_being_cached(obj: object, dynamic: str) -> bool:
 
 
 def is_cached(obj: object, dynamic: str) -> bool:
-    """Tell whether ``obj``'s ``dynamic`` has a cached value now (a lease is not one)."""
+    """Tell whether ``obj``'s ``dynamic`` has a cached value now (a lease is not one); an object that is
+    not a hybrid's, or a dynamic its hybrid does not declare, raises ``DalError``."""
     context = current()
-    key = context.keys.cached_dynamic(obj._meta.name, obj.guid, dynamic)  # type: ignore[attr-defined]
+    key = context.keys.cached_dynamic(_declaring(obj, dynamic), obj.guid, dynamic)  # type: ignore[attr-defined]
     try:
         raw = context.volatile.gets(key)[0]
     except BackendError:
