@@ -5,9 +5,10 @@ Only an object whose fields are those of its stored revision fills the cache, an
 compared with its stored document as this version of the model reads it, not as it is spelled: a
 document stored by an earlier version or another client (a set in another order, a datetime ending
 ``+00:00``, ints in a list a widened model declares of floats) is the revision everyone loads, and
-an object only loaded from it is unchanged. A save compares the object with the raw document (and
-writes each field again in this version's spelling); here that would call every such object changed,
-so its dynamics would never be cached nor locked.
+an object only loaded from it is unchanged. A save's first attempt compares the object with the raw
+document (and writes each field again in this version's spelling); here that would call every such
+object changed, so its dynamics would never be cached nor locked. (A save's merge, too, tells the
+fields it changed as read: :func:`dal.objects.transaction.unchanged`.)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dal.cache.seen import FRESH
 from dal.config import Context
 from dal.model.meta import HybridMeta
 from dal.objects.decoding import document as decode
+from dal.objects.transaction import as_read
 from dal.values import same
 
 
@@ -60,13 +62,3 @@ def stored_revision(context: Context, obj: Owner) -> bool:
         return False  # a value changed in place that no longer encodes: not what is stored
     return all(same(value, loaded.get(name)) for name, value in ours.items())
 
-
-def as_read(meta: HybridMeta, stored: dict[str, Any]) -> dict[str, Any]:
-    """Return the stored document ``stored`` as an object loaded from it writes it: each field it
-    lacks at its default, and each typed field read with its declared type and written again (a set
-    sorted, a datetime ending ``Z``, an int of a list of floats as a float). TypeError or ValueError
-    when a value does not read (a load would have refused it)."""
-    document = meta.with_defaults(stored)
-    for name, validator in meta.converters:
-        document[name] = validator.to_json(validator.from_json(document[name]))
-    return document

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidatorFunctionWrapHa
 from pydantic_core import to_jsonable_python
 
 from dal.exceptions import InvalidValueError
-from dal.objects.transaction import changes, decode
+from dal.objects.transaction import changes, decode, edited_fields
 from dal.values import same
 
 if TYPE_CHECKING:
@@ -118,7 +118,9 @@ def remember(obj: Any, meta: HybridMeta, model: BaseModel) -> None:
         return
     try:
         dumped = model.model_dump(mode="json")
-        unsaved = set(changes(meta, decode(obj._raw), obj._document(), obj._extra)[1])
+        stored, ours = decode(obj._raw), obj._document()
+        # changed as read, not as spelt: a value stored otherwise than this version writes it is as loaded
+        unsaved = set(edited_fields(meta, stored, ours, changes(meta, stored, ours, obj._extra)[1]))
     except Exception:  # a value pydantic or the document cannot write: to_model() refused what matters
         return
     loaded = {name: value for name, value in dumped.items() if name not in unsaved}

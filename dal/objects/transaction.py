@@ -42,6 +42,7 @@ from dal.model.registry import family
 from dal.model.validation import dropped_paths
 from dal.objects import decoding
 from dal.structures import Relation
+from dal.validators import Validator
 from dal.values import FROZEN, canonical, identical, same
 
 Document = dict[str, Any]
@@ -206,21 +207,24 @@ def _plan_relation(plan: Plan, keys: Keys, meta: HybridMeta, guid: str, relation
         plan.ops.append(Put(keys.onetoone(meta.name, relation.name, target_guid), guid.encode()))
 
 
-def merge(original: Document, ours: Document, theirs: Document, datastore_wins: bool | None,
-          label: str) -> Document:
-    """Merge a concurrent change field by field.
+def merge(meta: HybridMeta, original: Document, ours: Document, theirs: Document,
+          datastore_wins: bool | None, label: str) -> Document:
+    """Merge a concurrent change field by field: ``original`` is the stored document this object was
+    loaded as, ``theirs`` the one stored now, ``ours`` the document the save built.
 
     A field only we changed keeps ours; only they changed takes theirs; both changed (even
     to the same value) follows ``datastore_wins``: ``False`` ours, ``True`` theirs, ``None``
-    raises ConcurrencyError.
+    raises ConcurrencyError. Changed means differing from ``original`` as stored and as this
+    version reads it (:func:`unchanged`); a field a document lacks reads as its default on both sides.
     """
-    merged = dict(theirs)
+    before, merged = meta.with_defaults(original), meta.with_defaults(theirs)
+    typed = dict(meta.converters)
     conflicts = []
     for name, value in ours.items():
-        mine = not same(value, original.get(name))
-        if not mine:
+        old, check = before.get(name), typed.get(name)
+        if unchanged(check, value, old):
             continue
-        if name in theirs and not same(theirs[name], original.get(name)):
+        if name in merged and not unchanged(check, merged[name], old):
             if datastore_wins is None:
                 conflicts.append(name)
             elif datastore_wins:
@@ -231,6 +235,42 @@ def merge(original: Document, ours: Document, theirs: Document, datastore_wins: 
             f"{label}: {', '.join(sorted(conflicts))} changed both here and in the store since this "
             "object was loaded; refresh() and reapply, or save with datastore_wins=False/True to pick a side")
     return merged
+
+
+def unchanged(check: Validator | None, value: Any, stored: Any) -> bool:
+    """Tell whether ``value`` (a field's JSON form) is the field's stored value ``stored``, as stored or, for
+    a typed field (``check``), as this version reads and writes it: a set an earlier version stored in
+    another order, ints in a list since widened to floats, a datetime ending ``+00:00`` (the value
+    everyone loads) are no change, though a save writes them in this version's spelling."""
+    if same(value, stored):
+        return True
+    if check is None:
+        return False
+    try:
+        return same(value, check.to_json(check.from_json(stored)))
+    except (TypeError, ValueError):  # no longer reads: a load refuses it, any value differs
+        return False
+
+
+def edited_fields(meta: HybridMeta, original: Document, ours: Document,
+                  changed: Collection[str]) -> list[str]:
+    """Return the fields of ``changed`` (those :func:`changes` found differing from the stored document
+    ``original`` as spelt) that this object changed: differing from it as read too (:func:`unchanged`;
+    a field ``original`` lacks reads as its default). Only the typed fields pay a read."""
+    before, typed = meta.with_defaults(original), dict(meta.converters)
+    return [name for name in changed
+            if name not in ours or not unchanged(typed.get(name), ours[name], before.get(name))]
+
+
+def as_read(meta: HybridMeta, stored: Document) -> Document:
+    """Return the stored document ``stored`` as an object loaded from it writes it: each field it
+    lacks at its default, and each typed field read with its declared type and written again (a set
+    sorted, a datetime ending ``Z``, an int of a list of floats as a float). TypeError or ValueError
+    when a value does not read (a load would have refused it)."""
+    document = meta.with_defaults(stored)
+    for name, validator in meta.converters:
+        document[name] = validator.to_json(validator.from_json(document[name]))
+    return document
 
 
 def retry_from(context: Context, doc_key: str, result: CommitResult, attempt: int) -> Entry | None:
@@ -295,10 +335,10 @@ def keep_unread(meta: HybridMeta, stored: Document, ours: Document, changed: Col
         if name not in changed or name not in stored:
             continue
         try:
-            as_read = validator.to_json(validator.from_json(stored[name]))
+            read = validator.to_json(validator.from_json(stored[name]))
         except (TypeError, ValueError):  # the stored value no longer reads: the save rewrites it
             continue
-        if same(as_read, ours[name]) and dropped_paths(stored[name], as_read):
+        if same(read, ours[name]) and dropped_paths(stored[name], read):
             ours[name] = stored[name]
             kept = True
     return kept

@@ -201,10 +201,9 @@ class Writes:
                     "object was being saved; create a new object to store it again")
             return None, 0, new
         stored = decode(entry.value)
-        # compared with what this object was loaded as: fields its stored document lacked
-        # (written before they were declared) read as their defaults, so they are not ours
-        merged = merge(meta.with_defaults(save.original), save.ours, meta.with_defaults(stored),
-                       save.datastore_wins, label)
+        # compared with what this object was loaded as, as this version reads it: a field spelt otherwise
+        # there (or lacking: its default) that this object did not change is not ours, and takes theirs
+        merged = merge(meta, save.original, save.ours, stored, save.datastore_wins, label)
         return stored, entry.revision, merged
 
     def _remember_uncertain(self, commit: object, raw: bytes | None, invalidate: list[str],
