@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import re
@@ -388,13 +389,80 @@ def test_a_file_with_two_hard_links_is_refused(tmp_path: Path) -> None:
     store.close()
     os.link(first, second)
     for path in (first, second):
-        with pytest.raises(ConfigurationError, match=re.escape(f"{path} has 2 hard links") + ".*one name"):
+        # the copy named is one a plain cp cannot make (onto a link: "are the same file")
+        remedy = re.escape(f"sqlite3 {path} '.backup \"{path}.new\"' && mv {path}.new {path}")
+        with pytest.raises(ConfigurationError, match=re.escape(f"{path} has 2 hard links") + ".*one name.*"
+                           + "while no process has it open.*" + remedy):
             open_store(f"sqlite:///{path}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db", "b.db"]
     second.unlink()  # one name again: it opens, its data as it was
     assert open_store(f"sqlite:///{first}").get("k") == Entry(b"v", 1)
     (tmp_path / "link.db").symlink_to(first)  # a symlink is no second name: SQLite follows it
     assert open_store(f"sqlite:///{tmp_path / 'link.db'}").get("k") == Entry(b"v", 1)
+
+
+def _in_a_child(work: Any) -> str:
+    """Run ``work`` in a forked child; return what it raised (its type and message), or ''."""
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        failure = ""
+        try:
+            work()
+        except BaseException as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            os.write(writing, failure.encode()[:4000])
+            os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading, "rb") as pipe:
+        failure = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return failure
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_is_not_refused_a_link_made_since_its_parent_opened_the_file(tmp_path: Path) -> None:
+    # the child reaches the file by its parent's path: a second name made since splits no one
+    path, snapshot = tmp_path / "a.db", tmp_path / "snapshot.db"
+    store = open_persistent(f"sqlite:///{path}")
+    assert store.commit([], [Put("parent", b"v")]).ok
+    os.link(path, snapshot)  # a snapshot by hard links (cp -al) while the process runs
+    assert _in_a_child(lambda: store.commit([], [Put("inherited", b"v")])) == ""
+    # after a fork a context opens a client of its own (Context.reopen_if_forked): not refused either
+    assert _in_a_child(lambda: open_store(f"sqlite:///{path}").commit([], [Put("own", b"v")])) == ""
+    assert store.get("inherited") is not None and store.get("own") is not None
+    # a process that did not inherit the file is refused, as is the child through the other name
+    assert "has 2 hard links" in _in_a_child(lambda: open_store(f"sqlite:///{snapshot}"))
+    with pytest.raises(ConfigurationError, match="has 2 hard links"):
+        open_store(f"sqlite:///{path}")
+
+
+def _descriptors_of(path: Path) -> int:
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == os.path.realpath(path))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not Path("/proc/self/fd").is_dir(), reason="fork, /proc")
+def test_a_child_closing_its_parents_client_closes_no_connection_it_inherited(tmp_path: Path) -> None:
+    # the client keeps its file open (its pin) for its life; closing that, or a parent thread's
+    # connection, in a child would drop the child's own POSIX locks on the file (a close drops all
+    # of a process's locks on it). A client closed and dropped there used to close the latter.
+    path = tmp_path / "a.db"
+    store = open_store(f"sqlite:///{path}")
+    assert store.commit([], [Put("k", b"v")]).ok and _descriptors_of(path) == 2  # its thread's, the pin
+
+    def close_the_inherited_client() -> None:
+        nonlocal store
+        before = _descriptors_of(path)
+        store.close()
+        del store
+        gc.collect()
+        assert _descriptors_of(path) == before, "an inherited connection was closed in the child"
+
+    assert _in_a_child(close_the_inherited_client) == ""
+    store.close()
+    assert _descriptors_of(path) == 0
 
 
 def test_closed_store_raises_backend_error(store: SqliteStore) -> None:

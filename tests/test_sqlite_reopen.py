@@ -4,6 +4,7 @@ refuses another application's database before changing a byte of it."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -11,7 +12,9 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from query_hybrids import Item
@@ -20,6 +23,8 @@ from dal import configure
 from dal.backends.base import Entry, Put, StoreReplacedError
 from dal.config import current
 from dal.exceptions import BackendError, ConfigurationError
+
+T = TypeVar("T")
 
 
 def save(url: str, key: str) -> None:
@@ -255,3 +260,72 @@ def test_a_child_forked_after_a_chdir_reopens_the_file_configure_named(
     assert os.waitstatus_to_exitcode(status) == 0
     assert keys_another_process_sees(first / "rel.db") == ["child", "parent"]
     assert not (second / "rel.db").exists()
+
+
+def in_a_thread(work: Callable[[], T]) -> T:
+    """Run ``work`` in a thread of its own, which ends (its connection closed) before this returns."""
+    results: list[T] = []
+    thread = threading.Thread(target=lambda: results.append(work()))
+    thread.start()
+    thread.join()
+    gc.collect()
+    assert results, "the thread failed"
+    return results[0]
+
+
+def make_file_numbered(directory: Path, number: int, tries: int = 200) -> Path | None:
+    """Create files in ``directory`` until one gets inode ``number``; return it (None after
+    ``tries``), the others removed. ext4 gives a new file the lowest free number of its group,
+    that of a file just deleted: so a freed number comes back within a few files."""
+    made = [directory / f"spare-{index}" for index in range(tries)]
+    found = None
+    for candidate in made:
+        candidate.touch()
+        if candidate.stat().st_ino == number:
+            found = candidate
+            break
+    for candidate in made:
+        if candidate != found:
+            candidate.unlink(missing_ok=True)
+    return found
+
+
+def test_a_backup_restored_while_no_thread_has_a_connection_is_another_store(tmp_path: Path) -> None:
+    """With every thread's connection closed, nothing held the file: a backup restored there could
+    get its inode number (ext4 reuses it at once), and configure() kept the old client and its cache
+    keys, serving the replaced file's cached objects. The client now keeps its file in use."""
+    probe = tmp_path / "probe"
+    probe.touch()
+    freed = probe.stat().st_ino
+    probe.unlink()
+    if make_file_numbered(tmp_path, freed) is None:
+        pytest.skip("this filesystem gives no new file the number of one just deleted (ext4 does)")
+    path, backup = tmp_path / "app.db", tmp_path / "backup.db"
+    url = f"sqlite:///{path}"
+    old = in_a_thread(lambda: configure(url, "memory://", namespace="reopen").persistent)
+
+    def create() -> str:
+        item = Item(name="v1")
+        item.save()
+        return str(item.guid)
+
+    def rename() -> str:
+        item = Item(guid)
+        item.name = "v2"
+        item.save()
+        return str(Item(guid).name)
+
+    guid = in_a_thread(create)
+    copy_database(path, backup)
+    assert in_a_thread(rename) == "v2"  # cached, and no thread has a connection now
+    number = path.stat().st_ino
+    remove_database(path)
+    reused = make_file_numbered(tmp_path, number)  # the restore lands on the freed number if it can
+    if reused is not None:
+        reused.write_bytes(backup.read_bytes())
+        backup = reused
+    os.replace(backup, path)
+    restored = in_a_thread(lambda: configure(url, "memory://", namespace="reopen").persistent)
+    assert restored is not old and restored.identity() != old.identity()
+    assert in_a_thread(lambda: Item(guid).name) == "v1"
+    assert reused is None, "a new file got the number of the file the old client has open"

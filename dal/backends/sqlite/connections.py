@@ -3,7 +3,10 @@
 A sqlite3 connection must neither be shared between threads mid-transaction nor carried
 across ``fork()``, so each thread of each process gets its own, and a thread's connection
 is closed when the thread ends, so short-lived threads do not pile up open files. The first
-connection of a process prepares the file (WAL journal, tables).
+connection of a process prepares the file (WAL journal, tables). One more connection, the pin,
+opened with the first one and closed by ``close()``, keeps the file in use for the client's life:
+with every thread's connection closed, a file restored at the path could otherwise get the old
+one's inode number (ext4 reuses it at once), and pass for the file the client opened.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ PREPARE_PAUSE = 0.002
 PREPARE_PAUSE_LONGEST = 0.05
 
 _stores: weakref.WeakSet[SqliteConnections] = weakref.WeakSet()
-#: connections whose thread ended in a process other than the one that opened them (a forked
-#: child): never closed there, see SqliteConnections._inherited; kept here when their store is gone
+#: in a forked child, the connections it inherited (a parent thread's, a store's pin): never closed
+#: there (see SqliteConnections._inherited), never used, and kept whatever becomes of their store
 _orphans: list[sqlite3.Connection] = []
 
 
@@ -52,6 +55,9 @@ def _after_fork_in_child() -> None:
     # Another thread may have held a store's lock at fork() time; in the child it would stay held.
     for store in list(_stores):
         store._lock = threading.Lock()
+        pin, store._pin = store._pin, None
+        if pin is not None:  # it keeps the file in use in the child too, as long as it lives
+            _orphans.append(pin)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -99,6 +105,14 @@ def _inode(path: str) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
+def _inherited_file(path: str) -> bool:
+    """Tell whether this process inherited over fork() an open client of the file at ``path``,
+    opened through ``path`` by a parent process."""
+    pid, file = os.getpid(), _inode(path)
+    return any(store._opened_pid != pid and not store._closed and store.path == path
+               and store._file == file for store in list(_stores))
+
+
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
     return [str(row[1]) for row in conn.execute("SELECT * FROM pragma_table_info(?)", (table,))]
 
@@ -123,11 +137,11 @@ def _release(store_ref: weakref.ref[SqliteConnections], token: int, conn: sqlite
     if pid == os.getpid():
         with contextlib.suppress(sqlite3.Error):
             conn.close()
-    elif store is None:
-        _orphans.append(conn)
-    elif listed is not None:  # else _connect() already moved it there
+    elif store is None or listed is not None:  # else _connect() already moved it there
         # opened by the parent before a fork: closing it here could drop the child's own locks
-        store._inherited.append(conn)
+        _orphans.append(conn)
+        if store is not None:
+            store._inherited.append(conn)
 
 
 class SqliteConnections:
@@ -149,6 +163,10 @@ class SqliteConnections:
         # child itself holds (POSIX locks are per process), so they are kept, never used.
         self._inherited: list[sqlite3.Connection] = []
         self._ready_pid = 0
+        #: the process that opened this client: in another one (a forked child) it was inherited
+        self._opened_pid = os.getpid()
+        #: holds the file open for the client's life (see the module docstring); None in a child
+        self._pin: sqlite3.Connection | None = None
         #: (st_dev, st_ino) of the file the first connection opened; None when it was replaced meanwhile
         self._file: tuple[int, int] | None = None
         #: and of its -wal and -shm files, as that connection left them
@@ -168,7 +186,8 @@ class SqliteConnections:
             for token, (owner, _) in entries:
                 if owner == pid:
                     self._connections.pop(token, None)
-        for conn in mine:
+        pin, self._pin = self._pin, None  # a child's was moved to _orphans at the fork
+        for conn in [*mine, *([] if pin is None else [pin])]:
             conn.close()
 
     def still_current(self) -> bool:
@@ -217,20 +236,23 @@ class SqliteConnections:
             for token, (owner, conn) in list(self._connections.items()):
                 if owner != pid:
                     self._inherited.append(conn)
+                    _orphans.append(conn)
                     self._connections.pop(token, None)
             prepare, first = self._ready_pid != pid, self._ready_pid == 0
-        if prepare:
-            check_location(self.path, self.mode)
+        if prepare:  # a file given a second name meanwhile is no split for a child: one path
+            check_location(self.path, self.mode, one_name=first and not _inherited_file(self.path))
         before = _inode(self.path)
         if not first and before != self._file:
             self._replaced()  # a thread (or forked child) of this client would open another file
         conn = self._open(prepare)
+        pin = self._open_pin() if first else None
         # the connection holds the file at the path, unless it was replaced while it opened (then
         # the two looks differ: the first connection's client is then not current, configure()
         # opens anew; a later connection of the client, into a file not the client's, is refused)
         after = _inode(self.path)
         if first:
-            self._file = after if before in (None, after) else None
+            self._pin = pin
+            self._file = after if before in (None, after) and pin is not None else None
         elif after != self._file:
             conn.close()
             self._replaced()
@@ -248,16 +270,28 @@ class SqliteConnections:
         local.mark, local.conn, local.pid = mark, conn, pid
         return conn
 
-    def _open(self, prepare: bool) -> sqlite3.Connection:
-        """Connect to the file at the path, preparing it when ``prepare``; SQLite's errors typed."""
+    def _uri(self, mode: str) -> str:
         # a URI, so that mode=rw opens only an existing file, whoever deletes it meanwhile; quoted
         # from the path's bytes, so a name that is not UTF-8 (held with surrogates, as os.fsdecode
         # gives it) names its file byte for byte; an absolute path after "file://" (no host), so
         # that one starting with "//" is not read as a host name
         name = quote(os.fsencode(self.path))
-        uri = f"file://{name}?mode={self.mode}" if name.startswith("/") else f"file:{name}?mode={self.mode}"
+        return f"file://{name}?mode={mode}" if name.startswith("/") else f"file:{name}?mode={mode}"
+
+    def _open_pin(self) -> sqlite3.Connection | None:
+        """Open the pin: a connection that never reads, so takes no lock, and holds the file open
+        (SQLite opens it at once). Not a raw descriptor: closing one would drop every POSIX lock
+        this process holds on the file, its connections' too; SQLite defers that close. None when
+        the file went meanwhile (the client then passes for replaced)."""
         try:
-            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None,
+            return sqlite3.connect(self._uri("ro"), uri=True, check_same_thread=False)
+        except sqlite3.Error:
+            return None
+
+    def _open(self, prepare: bool) -> sqlite3.Connection:
+        """Connect to the file at the path, preparing it when ``prepare``; SQLite's errors typed."""
+        try:
+            conn = sqlite3.connect(self._uri(self.mode), uri=True, timeout=self.timeout, isolation_level=None,
                                    check_same_thread=False)
         except sqlite3.Error as exc:
             raise BackendError(

@@ -32,14 +32,16 @@ def _links(path: str) -> int:
         return 0
 
 
-def check_location(path: str, mode: str) -> None:
+def check_location(path: str, mode: str, *, one_name: bool = True) -> None:
     """Refuse a database path naming a directory, or whose directory (or, with ``mode=rw``, whose
-    file) does not exist, or a database file with more than one hard link.
+    file) does not exist, or, when ``one_name``, a database file with more than one hard link.
 
     SQLite names a database's ``-wal`` and ``-shm`` files, which hold its locks and its latest
     commits, after the path it was opened by: processes opening one file through two hard links would
     neither see each other's commits nor wait for each other's locks, and lose writes (SQLite's "How
     To Corrupt An SQLite Database File" says as much). A symlink has no such effect: SQLite follows it.
+    A forked child reopening the file its parent opened through ``path`` passes ``one_name=False``:
+    a link made since splits no one that way.
     """
     directory = os.path.dirname(path)
     if os.path.isdir(path):
@@ -61,10 +63,15 @@ def check_location(path: str, mode: str) -> None:
             f"sqlite database {path} does not exist (opened with mode=rw, which never "
             "creates one); correct the path, or create the database first (without mode=rw: "
             "dal load, dal migrate or dal demo create a missing file)")
-    if links > 1:
+    if links > 1 and one_name:
+        new = path + ".new"
+        # SQLite's backup reads through the -wal, which a plain cp of the file alone misses
+        copy = f"sqlite3 {shlex.quote(path)} " + shlex.quote('.backup "' + new + '"')
         raise ConfigurationError(
             f"sqlite database {path} has {links} hard links: SQLite names the -wal and -shm files, "
             "which hold its locks and latest commits, after the path a process opens, so processes "
             "reaching the file through different links would not see each other's commits and would "
-            "lose writes; give the file one name (remove its other links, or make it a copy of its "
-            "own: cp) and reach it by that name only, or through symlinks to it")
+            "lose writes; give the file one name and reach it by that name only, or through "
+            "symlinks to it: remove its other links, or make it a copy of its own while no process "
+            f"has it open ({copy} && mv {shlex.quote(new)} {shlex.quote(path)}; a plain cp onto "
+            "a link fails, the same file, and misses commits still in its -wal)")
