@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := etcd-server memcached redis-server graphviz
+APT_PACKAGES := etcd-server memcached redis-server graphviz openssl
 
 .PHONY: demo test chaos lint typecheck docs services graphviz bench clean
 
@@ -37,7 +37,8 @@ bench: $(VENV)/.installed services
 
 services:
 	@if ! command -v etcd >/dev/null || ! command -v memcached >/dev/null || \
-		! command -v redis-server >/dev/null || ! command -v dot >/dev/null; then \
+		! command -v redis-server >/dev/null || ! command -v dot >/dev/null || \
+		! command -v openssl >/dev/null; then \
 		echo "installing $(APT_PACKAGES)"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \

@@ -556,3 +556,160 @@ def test_a_commit_that_failed_after_writing_leaves_nothing_cached_without_a_jour
     assert lost.calls == 1 and _stored_count(local, tally) == 1  # the write did land
     assert _cached_count(local, tally) is None  # evicted although the commit raised
     assert Tally(tally.guid).count == 1  # the next read gets the stored value, not the cached 0
+
+
+# --- a conflict answered to a resend: the unanswered first send must never land later --------------
+
+
+class HeldSend:
+    """Hold back the first send of the next commit etcd's client makes, as a frozen member does.
+
+    Wraps the gRPC stub of each endpoint: the next ``Txn`` with checks goes nowhere and times out, so
+    the client sends it again to the other endpoint (the same etcd, through a loopback proxy), which
+    answers; :meth:`release` delivers the held send to etcd afterwards, as the member would on resuming.
+    """
+
+    def __init__(self, store: EtcdStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.armed = False
+        self.request: Any = None
+        #: a stub of etcd's KV service that holds nothing: what releases the held send
+        self.real = next(iter(store._stubs.values()))["kv"]
+        for stubs in store._stubs.values():
+            monkeypatch.setitem(stubs, "kv", _HoldingStub(stubs["kv"], self))
+
+    def take(self, request: Any) -> bool:
+        """Hold ``request`` if armed (once): ``True`` when it was held."""
+        if not self.armed or not request.compare:
+            return False
+        self.armed, self.request = False, request
+        return True
+
+    def release(self) -> bool:
+        """Deliver the held send to etcd; return whether it applied."""
+        assert self.request is not None, "no send was held"
+        return bool(self.real.Txn(self.request, timeout=5).succeeded)
+
+
+class _HoldingStub:
+    def __init__(self, real: Any, held: HeldSend) -> None:
+        self.real, self.held = real, held
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def Txn(self, request: Any, **kwargs: Any) -> Any:  # gRPC's name
+        if self.held.take(request):
+            raise _RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        return self.real.Txn(request, **kwargs)
+
+
+@pytest.fixture
+def resent(etcd_server: Any, namespace: str,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Context, HeldSend]]:
+    """dal on one etcd reached two ways (directly and through a proxy), whose next commit's first send is
+    held back once armed."""
+    from dal.testing.proxy import LoopbackProxy
+
+    with LoopbackProxy((etcd_server.host, etcd_server.port)) as proxy:
+        url = f"etcd://{etcd_server.host}:{etcd_server.port},{proxy.netloc}?timeout=1"
+        context = PairURLs(url, "memory://", namespace).configure()
+        assert isinstance(context.persistent, EtcdStore) and context.journal is not None
+        yield context, HeldSend(context.persistent, monkeypatch)
+        monkeypatch.undo()
+        context.persistent.commit([], [DeletePrefix(context.keys.root)])
+        context.close()
+
+
+def _refused_while_held(held: HeldSend) -> tuple[Tally, Tally]:
+    """Store a holder of a unique value, then save another object claiming it, its first send held."""
+    holder = Tally(data={"label": "taken", "count": 0})
+    holder.save()
+    late = Tally(data={"label": "taken", "count": 1})
+    held.armed = True
+    return holder, late
+
+
+@pytest.mark.etcd
+def test_a_commit_refused_on_a_unique_value_after_a_resend_never_lands_later(
+        resent: tuple[Context, HeldSend]) -> None:
+    """The resend is refused (the value is held), the holder is deleted, the held first send arrives."""
+    _, held = resent
+    holder, late = _refused_while_held(held)
+    with pytest.raises(dal.exceptions.UniqueConstraintError):
+        late.save()
+    assert held.request is not None  # the first send was held, and the refusal answered the resend
+    holder.delete()  # the value is free: the held send's own checks would pass now
+    assert not held.release(), "the held send of a save refused on a unique value landed later"
+    with pytest.raises(ObjectNotFoundError):
+        Tally(late.guid)
+
+
+@pytest.mark.etcd
+def test_a_commit_refused_after_a_resend_whose_first_send_landed_before_the_fence_is_a_success(
+        resent: tuple[Context, HeldSend], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder is deleted and the held send lands between the resend's refusal and the fence: the
+    save reports what happened, a success, and the object is stored once."""
+    context, held = resent
+    holder, late = _refused_while_held(held)
+    journal = context.journal
+    assert journal is not None
+    real_resolve, landed = journal.resolve, []
+
+    def resolve(uncertain: Uncertain, budget: float | None = None) -> Any:
+        if not landed:
+            holder.delete()
+            landed.append(held.release())
+        return real_resolve(uncertain, budget)
+
+    monkeypatch.setattr(journal, "resolve", resolve)
+    late.save()
+    assert landed == [True]
+    assert Tally(late.guid).count == 1 and late._revision == _stored_revision(context, late)
+    assert context.stats["commit_answers_lost"] == 1
+
+
+@pytest.mark.etcd
+def test_a_commit_refused_after_a_resend_whose_fence_gets_no_answer_is_an_unknown_outcome(
+        resent: tuple[Context, HeldSend], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused on the resend, but the fence finds no store to answer it: not a conflict, since the held
+    send may still land; the next save learns it did not and is refused on the unique value."""
+    context, held = resent
+    holder, late = _refused_while_held(held)
+    real_commit = context.persistent.commit
+
+    def silent_fences(checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
+        if ops and isinstance(ops[0], Put) and ops[0].value == CANCELLED:
+            raise BackendError("simulated: the store does not answer the fence")
+        return real_commit(checks, ops)
+
+    monkeypatch.setattr(context.persistent, "commit", silent_fences)
+    with pytest.raises(CommitOutcomeUnknownError):
+        late.save()
+    monkeypatch.setattr(context.persistent, "commit", real_commit)
+    with pytest.raises(dal.exceptions.UniqueConstraintError):
+        late.save()  # learns the held send was not applied (fenced now), then is refused again
+    holder.delete()
+    assert not held.release()
+    with pytest.raises(ObjectNotFoundError):
+        Tally(late.guid)
+
+
+@pytest.mark.etcd
+def test_control_without_the_fence_a_commit_refused_after_a_resend_lands_later(
+        resent: tuple[Context, HeldSend], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same faults with the store not telling that a send went unanswered: the refused save lands."""
+    context, held = resent
+    holder, late = _refused_while_held(held)
+    real_commit = context.persistent.commit
+
+    def untold(checks: Sequence[Check], ops: Sequence[Op]) -> CommitResult:
+        result = real_commit(checks, ops)
+        return CommitResult(ok=result.ok, revision=result.revision, failed=result.failed,
+                            current=result.current)
+
+    monkeypatch.setattr(context.persistent, "commit", untold)
+    with pytest.raises(dal.exceptions.UniqueConstraintError):
+        late.save()
+    holder.delete()
+    assert held.release()  # the phantom: refused, and stored all the same
+    assert Tally(late.guid).count == 1

@@ -15,6 +15,7 @@ from typing import TypeVar
 import grpc
 import pytest
 from pyetcd import etcdrpc
+from tls_pki import make_pki
 
 from dal.backends.base import DeletePrefix, Entry, Put, Revision
 from dal.backends.etcd import EtcdStore
@@ -187,9 +188,8 @@ def test_user_and_password_authenticate(private_etcd: RunningServer) -> None:
 
 
 def test_etcd_options_parse(tmp_path: Path) -> None:
-    ca, key, cert = (tmp_path / name for name in ("ca.pem", "key.pem", "cert.pem"))
-    for path in (ca, key, cert):
-        path.write_bytes(b"-----BEGIN CERTIFICATE-----\n")
+    pki = make_pki(tmp_path)  # the files are parsed when the store is opened
+    ca, key, cert = pki.ca, pki.client_key, pki.client_cert
     store = etcd(f"etcd://u:p@h1,h2:2380?timeout=0.5&ca_cert={ca}&cert_key={key}&cert_cert={cert}")
     assert store.url.require_hosts(2379) == (("h1", 2379), ("h2", 2380))
     store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import uuid
@@ -168,6 +169,24 @@ def test_scans_and_prefix_work_cross_page_boundaries(
     assert store.commit([], [DeletePrefix(f"{p}k0")]).ok  # ten keys, four pages, all gone
     assert store.scan(p) == []
     assert _raw(store).zrangebylex(INDEX, f"[{p}".encode(), f"({p}".encode() + b"\xff") == []
+
+
+def test_a_key_that_is_not_utf8_is_a_backend_error_naming_it_and_how_to_delete_it(
+        store: RedisStore, namespace: str) -> None:
+    p = f"{namespace}/"
+    assert store.commit([], [Put(f"{p}a", b"1")]).ok
+    odd = p.encode() + b"\xfe'"  # another client wrote it, in dal's layout
+    _raw(store).zadd(INDEX, {odd: 0})
+    _raw(store).set(DATA.encode() + odd, b"1:")
+    shown = f"{p}\\xfe\\x27"
+    for read in (lambda: store.scan(p), lambda: store.scan_keys([p])):
+        with pytest.raises(BackendError, match=re.escape(f"holds the key $'{shown}' in {INDEX}, which is not "
+                                                         "UTF-8 text: another client wrote it")) as raised:
+            read()
+        assert f"ZREM '{INDEX}' $'{shown}', then redis-cli -n 0 DEL $'{DATA}{shown}'" in str(raised.value)
+    _raw(store).zrem(INDEX, odd)
+    _raw(store).delete(DATA.encode() + odd)
+    assert store.scan_keys([p]) == {p: [f"{p}a"]}
 
 
 def test_a_flushed_script_cache_is_reloaded(store: RedisStore, namespace: str) -> None:

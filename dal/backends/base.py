@@ -107,17 +107,17 @@ Op = Put | Delete | DeletePrefix | Evict
 class CommitResult:
     """The outcome of :meth:`PersistentStore.commit`.
 
-    When ``ok``, ``revision`` is the revision every written key now carries.
-    When not ``ok``, nothing was written, ``failed`` holds the indexes (into ``checks``)
-    of every check that did not hold, ascending, and ``current`` the present entries of the keys named
-    by failing ``Revision``/``Exists`` checks (a key absent from ``current`` is absent from
-    the store), so a caller can merge without another round trip.
-    """
+    When ``ok``, ``revision`` is the revision every written key now carries. When not ``ok``, nothing
+    was written by this answer, ``failed`` holds the indexes (into ``checks``) of every check that did
+    not hold, ascending, and ``current`` the present entries of the keys named by failing ``Revision``/
+    ``Exists`` checks (absent there: absent from the store), so a caller can merge without another round
+    trip; ``unanswered``: an earlier send of it got no answer and may apply once those checks hold again."""
 
     ok: bool
     revision: int = 0
     failed: tuple[int, ...] = ()
     current: Mapping[str, Entry] = field(default_factory=dict)
+    unanswered: bool = False
 
 
 class RefusedError(BackendError):

@@ -10,7 +10,9 @@ failed commit reports that key present, the commit was applied earlier: it is ou
 knows the key. When no answer comes at all, the writer *fences* its record: it commits a
 "cancelled" marker under the key, conditional on the key being absent. If that succeeds, the
 original can never apply while the marker stays (its own check would fail), and markers stay
-:data:`MARKER_AGE` seconds; if it fails on our record, the original applied. Only when even the
+:data:`MARKER_AGE` seconds; if it fails on our record, the original applied. A conflict answered to
+a resend (etcd's client sends a commit a member did not answer to another one) is fenced the same
+way: the unanswered send would apply once the checks it failed hold again. Only when even the
 fence gets no answer before the deadline is the outcome unknown:
 :class:`~dal.exceptions.CommitOutcomeUnknownError`; the writer's sweeps keep fencing it until
 the store answers. A store that cannot lose answers (a local SQLite file) is never fenced: its
@@ -154,7 +156,8 @@ class Journal:
     def commit(self, checks: Sequence[Check], ops: Sequence[Op], invalidate: Sequence[str]) -> CommitResult:
         """Commit ``ops`` if ``checks`` hold, with a record of ``invalidate``; deliver it after.
 
-        A failed result never comes from this commit's own earlier send. Raises BackendError
+        A failed result never comes from this commit's own earlier send, and no earlier send of it
+        can apply later (one that got no answer is fenced: :meth:`_conflict`). Raises BackendError
         when the commit was certainly not applied, CommitOutcomeUnknownError when that could
         not be learnt.
         """
@@ -176,41 +179,66 @@ class Journal:
             certain = not self.store.ambiguous_commits or isinstance(exc, RefusedError)
             outcome, revision = (Outcome.NOT_APPLIED, 0) if certain else self.resolve(uncertain)
             if outcome is not Outcome.APPLIED:
-                self._give_back(along)
-                # whatever happened, nothing this commit touched may stay cached
-                self.cache.invalidate(*invalidate, recorded=True)
-                said = str(exc).rstrip(". ") + "."
-                if outcome is Outcome.NOT_APPLIED:
-                    # a refusal keeps its kind: callers tell a request too large from a store failing
-                    kind = type(exc) if isinstance(exc, RefusedError) else BackendError
-                    # safe, but a request too large is refused the same way however often it is sent
-                    retry = "" if isinstance(exc, TooLargeError) else ": retrying is safe"
-                    if "nothing was written" not in said.lower():  # a store's refusal may say so itself
-                        said += f" Nothing was written{retry}."
-                    raise kind(said) from exc
-                with self._lock:
-                    self.unknown[key] = uncertain
-                raise CommitOutcomeUnknownError(
-                    f"{said} The commit was sent and may have been applied; dal could not learn which "
-                    f"within {self._budget():g} s. Repeat the operation on the same object: save() "
-                    "first learns whether this commit was applied and never applies it twice (so does "
-                    "refresh()), and delete() again is harmless.", uncertain) from exc
+                raise self._failure(exc, outcome, uncertain, along, invalidate) from exc
             result = CommitResult(ok=True, revision=revision)
         else:
             if not result.ok:
-                token = len(checks)
-                if token not in result.failed:
-                    self._give_back(along)
+                result = self._conflict(result, len(checks), Uncertain(key, record, stamp), along, invalidate)
+                if not result.ok:
                     return result
-                # our record is there: an earlier send of this very commit was applied
-                self.stats.add("commit_answers_lost")
-                result = CommitResult(ok=True, revision=applied_revision(result.current[key]))
                 evicted = False  # that send evicted them when it applied; a fill may have followed
             elif evicted:
                 self.queue_done([key])  # its invalidations went with it
                 return result
         self._delivered(key, invalidate)
         return result
+
+    def _conflict(self, result: CommitResult, token: int, uncertain: Uncertain, along: list[str],
+                  invalidate: Sequence[str]) -> CommitResult:
+        """Return a failed commit's result, or a success when an earlier send of it was applied.
+
+        Our record there (the token check failed): an earlier send of this very commit was applied.
+        A conflict answered after an earlier send got no answer (``unanswered``: the client sent it
+        again to another etcd member) is not final: that send may still apply once the checks it
+        failed hold again (a unique value freed). It is fenced as :meth:`resolve` does: not applied,
+        the conflict stands and the marker keeps that send from ever applying; applied, a success;
+        unknown, CommitOutcomeUnknownError.
+        """
+        if token in result.failed:
+            self.stats.add("commit_answers_lost")
+            return CommitResult(ok=True, revision=applied_revision(result.current[uncertain.key]))
+        outcome, revision = self.resolve(uncertain) if result.unanswered else (Outcome.NOT_APPLIED, 0)
+        if outcome is Outcome.APPLIED:
+            return CommitResult(ok=True, revision=revision)
+        if outcome is Outcome.UNKNOWN:
+            raise self._failure(BackendError(
+                "the store answered that a check of this commit failed, but an earlier send of it got no "
+                "answer and would apply once that check holds again"), outcome, uncertain, along, invalidate)
+        self._give_back(along)
+        return result
+
+    def _failure(self, exc: BackendError, outcome: Outcome, uncertain: Uncertain, along: list[str],
+                 invalidate: Sequence[str]) -> BackendError:
+        """Return the error of a commit not applied (``outcome``), or whose outcome is unknown."""
+        self._give_back(along)
+        # whatever happened, nothing this commit touched may stay cached
+        self.cache.invalidate(*invalidate, recorded=True)
+        said = str(exc).rstrip(". ") + "."
+        if outcome is Outcome.NOT_APPLIED:
+            # a refusal keeps its kind: callers tell a request too large from a store failing
+            kind = type(exc) if isinstance(exc, RefusedError) else BackendError
+            # safe, but a request too large is refused the same way however often it is sent
+            retry = "" if isinstance(exc, TooLargeError) else ": retrying is safe"
+            if "nothing was written" not in said.lower():  # a store's refusal may say so itself
+                said += f" Nothing was written{retry}."
+            return kind(said)
+        with self._lock:
+            self.unknown[uncertain.key] = uncertain
+        return CommitOutcomeUnknownError(
+            f"{said} The commit was sent and may have been applied; dal could not learn which "
+            f"within {self._budget():g} s. Repeat the operation on the same object: save() "
+            "first learns whether this commit was applied and never applies it twice (so does "
+            "refresh()), and delete() again is harmless.", uncertain)
 
     def resolve(self, uncertain: Uncertain, budget: float | None = None) -> tuple[Outcome, int]:
         """Learn whether an uncertain commit was applied, and at which revision (0: not known).

@@ -6,9 +6,10 @@ them. A commit reads back what failed in the same round trip.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
+import grpc
 from pyetcd import etcdrpc
 
 from dal.backends.base import (
@@ -24,8 +25,17 @@ from dal.backends.base import (
     RefusedError,
     Revision,
 )
+from dal.backends.etcd.keytext import key_entries, key_texts
 from dal.backends.etcd.leadership import EtcdLeadership
-from dal.backends.etcd.transport import CompactedError, SpaceExceededError, tls_credentials, utf8
+from dal.backends.etcd.tls import tls_credentials
+from dal.backends.etcd.transport import (
+    TOO_MANY_OPS,
+    CompactedError,
+    SpaceExceededError,
+    Tries,
+    etcd_error,
+    utf8,
+)
 from dal.backends.url import StoreURL, host_text, timeout_option
 from dal.exceptions import BackendError, ConfigurationError
 
@@ -51,6 +61,8 @@ class EtcdStore(EtcdLeadership):
     shared: ClassVar[bool] = True
     # a connection can drop after etcd applied a txn and before its answer arrived
     ambiguous_commits: ClassVar[bool] = True
+    #: range requests per read txn (get_many, scan_keys): TXN_OPS, halved for a server that refuses that many
+    _read_ops: int = TXN_OPS
 
     @classmethod
     def from_url(cls, url: StoreURL) -> EtcdStore:
@@ -84,19 +96,36 @@ class EtcdStore(EtcdLeadership):
 
     def _get_many(self, wanted: list[bytes]) -> dict[str, Entry]:
         found: dict[str, Entry] = {}
-        revision = 0
-        for start in range(0, len(wanted), TXN_OPS):
-            chunk = wanted[start:start + TXN_OPS]
-            # later chunks read at the first chunk's revision, so the result is one snapshot
-            reads = [etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=k, revision=revision))
-                     for k in chunk]
-            response = self._call("Txn", etcdrpc.TxnRequest(success=reads))
-            revision = revision or response.header.revision
-            for key, op in zip(chunk, response.responses, strict=True):
+        for chunk, responses, _ in self._reads(wanted, lambda key, revision: etcdrpc.RangeRequest(
+                key=key, revision=revision)):
+            for key, op in zip(chunk, responses, strict=True):
                 if op.response_range.kvs:
                     kv = op.response_range.kvs[0]
                     found[key.decode()] = Entry(kv.value, kv.mod_revision)
         return found
+
+    def _reads(self, items: list[T], request: Callable[[T, int], Any]) -> Iterator[tuple[list[T], Any, int]]:
+        """Send a range request per item (``request(item, revision)``), as few read txns as etcd's
+        --max-txn-ops allows, the later ones pinned to the first one's revision so the whole is one
+        snapshot; yield each chunk of items, its responses and that revision.
+
+        A server whose --max-txn-ops is below TXN_OPS refuses a txn of that many: it is sent again
+        halved until one passes, and this store keeps sending reads of that size.
+        """
+        revision, start = 0, 0
+        while start < len(items):
+            chunk = items[start:start + self._read_ops]
+            reads = [etcdrpc.RequestOp(request_range=request(item, revision)) for item in chunk]
+            try:
+                response = self._call("Txn", etcdrpc.TxnRequest(success=reads))
+            except BackendError as exc:
+                if len(chunk) == 1 or not _too_many_ops(exc):
+                    raise
+                self._read_ops = len(chunk) // 2
+                continue
+            revision = revision or response.header.revision
+            yield chunk, response.responses, revision
+            start += len(chunk)
 
     def _snapshot(self, read: Callable[[], T]) -> T:
         """Run a read whose requests are pinned to its first one's revision; start it over at the
@@ -124,29 +153,24 @@ class EtcdStore(EtcdLeadership):
         # sort_order NONE on purpose: etcd returns ranges in ascending key order anyway, and an
         # explicit sort makes etcd 3.4 read the whole range before applying the limit
         request = etcdrpc.RangeRequest(key=start, range_end=end, limit=limit or 0)
-        response = self._call("Range", request)
-        return [(kv.key.decode(), Entry(kv.value, kv.mod_revision)) for kv in response.kvs]
+        return key_entries(self._where, self._call("Range", request).kvs)
 
     def scan_keys(self, prefixes: Sequence[str]) -> dict[str, list[str]]:
-        """Return the keys under each prefix: one read txn per 128 prefixes, all at one revision."""
+        """Return the keys under each prefix: one read txn per 128 prefixes (fewer for an etcd whose
+        --max-txn-ops is lower), all at one revision."""
         wanted = list(dict.fromkeys(prefixes))
         return self._snapshot(lambda: self._scan_keys(wanted))
 
     def _scan_keys(self, wanted: list[str]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
-        revision = 0
-        for start in range(0, len(wanted), TXN_OPS):
-            chunk = wanted[start:start + TXN_OPS]
-            reads = [etcdrpc.RequestOp(request_range=self._keys_request(prefix, None, revision))
-                     for prefix in chunk]
-            response = self._call("Txn", etcdrpc.TxnRequest(success=reads))
-            revision = revision or response.header.revision
-            for prefix, op in zip(chunk, response.responses, strict=True):
-                keys = [kv.key.decode() for kv in op.response_range.kvs]
+        for chunk, responses, revision in self._reads(wanted, lambda prefix, revision: self._keys_request(
+                prefix, None, revision)):
+            for prefix, op in zip(chunk, responses, strict=True):
+                keys = key_texts(self._where, op.response_range.kvs)
                 more = op.response_range.more
                 while more:  # a huge range continues page by page at the same revision
                     page = self._call("Range", self._keys_request(prefix, keys[-1], revision))
-                    keys += [kv.key.decode() for kv in page.kvs]
+                    keys += key_texts(self._where, page.kvs)
                     more = page.more
                 found[prefix] = keys
         return found
@@ -200,14 +224,15 @@ class EtcdStore(EtcdLeadership):
         # one, a send that got no answer may go again to another member, it cannot apply twice
         guarded = [check.key for check in checks if isinstance(check, Revision) and (
             check.key in puts or (check.revision > 0 and check.key in deletes))]
+        tries = Tries()
         try:
             response = self._call("Txn", request, txn_size=(len(checks), len(request.success)),
-                                  resend=bool(guarded))
+                                  resend=bool(guarded), tries=tries)
         except SpaceExceededError as exc:
             raise self._unless_applied(exc, [key for key in guarded if key in puts]) from exc
         if response.succeeded:
             return CommitResult(ok=True, revision=response.header.revision)
-        return self._conflict(checks, response, key_reads, prefix_reads)
+        return self._conflict(checks, response, key_reads, prefix_reads, tries.unanswered)
 
     def _unless_applied(self, exc: BackendError, created: list[str]) -> BackendError:
         """Tell a commit etcd answered "database space exceeded" and did not apply (a RefusedError)
@@ -227,7 +252,10 @@ class EtcdStore(EtcdLeadership):
 
     @staticmethod
     def _conflict(checks: Sequence[Check], response: Any, key_reads: dict[str, int],
-                  prefix_reads: dict[tuple[str, int], int]) -> CommitResult:
+                  prefix_reads: dict[tuple[str, int], int], unanswered: bool) -> CommitResult:
+        """Read a failed txn's answer. A send of it that got no answer (then resent to another member)
+        may still apply, once every check it failed holds again: a key absent or present again, a
+        prefix emptied, but never a key back at a revision it left (etcd's revisions only grow)."""
         failed: list[int] = []
         current: dict[str, Entry] = {}
         for index, check in enumerate(checks):
@@ -244,7 +272,10 @@ class EtcdStore(EtcdLeadership):
                 after = check.revision if isinstance(check, PrefixUnchanged) else 0
                 if response.responses[prefix_reads[(check.prefix, after)]].response_range.kvs:
                     failed.append(index)
-        return CommitResult(ok=False, failed=tuple(failed), current=current)
+        missed = [checks[index] for index in failed]
+        unanswered = unanswered and not any(isinstance(check, Revision) and check.revision > 0
+                                            for check in missed)
+        return CommitResult(ok=False, failed=tuple(failed), current=current, unanswered=unanswered)
 
     def identity(self) -> str:
         """Return the cluster's id, which every member reports, whichever endpoint is asked.
@@ -260,6 +291,12 @@ class EtcdStore(EtcdLeadership):
     def change_token(self) -> object:
         # knowing whether anyone else committed would take a round trip: not cheap
         return None
+
+
+def _too_many_ops(exc: BackendError) -> bool:
+    """Whether etcd refused a request for holding more operations than its --max-txn-ops."""
+    cause = exc.__cause__
+    return isinstance(cause, grpc.RpcError) and etcd_error(cause) == TOO_MANY_OPS
 
 
 def prefix_range(prefix: str) -> tuple[bytes, bytes]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,8 +21,9 @@ from pyetcd.exceptions import NoServerAvailableError
 from dal.backends.base import RefusedError, TooLargeError
 from dal.backends.base import utf8 as base_utf8
 from dal.backends.etcd.grants import permission_denied
+from dal.backends.etcd.tls import tls_failure
 from dal.backends.url import StoreURL
-from dal.exceptions import BackendError, ConfigurationError
+from dal.exceptions import BackendError
 
 #: seconds a failed endpoint is passed over while others remain (pyetcd's default is 300)
 ENDPOINT_RETRY_AFTER = 2.0
@@ -102,7 +102,7 @@ class EtcdTransport:
         self._password = password
         self._token: str | None = None
         self._auth_lock = threading.Lock()
-        secure = credentials is not None
+        secure = self._tls = credentials is not None
         self._endpoints = [
             Endpoint(host, port, secure=secure, creds=credentials,
                      time_retry=ENDPOINT_RETRY_AFTER, opts=_CHANNEL_OPTIONS)
@@ -124,16 +124,17 @@ class EtcdTransport:
         return not self._closed
 
     def _call(self, method: str, request: Any, *, txn_size: tuple[int, int] | None = None,
-              service: str = "kv", resend: bool = True) -> Any:
+              service: str = "kv", resend: bool = True, tries: Tries | None = None) -> Any:
         """Send one request (KV, lease, cluster), failing over between endpoints, within the timeout.
 
         ``resend``: whether a send that got no answer may be sent again to another member (see
         :meth:`_send`); a request that may not gets the whole deadline on its first member.
+        ``tries``, when given, learns whether a send went unanswered even when a later one answered.
         """
         if self._closed:  # gRPC would raise a bare ValueError on its closed channels
             raise BackendError(f"the etcd store {self.url} is closed; open it again (dal.configure())")
         deadline = time.monotonic() + self.timeout
-        tries = _Tries()
+        tries = Tries() if tries is None else tries
         for attempt in range(2):
             try:
                 metadata = self._auth_metadata(deadline)
@@ -169,7 +170,7 @@ class EtcdTransport:
                 request = etcdrpc.AuthenticateRequest(name=self._user, password=self._password)
                 try:
                     self._token = self._send("Authenticate", request, deadline, None, service="auth",
-                                             resend=True, tries=_Tries()).token
+                                             resend=True, tries=Tries()).token
                 except grpc.RpcError as exc:
                     # as etcd's Go client does: without auth enabled, go on without a token (clients
                     # can get their credentials before `auth enable`); USER_EMPTY says when to log in
@@ -180,7 +181,7 @@ class EtcdTransport:
 
     def _send(self, method: str, request: Any, deadline: float,
               metadata: tuple[tuple[str, str], ...] | None, *, service: str, resend: bool,
-              tries: _Tries) -> Any:
+              tries: Tries) -> Any:
         """Try the endpoints in turn while they do not answer; raise the last gRPC error.
 
         UNAVAILABLE mostly means the request never reached a server, but only a failure to connect
@@ -285,8 +286,9 @@ class EtcdTransport:
                 "are running and reach each other, and that this client names voting members, not only "
                 "learners")
         if code == grpc.StatusCode.UNAVAILABLE:
-            return BackendError(f"could not reach etcd at {self._where} ({details}); check that its members "
-                                "are running and that this host can connect to them")
+            return BackendError(tls_failure(self._where, details, self._tls, self.url) or (
+                f"could not reach etcd at {self._where} ({details}); check that its members are running "
+                "and that this host can connect to them"))
         if (code, details) == NO_SPACE:
             message = (f"etcd at {self._where} is out of space: its database reached its quota and its "
                        "NOSPACE alarm refuses writes; free space (etcdctl compact to an old revision, then "
@@ -307,12 +309,18 @@ class EtcdTransport:
     def _refusal(self, code: Any, details: str, txn_size: tuple[int, int] | None) -> str | None:
         """Say what to do about an error etcd answers before applying anything of the request."""
         error = (code, details)
+        if error == TOO_MANY_OPS and txn_size is None:  # a read: get_many and scan_keys send smaller ones
+            return (f"this read needs more operations in one etcd transaction than the server at "
+                    f"{self._where} allows (--max-txn-ops, 128 by default); start etcd with a larger "
+                    "--max-txn-ops")
         if error == TOO_MANY_OPS:
             checks, writes = txn_size or (0, 0)
             return (f"this commit needs {max(checks, writes)} operations in one etcd transaction "
                     f"({checks} checks, {writes} writes) but the server at {self._where} allows fewer "
-                    f"(--max-txn-ops, 128 by default); start etcd with a larger --max-txn-ops "
-                    f"or save fewer objects per transaction")
+                    f"(--max-txn-ops, 128 by default); start etcd with a larger --max-txn-ops, or make the "
+                    f"transaction smaller: a delete(abandon=...) unlinks every referrer in its one "
+                    f"transaction, so unlink some of them first (set their relation to None and save "
+                    f"them) and delete again with fewer; otherwise save fewer objects per call")
         if _too_large(code, details):
             # "retrying" must not read as a remedy (the journal adds that nothing was written)
             return (f"this request is larger than the etcd server at {self._where} accepts "
@@ -335,32 +343,11 @@ class EtcdTransport:
         return None
 
 
-class _Tries:
+class Tries:
     """What the sends of one request learnt: whether one went unanswered (and may still apply)."""
 
     def __init__(self) -> None:
         self.unanswered = False
-
-
-def tls_credentials(url: StoreURL) -> Any:
-    """Return gRPC channel credentials when any TLS option is given, else ``None``."""
-    paths = {name: url.options.get(name) for name in ("ca_cert", "cert_key", "cert_cert")}
-    if not any(paths.values()):
-        return None
-    if bool(paths["cert_key"]) != bool(paths["cert_cert"]):
-        raise ConfigurationError(f"{url} gives only one of cert_key and cert_cert; a client "
-                                 "certificate needs both")
-    contents: dict[str, bytes | None] = {}
-    for name, path in paths.items():
-        if not path:
-            contents[name] = None
-            continue
-        try:
-            contents[name] = Path(path).read_bytes()
-        except OSError as exc:
-            raise ConfigurationError(f"option {name} of {url}: cannot read {path!r}: {exc.strerror}") from exc
-    # without ca_cert, the server's certificate is checked against the system's trusted roots
-    return grpc.ssl_channel_credentials(contents["ca_cert"], contents["cert_key"], contents["cert_cert"])
 
 
 #: etcd's own UNAVAILABLE answers to a request it proposed and could not confirm (its rpctypes): the

@@ -199,9 +199,9 @@ class RedisStore(RedisLeadership):
         low, high = lex_range(prefix, start_after)
         found: list[bytes] = self._script(f"scan of {prefix!r}", self._scan, 1, INDEX, DATA, PAGE, low, high,
                                           limit or 0)
-        pairs = zip(found[::2], found[1::2], strict=True)
+        pairs = zip(self._texts(found[::2]), found[1::2], strict=True)
         # a key without a value (None) cannot be seen, since a commit writes both in one script: skipped
-        return [(key.decode(), entry(raw)) for key, raw in pairs if raw is not None]
+        return [(key, entry(raw)) for key, raw in pairs if raw is not None]
 
     def scan_keys(self, prefixes: Sequence[str]) -> dict[str, list[str]]:
         """Return the keys under each prefix: one ZRANGEBYLEX each, in one MULTI (one instant)."""
@@ -212,7 +212,23 @@ class RedisStore(RedisLeadership):
         answers = self._pipeline(f"scan of {len(wanted)} prefixes",
                                  [("ZRANGEBYLEX", INDEX, *lex_range(prefix)) for prefix in wanted],
                                  transaction=True)
-        return {prefix: [key.decode() for key in keys] for prefix, keys in zip(wanted, answers, strict=True)}
+        return {prefix: self._texts(keys) for prefix, keys in zip(wanted, answers, strict=True)}
+
+    def _texts(self, keys: list[bytes]) -> list[str]:
+        """Return scanned keys as text; one that is not UTF-8 (another client wrote it: dal writes text
+        keys only) is a BackendError naming it, its other bytes escaped as bash's ``$'...'`` reads them."""
+        try:
+            return [key.decode() for key in keys]
+        except UnicodeDecodeError:
+            pass
+        key = next(key for key in keys if key.decode(errors="replace").encode() != key)
+        shown = "".join(chr(byte) if 0x20 <= byte < 0x7F and byte not in b"\\'" else f"\\x{byte:02x}"
+                        for byte in key)
+        raise BackendError(
+            f"the redis database of {self._where} (db {self._db}) holds the key $'{shown}' in {INDEX}, "
+            "which is not UTF-8 text: another client wrote it (dal writes UTF-8 keys only), and dal cannot "
+            f"read the keys around it; delete it (in bash: redis-cli -n {self._db} ZREM '{INDEX}' "
+            f"$'{shown}', then redis-cli -n {self._db} DEL $'{DATA}{shown}')")
 
     # --- writes ---------------------------------------------------------------------
 
