@@ -713,3 +713,22 @@ def test_control_without_the_fence_a_commit_refused_after_a_resend_lands_later(
     holder.delete()
     assert held.release()  # the phantom: refused, and stored all the same
     assert Tally(late.guid).count == 1
+
+
+@pytest.mark.etcd
+def test_a_queue_add_refused_after_a_resend_never_queues_again_later(
+        resent: tuple[Context, HeldSend]) -> None:
+    """dal.tools.cache.add commits through the journal: its first send held, the resend refused (one item
+    queued already) and retried without it, the queue emptied by a prefetcher; the held send, released,
+    must not queue both again."""
+    from dal.tools.cache import Queued, add, queued, remove
+
+    context, held = resent
+    items = [Queued("h", "g1", "d"), Queued("h", "g2", "d")]
+    assert add(context, items[:1]) == 1  # another process queued g1 already
+    held.armed = True
+    assert add(context, items) == 1
+    assert held.request is not None  # the first send was held, and the refusal answered the resend
+    remove(context, queued(context))  # a prefetcher computed both
+    assert not held.release(), "the held first send of a refused add landed later"
+    assert queued(context) == []

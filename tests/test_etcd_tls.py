@@ -78,6 +78,20 @@ def test_files_that_are_not_the_pem_their_option_takes_are_refused_when_the_stor
             open_persistent(f"etcd://127.0.0.1:{port}?{options}")
 
 
+def test_a_small_rsa_client_key_that_grpc_takes_is_not_refused(tmp_path: Path) -> None:
+    """Python's default OpenSSL security level refuses a 1024-bit RSA key, which gRPC and etcd take:
+    whether a key is strong enough is the members' to say, not the option check's."""
+    pki, port = make_pki(tmp_path / "pki"), closed_port()
+    key, request, cert = (tmp_path / f"rsa1024{suffix}" for suffix in (".key", ".csr", ".pem"))
+    subprocess.run(["openssl", "req", "-newkey", "rsa:1024", "-nodes", "-keyout", str(key), "-out",
+                    str(request), "-subj", "/CN=small"], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(request), "-CA", str(pki.ca), "-CAkey",
+                    str(pki.ca.with_suffix(".key")), "-CAcreateserial", "-out", str(cert), "-days", "2"],
+                   check=True, capture_output=True)
+    store = open_persistent(f"etcd://127.0.0.1:{port}?{_tls(pki, key=key, cert=cert)}")  # connects later
+    store.close()
+
+
 def test_a_failed_tls_handshake_names_the_tls_options_and_whether_the_server_serves_tls(
         servers: Servers) -> None:
     pki, tls, plain = servers.pki, servers.tls.port, servers.plain.port

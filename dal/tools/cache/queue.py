@@ -98,7 +98,9 @@ def add(context: Context, items: list[Queued]) -> int:
         while batch:
             keys = [_key(context, item) for item in batch]
             ops = [Put(key, json.dumps({"n": index}).encode()) for index, key in enumerate(keys)]
-            result = context.persistent.commit([Revision(key, 0) for key in keys], ops)
+            # through the journal: on etcd, a refusal answered to a resend is fenced, so the unanswered
+            # first send never queues anew what a prefetcher has taken off since
+            result = context.commit([Revision(key, 0) for key in keys], ops)
             if result.ok:
                 added += len(batch)
                 break
@@ -161,7 +163,7 @@ def _claim(context: Context, item: Queued) -> bool:
         return False
     checks: list[Check] = [Revision(key, held.revision if held is not None else 0),
                            Exists(_key(context, item))]
-    return context.persistent.commit(checks, [Put(key, json.dumps(time.time()).encode())]).ok
+    return context.commit(checks, [Put(key, json.dumps(time.time()).encode())]).ok  # fenced, as in add()
 
 
 def _release(context: Context, item: Queued, *, done: bool) -> None:
