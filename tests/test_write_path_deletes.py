@@ -165,7 +165,7 @@ class _Recording(EtcdStore):
         self.sent: list[Any] = []
 
     def _call(self, method: str, request: Any, *, txn_size: tuple[int, int] | None = None,
-              service: str = "kv", resend: bool = True) -> Any:
+              service: str = "kv", resend: bool = True, tries: Any = None) -> Any:
         self.sent.append(request)
         response = etcdrpc.TxnResponse(succeeded=True)
         response.header.revision = 9
