@@ -76,6 +76,7 @@ class Property(Spec, Generic[T]):
     def __init__(self, name: str, property_type: Any, mandatory: bool = True, default: Any = None,
                  unique: bool = False, indexed: bool = False, doc: str | None = None) -> None:
         _check_name(name, "Property")
+        _check_flags(f"Property {name!r}", mandatory=mandatory, unique=unique, indexed=indexed)
         self.name = name
         self.property_type = property_type
         self.mandatory = mandatory
@@ -124,6 +125,7 @@ class Relation(Spec):
             raise InvalidValueError(
                 f"Relation {name!r}: foreign_type must be a hybrid class, its name as a string, "
                 f"or None for the class itself, not {foreign_type!r}")
+        _check_flags(f"Relation {name!r}", mandatory=mandatory, onetoone=onetoone)
         self.name = name
         self.foreign_type = foreign_type
         self.foreign_key = foreign_key
@@ -187,6 +189,7 @@ class Dynamic(Spec):
                 raise InvalidValueError(
                     f"Dynamic {name!r}: {label} must be a number of seconds "
                     f"{'>= 0 (0 = never cached)' if least == 0 else '> 0'} and below 1e12, not {seconds!r}")
+        _check_flags(f"Dynamic {name!r}", locked=locked)
         #: how long a lock holder may compute, and a waiter wait, before others compute themselves
         self.lock_timeout = lock_timeout
         self.name = name
@@ -316,6 +319,14 @@ def _check_name(name: object, what: str) -> None:
         raise InvalidValueError(
             f"{what} name {name!r} must be a public Python identifier (letters, digits, underscores, "
             "not starting with an underscore)")
+
+
+def _check_flags(what: str, **flags: object) -> None:
+    """Refuse a flag that is not a bool: ``mandatory='no'`` is truthy, and would be taken as True."""
+    for flag, value in flags.items():
+        if not isinstance(value, bool):
+            raise InvalidValueError(f"{what}: {flag} must be True or False, not {shorten(value)} (any other "
+                                    "value would be taken for its truth, 'no' or 'false' as True)")
 
 
 def _accepts_keyword(func: Callable[..., Any], keyword: str) -> bool:

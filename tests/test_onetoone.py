@@ -16,10 +16,11 @@ import uuid
 from typing import Any
 
 import pytest
-from relation_hybrids import BladeServer, Cabinet, Owner, Passport
+from relation_hybrids import BladeServer, Cabinet, Device, Owner, Passport
 from test_transfer import populate
 from transfer_hybrids import XConsole, XServer
 
+from dal import save_many
 from dal.backends.base import Delete, Put
 from dal.config import Context
 from dal.exceptions import (
@@ -30,6 +31,7 @@ from dal.exceptions import (
     UniqueConstraintError,
 )
 from dal.objects import schema
+from dal.query import datalist
 from dal.tools.check.integrity import Kind, check
 from dal.tools.migrate.migrations import Step
 from dal.tools.migrate.migrator import Migration, MigrationError, migrate
@@ -306,6 +308,121 @@ def test_check_groups_one_to_one_referrers_across_subclass_hybrids(context: Cont
     assert problem.kind is Kind.ONETOONE_VIOLATION, report.problems
     assert f"BladeServer {blade.guid}" in problem.message and f"Device {device}" in problem.message
     assert onetoone_keys(context, "device") == {}, "repair picks no winner"
+
+
+# --- the reverse accessor ------------------------------------------------------------------------
+
+
+def after_query(monkeypatch: pytest.MonkeyPatch, hybrid: type[Any], write: Any) -> None:
+    """Run ``write`` (another process's, say) once, right after the query of ``hybrid``'s objects
+    pointing at a target read its guids, before anything else of the reverse accessor runs."""
+    real = datalist.cached_guids
+
+    def cached_guids(context: Context, meta: Any, root: Any, run: Any) -> Any:
+        found = real(context, meta, root, run)
+        if meta is hybrid._meta:
+            monkeypatch.setattr(datalist, "cached_guids", real)
+            write()
+        return found
+
+    monkeypatch.setattr(datalist, "cached_guids", cached_guids)
+
+
+def test_a_holder_deleted_while_the_accessor_reads_it_reads_as_none_or_the_new_holder(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """owner.passport is the one object or None, never ObjectNotFoundError: a holder deleted between the
+    accessor's query and its load reads as None, or as the object holding the target by then."""
+    bob = owner("bob")
+    gone = Passport(data={"number": "P1", "holder": bob})
+    gone.save()
+    assert bob.passport == gone  # the list's guids are cached now: the next read loads the passport anew
+    after_query(monkeypatch, Passport, gone.delete)
+    assert bob.passport is None
+    held = Passport(data={"number": "P2", "holder": bob})
+    held.save()
+    assert bob.passport == held
+    taken: list[Passport] = []
+
+    def hand_over() -> None:
+        Passport(held.guid).delete()
+        taken.append(Passport(data={"number": "P3", "holder": bob}))
+        taken[0].save()
+
+    after_query(monkeypatch, Passport, hand_over)
+    found = bob.passport
+    assert found == taken[0] and found.holder is bob
+
+
+def test_a_handover_across_subclass_hybrids_never_reads_as_two_holders_or_none(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target handed from a Device to a BladeServer (another hybrid holding the relation) and back is
+    never held by two, nor by none. Read hybrid after hybrid, a handover in between showed it in both
+    (InvalidRelationError) or in neither (None): the accessors read as of one instant. The handover is
+    made after each read of the store in turn, every point a read can be interleaved at."""
+    keeper = owner("keeper")
+    site = Cabinet(data={"name": "site"})
+    site.save()
+    holders = [Device(data={"name": "d", "site": site, "keeper": keeper}),
+               BladeServer(data={"name": "b", "site": site})]
+    for made in holders:
+        made.save()
+    store = context.persistent
+    reads = {name: getattr(store, name) for name in ("get", "get_many", "scan", "scan_keys")}
+
+    def hand_over_after(count: int) -> list[int]:
+        """Hand the keeper over (to the other holder) after the ``count``-th read from now."""
+        seen = [0]
+
+        def hooked(name: str) -> Any:
+            def read(*args: Any, **kwargs: Any) -> Any:
+                found = reads[name](*args, **kwargs)
+                seen[0] += 1
+                if seen[0] == count:
+                    monkeypatch.undo()
+                    giver, taker = holders if holders[0].keeper_guid else holders[::-1]
+                    giver.keeper = None
+                    giver.save()
+                    taker.keeper = keeper
+                    taker.save()
+                return found
+            return read
+
+        for name in reads:
+            monkeypatch.setattr(store, name, hooked(name))
+        return seen
+
+    for accessor in ("device_guid", "device"):
+        for count in range(1, 20):
+            seen = hand_over_after(count)
+            found = getattr(keeper, accessor)
+            monkeypatch.undo()
+            guid = found if accessor == "device_guid" else found.guid
+            assert guid in {made.guid for made in holders}, (accessor, count)
+            if seen[0] < count:  # the read ended before the handover: every point was tried
+                break
+        else:
+            raise AssertionError(f"keeper.{accessor} read more than 19 times")
+
+
+def test_save_many_hands_a_one_to_one_target_over_in_any_order(context: Context) -> None:
+    """An object giving up a one-to-one target (or a unique value) commits before the one taking it."""
+    for order in ("taker first", "giver first"):
+        bob, ann = owner("bob"), owner("ann")
+        old = Passport(data={"number": "old", "holder": bob})
+        old.save()
+        old.holder = ann
+        new = Passport(data={"number": "new", "holder": bob})
+        save_many([new, old] if order == "taker first" else [old, new])
+        assert bob.passport == new and ann.passport == old, order
+        assert onetoone_keys(context)[bob.guid] == new.guid
+    # two objects swapping their targets still cannot both be stored: the first commit is refused
+    bob, ann = owner("bob"), owner("ann")
+    first = Passport(data={"number": "1", "holder": bob})
+    second = Passport(data={"number": "2", "holder": ann})
+    save_many([first, second])
+    first.holder, second.holder = ann, bob
+    with pytest.raises(OneToOneError, match="save_many: Passport"):
+        save_many([first, second])
 
 
 # --- dal load --------------------------------------------------------------------------------------

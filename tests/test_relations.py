@@ -27,10 +27,11 @@ from relation_hybrids import (
     Team,
 )
 
-from dal import DataList, configure
+from dal import DataList, DataObject, Dynamic, Property, Relation, configure, save_many
 from dal.backends.base import DeletePrefix
 from dal.config import Context
 from dal.exceptions import (
+    BackendError,
     InvalidValueError,
     LinkedObjectError,
     MissingMandatoryFieldsError,
@@ -329,9 +330,9 @@ def test_delete_is_refused_while_linked_and_abandon_unlinks_in_one_commit(
                                                           "'pets'] to unlink those optional relations")):
         owner.delete()
     # the remedy names the whole list: abandon= replaces the one given, it does not add to it
-    with pytest.raises(LinkedObjectError, match=re.escape("Pet.owner point at it; delete or relink them, or "
-                                                          "pass abandon=['borrowed', 'pets'] to unlink that "
-                                                          "optional relation")):
+    with pytest.raises(LinkedObjectError, match=re.escape(" 1 Pet.owner points at it; delete or relink it, "
+                                                          "or pass abandon=['borrowed', 'pets'] to unlink "
+                                                          "that optional relation")):
         owner.delete(abandon=["borrowed"])
     assert Owner(owner.guid).name == "lender"
     calls = round_trips(every_store, monkeypatch)
@@ -342,6 +343,42 @@ def test_delete_is_refused_while_linked_and_abandon_unlinks_in_one_commit(
     assert all(Book(book.guid).borrower_guid is None for book in books)
     assert Pet(pet.guid).owner_guid is None
     assert all(f"/{owner.guid}/" not in key for key in link_keys(every_store))
+
+
+@pytest.mark.etcd
+def test_an_abandon_over_etcds_transaction_limit_says_to_unlink_some_referrers_first(
+        request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> None:
+    """A delete(abandon=...) unlinks every referrer in its one transaction: past etcd's --max-txn-ops the
+    refusal says to unlink some of them first, not only to save fewer objects."""
+    context = configure(persistent_url_for("etcd", request, tmp_path), "memory://", namespace=namespace)
+    try:
+        owner = Owner(data={"name": "many"})
+        owner.save()
+        save_many([Pet(data={"name": f"p{number}", "owner": owner}) for number in range(70)])
+        with pytest.raises(BackendError, match=re.escape("unlink some of them first (set their relation to "
+                                                         "None and save them) and delete again with fewer")):
+            owner.delete(abandon=["pets"])
+        assert len(owner.pets) == 70  # nothing of it was written
+    finally:
+        context.persistent.commit([], [DeletePrefix(context.keys.root)])
+
+
+def test_relation_and_property_flags_are_bools() -> None:
+    """mandatory='no' is truthy: a flag that is not True or False is refused, naming it, in either form."""
+    refused = "Relation 'shelf': {} must be True or False, not 'no'"
+    with pytest.raises(InvalidValueError, match=re.escape(refused.format("mandatory"))):
+        Relation("shelf", Shelf, "books", mandatory="no")
+    with pytest.raises(InvalidValueError, match=re.escape(refused.format("onetoone"))):
+        Relation("shelf", Shelf, "books", onetoone="no")
+    for flag in ("mandatory", "unique", "indexed"):
+        with pytest.raises(InvalidValueError, match=re.escape(f"Property 'code': {flag} must be True or")):
+            Property("code", str, **{flag: 1})
+    with pytest.raises(InvalidValueError, match=re.escape("Dynamic 'level': locked must be True or False")):
+        Dynamic("level", int, 60, locked="yes")
+    with pytest.raises(InvalidValueError, match="onetoone must be True or False"):
+        class FlagBook(DataObject):  # the annotated form builds the same spec, checked the same way
+            shelf: Shelf | None = Relation(foreign_key="flag_books", onetoone="no")
+    assert Relation("shelf", Shelf, "books", mandatory=False, onetoone=True).onetoone is True
 
 
 def test_a_mandatory_relation_cannot_be_abandoned(every_store: Context) -> None:

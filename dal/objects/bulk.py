@@ -8,7 +8,9 @@ atomic. A commit never holds two plans touching one key (two new objects claimin
 go to two commits, so the second is refused as a save would be). The order of ``objects`` does not
 matter to links: a new object goes in the commit of the objects linking to it or an earlier one, and
 new objects linking to each other in a cycle share one commit. A link to an object created in the
-same commit needs no existence check: both land together or neither does.
+same commit needs no existence check: both land together or neither does. Nor does it matter to a
+handover: an object giving up a unique value or a one-to-one target goes in a commit before the one
+of the object taking it (two objects taking each other's, a swap, are refused in any order).
 
 A commit refused on a constraint (a unique value taken, a missing target, a one-to-one link taken)
 raises the error ``save()`` raises, naming the object; nothing of that commit is written, and the
@@ -21,11 +23,12 @@ that changed concurrently is left to that merge, which may find it its own).
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dal.backends.base import Check, Exists, Op, Put
+from dal.backends.base import Check, Delete, Exists, Op, Put, Revision
 from dal.config import Context, current
 from dal.exceptions import CommitOutcomeUnknownError, DalError, InvalidValueError, RaceConditionError
 from dal.objects.refusals import check_datastore_wins
@@ -187,7 +190,65 @@ def _ordered(items: list[_Item]) -> list[list[_Item]]:
             if work:  # back in the item that linked to this one
                 parent = work[-1][0]
                 low[parent] = min(low[parent], low[node])
-    return groups
+    return _givers_first(groups)
+
+
+def _givers_first(groups: list[list[_Item]]) -> list[list[_Item]]:
+    """Put each group giving up a unique value or a one-to-one target (deleting its key) before the groups
+    taking it (checking the key absent), still after the groups of the new objects it links to; otherwise
+    keep the order. A handover then commits whatever order it is listed in: the giver's commit first.
+    Groups taking each other's keys (a swap, which no order of commits can store) keep their order.
+    """
+    given = {op.key: number for number, group in enumerate(groups) for item in group for op in item.plan.ops
+             if isinstance(op, Delete)}
+    takes: list[set[int]] = [set() for _ in groups]  # the groups giving up what each takes
+    for number, group in enumerate(groups):
+        for item in group:
+            for check, reason in zip(item.plan.checks, item.plan.reasons, strict=True):
+                if isinstance(check, Revision) and reason.kind in ("unique", "onetoone"):
+                    takes[number].add(given.get(check.key, number))
+        takes[number].discard(number)
+    if not any(takes):
+        return groups
+    created = {item.doc: number for number, group in enumerate(groups) for item in group if item.created}
+    links = [{created[key] for item in group for key in _targets(item).values() if key in created} - {number}
+             for number, group in enumerate(groups)]
+    return [groups[number] for number in _sorted(links, takes)]
+
+
+def _sorted(links: list[set[int]], takes: list[set[int]]) -> list[int]:
+    """Order the groups each after those of ``links`` (new targets: earlier groups, as _ordered placed
+    them) and, where no swap forbids, after those of ``takes``; the lowest number first among the ready."""
+    link_wait, take_wait = [len(before) for before in links], [len(before) for before in takes]
+    link_next: list[list[int]] = [[] for _ in links]
+    take_next: list[list[int]] = [[] for _ in takes]
+    for number, (linked, taken) in enumerate(zip(links, takes, strict=True)):
+        for before in linked:
+            link_next[before].append(number)
+        for before in taken:
+            take_next[before].append(number)
+    free = [number for number, waits in enumerate(link_wait) if not waits]  # its new targets placed
+    ready = [number for number in free if not take_wait[number]]  # and what it takes given up
+    done = [False] * len(links)
+    placed: list[int] = []
+    while len(placed) < len(links):
+        while ready and done[ready[0]]:
+            heapq.heappop(ready)
+        while done[free[0]]:  # never empties: the lowest unplaced group links to placed ones only
+            heapq.heappop(free)
+        number = heapq.heappop(ready if ready else free)  # nothing ready: a swap, in listed order
+        done[number] = True
+        placed.append(number)
+        for after in link_next[number]:
+            link_wait[after] -= 1
+            if not link_wait[after]:
+                heapq.heappush(free, after)
+        for after in take_next[number]:
+            take_wait[after] -= 1
+        for after in (*link_next[number], *take_next[number]):
+            if not link_wait[after] and not take_wait[after] and not done[after]:
+                heapq.heappush(ready, after)
+    return placed
 
 
 def _pack(groups: list[list[_Item]], after: str = "") -> list[list[_Item]]:

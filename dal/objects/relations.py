@@ -161,6 +161,7 @@ def _abandoned(meta: HybridMeta, guid: str, groups: dict[tuple[str, str], list[s
               for reverse in meta.reverse.values() for member in reverse.relations
               if member.owner is not None}
     blocking, mandatory = [], []
+    blocked = 0  # the referrers of the blocking links
     #: the reverse relations of the blocking links that abandon= could unlink, and the mandatory ones
     optional: set[str] = set()
     given: set[str] = set()  # the reverse relations abandon= named that do unlink
@@ -172,6 +173,7 @@ def _abandoned(meta: HybridMeta, guid: str, groups: dict[tuple[str, str], list[s
         label = f"{len(guids)} {owner.__name__ if owner is not None else source}.{relation_name}"
         if relation is None or accessor not in abandon:
             blocking.append(label)
+            blocked += len(guids)
             if relation is not None and relation.mandatory:
                 held.append(relation.qualified)
             elif relation is not None and accessor is not None:
@@ -184,13 +186,15 @@ def _abandoned(meta: HybridMeta, guid: str, groups: dict[tuple[str, str], list[s
     name = f"{meta.cls.__name__} {guid}"
     if blocking:
         # name only a remedy that works: abandon= unlinks optional relations, never mandatory ones
-        remedy = "delete or relink them" + (f", or pass abandon={sorted(optional | given)!r} to unlink "
-                                            f"{'those' if len(optional) > 1 else 'that'} optional relation"
-                                            f"{'s' * (len(optional) > 1)}" if optional else "")
+        remedy = f"delete or relink {'it' if blocked == 1 else 'them'}" + (
+            f", or pass abandon={sorted(optional | given)!r} to unlink "
+            f"{'those' if len(optional) > 1 else 'that'} optional relation{'s' * (len(optional) > 1)}"
+            if optional else "")
         one = len(held) == 1
         mandatory_note = (f" ({', '.join(held)} {'is' if one else 'are'} mandatory: abandon= cannot unlink "
                           f"{'it' if one else 'them'})" if held else "")
-        raise LinkedObjectError(f"{name} cannot be deleted: {', '.join(blocking)} point at it; "
+        raise LinkedObjectError(f"{name} cannot be deleted: {', '.join(blocking)} "
+                                f"{'points' if blocked == 1 else 'point'} at it; "
                                 f"{remedy}{mandatory_note}")
     if mandatory:
         raise LinkedObjectError(

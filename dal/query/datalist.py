@@ -29,6 +29,7 @@ from dal.objects.models import check_depth, serialized_all
 from dal.objects.origin import check_compared, check_listing
 from dal.query.explained import QueryPlan
 from dal.query.grammar import Group, Operator, WhereOperator, compile_query
+from dal.query.holders import Holders
 from dal.query.owners import give_owners
 from dal.query.planner import BATCH, Planner, Step, describe_node
 from dal.query.results import cached_guids
@@ -395,6 +396,5 @@ def _given(hybrid: type[DataObject], guids: Iterable[str]) -> list[str]:
     return [check_guid(guid, f"{where}: {guid!r}") for guid in given]
 
 
-# reverse accessors (dal.model.reverse) list the objects pointing at a target as a DataList
-provide_lists(DataList.pointing_at)
+provide_lists(DataList.pointing_at, Holders)  # reverse accessors (dal.model.reverse) list with a DataList
 provide_queries(DataList)  # Cls.where(...) (dal.objects.lookups)
