@@ -26,7 +26,7 @@ from dal.backends.base import (
     utf8,
 )
 from dal.backends.local_leases import ProcessLocalLeadership
-from dal.backends.memory_lru import DEFAULT_MAX_SIZE, ByteBoundedLru, CacheEntryInfo, Slot, charge
+from dal.backends.memory_lru import DEFAULT_MAX_SIZE, ByteBoundedLru, CacheEntryInfo, Slot, charge, expiry
 from dal.backends.url import StoreURL, plain_int
 from dal.exceptions import ConfigurationError
 
@@ -380,15 +380,15 @@ class MemoryCache(ByteBoundedLru):
         size = charge(key, value)
         if not self._fits(key, size):
             return False  # the old value is gone too, so no reader sees it as if the set had worked
-        if ttl < 0:
-            return True  # memcached semantics: a negative TTL stores something already expired
-        self._writes += 1
         wall = time.time()
-        deadline, expires_at = (time.monotonic() + ttl, wall + ttl) if ttl > 0 else (float("inf"), None)
-        self._admit(key, Slot(value, size, self._writes, deadline, expires_at, wall))
-        if ttl > 0:
+        expires = expiry(ttl, wall)
+        if expires is None:
+            return True  # memcached semantics: a negative (or NaN) TTL stores something already expired
+        self._writes += 1
+        self._admit(key, Slot(value, size, self._writes, *expires, wall))
+        if expires[1] is not None:
             deadlines = self._deadlines
-            heapq.heappush(deadlines, (deadline, self._writes, key))
+            heapq.heappush(deadlines, (expires[0], self._writes, key))
             if len(deadlines) > 2 * len(self._slots) + 64:
                 # mostly stale (rewritten or removed keys): keep one entry per live slot with a TTL,
                 # so this list stays within twice the entries held, at amortised constant cost

@@ -9,6 +9,7 @@ cache holds, not only its payload.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -59,6 +60,23 @@ class Slot:
     expires_at: float | None
     last_access: float
     hits: int = 0
+
+
+def expiry(ttl: float, wall: float) -> tuple[float, float | None] | None:
+    """Return when an entry stored at ``wall`` (``time.time()``) with ``ttl`` expires: its
+    ``time.monotonic()`` deadline and its ``time.time()`` expiry (``inf`` and ``None``: never), or
+    ``None`` when it is stored already expired, as memcached and Redis store it: a negative or NaN
+    TTL (NaN compares false with every number). 0, an infinite TTL and an int too large for a
+    float (``10**400``) never expire, as on those stores."""
+    if not ttl >= 0:
+        return None
+    try:
+        seconds = float(ttl)
+    except OverflowError:
+        seconds = math.inf
+    if seconds == 0 or seconds == math.inf:
+        return math.inf, None
+    return time.monotonic() + seconds, wall + seconds
 
 
 def charge(key: str, value: bytes) -> int:

@@ -357,6 +357,8 @@ class MemcachedCache:
                 pass  # a count lost with its server; the hit itself was served
 
     def _store(self, command: str, key: str, value: bytes, ttl: float, token: object = None) -> bool:
+        if not isinstance(value, bytes):  # as Redis and memory:// refuse it (pymemcache sends str(value))
+            raise TypeError(f"cache values must be bytes, not {type(value).__name__}")
         sent = wire_key(key)
         if len(value) + len(sent) + ITEM_OVERHEAD > ITEM_LIMIT:
             if command != "add":

@@ -119,9 +119,11 @@ def metadump(server: tuple[str, int], timeout: float, wanted: Callable[[str], bo
                 if walk and keys <= seen:
                     break
                 seen |= keys
+        # the server's clock, asked only when an item expires: see _parse
+        late = server_lag(connection) if any(b" exp=-1 " not in line for line in lines) else 0.0
     newest: dict[str, tuple[int, ListedEntry]] = {}
     for line in lines:
-        parsed = _parse(line)
+        parsed = _parse(line, late)
         if parsed is not None and wanted(parsed[1].key) and parsed[0] >= newest.get(parsed[1].key, (-1,))[0]:
             newest[parsed[1].key] = parsed
     return [entry for _, entry in newest.values()]
@@ -160,14 +162,41 @@ def _dump(connection: socket.socket, how: bytes) -> list[bytes] | bytes:
     return [line for line in buffer[:-5].split(b"\n") if line.startswith(b"key=")]
 
 
-def _parse(line: bytes) -> tuple[int, ListedEntry] | None:
+def server_lag(connection: socket.socket) -> float:
+    """Return how far this host's clock is ahead of the server's (its ``stats`` ``time``): its clock
+    ticks once a second, so this is the skew between the two clocks plus up to a second."""
+    connection.sendall(b"stats\r\n")
+    buffer = b""
+    while not buffer.endswith(b"END\r\n"):
+        chunk = connection.recv(65536)
+        buffer += chunk
+        refused = buffer.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")) and b"\r\n" in buffer
+        if not chunk or refused:
+            raise OSError(f"memcached did not answer stats: {buffer[:80]!r}")
+    now = time.time()
+    for line in buffer.split(b"\r\n"):
+        if line.startswith(b"STAT time "):
+            return now - int(line.split()[2])
+    raise OSError("memcached's stats did not say its time")
+
+
+def _parse(line: bytes, late: float) -> tuple[int, ListedEntry] | None:
     """Return the ``cas`` and the item a metadump line describes, under its wire key (the dump
-    url-encodes it); ``None`` when it has expired."""
+    url-encodes it); ``None`` when it has expired.
+
+    Its expiry, on this host's clock, is the dump's ``exp`` (the server's time) plus ``late``
+    (:func:`server_lag`) plus one second, and it is left out only once that passed: the server
+    drops an item at the first tick of its clock at or past ``exp``, which comes up to a second
+    after ``exp``'s second began (its ticks drift against the second, measured 10 ms a tick on a
+    loaded host), and the skew between the clocks is ``late`` less up to a second. So an entry
+    is listed until it expires, and said to expire less than 2 s after it does.
+    """
     fields = dict(part.split(b"=", 1) for part in line.strip().split(b" ") if b"=" in part)
     key = unquote(fields[b"key"].decode("ascii"))
-    expires = int(fields.get(b"exp", b"-1"))
-    if 0 < expires < time.time():
+    exp = int(fields.get(b"exp", b"-1"))
+    expires = None if exp <= 0 else exp + late + 1
+    if expires is not None and expires < time.time():
         return None  # expired, not reclaimed yet
     return int(fields.get(b"cas", b"0")), ListedEntry(
-        key, int(fields.get(b"size", b"0")), None, float(fields.get(b"la", b"0")),
-        None if expires <= 0 else float(expires), fields.get(b"fetch") == b"yes")
+        key, int(fields.get(b"size", b"0")), None, float(fields.get(b"la", b"0")), expires,
+        fields.get(b"fetch") == b"yes")

@@ -132,10 +132,10 @@ class RedisCache(RedisClient):
 
     def set(self, key: str, value: bytes, ttl: float) -> bool:
         expiry = milliseconds(ttl)
+        stamped = _stamped(value)  # a value that is not bytes is refused, even stored expired
         if expiry == EXPIRED:  # stored and expired at once: what it replaced is gone
             self.delete(key)
             return True
-        stamped = _stamped(value)
         if not self._fits(key, stamped):  # never stored: the old value must not stay for readers
             self._drop(key)
             return False
@@ -155,9 +155,9 @@ class RedisCache(RedisClient):
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
         expiry = milliseconds(ttl)
+        stamped = _stamped(value)  # a value that is not bytes is refused, even stored expired
         if expiry == EXPIRED:  # added only where absent, and expired at once: nothing changes
             return not self._command("add", "EXISTS", CACHE + key)
-        stamped = _stamped(value)
         if not self._fits(key, stamped):  # never stored (what is there stays: add replaces nothing)
             return False
         # b"OK", or None where the key exists
