@@ -33,8 +33,10 @@ from dal.query.datalist import DataList
 from dal.tools.cache.listing import registered
 
 #: queued dynamics written (or removed) in one commit: each is one put and one check, and etcd
-#: refuses a transaction of more of either than its --max-txn-ops (128 by default)
-BATCH = TXN_OPS
+#: refuses a transaction of more of either than its --max-txn-ops (128 by default); the journal
+#: adds one of each to an add's commit (its record, checked absent), and takes nothing along to one
+#: this large
+BATCH = TXN_OPS - 1
 #: seconds after which a prefetcher's claim on a queued dynamic is taken to be abandoned
 CLAIM_TTL = 600.0
 
