@@ -35,7 +35,7 @@ from dal.backends.base import (
     Revision,
 )
 from dal.config import Context
-from dal.exceptions import ConcurrencyError
+from dal.exceptions import ConcurrencyError, InvalidValueError
 from dal.keys import Keys
 from dal.model.meta import HybridMeta
 from dal.model.registry import family
@@ -43,7 +43,7 @@ from dal.model.validation import dropped_paths
 from dal.objects import decoding
 from dal.structures import Relation
 from dal.validators import Validator
-from dal.values import FROZEN, canonical, identical, same
+from dal.values import FROZEN, canonical, identical, safe_repr, same
 
 Document = dict[str, Any]
 
@@ -216,10 +216,12 @@ def merge(meta: HybridMeta, original: Document, ours: Document, theirs: Document
     to the same value) follows ``datastore_wins``: ``False`` ours, ``True`` theirs, ``None``
     raises ConcurrencyError. Changed means differing from ``original`` as stored and as this
     version reads it (:func:`unchanged`); a field a document lacks reads as its default on both sides.
+    A typed value taken from ``theirs`` that this version cannot read (another version of the model
+    declares the field otherwise) raises InvalidValueError, before anything is written.
     """
     before, merged = meta.with_defaults(original), meta.with_defaults(theirs)
     typed = dict(meta.converters)
-    conflicts = []
+    conflicts, mine = [], set()
     for name, value in ours.items():
         old, check = before.get(name), typed.get(name)
         if unchanged(check, value, old):
@@ -230,11 +232,34 @@ def merge(meta: HybridMeta, original: Document, ours: Document, theirs: Document
             elif datastore_wins:
                 continue
         merged[name] = value
+        mine.add(name)
     if conflicts:
         raise ConcurrencyError(
             f"{label}: {', '.join(sorted(conflicts))} changed both here and in the store since this "
             "object was loaded; refresh() and reapply, or save with datastore_wins=False/True to pick a side")
+    for name, check in meta.converters:  # ours were written from values of this object: they read
+        if name not in mine:
+            read_stored(label, name, check, merged[name], taken=True)
     return merged
+
+
+def read_stored(label: str, name: str, check: Validator, value: Any, *, taken: bool = False) -> Any:
+    """Return ``value``, the stored JSON form of the typed field ``name``, read with its type ``check``;
+    when it no longer fits that type, InvalidValueError saying so as a load does (never pydantic's own
+    error). ``taken``: a merge took it from another writer's document and nothing was written; otherwise
+    the document holding it was just committed."""
+    try:
+        return check.from_json(value)
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        if taken:
+            raise InvalidValueError(
+                f"{label}: another writer stored {name} as {safe_repr(value)} while this object was being "
+                "saved, which no longer fits its declared type (another version of the model wrote it?); "
+                "nothing was written: migrate the stored data or widen the type") from exc
+        raise InvalidValueError(
+            f"{label} was saved, but the stored value of {name} no longer fits its declared type: "
+            f"{safe_repr(value)}; migrate the stored data or widen the type, then load the object "
+            "again") from exc
 
 
 def unchanged(check: Validator | None, value: Any, stored: Any) -> bool:
@@ -345,24 +370,25 @@ def keep_unread(meta: HybridMeta, stored: Document, ours: Document, changed: Col
 
 
 def saved_values(meta: HybridMeta, document: Document, values: Mapping[str, Any], ours: Document,
-                 edited: Collection[str] | None = None) -> Document:
+                 edited: Collection[str] | None = None, label: str = "") -> Document:
     """Return an object's values once ``document`` is stored: each field's stored form, a typed field's
     read with its type, except where the object's own value (in ``values``) is what was written, its JSON
     form (in ``ours``, the document the save built from it) being the stored one. That value is kept, the
     very object: a reference the application took (``settings = obj.settings``) still changes what the
     next save stores. A value the stored form differs from (merged in from the store) is read afresh, and
     so is one the save changed (in ``edited``; None: any) that reads back otherwise: a ``list[float]``
-    holding the int 2 appended in place, stored as 2.0. The object holds what a load would give.
+    holding the int 2 appended in place, stored as 2.0. The object holds what a load would give. A stored
+    value that no longer reads is an InvalidValueError naming the field (``label``: the object), as in a load.
     """
     data = {name: document.get(name) for name in meta.stored_defaults}  # in declaration order
     for name, validator in meta.converters:
         written, mine, value = data[name], ours.get(name), values[name]
         # the save wrote ours itself (is), unless it merged; after a merge, compared as stored values
         if not (written is mine or same(written, mine)):
-            data[name] = validator.from_json(written)
+            data[name] = read_stored(label, name, validator, written)
         elif isinstance(value, FROZEN) or (edited is not None and name not in edited):
             data[name] = value  # validated when assigned, or loaded: reads back as itself
         else:  # changed in place, maybe into what reads back otherwise (an int where a float is declared)
-            read = validator.from_json(written)
+            read = read_stored(label, name, validator, written)
             data[name] = value if identical(value, read) else read
     return data

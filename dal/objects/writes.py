@@ -45,6 +45,7 @@ from dal.objects.transaction import (
     changed_fields,
     changes,
     decode,
+    edited_fields,
     encode,
     given_up_unique,
     merge,
@@ -129,8 +130,9 @@ class Writes:
             check_typed(label, self._data, meta.converters)
             check_containers(label, new, new.keys())
             raise unstorable(label, exc) from exc
-        if stored is not None and not changed and stored.keys() == new.keys():
-            return None  # nothing to write
+        if stored is not None and stored.keys() == new.keys() and (
+                not changed or not edited_fields(meta, stored, ours, changed)):
+            return None  # nothing changed as read: a value stored spelt otherwise than ours is as loaded
         check_changed(label, meta, self._data, new, changed)
         if meta.mirror is not None and stored is not None:
             check_mirror_fields(label, meta, changed)
@@ -262,7 +264,7 @@ class Writes:
         meta = self._meta
         if raw is None:
             raw = encode(document)
-        data = saved_values(meta, document, self._data, ours, edited)  # our own values kept where written
+        data = saved_values(meta, document, self._data, ours, edited, self._label())  # ours kept if written
         changed = changed_fields(ours, document) if merged else []
         state = self.__dict__
         state["_data"] = data
