@@ -22,7 +22,7 @@ import pytest
 from pydantic import BaseModel
 
 import dal
-from dal import DataObject, Property, configure
+from dal import DataObject, Mirror, Property, configure
 from dal.backends.base import Put
 from dal.config import Context
 from dal.exceptions import ConcurrencyError
@@ -226,3 +226,86 @@ def test_an_unchanged_object_stored_spelt_otherwise_writes_nothing(
     assert after is not None
     assert (after.revision, after.value) == (before.revision, before.value)
     assert loaded._revision == before.revision
+
+
+def rewrite(context: Context, hybrid: str, guid: str, **fields: Any) -> None:
+    """Another client writes ``fields`` into the stored document (its own spelling, unchecked)."""
+    key = context.keys.doc(hybrid, guid)
+    entry = context.persistent.get(key)
+    assert entry is not None
+    document = {**json.loads(entry.value), **fields}
+    assert context.persistent.commit([], [Put(key, json.dumps(document).encode())]).ok
+    context.volatile.delete(context.keys.cached_doc(hybrid, guid))
+
+
+@pytest.mark.parametrize("datastore_wins", [None, True, False])
+@pytest.mark.parametrize("field", list(CASES))
+def test_another_writers_respelling_is_no_change_of_theirs(
+        context: Context, field: str, datastore_wins: bool | None) -> None:
+    """docs/model.md: another client renames the object and writes the field again unchanged, in its own
+    spelling; this client changed only that field. Theirs is compared as read too, so it is no change of
+    theirs: no conflict, and this client's change is kept (compared as spelt on their side, None raised a
+    false ConcurrencyError and True dropped this client's change)."""
+    _, spelling, mine_value = CASES[field]
+    obj = Spelt(data={"name": "n", "tags": {"a", "b", "c"}, "samples": [1.0, 2.0], "when": JAN})
+    obj.save()
+    mine = Spelt(obj.guid)
+    rewrite(context, "mspelt", obj.guid, name="theirs", **{field: spelling})
+    setattr(mine, field, mine_value)
+    mine.save(datastore_wins=datastore_wins)
+    final = Spelt(obj.guid)
+    assert (final.name, getattr(final, field)) == ("theirs", mine_value)
+    assert (mine.name, getattr(mine, field)) == ("theirs", mine_value)
+
+
+@pytest.mark.parametrize("datastore_wins", [None, True, False])
+def test_a_change_of_a_value_holding_a_newer_models_field_is_still_theirs(
+        context: Context, datastore_wins: bool | None) -> None:
+    """docs/model.md: the loaded value holds a newer model's nested field, which this version's read drops;
+    another writer changes the value to what that read gives. Equal as read proves nothing there: it is
+    their change, so a change here too is a conflict (it was called no change of theirs, and overwritten)."""
+    obj = Nested(data={"name": "n", "inner": Inner(a=1)})
+    obj.save()
+    rewrite(context, "mspeltnested", obj.guid, inner={"a": 1, "newer": "x"})
+    mine = Nested(obj.guid)
+    rewrite(context, "mspeltnested", obj.guid, inner={"a": 1})  # another writer's real change
+    mine.inner = Inner(a=5)
+    if datastore_wins is None:
+        with pytest.raises(ConcurrencyError, match="inner"):
+            mine.save(datastore_wins=None)
+        return
+    mine.save(datastore_wins=datastore_wins)
+    entry = context.persistent.get(context.keys.doc("mspeltnested", obj.guid))
+    assert entry is not None
+    assert json.loads(entry.value)["inner"] == ({"a": 1} if datastore_wins else {"a": 5})
+
+
+class SpeltBox(DataObject, hybrid_name="mspeltbox"):
+    __properties: list[Property[Any]] = [Property("name", str), Property("tags", set[str], default=set())]
+    __mirror = Mirror(timeout=1e6)
+
+    def _refresh(self) -> Any:
+        return {"seen": True}
+
+    @classmethod
+    def parse_persistent_info(cls, info: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+
+def test_a_refresh_shows_another_writers_change_of_a_field_stored_spelt_otherwise(context: Context) -> None:
+    """docs/model.md: an instance a mirror's refresh brings onto a newer document keeps only what it
+    changed as read; a field its loaded document spelt otherwise (a set an earlier version stored
+    unsorted) is no change here, so the refresh shows another writer's value of it (it kept the loaded
+    one, with an unknown revision)."""
+    box = SpeltBox(data={"name": "b", "tags": {"a", "b", "c"}})
+    box.save()
+    box.refresh_info()  # refreshed once: loads below read it fresh
+    rewrite(context, "mspeltbox", box.guid, tags=["c", "b", "a"])
+    mine = SpeltBox(box.guid)
+    other = SpeltBox(box.guid)
+    other.tags = {"x"}
+    other.save()
+    mine.refresh_info()
+    entry = context.persistent.get(context.keys.doc("mspeltbox", box.guid))
+    assert entry is not None
+    assert (mine.tags, mine._revision) == ({"x"}, entry.revision)

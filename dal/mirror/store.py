@@ -22,7 +22,8 @@ from dal.config import Context
 from dal.exceptions import InvalidValueError, MirrorError, RaceConditionError, UniqueConstraintError
 from dal.objects.dataobject import DataObject
 from dal.objects.schema import ensure_recorded, onetoone_ready
-from dal.objects.transaction import Document, Plan, decode, encode, plan_write, retry_from
+from dal.objects.spelling import edited_fields, unchanged
+from dal.objects.transaction import Document, Plan, changes, decode, encode, plan_write, retry_from
 from dal.objects.writes import MAX_ATTEMPTS, unique_owners
 from dal.structures import MIRROR_FIELDS
 from dal.values import canonical, same
@@ -193,7 +194,9 @@ def _refuse(obj: DataObject, plan: Plan, failed: Sequence[int]) -> None:
 def adopt(obj: DataObject, entry: Entry, written: frozenset[str]) -> None:
     """Make ``obj`` the stored document ``entry``, keeping the changes made to it and not saved yet.
 
-    Unsaved changes to fields the refresh wrote are dropped (the remote wins there); related
+    Unsaved changes are told as a save tells them, as read (a field the loaded document spells otherwise
+    than this version writes it is no change here). Those to fields the refresh wrote are dropped (the
+    remote wins there); related
     objects already loaded stay when the relation still points at them (a refresh never changes one).
     A field changed here whose value in ``entry`` is not the one the instance was loaded with
     (another writer saved it meanwhile) keeps that loaded value as its merge base, and the revision
@@ -201,16 +204,22 @@ def adopt(obj: DataObject, entry: Entry, written: frozenset[str]) -> None:
     ``datastore_wins`` exactly as for an instance that was never refreshed.
     """
     meta = obj._meta
-    before = meta.with_defaults(decode(obj._raw)) if obj._raw is not None else {}
+    loaded_as = decode(obj._raw) if obj._raw is not None else None
+    before = {} if loaded_as is None else meta.with_defaults(loaded_as)
     ours = obj._document()
-    local = {name: obj._data[name] for name, value in ours.items()
-             if name not in written and name in before and not same(value, before[name])}
+    # changed here as this version reads the loaded document, as a save tells (a value stored spelt
+    # otherwise is as loaded, a newer model's nested field kept): a respelling is no change to keep
+    edited = [] if loaded_as is None else edited_fields(
+        meta, loaded_as, ours, changes(meta, loaded_as, ours, obj._extra)[1])
+    local = {name: obj._data[name] for name in edited
+             if name in ours and name in before and name not in written}
     loaded = dict(obj._objects)
     obj._attach(obj.guid, entry)
     document = decode(entry.value)
-    now = meta.with_defaults(document)
+    now, typed = meta.with_defaults(document), dict(meta.converters)
     # changed here and in the store since the load: the base stays the loaded value, so a save sees both
-    base = {name: before[name] for name in local if not same(now.get(name), before[name])}
+    base = {name: before[name] for name in local
+            if not unchanged(typed.get(name), now.get(name), before[name], theirs=True)}
     obj._data.update(local)
     if base:
         obj.__dict__["_raw"] = encode({**document, **base})

@@ -8,7 +8,7 @@ document stored by an earlier version or another client (a set in another order,
 an object only loaded from it is unchanged. A save's first attempt compares the object with the raw
 document (and writes each field again in this version's spelling); here that would call every such
 object changed, so its dynamics would never be cached nor locked. (A save's merge, too, tells the
-fields it changed as read: :func:`dal.objects.transaction.unchanged`.)
+fields it changed as read, the other writer's as well: :func:`dal.objects.spelling.unchanged`.)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dal.cache.seen import FRESH
 from dal.config import Context
 from dal.model.meta import HybridMeta
 from dal.objects.decoding import document as decode
-from dal.objects.transaction import as_read
+from dal.objects.spelling import as_read
 from dal.values import same
 
 

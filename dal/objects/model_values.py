@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidatorFunctionWrapHa
 from pydantic_core import to_jsonable_python
 
 from dal.exceptions import InvalidValueError
-from dal.objects.transaction import changes, decode, edited_fields
+from dal.objects.spelling import edited_fields
+from dal.objects.transaction import changes, decode
 from dal.values import same
 
 if TYPE_CHECKING:

@@ -35,15 +35,15 @@ from dal.backends.base import (
     Revision,
 )
 from dal.config import Context
-from dal.exceptions import ConcurrencyError, InvalidValueError
+from dal.exceptions import ConcurrencyError
 from dal.keys import Keys
 from dal.model.meta import HybridMeta
 from dal.model.registry import family
 from dal.model.validation import dropped_paths
 from dal.objects import decoding
+from dal.objects.spelling import read_stored, unchanged
 from dal.structures import Relation
-from dal.validators import Validator
-from dal.values import FROZEN, canonical, identical, safe_repr, same
+from dal.values import FROZEN, canonical, identical, same
 
 Document = dict[str, Any]
 
@@ -215,7 +215,10 @@ def merge(meta: HybridMeta, original: Document, ours: Document, theirs: Document
     A field only we changed keeps ours; only they changed takes theirs; both changed (even
     to the same value) follows ``datastore_wins``: ``False`` ours, ``True`` theirs, ``None``
     raises ConcurrencyError. Changed means differing from ``original`` as stored and as this
-    version reads it (:func:`unchanged`); a field a document lacks reads as its default on both sides.
+    version reads both (:func:`~dal.objects.spelling.unchanged`): another writer's value spelt otherwise
+    (a +00:00 datetime, a set in its own order) is no change of theirs, a read dropping part of a value
+    (a newer model's nested field) proves nothing; a field a document lacks reads as its default on both
+    sides. Only typed fields pay a read, and only here, after a conflict.
     A typed value taken from ``theirs`` that this version cannot read (another version of the model
     declares the field otherwise) raises InvalidValueError, before anything is written.
     """
@@ -226,7 +229,7 @@ def merge(meta: HybridMeta, original: Document, ours: Document, theirs: Document
         old, check = before.get(name), typed.get(name)
         if unchanged(check, value, old):
             continue
-        if name in merged and not unchanged(check, merged[name], old):
+        if name in merged and not unchanged(check, merged[name], old, theirs=True):
             if datastore_wins is None:
                 conflicts.append(name)
             elif datastore_wins:
@@ -241,61 +244,6 @@ def merge(meta: HybridMeta, original: Document, ours: Document, theirs: Document
         if name not in mine:
             read_stored(label, name, check, merged[name], taken=True)
     return merged
-
-
-def read_stored(label: str, name: str, check: Validator, value: Any, *, taken: bool = False) -> Any:
-    """Return ``value``, the stored JSON form of the typed field ``name``, read with its type ``check``;
-    when it no longer fits that type, InvalidValueError saying so as a load does (never pydantic's own
-    error). ``taken``: a merge took it from another writer's document and nothing was written; otherwise
-    the document holding it was just committed."""
-    try:
-        return check.from_json(value)
-    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-        if taken:
-            raise InvalidValueError(
-                f"{label}: another writer stored {name} as {safe_repr(value)} while this object was being "
-                "saved, which no longer fits its declared type (another version of the model wrote it?); "
-                "nothing was written: migrate the stored data or widen the type") from exc
-        raise InvalidValueError(
-            f"{label} was saved, but the stored value of {name} no longer fits its declared type: "
-            f"{safe_repr(value)}; migrate the stored data or widen the type, then load the object "
-            "again") from exc
-
-
-def unchanged(check: Validator | None, value: Any, stored: Any) -> bool:
-    """Tell whether ``value`` (a field's JSON form) is the field's stored value ``stored``, as stored or, for
-    a typed field (``check``), as this version reads and writes it: a set an earlier version stored in
-    another order, ints in a list since widened to floats, a datetime ending ``+00:00`` (the value
-    everyone loads) are no change, though a save writes them in this version's spelling."""
-    if same(value, stored):
-        return True
-    if check is None:
-        return False
-    try:
-        return same(value, check.to_json(check.from_json(stored)))
-    except (TypeError, ValueError):  # no longer reads: a load refuses it, any value differs
-        return False
-
-
-def edited_fields(meta: HybridMeta, original: Document, ours: Document,
-                  changed: Collection[str]) -> list[str]:
-    """Return the fields of ``changed`` (those :func:`changes` found differing from the stored document
-    ``original`` as spelt) that this object changed: differing from it as read too (:func:`unchanged`;
-    a field ``original`` lacks reads as its default). Only the typed fields pay a read."""
-    before, typed = meta.with_defaults(original), dict(meta.converters)
-    return [name for name in changed
-            if name not in ours or not unchanged(typed.get(name), ours[name], before.get(name))]
-
-
-def as_read(meta: HybridMeta, stored: Document) -> Document:
-    """Return the stored document ``stored`` as an object loaded from it writes it: each field it
-    lacks at its default, and each typed field read with its declared type and written again (a set
-    sorted, a datetime ending ``Z``, an int of a list of floats as a float). TypeError or ValueError
-    when a value does not read (a load would have refused it)."""
-    document = meta.with_defaults(stored)
-    for name, validator in meta.converters:
-        document[name] = validator.to_json(validator.from_json(document[name]))
-    return document
 
 
 def retry_from(context: Context, doc_key: str, result: CommitResult, attempt: int) -> Entry | None:

@@ -39,13 +39,13 @@ from dal.objects.refusals import (
 )
 from dal.objects.relations import assume_unlinked, check_abandon, onetoone_refusal, plan_unlink
 from dal.objects.schema import current_state, ensure_recorded, onetoone_ready
+from dal.objects.spelling import edited_fields
 from dal.objects.transaction import (
     Document,
     Plan,
     changed_fields,
     changes,
     decode,
-    edited_fields,
     encode,
     given_up_unique,
     merge,
@@ -203,8 +203,8 @@ class Writes:
                     "object was being saved; create a new object to store it again")
             return None, 0, new
         stored = decode(entry.value)
-        # compared with what this object was loaded as, as this version reads it: a field spelt otherwise
-        # there (or lacking: its default) that this object did not change is not ours, and takes theirs
+        # compared with what this object was loaded as, both as this version reads them: a field spelt
+        # otherwise (or lacking: its default) is a change of neither side for that alone
         merged = merge(meta, save.original, save.ours, stored, save.datastore_wins, label)
         return stored, entry.revision, merged
 
