@@ -398,10 +398,104 @@ def test_a_handover_across_subclass_hybrids_never_reads_as_two_holders_or_none(
             monkeypatch.undo()
             guid = found if accessor == "device_guid" else found.guid
             assert guid in {made.guid for made in holders}, (accessor, count)
+            if accessor == "device":  # the object returned holds the keeper: not one that handed it over
+                assert found.keeper_guid == keeper.guid, (accessor, count)
             if seen[0] < count:  # the read ended before the handover: every point was tried
                 break
         else:
             raise AssertionError(f"keeper.{accessor} read more than 19 times")
+
+
+def hand_over_after_each_read(monkeypatch: pytest.MonkeyPatch, context: Context, keeper: Owner,
+                              holders: list[Any], times: int) -> None:
+    """Hand ``keeper`` over to the other of ``holders`` (another process's two saves, say) right after each
+    read of who holds it, the first ``times`` reads: each query of a hybrid's objects pointing at it, and
+    each scan of its link keys made outside those queries. Every read then names a holder that moves away
+    before the accessor loads it."""
+    real_query, real_scan = datalist.cached_guids, context.persistent.scan_keys
+    state = {"busy": False, "left": times}
+
+    def hand_over() -> None:
+        if state["left"] and not state["busy"]:
+            state["left"] -= 1
+            giver, taker = holders if holders[0].keeper_guid else holders[::-1]
+            giver.keeper = None
+            giver.save()
+            taker.keeper = keeper
+            taker.save()
+
+    def cached_guids(*args: Any) -> Any:
+        busy, state["busy"] = state["busy"], True  # the query's own scans are no read to hand over after
+        try:
+            found = real_query(*args)
+        finally:
+            state["busy"] = busy
+        hand_over()
+        return found
+
+    def scan_keys(prefixes: list[str]) -> Any:
+        found = real_scan(prefixes)
+        hand_over()
+        return found
+
+    monkeypatch.setattr(datalist, "cached_guids", cached_guids)
+    monkeypatch.setattr(context.persistent, "scan_keys", scan_keys)
+
+
+def test_a_holder_that_hands_the_target_over_before_it_loads_is_never_returned(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The object a one-to-one accessor returns points at the target: a holder that handed it over between
+    the read naming it and its load was returned, its relation already None. The accessor reads again;
+    after three reads that each named a holder moving away, it reads as None (documented choice)."""
+    keeper, site = owner("keeper"), Cabinet(data={"name": "site"})
+    site.save()
+    device = Device(data={"name": "d", "site": site, "keeper": keeper})
+    blade = BladeServer(data={"name": "b", "site": site})
+    for made in (device, blade):
+        made.save()
+    # the list shows both (handed over between the hybrids' queries), the keys name the device, which
+    # hands over before it loads: read again, the keys name the blade, which stays
+    hand_over_after_each_read(monkeypatch, context, keeper, [device, blade], times=3)
+    found = keeper.device
+    monkeypatch.undo()
+    assert found == blade and found.keeper_guid == keeper.guid, found and found.keeper_guid
+    hand_over_after_each_read(monkeypatch, context, keeper, [device, blade], times=100)
+    assert keeper.device is None  # still changing hands after three reads: never a holder that moved away
+    monkeypatch.undo()
+    assert keeper.device is not None and keeper.device.keeper_guid == keeper.guid
+    # one hybrid: the list's query names the holder, which hands over before it loads
+    bob = owner("bob")
+    giver, taker = Passport(data={"number": "P1", "holder": bob}), Passport(data={"number": "P2"})
+    for made in (giver, taker):
+        made.save()
+    assert bob.passport == giver
+
+    def hand_over() -> None:
+        giver.holder = None
+        giver.save()
+        taker.holder = bob
+        taker.save()
+
+    after_query(monkeypatch, Passport, hand_over)
+    found = bob.passport
+    assert found == taker and found.holder_guid == bob.guid, found and found.holder_guid
+
+
+def test_a_one_to_one_accessor_of_subclass_hybrids_reads_its_cached_list(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One holder listed is the answer of one instant (dal.model.reverse): read again, the accessors of a
+    relation that subclass hybrids hold too answer from the cached list, without scanning the link keys."""
+    keeper, site = owner("keeper"), Cabinet(data={"name": "site"})
+    site.save()
+    blade = BladeServer(data={"name": "b", "site": site, "keeper": keeper})
+    blade.save()
+    assert keeper.device_guid == blade.guid and keeper.device == blade  # the lists are cached now
+    scans: list[list[str]] = []
+    real = context.persistent.scan_keys
+    monkeypatch.setattr(context.persistent, "scan_keys",
+                        lambda prefixes: scans.append(prefixes) or real(prefixes))
+    assert keeper.device_guid == blade.guid and keeper.device == blade
+    assert scans == []
 
 
 def test_save_many_hands_a_one_to_one_target_over_in_any_order(context: Context) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -157,6 +158,25 @@ def test_new_objects_linking_to_each_other_are_saved_together(context: Context) 
     first.parent = second
     dal.save_many([first, second, kind])
     assert TBackend(first.guid).parent == second and TBackend(second.guid).parent == first
+
+
+def test_two_copies_of_a_new_object_in_a_cycle_and_a_handover_are_saved_as_two_saves(
+        context: Context) -> None:
+    """Two in-memory copies of one new object (copy.deepcopy) are two items with one document: ordering the
+    handover followed the last copy's group, not the one the cycle was placed by, and crashed (IndexError)."""
+    kind = TBackendType(name="ALBA", code="alba")
+    kind.save()
+    giver = TBackend(name="U", backend_type=kind)
+    giver.save()
+    first = TBackend(name="a", backend_type=kind)
+    linker = TBackend(name="x", backend_type=kind, parent=first)
+    first.parent = linker  # first <-> linker: a cycle of new objects
+    copied = copy.deepcopy(first)
+    copied.name, giver.name = "U", "gone"  # the copy takes the name the giver gives up
+    dal.save_many([linker, copied, first, giver])
+    stored = TBackend(first.guid)  # the copy listed before it, merged over it as a second save() would be
+    assert (stored.name, stored.parent_guid) == ("U", linker.guid)
+    assert TBackend(giver.guid).name == "gone" and TBackend(linker.guid).parent_guid == first.guid
 
 
 def test_a_chain_over_several_commits_stores_each_target_first(

@@ -7,13 +7,19 @@ hands its list maker over when it is imported (:func:`provide_lists`), so the mo
 only on the narrow :class:`PointingList` it needs, never on the engine. Importing :mod:`dal`
 imports the engine, so no hybrid exists before the maker is known.
 
-A one-to-one accessor reads who holds its target as of one instant. The reverse list of a relation
-that subclass hybrids hold too queries one hybrid after another (a target handed over between them
-meanwhile would show twice, or not at all), so its accessors read the link keys of every hybrid at
-once instead (the engine's ``Holders``, handed over with the maker). A relation of one hybrid reads
-its list (one query, cached), and reads at once again only when the list shows several holders or
-the one it shows was deleted before it loaded. ``InvalidRelationError`` says that such a read shows
-several holders stored at once (data stored before one-to-one keys existed).
+A one-to-one accessor reads who holds its target as of one instant, and the object it returns points
+at the target. It reads the reverse list first (one query per hybrid holding the relation, each
+cached). One holder listed is the answer of one instant: the query that listed it read it holding the
+target, and the one-to-one keys let no other object hold it then, whatever the other hybrids' queries
+read before or after. So when the list shows one holder that, loaded, still points at the target, that
+is the answer, with no more reads. Otherwise the list cannot tell: several listed may be one holder
+handed over between two hybrids' queries (listed in both), none listed one handed over the other way
+(listed in neither; a relation of one hybrid runs one query, so none listed is its answer), and the one
+listed may have been deleted, or have handed the target over, before it loaded. Then the accessor reads
+the link keys of every hybrid at once (the engine's ``Holders``, handed over with the maker), and reads
+them again while the holder they name moves away before it loads (see :func:`_one`).
+``InvalidRelationError`` says that such a read shows several holders stored at once (data stored
+before one-to-one keys existed).
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ class PointingList(Protocol):
 
 
 class OneInstant(PointingList, Protocol):
-    """The objects pointing at a target now, read as of one instant when first used."""
+    """The objects pointing at a target now, read as of one instant when first used; its ``first()`` skips
+    one deleted, or no longer pointing at the target, since that read."""
 
     #: how many hybrids hold the relation (its declaring one and its subclass hybrids)
     hybrids: int
@@ -104,15 +111,14 @@ class ReverseOne(ReverseList):
     def __get__(self, obj: Target | None, objtype: type | None = None) -> Any:
         if obj is None:
             return self
-        now = holders_now(self.relation, obj)  # nothing read yet
-        if now.hybrids > 1:  # their list would query one hybrid after another: read all at once
-            return _one(self.relation, obj, now)
-        pointing = pointing_at(self.relation, obj)  # one hybrid: one query, cached
+        pointing = pointing_at(self.relation, obj)  # a query per hybrid holding the relation, cached
         found = pointing.first()  # skips a holder deleted since the query read its guid
         listed = len(pointing.guids)
-        if listed == 0 or (listed == 1 and found is not None):
-            return found
-        return _one(self.relation, obj, now)  # several, or the one listed is gone: who holds it now
+        if listed == 1 and found is not None and getattr(found, self.relation.guid_field) == obj.guid:
+            return found  # one listed, and still holding it: the answer of one instant (module docstring)
+        if listed == 0 and _one_hybrid(self.relation, obj):
+            return None  # one query: read as of one instant
+        return _one(self.relation, obj)  # several, none of several hybrids, or the one listed moved
 
 
 class ReverseOneGuid(ReverseList):
@@ -121,9 +127,10 @@ class ReverseOneGuid(ReverseList):
     def __get__(self, obj: Target | None, objtype: type | None = None) -> Any:
         if obj is None:
             return self
-        now = holders_now(self.relation, obj)
-        pointing = now if now.hybrids > 1 else pointing_at(self.relation, obj)
-        return _only(self.relation, obj, pointing.guids)
+        listed = pointing_at(self.relation, obj).guids  # a query per hybrid holding the relation, cached
+        if len(listed) == 1 or (not listed and _one_hybrid(self.relation, obj)):
+            return _only(self.relation, obj, listed)  # the answer of one instant (module docstring)
+        return _only(self.relation, obj, holders_now(self.relation, obj).guids)  # several, or none of several
 
 
 def holders_now(relation: Relation, obj: Target) -> OneInstant:
@@ -133,9 +140,32 @@ def holders_now(relation: Relation, obj: Target) -> OneInstant:
     return _holders(relation, obj)
 
 
-def _one(relation: Relation, obj: Target, now: OneInstant) -> Any:
-    _only(relation, obj, now.guids)
-    return now.first()
+#: reads of a one-to-one target's link keys, at most, by one accessor read while the holder they name
+#: keeps moving away before it loads
+HOLDER_READS = 3
+
+
+def _one_hybrid(relation: Relation, obj: Target) -> bool:
+    """Whether one hybrid holds ``relation``: its reverse list is one query, read as of one instant."""
+    return holders_now(relation, obj).hybrids == 1  # reads nothing
+
+
+def _one(relation: Relation, obj: Target) -> Any:
+    """Return the object holding ``obj`` now, read from its link keys at once.
+
+    The holder the keys name is loaded after them: one deleted, or that handed the target over, in
+    between is no answer, so the keys are read again, up to ``HOLDER_READS`` times in all. A target
+    still changing hands by then (each read named a holder that had moved away by its load) reads as
+    ``None``, never as an object that no longer points at it.
+    """
+    for _ in range(HOLDER_READS):
+        now = holders_now(relation, obj)
+        guids = now.guids
+        _only(relation, obj, guids)
+        found = now.first()  # skips the holder if it moved away or was deleted since the keys were read
+        if found is not None or not guids:
+            return found
+    return None
 
 
 def _only(relation: Relation, obj: Target, guids: list[str]) -> str | None:

@@ -162,7 +162,7 @@ def _ordered(items: list[_Item]) -> list[list[_Item]]:
     low: dict[int, int] = {}  # the earliest item, still unplaced, reached from it
     stack: list[int] = []
     unplaced: set[int] = set()  # the items on the stack
-    groups: list[list[_Item]] = []
+    members: list[list[int]] = []  # the groups, as the indexes of their items
     for root in range(len(items)):
         if root in order:
             continue
@@ -186,19 +186,22 @@ def _ordered(items: list[_Item]) -> list[list[_Item]]:
                 while group[-1] != node:
                     group.append(stack.pop())
                 unplaced.difference_update(group)
-                groups.append([items[member] for member in sorted(group)])
+                members.append(sorted(group))
             if work:  # back in the item that linked to this one
                 parent = work[-1][0]
                 low[parent] = min(low[parent], low[node])
-    return _givers_first(groups)
+    return _givers_first(items, members, targets)
 
 
-def _givers_first(groups: list[list[_Item]]) -> list[list[_Item]]:
+def _givers_first(items: list[_Item], members: list[list[int]],
+                  targets: list[list[int]]) -> list[list[_Item]]:
     """Put each group giving up a unique value or a one-to-one target (deleting its key) before the groups
     taking it (checking the key absent), still after the groups of the new objects it links to; otherwise
     keep the order. A handover then commits whatever order it is listed in: the giver's commit first.
     Groups taking each other's keys (a swap, which no order of commits can store) keep their order.
+    ``members``: the items of each group, as _ordered placed them; ``targets``: the items each links to.
     """
+    groups = [[items[member] for member in group] for group in members]
     given = {op.key: number for number, group in enumerate(groups) for item in group for op in item.plan.ops
              if isinstance(op, Delete)}
     takes: list[set[int]] = [set() for _ in groups]  # the groups giving up what each takes
@@ -210,9 +213,10 @@ def _givers_first(groups: list[list[_Item]]) -> list[list[_Item]]:
         takes[number].discard(number)
     if not any(takes):
         return groups
-    created = {item.doc: number for number, group in enumerate(groups) for item in group if item.created}
-    links = [{created[key] for item in group for key in _targets(item).values() if key in created} - {number}
-             for number, group in enumerate(groups)]
+    # _ordered's own links, each to an earlier group (of two copies of a new object, to the one it chose)
+    group_of = {member: number for number, group in enumerate(members) for member in group}
+    links = [{group_of[target] for member in group for target in targets[member]} - {number}
+             for number, group in enumerate(members)]
     return [groups[number] for number in _sorted(links, takes)]
 
 

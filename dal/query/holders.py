@@ -3,9 +3,9 @@
 The reverse list of a relation that subclass hybrids hold too runs one query per hybrid, one after
 another: a target handed over from one hybrid's object to another's in between shows in both (two
 holders, never stored at once) or in neither. The one-to-one accessors (:mod:`dal.model.reverse`)
-read such a relation's holders from here instead, and a relation of one hybrid's when its list shows
-several or the one it shows was deleted before it loaded: the link keys of every hybrid holding the
-relation, under the target, in one ``scan_keys`` (read as of one instant by every store), so that
+read the holders from here when their list cannot tell (it shows several, or none of several hybrids,
+or the one it shows was deleted or moved away before it loaded): the link keys of every hybrid holding
+the relation, under the target, in one ``scan_keys`` (read as of one instant by every store), so that
 two holders found here are two stored at once.
 """
 
@@ -52,10 +52,12 @@ class Holders:
         return [guid for _, guid in self._read()]
 
     def first(self) -> DataObject | None:
-        """Return the first holder still stored (loaded as its own hybrid), or ``None``."""
+        """Return the first holder still stored and still pointing at the target (loaded as its own hybrid),
+        or ``None``: one deleted, or that handed the target over, since the keys were read is skipped."""
+        field = self._relation.guid_field  # a subclass hybrid inherits the relation: the same field
         for hybrid, guid in self._read():
-            loaded = hybrid._load_many([guid])
-            if guid in loaded:
-                give_owners(loaded.values(), {member.name: self._target for member in self._members})
-                return loaded[guid]
+            holder = hybrid._load_many([guid]).get(guid)
+            if holder is not None and holder._data.get(field) == self._target.guid:
+                give_owners([holder], {member.name: self._target for member in self._members})
+                return holder
         return None
