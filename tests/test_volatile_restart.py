@@ -49,9 +49,12 @@ class _Restarted(VolatileRestartContract):
 
 @pytest.mark.memcached
 class TestMemcachedRestart(_Restarted):
+    #: memcached servers the store is given
+    count = 1
+
     @pytest.fixture
     def servers(self, tmp_path: Path) -> Iterator[list[RunningServer]]:
-        with memcached_servers(tmp_path, 1) as started:
+        with memcached_servers(tmp_path, self.count) as started:
             servers = list(started)
             yield servers
             for server in servers:
@@ -68,13 +71,7 @@ class TestMemcachedRestart(_Restarted):
 
 @pytest.mark.memcached
 class TestReplicatedMemcachedRestart(TestMemcachedRestart):
-    @pytest.fixture
-    def servers(self, tmp_path: Path) -> Iterator[list[RunningServer]]:
-        with memcached_servers(tmp_path, 3) as started:
-            servers = list(started)
-            yield servers
-            for server in servers:
-                server.stop()
+    count = 3
 
     @pytest.fixture
     def store(self, servers: list[RunningServer]) -> VolatileStore:
