@@ -9,6 +9,7 @@ its own.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -126,6 +127,24 @@ def test_a_cas_takes_its_token_from_any_thread_and_concurrent_fills_are_never_re
     store.close()  # every connection closed: the next one is another, which the token does not name
     assert store.cas(f"{prefix}k", b"v3", token, 60) is False
     assert store.get(f"{prefix}k") == b"v2"
+
+
+@pytest.mark.memcached
+def test_a_cas_token_read_before_a_fork_never_stores_in_the_child(memcached_server: RunningServer) -> None:
+    """The child's connection of a token read before fork() is the parent's socket: a cas there would
+    interleave with the parent's commands (each reading the other's answer). Refused, nothing sent."""
+    store = Memcached.from_url(parse_url(f"{memcached_server.url}{OPTIONS}"))
+    key = f"t{uuid.uuid4().hex[:12]}/k"
+    assert store.set(key, b"v1", 60)
+    _, token = store.gets(key)
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if the cas was refused without a word on the wire
+        os._exit(0 if store.cas(key, b"child", token, 60) is False else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child's cas with the parent's token was sent"
+    assert store.get(key) == b"v1"
+    assert store.cas(key, b"parent", token, 60) is True  # the parent's connection, still in step
+    store.close()
 
 
 def _play(listener: socket.socket, server_now: int, exp: int) -> None:

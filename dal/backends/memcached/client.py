@@ -40,6 +40,7 @@ class Client(PymemcacheClient):  # type: ignore[misc]  # pymemcache ships no typ
     by the one ``gets`` or ``cas`` it runs at a time."""
 
     number = 0  # not connected yet
+    pid = 0  # the process that connected it
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -47,7 +48,7 @@ class Client(PymemcacheClient):  # type: ignore[misc]  # pymemcache ships no typ
 
     def _connect(self) -> None:
         super()._connect()
-        self.number = next(_OPENED)
+        self.number, self.pid = next(_OPENED), os.getpid()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,8 @@ class Pool(PooledClient):  # type: ignore[misc]  # pymemcache ships no type info
         if not isinstance(cas, CasToken) or cas.connection.server != self.server:
             return False  # the token of no gets of this server's
         client = cas.connection
+        if client.pid != os.getpid():  # read before a fork: its socket, and maybe its lock, are the parent's
+            return False
         with client.lock:
             if client.sock is None or client.number != cas.number:
                 return False  # reconnected since (or closed): maybe to a server process restarted since
