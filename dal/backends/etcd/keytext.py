@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dal.backends.base import Entry
+from dal.backends.keytext import bash_quoted, first_undecodable
 from dal.exceptions import BackendError
 
 
@@ -26,20 +27,9 @@ def key_entries(where: str, kvs: Any) -> list[tuple[str, Entry]]:
 
 def not_utf8(where: str, kvs: Any) -> BackendError:
     """Return the error of a read that met a key that is not UTF-8 text, which another client wrote
-    (dal writes text keys only): it names the key, its other bytes escaped as bash's ``$'...'`` reads
-    them, and says to delete it."""
-    key = next(kv.key for kv in kvs if not _decodes(kv.key))
-    shown = "".join(chr(byte) if 0x20 <= byte < 0x7F and byte not in b"\\'" else f"\\x{byte:02x}"
-                    for byte in key)
+    (dal writes text keys only): it names the key as bash reads it, and says to delete it."""
+    shown = bash_quoted(first_undecodable(kv.key for kv in kvs))
     return BackendError(
-        f"etcd at {where} holds the key $'{shown}', which is not UTF-8 text: another client wrote it (dal "
+        f"etcd at {where} holds the key {shown}, which is not UTF-8 text: another client wrote it (dal "
         "writes UTF-8 keys only), and dal cannot read the keys around it; delete it (in bash: etcdctl del "
-        f"$'{shown}') or have its writer move it out of dal's namespace")
-
-
-def _decodes(key: bytes) -> bool:
-    try:
-        key.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
+        f"{shown}) or have its writer move it out of dal's namespace")

@@ -32,6 +32,7 @@ from dal.backends.base import (
     TooLargeError,
     utf8,
 )
+from dal.backends.keytext import bash_quoted, first_undecodable
 from dal.backends.redis.cache import RedisCache
 from dal.backends.redis.connection import (
     CACHE,
@@ -221,14 +222,13 @@ class RedisStore(RedisLeadership):
             return [key.decode() for key in keys]
         except UnicodeDecodeError:
             pass
-        key = next(key for key in keys if key.decode(errors="replace").encode() != key)
-        shown = "".join(chr(byte) if 0x20 <= byte < 0x7F and byte not in b"\\'" else f"\\x{byte:02x}"
-                        for byte in key)
+        key = first_undecodable(keys)
+        shown = bash_quoted(key)
         raise BackendError(
-            f"the redis database of {self._where} (db {self._db}) holds the key $'{shown}' in {INDEX}, "
+            f"the redis database of {self._where} (db {self._db}) holds the key {shown} in {INDEX}, "
             "which is not UTF-8 text: another client wrote it (dal writes UTF-8 keys only), and dal cannot "
             f"read the keys around it; delete it (in bash: redis-cli -n {self._db} ZREM '{INDEX}' "
-            f"$'{shown}', then redis-cli -n {self._db} DEL $'{DATA}{shown}')")
+            f"{shown}, then redis-cli -n {self._db} DEL {bash_quoted(DATA.encode() + key)})")
 
     # --- writes ---------------------------------------------------------------------
 
