@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 import dal
-from dal import DataObject, Mirror, Property, configure
+from dal import DataObject, Mirror, Property
 from dal.backends.base import Put
 from dal.config import Context
 from dal.exceptions import ConcurrencyError
@@ -52,11 +49,9 @@ absent = object()
 
 
 @pytest.fixture
-def context(tmp_path: Path) -> Iterator[Context]:
-    context = configure(f"sqlite:///{tmp_path / 'spelt.sqlite3'}", "memory://",
-                        namespace=f"spelt-{uuid.uuid4().hex[:8]}")
-    yield context
-    context.close()
+def context(local: Context) -> Context:
+    """The embedded pair only (conftest's ``context`` runs over every store pair)."""
+    return local
 
 
 def stored_spelt(context: Context, field: str, spelling: Any) -> str:

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dal import DataObject, Property, configure
+from dal import DataObject, Property
 from dal.backends.base import Put
 from dal.config import Context
 from dal.exceptions import InvalidValueError
@@ -38,11 +35,9 @@ class Dated(DataObject, hybrid_name="sunreadable"):
 
 
 @pytest.fixture
-def context(tmp_path: Path) -> Iterator[Context]:
-    context = configure(f"sqlite:///{tmp_path / 'unreadable.sqlite3'}", "memory://",
-                        namespace=f"unreadable-{uuid.uuid4().hex[:8]}")
-    yield context
-    context.close()
+def context(local: Context) -> Context:
+    """The embedded pair only (conftest's ``context`` runs over every store pair)."""
+    return local
 
 
 def stored(context: Context, guid: str) -> tuple[int, dict[str, Any]]:

@@ -92,17 +92,24 @@ def snippet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def by_line(output: str, pattern: str) -> dict[int, list[str]]:
+    """Return, by line number of the snippet, the second group of each line of ``output`` that
+    ``pattern`` matches (its first group: the line number)."""
+    reported: dict[int, list[str]] = {}
+    for line in output.splitlines():
+        found = re.match(pattern, line)
+        if found:
+            reported.setdefault(int(found[1]), []).append(found[2])
+    return reported
+
+
 def test_mypy_refuses_what_dal_refuses_and_takes_the_documented_spellings(snippet: Path) -> None:
     """Each `# error:` line is an error with those words, each `# expect:` reveals that type, no other."""
     command = [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", os.devnull,
                str(snippet)]
     run = subprocess.run(command, cwd=snippet.parent, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "MYPYPATH": str(ROOT)})
-    reported: dict[int, list[str]] = {}
-    for line in run.stdout.splitlines():
-        found = re.match(r".*snippet\.py:(\d+): (?:note|error): (.*)", line)
-        if found:
-            reported.setdefault(int(found[1]), []).append(found[2])
+    reported = by_line(run.stdout, r".*snippet\.py:(\d+): (?:note|error): (.*)")
     for number, kind, text in markers():
         said = " ".join(reported.pop(number, []))
         wanted = f'Revealed type is "{text}"' if kind == "expect" else text
@@ -115,11 +122,7 @@ def test_pyright_refuses_the_same_lines(snippet: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "pyright", str(snippet)], cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
     assert "Type of" in run.stdout, f"pyright did not run:\n{run.stdout}\n{run.stderr}"
-    reported: dict[int, list[str]] = {}
-    for line in run.stdout.splitlines():
-        found = re.match(r"\s*\S*snippet\.py:(\d+):\d+ - (information|error): (.*)", line)
-        if found:
-            reported.setdefault(int(found[1]), []).append(found[2])
+    reported = by_line(run.stdout, r"\s*\S*snippet\.py:(\d+):\d+ - (information|error): (.*)")
     for number, kind, _ in markers():
         said = reported.pop(number, [])
         assert said and set(said) == {"information" if kind == "expect" else "error"}, (number, run.stdout)
