@@ -22,8 +22,8 @@ from dal.config import Context
 from dal.exceptions import InvalidValueError, MirrorError, RaceConditionError, UniqueConstraintError
 from dal.objects.dataobject import DataObject
 from dal.objects.schema import ensure_recorded, onetoone_ready
-from dal.objects.spelling import edited_fields, unchanged
-from dal.objects.transaction import Document, Plan, changes, decode, encode, plan_write, retry_from
+from dal.objects.spelling import unchanged
+from dal.objects.transaction import Document, Plan, decode, edited_since, encode, plan_write, retry_from
 from dal.objects.writes import MAX_ATTEMPTS, unique_owners
 from dal.structures import MIRROR_FIELDS
 from dal.values import canonical, same
@@ -209,14 +209,13 @@ def adopt(obj: DataObject, entry: Entry, written: frozenset[str]) -> None:
     ours = obj._document()
     # changed here as this version reads the loaded document, as a save tells (a value stored spelt
     # otherwise is as loaded, a newer model's nested field kept): a respelling is no change to keep
-    edited = [] if loaded_as is None else edited_fields(
-        meta, loaded_as, ours, changes(meta, loaded_as, ours, obj._extra)[1])
+    edited = [] if loaded_as is None else edited_since(meta, loaded_as, ours, obj._extra)
     local = {name: obj._data[name] for name in edited
              if name in ours and name in before and name not in written}
     loaded = dict(obj._objects)
     obj._attach(obj.guid, entry)
     document = decode(entry.value)
-    now, typed = meta.with_defaults(document), dict(meta.converters)
+    now, typed = meta.with_defaults(document), meta.typed
     # changed here and in the store since the load: the base stays the loaded value, so a save sees both
     base = {name: before[name] for name in local
             if not unchanged(typed.get(name), now.get(name), before[name], theirs=True)}

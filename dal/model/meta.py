@@ -100,6 +100,11 @@ class HybridMeta:
         return tuple((name, prop.validator) for name, prop in self.properties.items()
                      if not prop.validator.native)
 
+    @cached_property
+    def typed(self) -> dict[str, Validator]:
+        """:attr:`converters` by name."""
+        return dict(self.converters)
+
 
 class HybridMetaclass(type):
     """Collect a hybrid's specs into ``_meta`` and register it.

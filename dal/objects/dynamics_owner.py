@@ -5,10 +5,9 @@ Only an object whose fields are those of its stored revision fills the cache, an
 compared with its stored document as this version of the model reads it, not as it is spelled: a
 document stored by an earlier version or another client (a set in another order, a datetime ending
 ``+00:00``, ints in a list a widened model declares of floats) is the revision everyone loads, and
-an object only loaded from it is unchanged. A save's first attempt compares the object with the raw
-document (and writes each field again in this version's spelling); here that would call every such
-object changed, so its dynamics would never be cached nor locked. (A save's merge, too, tells the
-fields it changed as read, the other writer's as well: :func:`dal.objects.spelling.unchanged`.)
+an object only loaded from it is unchanged, as a save tells it
+(:func:`~dal.objects.transaction.edited_since`); compared as spelt, every such object would be
+changed, and its dynamics never cached nor locked.
 """
 
 from __future__ import annotations
@@ -19,8 +18,7 @@ from dal.cache.seen import FRESH
 from dal.config import Context
 from dal.model.meta import HybridMeta
 from dal.objects.decoding import document as decode
-from dal.objects.spelling import as_read
-from dal.values import same
+from dal.objects.transaction import edited_since
 
 
 class Owner(Protocol):
@@ -45,8 +43,9 @@ def stored_revision(context: Context, obj: Owner) -> bool:
     caller has checked that it was loaded under ``context``'s store and namespace).
 
     Run on a miss only (the computation it precedes costs more): it compares the object with the
-    document it was loaded as (:func:`as_read`), so an assignment or a list changed in place counts as
-    a change, a stored spelling this version would write otherwise does not.
+    document it was loaded as, as a save does (:func:`~dal.objects.transaction.edited_since`), so an
+    assignment or a list changed in place counts as a change, a stored spelling this version would
+    write otherwise does not.
     """
     state = obj.__dict__
     raw, revision = state.get("_raw"), state.get("_revision", 0)
@@ -55,10 +54,8 @@ def stored_revision(context: Context, obj: Owner) -> bool:
     meta = obj._meta
     if context.seen.verdict(meta.name, obj.guid, revision) is not FRESH:
         return False  # loaded before a revision this process has read or written since
-    try:
-        loaded = as_read(meta, decode(raw))
-        ours = obj._document()
+    try:  # undeclared fields are not compared: a value reads declared fields only
+        return not edited_since(meta, decode(raw), obj._document(), {})
     except (TypeError, ValueError):
         return False  # a value changed in place that no longer encodes: not what is stored
-    return all(same(value, loaded.get(name)) for name, value in ours.items())
 

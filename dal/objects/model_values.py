@@ -26,8 +26,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidatorFunctionWrapHa
 from pydantic_core import to_jsonable_python
 
 from dal.exceptions import InvalidValueError
-from dal.objects.spelling import edited_fields
-from dal.objects.transaction import changes, decode
+from dal.objects.transaction import decode, edited_since
 from dal.values import same
 
 if TYPE_CHECKING:
@@ -121,7 +120,7 @@ def remember(obj: Any, meta: HybridMeta, model: BaseModel) -> None:
         dumped = model.model_dump(mode="json")
         stored, ours = decode(obj._raw), obj._document()
         # changed as read, not as spelt: a value stored otherwise than this version writes it is as loaded
-        unsaved = set(edited_fields(meta, stored, ours, changes(meta, stored, ours, obj._extra)[1]))
+        unsaved = set(edited_since(meta, stored, ours, obj._extra))
     except Exception:  # a value pydantic or the document cannot write: to_model() refused what matters
         return
     loaded = {name: value for name, value in dumped.items() if name not in unsaved}

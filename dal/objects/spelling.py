@@ -3,10 +3,9 @@
 A document stored by an earlier version or another client may spell a value otherwise than this version
 writes it: a set in another order, ints in a list since widened to floats, a datetime ending ``+00:00``
 rather than ``Z``. Read with the declared type and written again, both spell it alike, so a save, a
-merge, a ``from_model()`` round trip and a mirror's refresh tell what changed as read (:func:`unchanged`,
-:func:`edited_fields`), and dynamics compare an object with the document it was loaded as
-(:func:`as_read`). A read that drops part of a value (a newer model's nested field) is no proof of
-equality: such a value is compared as spelt. Only typed fields pay a read.
+merge, a ``from_model()`` round trip, a mirror's refresh and a dynamic's owner tell what changed as
+read (:func:`unchanged`, :func:`edited_fields`). A read that drops part of a value (a newer model's
+nested field) is no proof of equality: such a value is compared as spelt. Only typed fields pay a read.
 """
 
 from __future__ import annotations
@@ -49,20 +48,9 @@ def edited_fields(meta: HybridMeta, original: Document, ours: Document,
     """Return the fields of ``changed`` (those found differing from the stored document ``original`` as
     spelt) that this object changed: differing from it as read too (:func:`unchanged`; a field
     ``original`` lacks reads as its default). Only the typed fields pay a read."""
-    before, typed = meta.with_defaults(original), dict(meta.converters)
+    before, typed = meta.with_defaults(original), meta.typed
     return [name for name in changed
             if name not in ours or not unchanged(typed.get(name), ours[name], before.get(name))]
-
-
-def as_read(meta: HybridMeta, stored: Document) -> Document:
-    """Return the stored document ``stored`` as an object loaded from it writes it: each field it
-    lacks at its default, and each typed field read with its declared type and written again (a set
-    sorted, a datetime ending ``Z``, an int of a list of floats as a float). TypeError or ValueError
-    when a value does not read (a load would have refused it)."""
-    document = meta.with_defaults(stored)
-    for name, validator in meta.converters:
-        document[name] = validator.to_json(validator.from_json(document[name]))
-    return document
 
 
 def read_stored(label: str, name: str, check: Validator, value: Any, *, taken: bool = False) -> Any:

@@ -41,7 +41,7 @@ from dal.model.meta import HybridMeta
 from dal.model.registry import family
 from dal.model.validation import dropped_paths
 from dal.objects import decoding
-from dal.objects.spelling import read_stored, unchanged
+from dal.objects.spelling import edited_fields, read_stored, unchanged
 from dal.structures import Relation
 from dal.values import FROZEN, canonical, identical, same
 
@@ -223,7 +223,7 @@ def merge(meta: HybridMeta, original: Document, ours: Document, theirs: Document
     declares the field otherwise) raises InvalidValueError, before anything is written.
     """
     before, merged = meta.with_defaults(original), meta.with_defaults(theirs)
-    typed = dict(meta.converters)
+    typed = meta.typed
     conflicts, mine = [], set()
     for name, value in ours.items():
         old, check = before.get(name), typed.get(name)
@@ -294,6 +294,13 @@ def changes(meta: HybridMeta, stored: Document, ours: Document,
         new = {**extra, **ours}
         changed = changed_fields(stored, new)
     return new, changed
+
+
+def edited_since(meta: HybridMeta, stored: Document, ours: Document, extra: Mapping[str, Any]) -> list[str]:
+    """Return the fields of ``ours`` an object loaded as ``stored`` changed since: differing from it as
+    spelt (:func:`changes`, which keeps a newer model's nested data) and as read (:func:`edited_fields`:
+    a value stored spelt otherwise than this version writes it is as loaded)."""
+    return edited_fields(meta, stored, ours, changes(meta, stored, ours, extra)[1])
 
 
 def keep_unread(meta: HybridMeta, stored: Document, ours: Document, changed: Collection[str]) -> bool:

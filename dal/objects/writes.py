@@ -130,9 +130,12 @@ class Writes:
             check_typed(label, self._data, meta.converters)
             check_containers(label, new, new.keys())
             raise unstorable(label, exc) from exc
-        if stored is not None and stored.keys() == new.keys() and (
-                not changed or not edited_fields(meta, stored, ours, changed)):
-            return None  # nothing changed as read: a value stored spelt otherwise than ours is as loaded
+        # nothing changed as read (a value stored spelt otherwise than ours is as loaded); only typed
+        # fields can differ as spelt alone, so a change of another field needs no read
+        typed = meta.typed
+        if stored is not None and stored.keys() == new.keys() and (not changed or (
+                all(name in typed for name in changed) and not edited_fields(meta, stored, ours, changed))):
+            return None
         check_changed(label, meta, self._data, new, changed)
         if meta.mirror is not None and stored is not None:
             check_mirror_fields(label, meta, changed)
