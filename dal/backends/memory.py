@@ -210,9 +210,8 @@ class MemoryCache(ByteBoundedLru):
     shared: ClassVar[bool] = False
 
     def __init__(self, url: StoreURL, max_size: int = DEFAULT_MAX_SIZE) -> None:
-        super().__init__(max_size)
+        super().__init__(max_size)  # and its lock, which every call here holds
         self.url = url
-        self._lock = threading.Lock()
         self._writes = 0  # cas tokens: a write always gets a token no earlier write had
         #: (deadline, token, key) of every write with a TTL; an entry whose slot was rewritten or
         #: removed since is stale, skipped when it comes up, and compacted away when they pile up

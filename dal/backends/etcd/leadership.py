@@ -82,7 +82,7 @@ class EtcdLeadership(EtcdTransport):
         key = role_key(role)
         if not kept or not self._on_lease(key, lease_id):
             return None
-        if kept == max(1, math.ceil(ttl)):
+        if kept == _lease_seconds(ttl):
             return Leadership(role, owner, float(kept), acquired=True, holder=owner, handle=lease_id)
         # asked for another TTL (a restart with another timeout): a caller renewing every third of
         # the TTL it asked for would lose a shorter lease it still holds, unknowingly
@@ -104,7 +104,7 @@ class EtcdLeadership(EtcdTransport):
 
     def _grant(self, ttl: float) -> Any:
         """Grant a lease of ``ttl`` seconds, rounded up to whole seconds (etcd raises it to its minimum)."""
-        return self._call("LeaseGrant", etcdrpc.LeaseGrantRequest(TTL=max(1, math.ceil(ttl))),
+        return self._call("LeaseGrant", etcdrpc.LeaseGrantRequest(TTL=_lease_seconds(ttl)),
                           service="lease")
 
     def _keep_alive(self, lease_id: int) -> int:
@@ -137,3 +137,9 @@ class EtcdLeadership(EtcdTransport):
             if isinstance(cause, grpc.RpcError) and etcd_error(cause)[0] == grpc.StatusCode.NOT_FOUND:
                 return  # expired already: released all the same
             raise
+
+
+def _lease_seconds(ttl: float) -> int:
+    """Return the TTL etcd is asked for: whole seconds, rounded up (a lease shorter than ``ttl`` would
+    lapse under a caller renewing every ``ttl``), at least 1 (etcd raises it to its own minimum)."""
+    return max(1, math.ceil(ttl))

@@ -20,6 +20,7 @@ from typing import Protocol
 from dal.backends.base import VolatileStore
 from dal.config import Context
 from dal.exceptions import DalError
+from dal.model.meta import HybridMeta
 from dal.model.registry import hybrids
 from dal.objects.dataobject import DataObject
 
@@ -108,6 +109,14 @@ def registered(name: str) -> type[DataObject]:
         return hybrids.get(name)
     except LookupError as exc:
         raise DalError(str(exc.args[0]) if exc.args else f"no hybrid named {name!r}") from None
+
+
+def check_dynamic(meta: HybridMeta, dynamic: object, hint: str = "") -> None:
+    """Raise ``DalError`` unless ``dynamic`` names a dynamic the hybrid ``meta`` declares (``hint``:
+    what the message adds)."""
+    if not isinstance(dynamic, str) or dynamic not in meta.dynamics:
+        known = ", ".join(meta.dynamics) or "none"
+        raise DalError(f"{meta.name} has no dynamic {dynamic!r}; it has: {known}{hint}")
 
 
 def hybrid_name(name: str) -> str:

@@ -30,7 +30,7 @@ from dal.exceptions import DalError, ObjectNotFoundError
 from dal.model.registry import hybrids
 from dal.objects.dataobject import DataObject
 from dal.query.datalist import DataList
-from dal.tools.cache.listing import registered
+from dal.tools.cache.listing import check_dynamic, registered
 
 #: queued dynamics written (or removed) in one commit: each is one put and one check, and etcd
 #: refuses a transaction of more of either than its --max-txn-ops (128 by default); the journal
@@ -78,9 +78,7 @@ def queue(context: Context, hybrid: str, dynamic: str, where: Mapping[str, Any] 
         raise DalError(f"where must map field names to values ({{'level': 1}}), not {where!r}")
     cls = registered(hybrid)
     meta = cls._meta
-    if not isinstance(dynamic, str) or dynamic not in meta.dynamics:
-        known = ", ".join(meta.dynamics) or "none"
-        raise DalError(f"{meta.name} has no dynamic {dynamic!r}; it has: {known}")
+    check_dynamic(meta, dynamic)
     query = {"type": DataList.where_operator.AND,
              "items": [(name, DataList.operator.EQUALS, value) for name, value in (where or {}).items()]}
     guids = list(DataList(cls, query).guids) if where else list(DataList(cls).guids)

@@ -21,7 +21,7 @@ from dal.exceptions import BackendError, DalError
 from dal.model.registry import hybrids
 from dal.objects.dynamics import fill_lease
 from dal.structures import is_guid
-from dal.tools.cache.listing import Entry, age, entries, registered
+from dal.tools.cache.listing import Entry, age, check_dynamic, entries, registered
 
 #: the kinds ``delete`` and ``prune`` remove (locks go only through ``clean``; statistics stay)
 REMOVABLE = ("object", "dynamic", "query", "version")
@@ -101,10 +101,9 @@ def _checked(hybrid: str, guid: str | None, dynamic: str | None) -> str:
     meta = registered(hybrid)._meta
     if guid is not None and not is_guid(guid):
         raise DalError(f"{guid!r} is not a guid (a UUID such as 0e5c1f6a-9b1d-4f53-8a1b-2c3d4e5f6a7b)")
-    if dynamic is not None and (not isinstance(dynamic, str) or dynamic not in meta.dynamics):
-        known = ", ".join(meta.dynamics) or "none"
-        raise DalError(f"{meta.name} has no dynamic {dynamic!r}; it has: {known} (without a dynamic, "
-                       f"every entry of {meta.name} is deleted, those of dynamics it no longer declares too)")
+    if dynamic is not None:
+        check_dynamic(meta, dynamic, f" (without a dynamic, every entry of {meta.name} is deleted, those of "
+                                     "dynamics it no longer declares too)")
     return meta.name
 
 
@@ -264,9 +263,7 @@ def _declaring(obj: object, dynamic: str) -> str:
     meta = getattr(type(obj), "_meta", None)
     if meta is None or not isinstance(getattr(obj, "guid", None), str):
         raise DalError(f"takes an object of a hybrid, not {obj!r}")
-    if not isinstance(dynamic, str) or dynamic not in meta.dynamics:
-        known = ", ".join(meta.dynamics) or "none"
-        raise DalError(f"{meta.name} has no dynamic {dynamic!r}; it has: {known}")
+    check_dynamic(meta, dynamic)
     return str(meta.name)
 
 
