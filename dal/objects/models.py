@@ -31,7 +31,7 @@ from dal.exceptions import InvalidValueError, MissingMandatoryFieldsError, Objec
 from dal.objects.model_values import HybridModel, changed_on, checked, remember, trusted_validation, values_of
 from dal.objects.refusals import changeable, check_containers
 from dal.objects.transaction import decode
-from dal.structures import Dynamic, Property, check_guid
+from dal.structures import Dynamic, MirrorField, Property, check_guid
 from dal.values import identical, json_copy
 
 if TYPE_CHECKING:
@@ -163,7 +163,9 @@ def missing_mandatory(meta: HybridMeta, data: dict[str, Any]) -> list[str]:
 
 
 def to_model(obj: Any) -> BaseModel:
-    """Return a hybrid object as an instance of its model (its current values, saved or not)."""
+    """Return a hybrid object as an instance of its model (its current values, saved or not); a stale
+    mirrored object refreshes first, as on any read (a failed refresh serves what is stored)."""
+    obj._before_read_if_mirrored()
     meta: HybridMeta = obj._meta
     label = f"{type(obj).__name__}.to_model()"
     missing = missing_mandatory(meta, obj._data)
@@ -260,12 +262,22 @@ def from_model(hybrid: type, meta: HybridMeta, model: BaseModel) -> Any:
         check_guid(guid, f"{meta.cls.__name__}.from_model(...): the model's guid")
         stored = meta.cls._load_many([guid]).get(guid)
         if stored is not None:
-            stored._fill(changed_on(model, guid, values))
+            stored._fill(_unmirrored(meta, changed_on(model, guid, values)))
             return stored
-    obj = hybrid(data=values)
+    obj = hybrid(data=_unmirrored(meta, values))
     if guid is not None:
         obj.__dict__["guid"] = guid
     return obj
+
+
+def _unmirrored(meta: HybridMeta, values: dict[str, Any]) -> dict[str, Any]:
+    """Return ``values`` without a mirrored hybrid's ``info``, ``cached_at`` and ``error``: a full body
+    of what ``to_model()`` gave holds them, and a refresh since then changes them; written only by
+    refreshes, they are never taken from a body (as a REST API ignores its read-only fields)."""
+    if meta.mirror is None:
+        return values
+    return {name: value for name, value in values.items()
+            if not isinstance(meta.properties.get(name), MirrorField)}
 
 
 def check_depth(depth: object) -> None:

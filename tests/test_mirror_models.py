@@ -1,0 +1,91 @@
+"""Pydantic models of a mirrored hybrid: ``to_model()`` refreshes a stale object first, as any read does,
+and ``from_model`` takes back a full body of what ``to_model()`` gave, whose ``info``, ``cached_at`` and
+``error`` (written by refreshes only) it never takes: a refresh since the GET changes them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from mirror_hybrids import TIMEOUT, Clock, MirroredVM, answer, instance_path
+
+from dal.config import Context
+from dal.exceptions import ReadOnlyFieldError
+from dal.testing.remote import Remote
+
+
+def _saved(remote: Remote) -> tuple[str, str]:
+    """Save a mirrored object never refreshed yet (stale); return its guid and hostname (kept: reading
+    the saved instance's ``hostname`` would refresh it)."""
+    hostname = f"vm-{uuid.uuid4().hex[:8]}"
+    remote.answers[instance_path(hostname)] = answer(hostname)
+    obj = MirroredVM(data={"hostname": hostname})
+    obj.save()
+    return obj.guid, hostname
+
+
+def test_to_model_of_a_stale_object_refreshes_it_first(
+        context: Context, remote: Remote, clock: Clock) -> None:
+    guid, hostname = _saved(remote)
+    model = MirroredVM(guid).to_model()  # saved, never refreshed: stale
+    assert (model.status, model.ram, model.info) == ("running", 512, answer(hostname))  # type: ignore[attr-defined]
+    assert remote.count() == 1 and not MirroredVM(guid).stale
+    remote.answers[instance_path(hostname)] = answer(hostname, "stopped")
+    clock.time += TIMEOUT  # gone stale: the next instance's to_model() asks the remote again
+    assert MirroredVM(guid).to_model().status == "stopped"  # type: ignore[attr-defined]
+    assert remote.count() == 2
+
+
+def test_to_model_after_a_failed_refresh_serves_what_is_stored_as_a_read_does(
+        context: Context, remote: Remote, clock: Clock) -> None:
+    guid, hostname = _saved(remote)
+    assert MirroredVM(guid).status == "running"
+    clock.time += TIMEOUT
+    remote.failures.update({instance_path(hostname): 503, "/bulk": 503})
+    model = MirroredVM(guid).to_model()  # never raises: the last data, and what went wrong
+    assert model.status == "running" and "503" in model.error  # type: ignore[attr-defined]
+    assert remote.count() == 2 and MirroredVM(guid).stale
+
+
+def test_a_full_json_round_trip_of_a_mirrored_object_writes_its_own_fields(
+        context: Context, remote: Remote, clock: Clock) -> None:
+    guid, hostname = _saved(remote)
+    schema = MirroredVM.model()
+    body = MirroredVM(guid).to_model().model_dump_json()  # a GET: info, cached_at, error included
+    MirroredVM.from_model(schema.model_validate_json(body)).save()  # the PUT of it, unchanged
+    MirroredVM.from_model(schema.model_validate({**json.loads(body), "note": "mine"})).save()
+    again = MirroredVM(guid)
+    assert again.note == "mine" and again.info == answer(hostname) and remote.count() == 1
+
+
+@pytest.mark.parametrize(("field", "value"), [("info", {"status": "hacked"}), ("cached_at", 1.0),
+                                              ("error", "made up")])
+def test_from_model_never_takes_a_mirror_field_from_a_body(
+        context: Context, remote: Remote, clock: Clock, field: str, value: object) -> None:
+    guid, _ = _saved(remote)
+    schema = MirroredVM.model()
+    dumped = {**MirroredVM(guid).to_model().model_dump(mode="json"), field: value, "note": "mine"}
+    refreshed = MirroredVM(guid)
+    held = (refreshed.info, refreshed.cached_at, refreshed.error)
+    MirroredVM.from_model(schema.model_validate(dumped)).save()  # the other fields are written
+    again = MirroredVM(guid)
+    assert again.note == "mine" and (again.info, again.cached_at, again.error) == held
+    new = {**dumped, "guid": str(uuid.uuid4()), "hostname": "other"}  # a new object: none taken either
+    fresh = MirroredVM.from_model(schema.model_validate(new))
+    assert (fresh.info, fresh.cached_at, fresh.error) == (None, None, None) and fresh.note == "mine"
+    with pytest.raises(ReadOnlyFieldError, match="call refresh_info"):  # assigning is still refused
+        MirroredVM(guid).info = {}
+
+
+def test_a_put_of_a_body_from_before_a_refresh_keeps_what_the_refresh_wrote(
+        context: Context, remote: Remote, clock: Clock) -> None:
+    guid, hostname = _saved(remote)
+    schema = MirroredVM.model()
+    body = MirroredVM(guid).to_model().model_dump_json()  # the GET
+    remote.answers[instance_path(hostname)] = answer(hostname, "stopped")
+    clock.time += TIMEOUT
+    assert MirroredVM(guid).status == "stopped"  # a refresh after the GET
+    MirroredVM.from_model(schema.model_validate({**json.loads(body), "note": "mine"})).save()  # the PUT
+    again = MirroredVM(guid)
+    assert again.note == "mine" and again.info == answer(hostname, "stopped") and remote.count() == 2
