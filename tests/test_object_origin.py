@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from query_hybrids import Item, Kind
+from relation_hybrids import BladeServer, Cabinet, Owner, Passport
 
 import dal
 from dal import DataList
@@ -79,3 +80,24 @@ def test_reverse_lists_and_links_of_an_object_of_another_namespace_are_refused(t
     assert len(kind.items) == 1
     linked.save()
     assert sorted(item.name for item in kind.items) == ["i", "j"]
+
+
+def test_one_to_one_reverse_reads_of_an_object_of_another_namespace_are_refused(tmp_path: Path) -> None:
+    """A one-to-one reverse accessor (``owner.passport``; ``owner.device``, held by two hybrids, reads the
+    link keys) would read ``None`` under the other namespace, where nothing points at the object."""
+    url = f"sqlite:///{tmp_path}/x.db"
+    dal.configure(url, "memory://", namespace="first")
+    owner, site = Owner(name="o"), Cabinet(name="c")
+    dal.save_many([owner, site])
+    passport, blade = Passport(number="p1", holder=owner), BladeServer(name="b", site=site, keeper=owner)
+    dal.save_many([passport, blade])
+    assert owner.passport == passport and owner.device == blade
+    dal.configure(url, "memory://", namespace="second")
+    reads = {"passport": lambda: owner.passport, "passport_guid": lambda: owner.passport_guid,
+             "device": lambda: owner.device, "device_guid": lambda: owner.device_guid}
+    for name, read in reads.items():
+        accessor = name.removesuffix("_guid")
+        with pytest.raises(ConfigurationError, match=rf"'{accessor}' would find nothing.*Load it again"):
+            read()
+    dal.configure(url, "memory://", namespace="first")
+    assert owner.passport_guid == passport.guid and owner.device_guid == blade.guid
