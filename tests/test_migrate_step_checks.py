@@ -174,3 +174,56 @@ def test_a_dry_run_after_a_stopped_step_sees_the_documents_it_already_rewrote(co
     stored = documents(context, model.disk._meta)
     assert {guid: (doc["serial"], doc["tier"]) for guid, doc in stored.items()} == {
         guid: (f"S{guid}", "gold") for guid in stored}
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
+@pytest.mark.parametrize(("fn", "how"), [
+    (lambda doc: {**doc, "name": None}, "sets it to None"),
+    (lambda doc: {k: v for k, v in doc.items() if k != "name"}, "drops it and it has no default")],
+    ids=["set-to-none", "dropped"])
+def test_a_step_leaving_a_mandatory_property_none_is_refused(context: Context, dry_run: bool, fn: Any,
+                                                             how: str) -> None:
+    """The object could not be saved again, not even unchanged: nothing of it is written."""
+    model = disks(context, ["a"])
+    before = dump(context)
+    with pytest.raises(MigrationError, match=rf"step 1 would store MigDisk.name = None in [\w-]+, which is "
+                                             rf"mandatory \(the step {how}\); the object could not be saved"):
+        run(context, model, transform(model, fn), dry_run)
+    assert dump(context) == before
+
+
+def test_a_step_may_set_none_in_an_optional_property_and_leave_a_mandatory_one_none(context: Context) -> None:
+    """Only a change to None is refused: a mandatory value already None (stored by an older model) that
+    the step leaves as it is does not stop it."""
+    model = disks(context, ["a"])
+    keys, name = context.keys, model.disk._meta.name
+    guid, doc = next(iter(documents(context, model.disk._meta).items()))
+    assert context.persistent.commit([], [Put(keys.doc(name, guid), encode({**doc, "name": None}))]).ok
+    assert run(context, model, transform(model, lambda doc: {**doc, "serial": None, "size": 7}), False).ok
+    stored = documents(context, model.disk._meta)[guid]
+    assert (stored["name"], stored["serial"], stored["size"]) == (None, None, 7)
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
+def test_a_step_giving_a_document_a_guid_is_refused(context: Context, dry_run: bool) -> None:
+    """The guid is the key a document is stored under: a result holding one is refused, not stored."""
+    model = disks(context, ["a"])
+    before = dump(context)
+    with pytest.raises(MigrationError, match=r"returned a document holding 'guid' \('x'\): a step cannot "
+                                             r"change an object's guid"):
+        run(context, model, transform(model, lambda doc: {**doc, "guid": "x"}), dry_run)
+    assert dump(context) == before
+
+
+def test_a_step_passing_on_a_guid_the_document_already_held_is_not_refused(context: Context) -> None:
+    """A stray ``guid`` field an older dal stored is left as it was (``dal check`` reports it): a step
+    copying the document is not stopped by it, and may drop it."""
+    model = disks(context, ["a"])
+    keys, name = context.keys, model.disk._meta.name
+    guid, doc = next(iter(documents(context, model.disk._meta).items()))
+    assert context.persistent.commit([], [Put(keys.doc(name, guid), encode({**doc, "guid": "x"}))]).ok
+    without = transform(model, lambda doc: {k: v for k, v in doc.items() if k != "guid"})[0].func
+    steps = [Migration(1, "tier", transform(model, lambda doc: {**doc, "tier": "gold"})[0].func),
+             Migration(2, "no guid", without)]
+    assert run(context, model, steps, False).ok
+    assert documents(context, model.disk._meta)[guid] == {**doc, "tier": "gold"}

@@ -21,7 +21,7 @@ from dal.objects.schema import SchemaRecord, complete_record
 from dal.objects.transaction import Document, encode
 from dal.tools.migrate.migrations import MigrationError, Operation
 from dal.tools.migrate.report import Violation
-from dal.tools.migrate.run import ATTEMPTS, decode_doc
+from dal.tools.migrate.run import ATTEMPTS, CompleteKeys, decode_doc
 from dal.tools.migrate.stale import StaleKeyRemover
 from dal.tools.migrate.survey import Survey, Surveyor, filled, onetoone_violation
 
@@ -77,9 +77,10 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
         self._record(survey, built_indexed=survey.build_indexed, built_unique=built_unique,
                      built_onetoone=built_onetoone, unlinked=frozenset(
                          v.field for v in (*survey.violations, *late) if v.kind == "dangling"))
-        built = (*survey.build_indexed, *built_unique, *built_onetoone)
+        built = CompleteKeys(frozenset(survey.build_indexed), frozenset(built_unique),
+                             frozenset(built_onetoone))
         if built or survey.unverified:
-            self._verify_later(meta, frozenset(built))
+            self._verify_later(meta, built)
         elif marked:  # nothing made ready (violations only): no window to check, no marker to leave
             self._unmark_building(meta)
 
@@ -121,7 +122,8 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
         self.report.up_to_date = False
         if not self.report.objects.get(meta.name):  # objects a step changed: not a record alone
             self.report.recorded.append(meta.name)
-        built = (*survey.build_indexed, *survey.build_unique, *survey.build_onetoone)
+        built = CompleteKeys(frozenset(survey.build_indexed), frozenset(survey.build_unique),
+                             frozenset(survey.build_onetoone))
         if self.dry_run:
             return
         # an older process may still store an object without these keys
@@ -129,7 +131,7 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
         self._record(survey, built_indexed=survey.build_indexed, built_unique=survey.build_unique,
                      built_onetoone=survey.build_onetoone)
         if built:
-            self._verify_later(meta, frozenset(built))
+            self._verify_later(meta, built)
 
     def _dry_steps_only(self, meta: HybridMeta, pending_ops: list[tuple[int, list[Operation]]]) -> None:
         """(Dry runs) Say and count what the pending steps change in a hybrid the run migrates no further
@@ -150,7 +152,7 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
     def _unmark_building(self, meta: HybridMeta) -> None:
         """Overridden by the verifier (:mod:`dal.tools.migrate.verify`)."""
 
-    def _verify_later(self, meta: HybridMeta, marked: frozenset[str]) -> None:
+    def _verify_later(self, meta: HybridMeta, marked: CompleteKeys) -> None:
         """Overridden by the verifier (:mod:`dal.tools.migrate.verify`)."""
 
     def _first_reports(self, violations: list[Violation]) -> list[Violation]:

@@ -132,6 +132,11 @@ class Transform(Operation):
             raise MigrationError(
                 f"transform {self.label} of {self.meta.cls.__name__} returned {type(result).__name__}; "
                 "it must return the new document (a dict with str keys) or None to leave it unchanged")
+        if "guid" in result and not ("guid" in doc and same(doc["guid"], result["guid"])):
+            raise MigrationError(
+                f"transform {self.label} of {self.meta.cls.__name__} returned a document holding 'guid' "
+                f"({result['guid']!r}): a step cannot change an object's guid (the key its document is "
+                "stored under, not a field of it); return the document without 'guid'")
         doc.clear()
         doc.update(result)
         return []
@@ -179,8 +184,9 @@ class Step:
         """Rewrite every stored document of ``hybrid`` with ``fn``.
 
         ``fn`` gets a copy of the stored JSON document (without the guid) and returns the new
-        one, or ``None`` to leave it as it is. It must be deterministic: a step interrupted
-        and resumed calls it again on documents it left unchanged.
+        one, or ``None`` to leave it as it is (a result holding ``guid`` is refused: a step cannot
+        change an object's guid). It must be deterministic: a step interrupted and resumed calls
+        it again on documents it left unchanged.
         """
         meta = _meta_of(hybrid, self)
         if not callable(fn):

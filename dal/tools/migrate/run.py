@@ -10,6 +10,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dal.backends.base import Check, CommitResult, Entry, Op
@@ -23,12 +24,42 @@ from dal.values import same
 if TYPE_CHECKING:
     from dal.config import Context
     from dal.model.meta import HybridMeta
+    from dal.objects.schema import SchemaRecord
 
 SCAN_BATCH = 500
 #: commits tried on one object before giving up (each retry re-reads it)
 ATTEMPTS = 50
 #: test hook: exit the process (status 75) after this many object commits, as a kill would
 EXIT_AFTER_ENV = "DAL_MIGRATE_EXIT_AFTER"
+
+
+@dataclass(frozen=True)
+class CompleteKeys:
+    """The fields of one hybrid whose keys of each kind are complete (listed ready in its record).
+
+    Each kind on its own: a property both indexed and unique may have its index complete while its
+    unique keys are still to be built (or left unbuilt by a violation), or the other way round; the
+    complete kind must follow every change (``schema.ready_indexes`` needs both, for queries only).
+    """
+
+    indexed: frozenset[str] = frozenset()
+    unique: frozenset[str] = frozenset()
+    onetoone: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.indexed or self.unique or self.onetoone)
+
+    def lost(self, now: CompleteKeys) -> list[str]:
+        """Return the fields with a kind of key listed here that ``now`` no longer lists."""
+        return sorted((self.indexed - now.indexed) | (self.unique - now.unique)
+                      | (self.onetoone - now.onetoone))
+
+    @classmethod
+    def of(cls, record: SchemaRecord | None, meta: HybridMeta) -> CompleteKeys:
+        if record is None:
+            return cls()
+        return cls(record.indexed & {prop.name for prop in meta.indexed},
+                   record.unique & {prop.name for prop in meta.unique}, record.onetoone_ready_for(meta))
 
 
 class MigrationRun:
@@ -45,7 +76,7 @@ class MigrationRun:
         self.report = Report(dry_run)
         self._emit = emit
         #: hybrid -> (its meta, when keys were marked ready, the fields marked): checked at the end
-        self._to_verify: dict[str, tuple[HybridMeta, float, frozenset[str]]] = {}
+        self._to_verify: dict[str, tuple[HybridMeta, float, CompleteKeys]] = {}
         #: hybrid -> the objects this run's steps wrote: ``report.objects`` counts each object once,
         #: though several steps and then the pass of defaults and keys may write it (that pass writes
         #: an object once, so only step-written guids are kept: memory grows with what steps rewrite)
@@ -195,6 +226,25 @@ def check_readable(number: int, meta: HybridMeta, guid: str, before: Document, a
             raise MigrationError(
                 f"step {number} would store {meta.cls.__name__}.{name} = {value!r} in {guid}, which the "
                 f"declared model cannot read ({exc}); fix the step and run dal migrate again") from exc
+    check_mandatory(number, meta, guid, before, after)
+
+
+def check_mandatory(number: int, meta: HybridMeta, guid: str, before: Document, after: Document) -> None:
+    """Refuse None in a mandatory property or relation the step changes (sets to None, or drops and it
+    has no default): the object could not be saved again, not even unchanged."""
+    mandatory = [(name, name) for name, prop in meta.properties.items() if prop.mandatory]
+    mandatory += [(relation.guid_field, name) for name, relation in meta.relations.items()
+                  if relation.mandatory]
+    for stored, label in mandatory:
+        if stored not in before and stored not in after:
+            continue  # never held: the defaults pass reports it
+        value = after[stored] if stored in after else meta.stored_defaults.get(stored)
+        if value is None and not (stored in before and same(before[stored], value)):
+            how = "sets it to None" if stored in after else "drops it and it has no default"
+            raise MigrationError(
+                f"step {number} would store {meta.cls.__name__}.{label} = None in {guid}, which is mandatory "
+                f"(the step {how}); the object could not be saved again: give it a value in the step, "
+                "fix the step and run dal migrate again")
 
 
 def decode_doc(meta: HybridMeta, guid: str, raw: bytes) -> Document:

@@ -11,7 +11,7 @@ from dal.model.registry import family
 from dal.objects import schema
 from dal.objects.transaction import Document, encode
 from dal.tools.migrate.migrations import Migration, MigrationError, Operation, Step
-from dal.tools.migrate.run import ATTEMPTS, MigrationRun, decode_doc, step_document
+from dal.tools.migrate.run import ATTEMPTS, CompleteKeys, MigrationRun, decode_doc, step_document
 from dal.values import same
 
 if TYPE_CHECKING:
@@ -48,9 +48,8 @@ class StepRunner(MigrationRun):
         cursor = self.context.persistent.get(cursor_key)
         cursor_rev = cursor.revision if cursor is not None else 0
         start = cursor.value.decode() if cursor is not None else None
-        record = schema.read_record(self.context, meta.name)
-        # a property and a relation never share a name: one set holds both kinds of complete keys
-        ready = frozenset() if record is None else record.ready_for(meta) | record.onetoone_ready_for(meta)
+        # each kind of key on its own: an index complete follows the step though its unique keys are not
+        ready = CompleteKeys.of(schema.read_record(self.context, meta.name), meta)
         prefix = self.keys.docs(meta.name)
         changed = 0
         with self.progress(self._count(prefix, start), f"step {step.number} {meta.name}") as meter:
@@ -63,7 +62,7 @@ class StepRunner(MigrationRun):
                 meter.advance()
         return changed
 
-    def _step_object(self, step: Step, operations: list[Operation], meta: HybridMeta, ready: frozenset[str],
+    def _step_object(self, step: Step, operations: list[Operation], meta: HybridMeta, ready: CompleteKeys,
                      doc_key: str, entry: Entry, cursor_key: str, cursor_rev: int) -> tuple[int, bool]:
         guid = doc_key.rsplit("/", 1)[1]
         current: Entry | None = entry
@@ -139,9 +138,7 @@ class StepRunner(MigrationRun):
             # an earlier step a stopped run left midway has already rewritten the documents up to its cursor
             before_ops = [(s.number, ops, self._step_cursor(s.number, meta)) for s in earlier
                           if (ops := s.operations_for(meta))]
-            record = schema.read_record(self.context, meta.name)
-            ready = frozenset() if record is None else (record.ready_for(meta)
-                                                        | record.onetoone_ready_for(meta))
+            ready = CompleteKeys.of(schema.read_record(self.context, meta.name), meta)
             prefix = self.keys.docs(meta.name)
             for batch in self._batches(prefix, self._step_cursor(step.number, meta) or None):
                 rewrites = []
@@ -169,19 +166,20 @@ class StepRunner(MigrationRun):
                                 if isinstance(op, (Put, Delete)) and op.key.startswith(checked))
 
     def _key_changes(self, meta: HybridMeta, guid: str, before: Document, after: Document,
-                     ready: frozenset[str]) -> tuple[list[Check], list[Op]]:
-        """Keep the complete keys and the links right when a step changes a document."""
+                     ready: CompleteKeys) -> tuple[list[Check], list[Op]]:
+        """Keep the complete keys (each kind as ``ready`` lists it) and the links right when a step
+        changes a document."""
         keys = self.keys
         checks: list[Check] = []
         ops: list[Op] = []
         for prop in meta.indexed:
             old, new = before.get(prop.name), after.get(prop.name)
-            if prop.name in ready and not same(old, new):
+            if prop.name in ready.indexed and not same(old, new):
                 ops += [Delete(keys.index(meta.name, prop.name, old, guid)),
                         Put(keys.index(meta.name, prop.name, new, guid), b"")]
         for prop in meta.unique:
             old, new = before.get(prop.name), after.get(prop.name)
-            if prop.name not in ready or same(old, new):
+            if prop.name not in ready.unique or same(old, new):
                 continue
             if old is not None:
                 ops.append(Delete(keys.unique(meta.name, prop.name, old)))
@@ -193,7 +191,7 @@ class StepRunner(MigrationRun):
             if relation.target is None or same(old, new):
                 continue
             target = relation.target._meta.name
-            keyed = relation.onetoone and relation.name in ready  # its one-to-one keys are complete
+            keyed = relation.onetoone and relation.name in ready.onetoone  # its one-to-one keys are complete
             if old is not None:
                 ops.append(Delete(keys.link(target, old, meta.name, relation.name, guid)))
                 if keyed:

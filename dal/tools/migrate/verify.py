@@ -28,7 +28,7 @@ from dal.objects import schema
 from dal.tools.migrate.keys import HybridMigrator
 from dal.tools.migrate.migrations import MigrationError
 from dal.tools.migrate.report import Violation
-from dal.tools.migrate.run import ATTEMPTS
+from dal.tools.migrate.run import ATTEMPTS, CompleteKeys
 from dal.tools.migrate.survey import Survey
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ class KeyVerifier(HybridMigrator):
             key = self._marker_key(meta.name)
             self._commit([Revision(key, own[2])], [Delete(key)])
 
-    def _verify_later(self, meta: HybridMeta, marked: frozenset[str]) -> None:
+    def _verify_later(self, meta: HybridMeta, marked: CompleteKeys) -> None:
         if self.context.persistent.shared:  # else no other process reaches the store: nothing to wait for
             self._to_verify[meta.name] = (meta, time.monotonic(), marked)
 
@@ -127,7 +127,7 @@ class KeyVerifier(HybridMigrator):
             self._verify(meta, marked)
         self._to_verify.clear()
 
-    def _verify(self, meta: HybridMeta, marked: frozenset[str]) -> None:
+    def _verify(self, meta: HybridMeta, marked: CompleteKeys) -> None:
         own = self._own_marks.pop(meta.name, None)
         foreign = self._foreign_marks.pop(meta.name, {})
         # this run's bound is held here, not read back: another run may have removed its marker
@@ -142,12 +142,12 @@ class KeyVerifier(HybridMigrator):
                 listed = None
             elif listed is not None:
                 listed.update(name for names in fields.values() for name in names)
-        record = schema.read_record(self.context, meta.name)
-        ready = frozenset() if record is None else record.ready_for(meta) | record.onetoone_ready_for(meta)
-        indexed = tuple(p.name for p in meta.indexed if p.name in ready)
-        unique = tuple(p.name for p in meta.unique if p.name in ready)
+        # each kind on its own: an index marked ready is checked though the unique keys are not ready
+        ready = CompleteKeys.of(schema.read_record(self.context, meta.name), meta)
+        indexed = tuple(p.name for p in meta.indexed if p.name in ready.indexed)
+        unique = tuple(p.name for p in meta.unique if p.name in ready.unique)
         onetoone: dict[str, set[str]] = {name: set() for name in schema.onetoone_relations(meta)
-                                         if name in ready}
+                                         if name in ready.onetoone}
         if listed is not None:  # readable markers: only what they name
             indexed = tuple(n for n in indexed if n in listed)
             unique = tuple(n for n in unique if n in listed)
@@ -168,7 +168,7 @@ class KeyVerifier(HybridMigrator):
                      "running an older model: keys repaired")
         if violations:
             self._unmark(meta, violations)
-        gone = sorted(marked - ready)
+        gone = marked.lost(ready)
         if gone:
             self.say(f"{meta.name}: {', '.join(gone)} no longer ready: a process running an older model "
                      "saved since; deploy the new model everywhere and run dal migrate again")
