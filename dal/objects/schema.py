@@ -6,19 +6,21 @@ Each hybrid has one record in the durable store, at ``m/schema/<hybrid>`` (JSON)
      "ready": {"indexed": ["code", ...], "unique": ["name", ...], "onetoone": ["pool", ...]}}
 
 ``model`` describes the declared properties and relations the documents were last brought
-up to (by ``dal migrate``, or by the first save into an empty hybrid), ``fingerprint`` is a
-stable hash of it, and ``ready`` lists the indexed and unique properties, and the one-to-one
-relations, whose keys exist for every document. The query planner only uses keys listed as
-ready (``ready_indexes``); a property that became indexed is queried by scanning until
-``dal migrate`` builds its keys. A save trusts the absence of a one-to-one key only when the
-relation is ready (``onetoone_ready``); until then it also checks that no link points at the
-target, since documents stored before the keys existed have none. (A record written before
-one-to-one keys existed lacks ``onetoone``: nothing of it is ready.)
+up to (by ``dal migrate``, or by the first save into an empty hybrid) but for the fields its
+``lacking`` lists, ``fingerprint`` is a stable hash of it, and ``ready`` lists the indexed and
+unique properties, and the one-to-one relations, whose keys exist for every document. The
+query planner only uses keys listed as ready (``ready_indexes``); a property that became
+indexed is queried by scanning until ``dal migrate`` builds its keys. A save trusts the absence
+of a one-to-one key only when the relation is ready (``onetoone_ready``); until then it also
+checks that no link points at the target, since documents stored before the keys existed have
+none. (A record written before one-to-one keys existed lacks ``onetoone``: nothing of it is ready.)
 
 Only two writers touch a record: ``ensure_recorded`` (called by every save, cheap) creates
 it for a hybrid that has no documents yet (all keys are trivially complete) and removes
-from ``ready`` what the running model does not maintain; ``dal migrate`` marks fields ready
-after building their keys. Nothing here ever marks a newly declared index ready on its own.
+from ``ready`` what the running model does not maintain, and adds to ``lacking`` the fields the
+record's model stores and the running one does not (:func:`ensure_recorded`); ``dal migrate``
+marks fields ready after building their keys, and records a model with no ``lacking`` once every
+document holds its fields. Nothing here ever marks a newly declared index ready on its own.
 
 A process re-reads a record at most every ``READY_TTL`` seconds, so a change made by another
 process (``dal migrate`` marking a field ready, an older model dropping one) is seen within
@@ -122,9 +124,11 @@ def model_fingerprint(model: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(model, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def stored_fields(model: dict[str, Any]) -> frozenset[str]:
-    """Return the document fields a described model stores (properties and ``<relation>_guid``)."""
-    return frozenset(model.get("properties", {})) | {f"{name}_guid" for name in model.get("relations", {})}
+def stored_fields(model: dict[str, Any], *, marked: bool = False) -> frozenset[str]:
+    """Return the document fields a described model stores (properties and ``<relation>_guid``) but,
+    unless ``marked``, those it marks ``lacking``: without them, the fields every document holds."""
+    fields = frozenset(model.get("properties", {})) | {f"{name}_guid" for name in model.get("relations", {})}
+    return fields if marked else fields - frozenset(model.get("lacking", ()))
 
 
 def onetoone_relations(meta: HybridMeta) -> tuple[str, ...]:
@@ -243,10 +247,10 @@ def ready_indexes(context: Context, meta: HybridMeta) -> frozenset[str]:
 
 
 def recorded_fields(context: Context, meta: HybridMeta) -> frozenset[str]:
-    """Return the fields every stored document of ``meta`` holds, as far as its record tells: those of
-    the model the record describes (the documents were brought up to it, or written by it into an empty
-    hybrid); none without a record. At most one durable read per (context, hybrid) every READY_TTL
-    seconds; never writes.
+    """Return the fields a stored document of ``meta`` lacks only if its create named their versions at
+    the record's defaults (:func:`undeclared_defaults`), as far as its record tells: those of the model
+    it describes, ``lacking`` ones included; none without a record. At most one durable read per
+    (context, hybrid) every READY_TTL seconds; never writes.
 
     Asked on a cached query's hit path, which must not need the durable store: when the read fails,
     what was read last is kept, for another READY_TTL (none known yet: no field, the cautious answer).
@@ -262,7 +266,7 @@ def recorded_fields(context: Context, meta: HybridMeta) -> frozenset[str]:
                 return frozenset()
             state.read_at = now
     if state.fields is None:
-        state.fields = frozenset() if state.record is None else stored_fields(state.record.model)
+        state.fields = frozenset() if state.record is None else stored_fields(state.record.model, marked=True)
     return state.fields
 
 
@@ -312,7 +316,10 @@ def ensure_recorded(context: Context, meta: HybridMeta) -> _State:
 
     Creates the record of a hybrid that has no documents yet (every key is then complete),
     and removes from ``ready`` the fields this process's model does not index or keep unique,
-    since its saves will not maintain their keys. Re-checks at most every READY_TTL seconds.
+    since its saves will not maintain their keys. Marks ``lacking`` the fields the record's model
+    stores and this one does not (an older model's creates leave them out), so ``dal migrate`` fills
+    them; their defaults stay, named by those creates (:func:`undeclared_defaults`), whose commit
+    checks this record (:mod:`dal.objects.views`). Re-checks at most every READY_TTL seconds.
     Returns the view it ensured.
     """
     state = _fresh_state(context, meta)
@@ -330,9 +337,12 @@ def ensure_recorded(context: Context, meta: HybridMeta) -> _State:
             continue
         stale_indexed, stale_unique = record.unmaintained(meta)
         stale_onetoone = record.unmaintained_onetoone(meta)
-        if not (stale_indexed or stale_unique or stale_onetoone):
+        lacking = stored_fields(record.model) - meta.field_set
+        if not (stale_indexed or stale_unique or stale_onetoone or lacking):
             break
-        record, written = _write(context, record.replace(indexed=record.indexed - stale_indexed,
+        model = {**record.model, "lacking": sorted({*record.model.get("lacking", ()), *lacking})}
+        record, written = _write(context, record.replace(model=model if lacking else None,
+                                                         indexed=record.indexed - stale_indexed,
                                                          unique=record.unique - stale_unique,
                                                          onetoone=record.onetoone - stale_onetoone))
         if written:
@@ -343,6 +353,7 @@ def ensure_recorded(context: Context, meta: HybridMeta) -> _State:
     with _lock:
         state.record = record
         state.ensured_at = state.read_at
+        state.fields = state.undeclared = None  # worked out again from the record ensured
     return state
 
 

@@ -29,6 +29,9 @@ def parse_record(raw: bytes) -> tuple[dict[str, Any], str, frozenset[str], froze
         specs = model.get(part, {})
         if not isinstance(specs, dict) or not all(isinstance(spec, dict) for spec in specs.values()):
             raise TypeError(f'its "model.{part}" is not an object of objects, one per {part[:-1]}')
+    lacking = model.get("lacking", [])
+    if not isinstance(lacking, list) or not all(isinstance(name, str) for name in lacking):
+        raise TypeError('its "model.lacking" is not a list of field names')
     if not isinstance(fingerprint, str):
         raise TypeError('its "fingerprint" is not a string')
     ready = data["ready"]
