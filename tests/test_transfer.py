@@ -211,6 +211,13 @@ BASE_RACK = {"name": "r", "row": 1}
     ({"hybrids": {"xrack": [{"guid": "a/b", "data": BASE_RACK}]}}, InvalidValueError, ["'a/b'"]),
     ({"hybrids": {"xrack": [{"guid": G1, "data": BASE_RACK}]}, "counts": {"xrack": 2}}, InvalidValueError,
      ["truncated"]),
+    # true and 1.0 compare equal to 1, but are no version, nor a count
+    ({"version": True, "hybrids": {}}, InvalidValueError, ['"version": true', "whole number"]),
+    ({"version": 1.0, "hybrids": {}}, InvalidValueError, ['"version": 1.0', "whole number"]),
+    ({"hybrids": {"xrack": [{"guid": G1, "data": BASE_RACK}]}, "counts": {"xrack": True}}, InvalidValueError,
+     ['"counts" must map each hybrid to its number of objects', "whole number"]),
+    ({"hybrids": {"xrack": [{"guid": G1, "data": BASE_RACK}]}, "counts": {"xrack": 1.0}}, InvalidValueError,
+     ['"counts" must map each hybrid to its number of objects', "whole number"]),
     ({"hybrids": {"nosuch": [{"guid": G1, "data": {}}]}}, InvalidValueError, ["'nosuch'", "--hybrids"]),
     ({"hybrids": {"xrack": [{"guid": G1, "data": {**BASE_RACK, "colour": "red"}}]}}, InvalidValueError,
      [f"xrack {G1}", "'colour'", "known: name, row"]),

@@ -1,4 +1,5 @@
-"""``dal load`` of a corrupt dump: a typed error (exit 2) before anything is written, never a traceback."""
+"""``dal load`` of a corrupt dump (or into a store with stale keys): a typed error (exit 2) before anything is
+written, naming the remedy, never a traceback."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import io
 from pathlib import Path
 
 import pytest
-from test_transfer import CLI, is_empty, run_dal
+from test_transfer import CLI, G1, G2, is_empty, numbered_guid, run_dal
+from transfer_hybrids import XConsole, XRack, XServer
 
 import dal
-from dal.exceptions import InvalidValueError
-from dal.tools.transfer.dump import read_dump
+from dal.backends.base import Put
+from dal.config import Context
+from dal.exceptions import InvalidValueError, OneToOneError, UniqueConstraintError
+from dal.tools.check.integrity import check
+from dal.tools.transfer.dump import parse_dump, read_dump
+from dal.tools.transfer.load import load
 
 #: a number Python refuses to parse (longer than its int digit limit), and nesting deeper than its stack
 HUGE = '{"format": "dal-dump", "version": 1, "namespace": "x", "hybrids": {}, "counts": {"xrack": 1%s}}' % (
@@ -33,3 +39,33 @@ def test_cli_load_of_an_unparsable_dump_exits_2_writing_nothing(tmp_path: Path, 
     assert result.stderr.startswith("error: bad.json is not JSON dal can read")
     assert "Traceback" not in result.stderr
     assert is_empty(dal.configure(url, "memory://", namespace="dal"))
+
+
+def test_a_stale_key_blocking_a_load_is_named_stale_with_check_repair_as_the_remedy(local: Context) -> None:
+    """A unique or one-to-one key naming an object that is not stored blocks its value, but no object
+    holds it: the refusal says the key is stale and points to `dal check --repair`, which frees it."""
+    rack = XRack(data={"name": "r1"})
+    rack.save()
+    server = XServer(data={"hostname": "s1", "rack": rack})
+    server.save()
+    gone = numbered_guid(0xE0)  # no document has this guid
+    assert local.persistent.commit([], [Put(local.keys.unique("xrack", "name", "taken"), gone.encode()),
+                                        Put(local.keys.onetoone("xconsole", "server", server.guid),
+                                            gone.encode())]).ok
+    racks = {"xrack": [{"guid": G1, "data": {"name": "taken", "row": 0}}]}
+    consoles = {"xconsole": [{"guid": G2, "data": {"port": 7, "server_guid": server.guid}}]}
+    dumps = [{"format": "dal-dump", "version": 1, "namespace": "x", "hybrids": hybrids}
+             for hybrids in (racks, consoles)]
+    for raw, error, kind, holder in ((dumps[0], UniqueConstraintError, "unique", "XRack"),
+                                     (dumps[1], OneToOneError, "one-to-one", "XConsole")):
+        with pytest.raises(error) as refused:
+            load(local, parse_dump(raw))
+        message = str(refused.value)
+        assert f"a stale {kind} key gives to {holder} {gone}, an object that is not stored" in message
+        assert "dal check --repair" in message
+        assert "which stored" not in message and "in the store" not in message and "unlink" not in message
+    check(local, repair=True)
+    for raw in dumps:  # the stale keys deleted, both load
+        load(local, parse_dump(raw))
+    assert XRack(G1).name == "taken" and XConsole(G2).server_guid == server.guid
+    assert check(local).clean

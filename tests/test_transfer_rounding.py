@@ -90,3 +90,29 @@ def test_check_reports_it_and_load_and_copy_refuse_it(local: Context) -> None:
         assert f"rndmeasure {lossy}: RndMeasure.v holds" in str(refused.value)
         assert f"rndmeasure {lossy}: RndMeasure.at holds" in str(refused.value)
         assert exact not in str(refused.value) and is_empty(target)
+
+
+@pytest.mark.parametrize(("stored", "shown"), [([2.5, 1, 2.5], "item 2.5,"), ([1, 1.0], "item 1.0,"),
+                                              ([3, 3, 3, 1, 1], "items 3, 1, but")])
+def test_a_set_repeating_an_item_is_a_problem_named_as_such(stored: list[Any], shown: str) -> None:
+    """No dal model stores an item of a set twice: the problem says the set repeats it, not that the
+    model does not declare a list position (``[1]``) or reads a value as another."""
+    validation = validate_document(META, {"levels": stored})
+    assert not validation.ok and not validation.dropped
+    assert [problem.field for problem in validation.problems] == ["levels"]
+    message = validation.problems[0].message
+    assert message.startswith(f"RndMeasure.levels repeats {shown}"), message
+    assert "a set keeps each item once" in message and "[1]" not in message and " as " not in message
+
+
+def test_check_and_load_say_a_set_repeats_an_item(local: Context) -> None:
+    guid = _store(local, {"levels": [1.5, 1.5]})
+    report = check(local)
+    assert [(problem.kind, problem.key) for problem in report.problems] == \
+        [(Kind.INVALID_DOCUMENT, local.keys.doc("rndmeasure", guid))]
+    assert "RndMeasure.levels repeats item 1.5, but a set keeps each item once" in report.problems[0].message
+    target = in_namespace(local, "target")
+    with pytest.raises(InvalidValueError, match=rf"rndmeasure {guid}: RndMeasure\.levels repeats item 1\.5, "
+                                                 "but a set keeps each item once"):
+        load(target, read_dump(io.StringIO(dump_text(local))))
+    assert is_empty(target)

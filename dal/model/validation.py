@@ -99,15 +99,9 @@ def validate_document(meta: HybridMeta, data: Mapping[str, Any]) -> Validation:
             except InvalidValueError as exc:
                 problems.append(FieldProblem(prop_name, str(exc)))
                 continue
-            if not prop.validator.native and prop.validator.adapter is not None:  # the others keep all
-                lost = dropped_paths(data[prop_name], value)
-                if lost:
-                    dropped.append(FieldProblem(prop_name, _dropped_message(name, prop_name,
-                                                                            prop.validator.label, lost)))
-            changed = altered_values(data[prop_name], value)
-            if changed:
-                problems.append(FieldProblem(prop_name, _altered_message(name, prop_name,
-                                                                         prop.validator.label, changed)))
+            lossy, altered = _losses(f"{name}.{prop_name}", prop.validator, data[prop_name], value)
+            dropped += [FieldProblem(prop_name, message) for message in lossy]
+            problems += [FieldProblem(prop_name, message) for message in altered]
         else:
             value = prop.validator.to_json(prop.make_default())
         if value is None and prop.mandatory:
@@ -132,19 +126,72 @@ def validate_document(meta: HybridMeta, data: Mapping[str, Any]) -> Validation:
     return Validation(document, problems, unknown, dropped)
 
 
-def _dropped_message(name: str, field_name: str, label: str, lost: list[str]) -> str:
+def _losses(owner: str, validator: Validator, stored: Any, value: Any) -> tuple[list[str], list[str]]:
+    """Return what writing ``value``, the normal form of ``stored``, would lose: the data its declared
+    type drops (messages for ``Validation.dropped``), and the values it changes or the repeated items of
+    a set it keeps once (messages for ``Validation.problems``)."""
+    repeats: list[tuple[str, Any]] = []
+    distinct = _distinct(stored, value, "", repeats)  # a repeated item is no data the type drops
+    altered = [_repeated_message(owner, repeats)] if repeats else []
+    lost = dropped_paths(distinct, value) if not validator.native and validator.adapter is not None else []
+    changed = altered_values(distinct, value)
+    if changed:
+        altered.append(_altered_message(owner, validator.label, changed))
+    return ([_dropped_message(owner, validator.label, lost)] if lost else []), altered
+
+
+def _distinct(stored: Any, normal: Any, path: str, repeats: list[tuple[str, Any]]) -> Any:
+    """Return ``stored`` without the items a set holds more than once (its normal form keeps fewer
+    items), appending ``(path of the set, item)`` to ``repeats`` for each one left out."""
+    if isinstance(stored, dict) and isinstance(normal, dict):
+        return {key: _distinct(value, normal[key], _inner(path, key), repeats) if key in normal else value
+                for key, value in stored.items()}
+    if not isinstance(stored, list) or not isinstance(normal, list):
+        return stored
+    if len(normal) < len(stored):
+        seen: set[str] = set()
+        distinct = []
+        for item in stored:
+            text = _loosely(item)  # 1 and 1.0 are one item of a set[float]
+            if text in seen:
+                repeats.append((path, item))
+            else:
+                seen.add(text)
+                distinct.append(item)
+        if len(distinct) < len(stored):
+            return distinct
+    return [_distinct(value, kept, f"{path}[{index}]", repeats)
+            for index, (value, kept) in enumerate(zip(stored, normal, strict=False))] + stored[len(normal):]
+
+
+def _repeated_message(owner: str, repeats: list[tuple[str, Any]]) -> str:
+    items: dict[str, dict[str, Any]] = {}  # the items each set repeats, each once
+    for path, item in repeats:
+        items.setdefault(path, {}).setdefault(_loosely(item), item)
+    sets = []
+    for path, held in items.items():
+        where = f"{owner}{'' if not path or path.startswith('[') else '.'}{path}"
+        more = f" and {len(held) - MAX_PATHS} more" if len(held) > MAX_PATHS else ""
+        sets.append(f"{where} repeats item{'s' if len(held) > 1 else ''} "
+                    f"{', '.join(shorten(item) for item in list(held.values())[:MAX_PATHS])}{more}")
+    shown = "; ".join(sets)
+    return (f"{shown}, but a set keeps each item once (dal never stores one twice: written by another "
+            "client?); loading or copying the object would store it once: remove the repeated items")
+
+
+def _dropped_message(owner: str, label: str, lost: list[str]) -> str:
     more = f" and {len(lost) - MAX_PATHS} more" if len(lost) > MAX_PATHS else ""
-    return (f"{name}.{field_name} holds {', '.join(lost[:MAX_PATHS])}{more}, which {label} does not declare "
+    return (f"{owner} holds {', '.join(lost[:MAX_PATHS])}{more}, which {label} does not declare "
             "(written by another version of the model?); this model would drop it when loading or copying "
             "the object (or saving it with a new value there): dump, load or copy it with the model that "
             "wrote it")
 
 
-def _altered_message(name: str, field_name: str, label: str, changed: list[tuple[str, Any, Any]]) -> str:
+def _altered_message(owner: str, label: str, changed: list[tuple[str, Any, Any]]) -> str:
     shown = ", ".join(f"{path + ' ' if path else ''}{shorten(old)} as {shorten(new)}"
                       for path, old, new in changed[:MAX_PATHS])
     more = f" and {len(changed) - MAX_PATHS} more" if len(changed) > MAX_PATHS else ""
-    return (f"{name}.{field_name} holds a value {label} cannot hold exactly (written by another version of "
+    return (f"{owner} holds a value {label} cannot hold exactly (written by another version of "
             f"the model, or another client?): this model reads {shown}{more}, so loading or copying the "
             "object would store it changed; dump, load or copy it with the model that wrote it")
 

@@ -285,11 +285,15 @@ def parse_dump(raw: Any, source: str = "the dump") -> Dump:
         raise InvalidValueError(f'{source} is not a dal dump (it lacks "format": "{FORMAT}"); give a file '
                                 "written by `dal dump`")
     version = raw.get("version")
+    if type(version) is not int:  # true and 1.0 compare equal to 1, but no dal writes them
+        given = f'"version": {json.dumps(version, default=repr)[:40]}' if "version" in raw else 'no "version"'
+        raise InvalidValueError(f"{source} has {given}: a dump's version is a whole number, and this dal "
+                                f"reads version {VERSION}; dump it again with `dal dump`")
     if version != VERSION:
-        newer = isinstance(version, int) and not isinstance(version, bool) and version > VERSION
         raise InvalidValueError(
             f"{source} is a version {version!r} dump, but this dal reads version {VERSION}; "
-            + ("upgrade dal, or dump again with this one" if newer else "dump it again with `dal dump`"))
+            + ("upgrade dal, or dump again with this one" if version > VERSION
+               else "dump it again with `dal dump`"))
     problems: list[str] = []
     unknown = sorted(set(raw) - {"format", "version", "namespace", "hybrids", "counts", "steps"})
     if unknown:
@@ -310,15 +314,25 @@ def parse_dump(raw: Any, source: str = "the dump") -> Dump:
             continue
         dump.hybrids[name] = _records(name, records, problems)
         held[name] = len(records)
-    counts = raw.get("counts")
-    if counts is not None and counts != held:
-        problems.append(f'"counts" says {counts!r}, but the file holds {dict(sorted(held.items()))!r}: it '
-                        'was truncated or edited; dump again, or remove "counts" if the edit was deliberate')
+    _check_counts(raw.get("counts"), held, problems)
     if problems:
         raise InvalidValueError(listing(
             f"{source} is not a valid dal dump", problems,
             'write it with `dal dump`; its format is in the manual (docs/transfer.md)'))
     return dump
+
+
+def _check_counts(counts: Any, held: dict[str, int], problems: list[str]) -> None:
+    """Add a problem if ``counts`` (a dump's objects per hybrid) is malformed or differs from ``held``."""
+    if counts is None:
+        return
+    if not isinstance(counts, dict) or not all(type(count) is int for count in counts.values()):
+        # true and 1.0 would compare equal to 1: a count is a whole number, never a bool or a float
+        problems.append(f'"counts" must map each hybrid to its number of objects (a whole number), not '
+                        f'{_short(counts)}; dump again, or remove "counts"')
+    elif counts != held:
+        problems.append(f'"counts" says {counts!r}, but the file holds {dict(sorted(held.items()))!r}: it '
+                        'was truncated or edited; dump again, or remove "counts" if the edit was deliberate')
 
 
 def _records(name: str, records: list[Any], problems: list[str]) -> list[tuple[str, Any]]:

@@ -147,37 +147,63 @@ def _refuse_stored(context: Context, items: list[Item], source: str, where: str)
 
 def _refuse_taken(context: Context, unique: dict[str, tuple[Item, str, Any]], in_dump: set[tuple[str, str]],
                   source: str, where: str) -> None:
-    """Refuse unique values and one-to-one targets of the dump that stored objects hold."""
+    """Refuse unique values and one-to-one targets of the dump that stored objects hold.
+
+    A key naming an object that is not stored is stale (left by another client, or a crash of one):
+    it blocks the value all the same, but the remedy is `dal check --repair`, not another value.
+    """
     keys = context.keys
-    taken_values: list[str] = []
-    taken_targets: list[str] = []
+    clashes: list[tuple[str, str, str]] = []  # (key, its owner's hybrid, its owner's guid)
     for unique_key, entry in present(context, list(unique)).items():
-        item, name, value = unique[unique_key]
+        item = unique[unique_key][0]
         owner = entry.value.decode(errors="replace")
         onetoone = unique_key.startswith(f"{keys.root}r/")
         holder = unique_key[len(keys.root) + 2:].split("/", 1)[0] if onetoone else item.meta.name
-        if owner == item.guid and holder == item.meta.name:
-            continue
-        holder_cls = hybrids.get(holder).__name__ if onetoone else item.meta.cls.__name__
-        moving = ""
-        if (holder, owner) in in_dump:
-            what = ("target", "one-to-one target") if onetoone else ("value", "unique value")
-            moving = (f" (that object is in the dump too, giving the {what[0]} up: a load cannot move a "
-                      f"{what[1]} from one object to another; save that change through dal)")
-        if onetoone:
-            relation = item.meta.relations[name]
-            target = relation.target.__name__ if relation.target is not None else "object"
-            taken_targets.append(f"{relation.qualified} is one-to-one: {item.guid} points at {target} "
-                                 f"{value}, which stored {holder_cls} {owner} points at{moving}")
-        else:
-            taken_values.append(f"{item.meta.cls.__name__}.{name}: {item.guid} has {value!r}, which stored "
-                                f"{item.meta.cls.__name__} {owner} holds{moving}")
-    if taken_values:
-        raise UniqueConstraintError(listing(f"values of {source} are taken in {where}", taken_values,
-                                             "change those values in the file, or in the store"))
-    if taken_targets:
-        raise OneToOneError(listing(f"one-to-one targets of {source} are taken in {where}", taken_targets,
-                                     "point those objects elsewhere in the file, or unlink the stored ones"))
+        if owner != item.guid or holder != item.meta.name:
+            clashes.append((unique_key, holder, owner))
+    if not clashes:
+        return
+    stored = present(context, [keys.doc(holder, owner) for _, holder, owner in clashes if is_guid(owner)])
+    lines: dict[tuple[bool, bool], list[str]] = {}  # (one-to-one?, stale?) -> problems
+    for unique_key, holder, owner in clashes:
+        onetoone = unique_key.startswith(f"{keys.root}r/")
+        stale = not is_guid(owner) or keys.doc(holder, owner) not in stored
+        lines.setdefault((onetoone, stale), []).append(
+            _taken_line(unique[unique_key], holder, owner, onetoone, stale, (holder, owner) in in_dump))
+    for onetoone, error, what, advice in (
+            (False, UniqueConstraintError, "values", "change those values in the file, or in the store"),
+            (True, OneToOneError, "one-to-one targets",
+             "point those objects elsewhere in the file, or unlink the stored ones")):
+        held, stale_lines = lines.get((onetoone, False), []), lines.get((onetoone, True), [])
+        if held or stale_lines:
+            fixes = ([advice] if held else []) + ([STALE_ADVICE] if stale_lines else [])
+            raise error(listing(f"{what} of {source} are taken in {where}", held + stale_lines,
+                                "; ".join(fixes)))
+
+
+#: what to do about a unique or one-to-one key naming an object that is not stored
+STALE_ADVICE = ("run `dal check --repair` on that namespace to delete the stale keys, then load again "
+                "(no object holds those values)")
+
+
+def _taken_line(taker: tuple[Item, str, Any], holder: str, owner: str, onetoone: bool, stale: bool,
+                moving: bool) -> str:
+    """Say which stored object holds a value (or points at a target) an object of the dump takes."""
+    item, name, value = taker
+    holder_cls = hybrids.get(holder).__name__ if onetoone else item.meta.cls.__name__
+    if stale:
+        whose = (f", which a stale {'one-to-one' if onetoone else 'unique'} key gives to {holder_cls} "
+                 f"{owner}, an object that is not stored")
+    else:
+        what = ("target", "one-to-one target") if onetoone else ("value", "unique value")
+        whose = (f", which stored {holder_cls} {owner} {'points at' if onetoone else 'holds'}"
+                 + (f" (that object is in the dump too, giving the {what[0]} up: a load cannot move a "
+                    f"{what[1]} from one object to another; save that change through dal)" if moving else ""))
+    if onetoone:
+        relation = item.meta.relations[name]
+        target = relation.target.__name__ if relation.target is not None else "object"
+        return f"{relation.qualified} is one-to-one: {item.guid} points at {target} {value}{whose}"
+    return f"{item.meta.cls.__name__}.{name}: {item.guid} has {value!r}{whose}"
 
 
 def _refuse_missing_targets(context: Context, items: list[Item], in_dump: set[tuple[str, str]], source: str,
