@@ -54,6 +54,11 @@ class InvalidQueryError(DalError, ValueError):
     """A query names an unknown field or operator, or has the wrong shape."""
 
 
+class NoSuchFieldError(InvalidQueryError, AttributeError):
+    """A query builder path names no field (``Store.kind.cdoe``, ``Store.settings.size``): an
+    InvalidQueryError as the grammar's for the same path, and an AttributeError, so ``hasattr`` works."""
+
+
 class NotAConditionError(InvalidQueryError, TypeError):
     """``Cls.where()``, ``&`` or ``|`` was given something other than a condition (``Cls.field == value``).
 

@@ -12,6 +12,7 @@ from query_hybrids import Item, Kind
 
 from dal import DataList
 from dal.config import Context
+from dal.exceptions import InvalidQueryError, NotAConditionError
 from dal.model.expressions import Condition, FieldExpression, Where, where
 from dal.query.grammar import compile_query, digest
 
@@ -138,3 +139,39 @@ def test_any_tree_builds_its_grammar(tree: tuple[Where, Any]) -> None:
     built, expected = tree
     wanted = expected if isinstance(expected, dict) else {"type": "AND", "items": [expected]}
     assert built.grammar() == wanted
+
+
+@pytest.mark.parametrize("case", ["no", "false", 0, 1, None, ""])
+@pytest.mark.parametrize("method", ["eq", "ne", "in_", "contains"])
+def test_case_is_refused_unless_a_bool_as_the_grammar_refuses_it(method: str, case: Any) -> None:
+    """``case='no'`` ran case-sensitive and ``case=0`` insensitive (truthiness); the grammar refuses both."""
+    value: Any = ["x"] if method == "in_" else "x"
+    with pytest.raises(InvalidQueryError, match=r"Item\.name: case must be True or False .*not "):
+        getattr(Item.name, method)(value, case=case)
+    with pytest.raises(InvalidQueryError, match="case_sensitive must be True or False"):
+        compile_query(Item._meta, {"type": "AND", "items": [("name", "EQUALS", "x", case)]})
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    (lambda: Item.kind.cdoe, r"Item\.kind\.cdoe: Kind has no field 'cdoe'\. Fields: guid, properties \(code"),
+    (lambda: Item.kind.site.nmae, r"Site has no field 'nmae'"),
+    (lambda: Item.kind.items, r"Kind\.items is a reverse relation, .* query Item instead"),
+    (lambda: Item.tags.size, r"Item\.tags is a property, not a relation .* walks relations only"),
+    (lambda: Item.double.value, r"Item\.double is a dynamic, not a relation"),
+    (lambda: Item.kind_guid.code, r"Item\.kind_guid is a guid, not a relation"),
+    (lambda: Item.guid.code, r"Item\.guid is a guid, not a relation"),
+], ids=["typo", "typo-2-hops", "reverse", "in-a-property", "in-a-dynamic", "relation-guid", "guid"])
+def test_a_path_to_no_field_is_an_invalid_query_and_an_attribute_error(build: Any, message: str) -> None:
+    """A typo after a relation, a name inside a property and a reverse relation raised a plain
+    AttributeError naming dal's spec class (the grammar: InvalidQueryError); both, now, so hasattr works."""
+    with pytest.raises(InvalidQueryError, match=message) as raised:
+        build()
+    assert isinstance(raised.value, AttributeError)
+    assert not hasattr(Item.kind, "cdoe") and getattr(Item.tags, "size", None) is None
+    assert Item.kind.foreign_key == "items" and Item.kind.code.indexed  # the spec's own attributes still read
+
+
+def test_a_reverse_accessor_compared_as_a_field_says_it_is_none() -> None:
+    """``Kind.items.name == 'x'`` compares the accessor's own name with 'x': False, refused saying why."""
+    with pytest.raises(NotAConditionError, match=r"not False, .*reverse accessor .* is not a field"):
+        Kind.where(Kind.items.name == "x")

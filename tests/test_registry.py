@@ -7,10 +7,13 @@ CLI, the ERD and migrations.
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from dal import DataObject, Dynamic, Property, Relation
-from dal.exceptions import ConfigurationError, InvalidValueError
+from dal.config import Context
+from dal.exceptions import ConfigurationError, InvalidRelationError, InvalidValueError
 from dal.model.registry import hybrids
 
 
@@ -289,3 +292,49 @@ def test_hybrids_as_near_as_each_other_link_the_latest_registered_whichever_came
 
     assert RtRackOne._meta.relations["gear"].target is RtGear is not first
     assert RtRackTwo._meta.relations["gear"].target is RtGear
+
+
+def test_a_relation_to_an_abstract_base_says_to_point_it_at_a_hybrid_deriving_from_it() -> None:
+    """The class was refused as "not a hybrid (a DataObject subclass)", which it is; the string was
+    accepted, then its first use said "has not been declared; import the module" (it was)."""
+    class RgNamed(DataObject, abstract=True):
+        __properties = [Property("name", str, mandatory=False)]
+
+    class RgDisk(RgNamed):
+        pass
+
+    remedy = (r"which is an abstract base \(abstract=True\), not a hybrid: .* point the relation "
+              r"at a hybrid deriving from it \(RgDisk\)")
+    with pytest.raises(InvalidValueError, match=r"RgBadLink\.owner: foreign_type RgNamed, " + remedy):
+        class RgBadLink(DataObject):
+            __relations = [Relation("owner", RgNamed, "bad_links", mandatory=False)]
+
+    class RgLink(DataObject):
+        __relations = [Relation("owner", "RgNamed", "links", mandatory=False)]
+
+    with pytest.raises(InvalidRelationError, match=r"RgLink\.owner points at 'RgNamed', " + remedy):
+        RgLink(data={"owner": RgDisk()})
+
+    class RgElsewhere(DataObject):  # a name no class has: not declared yet, and maybe an abstract base
+        __relations = [Relation("owner", "RgNowhere", "elsewheres", mandatory=False)]
+
+    with pytest.raises(InvalidRelationError, match=r"has not been declared; .* abstract=True base"):
+        RgElsewhere(data={"owner": RgDisk()})
+
+
+def test_saving_a_guid_of_a_relation_to_an_abstract_base_says_so(local: Context) -> None:
+    """The save path said "points at a hybrid that has not been declared; import the module" too."""
+    class RsNamed(DataObject, abstract=True):
+        __properties = [Property("name", str, mandatory=False)]
+
+    class RsDisk(RsNamed):
+        pass
+
+    class RsLink(DataObject):
+        __relations = [Relation("owner", "RsNamed", "links", mandatory=False)]
+
+    link = RsLink()
+    link.owner_guid = str(uuid.uuid4())
+    remedy = r"RsLink\.owner points at 'RsNamed', which is an abstract base .* deriving from it \(RsDisk\)"
+    with pytest.raises(InvalidRelationError, match=remedy + r" \(the link cannot be checked"):
+        link.save()

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dal import structures
-from dal.exceptions import InvalidQueryError, NotAConditionError
+from dal.exceptions import InvalidQueryError, NoSuchFieldError, NotAConditionError
 
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
@@ -93,19 +93,52 @@ class FieldExpression:
     def __getattr__(self, name: str) -> Any:
         if name in FieldExpression.__slots__:  # not set yet (a copy being made)
             raise AttributeError(name)
-        meta = self._meta
-        if meta is not None and not name.startswith("_") and _is_field(meta, name):
+        meta, spec = self._meta, self._spec
+        if name.startswith("_"):  # a protocol's probe (copy, inspect), never a field
+            if spec is None:
+                raise AttributeError(name)
+            return getattr(spec, name)
+        if meta is not None and _is_field(meta, name):
             return FieldExpression(_target_meta(meta, name), f"{self._path}.{name}", _spec_of(meta, name),
                                    self._root)
-        if self._spec is None:
-            raise AttributeError(f"{self._path!r} has no field {name!r}")
-        return getattr(self._spec, name)
+        if spec is not None and hasattr(spec, name):  # what its spec says: Store.name.unique
+            return getattr(spec, name)
+        raise NoSuchFieldError(_no_field(self, name))
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("a field expression is read-only; assign fields on objects")
 
     def __repr__(self) -> str:
         return f"<field {self._path!r}: {self._spec!r}>"
+
+
+def _no_field(expression: FieldExpression, name: str) -> str:
+    """Return why ``expression.<name>`` is no field of the query builder, and what to write instead."""
+    meta, spec, path = expression._meta, expression._spec, expression._path
+    root = expression._root.__name__ if expression._root is not None else "?"
+    written = f"{root}.{path}.{name}"
+    if meta is not None:
+        target = meta.cls.__name__
+        if name in meta.reverse:
+            source = meta.reverse[name].source.__name__
+            return (f"{written}: {target}.{name} is a reverse relation, which a query path cannot walk; "
+                    f"query {source} instead ({source}.where({source}.{meta.reverse[name].relation.name} "
+                    f"== <a {target}>))")
+        return (f"{written}: {target} has no field {name!r}. Fields: guid, properties "
+                f"({_names(meta.properties)}), relations ({_names(meta.relations)}, or <relation>_guid), "
+                f"dynamics ({_names(meta.dynamics)}), and dotted paths through relations")
+    last = path.rsplit(".", 1)[-1]
+    if isinstance(spec, structures.Relation) and last == spec.name:  # its target is not declared (yet)
+        what = f"a relation to {spec.foreign_type!r}, which is not a declared hybrid"
+    else:
+        what = "a guid" if spec is None or isinstance(spec, structures.Relation) else \
+            f"a {type(spec).__name__.lower()}"
+    return (f"{written}: {root}.{path} is {what}, not a relation to a hybrid, and a dotted path walks "
+            f"relations only; compare the whole value ({root}.{path} == ...)")
+
+
+def _names(specs: Mapping[str, Any]) -> str:
+    return ", ".join(sorted(specs)) or "none"
 
 
 def _is_field(meta: HybridMeta, name: str) -> bool:
@@ -166,6 +199,10 @@ class Condition(Where):
 
     def __init__(self, path: str, operator: str, value: Any, case: bool = True, *,
                  root: type | None = None) -> None:
+        if not isinstance(case, bool):  # as the grammar refuses a fourth item that is not a bool
+            field = path if root is None else f"{root.__name__}.{path}"
+            raise InvalidQueryError(f"{field}: case must be True or False (case=False compares strings "
+                                    f"case-insensitively), not {case!r}")
         self.item: tuple[Any, ...] = (path, operator, value) if case else (path, operator, value, False)
         self.root = root
 
@@ -213,6 +250,11 @@ class Built(dict[str, Any]):
 
 
 def _checked(other: object) -> Where:
+    if isinstance(other, bool):  # a comparison of two plain values: one side was no field expression
+        raise NotAConditionError(
+            f"can only join query conditions (Cls.field == value, ...), not {other!r}, which a comparison "
+            "without a field gave: a reverse accessor (Kind.stores) is not a field, query the hybrid holding "
+            "its relation (Store.where(Store.kind == kind))")
     if not isinstance(other, Where):
         raise NotAConditionError(f"can only join query conditions (Cls.field == value, ...), not {other!r}")
     return other

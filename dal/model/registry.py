@@ -124,6 +124,20 @@ class Registry:
         with self._lock:
             return [self._by_name[name] for name in sorted(self._by_name)]
 
+    def undeclared(self, relation: Relation) -> str:
+        """Return why ``relation`` has no target yet, and what to do: its string names no hybrid, or names
+        an abstract base (found among the bases of the registered hybrids), which no relation can target."""
+        with self._lock:
+            registered = list(self._by_name.values())
+        bases = {base for cls in registered for base in cls.__mro__
+                 if base.__name__ == relation.foreign_type and "_abstract_specs" in vars(base)}
+        named = f"{relation.qualified} points at {relation.foreign_type!r}"
+        if len(bases) == 1:
+            return f"{named}, {_abstract(bases.pop(), registered)}"
+        return (f"{named}, which has not been declared; "
+                "import the module that declares it (a relation cannot point at an abstract=True base: "
+                "point it at a hybrid deriving from it)")
+
     def unresolved(self) -> list[Relation]:
         """Return relations whose string target has not registered yet."""
         with self._lock:
@@ -209,6 +223,14 @@ def ambiguous(name: str, matches: Iterable[type[DataObject]]) -> str:
             f"name the one you mean by its logical name ({' or '.join(logical)})")
 
 
+def _abstract(base: type, registered: Iterable[type[DataObject]]) -> str:
+    """Return why a relation cannot point at the abstract base ``base``, naming hybrids deriving from it."""
+    deriving = ", ".join(sorted(cls.__name__ for cls in registered if issubclass(cls, base)))
+    deriving = f" ({deriving})" if deriving else ""
+    return (f"which is an abstract base (abstract=True), not a hybrid: it stores no objects for a relation "
+            f"to point at; point the relation at a hybrid deriving from it{deriving}")
+
+
 def _origin(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -219,6 +241,9 @@ def _link(relation: Relation, target: type[DataObject], undo: list[Callable[[], 
     how to take back each change made, so that a refused registration leaves nothing behind."""
     assert relation.owner is not None
     if not isinstance(target, type) or "_meta" not in vars(target):  # a registered hybrid has its own
+        if isinstance(target, type) and "_abstract_specs" in vars(target):
+            raise InvalidValueError(f"{relation.qualified}: foreign_type {target.__name__}, "
+                                    f"{_abstract(target, registered)}")
         raise InvalidValueError(
             f"{relation.qualified}: foreign_type {target!r} is not a hybrid (a DataObject subclass)")
     undo.append(partial(setattr, relation, "target", relation.target))

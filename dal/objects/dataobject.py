@@ -26,6 +26,7 @@ from dal.exceptions import (
 from dal.model.declared import internal_field
 from dal.model.expressions import Where, where
 from dal.model.meta import HybridMeta, HybridMetaclass, TypedMetaclass
+from dal.model.registry import hybrids
 from dal.objects import decoding, dynamics, lookups, mirrored, models
 from dal.objects.transaction import Document
 from dal.objects.writes import Writes
@@ -393,8 +394,6 @@ class TypedObject(DataObject, metaclass=TypedMetaclass, abstract=True):
 
 
 def _target(relation: Relation) -> type[DataObject]:
-    if relation.target is None:
-        raise InvalidRelationError(
-            f"{relation.qualified} points at {relation.foreign_type!r}, which has not been declared; "
-            "import the module that declares it")
+    if relation.target is None:  # not declared yet, or an abstract base: the registry says which
+        raise InvalidRelationError(hybrids.undeclared(relation))
     return relation.target

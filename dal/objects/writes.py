@@ -27,6 +27,7 @@ from dal.exceptions import (
     UniqueConstraintError,
 )
 from dal.model.meta import HybridMeta
+from dal.model.registry import hybrids
 from dal.objects.models import missing_mandatory
 from dal.objects.origin import check_link, check_write
 from dal.objects.refusals import (
@@ -349,12 +350,10 @@ class Writes:
     def _check_mandatory(self) -> None:
         meta = self._meta
         missing = missing_mandatory(meta, self._data)
-        unresolved = [rel.qualified for rel in meta.relations.values()
+        unresolved = [hybrids.undeclared(rel) for rel in meta.relations.values()
                       if rel.target is None and self._data[rel.guid_field] is not None]
-        if unresolved:
-            raise InvalidRelationError(
-                f"{', '.join(unresolved)} points at a hybrid that has not been declared, so the link "
-                "cannot be checked; import the module that declares it before saving")
+        if unresolved:  # not declared yet, or an abstract base: the registry says which
+            raise InvalidRelationError(f"{'; '.join(unresolved)} (the link cannot be checked before saving)")
         if missing:
             raise MissingMandatoryFieldsError(
                 f"{type(self).__name__} cannot be saved without {', '.join(missing)}; set "
