@@ -141,7 +141,9 @@ class Context:
         """Return the stored document of one object, through the object cache when it is exact.
 
         A cached document older than a revision of the object this process has seen is never
-        returned (monotonic reads): it is dropped and the durable store read instead.
+        returned (monotonic reads): it is dropped and the durable store read instead. Counted
+        here, not by the cache: a hit is a document served from the cache, so a dropped one is a
+        miss (``object_stale`` or ``object_unsure`` as well), and hits + misses = cached loads.
         """
         if not self.caches_objects:
             return self.persistent.get(self.keys.doc(hybrid, guid))
@@ -152,19 +154,23 @@ class Context:
             return None if entry is None else _to_payload(entry)
 
         cache_key = self.keys.cached_doc(hybrid, guid)
-        payload = self.objects.fetch(cache_key, load, SAFETY_TTL)
-        if payload is None:
-            return None
-        entry = _from_payload(payload)
-        verdict = self.seen.verdict(hybrid, guid, entry.revision)
-        if verdict is not FRESH:
+        objects = self.objects
+        payload = objects.get(cache_key)
+        if payload is not None:
+            entry = _from_payload(payload)
+            verdict = self.seen.verdict(hybrid, guid, entry.revision)
+            if verdict is FRESH:
+                self.stats.add(objects.hits_label)
+                return entry
             self._distrusted(verdict, [cache_key])
-            payload = self.objects.fill(cache_key, load, SAFETY_TTL)
-            return None if payload is None else _from_payload(payload)
-        return entry
+        self.stats.add(objects.misses_label)  # nothing cached, or nothing this process may serve
+        # what the durable store returns is the truth: no verdict on it
+        payload = objects.fill(cache_key, load, SAFETY_TTL)
+        return None if payload is None else _from_payload(payload)
 
     def _distrusted(self, verdict: Verdict, cache_keys: list[str]) -> None:
-        """Count cached documents this process may not serve; drop those known to be stale."""
+        """Count cached documents this process may not serve (the callers count them as misses);
+        drop those known to be stale."""
         self.stats.add(f"object_{verdict.value}", len(cache_keys))
         if verdict is Verdict.STALE:  # older than a revision seen here: evidently stale everywhere
             self.objects.invalidate(*cache_keys)
@@ -216,7 +222,8 @@ class Context:
             self.check_local_cache()
             cache_keys = {self.keys.cached_doc(hybrid, guid): guid for guid in guids}
             refused: dict[Verdict, list[str]] = {}
-            for cache_key, payload in self.objects.get_many(list(cache_keys)).items():
+            cached = self.objects.get_many(list(cache_keys), count=False)  # counted here, as load_document
+            for cache_key, payload in cached.items():
                 entry = _from_payload(payload)
                 verdict = self.seen.verdict(hybrid, cache_keys[cache_key], entry.revision)
                 if verdict is Verdict.FRESH:
@@ -225,6 +232,8 @@ class Context:
                     refused.setdefault(verdict, []).append(cache_key)
             for verdict, refused_keys in refused.items():
                 self._distrusted(verdict, refused_keys)
+            self.stats.add(self.objects.hits_label, len(found))  # served from the cache: hits
+            self.stats.add(self.objects.misses_label, len(cache_keys) - len(found))
         missing = {self.keys.doc(hybrid, guid): guid for guid in guids if guid not in found}
         if missing:
             for doc_key, entry in self.persistent.get_many(list(missing)).items():

@@ -88,10 +88,8 @@ def test_control_without_the_lease_the_stale_set_happens(
     tally = Tally(data={"label": "b", "count": 1})
     tally.save()
 
-    def unguarded_fetch(self: LeasedCache, key: str, load: Callable[[], bytes | None], ttl: float) -> Any:
-        cached = self.get(key)
-        if cached is not None:
-            return cached
+    def unguarded_fill(self: LeasedCache, key: str, load: Callable[[], bytes | None], ttl: float,
+                       **_: Any) -> Any:
         payload = load()
         if payload is not None:
             self.store.set(key, self.signer.seal(key, b"V" + payload), ttl)
@@ -103,7 +101,7 @@ def test_control_without_the_lease_the_stale_set_happens(
         other.count = 2
         other.save()
 
-    monkeypatch.setattr(LeasedCache, "fetch", unguarded_fetch)
+    monkeypatch.setattr(LeasedCache, "fill", unguarded_fill)  # what a load fills through
     _pause_durable_read(monkeypatch, context, context.keys.doc("tally", tally.guid), save_newer)
     Tally(tally.guid)
     assert _cached_count(context, tally) == 1  # the ghost a lease prevents
