@@ -208,7 +208,55 @@ def test_a_junction_with_two_relations_to_one_hybrid_draws_each_link_once(tmp_pa
                      '"Person" }o..o{ "Project" : "many-to-many via Assignment"']
 
 
+# --- -o naming the store's own database --------------------------------------------------------------
+
+
+#: names of the store's database (made.sqlite3) and of the files SQLite keeps beside it
+OWN_DATABASE = ["made.sqlite3", "link.sqlite3", "sub/../made.sqlite3", "made.sqlite3-wal",
+                "made.sqlite3-journal"]
+
+
+def _own_store(where: Path) -> tuple[str, bytes, list[str]]:
+    """Return the URL of a store under ``where`` (with a symlink to it and a folder ``sub``), its bytes
+    and the names in ``where``."""
+    url = store(where)
+    (where / "sub").mkdir()
+    (where / "link.sqlite3").symlink_to("made.sqlite3")
+    return url, (where / "made.sqlite3").read_bytes(), sorted(os.listdir(where))
+
+
+@pytest.mark.parametrize("target", OWN_DATABASE)
+def test_dump_refuses_to_write_over_the_database_it_reads(tmp_path: Path, target: str) -> None:
+    """The rename would replace the store by the JSON of one namespace: every other one lost."""
+    url, before, names = _own_store(tmp_path)
+    done = run_dal("dump", "--persistent", url, "-o", target, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: cannot write {target!r}: it is "), done.stderr
+    assert "SQLite database" in done.stderr and "name another file" in done.stderr
+    assert (tmp_path / "made.sqlite3").read_bytes() == before and sorted(os.listdir(tmp_path)) == names
+
+
+@pytest.mark.parametrize("command", [["erd", "--format", "mermaid", "-o"], ["demo", "--count", "1", "--erd"]])
+@pytest.mark.parametrize("target", ["link.sqlite3", "made.sqlite3-wal"])
+def test_erd_and_demo_refuse_to_draw_over_the_database_of_the_store(
+        tmp_path: Path, command: list[str], target: str) -> None:
+    """``dal erd`` opens no store, but the one --persistent names is not written over either; the demo
+    refuses before it starts."""
+    url, before, names = _own_store(tmp_path)
+    done = run_dal(*command, target, "--persistent", url, cwd=tmp_path)
+    assert done.returncode == 2 and "the SQLite database" in done.stderr, done.stderr
+    assert (tmp_path / "made.sqlite3").read_bytes() == before and sorted(os.listdir(tmp_path)) == names
+
+
 # --- smaller refusals ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["svg", "dot"])
+def test_erd_refuses_an_empty_output_name_as_dump_does(tmp_path: Path, fmt: str) -> None:
+    """``-o "$OUT"`` with OUT unset: neither ./erd.svg nor stdout, which were not asked for."""
+    done = run_dal("erd", "--format", fmt, "-o", "", cwd=tmp_path)
+    assert done.returncode == 2 and "error: -o names no file" in done.stderr, done.stderr
+    assert done.stdout == "" and os.listdir(tmp_path) == []
 
 
 def test_erd_only_naming_nothing_says_name_one(tmp_path: Path) -> None:

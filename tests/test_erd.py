@@ -266,6 +266,33 @@ def test_cli_writes_mermaid_to_stdout_by_default(tmp_path: Path) -> None:
     assert result.stdout == (GOLDEN / "sample.mmd").read_text(encoding="utf-8")
 
 
+SET_DEFAULTS = """
+from dal import DataObject, Property
+
+
+class Tagged(DataObject):
+    __properties = [Property("tags", frozenset[str], default=frozenset({"alpha", "beta", "gamma", "delta"})),
+                    Property("labels", set[str], default={"red", "green", "blue", "cyan"}),
+                    Property("groups", list[set[str]], default=[{"x", "z", "y", "w"}])]
+"""
+
+
+def test_cli_set_defaults_read_the_same_whatever_the_hash_seed(tmp_path: Path) -> None:
+    """A set's order follows the hash of its strings, which each process seeds anew: the diagram
+    sorts the items, so the same model gives the same text (docs/erd.md, Deterministic output)."""
+    (tmp_path / "setdefaults.py").write_text(SET_DEFAULTS)
+    drawn = set()
+    for seed in ("1", "2", "3", "4"):
+        result = run_dal("erd", "--hybrids", "setdefaults", "--format", "dot", cwd=tmp_path,
+                         env={"PYTHONHASHSEED": seed})
+        assert result.returncode == 0, result.stderr
+        drawn.add(result.stdout)
+    assert len(drawn) == 1
+    text = drawn.pop()
+    assert "= frozenset({'alpha', 'beta', 'delta', 'gamma'})<" in text
+    assert "= {'blue', 'cyan', 'green', 'red'}<" in text and "= [{'w', 'x', 'y', 'z'}]<" in text
+
+
 def test_cli_draws_only_the_hybrids_modules_own_hybrids(tmp_path: Path) -> None:
     # `dal` itself imports the sample model; --hybrids must still draw just the named module's
     result = run_dal("erd", "--hybrids", ErdSite.__module__, "--format", "dot", cwd=tmp_path,

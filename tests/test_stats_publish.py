@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -13,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 import dal.cache.stats
 from dal.cache.stats import collect, report
 from dal.config import configure, current
 from dal.testing.fixtures import memcached_servers
+from dal.testing.servers import start_redis
 
 pytestmark = pytest.mark.memcached
 
@@ -210,3 +213,159 @@ def test_a_withdrawn_publisher_removes_its_snapshot_and_publishes_no_more(
     # the reader's own counters are added in memory, once
     published = collect(shown, reader=True)
     assert (len(published.processes), published.totals.get("probe")) == (1, 4)
+
+
+@pytest.fixture(scope="module")
+def demo_dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dump of the demo's data (its run on the process-local cache publishes nothing)."""
+    where = tmp_path_factory.mktemp("admin")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DAL_")}
+    for command in (["demo", "--count", "2", "--erd", ""], ["dump", "-o", "demo.json"]):
+        done = subprocess.run([sys.executable, "-m", "dal", *command], cwd=where, env=environment,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+    return where / "demo.json"
+
+
+@pytest.mark.parametrize("command", [
+    ["migrate"], ["migrate", "--dry-run"], ["check"], ["check", "--repair"], ["dump", "-o", "out.json"],
+    ["load", "{dump}", "--replace"], ["copy", "{source}", "{destination}"]], ids=" ".join)
+def test_admin_commands_publish_no_statistics(tmp_path: Path, memcached_server: Any, namespace: str,
+                                              demo_dump: Path, command: list[str]) -> None:
+    """No application process: a run left published would count in ``dal stats`` as one more process
+    reporting, for a day, its counters summed in (the demo's data makes each count something)."""
+    source = f"sqlite:///{tmp_path / 'admin.sqlite3'}"
+    destination = f"sqlite:///{tmp_path / 'copied.sqlite3'}"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DAL_")}
+    stores = ["--persistent", source, "--namespace", namespace]
+
+    def dal_(*args: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "dal", *args], cwd=tmp_path, env=environment,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+
+    # the cache's journal then holds the load's invalidations, which the commands read (and count)
+    dal_("load", str(demo_dump), *stores, "--volatile", memcached_server.url)
+    reader = configure(destination if command[0] == "copy" else source, memcached_server.url,
+                       namespace=namespace)
+    before = collect(reader, reader=True).processes[:-1]  # none but the reader's own
+    names = {"dump": str(demo_dump), "source": source, "destination": destination}
+    dal_(*(part.format(**names) for part in command), *stores, "--volatile", memcached_server.url)
+    assert collect(reader, reader=True).processes[:-1] == before == []
+
+
+def test_dal_stats_on_a_memcached_that_is_down_names_the_failure(tmp_path: Path) -> None:
+    """Its first call fails quietly (withdrawing what it never published); the read skipped after it
+    says why the server is skipped, not only that it failed a moment ago."""
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    persistent = f"sqlite:///{tmp_path / 'down.sqlite3'}"
+    configure(persistent, "memory://", namespace="down")  # creates the file
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DAL_")}
+    result = subprocess.run([sys.executable, "-m", "dal", "stats", "--persistent", persistent, "--volatile",
+                             f"memcached://127.0.0.1:{port}"], cwd=tmp_path, env=environment,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2 and "ConnectionRefusedError" in result.stderr, result.stderr
+
+
+#: an application run in a container restarted in place: the same host name, pid 1 at every start
+AS_PID_1 = """
+import os, sys
+os.getpid = lambda: 1
+from dal import configure
+configure(sys.argv[1], sys.argv[2], namespace=sys.argv[3]).stats.add("probe", int(sys.argv[4]))
+"""
+
+
+def test_a_process_with_the_pid_of_an_earlier_one_keeps_its_snapshot(
+        tmp_path: Path, memcached_server: Any, namespace: str) -> None:
+    persistent = f"sqlite:///{tmp_path / 'pid1.sqlite3'}"
+    reader = configure(persistent, memcached_server.url, namespace=namespace)  # creates the file
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DAL_")}
+    for amount in ("10", "5"):  # each publishes at exit, under host:1
+        done = subprocess.run([sys.executable, "-c", AS_PID_1, persistent, memcached_server.url, namespace,
+                               amount], env=environment, capture_output=True, text=True, timeout=120,
+                              check=False)
+        assert done.returncode == 0, done.stderr
+    published = collect(reader, reader=True)
+    assert sorted(p["counters"].get("probe", 0) for p in published.processes) == [0, 5, 10]
+    assert published.totals.get("probe") == 15
+    assert "  processes reporting: 3" in report(reader, published, None)  # the two runs, and the reader
+
+
+def test_the_index_stays_bounded_and_never_drops_what_it_lists(
+        tmp_path: Path, memcached_server: Any, namespace: str) -> None:
+    """An index of snapshots just under memcached's 1 MiB item limit (as many short processes of one
+    day leave it): the next publishes neither make it outgrow the limit (the refused write would
+    delete it, and every earlier snapshot with it) nor forget the newest."""
+    persistent = f"sqlite:///{tmp_path / 'bound.sqlite3'}"
+    reader = configure(persistent, memcached_server.url, namespace=namespace)
+    assert reader.publisher is not None
+    reader.publisher.withdraw()
+    prefix = reader.keys.published_stats()
+    earlier = [f"{'earlier-process-' * 60}:{n:05d}:1" for n in range(1000)]  # long names: fewer keys
+    started = time.time() - 3600
+    for n, name in enumerate(earlier):  # the oldest first
+        snapshot = {"process": name[:-2], "context": 1, "published": started + n, "counters": {"probe": 1}}
+        assert reader.volatile.set(prefix + name, json.dumps(snapshot).encode(), 600)
+    padding = (1024 * 1024 - 900) - len(json.dumps(sorted(earlier)))  # just under what memcached takes
+    earlier.append("x" * (padding - 4))
+    assert reader.volatile.set(prefix + earlier[-1], json.dumps(
+        {"process": "x", "context": 1, "published": started, "counters": {"probe": 1}}).encode(), 600)
+    assert reader.volatile.set(prefix + "index", json.dumps(sorted(earlier)).encode(), 600)
+    for run in range(1, 41):  # 40 more contexts publish (each of their names makes it ~30 bytes longer)
+        context = configure(persistent, memcached_server.url, namespace=namespace)
+        context.stats.add("probe_new", 1)
+        assert context.publisher is not None
+        context.publisher.flush()
+        raw = reader.volatile.get(prefix + "index")
+        assert raw is not None, f"the index was deleted at publish {run}"
+        assert collect(reader).totals.get("probe_new") == run
+    assert raw is not None and len(raw) <= dal.cache.stats.INDEX_BYTES
+    listed = json.loads(raw)
+    kept = [name for name in earlier if name in listed]
+    assert kept and kept == earlier[-1 - len(kept):-1]  # the newest of them (not the oldest padding)
+
+
+@pytest.mark.redis
+def test_published_statistics_outlive_a_restart_of_the_redis_cache(
+        tmp_path: Path, own_redis: Any, namespace: str) -> None:
+    """The clear of a restarted server (its entries may predate deletes it had confirmed) keeps the
+    published snapshots: they hold no cached data, so none can be stale."""
+    persistent = f"sqlite:///{tmp_path / 'restart.sqlite3'}"
+    first = configure(persistent, own_redis.url, namespace=namespace)
+    assert first.sweeper is not None and first.publisher is not None
+    first.sweeper.sweep.catch_up()  # marks this start of the server as the namespace's
+    first.stats.add("probe", 1)
+    first.publisher.flush()
+    first.close()
+    redis.Redis(host=own_redis.host, port=own_redis.port).save()
+    own_redis.kill()
+    restarted = start_redis(own_redis.workdir, port=own_redis.port)  # from its snapshot
+    try:
+        second = configure(persistent, restarted.url, namespace=namespace)  # as a new process
+        assert second.sweeper is not None
+        second.sweeper.sweep.catch_up()
+        assert second.stats["object_restart_clears"] == 1  # premise: the restart cleared the namespace
+        assert collect(second).totals.get("probe") == 1
+        second.close()
+    finally:
+        restarted.stop()
+
+
+@pytest.mark.redis
+def test_statistics_reads_are_not_counted_as_hits_on_redis(
+        tmp_path: Path, redis_server: Any, namespace: str) -> None:
+    """``?hits=1`` counts the application's hits: publishing and `dal stats` read without counting."""
+    persistent = f"sqlite:///{tmp_path / 'hits.sqlite3'}"
+    volatile = f"{redis_server.url}?hits=1"
+    for amount in (1, 2):  # the second reads the index and the first's snapshot to enlist
+        context = configure(persistent, volatile, namespace=namespace)
+        context.stats.add("probe", amount)
+        assert context.publisher is not None
+        context.publisher.flush()
+    for _ in range(3):
+        assert collect(context).totals.get("probe") == 3
+    listed = context.volatile.list_entries(context.keys.published_stats())  # type: ignore[attr-defined]
+    assert len(listed) == 3 and [entry.hits for entry in listed] == [0, 0, 0], listed

@@ -11,9 +11,13 @@ the pool first to keep those counts) or by ``os._exit`` (a forked child that doe
 dal's own for SIGTERM in pool workers was tried and left out: a worker interrupted by it inside
 the pool's own locks could hang ``terminate()``. ``dal stats`` and the ``dal cache`` commands but
 ``prefetch`` publish nothing (``Publisher.withdraw``); ``dal stats`` adds its own counters in
-memory. Each context publishes under its own key, ``<cache prefix>s/<host>:<pid>:<n>``, listed
-in an index entry; ``dal stats`` sums them all, reading without counting (no quorum read of a
-replicated memcached).
+memory. Each context publishes under its own key, ``<cache prefix>s/<host>:<pid>:<run>:<n>``
+(``<run>``: random, per process, so a process with the pid of an earlier one, as in a container
+restarted in place, never overwrites its snapshot), listed in an index entry; ``dal stats`` sums
+them all, reading without counting (neither quorum reads of a replicated memcached nor hits).
+The index keeps a member while its snapshot is there, and at most :data:`INDEX_BYTES` of them,
+the newest published: past that the oldest drop out of the report (before their TTL), rather
+than the index outgrow the cache's item limit (memcached's 1 MiB), whose refused write deletes it.
 A forked child starts its counters from zero and publishes them under its own pid, on its
 own timer, so nothing is counted twice. A process-local store (``memory://``) can only show
 the numbers of the process that asks.
@@ -63,6 +67,9 @@ PUBLISH_INTERVAL = 5.0
 #: a published snapshot outlives its process by a day, then vanishes from the report
 PUBLISH_TTL = 24 * 3600
 INDEX_TRIES = 20
+#: the most the index's JSON may take: a quarter of memcached's default item limit (about 3,000
+#: members of a 64-character host name, 10,000 of a short one)
+INDEX_BYTES = 256 * 1024
 
 
 @dataclass
@@ -92,7 +99,7 @@ def publish(context: Context, *, touch: bool = False) -> bool:
 
 
 def _snapshot(context: Context) -> dict[str, Any]:
-    return {"process": _process(), "context": _number(context), "published": time.time(),
+    return {"process": _process(), "run": _run, "context": _number(context), "published": time.time(),
             "counters": context.stats.snapshot()}
 
 
@@ -102,7 +109,15 @@ def _process() -> str:
 
 def _member(context: Context) -> str:
     """The name of ``context``'s snapshot in the index, and the end of its key."""
-    return f"{_process()}:{_number(context)}"
+    return f"{_process()}:{_run}:{_number(context)}"
+
+
+def _new_run() -> str:
+    """Return a random name for this run of a process: its pid alone may be an earlier process's."""
+    return os.urandom(4).hex()
+
+
+_run = _new_run()
 
 
 _numbers: weakref.WeakKeyDictionary[Context, int] = weakref.WeakKeyDictionary()
@@ -126,14 +141,32 @@ def _enlist(context: Context, prefix: str, member: str, touch: bool) -> bool:
         members = set(json.loads(raw)) if raw else set()
         if member in members and not touch:
             return True
-        # rewriting anyway: drop the members whose snapshots expired, so the index stays small
-        found = _uncounted(store, [prefix + name for name in members]) if members else {}
-        members = {name for name in members if prefix + name in found} | {member}
-        value = json.dumps(sorted(members)).encode()
+        value = json.dumps(_kept(store, prefix, members - {member}, member)).encode()
         if (store.cas(index_key, value, version, PUBLISH_TTL) if raw
                 else store.add(index_key, value, PUBLISH_TTL)):
             return True
     return False
+
+
+def _kept(store: VolatileStore, prefix: str, others: set[str], member: str) -> list[str]:
+    """Return the index once ``member`` is in it: ``others`` whose snapshot is still there (one that
+    expired is dropped), the newest published first while the index takes at most
+    :data:`INDEX_BYTES`, so no write of it is ever refused for its size (which would delete it)."""
+    found = _uncounted(store, [prefix + name for name in others]) if others else {}
+
+    def published(name: str) -> float:
+        try:
+            return float(json.loads(found[prefix + name])["published"])
+        except (ValueError, TypeError, KeyError):
+            return 0.0  # not a snapshot dal wrote: the first to go
+
+    kept, size = [member], len(json.dumps([member]))
+    for name in sorted((name for name in others if prefix + name in found), key=published, reverse=True):
+        size += len(json.dumps(name)) + 2  # and the ", " before it
+        if size > INDEX_BYTES:
+            break
+        kept.append(name)
+    return sorted(kept)
 
 
 def _uncounted(store: VolatileStore, keys: list[str]) -> dict[str, bytes]:
@@ -258,6 +291,8 @@ _publishers: weakref.WeakSet[Publisher] = weakref.WeakSet()
 
 
 def _restart_publishers_in_child() -> None:
+    global _run
+    _run = _new_run()  # a forked child may get the pid of an earlier child of this process
     for publisher in list(_publishers):
         publisher._restart_in_child()
 
@@ -330,9 +365,10 @@ def _mirror_rows(totals: dict[str, float]) -> list[str]:
 
 
 def _reporting(published: Published) -> str:
-    """Count processes (``host:pid``); a process that configured more than once published per context."""
+    """Count processes (``host:pid`` and its run); a process that configured more than once published
+    per context."""
     snapshots = len(published.processes)
-    processes = len({snapshot.get("process") for snapshot in published.processes})
+    processes = len({(snapshot.get("process"), snapshot.get("run")) for snapshot in published.processes})
     contexts = f" ({snapshots} contexts)" if snapshots > processes else ""
     return f"  processes reporting: {processes}{contexts}"
 

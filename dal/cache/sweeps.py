@@ -42,6 +42,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 
 from dal.backends.base import Delete, Entry, Put, Revision
 from dal.cache.journal import (
@@ -146,8 +147,8 @@ class Sweep:
         if not answered:
             return False
         keys, settled = self.journal.keys, None
-        if settle is not None:  # locks hold no data, so none is stale; removing one lets another compute
-            settled = settle(keys.cache_incarnation(), keys.cache_root, is_flight_lock)
+        if settle is not None:
+            settled = settle(keys.cache_incarnation(), keys.cache_root, _kept_by_restart_clear(keys))
         if settled == "restarted":
             self.journal.stats.add("object_restart_clears")
             log.warning("the cache server restarted since this namespace's entries were last checked: "
@@ -303,6 +304,14 @@ class Sweep:
     def _conditionally(self, key: str, entry: Entry, op: Put | Delete) -> None:
         # one commit per marker: they are few, and one conflict must not hold the others back
         self.journal.store.commit([Revision(key, entry.revision)], [op])
+
+
+def _kept_by_restart_clear(keys: Keys) -> Callable[[str], bool]:
+    """Tell which keys a restart's clear keeps: none holds cached data, so none can be stale. The
+    single-flight locks (removing one lets a second caller compute) and the published statistics
+    (removing them loses every earlier process's counts from ``dal stats``)."""
+    statistics = keys.published_stats()
+    return lambda key: is_flight_lock(key) or key.startswith(statistics)
 
 
 def _stamp(now: float) -> str:

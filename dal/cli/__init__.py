@@ -18,10 +18,10 @@ from dataclasses import replace
 from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING
 
-from dal.backends import backend_class
+from dal.backends import backend_class, located
 from dal.backends.url import StoreURL, parse_url
 from dal.cli.output import open_stdout
-from dal.config import DEFAULT_PERSISTENT
+from dal.config import DEFAULT_PERSISTENT, Context
 from dal.exceptions import ConfigurationError, DalError
 from dal.settings import setting
 
@@ -111,6 +111,33 @@ def lasting_store(url: str | None, command: str) -> str:
             "gone when it exits; name a store that outlives the command (sqlite:///path, etcd://..., "
             "redis://...)")
     return text
+
+
+def unpublished(context: Context) -> Context:
+    """Return ``context`` once it publishes no statistics: an administration command is no application
+    process, and ``dal stats`` counts those only (a published run stays listed for a day, its counters
+    summed in). Every command that configures a context calls it, but the demo, ``dal refresh`` and
+    ``dal cache prefetch``, which compute dynamics as an application does."""
+    if context.publisher is not None:
+        context.publisher.withdraw()
+    return context
+
+
+def sqlite_files(*urls: str | StoreURL | None) -> tuple[str, ...]:
+    """Return the absolute paths of the SQLite databases ``urls`` name (``None``: ``$DAL_PERSISTENT_URL``,
+    then the embedded default), which a command writing a file must not write over
+    (:func:`dal.cli.output.refuse_target`). A URL naming no SQLite file gives none: a bad one is
+    refused when a store is opened by it."""
+    found = []
+    for url in urls:
+        try:
+            parsed = url if isinstance(url, StoreURL) else parse_url(
+                setting(url, "DAL_PERSISTENT_URL", DEFAULT_PERSISTENT, "persistent URL"))
+            if parsed.scheme == "sqlite":
+                found.append(located("persistent", parsed).path[1:])
+        except DalError:
+            continue
+    return tuple(found)
 
 
 def shown_store(url: StoreURL) -> StoreURL:

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import dal
-from dal.cli import existing_store
+from dal.cli import existing_store, unpublished
 from dal.cli.progress import Progress
 from dal.config import Context
 from dal.exceptions import DalError
@@ -70,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
     # every action opens an existing store only: a mistyped SQLite path would otherwise create an
     # empty database, whose cache root names no entry, and report success (``deleted 0 entries``)
     context = dal.configure(existing_store(args.persistent), args.volatile, namespace=args.namespace)
-    if args.action != "prefetch" and context.publisher is not None:
+    if args.action != "prefetch":
         # an administration run is no application process: it publishes no statistics, as `dal stats`
         # does not (prefetch computes dynamics as an application does, and publishes their counts)
-        context.publisher.withdraw()
+        unpublished(context)
     action: int = globals()[f"_{args.action}"](context, args)
     return action
 

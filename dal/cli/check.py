@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 
 import dal
-from dal.cli import existing_store, shown_store
+from dal.cli import existing_store, shown_store, unpublished
 from dal.cli.progress import Progress
 from dal.tools.check.integrity import MIGRATE, PHASES, REPAIRABLE, Kind, Problem, Report, check
 
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 0:
         raise dal.exceptions.DalError(f"--limit must be 0 (all) or more, not {args.limit}")
     # only an existing database: a mistyped SQLite path must not read as a clean, empty one
-    context = dal.configure(existing_store(args.persistent), args.volatile, namespace=args.namespace)
+    context = unpublished(dal.configure(existing_store(args.persistent), args.volatile,
+                                        namespace=args.namespace))
     with Progress(len(PHASES) + (1 if args.repair else 0), "check") as bar:
         report = check(context, repair=args.repair, progress=lambda phase: bar.advance())
     where = f"namespace {context.namespace!r} of {shown_store(context.persistent_url)}"

@@ -22,7 +22,7 @@ import sys
 
 import dal
 from dal.backends.url import StoreURL
-from dal.cli import existing_store, lasting_store, shown_store
+from dal.cli import existing_store, lasting_store, shown_store, unpublished
 from dal.cli.load import (
     add_batch_options,
     add_only_option,
@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
     only = selected(args)
     source = dal.configure(existing_store(args.source), "memory://", namespace=args.namespace)
     # the destination is configured last, so it is the current context while writing
-    destination = dal.configure(lasting_store(args.destination, "copy"), args.volatile, namespace=(
-        args.to_namespace if args.to_namespace is not None else source.namespace))
+    destination = unpublished(dal.configure(lasting_store(args.destination, "copy"), args.volatile,
+                                            namespace=(args.to_namespace if args.to_namespace is not None
+                                                       else source.namespace)))
     print(f"copying namespace {source.namespace!r} of {shown_store(source.persistent_url)} to namespace "
           f"{destination.namespace!r} of {destination.persistent_url}")
     try:

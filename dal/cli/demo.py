@@ -17,11 +17,12 @@ import argparse
 import os
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import dal
-from dal.cli.output import Terminated
+from dal.cli import sqlite_files
+from dal.cli.output import Terminated, refuse_target
 from dal.exceptions import DalError
 
 HELP = "run the demo on the sample model and print a report"
@@ -51,7 +52,7 @@ def run_demo(args: argparse.Namespace, emit: Callable[[str], None]) -> dal.confi
     # `dal stats --demo` runs this too; it parses no --erd and wants no file written
     erd_file = getattr(args, "erd", None)
     if erd_file:
-        writable(Path(erd_file))
+        writable(Path(erd_file), sqlite_files(args.persistent))
     # the sample model is imported here only, where the demo runs: every other command registers
     # the --hybrids modules alone, whose hybrids may be named like the sample's (Disk, Pool, ...)
     from dal.cli import demo_run
@@ -64,9 +65,11 @@ def run_demo(args: argparse.Namespace, emit: Callable[[str], None]) -> dal.confi
         raise SystemExit(128 + exc.signum) from exc
 
 
-def writable(path: Path) -> None:
-    """Refuse, before the demo starts, a diagram file it could not write at its end."""
+def writable(path: Path, databases: Sequence[str] = ()) -> None:
+    """Refuse, before the demo starts, a diagram file it could not write at its end, or would write over
+    one of the SQLite ``databases`` (the store it runs on)."""
     shown = str(path)
+    refuse_target(shown, databases)
     try:
         found = _status(path)
         if found is not None and stat.S_ISDIR(found.st_mode):

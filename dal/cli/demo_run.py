@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dal
+from dal.cli import sqlite_files
 from dal.cli.demo_mirror import mirror
 from dal.cli.demo_namespace import claim, finish, finish_quietly
 from dal.cli.demo_report import Report, Sample, Since, error_of, names
@@ -71,7 +72,7 @@ def _steps(args: argparse.Namespace, context: dal.config.Context, emit: Callable
     # `dal stats --demo` runs this too; it parses no --erd and wants no file written
     erd_file = getattr(args, "erd", None)
     if erd_file:
-        diagram(report, Path(erd_file))
+        diagram(report, Path(erd_file), sqlite_files(context.persistent_url))
 
 
 def _create(report: Report, context: dal.config.Context, count: int) -> Sample:

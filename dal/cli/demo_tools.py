@@ -9,6 +9,7 @@ stored the way release 1 of the sample model stored them, before ``StorageRouter
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,9 +186,10 @@ def _verdict(report: CheckReport) -> str:
 # --- diagram -------------------------------------------------------------------------------
 
 
-def diagram(report: Report, path: Path) -> None:
+def diagram(report: Report, path: Path, databases: Sequence[str] = ()) -> None:
     """Draw the sample model into ``path``, in the format its suffix names (``.png``, ``.mmd``, ``.dot``),
-    else SVG; the file appears whole or not at all, as ``dal erd -o`` writes it."""
+    else SVG; the file appears whole or not at all, as ``dal erd -o`` writes it, never over one of the
+    SQLite ``databases`` (the demo's store)."""
     fmt: erd.Format = erd.SUFFIXES.get(path.suffix.lower(), "svg")
     with report.step("erd") as notes:
         drawn = erd.hybrids_in(["dal.hybrids"])
@@ -199,7 +201,7 @@ def diagram(report: Report, path: Path) -> None:
             return
         data = picture.encode() if isinstance(picture, str) else picture
         try:
-            write_bytes(str(path), data)
+            write_bytes(str(path), data, databases=databases)
         except DalError as exc:  # checked before the demo began; it changed since
             raise DalError(f"{exc}; name another file with --erd (or '' to draw none)") from exc
         drawer = "drawn by Graphviz " if fmt in ("svg", "png") else ""

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 import dal
-from dal.cli import existing_store, shown_store
+from dal.cli import existing_store, shown_store, sqlite_files, unpublished
 from dal.cli.load import add_only_option, selected
 from dal.cli.output import Terminated, write_file
 from dal.tools.transfer.dump import dump
@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    context = dal.configure(existing_store(args.persistent), args.volatile, namespace=args.namespace)
+    context = unpublished(dal.configure(existing_store(args.persistent), args.volatile,
+                                        namespace=args.namespace))
     only = selected(args)
     if args.output is None:
         counts = dump(context, sys.stdout, only)
@@ -35,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
         where = "stdout"
     else:
         try:
-            counts = write_file(args.output, lambda stream: dump(context, stream, only))
+            # never over the database read: the rename would replace it, and every namespace in it
+            counts = write_file(args.output, lambda stream: dump(context, stream, only),
+                                databases=sqlite_files(context.persistent_url))
         except Terminated as exc:
             print(f"error: terminated; {args.output} not written", file=sys.stderr)
             return 128 + exc.signum

@@ -4,7 +4,8 @@ Text formats (mermaid, dot) go to stdout unless -o names a file; pictures (svg, 
 drawn by Graphviz's `dot` and go to erd.svg / erd.png unless -o names another file (`-o -`
 writes any format to stdout). Without --format, the format follows the -o suffix (.mmd,
 .mermaid, .dot, .gv, .svg, .png), else mermaid. Only the hybrids declared in (or exported by)
-the --hybrids modules are drawn; no store is opened.
+the --hybrids modules are drawn; no store is opened, but -o never names the SQLite database of the
+--persistent store (nor its -wal, -journal, -shm files), nor an empty name.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dal.cli.output import Terminated, write_bytes
+from dal.cli import sqlite_files
+from dal.cli.output import Terminated, refuse_target, write_bytes
 from dal.exceptions import DalError
 from dal.tools import erd
 
@@ -33,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # no store is opened, but the one --persistent names (a SQLite file) is never written over
+    databases = sqlite_files(args.persistent)
+    if args.output not in (None, "-"):
+        refuse_target(args.output, databases)  # before drawing: an empty -o, the store's database
     fmt = args.format or (erd.format_for(args.output) if args.output not in (None, "-") else "mermaid")
     hybrids = erd.hybrids_in(args.hybrids.split(","))
     if not hybrids:
@@ -42,14 +48,15 @@ def run(args: argparse.Namespace) -> int:
         hybrids = erd.select(hybrids, args.only.split(","))
     drawn = erd.render(hybrids, fmt, program=args.dot)
     data = drawn.encode() if isinstance(drawn, str) else drawn
-    output = args.output or (f"erd.{fmt}" if fmt in ("svg", "png") else "-")
+    output = args.output if args.output is not None else (f"erd.{fmt}" if fmt in ("svg", "png") else "-")
     if output == "-":
         sys.stdout.flush()
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return 0
     try:
-        write_bytes(output, data)  # whole or not at all: a failed write leaves the old diagram as it was
+        # whole or not at all: a failed write leaves the old diagram as it was
+        write_bytes(output, data, databases=databases)
     except Terminated as exc:
         print(f"error: terminated; {output} not written", file=sys.stderr)
         return 128 + exc.signum

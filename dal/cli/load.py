@@ -16,7 +16,7 @@ from pathlib import Path
 
 import dal
 from dal.backends.url import StoreURL
-from dal.cli import lasting_store
+from dal.cli import lasting_store, unpublished
 from dal.cli.progress import Progress
 from dal.config import DEFAULT_PERSISTENT, DEFAULT_VOLATILE
 from dal.exceptions import DalError
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     check_batches(args)
     only = selected(args)
     data = read(args.file).select(only)
-    context = dal.configure(url, args.volatile, namespace=args.namespace)
+    context = unpublished(dal.configure(url, args.volatile, namespace=args.namespace))
     try:
         with Progress(data.total, "load") as bar:
             result = load(context, data, replace=args.replace, batch_size=args.batch_size,

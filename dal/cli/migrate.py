@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 import dal
-from dal.cli import existing_store, lasting_store
+from dal.cli import existing_store, lasting_store, unpublished
 from dal.cli.progress import Progress
 from dal.exceptions import DalError
 from dal.model.registry import hybrids
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     # "up to date"; a run creates a missing one, as docs/cli.md says, and refuses a store living in
     # this process only (memory://), whose schema records would be gone at exit, as load and copy do
     url = existing_store(args.persistent) if args.dry_run else lasting_store(args.persistent, "migrate")
-    context = dal.configure(url, args.volatile, namespace=args.namespace)
+    context = unpublished(dal.configure(url, args.volatile, namespace=args.namespace))
     report = migrate(context, dry_run=args.dry_run, emit=lambda line: print(line, flush=True),
                      progress=lambda total, label: Progress(total, label))
     return 0 if report.ok else 1

@@ -11,6 +11,10 @@ replaced. So is a name that leads to an open descriptor (``/dev/stdout``, ``/dev
 process's own descriptor is written through a duplicate of it, so ``dal dump -o /dev/stdout >>
 log`` appends to ``log`` as the shell opened it, and never replaces it.
 
+A command that opened a SQLite store names its database: a target that is that file, or one SQLite
+keeps beside it (``-wal``, ``-journal``, ``-shm``), by any name, is refused with
+:class:`OutputIsStoreError` before anything is written (the rename would replace the store).
+
 SIGTERM while a file is written raises :class:`Terminated` once the temporary file is gone;
 from the rename on the file is written, and a SIGTERM is held and delivered once the write is
 done, so it never reports as unwritten a file that was.
@@ -27,7 +31,7 @@ import signal
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
@@ -44,6 +48,13 @@ ATTEMPTS = 100
 DESCRIPTORS = re.compile(r"/proc/(?P<pid>\d+)(?:/task/\d+)?/fd|/dev/fd")
 #: symlinks followed at most, as the kernel does (ELOOP past it)
 MAX_LINKS = 40
+#: the endings of the files SQLite keeps beside a database, named after it ("": the database itself)
+SQLITE_FILES = ("", "-wal", "-journal", "-shm")
+
+
+class OutputIsStoreError(DalError):
+    """The file to write is the SQLite database of the store the command opened, or one SQLite keeps
+    beside it: writing it would replace the store's data."""
 
 
 class ClosedOutput(io.TextIOBase):
@@ -121,19 +132,43 @@ def sigterm_raises() -> Iterator[Sigterm]:
             signal.raise_signal(sigterm.pending)
 
 
-def write_file(name: str, write: Callable[[TextIO], T]) -> T:
+def write_file(name: str, write: Callable[[TextIO], T], *, databases: Sequence[str] = ()) -> T:
     """Write the file ``name`` with ``write(stream)`` (a UTF-8 text stream) and return what it returned.
 
-    Bad targets (an empty name, a directory, a path that cannot be looked at) and write errors
-    raise DalError; SIGTERM during the write raises :class:`Terminated` once the temporary file
-    is gone.
+    Bad targets (an empty name, one of the SQLite ``databases`` the command opened, see
+    :func:`refuse_target`, a directory, a path that cannot be looked at) and write errors raise
+    DalError; SIGTERM during the write raises :class:`Terminated` once the temporary file is gone.
     """
-    return _write(name, _text, write)
+    return _write(name, _text, write, databases)
 
 
-def write_bytes(name: str, data: bytes) -> None:
+def write_bytes(name: str, data: bytes, *, databases: Sequence[str] = ()) -> None:
     """Write ``data`` to the file ``name``, whole or not at all, as :func:`write_file` writes text."""
-    _write(name, _binary, lambda stream: stream.write(data))
+    _write(name, _binary, lambda stream: stream.write(data), databases)
+
+
+def refuse_target(name: str, databases: Sequence[str] = ()) -> None:
+    """Raise DalError for an empty ``name``, and :class:`OutputIsStoreError` when it is one of the SQLite
+    ``databases`` (absolute paths) or a file SQLite keeps beside one: the same file (device and inode)
+    when both exist, so a symlink, a hard link or another spelling is caught, else the same resolved path."""
+    if not name:
+        raise DalError("-o names no file; give a file name (or leave -o out to write to stdout)")
+    for database in databases:
+        for ending in SQLITE_FILES:
+            if _same_file(name, database + ending):
+                what = f"the {ending[1:]} file of " if ending else ""
+                raise OutputIsStoreError(
+                    f"cannot write {name!r}: it is {what}the SQLite database {database}, the command's "
+                    "persistent store (--persistent): writing it would replace the store's data; name "
+                    "another file")
+
+
+def _same_file(name: str, other: str) -> bool:
+    try:
+        found, kept = os.stat(name), os.stat(other)
+    except OSError:  # one of them is not there (yet), or cannot be looked at: compare where they lead
+        return os.path.realpath(name) == os.path.realpath(other)
+    return (found.st_dev, found.st_ino) == (kept.st_dev, kept.st_ino)
 
 
 def _text(file: int | str) -> TextIO:
@@ -144,9 +179,9 @@ def _binary(file: int | str) -> BinaryIO:
     return open(file, "wb")
 
 
-def _write(name: str, opener: Callable[[int | str], S], write: Callable[[S], T]) -> T:
-    if not name:
-        raise DalError("-o names no file; give a file name (or leave -o out to write to stdout)")
+def _write(name: str, opener: Callable[[int | str], S], write: Callable[[S], T],
+           databases: Sequence[str]) -> T:
+    refuse_target(name, databases)
     descriptor = _descriptor(name)
     if descriptor is not None:
         return _write_in_place(name, opener, write, descriptor)

@@ -14,7 +14,7 @@ from typing import Any
 
 import dal
 from dal.cache.stats import Published, collect, report
-from dal.cli import demo, existing_store, shown_store
+from dal.cli import demo, existing_store, shown_store, unpublished
 from dal.exceptions import DalError
 
 HELP = "print cache and dynamic statistics"
@@ -45,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
         context = dal.configure(existing_store(args.persistent), args.volatile, namespace=args.namespace)
     entries: list[Any] | None = None
     if context.volatile.shared:
-        if context.publisher is not None:
-            context.publisher.withdraw()  # this run's numbers are shown, not left behind for a day
+        unpublished(context)  # this run's numbers are shown, not left behind for a day
         published = collect(context, reader=True)
     else:
         own = context.stats.snapshot()

@@ -13,8 +13,8 @@ from pymemcache.exceptions import MemcacheServerError
 
 from dal.backends.base import HIT_SUFFIX, HIT_TTL
 from dal.backends.memcached.client import ERRORS, HashClient, Rendezvous
-from dal.backends.memcached.dumps import ListedEntry, metadump
-from dal.backends.memcached.keys import counter_key, encoded_key, logical_key, may_be_under, wire_key
+from dal.backends.memcached.dumps import ListedEntry, metadump, read_back
+from dal.backends.memcached.keys import counter_key, encoded_key, may_be_under, wire_key
 from dal.backends.memcached.text import ProtocolError, TextConnection
 from dal.backends.url import StoreURL, on_off, plain_float
 from dal.exceptions import BackendError, ConfigurationError
@@ -37,14 +37,6 @@ MAX_SECONDS = 3600.0
 #: cache`` (memcached's proto_text.c), which pymemcache raises as MemcacheServerError carrying the
 #: text after ``SERVER_ERROR``; compared whole, as the server's typed answer, never searched
 SERVER_TOO_LARGE = b"object too large for cache"
-
-
-def _read_back(entry: ListedEntry) -> ListedEntry:
-    """Return a dumped item under its key (under its wire key, ``hashed``, when that is hashed)."""
-    key = logical_key(entry.key)
-    if key is None:
-        return replace(entry, hashed=True)
-    return replace(entry, key=key)
 
 
 def expiry(ttl: float) -> int:
@@ -110,6 +102,7 @@ class MemcachedCache:
         self._timeouts = (timeout, connect_timeout)
         self._dead_timeout = dead_timeout
         self._dead_until = 0.0
+        self._dead_cause = ""  # the failure that started the skip, which the skip names
         self._local = threading.local()
         self._client = HashClient(
             list(servers), hasher=Rendezvous, use_pooling=True,
@@ -191,7 +184,7 @@ class MemcachedCache:
         """
         if self._dead_until and time.monotonic() < self._dead_until:
             raise BackendError(f"memcached {what} on {self._where} skipped: the server failed less than "
-                               f"{self._dead_timeout} s ago")
+                               f"{self._dead_timeout} s ago ({self._dead_cause})")
 
     def _failed(self, what: str, connection: TextConnection | None, exc: Exception) -> BackendError:
         """The server failed: drop this thread's connection, skip the server ``dead_timeout``, and
@@ -199,7 +192,7 @@ class MemcachedCache:
         self._local.connection = None
         if connection is not None:
             connection.close()
-        self._dead_until = time.monotonic() + self._dead_timeout
+        self._mark_dead(exc)
         return self._error(what, exc)
 
     def _drop(self, connection: TextConnection) -> None:
@@ -324,7 +317,7 @@ class MemcachedCache:
                 dumped += metadump(server, self._timeouts[0], lambda sent: may_be_under(sent, wanted))
         except (OSError, UnicodeError) as exc:
             raise self._error("lru_crawler metadump", exc) from exc
-        dumped = [_read_back(entry) for entry in dumped]
+        dumped = [read_back(entry) for entry in dumped]
         listed = [entry for entry in dumped if not entry.key.endswith(HIT_SUFFIX)]
         counting = self.count_hits or len(listed) < len(dumped)
         # the counters are read by key, for every listed entry: a walk is no snapshot (one written
@@ -386,8 +379,13 @@ class MemcachedCache:
         """A command through pymemcache failed: with one server, reads skip it too (``dead_timeout``)
         when pymemcache skips it (after a socket error, not after its own skip); return the error."""
         if self._single is not None and isinstance(exc, OSError):
-            self._dead_until = time.monotonic() + self._dead_timeout
+            self._mark_dead(exc)
         return self._error(what, exc)
+
+    def _mark_dead(self, exc: BaseException) -> None:
+        """Skip the single server ``dead_timeout`` from now, because of ``exc``."""
+        self._dead_until = time.monotonic() + self._dead_timeout
+        self._dead_cause = f"{type(exc).__name__}: {exc}"
 
     def _revive(self) -> None:
         """Use the single server again at once: it just answered (both skip marks go)."""

@@ -40,10 +40,11 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import unquote
 
 from dal.backends.base import HIT_TTL
+from dal.backends.memcached.keys import logical_key
 
 #: tries of a metadump while the server's crawler is busy with another request
 BUSY_TRIES = 50
@@ -77,6 +78,14 @@ class ListedEntry:
     #: listed under its hashed wire key (over memcached's 250 bytes): ``key`` is that wire key, and
     #: which entry it is cannot be read back
     hashed: bool = False
+
+
+def read_back(entry: ListedEntry) -> ListedEntry:
+    """Return a dumped item under its key (under its wire key, ``hashed``, when that is hashed)."""
+    key = logical_key(entry.key)
+    if key is None:
+        return replace(entry, hashed=True)
+    return replace(entry, key=key)
 
 
 def merge_listings(listings: Iterable[list[ListedEntry]]) -> list[ListedEntry]:

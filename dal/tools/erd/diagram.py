@@ -2,7 +2,8 @@
 
 Everything is read from ``Cls._meta``; nothing parses source. Each output format
 (:mod:`dal.tools.erd.formats`) only writes this description out, so they all show the same
-model. It is deterministic: entities sorted by name, attributes in declaration order, links sorted.
+model. It is deterministic: entities sorted by name, attributes in declaration order, links sorted,
+the items of a set shown as a default sorted.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Attribute:
     mandatory: bool = False
     unique: bool = False
     indexed: bool = False
-    default: str | None = None  # repr() of the default; None when there is none
+    default: str | None = None  # repr() of the default, sets sorted; None when there is none
     values: tuple[str, ...] = ()  # an enum's allowed values, as repr()
     timeout: float | None = None  # a dynamic's TTL in seconds
     locked: bool = False
@@ -244,7 +245,7 @@ def _entity(cls: type[DataObject], ids: dict[type[DataObject], str], *, external
         rows.append(Attribute(
             "property", prop.name, _type_label(prop.property_type), mandatory=prop.mandatory,
             unique=prop.unique, indexed=prop.indexed,
-            default=None if prop.default is None else repr(prop.default),
+            default=None if prop.default is None else _stable_repr(prop.default),
             values=tuple(repr(value) for value in prop.property_type) if enum else ()))
     for relation in meta.relations.values():
         assert relation.target is not None
@@ -253,6 +254,22 @@ def _entity(cls: type[DataObject], ids: dict[type[DataObject], str], *, external
         rows.append(Attribute("dynamic", dynamic.name, _type_label(dynamic.return_type),
                               timeout=dynamic.timeout, locked=dynamic.locked))
     return Entity(ids[cls], meta.name, tuple(rows), junction=is_junction(cls), mirror=mirror_note(cls))
+
+
+def _stable_repr(value: Any) -> str:
+    """Return ``repr(value)`` with the items of every set and frozenset sorted (nested ones too): their
+    order follows the hash of str and bytes, which differs per process (``PYTHONHASHSEED``)."""
+    if type(value) in (set, frozenset) and value:
+        items = "{" + ", ".join(sorted(_stable_repr(item) for item in value)) + "}"
+        return items if type(value) is set else f"frozenset({items})"
+    if type(value) is list:
+        return "[" + ", ".join(_stable_repr(item) for item in value) + "]"
+    if type(value) is tuple:
+        return "(" + ", ".join(_stable_repr(item) for item in value) + ("," if len(value) == 1 else "") + ")"
+    if type(value) is dict:
+        pairs = (f"{_stable_repr(key)}: {_stable_repr(item)}" for key, item in value.items())
+        return "{" + ", ".join(pairs) + "}"
+    return repr(value)
 
 
 def mirror_note(cls: type[DataObject]) -> str | None:
