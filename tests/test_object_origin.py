@@ -83,8 +83,9 @@ def test_reverse_lists_and_links_of_an_object_of_another_namespace_are_refused(t
 
 
 def test_one_to_one_reverse_reads_of_an_object_of_another_namespace_are_refused(tmp_path: Path) -> None:
-    """A one-to-one reverse accessor (``owner.passport``; ``owner.device``, held by two hybrids, reads the
-    link keys) would read ``None`` under the other namespace, where nothing points at the object."""
+    """A one-to-one reverse accessor (``owner.passport``; ``owner.device``, a relation two hybrids hold)
+    would read ``None`` under the other namespace, where nothing points at the object: each is refused
+    by the check of the query listing its holders, before any key is read."""
     url = f"sqlite:///{tmp_path}/x.db"
     dal.configure(url, "memory://", namespace="first")
     owner, site = Owner(name="o"), Cabinet(name="c")
