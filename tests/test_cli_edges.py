@@ -236,6 +236,19 @@ def test_dump_refuses_to_write_over_the_database_it_reads(tmp_path: Path, target
     assert (tmp_path / "made.sqlite3").read_bytes() == before and sorted(os.listdir(tmp_path)) == names
 
 
+@pytest.mark.parametrize("target", ["made.sqlite3-wal", "made.sqlite3-shm"])
+def test_dump_through_a_symlink_refuses_the_side_files_of_the_file_it_leads_to(
+        tmp_path: Path, target: str) -> None:
+    """SQLite keeps ``-wal`` and ``-shm`` beside the file a symlink leads to (``made.sqlite3-wal``), not
+    beside the link's name: replacing the live WAL of a store in use lost its committed objects."""
+    url, before, names = _own_store(tmp_path)
+    done = run_dal("dump", "--persistent", url.replace("made.sqlite3", "link.sqlite3"), "-o", target,
+                   cwd=tmp_path)
+    side = target.rsplit("-", 1)[1]
+    assert done.returncode == 2 and f"it is the {side} file of" in done.stderr, done.stderr
+    assert (tmp_path / "made.sqlite3").read_bytes() == before and sorted(os.listdir(tmp_path)) == names
+
+
 @pytest.mark.parametrize("command", [["erd", "--format", "mermaid", "-o"], ["demo", "--count", "1", "--erd"]])
 @pytest.mark.parametrize("target", ["link.sqlite3", "made.sqlite3-wal"])
 def test_erd_and_demo_refuse_to_draw_over_the_database_of_the_store(

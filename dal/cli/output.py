@@ -153,7 +153,9 @@ def refuse_target(name: str, databases: Sequence[str] = ()) -> None:
     when both exist, so a symlink, a hard link or another spelling is caught, else the same resolved path."""
     if not name:
         raise DalError("-o names no file; give a file name (or leave -o out to write to stdout)")
-    for database in databases:
+    # SQLite keeps its side files beside the file the database's name resolves to: a symlink's are the
+    # target's, so both spellings are checked
+    for database in {spelling: None for path in databases for spelling in (path, os.path.realpath(path))}:
         for ending in SQLITE_FILES:
             if _same_file(name, database + ending):
                 what = f"the {ending[1:]} file of " if ending else ""
