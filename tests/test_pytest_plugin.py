@@ -89,3 +89,14 @@ def test_after_a_test_no_closed_context_is_current(pytester: pytest.Pytester) ->
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--dal-persistent=memory://after",
                                            "--dal-volatile=memory://after")
     result.assert_outcomes(passed=2)
+
+
+@pytest.mark.parametrize("empty", ["--dal-persistent", "--dal-volatile"])
+def test_an_empty_store_option_stops_the_run(pytester: pytest.Pytester, empty: str) -> None:
+    """``--dal-persistent=$URL`` with the variable unset: a usage error, never the in-process default."""
+    pytester.makepyfile(USER_TEST)
+    other = "--dal-volatile" if empty == "--dal-persistent" else "--dal-persistent"
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"{empty}=", f"{other}=memory://")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {empty} is empty*give it a store URL, or leave the option out*"])
+    assert "passed" not in result.stdout.str(), "no test ran on the in-process default"

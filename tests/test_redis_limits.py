@@ -225,3 +225,10 @@ def test_a_key_utf8_cannot_encode_is_refused_by_name(url: str) -> None:
 def test_a_database_the_server_lacks_is_named_with_the_fix(redis_server: RunningServer) -> None:
     with pytest.raises(BackendError, match=r"no database 99 .*databases.*below it"):
         configure(f"{redis_server.url}/99", "memory://", namespace=f"db{uuid.uuid4().hex[:8]}")
+
+
+def test_a_database_fakeredis_lacks_is_named_with_its_range() -> None:
+    """fakeredis has 16 databases and no redis.conf: the refusal names the range, not a setting."""
+    with pytest.raises(ConfigurationError, match=r"no database 16 .*from 0 to 15 in fakeredis://") as caught:
+        configure(f"fakeredis://{uuid.uuid4().hex[:8]}/16", "memory://", namespace="db16")
+    assert "redis.conf" not in str(caught.value)

@@ -69,3 +69,43 @@ def test_a_stale_key_blocking_a_load_is_named_stale_with_check_repair_as_the_rem
         load(local, parse_dump(raw))
     assert XRack(G1).name == "taken" and XConsole(G2).server_guid == server.guid
     assert check(local).clean
+
+
+def test_a_stale_key_naming_a_stored_object_that_gave_the_value_up_is_named_stale(local: Context) -> None:
+    """A unique or one-to-one key naming a stored object that no longer holds the value (or points at the
+    target) blocks it all the same: renaming that object frees nothing, so the refusal names the key stale,
+    as `dal check` does, with `dal check --repair` as the remedy, not a change in the store."""
+    rack = XRack(data={"name": "r1"})
+    rack.save()
+    server = XServer(data={"hostname": "s1", "rack": rack})
+    server.save()
+    console = XConsole(data={"port": 1})  # points at no server
+    console.save()
+    assert local.persistent.commit([], [Put(local.keys.unique("xrack", "name", "taken"), rack.guid.encode()),
+                                        Put(local.keys.onetoone("xconsole", "server", server.guid),
+                                            console.guid.encode())]).ok
+    racks = {"xrack": [{"guid": G1, "data": {"name": "taken", "row": 0}}]}
+    consoles = {"xconsole": [{"guid": G2, "data": {"port": 7, "server_guid": server.guid}}]}
+    dumps = [{"format": "dal-dump", "version": 1, "namespace": "x", "hybrids": hybrids}
+             for hybrids in (racks, consoles)]
+    for raw, error, says in ((dumps[0], UniqueConstraintError,
+                              f"a stale unique key gives to XRack {rack.guid}, a stored object that does not "
+                              "hold it"),
+                             (dumps[1], OneToOneError,
+                              f"a stale one-to-one key gives to XConsole {console.guid}, a stored object "
+                              "that does not point at it")):
+        with pytest.raises(error) as refused:
+            load(local, parse_dump(raw))
+        message = str(refused.value)
+        assert says in message and "dal check --repair" in message
+        assert "which stored" not in message and "in the store" not in message and "unlink" not in message
+    assert {problem.kind.value for problem in check(local).problems} == {"stale_unique", "stale_onetoone"}
+    held = {"xrack": [{"guid": G1, "data": {"name": "r1", "row": 0}}]}  # a value its owner does hold
+    with pytest.raises(UniqueConstraintError, match=f"which stored XRack {rack.guid} holds") as refused:
+        load(local, parse_dump({"format": "dal-dump", "version": 1, "namespace": "x", "hybrids": held}))
+    assert "dal check --repair" not in str(refused.value)
+    check(local, repair=True)
+    for raw in dumps:  # the stale keys deleted, both load
+        load(local, parse_dump(raw))
+    assert XRack(G1).name == "taken" and XConsole(G2).server_guid == server.guid
+    assert check(local).clean

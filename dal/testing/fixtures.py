@@ -38,10 +38,11 @@ def start_or_skip(what: str, start: Callable[[], T]) -> T:
 @contextlib.contextmanager
 def memcached_servers(workdir: Path, count: int = 3) -> Iterator[list[RunningServer]]:
     """Start ``count`` memcached servers of a test's own (free to kill and pause) under ``workdir``;
-    resume and stop them after."""
-    started = [start_or_skip("memcached", functools.partial(start_memcached, workdir / f"m{n}"))
-               for n in range(count)]
+    resume and stop them after, and those already started when a later one cannot start."""
+    started: list[RunningServer] = []
     try:
+        for n in range(count):
+            started.append(start_or_skip("memcached", functools.partial(start_memcached, workdir / f"m{n}")))
         yield started
     finally:
         for server in started:

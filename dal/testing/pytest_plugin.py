@@ -9,7 +9,8 @@ to the durable store under that namespace (its cache entries stay: no other test
 and not every cache can delete by prefix) and closes it; the next ``current()`` configures afresh
 (``configure()`` closed the context current before, which is never handed back).
 
-The stores: ``--dal-persistent URL`` and ``--dal-volatile URL`` when given; otherwise in-process
+The stores: ``--dal-persistent URL`` and ``--dal-volatile URL`` when given (given empty, as an unset
+variable gives, the run stops with a usage error); otherwise in-process
 ones, ``fakeredis://`` for both roles when the ``fakeredis`` package is installed with its Lua
 support (lupa: fakeredis:// refuses to open without) and dal knows the scheme, else ``memory://`` (a
 store of its own per test).
@@ -40,6 +41,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"volatile store of dal_context (default: {DEFAULT})")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse an empty ``--dal-persistent=`` or ``--dal-volatile=`` (as an unset variable gives) once, for
+    the run: the in-process default stands for an option left out, never for one given empty."""
+    for option in ("--dal-persistent", "--dal-volatile"):
+        value = config.getoption(option.lstrip("-").replace("-", "_"))
+        if value is not None and not value.strip():
+            raise pytest.UsageError(
+                f"{option} is empty (an unset variable in {option}=$URL?); give it a store URL, or leave "
+                f"the option out for the in-process default ({DEFAULT})")
+
+
 def in_process_url() -> str:
     """Return the URL of a fresh in-process store that serves both roles."""
     fake = "fakeredis" in BACKENDS["persistent"] and "fakeredis" in BACKENDS["volatile"]
@@ -60,8 +72,9 @@ def _runs_lua() -> bool:
 @pytest.fixture
 def dal_context(request: pytest.FixtureRequest) -> Iterator[Context]:
     """dal configured on a fresh namespace; what the test wrote there is removed afterwards."""
-    persistent = request.config.getoption("dal_persistent") or in_process_url()
-    volatile = request.config.getoption("dal_volatile") or in_process_url()
+    # only an option left out takes the default: pytest_configure refused an empty one
+    persistent = _option(request.config, "dal_persistent")
+    volatile = _option(request.config, "dal_volatile")
     # configure() closes the context current before (its sweeps stop): it is never handed back, and
     # the next current() after this test configures afresh
     context = configure(persistent, volatile, namespace=f"test-{uuid.uuid4().hex[:12]}")
@@ -74,3 +87,9 @@ def dal_context(request: pytest.FixtureRequest) -> Iterator[Context]:
             context.close()
             if config._context is context:
                 config._context = None
+
+
+def _option(config: pytest.Config, name: str) -> str:
+    """Return the URL of option ``name``, or a fresh in-process store's when the option was left out."""
+    value = config.getoption(name)
+    return in_process_url() if value is None else str(value)

@@ -8,8 +8,10 @@ when services are required).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
+import re
 import shutil
 import signal
 import socket
@@ -225,18 +227,99 @@ def _start(kind: str, workdir: Path, command: Callable[[int], list[str]],
         server = RunningServer(f"{kind}://{LOOPBACK}:{client_port}", LOOPBACK, client_port,
                                process, workdir, log_path)
         deadline = time.monotonic() + START_TIMEOUT
+        answered = False
         while time.monotonic() < deadline and process.poll() is None:
             if ready(LOOPBACK, client_port):
-                return server
+                # another process may hold the port (taken since free_port() picked it): then its
+                # server answers, and ours, failing to bind, exits; only our own answer is ready
+                if process.poll() is None and _serves(kind, client_port, process.pid):
+                    return server
+                answered = True
             time.sleep(0.05)
         exited = process.poll() is not None
         server.stop()
-        failure = (f"{kind} {'exited with status ' + str(process.returncode) if exited else 'was not ready'}"
-                   f" within {START_TIMEOUT:.0f} s on port {client_port}; log tail:\n{server.log_tail()}")
+        failure = _start_failure(server, exited, answered)
         # an early exit is most likely a port taken since we picked it: try fresh ports
         if not exited or port is not None or attempt == START_ATTEMPTS - 1:
             break
     raise ServerUnavailable(failure)
+
+
+def _start_failure(server: RunningServer, exited: bool, answered: bool) -> str:
+    """Say why ``server`` did not start: it exited, or it never was the one answering, or not ready."""
+    kind = server.url.partition(":")[0]
+    status = f"exited with status {server.process.returncode}" if exited else "was not ready"
+    foreign = (f"; another process's server answers on port {server.port}, not the one started "
+               f"(pid {server.process.pid}): free the port, or start on another"
+               if answered else "")
+    return (f"{kind} {status} within {START_TIMEOUT:.0f} s on port {server.port}{foreign}; log tail:\n"
+            f"{server.log_tail()}")
+
+
+def _serves(kind: str, port: int, pid: int) -> bool:
+    """Tell whether the server answering on ``port`` is process ``pid`` (or one it started):
+    Redis and memcached name their pid (``INFO server``, ``stats``); for etcd, whether the process
+    listens on the port (Linux /proc; elsewhere, that it is alive is all that can be told cheaply)."""
+    if kind == "redis":
+        answering = _answering_pid(port, b"INFO server\r\n", rb"process_id:([0-9]+)\r\n")
+    elif kind == "memcached":
+        answering = _answering_pid(port, b"stats\r\n", rb"STAT pid ([0-9]+)\r\n")
+    else:
+        return _listens(pid, port) is not False
+    return answering is not None and answering in _family(pid)
+
+
+def _answering_pid(port: int, command: bytes, pattern: bytes) -> int | None:
+    """Return the pid the server on ``port`` gives in its answer to ``command``, None without one."""
+    data = b""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=1) as sock:
+            sock.sendall(command)
+            while (found := re.search(pattern, data)) is None and len(data) < 65536:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return None
+                data += chunk
+    except OSError:
+        return None
+    return int(found[1]) if found else None
+
+
+def _family(pid: int) -> set[int]:
+    """Return ``pid`` and its descendants (Linux /proc; elsewhere ``pid`` alone): a server binary
+    given as a wrapper script that does not ``exec`` runs as its child."""
+    family, pending = {pid}, [pid]
+    while pending:
+        for task in Path(f"/proc/{pending.pop()}/task").glob("*/children"):
+            try:
+                children = {int(child) for child in task.read_text().split()} - family
+            except (OSError, ValueError):
+                continue
+            family |= children
+            pending.extend(children)
+    return family
+
+
+def _listens(pid: int, port: int) -> bool | None:
+    """Tell whether ``pid`` (or one of its descendants) holds the socket listening on TCP ``port``;
+    None where /proc cannot tell (not Linux)."""
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    # fields: slot, local address:port (hex), remote, state (0A: listening), ..., inode (10th)
+    sockets = {f"socket:[{fields[9]}]" for fields in map(str.split, lines)
+               if len(fields) > 9 and fields[1].endswith(f":{port:04X}") and fields[3] == "0A"}
+    for member in _family(pid):
+        try:
+            descriptors = list(Path(f"/proc/{member}/fd").iterdir())
+        except OSError:
+            continue
+        for descriptor in descriptors:
+            with contextlib.suppress(OSError):
+                if os.readlink(descriptor) in sockets:
+                    return True
+    return False
 
 
 def _etcd_ready(host: str, port: int) -> bool:

@@ -277,10 +277,13 @@ class RedisClient:
                 f"({type(exc).__name__}: {str(exc).rstrip('. ')}); give its password in the URL "
                 "(redis://:PASSWORD@host for requirepass, redis://USER:PASSWORD@host for an ACL user)")
         if "DB index is out of range" in str(exc):
+            # fakeredis has 16 databases, and no redis.conf to raise them in
+            count = ("(DB index is out of range: fakeredis has 16); name a database from 0 to 15 in "
+                     f"{self.url}" if self.url.scheme == "fakeredis" else
+                     "(DB index is out of range: its `databases` setting, 16 by default, is the count); "
+                     f"name a database below it in {self.url}, or raise `databases` in redis.conf")
             return BackendError(f"redis {what} on {self._where} failed: the server has no database "
-                                f"{self._db} (DB index is out of range: its `databases` setting, 16 by "
-                                f"default, is the count); name a database below it in {self.url}, or raise "
-                                "`databases` in redis.conf")
+                                f"{self._db} {count}")
         return BackendError(f"redis {what} on {self._where} failed: {type(exc).__name__}: {exc}")
 
     def _probe_failure(self, what: str, exc: BaseException, *, first: bool = False) -> RefusedError:

@@ -20,7 +20,8 @@ from dal.exceptions import (
 )
 from dal.keys import Keys
 from dal.model.registry import family, hybrids
-from dal.model.validation import validate_document
+from dal.model.validation import valid_guid, validate_document
+from dal.objects.transaction import decode
 from dal.structures import GUID_RULE, is_guid
 from dal.tools.transfer.batches import Item
 from dal.tools.transfer.dump import READ_BATCH, Dump, Elsewhere, listing
@@ -149,8 +150,9 @@ def _refuse_taken(context: Context, unique: dict[str, tuple[Item, str, Any]], in
                   source: str, where: str) -> None:
     """Refuse unique values and one-to-one targets of the dump that stored objects hold.
 
-    A key naming an object that is not stored is stale (left by another client, or a crash of one):
-    it blocks the value all the same, but the remedy is `dal check --repair`, not another value.
+    A key naming an object that is not stored, or a stored one whose document does not hold the value
+    (or point at the target), is stale (left by another client, or a crash of one): it blocks the value
+    all the same, but the remedy is `dal check --repair`, not another value, nor a change of that object.
     """
     keys = context.keys
     clashes: list[tuple[str, str, str]] = []  # (key, its owner's hybrid, its owner's guid)
@@ -167,8 +169,11 @@ def _refuse_taken(context: Context, unique: dict[str, tuple[Item, str, Any]], in
     lines: dict[tuple[bool, bool], list[str]] = {}  # (one-to-one?, stale?) -> problems
     for unique_key, holder, owner in clashes:
         onetoone = unique_key.startswith(f"{keys.root}r/")
-        stale = not is_guid(owner) or keys.doc(holder, owner) not in stored
-        lines.setdefault((onetoone, stale), []).append(
+        document = stored.get(keys.doc(holder, owner)) if is_guid(owner) else None
+        stale = ("an object that is not stored" if document is None
+                 else "" if _owns(keys, holder, document, unique_key)
+                 else f"a stored object that does not {'point at' if onetoone else 'hold'} it")
+        lines.setdefault((onetoone, bool(stale)), []).append(
             _taken_line(unique[unique_key], holder, owner, onetoone, stale, (holder, owner) in in_dump))
     for onetoone, error, what, advice in (
             (False, UniqueConstraintError, "values", "change those values in the file, or in the store"),
@@ -181,19 +186,45 @@ def _refuse_taken(context: Context, unique: dict[str, tuple[Item, str, Any]], in
                                 "; ".join(fixes)))
 
 
-#: what to do about a unique or one-to-one key naming an object that is not stored
+def _owns(keys: Keys, holder: str, document: Entry, key: str) -> bool:
+    """Tell whether the stored document of a ``holder`` object owns the unique or one-to-one ``key``.
+
+    As `dal check` expects the keys a document owns (``DocumentPass.expect``, which a tool may not import):
+    a unique key from the stored value, or from the value reads return (the keys of a property made unique
+    later are built from it); a one-to-one key from the target the relation points at. A document that
+    cannot be read may hold anything: its keys are not called stale, as `dal check` leaves them alone.
+    """
+    try:
+        stored = decode(document.value)
+    except ValueError:
+        return True
+    meta = hybrids.get(holder)._meta
+    read = validate_document(meta, stored).document
+    owned = {keys.unique(meta.name, prop.name, value) for prop in meta.unique
+             for value in (stored.get(prop.name), read.get(prop.name)) if value is not None}
+    owned.update(keys.onetoone(meta.name, relation.name, stored[relation.guid_field])
+                 for relation in meta.relations.values()
+                 if relation.onetoone and relation.target is not None
+                 and valid_guid(stored.get(relation.guid_field)))
+    return key in owned
+
+
+#: what to do about a unique or one-to-one key naming an object that is not stored, or does not hold its value
 STALE_ADVICE = ("run `dal check --repair` on that namespace to delete the stale keys, then load again "
                 "(no object holds those values)")
 
 
-def _taken_line(taker: tuple[Item, str, Any], holder: str, owner: str, onetoone: bool, stale: bool,
+def _taken_line(taker: tuple[Item, str, Any], holder: str, owner: str, onetoone: bool, stale: str,
                 moving: bool) -> str:
-    """Say which stored object holds a value (or points at a target) an object of the dump takes."""
+    """Say which stored object holds a value (or points at a target) an object of the dump takes.
+
+    ``stale`` says why the key naming ``owner`` is stale (empty: that stored object holds the value).
+    """
     item, name, value = taker
     holder_cls = hybrids.get(holder).__name__ if onetoone else item.meta.cls.__name__
     if stale:
         whose = (f", which a stale {'one-to-one' if onetoone else 'unique'} key gives to {holder_cls} "
-                 f"{owner}, an object that is not stored")
+                 f"{owner}, {stale}")
     else:
         what = ("target", "one-to-one target") if onetoone else ("value", "unique value")
         whose = (f", which stored {holder_cls} {owner} {'points at' if onetoone else 'holds'}"
