@@ -1,6 +1,6 @@
 """DataList's edges: sorting by a relation whose target another process deleted after the list
-loaded, a sum keeping the one-store check of either side, and ``guids=`` refused with a query or
-when not a list of guids."""
+loaded, ``pop()`` of such an object keeping it listed, a sum keeping the one-store check of either
+side, and ``guids=`` refused with a query or when not a list of guids."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from conftest import PairURLs
 
 from dal import DataList, DataObject, Property, Relation, configure
 from dal.config import Context
-from dal.exceptions import ConfigurationError, InvalidQueryError, InvalidValueError
+from dal.exceptions import ConfigurationError, InvalidQueryError, InvalidValueError, ObjectNotFoundError
 
 
 class Team(DataObject, hybrid_name="dlsurfteam"):
@@ -111,6 +111,18 @@ def test_a_sum_of_lists_run_under_two_stores_is_refused(context: Context, pair_u
         here + there
     with pytest.raises(ConfigurationError, match="another configure"):
         there + here
+
+
+def test_pop_of_an_object_deleted_since_the_list_ran_raises_and_keeps_it_listed(context: Context) -> None:
+    made = _players(_team(), 3)
+    result = DataList(Player)
+    result.sort()
+    gone = result.guids[-1]
+    Player(gone).delete()
+    with pytest.raises(ObjectNotFoundError, match="deleted since the list was made"):
+        result.pop()
+    assert result.guids[-1] == gone and len(result) == 3  # refused: nothing taken out
+    assert result.pop(0).guid == made[0].guid and len(result) == 2
 
 
 # --- guids= ------------------------------------------------------------------------------------

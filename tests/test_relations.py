@@ -471,6 +471,15 @@ def test_reverse_list_costs_constant_round_trips(
     assert second <= 5 and calls["persistent.scan_keys"] == 1, calls
 
 
+def test_objects_loaded_together_share_one_instance_of_a_related_object(context: Context) -> None:
+    shelf, _ = shelf_with_books(2)
+    first, second = list(Shelf(shelf.guid).books)
+    assert first.shelf is second.shelf  # one batch load: one instance, as docs/relations.md says
+    first.shelf.label = "edited, not saved"
+    assert second.shelf.label == "edited, not saved"  # an unsaved edit through one shows through both
+    assert Book(second.guid).shelf.label == "s"  # an object loaded on its own loads its own
+
+
 # --- refresh ------------------------------------------------------------------------------
 
 

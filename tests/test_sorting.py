@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import enum
+import sys
+from typing import Any
+
+import natsort
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from identity_hybrids import Bag, Shelf
 
-from dal import DataList
+from dal import DataList, DataObject, Property
 from dal.config import Context
+from dal.query.ordering import sortable
+
+LIMIT = sys.get_int_max_str_digits() or 4300  # the longest digit run int() converts
+
+
+class Level(enum.Enum):
+    LOW = 2
+    MID = 9
+    HIGH = 10
+
+
+class Task(DataObject, hybrid_name="sorttask"):
+    __properties: list[Property[Any]] = [Property("name", str), Property("level", Level, mandatory=False)]
 
 
 def _shelves(*rows: dict[str, object]) -> dict[str, Shelf]:
@@ -63,3 +83,44 @@ def test_a_key_function_returning_containers_sorts_too(context: Context, key: ob
     result = DataList(Shelf)
     result.sort(key=key)  # type: ignore[arg-type]
     assert {shelf.name for shelf in result} == {"a", "b"}
+
+
+# a digit run: short, or about as long as int() converts (leading zeros included), in any script
+_RUNS = st.builds(lambda zeros, digit, length: "0" * zeros + digit * length, st.sampled_from([0, 1, 3000]),
+                  st.sampled_from("19٣"), st.sampled_from([1, 2, LIMIT - 1, LIMIT, LIMIT + 1, LIMIT + 700]))
+_NAMES = st.lists(st.one_of(st.text("aB -", min_size=1, max_size=2), _RUNS, st.just("²")),
+                  max_size=4).map("".join)
+
+
+@given(st.lists(_NAMES, max_size=6))
+def test_digit_runs_too_long_for_an_int_sort_by_value_among_the_others(names: list[str]) -> None:
+    natural = natsort.natsort_keygen()
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)  # no limit: natsort reads every run as the number it is
+    try:
+        expected = sorted(names, key=natural), sorted(names, key=natural, reverse=True)
+    finally:
+        sys.set_int_max_str_digits(limit)
+    # never a TypeError between an int and a run's text
+    assert (sorted(names, key=sortable), sorted(names, key=sortable, reverse=True)) == expected
+
+
+def test_a_name_with_a_digit_run_too_long_for_an_int_sorts_after_shorter_numbers(context: Context) -> None:
+    long = "disk" + "1" * (LIMIT + 700)
+    _shelves({"name": long}, {"name": "disk2"}, {"name": "disk10"}, {"name": "disk" + "0" * LIMIT + "5"})
+    result = DataList(Shelf)
+    result.sort()
+    assert [shelf.name for shelf in result] == ["disk2", "disk" + "0" * LIMIT + "5", "disk10", long]
+    result.sort(key="name", reverse=True)
+    assert result[0].name == long
+
+
+def test_an_enum_sorts_by_its_values_as_the_ordering_operators_compare_them(context: Context) -> None:
+    for name, level in (("h", Level.HIGH), ("l", Level.LOW), ("u", None), ("m", Level.MID)):
+        Task(data={"name": name, "level": level}).save()
+    result = DataList(Task)
+    result.sort(key="level")
+    assert [task.name for task in result] == ["u", "l", "m", "h"]  # 2 < 9 < 10, not by JSON text
+    below = DataList(Task, {"items": [("level", "LT", Level.HIGH)]})
+    below.sort(key="level")
+    assert [task.name for task in below] == ["l", "m"]  # the same order as LT/GT's

@@ -299,18 +299,18 @@ class DataList(Generic[T]):
 
     def remove(self, obj: T) -> None:
         """Take ``obj`` out of this list (the object itself is untouched); ValueError when absent."""
-        self._run()
-        assert self._guids is not None
+        guids = self._run()
         try:
-            self._guids.remove(_guid(obj))
+            guids.remove(_guid(obj))
         except ValueError:
             raise ValueError(f"{obj!r} is not in this DataList") from None
 
     def pop(self, index: int = -1) -> T:
-        """Take the object at ``index`` out of this list and return it."""
-        self._run()
-        assert self._guids is not None
-        return self._object(self._guids.pop(index))
+        """Take the object at ``index`` out and return it; ObjectNotFoundError leaves the list as it was."""
+        guids = self._run()
+        obj = self._object(guids[index])
+        del guids[index]
+        return obj
 
     def reverse(self) -> None:
         self._run()

@@ -11,9 +11,13 @@ boolean never against a number); :func:`sortable` ranks the Python values ``sort
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import functools
 import math
 import operator as operator_module
+import sys
 import typing
+import unicodedata
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -147,8 +151,55 @@ def ordering_test(operator: str, parse: Parse, bound: Any) -> Callable[[Any], bo
 
 # --- sorting -------------------------------------------------------------------------------
 
-_natural = natsort.natsort_keygen()
+_natsort = natsort.natsort_keygen()
 _DATES = (dt.datetime, dt.date, dt.time)
+
+
+@functools.total_ordering
+class _Long:
+    """A run of more digits than ``int()`` converts (``sys.get_int_max_str_digits()``, 4,300 by
+    default), leading zeros dropped: larger than every int of a natural key, so after them, and
+    ordered among such runs by value (by length, then as text: its digits are ASCII)."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: str) -> None:
+        self.digits = digits
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _Long):
+            return self.digits == other.digits
+        return False if isinstance(other, int) else NotImplemented
+
+    def __lt__(self, other: object) -> bool:
+        if isinstance(other, _Long):
+            return (len(self.digits), self.digits) < (len(other.digits), other.digits)
+        return False if isinstance(other, int) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # compared within keys, never hashed
+
+
+def _natural(text: str) -> tuple[Any, ...]:
+    """Return natsort's key of ``text`` (text, then number, then text...), each digit run a number.
+
+    natsort leaves a digit run too long for ``int()`` as text, where it would meet another key's int
+    (a TypeError): such a run becomes a :class:`_Long` in a number's place, so any two keys compare.
+    """
+    key = _natsort(text)
+    limit = sys.get_int_max_str_digits()
+    if not limit or len(text) <= limit:  # no run too long (normalizing text never adds digits)
+        return key
+    rebuilt: list[Any] = []
+    for part in key:
+        if part == "":  # natsort's separator before a number: put back below, where numbers stand
+            continue
+        if isinstance(part, str) and part.isdecimal():
+            digits = "".join(str(unicodedata.decimal(char)) for char in part).lstrip("0") or "0"
+            part = int(digits) if len(digits) <= limit else _Long(digits)
+        if not isinstance(part, str) and (not rebuilt or not isinstance(rebuilt[-1], str)):
+            rebuilt.append("")
+        rebuilt.append(part)
+    return tuple(rebuilt)
 
 
 def sortable(value: Any) -> Any:
@@ -156,10 +207,12 @@ def sortable(value: Any) -> Any:
 
     Unset first, then booleans, numbers (int, float and Decimal together, by value; NaN
     last), text in
-    natural order (``disk2`` before ``disk10``, any digits Unicode knows), dates and times (in
+    natural order (``disk2`` before ``disk10``, any digits Unicode knows, a run too long for an
+    int too: see :func:`_natural`), dates and times (in
     time, see :func:`_chronological`) and timedeltas (by length), related objects (by guid),
     tuples (element by element, each element ranked so), and anything else by its canonical JSON
-    text (or its repr). ``sort()`` hands a multi-key sort its keys as a tuple: the same order.
+    text (or its repr); an Enum member ranks as its value. ``sort()`` hands a multi-key sort its
+    keys as a tuple: the same order.
     """
     if value is None:
         return (0,)
@@ -178,6 +231,8 @@ def sortable(value: Any) -> Any:
         return related(value.guid)
     if isinstance(value, tuple):  # a tuple-typed value (or a key function's several keys)
         return (6, tuple(sortable(item) for item in value))
+    if isinstance(value, enum.Enum):  # by its value, as stored and as LT/GT compare it
+        return sortable(value.value)
     try:
         return (7, canonical(value))
     except (TypeError, ValueError):
