@@ -1,6 +1,7 @@
 """Pydantic models of a mirrored hybrid: ``to_model()`` refreshes a stale object first, as any read does,
 and ``from_model`` takes back a full body of what ``to_model()`` gave, whose ``info``, ``cached_at`` and
-``error`` (written by refreshes only) it never takes: a refresh since the GET changes them."""
+``error`` (written by refreshes only) it never takes: a refresh since the GET changes them; nor the parsed
+properties the body holds as its own ``info`` gives them (the GET's values), which that refresh wrote too."""
 
 from __future__ import annotations
 
@@ -78,14 +79,38 @@ def test_from_model_never_takes_a_mirror_field_from_a_body(
         MirroredVM(guid).info = {}
 
 
+def _refreshed_after_a_get(remote: Remote, clock: Clock) -> tuple[str, str, dict[str, object]]:
+    """Save a mirrored object, GET it (status running, ram 512), then let a refresh store a new answer
+    (stopped, 1024); return its guid, hostname and the GET's body as JSON data."""
+    guid, hostname = _saved(remote)
+    body = json.loads(MirroredVM(guid).to_model().model_dump_json())  # the GET
+    remote.answers[instance_path(hostname)] = answer(hostname, "stopped", memory=1024)
+    clock.time += TIMEOUT
+    assert (MirroredVM(guid).status, MirroredVM(guid).ram) == ("stopped", 1024)  # a refresh after the GET
+    return guid, hostname, body
+
+
 def test_a_put_of_a_body_from_before_a_refresh_keeps_what_the_refresh_wrote(
         context: Context, remote: Remote, clock: Clock) -> None:
-    guid, hostname = _saved(remote)
-    schema = MirroredVM.model()
-    body = MirroredVM(guid).to_model().model_dump_json()  # the GET
-    remote.answers[instance_path(hostname)] = answer(hostname, "stopped")
-    clock.time += TIMEOUT
-    assert MirroredVM(guid).status == "stopped"  # a refresh after the GET
-    MirroredVM.from_model(schema.model_validate({**json.loads(body), "note": "mine"})).save()  # the PUT
+    guid, hostname, body = _refreshed_after_a_get(remote, clock)
+    MirroredVM.from_model(MirroredVM.model().model_validate({**body, "note": "mine"})).save()  # the PUT
     again = MirroredVM(guid)
-    assert again.note == "mine" and again.info == answer(hostname, "stopped") and remote.count() == 2
+    assert again.note == "mine" and again.info == answer(hostname, "stopped", memory=1024)
+    # the parsed properties the body holds as its own info gives them are the GET's: the refresh's stay
+    assert (again.status, again.ram) == ("stopped", 1024) and not again.stale and remote.count() == 2
+
+
+def test_a_put_changing_a_parsed_property_writes_it(context: Context, remote: Remote, clock: Clock) -> None:
+    guid, hostname, body = _refreshed_after_a_get(remote, clock)
+    MirroredVM.from_model(MirroredVM.model().model_validate({**body, "status": "paused"})).save()
+    again = MirroredVM(guid)  # the client's change is taken; what it did not change, the refresh's stays
+    assert (again.status, again.ram, again.info) == ("paused", 1024, answer(hostname, "stopped", memory=1024))
+
+
+@pytest.mark.parametrize("info", [None, {"name": "no status"}], ids=["never-refreshed", "unparsable"])
+def test_a_put_whose_info_parses_to_nothing_takes_its_values_as_given(
+        context: Context, remote: Remote, clock: Clock, info: object) -> None:
+    guid, _, body = _refreshed_after_a_get(remote, clock)
+    MirroredVM.from_model(MirroredVM.model().model_validate({**body, "info": info})).save()
+    again = MirroredVM(guid)  # nothing to compare with: each value the body holds is written
+    assert (again.status, again.ram, again.info["status"]) == ("running", 512, "stopped")

@@ -12,20 +12,20 @@ nothing: the stored answer may have been asked after its own, and no clock tells
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dal.backends.base import Entry
 from dal.cache.versions import changed_versions
 from dal.config import Context
-from dal.exceptions import InvalidValueError, MirrorError, RaceConditionError, UniqueConstraintError
+from dal.exceptions import MirrorError, RaceConditionError, UniqueConstraintError
 from dal.objects.dataobject import DataObject
+from dal.objects.mirrored import parsed
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.spelling import unchanged
 from dal.objects.transaction import Document, Plan, decode, edited_since, encode, plan_write, retry_from
 from dal.objects.writes import MAX_ATTEMPTS, unique_owners
-from dal.structures import MIRROR_FIELDS
 from dal.values import canonical, same
 
 #: the fields of a mirrored object only refreshes write
@@ -49,36 +49,6 @@ class Stored:
 def digest(info: Any) -> str:
     """Return the digest of the canonical JSON of a remote answer (key order and spacing do not count)."""
     return hashlib.sha256(canonical(info).encode()).hexdigest()
-
-
-def parsed(cls: type[DataObject], info: dict[str, Any]) -> dict[str, Any]:
-    """Return ``cls.parse_persistent_info(info)`` validated like assignments, in stored (JSON) form.
-
-    Raises MirrorError for a name that is not one of the hybrid's own properties (a relation, a
-    mirror field, a typo), InvalidValueError for a value its property refuses, None for a
-    mandatory one included: an assignment may leave it unset until a save, but a refresh writes
-    it, and storing it would make the next unrelated save fail with MissingMandatoryFieldsError.
-    """
-    parse = getattr(cls, "parse_persistent_info", None)
-    if parse is None:
-        return {}
-    found = parse(info)
-    if not isinstance(found, Mapping):
-        raise MirrorError(f"{cls.__name__}.parse_persistent_info returned {type(found).__name__}, not a dict "
-                          "{property: value}")
-    properties = cls._meta.properties
-    result: dict[str, Any] = {}
-    for name, value in found.items():
-        prop = properties.get(name)
-        if prop is None or name in MIRROR_FIELDS:
-            known = ", ".join(sorted(set(properties) - set(MIRROR_FIELDS)))
-            raise MirrorError(f"{cls.__name__}.parse_persistent_info returned {name!r}, which is not a "
-                              f"property it may set; its properties: {known}")
-        if value is None and prop.mandatory:
-            raise InvalidValueError(f"{cls.__name__}.parse_persistent_info returned None for {name!r}, "
-                                    "a mandatory property")
-        result[name] = prop.validator.to_json(prop.validator(value))
-    return result
 
 
 def parsed_names(cls: type[DataObject], info: Any) -> frozenset[str]:

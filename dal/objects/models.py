@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Optional
 from pydantic import BaseModel, Field, PlainValidator, Strict, ValidationError, WithJsonSchema, create_model
 
 from dal.exceptions import InvalidValueError, MissingMandatoryFieldsError, ObjectNotFoundError
+from dal.objects.mirrored import shown_as_parsed
 from dal.objects.model_values import HybridModel, changed_on, checked, remember, trusted_validation, values_of
 from dal.objects.refusals import changeable, check_containers
 from dal.objects.transaction import decode
@@ -262,22 +263,27 @@ def from_model(hybrid: type, meta: HybridMeta, model: BaseModel) -> Any:
         check_guid(guid, f"{meta.cls.__name__}.from_model(...): the model's guid")
         stored = meta.cls._load_many([guid]).get(guid)
         if stored is not None:
-            stored._fill(_unmirrored(meta, changed_on(model, guid, values)))
+            # a parsed property the body holds as its own info shows it: the GET's, not the client's
+            shown = shown_as_parsed(hybrid, values) if meta.mirror is not None else frozenset()
+            stored._fill(_unmirrored(meta, changed_on(model, guid, values), shown))
             return stored
-    obj = hybrid(data=_unmirrored(meta, values))
+    obj = hybrid(data=_unmirrored(meta, values, frozenset()))
     if guid is not None:
         obj.__dict__["guid"] = guid
     return obj
 
 
-def _unmirrored(meta: HybridMeta, values: dict[str, Any]) -> dict[str, Any]:
+def _unmirrored(meta: HybridMeta, values: dict[str, Any], shown: frozenset[str]) -> dict[str, Any]:
     """Return ``values`` without a mirrored hybrid's ``info``, ``cached_at`` and ``error``: a full body
     of what ``to_model()`` gave holds them, and a refresh since then changes them; written only by
-    refreshes, they are never taken from a body (as a REST API ignores its read-only fields)."""
+    refreshes, they are never taken from a body (as a REST API ignores its read-only fields). Nor are
+    the parsed properties named in ``shown`` (:func:`~dal.objects.mirrored.shown_as_parsed`), which hold
+    what the body's ``info`` gives: a refresh since may have written them too; one the client changed
+    is taken."""
     if meta.mirror is None:
         return values
     return {name: value for name, value in values.items()
-            if not isinstance(meta.properties.get(name), MirrorField)}
+            if name not in shown and not isinstance(meta.properties.get(name), MirrorField)}
 
 
 def check_depth(depth: object) -> None:
