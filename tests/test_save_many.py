@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
 from query_hybrids import Item
+from relation_hybrids import Owner, Passport
 from typed_example import TBackend, TBackendType
 
 import dal
@@ -14,6 +16,7 @@ from dal import DataList
 from dal.backends.base import Put
 from dal.config import Context
 from dal.exceptions import (
+    ConcurrencyError,
     InvalidValueError,
     MissingMandatoryFieldsError,
     ObjectNotFoundError,
@@ -278,6 +281,76 @@ def test_a_refusal_after_a_concurrent_change_names_the_object_and_what_was_store
     assert f"save_many: TBackendType {mine.guid} refused after another writer changed it" in message
     assert "the other objects of its commit were stored" in message
     assert sorted(kind.name for kind in DataList(TBackendType)) == ["taken", "theirs", "w0", "w1", "w2"]
+
+
+def test_each_object_changed_concurrently_is_saved_again_though_one_is_refused(context: Context) -> None:
+    """Three objects of one commit changed by another writer: once the first one's merge was refused, the
+    others were never saved again, though the message said they were stored."""
+    kind = TBackendType(name="ALBA", code="alba")
+    first, mergeable, last = (TBackend(name=name, backend_type=kind) for name in ("a", "b", "c"))
+    dal.save_many([first, mergeable, last, kind])
+    for mine, field, value in ((first, "status", "RUNNING"), (mergeable, "tags", ["theirs"]),
+                               (last, "status", "RUNNING")):
+        theirs = TBackend(mine.guid)
+        setattr(theirs, field, value)
+        theirs.save()
+    first.status, mergeable.size, last.status = "STOPPED", 7, "STOPPED"  # two conflicts, one merge
+    with pytest.raises(ConcurrencyError) as refused:
+        dal.save_many([first, mergeable, last], datastore_wins=None)
+    stored = TBackend(mergeable.guid)
+    assert (stored.size, stored.tags) == (7, ["theirs"])  # saved, as the message says
+    assert [TBackend(mine.guid).status for mine in (first, last)] == ["RUNNING", "RUNNING"]
+    message = str(refused.value)
+    assert message.startswith(f"save_many: TBackend {first.guid} refused after another writer changed it "
+                              "(the other objects of its commit were stored except "
+                              f"TBackend {last.guid} (refused too: ConcurrencyError: "), message
+
+
+def _handover_no_order_stores(case: str) -> tuple[list[Any], Any, str]:
+    """Stored objects changed so that one takes what another gives up, which must then be stored first,
+    while it links to the taker or takes back what the taker gives up: the call, the taker, and why."""
+    kind = TBackendType(name="ALBA", code="alba")
+    kind.save()
+    if case == "a giver linking to its new taker":
+        giver = TBackend(name="x", backend_type=kind)
+        giver.save()
+        taker = TBackend(name="x", backend_type=kind)  # new: takes the name 'x' ...
+        giver.name, giver.parent = "y", taker  # ... which the giver gives up, linking to it
+        return [taker, giver], taker, f"TBackend {giver.guid} links to new TBackend {taker.guid}"
+    if case == "a swap of unique values":
+        taker, giver = TBackendType(name="1", code="one"), TBackendType(name="2", code="two")
+        dal.save_many([taker, giver])
+        taker.code, giver.code = "two", "one"
+    else:  # a swap of one-to-one targets
+        bob, ann = Owner(data={"name": "bob"}), Owner(data={"name": "ann"})
+        taker = Passport(data={"number": "1", "holder": bob})
+        giver = Passport(data={"number": "2", "holder": ann})
+        dal.save_many([bob, ann, taker, giver])
+        taker.holder, giver.holder = ann, bob
+    name = type(taker).__name__
+    return [taker, giver], taker, f"{name} {giver.guid} takes what {name} {taker.guid} gives up \\(a swap\\)"
+
+
+@pytest.mark.parametrize("case", ["a giver linking to its new taker", "a swap of unique values",
+                                  "a swap of one-to-one targets"])
+def test_a_handover_no_order_of_commits_can_store_is_refused_before_anything_is_written(
+        context: Context, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """It was refused at its commit, after the commits placed before it in the same call were written."""
+    objects, taker, why = _handover_no_order_stores(case)
+    before = {obj.guid: obj._raw for obj in objects if obj._raw is not None}
+    monkeypatch.setattr(bulk, "MAX_OPS", 1)  # one object per commit: the first ones would be written
+    fine = TBackendType(name="fine", code="fine")
+    with pytest.raises(UniqueConstraintError) as refused:  # OneToOneError for a one-to-one target
+        dal.save_many([fine, *objects])
+    assert fine._raw is None and TBackendType.where(TBackendType.code == "fine").count() == 0
+    assert {guid: type(taker)(guid)._raw for guid in before} == before
+    if taker._raw is None:  # the new taker
+        with pytest.raises(ObjectNotFoundError):
+            type(taker)(taker.guid)
+    message = str(refused.value)
+    assert re.match(f"save_many: {type(taker).__name__} {taker.guid} refused, nothing of this call written: "
+                    f"it takes what .* gives up, so .* must be stored first, but {why}: no order of commits "
+                    "can store both. Give .* a value or link no object holds", message), message
 
 
 def _record_rewritten_before_the_commit(context: Context, monkeypatch: pytest.MonkeyPatch, meta: Any) -> None:

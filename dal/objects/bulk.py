@@ -10,32 +10,33 @@ matter to links: a new object goes in the commit of the objects linking to it or
 new objects linking to each other in a cycle share one commit. A link to an object created in the
 same commit needs no existence check: both land together or neither does. Nor does it matter to a
 handover: an object giving up a unique value or a one-to-one target goes in a commit before the one
-of the object taking it (two objects taking each other's, a swap, are refused in any order).
+of the object taking it (:mod:`dal.objects.bulk_order`). Where no order of commits can do both (a
+swap, or a giver linking to the new object taking what it gives up), the taker is refused with the
+error ``save()`` raises before anything is written.
 
 A commit refused on a constraint (a unique value taken, a missing target, a one-to-one link taken)
 raises the error ``save()`` raises, naming the object; nothing of that commit is written, and the
 commits before it stay written. A cycle no commit can hold (over MAX_OPS, or two of its objects
 claiming one unique value) is refused before anything is written. A commit refused because an
-object changed concurrently commits the others together, then saves those objects one by one with
+object changed concurrently commits the others together, then saves each of those objects with
 ``save()`` (its merge rules and errors; as in ``save()``, a unique value or link refused to an object
-that changed concurrently is left to that merge, which may find it its own).
+that changed concurrently is left to that merge, which may find it its own), every one even when an
+earlier one is refused, and raises the first refusal, naming the others refused.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from dal.backends.base import Check, Delete, Exists, Op, Put, Revision
+from dal.backends.base import Check, Op
 from dal.config import Context, current
 from dal.exceptions import CommitOutcomeUnknownError, DalError, InvalidValueError, RaceConditionError
+from dal.objects.bulk_order import _Item, _label, _name, _ordered, _raise_naming, _targets
 from dal.objects.refusals import check_datastore_wins
 from dal.objects.schema import onetoone_ready
-from dal.objects.transaction import Document, Plan
 from dal.objects.views import SCHEMA, stale
-from dal.objects.writes import MAX_ATTEMPTS, Writes, _Save
+from dal.objects.writes import MAX_ATTEMPTS, Writes
 from dal.values import safe_repr
 
 #: operations (and, separately, checks) per commit: etcd refuses more by default; one is the journal's
@@ -43,36 +44,6 @@ MAX_OPS = 127
 #: bytes of keys and values written per commit: etcd refuses a request over its --max-request-bytes
 #: (1.5 MiB by default) whole; what is left is for the checks, the journal record and the framing
 MAX_BYTES = 1 << 20
-
-
-@dataclass
-class _Item:
-    obj: Any
-    plan: Plan
-    new: Document
-    save: _Save
-    created: bool
-    invalidate: list[str] = field(default_factory=list)
-
-    @property
-    def doc(self) -> str:
-        """The key of the object's document: the plan's first op writes it."""
-        return self.plan.ops[0].key if isinstance(self.plan.ops[0], Put) else ""
-
-    @property
-    def size(self) -> int:
-        """Bytes of the keys and values the plan writes (keys are ASCII: their length is their size)."""
-        return sum(len(op.key) + len(op.value) if isinstance(op, Put) else len(getattr(op, "key", ""))
-                   for op in self.plan.ops)
-
-    def keys(self) -> set[str]:
-        """The keys the plan writes or claims. Not those it only checks exist: that check holds whatever
-        another plan of the commit writes there (an existing target stays; one created alongside is not
-        checked), so a link never keeps its target out of its commit."""
-        return {getattr(op, "key", getattr(op, "prefix", "")) for op in self.plan.ops} | \
-            {getattr(check, "key", getattr(check, "prefix", "")) for check, reason in
-             zip(self.plan.checks, self.plan.reasons, strict=True)
-             if not isinstance(check, Exists) and reason is not SCHEMA}  # every create checks the record
 
 
 def save_many(objects: Iterable[Writes], datastore_wins: bool | None = False) -> None:
@@ -119,13 +90,6 @@ def _plan(context: Context, obj: Any, datastore_wins: bool | None) -> _Item | No
     return _Item(obj, plan, new, save, stored is None, invalidate)
 
 
-def _targets(item: _Item) -> dict[int, str]:
-    """The existence checks of the plan's link targets: check index -> the target's document key."""
-    return {index: check.key for index, (check, reason) in enumerate(zip(item.plan.checks, item.plan.reasons,
-                                                                          strict=True))
-            if reason.kind == "target" and isinstance(check, Exists)}
-
-
 def _sent(item: _Item, created: set[str]) -> list[int]:
     """The indexes of the checks of ``item`` a commit sends, when it creates the documents ``created``.
 
@@ -146,113 +110,6 @@ def _views(chunk: list[_Item]) -> dict[Check, list[_Item]]:
             if reason is SCHEMA:
                 views.setdefault(check, []).append(item)
     return views
-
-
-def _ordered(items: list[_Item]) -> list[list[_Item]]:
-    """Group the items into the cycles of new objects linking to each other (one item where there is none),
-    each group after the groups of the new objects it links to, and otherwise in the listed order.
-
-    A group shares one commit, and follows its targets into the same commit or a later one, so no commit
-    checks for a document a later commit creates (Tarjan's strongly connected components, which come
-    out targets first; iterative, as a long chain would pass Python's recursion limit).
-    """
-    created = {item.doc: number for number, item in enumerate(items) if item.created}
-    targets = [[created[key] for key in _targets(item).values() if key in created] for item in items]
-    order: dict[int, int] = {}  # when each item was first reached
-    low: dict[int, int] = {}  # the earliest item, still unplaced, reached from it
-    stack: list[int] = []
-    unplaced: set[int] = set()  # the items on the stack
-    members: list[list[int]] = []  # the groups, as the indexes of their items
-    for root in range(len(items)):
-        if root in order:
-            continue
-        work = [(root, 0)]
-        while work:
-            node, edge = work.pop()
-            if edge == 0:
-                order[node] = low[node] = len(order)
-                stack.append(node)
-                unplaced.add(node)
-            if edge < len(targets[node]):
-                work.append((node, edge + 1))
-                target = targets[node][edge]
-                if target not in order:
-                    work.append((target, 0))
-                elif target in unplaced:
-                    low[node] = min(low[node], order[target])
-                continue
-            if low[node] == order[node]:
-                group = [stack.pop()]
-                while group[-1] != node:
-                    group.append(stack.pop())
-                unplaced.difference_update(group)
-                members.append(sorted(group))
-            if work:  # back in the item that linked to this one
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-    return _givers_first(items, members, targets)
-
-
-def _givers_first(items: list[_Item], members: list[list[int]],
-                  targets: list[list[int]]) -> list[list[_Item]]:
-    """Put each group giving up a unique value or a one-to-one target (deleting its key) before the groups
-    taking it (checking the key absent), still after the groups of the new objects it links to; otherwise
-    keep the order. A handover then commits whatever order it is listed in: the giver's commit first.
-    Groups taking each other's keys (a swap, which no order of commits can store) keep their order.
-    ``members``: the items of each group, as _ordered placed them; ``targets``: the items each links to.
-    """
-    groups = [[items[member] for member in group] for group in members]
-    given = {op.key: number for number, group in enumerate(groups) for item in group for op in item.plan.ops
-             if isinstance(op, Delete)}
-    takes: list[set[int]] = [set() for _ in groups]  # the groups giving up what each takes
-    for number, group in enumerate(groups):
-        for item in group:
-            for check, reason in zip(item.plan.checks, item.plan.reasons, strict=True):
-                if isinstance(check, Revision) and reason.kind in ("unique", "onetoone"):
-                    takes[number].add(given.get(check.key, number))
-        takes[number].discard(number)
-    if not any(takes):
-        return groups
-    # _ordered's own links, each to an earlier group (of two copies of a new object, to the one it chose)
-    group_of = {member: number for number, group in enumerate(members) for member in group}
-    links = [{group_of[target] for member in group for target in targets[member]} - {number}
-             for number, group in enumerate(members)]
-    return [groups[number] for number in _sorted(links, takes)]
-
-
-def _sorted(links: list[set[int]], takes: list[set[int]]) -> list[int]:
-    """Order the groups each after those of ``links`` (new targets: earlier groups, as _ordered placed
-    them) and, where no swap forbids, after those of ``takes``; the lowest number first among the ready."""
-    link_wait, take_wait = [len(before) for before in links], [len(before) for before in takes]
-    link_next: list[list[int]] = [[] for _ in links]
-    take_next: list[list[int]] = [[] for _ in takes]
-    for number, (linked, taken) in enumerate(zip(links, takes, strict=True)):
-        for before in linked:
-            link_next[before].append(number)
-        for before in taken:
-            take_next[before].append(number)
-    free = [number for number, waits in enumerate(link_wait) if not waits]  # its new targets placed
-    ready = [number for number in free if not take_wait[number]]  # and what it takes given up
-    done = [False] * len(links)
-    placed: list[int] = []
-    while len(placed) < len(links):
-        while ready and done[ready[0]]:
-            heapq.heappop(ready)
-        while done[free[0]]:  # never empties: the lowest unplaced group links to placed ones only
-            heapq.heappop(free)
-        number = heapq.heappop(ready if ready else free)  # nothing ready: a swap, in listed order
-        done[number] = True
-        placed.append(number)
-        for after in link_next[number]:
-            link_wait[after] -= 1
-            if not link_wait[after]:
-                heapq.heappush(free, after)
-        for after in take_next[number]:
-            take_wait[after] -= 1
-        for after in (*link_next[number], *take_next[number]):
-            if not link_wait[after] and not take_wait[after] and not done[after]:
-                heapq.heappush(ready, after)
-    return placed
 
 
 def _pack(groups: list[list[_Item]], after: str = "") -> list[list[_Item]]:
@@ -350,14 +207,26 @@ def _commit(context: Context, chunk: list[_Item], datastore_wins: bool | None, a
     rest = [item for item in chunk if id(item.obj) not in changed]
     if rest:
         _commit_again(context, rest, datastore_wins, 0)
+    _save_changed(chunk, changed, datastore_wins)
+
+
+def _save_changed(chunk: list[_Item], changed: set[int], datastore_wins: bool | None) -> None:
+    """Save each object of ``changed`` again with ``save()`` (merged as it merges, with its retries and
+    errors), every one even when one is refused; then raise the first refusal, naming the others."""
+    refused: list[tuple[_Item, DalError]] = []
     for item in chunk:
         if id(item.obj) in changed:
             try:
-                item.obj.save(datastore_wins)  # merged as save() merges, with its retries and errors
+                item.obj.save(datastore_wins)
             except DalError as exc:
-                _name(exc, f"save_many: {_label(item)} refused after another writer changed it (the other "
-                           "objects of its commit were stored)")
-                raise
+                refused.append((item, exc))
+    if refused:
+        (first, error), others = refused[0], refused[1:]
+        but = " except " + "; ".join(f"{_label(other)} (refused too: {type(also).__name__}: {also})"
+                                     for other, also in others) if others else ""
+        _name(error, f"save_many: {_label(first)} refused after another writer changed it (the other objects "
+                     f"of its commit were stored{but})")
+        raise error
 
 
 def _replan(context: Context, chunk: list[_Item], datastore_wins: bool | None, attempt: int,
@@ -376,24 +245,6 @@ def _commit_again(context: Context, items: list[_Item], datastore_wins: bool | N
     """Plan ``items`` again and commit them, packed again: a plan from a fresh view may need more
     checks (a one-to-one relation no longer ready) than the chunk they came in could hold."""
     replanned = [_plan(context, item.obj, datastore_wins) for item in items]
-    for again in _pack(_ordered([item for item in replanned if item is not None]), after="this commit"):
+    kept = [item for item in replanned if item is not None]
+    for again in _pack(_ordered(kept, after="this commit"), after="this commit"):
         _commit(context, again, datastore_wins, attempt)
-
-
-def _label(item: _Item) -> str:
-    return f"{type(item.obj).__name__} {item.obj.guid}"
-
-
-def _raise_naming(item: _Item, index: int) -> None:
-    """Raise the error save() raises for this refusal, naming the object it refused."""
-    obj = item.obj
-    try:
-        obj._raise_constraint(item.plan, [index])
-    except DalError as exc:
-        _name(exc, f"save_many: {_label(item)} refused, nothing of its commit written")
-        raise
-
-
-def _name(exc: DalError, what: str) -> None:
-    """Put ``what`` (which object of the call, and what was written) before ``exc``'s message."""
-    exc.args = (f"{what}: {exc.args[0] if exc.args else exc}", *exc.args[1:])
