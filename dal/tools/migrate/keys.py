@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from dal.backends.base import Check, Entry, Op, Put, Revision
 from dal.keys import encode_value
 from dal.objects import schema
-from dal.objects.schema import SchemaRecord, complete_record
+from dal.objects.schema import SchemaRecord, complete_record, stored_fields
 from dal.objects.transaction import Document, encode
 from dal.tools.migrate.migrations import MigrationError, Operation
 from dal.tools.migrate.report import Violation
@@ -79,7 +79,8 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
                          v.field for v in (*survey.violations, *late) if v.kind == "dangling"))
         built = CompleteKeys(frozenset(survey.build_indexed), frozenset(built_unique),
                              frozenset(built_onetoone))
-        if built or survey.unverified:
+        # fields filled: a create by an older process before the record write may lack them
+        if built or survey.unverified or (marked and filled_fields(survey)):
             self._verify_later(meta, built)
         elif marked:  # nothing made ready (violations only): no window to check, no marker to leave
             self._unmark_building(meta)
@@ -126,11 +127,12 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
                              frozenset(survey.build_onetoone))
         if self.dry_run:
             return
-        # an older process may still store an object without these keys
-        self._mark_building(survey, survey.build_unique, empty=True)
+        # an older process may still store an object without these keys or fields (not scanned
+        # again here: every document is checked after the run)
+        marked = self._mark_building(survey, survey.build_unique, empty=True)
         self._record(survey, built_indexed=survey.build_indexed, built_unique=survey.build_unique,
                      built_onetoone=survey.build_onetoone)
-        if built:
+        if built or marked:
             self._verify_later(meta, built)
 
     def _dry_steps_only(self, meta: HybridMeta, pending_ops: list[tuple[int, list[Operation]]]) -> None:
@@ -143,7 +145,8 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
             self.report.objects[meta.name] += survey.would_write
 
     def _mark_building(self, survey: Survey, unique: tuple[str, ...], *, empty: bool = False) -> bool:
-        """Overridden by the verifier (:mod:`dal.tools.migrate.verify`); tell whether a marker was written."""
+        """Overridden by the verifier (:mod:`dal.tools.migrate.verify`): before building keys or filling
+        fields; tell whether a marker was written."""
         return False
 
     def _remark_building(self, meta: HybridMeta) -> None:
@@ -303,3 +306,14 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
                 return
             record = stored
         raise MigrationError(f"the schema record of {meta.cls.__name__} kept changing; run dal migrate again")
+
+
+def filled_fields(survey: Survey) -> list[str]:
+    """Return the fields a run fills and then records as held by every document, when an older process
+    may be creating documents without them (none else: such a run is checked after, and waits): the
+    survey found a document lacking a field, or the record marks one ``lacking``."""
+    record = survey.record
+    if not (survey.missing or (record is not None and record.model.get("lacking"))):
+        return []
+    held = stored_fields(record.model) if record is not None else frozenset()
+    return sorted((survey.meta.field_set - held) | set(survey.missing))

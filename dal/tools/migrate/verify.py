@@ -2,11 +2,14 @@
 
 A process running an older model trusts the record it read for up to ``READY_TTL``: saves it
 makes in that window after a run marked a key ready (or while the run was building it) do not
-maintain that key, and nothing drops it from *ready* if the process saves no more. So before
-building keys a run stores a marker of its own, ``m/verify/<hybrid>/<run id>`` (the fields being
-built; its first revision, or ``after``, bounds the documents to check), stores it again just
-before marking them ready, and once every hybrid is done it waits out the window and re-checks
-the keys of every document changed since: missing keys are written, entries left for old values
+maintain that key, and nothing drops it from *ready* if the process saves no more. Likewise its
+creates leave out the fields its model lacks: one committed after the run's pass over the
+documents and before the run records them as held by every document (``fill``) is never filled,
+and the record no longer marks them ``lacking``. So before building keys or filling fields a run
+stores a marker of its own, ``m/verify/<hybrid>/<run id>`` (the fields being built or filled; its
+first revision, or ``after``, bounds the documents to check), stores it again just before
+recording them, and once every hybrid is done it waits out the window and re-checks every
+document changed since: missing fields and keys are written, entries left for old values
 deleted, and its marker removed. The run checks from the bound it holds in memory, so another
 run removing its marker takes nothing from its check.
 
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from dal.backends.base import Delete, Put, Revision
 from dal.objects import schema
-from dal.tools.migrate.keys import HybridMigrator
+from dal.tools.migrate.keys import HybridMigrator, filled_fields
 from dal.tools.migrate.migrations import MigrationError
 from dal.tools.migrate.report import Violation
 from dal.tools.migrate.run import ATTEMPTS, CompleteKeys
@@ -34,7 +37,8 @@ from dal.tools.migrate.survey import Survey
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
 
-KINDS = ("indexed", "unique", "onetoone")
+#: a marker's lists: the fields whose keys of each kind are built, and those filled (``fill``)
+KINDS = ("indexed", "unique", "onetoone", "fill")
 
 #: (kind -> fields, documents above this revision to check, the marker's revision)
 Marker = tuple[dict[str, list[str]], int, int]
@@ -70,17 +74,18 @@ class KeyVerifier(HybridMigrator):
                              for n in names}))
 
     def _mark_building(self, survey: Survey, unique: tuple[str, ...], *, empty: bool = False) -> bool:
-        """Store this run's marker before building keys (``empty``: the survey found no document);
-        tell whether one was stored. A one-to-one relation already found violated is not built: not marked."""
+        """Store this run's marker before building keys or filling fields (``empty``: check every
+        document after the run, not only those saved since the marker); tell whether one was stored.
+        A one-to-one relation already found violated is not built: not marked."""
         if self.dry_run or not self.context.persistent.shared:
             return False  # no other process reaches this store: no older one can save meanwhile
         violated = {violation.field for violation in survey.violations}
         onetoone = tuple(name for name in survey.build_onetoone if name not in violated)
         fields = {"indexed": sorted(survey.build_indexed), "unique": sorted(unique),
-                  "onetoone": sorted(onetoone)}
+                  "onetoone": sorted(onetoone), "fill": filled_fields(survey)}
         if not any(fields.values()):
             return False
-        # empty: any document present later was saved since the survey
+        # empty: every document is checked (none present, or the run does not pass over them again)
         revision = self._put_marker(survey.meta.name, fields, 0 if empty else None)
         self._own_marks[survey.meta.name] = (fields, 0 if empty else revision, revision)
         return True
@@ -165,7 +170,7 @@ class KeyVerifier(HybridMigrator):
         if repaired:
             self.report.up_to_date = False
             self.say(f"{meta.name}: {repaired} object{'s' * (repaired != 1)} saved meanwhile by a process "
-                     "running an older model: keys repaired")
+                     "running an older model: fields and keys repaired")
         if violations:
             self._unmark(meta, violations)
         gone = marked.lost(ready)
@@ -198,3 +203,4 @@ class KeyVerifier(HybridMigrator):
                 return
             record = schema.read_record(self.context, meta.name)
         raise MigrationError(f"the schema record of {meta.cls.__name__} kept changing; run dal migrate again")
+
