@@ -114,3 +114,31 @@ def test_a_put_whose_info_parses_to_nothing_takes_its_values_as_given(
     MirroredVM.from_model(MirroredVM.model().model_validate({**body, "info": info})).save()
     again = MirroredVM(guid)  # nothing to compare with: each value the body holds is written
     assert (again.status, again.ram, again.info["status"]) == ("running", 512, "stopped")
+
+
+def _drifted(remote: Remote) -> str:
+    """Save a refreshed object (its info says running) whose status was then set locally to maintenance."""
+    guid, _ = _saved(remote)
+    vm = MirroredVM(guid)
+    assert vm.status == "running"  # type: ignore[attr-defined]
+    vm.status = "maintenance"  # type: ignore[attr-defined]
+    vm.save()
+    return guid
+
+
+def test_a_put_setting_a_parsed_property_to_what_info_gives_is_written(
+        context: Context, remote: Remote, clock: Clock) -> None:
+    """No refresh since the GET: the body's status equal to what its info parses to is the client's."""
+    guid = _drifted(remote)
+    body = json.loads(MirroredVM(guid).to_model().model_dump_json())
+    assert body["status"] == "maintenance" and body["info"]["status"] == "running"
+    MirroredVM.from_model(MirroredVM.model().model_validate({**body, "status": "running"})).save()
+    assert MirroredVM(guid).status == "running"  # type: ignore[attr-defined]
+    model = MirroredVM(guid).to_model()  # a model to_model() made tells its own change
+    model.status = "maintenance"  # type: ignore[attr-defined]
+    MirroredVM.from_model(model).save()
+    assert MirroredVM(guid).status == "maintenance"  # type: ignore[attr-defined]
+    model = MirroredVM(guid).to_model()
+    model.status = "running"  # type: ignore[attr-defined]
+    MirroredVM.from_model(model).save()
+    assert MirroredVM(guid).status == "running"  # type: ignore[attr-defined]

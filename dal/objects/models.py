@@ -33,7 +33,7 @@ from dal.objects.model_values import HybridModel, changed_on, checked, remember,
 from dal.objects.refusals import changeable, check_containers
 from dal.objects.transaction import decode
 from dal.structures import Dynamic, MirrorField, Property, check_guid
-from dal.values import identical, json_copy
+from dal.values import identical, json_copy, same
 
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
@@ -263,9 +263,14 @@ def from_model(hybrid: type, meta: HybridMeta, model: BaseModel) -> Any:
         check_guid(guid, f"{meta.cls.__name__}.from_model(...): the model's guid")
         stored = meta.cls._load_many([guid]).get(guid)
         if stored is not None:
-            # a parsed property the body holds as its own info shows it: the GET's, not the client's
-            shown = shown_as_parsed(hybrid, values) if meta.mirror is not None else frozenset()
-            stored._fill(_unmirrored(meta, changed_on(model, guid, values), shown))
+            changed = changed_on(model, guid, values)
+            # a body from before a refresh (its info is no longer the stored one): a parsed property it
+            # holds as that info shows it is the GET's, not the client's (a model to_model() made tells
+            # its own changes; a body whose info is current is taken whole, as any other hybrid's)
+            refreshed = meta.mirror is not None and changed is values and not same(
+                values.get("info"), stored._data.get("info"))
+            shown = shown_as_parsed(hybrid, values) if refreshed else frozenset()
+            stored._fill(_unmirrored(meta, changed, shown))
             return stored
     obj = hybrid(data=_unmirrored(meta, values, frozenset()))
     if guid is not None:
