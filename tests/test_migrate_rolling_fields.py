@@ -15,6 +15,8 @@ the keys of what older processes saved while keys were built (the last three tes
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -132,10 +134,12 @@ def test_a_newer_models_cached_result_on_the_default_lists_an_older_models_creat
     assert ask() == (both, "hit")
 
 
-def create_before_the_record_write(monkeypatch: pytest.MonkeyPatch, old: Any, name: str) -> None:
+@contextmanager
+def create_before_the_record_write(old: Any, name: str) -> Iterator[None]:
     """Make the older model create ``name`` once, as another process would, when ``dal migrate`` has
     passed over the documents and is about to record the model: the record is still the one the
-    older process's view holds, so its commit's check of it passes."""
+    older process's view holds, so its commit's check of it passes. (Not through ``monkeypatch``,
+    whose ``undo()`` would also undo ``short_ttl``.)"""
     record = HybridMigrator._record
 
     def late_create(self: HybridMigrator, survey: Any, *args: Any, **kwargs: Any) -> None:
@@ -143,18 +147,21 @@ def create_before_the_record_write(monkeypatch: pytest.MonkeyPatch, old: Any, na
             old(data={"name": name}).save()
         record(self, survey, *args, **kwargs)
 
-    monkeypatch.setattr(HybridMigrator, "_record", late_create)
+    HybridMigrator._record = late_create  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        HybridMigrator._record = record  # type: ignore[method-assign]
 
 
 def test_an_older_models_create_during_a_migrate_filling_fields_is_filled_by_its_check(
-        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+        context: Context) -> None:
     _, old = declare(1)
     owner, new = declare(2)
     new(data={"name": "by-new"}).save()
     old(data={"name": "by-old-1"}).save()  # marks size lacking
-    create_before_the_record_write(monkeypatch, old, "by-old-2")
-    report = migrate(context, [owner, new])  # fills by-old-1; by-old-2 is created behind its pass
-    monkeypatch.undo()
+    with create_before_the_record_write(old, "by-old-2"):
+        report = migrate(context, [owner, new])  # fills by-old-1; by-old-2 is created behind its pass
     assert stored(context)["by-old-2"] == {"name": "by-old-2", "size": 0, "owner_guid": None}
     assert any("1 object saved meanwhile by a process running an older model: fields and keys repaired"
                in line for line in report.lines), report.lines
@@ -166,7 +173,7 @@ def test_an_older_models_create_during_a_migrate_filling_fields_is_filled_by_its
 
 
 def test_an_older_models_create_while_migrate_only_records_the_filled_model_is_filled(
-        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+        context: Context) -> None:
     """The record marks ``size`` lacking but no stored document lacks it any more (the one that did was
     deleted): the run writes only the record, and checks every document after it."""
     _, old = declare(1)
@@ -175,9 +182,8 @@ def test_an_older_models_create_while_migrate_only_records_the_filled_model_is_f
     gone = old(data={"name": "by-old-1"})
     gone.save()  # marks size lacking
     gone.delete()
-    create_before_the_record_write(monkeypatch, old, "by-old-2")
-    migrate(context, [owner, new])
-    monkeypatch.undo()
+    with create_before_the_record_write(old, "by-old-2"):
+        migrate(context, [owner, new])
     assert stored(context)["by-old-2"] == {"name": "by-old-2", "size": 0, "owner_guid": None}
     assert migrate(context, [owner, new]).lines == ["up to date: nothing to do"]
 
@@ -190,12 +196,30 @@ def test_a_migrate_stopped_before_its_check_leaves_the_fill_to_the_next_run(
     owner, new = declare(2)
     new(data={"name": "by-new"}).save()
     old(data={"name": "by-old-1"}).save()
-    create_before_the_record_write(monkeypatch, old, "by-old-2")
-    monkeypatch.setattr(Migrator, "_verify_marked", lambda self: None)  # killed before its check
-    migrate(context, [owner, new])
-    monkeypatch.undo()
+    with create_before_the_record_write(old, "by-old-2"), monkeypatch.context() as killed:
+        killed.setattr(Migrator, "_verify_marked", lambda self: None)  # killed before its check
+        migrate(context, [owner, new])
     assert "size" not in stored(context)["by-old-2"]
     report = migrate(context, [owner, new])
     assert any("check keys of owner_guid, size" in line for line in report.lines), report.lines
+    assert stored(context)["by-old-2"] == {"name": "by-old-2", "size": 0, "owner_guid": None}
+    assert migrate(context, [owner, new]).lines == ["up to date: nothing to do"]
+
+
+@pytest.mark.parametrize("stored_before", [(), ("by-new",)])
+def test_an_older_models_create_during_a_migrate_of_a_record_it_wrote_is_filled(
+        context: Context, stored_before: tuple[str, ...]) -> None:
+    """The record is the older model's (its first save into the empty hybrid; that object since
+    deleted), so it lists no ``size`` and the older model's creates mark nothing: no document lacks
+    the field when the run scans, yet one created during the run does (found by a review)."""
+    _, old = declare(1)
+    owner, new = declare(2)
+    gone = old(data={"name": "by-old-1"})
+    gone.save()
+    gone.delete()
+    for name in stored_before:
+        new(data={"name": name}).save()
+    with create_before_the_record_write(old, "by-old-2"):
+        migrate(context, [owner, new])
     assert stored(context)["by-old-2"] == {"name": "by-old-2", "size": 0, "owner_guid": None}
     assert migrate(context, [owner, new]).lines == ["up to date: nothing to do"]

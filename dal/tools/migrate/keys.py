@@ -311,9 +311,11 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
 def filled_fields(survey: Survey) -> list[str]:
     """Return the fields a run fills and then records as held by every document, when an older process
     may be creating documents without them (none else: such a run is checked after, and waits): the
-    survey found a document lacking a field, or the record marks one ``lacking``."""
+    survey found a document lacking a field, or the record marks one ``lacking``, or does not list one
+    (an older model recorded it: its processes create without the field and mark nothing)."""
     record = survey.record
-    if not (survey.missing or (record is not None and record.model.get("lacking"))):
-        return []
     held = stored_fields(record.model) if record is not None else frozenset()
+    newer = survey.meta.field_set - held if record is not None else frozenset()
+    if not (survey.missing or newer or (record is not None and record.model.get("lacking"))):
+        return []
     return sorted((survey.meta.field_set - held) | set(survey.missing))
