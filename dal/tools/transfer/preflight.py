@@ -210,8 +210,8 @@ def _owns(keys: Keys, holder: str, document: Entry, key: str) -> bool:
 
 
 #: what to do about a unique or one-to-one key naming an object that is not stored, or does not hold its value
-STALE_ADVICE = ("run `dal check --repair` on that namespace to delete the stale keys, then load again "
-                "(no object holds those values)")
+STALE_ADVICE = ("run `dal check --repair` on that namespace, which deletes each stale key (or gives it to "
+                "the stored object that holds the value, which the next load then names), then load again")
 
 
 def _taken_line(taker: tuple[Item, str, Any], holder: str, owner: str, onetoone: bool, stale: str,
