@@ -12,7 +12,7 @@ from query_hybrids import Item, Kind
 
 from dal import DataList
 from dal.config import Context
-from dal.exceptions import InvalidQueryError, NotAConditionError
+from dal.exceptions import InvalidQueryError, NoSuchFieldError, NotAConditionError
 from dal.model.expressions import Condition, FieldExpression, Where, where
 from dal.query.grammar import compile_query, digest
 
@@ -175,3 +175,25 @@ def test_a_reverse_accessor_compared_as_a_field_says_it_is_none() -> None:
     """``Kind.items.name == 'x'`` compares the accessor's own name with 'x': False, refused saying why."""
     with pytest.raises(NotAConditionError, match=r"not False, .*reverse accessor .* is not a field"):
         Kind.where(Kind.items.name == "x")
+
+
+@pytest.mark.parametrize("name", ["name", "doc", "owner", "qualified", "guid_field"])
+def test_a_name_the_target_lacks_is_no_field_though_the_relation_spec_has_it(name: str) -> None:
+    """``Item.kind.name`` (Kind has no ``name``) read the Relation spec's ``name``, 'kind': the comparison
+    was a bool, refused as a reverse accessor; the grammar said Kind has no field 'name'."""
+    with pytest.raises(NoSuchFieldError, match=rf"Item\.kind\.{name}: Kind has no field '{name}'\. Fields:"):
+        getattr(Item.kind, name)
+    assert not hasattr(Item.kind, name)
+    with pytest.raises(InvalidQueryError, match=f"Kind has no field '{name}'"):
+        compile_query(Item._meta, {"type": "AND", "items": [(f"kind.{name}", "EQUALS", "x")]})
+    # the target's fields first, then the relation's own settings; a property still reads its spec
+    assert Item.kind.code.indexed and Item.kind.site.name.name == "name"  # Site has a name
+    assert (Item.kind.foreign_key, Item.kind.foreign_type, Item.kind.mandatory, Item.kind.onetoone,
+            Item.kind.target) == ("items", Kind, False, False, Kind) and Item.name.name == "name"
+    assert Item.kind_guid.foreign_key == "items"  # a relation's guid is no path into its target
+
+
+def test_a_comparison_of_no_field_says_one_side_was_no_field_expression() -> None:
+    """A bool where a condition belongs was blamed on a reverse accessor, whatever gave it."""
+    with pytest.raises(NotAConditionError, match=r"not False, .*one side was no field expression"):
+        Item.where(Item.kind.foreign_key == "box")

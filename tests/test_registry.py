@@ -7,14 +7,24 @@ CLI, the ERD and migrations.
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
 
 from dal import DataObject, Dynamic, Property, Relation
 from dal.config import Context
-from dal.exceptions import ConfigurationError, InvalidRelationError, InvalidValueError
+from dal.exceptions import (
+    ConfigurationError,
+    InvalidQueryError,
+    InvalidRelationError,
+    InvalidValueError,
+    NoSuchFieldError,
+)
 from dal.model.registry import hybrids
+from dal.model.validation import validate_document
+from dal.query.grammar import compile_query
+from dal.tools.erd.diagram import diagram
 
 
 def _state(cls: type[DataObject]) -> tuple[object, ...]:
@@ -338,3 +348,42 @@ def test_saving_a_guid_of_a_relation_to_an_abstract_base_says_so(local: Context)
     remedy = r"RsLink\.owner points at 'RsNamed', which is an abstract base .* deriving from it \(RsDisk\)"
     with pytest.raises(InvalidRelationError, match=remedy + r" \(the link cannot be checked"):
         link.save()
+
+
+def test_every_path_meeting_a_relation_to_an_abstract_base_names_it_so() -> None:
+    """The query builder, the grammar, ``dal erd`` and ``dal check``/``load`` said "not declared; import
+    the module" (which cannot help) or, the grammar, "RpLink.owner is not a relation" (it is)."""
+    class RpNamed(DataObject, abstract=True):
+        __properties = [Property("name", str, mandatory=False)]
+
+    class RpDisk(RpNamed):
+        pass
+
+    class RpLink(DataObject):
+        __relations = [Relation("owner", "RpNamed", "links", mandatory=False)]
+
+    remedy = (r"RpLink\.owner points at 'RpNamed', which is an abstract base \(abstract=True\), not a "
+              r"hybrid: .* deriving from it \(RpDisk\)")
+    with pytest.raises(NoSuchFieldError, match=r"RpLink\.owner\.name: " + remedy):
+        RpLink.owner.name  # noqa: B018 -- the read is the test
+    with pytest.raises(InvalidQueryError, match=r"in 'owner\.name', " + remedy):
+        compile_query(RpLink._meta, {"type": "AND", "items": [("owner.name", "EQUALS", "x")]})
+    with pytest.raises(ConfigurationError, match=remedy):
+        diagram([RpLink])
+    problems = validate_document(RpLink._meta, {"owner_guid": str(uuid.uuid4())}).problems
+    assert [problem.field for problem in problems] == ["owner_guid"]
+    assert re.fullmatch(remedy, problems[0].message)
+    assert RpLink.owner.foreign_key == "links"  # the relation's own settings still read
+
+
+def test_a_relation_to_a_name_not_declared_yet_still_says_to_import_it() -> None:
+    class RpLater(DataObject):
+        __relations = [Relation("owner", "RpNotYet", "laters", mandatory=False)]
+
+    remedy = r"RpLater\.owner points at hybrid 'RpNotYet', which has not been declared; import the module"
+    with pytest.raises(NoSuchFieldError, match=remedy):
+        RpLater.owner.name  # noqa: B018 -- the read is the test
+    with pytest.raises(ConfigurationError, match=remedy + r" that declares it \(dal erd --hybrids"):
+        diagram([RpLater])
+    problems = validate_document(RpLater._meta, {"owner_guid": str(uuid.uuid4())}).problems
+    assert re.match(remedy, problems[0].message)

@@ -9,12 +9,14 @@ tuples a hand-written query is, with the operators spelled as the strings the gr
 Nothing is validated here: the grammar checks fields and values when the query is made.
 
 A field expression also reads as the spec it stands for (``Backend.name.unique``, ``.owner``,
-``.validator``): reading a field on the class gave the spec itself before the builder existed.
+``.validator``): reading a field on the class gave the spec itself before the builder existed. A
+relation's expression is first the path into its target: a name its target lacks is no field
+(``Item.kind.name`` when ``Kind`` has no ``name``), save the few of :data:`RELATION_SPEC`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dal import structures
@@ -22,6 +24,20 @@ from dal.exceptions import InvalidQueryError, NoSuchFieldError, NotAConditionErr
 
 if TYPE_CHECKING:
     from dal.model.meta import HybridMeta
+
+#: what a relation's expression reads of its spec (``Item.kind.foreign_key``) when its target has no
+#: field of that name: the spec's own settings, never ``name``, ``doc`` or ``owner``, which a target's
+#: field of that name would be mistaken for (``Item.kind.name == 'box'`` compared 'kind' with 'box')
+RELATION_SPEC = frozenset({"foreign_type", "foreign_key", "mandatory", "onetoone", "target"})
+
+
+def _not_declared(relation: structures.Relation) -> str:
+    return f"{relation.qualified} points at {relation.foreign_type!r}, which is not a declared hybrid"
+
+
+#: why a relation has no target (not declared yet, or an abstract base); the registry, a layer above,
+#: installs its :meth:`~dal.model.registry.Registry.undeclared`
+undeclared: Callable[[structures.Relation], str] = _not_declared
 
 
 class FieldExpression:
@@ -101,8 +117,8 @@ class FieldExpression:
         if meta is not None and _is_field(meta, name):
             return FieldExpression(_target_meta(meta, name), f"{self._path}.{name}", _spec_of(meta, name),
                                    self._root)
-        if spec is not None and hasattr(spec, name):  # what its spec says: Store.name.unique
-            return getattr(spec, name)
+        if spec is not None and hasattr(spec, name) and (name in RELATION_SPEC or not _walks(self)):
+            return getattr(spec, name)  # what its spec says: Store.name.unique, Store.kind.foreign_key
         raise NoSuchFieldError(_no_field(self, name))
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -127,14 +143,18 @@ def _no_field(expression: FieldExpression, name: str) -> str:
         return (f"{written}: {target} has no field {name!r}. Fields: guid, properties "
                 f"({_names(meta.properties)}), relations ({_names(meta.relations)}, or <relation>_guid), "
                 f"dynamics ({_names(meta.dynamics)}), and dotted paths through relations")
-    last = path.rsplit(".", 1)[-1]
-    if isinstance(spec, structures.Relation) and last == spec.name:  # its target is not declared (yet)
-        what = f"a relation to {spec.foreign_type!r}, which is not a declared hybrid"
-    else:
-        what = "a guid" if spec is None or isinstance(spec, structures.Relation) else \
-            f"a {type(spec).__name__.lower()}"
+    if _walks(expression):  # its target is not declared (yet), or is an abstract base
+        return f"{written}: {undeclared(spec)}"
+    what = "a guid" if spec is None or isinstance(spec, structures.Relation) else \
+        f"a {type(spec).__name__.lower()}"
     return (f"{written}: {root}.{path} is {what}, not a relation to a hybrid, and a dotted path walks "
             f"relations only; compare the whole value ({root}.{path} == ...)")
+
+
+def _walks(expression: FieldExpression) -> bool:
+    """Whether ``expression`` is a relation (a path into its target), not its guid or another field."""
+    spec = expression._spec
+    return isinstance(spec, structures.Relation) and expression._path.rsplit(".", 1)[-1] == spec.name
 
 
 def _names(specs: Mapping[str, Any]) -> str:
@@ -253,8 +273,9 @@ def _checked(other: object) -> Where:
     if isinstance(other, bool):  # a comparison of two plain values: one side was no field expression
         raise NotAConditionError(
             f"can only join query conditions (Cls.field == value, ...), not {other!r}, which a comparison "
-            "without a field gave: a reverse accessor (Kind.stores) is not a field, query the hybrid holding "
-            "its relation (Store.where(Store.kind == kind))")
+            "gave: one side was no field expression (Cls.field, Cls.relation.field), but a plain value, "
+            "a spec's setting or something else; a reverse accessor (Kind.stores) is not a field either: "
+            "query the hybrid holding its relation (Store.where(Store.kind == kind))")
     if not isinstance(other, Where):
         raise NotAConditionError(f"can only join query conditions (Cls.field == value, ...), not {other!r}")
     return other

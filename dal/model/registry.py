@@ -18,6 +18,7 @@ from itertools import takewhile
 from typing import TYPE_CHECKING
 
 from dal.exceptions import ConfigurationError, InvalidValueError
+from dal.model import expressions
 from dal.model.reserved import RESERVED, public_names
 from dal.model.reverse import reverse_accessors
 from dal.structures import Relation
@@ -124,9 +125,14 @@ class Registry:
         with self._lock:
             return [self._by_name[name] for name in sorted(self._by_name)]
 
-    def undeclared(self, relation: Relation) -> str:
+    def undeclared(self, relation: Relation, how: str = "") -> str:
         """Return why ``relation`` has no target yet, and what to do: its string names no hybrid, or names
-        an abstract base (found among the bases of the registered hybrids), which no relation can target."""
+        an abstract base (found among the bases of the registered hybrids), which no relation can target.
+
+        Every place meeting such a relation says it with this (use, save, the query builder and grammar,
+        ``dal erd``, ``dal check``/``load``); ``how`` tells how its caller imports a module (``dal erd``'s
+        ``--hybrids``), said only when the name is no abstract base, which no import can make a target.
+        """
         with self._lock:
             registered = list(self._by_name.values())
         bases = {base for cls in registered for base in cls.__mro__
@@ -134,9 +140,9 @@ class Registry:
         named = f"{relation.qualified} points at {relation.foreign_type!r}"
         if len(bases) == 1:
             return f"{named}, {_abstract(bases.pop(), registered)}"
-        return (f"{named}, which has not been declared; "
-                "import the module that declares it (a relation cannot point at an abstract=True base: "
-                "point it at a hybrid deriving from it)")
+        return (f"{relation.qualified} points at hybrid {relation.foreign_type!r}, which has not been "
+                f"declared; import the module that declares it{how}; a relation cannot point at an "
+                "abstract=True base: point it at a hybrid deriving from it")
 
     def unresolved(self) -> list[Relation]:
         """Return relations whose string target has not registered yet."""
@@ -353,6 +359,8 @@ def _restore_attribute(owner: type, name: str, value: object) -> None:
 
 #: the process-wide registry the CLI, ERD and migrations read
 hybrids = Registry()
+# the query builder, a layer below, names a relation without a target as everything else does
+expressions.undeclared = hybrids.undeclared
 
 
 def reverse_of(relation: Relation) -> Reverse | None:

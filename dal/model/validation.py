@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from dal.exceptions import InvalidValueError
 from dal.model.meta import HybridMeta
+from dal.model.registry import hybrids
 from dal.structures import GUID_RULE, is_guid
 from dal.validators import Validator, shorten
 from dal.values import canonical
@@ -116,9 +117,8 @@ def validate_document(meta: HybridMeta, data: Mapping[str, Any]) -> Validation:
             problem = f"{name}.{guid_field} must be a guid or null, not {target!r}: {GUID_RULE}"
         elif target is None and relation.mandatory:
             problem = f"{name}.{guid_field} is mandatory but {'null' if guid_field in data else 'missing'}"
-        elif target is not None and relation.target is None:
-            problem = (f"{relation.qualified} points at {relation.foreign_type!r}, which is not declared; "
-                       "import the module declaring it")
+        elif target is not None and relation.target is None:  # not declared yet, or an abstract base
+            problem = hybrids.undeclared(relation)
         if problem:
             problems.append(FieldProblem(guid_field, problem))
         document[guid_field] = target

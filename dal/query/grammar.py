@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from dal.config import current
 from dal.exceptions import InvalidQueryError, InvalidValueError
 from dal.model.expressions import MAX_DEPTH
+from dal.model.registry import hybrids
 from dal.objects.dataobject import DataObject
 from dal.objects.origin import check_compared
 from dal.query.contains import Either, contained
@@ -167,6 +168,8 @@ def resolve_field(meta: HybridMeta, text: Any, where: str = "field") -> Field:
     current = meta
     for part in parts[:-1]:
         relation = current.relations.get(part)
+        if relation is not None and relation.target is None:  # not declared yet, or an abstract base
+            raise InvalidQueryError(f"{where}: in {text!r}, {hybrids.undeclared(relation)}")
         if relation is None or relation.target is None:
             raise InvalidQueryError(
                 f"{where}: {current.cls.__name__}.{part} in {text!r} is not a relation; a dotted path walks "

@@ -176,10 +176,8 @@ def diagram(hybrids: Iterable[type[DataObject]] | None = None) -> Diagram:
         raise DalError("no hybrids to draw; import the modules that declare them (dal erd --hybrids MODULE)")
     for cls in chosen:
         for relation in cls._meta.relations.values():
-            if relation.target is None:
-                raise ConfigurationError(
-                    f"{relation.qualified} points at hybrid {relation.foreign_type!r}, which is not "
-                    "declared; import the module that declares it (dal erd --hybrids MODULE[,MODULE])")
+            if relation.target is None:  # not declared yet, or an abstract base: the registry says which
+                raise ConfigurationError(registry.undeclared(relation, " (dal erd --hybrids MODULE,...)"))
     targets = {r.target for cls in chosen for r in cls._meta.relations.values()}
     drawn = chosen + sorted((t for t in targets if t is not None and t not in chosen),
                             key=lambda cls: cls._meta.name)
