@@ -306,6 +306,40 @@ def test_each_object_changed_concurrently_is_saved_again_though_one_is_refused(c
                               f"TBackend {last.guid} (refused too: ConcurrencyError: "), message
 
 
+def test_a_refused_recommit_of_the_others_names_the_changed_objects_left_unsaved(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer changes ``a`` before the call's commit, a third takes ``b``'s new name before the
+    others' re-commit: the call stops at that refusal, and its message named only ``b``
+    (found by a review)."""
+    kind = TBackendType(name="ALBA", code="alba")
+    a, b = TBackend(name="a", backend_type=kind), TBackend(name="b", backend_type=kind)
+    dal.save_many([a, b, kind])
+    a.size, b.name = 7, "b2"
+    real, calls, busy = context.commit, [], [False]
+
+    def commit(*args: Any, **kwargs: Any) -> Any:
+        if not busy[0]:  # the call's own commits, not the other writers'
+            busy[0] = True
+            calls.append(len(calls))
+            try:
+                if len(calls) == 1:  # the call's commit: another writer changes a first
+                    theirs = TBackend(a.guid)
+                    theirs.status = "RUNNING"
+                    theirs.save()
+                elif len(calls) == 2:  # the others' re-commit: a third writer takes b's new name first
+                    TBackend(name="b2", backend_type=kind).save()
+            finally:
+                busy[0] = False
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(context, "commit", commit)
+    with pytest.raises(UniqueConstraintError) as refused:
+        dal.save_many([a, b], datastore_wins=None)
+    monkeypatch.undo()
+    assert f"(not saved either, changed by another writer meanwhile: TBackend {a.guid})" in str(refused.value)
+    assert TBackend(a.guid).size is None and TBackend(b.guid).name == "b"
+
+
 def _handover_no_order_stores(case: str) -> tuple[list[Any], Any, str]:
     """Stored objects changed so that one takes what another gives up, which must then be stored first,
     while it links to the taker or takes back what the taker gives up: the call, the taker, and why."""

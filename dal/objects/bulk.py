@@ -21,7 +21,8 @@ claiming one unique value) is refused before anything is written. A commit refus
 object changed concurrently commits the others together, then saves each of those objects with
 ``save()`` (its merge rules and errors; as in ``save()``, a unique value or link refused to an object
 that changed concurrently is left to that merge, which may find it its own), every one even when an
-earlier one is refused, and raises the first refusal, naming the others refused.
+earlier one is refused, and raises the first refusal, naming the others refused; if the commit of the
+others is refused, the call stops there, naming the changed objects left unsaved.
 """
 
 from __future__ import annotations
@@ -206,7 +207,14 @@ def _commit(context: Context, chunk: list[_Item], datastore_wins: bool | None, a
     # the others first: a changed object may link to a new one among them, which must be stored by then
     rest = [item for item in chunk if id(item.obj) not in changed]
     if rest:
-        _commit_again(context, rest, datastore_wins, 0)
+        try:
+            _commit_again(context, rest, datastore_wins, 0)
+        except DalError as exc:  # the call stops here, as at any refused commit: say who is left unsaved
+            left = ", ".join(_label(item) for item in chunk if id(item.obj) in changed)
+            message = exc.args[0] if exc.args else str(exc)
+            exc.args = (f"{message} (not saved either, changed by another writer meanwhile: {left})",
+                        *exc.args[1:])
+            raise
     _save_changed(chunk, changed, datastore_wins)
 
 
