@@ -302,7 +302,7 @@ def exported(obj: Any) -> dict[str, Any]:
     """Return ``obj.export()``: each property's value, a copy where it can change in place (a list, a
     dict, a model), so that editing the view never edits the object or what its next ``save()`` stores."""
     data, meta = obj._data, obj._meta
-    typed = dict(meta.converters)  # values that are no JSON (models, lists of them): copied whole
+    typed = meta.typed  # values that are no JSON (models, lists of them): copied whole
     view = {}
     for name in meta.properties:
         value = data[name]

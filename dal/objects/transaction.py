@@ -41,11 +41,10 @@ from dal.model.meta import HybridMeta
 from dal.model.registry import family
 from dal.model.validation import dropped_paths
 from dal.objects import decoding
+from dal.objects.spelling import Document as Document  # the one definition; seventeen modules import it here
 from dal.objects.spelling import edited_fields, read_stored, unchanged
 from dal.structures import Relation
 from dal.values import FROZEN, canonical, identical, same
-
-Document = dict[str, Any]
 
 #: back-off before retry n is uniform in [0, min(BACKOFF_CAP, BACKOFF_BASE * 2**n)] seconds
 BACKOFF_BASE = 0.002

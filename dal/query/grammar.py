@@ -168,12 +168,12 @@ def resolve_field(meta: HybridMeta, text: Any, where: str = "field") -> Field:
     current = meta
     for part in parts[:-1]:
         relation = current.relations.get(part)
-        if relation is not None and relation.target is None:  # not declared yet, or an abstract base
-            raise InvalidQueryError(f"{where}: in {text!r}, {hybrids.undeclared(relation)}")
-        if relation is None or relation.target is None:
+        if relation is None:
             raise InvalidQueryError(
                 f"{where}: {current.cls.__name__}.{part} in {text!r} is not a relation; a dotted path walks "
                 f"relations of {current.cls.__name__}: {_names(current.relations)}")
+        if relation.target is None:  # not declared yet, or an abstract base
+            raise InvalidQueryError(f"{where}: in {text!r}, {hybrids.undeclared(relation)}")
         hops.append(relation)
         current = relation.target._meta
     name = parts[-1]

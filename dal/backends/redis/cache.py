@@ -112,9 +112,11 @@ class RedisCache(RedisClient):
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         """Return the present values among ``keys`` in one MGET (a script counting hits with ``?hits=1``)."""
+        if not self.count_hits:
+            return self.get_many_uncounted(keys)
         wanted = list(dict.fromkeys(keys))
-        if not self.count_hits or not wanted:
-            return self.get_many_uncounted(wanted)
+        if not wanted:
+            return {}
         sent = [CACHE + key for key in wanted]
         raws: list[Raw] = self._script("get_many", self._counted_get, len(sent) * 2, *sent,
                                        *[name + HIT_SUFFIX for name in sent], HIT_TTL)

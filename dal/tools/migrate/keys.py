@@ -313,9 +313,8 @@ def filled_fields(survey: Survey) -> list[str]:
     may be creating documents without them (none else: such a run is checked after, and waits): the
     survey found a document lacking a field, or the record marks one ``lacking``, or does not list one
     (an older model recorded it: its processes create without the field and mark nothing)."""
-    record = survey.record
-    held = stored_fields(record.model) if record is not None else frozenset()
-    newer = survey.meta.field_set - held if record is not None else frozenset()
-    if not (survey.missing or newer or (record is not None and record.model.get("lacking"))):
-        return []
-    return sorted((survey.meta.field_set - held) | set(survey.missing))
+    record, missing = survey.record, set(survey.missing)
+    if record is None:  # no record: only a document lacking a field tells of an older process
+        return sorted(survey.meta.field_set | missing) if missing else []
+    # stored_fields leaves out the fields the record marks lacking: they count as not held
+    return sorted((survey.meta.field_set - stored_fields(record.model)) | missing)

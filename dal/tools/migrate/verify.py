@@ -203,4 +203,3 @@ class KeyVerifier(HybridMigrator):
                 return
             record = schema.read_record(self.context, meta.name)
         raise MigrationError(f"the schema record of {meta.cls.__name__} kept changing; run dal migrate again")
-

@@ -155,20 +155,19 @@ def _refuse_taken(context: Context, unique: dict[str, tuple[Item, str, Any]], in
     all the same, but the remedy is `dal check --repair`, not another value, nor a change of that object.
     """
     keys = context.keys
-    clashes: list[tuple[str, str, str]] = []  # (key, its owner's hybrid, its owner's guid)
+    clashes: list[tuple[str, bool, str, str]] = []  # (key, one-to-one?, its owner's hybrid and guid)
     for unique_key, entry in present(context, list(unique)).items():
         item = unique[unique_key][0]
         owner = entry.value.decode(errors="replace")
         onetoone = unique_key.startswith(f"{keys.root}r/")
         holder = unique_key[len(keys.root) + 2:].split("/", 1)[0] if onetoone else item.meta.name
         if owner != item.guid or holder != item.meta.name:
-            clashes.append((unique_key, holder, owner))
+            clashes.append((unique_key, onetoone, holder, owner))
     if not clashes:
         return
-    stored = present(context, [keys.doc(holder, owner) for _, holder, owner in clashes if is_guid(owner)])
+    stored = present(context, [keys.doc(holder, owner) for *_, holder, owner in clashes if is_guid(owner)])
     lines: dict[tuple[bool, bool], list[str]] = {}  # (one-to-one?, stale?) -> problems
-    for unique_key, holder, owner in clashes:
-        onetoone = unique_key.startswith(f"{keys.root}r/")
+    for unique_key, onetoone, holder, owner in clashes:
         document = stored.get(keys.doc(holder, owner)) if is_guid(owner) else None
         stale = ("an object that is not stored" if document is None
                  else "" if _owns(keys, holder, document, unique_key)
