@@ -1,8 +1,11 @@
 """Locked and slow dynamics: fill leases that outlast the loader, waiters that give up at their
-``lock_timeout``, and memcached TTLs that never expire a lock or value early (or at once)."""
+``lock_timeout``, memcached TTLs that never expire a lock or value early (or at once), and an owner
+killed (or outrun) mid-loader, whose lease no longer keeps the next owner from caching."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 import time
 import uuid
@@ -256,3 +259,86 @@ def test_a_bounded_memory_cache_keeps_a_lock_while_its_holder_computes(
         reader.join(10)
     assert RUNNING["most"] == 1, "a second caller computed while the lock's holder did"
     assert context.stats["dynamic.gate.held.lock_waits"] == 1
+
+
+#: the name of the thread whose Crash loader outruns its lock_timeout (until OUTRUN_END is set)
+OUTRUNNER = "outrunner"
+OUTRUN_START, OUTRUN_END = threading.Event(), threading.Event()
+SPAWN = multiprocessing.get_context("spawn")
+
+
+class Crash(DataObject):
+    """A locked dynamic whose owner dies (a spawned child) or outruns its lock_timeout (a thread)."""
+
+    __properties: list[Property[Any]] = [Property("name", str)]
+    __dynamics = [Dynamic("value", str, 600, locked=True, lock_timeout=1)]
+
+    def _value(self) -> str:
+        CALLS["value", self.guid] += 1
+        if os.environ.get("DAL_TEST_DIE"):  # it holds the lock and the fill's lease: both left behind
+            os._exit(9)
+        if threading.current_thread().name == OUTRUNNER:
+            OUTRUN_START.set()
+            OUTRUN_END.wait(30)
+            return "late"
+        return "fresh"
+
+
+def _die_holding_the_lock(persistent: str, volatile: str, namespace: str, guid: str) -> None:
+    os.environ["DAL_TEST_DIE"] = "1"
+    configure(persistent, volatile, namespace=namespace)
+    assert Crash(guid).value, "never returns: the loader ends the process"
+
+
+def _crash_context(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+                   namespace: str) -> tuple[Context, Crash, str]:
+    context = _configure(kind, request, tmp_path, namespace)
+    obj = Crash(data={"name": "c"})
+    obj.save()
+    return context, obj, context.keys.cached_dynamic("crash", obj.guid, "value")
+
+
+@pytest.mark.parametrize("kind", ["memcached", "redis"])
+def test_a_lock_owner_killed_mid_loader_delays_caching_by_its_lock_timeout_only(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> None:
+    """The owner's fill lease (10 s: the cache's own) outlived its lock (1 s): each later reader took
+    the lock, found the lease, and computed without caching for 10 s (every read a computation)."""
+    context, obj, key = _crash_context(kind, request, tmp_path, namespace)
+    child = SPAWN.Process(target=_die_holding_the_lock,
+                          args=(f"sqlite:///{tmp_path / 'd.sqlite3'}", volatile_url_for(kind, request),
+                                namespace, obj.guid))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 9, f"the owner exited {child.exitcode}"
+    raw = context.volatile.get(key)
+    assert raw is not None and context.dynamics.is_lease(key, raw), "the killed owner left its lease"
+    started = time.monotonic()
+    assert Crash(obj.guid).value == "fresh"  # after lock_timeout: computed, under the lease left
+    waited = time.monotonic() - started
+    assert [Crash(obj.guid).value for _ in range(3)] == ["fresh"] * 3
+    assert CALLS["value", obj.guid] == 1, "computed once, then served from the cache"
+    assert waited < 1 + 2.5, f"waited {waited:.2f} s with lock_timeout 1 s"  # memcached: whole seconds
+
+
+@pytest.mark.parametrize("kind", ["memory", "memcached", "redis"])
+def test_an_owner_that_outruns_its_lock_timeout_leaves_the_next_owner_to_cache(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> None:
+    """A live owner past its lock_timeout looks like a dead one: the next owner computes once and
+    caches; the late value, returned to its own caller, is not stored over that one."""
+    context, obj, key = _crash_context(kind, request, tmp_path, namespace)
+    OUTRUN_START.clear()
+    OUTRUN_END.clear()
+    late: list[str] = []
+    outrunner = threading.Thread(target=lambda: late.append(Crash(obj.guid).value), name=OUTRUNNER)
+    outrunner.start()
+    try:
+        assert OUTRUN_START.wait(10), "the first owner never started its loader"
+        assert [Crash(obj.guid).value for _ in range(3)] == ["fresh"] * 3
+        assert CALLS["value", obj.guid] == 2, "the next owner computed once, and cached"
+        assert context.dynamics.get(key) is not None
+    finally:
+        OUTRUN_END.set()
+        outrunner.join(10)
+    assert late == ["late"]
+    assert Crash(obj.guid).value == "fresh" and CALLS["value", obj.guid] == 2
+    assert context.stats["dynamic_fills"] == 1 and context.stats["dynamic_fill_conflicts"] == 1

@@ -174,7 +174,8 @@ def test_an_older_value_written_back_is_not_served(stores: Context) -> None:
 def test_a_locked_dynamic_replaces_an_older_value(stores: Context) -> None:
     obj = gauge(1)
     key = stores.keys.cached_dynamic("gauge", obj.guid, "reading")
-    assert stores.dynamics.put(key, b'["old",%d]' % (obj._revision - 1), 60)
+    # tagged as dal tags it: only its revision tells it is not obj's (an untagged one is refused anyway)
+    assert stores.dynamics.put(key, planted_older(stores, obj, "reading"), 60)
     value = obj.reading
     assert value != "old" and cached(stores, obj, "reading") == (value, obj._revision)
     assert Gauge(obj.guid).reading == value and CALLS["reading", obj.guid] == 1

@@ -4,16 +4,22 @@ A commit invalidates the cache of the context it went through only. Back in the 
 nothing its cache held from before may be served: not an object, not a query result, not a
 reverse list, not a dynamic (``dal.cache.ledger``). The store's change token cannot tell: both
 contexts write through one client of the store.
+
+Another process's commit reaches a local cache through that token; etcd has none, so in front of
+etcd a local cache is bypassed for objects and for dynamics alike.
 """
 
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+from harness import run_spawned
 
 from dal import DataList, DataObject, Dynamic, Property, Relation, configure
+from dal.backends.base import DeletePrefix
 from dal.config import Context, current
 
 
@@ -112,3 +118,32 @@ def test_a_commit_through_a_context_with_a_shared_cache_reaches_a_local_cache(
     moved.save()
     configure(store, local, namespace="lc")
     assert _read_all(rack, server) == ("RUNNING", 1, [], 0)
+
+
+def _add_cores(store: str, namespace: str, guid: str) -> None:
+    """Another process, with a cache of its own, commits."""
+    configure(store, "memory://", namespace=namespace)
+    server = LcServer(guid)
+    server.cores += 4
+    server.save()
+
+
+@pytest.mark.etcd
+def test_a_local_cache_of_etcd_serves_no_dynamic_from_before_another_processs_commit(
+        etcd_server: Any, namespace: str) -> None:
+    """etcd tells no other process's commits cheaply, so a local cache could not drop what they
+    outdate: objects were read around it, dynamics were served from it (the rack's load stayed 4)."""
+    context = configure(etcd_server.url, "memory://", namespace=namespace)
+    try:
+        assert not context.caches_objects
+        rack = LcRack(data={"name": "r1"})
+        rack.save()
+        server = LcServer(data={"name": "s1", "status": "NEW", "cores": 4, "rack": rack})
+        server.save()
+        assert LcRack(rack.guid).load == 4 and LcRack(rack.guid).load == 4
+        run_spawned(_add_cores, etcd_server.url, namespace, server.guid)
+        assert LcServer(server.guid).cores == 8
+        assert LcRack(rack.guid).load == 8, "a dynamic computed before another process's commit"
+        assert context.stats["dynamic.lcrack.load.computations"] == 3, "computed at each read"
+    finally:
+        context.persistent.commit([], [DeletePrefix(context.keys.root)])

@@ -7,6 +7,8 @@
   ``where``...): it would silently replace the method. The names are derived from the class, so a
   member added later is reserved too (the parametrization below reads ``dir(DataObject)``).
 - ``copy.copy(obj)`` is an object of its own, like ``copy.deepcopy``: changing it leaves the original.
+- A copy by pickle or deepcopy of an object whose dynamic was read keeps no cache key of its context
+  (pickle used to fail on it): it reads the dynamic as the original, from the current context's cache.
 - ``invalidate_dynamics('name')`` takes one name as ``['name']``; bytes are one (refused) name.
 - ``sort('<relation>')`` reads the linked guid as ``<relation>_guid`` does: a stale mirrored object
   refreshed first.
@@ -29,7 +31,7 @@ from hybrids import LOADER_CALLS, Kind, Widget
 from mirror_hybrids import MirrorCluster, MirroredVM, answer, instance_path
 
 import dal.mirror
-from dal import DataObject, Dynamic, Property, Relation
+from dal import DataObject, Dynamic, Property, Relation, configure
 from dal.config import Context
 from dal.exceptions import InvalidValueError
 from dal.query.ordering import related
@@ -173,6 +175,28 @@ def test_a_copy_is_an_object_of_its_own(local: Context, copier: Any) -> None:
     assert stored.status == "NEW" and stored.tags == ["a"] and stored.alt_kind_guid is None
     draft.save(datastore_wins=False)  # the copy saves its own changes over the same stored object
     assert Widget(original.guid).tags == ["a", "x"]
+
+
+@pytest.mark.parametrize("copier", [copy.deepcopy, lambda obj: pickle.loads(pickle.dumps(obj))])
+def test_a_copy_of_an_object_whose_dynamic_was_read_reads_it_as_the_original(local: Context,
+                                                                             copier: Any) -> None:
+    # pickle raised AttributeError (the cache key kept in the object held the context's keys, which
+    # name the store by a function made in configure()): a copy keeps no key, and reads as any object
+    widget = _widget()
+    assert widget.doubled == 0 and widget.doubled == 0
+    calls, hits = LOADER_CALLS["doubled", widget.guid], local.stats["dynamic_hits"]
+    clone = copier(widget)
+    assert not clone.__dict__.get("_dynamic_names"), "a copy carries no context's cache key"
+    assert clone.doubled == 0 and LOADER_CALLS["doubled", widget.guid] == calls  # the cached value
+    assert local.stats["dynamic_hits"] == hits + 1
+    other = configure(local.persistent_url.settings(), f"memory://{uuid.uuid4().hex[:8]}",
+                      namespace=local.namespace)  # another cache: the copy reads this context's
+    try:
+        again = copier(clone)
+        assert again.doubled == 0 and LOADER_CALLS["doubled", widget.guid] == calls + 1
+        assert again.doubled == 0 and other.stats["dynamic_hits"] == 1
+    finally:
+        other.close()
 
 
 # --- dynamics ------------------------------------------------------------------------------

@@ -150,8 +150,7 @@ class LeasedCache:
         if len(nodes) == 1:
             self.trust.fail(nodes)
             return {}
-        # which servers failed? ask each on its own: what the others hold still counts
-        groups: dict[str, list[str]] = {}
+        groups: dict[str, list[str]] = {}  # ask each server on its own: what the others hold counts
         for key in keys:
             groups.setdefault(self.store.node(key), []).append(key)
         found: dict[str, bytes] = {}
@@ -173,9 +172,7 @@ class LeasedCache:
         if payload is None:
             self._reject(key)
             return None
-        if payload[:1] != _VALUE:
-            return None  # a lease: somebody is filling it right now
-        return payload[1:]
+        return payload[1:] if payload[:1] == _VALUE else None  # else a lease: a fill under way
 
     def _reject(self, key: str) -> None:
         """Count, log and delete an entry that failed verification: it reads as a miss."""
@@ -193,14 +190,16 @@ class LeasedCache:
         return self.fill(key, load, ttl)
 
     def fill(self, key: str, load: Callable[[], bytes | None], ttl: float, *,
-             lease_ttl: float | None = None) -> bytes | None:
+             lease_ttl: float | None = None, share: bool = False) -> bytes | None:
         """Return ``load()``, caching it under ``key`` unless ``key`` was invalidated meanwhile.
 
         ``lease_ttl``: how long the fill's lease lasts (the cache's ``lease_ttl`` when not given).
         A ``load()`` that outlasts its lease is not cached (the ``cas`` finds the lease gone), so
         a caller whose loads may run longer (a dynamic's loader) gives the longest it allows.
+        ``share``: another fill's lease (a locked dynamic's owner that outran its lock, or died) is
+        shared: the first to return stores, unless an invalidation came since it was read (before load).
         """
-        lease = None if self._bypassed(key) else self._take_lease(key, lease_ttl)
+        lease = None if self._bypassed(key) else self._take_lease(key, lease_ttl, share)
         try:
             payload = load()
         except BaseException:
@@ -376,13 +375,14 @@ class LeasedCache:
             self.settle_outages()  # the last of them may just have been delivered
         self._schedule_resend()
 
-    def _take_lease(self, key: str, ttl: float | None = None) -> object | None:
-        """Return a cas token when this caller holds the fill lease of ``key`` (``ttl`` or lease_ttl s)."""
+    def _take_lease(self, key: str, ttl: float | None = None, share: bool = False) -> object | None:
+        """Return the cas token of the lease of ``key`` taken (``ttl`` s, or lease_ttl) or shared (fill)."""
         marker = self.signer.seal(key, owners.token(_LEASE))
-        if not self._call(key, self.store.add, key, marker, self.lease_ttl if ttl is None else ttl):
+        taken = self._call(key, self.store.add, key, marker, self.lease_ttl if ttl is None else ttl)
+        if taken is None or not (taken or share):  # None: no answer
             return None
         raw, token = self._call(key, self.store.gets, key) or (None, None)
-        return token if raw == marker else None
+        return token if raw == marker or (not taken and raw is not None and self.is_lease(key, raw)) else None
 
     def _call(self, key: str, method: Callable[..., R], *args: object) -> R | None:
         """Run one call about ``key``; a failure is a miss, and ``key``'s server is no longer trusted."""

@@ -4,20 +4,21 @@ A dynamic's value is cached in the volatile store for its ``timeout``, shared by
 process on that store, and filled under the same lease as cached documents, so an
 invalidation racing a computation never lets the older value be cached after it.
 
-With ``locked=True``, a miss takes a lock in the volatile store first (``add`` of a
-random owner token, expiring after ``lock_timeout`` so a crashed owner cannot block
-anyone for longer). The owner computes and stores the value, then releases the lock
-only if it still holds it (compare-and-set to an expired item: a conditional delete). A lock
-whose ``add`` or release got no answer is released so once the store answers (``_release_later``).
-Everyone else polls for the value, and computes for itself when the lock vanished
-without a value (the owner failed) or after waiting ``lock_timeout``. When the volatile
-store is unreachable, or not trusted (see ``dal/cache/leases.py``), nothing would be cached, so
-there is no lock to take either: every caller computes, without waiting.
+With ``locked=True``, a miss takes a lock in the volatile store first (``add`` of a random owner
+token, expiring after ``lock_timeout`` so a crashed owner cannot block anyone for longer). The owner
+computes and stores the value, then releases the lock only if it still holds it (compare-and-set to
+an expired item: a conditional delete). A lock whose ``add`` or release got no answer is released so
+once the store answers (``_release_later``). Everyone else polls for the value, and computes for
+itself when the lock vanished without a value (the owner failed) or after waiting ``lock_timeout``.
+When the volatile store is unreachable, or not trusted (see ``dal/cache/leases.py``), nothing would
+be cached, so there is no lock to take either: every caller computes, without waiting.
 
 A fill's lease must outlast the computation, or the value is never cached (its ``cas`` finds
 the lease expired) and, locked, each waiter in turn takes the lock and computes again. So a
 dynamic's lease lasts its ``lock_timeout`` (which the application sets to its loader's longest
 run, locked or not) and a margin, never less than the cache's own lease (:func:`fill_lease`).
+A lock owner that finds a lease there (its fill's owner died, or outran its lock) shares it
+rather than caching nothing until it expires: whichever of the two returns first stores.
 
 A value is cached as ``[<value>,<revision>,"<digest>"]`` (:mod:`dal.objects.dynamics_tags`): the
 revision of the object it was computed from, and a digest of the type its class declares.
@@ -58,7 +59,6 @@ POLL_LONGEST = 0.02
 #: seconds a dynamic's fill lease outlasts its ``lock_timeout``: the lease is taken after the
 #: lock, and the value stored after the loader returns, each a round trip later
 LEASE_MARGIN = 1.0
-
 
 #: what ``read`` is given when it reads the cache itself (``read_many`` gives each object its payload)
 _GET: Any = object()
@@ -167,9 +167,15 @@ def _unserved(context: Context, obj: Owner, spec: Dynamic, key: str, label: str,
 _Names = tuple[object, str, str, str, str, int, str]
 
 
+class _Memo(dict[Dynamic, _Names]):
+    """Where ``_names`` keeps them: a copy by pickle or deepcopy starts empty (they are one context's)."""
+    def __reduce__(self) -> tuple[type[_Memo], tuple[()]]:
+        return _Memo, ()
+
+
 def _known(context: Context, obj: Owner, spec: Dynamic) -> _Names | None:
     """Return the names :func:`_names` kept in ``obj`` for ``spec``, built again when they are not for
-    ``context``'s keys, ``obj``'s guid or its revision; None for an object loaded elsewhere."""
+    ``context``'s keys, ``obj``'s guid or its revision; None for an object loaded elsewhere (_names)."""
     names: dict[Dynamic, _Names] | None = obj.__dict__.get("_dynamic_names")
     known = None if names is None else names.get(spec)
     if known is None or known[0] is not context.keys or known[1] != obj.guid or known[5] != obj._revision:
@@ -187,9 +193,9 @@ def _names(context: Context, obj: Owner, spec: Dynamic) -> _Names | None:
     guid and the name, and are built again when the keys or the guid are not those they were
     built for, or the object is at another revision (saved or refreshed since).
     """
-    if loaded_elsewhere(obj, context) is not None:
+    if not context.caches_objects or loaded_elsewhere(obj, context) is not None:
         return None
-    names: dict[Dynamic, _Names] = obj.__dict__.setdefault("_dynamic_names", {})
+    names: dict[Dynamic, _Names] = obj.__dict__.setdefault("_dynamic_names", _Memo())
     keys, guid, hybrid, revision = context.keys, obj.guid, obj._meta.name, obj._revision
     label = f"dynamic.{hybrid}.{spec.name}."
     known = names[spec] = (keys, guid, keys.cached_dynamic(hybrid, guid, spec.name), label, label + "hits",
@@ -201,9 +207,10 @@ def _elsewhere(context: Context, obj: Owner, spec: Dynamic) -> Any:
     """Compute the value of an object loaded under another store or namespace than ``context``'s,
     neither reading nor filling this store's cache (counted ``unshared``): its fields are the other
     store's revision, which this store's readers must never be served, nor it theirs. Its own fields
-    are readable, so its dynamics are too, as its saves, deletes and reverse lists are not."""
+    are readable, so its dynamics are too, as its saves, deletes and reverse lists are not. Any object's
+    too, uncounted as with ``timeout=0``, where ``context.caches_objects`` is False (see config.py)."""
     label = f"dynamic.{obj._meta.name}.{spec.name}."
-    for event in ("dynamic_misses", label + "misses", label + "unshared"):
+    for event in ("dynamic_misses", label + "misses", label + "unshared") if context.caches_objects else ():
         context.stats.add(event)
     return _value(spec, _compute(context, obj, spec, label, obj._revision))
 
@@ -286,9 +293,12 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
     cache, stats = context.dynamics, context.stats
     store, signer = cache.store, cache.signer
     lock_key = f"{key}/lock"
-    lease = fill_lease(cache, spec)
     deadline = time.monotonic() + spec.lock_timeout
     waited = False
+
+    def fill() -> bytes | None:  # a lease found is shared: its fill's owner died or outran its lock
+        return cache.fill(key, compute, spec.timeout, lease_ttl=fill_lease(cache, spec), share=True)
+
     while True:
         token = signer.seal(lock_key, owners.token())
         try:
@@ -296,19 +306,16 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
         except BackendError:
             stats.add(label + "lock_errors")  # no lock server: compute, do not wait
             _release_later(cache, lock_key, token)  # yet the add may be applied (see _release_later)
-            return cache.fill(key, compute, spec.timeout, lease_ttl=lease)
+            return fill()
         if owner:
             try:
-                # the last owner may have stored a value since this caller missed, and released the lock
-                # it then took: served, not computed a second time
-                found = _fresh_or_dropped(cache, key, revision, spec)
-                result: bytes | None = found or cache.fill(key, compute, spec.timeout, lease_ttl=lease)
-                return result
+                # the last owner may have stored one since this caller missed: served, not computed again
+                return _fresh_or_dropped(cache, key, revision, spec) or fill()
             finally:
                 _release(context, lock_key, token)
         if time.monotonic() > deadline:  # the lock keeps coming and going, or cannot be taken at all
             stats.add(label + "lock_timeouts")
-            return cache.fill(key, compute, spec.timeout, lease_ttl=lease)
+            return fill()
         if not waited:
             waited = True
             stats.add(label + "lock_waits")
@@ -325,14 +332,14 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
                 cached = store.gets(key)[0]
             except BackendError:
                 stats.add(label + "lock_errors")
-                return cache.fill(key, compute, spec.timeout, lease_ttl=lease)
+                return fill()
             if cached is not None and (payload := _fresh_or_dropped(cache, key, revision, spec)):
                 return payload
             if locked is None:
                 break  # the owner is done or gone without a value: try to become the owner
             if time.monotonic() > deadline:
                 stats.add(label + "lock_timeouts")
-                return cache.fill(key, compute, spec.timeout, lease_ttl=lease)
+                return fill()
 
 
 def _fresh_or_dropped(cache: LeasedCache, key: str, revision: int, spec: Dynamic) -> bytes | None:
