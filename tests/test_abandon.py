@@ -8,10 +8,21 @@ import pytest
 from abandon_hybrids import AbLink, AbSite
 from relation_hybrids import Owner, Pet
 
+from dal import DataObject, Relation
 from dal.cache.leases import LeasedCache
 from dal.config import Context, current
-from dal.exceptions import InvalidValueError, ObjectNotFoundError
+from dal.exceptions import InvalidValueError, LinkedObjectError, ObjectNotFoundError
 from dal.tools.check.integrity import check
+
+
+class AbSubSite(AbSite):
+    """A subclass hybrid: it reads the reverse relations of AbSite (primaries, secondaries), inherited."""
+
+
+class AbToy(DataObject):
+    """Points at a subclass hybrid through a relation of its own."""
+
+    __relations = [Relation("site", AbSubSite, "toys", mandatory=False)]
 
 
 @pytest.mark.parametrize("abandon", [["primaries", "secondaries"], ["_all"]])
@@ -67,3 +78,33 @@ def test_abandon_takes_a_list_of_reverse_relation_names(context: Context, abando
     with pytest.raises(InvalidValueError, match="abandon takes a list of reverse relation names"):
         owner.delete(abandon=abandon)
     assert Owner(owner.guid).name == "o"
+
+
+@pytest.mark.parametrize("abandon", [["primaries", "secondaries", "toys"], ["_all"]])
+def test_a_subclass_hybrid_abandons_the_reverse_relations_it_inherits(
+        context: Context, abandon: list[str]) -> None:
+    """``sub.primaries`` is read, so ``abandon`` takes it; it unlinks exactly what points at ``sub``:
+    AbLink.primary holds an AbSite (never an AbSubSite), filed under AbSite's links, so nothing of it."""
+    site, sub = AbSite(data={"name": "s"}), AbSubSite(data={"name": "sub"})
+    bare = AbSubSite(data={"name": "b"})
+    for obj in (site, sub, bare):
+        obj.save()
+    link = AbLink(data={"name": "l", "primary": site})
+    toy = AbToy(data={"site": sub})
+    link.save()
+    toy.save()
+    bare.delete(abandon=["primaries"])  # nothing points at it: refused before, as no such relation
+    known = "no reverse relation nope; known: primaries, secondaries, toys"
+    with pytest.raises(InvalidValueError, match=known):
+        sub.delete(abandon=["nope"])
+    with pytest.raises(LinkedObjectError, match=r"1 AbToy\.site points at it; .*abandon=\['toys'\]"):
+        sub.delete(abandon=["primaries"])
+    assert list(sub.primaries) == [] and [toy.guid] == sub.toys_guids
+    sub.delete(abandon=abandon)
+    for gone in (sub, bare):
+        with pytest.raises(ObjectNotFoundError):
+            AbSubSite(gone.guid)
+    assert AbToy(toy.guid).site_guid is None
+    assert context.persistent.scan(context.keys.links(AbSubSite._meta.name, sub.guid)) == []
+    assert AbLink(link.guid).primary_guid == site.guid and site.primaries_guids == [link.guid]
+    assert check(context).clean

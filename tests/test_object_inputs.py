@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from query_hybrids import Item, Kind
 
 from dal import DataObject, Dynamic, Property, save_many
 from dal.config import Context
@@ -113,6 +114,24 @@ def test_data_must_be_a_mapping() -> None:
 def test_unknown_names_of_several_types_are_listed() -> None:
     with pytest.raises(InvalidValueError, match=r"no property or relation 'y', 1; known: meta, name, tags"):
         InputBag(data={1: "x", "y": 2})  # type: ignore[dict-item]
+
+
+def test_data_giving_a_relation_both_as_an_object_and_as_its_guid_is_refused() -> None:
+    """Assigned one after the other, the last of the two used to win (another kind than the object given,
+    by their order in the dict); refused even when they agree: one form of a link is enough."""
+    kind, other = Kind(code="a"), Kind(code="b")
+    both = [{"kind": kind, "kind_guid": other.guid}, {"kind_guid": other.guid, "kind": kind},
+            {"kind": kind, "kind_guid": kind.guid}]
+    for given in both:
+        with pytest.raises(InvalidValueError, match=r"Item\(\.\.\.\) is given both kind and kind_guid: two "
+                                                    r"forms of one link; give one of them \(kind=the object"):
+            Item(data={"name": "i", **given})
+    with pytest.raises(InvalidValueError, match="is given both kind and kind_guid"):
+        Item(name="i", kind=kind, kind_guid=other.guid)
+    with pytest.raises(InvalidValueError, match="is given both kind and kind_guid"):
+        Item(data={"name": "i", "kind": kind}, kind_guid=other.guid)
+    assert Item(name="i", kind=kind).kind is kind
+    assert Item(name="i", kind_guid=other.guid).kind_guid == other.guid
 
 
 @pytest.mark.parametrize("names", [[1], ["size", None]])

@@ -15,6 +15,7 @@ from relation_hybrids import BladeServer, Cabinet, Owner, Passport
 import dal
 from dal import DataList
 from dal.exceptions import ConfigurationError
+from dal.tools.transfer.load import copy
 
 
 def test_a_stored_object_is_not_written_under_another_namespace(tmp_path: Path) -> None:
@@ -102,3 +103,71 @@ def test_one_to_one_reverse_reads_of_an_object_of_another_namespace_are_refused(
             read()
     dal.configure(url, "memory://", namespace="first")
     assert owner.passport_guid == passport.guid and owner.device_guid == blade.guid
+
+
+def _first_then_a_copy(url: str) -> tuple[Kind, Item, Owner, Passport]:
+    """Under namespace ``first``: a kind with an item, an owner with a passport (each loaded afresh, none
+    of its relations read); then ``second`` made a copy of ``first`` (``dal copy`` keeps guids), whose
+    kind and owner were renamed since. ``second`` is the current configuration on return."""
+    first = dal.configure(url, "memory://", namespace="first")
+    kind, owner = Kind(code="prod"), Owner(name="prod")
+    dal.save_many([kind, owner])
+    item, passport = Item(name="i", kind=kind), Passport(number="p1", holder=owner)
+    dal.save_many([item, passport])
+    listed = next(iter(DataList(Item)))  # loaded in a list: its relations load for the list's objects at once
+    loaded = Kind(kind.guid), listed, Owner(owner.guid), Passport(passport.guid)
+    second = dal.configure(url, "memory://", namespace="second")
+    copy(first, second)
+    copied_kind, copied_owner = Kind(kind.guid), Owner(owner.guid)
+    copied_kind.code, copied_owner.name = "staging", "staging"
+    dal.save_many([copied_kind, copied_owner])
+    return loaded
+
+
+def test_relation_reads_of_an_object_of_another_namespace_are_refused(tmp_path: Path) -> None:
+    """A forward relation (``item.kind``; one-to-one, ``passport.holder``) of an object loaded under
+    another namespace would be loaded from the current one: its copy's values (another object, whose
+    save would write there), or ObjectNotFoundError though it is stored; ``serialize(depth=1)`` nested
+    None. Each is refused; what the object holds in hand (properties, guids, a related object already
+    read) still reads as loaded."""
+    url = f"sqlite:///{tmp_path}/x.db"
+    kind, item, owner, passport = _first_then_a_copy(url)
+    listed = next(iter(DataList(Item)))  # loaded in a list under second: its relations are second's
+    assert listed.kind is not None and listed.kind.code == "staging"
+    reads = {"item.kind": lambda: item.kind, "passport.holder": lambda: passport.holder,
+             "serialize(depth=1)": lambda: item.serialize(depth=1)}
+    for read in reads.values():
+        with pytest.raises(ConfigurationError, match=r"loaded from another store or namespace .*would be "
+                                                     r"read from the current one.*configure\(\) its store"):
+            read()
+    assert (item.name, item.kind_guid, passport.holder_guid) == ("i", kind.guid, owner.guid), "in hand"
+    assert item.serialize()["kind_guid"] == kind.guid
+    dal.configure(url, "memory://", namespace="first")
+    assert item.kind is not None and item.kind.code == "prod" and passport.holder == owner
+    dal.configure(url, "memory://", namespace="second")
+    assert item.kind is not None and item.kind.code == "prod", "read before the switch: the object in hand"
+    deeper = Item(item.guid)
+    assert deeper.kind is not None and deeper.kind.code == "staging", "loaded under second: second's"
+
+
+def test_an_object_of_another_namespace_is_never_linked_even_where_its_guid_is_stored(tmp_path: Path) -> None:
+    """Saved under a namespace that holds a copy of it (same guid), an object linked to one loaded under
+    another namespace was stored, linked to the copy: refused before anything is written, for a
+    relation and a one-to-one one, by save() and save_many(), assigned before or after the switch."""
+    url = f"sqlite:///{tmp_path}/x.db"
+    kind, _, owner, _ = _first_then_a_copy(url)
+    dal.configure(url, "memory://", namespace="first")
+    built_there = Item(name="built in first", kind=Kind(kind.guid))
+    dal.configure(url, "memory://", namespace="second")
+    before = sorted(item.name for item in DataList(Item))
+    saves = {"save()": lambda obj: obj.save(), "save_many()": lambda obj: dal.save_many([obj])}
+    refused = r"points at .*loaded from another store or namespace.*link an object loaded under the current"
+    for obj in (Item(name="j", kind=kind), Passport(number="p2", holder=owner), built_there):
+        relation = "kind" if isinstance(obj, Item) else "holder"
+        for save in saves.values():
+            with pytest.raises(ConfigurationError, match=rf"\.{relation} {refused}"):
+                save(obj)
+    assert sorted(item.name for item in DataList(Item)) == before and DataList(Passport).count() == 1
+    relinked = Item(name="j", kind=Kind(kind.guid))  # the copy, loaded here: linked here
+    relinked.save()
+    assert relinked.kind is not None and relinked.kind.code == "staging"

@@ -373,3 +373,85 @@ def test_a_relation_to_a_name_not_declared_yet_still_says_to_import_it() -> None
         diagram([RpLater])
     problems = validate_document(RpLater._meta, {"owner_guid": str(uuid.uuid4())}).problems
     assert re.match(remedy, problems[0].message)
+
+
+class _RgMixin:
+    """A plain base of a hybrid: what it defines is the hybrid's own as much as its body's."""
+
+    def mixed(self) -> str:
+        return "mixed"
+
+
+@pytest.mark.parametrize("member", ["method", "held", "limit", "mixed", "gear_guids"])
+def test_a_foreign_key_naming_what_the_target_defines_itself_is_refused(member: str) -> None:
+    """A method, a property, a class attribute (or one of a plain base) replaced by the reverse list:
+    ``tool.method()`` would have raised TypeError 'DataList' object is not callable."""
+    class RgTool(_RgMixin, DataObject):
+        __properties = [Property("name", str)]
+        limit = 5
+
+        def method(self) -> str:
+            return "method"
+
+        def gear_guids(self) -> str:  # the name an accessor ``gear`` generates besides itself
+            return "guids"
+
+        @property
+        def held(self) -> str:
+            return "held"
+
+    before, fk = _state(RgTool), member.removesuffix("_guids")
+    owner = "_RgMixin" if member == "mixed" else "RgTool"
+    with pytest.raises(ConfigurationError, match=rf"already has {member}; give the relation another "
+                                                 rf"foreign_key \(or rename {owner}\.{member},"):
+        class RgUser2(DataObject):
+            __relations = [Relation("tool", RgTool, fk, mandatory=False)]
+    assert _state(RgTool) == before and "RgUser2" not in [cls.__name__ for cls in hybrids.all()]
+    tool = RgTool(data={"name": "t"})
+    assert (tool.method(), tool.gear_guids(), tool.held, tool.limit, tool.mixed()) == (
+        "method", "guids", "held", 5, "mixed")
+
+
+def test_a_target_declared_later_with_a_method_a_waiting_relation_names_is_refused() -> None:
+    """Named by a string before it exists: refused when it is declared, leaving the relation waiting."""
+    class RgWaits(DataObject):
+        __relations = [Relation("tool", "RgLateTool", "items", mandatory=False)]
+
+    relation, pending = RgWaits._meta.relations["tool"], hybrids.unresolved()
+    with pytest.raises(ConfigurationError, match=r"already has items; .* \(or rename RgLateTool\.items,"):
+        class RgLateTool(DataObject):
+            __properties = [Property("name", str)]
+
+            def items(self) -> str:
+                return "items"
+
+    assert hybrids.unresolved() == pending and relation.target is None
+    assert "RgLateTool" not in [cls.__name__ for cls in hybrids.all()]
+
+    class RgLateTool(DataObject):  # type: ignore[no-redef]  # declared again without it: linked
+        __properties = [Property("name", str)]
+
+    assert relation.target is RgLateTool and "items" in RgLateTool._meta.reverse
+
+
+def test_a_target_declared_again_with_a_method_its_relation_names_is_refused() -> None:
+    """The other order: the relation's accessor is on the target, whose module is loaded again (the
+    same class, now with a method of the accessor's name) and takes the relation over: refused."""
+    def declare(method: bool) -> type[DataObject]:
+        class RgReloaded(DataObject):
+            __properties = [Property("name", str)]
+            if method:
+                def items(self) -> str:
+                    return "items"
+        return RgReloaded
+
+    first = declare(method=False)
+
+    class RgHolds(DataObject):
+        __relations = [Relation("tool", "RgReloaded", "items", mandatory=False)]
+
+    before = _state(first)
+    with pytest.raises(ConfigurationError, match=r"already has items; .* \(or rename RgReloaded\.items,"):
+        declare(method=True)
+    assert hybrids.get("RgReloaded") is first and _state(first) == before
+    assert RgHolds._meta.relations["tool"].target is first

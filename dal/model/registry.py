@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from dal.exceptions import ConfigurationError, InvalidValueError
 from dal.model import expressions
-from dal.model.reserved import RESERVED, public_names
-from dal.model.reverse import reverse_accessors
+from dal.model.reserved import RESERVED, defined_by, public_names
+from dal.model.reverse import ReverseList, reverse_accessors
 from dal.structures import Relation
 
 if TYPE_CHECKING:
@@ -280,13 +280,17 @@ def _link(relation: Relation, target: type[DataObject], undo: list[Callable[[], 
     # of them taken over would serve this relation's objects in its place, without a word
     installed = {name for key, other in reverse.items() if key != relation.foreign_key
                  for name in reverse_accessors(other.relation)}
+    # and what the target's own classes define (a method, a property, a class attribute): replaced unseen
+    own = defined_by(target, installed=(ReverseList,))
     taken = sorted(set(accessors) & (set(target._meta.fields()) | set(target._meta.relations)
                                      | set(target._meta.dynamics) | RESERVED | public_names(target)
-                                     | installed))
+                                     | installed | set(own)))
     if taken:
+        mine = [f"{own[name].__name__}.{name}" for name in taken if name in own]
         raise ConfigurationError(
             f"{relation.qualified} names the reverse accessor {relation.foreign_key!r}, but "
-            f"{target.__name__} already has {', '.join(taken)}; give the relation another foreign_key")
+            f"{target.__name__} already has {', '.join(taken)}; give the relation another foreign_key"
+            + (f" (or rename {', '.join(mine)}, which the accessor would replace)" if mine else ""))
     undo.append(partial(_restore, reverse, relation.foreign_key, clash))
     reverse[relation.foreign_key] = Reverse(relation.owner, relation, inherited)
     for name, accessor in accessors.items():

@@ -27,7 +27,7 @@ from dal.model.declared import internal_field
 from dal.model.expressions import Where, where
 from dal.model.meta import HybridMeta, HybridMetaclass, TypedMetaclass
 from dal.model.registry import hybrids
-from dal.objects import decoding, dynamics, lookups, mirrored, models
+from dal.objects import decoding, dynamics, lookups, mirrored, models, origin, relations
 from dal.objects.transaction import Document
 from dal.objects.writes import Writes
 from dal.structures import Relation, check_guid, is_guid
@@ -90,12 +90,7 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         Every name is checked before any is assigned, and a refused value leaves nothing assigned:
         the constructor raises, so no half-built object escapes.
         """
-        meta = self._meta
-        unknown = sorted((name for name in values if name not in meta.assignable), key=repr)
-        if unknown:  # sorted by repr: names that are no str (data={1: ...}) must not break the sort
-            raise InvalidValueError(
-                f"{type(self).__name__} has no property or relation {', '.join(map(repr, unknown))}; "
-                f"known: {', '.join(sorted(meta.assignable))}")
+        relations.check_filled(type(self).__name__, self._meta, values)
         for name, value in values.items():
             setattr(self, name, value)
 
@@ -248,6 +243,7 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         guid = self._data[relation.guid_field]
         if guid is None:
             return None
+        origin.check_read(self, relation, current())  # loaded under another configure(): not from this one
         target = _target(relation)
         siblings: list[DataObject] | None = self.__dict__.get("_siblings")
         if siblings:

@@ -2,13 +2,18 @@
 
 A stored object remembers the store and namespace it was loaded (or saved) under (``_loaded_from``,
 the cache root of that ``configure()``). Used after ``configure()`` switched to another, the object's
-document is absent there: a save would call it deleted by another writer, a delete would do nothing,
-its reverse lists would list nothing, and an object linked to it would point at nothing stored. Each
-of these is refused with ``ConfigurationError`` naming the remedy, instead of answering for another store.
+document is absent there (or is another copy: ``dal copy`` keeps guids). A save would call it deleted by
+another writer, a delete would do nothing, its reverse lists would list nothing, its relations would load
+the current store's object of the guid it holds (or find none), and an object linked to it would point at
+the current store's object of its guid, if any. Each of these is refused with ``ConfigurationError``
+naming the remedy, instead of answering for another store. What the object holds in hand still reads as
+loaded: its properties, its ``<relation>_guid`` fields, and a related object it already holds (read
+before the switch, or assigned).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from dal.exceptions import ConfigurationError
@@ -35,14 +40,30 @@ def check_write(label: str, obj: object, context: Context) -> None:
             "namespace again to write it there")
 
 
-def check_link(label: str, relation: Relation, linked: object, context: Context) -> None:
-    """Refuse a link to an object of another store or namespace, which the save found not stored here."""
-    origin = loaded_elsewhere(linked, context)
+def check_read(obj: object, relation: Relation, context: Context) -> None:
+    """Refuse to load the object ``relation`` of ``obj`` points at, when ``obj`` is of another store or
+    namespace: the guid it holds names that store's object, which the current one lacks or holds a copy of."""
+    origin = loaded_elsewhere(obj, context)
     if origin is not None:
         raise ConfigurationError(
-            f"{label}.{relation.name} points at {linked!r}, loaded from another store or namespace "
-            f"({origin!r}) than the current configure()'s, where it is not stored; link an object loaded "
-            "under the current configuration, or configure() that store and namespace again to save there")
+            f"{obj!r} was loaded from another store or namespace ({origin!r}) than the current "
+            f"configure()'s: its {relation.name} would be read from the current one (which lacks it, or "
+            "holds another copy of it); configure() its store and namespace again to read it there, or "
+            "load the object again under the current configuration")
+
+
+def check_links(obj: object, related: Mapping[str, object], context: Context) -> None:
+    """Refuse to save ``obj`` linked (``related``: the objects it holds, by relation name) to an object of
+    another store or namespace: the link would name whatever the current one holds under that guid, if
+    anything, not that object. One comparison per related object, nothing read."""
+    for name, linked in related.items():
+        origin = loaded_elsewhere(linked, context)
+        if origin is not None:
+            raise ConfigurationError(
+                f"{type(obj).__name__}.{name} points at {linked!r}, loaded from another store or namespace "
+                f"({origin!r}) than the current configure()'s: saved here, {obj!r} would link whatever this "
+                "one holds under that guid, if anything; link an object loaded under the current "
+                "configuration, or configure() that store and namespace again to save there")
 
 
 def check_listing(relation: Relation, target: object, context: Context) -> None:

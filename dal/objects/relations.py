@@ -11,6 +11,9 @@ keeps one key per target (``r/<source>/<relation>/<target guid>``, see
 :func:`dal.objects.transaction.plan_write`), so a second object pointing at a target fails its own
 commit (:func:`onetoone_refusal` says who holds it).
 
+A new object's ``data=`` (or keywords) names each relation once (:func:`check_filled`): as the
+related object, or as its ``<relation>_guid``, never both.
+
 A relation declared by a class is held by its subclass hybrids too (inherited, stored under
 their own names): the reverse accessor lists their objects as well, and a delete counts and
 ``abandon`` unlinks them (:class:`dal.model.meta.Reverse`). The reverse accessors themselves
@@ -19,9 +22,10 @@ are part of the model (:mod:`dal.model.reverse`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from inspect import getattr_static
+from typing import TYPE_CHECKING, Any
 
 from dal.backends.base import Check, Delete, Op, PrefixEmpty, PrefixUnchanged, Put, Revision
 from dal.backends.paging import scan_all
@@ -29,6 +33,7 @@ from dal.cache.versions import changed_versions
 from dal.exceptions import InvalidValueError, LinkedObjectError, OneToOneError
 from dal.model.meta import HybridMeta
 from dal.model.registry import family
+from dal.model.reverse import ReverseList
 from dal.objects.transaction import decode, encode
 from dal.structures import Relation
 
@@ -69,6 +74,23 @@ def onetoone_refusal(context: Context, relation: Relation, source_guid: str,
         f"{relation.owner.__name__} {source_guid} elsewhere")
 
 
+def check_filled(hybrid: str, meta: HybridMeta, values: Mapping[Any, Any]) -> None:
+    """Refuse the ``data=`` (or keywords) of a new ``hybrid`` object naming what it lacks, or a relation
+    both as an object and as its ``<relation>_guid``: assigned one after the other, the last would win
+    (and a guid after the object drops the object, unchecked), even when they agree; one is enough."""
+    unknown = sorted((name for name in values if name not in meta.assignable), key=repr)
+    if unknown:  # sorted by repr: names that are no str (data={1: ...}) must not break the sort
+        raise InvalidValueError(
+            f"{hybrid} has no property or relation {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(meta.assignable))}")
+    both = [name for name, relation in meta.relations.items()
+            if name in values and relation.guid_field in values]
+    if both:
+        raise InvalidValueError(
+            f"{hybrid}(...) is given both {'; '.join(f'{name} and {name}_guid' for name in both)}: two forms "
+            f"of one link; give one of them ({both[0]}=the object, or {both[0]}_guid=its guid)")
+
+
 @dataclass
 class Unlink:
     """What deleting an object adds to its transaction: checks, ops, and caches to drop after."""
@@ -97,19 +119,37 @@ def check_abandon(meta: HybridMeta, abandon: object) -> frozenset[str]:
         raise InvalidValueError(f"abandon takes a list of reverse relation names, e.g. [{abandon!r}]")
     names = (list(abandon) if isinstance(abandon, Iterable) and not isinstance(abandon, (bytes, bytearray))
              else None)
+    known = reverse_names(meta)
     if names is None or not all(isinstance(name, str) for name in names):
         raise InvalidValueError(
             f"abandon takes a list of reverse relation names, not {abandon!r}; known: "
-            f"{', '.join(sorted(meta.reverse)) or 'none'} (or '{ABANDON_ALL}')")
+            f"{', '.join(sorted(known)) or 'none'} (or '{ABANDON_ALL}')")
     if not names:
         return _NOTHING
     if ABANDON_ALL in names:
-        return frozenset(meta.reverse)
-    unknown = sorted(set(names) - set(meta.reverse))
+        return known
+    unknown = sorted(set(names) - known)
     if unknown:
         raise InvalidValueError(
             f"{meta.cls.__name__} has no reverse relation {', '.join(unknown)}; known: "
-            f"{', '.join(sorted(meta.reverse)) or 'none'} (or '{ABANDON_ALL}')")
+            f"{', '.join(sorted(known)) or 'none'} (or '{ABANDON_ALL}')")
+    return frozenset(names)
+
+
+def reverse_names(meta: HybridMeta) -> frozenset[str]:
+    """Return the reverse relations ``meta``'s objects read: the hybrid's own, and those its objects
+    inherit from a hybrid base (``SubParent`` reads ``Parent``'s ``children``) unless it replaces them.
+
+    An inherited one names nothing to unlink: its relation holds objects of the base hybrid only (an
+    object of a subclass hybrid is refused), whose links are filed under the base's name, not under
+    this object's, which the delete scans; it lists only what points at a base object of this guid.
+    """
+    names = set(meta.reverse)
+    for base in meta.cls.__mro__[1:]:
+        parent: HybridMeta | None = vars(base).get("_meta")
+        if parent is not None:
+            names.update(name for name in parent.reverse
+                         if isinstance(getattr_static(meta.cls, name, None), ReverseList))
     return frozenset(names)
 
 

@@ -29,7 +29,7 @@ from dal.exceptions import (
 from dal.model.meta import HybridMeta
 from dal.model.registry import hybrids
 from dal.objects.models import missing_mandatory
-from dal.objects.origin import check_link, check_write
+from dal.objects.origin import check_links, check_write
 from dal.objects.refusals import (
     check_changed,
     check_containers,
@@ -113,6 +113,7 @@ class Writes:
         document to write; None when nothing changed. Settles an earlier save whose outcome was unknown
         first. ``save()`` and ``save_many()`` both start here."""
         check_write(self._label(), self, context)
+        check_links(self, self._objects, context)  # a related object of another store: before anything
         if "_uncertain" in self.__dict__:
             self._settle(context)
         ensure_recorded(context, self._meta)
@@ -368,8 +369,7 @@ class Writes:
             raise UniqueConstraintError(
                 f"{name}.{reason.field} must be unique: another {name} already has {reason.value!r}; "
                 "choose another value")
-        relation = self._meta.relations[reason.field]
-        check_link(name, relation, self._objects.get(reason.field), current())  # another store's object
+        relation = self._meta.relations[reason.field]  # one of another store was refused by _prepare
         target = relation.target.__name__ if relation.target is not None else "object"
         raise ObjectNotFoundError(
             f"{name}.{reason.field} points at {target} {reason.value!r}, which is not stored; "
