@@ -182,8 +182,10 @@ def test_a_leader_whose_lease_was_lost_stops_before_its_next_batch(
     assert not other.acquire_leadership(role, "third", 30).acquired  # the usurper still leads
 
 
-class SlowGrant:
-    """A store whose leases are granted ``delay`` seconds after they are asked for; renewals counted."""
+class LateAnswer:
+    """A store that grants a lease when asked, and whose answer arrives ``delay`` seconds later (the
+    lease runs meanwhile; slept before the grant, the lease would count from the answer, and a leader
+    counting it from there would pass: found by a mutation audit); renewals counted."""
 
     def __init__(self, store: PersistentStore, delay: float) -> None:
         self.store, self.delay, self.renewals = store, delay, 0
@@ -192,8 +194,9 @@ class SlowGrant:
         return getattr(self.store, name)
 
     def acquire_leadership(self, role: str, owner: str, ttl: float) -> Leadership:
+        granted = self.store.acquire_leadership(role, owner, ttl)
         time.sleep(self.delay)
-        return self.store.acquire_leadership(role, owner, ttl)
+        return granted
 
     def renew_leadership(self, lease: Leadership) -> bool:
         self.renewals += 1
@@ -201,9 +204,9 @@ class SlowGrant:
 
 
 def test_a_lease_granted_late_is_renewed_before_it_runs_out(role: str) -> None:
-    # the lease counts from before the ask: granted 0.7 TTL late, only 0.3 TTL of it is left, less
+    # the lease counts from before the ask: answered 0.7 TTL late, only 0.3 TTL of it is left, less
     # than the third of the TTL a renewal waits; the first renewal comes within half of what is left
-    store = SlowGrant(open_persistent(f"memory://slow-{uuid.uuid4().hex[:8]}"), 2.1)
+    store = LateAnswer(open_persistent(f"memory://late-{uuid.uuid4().hex[:8]}"), 2.1)
     leader = Leader(cast(PersistentStore, store), role, 3.0)
     asked = time.monotonic()
     assert leader.acquire().acquired

@@ -440,3 +440,39 @@ def test_creates_of_one_hybrid_check_its_schema_record_once_per_commit(
     monkeypatch.setattr(context, "commit", counted)
     dal.save_many([TBackendType(name=f"k{number}", code=f"c{number}") for number in range(200)])
     assert seen and all(count == 1 for count in seen), seen
+
+
+
+def test_a_cycle_outgrowing_its_commit_when_planned_again_says_the_commits_before_it_were_written(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer's change refuses the second commit (a changed object and a cycle); the cycle,
+    planned again, no longer fits one commit: refused saying the first commit stayed written
+    (found by a mutation audit: it said "nothing was saved")."""
+    kind = TBackendType(name="ALBA", code="alba")
+    kind.save()
+    changed = TBackend(name="changed", backend_type=kind)
+    changed.save()
+    theirs = TBackend(changed.guid)
+    theirs.status = "RUNNING"
+    theirs.save()  # between the load and save_many
+    changed.name = "mine"
+    ring = [TBackend(name=f"r{number}", backend_type=kind) for number in range(3)]  # 15 ops
+    for number, backend in enumerate(ring):
+        backend.parent = ring[number - 1]
+    first = [TBackendType(name=f"k{number}", code=f"c{number}") for number in range(10)]  # 3 ops each
+    monkeypatch.setattr(bulk, "MAX_OPS", 30)  # the types fill the first commit
+    real = bulk._commit_again
+
+    def grown(*args: Any, **kwargs: Any) -> None:  # stands in for a plan that grew (a one-to-one check)
+        monkeypatch.setattr(bulk, "MAX_OPS", 10)
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(bulk, "_commit_again", grown)
+    with pytest.raises(InvalidValueError) as refused:
+        dal.save_many([*first, changed, *ring])
+    message = str(refused.value)
+    assert "3 new objects link to each other in a cycle" in message, message
+    assert "nothing of this commit was saved (those before it were)" in message, message
+    assert f"changed by another writer meanwhile: TBackend {changed.guid})" in message, message
+    assert DataList(TBackendType).count() == 11  # the first commit, and kind
+    assert DataList(TBackend).count() == 1 and TBackend(changed.guid).name == "changed"
