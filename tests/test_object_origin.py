@@ -9,12 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from mirror_hybrids import MirroredVM, answer, instance_path
 from query_hybrids import Item, Kind
 from relation_hybrids import BladeServer, Cabinet, Owner, Passport
 
 import dal
+import dal.mirror
+import dal.mirror.refresh as mirror_refresh
 from dal import DataList
 from dal.exceptions import ConfigurationError
+from dal.testing.remote import Remote
 from dal.tools.transfer.load import copy
 
 
@@ -171,3 +175,69 @@ def test_an_object_of_another_namespace_is_never_linked_even_where_its_guid_is_s
     relinked = Item(name="j", kind=Kind(kind.guid))  # the copy, loaded here: linked here
     relinked.save()
     assert relinked.kind is not None and relinked.kind.code == "staging"
+
+
+def test_a_list_loads_no_relation_for_its_members_of_another_namespace(tmp_path: Path) -> None:
+    """A member of a list loaded under another namespace, loaded again here (``refresh()``), stays in its
+    list: the relation read it makes for the list loaded the current namespace's copy into every member,
+    one still of the other namespace too (whose own read is refused). Only the members loaded where the
+    reading one was are filled."""
+    url = f"sqlite:///{tmp_path}/x.db"
+    first = dal.configure(url, "memory://", namespace="first")
+    kinds = [Kind(code="prod1"), Kind(code="prod2")]
+    dal.save_many(kinds)
+    dal.save_many([Item(name="a", kind=kinds[0]), Item(name="b", kind=kinds[1])])
+    items = sorted(DataList(Item), key=lambda item: item.name)  # one list, loaded under first
+    second = dal.configure(url, "memory://", namespace="second")
+    copy(first, second)
+    renamed = list(DataList(Kind))
+    for kind in renamed:
+        kind.code = f"staging-{kind.code}"
+    dal.save_many(renamed)
+    items[0].refresh()  # loaded again here, as the refusal says
+    assert items[0].kind is not None and items[0].kind.code == "staging-prod1"
+    assert "kind" not in items[1]._objects, "nothing of second's filled into first's member"
+    for read in (lambda: items[1].kind, lambda: items[1].serialize(depth=1)):
+        with pytest.raises(ConfigurationError, match="loaded from another store or namespace"):
+            read()
+    dal.configure(url, "memory://", namespace="first")
+    assert items[1].kind is not None and items[1].kind.code == "prod2", "its own store's, read there"
+
+
+def test_a_mirrored_object_of_another_namespace_is_never_refreshed_here(tmp_path: Path,
+                                                                        remote: Remote) -> None:
+    """Read under a namespace holding a copy of it, a stale mirrored object loaded under another one asked
+    the remote, stored its answer in the current namespace's document and became that one's object (its
+    properties the copy's), the members of its list with it. It serves what it holds, as inside frozen():
+    no remote call, nothing written; refresh_info() and a refresh are refused before asking. A member of
+    its list loaded again here refreshes alone; the other refreshes under its own namespace."""
+    url = f"sqlite:///{tmp_path}/x.db"
+    first = dal.configure(url, "memory://", namespace="first")
+    hosts = ["origin-a", "origin-b"]
+    for host in hosts:
+        remote.answers[instance_path(host)] = answer(host, "running")
+    with dal.mirror.frozen():
+        dal.save_many([MirroredVM(hostname=host, note="first") for host in hosts])
+    with dal.mirror.frozen():  # one list under first, never refreshed
+        held = sorted(DataList(MirroredVM), key=lambda vm: vm.hostname)
+    second = dal.configure(url, "memory://", namespace="second")
+    copy(first, second)
+    with dal.mirror.frozen():
+        copies = list(DataList(MirroredVM))
+        for vm in copies:
+            vm.note = "second"
+        dal.save_many(copies)
+    assert (held[1].note, held[1].status) == ("first", None), "what it holds"
+    assert remote.count() == 0 and dal.mirror.stale_count(MirroredVM) == 2, "nothing asked, nothing written"
+    refused = r"loaded from another store or namespace.*load it again under the current configuration"
+    for refresh in (held[1].refresh_info, lambda: mirror_refresh.refresh([held[1]], force=True)):
+        with pytest.raises(ConfigurationError, match=refused):
+            refresh()
+    assert remote.count() == 0 and held[1]._loaded_from != second.keys.cache_root
+    held[0].refresh()  # loaded again here: it refreshes here, alone
+    assert (held[0].note, held[0].status) == ("second", "running")
+    assert remote.calls() == {instance_path(hosts[0]): 1} and dal.mirror.stale_count(MirroredVM) == 1
+    assert held[1].note == "first"
+    dal.configure(url, "memory://", namespace="first")
+    assert (held[1].note, held[1].status) == ("first", "running"), "refreshed under its own namespace"
+    assert remote.calls() == {instance_path(host): 1 for host in hosts}

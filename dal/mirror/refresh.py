@@ -23,6 +23,7 @@ from dal.config import Context, current
 from dal.exceptions import BackendError, DalError, MirrorError, ObjectNotFoundError, RaceConditionError
 from dal.mirror import flight
 from dal.mirror.store import WRITTEN_BY_REFRESH, adopt, parsed_names, store_answer, store_failure
+from dal.objects import origin
 from dal.objects.dataobject import DataObject
 from dal.objects.mirrored import clock
 from dal.objects.transaction import decode
@@ -107,14 +108,16 @@ def before_read(obj: DataObject) -> None:
     """The read hook: on an instance's first read, refresh it if stale, with the stale ones loaded with it.
 
     Never raises for a failed refresh: the failure is stored in ``error`` (and logged when even
-    that could not be stored), and the instance serves what it holds.
+    that could not be stored), and the instance serves what it holds. An object loaded under another
+    ``configure()`` serves what it holds, as inside :func:`frozen` (the current store lacks its
+    document, or holds another copy: a refresh would ask the remote and write there); so do the
+    members of its list still of another when one was loaded again here (``refresh()``).
     """
-    if _frozen.get():
+    if _frozen.get() or origin.loaded_elsewhere(obj, current()) is not None:
         return
     cls = type(obj)
-    together: list[DataObject] = obj.__dict__.get("_siblings") or [obj]
-    if len(together) > 1 and not has_bulk(cls):
-        together = [obj]  # without one bulk call, each object refreshes on its own first read
+    # without one bulk call, each object refreshes on its own first read (and its list is not looked at)
+    together: list[DataObject] = (origin.siblings(obj) if has_bulk(cls) else []) or [obj]
     batch = [other for other in together if type(other) is cls and other._raw is not None
              and "_mirror_checked" not in other.__dict__]
     if not any(other is obj for other in batch):
@@ -138,6 +141,7 @@ def refresh_now(obj: DataObject) -> None:
         raise MirrorError(f"refresh_info() of {name} inside dal.mirror.frozen(): refreshes are frozen here")
     if obj._raw is None:
         raise MirrorError(f"{name} is not stored yet: save it before refreshing it from its remote")
+    origin.check_write(name, obj, current())  # the remote's answer would be stored in the current store
     obj.__dict__["_mirror_checked"] = True
     result = refresh([obj], force=True)[obj.guid]
     if result.outcome == GONE:
@@ -166,6 +170,8 @@ def refresh(objects: list[DataObject], *, force: bool = False, bulk: bool | None
     cls = type(objects[0])
     mirror = cls._meta.mirror
     assert mirror is not None
+    for obj in objects:  # before any remote call: each answer is stored in the current store
+        origin.check_write(f"{cls.__name__} {obj.guid}", obj, context)
     owned: list[tuple[DataObject, flight.Lock]] = []
     held: list[DataObject] = []
     name = cls._meta.name

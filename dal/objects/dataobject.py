@@ -245,7 +245,7 @@ class DataObject(Writes, metaclass=HybridMetaclass):
             return None
         origin.check_read(self, relation, current())  # loaded under another configure(): not from this one
         target = _target(relation)
-        siblings: list[DataObject] | None = self.__dict__.get("_siblings")
+        siblings: list[DataObject] = origin.siblings(self)  # not those of another store: theirs are refused
         if siblings:
             wanted = [s._data[relation.guid_field] for s in siblings if relation.name not in s._objects]
             loaded = target._load_many(sorted({guid for guid in wanted if guid is not None}))
@@ -303,7 +303,8 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         """Refresh this mirrored object from its remote now, stale or not, and store the answer.
 
         Raises MirrorError (the remote's error as its ``__cause__``) when the remote fails or its
-        answer cannot be stored; the failure is recorded in ``error`` as well.
+        answer cannot be stored; the failure is recorded in ``error`` as well. ConfigurationError, nothing
+        asked, when it was loaded under another store or namespace than the current ``configure()``'s.
         """
         if self._meta.mirror is None:
             raise MirrorError(f"{type(self).__name__} is not mirrored: it declares no __mirror")

@@ -14,7 +14,7 @@ before the switch, or assigned).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dal.exceptions import ConfigurationError
 from dal.structures import Relation
@@ -28,6 +28,25 @@ def loaded_elsewhere(obj: object, context: Context) -> str | None:
     (not a stored object, or one of this store)."""
     origin: str | None = getattr(obj, "__dict__", {}).get("_loaded_from")
     return origin if origin is not None and origin != context.keys.cache_root else None
+
+
+def siblings(obj: object) -> list[Any]:
+    """Return the members of ``obj``'s list (the objects loaded with it, whose relation reads and mirror
+    refreshes one read makes for them all) loaded from the store and namespace ``obj`` was; empty when
+    it has no list.
+
+    ``refresh()`` reloads one member under the current ``configure()`` and leaves it in its list, whose
+    other members stay of the store they were loaded from: their own reads are refused, so no batch
+    made for this one may fill (or refresh) them from the current one. Compared here, at each batch,
+    rather than taking a reloaded object out of its list: exact however a member's origin changed, and
+    one comparison per member, which the batch makes anyway (nothing on the load of each object).
+    """
+    state: dict[str, Any] = getattr(obj, "__dict__", {})
+    together: list[Any] | None = state.get("_siblings")
+    if not together:
+        return []
+    mine = state.get("_loaded_from")
+    return [other for other in together if other.__dict__.get("_loaded_from") == mine]
 
 
 def check_write(label: str, obj: object, context: Context) -> None:
