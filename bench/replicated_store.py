@@ -8,16 +8,17 @@ and no objects: the cached-load benchmark with ``replicas=3`` (the issue's targe
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dal.backends import open_volatile
 from dal.backends.memcached.replicated import ReplicatedCache
 from dal.backends.url import parse_url
-from dal.testing.servers import start_memcached
+from dal.testing.servers import RunningServer, start_memcached
 
 ROUNDS = 5
 
@@ -30,13 +31,12 @@ def per_call(call: Callable[[], object], times: int) -> float:
     return (time.perf_counter() - start) / times * 1e6
 
 
-def main() -> None:
-    work = Path(tempfile.mkdtemp(prefix="dal-replicated-"))
-    servers = [start_memcached(work / f"m{n}") for n in range(3)]
+def measure(servers: Sequence[RunningServer]) -> None:
+    """Time both stores over ``servers`` (the first one alone for the single store); print each figure."""
+    hosts = ",".join(server.url.split("://", 1)[1] for server in servers)
+    replicated = ReplicatedCache.from_url(parse_url(f"memcached://{hosts}?replicas=3"))
+    single = open_volatile(servers[0].url)
     try:
-        hosts = ",".join(server.url.split("://", 1)[1] for server in servers)
-        replicated = ReplicatedCache.from_url(parse_url(f"memcached://{hosts}?replicas=3"))
-        single = open_volatile(servers[0].url)
         keys = [f"k{n}" for n in range(50)]
         for store in (replicated, single):
             for key in keys:
@@ -52,8 +52,23 @@ def main() -> None:
             shown = ", ".join(f"{figure:.0f}" for figure in figures)
             print(f"{name}: median {statistics.median(figures):.0f} us (rounds {shown})")
     finally:
-        for server in servers:
-            server.stop()
+        replicated.close()
+        single.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Start three memcached servers in a temporary directory, measure, stop them and remove it."""
+    argparse.ArgumentParser(prog="python -m bench.replicated_store",
+                            description=(__doc__ or "").split("\n\n", 1)[0]).parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="dal-replicated-") as work:
+        servers: list[RunningServer] = []
+        try:
+            for number in range(3):
+                servers.append(start_memcached(Path(work) / f"m{number}"))
+            measure(servers)
+        finally:
+            for server in servers:
+                server.stop()
 
 
 if __name__ == "__main__":

@@ -59,6 +59,15 @@ def compare_saves(name: str, dal: Operation, raw: Operation, settings: Settings,
     return measurement, saves
 
 
+def schema_check(context: Context, hybrid: str) -> tuple[str, int]:
+    """Return the key of ``hybrid``'s schema record (``m/schema/<hybrid>``) and its revision now (0:
+    absent). Every dal create and delete commit checks that the record is still at the revision its
+    writer planned from (``dal/objects/views.py``), so the raw sides check it too, read once untimed."""
+    key = context.keys.schema(hybrid)
+    entry = context.persistent.get(key)
+    return key, 0 if entry is None else entry.revision
+
+
 def store_machines(count: int, prefix: str) -> list[BenchMachine]:
     """Save ``count`` new machines through dal in the current context and return them."""
     machines = []

@@ -7,22 +7,26 @@ holds as after a load (its stored document and revision known): no read of the d
 
 The dal side is ``machine.delete()`` (``dal/objects/writes.py``). No relation targets
 ``BenchMachine``, so no link is expected and none is scanned for (``assume_unlinked``): one
-commit checking the document's revision and that no link points at the object
-(``PrefixEmpty`` of ``l/BenchMachine/<guid>/``; were there one, the commit would fail and the
-delete would scan the links, then refuse or unlink), deleting the document, its unique key and
-its index entry; then the cache invalidation of the object's cached document and of the
-query-result versions its values touch. Asserted, outside the timing, with every store call
-counted as ``tests/conftest.py`` ``round_trips`` does: exactly ``EXPECTED[store]`` per delete;
-and over the run, one commit per save and per dal delete (``context.stats['commits']``).
+commit checking the document's revision, that no link points at the object (``PrefixEmpty`` of
+``l/BenchMachine/<guid>/``; were there one, the commit would fail and the delete would scan the
+links, then refuse or unlink) and that the hybrid's schema record is still the one the delete
+planned from (``Revision`` of ``m/schema/BenchMachine``, ``dal/objects/views.py``), deleting the
+document, its unique key and its index entry; then the cache invalidation of the object's cached
+document and of the query-result versions its values touch. Asserted, outside the timing, with
+every store call counted as ``tests/conftest.py`` ``round_trips`` does: exactly
+``EXPECTED[store]`` per delete; and over the run, one commit per save and per dal delete
+(``context.stats['commits']``).
 
 The raw side is the same transaction with the driver: on SQLite (``sqlite3``, a connection of
-its own with ``PRAGMA synchronous = NORMAL`` as dal's) ``BEGIN IMMEDIATE``, the two checks (the
-document's ``revision``, the link prefix's ``max(revision)``, which must be none), the revision
-counter's ``UPDATE`` and ``SELECT``, three ``DELETE``s and ``COMMIT``, the statements
-``SqliteStore.commit`` runs; on etcd (pyetcd) one transaction: the same two compares (document
-mod revision, link range version 0) and the same three deletes. Nothing else: no cache
-invalidation, no journal record (dal's etcd commit also puts its journal record,
-``dal/cache/journal.py``).
+its own with ``PRAGMA synchronous = NORMAL`` as dal's) ``BEGIN IMMEDIATE``, the three checks
+(the document's ``revision``, the link prefix's ``max(revision)``, which must be none, the schema
+record's ``revision``, read untimed before the run), the revision counter's ``UPDATE`` and
+``SELECT``, three ``DELETE``s and ``COMMIT``, the statements ``SqliteStore.commit`` runs; on etcd
+(pyetcd) one transaction: the same three compares (document mod revision, link range version 0,
+schema record mod revision) and the same three deletes. Nothing else: no cache invalidation, no
+journal record (dal's etcd commit also checks that its journal record's key is new, puts the
+record and deletes the previous one, ``dal/cache/journal.py``), no failure branch (dal's etcd
+transaction carries reads of what each check looked at, run only when one fails).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from collections.abc import Callable
 
 import pyetcd
 
-from bench.benchmarks.common import counted_calls
+from bench.benchmarks.common import counted_calls, schema_check
 from bench.env import ETCD, MEMCACHED, Environment, Settings
 from bench.hybrids import BenchMachine, machine_data
 from bench.report import Result
@@ -88,6 +92,8 @@ def sqlite_delete(path: str, context: Context) -> tuple[RawDelete, Callable[[], 
     raw = sqlite3.connect(path, isolation_level=None, timeout=30)
     raw.execute("PRAGMA synchronous = NORMAL")
     keys, hybrid = context.keys, BenchMachine._meta.name
+    schema_key, schema_revision = schema_check(context, hybrid)
+    get = "SELECT value, revision FROM kv WHERE key = ?"
     newest = "SELECT max(revision) FROM kv WHERE key >= ? AND key < ?"
 
     def delete(machine: BenchMachine) -> None:
@@ -96,10 +102,12 @@ def sqlite_delete(path: str, context: Context) -> tuple[RawDelete, Callable[[], 
         doc_key = keys.doc(hybrid, guid)
         raw.execute("BEGIN IMMEDIATE")
         try:
-            row = raw.execute("SELECT value, revision FROM kv WHERE key = ?", (doc_key,)).fetchone()
-            if row is None or row[1] != machine._revision or \
-                    (raw.execute(newest, (links, prefix_end(links))).fetchone()[0] or 0) != 0:
-                raise AssertionError(f"{NAME}: a raw delete's checks failed for {guid}")
+            row = raw.execute(get, (doc_key,)).fetchone()
+            linked = raw.execute(newest, (links, prefix_end(links))).fetchone()[0] or 0
+            schema = raw.execute(get, (schema_key,)).fetchone()
+            if row is None or row[1] != machine._revision or linked != 0 or \
+                    (0 if schema is None else schema[1]) != schema_revision:
+                raise AssertionError(unchecked(guid))
             raw.execute("UPDATE meta SET revision = revision + 1 WHERE id = 0")
             raw.execute("SELECT revision FROM meta WHERE id = 0").fetchone()
             for key in (doc_key, keys.unique(hybrid, "name", machine._data["name"]),
@@ -118,20 +126,29 @@ def etcd_delete(host: str, port: int, context: Context) -> tuple[RawDelete, Call
     raw = pyetcd.client(host=host, port=port, timeout=5)
     txn = raw.transactions
     keys, hybrid = context.keys, BenchMachine._meta.name
+    schema_key, schema_revision = schema_check(context, hybrid)
 
     def delete(machine: BenchMachine) -> None:
         guid = machine.guid
         start, end = prefix_range(keys.links(hybrid, guid))
         doc_key = keys.doc(hybrid, guid)
         succeeded, _ = raw.transaction(
-            compare=[txn.mod(doc_key) == machine._revision, txn.version(start, range_end=end) == 0],
+            compare=[txn.mod(doc_key) == machine._revision, txn.version(start, range_end=end) == 0,
+                     txn.mod(schema_key) == schema_revision],
             success=[txn.delete(doc_key), txn.delete(keys.unique(hybrid, "name", machine._data["name"])),
                      txn.delete(keys.index(hybrid, "status", machine._data["status"], guid))],
             failure=[])
         if not succeeded:
-            raise AssertionError(f"{NAME}: a raw delete's compares failed for {guid}")
+            raise AssertionError(unchecked(guid))
 
     return delete, raw.close
+
+
+def unchecked(guid: str) -> str:
+    """The message of a raw delete whose checks failed: something else wrote to the namespace."""
+    return (f"{NAME}: a raw delete's checks failed for {guid}: its document, a link to it or the schema "
+            "record of BenchMachine changed after it was read; nothing else may write to the "
+            "benchmark's namespace while it runs (run the benchmark again on its own)")
 
 
 def measure_store(name: str, store: str, context: Context, raw: RawDelete, settings: Settings) -> Result:
