@@ -319,20 +319,37 @@ def test_a_password_with_a_slash_is_never_printed(tmp_path: Path) -> None:
         assert "s3cr" not in result.stdout + result.stderr and "ET9" not in result.stdout + result.stderr
 
 
+#: the loader the prefetchers below run: unlocked, so that only the queue's claims keep two processes
+#: from computing one dynamic; each process's first loader waits (30 s at most) until the other
+#: process runs one too, so that both have listed the queue and claim while the first items are computed
+TOTE_HYBRIDS = """import os, time
+from dal import DataObject, Dynamic, Property
+
+
+class Tote(DataObject):
+    __properties = [Property('name', str)]
+    __dynamics = [Dynamic('load', int, 600, locked=False)]
+
+    def _load(self):
+        calls = os.environ['DAL_TEST_CALLS']
+        with open(calls + '.pids', 'a') as pids:
+            pids.write(f'{os.getpid()}\\n')
+        deadline = time.monotonic() + 30
+        while len(set(open(calls + '.pids').read().split())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with open(calls, 'a') as called:
+            called.write(self.guid + '\\n')
+        return len(self.name)
+"""
+
+
 @pytest.mark.memcached
 def test_cache_queue_and_prefetch_across_processes_run_each_loader_once(
         tmp_path: Path, memcached_server: Any) -> None:
     """`dal cache`: queue 50 dynamics, prefetch them in two concurrent processes of 4 workers each;
-    every loader ran once (counted in a file both append to); ls, rm, prune and clean report."""
-    (tmp_path / "cli_cache_hybrids.py").write_text(
-        "import os\nfrom dal import DataObject, Dynamic, Property\n\n\n"
-        "class Tote(DataObject):\n"
-        "    __properties = [Property('name', str)]\n"
-        "    __dynamics = [Dynamic('load', int, 600, locked=True)]\n\n"
-        "    def _load(self):\n"
-        "        with open(os.environ['DAL_TEST_CALLS'], 'a') as calls:\n"
-        "            calls.write(self.guid + '\\n')\n"
-        "        return len(self.name)\n")
+    every loader ran once (counted in a file both append to), though each process listed the whole
+    queue before either computed one (TOTE_HYBRIDS); ls, rm, prune and clean report."""
+    (tmp_path / "cli_cache_hybrids.py").write_text(TOTE_HYBRIDS)
     stores = {"DAL_PERSISTENT_URL": f"sqlite:///{tmp_path / 'c.sqlite3'}", "DAL_NAMESPACE": "clicache",
               "DAL_VOLATILE_URL": memcached_server.url, "DAL_HYBRIDS": "cli_cache_hybrids",
               "DAL_TEST_CALLS": str(tmp_path / "calls")}
@@ -352,7 +369,8 @@ def test_cache_queue_and_prefetch_across_processes_run_each_loader_once(
     assert all(run.returncode == 0 for run in runs), outputs
     assert "prefetch [" in outputs[0][1] or "prefetch [" in outputs[1][1]  # the progress bar
     calls = (tmp_path / "calls").read_text().split()
-    assert len(calls) == 50 and len(set(calls)) == 50  # each loader ran once, across both processes
+    assert len(calls) == 50 and len(set(calls)) == 50, calls  # each loader ran once, across both processes
+    assert len(set((tmp_path / "calls.pids").read_text().split())) == 2  # both computed: they overlapped
     listed = run_dal("cache", "queue", "--list", cwd=tmp_path, env=stores)
     assert "0 queued" in listed.stdout
     ls = run_dal("cache", "ls", "--kind", "dynamic", "--sort", "size", "--limit", "3",

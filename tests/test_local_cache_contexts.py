@@ -147,3 +147,21 @@ def test_a_local_cache_of_etcd_serves_no_dynamic_from_before_another_processs_co
         assert context.stats["dynamic.lcrack.load.computations"] == 3, "computed at each read"
     finally:
         context.persistent.commit([], [DeletePrefix(context.keys.root)])
+
+
+@pytest.mark.etcd
+def test_a_local_cache_of_etcd_serves_no_object_from_before_another_processs_commit(
+        etcd_server: Any, namespace: str) -> None:
+    """The objects half: a server read twice before another process's commit (so that a cache in
+    front of etcd would hold its document) reads as that commit left it."""
+    context = configure(etcd_server.url, "memory://", namespace=namespace)
+    try:
+        rack = LcRack(data={"name": "r1"})
+        rack.save()
+        server = LcServer(data={"name": "s1", "status": "NEW", "cores": 4, "rack": rack})
+        server.save()
+        assert LcServer(server.guid).cores == 4 and LcServer(server.guid).cores == 4
+        run_spawned(_add_cores, etcd_server.url, namespace, server.guid)
+        assert LcServer(server.guid).cores == 8, "an object cached before another process's commit"
+    finally:
+        context.persistent.commit([], [DeletePrefix(context.keys.root)])

@@ -84,7 +84,7 @@ def test_an_older_models_creates_and_deletes_reach_a_newer_models_cached_results
         return sorted(found.guids), found._cache
 
     assert ask() == ([first], "miss") and ask() == ([first], "hit")
-    journal_settled(context)  # each write's own invalidations must reach the result, not a record delivered again
+    journal_settled(context)  # only each write's own invalidations may reach the result
     second = old_model(store, shared_cache, namespace, "create", "old-1")
     assert ask() == (sorted([first, second]), "miss"), "the older model's create is listed"
     journal_settled(context)
@@ -143,7 +143,7 @@ def test_an_older_models_writes_after_the_newer_model_recorded_its_own_reach_its
         return sorted(found.guids), found._cache
 
     assert ask() == ([first.guid], "miss") and ask() == ([first.guid], "hit")
-    journal_settled(context)  # each write's own invalidations must reach the result, not a record delivered again
+    journal_settled(context)  # only each write's own invalidations may reach the result
     older = old_model(store, shared_cache, namespace, "create", "old-0")
     assert ask() == (sorted([first.guid, older]), "miss"), "the older model's create is listed"
     assert ask() == (sorted([first.guid, older]), "hit")
