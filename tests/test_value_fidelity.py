@@ -7,6 +7,7 @@
 - A typed value whose stored form is not what its type writes (a model built unvalidated, or changed
   in place, holding ``1`` for a ``bool``) is refused, though it equals the value read back.
 - A datetime or a time with a time zone (not a fixed offset) is refused: only the offset is stored.
+  A ``fold`` is not kept (wall time, as ``==`` compares it), as docs/model.md says.
 - Annotated specs (``x: str = Property()``) in a non-hybrid mixin raise ConfigurationError.
 - ``Cls.model()`` handles an enum of lists; ``to_model()`` and ``from_model()`` raise dal's errors.
 """
@@ -191,6 +192,20 @@ def test_a_fixed_offset_or_no_zone_is_stored_and_read_back(local: Context, zone:
     loaded.starts = loaded.starts  # pydantic's own TzInfo, read back, is a fixed offset
     loaded.save()
     assert _stored(local, "fidmeeting", meeting.guid)[0] == revision
+
+
+#: 02:30 on 2024-10-27 happens twice in Brussels: fold=1 is the second (CET), an hour after the first
+REPEATED = dt.datetime(2024, 10, 27, 2, 30, fold=1)
+
+
+def test_a_naive_datetime_is_stored_as_wall_time_without_its_fold(local: Context) -> None:
+    # refusing fold=1 would make datetime.now() fail for an hour a year; the stored ISO text keeps the
+    # wall time, which == compares (fold only picks the instant a repeated wall time converts to)
+    meeting = Meeting()
+    meeting.starts = REPEATED
+    meeting.save()
+    back = Meeting(meeting.guid).starts
+    assert back == REPEATED and back.fold == 0 and back.replace(fold=1) == REPEATED
 
 
 # mixins ---------------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ a host, ``@`` may appear only there: anywhere after it (a raw ``/`` or ``?`` in 
 put it there), the URL is refused, since the parser cannot tell which part is secret. In the
 query (``?user=...&password=...`` and every option) a value is percent-decoded and nothing else:
 ``+`` is a plus, never a space; ``&`` (``%26``) and ``%`` (``%25``) must be encoded, and ``@`` (``%40``)
-in a URL that names a host.
+in a URL that names a host. Decoding is strict (see :func:`_decoded`): a stray ``%``, escapes that
+spell no UTF-8 and a lone surrogate (a byte that is not UTF-8, from the environment) outside a path
+are refused, so that two URLs never name one store.
 A host is a name, an IPv4 address or an IPv6 address in brackets (``[::1]:2379``); ``hosts`` holds
 the address without them, which is what the clients connect to.
 
@@ -29,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TypeVar
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from dal.exceptions import ConfigurationError
 
@@ -45,9 +47,37 @@ def _shown(text: str) -> str:
     return text if _PLAIN.fullmatch(text) else _HIDDEN
 
 
-def _path_text(path: str) -> str:
-    """Return a path as written in a URL: ``%`` and ``?`` escaped, so it reads back the same."""
-    return path.replace("%", "%25").replace("?", "%3F")
+def _path_text(path: str, after_host: bool) -> str:
+    """Return a path as written in a URL: ``%`` and ``?`` escaped, and ``@`` after a host part (where
+    the parser refuses it), so it reads back the same."""
+    text = path.replace("%", "%25").replace("?", "%3F")
+    return text.replace("@", "%40") if after_host else text
+
+
+_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+_STRAY = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _decoded(text: str, what: str, raw_bytes: bool = False) -> str:
+    """Return ``text`` percent-decoded strictly; ConfigurationError naming ``what`` (never its text: it
+    may be a password) for a ``%`` that starts no escape, escapes that spell no UTF-8, or, unless
+    ``raw_bytes`` (a path: a file name that is not UTF-8 is held as os.fsdecode gives it), a lone
+    surrogate (a byte that is not UTF-8 in an environment variable). unquote() would keep the first,
+    turn the second into U+FFFD (so two URLs would name one store) and pass the third on."""
+    if _STRAY.search(text):
+        raise ConfigurationError(f"{what} holds a '%' that starts no percent-escape; write a '%' as %25")
+    if not raw_bytes and _SURROGATE.search(text):
+        raise ConfigurationError(
+            f"{what} holds a byte that is not UTF-8 (read from the environment as a lone surrogate); "
+            "write it as UTF-8 text, percent-encoded if need be (%C3%A9 for 'é')")
+    try:
+        return _ESCAPES.sub(lambda run: bytes.fromhex(run[0].replace("%", "")).decode(), text)
+    except UnicodeDecodeError:
+        raw = ", and a file name that is not UTF-8 as it is, never as escapes" if raw_bytes else ""
+        raise ConfigurationError(
+            f"{what} holds percent-escapes that are not UTF-8 (each character is its UTF-8 bytes, "
+            f"%C3%A9 for 'é'); write a '%' as %25{raw}") from None
 
 
 @dataclass(frozen=True)
@@ -82,7 +112,8 @@ class StoreURL:
             shown = _shown(value) if hide_password else value
             pairs.append(f"{quote(key, safe='')}={shown if shown == _HIDDEN else quote(value, safe='/')}")
         query = "&".join(pairs)
-        return f"{self.scheme}://{auth}{netloc}{_path_text(self.path)}" + (f"?{query}" if query else "")
+        path = _path_text(self.path, after_host=bool(auth or netloc))
+        return f"{self.scheme}://{auth}{netloc}{path}" + (f"?{query}" if query else "")
 
     def settings(self) -> str:
         """Return every setting, password included, as one canonical string (for keyed hashing)."""
@@ -194,8 +225,8 @@ def parse_url(text: str) -> StoreURL:
     password: str | None = None
     if at:
         name, colon, secret = userinfo.partition(":")
-        user = unquote(name)
-        password = unquote(secret) if colon else None
+        user = _decoded(name, f"the user name of this {scheme}:// URL")
+        password = _decoded(secret, f"the password of this {scheme}:// URL") if colon else None
     # what error messages show: the parts as parsed, password masked, options left out until parsed
     auth = "" if user is None else quote(user, safe="") + ("" if password is None else f":{_HIDDEN}") + "@"
     where = f"{scheme}://{auth}{netloc}{path}"
@@ -206,7 +237,9 @@ def parse_url(text: str) -> StoreURL:
     pairs = [field.partition("=") for field in query.split("&")] if query else []
     if any(not key or not equals for key, equals, _ in pairs):
         raise ConfigurationError(f"the options of {where!r} are malformed; write ?name=value&name=value")
-    for key, value in ((unquote(key), unquote(value)) for key, _, value in pairs):
+    for written, _, value in pairs:
+        key = _decoded(written, f"an option's name in {where!r}")
+        value = _decoded(value, f"option {_shown(key)!r} in {where!r}")
         if key in options:
             raise ConfigurationError(f"option {_shown(key)!r} is given twice in {where!r}")
         options[key] = value
@@ -214,7 +247,8 @@ def parse_url(text: str) -> StoreURL:
         user = options.pop("user")
     if "password" in options:
         password = options.pop("password")
-    return StoreURL(scheme, hosts, unquote(path), user, password, MappingProxyType(options))
+    path = _decoded(path, f"the path of {where!r}", raw_bytes=True)
+    return StoreURL(scheme, hosts, path, user, password, MappingProxyType(options))
 
 
 def _parse_host(part: str, where: str) -> tuple[str, int | None]:
