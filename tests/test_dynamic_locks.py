@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from dal import DataObject, Dynamic, Property, configure
 from dal.backends import open_volatile
 from dal.backends.memcached.cache import RELATIVE_TTL_LIMIT, expiry
 from dal.config import Context
+from dal.testing.fixtures import memcached_servers
+from dal.testing.servers import RunningServer
 
 #: loader calls, by (dynamic, guid)
 CALLS: Counter[tuple[str, str]] = Counter()
@@ -264,7 +267,25 @@ def test_a_bounded_memory_cache_keeps_a_lock_while_its_holder_computes(
 #: the name of the thread whose Crash loader outruns its lock_timeout (until OUTRUN_END is set)
 OUTRUNNER = "outrunner"
 OUTRUN_START, OUTRUN_END = threading.Event(), threading.Event()
+#: how the Crash loaders run (tests set them): whether the outrunner's raises once let go, and how
+#: long any other caller's takes
+OUTRUN: dict[str, Any] = {"raises": False, "next": 0.0}
 SPAWN = multiprocessing.get_context("spawn")
+
+
+def _late_or_fresh(obj: DataObject) -> str:
+    """The loader of Crash and Overrun: the OUTRUNNER thread's runs until OUTRUN_END is set."""
+    CALLS["value", obj.guid] += 1
+    if os.environ.get("DAL_TEST_DIE"):  # it holds the lock and the fill's lease: both left behind
+        os._exit(9)
+    if threading.current_thread().name == OUTRUNNER:
+        OUTRUN_START.set()
+        OUTRUN_END.wait(30)
+        if OUTRUN["raises"]:
+            raise RuntimeError("the late owner's loader failed")
+        return "late"
+    time.sleep(OUTRUN["next"])
+    return "fresh"
 
 
 class Crash(DataObject):
@@ -274,14 +295,19 @@ class Crash(DataObject):
     __dynamics = [Dynamic("value", str, 600, locked=True, lock_timeout=1)]
 
     def _value(self) -> str:
-        CALLS["value", self.guid] += 1
-        if os.environ.get("DAL_TEST_DIE"):  # it holds the lock and the fill's lease: both left behind
-            os._exit(9)
-        if threading.current_thread().name == OUTRUNNER:
-            OUTRUN_START.set()
-            OUTRUN_END.wait(30)
-            return "late"
-        return "fresh"
+        return _late_or_fresh(self)
+
+
+class Overrun(DataObject):
+    """Crash's dynamic locked for 2 s: its fill lease (the cache's 10 s floor shrunk) lasts 3 s, so
+    what a next owner finds left of it after the lock_timeout is 1 s (less than 3 s on memcached,
+    which counts whole seconds: a TTL of 3 s lives less than 5 s)."""
+
+    __properties: list[Property[Any]] = [Property("name", str)]
+    __dynamics = [Dynamic("value", str, 600, locked=True, lock_timeout=2)]
+
+    def _value(self) -> str:
+        return _late_or_fresh(self)
 
 
 def _die_holding_the_lock(persistent: str, volatile: str, namespace: str, guid: str) -> None:
@@ -290,12 +316,18 @@ def _die_holding_the_lock(persistent: str, volatile: str, namespace: str, guid: 
     assert Crash(guid).value, "never returns: the loader ends the process"
 
 
-def _crash_context(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
-                   namespace: str) -> tuple[Context, Crash, str]:
-    context = _configure(kind, request, tmp_path, namespace)
-    obj = Crash(data={"name": "c"})
+def _crash_context(kind: str, request: pytest.FixtureRequest, tmp_path: Path, namespace: str,
+                   hybrid: type[Crash] | type[Overrun] = Crash) -> tuple[Context, Any, str]:
+    if kind == "replicated":  # three memcached servers of this test's own, each key on all three
+        servers = request.getfixturevalue("replicas")
+        hosts = ",".join(f"127.0.0.1:{server.port}" for server in servers)
+        context = configure(f"sqlite:///{tmp_path / 'd.sqlite3'}", f"memcached://{hosts}?replicas=3&timeout=2",
+                            namespace=namespace)
+    else:
+        context = _configure(kind, request, tmp_path, namespace)
+    obj = hybrid(data={"name": "c"})
     obj.save()
-    return context, obj, context.keys.cached_dynamic("crash", obj.guid, "value")
+    return context, obj, context.keys.cached_dynamic(obj._meta.name, obj.guid, "value")
 
 
 @pytest.mark.parametrize("kind", ["memcached", "redis"])
@@ -342,3 +374,131 @@ def test_an_owner_that_outruns_its_lock_timeout_leaves_the_next_owner_to_cache(
     assert late == ["late"]
     assert Crash(obj.guid).value == "fresh" and CALLS["value", obj.guid] == 2
     assert context.stats["dynamic_fills"] == 1 and context.stats["dynamic_fill_conflicts"] == 1
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[list[RunningServer]]:
+    with memcached_servers(tmp_path / "replicas") as started:
+        yield started
+
+
+def _outrun(obj: Any) -> tuple[threading.Thread, list[str]]:
+    """Start an owner whose loader runs until OUTRUN_END is set; return its thread and its outcome."""
+    OUTRUN_START.clear()
+    OUTRUN_END.clear()
+    outcome: list[str] = []
+
+    def read() -> None:
+        try:
+            outcome.append(type(obj)(obj.guid).value)
+        except RuntimeError as exc:
+            outcome.append(str(exc))
+
+    outrunner = threading.Thread(target=read, name=OUTRUNNER)
+    outrunner.start()
+    assert OUTRUN_START.wait(10), "the first owner never started its loader"
+    return outrunner, outcome
+
+
+@pytest.mark.parametrize("kind", ["memory", "memcached", "redis", "replicated"])
+def test_steady_reads_of_a_loader_longer_than_its_lock_timeout_cache_its_value_within_the_lease(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loader of 1.5 s, locked for 1 s (its lease: 10 s), read every 0.2 s: each owner after the
+    lock's expiry and each waiter at its deadline took the lease over from the fill before it, whose
+    loader had not returned yet, so while the reads went on nothing was ever cached. Shared, the
+    lease lets the first owner store, and every read from then on is served."""
+    context, obj, key = _crash_context(kind, request, tmp_path, namespace)
+    monkeypatch.setitem(OUTRUN, "next", 1.5)
+    results: list[str] = []
+    readers: list[threading.Thread] = []
+    started = time.monotonic()
+    computed = -1
+    for n in range(20):  # a read every 0.2 s for 4 s
+        time.sleep(max(0.0, started + 0.2 * n - time.monotonic()))
+        if computed < 0 and time.monotonic() - started >= 3:  # 1.5 s after the first owner's return
+            computed = CALLS["value", obj.guid]
+        readers.append(threading.Thread(target=lambda: results.append(Crash(obj.guid).value)))
+        readers[-1].start()
+    cached = context.dynamics.get(key)
+    for reader in readers:
+        reader.join(10)
+    assert results == ["fresh"] * 20
+    assert cached is not None, "nothing was cached while the reads went on"
+    assert CALLS["value", obj.guid] == computed, "a read 3 s on computed: the value was not cached"
+    assert context.stats["dynamic_fills"] == 1
+
+
+@pytest.mark.parametrize("kind", ["memory", "memcached", "redis", "replicated"])
+def test_a_next_owner_outlasting_what_is_left_of_the_lease_caches_nothing_and_the_next_miss_does(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound of sharing: the next owner, taking the lock after lock_timeout (2 s), shares what
+    is left of the first owner's 3 s lease (see Overrun), which its loader outlasts: it caches
+    nothing, and the next read, the lease expired, computes once more and caches."""
+    context, obj, key = _crash_context(kind, request, tmp_path, namespace, Overrun)
+    monkeypatch.setattr(context.dynamics, "lease_ttl", SHORT_LEASE)  # the lease: lock_timeout + 1 s
+    monkeypatch.setitem(OUTRUN, "next", 3.5 if kind in ("memcached", "replicated") else 1.5)
+    outrunner, late = _outrun(obj)
+    try:
+        assert Overrun(obj.guid).value == "fresh"
+        assert context.dynamics.get(key) is None, "stored after the lease it shared expired"
+        assert context.stats["dynamic_fill_conflicts"] == 1 and CALLS["value", obj.guid] == 2
+        monkeypatch.setitem(OUTRUN, "next", 0.0)
+        assert [Overrun(obj.guid).value for _ in range(3)] == ["fresh"] * 3
+        assert CALLS["value", obj.guid] == 3, "computed once more after the lease expired, then cached"
+        assert context.dynamics.get(key) is not None and context.stats["dynamic_fills"] == 1
+    finally:
+        OUTRUN_END.set()
+        outrunner.join(10)
+    assert late == ["late"] and Overrun(obj.guid).value == "fresh" and CALLS["value", obj.guid] == 3
+    assert context.stats["dynamic_fills"] == 1 and context.stats["dynamic_fill_conflicts"] == 2
+
+
+@pytest.mark.parametrize("kind", ["memory", "memcached", "redis"])
+def test_a_late_owner_whose_loader_raises_leaves_the_next_owners_value_cached(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fill whose loader raises gave its lease up with an unconditional delete: once the next
+    owner, sharing that lease, had stored, that delete removed the value, computed again at the next read."""
+    context, obj, key = _crash_context(kind, request, tmp_path, namespace)
+    monkeypatch.setitem(OUTRUN, "raises", True)
+    outrunner, late = _outrun(obj)
+    try:
+        assert Crash(obj.guid).value == "fresh" and context.dynamics.get(key) is not None
+    finally:
+        OUTRUN_END.set()
+        outrunner.join(10)
+    assert late == ["the late owner's loader failed"]
+    assert context.dynamics.get(key) is not None, "the late owner's failure removed the value"
+    assert Crash(obj.guid).value == "fresh" and CALLS["value", obj.guid] == 2
+
+
+@pytest.mark.parametrize("kind", ["memory", "memcached", "redis"])
+def test_a_late_owner_whose_loader_raises_first_leaves_the_next_owner_to_cache(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The late owner's loader raises while the next owner, sharing its lease, still computes: had
+    it given that lease up (even by a conditional delete: the token is still the one both hold), the
+    next owner's store would find it gone and cache nothing."""
+    context, obj, key = _crash_context(kind, request, tmp_path, namespace)
+    monkeypatch.setitem(OUTRUN, "raises", True)
+    monkeypatch.setitem(OUTRUN, "next", 1.0)
+    outrunner, late = _outrun(obj)
+    nxt: list[str] = []
+    reader = threading.Thread(target=lambda: nxt.append(Crash(obj.guid).value))
+    reader.start()
+    try:
+        for _ in range(100):  # the next owner starts its loader after lock_timeout (1 s)
+            if CALLS["value", obj.guid] == 2:
+                break
+            time.sleep(0.05)
+        assert CALLS["value", obj.guid] == 2, "the next owner never started its loader"
+    finally:
+        OUTRUN_END.set()
+        outrunner.join(10)
+        reader.join(10)
+    assert late == ["the late owner's loader failed"] and nxt == ["fresh"]
+    assert context.dynamics.get(key) is not None, "the late owner gave up the lease the next one shared"
+    assert Crash(obj.guid).value == "fresh" and CALLS["value", obj.guid] == 2
+    assert context.stats["dynamic_fills"] == 1

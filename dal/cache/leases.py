@@ -29,8 +29,9 @@ from typing import TypeVar
 from dal.backends.base import VolatileStore
 from dal.cache import owners
 from dal.cache.counters import Stats
+from dal.cache.outages import Outages
 from dal.cache.signing import Signer
-from dal.cache.trust import Placement, Trust, outage_lock
+from dal.cache.trust import Placement, Trust
 from dal.exceptions import BackendError
 
 log = logging.getLogger("dal.cache")  # the logger the manual names; kept when the module moved
@@ -42,7 +43,7 @@ _LEASE = b"L"
 RESEND_INTERVAL = 0.25
 
 
-class LeasedCache:
+class LeasedCache(Outages):
     """A read-through cache of opaque payloads over a volatile store."""
 
     def __init__(self, store: VolatileStore, signer: Signer, stats: Stats, *,
@@ -196,15 +197,17 @@ class LeasedCache:
         ``lease_ttl``: how long the fill's lease lasts (the cache's ``lease_ttl`` when not given).
         A ``load()`` that outlasts its lease is not cached (the ``cas`` finds the lease gone), so
         a caller whose loads may run longer (a dynamic's loader) gives the longest it allows.
-        ``share``: another fill's lease (a locked dynamic's owner that outran its lock, or died) is
-        shared: the first to return stores, unless an invalidation came since it was read (before load).
+        ``share``: a lease found there (a locked dynamic's owner that outran its lock, or died) is
+        shared, for what is left of it: both fills may store, the first to return does (the other's
+        ``cas`` then fails). A fill whose ``load()`` raises gives its lease up, by a conditional delete,
+        unless it shares (another fill may hold that lease): a shared lease is left to expire.
         """
         lease = None if self._bypassed(key) else self._take_lease(key, lease_ttl, share)
         try:
             payload = load()
         except BaseException:
-            if lease is not None:  # give the fill up at once rather than block caching for its lease
-                self._call(key, self.store.delete, key)
+            if lease is not None and not share:  # give the lease up at once, only while it is this fill's
+                self._call(key, self.store.cas, key, b"", lease, -1)  # an expired item: a conditional delete
             raise
         if lease is not None and payload is not None:
             sealed = self.signer.seal(key, _VALUE + payload)
@@ -245,51 +248,10 @@ class LeasedCache:
         undelivered = list(dict.fromkeys(key for share in by_node.values() for key in share))
         if undelivered:
             self.stats.add(f"{self.prefix}invalidation_errors")
-            failed = {node: len(share) for node, share in by_node.items()}
-            self.trust.fail(list(failed))
-            # one warning when a server stops taking invalidations, not one per save: a dead
-            # server fails every save until it answers again (settle_outages says when)
-            with outage_lock:
-                started = {node: count for node, count in failed.items() if node not in self.trust.outages}
-                for node, count in failed.items():
-                    self.trust.outages[node] = self.trust.outages.get(node, 0) + (count if first else 0)
-            for node, count in sorted(started.items()):
-                log.warning("could not invalidate %d cache entries on %s; reading around it until they are "
-                            "delivered (said once: a line follows when it answers again)", count,
-                            self._server_name(node))
+            self.outage(by_node, first)
         if self.trust.outages:
             self.settle_outages(failing=undelivered)
         return by_node
-
-    def settle_outages(self, failing: Iterable[str] = ()) -> None:
-        """Report each outage that is over: its server is trusted again and nothing waits for it.
-
-        Trusted again means a sweep of the journal reached the server and delivered every
-        recorded invalidation; the caches sharing the trust must also hold no unrecorded one
-        still to be resent to it. ``failing``: keys whose invalidation just failed (not pending yet).
-        """
-        trust = self.trust
-        with outage_lock:
-            candidates = [node for node in trust.outages if node not in trust.lost]
-        if not candidates:
-            return
-        holders = self.placement.holders
-        waiting = {node for key in failing for node in holders(key)} | {
-            node for cache in trust.caches for key in cache.pending for node in holders(key)}
-        ended: list[tuple[str, int]] = []
-        with outage_lock:
-            for node in candidates:
-                if node not in waiting and node not in trust.lost and node in trust.outages:
-                    ended.append((node, trust.outages.pop(node)))
-        for node, count in ended:
-            log.warning("%s answers again; %d invalidations failed meanwhile, all delivered since",
-                        self._server_name(node), count)
-
-    def _server_name(self, node: str) -> str:
-        """Return ``scheme://host:port`` of a server (``node`` is ``""`` when the store has one)."""
-        url = self.store.url
-        where = node or ",".join(host if port is None else f"{host}:{port}" for host, port in url.hosts)
-        return f"{url.scheme}://{where}"
 
     def probe(self, prefix: str, nodes: Iterable[str]) -> set[str]:
         """Return which of ``nodes`` answer now: a delete of a key under ``prefix`` that each holds,
@@ -376,7 +338,9 @@ class LeasedCache:
         self._schedule_resend()
 
     def _take_lease(self, key: str, ttl: float | None = None, share: bool = False) -> object | None:
-        """Return the cas token of the lease of ``key`` taken (``ttl`` s, or lease_ttl) or shared (fill)."""
+        """Return the cas token of the lease of ``key`` this fill took (``ttl`` s, or lease_ttl) or,
+        with ``share``, found there (another fill's, for what is left of it; the same token: the
+        first of them to store changes it, so the other's ``cas`` fails)."""
         marker = self.signer.seal(key, owners.token(_LEASE))
         taken = self._call(key, self.store.add, key, marker, self.lease_ttl if ttl is None else ttl)
         if taken is None or not (taken or share):  # None: no answer

@@ -17,8 +17,8 @@ A fill's lease must outlast the computation, or the value is never cached (its `
 the lease expired) and, locked, each waiter in turn takes the lock and computes again. So a
 dynamic's lease lasts its ``lock_timeout`` (which the application sets to its loader's longest
 run, locked or not) and a margin, never less than the cache's own lease (:func:`fill_lease`).
-A lock owner that finds a lease there (its fill's owner died, or outran its lock) shares it
-rather than caching nothing until it expires: whichever of the two returns first stores.
+A lock owner that finds a lease there (its fill's owner died, or outran its lock) shares what is left
+of it rather than wait it out: whichever of the two returns first within it stores.
 
 A value is cached as ``[<value>,<revision>,"<digest>"]`` (:mod:`dal.objects.dynamics_tags`): the
 revision of the object it was computed from, and a digest of the type its class declares.
