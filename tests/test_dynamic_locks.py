@@ -502,3 +502,43 @@ def test_a_late_owner_whose_loader_raises_first_leaves_the_next_owner_to_cache(
     assert context.dynamics.get(key) is not None, "the late owner gave up the lease the next one shared"
     assert Crash(obj.guid).value == "fresh" and CALLS["value", obj.guid] == 2
     assert context.stats["dynamic_fills"] == 1
+
+
+class Flaky(DataObject):
+    """A locked dynamic whose loader raises while ``FAILING`` holds its object's guid."""
+
+    __properties: list[Property[Any]] = [Property("name", str)]
+    __dynamics = [Dynamic("value", int, 60, locked=True, lock_timeout=0.5)]
+
+    def _value(self) -> int:
+        CALLS["flaky", self.guid] += 1
+        if self.guid in FAILING:
+            raise RuntimeError("the loader failed")
+        return 7
+
+
+FAILING: set[str] = set()
+
+
+def test_a_locked_loader_that_raised_leaves_its_lease_listed_until_it_expires(
+        memory: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What docs/caching.md says of is_being_cached: a locked fill whose loader raised leaves its lease
+    (another caller may share it), so the dynamic reads as being cached until the lease expires; the
+    next read still computes once and caches, within what is left of it."""
+    from dal.tools import cache
+    monkeypatch.setattr(memory.dynamics, "lease_ttl", 1.5)  # the lease: max(1.5, 0.5 + 1 s)
+    obj = Flaky(data={"name": "f"})
+    obj.save()
+    FAILING.add(obj.guid)
+    with pytest.raises(RuntimeError, match="the loader failed"):
+        _ = Flaky(obj.guid).value
+    assert cache.is_being_cached(obj, "value"), "the lease a failed locked fill leaves is listed"
+    FAILING.discard(obj.guid)
+    assert Flaky(obj.guid).value == 7 and cache.is_cached(obj, "value")  # shared what was left of it
+    assert Flaky(obj.guid).value == 7 and CALLS["flaky", obj.guid] == 2
+    obj.invalidate_dynamics(["value"])
+    FAILING.add(obj.guid)
+    with pytest.raises(RuntimeError):
+        _ = Flaky(obj.guid).value
+    time.sleep(1.7)
+    assert not cache.is_being_cached(obj, "value"), "gone once its lease expired"

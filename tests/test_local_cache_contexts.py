@@ -120,6 +120,14 @@ def test_a_commit_through_a_context_with_a_shared_cache_reaches_a_local_cache(
     assert _read_all(rack, server) == ("RUNNING", 1, [], 0)
 
 
+def _rack_with_a_server() -> tuple[LcRack, LcServer]:
+    rack = LcRack(data={"name": "r1"})
+    rack.save()
+    server = LcServer(data={"name": "s1", "status": "NEW", "cores": 4, "rack": rack})
+    server.save()
+    return rack, server
+
+
 def _add_cores(store: str, namespace: str, guid: str) -> None:
     """Another process, with a cache of its own, commits."""
     configure(store, "memory://", namespace=namespace)
@@ -136,10 +144,7 @@ def test_a_local_cache_of_etcd_serves_no_dynamic_from_before_another_processs_co
     context = configure(etcd_server.url, "memory://", namespace=namespace)
     try:
         assert not context.caches_objects
-        rack = LcRack(data={"name": "r1"})
-        rack.save()
-        server = LcServer(data={"name": "s1", "status": "NEW", "cores": 4, "rack": rack})
-        server.save()
+        rack, server = _rack_with_a_server()
         assert LcRack(rack.guid).load == 4 and LcRack(rack.guid).load == 4
         run_spawned(_add_cores, etcd_server.url, namespace, server.guid)
         assert LcServer(server.guid).cores == 8
@@ -156,10 +161,7 @@ def test_a_local_cache_of_etcd_serves_no_object_from_before_another_processs_com
     front of etcd would hold its document) reads as that commit left it."""
     context = configure(etcd_server.url, "memory://", namespace=namespace)
     try:
-        rack = LcRack(data={"name": "r1"})
-        rack.save()
-        server = LcServer(data={"name": "s1", "status": "NEW", "cores": 4, "rack": rack})
-        server.save()
+        _, server = _rack_with_a_server()
         assert LcServer(server.guid).cores == 4 and LcServer(server.guid).cores == 4
         run_spawned(_add_cores, etcd_server.url, namespace, server.guid)
         assert LcServer(server.guid).cores == 8, "an object cached before another process's commit"
