@@ -23,6 +23,7 @@ from dal.backends.memcached.cache import RELATIVE_TTL_LIMIT, expiry
 from dal.config import Context
 from dal.testing.fixtures import memcached_servers
 from dal.testing.servers import RunningServer
+from dal.tools import cache
 
 #: loader calls, by (dynamic, guid)
 CALLS: Counter[tuple[str, str]] = Counter()
@@ -525,7 +526,6 @@ def test_a_locked_loader_that_raised_leaves_its_lease_listed_until_it_expires(
     """What docs/caching.md says of is_being_cached: a locked fill whose loader raised leaves its lease
     (another caller may share it), so the dynamic reads as being cached until the lease expires; the
     next read still computes once and caches, within what is left of it."""
-    from dal.tools import cache
     monkeypatch.setattr(memory.dynamics, "lease_ttl", 1.5)  # the lease: max(1.5, 0.5 + 1 s)
     obj = Flaky(data={"name": "f"})
     obj.save()

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from dal.exceptions import ConfigurationError
 
@@ -54,7 +54,6 @@ def _path_text(path: str, after_host: bool) -> str:
     return text.replace("@", "%40") if after_host else text
 
 
-_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 _STRAY = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -64,7 +63,8 @@ def _decoded(text: str, what: str, raw_bytes: bool = False) -> str:
     may be a password) for a ``%`` that starts no escape, escapes that spell no UTF-8, or, unless
     ``raw_bytes`` (a path: a file name that is not UTF-8 is held as os.fsdecode gives it), a lone
     surrogate (a byte that is not UTF-8 in an environment variable). unquote() would keep the first,
-    turn the second into U+FFFD (so two URLs would name one store) and pass the third on."""
+    turn the second into U+FFFD (so two URLs would name one store) and pass the third on; strict, it
+    leaves the first as written and raises for the second."""
     if _STRAY.search(text):
         raise ConfigurationError(f"{what} holds a '%' that starts no percent-escape; write a '%' as %25")
     if not raw_bytes and _SURROGATE.search(text):
@@ -72,7 +72,7 @@ def _decoded(text: str, what: str, raw_bytes: bool = False) -> str:
             f"{what} holds a byte that is not UTF-8 (read from the environment as a lone surrogate); "
             "write it as UTF-8 text, percent-encoded if need be (%C3%A9 for 'é')")
     try:
-        return _ESCAPES.sub(lambda run: bytes.fromhex(run[0].replace("%", "")).decode(), text)
+        return unquote(text, errors="strict")  # runs of escapes decode as UTF-8 bytes; the rest as written
     except UnicodeDecodeError:
         raw = ", and a file name that is not UTF-8 as it is, never as escapes" if raw_bytes else ""
         raise ConfigurationError(

@@ -119,13 +119,13 @@ def check_abandon(meta: HybridMeta, abandon: object) -> frozenset[str]:
         raise InvalidValueError(f"abandon takes a list of reverse relation names, e.g. [{abandon!r}]")
     names = (list(abandon) if isinstance(abandon, Iterable) and not isinstance(abandon, (bytes, bytearray))
              else None)
+    if names == []:  # every plain delete: nothing to look up
+        return _NOTHING
     known = reverse_names(meta)
     if names is None or not all(isinstance(name, str) for name in names):
         raise InvalidValueError(
             f"abandon takes a list of reverse relation names, not {abandon!r}; known: "
             f"{', '.join(sorted(known)) or 'none'} (or '{ABANDON_ALL}')")
-    if not names:
-        return _NOTHING
     if ABANDON_ALL in names:
         return known
     unknown = sorted(set(names) - known)
