@@ -22,7 +22,7 @@ from conftest import PairURLs, cached_document, persistent_url_for, volatile_url
 from race_hybrids import Tally
 
 import dal.exceptions
-from dal.backends.base import Check, CommitResult, DeletePrefix, Op, Put, Revision
+from dal.backends.base import Check, CommitResult, Delete, DeletePrefix, Op, Put, Revision
 from dal.backends.etcd import EtcdStore
 from dal.backends.url import parse_url
 from dal.cache.journal import CANCELLED, MARKER_AGE, RECORD, SWEPT, Uncertain, marker_time
@@ -446,7 +446,14 @@ def test_a_writer_whose_clock_is_behind_still_learns_its_commit_was_applied(
     journaled.sweeper.stop()
     lost.plan = []
     journaled.sweeper.sweep.sweep()  # sees an ancient record: marks it, never deletes it outright
+    # the next sweep tidies markers: it ages this one from its own stamp (the sweeper's clock), not
+    # from the writer's stamp in the key, which is 400 s old. Deleted, the fence would land and say
+    # "not applied" of a commit that was applied
+    journaled.sweeper.sweep.sweep()
     assert isinstance(raised.value.commit, Uncertain)
+    left = journaled.persistent.get(raised.value.commit.key)
+    expected = SWEPT if journaled.journal is not None and journaled.journal.delivers else RECORD
+    assert left is not None and left.value[:1] == expected, "a sweep aged the marker by the writer's clock"
     mine.save(datastore_wins=None)
     assert _stored_count(journaled, tally) == 1
     del sweeps_module
@@ -454,6 +461,7 @@ def test_a_writer_whose_clock_is_behind_still_learns_its_commit_was_applied(
 
 def test_an_outcome_not_learnt_in_time_frees_the_object(
         journaled: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dal.cache import journal as journal_module
     from dal.objects import writes as dataobject  # where saves settle an unknown outcome
 
     tally = _tally("freed")
@@ -461,13 +469,18 @@ def test_an_outcome_not_learnt_in_time_frees_the_object(
     lost.plan = ["applied"] + ["down"] * 1000
     mine = Tally(tally.guid)
     mine.count = 1
-    with pytest.raises(CommitOutcomeUnknownError):
+    with pytest.raises(CommitOutcomeUnknownError) as raised:
         mine.save(datastore_wins=None)
     monkeypatch.setattr(dataobject, "RESOLVE_WINDOW", 0.0)  # as if the store stayed silent for minutes
     with pytest.raises(CommitOutcomeUnknownError, match="no longer can be"):
         mine.save(datastore_wins=None)
     lost.plan = []
     assert Tally(tally.guid).count == 1  # the advice: load it again and look (it was applied)
+    # minutes later the outcome cannot be learnt at all: past the journal's window too, and the
+    # record's marker gone (MARKER_AGE). An object still holding the commit would raise again here
+    monkeypatch.setattr(journal_module, "RESOLVE_WINDOW", 0.0)
+    assert isinstance(raised.value.commit, Uncertain)
+    journaled.persistent.commit([], [Delete(raised.value.commit.key)])
     # "usable again" is about this very object, not a fresh load: its next save is an ordinary save,
     # not the give-up error once more. It cannot know its count=1 was stored, so count reads as
     # changed on both sides; datastore_wins=False keeps ours

@@ -12,6 +12,7 @@ import time
 import types
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -355,12 +356,11 @@ def test_a_process_with_a_cache_of_its_own_leaves_the_records_to_shared_cache_pr
         shared.persistent.commit([], [DeletePrefix(shared.keys.root)])
 
 
-@pytest.mark.memcached
-def test_with_replicas_a_catch_up_trusts_a_live_replica_again_while_another_server_is_dead(
-        tmp_path: Path, namespace: str, memcached_server: Any) -> None:
-    """Trust per server with replicas: a record left undelivered by a dead server keeps only that
-    server untrusted; a live one that failed once meanwhile is trusted again by the next catch-up,
-    and keys are served again (two of three replicas agree)."""
+@contextmanager
+def _three_replicas_one_dead(tmp_path: Path, namespace: str,
+                             memcached_server: Any) -> Iterator[tuple[Context, list[str], str]]:
+    """A context on three memcached servers holding every key (``replicas=3``), the third dead;
+    yield it, the two live servers and the dead one."""
     other = start_memcached(tmp_path / "second")
     try:
         live = [f"{memcached_server.host}:{memcached_server.port}", f"{other.host}:{other.port}"]
@@ -368,25 +368,55 @@ def test_with_replicas_a_catch_up_trusts_a_live_replica_again_while_another_serv
         url = f"memcached://{live[0]},{live[1]},{dead}?replicas=3&timeout=0.2"
         context = configure(f"sqlite:///{tmp_path / 'three.sqlite3'}", url, namespace=namespace)
         try:
-            sweep = sweep_of(context)
-            trust = context.objects.trust
-            tally = Tally(data={"label": uuid.uuid4().hex[:8]})
-            tally.save()
-            assert Tally(tally.guid).count == 0 and Tally(tally.guid).count == 0
-            tally.count = 1
-            tally.save()  # its invalidation fails on the dead server: the record stays
-            assert records(context) and set(trust.lost) == {dead}
-            trust.fail([live[0]])  # a blip: now two of three replicas untrusted, keys read around
-            assert not context.objects.usable(context.keys.cached_doc("tally", tally.guid))
-            sweep.catch_up()
-            assert set(trust.lost) == {dead}, "the live server that answered is trusted again"
-            assert Tally(tally.guid).count == 1
-            hits = context.stats["object_hits"]
-            assert Tally(tally.guid).count == 1 and context.stats["object_hits"] == hits + 1
+            yield context, live, dead
         finally:
             context.close()
     finally:
         other.stop()
+
+
+@pytest.mark.memcached
+def test_with_replicas_a_catch_up_trusts_a_live_replica_again_while_another_server_is_dead(
+        tmp_path: Path, namespace: str, memcached_server: Any) -> None:
+    """Trust per server with replicas: a record left undelivered by a dead server keeps only that
+    server untrusted; a live one that failed once meanwhile is trusted again by the next catch-up,
+    and keys are served again (two of three replicas agree)."""
+    with _three_replicas_one_dead(tmp_path, namespace, memcached_server) as (context, live, dead):
+        sweep = sweep_of(context)
+        trust = context.objects.trust
+        tally = Tally(data={"label": uuid.uuid4().hex[:8]})
+        tally.save()
+        assert Tally(tally.guid).count == 0 and Tally(tally.guid).count == 0
+        tally.count = 1
+        tally.save()  # its invalidation fails on the dead server: the record stays
+        assert records(context) and set(trust.lost) == {dead}
+        trust.fail([live[0]])  # a blip: now two of three replicas untrusted, keys read around
+        assert not context.objects.usable(context.keys.cached_doc("tally", tally.guid))
+        sweep.catch_up()
+        assert set(trust.lost) == {dead}, "the live server that answered is trusted again"
+        assert Tally(tally.guid).count == 1
+        hits = context.stats["object_hits"]
+        assert Tally(tally.guid).count == 1 and context.stats["object_hits"] == hits + 1
+
+
+@pytest.mark.memcached
+def test_with_replicas_a_record_stays_in_the_journal_until_every_replica_confirmed_it(
+        tmp_path: Path, namespace: str, memcached_server: Any) -> None:
+    """Two of three replicas confirming an invalidation is not enough: the writer does not queue
+    the record for deletion, so its idle flush leaves it for a sweep to deliver to the third."""
+    with _three_replicas_one_dead(tmp_path, namespace, memcached_server) as (context, _, _):
+        sweep_of(context)  # nobody sweeps: the record can only go by the writer's flush
+        journal = context.journal
+        assert journal is not None
+        tally = Tally(data={"label": uuid.uuid4().hex[:8]})
+        tally.save()
+        tally.count = 1
+        tally.save()
+        journal.flush()  # what the writer deletes when idle: the records it delivered everywhere
+        doc = context.keys.cached_doc("tally", tally.guid)
+        kept = [value for value in records(context).values()
+                if value[:1] == RECORD and doc in journal.decode(value)]
+        assert kept, "the record went though the dead replica never confirmed it"
 
 
 def test_a_sweep_whose_delivery_a_server_refused_keeps_the_dead_writers_record(
