@@ -368,6 +368,29 @@ def test_blackhole_forwards_nothing_then_delivers_late(proxy: LoopbackProxy, ech
     assert echo.accepted == 2
 
 
+def test_lose_throws_away_what_is_sent_meanwhile_and_keeps_connections(
+        proxy: LoopbackProxy, echo: EchoServer) -> None:
+    with connect(proxy) as busy, connect(proxy) as idle:
+        for sock in (busy, idle):
+            sock.sendall(b"ping")
+            assert receive_exactly(sock, 4) == b"ping"
+        proxy.lose(True)
+        busy.settimeout(0.3)
+        busy.sendall(b"lost")
+        with pytest.raises(TimeoutError):
+            busy.recv(100)
+        proxy.lose(False)
+        # the server never saw the bytes sent meanwhile, and nothing arrives late
+        assert echo.received == b"pingping" and proxy.bytes_lost == 4
+        busy.settimeout(SOON)
+        busy.sendall(b"next")
+        assert receive_exactly(busy, 4) == b"next"
+        # a connection idle meanwhile works on as before
+        idle.settimeout(SOON)
+        idle.sendall(b"again")
+        assert receive_exactly(idle, 5) == b"again"
+
+
 def test_cut_resets_current_connections_and_keeps_listening(proxy: LoopbackProxy) -> None:
     with connect(proxy) as victim:
         victim.sendall(b"x")

@@ -12,16 +12,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 import traceback
 from collections import Counter as Tally
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dal import configure
+from dal.backends.memcached import replicated
 from dal.cache.leases import LeasedCache
 from dal.config import Context
 from dal.exceptions import BackendError, CommitOutcomeUnknownError, ConcurrencyError
+from dal.quorum import Kind, Outcome
 from faults.fault_hybrids import Counter
 
 #: seconds a writer sleeps after a BackendError before calling save() again
@@ -48,6 +52,17 @@ class Plan:
     sabotage: bool = False
     #: the writer records every delete_many sent to the volatile store and what failed
     spy_deletes: bool = False
+    #: seconds after the go before the first operation, and after which none starts (0: no end)
+    start: float = 0.0
+    stop: float = 0.0
+    #: no journal sweeps in this worker (nothing but its own reads and writes touches the cache)
+    no_sweeps: bool = False
+    #: a reader counts the votes in which this replicated-cache server (``host:port``) answered an
+    #: entry of an older revision than another replica's (``behind`` in its ``votes``; ``alone``:
+    #: its entry where the others answered a miss)
+    watch: str = ""
+    #: a reader's control: a vote whose replicas disagree is decided for the first one holding an entry
+    first_held: bool = False
 
 
 def _no_invalidation(self: LeasedCache, *keys: str, recorded: bool = False) -> list[str]:
@@ -68,12 +83,52 @@ def _quiet() -> None:
     logging.getLogger("dal").setLevel(logging.ERROR)
 
 
-def _wait_for_go(plan: Plan, go: Any) -> bool:
-    return bool(go.wait(timeout=max(0.0, plan.deadline - time.monotonic())))
+def _wait_for_go(plan: Plan, go: Any, stop: Any) -> bool:
+    """Wait for the parent's go, then ``plan.start`` seconds (unless told to stop meanwhile)."""
+    if not go.wait(timeout=max(0.0, plan.deadline - time.monotonic())):
+        return False
+    if plan.start:
+        stop.wait(timeout=plan.start)
+    return True
 
 
-def _running(plan: Plan, stop: Any, done: int) -> bool:
-    return done < plan.max_ops and not stop.is_set() and time.monotonic() < plan.deadline
+def _running(plan: Plan, stop: Any, done: int, until: float = float("inf")) -> bool:
+    now = time.monotonic()
+    return done < plan.max_ops and not stop.is_set() and now < plan.deadline and now < until
+
+
+def _until(plan: Plan) -> float:
+    """When this worker stops starting operations (``plan.stop`` after the go; no end if 0)."""
+    return time.monotonic() - plan.start + plan.stop if plan.stop else float("inf")
+
+
+def _revision(raw: bytes | None) -> int | None:
+    """The revision in an unsigned object-cache entry (``<plain><V><revision> <document>``)."""
+    found = None if raw is None else re.match(rb".V(\d+) ", raw, re.DOTALL)
+    return None if found is None else int(found.group(1))
+
+
+def _watch_votes(plan: Plan, tally: Tally[str]) -> None:
+    """Count the votes in which ``plan.watch`` answered an older revision than another replica
+    (``behind``) or an entry where the others missed (``alone``); in the control
+    (``plan.first_held``), decide a disagreement for the first replica holding an entry, as a
+    vote that trusts whatever it finds would."""
+    real = replicated.vote
+
+    def watching(asked: Sequence[str], replies: Mapping[str, bytes | None], needed: int) -> Outcome:
+        mine = _revision(replies.get(plan.watch))
+        others = [_revision(value) for name, value in replies.items() if name != plan.watch]
+        if mine is not None and any(other is not None and other > mine for other in others):
+            tally["behind"] += 1
+        elif mine is not None and others and all(other is None for other in others):
+            tally["alone"] += 1  # its entry, and misses elsewhere
+        outcome = real(asked, replies, needed)
+        held = [replies[name] for name in asked if replies.get(name) is not None]
+        if plan.first_held and outcome.kind is Kind.DISAGREE and held:
+            return Outcome(Kind.HIT, held[0], outcome.replies, outcome.unasked, ())
+        return outcome
+
+    replicated.vote = watching
 
 
 def _finish(plan: Plan, context: Context | None, results: dict[str, Any]) -> None:
@@ -140,6 +195,8 @@ def writer(plan: Plan, ready: Any, go: Any, stop: Any) -> None:
             LeasedCache.invalidate = _no_invalidation  # type: ignore[method-assign]
             if context.sweeper is not None:
                 context.sweeper.stop()
+        if plan.no_sweeps and context.sweeper is not None:
+            context.sweeper.stop()
         deletes: list[tuple[float, list[str], list[str]]] = []
         if plan.spy_deletes:
             volatile = context.volatile
@@ -159,9 +216,9 @@ def writer(plan: Plan, ready: Any, go: Any, stop: Any) -> None:
             counters[guid] = loaded
         ready.put(plan.process)
         unfinished: list[str] = []
-        if _wait_for_go(plan, go):
-            done = 0
-            while _running(plan, stop, done):
+        if _wait_for_go(plan, go, stop):
+            done, until = 0, _until(plan)
+            while _running(plan, stop, done, until):
                 guid = plan.guids[done % len(plan.guids)]
                 done += 1
                 outcome = _increment(counters, guid, plan, errors)
@@ -184,21 +241,24 @@ def reader(plan: Plan, ready: Any, go: Any, stop: Any) -> None:
     """Load the plan's counters in turn; record [counter index, value, began, ended, cache hit]."""
     context: Context | None = None
     reads: list[tuple[int, int, float, float, bool]] = []
-    results: dict[str, Any] = {"reads": reads}
+    votes: Tally[str] = Tally()
+    results: dict[str, Any] = {"reads": reads, "votes": votes}
     errors: Tally[str] = Tally()
     try:
         _quiet()
         context = configure(plan.persistent, plan.volatile, namespace=plan.namespace)
-        if plan.sabotage and context.sweeper is not None:
+        if (plan.sabotage or plan.no_sweeps) and context.sweeper is not None:
             context.sweeper.stop()
+        if plan.watch:
+            _watch_votes(plan, votes)
         for guid in plan.guids:
             if _load(guid, plan, errors) is None:
                 raise TimeoutError(f"could not load counter {guid} before the deadline")
         ready.put(plan.process)
-        if _wait_for_go(plan, go):
+        if _wait_for_go(plan, go, stop):
             stats = context.stats
-            done = 0
-            while _running(plan, stop, done):
+            done, until = 0, _until(plan)
+            while _running(plan, stop, done, until):
                 index = done % len(plan.guids)
                 done += 1
                 before = stats.snapshot()

@@ -3,7 +3,8 @@
 Three memcached servers of each test's own, etcd as the durable store, DataObjects on top:
 a tampered replica is outvoted and repaired; a server killed -9 during a read-heavy run fails no
 read and keeps the object-cache hit ratio; a server paused while writers change objects makes
-no read stale; a locked dynamic is computed once by 8 processes with one server dead.
+no read stale, nor does one back with copies older than the others' (its invalidations lost);
+a locked dynamic is computed once by 8 processes with one server dead.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import multiprocessing
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +221,89 @@ def test_one_server_paused_while_writers_change_objects(
     assert writes > 0 and reads > 0 and hits > 0, "the run exercised the cache"
     if sabotage:
         assert stale > 0, "the control run's stale reads were caught"
+    else:
+        assert stale == 0, f"{stale} stale reads"
+
+
+# --- a server that lost invalidations comes back: only the vote stands ---------------------------
+
+
+#: seconds after the go: the third server's traffic is lost from LOSE_AT for LOSS s; the writers
+#: work in WRITING and are gone before it comes back; the early readers read until EARLY_STOP,
+#: the late ones (who never saw a newer revision) from LATE_START until AFTER s past its return
+LOSE_AT, LOSS, AFTER = 0.5, 3.0, 1.7
+WRITING, EARLY_STOP, LATE_START = (0.7, 2.0), 3.1, 3.8
+
+
+def _counters_led_by(parent: list[Context], persistent: str, volatile: str, namespace: str,
+                     server: str, count: int) -> tuple[Context, list[str]]:
+    """``count`` new counters whose cached copy has ``server`` as its first replica (the one a vote
+    that trusts the first entry it finds takes), and the context that saved them."""
+    context = configure(persistent, volatile, namespace=namespace)
+    parent.append(context)
+    store = context.volatile
+    assert isinstance(store, ReplicatedCache)
+    guids: list[str] = []
+    for number in range(60):  # one chance in 3 each: 60 tries find 2 but once in 10**8
+        counter = Counter(data={"label": f"lost-{number}"})
+        counter.save()
+        if store.replicas_of(context.keys.cached_doc(Counter._meta.name, counter.guid))[0] == server:
+            guids.append(counter.guid)
+            if len(guids) == count:
+                return context, guids
+    pytest.fail(f"{server} led {len(guids)} of 60 counters")
+
+
+@pytest.mark.parametrize("sabotage", [False, True], ids=["real", "control"])
+def test_a_server_back_with_lost_invalidations_makes_no_read_stale(
+        etcd_server: RunningServer, trio: list[RunningServer], fault_namespace: str,
+        parent: list[Context], tmp_path: Path, figures: Callable[..., None], sabotage: bool) -> None:
+    """The third server's traffic is lost (a loopback proxy throws it away, connections stay open)
+    while 2 writers change objects; they are gone and no process sweeps the journal when it comes
+    back, holding the copies of before the writes. Late readers, who never saw a newer revision,
+    then reach it first: each vote meets its older copy, and only the vote keeps them from serving
+    it. The control's readers decide a disagreement for the first replica holding an entry (the
+    third server leads every counter's replicas): they read stale."""
+    with LoopbackProxy((trio[2].host, trio[2].port)) as lossy:
+        hosts = ",".join((name_of(trio[0]), name_of(trio[1]), lossy.netloc))
+        volatile = f"memcached://{hosts}?replicas=3&dead_timeout={DEAD_TIMEOUT:g}"
+        context, guids = _counters_led_by(parent, etcd_server.url, volatile, fault_namespace, lossy.netloc, 2)
+        if context.sweeper is not None:
+            context.sweeper.stop()
+        reader = {"no_sweeps": True, "watch": lossy.netloc, "first_held": sabotage, "stop": EARLY_STOP}
+        members = plans(tmp_path, "lost", etcd_server.url, volatile, fault_namespace, guids,
+                        writers=2, readers=4, bound=LOSE_AT + LOSS + AFTER, reader=reader,
+                        writer={"start": WRITING[0], "stop": WRITING[1]})
+        members[-2:] = [(role, replace(plan, start=LATE_START, stop=0.0)) for role, plan in members[-2:]]
+
+        def script() -> None:
+            time.sleep(LOSE_AT)
+            lossy.lose(True)
+            try:
+                time.sleep(LOSS)
+            finally:
+                lossy.lose(False)
+            time.sleep(AFTER)
+
+        crew = run_crew("lost", members, script, LOSE_AT + LOSS + AFTER)
+    found = histories(crew, guids)
+    stale = reads = 0
+    for guid, history in found.items():
+        verdict = judge(history, stored_count(context, guid))
+        stale += len(verdict.stale)
+        reads += len(history.reads)
+        assert sabotage or (verdict.lost == 0 and verdict.duplicates == 0), verdict
+    writes = [write for history in found.values() for write in history.writes]
+    late = sum(len(result["reads"]) for result in crew.of("reader")[-2:])
+    behind = sum(result["votes"].get("behind", 0) for result in crew.of("reader"))
+    alone = sum(result["votes"].get("alone", 0) for result in crew.of("reader"))
+    figures(reads=reads, late_reads=late, writes=len(writes), stale=stale, behind_votes=behind,
+            alone_votes=alone, bytes_lost=lossy.bytes_lost,
+            last_write=round(max(write.returned for write in writes) - crew.started, 3))
+    assert writes and late and lossy.bytes_lost, "writers wrote, the third server lost it, late readers read"
+    assert behind > 0, "a vote met the third server's copy older than another replica's"
+    if sabotage:
+        assert stale > 0, "the control's first-held vote served the older copies"
     else:
         assert stale == 0, f"{stale} stale reads"
 

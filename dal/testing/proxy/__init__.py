@@ -7,6 +7,7 @@ forwards bytes both ways until a test arms a fault:
   answer away, then drops the client (``"close"``) or keeps it waiting in silence
   (``"hold"``), so the server applied a request whose client cannot tell;
 * :meth:`~LoopbackProxy.blackhole` stops all traffic (a partition) until turned off;
+* :meth:`~LoopbackProxy.lose` throws all traffic away until turned off (a lossy network);
 * :meth:`~LoopbackProxy.cut` resets every current connection.
 
 One thread runs a selector loop over every socket, so faults take effect between two

@@ -16,7 +16,7 @@ class LoopbackProxy(ProxyLoop):
 
     Counters (read them from any thread): :attr:`connections` accepted so far,
     :attr:`active` connections now, :attr:`bytes_to_server` and :attr:`bytes_to_client`
-    forwarded.
+    forwarded, :attr:`bytes_lost` thrown away by :meth:`lose`.
     """
 
     def __repr__(self) -> str:
@@ -109,6 +109,25 @@ class LoopbackProxy(ProxyLoop):
                 for conn in self._connections():
                     if conn.upstream is None and conn.client is not None:
                         self._connect(conn)
+
+        self._call(switch)
+
+    def lose(self, on: bool) -> None:
+        """Start (``True``) or end (``False``) losing traffic; return once it is in force.
+
+        While on, connections are accepted and connected as usual, but what either side sends is
+        read and thrown away (counted in :attr:`bytes_lost`), as is what was waiting to be
+        forwarded when it started: a network that drops packets, where :meth:`blackhole` delays
+        them. Connections stay open, so a client idle meanwhile finds its connection working when
+        it ends; one that sent a request meanwhile times out waiting for the answer.
+        """
+        def switch() -> None:
+            self._losing = on
+            if on:
+                for conn in self._connections():
+                    self.bytes_lost += len(conn.to_upstream) + len(conn.to_client)
+                    conn.to_upstream.clear()
+                    conn.to_client.clear()
 
         self._call(switch)
 

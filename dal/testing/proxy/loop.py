@@ -38,6 +38,8 @@ class ProxyLoop:
         self.active = 0
         self.bytes_to_server = 0
         self.bytes_to_client = 0
+        #: bytes thrown away while losing (either way)
+        self.bytes_lost = 0
         self._listener: socket.socket | None = None
         self._selector: selectors.BaseSelector | None = None
         self._wake_r: socket.socket | None = None
@@ -48,6 +50,7 @@ class ProxyLoop:
         self._conns: dict[socket.socket, Connection] = {}
         self._armed: DropHandle | None = None
         self._blackholed = False
+        self._losing = False
         self._stopping = False
 
     def _wake(self) -> None:
@@ -212,6 +215,9 @@ class ProxyLoop:
         try:
             data = sock.recv(CHUNK)
         except BlockingIOError:
+            return
+        if data and self._losing:
+            self.bytes_lost += len(data)
             return
         if sock is conn.client:
             if not data:
