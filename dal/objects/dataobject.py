@@ -160,11 +160,11 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         if missing:
             entries.update(context.load_documents(cls._meta.name, missing))
         seen, document, loaded = context.seen, (documents or {}).get, {}
+        siblings: list[DataObject] = []  # filled as they are built: every object's, once all are
         for guid, entry in entries.items():  # _from_entry without a call per object (1,000 in a list)
             obj = loaded[guid] = cls.__new__(cls)
             obj._attach(guid, entry, document(guid), seen=seen)
-        siblings = list(loaded.values())
-        for obj in siblings:
+            siblings.append(obj)
             obj.__dict__["_siblings"] = siblings
         return loaded
 

@@ -54,6 +54,24 @@ def wire_key(key: str) -> str:
     return f"{encoded[:_READABLE]}~{digest}{suffix}"
 
 
+#: wire keys already worked out, as bytes (the text connection's): the same key always gives the same
+#: wire key, so this is exact; a lookup (~0.05 us) instead of a regex match and an encode (~0.25 us),
+#: once per key of every cached load and batch. Emptied when full (at most ~2 MiB).
+WIRE_MEMO = 1 << 13
+_wired: dict[str, bytes] = {}
+
+
+def wire_bytes(key: str) -> bytes:
+    """Return :func:`wire_key` of ``key`` encoded."""
+    sent = _wired.get(key)
+    if sent is None:
+        sent = wire_key(key).encode()
+        if len(_wired) >= WIRE_MEMO:
+            _wired.clear()
+        _wired[key] = sent
+    return sent
+
+
 def counter_key(key: str) -> str:
     """Return the wire key of ``key``'s hit counter: :func:`wire_key` of ``key`` and the suffix, the
     one form counting, reading (``hit_counts``) and ``dal cache rm`` use; hashed when too long."""
