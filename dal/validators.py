@@ -260,11 +260,6 @@ def _holds(schema: Any, kinds: tuple[str, ...]) -> bool:
     return isinstance(schema, (list, tuple)) and any(_holds(part, kinds) for part in schema)
 
 
-#: the exact types JSON gives back unchanged (an int only with the digits Python writes as text, a
-#: float only when finite, a str only when UTF-8 can encode it)
-_PLAIN_LEAVES = frozenset({int, bool, type(None)})
-
-
 def json_problem(value: object, path: str = "value") -> str:
     """Return what keeps ``value`` from being stored and read back unchanged, or '' (see ``_not_json``)."""
     return "" if _plain_json(value) else _not_json(value, path)
@@ -291,33 +286,36 @@ def _plain_json(value: object, depth: int = 1) -> bool:
     What :func:`_not_json` accepts with no message to build: checked at every assignment of a
     list or a dict, it skips the path strings ``_not_json`` formats per item (a fifth of building
     a seven-field object with a list and a dict). False means "ask ``_not_json``", which also
-    admits subclasses (an ``IntEnum``) and says what is wrong.
+    admits subclasses (an ``IntEnum``) and says what is wrong. Leaves are tested in their
+    container's loop, not by a call each: a nested dict is walked in half the time.
     """
     kind = type(value)
-    if kind is str:
-        return cast(str, value).isascii() or encodable(cast(str, value))
-    if kind in _PLAIN_LEAVES:  # an int too long to be cheap to write: ask _not_json
-        return kind is not int or cast(int, value).bit_length() <= _CHEAP_BITS
-    if kind is float:
-        return math.isfinite(cast(float, value))
-    if kind is list:
-        if depth > MAX_DEPTH:  # too deep, or a list holding itself: _not_json says so
-            return False
-        depth += 1
-        # a loop, not all() over a generator: no generator frame per list (this runs per assignment)
-        for item in cast(list[Any], value):  # noqa: SIM110
+    if kind is dict:
+        for key in cast(dict[Any, Any], value):
+            if type(key) is not str or not (key.isascii() or encodable(key)):
+                return False
+        items: Any = cast(dict[Any, Any], value).values()
+    elif kind is list:
+        items = value
+    else:  # a leaf: tested as the one item of a list around it
+        return _plain_json([value], depth - 1)
+    if depth > MAX_DEPTH:  # too deep, or a list holding itself: _not_json says so
+        return False
+    depth += 1
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            if not (item.isascii() or encodable(item)):
+                return False
+        elif kind is list or kind is dict:
             if not _plain_json(item, depth):
                 return False
-        return True
-    if kind is dict:
-        if depth > MAX_DEPTH:
-            return False
-        depth += 1
-        for key, item in cast(dict[Any, Any], value).items():
-            if type(key) is not str or not (key.isascii() or encodable(key)) or not _plain_json(item, depth):
+        elif kind is int or kind is float:  # an int too long to be cheap to write: ask _not_json
+            if not (item.bit_length() <= _CHEAP_BITS if kind is int else math.isfinite(item)):
                 return False
-        return True
-    return False
+        elif kind is not bool and item is not None:
+            return False
+    return True
 
 
 #: what a problem of a value nested too deeply says (and its advice looks for)

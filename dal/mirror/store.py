@@ -25,7 +25,8 @@ from dal.objects.mirrored import parsed
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.spelling import unchanged
 from dal.objects.transaction import Document, Plan, decode, edited_since, encode, plan_write, retry_from
-from dal.objects.writes import MAX_ATTEMPTS, unique_owners
+from dal.objects.views import unique_owners
+from dal.objects.writes import MAX_ATTEMPTS
 from dal.values import canonical, same
 
 #: the fields of a mirrored object only refreshes write

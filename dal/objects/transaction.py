@@ -116,12 +116,19 @@ def given_up_unique(keys: Keys, meta: HybridMeta, stored: Document | None, new: 
     """Return the unique keys of the values ``stored`` holds and ``new`` (``None``: a delete) gives up,
     but those of the properties ``complete`` names (their keys are built: each names its holder): the
     keys whose owners a write reads before it plans."""
+    return [keys.unique(meta.name, name, stored[name]) for name in gives_up_unique(meta, stored, new)
+            if name not in complete] if stored is not None else []
+
+
+def gives_up_unique(meta: HybridMeta, stored: Document | None, new: Document | None) -> list[str]:
+    """Return the unique properties whose value ``stored`` holds and ``new`` (``None``: a delete) gives up
+    (:func:`given_up_unique` without their keys: most writes give up none, or only values of properties
+    whose keys are built, and need no key of them here)."""
     if stored is None or not meta.unique:
         return []
     after = new or {}
-    return [keys.unique(meta.name, prop.name, stored[prop.name]) for prop in meta.unique
-            if prop.name not in complete and stored.get(prop.name) is not None
-            and not same(stored[prop.name], after.get(prop.name))]
+    return [prop.name for prop in meta.unique
+            if stored.get(prop.name) is not None and not same(stored[prop.name], after.get(prop.name))]
 
 
 def read_owners(store: PersistentStore, keys: list[str]) -> dict[str, Entry | None]:

@@ -6,7 +6,9 @@ cached query results read a document lacking one as that field's default. So a c
 names the versions of those fields at their defaults (:func:`dal.cache.versions.changed_versions`),
 and its commit checks that the record is still the one it planned from (:class:`View`): a view up
 to READY_TTL old would otherwise miss a record written just before the commit. When the check
-fails, the writer reads the record again (:func:`stale`) and plans once more.
+fails, the writer reads the record again (:func:`stale`) and plans once more. The record also says
+which unique keys are built, so which of the keys a write gives up it must read first
+(:func:`unique_owners`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dal.backends.base import Revision
+from dal.backends.base import Entry, Revision
 from dal.config import Context
 from dal.model.meta import HybridMeta
 from dal.objects.schema import current_state, ensure_recorded, undeclared_defaults
-from dal.objects.transaction import Reason
+from dal.objects.transaction import Document, Reason, given_up_unique, gives_up_unique, read_owners
 
 #: the reason of a view's check in a plan: a failure means "read the record again", never a refusal
 SCHEMA = Reason("schema")
@@ -47,3 +49,18 @@ def writer_view(context: Context, meta: HybridMeta, *, ensure: bool) -> View:
 def stale(context: Context, meta: HybridMeta) -> None:
     """A commit found the record changed since its view was read: read it again now."""
     current_state(context, meta, again=True)
+
+
+def unique_owners(context: Context, meta: HybridMeta, stored: Document | None,
+                  new: Document | None) -> dict[str, Entry | None]:
+    """Return the ``owners`` :func:`~dal.objects.transaction.plan_write` checks: what is stored under the
+    keys of the unique values ``new`` (None: a delete) gives up, of the properties whose keys the hybrid's
+    record (as this process last read it) does not list as built; no store call for the others."""
+    given_up = gives_up_unique(meta, stored, new)
+    if not given_up:
+        return {}  # the usual save: no unique value changes
+    record = current_state(context, meta).record
+    built = record.unique if record is not None else frozenset()
+    if built.issuperset(given_up):
+        return {}  # the usual delete: each key names its holder, deleted unread
+    return read_owners(context.persistent, given_up_unique(context.keys, meta, stored, new, built))

@@ -39,7 +39,7 @@ from dal.objects.refusals import (
     unstorable,
 )
 from dal.objects.relations import assume_unlinked, check_abandon, onetoone_refusal, plan_unlink
-from dal.objects.schema import current_state, ensure_recorded, onetoone_ready
+from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.spelling import edited_fields
 from dal.objects.transaction import (
     Document,
@@ -48,14 +48,12 @@ from dal.objects.transaction import (
     changes,
     decode,
     encode,
-    given_up_unique,
     merge,
     plan_write,
-    read_owners,
     retry_from,
     saved_values,
 )
-from dal.objects.views import SCHEMA, stale, writer_view
+from dal.objects.views import SCHEMA, stale, unique_owners, writer_view
 from dal.values import same
 
 #: commits tried before a save gives up with RaceConditionError
@@ -382,14 +380,3 @@ class Writes:
             data[name] = validator.to_json(data[name])
         return data
 
-
-def unique_owners(context: Context, meta: HybridMeta, stored: Document | None,
-                  new: Document | None) -> dict[str, Entry | None]:
-    """Return the ``owners`` :func:`~dal.objects.transaction.plan_write` checks: what is stored under the
-    keys of the unique values ``new`` (None: a delete) gives up, of the properties whose keys the hybrid's
-    record (as this process last read it) does not list as built; no store call for the others."""
-    if not given_up_unique(context.keys, meta, stored, new):
-        return {}  # the usual save: no unique value changes
-    record = current_state(context, meta).record
-    built = record.unique if record is not None else frozenset()
-    return read_owners(context.persistent, given_up_unique(context.keys, meta, stored, new, built))

@@ -43,8 +43,7 @@ from dal.model.registry import hybrids
 from dal.objects.relations import onetoone_refusal
 from dal.objects.schema import ensure_recorded, onetoone_ready
 from dal.objects.transaction import Document, Reason, decode, plan_write
-from dal.objects.views import stale, writer_view
-from dal.objects.writes import unique_owners
+from dal.objects.views import stale, unique_owners, writer_view
 from dal.tools.transfer.batches import Item, commit_bytes, dependency_batches
 from dal.tools.transfer.dump import Dump, count_documents, read_store
 from dal.tools.transfer.preflight import onetoone_within, preflight, present, unique_within, validate_items
