@@ -56,7 +56,7 @@ def wire_key(key: str) -> str:
 
 #: wire keys already worked out, as bytes (the text connection's): the same key always gives the same
 #: wire key, so this is exact; a lookup (~0.05 us) instead of a regex match and an encode (~0.25 us),
-#: once per key of every cached load and batch. Emptied when full (at most ~2 MiB).
+#: once per key of every cached load and batch. Emptied when full (about 2 MiB with dal's keys).
 WIRE_MEMO = 1 << 13
 _wired: dict[str, bytes] = {}
 
