@@ -14,8 +14,13 @@ APT_PACKAGES := etcd-server memcached redis-server graphviz openssl
 demo: $(VENV)/.installed graphviz
 	$(BIN)/dal demo
 
+# the suite in two parts: most tests on 4 workers (pytest-xdist: they wait on servers and
+# processes more than they compute), then one at a time the fault suite, the multi-process stress
+# tests and the tests marked serial, whose timing bounds and printed figures need the machine
+TEST_ALONE = faults or slow or serial
 test: $(VENV)/.installed services lint typecheck docs
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4 -m "not ($(TEST_ALONE))"
+	$(BIN)/pytest -m "$(TEST_ALONE)"
 
 # the fault suite in its long mode (make test runs it in its quick mode)
 chaos: $(VENV)/.installed services
