@@ -84,6 +84,15 @@ def redis_info(server: RunningServer, section: str) -> dict[str, Any]:
         client.close()
 
 
+def redis_config(server: RunningServer, name: str) -> str:
+    """Return one setting of the server (``CONFIG GET``), read with a client of its own."""
+    client = redis.Redis(host=server.host, port=server.port, socket_timeout=5, decode_responses=True)
+    try:
+        return str(client.config_get(name)[name])
+    finally:
+        client.close()
+
+
 def probe(server: RunningServer, command: str) -> Any:
     """Set (``set``) or look for (``exists``) a probe key on the server, with a client of its own."""
     client = redis.Redis(host=server.host, port=server.port, socket_timeout=5)
@@ -135,6 +144,8 @@ def test_counter_survives_kill_9_of_redis_with_appendfsync_always(
         first = servers[0]
         persistence = redis_info(first, "persistence")
         assert persistence["aof_enabled"] == 1, persistence
+        fsync = redis_config(first, "appendfsync")
+        assert fsync == "always", fsync  # what the row and docs/backends.md name
         url = f"redis://{first.host}:{first.port}?timeout={STORE_TIMEOUT:g}"
         # one server serves both roles, so both go down together
         context = configure(url, url, namespace=fault_namespace)
