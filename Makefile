@@ -18,9 +18,11 @@ demo: $(VENV)/.installed graphviz
 # processes more than they compute), then one at a time the fault suite, the multi-process stress
 # tests and the tests marked serial, whose timing bounds and printed figures need the machine
 TEST_ALONE = faults or slow or serial
+# (both parts run, whatever the first gives; the target fails if either did)
 test: $(VENV)/.installed services lint typecheck docs
-	$(BIN)/pytest -n 4 -m "not ($(TEST_ALONE))"
-	$(BIN)/pytest -m "$(TEST_ALONE)"
+	$(BIN)/pytest -n 4 -m "not ($(TEST_ALONE))"; parallel=$$?; \
+	$(BIN)/pytest -m "$(TEST_ALONE)"; alone=$$?; \
+	test $$parallel -eq 0 && test $$alone -eq 0
 
 # the fault suite in its long mode (make test runs it in its quick mode)
 chaos: $(VENV)/.installed services

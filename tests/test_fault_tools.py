@@ -439,8 +439,15 @@ def test_grpc_put_whose_answer_is_lost_is_unavailable_yet_applied(
         with kv_stub(single_etcd.host, single_etcd.port) as direct:
             response = direct.Range(etcdrpc.RangeRequest(key=b"lost-answer"), timeout=SOON)
         assert [bytes(kv.value) for kv in response.kvs] == [b"applied"]
-        # the channel reconnects by itself: the next call through the proxy just works
-        again = kv.Range(etcdrpc.RangeRequest(key=b"lost-answer"), timeout=SOON)
+        # the channel reconnects by itself: a call through the proxy works again (on a loaded
+        # machine the first may still meet the closed connection before the channel saw it close)
+        for attempt in range(3):
+            try:
+                again = kv.Range(etcdrpc.RangeRequest(key=b"lost-answer"), timeout=SOON)
+                break
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == 2:
+                    raise
         assert [bytes(kv.value) for kv in again.kvs] == [b"applied"]
     assert etcd_proxy.connections == 2
 

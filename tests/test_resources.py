@@ -69,8 +69,9 @@ def run_threads(count: int, work: Any, batch: int = 50) -> None:
 
 def child_answer(pid: int, read_end: int, seconds: float = 10.0) -> bytes:
     """Return what a forked child wrote to ``read_end``; kill it and fail when it hangs."""
-    ready, _, _ = select.select([read_end], [], [], seconds)
-    if not ready:
+    waiting = select.poll()  # not select.select: a process with 1,024 descriptors open cannot use it
+    waiting.register(read_end, select.POLLIN)
+    if not waiting.poll(seconds * 1000):
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         pytest.fail(f"the forked child hung for {seconds} s (a lock inherited held?)")
