@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import enum
+import json
 import sys
 from typing import Any
 
@@ -12,8 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from identity_hybrids import Bag, Shelf
 
-from dal import DataList, DataObject, Property
+from dal import DataList, DataObject, Property, Relation
+from dal.backends.base import Put
 from dal.config import Context
+from dal.exceptions import InvalidValueError
 from dal.query.ordering import sortable
 
 LIMIT = sys.get_int_max_str_digits() or 4300  # the longest digit run int() converts
@@ -75,6 +79,35 @@ def test_sorting_by_a_relation_or_a_dict_never_raises(context: Context) -> None:
     assert [shelf.name for shelf in result] == ["c", "b", "a"]
     result.sort(key="extra")
     assert len([shelf.name for shelf in result]) == 3
+
+
+class SortOwner(DataObject, hybrid_name="sortowner"):
+    __properties: list[Property[Any]] = [Property("name", str), Property("born", datetime.datetime)]
+
+
+class SortItem(DataObject, hybrid_name="sortitem"):
+    __properties: list[Property[Any]] = [Property("name", str)]
+    __relations = [Relation("owner", SortOwner, "items", mandatory=False)]
+
+
+def test_a_path_through_a_related_object_its_model_cannot_read_raises_as_reading_it_would(
+        context: Context) -> None:
+    owner = SortOwner(data={"name": "o", "born": datetime.datetime(2020, 1, 1)})
+    owner.save()
+    for name, related in (("a", owner), ("b", None)):
+        SortItem(data={"name": name, "owner": related}).save()
+    key = context.keys.doc("sortowner", owner.guid)
+    document = json.loads(context.persistent.get(key).value)  # type: ignore[union-attr]
+    document["born"] = "not a date"  # a typed field converted on load (docs/migrations.md)
+    context.persistent.commit([], [Put(key, json.dumps(document).encode())])
+    context.invalidate(context.keys.cached_doc("sortowner", owner.guid))
+    result = DataList(SortItem)
+    result.sort(key="owner")  # the related guid, read without loading the related object
+    assert [item.name for item in result] == ["b", "a"]
+    with pytest.raises(InvalidValueError, match="no longer fits"):
+        result[1].owner.name  # noqa: B018 (reading the path on the object raises)
+    with pytest.raises(InvalidValueError, match="no longer fits"):
+        result.sort(key="owner.name")
 
 
 @pytest.mark.parametrize("key", [lambda shelf: [shelf.name], lambda shelf: {"n": shelf.name}])
