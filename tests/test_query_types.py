@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import pytest
+from hybrids import Gadget
 from pydantic import Field, HttpUrl, conlist, constr
 
 from dal import DataList, DataObject, Property, Relation
@@ -162,3 +163,10 @@ def test_contains_takes_a_substring_of_a_type_stored_as_text(context: Context) -
         compile_query(Linked._meta, {"items": [("url", "CONTAINS", 5)]})
     with pytest.raises(InvalidQueryError, match="not a string or a list"):  # compare a time with LT/GT
         compile_query(Linked._meta, {"items": [("at", "CONTAINS", "2024")]})
+
+
+def test_contains_on_a_union_of_text_and_other_types_is_refused() -> None:
+    """docs/queries.md: a union that may hold text and numbers is not text (`str | None` is)."""
+    with pytest.raises(InvalidQueryError, match="not a string or a list"):
+        compile_query(Gadget._meta, {"items": [("token", "CONTAINS", "gold")]})
+    compile_query(Gadget._meta, {"items": [("label", "CONTAINS", "gold")]})  # str, not mandatory
