@@ -8,6 +8,8 @@ import uuid
 from typing import Any
 
 import pytest
+from relation_hybrids import Owner
+from test_transfer_guids import share_a_guid
 
 from dal import DataObject, Property
 from dal.backends.base import Put
@@ -113,3 +115,21 @@ def test_a_repairable_kind_without_a_fix_is_not_called_repairable(local: Context
     lines = render(check(local, repair=True), "here", 10)
     assert any(line.split() == ["stale_unique", "1", "needs", "a", "person"] for line in lines), lines
     assert any("left alone while XCoded" in line for line in lines), lines
+
+
+def test_one_guid_stored_under_two_hybrids_of_one_class_tree_is_reported_for_a_person(local: Context) -> None:
+    """A Device and a BladeServer of one guid (written by another client): their shared reverse list
+    (Cabinet.occupants) shows one of them twice and the other never. Check reports it (duplicate_guid),
+    naming both hybrids and the guid, and what to do; --repair leaves it. One guid under two hybrids of
+    different class trees is no problem."""
+    device = share_a_guid(local)
+    Owner.from_model(Owner.model().model_validate({"guid": device.guid, "name": "o"})).save()
+    report = check(local, repair=True)
+    assert [problem.kind for problem in report.problems] == [Kind.DUPLICATE_GUID] and not report.fixed
+    problem = report.problems[0]
+    assert problem.key == local.keys.doc("bladeserver", device.guid) and problem.guid == device.guid
+    assert f"BladeServer and Device {device.guid} share one guid" in problem.message
+    assert "store all but one again as a new object" in problem.message
+    assert "`dal check --repair` does not fix" in problem.message
+    lines = render(report, "here", 10)
+    assert any(line.split() == ["duplicate_guid", "1", "needs", "a", "person"] for line in lines), lines

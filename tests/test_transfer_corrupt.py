@@ -4,19 +4,20 @@ written, naming the remedy, never a traceback."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
-from test_transfer import CLI, G1, G2, is_empty, numbered_guid, run_dal
+from test_transfer import CLI, G1, G2, in_namespace, is_empty, numbered_guid, run_dal
 from transfer_hybrids import XConsole, XRack, XServer
 
 import dal
 from dal.backends.base import Put
 from dal.config import Context
-from dal.exceptions import InvalidValueError, OneToOneError, UniqueConstraintError
+from dal.exceptions import BackendError, InvalidValueError, OneToOneError, UniqueConstraintError
 from dal.tools.check.integrity import check
-from dal.tools.transfer.dump import parse_dump, read_dump
-from dal.tools.transfer.load import load
+from dal.tools.transfer.dump import dump, parse_dump, read_dump
+from dal.tools.transfer.load import copy, load
 
 #: a number Python refuses to parse (longer than its int digit limit), and nesting deeper than its stack
 HUGE = '{"format": "dal-dump", "version": 1, "namespace": "x", "hybrids": {}, "counts": {"xrack": 1%s}}' % (
@@ -109,3 +110,70 @@ def test_a_stale_key_naming_a_stored_object_that_gave_the_value_up_is_named_stal
         load(local, parse_dump(raw))
     assert XRack(G1).name == "taken" and XConsole(G2).server_guid == server.guid
     assert check(local).clean
+
+
+def test_a_stale_key_naming_the_replaced_object_itself_is_named_stale(local: Context) -> None:
+    """Another client rewrote stored documents, leaving their unique and one-to-one keys: a key naming the
+    very object a ``--replace`` load writes, whose stored document no longer holds the value, is stale too,
+    and the refusal says so (not that the object took its own value while loading)."""
+    rack = XRack(data={"name": "taken", "row": 0})
+    rack.save()
+    server = XServer(data={"hostname": "s1", "rack": rack})
+    server.save()
+    console = XConsole(data={"port": 1, "server": server})
+    console.save()
+    for hybrid, guid, change in (("xrack", rack.guid, {"name": "other"}),
+                                 ("xconsole", console.guid, {"server_guid": None})):
+        key = local.keys.doc(hybrid, guid)
+        stored = local.persistent.get(key)
+        assert stored is not None
+        assert local.persistent.commit([], [Put(key, json.dumps({**json.loads(stored.value), **change})
+                                                 .encode())]).ok
+    dumps = [{"format": "dal-dump", "version": 1, "namespace": "x", "hybrids": hybrids} for hybrids in (
+        {"xrack": [{"guid": rack.guid, "data": {"name": "taken", "row": 0}}]},
+        {"xconsole": [{"guid": console.guid, "data": {"port": 1, "server_guid": server.guid}}]})]
+    for raw, error, says in ((dumps[0], UniqueConstraintError,
+                              f"a stale unique key gives to XRack {rack.guid} itself, a stored object that "
+                              "does not hold it"),
+                             (dumps[1], OneToOneError,
+                              f"a stale one-to-one key gives to XConsole {console.guid} itself, a stored "
+                              "object that does not point at it")):
+        with pytest.raises(error) as refused:
+            load(local, parse_dump(raw), replace=True)
+        message = str(refused.value)
+        assert says in message and "dal check --repair" in message and "while loading" not in message
+    check(local, repair=True)
+    for raw in dumps:
+        load(local, parse_dump(raw), replace=True)
+    assert XRack(rack.guid).name == "taken" and XConsole(console.guid).server_guid == server.guid
+    assert check(local).clean
+
+
+def test_a_stored_lone_surrogate_stops_the_dump_and_a_copy_names_the_source(local: Context) -> None:
+    """A lone surrogate is valid escaped JSON, but no load takes it: the dump refuses it as it refuses a NaN,
+    naming the object and field, rather than write a backup `dal load` would refuse; a copy refuses it
+    with what to do in the source store (there is no file to fix)."""
+    XRack(data={"name": "fine", "row": 0}).save()
+    surrogate = b'{"name": "a\\ud800", "row": 0}'
+    assert local.persistent.commit([], [Put(local.keys.doc("xrack", G1), surrogate)]).ok
+    out = io.StringIO()
+    with pytest.raises(BackendError, match=f"xrack {G1} holds a lone surrogate, .* \\(in 'name'\\)"):
+        dump(local, out)
+    with pytest.raises(InvalidValueError, match="lone surrogate") as refused:
+        copy(local, in_namespace(local, "copied"))
+    message = str(refused.value)
+    assert "in the file" not in message
+    assert "fix those documents in the source (`dal check` lists them)" in message
+    assert is_empty(in_namespace(local, "copied"))
+
+
+@pytest.mark.parametrize("text", [
+    '{"format": "dal-dump", "version": 1, "namespace": "x", "hybrids": {"xrack": [], "xrack": []}}',
+    '{"format": "dal-dump", "version": 1, "namespace": "x", "hybrids": {}, "counts": {}, "counts": {}}',
+    '{"format": "dal-dump", "version": 1, "namespace": "x", "hybrids": {"xrack": [{"guid": "' + G1
+    + '", "data": {"name": "a", "name": "b", "row": 0}}]}}'])
+def test_a_dump_naming_a_key_twice_is_refused_not_cut_to_the_last(text: str) -> None:
+    """A JSON parser keeps the last of two equal keys: two dumps merged by hand would lose objects."""
+    with pytest.raises(InvalidValueError, match=r"the dump names '(xrack|counts|name)' twice in one JSON"):
+        read_dump(io.StringIO(text))
+

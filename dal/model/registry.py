@@ -386,3 +386,10 @@ def family(relation: Relation) -> tuple[Relation, ...]:
     """
     reverse = reverse_of(relation)
     return (relation,) if reverse is None else reverse.relations
+
+
+def tree_root(cls: type) -> str:
+    """Return the logical name of the most basic hybrid ``cls`` derives from (its own if none): the hybrids of
+    one class tree share it. One guid names one object across them: a reverse list (and a one-to-one
+    constraint) spans a hybrid and its subclass hybrids, and tells their objects apart by guid alone."""
+    return str(next(vars(base)["_meta"].name for base in reversed(cls.__mro__) if "_meta" in vars(base)))

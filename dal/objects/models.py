@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Optional
 
 from pydantic import BaseModel, Field, PlainValidator, Strict, ValidationError, WithJsonSchema, create_model
 
+from dal.config import current
 from dal.exceptions import InvalidValueError, MissingMandatoryFieldsError, ObjectNotFoundError
+from dal.model.registry import hybrids, tree_root
 from dal.objects.mirrored import shown_as_parsed
 from dal.objects.model_values import HybridModel, changed_on, checked, remember, trusted_validation, values_of
 from dal.objects.refusals import changeable, check_containers
@@ -272,10 +274,25 @@ def from_model(hybrid: type, meta: HybridMeta, model: BaseModel) -> Any:
             shown = shown_as_parsed(hybrid, values) if refreshed else frozenset()
             stored._fill(_unmirrored(meta, changed, shown))
             return stored
+        _refuse_kin(meta, guid)
     obj = hybrid(data=_unmirrored(meta, values, frozenset()))
     if guid is not None:
         obj.__dict__["guid"] = guid
     return obj
+
+
+def _refuse_kin(meta: HybridMeta, guid: str) -> None:
+    """Refuse a new object of a guid another hybrid of its class tree stores: one guid names one object across
+    a hybrid and its subclass hybrids (a reverse list spanning them tells their objects apart by guid)."""
+    root, context = tree_root(meta.cls), current()
+    for cls in hybrids.all():
+        kin = cls._meta.name != meta.name and tree_root(cls) == root
+        if kin and context.load_document(cls._meta.name, guid) is not None:
+            name = meta.cls.__name__
+            raise InvalidValueError(
+                f"{name}.from_model(...): the model's guid {guid} is stored as a {cls.__name__}, another "
+                f"hybrid of {name}'s class tree, where one guid names one object; give the model no guid to "
+                f"make a new {name}")
 
 
 def _unmirrored(meta: HybridMeta, values: dict[str, Any], shown: frozenset[str]) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from dal.backends.base import Entry
 from dal.model.meta import HybridMeta
-from dal.model.registry import family
+from dal.model.registry import family, tree_root
 from dal.model.validation import valid_guid, validate_document
 from dal.objects.transaction import Document, decode
 from dal.structures import GUID_RULE
@@ -106,6 +108,35 @@ class DocumentPass(CheckState):
                 self.onetoone.setdefault((family(relation)[0], target), []).append((meta, guid))
                 self.onetoone_keys.setdefault(keys.onetoone(meta.name, relation.name, target), []).append(
                     self.links[link])
+
+    def documents_read(self) -> None:
+        """Report what the documents tell only together: shared guids, one-to-one targets pointed at twice."""
+        self.shared_guids()
+        self.one_to_one()
+
+    def shared_guids(self) -> None:
+        """Report each guid stored under several hybrids of one class tree (a hybrid, its subclass hybrids).
+
+        ``from_model()`` refuses such a guid, but a save checks only its own hybrid's key: two racing saves
+        of objects given one guid, or another client, can store it. A load or copy refuses it before writing.
+        """
+        roots = {name: tree_root(meta.cls) for name, meta in self.metas.items()}
+        sizes = Counter(roots.values())  # hybrids per class tree
+        held: dict[tuple[str, str], list[str]] = {}  # (root, guid) -> the hybrids storing it
+        for hybrid, guid in self.docs:
+            root = roots.get(hybrid)
+            if root is not None and sizes[root] > 1:
+                held.setdefault((root, guid), []).append(hybrid)
+        for (_, guid), names in held.items():
+            if len(names) < 2:
+                continue
+            classes = " and ".join(self.metas[name].cls.__name__ for name in names)
+            self.add(Kind.DUPLICATE_GUID, self.keys.doc(names[0], guid),
+                     f"{classes} {guid} share one guid, which names one object across a hybrid and its "
+                     "subclass hybrids: a reverse list holding both shows one of them twice and the other "
+                     "never, and `dal load` and `dal copy` refuse them; store all but one again as a new "
+                     "object (relinking what points at it) and delete the old one (`dal check --repair` does "
+                     "not fix this)", names[0], guid)
 
     def one_to_one(self) -> None:
         for (relation, target), sources in self.onetoone.items():

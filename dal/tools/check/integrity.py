@@ -61,7 +61,7 @@ class _Checker(DocumentPass, DerivedKeyPasses, MetadataPass):
     def run(self) -> Report:
         # per pass: the area scanned, what each key is checked for, what is left over after it
         passes: tuple[tuple[str, Callable[[str, str, Entry], None], Callable[[], None]], ...] = (
-            ("o", self.document, self.one_to_one), ("u", self.unique_key, self.missing_unique),
+            ("o", self.document, self.documents_read), ("u", self.unique_key, self.missing_unique),
             ("i", self.index_key, self.missing_index), ("l", self.link_key, self.missing_links),
             ("r", self.onetoone_key, self.missing_onetoone))
         for (letter, visit, finish), phase in zip(passes, PHASES[:-1], strict=True):

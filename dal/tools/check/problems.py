@@ -12,6 +12,7 @@ class Kind(str, Enum):
     """What is wrong; the value is the name the report prints."""
 
     INVALID_DOCUMENT = "invalid_document"  # not JSON, or a field does not fit the model
+    DUPLICATE_GUID = "duplicate_guid"  # one guid stored under two hybrids of one class tree
     UNKNOWN_FIELD = "unknown_field"  # a stored field the model does not declare
     ORPHAN_KEY = "orphan_key"  # a key of a hybrid, field or relation the model does not declare
     DANGLING_RELATION = "dangling_relation"  # <relation>_guid names a target that is not stored

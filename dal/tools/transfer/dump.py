@@ -35,6 +35,7 @@ from dal.model.validation import valid_guid
 from dal.objects.transaction import Document, decode
 from dal.structures import GUID_RULE
 from dal.tools.transfer.steps import Steps, parse_steps, read_steps, settled
+from dal.values import encodable
 
 FORMAT = "dal-dump"
 VERSION = 1
@@ -253,16 +254,34 @@ def write_dump(out: IO[str], namespace: str, groups: Iterable[tuple[str, Iterabl
 
 def _json(hybrid: str, guid: str, document: Document) -> str:
     try:
-        return json.dumps(document, sort_keys=True, allow_nan=False)
+        text = json.dumps(document, sort_keys=True, allow_nan=False)
     except ValueError as exc:
         raise BackendError(f"the stored document of {hybrid} {guid} holds a value JSON cannot hold ({exc}); "
                            "run `dal check`") from exc
+    # escaped, a lone surrogate is ASCII, but no load takes it: only a text holding "\ud" can hold one
+    if "\\ud" in text and not encodable(json.dumps(document, ensure_ascii=False)):
+        where = sorted(name for name, value in document.items()
+                       if not encodable(json.dumps({name: value}, ensure_ascii=False)))
+        raise BackendError(f"the stored document of {hybrid} {guid} holds a lone surrogate, which UTF-8 "
+                           f"cannot encode (in {', '.join(map(repr, where))}), and `dal load` refuses; run "
+                           "`dal check`")
+    return text
 
 
 def read_dump(stream: IO[str], source: str = "the dump") -> Dump:
     """Parse a dump and check its shape (not yet the model: :func:`~dal.tools.transfer.load.load` does)."""
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:  # json's own: the last one wins
+        named = dict(pairs)
+        if len(named) < len(pairs):
+            twice = sorted({key for key, _ in pairs if sum(other == key for other, _ in pairs) > 1})
+            raise InvalidValueError(f"{source} names {', '.join(map(repr, twice))} twice in one JSON object, "
+                                    "and one would be lost; give each key once (merge the lists of one "
+                                    "hybrid)")
+        return named
     try:
-        raw = json.load(stream)
+        raw = json.load(stream, object_pairs_hook=unique_keys)
+    except InvalidValueError:
+        raise
     except json.JSONDecodeError as exc:
         raise InvalidValueError(f"{source} is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
                                 "give a file written by `dal dump`") from None

@@ -46,7 +46,14 @@ from dal.objects.transaction import Document, Reason, decode, plan_write
 from dal.objects.views import stale, unique_owners, writer_view
 from dal.tools.transfer.batches import Item, commit_bytes, dependency_batches
 from dal.tools.transfer.dump import Dump, count_documents, read_store
-from dal.tools.transfer.preflight import onetoone_within, preflight, present, unique_within, validate_items
+from dal.tools.transfer.preflight import (
+    onetoone_within,
+    preflight,
+    present,
+    shared_guids,
+    unique_within,
+    validate_items,
+)
 from dal.tools.transfer.steps import plan_steps, steps_changed
 
 #: objects per commit
@@ -146,7 +153,8 @@ def load(context: Context, dump: Dump, *, replace: bool = False, batch_size: int
     if batch_size < 1 or max_ops < 1:
         raise InvalidValueError(f"batch size and operations per commit must be at least 1, not {batch_size} "
                                 f"and {max_ops}")
-    items = validate_items(context.keys, dump, source)
+    items = validate_items(context.keys, dump, source, command)
+    shared_guids(context, items, source, command)
     unique = unique_within(context.keys, items, source)
     unique.update(onetoone_within(context.keys, items, source))
     preflight(context, items, unique, replace, source, dump.elsewhere, command)

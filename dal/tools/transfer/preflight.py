@@ -1,8 +1,9 @@
 """What a load checks before it writes anything: the dump against the model, then against the store.
 
 Every document is validated as a save would (:func:`~dal.model.validation.validate_document`),
-unique values and one-to-one targets must be free within the dump and in the store, and every
-relation must point at an object in the dump or stored. :mod:`dal.tools.transfer.load` then writes.
+a guid names one object across a class tree (:func:`shared_guids`), unique values and one-to-one
+targets must be free within the dump and in the store, and every relation must point at an object in the
+dump or stored. :mod:`dal.tools.transfer.load` then writes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dal.exceptions import (
     UniqueConstraintError,
 )
 from dal.keys import Keys
-from dal.model.registry import family, hybrids
+from dal.model.registry import family, hybrids, tree_root
 from dal.model.validation import valid_guid, validate_document
 from dal.objects.transaction import decode
 from dal.structures import GUID_RULE, is_guid
@@ -27,8 +28,11 @@ from dal.tools.transfer.batches import Item
 from dal.tools.transfer.dump import READ_BATCH, Dump, Elsewhere, listing
 
 
-def validate_items(keys: Keys, dump: Dump, source: str) -> list[Item]:
-    """Check every document against the declared model; return them ordered by hybrid and guid."""
+def validate_items(keys: Keys, dump: Dump, source: str, command: str = "load") -> list[Item]:
+    """Check every document against the declared model; return them ordered by hybrid and guid.
+
+    ``command`` (``copy``: a store's documents, no file) says where the refusal's remedy is applied.
+    """
     problems: list[str] = []
     items: list[Item] = []
     for name in sorted(dump.hybrids):
@@ -55,9 +59,10 @@ def validate_items(keys: Keys, dump: Dump, source: str) -> list[Item]:
             problems += [f"{name} {guid}: {dropped.message}" for dropped in validation.dropped]
             items.append(Item(meta, guid, validation.document, keys.doc(name, guid)))
     if problems:
-        raise InvalidValueError(listing(f"{source} does not fit the declared model", problems,
-                                         "fix those values in the file, or load it with the model that wrote "
-                                         "it (--hybrids)"))
+        fix = ("fix those documents in the source (`dal check` lists them), or copy with the model that "
+               "wrote them (--hybrids), or leave their hybrids out (--only)" if command == "copy" else
+               "fix those values in the file, or load it with the model that wrote it (--hybrids)")
+        raise InvalidValueError(listing(f"{source} does not fit the declared model", problems, fix))
     return items
 
 
@@ -121,6 +126,50 @@ def present(context: Context, keys: list[str]) -> dict[str, Entry]:
     return found
 
 
+def shared_guids(context: Context, items: list[Item], source: str, command: str = "load") -> None:
+    """Refuse a guid two hybrids of one class tree (a hybrid and its subclass hybrids) would hold: two
+    objects of the dump, or one of the dump and one stored under another hybrid of its tree (with
+    ``replace`` too: that is another object, which a load never replaces).
+
+    One guid names one object across a class tree: a reverse list spanning it tells its objects apart
+    by guid alone, and would show one of the two twice and the other never. Checked before writing
+    (not again in the commits); `dal check` reports a store holding such a pair (``duplicate_guid``).
+    """
+    tree: dict[str, list[str]] = {}  # root hybrid -> the hybrids of its class tree
+    for cls in hybrids.all():
+        tree.setdefault(tree_root(cls), []).append(cls._meta.name)
+    held: dict[tuple[str, str], list[Item]] = {}  # (root, guid) -> the dump's objects of that tree
+    for item in items:
+        root = tree_root(item.meta.cls)
+        if len(tree.get(root, ())) > 1:
+            held.setdefault((root, item.guid), []).append(item)
+    it = "the source" if command == "copy" else "the dump"
+    problems = [f"{guid}: {' and '.join(item.meta.cls.__name__ for item in found)}, "
+                f"{'both' if len(found) == 2 else 'all'} in {it}" for (_, guid), found in held.items()
+                if len(found) > 1]
+    others = {context.keys.doc(other, guid): (found[0], other) for (root, guid), found in held.items()
+              for other in tree[root] if other not in {item.meta.name for item in found}}
+    stored = present(context, list(others))
+    clashes = [f"{item.guid}: {item.meta.cls.__name__} in {it}, {hybrids.get(other).__name__} stored"
+               for key, (item, other) in others.items() if key in stored]
+    if not problems and not clashes:
+        return
+    fixes = ["one guid names one object across a hybrid and its subclass hybrids (their reverse lists would "
+             "show one of them twice and the other never)"]
+    if problems and command == "copy":
+        fixes.append("in the source, store all but one of each again as a new object (a new guid) and delete "
+                     "the old one (`dal check` lists them as duplicate_guid)")
+    elif problems:
+        fixes.append("give all but one of each a new guid in the file (str(uuid.uuid4()), and in the "
+                     "relations pointing at it), or leave it out")
+    if clashes:
+        fixes.append(f"delete each stored one (or store it again as a new object) first, or {command} into "
+                     "an empty namespace")
+    where = f", counting those stored in namespace {context.namespace!r} of {context.persistent_url}"
+    raise InvalidValueError(listing(f"{source} holds guids naming objects of two hybrids of one class tree"
+                                    f"{where if clashes else ''}", problems + clashes, "; ".join(fixes)))
+
+
 def preflight(context: Context, items: list[Item], unique: dict[str, tuple[Item, str, Any]], replace: bool,
               source: str, elsewhere: Elsewhere | None = None, command: str = "load") -> None:
     """Refuse, before writing, what the store would refuse: taken guids, taken values, missing targets.
@@ -161,16 +210,18 @@ def _refuse_taken(context: Context, unique: dict[str, tuple[Item, str, Any]], in
         owner = entry.value.decode(errors="replace")
         onetoone = unique_key.startswith(f"{keys.root}r/")
         holder = unique_key[len(keys.root) + 2:].split("/", 1)[0] if onetoone else item.meta.name
-        if owner != item.guid or holder != item.meta.name:
-            clashes.append((unique_key, onetoone, holder, owner))
+        clashes.append((unique_key, onetoone, holder, owner))  # its own key too: stale unless it owns it
     if not clashes:
         return
     stored = present(context, [keys.doc(holder, owner) for *_, holder, owner in clashes if is_guid(owner)])
     lines: dict[tuple[bool, bool], list[str]] = {}  # (one-to-one?, stale?) -> problems
     for unique_key, onetoone, holder, owner in clashes:
         document = stored.get(keys.doc(holder, owner)) if is_guid(owner) else None
+        owned = document is not None and _owns(keys, holder, document, unique_key)
+        if owned and (holder, owner) == (unique[unique_key][0].meta.name, unique[unique_key][0].guid):
+            continue  # the key of the object it replaces, which holds the value
         stale = ("an object that is not stored" if document is None
-                 else "" if _owns(keys, holder, document, unique_key)
+                 else "" if owned
                  else f"a stored object that does not {'point at' if onetoone else 'hold'} it")
         lines.setdefault((onetoone, bool(stale)), []).append(
             _taken_line(unique[unique_key], holder, owner, onetoone, stale, (holder, owner) in in_dump))
@@ -223,7 +274,7 @@ def _taken_line(taker: tuple[Item, str, Any], holder: str, owner: str, onetoone:
     holder_cls = hybrids.get(holder).__name__ if onetoone else item.meta.cls.__name__
     if stale:
         whose = (f", which a stale {'one-to-one' if onetoone else 'unique'} key gives to {holder_cls} "
-                 f"{owner}, {stale}")
+                 f"{owner}{' itself' if owner == item.guid else ''}, {stale}")
     else:
         what = ("target", "one-to-one target") if onetoone else ("value", "unique value")
         whose = (f", which stored {holder_cls} {owner} {'points at' if onetoone else 'holds'}"

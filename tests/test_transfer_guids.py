@@ -1,0 +1,92 @@
+"""``dal load`` and ``dal copy`` of one guid under two hybrids of one class tree (a hybrid and its subclass
+hybrids): refused before anything is written, naming both hybrids, the guid and the remedy."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from relation_hybrids import BladeServer, Cabinet, Device
+from test_transfer import G1, in_namespace, is_empty, numbered_guid
+
+from dal.backends.base import Delete, Put
+from dal.config import Context
+from dal.exceptions import InvalidValueError
+from dal.tools.check.integrity import check
+from dal.tools.transfer.dump import Dump, parse_dump
+from dal.tools.transfer.load import copy, load
+
+
+def _devices(cabinet: Cabinet, *records: tuple[str, str]) -> Dump:
+    """Return a dump of ``(hybrid, name)`` records of guid G1 in ``cabinet`` (a Device or a BladeServer)."""
+    hybrids: dict[str, list[dict[str, Any]]] = {}
+    for hybrid, name in records:
+        hybrids.setdefault(hybrid, []).append({"guid": G1, "data": {"name": name, "site_guid": cabinet.guid}})
+    return parse_dump({"format": "dal-dump", "version": 1, "namespace": "x", "hybrids": hybrids})
+
+
+def test_a_guid_two_hybrids_of_one_class_tree_share_is_refused_before_writing(local: Context) -> None:
+    """One guid names one object across a hybrid and its subclass hybrids (a reverse list spanning them tells
+    them apart by guid alone: Cabinet.occupants showed the BladeServer twice and the Device never). A dump
+    holding a Device and a BladeServer of one guid, or one of them while the other is stored (with --replace
+    too), is refused naming both hybrids and the guid, before anything is written."""
+    cabinet = Cabinet(data={"name": "c"})
+    cabinet.save()
+    with pytest.raises(InvalidValueError) as refused:
+        load(local, _devices(cabinet, ("device", "d"), ("bladeserver", "b")))
+    message = str(refused.value)
+    assert f"{G1}: BladeServer and Device, both in the dump" in message and "nothing was written" in message
+    assert "give all but one of each a new guid in the file" in message
+    assert Cabinet(cabinet.guid).occupants_guids == []
+    load(local, _devices(cabinet, ("device", "d")))
+    for replace in (False, True):
+        with pytest.raises(InvalidValueError) as refused:
+            load(local, _devices(cabinet, ("bladeserver", "b")), replace=replace)
+        message = str(refused.value)
+        assert f"{G1}: BladeServer in the dump, Device stored" in message
+        assert "delete each stored one" in message
+    assert [(type(obj).__name__, obj.name) for obj in Cabinet(cabinet.guid).occupants] == [("Device", "d")]
+    assert check(local).clean
+
+
+def share_a_guid(context: Context) -> Device:
+    """Store a Device, then, as another client (or a save racing it) could, a BladeServer of its guid."""
+    cabinet = Cabinet(data={"name": "c"})
+    cabinet.save()
+    device = Device(data={"name": "d", "site": cabinet})
+    device.save()
+    blade = {"name": "b", "cores": 1, "site_guid": cabinet.guid, "cabinet_guid": None, "keeper_guid": None}
+    keys = context.keys
+    assert context.persistent.commit([], [
+        Put(keys.doc("bladeserver", device.guid), json.dumps(blade).encode()),
+        Put(keys.link("cabinet", cabinet.guid, "bladeserver", "site", device.guid), b"")]).ok
+    return device
+
+
+def test_from_model_refuses_a_guid_another_hybrid_of_its_class_tree_stores(local: Context) -> None:
+    """from_model() given a guid no object of its hybrid has makes a new object of it: not one that another
+    hybrid of its class tree stores (a save would store both, which `dal load` refuses)."""
+    device = share_a_guid(local)
+    model = BladeServer.model().model_validate({"guid": device.guid, "name": "b2", "site_guid": G1})
+    assert BladeServer.from_model(model).name == "b2"  # the stored BladeServer, its values assigned
+    model = Device.model().model_validate({"guid": numbered_guid(0xD1), "name": "d2", "site_guid": G1})
+    assert Device.from_model(model).guid == numbered_guid(0xD1)  # a new one: no hybrid stores that guid
+    local.persistent.commit([], [Delete(local.keys.doc("bladeserver", device.guid))])
+    with pytest.raises(InvalidValueError, match=f"the model's guid {device.guid} is stored as a Device, "
+                       "another hybrid of BladeServer's class tree"):
+        BladeServer.from_model(BladeServer.model().model_validate(
+            {"guid": device.guid, "name": "b", "site_guid": G1}))
+
+
+def test_a_copy_refuses_a_source_storing_one_guid_under_two_hybrids(local: Context) -> None:
+    """A namespace storing a Device and a BladeServer of one guid (written by another client): a copy of it
+    refuses them before writing, saying to fix the source."""
+    device = share_a_guid(local)
+    destination = in_namespace(local, "copied")
+    with pytest.raises(InvalidValueError) as refused:
+        copy(local, destination)
+    message = str(refused.value)
+    assert f"{device.guid}: BladeServer and Device, both in the source" in message
+    assert "in the source, store all but one of each again as a new object" in message
+    assert is_empty(destination)
