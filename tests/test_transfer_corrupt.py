@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_transfer import CLI, G1, G2, in_namespace, is_empty, numbered_guid, run_dal
@@ -89,16 +90,7 @@ def test_a_stale_key_naming_a_stored_object_that_gave_the_value_up_is_named_stal
     consoles = {"xconsole": [{"guid": G2, "data": {"port": 7, "server_guid": server.guid}}]}
     dumps = [{"format": "dal-dump", "version": 1, "namespace": "x", "hybrids": hybrids}
              for hybrids in (racks, consoles)]
-    for raw, error, says in ((dumps[0], UniqueConstraintError,
-                              f"a stale unique key gives to XRack {rack.guid}, a stored object that does not "
-                              "hold it"),
-                             (dumps[1], OneToOneError,
-                              f"a stale one-to-one key gives to XConsole {console.guid}, a stored object "
-                              "that does not point at it")):
-        with pytest.raises(error) as refused:
-            load(local, parse_dump(raw))
-        message = str(refused.value)
-        assert says in message and "dal check --repair" in message
+    for message in _refused_as_stale(local, dumps, (f"XRack {rack.guid}", f"XConsole {console.guid}")):
         assert "which stored" not in message and "in the store" not in message and "unlink" not in message
     assert {problem.kind.value for problem in check(local).problems} == {"stale_unique", "stale_onetoone"}
     held = {"xrack": [{"guid": G1, "data": {"name": "r1", "row": 0}}]}  # a value its owner does hold
@@ -110,6 +102,26 @@ def test_a_stale_key_naming_a_stored_object_that_gave_the_value_up_is_named_stal
         load(local, parse_dump(raw))
     assert XRack(G1).name == "taken" and XConsole(G2).server_guid == server.guid
     assert check(local).clean
+
+
+def _refused_as_stale(local: Context, dumps: list[dict[str, Any]], owners: tuple[str, str], *,
+                      replace: bool = False) -> list[str]:
+    """Load a rack dump and a console dump, each refused for a stale unique (one-to-one) key naming its
+    owner as a stored object that does not hold the value (point at the target), with the repair advice;
+    return the two messages."""
+    messages = []
+    for raw, error, says in ((dumps[0], UniqueConstraintError,
+                              f"a stale unique key gives to {owners[0]}, a stored object that does not "
+                              "hold it"),
+                             (dumps[1], OneToOneError,
+                              f"a stale one-to-one key gives to {owners[1]}, a stored object that does not "
+                              "point at it")):
+        with pytest.raises(error) as refused:
+            load(local, parse_dump(raw), replace=replace)
+        message = str(refused.value)
+        assert says in message and "dal check --repair" in message
+        messages.append(message)
+    return messages
 
 
 def test_a_stale_key_naming_the_replaced_object_itself_is_named_stale(local: Context) -> None:
@@ -132,16 +144,9 @@ def test_a_stale_key_naming_the_replaced_object_itself_is_named_stale(local: Con
     dumps = [{"format": "dal-dump", "version": 1, "namespace": "x", "hybrids": hybrids} for hybrids in (
         {"xrack": [{"guid": rack.guid, "data": {"name": "taken", "row": 0}}]},
         {"xconsole": [{"guid": console.guid, "data": {"port": 1, "server_guid": server.guid}}]})]
-    for raw, error, says in ((dumps[0], UniqueConstraintError,
-                              f"a stale unique key gives to XRack {rack.guid} itself, a stored object that "
-                              "does not hold it"),
-                             (dumps[1], OneToOneError,
-                              f"a stale one-to-one key gives to XConsole {console.guid} itself, a stored "
-                              "object that does not point at it")):
-        with pytest.raises(error) as refused:
-            load(local, parse_dump(raw), replace=True)
-        message = str(refused.value)
-        assert says in message and "dal check --repair" in message and "while loading" not in message
+    owners = (f"XRack {rack.guid} itself", f"XConsole {console.guid} itself")
+    for message in _refused_as_stale(local, dumps, owners, replace=True):
+        assert "while loading" not in message
     check(local, repair=True)
     for raw in dumps:
         load(local, parse_dump(raw), replace=True)
@@ -174,6 +179,8 @@ def test_a_stored_lone_surrogate_stops_the_dump_and_a_copy_names_the_source(loca
     + '", "data": {"name": "a", "name": "b", "row": 0}}]}}'])
 def test_a_dump_naming_a_key_twice_is_refused_not_cut_to_the_last(text: str) -> None:
     """A JSON parser keeps the last of two equal keys: two dumps merged by hand would lose objects."""
-    with pytest.raises(InvalidValueError, match=r"the dump names '(xrack|counts|name)' twice in one JSON"):
+    twice = r"the dump names '(xrack|counts|name)' twice in one JSON"
+    with pytest.raises(InvalidValueError, match=twice) as refused:
         read_dump(io.StringIO(text))
+    assert "give each key once (for a hybrid named twice" in str(refused.value)  # not a hybrid's advice only
 

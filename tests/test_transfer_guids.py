@@ -3,18 +3,19 @@ hybrids): refused before anything is written, naming both hybrids, the guid and 
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
 import pytest
-from relation_hybrids import BladeServer, Cabinet, Device
-from test_transfer import G1, in_namespace, is_empty, numbered_guid
+from relation_hybrids import BladeServer, Cabinet, Device, Owner
+from test_transfer import G1, dump_text, in_namespace, is_empty, numbered_guid
 
 from dal.backends.base import Delete, Put
 from dal.config import Context
-from dal.exceptions import InvalidValueError
+from dal.exceptions import InvalidValueError, OneToOneError
 from dal.tools.check.integrity import check
-from dal.tools.transfer.dump import Dump, parse_dump
+from dal.tools.transfer.dump import Dump, parse_dump, read_dump, select_hybrids
 from dal.tools.transfer.load import copy, load
 
 
@@ -48,6 +49,39 @@ def test_a_guid_two_hybrids_of_one_class_tree_share_is_refused_before_writing(lo
         assert "delete each stored one" in message
     assert [(type(obj).__name__, obj.name) for obj in Cabinet(cabinet.guid).occupants] == [("Device", "d")]
     assert check(local).clean
+
+
+def test_a_pair_half_of_which_only_leaves_out_is_refused_as_the_files(local: Context) -> None:
+    """--only does not let half of such a pair in: the part of the dump it leaves out is read too, and the
+    refusal says the file holds the pair (not that a stored object must go)."""
+    cabinet = Cabinet(data={"name": "c"})
+    cabinet.save()
+    whole = _devices(cabinet, ("device", "d"), ("bladeserver", "b"))
+    with pytest.raises(InvalidValueError) as refused:
+        load(local, whole.select(select_hybrids(["Device"])))
+    message = str(refused.value)
+    assert f"{G1}: Device in the dump, BladeServer in the part --only leaves out" in message
+    assert "give all but one of each a new guid in the file" in message
+    assert "delete each stored" not in message
+    assert Cabinet(cabinet.guid).occupants_guids == []
+
+
+def test_a_stale_key_of_another_hybrid_naming_the_loaded_guid_is_not_called_its_own(local: Context) -> None:
+    """A stale one-to-one key of Device naming a BladeServer's guid (no Device of it is stored): the refusal
+    of a --replace load of that BladeServer names the key's hybrid, not the loaded object "itself"."""
+    cabinet = Cabinet(data={"name": "c"})
+    cabinet.save()
+    owner = Owner(data={"name": "o1"})
+    owner.save()
+    blade = BladeServer(data={"name": "b", "site": cabinet, "keeper": owner})
+    blade.save()
+    text = dump_text(local)
+    stale = local.keys.onetoone("device", "keeper", owner.guid)
+    assert local.persistent.commit([], [Put(stale, blade.guid.encode())]).ok
+    with pytest.raises(OneToOneError) as refused:
+        load(local, read_dump(io.StringIO(text)), replace=True)
+    message = str(refused.value)
+    assert f"a stale one-to-one key gives to Device {blade.guid}, " in message and "itself" not in message
 
 
 def share_a_guid(context: Context) -> Device:

@@ -275,8 +275,8 @@ def read_dump(stream: IO[str], source: str = "the dump") -> Dump:
         if len(named) < len(pairs):
             twice = sorted({key for key, _ in pairs if sum(other == key for other, _ in pairs) > 1})
             raise InvalidValueError(f"{source} names {', '.join(map(repr, twice))} twice in one JSON object, "
-                                    "and one would be lost; give each key once (merge the lists of one "
-                                    "hybrid)")
+                                    "and one would be lost; give each key once (for a hybrid named twice "
+                                    "under \"hybrids\" by two dumps merged by hand: merge its lists)")
         return named
     try:
         raw = json.load(stream, object_pairs_hook=unique_keys)

@@ -154,7 +154,7 @@ def load(context: Context, dump: Dump, *, replace: bool = False, batch_size: int
         raise InvalidValueError(f"batch size and operations per commit must be at least 1, not {batch_size} "
                                 f"and {max_ops}")
     items = validate_items(context.keys, dump, source, command)
-    shared_guids(context, items, source, command)
+    shared_guids(context, items, source, command, dump.elsewhere)
     unique = unique_within(context.keys, items, source)
     unique.update(onetoone_within(context.keys, items, source))
     preflight(context, items, unique, replace, source, dump.elsewhere, command)

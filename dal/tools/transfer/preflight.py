@@ -126,7 +126,8 @@ def present(context: Context, keys: list[str]) -> dict[str, Entry]:
     return found
 
 
-def shared_guids(context: Context, items: list[Item], source: str, command: str = "load") -> None:
+def shared_guids(context: Context, items: list[Item], source: str, command: str = "load",
+                 elsewhere: Elsewhere | None = None) -> None:
     """Refuse a guid two hybrids of one class tree (a hybrid and its subclass hybrids) would hold: two
     objects of the dump, or one of the dump and one stored under another hybrid of its tree (with
     ``replace`` too: that is another object, which a load never replaces).
@@ -134,6 +135,7 @@ def shared_guids(context: Context, items: list[Item], source: str, command: str 
     One guid names one object across a class tree: a reverse list spanning it tells its objects apart
     by guid alone, and would show one of the two twice and the other never. Checked before writing
     (not again in the commits); `dal check` reports a store holding such a pair (``duplicate_guid``).
+    ``elsewhere`` (a selection of the source's hybrids) finds such a pair half of which --only leaves out.
     """
     tree: dict[str, list[str]] = {}  # root hybrid -> the hybrids of its class tree
     for cls in hybrids.all():
@@ -149,6 +151,9 @@ def shared_guids(context: Context, items: list[Item], source: str, command: str 
                 if len(found) > 1]
     others = {context.keys.doc(other, guid): (found[0], other) for (root, guid), found in held.items()
               for other in tree[root] if other not in {item.meta.name for item in found}}
+    left_out = elsewhere([(other, item.guid) for item, other in others.values()]) if elsewhere else set()
+    problems += [f"{item.guid}: {item.meta.cls.__name__} in {it}, {hybrids.get(other).__name__} in the part "
+                 "--only leaves out" for item, other in others.values() if (other, item.guid) in left_out]
     stored = present(context, list(others))
     clashes = [f"{item.guid}: {item.meta.cls.__name__} in {it}, {hybrids.get(other).__name__} stored"
                for key, (item, other) in others.items() if key in stored]
@@ -274,7 +279,8 @@ def _taken_line(taker: tuple[Item, str, Any], holder: str, owner: str, onetoone:
     holder_cls = hybrids.get(holder).__name__ if onetoone else item.meta.cls.__name__
     if stale:
         whose = (f", which a stale {'one-to-one' if onetoone else 'unique'} key gives to {holder_cls} "
-                 f"{owner}{' itself' if owner == item.guid else ''}, {stale}")
+                 f"{owner}{' itself' if (owner, holder_cls) == (item.guid, item.meta.cls.__name__) else ''}, "
+                 f"{stale}")
     else:
         what = ("target", "one-to-one target") if onetoone else ("value", "unique value")
         whose = (f", which stored {holder_cls} {owner} {'points at' if onetoone else 'holds'}"
