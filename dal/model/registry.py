@@ -389,7 +389,12 @@ def family(relation: Relation) -> tuple[Relation, ...]:
 
 
 def tree_root(cls: type) -> str:
-    """Return the logical name of the most basic hybrid ``cls`` derives from (its own if none): the hybrids of
-    one class tree share it. One guid names one object across them: a reverse list (and a one-to-one
-    constraint) spans a hybrid and its subclass hybrids, and tells their objects apart by guid alone."""
+    """Return the logical name of the most basic hybrid ``cls`` derives from (its own if none). One guid names
+    one object across a class tree: a reverse list spanning it tells its objects apart by guid alone."""
     return str(next(vars(base)["_meta"].name for base in reversed(cls.__mro__) if "_meta" in vars(base)))
+
+
+def class_trees() -> dict[str, list[str]]:
+    """Return the registered hybrids' logical names by their class tree's :func:`tree_root`."""
+    named = [(tree_root(cls), cls._meta.name) for cls in hybrids.all()]
+    return {root: [name for other, name in named if other == root] for root, _ in named}

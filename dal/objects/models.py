@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, PlainValidator, Strict, ValidationError, 
 
 from dal.config import current
 from dal.exceptions import InvalidValueError, MissingMandatoryFieldsError, ObjectNotFoundError
-from dal.model.registry import hybrids, tree_root
+from dal.model.registry import class_trees, hybrids, tree_root
 from dal.objects.mirrored import shown_as_parsed
 from dal.objects.model_values import HybridModel, changed_on, checked, remember, trusted_validation, values_of
 from dal.objects.refusals import changeable, check_containers
@@ -284,15 +284,16 @@ def from_model(hybrid: type, meta: HybridMeta, model: BaseModel) -> Any:
 def _refuse_kin(meta: HybridMeta, guid: str) -> None:
     """Refuse a new object of a guid another hybrid of its class tree stores: one guid names one object across
     a hybrid and its subclass hybrids (a reverse list spanning them tells their objects apart by guid)."""
-    root, context = tree_root(meta.cls), current()
-    for cls in hybrids.all():
-        kin = cls._meta.name != meta.name and tree_root(cls) == root
-        if kin and context.load_document(cls._meta.name, guid) is not None:
-            name = meta.cls.__name__
+    context = current()
+    kin = [other for other in class_trees().get(tree_root(meta.cls), []) if other != meta.name]
+    stored = context.persistent.get_many([context.keys.doc(other, guid) for other in kin]) if kin else {}
+    for other in kin:  # one read of them all
+        if context.keys.doc(other, guid) in stored:
+            name, holder = meta.cls.__name__, hybrids.get(other).__name__
             raise InvalidValueError(
-                f"{name}.from_model(...): the model's guid {guid} is stored as a {cls.__name__}, another "
-                f"hybrid of {name}'s class tree, where one guid names one object; give the model no guid to "
-                f"make a new {name}")
+                f"{name}.from_model(...): the model's guid {guid} is stored as a {holder}, another hybrid of "
+                f"{name}'s class tree, where one guid names one object; give the model no guid to make a new "
+                f"{name}")
 
 
 def _unmirrored(meta: HybridMeta, values: dict[str, Any], shown: frozenset[str]) -> dict[str, Any]:

@@ -111,19 +111,9 @@ def plan_write(keys: Keys, meta: HybridMeta, guid: str, stored: Document | None,
     return plan
 
 
-def given_up_unique(keys: Keys, meta: HybridMeta, stored: Document | None, new: Document | None,
-                    complete: frozenset[str] = frozenset()) -> list[str]:
-    """Return the unique keys of the values ``stored`` holds and ``new`` (``None``: a delete) gives up,
-    but those of the properties ``complete`` names (their keys are built: each names its holder): the
-    keys whose owners a write reads before it plans."""
-    return [keys.unique(meta.name, name, stored[name]) for name in gives_up_unique(meta, stored, new)
-            if name not in complete] if stored is not None else []
-
-
 def gives_up_unique(meta: HybridMeta, stored: Document | None, new: Document | None) -> list[str]:
-    """Return the unique properties whose value ``stored`` holds and ``new`` (``None``: a delete) gives up
-    (:func:`given_up_unique` without their keys: most writes give up none, or only values of properties
-    whose keys are built, and need no key of them here)."""
+    """Return the unique properties whose value ``stored`` holds and ``new`` (``None``: a delete) gives up:
+    those whose keys a write may read before it plans (:func:`dal.objects.views.unique_owners`)."""
     if stored is None or not meta.unique:
         return []
     after = new or {}
@@ -133,7 +123,7 @@ def gives_up_unique(meta: HybridMeta, stored: Document | None, new: Document | N
 
 def read_owners(store: PersistentStore, keys: list[str]) -> dict[str, Entry | None]:
     """Return key -> its stored entry (``None``: absent) for the keys of unique values a write gives up
-    (:func:`given_up_unique`), read in one call: the ``owners`` of :func:`plan_write`."""
+    (:func:`gives_up_unique`), read in one call: the ``owners`` of :func:`plan_write`."""
     found = store.get_many(keys) if keys else {}
     return {key: found.get(key) for key in keys}
 

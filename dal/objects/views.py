@@ -21,7 +21,7 @@ from dal.backends.base import Entry, Revision
 from dal.config import Context
 from dal.model.meta import HybridMeta
 from dal.objects.schema import current_state, ensure_recorded, undeclared_defaults
-from dal.objects.transaction import Document, Reason, given_up_unique, gives_up_unique, read_owners
+from dal.objects.transaction import Document, Reason, gives_up_unique, read_owners
 
 #: the reason of a view's check in a plan: a failure means "read the record again", never a refusal
 SCHEMA = Reason("schema")
@@ -57,10 +57,10 @@ def unique_owners(context: Context, meta: HybridMeta, stored: Document | None,
     keys of the unique values ``new`` (None: a delete) gives up, of the properties whose keys the hybrid's
     record (as this process last read it) does not list as built; no store call for the others."""
     given_up = gives_up_unique(meta, stored, new)
-    if not given_up:
+    if stored is None or not given_up:
         return {}  # the usual save: no unique value changes
     record = current_state(context, meta).record
     built = record.unique if record is not None else frozenset()
-    if built.issuperset(given_up):
-        return {}  # the usual delete: each key names its holder, deleted unread
-    return read_owners(context.persistent, given_up_unique(context.keys, meta, stored, new, built))
+    # a built key names its holder (the usual delete: deleted unread); the others are read
+    return read_owners(context.persistent, [context.keys.unique(meta.name, name, stored[name])
+                                            for name in given_up if name not in built])

@@ -203,18 +203,18 @@ class MemcachedCache:
         connection.close()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
-        if self._single is not None and not self.count_hits and keys:  # one server (a reverse list's
-            sent = {wire_bytes(key): key for key in keys}  # batches): no str round trip per key
+        if self._single is not None and keys:  # one server: the wire keys as the bytes its connection sends
+            sent = {wire_bytes(key): key for key in keys}
             answered = self._direct("get_many", lambda connection: connection.get_many(list(sent)))
-            return {sent[wire]: value for wire, value in answered.items()}
+            found = {sent[wire]: value for wire, value in answered.items()}
+            if self.count_hits and found:
+                counters = [counter_key(key).encode() for key in found]
+                self._direct("get_many", lambda connection: connection.count_hits(counters))
+            return found
         wired = {wire_key(key): key for key in keys}
         found = self._fetch(list(wired))
         if self.count_hits and found:
-            counters = [counter_key(wired[sent]) for sent in found]
-            if self._single is not None:
-                self._direct("get_many", lambda conn: conn.count_hits([c.encode() for c in counters]))
-            else:
-                self._count(counters)
+            self._count([counter_key(wired[sent]) for sent in found])
         return {wired[sent]: value for sent, value in found.items()}
 
     def _fetch(self, sent_keys: list[str]) -> dict[str, bytes]:

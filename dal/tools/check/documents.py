@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 from dal.backends.base import Entry
 from dal.model.meta import HybridMeta
-from dal.model.registry import family, tree_root
+from dal.model.registry import class_trees, family
 from dal.model.validation import valid_guid, validate_document
 from dal.objects.transaction import Document, decode
 from dal.structures import GUID_RULE
@@ -120,13 +118,11 @@ class DocumentPass(CheckState):
         ``from_model()`` refuses such a guid, but a save checks only its own hybrid's key: two racing saves
         of objects given one guid, or another client, can store it. A load or copy refuses it before writing.
         """
-        roots = {name: tree_root(meta.cls) for name, meta in self.metas.items()}
-        sizes = Counter(roots.values())  # hybrids per class tree
+        roots = {name: root for root, names in class_trees().items() if len(names) > 1 for name in names}
         held: dict[tuple[str, str], list[str]] = {}  # (root, guid) -> the hybrids storing it
         for hybrid, guid in self.docs:
-            root = roots.get(hybrid)
-            if root is not None and sizes[root] > 1:
-                held.setdefault((root, guid), []).append(hybrid)
+            if hybrid in roots and hybrid in self.metas:
+                held.setdefault((roots[hybrid], guid), []).append(hybrid)
         for (_, guid), names in held.items():
             if len(names) < 2:
                 continue

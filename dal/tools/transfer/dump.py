@@ -21,6 +21,7 @@ each document is as it was when its batch was read.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -273,7 +274,7 @@ def read_dump(stream: IO[str], source: str = "the dump") -> Dump:
     def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:  # json's own: the last one wins
         named = dict(pairs)
         if len(named) < len(pairs):
-            twice = sorted({key for key, _ in pairs if sum(other == key for other, _ in pairs) > 1})
+            twice = sorted(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
             raise InvalidValueError(f"{source} names {', '.join(map(repr, twice))} twice in one JSON object, "
                                     "and one would be lost; give each key once (for a hybrid named twice "
                                     "under \"hybrids\" by two dumps merged by hand: merge its lists)")

@@ -20,7 +20,7 @@ from dal.exceptions import (
     UniqueConstraintError,
 )
 from dal.keys import Keys
-from dal.model.registry import family, hybrids, tree_root
+from dal.model.registry import class_trees, family, hybrids, tree_root
 from dal.model.validation import valid_guid, validate_document
 from dal.objects.transaction import decode
 from dal.structures import GUID_RULE, is_guid
@@ -137,9 +137,7 @@ def shared_guids(context: Context, items: list[Item], source: str, command: str 
     (not again in the commits); `dal check` reports a store holding such a pair (``duplicate_guid``).
     ``elsewhere`` (a selection of the source's hybrids) finds such a pair half of which --only leaves out.
     """
-    tree: dict[str, list[str]] = {}  # root hybrid -> the hybrids of its class tree
-    for cls in hybrids.all():
-        tree.setdefault(tree_root(cls), []).append(cls._meta.name)
+    tree = class_trees()
     held: dict[tuple[str, str], list[Item]] = {}  # (root, guid) -> the dump's objects of that tree
     for item in items:
         root = tree_root(item.meta.cls)
@@ -279,8 +277,7 @@ def _taken_line(taker: tuple[Item, str, Any], holder: str, owner: str, onetoone:
     holder_cls = hybrids.get(holder).__name__ if onetoone else item.meta.cls.__name__
     if stale:
         whose = (f", which a stale {'one-to-one' if onetoone else 'unique'} key gives to {holder_cls} "
-                 f"{owner}{' itself' if (owner, holder_cls) == (item.guid, item.meta.cls.__name__) else ''}, "
-                 f"{stale}")
+                 f"{owner}{' itself' if (holder, owner) == (item.meta.name, item.guid) else ''}, {stale}")
     else:
         what = ("target", "one-to-one target") if onetoone else ("value", "unique value")
         whose = (f", which stored {holder_cls} {owner} {'points at' if onetoone else 'holds'}"
