@@ -209,6 +209,11 @@ class Dynamic(Spec):
                 f"{owner.__name__} declares Dynamic {self.name!r} but has no loader; "
                 f"define `def _{self.name}(self): ...` on the class")
         self.loader_takes_spec = _accepts_keyword(loader, "dynamic")
+        if problem := _uncallable(owner, f"_{self.name}", loader, self.loader_takes_spec):
+            raise InvalidValueError(
+                f"{owner.__name__}._{self.name} cannot be called as the loader of Dynamic {self.name!r} "
+                f"({problem}); define `def _{self.name}(self): ...` (or "
+                f"`def _{self.name}(self, dynamic): ...` to receive the spec)")
 
     def compute(self, obj: object) -> Any:
         """Call the loader of ``obj`` (an object of the owner) and return its validated result."""
@@ -336,3 +341,19 @@ def _accepts_keyword(func: Callable[..., Any], keyword: str) -> bool:
         return False
     return any(p.name == keyword or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
+
+
+def _uncallable(owner: type, name: str, loader: Callable[..., Any], takes_spec: bool) -> str | None:
+    """Return why ``loader`` cannot be called as a dynamic's loader on an object (``None``: it can, or its
+    signature cannot be read): a function is bound to the object, a static or class method is not."""
+    bound = inspect.isfunction(loader) and not isinstance(inspect.getattr_static(owner, name),
+                                                           (staticmethod, classmethod))
+    try:
+        signature = inspect.signature(loader)
+    except (TypeError, ValueError):
+        return None  # a callable without a readable signature: called as it is
+    try:
+        signature.bind(*([None] if bound else []), **({"dynamic": None} if takes_spec else {}))
+    except TypeError as exc:
+        return str(exc)
+    return None

@@ -103,6 +103,9 @@ class Validator:
             raise InvalidValueError(
                 f"{owner}: type {declared!r} cannot be validated; use str, int, float, bool, list, dict, "
                 "a list of allowed values, or a JSON-serializable type pydantic understands") from exc
+        if not self.adapter.pydantic_complete:  # a name in a string pydantic cannot resolve ('datetime')
+            raise InvalidValueError(f"{owner}: type {declared!r} names a type pydantic cannot find; pass the "
+                                    "type itself (datetime, not 'datetime')")
         self.native = declared in _NATIVE
         self.label = type_label(declared)  # list[float], int | str: not the bare origin (list, Union)
         schema = None if self.native else json_schema(self.adapter)

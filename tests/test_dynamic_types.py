@@ -26,6 +26,7 @@ from pydantic import Field
 
 from dal import DataObject, Dynamic, Property, configure
 from dal.config import Context
+from dal.exceptions import InvalidValueError
 from dal.validators import Validator
 
 UTC = datetime.timezone.utc
@@ -257,3 +258,24 @@ def test_the_digest_of_one_type_is_the_same_in_every_process() -> None:
 def test_the_digest_tells_constraints_apart() -> None:
     percent, half = Annotated[int, Field(le=100)], Annotated[int, Field(le=50)]
     assert Validator("a", percent).digest != Validator("b", half).digest
+
+
+@pytest.mark.parametrize(("loader", "problem"), [
+    (lambda self, x: 1, "missing a required argument: 'x'"),
+    (staticmethod(lambda self: 1), "missing a required argument: 'self'"),
+    (lambda: 1, "too many positional arguments"),
+])
+def test_a_loader_that_cannot_be_called_so_is_refused_when_declared(loader: Any, problem: str) -> None:
+    """A loader taking another required argument (or not the object) was accepted, then every read raised a
+    bare TypeError: refused when the class is created, saying how to define it. Those that can be called
+    (the spec received, a default, a static or class method taking nothing) stay accepted."""
+    name = f"L{uuid.uuid4().hex[:8]}"
+    with pytest.raises(InvalidValueError, match=rf"{name}._size cannot be called as the loader of Dynamic "
+                       rf"'size' \({problem}\); define `def _size\(self\)"):
+        type(name, (DataObject,), {f"_{name}__dynamics": [Dynamic("size", int, 5)], "_size": loader,
+                                   "__module__": __name__}, hybrid_name=name.lower())
+    for fine in [lambda self, dynamic: 1, lambda self, x=2: 1, staticmethod(lambda: 1),
+                 classmethod(lambda cls: 1)]:
+        other = f"L{uuid.uuid4().hex[:8]}"
+        type(other, (DataObject,), {f"_{other}__dynamics": [Dynamic("size", int, 5)], "_size": fine,
+                                    "__module__": __name__}, hybrid_name=other.lower())

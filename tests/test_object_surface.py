@@ -146,6 +146,39 @@ def test_a_spec_named_like_a_public_member_of_dataobject_is_refused(name: str, k
         _declare({kind: [spec], f"_{name}": lambda self: 1})
 
 
+def test_a_field_named_like_a_method_of_the_hybrids_own_classes_is_refused() -> None:
+    """A field and a method, property or class attribute of one name (its class's, a base's, or a subclass's
+    over an inherited field; a relation's ``<name>_guid`` too): one would hide the other unseen, so the class
+    creation refuses it, naming the member."""
+    with pytest.raises(InvalidValueError, match=r"Lamp: Lamp.summary is also the name of a field of Lamp"):
+        class Lamp(DataObject, hybrid_name=f"l{uuid.uuid4().hex[:8]}"):
+            __properties = [Property("summary", str)]
+
+            def summary(self) -> str:
+                return "a lamp"
+
+    class Base(DataObject, hybrid_name=f"b{uuid.uuid4().hex[:8]}"):
+        __properties = [Property("name", str)]
+        colour = "red"
+
+        @property
+        def label(self) -> str:
+            return "a base"
+
+    for specs, member in [({"properties": [Property("label", str)]}, "Base.label"),
+                          ({"properties": [Property("colour", str)]}, "Base.colour"),
+                          ({"relations": [Relation("label", Kind, f"r{uuid.uuid4().hex[:8]}")]},
+                           "Base.label"),
+                          ({"relations": [Relation("col", Kind, f"s{uuid.uuid4().hex[:8]}")], "col_guid": 1},
+                           "Sub.col_guid"),
+                          ({"name": lambda self: "a method"}, "Sub.name")]:
+        with pytest.raises(InvalidValueError, match=rf"Sub: {member} is also the name of a field of Sub"):
+            type("Sub", (Base,), {f"_Sub__{kind}": value for kind, value in specs.items()
+                                  if kind in ("properties", "relations")}
+                 | {name: value for name, value in specs.items() if name not in ("properties", "relations")}
+                 | {"__module__": __name__}, hybrid_name=f"s{uuid.uuid4().hex[:8]}")
+
+
 def test_the_methods_stay_callable_on_a_hybrid_with_ordinary_field_names(local: Context) -> None:
     assert Widget.get(_widget().guid).name  # the names that stay allowed still reach the methods
     assert "model" in PUBLIC and "where" in PUBLIC and "refresh_info" in PUBLIC and "stale" in PUBLIC

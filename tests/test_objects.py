@@ -22,6 +22,7 @@ from dal.exceptions import (
     ObjectNotFoundError,
     UniqueConstraintError,
 )
+from dal.objects.bulk import save_many
 from dal.objects.schema import ensure_recorded
 
 
@@ -313,6 +314,29 @@ def test_delete_twice_is_harmless(context: Context) -> None:
         Widget(w.guid)
     Widget().delete()  # never saved
     assert widget_keys(context) == set()
+
+
+def test_an_object_saved_after_its_own_delete_is_not_brought_back(context: Context) -> None:
+    """``w.delete(); w.save()`` stored the object again under its guid (the instance counted as new), while
+    another instance's save after that delete raised ObjectNotFoundError: both refuse it now, writing
+    nothing, save_many too; a refresh() finding it stored again (by another writer) makes it usable."""
+    w = make_widget(count=1)
+    stored = w._raw
+    w.delete()
+    for attempt in (lambda: w.save(), lambda: save_many([w])):
+        w.count = 2
+        with pytest.raises(ObjectNotFoundError, match=f"Widget {w.guid} was deleted by its delete\\(\\); "
+                           "create a new object to store it again"):
+            attempt()
+        assert widget_keys(context) == set()
+    with pytest.raises(ObjectNotFoundError):
+        w.refresh()
+    assert stored is not None  # stored again by another writer:
+    assert context.persistent.commit([], [Put(context.keys.doc("widget", w.guid), stored)]).ok
+    w.refresh()
+    w.count = 4
+    w.save()
+    assert Widget(w.guid).count == 4
 
 
 def test_refresh_reloads(context: Context) -> None:

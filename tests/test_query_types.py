@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from decimal import Decimal
+from enum import Enum
 from typing import Annotated, Any, Literal
 
 import pytest
@@ -170,3 +171,34 @@ def test_contains_on_a_union_of_text_and_other_types_is_refused() -> None:
     with pytest.raises(InvalidQueryError, match="not a string or a list"):
         compile_query(Gadget._meta, {"items": [("token", "CONTAINS", "gold")]})
     compile_query(Gadget._meta, {"items": [("label", "CONTAINS", "gold")]})  # str, not mandatory
+
+
+class Shade(str, Enum):
+    RED = "Red"
+    BLUE = "Blue"
+
+
+class Lamp(DataObject, hybrid_name="qtlamp"):
+    """String enums of each kind: a list of allowed values (indexed), a Literal, an Enum."""
+
+    __properties: list[Property[Any]] = [Property("status", ["OK", "FAILED"], indexed=True),
+                                         Property("mode", Literal["Alpha", "Beta"], default="Alpha"),
+                                         Property("shade", Shade, default=Shade.RED)]
+
+
+def test_a_string_enum_compared_case_insensitively_takes_any_spelling(context: Context) -> None:
+    """`False` compares strings case-insensitively: on a string enum, 'ok' finds a stored 'OK' (it was
+    refused as no allowed value); a value no allowed value spells, or another case compared
+    case-sensitively, is still refused."""
+    lamp = Lamp(data={"status": "OK"})
+    lamp.save()
+    Lamp(data={"status": "FAILED", "mode": "Beta", "shade": Shade.BLUE}).save()
+    for condition in [("status", "EQUALS", "ok", False), ("status", "IN", ["oK"], False),
+                      ("mode", "EQUALS", "ALPHA", False), ("shade", "EQUALS", "RED", False),
+                      ("shade", "IN", ["red"], False)]:
+        assert [obj.guid for obj in DataList(Lamp, {"type": "AND", "items": [condition]})] == [lamp.guid]
+    assert len(DataList(Lamp, {"type": "AND", "items": [("status", "NOT_EQUALS", "failed", False)]})) == 1
+    for refused in [("status", "EQUALS", "ok", True), ("status", "EQUALS", "okay", False),
+                    ("mode", "EQUALS", "ALPHA"), ("status", "IN", ["ok", "bad"], False)]:
+        with pytest.raises(InvalidQueryError, match="the value does not fit the field"):
+            DataList(Lamp, {"type": "AND", "items": [refused]})

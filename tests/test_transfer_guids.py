@@ -1,5 +1,7 @@
-"""``dal load`` and ``dal copy`` of one guid under two hybrids of one class tree (a hybrid and its subclass
-hybrids): refused before anything is written, naming both hybrids, the guid and the remedy."""
+"""One guid under two hybrids of one class tree (a hybrid and its subclass hybrids): ``dal load`` and
+``dal copy`` refuse it before anything is written, naming both hybrids, the guid and the remedy;
+``from_model()`` refuses a guid another hybrid stores; a create's commit checks the other hybrids, so a save,
+``save_many`` or load racing another writer for one guid is refused with nothing written."""
 
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ from test_transfer import G1, dump_text, in_namespace, is_empty, numbered_guid
 
 from dal.backends.base import Delete, Put
 from dal.config import Context
-from dal.exceptions import InvalidValueError, OneToOneError
+from dal.exceptions import InvalidValueError, OneToOneError, UniqueConstraintError
+from dal.objects.bulk import save_many
 from dal.tools.check.integrity import check
+from dal.tools.transfer import load as load_module
 from dal.tools.transfer.dump import Dump, parse_dump, read_dump, select_hybrids
 from dal.tools.transfer.load import copy, load
 
@@ -124,3 +128,59 @@ def test_a_copy_refuses_a_source_storing_one_guid_under_two_hybrids(local: Conte
     assert f"{device.guid}: BladeServer and Device, both in the source" in message
     assert "in the source, store all but one of each again as a new object" in message
     assert is_empty(destination)
+
+
+def _from_model(hybrid: type[Device], guid: str, cabinet: Cabinet) -> Device:
+    """Return a new ``hybrid`` object of ``guid`` made by from_model(), not saved."""
+    model = hybrid.model().model_validate({"guid": guid, "name": "n", "site_guid": cabinet.guid})
+    return hybrid.from_model(model)
+
+
+def _stored(context: Context, guid: str) -> list[str]:
+    """The hybrids of the Device tree storing ``guid``."""
+    found = context.persistent.get_many([context.keys.doc(name, guid) for name in ("device", "bladeserver")])
+    return sorted(key.split("/")[-2] for key in found)
+
+
+def test_a_create_racing_another_hybrid_of_its_tree_for_one_guid_is_refused(local: Context) -> None:
+    """from_model() checks the other hybrids when it makes the object; a Device of that guid saved between
+    then and the BladeServer's save (another writer) makes the save's commit fail its check of the Device's
+    key: UniqueConstraintError naming both, nothing written, the reverse list showing the Device once.
+    The same through save_many, both objects in one call."""
+    cabinet = Cabinet(data={"name": "c"})
+    cabinet.save()
+    blade = _from_model(BladeServer, G1, cabinet)
+    _from_model(Device, G1, cabinet).save()  # another writer, after from_model() looked
+    with pytest.raises(UniqueConstraintError, match=f"BladeServer {G1} cannot be created: its guid is stored "
+                       "as a Device, another hybrid of BladeServer's class tree.*nothing was written"):
+        blade.save()
+    assert _stored(local, G1) == ["device"]
+    assert Cabinet(cabinet.guid).occupants_guids == [G1]
+    other = numbered_guid(0xD2)
+    pair = [_from_model(Device, other, cabinet), _from_model(BladeServer, other, cabinet)]
+    with pytest.raises(UniqueConstraintError, match=f"save_many: BladeServer {other} refused.*cannot be "
+                       "created"):
+        save_many(pair)
+    assert _stored(local, other) == ["device"]  # the Device's commit went first, the BladeServer's refused
+    assert check(local).clean
+
+
+def test_a_load_racing_another_hybrid_of_its_tree_for_one_guid_is_refused(
+        local: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Device of the guid stored by another writer after the load's checks and before its commit: the
+    batch's commit fails, UniqueConstraintError says so, and the BladeServer is not written."""
+    cabinet = Cabinet(data={"name": "c"})
+    cabinet.save()
+    checked = load_module.preflight
+
+    def racing(*args: Any) -> Any:
+        done = checked(*args)
+        _from_model(Device, G1, cabinet).save()
+        return done
+
+    monkeypatch.setattr(load_module, "preflight", racing)
+    with pytest.raises(UniqueConstraintError, match=f"BladeServer {G1} cannot be loaded: another writer "
+                       "stored its guid as a Device while loading"):
+        load(local, _devices(cabinet, ("bladeserver", "b")))
+    assert _stored(local, G1) == ["device"]
+    assert check(local).clean

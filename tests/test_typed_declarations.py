@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from datetime import date
 from typing import Any, Literal, Optional
 
@@ -25,7 +26,7 @@ import pytest
 
 from dal import DataList, DataObject, Dynamic, Property, Relation, TypedObject
 from dal.config import Context
-from dal.exceptions import ConfigurationError, DalError, InvalidQueryError
+from dal.exceptions import ConfigurationError, DalError, InvalidQueryError, InvalidValueError
 from dal.model.registry import hybrids
 
 
@@ -276,3 +277,13 @@ def test_an_abstract_base_given_a_hybrid_name_is_refused() -> None:
     with pytest.raises(ConfigurationError, match=r"abstract=True.*hybrid_name='named'"):
         class NamedBase(DataObject, abstract=True, hybrid_name="named"):
             pass
+
+
+@pytest.mark.parametrize("declared", ["datetime", "NoSuchType", "list[NoSuchType]"])
+def test_a_type_named_by_a_string_pydantic_cannot_resolve_is_refused_when_declared(declared: str) -> None:
+    """Declared as a string, a type pydantic cannot resolve built a validator it never completes: every
+    assignment then raised pydantic's PydanticUserError, no DalError. It is refused when declared."""
+    with pytest.raises(InvalidValueError, match=re.escape(f"type {declared!r} names a type pydantic cannot "
+                                                          "find; pass the type itself")):
+        Property("when", declared)
+    assert Property("count", "int").validator is not None  # a name pydantic knows is taken

@@ -27,7 +27,7 @@ from dal.model.declared import KINDS, Declared, add_annotated, internal_field
 from dal.model.expressions import FieldExpression
 from dal.model.mirroring import mirror_of
 from dal.model.registry import Reverse, hybrids
-from dal.model.reserved import check_name
+from dal.model.reserved import check_name, defined_by
 from dal.structures import MIRROR_STATE, Dynamic, Mirror, Property, Relation, RelationGuid, Spec
 from dal.validators import Validator
 
@@ -327,4 +327,11 @@ def _merge(cls: type, bases: tuple[type, ...], declared: dict[str, list[Any]]) -
     if clash:
         raise InvalidValueError(
             f"{cls.__name__}: {', '.join(sorted(clash))} collides with a relation's guid attribute")
+    # a field installed over a method, property or class attribute of the hybrid's own classes would
+    # replace it unseen (or, one of a subclass over an inherited field, be replaced by it)
+    mine = defined_by(cls, installed=(Declared,))
+    if shadowed := sorted((set(specs) | guid_fields) & mine.keys()):
+        raise InvalidValueError(
+            f"{cls.__name__}: {', '.join(f'{mine[name].__name__}.{name}' for name in shadowed)} is also the "
+            f"name of a field of {cls.__name__}, and one would hide the other; rename one of them")
     return list(specs.values())

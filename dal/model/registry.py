@@ -387,14 +387,3 @@ def family(relation: Relation) -> tuple[Relation, ...]:
     reverse = reverse_of(relation)
     return (relation,) if reverse is None else reverse.relations
 
-
-def tree_root(cls: type) -> str:
-    """Return the logical name of the most basic hybrid ``cls`` derives from (its own if none). One guid names
-    one object across a class tree: a reverse list spanning it tells its objects apart by guid alone."""
-    return str(next(vars(base)["_meta"].name for base in reversed(cls.__mro__) if "_meta" in vars(base)))
-
-
-def class_trees() -> dict[str, list[str]]:
-    """Return the registered hybrids' logical names by their class tree's :func:`tree_root`."""
-    named = [(tree_root(cls), cls._meta.name) for cls in hybrids.all()]
-    return {root: [name for other, name in named if other == root] for root, _ in named}

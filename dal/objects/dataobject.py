@@ -198,6 +198,7 @@ class DataObject(Writes, metaclass=HybridMetaclass):
         state["_revision"] = entry.revision
         state["_objects"] = {}
         state["_extra"] = extra
+        state.pop("_deleted", None)  # stored again since its delete() (a refresh() finds it)
         # this process must never return an older revision of it from now on (``is None``, not ``or``:
         # a Seen's truth is its length); its scope names the store and namespace the object came from
         seen = current().seen if seen is None else seen

@@ -29,7 +29,8 @@ from pydantic import BaseModel, Field, PlainValidator, Strict, ValidationError, 
 
 from dal.config import current
 from dal.exceptions import InvalidValueError, MissingMandatoryFieldsError, ObjectNotFoundError
-from dal.model.registry import class_trees, hybrids, tree_root
+from dal.model.registry import hybrids
+from dal.model.trees import tree_kin
 from dal.objects.mirrored import shown_as_parsed
 from dal.objects.model_values import HybridModel, changed_on, checked, remember, trusted_validation, values_of
 from dal.objects.refusals import changeable, check_containers
@@ -285,7 +286,7 @@ def _refuse_kin(meta: HybridMeta, guid: str) -> None:
     """Refuse a new object of a guid another hybrid of its class tree stores: one guid names one object across
     a hybrid and its subclass hybrids (a reverse list spanning them tells their objects apart by guid)."""
     context = current()
-    kin = [other for other in class_trees().get(tree_root(meta.cls), []) if other != meta.name]
+    kin = tree_kin(meta.cls)
     stored = context.persistent.get_many([context.keys.doc(other, guid) for other in kin]) if kin else {}
     for other in kin:  # one read of them all
         if context.keys.doc(other, guid) in stored:

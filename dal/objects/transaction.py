@@ -39,6 +39,7 @@ from dal.exceptions import ConcurrencyError
 from dal.keys import Keys
 from dal.model.meta import HybridMeta
 from dal.model.registry import family
+from dal.model.trees import tree_kin
 from dal.model.validation import dropped_paths
 from dal.objects import decoding
 from dal.objects.spelling import Document as Document  # the one definition; seventeen modules import it here
@@ -61,7 +62,8 @@ class Reason:
     """Why a check is in a plan, so a failed commit can be explained."""
 
     #: "document" (the document's revision, or that of the key of a unique value it gives up: either
-    #: failing means "read again and plan again", never a refusal), "unique", "target" or "onetoone"
+    #: failing means "read again and plan again", never a refusal), "unique", "target", "onetoone" or
+    #: "kin" (a create's guid absent from another hybrid of its class tree, ``value``)
     kind: str
     field: str = ""
     value: Any = None
@@ -102,6 +104,9 @@ def plan_write(keys: Keys, meta: HybridMeta, guid: str, stored: Document | None,
     raw = None if new is None else encode(new)
     plan = Plan([Revision(doc_key, revision)], [Delete(doc_key) if raw is None else Put(doc_key, raw)],
                 [_DOCUMENT], raw)
+    if stored is None and raw is not None:  # a create: one guid names one object across its class tree
+        for other in tree_kin(meta.cls):
+            plan.check(Revision(keys.doc(other, guid), 0), Reason("kin", value=other))
     if meta.unique:
         _plan_unique(plan, keys, meta, guid, stored, new, owners)
     if meta.indexed:

@@ -87,6 +87,7 @@ class Writes:
     _loaded_from: str | None
     _uncertain: tuple[Any, ...]
     _mirror_checked: bool
+    _deleted: bool
     _dynamic_names: dict[Any, Any]
 
     def save(self, datastore_wins: bool | None = False) -> None:
@@ -111,6 +112,9 @@ class Writes:
         document to write; None when nothing changed. Settles an earlier save whose outcome was unknown
         first. ``save()`` and ``save_many()`` both start here."""
         check_write(self._label(), self, context)
+        if "_deleted" in self.__dict__:  # as when another instance deleted it: never brought back unseen
+            raise ObjectNotFoundError(f"{self._label()} was deleted by its delete(); create a new object to "
+                                      "store it again")
         check_links(self, self._objects, context)  # a related object of another store: before anything
         if "_uncertain" in self.__dict__:
             self._settle(context)
@@ -338,7 +342,7 @@ class Writes:
         else:
             raise RaceConditionError(
                 f"{type(self).__name__} {self.guid} kept changing while being deleted; retry")
-        self.__dict__.update(_raw=None, _revision=0)
+        self.__dict__.update(_raw=None, _revision=0, _deleted=True)
 
     def _cache_keys(self, context: Context, *, document: bool = True) -> list[str]:
         meta, keys = self._meta, context.keys
@@ -367,6 +371,12 @@ class Writes:
             raise UniqueConstraintError(
                 f"{name}.{reason.field} must be unique: another {name} already has {reason.value!r}; "
                 "choose another value")
+        if reason.kind == "kin":  # from_model() given a guid another writer stored in the tree meanwhile
+            holder = hybrids.get(reason.value).__name__
+            raise UniqueConstraintError(
+                f"{name} {self.guid} cannot be created: its guid is stored as a {holder}, another hybrid of "
+                f"{name}'s class tree, where one guid names one object; nothing was written. Load that one "
+                f"({holder}(guid)), or give the model no guid to make a new {name}")
         relation = self._meta.relations[reason.field]  # one of another store was refused by _prepare
         target = relation.target.__name__ if relation.target is not None else "object"
         raise ObjectNotFoundError(

@@ -8,6 +8,7 @@ Fields are declared the ways pydantic spells types: ``Optional[X]``, ``X | None`
 from __future__ import annotations
 
 import typing
+from enum import Enum
 from typing import Any
 
 from dal.exceptions import InvalidQueryError, InvalidValueError
@@ -35,6 +36,21 @@ def stringlike(declared: Any) -> bool:
         return issubclass(declared, str)
     arguments = typing.get_args(declared)
     return typing.get_origin(declared) is typing.Literal and all(isinstance(item, str) for item in arguments)
+
+
+def allowed_spelling(declared: Any, validator: Validator, value: str) -> str | None:
+    """Return the allowed string of a string enum (a list of allowed values, a ``Literal``, an ``Enum``)
+    that ``value`` spells in other case, compared case-insensitively; None when there is none."""
+    if validator.enum is not None:
+        allowed: Any = validator.enum
+    elif typing.get_origin(declared) is typing.Literal:
+        allowed = typing.get_args(declared)
+    elif isinstance(declared, type) and issubclass(declared, Enum):
+        allowed = [member.value for member in declared]
+    else:
+        return None
+    folded = value.casefold()
+    return next((item for item in allowed if isinstance(item, str) and item.casefold() == folded), None)
 
 
 def element(label: str, kinds: list[Any], value: Any) -> list[Any]:

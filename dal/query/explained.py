@@ -27,7 +27,8 @@ class QueryPlan:
 
 
 _CACHE_STATES = {
-    "hit": "hit (guids read from the volatile store; no durable read)",
+    "hit": "hit (the guids read from the volatile store, not the durable one; iterating reads the objects: "
+           "those in the object cache from it, the others from the durable store)",
     "miss": "miss (computed, then cached until a write changes a field it reads)",
     "off": "off (the query reads a dynamic, or the volatile store cannot be trusted to be exact)",
     "not run": "not run yet",

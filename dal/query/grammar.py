@@ -24,7 +24,7 @@ from dal.model.registry import hybrids
 from dal.objects.dataobject import DataObject
 from dal.objects.origin import check_compared
 from dal.query.contains import Either, contained
-from dal.query.declared import bare
+from dal.query.declared import allowed_spelling, bare
 from dal.query.ordering import COMPARE, Parse, comparable, orderable, ordering_test
 from dal.structures import GUID_RULE, Dynamic, Property, Relation, is_guid
 from dal.validators import Validator, non_finite
@@ -149,7 +149,7 @@ def _condition(meta: HybridMeta, item: Any, where: str) -> Node:
         value = _guid_of(value, field, where)
     label = f"{where}: {field.meta.cls.__name__}.{field.name}"
     _storable(value, label)  # first: the repr of an int past Python's digit limit raises, in any message
-    converted = _value(field, operator, value, label)
+    converted = _value(field, operator, value, label, sensitive)
     if isinstance(converted, Either):  # an element stored in several forms: any of them is contained
         return Group(WhereOperator.OR, tuple(Condition(field, operator, form, sensitive)
                                              for form in converted.forms))
@@ -232,7 +232,7 @@ def _opaque(value: Any) -> Any:
     return list(value) if isinstance(value, (set, frozenset)) else None
 
 
-def _value(field: Field, operator: Operator, value: Any, label: str) -> Any:
+def _value(field: Field, operator: Operator, value: Any, label: str, sensitive: bool = True) -> Any:
     if problem := non_finite(value):  # no stored value is (or nests) one: JSON and assignments refuse them
         fix = "no stored value does" if "nests" in problem else "compare with a finite number, or EQUALS None"
         raise InvalidQueryError(f"{label}: {problem}; {fix}")
@@ -240,7 +240,7 @@ def _value(field: Field, operator: Operator, value: Any, label: str) -> Any:
         if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (Sequence, set, frozenset)):
             raise InvalidQueryError(f"{label} IN needs a list of values, not {value!r}")
         items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else list(value)
-        return tuple(_one(field, item, label) for item in items)
+        return tuple(_one(field, item, label, sensitive) for item in items)
     if operator is Operator.CONTAINS:
         return contained(_declared_type(field), field.kind, field.validator, value, label)
     if operator in ORDERING:
@@ -251,11 +251,12 @@ def _value(field: Field, operator: Operator, value: Any, label: str) -> Any:
             return value  # `size LT 2.5` on an int field is meaningful
         if field.validator is None and isinstance(value, str):
             return value  # a range of guids may end anywhere: it reads no key named by the value
-    return _one(field, value, label)
+    return _one(field, value, label, sensitive)
 
 
-def _one(field: Field, value: Any, label: str) -> Any:
-    """Return ``value`` checked against the field's type, in its stored JSON form."""
+def _one(field: Field, value: Any, label: str, sensitive: bool = True) -> Any:
+    """Return ``value`` checked against the field's type, in its stored JSON form (compared
+    case-insensitively, a string enum's allowed value spelt in other case: that value)."""
     if value is None:
         return None
     if field.validator is None:  # a guid or a relation's guid
@@ -265,6 +266,10 @@ def _one(field: Field, value: Any, label: str) -> Any:
     try:
         return field.validator.to_json(field.validator(value))
     except InvalidValueError as exc:
+        spelt = None if sensitive or not isinstance(value, str) else \
+            allowed_spelling(bare(_declared_type(field)), field.validator, value)
+        if spelt is not None:  # 'ok' finds 'OK' case-insensitively
+            return spelt
         raise InvalidQueryError(f"{label}: the value does not fit the field: {exc}") from None
 
 

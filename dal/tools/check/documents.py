@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dal.backends.base import Entry
 from dal.model.meta import HybridMeta
-from dal.model.registry import class_trees, family
+from dal.model.registry import family
+from dal.model.trees import class_trees
 from dal.model.validation import valid_guid, validate_document
 from dal.objects.transaction import Document, decode
 from dal.structures import GUID_RULE

@@ -292,6 +292,11 @@ def _refused(context: Context, item: Item, reason: Reason) -> DalError:
         return UniqueConstraintError(f"{name}.{reason.field} must be unique: {item.guid} has "
                                      f"{reason.value!r}, which {name} {owner} took while loading; change one "
                                      "of them")
+    if reason.kind == "kin":
+        return UniqueConstraintError(f"{item.label} cannot be loaded: another writer stored its guid as a "
+                                     f"{hybrids.get(reason.value).__name__} while loading, another hybrid of "
+                                     f"{name}'s class tree, where one guid names one object; give one of "
+                                     "them a new guid")
     relation = item.meta.relations[reason.field]
     target = relation.target.__name__ if relation.target is not None else "object"
     return ObjectNotFoundError(f"{item.label}.{reason.field} points at {target} {reason.value}, which was "

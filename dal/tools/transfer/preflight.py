@@ -20,7 +20,8 @@ from dal.exceptions import (
     UniqueConstraintError,
 )
 from dal.keys import Keys
-from dal.model.registry import class_trees, family, hybrids, tree_root
+from dal.model.registry import family, hybrids
+from dal.model.trees import class_trees, tree_root
 from dal.model.validation import valid_guid, validate_document
 from dal.objects.transaction import decode
 from dal.structures import GUID_RULE, is_guid
