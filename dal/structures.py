@@ -345,11 +345,13 @@ def _accepts_keyword(func: Callable[..., Any], keyword: str) -> bool:
 
 def _uncallable(owner: type, name: str, loader: Callable[..., Any], takes_spec: bool) -> str | None:
     """Return why ``loader`` cannot be called as a dynamic's loader on an object (``None``: it can, or its
-    signature cannot be read): a function is bound to the object, a static or class method is not."""
-    bound = inspect.isfunction(loader) and not isinstance(inspect.getattr_static(owner, name),
-                                                           (staticmethod, classmethod))
+    signature cannot be read): a descriptor (a function, an ``lru_cache``) is bound to the object, a static
+    or class method is not, nor a plain callable; a wrapper is judged by its own signature, not the wrapped
+    function's (``functools.wraps`` copies that one's name and arguments)."""
+    found = inspect.getattr_static(owner, name)
+    bound = hasattr(type(found), "__get__") and not isinstance(found, (staticmethod, classmethod))
     try:
-        signature = inspect.signature(loader)
+        signature = inspect.signature(loader, follow_wrapped=False)
     except (TypeError, ValueError):
         return None  # a callable without a readable signature: called as it is
     try:

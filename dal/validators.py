@@ -13,7 +13,7 @@ import json
 import math
 import sys
 from enum import Enum
-from typing import Any, cast
+from typing import Any, ForwardRef, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
@@ -96,14 +96,13 @@ class Validator:
             self.digest = values_digest(declared)  # names them in a cached dynamic's tag
             return
         try:
-            strict = declared in _NATIVE
-            form = cast(Any, declared)
+            form, strict = cast(Any, declared), declared in _NATIVE
             self.adapter = TypeAdapter(form, config=_STRICT) if strict else TypeAdapter(form)
         except Exception as exc:  # pydantic raises several kinds for types it cannot handle
             raise InvalidValueError(
                 f"{owner}: type {declared!r} cannot be validated; use str, int, float, bool, list, dict, "
                 "a list of allowed values, or a JSON-serializable type pydantic understands") from exc
-        if not self.adapter.pydantic_complete:  # a name in a string pydantic cannot resolve ('datetime')
+        if not self.adapter.pydantic_complete and _named(declared):  # no model_rebuild() resolves it
             raise InvalidValueError(f"{owner}: type {declared!r} names a type pydantic cannot find; pass the "
                                     "type itself (datetime, not 'datetime')")
         self.native = declared in _NATIVE
@@ -395,3 +394,7 @@ def _too_long(value: int) -> bool:
 def shorten(value: Any) -> str:
     text = safe_repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _named(declared: object) -> bool:  # is, or holds, a type named by a string ('datetime', list['X'])
+    return isinstance(declared, (str, ForwardRef)) or any(_named(arg) for arg in get_args(declared))

@@ -9,6 +9,7 @@ converted, outside the allowed values, or a pydantic error. See docs/dynamics.md
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import subprocess
@@ -268,14 +269,22 @@ def test_the_digest_tells_constraints_apart() -> None:
 def test_a_loader_that_cannot_be_called_so_is_refused_when_declared(loader: Any, problem: str) -> None:
     """A loader taking another required argument (or not the object) was accepted, then every read raised a
     bare TypeError: refused when the class is created, saying how to define it. Those that can be called
-    (the spec received, a default, a static or class method taking nothing) stay accepted."""
+    (the spec received, a default, a static or class method taking nothing, an lru_cache, a wrapper taking
+    the object whatever it wraps) stay accepted."""
     name = f"L{uuid.uuid4().hex[:8]}"
     with pytest.raises(InvalidValueError, match=rf"{name}._size cannot be called as the loader of Dynamic "
                        rf"'size' \({problem}\); define `def _size\(self\)"):
         type(name, (DataObject,), {f"_{name}__dynamics": [Dynamic("size", int, 5)], "_size": loader,
                                    "__module__": __name__}, hybrid_name=name.lower())
+    def doubled(loader: Any) -> Any:  # a decorator whose wrapper takes other arguments than what it wraps
+        @functools.wraps(loader)
+        def wrapper(self: Any) -> Any:
+            return loader(self, 2)
+        return wrapper
+
     for fine in [lambda self, dynamic: 1, lambda self, x=2: 1, staticmethod(lambda: 1),
-                 classmethod(lambda cls: 1)]:
+                 classmethod(lambda cls: 1), functools.lru_cache(maxsize=None)(lambda self: 1),
+                 doubled(lambda self, factor: factor)]:
         other = f"L{uuid.uuid4().hex[:8]}"
         type(other, (DataObject,), {f"_{other}__dynamics": [Dynamic("size", int, 5)], "_size": fine,
                                     "__module__": __name__}, hybrid_name=other.lower())

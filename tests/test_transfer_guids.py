@@ -13,6 +13,7 @@ import pytest
 from relation_hybrids import BladeServer, Cabinet, Device, Owner
 from test_transfer import G1, dump_text, in_namespace, is_empty, numbered_guid
 
+from dal import DataObject, Property, Relation
 from dal.backends.base import Delete, Put
 from dal.config import Context
 from dal.exceptions import InvalidValueError, OneToOneError, UniqueConstraintError
@@ -184,3 +185,31 @@ def test_a_load_racing_another_hybrid_of_its_tree_for_one_guid_is_refused(
         load(local, _devices(cabinet, ("bladeserver", "b")))
     assert _stored(local, G1) == ["device"]
     assert check(local).clean
+
+
+class Peer(DataObject, hybrid_name="kinpeer"):
+    """A hybrid of a class tree whose objects may link to each other: a cycle of new objects."""
+
+    __properties: list[Property[Any]] = [Property("n", int, mandatory=False)]
+    __relations = [Relation("to_sub", "SubPeer", "from_peer", mandatory=False),
+                   Relation("to_peer", "Peer", "from_peers", mandatory=False)]
+
+
+class SubPeer(Peer, hybrid_name="kinsubpeer"):
+    """Another hybrid of Peer's class tree."""
+
+
+def test_a_cycle_of_new_objects_of_one_guid_in_two_hybrids_of_a_tree_is_refused_typed(local: Context) -> None:
+    """A Peer and a SubPeer of one guid linking to each other go in one commit: save_many refused them with a
+    KeyError (its naming of the clash took the object's own document check for a refusal)."""
+    for order in (0, 1):
+        guid = numbered_guid(0xE0 + order)
+        peer, sub = (cls.from_model(cls.model().model_validate({"guid": guid, "n": 1}))
+                     for cls in (Peer, SubPeer))
+        peer.to_sub, sub.to_peer = sub, peer
+        pair = [peer, sub] if order == 0 else [sub, peer]
+        with pytest.raises(UniqueConstraintError, match=r"has the guid of a new (Peer|SubPeer) of this call, "
+                           "another hybrid of its class tree"):
+            save_many(pair)
+        found = local.persistent.get_many([local.keys.doc(name, guid) for name in ("kinpeer", "kinsubpeer")])
+        assert found == {}

@@ -22,6 +22,7 @@ import re
 from datetime import date
 from typing import Any, Literal, Optional
 
+import pydantic
 import pytest
 
 from dal import DataList, DataObject, Dynamic, Property, Relation, TypedObject
@@ -287,3 +288,19 @@ def test_a_type_named_by_a_string_pydantic_cannot_resolve_is_refused_when_declar
                                                           "find; pass the type itself")):
         Property("when", declared)
     assert Property("count", "int").validator is not None  # a name pydantic knows is taken
+
+
+def test_a_model_whose_forward_reference_is_resolved_later_is_taken() -> None:
+    """A model naming a type declared after it is incomplete until ``model_rebuild()``: passed itself, not as
+    a string, it is taken when declared (pydantic completes it at its first use), as it was before the
+    refusal of unresolvable strings."""
+    class Late(pydantic.BaseModel):
+        after: After | None = None
+
+    prop = Property("late", Late)
+
+    class After(pydantic.BaseModel):
+        x: int
+
+    Late.model_rebuild(_types_namespace={"After": After})
+    assert prop.validator(Late(after=After(x=1))) == Late(after=After(x=1))

@@ -145,6 +145,7 @@ class HybridMetaclass(type):
         add_annotated(name, namespace, declared)
         specs = _merge(cls, bases, declared)
         mirror = mirror_of(cls, bases, namespace.get(mangled + "mirror"), declared, specs, abstract)
+        _check_shadowing(cls, specs)
         if issubclass(mcs, TypedMetaclass):
             _refuse_data_field(name, specs)
         if abstract:  # TypedObject, a user's base: no _meta, not registered, nothing bound
@@ -327,11 +328,16 @@ def _merge(cls: type, bases: tuple[type, ...], declared: dict[str, list[Any]]) -
     if clash:
         raise InvalidValueError(
             f"{cls.__name__}: {', '.join(sorted(clash))} collides with a relation's guid attribute")
-    # a field installed over a method, property or class attribute of the hybrid's own classes would
-    # replace it unseen (or, one of a subclass over an inherited field, be replaced by it)
+    return list(specs.values())
+
+
+def _check_shadowing(cls: type, specs: list[Spec]) -> None:
+    """Refuse a field (a mirror's included) installed over a method, property or class attribute of the
+    hybrid's own classes: it would replace it unseen (or, a subclass's over an inherited field, be
+    replaced by it)."""
     mine = defined_by(cls, installed=(Declared,))
-    if shadowed := sorted((set(specs) | guid_fields) & mine.keys()):
+    names = {spec.name for spec in specs} | {spec.guid_field for spec in specs if isinstance(spec, Relation)}
+    if shadowed := sorted(names & mine.keys()):
         raise InvalidValueError(
             f"{cls.__name__}: {', '.join(f'{mine[name].__name__}.{name}' for name in shadowed)} is also the "
             f"name of a field of {cls.__name__}, and one would hide the other; rename one of them")
-    return list(specs.values())

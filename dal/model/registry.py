@@ -64,6 +64,9 @@ class Registry:
         #: relations linked by a class name, and how near their target's module is to their own
         self._by_string: dict[Relation, int] = {}
         self._lock = threading.RLock()
+        #: counts registrations tried (refused ones too), so that what is derived from the registered
+        #: hybrids (dal.model.trees) knows when to derive it again
+        self.generation = 0
 
     def register(self, cls: type[DataObject]) -> None:
         """Add a hybrid; raise ConfigurationError if another class holds its logical name, or if a
@@ -72,6 +75,7 @@ class Registry:
         relations do not wait for targets, and no reverse accessor of it stays behind."""
         meta = cls._meta
         with self._lock:
+            self.generation += 1
             existing = self._by_name.get(meta.name)
             if existing is not None and _origin(existing) != _origin(cls):
                 raise ConfigurationError(

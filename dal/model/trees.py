@@ -25,10 +25,20 @@ def class_trees() -> dict[str, list[str]]:
     return trees
 
 
+#: the last :func:`class_trees`, and the registry generation it was derived at: every create of a hybrid
+#: with a tree asks, and deriving it reads every registered hybrid
+_derived: tuple[int, dict[str, list[str]]] = (-1, {})
+
+
 def tree_kin(cls: type) -> list[str]:
     """Return the logical names of the other hybrids of ``cls``'s class tree, sorted (none, the usual case,
     without a registry lookup: a hybrid with no hybrid base and no subclass has no tree)."""
+    global _derived
     if not cls.__subclasses__() and not any("_meta" in vars(base) for base in cls.__mro__[1:]):
         return []
+    generation, trees = _derived
+    if generation != hybrids.generation:  # a hybrid registered since (read first: one racing is seen next)
+        generation = hybrids.generation
+        _derived = generation, (trees := class_trees())
     name = vars(cls)["_meta"].name
-    return [other for other in class_trees().get(tree_root(cls), []) if other != name]
+    return [other for other in trees.get(tree_root(cls), []) if other != name]

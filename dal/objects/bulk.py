@@ -32,7 +32,14 @@ from typing import Any
 
 from dal.backends.base import Check, Op
 from dal.config import Context, current
-from dal.exceptions import CommitOutcomeUnknownError, DalError, InvalidValueError, RaceConditionError
+from dal.exceptions import (
+    CommitOutcomeUnknownError,
+    DalError,
+    InvalidValueError,
+    RaceConditionError,
+    UniqueConstraintError,
+)
+from dal.model.registry import hybrids
 from dal.objects.bulk_order import _Item, _label, _name, _ordered, _raise_naming, _targets
 from dal.objects.refusals import check_datastore_wins
 from dal.objects.schema import onetoone_ready
@@ -159,9 +166,17 @@ def _touched(group: list[_Item]) -> set[str]:
         touched = item.keys()
         clash = touched & keys
         if clash:
-            for index, check in enumerate(item.plan.checks):
-                if getattr(check, "key", getattr(check, "prefix", "")) in clash:
+            for index, check in enumerate(item.plan.checks):  # a value both claim: save()'s refusal of it
+                if item.plan.reasons[index].kind in ("unique", "onetoone") and \
+                        getattr(check, "key", getattr(check, "prefix", "")) in clash:
                     _raise_naming(item, index)
+            kin = [reason.value for check, reason in zip(item.plan.checks, item.plan.reasons, strict=True)
+                   if reason.kind == "kin" and getattr(check, "key", "") in clash]
+            if kin:
+                raise UniqueConstraintError(
+                    f"save_many: {_label(item)} has the guid of a new {hybrids.get(kin[0]).__name__} of this "
+                    "call, another hybrid of its class tree, where one guid names one object; nothing was "
+                    "saved")
             raise InvalidValueError(f"save_many: {_label(item)} touches {sorted(clash)[0]!r} as another new "
                                     "object of its cycle does; nothing was saved")
         keys |= touched
