@@ -16,7 +16,8 @@ share a key (``("ab", "c")`` and ``("a", "bc")`` are different JSON) and no pass
 guessed back from a key that leaks into a log.
 
 With ``owner`` (a cluster's guid, say), a changed setting (a new password) drops and closes the
-owner's previous client, so an old connection does not linger. This module sits at the bottom of
+owner's previous client, so an old connection does not linger; a client also handed out without
+an owner stays, since its other callers may still use it. This module sits at the bottom of
 dal's layers: it imports nothing of dal but its exceptions.
 """
 
@@ -95,6 +96,8 @@ class ClientCache(Generic[C]):
         self._building: dict[str, threading.Lock] = {}
         #: owner -> key of the client it used last
         self._owners: dict[Hashable, str] = {}
+        #: keys of the clients handed out without an owner: no owner's rotation or drop closes them
+        self._unowned: set[str] = set()
         _caches.add(self)
 
     def key(self, settings: Mapping[str, Any]) -> str:
@@ -104,9 +107,10 @@ class ClientCache(Generic[C]):
     def get(self, settings: Mapping[str, Any], owner: Hashable | None = None) -> C:
         """Return the client for ``settings``, building it with ``factory(**settings)`` on first use.
 
-        With ``owner``, the client this owner was given before, if it was another one and no
-        other owner uses it, is dropped and closed (when it has ``close()``). A factory that
-        raises caches nothing: the next call tries again.
+        With ``owner``, the client this owner was given before, if it was another one that no
+        other owner uses and that was never handed out without an owner, is dropped and closed
+        (when it has ``close()``). A client handed out without an owner stays until :meth:`clear`.
+        A factory that raises caches nothing: the next call tries again.
         """
         if owner is not None:
             try:
@@ -124,10 +128,11 @@ class ClientCache(Generic[C]):
                 if self._clients.get(key) is not client:
                     continue
                 if owner is None:
+                    self._unowned.add(key)
                     return client
                 previous = self._owners.get(owner)
                 self._owners[owner] = key
-                if previous is not None and previous != key and previous not in self._owners.values():
+                if previous is not None and previous != key and self._unused(previous):
                     stale = self._clients.pop(previous, None)
                 break
         if stale is not None:
@@ -150,12 +155,17 @@ class ClientCache(Generic[C]):
                 self._building.pop(key, None)
             return client
 
+    def _unused(self, key: str) -> bool:
+        """Tell whether no owner uses the client under ``key``, nor was it handed out without one
+        (called with the cache's lock held)."""
+        return key not in self._unowned and key not in self._owners.values()
+
     def drop(self, owner: Hashable) -> None:
-        """Forget ``owner``; close its client unless another owner uses it."""
+        """Forget ``owner``; close its client unless another owner uses it or it was handed out
+        without an owner."""
         with self._lock:
             key = self._owners.pop(owner, None)
-            stale = (self._clients.pop(key, None)
-                     if key is not None and key not in self._owners.values() else None)
+            stale = self._clients.pop(key, None) if key is not None and self._unused(key) else None
         if stale is not None:
             _close(stale)
 
@@ -165,6 +175,7 @@ class ClientCache(Generic[C]):
             clients = list(self._clients.values())
             self._clients.clear()
             self._owners.clear()
+            self._unowned.clear()
         for client in clients:
             _close(client)
 
@@ -186,6 +197,7 @@ class ClientCache(Generic[C]):
         self._clients = {}
         self._building = {}
         self._owners = {}
+        self._unowned = set()
 
 
 def _close(client: object) -> None:

@@ -72,9 +72,22 @@ def test_a_client_two_owners_share_stays_open_while_one_moves_on() -> None:
     shared = cache.get(SETTINGS, owner="a")
     assert cache.get(SETTINGS, owner="b") is shared
     cache.get({**SETTINGS, "port": 5081}, owner="a")
-    assert not shared.closed and cache.get(SETTINGS) is shared
+    assert not shared.closed and SETTINGS in cache
     cache.drop("b")
     assert shared.closed and SETTINGS not in cache
+
+
+def test_a_client_also_handed_out_without_an_owner_stays_until_clear() -> None:
+    cache = ClientCache(Client)
+    shared = cache.get(SETTINGS)  # a caller without an owner (a report job, say) holds it
+    assert cache.get(SETTINGS, owner="cluster-1") is shared  # the cluster's loader is given the same
+    cache.get({**SETTINGS, "password": "rotated"}, owner="cluster-1")  # the cluster's password rotates
+    assert not shared.closed and cache.get(SETTINGS) is shared  # its owner-less caller still uses it
+    assert cache.get(SETTINGS, owner="cluster-2") is shared
+    cache.drop("cluster-2")
+    assert not shared.closed and SETTINGS in cache
+    cache.clear()
+    assert shared.closed and len(cache) == 0
 
 
 def test_a_client_without_close_is_dropped_quietly() -> None:

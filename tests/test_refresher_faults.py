@@ -1,9 +1,10 @@
 """Faults of the mirror's refreshes and of ``dal refresh`` that a bug hunt found, each fixed here.
 
-A loader's error text no store can encode (a lone surrogate) or whose ``__str__`` raises; a
-refresh another caller made and that failed while the bulk refresher waited for it; a client
-a rotation closed while it was handed out; a remote call that hangs with the refresher leading;
-and the inputs ``refresh_stale`` and ``ClientCache`` refused badly.
+A loader's error text no store can encode (a lone surrogate) or whose ``__str__`` raises; an
+answer nested deeper than ``info`` holds; a refresh another caller made and that failed while the
+bulk refresher waited for it; a lock taken over from a dead holder when the store then fails; a
+client a rotation closed while it was handed out; a remote call that hangs with the refresher
+leading; and the inputs ``refresh_stale`` and ``ClientCache`` refused badly.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ import dal.mirror
 import dal.mirror.refresh as refresh_module
 from dal import DataList, DataObject, Mirror, Property
 from dal.backends import open_persistent
+from dal.cache import owners
 from dal.clients import ClientCache
 from dal.config import Context
-from dal.exceptions import ConfigurationError
+from dal.exceptions import BackendError, ConfigurationError, MirrorError
+from dal.mirror import flight
+from dal.validators import MAX_DEPTH
 
 #: what the loaders of FaultVm do, by hostname (a test sets it; the default answers)
 BEHAVIOUR: dict[str, Callable[[], Any]] = {}
@@ -98,6 +102,41 @@ def test_an_unencodable_error_fails_one_object_and_the_pass_goes_on(context: Con
         assert sorted(obj.hostname for obj in DataList(FaultVm) if obj.stale) == ["vm1"]
 
 
+# --- an answer ``info`` cannot hold --------------------------------------------------------------
+
+
+def nested(levels: int) -> dict[str, Any]:
+    """Return a dict holding dicts ``levels`` deep (itself the first)."""
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"x": value}
+    return value
+
+
+def test_an_answer_nested_deeper_than_info_holds_is_a_recorded_failure(context: Context) -> None:
+    (obj,) = saved("deep")
+    BEHAVIOUR["deep"] = lambda: nested(MAX_DEPTH + 50)
+    with pytest.raises(MirrorError, match=f"nests lists and dicts more than {MAX_DEPTH} deep"):
+        obj.refresh_info()
+    with dal.mirror.frozen():
+        stored = FaultVm(obj.guid)
+        assert stored.info is None and stored.stale and stored.error is not None
+        assert stored.error.startswith("InvalidValueError: FaultVm._refresh returned an answer that cannot "
+                                       "be stored")
+        assert stored.to_model().hostname == "deep"  # nothing of the answer stored: still a valid object
+    assert context.stats["mirror_failures"] == 1
+    BEHAVIOUR["deep"] = lambda: nested(MAX_DEPTH)  # as deep as an assignment takes: stored
+    obj.refresh_info()
+    with dal.mirror.frozen():
+        stored = FaultVm(obj.guid)
+        assert stored.error is None and stored.info == nested(MAX_DEPTH)
+        assert stored.to_model().info == nested(MAX_DEPTH)
+    BEHAVIOUR["deep"] = lambda: {"disks": (1, 2), "nics": {0: "eth0"}}  # its JSON form is stored, as before
+    obj.refresh_info()
+    with dal.mirror.frozen():
+        assert FaultVm(obj.guid).info == {"disks": [1, 2], "nics": {"0": "eth0"}}
+
+
 # --- a refresh made by another caller that failed ----------------------------------------------
 
 
@@ -150,6 +189,35 @@ def test_a_lazy_waiter_adopts_the_failure_without_calling_the_remote_again(conte
     assert results[obj.guid] == refresh_module.Result(refresh_module.FAILED,
                                                       "ConnectionError: remote answered 503")
     assert calls == ["holder"]  # single flight still: one remote call for the two callers
+
+
+def test_a_lock_taken_over_while_waiting_is_released_when_the_store_then_fails(
+        context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = [FaultVm(obj.guid) for obj in saved("p", "q")]
+    cache = context.dynamics
+    keys = [flight.lock_key(context, FaultVm._meta.name, obj.guid) for obj in objects]
+    for key in keys:  # another caller holds both locks
+        assert cache.store.add(key, cache.signer.seal(key, owners.token(b"L")), 60)
+    real_wait, real_load = flight.wait, context.load_document
+
+    def wait(context: Context, key: str, ttl: float, deadline: float) -> flight.Lock | None:
+        if key == keys[0]:
+            cache.store.delete(key)  # its holder died: this caller takes its lock over
+            return real_wait(context, key, ttl, deadline)
+        return None  # the holder of the second one is done
+
+    def load(hybrid: str, guid: str) -> Any:
+        if guid == objects[1].guid:
+            raise BackendError("the durable store failed (injected)")
+        return real_load(hybrid, guid)
+
+    monkeypatch.setattr(flight, "wait", wait)
+    monkeypatch.setattr(context, "load_document", load)
+    with pytest.raises(BackendError, match="injected"):
+        refresh_module.refresh(objects)
+    # released (a done marker at most): the next caller of the first one takes it, rather than wait
+    # lock_timeout (30 s) for a holder that is gone
+    assert flight.acquire(context, keys[0], 60) is not None
 
 
 # --- refresh_stale's inputs ----------------------------------------------------------------------

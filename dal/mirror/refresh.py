@@ -202,31 +202,31 @@ def _after_waiting(context: Context, held: list[DataObject], force: bool, bulk: 
     results: dict[str, Result] = {}
     deadline = time.monotonic() + mirror.lock_timeout
     late: list[tuple[DataObject, flight.Lock | None]] = []
-    for obj in held:
-        key = flight.lock_key(context, name, obj.guid)
-        lock = flight.wait(context, key, mirror.lock_timeout, deadline)
-        if force or lock is not None:
-            # its holder died or took too long, or a refresh is demanded: ask ourselves
-            late.append((obj, lock))
-            continue
-        entry = context.load_document(name, obj.guid)
-        if entry is None:
-            results[obj.guid] = Result(GONE)
-            continue
-        document = cls._meta.with_defaults(decode(entry.value))
-        due = mirror.stale(document["cached_at"], document["ignore_cache"], clock.now() + ahead)
-        if due and again:
-            # the holder's refresh failed (or stored nothing): the bulk refresher tries once more
-            # itself rather than count it as refreshed; a caller still holding it is left to it
-            lock = flight.acquire(context, key, mirror.lock_timeout)
-            if lock is not None:
+    try:  # a lock taken over in the loop is released too when a read of a later object fails
+        for obj in held:
+            key = flight.lock_key(context, name, obj.guid)
+            lock = flight.wait(context, key, mirror.lock_timeout, deadline)
+            if force or lock is not None:
+                # its holder died or took too long, or a refresh is demanded: ask ourselves
                 late.append((obj, lock))
                 continue
-        adopt(obj, entry, parsed_names(cls, document["info"]))
-        error = document["error"]
-        # still due with an error: the holder's refresh failed, and so did this caller's wait
-        results[obj.guid] = Result(FAILED, error) if due and error else Result(ELSEWHERE)
-    try:
+            entry = context.load_document(name, obj.guid)
+            if entry is None:
+                results[obj.guid] = Result(GONE)
+                continue
+            document = cls._meta.with_defaults(decode(entry.value))
+            due = mirror.stale(document["cached_at"], document["ignore_cache"], clock.now() + ahead)
+            if due and again:
+                # the holder's refresh failed (or stored nothing): the bulk refresher tries once more
+                # itself rather than count it as refreshed; a caller still holding it is left to it
+                lock = flight.acquire(context, key, mirror.lock_timeout)
+                if lock is not None:
+                    late.append((obj, lock))
+                    continue
+            adopt(obj, entry, parsed_names(cls, document["info"]))
+            error = document["error"]
+            # still due with an error: the holder's refresh failed, and so did this caller's wait
+            results[obj.guid] = Result(FAILED, error) if due and error else Result(ELSEWHERE)
         if late:
             results.update(_refresh_owned(context, [obj for obj, _ in late], force, bulk, ahead))
     finally:

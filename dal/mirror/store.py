@@ -12,14 +12,15 @@ nothing: the stored answer may have been asked after its own, and no clock tells
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from dal.backends.base import Entry
 from dal.cache.versions import changed_versions
 from dal.config import Context
-from dal.exceptions import MirrorError, RaceConditionError, UniqueConstraintError
+from dal.exceptions import InvalidValueError, MirrorError, RaceConditionError, UniqueConstraintError
 from dal.objects.dataobject import DataObject
 from dal.objects.mirrored import parsed
 from dal.objects.schema import ensure_recorded, onetoone_ready
@@ -62,6 +63,35 @@ def parsed_names(cls: type[DataObject], info: Any) -> frozenset[str]:
         return WRITTEN_BY_REFRESH | frozenset(cls._meta.properties)
 
 
+def storable(cls: type[DataObject], info: Any, loader: str) -> dict[str, Any]:
+    """Return ``info``, the answer ``loader`` returned, as stored, validated as an assignment of ``info``
+    would be: in its JSON form, in which a tuple is a list and an int key a str, as the store writes it.
+
+    Raise MirrorError when it is no dict, InvalidValueError when ``info`` cannot hold it (lists and
+    dicts nested more than MAX_DEPTH deep, a NaN, a lone surrogate, a value JSON cannot hold): stored,
+    it would make the object fail ``to_model()``, ``dal check`` and the load of its dump.
+    """
+    if not isinstance(info, dict):
+        raise MirrorError(f"{cls.__name__}.{loader} returned {type(info).__name__}, "
+                          "not a JSON object (a dict)")
+    check = cls._meta.properties["info"].validator
+    try:
+        return cast(dict[str, Any], check(info))  # the common case: JSON values already
+    except InvalidValueError as exc:
+        refused = exc
+    try:
+        as_stored = json.loads(canonical(info))
+    except (TypeError, ValueError, RecursionError):  # no JSON form (a set, an int key beside a str key)
+        as_stored = None
+    if as_stored is not None:
+        try:
+            return cast(dict[str, Any], check(as_stored))
+        except InvalidValueError as exc:
+            refused = exc
+    raise InvalidValueError(f"{cls.__name__}.{loader} returned an answer that cannot be stored, as "
+                            f"{refused}; have {loader} return one that can") from None
+
+
 def store_answer(context: Context, obj: DataObject, info: Any, fetched_at: float,
                  entry: Entry | None, loader: str) -> Stored:
     """Store the remote's answer about ``obj`` (which ``loader`` returned at ``fetched_at``), read from
@@ -70,17 +100,11 @@ def store_answer(context: Context, obj: DataObject, info: Any, fetched_at: float
     Unchanged (same digest): ``cached_at`` advances, an earlier ``error`` is cleared, and the
     parsed properties whose stored value differs are written again (one changed locally, or one a
     newer parser returns). Changed: ``info``, the parsed properties, ``cached_at`` and
-    ``error=None`` in one transaction.
+    ``error=None`` in one transaction. An answer ``info`` cannot hold raises (:func:`storable`).
     """
     cls = type(obj)
-    if not isinstance(info, dict):
-        raise MirrorError(f"{cls.__name__}.{loader} returned {type(info).__name__}, "
-                          "not a JSON object (a dict)")
-    try:
-        new_digest = digest(info)
-    except (TypeError, ValueError) as exc:
-        raise MirrorError(f"{cls.__name__}.{loader} returned a dict JSON cannot hold: {exc}") from exc
-
+    info = storable(cls, info, loader)
+    new_digest = digest(info)
     properties: dict[str, Any] | None = None
 
     def updates(stored: Document) -> dict[str, Any]:
