@@ -66,6 +66,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
     yield from _server("redis", tmp_path_factory)
 
 
+@pytest.fixture(params=["redis", "fakeredis"])
+def redis_url_each(request: pytest.FixtureRequest) -> str:
+    """A Redis URL of each kind, in a database (or fake server) of this test's own."""
+    if request.param == "fakeredis":
+        return f"fakeredis://{uuid.uuid4().hex[:8]}"
+    server: RunningServer = request.getfixturevalue("redis_server")
+    return f"redis://127.0.0.1:{server.port}/{7 + uuid.uuid4().int % 8}"
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RunningServer]:
     """A redis-server of this test's own, free to reconfigure, stop and pause."""

@@ -23,13 +23,9 @@ from dal.exceptions import BackendError, CommitOutcomeUnknownError, Configuratio
 from dal.testing.servers import RunningServer, closed_port
 
 
-@pytest.fixture(params=["redis", "fakeredis"])
-def url(request: pytest.FixtureRequest) -> str:
-    """A Redis URL of each kind, in a database (or fake server) of this test's own."""
-    if request.param == "fakeredis":
-        return f"fakeredis://{uuid.uuid4().hex[:8]}"
-    server: RunningServer = request.getfixturevalue("redis_server")
-    return f"redis://127.0.0.1:{server.port}/{7 + uuid.uuid4().int % 8}"
+@pytest.fixture
+def url(redis_url_each: str) -> str:
+    return redis_url_each
 
 
 def _admin(server: RunningServer) -> Any:

@@ -5,7 +5,8 @@ cannot be read is a ConfigurationError (``dal`` exits 2) that never shows a pass
   an option's name or value is refused; in a SQLite path it is a file name's byte, kept as it is.
 - A percent-escape that spells no UTF-8 (``%ff``, which ``unquote()`` read as U+FFFD, as it did ``%fe``)
   and a ``%`` that starts no escape are refused, saying to write ``%`` as ``%25``.
-- Any URL's full form reads back as that URL, a path holding ``@``, ``%`` or ``?`` too.
+- Any URL's full form reads back as that URL, a path holding ``@``, ``%`` or ``?`` too, and a password
+  without a user (``redis://:pw@host``: no user, not an empty one).
 """
 
 from __future__ import annotations
@@ -81,3 +82,13 @@ def test_an_odd_path_reads_back_from_its_full_form(url: str) -> None:
     parsed = parse_url(url)
     assert parse_url(parsed.render(hide_password=False)) == parsed
     assert str(parse_url("sqlite:///home/u@corp/dal.db")) == "sqlite:///home/u@corp/dal.db"  # no host: kept
+
+
+def test_a_password_without_a_user_reads_back_as_no_user() -> None:
+    """``StoreURL(user=None, password=...)`` renders ``:pw@``, which read back as user ``''``, another URL."""
+    parsed = parse_url("redis://:p%40ss@h:1/0")
+    assert (parsed.user, parsed.password) == (None, "p@ss")
+    assert parse_url(parsed.render(hide_password=False)) == parsed
+    assert parse_url("etcd://u:@h:1").password == ""  # an empty password stays one
+    with pytest.raises(ConfigurationError, match="give both"):  # etcd: a user and a password, or neither
+        configure("etcd://:pw@127.0.0.1:1", "memory://", namespace="n")

@@ -227,8 +227,11 @@ def parse_url(text: str) -> StoreURL:
         name, colon, secret = userinfo.partition(":")
         user = _decoded(name, f"the user name of this {scheme}:// URL")
         password = _decoded(secret, f"the password of this {scheme}:// URL") if colon else None
+        if colon and not user:  # ':password@' (Redis's requirepass) names no user, as StoreURL renders one
+            user = None
     # what error messages show: the parts as parsed, password masked, options left out until parsed
-    auth = "" if user is None else quote(user, safe="") + ("" if password is None else f":{_HIDDEN}") + "@"
+    auth = "" if user is None and password is None else \
+        quote(user or "", safe="") + ("" if password is None else f":{_HIDDEN}") + "@"
     where = f"{scheme}://{auth}{netloc}{path}"
     hosts = tuple(_parse_host(part, where) for part in netloc.split(",")) if netloc else ()
     options: dict[str, str] = {}
@@ -243,6 +246,9 @@ def parse_url(text: str) -> StoreURL:
         if key in options:
             raise ConfigurationError(f"option {_shown(key)!r} is given twice in {where!r}")
         options[key] = value
+    if at and ("user" in options or "password" in options):  # the query would win silently: which is meant?
+        raise ConfigurationError(f"{where!r} gives credentials both before its host (user:password@) and as "
+                                 "?user=/?password=; give them one way only")
     if "user" in options:
         user = options.pop("user")
     if "password" in options:

@@ -48,7 +48,9 @@ KEYS_PAGE = 20_000
 #: times a read of several requests pinned to one revision starts over when etcd compacts that
 #: revision between two of them
 SNAPSHOT_ATTEMPTS = 3
-_OPTIONS = ("timeout", "ca_cert", "cert_key", "cert_cert")
+#: the options an etcd:// URL takes (user and password the parser takes out of the options: listed in
+#: the error for an unknown one, as they are accepted)
+_OPTIONS = ("timeout", "user", "password", "ca_cert", "cert_key", "cert_cert")
 _MOD, _VERSION = etcdrpc.Compare.MOD, etcdrpc.Compare.VERSION
 _EQUAL, _GREATER, _LESS = etcdrpc.Compare.EQUAL, etcdrpc.Compare.GREATER, etcdrpc.Compare.LESS
 T = TypeVar("T")

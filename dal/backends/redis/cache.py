@@ -19,11 +19,21 @@ from typing import ClassVar
 
 import redis
 
-from dal.backends.base import HIT_SUFFIX, HIT_TTL
-from dal.backends.redis.connection import CACHE, ERRORS, MAX_PX, Opened, Raw, RedisClient, open_redis
+from dal.backends.base import HIT_SUFFIX, HIT_TTL, RefusedError
+from dal.backends.redis.connection import (
+    CACHE,
+    ERRORS,
+    MAX_PX,
+    OPTIONS,
+    Opened,
+    Raw,
+    RedisClient,
+    SettingRefusedError,
+    open_redis,
+)
 from dal.backends.redis.limits import SCREEN, ServerModeRefused, byte_length
 from dal.backends.redis.restarts import Restarts, run_id_of
-from dal.backends.redis.scripts import CAS
+from dal.backends.redis.scripts import CAS, COUNTED_GET
 from dal.backends.url import StoreURL, on_off
 from dal.exceptions import BackendError, ConfigurationError
 from dal.values import clipped_repr
@@ -86,6 +96,7 @@ class RedisCache(RedisClient):
 
         ``?hits=1`` counts every hit exactly, in the script that reads (one round trip still).
         """
+        url.check_options((*OPTIONS, "hits"))
         hits = url.option("hits", on_off, False)
         plain = replace(url, options=MappingProxyType({k: v for k, v in url.options.items() if k != "hits"}))
         cache = cls(url, open_redis(plain, DEFAULT_TIMEOUT))
@@ -98,8 +109,14 @@ class RedisCache(RedisClient):
         except ServerModeRefused as exc:
             cache.close()
             raise ConfigurationError(str(exc)) from None
-        except ERRORS:
-            pass  # down or slow: a cache failing is a miss, and its first connection checks it
+        except ERRORS as exc:
+            # credentials or a database number the server refuses: a setting to correct, which no retry
+            # mends (SettingRefusedError, as the durable store's); down or slow: a miss, and its first
+            # connection checks it
+            failure = cache._probe_failure("check of the server", exc, first=True)
+            if isinstance(failure, SettingRefusedError):
+                cache.close()
+                raise failure from exc
         return cache
 
     # --- reads ----------------------------------------------------------------------
@@ -147,17 +164,12 @@ class RedisCache(RedisClient):
             self._drop(key)
             return False
         try:
-            self._calls.call("SET", CACHE + key, stamped, *_px(expiry))
-        except redis.ResponseError as exc:
-            # redis-py turns the "OOM ..." reply into OutOfMemoryError and drops the "OOM" from its text
-            # (matched by name: the redis type stubs mypy reads do not declare OutOfMemoryError)
-            if not (type(exc).__name__ == "OutOfMemoryError" or str(exc).startswith("OOM")):
-                raise self._failure("set", exc) from exc
-            # over maxmemory (with noeviction): not stored, so the old value must not stay for readers
-            self.delete(key)
+            self._command("set", "SET", CACHE + key, stamped, *_px(expiry))
+        except RefusedError as exc:
+            if not _full(exc):
+                raise
+            self.delete(key)  # not stored (see _full), so the old value must not stay for readers
             return False
-        except ERRORS as exc:
-            raise self._failure("set", exc) from exc
         return True
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
@@ -167,18 +179,28 @@ class RedisCache(RedisClient):
             return not self._command("add", "EXISTS", CACHE + key)
         if not self._fits(key, stamped):  # never stored (what is there stays: add replaces nothing)
             return False
-        # b"OK", or None where the key exists
-        return self._command("add", "SET", CACHE + key, stamped, *_px(expiry), "NX") is not None
+        try:  # b"OK", or None where the key exists
+            return self._command("add", "SET", CACHE + key, stamped, *_px(expiry), "NX") is not None
+        except RefusedError as exc:
+            if not _full(exc):
+                raise
+            return False  # not stored (see _full); what is there stays, as add replaces nothing
 
     def cas(self, key: str, value: bytes, token: object, ttl: float) -> bool:
-        if not isinstance(token, bytes):  # gets found nothing: there is no write to compare against
-            return False
+        if not isinstance(token, bytes) or len(token) != STAMP:  # gets found nothing (or not gets' token):
+            return False  # there is no write to compare against
         expiry = milliseconds(ttl) or 0
         stamped = _stamped(value)
         if not self._fits(key, stamped):  # never stored, as a cas over a newer write is not
             self._drop(key)
             return False
-        return bool(self._script("cas", self._cas, 1, CACHE + key, token, stamped, expiry))
+        try:
+            return bool(self._script("cas", self._cas, 1, CACHE + key, token, stamped, expiry))
+        except RefusedError as exc:
+            if not _full(exc):
+                raise
+            self._drop(key)  # not stored (see _full), as one too large is not
+            return False
 
     def _fits(self, key: str, stamped: bytes) -> bool:
         """Tell whether the server takes ``key`` and its stamped value (see
@@ -350,23 +372,13 @@ class ListedEntry:
     expires_at: float | None
 
 
-#: MGET that also counts a hit of each present key (KEYS: the n keys, then their n counters); an
-#: MGET per 1000 keys, since Lua's ``unpack`` takes a few thousand values at most
-COUNTED_GET = """
-local unpack = unpack or table.unpack
-local n = #KEYS / 2
-local values = {}
-for first = 1, n, 1000 do
-  local got = redis.call('MGET', unpack(KEYS, first, math.min(first + 999, n)))
-  for i = 1, #got do values[first + i - 1] = got[i] end
-end
-for i = 1, n do
-  if values[i] then
-    if redis.call('INCR', KEYS[n + i]) == 1 then redis.call('EXPIRE', KEYS[n + i], ARGV[1]) end
-  end
-end
-return values
-"""
+def _full(exc: RefusedError) -> bool:
+    """Tell whether a write was refused for the server's maxmemory (with noeviction): not stored, a miss
+    as a value over its size limit is, never a failure that makes the cache distrust the server. redis-py
+    turns the ``OOM`` reply into OutOfMemoryError, matched by name (the stubs mypy reads lack it)."""
+    cause = exc.__cause__
+    return isinstance(cause, redis.ResponseError) and (
+        type(cause).__name__ == "OutOfMemoryError" or str(cause).startswith("OOM"))
 
 
 def _glob_escape(text: str) -> str:

@@ -42,7 +42,9 @@ else:
 
 DEFAULT_PORT = 6379
 TLS_OPTIONS = ("ca_cert", "cert_key", "cert_cert")
-OPTIONS = ("timeout", *TLS_OPTIONS)
+#: the options a redis:// URL takes (user and password the parser takes out of the options: listed in
+#: the error for an unknown one, as they are accepted; the cache adds ``hits``)
+OPTIONS = ("timeout", "user", "password", *TLS_OPTIONS)
 #: what redis-py raises for a server that fails, times out or refuses a command (it wraps socket errors,
 #: but an SSL handshake or a DNS lookup may still surface as OSError)
 ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)

@@ -14,9 +14,16 @@ from __future__ import annotations
 #: the helpers every data script shares: a stored value's revision and the bounds of a prefix
 _COMMON = r"""
 local unpack = unpack or table.unpack
-local function revision_of(raw)
+-- the first key found holding a value another client wrote without dal's stamp (revision -1)
+local unstamped
+local function revision_of(raw, key)
   if not raw then return 0 end
-  return tonumber(string.match(raw, '^(%d+):'))
+  local revision = tonumber(string.match(raw, '^(%d+):'))
+  if not revision then
+    unstamped = unstamped or key
+    return -1
+  end
+  return revision
 end
 local function bounds(prefix)
   -- no UTF-8 text holds the byte 0xFF, so prefix .. 0xFF is above every key under prefix
@@ -36,6 +43,7 @@ end
 #: write (its kind P/D/X followed by its key or prefix; then the value, empty for D and X), then the
 #: whole Redis key of each cache entry to delete (Evict), one argument each.
 #: Returns {1, revision} once applied, or {0, failed check indexes, {key, raw, ...}} having written nothing,
+#: or {3, key} having written nothing when a check read a value of that key without dal's stamp,
 #: or {2, the name stored now} having written nothing when the store's name is not the client's: the
 #: database lost its data (FLUSHDB, a restart without persistence) since the client read it, and the
 #: cache keys the client derives from that name are no longer the other clients'.
@@ -57,8 +65,8 @@ local function newest(prefix, above)
   while true do
     local keys = redis.call('ZRANGEBYLEX', index, low, high, 'LIMIT', 0, page)
     if #keys == 0 then return best end
-    for _, raw in ipairs(redis.call('MGET', unpack(data_keys(data, keys)))) do
-      local revision = revision_of(raw)
+    for i, raw in ipairs(redis.call('MGET', unpack(data_keys(data, keys)))) do
+      local revision = revision_of(raw, keys[i])
       if revision > best then best = revision end
     end
     if best > above or #keys < page then return best end
@@ -73,7 +81,7 @@ for i = 0, checks - 1 do
   local holds
   if kind == 'R' or kind == 'E' then
     local raw = redis.call('GET', data .. name)
-    if kind == 'E' then holds = raw ~= false else holds = revision_of(raw) == revision end
+    if kind == 'E' then holds = raw ~= false else holds = revision_of(raw, name) == revision end
     if not holds and raw then
       current[#current + 1] = name
       current[#current + 1] = raw
@@ -86,6 +94,7 @@ for i = 0, checks - 1 do
   end
   if not holds then failed[#failed + 1] = i end
 end
+if unstamped then return {3, unstamped} end
 if #failed > 0 then return {0, failed, current} end
 
 -- every check holds: nothing below can fail on keys only this store writes
@@ -183,4 +192,24 @@ else
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 end
 return 1
+"""
+
+#: MGET that also counts a hit of each present key (KEYS: the n keys, then their n counters); an
+#: MGET per 1000 keys, since Lua's ``unpack`` takes a few thousand values at most. The counters are
+#: written with ``pcall``: a server at its maxmemory (noeviction) refuses the script's first write,
+#: and a hit it cannot count is still a hit, never a failed read (an error reply is a table, never 1)
+COUNTED_GET = """
+local unpack = unpack or table.unpack
+local n = #KEYS / 2
+local values = {}
+for first = 1, n, 1000 do
+  local got = redis.call('MGET', unpack(KEYS, first, math.min(first + 999, n)))
+  for i = 1, #got do values[first + i - 1] = got[i] end
+end
+for i = 1, n do
+  if values[i] then
+    if redis.pcall('INCR', KEYS[n + i]) == 1 then redis.pcall('EXPIRE', KEYS[n + i], ARGV[1]) end
+  end
+end
+return values
 """

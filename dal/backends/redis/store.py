@@ -27,6 +27,7 @@ from dal.backends.base import (
     PrefixEmpty,
     PrefixUnchanged,
     Put,
+    RefusedError,
     Revision,
     StoreReplacedError,
     TooLargeError,
@@ -66,8 +67,11 @@ PAGE = 1000
 
 
 def entry(raw: bytes) -> Entry:
-    """Return the entry a stored value holds (``b"<revision>:" + value``)."""
-    revision, _, value = raw.partition(b":")
+    """Return the entry a stored value holds (``b"<revision>:" + value``); ValueError for a value
+    without that stamp (another client wrote it: see :meth:`RedisStore._entry`)."""
+    revision, colon, value = raw.partition(b":")
+    if not colon or not revision.isdigit():
+        raise ValueError("no '<revision>:' stamp")
     return Entry(value, int(revision))
 
 
@@ -180,7 +184,7 @@ class RedisStore(RedisLeadership):
 
     def get(self, key: str) -> Entry | None:
         raw: Raw = self._command(f"get of {key!r}", "GET", DATA + key)
-        return None if raw is None else entry(raw)
+        return None if raw is None else self._entry(key, raw)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
         """Return the present entries among ``keys``: one MGET, which Redis answers as of one instant."""
@@ -189,7 +193,7 @@ class RedisStore(RedisLeadership):
             return {}
         raws: list[Raw] = self._command(f"get_many of {len(wanted)} keys", "MGET",
                                         *[DATA + key for key in wanted])
-        return {key: entry(raw) for key, raw in zip(wanted, raws, strict=True) if raw is not None}
+        return {key: self._entry(key, raw) for key, raw in zip(wanted, raws, strict=True) if raw is not None}
 
     def scan(self, prefix: str, *, start_after: str | None = None,
              limit: int | None = None) -> list[tuple[str, Entry]]:
@@ -202,7 +206,7 @@ class RedisStore(RedisLeadership):
                                           limit or 0)
         pairs = zip(self._texts(found[::2]), found[1::2], strict=True)
         # a key without a value (None) cannot be seen, since a commit writes both in one script: skipped
-        return [(key, entry(raw)) for key, raw in pairs if raw is not None]
+        return [(key, self._entry(key, raw)) for key, raw in pairs if raw is not None]
 
     def scan_keys(self, prefixes: Sequence[str]) -> dict[str, list[str]]:
         """Return the keys under each prefix: one ZRANGEBYLEX each, in one MULTI (one instant)."""
@@ -229,6 +233,23 @@ class RedisStore(RedisLeadership):
             "which is not UTF-8 text: another client wrote it (dal writes UTF-8 keys only), and dal cannot "
             f"read the keys around it; delete it (in bash: redis-cli -n {self._db} ZREM '{INDEX}' "
             f"{shown}, then redis-cli -n {self._db} DEL {bash_quoted(DATA.encode() + key)})")
+
+    def _entry(self, key: str, raw: bytes) -> Entry:
+        """Return the entry ``raw`` holds; a value without dal's ``<revision>:`` stamp (another client
+        wrote it, as a hand fix with redis-cli does) is a BackendError naming the key and the fix."""
+        try:
+            return entry(raw)
+        except ValueError:
+            raise BackendError(self._unstamped(key)) from None
+
+    def _unstamped(self, key: str) -> str:
+        """Say that the value of ``key`` lacks dal's stamp, and how to mend it."""
+        data, index = bash_quoted((DATA + key).encode()), bash_quoted(key.encode())
+        return (f"the redis database of {self._where} (db {self._db}) holds a value at {data} without "
+                "dal's '<revision>:' stamp: another client wrote it (dal stores each value behind its "
+                f"revision), and dal cannot read it; delete it (in bash: redis-cli -n {self._db} DEL {data}, "
+                f"then redis-cli -n {self._db} ZREM '{INDEX}' {index}), or write it again through dal, "
+                "which stamps it")
 
     # --- writes ---------------------------------------------------------------------
 
@@ -264,13 +285,16 @@ class RedisStore(RedisLeadership):
                 "without persistence), and what other processes cache under its new name this process "
                 "would not invalidate. Call configure() again (or restart the process) to use the store "
                 "as it is now")
+        if answer[0] == 3:
+            raise RefusedError(f"redis commit of {len(ops)} ops was refused before it wrote anything: "
+                               + self._unstamped(bytes(answer[1]).decode(errors="replace")))
         if answer[0] == 1:
             revision = int(answer[1])
             self._tokens.committed(revision)
             return CommitResult(ok=True, revision=revision)
         failed, current = answer[1], answer[2]
         return CommitResult(ok=False, failed=tuple(int(index) for index in failed),
-                            current={bytes(key).decode(): entry(raw)
+                            current={bytes(key).decode(): self._entry(bytes(key).decode(), raw)
                                      for key, raw in zip(current[::2], current[1::2], strict=True)})
 
     # --- the store itself -----------------------------------------------------------
