@@ -284,6 +284,23 @@ def test_erd_with_a_dot_that_fails_silently_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "x.svg").exists()
 
 
+@pytest.mark.parametrize(("fmt", "prints", "says"), [
+    ("svg", "", "exited 0 but wrote nothing"),
+    ("svg", "not a picture", "bytes that are no svg picture"),
+    ("png", "<svg></svg>", "bytes that are no png picture"),
+])
+def test_erd_with_a_dot_that_draws_nothing_keeps_the_old_picture(tmp_path: Path, fmt: str, prints: str,
+                                                                  says: str) -> None:
+    """A --dot that exits 0 with nothing (or no picture) on stdout replaced the good diagram, exit 0."""
+    program = tmp_path / "fake-dot"
+    program.write_text(f"#!/bin/sh\ncat >/dev/null\nprintf '%s' '{prints}'\n")
+    program.chmod(0o755)
+    (tmp_path / f"good.{fmt}").write_bytes(b"THE GOOD PICTURE")
+    done = run_dal("erd", "--format", fmt, "--dot", str(program), "-o", f"good.{fmt}", cwd=tmp_path)
+    assert done.returncode == 2 and says in done.stderr and "no file was written" in done.stderr, done.stderr
+    assert (tmp_path / f"good.{fmt}").read_bytes() == b"THE GOOD PICTURE" and done.stdout == ""
+
+
 def test_migrate_refuses_modules_declaring_no_hybrids(tmp_path: Path) -> None:
     """As dal erd does: a module with no hybrids would read as 'up to date'."""
     done = run_dal("migrate", "--hybrids", "json", "--persistent", "sqlite:///m.sqlite3", cwd=tmp_path)
@@ -299,3 +316,22 @@ def test_demo_draws_its_diagram_in_the_format_of_the_suffix(tmp_path: Path, name
     assert done.returncode == 0, done.stderr
     assert (tmp_path / name).read_bytes().startswith(magic)
     assert [n for n in os.listdir(tmp_path) if n.endswith(".tmp")] == []
+
+
+def test_the_demo_shows_why_its_refresher_failed(tmp_path: Path) -> None:
+    """It kept only the stderr lines holding a lowercase "error": a traceback's last line has none."""
+    hook = tmp_path / "hook"
+    package(tmp_path, "hook", {"sitecustomize.py": """
+        import sys
+        if "refresh" in sys.orig_argv:  # the demo's `dal refresh --once` only: it crashes
+            import dal.cli.refresh
+
+            def crash(args):
+                raise RuntimeError("injected crash: the disk went away")
+
+            dal.cli.refresh.run = crash
+        """})
+    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    done = run_dal("demo", "--count", "2", "--erd", "", cwd=tmp_path, env={"PYTHONPATH": path})
+    assert "`dal refresh --once` (another process): exit 1" in done.stdout, done.stdout
+    assert "| RuntimeError: injected crash: the disk went away" in done.stdout, done.stdout

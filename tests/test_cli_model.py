@@ -196,3 +196,27 @@ def test_a_dry_run_migration_refuses_a_missing_sqlite_file(tmp_path: Path, where
     assert result.returncode == 2 and "does not exist" in result.stderr, result.stdout + result.stderr
     assert "up to date" not in result.stdout
     assert os.listdir(tmp_path) == []
+
+
+BOX = ("from typing import Any\n\nfrom dal import DataObject, Dynamic, Property\n\n\n"
+       "class Box(DataObject):\n"
+       "    __properties: list[Any] = [Property('name', str), Property('size', int, default=0)]\n"
+       "    __dynamics = [Dynamic('doubled', int, 60)]\n\n"
+       "    def _doubled(self) -> int:\n"
+       "        return self.size * 2\n")
+
+
+@pytest.mark.parametrize(("where", "queued"), [
+    ("name=123", 1), ("name=null", 1), ("name=true", 1), ("name=1e3", 1), ('name="123"', 1), ('name="x"', 1),
+    ("name=x", 1), ("name=nobody", 0), ("size=7", 1),
+])
+def test_cache_queue_where_reads_a_value_by_the_fields_type(tmp_path: Path, where: str, queued: int) -> None:
+    """A text field took VALUE as JSON too: ``name=null`` queued nothing, ``name=123`` was a type error."""
+    (tmp_path / "boxes.py").write_text(BOX)
+    run_python("import dal, boxes\ndal.configure('sqlite:///box.sqlite3', namespace='box')\n"
+               "for name in ['123', 'null', 'true', '1e3', 'x']:\n"
+               "    boxes.Box(data={'name': name}).save()\n"
+               "boxes.Box(data={'name': 'seven', 'size': 7}).save()\n", tmp_path)
+    stores = {"DAL_HYBRIDS": "boxes", "DAL_PERSISTENT_URL": "sqlite:///box.sqlite3", "DAL_NAMESPACE": "box"}
+    done = run_dal("cache", "queue", "box.doubled", "--where", where, cwd=tmp_path, env=stores)
+    assert (done.returncode, done.stdout) == (0, f"queued {queued} dynamics\n"), done.stderr

@@ -102,3 +102,23 @@ def test_stats_refuses_count_without_demo(tmp_path: Path) -> None:
     result = run_dal("stats", "--count", "5", "--persistent", "memory://", cwd=tmp_path)
     assert_refused(result, "--count 5", "--demo")
     assert result.stdout == ""
+
+
+#: what an empty DAL_HYBRIDS is told, as an empty DAL_NAMESPACE is
+FROM_NOTHING = "the list of hybrids modules is empty (from DAL_HYBRIDS, which is set to nothing)"
+
+
+@pytest.mark.parametrize(("options", "env", "says"), [
+    ([], {"DAL_HYBRIDS": ""}, FROM_NOTHING),
+    ([], {"DAL_HYBRIDS": "  "}, FROM_NOTHING),
+    (["--hybrids", ""], {}, "the list of hybrids modules is empty; give one, or leave it unset for 'dal."),
+    (["--hybrids", " , "], {}, "the list of hybrids modules ' , ' names no module"),
+])
+def test_an_empty_hybrids_setting_is_refused_as_every_empty_dal_setting(
+        tmp_path: Path, options: list[str], env: dict[str, str], says: str) -> None:
+    """It meant "no modules": `dal check` then reported every key of the namespace as an orphan (exit 1)."""
+    made = run_dal("migrate", "--persistent", "sqlite:///s.sqlite3", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    done = run_dal("check", "--persistent", "sqlite:///s.sqlite3", *options, cwd=tmp_path, env=env)
+    assert done.returncode == 2 and done.stderr.startswith(f"error: {says}"), done.stderr
+    assert done.stdout == ""

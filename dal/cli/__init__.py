@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from dal.backends import backend_class, located
 from dal.backends.url import StoreURL, parse_url
-from dal.cli.output import open_stdout
+from dal.cli.output import diagnostics, open_stdout
 from dal.config import DEFAULT_PERSISTENT, Context
 from dal.exceptions import ConfigurationError, DalError
 from dal.settings import setting
@@ -80,9 +80,23 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
                        help="cache store URL (default: $DAL_VOLATILE_URL or memory://)")
     group.add_argument("--namespace", metavar="NAME", default=None,
                        help="key namespace (default: $DAL_NAMESPACE or the command's own)")
-    group.add_argument("--hybrids", metavar="MODULE[,MODULE]",
-                       default=os.environ.get("DAL_HYBRIDS", "dal.hybrids"),
+    # None when not given: hybrids_setting reads $DAL_HYBRIDS (and refuses it empty) for the commands
+    # that import the modules
+    group.add_argument("--hybrids", metavar="MODULE[,MODULE]", default=None,
                        help="modules declaring hybrids (default: $DAL_HYBRIDS or dal.hybrids)")
+
+
+def hybrids_setting(given: str | None) -> str:
+    """Return the modules declaring hybrids: ``given`` (--hybrids), else ``$DAL_HYBRIDS``, else
+    ``dal.hybrids``. One empty, blank or naming no module (``,``) is refused (ConfigurationError), as
+    every empty ``DAL_*`` setting is: it would import no hybrid, and ``dal check`` would then report
+    every key of the namespace as an orphan."""
+    modules = setting(given, "DAL_HYBRIDS", "dal.hybrids", "list of hybrids modules")
+    if not any(part.strip() for part in modules.split(",")):
+        raise ConfigurationError(f"the list of hybrids modules {modules!r} names no module; give one with "
+                                 "--hybrids MODULE[,MODULE] (or DAL_HYBRIDS), or leave it unset for "
+                                 "'dal.hybrids'")
+    return modules
 
 
 def existing_store(url: str | None) -> str:
@@ -175,8 +189,18 @@ def _import(name: str) -> ModuleType:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``dal`` command line and return its exit code."""
+    """Run the ``dal`` command line and return its exit code.
+
+    stderr carries no output: when it cannot be written (``2>&-``, a full device, a pipe whose reader
+    left), its messages are dropped and the command still does its work and keeps its exit status.
+    """
     open_stdout()  # started with stdout closed (>&-): what it prints is output that cannot be written
+    with diagnostics():
+        return _reported(argv)
+
+
+def _reported(argv: Sequence[str] | None) -> int:
+    """Run the command; turn its errors into an ``error: ...`` line on stderr and an exit code."""
     try:
         code = _run(argv)
         sys.stdout.flush()  # here, not at exit, so an output error is reported like any other
@@ -212,6 +236,7 @@ def _run(argv: Sequence[str] | None) -> int:
     # the demo (dal demo, dal stats --demo) runs the sample model alone: --hybrids may name an
     # application whose hybrids are named like the sample's (Disk, Pool)
     if getattr(module, "uses_hybrids", lambda args: True)(args):
+        args.hybrids = hybrids_setting(args.hybrids)
         import_hybrids(args.hybrids)
     return int(module.run(args))
 

@@ -24,6 +24,7 @@ from dal.cli.progress import Progress
 from dal.config import Context
 from dal.exceptions import DalError
 from dal.tools import cache
+from dal.tools.cache.listing import registered
 
 HELP = "list, delete, prune, queue and prefetch, clean cache entries"
 #: the store options each action takes again, with the metavars the top-level ones show
@@ -48,8 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     queue = _action(actions, "queue", "queue dynamics to compute (HYBRID.DYNAMIC), or --list / --clear")
     queue.add_argument("target", nargs="?", metavar="HYBRID.DYNAMIC")
     queue.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
-                       help="only objects whose FIELD equals VALUE (JSON, else text); repeatable, each "
-                            "FIELD once")
+                       help="only objects whose FIELD equals VALUE (JSON, else text; a text field takes "
+                            "VALUE as text unless it is a JSON string); repeatable, each FIELD once")
     queue.add_argument("--list", action="store_true", help="print the queue in insertion order")
     queue.add_argument("--clear", action="store_true", help="empty the whole queue (given alone)")
     prefetch = _action(actions, "prefetch", "compute the queued dynamics")
@@ -137,7 +138,8 @@ def _queue(context: Context, args: argparse.Namespace) -> int:
     if not args.target or "." not in args.target:
         raise DalError("name what to queue as HYBRID.DYNAMIC (or give --list or --clear)")
     hybrid, dynamic = args.target.split(".", 1)
-    conditions = [_condition(text) for text in args.where]
+    texts = _text_fields(hybrid)
+    conditions = [_condition(text, texts) for text in args.where]
     fields = [name for name, _ in conditions]
     repeated = sorted({name for name in fields if fields.count(name) > 1})
     if repeated:  # a dict would keep the last and queue the objects of one value, silently
@@ -149,14 +151,34 @@ def _queue(context: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def _condition(text: str) -> tuple[str, Any]:
+def _condition(text: str, texts: frozenset[str]) -> tuple[str, Any]:
+    """Return ``FIELD=VALUE`` as a condition: VALUE read as JSON, else as text. A field holding text
+    (``texts``) takes VALUE as text unless it is a JSON string: ``name=123``, ``name=null`` match the
+    name ``"123"``, ``"null"``; ``name='"x"'`` matches ``x``."""
     field, sep, value = text.partition("=")
     if not sep or not field:
         raise DalError(f"--where takes FIELD=VALUE, not {text!r}")
     try:
-        return field, json.loads(value)
+        found = json.loads(value)
     except ValueError:
         return field, value
+    return field, (value if field in texts and not isinstance(found, str) else found)
+
+
+def _text_fields(hybrid: str) -> frozenset[str]:
+    """Return the fields of ``hybrid`` that hold text: its ``str`` and text-enum properties, its
+    relations' guids (none when no hybrid has that name: the queue says so)."""
+    try:
+        meta = registered(hybrid)._meta
+    except DalError:
+        return frozenset()
+    texts = {name for name, spec in meta.properties.items() if _holds_text(spec.property_type)}
+    return frozenset(texts | {relation.guid_field for relation in meta.relations.values()})
+
+
+def _holds_text(declared: object) -> bool:
+    """Whether a property declared ``declared`` holds text: ``str``, or an enum of text values."""
+    return declared is str or (isinstance(declared, list) and all(isinstance(v, str) for v in declared))
 
 
 def _prefetch(context: Context, args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ same stores, refreshes what is stale with one bulk call and prints its summary.
 from __future__ import annotations
 
 import argparse
+import re
 import secrets
 import subprocess
 import sys
@@ -33,6 +34,10 @@ LATER = 3
 TIMEOUT = VirtualMachine._meta.mirror.timeout if VirtualMachine._meta.mirror else 0.0
 #: seconds `dal refresh --once` may take before the demo gives up on it
 REFRESHER_TIMEOUT = 120
+#: the last lines of its stderr the demo shows when `dal refresh --once` failed
+STDERR_LINES = 5
+#: a line of its progress bar (dal.cli.progress.Progress, drawn on a pipe): `label [###---] 3/9 (33%)`
+PROGRESS_LINE = re.compile(r".* \[[#-]+\] \d+/\d+ \(\d+%\)")
 
 
 class Calls:
@@ -178,8 +183,7 @@ def _run_refresher(context: Context, args: argparse.Namespace) -> tuple[int, lis
                                   check=False)
         except subprocess.TimeoutExpired:
             return -1, [f"did not finish in {REFRESHER_TIMEOUT} s"], "another process"
-        # its progress bar went to stderr: keep only what it said went wrong
-        output = done.stdout.splitlines() + [line for line in done.stderr.splitlines() if "error" in line]
+        output = done.stdout.splitlines() + said(done.returncode, done.stderr)
         return done.returncode, output, "another process"
     found = dal.mirror.refresh_stale(VirtualMachine)
     summary = [f"{VirtualMachine.__name__}: {found.total} stale: {found.refreshed} changed, "
@@ -187,3 +191,12 @@ def _run_refresher(context: Context, args: argparse.Namespace) -> tuple[int, lis
                "command runs)"]
     where = f"in this process: {context.persistent.scheme}:// is not shared"
     return (1 if found.failed else 0), summary, where
+
+
+def said(exit_code: int, stderr: str) -> list[str]:
+    """Return what the refresher's stderr tells: its progress bar left out, the lines naming an error,
+    or, when it failed, its last lines, which say why (a traceback ends with ``XxxError: ...``)."""
+    lines = [line for line in stderr.splitlines() if line.strip() and not PROGRESS_LINE.fullmatch(line)]
+    if exit_code == 0:
+        return [line for line in lines if "error" in line.lower()]
+    return lines[-STDERR_LINES:]

@@ -76,6 +76,73 @@ def open_stdout() -> None:
         sys.stdout = cast(TextIO, ClosedOutput())
 
 
+class Diagnostics(io.TextIOBase):
+    """Stands for stderr while a command runs: what goes there (the progress bar, a warning, an error
+    line) is for the reader, never part of the work. A stderr that cannot be written (started with
+    ``2>&-``, on a full device, a pipe whose reader left) drops it, from its first failed write on,
+    so the command finishes its work and keeps its exit status."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self._attempt(lambda stream: stream.write(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._attempt(lambda stream: stream.flush())
+
+    def isatty(self) -> bool:
+        return bool(self._attempt(lambda stream: stream.isatty()))
+
+    def fileno(self) -> int:
+        if self.stream is None:
+            raise io.UnsupportedOperation("stderr is closed")
+        return self.stream.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+    def _attempt(self, call: Callable[[TextIO], object]) -> object:
+        if self.stream is not None:
+            try:
+                return call(self.stream)
+            except (OSError, ValueError, AttributeError):
+                self.stream = None  # unwritable: the rest is dropped, not retried line by line
+        return None
+
+
+@contextmanager
+def diagnostics() -> Iterator[None]:
+    """Put a :class:`Diagnostics` in place of ``sys.stderr`` while a command runs.
+
+    A process started without descriptor 2 (``2>&-``) gets the null device there, so no file the
+    command opens takes that number, where a child process or a C library would write its messages.
+    """
+    before = sys.stderr
+    if before is None:
+        with suppress(OSError):
+            _hold_descriptor(2)
+    sys.stderr = cast(TextIO, Diagnostics(before))
+    try:
+        yield
+    finally:
+        sys.stderr = before
+
+
+def _hold_descriptor(number: int) -> None:
+    """Open the null device on descriptor ``number`` if nothing is open there."""
+    try:
+        os.fstat(number)
+        return
+    except OSError:
+        pass
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != number:
+        os.dup2(null, number)
+        os.close(null)
+
+
 class Terminated(BaseException):
     """SIGTERM arrived while a file was being written; the temporary file is removed."""
 

@@ -3,12 +3,14 @@
 On a terminal, rich (:mod:`rich.progress`) draws the bar in place with the count, the rate and
 the time left. Elsewhere (a log, a pipe, a test) it prints one plain line per tenth of the
 work, so long runs still show progress without flooding the output or filling a log with
-terminal control codes.
+terminal control codes. The bar is decoration: a stream it cannot write (closed, full, a pipe
+whose reader left) turns it off, and the work goes on.
 """
 
 from __future__ import annotations
 
 import sys
+from contextlib import suppress
 from types import TracebackType
 from typing import TextIO
 
@@ -28,6 +30,9 @@ from rich.text import Text
 
 #: width of the plain bar printed when stderr is not a terminal
 WIDTH = 30
+#: what writing a stream that is closed (None, when the process was started with ``2>&-``), on a
+#: full device, or a pipe whose reader left, raises: the bar then turns itself off
+UNWRITABLE = (OSError, ValueError, AttributeError)
 
 
 class _Rate(ProgressColumn):
@@ -48,7 +53,10 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled and self.total > 0
         self.done = 0
-        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        try:
+            self._tty = bool(self.stream.isatty())
+        except UNWRITABLE:  # no stream (2>&-) or a closed one: nothing is drawn, see advance
+            self._tty = False
         self._last_tenth = -1
         self._bar: RichProgress | None = None
         self._task: TaskID | None = None
@@ -57,6 +65,12 @@ class Progress:
         self.done += amount
         if not self.enabled:
             return
+        try:
+            self._draw()
+        except UNWRITABLE:
+            self._off()
+
+    def _draw(self) -> None:
         if self._tty:
             if self._bar is None:  # used without ``with``: start drawing at the first step
                 self._start()
@@ -82,13 +96,25 @@ class Progress:
         self._task = self._bar.add_task(self.label, total=self.total, completed=self.done)
         self._bar.start()
 
+    def _off(self) -> None:
+        """Stop drawing for good: the bar is decoration, and a stream it cannot write stops no work."""
+        self.enabled = False
+        self._stop()
+
+    def _stop(self) -> None:
+        bar, self._bar = self._bar, None
+        if bar is not None:
+            with suppress(*UNWRITABLE):
+                bar.stop()
+
     def __enter__(self) -> Progress:
         if self.enabled and self._tty:
-            self._start()
+            try:
+                self._start()
+            except UNWRITABLE:
+                self._off()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+        self._stop()

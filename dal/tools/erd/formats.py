@@ -28,6 +28,8 @@ SUFFIXES: dict[str, Format] = {".mmd": "mermaid", ".mermaid": "mermaid", ".dot":
                                ".svg": "svg", ".png": "png"}
 #: seconds Graphviz may take to lay out a diagram
 DOT_TIMEOUT = 120.0
+#: the first bytes of every PNG file
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class GraphvizNotFoundError(DalError):
@@ -234,7 +236,16 @@ def render_picture(hybrids: Iterable[type[DataObject]] | None = None, fmt: Forma
         said = done.stderr.decode(errors="replace").strip()
         raise DalError(f"Graphviz ({binary}) failed to draw the diagram (exit {done.returncode}): "
                        f"{said or 'it printed no reason'}; check that --dot names Graphviz's dot")
+    if not _is_picture(done.stdout, fmt):
+        what = "nothing" if not done.stdout.strip() else f"{len(done.stdout)} bytes that are no {fmt} picture"
+        raise DalError(f"Graphviz ({binary}) exited 0 but wrote {what}; check that --dot names Graphviz's "
+                       "dot (no file was written)")
     return _steady_svg(done.stdout) if fmt == "svg" else done.stdout
+
+
+def _is_picture(data: bytes, fmt: Format) -> bool:
+    """Whether ``data`` is what ``dot -T<fmt>`` writes: a PNG's signature, an ``<svg`` element."""
+    return data.startswith(PNG_SIGNATURE) if fmt == "png" else b"<svg" in data
 
 
 def _steady_svg(svg: bytes) -> bytes:
