@@ -20,7 +20,7 @@ from dal.objects import schema
 from dal.objects.schema import SchemaRecord, complete_record, stored_fields
 from dal.objects.transaction import Document, encode
 from dal.tools.migrate.migrations import MigrationError, Operation
-from dal.tools.migrate.report import Violation
+from dal.tools.migrate.report import Violation, valueless_fields
 from dal.tools.migrate.run import ATTEMPTS, CompleteKeys, decode_doc
 from dal.tools.migrate.stale import StaleKeyRemover
 from dal.tools.migrate.survey import Survey, Surveyor, filled, onetoone_violation
@@ -69,14 +69,15 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
         self._drop_stale_keys(survey, distrusted_at)
         self._drop_relations(survey)
         late_fields = {v.field for v in late}
-        violated = late_fields | {v.field for v in survey.violations}
+        violated = late_fields | {v.field for v in survey.violations if v.kind != "mandatory"}
         built_unique = tuple(name for name in buildable if name not in late_fields)
         built_onetoone = tuple(name for name in survey.build_onetoone if name not in violated)
         if marked:
             self._remark_building(meta)
         self._record(survey, built_indexed=survey.build_indexed, built_unique=built_unique,
                      built_onetoone=built_onetoone, unlinked=frozenset(
-                         v.field for v in (*survey.violations, *late) if v.kind == "dangling"))
+                         v.field for v in (*survey.violations, *late) if v.kind == "dangling"),
+                     valueless=valueless_stored(survey))
         built = CompleteKeys(frozenset(survey.build_indexed), frozenset(built_unique),
                              frozenset(built_onetoone))
         # fields filled: a create by an older process before the record write may lack them
@@ -92,7 +93,10 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
         unique value that holds its key (see :meth:`_claim_violated`)."""
         for violation in violations:
             what = violation.describe()
-            if violation.kind == "dangling":
+            if violation.kind == "mandatory":
+                self.say(f"  no value for them: {what}; give each a value (set it and save, or a migration "
+                         "step), declare a default, or delete them")
+            elif violation.kind == "dangling":
                 self.say(f"  no link written for them: {what}; point them at a stored {violation.target} "
                          "or at None, or delete them")
             elif violation.kind == "onetoone":
@@ -279,10 +283,13 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
                              "run dal migrate again")
 
     def _record(self, survey: Survey, built_indexed: tuple[str, ...], built_unique: tuple[str, ...],
-                built_onetoone: tuple[str, ...] = (), unlinked: frozenset[str] = frozenset()) -> None:
+                built_onetoone: tuple[str, ...] = (), unlinked: frozenset[str] = frozenset(),
+                valueless: frozenset[str] = frozenset()) -> None:
         """Record the model the documents now match and which keys are complete; relations with objects
         left without their link (``unlinked``: their target is not stored) are left out of its model, so
-        the next run looks for their links again (see :mod:`dal.tools.migrate.links`)."""
+        the next run looks for their links again (see :mod:`dal.tools.migrate.links`); the stored fields
+        of mandatory ones some object holds no value of (``valueless``) are marked ``lacking``, so the
+        next run scans the documents and reports the objects again until each has a value."""
         meta = survey.meta
         record = schema.read_record(self.context, meta.name)
         target = complete_record(meta)
@@ -290,6 +297,8 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
             relations = target.model["relations"]
             target = target.replace(model={**target.model, "relations": {
                 name: spec for name, spec in relations.items() if name not in unlinked}})
+        if valueless:
+            target = target.replace(model={**target.model, "lacking": sorted(valueless)})
         for _ in range(ATTEMPTS):
             base_indexed = record.indexed if record is not None else frozenset()
             base_unique = record.unique if record is not None else frozenset()
@@ -306,6 +315,14 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
                 return
             record = stored
         raise MigrationError(f"the schema record of {meta.cls.__name__} kept changing; run dal migrate again")
+
+
+def valueless_stored(survey: Survey) -> frozenset[str]:
+    """Return the stored fields of the mandatory properties and relations the survey found objects
+    holding no value of."""
+    meta = survey.meta
+    names = {v.field for v in survey.violations if v.kind == "mandatory"}
+    return frozenset(stored for stored, name in valueless_fields(meta).items() if name in names)
 
 
 def filled_fields(survey: Survey) -> list[str]:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from dal.exceptions import ConfigurationError, DalError
 from dal.model.registry import hybrids
+from dal.model.trees import tree_kin
 from dal.objects.transaction import Document
 from dal.values import same
 
@@ -60,6 +61,22 @@ class Operation:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def aim(self) -> tuple[str, ...]:
+        """What the operation changes: a step naming a subclass hybrid with an operation of the same aim
+        gives it that one instead of the one it inherits (see :meth:`Step.expanded`)."""
+        raise NotImplementedError
+
+    def inherited(self, meta: HybridMeta) -> bool:
+        """Whether subclass hybrid ``meta`` inherits what the operation changes (so its documents hold it
+        as those of the hybrid named do)."""
+        raise NotImplementedError
+
+    def for_hybrid(self, meta: HybridMeta) -> Operation:
+        """Return the same operation on the documents of ``meta`` (a subclass hybrid)."""
+        clone = copy.copy(self)
+        clone.meta = meta
+        return clone
+
 
 @dataclass
 class RenameProperty(Operation):
@@ -82,6 +99,12 @@ class RenameProperty(Operation):
 
     def describe(self) -> str:
         return f"rename property {self.meta.cls.__name__}.{self.old} to {self.new}"
+
+    def aim(self) -> tuple[str, ...]:
+        return ("property", self.old)
+
+    def inherited(self, meta: HybridMeta) -> bool:
+        return self.new in meta.properties and self.old not in meta.field_set
 
 
 @dataclass
@@ -109,6 +132,12 @@ class RenameRelation(Operation):
 
     def describe(self) -> str:
         return f"rename relation {self.meta.cls.__name__}.{self.old} to {self.new}"
+
+    def aim(self) -> tuple[str, ...]:
+        return ("relation", self.old)
+
+    def inherited(self, meta: HybridMeta) -> bool:
+        return self.new in meta.relations and self.old not in meta.relations
 
 
 @dataclass
@@ -144,6 +173,12 @@ class Transform(Operation):
     def describe(self) -> str:
         return f"transform {self.meta.cls.__name__} with {self.label}"
 
+    def aim(self) -> tuple[str, ...]:
+        return ("transform",)
+
+    def inherited(self, meta: HybridMeta) -> bool:
+        return True  # a subclass hybrid's objects are objects of the hybrid named
+
 
 @dataclass
 class DropField(Operation):
@@ -158,6 +193,13 @@ class DropField(Operation):
 
     def describe(self) -> str:
         return f"drop field {self.meta.cls.__name__}.{self.name}"
+
+    def aim(self) -> tuple[str, ...]:
+        return ("field", self.name)
+
+    def inherited(self, meta: HybridMeta) -> bool:
+        # a subclass hybrid declaring the field (again) holds it as its own
+        return self.name not in meta.field_set and self.name not in meta.relations
 
 
 @dataclass
@@ -206,15 +248,30 @@ class Step:
                                  "model before dropping its stored field")
         self.operations.append(DropField(meta, name))
 
-    def hybrids(self) -> list[HybridMeta]:
-        """Return the hybrids this step touches, in the order it names them first."""
-        seen: dict[str, HybridMeta] = {}
+    def expanded(self) -> list[Operation]:
+        """Return the operations the step runs: each one named, then the same for every registered
+        subclass hybrid of the hybrid it names that inherits what it changes (the subclass hybrid's
+        objects are stored under its own name, holding the inherited fields as the named hybrid's do),
+        unless the step names that subclass hybrid itself in an operation of the same aim."""
+        named = {(op.meta.name, op.aim()) for op in self.operations}
+        result: list[Operation] = []
         for operation in self.operations:
+            result.append(operation)
+            for meta in _subclass_hybrids(operation.meta):
+                if (meta.name, operation.aim()) not in named and operation.inherited(meta):
+                    result.append(operation.for_hybrid(meta))
+        return result
+
+    def hybrids(self) -> list[HybridMeta]:
+        """Return the hybrids this step touches (its subclass hybrids included), in the order it names
+        them first."""
+        seen: dict[str, HybridMeta] = {}
+        for operation in self.expanded():
             seen.setdefault(operation.meta.name, operation.meta)
         return list(seen.values())
 
     def operations_for(self, meta: HybridMeta) -> list[Operation]:
-        return [op for op in self.operations if op.meta.name == meta.name]
+        return [op for op in self.expanded() if op.meta.name == meta.name]
 
     def _check_rename(self, meta: HybridMeta, old: str, new: str, kind: str, declared: Any,
                       taken: frozenset[str]) -> None:
@@ -292,6 +349,16 @@ def migration(number: int, description: str) -> Callable[[Callable[[Step], None]
 def declared_migrations() -> list[Migration]:
     """Return every step declared by the imported modules, by number."""
     return [_declared[number] for number in sorted(_declared)]
+
+
+def _subclass_hybrids(meta: HybridMeta) -> list[HybridMeta]:
+    """Return the registered subclass hybrids of ``meta``'s (direct or not), by name."""
+    found = []
+    for name in tree_kin(meta.cls):
+        cls = hybrids.get(name)
+        if issubclass(cls, meta.cls):
+            found.append(cls._meta)
+    return found
 
 
 def _meta_of(hybrid: type[DataObject] | str, step: Step) -> HybridMeta:

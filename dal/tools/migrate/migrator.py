@@ -124,7 +124,7 @@ class Migrator(StepRunner, KeyVerifier):
         for index, (declared, step) in enumerate(pending):
             if self.dry_run:
                 self.say(f"step {declared.number} ({declared.description}): would "
-                         f"{'; '.join(op.describe() for op in step.operations) or 'do nothing'}")
+                         f"{'; '.join(op.describe() for op in step.expanded()) or 'do nothing'}")
                 self._simulate_step(step, [earlier for _, earlier in pending[:index]], held)
             else:
                 self._run_step(declared, step)
@@ -166,7 +166,8 @@ class Migrator(StepRunner, KeyVerifier):
                          "needed a change)")
         for kind, label, left in (("unique", "unique violation", "unbuilt"),
                                   ("onetoone", "one-to-one violation", "unbuilt"),
-                                  ("dangling", "dangling relation", "unlinked")):
+                                  ("dangling", "dangling relation", "unlinked"),
+                                  ("mandatory", "mandatory field", "without a value")):
             count = sum(1 for violation in report.violations if violation.kind == kind)
             if count:
                 parts.append(f"{count} {label}{'s' * (count != 1)} left {left} (see above)")

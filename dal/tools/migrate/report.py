@@ -6,7 +6,10 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from dal.model.meta import HybridMeta
 
 
 class Meter(Protocol):
@@ -25,6 +28,9 @@ class Violation:
     (``field``; ``value`` is the target's guid, ``target`` its class): none of them gets a key.
     Or (``kind="dangling"``) objects pointing, through a relation whose links are written back
     (:mod:`dal.tools.migrate.links`), at a target that is not stored: none of them gets a link.
+    Or (``kind="mandatory"``) objects holding no value (lacking it, or None) of a mandatory property or
+    relation ``field`` that has no default: the fill pass can give them none, so they read None and
+    cannot be saved until given one.
     """
 
     hybrid: str
@@ -41,6 +47,9 @@ class Violation:
         if self.kind == "dangling":
             return (f"{self.cls_name}.{self.field} of {len(self.guids)} object{'s' * (len(self.guids) != 1)} "
                     f"points at {self.target} {self.value}, which is not stored: {shown}")
+        if self.kind == "mandatory":
+            return (f"{self.cls_name}.{self.field} is mandatory and has no default, but {len(self.guids)} "
+                    f"object{'s' * (len(self.guids) != 1)} hold{'s' * (len(self.guids) == 1)} none: {shown}")
         if self.kind == "onetoone":
             return (f"{self.cls_name}.{self.field} is one-to-one, but {len(self.guids)} objects point at "
                     f"{self.target} {self.value}: {shown}")
@@ -66,5 +75,24 @@ class Report:
     @property
     def ok(self) -> bool:
         """Whether everything declared is (or would be) complete: no violation (a unique value or a
-        one-to-one target held twice, a relation pointing at nothing) remains."""
+        one-to-one target held twice, a relation pointing at nothing, a mandatory field without a
+        value) remains."""
         return not self.violations
+
+
+def valueless_fields(meta: HybridMeta) -> dict[str, str]:
+    """Return stored field -> its property or relation name, of the mandatory ones without a default:
+    a document lacking one is filled with None, which no save accepts."""
+    found = {name: name for name, prop in meta.properties.items()
+             if prop.mandatory and meta.stored_defaults.get(name) is None}
+    found.update((relation.guid_field, name) for name, relation in meta.relations.items()
+                 if relation.mandatory)
+    return found
+
+
+def valueless_violations(meta: HybridMeta, holders: dict[str, list[str]]) -> list[Violation]:
+    """Return the violations of the objects (``holders``: stored field -> guids) holding no value of a
+    mandatory field without a default."""
+    names = valueless_fields(meta)
+    return [Violation(meta.name, meta.cls.__name__, names[stored], None, tuple(guids), kind="mandatory")
+            for stored, guids in sorted(holders.items()) if guids]

@@ -182,7 +182,8 @@ def step_document(number: int, operations: list[Operation], meta: HybridMeta, gu
     check_readable(number, meta, guid, before, after)
     # a declared field the step dropped reads as its default: store that, so its keys (moved from
     # the stored document's values) are those of the value reads return and queries ask for; fields
-    # the document never held are left to the fill pass, which reports them
+    # the document never held are left to the fill pass (a mandatory one without a default, which it
+    # can fill with None only, is reported by its survey as a violation)
     defaults = meta.with_defaults(after)
     after.update((name, defaults[name]) for name in before if name not in after and name in defaults)
     if not old_links and encode_canonical(after) == encode_canonical(before):
@@ -237,7 +238,7 @@ def check_mandatory(number: int, meta: HybridMeta, guid: str, before: Document, 
                   if relation.mandatory]
     for stored, label in mandatory:
         if stored not in before and stored not in after:
-            continue  # never held: the defaults pass reports it
+            continue  # never held: the fill pass's survey reports it (a violation, kind "mandatory")
         value = after[stored] if stored in after else meta.stored_defaults.get(stored)
         if value is None and not (stored in before and same(before[stored], value)):
             how = "sets it to None" if stored in after else "drops it and it has no default"

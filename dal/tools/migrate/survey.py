@@ -14,7 +14,7 @@ from dal.objects.schema import SchemaRecord, stored_fields
 from dal.objects.transaction import Document
 from dal.tools.migrate.links import LinkRebuilder, dangling_violations
 from dal.tools.migrate.migrations import Operation, RenameRelation
-from dal.tools.migrate.report import Violation
+from dal.tools.migrate.report import Violation, valueless_fields, valueless_violations
 from dal.tools.migrate.run import decode_doc, step_document
 
 if TYPE_CHECKING:
@@ -183,6 +183,7 @@ class Surveyor(LinkRebuilder):
         # a step a stopped run left midway has already rewritten the documents up to its cursor
         done = {number: self._step_cursor(number, meta) for number, _ in pending_ops}
         dangling: dict[tuple[str, str], list[str]] = {}
+        valueless: dict[str, list[str]] = {stored: [] for stored in valueless_fields(meta)}
         for batch in self._batches(prefix):
             docs: list[tuple[str, Document, bool]] = []
             for doc_key, entry in batch:
@@ -193,6 +194,8 @@ class Surveyor(LinkRebuilder):
                 survey.objects += 1
                 for name in meta.field_set - doc.keys():
                     survey.missing[name] += 1
+                for name, guids in valueless.items():
+                    guids += [guid] if doc.get(name) is None else []
                 for name in survey.build_unique:
                     value = value_of(meta, doc, name)
                     if value is not None:
@@ -218,7 +221,7 @@ class Surveyor(LinkRebuilder):
                 if len(guids) > 1:
                     survey.offenders[name].add(target)
                     survey.violations.append(onetoone_violation(meta, name, target, sorted(guids)))
-        survey.violations += dangling_violations(meta, dangling)
+        survey.violations += dangling_violations(meta, dangling) + valueless_violations(meta, valueless)
 
     def _as_stepped(self, survey: Survey, pending_ops: list[tuple[int, list[Operation]]],
                     done: dict[int, str], doc_key: str, doc: Document) -> tuple[Document, bool]:
