@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import redis
 
-from dal import DataObject, Property, configure
+from dal import DataObject, Dynamic, Mirror, Property, configure
 from dal.backends import open_persistent, open_volatile
-from dal.backends.base import Delete, Exists, PrefixEmpty, PrefixUnchanged, Put, Revision
+from dal.backends.base import CacheFullError, Delete, Exists, PrefixEmpty, PrefixUnchanged, Put, Revision
 from dal.backends.redis.connection import SettingRefusedError
 from dal.exceptions import BackendError
 from dal.testing.servers import RunningServer, closed_port
@@ -40,9 +40,10 @@ def _fill_up(server: RunningServer) -> Any:
 @pytest.mark.redis
 def test_a_full_cache_refuses_writes_as_misses_and_still_answers_counted_reads(
         own_redis: RunningServer) -> None:
-    """At maxmemory (noeviction) set, add and cas store nothing and return false, as over the size
-    limit (cas and set remove the old value, add leaves it); a read counting hits (``?hits=1``),
-    whose counter is its first write, still answers what is there."""
+    """At maxmemory (noeviction) set and cas store nothing and return false, as over the size limit,
+    removing the old value; add raises CacheFullError (a false add would read as a lock another caller
+    holds) and leaves it; a read counting hits (``?hits=1``), whose counter is its first write, still
+    answers what is there."""
     cache = open_volatile(f"{own_redis.url}/1")
     counted = open_volatile(f"{own_redis.url}/1?hits=1")
     assert cache.set("k", b"v", 60) and cache.set("k2", b"v2", 60) and cache.set("k3", b"v3", 60)
@@ -50,8 +51,10 @@ def test_a_full_cache_refuses_writes_as_misses_and_still_answers_counted_reads(
     admin = _fill_up(own_redis)
     try:
         assert counted.get("k") == b"v" and counted.get_many(["k", "k3", "none"]) == {"k": b"v", "k3": b"v3"}
-        assert cache.add("new", b"x", 60) is False and cache.get("new") is None
-        assert cache.add("k", b"x", 60) is False and cache.get("k") == b"v", "add replaces nothing"
+        for key in ("new", "k"):  # refused for the memory limit, not taken by another: not a false add
+            with pytest.raises(CacheFullError, match="is at its maxmemory"):
+                cache.add(key, b"x", 60)
+        assert cache.get("new") is None and cache.get("k") == b"v", "add replaces nothing"
         assert cache.cas("k2", b"x" * 100, token, 60) is False and cache.get("k2") is None
         assert cache.set("k3", b"x" * 100, 60) is False and cache.get("k3") is None
     finally:
@@ -90,6 +93,42 @@ def test_a_full_cache_keeps_serving_what_it_holds_while_fills_are_refused(
     assert counts == {"object_hits": len(others), "object_errors": 0}
 
 
+class _Locked(DataObject, hybrid_name="redisedgeslocked"):
+    __properties = [Property("name", str)]
+    __dynamics = [Dynamic("reading", int, 600, locked=True, lock_timeout=5.0)]
+    __mirror = Mirror(timeout=60, lock_timeout=5)
+
+    def _reading(self) -> int:
+        return 42
+
+    def _refresh(self) -> dict[str, Any]:
+        return {"status": "up"}
+
+
+@pytest.mark.redis
+def test_a_full_cache_never_makes_a_locked_read_or_a_refresh_wait_for_a_lock_nobody_holds(
+        own_redis: RunningServer) -> None:
+    """The lock of a locked dynamic and of a mirror's refresh is an add: refused at maxmemory, it read as
+    a lock another caller held, and each read waited out lock_timeout (5 s here). It is an error of the
+    cache now: the read computes at once, as when the cache fails (``lock_errors``)."""
+    context = configure(f"fakeredis://{uuid.uuid4().hex[:8]}", f"{own_redis.url}/1",
+                        namespace=f"lock{uuid.uuid4().hex[:8]}")
+    obj = _Locked(data={"name": "p"})
+    obj.save()
+    time.sleep(0.6)  # the cache's first catch-up (its restart check) has run
+    admin = _fill_up(own_redis)
+    try:
+        for read in (lambda: _Locked(obj.guid).reading, lambda: _Locked(obj.guid).reading,
+                     lambda: _Locked(obj.guid).info):
+            started = time.monotonic()
+            assert read() in (42, {"status": "up"})
+            assert time.monotonic() - started < 2.5, "waited for a lock nobody holds"
+    finally:
+        admin.config_set("maxmemory", 0)
+    assert context.stats["dynamic.redisedgeslocked.reading.lock_errors"] >= 2
+    assert context.stats["mirror_lock_errors"] >= 1
+
+
 # --- a cache URL the server refuses -----------------------------------------------------------
 
 
@@ -124,7 +163,8 @@ def test_a_value_without_the_revision_stamp_is_a_backend_error_naming_the_key_an
         lambda: store.commit([PrefixUnchanged("edge/", revision)], [Put("edge/l", b"2")])]
     for call in calls:
         with pytest.raises(BackendError, match=r"\{dal\}:d:edge/k' without dal's '<revision>:' stamp.*"
-                                               r"redis-cli -n \d+ DEL .*write it again through dal"):
+                                               r"redis-cli -n \d+ DEL .*`dal check` then names what else "
+                                               "of it is left"):
             call()
     assert store.get("edge/l").value == b"1", "a refused commit wrote nothing"
     assert store.commit([Exists("edge/k"), PrefixEmpty("other/")], [Put("edge/k", b"3")]).ok

@@ -224,7 +224,11 @@ def test_a_database_the_server_lacks_is_named_with_the_fix(redis_server: Running
 
 
 def test_a_database_fakeredis_lacks_is_named_with_its_range() -> None:
-    """fakeredis has 16 databases and no redis.conf: the refusal names the range, not a setting."""
-    with pytest.raises(ConfigurationError, match=r"no database 16 .*from 0 to 15 in fakeredis://") as caught:
-        configure(f"fakeredis://{uuid.uuid4().hex[:8]}/16", "memory://", namespace="db16")
-    assert "redis.conf" not in str(caught.value)
+    """fakeredis has 16 databases and no redis.conf: the refusal names the range, not a setting; as the
+    durable store's URL and as the cache's (which was taken, then failed at every call)."""
+    for persistent, volatile in [(f"fakeredis://{uuid.uuid4().hex[:8]}/16", "memory://"),
+                                 ("memory://", f"fakeredis://{uuid.uuid4().hex[:8]}/16")]:
+        with pytest.raises(ConfigurationError, match=r"no database 16 .*from 0 to 15 in fakeredis://"
+                           ) as caught:
+            configure(persistent, volatile, namespace="db16")
+        assert "redis.conf" not in str(caught.value)

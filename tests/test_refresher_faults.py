@@ -137,6 +137,34 @@ def test_an_answer_nested_deeper_than_info_holds_is_a_recorded_failure(context: 
         assert FaultVm(obj.guid).info == {"disks": [1, 2], "nics": {"0": "eth0"}}
 
 
+class DiskVm(DataObject, hybrid_name="faultdiskvm"):
+    """A parser reading the answer as its loader returned it: int keys, a tuple."""
+
+    __properties: list[Property[Any]] = [Property("hostname", str),
+                                         Property("first_disk", int, mandatory=False),
+                                         Property("kind", str, mandatory=False)]
+    __mirror = Mirror(timeout=60)
+
+    def _refresh(self) -> dict[Any, Any]:
+        return {"disks": {0: {"size": 10240}}, "tags": ("web", "prod")}
+
+    @classmethod
+    def parse_persistent_info(cls, info: dict[Any, Any]) -> dict[str, Any]:
+        return {"first_disk": info["disks"][0]["size"], "kind": type(info["tags"]).__name__}
+
+
+def test_the_parser_reads_the_answer_as_the_loader_returned_it(context: Context) -> None:
+    """info stores an answer's JSON form (str keys, lists), but the parser still gets the answer itself: a
+    parser reading ``info["disks"][0]`` failed with KeyError once the stored form was handed to it."""
+    obj = DiskVm(data={"hostname": "a"})
+    obj.save()
+    obj.refresh_info()
+    with dal.mirror.frozen():
+        stored = DiskVm(obj.guid)
+        assert (stored.error, stored.first_disk, stored.kind) == (None, 10240, "tuple")
+        assert stored.info == {"disks": {"0": {"size": 10240}}, "tags": ["web", "prod"]}
+
+
 # --- a refresh made by another caller that failed ----------------------------------------------
 
 

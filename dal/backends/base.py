@@ -1,12 +1,9 @@
 """What a store is: the two protocols backends implement, and the values they exchange.
 
-Backends are dumb on purpose: they move bytes under string keys and offer exactly the
-primitives the object layer needs. Serialization, key layout, TTL policy and cache
-invalidation all live above them (see ``dal/cache/leases.py`` and ``dal/objects/transaction.py``).
-A backend never knows about hybrids.
-
-Absent values are ``None`` here: a stored value is always ``bytes`` (a JSON document),
-so ``None`` cannot be confused with a stored value at this level.
+Backends are dumb on purpose: they move bytes under string keys and offer exactly the primitives
+the object layer needs. Serialization, key layout, TTL policy and cache invalidation all live above
+them (``dal/cache/leases.py``, ``dal/objects/transaction.py``); a backend never knows about hybrids.
+Absent values are ``None`` here: a stored value is always ``bytes`` (a JSON document).
 """
 
 from __future__ import annotations
@@ -140,6 +137,11 @@ class StoreReplacedError(RefusedError):
     """The store lost its data and its name since this client read it: ``configure()`` again."""
 
 
+class CacheFullError(RefusedError):
+    """A cache refused a write for its memory limit (Redis's ``maxmemory`` with ``noeviction``): not
+    stored, a miss, but no sign the server fails; a lock not taken for it is not held by another."""
+
+
 # --- leadership ------------------------------------------------------------------------
 
 
@@ -163,11 +165,9 @@ class Leadership:
 
 def evaluate_checks(checks: Sequence[Check], lookup: Callable[[str], Entry | None],
                     newest: Callable[[str], int]) -> tuple[tuple[int, ...], dict[str, Entry]]:
-    """Return the indexes of the checks that fail and the present entries of their keys.
-
-    For stores that evaluate checks themselves inside their own transaction. ``newest``
-    returns the highest revision of any key under a prefix, 0 when there is none.
-    """
+    """Return the indexes of the checks that fail and the present entries of their keys, for stores that
+    evaluate checks themselves in their own transaction (``newest``: the highest revision under a prefix,
+    0 when there is none)."""
     failed: list[int] = []
     current: dict[str, Entry] = {}
     for index, check in enumerate(checks):
@@ -177,10 +177,8 @@ def evaluate_checks(checks: Sequence[Check], lookup: Callable[[str], Entry | Non
             holds = newest(check.prefix) <= check.revision
         elif isinstance(check, (Revision, Exists)):
             entry = lookup(check.key)
-            if isinstance(check, Exists):
-                holds = entry is not None
-            else:
-                holds = (entry.revision if entry is not None else 0) == check.revision
+            holds = entry is not None if isinstance(check, Exists) else \
+                (entry.revision if entry is not None else 0) == check.revision
             if not holds and entry is not None:
                 current[check.key] = entry
         else:

@@ -246,9 +246,11 @@ def parse_url(text: str) -> StoreURL:
         if key in options:
             raise ConfigurationError(f"option {_shown(key)!r} is given twice in {where!r}")
         options[key] = value
-    if at and ("user" in options or "password" in options):  # the query would win silently: which is meant?
-        raise ConfigurationError(f"{where!r} gives credentials both before its host (user:password@) and as "
-                                 "?user=/?password=; give them one way only")
+    twice = [part for part, given in (("user", bool(user)), ("password", password is not None))
+             if given and part in options]
+    if twice:  # the query's would win silently: which is meant?
+        raise ConfigurationError(f"{where!r} gives the {' and the '.join(twice)} both before its host "
+                                 "(user:password@) and as ?user=/?password=; give each one way only")
     if "user" in options:
         user = options.pop("user")
     if "password" in options:

@@ -103,7 +103,7 @@ def store_answer(context: Context, obj: DataObject, info: Any, fetched_at: float
     ``error=None`` in one transaction. An answer ``info`` cannot hold raises (:func:`storable`).
     """
     cls = type(obj)
-    info = storable(cls, info, loader)
+    answer, info = info, storable(cls, info, loader)  # the parser reads the answer as the loader returned it
     new_digest = digest(info)
     properties: dict[str, Any] | None = None
 
@@ -111,7 +111,7 @@ def store_answer(context: Context, obj: DataObject, info: Any, fetched_at: float
         nonlocal properties
         known = stored.get("info")
         if properties is None:  # the parser runs once; a retried write reuses what it returned
-            properties = parsed(cls, info)
+            properties = parsed(cls, answer)
         if isinstance(known, dict) and digest(known) == new_digest:
             # the same answer: only the parsed properties that drifted from it are written again
             as_stored = cls._meta.with_defaults(stored)

@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import redis
 
-from dal.backends.base import HIT_SUFFIX, HIT_TTL, RefusedError
+from dal.backends.base import HIT_SUFFIX, HIT_TTL, CacheFullError, RefusedError
 from dal.backends.redis.connection import (
     CACHE,
     ERRORS,
@@ -184,7 +184,9 @@ class RedisCache(RedisClient):
         except RefusedError as exc:
             if not _full(exc):
                 raise
-            return False  # not stored (see _full); what is there stays, as add replaces nothing
+            # not stored (see _full), and nothing tells whether the key is free: an add taking a lock
+            # must not read this as another holder's lock and wait for it (an add refuses nothing else)
+            raise CacheFullError(f"{self.url} is at its maxmemory: {key!r} not added") from exc
 
     def cas(self, key: str, value: bytes, token: object, ttl: float) -> bool:
         if not isinstance(token, bytes) or len(token) != STAMP:  # gets found nothing (or not gets' token):

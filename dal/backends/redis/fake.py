@@ -75,6 +75,9 @@ def open_fake(url: StoreURL, default_timeout: float, options: tuple[str, ...] = 
                                  "(the name picks one of several independent fake servers in this process)")
     name = url.hosts[0][0] if url.hosts else ""
     db = database(url)
+    if db >= 16:  # refused at configure(), as redis:// refuses a database its server lacks
+        raise ConfigurationError(f"fakeredis has no database {db} (it has 16): name one from 0 to 15 in "
+                                 f"{url}")
     client = fakeredis.FakeRedis(server=fake_server(name), db=db)
     return Opened(client, f"fakeredis {name!r}/{db}", timeout_option(url, default_timeout), db)
 

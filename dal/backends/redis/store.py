@@ -248,8 +248,8 @@ class RedisStore(RedisLeadership):
         return (f"the redis database of {self._where} (db {self._db}) holds a value at {data} without "
                 "dal's '<revision>:' stamp: another client wrote it (dal stores each value behind its "
                 f"revision), and dal cannot read it; delete it (in bash: redis-cli -n {self._db} DEL {data}, "
-                f"then redis-cli -n {self._db} ZREM '{INDEX}' {index}), or write it again through dal, "
-                "which stamps it")
+                f"then redis-cli -n {self._db} ZREM '{INDEX}' {index}); `dal check` then names what else of "
+                "it is left")
 
     # --- writes ---------------------------------------------------------------------
 
