@@ -95,8 +95,9 @@ def test_a_subclass_hybrid_abandons_the_reverse_relations_it_inherits(
     toy.save()
     bare.delete(abandon=["primaries"])  # nothing points at it: refused before, as no such relation
     known = "no reverse relation nope; known: primaries, secondaries, toys"
-    with pytest.raises(InvalidValueError, match=known):
-        sub.delete(abandon=["nope"])
+    for typo in (["nope"], ["_all", "nope"]):  # beside '_all' too (it was taken as '_all' alone)
+        with pytest.raises(InvalidValueError, match=known):
+            sub.delete(abandon=typo)
     with pytest.raises(LinkedObjectError, match=r"1 AbToy\.site points at it; .*abandon=\['toys'\]"):
         sub.delete(abandon=["primaries"])
     assert list(sub.primaries) == [] and [toy.guid] == sub.toys_guids

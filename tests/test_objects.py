@@ -339,6 +339,17 @@ def test_an_object_saved_after_its_own_delete_is_not_brought_back(context: Conte
     assert Widget(w.guid).count == 4
 
 
+def test_a_deleted_object_cannot_be_linked(context: Context) -> None:
+    """Linked, its holder's save said "save the Kind first", which the deleted object's save refuses."""
+    kind = make_kind()
+    kind.delete()
+    widget = Widget(make_widget().guid)
+    with pytest.raises(InvalidValueError, match=f"Widget.kind: Kind {kind.guid} was deleted by its "
+                       r"delete\(\); link an existing one"):
+        widget.kind = kind
+    assert widget.kind_guid != kind.guid
+
+
 def test_refresh_reloads(context: Context) -> None:
     w = make_widget(count=1)
     other = Widget(w.guid)

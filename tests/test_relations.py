@@ -307,9 +307,13 @@ def test_linking_a_missing_or_deleted_target_writes_nothing(every_store: Context
         Book(data={"title": "t", "shelf": ghost}).save()
     gone = Shelf(data={"label": "gone"})
     gone.save()
+    held = Shelf(gone.guid)  # another instance of it
     gone.delete()
-    with pytest.raises(ObjectNotFoundError):
-        Book(data={"title": "t", "shelf": gone}).save()
+    with pytest.raises(ObjectNotFoundError, match="which is not stored"):  # deleted by another: at the save
+        Book(data={"title": "t", "shelf": held}).save()
+    # the deleted instance itself: refused when assigned (its save is refused, "save it first" cannot work)
+    with pytest.raises(InvalidValueError, match=r"Book.shelf: Shelf .* was deleted by its delete\(\)"):
+        Book(data={"title": "t", "shelf": gone})
     journal = every_store.keys.journal()  # records of the commits that did happen come and go
     assert [key for key, _ in every_store.persistent.scan(every_store.keys.root)
             if not key.startswith(journal)] == []

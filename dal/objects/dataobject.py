@@ -265,9 +265,7 @@ class DataObject(Writes, metaclass=HybridMetaclass):
             self._data[relation.guid_field] = None
             self._objects[relation.name] = None
             return
-        target = _target(relation)
-        if type(value) is not target:  # a subclass is another hybrid, stored under another name
-            raise InvalidValueError(f"{relation.qualified} holds a {target.__name__}, not {value!r}")
+        relations.check_linkable(relation, _target(relation), value)
         self._data[relation.guid_field] = value.guid
         self._objects[relation.name] = value
 

@@ -74,6 +74,17 @@ def onetoone_refusal(context: Context, relation: Relation, source_guid: str,
         f"{relation.owner.__name__} {source_guid} elsewhere")
 
 
+def check_linkable(relation: Relation, target: type[Any], value: Any) -> None:
+    """Refuse an object ``relation`` (to ``target``) cannot point at: one of another hybrid (a subclass is
+    another, stored under another name), or one deleted by its ``delete()``, whose save is refused (so a
+    save of the link, refused for a target not stored, could only say to save what cannot be)."""
+    if type(value) is not target:
+        raise InvalidValueError(f"{relation.qualified} holds a {target.__name__}, not {value!r}")
+    if "_deleted" in value.__dict__:
+        raise InvalidValueError(f"{relation.qualified}: {target.__name__} {value.guid} was deleted by its "
+                                "delete(); link an existing one")
+
+
 def check_filled(hybrid: str, meta: HybridMeta, values: Mapping[Any, Any]) -> None:
     """Refuse the ``data=`` (or keywords) of a new ``hybrid`` object naming what it lacks, or a relation
     both as an object and as its ``<relation>_guid``: assigned one after the other, the last would win
@@ -126,14 +137,12 @@ def check_abandon(meta: HybridMeta, abandon: object) -> frozenset[str]:
         raise InvalidValueError(
             f"abandon takes a list of reverse relation names, not {abandon!r}; known: "
             f"{', '.join(sorted(known)) or 'none'} (or '{ABANDON_ALL}')")
-    if ABANDON_ALL in names:
-        return known
-    unknown = sorted(set(names) - known)
+    unknown = sorted(set(names) - known - {ABANDON_ALL})  # a typo beside '_all' is one too
     if unknown:
         raise InvalidValueError(
             f"{meta.cls.__name__} has no reverse relation {', '.join(unknown)}; known: "
             f"{', '.join(sorted(known)) or 'none'} (or '{ABANDON_ALL}')")
-    return frozenset(names)
+    return known if ABANDON_ALL in names else frozenset(names)
 
 
 def reverse_names(meta: HybridMeta) -> frozenset[str]:
