@@ -190,6 +190,11 @@ class Dynamic(Spec):
                     f"Dynamic {name!r}: {label} must be a number of seconds "
                     f"{'>= 0 (0 = never cached)' if least == 0 else '> 0'} and below 1e12, not {seconds!r}")
         _check_flags(f"Dynamic {name!r}", locked=locked)
+        if locked and timeout == 0:  # the lock is for waiting on another caller's cached value
+            raise InvalidValueError(
+                f"Dynamic {name!r}: locked=True with timeout=0 would share nothing: nothing is cached, so "
+                "every read computes its own value and no caller could wait for another's; give it a "
+                "timeout > 0 (seconds to cache the value) to compute it once, or drop locked=True")
         #: how long a lock holder may compute, and a waiter wait, before others compute themselves
         self.lock_timeout = lock_timeout
         self.name = name

@@ -21,7 +21,7 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 DIGEST_LENGTH = 8
 
 
-def type_digest(declared: object, schema: dict[str, Any] | None) -> str:
+def type_digest(declared: object, schema: dict[str, Any] | None, adapter: Any = None) -> str:
     """Return the digest of a declared type: the JSON ``schema`` of what it admits, less the words
     that describe rather than constrain (:func:`constraints`); a type pydantic cannot describe, or a
     native one (``str``, ``int``, ``list``: no schema), by its repr without addresses.
@@ -29,9 +29,22 @@ def type_digest(declared: object, schema: dict[str, Any] | None) -> str:
     Never the repr of a described type: its ``Annotated`` metadata may print a set, in an order
     that differs from process to process (``PYTHONHASHSEED``), and every process would read the
     others' values as another type's.
+
+    What a type admits does not always tell what it writes: ``Decimal`` admits a number or a string,
+    as ``float | str`` does, but writes a string, which ``float | str`` would read back as a ``str``
+    (``'1.5' * 2 == '1.51.5'``). So where the schema of what the type writes (``adapter``'s, in
+    serialization mode) is another, it is digested too. Only there: the digest of every other type
+    stays what it was, and a value cached before stays a hit. Types alike in both schemas read each
+    other's values as their own type (``list[int]`` and ``tuple[int, ...]``, ``set`` and ``frozenset``,
+    an ``Enum`` and the ``Literal`` of its values, two models of the same fields): converted, never
+    served as another type.
     """
     if schema is not None:
-        return _digest(json.dumps(constraints(schema), sort_keys=True, default=_address_free))
+        described = constraints(schema)
+        written = None if adapter is None else json_schema(adapter, "serialization")
+        if written is not None and constraints(written) != described:
+            described = {"admits": described, "writes": constraints(written)}
+        return _digest(json.dumps(described, sort_keys=True, default=_address_free))
     return _digest(_address_free(declared))
 
 
@@ -66,11 +79,12 @@ def values_digest(allowed: Sequence[Any]) -> str:
     return _digest("one of " + json.dumps(sorted(json.dumps(item, sort_keys=True) for item in allowed)))
 
 
-def json_schema(adapter: Any) -> dict[str, Any] | None:
-    """Return the JSON schema of a pydantic ``TypeAdapter``'s type; None when pydantic cannot describe
-    it (it cannot describe every type it validates)."""
+def json_schema(adapter: Any, mode: str = "validation") -> dict[str, Any] | None:
+    """Return the JSON schema of a pydantic ``TypeAdapter``'s type: of what it admits, or in ``mode``
+    ``"serialization"`` of what it writes; None when pydantic cannot describe it (it cannot describe
+    every type it validates)."""
     try:
-        schema: dict[str, Any] = adapter.json_schema()
+        schema: dict[str, Any] = adapter.json_schema(mode=mode)
     except Exception:
         return None
     return schema

@@ -109,7 +109,7 @@ class Validator:
         self.label = type_label(declared)  # list[float], int | str: not the bare origin (list, Union)
         schema = None if self.native else json_schema(self.adapter)
         #: names the declared type in a cached dynamic's tag (dal.type_digest)
-        self.digest = type_digest(declared, schema)
+        self.digest = type_digest(declared, schema, self.adapter)
         if not self.native:
             self.sets = _holds(self.adapter.core_schema, ("set", "frozenset"))
             self.zoned = _holds(self.adapter.core_schema, ("datetime", "time"))

@@ -21,6 +21,7 @@ from dal import DataObject, Dynamic, Property, configure
 from dal.backends import open_volatile
 from dal.backends.memcached.cache import RELATIVE_TTL_LIMIT, expiry
 from dal.config import Context
+from dal.exceptions import InvalidValueError
 from dal.testing.fixtures import memcached_servers
 from dal.testing.servers import RunningServer
 from dal.tools import cache
@@ -542,3 +543,68 @@ def test_a_locked_loader_that_raised_leaves_its_lease_listed_until_it_expires(
         _ = Flaky(obj.guid).value
     time.sleep(1.7)
     assert not cache.is_being_cached(obj, "value"), "gone once its lease expired"
+
+
+@pytest.mark.parametrize("timeout", [0, 0.0])
+def test_a_locked_dynamic_that_is_never_cached_is_refused_when_declared(timeout: float) -> None:
+    """``timeout=0`` caches nothing, so a lock would share nothing: every reader computes anyway (it was
+    accepted, and took no lock). Refused, in the list form and the annotated one, saying how to fix it."""
+    with pytest.raises(InvalidValueError, match=r"locked=True with timeout=0.*timeout > 0.*drop locked=True"):
+        Dynamic("probe", bool, timeout, locked=True)
+    with pytest.raises(InvalidValueError, match=r"locked=True with timeout=0"):
+        class Never(DataObject, hybrid_name=f"never{uuid.uuid4().hex[:8]}"):
+            probe: bool = Dynamic(timeout=timeout, locked=True)
+
+            def _probe(self) -> bool:
+                return True
+    assert not Dynamic("probe", bool, timeout).locked and Dynamic("probe", bool, 1, locked=True).locked
+
+
+#: the size of what Bulky.body returns: over memcached's 1 MiB item limit, or small
+BULK = {"size": 1_100_000}
+#: Bulky.body loaders running now, and the most at once
+BULKY = {"now": 0, "most": 0}
+BULKY_LOCK = threading.Lock()
+
+
+class Bulky(DataObject):
+    """A locked dynamic whose value may be too large for the cache to take."""
+
+    __properties: list[Property[Any]] = [Property("name", str)]
+    __dynamics = [Dynamic("body", str, 60, locked=True, lock_timeout=3)]  # longer than 6 runs of SLOW
+
+    def _body(self) -> str:
+        CALLS["body", self.guid] += 1
+        with BULKY_LOCK:
+            BULKY["now"] += 1
+            BULKY["most"] = max(BULKY["most"], BULKY["now"])
+        time.sleep(SLOW)
+        with BULKY_LOCK:
+            BULKY["now"] -= 1
+        return "x" * BULK["size"]
+
+
+@pytest.mark.parametrize("kind", ["memory", pytest.param("memcached", marks=pytest.mark.memcached)])
+def test_waiters_on_a_value_too_large_to_cache_compute_at_once_not_one_after_another(
+        request: pytest.FixtureRequest, tmp_path: Path, namespace: str, kind: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The owner's value is refused as too large (memcached's 1 MiB item, a ``memory://`` store's
+    ``max_size``), so nothing is cached: the callers that waited for it used to take the lock and
+    compute one after another (6 readers: 6 loader runs in a row). The owner leaves a mark in the lock
+    for ``lock_timeout``, and they compute at once; after it, a value that fits is computed once and
+    cached again."""
+    volatile = volatile_url_for(kind, request) + ("?max_size=1000000" if kind == "memory" else "")
+    context = configure(f"sqlite:///{tmp_path / 'd.sqlite3'}", volatile, namespace=namespace)
+    obj = Bulky(data={"name": "b"})
+    obj.save()
+    BULKY.update(now=0, most=0)
+    values = at_once(6, lambda: Bulky(obj.guid).body)
+    assert all(len(value) == BULK["size"] for value in values) and CALLS["body", obj.guid] == 6
+    assert BULKY["most"] >= 3, "the waiters computed one after another"
+    label = "dynamic.bulky.body."
+    assert context.stats[label + "too_large"] == 1 and context.stats[label + "lock_timeouts"] == 0
+    if kind == "memory":  # whole seconds elsewhere: the mark may live up to 2 s longer
+        monkeypatch.setitem(BULK, "size", 10)
+        time.sleep(3.1)  # the mark expired
+        assert set(at_once(4, lambda: Bulky(obj.guid).body)) == {"x" * 10}
+        assert CALLS["body", obj.guid] == 7, "cached again, computed once"

@@ -25,7 +25,9 @@ from dynamic_hybrids import CALLS, Gauge
 
 from dal import DataObject, Dynamic, Property, configure
 from dal.backends.base import DeletePrefix, Put
+from dal.cache.seen import FRESH, STALE, UNSURE, Seen
 from dal.config import Context
+from dal.exceptions import ConfigurationError
 from dal.objects.dynamics_tags import dumps
 
 #: (durable store, volatile store, signed): each volatile store, memory:// both signed and not
@@ -324,3 +326,75 @@ def test_an_object_loaded_under_another_store_never_reads_nor_fills_its_cache(
     assert cached(second, kept, "plain") == (70, fresh._revision)
     assert kept.plain == 40, "nor is it served this store's value"
     assert CALLS["plain", kept.guid] == 3
+
+
+@pytest.mark.parametrize("volatile", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_invalidate_dynamics_of_an_object_loaded_under_another_store_is_refused(
+        request: pytest.FixtureRequest, tmp_path: Path, namespace: str, volatile: str) -> None:
+    """``invalidate_dynamics()`` of an object loaded under store A, called while B is configured, is
+    refused as its save is: it used to drop B's value of that guid (B's object, a copy) and return,
+    while A's value, the one it meant to drop, stayed cached and served."""
+    cache = volatile_url_for(volatile, request)
+    first_url = f"sqlite:///{tmp_path / 'a.sqlite3'}"
+    first = configure(first_url, cache, namespace=namespace)
+    kept = gauge(1)
+    assert kept.plain == 10 and cached(first, kept, "plain") == (10, kept._revision)
+    entry = first.persistent.get(first.keys.doc("gauge", kept.guid))
+    assert entry is not None
+    second = configure(f"sqlite:///{tmp_path / 'b.sqlite3'}", cache, namespace=namespace)
+    copied = json.dumps({**json.loads(entry.value), "level": 7}).encode()
+    assert second.persistent.commit([], [Put(second.keys.doc("gauge", kept.guid), copied)]).ok
+    assert Gauge(kept.guid).plain == 70 and cached(second, kept, "plain") is not None
+    for names in (None, "plain", ["plain"]):
+        with pytest.raises(ConfigurationError, match=r"invalidate_dynamics\(\).*configure\(\)"):
+            kept.invalidate_dynamics(names)
+    assert cached(second, kept, "plain") is not None, "B's value is B's object's, not this one's"
+    first = configure(first_url, cache, namespace=namespace)
+    assert cached(first, kept, "plain") == (10, kept._revision)
+    kept.invalidate_dynamics("plain")  # under its own store, as ever
+    assert cached(first, kept, "plain") is None
+
+
+def forgotten(context: Context, held: DataObject) -> None:
+    """Make this process's record of seen revisions forget ``held`` into a slot a later revision of
+    another object reached, as a process that went on to read more objects than the record holds does."""
+    for level in range(3):
+        gauge(level)  # later objects: later revisions, which the one slot keeps
+    assert context.seen.verdict("gauge", held.guid, held._revision) is UNSURE
+
+
+def test_a_long_held_object_the_record_forgot_still_caches_and_locks_its_dynamics(stores: Context) -> None:
+    """An unchanged object held while its process read more objects than its record of seen revisions
+    holds is judged UNSURE (maybe older than one seen). It used to compute for itself on every miss,
+    neither caching nor locking (8 concurrent reads, 8 loader calls): its stored revision is read once,
+    as a cached document so judged is, and found its own it is as any fresh object."""
+    stores.seen = Seen(capacity=2, buckets=1)
+    held = Gauge(gauge(1).guid)
+    forgotten(stores, held)
+    values = at_once(6, lambda: held.reading)
+    assert len(set(values)) == 1 and CALLS["reading", held.guid] == 1, "computed once, the others waited"
+    assert cached(stores, held, "reading") == (values[0], held._revision)
+    assert stat(stores, held, "reading", "unshared") == 0
+    assert stores.seen.verdict("gauge", held.guid, held._revision) is FRESH, "noted: judged exactly again"
+    held.invalidate_dynamics()
+    assert held.reading != values[0] and CALLS["reading", held.guid] == 2
+
+
+def test_a_forgotten_object_older_than_its_stored_revision_still_computes_its_own_value(
+        stores: Context) -> None:
+    """The same, when another process saved the object since it was loaded here: the read of its stored
+    revision finds a newer one, so its value stays its own (``unshared``) and a fresh load's is cached."""
+    record = stores.seen = Seen(capacity=2, buckets=1)
+    held = Gauge(gauge(1).guid)
+    stores.seen = Seen()  # another process, with a record of its own, saves it
+    other = Gauge(held.guid)
+    other.level = 2
+    other.save()
+    stores.seen = record
+    forgotten(stores, held)
+    assert held.plain == 10 and stat(stores, held, "plain", "unshared") == 1
+    assert cached(stores, held, "plain") is None, "its value, of an older revision, is not everyone's"
+    assert stores.seen.verdict("gauge", held.guid, held._revision) is STALE, "the newer revision is noted"
+    assert held.plain == 10 and CALLS["plain", held.guid] == 2, "its own again, judged without a read"
+    fresh = Gauge(held.guid)
+    assert fresh.plain == 20 and cached(stores, fresh, "plain") == (20, other._revision)

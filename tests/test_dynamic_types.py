@@ -9,6 +9,7 @@ converted, outside the allowed values, or a pydantic error. See docs/dynamics.md
 from __future__ import annotations
 
 import datetime
+import enum
 import functools
 import json
 import os
@@ -18,8 +19,9 @@ import threading
 import time
 import uuid
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pytest
 from conftest import volatile_url_for
@@ -31,6 +33,13 @@ from dal.exceptions import InvalidValueError
 from dal.validators import Validator
 
 UTC = datetime.timezone.utc
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
 #: loader calls in this process, by hybrid name
 CALLS: Counter[str] = Counter()
 
@@ -80,6 +89,9 @@ CHANGES = [
     pytest.param(int, 5, float, 2.5, id="int-to-float"),
     pytest.param(list[int], [1], list[str], ["a"], id="list-of-int-to-list-of-str"),
     pytest.param(["UP", "DOWN"], "UP", ["OK", "KO"], "OK", id="allowed-values-changed"),
+    # both admit a number or a string; a Decimal is written as a string, which float | str read as a str
+    pytest.param(Decimal, Decimal("1.5"), float | str, 1.5, id="decimal-to-float-or-str"),
+    pytest.param(float | str, 2.5, Decimal, Decimal("1.5"), id="float-or-str-to-decimal"),
 ]
 
 
@@ -108,6 +120,23 @@ def test_a_value_cached_for_the_same_type_by_another_class_is_served(stores: Con
     assert stores.dynamics.put(key_of(stores, target), payload, 60)
     assert type(target)(target.guid).reading == [1, 2]  # type: ignore[attr-defined]
     assert CALLS[target._meta.name] == 0
+
+
+@pytest.mark.parametrize(("before", "old_value", "after", "served"), [
+    pytest.param(list[int], [1, 2], tuple[int, ...], (1, 2), id="list-to-tuple"),
+    pytest.param(set[int], {1, 2}, frozenset[int], frozenset({1, 2}), id="set-to-frozenset"),
+    pytest.param(Color, Color.RED, Literal["red", "blue"], "red", id="enum-to-literal"),
+    pytest.param(Literal["red", "blue"], "blue", Color, Color.BLUE, id="literal-to-enum"),
+])
+def test_types_admitting_and_writing_alike_read_each_others_values_as_their_own(
+        stores: Context, before: Any, old_value: Any, after: Any, served: Any) -> None:
+    """Their digests are one (docs/dynamics.md): the value is converted to the reader's type, never
+    served as the other one's."""
+    assert Validator("a", before).digest == Validator("b", after).digest
+    target = under_new_model(stores, after, served)
+    assert stores.dynamics.put(key_of(stores, target), cached_by(stores, before, old_value), 60)
+    value = type(target)(target.guid).reading  # type: ignore[attr-defined]
+    assert value == served and type(value) is type(served) and CALLS[target._meta.name] == 0
 
 
 def test_a_cached_value_that_does_not_validate_is_a_miss_not_a_pydantic_error(stores: Context) -> None:

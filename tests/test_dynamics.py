@@ -120,7 +120,7 @@ def test_a_waiter_computes_for_itself_after_the_lock_timeout(stores: Context) ->
 
 
 def test_only_the_owner_releases_the_lock(stores: Context) -> None:
-    from dal.objects.dynamics import _release
+    from dal.objects.dynamics_locks import release as _release
 
     key = f"{stores.keys.root}c/lock-test"
     assert stores.volatile.add(key, b"owner-token", 30)

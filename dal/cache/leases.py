@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from dal.backends.base import VolatileStore
+from dal.backends.base import CacheFullError, VolatileStore
 from dal.cache import owners
 from dal.cache.counters import Stats
 from dal.cache.outages import Outages
@@ -191,7 +191,8 @@ class LeasedCache(Outages):
         return self.fill(key, load, ttl)
 
     def fill(self, key: str, load: Callable[[], bytes | None], ttl: float, *,
-             lease_ttl: float | None = None, share: bool = False) -> bytes | None:
+             lease_ttl: float | None = None, share: bool = False,
+             refused: list[bytes] | None = None) -> bytes | None:
         """Return ``load()``, caching it under ``key`` unless ``key`` was invalidated meanwhile.
 
         ``lease_ttl``: how long the fill's lease lasts (the cache's ``lease_ttl`` when not given).
@@ -201,6 +202,8 @@ class LeasedCache(Outages):
         shared, for what is left of it: both fills may store, the first to return does (the other's
         ``cas`` then fails). A fill whose ``load()`` raises gives its lease up, by a conditional delete,
         unless it shares (another fill may hold that lease): a shared lease is left to expire.
+        ``refused``: where the sealed entry a fill under a lease did not store is appended (its
+        lease lost, or the entry refused), for a caller that tells which (a locked dynamic's owner).
         """
         lease = None if self._bypassed(key) else self._take_lease(key, lease_ttl, share)
         try:
@@ -213,6 +216,8 @@ class LeasedCache(Outages):
             sealed = self.signer.seal(key, _VALUE + payload)
             stored = self._call(key, self.store.cas, key, sealed, lease, ttl)
             self.stats.add(f"{self.prefix}fills" if stored else f"{self.prefix}fill_conflicts")
+            if not stored and refused is not None:
+                refused.append(sealed)
         return payload
 
     def invalidate(self, *keys: str, recorded: bool = False) -> list[str]:
@@ -352,6 +357,9 @@ class LeasedCache(Outages):
         """Run one call about ``key``; a failure is a miss, and ``key``'s server is no longer trusted."""
         try:
             return method(*args)
+        except CacheFullError:  # a write refused for the server's memory limit: a miss, the server trusted
+            self.stats.add(f"{self.prefix}full")
+            return None
         except BackendError as exc:
             self.failed(key, exc)
             return None

@@ -345,6 +345,8 @@ class DataObject(Writes, metaclass=HybridMetaclass):
                 f"{type(self).__name__} has no dynamic {', '.join(map(repr, unknown))}; "
                 f"known: {', '.join(meta.dynamics) or 'none'}")
         context = current()
+        origin.check_write(f"{type(self).__name__} {self.guid} (whose invalidate_dynamics() would drop the "
+                           "current store's values, not its own)", self, context)
         context.dynamics.invalidate(
             *(context.keys.cached_dynamic(meta.name, self.guid, name) for name in chosen))
 

@@ -9,7 +9,8 @@ token, expiring after ``lock_timeout`` so a crashed owner cannot block anyone fo
 computes and stores the value, then releases the lock only if it still holds it (compare-and-set to
 an expired item: a conditional delete). A lock whose ``add`` or release got no answer is released so
 once the store answers (``_release_later``). Everyone else polls for the value, and computes for
-itself when the lock vanished without a value (the owner failed) or after waiting ``lock_timeout``.
+itself when the lock vanished without a value (the owner failed) or after waiting ``lock_timeout``,
+and at once when it holds the mark of a value too large to cache (:mod:`dal.objects.dynamics_locks`).
 When the volatile store is unreachable, or not trusted (see ``dal/cache/leases.py``), nothing would
 be cached, so there is no lock to take either: every caller computes, without waiting.
 
@@ -48,6 +49,8 @@ from dal.cache.leases import LeasedCache
 from dal.config import Context, current
 from dal.exceptions import BackendError
 from dal.objects.decoding import UNTAGGED, loads_value
+from dal.objects.dynamics_locks import hand_over, marked_too_large
+from dal.objects.dynamics_locks import release_later as _release_later
 from dal.objects.dynamics_owner import Owner, stored_revision
 from dal.objects.dynamics_tags import dumps, loads_typed, tail
 from dal.objects.origin import loaded_elsewhere
@@ -296,8 +299,9 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
     deadline = time.monotonic() + spec.lock_timeout
     waited = False
 
-    def fill() -> bytes | None:  # a lease found is shared: its fill's owner died or outran its lock
-        return cache.fill(key, compute, spec.timeout, lease_ttl=fill_lease(cache, spec), share=True)
+    def fill(refused: list[bytes] | None = None) -> bytes | None:  # a lease found is shared: its fill's
+        return cache.fill(key, compute, spec.timeout, lease_ttl=fill_lease(cache, spec),  # owner died or
+                          share=True, refused=refused)  # outran its lock
 
     while True:
         token = signer.seal(lock_key, owners.token())
@@ -308,11 +312,12 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
             _release_later(cache, lock_key, token)  # yet the add may be applied (see _release_later)
             return fill()
         if owner:
+            refused: list[bytes] = []
             try:
                 # the last owner may have stored one since this caller missed: served, not computed again
-                return _fresh_or_dropped(cache, key, revision, spec) or fill()
-            finally:
-                _release(context, lock_key, token)
+                return _fresh_or_dropped(cache, key, revision, spec) or fill(refused)
+            finally:  # released; or, its value too large to cache, marked so that waiters compute at once
+                hand_over(context, key, token, refused, spec.lock_timeout, label)
         if time.monotonic() > deadline:  # the lock keeps coming and going, or cannot be taken at all
             stats.add(label + "lock_timeouts")
             return fill()
@@ -335,6 +340,8 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
                 return fill()
             if cached is not None and (payload := _fresh_or_dropped(cache, key, revision, spec)):
                 return payload
+            if marked_too_large(cache, lock_key, locked):
+                return fill()  # nothing will be cached: computed at once, not after each other waiter
             if locked is None:
                 break  # the owner is done or gone without a value: try to become the owner
             if time.monotonic() > deadline:
@@ -351,50 +358,3 @@ def _fresh_or_dropped(cache: LeasedCache, key: str, revision: int, spec: Dynamic
         _drop(cache, key, payload)
         return None
     return payload
-
-
-def _release(context: Context, lock_key: str, token: bytes) -> None:
-    """Delete the lock only if this caller still holds it (it may have expired and moved on); when
-    the store does not answer, once it does (:func:`_release_later`)."""
-    cache = context.dynamics
-    if _released(cache, lock_key, token) is None:
-        _release_later(cache, lock_key, token)
-
-
-def _released(cache: LeasedCache, lock_key: str, token: bytes) -> bool | None:
-    """Delete the lock if it holds ``token``; return whether it held it, ``None`` with no answer (the
-    server is then no longer trusted, as after any failed call: its catch-up also revives it for us)."""
-    store = cache.store
-    try:
-        held, version = store.gets(lock_key)
-        if held != token:
-            return False
-        store.cas(lock_key, b"", version, -1)  # an already-expired item: a conditional delete
-    except BackendError as exc:
-        cache.failed(lock_key, exc)
-        return None
-    return True
-
-
-def _release_later(cache: LeasedCache, lock_key: str, token: bytes) -> None:
-    """Release the lock holding ``token`` once the store answers, with the cache's resends.
-
-    The lock's ``add`` or its release got no answer (a timeout, a paused server): the add may still
-    be applied (a paused server applies what waits in its sockets when it resumes), and a lock whose
-    caller moved on would block every reader of that value for ``lock_timeout``. It is released only
-    while it holds ``token`` (another caller's lock stays), and looked at until the store found it
-    without ``token`` at two resends in a row: an add sent on a connection since dropped may land
-    just after the store answers on a new one. A process that exits first leaves it to its TTL; a
-    forked child opens a cache of its own, so it never releases its parent's locks.
-    """
-    misses = [0]
-
-    def attempt() -> bool:
-        released = _released(cache, lock_key, token)
-        if released is None:
-            misses[0] = 0
-            return False
-        misses[0] = 2 if released else misses[0] + 1
-        return misses[0] >= 2
-
-    cache.retry(attempt)
