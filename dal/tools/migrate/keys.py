@@ -20,7 +20,7 @@ from dal.objects import schema
 from dal.objects.schema import SchemaRecord, complete_record, stored_fields
 from dal.objects.transaction import Document, encode
 from dal.tools.migrate.migrations import MigrationError, Operation
-from dal.tools.migrate.report import Violation, valueless_fields
+from dal.tools.migrate.report import Violation, unbuilt_fields, valueless_fields
 from dal.tools.migrate.run import ATTEMPTS, CompleteKeys, decode_doc
 from dal.tools.migrate.stale import StaleKeyRemover
 from dal.tools.migrate.survey import Survey, Surveyor, filled, onetoone_violation
@@ -69,7 +69,7 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
         self._drop_stale_keys(survey, distrusted_at)
         self._drop_relations(survey)
         late_fields = {v.field for v in late}
-        violated = late_fields | {v.field for v in survey.violations if v.kind != "mandatory"}
+        violated = late_fields | unbuilt_fields(survey.violations)
         built_unique = tuple(name for name in buildable if name not in late_fields)
         built_onetoone = tuple(name for name in survey.build_onetoone if name not in violated)
         if marked:
@@ -300,6 +300,9 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
         if valueless:
             target = target.replace(model={**target.model, "lacking": sorted(valueless)})
         for _ in range(ATTEMPTS):
+            if record is not None and _same_record(record, target, built_indexed, built_unique,
+                                                   built_onetoone):
+                return  # as stored (a field still lacking values): a write would only drop cached plans
             base_indexed = record.indexed if record is not None else frozenset()
             base_unique = record.unique if record is not None else frozenset()
             base_onetoone = record.onetoone if record is not None else frozenset()
@@ -317,6 +320,15 @@ class HybridMigrator(Surveyor, StaleKeyRemover):
         raise MigrationError(f"the schema record of {meta.cls.__name__} kept changing; run dal migrate again")
 
 
+def _same_record(record: SchemaRecord, target: SchemaRecord, built_indexed: tuple[str, ...],
+                 built_unique: tuple[str, ...], built_onetoone: tuple[str, ...]) -> bool:
+    """Tell whether writing ``target`` with the keys built would store ``record`` as it is."""
+    return (record.model == target.model and record.fingerprint == target.fingerprint
+            and record.indexed == (record.indexed & target.indexed) | set(built_indexed)
+            and record.unique == (record.unique & target.unique) | set(built_unique)
+            and record.onetoone == (record.onetoone & target.onetoone) | set(built_onetoone))
+
+
 def valueless_stored(survey: Survey) -> frozenset[str]:
     """Return the stored fields of the mandatory properties and relations the survey found objects
     holding no value of."""
@@ -329,9 +341,12 @@ def filled_fields(survey: Survey) -> list[str]:
     """Return the fields a run fills and then records as held by every document, when an older process
     may be creating documents without them (none else: such a run is checked after, and waits): the
     survey found a document lacking a field, or the record marks one ``lacking``, or does not list one
-    (an older model recorded it: its processes create without the field and mark nothing)."""
+    (an older model recorded it: its processes create without the field and mark nothing). Not the
+    mandatory fields without a default that objects hold no value of: the run records them ``lacking``
+    again, not held, so a create without them needs no check (and a run waits for nothing)."""
     record, missing = survey.record, set(survey.missing)
     if record is None:  # no record: only a document lacking a field tells of an older process
-        return sorted(survey.meta.field_set | missing) if missing else []
-    # stored_fields leaves out the fields the record marks lacking: they count as not held
-    return sorted((survey.meta.field_set - stored_fields(record.model)) | missing)
+        fields = survey.meta.field_set | missing if missing else set()
+    else:  # stored_fields leaves out the fields the record marks lacking: they count as not held
+        fields = (survey.meta.field_set - stored_fields(record.model)) | missing
+    return sorted(fields - valueless_stored(survey))

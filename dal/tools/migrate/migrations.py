@@ -61,21 +61,14 @@ class Operation:
     def describe(self) -> str:
         raise NotImplementedError
 
-    def aim(self) -> tuple[str, ...]:
-        """What the operation changes: a step naming a subclass hybrid with an operation of the same aim
-        gives it that one instead of the one it inherits (see :meth:`Step.expanded`)."""
-        raise NotImplementedError
-
     def inherited(self, meta: HybridMeta) -> bool:
-        """Whether subclass hybrid ``meta`` inherits what the operation changes (so its documents hold it
-        as those of the hybrid named do)."""
+        """Whether subclass hybrid ``meta`` inherits what the operation changes (so its documents, stored
+        under its own name, hold it as those of the hybrid named do): a step must then name it too."""
         raise NotImplementedError
 
-    def for_hybrid(self, meta: HybridMeta) -> Operation:
-        """Return the same operation on the documents of ``meta`` (a subclass hybrid)."""
-        clone = copy.copy(self)
-        clone.meta = meta
-        return clone
+    def call(self, label: str) -> str:
+        """Return the call declaring this operation on the hybrid named ``label`` (for error messages)."""
+        raise NotImplementedError
 
 
 @dataclass
@@ -100,8 +93,8 @@ class RenameProperty(Operation):
     def describe(self) -> str:
         return f"rename property {self.meta.cls.__name__}.{self.old} to {self.new}"
 
-    def aim(self) -> tuple[str, ...]:
-        return ("property", self.old)
+    def call(self, label: str) -> str:
+        return f"step.rename_property({label}, {self.old!r}, {self.new!r})"
 
     def inherited(self, meta: HybridMeta) -> bool:
         return self.new in meta.properties and self.old not in meta.field_set
@@ -133,8 +126,8 @@ class RenameRelation(Operation):
     def describe(self) -> str:
         return f"rename relation {self.meta.cls.__name__}.{self.old} to {self.new}"
 
-    def aim(self) -> tuple[str, ...]:
-        return ("relation", self.old)
+    def call(self, label: str) -> str:
+        return f"step.rename_relation({label}, {self.old!r}, {self.new!r})"
 
     def inherited(self, meta: HybridMeta) -> bool:
         return self.new in meta.relations and self.old not in meta.relations
@@ -173,11 +166,11 @@ class Transform(Operation):
     def describe(self) -> str:
         return f"transform {self.meta.cls.__name__} with {self.label}"
 
-    def aim(self) -> tuple[str, ...]:
-        return ("transform",)
-
     def inherited(self, meta: HybridMeta) -> bool:
         return True  # a subclass hybrid's objects are objects of the hybrid named
+
+    def call(self, label: str) -> str:
+        return f"step.transform({label}, {self.label})"
 
 
 @dataclass
@@ -194,8 +187,8 @@ class DropField(Operation):
     def describe(self) -> str:
         return f"drop field {self.meta.cls.__name__}.{self.name}"
 
-    def aim(self) -> tuple[str, ...]:
-        return ("field", self.name)
+    def call(self, label: str) -> str:
+        return f"step.drop_field({label}, {self.name!r})"
 
     def inherited(self, meta: HybridMeta) -> bool:
         # a subclass hybrid declaring the field (again) holds it as its own
@@ -248,30 +241,42 @@ class Step:
                                  "model before dropping its stored field")
         self.operations.append(DropField(meta, name))
 
-    def expanded(self) -> list[Operation]:
-        """Return the operations the step runs: each one named, then the same for every registered
-        subclass hybrid of the hybrid it names that inherits what it changes (the subclass hybrid's
-        objects are stored under its own name, holding the inherited fields as the named hybrid's do),
-        unless the step names that subclass hybrid itself in an operation of the same aim."""
-        named = {(op.meta.name, op.aim()) for op in self.operations}
-        result: list[Operation] = []
-        for operation in self.operations:
-            result.append(operation)
-            for meta in _subclass_hybrids(operation.meta):
-                if (meta.name, operation.aim()) not in named and operation.inherited(meta):
-                    result.append(operation.for_hybrid(meta))
-        return result
-
     def hybrids(self) -> list[HybridMeta]:
-        """Return the hybrids this step touches (its subclass hybrids included), in the order it names
-        them first."""
+        """Return the hybrids this step touches, in the order it names them first."""
         seen: dict[str, HybridMeta] = {}
-        for operation in self.expanded():
+        for operation in self.operations:
             seen.setdefault(operation.meta.name, operation.meta)
         return list(seen.values())
 
     def operations_for(self, meta: HybridMeta) -> list[Operation]:
-        return [op for op in self.expanded() if op.meta.name == meta.name]
+        return [op for op in self.operations if op.meta.name == meta.name]
+
+    def check_subclasses(self) -> None:
+        """Refuse the step if an operation changes what a registered subclass hybrid of the hybrid it
+        names inherits (a transform: any subclass hybrid) while the step names that subclass hybrid in
+        no operation: its objects, stored under its own name, would keep the old form (and a renamed
+        value read as the default). Each subclass hybrid the step names gets its own operations only."""
+        named = {op.meta.name for op in self.operations}
+        #: subclass hybrid -> hybrid named -> the calls the step makes for it, on the subclass hybrid
+        missing: dict[str, dict[str, list[str]]] = {}
+        for operation in self.operations:
+            for meta in _subclass_hybrids(operation.meta):
+                if meta.name not in named and operation.inherited(meta):
+                    label = meta.cls.__name__
+                    calls = missing.setdefault(label, {}).setdefault(operation.meta.cls.__name__, [])
+                    calls.append(operation.call(label))
+        if not missing:
+            return
+        fixes = "; ".join(
+            f"for {label}, also call " + ", or ".join(f"{' and '.join(calls)} (as for {base})"
+                                                     for base, calls in bases.items())
+            + f", or step.transform({label}, fn) to handle its objects yourself (fn returning None leaves "
+            "them as they are)" for label, bases in missing.items())
+        raise MigrationError(
+            f"step {self.number} ({self.description}) names no operation for the subclass "
+            f"hybrid{'s' * (len(missing) != 1)} {', '.join(missing)} of a hybrid it changes: "
+            f"{'their' if len(missing) != 1 else 'its'} objects, stored under their own name, hold what "
+            f"the step changes and would keep the old form; {fixes}")
 
     def _check_rename(self, meta: HybridMeta, old: str, new: str, kind: str, declared: Any,
                       taken: frozenset[str]) -> None:
@@ -311,6 +316,7 @@ class Migration:
             raise MigrationError(
                 f"step {self.number} ({self.description}): its function {self.origin} raised "
                 f"{type(exc).__name__}: {exc}; fix the step and run dal migrate again") from exc
+        step.check_subclasses()
         return step
 
     @property

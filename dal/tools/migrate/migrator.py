@@ -124,7 +124,7 @@ class Migrator(StepRunner, KeyVerifier):
         for index, (declared, step) in enumerate(pending):
             if self.dry_run:
                 self.say(f"step {declared.number} ({declared.description}): would "
-                         f"{'; '.join(op.describe() for op in step.expanded()) or 'do nothing'}")
+                         f"{'; '.join(op.describe() for op in step.operations) or 'do nothing'}")
                 self._simulate_step(step, [earlier for _, earlier in pending[:index]], held)
             else:
                 self._run_step(declared, step)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -96,3 +96,10 @@ def valueless_violations(meta: HybridMeta, holders: dict[str, list[str]]) -> lis
     names = valueless_fields(meta)
     return [Violation(meta.name, meta.cls.__name__, names[stored], None, tuple(guids), kind="mandatory")
             for stored, guids in sorted(holders.items()) if guids]
+
+
+def unbuilt_fields(violations: Iterable[Violation]) -> set[str]:
+    """Return the fields whose keys ``violations`` keep from being built (so not marked ready, nor checked
+    after the run): every kind but ``mandatory`` (an object holding no value of a field has no key of it
+    to write; the others' keys are built and the field marked ready)."""
+    return {violation.field for violation in violations if violation.kind != "mandatory"}

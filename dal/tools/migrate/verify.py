@@ -30,7 +30,7 @@ from dal.backends.base import Delete, Put, Revision
 from dal.objects import schema
 from dal.tools.migrate.keys import HybridMigrator, filled_fields
 from dal.tools.migrate.migrations import MigrationError
-from dal.tools.migrate.report import Violation
+from dal.tools.migrate.report import Violation, unbuilt_fields
 from dal.tools.migrate.run import ATTEMPTS, CompleteKeys
 from dal.tools.migrate.survey import Survey
 
@@ -79,7 +79,7 @@ class KeyVerifier(HybridMigrator):
         A one-to-one relation already found violated is not built: not marked."""
         if self.dry_run or not self.context.persistent.shared:
             return False  # no other process reaches this store: no older one can save meanwhile
-        violated = {violation.field for violation in survey.violations}
+        violated = unbuilt_fields(survey.violations)  # as the run builds them (keys.py)
         onetoone = tuple(name for name in survey.build_onetoone if name not in violated)
         fields = {"indexed": sorted(survey.build_indexed), "unique": sorted(unique),
                   "onetoone": sorted(onetoone), "fill": filled_fields(survey)}
