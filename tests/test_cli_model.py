@@ -8,6 +8,7 @@ sample's. The demo clears only what it wrote. A dry-run migration never creates 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -219,4 +220,49 @@ def test_cache_queue_where_reads_a_value_by_the_fields_type(tmp_path: Path, wher
                "boxes.Box(data={'name': 'seven', 'size': 7}).save()\n", tmp_path)
     stores = {"DAL_HYBRIDS": "boxes", "DAL_PERSISTENT_URL": "sqlite:///box.sqlite3", "DAL_NAMESPACE": "box"}
     done = run_dal("cache", "queue", "box.doubled", "--where", where, cwd=tmp_path, env=stores)
+    assert (done.returncode, done.stdout) == (0, f"queued {queued} dynamics\n"), done.stderr
+
+
+QBOXES = ("from enum import Enum\nfrom typing import Annotated, Any\n\n"
+          "from pydantic import StringConstraints\n\n"
+          "from dal import DataObject, Dynamic, Property, Relation\n\n\n"
+          "class Color(Enum):\n    ONE = '1'\n    TWO = '2'\n\n\n"
+          "class QPool(DataObject, hybrid_name='qpool'):\n"
+          "    __properties: list[Any] = [Property('name', str)]\n\n\n"
+          "class QBox(DataObject, hybrid_name='qbox'):\n"
+          "    __properties: list[Any] = [\n"
+          "        Property('name', str), Property('size', int, default=0),\n"
+          "        Property('code', Annotated[str, StringConstraints(max_length=8)], mandatory=False),\n"
+          "        Property('color', [Color.ONE, Color.TWO], mandatory=False)]\n"
+          "    __relations = [Relation('pool', QPool, 'boxes', mandatory=False)]\n"
+          "    __dynamics = [Dynamic('doubled', int, 60), Dynamic('tag', str, 60)]\n\n"
+          "    def _doubled(self) -> int:\n        return self.size * 2\n\n"
+          "    def _tag(self) -> str:\n        return self.name\n")
+
+
+@pytest.fixture(scope="module")
+def qboxes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory whose q.sqlite3 holds a box '123' (pool '123', code '123', color '1') and a box 'x'."""
+    where = tmp_path_factory.mktemp("qboxes")
+    (where / "qboxes.py").write_text(QBOXES)
+    run_python("import dal, qboxes\ndal.configure('sqlite:///q.sqlite3', namespace='q')\n"
+               "pool = qboxes.QPool(data={'name': '123'})\npool.save()\n"
+               "qboxes.QBox(data={'name': '123', 'pool': pool, 'code': '123',\n"
+               "                  'color': qboxes.Color.ONE}).save()\n"
+               "qboxes.QBox(data={'name': 'x'}).save()\n", where)
+    return where
+
+
+@pytest.mark.parametrize(("where", "queued"), [
+    ("pool_guid=null", 1), ("pool=null", 1), ("pool.name=123", 1), ("tag=123", 1), ("code=123", 1),
+    ("color=1", 1), ("color=null", 1), ("code=null", 0), ("size=0", 2), ("name=123", 1),
+])
+def test_cache_queue_where_reads_a_value_as_the_field_resolved_takes_it(qboxes: Path, tmp_path: Path,
+                                                                        where: str, queued: int) -> None:
+    """A relation's guid took ``null`` as the text 'null' (exit 2); a str dynamic, a dotted path, a
+    constrained str and an enum of str-valued members took ``123`` as a number (exit 2)."""
+    shutil.copy(qboxes / "q.sqlite3", tmp_path / "q.sqlite3")
+    stores = {"DAL_HYBRIDS": "qboxes", "DAL_PERSISTENT_URL": "sqlite:///q.sqlite3", "DAL_NAMESPACE": "q",
+              "PYTHONPATH": os.pathsep.join([str(qboxes), os.environ.get("PYTHONPATH", "")])}
+    done = run_dal("cache", "queue", "qbox.doubled", "--where", where, cwd=tmp_path, env=stores)
     assert (done.returncode, done.stdout) == (0, f"queued {queued} dynamics\n"), done.stderr

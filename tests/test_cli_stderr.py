@@ -8,6 +8,7 @@ exit 1 or 141. Every command runs in a subprocess, as users run it.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from test_cli import run_dal
 
+from dal.cli.output import diagnostics
 from dal.cli.progress import Progress
 
 #: how stderr is made unwritable: closed by the shell, on a full device, a pipe nobody reads
@@ -112,3 +114,44 @@ def test_a_progress_bar_that_cannot_draw_turns_itself_off(kind: str, monkeypatch
         for _ in range(10):
             bar.advance()
     assert bar.done == 10 and not bar.enabled
+
+
+class FailingOnce(io.StringIO):
+    """A log on a device full (or busy) for a moment: its first write fails with ``error``."""
+
+    def __init__(self, error: int) -> None:
+        super().__init__()
+        self.error: int | None = error
+
+    def write(self, text: str) -> int:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise OSError(error, os.strerror(error))
+        return super().write(text)
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EAGAIN, errno.EIO])
+def test_a_failed_stderr_write_drops_that_write_alone(error: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One failed write turned stderr off for the process: a long `dal refresh` lost every later warning."""
+    log = FailingOnce(error)
+    monkeypatch.setattr(sys, "stderr", log)
+    with diagnostics():
+        sys.stderr.write("lost while the device is full\n")
+        print("warning: could not refresh 3 objects", file=sys.stderr)
+        print("error: a later one", file=sys.stderr)
+    assert log.getvalue() == "warning: could not refresh 3 objects\nerror: a later one\n"
+
+
+@pytest.mark.parametrize("gone", [errno.EPIPE, errno.EBADF, "closed"])
+def test_a_stderr_that_is_gone_is_not_written_again(gone: int | str, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = FailingOnce(errno.EPIPE if gone == "closed" else int(gone))
+    if gone == "closed":
+        log.close()
+    monkeypatch.setattr(sys, "stderr", log)
+    with diagnostics():
+        stand_in = sys.stderr
+        print("first", file=sys.stderr)
+        print("second", file=sys.stderr)
+    assert getattr(stand_in, "stream", "?") is None
+    if gone != "closed":
+        assert log.error is None and log.getvalue() == ""  # one attempt, then none

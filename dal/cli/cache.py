@@ -16,15 +16,20 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dal
 from dal.cli import existing_store, unpublished
 from dal.cli.progress import Progress
 from dal.config import Context
 from dal.exceptions import DalError
+from dal.query.grammar import resolve_field
 from dal.tools import cache
 from dal.tools.cache.listing import registered
+
+if TYPE_CHECKING:
+    from dal.model.meta import HybridMeta
+    from dal.validators import Validator
 
 HELP = "list, delete, prune, queue and prefetch, clean cache entries"
 #: the store options each action takes again, with the metavars the top-level ones show
@@ -138,8 +143,8 @@ def _queue(context: Context, args: argparse.Namespace) -> int:
     if not args.target or "." not in args.target:
         raise DalError("name what to queue as HYBRID.DYNAMIC (or give --list or --clear)")
     hybrid, dynamic = args.target.split(".", 1)
-    texts = _text_fields(hybrid)
-    conditions = [_condition(text, texts) for text in args.where]
+    meta = _hybrid_meta(hybrid)
+    conditions = [_condition(text, meta) for text in args.where]
     fields = [name for name, _ in conditions]
     repeated = sorted({name for name in fields if fields.count(name) > 1})
     if repeated:  # a dict would keep the last and queue the objects of one value, silently
@@ -151,10 +156,12 @@ def _queue(context: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def _condition(text: str, texts: frozenset[str]) -> tuple[str, Any]:
-    """Return ``FIELD=VALUE`` as a condition: VALUE read as JSON, else as text. A field holding text
-    (``texts``) takes VALUE as text unless it is a JSON string: ``name=123``, ``name=null`` match the
-    name ``"123"``, ``"null"``; ``name='"x"'`` matches ``x``."""
+def _condition(text: str, meta: HybridMeta | None) -> tuple[str, Any]:
+    """Return ``FIELD=VALUE`` as a condition: VALUE read as JSON, else as text. A JSON string is that
+    string (``name='"x"'`` matches ``x``); a field of ``meta`` (resolved as a query resolves it: a
+    property, a dynamic, a dotted path) that takes VALUE's text but not its JSON value, or holds text
+    and is given ``null``, takes the text: ``name=123``, ``name=null`` match the name ``"123"``,
+    ``"null"``. Every other field takes the JSON value (``size=7``, ``pool_guid=null``)."""
     field, sep, value = text.partition("=")
     if not sep or not field:
         raise DalError(f"--where takes FIELD=VALUE, not {text!r}")
@@ -162,23 +169,36 @@ def _condition(text: str, texts: frozenset[str]) -> tuple[str, Any]:
         found = json.loads(value)
     except ValueError:
         return field, value
-    return field, (value if field in texts and not isinstance(found, str) else found)
+    if isinstance(found, str) or meta is None:
+        return field, found
+    return field, (value if _takes_text(meta, field, found, value) else found)
 
 
-def _text_fields(hybrid: str) -> frozenset[str]:
-    """Return the fields of ``hybrid`` that hold text: its ``str`` and text-enum properties, its
-    relations' guids (none when no hybrid has that name: the queue says so)."""
+def _takes_text(meta: HybridMeta, name: str, found: Any, text: str) -> bool:
+    """Whether field ``name`` of ``meta`` reads the ``--where`` VALUE ``text`` as text, not as the JSON
+    value ``found``: its type takes the text but refuses ``found`` (``null``: every field takes it).
+    A guid or a relation's guid never does: a guid is never JSON, and ``null`` means no object."""
     try:
-        meta = registered(hybrid)._meta
+        validator = resolve_field(meta, name).validator
+    except DalError:  # no such field: the query names the fields there are
+        return False
+    return validator is not None and _fits(validator, text) and (found is None or not _fits(validator, found))
+
+
+def _fits(validator: Validator, value: Any) -> bool:
+    try:
+        validator(value)
     except DalError:
-        return frozenset()
-    texts = {name for name, spec in meta.properties.items() if _holds_text(spec.property_type)}
-    return frozenset(texts | {relation.guid_field for relation in meta.relations.values()})
+        return False
+    return True
 
 
-def _holds_text(declared: object) -> bool:
-    """Whether a property declared ``declared`` holds text: ``str``, or an enum of text values."""
-    return declared is str or (isinstance(declared, list) and all(isinstance(v, str) for v in declared))
+def _hybrid_meta(hybrid: str) -> HybridMeta | None:
+    """Return the model of ``hybrid`` (None when no hybrid has that name: the queue says so)."""
+    try:
+        return registered(hybrid)._meta
+    except DalError:
+        return None
 
 
 def _prefetch(context: Context, args: argparse.Namespace) -> int:

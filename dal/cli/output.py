@@ -78,9 +78,10 @@ def open_stdout() -> None:
 
 class Diagnostics(io.TextIOBase):
     """Stands for stderr while a command runs: what goes there (the progress bar, a warning, an error
-    line) is for the reader, never part of the work. A stderr that cannot be written (started with
-    ``2>&-``, on a full device, a pipe whose reader left) drops it, from its first failed write on,
-    so the command finishes its work and keeps its exit status."""
+    line) is for the reader, never part of the work. A write that fails (a full device, EAGAIN) is
+    dropped alone, so a long ``dal refresh`` loses only the lines of that moment; a stream that is gone
+    (started with ``2>&-``, closed, a pipe whose reader left, EBADF) is not written again. Either way
+    the command finishes its work and keeps its exit status."""
 
     def __init__(self, stream: TextIO | None) -> None:
         self.stream = stream
@@ -107,9 +108,20 @@ class Diagnostics(io.TextIOBase):
         if self.stream is not None:
             try:
                 return call(self.stream)
-            except (OSError, ValueError, AttributeError):
-                self.stream = None  # unwritable: the rest is dropped, not retried line by line
+            except (OSError, ValueError, AttributeError) as exc:
+                if _gone(self.stream, exc):
+                    self.stream = None  # no later write can succeed: the rest is dropped, not retried
         return None
+
+
+def _gone(stream: TextIO, error: Exception) -> bool:
+    """Whether ``error``, raised writing ``stream``, means no later write to it can succeed."""
+    if isinstance(error, OSError) and error.errno is not None:
+        return error.errno in (errno.EPIPE, errno.EBADF)
+    try:
+        return isinstance(error, AttributeError) or bool(getattr(stream, "closed", False))
+    except ValueError:  # a wrapper whose buffer was detached
+        return True
 
 
 @contextmanager
