@@ -41,8 +41,10 @@ def type_digest(declared: object, schema: dict[str, Any] | None, adapter: Any = 
     """
     if schema is not None:
         described = constraints(schema)
-        written = None if adapter is None else json_schema(adapter, "serialization")
-        if written is not None and constraints(written) != described:
+        # both by field name: dal writes a model's fields by name, whatever alias pydantic's schema shows
+        written = None if adapter is None else json_schema(adapter, "serialization", by_alias=False)
+        admitted = None if written is None else json_schema(adapter, by_alias=False)
+        if written is not None and admitted is not None and constraints(written) != constraints(admitted):
             described = {"admits": described, "writes": constraints(written)}
         return _digest(json.dumps(described, sort_keys=True, default=_address_free))
     return _digest(_address_free(declared))
@@ -79,12 +81,12 @@ def values_digest(allowed: Sequence[Any]) -> str:
     return _digest("one of " + json.dumps(sorted(json.dumps(item, sort_keys=True) for item in allowed)))
 
 
-def json_schema(adapter: Any, mode: str = "validation") -> dict[str, Any] | None:
+def json_schema(adapter: Any, mode: str = "validation", *, by_alias: bool = True) -> dict[str, Any] | None:
     """Return the JSON schema of a pydantic ``TypeAdapter``'s type: of what it admits, or in ``mode``
-    ``"serialization"`` of what it writes; None when pydantic cannot describe it (it cannot describe
-    every type it validates)."""
+    ``"serialization"`` of what it writes (fields named by their aliases unless ``by_alias`` is false);
+    None when pydantic cannot describe it (it cannot describe every type it validates)."""
     try:
-        schema: dict[str, Any] = adapter.json_schema(mode=mode)
+        schema: dict[str, Any] = adapter.json_schema(mode=mode, by_alias=by_alias)
     except Exception:
         return None
     return schema

@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import pydantic
 import pytest
 from conftest import volatile_url_for
 from pydantic import Field
@@ -317,3 +318,16 @@ def test_a_loader_that_cannot_be_called_so_is_refused_when_declared(loader: Any,
         other = f"L{uuid.uuid4().hex[:8]}"
         type(other, (DataObject,), {f"_{other}__dynamics": [Dynamic("size", int, 5)], "_size": fine,
                                     "__module__": __name__}, hybrid_name=other.lower())
+
+
+def test_a_serialization_alias_changes_no_digest() -> None:
+    """pydantic's schema of what a model writes names its fields by their serialization aliases, but dal
+    writes them by name: a model with one must keep the digest of the same model without (the values
+    cached before this version stayed hits), where comparing the aliased schema made it another."""
+    class Plain(pydantic.BaseModel):
+        a: int
+
+    class Aliased(pydantic.BaseModel):
+        a: int = pydantic.Field(serialization_alias="A")
+
+    assert Validator("x", Aliased).digest == Validator("x", Plain).digest

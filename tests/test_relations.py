@@ -314,6 +314,12 @@ def test_linking_a_missing_or_deleted_target_writes_nothing(every_store: Context
     # the deleted instance itself: refused when assigned (its save is refused, "save it first" cannot work)
     with pytest.raises(InvalidValueError, match=r"Book.shelf: Shelf .* was deleted by its delete\(\)"):
         Book(data={"title": "t", "shelf": gone})
+    later = Shelf(data={"label": "later"})
+    later.save()
+    book = Book(data={"title": "t", "shelf": later})
+    later.delete()  # after the assignment: the save's refusal must not say to save it
+    with pytest.raises(ObjectNotFoundError, match=r"which is not stored; link an existing one$"):
+        book.save()
     journal = every_store.keys.journal()  # records of the commits that did happen come and go
     assert [key for key, _ in every_store.persistent.scan(every_store.keys.root)
             if not key.startswith(journal)] == []

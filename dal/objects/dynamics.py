@@ -44,6 +44,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from dal.backends.base import CacheFullError
 from dal.cache import owners
 from dal.cache.leases import LeasedCache
 from dal.config import Context, current
@@ -307,9 +308,10 @@ def _single_flight(context: Context, key: str, compute: Any, spec: Dynamic, labe
         token = signer.seal(lock_key, owners.token())
         try:
             owner = store.add(lock_key, token, spec.lock_timeout)
-        except BackendError:
+        except BackendError as exc:
             stats.add(label + "lock_errors")  # no lock server: compute, do not wait
-            _release_later(cache, lock_key, token)  # yet the add may be applied (see _release_later)
+            if not isinstance(exc, CacheFullError):  # refused for memory: certainly not applied
+                _release_later(cache, lock_key, token)  # yet the add may be applied (see _release_later)
             return fill()
         if owner:
             refused: list[bytes] = []

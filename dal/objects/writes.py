@@ -379,9 +379,11 @@ class Writes:
                 f"({holder}(guid)), or give the model no guid to make a new {name}")
         relation = self._meta.relations[reason.field]  # one of another store was refused by _prepare
         target = relation.target.__name__ if relation.target is not None else "object"
+        held = self._objects.get(reason.field)  # deleted by its delete() since assigned: it cannot be saved
+        remedy = "link an existing one" if "_deleted" in getattr(held, "__dict__", {}) else \
+            f"save the {target} first or link an existing one"
         raise ObjectNotFoundError(
-            f"{name}.{reason.field} points at {target} {reason.value!r}, which is not stored; "
-            f"save the {target} first or link an existing one")
+            f"{name}.{reason.field} points at {target} {reason.value!r}, which is not stored; {remedy}")
 
     def _document(self) -> Document:
         """Return the JSON form of every stored field."""

@@ -20,6 +20,7 @@ from dal.config import Context, current
 from dal.exceptions import BackendError, DalError
 from dal.model.registry import hybrids
 from dal.objects.dynamics import fill_lease
+from dal.objects.dynamics_locks import marked_too_large
 from dal.structures import is_guid
 from dal.tools.cache.listing import Entry, age, check_dynamic, entries, registered
 
@@ -274,7 +275,8 @@ def is_being_cached(obj: object, dynamic: str) -> bool:
     key = context.keys.cached_dynamic(_declaring(obj, dynamic), obj.guid, dynamic)  # type: ignore[attr-defined]
     store = context.volatile
     try:
-        if store.gets(f"{key}/lock")[0] is not None:
+        lock = store.gets(f"{key}/lock")[0]  # the mark of a value too large to cache is no computation
+        if lock is not None and not marked_too_large(context.dynamics, f"{key}/lock", lock):
             return True
         raw = store.gets(key)[0]
     except BackendError:

@@ -251,17 +251,19 @@ class Step:
     def operations_for(self, meta: HybridMeta) -> list[Operation]:
         return [op for op in self.operations if op.meta.name == meta.name]
 
-    def check_subclasses(self) -> None:
+    def check_subclasses(self, stores: Callable[[str], bool]) -> None:
         """Refuse the step if an operation changes what a registered subclass hybrid of the hybrid it
-        names inherits (a transform: any subclass hybrid) while the step names that subclass hybrid in
-        no operation: its objects, stored under its own name, would keep the old form (and a renamed
-        value read as the default). Each subclass hybrid the step names gets its own operations only."""
+        names inherits (a transform: any subclass hybrid), that subclass hybrid stores objects
+        (``stores(name)``: a store where it has none, a new one, needs nothing of it), and the step names
+        it in no operation: its objects, stored under its own name, would keep the old form (and a
+        renamed value read as the default). Each subclass hybrid the step names gets its own operations
+        only."""
         named = {op.meta.name for op in self.operations}
         #: subclass hybrid -> hybrid named -> the calls the step makes for it, on the subclass hybrid
         missing: dict[str, dict[str, list[str]]] = {}
         for operation in self.operations:
             for meta in _subclass_hybrids(operation.meta):
-                if meta.name not in named and operation.inherited(meta):
+                if meta.name not in named and operation.inherited(meta) and stores(meta.name):
                     label = meta.cls.__name__
                     calls = missing.setdefault(label, {}).setdefault(operation.meta.cls.__name__, [])
                     calls.append(operation.call(label))
@@ -316,7 +318,6 @@ class Migration:
             raise MigrationError(
                 f"step {self.number} ({self.description}): its function {self.origin} raised "
                 f"{type(exc).__name__}: {exc}; fix the step and run dal migrate again") from exc
-        step.check_subclasses()
         return step
 
     @property

@@ -29,6 +29,7 @@ can simply be started again.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
@@ -118,6 +119,10 @@ class Migrator(StepRunner, KeyVerifier):
             self.say("dry run: nothing will be written")
         done = self._done_steps()
         pending = [(m, m.plan()) for m in self.migrations if m.number not in done]
+        stores = functools.cache(lambda name: bool(self.context.persistent.scan(self.context.keys.docs(name),
+                                                                                 limit=1)))
+        for _, step in pending:  # before anything is written
+            step.check_subclasses(stores)
         if pending:
             self.report.up_to_date = False
         held: dict[str, bool] = {}  # (dry runs) keys the simulated rewrites wrote (True) or deleted
