@@ -266,3 +266,8 @@ def test_cache_queue_where_reads_a_value_as_the_field_resolved_takes_it(qboxes: 
               "PYTHONPATH": os.pathsep.join([str(qboxes), os.environ.get("PYTHONPATH", "")])}
     done = run_dal("cache", "queue", "qbox.doubled", "--where", where, cwd=tmp_path, env=stores)
     assert (done.returncode, done.stdout) == (0, f"queued {queued} dynamics\n"), done.stderr
+    if where == "size=0":  # once: a value nested past the recursion limit is refused typed (a traceback)
+        deep = run_dal("cache", "queue", "qbox.doubled", "--where", "size=" + "[" * 100_000, cwd=tmp_path,
+                       env=stores)
+        assert deep.returncode == 2 and "nests lists or dicts deeper than any stored value" in deep.stderr
+        assert "Traceback" not in deep.stderr

@@ -169,6 +169,9 @@ def _condition(text: str, meta: HybridMeta | None) -> tuple[str, Any]:
         found = json.loads(value)
     except ValueError:
         return field, value
+    except RecursionError:  # past Python's limit, far past the 100 levels a stored value may nest
+        raise DalError(f"--where {field}=...: the value nests lists or dicts deeper than any stored value "
+                       "(at most 100 levels); give one an object can hold") from None
     if isinstance(found, str) or meta is None:
         return field, found
     return field, (value if _takes_text(meta, field, found, value) else found)
