@@ -459,7 +459,8 @@ def test_writers_killed_mid_operation_leave_nothing_stale_or_broken(
             max_stale_seconds=round(max(stale_for), 2),
             stale_seconds={f"{kill.kind}{number}": round(staleness.cleared_after, 2)
                            for number, (kill, staleness) in enumerate(lived)},
-            parent_saw_stale=parent_saw_stale, bound=f"GRACE {GRACE} + SWEEP_INTERVAL {SWEEP_INTERVAL}")
+            parent_saw_stale=parent_saw_stale, asserted_at_most=STALE_LIMIT,
+            expected_about=f"GRACE {GRACE} + SWEEP_INTERVAL {SWEEP_INTERVAL}")
     for kill, staleness in lived:
         assert staleness.cleared_after <= STALE_LIMIT, (
             f"{kill.kind}: a stale entry outlived the kill by {staleness.cleared_after:.2f} s "
