@@ -165,10 +165,8 @@ class RedisCache(RedisClient):
             return False
         try:
             self._command("set", "SET", CACHE + key, stamped, *_px(expiry))
-        except RefusedError as exc:
-            if not _full(exc):
-                raise
-            self.delete(key)  # not stored (see _full), so the old value must not stay for readers
+        except CacheFullError:  # not stored, so the old value must not stay for readers
+            self.delete(key)
             return False
         return True
 
@@ -179,14 +177,9 @@ class RedisCache(RedisClient):
             return not self._command("add", "EXISTS", CACHE + key)
         if not self._fits(key, stamped):  # never stored (what is there stays: add replaces nothing)
             return False
-        try:  # b"OK", or None where the key exists
-            return self._command("add", "SET", CACHE + key, stamped, *_px(expiry), "NX") is not None
-        except RefusedError as exc:
-            if not _full(exc):
-                raise
-            # not stored (see _full), and nothing tells whether the key is free: an add taking a lock
-            # must not read this as another holder's lock and wait for it (an add refuses nothing else)
-            raise CacheFullError(f"{self.url} is at its maxmemory: {key!r} not added") from exc
+        # b"OK", or None where the key exists; CacheFullError (raised, not False) when the server is full:
+        # nothing tells whether the key is free, and an add taking a lock must not read it as another's
+        return self._command("add", "SET", CACHE + key, stamped, *_px(expiry), "NX") is not None
 
     def cas(self, key: str, value: bytes, token: object, ttl: float) -> bool:
         if not isinstance(token, bytes) or len(token) != STAMP:  # gets found nothing (or not gets' token):
@@ -198,11 +191,18 @@ class RedisCache(RedisClient):
             return False
         try:
             return bool(self._script("cas", self._cas, 1, CACHE + key, token, stamped, expiry))
-        except RefusedError as exc:
-            if not _full(exc):
-                raise
-            self._drop(key)  # not stored (see _full), as one too large is not
+        except CacheFullError:  # not stored, as one too large is not
+            self._drop(key)
             return False
+
+    def _failure(self, what: str, exc: BaseException, *, whole: bool = True) -> BackendError:
+        """As a store's, but a write refused for the server's maxmemory (with noeviction) is a
+        :class:`CacheFullError`: not stored, a miss as a value over its size limit is, never a failure
+        that makes the cache distrust the server."""
+        failure = super()._failure(what, exc, whole=whole)
+        if isinstance(failure, RefusedError) and _out_of_memory(exc):
+            return CacheFullError(f"{self.url} is at its maxmemory: {failure}")
+        return failure
 
     def _fits(self, key: str, stamped: bytes) -> bool:
         """Tell whether the server takes ``key`` and its stamped value (see
@@ -374,13 +374,11 @@ class ListedEntry:
     expires_at: float | None
 
 
-def _full(exc: RefusedError) -> bool:
-    """Tell whether a write was refused for the server's maxmemory (with noeviction): not stored, a miss
-    as a value over its size limit is, never a failure that makes the cache distrust the server. redis-py
-    turns the ``OOM`` reply into OutOfMemoryError, matched by name (the stubs mypy reads lack it)."""
-    cause = exc.__cause__
-    return isinstance(cause, redis.ResponseError) and (
-        type(cause).__name__ == "OutOfMemoryError" or str(cause).startswith("OOM"))
+def _out_of_memory(exc: BaseException) -> bool:
+    """Tell whether Redis refused a write for its maxmemory: redis-py turns the ``OOM`` reply into
+    OutOfMemoryError, matched by name (the stubs mypy reads lack it)."""
+    return isinstance(exc, redis.ResponseError) and (
+        type(exc).__name__ == "OutOfMemoryError" or str(exc).startswith("OOM"))
 
 
 def _glob_escape(text: str) -> str:
